@@ -1,0 +1,167 @@
+//! The admin API (admin port only, never public): instances and CLI tokens, behind the admin
+//! token created at first start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State as AxState};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use cocon_common::ErrorCode;
+use cocon_proto::auth::v1 as pb;
+use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
+use http::StatusCode;
+use serde_json::json;
+
+use crate::{ApiError, GrpcChannel};
+
+#[derive(Clone)]
+struct Admin {
+    auth: AuthServiceClient<GrpcChannel>,
+    token: Arc<String>,
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn presented_secret(req: &Request) -> Option<String> {
+    let value = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.trim().to_string());
+    }
+    // cozy-stack's CLI uses Basic auth with the passphrase as the password.
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.strip_prefix("Basic ")?.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':').map_or(text.clone(), |(_, p)| p.to_string()))
+}
+
+async fn require_admin(AxState(admin): AxState<Admin>, req: Request, next: Next) -> Response {
+    match presented_secret(&req) {
+        Some(secret) if constant_time_eq(secret.as_bytes(), admin.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(ErrorCode::Unauthenticated, "unauthorized", "wrong admin token").into_response(),
+        None => ApiError::new(
+            ErrorCode::Unauthenticated,
+            "unauthorized",
+            "the admin API needs `Authorization: Bearer <admin token>` (the token is in <data dir>/admin-token)",
+        )
+        .into_response(),
+    }
+}
+
+fn instance_json(i: &pb::Instance) -> serde_json::Value {
+    json!({"id": i.id, "domain": i.domain, "created_at": i.created_at})
+}
+
+fn param<'a>(q: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| q.get(*n))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+async fn list(AxState(admin): AxState<Admin>) -> Result<Response, ApiError> {
+    let res = admin
+        .auth
+        .clone()
+        .list_instances(pb::ListInstancesRequest {})
+        .await?
+        .into_inner();
+    let list: Vec<_> = res.instances.iter().map(instance_json).collect();
+    Ok(axum::Json(list).into_response())
+}
+
+async fn create(
+    AxState(admin): AxState<Admin>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let domain = param(&q, &["Domain", "domain"]).ok_or_else(|| ApiError::bad_request("missing ?Domain=<domain>"))?;
+    let inst = admin
+        .auth
+        .clone()
+        .create_instance(pb::CreateInstanceRequest {
+            domain: domain.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, axum::Json(instance_json(&inst))).into_response())
+}
+
+async fn show(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {
+    let inst = admin
+        .auth
+        .clone()
+        .get_instance(pb::GetInstanceRequest { domain })
+        .await?
+        .into_inner();
+    Ok(axum::Json(instance_json(&inst)).into_response())
+}
+
+async fn destroy(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {
+    admin
+        .auth
+        .clone()
+        .destroy_instance(pb::DestroyInstanceRequest { domain })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn issue_token(
+    AxState(admin): AxState<Admin>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let domain = param(&q, &["Domain", "domain"]).ok_or_else(|| ApiError::bad_request("missing ?Domain=<domain>"))?;
+    let scope =
+        param(&q, &["Scope", "scope"]).ok_or_else(|| ApiError::bad_request("missing ?Scope=<doctype[:verbs]> …"))?;
+    let ttl = match param(&q, &["TTL", "ttl"]) {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::bad_request("TTL is a number of seconds"))?,
+        None => 0,
+    };
+    let res = admin
+        .auth
+        .clone()
+        .issue_token(pb::IssueTokenRequest {
+            domain: domain.to_string(),
+            scope: scope.to_string(),
+            ttl_seconds: ttl,
+            audience: param(&q, &["Audience", "audience"]).unwrap_or("cli").to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(axum::Json(json!({"token": res.token, "expires_at": res.expires_at})).into_response())
+}
+
+/// `/instances…` on the admin port. `token` is the admin secret callers must present.
+pub fn admin_router(auth: AuthServiceClient<GrpcChannel>, token: String) -> Router {
+    let admin = Admin {
+        auth,
+        token: Arc::new(token),
+    };
+    Router::new()
+        .route("/instances", get(list).post(create))
+        .route("/instances/token", post(issue_token))
+        .route("/instances/{domain}", get(show).delete(destroy))
+        .route_layer(axum::middleware::from_fn_with_state(admin.clone(), require_admin))
+        .with_state(admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_constant_time_eq() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

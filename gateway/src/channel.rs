@@ -1,0 +1,70 @@
+//! One client type for a service whether it runs in this process or elsewhere: a boxed tower
+//! service speaking gRPC's HTTP/2 requests. In process it calls the tonic server directly (no
+//! socket, same encoding); split, it is a tonic `Channel`. Both carry the `traceparent`.
+
+use std::convert::Infallible;
+
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+pub type GrpcChannel =
+    BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, ChannelError>;
+
+/// A transport error. A concrete type rather than `BoxError`, so the handlers' futures stay
+/// provably `Send` (a boxed error here trips a higher-ranked lifetime limit of the compiler).
+#[derive(Debug)]
+pub struct ChannelError(BoxError);
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+fn with_trace(mut req: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
+    if let Some(tp) = cocon_common::trace_context::current_traceparent()
+        && let Ok(value) = tp.parse()
+    {
+        req.headers_mut()
+            .insert(cocon_common::trace_context::TRACEPARENT, value);
+    }
+    req
+}
+
+/// A client channel to a tonic server running in this process.
+pub fn in_process<S>(server: S) -> GrpcChannel
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let svc = ServiceBuilder::new()
+        .map_request(with_trace)
+        .service(server.map_err(|e: Infallible| -> ChannelError { match e {} }));
+    BoxCloneSyncService::new(svc)
+}
+
+/// A client channel to a service elsewhere, connecting lazily (and reconnecting) to `endpoint`.
+pub fn remote(endpoint: &str) -> Result<GrpcChannel, tonic::transport::Error> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_adaptive_window(true)
+        .connect_lazy();
+    let svc = ServiceBuilder::new()
+        .map_request(with_trace)
+        .service(channel.map_err(|e| ChannelError(Box::new(e))));
+    Ok(BoxCloneSyncService::new(svc))
+}

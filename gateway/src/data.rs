@@ -1,0 +1,448 @@
+//! `/data`: cozy-stack's documents API, over the documents service.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use bytes::Bytes;
+use cocon_proto::documents::v1 as pb;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::access::{Access, Caller, authenticate};
+use crate::{ApiError, State};
+
+type Params = Query<HashMap<String, String>>;
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/data/_all_doctypes", get(all_doctypes))
+        .route("/data/{doctype}/", post(create))
+        .route("/data/{doctype}", post(create))
+        .route("/data/{doctype}/_all_docs", get(all_docs).post(all_docs))
+        .route("/data/{doctype}/_normal_docs", get(normal_docs))
+        .route("/data/{doctype}/_index", post(create_index))
+        .route("/data/{doctype}/_find", post(find))
+        .route("/data/{doctype}/_changes", get(changes).post(changes))
+        .route("/data/{doctype}/_bulk_docs", post(bulk_docs))
+        .route("/data/{doctype}/_design_docs", get(design_docs))
+        .route("/data/{doctype}/_design/{ddoc}", get(get_design).delete(delete_design))
+        .route("/data/{doctype}/{id}", get(get_doc).put(put_doc).delete(delete_doc))
+        .route("/data/{doctype}/{id}/", delete(delete_doc))
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    (status, [(http::header::CONTENT_TYPE, "application/json")], body.into()).into_response()
+}
+
+/// Reads a body up to `limit` bytes; past it, a JSON 413 (the stored data is not touched).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+            cocon_common::ErrorCode::PayloadTooLarge,
+            "document_too_large",
+            format!("the body is larger than the limit of {limit} bytes"),
+        )),
+        Err(err) => Err(ApiError::bad_request(format!("cannot read the body: {err}"))),
+    }
+}
+
+async fn caller(
+    state: &State,
+    headers: &HeaderMap,
+    method: &Method,
+    doctype: &str,
+    id: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, headers).await?;
+    caller.check(method, &Access { doctype, id })?;
+    Ok(caller)
+}
+
+fn scope(caller: &Caller, doctype: &str) -> Option<pb::Scope> {
+    Some(pb::Scope {
+        instance: caller.instance.clone(),
+        doctype: doctype.to_string(),
+    })
+}
+
+fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match params.get(name).map(String::as_str) {
+        None | Some("") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+fn u32_param(params: &HashMap<String, String>, name: &str) -> Result<Option<u32>, ApiError> {
+    params
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| ApiError::bad_request(format!("{name} must be a non-negative integer, not {v:?}")))
+        })
+        .transpose()
+}
+
+/// CouchDB keys in query strings are JSON (`startkey="abc"`); a bare word is taken as is.
+fn key_param(params: &HashMap<String, String>, names: &[&str]) -> String {
+    names
+        .iter()
+        .find_map(|n| params.get(*n))
+        .map(|raw| match serde_json::from_str::<Value>(raw) {
+            Ok(Value::String(s)) => s,
+            _ => raw.clone(),
+        })
+        .unwrap_or_default()
+}
+
+/// cozy-stack's answer to a write: ok, id, rev, type, and the document.
+fn write_answer(status: StatusCode, doctype: &str, res: pb::WriteResponse) -> Result<Response, ApiError> {
+    let mut data: Value = serde_json::from_slice(&res.json).map_err(|_| {
+        ApiError::new(
+            cocon_common::ErrorCode::Internal,
+            "internal_server_error",
+            "bad document from the service",
+        )
+    })?;
+    if let Value::Object(m) = &mut data {
+        m.insert("_type".into(), json!(doctype));
+    }
+    let body = json!({"ok": true, "id": res.id, "rev": res.rev, "type": doctype, "data": data});
+    Ok(json_response(status, body.to_string()))
+}
+
+async fn all_doctypes(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, &headers).await?;
+    // Listing doctypes reveals what exists: it needs a rule on every doctype (a cli/admin token).
+    caller.check(
+        &Method::GET,
+        &Access {
+            doctype: "io.cozy.doctypes",
+            id: None,
+        },
+    )?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .all_doctypes(pb::AllDoctypesRequest {
+            instance: caller.instance,
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn create(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::POST, &doctype, None).await?;
+    let body = read_body(body, state.config.max_doc_bytes).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .put_document(pb::PutDocumentRequest {
+            scope: scope(&caller, &doctype),
+            id: String::new(),
+            body: body.to_vec(),
+        })
+        .await?;
+    write_answer(StatusCode::CREATED, &doctype, res.into_inner())
+}
+
+async fn get_doc(
+    AxState(state): AxState<State>,
+    Path((doctype, id)): Path<(String, String)>,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::GET, &doctype, Some(&id)).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .get_document(pb::GetDocumentRequest {
+            scope: scope(&caller, &doctype),
+            id,
+            rev: params.get("rev").cloned().unwrap_or_default(),
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn get_design(
+    state: AxState<State>,
+    Path((doctype, ddoc)): Path<(String, String)>,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    get_doc(state, Path((doctype, format!("_design/{ddoc}"))), params, headers).await
+}
+
+async fn put_doc(
+    AxState(state): AxState<State>,
+    Path((doctype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::PUT, &doctype, Some(&id)).await?;
+    let body = read_body(body, state.config.max_doc_bytes).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .put_document(pb::PutDocumentRequest {
+            scope: scope(&caller, &doctype),
+            id,
+            body: body.to_vec(),
+        })
+        .await?;
+    write_answer(StatusCode::OK, &doctype, res.into_inner())
+}
+
+fn rev_of(params: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    params
+        .get("rev")
+        .cloned()
+        .or_else(|| {
+            headers
+                .get(http::header::IF_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_default()
+}
+
+async fn delete_doc(
+    AxState(state): AxState<State>,
+    Path((doctype, id)): Path<(String, String)>,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::DELETE, &doctype, Some(&id)).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .delete_document(pb::DeleteDocumentRequest {
+            scope: scope(&caller, &doctype),
+            id: id.clone(),
+            rev: rev_of(&params, &headers),
+        })
+        .await?
+        .into_inner();
+    let body = json!({"ok": true, "id": res.id, "rev": res.rev, "type": doctype, "deleted": true});
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+async fn delete_design(
+    AxState(state): AxState<State>,
+    Path((doctype, ddoc)): Path<(String, String)>,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::DELETE, &doctype, None).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .delete_design_doc(pb::DeleteDesignDocRequest {
+            scope: scope(&caller, &doctype),
+            ddoc,
+            rev: rev_of(&params, &headers),
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn all_docs(
+    AxState(state): AxState<State>,
+    method: Method,
+    Path(doctype): Path<String>,
+    params: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::GET, &doctype, None).await?;
+    let mut keys: Option<Vec<String>> = match params.get("keys") {
+        Some(raw) => {
+            Some(serde_json::from_str(raw).map_err(|_| ApiError::bad_request("keys must be a JSON array of ids"))?)
+        }
+        None => None,
+    };
+    if method == Method::POST {
+        let body = read_body(body, state.config.max_bulk_bytes).await?;
+        if !body.is_empty() {
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+            if let Some(k) = v.get("keys") {
+                keys = Some(
+                    serde_json::from_value(k.clone())
+                        .map_err(|_| ApiError::bad_request("keys must be an array of ids"))?,
+                );
+            }
+        }
+    }
+    let limit = u32_param(&params, "limit")?;
+    let req = pb::AllDocsRequest {
+        scope: scope(&caller, &doctype),
+        include_docs: bool_param(&params, "include_docs")?,
+        has_keys: keys.is_some(),
+        keys: keys.unwrap_or_default(),
+        has_limit: limit.is_some(),
+        limit: limit.unwrap_or(0),
+        skip: u32_param(&params, "skip")?.unwrap_or(0),
+        start_key: key_param(&params, &["startkey", "start_key"]),
+        end_key: key_param(&params, &["endkey", "end_key"]),
+        descending: bool_param(&params, "descending")?,
+    };
+    let res = state.clients.documents.clone().all_docs(req).await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn normal_docs(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::GET, &doctype, None).await?;
+    let req = pb::NormalDocsRequest {
+        scope: scope(&caller, &doctype),
+        limit: u32_param(&params, "limit")?.unwrap_or(0),
+        skip: u32_param(&params, "skip")?.unwrap_or(0),
+        bookmark: params.get("bookmark").cloned().unwrap_or_default(),
+    };
+    let res = state.clients.documents.clone().normal_docs(req).await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn create_index(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::POST, &doctype, None).await?;
+    let body = read_body(body, state.config.max_doc_bytes).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .create_index(pb::CreateIndexRequest {
+            scope: scope(&caller, &doctype),
+            body: body.to_vec(),
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn find(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // A query reads: it needs GET on the whole doctype, as in cozy-stack.
+    let caller = caller(&state, &headers, &Method::GET, &doctype, None).await?;
+    let body = read_body(body, state.config.max_bulk_bytes).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .find(pb::FindRequest {
+            scope: scope(&caller, &doctype),
+            body: body.to_vec(),
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn changes(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::GET, &doctype, None).await?;
+    let limit = u32_param(&params, "limit")?;
+    let timeout = params
+        .get("timeout")
+        .map(|t| {
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("timeout is in milliseconds"))
+        })
+        .transpose()?;
+    let req = pb::ChangesRequest {
+        scope: scope(&caller, &doctype),
+        since: params.get("since").cloned().unwrap_or_default(),
+        has_limit: limit.is_some(),
+        limit: limit.unwrap_or(0),
+        include_docs: bool_param(&params, "include_docs")?,
+        descending: bool_param(&params, "descending")?,
+        feed: params.get("feed").cloned().unwrap_or_default(),
+        timeout_ms: timeout.unwrap_or(0),
+    };
+    let res = state.clients.documents.clone().changes(req).await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}
+
+async fn bulk_docs(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::POST, &doctype, None).await?;
+    // Bulk writes create, update and delete: the token needs every verb on the doctype.
+    for verb in [Method::PUT, Method::DELETE] {
+        caller.check(
+            &verb,
+            &Access {
+                doctype: &doctype,
+                id: None,
+            },
+        )?;
+    }
+    let body = read_body(body, state.config.max_bulk_bytes).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .bulk_docs(pb::BulkDocsRequest {
+            scope: scope(&caller, &doctype),
+            body: body.to_vec(),
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, res.into_inner().json))
+}
+
+async fn design_docs(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &Method::GET, &doctype, None).await?;
+    let res = state
+        .clients
+        .documents
+        .clone()
+        .design_docs(pb::DesignDocsRequest {
+            scope: scope(&caller, &doctype),
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, res.into_inner().json))
+}

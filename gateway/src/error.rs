@@ -1,0 +1,59 @@
+use axum::response::{IntoResponse, Response};
+use cocon_common::ErrorCode;
+use serde_json::json;
+
+/// An error answer: status, CouchDB-style error name, and a reason that says what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub name: String,
+    pub reason: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, name: &str, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, "bad_request", reason)
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> ApiError {
+        let (code, name, reason) = cocon_common::error::from_status(&status);
+        if code == ErrorCode::Internal || (code == ErrorCode::Unavailable && name == "unavailable") {
+            tracing::warn!(grpc_code = ?status.code(), message = %status.message(), "service call failed");
+        }
+        let reason = match (code, reason.is_empty()) {
+            (ErrorCode::Unavailable, _) => "a service is unavailable, try again shortly".to_string(),
+            (_, true) => code.as_str().to_string(),
+            _ => reason,
+        };
+        ApiError { code, name, reason }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.http_status();
+        let body = json!({"status": status.as_u16(), "error": self.name, "reason": self.reason});
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<String> {
+    tracing::error!("a request handler panicked");
+    let body =
+        json!({"status": 500, "error": "internal_server_error", "reason": "internal error, see the server logs"});
+    http::Response::builder()
+        .status(http::StatusCode::INTERNAL_SERVER_ERROR)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .expect("static response")
+}

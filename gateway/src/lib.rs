@@ -1,0 +1,81 @@
+//! The REST edge. It holds no state: it picks the instance from the `Host` header, checks the
+//! bearer token and its scope through the auth service, and calls the services' gRPC clients
+//! (in-process when embedded, over the network when split).
+//!
+//! Routes are cozy-stack's (`/data/...`); errors are JSON with the status, a CouchDB-style
+//! error name and a reason.
+
+mod access;
+mod admin;
+mod channel;
+mod data;
+mod error;
+mod metrics_layer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
+use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
+use serde::Deserialize;
+
+pub use admin::admin_router;
+pub use channel::{GrpcChannel, in_process, remote};
+pub use error::ApiError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Largest single document body, in bytes (413 above).
+    pub max_doc_bytes: usize,
+    /// Largest `_bulk_docs`, `_find` or `_all_docs` body, in bytes.
+    pub max_bulk_bytes: usize,
+    /// How long a verified token is trusted without asking the auth service again, in ms.
+    pub auth_cache_ttl_ms: u64,
+    /// Requests running longer are answered 503 (long polls end before).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_doc_bytes: 8 * 1024 * 1024,
+            max_bulk_bytes: 64 * 1024 * 1024,
+            auth_cache_ttl_ms: 5_000,
+            request_timeout_secs: 90,
+        }
+    }
+}
+
+/// The gRPC clients the gateway calls.
+#[derive(Clone)]
+pub struct Clients {
+    pub auth: AuthServiceClient<GrpcChannel>,
+    pub documents: DocumentsServiceClient<GrpcChannel>,
+}
+
+#[derive(Clone)]
+pub(crate) struct State {
+    pub clients: Clients,
+    pub config: Arc<Config>,
+    pub access: Arc<access::AuthCache>,
+}
+
+/// The public router: `/data` and friends.
+pub fn router(config: Config, clients: Clients) -> Router {
+    let state = State {
+        access: Arc::new(access::AuthCache::new(Duration::from_millis(config.auth_cache_ttl_ms))),
+        config: Arc::new(config.clone()),
+        clients,
+    };
+    data::routes()
+        .route_layer(axum::middleware::from_fn(metrics_layer::record))
+        .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
+        .with_state(state)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+}

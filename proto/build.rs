@@ -1,0 +1,18 @@
+//! Compiles the `.proto` files with `protox` (pure Rust), so a fresh machine needs no `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/cocon/auth/v1/auth.proto",
+        "proto/cocon/documents/v1/documents.proto",
+        "proto/cocon/events/v1/events.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

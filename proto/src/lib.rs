@@ -1,0 +1,21 @@
+//! Cocon's wire contracts: one protobuf package per service and version, plus the event schemas.
+//!
+//! The services never import each other; they share only these types.
+
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("cocon.auth.v1");
+    }
+}
+
+pub mod documents {
+    pub mod v1 {
+        tonic::include_proto!("cocon.documents.v1");
+    }
+}
+
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("cocon.events.v1");
+    }
+}

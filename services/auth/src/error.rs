@@ -1,0 +1,45 @@
+use cocon_common::{ErrorCode, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no instance for domain {0}")]
+    UnknownDomain(String),
+    #[error("instance {0} already exists")]
+    DomainTaken(String),
+    #[error("invalid domain {0:?}: use lowercase letters, digits, dots and dashes")]
+    InvalidDomain(String),
+    #[error("invalid scope: {0}")]
+    InvalidScope(String),
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("the token has expired, get a new one")]
+    ExpiredToken,
+    #[error("cannot read or create the master key {path}: {source}")]
+    MasterKey { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Storage(#[from] cocon_storage::StorageError),
+    #[error(transparent)]
+    Events(#[from] cocon_events::BusError),
+    #[error("corrupt auth record: {0}")]
+    Corrupt(String),
+}
+
+impl ServiceError for AuthError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            AuthError::UnknownDomain(_) => ErrorCode::NotFound,
+            AuthError::DomainTaken(_) => ErrorCode::Conflict,
+            AuthError::InvalidDomain(_) | AuthError::InvalidScope(_) => ErrorCode::BadRequest,
+            AuthError::InvalidToken(_) | AuthError::ExpiredToken => ErrorCode::Unauthenticated,
+            AuthError::MasterKey { .. } | AuthError::Storage(_) | AuthError::Events(_) | AuthError::Corrupt(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+}
+
+impl From<AuthError> for tonic::Status {
+    fn from(err: AuthError) -> tonic::Status {
+        cocon_common::error::to_status(&err)
+    }
+}

@@ -1,0 +1,118 @@
+//! Signed tokens (JWT, HS256) bound to one instance: the signature uses the instance's own
+//! secret, and the issuer claim names its domain.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::AuthError;
+
+pub const AUDIENCES: [&str; 1] = ["cli"];
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The instance's signing secret: HMAC-SHA256(master key, "cocon-instance-secret:" ++ id).
+pub fn instance_secret(master: &[u8], instance_id: &str) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(master).expect("HMAC takes any key length");
+    mac.update(b"cocon-instance-secret:");
+    mac.update(instance_id.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+pub fn issue(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::InvalidToken(e.to_string()))
+}
+
+pub fn verify(secret: &[u8], token: &str, domain: &str) -> Result<Claims, AuthError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&AUDIENCES);
+    validation.set_issuer(&[domain]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = 0;
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                AuthError::InvalidToken("the token belongs to another instance".into())
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                AuthError::InvalidToken("bad signature (forged, or for another instance)".into())
+            }
+            _ => AuthError::InvalidToken(e.to_string()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> Claims {
+        Claims {
+            iss: "alice.test".into(),
+            sub: "id1".into(),
+            aud: "cli".into(),
+            scope: "io.cozy.notes".into(),
+            iat: now(),
+            exp,
+        }
+    }
+
+    #[test]
+    fn test_token_round_trip_and_rejections() {
+        let secret = instance_secret(b"master", "id1");
+        let token = issue(&secret, &claims(now() + 60)).unwrap();
+        assert_eq!(verify(&secret, &token, "alice.test").unwrap().scope, "io.cozy.notes");
+        // Another instance's secret or domain.
+        let other = instance_secret(b"master", "id2");
+        assert!(matches!(
+            verify(&other, &token, "alice.test"),
+            Err(AuthError::InvalidToken(_))
+        ));
+        assert!(matches!(
+            verify(&secret, &token, "bob.test"),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // Expired.
+        let old = issue(&secret, &claims(now() - 5)).unwrap();
+        assert!(matches!(
+            verify(&secret, &old, "alice.test"),
+            Err(AuthError::ExpiredToken)
+        ));
+        // Tampered payload.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = issue(b"attacker", &claims(now() + 60)).unwrap();
+        parts[1] = forged.split('.').nth(1).unwrap();
+        assert!(verify(&secret, &parts.join("."), "alice.test").is_err());
+        assert!(verify(&secret, "not a token", "alice.test").is_err());
+    }
+
+    #[test]
+    fn test_secrets_differ_per_instance_and_master() {
+        assert_ne!(instance_secret(b"m", "a"), instance_secret(b"m", "b"));
+        assert_ne!(instance_secret(b"m", "a"), instance_secret(b"n", "a"));
+        assert_eq!(instance_secret(b"m", "a"), instance_secret(b"m", "a"));
+    }
+}

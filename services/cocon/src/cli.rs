@@ -1,0 +1,179 @@
+//! `cocon instances …`: talks to the admin API of a running server.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+#[derive(Args, Clone)]
+pub struct AdminArgs {
+    /// The admin API of the server.
+    #[arg(
+        long,
+        env = "COCON_ADMIN_URL",
+        default_value = "http://127.0.0.1:6060",
+        global = true
+    )]
+    admin: String,
+    /// The admin token; by default read from <data-dir>/admin-token.
+    #[arg(long, env = "COCON_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+    /// The server's data directory, to find the admin token.
+    #[arg(long, env = "COCON_DATA_DIR", default_value = "./cocon-data", global = true)]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum InstancesCommand {
+    /// Create an instance, served at DOMAIN.
+    #[command(after_help = "Example:\n  cocon instances add alice.localhost")]
+    Add {
+        domain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the instances.
+    #[command(after_help = "Example:\n  cocon instances ls")]
+    Ls {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Destroy an instance and, in the background, all of its data.
+    #[command(after_help = "Example:\n  cocon instances rm alice.localhost")]
+    Rm {
+        domain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print a bearer token for DOMAIN with the given scope (cozy-stack's grammar).
+    #[command(after_help = "Examples:\n  \
+        cocon instances token-cli alice.localhost io.cozy.notes\n  \
+        cocon instances token-cli alice.localhost io.cozy.contacts:GET io.cozy.notes:GET,POST\n  \
+        TOKEN=$(cocon instances token-cli alice.localhost io.cozy.notes)")]
+    TokenCli {
+        domain: String,
+        /// Permission rules: type[:verbs[:values[:selector]]], e.g. io.cozy.notes:GET.
+        #[arg(required = true)]
+        scope: Vec<String>,
+        /// Token lifetime in seconds (default: one day).
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+struct Admin {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    fn new(args: &AdminArgs) -> anyhow::Result<Admin> {
+        let token = match &args.admin_token {
+            Some(t) => t.clone(),
+            None => {
+                let path = args.data_dir.join("admin-token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no admin token: pass --admin-token (or COCON_ADMIN_TOKEN), or --data-dir of the server (tried {})",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(Admin {
+            base: args.admin.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let res = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .query(query)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the admin API at {}: is `cocon serve` running? (--admin to point elsewhere)",
+                    self.base
+                )
+            })?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let reason = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(text);
+            bail!("{status}: {reason}");
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).context("the admin API answered something that is not JSON")
+    }
+}
+
+pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
+    match cmd {
+        InstancesCommand::Add { domain, admin } => {
+            let v = Admin::new(&admin)?
+                .call(reqwest::Method::POST, "/instances", &[("Domain", domain)])
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        InstancesCommand::Ls { admin } => {
+            let v = Admin::new(&admin)?
+                .call(reqwest::Method::GET, "/instances", &[])
+                .await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                eprintln!("no instance yet: create one with `cocon instances add DOMAIN`");
+            }
+            for i in list {
+                println!(
+                    "{}\t{}",
+                    i.get("domain").and_then(Value::as_str).unwrap_or_default(),
+                    i.get("id").and_then(Value::as_str).unwrap_or_default()
+                );
+            }
+        }
+        InstancesCommand::Rm { domain, admin } => {
+            Admin::new(&admin)?
+                .call(reqwest::Method::DELETE, &format!("/instances/{domain}"), &[])
+                .await?;
+            eprintln!("instance {domain} destroyed");
+        }
+        InstancesCommand::TokenCli {
+            domain,
+            scope,
+            ttl,
+            admin,
+        } => {
+            let mut query = vec![
+                ("Domain", domain),
+                ("Scope", scope.join(" ")),
+                ("Audience", "cli".to_string()),
+            ];
+            if let Some(ttl) = ttl {
+                query.push(("TTL", ttl.to_string()));
+            }
+            let v = Admin::new(&admin)?
+                .call(reqwest::Method::POST, "/instances/token", &query)
+                .await?;
+            println!("{}", v.get("token").and_then(Value::as_str).unwrap_or_default());
+        }
+    }
+    Ok(())
+}

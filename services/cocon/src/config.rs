@@ -1,0 +1,103 @@
+//! The process's configuration: one TOML file (`--config`), `COCON_*` env vars over it, and
+//! command-line flags over both.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub const ALL_SERVICES: [&str; 7] = [
+    "gateway",
+    "auth",
+    "documents",
+    "files",
+    "jobs",
+    "sharing",
+    "notifications",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the embedded store, secrets and admin token live.
+    pub data_dir: PathBuf,
+    /// Public HTTP (the REST API), served by the gateway.
+    pub http_addr: String,
+    /// Admin HTTP: health, readiness, metrics, and the instances API. Never expose it.
+    pub admin_addr: String,
+    /// gRPC, for the services of this process, in split mode.
+    pub grpc_addr: String,
+    /// Comma list of the services this process runs; all of them when empty.
+    pub services: String,
+    /// NATS server for the event bus; the in-process bus when empty.
+    pub nats_url: String,
+    /// How long a shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
+    pub endpoints: Endpoints,
+    pub streams: cocon_events::streams::Limits,
+    pub gateway: cocon_gateway::Config,
+    pub auth: cocon_auth::Config,
+    pub documents: cocon_documents::Config,
+    pub files: cocon_files::Config,
+    pub jobs: cocon_jobs::Config,
+    pub sharing: cocon_sharing::Config,
+    pub notifications: cocon_notifications::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./cocon-data"),
+            http_addr: "127.0.0.1:8080".into(),
+            admin_addr: "127.0.0.1:6060".into(),
+            grpc_addr: "127.0.0.1:7070".into(),
+            services: String::new(),
+            nats_url: String::new(),
+            shutdown_grace_secs: 30,
+            endpoints: Endpoints::default(),
+            streams: Default::default(),
+            gateway: Default::default(),
+            auth: Default::default(),
+            documents: Default::default(),
+            files: Default::default(),
+            jobs: Default::default(),
+            sharing: Default::default(),
+            notifications: Default::default(),
+        }
+    }
+}
+
+/// Where to reach the services this process does not run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Endpoints {
+    pub auth: String,
+    pub documents: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            auth: "http://127.0.0.1:7070".into(),
+            documents: "http://127.0.0.1:7070".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The services to run here, checked against the known names.
+    pub fn enabled(&self) -> anyhow::Result<BTreeSet<&'static str>> {
+        if self.services.trim().is_empty() {
+            return Ok(ALL_SERVICES.into_iter().collect());
+        }
+        let mut set = BTreeSet::new();
+        for name in self.services.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let known = ALL_SERVICES
+                .iter()
+                .find(|s| **s == name)
+                .ok_or_else(|| anyhow::anyhow!("unknown service {name:?}; choose among {}", ALL_SERVICES.join(",")))?;
+            set.insert(*known);
+        }
+        Ok(set)
+    }
+}

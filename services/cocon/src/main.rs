@@ -1,0 +1,101 @@
+//! `cocon`: the one binary. `cocon serve` runs the services; the other commands manage a
+//! running server through its admin API, or the data directory of a stopped one.
+
+mod admin_http;
+mod cli;
+mod config;
+mod rebuild;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cocon",
+    version,
+    about = "Cocon, a personal cloud: your documents, files and apps in one place you control",
+    long_about = "Cocon, a personal cloud: your documents, files and apps in one place you control.\n\n\
+        Run `cocon serve` to start a server on this machine (data in ./cocon-data), then\n\
+        `cocon instances add alice.localhost` to create a person's instance.",
+    after_help = "Examples:\n  cocon serve\n  cocon instances add alice.localhost\n  cocon instances token-cli alice.localhost io.cozy.notes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Cocon: every service in one process by default, or only some of them.
+    #[command(after_help = "Examples:\n  \
+        cocon serve                                   # everything, data in ./cocon-data\n  \
+        cocon serve --config /etc/cocon/cocon.toml\n  \
+        cocon serve --services documents --nats nats://10.0.0.5:4222\n\n\
+        Environment: COCON_DATA_DIR, COCON_HTTP_ADDR, COCON_ADMIN_ADDR, COCON_NATS_URL, COCON_SERVICES,\n\
+        and COCON_<SECTION>__<KEY> for any key of the config file (e.g. COCON_DOCUMENTS__MAX_DOC_BYTES).\n\
+        COCON_LOG_FORMAT=json for JSON logs; OTEL_EXPORTER_OTLP_ENDPOINT to export traces.")]
+    Serve(ServeArgs),
+    /// Create, list and remove instances, and mint tokens, on a running server.
+    #[command(subcommand)]
+    Instances(cli::InstancesCommand),
+    /// Drop every projection and rebuild it from the event log (stop the server first).
+    #[command(after_help = "Example:\n  cocon rebuild-projections --data-dir ./cocon-data")]
+    RebuildProjections {
+        /// The data directory of the stopped server.
+        #[arg(long, env = "COCON_DATA_DIR", default_value = "./cocon-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A TOML config file with a section per service (see deploy/cocon.example.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Run only these services (comma list of gateway,auth,documents,files,jobs,sharing,notifications).
+    #[arg(long)]
+    services: Option<String>,
+    /// The NATS server of the event bus, e.g. nats://127.0.0.1:4222 (required when split).
+    #[arg(long)]
+    nats: Option<String>,
+    /// Where data lives (default ./cocon-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Public HTTP address (default 127.0.0.1:8080).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Admin HTTP address (default 127.0.0.1:6060); keep it private.
+    #[arg(long)]
+    admin_addr: Option<String>,
+    /// gRPC address of this process's services when split (default 127.0.0.1:7070).
+    #[arg(long)]
+    grpc_addr: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cocon: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Instances(cmd) => cli::run(cmd).await,
+            Command::RebuildProjections { data_dir } => rebuild::run(&data_dir).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cocon: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! `cocon serve`: builds the services this process runs, connects to the others, and serves
+//! HTTP (gateway), admin HTTP and, when split, gRPC, until SIGTERM; then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cocon_auth::AuthService;
+use cocon_common::Shutdown;
+use cocon_documents::DocumentsService;
+use cocon_events::{EventBus, MemoryBus, NatsBus};
+use cocon_gateway::{Clients, GrpcChannel, in_process, remote};
+use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
+use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
+use cocon_storage::{EmbeddedStore, Store};
+use tokio::net::TcpListener;
+
+use crate::ServeArgs;
+use crate::admin_http;
+use crate::config::Config;
+
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config: Config = cocon_common::config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(v) = &args.services {
+        config.services = v.clone();
+    }
+    if let Some(v) = &args.nats {
+        config.nats_url = v.clone();
+    }
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = &args.http_addr {
+        config.http_addr = v.clone();
+    }
+    if let Some(v) = &args.admin_addr {
+        config.admin_addr = v.clone();
+    }
+    if let Some(v) = &args.grpc_addr {
+        config.grpc_addr = v.clone();
+    }
+    Ok(config)
+}
+
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let path = config.data_dir.join("store.redb");
+    let store = EmbeddedStore::open(&path).with_context(|| {
+        format!(
+            "cannot open {}: is another cocon using this data directory? stop it, or pick another with --data-dir",
+            path.display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}: is the port taken? choose another in the config"))
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let enabled = config.enabled()?;
+    let name = if enabled.len() == crate::config::ALL_SERVICES.len() {
+        "cocon".to_string()
+    } else {
+        format!("cocon-{}", enabled.iter().copied().collect::<Vec<_>>().join("-"))
+    };
+    let _telemetry = cocon_common::telemetry::init(&name);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let all_in_one = enabled.len() == crate::config::ALL_SERVICES.len();
+    let runs = |s: &str| enabled.contains(s);
+    tracing::info!(services = ?enabled, data_dir = %config.data_dir.display(), "starting cocon");
+
+    let stateful = runs("auth") || runs("documents");
+    if !all_in_one && stateful && config.nats_url.is_empty() {
+        bail!("running only some services needs a shared event bus: pass --nats nats://HOST:4222 (or COCON_NATS_URL)");
+    }
+    let streams = cocon_events::streams::all(&config.streams);
+    let bus: Arc<dyn EventBus> = if config.nats_url.is_empty() {
+        Arc::new(MemoryBus::new(streams))
+    } else {
+        tracing::info!(url = %config.nats_url, "connecting to NATS");
+        Arc::new(
+            NatsBus::connect(&config.nats_url, &streams)
+                .await
+                .context("cannot set up the NATS JetStream streams")?,
+        )
+    };
+    let store = if stateful { Some(open_store(&config)?) } else { None };
+
+    let auth = match &store {
+        Some(store) if runs("auth") => Some(
+            AuthService::build(
+                config.auth.clone(),
+                cocon_auth::Deps {
+                    store: store.clone(),
+                    bus: bus.clone(),
+                    data_dir: config.data_dir.clone(),
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let documents = match &store {
+        Some(store) if runs("documents") => Some(
+            DocumentsService::build(
+                config.documents.clone(),
+                cocon_documents::Deps {
+                    store: store.clone(),
+                    bus: bus.clone(),
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let files = runs("files").then(|| cocon_files::Service::build(config.files.clone()));
+    let jobs = runs("jobs").then(|| cocon_jobs::Service::build(config.jobs.clone()));
+    let sharing = runs("sharing").then(|| cocon_sharing::Service::build(config.sharing.clone()));
+    let notifications =
+        runs("notifications").then(|| cocon_notifications::Service::build(config.notifications.clone()));
+
+    let auth_channel: GrpcChannel = match &auth {
+        Some(a) => in_process(a.grpc()),
+        None => remote(&config.endpoints.auth).context("invalid endpoints.auth")?,
+    };
+    let documents_channel: GrpcChannel = match &documents {
+        Some(d) => in_process(d.grpc()),
+        None => remote(&config.endpoints.documents).context("invalid endpoints.documents")?,
+    };
+    let clients = Clients {
+        auth: AuthServiceClient::new(auth_channel),
+        documents: DocumentsServiceClient::new(documents_channel).max_decoding_message_size(usize::MAX),
+    };
+
+    // Listeners first, so a taken port fails start-up before anything runs.
+    let http = if runs("gateway") {
+        Some(bind(&config.http_addr, "HTTP").await?)
+    } else {
+        None
+    };
+    let admin = bind(&config.admin_addr, "admin HTTP").await?;
+    let skeleton_here = files.is_some() || jobs.is_some() || sharing.is_some() || notifications.is_some();
+    let grpc = if !all_in_one && (auth.is_some() || documents.is_some() || skeleton_here) {
+        Some(bind(&config.grpc_addr, "gRPC").await?)
+    } else {
+        None
+    };
+
+    let requests = Shutdown::new();
+    let background = Shutdown::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    if let Some(a) = &auth {
+        tasks.push(a.run_background(background.clone()));
+    }
+    if let Some(d) = &documents {
+        tasks.extend(d.run_background(background.clone()));
+    }
+
+    let admin_token = if runs("gateway") {
+        let path = config.data_dir.join("admin-token");
+        Some(
+            cocon_common::fs::read_or_create_secret(&path, || hex::encode(rand::random::<[u8; 32]>()))
+                .with_context(|| format!("cannot read or create the admin token {}", path.display()))?,
+        )
+    } else {
+        None
+    };
+    let admin_app = admin_http::router(
+        ready.clone(),
+        metrics,
+        admin_token.map(|token| cocon_gateway::admin_router(clients.auth.clone(), token)),
+    );
+    let admin_addr = admin.local_addr()?;
+    let admin_stop = background.clone();
+    let admin_task = tokio::spawn(async move {
+        let _ = axum::serve(admin, admin_app)
+            .with_graceful_shutdown(async move { admin_stop.wait().await })
+            .await;
+    });
+
+    let mut addrs = vec![format!("admin={admin_addr}")];
+    let mut grpc_task = None;
+    if let Some(listener) = grpc {
+        let addr = listener.local_addr()?;
+        addrs.push(format!("grpc={addr}"));
+        let (reporter, health) = tonic_health::server::health_reporter();
+        if let Some(s) = &files {
+            s.register_health(&reporter).await;
+        }
+        if let Some(s) = &jobs {
+            s.register_health(&reporter).await;
+        }
+        if let Some(s) = &sharing {
+            s.register_health(&reporter).await;
+        }
+        if let Some(s) = &notifications {
+            s.register_health(&reporter).await;
+        }
+        let mut router = tonic::transport::Server::builder()
+            .trace_fn(|req| {
+                let span = tracing::info_span!("grpc", path = %req.uri().path());
+                if let Some(tp) = req
+                    .headers()
+                    .get(cocon_common::trace_context::TRACEPARENT)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    cocon_common::trace_context::set_parent(&span, tp);
+                }
+                span
+            })
+            .add_service(health);
+        if let Some(a) = &auth {
+            reporter
+                .set_serving::<cocon_proto::auth::v1::auth_service_server::AuthServiceServer<AuthService>>()
+                .await;
+            router = router.add_service(a.grpc());
+        }
+        if let Some(d) = &documents {
+            reporter.set_serving::<cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer<DocumentsService>>().await;
+            router = router.add_service(d.grpc());
+        }
+        let stop = requests.clone();
+        grpc_task = Some(tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            if let Err(err) = router
+                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                .await
+            {
+                tracing::error!(error = %err, "gRPC server failed");
+            }
+        }));
+    }
+
+    let mut http_task = None;
+    if let Some(listener) = http {
+        let addr: SocketAddr = listener.local_addr()?;
+        addrs.insert(0, format!("http={addr}"));
+        let app = cocon_gateway::router(config.gateway.clone(), clients.clone());
+        let stop = requests.clone();
+        http_task = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.wait().await })
+                .await;
+        }));
+    }
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(listening = %addrs.join(" "), "cocon is ready");
+    // A machine-readable line for scripts and tests that start cocon on port 0.
+    println!("cocon ready {}", addrs.join(" "));
+
+    cocon_common::shutdown::os_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    ready.store(false, Ordering::SeqCst);
+    requests.trigger();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async {
+        if let Some(t) = http_task {
+            let _ = t.await;
+        }
+        if let Some(t) = grpc_task {
+            let _ = t.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_secs = config.shutdown_grace_secs,
+            "in-flight requests did not finish in time"
+        );
+    }
+    tracing::info!("flushing the outbox");
+    background.trigger();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

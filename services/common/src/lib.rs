@@ -1,0 +1,12 @@
+//! What every Cocon service shares: the closed set of error codes, configuration loading,
+//! telemetry set-up, trace-context propagation and graceful shutdown.
+
+pub mod config;
+pub mod error;
+pub mod fs;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace_context;
+
+pub use error::{ErrorCode, ServiceError};
+pub use shutdown::Shutdown;

@@ -1,0 +1,415 @@
+//! The write path. One task takes write commands from every caller, checks revisions, assigns
+//! per-instance sequences, appends events and their projections to one batch, and commits it
+//! with one fsync (group commit). Being the only writer, it sees every earlier write, so
+//! revision checks and sequences need no locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cocon_events::{EventLog, subject};
+use cocon_proto::events::v1::{DocumentChanged, Envelope, envelope::Payload};
+use cocon_storage::{Batch, Store};
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::projection::{IndexCache, Overlay, project};
+use crate::record::generation;
+use crate::{DocumentsError, error::Result, validate};
+
+/// At most this many commands share one commit.
+const MAX_COMMANDS_PER_COMMIT: usize = 4096;
+
+pub enum WriteKind {
+    /// Create or update; `_rev` in the body is the revision the caller updates.
+    Put {
+        id: Option<String>,
+        body: Map<String, Value>,
+    },
+    Delete {
+        id: String,
+        rev: String,
+    },
+    /// Replication (`new_edits: false`): store the revision given, if it wins.
+    Replicate {
+        body: Map<String, Value>,
+    },
+}
+
+pub struct WriteCmd {
+    pub doctype: String,
+    pub kind: WriteKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteOk {
+    pub id: String,
+    pub rev: String,
+    pub json: Bytes,
+}
+
+struct Job {
+    instance: String,
+    cmds: Vec<WriteCmd>,
+    traceparent: String,
+    reply: oneshot::Sender<Vec<Result<WriteOk>>>,
+}
+
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub log: EventLog,
+    pub indexes: IndexCache,
+    /// Bumped after each commit; long-polling readers wait on it.
+    pub commits: watch::Sender<u64>,
+}
+
+impl Committer {
+    pub fn spawn(shared: Arc<Shared>) -> Committer {
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(run(shared, rx));
+        Committer { tx }
+    }
+
+    pub async fn write(&self, instance: &str, cmds: Vec<WriteCmd>) -> Result<Vec<Result<WriteOk>>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            instance: instance.to_string(),
+            cmds,
+            traceparent: cocon_common::trace_context::current_traceparent().unwrap_or_default(),
+            reply,
+        };
+        self.tx.send(job).await.map_err(|_| DocumentsError::ShuttingDown)?;
+        rx.await.map_err(|_| DocumentsError::ShuttingDown)
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].cmds.len();
+        while n < MAX_COMMANDS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.cmds.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        process(&shared, jobs).await;
+    }
+}
+
+struct Pending {
+    batch: Batch,
+    overlay: Overlay,
+    /// Next sequence per instance within this batch.
+    seqs: HashMap<String, u64>,
+    /// (job, command) of each write in the batch.
+    members: Vec<(usize, usize)>,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            batch: Batch::new(),
+            overlay: Overlay::default(),
+            seqs: HashMap::new(),
+            members: Vec::new(),
+        }
+    }
+}
+
+async fn process(shared: &Shared, mut jobs: Vec<Job>) {
+    let mut results: Vec<Vec<Option<Result<WriteOk>>>> =
+        jobs.iter().map(|j| (0..j.cmds.len()).map(|_| None).collect()).collect();
+    let mut pending = Pending::new();
+    for ji in 0..jobs.len() {
+        let cmds = std::mem::take(&mut jobs[ji].cmds);
+        let instance = jobs[ji].instance.clone();
+        let traceparent = jobs[ji].traceparent.clone();
+        for (ci, cmd) in cmds.into_iter().enumerate() {
+            let is_design = match &cmd.kind {
+                WriteKind::Put { id, .. } => id.as_deref().is_some_and(|i| i.starts_with("_design/")),
+                WriteKind::Delete { id, .. } => id.starts_with("_design/"),
+                WriteKind::Replicate { body } => body
+                    .get("_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|i| i.starts_with("_design/")),
+            };
+            // A design document builds its indexes from committed documents: commit what is pending first.
+            if is_design && !pending.members.is_empty() {
+                flush(shared, &mut pending, &mut results).await;
+            }
+            match apply(shared, &mut pending, &instance, &traceparent, cmd).await {
+                Ok((ok, written)) => {
+                    results[ji][ci] = Some(Ok(ok));
+                    if written {
+                        pending.members.push((ji, ci));
+                    }
+                }
+                Err(Fatal::Rejected(e)) => results[ji][ci] = Some(Err(e)),
+                Err(Fatal::Broken(e)) => {
+                    // The batch may hold half of this write: drop all of it.
+                    tracing::error!(error = %e, "write failed while projecting; the batch is dropped");
+                    results[ji][ci] = Some(Err(e));
+                    fail(shared, &mut pending, &mut results);
+                }
+            }
+            if is_design {
+                flush(shared, &mut pending, &mut results).await;
+            }
+        }
+    }
+    flush(shared, &mut pending, &mut results).await;
+    for (job, res) in jobs.into_iter().zip(results) {
+        let res = res
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(DocumentsError::Corrupt("write result missing".into()))))
+            .collect();
+        let _ = job.reply.send(res);
+    }
+}
+
+fn fail(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option<Result<WriteOk>>>]) {
+    for (ji, ci) in pending.members.drain(..) {
+        results[ji][ci] = Some(Err(DocumentsError::Corrupt("the write's batch failed".into())));
+    }
+    for instance in pending.seqs.keys() {
+        shared.log.forget(instance);
+    }
+    *pending = Pending::new();
+}
+
+async fn flush(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option<Result<WriteOk>>>]) {
+    if pending.batch.is_empty() {
+        *pending = Pending::new();
+        return;
+    }
+    let batch = std::mem::take(&mut pending.batch);
+    match shared.store.apply(batch).await {
+        Ok(()) => {
+            for (instance, next) in &pending.seqs {
+                shared.log.advance(instance, next - 1);
+            }
+            // Readers may have cached the old definitions between projection and commit.
+            for (instance, doctype) in &pending.overlay.changed_indexes {
+                shared.indexes.invalidate(instance, doctype);
+            }
+            shared.log.outbox().committed();
+            shared.commits.send_modify(|n| *n += 1);
+            *pending = Pending::new();
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "commit failed");
+            for (ji, ci) in pending.members.drain(..) {
+                results[ji][ci] = Some(Err(DocumentsError::Storage(cocon_storage::StorageError::Backend(
+                    err.to_string(),
+                ))));
+            }
+            for instance in pending.seqs.keys() {
+                shared.log.forget(instance);
+            }
+            *pending = Pending::new();
+        }
+    }
+}
+
+enum Fatal {
+    /// This write is refused (conflict, not found, bad input); nothing was added to the batch.
+    Rejected(DocumentsError),
+    /// Something broke after the batch was touched.
+    Broken(DocumentsError),
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn new_rev(old_rev: Option<&str>, generation: u64, deleted: bool, body: &Map<String, Value>) -> String {
+    let mut h = Md5::new();
+    h.update(old_rev.unwrap_or("").as_bytes());
+    h.update([deleted as u8]);
+    h.update(serde_json::to_vec(body).unwrap_or_default());
+    format!("{generation}-{}", hex::encode(h.finalize()))
+}
+
+/// `_id` and `_rev` first, then the fields, then `_deleted` when set.
+fn document_json(id: &str, rev: &str, body: &Map<String, Value>, deleted: bool) -> Bytes {
+    let mut doc = Map::with_capacity(body.len() + 3);
+    doc.insert("_id".into(), Value::String(id.to_string()));
+    doc.insert("_rev".into(), Value::String(rev.to_string()));
+    for (k, v) in body {
+        doc.insert(k.clone(), v.clone());
+    }
+    if deleted {
+        doc.insert("_deleted".into(), Value::Bool(true));
+    }
+    Bytes::from(serde_json::to_vec(&doc).expect("a JSON map serialises"))
+}
+
+async fn apply(
+    shared: &Shared,
+    pending: &mut Pending,
+    instance: &str,
+    traceparent: &str,
+    cmd: WriteCmd,
+) -> std::result::Result<(WriteOk, bool), Fatal> {
+    let store = shared.store.as_ref();
+    let doctype = cmd.doctype;
+    let reject = Fatal::Rejected;
+    let (id, rev, deleted, json, old_alive) = match cmd.kind {
+        WriteKind::Put { id, mut body } => {
+            let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            validate::id(&id).map_err(reject)?;
+            let old = pending
+                .overlay
+                .doc(store, instance, &doctype, &id)
+                .await
+                .map_err(reject)?;
+            let expected = match body.remove("_rev") {
+                None => None,
+                Some(Value::String(r)) => Some(r),
+                Some(_) => return Err(reject(DocumentsError::BadRequest("_rev must be a string".into()))),
+            };
+            body.remove("_id");
+            let deleted = match body.remove("_deleted") {
+                None | Some(Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => true,
+                Some(_) => return Err(reject(DocumentsError::BadRequest("_deleted must be a boolean".into()))),
+            };
+            let old_alive = old.as_ref().is_some_and(|o| !o.deleted);
+            match (&old, expected.as_deref()) {
+                (Some(o), Some(r)) if o.rev == r => {}
+                (Some(o), None) if o.deleted => {}
+                (None, None) => {}
+                _ => return Err(reject(DocumentsError::Conflict)),
+            }
+            if deleted && !old_alive {
+                return Err(reject(DocumentsError::NotFound("missing")));
+            }
+            let generation = old.as_ref().map_or(0, |o| o.generation()) + 1;
+            let old_rev = old.as_ref().map(|o| o.rev.as_str());
+            let rev = new_rev(old_rev, generation, deleted, &body);
+            let json = document_json(&id, &rev, &body, deleted);
+            (id, rev, deleted, json, old_alive)
+        }
+        WriteKind::Delete { id, rev } => {
+            validate::id(&id).map_err(reject)?;
+            let old = pending
+                .overlay
+                .doc(store, instance, &doctype, &id)
+                .await
+                .map_err(reject)?;
+            let old = match old {
+                None => return Err(reject(DocumentsError::NotFound("missing"))),
+                Some(o) if o.deleted => return Err(reject(DocumentsError::NotFound("deleted"))),
+                Some(o) => o,
+            };
+            if old.rev != rev {
+                return Err(reject(DocumentsError::Conflict));
+            }
+            let generation = old.generation() + 1;
+            let empty = Map::new();
+            let rev = new_rev(Some(&old.rev), generation, true, &empty);
+            let json = document_json(&id, &rev, &empty, true);
+            (id, rev, true, json, true)
+        }
+        WriteKind::Replicate { mut body } => {
+            let id = match body.remove("_id") {
+                Some(Value::String(id)) => id,
+                _ => {
+                    return Err(reject(DocumentsError::BadRequest(
+                        "with new_edits=false every document needs an _id".into(),
+                    )));
+                }
+            };
+            let rev = match body.remove("_rev") {
+                Some(Value::String(r)) if generation(&r) > 0 => r,
+                _ => {
+                    return Err(reject(DocumentsError::BadRequest(
+                        "with new_edits=false every document needs a _rev like 1-abc".into(),
+                    )));
+                }
+            };
+            validate::id(&id).map_err(reject)?;
+            let deleted = body.remove("_deleted").is_some_and(|d| d == Value::Bool(true));
+            body.remove("_revisions");
+            let old = pending
+                .overlay
+                .doc(store, instance, &doctype, &id)
+                .await
+                .map_err(reject)?;
+            let wins = old
+                .as_ref()
+                .is_none_or(|o| (generation(&rev), rev.as_str()) > (o.generation(), o.rev.as_str()));
+            if !wins {
+                // Already known (or beaten): nothing to write, as CouchDB.
+                return Ok((
+                    WriteOk {
+                        id,
+                        rev,
+                        json: Bytes::new(),
+                    },
+                    false,
+                ));
+            }
+            let json = document_json(&id, &rev, &body, deleted);
+            (id, rev, deleted, json, old.as_ref().is_some_and(|o| !o.deleted))
+        }
+    };
+
+    let seq = match pending.seqs.get(instance) {
+        Some(next) => *next,
+        None => shared.log.next_seq(instance).await.map_err(|e| reject(e.into()))?,
+    };
+    pending.seqs.insert(instance.to_string(), seq + 1);
+    let verb = match (old_alive, deleted) {
+        (_, true) => "deleted",
+        (false, false) => "created",
+        (true, false) => "updated",
+    };
+    let change = DocumentChanged {
+        doctype: doctype.clone(),
+        id: id.clone(),
+        rev: rev.clone(),
+        deleted,
+        body: json.to_vec(),
+    };
+    project(
+        store,
+        &shared.indexes,
+        &mut pending.overlay,
+        &mut pending.batch,
+        instance,
+        seq,
+        &change,
+    )
+    .await
+    .map_err(Fatal::Broken)?;
+    let envelope = Envelope {
+        id: format!("documents:{instance}:{seq}"),
+        r#type: format!("documents.doc.{verb}"),
+        schema_version: 1,
+        occurred_at_us: now_us(),
+        instance: instance.to_string(),
+        seq,
+        traceparent: traceparent.to_string(),
+        payload: Some(Payload::DocumentChanged(change)),
+    };
+    shared.log.append(
+        &mut pending.batch,
+        &envelope,
+        subject::document(instance, &doctype, verb),
+    );
+    Ok((WriteOk { id, rev, json }, true))
+}

@@ -1,0 +1,68 @@
+use cocon_common::{ErrorCode, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentsError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(
+        "invalid doctype {0:?}: use lowercase letters, digits, dots, dashes and underscores, starting with a letter"
+    )]
+    InvalidDoctype(String),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("Document update conflict.")]
+    Conflict,
+    #[error("document too large: {size} bytes, the limit is {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("no_index: {0}")]
+    NoIndex(String),
+    #[error("{0}")]
+    NoUsableIndex(String),
+    #[error("unsupported operator {0}")]
+    UnknownOperator(String),
+    #[error("{0} documents cannot be written through /data")]
+    ReadOnlyDoctype(String),
+    #[error(transparent)]
+    Storage(#[from] cocon_storage::StorageError),
+    #[error(transparent)]
+    Events(#[from] cocon_events::BusError),
+    #[error("corrupt stored record: {0}")]
+    Corrupt(String),
+    #[error("the documents service is shutting down")]
+    ShuttingDown,
+}
+
+impl ServiceError for DocumentsError {
+    fn error_code(&self) -> ErrorCode {
+        use DocumentsError::*;
+        match self {
+            BadRequest(_) | InvalidDoctype(_) | NoIndex(_) | NoUsableIndex(_) | UnknownOperator(_) => {
+                ErrorCode::BadRequest
+            }
+            NotFound(_) => ErrorCode::NotFound,
+            Conflict => ErrorCode::Conflict,
+            TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ReadOnlyDoctype(_) => ErrorCode::Forbidden,
+            ShuttingDown => ErrorCode::Unavailable,
+            Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn error_name(&self) -> &str {
+        match self {
+            DocumentsError::NoIndex(_) => "no_index",
+            DocumentsError::NoUsableIndex(_) => "no_usable_index",
+            DocumentsError::TooLarge { .. } => "document_too_large",
+            DocumentsError::UnknownOperator(_) => "invalid_operator",
+            other => other.error_code().as_str(),
+        }
+    }
+}
+
+impl From<DocumentsError> for tonic::Status {
+    fn from(err: DocumentsError) -> tonic::Status {
+        cocon_common::error::to_status(&err)
+    }
+}
+
+pub type Result<T, E = DocumentsError> = std::result::Result<T, E>;

@@ -1,0 +1,338 @@
+//! The gRPC face of the service: requests in, CouchDB-shaped JSON out.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cocon_proto::documents::v1 as pb;
+use serde_json::{Map, Value, json};
+use tonic::{Request, Response, Status};
+
+use crate::committer::{WriteCmd, WriteKind};
+use crate::query::{self, AllDocsParams, ChangesParams};
+use crate::{DocumentsError, DocumentsService, error::Result, validate};
+
+fn scope(s: Option<pb::Scope>) -> Result<pb::Scope> {
+    let s = s.ok_or_else(|| DocumentsError::BadRequest("missing scope".into()))?;
+    if s.instance.is_empty() {
+        return Err(DocumentsError::BadRequest("missing instance".into()));
+    }
+    validate::doctype(&s.doctype)?;
+    Ok(s)
+}
+
+fn json(bytes: Bytes) -> Response<pb::JsonResponse> {
+    Response::new(pb::JsonResponse { json: bytes.to_vec() })
+}
+
+fn error_json(id: &str, err: &DocumentsError) -> Value {
+    use cocon_common::ServiceError;
+    json!({"id": id, "error": err.error_name(), "reason": err.public_message()})
+}
+
+impl DocumentsService {
+    async fn write_one(&self, instance: &str, doctype: &str, kind: WriteKind) -> Result<pb::WriteResponse> {
+        let cmd = WriteCmd {
+            doctype: doctype.to_string(),
+            kind,
+        };
+        let mut results = self.committer.write(instance, vec![cmd]).await?;
+        let ok = results
+            .pop()
+            .ok_or_else(|| DocumentsError::Corrupt("no write result".into()))??;
+        Ok(pb::WriteResponse {
+            id: ok.id,
+            rev: ok.rev,
+            json: ok.json.to_vec(),
+        })
+    }
+
+    async fn create_index(&self, instance: &str, doctype: &str, body: &[u8]) -> Result<Bytes> {
+        let req = crate::index::parse_request(body)?;
+        let view = crate::index::view_json(&req);
+        for _ in 0..5 {
+            let current = match query::get(&self.shared, instance, doctype, &req.ddoc, "").await {
+                Ok(raw) => Some(
+                    serde_json::from_slice::<Map<String, Value>>(&raw)
+                        .map_err(|e| DocumentsError::Corrupt(e.to_string()))?,
+                ),
+                Err(DocumentsError::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let existing_view = current
+                .as_ref()
+                .and_then(|d| d.get("views"))
+                .and_then(|v| v.get(&req.name));
+            if existing_view == Some(&view) {
+                return Ok(Bytes::from(
+                    serde_json::to_vec(&json!({"result": "exists", "id": req.ddoc, "name": req.name})).expect("json"),
+                ));
+            }
+            let mut doc = current.unwrap_or_default();
+            doc.insert("language".into(), json!("query"));
+            let views = doc.entry("views").or_insert_with(|| json!({}));
+            if !views.is_object() {
+                *views = json!({});
+            }
+            views[&req.name] = view.clone();
+            let kind = WriteKind::Put {
+                id: Some(req.ddoc.clone()),
+                body: doc,
+            };
+            match self.write_one(instance, doctype, kind).await {
+                Ok(_) => {
+                    return Ok(Bytes::from(
+                        serde_json::to_vec(&json!({"result": "created", "id": req.ddoc, "name": req.name}))
+                            .expect("json"),
+                    ));
+                }
+                Err(DocumentsError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DocumentsError::Conflict)
+    }
+
+    async fn bulk_docs(&self, instance: &str, doctype: &str, body: &[u8]) -> Result<Bytes> {
+        let req: Value = serde_json::from_slice(body)
+            .map_err(|e| DocumentsError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        let docs = req
+            .get("docs")
+            .and_then(Value::as_array)
+            .ok_or_else(|| DocumentsError::BadRequest("the body needs \"docs\": [...]".into()))?;
+        let new_edits = req.get("new_edits").and_then(Value::as_bool).unwrap_or(true);
+        let mut results: Vec<Option<Value>> = Vec::with_capacity(docs.len());
+        let mut cmds = Vec::new();
+        let mut slots = Vec::new();
+        for (i, doc) in docs.iter().enumerate() {
+            let id = doc.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let checked = match doc {
+                Value::Object(map) => {
+                    let size = serde_json::to_vec(map).map_or(0, |v| v.len());
+                    if size > self.config.max_doc_bytes {
+                        Err(DocumentsError::TooLarge {
+                            size,
+                            limit: self.config.max_doc_bytes,
+                        })
+                    } else {
+                        validate::check_fields(map).map(|()| map.clone())
+                    }
+                }
+                _ => Err(DocumentsError::BadRequest("each document must be a JSON object".into())),
+            };
+            match checked {
+                Ok(map) => {
+                    let kind = if new_edits {
+                        WriteKind::Put {
+                            id: (!id.is_empty()).then_some(id),
+                            body: map,
+                        }
+                    } else {
+                        WriteKind::Replicate { body: map }
+                    };
+                    cmds.push(WriteCmd {
+                        doctype: doctype.to_string(),
+                        kind,
+                    });
+                    slots.push(i);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(error_json(&id, &e))),
+            }
+        }
+        let written = self.committer.write(instance, cmds).await?;
+        for (slot, res) in slots.into_iter().zip(written) {
+            results[slot] = match res {
+                Ok(ok) if new_edits => Some(json!({"ok": true, "id": ok.id, "rev": ok.rev})),
+                Ok(_) => None,
+                Err(e) => {
+                    let id = docs[slot].get("_id").and_then(Value::as_str).unwrap_or_default();
+                    Some(error_json(id, &e))
+                }
+            };
+        }
+        let out: Vec<Value> = results.into_iter().flatten().collect();
+        Ok(Bytes::from(serde_json::to_vec(&out).expect("json")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::documents_service_server::DocumentsService for DocumentsService {
+    async fn get_document(&self, req: Request<pb::GetDocumentRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        let doc = query::get(&self.shared, &s.instance, &s.doctype, &req.id, &req.rev).await?;
+        Ok(json(doc))
+    }
+
+    async fn put_document(&self, req: Request<pb::PutDocumentRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        validate::writable_doctype(&s.doctype)?;
+        let body = validate::document(&req.body, self.config.max_doc_bytes)?;
+        let body_id = body.get("_id").map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| DocumentsError::BadRequest("_id must be a string".into()))
+        });
+        let body_id = body_id.transpose()?;
+        let id = match (req.id.is_empty(), body_id) {
+            (true, id) => id,
+            (false, Some(b)) if b != req.id => {
+                return Err(DocumentsError::BadRequest(format!(
+                    "the body's _id {b:?} is not the URL's id {:?}",
+                    req.id
+                ))
+                .into());
+            }
+            (false, _) => Some(req.id),
+        };
+        let res = self
+            .write_one(&s.instance, &s.doctype, WriteKind::Put { id, body })
+            .await?;
+        Ok(Response::new(res))
+    }
+
+    async fn delete_document(
+        &self,
+        req: Request<pb::DeleteDocumentRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        validate::writable_doctype(&s.doctype)?;
+        if req.rev.is_empty() {
+            return Err(
+                DocumentsError::BadRequest("deleting needs the current revision: ?rev=… or If-Match".into()).into(),
+            );
+        }
+        let res = self
+            .write_one(
+                &s.instance,
+                &s.doctype,
+                WriteKind::Delete {
+                    id: req.id,
+                    rev: req.rev,
+                },
+            )
+            .await?;
+        Ok(Response::new(res))
+    }
+
+    async fn bulk_docs(&self, req: Request<pb::BulkDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        validate::writable_doctype(&s.doctype)?;
+        Ok(json(self.bulk_docs(&s.instance, &s.doctype, &req.body).await?))
+    }
+
+    async fn all_docs(&self, req: Request<pb::AllDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        let params = AllDocsParams {
+            include_docs: req.include_docs,
+            keys: req.has_keys.then_some(req.keys),
+            limit: req.has_limit.then_some(req.limit as usize),
+            skip: req.skip as usize,
+            start_key: (!req.start_key.is_empty()).then_some(req.start_key),
+            end_key: (!req.end_key.is_empty()).then_some(req.end_key),
+            descending: req.descending,
+        };
+        Ok(json(
+            query::all_docs(&self.shared, &s.instance, &s.doctype, params).await?,
+        ))
+    }
+
+    async fn normal_docs(&self, req: Request<pb::NormalDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        let limit = if req.limit == 0 {
+            query::DEFAULT_LIMIT
+        } else {
+            req.limit as usize
+        };
+        Ok(json(
+            query::normal_docs(
+                &self.shared,
+                &s.instance,
+                &s.doctype,
+                limit,
+                req.skip as usize,
+                &req.bookmark,
+            )
+            .await?,
+        ))
+    }
+
+    async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        Ok(json(self.create_index(&s.instance, &s.doctype, &req.body).await?))
+    }
+
+    async fn find(&self, req: Request<pb::FindRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        Ok(json(
+            query::find(&self.shared, &s.instance, &s.doctype, &req.body).await?,
+        ))
+    }
+
+    async fn changes(&self, req: Request<pb::ChangesRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        let longpoll = match req.feed.as_str() {
+            "" | "normal" => false,
+            "longpoll" => true,
+            other => {
+                return Err(
+                    DocumentsError::BadRequest(format!("unsupported feed {other:?}: use normal or longpoll")).into(),
+                );
+            }
+        };
+        let timeout = match req.timeout_ms {
+            0 => self.config.max_longpoll_ms,
+            t => t.min(self.config.max_longpoll_ms),
+        };
+        let params = ChangesParams {
+            since: req.since,
+            limit: req.has_limit.then_some(req.limit as usize),
+            include_docs: req.include_docs,
+            descending: req.descending,
+            longpoll,
+            timeout: Duration::from_millis(timeout),
+        };
+        Ok(json(
+            query::changes(&self.shared, &s.instance, &s.doctype, params).await?,
+        ))
+    }
+
+    async fn design_docs(&self, req: Request<pb::DesignDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let s = scope(req.into_inner().scope)?;
+        Ok(json(query::design_docs(&self.shared, &s.instance, &s.doctype).await?))
+    }
+
+    async fn delete_design_doc(
+        &self,
+        req: Request<pb::DeleteDesignDocRequest>,
+    ) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = scope(req.scope)?;
+        if req.rev.is_empty() {
+            return Err(DocumentsError::BadRequest("deleting a design document needs ?rev=".into()).into());
+        }
+        let id = format!("_design/{}", req.ddoc.trim_start_matches("_design/"));
+        let res = self
+            .write_one(&s.instance, &s.doctype, WriteKind::Delete { id, rev: req.rev })
+            .await?;
+        Ok(json(Bytes::from(
+            serde_json::to_vec(&json!({"ok": true, "id": res.id, "rev": res.rev})).expect("json"),
+        )))
+    }
+
+    async fn all_doctypes(&self, req: Request<pb::AllDoctypesRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        if req.instance.is_empty() {
+            return Err(DocumentsError::BadRequest("missing instance".into()).into());
+        }
+        Ok(json(query::all_doctypes(&self.shared, &req.instance).await?))
+    }
+}

@@ -1,0 +1,25 @@
+//! The documents service: CouchDB-like JSON documents of any doctype, per instance, behind the
+//! cozy-compatible `/data` API.
+//!
+//! Event sourced: every write appends a `DocumentChanged` event to the per-instance log
+//! (`documents.events`); the documents, the changes feed, the Mango indexes, the per-doctype
+//! counts and the doctype list are projections of that log, written in the same atomic batch
+//! as the event and rebuilt from it by [`DocumentsService::rebuild_projections`].
+//! Writes go through one committer task that checks revisions, assigns sequences and commits
+//! many writers' batches with one fsync (group commit).
+
+mod collate;
+mod committer;
+mod error;
+mod grpc;
+mod index;
+mod mango;
+mod projection;
+mod query;
+mod record;
+mod service;
+mod tables;
+mod validate;
+
+pub use error::DocumentsError;
+pub use service::{Config, Deps, DocumentsService};

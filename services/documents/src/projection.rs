@@ -1,0 +1,260 @@
+//! The projection: how one `DocumentChanged` event updates the documents, the changes feed, the
+//! indexes, the counts and the doctype list. The live write path and the rebuild both run it, so
+//! a rebuild gives the same state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use cocon_proto::events::v1::DocumentChanged;
+use cocon_storage::{Batch, ScanRange, Store};
+use serde_json::Value;
+
+use crate::index::IndexDef;
+use crate::record::{ChangeRecord, DocRecord};
+use crate::tables::*;
+use crate::{DocumentsError, error::Result};
+
+type DocKey = (String, String, String);
+type TypeKey = (String, String);
+
+/// Index definitions per (instance, doctype), shared by the committer and the readers.
+#[derive(Clone, Default)]
+pub struct IndexCache {
+    inner: Arc<RwLock<HashMap<TypeKey, Arc<Vec<IndexDef>>>>>,
+}
+
+/// Bounded so millions of instances do not grow it without end.
+const INDEX_CACHE_MAX: usize = 100_000;
+
+impl IndexCache {
+    pub async fn get(&self, store: &dyn Store, instance: &str, doctype: &str) -> Result<Arc<Vec<IndexDef>>> {
+        let key = (instance.to_string(), doctype.to_string());
+        if let Some(defs) = self.inner.read().expect("index cache poisoned").get(&key) {
+            return Ok(defs.clone());
+        }
+        let defs = Arc::new(load_indexes(store, instance, doctype).await?);
+        let mut map = self.inner.write().expect("index cache poisoned");
+        if map.len() >= INDEX_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, defs.clone());
+        Ok(defs)
+    }
+
+    pub fn invalidate(&self, instance: &str, doctype: &str) {
+        self.inner
+            .write()
+            .expect("index cache poisoned")
+            .remove(&(instance.to_string(), doctype.to_string()));
+    }
+}
+
+pub async fn load_indexes(store: &dyn Store, instance: &str, doctype: &str) -> Result<Vec<IndexDef>> {
+    let rows = store
+        .scan(
+            DOCS,
+            &doctype_partition(instance, doctype),
+            ScanRange::prefix(b"_design/"),
+        )
+        .await?;
+    let mut defs = Vec::new();
+    for row in rows {
+        let record = DocRecord::decode(row.value)?;
+        if !record.deleted {
+            defs.extend(IndexDef::from_design_doc(&record.value()?));
+        }
+    }
+    Ok(defs)
+}
+
+/// What a batch has written and not yet committed, so later events of the same batch see it.
+#[derive(Default)]
+pub struct Overlay {
+    docs: HashMap<DocKey, Option<DocRecord>>,
+    counts: HashMap<TypeKey, i64>,
+    seen_doctypes: HashSet<TypeKey>,
+    /// Design documents changed in this batch: their caches are invalidated after commit.
+    pub changed_indexes: HashSet<TypeKey>,
+}
+
+impl Overlay {
+    pub async fn doc(
+        &mut self,
+        store: &dyn Store,
+        instance: &str,
+        doctype: &str,
+        id: &str,
+    ) -> Result<Option<DocRecord>> {
+        let key = (instance.to_string(), doctype.to_string(), id.to_string());
+        if let Some(found) = self.docs.get(&key) {
+            return Ok(found.clone());
+        }
+        let raw = store
+            .get(DOCS, &doctype_partition(instance, doctype), id.as_bytes())
+            .await?;
+        let record = raw.map(DocRecord::decode).transpose()?;
+        self.docs.insert(key, record.clone());
+        Ok(record)
+    }
+
+    async fn count(&mut self, store: &dyn Store, instance: &str, doctype: &str) -> Result<i64> {
+        let key = (instance.to_string(), doctype.to_string());
+        if let Some(c) = self.counts.get(&key) {
+            return Ok(*c);
+        }
+        let c = read_count(store, instance, doctype).await?;
+        self.counts.insert(key, c);
+        Ok(c)
+    }
+}
+
+pub async fn read_count(store: &dyn Store, instance: &str, doctype: &str) -> Result<i64> {
+    let raw = store.get(META, &doctype_partition(instance, doctype), COUNT).await?;
+    Ok(raw
+        .and_then(|b| b.as_ref().try_into().ok())
+        .map_or(0, i64::from_be_bytes))
+}
+
+fn alive_value(record: &Option<DocRecord>) -> Result<Option<Value>> {
+    match record {
+        Some(r) if !r.deleted => Ok(Some(r.value()?)),
+        _ => Ok(None),
+    }
+}
+
+/// Adds to `batch` what event `seq` of `instance` changes in every projection.
+pub async fn project(
+    store: &dyn Store,
+    indexes: &IndexCache,
+    overlay: &mut Overlay,
+    batch: &mut Batch,
+    instance: &str,
+    seq: u64,
+    change: &DocumentChanged,
+) -> Result<()> {
+    let doctype = change.doctype.as_str();
+    let id = change.id.as_str();
+    let partition = doctype_partition(instance, doctype);
+    let old = overlay.doc(store, instance, doctype, id).await?;
+    let new = DocRecord {
+        rev: change.rev.clone(),
+        seq,
+        deleted: change.deleted,
+        json: change.body.clone().into(),
+    };
+
+    batch.put(DOCS, partition.clone(), id.as_bytes().to_vec(), new.encode());
+    if let Some(old) = &old {
+        batch.delete(CHANGES, partition.clone(), old.seq.to_be_bytes().to_vec());
+    }
+    let change_row = ChangeRecord {
+        id: id.to_string(),
+        rev: new.rev.clone(),
+        deleted: new.deleted,
+    };
+    batch.put(
+        CHANGES,
+        partition.clone(),
+        seq.to_be_bytes().to_vec(),
+        change_row.encode(),
+    );
+
+    let type_key = (instance.to_string(), doctype.to_string());
+    if old.is_none() && overlay.seen_doctypes.insert(type_key.clone()) {
+        batch.put(
+            DOCTYPES,
+            instance.as_bytes().to_vec(),
+            doctype.as_bytes().to_vec(),
+            Vec::new(),
+        );
+    }
+
+    let was_alive = old.as_ref().is_some_and(|o| !o.deleted);
+    let is_alive = !new.deleted;
+    if was_alive != is_alive {
+        let count = overlay.count(store, instance, doctype).await? + if is_alive { 1 } else { -1 };
+        overlay.counts.insert(type_key.clone(), count);
+        batch.put(META, partition.clone(), COUNT.to_vec(), count.to_be_bytes().to_vec());
+    }
+
+    let old_value = alive_value(&old)?;
+    let new_record = Some(new);
+    let new_value = alive_value(&new_record)?;
+    if id.starts_with("_design/") {
+        design_doc_changed(store, batch, instance, doctype, old_value.as_ref(), new_value.as_ref()).await?;
+        indexes.invalidate(instance, doctype);
+        overlay.changed_indexes.insert(type_key);
+    } else {
+        for def in indexes.get(store, instance, doctype).await?.iter() {
+            let ip = index_partition(instance, doctype, &def.ddoc, &def.name);
+            let old_entry = old_value.as_ref().and_then(|v| def.entry(v, id));
+            let new_entry = new_value.as_ref().and_then(|v| def.entry(v, id));
+            if old_entry != new_entry {
+                if let Some(e) = old_entry {
+                    batch.delete(INDEXES, ip.clone(), e);
+                }
+                if let Some(e) = new_entry {
+                    batch.put(INDEXES, ip, e, id.as_bytes().to_vec());
+                }
+            }
+        }
+    }
+    overlay
+        .docs
+        .insert((instance.to_string(), doctype.to_string(), id.to_string()), new_record);
+    Ok(())
+}
+
+/// A design document changed: drop the indexes it no longer declares, build the new ones from
+/// the committed documents. Callers commit pending writes of the doctype first.
+async fn design_doc_changed(
+    store: &dyn Store,
+    batch: &mut Batch,
+    instance: &str,
+    doctype: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<()> {
+    let old_defs = old.map(IndexDef::from_design_doc).unwrap_or_default();
+    let new_defs = new.map(IndexDef::from_design_doc).unwrap_or_default();
+    let same = |a: &IndexDef, b: &IndexDef| {
+        a.name == b.name && a.fields == b.fields && a.partial.is_some() == b.partial.is_some()
+    };
+    for def in &old_defs {
+        if !new_defs.iter().any(|n| same(n, def)) {
+            batch.delete_partition(INDEXES, index_partition(instance, doctype, &def.ddoc, &def.name));
+        }
+    }
+    let added: Vec<&IndexDef> = new_defs
+        .iter()
+        .filter(|n| !old_defs.iter().any(|o| same(n, o)))
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let rows = store
+        .scan(DOCS, &doctype_partition(instance, doctype), ScanRange::all())
+        .await?;
+    for row in rows {
+        if row.sort.starts_with(b"_design/") {
+            continue;
+        }
+        let record = DocRecord::decode(row.value)?;
+        if record.deleted {
+            continue;
+        }
+        let value = record.value()?;
+        let id = String::from_utf8(row.sort).map_err(|_| DocumentsError::Corrupt("document id".into()))?;
+        for def in &added {
+            if let Some(entry) = def.entry(&value, &id) {
+                batch.put(
+                    INDEXES,
+                    index_partition(instance, doctype, &def.ddoc, &def.name),
+                    entry,
+                    id.as_bytes().to_vec(),
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+use std::sync::Arc;
+
+use cocon_common::Shutdown;
+use cocon_events::{
+    ConsumerSpec, EventBus, EventLog, HandlerError, Outbox, Relay, RelayConfig, decode_envelope, run_consumer,
+};
+use cocon_proto::events::v1::envelope::Payload;
+use cocon_storage::{Batch, ScanRange, Store};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::committer::{Committer, Shared};
+use crate::error::Result;
+use crate::projection::{IndexCache, Overlay, load_indexes, project};
+use crate::tables::*;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Largest document accepted, in bytes (413 above).
+    pub max_doc_bytes: usize,
+    /// Longest a `feed=longpoll` request waits, in milliseconds.
+    pub max_longpoll_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_doc_bytes: 8 * 1024 * 1024,
+            max_longpoll_ms: 60_000,
+        }
+    }
+}
+
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+}
+
+#[derive(Clone)]
+pub struct DocumentsService {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) committer: Committer,
+    pub(crate) config: Config,
+    bus: Arc<dyn EventBus>,
+}
+
+impl DocumentsService {
+    pub async fn build(config: Config, deps: Deps) -> Result<DocumentsService> {
+        let outbox = Outbox::open(deps.store.clone(), OUTBOX).await?;
+        let log = EventLog::new(deps.store.clone(), EVENTS, outbox);
+        let (commits, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            store: deps.store,
+            log,
+            indexes: IndexCache::default(),
+            commits,
+        });
+        let committer = Committer::spawn(shared.clone());
+        Ok(DocumentsService {
+            shared,
+            committer,
+            config,
+            bus: deps.bus,
+        })
+    }
+
+    pub fn grpc(
+        &self,
+    ) -> cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer<DocumentsService> {
+        cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer::new(self.clone())
+            .max_decoding_message_size(self.config.max_doc_bytes * 8 + 1024 * 1024)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    /// The outbox relay, and the consumer that erases a destroyed instance's documents.
+    pub fn run_background(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+        let relay = Relay::new(
+            self.shared.log.outbox().clone(),
+            self.bus.clone(),
+            RelayConfig::default(),
+        );
+        let relay = tokio::spawn(relay.run(shutdown.clone()));
+        let svc = self.clone();
+        let spec = ConsumerSpec {
+            stream: cocon_events::streams::AUTH.into(),
+            durable: "documents-instance-destroyed".into(),
+            filter: "cocon.auth.*.instance.destroyed".into(),
+            max_deliver: 5,
+            ack_wait: std::time::Duration::from_secs(60),
+        };
+        let consumer = tokio::spawn(run_consumer(
+            self.bus.clone(),
+            spec,
+            move |message| {
+                let svc = svc.clone();
+                async move {
+                    let envelope = decode_envelope(&message.payload).map_err(|e| HandlerError(e.to_string()))?;
+                    if !matches!(envelope.payload, Some(Payload::InstanceDestroyed(_))) {
+                        return Ok(());
+                    }
+                    svc.purge_instance(&envelope.instance)
+                        .await
+                        .map_err(|e| HandlerError(e.to_string()))
+                }
+            },
+            shutdown,
+        ));
+        vec![relay, consumer]
+    }
+
+    /// Erases every document, index, change and event of an instance. Idempotent.
+    pub async fn purge_instance(&self, instance: &str) -> Result<()> {
+        let store = self.shared.store.as_ref();
+        let doctypes = store.scan(DOCTYPES, instance.as_bytes(), ScanRange::all()).await?;
+        let mut batch = Batch::new();
+        for row in &doctypes {
+            let doctype = String::from_utf8_lossy(&row.sort).into_owned();
+            for def in load_indexes(store, instance, &doctype).await? {
+                batch.delete_partition(INDEXES, index_partition(instance, &doctype, &def.ddoc, &def.name));
+            }
+            let p = doctype_partition(instance, &doctype);
+            for table in [DOCS, CHANGES, META] {
+                batch.delete_partition(table, p.clone());
+            }
+            self.shared.indexes.invalidate(instance, &doctype);
+        }
+        batch.delete_partition(DOCTYPES, instance.as_bytes().to_vec());
+        batch.delete_partition(EVENTS, instance.as_bytes().to_vec());
+        store.apply(batch).await?;
+        self.shared.log.forget(instance);
+        tracing::info!(instance, doctypes = doctypes.len(), "instance documents erased");
+        Ok(())
+    }
+
+    /// Drops every projection and replays the event log into them; returns how many events were
+    /// replayed. Run with the server stopped.
+    pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64> {
+        for table in PROJECTIONS {
+            store.clear_table(table).await?;
+        }
+        let outbox = Outbox::open(store.clone(), OUTBOX).await?;
+        let log = EventLog::new(store.clone(), EVENTS, outbox);
+        let indexes = IndexCache::default();
+        let mut overlay = Overlay::default();
+        let mut batch = Batch::new();
+        let mut replayed = 0u64;
+        let mut after = None;
+        loop {
+            let (events, next) = log.scan_all(after, 1000).await?;
+            if events.is_empty() {
+                break;
+            }
+            after = next;
+            for e in events {
+                let Some(Payload::DocumentChanged(change)) = &e.payload else {
+                    continue;
+                };
+                let design = change.id.starts_with("_design/");
+                // As on the live path: a design document indexes committed documents only.
+                if design || batch.len() > 20_000 {
+                    store.apply(std::mem::take(&mut batch)).await?;
+                    overlay = Overlay::default();
+                }
+                project(
+                    store.as_ref(),
+                    &indexes,
+                    &mut overlay,
+                    &mut batch,
+                    &e.instance,
+                    e.seq,
+                    change,
+                )
+                .await?;
+                if design {
+                    store.apply(std::mem::take(&mut batch)).await?;
+                    overlay = Overlay::default();
+                }
+                replayed += 1;
+            }
+        }
+        store.apply(batch).await?;
+        Ok(replayed)
+    }
+}

@@ -1,0 +1,126 @@
+//! What a document, a doctype and an id may look like.
+
+use serde_json::{Map, Value};
+
+use crate::DocumentsError;
+
+/// Doctypes that other services own: readable elsewhere, never written through `/data`.
+const READ_ONLY: [&str; 8] = [
+    "io.cozy.files",
+    "io.cozy.jobs",
+    "io.cozy.triggers",
+    "io.cozy.apps",
+    "io.cozy.konnectors",
+    "io.cozy.notifications",
+    "io.cozy.sharings",
+    "io.cozy.permissions",
+];
+
+pub fn doctype(doctype: &str) -> Result<(), DocumentsError> {
+    let ok = !doctype.is_empty()
+        && doctype.len() <= 256
+        && doctype.starts_with(|c: char| c.is_ascii_lowercase())
+        && doctype
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && !doctype.contains("..")
+        && !doctype.ends_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(DocumentsError::InvalidDoctype(doctype.to_string()))
+    }
+}
+
+pub fn writable_doctype(d: &str) -> Result<(), DocumentsError> {
+    doctype(d)?;
+    if READ_ONLY.contains(&d) {
+        return Err(DocumentsError::ReadOnlyDoctype(d.to_string()));
+    }
+    Ok(())
+}
+
+pub fn id(id: &str) -> Result<(), DocumentsError> {
+    if id.is_empty() {
+        return Err(DocumentsError::BadRequest("the document id is empty".into()));
+    }
+    if id.len() > 1024 {
+        return Err(DocumentsError::BadRequest(
+            "the document id is longer than 1024 bytes".into(),
+        ));
+    }
+    if id.starts_with('_') && !id.starts_with("_design/") {
+        return Err(DocumentsError::BadRequest(format!(
+            "invalid id {id:?}: only design documents (_design/…) may start with an underscore"
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(DocumentsError::BadRequest(
+            "the document id contains control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a request body into a JSON object, rejecting reserved fields.
+pub fn document(body: &[u8], max_bytes: usize) -> Result<Map<String, Value>, DocumentsError> {
+    if body.len() > max_bytes {
+        return Err(DocumentsError::TooLarge {
+            size: body.len(),
+            limit: max_bytes,
+        });
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| DocumentsError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(DocumentsError::BadRequest("the document must be a JSON object".into()));
+    };
+    check_fields(&map)?;
+    Ok(map)
+}
+
+pub fn check_fields(map: &Map<String, Value>) -> Result<(), DocumentsError> {
+    for key in map.keys() {
+        if key.starts_with('_') && !matches!(key.as_str(), "_id" | "_rev" | "_deleted") {
+            return Err(DocumentsError::BadRequest(format!(
+                "the field {key:?} is reserved: fields starting with _ other than _id, _rev and _deleted are not allowed"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_doctype_rules() {
+        for ok in ["io.cozy.notes", "com.bank.ops_v2", "a-b"] {
+            assert!(doctype(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "IO.cozy", "io..cozy", "io.cozy.", "1abc", "io/cozy", "io cozy", "io:cozy",
+        ] {
+            assert!(doctype(bad).is_err(), "{bad}");
+        }
+        assert!(writable_doctype("io.cozy.files").is_err());
+    }
+
+    #[test]
+    fn test_document_rules() {
+        assert!(document(br#"{"a":1,"_id":"x"}"#, 100).is_ok());
+        assert!(matches!(document(b"[1]", 100), Err(DocumentsError::BadRequest(_))));
+        assert!(matches!(document(b"{nope", 100), Err(DocumentsError::BadRequest(_))));
+        assert!(matches!(
+            document(br#"{"_attachments":{}}"#, 100),
+            Err(DocumentsError::BadRequest(_))
+        ));
+        assert!(matches!(
+            document(&[b' '; 200], 100),
+            Err(DocumentsError::TooLarge { .. })
+        ));
+        assert!(id("_local/x").is_err());
+        assert!(id("_design/x").is_ok());
+    }
+}

@@ -1,0 +1,88 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::BusError;
+
+/// One event on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub subject: String,
+    /// Unique id, used for de-duplication (`Nats-Msg-Id`).
+    pub id: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A stream: the subjects it keeps and its retention limits.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub max_age: Duration,
+    pub max_bytes: i64,
+    pub max_messages: i64,
+    /// Re-publishes of the same message id within this window are dropped.
+    pub duplicate_window: Duration,
+}
+
+/// A durable consumer: it survives restarts and resumes where it acked.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: String,
+    pub durable: String,
+    pub filter: String,
+    /// After this many deliveries, the message goes to the dead-letter subject.
+    pub max_deliver: u32,
+    /// Redelivered if not acked within this time.
+    pub ack_wait: Duration,
+}
+
+/// A delivered message, to ack once handled or nak to get it again later.
+pub struct Delivery {
+    pub message: Message,
+    /// 1 on first delivery.
+    pub attempt: u32,
+    pub(crate) acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+
+    pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
+        self.acker.nak(delay).await
+    }
+}
+
+#[async_trait]
+pub(crate) trait Acker: Send + Sync {
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError>;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next delivery; `None` once the subscription is closed.
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>>;
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Resolves once the bus has stored the message (a JetStream publish ack).
+    async fn publish(&self, message: Message) -> Result<(), BusError>;
+
+    /// Creates the durable consumer if needed and starts receiving from it.
+    async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError>;
+}

@@ -1,0 +1,84 @@
+//! Runs a durable consumer: handle, then ack; on failure nak with backoff; after the last attempt,
+//! put the message on the dead-letter subject and ack it, so one bad event never stalls the rest.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocon_common::Shutdown;
+
+use crate::{ConsumerSpec, EventBus, Message, subject};
+
+/// Why a handler could not handle an event; it will be retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
+pub async fn run_consumer<H, Fut>(bus: Arc<dyn EventBus>, spec: ConsumerSpec, handler: H, shutdown: Shutdown)
+where
+    H: Fn(Message) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<(), HandlerError>> + Send,
+{
+    let mut failures = 0u32;
+    while !shutdown.is_triggered() {
+        let mut sub = match bus.subscribe(spec.clone()).await {
+            Ok(sub) => sub,
+            Err(err) => {
+                failures += 1;
+                tracing::warn!(consumer = %spec.durable, error = %err, "cannot subscribe, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(failures)) => continue,
+                    _ = shutdown.wait() => return,
+                }
+            }
+        };
+        failures = 0;
+        loop {
+            let delivery = tokio::select! {
+                d = sub.next() => d,
+                _ = shutdown.wait() => return,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(err)) => {
+                    tracing::warn!(consumer = %spec.durable, error = %err, "consumer stream error, resubscribing");
+                    break;
+                }
+                None => break,
+            };
+            let message = delivery.message.clone();
+            let attempt = delivery.attempt;
+            let result = match handler(message.clone()).await {
+                Ok(()) => delivery.ack().await,
+                Err(err) if attempt >= spec.max_deliver => {
+                    tracing::error!(consumer = %spec.durable, subject = %message.subject, attempt, error = %err, "dead-lettering event");
+                    let mut headers = message.headers.clone();
+                    headers.push(("Cocon-Original-Subject".into(), message.subject.clone()));
+                    headers.push(("Cocon-Error".into(), err.0.replace(['\r', '\n'], " ")));
+                    let dead = Message {
+                        subject: subject::dead_letter(&spec.durable),
+                        id: format!("{}:dlq:{}", message.id, spec.durable),
+                        headers,
+                        payload: message.payload,
+                    };
+                    match bus.publish(dead).await {
+                        Ok(()) => delivery.ack().await,
+                        // Keep it: losing the event is worse than retrying it.
+                        Err(_) => delivery.nak(backoff(attempt)).await,
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(consumer = %spec.durable, subject = %message.subject, attempt, error = %err, "handler failed, will retry");
+                    delivery.nak(backoff(attempt)).await
+                }
+            };
+            if let Err(err) = result {
+                tracing::warn!(consumer = %spec.durable, error = %err, "ack failed; the event will be redelivered");
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("event bus error: {0}")]
+    Other(String),
+    #[error("no stream holds subject {0}")]
+    NoStream(String),
+    #[error(transparent)]
+    Storage(#[from] cocon_storage::StorageError),
+}
+
+impl cocon_common::ServiceError for BusError {
+    fn error_code(&self) -> cocon_common::ErrorCode {
+        match self {
+            BusError::Unavailable(_) => cocon_common::ErrorCode::Unavailable,
+            _ => cocon_common::ErrorCode::Internal,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Events: the bus trait with its two implementations (in-process and NATS JetStream), subjects,
+//! the per-instance event log, the transactional outbox and its relay, and durable consumers.
+//!
+//! The write path never waits for the bus: a service commits its event to its log and to the
+//! outbox in the same atomic batch, and the relay publishes from the outbox in the background,
+//! retrying while the bus is down. Publishing carries the event id as `Nats-Msg-Id`, so a
+//! re-publish after a crash is dropped by JetStream's duplicate window.
+
+mod bus;
+mod consumer;
+mod error;
+mod log;
+mod memory;
+mod nats;
+mod outbox;
+pub mod subject;
+
+pub use bus::{ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
+pub use consumer::{HandlerError, run_consumer};
+pub use error::BusError;
+pub use log::{EventLog, decode_envelope};
+pub use memory::MemoryBus;
+pub use nats::NatsBus;
+pub use outbox::{Outbox, Relay, RelayConfig};
+
+/// The streams of the deployment, one per publishing service, plus the dead letters.
+pub mod streams {
+    use std::time::Duration;
+
+    use crate::StreamSpec;
+
+    pub const AUTH: &str = "COCON_AUTH";
+    pub const DOCUMENTS: &str = "COCON_DOCUMENTS";
+    pub const DEAD_LETTERS: &str = "COCON_DLQ";
+
+    /// Retention limits, from the configuration.
+    #[derive(Debug, Clone, serde::Deserialize)]
+    #[serde(default)]
+    pub struct Limits {
+        pub max_age_secs: u64,
+        pub max_bytes: i64,
+        pub max_messages: i64,
+        pub duplicate_window_secs: u64,
+    }
+
+    impl Default for Limits {
+        fn default() -> Self {
+            Limits {
+                max_age_secs: 7 * 24 * 3600,
+                max_bytes: 1 << 30,
+                max_messages: 10_000_000,
+                duplicate_window_secs: 120,
+            }
+        }
+    }
+
+    pub fn all(limits: &Limits) -> Vec<StreamSpec> {
+        [
+            (AUTH, "cocon.auth.>"),
+            (DOCUMENTS, "cocon.documents.>"),
+            (DEAD_LETTERS, "cocon.dlq.>"),
+        ]
+        .into_iter()
+        .map(|(name, subject)| StreamSpec {
+            name: name.to_string(),
+            subjects: vec![subject.to_string()],
+            max_age: Duration::from_secs(limits.max_age_secs),
+            max_bytes: limits.max_bytes,
+            max_messages: limits.max_messages,
+            duplicate_window: Duration::from_secs(limits.duplicate_window_secs),
+        })
+        .collect()
+    }
+}

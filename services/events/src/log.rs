@@ -1,0 +1,134 @@
+//! The per-instance event log of a service: partition = instance, sort = sequence (big-endian),
+//! value = the protobuf [`Envelope`]. Sequences start at 1 and have no gaps.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cocon_proto::events::v1::Envelope;
+use cocon_storage::{Batch, ScanRange, Store};
+use prost::Message as _;
+
+use crate::{BusError, Message, Outbox};
+
+#[derive(Clone)]
+pub struct EventLog {
+    store: Arc<dyn Store>,
+    table: &'static str,
+    outbox: Outbox,
+    /// Last sequence per instance; filled from the log on first use.
+    last: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, BusError> {
+    Envelope::decode(bytes).map_err(|e| BusError::Other(format!("undecodable event: {e}")))
+}
+
+impl EventLog {
+    pub fn new(store: Arc<dyn Store>, table: &'static str, outbox: Outbox) -> EventLog {
+        EventLog {
+            store,
+            table,
+            outbox,
+            last: Arc::default(),
+        }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The sequence the next event of `instance` gets. Callers serialise writes per instance
+    /// (each service has one committer) and call [`EventLog::forget`] if the commit fails.
+    pub async fn next_seq(&self, instance: &str) -> Result<u64, BusError> {
+        if let Some(last) = self.last.lock().expect("seq cache poisoned").get(instance) {
+            return Ok(last + 1);
+        }
+        let last = self.last_seq(instance).await?;
+        Ok(last + 1)
+    }
+
+    /// The last committed sequence of `instance` (0 when it has no event).
+    pub async fn last_seq(&self, instance: &str) -> Result<u64, BusError> {
+        let rows = self
+            .store
+            .scan(self.table, instance.as_bytes(), ScanRange::all().reverse(true).limit(1))
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.sort.as_slice().try_into().ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Records that `seq` was used by a batch about to be committed.
+    pub fn advance(&self, instance: &str, seq: u64) {
+        self.last
+            .lock()
+            .expect("seq cache poisoned")
+            .insert(instance.to_string(), seq);
+    }
+
+    /// Drops the cached sequence of `instance`, after a failed commit, so it is re-read.
+    pub fn forget(&self, instance: &str) {
+        self.last.lock().expect("seq cache poisoned").remove(instance);
+    }
+
+    /// Adds the event to the log and to the outbox, in `batch`.
+    pub fn append(&self, batch: &mut Batch, envelope: &Envelope, subject: String) {
+        let bytes = Bytes::from(envelope.encode_to_vec());
+        batch.put(
+            self.table,
+            envelope.instance.as_bytes().to_vec(),
+            envelope.seq.to_be_bytes().to_vec(),
+            bytes.clone(),
+        );
+        let mut headers = vec![("Cocon-Event-Type".to_string(), envelope.r#type.clone())];
+        if !envelope.traceparent.is_empty() {
+            headers.push((
+                cocon_common::trace_context::TRACEPARENT.to_string(),
+                envelope.traceparent.clone(),
+            ));
+        }
+        self.outbox.put(
+            batch,
+            &Message {
+                subject,
+                id: envelope.id.clone(),
+                headers,
+                payload: bytes,
+            },
+        );
+    }
+
+    /// Events of one instance after `after_seq`, in order.
+    pub async fn read(&self, instance: &str, after_seq: u64, limit: usize) -> Result<Vec<Envelope>, BusError> {
+        let rows = self
+            .store
+            .scan(
+                self.table,
+                instance.as_bytes(),
+                ScanRange::between(
+                    std::ops::Bound::Excluded(after_seq.to_be_bytes().to_vec()),
+                    std::ops::Bound::Unbounded,
+                )
+                .limit(limit),
+            )
+            .await?;
+        rows.iter().map(|r| decode_envelope(&r.value)).collect()
+    }
+
+    /// A page of the whole log, every instance, for rebuilds: (events, cursor for the next page).
+    pub async fn scan_all(
+        &self,
+        after: Option<(Vec<u8>, Vec<u8>)>,
+        limit: usize,
+    ) -> Result<(Vec<Envelope>, Option<(Vec<u8>, Vec<u8>)>), BusError> {
+        let rows = self.store.scan_table(self.table, after, limit).await?;
+        let next = rows.last().map(|r| (r.partition.clone(), r.sort.clone()));
+        let events = rows
+            .iter()
+            .map(|r| decode_envelope(&r.value))
+            .collect::<Result<_, _>>()?;
+        Ok((events, next))
+    }
+}

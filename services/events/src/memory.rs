@@ -1,0 +1,289 @@
+//! The in-process bus of the embedded default: JetStream's semantics (streams with limits,
+//! de-duplication by message id, durable consumers with ack, nak and redelivery) in memory.
+//!
+//! Messages live as long as the process. Nothing is lost across a restart all the same: events
+//! stay in the durable outbox until the bus has them, and the event log is the source of truth.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::bus::Acker;
+use crate::subject::matches;
+use crate::{BusError, ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
+
+#[derive(Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    streams: Vec<Stream>,
+}
+
+struct Stream {
+    spec: StreamSpec,
+    messages: VecDeque<Stored>,
+    bytes: i64,
+    next_seq: u64,
+    recent_ids: HashMap<String, Instant>,
+    consumers: HashMap<String, ConsumerState>,
+}
+
+struct Stored {
+    seq: u64,
+    at: Instant,
+    message: Message,
+}
+
+struct ConsumerState {
+    filter: String,
+    /// Every message below this sequence has been acked (or did not match).
+    next_seq: u64,
+    /// The one message handed out and not acked yet: (seq, attempt, redeliver at).
+    in_flight: Option<(u64, u32, Instant)>,
+    ack_wait: Duration,
+}
+
+impl MemoryBus {
+    pub fn new(streams: Vec<StreamSpec>) -> MemoryBus {
+        let streams = streams
+            .into_iter()
+            .map(|spec| Stream {
+                spec,
+                messages: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+                recent_ids: HashMap::new(),
+                consumers: HashMap::new(),
+            })
+            .collect();
+        MemoryBus {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State { streams }),
+                notify: Notify::new(),
+            }),
+        }
+    }
+
+    /// How many messages a stream holds now (after retention).
+    pub fn stream_len(&self, stream: &str) -> usize {
+        let state = self.inner.state.lock().expect("bus state poisoned");
+        state
+            .streams
+            .iter()
+            .find(|s| s.spec.name == stream)
+            .map_or(0, |s| s.messages.len())
+    }
+}
+
+impl Stream {
+    fn enforce_limits(&mut self, now: Instant) {
+        let spec = &self.spec;
+        while let Some(front) = self.messages.front() {
+            let too_old = spec.max_age > Duration::ZERO && now.duration_since(front.at) > spec.max_age;
+            let too_many = spec.max_messages > 0 && self.messages.len() as i64 > spec.max_messages;
+            let too_big = spec.max_bytes > 0 && self.bytes > spec.max_bytes;
+            if !(too_old || too_many || too_big) {
+                break;
+            }
+            let dropped = self.messages.pop_front().expect("front exists");
+            self.bytes -= dropped.message.payload.len() as i64;
+        }
+        let window = spec.duplicate_window;
+        self.recent_ids.retain(|_, at| now.duration_since(*at) <= window);
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn publish(&self, message: Message) -> Result<(), BusError> {
+        let now = Instant::now();
+        {
+            let mut state = self.inner.state.lock().expect("bus state poisoned");
+            let stream = state
+                .streams
+                .iter_mut()
+                .find(|s| s.spec.subjects.iter().any(|f| matches(f, &message.subject)))
+                .ok_or_else(|| BusError::NoStream(message.subject.clone()))?;
+            stream.enforce_limits(now);
+            if stream.recent_ids.contains_key(&message.id) {
+                return Ok(());
+            }
+            stream.recent_ids.insert(message.id.clone(), now);
+            let seq = stream.next_seq;
+            stream.next_seq += 1;
+            stream.bytes += message.payload.len() as i64;
+            stream.messages.push_back(Stored { seq, at: now, message });
+            stream.enforce_limits(now);
+        }
+        self.inner.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
+        let mut state = self.inner.state.lock().expect("bus state poisoned");
+        let stream = state
+            .streams
+            .iter_mut()
+            .find(|s| s.spec.name == spec.stream)
+            .ok_or_else(|| BusError::NoStream(spec.stream.clone()))?;
+        let first = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
+        stream.consumers.entry(spec.durable.clone()).or_insert(ConsumerState {
+            filter: spec.filter.clone(),
+            next_seq: first,
+            in_flight: None,
+            ack_wait: spec.ack_wait,
+        });
+        Ok(Box::new(MemorySubscription {
+            inner: self.inner.clone(),
+            stream: spec.stream,
+            durable: spec.durable,
+        }))
+    }
+}
+
+struct MemorySubscription {
+    inner: Arc<Inner>,
+    stream: String,
+    durable: String,
+}
+
+enum Next {
+    Deliver(Delivery),
+    WaitUntil(Option<Instant>),
+}
+
+impl MemorySubscription {
+    fn poll_state(&self) -> Result<Next, BusError> {
+        let now = Instant::now();
+        let mut state = self.inner.state.lock().expect("bus state poisoned");
+        let stream = state
+            .streams
+            .iter_mut()
+            .find(|s| s.spec.name == self.stream)
+            .ok_or_else(|| BusError::NoStream(self.stream.clone()))?;
+        stream.enforce_limits(now);
+        let first_kept = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
+        let consumer = stream
+            .consumers
+            .get_mut(&self.durable)
+            .ok_or_else(|| BusError::Other("consumer deleted".into()))?;
+        if let Some((seq, attempt, due)) = consumer.in_flight {
+            if seq < first_kept {
+                // Retention dropped it while in flight: move on, as JetStream does.
+                consumer.in_flight = None;
+                consumer.next_seq = consumer.next_seq.max(first_kept);
+            } else if due > now {
+                return Ok(Next::WaitUntil(Some(due)));
+            } else if let Some(stored) = stream.messages.iter().find(|m| m.seq == seq) {
+                consumer.in_flight = Some((seq, attempt + 1, now + consumer.ack_wait));
+                return Ok(Next::Deliver(self.delivery(stored.message.clone(), seq, attempt + 1)));
+            }
+        }
+        consumer.next_seq = consumer.next_seq.max(first_kept);
+        let found = stream
+            .messages
+            .iter()
+            .find(|m| m.seq >= consumer.next_seq && matches(&consumer.filter, &m.message.subject));
+        match found {
+            Some(stored) => {
+                consumer.in_flight = Some((stored.seq, 1, now + consumer.ack_wait));
+                Ok(Next::Deliver(self.delivery(stored.message.clone(), stored.seq, 1)))
+            }
+            None => {
+                consumer.next_seq = stream.next_seq;
+                Ok(Next::WaitUntil(None))
+            }
+        }
+    }
+
+    fn delivery(&self, message: Message, seq: u64, attempt: u32) -> Delivery {
+        Delivery {
+            message,
+            attempt,
+            acker: Box::new(MemoryAcker {
+                inner: self.inner.clone(),
+                stream: self.stream.clone(),
+                durable: self.durable.clone(),
+                seq,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        loop {
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.poll_state() {
+                Err(e) => return Some(Err(e)),
+                Ok(Next::Deliver(d)) => return Some(Ok(d)),
+                Ok(Next::WaitUntil(None)) => notified.await,
+                Ok(Next::WaitUntil(Some(at))) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct MemoryAcker {
+    inner: Arc<Inner>,
+    stream: String,
+    durable: String,
+    seq: u64,
+}
+
+impl MemoryAcker {
+    fn update(&self, f: impl FnOnce(&mut ConsumerState)) {
+        let mut state = self.inner.state.lock().expect("bus state poisoned");
+        if let Some(consumer) = state
+            .streams
+            .iter_mut()
+            .find(|s| s.spec.name == self.stream)
+            .and_then(|s| s.consumers.get_mut(&self.durable))
+            && consumer.in_flight.is_some_and(|(seq, _, _)| seq == self.seq)
+        {
+            f(consumer);
+        }
+    }
+}
+
+#[async_trait]
+impl Acker for MemoryAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        let seq = self.seq;
+        self.update(|c| {
+            c.in_flight = None;
+            c.next_seq = seq + 1;
+        });
+        self.inner.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
+        self.update(|c| {
+            if let Some((seq, attempt, _)) = c.in_flight {
+                c.in_flight = Some((seq, attempt, Instant::now() + delay));
+            }
+        });
+        self.inner.notify.notify_waiters();
+        Ok(())
+    }
+}

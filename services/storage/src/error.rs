@@ -1,0 +1,15 @@
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    #[error("storage is shutting down")]
+    Closed,
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StorageError {
+    pub fn backend(err: impl std::fmt::Display) -> StorageError {
+        StorageError::Backend(err.to_string())
+    }
+}

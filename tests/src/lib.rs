@@ -1,0 +1,1 @@
+//! Helpers for the end-to-end tests: a sandbox that runs the real `cocon` binary.
