@@ -60,6 +60,11 @@ async fn caller(
     doctype: &str,
     id: Option<&str>,
 ) -> Result<Caller, ApiError> {
+    if !cocon_common::doctype::is_valid(doctype) {
+        return Err(ApiError::bad_request(format!(
+            "invalid doctype {doctype:?}: use lowercase letters, digits, dots, dashes and underscores, starting with a letter"
+        )));
+    }
     let caller = authenticate(state, headers).await?;
     caller.check(method, &Access { doctype, id })?;
     Ok(caller)

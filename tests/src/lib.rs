@@ -1,1 +1,10 @@
-//! Helpers for the end-to-end tests: a sandbox that runs the real `cocon` binary.
+//! Helpers for the end-to-end tests: the real `cocon` binary in a temporary data directory,
+//! a real `nats-server`, and an HTTP client that speaks to one instance.
+
+mod api;
+mod nats;
+mod sandbox;
+
+pub use api::{Api, Reply};
+pub use nats::NatsServer;
+pub use sandbox::{Cocon, CoconBuilder, cocon_bin};

@@ -66,17 +66,10 @@ fn parse_rule(text: &str) -> Result<Rule, AuthError> {
 
 /// A doctype, or a wildcard `io.cozy.bank.*` (at least three dots before the star, as cozy-stack).
 fn valid_doctype_pattern(s: &str) -> bool {
-    let base = match s.strip_suffix(".*") {
-        Some(base) if base.matches('.').count() >= 2 => base,
-        Some(_) => return false,
-        None => s,
-    };
-    !base.is_empty()
-        && base.len() <= 256
-        && base.starts_with(|c: char| c.is_ascii_lowercase())
-        && base
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+    match s.strip_suffix(".*") {
+        Some(base) => base.matches('.').count() >= 2 && cocon_common::doctype::is_valid(base),
+        None => cocon_common::doctype::is_valid(s),
+    }
 }
 
 #[cfg(test)]

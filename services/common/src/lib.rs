@@ -2,6 +2,7 @@
 //! telemetry set-up, trace-context propagation and graceful shutdown.
 
 pub mod config;
+pub mod doctype;
 pub mod error;
 pub mod fs;
 pub mod shutdown;

@@ -422,12 +422,13 @@ fn joined(path: &[String]) -> String {
 }
 
 /// How many leading index fields have an equality condition, and whether every field is
-/// required by the selector (CouchDB uses an index only then).
-fn fit(def: &IndexDef, conj: &[(&[String], &Cond)]) -> (usize, bool) {
+/// required by the selector or sorted on (CouchDB uses an index only then: documents missing
+/// an indexed field are not in it).
+fn fit(def: &IndexDef, conj: &[(&[String], &Cond)], sort: &[String]) -> (usize, bool) {
     let required = def
         .fields
         .iter()
-        .all(|f| conj.iter().any(|(p, c)| joined(p) == *f && c.requires_field()));
+        .all(|f| sort.contains(f) || conj.iter().any(|(p, c)| joined(p) == *f && c.requires_field()));
     let eq_prefix = def
         .fields
         .iter()
@@ -547,7 +548,7 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
     };
     let mut chosen: Option<(&IndexDef, usize)> = None;
     for def in &named {
-        let (eq, _) = fit(def, &conj);
+        let (eq, _) = fit(def, &conj, &q.sort);
         if sort_fits(def, eq, &q.sort) {
             chosen = Some((def, eq));
             break;
@@ -564,7 +565,7 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
             .iter()
             .filter(|d| d.partial.is_none())
             .filter_map(|d| {
-                let (eq, required) = fit(d, &conj);
+                let (eq, required) = fit(d, &conj, &q.sort);
                 (required && sort_fits(d, eq, &q.sort)).then_some((d, eq))
             })
             .max_by(|(a, ea), (b, eb)| ea.cmp(eb).then(b.fields.len().cmp(&a.fields.len())));

@@ -17,15 +17,7 @@ const READ_ONLY: [&str; 8] = [
 ];
 
 pub fn doctype(doctype: &str) -> Result<(), DocumentsError> {
-    let ok = !doctype.is_empty()
-        && doctype.len() <= 256
-        && doctype.starts_with(|c: char| c.is_ascii_lowercase())
-        && doctype
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-        && !doctype.contains("..")
-        && !doctype.ends_with('.');
-    if ok {
+    if cocon_common::doctype::is_valid(doctype) {
         Ok(())
     } else {
         Err(DocumentsError::InvalidDoctype(doctype.to_string()))

@@ -1,0 +1,90 @@
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// A real `nats-server -js` on a loopback port, with its store in a temporary directory.
+/// Killed when dropped. Install it with `apt-get install -y nats-server`.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub async fn start() -> anyhow::Result<NatsServer> {
+        let store = tempfile::tempdir()?;
+        let (child, port) = spawn(store.path().to_path_buf(), None).await?;
+        Ok(NatsServer {
+            child: Some(child),
+            port,
+            store,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL); its JetStream store stays for [`NatsServer::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let (child, _) = spawn(self.store.path().to_path_buf(), Some(self.port)).await?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+async fn spawn(store: PathBuf, port: Option<u16>) -> anyhow::Result<(Child, u16)> {
+    let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
+    let mut child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+        .arg(&store)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start nats-server: install it (apt-get install -y nats-server)")?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let found = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        let mut port = None;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            }
+            if line.contains("Server is ready") {
+                std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+                return port;
+            }
+        }
+    });
+    match tokio::time::timeout(Duration::from_secs(20), found).await {
+        Ok(Ok(Some(port))) => Ok((child, port)),
+        _ => {
+            let _ = child.kill();
+            bail!("nats-server did not start")
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,249 @@
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::Api;
+
+/// The `cocon` binary, built once per test run (a no-op when it is up to date).
+pub fn cocon_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("COCON_BIN") {
+            return PathBuf::from(path);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "cocon", "--bin", "cocon"])
+            .current_dir(&root)
+            .status()
+            .expect("cannot run cargo to build the cocon binary");
+        assert!(status.success(), "building the cocon binary failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
+        target.join("debug").join("cocon")
+    })
+    .clone()
+}
+
+/// A running `cocon serve`, killed when dropped.
+pub struct Cocon {
+    child: Child,
+    pub http: String,
+    pub admin: String,
+    pub grpc: Option<String>,
+    pub data_dir: PathBuf,
+    admin_token: Option<String>,
+    http_client: reqwest::Client,
+}
+
+pub struct CoconBuilder {
+    data_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl CoconBuilder {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the process and waits for its `cocon ready …` line.
+    pub async fn start(self) -> anyhow::Result<Cocon> {
+        let mut cmd = Command::new(cocon_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("cannot start cocon")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                if line.starts_with("cocon ready") {
+                    // Keep draining stdout so the child never blocks on a full pipe.
+                    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+                    return Ok(Some(line.trim().to_string()));
+                }
+            }
+        });
+        let line = tokio::time::timeout(Duration::from_secs(60), line)
+            .await
+            .context("cocon did not become ready within 60 s")???;
+        let Some(line) = line else {
+            let status = child.wait()?;
+            bail!("cocon exited before it was ready: {status}");
+        };
+        let addr = |key: &str| {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(&format!("{key}=")))
+                .map(|a| format!("http://{a}"))
+        };
+        let admin = addr("admin").context("no admin address in the ready line")?;
+        let admin_token = std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .ok()
+            .map(|t| t.trim().to_string());
+        Ok(Cocon {
+            child,
+            http: addr("http").unwrap_or_default(),
+            admin,
+            grpc: addr("grpc"),
+            data_dir: self.data_dir,
+            admin_token,
+            http_client: reqwest::Client::new(),
+        })
+    }
+}
+
+impl Cocon {
+    pub fn builder(data_dir: &Path) -> CoconBuilder {
+        CoconBuilder {
+            data_dir: data_dir.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Every service in one process, on the embedded default.
+    pub async fn start(data_dir: &Path) -> anyhow::Result<Cocon> {
+        Cocon::builder(data_dir).start().await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let mut child_wait = || self.child.try_wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child_wait()? {
+                if !status.success() {
+                    bail!("cocon exited with {status} after SIGTERM");
+                }
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("cocon did not stop within 30 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A call to the admin API, with the admin token.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http_client
+            .request(method, format!("{}{path}", self.admin))
+            .query(query);
+        if let Some(t) = &self.admin_token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// Creates an instance and returns its id.
+    pub async fn add_instance(&self, domain: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .admin(reqwest::Method::POST, "/instances", &[("Domain", domain)])
+            .await?;
+        if status != 201 {
+            bail!("creating {domain}: {status} {body}");
+        }
+        Ok(body["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub async fn token(&self, domain: &str, scope: &str) -> anyhow::Result<String> {
+        self.token_ttl(domain, scope, 0).await
+    }
+
+    pub async fn token_ttl(&self, domain: &str, scope: &str, ttl: u64) -> anyhow::Result<String> {
+        let ttl = ttl.to_string();
+        let mut query = vec![("Domain", domain), ("Scope", scope)];
+        if ttl != "0" {
+            query.push(("TTL", ttl.as_str()));
+        }
+        let (status, body) = self.admin(reqwest::Method::POST, "/instances/token", &query).await?;
+        if status != 200 {
+            bail!("token for {domain}: {status} {body}");
+        }
+        Ok(body["token"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// An instance with a token for the given scope, ready to call.
+    pub async fn instance(&self, domain: &str, scope: &str) -> anyhow::Result<Api> {
+        self.add_instance(domain).await?;
+        let token = self.token(domain, scope).await?;
+        Ok(self.api(domain, Some(&token)))
+    }
+
+    pub fn api(&self, domain: &str, token: Option<&str>) -> Api {
+        Api::new(&self.http, domain, token)
+    }
+}
+
+impl Drop for Cocon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
