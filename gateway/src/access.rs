@@ -48,6 +48,17 @@ impl AuthCache {
     }
 }
 
+impl AuthCache {
+    /// Forgets every token of a domain (its instance was destroyed).
+    pub fn evict_domain(&self, domain: &str) {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.entries
+            .write()
+            .expect("auth cache poisoned")
+            .retain(|(d, _), _| *d != domain);
+    }
+}
+
 /// The request's host, lowercased, without port.
 pub fn host(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers

@@ -16,11 +16,13 @@ use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
 use http::StatusCode;
 use serde_json::json;
 
+use crate::access::AuthCache;
 use crate::{ApiError, GrpcChannel};
 
 #[derive(Clone)]
 struct Admin {
     auth: AuthServiceClient<GrpcChannel>,
+    cache: Arc<AuthCache>,
     token: Arc<String>,
 }
 
@@ -108,8 +110,9 @@ async fn destroy(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> 
     admin
         .auth
         .clone()
-        .destroy_instance(pb::DestroyInstanceRequest { domain })
+        .destroy_instance(pb::DestroyInstanceRequest { domain: domain.clone() })
         .await?;
+    admin.cache.evict_domain(&domain);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -140,10 +143,10 @@ async fn issue_token(
     Ok(axum::Json(json!({"token": res.token, "expires_at": res.expires_at})).into_response())
 }
 
-/// `/instances…` on the admin port. `token` is the admin secret callers must present.
-pub fn admin_router(auth: AuthServiceClient<GrpcChannel>, token: String) -> Router {
+pub(crate) fn router(auth: AuthServiceClient<GrpcChannel>, cache: Arc<AuthCache>, token: String) -> Router {
     let admin = Admin {
         auth,
+        cache,
         token: Arc::new(token),
     };
     Router::new()

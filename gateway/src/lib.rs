@@ -20,7 +20,6 @@ use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
 use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
 use serde::Deserialize;
 
-pub use admin::admin_router;
 pub use channel::{GrpcChannel, in_process, remote};
 pub use error::ApiError;
 
@@ -62,20 +61,40 @@ pub(crate) struct State {
     pub access: Arc<access::AuthCache>,
 }
 
-/// The public router: `/data` and friends.
-pub fn router(config: Config, clients: Clients) -> Router {
-    let state = State {
-        access: Arc::new(access::AuthCache::new(Duration::from_millis(config.auth_cache_ttl_ms))),
-        config: Arc::new(config.clone()),
-        clients,
-    };
-    data::routes()
-        .route_layer(axum::middleware::from_fn(metrics_layer::record))
-        .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
-        .with_state(state)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(config.request_timeout_secs),
-        ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+/// The gateway of this process: the public router and the admin API share its token cache, so
+/// destroying an instance here evicts its tokens at once (other gateways forget them within
+/// `auth_cache_ttl_ms`).
+pub struct Gateway {
+    state: State,
+}
+
+impl Gateway {
+    pub fn build(config: Config, clients: Clients) -> Gateway {
+        Gateway {
+            state: State {
+                access: Arc::new(access::AuthCache::new(Duration::from_millis(config.auth_cache_ttl_ms))),
+                config: Arc::new(config),
+                clients,
+            },
+        }
+    }
+
+    /// The public router: `/data` and friends.
+    pub fn router(&self) -> Router {
+        let timeout = Duration::from_secs(self.state.config.request_timeout_secs);
+        data::routes()
+            .route_layer(axum::middleware::from_fn(metrics_layer::record))
+            .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
+            .with_state(self.state.clone())
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                timeout,
+            ))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+    }
+
+    /// `/instances…` for the admin port; `token` is the admin secret callers must present.
+    pub fn admin_router(&self, token: String) -> Router {
+        admin::router(self.state.clients.auth.clone(), self.state.access.clone(), token)
+    }
 }

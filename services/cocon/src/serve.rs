@@ -174,10 +174,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let gateway = runs("gateway").then(|| cocon_gateway::Gateway::build(config.gateway.clone(), clients.clone()));
     let admin_app = admin_http::router(
         ready.clone(),
         metrics,
-        admin_token.map(|token| cocon_gateway::admin_router(clients.auth.clone(), token)),
+        gateway
+            .as_ref()
+            .zip(admin_token)
+            .map(|(g, token)| g.admin_router(token)),
     );
     let admin_addr = admin.local_addr()?;
     let admin_stop = background.clone();
@@ -244,7 +248,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listener) = http {
         let addr: SocketAddr = listener.local_addr()?;
         addrs.insert(0, format!("http={addr}"));
-        let app = cocon_gateway::router(config.gateway.clone(), clients.clone());
+        let app = gateway.as_ref().map(|g| g.router()).unwrap_or_default();
         let stop = requests.clone();
         http_task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app)

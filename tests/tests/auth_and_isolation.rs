@@ -1,0 +1,241 @@
+//! Tokens, scopes and instance isolation, end to end.
+
+use cocon_tests::Cocon;
+use serde_json::json;
+
+#[tokio::test]
+async fn test_tokens_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let alice = cocon.instance("alice.test", "io.cozy.notes").await.unwrap();
+    let bob = cocon.instance("bob.test", "io.cozy.notes").await.unwrap();
+    assert_eq!(alice.put("/data/io.cozy.notes/n", &json!({"v": 1})).await.status, 200);
+
+    // No token, a garbage token, a forged one, and another instance's.
+    let none = alice.with_token(None).get("/data/io.cozy.notes/n").await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.get("error"), "unauthorized");
+    assert_eq!(
+        alice
+            .with_token(Some("garbage"))
+            .get("/data/io.cozy.notes/n")
+            .await
+            .status,
+        401
+    );
+    let token = cocon.token("alice.test", "io.cozy.notes").await.unwrap();
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let bob_token = cocon.token("bob.test", "io.cozy.notes").await.unwrap();
+    parts[2] = bob_token.split('.').nth(2).unwrap().to_string();
+    assert_eq!(
+        alice
+            .with_token(Some(&parts.join(".")))
+            .get("/data/io.cozy.notes/n")
+            .await
+            .status,
+        401,
+        "forged signature"
+    );
+    let cross = alice.with_token(Some(&bob_token)).get("/data/io.cozy.notes/n").await;
+    assert_eq!(cross.status, 401, "bob's token on alice's host: {}", cross.text);
+    let basic = reqwest::Client::new()
+        .get(format!("{}/data/io.cozy.notes/n", cocon.http))
+        .header("Host", "alice.test")
+        .header("Authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 401);
+
+    // An expired token.
+    let short = cocon.token_ttl("alice.test", "io.cozy.notes", 1).await.unwrap();
+    assert_eq!(
+        alice.with_token(Some(&short)).get("/data/io.cozy.notes/n").await.status,
+        200
+    );
+    // Token expiry has one-second resolution: wait until it has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let expired = alice.with_token(Some(&short)).get("/data/io.cozy.notes/n").await;
+    assert_eq!(expired.status, 401, "{}", expired.text);
+    assert!(expired.get("reason").as_str().unwrap().contains("expired"));
+
+    // An unknown host.
+    let nobody = cocon
+        .api("nobody.test", Some(&token))
+        .get("/data/io.cozy.notes/n")
+        .await;
+    assert_eq!(nobody.status, 404);
+    assert!(nobody.get("reason").as_str().unwrap().contains("nobody.test"));
+
+    // Bob cannot see alice's document.
+    assert_eq!(bob.get("/data/io.cozy.notes/n").await.status, 404);
+
+    // The admin API wants the admin token.
+    let anonymous = reqwest::Client::new()
+        .get(format!("{}/instances", cocon.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = reqwest::Client::new()
+        .get(format!("{}/instances", cocon.admin))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    // Bad scopes and domains are refused when minting.
+    let (status, _) = cocon
+        .admin(
+            reqwest::Method::POST,
+            "/instances/token",
+            &[("Domain", "alice.test"), ("Scope", "io.cozy.notes:FETCH")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = cocon
+        .admin(reqwest::Method::POST, "/instances", &[("Domain", "Bad_Domain")])
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = cocon
+        .admin(reqwest::Method::POST, "/instances", &[("Domain", "alice.test")])
+        .await
+        .unwrap();
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn test_scopes_limit_doctypes_verbs_and_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let admin = cocon
+        .instance("alice.test", "io.cozy.notes io.cozy.contacts io.cozy.bank.operations")
+        .await
+        .unwrap();
+    admin.put("/data/io.cozy.notes/n1", &json!({"v": 1})).await;
+    admin.put("/data/io.cozy.contacts/c1", &json!({"v": 1})).await;
+    admin.put("/data/io.cozy.contacts/c2", &json!({"v": 2})).await;
+
+    let read_notes = cocon.token("alice.test", "io.cozy.notes:GET").await.unwrap();
+    let api = admin.with_token(Some(&read_notes));
+    assert_eq!(api.get("/data/io.cozy.notes/n1").await.status, 200);
+    assert_eq!(api.get("/data/io.cozy.notes/_all_docs").await.status, 200);
+    assert_eq!(
+        api.post("/data/io.cozy.notes/_find", &json!({"selector": {}}))
+            .await
+            .status,
+        200,
+        "a query is a read"
+    );
+    let put = api.put("/data/io.cozy.notes/n1", &json!({"v": 2})).await;
+    assert_eq!(put.status, 403);
+    assert_eq!(put.get("error"), "forbidden");
+    assert_eq!(api.post("/data/io.cozy.notes/", &json!({})).await.status, 403);
+    assert_eq!(api.get("/data/io.cozy.contacts/c1").await.status, 403);
+    assert_eq!(
+        api.post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": []}))
+            .await
+            .status,
+        403
+    );
+
+    // A rule limited to some documents reaches only them, and never a whole-doctype route.
+    let one = cocon.token("alice.test", "io.cozy.contacts:GET:c1").await.unwrap();
+    let api = admin.with_token(Some(&one));
+    assert_eq!(api.get("/data/io.cozy.contacts/c1").await.status, 200);
+    assert_eq!(api.get("/data/io.cozy.contacts/c2").await.status, 403);
+    assert_eq!(api.get("/data/io.cozy.contacts/_all_docs").await.status, 403);
+    assert_eq!(api.get("/data/io.cozy.contacts/_changes").await.status, 403);
+    assert_eq!(
+        api.post("/data/io.cozy.contacts/_find", &json!({"selector": {}}))
+            .await
+            .status,
+        403
+    );
+
+    // Wildcards cover a doctype family.
+    let bank = cocon.token("alice.test", "io.cozy.bank.*").await.unwrap();
+    let api = admin.with_token(Some(&bank));
+    assert_eq!(
+        api.put("/data/io.cozy.bank.operations/o1", &json!({"amount": -3}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(api.get("/data/io.cozy.notes/n1").await.status, 403);
+}
+
+#[tokio::test]
+async fn test_instances_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let alice = cocon
+        .instance("alice.test", "io.cozy.notes io.cozy.doctypes")
+        .await
+        .unwrap();
+    let bob = cocon
+        .instance("bob.test", "io.cozy.notes io.cozy.doctypes")
+        .await
+        .unwrap();
+    for i in 0..5 {
+        alice
+            .put(&format!("/data/io.cozy.notes/same-{i}"), &json!({"owner": "alice"}))
+            .await;
+    }
+    bob.put("/data/io.cozy.notes/same-0", &json!({"owner": "bob"})).await;
+    alice
+        .post(
+            "/data/io.cozy.notes/_index",
+            &json!({"index": {"fields": ["owner"]}, "ddoc": "by-owner"}),
+        )
+        .await;
+
+    assert_eq!(bob.get("/data/io.cozy.notes/same-0").await.get("owner"), "bob");
+    assert_eq!(alice.get("/data/io.cozy.notes/same-0").await.get("owner"), "alice");
+    assert_eq!(bob.get("/data/io.cozy.notes/same-1").await.status, 404);
+    let all = bob.get("/data/io.cozy.notes/_all_docs?include_docs=true").await;
+    assert_eq!(all.get("total_rows"), 1);
+    let changes = bob.get("/data/io.cozy.notes/_changes?include_docs=true").await;
+    let results = changes.get("results").as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["doc"]["owner"], "bob");
+    let found = bob
+        .post("/data/io.cozy.notes/_find", &json!({"selector": {"owner": "alice"}}))
+        .await;
+    assert_eq!(found.get("docs").as_array().unwrap().len(), 0);
+    // Alice's index is hers: bob's query on it finds no such index.
+    let on_alice_index = bob
+        .post(
+            "/data/io.cozy.notes/_find",
+            &json!({"selector": {"owner": "bob"}, "use_index": "by-owner"}),
+        )
+        .await;
+    assert_eq!(on_alice_index.status, 400);
+    assert_eq!(
+        bob.get("/data/io.cozy.notes/_design_docs")
+            .await
+            .get("rows")
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // Removing bob erases his data and leaves alice's.
+    let (status, _) = cocon
+        .admin(reqwest::Method::DELETE, "/instances/bob.test", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(bob.get("/data/io.cozy.notes/same-0").await.status, 404);
+    assert_eq!(
+        alice.get("/data/io.cozy.notes/_all_docs").await.get("total_rows"),
+        6,
+        "5 notes and the design document"
+    );
+    let (status, list) = cocon.admin(reqwest::Method::GET, "/instances", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
