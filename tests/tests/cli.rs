@@ -1,0 +1,83 @@
+//! The command line explains itself, and manages instances of a running server.
+
+use std::process::Command;
+
+use cocon_tests::{Cocon, cocon_bin};
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(cocon_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn test_every_command_has_help_with_an_example() {
+    for cmd in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["instances", "add", "--help"],
+        vec!["instances", "ls", "--help"],
+        vec!["instances", "rm", "--help"],
+        vec!["instances", "token-cli", "--help"],
+        vec!["rebuild-projections", "--help"],
+    ] {
+        let (ok, stdout, _) = run(&cmd);
+        assert!(ok, "{cmd:?} --help fails");
+        assert!(
+            stdout.contains("Example"),
+            "{cmd:?}: the help shows an example:\n{stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn test_instances_commands_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let admin = ["--admin", cocon.admin.as_str(), "--data-dir", data_dir];
+    let with = |mut args: Vec<&'static str>| {
+        let mut v: Vec<String> = args.drain(..).map(str::to_string).collect();
+        v.extend(admin.iter().map(|s| s.to_string()));
+        v
+    };
+    let call = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+    let (ok, out, err) = call(with(vec!["instances", "add", "alice.test"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("\"domain\": \"alice.test\""), "{out}");
+    let (ok, out, _) = call(with(vec!["instances", "ls"]));
+    assert!(ok);
+    assert!(out.starts_with("alice.test\t"), "{out}");
+    let (ok, token, err) = call(with(vec![
+        "instances",
+        "token-cli",
+        "alice.test",
+        "io.cozy.notes:GET",
+        "io.cozy.contacts",
+    ]));
+    assert!(ok, "{err}");
+    let api = cocon.api("alice.test", Some(token.trim()));
+    assert_eq!(api.get("/data/io.cozy.notes/_all_docs").await.status, 200);
+    assert_eq!(
+        api.put("/data/io.cozy.notes/x", &serde_json::json!({})).await.status,
+        403
+    );
+    let (ok, _, err) = call(with(vec!["instances", "token-cli", "nobody.test", "io.cozy.notes"]));
+    assert!(!ok);
+    assert!(err.contains("no instance for domain nobody.test"), "{err}");
+    let (ok, _, err) = call(with(vec!["instances", "rm", "alice.test"]));
+    assert!(ok, "{err}");
+    let (ok, _, err) = call(with(vec!["instances", "ls"]));
+    assert!(ok);
+    assert!(err.contains("no instance yet"), "{err}");
+    // A wrong admin URL says what to do.
+    let (ok, _, err) = run(&["instances", "ls", "--admin", "http://127.0.0.1:9", "--admin-token", "x"]);
+    assert!(!ok);
+    assert!(err.contains("is `cocon serve` running?"), "{err}");
+}
