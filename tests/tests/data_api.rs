@@ -365,9 +365,7 @@ async fn test_changes_feed() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     // With nothing new, a long poll ends at its timeout with no result.
     let timed_out = api
-        .get(&format!(
-            "/data/io.cozy.notes/_changes?feed=longpoll&since=now&timeout=200"
-        ))
+        .get("/data/io.cozy.notes/_changes?feed=longpoll&since=now&timeout=200")
         .await;
     assert_eq!(timed_out.get("results").as_array().unwrap().len(), 0);
 }

@@ -135,7 +135,9 @@ impl AuthService {
             id: format!("auth:{instance}:{seq}"),
             r#type: format!("auth.{kind}.{verb}"),
             schema_version: 1,
-            occurred_at_us: (token::now() as i64).saturating_mul(1_000_000),
+            occurred_at_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
             instance: instance.to_string(),
             seq,
             traceparent: cocon_common::trace_context::current_traceparent().unwrap_or_default(),
@@ -279,14 +281,13 @@ impl AuthService {
                 Some(Payload::InstanceCreated(c)) => {
                     domains.insert(c.domain.clone(), Some(record_of(e, c.domain.clone())));
                 }
-                Some(Payload::InstanceDestroyed(d)) => {
+                Some(Payload::InstanceDestroyed(d))
                     if domains
                         .get(&d.domain)
                         .and_then(|r| r.as_ref())
-                        .is_some_and(|r| r.id == e.instance)
-                    {
-                        domains.insert(d.domain.clone(), None);
-                    }
+                        .is_some_and(|r| r.id == e.instance) =>
+                {
+                    domains.insert(d.domain.clone(), None);
                 }
                 _ => {}
             }

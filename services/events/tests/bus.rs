@@ -141,7 +141,7 @@ async fn conformance(bus: Arc<dyn EventBus>) {
         shutdown.clone(),
     ));
     let mut seen = HashMap::<String, u32>::new();
-    while seen.get("ok2").is_none() || seen.get("poison").copied().unwrap_or(0) < 3 {
+    while !seen.contains_key("ok2") || seen.get("poison").copied().unwrap_or(0) < 3 {
         let id = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
             .expect("handler called")
