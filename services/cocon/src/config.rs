@@ -34,6 +34,7 @@ pub struct Config {
     /// How long a shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
     pub endpoints: Endpoints,
+    pub store: StoreConfig,
     pub streams: cocon_events::streams::Limits,
     pub gateway: cocon_gateway::Config,
     pub auth: cocon_auth::Config,
@@ -55,6 +56,7 @@ impl Default for Config {
             nats_url: String::new(),
             shutdown_grace_secs: 30,
             endpoints: Endpoints::default(),
+            store: StoreConfig::default(),
             streams: Default::default(),
             gateway: Default::default(),
             auth: Default::default(),
@@ -63,6 +65,29 @@ impl Default for Config {
             jobs: Default::default(),
             sharing: Default::default(),
             notifications: Default::default(),
+        }
+    }
+}
+
+/// Where the services keep their state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// `embedded` (a redb file in the data directory) or `scylla`.
+    pub backend: String,
+    /// ScyllaDB contact points, comma separated (`host:9042,…`).
+    pub scylla_nodes: String,
+    pub keyspace: String,
+    pub replication_factor: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: "embedded".into(),
+            scylla_nodes: "127.0.0.1:9042".into(),
+            keyspace: "cocon".into(),
+            replication_factor: 3,
         }
     }
 }

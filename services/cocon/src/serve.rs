@@ -44,7 +44,25 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.store.backend.as_str() {
+        "embedded" => {}
+        "scylla" => {
+            let store = cocon_storage::ScyllaStore::connect(&cocon_storage::ScyllaConfig {
+                nodes: config
+                    .store
+                    .scylla_nodes
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect(),
+                keyspace: config.store.keyspace.clone(),
+                replication_factor: config.store.replication_factor,
+            })
+            .await?;
+            return Ok(Arc::new(store));
+        }
+        other => bail!("unknown store backend {other:?}: use embedded or scylla"),
+    }
     let path = config.data_dir.join("store.redb");
     let store = EmbeddedStore::open(&path).with_context(|| {
         format!(
@@ -92,7 +110,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .context("cannot set up the NATS JetStream streams")?,
         )
     };
-    let store = if stateful { Some(open_store(&config)?) } else { None };
+    let store = if stateful {
+        Some(open_store(&config).await?)
+    } else {
+        None
+    };
 
     let auth = match &store {
         Some(store) if runs("auth") => Some(

@@ -4,17 +4,20 @@
 //! Every access path of a service is a partition key plus a sort-key range, so the same code runs
 //! on the embedded store (one redb file on local disk, the default) and on ScyllaDB.
 //!
+//! Backends: [`EmbeddedStore`] (redb, the default) and [`ScyllaStore`].
 //! A [`Batch`] applies atomically and is durable when [`Store::apply`] returns: the embedded
 //! backend commits concurrent batches together with one fsync (group commit).
 
 mod embedded;
 mod error;
 mod model;
+mod scylla_store;
 pub mod testsuite;
 
 pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use model::{Batch, Op, Row, ScanRange, TableRow, prefix_end};
+pub use scylla_store::{ScyllaConfig, ScyllaStore};
 
 use async_trait::async_trait;
 use bytes::Bytes;
