@@ -31,6 +31,8 @@ pub struct Config {
     pub services: String,
     /// NATS server for the event bus; the in-process bus when empty.
     pub nats_url: String,
+    /// The admin API's secret. Default: `<data_dir>/admin-token`, created (mode 0600) at first start.
+    pub admin_token_file: Option<PathBuf>,
     /// How long a shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
     pub endpoints: Endpoints,
@@ -54,6 +56,7 @@ impl Default for Config {
             grpc_addr: "127.0.0.1:7070".into(),
             services: String::new(),
             nats_url: String::new(),
+            admin_token_file: None,
             shutdown_grace_secs: 30,
             endpoints: Endpoints::default(),
             store: StoreConfig::default(),

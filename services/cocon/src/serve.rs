@@ -188,7 +188,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let admin_token = if runs("gateway") {
-        let path = config.data_dir.join("admin-token");
+        let path = config
+            .admin_token_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("admin-token"));
         Some(
             cocon_common::fs::read_or_create_secret(&path, || hex::encode(rand::random::<[u8; 32]>()))
                 .with_context(|| format!("cannot read or create the admin token {}", path.display()))?,

@@ -18,8 +18,13 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Env vars that start with `COCON_` but are not configuration keys.
-const NOT_CONFIG: [&str; 3] = ["COCON_LOG_FORMAT", "COCON_TEST_", "COCON_ADMIN_TOKEN"];
+/// Env vars that start with `COCON_` but are not configuration keys (exact names, or prefixes ending in `_`).
+const NOT_CONFIG: [&str; 4] = [
+    "COCON_LOG_FORMAT",
+    "COCON_TEST_",
+    "COCON_ADMIN_TOKEN",
+    "COCON_ADMIN_URL",
+];
 
 pub fn load<T: DeserializeOwned>(
     file: Option<&Path>,
@@ -42,7 +47,10 @@ pub fn load<T: DeserializeOwned>(
         let Some(rest) = key.strip_prefix("COCON_") else {
             continue;
         };
-        if NOT_CONFIG.iter().any(|skip| key.starts_with(skip)) || rest.is_empty() {
+        let skipped = NOT_CONFIG
+            .iter()
+            .any(|skip| key == *skip || (skip.ends_with('_') && key.starts_with(skip)));
+        if skipped || rest.is_empty() {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
