@@ -26,6 +26,7 @@ pub struct Access<'a> {
 }
 
 struct Cached {
+    domain: String,
     instance: String,
     rules: Vec<pb::Rule>,
     until: Instant,
@@ -34,7 +35,8 @@ struct Cached {
 /// Verified tokens, kept briefly so each request does not cost a call to the auth service.
 pub struct AuthCache {
     ttl: Duration,
-    entries: RwLock<HashMap<(String, String), Cached>>,
+    /// By token: a token names its instance's domain, checked against the request's host.
+    entries: RwLock<HashMap<String, Cached>>,
 }
 
 const CACHE_MAX: usize = 50_000;
@@ -55,7 +57,7 @@ impl AuthCache {
         self.entries
             .write()
             .expect("auth cache poisoned")
-            .retain(|(d, _), _| *d != domain);
+            .retain(|_, c| c.domain != domain);
     }
 }
 
@@ -96,9 +98,9 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let domain = host(headers)?;
     let token = bearer(headers)?;
-    let key = (domain.clone(), token.unwrap_or_default().to_string());
-    if token.is_some()
-        && let Some(hit) = state.access.entries.read().expect("auth cache poisoned").get(&key)
+    if let Some(token) = token
+        && let Some(hit) = state.access.entries.read().expect("auth cache poisoned").get(token)
+        && hit.domain == domain
         && hit.until > Instant::now()
     {
         return Ok(Caller {
@@ -112,7 +114,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         .clone()
         .authenticate(pb::AuthenticateRequest {
             domain: domain.clone(),
-            token: key.1.clone(),
+            token: token.unwrap_or_default().to_string(),
         })
         .await
         .map_err(|status| {
@@ -150,8 +152,9 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             }
         }
         entries.insert(
-            key,
+            token.unwrap_or_default().to_string(),
             Cached {
+                domain,
                 instance: instance.clone(),
                 rules: answer.rules.clone(),
                 until,

@@ -162,7 +162,7 @@ async fn create(
         .put_document(pb::PutDocumentRequest {
             scope: scope(&caller, &doctype),
             id: String::new(),
-            body: body.to_vec(),
+            body,
         })
         .await?;
     write_answer(StatusCode::CREATED, &doctype, res.into_inner())
@@ -212,7 +212,7 @@ async fn put_doc(
         .put_document(pb::PutDocumentRequest {
             scope: scope(&caller, &doctype),
             id,
-            body: body.to_vec(),
+            body,
         })
         .await?;
     write_answer(StatusCode::OK, &doctype, res.into_inner())
@@ -349,7 +349,7 @@ async fn create_index(
         .clone()
         .create_index(pb::CreateIndexRequest {
             scope: scope(&caller, &doctype),
-            body: body.to_vec(),
+            body,
         })
         .await?;
     Ok(json_response(StatusCode::OK, res.into_inner().json))
@@ -370,7 +370,7 @@ async fn find(
         .clone()
         .find(pb::FindRequest {
             scope: scope(&caller, &doctype),
-            body: body.to_vec(),
+            body,
         })
         .await?;
     Ok(json_response(StatusCode::OK, res.into_inner().json))
@@ -429,7 +429,7 @@ async fn bulk_docs(
         .clone()
         .bulk_docs(pb::BulkDocsRequest {
             scope: scope(&caller, &doctype),
-            body: body.to_vec(),
+            body,
         })
         .await?;
     Ok(json_response(StatusCode::CREATED, res.into_inner().json))

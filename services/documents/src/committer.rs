@@ -103,6 +103,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        metrics::histogram!("cocon_documents_commit_commands").record(n as f64);
         process(&shared, jobs).await;
     }
 }
@@ -383,7 +384,7 @@ async fn apply(
         id: id.clone(),
         rev: rev.clone(),
         deleted,
-        body: json.to_vec(),
+        body: json.clone(),
     };
     project(
         store,

@@ -21,7 +21,7 @@ fn scope(s: Option<pb::Scope>) -> Result<pb::Scope> {
 }
 
 fn json(bytes: Bytes) -> Response<pb::JsonResponse> {
-    Response::new(pb::JsonResponse { json: bytes.to_vec() })
+    Response::new(pb::JsonResponse { json: bytes })
 }
 
 fn error_json(id: &str, err: &DocumentsError) -> Value {
@@ -42,7 +42,7 @@ impl DocumentsService {
         Ok(pb::WriteResponse {
             id: ok.id,
             rev: ok.rev,
-            json: ok.json.to_vec(),
+            json: ok.json,
         })
     }
 

@@ -35,7 +35,9 @@ struct Stream {
     messages: VecDeque<Stored>,
     bytes: i64,
     next_seq: u64,
+    /// Ids published within the duplicate window, and the same ids in publish order, to expire them.
     recent_ids: HashMap<String, Instant>,
+    recent_order: VecDeque<(Instant, String)>,
     consumers: HashMap<String, ConsumerState>,
 }
 
@@ -54,17 +56,35 @@ struct ConsumerState {
     ack_wait: Duration,
 }
 
+/// Messages wait in memory here: the in-process bus keeps at most this much per stream, whatever
+/// the configured limits (the event logs hold everything durably).
+const MAX_BYTES_IN_MEMORY: i64 = 64 * 1024 * 1024;
+const MAX_MESSAGES_IN_MEMORY: i64 = 200_000;
+
 impl MemoryBus {
     pub fn new(streams: Vec<StreamSpec>) -> MemoryBus {
         let streams = streams
             .into_iter()
-            .map(|spec| Stream {
-                spec,
-                messages: VecDeque::new(),
-                bytes: 0,
-                next_seq: 1,
-                recent_ids: HashMap::new(),
-                consumers: HashMap::new(),
+            .map(|mut spec| {
+                spec.max_bytes = if spec.max_bytes > 0 {
+                    spec.max_bytes.min(MAX_BYTES_IN_MEMORY)
+                } else {
+                    MAX_BYTES_IN_MEMORY
+                };
+                spec.max_messages = if spec.max_messages > 0 {
+                    spec.max_messages.min(MAX_MESSAGES_IN_MEMORY)
+                } else {
+                    MAX_MESSAGES_IN_MEMORY
+                };
+                Stream {
+                    spec,
+                    messages: VecDeque::new(),
+                    bytes: 0,
+                    next_seq: 1,
+                    recent_ids: HashMap::new(),
+                    recent_order: VecDeque::new(),
+                    consumers: HashMap::new(),
+                }
             })
             .collect();
         MemoryBus {
@@ -100,7 +120,20 @@ impl Stream {
             self.bytes -= dropped.message.payload.len() as i64;
         }
         let window = spec.duplicate_window;
-        self.recent_ids.retain(|_, at| now.duration_since(*at) <= window);
+        while let Some((at, _)) = self.recent_order.front() {
+            if now.duration_since(*at) <= window {
+                break;
+            }
+            let (_, id) = self.recent_order.pop_front().expect("front exists");
+            self.recent_ids.remove(&id);
+        }
+    }
+
+    /// The stored message with sequence `seq`, found by position (sequences are contiguous).
+    fn position(&self, seq: u64) -> Option<usize> {
+        let first = self.messages.front()?.seq;
+        let index = seq.checked_sub(first)? as usize;
+        (index < self.messages.len()).then_some(index)
     }
 }
 
@@ -120,6 +153,7 @@ impl EventBus for MemoryBus {
                 return Ok(());
             }
             stream.recent_ids.insert(message.id.clone(), now);
+            stream.recent_order.push_back((now, message.id.clone()));
             let seq = stream.next_seq;
             stream.next_seq += 1;
             stream.bytes += message.payload.len() as i64;
@@ -174,37 +208,46 @@ impl MemorySubscription {
             .ok_or_else(|| BusError::NoStream(self.stream.clone()))?;
         stream.enforce_limits(now);
         let first_kept = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
-        let consumer = stream
-            .consumers
-            .get_mut(&self.durable)
-            .ok_or_else(|| BusError::Other("consumer deleted".into()))?;
-        if let Some((seq, attempt, due)) = consumer.in_flight {
-            if seq < first_kept {
-                // Retention dropped it while in flight: move on, as JetStream does.
-                consumer.in_flight = None;
-                consumer.next_seq = consumer.next_seq.max(first_kept);
-            } else if due > now {
-                return Ok(Next::WaitUntil(Some(due)));
-            } else if let Some(stored) = stream.messages.iter().find(|m| m.seq == seq) {
-                consumer.in_flight = Some((seq, attempt + 1, now + consumer.ack_wait));
-                return Ok(Next::Deliver(self.delivery(stored.message.clone(), seq, attempt + 1)));
-            }
-        }
-        consumer.next_seq = consumer.next_seq.max(first_kept);
-        let found = stream
-            .messages
-            .iter()
-            .find(|m| m.seq >= consumer.next_seq && matches(&consumer.filter, &m.message.subject));
-        match found {
-            Some(stored) => {
-                consumer.in_flight = Some((stored.seq, 1, now + consumer.ack_wait));
-                Ok(Next::Deliver(self.delivery(stored.message.clone(), stored.seq, 1)))
-            }
+        let (in_flight, next_seq, ack_wait) = {
+            let c = stream
+                .consumers
+                .get(&self.durable)
+                .ok_or_else(|| BusError::Other("consumer deleted".into()))?;
+            (c.in_flight, c.next_seq.max(first_kept), c.ack_wait)
+        };
+        // A message retention dropped while in flight is forgotten, as JetStream does.
+        let in_flight = in_flight.and_then(|(seq, attempt, due)| stream.position(seq).map(|i| (i, seq, attempt, due)));
+        let (deliver, in_flight, next_seq) = match in_flight {
+            Some((_, _, _, due)) if due > now => return Ok(Next::WaitUntil(Some(due))),
+            Some((i, seq, attempt, _)) => (
+                Some((stream.messages[i].message.clone(), seq, attempt + 1)),
+                Some((seq, attempt + 1, now + ack_wait)),
+                next_seq,
+            ),
             None => {
-                consumer.next_seq = stream.next_seq;
-                Ok(Next::WaitUntil(None))
+                let consumer = stream.consumers.get(&self.durable).expect("checked above");
+                let start = stream.position(next_seq).unwrap_or(stream.messages.len());
+                match stream
+                    .messages
+                    .range(start..)
+                    .find(|m| matches(&consumer.filter, &m.message.subject))
+                {
+                    Some(m) => (
+                        Some((m.message.clone(), m.seq, 1)),
+                        Some((m.seq, 1, now + ack_wait)),
+                        next_seq,
+                    ),
+                    None => (None, None, stream.next_seq),
+                }
             }
-        }
+        };
+        let consumer = stream.consumers.get_mut(&self.durable).expect("checked above");
+        consumer.in_flight = in_flight;
+        consumer.next_seq = next_seq;
+        Ok(match deliver {
+            Some((message, seq, attempt)) => Next::Deliver(self.delivery(message, seq, attempt)),
+            None => Next::WaitUntil(None),
+        })
     }
 
     fn delivery(&self, message: Message, seq: u64, attempt: u32) -> Delivery {

@@ -144,23 +144,57 @@ impl Default for RelayConfig {
 }
 
 /// Publishes what the outbox holds, in order, until shut down; then drains what it can.
+///
+/// Published rows are deleted in bulk (every `batch` rows, or when the outbox is idle), not one
+/// commit per round: until then an in-memory cursor skips them. After a crash they are published
+/// again, with the same ids, and JetStream drops the duplicates.
 pub struct Relay {
     outbox: Outbox,
     bus: Arc<dyn EventBus>,
     config: RelayConfig,
+    cursor: Option<Vec<u8>>,
+    published: Vec<Vec<u8>>,
+    last_forget: tokio::time::Instant,
 }
 
 impl Relay {
     pub fn new(outbox: Outbox, bus: Arc<dyn EventBus>, config: RelayConfig) -> Relay {
-        Relay { outbox, bus, config }
+        Relay {
+            outbox,
+            bus,
+            config,
+            cursor: None,
+            published: Vec::new(),
+            last_forget: tokio::time::Instant::now(),
+        }
     }
 
-    pub async fn run(self, shutdown: Shutdown) {
+    /// Deletes the rows published so far.
+    async fn forget_published(&mut self) -> Result<(), BusError> {
+        if self.published.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.outbox.inner;
+        let mut done = Batch::new();
+        for key in self.published.drain(..) {
+            done.delete(inner.table, PARTITION, key);
+        }
+        // Losing these deletions in a crash only re-publishes events JetStream de-duplicates.
+        inner.store.apply_relaxed(done).await?;
+        self.last_forget = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    pub async fn run(mut self, shutdown: Shutdown) {
         let mut failures = 0u32;
         loop {
             let wait = match self.round().await {
                 Ok(0) => {
                     failures = 0;
+                    let due = self.last_forget.elapsed() >= self.config.poll;
+                    if let Err(err) = if due { self.forget_published().await } else { Ok(()) } {
+                        tracing::warn!(error = %err, "cannot delete published outbox rows; will retry");
+                    }
                     self.config.poll
                 }
                 Ok(_) => {
@@ -185,7 +219,10 @@ impl Relay {
         let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         while tokio::time::Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, self.round()).await {
-                Ok(Ok(0)) => break,
+                Ok(Ok(0)) => {
+                    let _ = self.forget_published().await;
+                    break;
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => {
                     tracing::warn!(
@@ -199,25 +236,29 @@ impl Relay {
     }
 
     /// Publishes one page of the outbox; returns how many events were published.
-    pub async fn round(&self) -> Result<usize, BusError> {
+    pub async fn round(&mut self) -> Result<usize, BusError> {
         let inner = &self.outbox.inner;
-        let rows = inner
-            .store
-            .scan(inner.table, PARTITION, ScanRange::all().limit(self.config.batch))
-            .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let mut done = Batch::new();
+        let start = match &self.cursor {
+            Some(c) => std::ops::Bound::Excluded(c.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let range = ScanRange::between(start, std::ops::Bound::Unbounded).limit(self.config.batch);
+        let rows = inner.store.scan(inner.table, PARTITION, range).await?;
+        let mut published = 0;
         let mut first_error = None;
         for row in rows {
             let Some(message) = decode(row.value.clone()) else {
                 tracing::error!(table = inner.table, "dropping an undecodable outbox row");
-                done.delete(inner.table, PARTITION, row.sort);
+                self.cursor = Some(row.sort.clone());
+                self.published.push(row.sort);
                 continue;
             };
             match self.bus.publish(message).await {
-                Ok(()) => done.delete(inner.table, PARTITION, row.sort),
+                Ok(()) => {
+                    published += 1;
+                    self.cursor = Some(row.sort.clone());
+                    self.published.push(row.sort);
+                }
                 Err(err) => {
                     // Stop at the first failure, so events stay in order.
                     first_error = Some(err);
@@ -225,8 +266,9 @@ impl Relay {
                 }
             }
         }
-        let published = done.len();
-        inner.store.apply(done).await?;
+        if self.published.len() >= self.config.batch * 8 {
+            self.forget_published().await?;
+        }
         match first_error {
             Some(err) if published == 0 => Err(err),
             _ => Ok(published),

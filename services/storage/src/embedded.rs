@@ -8,6 +8,8 @@
 //! Keys are `u32 BE partition length ++ partition ++ sort`, so a partition's rows are contiguous
 //! and ordered by sort key, as in Scylla.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::sync::mpsc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use tokio::sync::oneshot;
 
 use crate::model::{Op, prefix_end};
@@ -31,7 +33,8 @@ fn table(name: &'static str) -> Bin {
 }
 
 enum WriterMsg {
-    Batch(Batch, oneshot::Sender<Result<()>>),
+    /// A batch, and whether it must be durable before the reply.
+    Batch(Batch, bool, oneshot::Sender<Result<()>>),
     Clear(&'static str, oneshot::Sender<Result<()>>),
 }
 
@@ -102,10 +105,13 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<WriterMsg>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = commit(db, &msgs);
+        metrics::histogram!("cocon_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("cocon_store_commit_batches").record(msgs.len() as f64);
         for msg in msgs {
             let reply = match msg {
-                WriterMsg::Batch(_, reply) | WriterMsg::Clear(_, reply) => reply,
+                WriterMsg::Batch(_, _, reply) | WriterMsg::Clear(_, reply) => reply,
             };
             let _ = reply.send(result.clone().map_err(StorageError::Backend));
         }
@@ -114,51 +120,57 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<WriterMsg>) {
 
 /// Applies every message in one write transaction: one fsync for all of them.
 fn commit(db: &Database, msgs: &[WriterMsg]) -> std::result::Result<(), String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    for msg in msgs {
-        match msg {
-            WriterMsg::Batch(batch, _) => apply_ops(&txn, batch).map_err(|e| e.to_string())?,
-            WriterMsg::Clear(name, _) => {
-                txn.delete_table(table(name)).map_err(|e| e.to_string())?;
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    // Only relaxed batches in this group: skip the fsync; the next durable commit covers them.
+    if msgs.iter().all(|m| matches!(m, WriterMsg::Batch(_, false, _))) {
+        txn.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
+    }
+    {
+        // Each table is opened once per commit, however many rows it gets.
+        let mut open: HashMap<&'static str, redb::Table<&'static [u8], &'static [u8]>> = HashMap::new();
+        for msg in msgs {
+            match msg {
+                WriterMsg::Batch(batch, _, _) => {
+                    for op in &batch.ops {
+                        apply_op(&txn, &mut open, op).map_err(|e| e.to_string())?;
+                    }
+                }
+                WriterMsg::Clear(name, _) => {
+                    open.remove(name);
+                    txn.delete_table(table(name)).map_err(|e| e.to_string())?;
+                }
             }
         }
     }
     txn.commit().map_err(|e| e.to_string())
 }
 
-fn apply_ops(txn: &redb::WriteTransaction, batch: &Batch) -> std::result::Result<(), redb::Error> {
-    for op in &batch.ops {
-        match op {
-            Op::Put {
-                table: name,
-                partition,
-                sort,
-                value,
-            } => {
-                let mut t = txn.open_table(table(name))?;
-                t.insert(key(partition, sort).as_slice(), value.as_ref())?;
-            }
-            Op::Delete {
-                table: name,
-                partition,
-                sort,
-            } => {
-                let mut t = txn.open_table(table(name))?;
-                t.remove(key(partition, sort).as_slice())?;
-            }
-            Op::DeletePartition { table: name, partition } => {
-                let mut t = txn.open_table(table(name))?;
-                let start = key(partition, b"");
-                let end = prefix_end(&start);
-                let keys: Vec<Vec<u8>> = match &end {
-                    Some(end) => t.range(start.as_slice()..end.as_slice())?,
-                    None => t.range(start.as_slice()..)?,
-                }
-                .map(|r| r.map(|(k, _)| k.value().to_vec()))
-                .collect::<std::result::Result<_, _>>()?;
-                for k in keys {
-                    t.remove(k.as_slice())?;
-                }
+fn apply_op<'txn>(
+    txn: &'txn redb::WriteTransaction,
+    open: &mut HashMap<&'static str, redb::Table<'txn, &'static [u8], &'static [u8]>>,
+    op: &Op,
+) -> std::result::Result<(), redb::Error> {
+    let name = match op {
+        Op::Put { table, .. } | Op::Delete { table, .. } | Op::DeletePartition { table, .. } => *table,
+    };
+    let t = match open.entry(name) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(txn.open_table(table(name))?),
+    };
+    match op {
+        Op::Put {
+            partition, sort, value, ..
+        } => {
+            t.insert(key(partition, sort).as_slice(), value.as_ref())?;
+        }
+        Op::Delete { partition, sort, .. } => {
+            t.remove(key(partition, sort).as_slice())?;
+        }
+        Op::DeletePartition { partition, .. } => {
+            let start = key(partition, b"");
+            match prefix_end(&start) {
+                Some(end) => t.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
+                None => t.retain_in(start.as_slice().., |_, _| false)?,
             }
         }
     }
@@ -255,7 +267,14 @@ impl Store for EmbeddedStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.send(|reply| WriterMsg::Batch(batch, reply)).await
+        self.send(|reply| WriterMsg::Batch(batch, true, reply)).await
+    }
+
+    async fn apply_relaxed(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.send(|reply| WriterMsg::Batch(batch, false, reply)).await
     }
 
     async fn scan_table(

@@ -35,6 +35,13 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every operation of the batch atomically; durable once this returns `Ok`.
     async fn apply(&self, batch: Batch) -> Result<()>;
 
+    /// Applies the batch atomically, but a crash may lose it until a later [`Store::apply`]
+    /// makes it durable. For writes whose loss only repeats work, such as deleting outbox rows
+    /// already published (a re-publish is de-duplicated downstream): they cost no fsync.
+    async fn apply_relaxed(&self, batch: Batch) -> Result<()> {
+        self.apply(batch).await
+    }
+
     /// Rows of a whole table across partitions, after `after` (exclusive), at most `limit`.
     /// Partition order is backend-defined but stable; used by rebuilds and maintenance, not requests.
     async fn scan_table(

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Cocon's load benchmark, on a release build of the embedded default, against the machine's own
+# limits measured in the same run (a bare axum hello world, the disk's fsync rate).
+# Needs wrk and nats-server (apt-get install -y wrk nats-server). Loopback only.
+# Usage: bash tests/bench/bench.sh [SECONDS_PER_RUN] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${1:-10}
+RUNS=${2:-3}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cargo build --release --quiet -p cocon -p cocon-tests --bins
+BIN=target/release
+
+# wrk ARGS… → "rps p50 p99" (median of $RUNS runs, by requests/s)
+load() {
+  for _ in $(seq "$RUNS"); do
+    wrk --latency -t2 -d"${SECS}s" "$@" 2>/dev/null | awk '
+      /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /^Requests\/sec/ {rps=$2}
+      END {print rps, p50, p99}'
+  done | sort -n | awk -v n="$RUNS" 'NR == int((n + 1) / 2)'
+}
+
+start() { # LOG CMD… : runs CMD, waits for its "ready" line, prints its http address
+  local log=$1; shift
+  "$@" > "$log" 2>"$log.err" &
+  PIDS+=($!)
+  for _ in $(seq 600); do
+    if grep -q ' ready ' "$log"; then sed -n 's/.*http=\([^ ]*\).*/\1/p' "$log" | head -1; return; fi
+    sleep 0.05
+  done
+  echo "did not start: $*" >&2; cat "$log.err" >&2; exit 1
+}
+
+echo "== machine limits"
+$BIN/fsync_rate "$WORK" 5
+HELLO=$(start "$WORK/hello.log" $BIN/hello 127.0.0.1:0)
+for c in 16 64; do echo "hello c$c: $(load -c$c "http://$HELLO/")"; done
+
+echo "== cocon, embedded default"
+HTTP=$(start "$WORK/cocon.log" $BIN/cocon serve --data-dir "$WORK/data" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0)
+ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
+export COCON_ADMIN_TOKEN=$(cat "$WORK/data/admin-token")
+$BIN/cocon instances add bench.localhost --admin "http://$ADMIN" > /dev/null
+TOKEN=$($BIN/cocon instances token-cli bench.localhost io.cozy.bench --admin "http://$ADMIN")
+H=(-H "Host: bench.localhost" -H "Authorization: Bearer $TOKEN")
+curl -sf "${H[@]}" -X PUT "http://$HTTP/data/io.cozy.bench/read-me" -d '{"title":"bench","n":42,"tags":["a","b"]}' > /dev/null
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"title":"bench","n":42,"tags":["a","b"]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+for c in 16 64; do echo "GET /data/:doctype/:id c$c: $(load -c$c "${H[@]}" "http://$HTTP/data/io.cozy.bench/read-me")"; done
+for c in 16 64; do echo "POST /data/:doctype/ c$c: $(load -c$c "${H[@]}" -s "$WORK/post.lua" "http://$HTTP/data/io.cozy.bench/")"; done
+
+echo "== indexed _find over 100 000 documents"
+curl -sf "${H[@]}" -X POST "http://$HTTP/data/io.cozy.bench/_index" \
+  -d '{"index":{"fields":["account"]},"ddoc":"by-account"}' > /dev/null
+python3 - "$WORK" <<'PY'
+import json, sys
+for b in range(20):
+    docs = [{"_id": "op%06d" % i, "account": "acc%d" % (i % 1000), "amount": i % 97} for i in range(b * 5000, (b + 1) * 5000)]
+    open("%s/bulk%d.json" % (sys.argv[1], b), "w").write(json.dumps({"docs": docs}))
+PY
+START=$(date +%s.%N)
+for b in $(seq 0 19); do
+  curl -sf "${H[@]}" -X POST "http://$HTTP/data/io.cozy.bench/_bulk_docs" --data-binary "@$WORK/bulk$b.json" > /dev/null
+done
+echo "bulk insert 100000 docs: $(python3 -c "import sys; print(round(100000 / ($(date +%s.%N) - $START)))") docs/s"
+cat > "$WORK/find.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"selector":{"account":"acc7"},"limit":100}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+curl -sf "${H[@]}" -X POST "http://$HTTP/data/io.cozy.bench/_find" \
+  -d '{"selector":{"account":"acc7"},"limit":100,"execution_stats":true}' | python3 -c \
+  'import json,sys; r=json.load(sys.stdin); print("find returns", len(r["docs"]), "docs, examined", r["execution_stats"]["total_docs_examined"])'
+echo "POST _find (100 hits of 100k, indexed) c16: $(load -c16 "${H[@]}" -s "$WORK/find.lua" "http://$HTTP/data/io.cozy.bench/_find")"
+
+echo "== write-to-event latency (all services, NATS bus)"
+nats-server -js -a 127.0.0.1 -p 14222 -sd "$WORK/nats" > "$WORK/nats.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q "Server is ready" "$WORK/nats.log" && break; sleep 0.05; done
+HTTP2=$(start "$WORK/cocon2.log" $BIN/cocon serve --data-dir "$WORK/data2" --nats nats://127.0.0.1:14222 \
+  --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0)
+ADMIN2=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon2.log")
+export COCON_ADMIN_TOKEN=$(cat "$WORK/data2/admin-token")
+$BIN/cocon instances add bench.localhost --admin "http://$ADMIN2" > /dev/null
+TOKEN2=$($BIN/cocon instances token-cli bench.localhost io.cozy.bench --admin "http://$ADMIN2")
+$BIN/event_latency "http://$HTTP2" nats://127.0.0.1:14222 bench.localhost "$TOKEN2" 2000
