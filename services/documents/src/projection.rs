@@ -140,7 +140,7 @@ pub async fn project(
         rev: change.rev.clone(),
         seq,
         deleted: change.deleted,
-        json: change.body.clone().into(),
+        json: change.body.clone(),
     };
 
     batch.put(DOCS, partition.clone(), id.as_bytes().to_vec(), new.encode());
