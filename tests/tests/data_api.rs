@@ -36,13 +36,19 @@ async fn test_create_read_update_delete() {
     let updated = api
         .put(
             &format!("/data/io.cozy.notes/{id}"),
-            &json!({"_rev": rev1, "title": "second"}),
+            &json!({"_rev": rev1, "title": "second", "n": 2}),
         )
         .await;
     assert_eq!(updated.status, 200, "{}", updated.text);
     let rev2 = updated.get("rev").as_str().unwrap().to_string();
     assert!(rev2.starts_with("2-"));
     assert_eq!(updated.body["data"]["title"], "second");
+    let stored = api.get(&format!("/data/io.cozy.notes/{id}")).await;
+    assert!(
+        stored.text.ends_with(r#""title":"second","n":2}"#) && stored.text.starts_with(r#"{"_id":"#),
+        "fields keep their order, _id and _rev first: {}",
+        stored.text
+    );
 
     // A stale revision is a conflict and changes nothing.
     let stale = api

@@ -277,13 +277,13 @@ async fn apply(
                 .doc(store, instance, &doctype, &id)
                 .await
                 .map_err(reject)?;
-            let expected = match body.remove("_rev") {
+            let expected = match body.shift_remove("_rev") {
                 None => None,
                 Some(Value::String(r)) => Some(r),
                 Some(_) => return Err(reject(DocumentsError::BadRequest("_rev must be a string".into()))),
             };
-            body.remove("_id");
-            let deleted = match body.remove("_deleted") {
+            body.shift_remove("_id");
+            let deleted = match body.shift_remove("_deleted") {
                 None | Some(Value::Bool(false)) => false,
                 Some(Value::Bool(true)) => true,
                 Some(_) => return Err(reject(DocumentsError::BadRequest("_deleted must be a boolean".into()))),
@@ -326,7 +326,7 @@ async fn apply(
             (id, rev, true, json, true)
         }
         WriteKind::Replicate { mut body } => {
-            let id = match body.remove("_id") {
+            let id = match body.shift_remove("_id") {
                 Some(Value::String(id)) => id,
                 _ => {
                     return Err(reject(DocumentsError::BadRequest(
@@ -334,7 +334,7 @@ async fn apply(
                     )));
                 }
             };
-            let rev = match body.remove("_rev") {
+            let rev = match body.shift_remove("_rev") {
                 Some(Value::String(r)) if generation(&r) > 0 => r,
                 _ => {
                     return Err(reject(DocumentsError::BadRequest(
@@ -343,8 +343,8 @@ async fn apply(
                 }
             };
             validate::id(&id).map_err(reject)?;
-            let deleted = body.remove("_deleted").is_some_and(|d| d == Value::Bool(true));
-            body.remove("_revisions");
+            let deleted = body.shift_remove("_deleted").is_some_and(|d| d == Value::Bool(true));
+            body.shift_remove("_revisions");
             let old = pending
                 .overlay
                 .doc(store, instance, &doctype, &id)
