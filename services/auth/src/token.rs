@@ -101,9 +101,13 @@ mod tests {
             verify(&secret, &old, "alice.test"),
             Err(AuthError::ExpiredToken)
         ));
-        // Tampered payload.
+        // Tampered payload: a wider scope, spliced under the genuine signature.
         let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = issue(b"attacker", &claims(now() + 60)).unwrap();
+        let wider = Claims {
+            scope: "io.cozy.files io.cozy.notes".into(),
+            ..claims(now() + 60)
+        };
+        let forged = issue(b"attacker", &wider).unwrap();
         parts[1] = forged.split('.').nth(1).unwrap();
         assert!(verify(&secret, &parts.join("."), "alice.test").is_err());
         assert!(verify(&secret, "not a token", "alice.test").is_err());
