@@ -1,0 +1,87 @@
+//! SIGTERM drains: in-flight requests finish, then the outbox is flushed, then the process exits 0.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use cocon_tests::{Cocon, NatsServer};
+use futures::StreamExt;
+use serde_json::json;
+
+#[tokio::test]
+async fn test_sigterm_finishes_in_flight_requests_and_flushes_events() {
+    let nats = NatsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cocon = Cocon::builder(dir.path())
+        .arg("--nats")
+        .arg(nats.url())
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.notes").await.unwrap();
+    let instance = cocon
+        .admin(reqwest::Method::GET, "/instances/alice.test", &[])
+        .await
+        .unwrap()
+        .1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..100 {
+        assert_eq!(
+            api.put(&format!("/data/io.cozy.notes/d{i}"), &json!({"i": i}))
+                .await
+                .status,
+            200
+        );
+    }
+    // A long poll is in flight when the signal comes: it must get its answer, not a reset.
+    let poll = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.get("/data/io.cozy.notes/_changes?feed=longpoll&since=now&timeout=1500")
+                .await
+        })
+    };
+    // Wait until the server has the request (its in-flight gauge says so) before the signal.
+    loop {
+        let (_, metrics) = cocon.admin(reqwest::Method::GET, "/metrics", &[]).await.unwrap();
+        let text = metrics.as_str().unwrap_or_default().to_string();
+        if text
+            .lines()
+            .any(|l| l.starts_with("cocon_http_requests_in_flight ") && !l.ends_with(" 0"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cocon.stop().await.expect("cocon exits cleanly on SIGTERM");
+    let answered = poll.await.unwrap();
+    assert_eq!(
+        answered.status, 200,
+        "the in-flight long poll was answered: {}",
+        answered.text
+    );
+
+    // Every acknowledged write's event is on NATS.
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let consumer: jetstream::consumer::Consumer<pull::Config> = js
+        .get_stream("COCON_DOCUMENTS")
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("after-shutdown".into()),
+            filter_subject: format!("cocon.documents.{instance}.>"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    for _ in 0..100 {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("event published")
+            .unwrap()
+            .unwrap();
+        m.ack().await.unwrap();
+    }
+}
