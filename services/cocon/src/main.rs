@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The request paths allocate many small buffers (JSON, protobuf, HTTP): mimalloc serves them
+/// faster than glibc's allocator and keeps memory flatter across threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cocon",
