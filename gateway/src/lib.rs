@@ -61,6 +61,20 @@ pub(crate) struct State {
     pub access: Arc<access::AuthCache>,
 }
 
+/// One span per request, continuing the caller's trace when it sends a `traceparent`; the gRPC
+/// calls and the events the request causes carry it on.
+fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    if let Some(tp) = req
+        .headers()
+        .get(cocon_common::trace_context::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        cocon_common::trace_context::set_parent(&span, tp);
+    }
+    span
+}
+
 /// The gateway of this process: the public router and the admin API share its token cache, so
 /// destroying an instance here evicts its tokens at once (other gateways forget them within
 /// `auth_cache_ttl_ms`).
@@ -90,6 +104,7 @@ impl Gateway {
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 timeout,
             ))
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
     }
 

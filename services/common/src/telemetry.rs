@@ -24,13 +24,18 @@ impl Drop for TelemetryGuard {
 pub fn init(service_name: &str) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("COCON_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    // RUST_LOG filters the logs only: traces keep every info span, whatever the log level.
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     };
 
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
@@ -54,13 +59,11 @@ pub fn init(service_name: &str) -> TelemetryGuard {
     } else {
         None
     };
-    let otel = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("cocon")));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .try_init();
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("cocon"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
     TelemetryGuard { provider }
 }

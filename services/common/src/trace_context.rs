@@ -54,3 +54,30 @@ pub fn inject_grpc(mut request: tonic::Request<()>) -> Result<tonic::Request<()>
 pub fn grpc_traceparent<T>(request: &tonic::Request<T>) -> Option<&str> {
     request.metadata().get(TRACEPARENT).and_then(|v| v.to_str().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn test_a_span_continues_the_remote_trace() {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            set_parent(&span, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            let _entered = span.enter();
+            let tp = current_traceparent().expect("a traceparent inside a span");
+            assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{tp}");
+            assert!(
+                !tp.contains("00f067aa0ba902b7"),
+                "the span is a child, with its own id: {tp}"
+            );
+        });
+    }
+}
