@@ -30,7 +30,10 @@ pub fn routes() -> Router<State> {
         .route("/data/{doctype}/_changes", get(changes).post(changes))
         .route("/data/{doctype}/_bulk_docs", post(bulk_docs))
         .route("/data/{doctype}/_design_docs", get(design_docs))
-        .route("/data/{doctype}/_design/{ddoc}", get(get_design).delete(delete_design))
+        .route(
+            "/data/{doctype}/_design/{ddoc}",
+            get(get_design).put(put_design).delete(delete_design),
+        )
         .route("/data/{doctype}/{id}", get(get_doc).put(put_doc).delete(delete_doc))
         .route("/data/{doctype}/{id}/", delete(delete_doc))
 }
@@ -195,6 +198,15 @@ async fn get_design(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     get_doc(state, Path((doctype, format!("_design/{ddoc}"))), params, headers).await
+}
+
+async fn put_design(
+    state: AxState<State>,
+    Path((doctype, ddoc)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    put_doc(state, Path((doctype, format!("_design/{ddoc}"))), headers, body).await
 }
 
 async fn put_doc(

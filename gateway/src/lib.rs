@@ -99,6 +99,13 @@ impl Gateway {
         data::routes()
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
+            .method_not_allowed_fallback(|method: http::Method| async move {
+                ApiError::new(
+                    cocon_common::ErrorCode::MethodNotAllowed,
+                    "method_not_allowed",
+                    format!("{method} is not allowed on this route"),
+                )
+            })
             .with_state(self.state.clone())
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 http::StatusCode::SERVICE_UNAVAILABLE,

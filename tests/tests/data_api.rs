@@ -255,6 +255,27 @@ async fn test_listings_bulk_and_design_docs() {
     assert_eq!(rows2.len(), 5);
     assert!(rows2.iter().all(|d| !d["_id"].as_str().unwrap().starts_with("_design")));
 
+    // A design document can also be written directly, as in CouchDB.
+    let direct = api
+        .put(
+            "/data/io.cozy.notes/_design/manual",
+            &json!({"language": "query", "views": {}}),
+        )
+        .await;
+    assert_eq!(direct.status, 200, "{}", direct.text);
+    let rev = direct.get("rev").as_str().unwrap().to_string();
+    api.delete(&format!("/data/io.cozy.notes/_design/manual?rev={rev}"))
+        .await;
+    // A verb a route does not take gets a JSON 405.
+    let patch = api
+        .send(Method::PATCH, "/data/io.cozy.notes/d00", Some(b"{}".to_vec()))
+        .await;
+    assert_eq!(patch.status, 405);
+    assert_eq!(patch.get("error"), "method_not_allowed");
+    let nowhere = api.get("/nowhere").await;
+    assert_eq!(nowhere.status, 404);
+    assert_eq!(nowhere.get("error"), "not_found");
+
     let designs = api.get("/data/io.cozy.notes/_design_docs").await;
     assert_eq!(designs.get("rows")[0]["id"], "_design/by-i");
     let ddoc = api.get("/data/io.cozy.notes/_design/by-i").await;

@@ -13,6 +13,7 @@ pub enum ErrorCode {
     Unauthenticated,
     Forbidden,
     NotFound,
+    MethodNotAllowed,
     Conflict,
     PreconditionFailed,
     PayloadTooLarge,
@@ -28,6 +29,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PreconditionFailed => "precondition_failed",
             ErrorCode::PayloadTooLarge => "too_large",
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => S::UNAUTHORIZED,
             ErrorCode::Forbidden => S::FORBIDDEN,
             ErrorCode::NotFound => S::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => S::CONFLICT,
             ErrorCode::PreconditionFailed => S::PRECONDITION_FAILED,
             ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => C::Unauthenticated,
             ErrorCode::Forbidden => C::PermissionDenied,
             ErrorCode::NotFound => C::NotFound,
+            ErrorCode::MethodNotAllowed => C::Unimplemented,
             ErrorCode::Conflict => C::Aborted,
             ErrorCode::PreconditionFailed => C::FailedPrecondition,
             ErrorCode::PayloadTooLarge => C::OutOfRange,
@@ -81,6 +85,7 @@ impl ErrorCode {
             C::Unauthenticated => ErrorCode::Unauthenticated,
             C::PermissionDenied => ErrorCode::Forbidden,
             C::NotFound => ErrorCode::NotFound,
+            C::Unimplemented => ErrorCode::MethodNotAllowed,
             C::Aborted | C::AlreadyExists => ErrorCode::Conflict,
             C::FailedPrecondition => ErrorCode::PreconditionFailed,
             C::OutOfRange => ErrorCode::PayloadTooLarge,
@@ -91,11 +96,12 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 10] = [
+const ALL: [ErrorCode; 11] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthenticated,
     ErrorCode::Forbidden,
     ErrorCode::NotFound,
+    ErrorCode::MethodNotAllowed,
     ErrorCode::Conflict,
     ErrorCode::PreconditionFailed,
     ErrorCode::PayloadTooLarge,
