@@ -113,20 +113,31 @@ fn key_param(params: &HashMap<String, String>, names: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// cozy-stack's answer to a write: ok, id, rev, type, and the document.
+/// cozy-stack's answer to a write: ok, id, rev, type, and the document with its `_type`, spliced
+/// from the stored JSON rather than parsed and serialised again.
 fn write_answer(status: StatusCode, doctype: &str, res: pb::WriteResponse) -> Result<Response, ApiError> {
-    let mut data: Value = serde_json::from_slice(&res.json).map_err(|_| {
-        ApiError::new(
+    let doc = res.json.as_ref();
+    if doc.len() < 2 || doc[doc.len() - 1] != b'}' {
+        return Err(ApiError::new(
             cocon_common::ErrorCode::Internal,
             "internal_server_error",
             "bad document from the service",
-        )
-    })?;
-    if let Value::Object(m) = &mut data {
-        m.insert("_type".into(), json!(doctype));
+        ));
     }
-    let body = json!({"ok": true, "id": res.id, "rev": res.rev, "type": doctype, "data": data});
-    Ok(json_response(status, body.to_string()))
+    let quoted = |s: &str| serde_json::to_string(s).expect("a string serialises");
+    let mut out = Vec::with_capacity(doc.len() + 2 * doctype.len() + res.id.len() + res.rev.len() + 64);
+    out.extend_from_slice(b"{\"ok\":true,\"id\":");
+    out.extend_from_slice(quoted(&res.id).as_bytes());
+    out.extend_from_slice(b",\"rev\":");
+    out.extend_from_slice(quoted(&res.rev).as_bytes());
+    out.extend_from_slice(b",\"type\":");
+    out.extend_from_slice(quoted(doctype).as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(&doc[..doc.len() - 1]);
+    out.extend_from_slice(b",\"_type\":");
+    out.extend_from_slice(quoted(doctype).as_bytes());
+    out.extend_from_slice(b"}}");
+    Ok(json_response(status, out))
 }
 
 async fn all_doctypes(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {

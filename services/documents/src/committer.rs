@@ -236,26 +236,37 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-fn new_rev(old_rev: Option<&str>, generation: u64, deleted: bool, body: &Map<String, Value>) -> String {
+fn new_rev(old_rev: Option<&str>, generation: u64, deleted: bool, body: &[u8]) -> String {
     let mut h = Md5::new();
     h.update(old_rev.unwrap_or("").as_bytes());
     h.update([deleted as u8]);
-    h.update(serde_json::to_vec(body).unwrap_or_default());
+    h.update(body);
     format!("{generation}-{}", hex::encode(h.finalize()))
 }
 
-/// `_id` and `_rev` first, then the fields, then `_deleted` when set.
-fn document_json(id: &str, rev: &str, body: &Map<String, Value>, deleted: bool) -> Bytes {
-    let mut doc = Map::with_capacity(body.len() + 3);
-    doc.insert("_id".into(), Value::String(id.to_string()));
-    doc.insert("_rev".into(), Value::String(rev.to_string()));
-    for (k, v) in body {
-        doc.insert(k.clone(), v.clone());
+/// The fields without `_id` and `_rev`, serialised once: hashed for the revision, then spliced
+/// into the stored document.
+fn body_bytes(body: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(body).expect("a JSON map serialises")
+}
+
+/// `_id` and `_rev` first, then the fields (`body`, a serialised object), then `_deleted` when set.
+fn document_json(id: &str, rev: &str, body: &[u8], deleted: bool) -> Bytes {
+    let mut out = Vec::with_capacity(body.len() + id.len() + rev.len() + 40);
+    out.extend_from_slice(b"{\"_id\":");
+    serde_json::to_writer(&mut out, id).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"_rev\":");
+    serde_json::to_writer(&mut out, rev).expect("writing to a Vec cannot fail");
+    let fields = &body[1..body.len() - 1];
+    if !fields.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(fields);
     }
     if deleted {
-        doc.insert("_deleted".into(), Value::Bool(true));
+        out.extend_from_slice(b",\"_deleted\":true");
     }
-    Bytes::from(serde_json::to_vec(&doc).expect("a JSON map serialises"))
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 async fn apply(
@@ -300,8 +311,9 @@ async fn apply(
             }
             let generation = old.as_ref().map_or(0, |o| o.generation()) + 1;
             let old_rev = old.as_ref().map(|o| o.rev.as_str());
-            let rev = new_rev(old_rev, generation, deleted, &body);
-            let json = document_json(&id, &rev, &body, deleted);
+            let bytes = body_bytes(&body);
+            let rev = new_rev(old_rev, generation, deleted, &bytes);
+            let json = document_json(&id, &rev, &bytes, deleted);
             (id, rev, deleted, json, old_alive)
         }
         WriteKind::Delete { id, rev } => {
@@ -321,8 +333,9 @@ async fn apply(
             }
             let generation = old.generation() + 1;
             let empty = Map::new();
-            let rev = new_rev(Some(&old.rev), generation, true, &empty);
-            let json = document_json(&id, &rev, &empty, true);
+            let bytes = body_bytes(&empty);
+            let rev = new_rev(Some(&old.rev), generation, true, &bytes);
+            let json = document_json(&id, &rev, &bytes, true);
             (id, rev, true, json, true)
         }
         WriteKind::Replicate { mut body } => {
@@ -364,7 +377,7 @@ async fn apply(
                     false,
                 ));
             }
-            let json = document_json(&id, &rev, &body, deleted);
+            let json = document_json(&id, &rev, &body_bytes(&body), deleted);
             (id, rev, deleted, json, old.as_ref().is_some_and(|o| !o.deleted))
         }
     };
@@ -413,4 +426,29 @@ async fn apply(
         subject::document(instance, &doctype, verb),
     );
     Ok((WriteOk { id, rev, json }, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_document_json_is_valid_and_ordered() {
+        let mut body = Map::new();
+        body.insert("b".into(), Value::from(1));
+        body.insert("a".into(), Value::from("x\"y"));
+        let json = document_json("id\"1", "1-abc", &body_bytes(&body), false);
+        let parsed: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"_id": "id\"1", "_rev": "1-abc", "b": 1, "a": "x\"y"})
+        );
+        assert!(
+            std::str::from_utf8(&json)
+                .unwrap()
+                .starts_with(r#"{"_id":"id\"1","_rev":"1-abc","b":1"#)
+        );
+        let empty = document_json("x", "2-def", &body_bytes(&Map::new()), true);
+        assert_eq!(&empty[..], br#"{"_id":"x","_rev":"2-def","_deleted":true}"#);
+    }
 }

@@ -177,15 +177,25 @@ pub async fn project(
         batch.put(META, partition.clone(), COUNT.to_vec(), count.to_be_bytes().to_vec());
     }
 
-    let old_value = alive_value(&old)?;
     let new_record = Some(new);
-    let new_value = alive_value(&new_record)?;
-    if id.starts_with("_design/") {
+    let is_design = id.starts_with("_design/");
+    let defs = if is_design {
+        None
+    } else {
+        Some(indexes.get(store, instance, doctype).await?)
+    };
+    // Parse the documents only when an index needs their fields.
+    let (old_value, new_value) = if is_design || defs.as_ref().is_some_and(|d| !d.is_empty()) {
+        (alive_value(&old)?, alive_value(&new_record)?)
+    } else {
+        (None, None)
+    };
+    if is_design {
         design_doc_changed(store, batch, instance, doctype, old_value.as_ref(), new_value.as_ref()).await?;
         indexes.invalidate(instance, doctype);
         overlay.changed_indexes.insert(type_key);
-    } else {
-        for def in indexes.get(store, instance, doctype).await?.iter() {
+    } else if let Some(defs) = defs {
+        for def in defs.iter() {
             let ip = index_partition(instance, doctype, &def.ddoc, &def.name);
             let old_entry = old_value.as_ref().and_then(|v| def.entry(v, id));
             let new_entry = new_value.as_ref().and_then(|v| def.entry(v, id));
