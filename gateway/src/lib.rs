@@ -65,13 +65,7 @@ pub(crate) struct State {
 /// calls and the events the request causes carry it on.
 fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
     let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
-    if let Some(tp) = req
-        .headers()
-        .get(cocon_common::trace_context::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        cocon_common::trace_context::set_parent(&span, tp);
-    }
+    cocon_common::trace_context::continue_trace(&span, req.headers());
     span
 }
 

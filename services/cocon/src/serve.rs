@@ -237,13 +237,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut router = tonic::transport::Server::builder()
             .trace_fn(|req| {
                 let span = tracing::info_span!("grpc", path = %req.uri().path());
-                if let Some(tp) = req
-                    .headers()
-                    .get(cocon_common::trace_context::TRACEPARENT)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    cocon_common::trace_context::set_parent(&span, tp);
-                }
+                cocon_common::trace_context::continue_trace(&span, req.headers());
                 span
             })
             .add_service(health);

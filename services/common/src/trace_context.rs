@@ -40,6 +40,14 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(cx);
 }
 
+/// Makes `span` continue the trace named by the `traceparent` header, if the request has one
+/// (HTTP requests at the gateway, gRPC requests at a service).
+pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    if let Some(tp) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        set_parent(span, tp);
+    }
+}
+
 /// A tonic interceptor that puts the current `traceparent` in outgoing gRPC metadata.
 pub fn inject_grpc(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     if let Some(tp) = current_traceparent()
