@@ -6,5 +6,5 @@ mod nats;
 mod sandbox;
 
 pub use api::{Api, Reply};
-pub use nats::NatsServer;
+pub use nats::{NatsServer, StreamReader, header};
 pub use sandbox::{Cocon, CoconBuilder, cocon_bin};

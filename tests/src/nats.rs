@@ -88,3 +88,41 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// Reads a JetStream stream from its start through a durable pull consumer, as a service would.
+pub struct StreamReader {
+    messages: async_nats::jetstream::consumer::pull::Stream,
+}
+
+impl StreamReader {
+    /// `filter` narrows the subjects; empty reads all of the stream.
+    pub async fn open(url: &str, stream: &str, durable: &str, filter: &str) -> anyhow::Result<StreamReader> {
+        use async_nats::jetstream::{self, consumer::pull};
+        let js = jetstream::new(async_nats::connect(url).await?);
+        let consumer: jetstream::consumer::Consumer<pull::Config> = js
+            .get_stream(stream)
+            .await?
+            .create_consumer(pull::Config {
+                durable_name: Some(durable.to_string()),
+                filter_subject: filter.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(StreamReader {
+            messages: consumer.messages().await?,
+        })
+    }
+
+    /// The next message, acked, or `None` if none comes within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<async_nats::jetstream::Message> {
+        use futures::StreamExt;
+        let m = tokio::time::timeout(within, self.messages.next()).await.ok()??.ok()?;
+        m.ack().await.ok()?;
+        Some(m)
+    }
+}
+
+/// A header of a JetStream message, as text.
+pub fn header(m: &async_nats::jetstream::Message, name: &str) -> Option<String> {
+    m.headers.as_ref()?.get(name).map(|v| v.to_string())
+}

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
-use cocon_tests::{Cocon, NatsServer};
-use futures::StreamExt;
+use cocon_tests::{Cocon, NatsServer, StreamReader};
 use serde_json::json;
 
 #[tokio::test]
@@ -63,25 +61,11 @@ async fn test_sigterm_finishes_in_flight_requests_and_flushes_events() {
     );
 
     // Every acknowledged write's event is on NATS.
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let consumer: jetstream::consumer::Consumer<pull::Config> = js
-        .get_stream("COCON_DOCUMENTS")
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            durable_name: Some("after-shutdown".into()),
-            filter_subject: format!("cocon.documents.{instance}.>"),
-            ..Default::default()
-        })
+    let filter = format!("cocon.documents.{instance}.>");
+    let mut reader = StreamReader::open(&nats.url(), "COCON_DOCUMENTS", "after-shutdown", &filter)
         .await
         .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
     for _ in 0..100 {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("event published")
-            .unwrap()
-            .unwrap();
-        m.ack().await.unwrap();
+        reader.next(Duration::from_secs(10)).await.expect("event published");
     }
 }

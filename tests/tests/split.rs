@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
-use cocon_tests::{Cocon, NatsServer};
-use futures::StreamExt;
+use cocon_tests::{Cocon, NatsServer, StreamReader, header};
 use serde_json::json;
 
 async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
@@ -81,27 +79,14 @@ async fn test_split_services_over_real_nats() {
     assert_eq!(found.get("docs").as_array().unwrap().len(), 1, "{}", found.text);
 
     // The events are on NATS, on per-instance, per-doctype subjects.
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let stream = js.get_stream("COCON_DOCUMENTS").await.unwrap();
-    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("test-reader".into()),
-            filter_subject: format!("cocon.documents.{instance}.>"),
-            ..Default::default()
-        })
+    let filter = format!("cocon.documents.{instance}.>");
+    let mut reader = StreamReader::open(&nats.url(), "COCON_DOCUMENTS", "test-reader", &filter)
         .await
         .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
     let mut subjects = Vec::new();
     while subjects.len() < 2 {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("events arrive")
-            .unwrap()
-            .unwrap();
+        let m = reader.next(Duration::from_secs(10)).await.expect("events arrive");
         subjects.push(m.subject.to_string());
-        m.ack().await.unwrap();
     }
     assert_eq!(subjects[0], format!("cocon.documents.{instance}.io:cozy:notes.created"));
 
@@ -116,47 +101,31 @@ async fn test_split_services_over_real_nats() {
         ids.push(format!("outage-{i}"));
     }
     nats.restart().await.unwrap();
-    let client = loop {
-        match async_nats::connect(nats.url()).await {
-            Ok(c) => break c,
+    // Read the whole stream of this instance with a new consumer: each event is in it exactly once
+    // (re-publishes after failures carry the same Nats-Msg-Id and are dropped by JetStream).
+    // The server was just restarted: opening fails until it accepts connections again.
+    let mut audit = loop {
+        match StreamReader::open(&nats.url(), "COCON_DOCUMENTS", "audit", &filter).await {
+            Ok(reader) => break reader,
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    // Read the whole stream of this instance with a new consumer: each event is in it exactly once
-    // (re-publishes after failures carry the same Nats-Msg-Id and are dropped by JetStream).
-    let js = jetstream::new(client);
-    let audit: jetstream::consumer::Consumer<pull::Config> = js
-        .get_stream("COCON_DOCUMENTS")
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            durable_name: Some("audit".into()),
-            filter_subject: format!("cocon.documents.{instance}.>"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = audit.messages().await.unwrap();
     let expected = subjects.len() + ids.len();
     let mut seen = HashMap::<String, u32>::new();
     while seen.values().sum::<u32>() < expected as u32 {
-        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        let m = audit
+            .next(Duration::from_secs(30))
             .await
-            .expect("every event written during the outage arrives")
-            .unwrap()
-            .unwrap();
-        let msg_id = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.to_string())
-            .unwrap();
-        *seen.entry(msg_id).or_default() += 1;
-        m.ack().await.unwrap();
+            .expect("every event written during the outage arrives");
+        *seen
+            .entry(header(&m, "Nats-Msg-Id").expect("a message id"))
+            .or_default() += 1;
     }
     assert_eq!(seen.len(), expected, "every event is on the stream");
     assert!(seen.values().all(|&n| n == 1), "no event twice: {seen:?}");
-    let extra = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
-    assert!(extra.is_err(), "nothing beyond the expected events");
+    assert!(
+        audit.next(Duration::from_millis(500)).await.is_none(),
+        "nothing beyond the expected events"
+    );
     drop(documents);
 }

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
-use cocon_tests::{Cocon, NatsServer};
-use futures::StreamExt;
+use cocon_tests::{Cocon, NatsServer, StreamReader, header};
 use serde_json::json;
 
 #[tokio::test]
@@ -41,29 +39,11 @@ async fn test_traceparent_reaches_the_nats_event_across_processes() {
     assert_eq!(res.status(), 200);
     drop(api);
 
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let consumer: jetstream::consumer::Consumer<pull::Config> = js
-        .get_stream("COCON_DOCUMENTS")
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            durable_name: Some("trace-reader".into()),
-            ..Default::default()
-        })
+    let mut reader = StreamReader::open(&nats.url(), "COCON_DOCUMENTS", "trace-reader", "")
         .await
         .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-        .await
-        .expect("the event arrives")
-        .unwrap()
-        .unwrap();
-    let tp = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("traceparent"))
-        .map(|v| v.to_string())
-        .expect("the event carries a traceparent");
+    let m = reader.next(Duration::from_secs(10)).await.expect("the event arrives");
+    let tp = header(&m, "traceparent").expect("the event carries a traceparent");
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!(parts.len(), 4, "W3C traceparent: {tp}");
     assert_eq!(parts[1], trace_id, "the event belongs to the caller's trace");
