@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cocon_common::Shutdown;
-use cocon_events::{EventBus, EventLog, Outbox, Relay, RelayConfig, subject};
+use cocon_events::{Appended, EventBus, EventLog, Relay, RelayConfig, subject};
 use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload};
 use cocon_storage::{Batch, ScanRange, Store};
@@ -90,8 +90,7 @@ impl AuthService {
             .clone()
             .unwrap_or_else(|| deps.data_dir.join("secrets").join("master.key"));
         let master_key = load_master_key(&key_path)?;
-        let outbox = Outbox::open(deps.store.clone(), OUTBOX).await?;
-        let log = EventLog::new(deps.store.clone(), EVENTS, outbox);
+        let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
         Ok(AuthService {
             inner: Arc::new(Inner {
                 config,
@@ -141,10 +140,13 @@ impl AuthService {
             instance: instance.to_string(),
             seq,
             traceparent: cocon_common::trace_context::current_traceparent().unwrap_or_default(),
+            subject: subject::instance(instance, verb),
             payload: Some(payload),
         };
         let mut batch = Batch::new();
-        log.append(&mut batch, &envelope, subject::instance(instance, verb));
+        let mut appended = Appended::default();
+        log.append(&mut batch, &mut appended, &envelope);
+        log.seal(&mut batch, appended);
         project(&mut batch, &envelope);
         match self.inner.store.apply(batch).await {
             Ok(()) => {
@@ -262,8 +264,7 @@ impl AuthService {
     /// were replayed. Events are replayed in time order, so a domain destroyed then re-created
     /// ends up with its latest instance.
     pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64, AuthError> {
-        let outbox = Outbox::open(store.clone(), OUTBOX).await?;
-        let log = EventLog::new(store.clone(), EVENTS, outbox);
+        let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
         let mut events = Vec::new();
         let mut after = None;
         loop {

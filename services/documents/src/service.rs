@@ -1,9 +1,7 @@
 use std::sync::Arc;
 
 use cocon_common::Shutdown;
-use cocon_events::{
-    ConsumerSpec, EventBus, EventLog, HandlerError, Outbox, Relay, RelayConfig, decode_envelope, run_consumer,
-};
+use cocon_events::{ConsumerSpec, EventBus, EventLog, HandlerError, Relay, RelayConfig, decode_envelope, run_consumer};
 use cocon_proto::events::v1::envelope::Payload;
 use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
@@ -47,8 +45,7 @@ pub struct DocumentsService {
 
 impl DocumentsService {
     pub async fn build(config: Config, deps: Deps) -> Result<DocumentsService> {
-        let outbox = Outbox::open(deps.store.clone(), OUTBOX).await?;
-        let log = EventLog::new(deps.store.clone(), EVENTS, outbox);
+        let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
         let (commits, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             store: deps.store,
@@ -139,8 +136,7 @@ impl DocumentsService {
         for table in PROJECTIONS {
             store.clear_table(table).await?;
         }
-        let outbox = Outbox::open(store.clone(), OUTBOX).await?;
-        let log = EventLog::new(store.clone(), EVENTS, outbox);
+        let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
         let indexes = IndexCache::default();
         let mut overlay = Overlay::default();
         let mut batch = Batch::new();

@@ -1,8 +1,8 @@
 //! Events: the bus trait with its two implementations (in-process and NATS JetStream), subjects,
 //! the per-instance event log, the transactional outbox and its relay, and durable consumers.
 //!
-//! The write path never waits for the bus: a service commits its event to its log and to the
-//! outbox in the same atomic batch, and the relay publishes from the outbox in the background,
+//! The write path never waits for the bus: a service commits its events to its log, and outbox
+//! pointers to them, in the same atomic batch, and the relay publishes from the outbox in the background,
 //! retrying while the bus is down. Publishing carries the event id as `Nats-Msg-Id`, so a
 //! re-publish after a crash is dropped by JetStream's duplicate window.
 
@@ -21,7 +21,7 @@ pub use error::BusError;
 pub use log::{EventLog, decode_envelope};
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
-pub use outbox::{Outbox, Relay, RelayConfig};
+pub use outbox::{Appended, Outbox, Relay, RelayConfig};
 
 /// The streams of the deployment, one per publishing service, plus the dead letters.
 pub mod streams {

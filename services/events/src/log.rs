@@ -9,7 +9,8 @@ use cocon_proto::events::v1::Envelope;
 use cocon_storage::{Batch, ScanRange, Store};
 use prost::Message as _;
 
-use crate::{BusError, Message, Outbox};
+use crate::outbox::Appended;
+use crate::{BusError, Outbox};
 
 #[derive(Clone)]
 pub struct EventLog {
@@ -25,13 +26,19 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, BusError> {
 }
 
 impl EventLog {
-    pub fn new(store: Arc<dyn Store>, table: &'static str, outbox: Outbox) -> EventLog {
-        EventLog {
+    /// Opens the log in `table`, with its outbox in `outbox_table`.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        table: &'static str,
+        outbox_table: &'static str,
+    ) -> Result<EventLog, BusError> {
+        let outbox = Outbox::open(store.clone(), outbox_table, table).await?;
+        Ok(EventLog {
             store,
             table,
             outbox,
             last: Arc::default(),
-        }
+        })
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -73,31 +80,22 @@ impl EventLog {
         self.last.lock().expect("seq cache poisoned").remove(instance);
     }
 
-    /// Adds the event to the log and to the outbox, in `batch`.
-    pub fn append(&self, batch: &mut Batch, envelope: &Envelope, subject: String) {
-        let bytes = Bytes::from(envelope.encode_to_vec());
+    /// Adds the event to the log in `batch`, and notes it in `appended`. Call
+    /// [`EventLog::seal`] before committing the batch.
+    pub fn append(&self, batch: &mut Batch, appended: &mut Appended, envelope: &Envelope) {
         batch.put(
             self.table,
             envelope.instance.as_bytes().to_vec(),
             envelope.seq.to_be_bytes().to_vec(),
-            bytes.clone(),
+            Bytes::from(envelope.encode_to_vec()),
         );
-        let mut headers = vec![("Cocon-Event-Type".to_string(), envelope.r#type.clone())];
-        if !envelope.traceparent.is_empty() {
-            headers.push((
-                cocon_common::trace_context::TRACEPARENT.to_string(),
-                envelope.traceparent.clone(),
-            ));
-        }
-        self.outbox.put(
-            batch,
-            &Message {
-                subject,
-                id: envelope.id.clone(),
-                headers,
-                payload: bytes,
-            },
-        );
+        appended.add(&envelope.instance, envelope.seq);
+    }
+
+    /// Adds to `batch` the outbox pointers to the events appended: the relay publishes them once
+    /// the batch is committed.
+    pub fn seal(&self, batch: &mut Batch, appended: Appended) {
+        self.outbox.seal(batch, appended);
     }
 
     /// Events of one instance after `after_seq`, in order.

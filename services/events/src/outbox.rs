@@ -1,7 +1,12 @@
-//! The transactional outbox: an event is written to the outbox in the same atomic batch as the
-//! state change, and the [`Relay`] publishes it afterwards, deleting it only once the bus has it.
-//! A dead or slow bus makes the outbox grow; it never blocks or slows the write.
+//! The transactional outbox. The event log is the outbox's storage: each batch that appends
+//! events also writes one small pointer row per instance (instance, first and last sequence), in
+//! the same atomic batch, and the [`Relay`] publishes the events those pointers name, deleting a
+//! pointer only once the bus has all of its events. Events are stored once, in the log; the
+//! outbox costs one row per instance per commit, not one per event. A dead or slow bus makes
+//! the outbox grow; it never blocks or slows the write.
 
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +16,7 @@ use cocon_common::Shutdown;
 use cocon_storage::{Batch, ScanRange, Store};
 use tokio::sync::Notify;
 
+use crate::log::decode_envelope;
 use crate::{BusError, EventBus, Message};
 
 /// Every outbox row lives in one partition, ordered by a monotonic id.
@@ -24,6 +30,8 @@ pub struct Outbox {
 struct OutboxInner {
     store: Arc<dyn Store>,
     table: &'static str,
+    /// The event log the pointers refer to.
+    log_table: &'static str,
     next_id: AtomicU64,
     notify: Notify,
 }
@@ -34,8 +42,66 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The events one batch appends, per instance: (first, last) sequence. Sealed into the batch as
+/// outbox pointers by [`crate::EventLog::seal`].
+#[derive(Debug, Default)]
+pub struct Appended {
+    pub(crate) ranges: HashMap<String, (u64, u64)>,
+}
+
+impl Appended {
+    pub(crate) fn add(&mut self, instance: &str, seq: u64) {
+        match self.ranges.get_mut(instance) {
+            Some((_, last)) => *last = seq,
+            None => {
+                self.ranges.insert(instance.to_string(), (seq, seq));
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+/// An outbox row: the events `first..=last` of `instance` wait to be published.
+#[derive(Debug, PartialEq)]
+struct Pointer {
+    instance: String,
+    first: u64,
+    last: u64,
+}
+
+impl Pointer {
+    fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(20 + self.instance.len());
+        buf.put_u32(self.instance.len() as u32);
+        buf.put_slice(self.instance.as_bytes());
+        buf.put_u64(self.first);
+        buf.put_u64(self.last);
+        buf.freeze()
+    }
+
+    fn decode(mut buf: Bytes) -> Option<Pointer> {
+        if buf.remaining() < 4 {
+            return None;
+        }
+        let len = buf.get_u32() as usize;
+        if buf.remaining() != len + 16 {
+            return None;
+        }
+        let instance = String::from_utf8(buf.split_to(len).to_vec()).ok()?;
+        let (first, last) = (buf.get_u64(), buf.get_u64());
+        (1 <= first && first <= last).then_some(Pointer { instance, first, last })
+    }
+}
+
 impl Outbox {
-    pub async fn open(store: Arc<dyn Store>, table: &'static str) -> Result<Outbox, BusError> {
+    pub(crate) async fn open(
+        store: Arc<dyn Store>,
+        table: &'static str,
+        log_table: &'static str,
+    ) -> Result<Outbox, BusError> {
         let last = store
             .scan(table, PARTITION, ScanRange::all().reverse(true).limit(1))
             .await?;
@@ -47,79 +113,57 @@ impl Outbox {
             inner: Arc::new(OutboxInner {
                 store,
                 table,
+                log_table,
                 next_id: AtomicU64::new(after_last.max(now_us())),
                 notify: Notify::new(),
             }),
         })
     }
 
-    /// Adds the message to `batch`; it will be published once the batch is committed.
-    pub fn put(&self, batch: &mut Batch, message: &Message) {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        batch.put(self.inner.table, PARTITION, id.to_be_bytes().to_vec(), encode(message));
+    /// Adds to `batch` the pointers to the events it appends; they are published once it commits.
+    pub(crate) fn seal(&self, batch: &mut Batch, appended: Appended) {
+        for (instance, (first, last)) in appended.ranges {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let pointer = Pointer { instance, first, last };
+            batch.put(self.inner.table, PARTITION, id.to_be_bytes().to_vec(), pointer.encode());
+        }
     }
 
-    /// Wakes the relay; call after committing a batch that [`Outbox::put`] wrote to.
+    /// Wakes the relay; call after committing a batch that was sealed.
     pub fn committed(&self) {
         self.inner.notify.notify_one();
     }
 
-    /// How many events wait to be published.
-    pub async fn backlog(&self) -> Result<usize, BusError> {
-        Ok(self
+    /// How many events wait to be published (or were, and wait for their pointer's deletion).
+    pub async fn backlog(&self) -> Result<u64, BusError> {
+        let rows = self
             .inner
             .store
             .scan(self.inner.table, PARTITION, ScanRange::all())
-            .await?
-            .len())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Pointer::decode(r.value))
+            .map(|p| p.last - p.first + 1)
+            .sum())
     }
 }
 
-fn put_str(buf: &mut BytesMut, s: &str) {
-    buf.put_u32(s.len() as u32);
-    buf.put_slice(s.as_bytes());
-}
-
-fn encode(m: &Message) -> Bytes {
-    let mut buf = BytesMut::with_capacity(64 + m.subject.len() + m.payload.len());
-    put_str(&mut buf, &m.subject);
-    put_str(&mut buf, &m.id);
-    buf.put_u32(m.headers.len() as u32);
-    for (k, v) in &m.headers {
-        put_str(&mut buf, k);
-        put_str(&mut buf, v);
+/// The message that carries a logged event on the bus.
+fn message(row: Bytes) -> Result<Message, BusError> {
+    let envelope = decode_envelope(&row)?;
+    let mut headers = vec![("Cocon-Event-Type".to_string(), envelope.r#type)];
+    if !envelope.traceparent.is_empty() {
+        headers.push((
+            cocon_common::trace_context::TRACEPARENT.to_string(),
+            envelope.traceparent,
+        ));
     }
-    buf.put_slice(&m.payload);
-    buf.freeze()
-}
-
-fn get_str(buf: &mut Bytes) -> Option<String> {
-    if buf.remaining() < 4 {
-        return None;
-    }
-    let len = buf.get_u32() as usize;
-    if buf.remaining() < len {
-        return None;
-    }
-    String::from_utf8(buf.split_to(len).to_vec()).ok()
-}
-
-fn decode(mut buf: Bytes) -> Option<Message> {
-    let subject = get_str(&mut buf)?;
-    let id = get_str(&mut buf)?;
-    if buf.remaining() < 4 {
-        return None;
-    }
-    let n = buf.get_u32() as usize;
-    let mut headers = Vec::with_capacity(n.min(64));
-    for _ in 0..n {
-        headers.push((get_str(&mut buf)?, get_str(&mut buf)?));
-    }
-    Some(Message {
-        subject,
-        id,
+    Ok(Message {
+        subject: envelope.subject,
+        id: envelope.id,
         headers,
-        payload: buf,
+        payload: row,
     })
 }
 
@@ -152,7 +196,10 @@ pub struct Relay {
     outbox: Outbox,
     bus: Arc<dyn EventBus>,
     config: RelayConfig,
+    /// The last pointer whose events are all published.
     cursor: Option<Vec<u8>>,
+    /// Within the next pointer, the last sequence published (after a partial failure).
+    resume_after: Option<u64>,
     published: Vec<Vec<u8>>,
     last_forget: tokio::time::Instant,
 }
@@ -164,6 +211,7 @@ impl Relay {
             bus,
             config,
             cursor: None,
+            resume_after: None,
             published: Vec::new(),
             last_forget: tokio::time::Instant::now(),
         }
@@ -235,36 +283,70 @@ impl Relay {
         }
     }
 
-    /// Publishes one page of the outbox; returns how many events were published.
+    /// Publishes the events of one page of pointers; returns how many were published.
     pub async fn round(&mut self) -> Result<usize, BusError> {
         let inner = &self.outbox.inner;
         let start = match &self.cursor {
-            Some(c) => std::ops::Bound::Excluded(c.clone()),
-            None => std::ops::Bound::Unbounded,
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Unbounded,
         };
-        let range = ScanRange::between(start, std::ops::Bound::Unbounded).limit(self.config.batch);
+        let range = ScanRange::between(start, Bound::Unbounded).limit(self.config.batch);
         let rows = inner.store.scan(inner.table, PARTITION, range).await?;
         let mut published = 0;
         let mut first_error = None;
-        for row in rows {
-            let Some(message) = decode(row.value.clone()) else {
+        'rows: for row in rows {
+            let Some(pointer) = Pointer::decode(row.value.clone()) else {
                 tracing::error!(table = inner.table, "dropping an undecodable outbox row");
                 self.cursor = Some(row.sort.clone());
                 self.published.push(row.sort);
                 continue;
             };
-            match self.bus.publish(message).await {
-                Ok(()) => {
-                    published += 1;
-                    self.cursor = Some(row.sort.clone());
-                    self.published.push(row.sort);
+            let mut after = self.resume_after.unwrap_or(pointer.first - 1).max(pointer.first - 1);
+            while after < pointer.last {
+                let limit = ((pointer.last - after) as usize).min(self.config.batch.max(1));
+                let events = inner
+                    .store
+                    .scan(
+                        inner.log_table,
+                        pointer.instance.as_bytes(),
+                        ScanRange::between(
+                            Bound::Excluded(after.to_be_bytes().to_vec()),
+                            Bound::Included(pointer.last.to_be_bytes().to_vec()),
+                        )
+                        .limit(limit),
+                    )
+                    .await?;
+                // Fewer events than pointed at: the instance's log was erased; nothing left to send.
+                let exhausted = events.len() < limit;
+                for event in events {
+                    let seq = event
+                        .sort
+                        .as_slice()
+                        .try_into()
+                        .map_or(pointer.last, u64::from_be_bytes);
+                    match message(event.value) {
+                        Ok(message) => {
+                            if let Err(err) = self.bus.publish(message).await {
+                                // Stop at the first failure, so events stay in order.
+                                first_error = Some(err);
+                                break 'rows;
+                            }
+                            published += 1;
+                        }
+                        Err(err) => {
+                            tracing::error!(table = inner.log_table, seq, error = %err, "skipping an undecodable event")
+                        }
+                    }
+                    after = seq;
+                    self.resume_after = Some(seq);
                 }
-                Err(err) => {
-                    // Stop at the first failure, so events stay in order.
-                    first_error = Some(err);
+                if exhausted {
                     break;
                 }
             }
+            self.resume_after = None;
+            self.cursor = Some(row.sort.clone());
+            self.published.push(row.sort);
         }
         if self.published.len() >= self.config.batch * 8 {
             self.forget_published().await?;
@@ -281,14 +363,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_outbox_row_round_trips() {
-        let m = Message {
-            subject: "cocon.documents.i.io:cozy:notes.created".into(),
-            id: "documents:i:7".into(),
-            headers: vec![("traceparent".into(), "00-abc-def-01".into())],
-            payload: Bytes::from_static(b"\x00\x01payload"),
+    fn test_outbox_pointer_round_trips() {
+        let p = Pointer {
+            instance: "i1".into(),
+            first: 7,
+            last: 9,
         };
-        assert_eq!(decode(encode(&m)), Some(m));
-        assert_eq!(decode(Bytes::from_static(b"\x00\x00\x00\x09short")), None);
+        assert_eq!(Pointer::decode(p.encode()), Some(p));
+        assert_eq!(Pointer::decode(Bytes::from_static(b"\x00\x00\x00\x09short")), None);
     }
 }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use cocon_common::Shutdown;
 use cocon_events::{
-    ConsumerSpec, EventBus, HandlerError, MemoryBus, Message, NatsBus, Outbox, Relay, RelayConfig, StreamSpec,
-    run_consumer,
+    Appended, ConsumerSpec, EventBus, EventLog, HandlerError, MemoryBus, Message, NatsBus, Relay, RelayConfig,
+    StreamSpec, decode_envelope, run_consumer,
 };
+use cocon_proto::events::v1::Envelope;
 use cocon_storage::{Batch, EmbeddedStore, Store};
 use cocon_tests::NatsServer;
 use tokio::sync::mpsc;
@@ -200,18 +201,21 @@ async fn test_nats_bus_conformance() {
     retention(Arc::new(NatsBus::connect(&nats2.url(), &streams(10)).await.unwrap())).await;
 }
 
-/// Events written to the outbox while NATS is down all arrive once it is back, none twice.
+/// Events committed while NATS is down all arrive once it is back, in order per instance, none
+/// twice. Batches append several events for several instances, so outbox pointers span ranges.
 #[tokio::test]
 async fn test_outbox_survives_a_nats_outage() {
     let mut nats = NatsServer::start().await.unwrap();
     let bus = Arc::new(NatsBus::connect(&nats.url(), &streams(100_000)).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
-    let outbox = Outbox::open(store.clone(), "test.outbox").await.unwrap();
+    let log = EventLog::open(store.clone(), "test.events", "test.outbox")
+        .await
+        .unwrap();
     let shutdown = Shutdown::new();
     let relay = tokio::spawn(
         Relay::new(
-            outbox.clone(),
+            log.outbox().clone(),
             bus.clone(),
             RelayConfig {
                 batch: 64,
@@ -221,20 +225,43 @@ async fn test_outbox_survives_a_nats_outage() {
         )
         .run(shutdown.clone()),
     );
+    // Batch `i` appends two events to instance `i % 3` and one to instance `(i + 1) % 3`.
     let write = |i: usize| {
         let store = store.clone();
-        let outbox = outbox.clone();
+        let log = log.clone();
         async move {
             let mut batch = Batch::new();
+            let mut appended = Appended::default();
             batch.put(
                 "test.state",
                 b"p".to_vec(),
                 format!("{i:05}").into_bytes(),
                 Bytes::new(),
             );
-            outbox.put(&mut batch, &msg("cocon.test.outage", &format!("e{i}")));
+            let mut seqs = Vec::new();
+            for (k, instance) in [i % 3, i % 3, (i + 1) % 3].into_iter().enumerate() {
+                let instance = format!("i{instance}");
+                let seq = match seqs.iter().rev().find(|(inst, _)| *inst == instance) {
+                    Some((_, seq)) => seq + 1,
+                    None => log.next_seq(&instance).await.unwrap(),
+                };
+                seqs.push((instance.clone(), seq));
+                let envelope = Envelope {
+                    id: format!("e{i}-{k}"),
+                    r#type: "test.outage".into(),
+                    instance: instance.clone(),
+                    seq,
+                    subject: "cocon.test.outage".into(),
+                    ..Envelope::default()
+                };
+                log.append(&mut batch, &mut appended, &envelope);
+            }
+            log.seal(&mut batch, appended);
             store.apply(batch).await.unwrap();
-            outbox.committed();
+            for (instance, seq) in seqs {
+                log.advance(&instance, seq);
+            }
+            log.outbox().committed();
         }
     };
     for i in 0..100 {
@@ -250,6 +277,10 @@ async fn test_outbox_survives_a_nats_outage() {
         started.elapsed() < Duration::from_secs(10),
         "the write path does not wait for NATS"
     );
+    assert!(
+        log.outbox().backlog().await.unwrap() >= 600,
+        "the 200 batches wait in the outbox"
+    );
     nats.restart().await.unwrap();
 
     let mut sub = loop {
@@ -260,22 +291,26 @@ async fn test_outbox_survives_a_nats_outage() {
         }
     };
     let mut counts = HashMap::<String, u32>::new();
-    while counts.len() < 300 {
+    let mut last_seq = HashMap::<String, u64>::new();
+    while counts.len() < 900 {
         let d = tokio::time::timeout(Duration::from_secs(30), sub.next())
             .await
             .expect("every event arrives")
             .unwrap()
             .unwrap();
-        *counts
-            .entry(String::from_utf8_lossy(&d.message.payload).into_owned())
-            .or_default() += 1;
+        let envelope = decode_envelope(&d.message.payload).unwrap();
+        *counts.entry(envelope.id.clone()).or_default() += 1;
+        let last = last_seq.entry(envelope.instance.clone()).or_default();
+        assert!(envelope.seq > *last, "events of an instance arrive in order");
+        *last = envelope.seq;
         d.ack().await.unwrap();
     }
     assert!(counts.values().all(|&c| c == 1), "no event twice");
+    assert_eq!(last_seq.values().sum::<u64>(), 900, "sequences have no gap");
     // Nothing more is pending.
     let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
     assert!(extra.is_err(), "no duplicate after the 300 events");
-    assert_eq!(outbox.backlog().await.unwrap(), 0);
+    assert_eq!(log.outbox().backlog().await.unwrap(), 0);
     shutdown.trigger();
     relay.await.unwrap();
 }
