@@ -82,6 +82,8 @@ pub struct StoreConfig {
     pub scylla_nodes: String,
     pub keyspace: String,
     pub replication_factor: u32,
+    /// Page cache of the embedded store, in MiB.
+    pub cache_mb: usize,
 }
 
 impl Default for StoreConfig {
@@ -91,6 +93,7 @@ impl Default for StoreConfig {
             scylla_nodes: "127.0.0.1:9042".into(),
             keyspace: "cocon".into(),
             replication_factor: 3,
+            cache_mb: cocon_storage::DEFAULT_CACHE_BYTES >> 20,
         }
     }
 }

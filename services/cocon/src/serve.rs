@@ -64,7 +64,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         other => bail!("unknown store backend {other:?}: use embedded or scylla"),
     }
     let path = config.data_dir.join("store.redb");
-    let store = EmbeddedStore::open(&path).with_context(|| {
+    let store = EmbeddedStore::open_with_cache(&path, config.store.cache_mb << 20).with_context(|| {
         format!(
             "cannot open {}: is another cocon using this data directory? stop it, or pick another with --data-dir",
             path.display()

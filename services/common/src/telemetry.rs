@@ -7,6 +7,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported over OTLP. Hot paths skip per-request spans that only the
+/// exporter would read.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Flushes pending spans when dropped.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
@@ -59,6 +67,7 @@ pub fn init(service_name: &str) -> TelemetryGuard {
     } else {
         None
     };
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("cocon"))

@@ -23,6 +23,10 @@ use tokio::sync::oneshot;
 use crate::model::{Op, prefix_end};
 use crate::{Batch, Result, Row, ScanRange, StorageError, Store, TableRow};
 
+/// The page cache by default: enough for a personal server's working set, small enough for a
+/// Raspberry Pi (redb's own default is 1 GiB). `[store] cache_mb` changes it.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 /// At most this many batches share one commit, so one commit's latency stays bounded.
 const MAX_BATCHES_PER_COMMIT: usize = 4096;
 
@@ -46,12 +50,18 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store at `path`, a file.
+    /// Opens (or creates) the store at `path`, a file, with the default page cache.
     pub fn open(path: &Path) -> Result<EmbeddedStore> {
+        EmbeddedStore::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store at `path`, caching at most `cache_bytes` of its pages in memory.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<EmbeddedStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let db = Database::builder()
+            .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| StorageError::Backend(format!("cannot open the embedded store {}: {e}", path.display())))?;
         let db = Arc::new(db);

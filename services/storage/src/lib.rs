@@ -14,7 +14,7 @@ mod model;
 mod scylla_store;
 pub mod testsuite;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore};
 pub use error::StorageError;
 pub use model::{Batch, Op, Row, ScanRange, TableRow, prefix_end};
 pub use scylla_store::{ScyllaConfig, ScyllaStore};
