@@ -24,6 +24,21 @@ load() {
   done | sort -n | awk -v n="$RUNS" 'NR == int((n + 1) / 2)'
 }
 
+# CONNECTIONS ARGS… → "rps p50 p99 (ratio of hello)": each run is paired with a hello-world run
+# just before it at the same connection count, so a shared machine's drift cancels out in the
+# ratio; prints the run with the median ratio.
+versus() {
+  local c=$1; shift
+  for _ in $(seq "$RUNS"); do
+    local hello
+    hello=$(wrk -t2 -d"${SECS}s" -c"$c" "http://$HELLO/" 2>/dev/null | awk '/^Requests\/sec/ {print $2}')
+    wrk --latency -t2 -d"${SECS}s" -c"$c" "$@" 2>/dev/null | awk -v h="$hello" '
+      /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /^Requests\/sec/ {rps=$2}
+      END {printf "%.4f %s %s %s %s\n", rps / h, rps, p50, p99, h}'
+  done | sort -n | awk -v n="$RUNS" 'NR == int((n + 1) / 2) {
+    printf "%s %s %s (%.1f%% of hello world: %s req/s in the paired run)\n", $2, $3, $4, 100 * $1, $5}'
+}
+
 start() { # LOG CMD… : runs CMD, waits for its "ready" line, prints its http address
   local log=$1; shift
   "$@" > "$log" 2>"$log.err" &
@@ -53,8 +68,8 @@ wrk.method = "POST"
 wrk.body = '{"title":"bench","n":42,"tags":["a","b"]}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-for c in 16 64; do echo "GET /data/:doctype/:id c$c: $(load -c$c "${H[@]}" "http://$HTTP/data/io.cozy.bench/read-me")"; done
-for c in 16 64; do echo "POST /data/:doctype/ c$c: $(load -c$c "${H[@]}" -s "$WORK/post.lua" "http://$HTTP/data/io.cozy.bench/")"; done
+for c in 16 64; do echo "GET /data/:doctype/:id c$c: $(versus $c "${H[@]}" "http://$HTTP/data/io.cozy.bench/read-me")"; done
+for c in 16 64; do echo "POST /data/:doctype/ c$c: $(versus $c "${H[@]}" -s "$WORK/post.lua" "http://$HTTP/data/io.cozy.bench/")"; done
 
 echo "== indexed _find over 100 000 documents"
 curl -sf "${H[@]}" -X POST "http://$HTTP/data/io.cozy.bench/_index" \
@@ -78,7 +93,7 @@ LUA
 curl -sf "${H[@]}" -X POST "http://$HTTP/data/io.cozy.bench/_find" \
   -d '{"selector":{"account":"acc7"},"limit":100,"execution_stats":true}' | python3 -c \
   'import json,sys; r=json.load(sys.stdin); print("find returns", len(r["docs"]), "docs, examined", r["execution_stats"]["total_docs_examined"])'
-echo "POST _find (100 hits of 100k, indexed) c16: $(load -c16 "${H[@]}" -s "$WORK/find.lua" "http://$HTTP/data/io.cozy.bench/_find")"
+echo "POST _find (100 hits of 100k, indexed) c16: $(versus 16 "${H[@]}" -s "$WORK/find.lua" "http://$HTTP/data/io.cozy.bench/_find")"
 
 echo "== write-to-event latency (all services, NATS bus)"
 nats-server -js -a 127.0.0.1 -p 14222 -sd "$WORK/nats" > "$WORK/nats.log" 2>&1 &
