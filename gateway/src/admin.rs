@@ -12,16 +12,15 @@ use axum::routing::{get, post};
 use base64::Engine;
 use cocon_common::ErrorCode;
 use cocon_proto::auth::v1 as pb;
-use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
 use http::StatusCode;
 use serde_json::json;
 
 use crate::access::AuthCache;
-use crate::{ApiError, GrpcChannel};
+use crate::{ApiError, AuthClient};
 
 #[derive(Clone)]
 struct Admin {
-    auth: AuthServiceClient<GrpcChannel>,
+    auth: AuthClient,
     cache: Arc<AuthCache>,
     token: Arc<String>,
 }
@@ -143,7 +142,7 @@ async fn issue_token(
     Ok(axum::Json(json!({"token": res.token, "expires_at": res.expires_at})).into_response())
 }
 
-pub(crate) fn router(auth: AuthServiceClient<GrpcChannel>, cache: Arc<AuthCache>, token: String) -> Router {
+pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String) -> Router {
     let admin = Admin {
         auth,
         cache,

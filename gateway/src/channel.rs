@@ -1,8 +1,5 @@
-//! One client type for a service whether it runs in this process or elsewhere: a boxed tower
-//! service speaking gRPC's HTTP/2 requests. In process it calls the tonic server directly (no
-//! socket, same encoding); split, it is a tonic `Channel`. Both carry the `traceparent`.
-
-use std::convert::Infallible;
+//! The channel to a service in another process: a boxed tonic `Channel` that connects lazily,
+//! reconnects, and carries the caller's `traceparent` in the request metadata.
 
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
@@ -35,25 +32,6 @@ fn with_trace(mut req: http::Request<tonic::body::Body>) -> http::Request<tonic:
             .insert(cocon_common::trace_context::TRACEPARENT, value);
     }
     req
-}
-
-/// A client channel to a tonic server running in this process.
-pub fn in_process<S>(server: S) -> GrpcChannel
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let svc = ServiceBuilder::new()
-        .map_request(with_trace)
-        .service(server.map_err(|e: Infallible| -> ChannelError { match e {} }));
-    BoxCloneSyncService::new(svc)
 }
 
 /// A client channel to a service elsewhere, connecting lazily (and reconnecting) to `endpoint`.

@@ -8,6 +8,7 @@
 mod access;
 mod admin;
 mod channel;
+mod clients;
 mod data;
 mod error;
 mod metrics_layer;
@@ -16,11 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
-use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
 use serde::Deserialize;
 
-pub use channel::{GrpcChannel, in_process, remote};
+pub use channel::{GrpcChannel, remote};
+pub use clients::{AuthClient, DocumentsClient};
 pub use error::ApiError;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,11 +47,11 @@ impl Default for Config {
     }
 }
 
-/// The gRPC clients the gateway calls.
+/// The services the gateway calls, in this process or over gRPC.
 #[derive(Clone)]
 pub struct Clients {
-    pub auth: AuthServiceClient<GrpcChannel>,
-    pub documents: DocumentsServiceClient<GrpcChannel>,
+    pub auth: AuthClient,
+    pub documents: DocumentsClient,
 }
 
 #[derive(Clone)]

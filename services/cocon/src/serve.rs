@@ -11,7 +11,7 @@ use cocon_auth::AuthService;
 use cocon_common::Shutdown;
 use cocon_documents::DocumentsService;
 use cocon_events::{EventBus, MemoryBus, NatsBus};
-use cocon_gateway::{Clients, GrpcChannel, in_process, remote};
+use cocon_gateway::{AuthClient, Clients, DocumentsClient, remote};
 use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
 use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
 use cocon_storage::{EmbeddedStore, Store};
@@ -149,17 +149,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let notifications =
         runs("notifications").then(|| cocon_notifications::Service::build(config.notifications.clone()));
 
-    let auth_channel: GrpcChannel = match &auth {
-        Some(a) => in_process(a.grpc()),
-        None => remote(&config.endpoints.auth).context("invalid endpoints.auth")?,
-    };
-    let documents_channel: GrpcChannel = match &documents {
-        Some(d) => in_process(d.grpc()),
-        None => remote(&config.endpoints.documents).context("invalid endpoints.documents")?,
-    };
+    // A service in this process is called through its gRPC trait directly; one elsewhere
+    // through a tonic client.
     let clients = Clients {
-        auth: AuthServiceClient::new(auth_channel),
-        documents: DocumentsServiceClient::new(documents_channel).max_decoding_message_size(usize::MAX),
+        auth: match &auth {
+            Some(a) => AuthClient::Local(Arc::new(a.clone())),
+            None => AuthClient::Remote(AuthServiceClient::new(
+                remote(&config.endpoints.auth).context("invalid endpoints.auth")?,
+            )),
+        },
+        documents: match &documents {
+            Some(d) => DocumentsClient::Local(Arc::new(d.clone())),
+            None => DocumentsClient::Remote(
+                DocumentsServiceClient::new(
+                    remote(&config.endpoints.documents).context("invalid endpoints.documents")?,
+                )
+                .max_decoding_message_size(usize::MAX),
+            ),
+        },
     };
 
     // Listeners first, so a taken port fails start-up before anything runs.
