@@ -41,6 +41,7 @@ versus() {
 
 start() { # LOG CMD… : runs CMD, waits for its "ready" line, prints its http address
   local log=$1; shift
+  : > "$log"
   "$@" > "$log" 2>"$log.err" &
   PIDS+=($!)
   for _ in $(seq 600); do
