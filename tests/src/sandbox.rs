@@ -215,6 +215,17 @@ impl Cocon {
         Ok(body["id"].as_str().unwrap_or_default().to_string())
     }
 
+    /// The id of the instance serving `domain`.
+    pub async fn instance_id(&self, domain: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .admin(reqwest::Method::GET, &format!("/instances/{domain}"), &[])
+            .await?;
+        match body["id"].as_str() {
+            Some(id) if status == 200 => Ok(id.to_string()),
+            _ => bail!("instance {domain}: {status} {body}"),
+        }
+    }
+
     pub async fn token(&self, domain: &str, scope: &str) -> anyhow::Result<String> {
         self.token_ttl(domain, scope, 0).await
     }

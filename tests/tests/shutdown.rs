@@ -16,14 +16,7 @@ async fn test_sigterm_finishes_in_flight_requests_and_flushes_events() {
         .await
         .unwrap();
     let api = cocon.instance("alice.test", "io.cozy.notes").await.unwrap();
-    let instance = cocon
-        .admin(reqwest::Method::GET, "/instances/alice.test", &[])
-        .await
-        .unwrap()
-        .1["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let instance = cocon.instance_id("alice.test").await.unwrap();
     for i in 0..100 {
         assert_eq!(
             api.put(&format!("/data/io.cozy.notes/d{i}"), &json!({"i": i}))

@@ -38,14 +38,7 @@ async fn test_split_services_over_real_nats() {
     assert!(edge.grpc.is_some(), "auth serves gRPC in split mode");
 
     let api = edge.instance("alice.test", "io.cozy.notes").await.unwrap();
-    let instance = edge
-        .admin(reqwest::Method::GET, "/instances/alice.test", &[])
-        .await
-        .unwrap()
-        .1["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let instance = edge.instance_id("alice.test").await.unwrap();
     let created = api
         .post("/data/io.cozy.notes/", &json!({"title": "over the wire"}))
         .await;
