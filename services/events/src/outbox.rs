@@ -58,10 +58,6 @@ impl Appended {
             }
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
 }
 
 /// An outbox row: the events `first..=last` of `instance` wait to be published.
