@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A/B comparison of cocon binaries on one request type, each run paired with a hello-world run:
+# requests/s and the server's CPU per request (utime + stime from /proc/<pid>/stat over the run,
+# divided by the requests served), which drifts less than requests/s on a shared machine.
+# Needs wrk. Usage: bash tests/bench/ab.sh get|post BIN [BIN…]   (ROUNDS=2 SECS=8 CONNS=64)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KIND=$1; shift
+ROUNDS=${ROUNDS:-2} SECS=${SECS:-8} CONNS=${CONNS:-64}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+cargo build --release --quiet -p cocon-tests --bin hello
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() { # PID wrk-args… → "rps=… cpu_us_per_req=…"
+  local pid=$1; shift
+  local c0 out c1
+  c0=$(cpu "$pid")
+  out=$(wrk -t2 -d"${SECS}s" -c"$CONNS" "$@")
+  c1=$(cpu "$pid")
+  echo "$out" | awk -v c0="$c0" -v c1="$c1" -v hz="$(getconf CLK_TCK)" '
+    /requests in/ {n=$1} /^Requests\/sec/ {rps=$2}
+    END {printf "rps=%s cpu_us_per_req=%.1f\n", rps, (c1 - c0) * 1e6 / hz / n}'
+}
+
+target/release/hello 127.0.0.1:0 > "$WORK/hello.log" &
+PIDS+=($!)
+HELLO_PID=$!
+until grep -q ' ready ' "$WORK/hello.log" 2>/dev/null; do sleep 0.05; done
+HELLO=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$WORK/hello.log")
+printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
+  "'{\"title\":\"bench\",\"n\":42,\"tags\":[\"a\",\"b\"]}'" > "$WORK/post.lua"
+
+for round in $(seq "$ROUNDS"); do
+  echo "round $round hello: $(measure "$HELLO_PID" "http://$HELLO/")"
+  for bin in "$@"; do
+    data="$WORK/data-$round-$(basename "$bin")"
+    : > "$WORK/cocon.log"
+    "$bin" serve --data-dir "$data" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 > "$WORK/cocon.log" 2>/dev/null &
+    pid=$!
+    PIDS+=("$pid")
+    until grep -q ' ready ' "$WORK/cocon.log"; do sleep 0.05; done
+    http=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
+    admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
+    export COCON_ADMIN_TOKEN; COCON_ADMIN_TOKEN=$(cat "$data/admin-token")
+    "$bin" instances add bench.localhost --admin "http://$admin" > /dev/null
+    token=$("$bin" instances token-cli bench.localhost io.cozy.bench --admin "http://$admin")
+    H=(-H "Host: bench.localhost" -H "Authorization: Bearer $token")
+    curl -sf "${H[@]}" -X PUT "http://$http/data/io.cozy.bench/read-me" -d '{"title":"bench"}' > /dev/null
+    case $KIND in
+      get) echo "round $round $bin: $(measure "$pid" "${H[@]}" "http://$http/data/io.cozy.bench/read-me")" ;;
+      post) echo "round $round $bin: $(measure "$pid" "${H[@]}" -s "$WORK/post.lua" "http://$http/data/io.cozy.bench/")" ;;
+      *) echo "unknown request type $KIND: use get or post" >&2; exit 2 ;;
+    esac
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
+done
