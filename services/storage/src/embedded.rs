@@ -1,9 +1,10 @@
-//! The embedded backend: one redb file on local disk.
+//! The embedded backend: one redb file on local disk, made durable by a write-ahead log.
 //!
 //! Why redb: pure Rust (no C toolchain, nothing to install), ACID with copy-on-write B-trees,
-//! readers never block the writer (MVCC), and one fsync per commit. redb allows one writer at a
-//! time, which suits group commit: a dedicated thread drains every batch waiting, applies them in
-//! one write transaction and fsyncs once for all of them.
+//! readers never block the writer (MVCC). redb allows one writer at a time, which suits group
+//! commit: a dedicated thread drains every batch waiting, appends them to the write-ahead log as
+//! one record with one `fdatasync`, then commits them to redb in one transaction without
+//! durability; checkpoints make redb itself durable now and then (see [`crate::wal`]).
 //!
 //! Keys are `u32 BE partition length ++ partition ++ sort`, so a partition's rows are contiguous
 //! and ordered by sort key, as in Scylla.
@@ -13,7 +14,9 @@ use std::collections::hash_map::Entry;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +24,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use tokio::sync::oneshot;
 
 use crate::model::{Op, prefix_end};
+use crate::wal::{self, LoggedOp, Wal};
 use crate::{Batch, Result, Row, ScanRange, StorageError, Store, TableRow};
 
 /// The page cache by default: enough for a personal server's working set, small enough for a
@@ -29,6 +33,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
 /// At most this many batches share one commit, so one commit's latency stays bounded.
 const MAX_BATCHES_PER_COMMIT: usize = 4096;
+
+/// A store with logged writes and none for this long checkpoints, so a restart replays little.
+const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(500);
 
 type Bin = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -40,13 +47,32 @@ enum WriterMsg {
     /// A batch, and whether it must be durable before the reply.
     Batch(Batch, bool, oneshot::Sender<Result<()>>),
     Clear(&'static str, oneshot::Sender<Result<()>>),
+    /// The last handle is gone: checkpoint and exit.
+    Stop,
 }
 
 /// A durable store in one file, shared by every service of the process.
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Arc<Database>,
     writer: mpsc::SyncSender<WriterMsg>,
+    thread: Option<JoinHandle<()>>,
+    recovered: usize,
+}
+
+impl Drop for Inner {
+    /// Waits for the writer's final checkpoint, so the file is closed (and can be reopened) and
+    /// the next start has no log to replay.
+    fn drop(&mut self) {
+        let _ = self.writer.send(WriterMsg::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -55,7 +81,8 @@ impl EmbeddedStore {
         EmbeddedStore::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens (or creates) the store at `path`, caching at most `cache_bytes` of its pages in memory.
+    /// Opens (or creates) the store at `path`, caching at most `cache_bytes` of its pages in
+    /// memory, and replays what its write-ahead log holds beyond the last checkpoint.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<EmbeddedStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -64,18 +91,41 @@ impl EmbeddedStore {
             .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| StorageError::Backend(format!("cannot open the embedded store {}: {e}", path.display())))?;
-        let db = Arc::new(db);
-        let (writer, rx) = mpsc::sync_channel(MAX_BATCHES_PER_COMMIT);
-        let writer_db = db.clone();
-        std::thread::Builder::new()
+        let wal_path = wal::path_for(path);
+        let wal = Wal::open(&wal_path).map_err(|e| {
+            StorageError::Backend(format!("cannot open the write-ahead log {}: {e}", wal_path.display()))
+        })?;
+        let mut writer = Writer {
+            db: Arc::new(db),
+            wal,
+            broken: None,
+        };
+        let recovered = writer
+            .recover()
+            .map_err(|e| StorageError::Backend(format!("cannot recover the embedded store {}: {e}", path.display())))?;
+        let db = writer.db.clone();
+        let (tx, rx) = mpsc::sync_channel(MAX_BATCHES_PER_COMMIT);
+        let thread = std::thread::Builder::new()
             .name("cocon-store-writer".into())
-            .spawn(move || write_loop(&writer_db, rx))?;
-        Ok(EmbeddedStore { db, writer })
+            .spawn(move || writer.run(rx))?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                db,
+                writer: tx,
+                thread: Some(thread),
+                recovered,
+            }),
+        })
+    }
+
+    /// How many write-ahead log records the open replayed: non-zero after a crash.
+    pub fn recovered_records(&self) -> usize {
+        self.inner.recovered
     }
 
     async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<()>>) -> WriterMsg) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        let writer = self.writer.clone();
+        let writer = self.inner.writer.clone();
         let msg = make(tx);
         // The channel is bounded: when the writer is saturated, wait off the async threads.
         if let Err(mpsc::TrySendError::Full(msg)) = writer.try_send(msg) {
@@ -106,60 +156,212 @@ fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::backend(e)
 }
 
-fn write_loop(db: &Database, rx: mpsc::Receiver<WriterMsg>) {
-    while let Ok(first) = rx.recv() {
-        let mut msgs = vec![first];
-        while msgs.len() < MAX_BATCHES_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(msg) => msgs.push(msg),
-                Err(_) => break,
-            }
-        }
-        let started = std::time::Instant::now();
-        let result = commit(db, &msgs);
-        metrics::histogram!("cocon_store_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("cocon_store_commit_batches").record(msgs.len() as f64);
-        for msg in msgs {
-            let reply = match msg {
-                WriterMsg::Batch(_, _, reply) | WriterMsg::Clear(_, reply) => reply,
-            };
-            let _ = reply.send(result.clone().map_err(StorageError::Backend));
-        }
-    }
+/// The store's only writer, on its own thread.
+struct Writer {
+    db: Arc<Database>,
+    wal: Wal,
+    /// Set when the log and redb may disagree (a log write or a commit failed half-way): writes
+    /// are refused until a restart replays the log, which settles what is durable.
+    broken: Option<String>,
 }
 
-/// Applies every message in one write transaction: one fsync for all of them.
-fn commit(db: &Database, msgs: &[WriterMsg]) -> std::result::Result<(), String> {
-    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    // Only relaxed batches in this group: skip the fsync; the next durable commit covers them.
-    if msgs.iter().all(|m| matches!(m, WriterMsg::Batch(_, false, _))) {
-        txn.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
+impl Writer {
+    /// Replays the records the last checkpoint does not cover, then checkpoints, so the log
+    /// starts a new epoch (an epoch is never reused: see [`crate::wal`]).
+    fn recover(&mut self) -> std::result::Result<usize, String> {
+        let epoch = self.durable_epoch().map_err(|e| e.to_string())?;
+        let records = match epoch {
+            // A store that never checkpointed has never logged either.
+            None => Vec::new(),
+            Some(epoch) => self.wal.replay(epoch).map_err(|e| e.to_string())?,
+        };
+        let next = epoch.unwrap_or(0) + 1;
+        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut open = HashMap::new();
+            for op in records.iter().flatten() {
+                apply_logged(&txn, &mut open, &op.as_logged()).map_err(|e| e.to_string())?;
+            }
+            write_epoch(&txn, &mut open, next).map_err(|e| e.to_string())?;
+        }
+        txn.commit().map_err(|e| e.to_string())?;
+        self.wal.restart(next);
+        if !records.is_empty() {
+            tracing::info!(records = records.len(), "replayed the store's write-ahead log");
+        }
+        Ok(records.len())
     }
-    {
-        // Each table is opened once per commit, however many rows it gets.
-        let mut open: HashMap<&'static str, redb::Table<&'static [u8], &'static [u8]>> = HashMap::new();
-        for msg in msgs {
-            match msg {
-                WriterMsg::Batch(batch, _, _) => {
-                    for op in &batch.ops {
-                        apply_op(&txn, &mut open, op).map_err(|e| e.to_string())?;
+
+    fn durable_epoch(&self) -> std::result::Result<Option<u64>, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let t = match txn.open_table(table(wal::META_TABLE)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(key(b"", wal::EPOCH_KEY).as_slice())?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<WriterMsg>) {
+        loop {
+            let first = if self.wal.len() > 0 {
+                match rx.recv_timeout(CHECKPOINT_WHEN_IDLE) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.checkpoint();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                }
+            };
+            let mut stop = matches!(first, WriterMsg::Stop);
+            let mut msgs = Vec::new();
+            if !stop {
+                msgs.push(first);
+            }
+            while !stop && msgs.len() < MAX_BATCHES_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(WriterMsg::Stop) => stop = true,
+                    Ok(msg) => msgs.push(msg),
+                    Err(_) => break,
+                }
+            }
+            if !msgs.is_empty() {
+                let started = Instant::now();
+                let result = self.commit(&msgs);
+                metrics::histogram!("cocon_store_commit_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("cocon_store_commit_batches").record(msgs.len() as f64);
+                for msg in msgs {
+                    if let WriterMsg::Batch(_, _, reply) | WriterMsg::Clear(_, reply) = msg {
+                        let _ = reply.send(result.clone().map_err(StorageError::Backend));
                     }
                 }
-                WriterMsg::Clear(name, _) => {
-                    open.remove(name);
-                    txn.delete_table(table(name)).map_err(|e| e.to_string())?;
+            }
+            if stop {
+                break;
+            }
+            if self.wal.len() >= wal::CHECKPOINT_AT {
+                self.checkpoint();
+            }
+        }
+        if self.wal.len() > 0 {
+            self.checkpoint();
+        }
+    }
+
+    /// Applies every message in one transaction, logs them as one record (one `fdatasync`
+    /// unless all are relaxed), then commits the transaction: readers never see a write that
+    /// is not durable yet.
+    fn commit(&mut self, msgs: &[WriterMsg]) -> std::result::Result<(), String> {
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
+        }
+        let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        txn.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
+        let logged: Vec<LoggedOp<'_>> = msgs
+            .iter()
+            .flat_map(|msg| -> Box<dyn Iterator<Item = LoggedOp<'_>>> {
+                match msg {
+                    WriterMsg::Batch(batch, _, _) => Box::new(batch.ops.iter().map(LoggedOp::Op)),
+                    WriterMsg::Clear(name, _) => Box::new(std::iter::once(LoggedOp::Clear(name))),
+                    WriterMsg::Stop => Box::new(std::iter::empty()),
                 }
+            })
+            .collect();
+        {
+            // Each table is opened once per commit, however many rows it gets.
+            let mut open = HashMap::new();
+            for op in &logged {
+                // An error here aborts the transaction: nothing was logged, nothing changed.
+                apply_logged(&txn, &mut open, op).map_err(|e| e.to_string())?;
+            }
+        }
+        // Only relaxed batches: no fsync; the next durable record's fsync covers this one too.
+        let durable = msgs.iter().any(|m| !matches!(m, WriterMsg::Batch(_, false, _)));
+        let logged = self
+            .wal
+            .append(logged.into_iter())
+            .and_then(|()| if durable { self.wal.sync() } else { Ok(()) });
+        if let Err(e) = logged {
+            return Err(self.break_down(format!("the store's write-ahead log failed: {e}")));
+        }
+        if let Err(e) = txn.commit() {
+            return Err(self.break_down(format!("a logged commit failed: {e}")));
+        }
+        Ok(())
+    }
+
+    /// A durable redb commit: it covers every commit before it, so the log starts over.
+    fn checkpoint(&mut self) {
+        if self.broken.is_some() {
+            return;
+        }
+        let started = Instant::now();
+        let next = self.wal.epoch() + 1;
+        let done = (|| -> std::result::Result<(), redb::Error> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut open = HashMap::new();
+                write_epoch(&txn, &mut open, next)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        match done {
+            Ok(()) => {
+                metrics::histogram!("cocon_store_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("cocon_store_checkpoint_log_bytes").record(self.wal.len() as f64);
+                self.wal.restart(next);
+            }
+            Err(e) => {
+                self.break_down(format!("a checkpoint failed: {e}"));
             }
         }
     }
-    txn.commit().map_err(|e| e.to_string())
+
+    fn break_down(&mut self, why: String) -> String {
+        let why = format!("{why}; restart cocon to recover from the write-ahead log");
+        tracing::error!(error = %why, "the embedded store refuses writes");
+        self.broken = Some(why.clone());
+        why
+    }
 }
 
-fn apply_op<'txn>(
+type OpenTables<'txn> = HashMap<&'static str, redb::Table<'txn, &'static [u8], &'static [u8]>>;
+
+fn write_epoch<'txn>(
     txn: &'txn redb::WriteTransaction,
-    open: &mut HashMap<&'static str, redb::Table<'txn, &'static [u8], &'static [u8]>>,
-    op: &Op,
+    open: &mut OpenTables<'txn>,
+    epoch: u64,
 ) -> std::result::Result<(), redb::Error> {
+    let op = Op::Put {
+        table: wal::META_TABLE,
+        partition: Vec::new(),
+        sort: wal::EPOCH_KEY.to_vec(),
+        value: Bytes::copy_from_slice(&epoch.to_le_bytes()),
+    };
+    apply_logged(txn, open, &LoggedOp::Op(&op))
+}
+
+fn apply_logged<'txn>(
+    txn: &'txn redb::WriteTransaction,
+    open: &mut OpenTables<'txn>,
+    op: &LoggedOp<'_>,
+) -> std::result::Result<(), redb::Error> {
+    let op = match op {
+        LoggedOp::Op(op) => op,
+        LoggedOp::Clear(name) => {
+            open.remove(name);
+            txn.delete_table(table(name))?;
+            return Ok(());
+        }
+    };
     let name = match op {
         Op::Put { table, .. } | Op::Delete { table, .. } | Op::DeletePartition { table, .. } => *table,
     };
@@ -214,7 +416,7 @@ impl EmbeddedStore {
         f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> std::result::Result<T, redb::StorageError>,
         empty: T,
     ) -> Result<T> {
-        let txn = self.db.begin_read().map_err(backend)?;
+        let txn = self.inner.db.begin_read().map_err(backend)?;
         match txn.open_table(table(name)) {
             Ok(t) => f(&t).map_err(backend),
             Err(TableError::TableDoesNotExist(_)) => Ok(empty),
@@ -347,13 +549,9 @@ mod tests {
             batch.put("t", b"p".to_vec(), b"s".to_vec(), Bytes::from_static(b"v"));
             store.apply(batch).await.unwrap();
         }
-        // The writer thread of the first handle may still hold the file: wait until it is free.
-        let store = loop {
-            match EmbeddedStore::open(&path) {
-                Ok(store) => break store,
-                Err(_) => tokio::task::yield_now().await,
-            }
-        };
+        // Dropping the last handle checkpointed and closed the file: nothing to replay.
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.recovered_records(), 0);
         assert_eq!(store.get("t", b"p", b"s").await.unwrap().as_deref(), Some(&b"v"[..]));
     }
 }

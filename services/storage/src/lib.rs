@@ -13,6 +13,7 @@ mod error;
 mod model;
 mod scylla_store;
 pub mod testsuite;
+mod wal;
 
 pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore};
 pub use error::StorageError;

@@ -3,7 +3,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 /// One write of a [`Batch`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Put {
         table: &'static str,
