@@ -16,8 +16,9 @@ use cocon_common::Shutdown;
 use cocon_storage::{Batch, ScanRange, Store};
 use tokio::sync::Notify;
 
-use crate::log::decode_envelope;
 use crate::{BusError, EventBus, Message};
+use cocon_proto::events::v1::EnvelopeHead;
+use prost::Message as _;
 
 /// Every outbox row lives in one partition, ordered by a monotonic id.
 const PARTITION: &[u8] = b"0";
@@ -145,9 +146,11 @@ impl Outbox {
     }
 }
 
-/// The message that carries a logged event on the bus.
+/// The message that carries a logged event on the bus. Only the envelope's head is decoded: the
+/// payload travels as the stored bytes.
 fn message(row: Bytes) -> Result<Message, BusError> {
-    let envelope = decode_envelope(&row)?;
+    let envelope =
+        EnvelopeHead::decode(row.as_ref()).map_err(|e| BusError::Other(format!("undecodable event: {e}")))?;
     let mut headers = vec![("Cocon-Event-Type".to_string(), envelope.r#type)];
     if !envelope.traceparent.is_empty() {
         headers.push((
