@@ -71,10 +71,16 @@ pub struct Shared {
 }
 
 impl Committer {
-    pub fn spawn(shared: Arc<Shared>) -> Committer {
+    /// Starts the committer on a thread of its own, with its own single-threaded runtime: woken
+    /// by the store when a commit is durable, it runs at once instead of queueing behind the
+    /// request tasks of the shared runtime, and it is the bottleneck of every write.
+    pub fn spawn(shared: Arc<Shared>) -> std::io::Result<Committer> {
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(run(shared, rx));
-        Committer { tx }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new()
+            .name("cocon-documents-committer".into())
+            .spawn(move || runtime.block_on(run(shared, rx)))?;
+        Ok(Committer { tx })
     }
 
     pub async fn write(&self, instance: &str, cmds: Vec<WriteCmd>) -> Result<Vec<Result<WriteOk>>> {
@@ -198,6 +204,7 @@ async fn flush(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option
         return;
     }
     let mut batch = std::mem::take(&mut pending.batch);
+    pending.overlay.finish(&mut batch);
     shared.log.seal(&mut batch, std::mem::take(&mut pending.appended));
     match shared.store.apply(batch).await {
         Ok(()) => {

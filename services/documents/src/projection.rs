@@ -72,6 +72,8 @@ pub async fn load_indexes(store: &dyn Store, instance: &str, doctype: &str) -> R
 pub struct Overlay {
     docs: HashMap<DocKey, Option<DocRecord>>,
     counts: HashMap<TypeKey, i64>,
+    /// Counts changed by this batch, written once each by [`Overlay::finish`].
+    changed_counts: HashSet<TypeKey>,
     seen_doctypes: HashSet<TypeKey>,
     /// Design documents changed in this batch: their caches are invalidated after commit.
     pub changed_indexes: HashSet<TypeKey>,
@@ -95,6 +97,21 @@ impl Overlay {
         let record = raw.map(DocRecord::decode).transpose()?;
         self.docs.insert(key, record.clone());
         Ok(record)
+    }
+
+    /// Adds to `batch` what the projected events left to write once: the doctypes' new counts.
+    /// Call before committing the batch.
+    pub fn finish(&mut self, batch: &mut Batch) {
+        for key in self.changed_counts.drain() {
+            let count = self.counts.get(&key).copied().unwrap_or(0);
+            let (instance, doctype) = key;
+            batch.put(
+                META,
+                doctype_partition(&instance, &doctype),
+                COUNT.to_vec(),
+                count.to_be_bytes().to_vec(),
+            );
+        }
     }
 
     async fn count(&mut self, store: &dyn Store, instance: &str, doctype: &str) -> Result<i64> {
@@ -174,7 +191,7 @@ pub async fn project(
     if was_alive != is_alive {
         let count = overlay.count(store, instance, doctype).await? + if is_alive { 1 } else { -1 };
         overlay.counts.insert(type_key.clone(), count);
-        batch.put(META, partition.clone(), COUNT.to_vec(), count.to_be_bytes().to_vec());
+        overlay.changed_counts.insert(type_key.clone());
     }
 
     let new_record = Some(new);

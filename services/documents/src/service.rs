@@ -53,7 +53,7 @@ impl DocumentsService {
             indexes: IndexCache::default(),
             commits,
         });
-        let committer = Committer::spawn(shared.clone());
+        let committer = Committer::spawn(shared.clone()).map_err(cocon_storage::StorageError::from)?;
         Ok(DocumentsService {
             shared,
             committer,
@@ -155,6 +155,7 @@ impl DocumentsService {
                 let design = change.id.starts_with("_design/");
                 // As on the live path: a design document indexes committed documents only.
                 if design || batch.len() > 20_000 {
+                    overlay.finish(&mut batch);
                     store.apply(std::mem::take(&mut batch)).await?;
                     overlay = Overlay::default();
                 }
@@ -169,12 +170,14 @@ impl DocumentsService {
                 )
                 .await?;
                 if design {
+                    overlay.finish(&mut batch);
                     store.apply(std::mem::take(&mut batch)).await?;
                     overlay = Overlay::default();
                 }
                 replayed += 1;
             }
         }
+        overlay.finish(&mut batch);
         store.apply(batch).await?;
         Ok(replayed)
     }
