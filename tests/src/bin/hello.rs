@@ -7,6 +7,10 @@ async fn main() -> anyhow::Result<()> {
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("hello ready http={}", listener.local_addr()?);
+    // TCP_NODELAY, as cocon's listeners.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
