@@ -5,8 +5,9 @@
 //! fsyncs them all: ~1 ms on this class of disk. Instead each group of batches is appended here
 //! as one record and made durable with one `fdatasync` of a small sequential write, then
 //! committed to redb without durability (visible to readers, pages kept in redb's write buffer).
-//! A checkpoint, a durable redb commit, happens when the log is half full or the store falls
-//! idle; it writes each dirty page once for thousands of batches, and lets the log start over.
+//! A checkpoint, a durable redb commit, happens every [`CHECKPOINT_AT`] bytes of log or when the
+//! store falls idle; it writes each dirty page once for thousands of batches, and lets the log
+//! start over.
 //!
 //! Records: `u32 payload length, u32 crc32 of (epoch ++ payload), u64 epoch, payload`. The
 //! epoch is the number of checkpoints redb has durably recorded (in [`META_TABLE`]); each
