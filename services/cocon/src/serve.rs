@@ -318,8 +318,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Answers leave at once: with Nagle's algorithm a response written in two segments waits for
-/// the client's delayed ACK (40 ms on Linux), which showed as 40-300 ms tails on small POSTs.
+/// Small answers leave at once instead of waiting, under Nagle's algorithm, for the client to
+/// acknowledge an earlier segment of the same connection.
 fn no_delay(tcp: &mut tokio::net::TcpStream) {
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
