@@ -176,15 +176,8 @@ impl Writer {
             Some(epoch) => self.wal.replay(epoch).map_err(|e| e.to_string())?,
         };
         let next = epoch.unwrap_or(0) + 1;
-        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        {
-            let mut open = HashMap::new();
-            for op in records.iter().flatten() {
-                apply_logged(&txn, &mut open, &op.as_logged()).map_err(|e| e.to_string())?;
-            }
-            write_epoch(&txn, &mut open, next).map_err(|e| e.to_string())?;
-        }
-        txn.commit().map_err(|e| e.to_string())?;
+        self.durable_commit(records.iter().flatten().map(|op| op.as_logged()), next)
+            .map_err(|e| e.to_string())?;
         self.wal.restart(next);
         if !records.is_empty() {
             tracing::info!(records = records.len(), "replayed the store's write-ahead log");
@@ -264,16 +257,14 @@ impl Writer {
         }
         let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
         txn.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
-        let logged: Vec<LoggedOp<'_>> = msgs
-            .iter()
-            .flat_map(|msg| -> Box<dyn Iterator<Item = LoggedOp<'_>>> {
-                match msg {
-                    WriterMsg::Batch(batch, _, _) => Box::new(batch.ops.iter().map(LoggedOp::Op)),
-                    WriterMsg::Clear(name, _) => Box::new(std::iter::once(LoggedOp::Clear(name))),
-                    WriterMsg::Stop => Box::new(std::iter::empty()),
-                }
-            })
-            .collect();
+        let mut logged = Vec::new();
+        for msg in msgs {
+            match msg {
+                WriterMsg::Batch(batch, _, _) => logged.extend(batch.ops.iter().map(LoggedOp::Op)),
+                WriterMsg::Clear(name, _) => logged.push(LoggedOp::Clear(name)),
+                WriterMsg::Stop => {}
+            }
+        }
         {
             // Each table is opened once per commit, however many rows it gets.
             let mut open = HashMap::new();
@@ -304,16 +295,7 @@ impl Writer {
         }
         let started = Instant::now();
         let next = self.wal.epoch() + 1;
-        let done = (|| -> std::result::Result<(), redb::Error> {
-            let txn = self.db.begin_write()?;
-            {
-                let mut open = HashMap::new();
-                write_epoch(&txn, &mut open, next)?;
-            }
-            txn.commit()?;
-            Ok(())
-        })();
-        match done {
+        match self.durable_commit(std::iter::empty(), next) {
             Ok(()) => {
                 metrics::histogram!("cocon_store_checkpoint_seconds").record(started.elapsed().as_secs_f64());
                 metrics::histogram!("cocon_store_checkpoint_log_bytes").record(self.wal.len() as f64);
@@ -325,6 +307,31 @@ impl Writer {
         }
     }
 
+    /// Applies `ops` and records `epoch` as the log's new epoch in one durable redb commit, which
+    /// also makes every earlier non-durable commit durable.
+    fn durable_commit<'a>(
+        &self,
+        ops: impl Iterator<Item = LoggedOp<'a>>,
+        epoch: u64,
+    ) -> std::result::Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut open = HashMap::new();
+            for op in ops {
+                apply_logged(&txn, &mut open, &op)?;
+            }
+            let epoch_row = Op::Put {
+                table: wal::META_TABLE,
+                partition: Vec::new(),
+                sort: wal::EPOCH_KEY.to_vec(),
+                value: Bytes::copy_from_slice(&epoch.to_le_bytes()),
+            };
+            apply_logged(&txn, &mut open, &LoggedOp::Op(&epoch_row))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     fn break_down(&mut self, why: String) -> String {
         let why = format!("{why}; restart cocon to recover from the write-ahead log");
         tracing::error!(error = %why, "the embedded store refuses writes");
@@ -334,20 +341,6 @@ impl Writer {
 }
 
 type OpenTables<'txn> = HashMap<&'static str, redb::Table<'txn, &'static [u8], &'static [u8]>>;
-
-fn write_epoch<'txn>(
-    txn: &'txn redb::WriteTransaction,
-    open: &mut OpenTables<'txn>,
-    epoch: u64,
-) -> std::result::Result<(), redb::Error> {
-    let op = Op::Put {
-        table: wal::META_TABLE,
-        partition: Vec::new(),
-        sort: wal::EPOCH_KEY.to_vec(),
-        value: Bytes::copy_from_slice(&epoch.to_le_bytes()),
-    };
-    apply_logged(txn, open, &LoggedOp::Op(&op))
-}
 
 fn apply_logged<'txn>(
     txn: &'txn redb::WriteTransaction,
