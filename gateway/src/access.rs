@@ -115,20 +115,10 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         .authenticate(pb::AuthenticateRequest {
             domain: domain.clone(),
             token: token.unwrap_or_default().to_string(),
+            session: String::new(),
         })
         .await
-        .map_err(|status| {
-            let err = ApiError::from(status);
-            if err.code == ErrorCode::NotFound {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    "not_found",
-                    format!("no instance is served at {domain}"),
-                )
-            } else {
-                err
-            }
-        })?
+        .map_err(|status| unknown_host(status, &domain))?
         .into_inner();
     let instance = answer.instance.map(|i| i.id).unwrap_or_default();
     if !answer.authenticated {
@@ -165,6 +155,20 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         instance,
         rules: answer.rules,
     })
+}
+
+/// An auth service error, with "not found" said as "no instance at this host".
+pub fn unknown_host(status: tonic::Status, domain: &str) -> ApiError {
+    let err = ApiError::from(status);
+    if err.code == ErrorCode::NotFound {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "not_found",
+            format!("no instance is served at {domain}"),
+        )
+    } else {
+        err
+    }
 }
 
 fn doctype_matches(rule: &str, doctype: &str) -> bool {

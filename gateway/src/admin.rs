@@ -1,5 +1,5 @@
-//! The admin API (admin port only, never public): instances and CLI tokens, behind the admin
-//! token created at first start.
+//! The admin API (admin port only, never public): instances, their onboarding links and CLI
+//! tokens, behind the admin token created at first start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,11 +23,13 @@ struct Admin {
     auth: AuthClient,
     cache: Arc<AuthCache>,
     token: Arc<String>,
+    /// `http://{domain}:8080` and the like, for links.
+    origin: Arc<String>,
 }
 
 /// Compares secrets in time independent of where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 fn presented_secret(req: &Request) -> Option<String> {
@@ -92,7 +94,37 @@ async fn create(
         })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, axum::Json(instance_json(&inst))).into_response())
+    let mut body = instance_json(&inst);
+    add_onboarding(&admin, &inst.domain, &mut body).await?;
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Issues a one-time onboarding link and puts it in `body`: the person opens it to choose the
+/// passphrase. A new link replaces the previous one; on an instance that has a passphrase, it
+/// lets the person choose another (the administrator's reset).
+async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Value) -> Result<(), ApiError> {
+    let link = admin
+        .auth
+        .clone()
+        .issue_onboarding(pb::IssueOnboardingRequest {
+            domain: domain.to_string(),
+        })
+        .await?
+        .into_inner();
+    let url = format!(
+        "{}/auth/onboarding?registerToken={}",
+        admin.origin.replace("{domain}", domain),
+        link.register_token
+    );
+    body["onboarding_url"] = json!(url);
+    body["onboarding_expires_at"] = json!(link.expires_at);
+    Ok(())
+}
+
+async fn onboarding(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {
+    let mut body = json!({"domain": domain});
+    add_onboarding(&admin, &domain, &mut body).await?;
+    Ok(axum::Json(body).into_response())
 }
 
 async fn show(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {
@@ -142,16 +174,18 @@ async fn issue_token(
     Ok(axum::Json(json!({"token": res.token, "expires_at": res.expires_at})).into_response())
 }
 
-pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String) -> Router {
+pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String, origin: String) -> Router {
     let admin = Admin {
         auth,
         cache,
         token: Arc::new(token),
+        origin: Arc::new(origin),
     };
     Router::new()
         .route("/instances", get(list).post(create))
         .route("/instances/token", post(issue_token))
         .route("/instances/{domain}", get(show).delete(destroy))
+        .route("/instances/{domain}/onboarding", post(onboarding))
         .route_layer(axum::middleware::from_fn_with_state(admin.clone(), require_admin))
         .with_state(admin)
 }

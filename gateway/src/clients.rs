@@ -45,6 +45,12 @@ service_client!(
         destroy_instance(DestroyInstanceRequest) -> DestroyInstanceResponse;
         issue_token(IssueTokenRequest) -> IssueTokenResponse;
         authenticate(AuthenticateRequest) -> AuthenticateResponse;
+        issue_onboarding(IssueOnboardingRequest) -> IssueOnboardingResponse;
+        prelogin(PreloginRequest) -> PreloginResponse;
+        set_passphrase(SetPassphraseRequest) -> SetPassphraseResponse;
+        login(LoginRequest) -> LoginResponse;
+        logout(LogoutRequest) -> LogoutResponse;
+        list_sessions(ListSessionsRequest) -> ListSessionsResponse;
     }
 );
 

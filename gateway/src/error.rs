@@ -8,6 +8,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub name: String,
     pub reason: String,
+    /// For 429: when to try again, in seconds (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -16,6 +18,7 @@ impl ApiError {
             code,
             name: name.to_string(),
             reason: reason.into(),
+            retry_after: None,
         }
     }
 
@@ -35,7 +38,12 @@ impl From<tonic::Status> for ApiError {
             (_, true) => code.as_str().to_string(),
             _ => reason,
         };
-        ApiError { code, name, reason }
+        ApiError {
+            code,
+            name,
+            reason,
+            retry_after: None,
+        }
     }
 }
 
@@ -43,7 +51,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.http_status();
         let body = json!({"status": status.as_u16(), "error": self.name, "reason": self.reason});
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -8,10 +8,17 @@
 mod access;
 mod admin;
 mod channel;
+mod client;
 mod clients;
+mod cookies;
 mod data;
 mod error;
+mod limits;
+mod login;
 mod metrics_layer;
+mod person;
+mod settings;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +29,7 @@ use serde::Deserialize;
 pub use channel::{GrpcChannel, remote};
 pub use clients::{AuthClient, DocumentsClient};
 pub use error::ApiError;
+pub use limits::LimitsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -34,6 +42,14 @@ pub struct Config {
     pub auth_cache_ttl_ms: u64,
     /// Requests running longer are answered 503 (long polls end before).
     pub request_timeout_secs: u64,
+    /// The public side is served over HTTPS (by Cocon's proxy): cookies get `Secure`, links `https`.
+    pub public_https: bool,
+    /// The public port in links (onboarding); 0 means the port Cocon listens on.
+    pub public_port: u16,
+    /// Take the client's address from `X-Forwarded-For` (set it only behind a proxy that
+    /// overwrites that header).
+    pub trust_forwarded_for: bool,
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -43,6 +59,10 @@ impl Default for Config {
             max_bulk_bytes: 64 * 1024 * 1024,
             auth_cache_ttl_ms: 5_000,
             request_timeout_secs: 90,
+            public_https: false,
+            public_port: 0,
+            trust_forwarded_for: false,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -59,6 +79,7 @@ pub(crate) struct State {
     pub clients: Clients,
     pub config: Arc<Config>,
     pub access: Arc<access::AuthCache>,
+    pub limits: Arc<limits::Limits>,
 }
 
 /// One span per request, continuing the caller's trace when it sends a `traceparent`; the gRPC
@@ -86,16 +107,19 @@ impl Gateway {
         Gateway {
             state: State {
                 access: Arc::new(access::AuthCache::new(Duration::from_millis(config.auth_cache_ttl_ms))),
+                limits: Arc::new(limits::Limits::new(&config.limits)),
                 config: Arc::new(config),
                 clients,
             },
         }
     }
 
-    /// The public router: `/data` and friends.
+    /// The public router: `/data`, login and settings.
     pub fn router(&self) -> Router {
         let timeout = Duration::from_secs(self.state.config.request_timeout_secs);
         data::routes()
+            .merge(login::routes())
+            .merge(settings::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {
@@ -114,8 +138,25 @@ impl Gateway {
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
     }
 
+    /// How links to an instance start, `{domain}` standing for its domain: e.g.
+    /// `http://{domain}:8080`.
+    fn public_origin(&self) -> String {
+        let c = &self.state.config;
+        let (scheme, default_port) = if c.public_https { ("https", 443) } else { ("http", 80) };
+        match c.public_port {
+            0 => format!("{scheme}://{{domain}}"),
+            p if p == default_port => format!("{scheme}://{{domain}}"),
+            p => format!("{scheme}://{{domain}}:{p}"),
+        }
+    }
+
     /// `/instances…` for the admin port; `token` is the admin secret callers must present.
     pub fn admin_router(&self, token: String) -> Router {
-        admin::router(self.state.clients.auth.clone(), self.state.access.clone(), token)
+        admin::router(
+            self.state.clients.auth.clone(),
+            self.state.access.clone(),
+            token,
+            self.public_origin(),
+        )
     }
 }

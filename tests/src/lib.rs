@@ -2,9 +2,11 @@
 //! a real `nats-server`, and an HTTP client that speaks to one instance.
 
 mod api;
+mod browser;
 mod nats;
 mod sandbox;
 
 pub use api::{Api, Reply};
+pub use browser::{Browser, Page};
 pub use nats::{NatsServer, StreamReader, header};
 pub use sandbox::{Cocon, CoconBuilder, cocon_bin};

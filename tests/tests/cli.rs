@@ -21,6 +21,7 @@ fn test_every_command_has_help_with_an_example() {
         vec!["instances", "add", "--help"],
         vec!["instances", "ls", "--help"],
         vec!["instances", "rm", "--help"],
+        vec!["instances", "onboarding-link", "--help"],
         vec!["instances", "token-cli", "--help"],
         vec!["rebuild-projections", "--help"],
     ] {
@@ -51,6 +52,16 @@ async fn test_instances_commands_against_a_running_server() {
     let (ok, out, err) = call(with(vec!["instances", "add", "alice.test"]));
     assert!(ok, "{err}");
     assert!(out.contains("\"domain\": \"alice.test\""), "{out}");
+    assert!(
+        err.contains("/auth/onboarding?registerToken="),
+        "the onboarding link is printed: {err}"
+    );
+    let (ok, link, err) = call(with(vec!["instances", "onboarding-link", "alice.test"]));
+    assert!(ok, "{err}");
+    assert!(
+        link.trim().starts_with("http://alice.test:") && link.contains("registerToken="),
+        "{link}"
+    );
     let (ok, out, _) = call(with(vec!["instances", "ls"]));
     assert!(ok);
     assert!(out.starts_with("alice.test\t"), "{out}");

@@ -14,6 +14,14 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("the token has expired, get a new one")]
     ExpiredToken,
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    #[error("no passphrase has been chosen yet: open the onboarding link the administrator gave you")]
+    NotOnboarded,
+    #[error("{0}")]
+    BadProof(String),
+    #[error("invalid passphrase: {0}")]
+    InvalidPassphrase(String),
     #[error("cannot read or create the master key {path}: {source}")]
     MasterKey { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -29,8 +37,14 @@ impl ServiceError for AuthError {
         match self {
             AuthError::UnknownDomain(_) => ErrorCode::NotFound,
             AuthError::DomainTaken(_) => ErrorCode::Conflict,
-            AuthError::InvalidDomain(_) | AuthError::InvalidScope(_) => ErrorCode::BadRequest,
-            AuthError::InvalidToken(_) | AuthError::ExpiredToken => ErrorCode::Unauthenticated,
+            AuthError::InvalidDomain(_) | AuthError::InvalidScope(_) | AuthError::InvalidPassphrase(_) => {
+                ErrorCode::BadRequest
+            }
+            AuthError::InvalidToken(_)
+            | AuthError::ExpiredToken
+            | AuthError::WrongPassphrase
+            | AuthError::NotOnboarded => ErrorCode::Unauthenticated,
+            AuthError::BadProof(_) => ErrorCode::Forbidden,
             AuthError::MasterKey { .. } | AuthError::Storage(_) | AuthError::Events(_) | AuthError::Corrupt(_) => {
                 ErrorCode::Internal
             }

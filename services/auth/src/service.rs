@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,9 +8,9 @@ use cocon_proto::events::v1::{Envelope, InstanceCreated, InstanceDestroyed, enve
 use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
 use tokio::sync::Mutex;
-use tonic::{Request, Response, Status};
 
-use crate::store::{BY_DOMAIN, EVENTS, INSTANCES, InstanceRecord, OUTBOX, PROJECTIONS};
+use crate::projection::{self, Tables};
+use crate::store::{BY_DOMAIN, EVENTS, INSTANCES, InstanceRecord, OUTBOX, PROJECTIONS, SESSIONS, SessionRecord};
 use crate::token::{self, Claims};
 use crate::{AuthError, parse_scope};
 
@@ -25,6 +24,15 @@ pub struct Config {
     /// The master key that per-instance secrets derive from. Default: `<data_dir>/secrets/master.key`,
     /// created (mode 0600) at first start.
     pub master_key_file: Option<PathBuf>,
+    /// How long an onboarding link stays valid, in seconds.
+    pub onboarding_ttl_secs: u64,
+    /// Lifetime of a session opened without "remember me", in seconds (the cookie also ends
+    /// with the browser).
+    pub session_ttl_secs: u64,
+    /// Lifetime of a "remember me" session, in seconds.
+    pub long_session_ttl_secs: u64,
+    /// PBKDF2 iterations of the client-side passphrase hash for new passphrases.
+    pub kdf_iterations: u32,
 }
 
 impl Default for Config {
@@ -33,6 +41,10 @@ impl Default for Config {
             token_ttl_secs: 24 * 3600,
             max_token_ttl_secs: 365 * 24 * 3600,
             master_key_file: None,
+            onboarding_ttl_secs: 7 * 24 * 3600,
+            session_ttl_secs: 24 * 3600,
+            long_session_ttl_secs: 30 * 24 * 3600,
+            kdf_iterations: 100_000,
         }
     }
 }
@@ -49,14 +61,25 @@ pub struct AuthService {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: Config,
-    store: Arc<dyn Store>,
+pub(crate) struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     log: EventLog,
-    master_key: Vec<u8>,
-    /// Instance changes are rare: one writer at a time keeps sequences and uniqueness simple.
-    write: Mutex<()>,
+    pub master_key: Vec<u8>,
+    /// Creating and destroying instances: one at a time keeps domains unique.
+    lifecycle: Mutex<()>,
+    /// One writer per instance (striped), so its events get gap-free sequences.
+    stripes: Vec<Mutex<()>>,
+}
+
+const STRIPES: usize = 64;
+
+/// One event to append: its entity, verb and payload.
+pub(crate) struct NewEvent {
+    pub entity: &'static str,
+    pub verb: &'static str,
+    pub payload: Payload,
 }
 
 fn valid_domain(domain: &str) -> bool {
@@ -98,7 +121,8 @@ impl AuthService {
                 bus: deps.bus,
                 log,
                 master_key,
-                write: Mutex::new(()),
+                lifecycle: Mutex::new(()),
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             }),
         })
     }
@@ -117,7 +141,11 @@ impl AuthService {
         pb::auth_service_server::AuthServiceServer::new(self.clone())
     }
 
-    async fn lookup(&self, domain: &str) -> Result<InstanceRecord, AuthError> {
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    pub(crate) async fn lookup(&self, domain: &str) -> Result<InstanceRecord, AuthError> {
         let raw = self
             .inner
             .store
@@ -127,32 +155,96 @@ impl AuthService {
         serde_json::from_slice(&raw).map_err(|e| AuthError::Corrupt(e.to_string()))
     }
 
-    async fn append(&self, instance: &str, kind: &str, verb: &str, payload: Payload) -> Result<Envelope, AuthError> {
+    /// The instance's writer lock: hold it from reading what an event depends on until the
+    /// event is appended.
+    pub(crate) fn stripe(&self, instance: &str) -> &Mutex<()> {
+        let hash = instance
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.inner.stripes[hash % STRIPES]
+    }
+
+    pub(crate) async fn sessions(&self, instance: &str) -> Result<Vec<SessionRecord>, AuthError> {
+        let rows = self
+            .inner
+            .store
+            .scan(SESSIONS, instance.as_bytes(), ScanRange::all())
+            .await?;
+        rows.iter()
+            .map(|r| serde_json::from_slice(&r.value).map_err(|e| AuthError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    pub(crate) async fn session(&self, instance: &str, id: &str) -> Result<Option<SessionRecord>, AuthError> {
+        match self
+            .inner
+            .store
+            .get(SESSIONS, instance.as_bytes(), id.as_bytes())
+            .await?
+        {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| AuthError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends events of one instance and their projection in one atomic batch. The caller
+    /// holds the instance's stripe (or the lifecycle lock for a new instance); `current` is the
+    /// instance's record before the first event.
+    pub(crate) async fn append(
+        &self,
+        instance: &str,
+        current: Option<InstanceRecord>,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Envelope>, AuthError> {
         let log = &self.inner.log;
-        let seq = log.next_seq(instance).await?;
-        let envelope = Envelope {
-            id: format!("auth:{instance}:{seq}"),
-            r#type: format!("auth.{kind}.{verb}"),
-            schema_version: 1,
-            occurred_at_us: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
-            instance: instance.to_string(),
-            seq,
-            traceparent: cocon_common::trace_context::current_traceparent().unwrap_or_default(),
-            subject: subject::instance(instance, verb),
-            payload: Some(payload),
+        let first = log.next_seq(instance).await?;
+        let needs_sessions = events.iter().any(|e| matches!(e.payload, Payload::SessionCreated(_)));
+        let mut sessions = if needs_sessions {
+            self.sessions(instance).await?
+        } else {
+            Vec::new()
         };
+        let mut current = current;
         let mut batch = Batch::new();
         let mut appended = Appended::default();
-        log.append(&mut batch, &mut appended, &envelope);
+        let mut envelopes = Vec::with_capacity(events.len());
+        let occurred_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let traceparent = cocon_common::trace_context::current_traceparent().unwrap_or_default();
+        for (i, event) in events.into_iter().enumerate() {
+            let seq = first + i as u64;
+            let envelope = Envelope {
+                id: format!("auth:{instance}:{seq}"),
+                r#type: format!("auth.{}.{}", event.entity, event.verb),
+                schema_version: 1,
+                occurred_at_us,
+                instance: instance.to_string(),
+                seq,
+                traceparent: traceparent.clone(),
+                subject: subject::auth(instance, event.entity, event.verb),
+                payload: Some(event.payload),
+            };
+            log.append(&mut batch, &mut appended, &envelope);
+            for change in projection::changes(current.as_ref(), &sessions, &envelope) {
+                projection::write(&mut batch, &change);
+                match change {
+                    projection::Change::PutInstance(record) => current = Some(record),
+                    projection::Change::DeleteInstance { .. } => current = None,
+                    projection::Change::PutSession { record, .. } => sessions.push(record),
+                    projection::Change::DeleteSession { id, .. } => sessions.retain(|s| s.id != id),
+                }
+            }
+            envelopes.push(envelope);
+        }
         log.seal(&mut batch, appended);
-        project(&mut batch, &envelope);
         match self.inner.store.apply(batch).await {
             Ok(()) => {
-                log.advance(instance, seq);
+                log.advance(instance, first + envelopes.len() as u64 - 1);
                 log.outbox().committed();
-                Ok(envelope)
+                Ok(envelopes)
             }
             Err(e) => {
                 log.forget(instance);
@@ -166,35 +258,41 @@ impl AuthService {
         if !valid_domain(&domain) {
             return Err(AuthError::InvalidDomain(domain));
         }
-        let _guard = self.inner.write.lock().await;
+        let _guard = self.inner.lifecycle.lock().await;
         match self.lookup(&domain).await {
             Ok(_) => return Err(AuthError::DomainTaken(domain)),
             Err(AuthError::UnknownDomain(_)) => {}
             Err(e) => return Err(e),
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let envelope = self
-            .append(
-                &id,
-                "instance",
-                "created",
-                Payload::InstanceCreated(InstanceCreated { domain: domain.clone() }),
-            )
-            .await?;
+        self.append(
+            &id,
+            None,
+            vec![NewEvent {
+                entity: "instance",
+                verb: "created",
+                payload: Payload::InstanceCreated(InstanceCreated { domain: domain.clone() }),
+            }],
+        )
+        .await?;
         tracing::info!(domain = %domain, instance = %id, "instance created");
-        Ok(record_of(&envelope, domain))
+        self.lookup(&domain).await
     }
 
     pub async fn destroy_instance(&self, domain: &str) -> Result<(), AuthError> {
-        let _guard = self.inner.write.lock().await;
+        let _guard = self.inner.lifecycle.lock().await;
         let record = self.lookup(domain).await?;
+        let _writer = self.stripe(&record.id).lock().await;
         self.append(
             &record.id,
-            "instance",
-            "destroyed",
-            Payload::InstanceDestroyed(InstanceDestroyed {
-                domain: record.domain.clone(),
-            }),
+            Some(record.clone()),
+            vec![NewEvent {
+                entity: "instance",
+                verb: "destroyed",
+                payload: Payload::InstanceDestroyed(InstanceDestroyed {
+                    domain: record.domain.clone(),
+                }),
+            }],
         )
         .await?;
         tracing::info!(domain = %record.domain, instance = %record.id, "instance destroyed");
@@ -228,12 +326,22 @@ impl AuthService {
         Ok((token::issue(&secret, &claims)?, claims.exp))
     }
 
-    pub async fn authenticate(&self, domain: &str, bearer: &str) -> Result<pb::AuthenticateResponse, AuthError> {
+    pub async fn authenticate(
+        &self,
+        domain: &str,
+        bearer: &str,
+        session_cookie: &str,
+    ) -> Result<pb::AuthenticateResponse, AuthError> {
         let record = self.lookup(domain).await?;
         let instance = Some(instance_pb(&record));
+        let session_id = match session_cookie {
+            "" => String::new(),
+            cookie => self.session_of_cookie(&record, cookie).await?.unwrap_or_default(),
+        };
         if bearer.is_empty() {
             return Ok(pb::AuthenticateResponse {
                 instance,
+                session_id,
                 ..Default::default()
             });
         }
@@ -257,6 +365,7 @@ impl AuthService {
             rules,
             authenticated: true,
             expires_at: claims.exp,
+            session_id,
         })
     }
 
@@ -276,29 +385,28 @@ impl AuthService {
             after = next;
         }
         events.sort_by(|a, b| (a.occurred_at_us, &a.instance, a.seq).cmp(&(b.occurred_at_us, &b.instance, b.seq)));
-        let mut domains: BTreeMap<String, Option<InstanceRecord>> = BTreeMap::new();
+        let mut tables = Tables::default();
         for e in &events {
-            match &e.payload {
-                Some(Payload::InstanceCreated(c)) => {
-                    domains.insert(c.domain.clone(), Some(record_of(e, c.domain.clone())));
-                }
-                Some(Payload::InstanceDestroyed(d))
-                    if domains
-                        .get(&d.domain)
-                        .and_then(|r| r.as_ref())
-                        .is_some_and(|r| r.id == e.instance) =>
-                {
-                    domains.insert(d.domain.clone(), None);
-                }
-                _ => {}
-            }
+            tables.apply(e);
         }
         for table in PROJECTIONS {
             store.clear_table(table).await?;
         }
         let mut batch = Batch::new();
-        for record in domains.into_values().flatten() {
-            put_record(&mut batch, &record);
+        let changes = tables
+            .instances
+            .into_values()
+            .map(projection::Change::PutInstance)
+            .chain(tables.sessions.into_iter().flat_map(|(instance, sessions)| {
+                sessions
+                    .into_values()
+                    .map(move |record| projection::Change::PutSession {
+                        instance: instance.clone(),
+                        record,
+                    })
+            }));
+        for change in changes {
+            projection::write(&mut batch, &change);
             if batch.len() >= 1000 {
                 store.apply(std::mem::take(&mut batch)).await?;
             }
@@ -308,85 +416,11 @@ impl AuthService {
     }
 }
 
-fn record_of(e: &Envelope, domain: String) -> InstanceRecord {
-    InstanceRecord {
-        id: e.instance.clone(),
-        domain,
-        created_at: e.occurred_at_us / 1_000_000,
-    }
-}
-
-fn put_record(batch: &mut Batch, record: &InstanceRecord) {
-    let json = serde_json::to_vec(record).expect("records serialise");
-    batch.put(INSTANCES, BY_DOMAIN, record.domain.as_bytes().to_vec(), json);
-}
-
-/// The projection of one event, as the live write path applies it.
-fn project(batch: &mut Batch, e: &Envelope) {
-    match &e.payload {
-        Some(Payload::InstanceCreated(c)) => put_record(batch, &record_of(e, c.domain.clone())),
-        Some(Payload::InstanceDestroyed(d)) => batch.delete(INSTANCES, BY_DOMAIN, d.domain.as_bytes().to_vec()),
-        _ => {}
-    }
-}
-
-fn instance_pb(r: &InstanceRecord) -> pb::Instance {
+pub(crate) fn instance_pb(r: &InstanceRecord) -> pb::Instance {
     pb::Instance {
         id: r.id.clone(),
         domain: r.domain.clone(),
         created_at: r.created_at,
-    }
-}
-
-#[tonic::async_trait]
-impl pb::auth_service_server::AuthService for AuthService {
-    async fn create_instance(&self, req: Request<pb::CreateInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
-        let record = self.create_instance(&req.into_inner().domain).await?;
-        Ok(Response::new(instance_pb(&record)))
-    }
-
-    async fn get_instance(&self, req: Request<pb::GetInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
-        let record = self.lookup(&req.into_inner().domain).await?;
-        Ok(Response::new(instance_pb(&record)))
-    }
-
-    async fn list_instances(
-        &self,
-        _: Request<pb::ListInstancesRequest>,
-    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
-        let instances = self.list_instances().await?.iter().map(instance_pb).collect();
-        Ok(Response::new(pb::ListInstancesResponse { instances }))
-    }
-
-    async fn destroy_instance(
-        &self,
-        req: Request<pb::DestroyInstanceRequest>,
-    ) -> Result<Response<pb::DestroyInstanceResponse>, Status> {
-        self.destroy_instance(&req.into_inner().domain).await?;
-        Ok(Response::new(pb::DestroyInstanceResponse {}))
-    }
-
-    async fn issue_token(
-        &self,
-        req: Request<pb::IssueTokenRequest>,
-    ) -> Result<Response<pb::IssueTokenResponse>, Status> {
-        let req = req.into_inner();
-        if !req.audience.is_empty() && !token::AUDIENCES.contains(&req.audience.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "unknown audience {:?}; use cli",
-                req.audience
-            )));
-        }
-        let (token, expires_at) = self.issue_token(&req.domain, &req.scope, req.ttl_seconds).await?;
-        Ok(Response::new(pb::IssueTokenResponse { token, expires_at }))
-    }
-
-    async fn authenticate(
-        &self,
-        req: Request<pb::AuthenticateRequest>,
-    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let req = req.into_inner();
-        Ok(Response::new(self.authenticate(&req.domain, &req.token).await?))
     }
 }
 

@@ -1,5 +1,5 @@
-//! The auth service's tables. `auth.events` is the source of truth; the instance tables are
-//! its projection.
+//! The auth service's tables. `auth.events` is the source of truth; the instance and session
+//! tables are its projection.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,8 +7,11 @@ pub const EVENTS: &str = "auth.events";
 pub const OUTBOX: &str = "auth.outbox";
 /// Projection: partition `BY_DOMAIN`, sort = domain → [`InstanceRecord`].
 pub const INSTANCES: &str = "auth.instances";
+/// Projection: partition = instance id, sort = session id → [`SessionRecord`]. Ended sessions
+/// are deleted; expired ones are refused on use and dropped by the next logout or rebuild.
+pub const SESSIONS: &str = "auth.sessions";
 /// Projection tables, cleared by a rebuild.
-pub const PROJECTIONS: [&str; 1] = [INSTANCES];
+pub const PROJECTIONS: [&str; 2] = [INSTANCES, SESSIONS];
 
 pub const BY_DOMAIN: &[u8] = b"by_domain";
 
@@ -17,4 +20,36 @@ pub struct InstanceRecord {
     pub id: String,
     pub domain: String,
     pub created_at: i64,
+    /// The sealed argon2id hash of the client-side passphrase hash, hex; `None` until onboarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
+    /// PBKDF2 iterations of the client-side hash; 0 until onboarding.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kdf_iterations: u32,
+    /// The pending onboarding link, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onboarding: Option<Onboarding>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Onboarding {
+    /// SHA-256 of the token, hex.
+    pub token_sha256: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub long_run: bool,
+    #[serde(default)]
+    pub user_agent: String,
+    #[serde(default)]
+    pub remote_ip: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -26,9 +26,19 @@ pub struct AdminArgs {
 
 #[derive(Subcommand)]
 pub enum InstancesCommand {
-    /// Create an instance, served at DOMAIN.
+    /// Create an instance, served at DOMAIN, and print its one-time onboarding link (the owner
+    /// opens it to choose a passphrase).
     #[command(after_help = "Example:\n  cocon instances add alice.localhost")]
     Add {
+        domain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print a new one-time onboarding link for DOMAIN, replacing the previous one. On an
+    /// instance that has a passphrase, the link lets its owner choose a new one (a reset) and
+    /// signs out every session.
+    #[command(after_help = "Example:\n  cocon instances onboarding-link alice.localhost")]
+    OnboardingLink {
         domain: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -125,6 +135,21 @@ impl Admin {
     }
 }
 
+/// Tells the operator what to do with the onboarding link (on stderr: stdout stays parseable).
+fn print_onboarding(v: &Value) {
+    if let Some(url) = v.get("onboarding_url").and_then(Value::as_str) {
+        let days = v
+            .get("onboarding_expires_at")
+            .and_then(Value::as_i64)
+            .map(|t| (t - cocon_common::time::now_secs()) / 86_400)
+            .unwrap_or_default();
+        eprintln!(
+            "Send this one-time link to the instance's owner; it lets them choose their passphrase \
+             and works for {days} days:\n  {url}"
+        );
+    }
+}
+
 pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
     match cmd {
         InstancesCommand::Add { domain, admin } => {
@@ -132,6 +157,17 @@ pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
                 .call(reqwest::Method::POST, "/instances", &[("Domain", domain)])
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+            print_onboarding(&v);
+        }
+        InstancesCommand::OnboardingLink { domain, admin } => {
+            let v = Admin::new(&admin)?
+                .call(reqwest::Method::POST, &format!("/instances/{domain}/onboarding"), &[])
+                .await?;
+            println!(
+                "{}",
+                v.get("onboarding_url").and_then(Value::as_str).unwrap_or_default()
+            );
+            print_onboarding(&v);
         }
         InstancesCommand::Ls { admin } => {
             let v = Admin::new(&admin)?

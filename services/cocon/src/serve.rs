@@ -207,7 +207,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let gateway = runs("gateway").then(|| cocon_gateway::Gateway::build(config.gateway.clone(), clients.clone()));
+    let mut gateway_config = config.gateway.clone();
+    if gateway_config.public_port == 0
+        && let Some(listener) = &http
+    {
+        gateway_config.public_port = listener.local_addr()?.port();
+    }
+    let gateway = runs("gateway").then(|| cocon_gateway::Gateway::build(gateway_config, clients.clone()));
     let admin_app = admin_http::router(
         ready.clone(),
         metrics,
@@ -278,6 +284,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let app = gateway.as_ref().map(|g| g.router()).unwrap_or_default();
         let stop = requests.clone();
         http_task = Some(tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener.tap_io(no_delay), app)
                 .with_graceful_shutdown(async move { stop.wait().await })
                 .await;

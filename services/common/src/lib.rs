@@ -7,6 +7,7 @@ pub mod error;
 pub mod fs;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;
 pub mod trace_context;
 
 pub use error::{ErrorCode, ServiceError};

@@ -9,9 +9,10 @@ pub fn document(instance: &str, doctype: &str, verb: &str) -> String {
     format!("cocon.documents.{instance}.{}.{verb}", encode_token(doctype))
 }
 
-/// The subject of an instance lifecycle event: `cocon.auth.<instance>.instance.<verb>`.
-pub fn instance(instance: &str, verb: &str) -> String {
-    format!("cocon.auth.{instance}.instance.{verb}")
+/// The subject of an auth event: `cocon.auth.<instance>.<entity>.<verb>`, e.g. an instance's
+/// lifecycle (`instance.created`) or a person's sessions (`session.created`, `login.failed`).
+pub fn auth(instance: &str, entity: &str, verb: &str) -> String {
+    format!("cocon.auth.{instance}.{entity}.{verb}")
 }
 
 /// Where a consumer puts what it could not handle after its last attempt.

@@ -1,0 +1,494 @@
+//! The person's front door: onboarding (choose the passphrase from the one-time link), login
+//! and logout, the signed-in home page, and `/public/prelogin`. Pages are plain HTML forms with
+//! a CSRF token; the session cookie is `HttpOnly`, `SameSite=Lax`, and `Secure` behind TLS.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use bytes::Bytes;
+use cocon_common::ErrorCode;
+use cocon_proto::auth::v1 as pb;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::access::host;
+use crate::client::Client;
+use crate::cookies::{self, CookieSpec};
+use crate::person::{Person, resolve};
+use crate::{ApiError, State, web};
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/", get(home))
+        .route("/auth/login", get(login_page).post(login_submit).delete(logout_current))
+        .route("/auth/login/others", delete(logout_others))
+        .route("/auth/logout", post(logout_form))
+        .route("/auth/onboarding", get(onboarding_page).post(onboarding_submit))
+        .route("/auth/passphrase", post(passphrase_form))
+        .route("/public/prelogin", get(prelogin))
+}
+
+/// A form body (`application/x-www-form-urlencoded`).
+pub fn form(body: &Bytes) -> Result<HashMap<String, String>, ApiError> {
+    serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form: {e}")))
+}
+
+fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map(String::as_str).unwrap_or_default()
+}
+
+fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// Where a login may send the browser: a path of this site, or a URL of this instance or one
+/// of its sub-domains (its apps). Anything else would make the login page an open redirect.
+pub fn safe_redirect(domain: &str, raw: &str) -> Result<String, ApiError> {
+    let refuse = || {
+        ApiError::bad_request(format!(
+            "redirect must be a page of {domain} (a path such as /settings, or a URL on this instance)"
+        ))
+    };
+    if raw.is_empty() {
+        return Ok("/".into());
+    }
+    if raw.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(refuse());
+    }
+    if raw.starts_with('/') {
+        return if raw.starts_with("//") {
+            Err(refuse())
+        } else {
+            Ok(raw.into())
+        };
+    }
+    let uri: http::Uri = raw.parse().map_err(|_| refuse())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let authority = uri.authority().ok_or_else(refuse)?;
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    let on_instance = host == domain || host.strip_suffix(domain).is_some_and(|sub| sub.ends_with('.'));
+    if scheme_ok && !authority.as_str().contains('@') && on_instance {
+        Ok(raw.into())
+    } else {
+        Err(refuse())
+    }
+}
+
+pub fn session_cookie(state: &State, session: &pb::Session) -> HeaderValue {
+    let max_age = session
+        .long_run
+        .then(|| session.expires_at - cocon_common::time::now_secs());
+    cookies::set(&CookieSpec {
+        name: cookies::SESSION,
+        value: &session.cookie,
+        max_age,
+        same_site: "Lax",
+        secure: state.config.public_https,
+    })
+}
+
+fn passphrase(plain: &str, hashed: &str) -> Option<pb::Passphrase> {
+    Some(pb::Passphrase {
+        plain: plain.to_string(),
+        hashed: hashed.to_string(),
+    })
+}
+
+async fn prelogin(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let domain = host(&headers)?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .prelogin(pb::PreloginRequest { domain: domain.clone() })
+        .await
+        .map_err(|s| crate::access::unknown_host(s, &domain))?
+        .into_inner();
+    Ok(axum::Json(json!({
+        "Kdf": 0,
+        "KdfIterations": answer.kdf_iterations,
+        "Salt": answer.salt,
+        "OIDC": false,
+        "HasCiphers": false,
+        "FlatSubdomains": false,
+        "magic_link": false,
+        "onboarded": answer.onboarded,
+    }))
+    .into_response())
+}
+
+async fn login_page(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (instance, person) = resolve(&state, &headers).await?;
+    let redirect = safe_redirect(
+        &instance.domain,
+        q.get("redirect").map(String::as_str).unwrap_or_default(),
+    )?;
+    if person.is_some() {
+        return Ok(see_other(&redirect, Vec::new()));
+    }
+    let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
+    Ok(web::page(
+        StatusCode::OK,
+        "Sign in",
+        &web::login(&instance.domain, &csrf, &redirect, None),
+        cookie.into_iter().collect(),
+    ))
+}
+
+async fn login_submit(
+    AxState(state): AxState<State>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let domain = host(&headers)?;
+    let form = form(&body)?;
+    let json = wants_json(&headers);
+    let redirect = safe_redirect(&domain, field(&form, "redirect"))?;
+    let csrf = field(&form, "csrf_token");
+    let page_error = |err: ApiError| -> Response {
+        if json {
+            return err.into_response();
+        }
+        let status = err.code.http_status();
+        let retry = err.retry_after;
+        let mut page = web::page(
+            status,
+            "Sign in",
+            &web::login(&domain, csrf, &redirect, Some(&err.reason)),
+            Vec::new(),
+        );
+        if let Some(secs) = retry {
+            page.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        page
+    };
+    if let Err(err) = cookies::check_csrf(&headers, Some(csrf)) {
+        return Ok(err.into_response());
+    }
+    if let Err(err) = state.limits.passphrase_attempt(&domain, client.ip) {
+        return Ok(page_error(err));
+    }
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .login(pb::LoginRequest {
+            domain: domain.clone(),
+            passphrase: passphrase(field(&form, "password"), field(&form, "passphrase")),
+            long_run: !field(&form, "long-run-session").is_empty(),
+            user_agent: client.user_agent,
+            remote_ip: client.ip.to_string(),
+        })
+        .await;
+    let session = match answer {
+        Ok(answer) => answer.into_inner().session.unwrap_or_default(),
+        Err(status) => {
+            let err = crate::access::unknown_host(status, &domain);
+            if err.code == ErrorCode::NotFound {
+                return Err(err);
+            }
+            return Ok(page_error(err));
+        }
+    };
+    let cookie = session_cookie(&state, &session);
+    if json {
+        let mut response = axum::Json(json!({ "redirect": redirect })).into_response();
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+        return Ok(response);
+    }
+    Ok(see_other(&redirect, vec![cookie]))
+}
+
+async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Person, ApiError> {
+    resolve(state, headers).await?.1.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "unauthorized",
+            "no valid session: sign in at /auth/login",
+        )
+    })
+}
+
+async fn end_sessions(state: &State, person: &Person, others: bool) -> Result<u32, ApiError> {
+    Ok(state
+        .clients
+        .auth
+        .clone()
+        .logout(pb::LogoutRequest {
+            domain: person.domain.clone(),
+            session_id: person.session_id.clone(),
+            others,
+        })
+        .await?
+        .into_inner()
+        .ended)
+}
+
+async fn logout_current(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let person = signed_in(&state, &headers).await?;
+    end_sessions(&state, &person, false).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        cookies::clear(cookies::SESSION, state.config.public_https),
+    );
+    Ok(response)
+}
+
+async fn logout_others(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let person = signed_in(&state, &headers).await?;
+    end_sessions(&state, &person, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The form version of `DELETE /auth/login[/others]`, for pages without JavaScript.
+async fn logout_form(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let form = form(&body)?;
+    cookies::check_csrf(&headers, form.get("csrf_token").map(String::as_str))?;
+    let person = signed_in(&state, &headers).await?;
+    if field(&form, "others").is_empty() {
+        end_sessions(&state, &person, false).await?;
+        Ok(see_other(
+            "/auth/login",
+            vec![cookies::clear(cookies::SESSION, state.config.public_https)],
+        ))
+    } else {
+        end_sessions(&state, &person, true).await?;
+        Ok(see_other("/?ended=others", Vec::new()))
+    }
+}
+
+async fn home(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (_, person) = resolve(&state, &headers).await?;
+    let Some(person) = person else {
+        return Ok(see_other("/auth/login", Vec::new()));
+    };
+    let message = match (q.contains_key("ended"), q.contains_key("changed")) {
+        (true, _) => Some("The other sessions are signed out."),
+        (_, true) => Some("Your passphrase is changed; the other sessions are signed out."),
+        _ => None,
+    };
+    render_home(&state, &headers, &person, StatusCode::OK, message, None).await
+}
+
+async fn render_home(
+    state: &State,
+    headers: &HeaderMap,
+    person: &Person,
+    status: StatusCode,
+    message: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response, ApiError> {
+    let sessions = state
+        .clients
+        .auth
+        .clone()
+        .list_sessions(pb::ListSessionsRequest {
+            domain: person.domain.clone(),
+        })
+        .await?
+        .into_inner()
+        .sessions;
+    let rows: Vec<web::SessionRow> = sessions
+        .iter()
+        .map(|s| {
+            (
+                s.id.clone(),
+                cocon_common::time::rfc3339(s.created_at),
+                s.user_agent.clone(),
+                s.remote_ip.clone(),
+                s.id == person.session_id,
+            )
+        })
+        .collect();
+    let (csrf, cookie) = cookies::csrf_token(headers, state.config.public_https);
+    Ok(web::page(
+        status,
+        &person.domain,
+        &web::home(&person.domain, &csrf, &rows, message, error),
+        cookie.into_iter().collect(),
+    ))
+}
+
+async fn onboarding_page(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (instance, _) = resolve(&state, &headers).await?;
+    let token = q.get("registerToken").map(String::as_str).unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::bad_request(
+            "this page needs the onboarding link's registerToken: open the whole link you were given",
+        ));
+    }
+    let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
+    Ok(web::page(
+        StatusCode::OK,
+        "Welcome",
+        &web::onboarding(&instance.domain, &csrf, token, None),
+        cookie.into_iter().collect(),
+    ))
+}
+
+/// The two passphrase fields of a form must agree.
+fn new_passphrase(form: &HashMap<String, String>) -> Result<&str, ApiError> {
+    let new = field(form, "password");
+    if new != field(form, "password2") {
+        return Err(ApiError::bad_request(
+            "the two passphrases differ: type the same one twice",
+        ));
+    }
+    Ok(new)
+}
+
+async fn onboarding_submit(
+    AxState(state): AxState<State>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let domain = host(&headers)?;
+    let form = form(&body)?;
+    let csrf = field(&form, "csrf_token");
+    cookies::check_csrf(&headers, Some(csrf))?;
+    let token = field(&form, "register_token");
+    let page_error = |err: ApiError| {
+        web::page(
+            err.code.http_status(),
+            "Welcome",
+            &web::onboarding(&domain, csrf, token, Some(&err.reason)),
+            Vec::new(),
+        )
+    };
+    let outcome = async {
+        state.limits.passphrase_attempt(&domain, client.ip)?;
+        let new = new_passphrase(&form)?;
+        let answer = state
+            .clients
+            .auth
+            .clone()
+            .set_passphrase(pb::SetPassphraseRequest {
+                domain: domain.clone(),
+                register_token: token.to_string(),
+                new: passphrase(new, ""),
+                open_session: true,
+                user_agent: client.user_agent.clone(),
+                remote_ip: client.ip.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| crate::access::unknown_host(s, &domain))?;
+        Ok::<_, ApiError>(answer.into_inner().session.unwrap_or_default())
+    }
+    .await;
+    match outcome {
+        Ok(session) => Ok(see_other("/", vec![session_cookie(&state, &session)])),
+        Err(err) if err.code == ErrorCode::NotFound => Err(err),
+        Err(err) => Ok(page_error(err)),
+    }
+}
+
+async fn passphrase_form(
+    AxState(state): AxState<State>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let form = form(&body)?;
+    cookies::check_csrf(&headers, form.get("csrf_token").map(String::as_str))?;
+    let person = signed_in(&state, &headers).await?;
+    let outcome = async {
+        state.limits.passphrase_attempt(&person.domain, client.ip)?;
+        let new = new_passphrase(&form)?;
+        state
+            .clients
+            .auth
+            .clone()
+            .set_passphrase(pb::SetPassphraseRequest {
+                domain: person.domain.clone(),
+                current: passphrase(field(&form, "current"), ""),
+                new: passphrase(new, ""),
+                keep_session_id: person.session_id.clone(),
+                user_agent: client.user_agent.clone(),
+                remote_ip: client.ip.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => Ok(see_other("/?changed=1", Vec::new())),
+        Err(err) => {
+            render_home(
+                &state,
+                &headers,
+                &person,
+                err.code.http_status(),
+                None,
+                Some(&err.reason),
+            )
+            .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_redirects_stay_on_the_instance() {
+        let d = "alice.test";
+        for ok in [
+            "",
+            "/",
+            "/settings?x=1",
+            "https://alice.test/x",
+            "http://drive.alice.test:8080/",
+        ] {
+            assert!(safe_redirect(d, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "//evil.test/",
+            "https://evil.test/",
+            "https://alice.test.evil.test/",
+            "https://evilalice.test/",
+            "https://alice.test@evil.test/",
+            "javascript:alert(1)",
+            "/\\evil.test",
+            "ftp://alice.test/",
+            "evil.test",
+            "/x\ny",
+        ] {
+            assert!(safe_redirect(d, bad).is_err(), "{bad}");
+        }
+    }
+}

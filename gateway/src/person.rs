@@ -1,0 +1,36 @@
+//! The person signed in to an instance, from their session cookie. Sessions are checked with
+//! the auth service on every request (no cache), so ending one takes effect at once.
+
+use cocon_proto::auth::v1 as pb;
+use http::HeaderMap;
+
+use crate::access::host;
+use crate::{ApiError, State, cookies};
+
+pub struct Person {
+    pub domain: String,
+    pub session_id: String,
+}
+
+/// The instance of the request's host and, when the session cookie is valid, the person.
+pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance, Option<Person>), ApiError> {
+    let domain = host(headers)?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .authenticate(pb::AuthenticateRequest {
+            domain: domain.clone(),
+            token: String::new(),
+            session: cookies::get(headers, cookies::SESSION).unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(|status| crate::access::unknown_host(status, &domain))?
+        .into_inner();
+    let instance = answer.instance.unwrap_or_default();
+    let person = (!answer.session_id.is_empty()).then_some(Person {
+        domain,
+        session_id: answer.session_id,
+    });
+    Ok((instance, person))
+}

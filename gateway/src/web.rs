@@ -1,0 +1,152 @@
+//! The few HTML pages the gateway serves itself (login, onboarding, the signed-in home): plain
+//! forms that work without JavaScript, labelled for screen readers, and framed by no one.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;\
+line-height:1.5;color:#1d2125}label{display:block;margin-top:1rem;font-weight:600}\
+input[type=password],input[type=text]{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}\
+button{margin-top:1.25rem;padding:.5rem 1.25rem;font-size:1rem}.error{color:#a4000f;font-weight:600}\
+.note{color:#4d5257}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25rem .5rem;\
+border-bottom:1px solid #ddd}";
+
+/// A whole page: `body` is trusted HTML (callers escape what they put in it).
+pub fn page(status: StatusCode, title: &str, body: &str, set_cookies: Vec<HeaderValue>) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} · Cocon</title>\
+<style>{STYLE}</style></head><body><main>{body}</main></body></html>",
+        escape(title)
+    );
+    let mut response = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in set_cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn error_line(error: Option<&str>) -> String {
+    error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default()
+}
+
+pub fn login(domain: &str, csrf: &str, redirect: &str, error: Option<&str>) -> String {
+    format!(
+        "<h1>Sign in to {domain}</h1>{error}\
+<form method=\"post\" action=\"/auth/login\">\
+<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"redirect\" value=\"{redirect}\">\
+<input type=\"hidden\" name=\"username\" value=\"me@{domain}\" autocomplete=\"username\">\
+<label for=\"password\">Passphrase</label>\
+<input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required autofocus>\
+<label><input type=\"checkbox\" name=\"long-run-session\" value=\"1\"> Keep me signed in for 30 days</label>\
+<button type=\"submit\">Sign in</button></form>",
+        domain = escape(domain),
+        error = error_line(error),
+        csrf = escape(csrf),
+        redirect = escape(redirect),
+    )
+}
+
+pub fn onboarding(domain: &str, csrf: &str, token: &str, error: Option<&str>) -> String {
+    format!(
+        "<h1>Welcome to {domain}</h1>\
+<p>Choose the passphrase that protects your personal cloud. Use at least 8 characters; a few \
+unrelated words are easy to remember and hard to guess.</p>{error}\
+<form method=\"post\" action=\"/auth/onboarding\">\
+<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"register_token\" value=\"{token}\">\
+<input type=\"hidden\" name=\"username\" value=\"me@{domain}\" autocomplete=\"username\">\
+<label for=\"password\">Passphrase</label>\
+<input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\" minlength=\"8\" required autofocus>\
+<label for=\"password2\">The same passphrase again</label>\
+<input type=\"password\" id=\"password2\" name=\"password2\" autocomplete=\"new-password\" minlength=\"8\" required>\
+<button type=\"submit\">Save the passphrase</button></form>",
+        domain = escape(domain),
+        error = error_line(error),
+        csrf = escape(csrf),
+        token = escape(token),
+    )
+}
+
+/// One row of the session table: (id, created, user agent, address, is this one).
+pub type SessionRow = (String, String, String, String, bool);
+
+pub fn home(domain: &str, csrf: &str, sessions: &[SessionRow], message: Option<&str>, error: Option<&str>) -> String {
+    let rows: String = sessions
+        .iter()
+        .map(|(_, created, agent, ip, current)| {
+            format!(
+                "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                escape(created),
+                if *current { " (this one)" } else { "" },
+                escape(agent),
+                escape(ip)
+            )
+        })
+        .collect();
+    let message = message
+        .map(|m| format!("<p class=\"note\" role=\"status\">{}</p>", escape(m)))
+        .unwrap_or_default();
+    format!(
+        "<h1>{domain}</h1><p>You are signed in.</p>{message}{error}\
+<h2>Sessions</h2><table><thead><tr><th>Opened (UTC)</th><th>Browser</th><th>Address</th></tr></thead>\
+<tbody>{rows}</tbody></table>\
+<form method=\"post\" action=\"/auth/logout\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"others\" value=\"1\"><button type=\"submit\">Sign out the other sessions</button></form>\
+<form method=\"post\" action=\"/auth/logout\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<button type=\"submit\">Sign out</button></form>\
+<h2>Change the passphrase</h2><p class=\"note\">Every other session ends.</p>\
+<form method=\"post\" action=\"/auth/passphrase\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"username\" value=\"me@{domain}\" autocomplete=\"username\">\
+<label for=\"current\">Current passphrase</label>\
+<input type=\"password\" id=\"current\" name=\"current\" autocomplete=\"current-password\" required>\
+<label for=\"password\">New passphrase</label>\
+<input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\" minlength=\"8\" required>\
+<label for=\"password2\">The new passphrase again</label>\
+<input type=\"password\" id=\"password2\" name=\"password2\" autocomplete=\"new-password\" minlength=\"8\" required>\
+<button type=\"submit\">Change the passphrase</button></form>",
+        domain = escape(domain),
+        error = error_line(error),
+        csrf = escape(csrf),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_pages_escape_what_they_show() {
+        let html = login("a.test", "c", "/\"><script>x</script>", Some("<b>"));
+        assert!(!html.contains("<script>") && !html.contains("<b>"));
+        assert!(html.contains("&quot;&gt;&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,114 @@
+//! The auth service's gRPC face: each call maps onto a method of [`AuthService`].
+
+use cocon_proto::auth::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::person::Origin;
+use crate::service::instance_pb;
+use crate::{AuthService, token};
+
+#[tonic::async_trait]
+impl pb::auth_service_server::AuthService for AuthService {
+    async fn create_instance(&self, req: Request<pb::CreateInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
+        let record = self.create_instance(&req.into_inner().domain).await?;
+        Ok(Response::new(instance_pb(&record)))
+    }
+
+    async fn get_instance(&self, req: Request<pb::GetInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
+        let record = self.lookup(&req.into_inner().domain).await?;
+        Ok(Response::new(instance_pb(&record)))
+    }
+
+    async fn list_instances(
+        &self,
+        _: Request<pb::ListInstancesRequest>,
+    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let instances = self.list_instances().await?.iter().map(instance_pb).collect();
+        Ok(Response::new(pb::ListInstancesResponse { instances }))
+    }
+
+    async fn destroy_instance(
+        &self,
+        req: Request<pb::DestroyInstanceRequest>,
+    ) -> Result<Response<pb::DestroyInstanceResponse>, Status> {
+        self.destroy_instance(&req.into_inner().domain).await?;
+        Ok(Response::new(pb::DestroyInstanceResponse {}))
+    }
+
+    async fn issue_token(
+        &self,
+        req: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssueTokenResponse>, Status> {
+        let req = req.into_inner();
+        if !req.audience.is_empty() && !token::AUDIENCES.contains(&req.audience.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown audience {:?}; use cli",
+                req.audience
+            )));
+        }
+        let (token, expires_at) = self.issue_token(&req.domain, &req.scope, req.ttl_seconds).await?;
+        Ok(Response::new(pb::IssueTokenResponse { token, expires_at }))
+    }
+
+    async fn authenticate(
+        &self,
+        req: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.authenticate(&req.domain, &req.token, &req.session).await?,
+        ))
+    }
+
+    async fn issue_onboarding(
+        &self,
+        req: Request<pb::IssueOnboardingRequest>,
+    ) -> Result<Response<pb::IssueOnboardingResponse>, Status> {
+        let (register_token, expires_at) = self.issue_onboarding(&req.into_inner().domain).await?;
+        Ok(Response::new(pb::IssueOnboardingResponse {
+            register_token,
+            expires_at,
+        }))
+    }
+
+    async fn prelogin(&self, req: Request<pb::PreloginRequest>) -> Result<Response<pb::PreloginResponse>, Status> {
+        Ok(Response::new(self.prelogin(&req.into_inner().domain).await?))
+    }
+
+    async fn set_passphrase(
+        &self,
+        req: Request<pb::SetPassphraseRequest>,
+    ) -> Result<Response<pb::SetPassphraseResponse>, Status> {
+        let req = req.into_inner();
+        let origin = Origin {
+            user_agent: req.user_agent.clone(),
+            remote_ip: req.remote_ip.clone(),
+        };
+        let session = self.set_passphrase(&req, &origin).await?;
+        Ok(Response::new(pb::SetPassphraseResponse { session }))
+    }
+
+    async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let req = req.into_inner();
+        let origin = Origin {
+            user_agent: req.user_agent.clone(),
+            remote_ip: req.remote_ip.clone(),
+        };
+        let session = self.login(&req, &origin).await?;
+        Ok(Response::new(pb::LoginResponse { session: Some(session) }))
+    }
+
+    async fn logout(&self, req: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let req = req.into_inner();
+        let ended = self.logout(&req.domain, &req.session_id, req.others).await?;
+        Ok(Response::new(pb::LogoutResponse { ended }))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let sessions = self.list_sessions(&req.into_inner().domain).await?;
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+}
