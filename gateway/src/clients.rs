@@ -51,6 +51,11 @@ service_client!(
         login(LoginRequest) -> LoginResponse;
         logout(LogoutRequest) -> LogoutResponse;
         list_sessions(ListSessionsRequest) -> ListSessionsResponse;
+        login_two_factor(LoginTwoFactorRequest) -> LoginResponse;
+        get_two_factor(GetTwoFactorRequest) -> TwoFactorStatus;
+        propose_two_factor(GetTwoFactorRequest) -> ProposeTwoFactorResponse;
+        enable_two_factor(EnableTwoFactorRequest) -> EnableTwoFactorResponse;
+        disable_two_factor(DisableTwoFactorRequest) -> TwoFactorStatus;
     }
 );
 

@@ -18,6 +18,7 @@ mod login;
 mod metrics_layer;
 mod person;
 mod settings;
+mod twofactor;
 mod web;
 
 use std::sync::Arc;
@@ -120,6 +121,7 @@ impl Gateway {
         data::routes()
             .merge(login::routes())
             .merge(settings::routes())
+            .merge(twofactor::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {

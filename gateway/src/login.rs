@@ -36,7 +36,7 @@ pub fn form(body: &Bytes) -> Result<HashMap<String, String>, ApiError> {
     serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form: {e}")))
 }
 
-fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+pub fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
     form.get(name).map(String::as_str).unwrap_or_default()
 }
 
@@ -51,7 +51,7 @@ fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
     response
 }
 
-fn wants_json(headers: &HeaderMap) -> bool {
+pub fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -104,7 +104,7 @@ pub fn session_cookie(state: &State, session: &pb::Session) -> HeaderValue {
     })
 }
 
-fn passphrase(plain: &str, hashed: &str) -> Option<pb::Passphrase> {
+pub fn passphrase(plain: &str, hashed: &str) -> Option<pb::Passphrase> {
     Some(pb::Passphrase {
         plain: plain.to_string(),
         hashed: hashed.to_string(),
@@ -202,8 +202,8 @@ async fn login_submit(
             remote_ip: client.ip.to_string(),
         })
         .await;
-    let session = match answer {
-        Ok(answer) => answer.into_inner().session.unwrap_or_default(),
+    let answer = match answer {
+        Ok(answer) => answer.into_inner(),
         Err(status) => {
             let err = crate::access::unknown_host(status, &domain);
             if err.code == ErrorCode::NotFound {
@@ -212,16 +212,38 @@ async fn login_submit(
             return Ok(page_error(err));
         }
     };
-    let cookie = session_cookie(&state, &session);
+    if !answer.two_factor_token.is_empty() {
+        // The passphrase was right; the second step asks for a code, on a page of its own.
+        if json {
+            return Ok(axum::Json(json!({ "two_factor_token": answer.two_factor_token })).into_response());
+        }
+        return Ok(web::page(
+            StatusCode::OK,
+            "Two-factor",
+            &web::two_factor(&domain, csrf, &answer.two_factor_token, &redirect, None),
+            Vec::new(),
+        ));
+    }
+    Ok(signed_in_answer(
+        &state,
+        json,
+        &redirect,
+        &answer.session.unwrap_or_default(),
+    ))
+}
+
+/// A session was opened: its cookie, and the browser sent on (or JSON saying where).
+pub fn signed_in_answer(state: &State, json: bool, redirect: &str, session: &pb::Session) -> Response {
+    let cookie = session_cookie(state, session);
     if json {
         let mut response = axum::Json(json!({ "redirect": redirect })).into_response();
         response.headers_mut().append(header::SET_COOKIE, cookie);
-        return Ok(response);
+        return response;
     }
-    Ok(see_other(&redirect, vec![cookie]))
+    see_other(redirect, vec![cookie])
 }
 
-async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Person, ApiError> {
+pub async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Person, ApiError> {
     resolve(state, headers).await?.1.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthenticated,
@@ -297,7 +319,17 @@ async fn home(
     render_home(&state, &headers, &person, StatusCode::OK, message, None).await
 }
 
-async fn render_home(
+/// The home page again, saying what went wrong, with the error's status.
+pub async fn home_with_error(
+    state: &State,
+    headers: &HeaderMap,
+    person: &Person,
+    err: ApiError,
+) -> Result<Response, ApiError> {
+    render_home(state, headers, person, err.code.http_status(), None, Some(&err.reason)).await
+}
+
+pub async fn render_home(
     state: &State,
     headers: &HeaderMap,
     person: &Person,
@@ -315,6 +347,15 @@ async fn render_home(
         .await?
         .into_inner()
         .sessions;
+    let two_factor = state
+        .clients
+        .auth
+        .clone()
+        .get_two_factor(pb::GetTwoFactorRequest {
+            domain: person.domain.clone(),
+        })
+        .await?
+        .into_inner();
     let rows: Vec<web::SessionRow> = sessions
         .iter()
         .map(|s| {
@@ -331,7 +372,14 @@ async fn render_home(
     Ok(web::page(
         status,
         &person.domain,
-        &web::home(&person.domain, &csrf, &rows, message, error),
+        &web::home(
+            &person.domain,
+            &csrf,
+            &rows,
+            (two_factor.enabled, two_factor.recovery_codes_left),
+            message,
+            error,
+        ),
         cookie.into_iter().collect(),
     ))
 }
@@ -446,17 +494,7 @@ async fn passphrase_form(
     .await;
     match outcome {
         Ok(()) => Ok(see_other("/?changed=1", Vec::new())),
-        Err(err) => {
-            render_home(
-                &state,
-                &headers,
-                &person,
-                err.code.http_status(),
-                None,
-                Some(&err.reason),
-            )
-            .await
-        }
+        Err(err) => home_with_error(&state, &headers, &person, err).await,
     }
 }
 

@@ -99,7 +99,14 @@ unrelated words are easy to remember and hard to guess.</p>{error}\
 /// One row of the session table: (id, created, user agent, address, is this one).
 pub type SessionRow = (String, String, String, String, bool);
 
-pub fn home(domain: &str, csrf: &str, sessions: &[SessionRow], message: Option<&str>, error: Option<&str>) -> String {
+pub fn home(
+    domain: &str,
+    csrf: &str,
+    sessions: &[SessionRow],
+    (two_factor, codes_left): (bool, u32),
+    message: Option<&str>,
+    error: Option<&str>,
+) -> String {
     let rows: String = sessions
         .iter()
         .map(|(_, created, agent, ip, current)| {
@@ -132,10 +139,77 @@ pub fn home(domain: &str, csrf: &str, sessions: &[SessionRow], message: Option<&
 <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\" minlength=\"8\" required>\
 <label for=\"password2\">The new passphrase again</label>\
 <input type=\"password\" id=\"password2\" name=\"password2\" autocomplete=\"new-password\" minlength=\"8\" required>\
-<button type=\"submit\">Change the passphrase</button></form>",
+<button type=\"submit\">Change the passphrase</button></form>{two_factor}",
+        two_factor = if two_factor {
+            format!(
+                "<h2>Two-factor</h2><p>On: signing in asks for a code of your authenticator app. \
+{codes_left} recovery codes left.</p>\
+<form method=\"post\" action=\"/auth/twofactor/disable\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<label for=\"tf-current\">Passphrase</label>\
+<input type=\"password\" id=\"tf-current\" name=\"current\" autocomplete=\"current-password\" required>\
+<button type=\"submit\">Turn two-factor off</button></form>",
+                csrf = escape(csrf)
+            )
+        } else {
+            format!(
+                "<h2>Two-factor</h2><p>Off. With it on, signing in also asks for a code of an \
+authenticator app on your phone.</p>\
+<form method=\"post\" action=\"/auth/twofactor/setup\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<button type=\"submit\">Set up two-factor</button></form>",
+                csrf = escape(csrf)
+            )
+        },
         domain = escape(domain),
         error = error_line(error),
         csrf = escape(csrf),
+    )
+}
+
+pub fn two_factor(domain: &str, csrf: &str, token: &str, redirect: &str, error: Option<&str>) -> String {
+    format!(
+        "<h1>Sign in to {domain}</h1><p>Type the code your authenticator app shows for {domain}, \
+or one of your recovery codes.</p>{error}\
+<form method=\"post\" action=\"/auth/twofactor\">\
+<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"two_factor_token\" value=\"{token}\">\
+<input type=\"hidden\" name=\"redirect\" value=\"{redirect}\">\
+<label for=\"code\">Code</label>\
+<input type=\"text\" id=\"code\" name=\"two_factor_passcode\" autocomplete=\"one-time-code\" \
+inputmode=\"numeric\" required autofocus>\
+<button type=\"submit\">Sign in</button></form>",
+        domain = escape(domain),
+        error = error_line(error),
+        csrf = escape(csrf),
+        token = escape(token),
+        redirect = escape(redirect),
+    )
+}
+
+/// `qr_svg` is trusted markup (made by the gateway from the secret's URI).
+pub fn two_factor_setup(csrf: &str, qr_svg: &str, secret: &str, error: Option<&str>) -> String {
+    format!(
+        "<h1>Set up two-factor</h1>{error}<p>Scan this code with an authenticator app (for example \
+FreeOTP, Aegis or Google Authenticator), or type the key below into it.</p>\
+<figure role=\"img\" aria-label=\"QR code of the two-factor key\">{qr_svg}</figure>\
+<p>Key: <code>{secret}</code></p>\
+<form method=\"post\" action=\"/auth/twofactor/enable\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<label for=\"code\">The code the app shows now</label>\
+<input type=\"text\" id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required autofocus>\
+<button type=\"submit\">Turn two-factor on</button></form>",
+        error = error_line(error),
+        csrf = escape(csrf),
+        secret = escape(secret),
+    )
+}
+
+pub fn recovery_codes(codes: &[String]) -> String {
+    let items: String = codes
+        .iter()
+        .map(|c| format!("<li><code>{}</code></li>", escape(c)))
+        .collect();
+    format!(
+        "<h1>Two-factor is on</h1><p>Keep these recovery codes somewhere safe: each one signs you in \
+once if you lose your phone. They are shown only now.</p><ol>{items}</ol><p><a href=\"/\">Done</a></p>"
     )
 }
 

@@ -126,3 +126,57 @@ impl Browser {
             .await
     }
 }
+
+/// Creates an instance through the admin API; returns its onboarding link's path and query.
+pub async fn onboarding_link(cocon: &crate::Cocon, domain: &str) -> String {
+    let (status, body) = cocon
+        .admin(Method::POST, "/instances", &[("Domain", domain)])
+        .await
+        .expect("the admin API answers");
+    assert_eq!(status, 201, "{body}");
+    let url = body["onboarding_url"].as_str().expect("an onboarding link").to_string();
+    assert!(url.starts_with(&format!("http://{domain}:")), "{url}");
+    let (_, after_port) = url.split_once(&format!("{domain}:")).expect("a port");
+    let (_, path) = after_port.split_once('/').expect("a path");
+    format!("/{path}")
+}
+
+pub fn register_token(link: &str) -> String {
+    link.split_once("registerToken=")
+        .expect("a register token")
+        .1
+        .to_string()
+}
+
+/// Posts the onboarding form.
+pub async fn submit_onboarding(browser: &mut Browser, csrf: &str, token: &str, pass: &str, pass2: &str) -> Page {
+    browser
+        .post_form(
+            "/auth/onboarding",
+            &[
+                ("csrf_token", csrf),
+                ("register_token", token),
+                ("password", pass),
+                ("password2", pass2),
+            ],
+        )
+        .await
+}
+
+/// Creates `domain`, chooses its passphrase through the onboarding form, and returns the
+/// signed-in browser.
+pub async fn onboard(cocon: &crate::Cocon, domain: &str, passphrase: &str) -> Browser {
+    let link = onboarding_link(cocon, domain).await;
+    let mut browser = Browser::new(&cocon.http, domain);
+    assert_eq!(browser.get(&link).await.status, 200);
+    let csrf = browser.csrf();
+    let page = submit_onboarding(&mut browser, &csrf, &register_token(&link), passphrase, passphrase).await;
+    assert_eq!(page.status, 303, "{page:?}");
+    browser
+}
+
+/// The value of the hidden form field `name` in an HTML page.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let after = html.split(&format!("name=\"{name}\" value=\"")).nth(1)?;
+    Some(after.split('"').next()?.to_string())
+}

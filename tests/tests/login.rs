@@ -5,58 +5,12 @@
 use std::time::Duration;
 
 use base64::Engine;
-use cocon_tests::{Browser, Cocon, NatsServer, Page, StreamReader};
+use cocon_tests::{
+    Browser, Cocon, NatsServer, StreamReader, onboard, onboarding_link, register_token, submit_onboarding,
+};
 use serde_json::{Value, json};
 
 const PASS: &str = "correct horse battery staple";
-
-/// Creates an instance and returns its onboarding URL's path and query.
-async fn add_instance(cocon: &Cocon, domain: &str) -> String {
-    let (status, body) = cocon
-        .admin(reqwest::Method::POST, "/instances", &[("Domain", domain)])
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let url = body["onboarding_url"].as_str().expect("an onboarding link").to_string();
-    assert!(url.starts_with(&format!("http://{domain}:")), "{url}");
-    url.split_once(&format!("{domain}:"))
-        .unwrap()
-        .1
-        .split_once('/')
-        .map(|(_, p)| format!("/{p}"))
-        .unwrap()
-}
-
-fn register_token(link: &str) -> String {
-    link.split_once("registerToken=").unwrap().1.to_string()
-}
-
-/// Posts the onboarding form.
-async fn submit_onboarding(browser: &mut Browser, csrf: &str, token: &str, pass: &str, pass2: &str) -> Page {
-    browser
-        .post_form(
-            "/auth/onboarding",
-            &[
-                ("csrf_token", csrf),
-                ("register_token", token),
-                ("password", pass),
-                ("password2", pass2),
-            ],
-        )
-        .await
-}
-
-/// Onboards `domain` through the HTML form and returns the signed-in browser.
-async fn onboard(cocon: &Cocon, domain: &str) -> Browser {
-    let link = add_instance(cocon, domain).await;
-    let mut browser = Browser::new(&cocon.http, domain);
-    assert_eq!(browser.get(&link).await.status, 200);
-    let csrf = browser.csrf();
-    let token = register_token(&link);
-    let page = submit_onboarding(&mut browser, &csrf, &token, PASS, PASS).await;
-    assert_eq!(page.status, 303, "{page:?}");
-    browser
-}
 
 /// cozy-stack's client-side hash, computed as its clients do.
 fn cozy_hash(passphrase: &str, domain: &str, iterations: u32) -> String {
@@ -83,7 +37,7 @@ async fn test_onboarding_login_sessions_and_logout() {
     let dir = tempfile::tempdir().unwrap();
     let cocon = Cocon::start(dir.path()).await.unwrap();
     let domain = "alice.test";
-    let link = add_instance(&cocon, domain).await;
+    let link = onboarding_link(&cocon, domain).await;
     let token = register_token(&link);
     let mut first = Browser::new(&cocon.http, domain);
     assert_eq!(prelogin(&mut first).await["onboarded"], false);
@@ -233,7 +187,7 @@ async fn test_passphrase_change_and_cozy_client_hash() {
     let dir = tempfile::tempdir().unwrap();
     let cocon = Cocon::start(dir.path()).await.unwrap();
     let domain = "bob.test";
-    let link = add_instance(&cocon, domain).await;
+    let link = onboarding_link(&cocon, domain).await;
 
     // A cozy client onboards with its own hash, through the JSON API.
     let mut app = Browser::new(&cocon.http, domain);
@@ -335,8 +289,8 @@ async fn test_passphrase_change_and_cozy_client_hash() {
 async fn test_rate_limit_and_cookies_of_another_instance() {
     let dir = tempfile::tempdir().unwrap();
     let cocon = Cocon::start(dir.path()).await.unwrap();
-    let mut alice = onboard(&cocon, "alice.test").await;
-    let mut bob = onboard(&cocon, "bob.test").await;
+    let mut alice = onboard(&cocon, "alice.test", PASS).await;
+    let mut bob = onboard(&cocon, "bob.test", PASS).await;
 
     // Alice's cookie means nothing to Bob's instance.
     let mut confused = alice.to_domain("bob.test");
@@ -394,7 +348,7 @@ async fn test_auth_events_on_nats_carry_no_secret() {
         .start()
         .await
         .unwrap();
-    let mut browser = onboard(&cocon, "carol.test").await;
+    let mut browser = onboard(&cocon, "carol.test", PASS).await;
     let id = cocon.instance_id("carol.test").await.unwrap();
     let mut guesser = Browser::new(&cocon.http, "carol.test");
     assert_eq!(guesser.login("wrong passphrase").await.status, 401);

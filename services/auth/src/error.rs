@@ -16,6 +16,8 @@ pub enum AuthError {
     ExpiredToken,
     #[error("wrong passphrase")]
     WrongPassphrase,
+    #[error("wrong or already used code: type the current code of your authenticator app, or a recovery code")]
+    WrongSecondFactor,
     #[error("no passphrase has been chosen yet: open the onboarding link the administrator gave you")]
     NotOnboarded,
     #[error("{0}")]
@@ -43,6 +45,7 @@ impl ServiceError for AuthError {
             AuthError::InvalidToken(_)
             | AuthError::ExpiredToken
             | AuthError::WrongPassphrase
+            | AuthError::WrongSecondFactor
             | AuthError::NotOnboarded => ErrorCode::Unauthenticated,
             AuthError::BadProof(_) => ErrorCode::Forbidden,
             AuthError::MasterKey { .. } | AuthError::Storage(_) | AuthError::Events(_) | AuthError::Corrupt(_) => {

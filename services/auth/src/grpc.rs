@@ -94,8 +94,56 @@ impl pb::auth_service_server::AuthService for AuthService {
             user_agent: req.user_agent.clone(),
             remote_ip: req.remote_ip.clone(),
         };
-        let session = self.login(&req, &origin).await?;
-        Ok(Response::new(pb::LoginResponse { session: Some(session) }))
+        Ok(Response::new(self.login(&req, &origin).await?))
+    }
+
+    async fn login_two_factor(
+        &self,
+        req: Request<pb::LoginTwoFactorRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let req = req.into_inner();
+        let origin = Origin {
+            user_agent: req.user_agent.clone(),
+            remote_ip: req.remote_ip.clone(),
+        };
+        let session = self.login_two_factor(&req, &origin).await?;
+        Ok(Response::new(pb::LoginResponse {
+            session: Some(session),
+            two_factor_token: String::new(),
+        }))
+    }
+
+    async fn get_two_factor(
+        &self,
+        req: Request<pb::GetTwoFactorRequest>,
+    ) -> Result<Response<pb::TwoFactorStatus>, Status> {
+        Ok(Response::new(self.two_factor_status(&req.into_inner().domain).await?))
+    }
+
+    async fn propose_two_factor(
+        &self,
+        req: Request<pb::GetTwoFactorRequest>,
+    ) -> Result<Response<pb::ProposeTwoFactorResponse>, Status> {
+        Ok(Response::new(self.propose_two_factor(&req.into_inner().domain).await?))
+    }
+
+    async fn enable_two_factor(
+        &self,
+        req: Request<pb::EnableTwoFactorRequest>,
+    ) -> Result<Response<pb::EnableTwoFactorResponse>, Status> {
+        let req = req.into_inner();
+        let recovery_codes = self.enable_two_factor(&req.domain, &req.code).await?;
+        Ok(Response::new(pb::EnableTwoFactorResponse { recovery_codes }))
+    }
+
+    async fn disable_two_factor(
+        &self,
+        req: Request<pb::DisableTwoFactorRequest>,
+    ) -> Result<Response<pb::TwoFactorStatus>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.disable_two_factor(&req.domain, req.passphrase.as_ref()).await?,
+        ))
     }
 
     async fn logout(&self, req: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {

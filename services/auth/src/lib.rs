@@ -19,6 +19,7 @@ mod secret;
 mod service;
 mod store;
 mod token;
+mod twofactor;
 
 pub use error::AuthError;
 pub use person::Origin;

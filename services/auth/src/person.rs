@@ -10,6 +10,7 @@ use crate::secret;
 use crate::service::NewEvent;
 use crate::store::{InstanceRecord, SessionRecord};
 use crate::token;
+use crate::twofactor::Proof;
 use crate::{AuthError, AuthService};
 
 /// Where a login or a passphrase change comes from, for the session list and the events.
@@ -56,7 +57,7 @@ impl AuthService {
     }
 
     /// Whether `given` is the instance's passphrase; argon2 runs off the async threads.
-    async fn check_passphrase(
+    pub(crate) async fn check_passphrase(
         &self,
         record: &InstanceRecord,
         given: Option<&pb::Passphrase>,
@@ -108,7 +109,7 @@ impl AuthService {
         })
     }
 
-    fn new_session(&self, long_run: bool, origin: &Origin) -> (NewEvent, String) {
+    fn new_session(&self, long_run: bool, origin: &Origin, proof: Option<Proof>) -> (NewEvent, String) {
         let config = &self.inner().config;
         let id = hex::encode(rand::random::<[u8; 16]>());
         let ttl = if long_run {
@@ -125,6 +126,19 @@ impl AuthService {
                 long_run,
                 user_agent: clip(&origin.user_agent, MAX_USER_AGENT),
                 remote_ip: clip(&origin.remote_ip, 64),
+                second_factor: match &proof {
+                    None => String::new(),
+                    Some(Proof::Totp { .. }) => "totp".into(),
+                    Some(Proof::Recovery { .. }) => "recovery_code".into(),
+                },
+                totp_step: match &proof {
+                    Some(Proof::Totp { step }) => *step,
+                    _ => 0,
+                },
+                recovery_code_sha256: match &proof {
+                    Some(Proof::Recovery { sha256 }) => hex::decode(sha256).unwrap_or_default().into(),
+                    _ => Default::default(),
+                },
             }),
         };
         (event, id)
@@ -211,7 +225,7 @@ impl AuthService {
                 events.push(Self::ended(&s.id, "passphrase_changed"));
             }
         }
-        let session = req.open_session.then(|| self.new_session(false, origin));
+        let session = req.open_session.then(|| self.new_session(false, origin, None));
         let session_id = session.as_ref().map(|(_, id)| id.clone());
         events.extend(session.map(|(event, _)| event));
         self.append(&record.id, Some(current), events).await?;
@@ -231,40 +245,75 @@ impl AuthService {
         Ok(session_pb(&stored, secret::session_cookie(&secret, id)))
     }
 
-    /// Checks the passphrase and opens a session. A failure is an `auth.login.failed` event.
-    pub async fn login(&self, req: &pb::LoginRequest, origin: &Origin) -> Result<pb::Session, AuthError> {
+    /// Checks the passphrase and opens a session, or with two-factor on, answers the token of the
+    /// second step. A failure is an `auth.login.failed` event.
+    pub async fn login(&self, req: &pb::LoginRequest, origin: &Origin) -> Result<pb::LoginResponse, AuthError> {
         let record = self.lookup(&req.domain).await?;
         let failure = match record.passphrase {
             None => Some("no_passphrase_yet"),
             Some(_) if !self.check_passphrase(&record, req.passphrase.as_ref()).await? => Some("wrong_passphrase"),
             Some(_) => None,
         };
-        let _writer = self.stripe(&record.id).lock().await;
         if let Some(reason) = failure {
-            self.append(
-                &record.id,
-                Some(record.clone()),
-                vec![NewEvent {
-                    entity: "login",
-                    verb: "failed",
-                    payload: Payload::LoginFailed(LoginFailed {
-                        remote_ip: clip(&origin.remote_ip, 64),
-                        user_agent: clip(&origin.user_agent, MAX_USER_AGENT),
-                        reason: reason.into(),
-                    }),
-                }],
-            )
-            .await?;
-            tracing::info!(domain = %record.domain, reason, "login failed");
+            let _writer = self.stripe(&record.id).lock().await;
+            self.record_failure(&record, origin, reason).await?;
             return Err(match reason {
                 "no_passphrase_yet" => AuthError::NotOnboarded,
                 _ => AuthError::WrongPassphrase,
             });
         }
-        let (event, id) = self.new_session(req.long_run, origin);
+        if record.two_factor.is_some() {
+            let secret = token::instance_secret(&self.inner().master_key, &record.id);
+            return Ok(pb::LoginResponse {
+                session: None,
+                two_factor_token: token::issue_two_factor(&secret, &record.domain, &record.id, req.long_run)?,
+            });
+        }
+        let _writer = self.stripe(&record.id).lock().await;
+        let session = self.open_session(&record, req.long_run, origin, None).await?;
+        Ok(pb::LoginResponse {
+            session: Some(session),
+            two_factor_token: String::new(),
+        })
+    }
+
+    /// Appends `auth.login.failed`; the caller holds the instance's writer lock.
+    pub(crate) async fn record_failure(
+        &self,
+        record: &InstanceRecord,
+        origin: &Origin,
+        reason: &str,
+    ) -> Result<(), AuthError> {
+        self.append(
+            &record.id,
+            Some(record.clone()),
+            vec![NewEvent {
+                entity: "login",
+                verb: "failed",
+                payload: Payload::LoginFailed(LoginFailed {
+                    remote_ip: clip(&origin.remote_ip, 64),
+                    user_agent: clip(&origin.user_agent, MAX_USER_AGENT),
+                    reason: reason.into(),
+                }),
+            }],
+        )
+        .await?;
+        tracing::info!(domain = %record.domain, reason, "login failed");
+        Ok(())
+    }
+
+    /// Opens a session; the caller holds the instance's writer lock.
+    pub(crate) async fn open_session(
+        &self,
+        record: &InstanceRecord,
+        long_run: bool,
+        origin: &Origin,
+        proof: Option<Proof>,
+    ) -> Result<pb::Session, AuthError> {
+        let (event, id) = self.new_session(long_run, origin, proof);
         self.append(&record.id, Some(record.clone()), vec![event]).await?;
-        tracing::info!(domain = %record.domain, session = %id, "logged in");
-        self.opened(&record, &id).await
+        tracing::info!(domain = %record.domain, session = %id, "signed in");
+        self.opened(record, &id).await
     }
 
     /// Ends `session_id`, or with `others` every session but it. Returns how many ended.

@@ -4,7 +4,7 @@
 use cocon_proto::events::v1::{Envelope, envelope::Payload};
 use cocon_storage::Batch;
 
-use crate::store::{BY_DOMAIN, INSTANCES, InstanceRecord, Onboarding, SESSIONS, SessionRecord};
+use crate::store::{BY_DOMAIN, INSTANCES, InstanceRecord, Onboarding, SESSIONS, SessionRecord, TwoFactor};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -49,6 +49,8 @@ pub fn changes(current: Option<&InstanceRecord>, sessions: &[SessionRecord], e: 
             passphrase: None,
             kdf_iterations: 0,
             onboarding: None,
+            two_factor: None,
+            two_factor_proposed: None,
         })],
         Some(Payload::InstanceDestroyed(d)) => match current {
             Some(record) if record.id == e.instance => vec![Change::DeleteInstance {
@@ -68,16 +70,44 @@ pub fn changes(current: Option<&InstanceRecord>, sessions: &[SessionRecord], e: 
             r.kdf_iterations = p.kdf_iterations;
             r.onboarding = None;
         }),
+        Some(Payload::TwoFactorProposed(p)) => {
+            updated(&|r| r.two_factor_proposed = Some(hex::encode(&p.sealed_secret)))
+        }
+        Some(Payload::TwoFactorEnabled(t)) => updated(&|r| {
+            if let Some(secret) = r.two_factor_proposed.take() {
+                r.two_factor = Some(TwoFactor {
+                    secret,
+                    last_step: t.totp_step,
+                    recovery: t.recovery_code_sha256.iter().map(hex::encode).collect(),
+                });
+            }
+        }),
+        Some(Payload::TwoFactorDisabled(_)) => updated(&|r| {
+            r.two_factor = None;
+            r.two_factor_proposed = None;
+        }),
         Some(Payload::SessionCreated(s)) => {
             let now = seconds(e);
-            let mut out: Vec<Change> = sessions
-                .iter()
-                .filter(|old| old.expires_at <= now)
-                .map(|old| Change::DeleteSession {
-                    instance: e.instance.clone(),
-                    id: old.id.clone(),
-                })
-                .collect();
+            // A second factor is spent: the TOTP step cannot be replayed, the recovery code is gone.
+            let mut out = match s.second_factor.as_str() {
+                "" => Vec::new(),
+                _ => updated(&|r| {
+                    if let Some(t) = &mut r.two_factor {
+                        t.last_step = t.last_step.max(s.totp_step);
+                        let used = hex::encode(&s.recovery_code_sha256);
+                        t.recovery.retain(|code| *code != used);
+                    }
+                }),
+            };
+            out.extend(
+                sessions
+                    .iter()
+                    .filter(|old| old.expires_at <= now)
+                    .map(|old| Change::DeleteSession {
+                        instance: e.instance.clone(),
+                        id: old.id.clone(),
+                    }),
+            );
             out.push(Change::PutSession {
                 instance: e.instance.clone(),
                 record: SessionRecord {

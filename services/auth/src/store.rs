@@ -29,6 +29,22 @@ pub struct InstanceRecord {
     /// The pending onboarding link, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onboarding: Option<Onboarding>,
+    /// Two-factor, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_factor: Option<TwoFactor>,
+    /// A TOTP secret proposed but not confirmed yet (sealed, hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_factor_proposed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TwoFactor {
+    /// The TOTP secret, sealed, hex.
+    pub secret: String,
+    /// The last time step a code was accepted for: older and equal steps are refused (replay).
+    pub last_step: u64,
+    /// SHA-256 (hex) of the recovery codes not used yet.
+    pub recovery: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

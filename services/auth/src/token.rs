@@ -65,6 +65,51 @@ pub fn verify(secret: &[u8], token: &str, domain: &str) -> Result<Claims, AuthEr
         })
 }
 
+/// The proof that a login passed its first step (the passphrase), for the second (a code).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TwoFactorClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub long_run: bool,
+}
+
+const TWO_FACTOR_AUDIENCE: &str = "twofactor";
+/// How long the second step may wait for the first.
+pub const TWO_FACTOR_TTL_SECS: i64 = 300;
+
+pub fn issue_two_factor(secret: &[u8], domain: &str, instance_id: &str, long_run: bool) -> Result<String, AuthError> {
+    let claims = TwoFactorClaims {
+        iss: domain.to_string(),
+        sub: instance_id.to_string(),
+        aud: TWO_FACTOR_AUDIENCE.to_string(),
+        exp: now() + TWO_FACTOR_TTL_SECS,
+        long_run,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::InvalidToken(e.to_string()))
+}
+
+pub fn verify_two_factor(secret: &[u8], token: &str, domain: &str) -> Result<TwoFactorClaims, AuthError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[TWO_FACTOR_AUDIENCE]);
+    validation.set_issuer(&[domain]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = 0;
+    jsonwebtoken::decode::<TwoFactorClaims>(token, &DecodingKey::from_secret(secret), &validation)
+        .map(|data| data.claims)
+        .map_err(|_| {
+            AuthError::InvalidToken(
+                "the two-factor step expired or is invalid: sign in again with the passphrase".into(),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +156,20 @@ mod tests {
         parts[1] = forged.split('.').nth(1).unwrap();
         assert!(verify(&secret, &parts.join("."), "alice.test").is_err());
         assert!(verify(&secret, "not a token", "alice.test").is_err());
+    }
+
+    #[test]
+    fn test_two_factor_tokens_are_not_bearer_tokens() {
+        let secret = instance_secret(b"master", "id1");
+        let step = issue_two_factor(&secret, "alice.test", "id1", true).unwrap();
+        assert!(verify_two_factor(&secret, &step, "alice.test").unwrap().long_run);
+        assert!(
+            verify(&secret, &step, "alice.test").is_err(),
+            "not usable as an API token"
+        );
+        assert!(verify_two_factor(&secret, &step, "bob.test").is_err());
+        let api = issue(&secret, &claims(now() + 60)).unwrap();
+        assert!(verify_two_factor(&secret, &api, "alice.test").is_err());
     }
 
     #[test]

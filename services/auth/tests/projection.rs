@@ -25,7 +25,8 @@ async fn login(auth: &AuthService, domain: &str, pass: &str) -> Result<pb::Sessi
         passphrase: plain(pass),
         ..Default::default()
     };
-    auth.login(&req, &Origin::default()).await
+    let answer = auth.login(&req, &Origin::default()).await?;
+    Ok(answer.session.expect("no two-factor here: a session"))
 }
 
 #[tokio::test]
@@ -67,6 +68,36 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     let ended = login(&auth, "a.test", "passphrase of a person").await.unwrap();
     assert!(login(&auth, "a.test", "wrong").await.is_err());
     assert_eq!(auth.logout("a.test", &ended.id, false).await.unwrap(), 1);
+    // b turns two-factor on and signs in with a recovery code.
+    let proposal = auth.propose_two_factor("b.test").await.unwrap();
+    let totp = totp_rs::TOTP::from_url(&proposal.otpauth_uri).unwrap();
+    let codes = auth
+        .enable_two_factor("b.test", &totp.generate_current().unwrap())
+        .await
+        .unwrap();
+    let first = auth
+        .login(
+            &pb::LoginRequest {
+                domain: "b.test".into(),
+                passphrase: plain("passphrase of a person"),
+                ..Default::default()
+            },
+            &Origin::default(),
+        )
+        .await
+        .unwrap();
+    assert!(first.session.is_none());
+    let second = pb::LoginTwoFactorRequest {
+        domain: "b.test".into(),
+        two_factor_token: first.two_factor_token,
+        code: codes[0].clone(),
+        ..Default::default()
+    };
+    auth.login_two_factor(&second, &Origin::default()).await.unwrap();
+    assert!(
+        auth.login_two_factor(&second, &Origin::default()).await.is_err(),
+        "a recovery code works once"
+    );
     auth.destroy_instance("gone.test").await.unwrap();
     auth.create_instance("gone.test").await.unwrap();
     auth.issue_onboarding("gone.test").await.unwrap();
@@ -74,23 +105,22 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     let instances = table(&store, "auth.instances").await;
     let sessions = table(&store, "auth.sessions").await;
     assert_eq!(instances.len(), 3);
-    assert_eq!(
-        sessions.len(),
-        3,
-        "a's onboarding and kept sessions, b's onboarding session"
-    );
+    assert_eq!(sessions.len(), 4, "a's onboarding and kept sessions, b's two");
 
     let replayed = AuthService::rebuild_projections(store.clone()).await.unwrap();
     // Per domain: created, onboarding issued, passphrase set, session created; then two logins,
-    // a failed one, a logout, a destruction, a creation and an onboarding link.
-    assert_eq!(replayed, 3 * 4 + 7);
+    // a failed one, a logout; two-factor proposed, enabled, a login and a failed one; a
+    // destruction, a creation and an onboarding link.
+    assert_eq!(replayed, 3 * 4 + 4 + 4 + 3);
     assert_eq!(table(&store, "auth.instances").await, instances);
     assert_eq!(table(&store, "auth.sessions").await, sessions);
 
     // The passphrase (sealed in its event) and the sessions still work after the rebuild.
     let listed = auth.list_sessions("a.test").await.unwrap();
     assert!(listed.iter().any(|s| s.id == kept.id) && listed.iter().all(|s| s.id != ended.id));
-    login(&auth, "b.test", "passphrase of a person").await.unwrap();
+    let status = auth.two_factor_status("b.test").await.unwrap();
+    assert!(status.enabled);
+    assert_eq!(status.recovery_codes_left, 9);
     assert!(matches!(
         login(&auth, "gone.test", "passphrase of a person").await,
         Err(cocon_auth::AuthError::NotOnboarded)
