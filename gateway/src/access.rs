@@ -27,6 +27,8 @@ pub struct Access<'a> {
 
 struct Cached {
     domain: String,
+    /// The OAuth client of an access token, so revoking the client evicts its tokens.
+    client: String,
     instance: String,
     rules: Vec<pb::Rule>,
     until: Instant,
@@ -51,6 +53,14 @@ impl AuthCache {
 }
 
 impl AuthCache {
+    /// Forgets every access token of an OAuth client (the person revoked it).
+    pub fn evict_client(&self, client_id: &str) {
+        self.entries
+            .write()
+            .expect("auth cache poisoned")
+            .retain(|_, c| c.client != client_id);
+    }
+
     /// Forgets every token of a domain (its instance was destroyed).
     pub fn evict_domain(&self, domain: &str) {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
@@ -145,6 +155,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             token.unwrap_or_default().to_string(),
             Cached {
                 domain,
+                client: answer.client_id.clone(),
                 instance: instance.clone(),
                 rules: answer.rules.clone(),
                 until,

@@ -56,6 +56,13 @@ service_client!(
         propose_two_factor(GetTwoFactorRequest) -> ProposeTwoFactorResponse;
         enable_two_factor(EnableTwoFactorRequest) -> EnableTwoFactorResponse;
         disable_two_factor(DisableTwoFactorRequest) -> TwoFactorStatus;
+        register_client(RegisterClientRequest) -> ClientAnswer;
+        manage_client(ManageClientRequest) -> ClientAnswer;
+        list_clients(ListClientsRequest) -> ListClientsResponse;
+        revoke_client(RevokeClientRequest) -> RevokeClientResponse;
+        check_authorization(AuthorizationRequest) -> ClientAnswer;
+        issue_code(AuthorizationRequest) -> IssueCodeResponse;
+        exchange_token(TokenRequest) -> TokenResponse;
     }
 );
 

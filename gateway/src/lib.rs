@@ -16,6 +16,7 @@ mod error;
 mod limits;
 mod login;
 mod metrics_layer;
+mod oauth;
 mod person;
 mod settings;
 mod twofactor;
@@ -122,6 +123,7 @@ impl Gateway {
             .merge(login::routes())
             .merge(settings::routes())
             .merge(twofactor::routes())
+            .merge(oauth::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {

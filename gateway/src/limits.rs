@@ -1,6 +1,6 @@
-//! Rate limits on the routes that guess at secrets (login, passphrase, onboarding): per client
-//! address on one instance, and per instance whatever the address (a spread-out attack). Past a
-//! limit the answer is 429 with `Retry-After`.
+//! Rate limits on the routes that guess at secrets (login, passphrase, onboarding, two-factor)
+//! and on client registration: per client address on one instance, and per instance whatever
+//! the address (a spread-out attack). Past a limit the answer is 429 with `Retry-After`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,6 +19,10 @@ pub struct LimitsConfig {
     pub passphrase_per_ip_per_minute: u32,
     /// Passphrase attempts per minute on one instance, all addresses together.
     pub passphrase_per_instance_per_minute: u32,
+    /// OAuth client registrations per minute from one address on one instance.
+    pub registration_per_ip_per_minute: u32,
+    /// OAuth client registrations per minute on one instance.
+    pub registration_per_instance_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -26,6 +30,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             passphrase_per_ip_per_minute: 10,
             passphrase_per_instance_per_minute: 60,
+            registration_per_ip_per_minute: 10,
+            registration_per_instance_per_minute: 30,
         }
     }
 }
@@ -33,25 +39,32 @@ impl Default for LimitsConfig {
 /// Keys are dropped once their bucket is full again, when the table grows past this.
 const PRUNE_ABOVE: usize = 100_000;
 
-pub struct Limits {
+/// One kind of attempt, limited per address on an instance and per instance.
+struct Buckets {
+    what: &'static str,
     per_ip: DefaultKeyedRateLimiter<(String, IpAddr)>,
     per_instance: DefaultKeyedRateLimiter<String>,
+}
+
+pub struct Limits {
+    passphrase: Buckets,
+    registration: Buckets,
 }
 
 fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least one"))
 }
 
-impl Limits {
-    pub fn new(config: &LimitsConfig) -> Limits {
-        Limits {
-            per_ip: RateLimiter::keyed(per_minute(config.passphrase_per_ip_per_minute)),
-            per_instance: RateLimiter::keyed(per_minute(config.passphrase_per_instance_per_minute)),
+impl Buckets {
+    fn new(what: &'static str, per_ip: u32, per_instance: u32) -> Buckets {
+        Buckets {
+            what,
+            per_ip: RateLimiter::keyed(per_minute(per_ip)),
+            per_instance: RateLimiter::keyed(per_minute(per_instance)),
         }
     }
 
-    /// Counts one passphrase attempt on `domain` from `ip`, or says when to retry.
-    pub fn passphrase_attempt(&self, domain: &str, ip: IpAddr) -> Result<(), ApiError> {
+    fn attempt(&self, domain: &str, ip: IpAddr) -> Result<(), ApiError> {
         if self.per_ip.len() > PRUNE_ABOVE {
             self.per_ip.retain_recent();
         }
@@ -74,12 +87,40 @@ impl Limits {
                 let mut err = ApiError::new(
                     ErrorCode::TooManyRequests,
                     "too_many_requests",
-                    format!("too many passphrase attempts: try again in {secs} s"),
+                    format!("too many {}: try again in {secs} s", self.what),
                 );
                 err.retry_after = Some(secs.max(1));
                 Err(err)
             }
         }
+    }
+}
+
+impl Limits {
+    pub fn new(config: &LimitsConfig) -> Limits {
+        Limits {
+            passphrase: Buckets::new(
+                "passphrase attempts",
+                config.passphrase_per_ip_per_minute,
+                config.passphrase_per_instance_per_minute,
+            ),
+            registration: Buckets::new(
+                "client registrations",
+                config.registration_per_ip_per_minute,
+                config.registration_per_instance_per_minute,
+            ),
+        }
+    }
+
+    /// Counts one attempt at a secret (passphrase, two-factor code) on `domain` from `ip`, or
+    /// says when to retry.
+    pub fn passphrase_attempt(&self, domain: &str, ip: IpAddr) -> Result<(), ApiError> {
+        self.passphrase.attempt(domain, ip)
+    }
+
+    /// Counts one OAuth client registration.
+    pub fn registration(&self, domain: &str, ip: IpAddr) -> Result<(), ApiError> {
+        self.registration.attempt(domain, ip)
     }
 }
 
@@ -92,6 +133,7 @@ mod tests {
         let limits = Limits::new(&LimitsConfig {
             passphrase_per_ip_per_minute: 2,
             passphrase_per_instance_per_minute: 3,
+            ..LimitsConfig::default()
         });
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();

@@ -213,9 +213,124 @@ once if you lose your phone. They are shown only now.</p><ol>{items}</ol><p><a h
     )
 }
 
+pub fn message(title: &str, text: &str) -> String {
+    format!("<h1>{}</h1><p role=\"alert\">{}</p>", escape(title), escape(text))
+}
+
+/// A doctype as people call it.
+fn doctype_words(doctype: &str) -> String {
+    let known = match doctype.trim_end_matches(".*") {
+        "io.cozy.files" => "your files",
+        "io.cozy.contacts" => "your contacts",
+        "io.cozy.notes" => "your notes",
+        "io.cozy.bank" | "io.cozy.bank.operations" | "io.cozy.bank.accounts" => "your bank data",
+        "io.cozy.photos.albums" => "your photo albums",
+        "io.cozy.settings" => "your settings",
+        "io.cozy.sessions" => "your sessions",
+        "io.cozy.oauth.clients" => "the apps connected to your account",
+        "io.cozy.permissions" => "the permissions you gave",
+        "io.cozy.jobs" | "io.cozy.triggers" => "your background jobs",
+        "io.cozy.notifications" => "your notifications",
+        _ => "",
+    };
+    if known.is_empty() {
+        format!("your documents of type {doctype}")
+    } else {
+        known.to_string()
+    }
+}
+
+/// One permission rule of a scope (`type[:verbs[:values]]`) in plain words.
+pub fn rule_words(rule: &str) -> String {
+    let mut parts = rule.splitn(4, ':');
+    let doctype = parts.next().unwrap_or_default();
+    let verbs: Vec<&str> = match parts.next() {
+        None | Some("") | Some("ALL") => Vec::new(),
+        Some(list) => list.split(',').collect(),
+    };
+    let some = parts.next().is_some_and(|v| !v.is_empty());
+    let action = match verbs.as_slice() {
+        [] => "see, add, change and delete".to_string(),
+        ["GET"] => "see".to_string(),
+        other => {
+            let words: Vec<&str> = other
+                .iter()
+                .map(|v| match *v {
+                    "GET" => "see",
+                    "POST" => "add",
+                    "PUT" | "PATCH" => "change",
+                    "DELETE" => "delete",
+                    _ => "use",
+                })
+                .collect();
+            words.join(", ")
+        }
+    };
+    let what = doctype_words(doctype);
+    if some {
+        format!("{action} some of {what}")
+    } else {
+        format!("{action} {what}")
+    }
+}
+
+pub fn consent(
+    domain: &str,
+    csrf: &str,
+    client_name: &str,
+    client_uri: &str,
+    scope: &str,
+    hidden: &[(&str, &str)],
+) -> String {
+    let items: String = scope
+        .split_whitespace()
+        .map(|rule| {
+            format!(
+                "<li>{} <span class=\"note\">({})</span></li>",
+                escape(&rule_words(rule)),
+                escape(rule)
+            )
+        })
+        .collect();
+    let fields: String = hidden
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(k), escape(v)))
+        .collect();
+    let site = if client_uri.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"note\">{}</p>", escape(client_uri))
+    };
+    format!(
+        "<h1>Give {name} access to {domain}?</h1>{site}<p>{name} asks to:</p><ul>{items}</ul>\
+<p class=\"note\">You can take this access back at any time from your account.</p>\
+<form method=\"post\" action=\"/auth/authorize\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">{fields}\
+<button type=\"submit\" name=\"approve\" value=\"1\">Give access</button> \
+<button type=\"submit\" name=\"deny\" value=\"1\">Refuse</button></form>",
+        name = escape(client_name),
+        domain = escape(domain),
+        csrf = escape(csrf),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_scopes_in_plain_words() {
+        assert_eq!(rule_words("io.cozy.files:GET"), "see your files");
+        assert_eq!(
+            rule_words("io.cozy.contacts"),
+            "see, add, change and delete your contacts"
+        );
+        assert_eq!(rule_words("io.cozy.notes:GET,POST"), "see, add your notes");
+        assert_eq!(rule_words("io.cozy.bank.*:GET"), "see your bank data");
+        assert_eq!(
+            rule_words("com.example.todo:DELETE:id1"),
+            "delete some of your documents of type com.example.todo"
+        );
+    }
 
     #[test]
     fn test_pages_escape_what_they_show() {

@@ -72,10 +72,25 @@ impl Browser {
         form: Option<&[(&str, &str)]>,
         json: Option<&serde_json::Value>,
     ) -> Page {
+        self.send(method, path, &[], form, json).await
+    }
+
+    /// A request with extra headers (e.g. `Authorization`).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: Option<&[(&str, &str)]>,
+        json: Option<&serde_json::Value>,
+    ) -> Page {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
             .header(HOST, &self.domain);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
             req = req.header(reqwest::header::COOKIE, jar.join("; "));

@@ -24,6 +24,9 @@ pub enum AuthError {
     BadProof(String),
     #[error("invalid passphrase: {0}")]
     InvalidPassphrase(String),
+    /// An OAuth error with its RFC 6749/7591 name (`invalid_grant`, `invalid_client`, …).
+    #[error("{description}")]
+    OAuth { error: &'static str, description: String },
     #[error("cannot read or create the master key {path}: {source}")]
     MasterKey { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -34,7 +37,23 @@ pub enum AuthError {
     Corrupt(String),
 }
 
+impl AuthError {
+    pub fn oauth(error: &'static str, description: impl Into<String>) -> AuthError {
+        AuthError::OAuth {
+            error,
+            description: description.into(),
+        }
+    }
+}
+
 impl ServiceError for AuthError {
+    fn error_name(&self) -> &str {
+        match self {
+            AuthError::OAuth { error, .. } => error,
+            other => other.error_code().as_str(),
+        }
+    }
+
     fn error_code(&self) -> ErrorCode {
         match self {
             AuthError::UnknownDomain(_) => ErrorCode::NotFound,
@@ -48,6 +67,10 @@ impl ServiceError for AuthError {
             | AuthError::WrongSecondFactor
             | AuthError::NotOnboarded => ErrorCode::Unauthenticated,
             AuthError::BadProof(_) => ErrorCode::Forbidden,
+            AuthError::OAuth { error, .. } if matches!(*error, "invalid_client" | "invalid_token") => {
+                ErrorCode::Unauthenticated
+            }
+            AuthError::OAuth { .. } => ErrorCode::BadRequest,
             AuthError::MasterKey { .. } | AuthError::Storage(_) | AuthError::Events(_) | AuthError::Corrupt(_) => {
                 ErrorCode::Internal
             }

@@ -159,4 +159,61 @@ impl pb::auth_service_server::AuthService for AuthService {
         let sessions = self.list_sessions(&req.into_inner().domain).await?;
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
+
+    async fn register_client(
+        &self,
+        req: Request<pb::RegisterClientRequest>,
+    ) -> Result<Response<pb::ClientAnswer>, Status> {
+        let req = req.into_inner();
+        let json = self.register_client(&req.domain, &req.metadata_json).await?;
+        Ok(Response::new(pb::ClientAnswer { json }))
+    }
+
+    async fn manage_client(&self, req: Request<pb::ManageClientRequest>) -> Result<Response<pb::ClientAnswer>, Status> {
+        let json = self.manage_client(&req.into_inner()).await?;
+        Ok(Response::new(pb::ClientAnswer { json }))
+    }
+
+    async fn list_clients(
+        &self,
+        req: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        let clients = self.list_clients(&req.into_inner().domain).await?;
+        Ok(Response::new(pb::ListClientsResponse { clients }))
+    }
+
+    async fn revoke_client(
+        &self,
+        req: Request<pb::RevokeClientRequest>,
+    ) -> Result<Response<pb::RevokeClientResponse>, Status> {
+        let req = req.into_inner();
+        self.revoke_client(&req.domain, &req.client_id).await?;
+        Ok(Response::new(pb::RevokeClientResponse {}))
+    }
+
+    async fn check_authorization(
+        &self,
+        req: Request<pb::AuthorizationRequest>,
+    ) -> Result<Response<pb::ClientAnswer>, Status> {
+        let (_, client, scope) = self.check_authorization(&req.into_inner()).await?;
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&client.metadata).unwrap_or_default();
+        map.insert("client_id".into(), client.id.into());
+        map.insert("scope".into(), scope.into());
+        Ok(Response::new(pb::ClientAnswer {
+            json: serde_json::Value::Object(map).to_string(),
+        }))
+    }
+
+    async fn issue_code(
+        &self,
+        req: Request<pb::AuthorizationRequest>,
+    ) -> Result<Response<pb::IssueCodeResponse>, Status> {
+        let code = self.issue_code(&req.into_inner()).await?;
+        Ok(Response::new(pb::IssueCodeResponse { code }))
+    }
+
+    async fn exchange_token(&self, req: Request<pb::TokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
+        Ok(Response::new(self.exchange_token(&req.into_inner()).await?))
+    }
 }

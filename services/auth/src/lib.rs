@@ -12,6 +12,7 @@
 
 mod error;
 mod grpc;
+mod oauth;
 mod person;
 mod projection;
 mod scope;

@@ -80,17 +80,14 @@ impl AuthService {
         let record = self.lookup(domain).await?;
         let token = secret::random_token();
         let expires_at = token::now() + self.inner().config.onboarding_ttl_secs as i64;
-        self.append(
-            &record.id,
-            Some(record.clone()),
-            vec![NewEvent {
-                entity: "onboarding",
-                verb: "issued",
-                payload: Payload::OnboardingIssued(OnboardingIssued {
-                    token_sha256: hex::decode(secret::sha256_hex(&token)).expect("hex of a digest").into(),
-                    expires_at,
-                }),
-            }],
+        self.append_one(
+            &record,
+            "onboarding",
+            "issued",
+            Payload::OnboardingIssued(OnboardingIssued {
+                token_sha256: hex::decode(secret::sha256_hex(&token)).expect("hex of a digest").into(),
+                expires_at,
+            }),
         )
         .await?;
         tracing::info!(domain = %record.domain, instance = %record.id, "onboarding link issued");
@@ -284,18 +281,15 @@ impl AuthService {
         origin: &Origin,
         reason: &str,
     ) -> Result<(), AuthError> {
-        self.append(
-            &record.id,
-            Some(record.clone()),
-            vec![NewEvent {
-                entity: "login",
-                verb: "failed",
-                payload: Payload::LoginFailed(LoginFailed {
-                    remote_ip: clip(&origin.remote_ip, 64),
-                    user_agent: clip(&origin.user_agent, MAX_USER_AGENT),
-                    reason: reason.into(),
-                }),
-            }],
+        self.append_one(
+            record,
+            "login",
+            "failed",
+            Payload::LoginFailed(LoginFailed {
+                remote_ip: clip(&origin.remote_ip, 64),
+                user_agent: clip(&origin.user_agent, MAX_USER_AGENT),
+                reason: reason.into(),
+            }),
         )
         .await?;
         tracing::info!(domain = %record.domain, reason, "login failed");

@@ -1,15 +1,20 @@
-//! What each auth event changes in the instance and session tables. The live write path and
-//! the rebuild from the log apply the same function, so a rebuild gives the same tables.
+//! What each auth event changes in the auth tables. The live write path and the rebuild from
+//! the log apply the same function, so a rebuild gives the same tables.
+
+use std::collections::{BTreeMap, HashMap};
 
 use cocon_proto::events::v1::{Envelope, envelope::Payload};
 use cocon_storage::Batch;
 
-use crate::store::{BY_DOMAIN, INSTANCES, InstanceRecord, Onboarding, SESSIONS, SessionRecord, TwoFactor};
+use crate::store::{
+    BY_DOMAIN, CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES, InstanceRecord, Onboarding,
+    SESSIONS, SessionRecord, TwoFactor,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     PutInstance(InstanceRecord),
-    /// The instance and all its sessions.
+    /// The instance and everything of it.
     DeleteInstance {
         domain: String,
         id: String,
@@ -22,6 +27,76 @@ pub enum Change {
         instance: String,
         id: String,
     },
+    PutClient {
+        instance: String,
+        record: ClientRecord,
+    },
+    DeleteClient {
+        instance: String,
+        id: String,
+    },
+    PutCode {
+        instance: String,
+        record: CodeRecord,
+    },
+    DeleteCode {
+        instance: String,
+        sha256: String,
+    },
+    PutGrant {
+        instance: String,
+        record: GrantRecord,
+    },
+    DeleteGrant {
+        instance: String,
+        id: String,
+    },
+}
+
+/// The rows of the instance an event may depend on; the live path loads only what the event's
+/// kind needs ([`Needs`]).
+#[derive(Default)]
+pub struct Context {
+    pub sessions: Vec<SessionRecord>,
+    pub clients: Vec<ClientRecord>,
+    pub codes: Vec<CodeRecord>,
+    pub grants: Vec<GrantRecord>,
+}
+
+/// Which rows an event's projection reads.
+#[derive(Default, Clone, Copy)]
+pub struct Needs {
+    pub sessions: bool,
+    pub clients: bool,
+    pub codes: bool,
+    pub grants: bool,
+}
+
+pub fn needs(payload: &Payload) -> Needs {
+    match payload {
+        Payload::SessionCreated(_) => Needs {
+            sessions: true,
+            ..Needs::default()
+        },
+        Payload::ClientUpdated(_) => Needs {
+            clients: true,
+            ..Needs::default()
+        },
+        Payload::ClientRevoked(_) => Needs {
+            codes: true,
+            grants: true,
+            ..Needs::default()
+        },
+        Payload::CodeIssued(_) => Needs {
+            codes: true,
+            ..Needs::default()
+        },
+        Payload::TokensIssued(_) => Needs {
+            grants: true,
+            ..Needs::default()
+        },
+        _ => Needs::default(),
+    }
 }
 
 fn seconds(e: &Envelope) -> i64 {
@@ -29,8 +104,8 @@ fn seconds(e: &Envelope) -> i64 {
 }
 
 /// The changes `e` makes, given the instance's record before it (`None` before its creation)
-/// and its current sessions (only read for a new session: expired ones are dropped then).
-pub fn changes(current: Option<&InstanceRecord>, sessions: &[SessionRecord], e: &Envelope) -> Vec<Change> {
+/// and the rows it depends on.
+pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) -> Vec<Change> {
     let updated = |f: &dyn Fn(&mut InstanceRecord)| -> Vec<Change> {
         match current {
             Some(record) if record.id == e.instance => {
@@ -41,11 +116,13 @@ pub fn changes(current: Option<&InstanceRecord>, sessions: &[SessionRecord], e: 
             _ => Vec::new(),
         }
     };
+    let instance = || e.instance.clone();
+    let now = seconds(e);
     match &e.payload {
         Some(Payload::InstanceCreated(c)) => vec![Change::PutInstance(InstanceRecord {
             id: e.instance.clone(),
             domain: c.domain.clone(),
-            created_at: seconds(e),
+            created_at: now,
             passphrase: None,
             kdf_iterations: 0,
             onboarding: None,
@@ -87,7 +164,6 @@ pub fn changes(current: Option<&InstanceRecord>, sessions: &[SessionRecord], e: 
             r.two_factor_proposed = None;
         }),
         Some(Payload::SessionCreated(s)) => {
-            let now = seconds(e);
             // A second factor is spent: the TOTP step cannot be replayed, the recovery code is gone.
             let mut out = match s.second_factor.as_str() {
                 "" => Vec::new(),
@@ -100,16 +176,16 @@ pub fn changes(current: Option<&InstanceRecord>, sessions: &[SessionRecord], e: 
                 }),
             };
             out.extend(
-                sessions
+                ctx.sessions
                     .iter()
                     .filter(|old| old.expires_at <= now)
                     .map(|old| Change::DeleteSession {
-                        instance: e.instance.clone(),
+                        instance: instance(),
                         id: old.id.clone(),
                     }),
             );
             out.push(Change::PutSession {
-                instance: e.instance.clone(),
+                instance: instance(),
                 record: SessionRecord {
                     id: s.session_id.clone(),
                     created_at: now,
@@ -122,46 +198,159 @@ pub fn changes(current: Option<&InstanceRecord>, sessions: &[SessionRecord], e: 
             out
         }
         Some(Payload::SessionEnded(s)) => vec![Change::DeleteSession {
-            instance: e.instance.clone(),
+            instance: instance(),
             id: s.session_id.clone(),
+        }],
+        Some(Payload::ClientRegistered(c)) => vec![Change::PutClient {
+            instance: instance(),
+            record: ClientRecord {
+                id: c.client_id.clone(),
+                public: c.public,
+                secret_sha256: hex::encode(&c.client_secret_sha256),
+                registration_sha256: hex::encode(&c.registration_token_sha256),
+                metadata: c.metadata_json.clone(),
+                created_at: now,
+            },
+        }],
+        Some(Payload::ClientUpdated(c)) => ctx
+            .clients
+            .iter()
+            .filter(|old| old.id == c.client_id)
+            .map(|old| Change::PutClient {
+                instance: instance(),
+                record: ClientRecord {
+                    metadata: c.metadata_json.clone(),
+                    ..old.clone()
+                },
+            })
+            .collect(),
+        Some(Payload::ClientRevoked(c)) => {
+            let mut out = vec![Change::DeleteClient {
+                instance: instance(),
+                id: c.client_id.clone(),
+            }];
+            out.extend(
+                ctx.grants
+                    .iter()
+                    .filter(|g| g.client_id == c.client_id)
+                    .map(|g| Change::DeleteGrant {
+                        instance: instance(),
+                        id: g.id.clone(),
+                    }),
+            );
+            out.extend(
+                ctx.codes
+                    .iter()
+                    .filter(|code| code.client_id == c.client_id)
+                    .map(|code| Change::DeleteCode {
+                        instance: instance(),
+                        sha256: code.sha256.clone(),
+                    }),
+            );
+            out
+        }
+        Some(Payload::CodeIssued(c)) => {
+            let mut out: Vec<Change> = ctx
+                .codes
+                .iter()
+                .filter(|old| old.expires_at <= now)
+                .map(|old| Change::DeleteCode {
+                    instance: instance(),
+                    sha256: old.sha256.clone(),
+                })
+                .collect();
+            out.push(Change::PutCode {
+                instance: instance(),
+                record: CodeRecord {
+                    sha256: hex::encode(&c.code_sha256),
+                    client_id: c.client_id.clone(),
+                    scope: c.scope.clone(),
+                    redirect_uri: c.redirect_uri.clone(),
+                    code_challenge: c.code_challenge.clone(),
+                    expires_at: c.expires_at,
+                },
+            });
+            out
+        }
+        Some(Payload::TokensIssued(t)) => {
+            let mut out = Vec::new();
+            if !t.code_sha256.is_empty() {
+                out.push(Change::DeleteCode {
+                    instance: instance(),
+                    sha256: hex::encode(&t.code_sha256),
+                });
+            }
+            let created_at = ctx
+                .grants
+                .iter()
+                .find(|g| g.id == t.grant_id)
+                .map_or(now, |g| g.created_at);
+            out.push(Change::PutGrant {
+                instance: instance(),
+                record: GrantRecord {
+                    id: t.grant_id.clone(),
+                    client_id: t.client_id.clone(),
+                    scope: t.scope.clone(),
+                    generation: t.generation,
+                    refresh_sha256: hex::encode(&t.refresh_token_sha256),
+                    created_at,
+                },
+            });
+            out
+        }
+        Some(Payload::GrantRevoked(g)) => vec![Change::DeleteGrant {
+            instance: instance(),
+            id: g.grant_id.clone(),
         }],
         Some(Payload::LoginFailed(_)) | Some(Payload::DocumentChanged(_)) | None => Vec::new(),
     }
 }
 
+fn json<T: serde::Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).expect("records serialise")
+}
+
 /// Writes one change into a batch.
 pub fn write(batch: &mut Batch, change: &Change) {
+    let key = |s: &str| s.as_bytes().to_vec();
     match change {
-        Change::PutInstance(record) => {
-            let json = serde_json::to_vec(record).expect("records serialise");
-            batch.put(INSTANCES, BY_DOMAIN, record.domain.as_bytes().to_vec(), json);
-        }
+        Change::PutInstance(record) => batch.put(INSTANCES, BY_DOMAIN, key(&record.domain), json(record)),
         Change::DeleteInstance { domain, id } => {
-            batch.delete(INSTANCES, BY_DOMAIN, domain.as_bytes().to_vec());
-            batch.delete_partition(SESSIONS, id.as_bytes().to_vec());
+            batch.delete(INSTANCES, BY_DOMAIN, key(domain));
+            for table in [SESSIONS, CLIENTS, CODES, GRANTS] {
+                batch.delete_partition(table, key(id));
+            }
         }
-        Change::PutSession { instance, record } => {
-            let json = serde_json::to_vec(record).expect("records serialise");
-            batch.put(
-                SESSIONS,
-                instance.as_bytes().to_vec(),
-                record.id.as_bytes().to_vec(),
-                json,
-            );
-        }
-        Change::DeleteSession { instance, id } => {
-            batch.delete(SESSIONS, instance.as_bytes().to_vec(), id.as_bytes().to_vec());
-        }
+        Change::PutSession { instance, record } => batch.put(SESSIONS, key(instance), key(&record.id), json(record)),
+        Change::DeleteSession { instance, id } => batch.delete(SESSIONS, key(instance), key(id)),
+        Change::PutClient { instance, record } => batch.put(CLIENTS, key(instance), key(&record.id), json(record)),
+        Change::DeleteClient { instance, id } => batch.delete(CLIENTS, key(instance), key(id)),
+        Change::PutCode { instance, record } => batch.put(CODES, key(instance), key(&record.sha256), json(record)),
+        Change::DeleteCode { instance, sha256 } => batch.delete(CODES, key(instance), key(sha256)),
+        Change::PutGrant { instance, record } => batch.put(GRANTS, key(instance), key(&record.id), json(record)),
+        Change::DeleteGrant { instance, id } => batch.delete(GRANTS, key(instance), key(id)),
     }
 }
+
+type Rows<T> = BTreeMap<String, BTreeMap<String, T>>;
 
 /// The tables in memory, for a rebuild: changes applied in event order.
 #[derive(Default)]
 pub struct Tables {
-    pub instances: std::collections::BTreeMap<String, InstanceRecord>,
-    pub sessions: std::collections::BTreeMap<String, std::collections::BTreeMap<String, SessionRecord>>,
+    pub instances: BTreeMap<String, InstanceRecord>,
+    pub sessions: Rows<SessionRecord>,
+    pub clients: Rows<ClientRecord>,
+    pub codes: Rows<CodeRecord>,
+    pub grants: Rows<GrantRecord>,
     /// Instance id → domain.
-    domains: std::collections::HashMap<String, String>,
+    domains: HashMap<String, String>,
+}
+
+fn rows<T: Clone>(table: &Rows<T>, instance: &str) -> Vec<T> {
+    table
+        .get(instance)
+        .map(|r| r.values().cloned().collect())
+        .unwrap_or_default()
 }
 
 impl Tables {
@@ -171,15 +360,30 @@ impl Tables {
             .get(&e.instance)
             .and_then(|domain| self.instances.get(domain))
             .cloned();
-        let sessions: Vec<SessionRecord> = match &e.payload {
-            Some(Payload::SessionCreated(_)) => self
-                .sessions
-                .get(&e.instance)
-                .map(|s| s.values().cloned().collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
+        let needs = e.payload.as_ref().map(needs).unwrap_or_default();
+        let ctx = Context {
+            sessions: if needs.sessions {
+                rows(&self.sessions, &e.instance)
+            } else {
+                Vec::new()
+            },
+            clients: if needs.clients {
+                rows(&self.clients, &e.instance)
+            } else {
+                Vec::new()
+            },
+            codes: if needs.codes {
+                rows(&self.codes, &e.instance)
+            } else {
+                Vec::new()
+            },
+            grants: if needs.grants {
+                rows(&self.grants, &e.instance)
+            } else {
+                Vec::new()
+            },
         };
-        for change in changes(current.as_ref(), &sessions, e) {
+        for change in changes(current.as_ref(), &ctx, e) {
             match change {
                 Change::PutInstance(record) => {
                     self.domains.insert(record.id.clone(), record.domain.clone());
@@ -189,6 +393,9 @@ impl Tables {
                     self.instances.remove(&domain);
                     self.domains.remove(&id);
                     self.sessions.remove(&id);
+                    self.clients.remove(&id);
+                    self.codes.remove(&id);
+                    self.grants.remove(&id);
                 }
                 Change::PutSession { instance, record } => {
                     self.sessions
@@ -196,12 +403,62 @@ impl Tables {
                         .or_default()
                         .insert(record.id.clone(), record);
                 }
-                Change::DeleteSession { instance, id } => {
-                    if let Some(s) = self.sessions.get_mut(&instance) {
-                        s.remove(&id);
-                    }
+                Change::DeleteSession { instance, id } => remove(&mut self.sessions, &instance, &id),
+                Change::PutClient { instance, record } => {
+                    self.clients
+                        .entry(instance)
+                        .or_default()
+                        .insert(record.id.clone(), record);
                 }
+                Change::DeleteClient { instance, id } => remove(&mut self.clients, &instance, &id),
+                Change::PutCode { instance, record } => {
+                    self.codes
+                        .entry(instance)
+                        .or_default()
+                        .insert(record.sha256.clone(), record);
+                }
+                Change::DeleteCode { instance, sha256 } => remove(&mut self.codes, &instance, &sha256),
+                Change::PutGrant { instance, record } => {
+                    self.grants
+                        .entry(instance)
+                        .or_default()
+                        .insert(record.id.clone(), record);
+                }
+                Change::DeleteGrant { instance, id } => remove(&mut self.grants, &instance, &id),
             }
         }
+    }
+
+    /// Every row, as changes to write.
+    pub fn into_changes(self) -> impl Iterator<Item = Change> {
+        fn flat<T>(rows: Rows<T>, put: fn(String, T) -> Change) -> impl Iterator<Item = Change> {
+            rows.into_iter()
+                .flat_map(move |(instance, rs)| rs.into_values().map(move |r| put(instance.clone(), r)))
+        }
+        self.instances
+            .into_values()
+            .map(Change::PutInstance)
+            .chain(flat(self.sessions, |instance, record| Change::PutSession {
+                instance,
+                record,
+            }))
+            .chain(flat(self.clients, |instance, record| Change::PutClient {
+                instance,
+                record,
+            }))
+            .chain(flat(self.codes, |instance, record| Change::PutCode {
+                instance,
+                record,
+            }))
+            .chain(flat(self.grants, |instance, record| Change::PutGrant {
+                instance,
+                record,
+            }))
+    }
+}
+
+fn remove<T>(table: &mut Rows<T>, instance: &str, id: &str) {
+    if let Some(rows) = table.get_mut(instance) {
+        rows.remove(id);
     }
 }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::projection::{self, Tables};
-use crate::store::{BY_DOMAIN, EVENTS, INSTANCES, InstanceRecord, OUTBOX, PROJECTIONS, SESSIONS, SessionRecord};
+use crate::store::{
+    BY_DOMAIN, CLIENTS, CODES, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PROJECTIONS, SESSIONS, SessionRecord,
+};
 use crate::token::{self, Claims};
 use crate::{AuthError, parse_scope};
 
@@ -24,6 +26,8 @@ pub struct Config {
     /// The master key that per-instance secrets derive from. Default: `<data_dir>/secrets/master.key`,
     /// created (mode 0600) at first start.
     pub master_key_file: Option<PathBuf>,
+    /// Lifetime of OAuth access tokens, in seconds (refresh tokens last until revoked).
+    pub access_token_ttl_secs: u64,
     /// How long an onboarding link stays valid, in seconds.
     pub onboarding_ttl_secs: u64,
     /// Lifetime of a session opened without "remember me", in seconds (the cookie also ends
@@ -41,6 +45,7 @@ impl Default for Config {
             token_ttl_secs: 24 * 3600,
             max_token_ttl_secs: 365 * 24 * 3600,
             master_key_file: None,
+            access_token_ttl_secs: 3600,
             onboarding_ttl_secs: 7 * 24 * 3600,
             session_ttl_secs: 24 * 3600,
             long_session_ttl_secs: 30 * 24 * 3600,
@@ -189,6 +194,89 @@ impl AuthService {
         }
     }
 
+    /// The rows the projection of `events` reads.
+    async fn context(&self, instance: &str, events: &[NewEvent]) -> Result<projection::Context, AuthError> {
+        let mut needs = projection::Needs::default();
+        for e in events {
+            let n = projection::needs(&e.payload);
+            needs.sessions |= n.sessions;
+            needs.clients |= n.clients;
+            needs.codes |= n.codes;
+            needs.grants |= n.grants;
+        }
+        Ok(projection::Context {
+            sessions: if needs.sessions {
+                self.sessions(instance).await?
+            } else {
+                Vec::new()
+            },
+            clients: if needs.clients {
+                self.rows(CLIENTS, instance).await?
+            } else {
+                Vec::new()
+            },
+            codes: if needs.codes {
+                self.rows(CODES, instance).await?
+            } else {
+                Vec::new()
+            },
+            grants: if needs.grants {
+                self.rows(GRANTS, instance).await?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Every row of an instance in one of its tables.
+    pub(crate) async fn rows<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        instance: &str,
+    ) -> Result<Vec<T>, AuthError> {
+        let rows = self
+            .inner
+            .store
+            .scan(table, instance.as_bytes(), ScanRange::all())
+            .await?;
+        rows.iter()
+            .map(|r| serde_json::from_slice(&r.value).map_err(|e| AuthError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// One row of an instance.
+    pub(crate) async fn row<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        instance: &str,
+        key: &str,
+    ) -> Result<Option<T>, AuthError> {
+        match self.inner.store.get(table, instance.as_bytes(), key.as_bytes()).await? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| AuthError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends one event of an existing instance (the caller holds its writer lock).
+    pub(crate) async fn append_one(
+        &self,
+        record: &InstanceRecord,
+        entity: &'static str,
+        verb: &'static str,
+        payload: Payload,
+    ) -> Result<Envelope, AuthError> {
+        let mut envelopes = self
+            .append(
+                &record.id,
+                Some(record.clone()),
+                vec![NewEvent { entity, verb, payload }],
+            )
+            .await?;
+        Ok(envelopes.remove(0))
+    }
+
     /// Appends events of one instance and their projection in one atomic batch. The caller
     /// holds the instance's stripe (or the lifecycle lock for a new instance); `current` is the
     /// instance's record before the first event.
@@ -200,12 +288,7 @@ impl AuthService {
     ) -> Result<Vec<Envelope>, AuthError> {
         let log = &self.inner.log;
         let first = log.next_seq(instance).await?;
-        let needs_sessions = events.iter().any(|e| matches!(e.payload, Payload::SessionCreated(_)));
-        let mut sessions = if needs_sessions {
-            self.sessions(instance).await?
-        } else {
-            Vec::new()
-        };
+        let mut ctx = self.context(instance, &events).await?;
         let mut current = current;
         let mut batch = Batch::new();
         let mut appended = Appended::default();
@@ -228,13 +311,26 @@ impl AuthService {
                 payload: Some(event.payload),
             };
             log.append(&mut batch, &mut appended, &envelope);
-            for change in projection::changes(current.as_ref(), &sessions, &envelope) {
+            for change in projection::changes(current.as_ref(), &ctx, &envelope) {
                 projection::write(&mut batch, &change);
+                use projection::Change as C;
                 match change {
-                    projection::Change::PutInstance(record) => current = Some(record),
-                    projection::Change::DeleteInstance { .. } => current = None,
-                    projection::Change::PutSession { record, .. } => sessions.push(record),
-                    projection::Change::DeleteSession { id, .. } => sessions.retain(|s| s.id != id),
+                    C::PutInstance(record) => current = Some(record),
+                    C::DeleteInstance { .. } => current = None,
+                    C::PutSession { record, .. } => ctx.sessions.push(record),
+                    C::DeleteSession { id, .. } => ctx.sessions.retain(|s| s.id != id),
+                    C::PutClient { record, .. } => {
+                        ctx.clients.retain(|c| c.id != record.id);
+                        ctx.clients.push(record);
+                    }
+                    C::DeleteClient { id, .. } => ctx.clients.retain(|c| c.id != id),
+                    C::PutCode { record, .. } => ctx.codes.push(record),
+                    C::DeleteCode { sha256, .. } => ctx.codes.retain(|c| c.sha256 != sha256),
+                    C::PutGrant { record, .. } => {
+                        ctx.grants.retain(|g| g.id != record.id);
+                        ctx.grants.push(record);
+                    }
+                    C::DeleteGrant { id, .. } => ctx.grants.retain(|g| g.id != id),
                 }
             }
             envelopes.push(envelope);
@@ -283,16 +379,13 @@ impl AuthService {
         let _guard = self.inner.lifecycle.lock().await;
         let record = self.lookup(domain).await?;
         let _writer = self.stripe(&record.id).lock().await;
-        self.append(
-            &record.id,
-            Some(record.clone()),
-            vec![NewEvent {
-                entity: "instance",
-                verb: "destroyed",
-                payload: Payload::InstanceDestroyed(InstanceDestroyed {
-                    domain: record.domain.clone(),
-                }),
-            }],
+        self.append_one(
+            &record,
+            "instance",
+            "destroyed",
+            Payload::InstanceDestroyed(InstanceDestroyed {
+                domain: record.domain.clone(),
+            }),
         )
         .await?;
         tracing::info!(domain = %record.domain, instance = %record.id, "instance destroyed");
@@ -321,6 +414,8 @@ impl AuthService {
             scope: scope.split_whitespace().collect::<Vec<_>>().join(" "),
             iat,
             exp: iat + ttl as i64,
+            client_id: String::new(),
+            grant: String::new(),
         };
         let secret = token::instance_secret(&self.inner.master_key, &record.id);
         Ok((token::issue(&secret, &claims)?, claims.exp))
@@ -350,6 +445,9 @@ impl AuthService {
         if claims.sub != record.id {
             return Err(AuthError::InvalidToken("the token belongs to another instance".into()));
         }
+        if claims.aud == token::ACCESS {
+            self.check_grant(&record.id, &claims).await?;
+        }
         let rules = parse_scope(&claims.scope)
             .map_err(|_| AuthError::InvalidToken("the token's scope is malformed".into()))?
             .into_iter()
@@ -366,6 +464,7 @@ impl AuthService {
             authenticated: true,
             expires_at: claims.exp,
             session_id,
+            client_id: claims.client_id,
         })
     }
 
@@ -393,19 +492,7 @@ impl AuthService {
             store.clear_table(table).await?;
         }
         let mut batch = Batch::new();
-        let changes = tables
-            .instances
-            .into_values()
-            .map(projection::Change::PutInstance)
-            .chain(tables.sessions.into_iter().flat_map(|(instance, sessions)| {
-                sessions
-                    .into_values()
-                    .map(move |record| projection::Change::PutSession {
-                        instance: instance.clone(),
-                        record,
-                    })
-            }));
-        for change in changes {
+        for change in tables.into_changes() {
             projection::write(&mut batch, &change);
             if batch.len() >= 1000 {
                 store.apply(std::mem::take(&mut batch)).await?;

@@ -10,8 +10,15 @@ pub const INSTANCES: &str = "auth.instances";
 /// Projection: partition = instance id, sort = session id → [`SessionRecord`]. Ended sessions
 /// are deleted; expired ones are refused on use and dropped by the next logout or rebuild.
 pub const SESSIONS: &str = "auth.sessions";
+/// Projection: partition = instance id, sort = client id → [`ClientRecord`].
+pub const CLIENTS: &str = "auth.clients";
+/// Projection: partition = instance id, sort = SHA-256 of the code (hex) → [`CodeRecord`].
+/// Spent codes are deleted; expired ones are dropped when the next code is issued.
+pub const CODES: &str = "auth.codes";
+/// Projection: partition = instance id, sort = grant id → [`GrantRecord`].
+pub const GRANTS: &str = "auth.grants";
 /// Projection tables, cleared by a rebuild.
-pub const PROJECTIONS: [&str; 2] = [INSTANCES, SESSIONS];
+pub const PROJECTIONS: [&str; 5] = [INSTANCES, SESSIONS, CLIENTS, CODES, GRANTS];
 
 pub const BY_DOMAIN: &[u8] = b"by_domain";
 
@@ -68,4 +75,41 @@ pub struct SessionRecord {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// An OAuth client of one instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub id: String,
+    pub public: bool,
+    /// SHA-256 of the client secret, hex (empty for public clients).
+    pub secret_sha256: String,
+    /// SHA-256 of the registration access token, hex.
+    pub registration_sha256: String,
+    /// The client's metadata as it registered it (JSON text).
+    pub metadata: String,
+    pub created_at: i64,
+}
+
+/// An authorization code waiting for its exchange.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CodeRecord {
+    pub sha256: String,
+    pub client_id: String,
+    pub scope: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub expires_at: i64,
+}
+
+/// What the person granted a client, with its current refresh token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub generation: u32,
+    /// SHA-256 of the current refresh token, hex.
+    pub refresh_sha256: String,
+    pub created_at: i64,
 }

@@ -10,7 +10,11 @@ use sha2::Sha256;
 
 use crate::AuthError;
 
+/// Audiences the admin API mints.
 pub const AUDIENCES: [&str; 1] = ["cli"];
+/// Audiences accepted as bearer tokens: `cli` (operator-minted) and `access` (OAuth clients).
+const BEARER_AUDIENCES: [&str; 2] = ["cli", ACCESS];
+pub const ACCESS: &str = "access";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -20,6 +24,11 @@ pub struct Claims {
     pub scope: String,
     pub iat: i64,
     pub exp: i64,
+    /// The OAuth client and grant of an `access` token: revoking either ends the token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub grant: String,
 }
 
 pub fn now() -> i64 {
@@ -47,7 +56,7 @@ pub fn issue(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
 
 pub fn verify(secret: &[u8], token: &str, domain: &str) -> Result<Claims, AuthError> {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_audience(&AUDIENCES);
+    validation.set_audience(&BEARER_AUDIENCES);
     validation.set_issuer(&[domain]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = 0;
@@ -122,6 +131,8 @@ mod tests {
             scope: "io.cozy.notes".into(),
             iat: now(),
             exp,
+            client_id: String::new(),
+            grant: String::new(),
         }
     }
 

@@ -8,7 +8,6 @@ use totp_rs::{Algorithm, TOTP};
 
 use crate::person::Origin;
 use crate::secret;
-use crate::service::NewEvent;
 use crate::store::InstanceRecord;
 use crate::token;
 use crate::{AuthError, AuthService};
@@ -104,16 +103,13 @@ impl AuthService {
         let bytes: [u8; 20] = rand::random();
         let totp = totp(bytes.to_vec(), &record.domain)?;
         let sealed = secret::seal(&self.inner().master_key, &record.id, &bytes);
-        self.append(
-            &record.id,
-            Some(record.clone()),
-            vec![NewEvent {
-                entity: "twofactor",
-                verb: "proposed",
-                payload: Payload::TwoFactorProposed(TwoFactorProposed {
-                    sealed_secret: sealed.into(),
-                }),
-            }],
+        self.append_one(
+            &record,
+            "twofactor",
+            "proposed",
+            Payload::TwoFactorProposed(TwoFactorProposed {
+                sealed_secret: sealed.into(),
+            }),
         )
         .await?;
         Ok(pb::ProposeTwoFactorResponse {
@@ -145,17 +141,14 @@ impl AuthService {
                     .into()
             })
             .collect();
-        self.append(
-            &record.id,
-            Some(record.clone()),
-            vec![NewEvent {
-                entity: "twofactor",
-                verb: "enabled",
-                payload: Payload::TwoFactorEnabled(TwoFactorEnabled {
-                    recovery_code_sha256: hashes,
-                    totp_step: step,
-                }),
-            }],
+        self.append_one(
+            &record,
+            "twofactor",
+            "enabled",
+            Payload::TwoFactorEnabled(TwoFactorEnabled {
+                recovery_code_sha256: hashes,
+                totp_step: step,
+            }),
         )
         .await?;
         tracing::info!(domain = %record.domain, "two-factor enabled");
@@ -174,14 +167,11 @@ impl AuthService {
         }
         let _writer = self.stripe(&record.id).lock().await;
         let record = self.lookup(domain).await?;
-        self.append(
-            &record.id,
-            Some(record.clone()),
-            vec![NewEvent {
-                entity: "twofactor",
-                verb: "disabled",
-                payload: Payload::TwoFactorDisabled(TwoFactorDisabled {}),
-            }],
+        self.append_one(
+            &record,
+            "twofactor",
+            "disabled",
+            Payload::TwoFactorDisabled(TwoFactorDisabled {}),
         )
         .await?;
         tracing::info!(domain = %record.domain, "two-factor disabled");

@@ -98,6 +98,44 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         auth.login_two_factor(&second, &Origin::default()).await.is_err(),
         "a recovery code works once"
     );
+    // a connects an OAuth client: a code, its exchange, a refresh; a second code is left waiting.
+    let client: serde_json::Value = serde_json::from_str(
+        &auth
+            .register_client(
+                "a.test",
+                r#"{"redirect_uris":["https://app.example/cb"],"client_name":"App","software_id":"app"}"#,
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let authorization = pb::AuthorizationRequest {
+        domain: "a.test".into(),
+        client_id: client["client_id"].as_str().unwrap().into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scope: "io.cozy.notes".into(),
+        ..Default::default()
+    };
+    let exchange = |grant_type: &str, code: &str, refresh: &str| pb::TokenRequest {
+        domain: "a.test".into(),
+        grant_type: grant_type.into(),
+        code: code.into(),
+        redirect_uri: "https://app.example/cb".into(),
+        client_id: client["client_id"].as_str().unwrap().into(),
+        client_secret: client["client_secret"].as_str().unwrap().into(),
+        refresh_token: refresh.into(),
+        ..Default::default()
+    };
+    let code = auth.issue_code(&authorization).await.unwrap();
+    let tokens = auth
+        .exchange_token(&exchange("authorization_code", &code, ""))
+        .await
+        .unwrap();
+    auth.exchange_token(&exchange("refresh_token", "", &tokens.refresh_token))
+        .await
+        .unwrap();
+    auth.issue_code(&authorization).await.unwrap();
+
     auth.destroy_instance("gone.test").await.unwrap();
     auth.create_instance("gone.test").await.unwrap();
     auth.issue_onboarding("gone.test").await.unwrap();
@@ -107,13 +145,23 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     assert_eq!(instances.len(), 3);
     assert_eq!(sessions.len(), 4, "a's onboarding and kept sessions, b's two");
 
+    let oauth_tables = ["auth.clients", "auth.codes", "auth.grants"];
+    let mut oauth = Vec::new();
+    for name in oauth_tables {
+        oauth.push(table(&store, name).await);
+    }
+    assert_eq!(oauth.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+
     let replayed = AuthService::rebuild_projections(store.clone()).await.unwrap();
     // Per domain: created, onboarding issued, passphrase set, session created; then two logins,
-    // a failed one, a logout; two-factor proposed, enabled, a login and a failed one; a
-    // destruction, a creation and an onboarding link.
-    assert_eq!(replayed, 3 * 4 + 4 + 4 + 3);
+    // a failed one, a logout; two-factor proposed, enabled, a login and a failed one; a client
+    // registered, two codes and two token issues; a destruction, a creation and an onboarding link.
+    assert_eq!(replayed, 3 * 4 + 4 + 4 + 5 + 3);
     assert_eq!(table(&store, "auth.instances").await, instances);
     assert_eq!(table(&store, "auth.sessions").await, sessions);
+    for (name, rows) in oauth_tables.into_iter().zip(oauth) {
+        assert_eq!(table(&store, name).await, rows, "{name}");
+    }
 
     // The passphrase (sealed in its event) and the sessions still work after the rebuild.
     let listed = auth.list_sessions("a.test").await.unwrap();
