@@ -16,6 +16,8 @@ use crate::{ApiError, State};
 pub struct Caller {
     pub instance: String,
     rules: Vec<pb::Rule>,
+    /// The OAuth client of an access token; empty for CLI tokens.
+    pub client: String,
 }
 
 /// What a request touches.
@@ -116,6 +118,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         return Ok(Caller {
             instance: hit.instance.clone(),
             rules: hit.rules.clone(),
+            client: hit.client.clone(),
         });
     }
     let answer = state
@@ -165,6 +168,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
     Ok(Caller {
         instance,
         rules: answer.rules,
+        client: answer.client_id,
     })
 }
 
@@ -194,6 +198,10 @@ fn verb_of(method: &Method) -> &str {
 }
 
 impl Caller {
+    pub fn rules(&self) -> &[pb::Rule] {
+        &self.rules
+    }
+
     /// Whether one of the token's rules allows `method` on `access`. Rules limited to some
     /// documents never allow whole-doctype routes (listings, queries, changes), as cozy-stack.
     pub fn check(&self, method: &Method, access: &Access<'_>) -> Result<(), ApiError> {
@@ -235,6 +243,7 @@ mod tests {
     #[test]
     fn test_scope_checks() {
         let caller = Caller {
+            client: String::new(),
             instance: "i".into(),
             rules: vec![
                 rule("io.cozy.notes", &["GET"], &[]),

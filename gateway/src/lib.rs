@@ -17,6 +17,7 @@ mod limits;
 mod login;
 mod metrics_layer;
 mod oauth;
+mod permissions;
 mod person;
 mod settings;
 mod twofactor;
@@ -124,6 +125,7 @@ impl Gateway {
             .merge(settings::routes())
             .merge(twofactor::routes())
             .merge(oauth::routes())
+            .merge(permissions::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {

@@ -369,6 +369,29 @@ async fn test_code_flow_with_pkce_refresh_rotation_and_revocation() {
         with_bearer(&mut anyone, Method::GET, "/settings/clients", &access, None).await,
         403
     );
+    // The token says what it may do, as cozy-stack's /permissions/self.
+    let auth = format!("Bearer {access}");
+    let me = anyone
+        .send(
+            Method::GET,
+            "/permissions/self",
+            &[("authorization", &auth)],
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(me.status, 200);
+    let me = me.json();
+    assert_eq!(me["data"]["attributes"]["type"], "oauth");
+    assert_eq!(
+        me["data"]["attributes"]["source_id"],
+        format!("io.cozy.oauth.clients/{id}")
+    );
+    assert_eq!(
+        me["data"]["attributes"]["permissions"]["rule1"],
+        json!({"type": "io.cozy.contacts", "verbs": ["GET"]})
+    );
+    assert_eq!(anyone.get("/permissions/self").await.status, 401);
     // Another instance does not know it.
     let _bob = onboard(&cocon, "bob.test", PASS).await;
     let mut at_bob = Browser::new(&cocon.http, "bob.test");
