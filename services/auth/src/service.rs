@@ -170,28 +170,11 @@ impl AuthService {
     }
 
     pub(crate) async fn sessions(&self, instance: &str) -> Result<Vec<SessionRecord>, AuthError> {
-        let rows = self
-            .inner
-            .store
-            .scan(SESSIONS, instance.as_bytes(), ScanRange::all())
-            .await?;
-        rows.iter()
-            .map(|r| serde_json::from_slice(&r.value).map_err(|e| AuthError::Corrupt(e.to_string())))
-            .collect()
+        self.rows(SESSIONS, instance).await
     }
 
     pub(crate) async fn session(&self, instance: &str, id: &str) -> Result<Option<SessionRecord>, AuthError> {
-        match self
-            .inner
-            .store
-            .get(SESSIONS, instance.as_bytes(), id.as_bytes())
-            .await?
-        {
-            Some(raw) => serde_json::from_slice(&raw)
-                .map(Some)
-                .map_err(|e| AuthError::Corrupt(e.to_string())),
-            None => Ok(None),
-        }
+        self.row(SESSIONS, instance, id).await
     }
 
     /// The rows the projection of `events` reads.

@@ -1,0 +1,101 @@
+"""The person's pages in a real browser (headless Chromium through Selenium): onboarding,
+sign-out, a wrong then a right passphrase, two-factor set-up from the QR page, and a login in
+two steps. Chromium resolves *.localhost to this machine, so the instance's domain is the host.
+
+Usage: login_flow.py ONBOARDING_URL
+Prints one JSON line with what it saw; exits non-zero on anything unexpected.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import struct
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+onboarding_url = sys.argv[1]
+origin = onboarding_url.split("/auth/")[0]
+passphrase = "correct horse battery staple"
+
+
+def check(condition, what):
+    if not condition:
+        sys.exit(f"unexpected: {what}\n--- page ---\n{driver.page_source[:3000]}")
+
+
+def totp(secret_b32, at):
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    digest = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    code = (struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
+    return f"{code:06d}"
+
+
+def click_and_wait(button):
+    # The click returns before the next page loads: wait until the old page is gone.
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+
+
+def submit_form(action, fields):
+    form = driver.find_element(By.CSS_SELECTOR, f'form[action="{action}"]')
+    for name, value in fields.items():
+        box = form.find_element(By.NAME, name)
+        box.clear()
+        box.send_keys(value)
+    click_and_wait(form.find_element(By.CSS_SELECTOR, 'button[type="submit"]'))
+
+
+options = webdriver.ChromeOptions()
+for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]:
+    options.add_argument(flag)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+driver.set_page_load_timeout(30)
+seen = {}
+try:
+    driver.get(onboarding_url)
+    submit_form("/auth/onboarding", {"password": passphrase, "password2": passphrase})
+    check("You are signed in" in driver.page_source, "home after onboarding")
+    cookie = driver.get_cookie("cozysessid")
+    check(cookie and cookie["httpOnly"] and cookie.get("sameSite") == "Lax", f"session cookie {cookie}")
+    seen["onboarded"] = True
+
+    # Sign out, then a wrong and a right passphrase.
+    forms = driver.find_elements(By.CSS_SELECTOR, 'form[action="/auth/logout"]')
+    click_and_wait([f for f in forms if not f.find_elements(By.NAME, "others")][0].find_element(By.TAG_NAME, "button"))
+    check(driver.current_url.endswith("/auth/login"), f"after sign-out at {driver.current_url}")
+    submit_form("/auth/login", {"password": "not my passphrase"})
+    alert = driver.find_element(By.CSS_SELECTOR, '[role="alert"]').text
+    check("wrong passphrase" in alert, f"alert {alert!r}")
+    submit_form("/auth/login", {"password": passphrase})
+    check("You are signed in" in driver.page_source, "home after login")
+    seen["login"] = True
+
+    # Two-factor from the QR page.
+    click_and_wait(driver.find_element(By.CSS_SELECTOR, 'form[action="/auth/twofactor/setup"] button'))
+    check(driver.find_elements(By.CSS_SELECTOR, "figure svg"), "a QR code")
+    secret = driver.find_element(By.CSS_SELECTOR, "p code").text
+    submit_form("/auth/twofactor/enable", {"code": totp(secret, time.time())})
+    codes = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "ol li code")]
+    check(len(codes) == 10, f"recovery codes {codes}")
+    seen["two_factor"] = True
+
+    # A login in two steps: the passphrase, then the next step's code.
+    driver.delete_cookie("cozysessid")
+    driver.get(origin + "/auth/login")
+    submit_form("/auth/login", {"password": passphrase})
+    check(driver.find_elements(By.NAME, "two_factor_passcode"), "the code page")
+    submit_form("/auth/twofactor", {"two_factor_passcode": totp(secret, time.time() + 30)})
+    check("10 recovery codes left" in driver.page_source, "home after two-factor login")
+    seen["two_step_login"] = True
+finally:
+    driver.quit()
+print(json.dumps(seen))
