@@ -45,7 +45,7 @@ for round in $(seq "$ROUNDS"); do
     http=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
     admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
     export COCON_ADMIN_TOKEN; COCON_ADMIN_TOKEN=$(cat "$data/admin-token")
-    "$bin" instances add bench.localhost --admin "http://$admin" > /dev/null
+    "$bin" instances add bench.localhost --admin "http://$admin" > /dev/null 2>&1
     token=$("$bin" instances token-cli bench.localhost io.cozy.bench --admin "http://$admin")
     H=(-H "Host: bench.localhost" -H "Authorization: Bearer $token")
     curl -sf "${H[@]}" -X PUT "http://$http/data/io.cozy.bench/read-me" -d '{"title":"bench"}' > /dev/null

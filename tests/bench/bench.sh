@@ -77,7 +77,7 @@ echo "== cocon, embedded default"
 HTTP=$(start "$WORK/cocon.log" $BIN/cocon serve --data-dir "$WORK/data" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0)
 ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
 export COCON_ADMIN_TOKEN=$(cat "$WORK/data/admin-token")
-$BIN/cocon instances add bench.localhost --admin "http://$ADMIN" > /dev/null
+$BIN/cocon instances add bench.localhost --admin "http://$ADMIN" > /dev/null 2>&1
 TOKEN=$($BIN/cocon instances token-cli bench.localhost io.cozy.bench --admin "http://$ADMIN")
 H=(-H "Host: bench.localhost" -H "Authorization: Bearer $TOKEN")
 curl -sf "${H[@]}" -X PUT "http://$HTTP/data/io.cozy.bench/read-me" -d '{"title":"bench","n":42,"tags":["a","b"]}' > /dev/null
@@ -129,6 +129,6 @@ HTTP2=$(start "$WORK/cocon2.log" $BIN/cocon serve --data-dir "$WORK/data2" --nat
   --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0)
 ADMIN2=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon2.log")
 export COCON_ADMIN_TOKEN=$(cat "$WORK/data2/admin-token")
-$BIN/cocon instances add bench.localhost --admin "http://$ADMIN2" > /dev/null
+$BIN/cocon instances add bench.localhost --admin "http://$ADMIN2" > /dev/null 2>&1
 TOKEN2=$($BIN/cocon instances token-cli bench.localhost io.cozy.bench --admin "http://$ADMIN2")
 $BIN/event_latency "http://$HTTP2" nats://127.0.0.1:14222 bench.localhost "$TOKEN2" 2000
