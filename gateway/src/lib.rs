@@ -13,6 +13,7 @@ mod clients;
 mod cookies;
 mod data;
 mod error;
+mod jsonapi;
 mod limits;
 mod login;
 mod metrics_layer;

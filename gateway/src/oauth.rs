@@ -16,11 +16,11 @@ use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::access::{Access, authenticate, host};
+use crate::access::host;
 use crate::client::Client;
 use crate::login::{field, form, signed_in};
-use crate::person::resolve;
-use crate::{ApiError, State, cookies, web};
+use crate::person::{person_or_reader, resolve};
+use crate::{ApiError, State, cookies, jsonapi, web};
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -402,16 +402,7 @@ async fn access_token(AxState(state): AxState<State>, headers: HeaderMap, body: 
 /// `GET /settings/clients`: the connected clients, for the signed-in person or a token allowed
 /// to read `io.cozy.oauth.clients`.
 async fn list_clients(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (instance, person) = resolve(&state, &headers).await?;
-    if person.is_none() {
-        authenticate(&state, &headers).await?.check(
-            &Method::GET,
-            &Access {
-                doctype: "io.cozy.oauth.clients",
-                id: None,
-            },
-        )?;
-    }
+    let (instance, _) = person_or_reader(&state, &headers, "io.cozy.oauth.clients").await?;
     let clients = state
         .clients
         .auth
@@ -434,11 +425,7 @@ async fn list_clients(AxState(state): AxState<State>, headers: HeaderMap) -> Res
             })
         })
         .collect();
-    Ok((
-        [(header::CONTENT_TYPE, "application/vnd.api+json")],
-        json!({"data": data, "meta": {"count": data.len()}}).to_string(),
-    )
-        .into_response())
+    Ok(jsonapi::list(data))
 }
 
 /// `DELETE /settings/clients/:id`: the person revokes a client and all its tokens.

@@ -3,13 +3,13 @@
 
 use axum::Router;
 use axum::extract::State as AxState;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use http::{HeaderMap, header};
+use http::HeaderMap;
 use serde_json::{Map, Value, json};
 
 use crate::access::authenticate;
-use crate::{ApiError, State};
+use crate::{ApiError, State, jsonapi};
 
 pub fn routes() -> Router<State> {
     Router::new().route("/permissions/self", get(permissions_self))
@@ -45,13 +45,10 @@ async fn permissions_self(AxState(state): AxState<State>, headers: HeaderMap) ->
             json!(format!("io.cozy.oauth.clients/{}", caller.client)),
         )
     };
-    let body = json!({
-        "data": {
-            "type": "io.cozy.permissions",
-            "id": id,
-            "attributes": {"type": kind, "source_id": source, "permissions": rules},
-            "meta": {},
-        }
-    });
-    Ok(([(header::CONTENT_TYPE, "application/vnd.api+json")], body.to_string()).into_response())
+    Ok(jsonapi::one(json!({
+        "type": "io.cozy.permissions",
+        "id": id,
+        "attributes": {"type": kind, "source_id": source, "permissions": rules},
+        "meta": {},
+    })))
 }

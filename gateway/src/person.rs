@@ -34,3 +34,18 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
     });
     Ok((instance, person))
 }
+
+/// The instance and the signed-in person, or else a bearer token allowed to read `doctype`.
+pub async fn person_or_reader(
+    state: &State,
+    headers: &HeaderMap,
+    doctype: &str,
+) -> Result<(pb::Instance, Option<Person>), ApiError> {
+    let (instance, person) = resolve(state, headers).await?;
+    if person.is_none() {
+        crate::access::authenticate(state, headers)
+            .await?
+            .check(&http::Method::GET, &crate::access::Access { doctype, id: None })?;
+    }
+    Ok((instance, person))
+}

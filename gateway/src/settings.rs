@@ -10,14 +10,14 @@ use axum::routing::get;
 use bytes::Bytes;
 use cocon_common::ErrorCode;
 use cocon_proto::auth::v1 as pb;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::access::{Access, authenticate, host};
+use crate::access::host;
 use crate::client::Client;
-use crate::person::resolve;
-use crate::{ApiError, State};
+use crate::person::{person_or_reader, resolve};
+use crate::{ApiError, State, jsonapi};
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -171,21 +171,8 @@ async fn change(
 /// `GET /settings/sessions`: for the signed-in person, or a token allowed to read
 /// `io.cozy.sessions`.
 async fn sessions(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (instance, person) = resolve(&state, &headers).await?;
-    let current = match person {
-        Some(p) => p.session_id,
-        None => {
-            let caller = authenticate(&state, &headers).await?;
-            caller.check(
-                &Method::GET,
-                &Access {
-                    doctype: "io.cozy.sessions",
-                    id: None,
-                },
-            )?;
-            String::new()
-        }
-    };
+    let (instance, person) = person_or_reader(&state, &headers, "io.cozy.sessions").await?;
+    let current = person.map(|p| p.session_id).unwrap_or_default();
     let sessions = state
         .clients
         .auth
@@ -216,9 +203,5 @@ async fn sessions(AxState(state): AxState<State>, headers: HeaderMap) -> Result<
             })
         })
         .collect();
-    Ok((
-        [(header::CONTENT_TYPE, "application/vnd.api+json")],
-        json!({"data": data, "meta": {"count": data.len()}}).to_string(),
-    )
-        .into_response())
+    Ok(jsonapi::list(data))
 }

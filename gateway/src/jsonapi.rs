@@ -1,0 +1,22 @@
+//! JSON-API answers, as cozy-stack gives them for `/settings` and `/permissions`.
+
+use axum::response::{IntoResponse, Response};
+use http::header;
+use serde_json::{Value, json};
+
+pub const CONTENT_TYPE: &str = "application/vnd.api+json";
+
+/// A list of resource objects, with its count.
+pub fn list(data: Vec<Value>) -> Response {
+    let body = json!({"meta": {"count": data.len()}, "data": data});
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+/// One resource object.
+pub fn one(data: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        json!({"data": data}).to_string(),
+    )
+        .into_response()
+}
