@@ -1,9 +1,11 @@
-//! The REST edge. It holds no state: it picks the instance from the `Host` header, checks the
-//! bearer token and its scope through the auth service, and calls the services' gRPC clients
-//! (in-process when embedded, over the network when split).
+//! The REST edge. It holds no state but caches (verified tokens) and rate-limit counters: it
+//! picks the instance from the `Host` header, checks the bearer token or the session cookie
+//! through the auth service, and calls the services' gRPC clients (in-process when embedded,
+//! over the network when split).
 //!
-//! Routes are cozy-stack's (`/data/...`); errors are JSON with the status, a CouchDB-style
-//! error name and a reason.
+//! Routes are cozy-stack's (`/data`, `/auth`, `/settings`, `/permissions`); errors are JSON with
+//! the status, a CouchDB-style error name and a reason (RFC 6749's shape on the OAuth routes),
+//! and the person's pages are plain HTML forms.
 
 mod access;
 mod admin;

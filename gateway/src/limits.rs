@@ -1,6 +1,7 @@
 //! Rate limits on the routes that guess at secrets (login, passphrase, onboarding, two-factor)
 //! and on client registration: per client address on one instance, and per instance whatever
-//! the address (a spread-out attack). Past a limit the answer is 429 with `Retry-After`.
+//! the address (a spread-out attack). Past a limit the answer is 429 with `Retry-After`. The
+//! counters live in this gateway process: behind N gateways the limits are N times looser.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
