@@ -360,7 +360,6 @@ pub async fn render_home(
         .iter()
         .map(|s| {
             (
-                s.id.clone(),
                 cocon_common::time::rfc3339(s.created_at),
                 s.user_agent.clone(),
                 s.remote_ip.clone(),

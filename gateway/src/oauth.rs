@@ -162,26 +162,20 @@ fn authorization(domain: &str, q: &HashMap<String, String>) -> pb::Authorization
 
 /// Sends the browser back to the client with `params` added to its redirect URI.
 fn back_to_client(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
-    let mut url = redirect_uri.to_string();
-    let mut sep = if url.contains('?') { '&' } else { '?' };
-    for (k, v) in params.iter().filter(|(_, v)| !v.is_empty()) {
-        url.push(sep);
-        url.push_str(k);
-        url.push('=');
-        url.push_str(&form_urlencoded(v));
-        sep = '&';
-    }
     let mut response = StatusCode::FOUND.into_response();
-    if let Ok(value) = HeaderValue::from_str(&url) {
-        response.headers_mut().insert(header::LOCATION, value);
+    // The URI was matched against the client's registered ones, which are absolute URLs.
+    if let Ok(mut url) = url::Url::parse(redirect_uri) {
+        url.query_pairs_mut()
+            .extend_pairs(params.iter().filter(|(_, v)| !v.is_empty()));
+        if let Ok(value) = HeaderValue::from_str(url.as_str()) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
     }
     response
 }
 
 fn form_urlencoded(text: &str) -> String {
-    serde_urlencoded::to_string([("", text)])
-        .map(|s| s.trim_start_matches('=').to_string())
-        .unwrap_or_default()
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// An error page for requests that cannot be sent back to the client (unknown client, or a
@@ -286,28 +280,28 @@ async fn authorize_submit(
             "the state parameter is missing",
         )));
     }
-    let checked = state.clients.auth.clone().check_authorization(req.clone()).await;
-    if let Err(status) = checked {
-        return Ok(authorize_error_page(&ApiError::from(status)));
-    }
-    if field(&form, "approve").is_empty() {
-        return Ok(back_to_client(
-            &req.redirect_uri,
-            &[
-                ("error", "access_denied"),
-                ("error_description", "the person refused"),
-                ("state", field(&form, "state")),
-            ],
-        ));
-    }
-    let code = state
-        .clients
-        .auth
-        .clone()
-        .issue_code(req.clone())
-        .await?
-        .into_inner()
-        .code;
+    // Approving issues the code (which checks the request); refusing only needs the check,
+    // so that no error goes to a redirect URI the client did not register.
+    let mut auth = state.clients.auth.clone();
+    let outcome = if field(&form, "approve").is_empty() {
+        auth.check_authorization(req.clone()).await.map(|_| None)
+    } else {
+        auth.issue_code(req.clone()).await.map(|c| Some(c.into_inner().code))
+    };
+    let code = match outcome {
+        Ok(Some(code)) => code,
+        Ok(None) => {
+            return Ok(back_to_client(
+                &req.redirect_uri,
+                &[
+                    ("error", "access_denied"),
+                    ("error_description", "the person refused"),
+                    ("state", field(&form, "state")),
+                ],
+            ));
+        }
+        Err(status) => return Ok(authorize_error_page(&ApiError::from(status))),
+    };
     Ok(back_to_client(
         &req.redirect_uri,
         &[("code", &code), ("state", field(&form, "state"))],

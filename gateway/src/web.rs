@@ -96,8 +96,8 @@ unrelated words are easy to remember and hard to guess.</p>{error}\
     )
 }
 
-/// One row of the session table: (id, created, user agent, address, is this one).
-pub type SessionRow = (String, String, String, String, bool);
+/// One row of the session table: (opened, user agent, address, is this one).
+pub type SessionRow = (String, String, String, bool);
 
 pub fn home(
     domain: &str,
@@ -109,7 +109,7 @@ pub fn home(
 ) -> String {
     let rows: String = sessions
         .iter()
-        .map(|(_, created, agent, ip, current)| {
+        .map(|(created, agent, ip, current)| {
             format!(
                 "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
                 escape(created),
