@@ -17,7 +17,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 onboarding_url = sys.argv[1]
@@ -39,10 +39,17 @@ def totp(secret_b32, at):
 
 
 def click_and_wait(button):
-    # The click returns before the next page loads: wait until the old page is gone.
-    page = driver.find_element(By.TAG_NAME, "html")
+    # The click returns before the next page loads: mark the old page's window, then wait for a
+    # loaded document without the mark. Checking an element for staleness races the navigation
+    # (Chromium may answer "node does not belong to the document" mid-swap), so any driver error
+    # while the page changes only means "not yet".
+    driver.execute_script("window.__coconOldPage = true")
     button.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.__coconOldPage === undefined && document.readyState === 'complete'"
+        )
+    )
 
 
 def submit_form(action, fields):
