@@ -22,6 +22,13 @@ pub enum AuthError {
     NotOnboarded,
     #[error("{0}")]
     BadProof(String),
+    /// The caller is authenticated but may not do this (a rule it lacks, another's link).
+    #[error("{0}")]
+    Denied(String),
+    #[error("no permission set {0}")]
+    NoSuchPermission(String),
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("invalid passphrase: {0}")]
     InvalidPassphrase(String),
     /// An OAuth error with its RFC 6749/7591 name (`invalid_grant`, `invalid_client`, …).
@@ -58,15 +65,17 @@ impl ServiceError for AuthError {
         match self {
             AuthError::UnknownDomain(_) => ErrorCode::NotFound,
             AuthError::DomainTaken(_) => ErrorCode::Conflict,
-            AuthError::InvalidDomain(_) | AuthError::InvalidScope(_) | AuthError::InvalidPassphrase(_) => {
-                ErrorCode::BadRequest
-            }
+            AuthError::InvalidDomain(_)
+            | AuthError::InvalidScope(_)
+            | AuthError::InvalidPassphrase(_)
+            | AuthError::InvalidRequest(_) => ErrorCode::BadRequest,
+            AuthError::NoSuchPermission(_) => ErrorCode::NotFound,
             AuthError::InvalidToken(_)
             | AuthError::ExpiredToken
             | AuthError::WrongPassphrase
             | AuthError::WrongSecondFactor
             | AuthError::NotOnboarded => ErrorCode::Unauthenticated,
-            AuthError::BadProof(_) => ErrorCode::Forbidden,
+            AuthError::BadProof(_) | AuthError::Denied(_) => ErrorCode::Forbidden,
             AuthError::OAuth { error, .. } if matches!(*error, "invalid_client" | "invalid_token") => {
                 ErrorCode::Unauthenticated
             }
@@ -75,6 +84,12 @@ impl ServiceError for AuthError {
                 ErrorCode::Internal
             }
         }
+    }
+}
+
+impl From<cocon_common::scope::ScopeError> for AuthError {
+    fn from(err: cocon_common::scope::ScopeError) -> AuthError {
+        AuthError::InvalidScope(err.0)
     }
 }
 

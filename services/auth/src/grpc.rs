@@ -56,7 +56,8 @@ impl pb::auth_service_server::AuthService for AuthService {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let req = req.into_inner();
         Ok(Response::new(
-            self.authenticate(&req.domain, &req.token, &req.session).await?,
+            self.authenticate(&req.domain, &req.token, &req.session, &req.share_passes)
+                .await?,
         ))
     }
 
@@ -215,5 +216,62 @@ impl pb::auth_service_server::AuthService for AuthService {
 
     async fn exchange_token(&self, req: Request<pb::TokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
         Ok(Response::new(self.exchange_token(&req.into_inner()).await?))
+    }
+
+    async fn create_permission(
+        &self,
+        req: Request<pb::CreatePermissionRequest>,
+    ) -> Result<Response<pb::PermissionAnswer>, Status> {
+        let req = req.into_inner();
+        let json = self
+            .create_permission(&req.domain, &req.token, &req.body_json, &req.codes, &req.ttl)
+            .await?;
+        Ok(Response::new(pb::PermissionAnswer { json }))
+    }
+
+    async fn get_permission(&self, req: Request<pb::PermissionRequest>) -> Result<Response<pb::PermissionAnswer>, Status> {
+        let req = req.into_inner();
+        let json = self.get_permission(&req.domain, &req.token, &req.id).await?;
+        Ok(Response::new(pb::PermissionAnswer { json }))
+    }
+
+    async fn patch_permission(
+        &self,
+        req: Request<pb::PatchPermissionRequest>,
+    ) -> Result<Response<pb::PermissionAnswer>, Status> {
+        let req = req.into_inner();
+        let json = self
+            .patch_permission(&req.domain, &req.token, &req.id, &req.body_json)
+            .await?;
+        Ok(Response::new(pb::PermissionAnswer { json }))
+    }
+
+    async fn delete_permission(
+        &self,
+        req: Request<pb::PermissionRequest>,
+    ) -> Result<Response<pb::DeletePermissionResponse>, Status> {
+        let req = req.into_inner();
+        self.delete_permission(&req.domain, &req.token, &req.id).await?;
+        Ok(Response::new(pb::DeletePermissionResponse {}))
+    }
+
+    async fn list_shared_by_link(
+        &self,
+        req: Request<pb::ListSharedByLinkRequest>,
+    ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
+        let req = req.into_inner();
+        let json = self
+            .list_shared_by_link(&req.domain, &req.token, &req.doctype)
+            .await?;
+        Ok(Response::new(pb::ListPermissionsResponse { json }))
+    }
+
+    async fn unlock_share(
+        &self,
+        req: Request<pb::UnlockShareRequest>,
+    ) -> Result<Response<pb::UnlockShareResponse>, Status> {
+        let req = req.into_inner();
+        let (permission_id, proof) = self.unlock_share(&req.domain, &req.code, &req.password).await?;
+        Ok(Response::new(pb::UnlockShareResponse { permission_id, proof }))
     }
 }

@@ -13,9 +13,9 @@
 mod error;
 mod grpc;
 mod oauth;
+mod permission;
 mod person;
 mod projection;
-mod scope;
 mod secret;
 mod service;
 mod store;
@@ -24,5 +24,4 @@ mod twofactor;
 
 pub use error::AuthError;
 pub use person::Origin;
-pub use scope::{Rule, parse_scope};
 pub use service::{AuthService, Config, Deps};

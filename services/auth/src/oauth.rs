@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord, InstanceRecord};
 use crate::token::{self, Claims};
-use crate::{AuthError, AuthService, parse_scope, secret};
+use cocon_common::scope::parse_scope;
+
+use crate::{AuthError, AuthService, secret};
 
 /// Authorization codes live this long.
 const CODE_TTL_SECS: i64 = 300;

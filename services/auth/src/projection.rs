@@ -7,8 +7,9 @@ use cocon_proto::events::v1::{Envelope, envelope::Payload};
 use cocon_storage::Batch;
 
 use crate::store::{
-    BY_DOMAIN, CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES, InstanceRecord, Onboarding,
-    SESSIONS, SessionRecord, TwoFactor,
+    BY_DOMAIN, CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES, InstanceRecord, NamedRule,
+    Onboarding, PERMISSIONS, PermissionRecord, SESSIONS, SHARE_CODES, SessionRecord, ShareCodeRecord, ShareCodeRow,
+    TwoFactor,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,20 @@ pub enum Change {
         instance: String,
         id: String,
     },
+    /// The permission set and the lookup rows of its codes.
+    PutPermission {
+        instance: String,
+        record: PermissionRecord,
+    },
+    DeletePermission {
+        instance: String,
+        id: String,
+    },
+    /// A code's lookup row, when its set drops it or goes.
+    DeleteShareCode {
+        instance: String,
+        sha256: String,
+    },
 }
 
 /// The rows of the instance an event may depend on; the live path loads only what the event's
@@ -61,6 +76,7 @@ pub struct Context {
     pub clients: Vec<ClientRecord>,
     pub codes: Vec<CodeRecord>,
     pub grants: Vec<GrantRecord>,
+    pub permissions: Vec<PermissionRecord>,
 }
 
 /// Which rows an event's projection reads.
@@ -70,6 +86,7 @@ pub struct Needs {
     pub clients: bool,
     pub codes: bool,
     pub grants: bool,
+    pub permissions: bool,
 }
 
 pub fn needs(payload: &Payload) -> Needs {
@@ -93,6 +110,10 @@ pub fn needs(payload: &Payload) -> Needs {
         },
         Payload::TokensIssued(_) => Needs {
             grants: true,
+            ..Needs::default()
+        },
+        Payload::PermissionSaved(_) | Payload::PermissionDeleted(_) => Needs {
+            permissions: true,
             ..Needs::default()
         },
         _ => Needs::default(),
@@ -302,8 +323,84 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             instance: instance(),
             id: g.grant_id.clone(),
         }],
+        Some(Payload::PermissionSaved(p)) => {
+            let old = ctx.permissions.iter().find(|old| old.id == p.id);
+            let record = PermissionRecord {
+                id: p.id.clone(),
+                kind: p.kind.clone(),
+                source_id: p.source_id.clone(),
+                rules: p
+                    .rules
+                    .iter()
+                    .map(|r| NamedRule {
+                        name: r.name.clone(),
+                        doctype: r.doctype.clone(),
+                        verbs: r.verbs.clone(),
+                        values: r.values.clone(),
+                        selector: r.selector.clone(),
+                        description: r.description.clone(),
+                    })
+                    .collect(),
+                codes: p
+                    .codes
+                    .iter()
+                    .map(|c| ShareCodeRecord {
+                        name: c.name.clone(),
+                        sha256: hex::encode(&c.code_sha256),
+                        short_sha256: hex::encode(&c.shortcode_sha256),
+                        sealed: hex::encode(&c.sealed_code),
+                        sealed_short: hex::encode(&c.sealed_shortcode),
+                    })
+                    .collect(),
+                expires_at: p.expires_at,
+                password: (!p.sealed_password_hash.is_empty()).then(|| hex::encode(&p.sealed_password_hash)),
+                created_at: old.map_or(now, |o| o.created_at),
+                updated_at: now,
+            };
+            let mut out: Vec<Change> = old
+                .map(|o| dropped_codes(o, Some(&record)))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|sha256| Change::DeleteShareCode {
+                    instance: instance(),
+                    sha256,
+                })
+                .collect();
+            out.push(Change::PutPermission {
+                instance: instance(),
+                record,
+            });
+            out
+        }
+        Some(Payload::PermissionDeleted(p)) => match ctx.permissions.iter().find(|old| old.id == p.id) {
+            Some(old) => {
+                let mut out: Vec<Change> = dropped_codes(old, None)
+                    .into_iter()
+                    .map(|sha256| Change::DeleteShareCode {
+                        instance: instance(),
+                        sha256,
+                    })
+                    .collect();
+                out.push(Change::DeletePermission {
+                    instance: instance(),
+                    id: p.id.clone(),
+                });
+                out
+            }
+            None => Vec::new(),
+        },
         Some(Payload::LoginFailed(_)) | Some(Payload::DocumentChanged(_)) | None => Vec::new(),
     }
+}
+
+/// The code hashes of `old` that `new` no longer has.
+fn dropped_codes(old: &PermissionRecord, new: Option<&PermissionRecord>) -> Vec<String> {
+    let kept = |sha: &String| new.is_some_and(|n| n.codes.iter().any(|c| c.sha256 == *sha || c.short_sha256 == *sha));
+    old.codes
+        .iter()
+        .flat_map(|c| [c.sha256.clone(), c.short_sha256.clone()])
+        .filter(|sha| !kept(sha))
+        .collect()
 }
 
 fn json<T: serde::Serialize>(record: &T) -> Vec<u8> {
@@ -317,7 +414,7 @@ pub fn write(batch: &mut Batch, change: &Change) {
         Change::PutInstance(record) => batch.put(INSTANCES, BY_DOMAIN, key(&record.domain), json(record)),
         Change::DeleteInstance { domain, id } => {
             batch.delete(INSTANCES, BY_DOMAIN, key(domain));
-            for table in [SESSIONS, CLIENTS, CODES, GRANTS] {
+            for table in [SESSIONS, CLIENTS, CODES, GRANTS, PERMISSIONS, SHARE_CODES] {
                 batch.delete_partition(table, key(id));
             }
         }
@@ -329,6 +426,18 @@ pub fn write(batch: &mut Batch, change: &Change) {
         Change::DeleteCode { instance, sha256 } => batch.delete(CODES, key(instance), key(sha256)),
         Change::PutGrant { instance, record } => batch.put(GRANTS, key(instance), key(&record.id), json(record)),
         Change::DeleteGrant { instance, id } => batch.delete(GRANTS, key(instance), key(id)),
+        Change::PutPermission { instance, record } => {
+            let row = json(&ShareCodeRow {
+                permission_id: record.id.clone(),
+            });
+            for code in &record.codes {
+                batch.put(SHARE_CODES, key(instance), key(&code.sha256), row.clone());
+                batch.put(SHARE_CODES, key(instance), key(&code.short_sha256), row.clone());
+            }
+            batch.put(PERMISSIONS, key(instance), key(&record.id), json(record))
+        }
+        Change::DeletePermission { instance, id } => batch.delete(PERMISSIONS, key(instance), key(id)),
+        Change::DeleteShareCode { instance, sha256 } => batch.delete(SHARE_CODES, key(instance), key(sha256)),
     }
 }
 
@@ -342,6 +451,7 @@ pub struct Tables {
     pub clients: Rows<ClientRecord>,
     pub codes: Rows<CodeRecord>,
     pub grants: Rows<GrantRecord>,
+    pub permissions: Rows<PermissionRecord>,
     /// Instance id → domain.
     domains: HashMap<String, String>,
 }
@@ -382,6 +492,11 @@ impl Tables {
             } else {
                 Vec::new()
             },
+            permissions: if needs.permissions {
+                rows(&self.permissions, &e.instance)
+            } else {
+                Vec::new()
+            },
         };
         for change in changes(current.as_ref(), &ctx, e) {
             match change {
@@ -396,6 +511,7 @@ impl Tables {
                     self.clients.remove(&id);
                     self.codes.remove(&id);
                     self.grants.remove(&id);
+                    self.permissions.remove(&id);
                 }
                 Change::PutSession { instance, record } => {
                     self.sessions
@@ -425,6 +541,15 @@ impl Tables {
                         .insert(record.id.clone(), record);
                 }
                 Change::DeleteGrant { instance, id } => remove(&mut self.grants, &instance, &id),
+                Change::PutPermission { instance, record } => {
+                    self.permissions
+                        .entry(instance)
+                        .or_default()
+                        .insert(record.id.clone(), record);
+                }
+                Change::DeletePermission { instance, id } => remove(&mut self.permissions, &instance, &id),
+                // Code rows are written with their set (`PutPermission`).
+                Change::DeleteShareCode { .. } => {}
             }
         }
     }
@@ -451,6 +576,10 @@ impl Tables {
                 record,
             }))
             .chain(flat(self.grants, |instance, record| Change::PutGrant {
+                instance,
+                record,
+            }))
+            .chain(flat(self.permissions, |instance, record| Change::PutPermission {
                 instance,
                 record,
             }))

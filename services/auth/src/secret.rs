@@ -110,24 +110,53 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// The session cookie's value: `<session id>.<HMAC of it under the instance secret>`. The
 /// signature means a session id seen in an event or a listing cannot be used as a cookie.
 pub fn session_cookie(instance_secret: &[u8], session_id: &str) -> String {
-    format!(
-        "{session_id}.{}",
-        URL_SAFE_NO_PAD.encode(session_mac(instance_secret, session_id))
-    )
+    sign(instance_secret, SESSION, session_id)
 }
 
 /// The session id of a genuine cookie of this instance.
 pub fn session_of_cookie<'a>(instance_secret: &[u8], cookie: &'a str) -> Option<&'a str> {
-    let (id, mac) = cookie.split_once('.')?;
-    let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-    ct_eq(&mac, &session_mac(instance_secret, id)).then_some(id)
+    signed_id(instance_secret, SESSION, cookie)
 }
 
-fn session_mac(instance_secret: &[u8], session_id: &str) -> [u8; 32] {
+/// The proof that someone gave the password of a protected sharing link:
+/// `<permission id>.<HMAC of it>`, kept in a cookie so the password is checked once.
+pub fn share_pass(instance_secret: &[u8], permission_id: &str) -> String {
+    sign(instance_secret, SHARE_PASS, permission_id)
+}
+
+/// The permission id of a genuine share-pass proof of this instance.
+pub fn share_pass_of<'a>(instance_secret: &[u8], proof: &'a str) -> Option<&'a str> {
+    signed_id(instance_secret, SHARE_PASS, proof)
+}
+
+const SESSION: &str = "cocon-session:";
+const SHARE_PASS: &str = "cocon-sharepass:";
+
+fn sign(instance_secret: &[u8], purpose: &str, id: &str) -> String {
+    format!("{id}.{}", URL_SAFE_NO_PAD.encode(mac(instance_secret, purpose, id)))
+}
+
+fn signed_id<'a>(instance_secret: &[u8], purpose: &str, value: &'a str) -> Option<&'a str> {
+    let (id, tag) = value.split_once('.')?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    ct_eq(&tag, &mac(instance_secret, purpose, id)).then_some(id)
+}
+
+fn mac(instance_secret: &[u8], purpose: &str, id: &str) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(instance_secret).expect("HMAC takes any key length");
-    mac.update(b"cocon-session:");
-    mac.update(session_id.as_bytes());
+    mac.update(purpose.as_bytes());
+    mac.update(id.as_bytes());
     mac.finalize().into_bytes().into()
+}
+
+/// A random code of `len` letters and digits (sharing-link codes, typed or pasted by people).
+pub fn random_code(len: usize) -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 #[cfg(test)]
@@ -175,5 +204,9 @@ mod tests {
         assert_eq!(session_of_cookie(b"k1", "s1"), None);
         let forged = cookie.replacen("s1", "s2", 1);
         assert_eq!(session_of_cookie(b"k1", &forged), None);
+        let pass = share_pass(b"k1", "s1");
+        assert_eq!(share_pass_of(b"k1", &pass), Some("s1"));
+        assert_eq!(share_pass_of(b"k1", &cookie), None, "a session cookie is no share pass");
+        assert_eq!(session_of_cookie(b"k1", &pass), None);
     }
 }

@@ -11,10 +11,12 @@ use tokio::sync::Mutex;
 
 use crate::projection::{self, Tables};
 use crate::store::{
-    BY_DOMAIN, CLIENTS, CODES, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PROJECTIONS, SESSIONS, SessionRecord,
+    BY_DOMAIN, CLIENTS, CODES, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PERMISSIONS, PROJECTIONS, SESSIONS,
+    SessionRecord,
 };
 use crate::token::{self, Claims};
-use crate::{AuthError, parse_scope};
+use crate::AuthError;
+use cocon_common::scope::parse_scope;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -186,6 +188,7 @@ impl AuthService {
             needs.clients |= n.clients;
             needs.codes |= n.codes;
             needs.grants |= n.grants;
+            needs.permissions |= n.permissions;
         }
         Ok(projection::Context {
             sessions: if needs.sessions {
@@ -205,6 +208,11 @@ impl AuthService {
             },
             grants: if needs.grants {
                 self.rows(GRANTS, instance).await?
+            } else {
+                Vec::new()
+            },
+            permissions: if needs.permissions {
+                self.rows(PERMISSIONS, instance).await?
             } else {
                 Vec::new()
             },
@@ -314,6 +322,12 @@ impl AuthService {
                         ctx.grants.push(record);
                     }
                     C::DeleteGrant { id, .. } => ctx.grants.retain(|g| g.id != id),
+                    C::PutPermission { record, .. } => {
+                        ctx.permissions.retain(|p| p.id != record.id);
+                        ctx.permissions.push(record);
+                    }
+                    C::DeletePermission { id, .. } => ctx.permissions.retain(|p| p.id != id),
+                    C::DeleteShareCode { .. } => {}
                 }
             }
             envelopes.push(envelope);
@@ -409,6 +423,7 @@ impl AuthService {
         domain: &str,
         bearer: &str,
         session_cookie: &str,
+        share_passes: &[String],
     ) -> Result<pb::AuthenticateResponse, AuthError> {
         let record = self.lookup(domain).await?;
         let instance = Some(instance_pb(&record));
@@ -423,16 +438,9 @@ impl AuthService {
                 ..Default::default()
             });
         }
-        let secret = token::instance_secret(&self.inner.master_key, &record.id);
-        let claims = token::verify(&secret, bearer, &record.domain)?;
-        if claims.sub != record.id {
-            return Err(AuthError::InvalidToken("the token belongs to another instance".into()));
-        }
-        if claims.aud == token::ACCESS {
-            self.check_grant(&record.id, &claims).await?;
-        }
-        let rules = parse_scope(&claims.scope)
-            .map_err(|_| AuthError::InvalidToken("the token's scope is malformed".into()))?
+        let caller = self.bearer(&record, bearer, share_passes).await?;
+        let rules = caller
+            .rules
             .into_iter()
             .map(|r| pb::Rule {
                 doctype: r.doctype,
@@ -445,9 +453,11 @@ impl AuthService {
             instance,
             rules,
             authenticated: true,
-            expires_at: claims.exp,
+            expires_at: caller.expires_at,
             session_id,
-            client_id: claims.client_id,
+            client_id: caller.client_id,
+            kind: caller.kind.to_string(),
+            permission_id: caller.permission_id,
         })
     }
 

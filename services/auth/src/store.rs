@@ -17,8 +17,13 @@ pub const CLIENTS: &str = "auth.clients";
 pub const CODES: &str = "auth.codes";
 /// Projection: partition = instance id, sort = grant id → [`GrantRecord`].
 pub const GRANTS: &str = "auth.grants";
+/// Projection: partition = instance id, sort = permission set id → [`PermissionRecord`].
+pub const PERMISSIONS: &str = "auth.permissions";
+/// Projection: partition = instance id, sort = SHA-256 of a sharing-link code or shortcode
+/// (hex) → [`ShareCodeRow`]: how a code used as a bearer token finds its permission set.
+pub const SHARE_CODES: &str = "auth.share_codes";
 /// Projection tables, cleared by a rebuild.
-pub const PROJECTIONS: [&str; 5] = [INSTANCES, SESSIONS, CLIENTS, CODES, GRANTS];
+pub const PROJECTIONS: [&str; 7] = [INSTANCES, SESSIONS, CLIENTS, CODES, GRANTS, PERMISSIONS, SHARE_CODES];
 
 pub const BY_DOMAIN: &[u8] = b"by_domain";
 
@@ -112,4 +117,48 @@ pub struct GrantRecord {
     /// SHA-256 of the current refresh token, hex.
     pub refresh_sha256: String,
     pub created_at: i64,
+}
+
+/// A permission set (`io.cozy.permissions` of type `share`): rules and the codes that open them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PermissionRecord {
+    pub id: String,
+    pub kind: String,
+    pub source_id: String,
+    pub rules: Vec<NamedRule>,
+    pub codes: Vec<ShareCodeRecord>,
+    /// Unix seconds; 0 for no expiry.
+    pub expires_at: i64,
+    /// The sealed argon2id hash of the password, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A rule of a permission set, under the name the creator gave it (`rule0`, `images`, …).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamedRule {
+    pub name: String,
+    pub doctype: String,
+    pub verbs: Vec<String>,
+    pub values: Vec<String>,
+    pub selector: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// One named code of a permission set; the plain codes are sealed under the instance's key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShareCodeRecord {
+    pub name: String,
+    pub sha256: String,
+    pub short_sha256: String,
+    pub sealed: String,
+    pub sealed_short: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShareCodeRow {
+    pub permission_id: String,
 }

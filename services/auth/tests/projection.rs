@@ -135,6 +135,25 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         .await
         .unwrap();
     auth.issue_code(&authorization).await.unwrap();
+    // a shares notes by link: a set with two codes, one dropped later; another set deleted.
+    let (cli, _) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
+    let body = r#"{"data":{"type":"io.cozy.permissions","attributes":{"permissions":{"n":{"type":"io.cozy.notes","verbs":["GET"]}}}}}"#;
+    let set: serde_json::Value = serde_json::from_str(
+        &auth
+            .create_permission("a.test", &cli, body, &["bob".into(), "jane".into()], "1D")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let set_id = set["id"].as_str().unwrap();
+    auth.patch_permission("a.test", &cli, set_id, r#"{"data":{"attributes":{"codes":{"bob":{}}}}}"#)
+        .await
+        .unwrap();
+    let other: serde_json::Value =
+        serde_json::from_str(&auth.create_permission("a.test", &cli, body, &["x".into()], "").await.unwrap()).unwrap();
+    auth.delete_permission("a.test", &cli, other["id"].as_str().unwrap())
+        .await
+        .unwrap();
 
     auth.destroy_instance("gone.test").await.unwrap();
     auth.create_instance("gone.test").await.unwrap();
@@ -145,18 +164,29 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     assert_eq!(instances.len(), 3);
     assert_eq!(sessions.len(), 4, "a's onboarding and kept sessions, b's two");
 
-    let oauth_tables = ["auth.clients", "auth.codes", "auth.grants"];
+    let oauth_tables = [
+        "auth.clients",
+        "auth.codes",
+        "auth.grants",
+        "auth.permissions",
+        "auth.share_codes",
+    ];
     let mut oauth = Vec::new();
     for name in oauth_tables {
         oauth.push(table(&store, name).await);
     }
-    assert_eq!(oauth.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    assert_eq!(
+        oauth.iter().map(Vec::len).collect::<Vec<_>>(),
+        [1, 1, 1, 1, 2],
+        "one set left, with bob's code and shortcode"
+    );
 
     let replayed = AuthService::rebuild_projections(store.clone()).await.unwrap();
     // Per domain: created, onboarding issued, passphrase set, session created; then two logins,
     // a failed one, a logout; two-factor proposed, enabled, a login and a failed one; a client
-    // registered, two codes and two token issues; a destruction, a creation and an onboarding link.
-    assert_eq!(replayed, 3 * 4 + 4 + 4 + 5 + 3);
+    // registered, two codes and two token issues; two sets created, one updated and one deleted;
+    // a destruction, a creation and an onboarding link.
+    assert_eq!(replayed, 3 * 4 + 4 + 4 + 5 + 4 + 3);
     assert_eq!(table(&store, "auth.instances").await, instances);
     assert_eq!(table(&store, "auth.sessions").await, sessions);
     for (name, rows) in oauth_tables.into_iter().zip(oauth) {
@@ -173,4 +203,17 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         login(&auth, "gone.test", "passphrase of a person").await,
         Err(cocon_auth::AuthError::NotOnboarded)
     ));
+    // bob's code (sealed in its event) still opens the set; jane's was dropped.
+    let codes = &set["attributes"]["codes"];
+    let bob = auth
+        .authenticate("a.test", codes["bob"].as_str().unwrap(), "", &[])
+        .await
+        .unwrap();
+    assert_eq!((bob.kind.as_str(), bob.permission_id.as_str()), ("share", set_id));
+    assert_eq!(bob.rules[0].doctype, "io.cozy.notes");
+    assert!(
+        auth.authenticate("a.test", codes["jane"].as_str().unwrap(), "", &[])
+            .await
+            .is_err()
+    );
 }

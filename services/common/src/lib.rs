@@ -5,6 +5,7 @@ pub mod config;
 pub mod doctype;
 pub mod error;
 pub mod fs;
+pub mod scope;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
