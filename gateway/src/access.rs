@@ -1,23 +1,29 @@
 //! Who is asking, for which instance, and may they: the `Host` header picks the instance, the
-//! bearer token (checked by the auth service) carries the scope, and the scope must cover the
-//! doctype, the verb and the document.
+//! bearer token (checked by the auth service) carries the rules, and the access policy
+//! (`gateway/policy/`, casbin) decides from the kind of caller, the route, the verb and what
+//! the rules grant on the doctype and document.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cocon_common::ErrorCode;
+use cocon_common::scope::{self, Grant, Rule};
 use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, Method};
 
-use crate::{ApiError, State};
+use crate::policy::{Kind, Route};
+use crate::{ApiError, State, cookies};
 
 /// The caller of a request, once authenticated.
 pub struct Caller {
     pub instance: String,
-    rules: Vec<pb::Rule>,
-    /// The OAuth client of an access token; empty for CLI tokens.
+    pub kind: Kind,
+    rules: Arc<[Rule]>,
+    /// The OAuth client of an access token; empty for other tokens.
     pub client: String,
+    /// The permission set of a sharing-link code; empty for other tokens.
+    pub permission_id: String,
 }
 
 /// What a request touches.
@@ -29,17 +35,21 @@ pub struct Access<'a> {
 
 struct Cached {
     domain: String,
+    kind: Kind,
     /// The OAuth client of an access token, so revoking the client evicts its tokens.
     client: String,
+    /// The permission set of a code, so deleting or changing the set evicts its codes.
+    permission_id: String,
     instance: String,
-    rules: Vec<pb::Rule>,
+    rules: Arc<[Rule]>,
     until: Instant,
 }
 
 /// Verified tokens, kept briefly so each request does not cost a call to the auth service.
 pub struct AuthCache {
     ttl: Duration,
-    /// By token: a token names its instance's domain, checked against the request's host.
+    /// By token (and, for codes, the share-pass cookies sent with it): a token names its
+    /// instance's domain, checked against the request's host.
     entries: RwLock<HashMap<String, Cached>>,
 }
 
@@ -61,6 +71,14 @@ impl AuthCache {
             .write()
             .expect("auth cache poisoned")
             .retain(|_, c| c.client != client_id);
+    }
+
+    /// Forgets every code of a permission set (it was changed or deleted).
+    pub fn evict_permission(&self, permission_id: &str) {
+        self.entries
+            .write()
+            .expect("auth cache poisoned")
+            .retain(|_, c| c.permission_id != permission_id);
     }
 
     /// Forgets every token of a domain (its instance was destroyed).
@@ -107,18 +125,35 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     ))
 }
 
+/// A request's bearer token, or the sharing-link code, and the proofs of passwords sent along.
+fn cache_key(token: &str, passes: &[&str]) -> String {
+    if passes.is_empty() {
+        token.to_string()
+    } else {
+        format!("{token}\n{}", passes.join("\n"))
+    }
+}
+
 pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let domain = host(headers)?;
     let token = bearer(headers)?;
-    if let Some(token) = token
-        && let Some(hit) = state.access.entries.read().expect("auth cache poisoned").get(token)
+    // Share-pass cookies matter to codes only (a signed token has dots).
+    let passes = match token {
+        Some(t) if !t.contains('.') => cookies::with_prefix(headers, cookies::SHARE_PASS_PREFIX),
+        _ => Vec::new(),
+    };
+    let key = cache_key(token.unwrap_or_default(), &passes);
+    if token.is_some()
+        && let Some(hit) = state.access.entries.read().expect("auth cache poisoned").get(&key)
         && hit.domain == domain
         && hit.until > Instant::now()
     {
         return Ok(Caller {
             instance: hit.instance.clone(),
+            kind: hit.kind,
             rules: hit.rules.clone(),
             client: hit.client.clone(),
+            permission_id: hit.permission_id.clone(),
         });
     }
     let answer = state
@@ -129,6 +164,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             domain: domain.clone(),
             token: token.unwrap_or_default().to_string(),
             session: String::new(),
+            share_passes: passes.iter().map(|p| p.to_string()).collect(),
         })
         .await
         .map_err(|status| unknown_host(status, &domain))?
@@ -141,11 +177,20 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             "this route needs a token: send `Authorization: Bearer <token>` (see `cocon instances token-cli --help`)",
         ));
     }
-    let now_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now_secs = cocon_common::time::now_secs();
     let left = Duration::from_secs(answer.expires_at.saturating_sub(now_secs).max(0) as u64);
     let until = Instant::now() + state.access.ttl.min(left);
+    let rules: Arc<[Rule]> = answer
+        .rules
+        .into_iter()
+        .map(|r| Rule {
+            doctype: r.doctype,
+            verbs: r.verbs,
+            values: r.values,
+            selector: r.selector,
+        })
+        .collect();
+    let kind = Kind::of_token(&answer.kind);
     {
         let mut entries = state.access.entries.write().expect("auth cache poisoned");
         if entries.len() >= CACHE_MAX {
@@ -155,20 +200,24 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             }
         }
         entries.insert(
-            token.unwrap_or_default().to_string(),
+            key,
             Cached {
                 domain,
+                kind,
                 client: answer.client_id.clone(),
+                permission_id: answer.permission_id.clone(),
                 instance: instance.clone(),
-                rules: answer.rules.clone(),
+                rules: rules.clone(),
                 until,
             },
         );
     }
     Ok(Caller {
         instance,
-        rules: answer.rules,
+        kind,
+        rules,
         client: answer.client_id,
+        permission_id: answer.permission_id,
     })
 }
 
@@ -186,89 +235,57 @@ pub fn unknown_host(status: tonic::Status, domain: &str) -> ApiError {
     }
 }
 
-fn doctype_matches(rule: &str, doctype: &str) -> bool {
-    match rule.strip_suffix(".*") {
-        Some(base) => doctype == base || doctype.strip_prefix(base).is_some_and(|rest| rest.starts_with('.')),
-        None => rule == doctype,
-    }
-}
-
-fn verb_of(method: &Method) -> &str {
+pub fn verb_of(method: &Method) -> &str {
     if method == Method::HEAD { "GET" } else { method.as_str() }
 }
 
 impl Caller {
-    pub fn rules(&self) -> &[pb::Rule] {
+    pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
-    /// Whether one of the token's rules allows `method` on `access`. Rules limited to some
-    /// documents never allow whole-doctype routes (listings, queries, changes), as cozy-stack.
-    pub fn check(&self, method: &Method, access: &Access<'_>) -> Result<(), ApiError> {
-        let verb = verb_of(method);
-        let allowed = self.rules.iter().any(|rule| {
-            doctype_matches(&rule.doctype, access.doctype)
-                && (rule.verbs.is_empty() || rule.verbs.iter().any(|v| v == verb))
-                && match (access.id, rule.values.is_empty(), rule.selector.is_empty()) {
-                    (_, true, _) => true,
-                    (Some(id), false, true) => rule.values.iter().any(|v| v == id),
-                    _ => false,
-                }
-        });
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "forbidden",
-                format!("the token's scope does not allow {verb} on {}", access.doctype),
-            ))
-        }
+    /// What the caller's rules grant for `method` on `access`.
+    pub fn grant(&self, method: &Method, access: &Access<'_>) -> Grant {
+        scope::grant(&self.rules, verb_of(method), access.doctype, access.id)
     }
+
+    /// Asks the access policy whether the caller may use `route` with `method` on `access`.
+    pub fn authorize(&self, state: &State, route: Route, method: &Method, access: &Access<'_>) -> Result<(), ApiError> {
+        let grant = self.grant(method, access);
+        authorize(state, self.kind, route, method, access, grant)
+    }
+}
+
+/// The policy's decision for a caller of `kind` whose rules grant `grant`, as an error to send.
+pub fn authorize(
+    state: &State,
+    kind: Kind,
+    route: Route,
+    method: &Method,
+    access: &Access<'_>,
+    grant: Grant,
+) -> Result<(), ApiError> {
+    let verb = verb_of(method);
+    if state.policy.allows(kind, route, verb, grant) {
+        return Ok(());
+    }
+    let reason = match grant {
+        Grant::None => format!("the token's scope does not allow {verb} on {}", access.doctype),
+        Grant::Document if matches!(route, Route::DataDoc) => {
+            format!("the token's scope does not allow {verb} on {}", access.doctype)
+        }
+        Grant::Document => format!(
+            "this route needs {verb} on the whole {} doctype; the token's rules name some documents only",
+            access.doctype
+        ),
+        Grant::Whole => format!("a {} token may not use this route ({})", kind.as_str(), route.as_str()),
+    };
+    Err(ApiError::new(ErrorCode::Forbidden, "forbidden", reason))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(doctype: &str, verbs: &[&str], values: &[&str]) -> pb::Rule {
-        pb::Rule {
-            doctype: doctype.into(),
-            verbs: verbs.iter().map(|s| s.to_string()).collect(),
-            values: values.iter().map(|s| s.to_string()).collect(),
-            selector: String::new(),
-        }
-    }
-
-    #[test]
-    fn test_scope_checks() {
-        let caller = Caller {
-            client: String::new(),
-            instance: "i".into(),
-            rules: vec![
-                rule("io.cozy.notes", &["GET"], &[]),
-                rule("io.cozy.bank.*", &[], &[]),
-                rule("io.cozy.contacts", &[], &["c1"]),
-            ],
-        };
-        let on = |doctype, id| Access { doctype, id };
-        assert!(caller.check(&Method::GET, &on("io.cozy.notes", None)).is_ok());
-        assert!(caller.check(&Method::HEAD, &on("io.cozy.notes", Some("x"))).is_ok());
-        assert!(caller.check(&Method::PUT, &on("io.cozy.notes", Some("x"))).is_err());
-        assert!(
-            caller
-                .check(&Method::DELETE, &on("io.cozy.bank.operations", Some("x")))
-                .is_ok()
-        );
-        assert!(caller.check(&Method::GET, &on("io.cozy.bankers", None)).is_err());
-        assert!(caller.check(&Method::GET, &on("io.cozy.contacts", Some("c1"))).is_ok());
-        assert!(caller.check(&Method::GET, &on("io.cozy.contacts", Some("c2"))).is_err());
-        assert!(
-            caller.check(&Method::GET, &on("io.cozy.contacts", None)).is_err(),
-            "listing needs the whole doctype"
-        );
-        assert!(caller.check(&Method::GET, &on("io.cozy.files", None)).is_err());
-    }
 
     #[test]
     fn test_host_strips_port_and_case() {

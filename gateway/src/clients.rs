@@ -63,6 +63,12 @@ service_client!(
         check_authorization(AuthorizationRequest) -> ClientAnswer;
         issue_code(AuthorizationRequest) -> IssueCodeResponse;
         exchange_token(TokenRequest) -> TokenResponse;
+        create_permission(CreatePermissionRequest) -> PermissionAnswer;
+        get_permission(PermissionRequest) -> PermissionAnswer;
+        patch_permission(PatchPermissionRequest) -> PermissionAnswer;
+        delete_permission(PermissionRequest) -> DeletePermissionResponse;
+        list_shared_by_link(ListSharedByLinkRequest) -> ListPermissionsResponse;
+        unlock_share(UnlockShareRequest) -> UnlockShareResponse;
     }
 );
 

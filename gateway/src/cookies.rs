@@ -24,6 +24,22 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
+/// The values of every cookie whose name starts with `prefix`.
+pub fn with_prefix<'a>(headers: &'a HeaderMap, prefix: &str) -> Vec<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v.trim_matches('"'))
+        .collect()
+}
+
+/// Sharing links opened with their password: one cookie per link, `sharepass_<permission id>`.
+pub const SHARE_PASS_PREFIX: &str = "sharepass_";
+
 pub struct CookieSpec<'a> {
     pub name: &'a str,
     pub value: &'a str,

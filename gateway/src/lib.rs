@@ -22,6 +22,7 @@ mod metrics_layer;
 mod oauth;
 mod permissions;
 mod person;
+mod policy;
 mod settings;
 mod twofactor;
 mod web;
@@ -86,6 +87,7 @@ pub(crate) struct State {
     pub config: Arc<Config>,
     pub access: Arc<access::AuthCache>,
     pub limits: Arc<limits::Limits>,
+    pub policy: Arc<policy::Policy>,
 }
 
 /// One span per request, continuing the caller's trace when it sends a `traceparent`; the gRPC
@@ -114,6 +116,7 @@ impl Gateway {
             state: State {
                 access: Arc::new(access::AuthCache::new(Duration::from_millis(config.auth_cache_ttl_ms))),
                 limits: Arc::new(limits::Limits::new(&config.limits)),
+                policy: Arc::new(policy::Policy::builtin()),
                 config: Arc::new(config),
                 clients,
             },

@@ -1,5 +1,5 @@
 //! Rate limits on the routes that guess at secrets (login, passphrase, onboarding, two-factor)
-//! and on client registration: per client address on one instance, and per instance whatever
+//! and on what creates credentials (client registration, sharing-link codes): per client address on one instance, and per instance whatever
 //! the address (a spread-out attack). Past a limit the answer is 429 with `Retry-After`. The
 //! counters live in this gateway process: behind N gateways the limits are N times looser.
 
@@ -24,6 +24,10 @@ pub struct LimitsConfig {
     pub registration_per_ip_per_minute: u32,
     /// OAuth client registrations per minute on one instance.
     pub registration_per_instance_per_minute: u32,
+    /// Permission sets with sharing-link codes created per minute from one address on one instance.
+    pub codes_per_ip_per_minute: u32,
+    /// Permission sets with sharing-link codes created per minute on one instance.
+    pub codes_per_instance_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -33,6 +37,8 @@ impl Default for LimitsConfig {
             passphrase_per_instance_per_minute: 60,
             registration_per_ip_per_minute: 10,
             registration_per_instance_per_minute: 30,
+            codes_per_ip_per_minute: 30,
+            codes_per_instance_per_minute: 120,
         }
     }
 }
@@ -50,6 +56,7 @@ struct Buckets {
 pub struct Limits {
     passphrase: Buckets,
     registration: Buckets,
+    codes: Buckets,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -110,6 +117,11 @@ impl Limits {
                 config.registration_per_ip_per_minute,
                 config.registration_per_instance_per_minute,
             ),
+            codes: Buckets::new(
+                "permission sets created",
+                config.codes_per_ip_per_minute,
+                config.codes_per_instance_per_minute,
+            ),
         }
     }
 
@@ -122,6 +134,11 @@ impl Limits {
     /// Counts one OAuth client registration.
     pub fn registration(&self, domain: &str, ip: IpAddr) -> Result<(), ApiError> {
         self.registration.attempt(domain, ip)
+    }
+
+    /// Counts one permission set (with its sharing-link codes) created.
+    pub fn codes(&self, domain: &str, ip: IpAddr) -> Result<(), ApiError> {
+        self.codes.attempt(domain, ip)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::access::host;
 use crate::client::Client;
 use crate::login::{field, form, signed_in};
 use crate::person::{person_or_reader, resolve};
+use crate::policy::Route;
 use crate::{ApiError, State, cookies, jsonapi, web};
 
 pub fn routes() -> Router<State> {
@@ -396,7 +397,7 @@ async fn access_token(AxState(state): AxState<State>, headers: HeaderMap, body: 
 /// `GET /settings/clients`: the connected clients, for the signed-in person or a token allowed
 /// to read `io.cozy.oauth.clients`.
 async fn list_clients(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (instance, _) = person_or_reader(&state, &headers, "io.cozy.oauth.clients").await?;
+    let (instance, _) = person_or_reader(&state, &headers, Route::SettingsClients, "io.cozy.oauth.clients").await?;
     let clients = state
         .clients
         .auth

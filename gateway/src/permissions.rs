@@ -1,23 +1,82 @@
-//! `/permissions`: what the caller may do, as cozy-stack shows it (an `io.cozy.permissions`
-//! document in JSON-API).
+//! `/permissions`: what the caller may do, and the permission sets behind sharing links, as
+//! cozy-stack shows them (`io.cozy.permissions` documents in JSON-API). The auth service owns
+//! the sets and checks, with the caller's own token, that a set never exceeds its creator's
+//! rights; the gateway asks the access policy first and keeps its token cache in step.
+
+use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::State as AxState;
-use axum::response::Response;
-use axum::routing::get;
-use http::HeaderMap;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cocon_common::scope::Grant;
+use cocon_proto::auth::v1 as pb;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::access::authenticate;
+use crate::access::{Access, Caller, authenticate, authorize, host};
+use crate::client::Client;
+use crate::cookies::{self, CookieSpec};
+use crate::policy::Route;
 use crate::{ApiError, State, jsonapi};
 
+/// Largest permission body: rules and code names, never documents.
+const MAX_BODY: usize = 256 * 1024;
+
 pub fn routes() -> Router<State> {
-    Router::new().route("/permissions/self", get(permissions_self))
+    Router::new()
+        .route("/permissions/self", get(permissions_self))
+        .route("/permissions", post(create))
+        .route("/permissions/", post(create))
+        .route("/permissions/{id}", get(show).patch(patch).delete(remove))
+        .route("/permissions/doctype/{doctype}/shared-by-link", get(shared_by_link))
+        .route("/permissions/doctype/{doctype}/sharedByLink", get(shared_by_link))
+        .route("/auth/share-by-link/password", post(unlock))
+}
+
+fn bearer_text(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The caller, if the policy lets its kind use `route` (these routes touch no doctype: what a
+/// set may hold is checked by the auth service against the caller's rules).
+async fn caller_for(state: &State, headers: &HeaderMap, route: Route, method: &Method) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, headers).await?;
+    let on = Access {
+        doctype: "io.cozy.permissions",
+        id: None,
+    };
+    authorize(state, caller.kind, route, method, &on, Grant::None)?;
+    Ok(caller)
+}
+
+fn body_text(body: &Bytes) -> Result<String, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            cocon_common::ErrorCode::PayloadTooLarge,
+            "request_entity_too_large",
+            format!("a permission body is at most {MAX_BODY} bytes"),
+        ));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the body is not UTF-8 JSON"))
+}
+
+fn one(json_text: &str) -> Result<Response, ApiError> {
+    let data: Value =
+        serde_json::from_str(json_text).map_err(|e| ApiError::bad_request(format!("bad answer from auth: {e}")))?;
+    Ok(jsonapi::one(data))
 }
 
 /// `GET /permissions/self`: the rules of the caller's token.
 async fn permissions_self(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers).await?;
+    let caller = caller_for(&state, &headers, Route::PermissionsSelf, &Method::GET).await?;
     let rules: Map<String, Value> = caller
         .rules()
         .iter()
@@ -36,14 +95,14 @@ async fn permissions_self(AxState(state): AxState<State>, headers: HeaderMap) ->
             (format!("rule{i}"), rule)
         })
         .collect();
-    let (kind, id, source) = if caller.client.is_empty() {
-        ("cli", "cli".to_string(), Value::Null)
-    } else {
-        (
+    let (kind, id, source) = match caller.kind.as_str() {
+        "oauth" => (
             "oauth",
             caller.client.clone(),
             json!(format!("io.cozy.oauth.clients/{}", caller.client)),
-        )
+        ),
+        "share" => ("share", caller.permission_id.clone(), Value::Null),
+        _ => ("cli", "cli".to_string(), Value::Null),
     };
     Ok(jsonapi::one(json!({
         "type": "io.cozy.permissions",
@@ -51,4 +110,209 @@ async fn permissions_self(AxState(state): AxState<State>, headers: HeaderMap) ->
         "attributes": {"type": kind, "source_id": source, "permissions": rules},
         "meta": {},
     })))
+}
+
+/// `POST /permissions?codes=a,b&ttl=1D`: a permission set within the caller's rights, with
+/// named codes for sharing links.
+async fn create(
+    AxState(state): AxState<State>,
+    Query(params): Query<HashMap<String, String>>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let domain = host(&headers)?;
+    state.limits.codes(&domain, client.ip)?;
+    caller_for(&state, &headers, Route::PermissionsCreate, &Method::POST).await?;
+    let codes = params
+        .get("codes")
+        .map(|c| {
+            c.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .create_permission(pb::CreatePermissionRequest {
+            domain,
+            token: bearer_text(&headers),
+            body_json: body_text(&body)?,
+            codes,
+            ttl: params.get("ttl").cloned().unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    one(&answer.json)
+}
+
+async fn show(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller_for(&state, &headers, Route::PermissionsManage, &Method::GET).await?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .get_permission(pb::PermissionRequest {
+            domain: host(&headers)?,
+            token: bearer_text(&headers),
+            id,
+        })
+        .await?
+        .into_inner();
+    one(&answer.json)
+}
+
+/// `PATCH /permissions/:id`: rules added or removed, codes replaced, expiry or password changed.
+/// The set's codes leave this gateway's cache at once (other gateways within
+/// `auth_cache_ttl_ms`).
+async fn patch(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller_for(&state, &headers, Route::PermissionsManage, &Method::PATCH).await?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .patch_permission(pb::PatchPermissionRequest {
+            domain: host(&headers)?,
+            token: bearer_text(&headers),
+            id: id.clone(),
+            body_json: body_text(&body)?,
+        })
+        .await?
+        .into_inner();
+    state.access.evict_permission(&id);
+    one(&answer.json)
+}
+
+/// `DELETE /permissions/:id`: the set and its codes are gone; links stop working.
+async fn remove(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller_for(&state, &headers, Route::PermissionsManage, &Method::DELETE).await?;
+    state
+        .clients
+        .auth
+        .clone()
+        .delete_permission(pb::PermissionRequest {
+            domain: host(&headers)?,
+            token: bearer_text(&headers),
+            id: id.clone(),
+        })
+        .await?;
+    state.access.evict_permission(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /permissions/doctype/:doctype/shared-by-link`: the sets sharing documents of a doctype.
+async fn shared_by_link(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !cocon_common::doctype::is_valid(&doctype) {
+        return Err(ApiError::bad_request(format!("invalid doctype {doctype:?}")));
+    }
+    let caller = authenticate(&state, &headers).await?;
+    caller.authorize(
+        &state,
+        Route::PermissionsSharedByLink,
+        &Method::GET,
+        &Access {
+            doctype: &doctype,
+            id: None,
+        },
+    )?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .list_shared_by_link(pb::ListSharedByLinkRequest {
+            domain: host(&headers)?,
+            token: bearer_text(&headers),
+            doctype,
+        })
+        .await?
+        .into_inner();
+    let data = answer
+        .json
+        .iter()
+        .map(|j| serde_json::from_str(j).map_err(|e| ApiError::bad_request(format!("bad answer from auth: {e}"))))
+        .collect::<Result<Vec<Value>, _>>()?;
+    Ok(jsonapi::list(data))
+}
+
+/// `POST /auth/share-by-link/password` (form or JSON: `code` or `sharecode`, `password`): opens a
+/// protected link. The proof goes into a cookie (`sharepass_<id>`) that the link's codes need
+/// from then on; a wrong password counts against the passphrase rate limit.
+async fn unlock(
+    AxState(state): AxState<State>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let domain = host(&headers)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    let fields: HashMap<String, String> = if is_json {
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+        value
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|e| ApiError::bad_request(format!("bad form: {e}")))?
+    };
+    let code = fields
+        .get("code")
+        .or_else(|| fields.get("sharecode"))
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad_request("send the link's `code` and its `password`"))?;
+    let password = fields.get("password").map(String::as_str).unwrap_or_default();
+    state.limits.passphrase_attempt(&domain, client.ip)?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .unlock_share(pb::UnlockShareRequest {
+            domain,
+            code: code.clone(),
+            password: password.to_string(),
+        })
+        .await?
+        .into_inner();
+    let cookie = cookies::set(&CookieSpec {
+        name: &format!("{}{}", cookies::SHARE_PASS_PREFIX, answer.permission_id),
+        value: &answer.proof,
+        max_age: None,
+        same_site: "Lax",
+        secure: state.config.public_https,
+    });
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json!({"permission_id": answer.permission_id}).to_string(),
+    )
+        .into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
 }

@@ -5,6 +5,7 @@ use cocon_proto::auth::v1 as pb;
 use http::HeaderMap;
 
 use crate::access::host;
+use crate::policy::Route;
 use crate::{ApiError, State, cookies};
 
 pub struct Person {
@@ -23,6 +24,7 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
             domain: domain.clone(),
             token: String::new(),
             session: cookies::get(headers, cookies::SESSION).unwrap_or_default().to_string(),
+            share_passes: Vec::new(),
         })
         .await
         .map_err(|status| crate::access::unknown_host(status, &domain))?
@@ -35,17 +37,22 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
     Ok((instance, person))
 }
 
-/// The instance and the signed-in person, or else a bearer token allowed to read `doctype`.
+/// The instance and the signed-in person, or else a bearer token the policy lets read `route`
+/// (with a whole-doctype rule on `doctype`).
 pub async fn person_or_reader(
     state: &State,
     headers: &HeaderMap,
+    route: Route,
     doctype: &str,
 ) -> Result<(pb::Instance, Option<Person>), ApiError> {
     let (instance, person) = resolve(state, headers).await?;
     if person.is_none() {
-        crate::access::authenticate(state, headers)
-            .await?
-            .check(&http::Method::GET, &crate::access::Access { doctype, id: None })?;
+        crate::access::authenticate(state, headers).await?.authorize(
+            state,
+            route,
+            &http::Method::GET,
+            &crate::access::Access { doctype, id: None },
+        )?;
     }
     Ok((instance, person))
 }

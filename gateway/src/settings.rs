@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::access::host;
 use crate::client::Client;
 use crate::person::{person_or_reader, resolve};
+use crate::policy::Route;
 use crate::{ApiError, State, jsonapi};
 
 pub fn routes() -> Router<State> {
@@ -171,7 +172,7 @@ async fn change(
 /// `GET /settings/sessions`: for the signed-in person, or a token allowed to read
 /// `io.cozy.sessions`.
 async fn sessions(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (instance, person) = person_or_reader(&state, &headers, "io.cozy.sessions").await?;
+    let (instance, person) = person_or_reader(&state, &headers, Route::SettingsSessions, "io.cozy.sessions").await?;
     let current = person.map(|p| p.session_id).unwrap_or_default();
     let sessions = state
         .clients

@@ -229,7 +229,10 @@ impl pb::auth_service_server::AuthService for AuthService {
         Ok(Response::new(pb::PermissionAnswer { json }))
     }
 
-    async fn get_permission(&self, req: Request<pb::PermissionRequest>) -> Result<Response<pb::PermissionAnswer>, Status> {
+    async fn get_permission(
+        &self,
+        req: Request<pb::PermissionRequest>,
+    ) -> Result<Response<pb::PermissionAnswer>, Status> {
         let req = req.into_inner();
         let json = self.get_permission(&req.domain, &req.token, &req.id).await?;
         Ok(Response::new(pb::PermissionAnswer { json }))
@@ -260,9 +263,7 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::ListSharedByLinkRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let req = req.into_inner();
-        let json = self
-            .list_shared_by_link(&req.domain, &req.token, &req.doctype)
-            .await?;
+        let json = self.list_shared_by_link(&req.domain, &req.token, &req.doctype).await?;
         Ok(Response::new(pb::ListPermissionsResponse { json }))
     }
 

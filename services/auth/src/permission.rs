@@ -9,7 +9,9 @@ use cocon_common::time::{now_secs, parse_rfc3339, parse_ttl, rfc3339};
 use cocon_proto::events::v1::{PermissionDeleted, PermissionRule, PermissionSaved, ShareCode, envelope::Payload};
 use serde_json::{Map, Value, json};
 
-use crate::store::{InstanceRecord, NamedRule, PERMISSIONS, PermissionRecord, SHARE_CODES, ShareCodeRecord, ShareCodeRow};
+use crate::store::{
+    InstanceRecord, NamedRule, PERMISSIONS, PermissionRecord, SHARE_CODES, ShareCodeRecord, ShareCodeRow,
+};
 use crate::{AuthError, AuthService, secret, token};
 
 /// Sharing-link codes: 32 letters and digits (~190 bits); shortcodes: 12 (~71 bits), short
@@ -77,7 +79,9 @@ fn strings(value: Option<&Value>, what: &str) -> Result<Vec<String>, AuthError> 
                     .ok_or_else(|| AuthError::InvalidRequest(format!("`{what}` must hold strings")))
             })
             .collect(),
-        Some(_) => Err(AuthError::InvalidRequest(format!("`{what}` must be an array of strings"))),
+        Some(_) => Err(AuthError::InvalidRequest(format!(
+            "`{what}` must be an array of strings"
+        ))),
     }
 }
 
@@ -137,9 +141,9 @@ fn expiry(value: Option<&Value>) -> Result<Option<i64>, AuthError> {
             .as_i64()
             .map(Some)
             .ok_or_else(|| AuthError::InvalidRequest("`expires_at` must be a date".into())),
-        Some(Value::String(s)) => parse_rfc3339(s).map(Some).ok_or_else(|| {
-            AuthError::InvalidRequest(format!("`expires_at` {s:?} is not an RFC 3339 date"))
-        }),
+        Some(Value::String(s)) => parse_rfc3339(s)
+            .map(Some)
+            .ok_or_else(|| AuthError::InvalidRequest(format!("`expires_at` {s:?} is not an RFC 3339 date"))),
         Some(_) => Err(AuthError::InvalidRequest("`expires_at` must be a date".into())),
     }
 }
@@ -230,7 +234,9 @@ impl AuthService {
         }
         let caller = self.bearer(&record, bearer, &[]).await?;
         if caller.kind == "share" {
-            return Err(AuthError::Denied("a sharing-link code cannot manage permissions".into()));
+            return Err(AuthError::Denied(
+                "a sharing-link code cannot manage permissions".into(),
+            ));
         }
         Ok((record, caller))
     }
@@ -288,7 +294,9 @@ impl AuthService {
 
     fn sealed_password(&self, instance: &str, password: &str) -> Result<Vec<u8>, AuthError> {
         if password.chars().count() < 4 {
-            return Err(AuthError::InvalidRequest("a link's password needs at least 4 characters".into()));
+            return Err(AuthError::InvalidRequest(
+                "a link's password needs at least 4 characters".into(),
+            ));
         }
         let phc = secret::hash_passphrase(password)?;
         Ok(secret::seal(&self.inner().master_key, instance, phc.as_bytes()))
@@ -470,7 +478,12 @@ impl AuthService {
     }
 
     /// The sets that share documents of `doctype` by link; the caller needs GET on all of it.
-    pub async fn list_shared_by_link(&self, domain: &str, bearer: &str, doctype: &str) -> Result<Vec<String>, AuthError> {
+    pub async fn list_shared_by_link(
+        &self,
+        domain: &str,
+        bearer: &str,
+        doctype: &str,
+    ) -> Result<Vec<String>, AuthError> {
         let (record, caller) = self.manager(domain, bearer).await?;
         if scope::grant(&caller.rules, "GET", doctype, None) != scope::Grant::Whole {
             return Err(AuthError::Denied(format!(

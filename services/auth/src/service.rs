@@ -9,13 +9,13 @@ use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::AuthError;
 use crate::projection::{self, Tables};
 use crate::store::{
     BY_DOMAIN, CLIENTS, CODES, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PERMISSIONS, PROJECTIONS, SESSIONS,
     SessionRecord,
 };
 use crate::token::{self, Claims};
-use crate::AuthError;
 use cocon_common::scope::parse_scope;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -146,11 +146,21 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     )
     .unwrap();
     let set_id = set["id"].as_str().unwrap();
-    auth.patch_permission("a.test", &cli, set_id, r#"{"data":{"attributes":{"codes":{"bob":{}}}}}"#)
-        .await
-        .unwrap();
-    let other: serde_json::Value =
-        serde_json::from_str(&auth.create_permission("a.test", &cli, body, &["x".into()], "").await.unwrap()).unwrap();
+    auth.patch_permission(
+        "a.test",
+        &cli,
+        set_id,
+        r#"{"data":{"attributes":{"codes":{"bob":{}}}}}"#,
+    )
+    .await
+    .unwrap();
+    let other: serde_json::Value = serde_json::from_str(
+        &auth
+            .create_permission("a.test", &cli, body, &["x".into()], "")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     auth.delete_permission("a.test", &cli, other["id"].as_str().unwrap())
         .await
         .unwrap();

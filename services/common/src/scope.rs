@@ -93,7 +93,11 @@ impl Rule {
                 VERBS.join(",")
             )));
         }
-        if self.values.iter().any(|v| v.is_empty() || v.contains(char::is_whitespace)) {
+        if self
+            .values
+            .iter()
+            .any(|v| v.is_empty() || v.contains(char::is_whitespace))
+        {
             return Err(ScopeError("values must be non-empty and without spaces".into()));
         }
         if !self.selector.is_empty() && self.values.is_empty() {
@@ -127,7 +131,8 @@ impl Rule {
             Some(base) => self.doctype.ends_with(".*") && doctype_matches(&self.doctype, base),
             None => doctype_matches(&self.doctype, &inner.doctype),
         };
-        let verbs = self.verbs.is_empty() || (!inner.verbs.is_empty() && inner.verbs.iter().all(|v| self.allows_verb(v)));
+        let verbs =
+            self.verbs.is_empty() || (!inner.verbs.is_empty() && inner.verbs.iter().all(|v| self.allows_verb(v)));
         let values = self.values.is_empty()
             || (!inner.values.is_empty()
                 && self.selector == inner.selector
@@ -142,7 +147,11 @@ impl Rule {
             return text;
         }
         text.push(':');
-        text.push_str(&if self.verbs.is_empty() { "ALL".to_string() } else { self.verbs.join(",") });
+        text.push_str(&if self.verbs.is_empty() {
+            "ALL".to_string()
+        } else {
+            self.verbs.join(",")
+        });
         if !self.values.is_empty() {
             text.push(':');
             text.push_str(&self.values.join(","));
@@ -205,7 +214,12 @@ mod tests {
         assert_eq!(rules[2].values, ["a", "b"]);
         assert_eq!(rules[3].selector, "worker");
         assert_eq!(parse_scope("io.cozy.bank.*:ALL").unwrap()[0].doctype, "io.cozy.bank.*");
-        for text in ["io.cozy.notes", "io.cozy.files:GET", "io.cozy.contacts:GET,PUT:a,b", "io.cozy.jobs:POST:sendmail:worker"] {
+        for text in [
+            "io.cozy.notes",
+            "io.cozy.files:GET",
+            "io.cozy.contacts:GET,PUT:a,b",
+            "io.cozy.jobs:POST:sendmail:worker",
+        ] {
             assert_eq!(rule(text).to_scope(), text);
         }
     }
@@ -226,15 +240,23 @@ mod tests {
 
     #[test]
     fn test_grants() {
-        let rules = parse_scope("io.cozy.notes:GET io.cozy.bank.* io.cozy.contacts:ALL:c1 io.cozy.files:GET:x:dir_id").unwrap();
+        let rules =
+            parse_scope("io.cozy.notes:GET io.cozy.bank.* io.cozy.contacts:ALL:c1 io.cozy.files:GET:x:dir_id").unwrap();
         assert_eq!(grant(&rules, "GET", "io.cozy.notes", None), Grant::Whole);
         assert_eq!(grant(&rules, "PUT", "io.cozy.notes", Some("x")), Grant::None);
-        assert_eq!(grant(&rules, "DELETE", "io.cozy.bank.operations", Some("x")), Grant::Whole);
+        assert_eq!(
+            grant(&rules, "DELETE", "io.cozy.bank.operations", Some("x")),
+            Grant::Whole
+        );
         assert_eq!(grant(&rules, "GET", "io.cozy.bankers", None), Grant::None);
         assert_eq!(grant(&rules, "GET", "io.cozy.contacts", Some("c1")), Grant::Document);
         assert_eq!(grant(&rules, "GET", "io.cozy.contacts", Some("c2")), Grant::None);
         assert_eq!(grant(&rules, "GET", "io.cozy.contacts", None), Grant::None);
-        assert_eq!(grant(&rules, "GET", "io.cozy.files", Some("x")), Grant::None, "selector rules");
+        assert_eq!(
+            grant(&rules, "GET", "io.cozy.files", Some("x")),
+            Grant::None,
+            "selector rules"
+        );
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! The access policy: a casbin model and policy kept in `gateway/policy/`, asked on every
+//! authenticated route. Its request is (kind of caller, route class, verb, grant), a small
+//! finite set, so the gateway asks casbin every possible question once at start-up and keeps
+//! the answers in a table: each request then costs one lookup instead of a run of casbin's
+//! matcher, and the decisions are exactly casbin's.
+
+use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi};
+use cocon_common::scope::Grant;
+
+pub const MODEL: &str = include_str!("../policy/model.conf");
+pub const POLICY: &str = include_str!("../policy/policy.csv");
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The person, by their session cookie.
+    Person,
+    Cli,
+    Oauth,
+    /// A sharing-link code.
+    Share,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Person, Kind::Cli, Kind::Oauth, Kind::Share];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Person => "person",
+            Kind::Cli => "cli",
+            Kind::Oauth => "oauth",
+            Kind::Share => "share",
+        }
+    }
+
+    /// The kind the auth service names (`cli`, `oauth`, `share`).
+    pub fn of_token(kind: &str) -> Kind {
+        match kind {
+            "oauth" => Kind::Oauth,
+            "share" => Kind::Share,
+            _ => Kind::Cli,
+        }
+    }
+}
+
+/// The class of an authenticated route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    DataDoc,
+    DataCreate,
+    DataList,
+    DataBulk,
+    DataDoctypes,
+    PermissionsSelf,
+    PermissionsCreate,
+    PermissionsManage,
+    PermissionsSharedByLink,
+    SettingsSessions,
+    SettingsClients,
+}
+
+impl Route {
+    const ALL: [Route; 11] = [
+        Route::DataDoc,
+        Route::DataCreate,
+        Route::DataList,
+        Route::DataBulk,
+        Route::DataDoctypes,
+        Route::PermissionsSelf,
+        Route::PermissionsCreate,
+        Route::PermissionsManage,
+        Route::PermissionsSharedByLink,
+        Route::SettingsSessions,
+        Route::SettingsClients,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::DataDoc => "data/doc",
+            Route::DataCreate => "data/create",
+            Route::DataList => "data/list",
+            Route::DataBulk => "data/bulk",
+            Route::DataDoctypes => "data/doctypes",
+            Route::PermissionsSelf => "permissions/self",
+            Route::PermissionsCreate => "permissions/create",
+            Route::PermissionsManage => "permissions/manage",
+            Route::PermissionsSharedByLink => "permissions/shared-by-link",
+            Route::SettingsSessions => "settings/sessions",
+            Route::SettingsClients => "settings/clients",
+        }
+    }
+}
+
+const VERBS: [&str; 5] = cocon_common::scope::VERBS;
+const GRANTS: [Grant; 3] = [Grant::None, Grant::Document, Grant::Whole];
+
+/// casbin's answers to every question the gateway may ask.
+pub struct Policy {
+    allowed: Vec<bool>,
+}
+
+fn slot(kind: Kind, route: Route, verb: usize, grant: Grant) -> usize {
+    let k = Kind::ALL.iter().position(|x| *x == kind).expect("every kind is listed");
+    let r = Route::ALL
+        .iter()
+        .position(|x| *x == route)
+        .expect("every route is listed");
+    let g = GRANTS.iter().position(|x| *x == grant).expect("every grant is listed");
+    ((k * Route::ALL.len() + r) * VERBS.len() + verb) * GRANTS.len() + g
+}
+
+/// The `p` and `g` lines of a policy file, without comments.
+fn lines(text: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let mut policies = Vec::new();
+    let mut roles = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split(',').map(|f| f.trim().to_string());
+        match fields.next().as_deref() {
+            Some("p") => policies.push(fields.collect()),
+            Some("g") => roles.push(fields.collect()),
+            _ => {}
+        }
+    }
+    (policies, roles)
+}
+
+impl Policy {
+    /// Loads the model and policy and asks casbin every question.
+    pub async fn load(model: &str, policy: &str) -> Result<Policy, casbin::Error> {
+        let model = DefaultModel::from_str(model).await?;
+        let mut enforcer = Enforcer::new(model, casbin::MemoryAdapter::default()).await?;
+        let (policies, roles) = lines(policy);
+        enforcer.add_policies(policies).await?;
+        enforcer.add_grouping_policies(roles).await?;
+        let mut allowed = vec![false; Kind::ALL.len() * Route::ALL.len() * VERBS.len() * GRANTS.len()];
+        for kind in Kind::ALL {
+            for route in Route::ALL {
+                for (v, verb) in VERBS.iter().enumerate() {
+                    for grant in GRANTS {
+                        allowed[slot(kind, route, v, grant)] =
+                            enforcer.enforce((kind.as_str(), route.as_str(), *verb, grant.as_str()))?;
+                    }
+                }
+            }
+        }
+        Ok(Policy { allowed })
+    }
+
+    /// The policy of the repository (`gateway/policy/`).
+    pub fn builtin() -> Policy {
+        // Nothing in it waits on I/O (the model and policy are compiled in), so it runs to
+        // completion on the spot, inside or outside a runtime.
+        futures::executor::block_on(Policy::load(MODEL, POLICY)).expect("the built-in access policy loads")
+    }
+
+    pub fn allows(&self, kind: Kind, route: Route, verb: &str, grant: Grant) -> bool {
+        VERBS
+            .iter()
+            .position(|v| *v == verb)
+            .is_some_and(|v| self.allowed[slot(kind, route, v, grant)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_the_policy_says_what_the_docs_say() {
+        let p = Policy::builtin();
+        use Grant::*;
+        use Kind::*;
+        // Documents: one document with a rule on it; everything else with the whole doctype.
+        for kind in [Cli, Oauth, Share] {
+            assert!(p.allows(kind, Route::DataDoc, "GET", Document));
+            assert!(p.allows(kind, Route::DataDoc, "PUT", Whole));
+            assert!(!p.allows(kind, Route::DataDoc, "GET", None));
+            assert!(
+                !p.allows(kind, Route::DataList, "GET", Document),
+                "listing needs the doctype"
+            );
+            assert!(p.allows(kind, Route::DataList, "POST", Whole));
+            assert!(!p.allows(kind, Route::DataCreate, "POST", Document));
+            assert!(p.allows(kind, Route::PermissionsSelf, "GET", None));
+        }
+        assert!(
+            !p.allows(Person, Route::DataDoc, "GET", Whole),
+            "the person uses apps for data"
+        );
+        assert!(!p.allows(Share, Route::DataDoctypes, "GET", Whole));
+        assert!(p.allows(Cli, Route::DataDoctypes, "GET", Whole));
+        // Permission sets: apps only; a code never mints links.
+        assert!(p.allows(Oauth, Route::PermissionsCreate, "POST", None));
+        assert!(!p.allows(Share, Route::PermissionsCreate, "POST", Whole));
+        assert!(!p.allows(Share, Route::PermissionsManage, "GET", Whole));
+        assert!(p.allows(Cli, Route::PermissionsManage, "DELETE", None));
+        assert!(!p.allows(Cli, Route::PermissionsSharedByLink, "GET", Document));
+        // Settings: the person; apps read what they have a whole rule for.
+        assert!(p.allows(Person, Route::SettingsSessions, "DELETE", None));
+        assert!(p.allows(Oauth, Route::SettingsClients, "GET", Whole));
+        assert!(!p.allows(Oauth, Route::SettingsClients, "DELETE", Whole));
+        assert!(!p.allows(Share, Route::SettingsSessions, "GET", Whole));
+        assert!(
+            !p.allows(Cli, Route::DataDoc, "HEAD", Whole),
+            "verbs are normalised before"
+        );
+    }
+
+    #[tokio::test]
+    async fn test_a_deny_line_wins_over_an_allow() {
+        let policy = format!("{POLICY}\np, oauth, data/doc, DELETE, *, deny\n");
+        let p = Policy::load(MODEL, &policy).await.unwrap();
+        assert!(!p.allows(Kind::Oauth, Route::DataDoc, "DELETE", Grant::Whole));
+        assert!(p.allows(Kind::Cli, Route::DataDoc, "DELETE", Grant::Whole));
+        assert!(p.allows(Kind::Oauth, Route::DataDoc, "GET", Grant::Whole));
+    }
+}

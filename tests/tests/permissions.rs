@@ -1,0 +1,351 @@
+//! Permission sets and sharing-link codes, end to end: a code grants exactly its rules on every
+//! route, never more than its creator holds, stops at once when changed or deleted, may need a
+//! password or expire; escalation and bad input change nothing; code creation is rate limited.
+
+use cocon_tests::{Api, Cocon};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn set_body(rules: Value) -> Value {
+    json!({"data": {"type": "io.cozy.permissions", "attributes": {"permissions": rules}}})
+}
+
+fn notes_rule(values: &[&str]) -> Value {
+    json!({"note": {"type": "io.cozy.notes", "verbs": ["GET"], "values": values}})
+}
+
+async fn patch(api: &Api, id: &str, body: Value) -> cocon_tests::Reply {
+    api.send(
+        Method::PATCH,
+        &format!("/permissions/{id}"),
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+}
+
+async fn links(api: &Api) -> usize {
+    let listed = api.get("/permissions/doctype/io.cozy.notes/shared-by-link").await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    listed.get("data").as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn test_sharing_link_codes_grant_exactly_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let alice = cocon
+        .instance("alice.test", "io.cozy.notes io.cozy.contacts:GET")
+        .await
+        .unwrap();
+    for id in ["n1", "n2"] {
+        assert_eq!(
+            alice
+                .put(&format!("/data/io.cozy.notes/{id}"), &json!({"v": id}))
+                .await
+                .status,
+            200
+        );
+    }
+
+    // Alice shares n1 read-only with two people, for a day.
+    let created = alice
+        .post("/permissions?codes=bob,jane&ttl=1D", &set_body(notes_rule(&["n1"])))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let data = created.get("data");
+    let id = data["id"].as_str().unwrap().to_string();
+    let attrs = &data["attributes"];
+    assert_eq!(attrs["type"], "share");
+    assert_eq!(attrs["source_id"], "cli");
+    assert_eq!(attrs["permissions"]["note"]["values"], json!(["n1"]));
+    let expires = unix_of_rfc3339(attrs["expires_at"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((expires - now - 86_400).abs() < 120, "ttl=1D: {expires} vs {now}");
+    let code = |name: &str| attrs["codes"][name].as_str().unwrap().to_string();
+    let (bob, jane) = (code("bob"), code("jane"));
+    let short = attrs["shortcodes"]["bob"].as_str().unwrap().to_string();
+    assert_eq!((bob.len(), short.len()), (32, 12));
+    assert_ne!(bob, jane);
+
+    // The code reads n1 and nothing else, on any route.
+    let as_bob = alice.with_token(Some(&bob));
+    assert_eq!(as_bob.get("/data/io.cozy.notes/n1").await.get("v"), "n1");
+    assert_eq!(
+        alice
+            .with_token(Some(&short))
+            .get("/data/io.cozy.notes/n1")
+            .await
+            .status,
+        200
+    );
+    for (method, path) in [
+        (Method::GET, "/data/io.cozy.notes/n2"),
+        (Method::PUT, "/data/io.cozy.notes/n1"),
+        (Method::DELETE, "/data/io.cozy.notes/n1?rev=1-x"),
+        (Method::GET, "/data/io.cozy.notes/_all_docs"),
+        (Method::GET, "/data/io.cozy.notes/_changes"),
+        (Method::POST, "/data/io.cozy.notes/"),
+        (Method::GET, "/data/io.cozy.contacts/c1"),
+        (Method::GET, "/data/_all_doctypes"),
+        (Method::GET, "/settings/sessions"),
+        (Method::GET, &format!("/permissions/{id}")),
+        (Method::POST, "/permissions?codes=x"),
+    ] {
+        let reply = as_bob.send(method.clone(), path, Some(b"{}".to_vec())).await;
+        assert_eq!(reply.status, 403, "{method} {path} with a read-n1 code: {}", reply.text);
+    }
+    // What the code is, as cozy-stack shows it.
+    let me = as_bob.get("/permissions/self").await;
+    assert_eq!(me.get("data")["id"], id.as_str());
+    assert_eq!(me.get("data")["attributes"]["type"], "share");
+    assert_eq!(
+        me.get("data")["attributes"]["permissions"]["rule0"]["values"],
+        json!(["n1"])
+    );
+    // The code means nothing on another instance.
+    cocon.add_instance("mallory.test").await.unwrap();
+    let elsewhere = cocon
+        .api("mallory.test", Some(&bob))
+        .get("/data/io.cozy.notes/n1")
+        .await;
+    assert_eq!(elsewhere.status, 401, "{}", elsewhere.text);
+
+    // The owner reads the set back with its codes.
+    let shown = alice.get(&format!("/permissions/{id}")).await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.get("data")["attributes"]["codes"]["jane"], jane.as_str());
+    assert_eq!(links(&alice).await, 1);
+
+    // Jane's code goes and Carol's comes; the set now reads n2 too.
+    let patched = patch(
+        &alice,
+        &id,
+        json!({"data": {"type": "io.cozy.permissions", "attributes": {"codes": {"bob": "", "carol": ""}},
+               "permissions": {"more": {"type": "io.cozy.notes", "verbs": ["GET"], "values": ["n2"]}}}}),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    let codes = &patched.get("data")["attributes"]["codes"];
+    assert_eq!(codes["bob"], bob.as_str(), "kept names keep their code");
+    assert!(codes["jane"].is_null());
+    let carol = codes["carol"].as_str().unwrap().to_string();
+    assert_eq!(
+        alice.with_token(Some(&jane)).get("/data/io.cozy.notes/n1").await.status,
+        401
+    );
+    assert_eq!(
+        alice
+            .with_token(Some(&carol))
+            .get("/data/io.cozy.notes/n2")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(as_bob.get("/data/io.cozy.notes/n2").await.status, 200);
+
+    // Expiring the set now closes it.
+    let expired = patch(
+        &alice,
+        &id,
+        json!({"data": {"attributes": {"expires_at": "2020-01-01T00:00:00Z"}}}),
+    )
+    .await;
+    assert_eq!(expired.status, 200, "{}", expired.text);
+    let late = as_bob.get("/data/io.cozy.notes/n1").await;
+    assert_eq!(late.status, 401, "{}", late.text);
+    assert!(late.text.contains("expired"), "{}", late.text);
+    patch(&alice, &id, json!({"data": {"attributes": {"expires_at": null}}})).await;
+    assert_eq!(as_bob.get("/data/io.cozy.notes/n1").await.status, 200);
+
+    // Deleting it ends every code at once.
+    assert_eq!(alice.delete(&format!("/permissions/{id}")).await.status, 204);
+    assert_eq!(as_bob.get("/data/io.cozy.notes/n1").await.status, 401);
+    assert_eq!(alice.get(&format!("/permissions/{id}")).await.status, 404);
+    assert_eq!(links(&alice).await, 0);
+}
+
+/// `2026-11-22T12:00:00Z` → Unix seconds.
+fn unix_of_rfc3339(text: &str) -> i64 {
+    humantime::parse_rfc3339(text)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn test_codes_never_exceed_their_creator_and_bad_input_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let alice = cocon
+        .instance("alice.test", "io.cozy.notes:GET io.cozy.contacts:GET:c1")
+        .await
+        .unwrap();
+    for (rules, what) in [
+        (json!({"r": {"type": "io.cozy.files"}}), "another doctype"),
+        (
+            json!({"r": {"type": "io.cozy.notes", "verbs": ["PUT"]}}),
+            "another verb",
+        ),
+        (json!({"r": {"type": "io.cozy.notes"}}), "every verb"),
+        (
+            json!({"r": {"type": "io.cozy.contacts", "verbs": ["GET"]}}),
+            "a whole doctype from some documents",
+        ),
+        (
+            json!({"r": {"type": "io.cozy.contacts", "verbs": ["GET"], "values": ["c2"]}}),
+            "another document",
+        ),
+        (
+            json!({"r": {"type": "io.cozy.notes.*", "verbs": ["GET"]}}),
+            "a wildcard",
+        ),
+    ] {
+        let reply = alice.post("/permissions?codes=x", &set_body(rules)).await;
+        assert_eq!(reply.status, 403, "{what}: {}", reply.text);
+        assert!(reply.text.contains("grants more"), "{what}: {}", reply.text);
+    }
+    for (body, what) in [
+        (json!({"data": {"attributes": {}}}), "no rules"),
+        (
+            json!({"data": {"attributes": {"permissions": {"r": {"type": "Not A Doctype"}}}}}),
+            "bad doctype",
+        ),
+        (
+            json!({"data": {"attributes": {"permissions": {"r": {"type": "io.cozy.notes", "verbs": ["FETCH"]}}}}}),
+            "bad verb",
+        ),
+        (
+            json!({"data": {"type": "io.cozy.files", "attributes": {"permissions": notes_rule(&["n1"])}}}),
+            "wrong type",
+        ),
+        (json!([1, 2]), "not an object"),
+    ] {
+        let reply = alice.post("/permissions?codes=x", &body).await;
+        assert_eq!(reply.status, 400, "{what}: {}", reply.text);
+        assert!(
+            reply.get("reason").as_str().is_some_and(|r| !r.is_empty()),
+            "{what}: {}",
+            reply.text
+        );
+    }
+    let malformed = alice.raw(Method::POST, "/permissions?codes=x", b"{not json").await;
+    assert_eq!(malformed.status, 400);
+    let bad_ttl = alice
+        .post("/permissions?codes=x&ttl=1X", &set_body(notes_rule(&["n1"])))
+        .await;
+    assert_eq!(bad_ttl.status, 400, "{}", bad_ttl.text);
+    assert_eq!(links(&alice).await, 0, "nothing was stored");
+    // Within its rights, the same token may share.
+    let ok = alice
+        .post(
+            "/permissions?codes=x",
+            &set_body(json!({"r": {"type": "io.cozy.contacts", "verbs": ["GET"], "values": ["c1"]}})),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    // Listing a doctype's links needs GET on all of it.
+    let contacts = alice.get("/permissions/doctype/io.cozy.contacts/shared-by-link").await;
+    assert_eq!(contacts.status, 403, "{}", contacts.text);
+    // Another instance's token cannot see or touch the set.
+    let bob = cocon.instance("bob.test", "io.cozy.contacts").await.unwrap();
+    let id = ok.get("data")["id"].as_str().unwrap();
+    assert_eq!(bob.get(&format!("/permissions/{id}")).await.status, 404);
+    assert_eq!(bob.delete(&format!("/permissions/{id}")).await.status, 404);
+    assert_eq!(alice.get(&format!("/permissions/{id}")).await.status, 200);
+}
+
+#[tokio::test]
+async fn test_a_password_protected_link_opens_with_its_password_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let alice = cocon.instance("alice.test", "io.cozy.notes").await.unwrap();
+    alice.put("/data/io.cozy.notes/n1", &json!({"v": 1})).await;
+    let mut body = set_body(notes_rule(&["n1"]));
+    body["data"]["attributes"]["password"] = json!("hunter22");
+    let created = alice.post("/permissions?codes=bob", &body).await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    assert_eq!(created.get("data")["attributes"]["password"], true);
+    assert!(!created.text.contains("hunter22"));
+    let code = created.get("data")["attributes"]["codes"]["bob"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let locked = alice.with_token(Some(&code)).get("/data/io.cozy.notes/n1").await;
+    assert_eq!(locked.status, 403, "{}", locked.text);
+    assert!(locked.text.contains("password"), "{}", locked.text);
+
+    let client = reqwest::Client::new();
+    let unlock = |password: &'static str| {
+        client
+            .post(format!("{}/auth/share-by-link/password", cocon.http))
+            .header("Host", "alice.test")
+            .form(&[("code", code.as_str()), ("password", password)])
+            .send()
+    };
+    assert_eq!(unlock("wrong one").await.unwrap().status(), 401);
+    let opened = unlock("hunter22").await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let cookie = opened
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.starts_with("sharepass_") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let read = |cookie: String| {
+        client
+            .get(format!("{}/data/io.cozy.notes/n1", cocon.http))
+            .header("Host", "alice.test")
+            .bearer_auth(&code)
+            .header("Cookie", cookie)
+            .send()
+    };
+    assert_eq!(read(pair.clone()).await.unwrap().status(), 200);
+    let (name, value) = pair.split_once('=').unwrap();
+    let forged = format!("{name}={}x", value);
+    assert_eq!(read(forged).await.unwrap().status(), 403, "a forged proof");
+    let body: Value = read(pair).await.unwrap().json().await.unwrap();
+    assert_eq!(body["v"], 1);
+}
+
+#[tokio::test]
+async fn test_creating_codes_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_GATEWAY__LIMITS__CODES_PER_IP_PER_MINUTE", "2")
+        .start()
+        .await
+        .unwrap();
+    let alice = cocon.instance("alice.test", "io.cozy.notes").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let reply = alice.post("/permissions?codes=x", &set_body(notes_rule(&["n1"]))).await;
+        statuses.push(reply.status);
+    }
+    // Two a minute: the third, well within that minute, waits.
+    if started.elapsed().as_secs() < 25 {
+        assert_eq!(statuses, [200, 200, 429]);
+    }
+    let limited = reqwest::Client::new()
+        .post(format!("{}/permissions?codes=y", cocon.http))
+        .header("Host", "alice.test")
+        .bearer_auth(cocon.token("alice.test", "io.cozy.notes").await.unwrap())
+        .json(&set_body(notes_rule(&["n1"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(links(&alice).await, 2, "the refused ones stored nothing");
+}
