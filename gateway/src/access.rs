@@ -24,6 +24,8 @@ pub struct Caller {
     pub client: String,
     /// The permission set of a sharing-link code; empty for other tokens.
     pub permission_id: String,
+    /// The auth service's ticket for the instance, passed on to the services holding data.
+    pub ticket: Arc<str>,
 }
 
 /// What a request touches.
@@ -42,6 +44,7 @@ struct Cached {
     permission_id: String,
     instance: String,
     rules: Arc<[Rule]>,
+    ticket: Arc<str>,
     until: Instant,
 }
 
@@ -154,6 +157,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             rules: hit.rules.clone(),
             client: hit.client.clone(),
             permission_id: hit.permission_id.clone(),
+            ticket: hit.ticket.clone(),
         });
     }
     let answer = state
@@ -191,6 +195,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         })
         .collect();
     let kind = Kind::of_token(&answer.kind);
+    let ticket: Arc<str> = answer.instance_ticket.into();
     {
         let mut entries = state.access.entries.write().expect("auth cache poisoned");
         if entries.len() >= CACHE_MAX {
@@ -208,6 +213,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
                 permission_id: answer.permission_id.clone(),
                 instance: instance.clone(),
                 rules: rules.clone(),
+                ticket: ticket.clone(),
                 until,
             },
         );
@@ -218,6 +224,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         rules,
         client: answer.client_id,
         permission_id: answer.permission_id,
+        ticket,
     })
 }
 

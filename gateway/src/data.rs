@@ -92,6 +92,7 @@ fn scope(caller: &Caller, doctype: &str) -> Option<pb::Scope> {
     Some(pb::Scope {
         instance: caller.instance.clone(),
         doctype: doctype.to_string(),
+        ticket: caller.ticket.to_string(),
     })
 }
 
@@ -173,6 +174,7 @@ async fn all_doctypes(AxState(state): AxState<State>, headers: HeaderMap) -> Res
         .clone()
         .all_doctypes(pb::AllDoctypesRequest {
             instance: caller.instance,
+            ticket: caller.ticket.to_string(),
         })
         .await?;
     Ok(json_response(StatusCode::OK, res.into_inner().json))

@@ -9,4 +9,4 @@ mod sandbox;
 pub use api::{Api, Reply};
 pub use browser::{Browser, Page, hidden_field, onboard, onboarding_link, register_token, submit_onboarding};
 pub use nats::{NatsServer, StreamReader, header};
-pub use sandbox::{Cocon, CoconBuilder, cocon_bin};
+pub use sandbox::{Cocon, CoconBuilder, cocon_bin, make_mesh_key};

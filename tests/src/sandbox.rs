@@ -135,6 +135,17 @@ impl CoconBuilder {
     }
 }
 
+/// A mesh key file in `dir` for split processes (auth and documents must share one), made as
+/// an operator would, with `cocon mesh-key`.
+pub fn make_mesh_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("mesh.key");
+    let out = Command::new(cocon_bin()).arg("mesh-key").arg(&path).output()?;
+    if !out.status.success() {
+        bail!("cocon mesh-key failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(path)
+}
+
 impl Cocon {
     pub fn builder(data_dir: &Path) -> CoconBuilder {
         CoconBuilder {

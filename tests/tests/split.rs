@@ -5,16 +5,34 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cocon_tests::{Cocon, NatsServer, StreamReader, header};
+use cocon_common::ticket::MeshKey;
+use cocon_proto::documents::v1 as pb;
+use cocon_tests::{Cocon, NatsServer, StreamReader, cocon_bin, header};
 use serde_json::json;
 
 async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
     let dir = tempfile::tempdir().unwrap();
+    // The mesh key the two processes share, made as an operator would.
+    let key = dir.path().join("mesh.key");
+    let made = std::process::Command::new(cocon_bin())
+        .arg("mesh-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let again = std::process::Command::new(cocon_bin())
+        .arg("mesh-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "an existing key is never overwritten");
+    let key = key.to_str().unwrap().to_string();
     let documents = Cocon::builder(&dir.path().join("documents"))
         .arg("--services")
         .arg("documents")
         .arg("--nats")
         .arg(nats.url())
+        .env("COCON_MESH_KEY_FILE", key.clone())
         .start()
         .await
         .unwrap();
@@ -25,6 +43,7 @@ async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
         .arg("--nats")
         .arg(nats.url())
         .env("COCON_ENDPOINTS__DOCUMENTS", endpoint)
+        .env("COCON_MESH_KEY_FILE", key)
         .start()
         .await
         .unwrap();
@@ -70,6 +89,36 @@ async fn test_split_services_over_real_nats() {
         )
         .await;
     assert_eq!(found.get("docs").as_array().unwrap().len(), 1, "{}", found.text);
+
+    // Defence in depth: the documents service itself refuses a call without the auth service's
+    // ticket for that very instance, whoever makes it.
+    let mut grpc = pb::documents_service_client::DocumentsServiceClient::connect(documents.grpc.clone().unwrap())
+        .await
+        .unwrap();
+    let key = MeshKey::load(&_dir.path().join("mesh.key"), false).unwrap();
+    edge.add_instance("bob.test").await.unwrap();
+    let bob = edge.instance_id("bob.test").await.unwrap();
+    let soon = cocon_common::time::now_secs() + 60;
+    let get = |ticket: String| pb::GetDocumentRequest {
+        scope: Some(pb::Scope {
+            instance: instance.clone(),
+            doctype: "io.cozy.notes".into(),
+            ticket,
+        }),
+        id: id.clone(),
+        rev: String::new(),
+    };
+    for (ticket, what) in [
+        (String::new(), "no ticket"),
+        (key.issue(&bob, soon), "bob's ticket"),
+        (MeshKey::random().issue(&instance, soon), "a ticket from another key"),
+        (key.issue(&instance, soon - 120), "an expired ticket"),
+    ] {
+        let refused = grpc.get_document(get(ticket)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{what}: {refused:?}");
+    }
+    let allowed = grpc.get_document(get(key.issue(&instance, soon))).await.unwrap();
+    assert!(String::from_utf8_lossy(&allowed.into_inner().json).contains("over the wire"));
 
     // The events are on NATS, on per-instance, per-doctype subjects.
     let filter = format!("cocon.documents.{instance}.>");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cocon_tests::{Cocon, NatsServer, StreamReader, header};
+use cocon_tests::{Cocon, NatsServer, StreamReader, header, make_mesh_key};
 use serde_json::json;
 
 #[tokio::test]
@@ -12,9 +12,11 @@ async fn test_traceparent_reaches_the_nats_event_across_processes() {
     let dir = tempfile::tempdir().unwrap();
     // Export is on (to a port where nothing listens: spans are made and propagated, then dropped).
     let otlp = "http://127.0.0.1:9";
+    let key = make_mesh_key(dir.path()).unwrap().to_str().unwrap().to_string();
     let documents = Cocon::builder(&dir.path().join("documents"))
         .args(["--services", "documents", "--nats", &nats.url()])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+        .env("COCON_MESH_KEY_FILE", key.clone())
         .start()
         .await
         .unwrap();
@@ -22,6 +24,7 @@ async fn test_traceparent_reaches_the_nats_event_across_processes() {
         .args(["--services", "gateway,auth", "--nats", &nats.url()])
         .env("COCON_ENDPOINTS__DOCUMENTS", documents.grpc.clone().unwrap())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+        .env("COCON_MESH_KEY_FILE", key.clone())
         .start()
         .await
         .unwrap();

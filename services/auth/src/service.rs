@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cocon_common::Shutdown;
+use cocon_common::ticket::{MAX_TICKET_SECS, MeshKey};
 use cocon_events::{Appended, EventBus, EventLog, Relay, RelayConfig, subject};
 use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload};
@@ -61,6 +62,8 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
     pub data_dir: PathBuf,
+    /// Signs the instance tickets of accepted tokens (shared with the services holding data).
+    pub mesh_key: MeshKey,
 }
 
 #[derive(Clone)]
@@ -74,6 +77,7 @@ pub(crate) struct Inner {
     bus: Arc<dyn EventBus>,
     log: EventLog,
     pub master_key: Vec<u8>,
+    mesh_key: MeshKey,
     /// Creating and destroying instances: one at a time keeps domains unique.
     lifecycle: Mutex<()>,
     /// One writer per instance (striped), so its events get gap-free sequences.
@@ -128,6 +132,7 @@ impl AuthService {
                 bus: deps.bus,
                 log,
                 master_key,
+                mesh_key: deps.mesh_key,
                 lifecycle: Mutex::new(()),
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             }),
@@ -439,6 +444,8 @@ impl AuthService {
             });
         }
         let caller = self.bearer(&record, bearer, share_passes).await?;
+        let expires_at = caller.expires_at.min(cocon_common::time::now_secs() + MAX_TICKET_SECS);
+        let instance_ticket = self.inner.mesh_key.issue(&record.id, expires_at);
         let rules = caller
             .rules
             .into_iter()
@@ -453,11 +460,12 @@ impl AuthService {
             instance,
             rules,
             authenticated: true,
-            expires_at: caller.expires_at,
+            expires_at,
             session_id,
             client_id: caller.client_id,
             kind: caller.kind.to_string(),
             permission_id: caller.permission_id,
+            instance_ticket,
         })
     }
 

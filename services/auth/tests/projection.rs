@@ -46,6 +46,7 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
             store: store.clone(),
             bus,
             data_dir: dir.path().to_path_buf(),
+            mesh_key: cocon_common::ticket::MeshKey::random(),
         },
     )
     .await

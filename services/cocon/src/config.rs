@@ -33,6 +33,11 @@ pub struct Config {
     pub nats_url: String,
     /// The admin API's secret. Default: `<data_dir>/admin-token`, created (mode 0600) at first start.
     pub admin_token_file: Option<PathBuf>,
+    /// The mesh key, shared by the processes running auth or documents: auth signs instance
+    /// tickets with it, documents checks them. All in one process: `<data_dir>/secrets/mesh.key`,
+    /// created at first start. Split: required, the same file in every such process (make one
+    /// with `cocon mesh-key FILE`).
+    pub mesh_key_file: Option<PathBuf>,
     /// How long a shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
     pub endpoints: Endpoints,
@@ -57,6 +62,7 @@ impl Default for Config {
             services: String::new(),
             nats_url: String::new(),
             admin_token_file: None,
+            mesh_key_file: None,
             shutdown_grace_secs: 30,
             endpoints: Endpoints::default(),
             store: StoreConfig::default(),

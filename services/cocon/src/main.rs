@@ -53,6 +53,15 @@ enum Command {
         #[arg(long, env = "COCON_DATA_DIR", default_value = "./cocon-data")]
         data_dir: PathBuf,
     },
+    /// Write a new mesh key to FILE (mode 0600): the secret that the processes running auth
+    /// and documents share when the services are split (COCON_MESH_KEY_FILE). Refuses to
+    /// overwrite an existing file.
+    #[command(after_help = "Example:\n  cocon mesh-key /etc/cocon/mesh.key\n  \
+        COCON_MESH_KEY_FILE=/etc/cocon/mesh.key cocon serve --services documents --nats nats://10.0.0.5:4222")]
+    MeshKey {
+        /// Where to write the key.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -94,6 +103,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Instances(cmd) => cli::run(cmd).await,
             Command::RebuildProjections { data_dir } => rebuild::run(&data_dir).await,
+            Command::MeshKey { file } => new_mesh_key(&file),
         }
     });
     match result {
@@ -103,4 +113,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn new_mesh_key(file: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if file.exists() {
+        anyhow::bail!(
+            "{} exists already: every process must keep the same key, so Cocon never overwrites one",
+            file.display()
+        );
+    }
+    cocon_common::ticket::MeshKey::load(file, true)
+        .with_context(|| format!("cannot write the mesh key to {}", file.display()))?;
+    eprintln!(
+        "wrote a new mesh key to {} (mode 0600); give the same file to every process running auth or documents",
+        file.display()
+    );
+    Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt as _;
 use cocon_auth::AuthService;
 use cocon_common::Shutdown;
+use cocon_common::ticket::MeshKey;
 use cocon_documents::DocumentsService;
 use cocon_events::{EventBus, MemoryBus, NatsBus};
 use cocon_gateway::{AuthClient, Clients, DocumentsClient, remote};
@@ -111,6 +112,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .context("cannot set up the NATS JetStream streams")?,
         )
     };
+    let mesh_key = if stateful {
+        Some(mesh_key(&config, all_in_one)?)
+    } else {
+        None
+    };
     let store = if stateful {
         Some(open_store(&config).await?)
     } else {
@@ -125,6 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     store: store.clone(),
                     bus: bus.clone(),
                     data_dir: config.data_dir.clone(),
+                    mesh_key: mesh_key.clone().expect("stateful processes load the mesh key"),
                 },
             )
             .await?,
@@ -138,6 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 cocon_documents::Deps {
                     store: store.clone(),
                     bus: bus.clone(),
+                    mesh_key: mesh_key.clone().expect("stateful processes load the mesh key"),
                 },
             )
             .await?,
@@ -330,5 +338,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn no_delay(tcp: &mut tokio::net::TcpStream) {
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+}
+
+/// The mesh key of a process running auth or documents: made at first start when everything
+/// runs here, given explicitly when the services are split over processes (each must hold the
+/// same key).
+fn mesh_key(config: &Config, all_in_one: bool) -> anyhow::Result<MeshKey> {
+    match &config.mesh_key_file {
+        Some(path) => MeshKey::load(path, false).with_context(|| {
+            format!(
+                "cannot read the mesh key {}: give every process running auth or documents the same key file (make one with `cocon mesh-key {}`)",
+                path.display(),
+                path.display()
+            )
+        }),
+        None if all_in_one => {
+            let path = config.data_dir.join("secrets").join("mesh.key");
+            MeshKey::load(&path, true).with_context(|| format!("cannot read or create the mesh key {}", path.display()))
+        }
+        None => bail!(
+            "split services need the mesh key shared by auth and documents: make one with `cocon mesh-key FILE` and set COCON_MESH_KEY_FILE=FILE (or mesh_key_file) for each process"
+        ),
     }
 }

@@ -8,6 +8,7 @@ pub mod fs;
 pub mod scope;
 pub mod shutdown;
 pub mod telemetry;
+pub mod ticket;
 pub mod time;
 pub mod trace_context;
 

@@ -30,6 +30,9 @@ pub enum DocumentsError {
     Corrupt(String),
     #[error("the documents service is shutting down")]
     ShuttingDown,
+    /// The call's instance ticket does not hold (see `cocon_common::ticket`).
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl ServiceError for DocumentsError {
@@ -42,7 +45,7 @@ impl ServiceError for DocumentsError {
             NotFound(_) => ErrorCode::NotFound,
             Conflict => ErrorCode::Conflict,
             TooLarge { .. } => ErrorCode::PayloadTooLarge,
-            ReadOnlyDoctype(_) => ErrorCode::Forbidden,
+            ReadOnlyDoctype(_) | Denied(_) => ErrorCode::Forbidden,
             ShuttingDown => ErrorCode::Unavailable,
             Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
         }

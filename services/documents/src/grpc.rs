@@ -11,13 +11,24 @@ use crate::committer::{WriteCmd, WriteKind};
 use crate::query::{self, AllDocsParams, ChangesParams};
 use crate::{DocumentsError, DocumentsService, error::Result, validate};
 
-fn scope(s: Option<pb::Scope>) -> Result<pb::Scope> {
-    let s = s.ok_or_else(|| DocumentsError::BadRequest("missing scope".into()))?;
-    if s.instance.is_empty() {
-        return Err(DocumentsError::BadRequest("missing instance".into()));
+impl DocumentsService {
+    /// The instance a call is for, once its ticket shows the auth service accepted a token of
+    /// that very instance (defence in depth: the gateway checked it already).
+    fn instance_of(&self, instance: &str, ticket: &str) -> Result<()> {
+        if instance.is_empty() {
+            return Err(DocumentsError::BadRequest("missing instance".into()));
+        }
+        self.mesh_key
+            .verify(instance, ticket, cocon_common::time::now_secs())
+            .map_err(|e| DocumentsError::Denied(e.to_string()))
     }
-    validate::doctype(&s.doctype)?;
-    Ok(s)
+
+    fn scope(&self, s: Option<pb::Scope>) -> Result<pb::Scope> {
+        let s = s.ok_or_else(|| DocumentsError::BadRequest("missing scope".into()))?;
+        self.instance_of(&s.instance, &s.ticket)?;
+        validate::doctype(&s.doctype)?;
+        Ok(s)
+    }
 }
 
 fn json(bytes: Bytes) -> Response<pb::JsonResponse> {
@@ -159,14 +170,14 @@ impl DocumentsService {
 impl pb::documents_service_server::DocumentsService for DocumentsService {
     async fn get_document(&self, req: Request<pb::GetDocumentRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         let doc = query::get(&self.shared, &s.instance, &s.doctype, &req.id, &req.rev).await?;
         Ok(json(doc))
     }
 
     async fn put_document(&self, req: Request<pb::PutDocumentRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         validate::writable_doctype(&s.doctype)?;
         let body = validate::document(&req.body, self.config.max_doc_bytes)?;
         let body_id = body.get("_id").map(|v| {
@@ -197,7 +208,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         req: Request<pb::DeleteDocumentRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         validate::writable_doctype(&s.doctype)?;
         if req.rev.is_empty() {
             return Err(
@@ -219,14 +230,14 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
 
     async fn bulk_docs(&self, req: Request<pb::BulkDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         validate::writable_doctype(&s.doctype)?;
         Ok(json(self.bulk_docs(&s.instance, &s.doctype, &req.body).await?))
     }
 
     async fn all_docs(&self, req: Request<pb::AllDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         let params = AllDocsParams {
             include_docs: req.include_docs,
             keys: req.has_keys.then_some(req.keys),
@@ -243,7 +254,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
 
     async fn normal_docs(&self, req: Request<pb::NormalDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         let limit = if req.limit == 0 {
             query::DEFAULT_LIMIT
         } else {
@@ -264,13 +275,13 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
 
     async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         Ok(json(self.create_index(&s.instance, &s.doctype, &req.body).await?))
     }
 
     async fn find(&self, req: Request<pb::FindRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         Ok(json(
             query::find(&self.shared, &s.instance, &s.doctype, &req.body).await?,
         ))
@@ -278,7 +289,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
 
     async fn changes(&self, req: Request<pb::ChangesRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         let longpoll = match req.feed.as_str() {
             "" | "normal" => false,
             "longpoll" => true,
@@ -306,7 +317,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
     }
 
     async fn design_docs(&self, req: Request<pb::DesignDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
-        let s = scope(req.into_inner().scope)?;
+        let s = self.scope(req.into_inner().scope)?;
         Ok(json(query::design_docs(&self.shared, &s.instance, &s.doctype).await?))
     }
 
@@ -315,7 +326,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         req: Request<pb::DeleteDesignDocRequest>,
     ) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        let s = scope(req.scope)?;
+        let s = self.scope(req.scope)?;
         if req.rev.is_empty() {
             return Err(DocumentsError::BadRequest("deleting a design document needs ?rev=".into()).into());
         }
@@ -330,9 +341,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
 
     async fn all_doctypes(&self, req: Request<pb::AllDoctypesRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
-        if req.instance.is_empty() {
-            return Err(DocumentsError::BadRequest("missing instance".into()).into());
-        }
+        self.instance_of(&req.instance, &req.ticket)?;
         Ok(json(query::all_doctypes(&self.shared, &req.instance).await?))
     }
 }

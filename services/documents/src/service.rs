@@ -1,3 +1,4 @@
+use cocon_common::ticket::MeshKey;
 use std::sync::Arc;
 
 use cocon_common::Shutdown;
@@ -33,6 +34,8 @@ impl Default for Config {
 pub struct Deps {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
+    /// Checks the instance ticket of every call (signed by the auth service).
+    pub mesh_key: MeshKey,
 }
 
 #[derive(Clone)]
@@ -40,6 +43,7 @@ pub struct DocumentsService {
     pub(crate) shared: Arc<Shared>,
     pub(crate) committer: Committer,
     pub(crate) config: Config,
+    pub(crate) mesh_key: MeshKey,
     bus: Arc<dyn EventBus>,
 }
 
@@ -58,6 +62,7 @@ impl DocumentsService {
             shared,
             committer,
             config,
+            mesh_key: deps.mesh_key,
             bus: deps.bus,
         })
     }
