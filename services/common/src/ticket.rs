@@ -16,9 +16,10 @@ use subtle::ConstantTimeEq;
 /// Tickets last at most this long, whatever the token's own lifetime.
 pub const MAX_TICKET_SECS: i64 = 3600;
 
-/// The mesh key: 32 random bytes, kept as 64 hex digits in a file.
+/// The mesh key: 32 random bytes, kept as 64 hex digits in a file. The HMAC state keyed with it
+/// is made once and cloned per ticket (checked on every data call).
 #[derive(Clone)]
-pub struct MeshKey(std::sync::Arc<[u8; 32]>);
+pub struct MeshKey(std::sync::Arc<([u8; 32], Hmac<Sha256>)>);
 
 impl std::fmt::Debug for MeshKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,12 +51,17 @@ fn parse_hex(text: &str) -> Option<[u8; 32]> {
 
 impl MeshKey {
     pub fn random() -> MeshKey {
-        MeshKey(std::sync::Arc::new(rand_bytes()))
+        MeshKey::from_bytes(rand_bytes())
+    }
+
+    fn from_bytes(key: [u8; 32]) -> MeshKey {
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+        MeshKey(std::sync::Arc::new((key, mac)))
     }
 
     /// The key in its file format (64 hex digits).
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        self.0.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Reads the key file; with `create`, writes a new key (mode 0600) when there is none.
@@ -65,21 +71,19 @@ impl MeshKey {
         } else {
             std::fs::read_to_string(path)?
         };
-        parse_hex(&text)
-            .map(|k| MeshKey(std::sync::Arc::new(k)))
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "{} must hold 64 hex digits (make one with `cocon mesh-key FILE`)",
-                        path.display()
-                    ),
-                )
-            })
+        parse_hex(&text).map(MeshKey::from_bytes).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} must hold 64 hex digits (make one with `cocon mesh-key FILE`)",
+                    path.display()
+                ),
+            )
+        })
     }
 
     fn mac(&self, instance: &str, expires_at: i64) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_slice()).expect("HMAC takes any key length");
+        let mut mac = self.0.1.clone();
         mac.update(b"cocon-instance-ticket:");
         mac.update(instance.as_bytes());
         mac.update(b":");
