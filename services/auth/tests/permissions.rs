@@ -1,0 +1,135 @@
+//! Who may manage a permission set: the client that made it, or a token whose rules cover the
+//! whole set; never a sharing-link code, never another client with narrower rights.
+
+use std::sync::Arc;
+
+use cocon_auth::{AuthError, AuthService, Config, Deps};
+use cocon_events::{EventBus, MemoryBus};
+use cocon_proto::auth::v1 as pb;
+use cocon_storage::{EmbeddedStore, Store};
+use serde_json::Value;
+
+const REDIRECT: &str = "https://app.example/cb";
+
+/// An OAuth access token of a new client for `scope`.
+async fn app_token(auth: &AuthService, scope: &str) -> (String, String) {
+    let client: Value = serde_json::from_str(
+        &auth
+            .register_client(
+                "a.test",
+                &format!(r#"{{"redirect_uris":["{REDIRECT}"],"client_name":"App","software_id":"app-{scope}"}}"#),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let code = auth
+        .issue_code(&pb::AuthorizationRequest {
+            domain: "a.test".into(),
+            client_id: client_id.clone(),
+            redirect_uri: REDIRECT.into(),
+            scope: scope.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let tokens = auth
+        .exchange_token(&pb::TokenRequest {
+            domain: "a.test".into(),
+            grant_type: "authorization_code".into(),
+            code,
+            redirect_uri: REDIRECT.into(),
+            client_id: client_id.clone(),
+            client_secret: client["client_secret"].as_str().unwrap().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (tokens.access_token, client_id)
+}
+
+const NOTE_SET: &str = r#"{"data":{"type":"io.cozy.permissions","attributes":{"permissions":{"n":{"type":"io.cozy.notes","verbs":["GET"],"values":["n1"]}}}}}"#;
+
+#[tokio::test]
+async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap());
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(cocon_events::streams::all(
+        &cocon_events::streams::Limits::default(),
+    )));
+    let auth = AuthService::build(
+        Config::default(),
+        Deps {
+            store,
+            bus,
+            data_dir: dir.path().to_path_buf(),
+            mesh_key: cocon_common::ticket::MeshKey::random(),
+        },
+    )
+    .await
+    .unwrap();
+    auth.create_instance("a.test").await.unwrap();
+
+    let (notes_app, notes_client) = app_token(&auth, "io.cozy.notes:GET").await;
+    let (contacts_app, _) = app_token(&auth, "io.cozy.contacts").await;
+    let (wide_cli, _) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
+
+    let made: Value = serde_json::from_str(
+        &auth
+            .create_permission("a.test", &notes_app, NOTE_SET, &["bob".into()], "")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(
+        made["attributes"]["source_id"],
+        format!("io.cozy.oauth.clients/{notes_client}")
+    );
+
+    // Another app with other rights neither sees nor deletes it.
+    assert!(matches!(
+        auth.get_permission("a.test", &contacts_app, id).await,
+        Err(AuthError::Denied(_))
+    ));
+    assert!(matches!(
+        auth.delete_permission("a.test", &contacts_app, id).await,
+        Err(AuthError::Denied(_))
+    ));
+    // Nor may it widen the set through a patch.
+    assert!(matches!(
+        auth.patch_permission(
+            "a.test",
+            &notes_app,
+            id,
+            r#"{"data":{"permissions":{"w":{"type":"io.cozy.notes","verbs":["DELETE"]}}}}"#
+        )
+        .await,
+        Err(AuthError::Denied(_))
+    ));
+    // A token holding all of its rules may.
+    auth.get_permission("a.test", &wide_cli, id).await.unwrap();
+
+    // The set's own code cannot mint or manage sets.
+    let code = made["attributes"]["codes"]["bob"].as_str().unwrap();
+    assert!(matches!(
+        auth.create_permission("a.test", code, NOTE_SET, &[], "").await,
+        Err(AuthError::Denied(_))
+    ));
+    assert!(matches!(
+        auth.get_permission("a.test", code, id).await,
+        Err(AuthError::Denied(_))
+    ));
+
+    // The maker deletes it; the code is gone with it.
+    auth.delete_permission("a.test", &notes_app, id).await.unwrap();
+    assert!(matches!(
+        auth.authenticate("a.test", code, "", &[]).await,
+        Err(AuthError::InvalidToken(_))
+    ));
+    assert!(matches!(
+        auth.get_permission("a.test", &wide_cli, id).await,
+        Err(AuthError::NoSuchPermission(_))
+    ));
+}
