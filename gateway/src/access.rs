@@ -3,6 +3,7 @@
 //! (`gateway/policy/`, casbin) decides from the kind of caller, the route, the verb and what
 //! the rules grant on the doctype and document.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -129,11 +130,11 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 /// A request's bearer token, or the sharing-link code, and the proofs of passwords sent along.
-fn cache_key(token: &str, passes: &[&str]) -> String {
+fn cache_key<'a>(token: &'a str, passes: &[&str]) -> Cow<'a, str> {
     if passes.is_empty() {
-        token.to_string()
+        Cow::Borrowed(token)
     } else {
-        format!("{token}\n{}", passes.join("\n"))
+        Cow::Owned(format!("{token}\n{}", passes.join("\n")))
     }
 }
 
@@ -147,7 +148,12 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
     };
     let key = cache_key(token.unwrap_or_default(), &passes);
     if token.is_some()
-        && let Some(hit) = state.access.entries.read().expect("auth cache poisoned").get(&key)
+        && let Some(hit) = state
+            .access
+            .entries
+            .read()
+            .expect("auth cache poisoned")
+            .get(key.as_ref())
         && hit.domain == domain
         && hit.until > Instant::now()
     {
@@ -205,7 +211,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             }
         }
         entries.insert(
-            key,
+            key.into_owned(),
             Cached {
                 domain,
                 kind,

@@ -81,13 +81,25 @@ pub struct Clients {
     pub documents: DocumentsClient,
 }
 
+/// What every handler reads. Axum clones the state for each request: behind one `Arc` that is
+/// a single reference-count update instead of one per field.
 #[derive(Clone)]
-pub(crate) struct State {
+pub(crate) struct State(Arc<Shared>);
+
+pub(crate) struct Shared {
     pub clients: Clients,
-    pub config: Arc<Config>,
+    pub config: Config,
     pub access: Arc<access::AuthCache>,
-    pub limits: Arc<limits::Limits>,
-    pub policy: Arc<policy::Policy>,
+    pub limits: limits::Limits,
+    pub policy: policy::Policy,
+}
+
+impl std::ops::Deref for State {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// One span per request, continuing the caller's trace when it sends a `traceparent`; the gRPC
@@ -113,13 +125,13 @@ pub struct Gateway {
 impl Gateway {
     pub fn build(config: Config, clients: Clients) -> Gateway {
         Gateway {
-            state: State {
+            state: State(Arc::new(Shared {
                 access: Arc::new(access::AuthCache::new(Duration::from_millis(config.auth_cache_ttl_ms))),
-                limits: Arc::new(limits::Limits::new(&config.limits)),
-                policy: Arc::new(policy::Policy::builtin()),
-                config: Arc::new(config),
+                limits: limits::Limits::new(&config.limits),
+                policy: policy::Policy::builtin(),
+                config,
                 clients,
-            },
+            })),
         }
     }
 
