@@ -151,9 +151,18 @@ impl Policy {
 
     /// The policy of the repository (`gateway/policy/`).
     pub fn builtin() -> Policy {
+        let started = std::time::Instant::now();
         // Nothing in it waits on I/O (the model and policy are compiled in), so it runs to
         // completion on the spot, inside or outside a runtime.
-        futures::executor::block_on(Policy::load(MODEL, POLICY)).expect("the built-in access policy loads")
+        let policy =
+            futures::executor::block_on(Policy::load(MODEL, POLICY)).expect("the built-in access policy loads");
+        tracing::info!(
+            decisions = policy.allowed.len(),
+            allowed = policy.allowed.iter().filter(|a| **a).count(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "access policy loaded"
+        );
+        policy
     }
 
     pub fn allows(&self, kind: Kind, route: Route, verb: &str, grant: Grant) -> bool {
