@@ -12,28 +12,27 @@ use crate::ApiError;
 pub const SESSION: &str = "cozysessid";
 pub const CSRF: &str = "cocon_csrf";
 
-/// The value of cookie `name` in the request, if sent once or more (the first wins).
-pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The request's cookies, as (name, value) pairs in the order sent.
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .map(|(k, v)| (k, v.trim_matches('"')))
+}
+
+/// The value of cookie `name` in the request, if sent once or more (the first wins).
+pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    pairs(headers).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
 /// The values of every cookie whose name starts with `prefix`.
 pub fn with_prefix<'a>(headers: &'a HeaderMap, prefix: &str) -> Vec<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+    pairs(headers)
         .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| v.trim_matches('"'))
+        .map(|(_, v)| v)
         .collect()
 }
 

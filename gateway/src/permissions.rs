@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::access::{Access, Caller, authenticate, authorize, host};
 use crate::client::Client;
 use crate::cookies::{self, CookieSpec};
+use crate::login::form_or_json;
 use crate::policy::Route;
 use crate::{ApiError, State, jsonapi};
 
@@ -81,19 +82,7 @@ async fn permissions_self(AxState(state): AxState<State>, headers: HeaderMap) ->
         .rules()
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let mut rule = json!({"type": r.doctype});
-            if !r.verbs.is_empty() {
-                rule["verbs"] = json!(r.verbs);
-            }
-            if !r.values.is_empty() {
-                rule["values"] = json!(r.values);
-            }
-            if !r.selector.is_empty() {
-                rule["selector"] = json!(r.selector);
-            }
-            (format!("rule{i}"), rule)
-        })
+        .map(|(i, r)| (format!("rule{i}"), r.to_json()))
         .collect();
     let (kind, id, source) = match caller.kind.as_str() {
         "oauth" => (
@@ -265,24 +254,7 @@ async fn unlock(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let domain = host(&headers)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
-    let fields: HashMap<String, String> = if is_json {
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-        value
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        serde_urlencoded::from_bytes(&body).map_err(|e| ApiError::bad_request(format!("bad form: {e}")))?
-    };
+    let fields = form_or_json(&headers, &body)?;
     let code = fields
         .get("code")
         .or_else(|| fields.get("sharecode"))

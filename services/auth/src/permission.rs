@@ -539,16 +539,7 @@ impl AuthService {
             .rules
             .iter()
             .map(|r| {
-                let mut rule = json!({"type": r.doctype});
-                if !r.verbs.is_empty() {
-                    rule["verbs"] = json!(r.verbs);
-                }
-                if !r.values.is_empty() {
-                    rule["values"] = json!(r.values);
-                }
-                if !r.selector.is_empty() {
-                    rule["selector"] = json!(r.selector);
-                }
+                let mut rule = plain(r).to_json();
                 if !r.description.is_empty() {
                     rule["description"] = json!(r.description);
                 }

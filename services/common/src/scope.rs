@@ -140,6 +140,21 @@ impl Rule {
         doctype && verbs && values
     }
 
+    /// The rule as cozy-stack shows it in an `io.cozy.permissions` document.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut rule = serde_json::json!({"type": self.doctype});
+        if !self.verbs.is_empty() {
+            rule["verbs"] = serde_json::json!(self.verbs);
+        }
+        if !self.values.is_empty() {
+            rule["values"] = serde_json::json!(self.values);
+        }
+        if !self.selector.is_empty() {
+            rule["selector"] = serde_json::json!(self.selector);
+        }
+        rule
+    }
+
     /// The rule in the scope grammar.
     pub fn to_scope(&self) -> String {
         let mut text = self.doctype.clone();
