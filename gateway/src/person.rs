@@ -1,11 +1,12 @@
 //! The person signed in to an instance, from their session cookie. Sessions are checked with
 //! the auth service on every request (no cache), so ending one takes effect at once.
 
+use cocon_common::scope::Grant;
 use cocon_proto::auth::v1 as pb;
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 
 use crate::access::host;
-use crate::policy::Route;
+use crate::policy::{Kind, Route};
 use crate::{ApiError, State, cookies};
 
 pub struct Person {
@@ -46,13 +47,13 @@ pub async fn person_or_reader(
     doctype: &str,
 ) -> Result<(pb::Instance, Option<Person>), ApiError> {
     let (instance, person) = resolve(state, headers).await?;
-    if person.is_none() {
-        crate::access::authenticate(state, headers).await?.authorize(
-            state,
-            route,
-            &http::Method::GET,
-            &crate::access::Access { doctype, id: None },
-        )?;
+    let access = crate::access::Access { doctype, id: None };
+    match &person {
+        // The person holds every right on their own instance.
+        Some(_) => crate::access::authorize(state, Kind::Person, route, &Method::GET, &access, Grant::Whole)?,
+        None => crate::access::authenticate(state, headers)
+            .await?
+            .authorize(state, route, &Method::GET, &access)?,
     }
     Ok((instance, person))
 }
