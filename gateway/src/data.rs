@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use cocon_common::scope::Grant;
+use cocon_common::scope::{Grant, Rule};
 
 use crate::access::{self, Access, Caller, authenticate};
 use crate::policy::Route;
@@ -77,6 +77,79 @@ async fn caller(
     let caller = authenticate(state, headers).await?;
     caller.authorize(state, route, method, &Access { doctype, id })?;
     Ok(caller)
+}
+
+/// The caller of a route on one document or of a creation, with its body (empty for GET and
+/// DELETE), if the policy lets it in. cozy-stack's selector rules (`io.cozy.contacts:GET:
+/// friends:tags`) grant a document when no rule names it or its doctype: the stored document
+/// must match for GET and DELETE, the new one for POST, and both (or a new one) for PUT, so a
+/// write can neither reach nor move a document outside the selection.
+async fn doc_caller(
+    state: &State,
+    headers: &HeaderMap,
+    route: Route,
+    method: &Method,
+    doctype: &str,
+    id: Option<&str>,
+    body: Option<Body>,
+) -> Result<(Caller, Bytes), ApiError> {
+    if !cocon_common::doctype::is_valid(doctype) {
+        return Err(ApiError::bad_request(format!(
+            "invalid doctype {doctype:?}: use lowercase letters, digits, dots, dashes and underscores, starting with a letter"
+        )));
+    }
+    let caller = authenticate(state, headers).await?;
+    let access = Access { doctype, id };
+    let mut grant = caller.grant(method, &access);
+    let verb = access::verb_of(method);
+    let selectors: Vec<&Rule> = caller.rules().iter().filter(|r| r.selects(verb, doctype)).collect();
+    let needs_selection =
+        grant == Grant::None && matches!(route, Route::DataDoc | Route::DataCreate) && !selectors.is_empty();
+    if !needs_selection {
+        access::authorize(state, caller.kind, route, method, &access, grant)?;
+    }
+    let body = match body {
+        Some(body) => read_body(body, state.config.max_doc_bytes).await?,
+        None => Bytes::new(),
+    };
+    if needs_selection {
+        let matches = |doc: &[u8]| {
+            serde_json::from_slice::<Value>(doc).is_ok_and(|doc| selectors.iter().any(|r| r.matches_document(&doc)))
+        };
+        let stored = match id {
+            Some(id) => stored_doc(state, &caller, doctype, id).await?,
+            None => None,
+        };
+        let selected = match *method {
+            Method::POST => matches(&body),
+            Method::PUT => matches(&body) && stored.as_deref().is_none_or(matches),
+            _ => stored.as_deref().is_some_and(matches),
+        };
+        if selected {
+            grant = Grant::Document;
+        }
+        access::authorize(state, caller.kind, route, method, &access, grant)?;
+    }
+    Ok((caller, body))
+}
+
+/// The stored document, for a selector check; `None` when there is none.
+async fn stored_doc(state: &State, caller: &Caller, doctype: &str, id: &str) -> Result<Option<Bytes>, ApiError> {
+    let answer = state
+        .clients
+        .documents
+        .clone()
+        .get_document(pb::GetDocumentRequest {
+            scope: scope(caller, doctype),
+            id: id.to_string(),
+            rev: String::new(),
+        })
+        .await;
+    match answer {
+        Ok(res) => Ok(Some(res.into_inner().json)),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+        Err(status) => Err(status.into()),
+    }
 }
 
 /// A document route, or a design document's (an index: it needs the whole doctype).
@@ -186,8 +259,16 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers, Route::DataCreate, &Method::POST, &doctype, None).await?;
-    let body = read_body(body, state.config.max_doc_bytes).await?;
+    let (caller, body) = doc_caller(
+        &state,
+        &headers,
+        Route::DataCreate,
+        &Method::POST,
+        &doctype,
+        None,
+        Some(body),
+    )
+    .await?;
     let res = state
         .clients
         .documents
@@ -208,7 +289,7 @@ async fn get_doc(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (route, target) = doc_route(&id);
-    let caller = caller(&state, &headers, route, &Method::GET, &doctype, target).await?;
+    let (caller, _) = doc_caller(&state, &headers, route, &Method::GET, &doctype, target, None).await?;
     let res = state
         .clients
         .documents
@@ -247,8 +328,7 @@ async fn put_doc(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (route, target) = doc_route(&id);
-    let caller = caller(&state, &headers, route, &Method::PUT, &doctype, target).await?;
-    let body = read_body(body, state.config.max_doc_bytes).await?;
+    let (caller, body) = doc_caller(&state, &headers, route, &Method::PUT, &doctype, target, Some(body)).await?;
     let res = state
         .clients
         .documents
@@ -282,7 +362,7 @@ async fn delete_doc(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (route, target) = doc_route(&id);
-    let caller = caller(&state, &headers, route, &Method::DELETE, &doctype, target).await?;
+    let (caller, _) = doc_caller(&state, &headers, route, &Method::DELETE, &doctype, target, None).await?;
     let res = state
         .clients
         .documents

@@ -192,7 +192,8 @@ mod tests {
                 "listing needs the doctype"
             );
             assert!(p.allows(kind, Route::DataList, "POST", Whole));
-            assert!(!p.allows(kind, Route::DataCreate, "POST", Document));
+            assert!(p.allows(kind, Route::DataCreate, "POST", Document), "a selector rule");
+            assert!(!p.allows(kind, Route::DataCreate, "POST", None));
             assert!(p.allows(kind, Route::PermissionsSelf, "GET", None));
         }
         assert!(

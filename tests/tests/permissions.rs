@@ -349,3 +349,123 @@ async fn test_creating_codes_is_rate_limited() {
     assert!((1..=60).contains(&retry));
     assert_eq!(links(&alice).await, 2, "the refused ones stored nothing");
 }
+
+#[tokio::test]
+async fn test_selector_rules_grant_the_matching_documents_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let owner = cocon.instance("alice.test", "io.cozy.contacts").await.unwrap();
+    for (id, tags) in [("c1", json!(["friends"])), ("c2", json!(["work"]))] {
+        let put = owner
+            .put(&format!("/data/io.cozy.contacts/{id}"), &json!({"tags": tags}))
+            .await;
+        assert_eq!(put.status, 200, "{}", put.text);
+    }
+    // An app that may see and edit the contacts tagged "friends", and nothing else.
+    let token = cocon
+        .token("alice.test", "io.cozy.contacts:GET,POST,PUT,DELETE:friends:tags")
+        .await
+        .unwrap();
+    let friends = owner.with_token(Some(&token));
+    assert_eq!(
+        friends.get("/data/io.cozy.contacts/c1").await.get("tags"),
+        &json!(["friends"])
+    );
+    for (method, path, body, what) in [
+        (Method::GET, "/data/io.cozy.contacts/c2", json!({}), "another tag"),
+        (
+            Method::GET,
+            "/data/io.cozy.contacts/nope",
+            json!({}),
+            "a missing document",
+        ),
+        (
+            Method::PUT,
+            "/data/io.cozy.contacts/c2",
+            json!({"tags": ["friends"]}),
+            "pulling one in",
+        ),
+        (
+            Method::POST,
+            "/data/io.cozy.contacts/",
+            json!({"tags": ["work"]}),
+            "creating another",
+        ),
+        (Method::GET, "/data/io.cozy.contacts/_all_docs", json!({}), "a listing"),
+    ] {
+        let reply = friends
+            .send(method.clone(), path, Some(body.to_string().into_bytes()))
+            .await;
+        assert_eq!(reply.status, 403, "{what}: {method} {path}: {}", reply.text);
+    }
+    let rev = friends
+        .get("/data/io.cozy.contacts/c1")
+        .await
+        .get("_rev")
+        .as_str()
+        .unwrap()
+        .to_string();
+    let escape = friends
+        .put("/data/io.cozy.contacts/c1", &json!({"_rev": rev, "tags": ["work"]}))
+        .await;
+    assert_eq!(escape.status, 403, "moving one out: {}", escape.text);
+    let kept = friends
+        .put(
+            "/data/io.cozy.contacts/c1",
+            &json!({"_rev": rev, "tags": ["friends"], "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(kept.status, 200, "{}", kept.text);
+    let created = friends
+        .post("/data/io.cozy.contacts/", &json!({"tags": ["friends"]}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(
+        friends
+            .put("/data/io.cozy.contacts/c3", &json!({"tags": ["friends"]}))
+            .await
+            .status,
+        200
+    );
+    let c2 = owner.get("/data/io.cozy.contacts/c2").await;
+    let refused = friends
+        .send(
+            Method::DELETE,
+            &format!("/data/io.cozy.contacts/c2?rev={}", c2.get("_rev").as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(
+        owner.get("/data/io.cozy.contacts/c2").await.get("tags"),
+        &json!(["work"]),
+        "untouched"
+    );
+    let c3 = friends.get("/data/io.cozy.contacts/c3").await;
+    let deleted = friends
+        .send(
+            Method::DELETE,
+            &format!("/data/io.cozy.contacts/c3?rev={}", c3.get("_rev").as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+
+    // A sharing link made from it carries the same selection.
+    let link = owner
+        .post(
+            "/permissions?codes=friend",
+            &set_body(
+                json!({"r": {"type": "io.cozy.contacts", "verbs": ["GET"], "values": ["friends"], "selector": "tags"}}),
+            ),
+        )
+        .await;
+    assert_eq!(link.status, 200, "{}", link.text);
+    let code = link.get("data")["attributes"]["codes"]["friend"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shared = owner.with_token(Some(&code));
+    assert_eq!(shared.get("/data/io.cozy.contacts/c1").await.status, 200);
+    assert_eq!(shared.get("/data/io.cozy.contacts/c2").await.status, 403);
+}

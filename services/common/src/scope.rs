@@ -140,6 +140,47 @@ impl Rule {
         doctype && verbs && values
     }
 
+    /// A rule with a selector that applies to `verb` on `doctype`: it grants documents whose
+    /// `selector` field holds one of its values ([`Rule::matches_document`]).
+    pub fn selects(&self, verb: &str, doctype: &str) -> bool {
+        !self.selector.is_empty() && doctype_matches(&self.doctype, doctype) && self.allows_verb(verb)
+    }
+
+    /// Whether the document's `selector` field (a dotted path) is, or contains, one of the
+    /// rule's values. `referenced_by` matches `doctype/id` against the document's references, as
+    /// cozy-stack does for files referenced by albums or notes.
+    pub fn matches_document(&self, doc: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        let holds = |v: &Value| match v {
+            Value::String(s) => self.values.iter().any(|x| x == s),
+            Value::Number(_) | Value::Bool(_) => self.values.iter().any(|x| *x == v.to_string()),
+            _ => false,
+        };
+        if self.selector == "referenced_by" {
+            let refs = doc
+                .pointer("/relationships/referenced_by/data")
+                .or_else(|| doc.get("referenced_by"))
+                .and_then(Value::as_array);
+            return refs.is_some_and(|refs| {
+                refs.iter().any(|r| match (r["type"].as_str(), r["id"].as_str()) {
+                    (Some(t), Some(id)) => self.values.iter().any(|x| *x == format!("{t}/{id}")),
+                    _ => false,
+                })
+            });
+        }
+        let mut field = doc;
+        for part in self.selector.split('.') {
+            match field.get(part) {
+                Some(next) => field = next,
+                None => return false,
+            }
+        }
+        match field {
+            Value::Array(items) => items.iter().any(holds),
+            other => holds(other),
+        }
+    }
+
     /// The rule as cozy-stack shows it in an `io.cozy.permissions` document.
     pub fn to_json(&self) -> serde_json::Value {
         let mut rule = serde_json::json!({"type": self.doctype});
@@ -272,6 +313,32 @@ mod tests {
             Grant::None,
             "selector rules"
         );
+    }
+
+    #[test]
+    fn test_selectors_match_document_fields() {
+        let tags = rule("io.cozy.contacts:GET:friends,family:tags");
+        assert!(tags.selects("GET", "io.cozy.contacts"));
+        assert!(!tags.selects("PUT", "io.cozy.contacts"));
+        assert!(!rule("io.cozy.contacts:GET").selects("GET", "io.cozy.contacts"));
+        let doc = |v: serde_json::Value| v;
+        assert!(tags.matches_document(&doc(serde_json::json!({"tags": ["work", "friends"]}))));
+        assert!(tags.matches_document(&doc(serde_json::json!({"tags": "family"}))));
+        assert!(!tags.matches_document(&doc(serde_json::json!({"tags": ["work"]}))));
+        assert!(!tags.matches_document(&doc(serde_json::json!({"name": "friends"}))));
+        let nested = rule("io.cozy.contacts:GET:42:group.id");
+        assert!(nested.matches_document(&doc(serde_json::json!({"group": {"id": 42}}))));
+        assert!(!nested.matches_document(&doc(serde_json::json!({"group": 42}))));
+        let album = rule("io.cozy.files:GET:io.cozy.photos.albums/a1:referenced_by");
+        assert!(album.matches_document(&doc(serde_json::json!({
+            "referenced_by": [{"type": "io.cozy.photos.albums", "id": "a1"}]
+        }))));
+        assert!(album.matches_document(&doc(serde_json::json!({
+            "relationships": {"referenced_by": {"data": [{"type": "io.cozy.photos.albums", "id": "a1"}]}}
+        }))));
+        assert!(!album.matches_document(&doc(serde_json::json!({
+            "referenced_by": [{"type": "io.cozy.photos.albums", "id": "a2"}]
+        }))));
     }
 
     #[test]
