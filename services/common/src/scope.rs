@@ -153,7 +153,10 @@ impl Rule {
         use serde_json::Value;
         let holds = |v: &Value| match v {
             Value::String(s) => self.values.iter().any(|x| x == s),
-            Value::Number(_) | Value::Bool(_) => self.values.iter().any(|x| *x == v.to_string()),
+            Value::Number(_) | Value::Bool(_) => {
+                let text = v.to_string();
+                self.values.contains(&text)
+            }
             _ => false,
         };
         if self.selector == "referenced_by" {
@@ -163,7 +166,10 @@ impl Rule {
                 .and_then(Value::as_array);
             return refs.is_some_and(|refs| {
                 refs.iter().any(|r| match (r["type"].as_str(), r["id"].as_str()) {
-                    (Some(t), Some(id)) => self.values.iter().any(|x| *x == format!("{t}/{id}")),
+                    (Some(t), Some(id)) => {
+                        let reference = format!("{t}/{id}");
+                        self.values.contains(&reference)
+                    }
                     _ => false,
                 })
             });
