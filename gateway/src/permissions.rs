@@ -69,10 +69,20 @@ fn body_text(body: &Bytes) -> Result<String, ApiError> {
     String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the body is not UTF-8 JSON"))
 }
 
+/// A permission set as the auth service rendered it; unreadable JSON is the service's fault.
+fn parse_set(json_text: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(json_text).map_err(|e| {
+        tracing::error!(error = %e, "the auth service answered a permission set that is not JSON");
+        ApiError::new(
+            cocon_common::ErrorCode::Internal,
+            "internal_server_error",
+            "the permission set could not be read; try again",
+        )
+    })
+}
+
 fn one(json_text: &str) -> Result<Response, ApiError> {
-    let data: Value =
-        serde_json::from_str(json_text).map_err(|e| ApiError::bad_request(format!("bad answer from auth: {e}")))?;
-    Ok(jsonapi::one(data))
+    Ok(jsonapi::one(parse_set(json_text)?))
 }
 
 /// `GET /permissions/self`: the rules of the caller's token.
@@ -239,7 +249,7 @@ async fn shared_by_link(
     let data = answer
         .json
         .iter()
-        .map(|j| serde_json::from_str(j).map_err(|e| ApiError::bad_request(format!("bad answer from auth: {e}"))))
+        .map(|j| parse_set(j))
         .collect::<Result<Vec<Value>, _>>()?;
     Ok(jsonapi::list(data))
 }
