@@ -138,3 +138,17 @@ impl Config {
         Ok(set)
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::Config;
+
+    /// `deploy/cocon.example.toml` claims to list every key with its default: it must load, and
+    /// give exactly the defaults.
+    #[test]
+    fn test_example_config_is_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cocon.example.toml");
+        let loaded: Config = cocon_common::config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(format!("{loaded:#?}"), format!("{:#?}", Config::default()));
+    }
+}
