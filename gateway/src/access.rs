@@ -108,7 +108,7 @@ pub fn host(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(host.trim_end_matches('.').to_ascii_lowercase())
 }
 
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -232,6 +232,17 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         permission_id: answer.permission_id,
         ticket,
     })
+}
+
+/// A doctype name from a path, or a 400 that says what a doctype looks like.
+pub fn check_doctype(doctype: &str) -> Result<(), ApiError> {
+    if cocon_common::doctype::is_valid(doctype) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid doctype {doctype:?}: use lowercase letters, digits, dots, dashes and underscores, starting with a letter"
+        )))
+    }
 }
 
 /// An auth service error, with "not found" said as "no instance at this host".

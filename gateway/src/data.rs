@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use cocon_common::scope::{Grant, Rule};
 
-use crate::access::{self, Access, Caller, authenticate};
+use crate::access::{self, Access, Caller, authenticate, check_doctype};
 use crate::policy::Route;
 use crate::{ApiError, State};
 
@@ -69,11 +69,7 @@ async fn caller(
     doctype: &str,
     id: Option<&str>,
 ) -> Result<Caller, ApiError> {
-    if !cocon_common::doctype::is_valid(doctype) {
-        return Err(ApiError::bad_request(format!(
-            "invalid doctype {doctype:?}: use lowercase letters, digits, dots, dashes and underscores, starting with a letter"
-        )));
-    }
+    check_doctype(doctype)?;
     let caller = authenticate(state, headers).await?;
     caller.authorize(state, route, method, &Access { doctype, id })?;
     Ok(caller)
@@ -93,18 +89,18 @@ async fn doc_caller(
     id: Option<&str>,
     body: Option<Body>,
 ) -> Result<(Caller, Bytes), ApiError> {
-    if !cocon_common::doctype::is_valid(doctype) {
-        return Err(ApiError::bad_request(format!(
-            "invalid doctype {doctype:?}: use lowercase letters, digits, dots, dashes and underscores, starting with a letter"
-        )));
-    }
+    check_doctype(doctype)?;
     let caller = authenticate(state, headers).await?;
     let access = Access { doctype, id };
     let mut grant = caller.grant(method, &access);
-    let verb = access::verb_of(method);
-    let selectors: Vec<&Rule> = caller.rules().iter().filter(|r| r.selects(verb, doctype)).collect();
-    let needs_selection =
-        grant == Grant::None && matches!(route, Route::DataDoc | Route::DataCreate) && !selectors.is_empty();
+    let selectors: Vec<&Rule> = match (grant, route) {
+        (Grant::None, Route::DataDoc | Route::DataCreate) => {
+            let verb = access::verb_of(method);
+            caller.rules().iter().filter(|r| r.selects(verb, doctype)).collect()
+        }
+        _ => Vec::new(),
+    };
+    let needs_selection = !selectors.is_empty();
     if !needs_selection {
         access::authorize(state, caller.kind, route, method, &access, grant)?;
     }
@@ -536,9 +532,7 @@ async fn bulk_docs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !cocon_common::doctype::is_valid(&doctype) {
-        return Err(ApiError::bad_request(format!("invalid doctype {doctype:?}")));
-    }
+    check_doctype(&doctype)?;
     let caller = authenticate(&state, &headers).await?;
     // Bulk writes create, update and delete: what the rules grant is the least of the three.
     let on = Access {

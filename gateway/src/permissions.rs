@@ -15,7 +15,7 @@ use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::access::{Access, Caller, authenticate, authorize, host};
+use crate::access::{Access, Caller, authenticate, authorize, bearer, check_doctype, host};
 use crate::client::Client;
 use crate::cookies::{self, CookieSpec};
 use crate::login::form_or_json;
@@ -36,14 +36,9 @@ pub fn routes() -> Router<State> {
         .route("/auth/share-by-link/password", post(unlock))
 }
 
-fn bearer_text(headers: &HeaderMap) -> String {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+/// The host's domain and the caller's own token, which the auth service checks again.
+fn credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    Ok((host(headers)?, bearer(headers)?.unwrap_or_default().to_string()))
 }
 
 /// The caller, if the policy lets its kind use `route` (these routes touch no doctype: what a
@@ -120,7 +115,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let domain = host(&headers)?;
+    let (domain, token) = credentials(&headers)?;
     state.limits.codes(&domain, client.ip)?;
     caller_for(&state, &headers, Route::PermissionsCreate, &Method::POST).await?;
     let codes = params
@@ -139,7 +134,7 @@ async fn create(
         .clone()
         .create_permission(pb::CreatePermissionRequest {
             domain,
-            token: bearer_text(&headers),
+            token,
             body_json: body_text(&body)?,
             codes,
             ttl: params.get("ttl").cloned().unwrap_or_default(),
@@ -155,15 +150,12 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller_for(&state, &headers, Route::PermissionsManage, &Method::GET).await?;
+    let (domain, token) = credentials(&headers)?;
     let answer = state
         .clients
         .auth
         .clone()
-        .get_permission(pb::PermissionRequest {
-            domain: host(&headers)?,
-            token: bearer_text(&headers),
-            id,
-        })
+        .get_permission(pb::PermissionRequest { domain, token, id })
         .await?
         .into_inner();
     one(&answer.json)
@@ -179,13 +171,14 @@ async fn patch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller_for(&state, &headers, Route::PermissionsManage, &Method::PATCH).await?;
+    let (domain, token) = credentials(&headers)?;
     let answer = state
         .clients
         .auth
         .clone()
         .patch_permission(pb::PatchPermissionRequest {
-            domain: host(&headers)?,
-            token: bearer_text(&headers),
+            domain,
+            token,
             id: id.clone(),
             body_json: body_text(&body)?,
         })
@@ -202,13 +195,14 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller_for(&state, &headers, Route::PermissionsManage, &Method::DELETE).await?;
+    let (domain, token) = credentials(&headers)?;
     state
         .clients
         .auth
         .clone()
         .delete_permission(pb::PermissionRequest {
-            domain: host(&headers)?,
-            token: bearer_text(&headers),
+            domain,
+            token,
             id: id.clone(),
         })
         .await?;
@@ -222,10 +216,9 @@ async fn shared_by_link(
     Path(doctype): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !cocon_common::doctype::is_valid(&doctype) {
-        return Err(ApiError::bad_request(format!("invalid doctype {doctype:?}")));
-    }
+    check_doctype(&doctype)?;
     let caller = authenticate(&state, &headers).await?;
+    let (domain, token) = credentials(&headers)?;
     caller.authorize(
         &state,
         Route::PermissionsSharedByLink,
@@ -239,11 +232,7 @@ async fn shared_by_link(
         .clients
         .auth
         .clone()
-        .list_shared_by_link(pb::ListSharedByLinkRequest {
-            domain: host(&headers)?,
-            token: bearer_text(&headers),
-            doctype,
-        })
+        .list_shared_by_link(pb::ListSharedByLinkRequest { domain, token, doctype })
         .await?
         .into_inner();
     let data = answer

@@ -99,14 +99,10 @@ pub struct Policy {
     allowed: Vec<bool>,
 }
 
+/// Where a question's answer sits in the table (the `ALL` arrays list the variants in their
+/// declaration order, so a variant's discriminant is its index).
 fn slot(kind: Kind, route: Route, verb: usize, grant: Grant) -> usize {
-    let k = Kind::ALL.iter().position(|x| *x == kind).expect("every kind is listed");
-    let r = Route::ALL
-        .iter()
-        .position(|x| *x == route)
-        .expect("every route is listed");
-    let g = GRANTS.iter().position(|x| *x == grant).expect("every grant is listed");
-    ((k * Route::ALL.len() + r) * VERBS.len() + verb) * GRANTS.len() + g
+    ((kind as usize * Route::ALL.len() + route as usize) * VERBS.len() + verb) * GRANTS.len() + grant as usize
 }
 
 /// The `p` and `g` lines of a policy file, without comments.
@@ -176,6 +172,25 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_every_question_has_its_own_slot() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in Kind::ALL {
+            for route in Route::ALL {
+                for verb in 0..VERBS.len() {
+                    for grant in GRANTS {
+                        assert!(seen.insert(slot(kind, route, verb, grant)));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            Kind::ALL.len() * Route::ALL.len() * VERBS.len() * GRANTS.len()
+        );
+        assert!(seen.iter().all(|s| *s < seen.len()));
+    }
 
     #[test]
     fn test_the_policy_says_what_the_docs_say() {
