@@ -16,17 +16,29 @@ use http::{HeaderMap, Method};
 use crate::policy::{Kind, Route};
 use crate::{ApiError, State, cookies};
 
-/// The caller of a request, once authenticated.
-pub struct Caller {
+/// The caller of a request, once authenticated: shared with the token cache, so a cached
+/// token costs one reference count, not a copy of its rules.
+#[derive(Clone)]
+pub struct Caller(Arc<Identity>);
+
+pub struct Identity {
     pub instance: String,
     pub kind: Kind,
-    rules: Arc<[Rule]>,
+    rules: Vec<Rule>,
     /// The OAuth client of an access token; empty for other tokens.
     pub client: String,
     /// The permission set of a sharing-link code; empty for other tokens.
     pub permission_id: String,
     /// The auth service's ticket for the instance, passed on to the services holding data.
-    pub ticket: Arc<str>,
+    pub ticket: String,
+}
+
+impl std::ops::Deref for Caller {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.0
+    }
 }
 
 /// What a request touches.
@@ -37,15 +49,9 @@ pub struct Access<'a> {
 }
 
 struct Cached {
+    /// The domain the token names, checked against the request's host.
     domain: String,
-    kind: Kind,
-    /// The OAuth client of an access token, so revoking the client evicts its tokens.
-    client: String,
-    /// The permission set of a code, so deleting or changing the set evicts its codes.
-    permission_id: String,
-    instance: String,
-    rules: Arc<[Rule]>,
-    ticket: Arc<str>,
+    caller: Caller,
     until: Instant,
 }
 
@@ -74,7 +80,7 @@ impl AuthCache {
         self.entries
             .write()
             .expect("auth cache poisoned")
-            .retain(|_, c| c.client != client_id);
+            .retain(|_, c| c.caller.client != client_id);
     }
 
     /// Forgets every code of a permission set (it was changed or deleted).
@@ -82,7 +88,7 @@ impl AuthCache {
         self.entries
             .write()
             .expect("auth cache poisoned")
-            .retain(|_, c| c.permission_id != permission_id);
+            .retain(|_, c| c.caller.permission_id != permission_id);
     }
 
     /// Forgets every token of a domain (its instance was destroyed).
@@ -157,14 +163,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         && hit.domain == domain
         && hit.until > Instant::now()
     {
-        return Ok(Caller {
-            instance: hit.instance.clone(),
-            kind: hit.kind,
-            rules: hit.rules.clone(),
-            client: hit.client.clone(),
-            permission_id: hit.permission_id.clone(),
-            ticket: hit.ticket.clone(),
-        });
+        return Ok(hit.caller.clone());
     }
     let answer = state
         .clients
@@ -190,18 +189,23 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
     let now_secs = cocon_common::time::now_secs();
     let left = Duration::from_secs(answer.expires_at.saturating_sub(now_secs).max(0) as u64);
     let until = Instant::now() + state.access.ttl.min(left);
-    let rules: Arc<[Rule]> = answer
-        .rules
-        .into_iter()
-        .map(|r| Rule {
-            doctype: r.doctype,
-            verbs: r.verbs,
-            values: r.values,
-            selector: r.selector,
-        })
-        .collect();
-    let kind = Kind::of_token(&answer.kind);
-    let ticket: Arc<str> = answer.instance_ticket.into();
+    let caller = Caller(Arc::new(Identity {
+        instance,
+        kind: Kind::of_token(&answer.kind),
+        rules: answer
+            .rules
+            .into_iter()
+            .map(|r| Rule {
+                doctype: r.doctype,
+                verbs: r.verbs,
+                values: r.values,
+                selector: r.selector,
+            })
+            .collect(),
+        client: answer.client_id,
+        permission_id: answer.permission_id,
+        ticket: answer.instance_ticket,
+    }));
     {
         let mut entries = state.access.entries.write().expect("auth cache poisoned");
         if entries.len() >= CACHE_MAX {
@@ -214,24 +218,12 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             key.into_owned(),
             Cached {
                 domain,
-                kind,
-                client: answer.client_id.clone(),
-                permission_id: answer.permission_id.clone(),
-                instance: instance.clone(),
-                rules: rules.clone(),
-                ticket: ticket.clone(),
+                caller: caller.clone(),
                 until,
             },
         );
     }
-    Ok(Caller {
-        instance,
-        kind,
-        rules,
-        client: answer.client_id,
-        permission_id: answer.permission_id,
-        ticket,
-    })
+    Ok(caller)
 }
 
 /// A doctype name from a path, or a 400 that says what a doctype looks like.

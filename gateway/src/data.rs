@@ -161,7 +161,7 @@ fn scope(caller: &Caller, doctype: &str) -> Option<pb::Scope> {
     Some(pb::Scope {
         instance: caller.instance.clone(),
         doctype: doctype.to_string(),
-        ticket: caller.ticket.to_string(),
+        ticket: caller.ticket.clone(),
     })
 }
 
@@ -242,8 +242,8 @@ async fn all_doctypes(AxState(state): AxState<State>, headers: HeaderMap) -> Res
         .documents
         .clone()
         .all_doctypes(pb::AllDoctypesRequest {
-            instance: caller.instance,
-            ticket: caller.ticket.to_string(),
+            instance: caller.instance.clone(),
+            ticket: caller.ticket.clone(),
         })
         .await?;
     Ok(json_response(StatusCode::OK, res.into_inner().json))
