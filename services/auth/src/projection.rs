@@ -76,6 +76,7 @@ pub struct Context {
     pub clients: Vec<ClientRecord>,
     pub codes: Vec<CodeRecord>,
     pub grants: Vec<GrantRecord>,
+    /// The permission sets the events name (see [`permission_id`]), not all of them.
     pub permissions: Vec<PermissionRecord>,
 }
 
@@ -86,7 +87,6 @@ pub struct Needs {
     pub clients: bool,
     pub codes: bool,
     pub grants: bool,
-    pub permissions: bool,
 }
 
 pub fn needs(payload: &Payload) -> Needs {
@@ -112,11 +112,16 @@ pub fn needs(payload: &Payload) -> Needs {
             grants: true,
             ..Needs::default()
         },
-        Payload::PermissionSaved(_) | Payload::PermissionDeleted(_) => Needs {
-            permissions: true,
-            ..Needs::default()
-        },
         _ => Needs::default(),
+    }
+}
+
+/// The one permission set an event's projection reads (its previous state), if any.
+pub fn permission_id(payload: &Payload) -> Option<&str> {
+    match payload {
+        Payload::PermissionSaved(p) => Some(&p.id),
+        Payload::PermissionDeleted(p) => Some(&p.id),
+        _ => None,
     }
 }
 
@@ -492,11 +497,13 @@ impl Tables {
             } else {
                 Vec::new()
             },
-            permissions: if needs.permissions {
-                rows(&self.permissions, &e.instance)
-            } else {
-                Vec::new()
-            },
+            permissions: e
+                .payload
+                .as_ref()
+                .and_then(permission_id)
+                .and_then(|id| self.permissions.get(&e.instance)?.get(id).cloned())
+                .into_iter()
+                .collect(),
         };
         for change in changes(current.as_ref(), &ctx, e) {
             match change {

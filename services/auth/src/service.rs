@@ -13,8 +13,8 @@ use tokio::sync::Mutex;
 use crate::AuthError;
 use crate::projection::{self, Tables};
 use crate::store::{
-    BY_DOMAIN, CLIENTS, CODES, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PERMISSIONS, PROJECTIONS, SESSIONS,
-    SessionRecord,
+    BY_DOMAIN, CLIENTS, CODES, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PERMISSIONS, PROJECTIONS,
+    PermissionRecord, SESSIONS, SessionRecord,
 };
 use crate::token::{self, Claims};
 use cocon_common::scope::parse_scope;
@@ -193,7 +193,14 @@ impl AuthService {
             needs.clients |= n.clients;
             needs.codes |= n.codes;
             needs.grants |= n.grants;
-            needs.permissions |= n.permissions;
+        }
+        let mut permissions = Vec::new();
+        for id in events.iter().filter_map(|e| projection::permission_id(&e.payload)) {
+            if !permissions.iter().any(|p: &PermissionRecord| p.id == id)
+                && let Some(set) = self.row(PERMISSIONS, instance, id).await?
+            {
+                permissions.push(set);
+            }
         }
         Ok(projection::Context {
             sessions: if needs.sessions {
@@ -216,11 +223,7 @@ impl AuthService {
             } else {
                 Vec::new()
             },
-            permissions: if needs.permissions {
-                self.rows(PERMISSIONS, instance).await?
-            } else {
-                Vec::new()
-            },
+            permissions,
         })
     }
 
