@@ -33,11 +33,10 @@ pub(crate) struct Bearer {
 }
 
 impl Bearer {
-    /// What a permission set created by this bearer names as its source.
+    /// What a permission set created by this bearer names as its source (codes never create).
     fn source_id(&self) -> String {
         match self.kind {
             "oauth" => format!("io.cozy.oauth.clients/{}", self.client_id),
-            "share" => format!("io.cozy.permissions/{}", self.permission_id),
             _ => "cli".to_string(),
         }
     }

@@ -51,7 +51,7 @@ fn parse_hex(text: &str) -> Option<[u8; 32]> {
 
 impl MeshKey {
     pub fn random() -> MeshKey {
-        MeshKey::from_bytes(rand_bytes())
+        MeshKey::from_bytes(rand::random())
     }
 
     fn from_bytes(key: [u8; 32]) -> MeshKey {
@@ -116,10 +116,6 @@ impl MeshKey {
         }
         Ok(())
     }
-}
-
-fn rand_bytes() -> [u8; 32] {
-    rand::random()
 }
 
 #[cfg(test)]
