@@ -2,6 +2,8 @@
 pub enum StorageError {
     #[error("storage backend error: {0}")]
     Backend(String),
+    #[error("no such blob: {0}")]
+    NotFound(String),
     #[error("storage is shutting down")]
     Closed,
     #[error("storage I/O error: {0}")]

@@ -8,6 +8,7 @@
 //! A [`Batch`] applies atomically and is durable when [`Store::apply`] returns: the embedded
 //! backend commits concurrent batches together with one fsync (group commit).
 
+pub mod blob;
 mod embedded;
 mod error;
 mod model;
@@ -15,6 +16,7 @@ mod scylla_store;
 pub mod testsuite;
 mod wal;
 
+pub use blob::{BlobStore, BlobWriter, ByteStream, LocalBlobs};
 pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore};
 pub use error::StorageError;
 pub use model::{Batch, Op, Row, ScanRange, TableRow, prefix_end};

@@ -1,0 +1,276 @@
+//! Blobs as files under a directory on local disk: `objects/<key>`. A blob is written to
+//! `tmp/` first, fsynced, then renamed into place and its directory fsynced, so a blob is either
+//! absent or whole and durable, whatever the crash.
+//!
+//! One process owns the directory: at open, whatever is left in `tmp/` belongs to writes that
+//! died with an earlier process and is removed.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{BlobStore, BlobWriter, ByteStream, check_key};
+use crate::{Result, StorageError};
+
+/// Writes reach the disk in blocks of this size (one blocking-pool hop each).
+const WRITE_BLOCK: usize = 1 << 20;
+/// Reads come back in chunks of this size.
+const READ_CHUNK: usize = 256 << 10;
+
+#[derive(Clone)]
+pub struct LocalBlobs {
+    inner: Arc<Dirs>,
+}
+
+struct Dirs {
+    objects: PathBuf,
+    tmp: PathBuf,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Backend(format!("blob task failed: {e}")))?
+        .map_err(StorageError::Io)
+}
+
+/// Creates `dir` and its missing parents, fsyncing each parent that gained an entry, so the
+/// new directories survive a crash along with the blob renamed into them.
+fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        ensure_dir(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl LocalBlobs {
+    pub fn open(root: &Path) -> Result<LocalBlobs> {
+        let objects = root.join("objects");
+        let tmp = root.join("tmp");
+        ensure_dir(&objects)?;
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        ensure_dir(&tmp)?;
+        Ok(LocalBlobs {
+            inner: Arc::new(Dirs { objects, tmp }),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.inner.objects.join(key))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.inner.tmp.join(uuid::Uuid::new_v4().simple().to_string())
+    }
+}
+
+/// Moves a finished temporary file into place, durably.
+fn publish(tmp: &Path, dest: &Path) -> std::io::Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| std::io::Error::other("blob path has no directory"))?;
+    ensure_dir(dir)?;
+    std::fs::rename(tmp, dest)?;
+    File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>> {
+        let dest = self.path(key)?;
+        let tmp = self.tmp_path();
+        let path = tmp.clone();
+        let file = blocking(move || File::create_new(&path)).await?;
+        Ok(Box::new(LocalWriter {
+            file: Some(file),
+            buf: BytesMut::with_capacity(WRITE_BLOCK),
+            tmp,
+            dest,
+            size: 0,
+            finished: false,
+        }))
+    }
+
+    async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let path = self.path(key)?;
+        let display = key.to_string();
+        let opened = blocking(move || match File::open(&path) {
+            Ok(mut file) => {
+                let len = file.metadata()?.len();
+                let (start, end) = range.unwrap_or((0, len));
+                let end = end.min(len);
+                if start > 0 {
+                    file.seek(SeekFrom::Start(start))?;
+                }
+                Ok(Some((file, end.saturating_sub(start))))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?;
+        let Some((file, remaining)) = opened else {
+            return Err(StorageError::NotFound(display));
+        };
+        let stream = futures::stream::try_unfold((file, remaining), |(mut file, remaining)| async move {
+            if remaining == 0 {
+                return Ok(None);
+            }
+            let want = remaining.min(READ_CHUNK as u64) as usize;
+            let (file, chunk) = blocking(move || {
+                let mut buf = vec![0u8; want];
+                file.read_exact(&mut buf)?;
+                Ok((file, buf))
+            })
+            .await?;
+            let left = remaining - chunk.len() as u64;
+            Ok(Some((Bytes::from(chunk), (file, left))))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key)?;
+        blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let src = self.path(from)?;
+        let dest = self.path(to)?;
+        let tmp = self.tmp_path();
+        let missing = from.to_string();
+        let copied = blocking(move || {
+            let result = (|| {
+                match std::fs::copy(&src, &tmp) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+                File::open(&tmp)?.sync_data()?;
+                publish(&tmp, &dest)?;
+                Ok(true)
+            })();
+            if !matches!(result, Ok(true)) {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result
+        })
+        .await?;
+        if copied {
+            Ok(())
+        } else {
+            Err(StorageError::NotFound(missing))
+        }
+    }
+}
+
+struct LocalWriter {
+    file: Option<File>,
+    buf: BytesMut,
+    tmp: PathBuf,
+    dest: PathBuf,
+    size: u64,
+    finished: bool,
+}
+
+impl LocalWriter {
+    async fn flush_buf(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let block = self.buf.split().freeze();
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| StorageError::Backend("blob writer used after a failed write".into()))?;
+        let file = blocking(move || file.write_all(&block).map(|()| file)).await?;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobWriter for LocalWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.size += chunk.len() as u64;
+        if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK {
+            // A large chunk goes as it is, without a copy.
+            let mut file = self
+                .file
+                .take()
+                .ok_or_else(|| StorageError::Backend("blob writer used after a failed write".into()))?;
+            let file = blocking(move || file.write_all(&chunk).map(|()| file)).await?;
+            self.file = Some(file);
+            return Ok(());
+        }
+        self.buf.extend_from_slice(&chunk);
+        if self.buf.len() >= WRITE_BLOCK {
+            self.flush_buf().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64> {
+        self.flush_buf().await?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| StorageError::Backend("blob writer used after a failed write".into()))?;
+        let (tmp, dest) = (self.tmp.clone(), self.dest.clone());
+        blocking(move || {
+            file.sync_data()?;
+            drop(file);
+            publish(&tmp, &dest)
+        })
+        .await?;
+        self.finished = true;
+        Ok(self.size)
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.file.take();
+        let tmp = self.tmp.clone();
+        self.finished = true;
+        let _ = blocking(move || std::fs::remove_file(tmp)).await;
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Blob storage: file contents, kept apart from metadata. A blob is written once under a key and
+//! never changed afterwards (a new version of a file is a new blob), so readers never see a
+//! half-written blob and backends need no locking.
+//!
+//! Backends: [`LocalBlobs`] (a directory on local disk, the embedded default). [`testsuite`] is
+//! the conformance suite every backend passes.
+
+mod local;
+pub mod testsuite;
+
+pub use local::LocalBlobs;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::{Result, StorageError};
+
+/// The chunks of a blob being read.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts a new blob under `key`. Nothing is visible under the key until
+    /// [`BlobWriter::finish`] returns; a writer dropped before that leaves nothing behind.
+    async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>>;
+
+    /// The bytes `range` (start inclusive, end exclusive) of a blob, or all of it.
+    /// [`StorageError::NotFound`] when there is no such blob.
+    async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream>;
+
+    /// The size of a blob, if it exists.
+    async fn size(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Removes a blob; removing one that is not there is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Copies a blob to a new key, durably.
+    async fn copy(&self, from: &str, to: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait BlobWriter: Send {
+    /// Appends a chunk.
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+
+    /// Makes the blob durable and visible under its key; returns its size.
+    async fn finish(self: Box<Self>) -> Result<u64>;
+
+    /// Drops everything written (what dropping the writer does, but waited for).
+    async fn abort(self: Box<Self>);
+}
+
+/// Keys are made by the services (`<instance>/<shard>/<id>`), never by clients; this refuses
+/// anything that could leave a backend's namespace all the same.
+pub fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 512
+        && !key.starts_with('/')
+        && !key.ends_with('/')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        && key.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::Backend(format!("invalid blob key {key:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_key;
+
+    #[test]
+    fn test_keys_cannot_escape() {
+        for good in ["a", "inst/ab/abcdef-01", "x.y_z-1/2"] {
+            assert!(check_key(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "../a", "a/../b", "a/./b", "a\\b", "a b", "é", "a\0b",
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}

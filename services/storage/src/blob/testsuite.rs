@@ -1,0 +1,169 @@
+//! The conformance suite every [`BlobStore`] backend must pass: run on the local-disk backend
+//! always, and on S3 against a real S3-compatible server on loopback.
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+
+use super::{BlobStore, check_key};
+use crate::StorageError;
+
+/// Runs every check under keys starting with `prefix`; panics naming the first that fails.
+pub async fn run_all(blobs: &dyn BlobStore, prefix: &str) {
+    check_key(prefix).expect("the prefix is a valid key");
+    write_then_read(blobs, prefix).await;
+    ranges(blobs, prefix).await;
+    unfinished_writes_leave_nothing(blobs, prefix).await;
+    overwrite_and_delete(blobs, prefix).await;
+    copy(blobs, prefix).await;
+    large_blob_in_many_chunks(blobs, prefix).await;
+    bad_keys(blobs).await;
+}
+
+async fn read_all(blobs: &dyn BlobStore, key: &str, range: Option<(u64, u64)>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = blobs
+        .read(key, range)
+        .await
+        .unwrap_or_else(|e| panic!("read {key}: {e}"))
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("read {key}: {e}"));
+    chunks.concat()
+}
+
+async fn put(blobs: &dyn BlobStore, key: &str, parts: &[&[u8]]) -> u64 {
+    let mut w = blobs.create(key).await.expect("create");
+    for part in parts {
+        w.write(Bytes::copy_from_slice(part)).await.expect("write");
+    }
+    w.finish().await.expect("finish")
+}
+
+async fn write_then_read(blobs: &dyn BlobStore, prefix: &str) {
+    let key = format!("{prefix}/a/hello");
+    assert_eq!(blobs.size(&key).await.unwrap(), None, "absent blob has no size");
+    assert!(
+        matches!(blobs.read(&key, None).await.err(), Some(StorageError::NotFound(_))),
+        "reading an absent blob is NotFound"
+    );
+    let size = put(blobs, &key, &[b"hello ", b"", b"world"]).await;
+    assert_eq!(size, 11, "finish returns the size");
+    assert_eq!(blobs.size(&key).await.unwrap(), Some(11));
+    assert_eq!(read_all(blobs, &key, None).await, b"hello world");
+    // An empty blob is a blob.
+    let empty = format!("{prefix}/a/empty");
+    assert_eq!(put(blobs, &empty, &[]).await, 0);
+    assert_eq!(blobs.size(&empty).await.unwrap(), Some(0));
+    assert_eq!(read_all(blobs, &empty, None).await, b"");
+}
+
+async fn ranges(blobs: &dyn BlobStore, prefix: &str) {
+    let key = format!("{prefix}/ranges");
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    put(blobs, &key, &[&data]).await;
+    assert_eq!(read_all(blobs, &key, Some((0, 10))).await, &data[0..10]);
+    assert_eq!(read_all(blobs, &key, Some((990, 1000))).await, &data[990..]);
+    assert_eq!(read_all(blobs, &key, Some((500, 501))).await, &data[500..501]);
+    assert_eq!(
+        read_all(blobs, &key, Some((900, 5000))).await,
+        &data[900..],
+        "a range past the end stops at the end"
+    );
+}
+
+async fn unfinished_writes_leave_nothing(blobs: &dyn BlobStore, prefix: &str) {
+    let dropped = format!("{prefix}/dropped");
+    let mut w = blobs.create(&dropped).await.unwrap();
+    w.write(Bytes::from_static(b"half")).await.unwrap();
+    drop(w);
+    assert_eq!(
+        blobs.size(&dropped).await.unwrap(),
+        None,
+        "a dropped writer leaves nothing"
+    );
+    let aborted = format!("{prefix}/aborted");
+    let mut w = blobs.create(&aborted).await.unwrap();
+    w.write(Bytes::from_static(b"half")).await.unwrap();
+    w.abort().await;
+    assert_eq!(
+        blobs.size(&aborted).await.unwrap(),
+        None,
+        "an aborted writer leaves nothing"
+    );
+    // A write in progress does not hide or change the blob already under the key.
+    let key = format!("{prefix}/kept");
+    put(blobs, &key, &[b"old"]).await;
+    let mut w = blobs.create(&key).await.unwrap();
+    w.write(Bytes::from_static(b"new content")).await.unwrap();
+    assert_eq!(
+        read_all(blobs, &key, None).await,
+        b"old",
+        "readers see the finished blob only"
+    );
+    w.abort().await;
+    assert_eq!(read_all(blobs, &key, None).await, b"old");
+}
+
+async fn overwrite_and_delete(blobs: &dyn BlobStore, prefix: &str) {
+    let key = format!("{prefix}/over");
+    put(blobs, &key, &[b"first"]).await;
+    put(blobs, &key, &[b"second!"]).await;
+    assert_eq!(read_all(blobs, &key, None).await, b"second!");
+    blobs.delete(&key).await.unwrap();
+    assert_eq!(blobs.size(&key).await.unwrap(), None, "delete removes");
+    blobs
+        .delete(&key)
+        .await
+        .expect("deleting an absent blob is not an error");
+}
+
+async fn copy(blobs: &dyn BlobStore, prefix: &str) {
+    let from = format!("{prefix}/copy/from");
+    let to = format!("{prefix}/copy/to");
+    put(blobs, &from, &[b"copied bytes"]).await;
+    blobs.copy(&from, &to).await.unwrap();
+    blobs.delete(&from).await.unwrap();
+    assert_eq!(
+        read_all(blobs, &to, None).await,
+        b"copied bytes",
+        "a copy stands on its own"
+    );
+    assert!(
+        matches!(
+            blobs.copy(&from, &format!("{prefix}/copy/none")).await,
+            Err(StorageError::NotFound(_))
+        ),
+        "copying an absent blob is NotFound"
+    );
+}
+
+async fn large_blob_in_many_chunks(blobs: &dyn BlobStore, prefix: &str) {
+    // Odd chunk sizes across the backends' block and part boundaries (1 MiB, 5 MiB).
+    let key = format!("{prefix}/large");
+    let total = 12 * 1024 * 1024 + 7;
+    let data: Vec<u8> = (0..total).map(|i| (i * 31 % 256) as u8).collect();
+    let mut w = blobs.create(&key).await.unwrap();
+    let mut at = 0;
+    let mut step = 1;
+    while at < total {
+        let end = (at + step).min(total);
+        w.write(Bytes::copy_from_slice(&data[at..end])).await.unwrap();
+        at = end;
+        step = (step * 7 + 13) % (3 << 20) + 1;
+    }
+    assert_eq!(w.finish().await.unwrap(), total as u64);
+    let back = read_all(blobs, &key, None).await;
+    assert!(back == data, "a large blob reads back byte for byte");
+    let mid = (5 * 1024 * 1024 - 3) as u64;
+    assert_eq!(
+        read_all(blobs, &key, Some((mid, mid + 10))).await,
+        &data[mid as usize..mid as usize + 10]
+    );
+    blobs.delete(&key).await.unwrap();
+}
+
+async fn bad_keys(blobs: &dyn BlobStore) {
+    for key in ["../escape", "a/../../b", "/abs", ""] {
+        assert!(blobs.create(key).await.is_err(), "create {key:?} is refused");
+        assert!(blobs.read(key, None).await.is_err(), "read {key:?} is refused");
+    }
+}
