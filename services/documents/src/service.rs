@@ -2,7 +2,7 @@ use cocon_common::ticket::MeshKey;
 use std::sync::Arc;
 
 use cocon_common::Shutdown;
-use cocon_events::{ConsumerSpec, EventBus, EventLog, HandlerError, Relay, RelayConfig, decode_envelope, run_consumer};
+use cocon_events::{EventBus, EventLog, Relay, RelayConfig, on_instance_destroyed};
 use cocon_proto::events::v1::envelope::Payload;
 use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
@@ -84,30 +84,20 @@ impl DocumentsService {
         );
         let relay = tokio::spawn(relay.run(shutdown.clone()));
         let svc = self.clone();
-        let spec = ConsumerSpec {
-            stream: cocon_events::streams::AUTH.into(),
-            durable: "documents-instance-destroyed".into(),
-            filter: "cocon.auth.*.instance.destroyed".into(),
-            max_deliver: 5,
-            ack_wait: std::time::Duration::from_secs(60),
-        };
-        let consumer = tokio::spawn(run_consumer(
-            self.bus.clone(),
-            spec,
-            move |message| {
+        let consumer = tokio::spawn(async move {
+            let purge = |instance: String| {
                 let svc = svc.clone();
-                async move {
-                    let envelope = decode_envelope(&message.payload).map_err(|e| HandlerError(e.to_string()))?;
-                    if !matches!(envelope.payload, Some(Payload::InstanceDestroyed(_))) {
-                        return Ok(());
-                    }
-                    svc.purge_instance(&envelope.instance)
-                        .await
-                        .map_err(|e| HandlerError(e.to_string()))
-                }
-            },
-            shutdown,
-        ));
+                async move { svc.purge_instance(&instance).await }
+            };
+            on_instance_destroyed(
+                svc.bus.clone(),
+                "documents-instance-destroyed",
+                std::time::Duration::from_secs(60),
+                purge,
+                shutdown,
+            )
+            .await
+        });
         vec![relay, consumer]
     }
 

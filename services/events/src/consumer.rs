@@ -82,3 +82,41 @@ where
         }
     }
 }
+
+/// Runs `purge(instance)` for each instance the auth service destroys, under the durable
+/// consumer `durable`: how a service erases what it holds for an instance that is gone. `purge`
+/// must be idempotent (a delivery may repeat).
+pub async fn on_instance_destroyed<P, Fut, E>(
+    bus: Arc<dyn EventBus>,
+    durable: &str,
+    ack_wait: Duration,
+    purge: P,
+    shutdown: Shutdown,
+) where
+    P: Fn(String) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    let spec = ConsumerSpec {
+        stream: crate::streams::AUTH.into(),
+        durable: durable.into(),
+        filter: "cocon.auth.*.instance.destroyed".into(),
+        max_deliver: 5,
+        ack_wait,
+    };
+    let handler = |message: Message| {
+        let envelope = crate::decode_envelope(&message.payload);
+        let purge = &purge;
+        async move {
+            let envelope = envelope.map_err(|e| HandlerError(e.to_string()))?;
+            if !matches!(
+                envelope.payload,
+                Some(cocon_proto::events::v1::envelope::Payload::InstanceDestroyed(_))
+            ) {
+                return Ok(());
+            }
+            purge(envelope.instance).await.map_err(|e| HandlerError(e.to_string()))
+        }
+    };
+    run_consumer(bus, spec, handler, shutdown).await
+}

@@ -16,7 +16,7 @@ mod outbox;
 pub mod subject;
 
 pub use bus::{ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
-pub use consumer::{HandlerError, run_consumer};
+pub use consumer::{HandlerError, on_instance_destroyed, run_consumer};
 pub use error::BusError;
 pub use log::{EventLog, decode_envelope};
 pub use memory::MemoryBus;
@@ -31,6 +31,7 @@ pub mod streams {
 
     pub const AUTH: &str = "COCON_AUTH";
     pub const DOCUMENTS: &str = "COCON_DOCUMENTS";
+    pub const FILES: &str = "COCON_FILES";
     pub const DEAD_LETTERS: &str = "COCON_DLQ";
 
     /// Retention limits, from the configuration.
@@ -58,6 +59,7 @@ pub mod streams {
         [
             (AUTH, "cocon.auth.>"),
             (DOCUMENTS, "cocon.documents.>"),
+            (FILES, "cocon.files.>"),
             (DEAD_LETTERS, "cocon.dlq.>"),
         ]
         .into_iter()
