@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/cocon/auth/v1/auth.proto",
         "proto/cocon/documents/v1/documents.proto",
         "proto/cocon/events/v1/events.proto",
+        "proto/cocon/files/v1/files.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
@@ -15,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // `bytes` fields as `bytes::Bytes`: documents pass through without copies.
         .bytes(".")
+        // An upload's header is one message; its data parts should not each be as large.
+        .boxed(".cocon.files.v1.UploadPart.part.header")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -34,6 +34,26 @@ fn with_trace(mut req: http::Request<tonic::body::Body>) -> http::Request<tonic:
     req
 }
 
+/// A client channel to a tonic server running in this process: no socket, no HTTP/2, but
+/// gRPC's message framing, which streaming calls (uploads, downloads) need.
+pub fn in_process<S>(server: S) -> GrpcChannel
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let svc = ServiceBuilder::new()
+        .map_request(with_trace)
+        .service(server.map_err(|e: std::convert::Infallible| -> ChannelError { match e {} }));
+    BoxCloneSyncService::new(svc)
+}
+
 /// A client channel to a service elsewhere, connecting lazily (and reconnecting) to `endpoint`.
 pub fn remote(endpoint: &str) -> Result<GrpcChannel, tonic::transport::Error> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?

@@ -46,7 +46,7 @@ fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
 }
 
 /// Reads a body up to `limit` bytes; past it, a JSON 413 (the stored data is not touched).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

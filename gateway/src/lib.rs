@@ -15,6 +15,7 @@ mod clients;
 mod cookies;
 mod data;
 mod error;
+mod files;
 mod jsonapi;
 mod limits;
 mod login;
@@ -33,7 +34,7 @@ use std::time::Duration;
 use axum::Router;
 use serde::Deserialize;
 
-pub use channel::{GrpcChannel, remote};
+pub use channel::{GrpcChannel, in_process, remote};
 pub use clients::{AuthClient, DocumentsClient};
 pub use error::ApiError;
 pub use limits::LimitsConfig;
@@ -79,7 +80,11 @@ impl Default for Config {
 pub struct Clients {
     pub auth: AuthClient,
     pub documents: DocumentsClient,
+    /// Always through gRPC's framing (in process or not): uploads and downloads stream.
+    pub files: FilesClient,
 }
+
+pub type FilesClient = cocon_proto::files::v1::files_service_client::FilesServiceClient<GrpcChannel>;
 
 /// What every handler reads. Axum clones the state for each request: behind one `Arc` that is
 /// a single reference-count update instead of one per field.
@@ -144,6 +149,12 @@ impl Gateway {
             .merge(twofactor::routes())
             .merge(oauth::routes())
             .merge(permissions::routes())
+            .route_layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                timeout,
+            ))
+            // Uploads and downloads last as long as the bytes take: no request timeout.
+            .merge(files::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {
@@ -154,10 +165,6 @@ impl Gateway {
                 )
             })
             .with_state(self.state.clone())
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            ))
             .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
     }

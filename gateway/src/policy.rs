@@ -57,10 +57,11 @@ pub enum Route {
     PermissionsSharedByLink,
     SettingsSessions,
     SettingsClients,
+    Files,
 }
 
 impl Route {
-    const ALL: [Route; 11] = [
+    const ALL: [Route; 12] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -72,6 +73,7 @@ impl Route {
         Route::PermissionsSharedByLink,
         Route::SettingsSessions,
         Route::SettingsClients,
+        Route::Files,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +89,7 @@ impl Route {
             Route::PermissionsSharedByLink => "permissions/shared-by-link",
             Route::SettingsSessions => "settings/sessions",
             Route::SettingsClients => "settings/clients",
+            Route::Files => "files",
         }
     }
 }

@@ -14,6 +14,12 @@ pub mod documents {
     }
 }
 
+pub mod files {
+    pub mod v1 {
+        tonic::include_proto!("cocon.files.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("cocon.events.v1");

@@ -394,7 +394,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             }
             None => Vec::new(),
         },
-        Some(Payload::LoginFailed(_)) | Some(Payload::DocumentChanged(_)) | None => Vec::new(),
+        Some(Payload::LoginFailed(_) | Payload::DocumentChanged(_) | Payload::FileChanged(_)) | None => Vec::new(),
     }
 }
 

@@ -110,6 +110,7 @@ impl Default for StoreConfig {
 pub struct Endpoints {
     pub auth: String,
     pub documents: String,
+    pub files: String,
 }
 
 impl Default for Endpoints {
@@ -117,6 +118,7 @@ impl Default for Endpoints {
         Endpoints {
             auth: "http://127.0.0.1:7070".into(),
             documents: "http://127.0.0.1:7070".into(),
+            files: "http://127.0.0.1:7070".into(),
         }
     }
 }

@@ -20,8 +20,10 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let auth = cocon_auth::AuthService::rebuild_projections(store.clone()).await?;
     eprintln!("auth: replayed {auth} events");
-    let documents = cocon_documents::DocumentsService::rebuild_projections(store).await?;
+    let documents = cocon_documents::DocumentsService::rebuild_projections(store.clone()).await?;
     eprintln!("documents: replayed {documents} events");
+    let files = cocon_files::FilesService::rebuild_projections(store).await?;
+    eprintln!("files: replayed {files} events");
     eprintln!("projections rebuilt in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -13,10 +13,12 @@ use cocon_common::Shutdown;
 use cocon_common::ticket::MeshKey;
 use cocon_documents::DocumentsService;
 use cocon_events::{EventBus, MemoryBus, NatsBus};
-use cocon_gateway::{AuthClient, Clients, DocumentsClient, remote};
+use cocon_files::FilesService;
+use cocon_gateway::{AuthClient, Clients, DocumentsClient, in_process, remote};
 use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
 use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
-use cocon_storage::{EmbeddedStore, Store};
+use cocon_proto::files::v1::files_service_client::FilesServiceClient;
+use cocon_storage::{BlobStore, EmbeddedStore, LocalBlobs, Store};
 use tokio::net::TcpListener;
 
 use crate::ServeArgs;
@@ -97,7 +99,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runs = |s: &str| enabled.contains(s);
     tracing::info!(services = ?enabled, data_dir = %config.data_dir.display(), "starting cocon");
 
-    let stateful = runs("auth") || runs("documents");
+    let stateful = runs("auth") || runs("documents") || runs("files");
     if !all_in_one && stateful && config.nats_url.is_empty() {
         bail!("running only some services needs a shared event bus: pass --nats nats://HOST:4222 (or COCON_NATS_URL)");
     }
@@ -152,7 +154,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let files = runs("files").then(|| cocon_files::Service::build(config.files.clone()));
+    let files = match &store {
+        Some(store) if runs("files") => {
+            let dir = config
+                .files
+                .blobs_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("blobs"));
+            let blobs: Arc<dyn BlobStore> = Arc::new(
+                LocalBlobs::open(&dir).with_context(|| format!("cannot open the blob directory {}", dir.display()))?,
+            );
+            Some(
+                FilesService::build(
+                    config.files.clone(),
+                    cocon_files::Deps {
+                        store: store.clone(),
+                        blobs,
+                        bus: bus.clone(),
+                        mesh_key: mesh_key.clone().expect("stateful processes load the mesh key"),
+                    },
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
     let jobs = runs("jobs").then(|| cocon_jobs::Service::build(config.jobs.clone()));
     let sharing = runs("sharing").then(|| cocon_sharing::Service::build(config.sharing.clone()));
     let notifications =
@@ -176,6 +202,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .max_decoding_message_size(usize::MAX),
             ),
         },
+        files: match &files {
+            Some(f) => FilesServiceClient::new(in_process(f.grpc())),
+            None => FilesServiceClient::new(remote(&config.endpoints.files).context("invalid endpoints.files")?),
+        },
     };
 
     // Listeners first, so a taken port fails start-up before anything runs.
@@ -185,8 +215,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let admin = bind(&config.admin_addr, "admin HTTP").await?;
-    let skeleton_here = files.is_some() || jobs.is_some() || sharing.is_some() || notifications.is_some();
-    let grpc = if !all_in_one && (auth.is_some() || documents.is_some() || skeleton_here) {
+    let skeleton_here = jobs.is_some() || sharing.is_some() || notifications.is_some();
+    let grpc = if !all_in_one && (auth.is_some() || documents.is_some() || files.is_some() || skeleton_here) {
         Some(bind(&config.grpc_addr, "gRPC").await?)
     } else {
         None
@@ -201,6 +231,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(d) = &documents {
         tasks.extend(d.run_background(background.clone()));
+    }
+    if let Some(f) = &files {
+        tasks.extend(f.run_background(background.clone()));
     }
 
     let admin_token = if runs("gateway") {
@@ -244,9 +277,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         addrs.push(format!("grpc={addr}"));
         let (reporter, health) = tonic_health::server::health_reporter();
-        if let Some(s) = &files {
-            s.register_health(&reporter).await;
-        }
         if let Some(s) = &jobs {
             s.register_health(&reporter).await;
         }
@@ -272,6 +302,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(d) = &documents {
             reporter.set_serving::<cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer<DocumentsService>>().await;
             router = router.add_service(d.grpc());
+        }
+        if let Some(f) = &files {
+            reporter
+                .set_serving::<cocon_proto::files::v1::files_service_server::FilesServiceServer<FilesService>>()
+                .await;
+            router = router.add_service(f.grpc());
         }
         let stop = requests.clone();
         grpc_task = Some(tokio::spawn(async move {
@@ -341,14 +377,14 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
-/// The mesh key of a process running auth or documents: made at first start when everything
+/// The mesh key of a process running auth, documents or files: made at first start when everything
 /// runs here, given explicitly when the services are split over processes (each must hold the
 /// same key).
 fn mesh_key(config: &Config, all_in_one: bool) -> anyhow::Result<MeshKey> {
     match &config.mesh_key_file {
         Some(path) => MeshKey::load(path, false).with_context(|| {
             format!(
-                "cannot read the mesh key {}: give every process running auth or documents the same key file (make one with `cocon mesh-key {}`)",
+                "cannot read the mesh key {}: give every process running auth, documents or files the same key file (make one with `cocon mesh-key {}`)",
                 path.display(),
                 path.display()
             )
@@ -358,7 +394,7 @@ fn mesh_key(config: &Config, all_in_one: bool) -> anyhow::Result<MeshKey> {
             MeshKey::load(&path, true).with_context(|| format!("cannot read or create the mesh key {}", path.display()))
         }
         None => bail!(
-            "split services need the mesh key shared by auth and documents: make one with `cocon mesh-key FILE` and set COCON_MESH_KEY_FILE=FILE (or mesh_key_file) for each process"
+            "split services need the mesh key shared by auth, documents and files: make one with `cocon mesh-key FILE` and set COCON_MESH_KEY_FILE=FILE (or mesh_key_file) for each process"
         ),
     }
 }

@@ -17,6 +17,7 @@ pub enum ErrorCode {
     Conflict,
     PreconditionFailed,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     TooManyRequests,
     Unavailable,
     Internal,
@@ -33,6 +34,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::PreconditionFailed => "precondition_failed",
             ErrorCode::PayloadTooLarge => "too_large",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal_server_error",
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::Conflict => S::CONFLICT,
             ErrorCode::PreconditionFailed => S::PRECONDITION_FAILED,
             ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            ErrorCode::RangeNotSatisfiable => S::RANGE_NOT_SATISFIABLE,
             ErrorCode::TooManyRequests => S::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::Conflict => C::Aborted,
             ErrorCode::PreconditionFailed => C::FailedPrecondition,
             ErrorCode::PayloadTooLarge => C::OutOfRange,
+            ErrorCode::RangeNotSatisfiable => C::OutOfRange,
             ErrorCode::TooManyRequests => C::ResourceExhausted,
             ErrorCode::Unavailable => C::Unavailable,
             ErrorCode::Internal => C::Internal,
@@ -96,7 +100,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 11] = [
+const ALL: [ErrorCode; 12] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthenticated,
     ErrorCode::Forbidden,
@@ -105,6 +109,7 @@ const ALL: [ErrorCode; 11] = [
     ErrorCode::Conflict,
     ErrorCode::PreconditionFailed,
     ErrorCode::PayloadTooLarge,
+    ErrorCode::RangeNotSatisfiable,
     ErrorCode::TooManyRequests,
     ErrorCode::Unavailable,
     ErrorCode::Internal,

@@ -1,31 +1,17 @@
-//! The files service: the drive: files, versions, trash, sharing links.
-//!
-//! Not built yet: this crate holds only the service's place in the mesh (its configuration
-//! section and its gRPC health status), so deployments and probes already know it. It answers
-//! NOT_SERVING until its API exists, and serves no route that would pretend to work.
+//! The files service: the drive (`io.cozy.files`). Metadata is event sourced like every
+//! service's state (the log in `files.events`, the tree as its projection); contents are blobs
+//! on local disk or S3, written whole before the metadata that points at them is committed.
 
-use serde::Deserialize;
+mod error;
+mod grpc;
+mod node;
+mod service;
+mod tables;
+mod tree;
+
+pub use error::FilesError;
+pub use node::{ROOT_ID, TRASH_ID};
+pub use service::{Config, Deps, FilesService};
 
 /// The name the service reports in gRPC health checks.
 pub const HEALTH_NAME: &str = "cocon.files.v1.FilesService";
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Config {}
-
-pub struct Service {
-    _config: Config,
-}
-
-impl Service {
-    pub fn build(config: Config) -> Service {
-        Service { _config: config }
-    }
-
-    /// Registers the service's (not yet serving) status with the process's health service.
-    pub async fn register_health(&self, reporter: &tonic_health::server::HealthReporter) {
-        reporter
-            .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::NotServing)
-            .await;
-    }
-}

@@ -1,0 +1,737 @@
+//! `/files`: cozy-stack's drive API over the files service. Answers are JSON-API, errors too
+//! (`{"errors": [{"status", "title", "detail"}]}`), as cozy-stack gives them on these routes.
+//! Uploads and downloads stream: no body is held in memory whole.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use cocon_proto::files::v1 as pb;
+use cocon_proto::files::v1::download_part::Part as DownPart;
+use cocon_proto::files::v1::upload_part::Part as UpPart;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::access::{Access, Caller, authenticate};
+use crate::policy::Route;
+use crate::{ApiError, State, jsonapi};
+
+const DOCTYPE: &str = "io.cozy.files";
+const ROOT_ID: &str = "io.cozy.files.root-dir";
+const TRASH_ID: &str = "io.cozy.files.trash-dir";
+
+type Params = Query<HashMap<String, String>>;
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/files/", post(create_at_root))
+        .route("/files/metadata", get(metadata_by_path))
+        .route("/files/download", get(download_by_path))
+        .route("/files/download/{id}", get(download_by_id))
+        .route("/files/trash", get(list_trash))
+        .route("/files/trash/{id}", post(restore).delete(destroy))
+        .route(
+            "/files/{id}",
+            get(get_by_id).post(create_in).put(overwrite).patch(patch).delete(trash),
+        )
+}
+
+/// An error in JSON-API's shape.
+pub struct FilesApiError(ApiError);
+
+impl From<ApiError> for FilesApiError {
+    fn from(err: ApiError) -> FilesApiError {
+        FilesApiError(err)
+    }
+}
+
+impl From<tonic::Status> for FilesApiError {
+    fn from(status: tonic::Status) -> FilesApiError {
+        FilesApiError(ApiError::from(status))
+    }
+}
+
+impl IntoResponse for FilesApiError {
+    fn into_response(self) -> Response {
+        let status = self.0.code.http_status();
+        let body = json!({"errors": [{
+            "status": status.as_u16().to_string(),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "code": self.0.name,
+            "detail": self.0.reason,
+        }]});
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)],
+            body.to_string(),
+        )
+            .into_response();
+        if let Some(secs) = self.0.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        response
+    }
+}
+
+type Result<T, E = FilesApiError> = std::result::Result<T, E>;
+
+fn bad_request(reason: impl Into<String>) -> FilesApiError {
+    FilesApiError(ApiError::bad_request(reason))
+}
+
+/// The caller, if its token may use `method` on files. Rules naming some files only are not
+/// honoured on these routes yet: they need the whole `io.cozy.files` doctype.
+async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<Caller> {
+    let caller = authenticate(state, headers).await?;
+    caller.authorize(
+        state,
+        Route::Files,
+        method,
+        &Access {
+            doctype: DOCTYPE,
+            id: None,
+        },
+    )?;
+    Ok(caller)
+}
+
+fn scope(caller: &Caller) -> Option<pb::Scope> {
+    Some(pb::Scope {
+        instance: caller.instance.clone(),
+        ticket: caller.ticket.clone(),
+    })
+}
+
+/// A call on one file, guarded by the request's `If-Match`.
+fn file_request(caller: &Caller, id: String, headers: &HeaderMap) -> pb::FileRequest {
+    pb::FileRequest {
+        scope: scope(caller),
+        id,
+        if_match: header_str(headers, header::IF_MATCH).to_string(),
+    }
+}
+
+/// A file as a JSON-API resource object.
+fn resource(file: &[u8]) -> Result<Value> {
+    let mut attrs: Map<String, Value> = serde_json::from_slice(file).map_err(|e| {
+        FilesApiError(ApiError::new(
+            cocon_common::ErrorCode::Internal,
+            "internal_server_error",
+            e.to_string(),
+        ))
+    })?;
+    let id = attrs.remove("_id").unwrap_or(Value::Null);
+    let rev = attrs.remove("_rev").unwrap_or(Value::Null);
+    let id_str = id.as_str().unwrap_or_default().to_string();
+    let mut object = json!({
+        "type": DOCTYPE,
+        "id": id,
+        "attributes": Value::Null,
+        "meta": {"rev": rev},
+        "links": {"self": format!("/files/{id_str}")},
+    });
+    if let Some(dir_id) = attrs.get("dir_id").and_then(Value::as_str) {
+        object["relationships"] = json!({"parent": {
+            "links": {"related": format!("/files/{dir_id}")},
+            "data": {"type": DOCTYPE, "id": dir_id},
+        }});
+    }
+    if attrs.get("type").and_then(Value::as_str) == Some("file") {
+        object["links"]["related"] = Value::String(format!("/files/{id_str}"));
+    }
+    object["attributes"] = Value::Object(attrs);
+    Ok(object)
+}
+
+fn one(status: StatusCode, answer: &pb::FileAnswer) -> Result<Response> {
+    let mut response = jsonapi::one(resource(&answer.file)?);
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// A directory with a page of its children, as cozy-stack gives it: the children as
+/// `relationships.contents` and in `included`, `links.next` when there are more.
+fn directory(answer: &pb::FileAnswer, self_link: &str) -> Result<Response> {
+    let mut data = resource(&answer.file)?;
+    let included = answer
+        .children
+        .iter()
+        .map(|c| resource(c))
+        .collect::<Result<Vec<_>>>()?;
+    if data["attributes"]["type"] == "directory" {
+        let refs: Vec<Value> = included
+            .iter()
+            .map(|c| json!({"type": DOCTYPE, "id": c["id"]}))
+            .collect();
+        data["relationships"]["contents"] = json!({"data": refs, "meta": {"count": answer.children_count}});
+    }
+    let mut body = json!({"data": data, "included": included, "meta": {"count": answer.children_count}});
+    if !answer.next_cursor.is_empty() {
+        body["links"] = json!({"next": format!(
+            "{self_link}page[cursor]={}",
+            url::form_urlencoded::byte_serialize(answer.next_cursor.as_bytes()).collect::<String>()
+        )});
+    }
+    Ok(([(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)], body.to_string()).into_response())
+}
+
+fn page_params(params: &HashMap<String, String>) -> Result<(u32, String)> {
+    let limit = match params.get("page[limit]") {
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| bad_request(format!("page[limit] must be a number, not {v:?}")))?,
+        None => 0,
+    };
+    Ok((limit, params.get("page[cursor]").cloned().unwrap_or_default()))
+}
+
+async fn get_file(
+    state: &State,
+    caller: &Caller,
+    id: &str,
+    path: &str,
+    params: &HashMap<String, String>,
+) -> Result<Response> {
+    let (limit, cursor) = page_params(params)?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .get_file(pb::GetFileRequest {
+            scope: scope(caller),
+            id: id.to_string(),
+            path: path.to_string(),
+            limit,
+            cursor,
+        })
+        .await?
+        .into_inner();
+    let mut self_link = if id.is_empty() {
+        format!(
+            "/files/metadata?Path={}&",
+            url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()
+        )
+    } else {
+        format!("/files/{id}?")
+    };
+    if limit > 0 {
+        self_link.push_str(&format!("page[limit]={limit}&"));
+    }
+    directory(&answer, &self_link)
+}
+
+async fn get_by_id(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    get_file(&state, &caller, &id, "", &params).await
+}
+
+async fn metadata_by_path(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Query(params): Params,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let path = params
+        .get("Path")
+        .ok_or_else(|| bad_request("give the path: /files/metadata?Path=/Photos"))?
+        .clone();
+    get_file(&state, &caller, "", &path, &params).await
+}
+
+async fn list_trash(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Query(params): Params,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let (limit, cursor) = page_params(&params)?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .get_file(pb::GetFileRequest {
+            scope: scope(&caller),
+            id: TRASH_ID.to_string(),
+            path: String::new(),
+            limit,
+            cursor,
+        })
+        .await?
+        .into_inner();
+    let data = answer
+        .children
+        .iter()
+        .map(|c| resource(c))
+        .collect::<Result<Vec<_>>>()?;
+    let mut body = json!({"data": data, "meta": {"count": answer.children_count}});
+    if !answer.next_cursor.is_empty() {
+        let limit = if limit > 0 {
+            format!("page[limit]={limit}&")
+        } else {
+            String::new()
+        };
+        body["links"] = json!({"next": format!(
+            "/files/trash?{limit}page[cursor]={}",
+            url::form_urlencoded::byte_serialize(answer.next_cursor.as_bytes()).collect::<String>()
+        )});
+    }
+    Ok(([(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)], body.to_string()).into_response())
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+fn tags_param(params: &HashMap<String, String>) -> Vec<String> {
+    params
+        .get("Tags")
+        .map(|t| {
+            t.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn create_at_root(
+    state: AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    params: Params,
+    body: Body,
+) -> Result<Response> {
+    create(state, headers, method, ROOT_ID.to_string(), params, body).await
+}
+
+async fn create_in(
+    state: AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(dir_id): Path<String>,
+    params: Params,
+    body: Body,
+) -> Result<Response> {
+    create(state, headers, method, dir_id, params, body).await
+}
+
+/// `POST /files/:dir-id?Type=directory|file&Name=…`.
+async fn create(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    dir_id: String,
+    Query(params): Params,
+    body: Body,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let name = params.get("Name").cloned().unwrap_or_default();
+    match params.get("Type").map(String::as_str) {
+        Some("directory") => {
+            let answer = state
+                .clients
+                .files
+                .clone()
+                .create_directory(pb::CreateDirectoryRequest {
+                    scope: scope(&caller),
+                    parent_id: dir_id,
+                    name,
+                    tags: tags_param(&params),
+                    created_at: params.get("CreatedAt").cloned().unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            one(StatusCode::CREATED, &answer)
+        }
+        Some("file") => {
+            let header = pb::UploadHeader {
+                scope: scope(&caller),
+                parent_id: dir_id,
+                name,
+                file_id: String::new(),
+                if_match: String::new(),
+                size: announced_size(&headers, &params)?,
+                md5: header_str(&headers, header::HeaderName::from_static("content-md5")).to_string(),
+                mime: header_str(&headers, header::CONTENT_TYPE).to_string(),
+                tags: tags_param(&params),
+                executable: params.get("Executable").is_some_and(|v| v == "true"),
+                created_at: params.get("CreatedAt").cloned().unwrap_or_default(),
+                updated_at: params.get("UpdatedAt").cloned().unwrap_or_default(),
+            };
+            let answer = upload(&state, header, body).await?;
+            one(StatusCode::CREATED, &answer)
+        }
+        Some(other) => Err(bad_request(format!("Type must be directory or file, not {other:?}"))),
+        None => Err(bad_request(
+            "say what to create: ?Type=directory or ?Type=file, with &Name=",
+        )),
+    }
+}
+
+/// `PUT /files/:id`: new content for a file (`If-Match` guards against overwriting a version
+/// the client did not see).
+async fn overwrite(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+    Query(params): Params,
+    body: Body,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let header = pb::UploadHeader {
+        scope: scope(&caller),
+        parent_id: String::new(),
+        name: String::new(),
+        file_id: id,
+        if_match: header_str(&headers, header::IF_MATCH).to_string(),
+        size: announced_size(&headers, &params)?,
+        md5: header_str(&headers, header::HeaderName::from_static("content-md5")).to_string(),
+        mime: header_str(&headers, header::CONTENT_TYPE).to_string(),
+        tags: Vec::new(),
+        executable: false,
+        created_at: String::new(),
+        updated_at: params.get("UpdatedAt").cloned().unwrap_or_default(),
+    };
+    let answer = upload(&state, header, body).await?;
+    one(StatusCode::OK, &answer)
+}
+
+/// The size the client announced: `Content-Length`, else cozy-stack's `Size` parameter.
+fn announced_size(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<i64> {
+    let given = match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => Some(v.to_str().unwrap_or_default().to_string()),
+        None => params.get("Size").cloned(),
+    };
+    match given {
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad_request(format!("invalid size {v:?}"))),
+        None => Ok(-1),
+    }
+}
+
+/// Streams the request body to the files service. If the client goes away mid-body, the call
+/// is dropped (the service then discards what it received) and the answer says so.
+async fn upload(state: &State, header: pb::UploadHeader, body: Body) -> Result<pb::FileAnswer> {
+    let (broken_tx, broken) = tokio::sync::oneshot::channel::<String>();
+    // After a broken body the stream never ends: the service must not take a truncated
+    // upload for a whole one; the call is dropped instead.
+    let data = futures::stream::unfold(
+        (body.into_data_stream(), Some(broken_tx)),
+        |(mut body, mut broken_tx)| async move {
+            match body.next().await {
+                Some(Ok(data)) => Some((
+                    pb::UploadPart {
+                        part: Some(UpPart::Data(data)),
+                    },
+                    (body, broken_tx),
+                )),
+                None => None,
+                Some(Err(err)) => {
+                    if let Some(tx) = broken_tx.take() {
+                        let _ = tx.send(err.to_string());
+                    }
+                    futures::future::pending::<()>().await;
+                    None
+                }
+            }
+        },
+    );
+    let parts = futures::stream::once(async move {
+        pb::UploadPart {
+            part: Some(UpPart::Header(Box::new(header))),
+        }
+    })
+    .chain(data);
+    let mut client = state.clients.files.clone();
+    let call = client.upload(parts);
+    tokio::pin!(call);
+    tokio::select! {
+        answer = &mut call => Ok(answer?.into_inner()),
+        Ok(why) = broken => Err(bad_request(format!("the upload was interrupted: {why}"))),
+    }
+}
+
+async fn patch(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
+    let attributes = doc
+        .pointer("/data/attributes")
+        .filter(|a| a.is_object())
+        .ok_or_else(|| bad_request("the body must be JSON-API: {\"data\": {\"attributes\": {…}}}"))?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .patch_file(pb::PatchFileRequest {
+            scope: scope(&caller),
+            id,
+            if_match: header_str(&headers, header::IF_MATCH).to_string(),
+            attributes: Bytes::from(attributes.to_string()),
+        })
+        .await?
+        .into_inner();
+    one(StatusCode::OK, &answer)
+}
+
+async fn trash(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .trash_file(file_request(&caller, id, &headers))
+        .await?
+        .into_inner();
+    one(StatusCode::OK, &answer)
+}
+
+async fn restore(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .restore_file(file_request(&caller, id, &headers))
+        .await?
+        .into_inner();
+    one(StatusCode::OK, &answer)
+}
+
+async fn destroy(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    state
+        .clients
+        .files
+        .clone()
+        .destroy_file(file_request(&caller, id, &headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn download_by_id(
+    state: AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response> {
+    download(state, headers, method, id, String::new(), params).await
+}
+
+async fn download_by_path(
+    state: AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    params: Params,
+) -> Result<Response> {
+    let path = params
+        .get("Path")
+        .ok_or_else(|| bad_request("give the path: /files/download?Path=/Documents/a.pdf"))?
+        .clone();
+    download(state, headers, method, String::new(), path, params).await
+}
+
+/// One `Range: bytes=…` spec; several ranges (multipart answers) are served whole instead.
+fn parse_range(headers: &HeaderMap) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return (None, None, None);
+    };
+    if spec.contains(',') {
+        return (None, None, None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return (None, None, None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
+        (None, Some(n)) if a.is_empty() => (None, None, Some(n)),
+        (Some(s), e) if b.is_empty() || e.is_some() => (Some(s), e, None),
+        // Not a valid byte range: ignored, as RFC 9110 allows.
+        _ => (None, None, None),
+    }
+}
+
+/// `Content-Disposition` with the name in both forms (RFC 6266): quoted ASCII, and UTF-8.
+fn disposition(kind: &str, name: &str) -> HeaderValue {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    HeaderValue::from_str(&format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+async fn download(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    id: String,
+    path: String,
+    Query(params): Params,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let (start, end, suffix) = parse_range(&headers);
+    let mut stream = state
+        .clients
+        .files
+        .clone()
+        .download(pb::DownloadRequest {
+            scope: scope(&caller),
+            id,
+            path,
+            start,
+            end,
+            suffix,
+        })
+        .await?
+        .into_inner();
+    let head = match stream.message().await? {
+        Some(pb::DownloadPart {
+            part: Some(DownPart::Head(head)),
+        }) => head,
+        _ => {
+            return Err(FilesApiError(ApiError::new(
+                cocon_common::ErrorCode::Internal,
+                "internal_server_error",
+                "the files service sent no file head",
+            )));
+        }
+    };
+    let file: Value = serde_json::from_slice(&head.file).unwrap_or_default();
+    let etag = format!("\"{}\"", file["md5sum"].as_str().unwrap_or_default());
+    let name = file["name"].as_str().unwrap_or("file").to_string();
+    let mime = file["mime"].as_str().unwrap_or("application/octet-stream").to_string();
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let body = Body::from_stream(stream.filter_map(|part| async move {
+            match part {
+                Ok(pb::DownloadPart {
+                    part: Some(DownPart::Data(data)),
+                }) => Some(Ok::<Bytes, tonic::Status>(data)),
+                Ok(_) => None,
+                Err(status) => Some(Err(status)),
+            }
+        }));
+        let mut response = Response::new(body);
+        let len = if head.size == 0 { 0 } else { head.end - head.start + 1 };
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_LENGTH, len.into());
+        if head.partial {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", head.start, head.end, head.size)) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        response
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if !not_modified {
+        if let Ok(v) = HeaderValue::from_str(&mime) {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        let kind = if params.get("Dl").is_some_and(|v| v == "1") {
+            "attachment"
+        } else {
+            "inline"
+        };
+        h.insert(header::CONTENT_DISPOSITION, disposition(kind, &name));
+        // A served file must not run as a page of this origin.
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; sandbox"),
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> (Option<u64>, Option<u64>, Option<u64>) {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, v.parse().unwrap());
+        parse_range(&h)
+    }
+
+    #[test]
+    fn test_range_header() {
+        assert_eq!(range("bytes=0-9"), (Some(0), Some(9), None));
+        assert_eq!(range("bytes=5-"), (Some(5), None, None));
+        assert_eq!(range("bytes=-5"), (None, None, Some(5)));
+        assert_eq!(range("bytes=0-1,4-5"), (None, None, None), "several ranges: whole file");
+        assert_eq!(range("bytes=x-1"), (None, None, None), "invalid: ignored");
+        assert_eq!(range("items=0-1"), (None, None, None));
+        assert_eq!(parse_range(&HeaderMap::new()), (None, None, None));
+    }
+
+    #[test]
+    fn test_disposition_keeps_utf8_names_and_quotes_ascii() {
+        let v = disposition("attachment", "été \"x\".txt");
+        let s = v.to_str().unwrap();
+        assert!(s.starts_with("attachment; filename=\"_t_ _x_.txt\""), "{s}");
+        assert!(s.contains("filename*=UTF-8''%C3%A9t%C3%A9%20%22x%22.txt"), "{s}");
+    }
+}

@@ -1,0 +1,50 @@
+use cocon_common::{ErrorCode, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error(transparent)]
+    Storage(#[from] cocon_storage::StorageError),
+    #[error(transparent)]
+    Events(#[from] cocon_events::BusError),
+    #[error("corrupt stored record: {0}")]
+    Corrupt(String),
+    /// The call's instance ticket does not hold (see `cocon_common::ticket`).
+    #[error("{0}")]
+    Denied(String),
+}
+
+impl ServiceError for FilesError {
+    fn error_code(&self) -> ErrorCode {
+        use FilesError::*;
+        match self {
+            BadRequest(_) | InvalidName(_) => ErrorCode::BadRequest,
+            NotFound(_) => ErrorCode::NotFound,
+            Conflict(_) => ErrorCode::Conflict,
+            PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
+            Denied(_) => ErrorCode::Forbidden,
+            Storage(cocon_storage::StorageError::Closed) => ErrorCode::Unavailable,
+            Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<FilesError> for tonic::Status {
+    fn from(err: FilesError) -> tonic::Status {
+        cocon_common::error::to_status(&err)
+    }
+}
+
+pub type Result<T, E = FilesError> = std::result::Result<T, E>;

@@ -1,0 +1,361 @@
+//! The gRPC face of the service: requests in, files as JSON out; uploads and downloads stream.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use cocon_proto::files::v1 as pb;
+use cocon_proto::files::v1::download_part::Part as DownPart;
+use cocon_proto::files::v1::upload_part::Part as UpPart;
+use futures::stream::{BoxStream, StreamExt};
+use md5::{Digest, Md5};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{FilesError, Result};
+use crate::node::Node;
+use crate::service::FilesService;
+use crate::tree::{Content, NewFile, date_or_now};
+
+impl FilesService {
+    /// The instance a call is for, once its ticket shows the auth service accepted a token of
+    /// that very instance (defence in depth: the gateway checked it already).
+    fn scope(&self, s: Option<pb::Scope>) -> Result<String> {
+        let s = s.ok_or_else(|| FilesError::BadRequest("missing scope".into()))?;
+        if s.instance.is_empty() {
+            return Err(FilesError::BadRequest("missing instance".into()));
+        }
+        self.inner
+            .mesh_key
+            .verify(&s.instance, &s.ticket, cocon_common::time::now_secs())
+            .map_err(|e| FilesError::Denied(e.to_string()))?;
+        Ok(s.instance)
+    }
+
+    /// A node as clients see it, with its path and whether it is in the trash.
+    async fn public(&self, instance: &str, node: &Node) -> Result<Bytes> {
+        let (path, trashed) = self.path_of(instance, node).await?;
+        Ok(Bytes::from(node.to_public_json(Some(&path), trashed).to_string()))
+    }
+
+    async fn answer(&self, instance: &str, node: &Node) -> Result<Response<pb::FileAnswer>> {
+        Ok(Response::new(pb::FileAnswer {
+            file: self.public(instance, node).await?,
+            ..Default::default()
+        }))
+    }
+
+    async fn by_id_or_path(&self, instance: &str, id: &str, path: &str) -> Result<Node> {
+        self.ensure_roots(instance).await?;
+        if !id.is_empty() {
+            self.must_node(instance, id).await
+        } else if !path.is_empty() {
+            self.resolve(instance, path).await
+        } else {
+            Err(FilesError::BadRequest("give an id or a path".into()))
+        }
+    }
+
+    /// Streams an upload's content into a new blob, checking its size and MD5. Nothing is left
+    /// behind when the client goes away or a check fails.
+    async fn receive(
+        &self,
+        instance: &str,
+        header: &pb::UploadHeader,
+        stream: &mut Streaming<pb::UploadPart>,
+    ) -> Result<Content, Status> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let key = format!("{instance}/{}/{id}", &id[..2]);
+        let mut writer = self.inner.blobs.create(&key).await.map_err(FilesError::from)?;
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        loop {
+            let part = match stream.message().await {
+                Ok(Some(pb::UploadPart {
+                    part: Some(UpPart::Data(chunk)),
+                })) => chunk,
+                Ok(None) => break,
+                Ok(Some(_)) => {
+                    writer.abort().await;
+                    return Err(FilesError::BadRequest("an upload has one header, then data".into()).into());
+                }
+                Err(status) => {
+                    writer.abort().await;
+                    return Err(status);
+                }
+            };
+            size += part.len() as u64;
+            if header.size >= 0 && size > header.size as u64 {
+                writer.abort().await;
+                return Err(FilesError::PreconditionFailed(format!(
+                    "the content is longer than the {} bytes announced",
+                    header.size
+                ))
+                .into());
+            }
+            md5.update(&part);
+            if let Err(err) = writer.write(part).await {
+                writer.abort().await;
+                return Err(FilesError::from(err).into());
+            }
+        }
+        if header.size >= 0 && size != header.size as u64 {
+            writer.abort().await;
+            return Err(FilesError::PreconditionFailed(format!(
+                "the content is {size} bytes, {} were announced",
+                header.size
+            ))
+            .into());
+        }
+        let sum = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+        if !header.md5.is_empty() && header.md5 != sum {
+            writer.abort().await;
+            return Err(FilesError::PreconditionFailed(format!(
+                "the content's MD5 is {sum}, the request said {}",
+                header.md5
+            ))
+            .into());
+        }
+        writer.finish().await.map_err(FilesError::from)?;
+        Ok(Content {
+            blob: key,
+            size,
+            md5: sum,
+        })
+    }
+
+    async fn upload_inner(&self, mut stream: Streaming<pb::UploadPart>) -> Result<Response<pb::FileAnswer>, Status> {
+        let header = match stream.message().await? {
+            Some(pb::UploadPart {
+                part: Some(UpPart::Header(h)),
+            }) => h,
+            _ => return Err(FilesError::BadRequest("an upload starts with its header".into()).into()),
+        };
+        let instance = self.scope(header.scope.clone())?;
+        let updated_at = date_or_now(&header.updated_at)?;
+        if header.file_id.is_empty() {
+            let created_at = date_or_now(&header.created_at)?;
+            let file = NewFile {
+                parent_id: header.parent_id.clone(),
+                name: header.name.clone(),
+                mime: header.mime.clone(),
+                tags: header.tags.clone(),
+                executable: header.executable,
+                created_at,
+                updated_at,
+            };
+            self.precheck_new_file(&instance, &file).await?;
+            let content = self.receive(&instance, &header, &mut stream).await?;
+            let blob = content.blob.clone();
+            match self.commit_new_file(&instance, file, content).await {
+                Ok(node) => Ok(self.answer(&instance, &node).await?),
+                Err(err) => {
+                    self.drop_blob(&blob).await;
+                    Err(err.into())
+                }
+            }
+        } else {
+            self.ensure_roots(&instance).await?;
+            self.precheck_overwrite(&instance, &header.file_id, &header.if_match)
+                .await?;
+            let content = self.receive(&instance, &header, &mut stream).await?;
+            let blob = content.blob.clone();
+            match self
+                .commit_overwrite(
+                    &instance,
+                    &header.file_id,
+                    &header.if_match,
+                    &header.mime,
+                    &updated_at,
+                    content,
+                )
+                .await
+            {
+                Ok(node) => Ok(self.answer(&instance, &node).await?),
+                Err(err) => {
+                    self.drop_blob(&blob).await;
+                    Err(err.into())
+                }
+            }
+        }
+    }
+
+    async fn drop_blob(&self, key: &str) {
+        if let Err(err) = self.inner.blobs.delete(key).await {
+            tracing::warn!(error = %err, blob = %key, "cannot remove the blob of a refused upload");
+        }
+    }
+
+    async fn download_inner(
+        &self,
+        req: pb::DownloadRequest,
+    ) -> Result<BoxStream<'static, Result<pb::DownloadPart, Status>>> {
+        let instance = self.scope(req.scope)?;
+        let node = self.by_id_or_path(&instance, &req.id, &req.path).await?;
+        if node.is_dir() {
+            return Err(FilesError::BadRequest(format!(
+                "{} is a directory: download its files, or ask for an archive",
+                node.id
+            )));
+        }
+        let size = node.size.unwrap_or(0);
+        let (start, end, partial) = byte_range(size, req.start, req.end, req.suffix)?;
+        let head = pb::DownloadPart {
+            part: Some(DownPart::Head(pb::DownloadHead {
+                file: self.public(&instance, &node).await?,
+                start,
+                end,
+                size,
+                partial,
+            })),
+        };
+        let body = if size == 0 {
+            futures::stream::empty().boxed()
+        } else {
+            self.inner
+                .blobs
+                .read(&node.blob, Some((start, end + 1)))
+                .await?
+                .map(|chunk| match chunk {
+                    Ok(data) => Ok(pb::DownloadPart {
+                        part: Some(DownPart::Data(data)),
+                    }),
+                    Err(err) => Err(Status::from(FilesError::from(err))),
+                })
+                .boxed()
+        };
+        Ok(futures::stream::once(async move { Ok(head) }).chain(body).boxed())
+    }
+
+    async fn get_inner(&self, req: pb::GetFileRequest) -> Result<pb::FileAnswer> {
+        let instance = self.scope(req.scope)?;
+        let node = self.by_id_or_path(&instance, &req.id, &req.path).await?;
+        let (path, trashed) = self.path_of(&instance, &node).await?;
+        let mut answer = pb::FileAnswer {
+            file: Bytes::from(node.to_public_json(Some(&path), trashed).to_string()),
+            ..Default::default()
+        };
+        if node.is_dir() {
+            let limit = match req.limit {
+                0 => self.inner.config.default_page,
+                n => n.min(1000),
+            } as usize;
+            let children = self.children(&instance, &node.id, &req.cursor, limit + 1).await?;
+            let more = children.len() > limit;
+            for child in children.iter().take(limit) {
+                let child_path = if path == "/" {
+                    format!("/{}", child.name)
+                } else {
+                    format!("{path}/{}", child.name)
+                };
+                answer.children.push(Bytes::from(
+                    child.to_public_json(Some(&child_path), trashed).to_string(),
+                ));
+            }
+            if more && let Some(last) = children.get(limit - 1) {
+                answer.next_cursor = last.name.clone();
+            }
+            answer.children_count = self.children_count(&instance, &node.id).await?;
+        }
+        Ok(answer)
+    }
+}
+
+/// The inclusive byte range to serve of a file of `size` bytes, and whether it is partial.
+fn byte_range(size: u64, start: Option<u64>, end: Option<u64>, suffix: Option<u64>) -> Result<(u64, u64, bool)> {
+    let unsatisfiable = || FilesError::RangeNotSatisfiable(format!("the file has {size} bytes"));
+    match (start, end, suffix) {
+        (None, None, None) => Ok((0, size.saturating_sub(1), false)),
+        (_, _, Some(n)) => {
+            if n == 0 || size == 0 {
+                return Err(unsatisfiable());
+            }
+            Ok((size - n.min(size), size - 1, true))
+        }
+        (Some(s), end, None) => {
+            if s >= size {
+                return Err(unsatisfiable());
+            }
+            let e = end.unwrap_or(size - 1).min(size - 1);
+            if e < s {
+                return Err(FilesError::BadRequest("a range ends before it starts".into()));
+            }
+            Ok((s, e, true))
+        }
+        (None, Some(_), None) => Err(FilesError::BadRequest("a range needs a start or a suffix".into())),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::files_service_server::FilesService for FilesService {
+    async fn create_directory(
+        &self,
+        request: Request<pb::CreateDirectoryRequest>,
+    ) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let node = self
+            .create_directory(&instance, &req.parent_id, &req.name, &req.tags, &req.created_at)
+            .await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn upload(&self, request: Request<Streaming<pb::UploadPart>>) -> Result<Response<pb::FileAnswer>, Status> {
+        self.upload_inner(request.into_inner()).await
+    }
+
+    async fn get_file(&self, request: Request<pb::GetFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        Ok(Response::new(self.get_inner(request.into_inner()).await?))
+    }
+
+    type DownloadStream = BoxStream<'static, Result<pb::DownloadPart, Status>>;
+
+    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+        Ok(Response::new(self.download_inner(request.into_inner()).await?))
+    }
+
+    async fn patch_file(&self, request: Request<pb::PatchFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let attrs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&req.attributes)
+            .map_err(|e| FilesError::BadRequest(format!("attributes must be a JSON object: {e}")))?;
+        let node = self.patch(&instance, &req.id, &req.if_match, &attrs).await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn trash_file(&self, request: Request<pb::FileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let node = self.trash(&instance, &req.id, &req.if_match).await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn restore_file(&self, request: Request<pb::FileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let node = self.restore(&instance, &req.id).await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn destroy_file(&self, request: Request<pb::FileRequest>) -> Result<Response<pb::DestroyResponse>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        self.destroy(&instance, &req.id, &req.if_match).await?;
+        Ok(Response::new(pb::DestroyResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn test_byte_ranges() {
+        assert_eq!(byte_range(10, None, None, None).unwrap(), (0, 9, false));
+        assert_eq!(byte_range(10, Some(2), Some(4), None).unwrap(), (2, 4, true));
+        assert_eq!(byte_range(10, Some(2), None, None).unwrap(), (2, 9, true));
+        assert_eq!(byte_range(10, Some(2), Some(99), None).unwrap(), (2, 9, true));
+        assert_eq!(byte_range(10, None, None, Some(3)).unwrap(), (7, 9, true));
+        assert_eq!(byte_range(10, None, None, Some(30)).unwrap(), (0, 9, true));
+        assert!(byte_range(10, Some(10), None, None).is_err(), "past the end");
+        assert!(byte_range(0, Some(0), None, None).is_err(), "empty file");
+        assert!(byte_range(10, Some(5), Some(2), None).is_err());
+    }
+}

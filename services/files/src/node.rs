@@ -1,0 +1,218 @@
+//! A file or directory as the projection stores it (`io.cozy.files`), name rules, and the
+//! mime type and class a file gets.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::FilesError;
+
+pub const ROOT_ID: &str = "io.cozy.files.root-dir";
+pub const TRASH_ID: &str = "io.cozy.files.trash-dir";
+pub const TRASH_NAME: &str = ".cozy_trash";
+pub const DIRECTORY: &str = "directory";
+pub const FILE: &str = "file";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "_rev")]
+    pub rev: String,
+    /// `directory` or `file`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    /// The parent directory; empty for the root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dir_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Base64 of the content's MD5 (files).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub md5sum: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mime: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class: String,
+    #[serde(default)]
+    pub executable: bool,
+    /// Where a trashed node came from: the directory's id, and its path then (shown to clients).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restore_dir_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restore_path: String,
+    /// The name it had before the trash numbered it (internal).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restore_name: String,
+    /// The blob holding the content (files); internal.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub blob: String,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        self.kind == DIRECTORY
+    }
+
+    /// The generation of the current revision (`3-…` → 3).
+    pub fn generation(&self) -> u64 {
+        self.rev.split_once('-').and_then(|(g, _)| g.parse().ok()).unwrap_or(0)
+    }
+
+    /// A fresh revision after this one.
+    pub fn next_rev(&self) -> String {
+        new_rev(self.generation() + 1)
+    }
+
+    /// The JSON clients see: cozy-stack's attributes with `_id`, `_rev`, `path` (directories,
+    /// and files when known) and `trashed`; internal fields are left out.
+    pub fn to_public_json(&self, path: Option<&str>, trashed: bool) -> Value {
+        let mut map = Map::new();
+        map.insert("_id".into(), Value::String(self.id.clone()));
+        map.insert("_rev".into(), Value::String(self.rev.clone()));
+        map.insert("type".into(), Value::String(self.kind.clone()));
+        map.insert("name".into(), Value::String(self.name.clone()));
+        if !self.dir_id.is_empty() {
+            map.insert("dir_id".into(), Value::String(self.dir_id.clone()));
+        }
+        if let Some(path) = path {
+            map.insert("path".into(), Value::String(path.to_string()));
+        }
+        map.insert("created_at".into(), Value::String(self.created_at.clone()));
+        map.insert("updated_at".into(), Value::String(self.updated_at.clone()));
+        map.insert(
+            "tags".into(),
+            Value::Array(self.tags.iter().cloned().map(Value::String).collect()),
+        );
+        map.insert("trashed".into(), Value::Bool(trashed));
+        if !self.is_dir() {
+            // cozy-stack gives sizes as strings (they may exceed what JSON numbers keep exactly).
+            map.insert("size".into(), Value::String(self.size.unwrap_or(0).to_string()));
+            map.insert("md5sum".into(), Value::String(self.md5sum.clone()));
+            map.insert("mime".into(), Value::String(self.mime.clone()));
+            map.insert("class".into(), Value::String(self.class.clone()));
+            map.insert("executable".into(), Value::Bool(self.executable));
+        }
+        if !self.restore_path.is_empty() {
+            map.insert("restore_path".into(), Value::String(self.restore_path.clone()));
+        }
+        Value::Object(map)
+    }
+}
+
+pub fn new_rev(generation: u64) -> String {
+    format!("{generation}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// cozy-stack's rules for a name: not empty, not `.` or `..`, no `/` and no NUL, at most 255
+/// bytes.
+pub fn check_name(name: &str) -> Result<(), FilesError> {
+    let why = if name.is_empty() {
+        Some("a name cannot be empty")
+    } else if name == "." || name == ".." {
+        Some("a name cannot be . or ..")
+    } else if name.contains('/') {
+        Some("a name cannot contain /")
+    } else if name.contains('\0') {
+        Some("a name cannot contain NUL")
+    } else if name.len() > 255 {
+        Some("a name is at most 255 bytes")
+    } else if name.trim() != name && name.trim().is_empty() {
+        Some("a name cannot be only spaces")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(FilesError::InvalidName(format!("{why}: {name:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// The mime type of a new file: what the client sent, unless it is missing or generic, then
+/// what the name's extension says.
+pub fn mime_for(name: &str, sent: &str) -> String {
+    let sent = sent.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !sent.is_empty() && sent != "application/octet-stream" && sent.contains('/') {
+        return sent;
+    }
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string()
+}
+
+/// cozy-stack's `class` of a mime type: what kind of file it is, for the UI.
+pub fn class_of(mime: &str) -> &'static str {
+    let (kind, sub) = mime.split_once('/').unwrap_or((mime, ""));
+    match kind {
+        "image" => "image",
+        "audio" => "audio",
+        "video" => "video",
+        "text" => match sub {
+            "html" | "css" | "javascript" | "x-python" | "x-rust" | "x-c" | "x-java" | "x-sh" => "code",
+            _ => "text",
+        },
+        "application" => match sub {
+            "pdf" => "pdf",
+            "zip" | "gzip" | "x-tar" | "x-7z-compressed" | "x-rar-compressed" | "x-bzip2" => "zip",
+            "json" | "javascript" | "xml" | "x-sh" => "code",
+            s if s.contains("spreadsheet") || s.contains("excel") => "spreadsheet",
+            s if s.contains("presentation") || s.contains("powerpoint") => "slide",
+            s if s.contains("wordprocessing") || s.contains("msword") || s.contains("opendocument.text") => "text",
+            _ => "files",
+        },
+        _ => "files",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_names_follow_cozy_rules() {
+        for good in ["a", "notes.md", "with space", "été", ".hidden", "..."] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "/", "a\0b", &"x".repeat(256), "   "] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn test_mime_and_class() {
+        assert_eq!(mime_for("photo.JPG", ""), "image/jpeg");
+        assert_eq!(mime_for("photo.jpg", "application/octet-stream"), "image/jpeg");
+        assert_eq!(mime_for("x.bin", "text/plain; charset=utf-8"), "text/plain");
+        assert_eq!(mime_for("noext", ""), "application/octet-stream");
+        assert_eq!(class_of("image/png"), "image");
+        assert_eq!(class_of("application/pdf"), "pdf");
+        assert_eq!(class_of("text/plain"), "text");
+        assert_eq!(class_of("application/zip"), "zip");
+        assert_eq!(
+            class_of("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            "spreadsheet"
+        );
+        assert_eq!(class_of("application/octet-stream"), "files");
+    }
+
+    #[test]
+    fn test_revisions_count_up() {
+        let rev = new_rev(1);
+        assert!(rev.starts_with("1-"));
+        let node = Node {
+            id: "x".into(),
+            rev,
+            kind: FILE.into(),
+            name: "a".into(),
+            dir_id: ROOT_ID.into(),
+            size: Some(1),
+            ..Node::default()
+        };
+        assert!(node.next_rev().starts_with("2-"));
+    }
+}

@@ -1,0 +1,492 @@
+//! The files service: its state, the write path (events and their projection in one atomic
+//! batch, one writer per instance stripe), and the reads of the tree.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as SyncMutex};
+
+use bytes::Bytes;
+use cocon_common::Shutdown;
+use cocon_common::ticket::MeshKey;
+use cocon_events::{Appended, EventBus, EventLog, Relay, RelayConfig, on_instance_destroyed};
+use cocon_proto::events::v1::{Envelope, FileChanged, envelope::Payload};
+use cocon_storage::{Batch, BlobStore, ScanRange, Store};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::error::{FilesError, Result};
+use crate::node::{DIRECTORY, Node, ROOT_ID, TRASH_ID, TRASH_NAME, new_rev};
+use crate::tables::*;
+
+const STRIPES: usize = 64;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the local-disk blob store keeps contents; `<data_dir>/blobs` when empty.
+    pub blobs_dir: Option<std::path::PathBuf>,
+    /// Children per page of a directory listing when the client does not say.
+    pub default_page: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            blobs_dir: None,
+            default_page: 30,
+        }
+    }
+}
+
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub bus: Arc<dyn EventBus>,
+    /// Checks the instance ticket of every call (signed by the auth service).
+    pub mesh_key: MeshKey,
+}
+
+#[derive(Clone)]
+pub struct FilesService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub log: EventLog,
+    pub mesh_key: MeshKey,
+    stripes: Vec<Mutex<()>>,
+    /// Instances whose root and trash exist.
+    rooted: SyncMutex<HashSet<String>>,
+}
+
+/// One change of the tree: what a node was and what it becomes (`None`: absent).
+pub(crate) struct Change {
+    pub verb: &'static str,
+    pub old: Option<Node>,
+    pub new: Option<Node>,
+    /// Blobs to remove once the change is committed.
+    pub released: Vec<String>,
+}
+
+impl FilesService {
+    pub async fn build(config: Config, deps: Deps) -> Result<FilesService> {
+        let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
+        Ok(FilesService {
+            inner: Arc::new(Inner {
+                config,
+                store: deps.store,
+                blobs: deps.blobs,
+                bus: deps.bus,
+                log,
+                mesh_key: deps.mesh_key,
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                rooted: SyncMutex::default(),
+            }),
+        })
+    }
+
+    pub fn grpc(&self) -> cocon_proto::files::v1::files_service_server::FilesServiceServer<FilesService> {
+        cocon_proto::files::v1::files_service_server::FilesServiceServer::new(self.clone())
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20)
+    }
+
+    /// The outbox relay, and the consumer that erases a destroyed instance's files.
+    pub fn run_background(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+        let relay = Relay::new(
+            self.inner.log.outbox().clone(),
+            self.inner.bus.clone(),
+            RelayConfig::default(),
+        );
+        let relay = tokio::spawn(relay.run(shutdown.clone()));
+        let svc = self.clone();
+        let consumer = tokio::spawn(async move {
+            let purge = |instance: String| {
+                let svc = svc.clone();
+                async move { svc.purge_instance(&instance).await }
+            };
+            on_instance_destroyed(
+                svc.inner.bus.clone(),
+                "files-instance-destroyed",
+                std::time::Duration::from_secs(300),
+                purge,
+                shutdown,
+            )
+            .await
+        });
+        vec![relay, consumer]
+    }
+
+    /// Erases every file, blob and event of an instance. Idempotent.
+    pub async fn purge_instance(&self, instance: &str) -> Result<()> {
+        let _writer = self.stripe(instance).lock().await;
+        let store = &self.inner.store;
+        let nodes = store.scan(NODES, instance.as_bytes(), ScanRange::all()).await?;
+        for row in &nodes {
+            let node: Node = parse(&row.value)?;
+            if !node.blob.is_empty() {
+                self.inner.blobs.delete(&node.blob).await?;
+            }
+        }
+        let mut batch = Batch::new();
+        for table in [NODES, CHILDREN, COUNTS, EVENTS] {
+            batch.delete_partition(table, instance.as_bytes().to_vec());
+        }
+        store.apply(batch).await?;
+        self.inner.log.forget(instance);
+        self.inner.rooted.lock().expect("rooted poisoned").remove(instance);
+        Ok(())
+    }
+
+    /// The instance's writer lock: held from reading what a change depends on until the
+    /// change is committed.
+    pub(crate) fn stripe(&self, instance: &str) -> &Mutex<()> {
+        let hash = instance
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.inner.stripes[hash % STRIPES]
+    }
+
+    pub(crate) async fn node(&self, instance: &str, id: &str) -> Result<Option<Node>> {
+        match self.inner.store.get(NODES, instance.as_bytes(), id.as_bytes()).await? {
+            Some(raw) => parse(&raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn must_node(&self, instance: &str, id: &str) -> Result<Node> {
+        self.node(instance, id)
+            .await?
+            .ok_or_else(|| FilesError::NotFound(format!("no file or directory with id {id}")))
+    }
+
+    /// The id of the child named `name` of a directory.
+    pub(crate) async fn child(&self, instance: &str, dir_id: &str, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .inner
+            .store
+            .get(CHILDREN, instance.as_bytes(), &child_key(dir_id, name))
+            .await?
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned()))
+    }
+
+    pub(crate) async fn children_count(&self, instance: &str, dir_id: &str) -> Result<u64> {
+        Ok(self
+            .inner
+            .store
+            .get(COUNTS, instance.as_bytes(), dir_id.as_bytes())
+            .await?
+            .and_then(|raw| raw.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// A page of a directory's children in name order, after the child named `after`.
+    pub(crate) async fn children(&self, instance: &str, dir_id: &str, after: &str, limit: usize) -> Result<Vec<Node>> {
+        let prefix = child_key(dir_id, "");
+        let start = if after.is_empty() {
+            std::ops::Bound::Included(prefix.clone())
+        } else {
+            std::ops::Bound::Excluded(child_key(dir_id, after))
+        };
+        let end = match cocon_storage::prefix_end(&prefix) {
+            Some(end) => std::ops::Bound::Excluded(end),
+            None => std::ops::Bound::Unbounded,
+        };
+        let rows = self
+            .inner
+            .store
+            .scan(
+                CHILDREN,
+                instance.as_bytes(),
+                ScanRange::between(start, end).limit(limit),
+            )
+            .await?;
+        let mut nodes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = String::from_utf8_lossy(&row.value);
+            match self.node(instance, &id).await? {
+                Some(node) => nodes.push(node),
+                None => return Err(FilesError::Corrupt(format!("child {id} has no node"))),
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// The node's path from the root, and whether it is in the trash. Paths are computed by
+    /// walking up, not stored, so moving a directory is one change whatever its size.
+    pub(crate) async fn path_of(&self, instance: &str, node: &Node) -> Result<(String, bool)> {
+        if node.id == ROOT_ID {
+            return Ok(("/".into(), false));
+        }
+        let mut names = vec![node.name.clone()];
+        let mut trashed = node.id == TRASH_ID;
+        let mut dir_id = node.dir_id.clone();
+        let mut hops = 0;
+        while dir_id != ROOT_ID {
+            if dir_id == TRASH_ID {
+                trashed = true;
+            }
+            let dir = self.must_node(instance, &dir_id).await?;
+            names.push(dir.name.clone());
+            dir_id = dir.dir_id;
+            hops += 1;
+            if hops > 4096 || dir_id.is_empty() {
+                return Err(FilesError::Corrupt(format!(
+                    "the parents of {} do not reach the root",
+                    node.id
+                )));
+            }
+        }
+        names.reverse();
+        Ok((format!("/{}", names.join("/")), trashed))
+    }
+
+    /// The node at a path (`/Photos/2024/a.jpg`).
+    pub(crate) async fn resolve(&self, instance: &str, path: &str) -> Result<Node> {
+        let rest = path
+            .strip_prefix('/')
+            .ok_or_else(|| FilesError::BadRequest(format!("a path starts with /: {path:?}")))?;
+        let mut node = self.must_node(instance, ROOT_ID).await?;
+        for name in rest.split('/').filter(|s| !s.is_empty()) {
+            if name == "." || name == ".." {
+                return Err(FilesError::BadRequest(format!("a path cannot hold . or ..: {path:?}")));
+            }
+            let Some(id) = self.child(instance, &node.id, name).await? else {
+                return Err(FilesError::NotFound(format!("nothing at {path}")));
+            };
+            node = self.must_node(instance, &id).await?;
+        }
+        Ok(node)
+    }
+
+    /// Makes the root and the trash of an instance, the first time it is used.
+    pub(crate) async fn ensure_roots(&self, instance: &str) -> Result<()> {
+        if self.inner.rooted.lock().expect("rooted poisoned").contains(instance) {
+            return Ok(());
+        }
+        let _writer = self.stripe(instance).lock().await;
+        if self.node(instance, ROOT_ID).await?.is_none() {
+            let now = cocon_common::time::rfc3339(cocon_common::time::now_secs());
+            let dir = |id: &str, name: &str, dir_id: &str| Node {
+                id: id.into(),
+                rev: new_rev(1),
+                kind: DIRECTORY.into(),
+                name: name.into(),
+                dir_id: dir_id.into(),
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                ..Node::default()
+            };
+            let changes = vec![
+                Change::created(dir(ROOT_ID, "", "")),
+                Change::created(dir(TRASH_ID, TRASH_NAME, ROOT_ID)),
+            ];
+            self.commit(instance, changes).await?;
+        }
+        self.inner
+            .rooted
+            .lock()
+            .expect("rooted poisoned")
+            .insert(instance.to_string());
+        Ok(())
+    }
+
+    /// Appends the changes' events and their projection in one atomic batch, durably; then
+    /// removes the blobs they released. The caller holds the instance's stripe.
+    pub(crate) async fn commit(&self, instance: &str, changes: Vec<Change>) -> Result<()> {
+        let log = &self.inner.log;
+        let first = log.next_seq(instance).await?;
+        let mut batch = Batch::new();
+        let mut appended = Appended::default();
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        let mut dropped_dirs = Vec::new();
+        let occurred_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let traceparent = cocon_common::trace_context::current_traceparent().unwrap_or_default();
+        let mut released = Vec::new();
+        for (i, change) in changes.iter().enumerate() {
+            let seq = first + i as u64;
+            let id = change
+                .new
+                .as_ref()
+                .or(change.old.as_ref())
+                .map(|n| n.id.clone())
+                .unwrap_or_default();
+            let file = match &change.new {
+                Some(node) => Bytes::from(serde_json::to_vec(node).map_err(|e| FilesError::Corrupt(e.to_string()))?),
+                None => Bytes::new(),
+            };
+            let envelope = Envelope {
+                id: format!("files:{instance}:{seq}"),
+                r#type: format!("files.{}", change.verb),
+                schema_version: 1,
+                occurred_at_us,
+                instance: instance.to_string(),
+                seq,
+                traceparent: traceparent.clone(),
+                subject: format!("cocon.files.{instance}.{}", change.verb),
+                payload: Some(Payload::FileChanged(FileChanged {
+                    id,
+                    file: file.clone(),
+                    released_blobs: change.released.clone(),
+                })),
+            };
+            log.append(&mut batch, &mut appended, &envelope);
+            project(
+                &mut batch,
+                instance,
+                change.old.as_ref(),
+                change.new.as_ref(),
+                file,
+                &mut counts,
+            );
+            if let (Some(old), None) = (&change.old, &change.new)
+                && old.is_dir()
+            {
+                dropped_dirs.push(old.id.clone());
+            }
+            released.extend(change.released.iter().cloned());
+        }
+        for (dir_id, delta) in counts {
+            if delta == 0 || dropped_dirs.contains(&dir_id) {
+                continue;
+            }
+            let count = self.children_count(instance, &dir_id).await? as i64 + delta;
+            batch.put(
+                COUNTS,
+                instance.as_bytes().to_vec(),
+                dir_id.into_bytes(),
+                Bytes::copy_from_slice(&(count.max(0) as u64).to_be_bytes()),
+            );
+        }
+        for dir_id in dropped_dirs {
+            batch.delete(COUNTS, instance.as_bytes().to_vec(), dir_id.into_bytes());
+        }
+        log.seal(&mut batch, appended);
+        match self.inner.store.apply(batch).await {
+            Ok(()) => {
+                log.advance(instance, first + changes.len() as u64 - 1);
+                log.outbox().committed();
+            }
+            Err(e) => {
+                log.forget(instance);
+                return Err(e.into());
+            }
+        }
+        for key in released {
+            if let Err(err) = self.inner.blobs.delete(&key).await {
+                tracing::warn!(error = %err, blob = %key, "cannot remove a released blob; it is left behind");
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the projection and rebuilds it from the event log; returns how many events were
+    /// replayed.
+    pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64> {
+        let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
+        // The last state of each node, per instance; the log is read in (instance, seq) order.
+        let mut last: HashMap<(String, String), Bytes> = HashMap::new();
+        let mut replayed = 0u64;
+        let mut after = None;
+        loop {
+            let (page, next) = log.scan_all(after, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for envelope in page {
+                replayed += 1;
+                if let Some(Payload::FileChanged(change)) = envelope.payload {
+                    last.insert((envelope.instance, change.id), change.file);
+                }
+            }
+            after = next;
+        }
+        for table in PROJECTIONS {
+            store.clear_table(table).await?;
+        }
+        let mut counts: HashMap<(String, String), u64> = HashMap::new();
+        let mut batch = Batch::new();
+        for ((instance, _), file) in last {
+            if file.is_empty() {
+                continue;
+            }
+            let node: Node = parse(&file)?;
+            if !node.dir_id.is_empty() {
+                *counts.entry((instance.clone(), node.dir_id.clone())).or_default() += 1;
+            }
+            let mut ignored = HashMap::new();
+            project(&mut batch, &instance, None, Some(&node), file, &mut ignored);
+            if batch.len() >= 1000 {
+                store.apply(std::mem::take(&mut batch)).await?;
+            }
+        }
+        for ((instance, dir_id), count) in counts {
+            batch.put(
+                COUNTS,
+                instance.into_bytes(),
+                dir_id.into_bytes(),
+                Bytes::copy_from_slice(&count.to_be_bytes()),
+            );
+        }
+        store.apply(batch).await?;
+        Ok(replayed)
+    }
+}
+
+impl Change {
+    pub fn created(node: Node) -> Change {
+        Change {
+            verb: "created",
+            old: None,
+            new: Some(node),
+            released: Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn parse(raw: &[u8]) -> Result<Node> {
+    serde_json::from_slice(raw).map_err(|e| FilesError::Corrupt(e.to_string()))
+}
+
+/// The projection of one change: the node row and its entry among its parent's children.
+/// Child counts are accumulated in `counts` and written once per commit.
+fn project(
+    batch: &mut Batch,
+    instance: &str,
+    old: Option<&Node>,
+    new: Option<&Node>,
+    file: Bytes,
+    counts: &mut HashMap<String, i64>,
+) {
+    let part = instance.as_bytes();
+    if let Some(old) = old
+        && !old.dir_id.is_empty()
+    {
+        batch.delete(CHILDREN, part.to_vec(), child_key(&old.dir_id, &old.name));
+        *counts.entry(old.dir_id.clone()).or_default() -= 1;
+    }
+    match new {
+        Some(node) => {
+            batch.put(NODES, part.to_vec(), node.id.as_bytes().to_vec(), file);
+            if !node.dir_id.is_empty() {
+                batch.put(
+                    CHILDREN,
+                    part.to_vec(),
+                    child_key(&node.dir_id, &node.name),
+                    Bytes::from(node.id.clone().into_bytes()),
+                );
+                *counts.entry(node.dir_id.clone()).or_default() += 1;
+            }
+        }
+        None => {
+            if let Some(old) = old {
+                batch.delete(NODES, part.to_vec(), old.id.as_bytes().to_vec());
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The files service's tables. `files.events` is the source of truth; the others are its
+//! projection, rebuilt from it.
+
+pub const EVENTS: &str = "files.events";
+pub const OUTBOX: &str = "files.outbox";
+/// Partition = instance, sort = node id → [`crate::node::Node`] (JSON).
+pub const NODES: &str = "files.nodes";
+/// Partition = instance, sort = parent id, 0x00, name → child id: name uniqueness per
+/// directory, listings in name order, path lookups.
+pub const CHILDREN: &str = "files.children";
+/// Partition = instance, sort = directory id → number of children (u64, big-endian).
+pub const COUNTS: &str = "files.counts";
+pub const PROJECTIONS: [&str; 3] = [NODES, CHILDREN, COUNTS];
+
+pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(dir_id.len() + 1 + name.len());
+    key.extend_from_slice(dir_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(name.as_bytes());
+    key
+}

@@ -1,0 +1,454 @@
+//! Changes to the tree: directories, new files and new contents, rename and move, trash,
+//! restore, and deletion for good. Each checks what it depends on under the instance's writer
+//! lock, then commits one or more [`Change`]s.
+
+use serde_json::{Map, Value};
+
+use crate::error::{FilesError, Result};
+use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, TRASH_ID, check_name};
+use crate::service::{Change, FilesService};
+
+/// Nodes destroyed per commit when a directory goes for good.
+const DESTROY_BATCH: usize = 500;
+
+pub(crate) fn now() -> String {
+    cocon_common::time::rfc3339(cocon_common::time::now_secs())
+}
+
+/// A client-given date (RFC 3339), or now.
+pub(crate) fn date_or_now(given: &str) -> Result<String> {
+    if given.is_empty() {
+        return Ok(now());
+    }
+    cocon_common::time::parse_rfc3339(given)
+        .map(cocon_common::time::rfc3339)
+        .ok_or_else(|| FilesError::BadRequest(format!("invalid date {given:?}: use RFC 3339")))
+}
+
+fn check_rev(node: &Node, if_match: &str) -> Result<()> {
+    let wanted = if_match.trim().trim_matches('"');
+    if !wanted.is_empty() && wanted != node.rev {
+        return Err(FilesError::PreconditionFailed(format!(
+            "{} is at revision {}, not {wanted}",
+            node.id, node.rev
+        )));
+    }
+    Ok(())
+}
+
+fn clean_tags(tags: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    out
+}
+
+/// What a new file needs, checked before its content is streamed.
+pub(crate) struct NewFile {
+    pub parent_id: String,
+    pub name: String,
+    pub mime: String,
+    pub tags: Vec<String>,
+    pub executable: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The content of an upload, once whole and durable.
+pub(crate) struct Content {
+    pub blob: String,
+    pub size: u64,
+    pub md5: String,
+}
+
+impl FilesService {
+    /// A directory where new children may go.
+    async fn writable_dir(&self, instance: &str, id: &str) -> Result<Node> {
+        let dir = self
+            .node(instance, id)
+            .await?
+            .ok_or_else(|| FilesError::NotFound(format!("the parent directory {id} does not exist")))?;
+        if !dir.is_dir() {
+            return Err(FilesError::BadRequest(format!("{id} is a file, not a directory")));
+        }
+        if self.path_of(instance, &dir).await?.1 {
+            return Err(FilesError::BadRequest("nothing can be created in the trash".into()));
+        }
+        Ok(dir)
+    }
+
+    async fn name_free(&self, instance: &str, dir_id: &str, name: &str) -> Result<()> {
+        if self.child(instance, dir_id, name).await?.is_some() {
+            return Err(FilesError::Conflict(format!(
+                "a file or directory named {name:?} already exists there"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn create_directory(
+        &self,
+        instance: &str,
+        parent_id: &str,
+        name: &str,
+        tags: &[String],
+        created_at: &str,
+    ) -> Result<Node> {
+        check_name(name)?;
+        let created_at = date_or_now(created_at)?;
+        self.ensure_roots(instance).await?;
+        let _writer = self.stripe(instance).lock().await;
+        let parent = self.writable_dir(instance, parent_id).await?;
+        self.name_free(instance, &parent.id, name).await?;
+        let node = Node {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            rev: crate::node::new_rev(1),
+            kind: DIRECTORY.into(),
+            name: name.to_string(),
+            dir_id: parent.id,
+            updated_at: created_at.clone(),
+            created_at,
+            tags: clean_tags(tags),
+            ..Node::default()
+        };
+        self.commit(instance, vec![Change::created(node.clone())]).await?;
+        Ok(node)
+    }
+
+    /// Checks a new file can go where it is asked to, before its content is streamed (the
+    /// same checks run again when it is committed).
+    pub(crate) async fn precheck_new_file(&self, instance: &str, file: &NewFile) -> Result<()> {
+        check_name(&file.name)?;
+        self.ensure_roots(instance).await?;
+        let parent = self.writable_dir(instance, &file.parent_id).await?;
+        self.name_free(instance, &parent.id, &file.name).await
+    }
+
+    pub(crate) async fn commit_new_file(&self, instance: &str, file: NewFile, content: Content) -> Result<Node> {
+        let _writer = self.stripe(instance).lock().await;
+        let parent = self.writable_dir(instance, &file.parent_id).await?;
+        self.name_free(instance, &parent.id, &file.name).await?;
+        let mime = crate::node::mime_for(&file.name, &file.mime);
+        let node = Node {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            rev: crate::node::new_rev(1),
+            kind: FILE.into(),
+            class: crate::node::class_of(&mime).to_string(),
+            mime,
+            name: file.name,
+            dir_id: parent.id,
+            created_at: file.created_at,
+            updated_at: file.updated_at,
+            tags: clean_tags(&file.tags),
+            size: Some(content.size),
+            md5sum: content.md5,
+            executable: file.executable,
+            blob: content.blob,
+            ..Node::default()
+        };
+        self.commit(instance, vec![Change::created(node.clone())]).await?;
+        Ok(node)
+    }
+
+    /// The file an overwrite targets, checked before its content is streamed.
+    pub(crate) async fn precheck_overwrite(&self, instance: &str, id: &str, if_match: &str) -> Result<Node> {
+        let node = self.must_node(instance, id).await?;
+        if node.is_dir() {
+            return Err(FilesError::BadRequest(format!(
+                "{id} is a directory: only a file has content"
+            )));
+        }
+        check_rev(&node, if_match)?;
+        Ok(node)
+    }
+
+    /// New content for a file: the old blob is released.
+    pub(crate) async fn commit_overwrite(
+        &self,
+        instance: &str,
+        id: &str,
+        if_match: &str,
+        mime: &str,
+        updated_at: &str,
+        content: Content,
+    ) -> Result<Node> {
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.precheck_overwrite(instance, id, if_match).await?;
+        let mut node = old.clone();
+        node.rev = old.next_rev();
+        if !mime.is_empty() {
+            node.mime = crate::node::mime_for(&node.name, mime);
+            node.class = crate::node::class_of(&node.mime).to_string();
+        }
+        node.updated_at = updated_at.to_string();
+        node.size = Some(content.size);
+        node.md5sum = content.md5;
+        node.blob = content.blob;
+        let change = Change {
+            verb: "updated",
+            released: vec![old.blob.clone()],
+            old: Some(old),
+            new: Some(node.clone()),
+        };
+        self.commit(instance, vec![change]).await?;
+        Ok(node)
+    }
+
+    /// Rename, move, tags, executable (cozy-stack's `PATCH /files/:id` attributes).
+    pub(crate) async fn patch(
+        &self,
+        instance: &str,
+        id: &str,
+        if_match: &str,
+        attrs: &Map<String, Value>,
+    ) -> Result<Node> {
+        self.ensure_roots(instance).await?;
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.must_node(instance, id).await?;
+        if old.id == ROOT_ID || old.id == TRASH_ID {
+            return Err(FilesError::BadRequest(
+                "the root and the trash cannot be changed".into(),
+            ));
+        }
+        check_rev(&old, if_match)?;
+        let mut node = old.clone();
+        for (key, value) in attrs {
+            match (key.as_str(), value) {
+                ("name", Value::String(name)) => {
+                    check_name(name)?;
+                    node.name = name.clone();
+                }
+                ("dir_id", Value::String(dir_id)) => node.dir_id = dir_id.clone(),
+                ("tags", Value::Array(tags)) => {
+                    let tags: Vec<String> = tags.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
+                    node.tags = clean_tags(&tags);
+                }
+                ("executable", Value::Bool(x)) if !node.is_dir() => node.executable = *x,
+                ("updated_at", Value::String(at)) => node.updated_at = date_or_now(at)?,
+                ("type" | "_id" | "_rev" | "id", _) => {}
+                (other, _) => {
+                    return Err(FilesError::BadRequest(format!(
+                        "{other} cannot be changed here: PATCH takes name, dir_id, tags, executable and updated_at"
+                    )));
+                }
+            }
+        }
+        let moved = node.dir_id != old.dir_id || node.name != old.name;
+        if moved {
+            if node.dir_id != old.dir_id {
+                if node.dir_id == TRASH_ID {
+                    return Err(FilesError::BadRequest(
+                        "to put something in the trash, DELETE it".into(),
+                    ));
+                }
+                let dest = self.writable_dir(instance, &node.dir_id).await?;
+                if old.is_dir() && self.is_within(instance, &dest, &old.id).await? {
+                    return Err(FilesError::BadRequest(format!(
+                        "a directory cannot move into itself or its own subtree ({} is inside {})",
+                        dest.id, old.id
+                    )));
+                }
+            }
+            self.name_free(instance, &node.dir_id, &node.name).await?;
+        }
+        if node == old {
+            return Ok(old);
+        }
+        node.rev = old.next_rev();
+        if !attrs.contains_key("updated_at") {
+            node.updated_at = crate::tree::now();
+        }
+        let change = Change {
+            verb: if moved { "moved" } else { "updated" },
+            old: Some(old),
+            new: Some(node.clone()),
+            released: Vec::new(),
+        };
+        self.commit(instance, vec![change]).await?;
+        Ok(node)
+    }
+
+    /// Whether `node` is `ancestor` or lies below it.
+    async fn is_within(&self, instance: &str, node: &Node, ancestor: &str) -> Result<bool> {
+        let mut current = node.clone();
+        for _ in 0..4096 {
+            if current.id == ancestor {
+                return Ok(true);
+            }
+            if current.dir_id.is_empty() {
+                return Ok(false);
+            }
+            current = self.must_node(instance, &current.dir_id).await?;
+        }
+        Err(FilesError::Corrupt(format!(
+            "the parents of {} do not reach the root",
+            node.id
+        )))
+    }
+
+    /// A name not taken in `dir_id`: `name`, else `name (2)`, `name (3)`, … before the extension.
+    async fn free_name(&self, instance: &str, dir_id: &str, name: &str) -> Result<String> {
+        if self.child(instance, dir_id, name).await?.is_none() {
+            return Ok(name.to_string());
+        }
+        let (stem, ext) = match name.rfind('.') {
+            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            _ => (name, ""),
+        };
+        for n in 2..10_000 {
+            let candidate = format!("{stem} ({n}){ext}");
+            if self.child(instance, dir_id, &candidate).await?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(FilesError::Conflict(format!(
+            "too many files named like {name:?} there"
+        )))
+    }
+
+    /// Moves a file or directory (with everything under it) to the trash.
+    pub(crate) async fn trash(&self, instance: &str, id: &str, if_match: &str) -> Result<Node> {
+        self.ensure_roots(instance).await?;
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.must_node(instance, id).await?;
+        if old.id == ROOT_ID || old.id == TRASH_ID {
+            return Err(FilesError::BadRequest(
+                "the root and the trash cannot be trashed".into(),
+            ));
+        }
+        check_rev(&old, if_match)?;
+        let (path, trashed) = self.path_of(instance, &old).await?;
+        if trashed {
+            return Err(FilesError::BadRequest(format!("{id} is already in the trash")));
+        }
+        let parent_path = match path.rfind('/') {
+            Some(0) | None => "/".to_string(),
+            Some(i) => path[..i].to_string(),
+        };
+        let mut node = old.clone();
+        node.rev = old.next_rev();
+        node.name = self.free_name(instance, TRASH_ID, &old.name).await?;
+        if node.name != old.name {
+            node.restore_name = old.name.clone();
+        }
+        node.dir_id = TRASH_ID.into();
+        node.restore_dir_id = old.dir_id.clone();
+        node.restore_path = parent_path;
+        node.updated_at = now();
+        let change = Change {
+            verb: "trashed",
+            old: Some(old),
+            new: Some(node.clone()),
+            released: Vec::new(),
+        };
+        self.commit(instance, vec![change]).await?;
+        Ok(node)
+    }
+
+    /// Puts a trashed file or directory back where it was, or at the root when that place is
+    /// gone or trashed itself; a name taken there meanwhile gets a number.
+    pub(crate) async fn restore(&self, instance: &str, id: &str) -> Result<Node> {
+        self.ensure_roots(instance).await?;
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.must_node(instance, id).await?;
+        if old.dir_id != TRASH_ID {
+            return Err(FilesError::BadRequest(format!(
+                "{id} is not at the top of the trash: restore the trashed directory that holds it"
+            )));
+        }
+        let mut dest = ROOT_ID.to_string();
+        if !old.restore_dir_id.is_empty()
+            && let Some(dir) = self.node(instance, &old.restore_dir_id).await?
+            && dir.is_dir()
+            && !self.path_of(instance, &dir).await?.1
+        {
+            dest = dir.id;
+        }
+        let mut node = old.clone();
+        node.rev = old.next_rev();
+        let original = original_name(&old);
+        node.name = self.free_name(instance, &dest, &original).await?;
+        node.dir_id = dest;
+        node.restore_dir_id.clear();
+        node.restore_path.clear();
+        node.restore_name.clear();
+        node.updated_at = now();
+        let change = Change {
+            verb: "restored",
+            old: Some(old),
+            new: Some(node.clone()),
+            released: Vec::new(),
+        };
+        self.commit(instance, vec![change]).await?;
+        Ok(node)
+    }
+
+    /// Deletes a trashed file or directory for good, with everything under it, and releases
+    /// their blobs. A large tree goes in several commits, the deepest nodes first, so an
+    /// interruption leaves a smaller tree still in the trash, never an orphan.
+    pub(crate) async fn destroy(&self, instance: &str, id: &str, if_match: &str) -> Result<u64> {
+        self.ensure_roots(instance).await?;
+        let _writer = self.stripe(instance).lock().await;
+        let top = self.must_node(instance, id).await?;
+        if top.id == ROOT_ID || top.id == TRASH_ID {
+            return Err(FilesError::BadRequest(
+                "the root and the trash cannot be deleted".into(),
+            ));
+        }
+        check_rev(&top, if_match)?;
+        if !self.path_of(instance, &top).await?.1 {
+            return Err(FilesError::BadRequest(format!(
+                "{id} is not in the trash: DELETE /files/{id} moves it there first"
+            )));
+        }
+        // Breadth first from the top; destroyed in reverse, leaves before their directories.
+        let mut order = vec![top];
+        let mut i = 0;
+        while i < order.len() {
+            if order[i].is_dir() {
+                let dir_id = order[i].id.clone();
+                let mut after = String::new();
+                loop {
+                    let page = self.children(instance, &dir_id, &after, 1000).await?;
+                    let Some(last) = page.last() else { break };
+                    after = last.name.clone();
+                    order.extend(page);
+                }
+            }
+            i += 1;
+        }
+        let total = order.len() as u64;
+        while !order.is_empty() {
+            let take = order.len().min(DESTROY_BATCH);
+            let chunk: Vec<Node> = order.split_off(order.len() - take);
+            let changes = chunk
+                .into_iter()
+                .rev()
+                .map(|node| Change {
+                    verb: "deleted",
+                    released: if node.blob.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![node.blob.clone()]
+                    },
+                    old: Some(node),
+                    new: None,
+                })
+                .collect();
+            self.commit(instance, changes).await?;
+        }
+        Ok(total)
+    }
+}
+
+/// The name a node had before the trash numbered it.
+fn original_name(node: &Node) -> String {
+    if node.restore_name.is_empty() {
+        node.name.clone()
+    } else {
+        node.restore_name.clone()
+    }
+}
