@@ -41,17 +41,20 @@ impl Api {
         }
     }
 
-    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
-        let mut req = self
+    /// A request with the instance's `Host` and the bearer token set, to add headers and a body to.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self
             .client
             .request(method, format!("{}{path}", self.base))
             .header(reqwest::header::HOST, &self.domain);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
-        if let Some(b) = body {
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
-        }
+    }
+
+    /// Sends a request made with [`Api::request`] and reads the answer.
+    pub async fn reply(req: reqwest::RequestBuilder) -> Reply {
         let res = req.send().await.expect("the request reaches the server");
         let status = res.status().as_u16();
         let text = res.text().await.expect("the body is readable");
@@ -60,6 +63,14 @@ impl Api {
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
         }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
+        }
+        Api::reply(req).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -1,6 +1,7 @@
-//! Split mode for real: a `nats-server -js`, the documents service in one `cocon` process, the
-//! gateway and auth in another; the `/data` API works through them, the events are on NATS,
-//! and a NATS outage loses no event and blocks no write.
+//! Split mode for real: a `nats-server -js`, the documents and files services in one `cocon`
+//! process, the gateway and auth in another; the `/data` and `/files` APIs work through them
+//! (uploads and downloads streaming over gRPC), the events are on NATS, and a NATS outage loses
+//! no event and blocks no write.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,7 +30,7 @@ async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
     let key = key.to_str().unwrap().to_string();
     let documents = Cocon::builder(&dir.path().join("documents"))
         .arg("--services")
-        .arg("documents")
+        .arg("documents,files")
         .arg("--nats")
         .arg(nats.url())
         .env("COCON_MESH_KEY_FILE", key.clone())
@@ -42,7 +43,8 @@ async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
         .arg("gateway,auth")
         .arg("--nats")
         .arg(nats.url())
-        .env("COCON_ENDPOINTS__DOCUMENTS", endpoint)
+        .env("COCON_ENDPOINTS__DOCUMENTS", endpoint.clone())
+        .env("COCON_ENDPOINTS__FILES", endpoint)
         .env("COCON_MESH_KEY_FILE", key)
         .start()
         .await
@@ -170,4 +172,71 @@ async fn test_split_services_over_real_nats() {
         "nothing beyond the expected events"
     );
     drop(documents);
+}
+
+#[tokio::test]
+async fn test_split_files_stream_over_grpc() {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let nats = NatsServer::start().await.unwrap();
+    let (_dir, _backend, edge) = split(&nats).await;
+    let api = edge.instance("alice.test", "io.cozy.files").await.unwrap();
+    let instance = edge.instance_id("alice.test").await.unwrap();
+    let filter = format!("cocon.files.{instance}.>");
+    let mut reader = StreamReader::open(&nats.url(), "COCON_FILES", "files-reader", &filter)
+        .await
+        .unwrap();
+
+    // 20 MiB: many gRPC messages each way.
+    let data: Vec<u8> = (0..20u32 << 20).map(|i| (i % 253) as u8).collect();
+    let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
+    let up = cocon_tests::Api::reply(
+        api.request(reqwest::Method::POST, "/files/?Type=file&Name=big.bin")
+            .header("Content-MD5", &md5)
+            .body(data.clone()),
+    )
+    .await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let id = up.body["data"]["id"].as_str().unwrap().to_string();
+    let down = api
+        .request(reqwest::Method::GET, &format!("/files/download/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 200);
+    assert!(
+        down.bytes().await.unwrap() == data,
+        "the content comes back byte for byte"
+    );
+    let part = api
+        .request(reqwest::Method::GET, &format!("/files/download/{id}"))
+        .header("Range", "bytes=10000000-10000009")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(&part.bytes().await.unwrap()[..], &data[10_000_000..10_000_010]);
+    // Errors keep their status across the wire.
+    let bad = cocon_tests::Api::reply(
+        api.request(reqwest::Method::POST, "/files/?Type=file&Name=bad.bin")
+            .header("Content-MD5", &md5)
+            .body(b"not it".to_vec()),
+    )
+    .await;
+    assert_eq!(bad.status, 412, "{}", bad.text);
+
+    // The roots, then the file: on NATS, on per-instance subjects.
+    let mut subjects = Vec::new();
+    while subjects.len() < 3 {
+        let m = reader.next(Duration::from_secs(10)).await.expect("file events arrive");
+        subjects.push(m.subject.to_string());
+    }
+    assert_eq!(
+        subjects,
+        [
+            format!("cocon.files.{instance}.created"),
+            format!("cocon.files.{instance}.created"),
+            format!("cocon.files.{instance}.created"),
+        ]
+    );
 }

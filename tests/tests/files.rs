@@ -1,0 +1,549 @@
+//! The `/files` API end to end, against the real binary on its embedded default: the tree,
+//! streaming uploads and downloads, checks that keep bad uploads out, trash, and isolation.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use cocon_tests::{Api, Cocon, Reply, cocon_bin};
+use md5::{Digest, Md5};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ROOT: &str = "io.cozy.files.root-dir";
+const TRASH: &str = "io.cozy.files.trash-dir";
+
+async fn setup() -> (tempfile::TempDir, Cocon, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    (dir, cocon, api)
+}
+
+fn md5_b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
+}
+
+async fn mkdir(api: &Api, parent: &str, name: &str) -> Reply {
+    let name = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+    Api::reply(api.request(Method::POST, &format!("/files/{parent}?Type=directory&Name={name}"))).await
+}
+
+async fn upload(api: &Api, parent: &str, name: &str, data: &[u8]) -> Reply {
+    let name = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+    Api::reply(
+        api.request(Method::POST, &format!("/files/{parent}?Type=file&Name={name}"))
+            .header("Content-MD5", md5_b64(data))
+            .header("Content-Type", "text/plain")
+            .body(data.to_vec()),
+    )
+    .await
+}
+
+fn id(reply: &Reply) -> String {
+    reply.body["data"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {}", reply.text))
+        .to_string()
+}
+
+fn attr<'a>(reply: &'a Reply, key: &str) -> &'a Value {
+    &reply.body["data"]["attributes"][key]
+}
+
+/// Every blob on disk (finished or not), to see that refused uploads leave nothing.
+fn blob_files(data_dir: &Path) -> usize {
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&data_dir.join("blobs"))
+}
+
+#[tokio::test]
+async fn test_tree_directories_paths_and_pages() {
+    let (_dir, _cocon, api) = setup().await;
+    let root = api.get(&format!("/files/{ROOT}")).await;
+    assert_eq!(root.status, 200, "{}", root.text);
+    assert_eq!(root.body["data"]["type"], "io.cozy.files");
+    assert_eq!(attr(&root, "path"), "/");
+    assert_eq!(attr(&root, "type"), "directory");
+    let trash = api.get(&format!("/files/{TRASH}")).await;
+    assert_eq!(attr(&trash, "path"), "/.cozy_trash");
+
+    let photos = mkdir(&api, ROOT, "Photos").await;
+    assert_eq!(photos.status, 201, "{}", photos.text);
+    assert_eq!(attr(&photos, "path"), "/Photos");
+    assert_eq!(attr(&photos, "dir_id"), ROOT);
+    assert!(photos.body["data"]["meta"]["rev"].as_str().unwrap().starts_with("1-"));
+    let photos_id = id(&photos);
+    let y2024 = mkdir(&api, &photos_id, "2024 été").await;
+    assert_eq!(attr(&y2024, "path"), "/Photos/2024 été");
+    // POST /files/ is the root.
+    let top = Api::reply(api.request(Method::POST, "/files/?Type=directory&Name=Top")).await;
+    assert_eq!(top.status, 201);
+    assert_eq!(attr(&top, "dir_id"), ROOT);
+
+    // Bad input: each a clear JSON-API error, the tree unchanged.
+    let dup = mkdir(&api, ROOT, "Photos").await;
+    assert_eq!(dup.status, 409, "{}", dup.text);
+    assert_eq!(dup.body["errors"][0]["status"], "409");
+    assert!(
+        dup.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    assert_eq!(mkdir(&api, "no-such-dir", "x").await.status, 404);
+    for bad in [".", "..", "a/b", "a\0b", ""] {
+        let r = mkdir(&api, ROOT, bad).await;
+        assert_eq!(r.status, 400, "name {bad:?}: {}", r.text);
+    }
+    let into_trash = mkdir(&api, TRASH, "x").await;
+    assert_eq!(into_trash.status, 400, "{}", into_trash.text);
+    let no_type = Api::reply(api.request(Method::POST, "/files/?Name=x")).await;
+    assert_eq!(no_type.status, 400);
+
+    // By path, and path tricks.
+    let by_path = api.get("/files/metadata?Path=/Photos/2024%20%C3%A9t%C3%A9").await;
+    assert_eq!(by_path.status, 200, "{}", by_path.text);
+    assert_eq!(id(&by_path), id(&y2024));
+    assert_eq!(api.get("/files/metadata?Path=/Photos/nothing").await.status, 404);
+    assert_eq!(api.get("/files/metadata?Path=/Photos/../Photos").await.status, 400);
+    assert_eq!(api.get("/files/metadata?Path=Photos").await.status, 400);
+
+    // Children in name order, a page at a time.
+    for name in ["e", "c", "a", "d", "b"] {
+        assert_eq!(mkdir(&api, &photos_id, name).await.status, 201);
+    }
+    let mut names = Vec::new();
+    let mut next = format!("/files/{photos_id}?page[limit]=2");
+    let mut pages = 0;
+    loop {
+        let page = api.get(&next).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert_eq!(page.body["meta"]["count"], 6);
+        let included = page.body["included"].as_array().unwrap();
+        assert!(included.len() <= 2);
+        let contents = page.body["data"]["relationships"]["contents"]["data"]
+            .as_array()
+            .unwrap();
+        assert_eq!(contents.len(), included.len());
+        names.extend(
+            included
+                .iter()
+                .map(|c| c["attributes"]["name"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+        match page.body["links"]["next"].as_str() {
+            Some(link) => next = link.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["2024 été", "a", "b", "c", "d", "e"]);
+    assert_eq!(pages, 3);
+}
+
+#[tokio::test]
+async fn test_upload_download_ranges_and_checks() {
+    let (dir, _cocon, api) = setup().await;
+    let data = b"hello, drive";
+    let up = upload(&api, ROOT, "hello.txt", data).await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    assert_eq!(attr(&up, "size"), "12");
+    assert_eq!(attr(&up, "md5sum"), md5_b64(data).as_str());
+    assert_eq!(attr(&up, "mime"), "text/plain");
+    assert_eq!(attr(&up, "class"), "text");
+    assert_eq!(attr(&up, "trashed"), false);
+    let file_id = id(&up);
+
+    let down = api
+        .request(Method::GET, &format!("/files/download/{file_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 200);
+    let etag = down.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", md5_b64(data)));
+    assert_eq!(down.headers()["content-type"], "text/plain");
+    assert!(
+        down.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline; filename=\"hello.txt\"")
+    );
+    assert_eq!(down.headers()["accept-ranges"], "bytes");
+    assert_eq!(&down.bytes().await.unwrap()[..], data);
+    let by_path = api
+        .request(Method::GET, "/files/download?Path=/hello.txt&Dl=1")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        by_path.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    assert_eq!(&by_path.bytes().await.unwrap()[..], data);
+
+    let ranged = |range: &'static str| {
+        api.request(Method::GET, &format!("/files/download/{file_id}"))
+            .header("Range", range)
+    };
+    let part = ranged("bytes=7-11").send().await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 7-11/12");
+    assert_eq!(&part.bytes().await.unwrap()[..], b"drive");
+    let suffix = ranged("bytes=-3").send().await.unwrap();
+    assert_eq!(&suffix.bytes().await.unwrap()[..], b"ive");
+    let past = ranged("bytes=12-").send().await.unwrap();
+    assert_eq!(past.status(), 416);
+    let cached = api
+        .request(Method::GET, &format!("/files/download/{file_id}"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+
+    // A name taken, a wrong MD5, a short body: refused, and nothing stored.
+    let blobs = blob_files(dir.path());
+    assert_eq!(upload(&api, ROOT, "hello.txt", b"other").await.status, 409);
+    let bad_md5 = Api::reply(
+        api.request(Method::POST, "/files/?Type=file&Name=bad.txt")
+            .header("Content-MD5", md5_b64(b"something else"))
+            .body(b"content".to_vec()),
+    )
+    .await;
+    assert_eq!(bad_md5.status, 412, "{}", bad_md5.text);
+    let bad_size = Api::reply(
+        api.request(Method::POST, "/files/?Type=file&Name=short.txt&Size=100")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter([Ok::<
+                _,
+                std::io::Error,
+            >(
+                bytes::Bytes::from_static(b"x"),
+            )]))),
+    )
+    .await;
+    assert!(bad_size.status == 412, "{}", bad_size.text);
+    assert_eq!(api.get("/files/metadata?Path=/bad.txt").await.status, 404);
+    assert_eq!(api.get("/files/metadata?Path=/short.txt").await.status, 404);
+    assert_eq!(blob_files(dir.path()), blobs, "refused uploads leave no blob");
+
+    // New content: If-Match guards it, the revision moves on, the old blob goes.
+    let rev = up.body["data"]["meta"]["rev"].as_str().unwrap().to_string();
+    let stale = Api::reply(
+        api.request(Method::PUT, &format!("/files/{file_id}"))
+            .header("If-Match", "1-0000")
+            .body(b"v2".to_vec()),
+    )
+    .await;
+    assert_eq!(stale.status, 412, "{}", stale.text);
+    let v2 = Api::reply(
+        api.request(Method::PUT, &format!("/files/{file_id}"))
+            .header("If-Match", &rev)
+            .header("Content-MD5", md5_b64(b"version two"))
+            .body(b"version two".to_vec()),
+    )
+    .await;
+    assert_eq!(v2.status, 200, "{}", v2.text);
+    assert!(v2.body["data"]["meta"]["rev"].as_str().unwrap().starts_with("2-"));
+    assert_eq!(attr(&v2, "size"), "11");
+    let now = api
+        .request(Method::GET, &format!("/files/download/{file_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&now.bytes().await.unwrap()[..], b"version two");
+    assert_eq!(blob_files(dir.path()), blobs, "the old content's blob is released");
+
+    // A directory has no content; a file no children page.
+    let dl_dir = api
+        .request(Method::GET, &format!("/files/download/{ROOT}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dl_dir.status(), 400);
+}
+
+#[tokio::test]
+async fn test_large_upload_streams_through() {
+    let (_dir, _cocon, api) = setup().await;
+    // 48 MiB in uneven chunks, without Content-Length (chunked): MD5 checked end to end.
+    let chunk: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i * 7 % 251) as u8).collect();
+    let total = 16;
+    let mut whole = Md5::new();
+    for _ in 0..total {
+        whole.update(&chunk);
+    }
+    let sum = base64::engine::general_purpose::STANDARD.encode(whole.finalize());
+    let parts = (0..total).map(move |_| Ok::<_, std::io::Error>(bytes::Bytes::from(chunk.clone())));
+    let up = Api::reply(
+        api.request(Method::POST, "/files/?Type=file&Name=big.bin")
+            .header("Content-MD5", &sum)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(parts))),
+    )
+    .await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    assert_eq!(attr(&up, "size"), (total * ((3 << 20) + 17)).to_string().as_str());
+    assert_eq!(attr(&up, "mime"), "application/octet-stream");
+    let down = api
+        .request(Method::GET, &format!("/files/download/{}", id(&up)))
+        .send()
+        .await
+        .unwrap();
+    let mut got = Md5::new();
+    let mut stream = down.bytes_stream();
+    use futures::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        got.update(chunk.unwrap());
+    }
+    assert_eq!(base64::engine::general_purpose::STANDARD.encode(got.finalize()), sum);
+}
+
+#[tokio::test]
+async fn test_client_gone_mid_upload_leaves_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (dir, cocon, api) = setup().await;
+    let token = cocon.token("alice.test", "io.cozy.files").await.unwrap();
+    let blobs = blob_files(dir.path());
+    let addr = cocon.http.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /files/?Type=file&Name=cut.bin HTTP/1.1\r\nHost: alice.test\r\nAuthorization: Bearer {token}\r\nContent-Length: 10000000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&vec![7u8; 3_000_000]).await.unwrap();
+    tcp.flush().await.unwrap();
+    drop(tcp);
+    // The server notices the closed connection and drops the upload; wait until no partial
+    // blob is left (bounded), then check nothing became visible.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while blob_files(dir.path()) != blobs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a partial upload was left on disk"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.get("/files/metadata?Path=/cut.bin").await.status, 404);
+    // The server still serves: the same connection pattern, completed, works.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /files/?Type=file&Name=whole.bin HTTP/1.1\r\nHost: alice.test\r\nAuthorization: Bearer {token}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+#[tokio::test]
+async fn test_rename_move_and_their_limits() {
+    let (_dir, _cocon, api) = setup().await;
+    let a = id(&mkdir(&api, ROOT, "A").await);
+    let b = id(&mkdir(&api, &a, "B").await);
+    let c = id(&mkdir(&api, ROOT, "C").await);
+    let f = upload(&api, &a, "f.txt", b"f").await;
+    let f_id = id(&f);
+    let patch = |target: &str, attrs: Value| {
+        api.request(Method::PATCH, &format!("/files/{target}"))
+            .json(&json!({"data": {"type": "io.cozy.files", "id": target, "attributes": attrs}}))
+    };
+    let renamed = Api::reply(patch(&f_id, json!({"name": "g.txt", "tags": ["x", "x", "y"]}))).await;
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
+    assert_eq!(attr(&renamed, "name"), "g.txt");
+    assert_eq!(attr(&renamed, "tags"), &json!(["x", "y"]));
+    assert_eq!(api.get("/files/metadata?Path=/A/g.txt").await.status, 200);
+    assert_eq!(api.get("/files/metadata?Path=/A/f.txt").await.status, 404);
+
+    // Moving a directory moves what is under it: paths follow.
+    let moved = Api::reply(patch(&a, json!({"dir_id": c}))).await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    assert_eq!(attr(&moved, "path"), "/C/A");
+    let deep = api.get(&format!("/files/{b}")).await;
+    assert_eq!(attr(&deep, "path"), "/C/A/B");
+    assert_eq!(api.get("/files/metadata?Path=/C/A/g.txt").await.status, 200);
+
+    // Into itself or below: 400. Onto a taken name: 409. Stale revision: 412. Tree unchanged.
+    assert_eq!(Api::reply(patch(&a, json!({"dir_id": b}))).await.status, 400);
+    assert_eq!(Api::reply(patch(&a, json!({"dir_id": a}))).await.status, 400);
+    mkdir(&api, &c, "taken").await;
+    assert_eq!(Api::reply(patch(&a, json!({"name": "taken"}))).await.status, 409);
+    assert_eq!(Api::reply(patch(&a, json!({"name": "a/b"}))).await.status, 400);
+    assert_eq!(Api::reply(patch(&a, json!({"dir_id": "missing"}))).await.status, 404);
+    assert_eq!(Api::reply(patch(&a, json!({"size": "1"}))).await.status, 400);
+    assert_eq!(Api::reply(patch(ROOT, json!({"name": "x"}))).await.status, 400);
+    let stale = Api::reply(patch(&a, json!({"name": "Z"})).header("If-Match", "1-stale")).await;
+    assert_eq!(stale.status, 412);
+    let malformed = Api::reply(
+        api.request(Method::PATCH, &format!("/files/{a}"))
+            .header("Content-Type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(attr(&api.get(&format!("/files/{a}")).await, "path"), "/C/A");
+}
+
+#[tokio::test]
+async fn test_trash_restore_and_delete_for_good() {
+    let (dir, _cocon, api) = setup().await;
+    let docs = id(&mkdir(&api, ROOT, "Docs").await);
+    let inner = id(&mkdir(&api, &docs, "Inner").await);
+    let file = id(&upload(&api, &inner, "a.txt", b"aaa").await);
+    let blobs = blob_files(dir.path());
+
+    let trashed = api.delete(&format!("/files/{docs}")).await;
+    assert_eq!(trashed.status, 200, "{}", trashed.text);
+    assert_eq!(attr(&trashed, "dir_id"), TRASH);
+    assert_eq!(attr(&trashed, "restore_path"), "/");
+    assert_eq!(attr(&trashed, "trashed"), true);
+    let below = api.get(&format!("/files/{file}")).await;
+    assert_eq!(
+        attr(&below, "trashed"),
+        true,
+        "what is under a trashed directory is trashed"
+    );
+    assert_eq!(attr(&below, "path"), "/.cozy_trash/Docs/Inner/a.txt");
+    let listed = api.get("/files/trash").await;
+    assert_eq!(listed.body["meta"]["count"], 1);
+    assert_eq!(listed.body["data"][0]["id"], docs.as_str());
+    assert_eq!(
+        api.delete(&format!("/files/{docs}")).await.status,
+        400,
+        "already trashed"
+    );
+    assert_eq!(api.delete(&format!("/files/{ROOT}")).await.status, 400);
+
+    // A new Docs meanwhile: the restored one gets a number.
+    mkdir(&api, ROOT, "Docs").await;
+    let restored = Api::reply(api.request(Method::POST, &format!("/files/trash/{docs}"))).await;
+    assert_eq!(restored.status, 200, "{}", restored.text);
+    assert_eq!(attr(&restored, "path"), "/Docs (2)");
+    assert_eq!(attr(&restored, "trashed"), false);
+    assert_eq!(api.get("/files/metadata?Path=/Docs (2)/Inner/a.txt").await.status, 200);
+    assert_eq!(
+        Api::reply(api.request(Method::POST, &format!("/files/trash/{docs}")))
+            .await
+            .status,
+        400,
+        "not in the trash"
+    );
+
+    // For good: only from the trash, and everything under it goes with its blobs.
+    assert_eq!(api.delete(&format!("/files/trash/{docs}")).await.status, 400);
+    api.delete(&format!("/files/{docs}")).await;
+    let gone = api.delete(&format!("/files/trash/{docs}")).await;
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    for id in [&docs, &inner, &file] {
+        assert_eq!(api.get(&format!("/files/{id}")).await.status, 404);
+    }
+    assert_eq!(blob_files(dir.path()), blobs - 1, "the file's blob is removed");
+    assert_eq!(api.get("/files/trash").await.body["meta"]["count"], 0);
+}
+
+#[tokio::test]
+async fn test_files_need_their_scope_and_stay_in_their_instance() {
+    let (_dir, cocon, alice) = setup().await;
+    let file = id(&upload(&alice, ROOT, "private.txt", b"secret").await);
+    let token = |scope: &'static str| {
+        let cocon = &cocon;
+        async move { cocon.api("alice.test", Some(&cocon.token("alice.test", scope).await.unwrap())) }
+    };
+    let notes_only = token("io.cozy.notes").await;
+    let denied = notes_only.get(&format!("/files/{file}")).await;
+    assert_eq!(denied.status, 403, "{}", denied.text);
+    assert_eq!(denied.body["errors"][0]["status"], "403");
+    let read_only = token("io.cozy.files:GET").await;
+    assert_eq!(read_only.get(&format!("/files/{file}")).await.status, 200);
+    assert_eq!(mkdir(&read_only, ROOT, "x").await.status, 403);
+    assert_eq!(read_only.delete(&format!("/files/{file}")).await.status, 403);
+    assert_eq!(alice.with_token(None).get(&format!("/files/{file}")).await.status, 401);
+
+    let bob = cocon.instance("bob.test", "io.cozy.files").await.unwrap();
+    assert_eq!(
+        bob.get(&format!("/files/{file}")).await.status,
+        404,
+        "another instance's file"
+    );
+    let dl = bob
+        .request(Method::GET, &format!("/files/download/{file}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dl.status(), 404);
+    assert_eq!(bob.get("/files/metadata?Path=/private.txt").await.status, 404);
+    // Alice's token on Bob's host.
+    let alice_on_bob = bob.with_token(Some(&cocon.token("alice.test", "io.cozy.files").await.unwrap()));
+    assert_eq!(alice_on_bob.get(&format!("/files/{ROOT}")).await.status, 401);
+}
+
+#[tokio::test]
+async fn test_rebuilt_files_projection_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let a = id(&mkdir(&api, ROOT, "A").await);
+    let b = id(&mkdir(&api, ROOT, "B").await);
+    let f = upload(&api, &a, "f.txt", b"one").await;
+    let f_id = id(&f);
+    Api::reply(
+        api.request(Method::PUT, &format!("/files/{f_id}"))
+            .body(b"two".to_vec()),
+    )
+    .await;
+    Api::reply(
+        api.request(Method::PATCH, &format!("/files/{a}"))
+            .json(&json!({"data": {"attributes": {"dir_id": b, "name": "A2"}}})),
+    )
+    .await;
+    let g = id(&upload(&api, &b, "g.txt", b"g").await);
+    api.delete(&format!("/files/{g}")).await;
+    let h = id(&upload(&api, ROOT, "h.txt", b"h").await);
+    api.delete(&format!("/files/{h}")).await;
+    api.delete(&format!("/files/trash/{h}")).await;
+    let paths = [
+        format!("/files/{ROOT}"),
+        format!("/files/{TRASH}"),
+        format!("/files/{a}"),
+        format!("/files/{b}"),
+        format!("/files/{f_id}"),
+        format!("/files/{g}"),
+        format!("/files/{h}"),
+        "/files/metadata?Path=/B/A2/f.txt".to_string(),
+        "/files/trash".to_string(),
+    ];
+    let mut before = Vec::new();
+    for p in &paths {
+        before.push(api.get(p).await.body);
+    }
+    cocon.stop().await.unwrap();
+    let out = std::process::Command::new(cocon_bin())
+        .args(["rebuild-projections", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("files: replayed"));
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let token = cocon.token("alice.test", "io.cozy.files").await.unwrap();
+    let api = cocon.api("alice.test", Some(&token));
+    for (p, want) in paths.iter().zip(before) {
+        assert_eq!(api.get(p).await.body, want, "{p}");
+    }
+    let content = api
+        .request(Method::GET, &format!("/files/download/{f_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&content.bytes().await.unwrap()[..], b"two");
+}
