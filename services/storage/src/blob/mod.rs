@@ -2,13 +2,15 @@
 //! never changed afterwards (a new version of a file is a new blob), so readers never see a
 //! half-written blob and backends need no locking.
 //!
-//! Backends: [`LocalBlobs`] (a directory on local disk, the embedded default). [`testsuite`] is
-//! the conformance suite every backend passes.
+//! Backends: [`LocalBlobs`] (a directory on local disk, the embedded default) and [`S3Blobs`]
+//! (any S3-compatible server). [`testsuite`] is the conformance suite both pass.
 
 mod local;
+mod s3;
 pub mod testsuite;
 
 pub use local::LocalBlobs;
+pub use s3::{S3Blobs, S3Config};
 
 use async_trait::async_trait;
 use bytes::Bytes;

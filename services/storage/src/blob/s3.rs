@@ -1,0 +1,394 @@
+//! Blobs in a bucket of any S3-compatible server (MinIO, Garage, AWS, …), through the `minio`
+//! crate. Small blobs are one `PutObject`; larger ones a multipart upload whose parts are sent as
+//! they fill, so memory stays at one part per upload in progress whatever the size. An upload
+//! completes (and the blob appears) only in `finish`; an abandoned one is aborted.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use minio::s3::builders::CopySource;
+use minio::s3::client::{MinioClient, MinioClientBuilder};
+use minio::s3::creds::StaticProvider;
+use minio::s3::error::{Error as S3Error, S3ServerError};
+use minio::s3::http::BaseUrl;
+use minio::s3::response_traits::HasEtagFromHeaders;
+use minio::s3::segmented_bytes::SegmentedBytes;
+use minio::s3::types::minio_error_response::MinioErrorCode;
+use minio::s3::types::{BucketName, ObjectKey, PartInfo, Region, S3Api, UploadId};
+use serde::Deserialize;
+
+use super::{BlobStore, BlobWriter, ByteStream, check_key};
+use crate::{Result, StorageError};
+
+/// The first parts of a multipart upload; every 2,000 parts the size doubles, so S3's limit of
+/// 10,000 parts still allows multi-terabyte files. S3's minimum for all but the last is 5 MiB.
+const FIRST_PART: usize = 8 << 20;
+
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct S3Config {
+    /// `http://host:port` (path-style requests).
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Create the bucket at start when it does not exist.
+    pub create_bucket: bool,
+}
+
+/// Never prints the secret key.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field("create_bucket", &self.create_bucket)
+            .finish()
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            bucket: "cocon".into(),
+            region: "us-east-1".into(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            create_bucket: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct S3Blobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: MinioClient,
+    bucket: BucketName,
+}
+
+fn backend(err: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(format!("S3: {err}"))
+}
+
+fn is_not_found(err: &S3Error) -> bool {
+    matches!(err, S3Error::S3Server(S3ServerError::S3Error(resp)) if resp.code() == MinioErrorCode::NoSuchKey)
+}
+
+impl S3Blobs {
+    /// Connects to the bucket (creating it when asked to); fails early when the server cannot be
+    /// reached or the credentials are refused.
+    pub async fn connect(config: &S3Config) -> Result<S3Blobs> {
+        let mut base: BaseUrl = config
+            .endpoint
+            .parse()
+            .map_err(|e| backend(format!("invalid endpoint {:?}: {e}", config.endpoint)))?;
+        base.region = Region::new(config.region.clone()).map_err(backend)?;
+        base.virtual_style = false;
+        let client = MinioClientBuilder::new(base)
+            .provider(Some(StaticProvider::new(&config.access_key, &config.secret_key, None)))
+            .skip_region_lookup(true)
+            .build()
+            .map_err(backend)?;
+        let bucket = BucketName::new(config.bucket.clone()).map_err(backend)?;
+        let exists = client
+            .bucket_exists(bucket.clone())
+            .map_err(backend)?
+            .build()
+            .send()
+            .await
+            .map_err(|e| {
+                backend(format!(
+                    "cannot reach {} (bucket {}): {e}",
+                    config.endpoint, config.bucket
+                ))
+            })?
+            .exists();
+        if !exists {
+            if !config.create_bucket {
+                return Err(backend(format!("bucket {} does not exist", config.bucket)));
+            }
+            client
+                .create_bucket(bucket.clone())
+                .map_err(backend)?
+                .build()
+                .send()
+                .await
+                .map_err(|e| backend(format!("cannot create bucket {}: {e}", config.bucket)))?;
+        }
+        Ok(S3Blobs {
+            inner: Arc::new(Inner { client, bucket }),
+        })
+    }
+
+    fn object(key: &str) -> Result<ObjectKey> {
+        check_key(key)?;
+        ObjectKey::new(key).map_err(backend)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>> {
+        let object = Self::object(key)?;
+        Ok(Box::new(S3Writer {
+            inner: self.inner.clone(),
+            object,
+            buf: BytesMut::new(),
+            upload: None,
+            parts: Vec::new(),
+            size: 0,
+        }))
+    }
+
+    async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let object = Self::object(key)?;
+        let request = self
+            .inner
+            .client
+            .get_object(self.inner.bucket.clone(), object)
+            .map_err(backend)?;
+        let sent = match range {
+            Some((start, end)) if end <= start => return Ok(futures::stream::empty().boxed()),
+            Some((start, end)) => {
+                request
+                    .offset(Some(start))
+                    .length(Some(end - start))
+                    .build()
+                    .send()
+                    .await
+            }
+            None => request.build().send().await,
+        };
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Err(StorageError::NotFound(key.to_string())),
+            Err(e) => return Err(backend(e)),
+        };
+        let (stream, _) = response
+            .content()
+            .map_err(backend)?
+            .to_stream()
+            .await
+            .map_err(StorageError::Io)?;
+        Ok(stream.map_err(StorageError::Io).boxed())
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        let object = Self::object(key)?;
+        match self
+            .inner
+            .client
+            .stat_object(self.inner.bucket.clone(), object)
+            .map_err(backend)?
+            .build()
+            .send()
+            .await
+        {
+            Ok(stat) => Ok(Some(stat.size().map_err(backend)?)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let object = Self::object(key)?;
+        match self
+            .inner
+            .client
+            .delete_object(self.inner.bucket.clone(), object)
+            .map_err(backend)?
+            .build()
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let source = CopySource::builder()
+            .bucket(self.inner.bucket.clone())
+            .object(Self::object(from)?)
+            .build();
+        match self
+            .inner
+            .client
+            .copy_object(self.inner.bucket.clone(), Self::object(to)?)
+            .map_err(backend)?
+            .source(source)
+            .build()
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Err(StorageError::NotFound(from.to_string())),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+struct S3Writer {
+    inner: Arc<Inner>,
+    object: ObjectKey,
+    buf: BytesMut,
+    /// The multipart upload, once the content outgrew one part.
+    upload: Option<UploadId>,
+    parts: Vec<PartInfo>,
+    size: u64,
+}
+
+impl S3Writer {
+    fn part_size(&self) -> usize {
+        FIRST_PART << (self.parts.len() / 2000).min(8)
+    }
+
+    async fn send_part(&mut self, data: Bytes) -> Result<()> {
+        let upload = match &self.upload {
+            Some(id) => id.clone(),
+            None => {
+                let created = self
+                    .inner
+                    .client
+                    .create_multipart_upload(self.inner.bucket.clone(), self.object.clone())
+                    .map_err(backend)?
+                    .build()
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                let id = created.upload_id().await.map_err(backend)?;
+                self.upload = Some(id.clone());
+                id
+            }
+        };
+        let number = self.parts.len() as u16 + 1;
+        let size = data.len() as u64;
+        let sent = self
+            .inner
+            .client
+            .upload_part(
+                self.inner.bucket.clone(),
+                self.object.clone(),
+                upload,
+                number,
+                SegmentedBytes::from(data),
+            )
+            .map_err(backend)?
+            .build()
+            .send()
+            .await
+            .map_err(backend)?;
+        self.parts
+            .push(PartInfo::new(number, sent.etag().map_err(backend)?, size, None));
+        Ok(())
+    }
+
+    async fn abort_upload(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            abort(self.inner.clone(), self.object.clone(), upload).await;
+        }
+    }
+}
+
+async fn abort(inner: Arc<Inner>, object: ObjectKey, upload: UploadId) {
+    let request = inner
+        .client
+        .abort_multipart_upload(inner.bucket.clone(), object.clone(), upload);
+    let result = match request {
+        Ok(r) => r.build().send().await.map(|_| ()).map_err(backend),
+        Err(e) => Err(backend(e)),
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, object = %object, "cannot abort a multipart upload; the bucket's lifecycle rules must clean it");
+    }
+}
+
+#[async_trait]
+impl BlobWriter for S3Writer {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.size += chunk.len() as u64;
+        self.buf.extend_from_slice(&chunk);
+        while self.buf.len() >= self.part_size() {
+            let part = self.buf.split_to(self.part_size()).freeze();
+            if let Err(err) = self.send_part(part).await {
+                self.abort_upload().await;
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64> {
+        let rest = self.buf.split().freeze();
+        let Some(upload) = self.upload.clone() else {
+            self.inner
+                .client
+                .put_object(
+                    self.inner.bucket.clone(),
+                    self.object.clone(),
+                    SegmentedBytes::from(rest),
+                )
+                .map_err(backend)?
+                .build()
+                .send()
+                .await
+                .map_err(backend)?;
+            return Ok(self.size);
+        };
+        let completed = async {
+            if !rest.is_empty() {
+                self.send_part(rest).await?;
+            }
+            self.inner
+                .client
+                .complete_multipart_upload(
+                    self.inner.bucket.clone(),
+                    self.object.clone(),
+                    upload,
+                    std::mem::take(&mut self.parts),
+                )
+                .map_err(backend)?
+                .build()
+                .send()
+                .await
+                .map_err(backend)
+        }
+        .await;
+        match completed {
+            Ok(_) => {
+                self.upload = None;
+                Ok(self.size)
+            }
+            Err(err) => {
+                self.abort_upload().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.abort_upload().await;
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // Dropped mid-upload (the client went away): abort in the background.
+        if let Some(upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(abort(self.inner.clone(), self.object.clone(), upload));
+        }
+    }
+}
