@@ -18,7 +18,7 @@ use cocon_gateway::{AuthClient, Clients, DocumentsClient, in_process, remote};
 use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
 use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
 use cocon_proto::files::v1::files_service_client::FilesServiceClient;
-use cocon_storage::{BlobStore, EmbeddedStore, LocalBlobs, Store};
+use cocon_storage::{BlobStore, EmbeddedStore, LocalBlobs, S3Blobs, Store};
 use tokio::net::TcpListener;
 
 use crate::ServeArgs;
@@ -75,6 +75,31 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         )
     })?;
     Ok(Arc::new(store))
+}
+
+/// Where the files service keeps contents: a local directory or an S3 bucket.
+async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match config.files.blobs.as_str() {
+        "local" => {
+            let dir = config
+                .files
+                .blobs_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("blobs"));
+            let blobs =
+                LocalBlobs::open(&dir).with_context(|| format!("cannot open the blob directory {}", dir.display()))?;
+            Ok(Arc::new(blobs))
+        }
+        "s3" => {
+            let s3 = &config.files.s3;
+            tracing::info!(endpoint = %s3.endpoint, bucket = %s3.bucket, "file contents on S3");
+            let blobs = S3Blobs::connect(s3).await.with_context(|| {
+                "cannot use the S3 bucket for file contents: check files.s3 (endpoint, bucket, access_key, secret_key) or COCON_FILES__S3__*"
+            })?;
+            Ok(Arc::new(blobs))
+        }
+        other => bail!("unknown files.blobs backend {other:?}: use local or s3"),
+    }
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
@@ -156,14 +181,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let files = match &store {
         Some(store) if runs("files") => {
-            let dir = config
-                .files
-                .blobs_dir
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("blobs"));
-            let blobs: Arc<dyn BlobStore> = Arc::new(
-                LocalBlobs::open(&dir).with_context(|| format!("cannot open the blob directory {}", dir.display()))?,
-            );
+            let blobs = open_blobs(&config).await?;
             Some(
                 FilesService::build(
                     config.files.clone(),

@@ -22,8 +22,13 @@ const STRIPES: usize = 64;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Where the local-disk blob store keeps contents; `<data_dir>/blobs` when empty.
+    /// Where file contents go: `local` (a directory on this machine; one files process) or
+    /// `s3` (a bucket of any S3-compatible server; as many files processes as needed).
+    pub blobs: String,
+    /// The `local` backend's directory; `<data_dir>/blobs` when empty.
     pub blobs_dir: Option<std::path::PathBuf>,
+    /// The `s3` backend's server, bucket and credentials.
+    pub s3: cocon_storage::S3Config,
     /// Children per page of a directory listing when the client does not say.
     pub default_page: u32,
 }
@@ -31,7 +36,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            blobs: "local".into(),
             blobs_dir: None,
+            s3: cocon_storage::S3Config::default(),
             default_page: 30,
         }
     }
