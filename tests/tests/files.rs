@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use cocon_tests::{Api, Cocon, Reply, cocon_bin};
+use cocon_tests::{Api, Cocon, Reply, S3Server, cocon_bin};
 use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -50,19 +50,21 @@ fn attr<'a>(reply: &'a Reply, key: &str) -> &'a Value {
     &reply.body["data"]["attributes"][key]
 }
 
+/// The files under a directory, at any depth.
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Every blob on disk (finished or not), to see that refused uploads leave nothing.
 fn blob_files(data_dir: &Path) -> usize {
-    fn walk(dir: &Path) -> usize {
-        std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-    walk(&data_dir.join("blobs"))
+    count_files(&data_dir.join("blobs"))
 }
 
 #[tokio::test]
@@ -546,4 +548,73 @@ async fn test_rebuilt_files_projection_answers_the_same() {
         .await
         .unwrap();
     assert_eq!(&content.bytes().await.unwrap()[..], b"two");
+}
+
+#[tokio::test]
+async fn test_contents_on_s3() {
+    let s3 = S3Server::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = Cocon::builder(dir.path());
+    for (k, v) in s3.cocon_env("drive") {
+        builder = builder.env(&k, v);
+    }
+    let cocon = builder.start().await.unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let objects = || count_files(&s3.bucket_dir("drive"));
+
+    // Past one part: a multipart upload to the bucket.
+    let data: Vec<u8> = (0..(9u32 << 20) + 3).map(|i| (i % 249) as u8).collect();
+    let up = upload(&api, ROOT, "big.bin", &data).await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let big = id(&up);
+    let small = id(&upload(&api, ROOT, "small.txt", b"small").await);
+    let stored = objects();
+    assert!(stored >= 2, "the contents are in the bucket");
+    assert_eq!(blob_files(dir.path()), 0, "nothing on local disk");
+
+    let down = api
+        .request(Method::GET, &format!("/files/download/{big}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        down.bytes().await.unwrap() == data,
+        "the content comes back from S3 byte for byte"
+    );
+    let part = api
+        .request(Method::GET, &format!("/files/download/{big}"))
+        .header("Range", "bytes=9000000-9000009")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(&part.bytes().await.unwrap()[..], &data[9_000_000..9_000_010]);
+
+    // A refused upload stores nothing; new content replaces the old object; deletion removes it.
+    let bad = Api::reply(
+        api.request(Method::POST, "/files/?Type=file&Name=bad.bin")
+            .header("Content-MD5", md5_b64(b"x"))
+            .body(data.clone()),
+    )
+    .await;
+    assert_eq!(bad.status, 412);
+    Api::reply(
+        api.request(Method::PUT, &format!("/files/{small}"))
+            .body(b"bigger now".to_vec()),
+    )
+    .await;
+    let now = api
+        .request(Method::GET, &format!("/files/download/{small}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&now.bytes().await.unwrap()[..], b"bigger now");
+    assert_eq!(
+        objects(),
+        stored,
+        "no object left behind by the refused upload or the old content"
+    );
+    api.delete(&format!("/files/{big}")).await;
+    assert_eq!(api.delete(&format!("/files/trash/{big}")).await.status, 204);
+    assert_eq!(objects(), stored - 1, "the deleted file's object is gone");
 }
