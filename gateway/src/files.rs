@@ -33,6 +33,9 @@ pub fn routes() -> Router<State> {
         .route("/files/metadata", get(metadata_by_path))
         .route("/files/download", get(download_by_path))
         .route("/files/download/{id}", get(download_by_id))
+        .route("/files/download/{id}/{version}", get(download_version))
+        .route("/files/revert/{id}/{version}", post(revert))
+        .route("/files/{id}/{version}", axum::routing::delete(delete_version))
         .route("/files/trash", get(list_trash))
         .route("/files/trash/{id}", post(restore).delete(destroy))
         .route(
@@ -116,8 +119,9 @@ fn file_request(caller: &Caller, id: String, headers: &HeaderMap) -> pb::FileReq
     }
 }
 
-/// A file as a JSON-API resource object.
-fn resource(file: &[u8]) -> Result<Value> {
+/// A file as a JSON-API resource object; its earlier contents, if any, as
+/// `io.cozy.files.versions` resources.
+fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
     let mut attrs: Map<String, Value> = serde_json::from_slice(file).map_err(|e| {
         FilesApiError(ApiError::new(
             cocon_common::ErrorCode::Internal,
@@ -125,6 +129,47 @@ fn resource(file: &[u8]) -> Result<Value> {
             e.to_string(),
         ))
     })?;
+    let versions = match attrs.remove("_versions") {
+        Some(Value::Array(v)) => v,
+        _ => Vec::new(),
+    };
+    let file_id = attrs.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let versions: Vec<Value> = versions
+        .into_iter()
+        .map(|mut v| {
+            let vid = v["id"].as_str().unwrap_or_default().to_string();
+            let rev = v["rev"].take();
+            if let Some(obj) = v.as_object_mut() {
+                obj.remove("id");
+                obj.remove("rev");
+            }
+            json!({
+                "type": "io.cozy.files.versions",
+                "id": format!("{file_id}/{vid}"),
+                "attributes": v,
+                "meta": {"rev": rev},
+                "links": {"download": format!("/files/download/{file_id}/{vid}")},
+                "relationships": {"file": {"data": {"type": DOCTYPE, "id": file_id}}},
+            })
+        })
+        .collect();
+    let mut object = resource_object(attrs);
+    if !versions.is_empty() {
+        let refs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"type": "io.cozy.files.versions", "id": v["id"]}))
+            .collect();
+        object["relationships"]["old_versions"] = json!({"data": refs});
+    }
+    Ok((object, versions))
+}
+
+/// A file as a JSON-API resource object.
+fn resource(file: &[u8]) -> Result<Value> {
+    Ok(resource_and_versions(file)?.0)
+}
+
+fn resource_object(mut attrs: Map<String, Value>) -> Value {
     let id = attrs.remove("_id").unwrap_or(Value::Null);
     let rev = attrs.remove("_rev").unwrap_or(Value::Null);
     let id_str = id.as_str().unwrap_or_default().to_string();
@@ -145,7 +190,7 @@ fn resource(file: &[u8]) -> Result<Value> {
         object["links"]["related"] = Value::String(format!("/files/{id_str}"));
     }
     object["attributes"] = Value::Object(attrs);
-    Ok(object)
+    object
 }
 
 fn one(status: StatusCode, answer: &pb::FileAnswer) -> Result<Response> {
@@ -157,8 +202,8 @@ fn one(status: StatusCode, answer: &pb::FileAnswer) -> Result<Response> {
 /// A directory with a page of its children, as cozy-stack gives it: the children as
 /// `relationships.contents` and in `included`, `links.next` when there are more.
 fn directory(answer: &pb::FileAnswer, self_link: &str) -> Result<Response> {
-    let mut data = resource(&answer.file)?;
-    let included = answer
+    let (mut data, versions) = resource_and_versions(&answer.file)?;
+    let mut included = answer
         .children
         .iter()
         .map(|c| resource(c))
@@ -170,6 +215,7 @@ fn directory(answer: &pb::FileAnswer, self_link: &str) -> Result<Response> {
             .collect();
         data["relationships"]["contents"] = json!({"data": refs, "meta": {"count": answer.children_count}});
     }
+    included.extend(versions);
     let mut body = json!({"data": data, "included": included, "meta": {"count": answer.children_count}});
     if !answer.next_cursor.is_empty() {
         body["links"] = json!({"next": format!(
@@ -547,6 +593,59 @@ async fn destroy(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn revert(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path((id, version_id)): Path<(String, String)>,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .revert_file(pb::VersionRequest {
+            scope: scope(&caller),
+            id,
+            version_id,
+            if_match: header_str(&headers, header::IF_MATCH).to_string(),
+        })
+        .await?
+        .into_inner();
+    one(StatusCode::OK, &answer)
+}
+
+async fn delete_version(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path((id, version_id)): Path<(String, String)>,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    state
+        .clients
+        .files
+        .clone()
+        .delete_versions(pb::VersionRequest {
+            scope: scope(&caller),
+            id,
+            version_id,
+            if_match: String::new(),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn download_version(
+    state: AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path((id, version)): Path<(String, String)>,
+    params: Params,
+) -> Result<Response> {
+    download(state, headers, method, id, String::new(), version, params).await
+}
+
 async fn download_by_id(
     state: AxState<State>,
     headers: HeaderMap,
@@ -554,7 +653,7 @@ async fn download_by_id(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response> {
-    download(state, headers, method, id, String::new(), params).await
+    download(state, headers, method, id, String::new(), String::new(), params).await
 }
 
 async fn download_by_path(
@@ -567,7 +666,7 @@ async fn download_by_path(
         .get("Path")
         .ok_or_else(|| bad_request("give the path: /files/download?Path=/Documents/a.pdf"))?
         .clone();
-    download(state, headers, method, String::new(), path, params).await
+    download(state, headers, method, String::new(), path, String::new(), params).await
 }
 
 /// One `Range: bytes=…` spec; several ranges (multipart answers) are served whole instead.
@@ -619,6 +718,7 @@ async fn download(
     method: Method,
     id: String,
     path: String,
+    version_id: String,
     Query(params): Params,
 ) -> Result<Response> {
     let caller = caller(&state, &headers, &method).await?;
@@ -634,6 +734,7 @@ async fn download(
             start,
             end,
             suffix,
+            version_id,
         })
         .await?
         .into_inner();

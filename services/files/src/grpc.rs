@@ -195,6 +195,22 @@ impl FilesService {
                 node.id
             )));
         }
+        let mut node = node;
+        if !req.version_id.is_empty() {
+            // The file as it was: that content's size, MD5, type and blob.
+            let Some(version) = node.versions.iter().find(|v| v.id == req.version_id).cloned() else {
+                return Err(FilesError::NotFound(format!(
+                    "{} has no version {}",
+                    node.id, req.version_id
+                )));
+            };
+            node.size = Some(version.size);
+            node.md5sum = version.md5sum;
+            node.mime = version.mime;
+            node.blob = version.blob;
+            node.updated_at = version.updated_at;
+            node.rev = version.rev;
+        }
         let size = node.size.unwrap_or(0);
         let (start, end, partial) = byte_range(size, req.start, req.end, req.suffix)?;
         let head = pb::DownloadPart {
@@ -331,6 +347,20 @@ impl pb::files_service_server::FilesService for FilesService {
         let req = request.into_inner();
         let instance = self.scope(req.scope)?;
         let node = self.restore(&instance, &req.id).await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn revert_file(&self, request: Request<pb::VersionRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let node = self.revert(&instance, &req.id, &req.version_id, &req.if_match).await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn delete_versions(&self, request: Request<pb::VersionRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let node = self.forget_versions(&instance, &req.id, &req.version_id).await?;
         Ok(self.answer(&instance, &node).await?)
     }
 

@@ -51,11 +51,37 @@ pub struct Node {
     /// The blob holding the content (files); internal.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub blob: String,
+    /// Earlier contents kept (files), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<Version>,
+}
+
+/// An earlier content of a file (`io.cozy.files.versions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub id: String,
+    pub blob: String,
+    pub size: u64,
+    pub md5sum: String,
+    pub mime: String,
+    /// When this content was written (the file's `updated_at` then).
+    pub updated_at: String,
+    /// The file's revision when this content was current.
+    pub rev: String,
 }
 
 impl Node {
     pub fn is_dir(&self) -> bool {
         self.kind == DIRECTORY
+    }
+
+    /// Every blob the node holds: its content and its versions'.
+    pub fn blobs(&self) -> Vec<String> {
+        std::iter::once(&self.blob)
+            .chain(self.versions.iter().map(|v| &v.blob))
+            .filter(|b| !b.is_empty())
+            .cloned()
+            .collect()
     }
 
     /// The generation of the current revision (`3-…` → 3).
@@ -99,6 +125,20 @@ impl Node {
         }
         if !self.restore_path.is_empty() {
             map.insert("restore_path".into(), Value::String(self.restore_path.clone()));
+        }
+        if !self.versions.is_empty() {
+            // Not an attribute: the gateway turns it into `relationships.old_versions`.
+            let versions = self
+                .versions
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "id": v.id, "size": v.size.to_string(), "md5sum": v.md5sum,
+                        "mime": v.mime, "updated_at": v.updated_at, "rev": v.rev,
+                    })
+                })
+                .collect();
+            map.insert("_versions".into(), Value::Array(versions));
         }
         Value::Object(map)
     }

@@ -31,6 +31,11 @@ pub struct Config {
     pub s3: cocon_storage::S3Config,
     /// Children per page of a directory listing when the client does not say.
     pub default_page: u32,
+    /// Earlier contents kept per file (0: none); the oldest goes first.
+    pub max_versions: usize,
+    /// An overwrite keeps the content it replaces only if that content is at least this old
+    /// (seconds): a file saved every few seconds does not fill its versions with near copies.
+    pub min_version_delay_secs: u64,
 }
 
 impl Default for Config {
@@ -40,6 +45,8 @@ impl Default for Config {
             blobs_dir: None,
             s3: cocon_storage::S3Config::default(),
             default_page: 30,
+            max_versions: 20,
+            min_version_delay_secs: 900,
         }
     }
 }
@@ -134,8 +141,8 @@ impl FilesService {
         let nodes = store.scan(NODES, instance.as_bytes(), ScanRange::all()).await?;
         for row in &nodes {
             let node: Node = parse(&row.value)?;
-            if !node.blob.is_empty() {
-                self.inner.blobs.delete(&node.blob).await?;
+            for blob in node.blobs() {
+                self.inner.blobs.delete(&blob).await?;
             }
         }
         let mut batch = Batch::new();

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{FilesError, Result};
-use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, TRASH_ID, check_name};
+use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, TRASH_ID, Version, check_name};
 use crate::service::{Change, FilesService};
 
 /// Nodes destroyed per commit when a directory goes for good.
@@ -165,7 +165,8 @@ impl FilesService {
         Ok(node)
     }
 
-    /// New content for a file: the old blob is released.
+    /// New content for a file. The content it replaces becomes a version (when it is old enough
+    /// and versions are kept) or is released; versions past the limit go, oldest first.
     pub(crate) async fn commit_overwrite(
         &self,
         instance: &str,
@@ -187,9 +188,102 @@ impl FilesService {
         node.size = Some(content.size);
         node.md5sum = content.md5;
         node.blob = content.blob;
+        let released = self.keep_version(&old, &mut node);
         let change = Change {
             verb: "updated",
-            released: vec![old.blob.clone()],
+            released,
+            old: Some(old),
+            new: Some(node.clone()),
+        };
+        self.commit(instance, vec![change]).await?;
+        Ok(node)
+    }
+
+    /// Keeps `old`'s content as a version of `node` (or not), and returns the blobs to release.
+    fn keep_version(&self, old: &Node, node: &mut Node) -> Vec<String> {
+        let config = &self.inner.config;
+        let age = cocon_common::time::parse_rfc3339(&old.updated_at)
+            .map_or(i64::MAX, |at| cocon_common::time::now_secs() - at);
+        let mut released = Vec::new();
+        if config.max_versions > 0 && age >= config.min_version_delay_secs as i64 {
+            node.versions.push(Version {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                blob: old.blob.clone(),
+                size: old.size.unwrap_or(0),
+                md5sum: old.md5sum.clone(),
+                mime: old.mime.clone(),
+                updated_at: old.updated_at.clone(),
+                rev: old.rev.clone(),
+            });
+        } else {
+            released.push(old.blob.clone());
+        }
+        while node.versions.len() > config.max_versions {
+            released.push(node.versions.remove(0).blob);
+        }
+        released
+    }
+
+    /// Makes a version the file's content again; the content it replaces is kept as a version.
+    pub(crate) async fn revert(&self, instance: &str, id: &str, version_id: &str, if_match: &str) -> Result<Node> {
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.precheck_overwrite(instance, id, if_match).await?;
+        let Some(index) = old.versions.iter().position(|v| v.id == version_id) else {
+            return Err(FilesError::NotFound(format!("{id} has no version {version_id}")));
+        };
+        let mut node = old.clone();
+        let version = node.versions.remove(index);
+        node.rev = old.next_rev();
+        node.size = Some(version.size);
+        node.md5sum = version.md5sum;
+        node.mime = version.mime;
+        node.class = crate::node::class_of(&node.mime).to_string();
+        node.blob = version.blob;
+        node.updated_at = now();
+        // The replaced content is always kept here: a revert must be undoable.
+        node.versions.push(Version {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            blob: old.blob.clone(),
+            size: old.size.unwrap_or(0),
+            md5sum: old.md5sum.clone(),
+            mime: old.mime.clone(),
+            updated_at: old.updated_at.clone(),
+            rev: old.rev.clone(),
+        });
+        let mut released = Vec::new();
+        while node.versions.len() > self.inner.config.max_versions.max(1) {
+            released.push(node.versions.remove(0).blob);
+        }
+        let change = Change {
+            verb: "updated",
+            released,
+            old: Some(old),
+            new: Some(node.clone()),
+        };
+        self.commit(instance, vec![change]).await?;
+        Ok(node)
+    }
+
+    /// Forgets one earlier content of a file, or all of them (`version_id` empty).
+    pub(crate) async fn forget_versions(&self, instance: &str, id: &str, version_id: &str) -> Result<Node> {
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.precheck_overwrite(instance, id, "").await?;
+        let mut node = old.clone();
+        let released: Vec<String> = if version_id.is_empty() {
+            node.versions.drain(..).map(|v| v.blob).collect()
+        } else {
+            let Some(index) = node.versions.iter().position(|v| v.id == version_id) else {
+                return Err(FilesError::NotFound(format!("{id} has no version {version_id}")));
+            };
+            vec![node.versions.remove(index).blob]
+        };
+        if released.is_empty() {
+            return Ok(old);
+        }
+        node.rev = old.next_rev();
+        let change = Change {
+            verb: "updated",
+            released,
             old: Some(old),
             new: Some(node.clone()),
         };
@@ -429,11 +523,7 @@ impl FilesService {
                 .rev()
                 .map(|node| Change {
                     verb: "deleted",
-                    released: if node.blob.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![node.blob.clone()]
-                    },
+                    released: node.blobs(),
                     old: Some(node),
                     new: None,
                 })
