@@ -618,3 +618,115 @@ async fn test_contents_on_s3() {
     assert_eq!(api.delete(&format!("/files/trash/{big}")).await.status, 204);
     assert_eq!(objects(), stored - 1, "the deleted file's object is gone");
 }
+
+fn versions_of(reply: &Reply) -> Vec<(String, String)> {
+    reply.body["included"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| i["type"] == "io.cozy.files.versions")
+                .map(|i| {
+                    let id = i["id"].as_str().unwrap().to_string();
+                    let vid = id.split_once('/').unwrap().1.to_string();
+                    (vid, i["attributes"]["md5sum"].as_str().unwrap().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn test_versions_keep_revert_and_forget() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_FILES__MIN_VERSION_DELAY_SECS", "0")
+        .env("COCON_FILES__MAX_VERSIONS", "2")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let file = id(&upload(&api, ROOT, "doc.txt", b"v1").await);
+    for content in [&b"v2"[..], b"v3", b"v4"] {
+        let r = Api::reply(
+            api.request(Method::PUT, &format!("/files/{file}"))
+                .body(content.to_vec()),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let got = api.get(&format!("/files/{file}")).await;
+    let versions = versions_of(&got);
+    assert_eq!(
+        versions.iter().map(|v| v.1.clone()).collect::<Vec<_>>(),
+        [md5_b64(b"v2"), md5_b64(b"v3")],
+        "two kept, oldest gone: {}",
+        got.text
+    );
+    assert_eq!(
+        got.body["data"]["relationships"]["old_versions"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(blob_files(dir.path()), 3, "the current content and two versions");
+
+    let v2 = &versions[0].0;
+    let old = api
+        .request(Method::GET, &format!("/files/download/{file}/{v2}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 200);
+    assert_eq!(
+        old.headers()["etag"].to_str().unwrap(),
+        format!("\"{}\"", md5_b64(b"v2"))
+    );
+    assert_eq!(&old.bytes().await.unwrap()[..], b"v2");
+    assert_eq!(api.get(&format!("/files/download/{file}/nope")).await.status, 404);
+
+    let reverted = Api::reply(api.request(Method::POST, &format!("/files/revert/{file}/{v2}"))).await;
+    assert_eq!(reverted.status, 200, "{}", reverted.text);
+    assert_eq!(attr(&reverted, "md5sum"), md5_b64(b"v2").as_str());
+    let now = api
+        .request(Method::GET, &format!("/files/download/{file}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&now.bytes().await.unwrap()[..], b"v2");
+    let after = versions_of(&api.get(&format!("/files/{file}")).await);
+    assert_eq!(
+        after.iter().map(|v| v.1.clone()).collect::<Vec<_>>(),
+        [md5_b64(b"v3"), md5_b64(b"v4")],
+        "the replaced content is kept, so a revert can be undone"
+    );
+    assert_eq!(blob_files(dir.path()), 3);
+
+    let forget = api.delete(&format!("/files/{file}/{}", after[0].0)).await;
+    assert_eq!(forget.status, 204, "{}", forget.text);
+    assert_eq!(versions_of(&api.get(&format!("/files/{file}")).await).len(), 1);
+    assert_eq!(blob_files(dir.path()), 2);
+    api.delete(&format!("/files/{file}")).await;
+    api.delete(&format!("/files/trash/{file}")).await;
+    assert_eq!(blob_files(dir.path()), 0, "deleting a file removes its versions too");
+}
+
+#[tokio::test]
+async fn test_quick_overwrites_keep_no_versions_by_default() {
+    let (dir, _cocon, api) = setup().await;
+    let file = id(&upload(&api, ROOT, "often.txt", b"a").await);
+    for content in [&b"b"[..], b"c"] {
+        Api::reply(
+            api.request(Method::PUT, &format!("/files/{file}"))
+                .body(content.to_vec()),
+        )
+        .await;
+    }
+    assert!(versions_of(&api.get(&format!("/files/{file}")).await).is_empty());
+    assert_eq!(
+        blob_files(dir.path()),
+        1,
+        "contents replaced within 15 minutes are not kept"
+    );
+}
