@@ -59,7 +59,7 @@ async fn require_admin(AxState(admin): AxState<Admin>, req: Request, next: Next)
 }
 
 fn instance_json(i: &pb::Instance) -> serde_json::Value {
-    json!({"id": i.id, "domain": i.domain, "created_at": i.created_at})
+    json!({"id": i.id, "domain": i.domain, "created_at": i.created_at, "disk_quota": i.disk_quota})
 }
 
 fn param<'a>(q: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
@@ -137,6 +137,26 @@ async fn show(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Res
     Ok(axum::Json(instance_json(&inst)).into_response())
 }
 
+/// `PATCH /instances/:domain?DiskQuota=BYTES` (cozy-stack's parameter; 0 for no limit).
+async fn update(
+    AxState(admin): AxState<Admin>,
+    Path(domain): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let quota = param(&q, &["DiskQuota", "disk_quota"])
+        .ok_or_else(|| ApiError::bad_request("say what to change: ?DiskQuota=<bytes> (0 for no limit)"))?;
+    let bytes = quota
+        .parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("DiskQuota is a number of bytes, not {quota:?}")))?;
+    let inst = admin
+        .auth
+        .clone()
+        .set_disk_quota(pb::SetDiskQuotaRequest { domain, bytes })
+        .await?
+        .into_inner();
+    Ok(axum::Json(instance_json(&inst)).into_response())
+}
+
 async fn destroy(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {
     admin
         .auth
@@ -184,7 +204,7 @@ pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String, ori
     Router::new()
         .route("/instances", get(list).post(create))
         .route("/instances/token", post(issue_token))
-        .route("/instances/{domain}", get(show).delete(destroy))
+        .route("/instances/{domain}", get(show).patch(update).delete(destroy))
         .route("/instances/{domain}/onboarding", post(onboarding))
         .route_layer(axum::middleware::from_fn_with_state(admin.clone(), require_admin))
         .with_state(admin)

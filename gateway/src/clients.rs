@@ -43,6 +43,7 @@ service_client!(
         get_instance(GetInstanceRequest) -> Instance;
         list_instances(ListInstancesRequest) -> ListInstancesResponse;
         destroy_instance(DestroyInstanceRequest) -> DestroyInstanceResponse;
+        set_disk_quota(SetDiskQuotaRequest) -> Instance;
         issue_token(IssueTokenRequest) -> IssueTokenResponse;
         authenticate(AuthenticateRequest) -> AuthenticateResponse;
         issue_onboarding(IssueOnboardingRequest) -> IssueOnboardingResponse;

@@ -35,6 +35,12 @@ impl pb::auth_service_server::AuthService for AuthService {
         Ok(Response::new(pb::DestroyInstanceResponse {}))
     }
 
+    async fn set_disk_quota(&self, req: Request<pb::SetDiskQuotaRequest>) -> Result<Response<pb::Instance>, Status> {
+        let req = req.into_inner();
+        let record = self.set_disk_quota(&req.domain, req.bytes).await?;
+        Ok(Response::new(instance_pb(&record)))
+    }
+
     async fn issue_token(
         &self,
         req: Request<pb::IssueTokenRequest>,

@@ -154,6 +154,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             onboarding: None,
             two_factor: None,
             two_factor_proposed: None,
+            disk_quota: 0,
         })],
         Some(Payload::InstanceDestroyed(d)) => match current {
             Some(record) if record.id == e.instance => vec![Change::DeleteInstance {
@@ -168,6 +169,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
                 expires_at: o.expires_at,
             })
         }),
+        Some(Payload::DiskQuotaSet(q)) => updated(&|r| r.disk_quota = q.bytes),
         Some(Payload::PassphraseSet(p)) => updated(&|r| {
             r.passphrase = Some(hex::encode(&p.sealed_hash));
             r.kdf_iterations = p.kdf_iterations;
@@ -394,7 +396,10 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             }
             None => Vec::new(),
         },
-        Some(Payload::LoginFailed(_) | Payload::DocumentChanged(_) | Payload::FileChanged(_)) | None => Vec::new(),
+        Some(
+            Payload::LoginFailed(_) | Payload::DocumentChanged(_) | Payload::FileChanged(_) | Payload::QuotaExceeded(_),
+        )
+        | None => Vec::new(),
     }
 }
 

@@ -397,6 +397,25 @@ impl AuthService {
         Ok(())
     }
 
+    /// Sets how many bytes the instance's files may take (0: no limit). The files service
+    /// learns it from the event and enforces it.
+    pub async fn set_disk_quota(&self, domain: &str, bytes: u64) -> Result<InstanceRecord, AuthError> {
+        let record = self.lookup(domain).await?;
+        let _writer = self.stripe(&record.id).lock().await;
+        let record = self.lookup(domain).await?;
+        if record.disk_quota != bytes {
+            self.append_one(
+                &record,
+                "instance",
+                "quota",
+                Payload::DiskQuotaSet(cocon_proto::events::v1::DiskQuotaSet { bytes }),
+            )
+            .await?;
+            tracing::info!(domain = %record.domain, instance = %record.id, bytes, "disk quota set");
+        }
+        self.lookup(domain).await
+    }
+
     pub async fn list_instances(&self) -> Result<Vec<InstanceRecord>, AuthError> {
         let rows = self.inner.store.scan(INSTANCES, BY_DOMAIN, ScanRange::all()).await?;
         rows.iter()
@@ -440,9 +459,18 @@ impl AuthService {
             cookie => self.session_of_cookie(&record, cookie).await?.unwrap_or_default(),
         };
         if bearer.is_empty() {
+            // The signed-in person's pages call services too: a ticket for a live session.
+            let instance_ticket = if session_id.is_empty() {
+                String::new()
+            } else {
+                self.inner
+                    .mesh_key
+                    .issue(&record.id, cocon_common::time::now_secs() + MAX_TICKET_SECS)
+            };
             return Ok(pb::AuthenticateResponse {
                 instance,
                 session_id,
+                instance_ticket,
                 ..Default::default()
             });
         }
@@ -512,6 +540,7 @@ pub(crate) fn instance_pb(r: &InstanceRecord) -> pb::Instance {
         id: r.id.clone(),
         domain: r.domain.clone(),
         created_at: r.created_at,
+        disk_quota: r.disk_quota,
     }
 }
 

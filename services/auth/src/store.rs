@@ -47,6 +47,13 @@ pub struct InstanceRecord {
     /// A TOTP secret proposed but not confirmed yet (sealed, hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub two_factor_proposed: Option<String>,
+    /// Bytes the instance's files may take; 0 for no limit.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub disk_quota: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
