@@ -12,6 +12,8 @@ use crate::{ApiError, State, cookies};
 pub struct Person {
     pub domain: String,
     pub session_id: String,
+    /// The auth service's ticket for the instance, for calls to the services holding data.
+    pub ticket: String,
 }
 
 /// The instance of the request's host and, when the session cookie is valid, the person.
@@ -34,6 +36,7 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
     let person = (!answer.session_id.is_empty()).then_some(Person {
         domain,
         session_id: answer.session_id,
+        ticket: answer.instance_ticket,
     });
     Ok((instance, person))
 }
@@ -46,14 +49,30 @@ pub async fn person_or_reader(
     route: Route,
     doctype: &str,
 ) -> Result<(pb::Instance, Option<Person>), ApiError> {
+    let (instance, person, _) = reader(state, headers, route, doctype).await?;
+    Ok((instance, person))
+}
+
+/// [`person_or_reader`], with the instance ticket of whichever was accepted.
+pub async fn reader(
+    state: &State,
+    headers: &HeaderMap,
+    route: Route,
+    doctype: &str,
+) -> Result<(pb::Instance, Option<Person>, String), ApiError> {
     let (instance, person) = resolve(state, headers).await?;
     let access = crate::access::Access { doctype, id: None };
-    match &person {
+    let ticket = match &person {
         // The person holds every right on their own instance.
-        Some(_) => crate::access::authorize(state, Kind::Person, route, &Method::GET, &access, Grant::Whole)?,
-        None => crate::access::authenticate(state, headers)
-            .await?
-            .authorize(state, route, &Method::GET, &access)?,
-    }
-    Ok((instance, person))
+        Some(p) => {
+            crate::access::authorize(state, Kind::Person, route, &Method::GET, &access, Grant::Whole)?;
+            p.ticket.clone()
+        }
+        None => {
+            let caller = crate::access::authenticate(state, headers).await?;
+            caller.authorize(state, route, &Method::GET, &access)?;
+            caller.ticket.clone()
+        }
+    };
+    Ok((instance, person, ticket))
 }

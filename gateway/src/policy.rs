@@ -57,11 +57,12 @@ pub enum Route {
     PermissionsSharedByLink,
     SettingsSessions,
     SettingsClients,
+    SettingsDiskUsage,
     Files,
 }
 
 impl Route {
-    const ALL: [Route; 12] = [
+    const ALL: [Route; 13] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -73,6 +74,7 @@ impl Route {
         Route::PermissionsSharedByLink,
         Route::SettingsSessions,
         Route::SettingsClients,
+        Route::SettingsDiskUsage,
         Route::Files,
     ];
 
@@ -89,6 +91,7 @@ impl Route {
             Route::PermissionsSharedByLink => "permissions/shared-by-link",
             Route::SettingsSessions => "settings/sessions",
             Route::SettingsClients => "settings/clients",
+            Route::SettingsDiskUsage => "settings/disk-usage",
             Route::Files => "files",
         }
     }

@@ -24,6 +24,7 @@ pub fn routes() -> Router<State> {
     Router::new()
         .route("/settings/passphrase", get(passphrase_params).post(onboard).put(change))
         .route("/settings/sessions", get(sessions))
+        .route("/settings/disk-usage", get(disk_usage))
 }
 
 /// cozy-stack's passphrase bodies; the `*_password` fields are Cocon's plain-text variants for
@@ -167,6 +168,40 @@ async fn change(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /settings/disk-usage`: what the instance's files take and its quota, for the
+/// signed-in person or a token allowed to read `io.cozy.settings`.
+async fn disk_usage(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (instance, _, ticket) =
+        crate::person::reader(&state, &headers, Route::SettingsDiskUsage, "io.cozy.settings").await?;
+    let usage = state
+        .clients
+        .files
+        .clone()
+        .disk_usage(cocon_proto::files::v1::DiskUsageRequest {
+            scope: Some(cocon_proto::files::v1::Scope {
+                instance: instance.id,
+                ticket,
+            }),
+        })
+        .await?
+        .into_inner();
+    let mut attributes = json!({
+        "is_limited": usage.quota > 0,
+        "used": usage.used.to_string(),
+        "files": usage.files.to_string(),
+        "versions": usage.versions.to_string(),
+    });
+    if usage.quota > 0 {
+        attributes["quota"] = json!(usage.quota.to_string());
+    }
+    Ok(jsonapi::one(json!({
+        "type": "io.cozy.settings",
+        "id": "io.cozy.settings.disk-usage",
+        "attributes": attributes,
+        "meta": {},
+    })))
 }
 
 /// `GET /settings/sessions`: for the signed-in person, or a token allowed to read

@@ -14,6 +14,8 @@ pub enum FilesError {
     PreconditionFailed(String),
     #[error("{0}")]
     RangeNotSatisfiable(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Storage(#[from] cocon_storage::StorageError),
     #[error(transparent)]
@@ -34,9 +36,17 @@ impl ServiceError for FilesError {
             Conflict(_) => ErrorCode::Conflict,
             PreconditionFailed(_) => ErrorCode::PreconditionFailed,
             RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
+            QuotaExceeded(_) => ErrorCode::PayloadTooLarge,
             Denied(_) => ErrorCode::Forbidden,
             Storage(cocon_storage::StorageError::Closed) => ErrorCode::Unavailable,
             Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn error_name(&self) -> &str {
+        match self {
+            FilesError::QuotaExceeded(_) => "quota_exceeded",
+            other => other.error_code().as_str(),
         }
     }
 }

@@ -53,12 +53,49 @@ impl FilesService {
         }
     }
 
-    /// Streams an upload's content into a new blob, checking its size and MD5. Nothing is left
-    /// behind when the client goes away or a check fails.
+    /// How many more bytes an upload may bring (`None`: no quota); `replaced` is what the upload
+    /// frees (an overwritten content that is not kept as a version). Refuses, and records the
+    /// refusal, when the announced size does not fit.
+    async fn room(&self, instance: &str, announced: i64, replaced: u64) -> Result<Option<u64>> {
+        let usage = self.usage(instance).await?;
+        if usage.quota == 0 {
+            return Ok(None);
+        }
+        let room = (usage.quota + replaced).saturating_sub(usage.used());
+        if announced >= 0 && announced as u64 > room {
+            return Err(self.exceeded(instance, usage, announced as u64).await);
+        }
+        Ok(Some(room))
+    }
+
+    /// The refusal of an upload over quota, recorded as `files.quota.exceeded`.
+    async fn exceeded(&self, instance: &str, usage: crate::service::Usage, attempted: u64) -> FilesError {
+        let event = cocon_proto::events::v1::QuotaExceeded {
+            quota: usage.quota,
+            used: usage.used(),
+            attempted,
+        };
+        let _writer = self.stripe(instance).lock().await;
+        if let Err(err) = self
+            .commit_entries(instance, vec![crate::service::Entry::QuotaExceeded(event)])
+            .await
+        {
+            tracing::warn!(error = %err, "cannot record a refused upload");
+        }
+        FilesError::QuotaExceeded(format!(
+            "this upload does not fit: {} of the {} bytes allowed are used; delete files or versions, or ask for a larger quota",
+            usage.used(),
+            usage.quota
+        ))
+    }
+
+    /// Streams an upload's content into a new blob, checking its size, MD5 and the quota.
+    /// Nothing is left behind when the client goes away or a check fails.
     async fn receive(
         &self,
         instance: &str,
         header: &pb::UploadHeader,
+        room: Option<u64>,
         stream: &mut Streaming<pb::UploadPart>,
     ) -> Result<Content, Status> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -82,6 +119,11 @@ impl FilesService {
                 }
             };
             size += part.len() as u64;
+            if room.is_some_and(|room| size > room) {
+                writer.abort().await;
+                let usage = self.usage(instance).await?;
+                return Err(self.exceeded(instance, usage, size).await.into());
+            }
             if header.size >= 0 && size > header.size as u64 {
                 writer.abort().await;
                 return Err(FilesError::PreconditionFailed(format!(
@@ -142,7 +184,8 @@ impl FilesService {
                 updated_at,
             };
             self.precheck_new_file(&instance, &file).await?;
-            let content = self.receive(&instance, &header, &mut stream).await?;
+            let room = self.room(&instance, header.size, 0).await?;
+            let content = self.receive(&instance, &header, room, &mut stream).await?;
             let blob = content.blob.clone();
             match self.commit_new_file(&instance, file, content).await {
                 Ok(node) => Ok(self.answer(&instance, &node).await?),
@@ -153,9 +196,16 @@ impl FilesService {
             }
         } else {
             self.ensure_roots(&instance).await?;
-            self.precheck_overwrite(&instance, &header.file_id, &header.if_match)
+            let old = self
+                .precheck_overwrite(&instance, &header.file_id, &header.if_match)
                 .await?;
-            let content = self.receive(&instance, &header, &mut stream).await?;
+            let replaced = if self.keeps_version_of(&old) {
+                0
+            } else {
+                old.size.unwrap_or(0)
+            };
+            let room = self.room(&instance, header.size, replaced).await?;
+            let content = self.receive(&instance, &header, room, &mut stream).await?;
             let blob = content.blob.clone();
             match self
                 .commit_overwrite(
@@ -362,6 +412,20 @@ impl pb::files_service_server::FilesService for FilesService {
         let instance = self.scope(req.scope)?;
         let node = self.forget_versions(&instance, &req.id, &req.version_id).await?;
         Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn disk_usage(
+        &self,
+        request: Request<pb::DiskUsageRequest>,
+    ) -> Result<Response<pb::DiskUsageAnswer>, Status> {
+        let instance = self.scope(request.into_inner().scope)?;
+        let usage = self.usage(&instance).await?;
+        Ok(Response::new(pb::DiskUsageAnswer {
+            files: usage.files,
+            versions: usage.versions,
+            used: usage.used(),
+            quota: usage.quota,
+        }))
     }
 
     async fn destroy_file(&self, request: Request<pb::FileRequest>) -> Result<Response<pb::DestroyResponse>, Status> {

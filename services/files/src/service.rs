@@ -8,7 +8,7 @@ use bytes::Bytes;
 use cocon_common::Shutdown;
 use cocon_common::ticket::MeshKey;
 use cocon_events::{Appended, EventBus, EventLog, Relay, RelayConfig, on_instance_destroyed};
-use cocon_proto::events::v1::{Envelope, FileChanged, envelope::Payload};
+use cocon_proto::events::v1::{DiskQuotaSet, Envelope, FileChanged, QuotaExceeded, envelope::Payload};
 use cocon_storage::{Batch, BlobStore, ScanRange, Store};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -117,6 +117,7 @@ impl FilesService {
         );
         let relay = tokio::spawn(relay.run(shutdown.clone()));
         let svc = self.clone();
+        let destroyed_shutdown = shutdown.clone();
         let consumer = tokio::spawn(async move {
             let purge = |instance: String| {
                 let svc = svc.clone();
@@ -127,11 +128,37 @@ impl FilesService {
                 "files-instance-destroyed",
                 std::time::Duration::from_secs(300),
                 purge,
-                shutdown,
+                destroyed_shutdown,
             )
             .await
         });
-        vec![relay, consumer]
+        let svc = self.clone();
+        let quota_spec = cocon_events::ConsumerSpec {
+            stream: cocon_events::streams::AUTH.into(),
+            durable: "files-disk-quota".into(),
+            filter: "cocon.auth.*.instance.quota".into(),
+            max_deliver: 10,
+            ack_wait: std::time::Duration::from_secs(30),
+        };
+        let quotas = tokio::spawn(cocon_events::run_consumer(
+            self.inner.bus.clone(),
+            quota_spec,
+            move |message| {
+                let svc = svc.clone();
+                async move {
+                    let envelope = cocon_events::decode_envelope(&message.payload)
+                        .map_err(|e| cocon_events::HandlerError(e.to_string()))?;
+                    let Some(Payload::DiskQuotaSet(quota)) = envelope.payload else {
+                        return Ok(());
+                    };
+                    svc.set_quota(&envelope.instance, quota.bytes)
+                        .await
+                        .map_err(|e| cocon_events::HandlerError(e.to_string()))
+                }
+            },
+            shutdown,
+        ));
+        vec![relay, consumer, quotas]
     }
 
     /// Erases every file, blob and event of an instance. Idempotent.
@@ -146,7 +173,7 @@ impl FilesService {
             }
         }
         let mut batch = Batch::new();
-        for table in [NODES, CHILDREN, COUNTS, EVENTS] {
+        for table in [NODES, CHILDREN, COUNTS, USAGE, EVENTS] {
             batch.delete_partition(table, instance.as_bytes().to_vec());
         }
         store.apply(batch).await?;
@@ -311,59 +338,83 @@ impl FilesService {
     /// Appends the changes' events and their projection in one atomic batch, durably; then
     /// removes the blobs they released. The caller holds the instance's stripe.
     pub(crate) async fn commit(&self, instance: &str, changes: Vec<Change>) -> Result<()> {
+        self.commit_entries(instance, changes.into_iter().map(|c| Entry::Node(Box::new(c))).collect())
+            .await
+    }
+
+    /// [`FilesService::commit`] for any entry of the log.
+    pub(crate) async fn commit_entries(&self, instance: &str, entries: Vec<Entry>) -> Result<()> {
         let log = &self.inner.log;
         let first = log.next_seq(instance).await?;
         let mut batch = Batch::new();
         let mut appended = Appended::default();
         let mut counts: HashMap<String, i64> = HashMap::new();
+        let mut usage = UsageDelta::default();
         let mut dropped_dirs = Vec::new();
         let occurred_at_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
         let traceparent = cocon_common::trace_context::current_traceparent().unwrap_or_default();
         let mut released = Vec::new();
-        for (i, change) in changes.iter().enumerate() {
+        for (i, entry) in entries.iter().enumerate() {
             let seq = first + i as u64;
-            let id = change
-                .new
-                .as_ref()
-                .or(change.old.as_ref())
-                .map(|n| n.id.clone())
-                .unwrap_or_default();
-            let file = match &change.new {
-                Some(node) => Bytes::from(serde_json::to_vec(node).map_err(|e| FilesError::Corrupt(e.to_string()))?),
-                None => Bytes::new(),
+            let (kind, payload) = match entry {
+                Entry::Node(change) => {
+                    let id = change
+                        .new
+                        .as_ref()
+                        .or(change.old.as_ref())
+                        .map(|n| n.id.clone())
+                        .unwrap_or_default();
+                    let file = match &change.new {
+                        Some(node) => {
+                            Bytes::from(serde_json::to_vec(node).map_err(|e| FilesError::Corrupt(e.to_string()))?)
+                        }
+                        None => Bytes::new(),
+                    };
+                    project(
+                        &mut batch,
+                        instance,
+                        change.old.as_ref(),
+                        change.new.as_ref(),
+                        file.clone(),
+                        &mut counts,
+                    );
+                    usage.add(change.old.as_ref(), change.new.as_ref());
+                    if let (Some(old), None) = (&change.old, &change.new)
+                        && old.is_dir()
+                    {
+                        dropped_dirs.push(old.id.clone());
+                    }
+                    released.extend(change.released.iter().cloned());
+                    let payload = Payload::FileChanged(FileChanged {
+                        id,
+                        file,
+                        released_blobs: change.released.clone(),
+                    });
+                    (change.verb.to_string(), payload)
+                }
+                Entry::QuotaSet(bytes) => {
+                    usage.quota = Some(*bytes);
+                    (
+                        "quota.set".to_string(),
+                        Payload::DiskQuotaSet(DiskQuotaSet { bytes: *bytes }),
+                    )
+                }
+                Entry::QuotaExceeded(exceeded) => ("quota.exceeded".to_string(), Payload::QuotaExceeded(*exceeded)),
             };
             let envelope = Envelope {
                 id: format!("files:{instance}:{seq}"),
-                r#type: format!("files.{}", change.verb),
+                r#type: format!("files.{kind}"),
                 schema_version: 1,
                 occurred_at_us,
                 instance: instance.to_string(),
                 seq,
                 traceparent: traceparent.clone(),
-                subject: format!("cocon.files.{instance}.{}", change.verb),
-                payload: Some(Payload::FileChanged(FileChanged {
-                    id,
-                    file: file.clone(),
-                    released_blobs: change.released.clone(),
-                })),
+                subject: format!("cocon.files.{instance}.{kind}"),
+                payload: Some(payload),
             };
             log.append(&mut batch, &mut appended, &envelope);
-            project(
-                &mut batch,
-                instance,
-                change.old.as_ref(),
-                change.new.as_ref(),
-                file,
-                &mut counts,
-            );
-            if let (Some(old), None) = (&change.old, &change.new)
-                && old.is_dir()
-            {
-                dropped_dirs.push(old.id.clone());
-            }
-            released.extend(change.released.iter().cloned());
         }
         for (dir_id, delta) in counts {
             if delta == 0 || dropped_dirs.contains(&dir_id) {
@@ -380,10 +431,14 @@ impl FilesService {
         for dir_id in dropped_dirs {
             batch.delete(COUNTS, instance.as_bytes().to_vec(), dir_id.into_bytes());
         }
+        if !usage.is_empty() {
+            let current = self.usage(instance).await?;
+            usage.write(&mut batch, instance, &current);
+        }
         log.seal(&mut batch, appended);
         match self.inner.store.apply(batch).await {
             Ok(()) => {
-                log.advance(instance, first + changes.len() as u64 - 1);
+                log.advance(instance, first + entries.len() as u64 - 1);
                 log.outbox().committed();
             }
             Err(e) => {
@@ -399,12 +454,43 @@ impl FilesService {
         Ok(())
     }
 
+    /// What the instance's files take, and its quota.
+    pub(crate) async fn usage(&self, instance: &str) -> Result<Usage> {
+        let rows = self
+            .inner
+            .store
+            .scan(USAGE, instance.as_bytes(), ScanRange::all())
+            .await?;
+        let mut usage = Usage::default();
+        for row in rows {
+            let value = row.value.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            match row.sort.as_slice() {
+                USAGE_FILES => usage.files = value,
+                USAGE_VERSIONS => usage.versions = value,
+                USAGE_QUOTA => usage.quota = value,
+                _ => {}
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Records the quota the auth service set for an instance, if it changed.
+    pub async fn set_quota(&self, instance: &str, bytes: u64) -> Result<()> {
+        let _writer = self.stripe(instance).lock().await;
+        if self.usage(instance).await?.quota != bytes {
+            self.commit_entries(instance, vec![Entry::QuotaSet(bytes)]).await?;
+            tracing::info!(instance, bytes, "disk quota recorded");
+        }
+        Ok(())
+    }
+
     /// Drops the projection and rebuilds it from the event log; returns how many events were
     /// replayed.
     pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64> {
         let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
         // The last state of each node, per instance; the log is read in (instance, seq) order.
         let mut last: HashMap<(String, String), Bytes> = HashMap::new();
+        let mut quotas: HashMap<String, u64> = HashMap::new();
         let mut replayed = 0u64;
         let mut after = None;
         loop {
@@ -414,8 +500,14 @@ impl FilesService {
             }
             for envelope in page {
                 replayed += 1;
-                if let Some(Payload::FileChanged(change)) = envelope.payload {
-                    last.insert((envelope.instance, change.id), change.file);
+                match envelope.payload {
+                    Some(Payload::FileChanged(change)) => {
+                        last.insert((envelope.instance, change.id), change.file);
+                    }
+                    Some(Payload::DiskQuotaSet(quota)) => {
+                        quotas.insert(envelope.instance, quota.bytes);
+                    }
+                    _ => {}
                 }
             }
             after = next;
@@ -424,6 +516,10 @@ impl FilesService {
             store.clear_table(table).await?;
         }
         let mut counts: HashMap<(String, String), u64> = HashMap::new();
+        let mut usage: HashMap<String, UsageDelta> = HashMap::new();
+        for (instance, quota) in quotas {
+            usage.entry(instance).or_default().quota = Some(quota);
+        }
         let mut batch = Batch::new();
         for ((instance, _), file) in last {
             if file.is_empty() {
@@ -433,6 +529,7 @@ impl FilesService {
             if !node.dir_id.is_empty() {
                 *counts.entry((instance.clone(), node.dir_id.clone())).or_default() += 1;
             }
+            usage.entry(instance.clone()).or_default().add(None, Some(&node));
             let mut ignored = HashMap::new();
             project(&mut batch, &instance, None, Some(&node), file, &mut ignored);
             if batch.len() >= 1000 {
@@ -447,8 +544,83 @@ impl FilesService {
                 Bytes::copy_from_slice(&count.to_be_bytes()),
             );
         }
+        for (instance, delta) in usage {
+            delta.write(&mut batch, &instance, &Usage::default());
+        }
         store.apply(batch).await?;
         Ok(replayed)
+    }
+}
+
+/// An entry of the files log.
+pub(crate) enum Entry {
+    Node(Box<Change>),
+    /// The instance's quota, as the auth service set it.
+    QuotaSet(u64),
+    /// An upload refused for the quota (no state changes; notifications tell the person).
+    QuotaExceeded(QuotaExceeded),
+}
+
+/// Bytes taken by an instance's files, and its quota (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Usage {
+    pub files: u64,
+    pub versions: u64,
+    pub quota: u64,
+}
+
+impl Usage {
+    pub fn used(&self) -> u64 {
+        self.files + self.versions
+    }
+}
+
+/// How a commit changes an instance's usage.
+#[derive(Default)]
+struct UsageDelta {
+    files: i64,
+    versions: i64,
+    quota: Option<u64>,
+}
+
+impl UsageDelta {
+    fn add(&mut self, old: Option<&Node>, new: Option<&Node>) {
+        let bytes = |n: Option<&Node>| {
+            n.map_or((0, 0), |n| {
+                (
+                    n.size.unwrap_or(0) as i64,
+                    n.versions.iter().map(|v| v.size as i64).sum::<i64>(),
+                )
+            })
+        };
+        let (old_files, old_versions) = bytes(old);
+        let (new_files, new_versions) = bytes(new);
+        self.files += new_files - old_files;
+        self.versions += new_versions - old_versions;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.files == 0 && self.versions == 0 && self.quota.is_none()
+    }
+
+    fn write(&self, batch: &mut Batch, instance: &str, current: &Usage) {
+        let mut put = |key: &[u8], value: u64| {
+            batch.put(
+                USAGE,
+                instance.as_bytes().to_vec(),
+                key.to_vec(),
+                Bytes::copy_from_slice(&value.to_be_bytes()),
+            )
+        };
+        if self.files != 0 {
+            put(USAGE_FILES, (current.files as i64 + self.files).max(0) as u64);
+        }
+        if self.versions != 0 {
+            put(USAGE_VERSIONS, (current.versions as i64 + self.versions).max(0) as u64);
+        }
+        if let Some(quota) = self.quota {
+            put(USAGE_QUOTA, quota);
+        }
     }
 }
 

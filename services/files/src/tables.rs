@@ -10,7 +10,13 @@ pub const NODES: &str = "files.nodes";
 pub const CHILDREN: &str = "files.children";
 /// Partition = instance, sort = directory id → number of children (u64, big-endian).
 pub const COUNTS: &str = "files.counts";
-pub const PROJECTIONS: [&str; 3] = [NODES, CHILDREN, COUNTS];
+/// Partition = instance, sort = [`USAGE_FILES`], [`USAGE_VERSIONS`] or [`USAGE_QUOTA`] → bytes
+/// (u64, big-endian).
+pub const USAGE: &str = "files.usage";
+pub const USAGE_FILES: &[u8] = b"files";
+pub const USAGE_VERSIONS: &[u8] = b"versions";
+pub const USAGE_QUOTA: &[u8] = b"quota";
+pub const PROJECTIONS: [&str; 4] = [NODES, CHILDREN, COUNTS, USAGE];
 
 pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(dir_id.len() + 1 + name.len());

@@ -127,8 +127,23 @@ impl FilesService {
         self.name_free(instance, &parent.id, &file.name).await
     }
 
+    /// Under the writer lock: whether `size` more bytes (freeing `replaced`) fit the quota, now
+    /// that the content is whole (concurrent uploads were each checked alone).
+    async fn fits(&self, instance: &str, size: u64, replaced: u64) -> Result<()> {
+        let usage = self.usage(instance).await?;
+        if usage.quota > 0 && usage.used() + size > usage.quota + replaced {
+            return Err(FilesError::QuotaExceeded(format!(
+                "this upload does not fit: {} of the {} bytes allowed are used; delete files or versions, or ask for a larger quota",
+                usage.used(),
+                usage.quota
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) async fn commit_new_file(&self, instance: &str, file: NewFile, content: Content) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
+        self.fits(instance, content.size, 0).await?;
         let parent = self.writable_dir(instance, &file.parent_id).await?;
         self.name_free(instance, &parent.id, &file.name).await?;
         let mime = crate::node::mime_for(&file.name, &file.mime);
@@ -178,6 +193,12 @@ impl FilesService {
     ) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
         let old = self.precheck_overwrite(instance, id, if_match).await?;
+        let replaced = if self.keeps_version_of(&old) {
+            0
+        } else {
+            old.size.unwrap_or(0)
+        };
+        self.fits(instance, content.size, replaced).await?;
         let mut node = old.clone();
         node.rev = old.next_rev();
         if !mime.is_empty() {
@@ -199,13 +220,19 @@ impl FilesService {
         Ok(node)
     }
 
-    /// Keeps `old`'s content as a version of `node` (or not), and returns the blobs to release.
-    fn keep_version(&self, old: &Node, node: &mut Node) -> Vec<String> {
+    /// Whether overwriting `old` now keeps its content as a version.
+    pub(crate) fn keeps_version_of(&self, old: &Node) -> bool {
         let config = &self.inner.config;
         let age = cocon_common::time::parse_rfc3339(&old.updated_at)
             .map_or(i64::MAX, |at| cocon_common::time::now_secs() - at);
+        config.max_versions > 0 && age >= config.min_version_delay_secs as i64
+    }
+
+    /// Keeps `old`'s content as a version of `node` (or not), and returns the blobs to release.
+    fn keep_version(&self, old: &Node, node: &mut Node) -> Vec<String> {
+        let config = &self.inner.config;
         let mut released = Vec::new();
-        if config.max_versions > 0 && age >= config.min_version_delay_secs as i64 {
+        if self.keeps_version_of(old) {
             node.versions.push(Version {
                 id: uuid::Uuid::new_v4().simple().to_string(),
                 blob: old.blob.clone(),
