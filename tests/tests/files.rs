@@ -524,10 +524,17 @@ async fn test_rebuilt_files_projection_answers_the_same() {
         "/files/metadata?Path=/B/A2/f.txt".to_string(),
         "/files/trash".to_string(),
     ];
+    let settings_token = cocon.token("alice.test", "io.cozy.settings").await.unwrap();
     let mut before = Vec::new();
     for p in &paths {
         before.push(api.get(p).await.body);
     }
+    let usage_before = api
+        .with_token(Some(&settings_token))
+        .get("/settings/disk-usage")
+        .await
+        .body;
+    assert_eq!(usage_before["data"]["attributes"]["used"], "4", "two's and g's bytes");
     cocon.stop().await.unwrap();
     let out = std::process::Command::new(cocon_bin())
         .args(["rebuild-projections", "--data-dir"])
@@ -542,6 +549,14 @@ async fn test_rebuilt_files_projection_answers_the_same() {
     for (p, want) in paths.iter().zip(before) {
         assert_eq!(api.get(p).await.body, want, "{p}");
     }
+    let settings_token = cocon.token("alice.test", "io.cozy.settings").await.unwrap();
+    assert_eq!(
+        api.with_token(Some(&settings_token))
+            .get("/settings/disk-usage")
+            .await
+            .body,
+        usage_before
+    );
     let content = api
         .request(Method::GET, &format!("/files/download/{f_id}"))
         .send()
@@ -729,4 +744,100 @@ async fn test_quick_overwrites_keep_no_versions_by_default() {
         1,
         "contents replaced within 15 minutes are not kept"
     );
+}
+
+async fn disk_usage(api: &Api) -> Reply {
+    api.get("/settings/disk-usage").await
+}
+
+#[tokio::test]
+async fn test_disk_quota_refuses_what_does_not_fit() {
+    let (dir, cocon, api) = setup().await;
+    let settings = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", "io.cozy.settings").await.unwrap()),
+    );
+    let unlimited = disk_usage(&settings).await;
+    assert_eq!(unlimited.status, 200, "{}", unlimited.text);
+    assert_eq!(unlimited.body["data"]["attributes"]["is_limited"], false);
+    assert_eq!(
+        api.get("/settings/disk-usage").await.status,
+        403,
+        "needs io.cozy.settings"
+    );
+
+    // The operator's CLI sets the quota through the admin API; the files service learns it
+    // from the auth service's event.
+    let out = std::process::Command::new(cocon_bin())
+        .args([
+            "instances",
+            "set-disk-quota",
+            "alice.test",
+            "100",
+            "--admin",
+            &cocon.admin,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, shown) = cocon.admin(Method::GET, "/instances/alice.test", &[]).await.unwrap();
+    assert_eq!(shown["disk_quota"], 100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let usage = disk_usage(&settings).await;
+        if usage.body["data"]["attributes"]["quota"] == "100" {
+            assert_eq!(usage.body["data"]["attributes"]["is_limited"], true);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quota never reached the files service: {}",
+            usage.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(upload(&api, ROOT, "a.bin", &[1u8; 60]).await.status, 201);
+    let blobs = blob_files(dir.path());
+    let over = upload(&api, ROOT, "b.bin", &[2u8; 50]).await;
+    assert_eq!(over.status, 413, "{}", over.text);
+    assert_eq!(over.body["errors"][0]["code"], "quota_exceeded");
+    // Without a length, the upload is cut when it passes the quota.
+    let parts = (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![3u8; 10])));
+    let chunked = Api::reply(
+        api.request(Method::POST, "/files/?Type=file&Name=c.bin")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(parts))),
+    )
+    .await;
+    assert_eq!(chunked.status, 413, "{}", chunked.text);
+    assert_eq!(blob_files(dir.path()), blobs, "nothing stored for refused uploads");
+    assert_eq!(api.get("/files/metadata?Path=/b.bin").await.status, 404);
+    assert_eq!(api.get("/files/metadata?Path=/c.bin").await.status, 404);
+    // Replacing a content frees its bytes: 60 → 90 fits in 100.
+    let a = id(&api.get("/files/metadata?Path=/a.bin").await);
+    let bigger = Api::reply(api.request(Method::PUT, &format!("/files/{a}")).body(vec![4u8; 90])).await;
+    assert_eq!(bigger.status, 200, "{}", bigger.text);
+    let usage = disk_usage(&settings).await;
+    assert_eq!(usage.body["data"]["attributes"]["used"], "90", "{}", usage.text);
+    assert_eq!(usage.body["data"]["attributes"]["files"], "90");
+
+    // Bad quota values are refused clearly; "none" lifts the limit.
+    let (status, _) = cocon
+        .admin(Method::PATCH, "/instances/alice.test", &[("DiskQuota", "lots")])
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = cocon
+        .admin(Method::PATCH, "/instances/alice.test", &[("DiskQuota", "0")])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while disk_usage(&settings).await.body["data"]["attributes"]["is_limited"] != false {
+        assert!(std::time::Instant::now() < deadline, "the limit was never lifted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(upload(&api, ROOT, "b.bin", &[2u8; 50]).await.status, 201);
 }
