@@ -338,8 +338,11 @@ impl FilesService {
     /// Appends the changes' events and their projection in one atomic batch, durably; then
     /// removes the blobs they released. The caller holds the instance's stripe.
     pub(crate) async fn commit(&self, instance: &str, changes: Vec<Change>) -> Result<()> {
-        self.commit_entries(instance, changes.into_iter().map(|c| Entry::Node(Box::new(c))).collect())
-            .await
+        self.commit_entries(
+            instance,
+            changes.into_iter().map(|c| Entry::Node(Box::new(c))).collect(),
+        )
+        .await
     }
 
     /// [`FilesService::commit`] for any entry of the log.
