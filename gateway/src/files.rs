@@ -36,6 +36,11 @@ pub fn routes() -> Router<State> {
         .route("/files/download/{id}/{version}", get(download_version))
         .route("/files/revert/{id}/{version}", post(revert))
         .route("/files/{id}/{version}", axum::routing::delete(delete_version))
+        .route("/files/{id}/copy", post(copy))
+        .route(
+            "/files/{id}/relationships/referenced_by",
+            post(add_references).delete(remove_references),
+        )
         .route("/files/trash", get(list_trash))
         .route("/files/trash/{id}", post(restore).delete(destroy))
         .route(
@@ -153,7 +158,11 @@ fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
             })
         })
         .collect();
+    let referenced_by = attrs.remove("_referenced_by");
     let mut object = resource_object(attrs);
+    if let Some(refs) = referenced_by {
+        object["relationships"]["referenced_by"] = json!({"data": refs});
+    }
     if !versions.is_empty() {
         let refs: Vec<Value> = versions
             .iter()
@@ -591,6 +600,92 @@ async fn destroy(
         .destroy_file(file_request(&caller, id, &headers))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /files/:id/copy?Name=&DirID=`: a copy of a file.
+async fn copy(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .copy_file(pb::CopyFileRequest {
+            scope: scope(&caller),
+            id,
+            dir_id: params.get("DirID").cloned().unwrap_or_default(),
+            name: params.get("Name").cloned().unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    one(StatusCode::CREATED, &answer)
+}
+
+async fn add_references(
+    state: AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    id: Path<String>,
+    body: Body,
+) -> Result<Response> {
+    references(state, headers, method, id, body, true).await
+}
+
+async fn remove_references(
+    state: AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    id: Path<String>,
+    body: Body,
+) -> Result<Response> {
+    references(state, headers, method, id, body, false).await
+}
+
+/// `POST|DELETE /files/:id/relationships/referenced_by` with `{"data": [{"type", "id"}, …]}`
+/// (or one object): the documents that point at a file.
+async fn references(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Path(id): Path<String>,
+    body: Body,
+    add: bool,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
+    let refs = match doc.get("data") {
+        Some(Value::Array(list)) => Value::Array(list.clone()),
+        Some(one @ Value::Object(_)) => Value::Array(vec![one.clone()]),
+        _ => {
+            return Err(bad_request(
+                "the body must be JSON-API: {\"data\": [{\"type\": doctype, \"id\": id}]}",
+            ));
+        }
+    };
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .reference(pb::ReferenceRequest {
+            scope: scope(&caller),
+            id,
+            references: Bytes::from(refs.to_string()),
+            add,
+        })
+        .await?
+        .into_inner();
+    let file = resource(&answer.file)?;
+    let data = file["relationships"]["referenced_by"]["data"].clone();
+    let data = if data.is_null() { json!([]) } else { data };
+    let count = data.as_array().map_or(0, Vec::len);
+    let body = json!({"data": data, "meta": {"rev": file["meta"]["rev"], "count": count}});
+    Ok(([(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)], body.to_string()).into_response())
 }
 
 async fn revert(

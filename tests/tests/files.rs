@@ -841,3 +841,80 @@ async fn test_disk_quota_refuses_what_does_not_fit() {
     }
     assert_eq!(upload(&api, ROOT, "b.bin", &[2u8; 50]).await.status, 201);
 }
+
+#[tokio::test]
+async fn test_copy_and_references() {
+    let (dir, _cocon, api) = setup().await;
+    let docs = id(&mkdir(&api, ROOT, "Docs").await);
+    let file = id(&upload(&api, ROOT, "bill.pdf", b"%PDF-1.4 bill").await);
+
+    let copied = Api::reply(api.request(Method::POST, &format!("/files/{file}/copy"))).await;
+    assert_eq!(copied.status, 201, "{}", copied.text);
+    assert_eq!(
+        attr(&copied, "name"),
+        "bill (2).pdf",
+        "same place: the name gets a number"
+    );
+    assert_eq!(attr(&copied, "md5sum"), md5_b64(b"%PDF-1.4 bill").as_str());
+    assert_ne!(id(&copied), file);
+    let elsewhere =
+        Api::reply(api.request(Method::POST, &format!("/files/{file}/copy?DirID={docs}&Name=kept.pdf"))).await;
+    assert_eq!(elsewhere.status, 201, "{}", elsewhere.text);
+    assert_eq!(attr(&elsewhere, "path"), "/Docs/kept.pdf");
+    assert_eq!(blob_files(dir.path()), 3, "each copy has its own content");
+    // Deleting the original leaves the copies whole.
+    api.delete(&format!("/files/{file}")).await;
+    api.delete(&format!("/files/trash/{file}")).await;
+    let content = api
+        .request(Method::GET, &format!("/files/download/{}", id(&elsewhere)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&content.bytes().await.unwrap()[..], b"%PDF-1.4 bill");
+    assert_eq!(
+        Api::reply(api.request(Method::POST, &format!("/files/{docs}/copy")))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        Api::reply(api.request(Method::POST, "/files/missing/copy"))
+            .await
+            .status,
+        404
+    );
+
+    // References: what points at a file (an album, a bank operation).
+    let target = id(&elsewhere);
+    let album = json!({"data": [{"type": "io.cozy.photos.albums", "id": "album1"}, {"type": "io.cozy.bank.operations", "id": "op7"}]});
+    let added = Api::reply(
+        api.request(Method::POST, &format!("/files/{target}/relationships/referenced_by"))
+            .json(&album),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.text);
+    assert_eq!(added.body["meta"]["count"], 2);
+    let again = Api::reply(
+        api.request(Method::POST, &format!("/files/{target}/relationships/referenced_by"))
+            .json(&album),
+    )
+    .await;
+    assert_eq!(again.body["meta"]["count"], 2, "adding twice keeps one");
+    let got = api.get(&format!("/files/{target}")).await;
+    assert_eq!(
+        got.body["data"]["relationships"]["referenced_by"]["data"][0],
+        json!({"type": "io.cozy.photos.albums", "id": "album1"})
+    );
+    let removed = Api::reply(
+        api.request(Method::DELETE, &format!("/files/{target}/relationships/referenced_by"))
+            .json(&json!({"data": {"type": "io.cozy.photos.albums", "id": "album1"}})),
+    )
+    .await;
+    assert_eq!(removed.body["meta"]["count"], 1, "{}", removed.text);
+    let bad = Api::reply(
+        api.request(Method::POST, &format!("/files/{target}/relationships/referenced_by"))
+            .json(&json!({"data": [{"type": "Not A Doctype!", "id": "x"}]})),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+}

@@ -414,6 +414,25 @@ impl pb::files_service_server::FilesService for FilesService {
         Ok(self.answer(&instance, &node).await?)
     }
 
+    async fn copy_file(&self, request: Request<pb::CopyFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let node = self.copy(&instance, &req.id, &req.dir_id, &req.name).await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn reference(&self, request: Request<pb::ReferenceRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let refs: Vec<crate::node::Reference> = serde_json::from_slice(&req.references).map_err(|e| {
+            FilesError::BadRequest(format!(
+                "references are a JSON list of {{\"type\": doctype, \"id\": id}}: {e}"
+            ))
+        })?;
+        let node = self.set_references(&instance, &req.id, refs, req.add).await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
     async fn disk_usage(
         &self,
         request: Request<pb::DiskUsageRequest>,

@@ -54,6 +54,17 @@ pub struct Node {
     /// Earlier contents kept (files), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<Version>,
+    /// Documents that point at this file (a photo album, a bank bill, a note).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referenced_by: Vec<Reference>,
+}
+
+/// A document of any doctype, as cozy-stack's `referenced_by` names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    #[serde(rename = "type")]
+    pub doctype: String,
+    pub id: String,
 }
 
 /// An earlier content of a file (`io.cozy.files.versions`).
@@ -125,6 +136,13 @@ impl Node {
         }
         if !self.restore_path.is_empty() {
             map.insert("restore_path".into(), Value::String(self.restore_path.clone()));
+        }
+        if !self.referenced_by.is_empty() {
+            // Not an attribute either: `relationships.referenced_by`.
+            map.insert(
+                "_referenced_by".into(),
+                serde_json::to_value(&self.referenced_by).unwrap_or_default(),
+            );
         }
         if !self.versions.is_empty() {
             // Not an attribute: the gateway turns it into `relationships.old_versions`.

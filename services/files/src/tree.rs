@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{FilesError, Result};
-use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, TRASH_ID, Version, check_name};
+use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, Reference, TRASH_ID, Version, check_name};
 use crate::service::{Change, FilesService};
 
 /// Nodes destroyed per commit when a directory goes for good.
@@ -313,6 +313,105 @@ impl FilesService {
             released,
             old: Some(old),
             new: Some(node.clone()),
+        };
+        self.commit(instance, vec![change]).await?;
+        Ok(node)
+    }
+
+    /// A copy of a file, in `dir_id` (its own directory when empty) under `name` (its own name
+    /// when empty; numbered when taken). Its content is copied, its versions are not.
+    pub(crate) async fn copy(&self, instance: &str, id: &str, dir_id: &str, name: &str) -> Result<Node> {
+        self.ensure_roots(instance).await?;
+        let source = self.must_node(instance, id).await?;
+        if source.is_dir() {
+            return Err(FilesError::BadRequest(format!(
+                "{id} is a directory: only files can be copied"
+            )));
+        }
+        if !name.is_empty() {
+            check_name(name)?;
+        }
+        let dir_id = if dir_id.is_empty() {
+            source.dir_id.clone()
+        } else {
+            dir_id.to_string()
+        };
+        let copy_id = uuid::Uuid::new_v4().simple().to_string();
+        let blob = format!("{instance}/{}/{copy_id}", &copy_id[..2]);
+        {
+            let _writer = self.stripe(instance).lock().await;
+            self.fits(instance, source.size.unwrap_or(0), 0).await?;
+        }
+        self.inner.blobs.copy(&source.blob, &blob).await?;
+        let committed = async {
+            let _writer = self.stripe(instance).lock().await;
+            self.fits(instance, source.size.unwrap_or(0), 0).await?;
+            let dir = self.writable_dir(instance, &dir_id).await?;
+            let wanted = if name.is_empty() { source.name.as_str() } else { name };
+            let now = now();
+            let node = Node {
+                id: copy_id.clone(),
+                rev: crate::node::new_rev(1),
+                name: self.free_name(instance, &dir.id, wanted).await?,
+                dir_id: dir.id,
+                created_at: now.clone(),
+                updated_at: now,
+                blob: blob.clone(),
+                versions: Vec::new(),
+                referenced_by: Vec::new(),
+                restore_dir_id: String::new(),
+                restore_path: String::new(),
+                restore_name: String::new(),
+                ..source.clone()
+            };
+            self.commit(instance, vec![Change::created(node.clone())]).await?;
+            Ok::<_, FilesError>(node)
+        }
+        .await;
+        if committed.is_err()
+            && let Err(err) = self.inner.blobs.delete(&blob).await
+        {
+            tracing::warn!(error = %err, blob = %blob, "cannot remove the content of a refused copy");
+        }
+        committed
+    }
+
+    /// Adds (or removes) documents that point at a file.
+    pub(crate) async fn set_references(
+        &self,
+        instance: &str,
+        id: &str,
+        refs: Vec<Reference>,
+        add: bool,
+    ) -> Result<Node> {
+        for r in &refs {
+            if !cocon_common::doctype::is_valid(&r.doctype) || r.id.is_empty() {
+                return Err(FilesError::BadRequest(format!(
+                    "a reference names a doctype and an id, e.g. {{\"type\": \"io.cozy.photos.albums\", \"id\": \"…\"}}: {r:?}"
+                )));
+            }
+        }
+        self.ensure_roots(instance).await?;
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.must_node(instance, id).await?;
+        let mut node = old.clone();
+        for r in refs {
+            let present = node.referenced_by.contains(&r);
+            if add && !present {
+                node.referenced_by.push(r);
+            } else if !add && present {
+                node.referenced_by.retain(|x| *x != r);
+            }
+        }
+        if node == old {
+            return Ok(old);
+        }
+        node.rev = old.next_rev();
+        let change = Change {
+            verb: "updated",
+            old: Some(old),
+            new: Some(node.clone()),
+            released: Vec::new(),
         };
         self.commit(instance, vec![change]).await?;
         Ok(node)
