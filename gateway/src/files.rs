@@ -31,6 +31,7 @@ pub fn routes() -> Router<State> {
     Router::new()
         .route("/files/", post(create_at_root))
         .route("/files/metadata", get(metadata_by_path))
+        .route("/files/_changes", get(changes))
         .route("/files/download", get(download_by_path))
         .route("/files/download/{id}", get(download_by_id))
         .route("/files/download/{id}/{version}", get(download_version))
@@ -686,6 +687,38 @@ async fn references(
     let count = data.as_array().map_or(0, Vec::len);
     let body = json!({"data": data, "meta": {"rev": file["meta"]["rev"], "count": count}});
     Ok(([(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)], body.to_string()).into_response())
+}
+
+/// `GET /files/_changes`: CouchDB's changes feed for `io.cozy.files` (what a sync client polls).
+async fn changes(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    method: Method,
+    Query(params): Params,
+) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    let flag = |name: &str| params.get(name).is_some_and(|v| v == "true");
+    let limit = match params.get("limit") {
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| bad_request(format!("limit must be a number, not {v:?}")))?,
+        None => 0,
+    };
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .changes(pb::ChangesRequest {
+            scope: scope(&caller),
+            since: params.get("since").cloned().unwrap_or_default(),
+            limit,
+            include_docs: flag("include_docs"),
+            skip_deleted: flag("skip_deleted"),
+            skip_trashed: flag("skip_trashed"),
+        })
+        .await?
+        .into_inner();
+    Ok(([(header::CONTENT_TYPE, "application/json")], answer.json).into_response())
 }
 
 async fn revert(

@@ -523,6 +523,7 @@ async fn test_rebuilt_files_projection_answers_the_same() {
         format!("/files/{h}"),
         "/files/metadata?Path=/B/A2/f.txt".to_string(),
         "/files/trash".to_string(),
+        "/files/_changes?include_docs=true".to_string(),
     ];
     let settings_token = cocon.token("alice.test", "io.cozy.settings").await.unwrap();
     let mut before = Vec::new();
@@ -917,4 +918,55 @@ async fn test_copy_and_references() {
     )
     .await;
     assert_eq!(bad.status, 400, "{}", bad.text);
+}
+
+#[tokio::test]
+async fn test_changes_feed_for_sync_clients() {
+    let (_dir, _cocon, api) = setup().await;
+    let start = api.get("/files/_changes").await;
+    assert_eq!(start.status, 200, "{}", start.text);
+    let roots = start.body["results"].as_array().unwrap().len();
+    assert_eq!(roots, 2, "the root and the trash: {}", start.text);
+    let since = start.body["last_seq"].as_str().unwrap().to_string();
+
+    let dir = id(&mkdir(&api, ROOT, "Sync").await);
+    let file = id(&upload(&api, &dir, "a.txt", b"a").await);
+    Api::reply(api.request(Method::PUT, &format!("/files/{file}")).body(b"aa".to_vec())).await;
+    let gone = id(&upload(&api, ROOT, "gone.txt", b"g").await);
+    api.delete(&format!("/files/{gone}")).await;
+    api.delete(&format!("/files/trash/{gone}")).await;
+
+    let feed = api
+        .get(&format!("/files/_changes?since={since}&include_docs=true"))
+        .await;
+    assert_eq!(feed.status, 200, "{}", feed.text);
+    let results = feed.body["results"].as_array().unwrap();
+    let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [dir.as_str(), file.as_str(), gone.as_str()],
+        "one row per node, at its latest change"
+    );
+    assert_eq!(results[1]["doc"]["md5sum"], md5_b64(b"aa").as_str());
+    assert_eq!(results[1]["doc"]["path"], "/Sync/a.txt");
+    assert!(results[1]["changes"][0]["rev"].as_str().unwrap().starts_with("2-"));
+    assert_eq!(results[2]["deleted"], true);
+    assert_eq!(results[2]["doc"]["_deleted"], true);
+    let last = feed.body["last_seq"].as_str().unwrap().to_string();
+    let none = api.get(&format!("/files/_changes?since={last}")).await;
+    assert_eq!(none.body["results"].as_array().unwrap().len(), 0);
+    assert_eq!(none.body["last_seq"], last.as_str());
+
+    // Pages, skipping what is gone.
+    let page = api.get(&format!("/files/_changes?since={since}&limit=1")).await;
+    assert_eq!(page.body["results"].as_array().unwrap().len(), 1);
+    assert_eq!(page.body["pending"], 2);
+    let live = api
+        .get(&format!("/files/_changes?since={since}&skip_deleted=true"))
+        .await;
+    assert_eq!(live.body["results"].as_array().unwrap().len(), 2);
+    assert_eq!(api.get("/files/_changes?since=abc").await.status, 400);
+    let now = api.get("/files/_changes?since=now").await;
+    assert_eq!(now.body["last_seq"], last.as_str());
+    assert_eq!(now.body["results"].as_array().unwrap().len(), 0);
 }

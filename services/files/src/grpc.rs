@@ -324,6 +324,94 @@ impl FilesService {
     }
 }
 
+impl FilesService {
+    /// The changes feed: one row per node at its latest change, in sequence order.
+    async fn changes_feed(&self, instance: &str, req: &pb::ChangesRequest) -> Result<Bytes> {
+        use crate::tables::CHANGES;
+        use cocon_storage::ScanRange;
+        use std::ops::Bound;
+        let since = match req.since.as_str() {
+            "now" => {
+                let last = self
+                    .inner
+                    .store
+                    .scan(CHANGES, instance.as_bytes(), ScanRange::all().reverse(true).limit(1))
+                    .await?;
+                last.first()
+                    .and_then(|r| r.sort.as_slice().try_into().ok().map(u64::from_be_bytes))
+                    .unwrap_or(0)
+            }
+            "" => 0,
+            s => s
+                .split('-')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| FilesError::BadRequest(format!("since is a sequence number, not {s:?}")))?,
+        };
+        let limit = match req.limit {
+            0 => 1000,
+            n => n.min(10_000),
+        } as usize;
+        let after = || ScanRange::between(Bound::Excluded(since.to_be_bytes().to_vec()), Bound::Unbounded);
+        let rows = self
+            .inner
+            .store
+            .scan(CHANGES, instance.as_bytes(), after().limit(limit))
+            .await?;
+        let mut last_seq = since;
+        let mut results = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq = row.sort.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            last_seq = seq;
+            let entry: serde_json::Value =
+                serde_json::from_slice(&row.value).map_err(|e| FilesError::Corrupt(e.to_string()))?;
+            let id = entry["id"].as_str().unwrap_or_default().to_string();
+            let deleted = entry["deleted"].as_bool().unwrap_or(false);
+            if deleted && req.skip_deleted {
+                continue;
+            }
+            let mut result = serde_json::json!({
+                "id": id,
+                "seq": seq.to_string(),
+                "changes": [{"rev": entry["rev"]}],
+            });
+            if deleted {
+                result["deleted"] = serde_json::Value::Bool(true);
+                if req.include_docs {
+                    result["doc"] = serde_json::json!({"_id": id, "_rev": entry["rev"], "_deleted": true});
+                }
+            } else if req.include_docs || req.skip_trashed {
+                let node = self.must_node(instance, &id).await?;
+                let (path, trashed) = self.path_of(instance, &node).await?;
+                if trashed && req.skip_trashed {
+                    continue;
+                }
+                if req.include_docs {
+                    result["doc"] = node.to_public_json(Some(&path), trashed);
+                }
+            }
+            results.push(result);
+        }
+        // How many changes remain after this page.
+        let pending = if rows.len() == limit {
+            self.inner
+                .store
+                .scan(
+                    CHANGES,
+                    instance.as_bytes(),
+                    ScanRange::between(Bound::Excluded(last_seq.to_be_bytes().to_vec()), Bound::Unbounded)
+                        .limit(100_000),
+                )
+                .await?
+                .len()
+        } else {
+            0
+        };
+        let body = serde_json::json!({"last_seq": last_seq.to_string(), "pending": pending, "results": results});
+        Ok(Bytes::from(body.to_string()))
+    }
+}
+
 /// The inclusive byte range to serve of a file of `size` bytes, and whether it is partial.
 fn byte_range(size: u64, start: Option<u64>, end: Option<u64>, suffix: Option<u64>) -> Result<(u64, u64, bool)> {
     let unsatisfiable = || FilesError::RangeNotSatisfiable(format!("the file has {size} bytes"));
@@ -412,6 +500,14 @@ impl pb::files_service_server::FilesService for FilesService {
         let instance = self.scope(req.scope)?;
         let node = self.forget_versions(&instance, &req.id, &req.version_id).await?;
         Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn changes(&self, request: Request<pb::ChangesRequest>) -> Result<Response<pb::ChangesAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope.clone())?;
+        self.ensure_roots(&instance).await?;
+        let json = self.changes_feed(&instance, &req).await?;
+        Ok(Response::new(pb::ChangesAnswer { json }))
     }
 
     async fn copy_file(&self, request: Request<pb::CopyFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {

@@ -173,7 +173,7 @@ impl FilesService {
             }
         }
         let mut batch = Batch::new();
-        for table in [NODES, CHILDREN, COUNTS, USAGE, EVENTS] {
+        for table in [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS] {
             batch.delete_partition(table, instance.as_bytes().to_vec());
         }
         store.apply(batch).await?;
@@ -359,6 +359,8 @@ impl FilesService {
             .map_or(0, |d| d.as_micros() as i64);
         let traceparent = cocon_common::trace_context::current_traceparent().unwrap_or_default();
         let mut released = Vec::new();
+        // Each node's row in the changes feed moves to its latest change.
+        let mut feed_of: HashMap<String, Option<u64>> = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
             let seq = first + i as u64;
             let (kind, payload) = match entry {
@@ -383,6 +385,15 @@ impl FilesService {
                         file.clone(),
                         &mut counts,
                     );
+                    let previous = match feed_of.get(&id) {
+                        Some(seq) => *seq,
+                        None => self.change_of(instance, &id).await?,
+                    };
+                    if let Some(previous) = previous {
+                        batch.delete(CHANGES, instance.as_bytes().to_vec(), previous.to_be_bytes().to_vec());
+                    }
+                    feed_row(&mut batch, instance, seq, &id, change.new.as_ref(), change.old.as_ref());
+                    feed_of.insert(id.clone(), Some(seq));
                     usage.add(change.old.as_ref(), change.new.as_ref());
                     if let (Some(old), None) = (&change.old, &change.new)
                         && old.is_dir()
@@ -457,6 +468,16 @@ impl FilesService {
         Ok(())
     }
 
+    /// The sequence of a node's row in the changes feed.
+    async fn change_of(&self, instance: &str, id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .inner
+            .store
+            .get(CHANGE_OF, instance.as_bytes(), id.as_bytes())
+            .await?
+            .and_then(|raw| raw.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
     /// What the instance's files take, and its quota.
     pub(crate) async fn usage(&self, instance: &str) -> Result<Usage> {
         let rows = self
@@ -492,7 +513,8 @@ impl FilesService {
     pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64> {
         let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
         // The last state of each node, per instance; the log is read in (instance, seq) order.
-        let mut last: HashMap<(String, String), Bytes> = HashMap::new();
+        // (sequence, state) of each node's last change.
+        let mut last: HashMap<(String, String), (u64, Bytes)> = HashMap::new();
         let mut quotas: HashMap<String, u64> = HashMap::new();
         let mut replayed = 0u64;
         let mut after = None;
@@ -505,7 +527,7 @@ impl FilesService {
                 replayed += 1;
                 match envelope.payload {
                     Some(Payload::FileChanged(change)) => {
-                        last.insert((envelope.instance, change.id), change.file);
+                        last.insert((envelope.instance, change.id), (envelope.seq, change.file));
                     }
                     Some(Payload::DiskQuotaSet(quota)) => {
                         quotas.insert(envelope.instance, quota.bytes);
@@ -524,11 +546,12 @@ impl FilesService {
             usage.entry(instance).or_default().quota = Some(quota);
         }
         let mut batch = Batch::new();
-        for ((instance, _), file) in last {
-            if file.is_empty() {
+        for ((instance, id), (seq, file)) in last {
+            let node: Option<Node> = if file.is_empty() { None } else { Some(parse(&file)?) };
+            feed_row(&mut batch, &instance, seq, &id, node.as_ref(), None);
+            let Some(node) = node else {
                 continue;
-            }
-            let node: Node = parse(&file)?;
+            };
             if !node.dir_id.is_empty() {
                 *counts.entry((instance.clone(), node.dir_id.clone())).or_default() += 1;
             }
@@ -640,6 +663,28 @@ impl Change {
 
 pub(crate) fn parse(raw: &[u8]) -> Result<Node> {
     serde_json::from_slice(raw).map_err(|e| FilesError::Corrupt(e.to_string()))
+}
+
+/// A node's row in the changes feed, and the pointer to it. A node gone for good keeps a row
+/// (`deleted`), so sync clients learn of it.
+fn feed_row(batch: &mut Batch, instance: &str, seq: u64, id: &str, new: Option<&Node>, old: Option<&Node>) {
+    let row = match (new, old) {
+        (Some(node), _) => serde_json::json!({"id": id, "rev": node.rev}),
+        (None, Some(node)) => serde_json::json!({"id": id, "rev": node.next_rev(), "deleted": true}),
+        (None, None) => serde_json::json!({"id": id, "rev": "", "deleted": true}),
+    };
+    batch.put(
+        CHANGES,
+        instance.as_bytes().to_vec(),
+        seq.to_be_bytes().to_vec(),
+        Bytes::from(row.to_string()),
+    );
+    batch.put(
+        CHANGE_OF,
+        instance.as_bytes().to_vec(),
+        id.as_bytes().to_vec(),
+        Bytes::copy_from_slice(&seq.to_be_bytes()),
+    );
 }
 
 /// The projection of one change: the node row and its entry among its parent's children.

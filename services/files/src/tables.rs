@@ -16,7 +16,12 @@ pub const USAGE: &str = "files.usage";
 pub const USAGE_FILES: &[u8] = b"files";
 pub const USAGE_VERSIONS: &[u8] = b"versions";
 pub const USAGE_QUOTA: &[u8] = b"quota";
-pub const PROJECTIONS: [&str; 4] = [NODES, CHILDREN, COUNTS, USAGE];
+/// Partition = instance, sort = sequence (u64, big-endian) of a node's last change → the node's
+/// id, rev and whether it is gone (JSON): the changes feed, one row per node.
+pub const CHANGES: &str = "files.changes";
+/// Partition = instance, sort = node id → the sequence of its row in [`CHANGES`].
+pub const CHANGE_OF: &str = "files.change_of";
+pub const PROJECTIONS: [&str; 6] = [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF];
 
 pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(dir_id.len() + 1 + name.len());
