@@ -99,14 +99,7 @@ impl BlobStore for LocalBlobs {
         let tmp = self.tmp_path();
         let path = tmp.clone();
         let file = blocking(move || File::create_new(&path)).await?;
-        Ok(Box::new(LocalWriter {
-            file: Some(file),
-            buf: BytesMut::with_capacity(WRITE_BLOCK),
-            tmp,
-            dest,
-            size: 0,
-            finished: false,
-        }))
+        Ok(Box::new(LocalWriter::new(file, tmp, dest)))
     }
 
     async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
@@ -196,8 +189,13 @@ impl BlobStore for LocalBlobs {
     }
 }
 
+/// A blob being written: the request task fills blocks and hands them to a blocking task that
+/// writes them, so receiving (and hashing) the next block overlaps the disk write of this one.
+/// At most [`BLOCKS_IN_FLIGHT`] blocks wait, which bounds memory whatever the size.
 struct LocalWriter {
-    file: Option<File>,
+    blocks: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    /// The writing task; it gives the file back once the channel closes.
+    task: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
     buf: BytesMut,
     tmp: PathBuf,
     dest: PathBuf,
@@ -205,19 +203,55 @@ struct LocalWriter {
     finished: bool,
 }
 
+/// Blocks queued for the writing task (each up to [`WRITE_BLOCK`]).
+const BLOCKS_IN_FLIGHT: usize = 4;
+
 impl LocalWriter {
-    async fn flush_buf(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+    fn new(file: File, tmp: PathBuf, dest: PathBuf) -> LocalWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(BLOCKS_IN_FLIGHT);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            while let Some(block) = rx.blocking_recv() {
+                file.write_all(&block)?;
+            }
+            Ok(file)
+        });
+        LocalWriter {
+            blocks: Some(tx),
+            task: Some(task),
+            buf: BytesMut::with_capacity(WRITE_BLOCK),
+            tmp,
+            dest,
+            size: 0,
+            finished: false,
+        }
+    }
+
+    async fn send(&mut self, block: Bytes) -> Result<()> {
+        let sent = match &self.blocks {
+            Some(tx) => tx.send(block).await.is_ok(),
+            None => false,
+        };
+        if sent {
             return Ok(());
         }
-        let block = self.buf.split().freeze();
-        let mut file = self
-            .file
+        // The writing task stopped: its error says why.
+        Err(match self.close().await {
+            Err(err) => err,
+            Ok(_) => StorageError::Backend("blob writer used after it was closed".into()),
+        })
+    }
+
+    /// Ends the writing task and takes the file back.
+    async fn close(&mut self) -> Result<File> {
+        self.blocks.take();
+        let task = self
+            .task
             .take()
-            .ok_or_else(|| StorageError::Backend("blob writer used after a failed write".into()))?;
-        let file = blocking(move || file.write_all(&block).map(|()| file)).await?;
-        self.file = Some(file);
-        Ok(())
+            .ok_or_else(|| StorageError::Backend("blob writer used after it was closed".into()))?;
+        task.await
+            .map_err(|e| StorageError::Backend(format!("blob task failed: {e}")))?
+            .map_err(StorageError::Io)
     }
 }
 
@@ -227,27 +261,22 @@ impl BlobWriter for LocalWriter {
         self.size += chunk.len() as u64;
         if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK {
             // A large chunk goes as it is, without a copy.
-            let mut file = self
-                .file
-                .take()
-                .ok_or_else(|| StorageError::Backend("blob writer used after a failed write".into()))?;
-            let file = blocking(move || file.write_all(&chunk).map(|()| file)).await?;
-            self.file = Some(file);
-            return Ok(());
+            return self.send(chunk).await;
         }
         self.buf.extend_from_slice(&chunk);
         if self.buf.len() >= WRITE_BLOCK {
-            self.flush_buf().await?;
+            let block = self.buf.split().freeze();
+            self.send(block).await?;
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
-        self.flush_buf().await?;
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| StorageError::Backend("blob writer used after a failed write".into()))?;
+        if !self.buf.is_empty() {
+            let block = self.buf.split().freeze();
+            self.send(block).await?;
+        }
+        let file = self.close().await?;
         let (tmp, dest) = (self.tmp.clone(), self.dest.clone());
         blocking(move || {
             file.sync_data()?;
@@ -260,7 +289,7 @@ impl BlobWriter for LocalWriter {
     }
 
     async fn abort(mut self: Box<Self>) {
-        self.file.take();
+        let _ = self.close().await;
         let tmp = self.tmp.clone();
         self.finished = true;
         let _ = blocking(move || std::fs::remove_file(tmp)).await;
