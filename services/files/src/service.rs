@@ -392,7 +392,11 @@ impl FilesService {
                     if let Some(previous) = previous {
                         batch.delete(CHANGES, instance.as_bytes().to_vec(), previous.to_be_bytes().to_vec());
                     }
-                    feed_row(&mut batch, instance, seq, &id, change.new.as_ref(), change.old.as_ref());
+                    let deleted_rev = match (&change.new, &change.old) {
+                        (None, Some(old)) => old.next_rev(),
+                        _ => String::new(),
+                    };
+                    feed_row(&mut batch, instance, seq, &id, change.new.as_ref(), &deleted_rev);
                     feed_of.insert(id.clone(), Some(seq));
                     usage.add(change.old.as_ref(), change.new.as_ref());
                     if let (Some(old), None) = (&change.old, &change.new)
@@ -405,6 +409,7 @@ impl FilesService {
                         id,
                         file,
                         released_blobs: change.released.clone(),
+                        deleted_rev,
                     });
                     (change.verb.to_string(), payload)
                 }
@@ -513,8 +518,8 @@ impl FilesService {
     pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64> {
         let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
         // The last state of each node, per instance; the log is read in (instance, seq) order.
-        // (sequence, state) of each node's last change.
-        let mut last: HashMap<(String, String), (u64, Bytes)> = HashMap::new();
+        // (sequence, state, deletion revision) of each node's last change.
+        let mut last: HashMap<(String, String), (u64, Bytes, String)> = HashMap::new();
         let mut quotas: HashMap<String, u64> = HashMap::new();
         let mut replayed = 0u64;
         let mut after = None;
@@ -527,7 +532,10 @@ impl FilesService {
                 replayed += 1;
                 match envelope.payload {
                     Some(Payload::FileChanged(change)) => {
-                        last.insert((envelope.instance, change.id), (envelope.seq, change.file));
+                        last.insert(
+                            (envelope.instance, change.id),
+                            (envelope.seq, change.file, change.deleted_rev),
+                        );
                     }
                     Some(Payload::DiskQuotaSet(quota)) => {
                         quotas.insert(envelope.instance, quota.bytes);
@@ -546,9 +554,9 @@ impl FilesService {
             usage.entry(instance).or_default().quota = Some(quota);
         }
         let mut batch = Batch::new();
-        for ((instance, id), (seq, file)) in last {
+        for ((instance, id), (seq, file, deleted_rev)) in last {
             let node: Option<Node> = if file.is_empty() { None } else { Some(parse(&file)?) };
-            feed_row(&mut batch, &instance, seq, &id, node.as_ref(), None);
+            feed_row(&mut batch, &instance, seq, &id, node.as_ref(), &deleted_rev);
             let Some(node) = node else {
                 continue;
             };
@@ -667,11 +675,10 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Node> {
 
 /// A node's row in the changes feed, and the pointer to it. A node gone for good keeps a row
 /// (`deleted`), so sync clients learn of it.
-fn feed_row(batch: &mut Batch, instance: &str, seq: u64, id: &str, new: Option<&Node>, old: Option<&Node>) {
-    let row = match (new, old) {
-        (Some(node), _) => serde_json::json!({"id": id, "rev": node.rev}),
-        (None, Some(node)) => serde_json::json!({"id": id, "rev": node.next_rev(), "deleted": true}),
-        (None, None) => serde_json::json!({"id": id, "rev": "", "deleted": true}),
+fn feed_row(batch: &mut Batch, instance: &str, seq: u64, id: &str, new: Option<&Node>, deleted_rev: &str) {
+    let row = match new {
+        Some(node) => serde_json::json!({"id": id, "rev": node.rev}),
+        None => serde_json::json!({"id": id, "rev": deleted_rev, "deleted": true}),
     };
     batch.put(
         CHANGES,
