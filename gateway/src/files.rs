@@ -51,17 +51,26 @@ pub fn routes() -> Router<State> {
 }
 
 /// An error in JSON-API's shape.
-pub struct FilesApiError(ApiError);
+pub struct FilesApiError(ApiError, Close);
+
+/// Whether the answer ends the connection: after a refused upload the rest of its body was
+/// never read, and a client must not send its next request on that connection.
+#[derive(Default, Clone, Copy, PartialEq)]
+pub enum Close {
+    #[default]
+    No,
+    Yes,
+}
 
 impl From<ApiError> for FilesApiError {
     fn from(err: ApiError) -> FilesApiError {
-        FilesApiError(err)
+        FilesApiError(err, Close::No)
     }
 }
 
 impl From<tonic::Status> for FilesApiError {
     fn from(status: tonic::Status) -> FilesApiError {
-        FilesApiError(ApiError::from(status))
+        FilesApiError(ApiError::from(status), Close::No)
     }
 }
 
@@ -83,6 +92,11 @@ impl IntoResponse for FilesApiError {
         if let Some(secs) = self.0.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, secs.into());
         }
+        if self.1 == Close::Yes {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -90,7 +104,7 @@ impl IntoResponse for FilesApiError {
 type Result<T, E = FilesApiError> = std::result::Result<T, E>;
 
 fn bad_request(reason: impl Into<String>) -> FilesApiError {
-    FilesApiError(ApiError::bad_request(reason))
+    FilesApiError(ApiError::bad_request(reason), Close::No)
 }
 
 /// The caller, if its token may use `method` on files. Rules naming some files only are not
@@ -129,11 +143,14 @@ fn file_request(caller: &Caller, id: String, headers: &HeaderMap) -> pb::FileReq
 /// `io.cozy.files.versions` resources.
 fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
     let mut attrs: Map<String, Value> = serde_json::from_slice(file).map_err(|e| {
-        FilesApiError(ApiError::new(
-            cocon_common::ErrorCode::Internal,
-            "internal_server_error",
-            e.to_string(),
-        ))
+        FilesApiError(
+            ApiError::new(
+                cocon_common::ErrorCode::Internal,
+                "internal_server_error",
+                e.to_string(),
+            ),
+            Close::No,
+        )
     })?;
     let versions = match attrs.remove("_versions") {
         Some(Value::Array(v)) => v,
@@ -427,7 +444,7 @@ async fn create(
                 created_at: params.get("CreatedAt").cloned().unwrap_or_default(),
                 updated_at: params.get("UpdatedAt").cloned().unwrap_or_default(),
             };
-            let answer = upload(&state, header, body).await?;
+            let answer = upload(&state, header, body).await.map_err(closing)?;
             one(StatusCode::CREATED, &answer)
         }
         Some(other) => Err(bad_request(format!("Type must be directory or file, not {other:?}"))),
@@ -462,7 +479,7 @@ async fn overwrite(
         created_at: String::new(),
         updated_at: params.get("UpdatedAt").cloned().unwrap_or_default(),
     };
-    let answer = upload(&state, header, body).await?;
+    let answer = upload(&state, header, body).await.map_err(closing)?;
     one(StatusCode::OK, &answer)
 }
 
@@ -480,6 +497,11 @@ fn announced_size(headers: &HeaderMap, params: &HashMap<String, String>) -> Resu
             .ok_or_else(|| bad_request(format!("invalid size {v:?}"))),
         None => Ok(-1),
     }
+}
+
+/// A refused upload's error, which also ends the connection (its body may be unread).
+fn closing(err: FilesApiError) -> FilesApiError {
+    FilesApiError(err.0, Close::Yes)
 }
 
 /// Streams the request body to the files service. If the client goes away mid-body, the call
@@ -871,11 +893,14 @@ async fn download(
             part: Some(DownPart::Head(head)),
         }) => head,
         _ => {
-            return Err(FilesApiError(ApiError::new(
-                cocon_common::ErrorCode::Internal,
-                "internal_server_error",
-                "the files service sent no file head",
-            )));
+            return Err(FilesApiError(
+                ApiError::new(
+                    cocon_common::ErrorCode::Internal,
+                    "internal_server_error",
+                    "the files service sent no file head",
+                ),
+                Close::No,
+            ));
         }
     };
     let file: Value = serde_json::from_slice(&head.file).unwrap_or_default();
