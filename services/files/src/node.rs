@@ -162,6 +162,21 @@ impl Node {
     }
 }
 
+impl Version {
+    /// A file's current content, as a version to keep.
+    pub fn of(file: &Node) -> Version {
+        Version {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            blob: file.blob.clone(),
+            size: file.size.unwrap_or(0),
+            md5sum: file.md5sum.clone(),
+            mime: file.mime.clone(),
+            updated_at: file.updated_at.clone(),
+            rev: file.rev.clone(),
+        }
+    }
+}
+
 pub fn new_rev(generation: u64) -> String {
     format!("{generation}-{}", uuid::Uuid::new_v4().simple())
 }

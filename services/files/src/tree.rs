@@ -25,6 +25,16 @@ pub(crate) fn date_or_now(given: &str) -> Result<String> {
         .ok_or_else(|| FilesError::BadRequest(format!("invalid date {given:?}: use RFC 3339")))
 }
 
+/// The root and the trash stay what and where they are.
+fn fixed(node: &Node, what: &str) -> Result<()> {
+    if node.id == ROOT_ID || node.id == TRASH_ID {
+        return Err(FilesError::BadRequest(format!(
+            "the root and the trash cannot be {what}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_rev(node: &Node, if_match: &str) -> Result<()> {
     let wanted = if_match.trim().trim_matches('"');
     if !wanted.is_empty() && wanted != node.rev {
@@ -233,15 +243,7 @@ impl FilesService {
         let config = &self.inner.config;
         let mut released = Vec::new();
         if self.keeps_version_of(old) {
-            node.versions.push(Version {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                blob: old.blob.clone(),
-                size: old.size.unwrap_or(0),
-                md5sum: old.md5sum.clone(),
-                mime: old.mime.clone(),
-                updated_at: old.updated_at.clone(),
-                rev: old.rev.clone(),
-            });
+            node.versions.push(Version::of(old));
         } else {
             released.push(old.blob.clone());
         }
@@ -268,15 +270,7 @@ impl FilesService {
         node.blob = version.blob;
         node.updated_at = now();
         // The replaced content is always kept here: a revert must be undoable.
-        node.versions.push(Version {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            blob: old.blob.clone(),
-            size: old.size.unwrap_or(0),
-            md5sum: old.md5sum.clone(),
-            mime: old.mime.clone(),
-            updated_at: old.updated_at.clone(),
-            rev: old.rev.clone(),
-        });
+        node.versions.push(Version::of(&old));
         let mut released = Vec::new();
         while node.versions.len() > self.inner.config.max_versions.max(1) {
             released.push(node.versions.remove(0).blob);
@@ -428,11 +422,7 @@ impl FilesService {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
         let old = self.must_node(instance, id).await?;
-        if old.id == ROOT_ID || old.id == TRASH_ID {
-            return Err(FilesError::BadRequest(
-                "the root and the trash cannot be changed".into(),
-            ));
-        }
+        fixed(&old, "changed")?;
         check_rev(&old, if_match)?;
         let mut node = old.clone();
         for (key, value) in attrs {
@@ -534,11 +524,7 @@ impl FilesService {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
         let old = self.must_node(instance, id).await?;
-        if old.id == ROOT_ID || old.id == TRASH_ID {
-            return Err(FilesError::BadRequest(
-                "the root and the trash cannot be trashed".into(),
-            ));
-        }
+        fixed(&old, "trashed")?;
         check_rev(&old, if_match)?;
         let (path, trashed) = self.path_of(instance, &old).await?;
         if trashed {
@@ -613,11 +599,7 @@ impl FilesService {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
         let top = self.must_node(instance, id).await?;
-        if top.id == ROOT_ID || top.id == TRASH_ID {
-            return Err(FilesError::BadRequest(
-                "the root and the trash cannot be deleted".into(),
-            ));
-        }
+        fixed(&top, "deleted")?;
         check_rev(&top, if_match)?;
         if !self.path_of(instance, &top).await?.1 {
             return Err(FilesError::BadRequest(format!(
