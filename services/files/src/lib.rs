@@ -12,6 +12,3 @@ mod tree;
 pub use error::FilesError;
 pub use node::{ROOT_ID, TRASH_ID};
 pub use service::{Config, Deps, FilesService};
-
-/// The name the service reports in gRPC health checks.
-pub const HEALTH_NAME: &str = "cocon.files.v1.FilesService";
