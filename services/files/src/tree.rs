@@ -220,11 +220,23 @@ impl FilesService {
         node.md5sum = content.md5;
         node.blob = content.blob;
         let released = self.keep_version(&old, &mut node);
+        self.replace(instance, "updated", old, node, released).await
+    }
+
+    /// Commits `old` becoming `node` (releasing `released` blobs) and answers `node`.
+    async fn replace(
+        &self,
+        instance: &str,
+        verb: &'static str,
+        old: Node,
+        node: Node,
+        released: Vec<String>,
+    ) -> Result<Node> {
         let change = Change {
-            verb: "updated",
-            released,
+            verb,
             old: Some(old),
             new: Some(node.clone()),
+            released,
         };
         self.commit(instance, vec![change]).await?;
         Ok(node)
@@ -275,14 +287,7 @@ impl FilesService {
         while node.versions.len() > self.inner.config.max_versions.max(1) {
             released.push(node.versions.remove(0).blob);
         }
-        let change = Change {
-            verb: "updated",
-            released,
-            old: Some(old),
-            new: Some(node.clone()),
-        };
-        self.commit(instance, vec![change]).await?;
-        Ok(node)
+        self.replace(instance, "updated", old, node, released).await
     }
 
     /// Forgets one earlier content of a file, or all of them (`version_id` empty).
@@ -302,14 +307,7 @@ impl FilesService {
             return Ok(old);
         }
         node.rev = old.next_rev();
-        let change = Change {
-            verb: "updated",
-            released,
-            old: Some(old),
-            new: Some(node.clone()),
-        };
-        self.commit(instance, vec![change]).await?;
-        Ok(node)
+        self.replace(instance, "updated", old, node, released).await
     }
 
     /// A copy of a file, in `dir_id` (its own directory when empty) under `name` (its own name
@@ -401,14 +399,7 @@ impl FilesService {
             return Ok(old);
         }
         node.rev = old.next_rev();
-        let change = Change {
-            verb: "updated",
-            old: Some(old),
-            new: Some(node.clone()),
-            released: Vec::new(),
-        };
-        self.commit(instance, vec![change]).await?;
-        Ok(node)
+        self.replace(instance, "updated", old, node, Vec::new()).await
     }
 
     /// Rename, move, tags, executable (cozy-stack's `PATCH /files/:id` attributes).
@@ -471,14 +462,8 @@ impl FilesService {
         if !attrs.contains_key("updated_at") {
             node.updated_at = crate::tree::now();
         }
-        let change = Change {
-            verb: if moved { "moved" } else { "updated" },
-            old: Some(old),
-            new: Some(node.clone()),
-            released: Vec::new(),
-        };
-        self.commit(instance, vec![change]).await?;
-        Ok(node)
+        self.replace(instance, if moved { "moved" } else { "updated" }, old, node, Vec::new())
+            .await
     }
 
     /// Whether `node` is `ancestor` or lies below it.
@@ -544,14 +529,7 @@ impl FilesService {
         node.restore_dir_id = old.dir_id.clone();
         node.restore_path = parent_path;
         node.updated_at = now();
-        let change = Change {
-            verb: "trashed",
-            old: Some(old),
-            new: Some(node.clone()),
-            released: Vec::new(),
-        };
-        self.commit(instance, vec![change]).await?;
-        Ok(node)
+        self.replace(instance, "trashed", old, node, Vec::new()).await
     }
 
     /// Puts a trashed file or directory back where it was, or at the root when that place is
@@ -582,14 +560,7 @@ impl FilesService {
         node.restore_path.clear();
         node.restore_name.clear();
         node.updated_at = now();
-        let change = Change {
-            verb: "restored",
-            old: Some(old),
-            new: Some(node.clone()),
-            released: Vec::new(),
-        };
-        self.commit(instance, vec![change]).await?;
-        Ok(node)
+        self.replace(instance, "restored", old, node, Vec::new()).await
     }
 
     /// Deletes a trashed file or directory for good, with everything under it, and releases
