@@ -59,14 +59,21 @@ echo "== 1 GiB test file"
 head -c $((MIB << 20)) /dev/urandom > "$WORK/1g.bin"
 sync
 
-echo "== the disk (dd, 1 MiB blocks, same filesystem)"
-DISK_W=$(dd if="$WORK/1g.bin" of="$WORK/dd.bin" bs=1M conv=fdatasync 2>&1 | awk '/copied/ {print $(NF-1), $NF}')
-DISK_W_BPS=$(dd if="$WORK/1g.bin" of="$WORK/dd2.bin" bs=1M conv=fdatasync 2>&1 | python3 -c '
-import re,sys; t=sys.stdin.read(); m=re.search(r"copied, ([0-9.]+) s", t); print(int((1 << 30) / float(m.group(1))))')
-DISK_R_BPS=$(dd if="$WORK/dd2.bin" of=/dev/null bs=1M iflag=direct 2>&1 | python3 -c '
-import re,sys; t=sys.stdin.read(); m=re.search(r"copied, ([0-9.]+) s", t); print(int((1 << 30) / float(m.group(1))))')
-rm -f "$WORK/dd.bin" "$WORK/dd2.bin"
-echo "disk write+fdatasync: $(mbps "$DISK_W_BPS") MB/s (first try: $DISK_W); direct read: $(mbps "$DISK_R_BPS") MB/s"
+echo "== the disk (dd, 1 MiB blocks, same filesystem; median of 3, it varies run to run)"
+dd_bps() { # DD-ARGS… → bytes/s
+  dd "$@" bs=1M 2>&1 | python3 -c '
+import re,sys; m=re.search(r"copied, ([0-9.]+) s", sys.stdin.read()); print(int((1 << 30) / float(m.group(1))))'
+}
+median() { tr ' ' '\n' | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
+W=(); R=()
+for i in 1 2 3; do
+  W+=("$(dd_bps if="$WORK/1g.bin" of="$WORK/dd.bin" conv=fdatasync)")
+  R+=("$(dd_bps if="$WORK/dd.bin" of=/dev/null iflag=direct)")
+  rm -f "$WORK/dd.bin"
+done
+DISK_W_BPS=$(echo "${W[*]}" | median)
+DISK_R_BPS=$(echo "${R[*]}" | median)
+echo "disk write+fdatasync: $(mbps "$DISK_W_BPS") MB/s (runs: ${W[*]} B/s); direct read: $(mbps "$DISK_R_BPS") MB/s (runs: ${R[*]} B/s)"
 
 echo "== peak RSS of a fresh server while ${BIG_GIB} GiB go up and down (chunked, no length)"
 cocon rss
