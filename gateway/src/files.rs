@@ -51,7 +51,7 @@ pub fn routes() -> Router<State> {
 }
 
 /// An error in JSON-API's shape.
-pub struct FilesApiError(ApiError, Close);
+pub struct FilesApiError(pub ApiError, pub Close);
 
 /// Whether the answer ends the connection: after a refused upload the rest of its body was
 /// never read, and a client must not send its next request on that connection.
@@ -101,15 +101,15 @@ impl IntoResponse for FilesApiError {
     }
 }
 
-type Result<T, E = FilesApiError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = FilesApiError> = std::result::Result<T, E>;
 
-fn bad_request(reason: impl Into<String>) -> FilesApiError {
+pub(crate) fn bad_request(reason: impl Into<String>) -> FilesApiError {
     FilesApiError(ApiError::bad_request(reason), Close::No)
 }
 
 /// The caller, if its token may use `method` on files. Rules naming some files only are not
 /// honoured on these routes yet: they need the whole `io.cozy.files` doctype.
-async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<Caller> {
+pub(crate) async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<Caller> {
     let caller = authenticate(state, headers).await?;
     caller.authorize(
         state,
@@ -123,7 +123,7 @@ async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<C
     Ok(caller)
 }
 
-fn scope(caller: &Caller) -> Option<pb::Scope> {
+pub(crate) fn scope(caller: &Caller) -> Option<pb::Scope> {
     Some(pb::Scope {
         instance: caller.instance.clone(),
         ticket: caller.ticket.clone(),
@@ -364,7 +364,7 @@ async fn list_trash(
     Ok(([(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)], body.to_string()).into_response())
 }
 
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 

@@ -25,6 +25,7 @@ mod permissions;
 mod person;
 mod policy;
 mod settings;
+mod tus;
 mod twofactor;
 mod web;
 
@@ -155,6 +156,7 @@ impl Gateway {
             ))
             // Uploads and downloads last as long as the bytes take: no request timeout.
             .merge(files::routes())
+            .merge(tus::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {

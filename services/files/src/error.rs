@@ -16,6 +16,14 @@ pub enum FilesError {
     RangeNotSatisfiable(String),
     #[error("{0}")]
     QuotaExceeded(String),
+    /// An append's data does not match the checksum sent with it.
+    #[error("{0}")]
+    ChecksumMismatch(String),
+    #[error("{0}")]
+    TooMany(String),
+    /// The client's stream broke off.
+    #[error("the upload was interrupted: {0}")]
+    Interrupted(String),
     #[error(transparent)]
     Storage(#[from] cocon_storage::StorageError),
     #[error(transparent)]
@@ -31,10 +39,11 @@ impl ServiceError for FilesError {
     fn error_code(&self) -> ErrorCode {
         use FilesError::*;
         match self {
-            BadRequest(_) | InvalidName(_) => ErrorCode::BadRequest,
+            BadRequest(_) | InvalidName(_) | Interrupted(_) => ErrorCode::BadRequest,
             NotFound(_) => ErrorCode::NotFound,
             Conflict(_) => ErrorCode::Conflict,
-            PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            PreconditionFailed(_) | ChecksumMismatch(_) => ErrorCode::PreconditionFailed,
+            TooMany(_) => ErrorCode::TooManyRequests,
             RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
             QuotaExceeded(_) => ErrorCode::PayloadTooLarge,
             Denied(_) => ErrorCode::Forbidden,
@@ -46,6 +55,8 @@ impl ServiceError for FilesError {
     fn error_name(&self) -> &str {
         match self {
             FilesError::QuotaExceeded(_) => "quota_exceeded",
+            FilesError::ChecksumMismatch(_) => "checksum_mismatch",
+            FilesError::TooMany(_) => "too_many_uploads",
             other => other.error_code().as_str(),
         }
     }

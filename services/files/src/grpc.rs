@@ -6,9 +6,9 @@ use cocon_proto::files::v1 as pb;
 use cocon_proto::files::v1::download_part::Part as DownPart;
 use cocon_proto::files::v1::upload_part::Part as UpPart;
 use futures::stream::{BoxStream, StreamExt};
-use md5::{Digest, Md5};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::digest::Hasher;
 use crate::error::{FilesError, Result};
 use crate::node::Node;
 use crate::service::FilesService;
@@ -17,7 +17,7 @@ use crate::tree::{Content, NewFile, date_or_now};
 impl FilesService {
     /// The instance a call is for, once its ticket shows the auth service accepted a token of
     /// that very instance (defence in depth: the gateway checked it already).
-    fn scope(&self, s: Option<pb::Scope>) -> Result<String> {
+    pub(crate) fn scope(&self, s: Option<pb::Scope>) -> Result<String> {
         let s = s.ok_or_else(|| FilesError::BadRequest("missing scope".into()))?;
         if s.instance.is_empty() {
             return Err(FilesError::BadRequest("missing instance".into()));
@@ -30,7 +30,7 @@ impl FilesService {
     }
 
     /// A node as clients see it, with its path and whether it is in the trash.
-    async fn public(&self, instance: &str, node: &Node) -> Result<Bytes> {
+    pub(crate) async fn public(&self, instance: &str, node: &Node) -> Result<Bytes> {
         let (path, trashed) = self.path_of(instance, node).await?;
         Ok(Bytes::from(node.to_public_json(Some(&path), trashed).to_string()))
     }
@@ -89,78 +89,142 @@ impl FilesService {
         ))
     }
 
-    /// Streams an upload's content into a new blob, checking its size, MD5 and the quota.
-    /// Nothing is left behind when the client goes away or a check fails.
-    async fn receive(
+    /// A fresh key for a content's blob: the instance's name first, so one listing finds all
+    /// of an instance's blobs.
+    pub(crate) fn new_blob_key(instance: &str) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self::blob_key(instance, &id)
+    }
+
+    pub(crate) fn blob_key(instance: &str, id: &str) -> String {
+        format!("{instance}/{}/{id}", &id[..2.min(id.len())])
+    }
+
+    /// Streams content into the blob `key`, checking its size (against `size`, -1 for any),
+    /// its MD5 (against `md5`, base64, when given) and the quota (`room`). Nothing is left
+    /// behind when the stream breaks or a check fails.
+    pub(crate) async fn receive<S>(
+        &self,
+        instance: &str,
+        key: String,
+        size: i64,
+        md5: &str,
+        room: Option<u64>,
+        mut data: S,
+    ) -> Result<Content>
+    where
+        S: futures::Stream<Item = Result<Bytes>> + Unpin,
+    {
+        let mut writer = self.inner.blobs.create(&key).await?;
+        let mut hasher = Hasher::start(None);
+        let mut received = 0u64;
+        while let Some(part) = data.next().await {
+            let part = match part {
+                Ok(part) => part,
+                Err(err) => {
+                    writer.abort().await;
+                    return Err(err);
+                }
+            };
+            received += part.len() as u64;
+            if room.is_some_and(|room| received > room) {
+                writer.abort().await;
+                let usage = self.usage(instance).await?;
+                return Err(self.exceeded(instance, usage, received).await);
+            }
+            if size >= 0 && received > size as u64 {
+                writer.abort().await;
+                return Err(FilesError::PreconditionFailed(format!(
+                    "the content is longer than the {size} bytes announced"
+                )));
+            }
+            hasher.update(part.clone()).await;
+            if let Err(err) = writer.write(part).await {
+                writer.abort().await;
+                return Err(err.into());
+            }
+        }
+        if size >= 0 && received != size as u64 {
+            writer.abort().await;
+            return Err(FilesError::PreconditionFailed(format!(
+                "the content is {received} bytes, {size} were announced"
+            )));
+        }
+        let sum = base64::engine::general_purpose::STANDARD.encode(hasher.finish().await?.md5);
+        if !md5.is_empty() && md5 != sum {
+            writer.abort().await;
+            return Err(FilesError::PreconditionFailed(format!(
+                "the content's MD5 is {sum}, the request said {md5}"
+            )));
+        }
+        writer.finish().await?;
+        Ok(Content {
+            blob: key,
+            size: received,
+            md5: sum,
+        })
+    }
+
+    /// Checks an upload can go where it asks before its content is streamed, and answers how
+    /// many bytes it may bring (`None`: no quota). `reserved` is what other unfinished uploads
+    /// of the instance may still bring.
+    pub(crate) async fn precheck_upload(
         &self,
         instance: &str,
         header: &pb::UploadHeader,
-        room: Option<u64>,
-        stream: &mut Streaming<pb::UploadPart>,
-    ) -> Result<Content, Status> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let key = format!("{instance}/{}/{id}", &id[..2]);
-        let mut writer = self.inner.blobs.create(&key).await.map_err(FilesError::from)?;
-        let mut md5 = Hasher::start();
-        let mut size = 0u64;
-        loop {
-            let part = match stream.message().await {
-                Ok(Some(pb::UploadPart {
-                    part: Some(UpPart::Data(chunk)),
-                })) => chunk,
-                Ok(None) => break,
-                Ok(Some(_)) => {
-                    writer.abort().await;
-                    return Err(FilesError::BadRequest("an upload has one header, then data".into()).into());
-                }
-                Err(status) => {
-                    writer.abort().await;
-                    return Err(status);
-                }
-            };
-            size += part.len() as u64;
-            if room.is_some_and(|room| size > room) {
-                writer.abort().await;
-                let usage = self.usage(instance).await?;
-                return Err(self.exceeded(instance, usage, size).await.into());
+        reserved: u64,
+    ) -> Result<Option<u64>> {
+        date_or_now(&header.updated_at)?;
+        let replaced = if header.file_id.is_empty() {
+            date_or_now(&header.created_at)?;
+            self.precheck_new_file(instance, &new_file(header, None)?).await?;
+            0
+        } else {
+            self.ensure_roots(instance).await?;
+            let old = self
+                .precheck_overwrite(instance, &header.file_id, &header.if_match)
+                .await?;
+            if self.keeps_version_of(&old) {
+                0
+            } else {
+                old.size.unwrap_or(0)
             }
-            if header.size >= 0 && size > header.size as u64 {
-                writer.abort().await;
-                return Err(FilesError::PreconditionFailed(format!(
-                    "the content is longer than the {} bytes announced",
-                    header.size
-                ))
-                .into());
-            }
-            md5.update(part.clone()).await;
-            if let Err(err) = writer.write(part).await {
-                writer.abort().await;
-                return Err(FilesError::from(err).into());
-            }
+        };
+        let announced = if header.size >= 0 {
+            header.size.saturating_add(reserved as i64)
+        } else {
+            -1
+        };
+        Ok(self
+            .room(instance, announced, replaced)
+            .await?
+            .map(|room| room.saturating_sub(reserved)))
+    }
+
+    /// Makes a received content the new file, or the new content of a file, as the header
+    /// says. `id` names a new file (an upload resumed and completed twice makes it once). On
+    /// failure the content's blob is the caller's to remove.
+    pub(crate) async fn commit_upload(
+        &self,
+        instance: &str,
+        header: &pb::UploadHeader,
+        id: Option<&str>,
+        content: Content,
+    ) -> Result<Node> {
+        if header.file_id.is_empty() {
+            self.commit_new_file(instance, new_file(header, id)?, content).await
+        } else {
+            let updated_at = date_or_now(&header.updated_at)?;
+            self.commit_overwrite(
+                instance,
+                &header.file_id,
+                &header.if_match,
+                &header.mime,
+                &updated_at,
+                content,
+            )
+            .await
         }
-        if header.size >= 0 && size != header.size as u64 {
-            writer.abort().await;
-            return Err(FilesError::PreconditionFailed(format!(
-                "the content is {size} bytes, {} were announced",
-                header.size
-            ))
-            .into());
-        }
-        let sum = base64::engine::general_purpose::STANDARD.encode(md5.finish().await?);
-        if !header.md5.is_empty() && header.md5 != sum {
-            writer.abort().await;
-            return Err(FilesError::PreconditionFailed(format!(
-                "the content's MD5 is {sum}, the request said {}",
-                header.md5
-            ))
-            .into());
-        }
-        writer.finish().await.map_err(FilesError::from)?;
-        Ok(Content {
-            blob: key,
-            size,
-            md5: sum,
-        })
     }
 
     async fn upload_inner(&self, mut stream: Streaming<pb::UploadPart>) -> Result<Response<pb::FileAnswer>, Status> {
@@ -171,63 +235,29 @@ impl FilesService {
             _ => return Err(FilesError::BadRequest("an upload starts with its header".into()).into()),
         };
         let instance = self.scope(header.scope.clone())?;
-        let updated_at = date_or_now(&header.updated_at)?;
-        if header.file_id.is_empty() {
-            let created_at = date_or_now(&header.created_at)?;
-            let file = NewFile {
-                parent_id: header.parent_id.clone(),
-                name: header.name.clone(),
-                mime: header.mime.clone(),
-                tags: header.tags.clone(),
-                executable: header.executable,
-                created_at,
-                updated_at,
-            };
-            self.precheck_new_file(&instance, &file).await?;
-            let room = self.room(&instance, header.size, 0).await?;
-            let content = self.receive(&instance, &header, room, &mut stream).await?;
-            let blob = content.blob.clone();
-            match self.commit_new_file(&instance, file, content).await {
-                Ok(node) => Ok(self.answer(&instance, &node).await?),
-                Err(err) => {
-                    self.drop_blob(&blob).await;
-                    Err(err.into())
-                }
-            }
-        } else {
-            self.ensure_roots(&instance).await?;
-            let old = self
-                .precheck_overwrite(&instance, &header.file_id, &header.if_match)
-                .await?;
-            let replaced = if self.keeps_version_of(&old) {
-                0
-            } else {
-                old.size.unwrap_or(0)
-            };
-            let room = self.room(&instance, header.size, replaced).await?;
-            let content = self.receive(&instance, &header, room, &mut stream).await?;
-            let blob = content.blob.clone();
-            match self
-                .commit_overwrite(
-                    &instance,
-                    &header.file_id,
-                    &header.if_match,
-                    &header.mime,
-                    &updated_at,
-                    content,
-                )
-                .await
-            {
-                Ok(node) => Ok(self.answer(&instance, &node).await?),
-                Err(err) => {
-                    self.drop_blob(&blob).await;
-                    Err(err.into())
-                }
+        let room = self.precheck_upload(&instance, &header, 0).await?;
+        let data = stream.map(|part| match part {
+            Ok(pb::UploadPart {
+                part: Some(UpPart::Data(chunk)),
+            }) => Ok(chunk),
+            Ok(_) => Err(FilesError::BadRequest("an upload has one header, then data".into())),
+            Err(status) => Err(FilesError::Interrupted(status.message().to_string())),
+        });
+        let key = Self::new_blob_key(&instance);
+        let content = self
+            .receive(&instance, key, header.size, &header.md5, room, data)
+            .await?;
+        let blob = content.blob.clone();
+        match self.commit_upload(&instance, &header, None, content).await {
+            Ok(node) => Ok(self.answer(&instance, &node).await?),
+            Err(err) => {
+                self.drop_blob(&blob).await;
+                Err(err.into())
             }
         }
     }
 
-    async fn drop_blob(&self, key: &str) {
+    pub(crate) async fn drop_blob(&self, key: &str) {
         if let Err(err) = self.inner.blobs.delete(key).await {
             tracing::warn!(error = %err, blob = %key, "cannot remove the blob of a refused upload");
         }
@@ -412,39 +442,18 @@ impl FilesService {
     }
 }
 
-/// MD5 on a thread of its own: hashing (one core's worth at upload speed) overlaps receiving
-/// and writing instead of adding to them. A few chunks wait at most.
-struct Hasher {
-    chunks: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    task: tokio::task::JoinHandle<[u8; 16]>,
-}
-
-impl Hasher {
-    fn start() -> Hasher {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-        let task = tokio::task::spawn_blocking(move || {
-            let mut md5 = Md5::new();
-            while let Some(chunk) = rx.blocking_recv() {
-                md5.update(&chunk);
-            }
-            md5.finalize().into()
-        });
-        Hasher { chunks: Some(tx), task }
-    }
-
-    async fn update(&mut self, chunk: Bytes) {
-        if let Some(tx) = &self.chunks {
-            // The task only stops when the channel closes.
-            let _ = tx.send(chunk).await;
-        }
-    }
-
-    async fn finish(mut self) -> Result<[u8; 16]> {
-        self.chunks.take();
-        (&mut self.task)
-            .await
-            .map_err(|e| FilesError::Corrupt(format!("the MD5 task failed: {e}")))
-    }
+/// A new file as an upload's header describes it.
+fn new_file(header: &pb::UploadHeader, id: Option<&str>) -> Result<NewFile> {
+    Ok(NewFile {
+        id: id.map(str::to_string),
+        parent_id: header.parent_id.clone(),
+        name: header.name.clone(),
+        mime: header.mime.clone(),
+        tags: header.tags.clone(),
+        executable: header.executable,
+        created_at: date_or_now(&header.created_at)?,
+        updated_at: date_or_now(&header.updated_at)?,
+    })
 }
 
 /// The inclusive byte range to serve of a file of `size` bytes, and whether it is partial.
@@ -576,6 +585,38 @@ impl pb::files_service_server::FilesService for FilesService {
             used: usage.used(),
             quota: usage.quota,
         }))
+    }
+
+    async fn create_upload(&self, request: Request<pb::UploadHeader>) -> Result<Response<pb::UploadState>, Status> {
+        let header = request.into_inner();
+        let instance = self.scope(header.scope.clone())?;
+        Ok(Response::new(self.create_upload(&instance, &header).await?))
+    }
+
+    async fn get_upload(&self, request: Request<pb::UploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        Ok(Response::new(self.get_upload(&instance, &req.id).await?))
+    }
+
+    async fn append_upload(
+        &self,
+        request: Request<Streaming<pb::AppendPart>>,
+    ) -> Result<Response<pb::UploadState>, Status> {
+        // On a task of its own: when the caller goes away mid-append, its call is dropped but
+        // what arrived must still be kept.
+        let svc = self.clone();
+        let stream = request.into_inner();
+        let state = tokio::spawn(async move { svc.append_upload(stream).await })
+            .await
+            .map_err(|e| Status::internal(format!("the append task failed: {e}")))??;
+        Ok(Response::new(state))
+    }
+
+    async fn cancel_upload(&self, request: Request<pb::UploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        Ok(Response::new(self.cancel_upload(&instance, &req.id).await?))
     }
 
     async fn destroy_file(&self, request: Request<pb::FileRequest>) -> Result<Response<pb::DestroyResponse>, Status> {

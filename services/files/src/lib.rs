@@ -2,9 +2,11 @@
 //! service's state (the log in `files.events`, the tree as its projection); contents are blobs
 //! on local disk or S3, written whole before the metadata that points at them is committed.
 
+mod digest;
 mod error;
 mod grpc;
 mod node;
+mod resumable;
 mod service;
 mod tables;
 mod tree;

@@ -36,6 +36,9 @@ pub struct Config {
     /// An overwrite keeps the content it replaces only if that content is at least this old
     /// (seconds): a file saved every few seconds does not fill its versions with near copies.
     pub min_version_delay_secs: u64,
+    /// A resumable upload nothing was sent to for this long (seconds) is removed, with what it
+    /// received.
+    pub upload_expiry_secs: u64,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             default_page: 30,
             max_versions: 20,
             min_version_delay_secs: 900,
+            upload_expiry_secs: 24 * 3600,
         }
     }
 }
@@ -132,6 +136,7 @@ impl FilesService {
             )
             .await
         });
+        let shutdown_sweep = shutdown.clone();
         let svc = self.clone();
         let quota_spec = cocon_events::ConsumerSpec {
             stream: cocon_events::streams::AUTH.into(),
@@ -158,7 +163,22 @@ impl FilesService {
             },
             shutdown,
         ));
-        vec![relay, consumer, quotas]
+        let svc = self.clone();
+        let sweeper = tokio::spawn(async move {
+            // A tenth of the expiry, so an upload goes at most 10% past it; at least every second.
+            let every = std::time::Duration::from_secs((svc.inner.config.upload_expiry_secs / 10).clamp(1, 600));
+            let shutdown = shutdown_sweep;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.wait() => return,
+                }
+                if let Err(err) = svc.sweep_uploads().await {
+                    tracing::warn!(error = %err, "cannot remove abandoned uploads; trying again later");
+                }
+            }
+        });
+        vec![relay, consumer, quotas, sweeper]
     }
 
     /// Erases every file, blob and event of an instance. Idempotent.
@@ -172,8 +192,19 @@ impl FilesService {
                 self.inner.blobs.delete(&blob).await?;
             }
         }
+        let uploads = store.scan(UPLOADS, instance.as_bytes(), ScanRange::all()).await?;
+        for row in &uploads {
+            let Ok(upload) = serde_json::from_slice::<crate::resumable::Pending>(&row.value) else {
+                continue;
+            };
+            if upload.file_id.is_none() {
+                for chunk in upload.chunks {
+                    self.inner.blobs.delete(&chunk.blob).await?;
+                }
+            }
+        }
         let mut batch = Batch::new();
-        for table in [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS] {
+        for table in [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS] {
             batch.delete_partition(table, instance.as_bytes().to_vec());
         }
         store.apply(batch).await?;

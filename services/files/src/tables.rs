@@ -21,6 +21,9 @@ pub const USAGE_QUOTA: &[u8] = b"quota";
 pub const CHANGES: &str = "files.changes";
 /// Partition = instance, sort = node id → the sequence of its row in [`CHANGES`].
 pub const CHANGE_OF: &str = "files.change_of";
+/// Partition = instance, sort = upload id → an unfinished resumable upload (JSON). Staging,
+/// not a projection: the log only holds the file it becomes.
+pub const UPLOADS: &str = "files.uploads";
 pub const PROJECTIONS: [&str; 6] = [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF];
 
 pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {

@@ -58,6 +58,8 @@ fn clean_tags(tags: &[String]) -> Vec<String> {
 
 /// What a new file needs, checked before its content is streamed.
 pub(crate) struct NewFile {
+    /// The new file's id; a fresh one when `None`.
+    pub id: Option<String>,
     pub parent_id: String,
     pub name: String,
     pub mime: String,
@@ -153,12 +155,21 @@ impl FilesService {
 
     pub(crate) async fn commit_new_file(&self, instance: &str, file: NewFile, content: Content) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
+        if let Some(id) = &file.id
+            && let Some(done) = self.node(instance, id).await?
+        {
+            // The same upload, completed a second time (a retry after a lost answer).
+            if done.blob == content.blob {
+                return Ok(done);
+            }
+            return Err(FilesError::Conflict(format!("a file with id {id} already exists")));
+        }
         self.fits(instance, content.size, 0).await?;
         let parent = self.writable_dir(instance, &file.parent_id).await?;
         self.name_free(instance, &parent.id, &file.name).await?;
         let mime = crate::node::mime_for(&file.name, &file.mime);
         let node = Node {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: file.id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             rev: crate::node::new_rev(1),
             kind: FILE.into(),
             class: crate::node::class_of(&mime).to_string(),
@@ -202,6 +213,11 @@ impl FilesService {
         content: Content,
     ) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
+        let current = self.must_node(instance, id).await?;
+        if current.blob == content.blob || current.versions.iter().any(|v| v.blob == content.blob) {
+            // The same upload, completed a second time (a retry after a lost answer).
+            return Ok(current);
+        }
         let old = self.precheck_overwrite(instance, id, if_match).await?;
         let replaced = if self.keeps_version_of(&old) {
             0
