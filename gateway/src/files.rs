@@ -42,7 +42,7 @@ pub fn routes() -> Router<State> {
             "/files/{id}/relationships/referenced_by",
             post(add_references).delete(remove_references),
         )
-        .route("/files/trash", get(list_trash))
+        .route("/files/trash", get(list_trash).delete(empty_trash))
         .route("/files/trash/{id}", post(restore).delete(destroy))
         .route(
             "/files/{id}",
@@ -609,6 +609,18 @@ async fn restore(
     one(StatusCode::OK, &answer)
 }
 
+/// `DELETE /files/trash`: empties it in the background; its contents disappear batch by batch.
+async fn empty_trash(AxState(state): AxState<State>, headers: HeaderMap, method: Method) -> Result<Response> {
+    let caller = caller(&state, &headers, &method).await?;
+    state
+        .clients
+        .files
+        .clone()
+        .empty_trash(pb::DiskUsageRequest { scope: scope(&caller) })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn destroy(
     AxState(state): AxState<State>,
     headers: HeaderMap,
@@ -844,7 +856,7 @@ fn parse_range(headers: &HeaderMap) -> (Option<u64>, Option<u64>, Option<u64>) {
 }
 
 /// `Content-Disposition` with the name in both forms (RFC 6266): quoted ASCII, and UTF-8.
-fn disposition(kind: &str, name: &str) -> HeaderValue {
+pub(crate) fn disposition(kind: &str, name: &str) -> HeaderValue {
     let ascii: String = name
         .chars()
         .map(|c| {
@@ -872,22 +884,38 @@ async fn download(
     Query(params): Params,
 ) -> Result<Response> {
     let caller = caller(&state, &headers, &method).await?;
-    let (start, end, suffix) = parse_range(&headers);
-    let mut stream = state
-        .clients
-        .files
-        .clone()
-        .download(pb::DownloadRequest {
-            scope: scope(&caller),
-            id,
-            path,
-            start,
-            end,
-            suffix,
-            version_id,
-        })
-        .await?
-        .into_inner();
+    let request = pb::DownloadRequest {
+        scope: scope(&caller),
+        id,
+        path,
+        version_id,
+        ..Default::default()
+    };
+    serve_download(&state, &headers, request, &params).await
+}
+
+/// The content parts of a download stream as a response body; a failure mid-way breaks it off.
+pub(crate) fn content_body(stream: tonic::Streaming<pb::DownloadPart>) -> Body {
+    Body::from_stream(stream.filter_map(|part| async move {
+        match part {
+            Ok(pb::DownloadPart {
+                part: Some(DownPart::Data(data)),
+            }) => Some(Ok::<Bytes, tonic::Status>(data)),
+            Ok(_) => None,
+            Err(status) => Some(Err(status)),
+        }
+    }))
+}
+
+/// Serves a file's content (`Range`, `If-None-Match`, `Dl=1`) as the files service streams it.
+pub(crate) async fn serve_download(
+    state: &State,
+    headers: &HeaderMap,
+    mut request: pb::DownloadRequest,
+    params: &HashMap<String, String>,
+) -> Result<Response> {
+    (request.start, request.end, request.suffix) = parse_range(headers);
+    let mut stream = state.clients.files.clone().download(request).await?.into_inner();
     let head = match stream.message().await? {
         Some(pb::DownloadPart {
             part: Some(DownPart::Head(head)),
@@ -914,16 +942,7 @@ async fn download(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = Body::from_stream(stream.filter_map(|part| async move {
-            match part {
-                Ok(pb::DownloadPart {
-                    part: Some(DownPart::Data(data)),
-                }) => Some(Ok::<Bytes, tonic::Status>(data)),
-                Ok(_) => None,
-                Err(status) => Some(Err(status)),
-            }
-        }));
-        let mut response = Response::new(body);
+        let mut response = Response::new(content_body(stream));
         let len = if head.size == 0 { 0 } else { head.end - head.start + 1 };
         let h = response.headers_mut();
         h.insert(header::CONTENT_LENGTH, len.into());

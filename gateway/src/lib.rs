@@ -15,6 +15,7 @@ mod clients;
 mod cookies;
 mod data;
 mod error;
+mod file_links;
 mod files;
 mod jsonapi;
 mod limits;
@@ -157,6 +158,7 @@ impl Gateway {
             // Uploads and downloads last as long as the bytes take: no request timeout.
             .merge(files::routes())
             .merge(tus::routes())
+            .merge(file_links::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {

@@ -454,6 +454,70 @@ async fn test_trash_restore_and_delete_for_good() {
 }
 
 #[tokio::test]
+async fn test_emptying_a_large_trash_runs_in_the_background() {
+    use futures::StreamExt;
+    let (dir, _cocon, api) = setup().await;
+    let kept = id(&upload(&api, ROOT, "kept.txt", b"stays").await);
+    let big = id(&mkdir(&api, ROOT, "Big").await);
+    let nested = id(&mkdir(&api, &big, "Nested").await);
+    // 1,200 files in two levels (more than two deletion batches), sent 16 at a time.
+    let made: Vec<u16> = futures::stream::iter(0..1200)
+        .map(|i| {
+            let api = api.clone();
+            let parent = if i % 3 == 0 { nested.clone() } else { big.clone() };
+            async move { upload(&api, &parent, &format!("f{i}.txt"), b"x").await.status }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(made.iter().all(|s| *s == 201), "every file was made");
+    let loose = id(&upload(&api, ROOT, "loose.txt", b"loose").await);
+    assert_eq!(api.delete(&format!("/files/{big}")).await.status, 200);
+    assert_eq!(api.delete(&format!("/files/{loose}")).await.status, 200);
+    assert_eq!(api.get("/files/trash").await.body["meta"]["count"], 2);
+
+    let emptied = api.delete("/files/trash").await;
+    assert_eq!(emptied.status, 204, "answered at once: {}", emptied.text);
+    // Other requests go on meanwhile (writes included: the lock is let go between batches).
+    let during = upload(&api, ROOT, "during.txt", b"written while emptying").await;
+    assert_eq!(during.status, 201, "{}", during.text);
+    assert_eq!(api.get(&format!("/files/{kept}")).await.status, 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let trash = api.get("/files/trash").await;
+        let left = trash.body["meta"]["count"].as_u64().unwrap_or(u64::MAX);
+        let gone = api.get(&format!("/files/{big}")).await.status == 404;
+        if left == 0 && gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trash was not emptied: {left} left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(api.get(&format!("/files/{nested}")).await.status, 404);
+    assert_eq!(api.get("/files/metadata?Path=/kept.txt").await.status, 200);
+    assert_eq!(
+        blob_files(dir.path()),
+        2,
+        "only kept.txt and during.txt keep their blobs"
+    );
+    // The sync feed tells clients each node is gone.
+    let changes = api.get("/files/_changes?since=0&limit=10000").await;
+    let deleted = changes.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["deleted"] == true)
+        .count();
+    assert_eq!(deleted, 1200 + 3, "1,200 files, two directories and loose.txt");
+    // An empty trash empties at once.
+    assert_eq!(api.delete("/files/trash").await.status, 204);
+}
+
+#[tokio::test]
 async fn test_files_need_their_scope_and_stay_in_their_instance() {
     let (_dir, cocon, alice) = setup().await;
     let file = id(&upload(&alice, ROOT, "private.txt", b"secret").await);

@@ -267,8 +267,21 @@ impl FilesService {
         &self,
         req: pb::DownloadRequest,
     ) -> Result<BoxStream<'static, Result<pb::DownloadPart, Status>>> {
-        let instance = self.scope(req.scope)?;
-        let node = self.by_id_or_path(&instance, &req.id, &req.path).await?;
+        let (instance, node, version_id) = if req.link.is_empty() {
+            let instance = self.scope(req.scope)?;
+            let node = self.by_id_or_path(&instance, &req.id, &req.path).await?;
+            (instance, node, req.version_id)
+        } else {
+            let instance = Self::link_scope(req.scope)?;
+            let link = self.link(&instance, &req.link).await?;
+            if link.file_id.is_empty() {
+                return Err(FilesError::NotFound(
+                    "this link is an archive's: GET /files/archive/…".into(),
+                ));
+            }
+            let node = self.must_node(&instance, &link.file_id).await?;
+            (instance, node, link.version_id)
+        };
         if node.is_dir() {
             return Err(FilesError::BadRequest(format!(
                 "{} is a directory: download its files, or ask for an archive",
@@ -276,13 +289,10 @@ impl FilesService {
             )));
         }
         let mut node = node;
-        if !req.version_id.is_empty() {
+        if !version_id.is_empty() {
             // The file as it was: that content's size, MD5, type and blob.
-            let Some(version) = node.versions.iter().find(|v| v.id == req.version_id).cloned() else {
-                return Err(FilesError::NotFound(format!(
-                    "{} has no version {}",
-                    node.id, req.version_id
-                )));
+            let Some(version) = node.versions.iter().find(|v| v.id == version_id).cloned() else {
+                return Err(FilesError::NotFound(format!("{} has no version {version_id}", node.id)));
             };
             node.size = Some(version.size);
             node.md5sum = version.md5sum;
@@ -585,6 +595,29 @@ impl pb::files_service_server::FilesService for FilesService {
             used: usage.used(),
             quota: usage.quota,
         }))
+    }
+
+    async fn create_link(&self, request: Request<pb::CreateLinkRequest>) -> Result<Response<pb::LinkAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope.clone())?;
+        Ok(Response::new(self.create_link(&instance, &req).await?))
+    }
+
+    type ArchiveStream = BoxStream<'static, Result<pb::DownloadPart, Status>>;
+
+    async fn archive(&self, request: Request<pb::ArchiveRequest>) -> Result<Response<Self::ArchiveStream>, Status> {
+        let req = request.into_inner();
+        let instance = Self::link_scope(req.scope)?;
+        Ok(Response::new(self.archive(&instance, &req.link).await?))
+    }
+
+    async fn empty_trash(
+        &self,
+        request: Request<pb::DiskUsageRequest>,
+    ) -> Result<Response<pb::EmptyTrashResponse>, Status> {
+        let instance = self.scope(request.into_inner().scope)?;
+        let top_level = self.empty_trash(&instance).await?;
+        Ok(Response::new(pb::EmptyTrashResponse { top_level }))
     }
 
     async fn create_upload(&self, request: Request<pb::UploadHeader>) -> Result<Response<pb::UploadState>, Status> {

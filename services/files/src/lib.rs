@@ -5,7 +5,9 @@
 mod digest;
 mod error;
 mod grpc;
+mod links;
 mod node;
+mod purge;
 mod resumable;
 mod service;
 mod tables;

@@ -39,6 +39,8 @@ pub struct Config {
     /// A resumable upload nothing was sent to for this long (seconds) is removed, with what it
     /// received.
     pub upload_expiry_secs: u64,
+    /// How long a secret download or archive link works (seconds).
+    pub link_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             max_versions: 20,
             min_version_delay_secs: 900,
             upload_expiry_secs: 24 * 3600,
+            link_ttl_secs: 3600,
         }
     }
 }
@@ -176,9 +179,18 @@ impl FilesService {
                 if let Err(err) = svc.sweep_uploads().await {
                     tracing::warn!(error = %err, "cannot remove abandoned uploads; trying again later");
                 }
+                if let Err(err) = svc.sweep_links().await {
+                    tracing::warn!(error = %err, "cannot remove expired links; trying again later");
+                }
             }
         });
-        vec![relay, consumer, quotas, sweeper]
+        let svc = self.clone();
+        let resumed = tokio::spawn(async move {
+            if let Err(err) = svc.resume_tasks().await {
+                tracing::warn!(error = %err, "cannot resume the background tasks left by the last run");
+            }
+        });
+        vec![relay, consumer, quotas, sweeper, resumed]
     }
 
     /// Erases every file, blob and event of an instance. Idempotent.
@@ -204,7 +216,9 @@ impl FilesService {
             }
         }
         let mut batch = Batch::new();
-        for table in [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS] {
+        for table in [
+            NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS, TASKS, LINKS,
+        ] {
             batch.delete_partition(table, instance.as_bytes().to_vec());
         }
         store.apply(batch).await?;

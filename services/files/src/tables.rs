@@ -24,6 +24,12 @@ pub const CHANGE_OF: &str = "files.change_of";
 /// Partition = instance, sort = upload id → an unfinished resumable upload (JSON). Staging,
 /// not a projection: the log only holds the file it becomes.
 pub const UPLOADS: &str = "files.uploads";
+/// Partition = instance, sort = task id → background work to finish after a restart (emptying
+/// the trash: the ids it held). Not a projection either.
+pub const TASKS: &str = "files.tasks";
+/// Partition = instance, sort = SHA-256 of a link's secret → what the link opens and until
+/// when (JSON). Not a projection: short-lived grants, swept once expired.
+pub const LINKS: &str = "files.links";
 pub const PROJECTIONS: [&str; 6] = [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF];
 
 pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {

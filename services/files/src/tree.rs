@@ -9,8 +9,6 @@ use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, Reference, TRASH_ID, Version, 
 use crate::service::{Change, FilesService};
 
 /// Nodes destroyed per commit when a directory goes for good.
-const DESTROY_BATCH: usize = 500;
-
 pub(crate) fn now() -> String {
     cocon_common::time::rfc3339(cocon_common::time::now_secs())
 }
@@ -584,48 +582,18 @@ impl FilesService {
     /// interruption leaves a smaller tree still in the trash, never an orphan.
     pub(crate) async fn destroy(&self, instance: &str, id: &str, if_match: &str) -> Result<u64> {
         self.ensure_roots(instance).await?;
-        let _writer = self.stripe(instance).lock().await;
-        let top = self.must_node(instance, id).await?;
-        fixed(&top, "deleted")?;
-        check_rev(&top, if_match)?;
-        if !self.path_of(instance, &top).await?.1 {
-            return Err(FilesError::BadRequest(format!(
-                "{id} is not in the trash: DELETE /files/{id} moves it there first"
-            )));
-        }
-        // Breadth first from the top; destroyed in reverse, leaves before their directories.
-        let mut order = vec![top];
-        let mut i = 0;
-        while i < order.len() {
-            if order[i].is_dir() {
-                let dir_id = order[i].id.clone();
-                let mut after = String::new();
-                loop {
-                    let page = self.children(instance, &dir_id, &after, 1000).await?;
-                    let Some(last) = page.last() else { break };
-                    after = last.name.clone();
-                    order.extend(page);
-                }
+        {
+            let _writer = self.stripe(instance).lock().await;
+            let top = self.must_node(instance, id).await?;
+            fixed(&top, "deleted")?;
+            check_rev(&top, if_match)?;
+            if !self.path_of(instance, &top).await?.1 {
+                return Err(FilesError::BadRequest(format!(
+                    "{id} is not in the trash: DELETE /files/{id} moves it there first"
+                )));
             }
-            i += 1;
         }
-        let total = order.len() as u64;
-        while !order.is_empty() {
-            let take = order.len().min(DESTROY_BATCH);
-            let chunk: Vec<Node> = order.split_off(order.len() - take);
-            let changes = chunk
-                .into_iter()
-                .rev()
-                .map(|node| Change {
-                    verb: "deleted",
-                    released: node.blobs(),
-                    old: Some(node),
-                    new: None,
-                })
-                .collect();
-            self.commit(instance, changes).await?;
-        }
-        Ok(total)
+        self.destroy_tree(instance, id).await
     }
 }
 

@@ -1,0 +1,189 @@
+//! Secret links to files, as cozy-stack has them: `POST /files/downloads?Id|Path|VersionId=`
+//! and `POST /files/archive` answer a short-lived link; `GET /files/downloads/:secret/:name`
+//! and `GET /files/archive/:secret/:name` serve it to whoever holds it, without a token (on
+//! purpose: a browser's download manager has none). The secret is the credential; the files
+//! service looks it up among the links of the `Host`'s instance only.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cocon_proto::files::v1 as pb;
+use cocon_proto::files::v1::download_part::Part as DownPart;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::files::{Result, bad_request, caller, content_body, disposition, scope, serve_download};
+use crate::{State, jsonapi};
+
+type Params = Query<HashMap<String, String>>;
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/files/downloads", post(create_download))
+        .route("/files/downloads/{secret}/{name}", get(download))
+        .route("/files/archive", post(create_archive))
+        .route("/files/archive/{secret}/{name}", get(archive))
+}
+
+/// The instance a `Host` names, for routes a link opens without a token.
+async fn instance_of_host(state: &State, headers: &HeaderMap) -> Result<Option<pb::Scope>> {
+    let domain = crate::access::host(headers)?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .authenticate(cocon_proto::auth::v1::AuthenticateRequest {
+            domain: domain.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| crate::access::unknown_host(status, &domain))?
+        .into_inner();
+    Ok(Some(pb::Scope {
+        instance: answer.instance.map(|i| i.id).unwrap_or_default(),
+        ticket: String::new(),
+    }))
+}
+
+/// The answer to a link's creation: where to fetch it, JSON-API style.
+fn link_answer(kind: &str, route: &str, link: &pb::LinkAnswer) -> Response {
+    let name: String = url::form_urlencoded::byte_serialize(link.name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    let href = format!("/files/{route}/{}/{name}", link.secret);
+    let expires = cocon_common::time::rfc3339(link.expires_at);
+    let body = json!({
+        "links": {"related": href},
+        "data": {"type": kind, "id": link.secret, "attributes": {"href": href, "expires_at": expires}},
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST /files/downloads?Id=…` (or `Path=`, and `VersionId=` for an earlier content).
+async fn create_download(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response> {
+    // Creating a link hands out reading: it needs what reading needs.
+    let caller = caller(&state, &headers, &Method::GET).await?;
+    let param = |k: &str| params.get(k).cloned().unwrap_or_default();
+    let (id, path) = (param("Id"), param("Path"));
+    if id.is_empty() && path.is_empty() {
+        return Err(bad_request("name the file: ?Id=… or ?Path=/…"));
+    }
+    let link = state
+        .clients
+        .files
+        .clone()
+        .create_link(pb::CreateLinkRequest {
+            scope: scope(&caller),
+            id,
+            path,
+            version_id: param("VersionId"),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(link_answer("io.cozy.files.downloads", "downloads", &link))
+}
+
+/// `POST /files/archive` with `{"data": {"attributes": {"name", "ids": […], "files": [paths…]}}}`.
+async fn create_archive(AxState(state): AxState<State>, headers: HeaderMap, body: Body) -> Result<Response> {
+    let caller = caller(&state, &headers, &Method::GET).await?;
+    let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
+    let attrs = doc.pointer("/data/attributes").cloned().unwrap_or_default();
+    let strings = |key: &str| -> Result<Vec<String>> {
+        match attrs.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad_request(format!("{key} is a list of strings")))
+                })
+                .collect(),
+            Some(_) => Err(bad_request(format!("{key} is a list of strings"))),
+        }
+    };
+    let link = state
+        .clients
+        .files
+        .clone()
+        .create_link(pb::CreateLinkRequest {
+            scope: scope(&caller),
+            archive: true,
+            name: attrs.get("name").and_then(Value::as_str).unwrap_or("files").to_string(),
+            ids: strings("ids")?,
+            paths: strings("files")?,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(link_answer("io.cozy.files.archives", "archive", &link))
+}
+
+/// `GET /files/downloads/:secret/:name`: the file, as `GET /files/download/:id` serves it.
+async fn download(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Path((secret, _name)): Path<(String, String)>,
+    Query(params): Params,
+) -> Result<Response> {
+    let request = pb::DownloadRequest {
+        scope: instance_of_host(&state, &headers).await?,
+        link: secret,
+        ..Default::default()
+    };
+    let mut response = serve_download(&state, &headers, request, &params).await?;
+    // A link is a secret: neither the answer nor where it came from is kept by proxies.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(response)
+}
+
+/// `GET /files/archive/:secret/:name`: the zip, made as it is sent.
+async fn archive(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Path((secret, _name)): Path<(String, String)>,
+) -> Result<Response> {
+    let mut stream = state
+        .clients
+        .files
+        .clone()
+        .archive(pb::ArchiveRequest {
+            scope: instance_of_host(&state, &headers).await?,
+            link: secret,
+        })
+        .await?
+        .into_inner();
+    let name = match stream.message().await? {
+        Some(pb::DownloadPart {
+            part: Some(DownPart::Head(head)),
+        }) => serde_json::from_slice::<Value>(&head.file)
+            .ok()
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "files.zip".into()),
+        _ => "files.zip".into(),
+    };
+    let mut response = Response::new(content_body(stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(header::CONTENT_DISPOSITION, disposition("attachment", &name));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok(response)
+}

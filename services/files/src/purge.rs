@@ -1,0 +1,177 @@
+//! Deleting for good: a tree of any size goes in batches, leaves before their directories,
+//! each batch one commit under the instance's writer lock, released between batches so other
+//! requests go on. Emptying the trash runs in the background from a durable task row, resumed
+//! at start if the process stopped half-way.
+
+use bytes::Bytes;
+use cocon_storage::Batch;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FilesError, Result};
+use crate::node::{Node, TRASH_ID};
+use crate::service::{Change, FilesService};
+use crate::tables::TASKS;
+
+/// Nodes deleted per commit.
+const BATCH: usize = 500;
+
+/// Background work of an instance that must survive a restart.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct EmptyTrash {
+    /// What was in the trash when it was emptied; things trashed later stay.
+    pub ids: Vec<String>,
+}
+
+impl FilesService {
+    /// Deletes `top` and everything under it for good, a batch at a time. Returns how many
+    /// nodes went. Nodes already gone are skipped (a resumed deletion).
+    pub(crate) async fn destroy_tree(&self, instance: &str, top: &str) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let (deleted, done) = self.destroy_batch(instance, top).await?;
+            total += deleted;
+            if done {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One batch: files and empty directories under `top` (depth first), then `top` itself
+    /// once empty. Directories emptied by this batch go in the next one.
+    async fn destroy_batch(&self, instance: &str, top: &str) -> Result<(u64, bool)> {
+        let _writer = self.stripe(instance).lock().await;
+        let Some(top) = self.node(instance, top).await? else {
+            return Ok((0, true));
+        };
+        let mut batch: Vec<Node> = Vec::new();
+        let mut dirs = vec![top.id.clone()];
+        while let Some(dir) = dirs.pop() {
+            if batch.len() >= BATCH {
+                break;
+            }
+            let mut after = String::new();
+            while batch.len() < BATCH {
+                let page = self.children(instance, &dir, &after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.name.clone();
+                for child in page {
+                    if !child.is_dir() || self.children_count(instance, &child.id).await? == 0 {
+                        batch.push(child);
+                    } else {
+                        dirs.push(child.id);
+                    }
+                    if batch.len() >= BATCH {
+                        break;
+                    }
+                }
+            }
+        }
+        let done = batch.is_empty() || (batch.len() < BATCH && self.empties(instance, &top, &batch).await?);
+        if done {
+            batch.push(top);
+        }
+        let deleted = batch.len() as u64;
+        let changes = batch
+            .into_iter()
+            .map(|node| Change {
+                verb: "deleted",
+                released: node.blobs(),
+                old: Some(node),
+                new: None,
+            })
+            .collect();
+        self.commit(instance, changes).await?;
+        Ok((deleted, done))
+    }
+
+    /// Whether deleting `batch` leaves `top` with no children (so it can go in the same commit).
+    async fn empties(&self, instance: &str, top: &Node, batch: &[Node]) -> Result<bool> {
+        let direct = batch.iter().filter(|n| n.dir_id == top.id).count() as u64;
+        Ok(self.children_count(instance, &top.id).await? == direct)
+    }
+
+    /// Empties the trash in the background: what it holds now is deleted for good, batch by
+    /// batch. The task is recorded first, so a restart finishes it.
+    pub(crate) async fn empty_trash(&self, instance: &str) -> Result<u64> {
+        self.ensure_roots(instance).await?;
+        let mut ids = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.children(instance, TRASH_ID, &after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.name.clone();
+            ids.extend(page.into_iter().map(|n| n.id));
+        }
+        let count = ids.len() as u64;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let task_id = uuid::Uuid::new_v4().simple().to_string();
+        let task = EmptyTrash { ids };
+        let mut batch = Batch::new();
+        batch.put(
+            TASKS,
+            instance.as_bytes().to_vec(),
+            task_id.as_bytes().to_vec(),
+            Bytes::from(serde_json::to_vec(&task).map_err(|e| FilesError::Corrupt(e.to_string()))?),
+        );
+        self.inner.store.apply(batch).await?;
+        let svc = self.clone();
+        let instance = instance.to_string();
+        tokio::spawn(async move { svc.run_empty_trash(&instance, &task_id, task).await });
+        Ok(count)
+    }
+
+    async fn run_empty_trash(&self, instance: &str, task_id: &str, task: EmptyTrash) {
+        let started = std::time::Instant::now();
+        let mut deleted = 0;
+        for id in &task.ids {
+            match self.destroy_tree(instance, id).await {
+                Ok(n) => deleted += n,
+                Err(err) => {
+                    // Left recorded: the next start tries again.
+                    tracing::warn!(instance, error = %err, "emptying the trash failed; it resumes at the next start");
+                    return;
+                }
+            }
+        }
+        let mut batch = Batch::new();
+        batch.delete(TASKS, instance.as_bytes().to_vec(), task_id.as_bytes().to_vec());
+        if let Err(err) = self.inner.store.apply(batch).await {
+            tracing::warn!(instance, error = %err, "cannot clear a finished task");
+        }
+        tracing::info!(
+            instance,
+            deleted,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "trash emptied"
+        );
+    }
+
+    /// Resumes the tasks a stopped process left half-done.
+    pub(crate) async fn resume_tasks(&self) -> Result<()> {
+        let mut after = None;
+        loop {
+            let rows = self.inner.store.scan_table(TASKS, after.take(), 100).await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = Some((last.partition.clone(), last.sort.clone()));
+            for row in rows {
+                let instance = String::from_utf8_lossy(&row.partition).into_owned();
+                let task_id = String::from_utf8_lossy(&row.sort).into_owned();
+                let task: EmptyTrash = match serde_json::from_slice(&row.value) {
+                    Ok(task) => task,
+                    Err(err) => {
+                        tracing::warn!(instance, error = %err, "an unreadable task is skipped");
+                        continue;
+                    }
+                };
+                tracing::info!(instance, task = %task_id, "resuming the emptying of a trash");
+                let svc = self.clone();
+                tokio::spawn(async move { svc.run_empty_trash(&instance, &task_id, task).await });
+            }
+        }
+    }
+}
