@@ -176,6 +176,7 @@ fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
             })
         })
         .collect();
+    attrs.remove("_dav_properties");
     let referenced_by = attrs.remove("_referenced_by");
     let mut object = resource_object(attrs);
     if let Some(refs) = referenced_by {

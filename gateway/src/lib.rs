@@ -29,6 +29,8 @@ mod settings;
 mod tus;
 mod twofactor;
 mod web;
+mod webdav;
+mod webdav_fs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +100,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub access: Arc<access::AuthCache>,
     pub limits: limits::Limits,
+    /// WebDAV locks, per instance (in this process).
+    pub dav_locks: webdav::Locks,
     pub policy: policy::Policy,
 }
 
@@ -135,6 +139,7 @@ impl Gateway {
             state: State(Arc::new(Shared {
                 access: Arc::new(access::AuthCache::new(Duration::from_millis(config.auth_cache_ttl_ms))),
                 limits: limits::Limits::new(&config.limits),
+                dav_locks: webdav::Locks::default(),
                 policy: policy::Policy::builtin(),
                 config,
                 clients,
@@ -159,6 +164,7 @@ impl Gateway {
             .merge(files::routes())
             .merge(tus::routes())
             .merge(file_links::routes())
+            .merge(webdav::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {

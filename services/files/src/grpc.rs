@@ -583,6 +583,29 @@ impl pb::files_service_server::FilesService for FilesService {
         Ok(self.answer(&instance, &node).await?)
     }
 
+    async fn set_properties(
+        &self,
+        request: Request<pb::PropertiesRequest>,
+    ) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let convert = |props: Vec<pb::DeadProperty>| {
+            props
+                .into_iter()
+                .map(|p| crate::node::DeadProperty {
+                    name: p.name,
+                    namespace: p.namespace,
+                    prefix: p.prefix,
+                    xml: p.xml,
+                })
+                .collect()
+        };
+        let node = self
+            .set_properties(&instance, &req.id, convert(req.set), convert(req.remove))
+            .await?;
+        Ok(self.answer(&instance, &node).await?)
+    }
+
     async fn disk_usage(
         &self,
         request: Request<pb::DiskUsageRequest>,

@@ -57,6 +57,22 @@ pub struct Node {
     /// Documents that point at this file (a photo album, a bank bill, a note).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub referenced_by: Vec<Reference>,
+    /// WebDAV properties clients set (PROPPATCH), kept with the node so they follow it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dav_properties: Vec<DeadProperty>,
+}
+
+/// A WebDAV "dead" property: a client's XML value under a namespaced name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadProperty {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The value as raw XML (the element with its content).
+    #[serde(default)]
+    pub xml: String,
 }
 
 /// A document of any doctype, as cozy-stack's `referenced_by` names it.
@@ -136,6 +152,13 @@ impl Node {
         }
         if !self.restore_path.is_empty() {
             map.insert("restore_path".into(), Value::String(self.restore_path.clone()));
+        }
+        if !self.dav_properties.is_empty() {
+            // For WebDAV's PROPFIND only; the JSON-API answers leave it out.
+            map.insert(
+                "_dav_properties".into(),
+                serde_json::to_value(&self.dav_properties).unwrap_or_default(),
+            );
         }
         if !self.referenced_by.is_empty() {
             // Not an attribute either: `relationships.referenced_by`.

@@ -9,6 +9,10 @@ use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, Reference, TRASH_ID, Version, 
 use crate::service::{Change, FilesService};
 
 /// Nodes destroyed per commit when a directory goes for good.
+/// WebDAV dead properties a node may keep, and their total size.
+const MAX_PROPERTIES: usize = 200;
+const MAX_PROPERTY_BYTES: usize = 64 * 1024;
+
 pub(crate) fn now() -> String {
     cocon_common::time::rfc3339(cocon_common::time::now_secs())
 }
@@ -383,6 +387,50 @@ impl FilesService {
     }
 
     /// Adds (or removes) documents that point at a file.
+    /// Sets and removes WebDAV dead properties of a node (one PROPPATCH: all or nothing).
+    pub(crate) async fn set_properties(
+        &self,
+        instance: &str,
+        id: &str,
+        set: Vec<crate::node::DeadProperty>,
+        remove: Vec<crate::node::DeadProperty>,
+    ) -> Result<Node> {
+        self.ensure_roots(instance).await?;
+        let _writer = self.stripe(instance).lock().await;
+        let old = self.must_node(instance, id).await?;
+        let mut node = old.clone();
+        let same = |a: &crate::node::DeadProperty, b: &crate::node::DeadProperty| {
+            a.name == b.name && a.namespace == b.namespace
+        };
+        for gone in &remove {
+            node.dav_properties.retain(|p| !same(p, gone));
+        }
+        for prop in set {
+            if prop.name.is_empty() {
+                return Err(FilesError::BadRequest("a property has a name".into()));
+            }
+            match node.dav_properties.iter_mut().find(|p| same(p, &prop)) {
+                Some(existing) => *existing = prop,
+                None => node.dav_properties.push(prop),
+            }
+        }
+        let bytes: usize = node
+            .dav_properties
+            .iter()
+            .map(|p| p.name.len() + p.namespace.len() + p.xml.len())
+            .sum();
+        if node.dav_properties.len() > MAX_PROPERTIES || bytes > MAX_PROPERTY_BYTES {
+            return Err(FilesError::BadRequest(format!(
+                "a file keeps at most {MAX_PROPERTIES} properties and {MAX_PROPERTY_BYTES} bytes of them"
+            )));
+        }
+        if node == old {
+            return Ok(old);
+        }
+        node.rev = old.next_rev();
+        self.replace(instance, "updated", old, node, Vec::new()).await
+    }
+
     pub(crate) async fn set_references(
         &self,
         instance: &str,
