@@ -187,7 +187,9 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         ));
     }
     let now_secs = cocon_common::time::now_secs();
-    let left = Duration::from_secs(answer.expires_at.saturating_sub(now_secs).max(0) as u64);
+    // Whole seconds: a token that ends within the second is not kept (the services would
+    // refuse its instance ticket by then).
+    let left = Duration::from_secs(answer.expires_at.saturating_sub(now_secs + 1).max(0) as u64);
     let until = Instant::now() + state.access.ttl.min(left);
     let caller = Caller(Arc::new(Identity {
         instance,

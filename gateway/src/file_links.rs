@@ -16,7 +16,7 @@ use cocon_proto::files::v1::download_part::Part as DownPart;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::files::{Result, bad_request, caller, content_body, disposition, scope, serve_download};
+use crate::files::{Result, bad_request, content_body, disposition, node_caller, scope, serve_download};
 use crate::{State, jsonapi};
 
 type Params = Query<HashMap<String, String>>;
@@ -46,6 +46,7 @@ async fn instance_of_host(state: &State, headers: &HeaderMap) -> Result<Option<p
     Ok(Some(pb::Scope {
         instance: answer.instance.map(|i| i.id).unwrap_or_default(),
         ticket: String::new(),
+        within: Vec::new(),
     }))
 }
 
@@ -75,7 +76,7 @@ async fn create_download(
     Query(params): Params,
 ) -> Result<Response> {
     // Creating a link hands out reading: it needs what reading needs.
-    let caller = caller(&state, &headers, &Method::GET).await?;
+    let caller = node_caller(&state, &headers, &Method::GET).await?;
     let param = |k: &str| params.get(k).cloned().unwrap_or_default();
     let (id, path) = (param("Id"), param("Path"));
     if id.is_empty() && path.is_empty() {
@@ -99,7 +100,7 @@ async fn create_download(
 
 /// `POST /files/archive` with `{"data": {"attributes": {"name", "ids": […], "files": [paths…]}}}`.
 async fn create_archive(AxState(state): AxState<State>, headers: HeaderMap, body: Body) -> Result<Response> {
-    let caller = caller(&state, &headers, &Method::GET).await?;
+    let caller = node_caller(&state, &headers, &Method::GET).await?;
     let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
     let attrs = doc.pointer("/data/attributes").cloned().unwrap_or_default();

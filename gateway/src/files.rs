@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::access::{Access, Caller, authenticate};
 use crate::policy::Route;
 use crate::{ApiError, State, jsonapi};
+use cocon_common::scope::Grant;
 
 const DOCTYPE: &str = "io.cozy.files";
 const ROOT_ID: &str = "io.cozy.files.root-dir";
@@ -107,9 +108,24 @@ pub(crate) fn bad_request(reason: impl Into<String>) -> FilesApiError {
     FilesApiError(ApiError::bad_request(reason), Close::No)
 }
 
-/// The caller, if its token may use `method` on files. Rules naming some files only are not
-/// honoured on these routes yet: they need the whole `io.cozy.files` doctype.
-pub(crate) async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<Caller> {
+/// A caller of the files routes, and the nodes its rules limit it to (empty: none, it has the
+/// whole `io.cozy.files` doctype).
+pub(crate) struct FilesCaller {
+    pub caller: Caller,
+    within: Vec<String>,
+}
+
+impl std::ops::Deref for FilesCaller {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+/// The caller, if its token may use `method` on the whole drive (listings, the trash, the
+/// changes feed, …): it needs the whole `io.cozy.files` doctype.
+pub(crate) async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<FilesCaller> {
     let caller = authenticate(state, headers).await?;
     caller.authorize(
         state,
@@ -120,18 +136,42 @@ pub(crate) async fn caller(state: &State, headers: &HeaderMap, method: &Method) 
             id: None,
         },
     )?;
-    Ok(caller)
+    Ok(FilesCaller {
+        caller,
+        within: Vec::new(),
+    })
 }
 
-pub(crate) fn scope(caller: &Caller) -> Option<pb::Scope> {
+/// The caller of a route on one node: the whole doctype, or rules naming files and
+/// directories (a sharing link on a folder), which the files service then checks the node is
+/// one of or under.
+pub(crate) async fn node_caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<FilesCaller> {
+    let caller = authenticate(state, headers).await?;
+    let access = Access {
+        doctype: DOCTYPE,
+        id: None,
+    };
+    let named = cocon_common::scope::named_ids(caller.rules(), crate::access::verb_of(method), DOCTYPE);
+    let grant = match caller.grant(method, &access) {
+        Grant::Whole => Grant::Whole,
+        _ if !named.is_empty() => Grant::Document,
+        _ => Grant::None,
+    };
+    crate::access::authorize(state, caller.kind, Route::FilesNode, method, &access, grant)?;
+    let within = if grant == Grant::Whole { Vec::new() } else { named };
+    Ok(FilesCaller { caller, within })
+}
+
+pub(crate) fn scope(caller: &FilesCaller) -> Option<pb::Scope> {
     Some(pb::Scope {
         instance: caller.instance.clone(),
         ticket: caller.ticket.clone(),
+        within: caller.within.clone(),
     })
 }
 
 /// A call on one file, guarded by the request's `If-Match`.
-fn file_request(caller: &Caller, id: String, headers: &HeaderMap) -> pb::FileRequest {
+fn file_request(caller: &FilesCaller, id: String, headers: &HeaderMap) -> pb::FileRequest {
     pb::FileRequest {
         scope: scope(caller),
         id,
@@ -266,7 +306,7 @@ fn page_params(params: &HashMap<String, String>) -> Result<(u32, String)> {
 
 async fn get_file(
     state: &State,
-    caller: &Caller,
+    caller: &FilesCaller,
     id: &str,
     path: &str,
     params: &HashMap<String, String>,
@@ -306,7 +346,7 @@ async fn get_by_id(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     get_file(&state, &caller, &id, "", &params).await
 }
 
@@ -316,7 +356,7 @@ async fn metadata_by_path(
     method: Method,
     Query(params): Params,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     let path = params
         .get("Path")
         .ok_or_else(|| bad_request("give the path: /files/metadata?Path=/Photos"))?
@@ -411,7 +451,7 @@ async fn create(
     Query(params): Params,
     body: Body,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     let name = params.get("Name").cloned().unwrap_or_default();
     match params.get("Type").map(String::as_str) {
         Some("directory") => {
@@ -465,7 +505,7 @@ async fn overwrite(
     Query(params): Params,
     body: Body,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     let header = pb::UploadHeader {
         scope: scope(&caller),
         parent_id: String::new(),
@@ -554,7 +594,7 @@ async fn patch(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
     let attributes = doc
@@ -582,7 +622,7 @@ async fn trash(
     method: Method,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     let answer = state
         .clients
         .files
@@ -646,7 +686,7 @@ async fn copy(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     let answer = state
         .clients
         .files
@@ -884,7 +924,7 @@ async fn download(
     version_id: String,
     Query(params): Params,
 ) -> Result<Response> {
-    let caller = caller(&state, &headers, &method).await?;
+    let caller = node_caller(&state, &headers, &method).await?;
     let request = pb::DownloadRequest {
         scope: scope(&caller),
         id,

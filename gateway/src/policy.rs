@@ -59,10 +59,11 @@ pub enum Route {
     SettingsClients,
     SettingsDiskUsage,
     Files,
+    FilesNode,
 }
 
 impl Route {
-    const ALL: [Route; 13] = [
+    const ALL: [Route; 14] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -76,6 +77,7 @@ impl Route {
         Route::SettingsClients,
         Route::SettingsDiskUsage,
         Route::Files,
+        Route::FilesNode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +95,7 @@ impl Route {
             Route::SettingsClients => "settings/clients",
             Route::SettingsDiskUsage => "settings/disk-usage",
             Route::Files => "files",
+            Route::FilesNode => "files/node",
         }
     }
 }
@@ -238,6 +241,14 @@ mod tests {
             !p.allows(Cli, Route::DataDoc, "HEAD", Whole),
             "verbs are normalised before"
         );
+        // Files: a rule naming a folder opens the routes on one node (the service checks the
+        // node is under it), never the listings.
+        for kind in [Cli, Oauth, Share] {
+            assert!(p.allows(kind, Route::FilesNode, "GET", Document));
+            assert!(p.allows(kind, Route::FilesNode, "PUT", Whole));
+            assert!(!p.allows(kind, Route::FilesNode, "GET", None));
+            assert!(!p.allows(kind, Route::Files, "GET", Document));
+        }
     }
 
     #[tokio::test]

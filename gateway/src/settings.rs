@@ -183,6 +183,7 @@ async fn disk_usage(AxState(state): AxState<State>, headers: HeaderMap) -> Resul
             scope: Some(cocon_proto::files::v1::Scope {
                 instance: instance.id,
                 ticket,
+                within: Vec::new(),
             }),
         })
         .await?

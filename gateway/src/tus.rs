@@ -24,8 +24,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 
 use crate::State;
-use crate::access::Caller;
-use crate::files::{FilesApiError, bad_request, caller, header_str, scope};
+use crate::files::{FilesApiError, FilesCaller, bad_request, caller, header_str, scope};
 use crate::jsonapi;
 
 const VERSION: &str = "1.0.0";
@@ -129,7 +128,7 @@ fn check_version(headers: &HeaderMap) -> Result<()> {
 }
 
 /// The caller, if its token may create files (`POST`) or write them (`PUT`).
-async fn writer(state: &State, headers: &HeaderMap, overwrite: bool) -> Result<Caller> {
+async fn writer(state: &State, headers: &HeaderMap, overwrite: bool) -> Result<FilesCaller> {
     let method = if overwrite { Method::PUT } else { Method::POST };
     Ok(caller(state, headers, &method).await?)
 }
@@ -323,7 +322,7 @@ async fn append(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Pa
 /// the append there: the service keeps what it received.
 async fn send(
     state: &State,
-    caller: &Caller,
+    caller: &FilesCaller,
     id: &str,
     offset: u64,
     checksum: Option<(String, Vec<u8>)>,

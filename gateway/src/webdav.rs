@@ -108,6 +108,7 @@ async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
         cocon_proto::files::v1::Scope {
             instance: caller.instance.clone(),
             ticket: caller.ticket.clone(),
+            within: Vec::new(),
         },
     );
     let handler = DavHandler::builder()

@@ -235,6 +235,15 @@ pub fn grant(rules: &[Rule], verb: &str, doctype: &str, id: Option<&str>) -> Gra
         .unwrap_or(Grant::None)
 }
 
+/// The ids that rules naming documents (not by a selector) open for `verb` on `doctype`.
+pub fn named_ids(rules: &[Rule], verb: &str, doctype: &str) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|r| r.selector.is_empty() && doctype_matches(&r.doctype, doctype) && r.allows_verb(verb))
+        .flat_map(|r| r.values.iter().cloned())
+        .collect()
+}
+
 /// Whether every rule of `inner` is covered by one of `outer`.
 pub fn covers(outer: &[Rule], inner: &[Rule]) -> bool {
     inner.iter().all(|i| outer.iter().any(|o| o.covers(i)))
@@ -298,6 +307,20 @@ mod tests {
         ] {
             assert!(parse_scope(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn test_named_ids_are_the_values_of_id_rules_for_the_verb() {
+        let rules =
+            parse_scope("io.cozy.files:GET:d1,d2 io.cozy.files:PUT:d3 io.cozy.files:GET:x:referenced_by").unwrap();
+        assert_eq!(
+            named_ids(&rules, "GET", "io.cozy.files"),
+            ["d1", "d2"],
+            "selector rules are not ids"
+        );
+        assert_eq!(named_ids(&rules, "PUT", "io.cozy.files"), ["d3"]);
+        assert!(named_ids(&rules, "DELETE", "io.cozy.files").is_empty());
+        assert!(named_ids(&rules, "GET", "io.cozy.notes").is_empty());
     }
 
     #[test]

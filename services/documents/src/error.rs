@@ -33,6 +33,10 @@ pub enum DocumentsError {
     /// The call's instance ticket does not hold (see `cocon_common::ticket`).
     #[error("{0}")]
     Denied(String),
+    /// The caller's credential ran out while its call was on the way (its instance ticket
+    /// expires with it): as expired as the token itself.
+    #[error("the token has expired: get a new one")]
+    Expired,
 }
 
 impl ServiceError for DocumentsError {
@@ -46,6 +50,7 @@ impl ServiceError for DocumentsError {
             Conflict => ErrorCode::Conflict,
             TooLarge { .. } => ErrorCode::PayloadTooLarge,
             ReadOnlyDoctype(_) | Denied(_) => ErrorCode::Forbidden,
+            Expired => ErrorCode::Unauthenticated,
             ShuttingDown => ErrorCode::Unavailable,
             Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
         }

@@ -20,7 +20,10 @@ impl DocumentsService {
         }
         self.mesh_key
             .verify(instance, ticket, cocon_common::time::now_secs())
-            .map_err(|e| DocumentsError::Denied(e.to_string()))
+            .map_err(|e| match e {
+                cocon_common::ticket::TicketError::Expired => DocumentsError::Expired,
+                other => DocumentsError::Denied(other.to_string()),
+            })
     }
 
     fn scope(&self, s: Option<pb::Scope>) -> Result<pb::Scope> {

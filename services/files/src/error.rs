@@ -33,6 +33,10 @@ pub enum FilesError {
     /// The call's instance ticket does not hold (see `cocon_common::ticket`).
     #[error("{0}")]
     Denied(String),
+    /// The caller's credential ran out while its call was on the way (its instance ticket
+    /// expires with it): as expired as the token itself.
+    #[error("the token has expired: get a new one")]
+    Expired,
 }
 
 impl ServiceError for FilesError {
@@ -47,6 +51,7 @@ impl ServiceError for FilesError {
             RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
             QuotaExceeded(_) => ErrorCode::PayloadTooLarge,
             Denied(_) => ErrorCode::Forbidden,
+            Expired => ErrorCode::Unauthenticated,
             Storage(cocon_storage::StorageError::Closed) => ErrorCode::Unavailable,
             Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
         }

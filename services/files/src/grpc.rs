@@ -18,6 +18,19 @@ impl FilesService {
     /// The instance a call is for, once its ticket shows the auth service accepted a token of
     /// that very instance (defence in depth: the gateway checked it already).
     pub(crate) fn scope(&self, s: Option<pb::Scope>) -> Result<String> {
+        let (instance, within) = self.scope_within(s)?;
+        if !within.is_empty() {
+            return Err(FilesError::Denied(
+                "this call needs the whole io.cozy.files doctype; the token names some files or directories only"
+                    .into(),
+            ));
+        }
+        Ok(instance)
+    }
+
+    /// [`FilesService::scope`] for calls on one node, which rules naming some files or
+    /// directories may make: the ids they name come along, for [`FilesService::check_within`].
+    pub(crate) fn scope_within(&self, s: Option<pb::Scope>) -> Result<(String, Vec<String>)> {
         let s = s.ok_or_else(|| FilesError::BadRequest("missing scope".into()))?;
         if s.instance.is_empty() {
             return Err(FilesError::BadRequest("missing instance".into()));
@@ -25,8 +38,43 @@ impl FilesService {
         self.inner
             .mesh_key
             .verify(&s.instance, &s.ticket, cocon_common::time::now_secs())
-            .map_err(|e| FilesError::Denied(e.to_string()))?;
-        Ok(s.instance)
+            .map_err(|e| match e {
+                cocon_common::ticket::TicketError::Expired => FilesError::Expired,
+                other => FilesError::Denied(other.to_string()),
+            })?;
+        Ok((s.instance, s.within))
+    }
+
+    /// Whether a caller limited to `within` (empty: no limit) may touch `node`: it is one of
+    /// them or under one of them.
+    pub(crate) async fn check_within(&self, instance: &str, within: &[String], node: &Node) -> Result<()> {
+        if within.is_empty() {
+            return Ok(());
+        }
+        let mut current = node.clone();
+        for _ in 0..4096 {
+            if within.contains(&current.id) {
+                return Ok(());
+            }
+            if current.dir_id.is_empty() {
+                break;
+            }
+            current = self.must_node(instance, &current.dir_id).await?;
+        }
+        Err(FilesError::Denied(format!(
+            "the token opens some files and directories only, and {} is not among them or under them",
+            node.id
+        )))
+    }
+
+    /// [`FilesService::check_within`] for a node given by id.
+    async fn check_within_id(&self, instance: &str, within: &[String], id: &str) -> Result<()> {
+        if within.is_empty() {
+            return Ok(());
+        }
+        self.ensure_roots(instance).await?;
+        let node = self.must_node(instance, id).await?;
+        self.check_within(instance, within, &node).await
     }
 
     /// A node as clients see it, with its path and whether it is in the trash.
@@ -234,7 +282,13 @@ impl FilesService {
             }) => h,
             _ => return Err(FilesError::BadRequest("an upload starts with its header".into()).into()),
         };
-        let instance = self.scope(header.scope.clone())?;
+        let (instance, within) = self.scope_within(header.scope.clone())?;
+        let target = if header.file_id.is_empty() {
+            &header.parent_id
+        } else {
+            &header.file_id
+        };
+        self.check_within_id(&instance, &within, target).await?;
         let room = self.precheck_upload(&instance, &header, 0).await?;
         let data = stream.map(|part| match part {
             Ok(pb::UploadPart {
@@ -268,8 +322,9 @@ impl FilesService {
         req: pb::DownloadRequest,
     ) -> Result<BoxStream<'static, Result<pb::DownloadPart, Status>>> {
         let (instance, node, version_id) = if req.link.is_empty() {
-            let instance = self.scope(req.scope)?;
+            let (instance, within) = self.scope_within(req.scope)?;
             let node = self.by_id_or_path(&instance, &req.id, &req.path).await?;
+            self.check_within(&instance, &within, &node).await?;
             (instance, node, req.version_id)
         } else {
             let instance = Self::link_scope(req.scope)?;
@@ -331,8 +386,9 @@ impl FilesService {
     }
 
     async fn get_inner(&self, req: pb::GetFileRequest) -> Result<pb::FileAnswer> {
-        let instance = self.scope(req.scope)?;
+        let (instance, within) = self.scope_within(req.scope)?;
         let node = self.by_id_or_path(&instance, &req.id, &req.path).await?;
+        self.check_within(&instance, &within, &node).await?;
         let (path, trashed) = self.path_of(&instance, &node).await?;
         let mut answer = pb::FileAnswer {
             file: Bytes::from(node.to_public_json(Some(&path), trashed).to_string()),
@@ -498,7 +554,8 @@ impl pb::files_service_server::FilesService for FilesService {
         request: Request<pb::CreateDirectoryRequest>,
     ) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
-        let instance = self.scope(req.scope)?;
+        let (instance, within) = self.scope_within(req.scope)?;
+        self.check_within_id(&instance, &within, &req.parent_id).await?;
         let node = self
             .create_directory(&instance, &req.parent_id, &req.name, &req.tags, &req.created_at)
             .await?;
@@ -521,16 +578,22 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn patch_file(&self, request: Request<pb::PatchFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
-        let instance = self.scope(req.scope)?;
+        let (instance, within) = self.scope_within(req.scope)?;
         let attrs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&req.attributes)
             .map_err(|e| FilesError::BadRequest(format!("attributes must be a JSON object: {e}")))?;
+        self.check_within_id(&instance, &within, &req.id).await?;
+        if let Some(dir_id) = attrs.get("dir_id").and_then(|v| v.as_str()) {
+            // A move stays within what the token opens.
+            self.check_within_id(&instance, &within, dir_id).await?;
+        }
         let node = self.patch(&instance, &req.id, &req.if_match, &attrs).await?;
         Ok(self.answer(&instance, &node).await?)
     }
 
     async fn trash_file(&self, request: Request<pb::FileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
-        let instance = self.scope(req.scope)?;
+        let (instance, within) = self.scope_within(req.scope)?;
+        self.check_within_id(&instance, &within, &req.id).await?;
         let node = self.trash(&instance, &req.id, &req.if_match).await?;
         Ok(self.answer(&instance, &node).await?)
     }
@@ -566,7 +629,18 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn copy_file(&self, request: Request<pb::CopyFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
-        let instance = self.scope(req.scope)?;
+        let (instance, within) = self.scope_within(req.scope)?;
+        if !within.is_empty() {
+            self.ensure_roots(&instance).await?;
+            let source = self.must_node(&instance, &req.id).await?;
+            self.check_within(&instance, &within, &source).await?;
+            let dir_id = if req.dir_id.is_empty() {
+                &source.dir_id
+            } else {
+                &req.dir_id
+            };
+            self.check_within_id(&instance, &within, dir_id).await?;
+        }
         let node = self.copy(&instance, &req.id, &req.dir_id, &req.name).await?;
         Ok(self.answer(&instance, &node).await?)
     }
@@ -622,8 +696,8 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn create_link(&self, request: Request<pb::CreateLinkRequest>) -> Result<Response<pb::LinkAnswer>, Status> {
         let req = request.into_inner();
-        let instance = self.scope(req.scope.clone())?;
-        Ok(Response::new(self.create_link(&instance, &req).await?))
+        let (instance, within) = self.scope_within(req.scope.clone())?;
+        Ok(Response::new(self.create_link(&instance, &within, &req).await?))
     }
 
     type ArchiveStream = BoxStream<'static, Result<pb::DownloadPart, Status>>;

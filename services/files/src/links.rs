@@ -86,16 +86,26 @@ impl FilesService {
         }
     }
 
-    pub(crate) async fn create_link(&self, instance: &str, req: &pb::CreateLinkRequest) -> Result<pb::LinkAnswer> {
+    /// A link to what the request names; a caller limited to some nodes links only to them.
+    pub(crate) async fn create_link(
+        &self,
+        instance: &str,
+        within: &[String],
+        req: &pb::CreateLinkRequest,
+    ) -> Result<pb::LinkAnswer> {
         self.ensure_roots(instance).await?;
         let expires_at = cocon_common::time::now_secs() + self.inner.config.link_ttl_secs.max(1) as i64;
         let (link, name) = if req.archive {
             let mut ids = Vec::new();
             for id in &req.ids {
-                ids.push(self.must_node(instance, id).await?.id);
+                let node = self.must_node(instance, id).await?;
+                self.check_within(instance, within, &node).await?;
+                ids.push(node.id);
             }
             for path in &req.paths {
-                ids.push(self.resolve(instance, path).await?.id);
+                let node = self.resolve(instance, path).await?;
+                self.check_within(instance, within, &node).await?;
+                ids.push(node.id);
             }
             if ids.is_empty() {
                 return Err(FilesError::BadRequest(
@@ -127,6 +137,7 @@ impl FilesService {
             } else {
                 self.must_node(instance, &req.id).await?
             };
+            self.check_within(instance, within, &node).await?;
             if node.is_dir() {
                 return Err(FilesError::BadRequest(format!(
                     "{} is a directory: ask for an archive (POST /files/archive)",
