@@ -27,6 +27,7 @@ pub fn routes() -> Router<State> {
         .route("/files/downloads/{secret}/{name}", get(download))
         .route("/files/archive", post(create_archive))
         .route("/files/archive/{secret}/{name}", get(archive))
+        .route("/files/{id}/thumbnails/{secret}/{format}", get(thumbnail))
 }
 
 /// The instance a `Host` names, for routes a link opens without a token.
@@ -185,6 +186,43 @@ async fn archive(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     h.insert(header::CONTENT_DISPOSITION, disposition("attachment", &name));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok(response)
+}
+
+/// `GET /files/:id/thumbnails/:secret/:format`: an image's thumbnail (a JPEG), opened by the
+/// secret its links carry. Its address changes with the content: it may be cached for good.
+async fn thumbnail(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Path((id, secret, format)): Path<(String, String, String)>,
+) -> Result<Response> {
+    let mut stream = state
+        .clients
+        .files
+        .clone()
+        .thumbnail(pb::ThumbnailRequest {
+            scope: instance_of_host(&state, &headers).await?,
+            id,
+            secret,
+            format,
+        })
+        .await?
+        .into_inner();
+    let size = match stream.message().await? {
+        Some(pb::DownloadPart {
+            part: Some(DownPart::Head(head)),
+        }) => head.size,
+        _ => 0,
+    };
+    let mut response = Response::new(content_body(stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    h.insert(header::CONTENT_LENGTH, size.into());
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Ok(response)
 }

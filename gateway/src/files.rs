@@ -218,7 +218,14 @@ fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
         .collect();
     attrs.remove("_dav_properties");
     let referenced_by = attrs.remove("_referenced_by");
+    let thumbnails = attrs.remove("_thumbnails_secret");
     let mut object = resource_object(attrs);
+    if let Some(secret) = thumbnails.as_ref().and_then(Value::as_str) {
+        // cozy-stack's thumbnail links: usable in an <img> without a token.
+        for format in ["tiny", "small", "medium", "large"] {
+            object["links"][format] = Value::String(format!("/files/{file_id}/thumbnails/{secret}/{format}"));
+        }
+    }
     if let Some(refs) = referenced_by {
         object["relationships"]["referenced_by"] = json!({"data": refs});
     }

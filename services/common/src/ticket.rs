@@ -91,6 +91,26 @@ impl MeshKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// A secret derived from `parts` for one `purpose` (URL-safe, 128 bits): links that need
+    /// no stored state, such as a thumbnail's, which changes with the content it shows.
+    pub fn derive(&self, purpose: &str, parts: &[&str]) -> String {
+        let mut mac = self.0.1.clone();
+        mac.update(b"cocon-derived:");
+        mac.update(purpose.as_bytes());
+        for part in parts {
+            mac.update(b"\0");
+            mac.update(part.as_bytes());
+        }
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        URL_SAFE_NO_PAD.encode(&tag[..16])
+    }
+
+    /// Whether `secret` is what [`MeshKey::derive`] gives (constant-time comparison).
+    pub fn check_derived(&self, purpose: &str, parts: &[&str], secret: &str) -> bool {
+        let good = self.derive(purpose, parts);
+        bool::from(good.as_bytes().ct_eq(secret.as_bytes()))
+    }
+
     /// A ticket for `instance` until `expires_at` (Unix seconds): `<expires_at>.<mac>`.
     pub fn issue(&self, instance: &str, expires_at: i64) -> String {
         format!(
@@ -121,6 +141,21 @@ impl MeshKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_derived_secrets_bind_purpose_and_parts() {
+        let key = MeshKey::random();
+        let secret = key.derive("thumb", &["i1", "f1", "md5"]);
+        assert!(key.check_derived("thumb", &["i1", "f1", "md5"], &secret));
+        assert!(!key.check_derived("thumb", &["i1", "f1", "other"], &secret));
+        assert!(!key.check_derived("other", &["i1", "f1", "md5"], &secret));
+        assert_ne!(
+            key.derive("t", &["ab", "c"]),
+            key.derive("t", &["a", "bc"]),
+            "parts are kept apart"
+        );
+        assert!(!MeshKey::random().check_derived("thumb", &["i1", "f1", "md5"], &secret));
+    }
 
     #[test]
     fn test_tickets_bind_instance_key_and_time() {

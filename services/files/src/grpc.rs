@@ -80,7 +80,17 @@ impl FilesService {
     /// A node as clients see it, with its path and whether it is in the trash.
     pub(crate) async fn public(&self, instance: &str, node: &Node) -> Result<Bytes> {
         let (path, trashed) = self.path_of(instance, node).await?;
-        Ok(Bytes::from(node.to_public_json(Some(&path), trashed).to_string()))
+        Ok(self.public_at(instance, node, &path, trashed))
+    }
+
+    /// A node as clients see it, at a path already known; images carry their thumbnails'
+    /// secret (the gateway turns it into links).
+    fn public_at(&self, instance: &str, node: &Node, path: &str, trashed: bool) -> Bytes {
+        let mut json = node.to_public_json(Some(path), trashed);
+        if let Some(secret) = self.thumbnail_secret(instance, node) {
+            json["_thumbnails_secret"] = serde_json::Value::String(secret);
+        }
+        Bytes::from(json.to_string())
     }
 
     async fn answer(&self, instance: &str, node: &Node) -> Result<Response<pb::FileAnswer>> {
@@ -391,7 +401,7 @@ impl FilesService {
         self.check_within(&instance, &within, &node).await?;
         let (path, trashed) = self.path_of(&instance, &node).await?;
         let mut answer = pb::FileAnswer {
-            file: Bytes::from(node.to_public_json(Some(&path), trashed).to_string()),
+            file: self.public_at(&instance, &node, &path, trashed),
             ..Default::default()
         };
         if node.is_dir() {
@@ -407,9 +417,9 @@ impl FilesService {
                 } else {
                     format!("{path}/{}", child.name)
                 };
-                answer.children.push(Bytes::from(
-                    child.to_public_json(Some(&child_path), trashed).to_string(),
-                ));
+                answer
+                    .children
+                    .push(self.public_at(&instance, child, &child_path, trashed));
             }
             if more && let Some(last) = children.get(limit - 1) {
                 answer.next_cursor = last.name.clone();
@@ -706,6 +716,17 @@ impl pb::files_service_server::FilesService for FilesService {
         let req = request.into_inner();
         let instance = Self::link_scope(req.scope)?;
         Ok(Response::new(self.archive(&instance, &req.link).await?))
+    }
+
+    type ThumbnailStream = BoxStream<'static, Result<pb::DownloadPart, Status>>;
+
+    async fn thumbnail(
+        &self,
+        request: Request<pb::ThumbnailRequest>,
+    ) -> Result<Response<Self::ThumbnailStream>, Status> {
+        let req = request.into_inner();
+        let instance = Self::link_scope(req.scope.clone())?;
+        Ok(Response::new(self.thumbnail(&instance, &req).await?))
     }
 
     async fn empty_trash(

@@ -11,6 +11,7 @@ mod purge;
 mod resumable;
 mod service;
 mod tables;
+mod thumbnails;
 mod tree;
 
 pub use error::FilesError;

@@ -139,6 +139,7 @@ impl FilesService {
             )
             .await
         });
+        let thumbnails = tokio::spawn(self.thumbnails_consumer(shutdown.clone()));
         let shutdown_sweep = shutdown.clone();
         let svc = self.clone();
         let quota_spec = cocon_events::ConsumerSpec {
@@ -190,7 +191,7 @@ impl FilesService {
                 tracing::warn!(error = %err, "cannot resume the background tasks left by the last run");
             }
         });
-        vec![relay, consumer, quotas, sweeper, resumed]
+        vec![relay, consumer, quotas, sweeper, resumed, thumbnails]
     }
 
     /// Erases every file, blob and event of an instance. Idempotent.
@@ -215,9 +216,10 @@ impl FilesService {
                 }
             }
         }
+        self.purge_thumbnails(instance).await?;
         let mut batch = Batch::new();
         for table in [
-            NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS, TASKS, LINKS,
+            NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS, TASKS, LINKS, THUMBNAILS,
         ] {
             batch.delete_partition(table, instance.as_bytes().to_vec());
         }

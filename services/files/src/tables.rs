@@ -30,6 +30,9 @@ pub const TASKS: &str = "files.tasks";
 /// Partition = instance, sort = SHA-256 of a link's secret → what the link opens and until
 /// when (JSON). Not a projection: short-lived grants, swept once expired.
 pub const LINKS: &str = "files.links";
+/// Partition = instance, sort = file id → the content (MD5) its thumbnails show, and whether
+/// they could be made (JSON). Derived data, like a cache: not rebuilt from the log.
+pub const THUMBNAILS: &str = "files.thumbnails";
 pub const PROJECTIONS: [&str; 6] = [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF];
 
 pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {
