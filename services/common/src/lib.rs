@@ -1,10 +1,13 @@
 //! What every Cocon service shares: the closed set of error codes, configuration loading,
-//! telemetry set-up, trace-context propagation and graceful shutdown.
+//! telemetry set-up, trace-context propagation, graceful shutdown, and Mango selectors (the
+//! documents and files services both answer `_find`).
 
+pub mod collate;
 pub mod config;
 pub mod doctype;
 pub mod error;
 pub mod fs;
+pub mod mango;
 pub mod scope;
 pub mod shutdown;
 pub mod telemetry;

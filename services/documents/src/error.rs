@@ -74,3 +74,13 @@ impl From<DocumentsError> for tonic::Status {
 }
 
 pub type Result<T, E = DocumentsError> = std::result::Result<T, E>;
+
+impl From<cocon_common::mango::MangoError> for DocumentsError {
+    fn from(err: cocon_common::mango::MangoError) -> DocumentsError {
+        use cocon_common::mango::MangoError;
+        match err {
+            MangoError::Invalid(why) => DocumentsError::BadRequest(why),
+            MangoError::UnknownOperator(op) => DocumentsError::UnknownOperator(op),
+        }
+    }
+}

@@ -8,18 +8,18 @@
 //! Writes go through one committer task that checks revisions, assigns sequences and commits
 //! many writers' batches with one fsync (group commit).
 
-mod collate;
 mod committer;
 mod error;
 mod grpc;
 mod index;
-mod mango;
 mod projection;
 mod query;
 mod record;
 mod service;
 mod tables;
 mod validate;
+
+use cocon_common::{collate, mango};
 
 pub use error::DocumentsError;
 pub use service::{Config, Deps, DocumentsService};

@@ -5,7 +5,6 @@ use std::cmp::Ordering;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::DocumentsError;
 use crate::collate::compare;
 
 #[derive(Debug, Clone)]
@@ -39,18 +38,27 @@ pub enum Cond {
     Not(Vec<Cond>),
 }
 
-fn bad(msg: impl Into<String>) -> DocumentsError {
-    DocumentsError::BadRequest(msg.into())
+/// A selector that cannot be used, with what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MangoError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unsupported operator {0}")]
+    UnknownOperator(String),
 }
 
-pub fn parse(selector: &Value) -> Result<Selector, DocumentsError> {
+fn bad(msg: impl Into<String>) -> MangoError {
+    MangoError::Invalid(msg.into())
+}
+
+pub fn parse(selector: &Value) -> Result<Selector, MangoError> {
     match selector {
         Value::Object(map) => parse_object(map, &[]),
         _ => Err(bad("the selector must be a JSON object")),
     }
 }
 
-fn parse_list(v: &Value, op: &str, prefix: &[String]) -> Result<Vec<Selector>, DocumentsError> {
+fn parse_list(v: &Value, op: &str, prefix: &[String]) -> Result<Vec<Selector>, MangoError> {
     let Value::Array(items) = v else {
         return Err(bad(format!("{op} takes an array of selectors")));
     };
@@ -63,7 +71,7 @@ fn parse_list(v: &Value, op: &str, prefix: &[String]) -> Result<Vec<Selector>, D
         .collect()
 }
 
-fn parse_object(map: &Map<String, Value>, prefix: &[String]) -> Result<Selector, DocumentsError> {
+fn parse_object(map: &Map<String, Value>, prefix: &[String]) -> Result<Selector, MangoError> {
     let mut parts = Vec::new();
     for (key, value) in map {
         if let Some(op) = key.strip_prefix('$') {
@@ -81,7 +89,7 @@ fn parse_object(map: &Map<String, Value>, prefix: &[String]) -> Result<Selector,
                     single.insert(key.clone(), value.clone());
                     parts.push(Selector::Field(prefix.to_vec(), parse_conds(&single)?));
                 }
-                _ => return Err(DocumentsError::UnknownOperator(key.clone())),
+                _ => return Err(MangoError::UnknownOperator(key.clone())),
             }
             continue;
         }
@@ -131,11 +139,11 @@ fn is_field_operator(op: &str) -> bool {
     FIELD_OPERATORS.contains(&op)
 }
 
-fn array_arg<'a>(op: &str, v: &'a Value) -> Result<&'a Vec<Value>, DocumentsError> {
+fn array_arg<'a>(op: &str, v: &'a Value) -> Result<&'a Vec<Value>, MangoError> {
     v.as_array().ok_or_else(|| bad(format!("{op} takes an array")))
 }
 
-fn parse_conds(map: &Map<String, Value>) -> Result<Vec<Cond>, DocumentsError> {
+fn parse_conds(map: &Map<String, Value>) -> Result<Vec<Cond>, MangoError> {
     let mut conds = Vec::new();
     for (op, arg) in map {
         let cond = match op.as_str() {
@@ -193,7 +201,7 @@ fn parse_conds(map: &Map<String, Value>) -> Result<Vec<Cond>, DocumentsError> {
                 };
                 Cond::Not(parse_conds(m)?)
             }
-            _ => return Err(DocumentsError::UnknownOperator(op.clone())),
+            _ => return Err(MangoError::UnknownOperator(op.clone())),
         };
         conds.push(cond);
     }
