@@ -33,6 +33,7 @@ pub fn routes() -> Router<State> {
         .route("/files/", post(create_at_root))
         .route("/files/metadata", get(metadata_by_path))
         .route("/files/_changes", get(changes))
+        .route("/files/_find", post(find))
         .route("/files/download", get(download_by_path))
         .route("/files/download/{id}", get(download_by_id))
         .route("/files/download/{id}/{version}", get(download_version))
@@ -655,6 +656,32 @@ async fn restore(
         .await?
         .into_inner();
     one(StatusCode::OK, &answer)
+}
+
+/// `POST /files/_find`: a Mango query on the drive (a listing: it needs the whole doctype).
+async fn find(AxState(state): AxState<State>, headers: HeaderMap, body: Body) -> Result<Response> {
+    let caller = caller(&state, &headers, &Method::GET).await?;
+    let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
+    serde_json::from_slice::<Value>(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
+    let answer = state
+        .clients
+        .files
+        .clone()
+        .find(pb::FindRequest {
+            scope: scope(&caller),
+            query: body,
+        })
+        .await?
+        .into_inner();
+    let data = answer.files.iter().map(|f| resource(f)).collect::<Result<Vec<_>>>()?;
+    let mut out = json!({"data": data, "meta": {"count": data.len()}});
+    if !answer.bookmark.is_empty() {
+        out["bookmark"] = Value::String(answer.bookmark);
+        out["next"] = Value::Bool(true);
+    } else {
+        out["next"] = Value::Bool(false);
+    }
+    Ok(([(header::CONTENT_TYPE, jsonapi::CONTENT_TYPE)], out.to_string()).into_response())
 }
 
 /// `DELETE /files/trash`: empties it in the background; its contents disappear batch by batch.

@@ -85,7 +85,7 @@ impl FilesService {
 
     /// A node as clients see it, at a path already known; images carry their thumbnails'
     /// secret (the gateway turns it into links).
-    fn public_at(&self, instance: &str, node: &Node, path: &str, trashed: bool) -> Bytes {
+    pub(crate) fn public_at(&self, instance: &str, node: &Node, path: &str, trashed: bool) -> Bytes {
         let mut json = node.to_public_json(Some(path), trashed);
         if let Some(secret) = self.thumbnail_secret(instance, node) {
             json["_thumbnails_secret"] = serde_json::Value::String(secret);
@@ -688,6 +688,18 @@ impl pb::files_service_server::FilesService for FilesService {
             .set_properties(&instance, &req.id, convert(req.set), convert(req.remove))
             .await?;
         Ok(self.answer(&instance, &node).await?)
+    }
+
+    async fn find(&self, request: Request<pb::FindRequest>) -> Result<Response<pb::FindAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let query: serde_json::Value = serde_json::from_slice(&req.query)
+            .map_err(|e| FilesError::BadRequest(format!("the query is not JSON: {e}")))?;
+        let (files, bookmark) = self.find(&instance, &query).await?;
+        Ok(Response::new(pb::FindAnswer {
+            files,
+            bookmark: bookmark.unwrap_or_default(),
+        }))
     }
 
     async fn disk_usage(

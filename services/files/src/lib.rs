@@ -4,6 +4,7 @@
 
 mod digest;
 mod error;
+mod find;
 mod grpc;
 mod links;
 mod node;

@@ -1,0 +1,285 @@
+//! `POST /files/_find`: Mango queries on the instance's files and directories, as apps send
+//! them (photos by class and date, files by tag or reference, what is not trashed). Nodes are
+//! matched as clients see them (with `path` and `trashed`, and `referenced_by`); the answer is
+//! sorted and paged with a bookmark. The instance's nodes are scanned a page at a time and only
+//! the best `skip + limit` matches are kept, so memory stays bounded whatever the drive's size.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::ops::Bound;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use cocon_common::collate::compare;
+use cocon_common::mango::{self, Selector};
+use cocon_storage::ScanRange;
+use serde_json::Value;
+
+use crate::error::{FilesError, Result};
+use crate::node::{Node, ROOT_ID, TRASH_ID};
+use crate::service::FilesService;
+use crate::tables::NODES;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+const PAGE: usize = 1000;
+
+struct Query {
+    selector: Selector,
+    /// Field paths, and whether each sorts descending.
+    sort: Vec<(Vec<String>, bool)>,
+    limit: usize,
+    skip: usize,
+    fields: Vec<String>,
+}
+
+fn bad(why: impl Into<String>) -> FilesError {
+    FilesError::BadRequest(why.into())
+}
+
+fn path_of_field(field: &str) -> Vec<String> {
+    field.split('.').map(str::to_string).collect()
+}
+
+fn parse(query: &Value) -> Result<Query> {
+    let selector = query
+        .get("selector")
+        .ok_or_else(|| bad("the query needs a \"selector\", e.g. {\"selector\": {\"class\": \"image\"}}"))?;
+    let selector = mango::parse(selector).map_err(|e| bad(e.to_string()))?;
+    let mut sort = Vec::new();
+    match query.get("sort") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item {
+                    Value::String(field) => sort.push((path_of_field(field), false)),
+                    Value::Object(map) if map.len() == 1 => {
+                        let (field, dir) = map.iter().next().expect("one entry");
+                        let desc = match dir.as_str() {
+                            Some("asc") => false,
+                            Some("desc") => true,
+                            _ => return Err(bad(format!("sort {field} \"asc\" or \"desc\", not {dir}"))),
+                        };
+                        sort.push((path_of_field(field), desc));
+                    }
+                    other => {
+                        return Err(bad(format!(
+                            "a sort item is a field or {{field: \"asc\"|\"desc\"}}, not {other}"
+                        )));
+                    }
+                }
+            }
+        }
+        Some(other) => return Err(bad(format!("sort is a list, not {other}"))),
+    }
+    let limit = match query.get("limit") {
+        None | Some(Value::Null) => DEFAULT_LIMIT,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad("limit is a positive number"))?
+            .min(MAX_LIMIT as u64) as usize,
+    };
+    let mut skip = match query.get("skip") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().ok_or_else(|| bad("skip is a number"))? as usize,
+    };
+    if let Some(bookmark) = query.get("bookmark").and_then(Value::as_str).filter(|b| !b.is_empty()) {
+        let raw = URL_SAFE_NO_PAD.decode(bookmark).map_err(|_| bad("invalid bookmark"))?;
+        skip = std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("invalid bookmark"))?;
+    }
+    let fields = match query.get("fields") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|f| {
+                f.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad("fields is a list of names"))
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad("fields is a list of names")),
+    };
+    Ok(Query {
+        selector,
+        sort,
+        limit,
+        skip,
+        fields,
+    })
+}
+
+/// Names and parents of every node, to compute paths without reading nodes again.
+type Tree = HashMap<String, (String, String)>;
+
+/// A node's path and whether it is in the trash, from the tree.
+fn locate(tree: &Tree, node: &Node) -> (String, bool) {
+    if node.id == ROOT_ID {
+        return ("/".into(), false);
+    }
+    let mut names = vec![node.name.as_str()];
+    let mut trashed = node.id == TRASH_ID;
+    let mut dir = node.dir_id.as_str();
+    for _ in 0..4096 {
+        if dir == ROOT_ID || dir.is_empty() {
+            break;
+        }
+        trashed |= dir == TRASH_ID;
+        let Some((name, parent)) = tree.get(dir) else { break };
+        names.push(name);
+        dir = parent;
+    }
+    names.reverse();
+    (format!("/{}", names.join("/")), trashed)
+}
+
+impl FilesService {
+    /// The nodes a query selects, in its order: one page, and the bookmark of the next if any.
+    pub(crate) async fn find(&self, instance: &str, query: &Value) -> Result<(Vec<Bytes>, Option<String>)> {
+        let q = parse(query)?;
+        self.ensure_roots(instance).await?;
+        let mut tree = Tree::new();
+        self.scan_nodes(instance, |node| {
+            tree.insert(node.id.clone(), (node.name.clone(), node.dir_id.clone()));
+        })
+        .await?;
+        let keep = q.skip + q.limit + 1;
+        let order = |a: &(Value, Node), b: &(Value, Node)| -> Ordering {
+            for (path, desc) in &q.sort {
+                let null = Value::Null;
+                let x = mango::lookup(&a.0, path).unwrap_or(&null);
+                let y = mango::lookup(&b.0, path).unwrap_or(&null);
+                let o = compare(x, y);
+                if o != Ordering::Equal {
+                    return if *desc { o.reverse() } else { o };
+                }
+            }
+            a.1.id.cmp(&b.1.id)
+        };
+        let mut found: Vec<(Value, Node)> = Vec::new();
+        self.scan_nodes(instance, |node| {
+            let (path, trashed) = locate(&tree, &node);
+            let mut doc = node.to_public_json(Some(&path), trashed);
+            if let Some(refs) = doc.as_object_mut().and_then(|m| m.remove("_referenced_by")) {
+                doc["referenced_by"] = refs;
+            }
+            if q.selector.matches(&doc) {
+                found.push((doc, node));
+                if found.len() >= keep * 2 {
+                    found.sort_by(order);
+                    found.truncate(keep);
+                }
+            }
+        })
+        .await?;
+        found.sort_by(order);
+        found.truncate(keep);
+        let more = found.len() > q.skip + q.limit;
+        let mut page = Vec::new();
+        for (doc, node) in found.into_iter().skip(q.skip).take(q.limit) {
+            let path = doc["path"].as_str().unwrap_or_default().to_string();
+            let trashed = doc["trashed"].as_bool().unwrap_or(false);
+            let json = self.public_at(instance, &node, &path, trashed);
+            page.push(if q.fields.is_empty() {
+                json
+            } else {
+                only(&json, &q.fields)
+            });
+        }
+        let next = more.then(|| URL_SAFE_NO_PAD.encode((q.skip + q.limit).to_string()));
+        Ok((page, next))
+    }
+
+    /// Calls `each` with every node of the instance, a page of the store at a time.
+    async fn scan_nodes(&self, instance: &str, mut each: impl FnMut(Node)) -> Result<()> {
+        let mut start = Bound::Unbounded;
+        loop {
+            let rows = self
+                .inner
+                .store
+                .scan(
+                    NODES,
+                    instance.as_bytes(),
+                    ScanRange::between(start, Bound::Unbounded).limit(PAGE),
+                )
+                .await?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            start = Bound::Excluded(last.sort.clone());
+            let full = rows.len() == PAGE;
+            for row in rows {
+                each(crate::service::parse(&row.value)?);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A node's JSON with only the asked fields (and what identifies it).
+fn only(json: &Bytes, fields: &[String]) -> Bytes {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) else {
+        return json.clone();
+    };
+    let kept: serde_json::Map<String, Value> = map
+        .into_iter()
+        .filter(|(k, _)| k.starts_with('_') || k == "type" || fields.iter().any(|f| f == k))
+        .collect();
+    Bytes::from(Value::Object(kept).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_queries_parse_with_clear_errors() {
+        let q = parse(&serde_json::json!({
+            "selector": {"class": "image"},
+            "sort": [{"updated_at": "desc"}, "name"],
+            "limit": 5000,
+        }))
+        .unwrap();
+        assert_eq!(q.limit, MAX_LIMIT);
+        assert_eq!(
+            q.sort,
+            vec![
+                (vec!["updated_at".to_string()], true),
+                (vec!["name".to_string()], false)
+            ]
+        );
+        assert!(parse(&serde_json::json!({})).is_err(), "a selector is needed");
+        assert!(parse(&serde_json::json!({"selector": {"a": {"$nope": 1}}})).is_err());
+        assert!(parse(&serde_json::json!({"selector": {}, "sort": [{"a": "up"}]})).is_err());
+        assert!(parse(&serde_json::json!({"selector": {}, "bookmark": "!!"})).is_err());
+        let next = parse(&serde_json::json!({"selector": {}, "bookmark": URL_SAFE_NO_PAD.encode("200")})).unwrap();
+        assert_eq!(next.skip, 200);
+    }
+
+    #[test]
+    fn test_paths_come_from_the_tree() {
+        let mut tree = Tree::new();
+        tree.insert("d1".into(), ("Photos".into(), ROOT_ID.into()));
+        tree.insert(TRASH_ID.into(), (".cozy_trash".into(), ROOT_ID.into()));
+        tree.insert("d2".into(), ("Old".into(), TRASH_ID.into()));
+        let node = |id: &str, name: &str, dir: &str| Node {
+            id: id.into(),
+            name: name.into(),
+            dir_id: dir.into(),
+            ..Node::default()
+        };
+        assert_eq!(
+            locate(&tree, &node("f", "a.jpg", "d1")),
+            ("/Photos/a.jpg".into(), false)
+        );
+        assert_eq!(
+            locate(&tree, &node("g", "b.jpg", "d2")),
+            ("/.cozy_trash/Old/b.jpg".into(), true)
+        );
+        assert_eq!(locate(&tree, &node(ROOT_ID, "", "")), ("/".into(), false));
+    }
+}
