@@ -813,6 +813,21 @@ async fn changes(
             .map_err(|_| bad_request(format!("limit must be a number, not {v:?}")))?,
         None => 0,
     };
+    let longpoll = match params.get("feed").map(String::as_str) {
+        None | Some("normal") => false,
+        Some("longpoll") => true,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "unsupported feed {other:?}: use normal or longpoll"
+            )));
+        }
+    };
+    let timeout_ms = match params.get("timeout") {
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| bad_request(format!("timeout is in milliseconds, not {v:?}")))?,
+        None => 0,
+    };
     let answer = state
         .clients
         .files
@@ -824,6 +839,8 @@ async fn changes(
             include_docs: flag("include_docs"),
             skip_deleted: flag("skip_deleted"),
             skip_trashed: flag("skip_trashed"),
+            longpoll,
+            timeout_ms,
         })
         .await?
         .into_inner();

@@ -1033,4 +1033,26 @@ async fn test_changes_feed_for_sync_clients() {
     let now = api.get("/files/_changes?since=now").await;
     assert_eq!(now.body["last_seq"], last.as_str());
     assert_eq!(now.body["results"].as_array().unwrap().len(), 0);
+
+    // Long polling: nothing new, the answer waits for its timeout and says so.
+    let started = std::time::Instant::now();
+    let quiet = api
+        .get(&format!("/files/_changes?since={last}&feed=longpoll&timeout=300"))
+        .await;
+    assert_eq!(quiet.status, 200, "{}", quiet.text);
+    assert_eq!(quiet.body["results"].as_array().unwrap().len(), 0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "it waited");
+    // A change wakes a waiting request at once (its timeout is a minute).
+    let waiting = {
+        let api = api.clone();
+        let last = last.clone();
+        tokio::spawn(async move { api.get(&format!("/files/_changes?since={last}&feed=longpoll")).await })
+    };
+    let new_id = id(&upload(&api, ROOT, "woke.txt", b"wake up").await);
+    let woke = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the long poll answered")
+        .unwrap();
+    assert_eq!(woke.body["results"][0]["id"], new_id.as_str(), "{}", woke.text);
+    assert_eq!(api.get("/files/_changes?feed=continuous").await.status, 400);
 }

@@ -432,11 +432,11 @@ impl FilesService {
 
 impl FilesService {
     /// The changes feed: one row per node at its latest change, in sequence order.
-    async fn changes_feed(&self, instance: &str, req: &pb::ChangesRequest) -> Result<Bytes> {
+    /// The sequence a feed starts after: `now` is the latest, empty the beginning.
+    async fn resolve_since(&self, instance: &str, since: &str) -> Result<u64> {
         use crate::tables::CHANGES;
         use cocon_storage::ScanRange;
-        use std::ops::Bound;
-        let since = match req.since.as_str() {
+        Ok(match since {
             "now" => {
                 let last = self
                     .inner
@@ -453,7 +453,14 @@ impl FilesService {
                 .next()
                 .and_then(|n| n.parse::<u64>().ok())
                 .ok_or_else(|| FilesError::BadRequest(format!("since is a sequence number, not {s:?}")))?,
-        };
+        })
+    }
+
+    /// The changes feed after `since`, and how many rows it read (zero: nothing new yet).
+    async fn changes_feed(&self, instance: &str, since: u64, req: &pb::ChangesRequest) -> Result<(Bytes, usize)> {
+        use crate::tables::CHANGES;
+        use cocon_storage::ScanRange;
+        use std::ops::Bound;
         let limit = match req.limit {
             0 => 1000,
             n => n.min(10_000),
@@ -514,7 +521,7 @@ impl FilesService {
             0
         };
         let body = serde_json::json!({"last_seq": last_seq.to_string(), "pending": pending, "results": results});
-        Ok(Bytes::from(body.to_string()))
+        Ok((Bytes::from(body.to_string()), rows.len()))
     }
 }
 
@@ -633,8 +640,26 @@ impl pb::files_service_server::FilesService for FilesService {
         let req = request.into_inner();
         let instance = self.scope(req.scope.clone())?;
         self.ensure_roots(&instance).await?;
-        let json = self.changes_feed(&instance, &req).await?;
-        Ok(Response::new(pb::ChangesAnswer { json }))
+        let since = self.resolve_since(&instance, &req.since).await?;
+        let wait = std::time::Duration::from_millis(match req.timeout_ms {
+            0 => self.inner.config.max_longpoll_ms,
+            t => (t as u64).min(self.inner.config.max_longpoll_ms),
+        });
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before reading: a commit between the read and the wait still wakes it.
+        let mut commits = self.inner.commits.subscribe();
+        loop {
+            commits.borrow_and_update();
+            let (json, read) = self.changes_feed(&instance, since, &req).await?;
+            if !req.longpoll || read > 0 {
+                return Ok(Response::new(pb::ChangesAnswer { json }));
+            }
+            tokio::select! {
+                changed = commits.changed() => if changed.is_ok() { continue },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            return Ok(Response::new(pb::ChangesAnswer { json }));
+        }
     }
 
     async fn copy_file(&self, request: Request<pb::CopyFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {

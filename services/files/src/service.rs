@@ -41,6 +41,8 @@ pub struct Config {
     pub upload_expiry_secs: u64,
     /// How long a secret download or archive link works (seconds).
     pub link_ttl_secs: u64,
+    /// Longest a `_changes?feed=longpoll` request waits, in milliseconds.
+    pub max_longpoll_ms: u64,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             min_version_delay_secs: 900,
             upload_expiry_secs: 24 * 3600,
             link_ttl_secs: 3600,
+            max_longpoll_ms: 60_000,
         }
     }
 }
@@ -81,6 +84,8 @@ pub(crate) struct Inner {
     stripes: Vec<Mutex<()>>,
     /// Instances whose root and trash exist.
     rooted: SyncMutex<HashSet<String>>,
+    /// Bumped after each commit: long-polling feeds wait on it.
+    pub commits: tokio::sync::watch::Sender<u64>,
 }
 
 /// One change of the tree: what a node was and what it becomes (`None`: absent).
@@ -105,6 +110,7 @@ impl FilesService {
                 mesh_key: deps.mesh_key,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 rooted: SyncMutex::default(),
+                commits: tokio::sync::watch::channel(0).0,
             }),
         })
     }
@@ -506,6 +512,7 @@ impl FilesService {
             Ok(()) => {
                 log.advance(instance, first + entries.len() as u64 - 1);
                 log.outbox().committed();
+                self.inner.commits.send_modify(|n| *n += 1);
             }
             Err(e) => {
                 log.forget(instance);
