@@ -241,7 +241,7 @@ fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
 }
 
 /// A file as a JSON-API resource object.
-fn resource(file: &[u8]) -> Result<Value> {
+pub(crate) fn resource(file: &[u8]) -> Result<Value> {
     Ok(resource_and_versions(file)?.0)
 }
 

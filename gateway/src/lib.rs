@@ -25,6 +25,7 @@ mod oauth;
 mod permissions;
 mod person;
 mod policy;
+mod references;
 mod settings;
 mod tus;
 mod twofactor;
@@ -164,6 +165,7 @@ impl Gateway {
             .merge(files::routes())
             .merge(tus::routes())
             .merge(file_links::routes())
+            .merge(references::routes())
             .merge(webdav::routes())
             .route_layer(axum::middleware::from_fn(metrics_layer::record))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })

@@ -134,3 +134,94 @@ async fn test_find_answers_mango_queries_on_the_drive() {
     );
     assert_eq!(find(&folder_only, json!({"selector": {}})).await.status, 403);
 }
+
+#[tokio::test]
+async fn test_a_document_lists_adds_and_removes_the_files_it_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon
+        .instance("alice.test", "io.cozy.files io.cozy.photos.albums")
+        .await
+        .unwrap();
+    let album = api
+        .post("/data/io.cozy.photos.albums/", &json!({"name": "Summer"}))
+        .await;
+    assert_eq!(album.status, 201, "{}", album.text);
+    let album = album.body["id"].as_str().unwrap().to_string();
+    let mut photos = Vec::new();
+    for name in ["a.jpg", "b.jpg", "c.jpg"] {
+        photos.push(upload(&api, ROOT, name, "").await);
+    }
+    let refs = format!("/data/io.cozy.photos.albums/{album}/relationships/references");
+    let body = |ids: &[&String]| {
+        json!({"data": ids.iter().map(|id| json!({"type": "io.cozy.files", "id": id})).collect::<Vec<_>>()})
+            .to_string()
+            .into_bytes()
+    };
+    let added = api
+        .send(Method::POST, &refs, Some(body(&photos.iter().collect::<Vec<_>>())))
+        .await;
+    assert_eq!(added.status, 204, "{}", added.text);
+
+    let listed = api.get(&format!("{refs}?include=files")).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.body["meta"]["count"], 3);
+    let mut expected = photos.clone();
+    expected.sort();
+    let ids: Vec<&str> = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(listed.body["included"][0]["type"], "io.cozy.files");
+    // The file says it too.
+    let file = api.get(&format!("/files/{}", photos[0])).await;
+    assert_eq!(
+        file.body["data"]["relationships"]["referenced_by"]["data"][0]["id"],
+        album.as_str()
+    );
+
+    // Pages follow links.next.
+    let page = api.get(&format!("{refs}?page[limit]=2")).await;
+    assert_eq!(page.body["data"].as_array().unwrap().len(), 2);
+    let next = page.body["links"]["next"].as_str().unwrap().to_string();
+    let rest = api.get(&next).await;
+    assert_eq!(rest.body["data"].as_array().unwrap().len(), 1);
+    assert!(rest.body["links"]["next"].is_null());
+
+    // Removed; and a file deleted for good leaves the list.
+    let removed = api.send(Method::DELETE, &refs, Some(body(&[&photos[0]]))).await;
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    api.delete(&format!("/files/{}", photos[1])).await;
+    assert_eq!(api.delete(&format!("/files/trash/{}", photos[1])).await.status, 204);
+    let left = api.get(&refs).await;
+    assert_eq!(left.body["meta"]["count"], 1, "{}", left.text);
+    assert_eq!(left.body["data"][0]["id"], photos[2].as_str());
+
+    // Bad input and missing rights.
+    assert_eq!(
+        api.send(Method::POST, &refs, Some(b"{\"data\": 3}".to_vec()))
+            .await
+            .status,
+        400
+    );
+    let wrong_type = json!({"data": [{"type": "io.cozy.notes", "id": "x"}]})
+        .to_string()
+        .into_bytes();
+    assert_eq!(api.send(Method::POST, &refs, Some(wrong_type)).await.status, 400);
+    let no_file = json!({"data": [{"type": "io.cozy.files", "id": "nope"}]})
+        .to_string()
+        .into_bytes();
+    assert_eq!(api.send(Method::POST, &refs, Some(no_file)).await.status, 404);
+    let files_only = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", "io.cozy.files").await.unwrap()),
+    );
+    assert_eq!(
+        files_only.get(&refs).await.status,
+        403,
+        "the album's rights are needed too"
+    );
+}

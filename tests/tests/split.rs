@@ -110,14 +110,23 @@ async fn test_split_services_over_real_nats() {
         id: id.clone(),
         rev: String::new(),
     };
-    for (ticket, what) in [
-        (String::new(), "no ticket"),
-        (key.issue(&bob, soon), "bob's ticket"),
-        (MeshKey::random().issue(&instance, soon), "a ticket from another key"),
-        (key.issue(&instance, soon - 120), "an expired ticket"),
+    for (ticket, what, code) in [
+        (String::new(), "no ticket", tonic::Code::PermissionDenied),
+        (key.issue(&bob, soon), "bob's ticket", tonic::Code::PermissionDenied),
+        (
+            MeshKey::random().issue(&instance, soon),
+            "a ticket from another key",
+            tonic::Code::PermissionDenied,
+        ),
+        // As expired as the token it came with: the caller signs in again.
+        (
+            key.issue(&instance, soon - 120),
+            "an expired ticket",
+            tonic::Code::Unauthenticated,
+        ),
     ] {
         let refused = grpc.get_document(get(ticket)).await.unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{what}: {refused:?}");
+        assert_eq!(refused.code(), code, "{what}: {refused:?}");
     }
     let allowed = grpc.get_document(get(key.issue(&instance, soon))).await.unwrap();
     assert!(String::from_utf8_lossy(&allowed.into_inner().json).contains("over the wire"));

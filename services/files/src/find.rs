@@ -194,6 +194,48 @@ impl FilesService {
         Ok((page, next))
     }
 
+    /// The files a document references (their `referenced_by` names it), in id order: a page
+    /// after `cursor`, the next cursor, and how many there are in all.
+    pub(crate) async fn referenced(
+        &self,
+        instance: &str,
+        doctype: &str,
+        id: &str,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<(Vec<Bytes>, String, u64)> {
+        use crate::tables::{REFERENCED, referenced_prefix};
+        let prefix = referenced_prefix(doctype, id);
+        let end = match cocon_storage::prefix_end(&prefix) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        let all = self
+            .inner
+            .store
+            .scan(
+                REFERENCED,
+                instance.as_bytes(),
+                ScanRange::between(Bound::Included(prefix.clone()), end),
+            )
+            .await?;
+        let total = all.len() as u64;
+        let ids: Vec<String> = all
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.sort[prefix.len()..]).into_owned())
+            .filter(|file| cursor.is_empty() || file.as_str() > cursor)
+            .take(limit + 1)
+            .collect();
+        let more = ids.len() > limit;
+        let mut files = Vec::new();
+        for file in ids.iter().take(limit) {
+            let node = self.must_node(instance, file).await?;
+            files.push(self.public(instance, &node).await?);
+        }
+        let next = if more { ids[limit - 1].clone() } else { String::new() };
+        Ok((files, next, total))
+    }
+
     /// Calls `each` with every node of the instance, a page of the store at a time.
     async fn scan_nodes(&self, instance: &str, mut each: impl FnMut(Node)) -> Result<()> {
         let mut start = Bound::Unbounded;

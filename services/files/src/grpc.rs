@@ -692,6 +692,25 @@ impl pb::files_service_server::FilesService for FilesService {
         Ok(self.answer(&instance, &node).await?)
     }
 
+    async fn referenced(&self, request: Request<pb::ReferencedRequest>) -> Result<Response<pb::FileAnswer>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        self.ensure_roots(&instance).await?;
+        let limit = match req.limit {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        let (children, next_cursor, children_count) = self
+            .referenced(&instance, &req.doctype, &req.id, &req.cursor, limit)
+            .await?;
+        Ok(Response::new(pb::FileAnswer {
+            file: Bytes::new(),
+            children,
+            next_cursor,
+            children_count,
+        }))
+    }
+
     async fn set_properties(
         &self,
         request: Request<pb::PropertiesRequest>,

@@ -225,7 +225,7 @@ impl FilesService {
         self.purge_thumbnails(instance).await?;
         let mut batch = Batch::new();
         for table in [
-            NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS, TASKS, LINKS, THUMBNAILS,
+            NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS, TASKS, LINKS, THUMBNAILS, REFERENCED,
         ] {
             batch.delete_partition(table, instance.as_bytes().to_vec());
         }
@@ -759,6 +759,20 @@ fn project(
     counts: &mut HashMap<String, i64>,
 ) {
     let part = instance.as_bytes();
+    // The reference index: rows for what the node no longer references go, new ones come.
+    let refs = |n: Option<&Node>| n.map(|n| n.referenced_by.clone()).unwrap_or_default();
+    let (before, after) = (refs(old), refs(new));
+    let id = new.or(old).map(|n| n.id.as_str()).unwrap_or_default();
+    for r in before.iter().filter(|r| !after.contains(r)) {
+        let mut key = referenced_prefix(&r.doctype, &r.id);
+        key.extend_from_slice(id.as_bytes());
+        batch.delete(REFERENCED, part.to_vec(), key);
+    }
+    for r in after.iter().filter(|r| !before.contains(r)) {
+        let mut key = referenced_prefix(&r.doctype, &r.id);
+        key.extend_from_slice(id.as_bytes());
+        batch.put(REFERENCED, part.to_vec(), key, Bytes::new());
+    }
     if let Some(old) = old
         && !old.dir_id.is_empty()
     {

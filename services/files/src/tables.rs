@@ -33,7 +33,20 @@ pub const LINKS: &str = "files.links";
 /// Partition = instance, sort = file id → the content (MD5) its thumbnails show, and whether
 /// they could be made (JSON). Derived data, like a cache: not rebuilt from the log.
 pub const THUMBNAILS: &str = "files.thumbnails";
-pub const PROJECTIONS: [&str; 6] = [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF];
+/// Partition = instance, sort = doctype, 0x00, document id, 0x00, file id → nothing: the files a
+/// document references (`/data/:doctype/:id/relationships/references`), in file id order.
+pub const REFERENCED: &str = "files.referenced";
+pub const PROJECTIONS: [&str; 7] = [NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, REFERENCED];
+
+/// The key prefix of the files a document references.
+pub fn referenced_prefix(doctype: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(doctype.len() + id.len() + 2);
+    key.extend_from_slice(doctype.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key.push(0);
+    key
+}
 
 pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(dir_id.len() + 1 + name.len());
