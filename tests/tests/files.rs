@@ -84,6 +84,17 @@ async fn test_tree_directories_paths_and_pages() {
     assert_eq!(attr(&photos, "dir_id"), ROOT);
     assert!(photos.body["data"]["meta"]["rev"].as_str().unwrap().starts_with("1-"));
     let photos_id = id(&photos);
+    // HEAD answers like GET, without the body (clients check a node exists).
+    let head = api
+        .request(Method::HEAD, &format!("/files/{photos_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/vnd.api+json");
+    assert!(head.bytes().await.unwrap().is_empty());
+    let missing = api.request(Method::HEAD, "/files/nope").send().await.unwrap();
+    assert_eq!(missing.status(), 404);
     let y2024 = mkdir(&api, &photos_id, "2024 été").await;
     assert_eq!(attr(&y2024, "path"), "/Photos/2024 été");
     // POST /files/ is the root.
