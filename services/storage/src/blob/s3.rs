@@ -1,7 +1,9 @@
 //! Blobs in a bucket of any S3-compatible server (MinIO, Garage, AWS, …), through the `minio`
 //! crate. Small blobs are one `PutObject`; larger ones a multipart upload whose parts are sent as
-//! they fill, so memory stays at one part per upload in progress whatever the size. An upload
-//! completes (and the blob appears) only in `finish`; an abandoned one is aborted.
+//! they fill, a few at once (each part's SHA-256, which the signature carries, is computed on a
+//! blocking thread: parts in flight hash in parallel), so memory stays at a few parts per upload
+//! in progress whatever the size. An upload completes (and the blob appears) only in `finish`;
+//! an abandoned one is aborted.
 
 use std::sync::Arc;
 
@@ -25,6 +27,9 @@ use crate::{Result, StorageError};
 /// The first parts of a multipart upload; every 2,000 parts the size doubles, so S3's limit of
 /// 10,000 parts still allows multi-terabyte files. S3's minimum for all but the last is 5 MiB.
 const FIRST_PART: usize = 8 << 20;
+/// Parts of one upload on their way at once: enough to keep the connection busy while the next
+/// part fills, few enough to keep memory at tens of MiB.
+const PARTS_IN_FLIGHT: usize = 3;
 
 #[derive(Clone, Deserialize)]
 #[serde(default)]
@@ -146,6 +151,8 @@ impl BlobStore for S3Blobs {
             buf: BytesMut::new(),
             upload: None,
             parts: Vec::new(),
+            sending: tokio::task::JoinSet::new(),
+            sent: 0,
             size: 0,
         }))
     }
@@ -245,15 +252,22 @@ struct S3Writer {
     buf: BytesMut,
     /// The multipart upload, once the content outgrew one part.
     upload: Option<UploadId>,
+    /// Parts the server acknowledged, in any order (sorted to complete).
     parts: Vec<PartInfo>,
+    /// Parts on their way.
+    sending: tokio::task::JoinSet<Result<PartInfo>>,
+    /// Parts handed out so far (the next one's number minus one).
+    sent: usize,
     size: u64,
 }
 
 impl S3Writer {
     fn part_size(&self) -> usize {
-        FIRST_PART << (self.parts.len() / 2000).min(8)
+        FIRST_PART << (self.sent / 2000).min(8)
     }
 
+    /// Starts sending a part (creating the multipart upload first if needed); waits for an
+    /// earlier part when too many are on their way.
     async fn send_part(&mut self, data: Bytes) -> Result<()> {
         let upload = match &self.upload {
             Some(id) => id.clone(),
@@ -272,29 +286,50 @@ impl S3Writer {
                 id
             }
         };
-        let number = self.parts.len() as u16 + 1;
+        while self.sending.len() >= PARTS_IN_FLIGHT {
+            self.collect_one().await?;
+        }
+        self.sent += 1;
+        let number = self.sent as u16;
         let size = data.len() as u64;
-        let sent = self
-            .inner
-            .client
-            .upload_part(
-                self.inner.bucket.clone(),
-                self.object.clone(),
-                upload,
-                number,
-                SegmentedBytes::from(data),
-            )
-            .map_err(backend)?
-            .build()
-            .send()
-            .await
-            .map_err(backend)?;
-        self.parts
-            .push(PartInfo::new(number, sent.etag().map_err(backend)?, size, None));
+        let inner = self.inner.clone();
+        let object = self.object.clone();
+        self.sending.spawn(async move {
+            let sent = inner
+                .client
+                .upload_part(inner.bucket.clone(), object, upload, number, SegmentedBytes::from(data))
+                .map_err(backend)?
+                .build()
+                .send()
+                .await
+                .map_err(backend)?;
+            Ok(PartInfo::new(number, sent.etag().map_err(backend)?, size, None))
+        });
+        Ok(())
+    }
+
+    /// Waits for one part on its way.
+    async fn collect_one(&mut self) -> Result<()> {
+        match self.sending.join_next().await {
+            Some(Ok(part)) => {
+                self.parts.push(part?);
+                Ok(())
+            }
+            Some(Err(e)) => Err(StorageError::Backend(format!("a part upload task failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every part on its way.
+    async fn collect_all(&mut self) -> Result<()> {
+        while !self.sending.is_empty() {
+            self.collect_one().await?;
+        }
         Ok(())
     }
 
     async fn abort_upload(&mut self) {
+        self.sending.abort_all();
         if let Some(upload) = self.upload.take() {
             abort(self.inner.clone(), self.object.clone(), upload).await;
         }
@@ -350,6 +385,8 @@ impl BlobWriter for S3Writer {
             if !rest.is_empty() {
                 self.send_part(rest).await?;
             }
+            self.collect_all().await?;
+            self.parts.sort_by_key(|p| p.number);
             self.inner
                 .client
                 .complete_multipart_upload(

@@ -137,10 +137,20 @@ async fn copy(blobs: &dyn BlobStore, prefix: &str) {
 }
 
 async fn large_blob_in_many_chunks(blobs: &dyn BlobStore, prefix: &str) {
-    // Odd chunk sizes across the backends' block and part boundaries (1 MiB, 5 MiB).
+    // Odd chunk sizes across the backends' block and part boundaries (1 MiB, 5 MiB), and more
+    // parts than the S3 backend sends at once; bytes that never repeat at any part size, so a
+    // part out of place shows.
     let key = format!("{prefix}/large");
-    let total = 12 * 1024 * 1024 + 7;
-    let data: Vec<u8> = (0..total).map(|i| (i * 31 % 256) as u8).collect();
+    let total = 28 * 1024 * 1024 + 7;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let data: Vec<u8> = (0..total)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
     let mut w = blobs.create(&key).await.unwrap();
     let mut at = 0;
     let mut step = 1;
