@@ -24,6 +24,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 
 use crate::State;
+use crate::access::authenticate;
 use crate::files::{FilesApiError, FilesCaller, bad_request, caller, header_str, scope};
 use crate::jsonapi;
 
@@ -218,6 +219,8 @@ async fn capabilities() -> Tus {
 /// `POST /files/uploads/`: starts an upload (`Upload-Length`, `Upload-Metadata`), with its
 /// first bytes in the body if the client sends them at once.
 async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Body) -> Result<Tus> {
+    // Who asks comes first: nothing about the request is judged for a stranger.
+    authenticate(&state, &headers).await.map_err(FilesApiError::from)?;
     check_version(&headers)?;
     if headers.contains_key(HeaderName::from_static("upload-defer-length")) {
         return Err(bad_request("Upload-Defer-Length is not supported: send Upload-Length").into());
@@ -267,6 +270,7 @@ async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Body) 
 
 /// `HEAD /files/uploads/:id`: how far the upload got.
 async fn offset(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Path<String>) -> Result<Tus> {
+    authenticate(&state, &headers).await.map_err(FilesApiError::from)?;
     check_version(&headers)?;
     let caller = caller(&state, &headers, &Method::GET).await?;
     let upload = state
@@ -288,6 +292,7 @@ async fn offset(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Pa
 /// `PATCH /files/uploads/:id`: bytes from `Upload-Offset` on, optionally checked against
 /// `Upload-Checksum`. What arrives before a broken connection is kept.
 async fn append(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Result<Tus> {
+    authenticate(&state, &headers).await.map_err(FilesApiError::from)?;
     check_version(&headers)?;
     if header_str(&headers, header::CONTENT_TYPE) != OFFSET_STREAM {
         return Err(refusal(
@@ -352,6 +357,7 @@ async fn send(
 
 /// `DELETE /files/uploads/:id`: abandons the upload and what it received.
 async fn cancel(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Path<String>) -> Result<Tus> {
+    authenticate(&state, &headers).await.map_err(FilesApiError::from)?;
     check_version(&headers)?;
     let caller = writer(&state, &headers, false).await?;
     state

@@ -1067,3 +1067,74 @@ async fn test_changes_feed_for_sync_clients() {
     assert_eq!(woke.body["results"][0]["id"], new_id.as_str(), "{}", woke.text);
     assert_eq!(api.get("/files/_changes?feed=continuous").await.status, 400);
 }
+
+/// Every drive route needs a token, but the few a secret opens (links, thumbnails) and TUS's
+/// description of itself: a route added without authentication fails here.
+#[tokio::test]
+async fn test_every_drive_route_needs_credentials_but_the_public_ones() {
+    let (_dir, _cocon, api) = setup().await;
+    let anonymous = api.with_token(None);
+    let id = "0123456789abcdef0123456789abcdef";
+    let closed = [
+        ("GET", format!("/files/{ROOT}")),
+        ("HEAD", format!("/files/{ROOT}")),
+        ("POST", "/files/?Type=directory&Name=x".to_string()),
+        ("POST", format!("/files/{ROOT}?Type=file&Name=x")),
+        ("PUT", format!("/files/{id}")),
+        ("PATCH", format!("/files/{id}")),
+        ("DELETE", format!("/files/{id}")),
+        ("GET", "/files/metadata?Path=/".to_string()),
+        ("GET", format!("/files/download/{id}")),
+        ("GET", "/files/download?Path=/x".to_string()),
+        ("GET", format!("/files/download/{id}/v1")),
+        ("POST", format!("/files/revert/{id}/v1")),
+        ("DELETE", format!("/files/{id}/v1")),
+        ("POST", format!("/files/{id}/copy")),
+        ("POST", format!("/files/{id}/relationships/referenced_by")),
+        ("DELETE", format!("/files/{id}/relationships/referenced_by")),
+        ("GET", "/files/trash".to_string()),
+        ("DELETE", "/files/trash".to_string()),
+        ("POST", format!("/files/trash/{id}")),
+        ("DELETE", format!("/files/trash/{id}")),
+        ("GET", "/files/_changes".to_string()),
+        ("POST", "/files/_find".to_string()),
+        ("POST", format!("/files/downloads?Id={id}")),
+        ("POST", "/files/archive".to_string()),
+        ("POST", "/files/uploads/".to_string()),
+        ("HEAD", format!("/files/uploads/{id}")),
+        ("PATCH", format!("/files/uploads/{id}")),
+        ("DELETE", format!("/files/uploads/{id}")),
+        ("GET", "/settings/disk-usage".to_string()),
+        (
+            "GET",
+            format!("/data/io.cozy.photos.albums/{id}/relationships/references"),
+        ),
+        ("PROPFIND", "/dav/files/".to_string()),
+        ("GET", "/dav/files/x.txt".to_string()),
+        ("PUT", "/dav/files/x.txt".to_string()),
+    ];
+    for (method, path) in &closed {
+        let res = anonymous
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), path)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{method} {path} answers without credentials");
+    }
+    // Opened by a secret in the path: a wrong one finds nothing.
+    for path in [
+        format!("/files/downloads/{id}/a.txt"),
+        format!("/files/archive/{id}/a.zip"),
+        format!("/files/{id}/thumbnails/{id}/small"),
+    ] {
+        let res = anonymous.request(Method::GET, &path).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    let options = anonymous
+        .request(Method::OPTIONS, "/files/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 204, "TUS's description of the server is public");
+}
