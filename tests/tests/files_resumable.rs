@@ -428,3 +428,21 @@ async fn test_a_third_party_tus_client_uploads_in_parts() {
     assert_eq!(shown.body["data"]["attributes"]["md5sum"], b64(&Md5::digest(&data)));
     assert_eq!(shown.body["data"]["attributes"]["size"], data.len().to_string());
 }
+
+#[tokio::test]
+async fn test_unfinished_uploads_are_limited_per_instance() {
+    let (_dir, _cocon, api) = setup().await;
+    // Finished uploads (empty files complete at once) stay recorded for a while; they must not
+    // hide the unfinished ones from the count.
+    for i in 0..210 {
+        let done = create(&api, 0, &[("filename", &format!("done-{i}"))]).await;
+        assert_eq!(done.status, 201, "{}", done.text);
+    }
+    for i in 0..100 {
+        let open = create(&api, 10, &[("filename", &format!("open-{i}"))]).await;
+        assert_eq!(open.status, 201, "{}", open.text);
+    }
+    let one_more = create(&api, 10, &[("filename", "one-more")]).await;
+    assert_eq!(one_more.status, 429, "{}", one_more.text);
+    assert!(one_more.text.contains("finish or cancel"), "{}", one_more.text);
+}

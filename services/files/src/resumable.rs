@@ -195,7 +195,9 @@ impl FilesService {
         let others = self
             .inner
             .store
-            .scan(UPLOADS, instance.as_bytes(), ScanRange::all().limit(MAX_PENDING * 2))
+            // Every row: finished uploads stay until they expire (for clients that ask again),
+            // and must not hide unfinished ones from the count.
+            .scan(UPLOADS, instance.as_bytes(), ScanRange::all())
             .await?;
         let now = cocon_common::time::now_secs();
         let mut reserved = 0u64;
