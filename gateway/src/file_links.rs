@@ -12,11 +12,10 @@ use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cocon_proto::files::v1 as pb;
-use cocon_proto::files::v1::download_part::Part as DownPart;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::files::{Result, bad_request, content_body, disposition, node_caller, scope, serve_download};
+use crate::files::{Result, bad_request, content_body, disposition, head_of, node_caller, scope, serve_download};
 use crate::{State, jsonapi};
 
 type Params = Query<HashMap<String, String>>;
@@ -172,15 +171,11 @@ async fn archive(
         })
         .await?
         .into_inner();
-    let name = match stream.message().await? {
-        Some(pb::DownloadPart {
-            part: Some(DownPart::Head(head)),
-        }) => serde_json::from_slice::<Value>(&head.file)
-            .ok()
-            .and_then(|v| v["name"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "files.zip".into()),
-        _ => "files.zip".into(),
-    };
+    let head = head_of(&mut stream).await?;
+    let name = serde_json::from_slice::<Value>(&head.file)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "files.zip".into());
     let mut response = Response::new(content_body(stream));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
@@ -209,12 +204,7 @@ async fn thumbnail(
         })
         .await?
         .into_inner();
-    let size = match stream.message().await? {
-        Some(pb::DownloadPart {
-            part: Some(DownPart::Head(head)),
-        }) => head.size,
-        _ => 0,
-    };
+    let size = head_of(&mut stream).await?.size;
     let mut response = Response::new(content_body(stream));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));

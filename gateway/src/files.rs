@@ -986,6 +986,23 @@ async fn download(
     serve_download(&state, &headers, request, &params).await
 }
 
+/// The head every download stream starts with (the file, the range served).
+pub(crate) async fn head_of(stream: &mut tonic::Streaming<pb::DownloadPart>) -> Result<pb::DownloadHead> {
+    match stream.message().await? {
+        Some(pb::DownloadPart {
+            part: Some(DownPart::Head(head)),
+        }) => Ok(head),
+        _ => Err(FilesApiError(
+            ApiError::new(
+                cocon_common::ErrorCode::Internal,
+                "internal_server_error",
+                "the files service sent no file head",
+            ),
+            Close::No,
+        )),
+    }
+}
+
 /// The content parts of a download stream as a response body; a failure mid-way breaks it off.
 pub(crate) fn content_body(stream: tonic::Streaming<pb::DownloadPart>) -> Body {
     Body::from_stream(stream.filter_map(|part| async move {
@@ -1008,21 +1025,7 @@ pub(crate) async fn serve_download(
 ) -> Result<Response> {
     (request.start, request.end, request.suffix) = parse_range(headers);
     let mut stream = state.clients.files.clone().download(request).await?.into_inner();
-    let head = match stream.message().await? {
-        Some(pb::DownloadPart {
-            part: Some(DownPart::Head(head)),
-        }) => head,
-        _ => {
-            return Err(FilesApiError(
-                ApiError::new(
-                    cocon_common::ErrorCode::Internal,
-                    "internal_server_error",
-                    "the files service sent no file head",
-                ),
-                Close::No,
-            ));
-        }
-    };
+    let head = head_of(&mut stream).await?;
     let file: Value = serde_json::from_slice(&head.file).unwrap_or_default();
     let etag = format!("\"{}\"", file["md5sum"].as_str().unwrap_or_default());
     let name = file["name"].as_str().unwrap_or("file").to_string();
