@@ -48,6 +48,17 @@ fn check_rev(node: &Node, if_match: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether new content may replace `node`'s: a file, at the revision the client saw.
+fn check_overwrite(node: &Node, if_match: &str) -> Result<()> {
+    if node.is_dir() {
+        return Err(FilesError::BadRequest(format!(
+            "{} is a directory: only a file has content",
+            node.id
+        )));
+    }
+    check_rev(node, if_match)
+}
+
 fn clean_tags(tags: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
@@ -194,12 +205,7 @@ impl FilesService {
     /// The file an overwrite targets, checked before its content is streamed.
     pub(crate) async fn precheck_overwrite(&self, instance: &str, id: &str, if_match: &str) -> Result<Node> {
         let node = self.must_node(instance, id).await?;
-        if node.is_dir() {
-            return Err(FilesError::BadRequest(format!(
-                "{id} is a directory: only a file has content"
-            )));
-        }
-        check_rev(&node, if_match)?;
+        check_overwrite(&node, if_match)?;
         Ok(node)
     }
 
@@ -215,12 +221,12 @@ impl FilesService {
         content: Content,
     ) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
-        let current = self.must_node(instance, id).await?;
-        if current.blob == content.blob || current.versions.iter().any(|v| v.blob == content.blob) {
+        let old = self.must_node(instance, id).await?;
+        if old.blob == content.blob || old.versions.iter().any(|v| v.blob == content.blob) {
             // The same upload, completed a second time (a retry after a lost answer).
-            return Ok(current);
+            return Ok(old);
         }
-        let old = self.precheck_overwrite(instance, id, if_match).await?;
+        check_overwrite(&old, if_match)?;
         let replaced = if self.keeps_version_of(&old) {
             0
         } else {
@@ -530,9 +536,14 @@ impl FilesService {
 
     /// Whether `node` is `ancestor` or lies below it.
     async fn is_within(&self, instance: &str, node: &Node, ancestor: &str) -> Result<bool> {
+        self.under_any(instance, node, &[ancestor.to_string()]).await
+    }
+
+    /// Whether `node` is one of `ancestors` or lies below one of them (walking up its parents).
+    pub(crate) async fn under_any(&self, instance: &str, node: &Node, ancestors: &[String]) -> Result<bool> {
         let mut current = node.clone();
         for _ in 0..4096 {
-            if current.id == ancestor {
+            if ancestors.contains(&current.id) {
                 return Ok(true);
             }
             if current.dir_id.is_empty() {
