@@ -340,11 +340,11 @@ impl AuthService {
             }
             envelopes.push(envelope);
         }
-        log.seal(&mut batch, appended);
+        let sealed = log.seal(&mut batch, appended);
         match self.inner.store.apply(batch).await {
             Ok(()) => {
                 log.advance(instance, first + envelopes.len() as u64 - 1);
-                log.outbox().committed();
+                log.outbox().committed(sealed);
                 Ok(envelopes)
             }
             Err(e) => {

@@ -2,7 +2,7 @@
 //! indexes, the counts and the doctype list. The live write path and the rebuild both run it, so
 //! a rebuild gives the same state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use cocon_proto::events::v1::DocumentChanged;
@@ -70,13 +70,13 @@ pub async fn load_indexes(store: &dyn Store, instance: &str, doctype: &str) -> R
 /// What a batch has written and not yet committed, so later events of the same batch see it.
 #[derive(Default)]
 pub struct Overlay {
-    docs: HashMap<DocKey, Option<DocRecord>>,
-    counts: HashMap<TypeKey, i64>,
+    docs: foldhash::HashMap<DocKey, Option<DocRecord>>,
+    counts: foldhash::HashMap<TypeKey, i64>,
     /// Counts changed by this batch, written once each by [`Overlay::finish`].
-    changed_counts: HashSet<TypeKey>,
-    seen_doctypes: HashSet<TypeKey>,
+    changed_counts: foldhash::HashSet<TypeKey>,
+    seen_doctypes: foldhash::HashSet<TypeKey>,
     /// Design documents changed in this batch: their caches are invalidated after commit.
-    pub changed_indexes: HashSet<TypeKey>,
+    pub changed_indexes: foldhash::HashSet<TypeKey>,
 }
 
 impl Overlay {
@@ -97,6 +97,12 @@ impl Overlay {
         let record = raw.map(DocRecord::decode).transpose()?;
         self.docs.insert(key, record.clone());
         Ok(record)
+    }
+
+    /// Records that `id` names no document yet (an id the server just generated), sparing a read.
+    pub fn assume_new(&mut self, instance: &str, doctype: &str, id: &str) {
+        self.docs
+            .insert((instance.to_string(), doctype.to_string(), id.to_string()), None);
     }
 
     /// Adds to `batch` what the projected events left to write once: the doctypes' new counts.

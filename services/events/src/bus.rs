@@ -83,6 +83,19 @@ pub trait EventBus: Send + Sync + 'static {
     /// Resolves once the bus has stored the message (a JetStream publish ack).
     async fn publish(&self, message: Message) -> Result<(), BusError>;
 
+    /// Publishes `messages` in order: (how many the bus stored before the first failure, that
+    /// failure). Buses override it to pay their fixed costs once per call.
+    async fn publish_all(&self, messages: Vec<Message>) -> (usize, Option<BusError>) {
+        let mut sent = 0;
+        for message in messages {
+            if let Err(err) = self.publish(message).await {
+                return (sent, Some(err));
+            }
+            sent += 1;
+        }
+        (sent, None)
+    }
+
     /// Creates the durable consumer if needed and starts receiving from it.
     async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError>;
 }

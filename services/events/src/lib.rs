@@ -21,7 +21,7 @@ pub use error::BusError;
 pub use log::{EventLog, decode_envelope};
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
-pub use outbox::{Appended, Outbox, Relay, RelayConfig};
+pub use outbox::{Appended, Outbox, Relay, RelayConfig, Sealed};
 
 /// The streams of the deployment, one per publishing service, plus the dead letters.
 pub mod streams {

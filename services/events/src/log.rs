@@ -9,7 +9,7 @@ use cocon_proto::events::v1::Envelope;
 use cocon_storage::{Batch, ScanRange, Store};
 use prost::Message as _;
 
-use crate::outbox::Appended;
+use crate::outbox::{Appended, Sealed};
 use crate::{BusError, Outbox};
 
 #[derive(Clone)]
@@ -83,19 +83,20 @@ impl EventLog {
     /// Adds the event to the log in `batch`, and notes it in `appended`. Call
     /// [`EventLog::seal`] before committing the batch.
     pub fn append(&self, batch: &mut Batch, appended: &mut Appended, envelope: &Envelope) {
+        let encoded = Bytes::from(envelope.encode_to_vec());
         batch.put(
             self.table,
             envelope.instance.as_bytes().to_vec(),
             envelope.seq.to_be_bytes().to_vec(),
-            Bytes::from(envelope.encode_to_vec()),
+            encoded.clone(),
         );
-        appended.add(&envelope.instance, envelope.seq);
+        appended.add(&envelope.instance, envelope.seq, encoded);
     }
 
     /// Adds to `batch` the outbox pointers to the events appended: the relay publishes them once
-    /// the batch is committed.
-    pub fn seal(&self, batch: &mut Batch, appended: Appended) {
-        self.outbox.seal(batch, appended);
+    /// the batch is committed and the result handed to [`crate::Outbox::committed`].
+    pub fn seal(&self, batch: &mut Batch, appended: Appended) -> Sealed {
+        self.outbox.seal(batch, appended)
     }
 
     /// Events of one instance after `after_seq`, in order.

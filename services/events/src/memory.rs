@@ -4,7 +4,7 @@
 //! Messages live as long as the process. Nothing is lost across a restart all the same: events
 //! stay in the durable outbox until the bus has them, and the event log is the source of truth.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ struct Stream {
     next_seq: u64,
     /// Ids published within the duplicate window (at most [`MAX_RECENT_IDS`]), and the same ids
     /// in publish order, to expire them.
-    recent_ids: HashSet<Arc<str>>,
+    recent_ids: foldhash::HashSet<Arc<str>>,
     recent_order: VecDeque<(Instant, Arc<str>)>,
     consumers: HashMap<String, ConsumerState>,
 }
@@ -86,7 +86,7 @@ impl MemoryBus {
                     messages: VecDeque::new(),
                     bytes: 0,
                     next_seq: 1,
-                    recent_ids: HashSet::new(),
+                    recent_ids: Default::default(),
                     recent_order: VecDeque::new(),
                     consumers: HashMap::new(),
                 }
@@ -142,32 +142,56 @@ impl Stream {
     }
 }
 
+impl State {
+    /// Stores `message` in the stream its subject belongs to, unless it is a duplicate.
+    fn store(&mut self, message: Message, now: Instant) -> Result<(), BusError> {
+        let stream = self
+            .streams
+            .iter_mut()
+            .find(|s| s.spec.subjects.iter().any(|f| matches(f, &message.subject)))
+            .ok_or_else(|| BusError::NoStream(message.subject.clone()))?;
+        stream.enforce_limits(now);
+        if stream.recent_ids.contains(message.id.as_str()) {
+            return Ok(());
+        }
+        let id: Arc<str> = Arc::from(message.id.as_str());
+        stream.recent_ids.insert(id.clone());
+        stream.recent_order.push_back((now, id));
+        let seq = stream.next_seq;
+        stream.next_seq += 1;
+        stream.bytes += message.payload.len() as i64;
+        stream.messages.push_back(Stored { seq, at: now, message });
+        stream.enforce_limits(now);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl EventBus for MemoryBus {
     async fn publish(&self, message: Message) -> Result<(), BusError> {
+        let (_, failed) = self.publish_all(vec![message]).await;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// One lock and one wake-up for the whole batch.
+    async fn publish_all(&self, messages: Vec<Message>) -> (usize, Option<BusError>) {
         let now = Instant::now();
+        let mut sent = 0;
+        let mut failed = None;
         {
             let mut state = self.inner.state.lock().expect("bus state poisoned");
-            let stream = state
-                .streams
-                .iter_mut()
-                .find(|s| s.spec.subjects.iter().any(|f| matches(f, &message.subject)))
-                .ok_or_else(|| BusError::NoStream(message.subject.clone()))?;
-            stream.enforce_limits(now);
-            if stream.recent_ids.contains(message.id.as_str()) {
-                return Ok(());
+            for message in messages {
+                if let Err(err) = state.store(message, now) {
+                    failed = Some(err);
+                    break;
+                }
+                sent += 1;
             }
-            let id: Arc<str> = Arc::from(message.id.as_str());
-            stream.recent_ids.insert(id.clone());
-            stream.recent_order.push_back((now, id));
-            let seq = stream.next_seq;
-            stream.next_seq += 1;
-            stream.bytes += message.payload.len() as i64;
-            stream.messages.push_back(Stored { seq, at: now, message });
-            stream.enforce_limits(now);
         }
-        self.inner.notify.notify_waiters();
-        Ok(())
+        if sent > 0 {
+            self.inner.notify.notify_waiters();
+        }
+        (sent, failed)
     }
 
     async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {

@@ -63,22 +63,59 @@ impl NatsBus {
     }
 }
 
-#[async_trait]
-impl EventBus for NatsBus {
-    async fn publish(&self, message: Message) -> Result<(), BusError> {
+/// Publishes awaiting their acks at once, in [`EventBus::publish_all`]: one round trip per
+/// message would cap the relay at the server's round-trip rate.
+const MAX_IN_FLIGHT: usize = 256;
+
+impl NatsBus {
+    async fn send(&self, message: Message) -> Result<jetstream::context::PublishAckFuture, BusError> {
         let mut publish = jetstream::message::PublishMessage::build()
             .payload(message.payload)
             .message_id(&message.id);
         for (k, v) in &message.headers {
             publish = publish.header(k.as_str(), v.as_str());
         }
-        let ack = self
-            .js
+        self.js
             .send_publish(message.subject, publish)
             .await
-            .map_err(unavailable)?;
-        ack.await.map_err(unavailable)?;
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl EventBus for NatsBus {
+    async fn publish(&self, message: Message) -> Result<(), BusError> {
+        self.send(message).await?.await.map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn publish_all(&self, messages: Vec<Message>) -> (usize, Option<BusError>) {
+        let mut sent = 0;
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            let mut acks = Vec::with_capacity(MAX_IN_FLIGHT);
+            let mut failed = None;
+            for message in messages.by_ref().take(MAX_IN_FLIGHT) {
+                match self.send(message).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+            // Acks come back in order of sending; count up to the first failure.
+            for ack in acks {
+                if let Err(err) = ack.await {
+                    return (sent, Some(unavailable(err)));
+                }
+                sent += 1;
+            }
+            if failed.is_some() {
+                return (sent, failed);
+            }
+        }
+        (sent, None)
     }
 
     async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {

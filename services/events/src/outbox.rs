@@ -4,11 +4,20 @@
 //! pointer only once the bus has all of its events. Events are stored once, in the log; the
 //! outbox costs one row per instance per commit, not one per event. A dead or slow bus makes
 //! the outbox grow; it never blocks or slows the write.
+//!
+//! The store is the outbox's truth, but reading the events back costs a scan per commit. So a
+//! committer whose commits land in order and cannot be cancelled half-way (the documents
+//! service's, on its own thread) hands each committed batch's encoded events to the relay in
+//! memory ([`Outbox::hand_over`]), and the relay publishes from there while it keeps up. Other
+//! writers call [`Outbox::committed`] and the relay reads their events from the store. It also
+//! reads the store to catch up: at start, when the in-memory queue overflowed or the bus failed,
+//! and once per poll interval from the first row, which finds a pointer that committed after
+//! one with a higher id (two writers of different instances race to the store).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -35,6 +44,26 @@ struct OutboxInner {
     log_table: &'static str,
     next_id: AtomicU64,
     notify: Notify,
+    /// Committed pointers and their events, in commit order, for the relay.
+    hot: Mutex<HotQueue>,
+}
+
+/// At most this many events wait in memory for the relay; beyond, the relay reads the store.
+const HOT_MAX_EVENTS: usize = 65_536;
+
+#[derive(Default)]
+struct HotQueue {
+    pointers: VecDeque<HotPointer>,
+    events: usize,
+    /// Some committed pointers are not in the queue (no room, or their writer did not hand
+    /// them over): the relay must read the store.
+    stale: bool,
+}
+
+/// A committed outbox pointer with its events, as encoded in the log.
+struct HotPointer {
+    id: u64,
+    events: Vec<Bytes>,
 }
 
 fn now_us() -> u64 {
@@ -43,22 +72,44 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The events one batch appends, per instance: (first, last) sequence. Sealed into the batch as
-/// outbox pointers by [`crate::EventLog::seal`].
+/// The events one batch appends, per instance: (first, last) sequence and the encoded events.
+/// Sealed into the batch as outbox pointers by [`crate::EventLog::seal`].
 #[derive(Debug, Default)]
 pub struct Appended {
-    pub(crate) ranges: HashMap<String, (u64, u64)>,
+    pub(crate) ranges: foldhash::HashMap<String, Range>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Range {
+    first: u64,
+    last: u64,
+    events: Vec<Bytes>,
 }
 
 impl Appended {
-    pub(crate) fn add(&mut self, instance: &str, seq: u64) {
+    pub(crate) fn add(&mut self, instance: &str, seq: u64, event: Bytes) {
         match self.ranges.get_mut(instance) {
-            Some((_, last)) => *last = seq,
+            Some(range) => {
+                range.last = seq;
+                range.events.push(event);
+            }
             None => {
-                self.ranges.insert(instance.to_string(), (seq, seq));
+                let range = Range {
+                    first: seq,
+                    last: seq,
+                    events: vec![event],
+                };
+                self.ranges.insert(instance.to_string(), range);
             }
         }
     }
+}
+
+/// The outbox pointers of a batch about to be committed. Hand it to [`Outbox::committed`] once
+/// the batch is; drop it if the commit failed.
+#[must_use = "hand it to Outbox::committed once the batch is committed"]
+pub struct Sealed {
+    pointers: Vec<HotPointer>,
 }
 
 /// An outbox row: the events `first..=last` of `instance` wait to be published.
@@ -113,22 +164,69 @@ impl Outbox {
                 log_table,
                 next_id: AtomicU64::new(after_last.max(now_us())),
                 notify: Notify::new(),
+                hot: Mutex::default(),
             }),
         })
     }
 
     /// Adds to `batch` the pointers to the events it appends; they are published once it commits.
-    pub(crate) fn seal(&self, batch: &mut Batch, appended: Appended) {
-        for (instance, (first, last)) in appended.ranges {
+    pub(crate) fn seal(&self, batch: &mut Batch, appended: Appended) -> Sealed {
+        let mut pointers = Vec::with_capacity(appended.ranges.len());
+        for (instance, range) in appended.ranges {
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let pointer = Pointer { instance, first, last };
+            let pointer = Pointer {
+                instance,
+                first: range.first,
+                last: range.last,
+            };
             batch.put(self.inner.table, PARTITION, id.to_be_bytes().to_vec(), pointer.encode());
+            pointers.push(HotPointer {
+                id,
+                events: range.events,
+            });
         }
+        Sealed { pointers }
     }
 
-    /// Wakes the relay; call after committing a batch that was sealed.
-    pub fn committed(&self) {
+    /// Wakes the relay to publish a committed batch's events, read back from the store.
+    pub fn committed(&self, sealed: Sealed) {
+        drop(sealed);
+        self.inner.hot.lock().expect("outbox queue poisoned").stale = true;
         self.inner.notify.notify_one();
+    }
+
+    /// Hands the events of a committed batch to the relay and wakes it. Only for a writer whose
+    /// batches commit in the order they were sealed and whose hand-over cannot be skipped once
+    /// committed: the relay publishes handed-over events as they come, so a missing or late one
+    /// would reorder an instance's events.
+    pub fn hand_over(&self, sealed: Sealed) {
+        {
+            let mut hot = self.inner.hot.lock().expect("outbox queue poisoned");
+            for pointer in sealed.pointers {
+                if hot.events + pointer.events.len() > HOT_MAX_EVENTS {
+                    // The relay is behind (or the bus down): it will read the store instead.
+                    hot.pointers.clear();
+                    hot.events = 0;
+                    hot.stale = true;
+                }
+                if !hot.stale {
+                    hot.events += pointer.events.len();
+                    hot.pointers.push_back(pointer);
+                }
+            }
+        }
+        self.inner.notify.notify_one();
+    }
+
+    /// Takes what was handed over; `None` if the store holds more (see [`HotQueue::stale`]).
+    fn take_hot(&self) -> Option<VecDeque<HotPointer>> {
+        let mut hot = self.inner.hot.lock().expect("outbox queue poisoned");
+        hot.events = 0;
+        let pointers = std::mem::take(&mut hot.pointers);
+        if std::mem::take(&mut hot.stale) {
+            return None;
+        }
+        Some(pointers)
     }
 
     /// How many events wait to be published (or were, and wait for their pointer's deletion).
@@ -188,32 +286,61 @@ impl Default for RelayConfig {
 
 /// Publishes what the outbox holds, in order, until shut down; then drains what it can.
 ///
-/// Published rows are deleted in bulk (every `batch` rows, or when the outbox is idle), not one
-/// commit per round: until then an in-memory cursor skips them. After a crash they are published
-/// again, with the same ids, and JetStream drops the duplicates.
+/// Published rows are deleted in bulk (every `8 × batch` rows, or when the outbox is idle), not
+/// one commit per round: until then `done` skips them. After a crash they are published again,
+/// with the same ids, and the bus drops the duplicates (JetStream's duplicate window); a
+/// duplicate may also slip through when a catch-up scan and the hand-over overlap, which
+/// consumers, idempotent by contract, absorb.
 pub struct Relay {
     outbox: Outbox,
     bus: Arc<dyn EventBus>,
     config: RelayConfig,
-    /// The last pointer whose events are all published.
+    /// Catching up from the store rather than publishing what committers hand over.
+    scanning: bool,
+    /// When the last catch-up scan reached the end of the outbox.
+    last_scan: tokio::time::Instant,
+    /// In a scan, the last pointer row read.
     cursor: Option<Vec<u8>>,
     /// Within the next pointer, the last sequence published (after a partial failure).
     resume_after: Option<u64>,
+    /// Rows whose events are all published, to delete; `done` holds their ids.
     published: Vec<Vec<u8>>,
+    done: foldhash::HashSet<u64>,
     last_forget: tokio::time::Instant,
 }
 
 impl Relay {
     pub fn new(outbox: Outbox, bus: Arc<dyn EventBus>, config: RelayConfig) -> Relay {
+        let now = tokio::time::Instant::now();
         Relay {
             outbox,
             bus,
             config,
+            scanning: true,
+            last_scan: now,
             cursor: None,
             resume_after: None,
             published: Vec::new(),
-            last_forget: tokio::time::Instant::now(),
+            done: Default::default(),
+            last_forget: now,
         }
+    }
+
+    /// Reads the store again: from the first row, or from the last row read, whose
+    /// predecessors were all published then.
+    fn start_scan(&mut self, from_first: bool) {
+        self.scanning = true;
+        if from_first {
+            self.cursor = None;
+        }
+        self.resume_after = None;
+    }
+
+    fn mark_done(&mut self, row: Vec<u8>) {
+        if let Some(id) = pointer_id(&row) {
+            self.done.insert(id);
+        }
+        self.published.push(row);
     }
 
     /// Deletes the rows published so far.
@@ -223,11 +350,13 @@ impl Relay {
         }
         let inner = &self.outbox.inner;
         let mut done = Batch::new();
-        for key in self.published.drain(..) {
-            done.delete(inner.table, PARTITION, key);
+        for key in &self.published {
+            done.delete(inner.table, PARTITION, key.clone());
         }
         // Losing these deletions in a crash only re-publishes events JetStream de-duplicates.
         inner.store.apply_relaxed(done).await?;
+        self.published.clear();
+        self.done.clear();
         self.last_forget = tokio::time::Instant::now();
         Ok(())
     }
@@ -262,7 +391,8 @@ impl Relay {
                 _ = shutdown.wait() => break,
             }
         }
-        // Graceful drain: publish what is left, for a bounded time.
+        // Graceful drain: publish what is left, store included, for a bounded time.
+        self.start_scan(true);
         let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         while tokio::time::Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, self.round()).await {
@@ -282,22 +412,96 @@ impl Relay {
         }
     }
 
-    /// Publishes the events of one page of pointers; returns how many were published.
+    /// Publishes what is waiting, a page at most; returns how many events were published.
     pub async fn round(&mut self) -> Result<usize, BusError> {
-        let inner = &self.outbox.inner;
+        if !self.scanning && self.last_scan.elapsed() >= self.config.poll {
+            self.start_scan(true);
+        }
+        loop {
+            if self.scanning {
+                let (published, end) = self.scan_page().await?;
+                if end {
+                    self.scanning = false;
+                    self.last_scan = tokio::time::Instant::now();
+                }
+                if published > 0 {
+                    return Ok(published);
+                }
+                if !end {
+                    continue;
+                }
+            }
+            match self.outbox.take_hot() {
+                Some(pointers) => return self.publish_handed_over(pointers).await,
+                None => self.start_scan(false),
+            }
+        }
+    }
+
+    /// Publishes the events committers handed over, in one call to the bus.
+    async fn publish_handed_over(&mut self, pointers: VecDeque<HotPointer>) -> Result<usize, BusError> {
+        // A catch-up scan may have published some already.
+        let pointers: Vec<HotPointer> = pointers.into_iter().filter(|p| !self.done.contains(&p.id)).collect();
+        let mut messages = Vec::with_capacity(pointers.iter().map(|p| p.events.len()).sum());
+        // The pointer each message belongs to.
+        let mut owners = Vec::with_capacity(messages.capacity());
+        for (i, pointer) in pointers.iter().enumerate() {
+            for event in &pointer.events {
+                match message(event.clone()) {
+                    Ok(m) => {
+                        messages.push(m);
+                        owners.push(i);
+                    }
+                    Err(err) => {
+                        tracing::error!(table = self.outbox.inner.table, error = %err, "skipping an undecodable event")
+                    }
+                }
+            }
+        }
+        let (sent, failed) = if messages.is_empty() {
+            (0, None)
+        } else {
+            self.bus.publish_all(messages).await
+        };
+        let complete = owners.get(sent).copied().unwrap_or(pointers.len());
+        for pointer in &pointers[..complete] {
+            self.mark_done(pointer.id.to_be_bytes().to_vec());
+        }
+        if self.published.len() >= self.config.batch * 8 {
+            self.forget_published().await?;
+        }
+        match failed {
+            None => Ok(sent),
+            Some(err) => {
+                // The rest waits in the store, in order.
+                self.start_scan(false);
+                if sent == 0 { Err(err) } else { Ok(sent) }
+            }
+        }
+    }
+
+    /// Publishes the events of one page of pointers read from the store: (how many were
+    /// published, whether the page reached the end of the outbox).
+    async fn scan_page(&mut self) -> Result<(usize, bool), BusError> {
+        let inner = self.outbox.inner.clone();
         let start = match &self.cursor {
             Some(c) => Bound::Excluded(c.clone()),
             None => Bound::Unbounded,
         };
         let range = ScanRange::between(start, Bound::Unbounded).limit(self.config.batch);
         let rows = inner.store.scan(inner.table, PARTITION, range).await?;
+        let mut end = rows.len() < self.config.batch;
         let mut published = 0;
         let mut first_error = None;
         'rows: for row in rows {
+            if pointer_id(&row.sort).is_some_and(|id| self.done.contains(&id)) {
+                self.cursor = Some(row.sort);
+                continue;
+            }
             let Some(pointer) = Pointer::decode(row.value.clone()) else {
                 tracing::error!(table = inner.table, "dropping an undecodable outbox row");
                 self.cursor = Some(row.sort.clone());
-                self.published.push(row.sort);
+                self.mark_done(row.sort);
                 continue;
             };
             let mut after = self.resume_after.unwrap_or(pointer.first - 1).max(pointer.first - 1);
@@ -345,16 +549,25 @@ impl Relay {
             }
             self.resume_after = None;
             self.cursor = Some(row.sort.clone());
-            self.published.push(row.sort);
+            self.mark_done(row.sort);
         }
         if self.published.len() >= self.config.batch * 8 {
             self.forget_published().await?;
         }
         match first_error {
             Some(err) if published == 0 => Err(err),
-            _ => Ok(published),
+            Some(_) => {
+                end = false;
+                Ok((published, end))
+            }
+            None => Ok((published, end)),
         }
     }
+}
+
+/// The id of an outbox row, from its sort key.
+fn pointer_id(sort: &[u8]) -> Option<u64> {
+    sort.try_into().ok().map(u64::from_be_bytes)
 }
 
 #[cfg(test)]

@@ -256,12 +256,14 @@ async fn test_outbox_survives_a_nats_outage() {
                 };
                 log.append(&mut batch, &mut appended, &envelope);
             }
-            log.seal(&mut batch, appended);
+            let sealed = log.seal(&mut batch, appended);
             store.apply(batch).await.unwrap();
             for (instance, seq) in seqs {
                 log.advance(&instance, seq);
             }
-            log.outbox().committed();
+            // One writer, in order: its events go to the relay in memory, and from the store
+            // once the bus has failed.
+            log.outbox().hand_over(sealed);
         }
     };
     for i in 0..100 {
@@ -313,4 +315,77 @@ async fn test_outbox_survives_a_nats_outage() {
     assert_eq!(log.outbox().backlog().await.unwrap(), 0);
     shutdown.trigger();
     relay.await.unwrap();
+}
+
+/// The relay publishes what a committer hands over in memory, and what another writer only
+/// committed from the store, in order: every event arrives once, in order per instance, and
+/// the outbox drains.
+#[tokio::test]
+async fn test_relay_publishes_handed_over_and_stored_batches_in_order() {
+    let bus = Arc::new(MemoryBus::new(streams(100_000)));
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+    let log = EventLog::open(store.clone(), "test.events", "test.outbox")
+        .await
+        .unwrap();
+    let mut sub = bus.subscribe(spec("relay", "cocon.test.relay", 5)).await.unwrap();
+    let shutdown = Shutdown::new();
+    let relay = tokio::spawn(
+        Relay::new(
+            log.outbox().clone(),
+            bus.clone(),
+            RelayConfig {
+                batch: 16,
+                poll: Duration::from_millis(200),
+                drain_timeout: Duration::from_secs(5),
+            },
+        )
+        .run(shutdown.clone()),
+    );
+    // Batch `i` appends one event to `a` and one to `b`; batch 100 is not handed over.
+    for i in 0..201u64 {
+        let mut batch = Batch::new();
+        let mut appended = Appended::default();
+        for instance in ["a", "b"] {
+            let envelope = Envelope {
+                id: format!("{instance}-{i}"),
+                r#type: "test.relay".into(),
+                instance: instance.into(),
+                seq: i + 1,
+                subject: "cocon.test.relay".into(),
+                ..Envelope::default()
+            };
+            log.append(&mut batch, &mut appended, &envelope);
+        }
+        let sealed = log.seal(&mut batch, appended);
+        store.apply(batch).await.unwrap();
+        if i == 100 {
+            log.outbox().committed(sealed);
+        } else {
+            log.outbox().hand_over(sealed);
+        }
+    }
+    let mut last_seq = HashMap::<String, u64>::new();
+    for _ in 0..402 {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("every event arrives")
+            .unwrap()
+            .unwrap();
+        let envelope = decode_envelope(&d.message.payload).unwrap();
+        let last = last_seq.entry(envelope.instance.clone()).or_default();
+        assert_eq!(envelope.seq, *last + 1, "events of an instance arrive once, in order");
+        *last = envelope.seq;
+        d.ack().await.unwrap();
+    }
+    assert_eq!(last_seq, HashMap::from([("a".into(), 201), ("b".into(), 201)]));
+    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(extra.is_err(), "no duplicate after the 402 events");
+    shutdown.trigger();
+    relay.await.unwrap();
+    assert_eq!(
+        log.outbox().backlog().await.unwrap(),
+        0,
+        "published pointers are deleted"
+    );
 }

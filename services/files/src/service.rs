@@ -507,11 +507,11 @@ impl FilesService {
             let current = self.usage(instance).await?;
             usage.write(&mut batch, instance, &current);
         }
-        log.seal(&mut batch, appended);
+        let sealed = log.seal(&mut batch, appended);
         match self.inner.store.apply(batch).await {
             Ok(()) => {
                 log.advance(instance, first + entries.len() as u64 - 1);
-                log.outbox().committed();
+                log.outbox().committed(sealed);
                 self.inner.commits.send_modify(|n| *n += 1);
             }
             Err(e) => {
