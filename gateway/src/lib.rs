@@ -104,6 +104,7 @@ pub(crate) struct Shared {
     /// WebDAV locks, per instance (in this process).
     pub dav_locks: webdav::Locks,
     pub policy: policy::Policy,
+    pub http_metrics: metrics_layer::HttpMetrics,
 }
 
 impl std::ops::Deref for State {
@@ -142,6 +143,7 @@ impl Gateway {
                 limits: limits::Limits::new(&config.limits),
                 dav_locks: webdav::Locks::default(),
                 policy: policy::Policy::builtin(),
+                http_metrics: metrics_layer::HttpMetrics::default(),
                 config,
                 clients,
             })),
@@ -167,7 +169,10 @@ impl Gateway {
             .merge(file_links::routes())
             .merge(references::routes())
             .merge(webdav::routes())
-            .route_layer(axum::middleware::from_fn(metrics_layer::record))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                metrics_layer::record,
+            ))
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {
                 ApiError::new(

@@ -1,43 +1,118 @@
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State as AxState};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{Method, StatusCode};
-use metrics::{Label, SharedString};
+use metrics::{Counter, Gauge, Histogram, Label, SharedString};
+
+use crate::State;
+
+/// The HTTP series' handles, per route pattern, method and status. Without them each request
+/// looked its three series up in the recorder's registry, hashing names and labels and
+/// allocating the route's label.
+#[derive(Default)]
+pub(crate) struct HttpMetrics {
+    /// Route pattern → its series, one per method and status seen.
+    series: RwLock<HashMap<String, Vec<RouteSeries>>>,
+    in_flight: OnceLock<Gauge>,
+}
+
+struct RouteSeries {
+    method: SharedString,
+    status: u16,
+    series: Series,
+}
+
+#[derive(Clone)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Series kept as handles; beyond, they are looked up each time (never in practice: routes,
+/// methods and statuses are bounded sets).
+const MAX_CACHED: usize = 4096;
+
+impl HttpMetrics {
+    fn series(&self, route: &str, method: SharedString, status: StatusCode) -> Series {
+        let code = status.as_u16();
+        let cached = self
+            .series
+            .read()
+            .expect("metrics cache poisoned")
+            .get(route)
+            .and_then(|v| {
+                v.iter()
+                    .find(|r| r.status == code && r.method == method)
+                    .map(|r| r.series.clone())
+            });
+        if let Some(series) = cached {
+            return series;
+        }
+        let labels = [
+            Label::new("route", route.to_string()),
+            Label::new("method", method.clone()),
+            Label::new("status", status_label(status)),
+        ];
+        let series = Series {
+            requests: metrics::counter!("cocon_http_requests_total", labels.iter()),
+            duration: metrics::histogram!("cocon_http_request_duration_seconds", labels.iter()),
+        };
+        let mut map = self.series.write().expect("metrics cache poisoned");
+        if map.values().map(Vec::len).sum::<usize>() < MAX_CACHED {
+            map.entry(route.to_string()).or_default().push(RouteSeries {
+                method,
+                status: code,
+                series: series.clone(),
+            });
+        }
+        series
+    }
+}
 
 /// Counts requests, those in flight, and their latency per route (the route pattern, never the raw path).
-pub async fn record(req: Request, next: Next) -> Response {
+pub async fn record(AxState(state): AxState<State>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route: SharedString = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(SharedString::const_str("unmatched"), |p| p.as_str().to_string().into());
+    let metrics = &state.http_metrics;
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
-    let in_flight = metrics::gauge!("cocon_http_requests_in_flight");
+    let in_flight = metrics
+        .in_flight
+        .get_or_init(|| metrics::gauge!("cocon_http_requests_in_flight"));
     in_flight.increment(1.0);
     let response = next.run(req).await;
     in_flight.decrement(1.0);
-    let labels = [
-        Label::new("route", route),
-        Label::new("method", method),
-        Label::new("status", status_label(response.status())),
-    ];
-    metrics::counter!("cocon_http_requests_total", labels.iter()).increment(1);
-    metrics::histogram!("cocon_http_request_duration_seconds", labels.iter()).record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let series = metrics.series(route, method, response.status());
+    series.requests.increment(1);
+    series.duration.record(started.elapsed().as_secs_f64());
     response
 }
 
+/// The method label. Unknown methods share one label, so a client cannot grow the series
+/// without end by inventing methods.
 fn method_label(method: &Method) -> SharedString {
-    match *method {
-        Method::GET => SharedString::const_str("GET"),
-        Method::HEAD => SharedString::const_str("HEAD"),
-        Method::POST => SharedString::const_str("POST"),
-        Method::PUT => SharedString::const_str("PUT"),
-        Method::PATCH => SharedString::const_str("PATCH"),
-        Method::DELETE => SharedString::const_str("DELETE"),
-        _ => method.as_str().to_string().into(),
-    }
+    let name = match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "PROPFIND" => "PROPFIND",
+        "PROPPATCH" => "PROPPATCH",
+        "MKCOL" => "MKCOL",
+        "COPY" => "COPY",
+        "MOVE" => "MOVE",
+        "LOCK" => "LOCK",
+        "UNLOCK" => "UNLOCK",
+        _ => "other",
+    };
+    SharedString::const_str(name)
 }
 
 /// The status label; the common ones without an allocation.
