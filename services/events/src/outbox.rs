@@ -105,9 +105,9 @@ impl Appended {
     }
 }
 
-/// The outbox pointers of a batch about to be committed. Hand it to [`Outbox::committed`] once
-/// the batch is; drop it if the commit failed.
-#[must_use = "hand it to Outbox::committed once the batch is committed"]
+/// The outbox pointers of a batch about to be committed. Give it to [`Outbox::committed`] or
+/// [`Outbox::hand_over`] once the batch is; drop it if the commit failed.
+#[must_use = "give it to Outbox::committed or Outbox::hand_over once the batch is committed"]
 pub struct Sealed {
     pointers: Vec<HotPointer>,
 }

@@ -201,6 +201,30 @@ async fn test_nats_bus_conformance() {
     retention(Arc::new(NatsBus::connect(&nats2.url(), &streams(10)).await.unwrap())).await;
 }
 
+/// An embedded store in `dir` and an event log with its outbox in it.
+async fn open_log(dir: &std::path::Path) -> (Arc<dyn Store>, EventLog) {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("s.redb")).unwrap());
+    let log = EventLog::open(store.clone(), "test.events", "test.outbox")
+        .await
+        .unwrap();
+    (store, log)
+}
+
+fn spawn_relay(
+    log: &EventLog,
+    bus: Arc<dyn EventBus>,
+    batch: usize,
+    poll_ms: u64,
+    shutdown: &Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let config = RelayConfig {
+        batch,
+        poll: Duration::from_millis(poll_ms),
+        drain_timeout: Duration::from_secs(5),
+    };
+    tokio::spawn(Relay::new(log.outbox().clone(), bus, config).run(shutdown.clone()))
+}
+
 /// Events committed while NATS is down all arrive once it is back, in order per instance, none
 /// twice. Batches append several events for several instances, so outbox pointers span ranges.
 #[tokio::test]
@@ -208,23 +232,9 @@ async fn test_outbox_survives_a_nats_outage() {
     let mut nats = NatsServer::start().await.unwrap();
     let bus = Arc::new(NatsBus::connect(&nats.url(), &streams(100_000)).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
-    let log = EventLog::open(store.clone(), "test.events", "test.outbox")
-        .await
-        .unwrap();
+    let (store, log) = open_log(dir.path()).await;
     let shutdown = Shutdown::new();
-    let relay = tokio::spawn(
-        Relay::new(
-            log.outbox().clone(),
-            bus.clone(),
-            RelayConfig {
-                batch: 64,
-                poll: Duration::from_millis(100),
-                drain_timeout: Duration::from_secs(5),
-            },
-        )
-        .run(shutdown.clone()),
-    );
+    let relay = spawn_relay(&log, bus.clone(), 64, 100, &shutdown);
     // Batch `i` appends two events to instance `i % 3` and one to instance `(i + 1) % 3`.
     let write = |i: usize| {
         let store = store.clone();
@@ -324,24 +334,10 @@ async fn test_outbox_survives_a_nats_outage() {
 async fn test_relay_publishes_handed_over_and_stored_batches_in_order() {
     let bus = Arc::new(MemoryBus::new(streams(100_000)));
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
-    let log = EventLog::open(store.clone(), "test.events", "test.outbox")
-        .await
-        .unwrap();
+    let (store, log) = open_log(dir.path()).await;
     let mut sub = bus.subscribe(spec("relay", "cocon.test.relay", 5)).await.unwrap();
     let shutdown = Shutdown::new();
-    let relay = tokio::spawn(
-        Relay::new(
-            log.outbox().clone(),
-            bus.clone(),
-            RelayConfig {
-                batch: 16,
-                poll: Duration::from_millis(200),
-                drain_timeout: Duration::from_secs(5),
-            },
-        )
-        .run(shutdown.clone()),
-    );
+    let relay = spawn_relay(&log, bus.clone(), 16, 200, &shutdown);
     // Batch `i` appends one event to `a` and one to `b`; batch 100 is not handed over.
     for i in 0..201u64 {
         let mut batch = Batch::new();
