@@ -341,17 +341,10 @@ impl AuthService {
             envelopes.push(envelope);
         }
         let sealed = log.seal(&mut batch, appended);
-        match self.inner.store.apply(batch).await {
-            Ok(()) => {
-                log.advance(instance, first + envelopes.len() as u64 - 1);
-                log.outbox().committed(sealed);
-                Ok(envelopes)
-            }
-            Err(e) => {
-                log.forget(instance);
-                Err(e.into())
-            }
-        }
+        let last = first + envelopes.len() as u64 - 1;
+        log.commit(self.inner.store.clone(), instance, last, batch, sealed)
+            .await?;
+        Ok(envelopes)
     }
 
     pub async fn create_instance(&self, domain: &str) -> Result<InstanceRecord, AuthError> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cocon_proto::events::v1::Envelope;
-use cocon_storage::{Batch, ScanRange, Store};
+use cocon_storage::{Batch, ScanRange, StorageError, Store};
 use prost::Message as _;
 
 use crate::outbox::{Appended, Sealed};
@@ -97,6 +97,39 @@ impl EventLog {
     /// the batch is committed and the result handed to [`crate::Outbox::committed`].
     pub fn seal(&self, batch: &mut Batch, appended: Appended) -> Sealed {
         self.outbox.seal(batch, appended)
+    }
+
+    /// Commits `batch`, whose events of `instance` end at `last_seq`, and wakes the relay; for
+    /// writers serialised per instance whose callers may be cancelled (a request whose client
+    /// went away). Once called, the commit runs to its end on a task of its own, and the
+    /// sequences count as used before it starts: a caller cancelled while the store commits
+    /// can neither leave a committed batch unannounced nor let the instance's next write reuse
+    /// its sequences and overwrite its events. If the commit fails, the sequences are re-read.
+    pub async fn commit(
+        &self,
+        store: Arc<dyn Store>,
+        instance: &str,
+        last_seq: u64,
+        batch: Batch,
+        sealed: Sealed,
+    ) -> Result<(), StorageError> {
+        self.advance(instance, last_seq);
+        let log = self.clone();
+        let instance = instance.to_string();
+        tokio::spawn(async move {
+            match store.apply(batch).await {
+                Ok(()) => {
+                    log.outbox.committed(sealed);
+                    Ok(())
+                }
+                Err(err) => {
+                    log.forget(&instance);
+                    Err(err)
+                }
+            }
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("the commit task failed: {e}")))?
     }
 
     /// Events of one instance after `after_seq`, in order.

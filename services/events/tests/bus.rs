@@ -385,3 +385,103 @@ async fn test_relay_publishes_handed_over_and_stored_batches_in_order() {
         "published pointers are deleted"
     );
 }
+
+/// A store whose commits wait for a permit: a writer can be cancelled while the store commits.
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl Store for GatedStore {
+    async fn get(&self, table: &'static str, partition: &[u8], sort: &[u8]) -> cocon_storage::Result<Option<Bytes>> {
+        self.inner.get(table, partition, sort).await
+    }
+    async fn scan(
+        &self,
+        table: &'static str,
+        partition: &[u8],
+        range: cocon_storage::ScanRange,
+    ) -> cocon_storage::Result<Vec<cocon_storage::Row>> {
+        self.inner.scan(table, partition, range).await
+    }
+    async fn apply(&self, batch: Batch) -> cocon_storage::Result<()> {
+        // One permit per commit.
+        self.gate.acquire().await.expect("gate open").forget();
+        self.inner.apply(batch).await
+    }
+    async fn apply_relaxed(&self, batch: Batch) -> cocon_storage::Result<()> {
+        self.inner.apply_relaxed(batch).await
+    }
+    async fn scan_table(
+        &self,
+        table: &'static str,
+        after: Option<(Vec<u8>, Vec<u8>)>,
+        limit: usize,
+    ) -> cocon_storage::Result<Vec<cocon_storage::TableRow>> {
+        self.inner.scan_table(table, after, limit).await
+    }
+    async fn clear_table(&self, table: &'static str) -> cocon_storage::Result<()> {
+        self.inner.clear_table(table).await
+    }
+}
+
+/// A writer cancelled while the store commits its batch (a client that went away): the commit
+/// still lands and its event is published, and the instance's next write takes the next
+/// sequence instead of reusing (and overwriting) the cancelled one's.
+#[tokio::test]
+async fn test_a_cancelled_commit_lands_and_its_sequences_stay_used() {
+    let bus = Arc::new(MemoryBus::new(streams(1000)));
+    let dir = tempfile::tempdir().unwrap();
+    let (embedded, _) = open_log(dir.path()).await;
+    let gated = Arc::new(GatedStore {
+        inner: embedded,
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let store: Arc<dyn Store> = gated.clone();
+    let log = EventLog::open(store.clone(), "test.events", "test.outbox")
+        .await
+        .unwrap();
+    let mut sub = bus.subscribe(spec("cancel", "cocon.test.cancel", 5)).await.unwrap();
+    let shutdown = Shutdown::new();
+    let relay = spawn_relay(&log, bus.clone(), 16, 200, &shutdown);
+    let write = |seq: u64| {
+        let mut batch = Batch::new();
+        let mut appended = Appended::default();
+        let envelope = Envelope {
+            id: format!("cancel-{seq}"),
+            r#type: "test.cancel".into(),
+            instance: "i".into(),
+            seq,
+            subject: "cocon.test.cancel".into(),
+            ..Envelope::default()
+        };
+        log.append(&mut batch, &mut appended, &envelope);
+        let sealed = log.seal(&mut batch, appended);
+        log.commit(store.clone(), "i", seq, batch, sealed)
+    };
+
+    gated.gate.add_permits(1);
+    write(log.next_seq("i").await.unwrap()).await.unwrap();
+    let seq = log.next_seq("i").await.unwrap();
+    assert_eq!(seq, 2);
+    // The store holds the commit; the caller gives up.
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), write(seq)).await;
+    assert!(cancelled.is_err(), "the commit waits at the gate");
+    assert_eq!(log.next_seq("i").await.unwrap(), 3, "sequence 2 stays used");
+    gated.gate.add_permits(10);
+    write(3).await.unwrap();
+    for expected in 1..=3 {
+        let d = next(&mut sub).await;
+        assert_eq!(decode_envelope(&d.message.payload).unwrap().seq, expected);
+        d.ack().await.unwrap();
+    }
+    let stored = log.read("i", 0, 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["cancel-1", "cancel-2", "cancel-3"],
+        "no event was overwritten"
+    );
+    shutdown.trigger();
+    relay.await.unwrap();
+}

@@ -508,17 +508,10 @@ impl FilesService {
             usage.write(&mut batch, instance, &current);
         }
         let sealed = log.seal(&mut batch, appended);
-        match self.inner.store.apply(batch).await {
-            Ok(()) => {
-                log.advance(instance, first + entries.len() as u64 - 1);
-                log.outbox().committed(sealed);
-                self.inner.commits.send_modify(|n| *n += 1);
-            }
-            Err(e) => {
-                log.forget(instance);
-                return Err(e.into());
-            }
-        }
+        let last = first + entries.len() as u64 - 1;
+        log.commit(self.inner.store.clone(), instance, last, batch, sealed)
+            .await?;
+        self.inner.commits.send_modify(|n| *n += 1);
         for key in released {
             if let Err(err) = self.inner.blobs.delete(&key).await {
                 tracing::warn!(error = %err, blob = %key, "cannot remove a released blob; it is left behind");
