@@ -218,8 +218,13 @@ impl FilesService {
         let instance = instance.to_string();
         tokio::spawn(async move {
             if let Err(err) = svc.write_zip(&instance, &archive.ids, writer).await {
-                tracing::warn!(instance, error = %err, "an archive could not be made whole");
-                let _ = failed_tx.send(Status::from(err));
+                if failed_tx.is_closed() {
+                    // The response was dropped: the person cancelled the download.
+                    tracing::debug!(instance, error = %err, "an archive's download stopped half-way");
+                } else {
+                    tracing::warn!(instance, error = %err, "an archive could not be made whole");
+                    let _ = failed_tx.send(Status::from(err));
+                }
             }
         });
         let bytes = futures::stream::unfold(reader, |mut reader| async move {
