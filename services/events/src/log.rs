@@ -94,7 +94,8 @@ impl EventLog {
     }
 
     /// Adds to `batch` the outbox pointers to the events appended: the relay publishes them once
-    /// the batch is committed and the result handed to [`crate::Outbox::committed`].
+    /// the batch is committed (by [`EventLog::commit`], or by the caller, which then gives the
+    /// result to [`crate::Outbox::hand_over`] or [`crate::Outbox::committed`]).
     pub fn seal(&self, batch: &mut Batch, appended: Appended) -> Sealed {
         self.outbox.seal(batch, appended)
     }
