@@ -70,3 +70,35 @@ async fn test_s3_multipart_upload_aborted_leaves_nothing() {
     assert_eq!(w.finish().await.unwrap(), 10 << 20);
     assert_eq!(blobs.size("i/ab/big").await.unwrap(), Some(10 << 20));
 }
+
+#[tokio::test]
+async fn test_s3_streamed_upload_goes_with_its_md5_and_the_server_checks_it() {
+    use md5::{Digest, Md5};
+    let server = S3Server::start().await.unwrap();
+    let blobs = S3Blobs::connect(&config(&server, "streamed")).await.unwrap();
+    // Past one part: streamed as one PutObject.
+    let data = Bytes::from(vec![5u8; 9 << 20]);
+    let md5: [u8; 16] = Md5::digest(&data).into();
+
+    let mut w = blobs
+        .create_sized("i/ab/s", data.len() as u64, Some(md5))
+        .await
+        .unwrap();
+    w.write(data.clone()).await.unwrap();
+    assert_eq!(w.finish().await.unwrap(), 9 << 20);
+    assert_eq!(blobs.size("i/ab/s").await.unwrap(), Some(9 << 20));
+
+    let mut wrong = md5;
+    wrong[0] ^= 1;
+    let mut w = blobs
+        .create_sized("i/ab/t", data.len() as u64, Some(wrong))
+        .await
+        .unwrap();
+    w.write(data).await.unwrap();
+    let err = w
+        .finish()
+        .await
+        .expect_err("the server refuses a content whose MD5 differs");
+    assert!(err.to_string().contains("PutObject"), "{err}");
+    assert_eq!(blobs.size("i/ab/t").await.unwrap(), None, "nothing is stored");
+}

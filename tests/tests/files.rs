@@ -653,25 +653,40 @@ async fn test_contents_on_s3() {
     let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
     let objects = || count_files(&s3.bucket_dir("drive"));
 
-    // Past one part: a multipart upload to the bucket.
+    // Past one part (8 MiB) with a Content-Length: one streamed PutObject to the bucket.
     let data: Vec<u8> = (0..(9u32 << 20) + 3).map(|i| (i % 249) as u8).collect();
     let up = upload(&api, ROOT, "big.bin", &data).await;
     assert_eq!(up.status, 201, "{}", up.text);
     let big = id(&up);
     let small = id(&upload(&api, ROOT, "small.txt", b"small").await);
+    // Without a length (chunked): a multipart upload, parts sent as they fill.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let chunked = Api::reply(
+        api.request(Method::POST, "/files/?Type=file&Name=chunked.bin")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+    )
+    .await;
+    assert_eq!(chunked.status, 201, "{}", chunked.text);
+    assert_eq!(
+        chunked.body["data"]["attributes"]["md5sum"],
+        up.body["data"]["attributes"]["md5sum"]
+    );
+    let chunked = id(&chunked);
     let stored = objects();
-    assert!(stored >= 2, "the contents are in the bucket");
+    assert!(stored >= 3, "the contents are in the bucket");
     assert_eq!(blob_files(dir.path()), 0, "nothing on local disk");
 
-    let down = api
-        .request(Method::GET, &format!("/files/download/{big}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        down.bytes().await.unwrap() == data,
-        "the content comes back from S3 byte for byte"
-    );
+    for file in [&big, &chunked] {
+        let down = api
+            .request(Method::GET, &format!("/files/download/{file}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            down.bytes().await.unwrap() == data,
+            "the content comes back from S3 byte for byte"
+        );
+    }
     let part = api
         .request(Method::GET, &format!("/files/download/{big}"))
         .header("Range", "bytes=9000000-9000009")

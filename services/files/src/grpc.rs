@@ -163,7 +163,17 @@ impl FilesService {
     where
         S: futures::Stream<Item = Result<Bytes>> + Unpin,
     {
-        let mut writer = self.inner.blobs.create(&key).await?;
+        let mut writer = match u64::try_from(size) {
+            // A known size lets the backend send the blob in one go; the client's MD5 goes along.
+            Ok(size) => {
+                let expected = base64::engine::general_purpose::STANDARD
+                    .decode(md5)
+                    .ok()
+                    .and_then(|m| <[u8; 16]>::try_from(m).ok());
+                self.inner.blobs.create_sized(&key, size, expected).await?
+            }
+            Err(_) => self.inner.blobs.create(&key).await?,
+        };
         let mut hasher = Hasher::start(None);
         let mut received = 0u64;
         while let Some(part) = data.next().await {

@@ -27,6 +27,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// [`BlobWriter::finish`] returns; a writer dropped before that leaves nothing behind.
     async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>>;
 
+    /// Starts a new blob of `size` bytes, as [`BlobStore::create`] does, for a writer that knows
+    /// the size in advance: a backend may then send it in one go (S3: one streamed `PutObject`
+    /// rather than a multipart upload). `md5`, when given, is what the content's MD5 should be;
+    /// a backend may have its server check it. Writing more than `size`, or finishing with
+    /// less, fails and leaves nothing.
+    async fn create_sized(&self, key: &str, size: u64, md5: Option<[u8; 16]>) -> Result<Box<dyn BlobWriter>> {
+        let _ = md5;
+        Ok(SizedWriter::wrap(self.create(key).await?, size))
+    }
+
     /// The bytes `range` (start inclusive, end exclusive) of a blob, or all of it.
     /// [`StorageError::NotFound`] when there is no such blob.
     async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream>;
@@ -51,6 +61,50 @@ pub trait BlobWriter: Send {
 
     /// Drops everything written (what dropping the writer does, but waited for).
     async fn abort(self: Box<Self>);
+}
+
+/// A writer that refuses to go past, or finish short of, the size announced.
+pub(crate) struct SizedWriter {
+    writer: Box<dyn BlobWriter>,
+    size: u64,
+    written: u64,
+}
+
+impl SizedWriter {
+    pub(crate) fn wrap(writer: Box<dyn BlobWriter>, size: u64) -> Box<dyn BlobWriter> {
+        Box::new(SizedWriter {
+            writer,
+            size,
+            written: 0,
+        })
+    }
+}
+
+pub(crate) fn size_error(written: u64, size: u64) -> StorageError {
+    StorageError::Backend(format!("the blob is {written} bytes, {size} were announced"))
+}
+
+#[async_trait]
+impl BlobWriter for SizedWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.written += chunk.len() as u64;
+        if self.written > self.size {
+            return Err(size_error(self.written, self.size));
+        }
+        self.writer.write(chunk).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<u64> {
+        if self.written != self.size {
+            self.writer.abort().await;
+            return Err(size_error(self.written, self.size));
+        }
+        self.writer.finish().await
+    }
+
+    async fn abort(self: Box<Self>) {
+        self.writer.abort().await;
+    }
 }
 
 /// Keys are made by the services (`<instance>/<shard>/<id>`), never by clients; this refuses

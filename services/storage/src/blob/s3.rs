@@ -4,10 +4,19 @@
 //! blocking thread: parts in flight hash in parallel), so memory stays at a few parts per upload
 //! in progress whatever the size. An upload completes (and the blob appears) only in `finish`;
 //! an abandoned one is aborted.
+//!
+//! A blob whose size is known in advance (an upload with a `Content-Length`) up to S3's 5 GiB
+//! limit is instead streamed as one `PutObject` to a presigned URL, with an unsigned payload, as
+//! the AWS SDKs send payloads over HTTPS: one request instead of one per 8 MiB, no SHA-256 of
+//! every byte on either side, and no multipart completion, which some servers pay for with a
+//! second pass over the data. The last chunk is held back until `finish`, so the server stores
+//! nothing before then; the client's `Content-MD5`, when it sent one, goes along for the server
+//! to check.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use minio::s3::builders::CopySource;
@@ -19,9 +28,11 @@ use minio::s3::response_traits::HasEtagFromHeaders;
 use minio::s3::segmented_bytes::SegmentedBytes;
 use minio::s3::types::minio_error_response::MinioErrorCode;
 use minio::s3::types::{BucketName, ObjectKey, PartInfo, Region, S3Api, UploadId};
+use reqwest::Method;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde::Deserialize;
 
-use super::{BlobStore, BlobWriter, ByteStream, check_key};
+use super::{BlobStore, BlobWriter, ByteStream, SizedWriter, check_key, size_error};
 use crate::{Result, StorageError};
 
 /// The first parts of a multipart upload; every 2,000 parts the size doubles, so S3's limit of
@@ -30,6 +41,12 @@ const FIRST_PART: usize = 8 << 20;
 /// Parts of one upload on their way at once: enough to keep the connection busy while the next
 /// part fills, few enough to keep memory at tens of MiB.
 const PARTS_IN_FLIGHT: usize = 3;
+/// S3's limit for one `PutObject`.
+const MAX_PUT: u64 = 5 << 30;
+/// A streamed upload's presigned URL must still be valid when its request starts, at once.
+const PRESIGNED_FOR_SECS: u32 = 15 * 60;
+/// Chunks queued for a streamed upload's request.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 #[derive(Clone, Deserialize)]
 #[serde(default)]
@@ -79,6 +96,8 @@ pub struct S3Blobs {
 struct Inner {
     client: MinioClient,
     bucket: BucketName,
+    /// Sends streamed uploads to their presigned URLs.
+    http: reqwest::Client,
 }
 
 fn backend(err: impl std::fmt::Display) -> StorageError {
@@ -130,8 +149,12 @@ impl S3Blobs {
                 .await
                 .map_err(|e| backend(format!("cannot create bucket {}: {e}", config.bucket)))?;
         }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(backend)?;
         Ok(S3Blobs {
-            inner: Arc::new(Inner { client, bucket }),
+            inner: Arc::new(Inner { client, bucket, http }),
         })
     }
 
@@ -155,6 +178,15 @@ impl BlobStore for S3Blobs {
             sent: 0,
             size: 0,
         }))
+    }
+
+    async fn create_sized(&self, key: &str, size: u64, md5: Option<[u8; 16]>) -> Result<Box<dyn BlobWriter>> {
+        if size <= FIRST_PART as u64 || size > MAX_PUT {
+            // One buffered part, or more than one PutObject may hold.
+            return Ok(SizedWriter::wrap(self.create(key).await?, size));
+        }
+        let object = Self::object(key)?;
+        Ok(Box::new(StreamWriter::start(&self.inner, object, size, md5).await?))
     }
 
     async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
@@ -208,20 +240,7 @@ impl BlobStore for S3Blobs {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let object = Self::object(key)?;
-        match self
-            .inner
-            .client
-            .delete_object(self.inner.bucket.clone(), object)
-            .map_err(backend)?
-            .build()
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(backend(e)),
-        }
+        delete(&self.inner, Self::object(key)?).await
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
@@ -336,6 +355,21 @@ impl S3Writer {
     }
 }
 
+async fn delete(inner: &Inner, object: ObjectKey) -> Result<()> {
+    match inner
+        .client
+        .delete_object(inner.bucket.clone(), object)
+        .map_err(backend)?
+        .build()
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(backend(e)),
+    }
+}
+
 async fn abort(inner: Arc<Inner>, object: ObjectKey, upload: UploadId) {
     let request = inner
         .client
@@ -426,6 +460,148 @@ impl Drop for S3Writer {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(abort(self.inner.clone(), self.object.clone(), upload));
+        }
+    }
+}
+
+/// A blob of known size streamed as one `PutObject` (see the module's comment).
+struct StreamWriter {
+    inner: Arc<Inner>,
+    object: ObjectKey,
+    size: u64,
+    written: u64,
+    /// The last chunk, held back until `finish`: until the body is complete the server stores
+    /// nothing, so an abandoned upload leaves nothing behind.
+    last: Option<Bytes>,
+    body: Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
+    request: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl StreamWriter {
+    async fn start(inner: &Arc<Inner>, object: ObjectKey, size: u64, md5: Option<[u8; 16]>) -> Result<StreamWriter> {
+        let url = inner
+            .client
+            .get_presigned_object_url(inner.bucket.clone(), object.clone(), Method::PUT)
+            .map_err(backend)?
+            .expiry_seconds(Some(PRESIGNED_FOR_SECS))
+            .build()
+            .send()
+            .await
+            .map_err(backend)?
+            .url;
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+        let mut request = inner
+            .http
+            .put(url)
+            .header(CONTENT_LENGTH, size)
+            .header(CONTENT_TYPE, "application/octet-stream");
+        if let Some(md5) = md5 {
+            request = request.header("content-md5", BASE64_STANDARD.encode(md5));
+        }
+        let request = request.body(reqwest::Body::wrap_stream(chunks));
+        let request = tokio::spawn(async move {
+            let response = request.send().await.map_err(|e| backend(format!("PutObject: {e}")))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = response.text().await.unwrap_or_default();
+            Err(backend(format!("PutObject: {status}: {}", s3_error_message(&body))))
+        });
+        Ok(StreamWriter {
+            inner: inner.clone(),
+            object,
+            size,
+            written: 0,
+            last: None,
+            body: Some(tx),
+            request: Some(request),
+        })
+    }
+
+    async fn send(&mut self, chunk: Bytes) -> Result<()> {
+        if let Some(body) = &self.body
+            && body.send(Ok(chunk)).await.is_ok()
+        {
+            return Ok(());
+        }
+        // The request ended before its body: its error says why.
+        Err(match self.end().await {
+            Err(err) => err,
+            Ok(()) => backend("PutObject ended before its body"),
+        })
+    }
+
+    /// Closes the body and waits for the server's answer.
+    async fn end(&mut self) -> Result<()> {
+        self.body.take();
+        let request = self
+            .request
+            .take()
+            .ok_or_else(|| backend("blob writer used after it was closed"))?;
+        request
+            .await
+            .map_err(|e| backend(format!("the upload task failed: {e}")))?
+    }
+}
+
+/// The `<Message>` of an S3 error body, or the body itself.
+fn s3_error_message(body: &str) -> &str {
+    body.split_once("<Message>")
+        .and_then(|(_, rest)| rest.split_once("</Message>"))
+        .map_or(body.trim(), |(message, _)| message)
+}
+
+#[async_trait]
+impl BlobWriter for StreamWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.written += chunk.len() as u64;
+        if self.written > self.size {
+            return Err(size_error(self.written, self.size));
+        }
+        if self.written == self.size {
+            self.last = Some(chunk);
+            return Ok(());
+        }
+        self.send(chunk).await
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64> {
+        if self.written != self.size {
+            return Err(size_error(self.written, self.size));
+        }
+        let sent = match self.last.take() {
+            Some(last) => self.send(last).await,
+            None => Ok(()),
+        };
+        if let Err(err) = sent.and(self.end().await) {
+            // Some servers store the body before refusing it (a `Content-MD5` that differs).
+            if let Err(e) = delete(&self.inner, self.object.clone()).await {
+                tracing::warn!(error = %e, object = %self.object, "cannot remove a refused upload");
+            }
+            return Err(err);
+        }
+        Ok(self.size)
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        // Dropping the request mid-body closes its connection: the server stores nothing.
+        self.body.take();
+        if let Some(request) = self.request.take() {
+            request.abort();
+            let _ = request.await;
+        }
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            request.abort();
         }
     }
 }

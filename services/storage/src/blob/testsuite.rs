@@ -16,6 +16,7 @@ pub async fn run_all(blobs: &dyn BlobStore, prefix: &str) {
     overwrite_and_delete(blobs, prefix).await;
     copy(blobs, prefix).await;
     large_blob_in_many_chunks(blobs, prefix).await;
+    sized_blobs(blobs, prefix).await;
     bad_keys(blobs).await;
 }
 
@@ -142,15 +143,7 @@ async fn large_blob_in_many_chunks(blobs: &dyn BlobStore, prefix: &str) {
     // part out of place shows.
     let key = format!("{prefix}/large");
     let total = 28 * 1024 * 1024 + 7;
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let data: Vec<u8> = (0..total)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-        .collect();
+    let data = patterned(total, 0x2545_F491_4F6C_DD1D);
     let mut w = blobs.create(&key).await.unwrap();
     let mut at = 0;
     let mut step = 1;
@@ -171,9 +164,87 @@ async fn large_blob_in_many_chunks(blobs: &dyn BlobStore, prefix: &str) {
     blobs.delete(&key).await.unwrap();
 }
 
+/// Bytes that never repeat at any part or block size, so a chunk out of place shows.
+fn patterned(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
+}
+
+async fn put_sized(blobs: &dyn BlobStore, key: &str, data: &[u8], md5: Option<[u8; 16]>) -> u64 {
+    let mut w = blobs
+        .create_sized(key, data.len() as u64, md5)
+        .await
+        .expect("create_sized");
+    for chunk in data.chunks(300_007) {
+        w.write(Bytes::copy_from_slice(chunk)).await.expect("write");
+    }
+    w.finish().await.expect("finish")
+}
+
+async fn sized_blobs(blobs: &dyn BlobStore, prefix: &str) {
+    // Small and past one S3 part (8 MiB), where the S3 backend streams one PutObject.
+    for (name, len) in [("small", 1000usize), ("big", (12 << 20) + 5)] {
+        let key = format!("{prefix}/sized/{name}");
+        let data = patterned(len, len as u64);
+        assert_eq!(put_sized(blobs, &key, &data, None).await, len as u64);
+        assert!(
+            read_all(blobs, &key, None).await == data,
+            "a sized {name} blob reads back"
+        );
+
+        // Past the announced size: refused, and nothing replaces what the key holds.
+        let mut w = blobs.create_sized(&key, 10, None).await.unwrap();
+        assert!(
+            w.write(Bytes::from(vec![7u8; 11])).await.is_err(),
+            "past the size is refused"
+        );
+        w.abort().await;
+        assert!(
+            read_all(blobs, &key, None).await == data,
+            "a refused write changes nothing"
+        );
+
+        // Short of it: finish fails and leaves nothing.
+        let short = format!("{prefix}/sized/{name}-short");
+        let mut w = blobs.create_sized(&short, len as u64, None).await.unwrap();
+        w.write(Bytes::copy_from_slice(&data[..len - 1])).await.unwrap();
+        assert!(w.finish().await.is_err(), "finishing short of the size fails");
+        assert_eq!(blobs.size(&short).await.unwrap(), None, "a short blob leaves nothing");
+
+        // Every byte written, then abandoned: nothing under the key changes.
+        let other = patterned(len, 99);
+        let mut w = blobs.create_sized(&key, len as u64, None).await.unwrap();
+        w.write(Bytes::from(other.clone())).await.unwrap();
+        w.abort().await;
+        assert!(
+            read_all(blobs, &key, None).await == data,
+            "an aborted sized write changes nothing"
+        );
+        let mut w = blobs.create_sized(&key, len as u64, None).await.unwrap();
+        w.write(Bytes::from(other)).await.unwrap();
+        drop(w);
+        assert!(
+            read_all(blobs, &key, None).await == data,
+            "a dropped sized write changes nothing"
+        );
+        blobs.delete(&key).await.unwrap();
+    }
+}
+
 async fn bad_keys(blobs: &dyn BlobStore) {
     for key in ["../escape", "a/../../b", "/abs", ""] {
         assert!(blobs.create(key).await.is_err(), "create {key:?} is refused");
+        assert!(
+            blobs.create_sized(key, 1 << 24, None).await.is_err(),
+            "create_sized {key:?} is refused"
+        );
         assert!(blobs.read(key, None).await.is_err(), "read {key:?} is refused");
     }
 }
