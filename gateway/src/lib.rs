@@ -32,6 +32,7 @@ mod twofactor;
 mod web;
 mod webdav;
 mod webdav_fs;
+mod webdav_locks;
 
 use std::sync::Arc;
 use std::time::Duration;

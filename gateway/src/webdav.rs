@@ -7,11 +7,8 @@
 //! clients can send; the user name is not used). A token needs the whole `io.cozy.files`
 //! doctype with the verb the method maps to.
 //!
-//! Locks live in this gateway process, one lock table per instance: with several gateways,
-//! send an instance's `/dav/` requests to the same one.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! Locks live in this gateway process, one lock table per instance (`webdav_locks.rs`): with
+//! several gateways, send an instance's `/dav/` requests to the same one.
 
 use axum::Router;
 use axum::body::Body;
@@ -20,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use base64::Engine as _;
 use dav_server::DavHandler;
-use dav_server::memls::MemLs;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::access::{Access, authenticate};
 use crate::policy::Route;
 use crate::webdav_fs::CoconFs;
+pub use crate::webdav_locks::Locks;
 use crate::{ApiError, State};
 
 pub const PREFIX: &str = "/dav/files";
@@ -35,17 +32,6 @@ pub fn routes() -> Router<State> {
         .route(PREFIX, any(handle))
         .route("/dav/files/", any(handle))
         .route("/dav/files/{*path}", any(handle))
-}
-
-/// Each instance's WebDAV locks (RFC 4918 class 2), kept in memory.
-#[derive(Default)]
-pub struct Locks(Mutex<HashMap<String, Box<MemLs>>>);
-
-impl Locks {
-    fn of(&self, instance: &str) -> Box<MemLs> {
-        let mut all = self.0.lock().expect("dav locks poisoned");
-        all.entry(instance.to_string()).or_insert_with(MemLs::new).clone()
-    }
 }
 
 /// The cozy verb a WebDAV method needs on `io.cozy.files`.

@@ -304,3 +304,89 @@ async fn test_webdav_needs_credentials_and_keeps_to_its_instance() {
     }
     assert_eq!(api.get("/files/metadata?Path=/big.bin").await.status, 404);
 }
+
+#[tokio::test]
+async fn test_webdav_locks_time_out() {
+    let (_dir, cocon, _api, token) = setup().await;
+    let client = reqwest::Client::new();
+    let dav = |method: &str, path: &str| {
+        client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", cocon.http),
+            )
+            .header("Host", DOMAIN)
+            .bearer_auth(&token)
+    };
+    let lock = |timeout: &str| {
+        dav("LOCK", "/dav/files/doc.txt").header("Timeout", timeout).body(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#,
+        )
+    };
+    assert_eq!(
+        dav("PUT", "/dav/files/doc.txt")
+            .body("v1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    // A client may not hold a lock forever: an infinite timeout gets a finite one.
+    let forever = lock("Infinite").send().await.unwrap();
+    assert_eq!(forever.status(), 200);
+    let lock_token = forever.headers()["lock-token"].to_str().unwrap().to_string();
+    let granted = forever.text().await.unwrap();
+    assert!(
+        granted.contains("<D:timeout>Second-") && !granted.contains("Infinite"),
+        "{granted}"
+    );
+    assert_eq!(
+        dav("PUT", "/dav/files/doc.txt")
+            .body("v2")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        423,
+        "a locked file refuses writes without the lock's token"
+    );
+    let unlocked = dav("UNLOCK", "/dav/files/doc.txt")
+        .header("Lock-Token", &lock_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlocked.status(), 204);
+
+    // A lock whose client went away ends with its timeout.
+    let short = lock("Second-1").send().await.unwrap();
+    assert_eq!(short.status(), 200);
+    assert_eq!(
+        dav("PUT", "/dav/files/doc.txt")
+            .body("v3")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        423
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = dav("PUT", "/dav/files/doc.txt")
+            .body("v3")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status.is_success() {
+            break;
+        }
+        assert_eq!(status, 423);
+        assert!(std::time::Instant::now() < deadline, "the lock outlived its timeout");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got = dav("GET", "/dav/files/doc.txt").send().await.unwrap();
+    assert_eq!(got.text().await.unwrap(), "v3");
+}
