@@ -509,15 +509,26 @@ impl FilesService {
         }
         let sealed = log.seal(&mut batch, appended);
         let last = first + entries.len() as u64 - 1;
-        log.commit(self.inner.store.clone(), instance, last, batch, sealed)
-            .await?;
-        self.inner.commits.send_modify(|n| *n += 1);
-        for key in released {
-            if let Err(err) = self.inner.blobs.delete(&key).await {
-                tracing::warn!(error = %err, blob = %key, "cannot remove a released blob; it is left behind");
+        // A commit that starts runs to its end, its caller gone or not (EventLog::commit), and so
+        // does what follows it: long polls wake, and the blobs it released are removed.
+        let service = self.clone();
+        let instance = instance.to_string();
+        tokio::spawn(async move {
+            let inner = &service.inner;
+            inner
+                .log
+                .commit(inner.store.clone(), &instance, last, batch, sealed)
+                .await?;
+            inner.commits.send_modify(|n| *n += 1);
+            for key in released {
+                if let Err(err) = inner.blobs.delete(&key).await {
+                    tracing::warn!(error = %err, blob = %key, "cannot remove a released blob; it is left behind");
+                }
             }
-        }
-        Ok(())
+            Ok::<(), FilesError>(())
+        })
+        .await
+        .map_err(|e| FilesError::Corrupt(format!("the commit task failed: {e}")))?
     }
 
     /// The sequence of a node's row in the changes feed.
@@ -789,6 +800,75 @@ fn project(
             if let Some(old) = old {
                 batch.delete(NODES, part.to_vec(), old.id.as_bytes().to_vec());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocon_events::MemoryBus;
+    use cocon_storage::{EmbeddedStore, LocalBlobs};
+    use futures::FutureExt;
+
+    /// A caller that goes away while its commit is in the store (a client that disconnects):
+    /// the commit lands, and so does what follows it, the long polls' wake-up and the removal
+    /// of the blobs it released.
+    #[tokio::test]
+    async fn test_what_follows_a_commit_happens_when_its_caller_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let deps = Deps {
+            store: Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap()),
+            blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).unwrap()),
+            bus: Arc::new(MemoryBus::new(Vec::new())),
+            mesh_key: MeshKey::random(),
+        };
+        let service = FilesService::build(Config::default(), deps).await.unwrap();
+        let blob = FilesService::new_blob_key("i");
+        let mut writer = service.inner.blobs.create(&blob).await.unwrap();
+        writer.write(Bytes::from_static(b"content")).await.unwrap();
+        writer.finish().await.unwrap();
+        let node = Node {
+            id: "f1".into(),
+            kind: "file".into(),
+            name: "a.txt".into(),
+            dir_id: "d1".into(),
+            ..Node::default()
+        };
+        let created = Change {
+            verb: "created",
+            old: None,
+            new: Some(node.clone()),
+            released: Vec::new(),
+        };
+        service
+            .commit_entries("i", vec![Entry::Node(Box::new(created))])
+            .await
+            .unwrap();
+
+        let mut commits = service.inner.commits.subscribe();
+        let before = *commits.borrow_and_update();
+        let deleted = Change {
+            verb: "deleted",
+            old: Some(node),
+            new: None,
+            released: vec![blob.clone()],
+        };
+        // Polled until the commit is in the store, then dropped.
+        let gone = service
+            .commit_entries("i", vec![Entry::Node(Box::new(deleted))])
+            .now_or_never();
+        assert!(gone.is_none(), "the commit was in flight when its caller went away");
+        tokio::time::timeout(std::time::Duration::from_secs(10), commits.changed())
+            .await
+            .expect("long polls are woken")
+            .unwrap();
+        assert_eq!(*commits.borrow(), before + 1);
+        assert_eq!(service.node("i", "f1").await.unwrap(), None, "the commit landed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while service.inner.blobs.size(&blob).await.unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "the released blob is removed");
+            tokio::task::yield_now().await;
         }
     }
 }
