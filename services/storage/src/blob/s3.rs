@@ -574,11 +574,15 @@ impl BlobWriter for StreamWriter {
         if self.written != self.size {
             return Err(size_error(self.written, self.size));
         }
-        let sent = match self.last.take() {
-            Some(last) => self.send(last).await,
-            None => Ok(()),
+        let answered = match self.last.take() {
+            // A failed send has already collected the server's answer.
+            Some(last) => match self.send(last).await {
+                Ok(()) => self.end().await,
+                Err(err) => Err(err),
+            },
+            None => self.end().await,
         };
-        if let Err(err) = sent.and(self.end().await) {
+        if let Err(err) = answered {
             // Some servers store the body before refusing it (a `Content-MD5` that differs).
             if let Err(e) = delete(&self.inner, self.object.clone()).await {
                 tracing::warn!(error = %e, object = %self.object, "cannot remove a refused upload");
