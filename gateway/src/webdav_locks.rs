@@ -74,19 +74,13 @@ impl InstanceLocks {
     /// Drops the locks whose time is up.
     fn expire(&self) {
         let now = SystemTime::now();
-        let expired: Vec<(String, DavPath)> = {
-            let mut live = self.live.lock().expect("dav locks poisoned");
-            let tokens: Vec<String> = live
-                .iter()
-                .filter(|(_, (_, at))| *at <= now)
-                .map(|(token, _)| token.clone())
-                .collect();
-            tokens
-                .into_iter()
-                .filter_map(|token| live.remove(&token).map(|(path, _)| (token, path)))
-                .collect()
-        };
-        for (token, path) in expired {
+        let expired: Vec<_> = self
+            .live
+            .lock()
+            .expect("dav locks poisoned")
+            .extract_if(|_, (_, at)| *at <= now)
+            .collect();
+        for (token, (path, _)) in expired {
             // The in-memory table answers at once; a lock already gone is fine.
             let _ = self.table.unlock(&path, &token).now_or_never();
         }
