@@ -321,6 +321,62 @@ async fn test_large_upload_streams_through() {
     assert_eq!(base64::engine::general_purpose::STANDARD.encode(got.finalize()), sum);
 }
 
+/// Peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn test_memory_stays_bounded_through_a_large_upload_and_download() {
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
+    let (_dir, cocon, api) = setup().await;
+    // 1 GiB, chunked (no length, so no backend may size a buffer from it), hashed as it goes.
+    const CHUNK: usize = 256 << 10;
+    const CHUNKS: usize = 4096;
+    let chunk = bytes::Bytes::from((0..CHUNK).map(|i| (i * 13 % 251) as u8).collect::<Vec<u8>>());
+    let sent = Arc::new(Mutex::new(Md5::new()));
+    let hashing = sent.clone();
+    let parts = futures::stream::iter(0..CHUNKS).map(move |_| {
+        hashing.lock().unwrap().update(&chunk);
+        Ok::<_, std::io::Error>(chunk.clone())
+    });
+    let up = Api::reply(
+        api.request(Method::POST, "/files/?Type=file&Name=huge.bin")
+            .body(reqwest::Body::wrap_stream(parts)),
+    )
+    .await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let sum = base64::engine::general_purpose::STANDARD.encode(sent.lock().unwrap().clone().finalize());
+    assert_eq!(attr(&up, "size"), (CHUNK * CHUNKS).to_string().as_str());
+    assert_eq!(attr(&up, "md5sum"), sum.as_str());
+    let down = api
+        .request(Method::GET, &format!("/files/download/{}", id(&up)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 200);
+    let mut got = Md5::new();
+    let mut stream = down.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        got.update(chunk.unwrap());
+    }
+    assert_eq!(base64::engine::general_purpose::STANDARD.encode(got.finalize()), sum);
+    // The bound, for 5 GiB as for 1: what is in flight is bounded, not the file.
+    let peak = peak_rss(cocon.pid());
+    assert!(
+        peak < 150_000_000,
+        "the server peaked at {} MiB of resident memory",
+        peak >> 20
+    );
+}
+
 #[tokio::test]
 async fn test_client_gone_mid_upload_leaves_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

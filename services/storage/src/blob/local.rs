@@ -219,7 +219,7 @@ impl LocalWriter {
         LocalWriter {
             blocks: Some(tx),
             task: Some(task),
-            buf: BytesMut::with_capacity(WRITE_BLOCK),
+            buf: BytesMut::new(),
             tmp,
             dest,
             size: 0,
@@ -257,23 +257,31 @@ impl LocalWriter {
 
 #[async_trait]
 impl BlobWriter for LocalWriter {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
         self.size += chunk.len() as u64;
-        if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK {
-            // A large chunk goes as it is, without a copy.
-            return self.send(chunk).await;
-        }
-        self.buf.extend_from_slice(&chunk);
-        if self.buf.len() >= WRITE_BLOCK {
-            let block = self.buf.split().freeze();
-            self.send(block).await?;
+        while !chunk.is_empty() {
+            if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK {
+                // A large chunk goes as it is, without a copy.
+                return self.send(chunk).await;
+            }
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(WRITE_BLOCK);
+            }
+            // Blocks are filled to exactly their size, each in an allocation of its own: a block
+            // that grew past it would double (and copy what it held) for the next one's bytes.
+            let take = (WRITE_BLOCK - self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk.split_to(take));
+            if self.buf.len() == WRITE_BLOCK {
+                let block = std::mem::take(&mut self.buf).freeze();
+                self.send(block).await?;
+            }
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
         if !self.buf.is_empty() {
-            let block = self.buf.split().freeze();
+            let block = std::mem::take(&mut self.buf).freeze();
             self.send(block).await?;
         }
         let file = self.close().await?;

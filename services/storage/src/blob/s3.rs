@@ -385,14 +385,23 @@ async fn abort(inner: Arc<Inner>, object: ObjectKey, upload: UploadId) {
 
 #[async_trait]
 impl BlobWriter for S3Writer {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
         self.size += chunk.len() as u64;
-        self.buf.extend_from_slice(&chunk);
-        while self.buf.len() >= self.part_size() {
-            let part = self.buf.split_to(self.part_size()).freeze();
-            if let Err(err) = self.send_part(part).await {
-                self.abort_upload().await;
-                return Err(err);
+        while !chunk.is_empty() {
+            let part_size = self.part_size();
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(part_size);
+            }
+            // Parts are filled to exactly their size, each in an allocation of its own: a
+            // buffer that grew past it would double (and copy) for the next part's first bytes.
+            let take = part_size.saturating_sub(self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk.split_to(take));
+            if self.buf.len() >= part_size {
+                let part = std::mem::take(&mut self.buf).freeze();
+                if let Err(err) = self.send_part(part).await {
+                    self.abort_upload().await;
+                    return Err(err);
+                }
             }
         }
         Ok(())
