@@ -58,14 +58,3 @@ impl IntoResponse for ApiError {
         response
     }
 }
-
-pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<String> {
-    tracing::error!("a request handler panicked");
-    let body =
-        json!({"status": 500, "error": "internal_server_error", "reason": "internal error, see the server logs"});
-    http::Response::builder()
-        .status(http::StatusCode::INTERNAL_SERVER_ERROR)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string())
-        .expect("static response")
-}

@@ -14,6 +14,7 @@ mod client;
 mod clients;
 mod cookies;
 mod data;
+mod edge;
 mod error;
 mod file_links;
 mod files;
@@ -105,7 +106,7 @@ pub(crate) struct Shared {
     /// WebDAV locks, per instance (in this process).
     pub dav_locks: webdav::Locks,
     pub policy: policy::Policy,
-    pub http_metrics: metrics_layer::HttpMetrics,
+    pub http_metrics: Arc<metrics_layer::HttpMetrics>,
 }
 
 impl std::ops::Deref for State {
@@ -114,19 +115,6 @@ impl std::ops::Deref for State {
     fn deref(&self) -> &Shared {
         &self.0
     }
-}
-
-/// One span per request, continuing the caller's trace when it sends a `traceparent`; the gRPC
-/// calls and the events the request causes carry it on. Without an OTLP exporter it is a debug
-/// span (`RUST_LOG=cocon_gateway=debug` shows it in the logs): making it costs about a tenth of
-/// a small request.
-fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
-    if !cocon_common::telemetry::exporting() {
-        return tracing::debug_span!("http", method = %req.method(), path = %req.uri().path());
-    }
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
-    cocon_common::trace_context::continue_trace(&span, req.headers());
-    span
 }
 
 /// The gateway of this process: the public router and the admin API share its token cache, so
@@ -144,7 +132,7 @@ impl Gateway {
                 limits: limits::Limits::new(&config.limits),
                 dav_locks: webdav::Locks::default(),
                 policy: policy::Policy::builtin(),
-                http_metrics: metrics_layer::HttpMetrics::default(),
+                http_metrics: Arc::default(),
                 config,
                 clients,
             })),
@@ -154,26 +142,23 @@ impl Gateway {
     /// The public router: `/data`, login and settings.
     pub fn router(&self) -> Router {
         let timeout = Duration::from_secs(self.state.config.request_timeout_secs);
+        let metrics = &self.state.http_metrics;
         data::routes()
             .merge(login::routes())
             .merge(settings::routes())
             .merge(twofactor::routes())
             .merge(oauth::routes())
             .merge(permissions::routes())
-            .route_layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            ))
+            .route_layer(edge::EdgeLayer::new(metrics.clone(), Some(timeout)))
             // Uploads and downloads last as long as the bytes take: no request timeout.
-            .merge(files::routes())
-            .merge(tus::routes())
-            .merge(file_links::routes())
-            .merge(references::routes())
-            .merge(webdav::routes())
-            .route_layer(axum::middleware::from_fn_with_state(
-                self.state.clone(),
-                metrics_layer::record,
-            ))
+            .merge(
+                files::routes()
+                    .merge(tus::routes())
+                    .merge(file_links::routes())
+                    .merge(references::routes())
+                    .merge(webdav::routes())
+                    .route_layer(edge::EdgeLayer::new(metrics.clone(), None)),
+            )
             .fallback(|| async { ApiError::new(cocon_common::ErrorCode::NotFound, "not_found", "no such route") })
             .method_not_allowed_fallback(|method: http::Method| async move {
                 ApiError::new(
@@ -183,8 +168,6 @@ impl Gateway {
                 )
             })
             .with_state(self.state.clone())
-            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
     }
 
     /// How links to an instance start, `{domain}` standing for its domain: e.g.

@@ -1,14 +1,9 @@
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State as AxState};
-use axum::middleware::Next;
-use axum::response::Response;
 use http::{Method, StatusCode};
 use metrics::{Counter, Gauge, Histogram, Label, SharedString};
-
-use crate::State;
 
 /// The HTTP series' handles, per route pattern, method and status. Without them each request
 /// looked its three series up in the recorder's registry, hashing names and labels and
@@ -37,6 +32,20 @@ struct Series {
 const MAX_CACHED: usize = 4096;
 
 impl HttpMetrics {
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> &Gauge {
+        self.in_flight
+            .get_or_init(|| metrics::gauge!("cocon_http_requests_in_flight"))
+    }
+
+    /// Counts a request and its latency under its route pattern (never the raw path), method
+    /// and status.
+    pub fn record(&self, route: &str, method: SharedString, status: StatusCode, latency: Duration) {
+        let series = self.series(route, method, status);
+        series.requests.increment(1);
+        series.duration.record(latency.as_secs_f64());
+    }
+
     fn series(&self, route: &str, method: SharedString, status: StatusCode) -> Series {
         let code = status.as_u16();
         let cached = self
@@ -73,28 +82,9 @@ impl HttpMetrics {
     }
 }
 
-/// Counts requests, those in flight, and their latency per route (the route pattern, never the raw path).
-pub async fn record(AxState(state): AxState<State>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let metrics = &state.http_metrics;
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let in_flight = metrics
-        .in_flight
-        .get_or_init(|| metrics::gauge!("cocon_http_requests_in_flight"));
-    in_flight.increment(1.0);
-    let response = next.run(req).await;
-    in_flight.decrement(1.0);
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let series = metrics.series(route, method, response.status());
-    series.requests.increment(1);
-    series.duration.record(started.elapsed().as_secs_f64());
-    response
-}
-
 /// The method label. Unknown methods share one label, so a client cannot grow the series
 /// without end by inventing methods.
-fn method_label(method: &Method) -> SharedString {
+pub(crate) fn method_label(method: &Method) -> SharedString {
     let name = match method.as_str() {
         "GET" => "GET",
         "HEAD" => "HEAD",
