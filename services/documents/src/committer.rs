@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::projection::{IndexCache, Overlay, project};
+use crate::projection::{CountCache, IndexCache, Overlay, project};
 use crate::record::generation;
 use crate::{DocumentsError, error::Result, validate};
 
@@ -65,6 +65,7 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub log: EventLog,
     pub indexes: IndexCache,
+    pub counts: CountCache,
     /// Bumped after each commit; long-polling readers wait on it.
     pub commits: watch::Sender<u64>,
 }
@@ -214,6 +215,7 @@ async fn flush(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option
             for (instance, doctype) in &pending.overlay.changed_indexes {
                 shared.indexes.invalidate(instance, doctype);
             }
+            shared.counts.committed(&pending.overlay);
             shared.log.outbox().hand_over(sealed);
             shared.commits.send_modify(|n| *n += 1);
             *pending = Pending::new();
@@ -420,6 +422,7 @@ async fn apply(
     project(
         store,
         &shared.indexes,
+        &shared.counts,
         &mut pending.overlay,
         &mut pending.batch,
         instance,

@@ -3,7 +3,7 @@
 //! a rebuild gives the same state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cocon_proto::events::v1::DocumentChanged;
 use cocon_storage::{Batch, ScanRange, Store};
@@ -46,6 +46,33 @@ impl IndexCache {
             .write()
             .expect("index cache poisoned")
             .remove(&(instance.to_string(), doctype.to_string()));
+    }
+}
+
+/// The live-document count of each (instance, doctype) as last committed, kept by the one
+/// writer that changes it: a batch that read it back from the store would make the embedded
+/// store commit what waits in its open transaction first.
+#[derive(Default)]
+pub struct CountCache {
+    inner: Mutex<foldhash::HashMap<TypeKey, i64>>,
+}
+
+impl CountCache {
+    fn get(&self, key: &TypeKey) -> Option<i64> {
+        self.inner.lock().expect("count cache poisoned").get(key).copied()
+    }
+
+    /// Records the counts a committed batch wrote.
+    pub fn committed(&self, overlay: &Overlay) {
+        let mut map = self.inner.lock().expect("count cache poisoned");
+        if map.len() + overlay.changed_counts.len() > INDEX_CACHE_MAX {
+            map.clear();
+        }
+        for key in &overlay.changed_counts {
+            if let Some(count) = overlay.counts.get(key) {
+                map.insert(key.clone(), *count);
+            }
+        }
     }
 }
 
@@ -107,25 +134,28 @@ impl Overlay {
 
     /// Adds to `batch` what the projected events left to write once: the doctypes' new counts.
     /// Call before committing the batch.
-    pub fn finish(&mut self, batch: &mut Batch) {
-        for key in self.changed_counts.drain() {
-            let count = self.counts.get(&key).copied().unwrap_or(0);
+    pub fn finish(&self, batch: &mut Batch) {
+        for key in &self.changed_counts {
+            let count = self.counts.get(key).copied().unwrap_or(0);
             let (instance, doctype) = key;
             batch.put(
                 META,
-                doctype_partition(&instance, &doctype),
+                doctype_partition(instance, doctype),
                 COUNT.to_vec(),
                 count.to_be_bytes().to_vec(),
             );
         }
     }
 
-    async fn count(&mut self, store: &dyn Store, instance: &str, doctype: &str) -> Result<i64> {
+    async fn count(&mut self, store: &dyn Store, known: &CountCache, instance: &str, doctype: &str) -> Result<i64> {
         let key = (instance.to_string(), doctype.to_string());
         if let Some(c) = self.counts.get(&key) {
             return Ok(*c);
         }
-        let c = read_count(store, instance, doctype).await?;
+        let c = match known.get(&key) {
+            Some(c) => c,
+            None => read_count(store, instance, doctype).await?,
+        };
         self.counts.insert(key, c);
         Ok(c)
     }
@@ -146,9 +176,11 @@ fn alive_value(record: &Option<DocRecord>) -> Result<Option<Value>> {
 }
 
 /// Adds to `batch` what event `seq` of `instance` changes in every projection.
+#[allow(clippy::too_many_arguments)]
 pub async fn project(
     store: &dyn Store,
     indexes: &IndexCache,
+    counts: &CountCache,
     overlay: &mut Overlay,
     batch: &mut Batch,
     instance: &str,
@@ -195,7 +227,7 @@ pub async fn project(
     let was_alive = old.as_ref().is_some_and(|o| !o.deleted);
     let is_alive = !new.deleted;
     if was_alive != is_alive {
-        let count = overlay.count(store, instance, doctype).await? + if is_alive { 1 } else { -1 };
+        let count = overlay.count(store, counts, instance, doctype).await? + if is_alive { 1 } else { -1 };
         overlay.counts.insert(type_key.clone(), count);
         overlay.changed_counts.insert(type_key.clone());
     }

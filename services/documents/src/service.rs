@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::committer::{Committer, Shared};
 use crate::error::Result;
-use crate::projection::{IndexCache, Overlay, load_indexes, project};
+use crate::projection::{CountCache, IndexCache, Overlay, load_indexes, project};
 use crate::tables::*;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +55,7 @@ impl DocumentsService {
             store: deps.store,
             log,
             indexes: IndexCache::default(),
+            counts: CountCache::default(),
             commits,
         });
         let committer = Committer::spawn(shared.clone()).map_err(cocon_storage::StorageError::from)?;
@@ -133,6 +134,7 @@ impl DocumentsService {
         }
         let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
         let indexes = IndexCache::default();
+        let counts = CountCache::default();
         let mut overlay = Overlay::default();
         let mut batch = Batch::new();
         let mut replayed = 0u64;
@@ -152,11 +154,13 @@ impl DocumentsService {
                 if design || batch.len() > 20_000 {
                     overlay.finish(&mut batch);
                     store.apply(std::mem::take(&mut batch)).await?;
+                    counts.committed(&overlay);
                     overlay = Overlay::default();
                 }
                 project(
                     store.as_ref(),
                     &indexes,
+                    &counts,
                     &mut overlay,
                     &mut batch,
                     &e.instance,
@@ -167,6 +171,7 @@ impl DocumentsService {
                 if design {
                     overlay.finish(&mut batch);
                     store.apply(std::mem::take(&mut batch)).await?;
+                    counts.committed(&overlay);
                     overlay = Overlay::default();
                 }
                 replayed += 1;

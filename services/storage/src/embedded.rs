@@ -2,9 +2,10 @@
 //!
 //! Why redb: pure Rust (no C toolchain, nothing to install), ACID with copy-on-write B-trees,
 //! readers never block the writer (MVCC). redb allows one writer at a time, which suits group
-//! commit: a dedicated thread drains every batch waiting, appends them to the write-ahead log as
-//! one record with one `fdatasync`, then commits them to redb in one transaction without
-//! durability; checkpoints make redb itself durable now and then (see [`crate::wal`]).
+//! commit: a dedicated thread drains every batch waiting, applies them to its open transaction
+//! and appends them to the write-ahead log as one record with one `fdatasync`. The transaction
+//! commits without durability a few milliseconds later, or as soon as a read must see what it
+//! holds; checkpoints make redb itself durable now and then (see [`crate::wal`]).
 //!
 //! Keys are `u32 BE partition length ++ partition ++ sort`, so a partition's rows are contiguous
 //! and ordered by sort key, as in Scylla.
@@ -14,6 +15,7 @@ use std::collections::hash_map::Entry;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,8 +33,15 @@ use crate::{Batch, Result, Row, ScanRange, StorageError, Store, TableRow};
 /// Raspberry Pi (redb's own default is 1 GiB). `[store] cache_mb` changes it.
 pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
-/// At most this many batches share one commit, so one commit's latency stays bounded.
-const MAX_BATCHES_PER_COMMIT: usize = 4096;
+/// At most this many batches share one log record, so one group's latency stays bounded.
+const MAX_BATCHES_PER_GROUP: usize = 4096;
+
+/// Logged groups wait in redb's open write transaction at most this long before it commits
+/// and readers see them; a read that must see them commits it at once. Under a steady stream
+/// of writes one commit (copying each touched table's path of pages) serves many groups.
+const COMMIT_WITHIN: Duration = Duration::from_millis(5);
+/// … and at most this many batches.
+const MAX_BATCHES_PER_TXN: usize = 1024;
 
 /// A store with logged writes and none for this long checkpoints, so a restart replays little.
 const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(500);
@@ -47,8 +56,60 @@ enum WriterMsg {
     /// A batch, and whether it must be durable before the reply.
     Batch(Batch, bool, oneshot::Sender<Result<()>>),
     Clear(&'static str, oneshot::Sender<Result<()>>),
+    /// A reader waits for acknowledged writes: commit the open transaction now.
+    Flush,
     /// The last handle is gone: checkpoint and exit.
     Stop,
+}
+
+/// What readers know of the writer: a read must see every write acknowledged before it
+/// started, and acknowledged writes may still wait in the writer's open transaction.
+#[derive(Default)]
+struct Visibility {
+    /// Groups acknowledged so far (logged; durable when asked).
+    logged: AtomicU64,
+    /// Groups committed to redb so far: what readers see.
+    committed: AtomicU64,
+    /// Wakes readers waiting for a commit.
+    notify: tokio::sync::Notify,
+    /// Set when acknowledged writes cannot be made visible: reads fail until a restart
+    /// replays the log, rather than answer without them.
+    broken: std::sync::OnceLock<String>,
+}
+
+/// A batch logged in the open transaction, kept until the transaction commits.
+enum Kept {
+    Batch(Batch),
+    Clear(&'static str),
+}
+
+impl Kept {
+    fn ops(&self) -> impl Iterator<Item = LoggedOp<'_>> {
+        let (ops, clear) = match self {
+            Kept::Batch(batch) => (batch.ops.as_slice(), None),
+            Kept::Clear(name) => (&[][..], Some(LoggedOp::Clear(name))),
+        };
+        ops.iter().map(LoggedOp::Op).chain(clear)
+    }
+}
+
+/// Readers waiting for the writer's next commit would wait forever if it panicked.
+struct BreakReadsOnPanic(Arc<Visibility>);
+
+impl Drop for BreakReadsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.broken.set("the store's writer stopped; restart cocon".into());
+            self.0.notify.notify_waiters();
+        }
+    }
+}
+
+/// redb's write transaction between commits, and the logged batches it holds.
+struct OpenTxn {
+    txn: redb::WriteTransaction,
+    since: Instant,
+    kept: Vec<Kept>,
 }
 
 /// A durable store in one file, shared by every service of the process.
@@ -59,6 +120,7 @@ pub struct EmbeddedStore {
 
 struct Inner {
     db: Arc<Database>,
+    vis: Arc<Visibility>,
     writer: mpsc::SyncSender<WriterMsg>,
     thread: Option<JoinHandle<()>>,
     recovered: usize,
@@ -95,22 +157,27 @@ impl EmbeddedStore {
         let wal = Wal::open(&wal_path).map_err(|e| {
             StorageError::Backend(format!("cannot open the write-ahead log {}: {e}", wal_path.display()))
         })?;
+        let vis = Arc::new(Visibility::default());
         let mut writer = Writer {
             db: Arc::new(db),
             wal,
             broken: None,
+            vis: vis.clone(),
+            open: None,
+            logged: 0,
         };
         let recovered = writer
             .recover()
             .map_err(|e| StorageError::Backend(format!("cannot recover the embedded store {}: {e}", path.display())))?;
         let db = writer.db.clone();
-        let (tx, rx) = mpsc::sync_channel(MAX_BATCHES_PER_COMMIT);
+        let (tx, rx) = mpsc::sync_channel(MAX_BATCHES_PER_GROUP);
         let thread = std::thread::Builder::new()
             .name("cocon-store-writer".into())
             .spawn(move || writer.run(rx))?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
+                vis,
                 writer: tx,
                 thread: Some(thread),
                 recovered,
@@ -135,6 +202,36 @@ impl EmbeddedStore {
                 .map_err(|_| StorageError::Closed)?;
         }
         rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Waits until every write acknowledged before this call is visible to readers.
+    async fn visible(&self) -> Result<()> {
+        let vis = &self.inner.vis;
+        let want = vis.logged.load(Ordering::Acquire);
+        // The common case, without touching the waiters' list.
+        if vis.committed.load(Ordering::Acquire) >= want && vis.broken.get().is_none() {
+            return Ok(());
+        }
+        let mut asked = false;
+        loop {
+            let notified = vis.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(why) = vis.broken.get() {
+                return Err(StorageError::Backend(why.clone()));
+            }
+            if vis.committed.load(Ordering::Acquire) >= want {
+                return Ok(());
+            }
+            if !asked {
+                // A full channel means a busy writer, which commits within COMMIT_WITHIN anyway.
+                if let Err(mpsc::TrySendError::Disconnected(_)) = self.inner.writer.try_send(WriterMsg::Flush) {
+                    return Err(StorageError::Closed);
+                }
+                asked = true;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -163,6 +260,11 @@ struct Writer {
     /// Set when the log and redb may disagree (a log write or a commit failed half-way): writes
     /// are refused until a restart replays the log, which settles what is durable.
     broken: Option<String>,
+    vis: Arc<Visibility>,
+    /// The transaction logged groups wait in until it commits.
+    open: Option<OpenTxn>,
+    /// Groups logged so far.
+    logged: u64,
 }
 
 impl Writer {
@@ -197,44 +299,77 @@ impl Writer {
     }
 
     fn run(mut self, rx: mpsc::Receiver<WriterMsg>) {
+        let _reads = BreakReadsOnPanic(self.vis.clone());
         loop {
-            let first = if self.wal.len() > 0 {
-                match rx.recv_timeout(CHECKPOINT_WHEN_IDLE) {
+            let wait = match &self.open {
+                Some(open) => Some(COMMIT_WITHIN.saturating_sub(open.since.elapsed())),
+                None if self.wal.len() > 0 => Some(CHECKPOINT_WHEN_IDLE),
+                None => None,
+            };
+            let first = match wait {
+                Some(wait) => match rx.recv_timeout(wait) {
                     Ok(msg) => msg,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.checkpoint();
+                        if self.open.is_some() {
+                            self.commit_open();
+                        } else {
+                            self.checkpoint();
+                        }
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
+                },
+                None => match rx.recv() {
                     Ok(msg) => msg,
                     Err(_) => break,
-                }
+                },
             };
-            let mut stop = matches!(first, WriterMsg::Stop);
+            let (mut stop, mut flush) = (false, false);
             let mut msgs = Vec::new();
-            if !stop {
-                msgs.push(first);
-            }
-            while !stop && msgs.len() < MAX_BATCHES_PER_COMMIT {
-                match rx.try_recv() {
-                    Ok(WriterMsg::Stop) => stop = true,
-                    Ok(msg) => msgs.push(msg),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    WriterMsg::Stop => stop = true,
+                    WriterMsg::Flush => flush = true,
+                    msg => msgs.push(msg),
+                }
+                if !stop && msgs.len() < MAX_BATCHES_PER_GROUP {
+                    next = rx.try_recv().ok();
                 }
             }
             if !msgs.is_empty() {
                 let started = Instant::now();
-                let result = self.commit(&msgs);
-                metrics::histogram!("cocon_store_commit_seconds").record(started.elapsed().as_secs_f64());
-                metrics::histogram!("cocon_store_commit_batches").record(msgs.len() as f64);
+                let result = self.log_group(&msgs);
+                metrics::histogram!("cocon_store_log_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("cocon_store_log_batches").record(msgs.len() as f64);
+                let mut kept = Vec::with_capacity(msgs.len());
                 for msg in msgs {
-                    if let WriterMsg::Batch(_, _, reply) | WriterMsg::Clear(_, reply) = msg {
-                        let _ = reply.send(result.clone().map_err(StorageError::Backend));
-                    }
+                    let reply = match msg {
+                        WriterMsg::Batch(batch, _, reply) => {
+                            kept.push(Kept::Batch(batch));
+                            reply
+                        }
+                        WriterMsg::Clear(name, reply) => {
+                            kept.push(Kept::Clear(name));
+                            reply
+                        }
+                        WriterMsg::Flush | WriterMsg::Stop => continue,
+                    };
+                    let _ = reply.send(result.clone().map_err(StorageError::Backend));
                 }
+                if let (Ok(()), Some(open)) = (&result, &mut self.open) {
+                    open.kept.extend(kept);
+                }
+            }
+            let due = self.open.as_ref().is_some_and(|open| {
+                flush
+                    || stop
+                    || open.since.elapsed() >= COMMIT_WITHIN
+                    || open.kept.len() >= MAX_BATCHES_PER_TXN
+                    || self.wal.len() >= wal::CHECKPOINT_AT
+            });
+            if due {
+                self.commit_open();
             }
             if stop {
                 break;
@@ -243,53 +378,115 @@ impl Writer {
                 self.checkpoint();
             }
         }
+        self.commit_open();
         if self.wal.len() > 0 {
             self.checkpoint();
         }
     }
 
-    /// Applies every message in one transaction, logs them as one record (one `fdatasync`
-    /// unless all are relaxed), then commits the transaction: readers never see a write that
-    /// is not durable yet.
-    fn commit(&mut self, msgs: &[WriterMsg]) -> std::result::Result<(), String> {
+    /// Applies every message to the open transaction and logs them as one record (one
+    /// `fdatasync` unless all are relaxed). The transaction commits later ([`Self::commit_open`]):
+    /// readers never see a write that is not durable yet.
+    fn log_group(&mut self, msgs: &[WriterMsg]) -> std::result::Result<(), String> {
         if let Some(why) = &self.broken {
             return Err(why.clone());
         }
-        let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        txn.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => {
+                let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
+                txn.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
+                self.open.insert(OpenTxn {
+                    txn,
+                    since: Instant::now(),
+                    kept: Vec::new(),
+                })
+            }
+        };
         let mut logged = Vec::new();
         for msg in msgs {
             match msg {
                 WriterMsg::Batch(batch, _, _) => logged.extend(batch.ops.iter().map(LoggedOp::Op)),
                 WriterMsg::Clear(name, _) => logged.push(LoggedOp::Clear(name)),
-                WriterMsg::Stop => {}
+                WriterMsg::Flush | WriterMsg::Stop => {}
             }
         }
-        {
-            // Each table is opened once per commit, however many rows it gets.
-            let mut open = HashMap::new();
-            for op in &logged {
-                // An error here aborts the transaction: nothing was logged, nothing changed.
-                apply_logged(&txn, &mut open, op).map_err(|e| e.to_string())?;
-            }
+        if let Err(e) = apply_all(&open.txn, logged.iter().copied()) {
+            // Nothing of this group was logged; the transaction may hold part of it.
+            self.reopen();
+            return Err(e.to_string());
         }
         // Only relaxed batches: no fsync; the next durable record's fsync covers this one too.
         let durable = msgs.iter().any(|m| !matches!(m, WriterMsg::Batch(_, false, _)));
-        let logged = self
+        let appended = self
             .wal
             .append(logged.into_iter())
             .and_then(|()| if durable { self.wal.sync() } else { Ok(()) });
-        if let Err(e) = logged {
+        if let Err(e) = appended {
+            self.reopen();
             return Err(self.break_down(format!("the store's write-ahead log failed: {e}")));
         }
-        if let Err(e) = txn.commit() {
-            return Err(self.break_down(format!("a logged commit failed: {e}")));
-        }
+        self.logged += 1;
+        self.vis.logged.store(self.logged, Ordering::Release);
         Ok(())
+    }
+
+    /// Commits the open transaction: the groups it holds become visible.
+    fn commit_open(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let batches = open.kept.len();
+        match open.txn.commit() {
+            Ok(()) => {
+                metrics::histogram!("cocon_store_commit_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("cocon_store_commit_batches").record(batches as f64);
+                self.show_logged();
+            }
+            Err(e) => {
+                let why = self.break_down(format!("a logged commit failed: {e}"));
+                self.break_reads(why);
+            }
+        }
+    }
+
+    /// Drops the open transaction, which holds part of a refused group, and commits the logged
+    /// groups it held in a new one.
+    fn reopen(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        drop(open.txn);
+        let redo = || -> std::result::Result<(), redb::Error> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(redb::Durability::None)?;
+            apply_all(&txn, open.kept.iter().flat_map(Kept::ops))?;
+            txn.commit()?;
+            Ok(())
+        };
+        match redo() {
+            Ok(()) => self.show_logged(),
+            Err(e) => {
+                let why = self.break_down(format!("cannot re-apply logged writes: {e}"));
+                self.break_reads(why);
+            }
+        }
+    }
+
+    fn show_logged(&self) {
+        self.vis.committed.store(self.logged, Ordering::Release);
+        self.vis.notify.notify_waiters();
+    }
+
+    fn break_reads(&self, why: String) {
+        let _ = self.vis.broken.set(why);
+        self.vis.notify.notify_waiters();
     }
 
     /// A durable redb commit: it covers every commit before it, so the log starts over.
     fn checkpoint(&mut self) {
+        self.commit_open();
         if self.broken.is_some() {
             return;
         }
@@ -338,6 +535,18 @@ impl Writer {
         self.broken = Some(why.clone());
         why
     }
+}
+
+fn apply_all<'a>(
+    txn: &redb::WriteTransaction,
+    ops: impl Iterator<Item = LoggedOp<'a>>,
+) -> std::result::Result<(), redb::Error> {
+    // Each table is opened once, however many rows it gets.
+    let mut open = HashMap::new();
+    for op in ops {
+        apply_logged(txn, &mut open, &op)?;
+    }
+    Ok(())
 }
 
 type OpenTables<'txn> = HashMap<&'static str, redb::Table<'txn, &'static [u8], &'static [u8]>>;
@@ -421,6 +630,7 @@ impl EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, name: &'static str, partition: &[u8], sort: &[u8]) -> Result<Option<Bytes>> {
+        self.visible().await?;
         let k = key(partition, sort);
         self.read_table(
             name,
@@ -433,6 +643,7 @@ impl Store for EmbeddedStore {
         if range.limit == 0 {
             return Ok(Vec::new());
         }
+        self.visible().await?;
         let start = bound_key(partition, &range.start, false);
         let end = bound_key(partition, &range.end, true);
         let skip = 4 + partition.len();
@@ -488,6 +699,7 @@ impl Store for EmbeddedStore {
         after: Option<(Vec<u8>, Vec<u8>)>,
         limit: usize,
     ) -> Result<Vec<TableRow>> {
+        self.visible().await?;
         let start = match &after {
             Some((p, s)) => Bound::Excluded(key(p, s)),
             None => Bound::Unbounded,
@@ -530,6 +742,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
         crate::testsuite::run_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_reads_see_every_acknowledged_write_while_the_transaction_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+        let tasks: Vec<_> = (0..16u32)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..50u32 {
+                        let sort = format!("{t}-{i}").into_bytes();
+                        let mut batch = Batch::new();
+                        batch.put("t", b"p".to_vec(), sort.clone(), Bytes::from(sort.clone()));
+                        store.apply(batch).await.unwrap();
+                        let got = store.get("t", b"p", &sort).await.unwrap();
+                        assert_eq!(
+                            got.as_deref(),
+                            Some(sort.as_slice()),
+                            "a read missed an acknowledged write"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let rows = store.scan("t", b"p", ScanRange::all()).await.unwrap();
+        assert_eq!(rows.len(), 16 * 50);
+    }
+
+    #[tokio::test]
+    async fn test_logged_writes_commit_without_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+        let mut batch = Batch::new();
+        batch.put("t", b"p".to_vec(), b"s".to_vec(), Bytes::from_static(b"v"));
+        store.apply(batch).await.unwrap();
+        let vis = &store.inner.vis;
+        let logged = vis.logged.load(Ordering::Acquire);
+        assert!(logged > 0);
+        // The writer commits on its own within COMMIT_WITHIN; wait for it, bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while vis.committed.load(Ordering::Acquire) < logged {
+            assert!(Instant::now() < deadline, "the open transaction never committed");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! leaf and the branch path of each table, about thirty pages for a batch of creates) and
 //! fsyncs them all: ~1 ms on this class of disk. Instead each group of batches is appended here
 //! as one record and made durable with one `fdatasync` of a small sequential write, then
-//! committed to redb without durability (visible to readers, pages kept in redb's write buffer).
+//! committed to redb without durability (visible to readers, pages kept in redb's write buffer),
+//! one commit for the groups of a few milliseconds.
 //! A checkpoint, a durable redb commit, happens every [`CHECKPOINT_AT`] bytes of log or when the
 //! store falls idle; it writes each dirty page once for thousands of batches, and lets the log
 //! start over.
@@ -42,6 +43,7 @@ pub(crate) const CHECKPOINT_AT: u64 = 4 << 20;
 const HEADER: usize = 16;
 
 /// One operation of a group, as logged. `Clear` empties a whole table (projection rebuilds).
+#[derive(Clone, Copy)]
 pub(crate) enum LoggedOp<'a> {
     Op(&'a Op),
     Clear(&'static str),
