@@ -845,6 +845,9 @@ mod tests {
             .commit_entries("i", vec![Entry::Node(Box::new(created))])
             .await
             .unwrap();
+        // Reading it makes the store commit what it logged, so the reads that precede the next
+        // commit do not wait: one poll takes that commit to the store.
+        assert!(service.node("i", "f1").await.unwrap().is_some());
 
         let mut commits = service.inner.commits.subscribe();
         let before = *commits.borrow_and_update();
