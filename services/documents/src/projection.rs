@@ -23,8 +23,9 @@ pub struct IndexCache {
     inner: Arc<RwLock<HashMap<TypeKey, Arc<Vec<IndexDef>>>>>,
 }
 
-/// Bounded so millions of instances do not grow it without end.
-const INDEX_CACHE_MAX: usize = 100_000;
+/// The caches below hold at most this many (instance, doctype) entries, so millions of
+/// instances do not grow them without end.
+const CACHE_MAX: usize = 100_000;
 
 impl IndexCache {
     pub async fn get(&self, store: &dyn Store, instance: &str, doctype: &str) -> Result<Arc<Vec<IndexDef>>> {
@@ -34,7 +35,7 @@ impl IndexCache {
         }
         let defs = Arc::new(load_indexes(store, instance, doctype).await?);
         let mut map = self.inner.write().expect("index cache poisoned");
-        if map.len() >= INDEX_CACHE_MAX {
+        if map.len() >= CACHE_MAX {
             map.clear();
         }
         map.insert(key, defs.clone());
@@ -65,7 +66,7 @@ impl CountCache {
     /// Records the counts a committed batch wrote.
     pub fn committed(&self, overlay: &Overlay) {
         let mut map = self.inner.lock().expect("count cache poisoned");
-        if map.len() + overlay.changed_counts.len() > INDEX_CACHE_MAX {
+        if map.len() + overlay.changed_counts.len() > CACHE_MAX {
             map.clear();
         }
         for key in &overlay.changed_counts {

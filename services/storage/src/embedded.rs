@@ -511,20 +511,15 @@ impl Writer {
         ops: impl Iterator<Item = LoggedOp<'a>>,
         epoch: u64,
     ) -> std::result::Result<(), redb::Error> {
+        let epoch_row = Op::Put {
+            table: wal::META_TABLE,
+            partition: Vec::new(),
+            sort: wal::EPOCH_KEY.to_vec(),
+            value: Bytes::copy_from_slice(&epoch.to_le_bytes()),
+        };
         let txn = self.db.begin_write()?;
-        {
-            let mut open = HashMap::new();
-            for op in ops {
-                apply_logged(&txn, &mut open, &op)?;
-            }
-            let epoch_row = Op::Put {
-                table: wal::META_TABLE,
-                partition: Vec::new(),
-                sort: wal::EPOCH_KEY.to_vec(),
-                value: Bytes::copy_from_slice(&epoch.to_le_bytes()),
-            };
-            apply_logged(&txn, &mut open, &LoggedOp::Op(&epoch_row))?;
-        }
+        apply_all(&txn, ops)?;
+        apply_all(&txn, std::iter::once(LoggedOp::Op(&epoch_row)))?;
         txn.commit()?;
         Ok(())
     }
