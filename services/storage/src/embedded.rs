@@ -77,7 +77,7 @@ struct Visibility {
     broken: std::sync::OnceLock<String>,
 }
 
-/// A batch logged in the open transaction, kept until the transaction commits.
+/// A batch of a group being logged, then kept in the open transaction until it commits.
 enum Kept {
     Batch(Batch),
     Clear(&'static str),
@@ -324,41 +324,39 @@ impl Writer {
                     Err(_) => break,
                 },
             };
-            let (mut stop, mut flush) = (false, false);
-            let mut msgs = Vec::new();
+            let (mut stop, mut flush, mut durable) = (false, false, false);
+            let mut group = Vec::new();
+            let mut replies = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
                     WriterMsg::Stop => stop = true,
                     WriterMsg::Flush => flush = true,
-                    msg => msgs.push(msg),
+                    WriterMsg::Batch(batch, must_sync, reply) => {
+                        durable |= must_sync;
+                        group.push(Kept::Batch(batch));
+                        replies.push(reply);
+                    }
+                    WriterMsg::Clear(name, reply) => {
+                        durable = true;
+                        group.push(Kept::Clear(name));
+                        replies.push(reply);
+                    }
                 }
-                if !stop && msgs.len() < MAX_BATCHES_PER_GROUP {
+                if !stop && group.len() < MAX_BATCHES_PER_GROUP {
                     next = rx.try_recv().ok();
                 }
             }
-            if !msgs.is_empty() {
+            if !group.is_empty() {
                 let started = Instant::now();
-                let result = self.log_group(&msgs);
+                let result = self.log_group(&group, durable);
                 metrics::histogram!("cocon_store_log_seconds").record(started.elapsed().as_secs_f64());
-                metrics::histogram!("cocon_store_log_batches").record(msgs.len() as f64);
-                let mut kept = Vec::with_capacity(msgs.len());
-                for msg in msgs {
-                    let reply = match msg {
-                        WriterMsg::Batch(batch, _, reply) => {
-                            kept.push(Kept::Batch(batch));
-                            reply
-                        }
-                        WriterMsg::Clear(name, reply) => {
-                            kept.push(Kept::Clear(name));
-                            reply
-                        }
-                        WriterMsg::Flush | WriterMsg::Stop => continue,
-                    };
+                metrics::histogram!("cocon_store_log_batches").record(group.len() as f64);
+                for reply in replies {
                     let _ = reply.send(result.clone().map_err(StorageError::Backend));
                 }
                 if let (Ok(()), Some(open)) = (&result, &mut self.open) {
-                    open.kept.extend(kept);
+                    open.kept.extend(group);
                 }
             }
             let due = self.open.as_ref().is_some_and(|open| {
@@ -384,10 +382,11 @@ impl Writer {
         }
     }
 
-    /// Applies every message to the open transaction and logs them as one record (one
-    /// `fdatasync` unless all are relaxed). The transaction commits later ([`Self::commit_open`]):
-    /// readers never see a write that is not durable yet.
-    fn log_group(&mut self, msgs: &[WriterMsg]) -> std::result::Result<(), String> {
+    /// Applies a group of batches to the open transaction and logs them as one record (one
+    /// `fdatasync` if any must be `durable`; otherwise the next durable record's covers it). The
+    /// transaction commits later ([`Self::commit_open`]): readers never see a write that is not
+    /// durable yet.
+    fn log_group(&mut self, group: &[Kept], durable: bool) -> std::result::Result<(), String> {
         if let Some(why) = &self.broken {
             return Err(why.clone());
         }
@@ -403,24 +402,14 @@ impl Writer {
                 })
             }
         };
-        let mut logged = Vec::new();
-        for msg in msgs {
-            match msg {
-                WriterMsg::Batch(batch, _, _) => logged.extend(batch.ops.iter().map(LoggedOp::Op)),
-                WriterMsg::Clear(name, _) => logged.push(LoggedOp::Clear(name)),
-                WriterMsg::Flush | WriterMsg::Stop => {}
-            }
-        }
-        if let Err(e) = apply_all(&open.txn, logged.iter().copied()) {
+        if let Err(e) = apply_all(&open.txn, group.iter().flat_map(Kept::ops)) {
             // Nothing of this group was logged; the transaction may hold part of it.
             self.reopen();
             return Err(e.to_string());
         }
-        // Only relaxed batches: no fsync; the next durable record's fsync covers this one too.
-        let durable = msgs.iter().any(|m| !matches!(m, WriterMsg::Batch(_, false, _)));
         let appended = self
             .wal
-            .append(logged.into_iter())
+            .append(group.iter().flat_map(Kept::ops))
             .and_then(|()| if durable { self.wal.sync() } else { Ok(()) });
         if let Err(e) = appended {
             self.reopen();

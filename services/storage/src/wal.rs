@@ -43,7 +43,6 @@ pub(crate) const CHECKPOINT_AT: u64 = 4 << 20;
 const HEADER: usize = 16;
 
 /// One operation of a group, as logged. `Clear` empties a whole table (projection rebuilds).
-#[derive(Clone, Copy)]
 pub(crate) enum LoggedOp<'a> {
     Op(&'a Op),
     Clear(&'static str),
