@@ -79,13 +79,13 @@ where
         let timeout = self.timeout;
         let body_span = (!span.is_disabled()).then(|| span.clone());
         async move {
-            metrics.in_flight().increment(1.0);
+            let in_flight = InFlight::start(&metrics);
             let handled = AssertUnwindSafe(handled).catch_unwind();
             let outcome = match timeout {
                 Some(limit) => tokio::time::timeout(limit, handled).await.ok(),
                 None => Some(handled.await),
             };
-            metrics.in_flight().decrement(1.0);
+            drop(in_flight);
             let response = match outcome {
                 Some(Ok(Ok(response))) => response,
                 Some(Ok(Err(never))) => match never {},
@@ -133,6 +133,23 @@ where
         }
         .instrument(span)
         .boxed()
+    }
+}
+
+/// Counts a request in flight until dropped: hyper drops the request's future when its client
+/// goes away, and the gauge must come down then too.
+struct InFlight<'a>(&'a HttpMetrics);
+
+impl<'a> InFlight<'a> {
+    fn start(metrics: &'a HttpMetrics) -> InFlight<'a> {
+        metrics.in_flight().increment(1.0);
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight().decrement(1.0);
     }
 }
 
