@@ -56,13 +56,15 @@ print("%.6f %.0f %.2fms %.2fms %.1f" % (p["p99"], s["requestsPerSec"], p["p50"] 
     printf "%s req/s, p50 %s, p99 %s (mean x rate = %s requests in flight of %s)\n", $2, $3, $4, $5, c}'
 }
 
-start() { # LOG CMD… : runs CMD, waits for its "ready" line, prints its http address
+# LOG CMD… : runs CMD, waits for its "ready" line, sets ADDR to its http address. Not called in
+# a command substitution: that subshell's PIDS would be lost, and the server left running.
+start() {
   local log=$1; shift
   : > "$log"
   "$@" > "$log" 2>"$log.err" &
   PIDS+=($!)
   for _ in $(seq 600); do
-    if grep -q ' ready ' "$log"; then sed -n 's/.*http=\([^ ]*\).*/\1/p' "$log" | head -1; return; fi
+    if grep -q ' ready ' "$log"; then ADDR=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$log" | head -1); return; fi
     sleep 0.05
   done
   echo "did not start: $*" >&2; cat "$log.err" >&2; exit 1
@@ -70,11 +72,13 @@ start() { # LOG CMD… : runs CMD, waits for its "ready" line, prints its http a
 
 echo "== machine limits"
 $BIN/fsync_rate "$WORK" 5
-HELLO=$(start "$WORK/hello.log" $BIN/hello 127.0.0.1:0)
+start "$WORK/hello.log" $BIN/hello 127.0.0.1:0
+HELLO=$ADDR
 for c in 16 64; do echo "hello c$c: $(load -c$c "http://$HELLO/")"; done
 
 echo "== cocon, embedded default"
-HTTP=$(start "$WORK/cocon.log" $BIN/cocon serve --data-dir "$WORK/data" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0)
+start "$WORK/cocon.log" $BIN/cocon serve --data-dir "$WORK/data" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0
+HTTP=$ADDR
 ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
 export COCON_ADMIN_TOKEN=$(cat "$WORK/data/admin-token")
 $BIN/cocon instances add bench.localhost --admin "http://$ADMIN" > /dev/null 2>&1
@@ -125,8 +129,9 @@ echo "== write-to-event latency (all services, NATS bus)"
 nats-server -js -a 127.0.0.1 -p 14222 -sd "$WORK/nats" > "$WORK/nats.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q "Server is ready" "$WORK/nats.log" && break; sleep 0.05; done
-HTTP2=$(start "$WORK/cocon2.log" $BIN/cocon serve --data-dir "$WORK/data2" --nats nats://127.0.0.1:14222 \
-  --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0)
+start "$WORK/cocon2.log" $BIN/cocon serve --data-dir "$WORK/data2" --nats nats://127.0.0.1:14222 \
+  --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0
+HTTP2=$ADDR
 ADMIN2=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon2.log")
 export COCON_ADMIN_TOKEN=$(cat "$WORK/data2/admin-token")
 $BIN/cocon instances add bench.localhost --admin "http://$ADMIN2" > /dev/null 2>&1

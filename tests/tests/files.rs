@@ -286,6 +286,23 @@ async fn test_upload_download_ranges_and_checks() {
     assert_eq!(dl_dir.status(), 400);
 }
 
+/// Downloads a file as it streams and answers its MD5 (base64), holding no more than a chunk.
+async fn downloaded_md5(api: &Api, id: &str) -> String {
+    use futures::StreamExt;
+    let down = api
+        .request(Method::GET, &format!("/files/download/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 200);
+    let mut got = Md5::new();
+    let mut stream = down.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        got.update(chunk.unwrap());
+    }
+    base64::engine::general_purpose::STANDARD.encode(got.finalize())
+}
+
 #[tokio::test]
 async fn test_large_upload_streams_through() {
     let (_dir, _cocon, api) = setup().await;
@@ -307,18 +324,7 @@ async fn test_large_upload_streams_through() {
     assert_eq!(up.status, 201, "{}", up.text);
     assert_eq!(attr(&up, "size"), (total * ((3 << 20) + 17)).to_string().as_str());
     assert_eq!(attr(&up, "mime"), "application/octet-stream");
-    let down = api
-        .request(Method::GET, &format!("/files/download/{}", id(&up)))
-        .send()
-        .await
-        .unwrap();
-    let mut got = Md5::new();
-    let mut stream = down.bytes_stream();
-    use futures::StreamExt;
-    while let Some(chunk) = stream.next().await {
-        got.update(chunk.unwrap());
-    }
-    assert_eq!(base64::engine::general_purpose::STANDARD.encode(got.finalize()), sum);
+    assert_eq!(downloaded_md5(&api, &id(&up)).await, sum);
 }
 
 /// Peak resident memory of a process (`VmHWM`), in bytes.
@@ -356,18 +362,7 @@ async fn test_memory_stays_bounded_through_a_large_upload_and_download() {
     let sum = base64::engine::general_purpose::STANDARD.encode(sent.lock().unwrap().clone().finalize());
     assert_eq!(attr(&up, "size"), (CHUNK * CHUNKS).to_string().as_str());
     assert_eq!(attr(&up, "md5sum"), sum.as_str());
-    let down = api
-        .request(Method::GET, &format!("/files/download/{}", id(&up)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(down.status(), 200);
-    let mut got = Md5::new();
-    let mut stream = down.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        got.update(chunk.unwrap());
-    }
-    assert_eq!(base64::engine::general_purpose::STANDARD.encode(got.finalize()), sum);
+    assert_eq!(downloaded_md5(&api, &id(&up)).await, sum);
     // The bound, for 5 GiB as for 1: what is in flight is bounded, not the file.
     let peak = peak_rss(cocon.pid());
     assert!(
