@@ -67,7 +67,7 @@ async fn test_s3_multipart_upload_aborted_leaves_nothing() {
     let mut w = blobs.create("i/ab/big").await.unwrap();
     w.write(Bytes::from(vec![2u8; 9 << 20])).await.unwrap();
     w.write(Bytes::from(vec![3u8; 1 << 20])).await.unwrap();
-    assert_eq!(w.finish().await.unwrap(), 10 << 20);
+    assert_eq!(w.finish().await.unwrap().size, 10 << 20);
     assert_eq!(blobs.size("i/ab/big").await.unwrap(), Some(10 << 20));
 }
 
@@ -84,8 +84,14 @@ async fn test_s3_streamed_upload_goes_with_its_md5_and_the_server_checks_it() {
         .create_sized("i/ab/s", data.len() as u64, Some(md5))
         .await
         .unwrap();
+    assert!(
+        w.computes_md5(),
+        "s3s-fs's ETags are MD5s: the probe at connect finds it"
+    );
     w.write(data.clone()).await.unwrap();
-    assert_eq!(w.finish().await.unwrap(), 9 << 20);
+    let written = w.finish().await.unwrap();
+    assert_eq!(written.size, 9 << 20);
+    assert_eq!(written.md5, Some(md5), "the MD5 comes from the ETag");
     assert_eq!(blobs.size("i/ab/s").await.unwrap(), Some(9 << 20));
 
     let mut wrong = md5;
@@ -99,6 +105,7 @@ async fn test_s3_streamed_upload_goes_with_its_md5_and_the_server_checks_it() {
         .finish()
         .await
         .expect_err("the server refuses a content whose MD5 differs");
+    assert!(matches!(err, StorageError::Mismatch(_)), "{err}");
     assert!(err.to_string().contains("PutObject"), "{err}");
     assert_eq!(blobs.size("i/ab/t").await.unwrap(), None, "nothing is stored");
 }

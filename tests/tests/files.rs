@@ -708,6 +708,8 @@ async fn test_contents_on_s3() {
     let data: Vec<u8> = (0..(9u32 << 20) + 3).map(|i| (i % 249) as u8).collect();
     let up = upload(&api, ROOT, "big.bin", &data).await;
     assert_eq!(up.status, 201, "{}", up.text);
+    // Its MD5 is the ETag s3s-fs gives it, not hashed again here: still the content's.
+    assert_eq!(up.body["data"]["attributes"]["md5sum"], md5_b64(&data));
     let big = id(&up);
     let small = id(&upload(&api, ROOT, "small.txt", b"small").await);
     // Without a length (chunked): a multipart upload, parts sent as they fill.
@@ -754,7 +756,8 @@ async fn test_contents_on_s3() {
             .body(data.clone()),
     )
     .await;
-    assert_eq!(bad.status, 412);
+    assert_eq!(bad.status, 412, "{}", bad.text);
+    assert!(bad.text.contains("MD5"), "{}", bad.text);
     Api::reply(
         api.request(Method::PUT, &format!("/files/{small}"))
             .body(b"bigger now".to_vec()),

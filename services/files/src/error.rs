@@ -53,6 +53,7 @@ impl ServiceError for FilesError {
             Denied(_) => ErrorCode::Forbidden,
             Expired => ErrorCode::Unauthenticated,
             Storage(cocon_storage::StorageError::Closed) => ErrorCode::Unavailable,
+            Storage(cocon_storage::StorageError::Mismatch(_)) => ErrorCode::PreconditionFailed,
             Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
         }
     }

@@ -2,6 +2,9 @@
 pub enum StorageError {
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The server refused a content whose MD5 differs from the one announced.
+    #[error("{0}")]
+    Mismatch(String),
     #[error("no such blob: {0}")]
     NotFound(String),
     #[error("storage is shutting down")]

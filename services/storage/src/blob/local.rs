@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::{BlobStore, BlobWriter, ByteStream, check_key};
+use super::{BlobStore, BlobWriter, ByteStream, Written, check_key};
 use crate::{Result, StorageError};
 
 /// Writes reach the disk in blocks of this size (one blocking-pool hop each).
@@ -279,7 +279,7 @@ impl BlobWriter for LocalWriter {
         Ok(())
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<u64> {
+    async fn finish(mut self: Box<Self>) -> Result<Written> {
         if !self.buf.is_empty() {
             let block = std::mem::take(&mut self.buf).freeze();
             self.send(block).await?;
@@ -293,7 +293,10 @@ impl BlobWriter for LocalWriter {
         })
         .await?;
         self.finished = true;
-        Ok(self.size)
+        Ok(Written {
+            size: self.size,
+            md5: None,
+        })
     }
 
     async fn abort(mut self: Box<Self>) {

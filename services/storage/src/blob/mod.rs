@@ -51,13 +51,29 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn copy(&self, from: &str, to: &str) -> Result<()>;
 }
 
+/// What [`BlobWriter::finish`] stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    /// The content's MD5, from a writer that [`BlobWriter::computes_md5`].
+    pub md5: Option<[u8; 16]>,
+}
+
 #[async_trait]
 pub trait BlobWriter: Send {
     /// Appends a chunk.
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
 
-    /// Makes the blob durable and visible under its key; returns its size.
-    async fn finish(self: Box<Self>) -> Result<u64>;
+    /// Makes the blob durable and visible under its key.
+    async fn finish(self: Box<Self>) -> Result<Written>;
+
+    /// Whether [`BlobWriter::finish`] gives the content's MD5: the backend's server computes
+    /// it anyway (S3's ETag of one `PutObject`), so the caller need not hash every byte again.
+    /// Such a writer has its server refuse a content whose MD5 differs from the one announced
+    /// ([`StorageError::Mismatch`]).
+    fn computes_md5(&self) -> bool {
+        false
+    }
 
     /// Drops everything written (what dropping the writer does, but waited for).
     async fn abort(self: Box<Self>);
@@ -94,7 +110,7 @@ impl BlobWriter for SizedWriter {
         self.writer.write(chunk).await
     }
 
-    async fn finish(self: Box<Self>) -> Result<u64> {
+    async fn finish(self: Box<Self>) -> Result<Written> {
         if self.written != self.size {
             self.writer.abort().await;
             return Err(size_error(self.written, self.size));
@@ -104,6 +120,10 @@ impl BlobWriter for SizedWriter {
 
     async fn abort(self: Box<Self>) {
         self.writer.abort().await;
+    }
+
+    fn computes_md5(&self) -> bool {
+        self.writer.computes_md5()
     }
 }
 

@@ -4,8 +4,10 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use super::{BlobStore, check_key};
-use crate::StorageError;
+use md5::{Digest, Md5};
+
+use super::{BlobStore, Written, check_key};
+use crate::{Result, StorageError};
 
 /// Runs every check under keys starting with `prefix`; panics naming the first that fails.
 pub async fn run_all(blobs: &dyn BlobStore, prefix: &str) {
@@ -36,7 +38,7 @@ async fn put(blobs: &dyn BlobStore, key: &str, parts: &[&[u8]]) -> u64 {
     for part in parts {
         w.write(Bytes::copy_from_slice(part)).await.expect("write");
     }
-    w.finish().await.expect("finish")
+    w.finish().await.expect("finish").size
 }
 
 async fn write_then_read(blobs: &dyn BlobStore, prefix: &str) {
@@ -153,7 +155,7 @@ async fn large_blob_in_many_chunks(blobs: &dyn BlobStore, prefix: &str) {
         at = end;
         step = (step * 7 + 13) % (3 << 20) + 1;
     }
-    assert_eq!(w.finish().await.unwrap(), total as u64);
+    assert_eq!(w.finish().await.unwrap().size, total as u64);
     let back = read_all(blobs, &key, None).await;
     assert!(back == data, "a large blob reads back byte for byte");
     let mid = (5 * 1024 * 1024 - 3) as u64;
@@ -177,15 +179,27 @@ fn patterned(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn put_sized(blobs: &dyn BlobStore, key: &str, data: &[u8], md5: Option<[u8; 16]>) -> u64 {
+async fn put_sized(blobs: &dyn BlobStore, key: &str, data: &[u8], md5: Option<[u8; 16]>) -> Result<Written> {
     let mut w = blobs
         .create_sized(key, data.len() as u64, md5)
         .await
         .expect("create_sized");
+    let computes_md5 = w.computes_md5();
     for chunk in data.chunks(300_007) {
         w.write(Bytes::copy_from_slice(chunk)).await.expect("write");
     }
-    w.finish().await.expect("finish")
+    let written = w.finish().await?;
+    if computes_md5 {
+        let real: [u8; 16] = Md5::digest(data).into();
+        assert_eq!(
+            written.md5,
+            Some(real),
+            "a writer that computes the MD5 gives the right one"
+        );
+    } else {
+        assert_eq!(written.md5, None, "a writer that does not compute the MD5 gives none");
+    }
+    Ok(written)
 }
 
 async fn sized_blobs(blobs: &dyn BlobStore, prefix: &str) {
@@ -193,11 +207,34 @@ async fn sized_blobs(blobs: &dyn BlobStore, prefix: &str) {
     for (name, len) in [("small", 1000usize), ("big", (12 << 20) + 5)] {
         let key = format!("{prefix}/sized/{name}");
         let data = patterned(len, len as u64);
-        assert_eq!(put_sized(blobs, &key, &data, None).await, len as u64);
+        assert_eq!(put_sized(blobs, &key, &data, None).await.unwrap().size, len as u64);
         assert!(
             read_all(blobs, &key, None).await == data,
             "a sized {name} blob reads back"
         );
+
+        // The right MD5 announced is no obstacle; a wrong one, where the backend checks it
+        // (a writer that computes the MD5 must), stores nothing.
+        let md5: [u8; 16] = Md5::digest(&data).into();
+        let checked = format!("{prefix}/sized/{name}-md5");
+        put_sized(blobs, &checked, &data, Some(md5)).await.unwrap();
+        assert!(read_all(blobs, &checked, None).await == data);
+        blobs.delete(&checked).await.unwrap();
+        let mut wrong = md5;
+        wrong[3] ^= 0x10;
+        let w = blobs.create_sized(&checked, len as u64, Some(wrong)).await.unwrap();
+        if w.computes_md5() {
+            drop(w);
+            let err = put_sized(blobs, &checked, &data, Some(wrong))
+                .await
+                .expect_err("a content whose MD5 differs from the one announced is refused");
+            assert!(matches!(err, StorageError::Mismatch(_)), "{err}");
+            assert_eq!(
+                blobs.size(&checked).await.unwrap(),
+                None,
+                "a refused blob leaves nothing"
+            );
+        }
 
         // Past the announced size: refused, and nothing replaces what the key holds.
         let mut w = blobs.create_sized(&key, 10, None).await.unwrap();
