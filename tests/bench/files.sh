@@ -107,6 +107,7 @@ LUA
 wrk --latency -t2 -c16 -d10s "${H[@]}" -s "$WORK/create.lua" "http://$HTTP" | awk '
   /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /^Requests\/sec/ {rps=$2} /Non-2xx/ {bad=$NF}
   END {printf "creates: %s/s, p50 %s, p99 %s, non-2xx %s\n", rps, p50, p99, bad ? bad : 0}'
+kill "$PID_COCON"
 
 
 echo "== S3 (s3s-fs on loopback)"
@@ -118,15 +119,16 @@ for _ in $(seq 200); do grep -q 'server is running at' "$WORK/s3.log" && break; 
 S3=$(sed -n 's/.*server is running at \(http[^ ]*\).*/\1/p' "$WORK/s3.log" | head -1)
 S3C=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:$S3_SECRET" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
 curl -sf "${S3C[@]}" -X PUT "$S3/raw" > /dev/null
-for i in 1 2 3; do
-  RAW_UP=$(curl -sf "${S3C[@]}" -T "$WORK/1g.bin" -o /dev/null -w '%{speed_upload}' "$S3/raw/1g-$i.bin")
-  RAW_DOWN=$(curl -sf "${S3C[@]}" -o /dev/null -w '%{speed_download}' "$S3/raw/1g-$i.bin")
-  echo "plain S3 client run $i: PUT $(mbps "$RAW_UP") MB/s, GET $(mbps "$RAW_DOWN") MB/s"
-done
 cocon s3 COCON_FILES__BLOBS=s3 COCON_FILES__S3__ENDPOINT="$S3" COCON_FILES__S3__BUCKET=drive \
   COCON_FILES__S3__ACCESS_KEY=bench COCON_FILES__S3__SECRET_KEY="$S3_SECRET"
+# Each run pairs the plain client with cocon, back to back: this machine's speed drifts by tens
+# of percent over minutes, so a ratio is only fair between neighbours.
 for i in 1 2 3; do
+  RAW_UP=$(curl -sf "${S3C[@]}" -T "$WORK/1g.bin" -o /dev/null -w '%{speed_upload}' "$S3/raw/1g.bin")
+  RAW_DOWN=$(curl -sf "${S3C[@]}" -o /dev/null -w '%{speed_download}' "$S3/raw/1g.bin")
+  curl -sf "${S3C[@]}" -X DELETE "$S3/raw/1g.bin" > /dev/null
   UP=$(upload "s3-$i.bin" "$WORK/1g.bin")
   DOWN=$(download "s3-$i.bin")
-  echo "run $i: upload $(mbps "$UP") MB/s ($(ratio "$UP" "$RAW_UP") % of the plain PUT), download $(mbps "$DOWN") MB/s ($(ratio "$DOWN" "$RAW_DOWN") % of the plain GET)"
+  echo "run $i: plain S3 client PUT $(mbps "$RAW_UP") MB/s, GET $(mbps "$RAW_DOWN") MB/s;" \
+    "cocon upload $(mbps "$UP") MB/s ($(ratio "$UP" "$RAW_UP") % of the plain PUT), download $(mbps "$DOWN") MB/s ($(ratio "$DOWN" "$RAW_DOWN") % of the plain GET)"
 done
