@@ -6,13 +6,15 @@
 //! died with an earlier process and is removed.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
+use super::direct::{BlockFile, aligned_block};
 use super::{BlobStore, BlobWriter, ByteStream, Written, check_key};
 use crate::{Result, StorageError};
 
@@ -29,6 +31,9 @@ pub struct LocalBlobs {
 struct Dirs {
     objects: PathBuf,
     tmp: PathBuf,
+    /// New blobs' blocks are written past the page cache (see `direct`), until the filesystem
+    /// refuses it.
+    direct: Arc<AtomicBool>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
@@ -68,7 +73,11 @@ impl LocalBlobs {
         }
         ensure_dir(&tmp)?;
         Ok(LocalBlobs {
-            inner: Arc::new(Dirs { objects, tmp }),
+            inner: Arc::new(Dirs {
+                objects,
+                tmp,
+                direct: Arc::new(AtomicBool::new(true)),
+            }),
         })
     }
 
@@ -99,7 +108,7 @@ impl BlobStore for LocalBlobs {
         let tmp = self.tmp_path();
         let path = tmp.clone();
         let file = blocking(move || File::create_new(&path)).await?;
-        Ok(Box::new(LocalWriter::new(file, tmp, dest)))
+        Ok(Box::new(LocalWriter::new(file, tmp, dest, self.inner.direct.clone())))
     }
 
     async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
@@ -196,6 +205,8 @@ struct LocalWriter {
     blocks: Option<tokio::sync::mpsc::Sender<Bytes>>,
     /// The writing task; it gives the file back once the channel closes.
     task: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
+    /// The store's: whether blocks may go past the page cache.
+    direct: Arc<AtomicBool>,
     buf: BytesMut,
     tmp: PathBuf,
     dest: PathBuf,
@@ -207,18 +218,20 @@ struct LocalWriter {
 const BLOCKS_IN_FLIGHT: usize = 4;
 
 impl LocalWriter {
-    fn new(file: File, tmp: PathBuf, dest: PathBuf) -> LocalWriter {
+    fn new(file: File, tmp: PathBuf, dest: PathBuf, direct: Arc<AtomicBool>) -> LocalWriter {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(BLOCKS_IN_FLIGHT);
+        let usable = direct.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let mut file = file;
+            let mut file = BlockFile::new(file, usable);
             while let Some(block) = rx.blocking_recv() {
-                file.write_all(&block)?;
+                file.write_block(&block)?;
             }
-            Ok(file)
+            Ok(file.into_file())
         });
         LocalWriter {
             blocks: Some(tx),
             task: Some(task),
+            direct,
             buf: BytesMut::new(),
             tmp,
             dest,
@@ -260,12 +273,12 @@ impl BlobWriter for LocalWriter {
     async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
         self.size += chunk.len() as u64;
         while !chunk.is_empty() {
-            if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK {
-                // A large chunk goes as it is, without a copy.
+            if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK && !self.direct.load(Ordering::Relaxed) {
+                // A large chunk goes as it is, without a copy, when it need not be aligned.
                 return self.send(chunk).await;
             }
             if self.buf.capacity() == 0 {
-                self.buf.reserve(WRITE_BLOCK);
+                self.buf = aligned_block(WRITE_BLOCK);
             }
             // Blocks are filled to exactly their size, each in an allocation of its own: a block
             // that grew past it would double (and copy what it held) for the next one's bytes.

@@ -5,6 +5,7 @@
 //! Backends: [`LocalBlobs`] (a directory on local disk, the embedded default) and [`S3Blobs`]
 //! (any S3-compatible server). [`testsuite`] is the conformance suite both pass.
 
+mod direct;
 mod local;
 mod s3;
 pub mod testsuite;
