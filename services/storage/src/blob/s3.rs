@@ -20,6 +20,7 @@
 //! rclone does. An ETag that does not look like an MD5 leaves the caller to hash the blob.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use base64::prelude::{BASE64_STANDARD, Engine as _};
@@ -104,8 +105,9 @@ struct Inner {
     bucket: BucketName,
     /// Sends streamed uploads to their presigned URLs.
     http: reqwest::Client,
-    /// The bucket's ETag of one `PutObject` is the content's MD5 (probed at start).
-    etag_is_md5: bool,
+    /// The bucket's ETag of one `PutObject` is the content's MD5: probed at start, cleared when
+    /// an upload comes back encrypted with other keys than S3's own.
+    etag_is_md5: AtomicBool,
 }
 
 fn backend(err: impl std::fmt::Display) -> StorageError {
@@ -121,7 +123,21 @@ fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     Some(md5)
 }
 
-/// Writes a small object and tells whether the ETag the bucket gives it is its MD5; removes it.
+/// The ETag of an object stored unencrypted or with S3's own keys: with SSE-KMS or SSE-C it is
+/// no MD5, though it may look like one.
+fn plain_etag(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let encrypted = headers
+        .get("x-amz-server-side-encryption")
+        .is_some_and(|v| v.as_bytes() != b"AES256")
+        || headers.contains_key("x-amz-server-side-encryption-customer-algorithm");
+    if encrypted {
+        return None;
+    }
+    Some(headers.get(reqwest::header::ETAG)?.to_str().ok()?.to_owned())
+}
+
+/// Writes a small object and tells whether the ETag the bucket gives it is its MD5, then removes
+/// it: a bucket that encrypts with KMS or customer keys gives other ETags.
 async fn probe_etag(client: &MinioClient, bucket: &BucketName) -> std::result::Result<bool, S3Error> {
     use md5::{Digest, Md5};
     let content = format!("cocon ETag probe {}", uuid::Uuid::new_v4());
@@ -137,7 +153,14 @@ async fn probe_etag(client: &MinioClient, bucket: &BucketName) -> std::result::R
         .send()
         .await?;
     let etag = sent.etag()?;
-    client.delete_object(bucket.clone(), object)?.build().send().await?;
+    // Keys that may write but not delete (a write-once bucket) leave the probe behind.
+    let removed = match client.delete_object(bucket.clone(), object.clone()) {
+        Ok(request) => request.build().send().await.map(drop),
+        Err(err) => Err(S3Error::from(err)),
+    };
+    if let Err(err) = removed {
+        tracing::warn!(error = %err, %object, "cannot remove the ETag probe object");
+    }
     Ok(etag_md5(etag.as_str()) == Some(md5))
 }
 
@@ -208,7 +231,7 @@ impl S3Blobs {
                 client,
                 bucket,
                 http,
-                etag_is_md5,
+                etag_is_md5: AtomicBool::new(etag_is_md5),
             }),
         })
     }
@@ -542,6 +565,8 @@ struct StreamWriter {
     written: u64,
     /// What the client said the content's MD5 is.
     md5: Option<[u8; 16]>,
+    /// Whether this upload takes its MD5 from the ETag (decided when it starts).
+    computes_md5: bool,
     /// The last chunk, held back until `finish`: until the body is complete the server stores
     /// nothing, so an abandoned upload leaves nothing behind.
     last: Option<Bytes>,
@@ -573,12 +598,19 @@ impl StreamWriter {
             request = request.header("content-md5", BASE64_STANDARD.encode(md5));
         }
         let request = request.body(reqwest::Body::wrap_stream(chunks));
+        let shared = inner.clone();
         let request = tokio::spawn(async move {
+            let inner = shared;
             let response = request.send().await.map_err(|e| backend(format!("PutObject: {e}")))?;
             let status = response.status();
             if status.is_success() {
-                let etag = response.headers().get(reqwest::header::ETAG);
-                return Ok(etag.and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned());
+                let etag = plain_etag(response.headers());
+                if etag.is_none() && inner.etag_is_md5.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the bucket now encrypts with other keys than its own, or gives no ETag: uploads are hashed here again"
+                    );
+                }
+                return Ok(etag.unwrap_or_default());
             }
             let body = response.text().await.unwrap_or_default();
             let message = format!("PutObject: {status}: {}", s3_error_message(&body));
@@ -596,6 +628,7 @@ impl StreamWriter {
             size,
             written: 0,
             md5,
+            computes_md5: inner.etag_is_md5.load(Ordering::Relaxed),
             last: None,
             body: Some(tx),
             request: Some(request),
@@ -665,7 +698,7 @@ impl BlobWriter for StreamWriter {
             None => self.end().await,
         };
         let checked = answered.and_then(|etag| {
-            let md5 = etag_md5(&etag).filter(|_| self.inner.etag_is_md5);
+            let md5 = etag_md5(&etag).filter(|_| self.computes_md5);
             match (self.md5, md5) {
                 // A server that does not check `Content-MD5` is caught by its ETag.
                 (Some(announced), Some(stored)) if announced != stored => Err(StorageError::Mismatch(format!(
@@ -689,7 +722,7 @@ impl BlobWriter for StreamWriter {
     }
 
     fn computes_md5(&self) -> bool {
-        self.inner.etag_is_md5
+        self.computes_md5
     }
 
     async fn abort(mut self: Box<Self>) {
@@ -712,7 +745,32 @@ impl Drop for StreamWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::etag_md5;
+    use reqwest::header::{ETAG, HeaderMap, HeaderValue};
+
+    use super::{etag_md5, plain_etag};
+
+    #[test]
+    fn test_an_etag_of_an_object_encrypted_with_other_keys_is_not_used() {
+        let etag = "\"5eb63bbbe01eeed093cb22bb8f5acdc3\"";
+        let mut headers = HeaderMap::new();
+        assert_eq!(plain_etag(&headers), None, "no ETag");
+        headers.insert(ETAG, HeaderValue::from_static(etag));
+        assert_eq!(plain_etag(&headers).as_deref(), Some(etag));
+        headers.insert("x-amz-server-side-encryption", HeaderValue::from_static("AES256"));
+        assert_eq!(
+            plain_etag(&headers).as_deref(),
+            Some(etag),
+            "S3's own keys keep the MD5"
+        );
+        headers.insert("x-amz-server-side-encryption", HeaderValue::from_static("aws:kms"));
+        assert_eq!(plain_etag(&headers), None, "SSE-KMS");
+        headers.remove("x-amz-server-side-encryption");
+        headers.insert(
+            "x-amz-server-side-encryption-customer-algorithm",
+            HeaderValue::from_static("AES256"),
+        );
+        assert_eq!(plain_etag(&headers), None, "SSE-C");
+    }
 
     #[test]
     fn test_only_an_etag_that_spells_an_md5_gives_one() {
