@@ -225,3 +225,65 @@ async fn test_a_document_lists_adds_and_removes_the_files_it_references() {
         "the album's rights are needed too"
     );
 }
+
+#[tokio::test]
+async fn test_queries_on_ids_references_and_directories_answer_as_a_full_scan_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let photos = mkdir(&api, ROOT, "Photos").await;
+    let trips = mkdir(&api, &photos, "Trips").await;
+    let beach = upload(&api, &photos, "beach.jpg", "").await;
+    upload(&api, &photos, "city.png", "").await;
+    let far = upload(&api, &trips, "far.jpg", "").await;
+    let docs = mkdir(&api, ROOT, "Docs").await;
+    let plan = upload(&api, &docs, "plan.txt", "").await;
+    let old = upload(&api, &docs, "old.txt", "").await;
+    assert_eq!(api.delete(&format!("/files/{old}")).await.status, 200);
+    for file in [&beach, &far] {
+        let added = Api::reply(
+            api.request(Method::POST, &format!("/files/{file}/relationships/referenced_by"))
+                .body(json!({"data": [{"type": "io.cozy.photos.albums", "id": "summer"}]}).to_string()),
+        )
+        .await;
+        assert_eq!(added.status, 200, "{}", added.text);
+    }
+
+    let album = json!({"$elemMatch": {"type": "io.cozy.photos.albums", "id": "summer"}});
+    let queries = [
+        (json!({"dir_id": photos}), 3),
+        (json!({"dir_id": {"$in": [photos, docs]}, "type": "file"}), 3),
+        (json!({"dir_id": trips}), 1),
+        (json!({"dir_id": "io.cozy.files.trash-dir"}), 1),
+        (json!({"dir_id": ROOT, "type": "directory"}), 3),
+        (json!({"_id": beach}), 1),
+        (json!({"_id": {"$in": [beach, plan, far, beach, "missing"]}}), 3),
+        (json!({"_id": plan, "name": "other.txt"}), 0),
+        (json!({"referenced_by": album, "class": "image"}), 2),
+        (json!({"dir_id": photos, "referenced_by": album}), 1),
+    ];
+    for (selector, count) in queries {
+        for sort in [json!(["name"]), json!([{"path": "desc"}])] {
+            let narrow = find(&api, json!({"selector": selector, "sort": sort})).await;
+            // Under `$or`, no condition is required of every match: the nodes are scanned.
+            let scanned = find(&api, json!({"selector": {"$or": [selector]}, "sort": sort})).await;
+            assert_eq!(narrow.status, 200, "{}", narrow.text);
+            assert_eq!(narrow.body["data"], scanned.body["data"], "{selector}");
+            assert_eq!(narrow.body["meta"]["count"], count, "{selector}: {}", narrow.text);
+        }
+    }
+    // Paths and the trashed flag come from the ancestors read for them.
+    let trashed = find(&api, json!({"selector": {"dir_id": "io.cozy.files.trash-dir"}})).await;
+    assert_eq!(trashed.body["data"][0]["attributes"]["path"], "/.cozy_trash/old.txt");
+    assert_eq!(trashed.body["data"][0]["attributes"]["trashed"], true);
+    let deep = find(&api, json!({"selector": {"_id": far}})).await;
+    assert_eq!(deep.body["data"][0]["attributes"]["path"], "/Photos/Trips/far.jpg");
+
+    // Pages of a directory's files.
+    let query = json!({"selector": {"dir_id": photos, "type": "file"}, "sort": ["name"], "limit": 1});
+    let page1 = find(&api, query.clone()).await;
+    assert_eq!(names(&page1), ["beach.jpg"]);
+    let mut next = query;
+    next["bookmark"] = page1.body["bookmark"].clone();
+    assert_eq!(names(&find(&api, next).await), ["city.png"]);
+}

@@ -1,8 +1,14 @@
 //! `POST /files/_find`: Mango queries on the instance's files and directories, as apps send
 //! them (photos by class and date, files by tag or reference, what is not trashed). Nodes are
 //! matched as clients see them (with `path` and `trashed`, and `referenced_by`); the answer is
-//! sorted and paged with a bookmark. The instance's nodes are scanned a page at a time and only
-//! the best `skip + limit` matches are kept, so memory stays bounded whatever the drive's size.
+//! sorted and paged with a bookmark. Only the best `skip + limit` matches are kept, so memory
+//! stays bounded whatever the drive's size.
+//!
+//! A query that names its nodes' ids, the document that references them, or their directory
+//! (`_id`, `referenced_by` with `$elemMatch` on `type` and `id`, `dir_id`: what the drive, the
+//! desktop client and photo albums ask) reads its candidates through the table that indexes
+//! them, and only their ancestors for paths; any other query scans the instance's nodes a page
+//! at a time. Candidates are then matched against the whole selector either way.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -12,14 +18,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use cocon_common::collate::compare;
-use cocon_common::mango::{self, Selector};
+use cocon_common::mango::{self, Cond, Selector};
 use cocon_storage::ScanRange;
 use serde_json::Value;
 
 use crate::error::{FilesError, Result};
 use crate::node::{Node, ROOT_ID, TRASH_ID};
 use crate::service::FilesService;
-use crate::tables::NODES;
+use crate::tables::{CHILDREN, NODES, REFERENCED, referenced_prefix};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -113,8 +119,74 @@ fn parse(query: &Value) -> Result<Query> {
     })
 }
 
-/// Names and parents of every node, to compute paths without reading nodes again.
+/// Names and parents of nodes, to compute paths without reading nodes again.
 type Tree = HashMap<String, (String, String)>;
+
+/// Where a query's matches can be.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    /// Anywhere: every node is read.
+    Scan,
+    /// Among these nodes.
+    Ids(Vec<String>),
+    /// Among the files this document references (doctype, id).
+    ReferencedBy(String, String),
+    /// Among the children of these directories.
+    Children(Vec<String>),
+}
+
+/// The strings a condition allows, when it allows only those.
+fn only_strings(cond: &Cond) -> Option<Vec<String>> {
+    let strings = |values: &[Value]| -> Option<Vec<String>> {
+        values
+            .iter()
+            .map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+            .collect()
+    };
+    let mut found = match cond {
+        Cond::Eq(v) => strings(std::slice::from_ref(v))?,
+        Cond::In(values) => strings(values)?,
+        _ => return None,
+    };
+    found.sort();
+    found.dedup();
+    Some(found)
+}
+
+/// The narrowest set of candidates the selector's top-level conditions allow.
+fn plan(selector: &Selector) -> Plan {
+    let conjuncts = selector.conjuncts();
+    if let Some(ids) = on(&conjuncts, "_id").into_iter().find_map(only_strings) {
+        return Plan::Ids(ids);
+    }
+    for cond in on(&conjuncts, "referenced_by") {
+        if let Cond::ElemMatch(inner) = cond {
+            let inner = inner.conjuncts();
+            let one = |name: &str| {
+                on(&inner, name)
+                    .into_iter()
+                    .find_map(|cond| only_strings(cond).filter(|v| v.len() == 1))
+                    .and_then(|mut v| v.pop())
+            };
+            if let (Some(doctype), Some(id)) = (one("type"), one("id")) {
+                return Plan::ReferencedBy(doctype, id);
+            }
+        }
+    }
+    if let Some(dirs) = on(&conjuncts, "dir_id").into_iter().find_map(only_strings) {
+        return Plan::Children(dirs);
+    }
+    Plan::Scan
+}
+
+/// The top-level conditions on the field `name`.
+fn on<'a>(conjuncts: &[(&'a [String], &'a Cond)], name: &str) -> Vec<&'a Cond> {
+    conjuncts
+        .iter()
+        .filter(|(path, _)| path.len() == 1 && path[0] == name)
+        .map(|(_, cond)| *cond)
+        .collect()
+}
 
 /// A node's path and whether it is in the trash, from the tree.
 fn locate(tree: &Tree, node: &Node) -> (String, bool) {
@@ -142,11 +214,6 @@ impl FilesService {
     pub(crate) async fn find(&self, instance: &str, query: &Value) -> Result<(Vec<Bytes>, Option<String>)> {
         let q = parse(query)?;
         self.ensure_roots(instance).await?;
-        let mut tree = Tree::new();
-        self.scan_nodes(instance, |node| {
-            tree.insert(node.id.clone(), (node.name.clone(), node.dir_id.clone()));
-        })
-        .await?;
         let keep = q.skip + q.limit + 1;
         let order = |a: &(Value, Node), b: &(Value, Node)| -> Ordering {
             for (path, desc) in &q.sort {
@@ -161,8 +228,8 @@ impl FilesService {
             a.1.id.cmp(&b.1.id)
         };
         let mut found: Vec<(Value, Node)> = Vec::new();
-        self.scan_nodes(instance, |node| {
-            let (path, trashed) = locate(&tree, &node);
+        let mut consider = |node: Node, tree: &Tree| {
+            let (path, trashed) = locate(tree, &node);
             let mut doc = node.to_public_json(Some(&path), trashed);
             if let Some(refs) = doc.as_object_mut().and_then(|m| m.remove("_referenced_by")) {
                 doc["referenced_by"] = refs;
@@ -174,8 +241,31 @@ impl FilesService {
                     found.truncate(keep);
                 }
             }
-        })
-        .await?;
+        };
+        let mut tree = Tree::new();
+        match plan(&q.selector) {
+            Plan::Scan => {
+                self.scan_nodes(instance, |node| {
+                    tree.insert(node.id.clone(), (node.name.clone(), node.dir_id.clone()));
+                })
+                .await?;
+                self.scan_nodes(instance, |node| consider(node, &tree)).await?;
+            }
+            narrow => {
+                for ids in self.candidates(instance, &narrow).await?.chunks(PAGE) {
+                    let mut nodes = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        if let Some(node) = self.node(instance, id).await? {
+                            self.ancestors(instance, &mut tree, &node.dir_id).await?;
+                            nodes.push(node);
+                        }
+                    }
+                    for node in nodes {
+                        consider(node, &tree);
+                    }
+                }
+            }
+        }
         found.sort_by(order);
         found.truncate(keep);
         let more = found.len() > q.skip + q.limit;
@@ -234,6 +324,58 @@ impl FilesService {
         }
         let next = if more { ids[limit - 1].clone() } else { String::new() };
         Ok((files, next, total))
+    }
+
+    /// The ids of the nodes a narrow plan allows.
+    async fn candidates(&self, instance: &str, plan: &Plan) -> Result<Vec<String>> {
+        let under = |prefix: Vec<u8>| {
+            let end = match cocon_storage::prefix_end(&prefix) {
+                Some(end) => Bound::Excluded(end),
+                None => Bound::Unbounded,
+            };
+            ScanRange::between(Bound::Included(prefix), end)
+        };
+        let store = &self.inner.store;
+        Ok(match plan {
+            Plan::Scan => Vec::new(),
+            Plan::Ids(ids) => ids.clone(),
+            Plan::ReferencedBy(doctype, id) => {
+                let prefix = referenced_prefix(doctype, id);
+                let skip = prefix.len();
+                store
+                    .scan(REFERENCED, instance.as_bytes(), under(prefix))
+                    .await?
+                    .iter()
+                    .map(|row| String::from_utf8_lossy(&row.sort[skip..]).into_owned())
+                    .collect()
+            }
+            Plan::Children(dirs) => {
+                let mut ids = Vec::new();
+                for dir in dirs {
+                    let rows = store
+                        .scan(CHILDREN, instance.as_bytes(), under(crate::tables::child_key(dir, "")))
+                        .await?;
+                    ids.extend(rows.iter().map(|row| String::from_utf8_lossy(&row.value).into_owned()));
+                }
+                ids
+            }
+        })
+    }
+
+    /// Adds `dir` and its ancestors to `tree`, up to the root or a directory it already holds.
+    async fn ancestors(&self, instance: &str, tree: &mut Tree, dir: &str) -> Result<()> {
+        let mut dir = dir.to_string();
+        for _ in 0..4096 {
+            if dir.is_empty() || dir == ROOT_ID || tree.contains_key(&dir) {
+                break;
+            }
+            let Some(node) = self.node(instance, &dir).await? else {
+                break;
+            };
+            tree.insert(dir, (node.name, node.dir_id.clone()));
+            dir = node.dir_id;
+        }
+        Ok(())
     }
 
     /// Calls `each` with every node of the instance, a page of the store at a time.
@@ -300,6 +442,41 @@ mod tests {
         assert!(parse(&serde_json::json!({"selector": {}, "bookmark": "!!"})).is_err());
         let next = parse(&serde_json::json!({"selector": {}, "bookmark": URL_SAFE_NO_PAD.encode("200")})).unwrap();
         assert_eq!(next.skip, 200);
+    }
+
+    #[test]
+    fn test_plans_read_the_narrowest_table_the_selector_allows() {
+        let plan_of = |selector: Value| plan(&mango::parse(&selector).unwrap());
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(plan_of(serde_json::json!({"_id": "a"})), Plan::Ids(strings(&["a"])));
+        assert_eq!(
+            plan_of(serde_json::json!({"_id": {"$in": ["b", "a", "b"]}, "dir_id": "d"})),
+            Plan::Ids(strings(&["a", "b"])),
+            "ids first, each once"
+        );
+        assert_eq!(
+            plan_of(
+                serde_json::json!({"class": "image", "referenced_by": {"$elemMatch": {"type": "io.cozy.photos.albums", "id": "s"}}})
+            ),
+            Plan::ReferencedBy("io.cozy.photos.albums".into(), "s".into())
+        );
+        assert_eq!(
+            plan_of(serde_json::json!({"$and": [{"type": "file"}, {"dir_id": {"$in": ["d2", "d1"]}}]})),
+            Plan::Children(strings(&["d1", "d2"]))
+        );
+        // What cannot bound the matches: a scan.
+        for selector in [
+            serde_json::json!({"class": "image"}),
+            serde_json::json!({"$or": [{"dir_id": "d"}, {"name": "x"}]}),
+            serde_json::json!({"dir_id": {"$ne": "d"}}),
+            serde_json::json!({"dir_id": {"$in": ["d", 3]}}),
+            serde_json::json!({"dir_id": ""}),
+            serde_json::json!({"_id": {"$gt": "a"}}),
+            serde_json::json!({"referenced_by": {"$elemMatch": {"type": "io.cozy.photos.albums"}}}),
+            serde_json::json!({"referenced_by": {"$elemMatch": {"type": "t", "id": {"$in": ["a", "b"]}}}}),
+        ] {
+            assert_eq!(plan_of(selector.clone()), Plan::Scan, "{selector}");
+        }
     }
 
     #[test]
