@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::projection::{CountCache, IndexCache, Overlay, project};
+use crate::projection::{CountCache, IndexCache, Overlay, Projection};
 use crate::record::generation;
 use crate::{DocumentsError, error::Result, validate};
 
@@ -419,18 +419,15 @@ async fn apply(
         deleted,
         body: json.clone(),
     };
-    project(
+    let projection = Projection {
         store,
-        &shared.indexes,
-        &shared.counts,
-        &mut pending.overlay,
-        &mut pending.batch,
-        instance,
-        seq,
-        &change,
-    )
-    .await
-    .map_err(Fatal::Broken)?;
+        indexes: &shared.indexes,
+        counts: &shared.counts,
+    };
+    projection
+        .project(&mut pending.overlay, &mut pending.batch, instance, seq, &change)
+        .await
+        .map_err(Fatal::Broken)?;
     let envelope = Envelope {
         id: format!("documents:{instance}:{seq}"),
         r#type: format!("documents.doc.{verb}"),

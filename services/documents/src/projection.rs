@@ -176,99 +176,107 @@ fn alive_value(record: &Option<DocRecord>) -> Result<Option<Value>> {
     }
 }
 
-/// Adds to `batch` what event `seq` of `instance` changes in every projection.
-#[allow(clippy::too_many_arguments)]
-pub async fn project(
-    store: &dyn Store,
-    indexes: &IndexCache,
-    counts: &CountCache,
-    overlay: &mut Overlay,
-    batch: &mut Batch,
-    instance: &str,
-    seq: u64,
-    change: &DocumentChanged,
-) -> Result<()> {
-    let doctype = change.doctype.as_str();
-    let id = change.id.as_str();
-    let partition = doctype_partition(instance, doctype);
-    let old = overlay.doc(store, instance, doctype, id).await?;
-    let new = DocRecord {
-        rev: change.rev.clone(),
-        seq,
-        deleted: change.deleted,
-        json: change.body.clone(),
-    };
+/// What the projection reads through: the store, and the caches the one writer keeps.
+#[derive(Clone, Copy)]
+pub struct Projection<'a> {
+    pub store: &'a dyn Store,
+    pub indexes: &'a IndexCache,
+    pub counts: &'a CountCache,
+}
 
-    batch.put(DOCS, partition.clone(), id.as_bytes().to_vec(), new.encode());
-    if let Some(old) = &old {
-        batch.delete(CHANGES, partition.clone(), old.seq.to_be_bytes().to_vec());
-    }
-    let change_row = ChangeRecord {
-        id: id.to_string(),
-        rev: new.rev.clone(),
-        deleted: new.deleted,
-    };
-    batch.put(
-        CHANGES,
-        partition.clone(),
-        seq.to_be_bytes().to_vec(),
-        change_row.encode(),
-    );
+impl Projection<'_> {
+    /// Adds to `batch` what event `seq` of `instance` changes in every projection.
+    pub async fn project(
+        self,
+        overlay: &mut Overlay,
+        batch: &mut Batch,
+        instance: &str,
+        seq: u64,
+        change: &DocumentChanged,
+    ) -> Result<()> {
+        let Projection { store, indexes, counts } = self;
+        let doctype = change.doctype.as_str();
+        let id = change.id.as_str();
+        let partition = doctype_partition(instance, doctype);
+        let old = overlay.doc(store, instance, doctype, id).await?;
+        let new = DocRecord {
+            rev: change.rev.clone(),
+            seq,
+            deleted: change.deleted,
+            json: change.body.clone(),
+        };
 
-    let type_key = (instance.to_string(), doctype.to_string());
-    if old.is_none() && overlay.seen_doctypes.insert(type_key.clone()) {
+        batch.put(DOCS, partition.clone(), id.as_bytes().to_vec(), new.encode());
+        if let Some(old) = &old {
+            batch.delete(CHANGES, partition.clone(), old.seq.to_be_bytes().to_vec());
+        }
+        let change_row = ChangeRecord {
+            id: id.to_string(),
+            rev: new.rev.clone(),
+            deleted: new.deleted,
+        };
         batch.put(
-            DOCTYPES,
-            instance.as_bytes().to_vec(),
-            doctype.as_bytes().to_vec(),
-            Vec::new(),
+            CHANGES,
+            partition.clone(),
+            seq.to_be_bytes().to_vec(),
+            change_row.encode(),
         );
-    }
 
-    let was_alive = old.as_ref().is_some_and(|o| !o.deleted);
-    let is_alive = !new.deleted;
-    if was_alive != is_alive {
-        let count = overlay.count(store, counts, instance, doctype).await? + if is_alive { 1 } else { -1 };
-        overlay.counts.insert(type_key.clone(), count);
-        overlay.changed_counts.insert(type_key.clone());
-    }
+        let type_key = (instance.to_string(), doctype.to_string());
+        if old.is_none() && overlay.seen_doctypes.insert(type_key.clone()) {
+            batch.put(
+                DOCTYPES,
+                instance.as_bytes().to_vec(),
+                doctype.as_bytes().to_vec(),
+                Vec::new(),
+            );
+        }
 
-    let new_record = Some(new);
-    let is_design = id.starts_with("_design/");
-    let defs = if is_design {
-        None
-    } else {
-        Some(indexes.get(store, instance, doctype).await?)
-    };
-    // Parse the documents only when an index needs their fields.
-    let (old_value, new_value) = if is_design || defs.as_ref().is_some_and(|d| !d.is_empty()) {
-        (alive_value(&old)?, alive_value(&new_record)?)
-    } else {
-        (None, None)
-    };
-    if is_design {
-        design_doc_changed(store, batch, instance, doctype, old_value.as_ref(), new_value.as_ref()).await?;
-        indexes.invalidate(instance, doctype);
-        overlay.changed_indexes.insert(type_key);
-    } else if let Some(defs) = defs {
-        for def in defs.iter() {
-            let ip = index_partition(instance, doctype, &def.ddoc, &def.name);
-            let old_entry = old_value.as_ref().and_then(|v| def.entry(v, id));
-            let new_entry = new_value.as_ref().and_then(|v| def.entry(v, id));
-            if old_entry != new_entry {
-                if let Some(e) = old_entry {
-                    batch.delete(INDEXES, ip.clone(), e);
-                }
-                if let Some(e) = new_entry {
-                    batch.put(INDEXES, ip, e, id.as_bytes().to_vec());
+        let was_alive = old.as_ref().is_some_and(|o| !o.deleted);
+        let is_alive = !new.deleted;
+        if was_alive != is_alive {
+            let count = overlay.count(store, counts, instance, doctype).await? + if is_alive { 1 } else { -1 };
+            overlay.counts.insert(type_key.clone(), count);
+            overlay.changed_counts.insert(type_key.clone());
+        }
+
+        let new_record = Some(new);
+        let is_design = id.starts_with("_design/");
+        let defs = if is_design {
+            None
+        } else {
+            Some(indexes.get(store, instance, doctype).await?)
+        };
+        // Parse the documents only when an index needs their fields.
+        let (old_value, new_value) = if is_design || defs.as_ref().is_some_and(|d| !d.is_empty()) {
+            (alive_value(&old)?, alive_value(&new_record)?)
+        } else {
+            (None, None)
+        };
+        if is_design {
+            design_doc_changed(store, batch, instance, doctype, old_value.as_ref(), new_value.as_ref()).await?;
+            indexes.invalidate(instance, doctype);
+            overlay.changed_indexes.insert(type_key);
+        } else if let Some(defs) = defs {
+            for def in defs.iter() {
+                let ip = index_partition(instance, doctype, &def.ddoc, &def.name);
+                let old_entry = old_value.as_ref().and_then(|v| def.entry(v, id));
+                let new_entry = new_value.as_ref().and_then(|v| def.entry(v, id));
+                if old_entry != new_entry {
+                    if let Some(e) = old_entry {
+                        batch.delete(INDEXES, ip.clone(), e);
+                    }
+                    if let Some(e) = new_entry {
+                        batch.put(INDEXES, ip, e, id.as_bytes().to_vec());
+                    }
                 }
             }
         }
+        overlay
+            .docs
+            .insert((instance.to_string(), doctype.to_string(), id.to_string()), new_record);
+        Ok(())
     }
-    overlay
-        .docs
-        .insert((instance.to_string(), doctype.to_string(), id.to_string()), new_record);
-    Ok(())
 }
 
 /// A design document changed: drop the indexes it no longer declares, build the new ones from

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::committer::{Committer, Shared};
 use crate::error::Result;
-use crate::projection::{CountCache, IndexCache, Overlay, load_indexes, project};
+use crate::projection::{CountCache, IndexCache, Overlay, Projection, load_indexes};
 use crate::tables::*;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +135,11 @@ impl DocumentsService {
         let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
         let indexes = IndexCache::default();
         let counts = CountCache::default();
+        let projection = Projection {
+            store: store.as_ref(),
+            indexes: &indexes,
+            counts: &counts,
+        };
         let mut overlay = Overlay::default();
         let mut batch = Batch::new();
         let mut replayed = 0u64;
@@ -157,17 +162,9 @@ impl DocumentsService {
                     counts.committed(&overlay);
                     overlay = Overlay::default();
                 }
-                project(
-                    store.as_ref(),
-                    &indexes,
-                    &counts,
-                    &mut overlay,
-                    &mut batch,
-                    &e.instance,
-                    e.seq,
-                    change,
-                )
-                .await?;
+                projection
+                    .project(&mut overlay, &mut batch, &e.instance, e.seq, change)
+                    .await?;
                 if design {
                     overlay.finish(&mut batch);
                     store.apply(std::mem::take(&mut batch)).await?;
