@@ -91,6 +91,21 @@ impl LocalBlobs {
     }
 }
 
+/// Reads the next chunk, at most `remaining` bytes, on the blocking pool. The buffer is not
+/// zeroed first: the read fills it.
+fn read_chunk(file: File, remaining: u64) -> tokio::task::JoinHandle<std::io::Result<(File, Vec<u8>)>> {
+    let want = remaining.min(READ_CHUNK as u64);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(want as usize);
+        let mut part = file.take(want);
+        part.read_to_end(&mut buf)?;
+        if (buf.len() as u64) < want {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok((part.into_inner(), buf))
+    })
+}
+
 /// Moves a finished temporary file into place, durably.
 fn publish(tmp: &Path, dest: &Path) -> std::io::Result<()> {
     let dir = dest
@@ -131,19 +146,21 @@ impl BlobStore for LocalBlobs {
         let Some((file, remaining)) = opened else {
             return Err(StorageError::NotFound(display));
         };
-        let stream = futures::stream::try_unfold((file, remaining), |(mut file, remaining)| async move {
-            if remaining == 0 {
-                return Ok(None);
-            }
-            let want = remaining.min(READ_CHUNK as u64) as usize;
-            let (file, chunk) = blocking(move || {
-                let mut buf = vec![0u8; want];
-                file.read_exact(&mut buf)?;
-                Ok((file, buf))
-            })
-            .await?;
+        // The next chunk is read while this one is on its way to the client: the disk and the
+        // network overlap, and no thread waits on a slow client.
+        let first = (remaining > 0).then(|| read_chunk(file, remaining));
+        let stream = futures::stream::unfold((first, remaining), |(reading, remaining)| async move {
+            let read = match reading?.await {
+                Ok(read) => read.map_err(StorageError::Io),
+                Err(err) => Err(StorageError::Backend(format!("blob task failed: {err}"))),
+            };
+            let (file, chunk) = match read {
+                Ok(read) => read,
+                Err(err) => return Some((Err(err), (None, 0))),
+            };
             let left = remaining - chunk.len() as u64;
-            Ok(Some((Bytes::from(chunk), (file, left))))
+            let next = (left > 0).then(|| read_chunk(file, left));
+            Some((Ok(Bytes::from(chunk)), (next, left)))
         });
         Ok(Box::pin(stream))
     }
