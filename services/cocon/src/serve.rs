@@ -86,8 +86,9 @@ async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
                 .blobs_dir
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("blobs"));
-            let blobs =
-                LocalBlobs::open(&dir).with_context(|| format!("cannot open the blob directory {}", dir.display()))?;
+            let blobs = LocalBlobs::open(&dir)
+                .with_context(|| format!("cannot open the blob directory {}", dir.display()))?
+                .direct_io(config.files.blobs_direct_io);
             Ok(Arc::new(blobs))
         }
         "s3" => {

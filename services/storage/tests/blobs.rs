@@ -15,6 +15,13 @@ async fn test_local_blobs_pass_the_conformance_suite() {
 }
 
 #[tokio::test]
+async fn test_local_blobs_pass_the_conformance_suite_through_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = LocalBlobs::open(dir.path()).unwrap().direct_io(false);
+    testsuite::run_all(&blobs, "conformance").await;
+}
+
+#[tokio::test]
 async fn test_reopening_clears_writes_of_a_dead_process_and_keeps_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let blobs = LocalBlobs::open(dir.path()).unwrap();

@@ -81,6 +81,14 @@ impl LocalBlobs {
         })
     }
 
+    /// Whether new blobs' full blocks are written past the page cache (`O_DIRECT`, the default
+    /// where the filesystem allows it). Off, every write goes through the cache: a file just
+    /// uploaded is then read back from memory, at the cost of the copy into it.
+    pub fn direct_io(self, on: bool) -> LocalBlobs {
+        self.inner.direct.store(on, Ordering::Relaxed);
+        self
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf> {
         check_key(key)?;
         Ok(self.inner.objects.join(key))
