@@ -37,8 +37,12 @@ struct Dirs {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
+    joined(tokio::task::spawn_blocking(f)).await
+}
+
+/// The result of a task on the blocking pool.
+async fn joined<T>(task: tokio::task::JoinHandle<std::io::Result<T>>) -> Result<T> {
+    task.await
         .map_err(|e| StorageError::Backend(format!("blob task failed: {e}")))?
         .map_err(StorageError::Io)
 }
@@ -158,11 +162,7 @@ impl BlobStore for LocalBlobs {
         // network overlap, and no thread waits on a slow client.
         let first = (remaining > 0).then(|| read_chunk(file, remaining));
         let stream = futures::stream::unfold((first, remaining), |(reading, remaining)| async move {
-            let read = match reading?.await {
-                Ok(read) => read.map_err(StorageError::Io),
-                Err(err) => Err(StorageError::Backend(format!("blob task failed: {err}"))),
-            };
-            let (file, chunk) = match read {
+            let (file, chunk) = match joined(reading?).await {
                 Ok(read) => read,
                 Err(err) => return Some((Err(err), (None, 0))),
             };
@@ -287,9 +287,7 @@ impl LocalWriter {
             .task
             .take()
             .ok_or_else(|| StorageError::Backend("blob writer used after it was closed".into()))?;
-        task.await
-            .map_err(|e| StorageError::Backend(format!("blob task failed: {e}")))?
-            .map_err(StorageError::Io)
+        joined(task).await
     }
 }
 
