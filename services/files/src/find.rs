@@ -122,11 +122,9 @@ fn parse(query: &Value) -> Result<Query> {
 /// Names and parents of nodes, to compute paths without reading nodes again.
 type Tree = HashMap<String, (String, String)>;
 
-/// Where a query's matches can be.
+/// Where a query's matches can be, when not anywhere (then every node is read).
 #[derive(Debug, PartialEq)]
-enum Plan {
-    /// Anywhere: every node is read.
-    Scan,
+enum Narrow {
     /// Among these nodes.
     Ids(Vec<String>),
     /// Among the files this document references (doctype, id).
@@ -153,11 +151,11 @@ fn only_strings(cond: &Cond) -> Option<Vec<String>> {
     Some(found)
 }
 
-/// The narrowest set of candidates the selector's top-level conditions allow.
-fn plan(selector: &Selector) -> Plan {
+/// The narrowest set of candidates the selector's top-level conditions allow; `None`: all.
+fn plan(selector: &Selector) -> Option<Narrow> {
     let conjuncts = selector.conjuncts();
     if let Some(ids) = on(&conjuncts, "_id").into_iter().find_map(only_strings) {
-        return Plan::Ids(ids);
+        return Some(Narrow::Ids(ids));
     }
     for cond in on(&conjuncts, "referenced_by") {
         if let Cond::ElemMatch(inner) = cond {
@@ -169,14 +167,14 @@ fn plan(selector: &Selector) -> Plan {
                     .and_then(|mut v| v.pop())
             };
             if let (Some(doctype), Some(id)) = (one("type"), one("id")) {
-                return Plan::ReferencedBy(doctype, id);
+                return Some(Narrow::ReferencedBy(doctype, id));
             }
         }
     }
     if let Some(dirs) = on(&conjuncts, "dir_id").into_iter().find_map(only_strings) {
-        return Plan::Children(dirs);
+        return Some(Narrow::Children(dirs));
     }
-    Plan::Scan
+    None
 }
 
 /// The top-level conditions on the field `name`.
@@ -244,14 +242,14 @@ impl FilesService {
         };
         let mut tree = Tree::new();
         match plan(&q.selector) {
-            Plan::Scan => {
+            None => {
                 self.scan_nodes(instance, |node| {
                     tree.insert(node.id.clone(), (node.name.clone(), node.dir_id.clone()));
                 })
                 .await?;
                 self.scan_nodes(instance, |node| consider(node, &tree)).await?;
             }
-            narrow => {
+            Some(narrow) => {
                 for ids in self.candidates(instance, &narrow).await?.chunks(PAGE) {
                     let mut nodes = Vec::with_capacity(ids.len());
                     for id in ids {
@@ -327,7 +325,7 @@ impl FilesService {
     }
 
     /// The ids of the nodes a narrow plan allows.
-    async fn candidates(&self, instance: &str, plan: &Plan) -> Result<Vec<String>> {
+    async fn candidates(&self, instance: &str, narrow: &Narrow) -> Result<Vec<String>> {
         let under = |prefix: Vec<u8>| {
             let end = match cocon_storage::prefix_end(&prefix) {
                 Some(end) => Bound::Excluded(end),
@@ -336,10 +334,9 @@ impl FilesService {
             ScanRange::between(Bound::Included(prefix), end)
         };
         let store = &self.inner.store;
-        Ok(match plan {
-            Plan::Scan => Vec::new(),
-            Plan::Ids(ids) => ids.clone(),
-            Plan::ReferencedBy(doctype, id) => {
+        Ok(match narrow {
+            Narrow::Ids(ids) => ids.clone(),
+            Narrow::ReferencedBy(doctype, id) => {
                 let prefix = referenced_prefix(doctype, id);
                 let skip = prefix.len();
                 store
@@ -349,7 +346,7 @@ impl FilesService {
                     .map(|row| String::from_utf8_lossy(&row.sort[skip..]).into_owned())
                     .collect()
             }
-            Plan::Children(dirs) => {
+            Narrow::Children(dirs) => {
                 let mut ids = Vec::new();
                 for dir in dirs {
                     let rows = store
@@ -448,21 +445,24 @@ mod tests {
     fn test_plans_read_the_narrowest_table_the_selector_allows() {
         let plan_of = |selector: Value| plan(&mango::parse(&selector).unwrap());
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(plan_of(serde_json::json!({"_id": "a"})), Plan::Ids(strings(&["a"])));
+        assert_eq!(
+            plan_of(serde_json::json!({"_id": "a"})),
+            Some(Narrow::Ids(strings(&["a"])))
+        );
         assert_eq!(
             plan_of(serde_json::json!({"_id": {"$in": ["b", "a", "b"]}, "dir_id": "d"})),
-            Plan::Ids(strings(&["a", "b"])),
+            Some(Narrow::Ids(strings(&["a", "b"]))),
             "ids first, each once"
         );
         assert_eq!(
             plan_of(
                 serde_json::json!({"class": "image", "referenced_by": {"$elemMatch": {"type": "io.cozy.photos.albums", "id": "s"}}})
             ),
-            Plan::ReferencedBy("io.cozy.photos.albums".into(), "s".into())
+            Some(Narrow::ReferencedBy("io.cozy.photos.albums".into(), "s".into()))
         );
         assert_eq!(
             plan_of(serde_json::json!({"$and": [{"type": "file"}, {"dir_id": {"$in": ["d2", "d1"]}}]})),
-            Plan::Children(strings(&["d1", "d2"]))
+            Some(Narrow::Children(strings(&["d1", "d2"])))
         );
         // What cannot bound the matches: a scan.
         for selector in [
@@ -475,7 +475,7 @@ mod tests {
             serde_json::json!({"referenced_by": {"$elemMatch": {"type": "io.cozy.photos.albums"}}}),
             serde_json::json!({"referenced_by": {"$elemMatch": {"type": "t", "id": {"$in": ["a", "b"]}}}}),
         ] {
-            assert_eq!(plan_of(selector.clone()), Plan::Scan, "{selector}");
+            assert_eq!(plan_of(selector.clone()), None, "{selector}");
         }
     }
 
