@@ -7,6 +7,7 @@ use cocon_proto::documents::v1 as pb;
 use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
+use crate::body::{self, Fields};
 use crate::committer::{WriteCmd, WriteKind};
 use crate::query::{self, AllDocsParams, ChangesParams};
 use crate::{DocumentsError, DocumentsService, error::Result, validate};
@@ -88,9 +89,11 @@ impl DocumentsService {
                 *views = json!({});
             }
             views[&req.name] = view.clone();
+            let mut fields = Fields::from_map(doc)?;
+            fields.id = None;
             let kind = WriteKind::Put {
                 id: Some(req.ddoc.clone()),
-                body: doc,
+                fields,
             };
             match self.write_one(instance, doctype, kind).await {
                 Ok(_) => {
@@ -121,28 +124,29 @@ impl DocumentsService {
             let id = doc.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
             let checked = match doc {
                 Value::Object(map) => {
-                    let size = serde_json::to_vec(map).map_or(0, |v| v.len());
-                    if size > self.config.max_doc_bytes {
-                        Err(DocumentsError::TooLarge {
-                            size,
-                            limit: self.config.max_doc_bytes,
+                    let limit = self.config.max_doc_bytes;
+                    if new_edits {
+                        Fields::from_map(map.clone()).and_then(|fields| match fields.json.len() {
+                            size if size > limit => Err(DocumentsError::TooLarge { size, limit }),
+                            _ => Ok(WriteKind::Put {
+                                id: fields.id.clone(),
+                                fields,
+                            }),
                         })
                     } else {
-                        validate::check_fields(map).map(|()| map.clone())
+                        let size = serde_json::to_vec(map).map_or(0, |v| v.len());
+                        if size > limit {
+                            Err(DocumentsError::TooLarge { size, limit })
+                        } else {
+                            body::check_key_list(map.keys().map(String::as_str))
+                                .map(|()| WriteKind::Replicate { body: map.clone() })
+                        }
                     }
                 }
                 _ => Err(DocumentsError::BadRequest("each document must be a JSON object".into())),
             };
             match checked {
-                Ok(map) => {
-                    let kind = if new_edits {
-                        WriteKind::Put {
-                            id: (!id.is_empty()).then_some(id),
-                            body: map,
-                        }
-                    } else {
-                        WriteKind::Replicate { body: map }
-                    };
+                Ok(kind) => {
                     cmds.push(WriteCmd {
                         doctype: doctype.to_string(),
                         kind,
@@ -182,14 +186,8 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         let req = req.into_inner();
         let s = self.scope(req.scope)?;
         validate::writable_doctype(&s.doctype)?;
-        let body = validate::document(&req.body, self.config.max_doc_bytes)?;
-        let body_id = body.get("_id").map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| DocumentsError::BadRequest("_id must be a string".into()))
-        });
-        let body_id = body_id.transpose()?;
-        let id = match (req.id.is_empty(), body_id) {
+        let mut fields = Fields::parse(&req.body, self.config.max_doc_bytes)?;
+        let id = match (req.id.is_empty(), fields.id.take()) {
             (true, id) => id,
             (false, Some(b)) if b != req.id => {
                 return Err(DocumentsError::BadRequest(format!(
@@ -201,7 +199,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
             (false, _) => Some(req.id),
         };
         let res = self
-            .write_one(&s.instance, &s.doctype, WriteKind::Put { id, body })
+            .write_one(&s.instance, &s.doctype, WriteKind::Put { id, fields })
             .await?;
         Ok(Response::new(res))
     }
