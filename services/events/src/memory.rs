@@ -22,7 +22,6 @@ pub struct MemoryBus {
 
 struct Inner {
     state: Mutex<State>,
-    notify: Notify,
 }
 
 #[derive(Default)]
@@ -40,6 +39,9 @@ struct Stream {
     recent_ids: foldhash::HashSet<Arc<str>>,
     recent_order: VecDeque<(Instant, Arc<str>)>,
     consumers: HashMap<String, ConsumerState>,
+    /// Wakes this stream's subscribers only: the documents stream, busy and often without
+    /// subscribers, does not wake the others' at every publish.
+    notify: Arc<Notify>,
 }
 
 struct Stored {
@@ -89,13 +91,13 @@ impl MemoryBus {
                     recent_ids: Default::default(),
                     recent_order: VecDeque::new(),
                     consumers: HashMap::new(),
+                    notify: Arc::new(Notify::new()),
                 }
             })
             .collect();
         MemoryBus {
             inner: Arc::new(Inner {
                 state: Mutex::new(State { streams }),
-                notify: Notify::new(),
             }),
         }
     }
@@ -143,16 +145,17 @@ impl Stream {
 }
 
 impl State {
-    /// Stores `message` in the stream its subject belongs to, unless it is a duplicate.
-    fn store(&mut self, message: Message, now: Instant) -> Result<(), BusError> {
-        let stream = self
+    /// Stores `message` in the stream its subject belongs to, unless it is a duplicate; gives the
+    /// stream's index.
+    fn store(&mut self, message: Message, now: Instant) -> Result<usize, BusError> {
+        let index = self
             .streams
-            .iter_mut()
-            .find(|s| s.spec.subjects.iter().any(|f| matches(f, &message.subject)))
+            .iter()
+            .position(|s| s.spec.subjects.iter().any(|f| matches(f, &message.subject)))
             .ok_or_else(|| BusError::NoStream(message.subject.clone()))?;
-        stream.enforce_limits(now);
+        let stream = &mut self.streams[index];
         if stream.recent_ids.contains(message.id.as_str()) {
-            return Ok(());
+            return Ok(index);
         }
         let id: Arc<str> = Arc::from(message.id.as_str());
         stream.recent_ids.insert(id.clone());
@@ -162,7 +165,7 @@ impl State {
         stream.bytes += message.payload.len() as i64;
         stream.messages.push_back(Stored { seq, at: now, message });
         stream.enforce_limits(now);
-        Ok(())
+        Ok(index)
     }
 }
 
@@ -178,18 +181,34 @@ impl EventBus for MemoryBus {
         let now = Instant::now();
         let mut sent = 0;
         let mut failed = None;
+        let mut wake: Vec<Arc<Notify>> = Vec::new();
         {
             let mut state = self.inner.state.lock().expect("bus state poisoned");
+            // Expire old messages and ids before looking for duplicates: once per call.
+            for stream in &mut state.streams {
+                stream.enforce_limits(now);
+            }
+            let mut touched: Vec<usize> = Vec::with_capacity(1);
             for message in messages {
-                if let Err(err) = state.store(message, now) {
-                    failed = Some(err);
-                    break;
+                match state.store(message, now) {
+                    Ok(index) if !touched.contains(&index) => touched.push(index),
+                    Ok(_) => {}
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
                 }
                 sent += 1;
             }
+            for index in touched {
+                let stream = &state.streams[index];
+                if !stream.consumers.is_empty() {
+                    wake.push(stream.notify.clone());
+                }
+            }
         }
-        if sent > 0 {
-            self.inner.notify.notify_waiters();
+        for notify in wake {
+            notify.notify_waiters();
         }
         (sent, failed)
     }
@@ -210,6 +229,7 @@ impl EventBus for MemoryBus {
         });
         Ok(Box::new(MemorySubscription {
             inner: self.inner.clone(),
+            notify: stream.notify.clone(),
             stream: spec.stream,
             durable: spec.durable,
         }))
@@ -218,6 +238,7 @@ impl EventBus for MemoryBus {
 
 struct MemorySubscription {
     inner: Arc<Inner>,
+    notify: Arc<Notify>,
     stream: String,
     durable: String,
 }
@@ -286,6 +307,7 @@ impl MemorySubscription {
             attempt,
             acker: Box::new(MemoryAcker {
                 inner: self.inner.clone(),
+                notify: self.notify.clone(),
                 stream: self.stream.clone(),
                 durable: self.durable.clone(),
                 seq,
@@ -298,7 +320,7 @@ impl MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
         loop {
-            let notified = self.inner.notify.notified();
+            let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.poll_state() {
@@ -318,6 +340,7 @@ impl Subscription for MemorySubscription {
 
 struct MemoryAcker {
     inner: Arc<Inner>,
+    notify: Arc<Notify>,
     stream: String,
     durable: String,
     seq: u64,
@@ -346,7 +369,7 @@ impl Acker for MemoryAcker {
             c.in_flight = None;
             c.next_seq = seq + 1;
         });
-        self.inner.notify.notify_waiters();
+        self.notify.notify_waiters();
         Ok(())
     }
 
@@ -356,7 +379,7 @@ impl Acker for MemoryAcker {
                 c.in_flight = Some((seq, attempt, Instant::now() + delay));
             }
         });
-        self.inner.notify.notify_waiters();
+        self.notify.notify_waiters();
         Ok(())
     }
 }
