@@ -209,18 +209,18 @@ fn write_answer(status: StatusCode, doctype: &str, res: pb::WriteResponse) -> Re
             "bad document from the service",
         ));
     }
-    let quoted = |s: &str| serde_json::to_string(s).expect("a string serialises");
     let mut out = Vec::with_capacity(doc.len() + 2 * doctype.len() + res.id.len() + res.rev.len() + 64);
+    let quoted = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b"{\"ok\":true,\"id\":");
-    out.extend_from_slice(quoted(&res.id).as_bytes());
+    quoted(&mut out, &res.id);
     out.extend_from_slice(b",\"rev\":");
-    out.extend_from_slice(quoted(&res.rev).as_bytes());
+    quoted(&mut out, &res.rev);
     out.extend_from_slice(b",\"type\":");
-    out.extend_from_slice(quoted(doctype).as_bytes());
+    quoted(&mut out, doctype);
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(&doc[..doc.len() - 1]);
     out.extend_from_slice(b",\"_type\":");
-    out.extend_from_slice(quoted(doctype).as_bytes());
+    quoted(&mut out, doctype);
     out.extend_from_slice(b"}}");
     Ok(json_response(status, out))
 }

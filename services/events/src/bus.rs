@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +12,8 @@ pub struct Message {
     pub subject: String,
     /// Unique id, used for de-duplication (`Nats-Msg-Id`).
     pub id: String,
-    pub headers: Vec<(String, String)>,
+    /// Names are mostly constants: borrowed, they cost no allocation per event.
+    pub headers: Vec<(Cow<'static, str>, String)>,
     pub payload: Bytes,
 }
 

@@ -73,7 +73,7 @@ impl NatsBus {
             .payload(message.payload)
             .message_id(&message.id);
         for (k, v) in &message.headers {
-            publish = publish.header(k.as_str(), v.as_str());
+            publish = publish.header(k.as_ref(), v.as_str());
         }
         self.js
             .send_publish(message.subject, publish)
@@ -157,7 +157,7 @@ impl Subscription for NatsSubscription {
             .as_ref()
             .map(|h| {
                 h.iter()
-                    .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                    .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string().into(), v.to_string())))
                     .collect()
             })
             .unwrap_or_default();

@@ -249,12 +249,9 @@ impl Outbox {
 fn message(row: Bytes) -> Result<Message, BusError> {
     let envelope =
         EnvelopeHead::decode(row.as_ref()).map_err(|e| BusError::Other(format!("undecodable event: {e}")))?;
-    let mut headers = vec![("Cocon-Event-Type".to_string(), envelope.r#type)];
+    let mut headers = vec![("Cocon-Event-Type".into(), envelope.r#type)];
     if !envelope.traceparent.is_empty() {
-        headers.push((
-            cocon_common::trace_context::TRACEPARENT.to_string(),
-            envelope.traceparent,
-        ));
+        headers.push((cocon_common::trace_context::TRACEPARENT.into(), envelope.traceparent));
     }
     Ok(Message {
         subject: envelope.subject,
