@@ -4,7 +4,9 @@
 //! Messages live as long as the process. Nothing is lost across a restart all the same: events
 //! stay in the durable outbox until the bus has them, and the event log is the source of truth.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,10 +36,11 @@ struct Stream {
     messages: VecDeque<Stored>,
     bytes: i64,
     next_seq: u64,
-    /// Ids published within the duplicate window (at most [`MAX_RECENT_IDS`]), and the same ids
-    /// in publish order, to expire them.
-    recent_ids: foldhash::HashSet<Arc<str>>,
-    recent_order: VecDeque<(Instant, Arc<str>)>,
+    /// Hashes of the ids published within the duplicate window (at most [`MAX_RECENT_IDS`]),
+    /// with how many ids have each, and the same hashes in publish order, to expire them. A
+    /// hash seen before is only a hint: the id itself is looked for among the kept messages.
+    recent_ids: foldhash::HashMap<u64, u32>,
+    recent_order: VecDeque<(Instant, u64)>,
     consumers: HashMap<String, ConsumerState>,
     /// Wakes this stream's subscribers only: the documents stream, busy and often without
     /// subscribers, does not wake the others' at every publish.
@@ -67,6 +70,7 @@ const MAX_MESSAGES_IN_MEMORY: i64 = 200_000;
 /// re-publisher in-process is the relay retrying what it just sent, and memory stays bounded
 /// at any event rate (a two-minute window at 20k events/s would hold 2.4M ids).
 const MAX_RECENT_IDS: usize = 65_536;
+static ID_HASHER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x636f_636f_6e5f_6964);
 
 impl MemoryBus {
     pub fn new(streams: Vec<StreamSpec>) -> MemoryBus {
@@ -131,9 +135,24 @@ impl Stream {
             if now.duration_since(*at) <= window && self.recent_order.len() <= MAX_RECENT_IDS {
                 break;
             }
-            let (_, id) = self.recent_order.pop_front().expect("front exists");
-            self.recent_ids.remove(&id);
+            let (_, hash) = self.recent_order.pop_front().expect("front exists");
+            if let Entry::Occupied(mut count) = self.recent_ids.entry(hash) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
         }
+    }
+
+    /// Whether a message with `id` is among the most recent ones kept. A duplicate whose first
+    /// copy retention already dropped is stored again: consumers are idempotent by contract.
+    fn is_duplicate(&self, id: &str) -> bool {
+        self.messages
+            .iter()
+            .rev()
+            .take(MAX_RECENT_IDS)
+            .any(|m| m.message.id == id)
     }
 
     /// The stored message with sequence `seq`, found by position (sequences are contiguous).
@@ -154,12 +173,12 @@ impl State {
             .position(|s| s.spec.subjects.iter().any(|f| matches(f, &message.subject)))
             .ok_or_else(|| BusError::NoStream(message.subject.clone()))?;
         let stream = &mut self.streams[index];
-        if stream.recent_ids.contains(message.id.as_str()) {
+        let hash = ID_HASHER.hash_one(message.id.as_str());
+        if stream.recent_ids.contains_key(&hash) && stream.is_duplicate(&message.id) {
             return Ok(index);
         }
-        let id: Arc<str> = Arc::from(message.id.as_str());
-        stream.recent_ids.insert(id.clone());
-        stream.recent_order.push_back((now, id));
+        *stream.recent_ids.entry(hash).or_default() += 1;
+        stream.recent_order.push_back((now, hash));
         let seq = stream.next_seq;
         stream.next_seq += 1;
         stream.bytes += message.payload.len() as i64;
