@@ -18,11 +18,18 @@
 //!
 //! The file is preallocated with zeros, so an append rewrites blocks that already exist and
 //! `fdatasync` has no file size or extent map to journal.
+//!
+//! Records are written past the page cache (`O_DIRECT`) where the filesystem allows it: each
+//! starts on a [`BLOCK`] boundary and is padded with zeros to the next one. A buffered append
+//! copied the record into the page cache and `fdatasync` then wrote those pages back, both on
+//! the writer thread that every commit waits for; `fdatasync` now only flushes the disk's
+//! cache. Logs written before records were aligned replay too: after a record, the next one is
+//! looked for right after it, then at the next boundary.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -41,6 +48,10 @@ const PREALLOCATED: u64 = 16 << 20;
 pub(crate) const CHECKPOINT_AT: u64 = 4 << 20;
 
 const HEADER: usize = 16;
+
+/// Records start on this boundary: a page, which covers the logical block size of the disks
+/// we run on (512 B or 4 KiB), as `O_DIRECT` needs.
+const BLOCK: usize = 4096;
 
 /// One operation of a group, as logged. `Clear` empties a whole table (projection rebuilds).
 pub(crate) enum LoggedOp<'a> {
@@ -66,11 +77,16 @@ impl Replayed {
 
 pub(crate) struct Wal {
     file: File,
+    /// The same file opened with `O_DIRECT`, for appends; `None` where the filesystem refuses it.
+    direct: Option<File>,
     epoch: u64,
     /// Where the next record goes.
     offset: u64,
     /// Encoding buffer, reused by every append.
     buf: Vec<u8>,
+    /// The record padded to a whole number of blocks, starting on a [`BLOCK`] boundary of
+    /// memory at `aligned[pad..]`; reused.
+    aligned: Vec<u8>,
 }
 
 pub(crate) fn path_for(store: &Path) -> PathBuf {
@@ -103,11 +119,18 @@ impl Wal {
                 File::open(dir)?.sync_all()?;
             }
         }
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+            .ok();
         Ok(Wal {
             file,
+            direct,
             epoch: 0,
             offset: 0,
             buf: Vec::new(),
+            aligned: Vec::new(),
         })
     }
 
@@ -117,23 +140,22 @@ impl Wal {
         let mut tables = Interner::default();
         let mut records = Vec::new();
         let mut at = 0u64;
-        let mut header = [0u8; HEADER];
         let mut body = Vec::new();
-        while at + HEADER as u64 <= size {
-            self.file.read_exact_at(&mut header, at)?;
-            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
-            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-            if header[8..16] != epoch.to_le_bytes() || at + HEADER as u64 + len > size {
-                break;
-            }
-            body.resize(len as usize, 0);
-            self.file.read_exact_at(&mut body, at + HEADER as u64)?;
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&header[8..16]);
-            hasher.update(&body);
-            if hasher.finalize() != crc {
-                break;
-            }
+        loop {
+            // Right after the previous record (logs written before alignment), else at the
+            // next block boundary (the zeros between can never read as a record).
+            let found = match self.read_record(at, size, epoch, &mut body)? {
+                Some(len) => Some((at, len)),
+                None => {
+                    let next = at.next_multiple_of(BLOCK as u64);
+                    match next != at {
+                        true => self.read_record(next, size, epoch, &mut body)?.map(|len| (next, len)),
+                        false => None,
+                    }
+                }
+            };
+            let Some((start, len)) = found else { break };
+            at = start;
             match decode(&body, &mut tables) {
                 Some(ops) => records.push(ops),
                 // The checksum matched: a record we cannot read is a bug, not a torn write.
@@ -147,6 +169,27 @@ impl Wal {
             at += HEADER as u64 + len;
         }
         Ok(records)
+    }
+
+    /// Reads the record of `epoch` at `at` into `body`: its payload length, or `None` if there is
+    /// none there (past the end, another epoch, torn).
+    fn read_record(&self, at: u64, size: u64, epoch: u64, body: &mut Vec<u8>) -> std::io::Result<Option<u64>> {
+        let mut header = [0u8; HEADER];
+        if at + HEADER as u64 > size {
+            return Ok(None);
+        }
+        self.file.read_exact_at(&mut header, at)?;
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        if header[8..16] != epoch.to_le_bytes() || at + HEADER as u64 + len > size {
+            return Ok(None);
+        }
+        body.resize(len as usize, 0);
+        self.file.read_exact_at(body, at + HEADER as u64)?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[8..16]);
+        hasher.update(body);
+        Ok((hasher.finalize() == crc).then_some(len))
     }
 
     /// Starts `epoch` at the beginning of the log: redb has durably recorded everything before.
@@ -176,8 +219,31 @@ impl Wal {
         let crc = crc32fast::hash(&self.buf[8..]);
         self.buf[0..4].copy_from_slice(&len.to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all_at(&self.buf, self.offset)?;
-        self.offset += self.buf.len() as u64;
+        let padded = self.buf.len().next_multiple_of(BLOCK);
+        // Capacity first, so that filling the buffer does not move it off the boundary.
+        self.aligned.clear();
+        self.aligned.reserve(padded + BLOCK);
+        let pad = self.aligned.as_ptr().align_offset(BLOCK);
+        self.aligned.resize(pad, 0);
+        self.aligned.extend_from_slice(&self.buf);
+        self.aligned.resize(pad + padded, 0);
+        let record = &self.aligned[pad..];
+        match &self.direct {
+            Some(direct) => match direct.write_all_at(record, self.offset) {
+                Ok(()) => {}
+                // Accepted at open, refused at write (some FUSE filesystems): through the cache.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    tracing::info!(
+                        "this filesystem refuses O_DIRECT writes: the write-ahead log goes through the page cache"
+                    );
+                    self.direct = None;
+                    self.file.write_all_at(record, self.offset)?;
+                }
+                Err(e) => return Err(e),
+            },
+            None => self.file.write_all_at(record, self.offset)?,
+        }
+        self.offset += padded as u64;
         Ok(())
     }
 
@@ -347,9 +413,10 @@ mod tests {
             wal.append([LoggedOp::Op(&put(k))].into_iter()).unwrap();
         }
         let end = wal.len();
-        // Tear the last record: flip a byte of its value.
+        assert_eq!(end, 3 * BLOCK as u64, "each record starts on a block boundary");
+        // Tear the last record: flip a byte of its payload.
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(b"X", end - 1).unwrap();
+        file.write_all_at(b"X", end - BLOCK as u64 + HEADER as u64).unwrap();
         assert_eq!(
             wal.replay(1).unwrap(),
             vec![vec![replayed_put("a")], vec![replayed_put("b")]]
@@ -358,5 +425,39 @@ mod tests {
         wal.restart(2);
         wal.append([LoggedOp::Op(&put("z"))].into_iter()).unwrap();
         assert_eq!(wal.replay(2).unwrap(), vec![vec![replayed_put("z")]]);
+    }
+
+    #[test]
+    fn test_a_log_written_before_records_were_aligned_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.wal");
+        let wal = Wal::open(&path).unwrap();
+        // Three records back to back, as logs were written before: header, then payload.
+        let mut old = Vec::new();
+        for k in ["a", "b", "c"] {
+            let mut payload = Vec::new();
+            encode(&mut payload, &LoggedOp::Op(&put(k)));
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&5u64.to_le_bytes());
+            crc.update(&payload);
+            old.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            old.extend_from_slice(&crc.finalize().to_le_bytes());
+            old.extend_from_slice(&5u64.to_le_bytes());
+            old.extend_from_slice(&payload);
+        }
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(&old, 0)
+            .unwrap();
+        assert_eq!(
+            wal.replay(5).unwrap(),
+            vec![
+                vec![replayed_put("a")],
+                vec![replayed_put("b")],
+                vec![replayed_put("c")]
+            ]
+        );
     }
 }
