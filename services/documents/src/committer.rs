@@ -23,7 +23,8 @@ use crate::{DocumentsError, error::Result, validate};
 const MAX_COMMANDS_PER_COMMIT: usize = 4096;
 
 pub enum WriteKind {
-    /// Create or update; `_rev` in the body is the revision the caller updates.
+    /// Create or update `id` (a new one when `None`; `fields.id` is not read): `fields.rev` is the
+    /// revision the caller updates.
     Put {
         id: Option<String>,
         fields: Fields,

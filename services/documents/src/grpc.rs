@@ -89,11 +89,9 @@ impl DocumentsService {
                 *views = json!({});
             }
             views[&req.name] = view.clone();
-            let mut fields = Fields::from_map(doc)?;
-            fields.id = None;
             let kind = WriteKind::Put {
                 id: Some(req.ddoc.clone()),
-                fields,
+                fields: Fields::from_map(doc)?,
             };
             match self.write_one(instance, doctype, kind).await {
                 Ok(_) => {
@@ -126,10 +124,10 @@ impl DocumentsService {
                 Value::Object(map) => {
                     let limit = self.config.max_doc_bytes;
                     if new_edits {
-                        Fields::from_map(map.clone()).and_then(|fields| match fields.json.len() {
+                        Fields::from_map(map.clone()).and_then(|mut fields| match fields.json.len() {
                             size if size > limit => Err(DocumentsError::TooLarge { size, limit }),
                             _ => Ok(WriteKind::Put {
-                                id: fields.id.clone(),
+                                id: fields.id.take(),
                                 fields,
                             }),
                         })
