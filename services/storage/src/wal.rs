@@ -146,13 +146,11 @@ impl Wal {
             // next block boundary (the zeros between can never read as a record).
             let found = match self.read_record(at, size, epoch, &mut body)? {
                 Some(len) => Some((at, len)),
-                None => {
+                None if !at.is_multiple_of(BLOCK as u64) => {
                     let next = at.next_multiple_of(BLOCK as u64);
-                    match next != at {
-                        true => self.read_record(next, size, epoch, &mut body)?.map(|len| (next, len)),
-                        false => None,
-                    }
+                    self.read_record(next, size, epoch, &mut body)?.map(|len| (next, len))
                 }
+                None => None,
             };
             let Some((start, len)) = found else { break };
             at = start;
