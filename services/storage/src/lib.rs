@@ -8,6 +8,7 @@
 //! A [`Batch`] applies atomically and is durable when [`Store::apply`] returns: the embedded
 //! backend commits concurrent batches together with one fsync (group commit).
 
+mod aligned;
 pub mod blob;
 mod embedded;
 mod error;

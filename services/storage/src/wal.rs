@@ -20,7 +20,7 @@
 //! `fdatasync` has no file size or extent map to journal.
 //!
 //! Records are written past the page cache (`O_DIRECT`) where the filesystem allows it: each
-//! starts on a [`BLOCK`] boundary and is padded with zeros to the next one. A buffered append
+//! starts on an [`ALIGN`] boundary and is padded with zeros to the next one. A buffered append
 //! copied the record into the page cache and `fdatasync` then wrote those pages back, both on
 //! the writer thread that every commit waits for; `fdatasync` now only flushes the disk's
 //! cache. Logs written before records were aligned replay too: after a record, the next one is
@@ -32,7 +32,9 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+use crate::aligned::{ALIGN, aligned_block};
 
 use crate::model::Op;
 
@@ -48,10 +50,6 @@ const PREALLOCATED: u64 = 16 << 20;
 pub(crate) const CHECKPOINT_AT: u64 = 4 << 20;
 
 const HEADER: usize = 16;
-
-/// Records start on this boundary: a page, which covers the logical block size of the disks
-/// we run on (512 B or 4 KiB), as `O_DIRECT` needs.
-const BLOCK: usize = 4096;
 
 /// One operation of a group, as logged. `Clear` empties a whole table (projection rebuilds).
 pub(crate) enum LoggedOp<'a> {
@@ -84,9 +82,9 @@ pub(crate) struct Wal {
     offset: u64,
     /// Encoding buffer, reused by every append.
     buf: Vec<u8>,
-    /// The record padded to a whole number of blocks, starting on a [`BLOCK`] boundary of
-    /// memory at `aligned[pad..]`; reused.
-    aligned: Vec<u8>,
+    /// The record padded to a whole number of blocks, in memory that starts on an [`ALIGN`]
+    /// boundary; reused while it is large enough.
+    aligned: BytesMut,
 }
 
 pub(crate) fn path_for(store: &Path) -> PathBuf {
@@ -130,7 +128,7 @@ impl Wal {
             epoch: 0,
             offset: 0,
             buf: Vec::new(),
-            aligned: Vec::new(),
+            aligned: BytesMut::new(),
         })
     }
 
@@ -146,8 +144,8 @@ impl Wal {
             // next block boundary (the zeros between can never read as a record).
             let found = match self.read_record(at, size, epoch, &mut body)? {
                 Some(len) => Some((at, len)),
-                None if !at.is_multiple_of(BLOCK as u64) => {
-                    let next = at.next_multiple_of(BLOCK as u64);
+                None if !at.is_multiple_of(ALIGN as u64) => {
+                    let next = at.next_multiple_of(ALIGN as u64);
                     self.read_record(next, size, epoch, &mut body)?.map(|len| (next, len))
                 }
                 None => None,
@@ -217,15 +215,16 @@ impl Wal {
         let crc = crc32fast::hash(&self.buf[8..]);
         self.buf[0..4].copy_from_slice(&len.to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        let padded = self.buf.len().next_multiple_of(BLOCK);
-        // Capacity first, so that filling the buffer does not move it off the boundary.
+        let padded = self.buf.len().next_multiple_of(ALIGN);
+        if self.aligned.capacity() < padded {
+            self.aligned = aligned_block(padded);
+        }
+        // Within its capacity the buffer does not move off the boundary.
         self.aligned.clear();
-        self.aligned.reserve(padded + BLOCK);
-        let pad = self.aligned.as_ptr().align_offset(BLOCK);
-        self.aligned.resize(pad, 0);
         self.aligned.extend_from_slice(&self.buf);
-        self.aligned.resize(pad + padded, 0);
-        let record = &self.aligned[pad..];
+        self.aligned.resize(padded, 0);
+        let record = &self.aligned[..];
+        debug_assert!(crate::aligned::aligned(record), "a record is whole aligned blocks");
         match &self.direct {
             Some(direct) => match direct.write_all_at(record, self.offset) {
                 Ok(()) => {}
@@ -411,10 +410,10 @@ mod tests {
             wal.append([LoggedOp::Op(&put(k))].into_iter()).unwrap();
         }
         let end = wal.len();
-        assert_eq!(end, 3 * BLOCK as u64, "each record starts on a block boundary");
+        assert_eq!(end, 3 * ALIGN as u64, "each record starts on a block boundary");
         // Tear the last record: flip a byte of its payload.
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(b"X", end - BLOCK as u64 + HEADER as u64).unwrap();
+        file.write_all_at(b"X", end - ALIGN as u64 + HEADER as u64).unwrap();
         assert_eq!(
             wal.replay(1).unwrap(),
             vec![vec![replayed_put("a")], vec![replayed_put("b")]]

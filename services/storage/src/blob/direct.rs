@@ -4,7 +4,7 @@
 //! a large upload no longer evicts everything else the cache holds.
 //!
 //! `O_DIRECT` needs the memory, the file offset and the length aligned. Blocks are allocated
-//! aligned ([`aligned_block`]); a block that is not (the short last one, a large chunk passed
+//! aligned ([`crate::aligned::aligned_block`]); a block that is not (the short last one, a large chunk passed
 //! through as it came) is written through the page cache instead, the flag toggled with
 //! `fcntl`. A filesystem that refuses the flag (tmpfs, some FUSE ones) turns it off for the
 //! whole store. Durability is unchanged: `finish` still fsyncs, which also flushes the
@@ -15,24 +15,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Buf, BytesMut};
-
-/// Alignment of memory, offsets and lengths for `O_DIRECT`: a page, which covers the logical
-/// block size of the disks we run on (512 B or 4 KiB).
-pub(super) const ALIGN: usize = 4096;
-
-/// An empty buffer that holds `size` bytes starting on an [`ALIGN`] boundary, without growing.
-pub(super) fn aligned_block(size: usize) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(size + ALIGN);
-    let pad = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
-    buf.resize(pad, 0);
-    buf.advance(pad);
-    buf
-}
-
-fn aligned(block: &[u8]) -> bool {
-    (block.as_ptr() as usize).is_multiple_of(ALIGN) && block.len().is_multiple_of(ALIGN)
-}
+use crate::aligned::{ALIGN, aligned};
 
 /// A new file written block after block, directly where it can be.
 pub(super) struct BlockFile {
@@ -122,19 +105,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-
-    #[test]
-    fn test_aligned_blocks_hold_their_size_without_moving() {
-        for size in [ALIGN, 1 << 20] {
-            let mut block = aligned_block(size);
-            let start = block.as_ptr() as usize;
-            assert!(start.is_multiple_of(ALIGN));
-            assert!(block.capacity() >= size);
-            block.extend_from_slice(&vec![7u8; size]);
-            assert_eq!(block.as_ptr() as usize, start, "filling it did not reallocate");
-            assert!(aligned(&block));
-        }
-    }
+    use crate::aligned::aligned_block;
 
     #[test]
     fn test_blocks_aligned_or_not_make_the_same_file() {

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::direct::{BlockFile, aligned_block};
+use super::direct::BlockFile;
 use super::{BlobStore, BlobWriter, ByteStream, Written, check_key};
+use crate::aligned::aligned_block;
 use crate::{Result, StorageError};
 
 /// Writes reach the disk in blocks of this size (one blocking-pool hop each).
