@@ -200,34 +200,29 @@ impl EventBus for MemoryBus {
         let now = Instant::now();
         let mut sent = 0;
         let mut failed = None;
-        let mut wake: Vec<Arc<Notify>> = Vec::new();
-        {
-            let mut state = self.inner.state.lock().expect("bus state poisoned");
-            // Expire old messages and ids before looking for duplicates: once per call.
-            for stream in &mut state.streams {
-                stream.enforce_limits(now);
-            }
-            let mut touched: Vec<usize> = Vec::with_capacity(1);
-            for message in messages {
-                match state.store(message, now) {
-                    Ok(index) if !touched.contains(&index) => touched.push(index),
-                    Ok(_) => {}
-                    Err(err) => {
-                        failed = Some(err);
-                        break;
-                    }
-                }
-                sent += 1;
-            }
-            for index in touched {
-                let stream = &state.streams[index];
-                if !stream.consumers.is_empty() {
-                    wake.push(stream.notify.clone());
-                }
-            }
+        let mut state = self.inner.state.lock().expect("bus state poisoned");
+        // Expire old messages and ids before looking for duplicates: once per call.
+        for stream in &mut state.streams {
+            stream.enforce_limits(now);
         }
-        for notify in wake {
-            notify.notify_waiters();
+        let mut touched: Vec<usize> = Vec::with_capacity(1);
+        for message in messages {
+            match state.store(message, now) {
+                Ok(index) if !touched.contains(&index) => touched.push(index),
+                Ok(_) => {}
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+            sent += 1;
+        }
+        // Waking only schedules the subscribers' tasks: they take the lock once it is released.
+        for index in touched {
+            let stream = &state.streams[index];
+            if !stream.consumers.is_empty() {
+                stream.notify.notify_waiters();
+            }
         }
         (sent, failed)
     }
