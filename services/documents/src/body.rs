@@ -40,7 +40,9 @@ impl Fields {
             });
         }
         let mut de = serde_json::Deserializer::from_slice(body);
-        let top = de.deserialize_any(TopVisitor).and_then(|top| de.end().map(|()| top));
+        let top = de
+            .deserialize_any(TopVisitor { capacity: body.len() })
+            .and_then(|top| de.end().map(|()| top));
         match top {
             Ok(Top::Fields(fields)) => fields,
             Ok(Top::NotObject) => Err(not_object()),
@@ -108,7 +110,11 @@ enum Top {
     Duplicates,
 }
 
-struct TopVisitor;
+/// `capacity`: the body's length, which the compacted fields never exceed (they lose
+/// whitespace and the three special fields; keys lose escapes).
+struct TopVisitor {
+    capacity: usize,
+}
 
 impl<'de> Visitor<'de> for TopVisitor {
     type Value = Top;
@@ -119,7 +125,7 @@ impl<'de> Visitor<'de> for TopVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Top, A::Error> {
         let mut fields = Fields {
-            json: Vec::with_capacity(256),
+            json: Vec::with_capacity(self.capacity),
             id: None,
             rev: None,
             deleted: false,
