@@ -558,3 +558,69 @@ async fn test_indexed_find_examines_only_matching_documents() {
     );
     assert!(r.get("warning").is_null());
 }
+
+/// cozy-client normalises every document with `_type` and sends it back on updates; cozy-stack
+/// drops it. Every write path takes it and never stores it; other `_` fields stay refused.
+#[tokio::test]
+async fn test_cozy_clients_type_field_is_accepted_and_dropped() {
+    let (_dir, _cocon, api) = setup("io.cozy.notes").await;
+    let created = api
+        .post("/data/io.cozy.notes/", &json!({"_type": "io.cozy.notes", "title": "a"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.get("id").as_str().unwrap().to_string();
+    let rev1 = created.get("rev").as_str().unwrap().to_string();
+    let path = format!("/data/io.cozy.notes/{id}");
+
+    // What cozy-client sends on an update: the document as it read it, plus `_type`.
+    let mut doc = api.get(&path).await.body;
+    doc["_type"] = json!("io.cozy.notes");
+    doc["title"] = json!("b");
+    let updated = api.put(&path, &doc).await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    let stored = api.get(&path).await;
+    assert_eq!(stored.get("title"), "b");
+    assert!(!stored.text.contains("_type"), "{}", stored.text);
+
+    // A stale update with `_type` is a conflict, as without it.
+    let stale = api
+        .put(
+            &path,
+            &json!({"_id": id, "_rev": rev1, "_type": "io.cozy.notes", "title": "lost"}),
+        )
+        .await;
+    assert_eq!(stale.status, 409, "{}", stale.text);
+
+    // Bulk writes, replication-style bulk writes and design documents take it too.
+    let bulk = api
+        .post(
+            "/data/io.cozy.notes/_bulk_docs",
+            &json!({"docs": [{"_id": "b1", "_type": "io.cozy.notes", "v": 1}]}),
+        )
+        .await;
+    assert_eq!(bulk.body[0]["ok"], true, "{}", bulk.text);
+    let replicated = api
+        .post(
+            "/data/io.cozy.notes/_bulk_docs",
+            &json!({"new_edits": false, "docs": [{"_id": "r1", "_rev": "3-abc", "_type": "io.cozy.notes", "v": 3}]}),
+        )
+        .await;
+    assert_eq!(replicated.status, 201, "{}", replicated.text);
+    let design = api
+        .put(
+            "/data/io.cozy.notes/_design/d",
+            &json!({"_type": "io.cozy.notes", "language": "query", "views": {}}),
+        )
+        .await;
+    assert_eq!(design.status, 200, "{}", design.text);
+    for id in ["b1", "r1", "_design/d"] {
+        let got = api.get(&format!("/data/io.cozy.notes/{id}")).await;
+        assert_eq!(got.status, 200, "{id}: {}", got.text);
+        assert!(!got.text.contains("_type"), "{id}: {}", got.text);
+    }
+
+    // Other reserved fields are still refused, and refusing them changes nothing.
+    let reserved = api.put(&path, &json!({"_rev": updated.get("rev"), "_foo": 1})).await;
+    assert_eq!(reserved.status, 400, "{}", reserved.text);
+    assert_eq!(api.get(&path).await.get("title"), "b");
+}

@@ -1,5 +1,6 @@
 //! A document's body as the committer takes it: its own fields serialised once, and the three
-//! special ones (`_id`, `_rev`, `_deleted`) apart.
+//! special ones (`_id`, `_rev`, `_deleted`) apart. `_type`, which cozy-client adds to every
+//! document it normalises and sends back on updates, is dropped as cozy-stack drops it.
 //!
 //! A request's body is read without building a `serde_json::Value` tree: the top-level fields
 //! are taken as raw JSON slices, checked by a visitor that allocates nothing, and copied without
@@ -31,7 +32,8 @@ pub struct Fields {
 }
 
 impl Fields {
-    /// Reads a request body: a JSON object of at most `max_bytes`, without reserved fields.
+    /// Reads a request body: a JSON object of at most `max_bytes`, without reserved fields
+    /// (`_type` is dropped).
     pub fn parse(body: &[u8], max_bytes: usize) -> Result<Fields, DocumentsError> {
         if body.len() > max_bytes {
             return Err(DocumentsError::TooLarge {
@@ -57,6 +59,7 @@ impl Fields {
     /// Takes a body already parsed (bulk writes, design documents).
     pub fn from_map(mut map: Map<String, Value>) -> Result<Fields, DocumentsError> {
         check_key_list(map.keys().map(String::as_str))?;
+        map.shift_remove(CLIENT_TYPE);
         let id = match map.shift_remove("_id") {
             None => None,
             Some(Value::String(id)) => Some(id),
@@ -90,9 +93,13 @@ fn not_object() -> DocumentsError {
     DocumentsError::BadRequest("the document must be a JSON object".into())
 }
 
-/// Fields starting with `_` are CouchDB's, except the three a client may send.
+/// The doctype cozy-client writes into the documents it normalises; never stored.
+pub const CLIENT_TYPE: &str = "_type";
+
+/// Fields starting with `_` are CouchDB's, except the three a client may send and `_type`,
+/// which is dropped.
 pub fn check_key(key: &str) -> Result<(), DocumentsError> {
-    if key.starts_with('_') && !matches!(key, "_id" | "_rev" | "_deleted") {
+    if key.starts_with('_') && !matches!(key, "_id" | "_rev" | "_deleted" | CLIENT_TYPE) {
         return Err(DocumentsError::BadRequest(format!(
             "the field {key:?} is reserved: fields starting with _ other than _id, _rev and _deleted are not allowed"
         )));
@@ -156,6 +163,15 @@ impl<'de> Visitor<'de> for TopVisitor {
                     Value::Bool(deleted) => fields.deleted = deleted,
                     _ => refused = refused.or(Some(DocumentsError::BadRequest("_deleted must be a boolean".into()))),
                 },
+                CLIENT_TYPE => {
+                    // Checked as any value is, so the same bodies fail as on the tree's path.
+                    let raw: &'de RawValue = access.next_value()?;
+                    let mut check = serde_json::Deserializer::from_str(raw.get());
+                    if !(&mut check).deserialize_any(Checked).map_err(de::Error::custom)? {
+                        while access.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                        return Ok(Top::Duplicates);
+                    }
+                }
                 _ => {
                     let raw: &'de RawValue = access.next_value()?;
                     let mut check = serde_json::Deserializer::from_str(raw.get());
@@ -381,6 +397,9 @@ mod tests {
             r#"{"_id":3}"#,
             r#"{"_rev":null}"#,
             r#"{"_deleted":"yes"}"#,
+            r#"{"_type":"io.cozy.notes","a":1,"_rev":"1-x"}"#,
+            r#"{"_type":{"x":1e400}}"#,
+            r#"{"_type":"\ud800"}"#,
             r#"[1,{"a":2}]"#,
             r#"[1,"\ud800"]"#,
             r#""text""#,
@@ -416,6 +435,18 @@ mod tests {
         let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         let body = format!("{{{},\"k7\":\"again\"}}", many.join(","));
         assert_eq!(parse(&body).unwrap(), by_tree(&body).unwrap());
+    }
+
+    #[test]
+    fn test_cozy_clients_type_is_dropped() {
+        let f = parse(r#"{"_id":"n1","_rev":"2-ab","_type":"io.cozy.notes","title":"x"}"#).unwrap();
+        assert_eq!(f.json, br#"{"title":"x"}"#);
+        assert_eq!((f.id.as_deref(), f.rev.as_deref()), (Some("n1"), Some("2-ab")));
+        let body = r#"{"_type":"io.cozy.notes","o":{"k":1,"k":2}}"#;
+        assert_eq!(parse(body).unwrap().json, br#"{"o":{"k":2}}"#);
+        assert!(
+            matches!(parse(r#"{"_type":"x","_foo":1}"#), Err(DocumentsError::BadRequest(m)) if m.contains("reserved"))
+        );
     }
 
     #[test]

@@ -136,8 +136,11 @@ impl DocumentsService {
                         if size > limit {
                             Err(DocumentsError::TooLarge { size, limit })
                         } else {
-                            body::check_key_list(map.keys().map(String::as_str))
-                                .map(|()| WriteKind::Replicate { body: map.clone() })
+                            body::check_key_list(map.keys().map(String::as_str)).map(|()| {
+                                let mut body = map.clone();
+                                body.shift_remove(body::CLIENT_TYPE);
+                                WriteKind::Replicate { body }
+                            })
                         }
                     }
                 }
