@@ -91,27 +91,25 @@ impl AuthCache {
             .retain(|_, c| c.caller.permission_id != permission_id);
     }
 
-    /// Forgets every token of a domain (its instance was destroyed).
+    /// Forgets every token of a domain (its instance was destroyed), whichever host named it:
+    /// `alice.test:8080` reaches `alice.test` too.
     pub fn evict_domain(&self, domain: &str) {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = cocon_common::domain::normalize_host(domain);
         self.entries
             .write()
             .expect("auth cache poisoned")
-            .retain(|_, c| c.domain != domain);
+            .retain(|_, c| c.domain != domain && cocon_common::domain::without_port(&c.domain) != domain);
     }
 }
 
-/// The request's host, lowercased, without port.
+/// The request's host, lowercased, with its port: the auth service matches it against the
+/// domains with a port first, then without.
 pub fn host(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .ok_or_else(|| ApiError::bad_request("missing Host header"))?;
-    let host = match raw.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => raw,
-    };
-    Ok(host.trim_end_matches('.').to_ascii_lowercase())
+    Ok(cocon_common::domain::normalize_host(raw))
 }
 
 pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -306,9 +304,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_host_strips_port_and_case() {
+    fn test_host_keeps_its_port_and_loses_case() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::HOST, "Alice.Example:8080".parse().unwrap());
-        assert_eq!(host(&h).unwrap(), "alice.example");
+        h.insert(http::header::HOST, "Alice.Example.:8080".parse().unwrap());
+        assert_eq!(host(&h).unwrap(), "alice.example:8080");
     }
 }

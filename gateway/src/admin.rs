@@ -113,12 +113,24 @@ async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Valu
         .into_inner();
     let url = format!(
         "{}/auth/onboarding?registerToken={}",
-        admin.origin.replace("{domain}", domain),
+        origin_of(&admin.origin, domain),
         link.register_token
     );
     body["onboarding_url"] = json!(url);
     body["onboarding_expires_at"] = json!(link.expires_at);
     Ok(())
+}
+
+/// The origin of an instance's links: a domain with its own port keeps it, in place of the
+/// configured public port.
+fn origin_of(template: &str, domain: &str) -> String {
+    match cocon_common::domain::split_port(domain) {
+        (_, Some(_)) => {
+            let scheme = template.split("{domain}").next().unwrap_or("http://");
+            format!("{scheme}{domain}")
+        }
+        (_, None) => template.replace("{domain}", domain),
+    }
 }
 
 async fn onboarding(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {

@@ -103,6 +103,8 @@ pub fn safe_redirect(domain: &str, raw: &str) -> Result<String, ApiError> {
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     let authority = uri.authority().ok_or_else(refuse)?;
     let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    // The instance's pages and its apps' sub-domains, on whatever port.
+    let domain = cocon_common::domain::without_port(domain);
     let on_instance = host == domain || host.strip_suffix(domain).is_some_and(|sub| sub.ends_with('.'));
     if scheme_ok && !authority.as_str().contains('@') && on_instance {
         Ok(raw.into())

@@ -34,6 +34,14 @@ impl Api {
         }
     }
 
+    /// The same client, sending another `Host`.
+    pub fn with_host(&self, host: &str) -> Api {
+        Api {
+            domain: host.to_string(),
+            ..self.clone()
+        }
+    }
+
     pub fn with_token(&self, token: Option<&str>) -> Api {
         Api {
             token: token.map(str::to_string),

@@ -239,3 +239,81 @@ async fn test_instances_are_isolated() {
     assert_eq!(status, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
+
+/// cozy-stack's development setup names instances with a port (`cozy.localhost:8080`). A host
+/// matches the domain with its port first, then without; each instance keeps its own data.
+#[tokio::test]
+async fn test_domains_with_a_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let (status, created) = cocon
+        .admin(
+            reqwest::Method::POST,
+            "/instances",
+            &[("Domain", "carol.localhost:8080")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["domain"], "carol.localhost:8080");
+    assert!(
+        created["onboarding_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://carol.localhost:8080/auth/onboarding?"),
+        "the link names the instance's own port: {created}"
+    );
+    let carol = cocon.api(
+        "carol.localhost:8080",
+        Some(&cocon.token("carol.localhost:8080", "io.cozy.notes").await.unwrap()),
+    );
+    assert_eq!(
+        carol
+            .put("/data/io.cozy.notes/n", &json!({"who": "carol"}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(carol.get("/data/io.cozy.notes/n").await.get("who"), "carol");
+    // Another port, or none, is another host: carol's instance is not there.
+    for host in ["carol.localhost", "carol.localhost:9090"] {
+        let elsewhere = carol.with_host(host).get("/data/io.cozy.notes/n").await;
+        assert_eq!(elsewhere.status, 404, "{host}: {}", elsewhere.text);
+    }
+
+    // An instance without a port is reached on any port, unless a domain with that port exists.
+    let dave = cocon.instance("dave.test", "io.cozy.notes").await.unwrap();
+    dave.put("/data/io.cozy.notes/n", &json!({"who": "dave"})).await;
+    let via_port = dave.with_host("dave.test:8443").get("/data/io.cozy.notes/n").await;
+    assert_eq!(via_port.get("who"), "dave", "{}", via_port.text);
+    cocon.add_instance("dave.test:9000").await.unwrap();
+    let other = dave.with_host("dave.test:9000").get("/data/io.cozy.notes/n").await;
+    assert_eq!(
+        other.status, 401,
+        "dave's token is not for dave.test:9000: {}",
+        other.text
+    );
+
+    // Bad ports are refused with a clear reason.
+    for bad in ["erin.test:0", "erin.test:99999", "erin.test:", "erin.test:08"] {
+        let (status, body) = cocon
+            .admin(reqwest::Method::POST, "/instances", &[("Domain", bad)])
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Destroying the instance with a port leaves the one without.
+    let (status, _) = cocon
+        .admin(reqwest::Method::DELETE, "/instances/dave.test:9000", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(
+        dave.with_host("dave.test:9000")
+            .get("/data/io.cozy.notes/n")
+            .await
+            .get("who"),
+        "dave"
+    );
+}

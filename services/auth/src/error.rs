@@ -6,7 +6,7 @@ pub enum AuthError {
     UnknownDomain(String),
     #[error("instance {0} already exists")]
     DomainTaken(String),
-    #[error("invalid domain {0:?}: use lowercase letters, digits, dots and dashes")]
+    #[error("invalid domain {0:?}: use lowercase letters, digits, dots and dashes, optionally followed by :port")]
     InvalidDomain(String),
     #[error("invalid scope: {0}")]
     InvalidScope(String),

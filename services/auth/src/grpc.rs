@@ -15,7 +15,7 @@ impl pb::auth_service_server::AuthService for AuthService {
     }
 
     async fn get_instance(&self, req: Request<pb::GetInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
-        let record = self.lookup(&req.into_inner().domain).await?;
+        let record = self.lookup_exact(&req.into_inner().domain).await?;
         Ok(Response::new(instance_pb(&record)))
     }
 

@@ -75,9 +75,9 @@ impl AuthService {
     }
 
     pub async fn issue_onboarding(&self, domain: &str) -> Result<(String, i64), AuthError> {
-        let record = self.lookup(domain).await?;
+        let record = self.lookup_exact(domain).await?;
         let _writer = self.stripe(&record.id).lock().await;
-        let record = self.lookup(domain).await?;
+        let record = self.lookup_exact(domain).await?;
         let token = secret::random_token();
         let expires_at = token::now() + self.inner().config.onboarding_ttl_secs as i64;
         self.append_one(

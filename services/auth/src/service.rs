@@ -93,20 +93,6 @@ pub(crate) struct NewEvent {
     pub payload: Payload,
 }
 
-fn valid_domain(domain: &str) -> bool {
-    !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        })
-}
-
 fn load_master_key(path: &std::path::Path) -> Result<Vec<u8>, AuthError> {
     let err = |source| AuthError::MasterKey {
         path: path.display().to_string(),
@@ -157,7 +143,21 @@ impl AuthService {
         &self.inner
     }
 
-    pub(crate) async fn lookup(&self, domain: &str) -> Result<InstanceRecord, AuthError> {
+    /// The instance a request's host names: the domain with its port first, then without it
+    /// (cozy-stack's rule), so `alice.test:8080` reaches `alice.test`.
+    pub(crate) async fn lookup(&self, host: &str) -> Result<InstanceRecord, AuthError> {
+        let mut candidates = cocon_common::domain::candidates(host).peekable();
+        while let Some(domain) = candidates.next() {
+            match self.lookup_exact(domain).await {
+                Err(AuthError::UnknownDomain(_)) if candidates.peek().is_some() => continue,
+                found => return found,
+            }
+        }
+        Err(AuthError::UnknownDomain(host.to_string()))
+    }
+
+    /// The instance of exactly this domain (the operator's calls name the domain itself).
+    pub(crate) async fn lookup_exact(&self, domain: &str) -> Result<InstanceRecord, AuthError> {
         let raw = self
             .inner
             .store
@@ -349,11 +349,11 @@ impl AuthService {
 
     pub async fn create_instance(&self, domain: &str) -> Result<InstanceRecord, AuthError> {
         let domain = domain.trim().to_ascii_lowercase();
-        if !valid_domain(&domain) {
+        if !cocon_common::domain::is_valid(&domain) {
             return Err(AuthError::InvalidDomain(domain));
         }
         let _guard = self.inner.lifecycle.lock().await;
-        match self.lookup(&domain).await {
+        match self.lookup_exact(&domain).await {
             Ok(_) => return Err(AuthError::DomainTaken(domain)),
             Err(AuthError::UnknownDomain(_)) => {}
             Err(e) => return Err(e),
@@ -370,12 +370,12 @@ impl AuthService {
         )
         .await?;
         tracing::info!(domain = %domain, instance = %id, "instance created");
-        self.lookup(&domain).await
+        self.lookup_exact(&domain).await
     }
 
     pub async fn destroy_instance(&self, domain: &str) -> Result<(), AuthError> {
         let _guard = self.inner.lifecycle.lock().await;
-        let record = self.lookup(domain).await?;
+        let record = self.lookup_exact(domain).await?;
         let _writer = self.stripe(&record.id).lock().await;
         self.append_one(
             &record,
@@ -393,9 +393,9 @@ impl AuthService {
     /// Sets how many bytes the instance's files may take (0: no limit). The files service
     /// learns it from the event and enforces it.
     pub async fn set_disk_quota(&self, domain: &str, bytes: u64) -> Result<InstanceRecord, AuthError> {
-        let record = self.lookup(domain).await?;
+        let record = self.lookup_exact(domain).await?;
         let _writer = self.stripe(&record.id).lock().await;
-        let record = self.lookup(domain).await?;
+        let record = self.lookup_exact(domain).await?;
         if record.disk_quota != bytes {
             self.append_one(
                 &record,
@@ -406,7 +406,7 @@ impl AuthService {
             .await?;
             tracing::info!(domain = %record.domain, instance = %record.id, bytes, "disk quota set");
         }
-        self.lookup(domain).await
+        self.lookup_exact(domain).await
     }
 
     pub async fn list_instances(&self) -> Result<Vec<InstanceRecord>, AuthError> {
@@ -417,7 +417,7 @@ impl AuthService {
     }
 
     pub async fn issue_token(&self, domain: &str, scope: &str, ttl_secs: u64) -> Result<(String, i64), AuthError> {
-        let record = self.lookup(domain).await?;
+        let record = self.lookup_exact(domain).await?;
         parse_scope(scope)?;
         let ttl = match ttl_secs {
             0 => self.inner.config.token_ttl_secs,
@@ -534,20 +534,5 @@ pub(crate) fn instance_pb(r: &InstanceRecord) -> pb::Instance {
         domain: r.domain.clone(),
         created_at: r.created_at,
         disk_quota: r.disk_quota,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_domain_validation() {
-        for ok in ["alice.cocon.example", "a", "x-1.test"] {
-            assert!(valid_domain(ok), "{ok}");
-        }
-        for bad in ["", "Alice.test", "a..b", "-a.test", "a_b.test", "a/b", "a b", "ä.test"] {
-            assert!(!valid_domain(bad), "{bad}");
-        }
     }
 }

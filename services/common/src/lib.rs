@@ -5,6 +5,7 @@
 pub mod collate;
 pub mod config;
 pub mod doctype;
+pub mod domain;
 pub mod error;
 pub mod fs;
 pub mod mango;
