@@ -112,13 +112,18 @@ async fn doc_caller(
         let matches = |doc: &[u8]| {
             serde_json::from_slice::<Value>(doc).is_ok_and(|doc| selectors.iter().any(|r| r.matches_document(&doc)))
         };
-        let stored = match id {
+        // A creation whose body names an existing `_id` (with its `_rev`) is an update: the
+        // stored document must be selected too, as for PUT.
+        let named = match (id, method) {
+            (None, &Method::POST) => body_id(&body),
+            _ => None,
+        };
+        let stored = match id.or(named.as_deref()) {
             Some(id) => stored_doc(state, &caller, doctype, id).await?,
             None => None,
         };
         let selected = match *method {
-            Method::POST => matches(&body),
-            Method::PUT => matches(&body) && stored.as_deref().is_none_or(matches),
+            Method::POST | Method::PUT => matches(&body) && stored.as_deref().is_none_or(matches),
             _ => stored.as_deref().is_some_and(matches),
         };
         if selected {
@@ -127,6 +132,18 @@ async fn doc_caller(
         access::authorize(state, caller.kind, route, method, &access, grant)?;
     }
     Ok((caller, body))
+}
+
+/// The `_id` a body names, read as the documents service reads it (a key given twice keeps
+/// its last value).
+fn body_id(body: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<serde_json::Map<String, Value>>(body)
+        .ok()?
+        .shift_remove("_id")?
+    {
+        Value::String(id) => Some(id),
+        _ => None,
+    }
 }
 
 /// The stored document, for a selector check; `None` when there is none.

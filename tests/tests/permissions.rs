@@ -436,11 +436,27 @@ async fn test_selector_rules_grant_the_matching_documents_only() {
         )
         .await;
     assert_eq!(refused.status, 403, "{}", refused.text);
+    // A creation naming c2's `_id` and `_rev` is an update of c2: the stored c2 must match too,
+    // and a key given twice is read as the documents service reads it (the last one).
+    let c2_rev = c2.get("_rev").as_str().unwrap();
+    for body in [
+        format!(r#"{{"_id":"c2","_rev":"{c2_rev}","tags":["friends"]}}"#),
+        format!(r#"{{"_id":"c9","_id":"c2","_rev":"{c2_rev}","tags":["friends"]}}"#),
+    ] {
+        let pulled = friends
+            .send(Method::POST, "/data/io.cozy.contacts/", Some(body.clone().into_bytes()))
+            .await;
+        assert_eq!(pulled.status, 403, "{body}: {}", pulled.text);
+    }
     assert_eq!(
         owner.get("/data/io.cozy.contacts/c2").await.get("tags"),
         &json!(["work"]),
         "untouched"
     );
+    let named = friends
+        .post("/data/io.cozy.contacts/", &json!({"_id": "c4", "tags": ["friends"]}))
+        .await;
+    assert_eq!(named.status, 201, "a new id within the selection: {}", named.text);
     let c3 = friends.get("/data/io.cozy.contacts/c3").await;
     let deleted = friends
         .send(
