@@ -15,7 +15,8 @@ use cocon_proto::files::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::files::{Result, bad_request, content_body, disposition, head_of, node_caller, scope, serve_download};
+use crate::files::{Result, bad_request, content_body, head_of, node_caller, scope, serve_download};
+use crate::served::disposition;
 use crate::{State, jsonapi};
 
 type Params = Query<HashMap<String, String>>;

@@ -730,6 +730,7 @@ async fn copy(
             id,
             dir_id: params.get("DirID").cloned().unwrap_or_default(),
             name: params.get("Name").cloned().unwrap_or_default(),
+            onto_id: String::new(),
         })
         .await?
         .into_inner();
@@ -947,25 +948,6 @@ fn parse_range(headers: &HeaderMap) -> (Option<u64>, Option<u64>, Option<u64>) {
     }
 }
 
-/// `Content-Disposition` with the name in both forms (RFC 6266): quoted ASCII, and UTF-8.
-pub(crate) fn disposition(kind: &str, name: &str) -> HeaderValue {
-    let ascii: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20");
-    HeaderValue::from_str(&format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
-}
-
 async fn download(
     AxState(state): AxState<State>,
     headers: HeaderMap,
@@ -1058,18 +1040,7 @@ pub(crate) async fn serve_download(
         if let Ok(v) = HeaderValue::from_str(&mime) {
             h.insert(header::CONTENT_TYPE, v);
         }
-        let kind = if params.get("Dl").is_some_and(|v| v == "1") {
-            "attachment"
-        } else {
-            "inline"
-        };
-        h.insert(header::CONTENT_DISPOSITION, disposition(kind, &name));
-        // A served file must not run as a page of this origin.
-        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; sandbox"),
-        );
+        crate::served::protect(h, &mime, &name, params.get("Dl").is_some_and(|v| v == "1"));
     }
     Ok(response)
 }
@@ -1093,13 +1064,5 @@ mod tests {
         assert_eq!(range("bytes=x-1"), (None, None, None), "invalid: ignored");
         assert_eq!(range("items=0-1"), (None, None, None));
         assert_eq!(parse_range(&HeaderMap::new()), (None, None, None));
-    }
-
-    #[test]
-    fn test_disposition_keeps_utf8_names_and_quotes_ascii() {
-        let v = disposition("attachment", "été \"x\".txt");
-        let s = v.to_str().unwrap();
-        assert!(s.starts_with("attachment; filename=\"_t_ _x_.txt\""), "{s}");
-        assert!(s.contains("filename*=UTF-8''%C3%A9t%C3%A9%20%22x%22.txt"), "{s}");
     }
 }

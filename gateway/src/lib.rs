@@ -27,6 +27,7 @@ mod permissions;
 mod person;
 mod policy;
 mod references;
+mod served;
 mod settings;
 mod tus;
 mod twofactor;

@@ -5,7 +5,11 @@
 //!
 //! Credentials: a bearer token, or HTTP Basic with the token as the password (what WebDAV
 //! clients can send; the user name is not used). A token needs the whole `io.cozy.files`
-//! doctype with the verb the method maps to.
+//! doctype with every verb a `/files` call doing the same would need: GET to read, POST to
+//! create, PUT to give a file new content, PATCH to move or lock, DELETE to remove. A COPY or
+//! MOVE onto an existing destination needs PUT (file onto file: the destination keeps its id
+//! and its old content as a version) or DELETE (the destination goes to the trash).
+//! Downloads carry the same protective headers as `/files` (`served.rs`).
 //!
 //! Locks live in this gateway process, one lock table per instance (`webdav_locks.rs`): with
 //! several gateways, send an instance's `/dav/` requests to the same one.
@@ -17,11 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use base64::Engine as _;
 use dav_server::DavHandler;
+use dav_server::davpath::DavPath;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::access::{Access, authenticate};
 use crate::policy::Route;
-use crate::webdav_fs::CoconFs;
+use crate::webdav_fs::{CoconFs, Overwrite};
 pub use crate::webdav_locks::Locks;
 use crate::{ApiError, State};
 
@@ -32,17 +37,6 @@ pub fn routes() -> Router<State> {
         .route(PREFIX, any(handle))
         .route("/dav/files/", any(handle))
         .route("/dav/files/{*path}", any(handle))
-}
-
-/// The cozy verb a WebDAV method needs on `io.cozy.files`.
-fn verb(method: &Method) -> Method {
-    match method.as_str() {
-        "GET" | "HEAD" | "OPTIONS" | "PROPFIND" => Method::GET,
-        "PUT" => Method::PUT,
-        "DELETE" => Method::DELETE,
-        "MKCOL" | "COPY" => Method::POST,
-        _ => Method::PATCH,
-    }
 }
 
 /// The request's headers with Basic credentials turned into the bearer token they carry.
@@ -76,6 +70,92 @@ fn refused(err: ApiError) -> Response {
     response
 }
 
+/// What a request would do to the tree, found before it runs: the cozy verbs each effect
+/// needs on `io.cozy.files` (a `/files` call doing the same would need them), and the
+/// destination a COPY or MOVE replaces.
+struct Effects {
+    verbs: Vec<Method>,
+    overwrite: Option<Overwrite>,
+}
+
+/// A request's path (or a `Destination`) as a path in the drive, `None` when it is not one.
+fn drive_path(raw: &str) -> Option<DavPath> {
+    let path = if raw.starts_with('/') {
+        raw.to_string()
+    } else {
+        url::Url::parse(raw).ok()?.path().to_string()
+    };
+    let mut path = DavPath::new(&path).ok()?;
+    path.set_prefix(PREFIX).ok()?;
+    Some(path)
+}
+
+/// Whether a node exists at `path`, and is a directory; `None` when it does not (or cannot be
+/// read: the request itself will then fail the same way).
+async fn node_at(fs: &CoconFs, path: &DavPath) -> Option<bool> {
+    fs.kind_of(path).await
+}
+
+async fn effects(fs: &CoconFs, method: &Method, path: &str, headers: &HeaderMap) -> Effects {
+    let method = method.as_str();
+    let target = drive_path(path);
+    let target_kind = match (&target, method) {
+        (Some(path), "PUT" | "LOCK" | "COPY" | "MOVE") => node_at(fs, path).await,
+        _ => None,
+    };
+    let verbs = |v: &[Method]| Effects {
+        verbs: v.to_vec(),
+        overwrite: None,
+    };
+    match method {
+        "GET" | "HEAD" | "OPTIONS" | "PROPFIND" => verbs(&[Method::GET]),
+        // A new file is a creation, new content for a file an overwrite.
+        "PUT" if target_kind.is_some() => verbs(&[Method::PUT]),
+        "PUT" | "MKCOL" => verbs(&[Method::POST]),
+        "DELETE" => verbs(&[Method::DELETE]),
+        // Locking an unmapped URL creates an empty file there.
+        "LOCK" if target_kind.is_none() => verbs(&[Method::PATCH, Method::POST]),
+        "COPY" | "MOVE" => {
+            let copy = method == "COPY";
+            let mut needed = if copy { vec![Method::GET] } else { vec![Method::PATCH] };
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let destination = header("destination").and_then(drive_path);
+            let overwrite = !header("overwrite").is_some_and(|o| o.trim().eq_ignore_ascii_case("F"));
+            let shallow = copy && header("depth").is_some_and(|d| d.trim() == "0");
+            let dest_kind = match &destination {
+                Some(path) => node_at(fs, path).await,
+                None => None,
+            };
+            let mut replaced = None;
+            match (dest_kind, target_kind) {
+                // The destination is replaced (dav-server removes it first, unless a shallow
+                // copy lands on a directory).
+                (Some(dest_dir), Some(source_dir)) if overwrite && !(shallow && dest_dir) => {
+                    let onto = !dest_dir && !source_dir;
+                    if onto {
+                        // New content for the destination file: an overwrite, as PUT.
+                        needed.push(Method::PUT);
+                    } else {
+                        // The destination goes (to the trash), something else takes its name.
+                        needed.push(Method::DELETE);
+                        if copy {
+                            needed.push(Method::POST);
+                        }
+                    }
+                    replaced = destination.map(|path| Overwrite { path, onto });
+                }
+                (None, _) if copy => needed.push(Method::POST),
+                _ => {}
+            }
+            Effects {
+                verbs: needed,
+                overwrite: replaced,
+            }
+        }
+        _ => verbs(&[Method::PATCH]),
+    }
+}
+
 async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
     let headers = with_bearer(request.headers());
     let caller = match authenticate(&state, &headers).await {
@@ -86,7 +166,8 @@ async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
         doctype: "io.cozy.files",
         id: None,
     };
-    if let Err(err) = caller.authorize(&state, Route::Files, &verb(request.method()), &access) {
+    // Reading the tree to find what a request would do needs a right to read it first.
+    if let Err(err) = caller.authorize(&state, Route::Files, &Method::GET, &access) {
         return refused(err);
     }
     let fs = CoconFs::new(
@@ -97,13 +178,45 @@ async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
             within: Vec::new(),
         },
     );
+    let effects = effects(&fs, request.method(), request.uri().path(), request.headers()).await;
+    for verb in &effects.verbs {
+        if let Err(err) = caller.authorize(&state, Route::Files, verb, &access) {
+            return refused(err);
+        }
+    }
+    let serves_content = matches!(*request.method(), Method::GET | Method::HEAD);
+    let name = request
+        .uri()
+        .path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .map(|n| percent_decode(n))
+        .unwrap_or_default();
     let handler = DavHandler::builder()
-        .filesystem(Box::new(fs))
+        .filesystem(Box::new(fs.overwriting(effects.overwrite)))
         .locksystem(state.dav_locks.of(&caller.instance))
         .strip_prefix(PREFIX)
         .principal(caller.instance.clone())
         .build_handler();
-    handler.handle(request).await.map(Body::new)
+    let mut response = handler.handle(request).await.map(Body::new);
+    if serves_content && response.status().is_success() {
+        let mime = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        crate::served::protect(response.headers_mut(), &mime, &name, false);
+    }
+    response
+}
+
+fn percent_decode(segment: &str) -> String {
+    url::form_urlencoded::parse(format!("n={}", segment.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -121,10 +234,12 @@ mod tests {
     }
 
     #[test]
-    fn test_methods_map_to_verbs() {
-        assert_eq!(verb(&Method::from_bytes(b"PROPFIND").unwrap()), Method::GET);
-        assert_eq!(verb(&Method::from_bytes(b"MKCOL").unwrap()), Method::POST);
-        assert_eq!(verb(&Method::from_bytes(b"LOCK").unwrap()), Method::PATCH);
-        assert_eq!(verb(&Method::DELETE), Method::DELETE);
+    fn test_destinations_are_drive_paths() {
+        let p = drive_path("http://alice.test/dav/files/a%20b/c.txt").unwrap();
+        assert_eq!(p.as_bytes(), b"/a b/c.txt");
+        assert_eq!(drive_path("/dav/files/x").unwrap().as_bytes(), b"/x");
+        assert!(drive_path("/elsewhere/x").is_none());
+        assert!(drive_path("/dav/files/../../etc").is_none_or(|p| !p.as_bytes().starts_with(b"/..")));
+        assert_eq!(percent_decode("a%20b%2Bc+d"), "a b+c+d");
     }
 }

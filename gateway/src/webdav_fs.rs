@@ -28,6 +28,18 @@ const TRASH_NAME: &str = ".cozy_trash";
 pub(crate) struct CoconFs {
     files: FilesClient,
     scope: pb::Scope,
+    /// The destination the request's COPY or MOVE replaces, if any.
+    overwrite: Option<std::sync::Arc<Overwrite>>,
+}
+
+/// The destination a COPY or MOVE replaces. dav-server removes it first, then copies or
+/// renames onto its path; here a file going onto a file becomes that file's new content (its
+/// old one kept as a version, as a `/files` PUT keeps it), and anything else sends the
+/// destination to the trash, whole, rather than deleting it for good.
+pub(crate) struct Overwrite {
+    pub path: DavPath,
+    /// A file onto a file.
+    pub onto: bool,
 }
 
 /// What the service's refusal means to a WebDAV client.
@@ -181,7 +193,40 @@ fn dead_property(prop: &DavProp) -> pb::DeadProperty {
 
 impl CoconFs {
     pub(crate) fn new(files: FilesClient, scope: pb::Scope) -> CoconFs {
-        CoconFs { files, scope }
+        CoconFs {
+            files,
+            scope,
+            overwrite: None,
+        }
+    }
+
+    /// The file system for a request that replaces `overwrite`'s destination.
+    pub(crate) fn overwriting(self, overwrite: Option<Overwrite>) -> CoconFs {
+        CoconFs {
+            overwrite: overwrite.map(std::sync::Arc::new),
+            ..self
+        }
+    }
+
+    /// Whether a node is at `path` and is a directory; `None` when there is none (or it
+    /// cannot be read).
+    pub(crate) async fn kind_of(&self, path: &DavPath) -> Option<bool> {
+        let path = service_path(path).ok()?;
+        self.meta(&path).await.ok().map(|m| m.dir)
+    }
+
+    /// Where `path` stands to the replaced destination: `Some(true)` for the destination
+    /// itself, `Some(false)` for what is under it.
+    fn replaced(&self, path: &str) -> Option<(bool, &Overwrite)> {
+        let overwrite = self.overwrite.as_deref()?;
+        let dest = service_path(&overwrite.path).ok()?;
+        if path == dest {
+            Some((true, overwrite))
+        } else if path.starts_with(&format!("{}/", dest.trim_end_matches('/'))) {
+            Some((false, overwrite))
+        } else {
+            None
+        }
     }
 
     async fn meta(&self, path: &str) -> FsResult<Meta> {
@@ -212,11 +257,18 @@ impl CoconFs {
 
     async fn remove(&self, path: &DavPath) -> FsResult<()> {
         let path = service_path(path)?;
+        let replaced = self.replaced(&path);
+        match replaced {
+            // The copy or rename that follows puts the new content onto this file.
+            Some((true, Overwrite { onto: true, .. })) => return Ok(()),
+            // It goes to the trash with the destination.
+            Some((false, _)) => return Ok(()),
+            _ => {}
+        }
         let meta = self.meta(&path).await?;
         if meta.id == ROOT_ID {
             return Err(FsError::Forbidden);
         }
-        // WebDAV's DELETE is for good (clients say so before they send it): through the trash.
         let request = pb::FileRequest {
             scope: Some(self.scope.clone()),
             id: meta.id,
@@ -224,8 +276,30 @@ impl CoconFs {
         };
         let mut files = self.files.clone();
         files.trash_file(request.clone()).await.map_err(fs_error)?;
-        files.destroy_file(request).await.map_err(fs_error)?;
+        // WebDAV's DELETE is for good (clients say so before they send it), through the trash;
+        // a destination that a COPY or MOVE replaces stays in the trash.
+        if replaced.is_none() {
+            files.destroy_file(request).await.map_err(fs_error)?;
+        }
         Ok(())
+    }
+
+    /// The content of the file at `from` as the new content of the file at `to`.
+    async fn copy_onto(&self, from: &Meta, to: &str) -> FsResult<Meta> {
+        let target = self.meta(to).await?;
+        let answer = self
+            .files
+            .clone()
+            .copy_file(pb::CopyFileRequest {
+                scope: Some(self.scope.clone()),
+                id: from.id.clone(),
+                onto_id: target.id,
+                ..Default::default()
+            })
+            .await
+            .map_err(fs_error)?
+            .into_inner();
+        Meta::of(&answer.file)
     }
 
     async fn open_write(&self, path: &DavPath, options: OpenOptions) -> FsResult<Box<dyn DavFile>> {
@@ -352,7 +426,22 @@ impl DavFileSystem for CoconFs {
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let meta = self.meta(&service_path(from)?).await?;
-            let (dir_id, name) = self.place(&service_path(to)?).await?;
+            let to = service_path(to)?;
+            if let Some((true, Overwrite { onto: true, .. })) = self.replaced(&to) {
+                // A file moved onto a file (an editor saving through a temporary file): the
+                // destination keeps its id and its old content as a version; the source is gone.
+                self.copy_onto(&meta, &to).await?;
+                let request = pb::FileRequest {
+                    scope: Some(self.scope.clone()),
+                    id: meta.id,
+                    if_match: String::new(),
+                };
+                let mut files = self.files.clone();
+                files.trash_file(request.clone()).await.map_err(fs_error)?;
+                files.destroy_file(request).await.map_err(fs_error)?;
+                return Ok(());
+            }
+            let (dir_id, name) = self.place(&to).await?;
             let attributes = serde_json::json!({"name": name, "dir_id": dir_id});
             self.files
                 .clone()
@@ -372,22 +461,28 @@ impl DavFileSystem for CoconFs {
     fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let meta = self.meta(&service_path(from)?).await?;
-            let (dir_id, name) = self.place(&service_path(to)?).await?;
-            let copy = self
-                .files
-                .clone()
-                .copy_file(pb::CopyFileRequest {
-                    scope: Some(self.scope.clone()),
-                    id: meta.id,
-                    dir_id,
-                    name,
-                })
-                .await
-                .map_err(fs_error)?
-                .into_inner();
+            let to = service_path(to)?;
+            let copied = if let Some((true, Overwrite { onto: true, .. })) = self.replaced(&to) {
+                self.copy_onto(&meta, &to).await?
+            } else {
+                let (dir_id, name) = self.place(&to).await?;
+                let copy = self
+                    .files
+                    .clone()
+                    .copy_file(pb::CopyFileRequest {
+                        scope: Some(self.scope.clone()),
+                        id: meta.id.clone(),
+                        dir_id,
+                        name,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(fs_error)?
+                    .into_inner();
+                Meta::of(&copy.file)?
+            };
             // Properties travel with the copy, as RFC 4918 asks.
             if !meta.properties.is_empty() {
-                let copied = Meta::of(&copy.file)?;
                 self.set_properties(
                     &copied.id,
                     meta.properties.iter().map(|p| prop_of(p, true)).collect(),

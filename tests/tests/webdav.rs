@@ -390,3 +390,218 @@ async fn test_webdav_locks_time_out() {
     let got = dav("GET", "/dav/files/doc.txt").send().await.unwrap();
     assert_eq!(got.text().await.unwrap(), "v3");
 }
+
+/// Every effect of a WebDAV method needs the verb a `/files` call with that effect needs, and
+/// what a COPY or MOVE replaces is kept: a file's old content as a version, anything else in
+/// the trash. Downloads never run as pages of the instance's origin.
+#[tokio::test]
+async fn test_webdav_effects_need_their_verbs_and_keep_what_they_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_FILES__MIN_VERSION_DELAY_SECS", "0")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.instance(DOMAIN, "io.cozy.files").await.unwrap();
+    let owner = cocon.token(DOMAIN, "io.cozy.files").await.unwrap();
+    let client = reqwest::Client::new();
+    let dav = |token: &str, method: &str, path: &str| {
+        client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/dav/files{path}", cocon.http),
+            )
+            .header("Host", DOMAIN)
+            .bearer_auth(token)
+    };
+    let destination = |path: &str| format!("http://{DOMAIN}/dav/files{path}");
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let content = |path: &'static str| {
+        let req = dav(&owner, "GET", path);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    for (path, body) in [
+        ("/Important.txt", "precious"),
+        ("/junk.txt", "junk"),
+        ("/tmp.txt", "draft"),
+    ] {
+        assert_eq!(status(dav(&owner, "PUT", path).body(body).send().await.unwrap()), 201);
+    }
+    let important = api.get("/files/metadata?Path=/Important.txt").await;
+    let important_id = important.body["data"]["id"].as_str().unwrap().to_string();
+    let token = |scope: &str| {
+        let scope = scope.to_string();
+        let cocon = &cocon;
+        async move { cocon.token(DOMAIN, &scope).await.unwrap() }
+    };
+
+    // A token that may only create: it copies to a new name, never over a file, and deletes
+    // nothing.
+    let creator = token("io.cozy.files:GET,POST").await;
+    let over = dav(&creator, "COPY", "/junk.txt")
+        .header("Destination", destination("/Important.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(over), 403, "COPY over a file needs PUT");
+    assert_eq!(content("/Important.txt").await, (200, "precious".into()));
+    let fresh = dav(&creator, "COPY", "/junk.txt")
+        .header("Destination", destination("/junk-copy.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(fresh), 201);
+    assert_eq!(status(dav(&creator, "DELETE", "/junk.txt").send().await.unwrap()), 403);
+    assert_eq!(
+        status(dav(&creator, "PUT", "/Important.txt").body("x").send().await.unwrap()),
+        403,
+        "new content for a file is an overwrite"
+    );
+    let mover = token("io.cozy.files:PATCH").await;
+    let moved_over = dav(&mover, "MOVE", "/junk.txt")
+        .header("Destination", destination("/Important.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(moved_over), 403, "MOVE over a file needs PUT");
+    let writer = token("io.cozy.files:PUT").await;
+    assert_eq!(
+        status(dav(&writer, "PUT", "/new.txt").body("x").send().await.unwrap()),
+        403,
+        "a new file is a creation"
+    );
+    assert_eq!(content("/Important.txt").await, (200, "precious".into()));
+
+    // With PUT, a copy over a file is new content for it: same id, old content as a version.
+    let overwriter = token("io.cozy.files:GET,POST,PUT,PATCH").await;
+    let copied = dav(&overwriter, "COPY", "/junk.txt")
+        .header("Destination", destination("/Important.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(copied), 204);
+    assert_eq!(content("/Important.txt").await, (200, "junk".into()));
+    let after = api.get(&format!("/files/{important_id}")).await;
+    assert_eq!(after.status, 200, "the file keeps its id: {}", after.text);
+    let versions = after.body["data"]["relationships"]["old_versions"]["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(versions.len(), 1, "{}", after.text);
+    let old = api
+        .request(
+            Method::GET,
+            &format!(
+                "/files/download/{important_id}/{}",
+                versions[0]["id"].as_str().unwrap().split_once('/').unwrap().1
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.text().await.unwrap(), "precious");
+    assert_eq!(
+        content("/junk.txt").await,
+        (200, "junk".into()),
+        "a copy leaves its source"
+    );
+
+    // An editor saving through a temporary file: MOVE over the original keeps its history.
+    let saved = dav(&overwriter, "MOVE", "/tmp.txt")
+        .header("Destination", destination("/Important.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(saved), 204);
+    assert_eq!(content("/Important.txt").await, (200, "draft".into()));
+    assert_eq!(content("/tmp.txt").await.0, 404);
+    let after = api.get(&format!("/files/{important_id}")).await;
+    assert_eq!(
+        after.body["data"]["relationships"]["old_versions"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{}",
+        after.text
+    );
+    // Overwrite: F still refuses.
+    let kept = dav(&owner, "COPY", "/junk.txt")
+        .header("Destination", destination("/Important.txt"))
+        .header("Overwrite", "F")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(kept), 412);
+
+    // Replacing a directory removes it: DELETE is needed, and it goes to the trash whole.
+    assert_eq!(status(dav(&owner, "MKCOL", "/Photos").send().await.unwrap()), 201);
+    assert_eq!(
+        status(dav(&owner, "PUT", "/Photos/cat.jpg").body("meow").send().await.unwrap()),
+        201
+    );
+    let onto_dir = dav(&overwriter, "COPY", "/junk.txt")
+        .header("Destination", destination("/Photos"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(onto_dir), 403, "replacing a directory needs DELETE");
+    assert_eq!(content("/Photos/cat.jpg").await, (200, "meow".into()));
+    let replaced = dav(&owner, "COPY", "/junk.txt")
+        .header("Destination", destination("/Photos"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(replaced), 204);
+    assert_eq!(content("/Photos").await, (200, "junk".into()));
+    let trash = api.get("/files/io.cozy.files.trash-dir").await;
+    let trashed: Vec<&str> = trash.body["included"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["attributes"]["name"].as_str())
+        .collect();
+    assert!(
+        trashed.contains(&"Photos"),
+        "the replaced directory is in the trash: {}",
+        trash.text
+    );
+
+    // Downloads: no sniffing, sandboxed, and active types as attachments.
+    assert_eq!(
+        status(
+            dav(&owner, "PUT", "/page.html")
+                .body("<script>alert(1)</script>")
+                .send()
+                .await
+                .unwrap()
+        ),
+        201
+    );
+    let page = dav(&owner, "GET", "/page.html").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["content-security-policy"].to_str().unwrap().contains("sandbox"));
+    assert!(
+        h["content-disposition"].to_str().unwrap().starts_with("attachment"),
+        "{:?}",
+        h["content-disposition"]
+    );
+    let text = dav(&owner, "GET", "/junk.txt").send().await.unwrap();
+    assert!(
+        text.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline")
+    );
+    assert!(
+        text.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+}

@@ -721,6 +721,11 @@ impl pb::files_service_server::FilesService for FilesService {
             };
             self.check_within_id(&instance, &within, dir_id).await?;
         }
+        if !req.onto_id.is_empty() {
+            self.check_within_id(&instance, &within, &req.onto_id).await?;
+            let node = self.copy_onto(&instance, &req.id, &req.onto_id).await?;
+            return Ok(self.answer(&instance, &node).await?);
+        }
         let node = self.copy(&instance, &req.id, &req.dir_id, &req.name).await?;
         Ok(self.answer(&instance, &node).await?)
     }

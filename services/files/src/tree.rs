@@ -392,6 +392,47 @@ impl FilesService {
         committed
     }
 
+    /// The content of file `id` as the new content of file `onto` (a WebDAV COPY or MOVE over
+    /// an existing file): `onto` keeps its id, references and sharing, and the content it had
+    /// becomes a version as with an upload.
+    pub(crate) async fn copy_onto(&self, instance: &str, id: &str, onto: &str) -> Result<Node> {
+        let source = self.must_node(instance, id).await?;
+        let target = self.precheck_overwrite(instance, onto, "").await?;
+        if source.is_dir() || target.is_dir() {
+            return Err(FilesError::BadRequest(
+                "only a file's content can go onto another file".into(),
+            ));
+        }
+        if source.id == target.id {
+            return Ok(target);
+        }
+        let blob = Self::new_blob_key(instance);
+        {
+            let _writer = self.stripe(instance).lock().await;
+            let replaced = if self.keeps_version_of(&target) {
+                0
+            } else {
+                target.size.unwrap_or(0)
+            };
+            self.fits(instance, source.size.unwrap_or(0), replaced).await?;
+        }
+        self.inner.blobs.copy(&source.blob, &blob).await?;
+        let content = Content {
+            blob: blob.clone(),
+            size: source.size.unwrap_or(0),
+            md5: source.md5sum.clone(),
+        };
+        let committed = self
+            .commit_overwrite(instance, onto, "", &source.mime, &now(), content)
+            .await;
+        if committed.is_err()
+            && let Err(err) = self.inner.blobs.delete(&blob).await
+        {
+            tracing::warn!(error = %err, blob = %blob, "cannot remove the content of a refused copy");
+        }
+        committed
+    }
+
     /// Adds (or removes) documents that point at a file.
     /// Sets and removes WebDAV dead properties of a node (one PROPPATCH: all or nothing).
     pub(crate) async fn set_properties(
