@@ -29,6 +29,8 @@ pub struct Identity {
     pub client: String,
     /// The permission set of a sharing-link code; empty for other tokens.
     pub permission_id: String,
+    /// The id of a CLI token; empty for other tokens.
+    pub token_id: String,
     /// The auth service's ticket for the instance, passed on to the services holding data.
     pub ticket: String,
 }
@@ -89,6 +91,14 @@ impl AuthCache {
             .write()
             .expect("auth cache poisoned")
             .retain(|_, c| c.caller.permission_id != permission_id);
+    }
+
+    /// Forgets a CLI token (it was revoked).
+    pub fn evict_token(&self, token_id: &str) {
+        self.entries
+            .write()
+            .expect("auth cache poisoned")
+            .retain(|_, c| c.caller.token_id != token_id);
     }
 
     /// Forgets every token of a domain (its instance was destroyed), whichever host named it:
@@ -204,6 +214,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
             .collect(),
         client: answer.client_id,
         permission_id: answer.permission_id,
+        token_id: answer.token_id,
         ticket: answer.instance_ticket,
     }));
     {

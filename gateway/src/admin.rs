@@ -203,7 +203,39 @@ async fn issue_token(
         })
         .await?
         .into_inner();
-    Ok(axum::Json(json!({"token": res.token, "expires_at": res.expires_at})).into_response())
+    Ok(axum::Json(json!({"token": res.token, "expires_at": res.expires_at, "id": res.id})).into_response())
+}
+
+/// `GET /instances/:domain/tokens`: the CLI tokens that still work (ids, scopes, dates; never
+/// the tokens themselves).
+async fn list_tokens(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {
+    let res = admin
+        .auth
+        .clone()
+        .list_cli_tokens(pb::ListCliTokensRequest { domain })
+        .await?
+        .into_inner();
+    let list: Vec<_> = res
+        .tokens
+        .iter()
+        .map(|t| json!({"id": t.id, "scope": t.scope, "issued_at": t.issued_at, "expires_at": t.expires_at}))
+        .collect();
+    Ok(axum::Json(list).into_response())
+}
+
+/// `DELETE /instances/:domain/tokens/:id`: the token is refused from now on (by other
+/// gateways within their `auth_cache_ttl_ms`).
+async fn revoke_token(
+    AxState(admin): AxState<Admin>,
+    Path((domain, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    admin
+        .auth
+        .clone()
+        .revoke_cli_token(pb::RevokeCliTokenRequest { domain, id: id.clone() })
+        .await?;
+    admin.cache.evict_token(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String, origin: String) -> Router {
@@ -218,6 +250,8 @@ pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String, ori
         .route("/instances/token", post(issue_token))
         .route("/instances/{domain}", get(show).patch(update).delete(destroy))
         .route("/instances/{domain}/onboarding", post(onboarding))
+        .route("/instances/{domain}/tokens", get(list_tokens))
+        .route("/instances/{domain}/tokens/{id}", axum::routing::delete(revoke_token))
         .route_layer(axum::middleware::from_fn_with_state(admin.clone(), require_admin))
         .with_state(admin)
 }
@@ -225,6 +259,13 @@ pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String, ori
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_links_of_a_domain_with_a_port_keep_its_port() {
+        assert_eq!(origin_of("http://{domain}:8080", "a.test"), "http://a.test:8080");
+        assert_eq!(origin_of("http://{domain}:8080", "a.test:9000"), "http://a.test:9000");
+        assert_eq!(origin_of("https://{domain}", "a.test:8443"), "https://a.test:8443");
+    }
 
     #[test]
     fn test_constant_time_eq() {

@@ -45,6 +45,8 @@ service_client!(
         destroy_instance(DestroyInstanceRequest) -> DestroyInstanceResponse;
         set_disk_quota(SetDiskQuotaRequest) -> Instance;
         issue_token(IssueTokenRequest) -> IssueTokenResponse;
+        list_cli_tokens(ListCliTokensRequest) -> ListCliTokensResponse;
+        revoke_cli_token(RevokeCliTokenRequest) -> RevokeCliTokenResponse;
         authenticate(AuthenticateRequest) -> AuthenticateResponse;
         issue_onboarding(IssueOnboardingRequest) -> IssueOnboardingResponse;
         prelogin(PreloginRequest) -> PreloginResponse;

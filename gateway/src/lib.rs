@@ -54,7 +54,8 @@ pub struct Config {
     pub max_doc_bytes: usize,
     /// Largest `_bulk_docs`, `_find` or `_all_docs` body, in bytes.
     pub max_bulk_bytes: usize,
-    /// How long a verified token is trusted without asking the auth service again, in ms.
+    /// How long a verified token is trusted without asking the auth service again, in ms: a
+    /// token revoked through another gateway stops working here within this delay.
     pub auth_cache_ttl_ms: u64,
     /// Requests running longer are answered 503 (long polls end before).
     pub request_timeout_secs: u64,
@@ -73,7 +74,7 @@ impl Default for Config {
         Config {
             max_doc_bytes: 8 * 1024 * 1024,
             max_bulk_bytes: 64 * 1024 * 1024,
-            auth_cache_ttl_ms: 5_000,
+            auth_cache_ttl_ms: 1_000,
             request_timeout_secs: 90,
             public_https: false,
             public_port: 0,

@@ -96,7 +96,11 @@ async fn permissions_self(AxState(state): AxState<State>, headers: HeaderMap) ->
             json!(format!("io.cozy.oauth.clients/{}", caller.client)),
         ),
         "share" => ("share", caller.permission_id.clone(), Value::Null),
-        _ => ("cli", "cli".to_string(), Value::Null),
+        _ => (
+            "cli",
+            caller.token_id.clone(),
+            json!(format!("cli/{}", caller.token_id)),
+        ),
     };
     Ok(jsonapi::one(json!({
         "type": "io.cozy.permissions",

@@ -191,7 +191,7 @@ async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
         .trim_end_matches('/')
         .rsplit('/')
         .next()
-        .map(|n| percent_decode(n))
+        .map(percent_decode)
         .unwrap_or_default();
     let handler = DavHandler::builder()
         .filesystem(Box::new(fs.overwriting(effects.overwrite)))

@@ -23,6 +23,8 @@ fn test_every_command_has_help_with_an_example() {
         vec!["instances", "rm", "--help"],
         vec!["instances", "onboarding-link", "--help"],
         vec!["instances", "token-cli", "--help"],
+        vec!["instances", "tokens", "--help"],
+        vec!["instances", "revoke-token", "--help"],
         vec!["rebuild-projections", "--help"],
     ] {
         let (ok, stdout, _) = run(&cmd);
@@ -40,7 +42,7 @@ async fn test_instances_commands_against_a_running_server() {
     let cocon = Cocon::start(dir.path()).await.unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let admin = ["--admin", cocon.admin.as_str(), "--data-dir", data_dir];
-    let with = |mut args: Vec<&'static str>| {
+    let with = |mut args: Vec<&str>| {
         let mut v: Vec<String> = args.drain(..).map(str::to_string).collect();
         v.extend(admin.iter().map(|s| s.to_string()));
         v
@@ -79,6 +81,30 @@ async fn test_instances_commands_against_a_running_server() {
         api.put("/data/io.cozy.notes/x", &serde_json::json!({})).await.status,
         403
     );
+    // Each token has an id: listed (never the token itself), and revoked at once.
+    let token_id = err
+        .split_whitespace()
+        .skip_while(|w| *w != "id")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the token's id is printed: {err}"))
+        .to_string();
+    let (ok, listed, err) = call(with(vec!["instances", "tokens", "alice.test"]));
+    assert!(ok, "{err}");
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&token_id))
+        .unwrap_or_else(|| panic!("{token_id} is listed:\n{listed}"));
+    assert!(row.ends_with("io.cozy.notes:GET io.cozy.contacts"), "{row}");
+    assert!(!listed.contains(token.trim()), "the token is never shown again");
+    let (ok, _, err) = call(with(vec!["instances", "revoke-token", "alice.test", &token_id]));
+    assert!(ok, "{err}");
+    let refused = api.get("/data/io.cozy.notes/_all_docs").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let (_, listed, _) = call(with(vec!["instances", "tokens", "alice.test"]));
+    assert!(!listed.contains(&token_id), "{listed}");
+    let (ok, _, err) = call(with(vec!["instances", "revoke-token", "alice.test", &token_id]));
+    assert!(!ok);
+    assert!(err.contains("cocon instances tokens"), "a clear next step: {err}");
     let (ok, _, err) = call(with(vec!["instances", "token-cli", "nobody.test", "io.cozy.notes"]));
     assert!(!ok);
     assert!(err.contains("no instance for domain nobody.test"), "{err}");

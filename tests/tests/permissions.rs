@@ -56,7 +56,11 @@ async fn test_sharing_link_codes_grant_exactly_what_they_say() {
     let id = data["id"].as_str().unwrap().to_string();
     let attrs = &data["attributes"];
     assert_eq!(attrs["type"], "share");
-    assert_eq!(attrs["source_id"], "cli");
+    assert!(
+        attrs["source_id"].as_str().unwrap().starts_with("cli/"),
+        "the set names the very token that made it: {}",
+        attrs["source_id"]
+    );
     assert_eq!(attrs["permissions"]["note"]["values"], json!(["n1"]));
     let expires = unix_of_rfc3339(attrs["expires_at"].as_str().unwrap());
     let now = std::time::SystemTime::now()
@@ -484,4 +488,105 @@ async fn test_selector_rules_grant_the_matching_documents_only() {
     let shared = owner.with_token(Some(&code));
     assert_eq!(shared.get("/data/io.cozy.contacts/c1").await.status, 200);
     assert_eq!(shared.get("/data/io.cozy.contacts/c2").await.status, 403);
+}
+
+/// A token sees and manages only the sets it made, or whose every rule it holds itself
+/// (cozy-stack's rule): a read-only token never learns the code of a wider link, and CLI tokens
+/// are principals of their own, not one shared "cli".
+#[tokio::test]
+async fn test_a_token_sees_and_manages_only_the_links_within_its_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let owner = cocon
+        .instance("alice.test", "io.cozy.notes io.cozy.files")
+        .await
+        .unwrap();
+    owner.put("/data/io.cozy.notes/n1", &json!({"v": 1})).await;
+    // The owner's app shares notes and the whole drive by one link.
+    let wide = owner
+        .post(
+            "/permissions?codes=friend",
+            &set_body(json!({
+                "notes": {"type": "io.cozy.notes", "verbs": ["GET"]},
+                "drive": {"type": "io.cozy.files"},
+            })),
+        )
+        .await;
+    assert_eq!(wide.status, 200, "{}", wide.text);
+    let wide_id = wide.get("data")["id"].as_str().unwrap().to_string();
+    let wide_code = wide.get("data")["attributes"]["codes"]["friend"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A token that may only read notes: the listing needs the whole doctype, which it has, but
+    // the drive link is beyond it, so it is not shown, its code neither, and it cannot be managed.
+    let reader = owner.with_token(Some(&cocon.token("alice.test", "io.cozy.notes:GET").await.unwrap()));
+    let listed = reader.get("/permissions/doctype/io.cozy.notes/shared-by-link").await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.get("data").as_array().unwrap().len(), 0, "{}", listed.text);
+    assert!(!listed.text.contains(&wide_code));
+    for method in [Method::GET, Method::PATCH, Method::DELETE] {
+        let body = json!({"data": {"attributes": {"codes": {"friend": "", "mine": ""}}}});
+        let reply = reader
+            .send(
+                method.clone(),
+                &format!("/permissions/{wide_id}"),
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        assert_eq!(reply.status, 403, "{method}: {}", reply.text);
+        assert!(!reply.text.contains(&wide_code));
+    }
+    // Its own link is its own to see.
+    let own = reader
+        .post("/permissions?codes=pal", &set_body(notes_rule(&["n1"])))
+        .await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    let listed = reader.get("/permissions/doctype/io.cozy.notes/shared-by-link").await;
+    let data = listed.get("data").as_array().unwrap();
+    assert_eq!(data.len(), 1, "{}", listed.text);
+    assert_eq!(data[0]["id"], own.get("data")["id"]);
+    // The owner's wider token sees both (it holds every rule of each).
+    assert_eq!(links(&owner).await, 2);
+
+    // Two CLI tokens with different documents: neither manages the other's link.
+    let token_of = |values: &str| {
+        let scope = format!("io.cozy.notes:GET:{values}");
+        let cocon = &cocon;
+        async move { cocon.token("alice.test", &scope).await.unwrap() }
+    };
+    let one = owner.with_token(Some(&token_of("n1").await));
+    let two = owner.with_token(Some(&token_of("n2").await));
+    let ones = one.post("/permissions?codes=x", &set_body(notes_rule(&["n1"]))).await;
+    assert_eq!(ones.status, 200, "{}", ones.text);
+    let ones_id = ones.get("data")["id"].as_str().unwrap().to_string();
+    for method in [Method::GET, Method::PATCH, Method::DELETE] {
+        let reply = two
+            .send(
+                method.clone(),
+                &format!("/permissions/{ones_id}"),
+                Some(b"{\"data\":{}}".to_vec()),
+            )
+            .await;
+        assert_eq!(reply.status, 403, "another CLI token's set, {method}: {}", reply.text);
+    }
+    assert_eq!(one.get(&format!("/permissions/{ones_id}")).await.status, 200);
+    let me = one.get("/permissions/self").await;
+    assert_eq!(me.get("data")["attributes"]["type"], "cli");
+    assert_eq!(
+        me.get("data")["attributes"]["source_id"],
+        ones.get("data")["attributes"]["source_id"],
+        "{}",
+        me.text
+    );
+    // The wide link still works: nothing above changed it.
+    assert_eq!(
+        owner
+            .with_token(Some(&wide_code))
+            .get("/data/io.cozy.notes/n1")
+            .await
+            .status,
+        200
+    );
 }

@@ -249,3 +249,73 @@ async fn test_split_files_stream_over_grpc() {
         ]
     );
 }
+
+/// A CLI token revoked through one gateway stops working on every other gateway within a
+/// second (their token caches last `auth_cache_ttl_ms`, 1 s by default).
+#[tokio::test]
+async fn test_a_revoked_token_stops_on_every_gateway_within_a_second() {
+    let nats = NatsServer::start().await.unwrap();
+    let (dir, backend, edge) = split(&nats).await;
+    let backend_grpc = backend.grpc.clone().unwrap();
+    let second = Cocon::builder(&dir.path().join("second-gateway"))
+        .arg("--services")
+        .arg("gateway")
+        .env("COCON_ENDPOINTS__AUTH", edge.grpc.clone().unwrap())
+        .env("COCON_ENDPOINTS__DOCUMENTS", backend_grpc.clone())
+        .env("COCON_ENDPOINTS__FILES", backend_grpc)
+        .start()
+        .await
+        .unwrap();
+    let api = edge.instance("alice.test", "io.cozy.notes").await.unwrap();
+    assert_eq!(api.put("/data/io.cozy.notes/n", &json!({"v": 1})).await.status, 200);
+    let (status, issued) = edge
+        .admin(
+            reqwest::Method::POST,
+            "/instances/token",
+            &[("Domain", "alice.test"), ("Scope", "io.cozy.notes:GET")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{issued}");
+    let token = issued["token"].as_str().unwrap();
+    let id = issued["id"].as_str().unwrap();
+    let elsewhere = second.api("alice.test", Some(token));
+    // The second gateway has the token in its cache.
+    assert_eq!(elsewhere.get("/data/io.cozy.notes/n").await.status, 200);
+
+    let (status, body) = edge
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/instances/alice.test/tokens/{id}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{body}");
+    let revoked = std::time::Instant::now();
+    assert_eq!(
+        edge.api("alice.test", Some(token))
+            .get("/data/io.cozy.notes/n")
+            .await
+            .status,
+        401
+    );
+    loop {
+        let status = elsewhere.get("/data/io.cozy.notes/n").await.status;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            revoked.elapsed() < Duration::from_millis(1_500),
+            "still accepted {:?} after its revocation",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, listed) = edge
+        .admin(reqwest::Method::GET, "/instances/alice.test/tokens", &[])
+        .await
+        .unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|t| t["id"] != id), "{listed}");
+}

@@ -27,6 +27,8 @@ pub enum AuthError {
     Denied(String),
     #[error("no permission set {0}")]
     NoSuchPermission(String),
+    #[error("no CLI token {0} (it may have expired): list them with `cocon instances tokens DOMAIN`")]
+    NoSuchToken(String),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("invalid passphrase: {0}")]
@@ -69,7 +71,7 @@ impl ServiceError for AuthError {
             | AuthError::InvalidScope(_)
             | AuthError::InvalidPassphrase(_)
             | AuthError::InvalidRequest(_) => ErrorCode::BadRequest,
-            AuthError::NoSuchPermission(_) => ErrorCode::NotFound,
+            AuthError::NoSuchPermission(_) | AuthError::NoSuchToken(_) => ErrorCode::NotFound,
             AuthError::InvalidToken(_)
             | AuthError::ExpiredToken
             | AuthError::WrongPassphrase

@@ -52,8 +52,35 @@ impl pb::auth_service_server::AuthService for AuthService {
                 req.audience
             )));
         }
-        let (token, expires_at) = self.issue_token(&req.domain, &req.scope, req.ttl_seconds).await?;
-        Ok(Response::new(pb::IssueTokenResponse { token, expires_at }))
+        let (token, expires_at, id) = self.issue_token(&req.domain, &req.scope, req.ttl_seconds).await?;
+        Ok(Response::new(pb::IssueTokenResponse { token, expires_at, id }))
+    }
+
+    async fn list_cli_tokens(
+        &self,
+        req: Request<pb::ListCliTokensRequest>,
+    ) -> Result<Response<pb::ListCliTokensResponse>, Status> {
+        let tokens = self
+            .list_cli_tokens(&req.into_inner().domain)
+            .await?
+            .into_iter()
+            .map(|t| pb::CliToken {
+                id: t.id,
+                scope: t.scope,
+                issued_at: t.issued_at,
+                expires_at: t.expires_at,
+            })
+            .collect();
+        Ok(Response::new(pb::ListCliTokensResponse { tokens }))
+    }
+
+    async fn revoke_cli_token(
+        &self,
+        req: Request<pb::RevokeCliTokenRequest>,
+    ) -> Result<Response<pb::RevokeCliTokenResponse>, Status> {
+        let req = req.into_inner();
+        self.revoke_cli_token(&req.domain, &req.id).await?;
+        Ok(Response::new(pb::RevokeCliTokenResponse {}))
     }
 
     async fn authenticate(

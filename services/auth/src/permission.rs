@@ -10,7 +10,8 @@ use cocon_proto::events::v1::{PermissionDeleted, PermissionRule, PermissionSaved
 use serde_json::{Map, Value, json};
 
 use crate::store::{
-    InstanceRecord, NamedRule, PERMISSIONS, PermissionRecord, SHARE_CODES, ShareCodeRecord, ShareCodeRow,
+    CLI_TOKENS, CliTokenRecord, InstanceRecord, NamedRule, PERMISSIONS, PermissionRecord, SHARE_CODES, ShareCodeRecord,
+    ShareCodeRow,
 };
 use crate::{AuthError, AuthService, secret, token};
 
@@ -29,15 +30,18 @@ pub(crate) struct Bearer {
     pub kind: &'static str,
     pub client_id: String,
     pub permission_id: String,
+    /// The id of a CLI token.
+    pub token_id: String,
     pub expires_at: i64,
 }
 
 impl Bearer {
-    /// What a permission set created by this bearer names as its source (codes never create).
+    /// What a permission set created by this bearer names as its source (codes never create):
+    /// the OAuth client, or the CLI token itself; each is its own principal.
     fn source_id(&self) -> String {
         match self.kind {
             "oauth" => format!("io.cozy.oauth.clients/{}", self.client_id),
-            _ => "cli".to_string(),
+            _ => format!("cli/{}", self.token_id),
         }
     }
 }
@@ -167,6 +171,9 @@ impl AuthService {
         if claims.aud == token::ACCESS {
             self.check_grant(&record.id, &claims).await?;
         }
+        if claims.aud != token::ACCESS {
+            self.check_cli_token(&record.id, &claims.jti).await?;
+        }
         let rules = scope::parse_scope(&claims.scope)
             .map_err(|_| AuthError::InvalidToken("the token's scope is malformed".into()))?;
         Ok(Bearer {
@@ -174,8 +181,22 @@ impl AuthService {
             kind: if claims.aud == token::ACCESS { "oauth" } else { "cli" },
             client_id: claims.client_id,
             permission_id: String::new(),
+            token_id: claims.jti,
             expires_at: claims.exp,
         })
+    }
+
+    /// A CLI token is accepted only while the event log records it as issued and not revoked.
+    async fn check_cli_token(&self, instance: &str, id: &str) -> Result<(), AuthError> {
+        if id.is_empty() {
+            return Err(AuthError::InvalidToken(
+                "this token predates revocable tokens: issue a new one with `cocon instances token-cli`".into(),
+            ));
+        }
+        match self.row::<CliTokenRecord>(CLI_TOKENS, instance, id).await? {
+            Some(_) => Ok(()),
+            None => Err(AuthError::InvalidToken("this token was revoked".into())),
+        }
     }
 
     async fn share_bearer(
@@ -215,6 +236,7 @@ impl AuthService {
             rules: set.rules.iter().map(plain).collect(),
             kind: "share",
             client_id: String::new(),
+            token_id: String::new(),
             // Cached by the gateway at most this long, and never past the set's expiry.
             expires_at: if set.expires_at == 0 {
                 now_secs() + 86_400
@@ -251,13 +273,19 @@ impl AuthService {
             .row(PERMISSIONS, &record.id, id)
             .await?
             .ok_or_else(|| AuthError::NoSuchPermission(id.to_string()))?;
-        let rules: Vec<Rule> = set.rules.iter().map(plain).collect();
-        if set.source_id != caller.source_id() && !scope::covers(&caller.rules, &rules) {
+        if !Self::may_manage(caller, &set) {
             return Err(AuthError::Denied(
-                "this permission set was made by another client and grants more than your token".into(),
+                "this permission set was made by another token or client and grants more than your token".into(),
             ));
         }
         Ok(set)
+    }
+
+    /// cozy-stack's rule: a set is seen (with its codes) and managed by its creator, or by a
+    /// caller whose own rules cover every rule of it.
+    fn may_manage(caller: &Bearer, set: &PermissionRecord) -> bool {
+        let rules: Vec<Rule> = set.rules.iter().map(plain).collect();
+        set.source_id == caller.source_id() || scope::covers(&caller.rules, &rules)
     }
 
     fn check_subset(caller: &Bearer, rules: &[NamedRule]) -> Result<(), AuthError> {
@@ -476,7 +504,8 @@ impl AuthService {
         Ok(())
     }
 
-    /// The sets that share documents of `doctype` by link; the caller needs GET on all of it.
+    /// The sets that share documents of `doctype` by link that the caller may see: it needs GET
+    /// on the whole doctype, and sees only the sets it made or whose every rule it holds.
     pub async fn list_shared_by_link(
         &self,
         domain: &str,
@@ -492,6 +521,7 @@ impl AuthService {
         let sets: Vec<PermissionRecord> = self.rows(PERMISSIONS, &record.id).await?;
         sets.iter()
             .filter(|s| s.kind == "share" && s.rules.iter().any(|r| scope::doctype_matches(&r.doctype, doctype)))
+            .filter(|s| Self::may_manage(&caller, s))
             .map(|s| self.view(&record, s))
             .collect()
     }

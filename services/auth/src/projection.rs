@@ -7,9 +7,9 @@ use cocon_proto::events::v1::{Envelope, envelope::Payload};
 use cocon_storage::Batch;
 
 use crate::store::{
-    BY_DOMAIN, CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES, InstanceRecord, NamedRule,
-    Onboarding, PERMISSIONS, PermissionRecord, SESSIONS, SHARE_CODES, SessionRecord, ShareCodeRecord, ShareCodeRow,
-    TwoFactor,
+    BY_DOMAIN, CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES,
+    InstanceRecord, NamedRule, Onboarding, PERMISSIONS, PermissionRecord, SESSIONS, SHARE_CODES, SessionRecord,
+    ShareCodeRecord, ShareCodeRow, TwoFactor,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,14 @@ pub enum Change {
         instance: String,
         sha256: String,
     },
+    PutCliToken {
+        instance: String,
+        record: CliTokenRecord,
+    },
+    DeleteCliToken {
+        instance: String,
+        id: String,
+    },
 }
 
 /// The rows of the instance an event may depend on; the live path loads only what the event's
@@ -78,6 +86,7 @@ pub struct Context {
     pub grants: Vec<GrantRecord>,
     /// The permission sets the events name (see [`permission_id`]), not all of them.
     pub permissions: Vec<PermissionRecord>,
+    pub cli_tokens: Vec<CliTokenRecord>,
 }
 
 /// Which rows an event's projection reads.
@@ -87,6 +96,7 @@ pub struct Needs {
     pub clients: bool,
     pub codes: bool,
     pub grants: bool,
+    pub cli_tokens: bool,
 }
 
 pub fn needs(payload: &Payload) -> Needs {
@@ -110,6 +120,10 @@ pub fn needs(payload: &Payload) -> Needs {
         },
         Payload::TokensIssued(_) => Needs {
             grants: true,
+            ..Needs::default()
+        },
+        Payload::CliTokenIssued(_) => Needs {
+            cli_tokens: true,
             ..Needs::default()
         },
         _ => Needs::default(),
@@ -277,6 +291,31 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             );
             out
         }
+        Some(Payload::CliTokenIssued(t)) => {
+            let mut out: Vec<Change> = ctx
+                .cli_tokens
+                .iter()
+                .filter(|old| old.expires_at <= now)
+                .map(|old| Change::DeleteCliToken {
+                    instance: instance(),
+                    id: old.id.clone(),
+                })
+                .collect();
+            out.push(Change::PutCliToken {
+                instance: instance(),
+                record: CliTokenRecord {
+                    id: t.id.clone(),
+                    scope: t.scope.clone(),
+                    issued_at: t.issued_at,
+                    expires_at: t.expires_at,
+                },
+            });
+            out
+        }
+        Some(Payload::CliTokenRevoked(t)) => vec![Change::DeleteCliToken {
+            instance: instance(),
+            id: t.id.clone(),
+        }],
         Some(Payload::CodeIssued(c)) => {
             let mut out: Vec<Change> = ctx
                 .codes
@@ -424,7 +463,7 @@ pub fn write(batch: &mut Batch, change: &Change) {
         Change::PutInstance(record) => batch.put(INSTANCES, BY_DOMAIN, key(&record.domain), json(record)),
         Change::DeleteInstance { domain, id } => {
             batch.delete(INSTANCES, BY_DOMAIN, key(domain));
-            for table in [SESSIONS, CLIENTS, CODES, GRANTS, PERMISSIONS, SHARE_CODES] {
+            for table in [SESSIONS, CLIENTS, CODES, GRANTS, PERMISSIONS, SHARE_CODES, CLI_TOKENS] {
                 batch.delete_partition(table, key(id));
             }
         }
@@ -448,6 +487,8 @@ pub fn write(batch: &mut Batch, change: &Change) {
         }
         Change::DeletePermission { instance, id } => batch.delete(PERMISSIONS, key(instance), key(id)),
         Change::DeleteShareCode { instance, sha256 } => batch.delete(SHARE_CODES, key(instance), key(sha256)),
+        Change::PutCliToken { instance, record } => batch.put(CLI_TOKENS, key(instance), key(&record.id), json(record)),
+        Change::DeleteCliToken { instance, id } => batch.delete(CLI_TOKENS, key(instance), key(id)),
     }
 }
 
@@ -462,6 +503,7 @@ pub struct Tables {
     pub codes: Rows<CodeRecord>,
     pub grants: Rows<GrantRecord>,
     pub permissions: Rows<PermissionRecord>,
+    pub cli_tokens: Rows<CliTokenRecord>,
     /// Instance id → domain.
     domains: HashMap<String, String>,
 }
@@ -509,6 +551,11 @@ impl Tables {
                 .and_then(|id| self.permissions.get(&e.instance)?.get(id).cloned())
                 .into_iter()
                 .collect(),
+            cli_tokens: if needs.cli_tokens {
+                rows(&self.cli_tokens, &e.instance)
+            } else {
+                Vec::new()
+            },
         };
         for change in changes(current.as_ref(), &ctx, e) {
             match change {
@@ -524,6 +571,7 @@ impl Tables {
                     self.codes.remove(&id);
                     self.grants.remove(&id);
                     self.permissions.remove(&id);
+                    self.cli_tokens.remove(&id);
                 }
                 Change::PutSession { instance, record } => {
                     self.sessions
@@ -562,6 +610,13 @@ impl Tables {
                 Change::DeletePermission { instance, id } => remove(&mut self.permissions, &instance, &id),
                 // Code rows are written with their set (`PutPermission`).
                 Change::DeleteShareCode { .. } => {}
+                Change::PutCliToken { instance, record } => {
+                    self.cli_tokens
+                        .entry(instance)
+                        .or_default()
+                        .insert(record.id.clone(), record);
+                }
+                Change::DeleteCliToken { instance, id } => remove(&mut self.cli_tokens, &instance, &id),
             }
         }
     }
@@ -592,6 +647,10 @@ impl Tables {
                 record,
             }))
             .chain(flat(self.permissions, |instance, record| Change::PutPermission {
+                instance,
+                record,
+            }))
+            .chain(flat(self.cli_tokens, |instance, record| Change::PutCliToken {
                 instance,
                 record,
             }))

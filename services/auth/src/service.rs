@@ -5,7 +5,9 @@ use cocon_common::Shutdown;
 use cocon_common::ticket::{MAX_TICKET_SECS, MeshKey};
 use cocon_events::{Appended, EventBus, EventLog, Relay, RelayConfig, subject};
 use cocon_proto::auth::v1 as pb;
-use cocon_proto::events::v1::{Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload};
+use cocon_proto::events::v1::{
+    CliTokenIssued, CliTokenRevoked, Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload,
+};
 use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -13,8 +15,8 @@ use tokio::sync::Mutex;
 use crate::AuthError;
 use crate::projection::{self, Tables};
 use crate::store::{
-    BY_DOMAIN, CLIENTS, CODES, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PERMISSIONS, PROJECTIONS,
-    PermissionRecord, SESSIONS, SessionRecord,
+    BY_DOMAIN, CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX,
+    PERMISSIONS, PROJECTIONS, PermissionRecord, SESSIONS, SessionRecord,
 };
 use crate::token::{self, Claims};
 use cocon_common::scope::parse_scope;
@@ -193,6 +195,7 @@ impl AuthService {
             needs.clients |= n.clients;
             needs.codes |= n.codes;
             needs.grants |= n.grants;
+            needs.cli_tokens |= n.cli_tokens;
         }
         let mut permissions = Vec::new();
         for id in events.iter().filter_map(|e| projection::permission_id(&e.payload)) {
@@ -224,6 +227,11 @@ impl AuthService {
                 Vec::new()
             },
             permissions,
+            cli_tokens: if needs.cli_tokens {
+                self.rows(CLI_TOKENS, instance).await?
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -336,6 +344,8 @@ impl AuthService {
                     }
                     C::DeletePermission { id, .. } => ctx.permissions.retain(|p| p.id != id),
                     C::DeleteShareCode { .. } => {}
+                    C::PutCliToken { record, .. } => ctx.cli_tokens.push(record),
+                    C::DeleteCliToken { id, .. } => ctx.cli_tokens.retain(|t| t.id != id),
                 }
             }
             envelopes.push(envelope);
@@ -416,7 +426,14 @@ impl AuthService {
             .collect()
     }
 
-    pub async fn issue_token(&self, domain: &str, scope: &str, ttl_secs: u64) -> Result<(String, i64), AuthError> {
+    /// A CLI token of its own identity: recorded by an event (its id, scope and lifetime,
+    /// never the token), listable, and refused once revoked.
+    pub async fn issue_token(
+        &self,
+        domain: &str,
+        scope: &str,
+        ttl_secs: u64,
+    ) -> Result<(String, i64, String), AuthError> {
         let record = self.lookup_exact(domain).await?;
         parse_scope(scope)?;
         let ttl = match ttl_secs {
@@ -424,6 +441,7 @@ impl AuthService {
             t => t.min(self.inner.config.max_token_ttl_secs),
         };
         let iat = token::now();
+        let id = uuid::Uuid::new_v4().simple().to_string();
         let claims = Claims {
             iss: record.domain.clone(),
             sub: record.id.clone(),
@@ -433,9 +451,52 @@ impl AuthService {
             exp: iat + ttl as i64,
             client_id: String::new(),
             grant: String::new(),
+            jti: id.clone(),
         };
         let secret = token::instance_secret(&self.inner.master_key, &record.id);
-        Ok((token::issue(&secret, &claims)?, claims.exp))
+        let token = token::issue(&secret, &claims)?;
+        let _writer = self.stripe(&record.id).lock().await;
+        self.append_one(
+            &record,
+            "cli_token",
+            "issued",
+            Payload::CliTokenIssued(CliTokenIssued {
+                id: id.clone(),
+                scope: claims.scope.clone(),
+                issued_at: iat,
+                expires_at: claims.exp,
+            }),
+        )
+        .await?;
+        tracing::info!(instance = %record.id, token = %id, scope = %claims.scope, "cli token issued");
+        Ok((token, claims.exp, id))
+    }
+
+    /// The instance's CLI tokens that still work, oldest first.
+    pub async fn list_cli_tokens(&self, domain: &str) -> Result<Vec<CliTokenRecord>, AuthError> {
+        let record = self.lookup_exact(domain).await?;
+        let now = token::now();
+        let mut tokens: Vec<CliTokenRecord> = self.rows(CLI_TOKENS, &record.id).await?;
+        tokens.retain(|t| t.expires_at > now);
+        tokens.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
+        Ok(tokens)
+    }
+
+    pub async fn revoke_cli_token(&self, domain: &str, id: &str) -> Result<(), AuthError> {
+        let record = self.lookup_exact(domain).await?;
+        let _writer = self.stripe(&record.id).lock().await;
+        if self.row::<CliTokenRecord>(CLI_TOKENS, &record.id, id).await?.is_none() {
+            return Err(AuthError::NoSuchToken(id.to_string()));
+        }
+        self.append_one(
+            &record,
+            "cli_token",
+            "revoked",
+            Payload::CliTokenRevoked(CliTokenRevoked { id: id.to_string() }),
+        )
+        .await?;
+        tracing::info!(instance = %record.id, token = %id, "cli token revoked");
+        Ok(())
     }
 
     pub async fn authenticate(
@@ -490,6 +551,7 @@ impl AuthService {
             kind: caller.kind.to_string(),
             permission_id: caller.permission_id,
             instance_ticket,
+            token_id: caller.token_id,
         })
     }
 

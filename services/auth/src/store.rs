@@ -22,8 +22,20 @@ pub const PERMISSIONS: &str = "auth.permissions";
 /// Projection: partition = instance id, sort = SHA-256 of a sharing-link code or shortcode
 /// (hex) → [`ShareCodeRow`]: how a code used as a bearer token finds its permission set.
 pub const SHARE_CODES: &str = "auth.share_codes";
+/// Projection: partition = instance id, sort = token id → [`CliTokenRecord`]: the CLI tokens
+/// that may be used. Revoked ones are deleted; expired ones are dropped when the next is issued.
+pub const CLI_TOKENS: &str = "auth.cli_tokens";
 /// Projection tables, cleared by a rebuild.
-pub const PROJECTIONS: [&str; 7] = [INSTANCES, SESSIONS, CLIENTS, CODES, GRANTS, PERMISSIONS, SHARE_CODES];
+pub const PROJECTIONS: [&str; 8] = [
+    INSTANCES,
+    SESSIONS,
+    CLIENTS,
+    CODES,
+    GRANTS,
+    PERMISSIONS,
+    SHARE_CODES,
+    CLI_TOKENS,
+];
 
 pub const BY_DOMAIN: &[u8] = b"by_domain";
 
@@ -111,6 +123,15 @@ pub struct CodeRecord {
     pub scope: String,
     pub redirect_uri: String,
     pub code_challenge: String,
+    pub expires_at: i64,
+}
+
+/// A CLI token the operator issued, by its id (the token itself is not kept).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CliTokenRecord {
+    pub id: String,
+    pub scope: String,
+    pub issued_at: i64,
     pub expires_at: i64,
 }
 

@@ -29,6 +29,9 @@ pub struct Claims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub grant: String,
+    /// A CLI token's own id: it is its principal, and revoking it ends the token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
 }
 
 pub fn now() -> i64 {
@@ -133,6 +136,7 @@ mod tests {
             exp,
             client_id: String::new(),
             grant: String::new(),
+            jti: "t1".into(),
         }
     }
 

@@ -73,7 +73,7 @@ async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
 
     let (notes_app, notes_client) = app_token(&auth, "io.cozy.notes:GET").await;
     let (contacts_app, _) = app_token(&auth, "io.cozy.contacts").await;
-    let (wide_cli, _) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
+    let (wide_cli, _, _) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
 
     let made: Value = serde_json::from_str(
         &auth

@@ -137,7 +137,10 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         .unwrap();
     auth.issue_code(&authorization).await.unwrap();
     // a shares notes by link: a set with two codes, one dropped later; another set deleted.
-    let (cli, _) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
+    let (cli, _, _) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
+    // Another CLI token, revoked: it stays refused after the rebuild.
+    let (revoked, _, revoked_id) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
+    auth.revoke_cli_token("a.test", &revoked_id).await.unwrap();
     let body = r#"{"data":{"type":"io.cozy.permissions","attributes":{"permissions":{"n":{"type":"io.cozy.notes","verbs":["GET"]}}}}}"#;
     let set: serde_json::Value = serde_json::from_str(
         &auth
@@ -181,6 +184,7 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         "auth.grants",
         "auth.permissions",
         "auth.share_codes",
+        "auth.cli_tokens",
     ];
     let mut oauth = Vec::new();
     for name in oauth_tables {
@@ -188,16 +192,16 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     }
     assert_eq!(
         oauth.iter().map(Vec::len).collect::<Vec<_>>(),
-        [1, 1, 1, 1, 2],
-        "one set left, with bob's code and shortcode"
+        [1, 1, 1, 1, 2, 1],
+        "one set left, with bob's code and shortcode; one CLI token of two"
     );
 
     let replayed = AuthService::rebuild_projections(store.clone()).await.unwrap();
     // Per domain: created, onboarding issued, passphrase set, session created; then two logins,
     // a failed one, a logout; two-factor proposed, enabled, a login and a failed one; a client
-    // registered, two codes and two token issues; two sets created, one updated and one deleted;
-    // a destruction, a creation and an onboarding link.
-    assert_eq!(replayed, 3 * 4 + 4 + 4 + 5 + 4 + 3);
+    // registered, two codes and two token issues; two CLI tokens issued and one revoked; two sets
+    // created, one updated and one deleted; a destruction, a creation and an onboarding link.
+    assert_eq!(replayed, 3 * 4 + 4 + 4 + 5 + 3 + 4 + 3);
     assert_eq!(table(&store, "auth.instances").await, instances);
     assert_eq!(table(&store, "auth.sessions").await, sessions);
     for (name, rows) in oauth_tables.into_iter().zip(oauth) {
@@ -227,4 +231,9 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
             .await
             .is_err()
     );
+    assert!(auth.authenticate("a.test", &cli, "", &[]).await.is_ok());
+    assert!(matches!(
+        auth.authenticate("a.test", &revoked, "", &[]).await,
+        Err(cocon_auth::AuthError::InvalidToken(m)) if m.contains("revoked")
+    ));
 }

@@ -69,7 +69,8 @@ pub enum InstancesCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Print a bearer token for DOMAIN with the given scope (cozy-stack's grammar).
+    /// Print a bearer token for DOMAIN with the given scope (cozy-stack's grammar). Each token
+    /// is its own principal, with an id (printed on stderr) to list and revoke it by.
     #[command(after_help = "Examples:\n  \
         cocon instances token-cli alice.localhost io.cozy.notes\n  \
         cocon instances token-cli alice.localhost io.cozy.contacts:GET io.cozy.notes:GET,POST\n  \
@@ -82,6 +83,23 @@ pub enum InstancesCommand {
         /// Token lifetime in seconds (default: one day).
         #[arg(long)]
         ttl: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List DOMAIN's CLI tokens that still work: id, scope, when issued, when they expire.
+    /// The tokens themselves are never stored, so they cannot be shown again.
+    #[command(after_help = "Example:\n  cocon instances tokens alice.localhost")]
+    Tokens {
+        domain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke one of DOMAIN's CLI tokens by its id (from `cocon instances tokens`): it is
+    /// refused from then on, on every gateway within a second.
+    #[command(after_help = "Example:\n  cocon instances revoke-token alice.localhost 0f1e2d3c4b5a69788796a5b4c3d2e1f0")]
+    RevokeToken {
+        domain: String,
+        id: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -266,6 +284,43 @@ pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
                 .call(reqwest::Method::POST, "/instances/token", &query)
                 .await?;
             println!("{}", v.get("token").and_then(Value::as_str).unwrap_or_default());
+            eprintln!(
+                "token id {} (revoke it with `cocon instances revoke-token {} <id>`)",
+                v.get("id").and_then(Value::as_str).unwrap_or_default(),
+                query[0].1
+            );
+        }
+        InstancesCommand::Tokens { domain, admin } => {
+            let v = Admin::new(&admin)?
+                .call(reqwest::Method::GET, &format!("/instances/{domain}/tokens"), &[])
+                .await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                eprintln!("{domain} has no CLI token in use: make one with `cocon instances token-cli {domain} SCOPE`");
+            } else {
+                println!("ID\tISSUED\tEXPIRES\tSCOPE");
+            }
+            let date =
+                |t: &Value, key: &str| cocon_common::time::rfc3339(t.get(key).and_then(Value::as_i64).unwrap_or(0));
+            for t in list {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    t.get("id").and_then(Value::as_str).unwrap_or_default(),
+                    date(&t, "issued_at"),
+                    date(&t, "expires_at"),
+                    t.get("scope").and_then(Value::as_str).unwrap_or_default()
+                );
+            }
+        }
+        InstancesCommand::RevokeToken { domain, id, admin } => {
+            Admin::new(&admin)?
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/instances/{domain}/tokens/{id}"),
+                    &[],
+                )
+                .await?;
+            eprintln!("token {id} of {domain} revoked");
         }
     }
     Ok(())
