@@ -624,3 +624,96 @@ async fn test_cozy_clients_type_field_is_accepted_and_dropped() {
     assert_eq!(reserved.status, 400, "{}", reserved.text);
     assert_eq!(api.get(&path).await.get("title"), "b");
 }
+
+/// However a query is written, one answer holds a bounded number of rows and bytes: past
+/// 10,000 rows or 32 MiB a client is given what fits and asks again (`pending`, `skip`,
+/// `bookmark`), and huge `skip`s neither overflow nor fill memory.
+#[tokio::test]
+async fn test_listings_and_queries_are_bounded() {
+    let (_dir, _cocon, api) = setup("io.cozy.notes").await;
+    let docs: Vec<_> = (0..10_001)
+        .map(|i| json!({"_id": format!("d{i:05}"), "i": i}))
+        .collect();
+    let bulk = api.post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": docs})).await;
+    assert_eq!(bulk.status, 201, "{}", &bulk.text[..bulk.text.len().min(300)]);
+
+    let changes = api.get("/data/io.cozy.notes/_changes").await;
+    assert_eq!(changes.status, 200);
+    assert_eq!(changes.get("results").as_array().unwrap().len(), 10_000);
+    assert_eq!(changes.get("pending"), 1);
+    let last = changes.get("last_seq").as_str().unwrap().to_string();
+    let rest = api.get(&format!("/data/io.cozy.notes/_changes?since={last}")).await;
+    assert_eq!(rest.get("results").as_array().unwrap().len(), 1);
+    assert_eq!(rest.get("results")[0]["id"], "d10000");
+    assert_eq!(rest.get("pending"), 0);
+
+    let all = api.get("/data/io.cozy.notes/_all_docs").await;
+    assert_eq!(all.get("total_rows"), 10_001);
+    assert_eq!(all.get("rows").as_array().unwrap().len(), 10_000);
+    let asked = api.get("/data/io.cozy.notes/_all_docs?limit=50000&skip=10000").await;
+    assert_eq!(asked.get("rows").as_array().unwrap().len(), 1, "{}", asked.text);
+    let keys: Vec<String> = (0..10_001).map(|i| format!("d{i:05}")).collect();
+    let too_many = api.post("/data/io.cozy.notes/_all_docs", &json!({"keys": keys})).await;
+    assert_eq!(
+        too_many.status,
+        400,
+        "{}",
+        &too_many.text[..too_many.text.len().min(300)]
+    );
+
+    // A skip past anything, even one that would overflow, is an empty page.
+    for skip in ["9999", "18446744073709551615"] {
+        let found = api
+            .raw(
+                Method::POST,
+                "/data/io.cozy.notes/_find",
+                format!(r#"{{"selector": {{"i": {{"$gte": 0}}}}, "skip": {skip}, "limit": 5}}"#).as_bytes(),
+            )
+            .await;
+        assert_eq!(found.status, 200, "skip {skip}: {}", found.text);
+        let n = found.get("docs").as_array().unwrap().len();
+        assert_eq!(n, if skip == "9999" { 2 } else { 0 }, "skip {skip}");
+        assert_eq!(found.get("next"), false);
+    }
+
+    // Large documents: an answer stops near 32 MiB and the rest follows.
+    let big = "x".repeat(1 << 20);
+    for i in 0..40 {
+        let put = api
+            .put(&format!("/data/io.cozy.notes/big{i:02}"), &json!({"blob": big}))
+            .await;
+        assert_eq!(put.status, 200);
+    }
+    let mut since = last;
+    let mut seen = 0;
+    let mut answers = 0;
+    loop {
+        let page = api
+            .get(&format!("/data/io.cozy.notes/_changes?include_docs=true&since={since}"))
+            .await;
+        assert_eq!(page.status, 200);
+        assert!(page.text.len() < (33 << 20), "an answer of {} bytes", page.text.len());
+        seen += page.get("results").as_array().unwrap().len();
+        answers += 1;
+        since = page.get("last_seq").as_str().unwrap().to_string();
+        if page.get("pending") == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, 41, "d10000 and the 40 large ones, each once");
+    assert!(answers >= 2, "40 MiB of documents take more than one answer");
+    let mut bookmark = String::new();
+    let mut found = 0;
+    loop {
+        let q = json!({"selector": {"blob": {"$exists": true}}, "limit": 1000, "bookmark": bookmark});
+        let page = api.post("/data/io.cozy.notes/_find", &q).await;
+        assert_eq!(page.status, 200, "{}", &page.text[..page.text.len().min(300)]);
+        assert!(page.text.len() < (34 << 20));
+        found += page.get("docs").as_array().unwrap().len();
+        if page.get("next") == false {
+            break;
+        }
+        bookmark = page.get("bookmark").as_str().unwrap().to_string();
+    }
+    assert_eq!(found, 40);
+}

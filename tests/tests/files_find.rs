@@ -287,3 +287,53 @@ async fn test_queries_on_ids_references_and_directories_answer_as_a_full_scan_do
     next["bookmark"] = page1.body["bookmark"].clone();
     assert_eq!(names(&find(&api, next).await), ["city.png"]);
 }
+
+/// Paging deep into a drive goes by bookmarks (the last node's sort key), which cost nothing to
+/// skip; an explicit `skip` is capped, and one that would overflow is refused, not wrapped.
+#[tokio::test]
+async fn test_deep_pages_follow_bookmarks_and_skip_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let photos = mkdir(&api, ROOT, "Photos").await;
+    for i in 0..25 {
+        // Pairs of photos share a date, so the id breaks the ties.
+        let day = 10 + i / 2;
+        upload(
+            &api,
+            &photos,
+            &format!("p{i:02}.jpg"),
+            &format!("&CreatedAt=2024-07-{day}T10:00:00Z"),
+        )
+        .await;
+    }
+    let mut query = json!({"selector": {"class": "image"}, "sort": [{"created_at": "desc"}], "limit": 10});
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = find(&api, query.clone()).await;
+        seen.extend(names(&page));
+        pages += 1;
+        match page.body["bookmark"].as_str() {
+            Some(b) if !b.is_empty() && page.body["next"] != false => query["bookmark"] = json!(b),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (25, 25), "each photo once: {seen:?}");
+    assert!(
+        seen[0] == "p24.jpg" && seen[24].starts_with("p0"),
+        "newest first: {seen:?}"
+    );
+
+    for skip in [json!(10_001), json!(18_446_744_073_709_551_615u64)] {
+        let refused = find(&api, json!({"selector": {"class": "image"}, "skip": skip})).await;
+        assert_eq!(refused.status, 400, "skip {skip}: {}", refused.text);
+        assert!(refused.text.contains("bookmark"), "says what to do: {}", refused.text);
+    }
+    let shallow = find(&api, json!({"selector": {"class": "image"}, "skip": 20})).await;
+    assert_eq!(names(&shallow).len(), 5);
+}

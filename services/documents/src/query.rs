@@ -21,6 +21,12 @@ use crate::{DocumentsError, error::Result};
 const PAGE: usize = 512;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
+/// Most rows one `_all_docs` or `_changes` answer holds: without a `limit`, or with a larger
+/// one, a client gets this many and asks again (`skip`/`startkey`, or `since` and `pending`).
+pub const MAX_ROWS: usize = 10_000;
+/// An answer stops taking rows once it is this large (at least one row is always given), so
+/// its memory is bounded whatever the query and the documents' sizes.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
 
 fn bad(msg: impl Into<String>) -> DocumentsError {
     DocumentsError::BadRequest(msg.into())
@@ -51,6 +57,10 @@ impl Out {
     }
     fn done(self) -> Bytes {
         Bytes::from(self.0)
+    }
+    /// Whether the answer reached [`MAX_ANSWER_BYTES`].
+    fn full(&self) -> bool {
+        self.0.len() >= MAX_ANSWER_BYTES
     }
 }
 
@@ -102,7 +112,18 @@ pub async fn all_docs(shared: &Shared, instance: &str, doctype: &str, p: AllDocs
         }
     };
     if let Some(keys) = p.keys {
+        if keys.len() > MAX_ROWS {
+            return Err(bad(format!(
+                "at most {MAX_ROWS} keys at once: ask for the rest in another request"
+            )));
+        }
         for key in keys {
+            if out.full() {
+                return Err(bad(format!(
+                    "the answer would exceed {} MiB: ask for fewer keys at once, or without include_docs",
+                    MAX_ANSWER_BYTES >> 20
+                )));
+            }
             sep(&mut out);
             match store
                 .get(DOCS, &partition, key.as_bytes())
@@ -127,7 +148,7 @@ pub async fn all_docs(shared: &Shared, instance: &str, doctype: &str, p: AllDocs
             }
         }
     } else {
-        let limit = p.limit.unwrap_or(usize::MAX);
+        let limit = p.limit.unwrap_or(MAX_ROWS).min(MAX_ROWS);
         let (mut start, mut end) = (Bound::Unbounded, Bound::Unbounded);
         let lo = p.start_key.map(String::into_bytes);
         let hi = p.end_key.map(String::into_bytes);
@@ -171,7 +192,7 @@ pub async fn all_docs(shared: &Shared, instance: &str, doctype: &str, p: AllDocs
                 sep(&mut out);
                 row(&mut out, &id, &record, p.include_docs);
                 taken += 1;
-                if taken >= limit {
+                if taken >= limit || out.full() {
                     break 'pages;
                 }
             }
@@ -240,7 +261,7 @@ pub async fn normal_docs(
             out.bytes(&record.json);
             taken += 1;
             last = Some(r.sort);
-            if taken >= limit {
+            if taken >= limit || out.full() {
                 break 'pages;
             }
         }
@@ -613,8 +634,11 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
         }
     }
     let docs_partition = doctype_partition(instance, doctype);
-    let want = q.skip + q.limit + 1;
+    // Skipped matches are counted, not kept: memory holds one page, however far it is.
+    let mut to_skip = q.skip;
     let mut matched: Vec<(Vec<u8>, Bytes)> = Vec::new();
+    let mut matched_bytes = 0usize;
+    let mut next = false;
     let (mut keys_examined, mut docs_examined) = (0u64, 0u64);
     'pages: loop {
         let rows = store
@@ -653,18 +677,24 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
             docs_examined += 1;
             let value = record.value()?;
             if q.selector.matches(&value) {
-                matched.push((r.sort, record.json));
-                if matched.len() >= want {
+                if to_skip > 0 {
+                    to_skip -= 1;
+                    continue;
+                }
+                if matched.len() >= q.limit || matched_bytes >= MAX_ANSWER_BYTES {
+                    // One more match: there is a next page (the bookmark is the last one kept).
+                    next = true;
                     break 'pages;
                 }
+                matched_bytes += record.json.len();
+                matched.push((r.sort, record.json));
             }
         }
         if n < PAGE {
             break;
         }
     }
-    let next = matched.len() > q.skip + q.limit;
-    let page: Vec<_> = matched.into_iter().skip(q.skip).take(q.limit).collect();
+    let page = matched;
     let bookmark = page
         .last()
         .map(|(k, _)| URL_SAFE_NO_PAD.encode(k))
@@ -753,7 +783,7 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
         Some(s) => s,
         None => last_change(store, &partition).await?,
     };
-    let limit = p.limit.unwrap_or(usize::MAX).max(1);
+    let limit = p.limit.unwrap_or(MAX_ROWS).clamp(1, MAX_ROWS);
     let deadline = tokio::time::Instant::now() + p.timeout;
     let mut commits = shared.commits.subscribe();
     loop {
@@ -778,11 +808,17 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
             }
             return Ok(empty_changes(since));
         }
-        let more = rows.len() > limit;
+        let mut more = rows.len() > limit;
+        let total = rows.len().min(limit);
         let mut out = Out::new();
         out.raw("{\"results\":[");
         let mut last = since;
         for (i, r) in rows.into_iter().take(limit).enumerate() {
+            if out.full() {
+                // The rest waits for the next request (`pending` says how much).
+                more = i < total;
+                break;
+            }
             let seq = r
                 .sort
                 .as_slice()

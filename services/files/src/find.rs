@@ -1,8 +1,9 @@
 //! `POST /files/_find`: Mango queries on the instance's files and directories, as apps send
 //! them (photos by class and date, files by tag or reference, what is not trashed). Nodes are
 //! matched as clients see them (with `path` and `trashed`, and `referenced_by`); the answer is
-//! sorted and paged with a bookmark. Only the best `skip + limit` matches are kept, so memory
-//! stays bounded whatever the drive's size.
+//! sorted and paged with a bookmark: the sort key of the last node given, so the next page
+//! starts after it and only the best `skip + limit` matches are kept (`skip` is at most
+//! 10,000), whatever the drive's size and however deep the paging goes.
 //!
 //! A query that names its nodes' ids, the document that references them, or their directory
 //! (`_id`, `referenced_by` with `$elemMatch` on `type` and `id`, `dir_id`: what the drive, the
@@ -29,6 +30,8 @@ use crate::tables::{CHILDREN, NODES, REFERENCED, referenced_prefix};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+/// Deeper pages are reached through bookmarks, which cost nothing to skip.
+const MAX_SKIP: usize = 10_000;
 const PAGE: usize = 1000;
 
 struct Query {
@@ -37,7 +40,43 @@ struct Query {
     sort: Vec<(Vec<String>, bool)>,
     limit: usize,
     skip: usize,
+    /// The sort key of the last node of the previous page (from its bookmark).
+    after: Option<SortKey>,
     fields: Vec<String>,
+}
+
+/// Where a node stands in a query's order: the values of the sorted fields, then its id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SortKey {
+    values: Vec<Value>,
+    id: String,
+}
+
+impl Query {
+    fn key_of(&self, doc: &Value, id: &str) -> SortKey {
+        SortKey {
+            values: self
+                .sort
+                .iter()
+                .map(|(path, _)| mango::lookup(doc, path).cloned().unwrap_or(Value::Null))
+                .collect(),
+            id: id.to_string(),
+        }
+    }
+
+    fn order(&self, a: &SortKey, b: &SortKey) -> Ordering {
+        for ((x, y), (_, desc)) in a.values.iter().zip(&b.values).zip(&self.sort) {
+            let o = compare(x, y);
+            if o != Ordering::Equal {
+                return if *desc { o.reverse() } else { o };
+            }
+        }
+        a.id.cmp(&b.id)
+    }
+}
+
+fn bookmark_of(key: &SortKey) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).expect("a key serialises"))
 }
 
 fn bad(why: impl Into<String>) -> FilesError {
@@ -89,15 +128,28 @@ fn parse(query: &Value) -> Result<Query> {
     };
     let mut skip = match query.get("skip") {
         None | Some(Value::Null) => 0,
-        Some(v) => v.as_u64().ok_or_else(|| bad("skip is a number"))? as usize,
+        Some(v) => v.as_u64().ok_or_else(|| bad("skip is a number"))?,
     };
+    let mut after = None;
     if let Some(bookmark) = query.get("bookmark").and_then(Value::as_str).filter(|b| !b.is_empty()) {
         let raw = URL_SAFE_NO_PAD.decode(bookmark).map_err(|_| bad("invalid bookmark"))?;
-        skip = std::str::from_utf8(&raw)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("invalid bookmark"))?;
+        match serde_json::from_slice::<SortKey>(&raw) {
+            Ok(key) => after = Some(key),
+            // A bookmark of an earlier version: how many to skip.
+            Err(_) => {
+                skip = std::str::from_utf8(&raw)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("invalid bookmark"))?
+            }
+        }
     }
+    if skip > MAX_SKIP as u64 {
+        return Err(bad(format!(
+            "skip is at most {MAX_SKIP}: page further with the bookmark of each answer"
+        )));
+    }
+    let skip = skip as usize;
     let fields = match query.get("fields") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -110,11 +162,15 @@ fn parse(query: &Value) -> Result<Query> {
             .collect::<Result<_>>()?,
         Some(_) => return Err(bad("fields is a list of names")),
     };
+    if after.as_ref().is_some_and(|k: &SortKey| k.values.len() != sort.len()) {
+        return Err(bad("this bookmark is for a query with another sort"));
+    }
     Ok(Query {
         selector,
         sort,
         limit,
         skip,
+        after,
         fields,
     })
 }
@@ -212,20 +268,10 @@ impl FilesService {
     pub(crate) async fn find(&self, instance: &str, query: &Value) -> Result<(Vec<Bytes>, Option<String>)> {
         let q = parse(query)?;
         self.ensure_roots(instance).await?;
+        // Both at most their caps (`parse`): no overflow, and a bounded number of nodes kept.
         let keep = q.skip + q.limit + 1;
-        let order = |a: &(Value, Node), b: &(Value, Node)| -> Ordering {
-            for (path, desc) in &q.sort {
-                let null = Value::Null;
-                let x = mango::lookup(&a.0, path).unwrap_or(&null);
-                let y = mango::lookup(&b.0, path).unwrap_or(&null);
-                let o = compare(x, y);
-                if o != Ordering::Equal {
-                    return if *desc { o.reverse() } else { o };
-                }
-            }
-            a.1.id.cmp(&b.1.id)
-        };
-        let mut found: Vec<(Value, Node)> = Vec::new();
+        let order = |a: &(SortKey, Value, Node), b: &(SortKey, Value, Node)| q.order(&a.0, &b.0);
+        let mut found: Vec<(SortKey, Value, Node)> = Vec::new();
         let mut consider = |node: Node, tree: &Tree| {
             let (path, trashed) = locate(tree, &node);
             let mut doc = node.to_public_json(Some(&path), trashed);
@@ -233,7 +279,14 @@ impl FilesService {
                 doc["referenced_by"] = refs;
             }
             if q.selector.matches(&doc) {
-                found.push((doc, node));
+                let key = q.key_of(&doc, &node.id);
+                if q.after
+                    .as_ref()
+                    .is_some_and(|after| q.order(&key, after) != Ordering::Greater)
+                {
+                    return;
+                }
+                found.push((key, doc, node));
                 if found.len() >= keep * 2 {
                     found.sort_by(order);
                     found.truncate(keep);
@@ -268,7 +321,8 @@ impl FilesService {
         found.truncate(keep);
         let more = found.len() > q.skip + q.limit;
         let mut page = Vec::new();
-        for (doc, node) in found.into_iter().skip(q.skip).take(q.limit) {
+        let mut last = None;
+        for (key, doc, node) in found.into_iter().skip(q.skip).take(q.limit) {
             let path = doc["path"].as_str().unwrap_or_default().to_string();
             let trashed = doc["trashed"].as_bool().unwrap_or(false);
             let json = self.public_at(instance, &node, &path, trashed);
@@ -277,8 +331,9 @@ impl FilesService {
             } else {
                 only(&json, &q.fields)
             });
+            last = Some(key);
         }
-        let next = more.then(|| URL_SAFE_NO_PAD.encode((q.skip + q.limit).to_string()));
+        let next = last.filter(|_| more).map(|key| bookmark_of(&key));
         Ok((page, next))
     }
 
@@ -438,7 +493,42 @@ mod tests {
         assert!(parse(&serde_json::json!({"selector": {}, "sort": [{"a": "up"}]})).is_err());
         assert!(parse(&serde_json::json!({"selector": {}, "bookmark": "!!"})).is_err());
         let next = parse(&serde_json::json!({"selector": {}, "bookmark": URL_SAFE_NO_PAD.encode("200")})).unwrap();
-        assert_eq!(next.skip, 200);
+        assert_eq!(next.skip, 200, "an earlier version's bookmark");
+        let key = SortKey {
+            values: vec![serde_json::json!("2026")],
+            id: "f1".into(),
+        };
+        let next =
+            parse(&serde_json::json!({"selector": {}, "sort": ["updated_at"], "bookmark": bookmark_of(&key)})).unwrap();
+        assert_eq!(next.after, Some(key.clone()));
+        assert!(
+            parse(&serde_json::json!({"selector": {}, "bookmark": bookmark_of(&key)})).is_err(),
+            "another sort"
+        );
+        // Huge or overflowing skips are refused, not wrapped.
+        for skip in [
+            serde_json::json!(10_001),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(-1),
+        ] {
+            assert!(
+                parse(&serde_json::json!({"selector": {}, "skip": skip})).is_err(),
+                "{skip}"
+            );
+        }
+        let huge = URL_SAFE_NO_PAD.encode(u64::MAX.to_string());
+        assert!(parse(&serde_json::json!({"selector": {}, "bookmark": huge})).is_err());
+    }
+
+    #[test]
+    fn test_keys_order_as_the_sort_asks() {
+        let q = parse(&serde_json::json!({"selector": {}, "sort": [{"size": "desc"}, "name"]})).unwrap();
+        let a = q.key_of(&serde_json::json!({"size": 10, "name": "b"}), "1");
+        let b = q.key_of(&serde_json::json!({"size": 10, "name": "c"}), "0");
+        let c = q.key_of(&serde_json::json!({"size": 5, "name": "a"}), "2");
+        assert_eq!(q.order(&a, &b), Ordering::Less);
+        assert_eq!(q.order(&b, &c), Ordering::Less, "size descending first");
+        assert_eq!(q.order(&a, &a.clone()), Ordering::Equal);
     }
 
     #[test]
