@@ -8,7 +8,7 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub name: String,
     pub reason: String,
-    /// For 429: when to try again, in seconds (`Retry-After`).
+    /// For 429, 503 and 507: when to try again, in seconds (`Retry-After`).
     pub retry_after: Option<u64>,
 }
 
@@ -30,6 +30,7 @@ impl ApiError {
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> ApiError {
         let (code, name, reason) = cocon_common::error::from_status(&status);
+        let retry_after = cocon_common::error::retry_after_of(&status);
         if code == ErrorCode::Internal || (code == ErrorCode::Unavailable && name == "unavailable") {
             tracing::warn!(grpc_code = ?status.code(), message = %status.message(), "service call failed");
         }
@@ -42,7 +43,7 @@ impl From<tonic::Status> for ApiError {
             code,
             name,
             reason,
-            retry_after: None,
+            retry_after,
         }
     }
 }

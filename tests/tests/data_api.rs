@@ -717,3 +717,101 @@ async fn test_listings_and_queries_are_bounded() {
     }
     assert_eq!(found, 40);
 }
+
+/// The value of a metric line `name{labels} value` on the admin port, 0 when absent.
+async fn metric(cocon: &Cocon, name: &str, label: &str) -> f64 {
+    let (_, metrics) = cocon.admin(Method::GET, "/metrics", &[]).await.unwrap();
+    metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A commit wakes only the long polls of its instance and doctype; how many long polls wait is
+/// capped per instance and per process, past which the answer is 503 with `Retry-After`.
+#[tokio::test]
+async fn test_long_polls_wake_only_their_own_and_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_DOCUMENTS__MAX_LONGPOLLS_PER_INSTANCE", "3")
+        .env("COCON_DOCUMENTS__MAX_LONGPOLLS", "5")
+        .start()
+        .await
+        .unwrap();
+    let alice = cocon
+        .instance("alice.test", "io.cozy.notes io.cozy.contacts")
+        .await
+        .unwrap();
+    let bob = cocon.instance("bob.test", "io.cozy.notes").await.unwrap();
+    let carol = cocon.instance("carol.test", "io.cozy.notes").await.unwrap();
+    let poll = "/data/io.cozy.notes/_changes?feed=longpoll&since=now&timeout=60000";
+    let label = "service=\"documents\"";
+    let waiting = |n: f64| {
+        let cocon = &cocon;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while metric(cocon, "cocon_longpolls_waiting", label).await != n {
+                assert!(std::time::Instant::now() < deadline, "never {n} long polls waiting");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut alices: Vec<_> = (0..3)
+        .map(|_| {
+            let alice = alice.clone();
+            tokio::spawn(async move { alice.get(poll).await })
+        })
+        .collect();
+    waiting(3.0).await;
+
+    // A fourth of alice's is refused; bob is not held back by alice.
+    let refused = alice.request(Method::GET, poll).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_long_polls", "{body}");
+    let bobs: Vec<_> = (0..2)
+        .map(|_| {
+            let bob = bob.clone();
+            tokio::spawn(async move { bob.get(poll).await })
+        })
+        .collect();
+    waiting(5.0).await;
+    // The process holds five: carol is refused too.
+    assert_eq!(carol.get(poll).await.status, 503);
+
+    // Writes elsewhere (bob's notes, alice's contacts) wake none of alice's long polls.
+    let woken = metric(&cocon, "cocon_longpoll_wakeups_total", label).await;
+    for i in 0..20 {
+        alice
+            .put(&format!("/data/io.cozy.contacts/c{i}"), &json!({"i": i}))
+            .await;
+    }
+    assert_eq!(metric(&cocon, "cocon_longpoll_wakeups_total", label).await, woken);
+    assert!(alices.iter().all(|t| !t.is_finished()), "alice's polls wait on");
+    bob.put("/data/io.cozy.notes/b", &json!({})).await;
+    for t in bobs {
+        let answer = t.await.unwrap();
+        assert_eq!(answer.get("results")[0]["id"], "b", "{}", answer.text);
+    }
+    assert_eq!(metric(&cocon, "cocon_longpoll_wakeups_total", label).await, woken + 2.0);
+    assert!(
+        alices.iter().all(|t| !t.is_finished()),
+        "bob's note woke bob's polls only"
+    );
+
+    // Alice's note wakes hers; their slots come back.
+    alice.put("/data/io.cozy.notes/a", &json!({})).await;
+    for t in alices.drain(..) {
+        assert_eq!(t.await.unwrap().get("results")[0]["id"], "a");
+    }
+    waiting(0.0).await;
+    let again = alice
+        .get("/data/io.cozy.notes/_changes?feed=longpoll&since=now&timeout=100")
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+}

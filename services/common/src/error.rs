@@ -6,6 +6,8 @@ use std::fmt;
 pub const ERROR_CODE_METADATA: &str = "cocon-error-code";
 /// Metadata key carrying the CouchDB-style error name (`conflict`, `not_found`, `no_usable_index`…).
 pub const ERROR_NAME_METADATA: &str = "cocon-error-name";
+/// Metadata key carrying, in seconds, when a refused call may be tried again (`Retry-After`).
+pub const RETRY_AFTER_METADATA: &str = "cocon-retry-after";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -20,6 +22,8 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     TooManyRequests,
     Unavailable,
+    /// The disk is (nearly) full: writes wait until space returns.
+    InsufficientStorage,
     Internal,
 }
 
@@ -37,6 +41,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::Internal => "internal_server_error",
         }
     }
@@ -59,6 +64,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => S::RANGE_NOT_SATISFIABLE,
             ErrorCode::TooManyRequests => S::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
+            ErrorCode::InsufficientStorage => S::INSUFFICIENT_STORAGE,
             ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +83,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => C::OutOfRange,
             ErrorCode::TooManyRequests => C::ResourceExhausted,
             ErrorCode::Unavailable => C::Unavailable,
+            ErrorCode::InsufficientStorage => C::ResourceExhausted,
             ErrorCode::Internal => C::Internal,
         }
     }
@@ -100,7 +107,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 12] = [
+const ALL: [ErrorCode; 13] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthenticated,
     ErrorCode::Forbidden,
@@ -112,6 +119,7 @@ const ALL: [ErrorCode; 12] = [
     ErrorCode::RangeNotSatisfiable,
     ErrorCode::TooManyRequests,
     ErrorCode::Unavailable,
+    ErrorCode::InsufficientStorage,
     ErrorCode::Internal,
 ];
 
@@ -128,6 +136,11 @@ pub trait ServiceError: std::error::Error {
     /// The CouchDB-style error name shown to clients; defaults to the code's name.
     fn error_name(&self) -> &str {
         self.error_code().as_str()
+    }
+
+    /// When the call may be tried again, in seconds, for refusals that pass (a cap, a full disk).
+    fn retry_after(&self) -> Option<u64> {
+        None
     }
 
     /// The message shown to clients. Internal errors are masked: their detail goes to the logs only.
@@ -153,7 +166,19 @@ pub fn to_status<E: ServiceError>(err: &E) -> tonic::Status {
     if let Ok(v) = err.error_name().parse() {
         md.insert(ERROR_NAME_METADATA, v);
     }
+    if let Some(secs) = err.retry_after() {
+        md.insert(RETRY_AFTER_METADATA, secs.into());
+    }
     status
+}
+
+/// The `Retry-After` a status carries ([`ServiceError::retry_after`]).
+pub fn retry_after_of(status: &tonic::Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Reads back what [`to_status`] put in a status: the code, the error name and the message.

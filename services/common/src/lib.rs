@@ -15,6 +15,7 @@ pub mod telemetry;
 pub mod ticket;
 pub mod time;
 pub mod trace_context;
+pub mod waiters;
 
 pub use error::{ErrorCode, ServiceError};
 pub use shutdown::Shutdown;

@@ -12,7 +12,7 @@ use cocon_proto::events::v1::{DocumentChanged, Envelope, envelope::Payload};
 use cocon_storage::{Batch, Store};
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::body::Fields;
 use crate::projection::{CountCache, IndexCache, Overlay, Projection};
@@ -68,8 +68,8 @@ pub struct Shared {
     pub log: EventLog,
     pub indexes: IndexCache,
     pub counts: CountCache,
-    /// Bumped after each commit; long-polling readers wait on it.
-    pub commits: watch::Sender<u64>,
+    /// The long polls, woken by the commits of their instance and doctype.
+    pub waiters: Arc<cocon_common::waiters::Waiters>,
 }
 
 impl Committer {
@@ -219,7 +219,11 @@ async fn flush(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option
             }
             shared.counts.committed(&pending.overlay);
             shared.log.outbox().hand_over(sealed);
-            shared.commits.send_modify(|n| *n += 1);
+            if !shared.waiters.is_empty() {
+                for (instance, doctype) in pending.overlay.touched() {
+                    shared.waiters.wake(instance, doctype);
+                }
+            }
             *pending = Pending::new();
         }
         Err(err) => {

@@ -30,6 +30,9 @@ pub enum DocumentsError {
     Corrupt(String),
     #[error("the documents service is shutting down")]
     ShuttingDown,
+    /// Too many long polls wait already (on the instance, or in the process).
+    #[error("{0}")]
+    Busy(String),
     /// The call's instance ticket does not hold (see `cocon_common::ticket`).
     #[error("{0}")]
     Denied(String),
@@ -51,7 +54,7 @@ impl ServiceError for DocumentsError {
             TooLarge { .. } => ErrorCode::PayloadTooLarge,
             ReadOnlyDoctype(_) | Denied(_) => ErrorCode::Forbidden,
             Expired => ErrorCode::Unauthenticated,
-            ShuttingDown => ErrorCode::Unavailable,
+            ShuttingDown | Busy(_) => ErrorCode::Unavailable,
             Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
         }
     }
@@ -62,8 +65,13 @@ impl ServiceError for DocumentsError {
             DocumentsError::NoUsableIndex(_) => "no_usable_index",
             DocumentsError::TooLarge { .. } => "document_too_large",
             DocumentsError::UnknownOperator(_) => "invalid_operator",
+            DocumentsError::Busy(_) => "too_many_long_polls",
             other => other.error_code().as_str(),
         }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        matches!(self, DocumentsError::Busy(_)).then_some(5)
     }
 }
 

@@ -108,6 +108,13 @@ pub struct Overlay {
 }
 
 impl Overlay {
+    /// The (instance, doctype) pairs whose documents this batch read or wrote.
+    pub fn touched(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.docs
+            .keys()
+            .map(|(instance, doctype, _)| (instance.as_str(), doctype.as_str()))
+    }
+
     pub async fn doc(
         &mut self,
         store: &dyn Store,

@@ -785,9 +785,21 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
     };
     let limit = p.limit.unwrap_or(MAX_ROWS).clamp(1, MAX_ROWS);
     let deadline = tokio::time::Instant::now() + p.timeout;
-    let mut commits = shared.commits.subscribe();
+    let wait = match p.longpoll && !p.descending {
+        true => Some(
+            shared
+                .waiters
+                .register(instance, doctype)
+                .map_err(|busy| DocumentsError::Busy(busy.to_string()))?,
+        ),
+        false => None,
+    };
     loop {
-        commits.borrow_and_update();
+        // Listening before reading: a commit in between still wakes this long poll.
+        let mut woken = wait.as_ref().map(|w| Box::pin(w.notified()));
+        if let Some(w) = woken.as_mut() {
+            w.as_mut().enable();
+        }
         let range = if p.descending {
             let end = if since > 0 && !p.since.is_empty() {
                 Bound::Excluded(since.to_be_bytes().to_vec())
@@ -801,9 +813,11 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
         let rows = store
             .scan(CHANGES, &partition, range.limit(limit.saturating_add(1)))
             .await?;
-        if rows.is_empty() && p.longpoll && !p.descending {
+        if rows.is_empty()
+            && let Some(woken) = woken
+        {
             tokio::select! {
-                changed = commits.changed() => if changed.is_ok() { continue },
+                () = woken => continue,
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             return Ok(empty_changes(since));

@@ -2,11 +2,11 @@ use cocon_common::ticket::MeshKey;
 use std::sync::Arc;
 
 use cocon_common::Shutdown;
+use cocon_common::waiters::Waiters;
 use cocon_events::{EventBus, EventLog, Relay, RelayConfig, on_instance_destroyed};
 use cocon_proto::events::v1::envelope::Payload;
 use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use crate::committer::{Committer, Shared};
 use crate::error::Result;
@@ -20,6 +20,10 @@ pub struct Config {
     pub max_doc_bytes: usize,
     /// Longest a `feed=longpoll` request waits, in milliseconds.
     pub max_longpoll_ms: u64,
+    /// Long polls one instance may hold at once (more get 503 with `Retry-After`).
+    pub max_longpolls_per_instance: usize,
+    /// Long polls this process holds at once, all instances together.
+    pub max_longpolls: usize,
 }
 
 impl Default for Config {
@@ -27,6 +31,8 @@ impl Default for Config {
         Config {
             max_doc_bytes: 8 * 1024 * 1024,
             max_longpoll_ms: 60_000,
+            max_longpolls_per_instance: 100,
+            max_longpolls: 10_000,
         }
     }
 }
@@ -50,13 +56,12 @@ pub struct DocumentsService {
 impl DocumentsService {
     pub async fn build(config: Config, deps: Deps) -> Result<DocumentsService> {
         let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
-        let (commits, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             store: deps.store,
             log,
             indexes: IndexCache::default(),
             counts: CountCache::default(),
-            commits,
+            waiters: Waiters::new("documents", config.max_longpolls_per_instance, config.max_longpolls),
         });
         let committer = Committer::spawn(shared.clone()).map_err(cocon_storage::StorageError::from)?;
         Ok(DocumentsService {

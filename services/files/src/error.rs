@@ -21,6 +21,9 @@ pub enum FilesError {
     ChecksumMismatch(String),
     #[error("{0}")]
     TooMany(String),
+    /// Too many long polls wait already (on the instance, or in the process).
+    #[error("{0}")]
+    Busy(String),
     /// The client's stream broke off.
     #[error("the upload was interrupted: {0}")]
     Interrupted(String),
@@ -52,6 +55,7 @@ impl ServiceError for FilesError {
             QuotaExceeded(_) => ErrorCode::PayloadTooLarge,
             Denied(_) => ErrorCode::Forbidden,
             Expired => ErrorCode::Unauthenticated,
+            Busy(_) => ErrorCode::Unavailable,
             Storage(cocon_storage::StorageError::Closed) => ErrorCode::Unavailable,
             Storage(cocon_storage::StorageError::Mismatch(_)) => ErrorCode::PreconditionFailed,
             Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
@@ -63,8 +67,13 @@ impl ServiceError for FilesError {
             FilesError::QuotaExceeded(_) => "quota_exceeded",
             FilesError::ChecksumMismatch(_) => "checksum_mismatch",
             FilesError::TooMany(_) => "too_many_uploads",
+            FilesError::Busy(_) => "too_many_long_polls",
             other => other.error_code().as_str(),
         }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        matches!(self, FilesError::Busy(_)).then_some(5)
     }
 }
 

@@ -691,16 +691,27 @@ impl pb::files_service_server::FilesService for FilesService {
             t => (t as u64).min(self.inner.config.max_longpoll_ms),
         });
         let deadline = tokio::time::Instant::now() + wait;
-        // Subscribed before reading: a commit between the read and the wait still wakes it.
-        let mut commits = self.inner.commits.subscribe();
+        let wait = match req.longpoll {
+            true => Some(
+                self.inner
+                    .waiters
+                    .register(&instance, crate::node::DOCTYPE)
+                    .map_err(|busy| FilesError::Busy(busy.to_string()))?,
+            ),
+            false => None,
+        };
         loop {
-            commits.borrow_and_update();
-            let (json, read) = self.changes_feed(&instance, since, &req).await?;
-            if !req.longpoll || read > 0 {
-                return Ok(Response::new(pb::ChangesAnswer { json }));
+            // Listening before reading: a commit between the read and the wait still wakes it.
+            let mut woken = wait.as_ref().map(|w| Box::pin(w.notified()));
+            if let Some(w) = woken.as_mut() {
+                w.as_mut().enable();
             }
+            let (json, read) = self.changes_feed(&instance, since, &req).await?;
+            let Some(woken) = woken.filter(|_| read == 0) else {
+                return Ok(Response::new(pb::ChangesAnswer { json }));
+            };
             tokio::select! {
-                changed = commits.changed() => if changed.is_ok() { continue },
+                () = woken => continue,
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             return Ok(Response::new(pb::ChangesAnswer { json }));

@@ -11,6 +11,8 @@ pub const TRASH_ID: &str = "io.cozy.files.trash-dir";
 pub const TRASH_NAME: &str = ".cozy_trash";
 pub const DIRECTORY: &str = "directory";
 pub const FILE: &str = "file";
+/// The doctype of files and directories (what a long poll on `_changes` waits for).
+pub const DOCTYPE: &str = "io.cozy.files";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Node {

@@ -46,6 +46,10 @@ pub struct Config {
     pub link_ttl_secs: u64,
     /// Longest a `_changes?feed=longpoll` request waits, in milliseconds.
     pub max_longpoll_ms: u64,
+    /// Long polls one instance may hold at once (more get 503 with `Retry-After`).
+    pub max_longpolls_per_instance: usize,
+    /// Long polls this process holds at once, all instances together.
+    pub max_longpolls: usize,
 }
 
 impl Default for Config {
@@ -61,6 +65,8 @@ impl Default for Config {
             upload_expiry_secs: 24 * 3600,
             link_ttl_secs: 3600,
             max_longpoll_ms: 60_000,
+            max_longpolls_per_instance: 100,
+            max_longpolls: 10_000,
         }
     }
 }
@@ -88,8 +94,8 @@ pub(crate) struct Inner {
     stripes: Vec<Mutex<()>>,
     /// Instances whose root and trash exist.
     rooted: SyncMutex<HashSet<String>>,
-    /// Bumped after each commit: long-polling feeds wait on it.
-    pub commits: tokio::sync::watch::Sender<u64>,
+    /// The long polls of `_changes`, woken by the commits of their instance.
+    pub waiters: Arc<cocon_common::waiters::Waiters>,
 }
 
 /// One change of the tree: what a node was and what it becomes (`None`: absent).
@@ -104,6 +110,8 @@ pub(crate) struct Change {
 impl FilesService {
     pub async fn build(config: Config, deps: Deps) -> Result<FilesService> {
         let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
+        let waiters =
+            cocon_common::waiters::Waiters::new("files", config.max_longpolls_per_instance, config.max_longpolls);
         Ok(FilesService {
             inner: Arc::new(Inner {
                 config,
@@ -114,7 +122,7 @@ impl FilesService {
                 mesh_key: deps.mesh_key,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 rooted: SyncMutex::default(),
-                commits: tokio::sync::watch::channel(0).0,
+                waiters,
             }),
         })
     }
@@ -523,7 +531,7 @@ impl FilesService {
                 .log
                 .commit(inner.store.clone(), &instance, last, batch, sealed)
                 .await?;
-            inner.commits.send_modify(|n| *n += 1);
+            inner.waiters.wake(&instance, crate::node::DOCTYPE);
             for key in released {
                 if let Err(err) = inner.blobs.delete(&key).await {
                     tracing::warn!(error = %err, blob = %key, "cannot remove a released blob; it is left behind");
@@ -853,8 +861,9 @@ mod tests {
         // commit do not wait: one poll takes that commit to the store.
         assert!(service.node("i", "f1").await.unwrap().is_some());
 
-        let mut commits = service.inner.commits.subscribe();
-        let before = *commits.borrow_and_update();
+        let wait = service.inner.waiters.register("i", crate::node::DOCTYPE).unwrap();
+        let mut woken = Box::pin(wait.notified());
+        woken.as_mut().enable();
         let deleted = Change {
             verb: "deleted",
             old: Some(node),
@@ -866,11 +875,9 @@ mod tests {
             .commit_entries("i", vec![Entry::Node(Box::new(deleted))])
             .now_or_never();
         assert!(gone.is_none(), "the commit was in flight when its caller went away");
-        tokio::time::timeout(std::time::Duration::from_secs(10), commits.changed())
+        tokio::time::timeout(std::time::Duration::from_secs(10), woken)
             .await
-            .expect("long polls are woken")
-            .unwrap();
-        assert_eq!(*commits.borrow(), before + 1);
+            .expect("long polls are woken");
         assert_eq!(service.node("i", "f1").await.unwrap(), None, "the commit landed");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while service.inner.blobs.size(&blob).await.unwrap().is_some() {
