@@ -51,6 +51,7 @@ fn fs_error(status: tonic::Status) -> FsError {
         C::Conflict => FsError::Exists,
         C::Forbidden | C::Unauthenticated | C::BadRequest | C::PreconditionFailed => FsError::Forbidden,
         C::PayloadTooLarge if name == "quota_exceeded" => FsError::InsufficientStorage,
+        C::InsufficientStorage => FsError::InsufficientStorage,
         C::PayloadTooLarge => FsError::TooLarge,
         _ => {
             tracing::warn!(code = ?code, message, "a WebDAV call failed");

@@ -151,3 +151,151 @@ async fn test_rebuild_refuses_a_running_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("stop `cocon serve` first"));
 }
+
+/// A tmpfs of its own, so a test can fill a disk; unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = as_root(
+            &["mount", "-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"],
+            dir.path(),
+        );
+        assert!(
+            out.status.success(),
+            "this test fills a disk of its own: it mounts a tmpfs, as root or with sudo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn free(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        as_root(&["umount", "-l"], self.dir.path());
+    }
+}
+
+/// Runs `args` and `path` as root: directly when the tests run as root, else with `sudo -n`.
+fn as_root(args: &[&str], path: &std::path::Path) -> std::process::Output {
+    let direct = std::process::Command::new(args[0]).args(&args[1..]).arg(path).output();
+    match direct {
+        Ok(out) if out.status.success() => out,
+        _ => std::process::Command::new("sudo")
+            .arg("-n")
+            .args(args)
+            .arg(path)
+            .output()
+            .expect("sudo runs"),
+    }
+}
+
+/// Below the free-space watermark, writes get 507 with a clear reason, reads go on, nothing
+/// acknowledged is lost, and once space returns writes resume without a restart. New instances
+/// get the operator's default quota.
+#[tokio::test]
+async fn test_a_full_disk_refuses_writes_until_space_returns() {
+    let disk = SmallDisk::mount(96);
+    let data = disk.path().join("data");
+    let mut cocon = Cocon::builder(&data)
+        .env("COCON_STORE__MIN_FREE", "24MiB")
+        .env("COCON_AUTH__DEFAULT_DISK_QUOTA", "1MB")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon
+        .instance("alice.test", "io.cozy.notes io.cozy.files")
+        .await
+        .unwrap();
+    let (_, shown) = cocon
+        .admin(reqwest::Method::GET, "/instances/alice.test", &[])
+        .await
+        .unwrap();
+    assert_eq!(shown["disk_quota"], 1_000_000, "the default quota: {shown}");
+    for i in 0..20 {
+        assert_eq!(
+            api.put(&format!("/data/io.cozy.notes/n{i}"), &json!({"i": i}))
+                .await
+                .status,
+            200
+        );
+    }
+
+    // Something else fills the disk to just under the watermark.
+    let filler = disk.path().join("filler");
+    let room = disk.free().saturating_sub(16 << 20);
+    std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
+    let refused = api.put("/data/io.cozy.notes/full", &json!({"x": 1})).await;
+    assert_eq!(refused.status, 507, "{}", refused.text);
+    assert_eq!(refused.get("error"), "insufficient_storage");
+    assert!(
+        refused.get("reason").as_str().unwrap().contains("disk is nearly full"),
+        "{}",
+        refused.text
+    );
+    let upload = Api::reply(
+        api.request(reqwest::Method::POST, "/files/?Type=file&Name=a.txt")
+            .body(b"hello".to_vec()),
+    )
+    .await;
+    assert_eq!(upload.status, 507, "{}", upload.text);
+    // Reads go on.
+    assert_eq!(api.get("/data/io.cozy.notes/n3").await.get("i"), 3);
+    assert_eq!(
+        api.get("/data/io.cozy.notes/full").await.status,
+        404,
+        "nothing half-written"
+    );
+
+    // Space returns: writes resume, no restart.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let resumed = loop {
+        let r = api.put("/data/io.cozy.notes/full", &json!({"x": 1})).await;
+        if r.status != 507 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(resumed.status, 200, "{}", resumed.text);
+    let upload = Api::reply(
+        api.request(reqwest::Method::POST, "/files/?Type=file&Name=a.txt")
+            .body(b"hello".to_vec()),
+    )
+    .await;
+    assert_eq!(upload.status, 201, "{}", upload.text);
+
+    // Every acknowledged write survives a crash.
+    cocon.kill9();
+    let cocon = Cocon::builder(&data)
+        .env("COCON_STORE__MIN_FREE", "24MiB")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", "io.cozy.notes").await.unwrap()),
+    );
+    assert_eq!(api.get("/data/io.cozy.notes/_all_docs").await.get("total_rows"), 21);
+    drop(cocon);
+}

@@ -82,9 +82,9 @@ impl ServiceError for AuthError {
                 ErrorCode::Unauthenticated
             }
             AuthError::OAuth { .. } => ErrorCode::BadRequest,
-            AuthError::MasterKey { .. } | AuthError::Storage(_) | AuthError::Events(_) | AuthError::Corrupt(_) => {
-                ErrorCode::Internal
-            }
+            AuthError::Storage(e) => e.error_code(),
+            AuthError::Events(e) => e.error_code(),
+            AuthError::MasterKey { .. } | AuthError::Corrupt(_) => ErrorCode::Internal,
         }
     }
 }

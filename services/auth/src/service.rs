@@ -42,6 +42,10 @@ pub struct Config {
     pub long_session_ttl_secs: u64,
     /// PBKDF2 iterations of the client-side passphrase hash for new passphrases.
     pub kdf_iterations: u32,
+    /// The disk quota of new instances (bytes, or a size such as `"5GB"`; 0 or `"none"`: no
+    /// limit). The operator changes one instance's with `cocon instances set-disk-quota`.
+    #[serde(deserialize_with = "cocon_common::size::deserialize")]
+    pub default_disk_quota: u64,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             session_ttl_secs: 24 * 3600,
             long_session_ttl_secs: 30 * 24 * 3600,
             kdf_iterations: 100_000,
+            default_disk_quota: 0,
         }
     }
 }
@@ -369,16 +374,20 @@ impl AuthService {
             Err(e) => return Err(e),
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.append(
-            &id,
-            None,
-            vec![NewEvent {
+        let mut events = vec![NewEvent {
+            entity: "instance",
+            verb: "created",
+            payload: Payload::InstanceCreated(InstanceCreated { domain: domain.clone() }),
+        }];
+        let quota = self.inner.config.default_disk_quota;
+        if quota > 0 {
+            events.push(NewEvent {
                 entity: "instance",
-                verb: "created",
-                payload: Payload::InstanceCreated(InstanceCreated { domain: domain.clone() }),
-            }],
-        )
-        .await?;
+                verb: "quota",
+                payload: Payload::DiskQuotaSet(cocon_proto::events::v1::DiskQuotaSet { bytes: quota }),
+            });
+        }
+        self.append(&id, None, events).await?;
         tracing::info!(domain = %domain, instance = %id, "instance created");
         self.lookup_exact(&domain).await
     }

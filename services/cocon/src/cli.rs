@@ -107,32 +107,7 @@ pub enum InstancesCommand {
 
 /// `5GB`, `500MiB`, `1024`, `none` → bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("none") {
-        return Ok(0);
-    }
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size: use bytes, or e.g. 5GB, 500MiB, none"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" => 1_000,
-        "mb" | "m" => 1_000_000,
-        "gb" | "g" => 1_000_000_000,
-        "tb" | "t" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?}: use KB, MB, GB, TB or KiB, MiB, GiB, TiB"
-            ));
-        }
-    };
-    Ok((number * factor as f64).round() as u64)
+    cocon_common::size::parse(text)
 }
 
 struct Admin {
@@ -324,20 +299,4 @@ pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn test_sizes() {
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert_eq!(parse_size("5GB").unwrap(), 5_000_000_000);
-        assert_eq!(parse_size("1.5 GiB").unwrap(), 3 << 29);
-        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
-        assert_eq!(parse_size("none").unwrap(), 0);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5 parsecs").is_err());
-    }
 }

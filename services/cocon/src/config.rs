@@ -90,6 +90,11 @@ pub struct StoreConfig {
     pub replication_factor: u32,
     /// Page cache of the embedded store, in MiB.
     pub cache_mb: usize,
+    /// Free space kept on the data directory's disk (and the local blobs'): below it, writes
+    /// get 507 Insufficient Storage until the operator frees space; reads go on. `0` turns the
+    /// check off. A size: bytes, or `"256MiB"`, `"2GB"`.
+    #[serde(deserialize_with = "cocon_common::size::deserialize")]
+    pub min_free: u64,
 }
 
 impl Default for StoreConfig {
@@ -100,6 +105,7 @@ impl Default for StoreConfig {
             keyspace: "cocon".into(),
             replication_factor: 3,
             cache_mb: cocon_storage::DEFAULT_CACHE_BYTES >> 20,
+            min_free: 256 << 20,
         }
     }
 }

@@ -68,12 +68,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         other => bail!("unknown store backend {other:?}: use embedded or scylla"),
     }
     let path = config.data_dir.join("store.redb");
-    let store = EmbeddedStore::open_with_cache(&path, config.store.cache_mb << 20).with_context(|| {
-        format!(
-            "cannot open {}: is another cocon using this data directory? stop it, or pick another with --data-dir",
-            path.display()
-        )
-    })?;
+    let store = EmbeddedStore::open_with_options(&path, config.store.cache_mb << 20, config.store.min_free)
+        .with_context(|| {
+            format!(
+                "cannot open {}: is another cocon using this data directory? stop it, or pick another with --data-dir",
+                path.display()
+            )
+        })?;
     Ok(Arc::new(store))
 }
 
@@ -88,7 +89,8 @@ async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
                 .unwrap_or_else(|| config.data_dir.join("blobs"));
             let blobs = LocalBlobs::open(&dir)
                 .with_context(|| format!("cannot open the blob directory {}", dir.display()))?
-                .direct_io(config.files.blobs_direct_io);
+                .direct_io(config.files.blobs_direct_io)
+                .min_free(config.store.min_free);
             Ok(Arc::new(blobs))
         }
         "s3" => {

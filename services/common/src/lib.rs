@@ -11,6 +11,7 @@ pub mod fs;
 pub mod mango;
 pub mod scope;
 pub mod shutdown;
+pub mod size;
 pub mod telemetry;
 pub mod ticket;
 pub mod time;

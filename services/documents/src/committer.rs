@@ -227,11 +227,20 @@ async fn flush(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option
             *pending = Pending::new();
         }
         Err(err) => {
-            tracing::error!(error = %err, "commit failed");
+            match &err {
+                cocon_storage::StorageError::InsufficientStorage(_) => {
+                    tracing::warn!(error = %err, "writes refused: the disk is nearly full")
+                }
+                _ => tracing::error!(error = %err, "commit failed"),
+            }
             for (ji, ci) in pending.members.drain(..) {
-                results[ji][ci] = Some(Err(DocumentsError::Storage(cocon_storage::StorageError::Backend(
-                    err.to_string(),
-                ))));
+                let each = match &err {
+                    cocon_storage::StorageError::InsufficientStorage(why) => {
+                        cocon_storage::StorageError::InsufficientStorage(why.clone())
+                    }
+                    other => cocon_storage::StorageError::Backend(other.to_string()),
+                };
+                results[ji][ci] = Some(Err(DocumentsError::Storage(each)));
             }
             for instance in pending.seqs.keys() {
                 shared.log.forget(instance);

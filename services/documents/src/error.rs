@@ -55,7 +55,9 @@ impl ServiceError for DocumentsError {
             ReadOnlyDoctype(_) | Denied(_) => ErrorCode::Forbidden,
             Expired => ErrorCode::Unauthenticated,
             ShuttingDown | Busy(_) => ErrorCode::Unavailable,
-            Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
+            Storage(e) => e.error_code(),
+            Events(e) => e.error_code(),
+            Corrupt(_) => ErrorCode::Internal,
         }
     }
 

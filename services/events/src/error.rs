@@ -14,6 +14,7 @@ impl cocon_common::ServiceError for BusError {
     fn error_code(&self) -> cocon_common::ErrorCode {
         match self {
             BusError::Unavailable(_) => cocon_common::ErrorCode::Unavailable,
+            BusError::Storage(e) => e.error_code(),
             _ => cocon_common::ErrorCode::Internal,
         }
     }

@@ -56,9 +56,9 @@ impl ServiceError for FilesError {
             Denied(_) => ErrorCode::Forbidden,
             Expired => ErrorCode::Unauthenticated,
             Busy(_) => ErrorCode::Unavailable,
-            Storage(cocon_storage::StorageError::Closed) => ErrorCode::Unavailable,
-            Storage(cocon_storage::StorageError::Mismatch(_)) => ErrorCode::PreconditionFailed,
-            Storage(_) | Events(_) | Corrupt(_) => ErrorCode::Internal,
+            Storage(e) => e.error_code(),
+            Events(e) => e.error_code(),
+            Corrupt(_) => ErrorCode::Internal,
         }
     }
 

@@ -26,6 +26,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use tokio::sync::oneshot;
 
 use crate::model::{Op, prefix_end};
+use crate::space::FreeSpace;
 use crate::wal::{self, LoggedOp, Wal};
 use crate::{Batch, Result, Row, ScanRange, StorageError, Store, TableRow};
 
@@ -121,6 +122,8 @@ pub struct EmbeddedStore {
 struct Inner {
     db: Arc<Database>,
     vis: Arc<Visibility>,
+    /// The free-space watermark of the store's filesystem.
+    space: FreeSpace,
     writer: mpsc::SyncSender<WriterMsg>,
     thread: Option<JoinHandle<()>>,
     recovered: usize,
@@ -146,6 +149,12 @@ impl EmbeddedStore {
     /// Opens (or creates) the store at `path`, caching at most `cache_bytes` of its pages in
     /// memory, and replays what its write-ahead log holds beyond the last checkpoint.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<EmbeddedStore> {
+        EmbeddedStore::open_with_options(path, cache_bytes, 0)
+    }
+
+    /// As [`EmbeddedStore::open_with_cache`], refusing batches that add data while less than
+    /// `min_free_bytes` are free on the store's filesystem (0: no watermark).
+    pub fn open_with_options(path: &Path, cache_bytes: usize, min_free_bytes: u64) -> Result<EmbeddedStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -174,10 +183,15 @@ impl EmbeddedStore {
         let thread = std::thread::Builder::new()
             .name("cocon-store-writer".into())
             .spawn(move || writer.run(rx))?;
+        let space_dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
                 vis,
+                space: FreeSpace::new(space_dir, min_free_bytes),
                 writer: tx,
                 thread: Some(thread),
                 recovered,
@@ -251,6 +265,33 @@ fn split_key(k: &[u8]) -> Option<(&[u8], &[u8])> {
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::backend(e)
+}
+
+/// Why a group of batches was refused, told to each of its callers.
+#[derive(Debug, Clone)]
+enum GroupError {
+    /// The disk is full: nothing was written, and later writes may pass.
+    Full(String),
+    /// The group was refused (the store may be broken down until a restart).
+    Broken(String),
+}
+
+impl GroupError {
+    fn of_redb(e: impl Into<redb::Error>) -> GroupError {
+        match e.into() {
+            redb::Error::Io(io) if crate::space::is_full(&io) => GroupError::Full(format!(
+                "the server's disk is full ({io}): writes are refused until the operator frees space"
+            )),
+            other => GroupError::Broken(other.to_string()),
+        }
+    }
+
+    fn into_storage(self) -> StorageError {
+        match self {
+            GroupError::Full(why) => StorageError::InsufficientStorage(why),
+            GroupError::Broken(why) => StorageError::Backend(why),
+        }
+    }
 }
 
 /// The store's only writer, on its own thread.
@@ -353,7 +394,7 @@ impl Writer {
                 metrics::histogram!("cocon_store_log_seconds").record(started.elapsed().as_secs_f64());
                 metrics::histogram!("cocon_store_log_batches").record(group.len() as f64);
                 for reply in replies {
-                    let _ = reply.send(result.clone().map_err(StorageError::Backend));
+                    let _ = reply.send(result.clone().map_err(GroupError::into_storage));
                 }
                 if let (Ok(()), Some(open)) = (&result, &mut self.open) {
                     open.kept.extend(group);
@@ -386,15 +427,16 @@ impl Writer {
     /// `fdatasync` if any must be `durable`; otherwise the next durable record's covers it). The
     /// transaction commits later ([`Self::commit_open`]): readers never see a write that is not
     /// durable yet.
-    fn log_group(&mut self, group: &[Kept], durable: bool) -> std::result::Result<(), String> {
+    fn log_group(&mut self, group: &[Kept], durable: bool) -> std::result::Result<(), GroupError> {
         if let Some(why) = &self.broken {
-            return Err(why.clone());
+            return Err(GroupError::Broken(why.clone()));
         }
         let open = match &mut self.open {
             Some(open) => open,
             None => {
-                let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
-                txn.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
+                let mut txn = self.db.begin_write().map_err(GroupError::of_redb)?;
+                txn.set_durability(redb::Durability::None)
+                    .map_err(GroupError::of_redb)?;
                 self.open.insert(OpenTxn {
                     txn,
                     since: Instant::now(),
@@ -405,15 +447,27 @@ impl Writer {
         if let Err(e) = apply_all(&open.txn, group.iter().flat_map(Kept::ops)) {
             // Nothing of this group was logged; the transaction may hold part of it.
             self.reopen();
-            return Err(e.to_string());
+            return Err(GroupError::of_redb(e));
         }
+        let offset = self.wal.len();
         let appended = self
             .wal
             .append(group.iter().flat_map(Kept::ops))
             .and_then(|()| if durable { self.wal.sync() } else { Ok(()) });
         if let Err(e) = appended {
             self.reopen();
-            return Err(self.break_down(format!("the store's write-ahead log failed: {e}")));
+            if crate::space::is_full(&e) {
+                // Nothing was acknowledged: the next record goes where this one would have, and
+                // writes resume once space returns, without a restart.
+                self.wal.forget_from(offset);
+                tracing::warn!(error = %e, "the disk is full: a write was refused");
+                return Err(GroupError::Full(format!(
+                    "the server's disk is full ({e}): writes are refused until the operator frees space"
+                )));
+            }
+            return Err(GroupError::Broken(
+                self.break_down(format!("the store's write-ahead log failed: {e}")),
+            ));
         }
         self.logged += 1;
         self.vis.logged.store(self.logged, Ordering::Release);
@@ -667,12 +721,18 @@ impl Store for EmbeddedStore {
         if batch.is_empty() {
             return Ok(());
         }
+        if batch.adds_data() {
+            self.inner.space.check()?;
+        }
         self.send(|reply| WriterMsg::Batch(batch, true, reply)).await
     }
 
     async fn apply_relaxed(&self, batch: Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if batch.adds_data() {
+            self.inner.space.check()?;
         }
         self.send(|reply| WriterMsg::Batch(batch, false, reply)).await
     }

@@ -9,6 +9,9 @@ pub enum StorageError {
     NotFound(String),
     #[error("storage is shutting down")]
     Closed,
+    /// The disk is below its free-space watermark (or full): nothing was written.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -16,5 +19,18 @@ pub enum StorageError {
 impl StorageError {
     pub fn backend(err: impl std::fmt::Display) -> StorageError {
         StorageError::Backend(err.to_string())
+    }
+
+    /// The error's code at the edges: a full disk is 507 (nothing was written, and writes pass
+    /// again once space returns), a closing store 503; anything else is the server's fault.
+    pub fn error_code(&self) -> cocon_common::ErrorCode {
+        use cocon_common::ErrorCode;
+        match self {
+            StorageError::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
+            StorageError::Io(e) if crate::space::is_full(e) => ErrorCode::InsufficientStorage,
+            StorageError::Closed => ErrorCode::Unavailable,
+            StorageError::Mismatch(_) => ErrorCode::PreconditionFailed,
+            _ => ErrorCode::Internal,
+        }
     }
 }

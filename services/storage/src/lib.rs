@@ -14,6 +14,7 @@ mod embedded;
 mod error;
 mod model;
 mod scylla_store;
+pub mod space;
 pub mod testsuite;
 mod wal;
 

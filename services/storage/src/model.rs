@@ -46,6 +46,11 @@ impl Batch {
         });
     }
 
+    /// Whether the batch writes any row (a batch of deletions only frees space).
+    pub fn adds_data(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op, Op::Put { .. }))
+    }
+
     pub fn delete(&mut self, table: &'static str, partition: impl Into<Vec<u8>>, sort: impl Into<Vec<u8>>) {
         self.ops.push(Op::Delete {
             table,

@@ -244,6 +244,22 @@ impl Wal {
         Ok(())
     }
 
+    /// Forgets a record appended at `offset` that could not be made durable (the disk was
+    /// full): the next one is written in its place, and its header is cleared where possible so
+    /// a restart before that does not replay what was refused.
+    pub(crate) fn forget_from(&mut self, offset: u64) {
+        self.offset = offset;
+        let mut zeros = aligned_block(ALIGN);
+        zeros.resize(ALIGN, 0);
+        let cleared = match &self.direct {
+            Some(direct) => direct.write_all_at(&zeros, offset),
+            None => self.file.write_all_at(&zeros, offset),
+        };
+        if let Err(e) = cleared.and_then(|()| self.file.sync_data()) {
+            tracing::debug!(error = %e, "cannot clear a refused write-ahead log record");
+        }
+    }
+
     /// Makes every appended record durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()

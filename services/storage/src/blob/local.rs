@@ -30,6 +30,8 @@ pub struct LocalBlobs {
 }
 
 struct Dirs {
+    /// The free-space watermark of the directory's filesystem.
+    space: crate::space::FreeSpace,
     objects: PathBuf,
     tmp: PathBuf,
     /// New blobs' blocks are written past the page cache (see `direct`), until the filesystem
@@ -79,11 +81,25 @@ impl LocalBlobs {
         ensure_dir(&tmp)?;
         Ok(LocalBlobs {
             inner: Arc::new(Dirs {
+                space: crate::space::FreeSpace::new(root, 0),
                 objects,
                 tmp,
                 direct: Arc::new(AtomicBool::new(true)),
             }),
         })
+    }
+
+    /// Refuses new contents while less than `bytes` are free on the directory's filesystem
+    /// (0: no watermark), so a full disk never fails the metadata's commit halfway.
+    pub fn min_free(self, bytes: u64) -> LocalBlobs {
+        let root = self.inner.objects.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let dirs = Dirs {
+            space: crate::space::FreeSpace::new(&root, bytes),
+            objects: self.inner.objects.clone(),
+            tmp: self.inner.tmp.clone(),
+            direct: self.inner.direct.clone(),
+        };
+        LocalBlobs { inner: Arc::new(dirs) }
     }
 
     /// Whether new blobs' full blocks are written past the page cache (`O_DIRECT`, the default
@@ -132,6 +148,7 @@ fn publish(tmp: &Path, dest: &Path) -> std::io::Result<()> {
 #[async_trait]
 impl BlobStore for LocalBlobs {
     async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>> {
+        self.inner.space.check()?;
         let dest = self.path(key)?;
         let tmp = self.tmp_path();
         let path = tmp.clone();
@@ -195,6 +212,7 @@ impl BlobStore for LocalBlobs {
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.inner.space.check()?;
         let src = self.path(from)?;
         let dest = self.path(to)?;
         let tmp = self.tmp_path();
