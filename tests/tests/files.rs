@@ -1207,3 +1207,71 @@ async fn test_every_drive_route_needs_credentials_but_the_public_ones() {
         .unwrap();
     assert_eq!(options.status(), 204, "TUS's description of the server is public");
 }
+
+/// Blobs nothing references (a crash between a blob's publication and its commit, a failed
+/// delete) are swept once older than the grace period; referenced contents, versions and young
+/// blobs stay.
+#[tokio::test]
+async fn test_orphaned_blobs_are_swept_after_their_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_FILES__ORPHAN_SWEEP_SECS", "1")
+        .env("COCON_FILES__ORPHAN_GRACE_SECS", "3600")
+        .env("COCON_FILES__MIN_VERSION_DELAY_SECS", "0")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let instance = cocon.instance_id("alice.test").await.unwrap();
+    let file = id(&upload(&api, ROOT, "kept.txt", b"version one").await);
+    let replaced = Api::reply(
+        api.request(Method::PUT, &format!("/files/{file}"))
+            .body(b"version two".to_vec()),
+    )
+    .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    let blobs = dir.path().join("blobs").join("objects");
+    let before = blob_files(dir.path());
+
+    // Left behind by crashes: one old, one from a moment ago, and another instance's.
+    let plant = |rel: &str, age: std::time::Duration| {
+        let path = blobs.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"orphan").unwrap();
+        let when = std::time::SystemTime::now() - age;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        path
+    };
+    let day = std::time::Duration::from_secs(86_400);
+    let old = plant(&format!("{instance}/ab/abandoned"), day);
+    let old_thumb = plant(&format!("{instance}/thumbs/gone/small"), day);
+    let gone_instance = plant("0123456789abcdef/cd/left", day);
+    let young = plant(&format!("{instance}/ef/in-flight"), std::time::Duration::ZERO);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while old.exists() || old_thumb.exists() || gone_instance.exists() {
+        assert!(std::time::Instant::now() < deadline, "the orphans were never swept");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(young.exists(), "a blob within its grace period stays");
+    assert_eq!(blob_files(dir.path()), before + 1, "the content and its version stay");
+    let down = api
+        .request(Method::GET, &format!("/files/download/{file}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.bytes().await.unwrap().as_ref(), b"version two");
+    let (_, metrics) = cocon.admin(Method::GET, "/metrics", &[]).await.unwrap();
+    let removed = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("cocon_files_orphans_removed_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(removed, Some(3.0));
+}

@@ -11,6 +11,7 @@ mod node;
 mod purge;
 mod resumable;
 mod service;
+mod sweep;
 mod tables;
 mod thumbnails;
 mod tree;

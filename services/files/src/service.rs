@@ -46,6 +46,10 @@ pub struct Config {
     pub link_ttl_secs: u64,
     /// Longest a `_changes?feed=longpoll` request waits, in milliseconds.
     pub max_longpoll_ms: u64,
+    /// How often the blob store is swept for blobs nothing references (seconds; 0: never).
+    pub orphan_sweep_secs: u64,
+    /// A blob younger than this (seconds) is never swept: it may be on its way to a commit.
+    pub orphan_grace_secs: u64,
     /// Long polls one instance may hold at once (more get 503 with `Retry-After`).
     pub max_longpolls_per_instance: usize,
     /// Long polls this process holds at once, all instances together.
@@ -65,6 +69,8 @@ impl Default for Config {
             upload_expiry_secs: 24 * 3600,
             link_ttl_secs: 3600,
             max_longpoll_ms: 60_000,
+            orphan_sweep_secs: 6 * 3600,
+            orphan_grace_secs: 6 * 3600,
             max_longpolls_per_instance: 100,
             max_longpolls: 10_000,
         }
@@ -159,6 +165,7 @@ impl FilesService {
         });
         let thumbnails = tokio::spawn(self.thumbnails_consumer(shutdown.clone()));
         let shutdown_sweep = shutdown.clone();
+        let shutdown_orphans = shutdown.clone();
         let svc = self.clone();
         let quota_spec = cocon_events::ConsumerSpec {
             stream: cocon_events::streams::AUTH.into(),
@@ -204,12 +211,28 @@ impl FilesService {
             }
         });
         let svc = self.clone();
+        let orphans = tokio::spawn(async move {
+            let every = svc.inner.config.orphan_sweep_secs;
+            if every == 0 {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
+                    _ = shutdown_orphans.wait() => return,
+                }
+                if let Err(err) = svc.sweep_orphans().await {
+                    tracing::warn!(error = %err, "cannot sweep orphaned blobs; trying again later");
+                }
+            }
+        });
+        let svc = self.clone();
         let resumed = tokio::spawn(async move {
             if let Err(err) = svc.resume_tasks().await {
                 tracing::warn!(error = %err, "cannot resume the background tasks left by the last run");
             }
         });
-        vec![relay, consumer, quotas, sweeper, resumed, thumbnails]
+        vec![relay, consumer, quotas, sweeper, orphans, resumed, thumbnails]
     }
 
     /// Erases every file, blob and event of an instance. Idempotent.

@@ -18,7 +18,7 @@ pub mod space;
 pub mod testsuite;
 mod wal;
 
-pub use blob::{BlobStore, BlobWriter, ByteStream, LocalBlobs, S3Blobs, S3Config, Written};
+pub use blob::{BlobEntry, BlobStore, BlobWriter, ByteStream, LocalBlobs, S3Blobs, S3Config, Written};
 pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore};
 pub use error::StorageError;
 pub use model::{Batch, Op, Row, ScanRange, TableRow, prefix_end};

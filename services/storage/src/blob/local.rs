@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::direct::BlockFile;
-use super::{BlobStore, BlobWriter, ByteStream, Written, check_key};
+use super::{BlobEntry, BlobStore, BlobWriter, ByteStream, Written, check_key, check_prefix};
 use crate::aligned::aligned_block;
 use crate::{Result, StorageError};
 
@@ -154,6 +154,65 @@ impl BlobStore for LocalBlobs {
         let path = tmp.clone();
         let file = blocking(move || File::create_new(&path)).await?;
         Ok(Box::new(LocalWriter::new(file, tmp, dest, self.inner.direct.clone())))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<futures::stream::BoxStream<'static, Result<BlobEntry>>> {
+        check_prefix(prefix)?;
+        let objects = self.inner.objects.clone();
+        let start = objects.join(prefix);
+        // The walk runs on the blocking pool and hands entries over as it finds them, so a
+        // large store is listed in bounded memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<BlobEntry>>(256);
+        tokio::task::spawn_blocking(move || {
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e.into()));
+                        return;
+                    }
+                };
+                for entry in entries {
+                    let found = entry.and_then(|entry| {
+                        let meta = entry.metadata()?;
+                        Ok((entry.path(), meta))
+                    });
+                    let (path, meta) = match found {
+                        Ok(found) => found,
+                        // Removed while listed.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    if meta.is_dir() {
+                        dirs.push(path);
+                        continue;
+                    }
+                    let Some(key) = path
+                        .strip_prefix(&objects)
+                        .ok()
+                        .and_then(|rel| rel.to_str())
+                        .map(|rel| rel.replace(std::path::MAIN_SEPARATOR, "/"))
+                    else {
+                        continue;
+                    };
+                    let blob = BlobEntry {
+                        key,
+                        size: meta.len(),
+                        modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    };
+                    if tx.blocking_send(Ok(blob)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(futures::StreamExt::boxed(stream))
     }
 
     async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {

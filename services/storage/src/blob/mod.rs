@@ -50,6 +50,32 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Copies a blob to a new key, durably.
     async fn copy(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Every blob whose key starts with `prefix` (`""`, or whole key segments ending with `/`),
+    /// in no particular order, with its size and when it was written: what a sweeper compares
+    /// with the blobs the metadata references.
+    async fn list(&self, prefix: &str) -> Result<BoxStream<'static, Result<BlobEntry>>>;
+}
+
+/// One stored blob, as [`BlobStore::list`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub key: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
+/// A listing prefix: empty, or segments that could start a key, ending with `/`.
+pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    match prefix.strip_suffix('/') {
+        Some(segments) => check_key(segments),
+        None => Err(StorageError::Backend(format!(
+            "a listing prefix ends with '/': {prefix:?}"
+        ))),
+    }
 }
 
 /// What [`BlobWriter::finish`] stored.

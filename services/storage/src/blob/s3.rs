@@ -34,12 +34,12 @@ use minio::s3::http::BaseUrl;
 use minio::s3::response_traits::HasEtagFromHeaders;
 use minio::s3::segmented_bytes::SegmentedBytes;
 use minio::s3::types::minio_error_response::MinioErrorCode;
-use minio::s3::types::{BucketName, ObjectKey, PartInfo, Region, S3Api, UploadId};
+use minio::s3::types::{BucketName, ObjectKey, PartInfo, Region, S3Api, ToStream, UploadId};
 use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde::Deserialize;
 
-use super::{BlobStore, BlobWriter, ByteStream, SizedWriter, Written, check_key, size_error};
+use super::{BlobEntry, BlobStore, BlobWriter, ByteStream, SizedWriter, Written, check_key, check_prefix, size_error};
 use crate::{Result, StorageError};
 
 /// The first parts of a multipart upload; every 2,000 parts the size doubles, so S3's limit of
@@ -319,6 +319,41 @@ impl BlobStore for S3Blobs {
 
     async fn delete(&self, key: &str) -> Result<()> {
         delete(&self.inner, Self::object(key)?).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<futures::stream::BoxStream<'static, Result<BlobEntry>>> {
+        check_prefix(prefix)?;
+        let listing = self
+            .inner
+            .client
+            .list_objects(self.inner.bucket.clone())
+            .map_err(backend)?
+            .prefix((!prefix.is_empty()).then(|| prefix.to_string()))
+            .recursive(true)
+            .build()
+            .to_stream()
+            .await;
+        let entries = listing
+            .map(|page| {
+                let page = page.map_err(backend)?;
+                Ok::<_, StorageError>(futures::stream::iter(
+                    page.contents
+                        .into_iter()
+                        .filter(|e| !e.is_prefix && !e.is_delete_marker)
+                        .map(|e| {
+                            Ok(BlobEntry {
+                                size: e.size.unwrap_or(0),
+                                modified: e
+                                    .last_modified
+                                    .map(std::time::SystemTime::from)
+                                    .unwrap_or(std::time::UNIX_EPOCH),
+                                key: e.name,
+                            })
+                        }),
+                ))
+            })
+            .try_flatten();
+        Ok(entries.boxed())
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {

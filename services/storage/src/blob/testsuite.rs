@@ -19,6 +19,7 @@ pub async fn run_all(blobs: &dyn BlobStore, prefix: &str) {
     copy(blobs, prefix).await;
     large_blob_in_many_chunks(blobs, prefix).await;
     sized_blobs(blobs, prefix).await;
+    listing(blobs, prefix).await;
     bad_keys(blobs).await;
 }
 
@@ -276,6 +277,57 @@ async fn sized_blobs(blobs: &dyn BlobStore, prefix: &str) {
         );
         blobs.delete(&key).await.unwrap();
     }
+}
+
+async fn listing(blobs: &dyn BlobStore, prefix: &str) {
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    for (key, data) in [
+        ("l/x/one", &b"1"[..]),
+        ("l/x/two", b"22"),
+        ("l/y/three", b"333"),
+        ("m/four", b"4444"),
+    ] {
+        put(blobs, &format!("{prefix}/{key}"), &[data]).await;
+    }
+    let list = |p: String| async move {
+        let mut found: Vec<(String, u64)> = blobs
+            .list(&p)
+            .await
+            .unwrap_or_else(|e| panic!("list {p}: {e}"))
+            .map_ok(|e| {
+                assert!(e.modified > before, "{} has its write time: {:?}", e.key, e.modified);
+                (e.key, e.size)
+            })
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("list {p}: {e}"));
+        found.sort();
+        found
+    };
+    let under_l = list(format!("{prefix}/l/")).await;
+    assert_eq!(
+        under_l,
+        [
+            (format!("{prefix}/l/x/one"), 1),
+            (format!("{prefix}/l/x/two"), 2),
+            (format!("{prefix}/l/y/three"), 3)
+        ],
+        "every blob under the prefix, at any depth, and nothing else"
+    );
+    assert_eq!(list(format!("{prefix}/m/")).await.len(), 1);
+    assert!(list(format!("{prefix}/nothing-here/")).await.is_empty());
+    let everything = list(String::new()).await;
+    assert!(
+        everything.iter().any(|(k, _)| k == &format!("{prefix}/m/four")),
+        "{everything:?}"
+    );
+    for bad in ["../", "a", "/abs/"] {
+        assert!(blobs.list(bad).await.is_err(), "list {bad:?} is refused");
+    }
+    for key in ["l/x/one", "l/x/two", "l/y/three", "m/four"] {
+        blobs.delete(&format!("{prefix}/{key}")).await.unwrap();
+    }
+    assert!(list(format!("{prefix}/l/")).await.is_empty());
 }
 
 async fn bad_keys(blobs: &dyn BlobStore) {
