@@ -1275,3 +1275,39 @@ async fn test_orphaned_blobs_are_swept_after_their_grace() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
     assert_eq!(removed, Some(3.0));
 }
+
+/// Names are compared as people see them (Unicode NFC): `café` typed precomposed or with a
+/// combining accent is one name; control characters and `\` are refused.
+#[tokio::test]
+async fn test_names_compare_in_nfc_and_refuse_control_characters() {
+    let (_dir, _cocon, api) = setup().await;
+    let composed = "caf\u{e9}.txt";
+    let decomposed = "cafe\u{301}.txt";
+    let first = upload(&api, ROOT, composed, b"one").await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let second = upload(&api, ROOT, decomposed, b"two").await;
+    assert_eq!(second.status, 409, "the same name in another form: {}", second.text);
+    let path: String = url::form_urlencoded::byte_serialize(format!("/{decomposed}").as_bytes()).collect();
+    let found = api.get(&format!("/files/metadata?Path={path}")).await;
+    assert_eq!(found.status, 200, "{}", found.text);
+    assert_eq!(attr(&found, "name"), composed, "the name stays as it was given");
+    let dir = mkdir(&api, ROOT, "Cafe\u{301}").await;
+    assert_eq!(dir.status, 201);
+    assert_eq!(mkdir(&api, ROOT, "Caf\u{e9}").await.status, 409);
+    for bad in ["tab\there.txt", "line\nbreak.txt", "back\\slash.txt", "del\u{7f}.txt"] {
+        let refused = upload(&api, ROOT, bad, b"x").await;
+        assert_eq!(refused.status, 400, "{bad:?}: {}", refused.text);
+    }
+    let renamed = api
+        .send(
+            Method::PATCH,
+            &format!("/files/{}", id(&first)),
+            Some(
+                json!({"data": {"attributes": {"name": "bell\u{7}.txt"}}})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(renamed.status, 400, "{}", renamed.text);
+}

@@ -152,6 +152,9 @@ async fn test_archives_stream_a_valid_zip_of_files_and_trees() {
     upload(&api, &photos, "cover.jpg", b"jpeg bytes").await;
     upload(&api, &trip, "day 1.jpg", &big).await;
     upload(&api, &trip, "été.txt", b"accents survive").await;
+    // Names Windows extractors would refuse or misread.
+    upload(&api, &trip, "a:b?.txt", b"a stream on NTFS").await;
+    upload(&api, &trip, "CON", b"a device on Windows").await;
     let notes = mkdir(&api, ROOT, "Notes").await;
     let todo = upload(&api, &notes, "todo.md", b"- write tests").await;
 
@@ -203,6 +206,8 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         ("Photos/Trip/", empty.clone()),
         ("Photos/Trip/day 1.jpg", md5_hex(&big)),
         ("Photos/Trip/été.txt", md5_hex(b"accents survive")),
+        ("Photos/Trip/a_b_.txt", md5_hex(b"a stream on NTFS")),
+        ("Photos/Trip/_CON", md5_hex(b"a device on Windows")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

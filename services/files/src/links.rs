@@ -63,6 +63,56 @@ fn archive_name(given: &str) -> String {
     }
 }
 
+/// A name as one segment of a zip entry's path that every extractor, Windows' included, takes
+/// as it is: no separator (`\` is one there, so `..\x` would escape), none of `<>:"|?*` (`:`
+/// opens an NTFS stream), no control character, no trailing dot or space, no device name
+/// (`CON`, `nul.txt`, `COM1`…). What a file is called on Cocon is unchanged.
+fn zip_segment(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*' | '\\' | '/') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let kept = out.trim_end_matches(['.', ' ']).len();
+    out.truncate(kept);
+    if out.is_empty() {
+        return "_".into();
+    }
+    let stem = out
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_ascii_uppercase();
+    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem[3..].chars().all(|c| c.is_ascii_digit() && c != '0'))
+        || ["COM¹", "COM²", "COM³", "LPT¹", "LPT²", "LPT³"].contains(&stem.as_str());
+    if device {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// `name` made unique among `taken`: the later of two names that look the same in a zip gets
+/// a number.
+fn unique_segment(taken: &mut std::collections::HashSet<String>, name: &str) -> String {
+    let base = zip_segment(name);
+    let mut segment = base.clone();
+    let mut n = 2;
+    while !taken.insert(segment.to_lowercase()) {
+        segment = format!("{base} ({n})");
+        n += 1;
+    }
+    segment
+}
+
 /// A zip entry's modification time from a node's RFC 3339 `updated_at`.
 fn zip_date(rfc3339: &str) -> async_zip::ZipDateTime {
     let num = |range: std::ops::Range<usize>| rfc3339.get(range).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
@@ -254,16 +304,8 @@ impl FilesService {
         for id in ids {
             let node = self.must_node(instance, id).await?;
             // Two roots of the same name would collide: the later one gets a number.
-            let mut name = if node.id == ROOT_ID {
-                "files".to_string()
-            } else {
-                node.name.clone()
-            };
-            let mut n = 2;
-            while !taken.insert(name.clone()) {
-                name = format!("{} ({n})", node.name);
-                n += 1;
-            }
+            // Two roots of the same name would collide: the later one gets a number.
+            let name = unique_segment(&mut taken, if node.id == ROOT_ID { "files" } else { &node.name });
             if !node.is_dir() {
                 self.zip_file(&mut zip, &name, &node).await?;
                 continue;
@@ -274,6 +316,7 @@ impl FilesService {
                     .last_modification_date(zip_date(&dir.updated_at));
                 zip.write_entry_whole(entry, &[]).await.map_err(zip_error)?;
                 let mut after = String::new();
+                let mut in_dir = std::collections::HashSet::new();
                 loop {
                     let page = self.children(instance, &dir.id, &after, 1000).await?;
                     let Some(last) = page.last() else { break };
@@ -282,7 +325,7 @@ impl FilesService {
                         if child.id == TRASH_ID {
                             continue;
                         }
-                        let child_path = format!("{path}/{}", child.name);
+                        let child_path = format!("{path}/{}", unique_segment(&mut in_dir, &child.name));
                         if child.is_dir() {
                             dirs.push((child, child_path));
                         } else {
@@ -350,6 +393,34 @@ fn zip_error(err: async_zip::error::ZipError) -> FilesError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_zip_entries_are_safe_for_windows_extractors() {
+        for (name, segment) in [
+            ("notes.txt", "notes.txt"),
+            ("été", "été"),
+            ("a:b", "a_b"),
+            ("..\\..\\evil", ".._.._evil"),
+            ("what?*<>|\"", "what______"),
+            ("trailing. ", "trailing"),
+            ("...", "_"),
+            ("CON", "_CON"),
+            ("nul.txt", "_nul.txt"),
+            ("com1.log", "_com1.log"),
+            ("COM0", "COM0"),
+            ("console", "console"),
+            ("tab\there", "tab_here"),
+        ] {
+            assert_eq!(zip_segment(name), segment, "{name:?}");
+        }
+        let mut taken = std::collections::HashSet::new();
+        assert_eq!(unique_segment(&mut taken, "a:b"), "a_b");
+        assert_eq!(
+            unique_segment(&mut taken, "A_B"),
+            "A_B (2)",
+            "Windows compares without case"
+        );
+    }
 
     #[test]
     fn test_archive_names_end_in_zip_and_stay_one_segment() {

@@ -215,8 +215,10 @@ pub fn check_name(name: &str) -> Result<(), FilesError> {
         Some("a name cannot be . or ..")
     } else if name.contains('/') {
         Some("a name cannot contain /")
-    } else if name.contains('\0') {
-        Some("a name cannot contain NUL")
+    } else if name.contains('\\') {
+        Some("a name cannot contain \\")
+    } else if name.chars().any(char::is_control) {
+        Some("a name cannot contain control characters")
     } else if name.len() > 255 {
         Some("a name is at most 255 bytes")
     } else if name.trim() != name && name.trim().is_empty() {
@@ -276,7 +278,20 @@ mod tests {
         for good in ["a", "notes.md", "with space", "été", ".hidden", "..."] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "a/b", "/", "a\0b", &"x".repeat(256), "   "] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/",
+            "a\0b",
+            &"x".repeat(256),
+            "   ",
+            "a\\b",
+            "a\nb",
+            "\u{7f}",
+            "a\u{85}b",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -48,7 +48,10 @@ pub fn referenced_prefix(doctype: &str, id: &str) -> Vec<u8> {
     key
 }
 
+/// A child's row in its directory. The name is compared in Unicode NFC: `é` typed as one code
+/// point or as `e` and a combining accent (what macOS sends) is one name, not two files.
 pub fn child_key(dir_id: &str, name: &str) -> Vec<u8> {
+    let name = icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(name);
     let mut key = Vec::with_capacity(dir_id.len() + 1 + name.len());
     key.extend_from_slice(dir_id.as_bytes());
     key.push(0);
