@@ -271,6 +271,17 @@ impl Caller {
         &self.rules
     }
 
+    /// Who the caller's rights come from, for the secrets it is handed (thumbnail links): a
+    /// sharing link's set, an OAuth client or a CLI token; empty for the person's session.
+    pub fn grantor(&self) -> String {
+        match self.kind {
+            Kind::Share => format!("p-{}", self.permission_id),
+            Kind::Oauth => format!("c-{}", self.client),
+            Kind::Cli if !self.token_id.is_empty() => format!("t-{}", self.token_id),
+            Kind::Cli | Kind::Person => String::new(),
+        }
+    }
+
     /// What the caller's rules grant for `method` on `access`.
     pub fn grant(&self, method: &Method, access: &Access<'_>) -> Grant {
         scope::grant(&self.rules, verb_of(method), access.doctype, access.id)

@@ -72,6 +72,7 @@ service_client!(
         delete_permission(PermissionRequest) -> DeletePermissionResponse;
         list_shared_by_link(ListSharedByLinkRequest) -> ListPermissionsResponse;
         unlock_share(UnlockShareRequest) -> UnlockShareResponse;
+        check_grantor(CheckGrantorRequest) -> CheckGrantorResponse;
     }
 );
 

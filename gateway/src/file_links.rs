@@ -11,13 +11,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use cocon_proto::auth::v1 as auth_pb;
 use cocon_proto::files::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::files::{Result, bad_request, content_body, head_of, node_caller, scope, serve_download};
 use crate::served::disposition;
-use crate::{State, jsonapi};
+use crate::{ApiError, State, jsonapi};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -193,6 +194,28 @@ async fn thumbnail(
     headers: HeaderMap,
     Path((id, secret, format)): Path<(String, String, String)>,
 ) -> Result<Response> {
+    // A link handed to a sharing link, an app or a CLI token ends with their rights.
+    if let Some(grantor) = cocon_common::bound::grantor_of(&secret) {
+        let alive = state
+            .clients
+            .auth
+            .clone()
+            .check_grantor(auth_pb::CheckGrantorRequest {
+                domain: crate::access::host(&headers)?,
+                grantor: grantor.to_string(),
+            })
+            .await?
+            .into_inner()
+            .alive;
+        if !alive {
+            return Err(ApiError::new(
+                cocon_common::ErrorCode::NotFound,
+                "not_found",
+                "no such thumbnail: the link that showed it was revoked or expired",
+            )
+            .into());
+        }
+    }
     let mut stream = state
         .clients
         .files

@@ -182,7 +182,7 @@ fn file_request(caller: &FilesCaller, id: String, headers: &HeaderMap) -> pb::Fi
 
 /// A file as a JSON-API resource object; its earlier contents, if any, as
 /// `io.cozy.files.versions` resources.
-fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
+fn resource_and_versions(file: &[u8], grantor: &str) -> Result<(Value, Vec<Value>)> {
     let mut attrs: Map<String, Value> = serde_json::from_slice(file).map_err(|e| {
         FilesApiError(
             ApiError::new(
@@ -222,7 +222,9 @@ fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
     let thumbnails = attrs.remove("_thumbnails_secret");
     let mut object = resource_object(attrs);
     if let Some(secret) = thumbnails.as_ref().and_then(Value::as_str) {
-        // cozy-stack's thumbnail links: usable in an <img> without a token.
+        // cozy-stack's thumbnail links: usable in an <img> without a token, and bound to the
+        // grantor of the caller's rights, so they end when those rights do.
+        let secret = cocon_common::bound::bind(secret, grantor);
         for format in ["tiny", "small", "medium", "large"] {
             object["links"][format] = Value::String(format!("/files/{file_id}/thumbnails/{secret}/{format}"));
         }
@@ -241,8 +243,8 @@ fn resource_and_versions(file: &[u8]) -> Result<(Value, Vec<Value>)> {
 }
 
 /// A file as a JSON-API resource object.
-pub(crate) fn resource(file: &[u8]) -> Result<Value> {
-    Ok(resource_and_versions(file)?.0)
+pub(crate) fn resource(file: &[u8], grantor: &str) -> Result<Value> {
+    Ok(resource_and_versions(file, grantor)?.0)
 }
 
 fn resource_object(mut attrs: Map<String, Value>) -> Value {
@@ -269,20 +271,21 @@ fn resource_object(mut attrs: Map<String, Value>) -> Value {
     object
 }
 
-fn one(status: StatusCode, answer: &pb::FileAnswer) -> Result<Response> {
-    let mut response = jsonapi::one(resource(&answer.file)?);
+fn one(status: StatusCode, answer: &pb::FileAnswer, caller: &Caller) -> Result<Response> {
+    let mut response = jsonapi::one(resource(&answer.file, &caller.grantor())?);
     *response.status_mut() = status;
     Ok(response)
 }
 
 /// A directory with a page of its children, as cozy-stack gives it: the children as
 /// `relationships.contents` and in `included`, `links.next` when there are more.
-fn directory(answer: &pb::FileAnswer, self_link: &str) -> Result<Response> {
-    let (mut data, versions) = resource_and_versions(&answer.file)?;
+fn directory(answer: &pb::FileAnswer, self_link: &str, caller: &Caller) -> Result<Response> {
+    let grantor = caller.grantor();
+    let (mut data, versions) = resource_and_versions(&answer.file, &grantor)?;
     let mut included = answer
         .children
         .iter()
-        .map(|c| resource(c))
+        .map(|c| resource(c, &grantor))
         .collect::<Result<Vec<_>>>()?;
     if data["attributes"]["type"] == "directory" {
         let refs: Vec<Value> = included
@@ -344,7 +347,7 @@ async fn get_file(
     if limit > 0 {
         self_link.push_str(&format!("page[limit]={limit}&"));
     }
-    directory(&answer, &self_link)
+    directory(&answer, &self_link, &caller)
 }
 
 async fn get_by_id(
@@ -396,7 +399,7 @@ async fn list_trash(
     let data = answer
         .children
         .iter()
-        .map(|c| resource(c))
+        .map(|c| resource(c, &caller.grantor()))
         .collect::<Result<Vec<_>>>()?;
     let mut body = json!({"data": data, "meta": {"count": answer.children_count}});
     if !answer.next_cursor.is_empty() {
@@ -476,7 +479,7 @@ async fn create(
                 })
                 .await?
                 .into_inner();
-            one(StatusCode::CREATED, &answer)
+            one(StatusCode::CREATED, &answer, &caller)
         }
         Some("file") => {
             let header = pb::UploadHeader {
@@ -494,7 +497,7 @@ async fn create(
                 updated_at: params.get("UpdatedAt").cloned().unwrap_or_default(),
             };
             let answer = upload(&state, header, body).await.map_err(closing)?;
-            one(StatusCode::CREATED, &answer)
+            one(StatusCode::CREATED, &answer, &caller)
         }
         Some(other) => Err(bad_request(format!("Type must be directory or file, not {other:?}"))),
         None => Err(bad_request(
@@ -529,7 +532,7 @@ async fn overwrite(
         updated_at: params.get("UpdatedAt").cloned().unwrap_or_default(),
     };
     let answer = upload(&state, header, body).await.map_err(closing)?;
-    one(StatusCode::OK, &answer)
+    one(StatusCode::OK, &answer, &caller)
 }
 
 /// The size the client announced: `Content-Length`, else cozy-stack's `Size` parameter.
@@ -621,7 +624,7 @@ async fn patch(
         })
         .await?
         .into_inner();
-    one(StatusCode::OK, &answer)
+    one(StatusCode::OK, &answer, &caller)
 }
 
 async fn trash(
@@ -638,7 +641,7 @@ async fn trash(
         .trash_file(file_request(&caller, id, &headers))
         .await?
         .into_inner();
-    one(StatusCode::OK, &answer)
+    one(StatusCode::OK, &answer, &caller)
 }
 
 async fn restore(
@@ -655,7 +658,7 @@ async fn restore(
         .restore_file(file_request(&caller, id, &headers))
         .await?
         .into_inner();
-    one(StatusCode::OK, &answer)
+    one(StatusCode::OK, &answer, &caller)
 }
 
 /// `POST /files/_find`: a Mango query on the drive (a listing: it needs the whole doctype).
@@ -673,7 +676,12 @@ async fn find(AxState(state): AxState<State>, headers: HeaderMap, body: Body) ->
         })
         .await?
         .into_inner();
-    let data = answer.files.iter().map(|f| resource(f)).collect::<Result<Vec<_>>>()?;
+    let grantor = caller.grantor();
+    let data = answer
+        .files
+        .iter()
+        .map(|f| resource(f, &grantor))
+        .collect::<Result<Vec<_>>>()?;
     let mut out = json!({"data": data, "meta": {"count": data.len()}});
     if !answer.bookmark.is_empty() {
         out["bookmark"] = Value::String(answer.bookmark);
@@ -734,7 +742,7 @@ async fn copy(
         })
         .await?
         .into_inner();
-    one(StatusCode::CREATED, &answer)
+    one(StatusCode::CREATED, &answer, &caller)
 }
 
 async fn add_references(
@@ -791,7 +799,7 @@ async fn references(
         })
         .await?
         .into_inner();
-    let file = resource(&answer.file)?;
+    let file = resource(&answer.file, &caller.grantor())?;
     let data = file["relationships"]["referenced_by"]["data"].clone();
     let data = if data.is_null() { json!([]) } else { data };
     let count = data.as_array().map_or(0, Vec::len);
@@ -867,7 +875,7 @@ async fn revert(
         })
         .await?
         .into_inner();
-    one(StatusCode::OK, &answer)
+    one(StatusCode::OK, &answer, &caller)
 }
 
 async fn delete_version(

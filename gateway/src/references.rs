@@ -69,7 +69,7 @@ async fn list(
     let files = answer
         .children
         .iter()
-        .map(|f| resource(f))
+        .map(|f| resource(f, &caller.grantor()))
         .collect::<Result<Vec<Value>>>()?;
     let data: Vec<Value> = files
         .iter()

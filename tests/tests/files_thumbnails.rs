@@ -147,3 +147,84 @@ async fn test_what_is_not_a_readable_image_gets_no_thumbnails() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A thumbnail link ends with the rights of whoever was shown it (a sharing link deleted, a
+/// token revoked) and while its file is in the trash.
+#[tokio::test]
+async fn test_thumbnail_links_end_with_their_grantor_and_the_trash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let folder = Api::reply(api.request(Method::POST, "/files/?Type=directory&Name=Shared")).await;
+    let folder_id = folder.body["data"]["id"].as_str().unwrap().to_string();
+    let photo = Api::reply(
+        api.request(Method::POST, &format!("/files/{folder_id}?Type=file&Name=p.png"))
+            .body(png(320, 240)),
+    )
+    .await;
+    assert_eq!(photo.status, 201, "{}", photo.text);
+    let id = photo.body["data"]["id"].as_str().unwrap().to_string();
+    let owners = links(&photo)["tiny"].as_str().unwrap().to_string();
+    made(&cocon, &owners).await;
+
+    // Shared by link: the code holder is shown links bound to the link's permission set.
+    let set = api
+        .post(
+            "/permissions?codes=friend",
+            &serde_json::json!({"data": {"type": "io.cozy.permissions", "attributes": {"permissions":
+                {"album": {"type": "io.cozy.files", "verbs": ["GET"], "values": [folder_id]}}}}}),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text);
+    let set_id = set.body["data"]["id"].as_str().unwrap().to_string();
+    let code = set.body["data"]["attributes"]["codes"]["friend"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let friend = api.with_token(Some(&code));
+    let seen = friend.get(&format!("/files/{id}")).await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    let shared = links(&seen)["tiny"].as_str().unwrap().to_string();
+    assert_ne!(shared, owners);
+    assert!(shared.contains(&format!("/p-{set_id}.")), "{shared}");
+    assert_eq!(fetch(&cocon, &shared).await.status(), 200);
+    // A forged grantor, or the base secret recovered from it, does not open.
+    let forged = shared.replace(&format!("p-{set_id}"), "p-0000");
+    assert_eq!(fetch(&cocon, &forged).await.status(), 404);
+
+    // The link is deleted: its thumbnails go with it; the owner's stay.
+    assert_eq!(api.delete(&format!("/permissions/{set_id}")).await.status, 204);
+    assert_eq!(fetch(&cocon, &shared).await.status(), 404);
+    assert_eq!(fetch(&cocon, &owners).await.status(), 200);
+
+    // A revoked CLI token's links end too.
+    let (status, issued) = cocon
+        .admin(
+            Method::POST,
+            "/instances/token",
+            &[("Domain", "alice.test"), ("Scope", "io.cozy.files:GET")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let reader = api.with_token(issued["token"].as_str());
+    let readers = links(&reader.get(&format!("/files/{id}")).await)["tiny"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(fetch(&cocon, &readers).await.status(), 200);
+    let token_id = issued["id"].as_str().unwrap();
+    let (status, _) = cocon
+        .admin(Method::DELETE, &format!("/instances/alice.test/tokens/{token_id}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(fetch(&cocon, &readers).await.status(), 404);
+
+    // In the trash, no thumbnail; restored, it is back.
+    assert_eq!(api.delete(&format!("/files/{folder_id}")).await.status, 200);
+    assert_eq!(fetch(&cocon, &owners).await.status(), 404);
+    let restored = Api::reply(api.request(Method::POST, &format!("/files/trash/{folder_id}"))).await;
+    assert_eq!(restored.status, 200, "{}", restored.text);
+    assert_eq!(fetch(&cocon, &owners).await.status(), 200);
+}

@@ -56,6 +56,15 @@ impl pb::auth_service_server::AuthService for AuthService {
         Ok(Response::new(pb::IssueTokenResponse { token, expires_at, id }))
     }
 
+    async fn check_grantor(
+        &self,
+        req: Request<pb::CheckGrantorRequest>,
+    ) -> Result<Response<pb::CheckGrantorResponse>, Status> {
+        let req = req.into_inner();
+        let alive = self.grantor_alive(&req.domain, &req.grantor).await?;
+        Ok(Response::new(pb::CheckGrantorResponse { alive }))
+    }
+
     async fn list_cli_tokens(
         &self,
         req: Request<pb::ListCliTokensRequest>,

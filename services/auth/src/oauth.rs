@@ -137,7 +137,7 @@ fn check_scope(scope: &str) -> Result<String, AuthError> {
 }
 
 impl AuthService {
-    async fn client(&self, instance: &str, client_id: &str) -> Result<Option<ClientRecord>, AuthError> {
+    pub(crate) async fn client(&self, instance: &str, client_id: &str) -> Result<Option<ClientRecord>, AuthError> {
         self.row(CLIENTS, instance, client_id).await
     }
 

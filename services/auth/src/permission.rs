@@ -526,6 +526,26 @@ impl AuthService {
             .collect()
     }
 
+    /// Whether a grantor that a secret was bound to still holds its rights (see
+    /// `cocon_common::bound`): a set that exists and has not expired, a registered client, a
+    /// CLI token neither revoked nor expired.
+    pub async fn grantor_alive(&self, domain: &str, grantor: &str) -> Result<bool, AuthError> {
+        let record = self.lookup(domain).await?;
+        let now = now_secs();
+        Ok(match grantor.split_once('-') {
+            Some(("p", id)) => self
+                .row::<PermissionRecord>(PERMISSIONS, &record.id, id)
+                .await?
+                .is_some_and(|set| set.expires_at == 0 || set.expires_at > now),
+            Some(("c", id)) => self.client(&record.id, id).await?.is_some(),
+            Some(("t", id)) => self
+                .row::<CliTokenRecord>(CLI_TOKENS, &record.id, id)
+                .await?
+                .is_some_and(|t| t.expires_at > now),
+            _ => false,
+        })
+    }
+
     /// Checks the password of a protected link; the proof lets its codes in from then on.
     pub async fn unlock_share(&self, domain: &str, code: &str, password: &str) -> Result<(String, String), AuthError> {
         let record = self.lookup(domain).await?;

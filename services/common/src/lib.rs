@@ -2,6 +2,7 @@
 //! telemetry set-up, trace-context propagation, graceful shutdown, and Mango selectors (the
 //! documents and files services both answer `_find`).
 
+pub mod bound;
 pub mod collate;
 pub mod config;
 pub mod doctype;

@@ -202,13 +202,18 @@ impl FilesService {
             )));
         };
         let node = self.node(instance, &req.id).await?.ok_or_else(gone)?;
-        if !wants(&node)
-            || !self
-                .inner
-                .mesh_key
-                .check_derived(SECRET_PURPOSE, &[instance, &node.id, &node.md5sum], &req.secret)
-        {
+        // The secret follows the content; one handed to a grantor is bound to it (the edge
+        // checks that the grantor still holds its rights).
+        let base = self
+            .inner
+            .mesh_key
+            .derive(SECRET_PURPOSE, &[instance, &node.id, &node.md5sum]);
+        if !wants(&node) || !cocon_common::bound::opens(&base, &req.secret) {
             return Err(gone());
+        }
+        // A trashed file's thumbnails stop with it (and come back with a restore).
+        if self.path_of(instance, &node).await?.1 {
+            return Err(FilesError::NotFound("this file is in the trash".into()));
         }
         match self.made(instance, &node.id).await? {
             Some(made) if made.md5 == node.md5sum && made.ok => {}
