@@ -317,8 +317,36 @@ async fn test_a_password_protected_link_opens_with_its_password_only() {
     let (name, value) = pair.split_once('=').unwrap();
     let forged = format!("{name}={}x", value);
     assert_eq!(read(forged).await.unwrap().status(), 403, "a forged proof");
-    let body: Value = read(pair).await.unwrap().json().await.unwrap();
+    let body: Value = read(pair.clone()).await.unwrap().json().await.unwrap();
     assert_eq!(body["v"], 1);
+
+    // A new password: the proof of the old one opens nothing any more (on every gateway, as it
+    // is checked against the set itself), the new one opens.
+    let id = created.get("data")["id"].as_str().unwrap().to_string();
+    let changed = patch(
+        &alice,
+        &id,
+        json!({"data": {"attributes": {"password": "correct horse"}}}),
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    let stale = read(pair.clone()).await.unwrap();
+    assert_eq!(
+        stale.status(),
+        403,
+        "an earlier unlock does not survive a password change"
+    );
+    assert_eq!(unlock("hunter22").await.unwrap().status(), 401);
+    let reopened = unlock("correct horse").await.unwrap();
+    assert_eq!(reopened.status(), 200);
+    let fresh = reopened.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(read(fresh).await.unwrap().status(), 200);
 }
 
 #[tokio::test]

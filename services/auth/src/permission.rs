@@ -220,11 +220,12 @@ impl AuthService {
         if set.expires_at != 0 && set.expires_at <= now_secs() {
             return Err(AuthError::InvalidToken("this sharing link has expired".into()));
         }
-        if set.password.is_some() {
+        if let Some(sealed) = &set.password {
             let secret = token::instance_secret(&self.inner().master_key, &record.id);
+            // A proof holds for the password it was given for: a new password needs a new proof.
             let unlocked = share_passes
                 .iter()
-                .any(|p| secret::share_pass_of(&secret, p) == Some(set.id.as_str()));
+                .any(|p| secret::share_pass_opens(&secret, p, &set.id, sealed));
             if !unlocked {
                 return Err(AuthError::Denied(
                     "this sharing link is protected by a password: send it to POST /auth/share-by-link/password first"
@@ -319,13 +320,18 @@ impl AuthService {
         )
     }
 
-    fn sealed_password(&self, instance: &str, password: &str) -> Result<Vec<u8>, AuthError> {
+    /// The link's password hashed (argon2id, on the blocking pool: it takes tens of
+    /// milliseconds of CPU) and sealed.
+    async fn sealed_password(&self, instance: &str, password: &str) -> Result<Vec<u8>, AuthError> {
         if password.chars().count() < 4 {
             return Err(AuthError::InvalidRequest(
                 "a link's password needs at least 4 characters".into(),
             ));
         }
-        let phc = secret::hash_passphrase(password)?;
+        let password = password.to_string();
+        let phc = tokio::task::spawn_blocking(move || secret::hash_passphrase(&password))
+            .await
+            .map_err(|e| AuthError::Corrupt(format!("link password hash: {e}")))??;
         Ok(secret::seal(&self.inner().master_key, instance, phc.as_bytes()))
     }
 
@@ -375,7 +381,7 @@ impl AuthService {
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let password = match attrs.get("password").and_then(Value::as_str) {
-            Some(p) if !p.is_empty() => self.sealed_password(&record.id, p)?,
+            Some(p) if !p.is_empty() => self.sealed_password(&record.id, p).await?,
             _ => Vec::new(),
         };
         let mut plain_codes = Vec::new();
@@ -422,6 +428,13 @@ impl AuthService {
     ) -> Result<String, AuthError> {
         let (record, caller) = self.manager(domain, bearer).await?;
         let attrs = attributes(body_json)?;
+        // A new password is hashed before the writer lock is taken.
+        let new_password = match attrs.get("password") {
+            None => None,
+            Some(Value::String(p)) if !p.is_empty() => Some(self.sealed_password(&record.id, p).await?),
+            Some(Value::Null) | Some(Value::String(_)) => Some(Vec::new()),
+            Some(_) => return Err(AuthError::InvalidRequest("`password` must be a string or null".into())),
+        };
         let _writer = self.stripe(&record.id).lock().await;
         let set = self.managed_set(&record, &caller, id).await?;
         let mut rules = set.rules.clone();
@@ -462,14 +475,12 @@ impl AuthService {
             }
         }
         let expires_at = expiry(attrs.get("expires_at"))?.unwrap_or(set.expires_at);
-        let password = match attrs.get("password") {
+        let password = match new_password {
             None => match &set.password {
                 Some(sealed) => hex::decode(sealed).map_err(|e| AuthError::Corrupt(e.to_string()))?,
                 None => Vec::new(),
             },
-            Some(Value::String(p)) if !p.is_empty() => self.sealed_password(&record.id, p)?,
-            Some(Value::Null) | Some(Value::String(_)) => Vec::new(),
-            Some(_) => return Err(AuthError::InvalidRequest("`password` must be a string or null".into())),
+            Some(sealed) => sealed,
         };
         let event = PermissionSaved {
             id: set.id.clone(),
@@ -564,11 +575,19 @@ impl AuthService {
         let sealed = hex::decode(sealed).map_err(|e| AuthError::Corrupt(e.to_string()))?;
         let phc = secret::open(&self.inner().master_key, &record.id, &sealed)?;
         let phc = String::from_utf8(phc).map_err(|e| AuthError::Corrupt(e.to_string()))?;
-        if !secret::verify_passphrase(password, &phc) {
+        let password = password.to_string();
+        let right = tokio::task::spawn_blocking(move || secret::verify_passphrase(&password, &phc))
+            .await
+            .map_err(|e| AuthError::Corrupt(format!("link password check: {e}")))?;
+        if !right {
             return Err(wrong());
         }
         let instance_secret = token::instance_secret(&self.inner().master_key, &record.id);
-        Ok((set.id.clone(), secret::share_pass(&instance_secret, &set.id)))
+        let sealed_hex = set.password.as_deref().unwrap_or_default();
+        Ok((
+            set.id.clone(),
+            secret::share_pass(&instance_secret, &set.id, sealed_hex),
+        ))
     }
 
     /// The set as cozy-stack shows it (JSON-API resource), with its codes opened.

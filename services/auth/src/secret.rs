@@ -120,13 +120,39 @@ pub fn session_of_cookie<'a>(instance_secret: &[u8], cookie: &'a str) -> Option<
 
 /// The proof that someone gave the password of a protected sharing link:
 /// `<permission id>.<HMAC of it>`, kept in a cookie so the password is checked once.
-pub fn share_pass(instance_secret: &[u8], permission_id: &str) -> String {
-    sign(instance_secret, SHARE_PASS, permission_id)
+/// The proof that the password of the link `permission_id` was given, valid while the link
+/// keeps that password (`password_seal`, its sealed hash, changes with every new password).
+pub fn share_pass(instance_secret: &[u8], permission_id: &str, password_seal: &str) -> String {
+    let tag = mac(
+        instance_secret,
+        SHARE_PASS,
+        &share_pass_subject(permission_id, password_seal),
+    );
+    format!("{permission_id}.{}", URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// The permission id of a genuine share-pass proof of this instance.
-pub fn share_pass_of<'a>(instance_secret: &[u8], proof: &'a str) -> Option<&'a str> {
-    signed_id(instance_secret, SHARE_PASS, proof)
+/// Whether `proof` is a share pass of this instance for the link `permission_id` with its
+/// current password.
+pub fn share_pass_opens(instance_secret: &[u8], proof: &str, permission_id: &str, password_seal: &str) -> bool {
+    let Some((id, tag)) = proof.split_once('.') else {
+        return false;
+    };
+    let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
+        return false;
+    };
+    id == permission_id
+        && ct_eq(
+            &tag,
+            &mac(
+                instance_secret,
+                SHARE_PASS,
+                &share_pass_subject(permission_id, password_seal),
+            ),
+        )
+}
+
+fn share_pass_subject(permission_id: &str, password_seal: &str) -> String {
+    format!("{permission_id}\0{}", sha256_hex(password_seal))
 }
 
 const SESSION: &str = "cocon-session:";
@@ -204,9 +230,18 @@ mod tests {
         assert_eq!(session_of_cookie(b"k1", "s1"), None);
         let forged = cookie.replacen("s1", "s2", 1);
         assert_eq!(session_of_cookie(b"k1", &forged), None);
-        let pass = share_pass(b"k1", "s1");
-        assert_eq!(share_pass_of(b"k1", &pass), Some("s1"));
-        assert_eq!(share_pass_of(b"k1", &cookie), None, "a session cookie is no share pass");
+        let pass = share_pass(b"k1", "s1", "seal1");
+        assert!(share_pass_opens(b"k1", &pass, "s1", "seal1"));
+        assert!(
+            !share_pass_opens(b"k1", &pass, "s1", "seal2"),
+            "a new password needs a new proof"
+        );
+        assert!(!share_pass_opens(b"k1", &pass, "s2", "seal1"));
+        assert!(!share_pass_opens(b"k2", &pass, "s1", "seal1"));
+        assert!(
+            !share_pass_opens(b"k1", &cookie, "s1", "seal1"),
+            "a session cookie is no share pass"
+        );
         assert_eq!(session_of_cookie(b"k1", &pass), None);
     }
 }
