@@ -347,7 +347,7 @@ async fn get_file(
     if limit > 0 {
         self_link.push_str(&format!("page[limit]={limit}&"));
     }
-    directory(&answer, &self_link, &caller)
+    directory(&answer, &self_link, caller)
 }
 
 async fn get_by_id(
