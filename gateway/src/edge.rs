@@ -71,6 +71,7 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
+        // After routing: the matched route says which segments are secrets.
         let span = request_span(&req);
         let route = req.extensions().get::<MatchedPath>().cloned();
         let method = method_label(req.method());
@@ -158,11 +159,29 @@ impl Drop for InFlight<'_> {
 /// it is a debug span (`RUST_LOG=cocon_gateway=debug` shows it in the logs), disabled otherwise.
 fn request_span(req: &Request) -> tracing::Span {
     if !cocon_common::telemetry::exporting() {
-        return tracing::debug_span!("http", method = %req.method(), path = %req.uri().path());
+        return tracing::debug_span!("http", method = %req.method(), path = %loggable_path(req));
     }
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!("http", method = %req.method(), path = %loggable_path(req));
     cocon_common::trace_context::continue_trace(&span, req.headers());
     span
+}
+
+/// The request's path as logs and traces may show it: the segments a route takes as a
+/// `{secret}` (download, archive and thumbnail links) are replaced, so whoever reads the logs
+/// or the trace store cannot open the links. The query string is never shown.
+fn loggable_path(req: &Request) -> String {
+    let path = req.uri().path();
+    let Some(route) = req.extensions().get::<MatchedPath>() else {
+        return path.to_string();
+    };
+    if !route.as_str().contains("{secret}") {
+        return path.to_string();
+    }
+    path.split('/')
+        .zip(route.as_str().split('/').chain(std::iter::repeat("")))
+        .map(|(segment, pattern)| if pattern == "{secret}" { "<redacted>" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A response body sent within its request's span.
@@ -209,6 +228,42 @@ mod tests {
         let status = response.status().as_u16();
         let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn test_link_secrets_never_reach_logs_or_traces() {
+        let router = axum::Router::new()
+            .route(
+                "/files/downloads/{secret}/{name}",
+                axum::routing::get(|req: Request| async move { loggable_path(&req) }),
+            )
+            .route(
+                "/files/{id}/thumbnails/{secret}/{format}",
+                axum::routing::get(|req: Request| async move { loggable_path(&req) }),
+            )
+            .route(
+                "/files/{id}",
+                axum::routing::get(|req: Request| async move { loggable_path(&req) }),
+            );
+        for (path, shown) in [
+            (
+                "/files/downloads/s3cr3t/report.pdf",
+                "/files/downloads/<redacted>/report.pdf",
+            ),
+            (
+                "/files/f1/thumbnails/p-1.abcdef/tiny",
+                "/files/f1/thumbnails/<redacted>/tiny",
+            ),
+            ("/files/f1?sharecode=s3cr3t", "/files/f1"),
+        ] {
+            let response = router
+                .clone()
+                .oneshot(http::Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            assert_eq!(std::str::from_utf8(&body).unwrap(), shown);
+        }
     }
 
     #[tokio::test]
