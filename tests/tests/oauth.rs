@@ -530,3 +530,79 @@ async fn test_a_third_party_oauth_library_completes_the_flow() {
     assert_eq!(report["refreshed"], true);
     assert_eq!(report["reuse_error"], "invalid_grant");
 }
+
+/// Registrations that never led to a token are removed once past their time (at the next
+/// registration): anyone may register, so they must not pile up. Clients in use stay.
+#[tokio::test]
+async fn test_unused_registrations_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_AUTH__UNUSED_CLIENT_TTL_SECS", "1")
+        .start()
+        .await
+        .unwrap();
+    let mut person = onboard(&cocon, "alice.test", PASS).await;
+    let mut anyone = Browser::new(&cocon.http, "alice.test");
+    let (_, unused) = register(&mut anyone, app(false)).await;
+    let (_, used) = register(&mut anyone, app(false)).await;
+    let used_id = used["client_id"].as_str().unwrap().to_string();
+    let secret = used["client_secret"].as_str().unwrap().to_string();
+    let location = consent(&mut person, &authorize_path(&used_id, "io.cozy.notes", "s", None), true).await;
+    let code = query_of(&location)["code"].clone();
+    let (status, tokens) = token(
+        &mut anyone,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ],
+        Some((&used_id, &secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let read = |client: &Value| {
+        let path = format!("/auth/register/{}", client["client_id"].as_str().unwrap());
+        let auth = format!("Bearer {}", client["registration_access_token"].as_str().unwrap());
+        (path, auth)
+    };
+    let (path, auth) = read(&unused);
+    assert_eq!(
+        anyone
+            .send(Method::GET, &path, &[("authorization", &auth)], None, None)
+            .await
+            .status,
+        200
+    );
+
+    // Past its time, the next registration takes the unused one away.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, _) = register(&mut anyone, app(true)).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        anyone
+            .send(Method::GET, &path, &[("authorization", &auth)], None, None)
+            .await
+            .status,
+        401
+    );
+    let (path, auth) = read(&used);
+    assert_eq!(
+        anyone
+            .send(Method::GET, &path, &[("authorization", &auth)], None, None)
+            .await
+            .status,
+        200
+    );
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        with_bearer(&mut anyone, Method::GET, "/data/io.cozy.notes/_all_docs", access, None).await,
+        200
+    );
+    let names: Vec<Value> = person.get("/settings/clients").await.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert_eq!(names.len(), 2, "the used one and the new one: {names:?}");
+}

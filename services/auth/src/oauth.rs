@@ -20,6 +20,7 @@ use crate::store::{CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord
 use crate::token::{self, Claims};
 use cocon_common::scope::parse_scope;
 
+use crate::service::NewEvent;
 use crate::{AuthError, AuthService, secret};
 
 /// Authorization codes live this long.
@@ -150,19 +151,24 @@ impl AuthService {
         let registration_token = secret::random_token();
         let metadata = Value::Object(map).to_string();
         let _writer = self.stripe(&record.id).lock().await;
-        self.append_one(
-            &record,
-            "client",
-            "registered",
-            Payload::ClientRegistered(ClientRegistered {
+        // Registrations that never led to a token, past their time, go with this one.
+        let mut events = self.unused_clients(&record.id).await?;
+        events.push(NewEvent {
+            entity: "client",
+            verb: "registered",
+            payload: Payload::ClientRegistered(ClientRegistered {
                 client_id: client_id.clone(),
                 public,
                 client_secret_sha256: client_secret.as_deref().map(sha256_bytes).unwrap_or_default().into(),
                 registration_token_sha256: sha256_bytes(&registration_token).into(),
                 metadata_json: metadata,
             }),
-        )
-        .await?;
+        });
+        let dropped = events.len() - 1;
+        self.append(&record.id, Some(record.clone()), events).await?;
+        if dropped > 0 {
+            tracing::info!(domain = %record.domain, clients = dropped, "unused OAuth clients removed");
+        }
         let stored = self
             .client(&record.id, &client_id)
             .await?
@@ -175,6 +181,30 @@ impl AuthService {
         map.insert("registration_access_token".into(), json!(registration_token));
         tracing::info!(domain = %record.domain, client = %client_id, "OAuth client registered");
         Ok(Value::Object(map).to_string())
+    }
+
+    /// The removal events of the instance's clients registered more than
+    /// `unused_client_ttl_secs` ago that never obtained a token (no grant).
+    async fn unused_clients(&self, instance: &str) -> Result<Vec<NewEvent>, AuthError> {
+        let ttl = self.inner().config.unused_client_ttl_secs as i64;
+        let now = token::now();
+        let clients: Vec<ClientRecord> = self.rows(CLIENTS, instance).await?;
+        if !clients.iter().any(|c| c.created_at + ttl <= now) {
+            return Ok(Vec::new());
+        }
+        let grants: Vec<GrantRecord> = self.rows(GRANTS, instance).await?;
+        Ok(clients
+            .into_iter()
+            .filter(|c| c.created_at + ttl <= now && !grants.iter().any(|g| g.client_id == c.id))
+            .map(|c| NewEvent {
+                entity: "client",
+                verb: "revoked",
+                payload: Payload::ClientRevoked(ClientRevoked {
+                    client_id: c.id,
+                    reason: "unused".into(),
+                }),
+            })
+            .collect())
     }
 
     /// `GET|PUT|DELETE /auth/register/:client-id` with the registration access token.

@@ -46,6 +46,9 @@ pub struct Config {
     /// limit). The operator changes one instance's with `cocon instances set-disk-quota`.
     #[serde(deserialize_with = "cocon_common::size::deserialize")]
     pub default_disk_quota: u64,
+    /// An OAuth client registered that never obtained a token is removed this long after its
+    /// registration (seconds), at the instance's next registration: registrations cannot pile up.
+    pub unused_client_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             long_session_ttl_secs: 30 * 24 * 3600,
             kdf_iterations: 100_000,
             default_disk_quota: 0,
+            unused_client_ttl_secs: 24 * 3600,
         }
     }
 }
