@@ -11,6 +11,11 @@ use crate::ApiError;
 
 pub const SESSION: &str = "cozysessid";
 pub const CSRF: &str = "cocon_csrf";
+/// A device the person signed in from (signed by the auth service): the login limits anyone
+/// can drain do not hold it back.
+pub const DEVICE: &str = "cocon_device";
+/// How long a device is remembered, in seconds.
+pub const DEVICE_MAX_AGE: i64 = 400 * 86_400;
 
 /// The request's cookies, as (name, value) pairs in the order sent.
 fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {

@@ -209,9 +209,8 @@ async fn login_submit(
     if let Err(err) = cookies::check_csrf(&headers, Some(csrf)) {
         return Ok(err.into_response());
     }
-    if let Err(err) = state.limits.passphrase_attempt(&domain, client.ip) {
-        return Ok(page_error(err));
-    }
+    // The auth service counts the attempts (per address, per device, per instance), so the
+    // limits hold across gateways.
     let answer = state
         .clients
         .auth
@@ -222,6 +221,7 @@ async fn login_submit(
             long_run: !field(&form, "long-run-session").is_empty(),
             user_agent: client.user_agent,
             remote_ip: client.ip.to_string(),
+            device: cookies::get(&headers, cookies::DEVICE).unwrap_or_default().to_string(),
         })
         .await;
     let answer = match answer {
@@ -246,23 +246,30 @@ async fn login_submit(
             Vec::new(),
         ));
     }
-    Ok(signed_in_answer(
-        &state,
-        json,
-        &redirect,
-        &answer.session.unwrap_or_default(),
-    ))
+    Ok(signed_in_answer(&state, json, &redirect, &answer))
 }
 
-/// A session was opened: its cookie, and the browser sent on (or JSON saying where).
-pub fn signed_in_answer(state: &State, json: bool, redirect: &str, session: &pb::Session) -> Response {
-    let cookie = session_cookie(state, session);
+/// A session was opened: its cookie and the device's, and the browser sent on (or JSON
+/// saying where).
+pub fn signed_in_answer(state: &State, json: bool, redirect: &str, answer: &pb::LoginResponse) -> Response {
+    let mut cookies = vec![session_cookie(state, &answer.session.clone().unwrap_or_default())];
+    if !answer.device_cookie.is_empty() {
+        cookies.push(cookies::set(&CookieSpec {
+            name: cookies::DEVICE,
+            value: &answer.device_cookie,
+            max_age: Some(cookies::DEVICE_MAX_AGE),
+            same_site: "Lax",
+            secure: state.config.public_https,
+        }));
+    }
     if json {
         let mut response = axum::Json(json!({ "redirect": redirect })).into_response();
-        response.headers_mut().append(header::SET_COOKIE, cookie);
+        for cookie in cookies {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         return response;
     }
-    see_other(redirect, vec![cookie])
+    see_other(redirect, cookies)
 }
 
 pub async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Person, ApiError> {

@@ -56,8 +56,9 @@ async fn second_step(
     cookies::check_csrf(&headers, Some(csrf))?;
     let redirect = safe_redirect(&domain, field(&form, "redirect"))?;
     let token = field(&form, "two_factor_token");
+    // The auth service limits the codes (per sign-in, per instance, per known device), across
+    // gateways.
     let outcome = async {
-        state.limits.passphrase_attempt(&domain, client.ip)?;
         let answer = state
             .clients
             .auth
@@ -68,14 +69,17 @@ async fn second_step(
                 code: field(&form, "two_factor_passcode").to_string(),
                 user_agent: client.user_agent.clone(),
                 remote_ip: client.ip.to_string(),
+                device: crate::cookies::get(&headers, crate::cookies::DEVICE)
+                    .unwrap_or_default()
+                    .to_string(),
             })
             .await
             .map_err(|s| crate::access::unknown_host(s, &domain))?;
-        Ok::<_, ApiError>(answer.into_inner().session.unwrap_or_default())
+        Ok::<_, ApiError>(answer.into_inner())
     }
     .await;
     match outcome {
-        Ok(session) => Ok(signed_in_answer(&state, json, &redirect, &session)),
+        Ok(answer) => Ok(signed_in_answer(&state, json, &redirect, &answer)),
         Err(err) if json || err.code == ErrorCode::NotFound => Err(err),
         Err(err) => {
             let mut page = web::page(

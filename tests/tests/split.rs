@@ -8,10 +8,15 @@ use std::time::Duration;
 
 use cocon_common::ticket::MeshKey;
 use cocon_proto::documents::v1 as pb;
-use cocon_tests::{Cocon, NatsServer, StreamReader, cocon_bin, header};
+use cocon_tests::{Browser, Cocon, NatsServer, StreamReader, cocon_bin, header, hidden_field, onboard};
 use serde_json::json;
 
 async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
+    split_with(nats, &[]).await
+}
+
+/// The split, with `env` set on the process running the gateway and auth.
+async fn split_with(nats: &NatsServer, env: &[(&str, &str)]) -> (tempfile::TempDir, Cocon, Cocon) {
     let dir = tempfile::tempdir().unwrap();
     // The mesh key the two processes share, made as an operator would.
     let key = dir.path().join("mesh.key");
@@ -38,7 +43,11 @@ async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
         .await
         .unwrap();
     let endpoint = documents.grpc.clone().expect("the documents process serves gRPC");
-    let edge = Cocon::builder(&dir.path().join("edge"))
+    let mut edge = Cocon::builder(&dir.path().join("edge"));
+    for (key, value) in env {
+        edge = edge.env(key, *value);
+    }
+    let edge = edge
         .arg("--services")
         .arg("gateway,auth")
         .arg("--nats")
@@ -318,4 +327,129 @@ async fn test_a_revoked_token_stops_on_every_gateway_within_a_second() {
         .await
         .unwrap();
     assert!(listed.as_array().unwrap().iter().all(|t| t["id"] != id), "{listed}");
+}
+
+/// A gateway of its own, on the split's auth and data services.
+async fn another_gateway(dir: &std::path::Path, backend: &Cocon, edge: &Cocon) -> Cocon {
+    let backend_grpc = backend.grpc.clone().unwrap();
+    Cocon::builder(&dir.join(format!("gateway-{}", rand_suffix())))
+        .arg("--services")
+        .arg("gateway")
+        .env("COCON_ENDPOINTS__AUTH", edge.grpc.clone().unwrap())
+        .env("COCON_ENDPOINTS__DOCUMENTS", backend_grpc.clone())
+        .env("COCON_ENDPOINTS__FILES", backend_grpc)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The second step of a login: the first step's token and a code, through `browser`.
+async fn second_step(browser: &mut Browser, token: &str, code: &str) -> cocon_tests::Page {
+    if !browser.cookies.contains_key("cocon_csrf") {
+        browser.get("/auth/login").await;
+    }
+    let csrf = browser.csrf();
+    browser
+        .post_form(
+            "/auth/twofactor",
+            &[
+                ("csrf_token", &csrf),
+                ("two_factor_token", token),
+                ("two_factor_passcode", code),
+            ],
+        )
+        .await
+}
+
+/// Login limits are kept by the auth service: wrong codes sent through two gateways count
+/// together, each past a few makes the next wait, and the owner's known device is held back
+/// neither by them nor by a passphrase bucket that anyone drained.
+#[tokio::test]
+async fn test_login_limits_hold_across_gateways_and_spare_known_devices() {
+    const PASS: &str = "correct horse battery staple";
+    let nats = NatsServer::start().await.unwrap();
+    let (dir, backend, edge) = split_with(
+        &nats,
+        &[
+            ("COCON_AUTH__LIMITS__SECOND_FACTOR_FREE_FAILURES", "2"),
+            ("COCON_AUTH__LIMITS__PASSPHRASE_PER_INSTANCE_PER_MINUTE", "4"),
+            ("COCON_AUTH__LIMITS__PASSPHRASE_PER_IP_PER_MINUTE", "100"),
+        ],
+    )
+    .await;
+    let second = another_gateway(dir.path(), &backend, &edge).await;
+
+    // The owner turns two-factor on and signs in from their phone once.
+    let mut owner = onboard(&edge, "alice.test", PASS).await;
+    let proposal = owner
+        .request(reqwest::Method::POST, "/settings/twofactor", None, Some(&json!({})))
+        .await;
+    let totp = totp_rs::TOTP::from_url(proposal.json()["otpauth_uri"].as_str().unwrap()).unwrap();
+    let enabled = owner
+        .request(
+            reqwest::Method::PUT,
+            "/settings/twofactor",
+            None,
+            Some(&json!({"code": totp.generate_current().unwrap()})),
+        )
+        .await;
+    assert_eq!(enabled.status, 200, "{enabled:?}");
+    let recovery: Vec<String> = enabled.json()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let mut phone = Browser::new(&edge.http, "alice.test");
+    let step = phone.login(PASS).await;
+    let token = hidden_field(&step.text, "two_factor_token").unwrap();
+    let signed_in = second_step(&mut phone, &token, &recovery[0]).await;
+    assert_eq!(signed_in.status, 303, "{signed_in:?}");
+    assert!(
+        signed_in.set_cookie("cocon_device").is_some(),
+        "the phone is remembered"
+    );
+
+    // Someone with the passphrase guesses codes through the second gateway, then the first.
+    let mut thief = Browser::new(&second.http, "alice.test");
+    let step = thief.login(PASS).await;
+    let token = hidden_field(&step.text, "two_factor_token").unwrap();
+    for _ in 0..2 {
+        assert_eq!(second_step(&mut thief, &token, "000000").await.status, 401);
+    }
+    let mut thief_elsewhere = Browser::new(&edge.http, "alice.test");
+    let held = second_step(&mut thief_elsewhere, &token, "000001").await;
+    assert_eq!(
+        held.status, 429,
+        "the failures through the other gateway count: {held:?}"
+    );
+    let wait: u64 = held.header("retry-after").unwrap().parse().unwrap();
+    assert!(wait >= 1);
+
+    // The thief drains the passphrase bucket of devices never seen (the phone took one try).
+    let mut drained = false;
+    for _ in 0..5 {
+        let mut anyone = Browser::new(&second.http, "alice.test");
+        if anyone.login(PASS).await.status == 429 {
+            drained = true;
+            break;
+        }
+    }
+    assert!(drained, "the shared bucket has a limit");
+    let mut stranger = Browser::new(&edge.http, "alice.test");
+    assert_eq!(stranger.login(PASS).await.status, 429, "through any gateway");
+
+    // The owner's phone is held back by neither.
+    let step = phone.login(PASS).await;
+    assert_eq!(step.status, 200, "{step:?}");
+    let token = hidden_field(&step.text, "two_factor_token").unwrap();
+    let again = second_step(&mut phone, &token, &recovery[1]).await;
+    assert_eq!(again.status, 303, "{again:?}");
 }

@@ -28,7 +28,7 @@ async fn test_two_factor_setup_login_and_recovery() {
     let dir = tempfile::tempdir().unwrap();
     // More attempts than the default rate limit allows a minute (tests/tests/login.rs tests it).
     let cocon = Cocon::builder(dir.path())
-        .env("COCON_GATEWAY__LIMITS__PASSPHRASE_PER_IP_PER_MINUTE", "1000")
+        .env("COCON_AUTH__LIMITS__PASSPHRASE_PER_IP_PER_MINUTE", "1000")
         .start()
         .await
         .unwrap();

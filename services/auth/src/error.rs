@@ -27,6 +27,9 @@ pub enum AuthError {
     Denied(String),
     #[error("no permission set {0}")]
     NoSuchPermission(String),
+    /// Too many guesses: wait `retry_after` seconds.
+    #[error("{why}: try again in {retry_after} s")]
+    TooMany { why: String, retry_after: u64 },
     #[error("no CLI token {0} (it may have expired): list them with `cocon instances tokens DOMAIN`")]
     NoSuchToken(String),
     #[error("{0}")]
@@ -63,6 +66,13 @@ impl ServiceError for AuthError {
         }
     }
 
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            AuthError::TooMany { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     fn error_code(&self) -> ErrorCode {
         match self {
             AuthError::UnknownDomain(_) => ErrorCode::NotFound,
@@ -78,6 +88,7 @@ impl ServiceError for AuthError {
             | AuthError::WrongSecondFactor
             | AuthError::NotOnboarded => ErrorCode::Unauthenticated,
             AuthError::BadProof(_) | AuthError::Denied(_) => ErrorCode::Forbidden,
+            AuthError::TooMany { .. } => ErrorCode::TooManyRequests,
             AuthError::OAuth { error, .. } if matches!(*error, "invalid_client" | "invalid_token") => {
                 ErrorCode::Unauthenticated
             }

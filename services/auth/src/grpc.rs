@@ -149,11 +149,7 @@ impl pb::auth_service_server::AuthService for AuthService {
             user_agent: req.user_agent.clone(),
             remote_ip: req.remote_ip.clone(),
         };
-        let session = self.login_two_factor(&req, &origin).await?;
-        Ok(Response::new(pb::LoginResponse {
-            session: Some(session),
-            two_factor_token: String::new(),
-        }))
+        Ok(Response::new(self.login_two_factor(&req, &origin).await?))
     }
 
     async fn get_two_factor(

@@ -19,9 +19,11 @@ mod projection;
 mod secret;
 mod service;
 mod store;
+mod throttle;
 mod token;
 mod twofactor;
 
 pub use error::AuthError;
 pub use person::Origin;
 pub use service::{AuthService, Config, Deps};
+pub use throttle::LimitsConfig;

@@ -20,6 +20,14 @@ pub struct Origin {
     pub remote_ip: String,
 }
 
+/// A refusal of the login limits, as an error that says when to try again.
+pub(crate) fn too_many(refused: crate::throttle::Refused) -> AuthError {
+    AuthError::TooMany {
+        why: refused.why,
+        retry_after: refused.retry_after,
+    }
+}
+
 /// At most this much of a user agent is kept.
 const MAX_USER_AGENT: usize = 256;
 
@@ -246,6 +254,11 @@ impl AuthService {
     /// second step. A failure is an `auth.login.failed` event.
     pub async fn login(&self, req: &pb::LoginRequest, origin: &Origin) -> Result<pb::LoginResponse, AuthError> {
         let record = self.lookup(&req.domain).await?;
+        let device = self.known_device(&record, &req.device);
+        self.inner()
+            .throttle
+            .passphrase(&record.id, &origin.remote_ip, device)
+            .map_err(too_many)?;
         let failure = match record.passphrase {
             None => Some("no_passphrase_yet"),
             Some(_) if !self.check_passphrase(&record, req.passphrase.as_ref()).await? => Some("wrong_passphrase"),
@@ -264,6 +277,7 @@ impl AuthService {
             return Ok(pb::LoginResponse {
                 session: None,
                 two_factor_token: token::issue_two_factor(&secret, &record.domain, &record.id, req.long_run)?,
+                device_cookie: String::new(),
             });
         }
         let _writer = self.stripe(&record.id).lock().await;
@@ -271,7 +285,27 @@ impl AuthService {
         Ok(pb::LoginResponse {
             session: Some(session),
             two_factor_token: String::new(),
+            device_cookie: self.device_cookie(&record, device),
         })
+    }
+
+    /// The id of the device whose cookie this is, if it is a genuine one of this instance.
+    pub(crate) fn known_device<'a>(&self, record: &InstanceRecord, cookie: &'a str) -> Option<&'a str> {
+        if cookie.is_empty() {
+            return None;
+        }
+        let secret = token::instance_secret(&self.inner().master_key, &record.id);
+        secret::device_of(&secret, cookie)
+    }
+
+    /// The device cookie for a completed login: the device's own, or a new one.
+    pub(crate) fn device_cookie(&self, record: &InstanceRecord, device: Option<&str>) -> String {
+        let secret = token::instance_secret(&self.inner().master_key, &record.id);
+        let id = match device {
+            Some(id) => id.to_string(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        secret::device_cookie(&secret, &id)
     }
 
     /// Appends `auth.login.failed`; the caller holds the instance's writer lock.

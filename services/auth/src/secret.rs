@@ -155,6 +155,18 @@ fn share_pass_subject(permission_id: &str, password_seal: &str) -> String {
     format!("{permission_id}\0{}", sha256_hex(password_seal))
 }
 
+/// A device's cookie: `<device id>.<mac>`, set when the person signs in from it, so the login
+/// limits tell their own devices from anyone else's.
+pub fn device_cookie(instance_secret: &[u8], device_id: &str) -> String {
+    sign(instance_secret, DEVICE, device_id)
+}
+
+/// The device id of a genuine device cookie of this instance.
+pub fn device_of<'a>(instance_secret: &[u8], cookie: &'a str) -> Option<&'a str> {
+    signed_id(instance_secret, DEVICE, cookie)
+}
+
+const DEVICE: &str = "cocon-device:";
 const SESSION: &str = "cocon-session:";
 const SHARE_PASS: &str = "cocon-sharepass:";
 
@@ -243,5 +255,10 @@ mod tests {
             "a session cookie is no share pass"
         );
         assert_eq!(session_of_cookie(b"k1", &pass), None);
+        let device = device_cookie(b"k1", "d1");
+        assert_eq!(device_of(b"k1", &device), Some("d1"));
+        assert_eq!(device_of(b"k2", &device), None);
+        assert_eq!(device_of(b"k1", &cookie), None, "a session cookie is no device cookie");
+        assert_eq!(session_of_cookie(b"k1", &device), None);
     }
 }

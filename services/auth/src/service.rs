@@ -46,6 +46,8 @@ pub struct Config {
     /// limit). The operator changes one instance's with `cocon instances set-disk-quota`.
     #[serde(deserialize_with = "cocon_common::size::deserialize")]
     pub default_disk_quota: u64,
+    /// How often logins may guess passphrases and second factors.
+    pub limits: crate::throttle::LimitsConfig,
     /// An OAuth client registered that never obtained a token is removed this long after its
     /// registration (seconds), at the instance's next registration: registrations cannot pile up.
     pub unused_client_ttl_secs: u64,
@@ -64,6 +66,7 @@ impl Default for Config {
             kdf_iterations: 100_000,
             default_disk_quota: 0,
             unused_client_ttl_secs: 24 * 3600,
+            limits: Default::default(),
         }
     }
 }
@@ -93,6 +96,8 @@ pub(crate) struct Inner {
     lifecycle: Mutex<()>,
     /// One writer per instance (striped), so its events get gap-free sequences.
     stripes: Vec<Mutex<()>>,
+    /// How often logins may guess, for every gateway.
+    pub throttle: crate::throttle::Throttle,
 }
 
 const STRIPES: usize = 64;
@@ -122,6 +127,7 @@ impl AuthService {
             .unwrap_or_else(|| deps.data_dir.join("secrets").join("master.key"));
         let master_key = load_master_key(&key_path)?;
         let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
+        let throttle = crate::throttle::Throttle::new(config.limits.clone());
         Ok(AuthService {
             inner: Arc::new(Inner {
                 config,
@@ -132,6 +138,7 @@ impl AuthService {
                 mesh_key: deps.mesh_key,
                 lifecycle: Mutex::new(()),
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                throttle,
             }),
         })
     }

@@ -85,6 +85,9 @@ pub struct TwoFactorClaims {
     pub aud: String,
     pub exp: i64,
     pub long_run: bool,
+    /// This login attempt's id: its wrong codes are counted against it.
+    #[serde(default)]
+    pub jti: String,
 }
 
 const TWO_FACTOR_AUDIENCE: &str = "twofactor";
@@ -98,6 +101,7 @@ pub fn issue_two_factor(secret: &[u8], domain: &str, instance_id: &str, long_run
         aud: TWO_FACTOR_AUDIENCE.to_string(),
         exp: now() + TWO_FACTOR_TTL_SECS,
         long_run,
+        jti: uuid::Uuid::new_v4().simple().to_string(),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

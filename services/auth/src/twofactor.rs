@@ -183,7 +183,7 @@ impl AuthService {
         &self,
         req: &pb::LoginTwoFactorRequest,
         origin: &Origin,
-    ) -> Result<pb::Session, AuthError> {
+    ) -> Result<pb::LoginResponse, AuthError> {
         let record = self.lookup(&req.domain).await?;
         let instance_secret = token::instance_secret(&self.inner().master_key, &record.id);
         let claims = token::verify_two_factor(&instance_secret, &req.two_factor_token, &record.domain)?;
@@ -192,12 +192,26 @@ impl AuthService {
                 "the two-factor step belongs to another instance".into(),
             ));
         }
+        let device = self.known_device(&record, &req.device);
+        let throttle = &self.inner().throttle;
+        throttle
+            .second_factor(&record.id, &claims.jti, device)
+            .map_err(crate::person::too_many)?;
         let _writer = self.stripe(&record.id).lock().await;
         // Under the lock: a code or a recovery code is spent by exactly one login.
         let record = self.lookup(&req.domain).await?;
         match self.check_second_factor(&record, &req.code)? {
-            Some(proof) => self.open_session(&record, claims.long_run, origin, Some(proof)).await,
+            Some(proof) => {
+                throttle.second_factor_passed(&record.id, &claims.jti, device);
+                let session = self.open_session(&record, claims.long_run, origin, Some(proof)).await?;
+                Ok(pb::LoginResponse {
+                    session: Some(session),
+                    two_factor_token: String::new(),
+                    device_cookie: self.device_cookie(&record, device),
+                })
+            }
             None => {
+                throttle.second_factor_failed(&record.id, &claims.jti, device);
                 self.record_failure(&record, origin, "wrong_second_factor").await?;
                 Err(AuthError::WrongSecondFactor)
             }
