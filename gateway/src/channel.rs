@@ -54,13 +54,23 @@ where
     BoxCloneSyncService::new(svc)
 }
 
-/// A client channel to a service elsewhere, connecting lazily (and reconnecting) to `endpoint`.
-pub fn remote(endpoint: &str) -> Result<GrpcChannel, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+/// A client channel to a service elsewhere, connecting lazily (and reconnecting) to `endpoint`,
+/// over the mesh's mutual TLS when it is given (then always TLS, whatever the endpoint's scheme).
+pub fn remote(
+    endpoint: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<GrpcChannel, tonic::transport::Error> {
+    let mut builder = match tls {
+        Some(tls) => {
+            tonic::transport::Endpoint::from_shared(cocon_common::mesh_tls::https(endpoint))?.tls_config(tls.clone())?
+        }
+        None => tonic::transport::Endpoint::from_shared(endpoint.to_string())?,
+    };
+    builder = builder
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_adaptive_window(true)
-        .connect_lazy();
+        .http2_adaptive_window(true);
+    let channel = builder.connect_lazy();
     let svc = ServiceBuilder::new()
         .map_request(with_trace)
         .service(channel.map_err(|e| ChannelError(Box::new(e))));

@@ -12,4 +12,4 @@ pub use api::{Api, Reply};
 pub use browser::{Browser, Page, hidden_field, onboard, onboarding_link, register_token, submit_onboarding};
 pub use nats::{NatsServer, StreamReader, header};
 pub use s3::S3Server;
-pub use sandbox::{Cocon, CoconBuilder, cocon_bin, make_mesh_key};
+pub use sandbox::{Cocon, CoconBuilder, cocon_bin, make_mesh_key, make_mesh_tls};

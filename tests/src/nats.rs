@@ -11,16 +11,25 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     store: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl NatsServer {
     pub async fn start() -> anyhow::Result<NatsServer> {
+        NatsServer::start_with(&[]).await
+    }
+
+    /// With more `nats-server` arguments, e.g. `--user u --pass p` for a server that needs
+    /// credentials.
+    pub async fn start_with(args: &[&str]) -> anyhow::Result<NatsServer> {
         let store = tempfile::tempdir()?;
-        let (child, port) = spawn(store.path().to_path_buf(), None).await?;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, port) = spawn(store.path().to_path_buf(), None, &args).await?;
         Ok(NatsServer {
             child: Some(child),
             port,
             store,
+            args,
         })
     }
 
@@ -39,17 +48,18 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let (child, _) = spawn(self.store.path().to_path_buf(), Some(self.port)).await?;
+        let (child, _) = spawn(self.store.path().to_path_buf(), Some(self.port), &self.args).await?;
         self.child = Some(child);
         Ok(())
     }
 }
 
-async fn spawn(store: PathBuf, port: Option<u16>) -> anyhow::Result<(Child, u16)> {
+async fn spawn(store: PathBuf, port: Option<u16>, extra: &[String]) -> anyhow::Result<(Child, u16)> {
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
     let mut child = Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
         .arg(&store)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -97,8 +107,18 @@ pub struct StreamReader {
 impl StreamReader {
     /// `filter` narrows the subjects; empty reads all of the stream.
     pub async fn open(url: &str, stream: &str, durable: &str, filter: &str) -> anyhow::Result<StreamReader> {
+        StreamReader::open_with(async_nats::connect(url).await?, stream, durable, filter).await
+    }
+
+    /// As [`StreamReader::open`], on a client already connected (with credentials).
+    pub async fn open_with(
+        client: async_nats::Client,
+        stream: &str,
+        durable: &str,
+        filter: &str,
+    ) -> anyhow::Result<StreamReader> {
         use async_nats::jetstream::{self, consumer::pull};
-        let js = jetstream::new(async_nats::connect(url).await?);
+        let js = jetstream::new(client);
         let consumer: jetstream::consumer::Consumer<pull::Config> = js
             .get_stream(stream)
             .await?

@@ -146,6 +146,17 @@ pub fn make_mesh_key(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The certificates of the mesh's mutual TLS in `dir/mesh-tls`, made as an operator would, with
+/// `cocon mesh-cert`: every split process is given the directory (`COCON_MESH_TLS__DIR`).
+pub fn make_mesh_tls(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("mesh-tls");
+    let out = Command::new(cocon_bin()).arg("mesh-cert").arg(&path).output()?;
+    if !out.status.success() {
+        bail!("cocon mesh-cert failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(path)
+}
+
 impl Cocon {
     pub fn builder(data_dir: &Path) -> CoconBuilder {
         CoconBuilder {

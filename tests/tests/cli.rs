@@ -26,6 +26,7 @@ fn test_every_command_has_help_with_an_example() {
         vec!["instances", "tokens", "--help"],
         vec!["instances", "revoke-token", "--help"],
         vec!["rebuild-projections", "--help"],
+        vec!["mesh-cert", "--help"],
     ] {
         let (ok, stdout, _) = run(&cmd);
         assert!(ok, "{cmd:?} --help fails");
@@ -117,4 +118,22 @@ async fn test_instances_commands_against_a_running_server() {
     let (ok, _, err) = run(&["instances", "ls", "--admin", "http://127.0.0.1:9", "--admin-token", "x"]);
     assert!(!ok);
     assert!(err.contains("is `cocon serve` running?"), "{err}");
+}
+
+#[test]
+fn test_mesh_cert_makes_a_ca_and_a_certificate_and_never_overwrites_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let (ok, _, err) = run(&["mesh-cert", tls.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        let text = std::fs::read_to_string(tls.join(file)).unwrap();
+        assert!(text.starts_with("-----BEGIN"), "{file}: {text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(tls.join("key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the key is private: {mode:o}");
+    let (ok, _, err) = run(&["mesh-cert", tls.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("never overwrites"), "{err}");
 }

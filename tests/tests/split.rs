@@ -8,14 +8,33 @@ use std::time::Duration;
 
 use cocon_common::ticket::MeshKey;
 use cocon_proto::documents::v1 as pb;
-use cocon_tests::{Browser, Cocon, NatsServer, StreamReader, cocon_bin, header, hidden_field, onboard};
+use cocon_tests::{Browser, Cocon, NatsServer, StreamReader, cocon_bin, header, hidden_field, make_mesh_tls, onboard};
 use serde_json::json;
+
+/// A call that failed in the transport (TLS), not with an answer of the service (which would
+/// refuse a call without a ticket with one of its own codes).
+fn refused_before_the_service<T>(answer: Result<T, tonic::Status>) -> bool {
+    use tonic::Code;
+    match answer {
+        Ok(_) => false,
+        Err(status) => {
+            let service_answered = matches!(
+                status.code(),
+                Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument | Code::NotFound
+            ) && status
+                .metadata()
+                .get(cocon_common::error::ERROR_CODE_METADATA)
+                .is_some();
+            !service_answered
+        }
+    }
+}
 
 async fn split(nats: &NatsServer) -> (tempfile::TempDir, Cocon, Cocon) {
     split_with(nats, &[]).await
 }
 
-/// The split, with `env` set on the process running the gateway and auth.
+/// The split, with `env` set on both processes.
 async fn split_with(nats: &NatsServer, env: &[(&str, &str)]) -> (tempfile::TempDir, Cocon, Cocon) {
     let dir = tempfile::tempdir().unwrap();
     // The mesh key the two processes share, made as an operator would.
@@ -33,12 +52,18 @@ async fn split_with(nats: &NatsServer, env: &[(&str, &str)]) -> (tempfile::TempD
         .unwrap();
     assert!(!again.status.success(), "an existing key is never overwritten");
     let key = key.to_str().unwrap().to_string();
-    let documents = Cocon::builder(&dir.path().join("documents"))
+    let tls = make_mesh_tls(dir.path()).unwrap().to_str().unwrap().to_string();
+    let mut documents = Cocon::builder(&dir.path().join("documents"));
+    for (key, value) in env {
+        documents = documents.env(key, *value);
+    }
+    let documents = documents
         .arg("--services")
         .arg("documents,files")
         .arg("--nats")
         .arg(nats.url())
         .env("COCON_MESH_KEY_FILE", key.clone())
+        .env("COCON_MESH_TLS__DIR", tls.clone())
         .start()
         .await
         .unwrap();
@@ -55,6 +80,7 @@ async fn split_with(nats: &NatsServer, env: &[(&str, &str)]) -> (tempfile::TempD
         .env("COCON_ENDPOINTS__DOCUMENTS", endpoint.clone())
         .env("COCON_ENDPOINTS__FILES", endpoint)
         .env("COCON_MESH_KEY_FILE", key)
+        .env("COCON_MESH_TLS__DIR", tls)
         .start()
         .await
         .unwrap();
@@ -103,9 +129,68 @@ async fn test_split_services_over_real_nats() {
 
     // Defence in depth: the documents service itself refuses a call without the auth service's
     // ticket for that very instance, whoever makes it.
-    let mut grpc = pb::documents_service_client::DocumentsServiceClient::connect(documents.grpc.clone().unwrap())
+    let endpoint = documents.grpc.clone().unwrap().replacen("http://", "https://", 1);
+    let tls_dir = _dir.path().join("mesh-tls");
+    let pem = |f: &str| std::fs::read(tls_dir.join(f)).unwrap();
+    let ca = tonic::transport::Certificate::from_pem(pem("ca.pem"));
+    let mesh_client = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .identity(tonic::transport::Identity::from_pem(pem("cert.pem"), pem("key.pem")))
+        .domain_name("cocon-mesh");
+    // Mutual TLS: without a certificate of the mesh, or in the clear, no call goes through.
+    let plain = pb::documents_service_client::DocumentsServiceClient::connect(documents.grpc.clone().unwrap()).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(mut client) => refused_before_the_service(client.get_document(pb::GetDocumentRequest::default()).await),
+    };
+    assert!(refused, "a plain gRPC call reaches the service");
+    let anonymous = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(ca)
+                .domain_name("cocon-mesh"),
+        )
+        .unwrap();
+    let anonymous = match anonymous.connect().await {
+        Err(_) => true,
+        Ok(channel) => {
+            let answer = pb::documents_service_client::DocumentsServiceClient::new(channel)
+                .get_document(pb::GetDocumentRequest::default())
+                .await;
+            refused_before_the_service(answer)
+        }
+    };
+    assert!(anonymous, "a TLS client without a mesh certificate reaches the service");
+    let outsider_dir = tempfile::tempdir().unwrap();
+    let outsider = make_mesh_tls(outsider_dir.path()).unwrap();
+    let opem = |f: &str| std::fs::read(outsider.join(f)).unwrap();
+    let foreign = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem("ca.pem")))
+                .identity(tonic::transport::Identity::from_pem(opem("cert.pem"), opem("key.pem")))
+                .domain_name("cocon-mesh"),
+        )
+        .unwrap();
+    let foreign = match foreign.connect().await {
+        Err(_) => true,
+        Ok(channel) => refused_before_the_service(
+            pb::documents_service_client::DocumentsServiceClient::new(channel)
+                .get_document(pb::GetDocumentRequest::default())
+                .await,
+        ),
+    };
+    assert!(foreign, "a certificate of another CA reaches the service");
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .tls_config(mesh_client)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut grpc = pb::documents_service_client::DocumentsServiceClient::new(channel);
     let key = MeshKey::load(&_dir.path().join("mesh.key"), false).unwrap();
     edge.add_instance("bob.test").await.unwrap();
     let bob = edge.instance_id("bob.test").await.unwrap();
@@ -269,6 +354,7 @@ async fn test_a_revoked_token_stops_on_every_gateway_within_a_second() {
     let second = Cocon::builder(&dir.path().join("second-gateway"))
         .arg("--services")
         .arg("gateway")
+        .env("COCON_MESH_TLS__DIR", dir.path().join("mesh-tls").to_str().unwrap())
         .env("COCON_ENDPOINTS__AUTH", edge.grpc.clone().unwrap())
         .env("COCON_ENDPOINTS__DOCUMENTS", backend_grpc.clone())
         .env("COCON_ENDPOINTS__FILES", backend_grpc)
@@ -335,6 +421,7 @@ async fn another_gateway(dir: &std::path::Path, backend: &Cocon, edge: &Cocon) -
     Cocon::builder(&dir.join(format!("gateway-{}", rand_suffix())))
         .arg("--services")
         .arg("gateway")
+        .env("COCON_MESH_TLS__DIR", dir.join("mesh-tls").to_str().unwrap())
         .env("COCON_ENDPOINTS__AUTH", edge.grpc.clone().unwrap())
         .env("COCON_ENDPOINTS__DOCUMENTS", backend_grpc.clone())
         .env("COCON_ENDPOINTS__FILES", backend_grpc)
@@ -452,4 +539,163 @@ async fn test_login_limits_hold_across_gateways_and_spare_known_devices() {
     let token = hidden_field(&step.text, "two_factor_token").unwrap();
     let again = second_step(&mut phone, &token, &recovery[1]).await;
     assert_eq!(again.status, 303, "{again:?}");
+}
+
+/// Over real NATS that needs credentials: a client without them cannot even connect, and an
+/// `instance.destroyed` published by one that has them but not the mesh's key (unsigned, or
+/// signed with another key) is dead-lettered by every consumer and erases nothing; the
+/// genuine one, signed by auth, still erases.
+#[tokio::test]
+async fn test_forged_events_erase_nothing() {
+    use cocon_proto::events::v1::{Envelope, InstanceDestroyed, envelope::Payload};
+    use prost::Message as _;
+    const PASSWORD: &str = "a-nats-password";
+    let nats = NatsServer::start_with(&["--user", "cocon", "--pass", PASSWORD])
+        .await
+        .unwrap();
+    let (dir, backend, edge) = split_with(
+        &nats,
+        &[("COCON_NATS__USER", "cocon"), ("COCON_NATS__PASSWORD", PASSWORD)],
+    )
+    .await;
+    let api = edge.instance("alice.test", "io.cozy.notes").await.unwrap();
+    assert_eq!(
+        api.put("/data/io.cozy.notes/n", &json!({"kept": true})).await.status,
+        200
+    );
+    let instance = edge.instance_id("alice.test").await.unwrap();
+
+    let anonymous = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(nats.url())
+        .await;
+    assert!(anonymous.is_err(), "the bus refuses a client without credentials");
+    let insider = async_nats::ConnectOptions::with_user_and_password("cocon".into(), PASSWORD.into())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(insider.clone());
+    let subject = format!("cocon.auth.{instance}.instance.destroyed");
+    let envelope = Envelope {
+        id: format!("auth:{instance}:999"),
+        r#type: "auth.instance.destroyed".into(),
+        schema_version: 1,
+        instance: instance.clone(),
+        seq: 999,
+        subject: subject.clone(),
+        payload: Some(Payload::InstanceDestroyed(InstanceDestroyed {
+            domain: "alice.test".into(),
+        })),
+        ..Default::default()
+    };
+    let payload = bytes::Bytes::from(envelope.encode_to_vec());
+    // Unsigned, then signed with a key that is not the mesh's.
+    let mut unsigned = async_nats::HeaderMap::new();
+    unsigned.insert("Nats-Msg-Id", "forged-1");
+    js.publish_with_headers(subject.clone(), unsigned, payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut wrong = cocon_events::Message {
+        subject: subject.clone(),
+        id: "forged-2".into(),
+        headers: Vec::new(),
+        payload: payload.clone(),
+    };
+    cocon_events::EventKeys::new(cocon_common::ticket::MeshKey::random(), &["auth"])
+        .sign(&mut wrong)
+        .unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "forged-2");
+    for (k, v) in &wrong.headers {
+        headers.insert(k.as_ref(), v.as_str());
+    }
+    js.publish_with_headers(subject.clone(), headers, payload)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // Both are dead-lettered by the documents and the files consumers, never applied.
+    let mut dlq = StreamReader::open_with(insider, "COCON_DLQ", "audit", "cocon.dlq.>")
+        .await
+        .unwrap();
+    let mut refused = Vec::new();
+    while refused.len() < 4 {
+        let m = dlq
+            .next(Duration::from_secs(30))
+            .await
+            .expect("the forged events are dead-lettered");
+        assert!(
+            header(&m, "Cocon-Error").is_some_and(|e| e.contains("not authentic")),
+            "{:?}",
+            m.headers
+        );
+        refused.push(m.subject.to_string());
+    }
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            "cocon.dlq.documents-instance-destroyed",
+            "cocon.dlq.documents-instance-destroyed",
+            "cocon.dlq.files-instance-destroyed",
+            "cocon.dlq.files-instance-destroyed",
+        ]
+    );
+    assert_eq!(
+        api.get("/data/io.cozy.notes/n").await.get("kept"),
+        true,
+        "nothing erased"
+    );
+
+    // The genuine event, signed by auth, erases the instance's documents.
+    let key = MeshKey::load(&dir.path().join("mesh.key"), false).unwrap();
+    let ticket = key.issue(&instance, cocon_common::time::now_secs() + 60);
+    let (status, _) = edge
+        .admin(reqwest::Method::DELETE, "/instances/alice.test", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let tls_dir = dir.path().join("mesh-tls");
+    let pem = |f: &str| std::fs::read(tls_dir.join(f)).unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(backend.grpc.clone().unwrap().replacen("http://", "https://", 1))
+            .unwrap()
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem("ca.pem")))
+                    .identity(tonic::transport::Identity::from_pem(pem("cert.pem"), pem("key.pem")))
+                    .domain_name("cocon-mesh"),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut grpc = pb::documents_service_client::DocumentsServiceClient::new(channel);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = grpc
+            .get_document(pb::GetDocumentRequest {
+                scope: Some(pb::Scope {
+                    instance: instance.clone(),
+                    doctype: "io.cozy.notes".into(),
+                    ticket: ticket.clone(),
+                }),
+                id: "n".into(),
+                rev: String::new(),
+            })
+            .await;
+        match got {
+            Err(status) if status.code() == tonic::Code::NotFound => break,
+            Ok(_) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the genuine event never erased the documents"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

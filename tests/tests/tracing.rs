@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cocon_tests::{Cocon, NatsServer, StreamReader, header, make_mesh_key};
+use cocon_tests::{Cocon, NatsServer, StreamReader, header, make_mesh_key, make_mesh_tls};
 use serde_json::json;
 
 #[tokio::test]
@@ -13,10 +13,12 @@ async fn test_traceparent_reaches_the_nats_event_across_processes() {
     // Export is on (to a port where nothing listens: spans are made and propagated, then dropped).
     let otlp = "http://127.0.0.1:9";
     let key = make_mesh_key(dir.path()).unwrap().to_str().unwrap().to_string();
+    let tls = make_mesh_tls(dir.path()).unwrap().to_str().unwrap().to_string();
     let documents = Cocon::builder(&dir.path().join("documents"))
         .args(["--services", "documents", "--nats", &nats.url()])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("COCON_MESH_KEY_FILE", key.clone())
+        .env("COCON_MESH_TLS__DIR", tls.clone())
         .start()
         .await
         .unwrap();
@@ -25,6 +27,7 @@ async fn test_traceparent_reaches_the_nats_event_across_processes() {
         .env("COCON_ENDPOINTS__DOCUMENTS", documents.grpc.clone().unwrap())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("COCON_MESH_KEY_FILE", key.clone())
+        .env("COCON_MESH_TLS__DIR", tls.clone())
         .start()
         .await
         .unwrap();

@@ -40,6 +40,10 @@ pub struct Config {
     pub mesh_key_file: Option<PathBuf>,
     /// How long a shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Credentials and TLS for the NATS server (`nats_url`).
+    pub nats: cocon_events::NatsAuth,
+    /// Mutual TLS for the gRPC calls between processes.
+    pub mesh_tls: cocon_common::mesh_tls::MeshTlsConfig,
     pub endpoints: Endpoints,
     pub store: StoreConfig,
     pub streams: cocon_events::streams::Limits,
@@ -64,6 +68,8 @@ impl Default for Config {
             admin_token_file: None,
             mesh_key_file: None,
             shutdown_grace_secs: 30,
+            nats: Default::default(),
+            mesh_tls: Default::default(),
             endpoints: Endpoints::default(),
             store: StoreConfig::default(),
             streams: Default::default(),

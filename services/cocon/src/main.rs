@@ -4,6 +4,7 @@
 mod admin_http;
 mod cli;
 mod config;
+mod mesh_cert;
 mod rebuild;
 mod serve;
 
@@ -62,6 +63,20 @@ enum Command {
         /// Where to write the key.
         file: PathBuf,
     },
+    /// Make the certificates of the mesh's mutual TLS in DIR: a CA (ca.pem) and one
+    /// certificate with its key (cert.pem, key.pem, mode 0600) that every process presents, as a
+    /// server and as a client. Give the same directory to every process (COCON_MESH_TLS__DIR).
+    /// The CA's own key is not kept: make a new directory to renew.
+    #[command(after_help = "Example:\n  cocon mesh-cert /etc/cocon/mesh-tls\n  \
+        COCON_MESH_TLS__DIR=/etc/cocon/mesh-tls cocon serve --services documents --nats nats://10.0.0.5:4222")]
+    MeshCert {
+        /// The directory to write into (created; must not hold certificates already).
+        dir: PathBuf,
+        /// More names the certificate holds besides cocon-mesh and localhost (hosts that
+        /// clients check when they dial with another name).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -104,6 +119,7 @@ fn main() -> ExitCode {
             Command::Instances(cmd) => cli::run(cmd).await,
             Command::RebuildProjections { data_dir } => rebuild::run(&data_dir).await,
             Command::MeshKey { file } => new_mesh_key(&file),
+            Command::MeshCert { dir, names } => mesh_cert::write(&dir, &names),
         }
     });
     match result {

@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt as _;
 use cocon_auth::AuthService;
 use cocon_common::Shutdown;
+use cocon_common::mesh_tls::MeshTls;
 use cocon_common::ticket::MeshKey;
 use cocon_documents::DocumentsService;
-use cocon_events::{EventBus, MemoryBus, NatsBus};
+use cocon_events::{EventBus, EventKeys, MemoryBus, NatsBus, SignedBus};
 use cocon_files::FilesService;
 use cocon_gateway::{AuthClient, Clients, DocumentsClient, in_process, remote};
 use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -131,21 +132,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !all_in_one && stateful && config.nats_url.is_empty() {
         bail!("running only some services needs a shared event bus: pass --nats nats://HOST:4222 (or COCON_NATS_URL)");
     }
+    let mesh_key = if stateful {
+        Some(mesh_key(&config, all_in_one)?)
+    } else {
+        None
+    };
+    let mesh_tls = mesh_tls(&config, all_in_one)?;
     let streams = cocon_events::streams::all(&config.streams);
     let bus: Arc<dyn EventBus> = if config.nats_url.is_empty() {
         Arc::new(MemoryBus::new(streams))
     } else {
         tracing::info!(url = %config.nats_url, "connecting to NATS");
-        Arc::new(
-            NatsBus::connect(&config.nats_url, &streams)
+        let nats: Arc<dyn EventBus> = Arc::new(
+            NatsBus::connect_with(&config.nats_url, &config.nats, &streams)
                 .await
                 .context("cannot set up the NATS JetStream streams")?,
-        )
-    };
-    let mesh_key = if stateful {
-        Some(mesh_key(&config, all_in_one)?)
-    } else {
-        None
+        );
+        // On a network bus, every event is signed by its producer and checked by its consumers.
+        match &mesh_key {
+            Some(key) => {
+                let producers: Vec<&str> = ["auth", "documents", "files"].into_iter().filter(|s| runs(s)).collect();
+                Arc::new(SignedBus::new(nats, EventKeys::new(key.clone(), &producers)))
+            }
+            None => nats,
+        }
     };
     let store = if stateful {
         Some(open_store(&config).await?)
@@ -207,25 +217,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // A service in this process is called through its gRPC trait directly; one elsewhere
     // through a tonic client.
+    let mesh_client = mesh_tls.as_ref().map(|t| &t.client);
     let clients = Clients {
         auth: match &auth {
             Some(a) => AuthClient::Local(Arc::new(a.clone())),
             None => AuthClient::Remote(AuthServiceClient::new(
-                remote(&config.endpoints.auth).context("invalid endpoints.auth")?,
+                remote(&config.endpoints.auth, mesh_client).context("invalid endpoints.auth")?,
             )),
         },
         documents: match &documents {
             Some(d) => DocumentsClient::Local(Arc::new(d.clone())),
             None => DocumentsClient::Remote(
                 DocumentsServiceClient::new(
-                    remote(&config.endpoints.documents).context("invalid endpoints.documents")?,
+                    remote(&config.endpoints.documents, mesh_client).context("invalid endpoints.documents")?,
                 )
                 .max_decoding_message_size(usize::MAX),
             ),
         },
         files: match &files {
             Some(f) => FilesServiceClient::new(in_process(f.grpc())),
-            None => FilesServiceClient::new(remote(&config.endpoints.files).context("invalid endpoints.files")?),
+            None => FilesServiceClient::new(
+                remote(&config.endpoints.files, mesh_client).context("invalid endpoints.files")?,
+            ),
         },
     };
 
@@ -307,7 +320,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(s) = &notifications {
             s.register_health(&reporter).await;
         }
-        let mut router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &mesh_tls {
+            server = server
+                .tls_config(tls.server.clone())
+                .context("cannot use the mesh's TLS certificates")?;
+        }
+        let mut router = server
             .trace_fn(|req| {
                 let span = tracing::info_span!("grpc", path = %req.uri().path());
                 cocon_common::trace_context::continue_trace(&span, req.headers());
@@ -395,6 +414,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn no_delay(tcp: &mut tokio::net::TcpStream) {
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+}
+
+/// The mesh's mutual TLS, required between split processes unless the operator says the
+/// network is trusted (`mesh_tls.insecure`); all in one process, nothing crosses a network.
+fn mesh_tls(config: &Config, all_in_one: bool) -> anyhow::Result<Option<MeshTls>> {
+    let tls = &config.mesh_tls;
+    match &tls.dir {
+        Some(dir) => MeshTls::load(dir, &tls.server_name).map(Some).with_context(|| {
+            format!(
+                "cannot read the mesh's TLS certificates in {}: make them with `cocon mesh-cert {}`",
+                dir.display(),
+                dir.display()
+            )
+        }),
+        None if all_in_one || tls.insecure => Ok(None),
+        None => bail!(
+            "split services call each other over mutual TLS: make certificates with `cocon mesh-cert DIR` and give every process COCON_MESH_TLS__DIR=DIR (or mesh_tls.dir); on a network nothing else reaches, mesh_tls.insecure = true turns it off"
+        ),
     }
 }
 

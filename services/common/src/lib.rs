@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod fs;
 pub mod mango;
+pub mod mesh_tls;
 pub mod scope;
 pub mod shutdown;
 pub mod size;

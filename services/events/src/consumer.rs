@@ -57,6 +57,7 @@ where
                 Err(err) if attempt >= spec.max_deliver => {
                     tracing::error!(consumer = %spec.durable, subject = %message.subject, attempt, error = %err, "dead-lettering event");
                     let mut headers = message.headers.clone();
+                    headers.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("nats-"));
                     headers.push(("Cocon-Original-Subject".into(), message.subject.clone()));
                     headers.push(("Cocon-Error".into(), err.0.replace(['\r', '\n'], " ")));
                     let dead = Message {

@@ -13,6 +13,7 @@ mod log;
 mod memory;
 mod nats;
 mod outbox;
+mod signed;
 pub mod subject;
 
 pub use bus::{ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
@@ -20,8 +21,9 @@ pub use consumer::{HandlerError, on_instance_destroyed, run_consumer};
 pub use error::BusError;
 pub use log::{EventLog, decode_envelope};
 pub use memory::MemoryBus;
-pub use nats::NatsBus;
+pub use nats::{NatsAuth, NatsBus};
 pub use outbox::{Appended, Outbox, Relay, RelayConfig, Sealed};
+pub use signed::{EventKeys, SIGNATURE_HEADER, SignedBus};
 
 /// The streams of the deployment, one per publishing service, plus the dead letters.
 pub mod streams {

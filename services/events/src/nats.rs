@@ -10,6 +10,40 @@ use futures::StreamExt;
 use crate::bus::Acker;
 use crate::{BusError, ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
 
+/// How Cocon proves itself to the NATS server (its `authorization` or `accounts`), and whether
+/// the connection is TLS. Any of them may be combined as the server asks.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct NatsAuth {
+    pub user: String,
+    /// With `user`; better given as COCON_NATS__PASSWORD. Never logged.
+    pub password: String,
+    pub token: String,
+    /// A `.creds` file (a user JWT and its NKey seed), for servers with accounts.
+    pub creds_file: std::path::PathBuf,
+    /// A file holding an NKey seed (`SU…`).
+    pub nkey_seed_file: std::path::PathBuf,
+    /// The CA of the server's certificate: the connection is then TLS.
+    pub tls_ca_file: std::path::PathBuf,
+    /// Refuse a connection that is not TLS.
+    pub tls_required: bool,
+}
+
+/// Never prints the secrets.
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("user", &self.user)
+            .field("password", &(!self.password.is_empty()).then_some("<redacted>"))
+            .field("token", &(!self.token.is_empty()).then_some("<redacted>"))
+            .field("creds_file", &self.creds_file)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_required", &self.tls_required)
+            .finish()
+    }
+}
+
 #[derive(Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
@@ -24,13 +58,47 @@ impl NatsBus {
     /// Connects (retrying in the background if the server is down) and creates or updates the
     /// streams, so their limits follow the configuration.
     pub async fn connect(url: &str, streams: &[StreamSpec]) -> Result<NatsBus, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        NatsBus::connect_with(url, &NatsAuth::default(), streams).await
+    }
+
+    /// As [`NatsBus::connect`], with credentials and TLS.
+    pub async fn connect_with(url: &str, auth: &NatsAuth, streams: &[StreamSpec]) -> Result<NatsBus, BusError> {
+        let mut options = async_nats::ConnectOptions::new()
             .name("cocon")
             .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(unavailable)?;
+            .connection_timeout(Duration::from_secs(5));
+        if !auth.creds_file.as_os_str().is_empty() {
+            options = options.credentials_file(&auth.creds_file).await.map_err(|e| {
+                BusError::Unavailable(format!(
+                    "cannot read the NATS credentials {}: {e}",
+                    auth.creds_file.display()
+                ))
+            })?;
+        }
+        if !auth.nkey_seed_file.as_os_str().is_empty() {
+            let seed = std::fs::read_to_string(&auth.nkey_seed_file).map_err(|e| {
+                BusError::Unavailable(format!(
+                    "cannot read the NATS NKey seed {}: {e}",
+                    auth.nkey_seed_file.display()
+                ))
+            })?;
+            options = options.nkey(seed.trim().to_string());
+        }
+        if !auth.user.is_empty() {
+            options = options.user_and_password(auth.user.clone(), auth.password.clone());
+        }
+        if !auth.token.is_empty() {
+            options = options.token(auth.token.clone());
+        }
+        if !auth.tls_ca_file.as_os_str().is_empty() {
+            options = options
+                .add_root_certificates(auth.tls_ca_file.clone())
+                .require_tls(true);
+        }
+        if auth.tls_required {
+            options = options.require_tls(true);
+        }
+        let client = options.connect(url).await.map_err(unavailable)?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
         let bus = NatsBus { client, js };
