@@ -496,7 +496,7 @@ impl AuthService {
             exp: iat + ttl,
             client_id: client.id.clone(),
             grant: grant_id.to_string(),
-            jti: String::new(),
+            n: String::new(),
         };
         let secret = token::instance_secret(&self.inner().master_key, &record.id);
         Ok(pb::TokenResponse {

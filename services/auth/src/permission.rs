@@ -171,9 +171,13 @@ impl AuthService {
         if claims.aud == token::ACCESS {
             self.check_grant(&record.id, &claims).await?;
         }
-        if claims.aud != token::ACCESS {
-            self.check_cli_token(&record.id, &claims.jti).await?;
-        }
+        let token_id = if claims.aud == token::ACCESS {
+            String::new()
+        } else {
+            let id = token::token_id(bearer);
+            self.check_cli_token(&record.id, &id).await?;
+            id
+        };
         let rules = scope::parse_scope(&claims.scope)
             .map_err(|_| AuthError::InvalidToken("the token's scope is malformed".into()))?;
         Ok(Bearer {
@@ -181,21 +185,19 @@ impl AuthService {
             kind: if claims.aud == token::ACCESS { "oauth" } else { "cli" },
             client_id: claims.client_id,
             permission_id: String::new(),
-            token_id: claims.jti,
+            token_id,
             expires_at: claims.exp,
         })
     }
 
     /// A CLI token is accepted only while the event log records it as issued and not revoked.
     async fn check_cli_token(&self, instance: &str, id: &str) -> Result<(), AuthError> {
-        if id.is_empty() {
-            return Err(AuthError::InvalidToken(
-                "this token predates revocable tokens: issue a new one with `cocon instances token-cli`".into(),
-            ));
-        }
         match self.row::<CliTokenRecord>(CLI_TOKENS, instance, id).await? {
             Some(_) => Ok(()),
-            None => Err(AuthError::InvalidToken("this token was revoked".into())),
+            None => Err(AuthError::InvalidToken(
+                "this token was revoked (or issued before tokens could be revoked): issue a new one with `cocon instances token-cli`"
+                    .into(),
+            )),
         }
     }
 

@@ -461,20 +461,20 @@ impl AuthService {
             t => t.min(self.inner.config.max_token_ttl_secs),
         };
         let iat = token::now();
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let claims = Claims {
             iss: record.domain.clone(),
             sub: record.id.clone(),
             aud: "cli".into(),
             scope: scope.split_whitespace().collect::<Vec<_>>().join(" "),
-            iat,
+            iat: 0,
             exp: iat + ttl as i64,
+            n: token::nonce(),
             client_id: String::new(),
             grant: String::new(),
-            jti: id.clone(),
         };
         let secret = token::instance_secret(&self.inner.master_key, &record.id);
         let token = token::issue(&secret, &claims)?;
+        let id = token::token_id(&token);
         let _writer = self.stripe(&record.id).lock().await;
         self.append_one(
             &record,

@@ -22,16 +22,36 @@ pub struct Claims {
     pub sub: String,
     pub aud: String,
     pub scope: String,
+    /// When it was issued; left out of CLI tokens, whose issue is an event.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub iat: i64,
     pub exp: i64,
+    /// A CLI token's nonce: two tokens issued alike in the same second are still two.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub n: String,
     /// The OAuth client and grant of an `access` token: revoking either ends the token.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub grant: String,
-    /// A CLI token's own id: it is its principal, and revoking it ends the token.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub jti: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// A nonce for a CLI token: 8 random bytes, base64url.
+pub fn nonce() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 8]>())
+}
+
+/// A CLI token's own id: the first half of its SHA-256 (no claim of its own: WebDAV clients
+/// take the token as a Basic password, which some cap at 255 characters). The id is the
+/// token's principal, and revoking it ends the token; it reveals nothing of the token.
+pub fn token_id(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&Sha256::digest(token.as_bytes())[..16])
 }
 
 pub fn now() -> i64 {
@@ -49,12 +69,13 @@ pub fn instance_secret(master: &[u8], instance_id: &str) -> [u8; 32] {
 }
 
 pub fn issue(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| AuthError::InvalidToken(e.to_string()))
+    // No `typ`: it says nothing the audience does not, and tokens stay short.
+    let header = Header {
+        typ: None,
+        ..Header::new(Algorithm::HS256)
+    };
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret))
+        .map_err(|e| AuthError::InvalidToken(e.to_string()))
 }
 
 pub fn verify(secret: &[u8], token: &str, domain: &str) -> Result<Claims, AuthError> {
@@ -140,7 +161,7 @@ mod tests {
             exp,
             client_id: String::new(),
             grant: String::new(),
-            jti: "t1".into(),
+            n: String::new(),
         }
     }
 

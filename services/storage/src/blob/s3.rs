@@ -323,37 +323,60 @@ impl BlobStore for S3Blobs {
 
     async fn list(&self, prefix: &str) -> Result<futures::stream::BoxStream<'static, Result<BlobEntry>>> {
         check_prefix(prefix)?;
-        let listing = self
-            .inner
-            .client
-            .list_objects(self.inner.bucket.clone())
-            .map_err(backend)?
-            .prefix((!prefix.is_empty()).then(|| prefix.to_string()))
-            .recursive(true)
-            .build()
-            .to_stream()
-            .await;
-        let entries = listing
-            .map(|page| {
-                let page = page.map_err(backend)?;
-                Ok::<_, StorageError>(futures::stream::iter(
-                    page.contents
-                        .into_iter()
-                        .filter(|e| !e.is_prefix && !e.is_delete_marker)
-                        .map(|e| {
-                            Ok(BlobEntry {
-                                size: e.size.unwrap_or(0),
-                                modified: e
-                                    .last_modified
-                                    .map(std::time::SystemTime::from)
-                                    .unwrap_or(std::time::UNIX_EPOCH),
-                                key: e.name,
-                            })
-                        }),
-                ))
-            })
-            .try_flatten();
-        Ok(entries.boxed())
+        // A level at a time, with the delimiter `/`: the recursive form sends an empty delimiter,
+        // which some servers take as a delimiter. The walk runs on a task of its own and hands
+        // entries over as they come, so a large bucket is listed in bounded memory.
+        let inner = self.inner.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<BlobEntry>>(256);
+        let mut pending = vec![prefix.to_string()];
+        tokio::spawn(async move {
+            while let Some(level) = pending.pop() {
+                let request = match inner.client.list_objects(inner.bucket.clone()) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        let _ = tx.send(Err(backend(e))).await;
+                        return;
+                    }
+                };
+                let mut pages = request
+                    .prefix((!level.is_empty()).then(|| level.clone()))
+                    .delimiter(Some("/".to_string()))
+                    .build()
+                    .to_stream()
+                    .await;
+                while let Some(page) = pages.next().await {
+                    let page = match page {
+                        Ok(page) => page,
+                        Err(e) => {
+                            let _ = tx.send(Err(backend(e))).await;
+                            return;
+                        }
+                    };
+                    for entry in page.contents {
+                        if entry.is_prefix {
+                            pending.push(entry.name);
+                            continue;
+                        }
+                        if entry.is_delete_marker {
+                            continue;
+                        }
+                        let blob = BlobEntry {
+                            size: entry.size.unwrap_or(0),
+                            modified: entry
+                                .last_modified
+                                .map(std::time::SystemTime::from)
+                                .unwrap_or(std::time::UNIX_EPOCH),
+                            key: entry.name,
+                        };
+                        if tx.send(Ok(blob)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(stream.boxed())
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
