@@ -1073,4 +1073,29 @@ mod tests {
         assert_eq!(range("items=0-1"), (None, None, None));
         assert_eq!(parse_range(&HeaderMap::new()), (None, None, None));
     }
+
+    /// Fuzzing: any `Range` text is read as one range or ignored, never a panic, and a range a
+    /// client writes is read back as it was.
+    #[test]
+    fn fuzz_range_headers() {
+        use proptest::prelude::*;
+        let text = prop_oneof![
+            ".{0,30}",
+            "bytes=[0-9 ,-]{0,20}",
+            (any::<u64>(), proptest::option::of(any::<u64>())).prop_map(|(a, b)| match b {
+                Some(b) => format!("bytes={a}-{b}"),
+                None => format!("bytes={a}-"),
+            }),
+        ];
+        cocon_common::fuzz::fuzz("range", (text, any::<u64>(), any::<u64>()), |(text, a, b)| {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                h.insert(header::RANGE, v);
+            }
+            let _ = parse_range(&h);
+            prop_assert_eq!(range(&format!("bytes={a}-{b}")), (Some(a), Some(b), None));
+            prop_assert_eq!(range(&format!("bytes=-{b}")), (None, None, Some(b)));
+            Ok(())
+        });
+    }
 }

@@ -171,6 +171,21 @@ fn metadata(headers: &HeaderMap) -> Result<HashMap<String, String>> {
     Ok(out)
 }
 
+/// `Upload-Checksum`: an algorithm, a space, and the digest in base64.
+fn checksum(headers: &HeaderMap) -> Result<Option<(String, Vec<u8>)>> {
+    let Some(value) = headers.get(HeaderName::from_static("upload-checksum")) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or_default();
+    let (algorithm, digest) = value
+        .split_once(' ')
+        .ok_or_else(|| Tus::from(bad_request("Upload-Checksum is an algorithm, a space and base64")))?;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .map_err(|_| Tus::from(bad_request("the digest of Upload-Checksum is not base64")))?;
+    Ok(Some((algorithm.to_string(), digest)))
+}
+
 fn expires(at: i64) -> HeaderValue {
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64);
     HeaderValue::from_str(&httpdate::fmt_http_date(when)).expect("an HTTP date is a valid header")
@@ -303,19 +318,7 @@ async fn append(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Pa
     }
     let offset = number(&headers, UPLOAD_OFFSET)?
         .ok_or_else(|| Tus::from(bad_request("an append says where it starts in Upload-Offset")))?;
-    let checksum = match headers.get(HeaderName::from_static("upload-checksum")) {
-        None => None,
-        Some(value) => {
-            let value = value.to_str().unwrap_or_default();
-            let (algorithm, digest) = value
-                .split_once(' ')
-                .ok_or_else(|| Tus::from(bad_request("Upload-Checksum is an algorithm, a space and base64")))?;
-            let digest = base64::engine::general_purpose::STANDARD
-                .decode(digest.trim())
-                .map_err(|_| Tus::from(bad_request("the digest of Upload-Checksum is not base64")))?;
-            Some((algorithm.to_string(), digest))
-        }
-    };
+    let checksum = checksum(&headers)?;
     let caller = writer(&state, &headers, false).await?;
     let upload = send(&state, &caller, &id, offset, checksum, body).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -399,5 +402,52 @@ mod tests {
         assert!(check_version(&headers).is_err());
         headers.insert(TUS_RESUMABLE, HeaderValue::from_static("1.0.0"));
         assert!(check_version(&headers).is_ok());
+    }
+}
+
+/// Fuzzing: any header text is read or refused with a clear error, never a panic; what a
+/// client encodes is read back as it was.
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(name: &'static str, value: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+        h
+    }
+
+    #[test]
+    fn fuzz_tus_headers() {
+        let raw = proptest::collection::vec(any::<u8>(), 0..80);
+        let pairs = proptest::collection::btree_map("[a-z_]{1,8}", ".{0,20}", 0..5);
+        cocon_common::fuzz::fuzz("tus", (raw, pairs, any::<u64>()), |(raw, pairs, n)| {
+            for name in ["upload-metadata", "upload-checksum", "upload-offset", "upload-length"] {
+                let h = headers(name, &raw);
+                let _ = metadata(&h);
+                let _ = checksum(&h);
+                let _ = number(&h, HeaderName::from_static("upload-offset"));
+            }
+            let encoded: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{k} {}", base64::engine::general_purpose::STANDARD.encode(v)))
+                .collect();
+            let read = metadata(&headers("upload-metadata", encoded.join(",").as_bytes()));
+            let read = read.map_err(|_| TestCaseError::fail("well-formed metadata refused"))?;
+            prop_assert_eq!(read.len(), pairs.len());
+            for (k, v) in &pairs {
+                prop_assert_eq!(read.get(k), Some(v));
+            }
+            let offset = number(
+                &headers("upload-offset", n.to_string().as_bytes()),
+                HeaderName::from_static("upload-offset"),
+            );
+            prop_assert_eq!(offset.ok().flatten(), Some(n));
+            Ok(())
+        });
     }
 }

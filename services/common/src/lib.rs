@@ -9,6 +9,8 @@ pub mod doctype;
 pub mod domain;
 pub mod error;
 pub mod fs;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod mango;
 pub mod mesh_tls;
 pub mod scope;

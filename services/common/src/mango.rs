@@ -345,3 +345,55 @@ mod tests {
         assert!(parse(&json!([1])).is_err());
     }
 }
+
+/// Fuzzing: any JSON, however nested and whatever its operators, parses or is refused with an
+/// error, never a panic; what parses matches any document without a panic.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use crate::fuzz::{fuzz, json};
+
+    const KEYS: &[&str] = &[
+        "$eq",
+        "$ne",
+        "$gt",
+        "$gte",
+        "$lt",
+        "$lte",
+        "$in",
+        "$nin",
+        "$exists",
+        "$type",
+        "$size",
+        "$mod",
+        "$regex",
+        "$all",
+        "$elemMatch",
+        "$allMatch",
+        "$and",
+        "$or",
+        "$nor",
+        "$not",
+        "$text",
+        "$keyMapMatch",
+        "a",
+        "b",
+        "a.b",
+        "_id",
+        "",
+        ".",
+        "a..b",
+        "[0]",
+    ];
+
+    #[test]
+    fn fuzz_mango_selectors() {
+        fuzz("mango", (json(KEYS), json(KEYS)), |(selector, doc)| {
+            if let Ok(parsed) = parse(&selector) {
+                let _ = parsed.matches(&doc);
+                let _ = parsed.conjuncts();
+            }
+            Ok(())
+        });
+    }
+}

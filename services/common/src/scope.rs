@@ -396,3 +396,68 @@ mod tests {
         assert!(!rule("io.cozy.bank.accounts.*").covers(&rule("io.cozy.bank.*")));
     }
 }
+
+/// Fuzzing: any text parses as a scope or is refused, never a panic; what parses writes back
+/// to itself, and a rule covers itself.
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzz::fuzz;
+
+    fn scope_text() -> impl Strategy<Value = String> {
+        let doctype = prop_oneof![
+            Just("io.cozy.files".to_string()),
+            Just("io.cozy.bank.*".to_string()),
+            Just("io.cozy.*".to_string()),
+            "[a-z][a-z0-9._-]{0,20}",
+            ".{0,10}",
+        ];
+        let verbs = prop_oneof![
+            Just(String::new()),
+            Just("ALL".to_string()),
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("GET"),
+                    Just("POST"),
+                    Just("PUT"),
+                    Just("PATCH"),
+                    Just("DELETE"),
+                    Just("HEAD"),
+                    Just("get")
+                ],
+                1..4
+            )
+            .prop_map(|v| v.join(",")),
+            ".{0,8}",
+        ];
+        let rule = (doctype, verbs, ".{0,12}", ".{0,8}", 0..5usize).prop_map(|(d, v, values, sel, parts)| {
+            [d, v, values, sel]
+                .into_iter()
+                .take(parts.max(1))
+                .collect::<Vec<_>>()
+                .join(":")
+        });
+        prop_oneof![
+            proptest::collection::vec(rule, 0..4).prop_map(|r| r.join(" ")),
+            ".{0,40}",
+        ]
+    }
+
+    #[test]
+    fn fuzz_scope_grammar() {
+        fuzz("scope", scope_text(), |text| {
+            if let Ok(rules) = parse_scope(&text) {
+                let again: Vec<String> = rules.iter().map(Rule::to_scope).collect();
+                let reparsed = parse_scope(&again.join(" "));
+                prop_assert_eq!(reparsed.as_ref(), Ok(&rules), "{} wrote back as {:?}", text, again);
+                for rule in &rules {
+                    prop_assert!(rule.covers(rule), "{:?} does not cover itself", rule);
+                    let _ = grant(&rules, "GET", &rule.doctype, Some("x"));
+                }
+            }
+            Ok(())
+        });
+    }
+}

@@ -398,6 +398,9 @@ mod tests {
             r#"{"_rev":null}"#,
             r#"{"_deleted":"yes"}"#,
             r#"{"_type":"io.cozy.notes","a":1,"_rev":"1-x"}"#,
+            // Found by fuzzing: the tree's path wrote this float back one ulp off until
+            // serde_json's exact float parsing was turned on.
+            r#"{"a":3.4282549452636845e-307,"b":1}"#,
             r#"{"_type":{"x":1e400}}"#,
             r#"{"_type":"\ud800"}"#,
             r#"[1,{"a":2}]"#,
@@ -460,5 +463,92 @@ mod tests {
             Fields::parse(&[b' '; 200], 100),
             Err(DocumentsError::TooLarge { size: 200, limit: 100 })
         ));
+    }
+
+    /// Fuzzing: bodies made of any JSON, spaced anyhow, with keys given twice, reserved
+    /// fields, and bytes broken at random, pass or fail exactly as building the tree would.
+    #[test]
+    fn fuzz_body_compactor() {
+        use proptest::prelude::*;
+        const KEYS: &[&str] = &[
+            "_id",
+            "_rev",
+            "_deleted",
+            "_type",
+            "_attachments",
+            "a",
+            "b",
+            "\u{e9}",
+            "k",
+        ];
+        let spaced = |text: String, spaces: Vec<(usize, u8)>| {
+            let mut bytes = text.into_bytes();
+            for (at, which) in spaces {
+                let space = [b' ', b'\n', b'\t', b'\r'][which as usize % 4];
+                // Only between tokens: after a structural character.
+                if let Some(pos) = bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| matches!(b, b',' | b':' | b'{' | b'['))
+                    .map(|(i, _)| i + 1)
+                    .nth(at)
+                {
+                    bytes.insert(pos, space);
+                }
+            }
+            bytes
+        };
+        let body = (
+            cocon_common::fuzz::json(KEYS),
+            proptest::collection::vec((0usize..20, any::<u8>()), 0..6),
+            proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            any::<bool>(),
+        )
+            .prop_map(move |(value, spaces, broken, twice)| {
+                let mut text = value.to_string();
+                if twice && text.starts_with('{') && text.len() > 2 {
+                    // A key given twice.
+                    text.insert_str(1, "\"a\":1,");
+                    text = text.replacen('}', ",\"a\":2}", 1);
+                }
+                let mut bytes = spaced(text, spaces);
+                if let Some((at, byte)) = broken {
+                    let at = at.index(bytes.len() + 1);
+                    bytes.insert(at, byte);
+                }
+                bytes
+            });
+        cocon_common::fuzz::fuzz("body", body, |bytes| {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let fast = Fields::parse(&bytes, 1 << 20);
+            let tree = match std::str::from_utf8(&bytes) {
+                Ok(text) => by_tree(text),
+                Err(_) => Err(DocumentsError::BadRequest("not UTF-8".into())),
+            };
+            match (fast, tree) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert!(same_json(&a.json, &b.json), "{}", text);
+                    prop_assert_eq!((a.id, a.rev, a.deleted), (b.id, b.rev, b.deleted), "{}", text);
+                    let parsed: Value = serde_json::from_slice(&a.json).expect("compacted fields are JSON");
+                    prop_assert!(
+                        parsed
+                            .as_object()
+                            .is_some_and(|o| o.keys().all(|k| !k.starts_with('_'))),
+                        "{}",
+                        text
+                    );
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(
+                    std::mem::discriminant(&a),
+                    std::mem::discriminant(&b),
+                    "{}: {} / {}",
+                    text,
+                    a,
+                    b
+                ),
+                (a, b) => prop_assert!(false, "{}: {:?} / {:?}", text, a, b),
+            }
+            Ok(())
+        });
     }
 }
