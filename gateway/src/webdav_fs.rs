@@ -270,16 +270,21 @@ impl CoconFs {
         if meta.id == ROOT_ID {
             return Err(FsError::Forbidden);
         }
+        // WebDAV's DELETE is for good (clients say so before they send it), through the trash;
+        // a destination that a COPY or MOVE replaces stays in the trash.
+        self.trash(meta.id, replaced.is_none()).await
+    }
+
+    /// Sends a node to the trash, and deletes it from there for good when `for_good`.
+    async fn trash(&self, id: String, for_good: bool) -> FsResult<()> {
         let request = pb::FileRequest {
             scope: Some(self.scope.clone()),
-            id: meta.id,
+            id,
             if_match: String::new(),
         };
         let mut files = self.files.clone();
         files.trash_file(request.clone()).await.map_err(fs_error)?;
-        // WebDAV's DELETE is for good (clients say so before they send it), through the trash;
-        // a destination that a COPY or MOVE replaces stays in the trash.
-        if replaced.is_none() {
+        if for_good {
             files.destroy_file(request).await.map_err(fs_error)?;
         }
         Ok(())
@@ -432,15 +437,7 @@ impl DavFileSystem for CoconFs {
                 // A file moved onto a file (an editor saving through a temporary file): the
                 // destination keeps its id and its old content as a version; the source is gone.
                 self.copy_onto(&meta, &to).await?;
-                let request = pb::FileRequest {
-                    scope: Some(self.scope.clone()),
-                    id: meta.id,
-                    if_match: String::new(),
-                };
-                let mut files = self.files.clone();
-                files.trash_file(request.clone()).await.map_err(fs_error)?;
-                files.destroy_file(request).await.map_err(fs_error)?;
-                return Ok(());
+                return self.trash(meta.id, true).await;
             }
             let (dir_id, name) = self.place(&to).await?;
             let attributes = serde_json::json!({"name": name, "dir_id": dir_id});
