@@ -3,6 +3,8 @@
 # requests/s and the server's CPU per request (utime + stime from /proc/<pid>/stat over the run,
 # divided by the requests served), which drifts less than requests/s on a shared machine.
 # Needs wrk. Usage: bash tests/bench/ab.sh get|post BIN [BIN…]   (ROUNDS=2 SECS=8 CONNS=64)
+# `post-tail` measures the POST latency percentiles with autocannon instead (npm install -g
+# autocannon), as wrk's POST latencies are not trusted on these shared cores (benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KIND=$1; shift
@@ -25,6 +27,16 @@ measure() { # PID wrk-args… → "rps=… cpu_us_per_req=…"
     END {printf "rps=%s cpu_us_per_req=%.1f\n", rps, (c1 - c0) * 1e6 / hz / n}'
 }
 
+tail_latency() { # wrk-style headers… URL → "rps=… p50=… p99=… max=… ms" (autocannon)
+  local args=() url
+  while [ $# -gt 1 ]; do args+=("$1" "${2/: /=}"); shift 2; done
+  url=$1
+  autocannon -j -c "$CONNS" -d "$SECS" -m POST "${args[@]}" -H Content-Type=application/json \
+    -b '{"title":"bench","n":42,"tags":["a","b"]}' "$url" 2>/dev/null \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); l=r["latency"]
+print("rps=%d p50=%s p99=%s max=%s ms non2xx=%d" % (r["requests"]["average"], l["p50"], l["p99"], l["max"], r["non2xx"]))'
+}
+
 target/release/hello 127.0.0.1:0 > "$WORK/hello.log" &
 PIDS+=($!)
 HELLO_PID=$!
@@ -35,8 +47,10 @@ printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "appli
 
 for round in $(seq "$ROUNDS"); do
   echo "round $round hello: $(measure "$HELLO_PID" "http://$HELLO/")"
+  n=0
   for bin in "$@"; do
-    data="$WORK/data-$round-$(basename "$bin")"
+    n=$((n + 1)) # binaries are often all named cocon: each gets its own data directory
+    data="$WORK/data-$round-$n"
     : > "$WORK/cocon.log"
     "$bin" serve --data-dir "$data" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 > "$WORK/cocon.log" 2>/dev/null &
     pid=$!
@@ -52,7 +66,8 @@ for round in $(seq "$ROUNDS"); do
     case $KIND in
       get) echo "round $round $bin: $(measure "$pid" "${H[@]}" "http://$http/data/io.cozy.bench/read-me")" ;;
       post) echo "round $round $bin: $(measure "$pid" "${H[@]}" -s "$WORK/post.lua" "http://$http/data/io.cozy.bench/")" ;;
-      *) echo "unknown request type $KIND: use get or post" >&2; exit 2 ;;
+      post-tail) echo "round $round $bin: $(tail_latency "${H[@]}" "http://$http/data/io.cozy.bench/")" ;;
+      *) echo "unknown request type $KIND: use get, post or post-tail" >&2; exit 2 ;;
     esac
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
