@@ -152,6 +152,54 @@ async fn test_rebuild_refuses_a_running_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("stop `cocon serve` first"));
 }
 
+/// Something else fills the disk to the last byte, faster than the watermark sees (here: no
+/// watermark): the store's next checkpoint fails for want of space. Writes are then refused
+/// with 507 and a reason that says what to do, never a 500 or a lost write; once space is
+/// freed, a restart replays the log and every acknowledged write is there.
+#[tokio::test]
+async fn test_a_disk_filled_under_the_store_loses_no_acknowledged_write() {
+    let disk = SmallDisk::mount(64);
+    let data = disk.path().join("data");
+    let cocon = Cocon::builder(&data)
+        .env("COCON_STORE__MIN_FREE", "0")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.notes").await.unwrap();
+    let filler = disk.path().join("filler");
+    disk.fill(&filler);
+
+    let text = "a".repeat(3000);
+    let mut acknowledged = 0;
+    let refused = loop {
+        let r = api
+            .put(
+                &format!("/data/io.cozy.notes/n{acknowledged}"),
+                &json!({ "text": text }),
+            )
+            .await;
+        if r.status != 200 {
+            break r;
+        }
+        acknowledged += 1;
+        assert!(acknowledged < 50_000, "a full disk never refused a write");
+    };
+    assert_eq!(refused.status, 507, "{}", refused.text);
+    assert_eq!(refused.get("error"), "insufficient_storage");
+    let reason = refused.get("reason").as_str().unwrap().to_string();
+    assert!(reason.contains("disk") && reason.contains("restart cocon"), "{reason}");
+    let again = api.put("/data/io.cozy.notes/later", &json!({"x": 1})).await;
+    assert_eq!(again.status, 507, "{}", again.text);
+
+    std::fs::remove_file(&filler).unwrap();
+    let (_cocon, api) = crash_and_restart(cocon, &data, "0").await;
+    let all = api.get("/data/io.cozy.notes/_all_docs?limit=1").await;
+    assert_eq!(all.get("total_rows"), acknowledged, "{}", all.text);
+    let last = api.get(&format!("/data/io.cozy.notes/n{}", acknowledged - 1)).await;
+    assert_eq!(last.get("text"), text.as_str(), "{}", last.text);
+    assert_eq!(api.put("/data/io.cozy.notes/later", &json!({"x": 1})).await.status, 200);
+}
+
 /// A tmpfs of its own, so a test can fill a disk; unmounted when dropped.
 struct SmallDisk {
     dir: tempfile::TempDir,
@@ -174,6 +222,28 @@ impl SmallDisk {
 
     fn path(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// Writes `file` until the disk has not one byte left.
+    fn fill(&self, file: &std::path::Path) {
+        use std::io::Write;
+        let mut out = std::fs::File::create(file).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        loop {
+            match out.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        // What a partial block leaves.
+        while let Ok(n) = out.write(&[0u8; 512]) {
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(self.free(), 0, "the disk is full");
     }
 
     fn free(&self) -> u64 {
@@ -217,7 +287,7 @@ fn as_root(args: &[&str], path: &std::path::Path) -> std::process::Output {
 async fn test_a_full_disk_refuses_writes_until_space_returns() {
     let disk = SmallDisk::mount(96);
     let data = disk.path().join("data");
-    let mut cocon = Cocon::builder(&data)
+    let cocon = Cocon::builder(&data)
         .env("COCON_STORE__MIN_FREE", "24MiB")
         .env("COCON_AUTH__DEFAULT_DISK_QUOTA", "1MB")
         .start()
@@ -286,16 +356,19 @@ async fn test_a_full_disk_refuses_writes_until_space_returns() {
     assert_eq!(upload.status, 201, "{}", upload.text);
 
     // Every acknowledged write survives a crash.
+    let (_cocon, api) = crash_and_restart(cocon, &data, "24MiB").await;
+    assert_eq!(api.get("/data/io.cozy.notes/_all_docs").await.get("total_rows"), 21);
+}
+
+/// Kills `cocon` with SIGKILL and starts it again on `data`: alice's notes through a new token.
+async fn crash_and_restart(mut cocon: Cocon, data: &std::path::Path, min_free: &str) -> (Cocon, Api) {
     cocon.kill9();
-    let cocon = Cocon::builder(&data)
-        .env("COCON_STORE__MIN_FREE", "24MiB")
+    let cocon = Cocon::builder(data)
+        .env("COCON_STORE__MIN_FREE", min_free)
         .start()
         .await
         .unwrap();
-    let api = cocon.api(
-        "alice.test",
-        Some(&cocon.token("alice.test", "io.cozy.notes").await.unwrap()),
-    );
-    assert_eq!(api.get("/data/io.cozy.notes/_all_docs").await.get("total_rows"), 21);
-    drop(cocon);
+    let token = cocon.token("alice.test", "io.cozy.notes").await.unwrap();
+    let api = cocon.api("alice.test", Some(&token));
+    (cocon, api)
 }

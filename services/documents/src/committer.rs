@@ -229,7 +229,7 @@ async fn flush(shared: &Shared, pending: &mut Pending, results: &mut [Vec<Option
         Err(err) => {
             match &err {
                 cocon_storage::StorageError::InsufficientStorage(_) => {
-                    tracing::warn!(error = %err, "writes refused: the disk is nearly full")
+                    tracing::warn!(error = %err, "writes refused for want of disk space")
                 }
                 _ => tracing::error!(error = %err, "commit failed"),
             }

@@ -171,6 +171,8 @@ impl EmbeddedStore {
             db: Arc::new(db),
             wal,
             broken: None,
+            broken_by_full_disk: false,
+            full_disk_seen: false,
             vis: vis.clone(),
             open: None,
             logged: 0,
@@ -277,15 +279,6 @@ enum GroupError {
 }
 
 impl GroupError {
-    fn of_redb(e: impl Into<redb::Error>) -> GroupError {
-        match e.into() {
-            redb::Error::Io(io) if crate::space::is_full(&io) => GroupError::Full(format!(
-                "the server's disk is full ({io}): writes are refused until the operator frees space"
-            )),
-            other => GroupError::Broken(other.to_string()),
-        }
-    }
-
     fn into_storage(self) -> StorageError {
         match self {
             GroupError::Full(why) => StorageError::InsufficientStorage(why),
@@ -301,6 +294,10 @@ struct Writer {
     /// Set when the log and redb may disagree (a log write or a commit failed half-way): writes
     /// are refused until a restart replays the log, which settles what is durable.
     broken: Option<String>,
+    /// The break-down came from a full disk: writes are answered 507, with what to do.
+    broken_by_full_disk: bool,
+    /// redb failed a write for want of space; it then answers `PreviousIo` until reopened.
+    full_disk_seen: bool,
     vis: Arc<Visibility>,
     /// The transaction logged groups wait in until it commits.
     open: Option<OpenTxn>,
@@ -429,14 +426,23 @@ impl Writer {
     /// durable yet.
     fn log_group(&mut self, group: &[Kept], durable: bool) -> std::result::Result<(), GroupError> {
         if let Some(why) = &self.broken {
-            return Err(GroupError::Broken(why.clone()));
+            return Err(match self.broken_by_full_disk {
+                true => GroupError::Full(why.clone()),
+                false => GroupError::Broken(why.clone()),
+            });
         }
         let open = match &mut self.open {
             Some(open) => open,
             None => {
-                let mut txn = self.db.begin_write().map_err(GroupError::of_redb)?;
-                txn.set_durability(redb::Durability::None)
-                    .map_err(GroupError::of_redb)?;
+                let began = self.db.begin_write().map_err(redb::Error::from);
+                let txn = began.and_then(|mut txn| {
+                    txn.set_durability(redb::Durability::None)?;
+                    Ok(txn)
+                });
+                let txn = match txn {
+                    Ok(txn) => txn,
+                    Err(e) => return Err(self.refused(e)),
+                };
                 self.open.insert(OpenTxn {
                     txn,
                     since: Instant::now(),
@@ -446,8 +452,9 @@ impl Writer {
         };
         if let Err(e) = apply_all(&open.txn, group.iter().flat_map(Kept::ops)) {
             // Nothing of this group was logged; the transaction may hold part of it.
+            let refused = self.refused(e);
             self.reopen();
-            return Err(GroupError::of_redb(e));
+            return Err(refused);
         }
         let offset = self.wal.len();
         let appended = self
@@ -466,7 +473,7 @@ impl Writer {
                 )));
             }
             return Err(GroupError::Broken(
-                self.break_down(format!("the store's write-ahead log failed: {e}")),
+                self.break_down(format!("the store's write-ahead log failed: {e}"), false),
             ));
         }
         self.logged += 1;
@@ -488,7 +495,9 @@ impl Writer {
                 self.show_logged();
             }
             Err(e) => {
-                let why = self.break_down(format!("a logged commit failed: {e}"));
+                let e = redb::Error::from(e);
+                let full = self.is_full_disk(&e);
+                let why = self.break_down(format!("a logged commit failed: {e}"), full);
                 self.break_reads(why);
             }
         }
@@ -511,7 +520,8 @@ impl Writer {
         match redo() {
             Ok(()) => self.show_logged(),
             Err(e) => {
-                let why = self.break_down(format!("cannot re-apply logged writes: {e}"));
+                let full = self.is_full_disk(&e);
+                let why = self.break_down(format!("cannot re-apply logged writes: {e}"), full);
                 self.break_reads(why);
             }
         }
@@ -542,7 +552,8 @@ impl Writer {
                 self.wal.restart(next);
             }
             Err(e) => {
-                self.break_down(format!("a checkpoint failed: {e}"));
+                let full = self.is_full_disk(&e);
+                self.break_down(format!("a checkpoint failed: {e}"), full);
             }
         }
     }
@@ -567,10 +578,38 @@ impl Writer {
         Ok(())
     }
 
-    fn break_down(&mut self, why: String) -> String {
-        let why = format!("{why}; restart cocon to recover from the write-ahead log");
+    /// Whether `e` comes from a full disk, directly or as the `PreviousIo` redb answers after one.
+    fn is_full_disk(&mut self, e: &redb::Error) -> bool {
+        match e {
+            redb::Error::Io(io) if crate::space::is_full(io) => self.full_disk_seen = true,
+            redb::Error::PreviousIo => {}
+            _ => return false,
+        }
+        self.full_disk_seen
+    }
+
+    /// Why a group was refused by redb, before anything of it was logged.
+    fn refused(&mut self, e: redb::Error) -> GroupError {
+        match self.is_full_disk(&e) {
+            true => GroupError::Full(format!(
+                "the server's disk is full ({e}): writes are refused until the operator frees space"
+            )),
+            false => GroupError::Broken(e.to_string()),
+        }
+    }
+
+    /// Refuses every later write: redb latches an I/O failure (its file must be reopened), and
+    /// a restart replays the log, which holds every acknowledged write.
+    fn break_down(&mut self, why: String, full_disk: bool) -> String {
+        let why = match full_disk {
+            true => format!(
+                "the server's disk filled up: {why}; free space on it, then restart cocon to recover from the write-ahead log"
+            ),
+            false => format!("{why}; restart cocon to recover from the write-ahead log"),
+        };
         tracing::error!(error = %why, "the embedded store refuses writes");
         self.broken = Some(why.clone());
+        self.broken_by_full_disk = full_disk;
         why
     }
 }
