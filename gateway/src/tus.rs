@@ -180,6 +180,11 @@ fn checksum(headers: &HeaderMap) -> Result<Option<(String, Vec<u8>)>> {
     let (algorithm, digest) = value
         .split_once(' ')
         .ok_or_else(|| Tus::from(bad_request("Upload-Checksum is an algorithm, a space and base64")))?;
+    if !CHECKSUMS.split(',').any(|known| known.eq_ignore_ascii_case(algorithm)) {
+        return Err(Tus::from(bad_request(format!(
+            "unknown checksum algorithm {algorithm:?}: use {CHECKSUMS}"
+        ))));
+    }
     let digest = base64::engine::general_purpose::STANDARD
         .decode(digest.trim())
         .map_err(|_| Tus::from(bad_request("the digest of Upload-Checksum is not base64")))?;
@@ -308,22 +313,53 @@ async fn offset(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Pa
 /// `Upload-Checksum`. What arrives before a broken connection is kept.
 async fn append(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Result<Tus> {
     authenticate(&state, &headers).await.map_err(FilesApiError::from)?;
-    check_version(&headers)?;
-    if header_str(&headers, header::CONTENT_TYPE) != OFFSET_STREAM {
+    let (offset, checksum, caller) = match appendable(&state, &headers).await {
+        Ok(checked) => checked,
+        Err(refused) => {
+            drain(body).await;
+            return Err(refused);
+        }
+    };
+    let upload = send(&state, &caller, &id, offset, checksum, body).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    upload_headers(&mut response, &upload);
+    Ok(Tus::new(response))
+}
+
+/// What an authenticated append must say before its bytes are read.
+async fn appendable(state: &State, headers: &HeaderMap) -> Result<(u64, Option<(String, Vec<u8>)>, FilesCaller)> {
+    check_version(headers)?;
+    if header_str(headers, header::CONTENT_TYPE) != OFFSET_STREAM {
         return Err(refusal(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "an append is sent as Content-Type: application/offset+octet-stream",
         ));
     }
-    let offset = number(&headers, UPLOAD_OFFSET)?
+    let offset = number(headers, UPLOAD_OFFSET)?
         .ok_or_else(|| Tus::from(bad_request("an append says where it starts in Upload-Offset")))?;
-    let checksum = checksum(&headers)?;
-    let caller = writer(&state, &headers, false).await?;
-    let upload = send(&state, &caller, &id, offset, checksum, body).await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    upload_headers(&mut response, &upload);
-    Ok(Tus::new(response))
+    let checksum = checksum(headers)?;
+    let caller = writer(state, headers, false).await?;
+    Ok((offset, checksum, caller))
+}
+
+/// Reads and drops what is left of a refused append's body, within bounds: a client still
+/// sending a large chunk then reads the refusal, instead of a connection broken under it
+/// (hyper closes a connection whose request body was not read).
+async fn drain(body: Body) {
+    const DRAIN_BYTES: usize = 64 << 20;
+    const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut data = body.into_data_stream();
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_WITHIN, async {
+        while let Some(Ok(chunk)) = data.next().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Streams a request body to the files service as one append. A body that breaks off ends

@@ -205,8 +205,12 @@ async fn test_an_upload_cut_off_resumes_where_it_stopped() {
         offset_of(&api, &location).await.header("upload-offset"),
         sent.to_string()
     );
-    let unknown = append(&api, &location, sent, rest, Some("crc99 AAAA".into())).await;
+    // Refused before its bytes are read, a large append still gets its answer, not a
+    // connection broken while it sends.
+    let large = vec![0u8; 16 << 20];
+    let unknown = append(&api, &location, sent, &large, Some("crc99 AAAA".into())).await;
     assert_eq!(unknown.status, 400, "{}", unknown.text);
+    assert!(unknown.text.contains("crc99"), "{}", unknown.text);
     let wrong_type = send(
         tus(&api, Method::PATCH, &location)
             .header("Content-Type", "application/json")
