@@ -13,13 +13,14 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, TableDefinition, TableError};
@@ -47,6 +48,11 @@ const MAX_BATCHES_PER_TXN: usize = 1024;
 /// A store with logged writes and none for this long checkpoints, so a restart replays little.
 const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(500);
 
+/// A store broken down by a full disk tries to reopen this often, once this much is free
+/// (or the watermark, if higher): enough for redb to repair and checkpoint the log.
+const RECOVER_EVERY: Duration = Duration::from_secs(1);
+const RECOVERY_ROOM: u64 = 4 * wal::CHECKPOINT_AT;
+
 type Bin = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 fn table(name: &'static str) -> Bin {
@@ -73,9 +79,9 @@ struct Visibility {
     committed: AtomicU64,
     /// Wakes readers waiting for a commit.
     notify: tokio::sync::Notify,
-    /// Set when acknowledged writes cannot be made visible: reads fail until a restart
-    /// replays the log, rather than answer without them.
-    broken: std::sync::OnceLock<String>,
+    /// Set when acknowledged writes cannot be made visible: reads fail until the log is
+    /// replayed (by a restart, or in process after a full disk), rather than answer without them.
+    broken: ArcSwapOption<String>,
 }
 
 /// A batch of a group being logged, then kept in the open transaction until it commits.
@@ -100,7 +106,9 @@ struct BreakReadsOnPanic(Arc<Visibility>);
 impl Drop for BreakReadsOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = self.0.broken.set("the store's writer stopped; restart cocon".into());
+            self.0
+                .broken
+                .store(Some(Arc::new("the store's writer stopped; restart cocon".into())));
             self.0.notify.notify_waiters();
         }
     }
@@ -120,7 +128,8 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    /// redb's file, shared with the writer; `None` while it reopens it.
+    db: Arc<ArcSwapOption<Database>>,
     vis: Arc<Visibility>,
     /// The free-space watermark of the store's filesystem.
     space: FreeSpace,
@@ -167,8 +176,19 @@ impl EmbeddedStore {
             StorageError::Backend(format!("cannot open the write-ahead log {}: {e}", wal_path.display()))
         })?;
         let vis = Arc::new(Visibility::default());
+        let space_dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let db = Arc::new(db);
         let mut writer = Writer {
-            db: Arc::new(db),
+            db: Some(db.clone()),
+            shared: Arc::new(ArcSwapOption::new(Some(db))),
+            path: path.to_path_buf(),
+            cache_bytes,
+            space: FreeSpace::new(space_dir, min_free_bytes),
+            recovery_room: min_free_bytes.max(RECOVERY_ROOM),
+            last_recovery: Instant::now(),
             wal,
             broken: None,
             broken_by_full_disk: false,
@@ -180,15 +200,11 @@ impl EmbeddedStore {
         let recovered = writer
             .recover()
             .map_err(|e| StorageError::Backend(format!("cannot recover the embedded store {}: {e}", path.display())))?;
-        let db = writer.db.clone();
+        let db = writer.shared.clone();
         let (tx, rx) = mpsc::sync_channel(MAX_BATCHES_PER_GROUP);
         let thread = std::thread::Builder::new()
             .name("cocon-store-writer".into())
             .spawn(move || writer.run(rx))?;
-        let space_dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
@@ -225,7 +241,7 @@ impl EmbeddedStore {
         let vis = &self.inner.vis;
         let want = vis.logged.load(Ordering::Acquire);
         // The common case, without touching the waiters' list.
-        if vis.committed.load(Ordering::Acquire) >= want && vis.broken.get().is_none() {
+        if vis.committed.load(Ordering::Acquire) >= want && vis.broken.load().is_none() {
             return Ok(());
         }
         let mut asked = false;
@@ -233,8 +249,8 @@ impl EmbeddedStore {
             let notified = vis.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(why) = vis.broken.get() {
-                return Err(StorageError::Backend(why.clone()));
+            if let Some(why) = vis.broken.load_full() {
+                return Err(StorageError::Backend(why.to_string()));
             }
             if vis.committed.load(Ordering::Acquire) >= want {
                 return Ok(());
@@ -289,10 +305,19 @@ impl GroupError {
 
 /// The store's only writer, on its own thread.
 struct Writer {
-    db: Arc<Database>,
+    /// redb's file; `None` only while a store broken down by a full disk reopens it.
+    db: Option<Arc<Database>>,
+    /// The same, for readers.
+    shared: Arc<ArcSwapOption<Database>>,
+    path: PathBuf,
+    cache_bytes: usize,
+    space: FreeSpace,
+    /// What must be free before a store broken down by a full disk reopens.
+    recovery_room: u64,
+    last_recovery: Instant,
     wal: Wal,
     /// Set when the log and redb may disagree (a log write or a commit failed half-way): writes
-    /// are refused until a restart replays the log, which settles what is durable.
+    /// are refused until the log is replayed, which settles what is durable.
     broken: Option<String>,
     /// The break-down came from a full disk: writes are answered 507, with what to do.
     broken_by_full_disk: bool,
@@ -326,7 +351,7 @@ impl Writer {
     }
 
     fn durable_epoch(&self) -> std::result::Result<Option<u64>, redb::Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = match txn.open_table(table(wal::META_TABLE)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -339,7 +364,11 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<WriterMsg>) {
         let _reads = BreakReadsOnPanic(self.vis.clone());
         loop {
+            if self.broken_by_full_disk && self.last_recovery.elapsed() >= RECOVER_EVERY {
+                self.try_recover();
+            }
             let wait = match &self.open {
+                _ if self.broken_by_full_disk => Some(RECOVER_EVERY.saturating_sub(self.last_recovery.elapsed())),
                 Some(open) => Some(COMMIT_WITHIN.saturating_sub(open.since.elapsed())),
                 None if self.wal.len() > 0 => Some(CHECKPOINT_WHEN_IDLE),
                 None => None,
@@ -348,6 +377,9 @@ impl Writer {
                 Some(wait) => match rx.recv_timeout(wait) {
                     Ok(msg) => msg,
                     Err(RecvTimeoutError::Timeout) => {
+                        if self.broken_by_full_disk {
+                            continue;
+                        }
                         if self.open.is_some() {
                             self.commit_open();
                         } else {
@@ -434,7 +466,7 @@ impl Writer {
         let open = match &mut self.open {
             Some(open) => open,
             None => {
-                let began = self.db.begin_write().map_err(redb::Error::from);
+                let began = self.db().and_then(|db| Ok(db.begin_write()?));
                 let txn = began.and_then(|mut txn| {
                     txn.set_durability(redb::Durability::None)?;
                     Ok(txn)
@@ -511,7 +543,7 @@ impl Writer {
         };
         drop(open.txn);
         let redo = || -> std::result::Result<(), redb::Error> {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = self.db()?.begin_write()?;
             txn.set_durability(redb::Durability::None)?;
             apply_all(&txn, open.kept.iter().flat_map(Kept::ops))?;
             txn.commit()?;
@@ -533,7 +565,7 @@ impl Writer {
     }
 
     fn break_reads(&self, why: String) {
-        let _ = self.vis.broken.set(why);
+        self.vis.broken.store(Some(Arc::new(why)));
         self.vis.notify.notify_waiters();
     }
 
@@ -571,11 +603,81 @@ impl Writer {
             sort: wal::EPOCH_KEY.to_vec(),
             value: Bytes::copy_from_slice(&epoch.to_le_bytes()),
         };
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         apply_all(&txn, ops)?;
         apply_all(&txn, std::iter::once(LoggedOp::Op(&epoch_row)))?;
         txn.commit()?;
         Ok(())
+    }
+
+    fn db(&self) -> std::result::Result<&Database, redb::Error> {
+        self.db
+            .as_deref()
+            .ok_or_else(|| redb::Error::Io(std::io::Error::other("the store's file is being reopened")))
+    }
+
+    /// A store broken down by a full disk reopens redb (which latches an I/O failure until
+    /// then) and replays the log once space is back, so writes resume without a restart.
+    fn try_recover(&mut self) {
+        self.last_recovery = Instant::now();
+        match self.space.available() {
+            Ok(free) if free >= self.recovery_room => {}
+            _ => return,
+        }
+        // The open transaction, if any, belongs to the failed file; the log holds its groups.
+        self.open = None;
+        self.db = None;
+        if !self.close_shared() {
+            return;
+        }
+        let reopened = Database::builder().set_cache_size(self.cache_bytes).create(&self.path);
+        match reopened {
+            Ok(db) => {
+                let db = Arc::new(db);
+                self.db = Some(db.clone());
+                self.shared.store(Some(db));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store cannot reopen yet after a full disk");
+                return;
+            }
+        }
+        match self.recover() {
+            Ok(records) => {
+                self.broken = None;
+                self.broken_by_full_disk = false;
+                self.full_disk_seen = false;
+                self.vis.broken.store(None);
+                self.show_logged();
+                tracing::info!(
+                    records,
+                    "space is back: the store replayed its log and takes writes again"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "the store cannot replay its log yet after a full disk"),
+        }
+    }
+
+    /// Waits (boundedly) for readers to let go of the failed file, so it can be reopened.
+    fn close_shared(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            // Readers hold the file only within one read; they fail fast on a latched file.
+            if let Some(db) = self.shared.swap(None) {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => drop(db),
+                    Err(db) => {
+                        self.shared.store(Some(db));
+                        if Instant::now() > deadline {
+                            return false;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                }
+            }
+            return true;
+        }
     }
 
     /// Whether `e` comes from a full disk, directly or as the `PreviousIo` redb answers after one.
@@ -599,12 +701,14 @@ impl Writer {
     }
 
     /// Refuses every later write: redb latches an I/O failure (its file must be reopened), and
-    /// a restart replays the log, which holds every acknowledged write.
+    /// the log holds every acknowledged write. After a full disk the writer reopens the file
+    /// and replays the log itself once space is back ([`Self::try_recover`]); after any other
+    /// failure a restart does.
     fn break_down(&mut self, why: String, full_disk: bool) -> String {
         let why = match full_disk {
-            true => format!(
-                "the server's disk filled up: {why}; free space on it, then restart cocon to recover from the write-ahead log"
-            ),
+            true => {
+                format!("the server's disk filled up: {why}; writes resume by themselves once space is freed on it")
+            }
             false => format!("{why}; restart cocon to recover from the write-ahead log"),
         };
         tracing::error!(error = %why, "the embedded store refuses writes");
@@ -695,7 +799,13 @@ impl EmbeddedStore {
         f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> std::result::Result<T, redb::StorageError>,
         empty: T,
     ) -> Result<T> {
-        let txn = self.inner.db.begin_read().map_err(backend)?;
+        let db = self.inner.db.load();
+        let Some(db) = db.as_ref() else {
+            return Err(StorageError::Backend(
+                "the store is reopening after a full disk; try again in a moment".into(),
+            ));
+        };
+        let txn = db.begin_read().map_err(backend)?;
         match txn.open_table(table(name)) {
             Ok(t) => f(&t).map_err(backend),
             Err(TableError::TableDoesNotExist(_)) => Ok(empty),
