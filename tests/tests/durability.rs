@@ -321,10 +321,23 @@ async fn test_a_full_disk_refuses_writes_until_space_returns() {
         );
     }
 
-    // Something else fills the disk to just under the watermark.
+    // Something else fills the disk to just under the watermark. The store reads the free space
+    // at most every 100 ms: writes are refused from its next reading on.
     let filler = disk.path().join("filler");
     let room = disk.free().saturating_sub(16 << 20);
     std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut before_the_reading = 0;
+    loop {
+        let r = api
+            .put(&format!("/data/io.cozy.notes/p{before_the_reading}"), &json!({"x": 1}))
+            .await;
+        if r.status != 200 || std::time::Instant::now() > deadline {
+            assert_eq!(r.status, 507, "{}", r.text);
+            break;
+        }
+        before_the_reading += 1;
+    }
     let refused = api.put("/data/io.cozy.notes/full", &json!({"x": 1})).await;
     assert_eq!(refused.status, 507, "{}", refused.text);
     assert_eq!(refused.get("error"), "insufficient_storage");
@@ -360,7 +373,8 @@ async fn test_a_full_disk_refuses_writes_until_space_returns() {
 
     // Every acknowledged write survives a crash.
     let (_cocon, api) = crash_and_restart(cocon, &data, "24MiB").await;
-    assert_eq!(api.get("/data/io.cozy.notes/_all_docs").await.get("total_rows"), 21);
+    let all = api.get("/data/io.cozy.notes/_all_docs").await;
+    assert_eq!(all.get("total_rows"), 21 + before_the_reading, "{}", all.text);
 }
 
 /// PUTs `{"x": 1}` at `path` until it is no longer refused for want of space (the store sees
