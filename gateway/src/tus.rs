@@ -10,9 +10,10 @@
 //! carries `Content-Location: /files/<id>`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{Path, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{options, post};
@@ -22,6 +23,7 @@ use cocon_proto::files::v1::append_part::Part as AppendData;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
+use tokio::sync::Mutex;
 
 use crate::State;
 use crate::access::authenticate;
@@ -316,7 +318,7 @@ async fn append(AxState(state): AxState<State>, headers: HeaderMap, Path(id): Pa
     let (offset, checksum, caller) = match appendable(&state, &headers).await {
         Ok(checked) => checked,
         Err(refused) => {
-            drain(body).await;
+            drain(&Mutex::new(body.into_data_stream())).await;
             return Err(refused);
         }
     };
@@ -346,12 +348,12 @@ async fn appendable(state: &State, headers: &HeaderMap) -> Result<(u64, Option<(
 /// Reads and drops what is left of a refused append's body, within bounds: a client still
 /// sending a large chunk then reads the refusal, instead of a connection broken under it
 /// (hyper closes a connection whose request body was not read).
-async fn drain(body: Body) {
+async fn drain(rest: &Mutex<BodyDataStream>) {
     const DRAIN_BYTES: usize = 64 << 20;
     const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
-    let mut data = body.into_data_stream();
     let mut left = DRAIN_BYTES;
     let _ = tokio::time::timeout(DRAIN_WITHIN, async {
+        let mut data = rest.lock().await;
         while let Some(Ok(chunk)) = data.next().await {
             left = left.saturating_sub(chunk.len());
             if left == 0 {
@@ -382,16 +384,29 @@ async fn send(
             checksum: checksum.into(),
         })),
     };
-    let data = body
-        .into_data_stream()
-        .take_while(|chunk| futures::future::ready(chunk.is_ok()))
-        .filter_map(|chunk| {
-            futures::future::ready(chunk.ok().map(|data| pb::AppendPart {
-                part: Some(AppendData::Data(data)),
-            }))
-        });
+    // Shared with the refusal path below, which reads what the client still sends.
+    let rest = Arc::new(Mutex::new(body.into_data_stream()));
+    let data = futures::stream::unfold(rest.clone(), |rest| async move {
+        let chunk = rest.lock().await.next().await;
+        match chunk {
+            Some(Ok(data)) => Some((
+                pb::AppendPart {
+                    part: Some(AppendData::Data(data)),
+                },
+                rest,
+            )),
+            _ => None,
+        }
+    });
     let parts = futures::stream::once(async move { header }).chain(data);
-    Ok(state.clients.files.clone().append_upload(parts).await?.into_inner())
+    match state.clients.files.clone().append_upload(parts).await {
+        Ok(answer) => Ok(answer.into_inner()),
+        Err(refused) => {
+            // Refused while the client sends (a wrong offset, past the length): it reads the answer.
+            drain(&rest).await;
+            Err(refused.into())
+        }
+    }
 }
 
 /// `DELETE /files/uploads/:id`: abandons the upload and what it received.
