@@ -191,7 +191,6 @@ impl EmbeddedStore {
             last_recovery: Instant::now(),
             wal,
             broken: None,
-            broken_by_full_disk: false,
             full_disk_seen: false,
             vis: vis.clone(),
             open: None,
@@ -317,10 +316,9 @@ struct Writer {
     last_recovery: Instant,
     wal: Wal,
     /// Set when the log and redb may disagree (a log write or a commit failed half-way): writes
-    /// are refused until the log is replayed, which settles what is durable.
-    broken: Option<String>,
-    /// The break-down came from a full disk: writes are answered 507, with what to do.
-    broken_by_full_disk: bool,
+    /// get this refusal until the log is replayed, which settles what is durable. `Full` when a
+    /// full disk caused it (507, and the writer recovers by itself).
+    broken: Option<GroupError>,
     /// redb failed a write for want of space; it then answers `PreviousIo` until reopened.
     full_disk_seen: bool,
     vis: Arc<Visibility>,
@@ -364,11 +362,11 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<WriterMsg>) {
         let _reads = BreakReadsOnPanic(self.vis.clone());
         loop {
-            if self.broken_by_full_disk && self.last_recovery.elapsed() >= RECOVER_EVERY {
+            if self.broken_by_full_disk() && self.last_recovery.elapsed() >= RECOVER_EVERY {
                 self.try_recover();
             }
             let wait = match &self.open {
-                _ if self.broken_by_full_disk => Some(RECOVER_EVERY.saturating_sub(self.last_recovery.elapsed())),
+                _ if self.broken_by_full_disk() => Some(RECOVER_EVERY.saturating_sub(self.last_recovery.elapsed())),
                 Some(open) => Some(COMMIT_WITHIN.saturating_sub(open.since.elapsed())),
                 None if self.wal.len() > 0 => Some(CHECKPOINT_WHEN_IDLE),
                 None => None,
@@ -377,7 +375,7 @@ impl Writer {
                 Some(wait) => match rx.recv_timeout(wait) {
                     Ok(msg) => msg,
                     Err(RecvTimeoutError::Timeout) => {
-                        if self.broken_by_full_disk {
+                        if self.broken_by_full_disk() {
                             continue;
                         }
                         if self.open.is_some() {
@@ -457,11 +455,8 @@ impl Writer {
     /// transaction commits later ([`Self::commit_open`]): readers never see a write that is not
     /// durable yet.
     fn log_group(&mut self, group: &[Kept], durable: bool) -> std::result::Result<(), GroupError> {
-        if let Some(why) = &self.broken {
-            return Err(match self.broken_by_full_disk {
-                true => GroupError::Full(why.clone()),
-                false => GroupError::Broken(why.clone()),
-            });
+        if let Some(refusal) = &self.broken {
+            return Err(refusal.clone());
         }
         let open = match &mut self.open {
             Some(open) => open,
@@ -645,7 +640,6 @@ impl Writer {
         match self.recover() {
             Ok(records) => {
                 self.broken = None;
-                self.broken_by_full_disk = false;
                 self.full_disk_seen = false;
                 self.vis.broken.store(None);
                 self.show_logged();
@@ -712,9 +706,15 @@ impl Writer {
             false => format!("{why}; restart cocon to recover from the write-ahead log"),
         };
         tracing::error!(error = %why, "the embedded store refuses writes");
-        self.broken = Some(why.clone());
-        self.broken_by_full_disk = full_disk;
+        self.broken = Some(match full_disk {
+            true => GroupError::Full(why.clone()),
+            false => GroupError::Broken(why.clone()),
+        });
         why
+    }
+
+    fn broken_by_full_disk(&self) -> bool {
+        matches!(self.broken, Some(GroupError::Full(_)))
     }
 }
 
