@@ -355,7 +355,9 @@ async fn test_uploads_are_checked_cancelled_and_kept_to_their_instance() {
 async fn test_abandoned_uploads_are_removed_and_quota_counts_unfinished_ones() {
     let dir = tempfile::tempdir().unwrap();
     let cocon = Cocon::builder(dir.path())
-        .env("COCON_FILES__UPLOAD_EXPIRY_SECS", "1")
+        // Expiry counts whole seconds from the last touch: 3 s leaves the first append at
+        // least 2 s, however the clock's second falls.
+        .env("COCON_FILES__UPLOAD_EXPIRY_SECS", "3")
         .start()
         .await
         .unwrap();
