@@ -12,6 +12,7 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     args: Vec<String>,
+    max_file_store: String,
 }
 
 impl NatsServer {
@@ -22,14 +23,24 @@ impl NatsServer {
     /// With more `nats-server` arguments, e.g. `--user u --pass p` for a server that needs
     /// credentials.
     pub async fn start_with(args: &[&str]) -> anyhow::Result<NatsServer> {
+        NatsServer::start_full(args, "1T").await
+    }
+
+    /// With JetStream's storage limit (`max_file_store`, e.g. `"10MB"`) set to `limit`.
+    pub async fn start_with_store_limit(limit: &str) -> anyhow::Result<NatsServer> {
+        NatsServer::start_full(&[], limit).await
+    }
+
+    async fn start_full(args: &[&str], max_file_store: &str) -> anyhow::Result<NatsServer> {
         let store = tempfile::tempdir()?;
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, port) = spawn(store.path().to_path_buf(), None, &args).await?;
+        let (child, port) = spawn(store.path().to_path_buf(), None, &args, max_file_store).await?;
         Ok(NatsServer {
             child: Some(child),
             port,
             store,
             args,
+            max_file_store: max_file_store.to_string(),
         })
     }
 
@@ -48,17 +59,39 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let (child, _) = spawn(self.store.path().to_path_buf(), Some(self.port), &self.args).await?;
+        let (child, _) = spawn(
+            self.store.path().to_path_buf(),
+            Some(self.port),
+            &self.args,
+            &self.max_file_store,
+        )
+        .await?;
         self.child = Some(child);
         Ok(())
     }
 }
 
-async fn spawn(store: PathBuf, port: Option<u16>, extra: &[String]) -> anyhow::Result<(Child, u16)> {
+async fn spawn(
+    store: PathBuf,
+    port: Option<u16>,
+    extra: &[String],
+    max_file_store: &str,
+) -> anyhow::Result<(Child, u16)> {
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
+    // Cocon's streams reserve 1 GiB each; JetStream's default limit is 75 % of the disk free
+    // when it starts, which a CI machine's full disk can make too small. The tests write little,
+    // so they run with an explicit limit (1T unless a test sets one).
+    let config = store.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "jetstream {{ store_dir: {:?}, max_file_store: {max_file_store} }}\n",
+            store.join("js")
+        ),
+    )?;
     let mut child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
-        .arg(&store)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-c"])
+        .arg(&config)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -121,7 +121,20 @@ impl NatsBus {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| BusError::Unavailable(format!("cannot create stream {}: {e}", spec.name)))?;
+                .map_err(|e| {
+                    // JetStream reserves each stream's `max_bytes` up front against its
+                    // `max_file_store`, which defaults to 75 % of the disk free at its start.
+                    let hint = if e.to_string().contains("10047") {
+                        format!(
+                            "; the streams reserve {} bytes each: lower [events] max_bytes or raise the \
+                             NATS server's jetstream max_file_store",
+                            spec.max_bytes
+                        )
+                    } else {
+                        String::new()
+                    };
+                    BusError::Unavailable(format!("cannot create stream {}: {e}{hint}", spec.name))
+                })?;
         }
         Ok(())
     }

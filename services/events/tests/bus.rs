@@ -201,6 +201,20 @@ async fn test_nats_bus_conformance() {
     retention(Arc::new(NatsBus::connect(&nats2.url(), &streams(10)).await.unwrap())).await;
 }
 
+/// A NATS server whose JetStream storage cannot hold what the streams reserve refuses them; the
+/// error says which setting to change instead of only the server's error code.
+#[tokio::test]
+async fn test_too_small_a_jetstream_store_says_what_to_change() {
+    let nats = NatsServer::start_with_store_limit("512KB").await.unwrap();
+    let Err(e) = NatsBus::connect(&nats.url(), &streams(1000)).await else {
+        panic!("a 1 MiB stream fits a 512 KB store")
+    };
+    let message = e.to_string();
+    assert!(message.contains("cannot create stream TEST"), "{message}");
+    assert!(message.contains("[events] max_bytes"), "{message}");
+    assert!(message.contains("max_file_store"), "{message}");
+}
+
 /// An embedded store in `dir` and an event log with its outbox in it.
 async fn open_log(dir: &std::path::Path) -> (Arc<dyn Store>, EventLog) {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("s.redb")).unwrap());
