@@ -9,9 +9,7 @@
 
 mod access;
 mod admin;
-mod channel;
 mod client;
-mod clients;
 mod cookies;
 mod data;
 mod edge;
@@ -42,8 +40,8 @@ use std::time::Duration;
 use axum::Router;
 use serde::Deserialize;
 
-pub use channel::{GrpcChannel, in_process, remote};
-pub use clients::{AuthClient, DocumentsClient};
+pub use cocon_mesh::Clients;
+pub(crate) use cocon_mesh::{AuthClient, FilesClient};
 pub use error::ApiError;
 pub use limits::LimitsConfig;
 
@@ -83,17 +81,6 @@ impl Default for Config {
         }
     }
 }
-
-/// The services the gateway calls, in this process or over gRPC.
-#[derive(Clone)]
-pub struct Clients {
-    pub auth: AuthClient,
-    pub documents: DocumentsClient,
-    /// Always through gRPC's framing (in process or not): uploads and downloads stream.
-    pub files: FilesClient,
-}
-
-pub type FilesClient = cocon_proto::files::v1::files_service_client::FilesServiceClient<GrpcChannel>;
 
 /// What every handler reads. Axum clones the state for each request: behind one `Arc` that is
 /// a single reference-count update instead of one per field.

@@ -699,3 +699,53 @@ async fn test_forged_events_erase_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A service not built yet (jobs, sharing, notifications) runs only when named, and then never
+/// takes traffic: `/ready` answers 503 naming it and gRPC health reports it NOT_SERVING, so no
+/// probe routes requests to it. A process running every service that serves is ready.
+#[tokio::test]
+async fn test_a_service_not_built_yet_is_never_ready() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = Cocon::builder(&dir.path().join("jobs"))
+        .arg("--services")
+        .arg("jobs")
+        .env("COCON_MESH_TLS__INSECURE", "true")
+        .start()
+        .await
+        .unwrap();
+    let ready = reqwest::get(format!("{}/ready", jobs.admin)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["not_serving"], json!(["jobs"]));
+    let endpoint = jobs.grpc.clone().expect("a process of services serves gRPC health");
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = |service: &str| HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let jobs_status = health.check(status("cocon.jobs.v1.JobsService")).await.unwrap();
+    assert_eq!(jobs_status.into_inner().status, ServingStatus::NotServing as i32);
+    let unknown = health.check(status("cocon.documents.v1.DocumentsService")).await;
+    assert_eq!(
+        unknown.unwrap_err().code(),
+        tonic::Code::NotFound,
+        "documents does not run there"
+    );
+
+    let all = Cocon::builder(&dir.path().join("all")).start().await.unwrap();
+    let ready = reqwest::get(format!("{}/ready", all.admin)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let unknown = Cocon::builder(&dir.path().join("unknown"))
+        .arg("--services")
+        .arg("gateway,billing")
+        .start()
+        .await;
+    assert!(unknown.is_err(), "an unknown service name is refused at start");
+}

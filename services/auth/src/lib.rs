@@ -12,6 +12,7 @@
 
 mod error;
 mod grpc;
+mod lifecycle;
 mod oauth;
 mod permission;
 mod person;

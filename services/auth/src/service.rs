@@ -1,9 +1,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cocon_common::Shutdown;
 use cocon_common::ticket::{MAX_TICKET_SECS, MeshKey};
-use cocon_events::{Appended, EventBus, EventLog, Relay, RelayConfig, subject};
+use cocon_events::{Appended, EventBus, EventLog, subject};
 use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{
     CliTokenIssued, CliTokenRevoked, Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload,
@@ -88,8 +87,8 @@ pub struct AuthService {
 pub(crate) struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    bus: Arc<dyn EventBus>,
-    log: EventLog,
+    pub bus: Arc<dyn EventBus>,
+    pub log: EventLog,
     pub master_key: Vec<u8>,
     mesh_key: MeshKey,
     /// Creating and destroying instances: one at a time keeps domains unique.
@@ -141,20 +140,6 @@ impl AuthService {
                 throttle,
             }),
         })
-    }
-
-    /// Publishes the service's events until shutdown (the outbox relay).
-    pub fn run_background(&self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-        let relay = Relay::new(
-            self.inner.log.outbox().clone(),
-            self.inner.bus.clone(),
-            RelayConfig::default(),
-        );
-        tokio::spawn(relay.run(shutdown))
-    }
-
-    pub fn grpc(&self) -> pb::auth_service_server::AuthServiceServer<AuthService> {
-        pb::auth_service_server::AuthServiceServer::new(self.clone())
     }
 
     pub(crate) fn inner(&self) -> &Inner {

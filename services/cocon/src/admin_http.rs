@@ -1,5 +1,6 @@
 //! The admin port: `/health` (the process is up), `/ready` (it takes traffic; false while
-//! starting and draining), `/metrics` (Prometheus), and, where the gateway runs, `/instances`.
+//! starting and draining, and always while it runs a service not built yet), `/metrics`
+//! (Prometheus), and, where the gateway runs, `/instances`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,10 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use cocon_mesh::ServiceKind;
 use http::StatusCode;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle, instances: Option<Router>) -> Router {
+pub fn router(
+    ready: Arc<AtomicBool>,
+    not_serving: Vec<ServiceKind>,
+    metrics: PrometheusHandle,
+    instances: Option<Router>,
+) -> Router {
+    let not_serving: Vec<&'static str> = not_serving.into_iter().map(ServiceKind::as_str).collect();
     let app = Router::new()
         .route(
             "/health",
@@ -20,9 +28,13 @@ pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle, instances: Opti
             "/ready",
             get(move || {
                 let ready = ready.load(Ordering::SeqCst);
+                let not_serving = not_serving.clone();
                 async move {
                     if ready {
                         (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response()
+                    } else if !not_serving.is_empty() {
+                        let body = serde_json::json!({"status": "not serving", "not_serving": not_serving});
+                        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
                     } else {
                         (
                             StatusCode::SERVICE_UNAVAILABLE,

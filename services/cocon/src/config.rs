@@ -4,17 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use cocon_mesh::ServiceKind;
 use serde::Deserialize;
-
-pub const ALL_SERVICES: [&str; 7] = [
-    "gateway",
-    "auth",
-    "documents",
-    "files",
-    "jobs",
-    "sharing",
-    "notifications",
-];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -27,7 +18,8 @@ pub struct Config {
     pub admin_addr: String,
     /// gRPC, for the services of this process, in split mode.
     pub grpc_addr: String,
-    /// Comma list of the services this process runs; all of them when empty.
+    /// Comma list of the services this process runs; when empty, every service that serves
+    /// (gateway, auth, documents, files).
     pub services: String,
     /// NATS server for the event bus; the in-process bus when empty.
     pub nats_url: String,
@@ -44,7 +36,7 @@ pub struct Config {
     pub nats: cocon_events::NatsAuth,
     /// Mutual TLS for the gRPC calls between processes.
     pub mesh_tls: cocon_common::mesh_tls::MeshTlsConfig,
-    pub endpoints: Endpoints,
+    pub endpoints: cocon_mesh::Endpoints,
     pub store: StoreConfig,
     pub streams: cocon_events::streams::Limits,
     pub gateway: cocon_gateway::Config,
@@ -70,7 +62,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             nats: Default::default(),
             mesh_tls: Default::default(),
-            endpoints: Endpoints::default(),
+            endpoints: Default::default(),
             store: StoreConfig::default(),
             streams: Default::default(),
             gateway: Default::default(),
@@ -116,40 +108,19 @@ impl Default for StoreConfig {
     }
 }
 
-/// Where to reach the services this process does not run.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct Endpoints {
-    pub auth: String,
-    pub documents: String,
-    pub files: String,
-}
-
-impl Default for Endpoints {
-    fn default() -> Self {
-        Endpoints {
-            auth: "http://127.0.0.1:7070".into(),
-            documents: "http://127.0.0.1:7070".into(),
-            files: "http://127.0.0.1:7070".into(),
-        }
-    }
-}
-
 impl Config {
     /// The services to run here, checked against the known names.
-    pub fn enabled(&self) -> anyhow::Result<BTreeSet<&'static str>> {
-        if self.services.trim().is_empty() {
-            return Ok(ALL_SERVICES.into_iter().collect());
+    pub fn enabled(&self) -> Result<BTreeSet<ServiceKind>, cocon_mesh::MeshError> {
+        let named: Vec<&str> = self
+            .services
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if named.is_empty() {
+            return Ok(ServiceKind::DEFAULT.into_iter().collect());
         }
-        let mut set = BTreeSet::new();
-        for name in self.services.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let known = ALL_SERVICES
-                .iter()
-                .find(|s| **s == name)
-                .ok_or_else(|| anyhow::anyhow!("unknown service {name:?}; choose among {}", ALL_SERVICES.join(",")))?;
-            set.insert(*known);
-        }
-        Ok(set)
+        named.into_iter().map(str::parse).collect()
     }
 }
 

@@ -7,6 +7,7 @@ mod config;
 mod mesh_cert;
 mod rebuild;
 mod serve;
+mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,7 +85,8 @@ pub struct ServeArgs {
     /// A TOML config file with a section per service (see deploy/cocon.example.toml).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Run only these services (comma list of gateway,auth,documents,files,jobs,sharing,notifications).
+    /// Run only these services (comma list of gateway,auth,documents,files,jobs,sharing,notifications;
+    /// default: gateway,auth,documents,files, the ones that serve).
     #[arg(long)]
     services: Option<String>,
     /// The NATS server of the event bus, e.g. nats://127.0.0.1:4222 (required when split).

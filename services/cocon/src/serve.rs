@@ -8,23 +8,20 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt as _;
-use cocon_auth::AuthService;
 use cocon_common::Shutdown;
 use cocon_common::mesh_tls::MeshTls;
 use cocon_common::ticket::MeshKey;
-use cocon_documents::DocumentsService;
 use cocon_events::{EventBus, EventKeys, MemoryBus, NatsBus, SignedBus};
-use cocon_files::FilesService;
-use cocon_gateway::{AuthClient, Clients, DocumentsClient, in_process, remote};
-use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
-use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
-use cocon_proto::files::v1::files_service_client::FilesServiceClient;
-use cocon_storage::{BlobStore, EmbeddedStore, LocalBlobs, S3Blobs, Store};
+use cocon_mesh::{Clients, LocalServices, Service, ServiceKind};
+use cocon_storage::{EmbeddedStore, Store};
 use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
 
 use crate::ServeArgs;
 use crate::admin_http;
 use crate::config::Config;
+use crate::services::Parts;
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config: Config = cocon_common::config::load(args.config.as_deref(), std::env::vars())?;
@@ -79,33 +76,6 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
-/// Where the files service keeps contents: a local directory or an S3 bucket.
-async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
-    match config.files.blobs.as_str() {
-        "local" => {
-            let dir = config
-                .files
-                .blobs_dir
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("blobs"));
-            let blobs = LocalBlobs::open(&dir)
-                .with_context(|| format!("cannot open the blob directory {}", dir.display()))?
-                .direct_io(config.files.blobs_direct_io)
-                .min_free(config.store.min_free);
-            Ok(Arc::new(blobs))
-        }
-        "s3" => {
-            let s3 = &config.files.s3;
-            tracing::info!(endpoint = %s3.endpoint, bucket = %s3.bucket, "file contents on S3");
-            let blobs = S3Blobs::connect(s3).await.with_context(|| {
-                "cannot use the S3 bucket for file contents: check files.s3 (endpoint, bucket, access_key, secret_key) or COCON_FILES__S3__*"
-            })?;
-            Ok(Arc::new(blobs))
-        }
-        other => bail!("unknown files.blobs backend {other:?}: use local or s3"),
-    }
-}
-
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -115,142 +85,67 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let enabled = config.enabled()?;
-    let name = if enabled.len() == crate::config::ALL_SERVICES.len() {
+    // Nothing crosses a network when every service that serves runs here.
+    let all_in_one = ServiceKind::DEFAULT.iter().all(|k| enabled.contains(k));
+    let name = if enabled.iter().eq(ServiceKind::DEFAULT.iter()) {
         "cocon".to_string()
     } else {
-        format!("cocon-{}", enabled.iter().copied().collect::<Vec<_>>().join("-"))
+        format!(
+            "cocon-{}",
+            enabled.iter().map(|k| k.as_str()).collect::<Vec<_>>().join("-")
+        )
     };
     let _telemetry = cocon_common::telemetry::init(&name);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    let all_in_one = enabled.len() == crate::config::ALL_SERVICES.len();
-    let runs = |s: &str| enabled.contains(s);
-    tracing::info!(services = ?enabled, data_dir = %config.data_dir.display(), "starting cocon");
+    let names: Vec<&str> = enabled.iter().map(|k| k.as_str()).collect();
+    tracing::info!(services = %names.join(","), data_dir = %config.data_dir.display(), "starting cocon");
 
-    let stateful = runs("auth") || runs("documents") || runs("files");
-    if !all_in_one && stateful && config.nats_url.is_empty() {
+    let stateful: Vec<ServiceKind> = enabled.iter().copied().filter(|k| k.keeps_state()).collect();
+    if !all_in_one && !stateful.is_empty() && config.nats_url.is_empty() {
         bail!("running only some services needs a shared event bus: pass --nats nats://HOST:4222 (or COCON_NATS_URL)");
     }
-    let mesh_key = if stateful {
-        Some(mesh_key(&config, all_in_one)?)
-    } else {
+    let mesh_key = if stateful.is_empty() {
         None
+    } else {
+        Some(mesh_key(&config, all_in_one)?)
     };
     let mesh_tls = mesh_tls(&config, all_in_one)?;
-    let streams = cocon_events::streams::all(&config.streams);
-    let bus: Arc<dyn EventBus> = if config.nats_url.is_empty() {
-        Arc::new(MemoryBus::new(streams))
-    } else {
-        tracing::info!(url = %config.nats_url, "connecting to NATS");
-        let nats: Arc<dyn EventBus> = Arc::new(
-            NatsBus::connect_with(&config.nats_url, &config.nats, &streams)
-                .await
-                .context("cannot set up the NATS JetStream streams")?,
-        );
-        // On a network bus, every event is signed by its producer and checked by its consumers.
-        match &mesh_key {
-            Some(key) => {
-                let producers: Vec<&str> = ["auth", "documents", "files"].into_iter().filter(|s| runs(s)).collect();
-                Arc::new(SignedBus::new(nats, EventKeys::new(key.clone(), &producers)))
-            }
-            None => nats,
-        }
-    };
-    let store = if stateful {
-        Some(open_store(&config).await?)
-    } else {
+    let bus = open_bus(&config, mesh_key.as_ref(), &stateful).await?;
+    let store = if stateful.is_empty() {
         None
+    } else {
+        Some(open_store(&config).await?)
     };
 
-    let auth = match &store {
-        Some(store) if runs("auth") => Some(
-            AuthService::build(
-                config.auth.clone(),
-                cocon_auth::Deps {
-                    store: store.clone(),
-                    bus: bus.clone(),
-                    data_dir: config.data_dir.clone(),
-                    mesh_key: mesh_key.clone().expect("stateful processes load the mesh key"),
-                },
-            )
-            .await?,
-        ),
-        _ => None,
+    let parts = Parts {
+        config: &config,
+        bus,
+        store,
+        mesh_key,
     };
-    let documents = match &store {
-        Some(store) if runs("documents") => Some(
-            DocumentsService::build(
-                config.documents.clone(),
-                cocon_documents::Deps {
-                    store: store.clone(),
-                    bus: bus.clone(),
-                    mesh_key: mesh_key.clone().expect("stateful processes load the mesh key"),
-                },
-            )
-            .await?,
-        ),
-        _ => None,
-    };
-    let files = match &store {
-        Some(store) if runs("files") => {
-            let blobs = open_blobs(&config).await?;
-            Some(
-                FilesService::build(
-                    config.files.clone(),
-                    cocon_files::Deps {
-                        store: store.clone(),
-                        blobs,
-                        bus: bus.clone(),
-                        mesh_key: mesh_key.clone().expect("stateful processes load the mesh key"),
-                    },
-                )
-                .await?,
-            )
-        }
-        _ => None,
-    };
-    let jobs = runs("jobs").then(|| cocon_jobs::Service::build(config.jobs.clone()));
-    let sharing = runs("sharing").then(|| cocon_sharing::Service::build(config.sharing.clone()));
-    let notifications =
-        runs("notifications").then(|| cocon_notifications::Service::build(config.notifications.clone()));
-
+    let mut services = Vec::new();
+    for kind in &enabled {
+        services.extend(crate::services::build(*kind, &parts).await?);
+    }
     // A service in this process is called through its gRPC trait directly; one elsewhere
     // through a tonic client.
-    let mesh_client = mesh_tls.as_ref().map(|t| &t.client);
-    let clients = Clients {
-        auth: match &auth {
-            Some(a) => AuthClient::Local(Arc::new(a.clone())),
-            None => AuthClient::Remote(AuthServiceClient::new(
-                remote(&config.endpoints.auth, mesh_client).context("invalid endpoints.auth")?,
-            )),
-        },
-        documents: match &documents {
-            Some(d) => DocumentsClient::Local(Arc::new(d.clone())),
-            None => DocumentsClient::Remote(
-                DocumentsServiceClient::new(
-                    remote(&config.endpoints.documents, mesh_client).context("invalid endpoints.documents")?,
-                )
-                .max_decoding_message_size(usize::MAX),
-            ),
-        },
-        files: match &files {
-            Some(f) => FilesServiceClient::new(in_process(f.grpc())),
-            None => FilesServiceClient::new(
-                remote(&config.endpoints.files, mesh_client).context("invalid endpoints.files")?,
-            ),
-        },
-    };
+    let mut local = LocalServices::default();
+    for service in &services {
+        service.offer(&mut local);
+    }
+    let clients = Clients::connect(local, &config.endpoints, mesh_tls.as_ref().map(|t| &t.client))?;
 
     // Listeners first, so a taken port fails start-up before anything runs.
-    let http = if runs("gateway") {
+    let runs_gateway = enabled.contains(&ServiceKind::Gateway);
+    let http = if runs_gateway {
         Some(bind(&config.http_addr, "HTTP").await?)
     } else {
         None
     };
     let admin = bind(&config.admin_addr, "admin HTTP").await?;
-    let skeleton_here = jobs.is_some() || sharing.is_some() || notifications.is_some();
-    let grpc = if !all_in_one && (auth.is_some() || documents.is_some() || files.is_some() || skeleton_here) {
+    let grpc = if !all_in_one && !services.is_empty() {
         Some(bind(&config.grpc_addr, "gRPC").await?)
     } else {
         None
@@ -260,43 +155,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let background = Shutdown::new();
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    if let Some(a) = &auth {
-        tasks.push(a.run_background(background.clone()));
+    for service in &services {
+        tasks.extend(service.spawn_background(background.clone()));
     }
-    if let Some(d) = &documents {
-        tasks.extend(d.run_background(background.clone()));
-    }
-    if let Some(f) = &files {
-        tasks.extend(f.run_background(background.clone()));
-    }
+    let not_serving: Vec<ServiceKind> = services.iter().filter(|s| !s.serving()).map(|s| s.kind()).collect();
 
-    let admin_token = if runs("gateway") {
-        let path = config
-            .admin_token_file
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("admin-token"));
-        Some(
-            cocon_common::fs::read_or_create_secret(&path, || hex::encode(rand::random::<[u8; 32]>()))
-                .with_context(|| format!("cannot read or create the admin token {}", path.display()))?,
-        )
+    let gateway = if runs_gateway {
+        let mut gateway_config = config.gateway.clone();
+        if gateway_config.public_port == 0
+            && let Some(listener) = &http
+        {
+            gateway_config.public_port = listener.local_addr()?.port();
+        }
+        Some(cocon_gateway::Gateway::build(gateway_config, clients))
     } else {
         None
     };
-    let mut gateway_config = config.gateway.clone();
-    if gateway_config.public_port == 0
-        && let Some(listener) = &http
-    {
-        gateway_config.public_port = listener.local_addr()?.port();
-    }
-    let gateway = runs("gateway").then(|| cocon_gateway::Gateway::build(gateway_config, clients.clone()));
-    let admin_app = admin_http::router(
-        ready.clone(),
-        metrics,
-        gateway
-            .as_ref()
-            .zip(admin_token)
-            .map(|(g, token)| g.admin_router(token)),
-    );
+    let admin_routes = match &gateway {
+        Some(gateway) => Some(gateway.admin_router(admin_token(&config)?)),
+        None => None,
+    };
+    let admin_app = admin_http::router(ready.clone(), not_serving.clone(), metrics, admin_routes);
     let admin_addr = admin.local_addr()?;
     let admin_stop = background.clone();
     let admin_task = tokio::spawn(async move {
@@ -308,73 +187,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut addrs = vec![format!("admin={admin_addr}")];
     let mut grpc_task = None;
     if let Some(listener) = grpc {
-        let addr = listener.local_addr()?;
-        addrs.push(format!("grpc={addr}"));
-        let (reporter, health) = tonic_health::server::health_reporter();
-        if let Some(s) = &jobs {
-            s.register_health(&reporter).await;
-        }
-        if let Some(s) = &sharing {
-            s.register_health(&reporter).await;
-        }
-        if let Some(s) = &notifications {
-            s.register_health(&reporter).await;
-        }
-        let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = &mesh_tls {
-            server = server
-                .tls_config(tls.server.clone())
-                .context("cannot use the mesh's TLS certificates")?;
-        }
-        let mut router = server
-            .trace_fn(|req| {
-                let span = tracing::info_span!("grpc", path = %req.uri().path());
-                cocon_common::trace_context::continue_trace(&span, req.headers());
-                span
-            })
-            .add_service(health);
-        if let Some(a) = &auth {
-            reporter
-                .set_serving::<cocon_proto::auth::v1::auth_service_server::AuthServiceServer<AuthService>>()
-                .await;
-            router = router.add_service(a.grpc());
-        }
-        if let Some(d) = &documents {
-            reporter.set_serving::<cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer<DocumentsService>>().await;
-            router = router.add_service(d.grpc());
-        }
-        if let Some(f) = &files {
-            reporter
-                .set_serving::<cocon_proto::files::v1::files_service_server::FilesServiceServer<FilesService>>()
-                .await;
-            router = router.add_service(f.grpc());
-        }
-        let stop = requests.clone();
-        grpc_task = Some(tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            if let Err(err) = router
-                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
-                .await
-            {
-                tracing::error!(error = %err, "gRPC server failed");
-            }
-        }));
+        addrs.push(format!("grpc={}", listener.local_addr()?));
+        grpc_task = Some(serve_grpc(listener, &services, mesh_tls.as_ref(), requests.clone()).await?);
     }
-
     let mut http_task = None;
-    if let Some(listener) = http {
+    if let (Some(listener), Some(gateway)) = (http, &gateway) {
         let addr: SocketAddr = listener.local_addr()?;
         addrs.insert(0, format!("http={addr}"));
-        let app = gateway.as_ref().map(|g| g.router()).unwrap_or_default();
+        let app = gateway.router().into_make_service_with_connect_info::<SocketAddr>();
         let stop = requests.clone();
         http_task = Some(tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener.tap_io(no_delay), app)
                 .with_graceful_shutdown(async move { stop.wait().await })
                 .await;
         }));
     }
-    ready.store(true, Ordering::SeqCst);
+    if not_serving.is_empty() {
+        ready.store(true, Ordering::SeqCst);
+    } else {
+        let names: Vec<&str> = not_serving.iter().map(|k| k.as_str()).collect();
+        tracing::warn!(
+            not_serving = %names.join(","),
+            "this process runs services that are not built yet: /ready answers 503"
+        );
+    }
     tracing::info!(listening = %addrs.join(" "), "cocon is ready");
     // A machine-readable line for scripts and tests that start cocon on port 0.
     println!("cocon ready {}", addrs.join(" "));
@@ -385,11 +221,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     requests.trigger();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async {
-        if let Some(t) = http_task {
-            let _ = t.await;
-        }
-        if let Some(t) = grpc_task {
-            let _ = t.await;
+        for task in http_task.into_iter().chain(grpc_task) {
+            let _ = task.await;
         }
     })
     .await;
@@ -407,6 +240,87 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The in-process bus, or NATS JetStream; on NATS every event is signed by its producer and
+/// checked by its consumers.
+async fn open_bus(
+    config: &Config,
+    mesh_key: Option<&MeshKey>,
+    producers: &[ServiceKind],
+) -> anyhow::Result<Arc<dyn EventBus>> {
+    let streams = cocon_events::streams::all(&config.streams);
+    if config.nats_url.is_empty() {
+        return Ok(Arc::new(MemoryBus::new(streams)));
+    }
+    tracing::info!(url = %config.nats_url, "connecting to NATS");
+    let nats: Arc<dyn EventBus> = Arc::new(
+        NatsBus::connect_with(&config.nats_url, &config.nats, &streams)
+            .await
+            .context("cannot set up the NATS JetStream streams")?,
+    );
+    Ok(match mesh_key {
+        Some(key) => {
+            let producers: Vec<&str> = producers.iter().map(|k| k.as_str()).collect();
+            Arc::new(SignedBus::new(nats, EventKeys::new(key.clone(), &producers)))
+        }
+        None => nats,
+    })
+}
+
+/// The admin API's secret, made (mode 0600) at first start unless the config names a file.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    let path = config
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("admin-token"));
+    cocon_common::fs::read_or_create_secret(&path, || hex::encode(rand::random::<[u8; 32]>()))
+        .with_context(|| format!("cannot read or create the admin token {}", path.display()))
+}
+
+/// Serves the services' gRPC servers and the health service on `listener` until `stop`.
+async fn serve_grpc(
+    listener: TcpListener,
+    services: &[Box<dyn Service>],
+    tls: Option<&MeshTls>,
+    stop: Shutdown,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(health);
+    for service in services {
+        service.add_grpc(&mut routes);
+        if let Some(name) = service.kind().grpc_name() {
+            let status = if service.serving() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(name, status).await;
+        }
+    }
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls.server.clone())
+            .context("cannot use the mesh's TLS certificates")?;
+    }
+    let router = server
+        .trace_fn(|req| {
+            let span = tracing::info_span!("grpc", path = %req.uri().path());
+            cocon_common::trace_context::continue_trace(&span, req.headers());
+            span
+        })
+        .add_routes(routes.routes());
+    Ok(tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        if let Err(err) = router
+            .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+            .await
+        {
+            tracing::error!(error = %err, "gRPC server failed");
+        }
+    }))
 }
 
 /// Small answers leave at once instead of waiting, under Nagle's algorithm, for the client to

@@ -13,6 +13,7 @@ mod committer;
 mod error;
 mod grpc;
 mod index;
+mod lifecycle;
 mod projection;
 mod query;
 mod record;

@@ -1,9 +1,8 @@
 use cocon_common::ticket::MeshKey;
 use std::sync::Arc;
 
-use cocon_common::Shutdown;
 use cocon_common::waiters::Waiters;
-use cocon_events::{EventBus, EventLog, Relay, RelayConfig, on_instance_destroyed};
+use cocon_events::{EventBus, EventLog};
 use cocon_proto::events::v1::envelope::Payload;
 use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
@@ -50,7 +49,7 @@ pub struct DocumentsService {
     pub(crate) committer: Committer,
     pub(crate) config: Config,
     pub(crate) mesh_key: MeshKey,
-    bus: Arc<dyn EventBus>,
+    pub(crate) bus: Arc<dyn EventBus>,
 }
 
 impl DocumentsService {
@@ -71,40 +70,6 @@ impl DocumentsService {
             mesh_key: deps.mesh_key,
             bus: deps.bus,
         })
-    }
-
-    pub fn grpc(
-        &self,
-    ) -> cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer<DocumentsService> {
-        cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer::new(self.clone())
-            .max_decoding_message_size(self.config.max_doc_bytes * 8 + 1024 * 1024)
-            .max_encoding_message_size(usize::MAX)
-    }
-
-    /// The outbox relay, and the consumer that erases a destroyed instance's documents.
-    pub fn run_background(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
-        let relay = Relay::new(
-            self.shared.log.outbox().clone(),
-            self.bus.clone(),
-            RelayConfig::default(),
-        );
-        let relay = tokio::spawn(relay.run(shutdown.clone()));
-        let svc = self.clone();
-        let consumer = tokio::spawn(async move {
-            let purge = |instance: String| {
-                let svc = svc.clone();
-                async move { svc.purge_instance(&instance).await }
-            };
-            on_instance_destroyed(
-                svc.bus.clone(),
-                "documents-instance-destroyed",
-                std::time::Duration::from_secs(60),
-                purge,
-                shutdown,
-            )
-            .await
-        });
-        vec![relay, consumer]
     }
 
     /// Erases every document, index, change and event of an instance. Idempotent.

@@ -6,6 +6,7 @@ mod digest;
 mod error;
 mod find;
 mod grpc;
+mod lifecycle;
 mod links;
 mod node;
 mod purge;

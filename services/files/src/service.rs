@@ -5,9 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as SyncMutex};
 
 use bytes::Bytes;
-use cocon_common::Shutdown;
 use cocon_common::ticket::MeshKey;
-use cocon_events::{Appended, EventBus, EventLog, Relay, RelayConfig, on_instance_destroyed};
+use cocon_events::{Appended, EventBus, EventLog};
 use cocon_proto::events::v1::{DiskQuotaSet, Envelope, FileChanged, QuotaExceeded, envelope::Payload};
 use cocon_storage::{Batch, BlobStore, ScanRange, Store};
 use serde::Deserialize;
@@ -131,108 +130,6 @@ impl FilesService {
                 waiters,
             }),
         })
-    }
-
-    pub fn grpc(&self) -> cocon_proto::files::v1::files_service_server::FilesServiceServer<FilesService> {
-        cocon_proto::files::v1::files_service_server::FilesServiceServer::new(self.clone())
-            .max_decoding_message_size(8 << 20)
-            .max_encoding_message_size(8 << 20)
-    }
-
-    /// The outbox relay, and the consumer that erases a destroyed instance's files.
-    pub fn run_background(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
-        let relay = Relay::new(
-            self.inner.log.outbox().clone(),
-            self.inner.bus.clone(),
-            RelayConfig::default(),
-        );
-        let relay = tokio::spawn(relay.run(shutdown.clone()));
-        let svc = self.clone();
-        let destroyed_shutdown = shutdown.clone();
-        let consumer = tokio::spawn(async move {
-            let purge = |instance: String| {
-                let svc = svc.clone();
-                async move { svc.purge_instance(&instance).await }
-            };
-            on_instance_destroyed(
-                svc.inner.bus.clone(),
-                "files-instance-destroyed",
-                std::time::Duration::from_secs(300),
-                purge,
-                destroyed_shutdown,
-            )
-            .await
-        });
-        let thumbnails = tokio::spawn(self.thumbnails_consumer(shutdown.clone()));
-        let shutdown_sweep = shutdown.clone();
-        let shutdown_orphans = shutdown.clone();
-        let svc = self.clone();
-        let quota_spec = cocon_events::ConsumerSpec {
-            stream: cocon_events::streams::AUTH.into(),
-            durable: "files-disk-quota".into(),
-            filter: "cocon.auth.*.instance.quota".into(),
-            max_deliver: 10,
-            ack_wait: std::time::Duration::from_secs(30),
-        };
-        let quotas = tokio::spawn(cocon_events::run_consumer(
-            self.inner.bus.clone(),
-            quota_spec,
-            move |message| {
-                let svc = svc.clone();
-                async move {
-                    let envelope = cocon_events::decode_envelope(&message.payload)
-                        .map_err(|e| cocon_events::HandlerError(e.to_string()))?;
-                    let Some(Payload::DiskQuotaSet(quota)) = envelope.payload else {
-                        return Ok(());
-                    };
-                    svc.set_quota(&envelope.instance, quota.bytes)
-                        .await
-                        .map_err(|e| cocon_events::HandlerError(e.to_string()))
-                }
-            },
-            shutdown,
-        ));
-        let svc = self.clone();
-        let sweeper = tokio::spawn(async move {
-            // A tenth of the expiry, so an upload goes at most 10% past it; at least every second.
-            let every = std::time::Duration::from_secs((svc.inner.config.upload_expiry_secs / 10).clamp(1, 600));
-            let shutdown = shutdown_sweep;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = shutdown.wait() => return,
-                }
-                if let Err(err) = svc.sweep_uploads().await {
-                    tracing::warn!(error = %err, "cannot remove abandoned uploads; trying again later");
-                }
-                if let Err(err) = svc.sweep_links().await {
-                    tracing::warn!(error = %err, "cannot remove expired links; trying again later");
-                }
-            }
-        });
-        let svc = self.clone();
-        let orphans = tokio::spawn(async move {
-            let every = svc.inner.config.orphan_sweep_secs;
-            if every == 0 {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
-                    _ = shutdown_orphans.wait() => return,
-                }
-                if let Err(err) = svc.sweep_orphans().await {
-                    tracing::warn!(error = %err, "cannot sweep orphaned blobs; trying again later");
-                }
-            }
-        });
-        let svc = self.clone();
-        let resumed = tokio::spawn(async move {
-            if let Err(err) = svc.resume_tasks().await {
-                tracing::warn!(error = %err, "cannot resume the background tasks left by the last run");
-            }
-        });
-        vec![relay, consumer, quotas, sweeper, orphans, resumed, thumbnails]
     }
 
     /// Erases every file, blob and event of an instance. Idempotent.

@@ -1,31 +1,17 @@
 //! The sharing service: cozy-to-cozy sharing between hosts.
 //!
 //! Not built yet: this crate holds only the service's place in the mesh (its configuration
-//! section and its gRPC health status), so deployments and probes already know it. It answers
-//! NOT_SERVING until its API exists, and serves no route that would pretend to work.
+//! section and its name), so a process can name it. It does not serve: a process running it
+//! answers `/ready` 503 and reports it NOT_SERVING in gRPC health, and it serves no route that
+//! would pretend to work. `cocon serve` runs it only when it is named in `--services`.
 
+use cocon_mesh::{ServiceKind, Skeleton};
 use serde::Deserialize;
-
-/// The name the service reports in gRPC health checks.
-pub const HEALTH_NAME: &str = "cocon.sharing.v1.SharingService";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {}
 
-pub struct Service {
-    _config: Config,
-}
-
-impl Service {
-    pub fn build(config: Config) -> Service {
-        Service { _config: config }
-    }
-
-    /// Registers the service's (not yet serving) status with the process's health service.
-    pub async fn register_health(&self, reporter: &tonic_health::server::HealthReporter) {
-        reporter
-            .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::NotServing)
-            .await;
-    }
+pub fn build(_config: Config) -> Skeleton {
+    Skeleton(ServiceKind::Sharing)
 }

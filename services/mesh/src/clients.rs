@@ -1,4 +1,4 @@
-//! The services as the gateway calls them: through their gRPC trait, either directly when the
+//! The services as their callers see them: through their gRPC trait, either directly when the
 //! service runs in this process (same proto messages, same handler code, no HTTP/2 framing and
 //! no protobuf encoding: about a seventh of a small read's CPU), or through a tonic client over
 //! a [`GrpcChannel`] when it runs elsewhere. Both answer `Result<tonic::Response<_>, Status>`.
@@ -13,6 +13,10 @@ use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient
 use cocon_proto::documents::v1::documents_service_server::DocumentsService;
 
 use crate::GrpcChannel;
+
+/// The files service, always through gRPC's framing (in process or not): uploads and
+/// downloads stream.
+pub type FilesClient = cocon_proto::files::v1::files_service_client::FilesServiceClient<GrpcChannel>;
 
 macro_rules! service_client {
     ($(#[$doc:meta])* $name:ident, $service:ident, $client:ident, $pb:ident { $($method:ident($req:ident) -> $resp:ident;)* }) => {

@@ -1,0 +1,54 @@
+//! The documents service in the mesh: its gRPC server, its outbox relay, and the consumer that
+//! erases a destroyed instance's documents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocon_common::Shutdown;
+use cocon_events::{Relay, RelayConfig, on_instance_destroyed};
+use cocon_mesh::{LocalServices, ServiceKind};
+use cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+
+use crate::DocumentsService;
+
+impl cocon_mesh::Service for DocumentsService {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Documents
+    }
+
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        routes.add_service(
+            DocumentsServiceServer::new(self.clone())
+                .max_decoding_message_size(self.config.max_doc_bytes * 8 + 1024 * 1024)
+                .max_encoding_message_size(usize::MAX),
+        );
+    }
+
+    fn offer(&self, local: &mut LocalServices) {
+        local.documents = Some(Arc::new(self.clone()));
+    }
+
+    fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        let relay = Relay::new(
+            self.shared.log.outbox().clone(),
+            self.bus.clone(),
+            RelayConfig::default(),
+        );
+        let relay = tokio::spawn(relay.run(shutdown.clone()));
+        let svc = self.clone();
+        let purge = move |instance: String| {
+            let svc = svc.clone();
+            async move { svc.purge_instance(&instance).await }
+        };
+        let consumer = tokio::spawn(on_instance_destroyed(
+            self.bus.clone(),
+            "documents-instance-destroyed",
+            Duration::from_secs(60),
+            purge,
+            shutdown,
+        ));
+        vec![relay, consumer]
+    }
+}

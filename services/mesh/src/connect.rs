@@ -1,0 +1,84 @@
+//! The one place where a client is chosen: the service itself when it runs in this process,
+//! a gRPC client to its endpoint otherwise.
+
+use std::sync::Arc;
+
+use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
+use cocon_proto::auth::v1::auth_service_server::AuthService;
+use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
+use cocon_proto::documents::v1::documents_service_server::DocumentsService;
+use serde::Deserialize;
+
+use crate::{AuthClient, DocumentsClient, FilesClient, GrpcChannel, MeshError, remote};
+
+/// Where to reach the services this process does not run (`[endpoints]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Endpoints {
+    pub auth: String,
+    pub documents: String,
+    pub files: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            auth: "http://127.0.0.1:7070".into(),
+            documents: "http://127.0.0.1:7070".into(),
+            files: "http://127.0.0.1:7070".into(),
+        }
+    }
+}
+
+/// The services running in this process, as each offered itself ([`crate::Service::offer`]).
+#[derive(Default)]
+pub struct LocalServices {
+    pub auth: Option<Arc<dyn AuthService>>,
+    pub documents: Option<Arc<dyn DocumentsService>>,
+    /// Files streams uploads and downloads, so even in process it is called through gRPC's
+    /// framing ([`crate::in_process`]).
+    pub files: Option<GrpcChannel>,
+}
+
+/// Every service as its callers reach it.
+#[derive(Clone)]
+pub struct Clients {
+    pub auth: AuthClient,
+    pub documents: DocumentsClient,
+    pub files: FilesClient,
+}
+
+impl Clients {
+    /// Calls the services in `local` directly and the others at their `endpoints`, over the
+    /// mesh's mutual TLS when `tls` is given. Remote channels connect lazily.
+    pub fn connect(
+        local: LocalServices,
+        endpoints: &Endpoints,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
+    ) -> Result<Clients, MeshError> {
+        let channel = |service: &'static str, endpoint: &str| {
+            remote(endpoint, tls).map_err(|source| MeshError::InvalidEndpoint {
+                service,
+                endpoint: endpoint.to_string(),
+                source,
+            })
+        };
+        Ok(Clients {
+            auth: match local.auth {
+                Some(service) => AuthClient::Local(service),
+                None => AuthClient::Remote(AuthServiceClient::new(channel("auth", &endpoints.auth)?)),
+            },
+            documents: match local.documents {
+                Some(service) => DocumentsClient::Local(service),
+                None => DocumentsClient::Remote(
+                    DocumentsServiceClient::new(channel("documents", &endpoints.documents)?)
+                        .max_decoding_message_size(usize::MAX),
+                ),
+            },
+            files: FilesClient::new(match local.files {
+                Some(channel) => channel,
+                None => channel("files", &endpoints.files)?,
+            }),
+        })
+    }
+}

@@ -1,0 +1,17 @@
+//! How Cocon's services meet. Every service implements [`Service`] (its gRPC server, its
+//! background tasks, whether it serves), and calls the others through [`Clients`]: typed, and
+//! either direct when the callee runs in this process or over gRPC when it runs elsewhere. The
+//! choice is made once, in [`Clients::connect`]; the gateway and the services depend on this
+//! crate, never on each other.
+
+mod channel;
+mod clients;
+mod connect;
+mod error;
+mod service;
+
+pub use channel::{ChannelError, GrpcChannel, in_process, remote};
+pub use clients::{AuthClient, DocumentsClient, FilesClient};
+pub use connect::{Clients, Endpoints, LocalServices};
+pub use error::MeshError;
+pub use service::{Service, ServiceKind, Skeleton};

@@ -1,0 +1,161 @@
+//! The lifecycle every service shares: `cocon serve` builds the enabled ones, adds their gRPC
+//! servers to one server, offers them to this process's clients, starts their background tasks,
+//! and on shutdown stops taking requests, then stops the tasks and waits for them (the outbox
+//! relays flush on the way out).
+
+use std::fmt;
+use std::str::FromStr;
+
+use cocon_common::Shutdown;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+
+use crate::{LocalServices, MeshError};
+
+/// The services a process can run, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceKind {
+    Gateway,
+    Auth,
+    Documents,
+    Files,
+    Jobs,
+    Sharing,
+    Notifications,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 7] = [
+        ServiceKind::Gateway,
+        ServiceKind::Auth,
+        ServiceKind::Documents,
+        ServiceKind::Files,
+        ServiceKind::Jobs,
+        ServiceKind::Sharing,
+        ServiceKind::Notifications,
+    ];
+
+    /// What `cocon serve` runs when no service is named: every service that serves. The
+    /// skeletons (jobs, sharing, notifications) run only when named, and are then not ready.
+    pub const DEFAULT: [ServiceKind; 4] = [
+        ServiceKind::Gateway,
+        ServiceKind::Auth,
+        ServiceKind::Documents,
+        ServiceKind::Files,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Gateway => "gateway",
+            ServiceKind::Auth => "auth",
+            ServiceKind::Documents => "documents",
+            ServiceKind::Files => "files",
+            ServiceKind::Jobs => "jobs",
+            ServiceKind::Sharing => "sharing",
+            ServiceKind::Notifications => "notifications",
+        }
+    }
+
+    /// The gRPC service name, as health checks ask for it (none for the gateway, which
+    /// serves HTTP).
+    pub fn grpc_name(self) -> Option<&'static str> {
+        match self {
+            ServiceKind::Gateway => None,
+            ServiceKind::Auth => Some("cocon.auth.v1.AuthService"),
+            ServiceKind::Documents => Some("cocon.documents.v1.DocumentsService"),
+            ServiceKind::Files => Some("cocon.files.v1.FilesService"),
+            ServiceKind::Jobs => Some("cocon.jobs.v1.JobsService"),
+            ServiceKind::Sharing => Some("cocon.sharing.v1.SharingService"),
+            ServiceKind::Notifications => Some("cocon.notifications.v1.NotificationsService"),
+        }
+    }
+
+    /// Whether it keeps state: an event log in the store, events it signs, the mesh key.
+    /// (Jobs, sharing and notifications will once they are built.)
+    pub fn keeps_state(self) -> bool {
+        matches!(self, ServiceKind::Auth | ServiceKind::Documents | ServiceKind::Files)
+    }
+
+    /// The names, comma separated, for error messages and `--help`.
+    pub fn names() -> String {
+        ServiceKind::ALL.map(ServiceKind::as_str).join(",")
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceKind {
+    type Err = MeshError;
+
+    fn from_str(s: &str) -> Result<ServiceKind, MeshError> {
+        ServiceKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| MeshError::UnknownService(s.to_string()))
+    }
+}
+
+/// A service of the mesh. Built by `cocon serve` from its configuration section and the shared
+/// parts (store, bus, keys); everything after building goes through this trait.
+pub trait Service: Send + Sync {
+    fn kind(&self) -> ServiceKind;
+
+    /// Adds its gRPC server to the process's (a service that does not serve yet adds none).
+    fn add_grpc(&self, routes: &mut RoutesBuilder);
+
+    /// Offers itself to this process's clients, which then call it without a socket.
+    fn offer(&self, local: &mut LocalServices);
+
+    /// Starts its outbox relay, consumers and sweeps. Each ends once `shutdown` fires, having
+    /// finished what it holds; the process waits for all of them before it exits.
+    fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>>;
+
+    /// Whether it serves its API. A process running a service that does not answers `/ready`
+    /// 503 and reports it NOT_SERVING in gRPC health, so no deployment routes to it.
+    fn serving(&self) -> bool {
+        true
+    }
+}
+
+/// A service whose place in the mesh comes before its code (its configuration section, its
+/// name in `--services`): it serves nothing, runs nothing, and is never ready.
+pub struct Skeleton(pub ServiceKind);
+
+impl Service for Skeleton {
+    fn kind(&self) -> ServiceKind {
+        self.0
+    }
+
+    fn add_grpc(&self, _routes: &mut RoutesBuilder) {}
+
+    fn offer(&self, _local: &mut LocalServices) {}
+
+    fn spawn_background(&self, _shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
+
+    fn serving(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceKind;
+
+    #[test]
+    fn test_names_parse_back() {
+        for kind in ServiceKind::ALL {
+            assert_eq!(kind.as_str().parse::<ServiceKind>().unwrap(), kind);
+        }
+        let err = "billing".parse::<ServiceKind>().unwrap_err().to_string();
+        assert!(
+            err.contains("gateway,auth,documents,files,jobs,sharing,notifications"),
+            "{err}"
+        );
+    }
+}
