@@ -17,6 +17,7 @@ mod oauth;
 mod permission;
 mod person;
 mod projection;
+mod rebuild;
 mod secret;
 mod service;
 mod store;
@@ -26,5 +27,6 @@ mod twofactor;
 
 pub use error::AuthError;
 pub use person::Origin;
+pub use rebuild::AuthProjection;
 pub use service::{AuthService, Config, Deps};
 pub use throttle::LimitsConfig;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cocon_common::ticket::{MAX_TICKET_SECS, MeshKey};
-use cocon_events::{Appended, EventBus, EventLog, subject};
+use cocon_events::{Appended, EventBus, EventLog, Stamp, Stripes, Topic, envelope};
 use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{
     CliTokenIssued, CliTokenRevoked, Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload,
@@ -12,10 +12,11 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::AuthError;
-use crate::projection::{self, Tables};
+use crate::projection;
+use crate::rebuild::AuthProjection;
 use crate::store::{
     BY_DOMAIN, CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX,
-    PERMISSIONS, PROJECTIONS, PermissionRecord, SESSIONS, SessionRecord,
+    PERMISSIONS, PermissionRecord, SESSIONS, SessionRecord,
 };
 use crate::token::{self, Claims};
 use cocon_common::scope::parse_scope;
@@ -94,12 +95,10 @@ pub(crate) struct Inner {
     /// Creating and destroying instances: one at a time keeps domains unique.
     lifecycle: Mutex<()>,
     /// One writer per instance (striped), so its events get gap-free sequences.
-    stripes: Vec<Mutex<()>>,
+    stripes: Stripes,
     /// How often logins may guess, for every gateway.
     pub throttle: crate::throttle::Throttle,
 }
-
-const STRIPES: usize = 64;
 
 /// One event to append: its entity, verb and payload.
 pub(crate) struct NewEvent {
@@ -136,7 +135,7 @@ impl AuthService {
                 master_key,
                 mesh_key: deps.mesh_key,
                 lifecycle: Mutex::new(()),
-                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                stripes: Stripes::default(),
                 throttle,
             }),
         })
@@ -170,13 +169,9 @@ impl AuthService {
         serde_json::from_slice(&raw).map_err(|e| AuthError::Corrupt(e.to_string()))
     }
 
-    /// The instance's writer lock: hold it from reading what an event depends on until the
-    /// event is appended.
+    /// The instance's writer lock ([`Stripes`]).
     pub(crate) fn stripe(&self, instance: &str) -> &Mutex<()> {
-        let hash = instance
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        &self.inner.stripes[hash % STRIPES]
+        self.inner.stripes.of(instance)
     }
 
     pub(crate) async fn sessions(&self, instance: &str) -> Result<Vec<SessionRecord>, AuthError> {
@@ -301,23 +296,14 @@ impl AuthService {
         let mut batch = Batch::new();
         let mut appended = Appended::default();
         let mut envelopes = Vec::with_capacity(events.len());
-        let occurred_at_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        let traceparent = cocon_common::trace_context::current_traceparent().unwrap_or_default();
+        let stamp = Stamp::now();
         for (i, event) in events.into_iter().enumerate() {
             let seq = first + i as u64;
-            let envelope = Envelope {
-                id: format!("auth:{instance}:{seq}"),
-                r#type: format!("auth.{}.{}", event.entity, event.verb),
-                schema_version: 1,
-                occurred_at_us,
-                instance: instance.to_string(),
-                seq,
-                traceparent: traceparent.clone(),
-                subject: subject::auth(instance, event.entity, event.verb),
-                payload: Some(event.payload),
+            let topic = Topic::Auth {
+                entity: event.entity,
+                verb: event.verb,
             };
+            let envelope = envelope(instance, seq, topic, event.payload, &stamp);
             log.append(&mut batch, &mut appended, &envelope);
             for change in projection::changes(current.as_ref(), &ctx, &envelope) {
                 projection::write(&mut batch, &change);
@@ -560,38 +546,9 @@ impl AuthService {
         })
     }
 
-    /// Drops the instance tables and rebuilds them from the event log; returns how many events
-    /// were replayed. Events are replayed in time order, so a domain destroyed then re-created
-    /// ends up with its latest instance.
-    pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64, AuthError> {
-        let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
-        let mut events = Vec::new();
-        let mut after = None;
-        loop {
-            let (page, next) = log.scan_all(after, 1000).await?;
-            if page.is_empty() {
-                break;
-            }
-            events.extend(page);
-            after = next;
-        }
-        events.sort_by(|a, b| (a.occurred_at_us, &a.instance, a.seq).cmp(&(b.occurred_at_us, &b.instance, b.seq)));
-        let mut tables = Tables::default();
-        for e in &events {
-            tables.apply(e);
-        }
-        for table in PROJECTIONS {
-            store.clear_table(table).await?;
-        }
-        let mut batch = Batch::new();
-        for change in tables.into_changes() {
-            projection::write(&mut batch, &change);
-            if batch.len() >= 1000 {
-                store.apply(std::mem::take(&mut batch)).await?;
-            }
-        }
-        store.apply(batch).await?;
-        Ok(events.len() as u64)
+    /// The projection, to rebuild from the log with [`cocon_events::rebuild`] (service stopped).
+    pub async fn projection(store: Arc<dyn Store>) -> Result<AuthProjection, AuthError> {
+        Ok(AuthProjection::new(EventLog::open(store, EVENTS, OUTBOX).await?))
     }
 }
 

@@ -196,7 +196,10 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         "one set left, with bob's code and shortcode; one CLI token of two"
     );
 
-    let replayed = AuthService::rebuild_projections(store.clone()).await.unwrap();
+    let mut projection = AuthService::projection(store.clone()).await.unwrap();
+    let replayed = cocon_events::rebuild(store.clone(), &mut projection, &mut |_| {})
+        .await
+        .unwrap();
     // Per domain: created, onboarding issued, passphrase set, session created; then two logins,
     // a failed one, a logout; two-factor proposed, enabled, a login and a failed one; a client
     // registered, two codes and two token issues; two CLI tokens issued and one revoked; two sets

@@ -1,9 +1,11 @@
-//! `cocon rebuild-projections`: every projection dropped and replayed from the event logs.
+//! `cocon rebuild-projections`: every service's projections dropped and replayed from its log.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cocon_mesh::ServiceKind;
+use indicatif::{ProgressBar, ProgressStyle};
 
 pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
     let path = data_dir.join("store.redb");
@@ -18,12 +20,21 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}: stop `cocon serve` first", path.display()))?,
     );
     let started = Instant::now();
-    let auth = cocon_auth::AuthService::rebuild_projections(store.clone()).await?;
-    eprintln!("auth: replayed {auth} events");
-    let documents = cocon_documents::DocumentsService::rebuild_projections(store.clone()).await?;
-    eprintln!("documents: replayed {documents} events");
-    let files = cocon_files::FilesService::rebuild_projections(store).await?;
-    eprintln!("files: replayed {files} events");
+    let style = ProgressStyle::with_template("{spinner} {prefix:>10}: {human_pos} events replayed ({per_sec})")
+        .expect("a valid template");
+    for kind in ServiceKind::ALL {
+        for mut projection in crate::services::projections(kind, store.clone()).await? {
+            let bar = ProgressBar::new_spinner()
+                .with_style(style.clone())
+                .with_prefix(projection.name());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            let replayed = cocon_events::rebuild(store.clone(), projection.as_mut(), &mut |n| bar.set_position(n))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot rebuild the {} projection: {e}", projection.name()))?;
+            bar.finish_and_clear();
+            eprintln!("{}: replayed {replayed} events", projection.name());
+        }
+    }
     eprintln!("projections rebuilt in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -108,3 +108,16 @@ async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
         other => bail!("unknown files.blobs backend {other:?}: use local or s3"),
     }
 }
+
+/// The projections of the service `kind`, to rebuild from its log.
+pub async fn projections(
+    kind: ServiceKind,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Vec<Box<dyn cocon_events::Projection>>> {
+    Ok(match kind {
+        ServiceKind::Auth => vec![Box::new(cocon_auth::AuthService::projection(store).await?)],
+        ServiceKind::Documents => vec![Box::new(cocon_documents::DocumentsService::projection(store).await?)],
+        ServiceKind::Files => vec![Box::new(cocon_files::FilesService::projection(store).await?)],
+        ServiceKind::Gateway | ServiceKind::Jobs | ServiceKind::Sharing | ServiceKind::Notifications => Vec::new(),
+    })
+}

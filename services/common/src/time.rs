@@ -8,6 +8,13 @@ pub fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Unix time in microseconds, as events and their outbox are stamped.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// `2026-11-22T12:00:00Z` for a Unix time in seconds (times before 1970 show as 1970).
 pub fn rfc3339(secs: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);

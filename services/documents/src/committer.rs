@@ -4,11 +4,10 @@
 //! revision checks and sequences need no locks.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cocon_events::{Appended, EventLog, subject};
-use cocon_proto::events::v1::{DocumentChanged, Envelope, envelope::Payload};
+use cocon_events::{Appended, EventLog, Stamp, Topic, envelope};
+use cocon_proto::events::v1::{DocumentChanged, envelope::Payload};
 use cocon_storage::{Batch, Store};
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
@@ -146,7 +145,11 @@ async fn process(shared: &Shared, mut jobs: Vec<Job>) {
     for ji in 0..jobs.len() {
         let cmds = std::mem::take(&mut jobs[ji].cmds);
         let instance = jobs[ji].instance.clone();
-        let traceparent = jobs[ji].traceparent.clone();
+        // A job's documents (a bulk) share one time.
+        let stamp = Stamp {
+            occurred_at_us: cocon_common::time::now_us(),
+            traceparent: std::mem::take(&mut jobs[ji].traceparent),
+        };
         for (ci, cmd) in cmds.into_iter().enumerate() {
             let is_design = match &cmd.kind {
                 WriteKind::Put { id, .. } => id.as_deref().is_some_and(|i| i.starts_with("_design/")),
@@ -160,7 +163,7 @@ async fn process(shared: &Shared, mut jobs: Vec<Job>) {
             if is_design && !pending.members.is_empty() {
                 flush(shared, &mut pending, &mut results).await;
             }
-            match apply(shared, &mut pending, &instance, &traceparent, cmd).await {
+            match apply(shared, &mut pending, &instance, &stamp, cmd).await {
                 Ok((ok, written)) => {
                     results[ji][ci] = Some(Ok(ok));
                     if written {
@@ -257,12 +260,6 @@ enum Fatal {
     Broken(DocumentsError),
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 fn new_rev(old_rev: Option<&str>, generation: u64, deleted: bool, body: &[u8]) -> String {
     let mut h = Md5::new();
     h.update(old_rev.unwrap_or("").as_bytes());
@@ -305,7 +302,7 @@ async fn apply(
     shared: &Shared,
     pending: &mut Pending,
     instance: &str,
-    traceparent: &str,
+    stamp: &Stamp,
     cmd: WriteCmd,
 ) -> std::result::Result<(WriteOk, bool), Fatal> {
     let store = shared.store.as_ref();
@@ -419,10 +416,10 @@ async fn apply(
         None => shared.log.next_seq(instance).await.map_err(|e| reject(e.into()))?,
     };
     pending.seqs.insert(instance.to_string(), seq + 1);
-    let (verb, event_type) = match (old_alive, deleted) {
-        (_, true) => ("deleted", "documents.doc.deleted"),
-        (false, false) => ("created", "documents.doc.created"),
-        (true, false) => ("updated", "documents.doc.updated"),
+    let verb = match (old_alive, deleted) {
+        (_, true) => "deleted",
+        (false, false) => "created",
+        (true, false) => "updated",
     };
     let change = DocumentChanged {
         doctype: doctype.clone(),
@@ -440,18 +437,12 @@ async fn apply(
         .project(&mut pending.overlay, &mut pending.batch, instance, seq, &change)
         .await
         .map_err(Fatal::Broken)?;
-    let envelope = Envelope {
-        id: format!("documents:{instance}:{seq}"),
-        r#type: event_type.to_string(),
-        schema_version: 1,
-        occurred_at_us: now_us(),
-        instance: instance.to_string(),
-        seq,
-        traceparent: traceparent.to_string(),
-        subject: subject::document(instance, &doctype, verb),
-        payload: Some(Payload::DocumentChanged(change)),
+    let topic = Topic::Document {
+        doctype: &doctype,
+        verb,
     };
-    shared.log.append(&mut pending.batch, &mut pending.appended, &envelope);
+    let event = envelope(instance, seq, topic, Payload::DocumentChanged(change), stamp);
+    shared.log.append(&mut pending.batch, &mut pending.appended, &event);
     Ok((WriteOk { id, rev, json }, true))
 }
 

@@ -4,7 +4,7 @@
 //! Event sourced: every write appends a `DocumentChanged` event to the per-instance log
 //! (`documents.events`); the documents, the changes feed, the Mango indexes, the per-doctype
 //! counts and the doctype list are projections of that log, written in the same atomic batch
-//! as the event and rebuilt from it by [`DocumentsService::rebuild_projections`].
+//! as the event and rebuilt from it by [`DocumentsProjection`].
 //! Writes go through one committer task that checks revisions, assigns sequences and commits
 //! many writers' batches with one fsync (group commit).
 
@@ -16,6 +16,7 @@ mod index;
 mod lifecycle;
 mod projection;
 mod query;
+mod rebuild;
 mod record;
 mod service;
 mod tables;
@@ -24,4 +25,5 @@ mod validate;
 use cocon_common::{collate, mango};
 
 pub use error::DocumentsError;
+pub use rebuild::DocumentsProjection;
 pub use service::{Config, Deps, DocumentsService};

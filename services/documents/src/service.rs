@@ -3,13 +3,13 @@ use std::sync::Arc;
 
 use cocon_common::waiters::Waiters;
 use cocon_events::{EventBus, EventLog};
-use cocon_proto::events::v1::envelope::Payload;
 use cocon_storage::{Batch, ScanRange, Store};
 use serde::Deserialize;
 
 use crate::committer::{Committer, Shared};
 use crate::error::Result;
-use crate::projection::{CountCache, IndexCache, Overlay, Projection, load_indexes};
+use crate::projection::{CountCache, IndexCache, load_indexes};
+use crate::rebuild::DocumentsProjection;
 use crate::tables::*;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,56 +96,8 @@ impl DocumentsService {
         Ok(())
     }
 
-    /// Drops every projection and replays the event log into them; returns how many events were
-    /// replayed. Run with the server stopped.
-    pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64> {
-        for table in PROJECTIONS {
-            store.clear_table(table).await?;
-        }
-        let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
-        let indexes = IndexCache::default();
-        let counts = CountCache::default();
-        let projection = Projection {
-            store: store.as_ref(),
-            indexes: &indexes,
-            counts: &counts,
-        };
-        let mut overlay = Overlay::default();
-        let mut batch = Batch::new();
-        let mut replayed = 0u64;
-        let mut after = None;
-        loop {
-            let (events, next) = log.scan_all(after, 1000).await?;
-            if events.is_empty() {
-                break;
-            }
-            after = next;
-            for e in events {
-                let Some(Payload::DocumentChanged(change)) = &e.payload else {
-                    continue;
-                };
-                let design = change.id.starts_with("_design/");
-                // As on the live path: a design document indexes committed documents only.
-                if design || batch.len() > 20_000 {
-                    overlay.finish(&mut batch);
-                    store.apply(std::mem::take(&mut batch)).await?;
-                    counts.committed(&overlay);
-                    overlay = Overlay::default();
-                }
-                projection
-                    .project(&mut overlay, &mut batch, &e.instance, e.seq, change)
-                    .await?;
-                if design {
-                    overlay.finish(&mut batch);
-                    store.apply(std::mem::take(&mut batch)).await?;
-                    counts.committed(&overlay);
-                    overlay = Overlay::default();
-                }
-                replayed += 1;
-            }
-        }
-        overlay.finish(&mut batch);
-        store.apply(batch).await?;
-        Ok(replayed)
+    /// The projection, to rebuild from the log with [`cocon_events::rebuild`] (service stopped).
+    pub async fn projection(store: Arc<dyn Store>) -> Result<DocumentsProjection> {
+        Ok(DocumentsProjection::new(EventLog::open(store, EVENTS, OUTBOX).await?))
     }
 }

@@ -1,5 +1,7 @@
-//! Events: the bus trait with its two implementations (in-process and NATS JetStream), subjects,
-//! the per-instance event log, the transactional outbox and its relay, and durable consumers.
+//! Events, and the kit every service writes them with: the bus trait with its two
+//! implementations (in-process and NATS JetStream), envelopes and subjects, the per-instance
+//! event log and writer lock, the transactional outbox and its relay, durable consumers, and
+//! projections with their rebuild from the log.
 //!
 //! The write path never waits for the bus: a service commits its events to its log, and outbox
 //! pointers to them, in the same atomic batch, and the relay publishes from the outbox in the background,
@@ -8,22 +10,28 @@
 
 mod bus;
 mod consumer;
+mod envelope;
 mod error;
 mod log;
 mod memory;
 mod nats;
 mod outbox;
+mod projection;
 mod signed;
+mod stripes;
 pub mod subject;
 
 pub use bus::{ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
 pub use consumer::{HandlerError, on_instance_destroyed, run_consumer};
+pub use envelope::{SCHEMA_VERSION, Stamp, Topic, envelope};
 pub use error::BusError;
 pub use log::{EventLog, decode_envelope};
 pub use memory::MemoryBus;
 pub use nats::{NatsAuth, NatsBus};
 pub use outbox::{Appended, Outbox, Relay, RelayConfig, Sealed};
+pub use projection::{Projection, ProjectionError, rebuild};
 pub use signed::{EventKeys, SIGNATURE_HEADER, SignedBus};
+pub use stripes::Stripes;
 
 /// The streams of the deployment, one per publishing service, plus the dead letters.
 pub mod streams {

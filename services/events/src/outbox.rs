@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cocon_common::Shutdown;
@@ -67,9 +67,7 @@ struct HotPointer {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    cocon_common::time::now_us().max(0) as u64
 }
 
 /// The events one batch appends, per instance: (first, last) sequence and the encoded events.

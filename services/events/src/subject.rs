@@ -15,6 +15,12 @@ pub fn auth(instance: &str, entity: &str, verb: &str) -> String {
     format!("cocon.auth.{instance}.{entity}.{verb}")
 }
 
+/// The subject of a files event: `cocon.files.<instance>.<kind>`, where the kind is a verb of
+/// a node (`created`, `updated`, `deleted`) or of the instance's quota (`quota.set`, `quota.exceeded`).
+pub fn file(instance: &str, kind: &str) -> String {
+    format!("cocon.files.{instance}.{kind}")
+}
+
 /// Where a consumer puts what it could not handle after its last attempt.
 pub fn dead_letter(durable: &str) -> String {
     format!("cocon.dlq.{}", encode_token(durable))

@@ -118,7 +118,7 @@ impl FilesService {
     }
 
     /// The refusal of an upload over quota, recorded as `files.quota.exceeded`.
-    async fn exceeded(&self, instance: &str, usage: crate::service::Usage, attempted: u64) -> FilesError {
+    async fn exceeded(&self, instance: &str, usage: crate::projection::Usage, attempted: u64) -> FilesError {
         let event = cocon_proto::events::v1::QuotaExceeded {
             quota: usage.quota,
             used: usage.used(),

@@ -9,6 +9,7 @@ mod grpc;
 mod lifecycle;
 mod links;
 mod node;
+mod projection;
 mod purge;
 mod resumable;
 mod service;
@@ -19,4 +20,5 @@ mod tree;
 
 pub use error::FilesError;
 pub use node::{ROOT_ID, TRASH_ID};
+pub use projection::FilesProjection;
 pub use service::{Config, Deps, FilesService};

@@ -6,17 +6,16 @@ use std::sync::{Arc, Mutex as SyncMutex};
 
 use bytes::Bytes;
 use cocon_common::ticket::MeshKey;
-use cocon_events::{Appended, EventBus, EventLog};
-use cocon_proto::events::v1::{DiskQuotaSet, Envelope, FileChanged, QuotaExceeded, envelope::Payload};
+use cocon_events::{Appended, EventBus, EventLog, Stamp, Stripes, Topic, envelope};
+use cocon_proto::events::v1::{DiskQuotaSet, FileChanged, QuotaExceeded, envelope::Payload};
 use cocon_storage::{Batch, BlobStore, ScanRange, Store};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::error::{FilesError, Result};
 use crate::node::{DIRECTORY, Node, ROOT_ID, TRASH_ID, TRASH_NAME, new_rev};
+use crate::projection::{FilesProjection, Usage, UsageDelta, feed_row, project};
 use crate::tables::*;
-
-const STRIPES: usize = 64;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -96,7 +95,7 @@ pub(crate) struct Inner {
     pub bus: Arc<dyn EventBus>,
     pub log: EventLog,
     pub mesh_key: MeshKey,
-    stripes: Vec<Mutex<()>>,
+    stripes: Stripes,
     /// Instances whose root and trash exist.
     rooted: SyncMutex<HashSet<String>>,
     /// The long polls of `_changes`, woken by the commits of their instance.
@@ -125,7 +124,7 @@ impl FilesService {
                 bus: deps.bus,
                 log,
                 mesh_key: deps.mesh_key,
-                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                stripes: Stripes::default(),
                 rooted: SyncMutex::default(),
                 waiters,
             }),
@@ -167,13 +166,9 @@ impl FilesService {
         Ok(())
     }
 
-    /// The instance's writer lock: held from reading what a change depends on until the
-    /// change is committed.
+    /// The instance's writer lock ([`Stripes`]).
     pub(crate) fn stripe(&self, instance: &str) -> &Mutex<()> {
-        let hash = instance
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        &self.inner.stripes[hash % STRIPES]
+        self.inner.stripes.of(instance)
     }
 
     pub(crate) async fn node(&self, instance: &str, id: &str) -> Result<Option<Node>> {
@@ -339,10 +334,7 @@ impl FilesService {
         let mut counts: HashMap<String, i64> = HashMap::new();
         let mut usage = UsageDelta::default();
         let mut dropped_dirs = Vec::new();
-        let occurred_at_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        let traceparent = cocon_common::trace_context::current_traceparent().unwrap_or_default();
+        let stamp = Stamp::now();
         let mut released = Vec::new();
         // Each node's row in the changes feed moves to its latest change.
         let mut feed_of: HashMap<String, Option<u64>> = HashMap::new();
@@ -407,18 +399,8 @@ impl FilesService {
                 }
                 Entry::QuotaExceeded(exceeded) => ("quota.exceeded".to_string(), Payload::QuotaExceeded(*exceeded)),
             };
-            let envelope = Envelope {
-                id: format!("files:{instance}:{seq}"),
-                r#type: format!("files.{kind}"),
-                schema_version: 1,
-                occurred_at_us,
-                instance: instance.to_string(),
-                seq,
-                traceparent: traceparent.clone(),
-                subject: format!("cocon.files.{instance}.{kind}"),
-                payload: Some(payload),
-            };
-            log.append(&mut batch, &mut appended, &envelope);
+            let event = envelope(instance, seq, Topic::File { kind: &kind }, payload, &stamp);
+            log.append(&mut batch, &mut appended, &event);
         }
         for (dir_id, delta) in counts {
             if delta == 0 || dropped_dirs.contains(&dir_id) {
@@ -493,6 +475,11 @@ impl FilesService {
         Ok(usage)
     }
 
+    /// The projection, to rebuild from the log with [`cocon_events::rebuild`] (service stopped).
+    pub async fn projection(store: Arc<dyn Store>) -> Result<FilesProjection> {
+        Ok(FilesProjection::new(EventLog::open(store, EVENTS, OUTBOX).await?))
+    }
+
     /// Records the quota the auth service set for an instance, if it changed.
     pub async fn set_quota(&self, instance: &str, bytes: u64) -> Result<()> {
         let _writer = self.stripe(instance).lock().await;
@@ -501,78 +488,6 @@ impl FilesService {
             tracing::info!(instance, bytes, "disk quota recorded");
         }
         Ok(())
-    }
-
-    /// Drops the projection and rebuilds it from the event log; returns how many events were
-    /// replayed.
-    pub async fn rebuild_projections(store: Arc<dyn Store>) -> Result<u64> {
-        let log = EventLog::open(store.clone(), EVENTS, OUTBOX).await?;
-        // The last state of each node, per instance; the log is read in (instance, seq) order.
-        // (sequence, state, deletion revision) of each node's last change.
-        let mut last: HashMap<(String, String), (u64, Bytes, String)> = HashMap::new();
-        let mut quotas: HashMap<String, u64> = HashMap::new();
-        let mut replayed = 0u64;
-        let mut after = None;
-        loop {
-            let (page, next) = log.scan_all(after, 1000).await?;
-            if page.is_empty() {
-                break;
-            }
-            for envelope in page {
-                replayed += 1;
-                match envelope.payload {
-                    Some(Payload::FileChanged(change)) => {
-                        last.insert(
-                            (envelope.instance, change.id),
-                            (envelope.seq, change.file, change.deleted_rev),
-                        );
-                    }
-                    Some(Payload::DiskQuotaSet(quota)) => {
-                        quotas.insert(envelope.instance, quota.bytes);
-                    }
-                    _ => {}
-                }
-            }
-            after = next;
-        }
-        for table in PROJECTIONS {
-            store.clear_table(table).await?;
-        }
-        let mut counts: HashMap<(String, String), u64> = HashMap::new();
-        let mut usage: HashMap<String, UsageDelta> = HashMap::new();
-        for (instance, quota) in quotas {
-            usage.entry(instance).or_default().quota = Some(quota);
-        }
-        let mut batch = Batch::new();
-        for ((instance, id), (seq, file, deleted_rev)) in last {
-            let node: Option<Node> = if file.is_empty() { None } else { Some(parse(&file)?) };
-            feed_row(&mut batch, &instance, seq, &id, node.as_ref(), &deleted_rev);
-            let Some(node) = node else {
-                continue;
-            };
-            if !node.dir_id.is_empty() {
-                *counts.entry((instance.clone(), node.dir_id.clone())).or_default() += 1;
-            }
-            usage.entry(instance.clone()).or_default().add(None, Some(&node));
-            let mut ignored = HashMap::new();
-            project(&mut batch, &instance, None, Some(&node), file, &mut ignored);
-            if batch.len() >= 1000 {
-                store.apply(std::mem::take(&mut batch)).await?;
-            }
-        }
-        for ((instance, dir_id), count) in counts {
-            batch.put(
-                COUNTS,
-                instance.into_bytes(),
-                dir_id.into_bytes(),
-                Bytes::copy_from_slice(&count.to_be_bytes()),
-            );
-        }
-        for (instance, delta) in usage {
-            delta.write(&mut batch, &instance, &Usage::default());
-        }
-        store.apply(batch).await?;
-        Ok(replayed)
     }
 }
 
@@ -583,69 +498,6 @@ pub(crate) enum Entry {
     QuotaSet(u64),
     /// An upload refused for the quota (no state changes; notifications tell the person).
     QuotaExceeded(QuotaExceeded),
-}
-
-/// Bytes taken by an instance's files, and its quota (0: none).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Usage {
-    pub files: u64,
-    pub versions: u64,
-    pub quota: u64,
-}
-
-impl Usage {
-    pub fn used(&self) -> u64 {
-        self.files + self.versions
-    }
-}
-
-/// How a commit changes an instance's usage.
-#[derive(Default)]
-struct UsageDelta {
-    files: i64,
-    versions: i64,
-    quota: Option<u64>,
-}
-
-impl UsageDelta {
-    fn add(&mut self, old: Option<&Node>, new: Option<&Node>) {
-        let bytes = |n: Option<&Node>| {
-            n.map_or((0, 0), |n| {
-                (
-                    n.size.unwrap_or(0) as i64,
-                    n.versions.iter().map(|v| v.size as i64).sum::<i64>(),
-                )
-            })
-        };
-        let (old_files, old_versions) = bytes(old);
-        let (new_files, new_versions) = bytes(new);
-        self.files += new_files - old_files;
-        self.versions += new_versions - old_versions;
-    }
-
-    fn is_empty(&self) -> bool {
-        self.files == 0 && self.versions == 0 && self.quota.is_none()
-    }
-
-    fn write(&self, batch: &mut Batch, instance: &str, current: &Usage) {
-        let mut put = |key: &[u8], value: u64| {
-            batch.put(
-                USAGE,
-                instance.as_bytes().to_vec(),
-                key.to_vec(),
-                Bytes::copy_from_slice(&value.to_be_bytes()),
-            )
-        };
-        if self.files != 0 {
-            put(USAGE_FILES, (current.files as i64 + self.files).max(0) as u64);
-        }
-        if self.versions != 0 {
-            put(USAGE_VERSIONS, (current.versions as i64 + self.versions).max(0) as u64);
-        }
-        if let Some(quota) = self.quota {
-            put(USAGE_QUOTA, quota);
-        }
-    }
 }
 
 impl Change {
@@ -661,79 +513,6 @@ impl Change {
 
 pub(crate) fn parse(raw: &[u8]) -> Result<Node> {
     serde_json::from_slice(raw).map_err(|e| FilesError::Corrupt(e.to_string()))
-}
-
-/// A node's row in the changes feed, and the pointer to it. A node gone for good keeps a row
-/// (`deleted`), so sync clients learn of it.
-fn feed_row(batch: &mut Batch, instance: &str, seq: u64, id: &str, new: Option<&Node>, deleted_rev: &str) {
-    let row = match new {
-        Some(node) => serde_json::json!({"id": id, "rev": node.rev}),
-        None => serde_json::json!({"id": id, "rev": deleted_rev, "deleted": true}),
-    };
-    batch.put(
-        CHANGES,
-        instance.as_bytes().to_vec(),
-        seq.to_be_bytes().to_vec(),
-        Bytes::from(row.to_string()),
-    );
-    batch.put(
-        CHANGE_OF,
-        instance.as_bytes().to_vec(),
-        id.as_bytes().to_vec(),
-        Bytes::copy_from_slice(&seq.to_be_bytes()),
-    );
-}
-
-/// The projection of one change: the node row and its entry among its parent's children.
-/// Child counts are accumulated in `counts` and written once per commit.
-fn project(
-    batch: &mut Batch,
-    instance: &str,
-    old: Option<&Node>,
-    new: Option<&Node>,
-    file: Bytes,
-    counts: &mut HashMap<String, i64>,
-) {
-    let part = instance.as_bytes();
-    // The reference index: rows for what the node no longer references go, new ones come.
-    let refs = |n: Option<&Node>| n.map(|n| n.referenced_by.clone()).unwrap_or_default();
-    let (before, after) = (refs(old), refs(new));
-    let id = new.or(old).map(|n| n.id.as_str()).unwrap_or_default();
-    for r in before.iter().filter(|r| !after.contains(r)) {
-        let mut key = referenced_prefix(&r.doctype, &r.id);
-        key.extend_from_slice(id.as_bytes());
-        batch.delete(REFERENCED, part.to_vec(), key);
-    }
-    for r in after.iter().filter(|r| !before.contains(r)) {
-        let mut key = referenced_prefix(&r.doctype, &r.id);
-        key.extend_from_slice(id.as_bytes());
-        batch.put(REFERENCED, part.to_vec(), key, Bytes::new());
-    }
-    if let Some(old) = old
-        && !old.dir_id.is_empty()
-    {
-        batch.delete(CHILDREN, part.to_vec(), child_key(&old.dir_id, &old.name));
-        *counts.entry(old.dir_id.clone()).or_default() -= 1;
-    }
-    match new {
-        Some(node) => {
-            batch.put(NODES, part.to_vec(), node.id.as_bytes().to_vec(), file);
-            if !node.dir_id.is_empty() {
-                batch.put(
-                    CHILDREN,
-                    part.to_vec(),
-                    child_key(&node.dir_id, &node.name),
-                    Bytes::from(node.id.clone().into_bytes()),
-                );
-                *counts.entry(node.dir_id.clone()).or_default() += 1;
-            }
-        }
-        None => {
-            if let Some(old) = old {
-                batch.delete(NODES, part.to_vec(), old.id.as_bytes().to_vec());
-            }
-        }
-    }
 }
 
 #[cfg(test)]
