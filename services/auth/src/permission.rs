@@ -10,8 +10,7 @@ use cocon_proto::events::v1::{PermissionDeleted, PermissionRule, PermissionSaved
 use serde_json::{Map, Value, json};
 
 use crate::store::{
-    CLI_TOKENS, CliTokenRecord, InstanceRecord, NamedRule, PERMISSIONS, PermissionRecord, SHARE_CODES, ShareCodeRecord,
-    ShareCodeRow,
+    CLI_TOKENS, InstanceRecord, NamedRule, PERMISSIONS, PermissionRecord, SHARE_CODES, ShareCodeRecord, ShareCodeRow,
 };
 use crate::{AuthError, AuthService, secret, token};
 
@@ -192,7 +191,7 @@ impl AuthService {
 
     /// A CLI token is accepted only while the event log records it as issued and not revoked.
     async fn check_cli_token(&self, instance: &str, id: &str) -> Result<(), AuthError> {
-        match self.row::<CliTokenRecord>(CLI_TOKENS, instance, id).await? {
+        match self.row(CLI_TOKENS, instance, id).await? {
             Some(_) => Ok(()),
             None => Err(AuthError::InvalidToken(
                 "this token was revoked (or issued before tokens could be revoked): issue a new one with `cocon instances token-cli`"
@@ -547,12 +546,12 @@ impl AuthService {
         let now = now_secs();
         Ok(match grantor.split_once('-') {
             Some(("p", id)) => self
-                .row::<PermissionRecord>(PERMISSIONS, &record.id, id)
+                .row(PERMISSIONS, &record.id, id)
                 .await?
                 .is_some_and(|set| set.expires_at == 0 || set.expires_at > now),
             Some(("c", id)) => self.client(&record.id, id).await?.is_some(),
             Some(("t", id)) => self
-                .row::<CliTokenRecord>(CLI_TOKENS, &record.id, id)
+                .row(CLI_TOKENS, &record.id, id)
                 .await?
                 .is_some_and(|t| t.expires_at > now),
             _ => false,

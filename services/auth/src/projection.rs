@@ -7,7 +7,7 @@ use cocon_proto::events::v1::{Envelope, envelope::Payload};
 use cocon_storage::Batch;
 
 use crate::store::{
-    BY_DOMAIN, CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES,
+    CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES,
     InstanceRecord, NamedRule, Onboarding, PERMISSIONS, PermissionRecord, SESSIONS, SHARE_CODES, SessionRecord,
     ShareCodeRecord, ShareCodeRow, TwoFactor,
 };
@@ -452,43 +452,42 @@ fn dropped_codes(old: &PermissionRecord, new: Option<&PermissionRecord>) -> Vec<
         .collect()
 }
 
-fn json<T: serde::Serialize>(record: &T) -> Vec<u8> {
-    serde_json::to_vec(record).expect("records serialise")
-}
-
 /// Writes one change into a batch.
 pub fn write(batch: &mut Batch, change: &Change) {
-    let key = |s: &str| s.as_bytes().to_vec();
     match change {
-        Change::PutInstance(record) => batch.put(INSTANCES, BY_DOMAIN, key(&record.domain), json(record)),
+        Change::PutInstance(record) => INSTANCES.put(batch, (), &record.domain, record),
         Change::DeleteInstance { domain, id } => {
-            batch.delete(INSTANCES, BY_DOMAIN, key(domain));
-            for table in [SESSIONS, CLIENTS, CODES, GRANTS, PERMISSIONS, SHARE_CODES, CLI_TOKENS] {
-                batch.delete_partition(table, key(id));
-            }
+            INSTANCES.delete(batch, (), domain);
+            SESSIONS.delete_partition(batch, id);
+            CLIENTS.delete_partition(batch, id);
+            CODES.delete_partition(batch, id);
+            GRANTS.delete_partition(batch, id);
+            PERMISSIONS.delete_partition(batch, id);
+            SHARE_CODES.delete_partition(batch, id);
+            CLI_TOKENS.delete_partition(batch, id);
         }
-        Change::PutSession { instance, record } => batch.put(SESSIONS, key(instance), key(&record.id), json(record)),
-        Change::DeleteSession { instance, id } => batch.delete(SESSIONS, key(instance), key(id)),
-        Change::PutClient { instance, record } => batch.put(CLIENTS, key(instance), key(&record.id), json(record)),
-        Change::DeleteClient { instance, id } => batch.delete(CLIENTS, key(instance), key(id)),
-        Change::PutCode { instance, record } => batch.put(CODES, key(instance), key(&record.sha256), json(record)),
-        Change::DeleteCode { instance, sha256 } => batch.delete(CODES, key(instance), key(sha256)),
-        Change::PutGrant { instance, record } => batch.put(GRANTS, key(instance), key(&record.id), json(record)),
-        Change::DeleteGrant { instance, id } => batch.delete(GRANTS, key(instance), key(id)),
+        Change::PutSession { instance, record } => SESSIONS.put(batch, instance, &record.id, record),
+        Change::DeleteSession { instance, id } => SESSIONS.delete(batch, instance, id),
+        Change::PutClient { instance, record } => CLIENTS.put(batch, instance, &record.id, record),
+        Change::DeleteClient { instance, id } => CLIENTS.delete(batch, instance, id),
+        Change::PutCode { instance, record } => CODES.put(batch, instance, &record.sha256, record),
+        Change::DeleteCode { instance, sha256 } => CODES.delete(batch, instance, sha256),
+        Change::PutGrant { instance, record } => GRANTS.put(batch, instance, &record.id, record),
+        Change::DeleteGrant { instance, id } => GRANTS.delete(batch, instance, id),
         Change::PutPermission { instance, record } => {
-            let row = json(&ShareCodeRow {
+            let row = ShareCodeRow {
                 permission_id: record.id.clone(),
-            });
+            };
             for code in &record.codes {
-                batch.put(SHARE_CODES, key(instance), key(&code.sha256), row.clone());
-                batch.put(SHARE_CODES, key(instance), key(&code.short_sha256), row.clone());
+                SHARE_CODES.put(batch, instance, &code.sha256, &row);
+                SHARE_CODES.put(batch, instance, &code.short_sha256, &row);
             }
-            batch.put(PERMISSIONS, key(instance), key(&record.id), json(record))
+            PERMISSIONS.put(batch, instance, &record.id, record)
         }
-        Change::DeletePermission { instance, id } => batch.delete(PERMISSIONS, key(instance), key(id)),
-        Change::DeleteShareCode { instance, sha256 } => batch.delete(SHARE_CODES, key(instance), key(sha256)),
-        Change::PutCliToken { instance, record } => batch.put(CLI_TOKENS, key(instance), key(&record.id), json(record)),
-        Change::DeleteCliToken { instance, id } => batch.delete(CLI_TOKENS, key(instance), key(id)),
+        Change::DeletePermission { instance, id } => PERMISSIONS.delete(batch, instance, id),
+        Change::DeleteShareCode { instance, sha256 } => SHARE_CODES.delete(batch, instance, sha256),
+        Change::PutCliToken { instance, record } => CLI_TOKENS.put(batch, instance, &record.id, record),
+        Change::DeleteCliToken { instance, id } => CLI_TOKENS.delete(batch, instance, id),
     }
 }
 

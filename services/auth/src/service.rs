@@ -7,7 +7,7 @@ use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{
     CliTokenIssued, CliTokenRevoked, Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload,
 };
-use cocon_storage::{Batch, ScanRange, Store};
+use cocon_storage::{Batch, Schema, Store, Table};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -15,8 +15,8 @@ use crate::AuthError;
 use crate::projection;
 use crate::rebuild::AuthProjection;
 use crate::store::{
-    BY_DOMAIN, CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX,
-    PERMISSIONS, PermissionRecord, SESSIONS, SessionRecord,
+    CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PERMISSIONS,
+    PermissionRecord, SESSIONS, SessionRecord,
 };
 use crate::token::{self, Claims};
 use cocon_common::scope::parse_scope;
@@ -160,13 +160,10 @@ impl AuthService {
 
     /// The instance of exactly this domain (the operator's calls name the domain itself).
     pub(crate) async fn lookup_exact(&self, domain: &str) -> Result<InstanceRecord, AuthError> {
-        let raw = self
-            .inner
-            .store
-            .get(INSTANCES, BY_DOMAIN, domain.as_bytes())
+        INSTANCES
+            .get(self.inner.store.as_ref(), (), domain)
             .await?
-            .ok_or_else(|| AuthError::UnknownDomain(domain.to_string()))?;
-        serde_json::from_slice(&raw).map_err(|e| AuthError::Corrupt(e.to_string()))
+            .ok_or_else(|| AuthError::UnknownDomain(domain.to_string()))
     }
 
     /// The instance's writer lock ([`Stripes`]).
@@ -232,34 +229,19 @@ impl AuthService {
     }
 
     /// Every row of an instance in one of its tables.
-    pub(crate) async fn rows<T: serde::de::DeserializeOwned>(
-        &self,
-        table: &'static str,
-        instance: &str,
-    ) -> Result<Vec<T>, AuthError> {
-        let rows = self
-            .inner
-            .store
-            .scan(table, instance.as_bytes(), ScanRange::all())
-            .await?;
-        rows.iter()
-            .map(|r| serde_json::from_slice(&r.value).map_err(|e| AuthError::Corrupt(e.to_string())))
-            .collect()
+    pub(crate) async fn rows<S>(&self, table: Table<S>, instance: &str) -> Result<Vec<S::Row>, AuthError>
+    where
+        S: for<'a> Schema<Partition<'a> = &'a str>,
+    {
+        Ok(table.rows(self.inner.store.as_ref(), instance).await?)
     }
 
     /// One row of an instance.
-    pub(crate) async fn row<T: serde::de::DeserializeOwned>(
-        &self,
-        table: &'static str,
-        instance: &str,
-        key: &str,
-    ) -> Result<Option<T>, AuthError> {
-        match self.inner.store.get(table, instance.as_bytes(), key.as_bytes()).await? {
-            Some(raw) => serde_json::from_slice(&raw)
-                .map(Some)
-                .map_err(|e| AuthError::Corrupt(e.to_string())),
-            None => Ok(None),
-        }
+    pub(crate) async fn row<S>(&self, table: Table<S>, instance: &str, key: &str) -> Result<Option<S::Row>, AuthError>
+    where
+        S: for<'a> Schema<Partition<'a> = &'a str, Sort<'a> = &'a str>,
+    {
+        Ok(table.get(self.inner.store.as_ref(), instance, key).await?)
     }
 
     /// Appends one event of an existing instance (the caller holds its writer lock).
@@ -411,10 +393,7 @@ impl AuthService {
     }
 
     pub async fn list_instances(&self) -> Result<Vec<InstanceRecord>, AuthError> {
-        let rows = self.inner.store.scan(INSTANCES, BY_DOMAIN, ScanRange::all()).await?;
-        rows.iter()
-            .map(|r| serde_json::from_slice(&r.value).map_err(|e| AuthError::Corrupt(e.to_string())))
-            .collect()
+        Ok(INSTANCES.rows(self.inner.store.as_ref(), ()).await?)
     }
 
     /// A CLI token of its own identity: recorded by an event (its id, scope and lifetime,
@@ -476,7 +455,7 @@ impl AuthService {
     pub async fn revoke_cli_token(&self, domain: &str, id: &str) -> Result<(), AuthError> {
         let record = self.lookup_exact(domain).await?;
         let _writer = self.stripe(&record.id).lock().await;
-        if self.row::<CliTokenRecord>(CLI_TOKENS, &record.id, id).await?.is_none() {
+        if self.row(CLI_TOKENS, &record.id, id).await?.is_none() {
             return Err(AuthError::NoSuchToken(id.to_string()));
         }
         self.append_one(

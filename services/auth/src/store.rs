@@ -1,43 +1,105 @@
 //! The auth service's tables. `auth.events` is the source of truth; the instance and session
 //! tables are its projection.
 
+use cocon_storage::bytes::{Bytes, BytesMut};
+use cocon_storage::table::json;
+use cocon_storage::{Schema, Table, json_table};
 use serde::{Deserialize, Serialize};
 
 pub const EVENTS: &str = "auth.events";
 pub const OUTBOX: &str = "auth.outbox";
-/// Projection: partition `BY_DOMAIN`, sort = domain → [`InstanceRecord`].
-pub const INSTANCES: &str = "auth.instances";
-/// Projection: partition = instance id, sort = session id → [`SessionRecord`]. Ended sessions
-/// are deleted; expired ones are refused on use and dropped by the next logout or rebuild.
-pub const SESSIONS: &str = "auth.sessions";
-/// Projection: partition = instance id, sort = client id → [`ClientRecord`].
-pub const CLIENTS: &str = "auth.clients";
-/// Projection: partition = instance id, sort = SHA-256 of the code (hex) → [`CodeRecord`].
-/// Spent codes are deleted; expired ones are dropped when the next code is issued.
-pub const CODES: &str = "auth.codes";
-/// Projection: partition = instance id, sort = grant id → [`GrantRecord`].
-pub const GRANTS: &str = "auth.grants";
-/// Projection: partition = instance id, sort = permission set id → [`PermissionRecord`].
-pub const PERMISSIONS: &str = "auth.permissions";
-/// Projection: partition = instance id, sort = SHA-256 of a sharing-link code or shortcode
-/// (hex) → [`ShareCodeRow`]: how a code used as a bearer token finds its permission set.
-pub const SHARE_CODES: &str = "auth.share_codes";
-/// Projection: partition = instance id, sort = token id → [`CliTokenRecord`]: the CLI tokens
-/// that may be used. Revoked ones are deleted; expired ones are dropped when the next is issued.
-pub const CLI_TOKENS: &str = "auth.cli_tokens";
+/// Projection: every instance, by domain → [`InstanceRecord`].
+pub struct Instances;
+
+/// Every instance sits in one partition, so they list in domain order.
+pub const BY_DOMAIN: &[u8] = b"by_domain";
+
+impl Schema for Instances {
+    const NAME: &'static str = "auth.instances";
+    const VERSION: u8 = 1;
+    type Partition<'a> = ();
+    /// The domain.
+    type Sort<'a> = &'a str;
+    type Row = InstanceRecord;
+
+    fn partition(_: ()) -> Vec<u8> {
+        BY_DOMAIN.to_vec()
+    }
+
+    fn sort(domain: &str) -> Vec<u8> {
+        domain.as_bytes().to_vec()
+    }
+
+    fn encode(row: &InstanceRecord, out: &mut BytesMut) {
+        json::encode(row, out)
+    }
+
+    fn decode(_version: u8, payload: Bytes) -> Result<InstanceRecord, String> {
+        json::decode(payload)
+    }
+}
+
+pub const INSTANCES: Table<Instances> = Table::new();
+
+json_table!(
+    /// Projection: partition = instance id, sort = session id → [`SessionRecord`]. Ended
+    /// sessions are deleted; expired ones are refused on use and dropped by the next logout or
+    /// rebuild.
+    pub Sessions: "auth.sessions", version 1, SessionRecord
+);
+pub const SESSIONS: Table<Sessions> = Table::new();
+
+json_table!(
+    /// Projection: partition = instance id, sort = client id → [`ClientRecord`].
+    pub Clients: "auth.clients", version 1, ClientRecord
+);
+pub const CLIENTS: Table<Clients> = Table::new();
+
+json_table!(
+    /// Projection: partition = instance id, sort = SHA-256 of the code (hex) → [`CodeRecord`].
+    /// Spent codes are deleted; expired ones are dropped when the next code is issued.
+    pub Codes: "auth.codes", version 1, CodeRecord
+);
+pub const CODES: Table<Codes> = Table::new();
+
+json_table!(
+    /// Projection: partition = instance id, sort = grant id → [`GrantRecord`].
+    pub Grants: "auth.grants", version 1, GrantRecord
+);
+pub const GRANTS: Table<Grants> = Table::new();
+
+json_table!(
+    /// Projection: partition = instance id, sort = permission set id → [`PermissionRecord`].
+    pub Permissions: "auth.permissions", version 1, PermissionRecord
+);
+pub const PERMISSIONS: Table<Permissions> = Table::new();
+
+json_table!(
+    /// Projection: partition = instance id, sort = SHA-256 of a sharing-link code or shortcode
+    /// (hex) → [`ShareCodeRow`]: how a code used as a bearer token finds its permission set.
+    pub ShareCodes: "auth.share_codes", version 1, ShareCodeRow
+);
+pub const SHARE_CODES: Table<ShareCodes> = Table::new();
+
+json_table!(
+    /// Projection: partition = instance id, sort = token id → [`CliTokenRecord`]: the CLI
+    /// tokens that may be used. Revoked ones are deleted; expired ones are dropped when the
+    /// next is issued.
+    pub CliTokens: "auth.cli_tokens", version 1, CliTokenRecord
+);
+pub const CLI_TOKENS: Table<CliTokens> = Table::new();
+
 /// Projection tables, cleared by a rebuild.
 pub const PROJECTIONS: [&str; 8] = [
-    INSTANCES,
-    SESSIONS,
-    CLIENTS,
-    CODES,
-    GRANTS,
-    PERMISSIONS,
-    SHARE_CODES,
-    CLI_TOKENS,
+    Instances::NAME,
+    Sessions::NAME,
+    Clients::NAME,
+    Codes::NAME,
+    Grants::NAME,
+    Permissions::NAME,
+    ShareCodes::NAME,
+    CliTokens::NAME,
 ];
-
-pub const BY_DOMAIN: &[u8] = b"by_domain";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceRecord {

@@ -18,6 +18,16 @@ pub struct IndexDef {
 }
 
 impl IndexDef {
+    /// This index's partition of [`crate::tables::INDEXES`] for a doctype of an instance.
+    pub fn name_in<'a>(&'a self, instance: &'a str, doctype: &'a str) -> crate::tables::IndexName<'a> {
+        crate::tables::IndexName {
+            instance,
+            doctype,
+            ddoc: &self.ddoc,
+            name: &self.name,
+        }
+    }
+
     fn new(
         ddoc: String,
         name: String,

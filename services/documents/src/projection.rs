@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
 use cocon_proto::events::v1::DocumentChanged;
 use cocon_storage::{Batch, ScanRange, Store};
 use serde_json::Value;
@@ -78,16 +79,11 @@ impl CountCache {
 }
 
 pub async fn load_indexes(store: &dyn Store, instance: &str, doctype: &str) -> Result<Vec<IndexDef>> {
-    let rows = store
-        .scan(
-            DOCS,
-            &doctype_partition(instance, doctype),
-            ScanRange::prefix(b"_design/"),
-        )
+    let rows = DOCS
+        .scan(store, (instance, doctype), ScanRange::prefix(b"_design/"))
         .await?;
     let mut defs = Vec::new();
-    for row in rows {
-        let record = DocRecord::decode(row.value)?;
+    for (_, record) in rows {
         if !record.deleted {
             defs.extend(IndexDef::from_design_doc(&record.value()?));
         }
@@ -126,10 +122,7 @@ impl Overlay {
         if let Some(found) = self.docs.get(&key) {
             return Ok(found.clone());
         }
-        let raw = store
-            .get(DOCS, &doctype_partition(instance, doctype), id.as_bytes())
-            .await?;
-        let record = raw.map(DocRecord::decode).transpose()?;
+        let record = DOCS.get(store, (instance, doctype), id).await?;
         self.docs.insert(key, record.clone());
         Ok(record)
     }
@@ -146,12 +139,7 @@ impl Overlay {
         for key in &self.changed_counts {
             let count = self.counts.get(key).copied().unwrap_or(0);
             let (instance, doctype) = key;
-            batch.put(
-                META,
-                doctype_partition(instance, doctype),
-                COUNT.to_vec(),
-                count.to_be_bytes().to_vec(),
-            );
+            COUNTS.put(batch, (instance, doctype), (), &count);
         }
     }
 
@@ -170,10 +158,7 @@ impl Overlay {
 }
 
 pub async fn read_count(store: &dyn Store, instance: &str, doctype: &str) -> Result<i64> {
-    let raw = store.get(META, &doctype_partition(instance, doctype), COUNT).await?;
-    Ok(raw
-        .and_then(|b| b.as_ref().try_into().ok())
-        .map_or(0, i64::from_be_bytes))
+    Ok(COUNTS.get(store, (instance, doctype), ()).await?.unwrap_or(0))
 }
 
 fn alive_value(record: &Option<DocRecord>) -> Result<Option<Value>> {
@@ -204,7 +189,7 @@ impl Projection<'_> {
         let Projection { store, indexes, counts } = self;
         let doctype = change.doctype.as_str();
         let id = change.id.as_str();
-        let partition = doctype_partition(instance, doctype);
+        let partition = (instance, doctype);
         let old = overlay.doc(store, instance, doctype, id).await?;
         let new = DocRecord {
             rev: change.rev.clone(),
@@ -213,30 +198,20 @@ impl Projection<'_> {
             json: change.body.clone(),
         };
 
-        batch.put(DOCS, partition.clone(), id.as_bytes().to_vec(), new.encode());
+        DOCS.put(batch, partition, id, &new);
         if let Some(old) = &old {
-            batch.delete(CHANGES, partition.clone(), old.seq.to_be_bytes().to_vec());
+            CHANGES.delete(batch, partition, old.seq);
         }
         let change_row = ChangeRecord {
             id: id.to_string(),
             rev: new.rev.clone(),
             deleted: new.deleted,
         };
-        batch.put(
-            CHANGES,
-            partition.clone(),
-            seq.to_be_bytes().to_vec(),
-            change_row.encode(),
-        );
+        CHANGES.put(batch, partition, seq, &change_row);
 
         let type_key = (instance.to_string(), doctype.to_string());
         if old.is_none() && overlay.seen_doctypes.insert(type_key.clone()) {
-            batch.put(
-                DOCTYPES,
-                instance.as_bytes().to_vec(),
-                doctype.as_bytes().to_vec(),
-                Vec::new(),
-            );
+            DOCTYPES.put(batch, instance, doctype, &());
         }
 
         let was_alive = old.as_ref().is_some_and(|o| !o.deleted);
@@ -265,16 +240,17 @@ impl Projection<'_> {
             indexes.invalidate(instance, doctype);
             overlay.changed_indexes.insert(type_key);
         } else if let Some(defs) = defs {
+            let id_row = Bytes::copy_from_slice(id.as_bytes());
             for def in defs.iter() {
-                let ip = index_partition(instance, doctype, &def.ddoc, &def.name);
+                let index = def.name_in(instance, doctype);
                 let old_entry = old_value.as_ref().and_then(|v| def.entry(v, id));
                 let new_entry = new_value.as_ref().and_then(|v| def.entry(v, id));
                 if old_entry != new_entry {
                     if let Some(e) = old_entry {
-                        batch.delete(INDEXES, ip.clone(), e);
+                        INDEXES.delete(batch, index, &e);
                     }
                     if let Some(e) = new_entry {
-                        batch.put(INDEXES, ip, e, id.as_bytes().to_vec());
+                        INDEXES.put(batch, index, &e, &id_row);
                     }
                 }
             }
@@ -303,7 +279,7 @@ async fn design_doc_changed(
     };
     for def in &old_defs {
         if !new_defs.iter().any(|n| same(n, def)) {
-            batch.delete_partition(INDEXES, index_partition(instance, doctype, &def.ddoc, &def.name));
+            INDEXES.delete_partition(batch, def.name_in(instance, doctype));
         }
     }
     let added: Vec<&IndexDef> = new_defs
@@ -313,27 +289,17 @@ async fn design_doc_changed(
     if added.is_empty() {
         return Ok(());
     }
-    let rows = store
-        .scan(DOCS, &doctype_partition(instance, doctype), ScanRange::all())
-        .await?;
-    for row in rows {
-        if row.sort.starts_with(b"_design/") {
-            continue;
-        }
-        let record = DocRecord::decode(row.value)?;
-        if record.deleted {
+    let rows = DOCS.scan(store, (instance, doctype), ScanRange::all()).await?;
+    for (sort, record) in rows {
+        if sort.starts_with(b"_design/") || record.deleted {
             continue;
         }
         let value = record.value()?;
-        let id = String::from_utf8(row.sort).map_err(|_| DocumentsError::Corrupt("document id".into()))?;
+        let id = String::from_utf8(sort).map_err(|_| DocumentsError::Corrupt("document id".into()))?;
+        let id_row = Bytes::copy_from_slice(id.as_bytes());
         for def in &added {
             if let Some(entry) = def.entry(&value, &id) {
-                batch.put(
-                    INDEXES,
-                    index_partition(instance, doctype, &def.ddoc, &def.name),
-                    entry,
-                    id.as_bytes().to_vec(),
-                );
+                INDEXES.put(batch, def.name_in(instance, doctype), &entry, &id_row);
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::committer::Shared;
 use crate::index::IndexDef;
 use crate::mango::{self, Cond, Selector};
 use crate::projection::read_count;
-use crate::record::{ChangeRecord, DocRecord};
+use crate::record::DocRecord;
 use crate::tables::*;
 use crate::{DocumentsError, error::Result};
 
@@ -65,12 +65,10 @@ impl Out {
 }
 
 pub async fn get(shared: &Shared, instance: &str, doctype: &str, id: &str, rev: &str) -> Result<Bytes> {
-    let raw = shared
-        .store
-        .get(DOCS, &doctype_partition(instance, doctype), id.as_bytes())
+    let record = DOCS
+        .get(shared.store.as_ref(), (instance, doctype), id)
         .await?
         .ok_or(DocumentsError::NotFound("missing"))?;
-    let record = DocRecord::decode(raw)?;
     if record.deleted {
         return Err(DocumentsError::NotFound("deleted"));
     }
@@ -101,7 +99,7 @@ fn row(out: &mut Out, id: &str, record: &DocRecord, include_docs: bool) {
 
 pub async fn all_docs(shared: &Shared, instance: &str, doctype: &str, p: AllDocsParams) -> Result<Bytes> {
     let store = shared.store.as_ref();
-    let partition = doctype_partition(instance, doctype);
+    let partition = (instance, doctype);
     let total = read_count(store, instance, doctype).await?;
     let mut out = Out::new();
     out.raw(&format!("{{\"total_rows\":{total},\"offset\":{},\"rows\":[", p.skip));
@@ -125,12 +123,7 @@ pub async fn all_docs(shared: &Shared, instance: &str, doctype: &str, p: AllDocs
                 )));
             }
             sep(&mut out);
-            match store
-                .get(DOCS, &partition, key.as_bytes())
-                .await?
-                .map(DocRecord::decode)
-                .transpose()?
-            {
+            match DOCS.get(store, partition, &key).await? {
                 Some(record) if record.deleted => {
                     out.raw("{\"id\":").string(&key).raw(",\"key\":").string(&key);
                     out.raw(",\"value\":{\"rev\":")
@@ -163,25 +156,24 @@ pub async fn all_docs(shared: &Shared, instance: &str, doctype: &str, p: AllDocs
         let mut skip = p.skip;
         let mut taken = 0;
         'pages: while taken < limit {
-            let rows = store
+            let rows = DOCS
                 .scan(
-                    DOCS,
-                    &partition,
+                    store,
+                    partition,
                     ScanRange::between(start.clone(), end.clone())
                         .limit(PAGE)
                         .reverse(p.descending),
                 )
                 .await?;
             let n = rows.len();
-            for r in rows {
-                let id = String::from_utf8_lossy(&r.sort).into_owned();
-                let cursor = Bound::Excluded(r.sort);
+            for (sort, record) in rows {
+                let id = String::from_utf8_lossy(&sort).into_owned();
+                let cursor = Bound::Excluded(sort);
                 if p.descending {
                     end = cursor
                 } else {
                     start = cursor
                 }
-                let record = DocRecord::decode(r.value)?;
                 if record.deleted {
                     continue;
                 }
@@ -215,13 +207,10 @@ pub async fn normal_docs(
     bookmark: &str,
 ) -> Result<Bytes> {
     let store = shared.store.as_ref();
-    let partition = doctype_partition(instance, doctype);
+    let partition = (instance, doctype);
     let limit = limit.clamp(1, MAX_LIMIT);
-    let designs = store.scan(DOCS, &partition, ScanRange::prefix(b"_design/")).await?;
-    let design_live = designs
-        .into_iter()
-        .filter(|r| DocRecord::decode(r.value.clone()).is_ok_and(|d| !d.deleted))
-        .count() as i64;
+    let designs = DOCS.scan(store, partition, ScanRange::prefix(b"_design/")).await?;
+    let design_live = designs.iter().filter(|(_, d)| !d.deleted).count() as i64;
     let total = read_count(store, instance, doctype).await? - design_live;
     let mut start = if bookmark.is_empty() {
         Bound::Unbounded
@@ -234,20 +223,19 @@ pub async fn normal_docs(
     let mut taken = 0;
     let mut last: Option<Vec<u8>> = None;
     'pages: loop {
-        let rows = store
+        let rows = DOCS
             .scan(
-                DOCS,
-                &partition,
+                store,
+                partition,
                 ScanRange::between(start.clone(), Bound::Unbounded).limit(PAGE),
             )
             .await?;
         let n = rows.len();
-        for r in rows {
-            start = Bound::Excluded(r.sort.clone());
-            if r.sort.starts_with(b"_design/") {
+        for (sort, record) in rows {
+            start = Bound::Excluded(sort.clone());
+            if sort.starts_with(b"_design/") {
                 continue;
             }
-            let record = DocRecord::decode(r.value)?;
             if record.deleted {
                 continue;
             }
@@ -260,7 +248,7 @@ pub async fn normal_docs(
             }
             out.bytes(&record.json);
             taken += 1;
-            last = Some(r.sort);
+            last = Some(sort);
             if taken >= limit || out.full() {
                 break 'pages;
             }
@@ -276,20 +264,18 @@ pub async fn normal_docs(
 }
 
 pub async fn design_docs(shared: &Shared, instance: &str, doctype: &str) -> Result<Bytes> {
-    let rows = shared
-        .store
+    let rows = DOCS
         .scan(
-            DOCS,
-            &doctype_partition(instance, doctype),
+            shared.store.as_ref(),
+            (instance, doctype),
             ScanRange::prefix(b"_design/"),
         )
         .await?;
     let mut out = Out::new();
     let mut items = Vec::new();
-    for r in rows {
-        let record = DocRecord::decode(r.value)?;
+    for (sort, record) in rows {
         if !record.deleted {
-            items.push((String::from_utf8_lossy(&r.sort).into_owned(), record));
+            items.push((String::from_utf8_lossy(&sort).into_owned(), record));
         }
     }
     out.raw(&format!("{{\"total_rows\":{},\"offset\":0,\"rows\":[", items.len()));
@@ -304,13 +290,10 @@ pub async fn design_docs(shared: &Shared, instance: &str, doctype: &str) -> Resu
 }
 
 pub async fn all_doctypes(shared: &Shared, instance: &str) -> Result<Bytes> {
-    let rows = shared
-        .store
-        .scan(DOCTYPES, instance.as_bytes(), ScanRange::all())
-        .await?;
+    let rows = DOCTYPES.scan(shared.store.as_ref(), instance, ScanRange::all()).await?;
     let names: Vec<String> = rows
         .into_iter()
-        .map(|r| String::from_utf8_lossy(&r.sort).into_owned())
+        .map(|(sort, ())| String::from_utf8_lossy(&sort).into_owned())
         .collect();
     Ok(Bytes::from(serde_json::to_vec(&names).expect("strings serialise")))
 }
@@ -423,6 +406,12 @@ fn parse_find(body: &[u8]) -> Result<FindQuery> {
         bookmark,
         stats,
     })
+}
+
+/// A row of a `_find` scan: an index entry (the document's id) or the document itself.
+enum Found {
+    Id(Bytes),
+    Doc(DocRecord),
 }
 
 /// How a query reads: a declared index over a key range, or every document.
@@ -610,21 +599,14 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
         }
     };
 
-    let (table, partition, mut start, mut end, index_name) = match &plan {
+    let (index, mut start, mut end, index_name) = match &plan {
         Plan::Index { def, start, end } => (
-            INDEXES,
-            index_partition(instance, doctype, &def.ddoc, &def.name),
+            Some(def.name_in(instance, doctype)),
             start.clone(),
             end.clone(),
             format!("{}/{}", def.ddoc, def.name),
         ),
-        Plan::AllDocs { start, end } => (
-            DOCS,
-            doctype_partition(instance, doctype),
-            start.clone(),
-            end.clone(),
-            "_all_docs".to_string(),
-        ),
+        Plan::AllDocs { start, end } => (None, start.clone(), end.clone(), "_all_docs".to_string()),
     };
     if let Some(b) = &q.bookmark {
         if q.descending {
@@ -633,7 +615,7 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
             start = Bound::Excluded(b.clone())
         }
     }
-    let docs_partition = doctype_partition(instance, doctype);
+    let docs = (instance, doctype);
     // Skipped matches are counted, not kept: memory holds one page, however far it is.
     let mut to_skip = q.skip;
     let mut matched: Vec<(Vec<u8>, Bytes)> = Vec::new();
@@ -641,35 +623,43 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
     let mut next = false;
     let (mut keys_examined, mut docs_examined) = (0u64, 0u64);
     'pages: loop {
-        let rows = store
-            .scan(
-                table,
-                &partition,
-                ScanRange::between(start.clone(), end.clone())
-                    .limit(PAGE)
-                    .reverse(q.descending),
-            )
-            .await?;
+        let range = ScanRange::between(start.clone(), end.clone())
+            .limit(PAGE)
+            .reverse(q.descending);
+        // An index's entries name their documents, read one by one as the page is walked.
+        let rows: Vec<(Vec<u8>, Found)> = match index {
+            Some(index) => INDEXES
+                .scan(store, index, range)
+                .await?
+                .into_iter()
+                .map(|(sort, id)| (sort, Found::Id(id)))
+                .collect(),
+            None => DOCS
+                .scan(store, docs, range)
+                .await?
+                .into_iter()
+                .map(|(sort, doc)| (sort, Found::Doc(doc)))
+                .collect(),
+        };
         let n = rows.len();
-        for r in rows {
+        for (sort, found) in rows {
             keys_examined += 1;
-            let cursor = Bound::Excluded(r.sort.clone());
+            let cursor = Bound::Excluded(sort.clone());
             if q.descending {
                 end = cursor
             } else {
                 start = cursor
             }
-            let record = match table {
-                INDEXES => match store.get(DOCS, &docs_partition, &r.value).await? {
-                    Some(raw) => DocRecord::decode(raw)?,
-                    None => continue,
-                },
-                _ => {
-                    if r.sort.starts_with(b"_design/") {
-                        continue;
+            let record = match found {
+                Found::Id(id) => {
+                    let id = std::str::from_utf8(&id).map_err(|_| DocumentsError::Corrupt("index entry".into()))?;
+                    match DOCS.get(store, docs, id).await? {
+                        Some(record) => record,
+                        None => continue,
                     }
-                    DocRecord::decode(r.value)?
                 }
+                Found::Doc(_) if sort.starts_with(b"_design/") => continue,
+                Found::Doc(record) => record,
             };
             if record.deleted {
                 continue;
@@ -687,7 +677,7 @@ pub async fn find(shared: &Shared, instance: &str, doctype: &str, body: &[u8]) -
                     break 'pages;
                 }
                 matched_bytes += record.json.len();
-                matched.push((r.sort, record.json));
+                matched.push((sort, record.json));
             }
         }
         if n < PAGE {
@@ -766,22 +756,19 @@ pub fn parse_since(since: &str) -> Result<Option<u64>> {
     }
 }
 
-async fn last_change(store: &dyn Store, partition: &[u8]) -> Result<u64> {
-    let rows = store
-        .scan(CHANGES, partition, ScanRange::all().reverse(true).limit(1))
+async fn last_change(store: &dyn Store, instance: &str, doctype: &str) -> Result<u64> {
+    let rows = CHANGES
+        .scan(store, (instance, doctype), ScanRange::all().reverse(true).limit(1))
         .await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.sort.as_slice().try_into().ok())
-        .map_or(0, u64::from_be_bytes))
+    Ok(rows.first().and_then(|(sort, _)| change_seq(sort)).unwrap_or(0))
 }
 
 pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesParams) -> Result<Bytes> {
     let store = shared.store.as_ref();
-    let partition = doctype_partition(instance, doctype);
+    let partition = (instance, doctype);
     let since = match parse_since(&p.since)? {
         Some(s) => s,
-        None => last_change(store, &partition).await?,
+        None => last_change(store, instance, doctype).await?,
     };
     let limit = p.limit.unwrap_or(MAX_ROWS).clamp(1, MAX_ROWS);
     let deadline = tokio::time::Instant::now() + p.timeout;
@@ -810,8 +797,8 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
         } else {
             ScanRange::between(Bound::Excluded(since.to_be_bytes().to_vec()), Bound::Unbounded)
         };
-        let rows = store
-            .scan(CHANGES, &partition, range.limit(limit.saturating_add(1)))
+        let rows = CHANGES
+            .scan(store, partition, range.limit(limit.saturating_add(1)))
             .await?;
         if rows.is_empty()
             && let Some(woken) = woken
@@ -827,19 +814,13 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
         let mut out = Out::new();
         out.raw("{\"results\":[");
         let mut last = since;
-        for (i, r) in rows.into_iter().take(limit).enumerate() {
+        for (i, (sort, change)) in rows.into_iter().take(limit).enumerate() {
             if out.full() {
                 // The rest waits for the next request (`pending` says how much).
                 more = i < total;
                 break;
             }
-            let seq = r
-                .sort
-                .as_slice()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| DocumentsError::Corrupt("change key".into()))?;
-            let change = ChangeRecord::decode(r.value)?;
+            let seq = change_seq(&sort).ok_or_else(|| DocumentsError::Corrupt("change key".into()))?;
             if i > 0 {
                 out.raw(",");
             }
@@ -852,11 +833,7 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
                 out.raw(",\"deleted\":true");
             }
             if p.include_docs {
-                let doc = store
-                    .get(DOCS, &partition, change.id.as_bytes())
-                    .await?
-                    .map(DocRecord::decode)
-                    .transpose()?;
+                let doc = DOCS.get(store, partition, &change.id).await?;
                 out.raw(",\"doc\":");
                 match doc {
                     Some(d) => out.bytes(&d.json),
@@ -869,7 +846,7 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
         let pending = if more && !p.descending {
             let rest =
                 ScanRange::between(Bound::Excluded(last.to_be_bytes().to_vec()), Bound::Unbounded).limit(100_000);
-            store.scan(CHANGES, &partition, rest).await?.len()
+            CHANGES.count(store, partition, rest).await?
         } else {
             0
         };

@@ -5,7 +5,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::DocumentsError;
 
-const VERSION: u8 = 1;
+/// The header byte of document rows written before tables were versioned.
+const LEGACY_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocRecord {
@@ -17,20 +18,24 @@ pub struct DocRecord {
 }
 
 impl DocRecord {
-    pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(12 + self.rev.len() + self.json.len());
-        buf.put_u8(VERSION);
+    /// The stored payload: seq, deleted, the revision, then the JSON (the table adds its
+    /// version header, [`crate::tables::Docs`]).
+    pub fn encode_into(&self, buf: &mut BytesMut) {
         buf.put_u64(self.seq);
         buf.put_u8(self.deleted as u8);
         buf.put_u16(self.rev.len() as u16);
         buf.put_slice(self.rev.as_bytes());
         buf.put_slice(&self.json);
-        buf.freeze()
     }
 
-    pub fn decode(mut raw: Bytes) -> Result<DocRecord, DocumentsError> {
-        let corrupt = || DocumentsError::Corrupt("document record".into());
-        if raw.remaining() < 12 || raw.get_u8() != VERSION {
+    pub fn encoded_len(&self) -> usize {
+        11 + self.rev.len() + self.json.len()
+    }
+
+    /// Reads a payload of [`DocRecord::encode_into`]; the JSON is a slice of `raw`, not a copy.
+    pub fn decode(mut raw: Bytes) -> Result<DocRecord, String> {
+        let corrupt = || "document record".to_string();
+        if raw.remaining() < 11 {
             return Err(corrupt());
         }
         let seq = raw.get_u64();
@@ -46,6 +51,14 @@ impl DocRecord {
             deleted,
             json: raw,
         })
+    }
+
+    /// Reads a row written before tables were versioned: a version byte (1), then the payload.
+    pub fn decode_unversioned(mut raw: Bytes) -> Result<DocRecord, String> {
+        if raw.remaining() < 1 || raw.get_u8() != LEGACY_VERSION {
+            return Err("document record of an unknown format".into());
+        }
+        DocRecord::decode(raw)
     }
 
     pub fn generation(&self) -> u64 {
@@ -70,17 +83,20 @@ pub struct ChangeRecord {
 }
 
 impl ChangeRecord {
-    pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(4 + self.rev.len() + self.id.len());
+    pub fn encode_into(&self, buf: &mut BytesMut) {
         buf.put_u8(self.deleted as u8);
         buf.put_u16(self.rev.len() as u16);
         buf.put_slice(self.rev.as_bytes());
         buf.put_slice(self.id.as_bytes());
-        buf.freeze()
     }
 
-    pub fn decode(mut raw: Bytes) -> Result<ChangeRecord, DocumentsError> {
-        let corrupt = || DocumentsError::Corrupt("change record".into());
+    pub fn encoded_len(&self) -> usize {
+        3 + self.rev.len() + self.id.len()
+    }
+
+    /// The same payload in every version so far.
+    pub fn decode(mut raw: Bytes) -> Result<ChangeRecord, String> {
+        let corrupt = || "change record".to_string();
         if raw.remaining() < 3 {
             return Err(corrupt());
         }
@@ -107,14 +123,22 @@ mod tests {
             deleted: false,
             json: Bytes::from_static(br#"{"_id":"x","_rev":"3-abc"}"#),
         };
-        assert_eq!(DocRecord::decode(d.encode()).unwrap(), d);
+        let mut buf = BytesMut::new();
+        d.encode_into(&mut buf);
+        assert_eq!(buf.len(), d.encoded_len());
+        assert_eq!(DocRecord::decode(buf.clone().freeze()).unwrap(), d);
+        let mut legacy = BytesMut::from(&[LEGACY_VERSION][..]);
+        legacy.extend_from_slice(&buf);
+        assert_eq!(DocRecord::decode_unversioned(legacy.freeze()).unwrap(), d);
         assert_eq!(d.generation(), 3);
         let c = ChangeRecord {
             id: "x".into(),
             rev: "3-abc".into(),
             deleted: true,
         };
-        assert_eq!(ChangeRecord::decode(c.encode()).unwrap(), c);
-        assert!(DocRecord::decode(Bytes::from_static(b"\x02")).is_err());
+        let mut buf = BytesMut::new();
+        c.encode_into(&mut buf);
+        assert_eq!(ChangeRecord::decode(buf.freeze()).unwrap(), c);
+        assert!(DocRecord::decode_unversioned(Bytes::from_static(b"\x02")).is_err());
     }
 }

@@ -75,21 +75,21 @@ impl DocumentsService {
     /// Erases every document, index, change and event of an instance. Idempotent.
     pub async fn purge_instance(&self, instance: &str) -> Result<()> {
         let store = self.shared.store.as_ref();
-        let doctypes = store.scan(DOCTYPES, instance.as_bytes(), ScanRange::all()).await?;
+        let doctypes = DOCTYPES.scan(store, instance, ScanRange::all()).await?;
         let mut batch = Batch::new();
-        for row in &doctypes {
-            let doctype = String::from_utf8_lossy(&row.sort).into_owned();
+        for (sort, ()) in &doctypes {
+            let doctype = String::from_utf8_lossy(sort).into_owned();
             for def in load_indexes(store, instance, &doctype).await? {
-                batch.delete_partition(INDEXES, index_partition(instance, &doctype, &def.ddoc, &def.name));
+                INDEXES.delete_partition(&mut batch, def.name_in(instance, &doctype));
             }
-            let p = doctype_partition(instance, &doctype);
-            for table in [DOCS, CHANGES, META] {
-                batch.delete_partition(table, p.clone());
-            }
+            let p = (instance, doctype.as_str());
+            DOCS.delete_partition(&mut batch, p);
+            CHANGES.delete_partition(&mut batch, p);
+            COUNTS.delete_partition(&mut batch, p);
             self.shared.indexes.invalidate(instance, &doctype);
         }
-        batch.delete_partition(DOCTYPES, instance.as_bytes().to_vec());
-        batch.delete_partition(EVENTS, instance.as_bytes().to_vec());
+        DOCTYPES.delete_partition(&mut batch, instance);
+        self.shared.log.delete_instance(&mut batch, instance);
         store.apply(batch).await?;
         self.shared.log.forget(instance);
         tracing::info!(instance, doctypes = doctypes.len(), "instance documents erased");

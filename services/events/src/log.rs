@@ -75,6 +75,11 @@ impl EventLog {
             .insert(instance.to_string(), seq);
     }
 
+    /// Adds to `batch` the removal of every event of `instance` (its data is being erased).
+    pub fn delete_instance(&self, batch: &mut Batch, instance: &str) {
+        batch.delete_partition(self.table, instance.as_bytes().to_vec());
+    }
+
     /// Drops the cached sequence of `instance`, after a failed commit, so it is re-read.
     pub fn forget(&self, instance: &str) {
         self.last.lock().expect("seq cache poisoned").remove(instance);

@@ -12,6 +12,9 @@ pub enum StorageError {
     /// The disk is below its free-space watermark (or full): nothing was written.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// A stored row that does not decode: damaged, or written by a newer Cocon.
+    #[error("unreadable row in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -15,14 +15,18 @@ mod error;
 mod model;
 mod scylla_store;
 pub mod space;
+pub mod table;
 pub mod testsuite;
 mod wal;
 
 pub use blob::{BlobEntry, BlobStore, BlobWriter, ByteStream, LocalBlobs, S3Blobs, S3Config, Written};
+/// For [`json_table!`] and tables' codecs.
+pub use bytes;
 pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore};
 pub use error::StorageError;
 pub use model::{Batch, Op, Row, ScanRange, TableRow, prefix_end};
 pub use scylla_store::{ScyllaConfig, ScyllaStore};
+pub use table::{Schema, Table};
 
 use async_trait::async_trait;
 use bytes::Bytes;
