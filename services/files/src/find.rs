@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::error::{FilesError, Result};
 use crate::node::{Node, ROOT_ID, TRASH_ID};
 use crate::service::FilesService;
-use crate::tables::{CHILDREN, NODES, REFERENCED, referenced_prefix};
+use crate::tables::{CHILDREN, NODES, REFERENCED, children_of, referenced_by, referenced_prefix_len};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -347,25 +347,14 @@ impl FilesService {
         cursor: &str,
         limit: usize,
     ) -> Result<(Vec<Bytes>, String, u64)> {
-        use crate::tables::{REFERENCED, referenced_prefix};
-        let prefix = referenced_prefix(doctype, id);
-        let end = match cocon_storage::prefix_end(&prefix) {
-            Some(end) => Bound::Excluded(end),
-            None => Bound::Unbounded,
-        };
-        let all = self
-            .inner
-            .store
-            .scan(
-                REFERENCED,
-                instance.as_bytes(),
-                ScanRange::between(Bound::Included(prefix.clone()), end),
-            )
+        let all = REFERENCED
+            .scan(self.inner.store.as_ref(), instance, referenced_by(doctype, id, ""))
             .await?;
         let total = all.len() as u64;
+        let skip = referenced_prefix_len(doctype, id);
         let ids: Vec<String> = all
             .iter()
-            .map(|r| String::from_utf8_lossy(&r.sort[prefix.len()..]).into_owned())
+            .map(|(sort, ())| String::from_utf8_lossy(&sort[skip..]).into_owned())
             .filter(|file| cursor.is_empty() || file.as_str() > cursor)
             .take(limit + 1)
             .collect();
@@ -381,33 +370,23 @@ impl FilesService {
 
     /// The ids of the nodes a narrow plan allows.
     async fn candidates(&self, instance: &str, narrow: &Narrow) -> Result<Vec<String>> {
-        let under = |prefix: Vec<u8>| {
-            let end = match cocon_storage::prefix_end(&prefix) {
-                Some(end) => Bound::Excluded(end),
-                None => Bound::Unbounded,
-            };
-            ScanRange::between(Bound::Included(prefix), end)
-        };
-        let store = &self.inner.store;
+        let store = self.inner.store.as_ref();
         Ok(match narrow {
             Narrow::Ids(ids) => ids.clone(),
             Narrow::ReferencedBy(doctype, id) => {
-                let prefix = referenced_prefix(doctype, id);
-                let skip = prefix.len();
-                store
-                    .scan(REFERENCED, instance.as_bytes(), under(prefix))
+                let skip = referenced_prefix_len(doctype, id);
+                REFERENCED
+                    .scan(store, instance, referenced_by(doctype, id, ""))
                     .await?
                     .iter()
-                    .map(|row| String::from_utf8_lossy(&row.sort[skip..]).into_owned())
+                    .map(|(sort, ())| String::from_utf8_lossy(&sort[skip..]).into_owned())
                     .collect()
             }
             Narrow::Children(dirs) => {
                 let mut ids = Vec::new();
                 for dir in dirs {
-                    let rows = store
-                        .scan(CHILDREN, instance.as_bytes(), under(crate::tables::child_key(dir, "")))
-                        .await?;
-                    ids.extend(rows.iter().map(|row| String::from_utf8_lossy(&row.value).into_owned()));
+                    let rows = CHILDREN.scan(store, instance, children_of(dir, "")).await?;
+                    ids.extend(rows.into_iter().map(|(_, id)| id));
                 }
                 ids
             }
@@ -434,20 +413,18 @@ impl FilesService {
     async fn scan_nodes(&self, instance: &str, mut each: impl FnMut(Node)) -> Result<()> {
         let mut start = Bound::Unbounded;
         loop {
-            let rows = self
-                .inner
-                .store
+            let rows = NODES
                 .scan(
-                    NODES,
-                    instance.as_bytes(),
+                    self.inner.store.as_ref(),
+                    instance,
                     ScanRange::between(start, Bound::Unbounded).limit(PAGE),
                 )
                 .await?;
-            let Some(last) = rows.last() else { return Ok(()) };
-            start = Bound::Excluded(last.sort.clone());
+            let Some((last, _)) = rows.last() else { return Ok(()) };
+            start = Bound::Excluded(last.clone());
             let full = rows.len() == PAGE;
-            for row in rows {
-                each(crate::service::parse(&row.value)?);
+            for (_, node) in rows {
+                each(node);
             }
             if !full {
                 return Ok(());

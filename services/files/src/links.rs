@@ -13,7 +13,7 @@ use cocon_storage::Batch;
 use futures::AsyncWriteExt as _;
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
 use tokio::io::AsyncReadExt as _;
 use tonic::Status;
 
@@ -44,10 +44,6 @@ pub(crate) struct Archive {
 }
 
 /// Where a link is stored: the SHA-256 of its secret, so the table's content opens nothing.
-fn link_key(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
 /// An archive's name as given (the last path segment), ending in `.zip`.
 fn archive_name(given: &str) -> String {
     let base = given.rsplit('/').next().unwrap_or_default().trim();
@@ -215,12 +211,7 @@ impl FilesService {
         // 256 random bits.
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         let mut batch = Batch::new();
-        batch.put(
-            LINKS,
-            instance.as_bytes().to_vec(),
-            link_key(&secret),
-            Bytes::from(serde_json::to_vec(&link).map_err(|e| FilesError::Corrupt(e.to_string()))?),
-        );
+        LINKS.put(&mut batch, instance, &secret, &link);
         self.inner.store.apply(batch).await?;
         Ok(pb::LinkAnswer {
             secret,
@@ -232,13 +223,10 @@ impl FilesService {
     /// The link a secret opens on this instance, unless it expired.
     pub(crate) async fn link(&self, instance: &str, secret: &str) -> Result<Link> {
         let gone = || FilesError::NotFound("this link expired or never existed: ask for a new one".into());
-        let raw = self
-            .inner
-            .store
-            .get(LINKS, instance.as_bytes(), &link_key(secret))
+        let link = LINKS
+            .get(self.inner.store.as_ref(), instance, secret)
             .await?
             .ok_or_else(gone)?;
-        let link: Link = serde_json::from_slice(&raw).map_err(|e| FilesError::Corrupt(e.to_string()))?;
         if link.expires_at <= cocon_common::time::now_secs() {
             return Err(gone());
         }
@@ -365,16 +353,16 @@ impl FilesService {
         let mut after = None;
         let mut removed = 0;
         loop {
-            let rows = self.inner.store.scan_table(LINKS, after.take(), 500).await?;
-            let Some(last) = rows.last() else {
+            let rows = LINKS.scan_table(self.inner.store.as_ref(), after.take(), 500).await?;
+            let Some((last, _)) = rows.last() else {
                 break;
             };
             after = Some((last.partition.clone(), last.sort.clone()));
             let mut batch = Batch::new();
-            for row in rows {
-                let expired = serde_json::from_slice::<Link>(&row.value).map_or(true, |l| l.expires_at <= now);
-                if expired {
-                    batch.delete(LINKS, row.partition, row.sort);
+            for (row, link) in rows {
+                // A link that does not read opens nothing: it goes too.
+                if link.map_or(true, |l| l.expires_at <= now) {
+                    LINKS.delete_scanned(&mut batch, row);
                     removed += 1;
                 }
             }

@@ -83,18 +83,13 @@ impl Projection for FilesProjection {
             }
             usage.entry(instance.clone()).or_default().add(None, Some(&node));
             let mut ignored = HashMap::new();
-            project(&mut batch, &instance, None, Some(&node), file, &mut ignored);
+            project(&mut batch, &instance, None, Some(&node), &mut ignored);
             if batch.len() >= 1000 {
                 store.apply(std::mem::take(&mut batch)).await?;
             }
         }
         for ((instance, dir_id), count) in counts {
-            batch.put(
-                COUNTS,
-                instance.into_bytes(),
-                dir_id.into_bytes(),
-                Bytes::copy_from_slice(&count.to_be_bytes()),
-            );
+            COUNTS.put(&mut batch, &instance, &dir_id, &count);
         }
         for (instance, delta) in usage {
             delta.write(&mut batch, &instance, &Usage::default());
@@ -147,22 +142,16 @@ impl UsageDelta {
     }
 
     pub fn write(&self, batch: &mut Batch, instance: &str, current: &Usage) {
-        let mut put = |key: &[u8], value: u64| {
-            batch.put(
-                USAGE,
-                instance.as_bytes().to_vec(),
-                key.to_vec(),
-                Bytes::copy_from_slice(&value.to_be_bytes()),
-            )
-        };
         if self.files != 0 {
-            put(USAGE_FILES, (current.files as i64 + self.files).max(0) as u64);
+            let files = (current.files as i64 + self.files).max(0) as u64;
+            USAGE.put(batch, instance, UsageKey::Files, &files);
         }
         if self.versions != 0 {
-            put(USAGE_VERSIONS, (current.versions as i64 + self.versions).max(0) as u64);
+            let versions = (current.versions as i64 + self.versions).max(0) as u64;
+            USAGE.put(batch, instance, UsageKey::Versions, &versions);
         }
         if let Some(quota) = self.quota {
-            put(USAGE_QUOTA, quota);
+            USAGE.put(batch, instance, UsageKey::Quota, &quota);
         }
     }
 }
@@ -170,22 +159,13 @@ impl UsageDelta {
 /// A node's row in the changes feed, and the pointer to it. A node gone for good keeps a row
 /// (`deleted`), so sync clients learn of it.
 pub(crate) fn feed_row(batch: &mut Batch, instance: &str, seq: u64, id: &str, new: Option<&Node>, deleted_rev: &str) {
-    let row = match new {
-        Some(node) => serde_json::json!({"id": id, "rev": node.rev}),
-        None => serde_json::json!({"id": id, "rev": deleted_rev, "deleted": true}),
+    let row = FeedRow {
+        id: id.to_string(),
+        rev: new.map_or_else(|| deleted_rev.to_string(), |node| node.rev.clone()),
+        deleted: new.is_none(),
     };
-    batch.put(
-        CHANGES,
-        instance.as_bytes().to_vec(),
-        seq.to_be_bytes().to_vec(),
-        Bytes::from(row.to_string()),
-    );
-    batch.put(
-        CHANGE_OF,
-        instance.as_bytes().to_vec(),
-        id.as_bytes().to_vec(),
-        Bytes::copy_from_slice(&seq.to_be_bytes()),
-    );
+    CHANGES.put(batch, instance, seq, &row);
+    CHANGE_OF.put(batch, instance, id, &seq);
 }
 
 /// The projection of one change: the node row and its entry among its parent's children.
@@ -195,46 +175,35 @@ pub(crate) fn project(
     instance: &str,
     old: Option<&Node>,
     new: Option<&Node>,
-    file: Bytes,
     counts: &mut HashMap<String, i64>,
 ) {
-    let part = instance.as_bytes();
     // The reference index: rows for what the node no longer references go, new ones come.
     let refs = |n: Option<&Node>| n.map(|n| n.referenced_by.clone()).unwrap_or_default();
     let (before, after) = (refs(old), refs(new));
     let id = new.or(old).map(|n| n.id.as_str()).unwrap_or_default();
     for r in before.iter().filter(|r| !after.contains(r)) {
-        let mut key = referenced_prefix(&r.doctype, &r.id);
-        key.extend_from_slice(id.as_bytes());
-        batch.delete(REFERENCED, part.to_vec(), key);
+        REFERENCED.delete(batch, instance, (&r.doctype, &r.id, id));
     }
     for r in after.iter().filter(|r| !before.contains(r)) {
-        let mut key = referenced_prefix(&r.doctype, &r.id);
-        key.extend_from_slice(id.as_bytes());
-        batch.put(REFERENCED, part.to_vec(), key, Bytes::new());
+        REFERENCED.put(batch, instance, (&r.doctype, &r.id, id), &());
     }
     if let Some(old) = old
         && !old.dir_id.is_empty()
     {
-        batch.delete(CHILDREN, part.to_vec(), child_key(&old.dir_id, &old.name));
+        CHILDREN.delete(batch, instance, (&old.dir_id, &old.name));
         *counts.entry(old.dir_id.clone()).or_default() -= 1;
     }
     match new {
         Some(node) => {
-            batch.put(NODES, part.to_vec(), node.id.as_bytes().to_vec(), file);
+            NODES.put(batch, instance, &node.id, node);
             if !node.dir_id.is_empty() {
-                batch.put(
-                    CHILDREN,
-                    part.to_vec(),
-                    child_key(&node.dir_id, &node.name),
-                    Bytes::from(node.id.clone().into_bytes()),
-                );
+                CHILDREN.put(batch, instance, (&node.dir_id, &node.name), &node.id);
                 *counts.entry(node.dir_id.clone()).or_default() += 1;
             }
         }
         None => {
             if let Some(old) = old {
-                batch.delete(NODES, part.to_vec(), old.id.as_bytes().to_vec());
+                NODES.delete(batch, instance, &old.id);
             }
         }
     }

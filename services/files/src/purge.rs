@@ -3,11 +3,10 @@
 //! requests go on. Emptying the trash runs in the background from a durable task row, resumed
 //! at start if the process stopped half-way.
 
-use bytes::Bytes;
 use cocon_storage::Batch;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FilesError, Result};
+use crate::error::Result;
 use crate::node::{Node, TRASH_ID};
 use crate::service::{Change, FilesService};
 use crate::tables::TASKS;
@@ -110,12 +109,7 @@ impl FilesService {
         let task_id = uuid::Uuid::new_v4().simple().to_string();
         let task = EmptyTrash { ids };
         let mut batch = Batch::new();
-        batch.put(
-            TASKS,
-            instance.as_bytes().to_vec(),
-            task_id.as_bytes().to_vec(),
-            Bytes::from(serde_json::to_vec(&task).map_err(|e| FilesError::Corrupt(e.to_string()))?),
-        );
+        TASKS.put(&mut batch, instance, &task_id, &task);
         self.inner.store.apply(batch).await?;
         let svc = self.clone();
         let instance = instance.to_string();
@@ -137,7 +131,7 @@ impl FilesService {
             }
         }
         let mut batch = Batch::new();
-        batch.delete(TASKS, instance.as_bytes().to_vec(), task_id.as_bytes().to_vec());
+        TASKS.delete(&mut batch, instance, task_id);
         if let Err(err) = self.inner.store.apply(batch).await {
             tracing::warn!(instance, error = %err, "cannot clear a finished task");
         }
@@ -153,15 +147,15 @@ impl FilesService {
     pub(crate) async fn resume_tasks(&self) -> Result<()> {
         let mut after = None;
         loop {
-            let rows = self.inner.store.scan_table(TASKS, after.take(), 100).await?;
-            let Some(last) = rows.last() else {
+            let rows = TASKS.scan_table(self.inner.store.as_ref(), after.take(), 100).await?;
+            let Some((last, _)) = rows.last() else {
                 return Ok(());
             };
             after = Some((last.partition.clone(), last.sort.clone()));
-            for row in rows {
+            for (row, task) in rows {
                 let instance = String::from_utf8_lossy(&row.partition).into_owned();
                 let task_id = String::from_utf8_lossy(&row.sort).into_owned();
-                let task: EmptyTrash = match serde_json::from_slice(&row.value) {
+                let task: EmptyTrash = match task {
                     Ok(task) => task,
                     Err(err) => {
                         tracing::warn!(instance, error = %err, "an unreadable task is skipped");

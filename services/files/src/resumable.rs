@@ -135,15 +135,9 @@ impl FilesService {
     }
 
     async fn pending(&self, instance: &str, id: &str) -> Result<Option<Pending>> {
-        let Some(raw) = self
-            .inner
-            .store
-            .get(UPLOADS, instance.as_bytes(), id.as_bytes())
-            .await?
-        else {
+        let Some(pending) = UPLOADS.get(self.inner.store.as_ref(), instance, id).await? else {
             return Ok(None);
         };
-        let pending: Pending = serde_json::from_slice(&raw).map_err(|e| FilesError::Corrupt(e.to_string()))?;
         let now = cocon_common::time::now_secs();
         if pending.touched_at.saturating_add(self.expiry()) <= now {
             return Ok(None);
@@ -161,20 +155,14 @@ impl FilesService {
 
     async fn save_pending(&self, instance: &str, pending: &Pending) -> Result<()> {
         let mut batch = Batch::new();
-        let raw = serde_json::to_vec(pending).map_err(|e| FilesError::Corrupt(e.to_string()))?;
-        batch.put(
-            UPLOADS,
-            instance.as_bytes().to_vec(),
-            pending.id.as_bytes().to_vec(),
-            Bytes::from(raw),
-        );
+        UPLOADS.put(&mut batch, instance, &pending.id, pending);
         Ok(self.inner.store.apply(batch).await?)
     }
 
     /// Removes an upload and the chunks it holds (none once it became a file).
     async fn drop_pending(&self, instance: &str, pending: &Pending) -> Result<()> {
         let mut batch = Batch::new();
-        batch.delete(UPLOADS, instance.as_bytes().to_vec(), pending.id.as_bytes().to_vec());
+        UPLOADS.delete(&mut batch, instance, &pending.id);
         self.inner.store.apply(batch).await?;
         if pending.file_id.is_none() {
             for chunk in &pending.chunks {
@@ -192,18 +180,16 @@ impl FilesService {
                 "a resumable upload needs its length up front (Upload-Length)".into(),
             ));
         }
-        let others = self
-            .inner
-            .store
-            // Every row: finished uploads stay until they expire (for clients that ask again),
-            // and must not hide unfinished ones from the count.
-            .scan(UPLOADS, instance.as_bytes(), ScanRange::all())
+        // Every row: finished uploads stay until they expire (for clients that ask again),
+        // and must not hide unfinished ones from the count.
+        let others = UPLOADS
+            .scan_results(self.inner.store.as_ref(), instance, ScanRange::all())
             .await?;
         let now = cocon_common::time::now_secs();
         let mut reserved = 0u64;
         let mut unfinished = 0;
-        for row in &others {
-            let Ok(other) = serde_json::from_slice::<Pending>(&row.value) else {
+        for (_, other) in others {
+            let Ok(other) = other else {
                 continue;
             };
             if other.file_id.is_none() && other.touched_at.saturating_add(self.expiry()) > now {
@@ -246,7 +232,7 @@ impl FilesService {
             let _writer = self.stripe(instance).lock().await;
             let pending = self.must_pending(instance, id).await?;
             let mut batch = Batch::new();
-            batch.delete(UPLOADS, instance.as_bytes().to_vec(), id.as_bytes().to_vec());
+            UPLOADS.delete(&mut batch, instance, id);
             self.inner.store.apply(batch).await?;
             pending
         };
@@ -470,25 +456,22 @@ impl FilesService {
         let mut after = None;
         let mut removed = 0;
         loop {
-            let rows = self.inner.store.scan_table(UPLOADS, after.take(), 500).await?;
-            let Some(last) = rows.last() else {
+            let rows = UPLOADS.scan_table(self.inner.store.as_ref(), after.take(), 500).await?;
+            let Some((last, _)) = rows.last() else {
                 break;
             };
             after = Some((last.partition.clone(), last.sort.clone()));
-            for row in &rows {
-                let instance = String::from_utf8_lossy(&row.partition).into_owned();
-                let Ok(pending) = serde_json::from_slice::<Pending>(&row.value) else {
+            for (row, pending) in rows {
+                let Ok(pending) = pending else {
                     continue;
                 };
                 if pending.touched_at.saturating_add(self.expiry()) > now {
                     continue;
                 }
+                let instance = String::from_utf8_lossy(&row.partition).into_owned();
                 let _writer = self.stripe(&instance).lock().await;
                 // Looked at again under the lock: an append may have just renewed it.
-                let Some(raw) = self.inner.store.get(UPLOADS, &row.partition, &row.sort).await? else {
-                    continue;
-                };
-                let Ok(current) = serde_json::from_slice::<Pending>(&raw) else {
+                let Ok(Some(current)) = UPLOADS.get(self.inner.store.as_ref(), &instance, &pending.id).await else {
                     continue;
                 };
                 if current.touched_at.saturating_add(self.expiry()) > now {

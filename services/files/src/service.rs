@@ -135,16 +135,15 @@ impl FilesService {
     pub async fn purge_instance(&self, instance: &str) -> Result<()> {
         let _writer = self.stripe(instance).lock().await;
         let store = &self.inner.store;
-        let nodes = store.scan(NODES, instance.as_bytes(), ScanRange::all()).await?;
-        for row in &nodes {
-            let node: Node = parse(&row.value)?;
+        for node in NODES.rows(store.as_ref(), instance).await? {
             for blob in node.blobs() {
                 self.inner.blobs.delete(&blob).await?;
             }
         }
-        let uploads = store.scan(UPLOADS, instance.as_bytes(), ScanRange::all()).await?;
-        for row in &uploads {
-            let Ok(upload) = serde_json::from_slice::<crate::resumable::Pending>(&row.value) else {
+        let uploads = UPLOADS.scan_results(store.as_ref(), instance, ScanRange::all()).await?;
+        for (_, upload) in uploads {
+            // An upload that does not read is skipped: the partition goes all the same.
+            let Ok(upload) = upload else {
                 continue;
             };
             if upload.file_id.is_none() {
@@ -155,11 +154,18 @@ impl FilesService {
         }
         self.purge_thumbnails(instance).await?;
         let mut batch = Batch::new();
-        for table in [
-            NODES, CHILDREN, COUNTS, USAGE, CHANGES, CHANGE_OF, EVENTS, UPLOADS, TASKS, LINKS, THUMBNAILS, REFERENCED,
-        ] {
-            batch.delete_partition(table, instance.as_bytes().to_vec());
-        }
+        NODES.delete_partition(&mut batch, instance);
+        CHILDREN.delete_partition(&mut batch, instance);
+        COUNTS.delete_partition(&mut batch, instance);
+        USAGE.delete_partition(&mut batch, instance);
+        CHANGES.delete_partition(&mut batch, instance);
+        CHANGE_OF.delete_partition(&mut batch, instance);
+        REFERENCED.delete_partition(&mut batch, instance);
+        UPLOADS.delete_partition(&mut batch, instance);
+        TASKS.delete_partition(&mut batch, instance);
+        LINKS.delete_partition(&mut batch, instance);
+        THUMBNAILS.delete_partition(&mut batch, instance);
+        self.inner.log.delete_instance(&mut batch, instance);
         store.apply(batch).await?;
         self.inner.log.forget(instance);
         self.inner.rooted.lock().expect("rooted poisoned").remove(instance);
@@ -172,10 +178,7 @@ impl FilesService {
     }
 
     pub(crate) async fn node(&self, instance: &str, id: &str) -> Result<Option<Node>> {
-        match self.inner.store.get(NODES, instance.as_bytes(), id.as_bytes()).await? {
-            Some(raw) => parse(&raw).map(Some),
-            None => Ok(None),
-        }
+        Ok(NODES.get(self.inner.store.as_ref(), instance, id).await?)
     }
 
     pub(crate) async fn must_node(&self, instance: &str, id: &str) -> Result<Node> {
@@ -186,48 +189,29 @@ impl FilesService {
 
     /// The id of the child named `name` of a directory.
     pub(crate) async fn child(&self, instance: &str, dir_id: &str, name: &str) -> Result<Option<String>> {
-        Ok(self
-            .inner
-            .store
-            .get(CHILDREN, instance.as_bytes(), &child_key(dir_id, name))
-            .await?
-            .map(|raw| String::from_utf8_lossy(&raw).into_owned()))
+        Ok(CHILDREN
+            .get(self.inner.store.as_ref(), instance, (dir_id, name))
+            .await?)
     }
 
     pub(crate) async fn children_count(&self, instance: &str, dir_id: &str) -> Result<u64> {
-        Ok(self
-            .inner
-            .store
-            .get(COUNTS, instance.as_bytes(), dir_id.as_bytes())
+        Ok(COUNTS
+            .get(self.inner.store.as_ref(), instance, dir_id)
             .await?
-            .and_then(|raw| raw.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0))
     }
 
     /// A page of a directory's children in name order, after the child named `after`.
     pub(crate) async fn children(&self, instance: &str, dir_id: &str, after: &str, limit: usize) -> Result<Vec<Node>> {
-        let prefix = child_key(dir_id, "");
-        let start = if after.is_empty() {
-            std::ops::Bound::Included(prefix.clone())
-        } else {
-            std::ops::Bound::Excluded(child_key(dir_id, after))
-        };
-        let end = match cocon_storage::prefix_end(&prefix) {
-            Some(end) => std::ops::Bound::Excluded(end),
-            None => std::ops::Bound::Unbounded,
-        };
-        let rows = self
-            .inner
-            .store
+        let rows = CHILDREN
             .scan(
-                CHILDREN,
-                instance.as_bytes(),
-                ScanRange::between(start, end).limit(limit),
+                self.inner.store.as_ref(),
+                instance,
+                children_of(dir_id, after).limit(limit),
             )
             .await?;
         let mut nodes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id = String::from_utf8_lossy(&row.value);
+        for (_, id) in rows {
             match self.node(instance, &id).await? {
                 Some(node) => nodes.push(node),
                 None => return Err(FilesError::Corrupt(format!("child {id} has no node"))),
@@ -359,7 +343,6 @@ impl FilesService {
                         instance,
                         change.old.as_ref(),
                         change.new.as_ref(),
-                        file.clone(),
                         &mut counts,
                     );
                     let previous = match feed_of.get(&id) {
@@ -367,7 +350,7 @@ impl FilesService {
                         None => self.change_of(instance, &id).await?,
                     };
                     if let Some(previous) = previous {
-                        batch.delete(CHANGES, instance.as_bytes().to_vec(), previous.to_be_bytes().to_vec());
+                        CHANGES.delete(&mut batch, instance, previous);
                     }
                     let deleted_rev = match (&change.new, &change.old) {
                         (None, Some(old)) => old.next_rev(),
@@ -407,15 +390,10 @@ impl FilesService {
                 continue;
             }
             let count = self.children_count(instance, &dir_id).await? as i64 + delta;
-            batch.put(
-                COUNTS,
-                instance.as_bytes().to_vec(),
-                dir_id.into_bytes(),
-                Bytes::copy_from_slice(&(count.max(0) as u64).to_be_bytes()),
-            );
+            COUNTS.put(&mut batch, instance, &dir_id, &(count.max(0) as u64));
         }
         for dir_id in dropped_dirs {
-            batch.delete(COUNTS, instance.as_bytes().to_vec(), dir_id.into_bytes());
+            COUNTS.delete(&mut batch, instance, &dir_id);
         }
         if !usage.is_empty() {
             let current = self.usage(instance).await?;
@@ -447,29 +425,21 @@ impl FilesService {
 
     /// The sequence of a node's row in the changes feed.
     async fn change_of(&self, instance: &str, id: &str) -> Result<Option<u64>> {
-        Ok(self
-            .inner
-            .store
-            .get(CHANGE_OF, instance.as_bytes(), id.as_bytes())
-            .await?
-            .and_then(|raw| raw.as_ref().try_into().ok().map(u64::from_be_bytes)))
+        Ok(CHANGE_OF.get(self.inner.store.as_ref(), instance, id).await?)
     }
 
     /// What the instance's files take, and its quota.
     pub(crate) async fn usage(&self, instance: &str) -> Result<Usage> {
-        let rows = self
-            .inner
-            .store
-            .scan(USAGE, instance.as_bytes(), ScanRange::all())
+        let rows = USAGE
+            .scan(self.inner.store.as_ref(), instance, ScanRange::all())
             .await?;
         let mut usage = Usage::default();
-        for row in rows {
-            let value = row.value.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            match row.sort.as_slice() {
-                USAGE_FILES => usage.files = value,
-                USAGE_VERSIONS => usage.versions = value,
-                USAGE_QUOTA => usage.quota = value,
-                _ => {}
+        for (sort, value) in rows {
+            match UsageKey::from_sort(&sort) {
+                Some(UsageKey::Files) => usage.files = value,
+                Some(UsageKey::Versions) => usage.versions = value,
+                Some(UsageKey::Quota) => usage.quota = value,
+                None => {}
             }
         }
         Ok(usage)

@@ -12,8 +12,8 @@ use cocon_storage::{BlobEntry, ScanRange};
 use futures::TryStreamExt;
 
 use crate::error::Result;
-use crate::resumable::Pending;
-use crate::service::{FilesService, parse};
+
+use crate::service::FilesService;
 use crate::tables::{NODES, THUMBNAILS, UPLOADS};
 
 /// What one sweep did.
@@ -48,21 +48,22 @@ impl FilesService {
     /// upload that completes in between moves its content from one to the other, and is seen
     /// in at least one of them.
     async fn blobs_referenced(&self, instance: &str) -> Result<Referenced> {
-        let store = &self.inner.store;
+        let store = self.inner.store.as_ref();
         let mut blobs = HashSet::new();
-        for row in store.scan(UPLOADS, instance.as_bytes(), ScanRange::all()).await? {
-            if let Ok(upload) = serde_json::from_slice::<Pending>(&row.value) {
+        for (_, upload) in UPLOADS.scan_results(store, instance, ScanRange::all()).await? {
+            if let Ok(upload) = upload {
                 blobs.extend(upload.chunks.into_iter().map(|c| c.blob));
             }
         }
-        for row in store.scan(NODES, instance.as_bytes(), ScanRange::all()).await? {
-            blobs.extend(parse(&row.value)?.blobs());
+        for node in NODES.rows(store, instance).await? {
+            blobs.extend(node.blobs());
         }
-        let thumbnails = store
-            .scan(THUMBNAILS, instance.as_bytes(), ScanRange::all())
+        // Whatever a row holds, its key names a file with thumbnails.
+        let thumbnails = THUMBNAILS
+            .scan_results(store, instance, ScanRange::all())
             .await?
             .into_iter()
-            .map(|row| String::from_utf8_lossy(&row.sort).into_owned())
+            .map(|(sort, _)| String::from_utf8_lossy(&sort).into_owned())
             .collect();
         Ok(Referenced {
             blobs,

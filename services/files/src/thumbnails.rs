@@ -34,10 +34,10 @@ const SECRET_PURPOSE: &str = "files-thumbnail";
 
 /// What `files.thumbnails` records of a file: the content its thumbnails show.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Made {
-    md5: String,
+pub(crate) struct Made {
+    pub md5: String,
     /// False when the content could not be read as an image.
-    ok: bool,
+    pub ok: bool,
 }
 
 fn blob_key(instance: &str, id: &str, format: &str) -> String {
@@ -93,12 +93,12 @@ impl FilesService {
     }
 
     async fn made(&self, instance: &str, id: &str) -> Result<Option<Made>> {
-        let raw = self
-            .inner
-            .store
-            .get(THUMBNAILS, instance.as_bytes(), id.as_bytes())
-            .await?;
-        Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
+        // A record that does not read counts as none: the thumbnails are made again.
+        Ok(THUMBNAILS
+            .get(self.inner.store.as_ref(), instance, id)
+            .await
+            .ok()
+            .flatten())
     }
 
     /// Handles one files event: makes the thumbnails of an image whose content changed, removes
@@ -151,12 +151,7 @@ impl FilesService {
             ok,
         };
         let mut batch = Batch::new();
-        batch.put(
-            THUMBNAILS,
-            instance.as_bytes().to_vec(),
-            node.id.as_bytes().to_vec(),
-            Bytes::from(serde_json::to_vec(&made).map_err(|e| FilesError::Corrupt(e.to_string()))?),
-        );
+        THUMBNAILS.put(&mut batch, instance, &node.id, &made);
         self.inner.store.apply(batch).await?;
         metrics::histogram!("cocon_files_thumbnail_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
@@ -167,21 +162,19 @@ impl FilesService {
             self.inner.blobs.delete(&blob_key(instance, id, format)).await?;
         }
         let mut batch = Batch::new();
-        batch.delete(THUMBNAILS, instance.as_bytes().to_vec(), id.as_bytes().to_vec());
+        THUMBNAILS.delete(&mut batch, instance, id);
         self.inner.store.apply(batch).await?;
         Ok(())
     }
 
     /// Removes every thumbnail of an instance (it is being destroyed).
     pub(crate) async fn purge_thumbnails(&self, instance: &str) -> Result<()> {
-        let rows = self
-            .inner
-            .store
-            .scan(THUMBNAILS, instance.as_bytes(), ScanRange::all())
+        let rows = THUMBNAILS
+            .scan_results(self.inner.store.as_ref(), instance, ScanRange::all())
             .await?;
-        for row in rows {
+        for (sort, _) in rows {
             for (format, _, _) in FORMATS {
-                let id = String::from_utf8_lossy(&row.sort);
+                let id = String::from_utf8_lossy(&sort);
                 self.inner.blobs.delete(&blob_key(instance, &id, format)).await?;
             }
         }

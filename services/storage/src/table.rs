@@ -124,6 +124,21 @@ impl<S: Schema> Table<S> {
             .collect()
     }
 
+    /// Like [`Table::scan`], with each row's decoding apart: for callers that skip a row that
+    /// does not read instead of failing.
+    pub async fn scan_results(
+        &self,
+        store: &dyn Store,
+        p: S::Partition<'_>,
+        range: ScanRange,
+    ) -> Result<Vec<(Vec<u8>, Result<S::Row>)>> {
+        let rows = store.scan(S::NAME, &S::partition(p), range).await?;
+        Ok(rows
+            .into_iter()
+            .map(|Row { sort, value }| (sort, self.decode(value)))
+            .collect())
+    }
+
     /// How many rows a partition holds within `range`, without decoding them.
     pub async fn count(&self, store: &dyn Store, p: S::Partition<'_>, range: ScanRange) -> Result<usize> {
         Ok(store.scan(S::NAME, &S::partition(p), range).await?.len())
@@ -135,20 +150,22 @@ impl<S: Schema> Table<S> {
         rows.into_iter().map(|row| self.decode(row.value)).collect()
     }
 
-    /// Rows of the whole table after `after` (maintenance and rebuilds).
+    /// Rows of the whole table after `after` (maintenance and rebuilds), each with its stored
+    /// keys and what it decodes to: a sweep decides what to do with a row that does not read.
     pub async fn scan_table(
         &self,
         store: &dyn Store,
         after: Option<(Vec<u8>, Vec<u8>)>,
         limit: usize,
-    ) -> Result<Vec<(TableRow, S::Row)>> {
+    ) -> Result<Vec<(TableRow, Result<S::Row>)>> {
         let rows = store.scan_table(S::NAME, after, limit).await?;
-        rows.into_iter()
+        Ok(rows
+            .into_iter()
             .map(|row| {
-                let decoded = self.decode(row.value.clone())?;
-                Ok((row, decoded))
+                let decoded = self.decode(row.value.clone());
+                (row, decoded)
             })
-            .collect()
+            .collect())
     }
 
     pub fn put(&self, batch: &mut Batch, p: S::Partition<'_>, s: S::Sort<'_>, row: &S::Row) {
@@ -157,6 +174,11 @@ impl<S: Schema> Table<S> {
 
     pub fn delete(&self, batch: &mut Batch, p: S::Partition<'_>, s: S::Sort<'_>) {
         batch.delete(S::NAME, S::partition(p), S::sort(s));
+    }
+
+    /// Deletes a row [`Table::scan_table`] returned, by its stored keys.
+    pub fn delete_scanned(&self, batch: &mut Batch, row: TableRow) {
+        batch.delete(S::NAME, row.partition, row.sort);
     }
 
     pub fn delete_partition(&self, batch: &mut Batch, p: S::Partition<'_>) {
