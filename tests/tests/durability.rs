@@ -402,3 +402,121 @@ async fn crash_and_restart(mut cocon: Cocon, data: &std::path::Path, min_free: &
     let api = cocon.api("alice.test", Some(&token));
     (cocon, api)
 }
+
+/// What a person sees of the fixture's instance: documents, an index query, the feeds, files
+/// with their old version and references, a sharing code, and the quota.
+async fn fixture_view(cocon: &Cocon, fixture: &Value) -> Value {
+    let domain = fixture["domain"].as_str().unwrap();
+    let token = cocon
+        .token(domain, "io.cozy.notes io.cozy.files io.cozy.settings")
+        .await
+        .unwrap();
+    let api = cocon.api(domain, Some(&token));
+    let note = |name: &str| fixture["notes"][name].as_str().unwrap().to_string();
+    let file = fixture["file"].as_str().unwrap();
+    let taxes = api.get(&format!("/data/io.cozy.notes/{}", note("taxes"))).await;
+    let holidays = api.get(&format!("/data/io.cozy.notes/{}", note("holidays"))).await;
+    let found = api
+        .post(
+            "/data/io.cozy.notes/_find",
+            &json!({"selector": {"title": {"$gt": ""}}, "sort": [{"title": "asc"}]}),
+        )
+        .await;
+    let changes = api.get("/data/io.cozy.notes/_changes").await;
+    let node = api.get(&format!("/files/{file}")).await;
+    let content = Api::reply(api.request(reqwest::Method::GET, &format!("/files/download/{file}"))).await;
+    let listing = api.get(&format!("/files/{}", fixture["dir"].as_str().unwrap())).await;
+    let references = api
+        .get(&format!(
+            "/data/io.cozy.notes/{}/relationships/references",
+            note("groceries")
+        ))
+        .await;
+    let file_changes = api.get("/files/_changes").await;
+    let usage = api.get("/settings/disk-usage").await;
+    let shared = api
+        .with_token(fixture["code"].as_str())
+        .get(&format!("/data/io.cozy.notes/{}", note("groceries")))
+        .await;
+    json!({
+        "taxes": [taxes.status, taxes.body["title"], taxes.body["_rev"]],
+        "holidays": holidays.status,
+        "found": found.body["docs"].as_array().unwrap().iter().map(|d| d["title"].clone()).collect::<Vec<_>>(),
+        "changes": [changes.body["results"].as_array().unwrap().len(), changes.body["last_seq"]],
+        "node": [node.status, node.body["data"]["attributes"]["name"], node.body["data"]["attributes"]["dir_id"],
+                 node.body["data"]["relationships"]["old_versions"]["data"].as_array().map(Vec::len)],
+        "content": content.text,
+        "listing": listing.body["included"].as_array().map(|a| a.iter().map(|i| i["id"].clone()).collect::<Vec<_>>()),
+        "references": references.body["data"].as_array().map(|a| a.iter().map(|r| r["id"].clone()).collect::<Vec<_>>()),
+        "file_changes": file_changes.body["results"].as_array().map(Vec::len),
+        "usage": [usage.body["data"]["attributes"]["used"].clone(), usage.body["data"]["attributes"]["quota"].clone()],
+        "shared": [shared.status, shared.body["title"]],
+    })
+}
+
+/// A data directory written before rows carried a schema version (by the `cocon` of
+/// 7fd5a69, with `tests/src/bin/make_fixture.rs`) opens with today's binary: the person signs
+/// in with the passphrase of then, and every document, index, feed, file, old version,
+/// reference, sharing code and quota reads back; new writes mix with the old rows, and a
+/// rebuild of the projections from the old events gives the same answers.
+#[tokio::test]
+async fn test_a_data_directory_of_the_unversioned_format_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/data-v0.tar.gz");
+    let untar = std::process::Command::new("tar")
+        .args(["xzf", fixture, "-C"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(untar.status.success(), "{}", String::from_utf8_lossy(&untar.stderr));
+    let manifest: Value = serde_json::from_slice(&std::fs::read(data.join("fixture.json")).unwrap()).unwrap();
+    let domain = manifest["domain"].as_str().unwrap();
+
+    let mut cocon = Cocon::start(&data).await.unwrap();
+    let mut browser = cocon_tests::Browser::new(&cocon.http, domain);
+    let signed_in = browser.login(manifest["passphrase"].as_str().unwrap()).await;
+    assert_eq!(signed_in.status, 303, "the passphrase of then still opens the instance");
+    let view = fixture_view(&cocon, &manifest).await;
+    assert_eq!(view["taxes"][0], 200);
+    assert_eq!(view["taxes"][1], "taxes 2026");
+    assert!(view["taxes"][2].as_str().unwrap().starts_with("2-"), "{view}");
+    assert_eq!(view["holidays"], 404);
+    assert_eq!(view["found"], json!(["groceries", "taxes 2026"]));
+    assert_eq!(view["changes"][0], 4, "three notes and the design document: {view}");
+    assert_eq!(view["node"][0], 200);
+    assert_eq!(view["node"][1], "letter.txt");
+    assert_eq!(view["node"][2], manifest["dir"]);
+    assert_eq!(view["node"][3], 1, "the first draft is kept as a version");
+    assert_eq!(view["content"], "final letter");
+    assert_eq!(view["listing"], json!([manifest["file"]]));
+    assert_eq!(view["references"], json!([manifest["file"]]));
+    assert_eq!(view["usage"][0], "23", "the letter and its first draft: {view}");
+    assert_eq!(view["usage"][1], "1000000");
+    assert_eq!(view["shared"], json!([200, "groceries"]));
+
+    // New rows beside the old ones.
+    let token = cocon.token(domain, "io.cozy.notes").await.unwrap();
+    let api = cocon.api(domain, Some(&token));
+    let groceries = manifest["notes"]["groceries"].as_str().unwrap();
+    let current = api.get(&format!("/data/io.cozy.notes/{groceries}")).await;
+    let updated = api
+        .put(
+            &format!("/data/io.cozy.notes/{groceries}"),
+            &json!({"_rev": current.body["_rev"], "title": "groceries"}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    let after = fixture_view(&cocon, &manifest).await;
+    cocon.stop().await.unwrap();
+
+    let out = std::process::Command::new(cocon_bin())
+        .args(["rebuild-projections", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cocon = Cocon::start(&data).await.unwrap();
+    assert_eq!(fixture_view(&cocon, &manifest).await, after);
+}
