@@ -250,7 +250,7 @@ async fn all_doctypes(AxState(state): AxState<State>, headers: HeaderMap) -> Res
         Route::DataDoctypes,
         &Method::GET,
         &Access {
-            doctype: "io.cozy.doctypes",
+            doctype: cocon_common::cozy::doctype::DOCTYPES,
             id: None,
         },
     )?;

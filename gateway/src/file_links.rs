@@ -97,7 +97,11 @@ async fn create_download(
         })
         .await?
         .into_inner();
-    Ok(link_answer("io.cozy.files.downloads", "downloads", &link))
+    Ok(link_answer(
+        cocon_common::cozy::doctype::FILES_DOWNLOADS,
+        "downloads",
+        &link,
+    ))
 }
 
 /// `POST /files/archive` with `{"data": {"attributes": {"name", "ids": […], "files": [paths…]}}}`.
@@ -134,7 +138,11 @@ async fn create_archive(AxState(state): AxState<State>, headers: HeaderMap, body
         })
         .await?
         .into_inner();
-    Ok(link_answer("io.cozy.files.archives", "archive", &link))
+    Ok(link_answer(
+        cocon_common::cozy::doctype::FILES_ARCHIVES,
+        "archive",
+        &link,
+    ))
 }
 
 /// `GET /files/downloads/:secret/:name`: the file, as `GET /files/download/:id` serves it.

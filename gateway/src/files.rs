@@ -22,9 +22,8 @@ use crate::policy::Route;
 use crate::{ApiError, State, jsonapi};
 use cocon_common::scope::Grant;
 
-const DOCTYPE: &str = "io.cozy.files";
-const ROOT_ID: &str = "io.cozy.files.root-dir";
-const TRASH_ID: &str = "io.cozy.files.trash-dir";
+use cocon_common::cozy::doctype::FILES as DOCTYPE;
+use cocon_common::cozy::{ROOT_DIR_ID as ROOT_ID, TRASH_DIR_ID as TRASH_ID};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -208,7 +207,7 @@ fn resource_and_versions(file: &[u8], grantor: &str) -> Result<(Value, Vec<Value
                 obj.remove("rev");
             }
             json!({
-                "type": "io.cozy.files.versions",
+                "type": cocon_common::cozy::doctype::FILES_VERSIONS,
                 "id": format!("{file_id}/{vid}"),
                 "attributes": v,
                 "meta": {"rev": rev},
@@ -235,7 +234,7 @@ fn resource_and_versions(file: &[u8], grantor: &str) -> Result<(Value, Vec<Value
     if !versions.is_empty() {
         let refs: Vec<Value> = versions
             .iter()
-            .map(|v| json!({"type": "io.cozy.files.versions", "id": v["id"]}))
+            .map(|v| json!({"type": cocon_common::cozy::doctype::FILES_VERSIONS, "id": v["id"]}))
             .collect();
         object["relationships"]["old_versions"] = json!({"data": refs});
     }

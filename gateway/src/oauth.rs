@@ -397,7 +397,13 @@ async fn access_token(AxState(state): AxState<State>, headers: HeaderMap, body: 
 /// `GET /settings/clients`: the connected clients, for the signed-in person or a token allowed
 /// to read `io.cozy.oauth.clients`.
 async fn list_clients(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (instance, _) = person_or_reader(&state, &headers, Route::SettingsClients, "io.cozy.oauth.clients").await?;
+    let (instance, _) = person_or_reader(
+        &state,
+        &headers,
+        Route::SettingsClients,
+        cocon_common::cozy::doctype::OAUTH_CLIENTS,
+    )
+    .await?;
     let clients = state
         .clients
         .auth
@@ -413,7 +419,7 @@ async fn list_clients(AxState(state): AxState<State>, headers: HeaderMap) -> Res
         .filter_map(|c| serde_json::from_str::<Value>(c).ok())
         .map(|c| {
             json!({
-                "type": "io.cozy.oauth.clients",
+                "type": cocon_common::cozy::doctype::OAUTH_CLIENTS,
                 "id": c["client_id"],
                 "attributes": c,
                 "meta": {},

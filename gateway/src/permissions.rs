@@ -46,7 +46,7 @@ fn credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
 async fn caller_for(state: &State, headers: &HeaderMap, route: Route, method: &Method) -> Result<Caller, ApiError> {
     let caller = authenticate(state, headers).await?;
     let on = Access {
-        doctype: "io.cozy.permissions",
+        doctype: cocon_common::cozy::doctype::PERMISSIONS,
         id: None,
     };
     authorize(state, caller.kind, route, method, &on, Grant::None)?;
@@ -103,7 +103,7 @@ async fn permissions_self(AxState(state): AxState<State>, headers: HeaderMap) ->
         ),
     };
     Ok(jsonapi::one(json!({
-        "type": "io.cozy.permissions",
+        "type": cocon_common::cozy::doctype::PERMISSIONS,
         "id": id,
         "attributes": {"type": kind, "source_id": source, "permissions": rules},
         "meta": {},

@@ -123,7 +123,7 @@ async fn change(
     let mut files = Vec::with_capacity(items.len());
     for item in &items {
         match (item["type"].as_str(), item["id"].as_str()) {
-            (Some("io.cozy.files"), Some(file)) if !file.is_empty() => files.push(file.to_string()),
+            (Some(cocon_common::cozy::doctype::FILES), Some(file)) if !file.is_empty() => files.push(file.to_string()),
             _ => {
                 return Err(bad_request(format!(
                     "each item is {{\"type\": \"io.cozy.files\", \"id\": …}}, not {item}"

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use cocon_common::ErrorCode;
+use cocon_common::cozy::doctype;
 use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
@@ -174,7 +175,7 @@ async fn change(
 /// signed-in person or a token allowed to read `io.cozy.settings`.
 async fn disk_usage(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (instance, _, ticket) =
-        crate::person::reader(&state, &headers, Route::SettingsDiskUsage, "io.cozy.settings").await?;
+        crate::person::reader(&state, &headers, Route::SettingsDiskUsage, doctype::SETTINGS).await?;
     let usage = state
         .clients
         .files
@@ -198,8 +199,8 @@ async fn disk_usage(AxState(state): AxState<State>, headers: HeaderMap) -> Resul
         attributes["quota"] = json!(usage.quota.to_string());
     }
     Ok(jsonapi::one(json!({
-        "type": "io.cozy.settings",
-        "id": "io.cozy.settings.disk-usage",
+        "type": doctype::SETTINGS,
+        "id": cocon_common::cozy::DISK_USAGE_ID,
         "attributes": attributes,
         "meta": {},
     })))
@@ -208,7 +209,7 @@ async fn disk_usage(AxState(state): AxState<State>, headers: HeaderMap) -> Resul
 /// `GET /settings/sessions`: for the signed-in person, or a token allowed to read
 /// `io.cozy.sessions`.
 async fn sessions(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (instance, person) = person_or_reader(&state, &headers, Route::SettingsSessions, "io.cozy.sessions").await?;
+    let (instance, person) = person_or_reader(&state, &headers, Route::SettingsSessions, doctype::SESSIONS).await?;
     let current = person.map(|p| p.session_id).unwrap_or_default();
     let sessions = state
         .clients
@@ -225,7 +226,7 @@ async fn sessions(AxState(state): AxState<State>, headers: HeaderMap) -> Result<
         .map(|s| {
             let created = cocon_common::time::rfc3339(s.created_at);
             json!({
-                "type": "io.cozy.sessions",
+                "type": doctype::SESSIONS,
                 "id": s.id,
                 "attributes": {
                     "created_at": created,

@@ -254,7 +254,7 @@ async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Body) 
     let file_id = get(&["file_id"]);
     let caller = writer(&state, &headers, !file_id.is_empty()).await?;
     let parent_id = match get(&["dir_id"]) {
-        id if id.is_empty() && file_id.is_empty() => "io.cozy.files.root-dir".to_string(),
+        id if id.is_empty() && file_id.is_empty() => cocon_common::cozy::ROOT_DIR_ID.to_string(),
         id => id,
     };
     let request = pb::UploadHeader {

@@ -163,7 +163,7 @@ async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
         Err(err) => return refused(err),
     };
     let access = Access {
-        doctype: "io.cozy.files",
+        doctype: cocon_common::cozy::doctype::FILES,
         id: None,
     };
     // Reading the tree to find what a request would do needs a right to read it first.

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::FilesClient;
 
-const ROOT_ID: &str = "io.cozy.files.root-dir";
+use cocon_common::cozy::ROOT_DIR_ID as ROOT_ID;
 const TRASH_NAME: &str = ".cozy_trash";
 
 #[derive(Clone)]

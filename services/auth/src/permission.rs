@@ -54,7 +54,7 @@ fn attributes(body_json: &str) -> Result<Map<String, Value>, AuthError> {
         .and_then(Value::as_object)
         .ok_or_else(|| bad("the body needs a JSON-API `data` object"))?;
     if let Some(kind) = data.get("type")
-        && kind != "io.cozy.permissions"
+        && kind != cocon_common::cozy::doctype::PERMISSIONS
     {
         return Err(bad("`data.type` must be io.cozy.permissions"));
     }
@@ -631,7 +631,7 @@ impl AuthService {
             attributes["expires_at"] = json!(rfc3339(set.expires_at));
         }
         Ok(json!({
-            "type": "io.cozy.permissions",
+            "type": cocon_common::cozy::doctype::PERMISSIONS,
             "id": set.id,
             "attributes": attributes,
             "meta": {},

@@ -1,17 +1,19 @@
 //! What a document, a doctype and an id may look like.
 
+use cocon_common::cozy::doctype;
+
 use crate::DocumentsError;
 
 /// Doctypes that other services own: readable elsewhere, never written through `/data`.
 const READ_ONLY: [&str; 8] = [
-    "io.cozy.files",
-    "io.cozy.jobs",
-    "io.cozy.triggers",
-    "io.cozy.apps",
-    "io.cozy.konnectors",
-    "io.cozy.notifications",
-    "io.cozy.sharings",
-    "io.cozy.permissions",
+    doctype::FILES,
+    doctype::JOBS,
+    doctype::TRIGGERS,
+    doctype::APPS,
+    doctype::KONNECTORS,
+    doctype::NOTIFICATIONS,
+    doctype::SHARINGS,
+    doctype::PERMISSIONS,
 ];
 
 pub fn doctype(doctype: &str) -> Result<(), DocumentsError> {

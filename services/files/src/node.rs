@@ -6,13 +6,11 @@ use serde_json::{Map, Value};
 
 use crate::FilesError;
 
-pub const ROOT_ID: &str = "io.cozy.files.root-dir";
-pub const TRASH_ID: &str = "io.cozy.files.trash-dir";
-pub const TRASH_NAME: &str = ".cozy_trash";
+pub use cocon_common::cozy::{ROOT_DIR_ID as ROOT_ID, TRASH_DIR_ID as TRASH_ID, TRASH_DIR_NAME as TRASH_NAME};
 pub const DIRECTORY: &str = "directory";
 pub const FILE: &str = "file";
 /// The doctype of files and directories (what a long poll on `_changes` waits for).
-pub const DOCTYPE: &str = "io.cozy.files";
+pub use cocon_common::cozy::doctype::FILES as DOCTYPE;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Node {

@@ -16,6 +16,8 @@ mod model;
 mod scylla_store;
 pub mod space;
 pub mod table;
+/// The conformance suite every store backend passes (tests only: `--features testsuite`).
+#[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 mod wal;
 

@@ -8,6 +8,7 @@
 mod direct;
 mod local;
 mod s3;
+#[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
 pub use local::LocalBlobs;
