@@ -3,8 +3,8 @@
 use cocon_proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::person::Origin;
 use crate::service::instance_pb;
+use crate::session::Origin;
 use crate::{AuthService, token};
 
 #[tonic::async_trait]

@@ -20,13 +20,14 @@ mod projection;
 mod rebuild;
 mod secret;
 mod service;
+mod session;
 mod store;
 mod throttle;
 mod token;
 mod twofactor;
 
 pub use error::AuthError;
-pub use person::Origin;
 pub use rebuild::AuthProjection;
 pub use service::{AuthService, Config, Deps};
+pub use session::Origin;
 pub use throttle::LimitsConfig;

@@ -6,20 +6,14 @@ use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{TwoFactorDisabled, TwoFactorEnabled, TwoFactorProposed, envelope::Payload};
 use totp_rs::{Algorithm, TOTP};
 
-use crate::person::Origin;
 use crate::secret;
+use crate::session::{Origin, Proof, too_many};
 use crate::store::InstanceRecord;
 use crate::token;
 use crate::{AuthError, AuthService};
 
 const STEP_SECS: u64 = 30;
 const RECOVERY_CODES: usize = 10;
-
-/// How a second factor was proven.
-pub enum Proof {
-    Totp { step: u64 },
-    Recovery { sha256: String },
-}
 
 fn totp(secret: Vec<u8>, domain: &str) -> Result<TOTP, AuthError> {
     TOTP::new(
@@ -196,7 +190,7 @@ impl AuthService {
         let throttle = &self.inner().throttle;
         throttle
             .second_factor(&record.id, &claims.jti, device)
-            .map_err(crate::person::too_many)?;
+            .map_err(too_many)?;
         let _writer = self.stripe(&record.id).lock().await;
         // Under the lock: a code or a recovery code is spent by exactly one login.
         let record = self.lookup(&req.domain).await?;
