@@ -5,7 +5,8 @@
 # SigV4), 4 KiB file creates per second at 16 connections, and the peak RSS of the server while
 # a 5 GiB file goes up and comes back down.
 # Needs wrk (apt-get install -y wrk) and s3s-fs (cargo install --locked s3s-fs@0.14.1 --features binary).
-# Usage: bash tests/bench/files.sh [GIB_FOR_THE_RSS_RUN]
+# Usage: bash tests/bench/files.sh [GIB_FOR_THE_RSS_RUN]   (COCON=path/to/cocon to measure
+# another build; by default this checkout's release build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIG_GIB=${1:-5}
@@ -14,8 +15,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build --release --quiet -p cocon
-BIN=target/release
+if [ -z "${COCON:-}" ]; then
+  cargo build --release --quiet -p cocon
+  COCON=target/release/cocon
+fi
 MIB=1024
 
 start() { # LOG CMD… : runs CMD, waits for its "ready" line
@@ -36,13 +39,13 @@ ratio() { python3 -c "print(round(100 * $1 / $2, 1))"; }
 # Runs cocon with ENV… on its own data dir; sets HTTP, PID_COCON and H (Host + token headers).
 cocon() {
   local name=$1; shift
-  start "$WORK/$name.log" env "$@" $BIN/cocon serve --data-dir "$WORK/$name" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0
+  start "$WORK/$name.log" env "$@" $COCON serve --data-dir "$WORK/$name" --http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0
   PID_COCON=${PIDS[-1]}
   HTTP=$(addr "$WORK/$name.log" http)
   local admin; admin=$(addr "$WORK/$name.log" admin)
   export COCON_ADMIN_TOKEN; COCON_ADMIN_TOKEN=$(cat "$WORK/$name/admin-token")
-  $BIN/cocon instances add bench.localhost --admin "http://$admin" > /dev/null 2>&1
-  local token; token=$($BIN/cocon instances token-cli bench.localhost io.cozy.files --admin "http://$admin")
+  $COCON instances add bench.localhost --admin "http://$admin" > /dev/null 2>&1
+  local token; token=$($COCON instances token-cli bench.localhost io.cozy.files --admin "http://$admin")
   H=(-H "Host: bench.localhost" -H "Authorization: Bearer $token")
 }
 

@@ -4,6 +4,7 @@
 
 mod api;
 mod browser;
+pub mod drive;
 mod nats;
 mod s3;
 mod sandbox;

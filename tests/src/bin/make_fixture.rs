@@ -1,4 +1,4 @@
-//! Writes the data directory `tests/fixtures/data-v0` that `tests/tests/durability.rs` opens
+//! Writes the data directory `tests/fixtures/data-v0` that `tests/tests/e2e/durability.rs` opens
 //! with today's binary: one instance with documents (an index, an update, a deletion), files
 //! (a directory, a file with an old version, references from a document), a sharing link and a
 //! disk quota, written by the binary in `COCON_BIN` (a build from before tables were

@@ -4,47 +4,11 @@
 use std::path::Path;
 
 use base64::Engine as _;
+use cocon_tests::drive::{ROOT, TRASH, id, md5_b64, mkdir, upload};
 use cocon_tests::{Api, Cocon, Reply, S3Server, cocon_bin};
 use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const ROOT: &str = "io.cozy.files.root-dir";
-const TRASH: &str = "io.cozy.files.trash-dir";
-
-async fn setup() -> (tempfile::TempDir, Cocon, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cocon = Cocon::start(dir.path()).await.unwrap();
-    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
-    (dir, cocon, api)
-}
-
-fn md5_b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
-}
-
-async fn mkdir(api: &Api, parent: &str, name: &str) -> Reply {
-    let name = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
-    Api::reply(api.request(Method::POST, &format!("/files/{parent}?Type=directory&Name={name}"))).await
-}
-
-async fn upload(api: &Api, parent: &str, name: &str, data: &[u8]) -> Reply {
-    let name = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
-    Api::reply(
-        api.request(Method::POST, &format!("/files/{parent}?Type=file&Name={name}"))
-            .header("Content-MD5", md5_b64(data))
-            .header("Content-Type", "text/plain")
-            .body(data.to_vec()),
-    )
-    .await
-}
-
-fn id(reply: &Reply) -> String {
-    reply.body["data"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {}", reply.text))
-        .to_string()
-}
 
 fn attr<'a>(reply: &'a Reply, key: &str) -> &'a Value {
     &reply.body["data"]["attributes"][key]
@@ -69,7 +33,7 @@ fn blob_files(data_dir: &Path) -> usize {
 
 #[tokio::test]
 async fn test_tree_directories_paths_and_pages() {
-    let (_dir, _cocon, api) = setup().await;
+    let (_dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let root = api.get(&format!("/files/{ROOT}")).await;
     assert_eq!(root.status, 200, "{}", root.text);
     assert_eq!(root.body["data"]["type"], "io.cozy.files");
@@ -164,7 +128,7 @@ async fn test_tree_directories_paths_and_pages() {
 
 #[tokio::test]
 async fn test_upload_download_ranges_and_checks() {
-    let (dir, _cocon, api) = setup().await;
+    let (dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let data = b"hello, drive";
     let up = upload(&api, ROOT, "hello.txt", data).await;
     assert_eq!(up.status, 201, "{}", up.text);
@@ -305,7 +269,7 @@ async fn downloaded_md5(api: &Api, id: &str) -> String {
 
 #[tokio::test]
 async fn test_large_upload_streams_through() {
-    let (_dir, _cocon, api) = setup().await;
+    let (_dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     // 48 MiB in uneven chunks, without Content-Length (chunked): MD5 checked end to end.
     let chunk: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i * 7 % 251) as u8).collect();
     let total = 16;
@@ -342,7 +306,7 @@ fn peak_rss(pid: u32) -> u64 {
 async fn test_memory_stays_bounded_through_a_large_upload_and_download() {
     use futures::StreamExt;
     use std::sync::{Arc, Mutex};
-    let (_dir, cocon, api) = setup().await;
+    let (_dir, cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     // 1 GiB, chunked (no length, so no backend may size a buffer from it), hashed as it goes.
     const CHUNK: usize = 256 << 10;
     const CHUNKS: usize = 4096;
@@ -375,7 +339,7 @@ async fn test_memory_stays_bounded_through_a_large_upload_and_download() {
 #[tokio::test]
 async fn test_client_gone_mid_upload_leaves_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (dir, cocon, api) = setup().await;
+    let (dir, cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let token = cocon.token("alice.test", "io.cozy.files").await.unwrap();
     let blobs = blob_files(dir.path());
     let addr = cocon.http.trim_start_matches("http://").to_string();
@@ -412,7 +376,7 @@ async fn test_client_gone_mid_upload_leaves_nothing() {
 
 #[tokio::test]
 async fn test_rename_move_and_their_limits() {
-    let (_dir, _cocon, api) = setup().await;
+    let (_dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let a = id(&mkdir(&api, ROOT, "A").await);
     let b = id(&mkdir(&api, &a, "B").await);
     let c = id(&mkdir(&api, ROOT, "C").await);
@@ -460,7 +424,7 @@ async fn test_rename_move_and_their_limits() {
 
 #[tokio::test]
 async fn test_trash_restore_and_delete_for_good() {
-    let (dir, _cocon, api) = setup().await;
+    let (dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let docs = id(&mkdir(&api, ROOT, "Docs").await);
     let inner = id(&mkdir(&api, &docs, "Inner").await);
     let file = id(&upload(&api, &inner, "a.txt", b"aaa").await);
@@ -518,7 +482,7 @@ async fn test_trash_restore_and_delete_for_good() {
 #[tokio::test]
 async fn test_emptying_a_large_trash_runs_in_the_background() {
     use futures::StreamExt;
-    let (dir, _cocon, api) = setup().await;
+    let (dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let kept = id(&upload(&api, ROOT, "kept.txt", b"stays").await);
     let big = id(&mkdir(&api, ROOT, "Big").await);
     let nested = id(&mkdir(&api, &big, "Nested").await);
@@ -581,7 +545,7 @@ async fn test_emptying_a_large_trash_runs_in_the_background() {
 
 #[tokio::test]
 async fn test_files_need_their_scope_and_stay_in_their_instance() {
-    let (_dir, cocon, alice) = setup().await;
+    let (_dir, cocon, alice) = cocon_tests::drive::setup("io.cozy.files").await;
     let file = id(&upload(&alice, ROOT, "private.txt", b"secret").await);
     let token = |scope: &'static str| {
         let cocon = &cocon;
@@ -874,7 +838,7 @@ async fn test_versions_keep_revert_and_forget() {
 
 #[tokio::test]
 async fn test_quick_overwrites_keep_no_versions_by_default() {
-    let (dir, _cocon, api) = setup().await;
+    let (dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let file = id(&upload(&api, ROOT, "often.txt", b"a").await);
     for content in [&b"b"[..], b"c"] {
         Api::reply(
@@ -897,7 +861,7 @@ async fn disk_usage(api: &Api) -> Reply {
 
 #[tokio::test]
 async fn test_disk_quota_refuses_what_does_not_fit() {
-    let (dir, cocon, api) = setup().await;
+    let (dir, cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let settings = cocon.api(
         "alice.test",
         Some(&cocon.token("alice.test", "io.cozy.settings").await.unwrap()),
@@ -989,7 +953,7 @@ async fn test_disk_quota_refuses_what_does_not_fit() {
 
 #[tokio::test]
 async fn test_copy_and_references() {
-    let (dir, _cocon, api) = setup().await;
+    let (dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let docs = id(&mkdir(&api, ROOT, "Docs").await);
     let file = id(&upload(&api, ROOT, "bill.pdf", b"%PDF-1.4 bill").await);
 
@@ -1066,7 +1030,7 @@ async fn test_copy_and_references() {
 
 #[tokio::test]
 async fn test_changes_feed_for_sync_clients() {
-    let (_dir, _cocon, api) = setup().await;
+    let (_dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let start = api.get("/files/_changes").await;
     assert_eq!(start.status, 200, "{}", start.text);
     let roots = start.body["results"].as_array().unwrap().len();
@@ -1141,7 +1105,7 @@ async fn test_changes_feed_for_sync_clients() {
 /// description of itself: a route added without authentication fails here.
 #[tokio::test]
 async fn test_every_drive_route_needs_credentials_but_the_public_ones() {
-    let (_dir, _cocon, api) = setup().await;
+    let (_dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let anonymous = api.with_token(None);
     let id = "0123456789abcdef0123456789abcdef";
     let closed = [
@@ -1280,7 +1244,7 @@ async fn test_orphaned_blobs_are_swept_after_their_grace() {
 /// combining accent is one name; control characters and `\` are refused.
 #[tokio::test]
 async fn test_names_compare_in_nfc_and_refuse_control_characters() {
-    let (_dir, _cocon, api) = setup().await;
+    let (_dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let composed = "caf\u{e9}.txt";
     let decomposed = "cafe\u{301}.txt";
     let first = upload(&api, ROOT, composed, b"one").await;

@@ -26,7 +26,7 @@ fn next_code(totp: &TOTP) -> String {
 #[tokio::test]
 async fn test_two_factor_setup_login_and_recovery() {
     let dir = tempfile::tempdir().unwrap();
-    // More attempts than the default rate limit allows a minute (tests/tests/login.rs tests it).
+    // More attempts than the default rate limit allows a minute (tests/tests/e2e/login.rs tests it).
     let cocon = Cocon::builder(dir.path())
         .env("COCON_AUTH__LIMITS__PASSPHRASE_PER_IP_PER_MINUTE", "1000")
         .start()

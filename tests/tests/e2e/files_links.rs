@@ -6,29 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use cocon_tests::drive::{ROOT, md5_hex, new_dir as mkdir, new_file as upload};
 use cocon_tests::{Api, Cocon, Reply};
-use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const ROOT: &str = "io.cozy.files.root-dir";
-
-async fn upload(api: &Api, parent: &str, name: &str, data: &[u8]) -> String {
-    let name = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
-    let reply = Api::reply(
-        api.request(Method::POST, &format!("/files/{parent}?Type=file&Name={name}"))
-            .body(data.to_vec()),
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    reply.body["data"]["id"].as_str().unwrap().to_string()
-}
-
-async fn mkdir(api: &Api, parent: &str, name: &str) -> String {
-    let reply = Api::reply(api.request(Method::POST, &format!("/files/{parent}?Type=directory&Name={name}"))).await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    reply.body["data"]["id"].as_str().unwrap().to_string()
-}
 
 /// A link's path, from a creation's answer.
 fn related(reply: &Reply) -> String {
@@ -47,10 +28,6 @@ async fn fetch(cocon: &Cocon, domain: &str, path: &str, range: Option<&str>) -> 
         req = req.header("Range", range);
     }
     req.send().await.unwrap()
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]

@@ -4,41 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use cocon_tests::{Api, Cocon, Reply};
+use cocon_tests::Api;
+use cocon_tests::drive::{ROOT, created as id, new_dir as mkdir, upload};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const ROOT: &str = "io.cozy.files.root-dir";
-
-async fn mkdir(api: &Api, parent: &str, name: &str) -> String {
-    let reply = Api::reply(api.request(Method::POST, &format!("/files/{parent}?Type=directory&Name={name}"))).await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    reply.body["data"]["id"].as_str().unwrap().to_string()
-}
-
-async fn upload(api: &Api, parent: &str, name: &str, data: &[u8]) -> Reply {
-    Api::reply(
-        api.request(Method::POST, &format!("/files/{parent}?Type=file&Name={name}"))
-            .body(data.to_vec()),
-    )
-    .await
-}
-
-fn id(reply: &Reply) -> String {
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    reply.body["data"]["id"].as_str().unwrap().to_string()
-}
-
-/// A server, and the owner's token for files and sharing links.
-async fn setup() -> (tempfile::TempDir, Cocon, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cocon = Cocon::start(dir.path()).await.unwrap();
-    let owner = cocon
-        .instance("alice.test", "io.cozy.files io.cozy.permissions")
-        .await
-        .unwrap();
-    (dir, cocon, owner)
-}
 
 /// A sharing-link code for `verbs` on the given files or folders.
 async fn share(owner: &Api, ids: &[&str], verbs: &[&str], extra: Value) -> String {
@@ -60,7 +29,7 @@ async fn share(owner: &Api, ids: &[&str], verbs: &[&str], extra: Value) -> Strin
 
 #[tokio::test]
 async fn test_a_folder_link_opens_that_folder_and_what_is_under_it_only() {
-    let (_dir, _cocon, owner) = setup().await;
+    let (_dir, _cocon, owner) = cocon_tests::drive::setup("io.cozy.files io.cozy.permissions").await;
     let shared = mkdir(&owner, ROOT, "Holiday").await;
     let inner = mkdir(&owner, &shared, "Day 1").await;
     let photo = id(&upload(&owner, &inner, "beach.jpg", b"sand and sea").await);
@@ -126,7 +95,7 @@ async fn test_a_folder_link_opens_that_folder_and_what_is_under_it_only() {
 
 #[tokio::test]
 async fn test_a_read_write_folder_link_writes_inside_only() {
-    let (_dir, _cocon, owner) = setup().await;
+    let (_dir, _cocon, owner) = cocon_tests::drive::setup("io.cozy.files io.cozy.permissions").await;
     let shared = mkdir(&owner, ROOT, "Drop box").await;
     let outside = mkdir(&owner, ROOT, "Mine").await;
     let code = share(
@@ -182,7 +151,7 @@ async fn test_a_read_write_folder_link_writes_inside_only() {
 
 #[tokio::test]
 async fn test_folder_links_may_need_a_password_and_expire() {
-    let (_dir, cocon, owner) = setup().await;
+    let (_dir, cocon, owner) = cocon_tests::drive::setup("io.cozy.files io.cozy.permissions").await;
     let shared = mkdir(&owner, ROOT, "Shared").await;
     let locked = share(&owner, &[&shared], &["GET"], json!({"password": "open sesame"})).await;
     let denied = owner.with_token(Some(&locked)).get(&format!("/files/{shared}")).await;

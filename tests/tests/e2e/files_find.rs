@@ -2,17 +2,10 @@
 //! the trash, newest first; files with a tag; files an album references), sorted, paged by
 //! bookmark, trimmed to fields; bad queries get 400.
 
+use cocon_tests::drive::{ROOT, new_dir as mkdir};
 use cocon_tests::{Api, Cocon, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const ROOT: &str = "io.cozy.files.root-dir";
-
-async fn mkdir(api: &Api, parent: &str, name: &str) -> String {
-    let reply = Api::reply(api.request(Method::POST, &format!("/files/{parent}?Type=directory&Name={name}"))).await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    reply.body["data"]["id"].as_str().unwrap().to_string()
-}
 
 async fn upload(api: &Api, parent: &str, name: &str, extra: &str) -> String {
     let reply = Api::reply(

@@ -1,15 +1,9 @@
 //! The `/data` API end to end, against the real binary on its embedded default.
 
-use cocon_tests::{Api, Cocon};
+use cocon_tests::Cocon;
+use cocon_tests::drive::setup;
 use reqwest::Method;
 use serde_json::json;
-
-async fn setup(scope: &str) -> (tempfile::TempDir, Cocon, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cocon = Cocon::start(dir.path()).await.unwrap();
-    let api = cocon.instance("alice.test", scope).await.unwrap();
-    (dir, cocon, api)
-}
 
 #[tokio::test]
 async fn test_create_read_update_delete() {

@@ -106,17 +106,10 @@ fn blob_files(dir: &Path) -> usize {
     count(&dir.join("blobs"))
 }
 
-async fn setup() -> (tempfile::TempDir, Cocon, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cocon = Cocon::start(dir.path()).await.unwrap();
-    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
-    (dir, cocon, api)
-}
-
 #[tokio::test]
 async fn test_an_upload_cut_off_resumes_where_it_stopped() {
     use tokio::io::AsyncWriteExt;
-    let (dir, cocon, api) = setup().await;
+    let (dir, cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let data = content(3 * 1024 * 1024 + 77);
 
     // What the server speaks, asked without credentials (CORS preflights and clients do).
@@ -253,7 +246,7 @@ async fn test_an_upload_cut_off_resumes_where_it_stopped() {
 
 #[tokio::test]
 async fn test_uploads_are_checked_cancelled_and_kept_to_their_instance() {
-    let (dir, cocon, api) = setup().await;
+    let (dir, cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let hello = b"hello, resumable world";
     let first = api
         .request(Method::POST, "/files/?Type=file&Name=taken.txt")
@@ -402,7 +395,7 @@ async fn test_abandoned_uploads_are_removed_and_quota_counts_unfinished_ones() {
 
 #[tokio::test]
 async fn test_a_third_party_tus_client_uploads_in_parts() {
-    let (_dir, cocon, api) = setup().await;
+    let (_dir, cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     let data = content(2 * 1024 * 1024 + 500);
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &data).unwrap();
@@ -437,7 +430,7 @@ async fn test_a_third_party_tus_client_uploads_in_parts() {
 
 #[tokio::test]
 async fn test_unfinished_uploads_are_limited_per_instance() {
-    let (_dir, _cocon, api) = setup().await;
+    let (_dir, _cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
     // Finished uploads (empty files complete at once) stay recorded for a while; they must not
     // hide the unfinished ones from the count.
     for i in 0..210 {

@@ -1,0 +1,25 @@
+//! The end-to-end tests, in one binary (one link instead of one per file): each module drives
+//! the real `cocon` binary, and NATS, S3, HTTP clients and a browser, as a user would.
+
+mod auth_and_isolation;
+mod blobs_s3;
+mod boundaries;
+mod browser;
+mod cli;
+mod data_api;
+mod durability;
+mod files;
+mod files_find;
+mod files_links;
+mod files_resumable;
+mod files_sharing;
+mod files_thumbnails;
+mod login;
+mod metrics;
+mod oauth;
+mod permissions;
+mod shutdown;
+mod split;
+mod tracing;
+mod twofactor;
+mod webdav;
