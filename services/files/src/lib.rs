@@ -4,6 +4,7 @@
 
 mod changes;
 mod digest;
+mod download;
 mod error;
 mod find;
 mod grpc;
@@ -12,12 +13,14 @@ mod links;
 mod node;
 mod projection;
 mod purge;
+mod quota;
 mod resumable;
 mod service;
 mod sweep;
 mod tables;
 mod thumbnails;
 mod tree;
+mod upload;
 
 pub use error::FilesError;
 pub use node::{ROOT_ID, TRASH_ID};
