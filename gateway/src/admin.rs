@@ -15,7 +15,7 @@ use cocon_proto::auth::v1 as pb;
 use http::StatusCode;
 use serde_json::json;
 
-use crate::access::AuthCache;
+use crate::edge::access::AuthCache;
 use crate::{ApiError, AuthClient};
 
 #[derive(Clone)]

@@ -16,12 +16,13 @@ use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::access::host;
-use crate::client::Client;
-use crate::login::{field, form, signed_in};
+use crate::edge::access::host;
+use crate::edge::client::Client;
+use crate::edge::policy::Route;
+use crate::person::login::{field, form, signed_in};
+use crate::person::{cookies, web};
 use crate::person::{person_or_reader, resolve};
-use crate::policy::Route;
-use crate::{ApiError, State, cookies, jsonapi, web};
+use crate::{ApiError, State, jsonapi};
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -84,7 +85,7 @@ async fn register(AxState(state): AxState<State>, client: Client, headers: Heade
                 metadata_json: metadata.to_string(),
             })
             .await
-            .map_err(|s| crate::access::unknown_host(s, &domain))?;
+            .map_err(|s| crate::edge::access::unknown_host(s, &domain))?;
         Ok::<_, ApiError>(answer.into_inner().json)
     }
     .await;
@@ -126,7 +127,7 @@ async fn manage(
                 metadata_json: String::from_utf8_lossy(&body).into_owned(),
             })
             .await
-            .map_err(|s| crate::access::unknown_host(s, &domain))?;
+            .map_err(|s| crate::edge::access::unknown_host(s, &domain))?;
         Ok::<_, ApiError>(answer.into_inner().json)
     }
     .await;
@@ -234,7 +235,7 @@ async fn authorize_page(
     }
     if person.is_none() {
         let here = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/auth/authorize");
-        return Ok(crate::login::see_other(
+        return Ok(crate::person::login::see_other(
             &format!("/auth/login?redirect={}", form_urlencoded(here)),
             Vec::new(),
         ));
@@ -353,7 +354,7 @@ async fn access_token(AxState(state): AxState<State>, headers: HeaderMap, body: 
                 refresh_token: field(&form, "refresh_token").to_string(),
             })
             .await
-            .map_err(|s| crate::access::unknown_host(s, &domain))?
+            .map_err(|s| crate::edge::access::unknown_host(s, &domain))?
             .into_inner();
         Ok::<_, ApiError>(answer)
     }

@@ -15,11 +15,11 @@ use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::access::{Access, Caller, authenticate, authorize, bearer, check_doctype, host};
-use crate::client::Client;
-use crate::cookies::{self, CookieSpec};
-use crate::login::form_or_json;
-use crate::policy::Route;
+use crate::edge::access::{Access, Caller, authenticate, authorize, bearer, check_doctype, host};
+use crate::edge::client::Client;
+use crate::edge::policy::Route;
+use crate::person::cookies::{self, CookieSpec};
+use crate::person::login::form_or_json;
 use crate::{ApiError, State, jsonapi};
 
 /// Largest permission body: rules and code names, never documents.

@@ -13,8 +13,9 @@ use cocon_common::scope::{self, Grant, Rule};
 use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, Method};
 
-use crate::policy::{Kind, Route};
-use crate::{ApiError, State, cookies};
+use crate::edge::policy::{Kind, Route};
+use crate::person::cookies;
+use crate::{ApiError, State};
 
 /// The caller of a request, once authenticated: shared with the token cache, so a cached
 /// token costs one reference count, not a copy of its rules.

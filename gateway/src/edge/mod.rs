@@ -1,8 +1,18 @@
+//! The edge every request crosses before a handler: the host and the token (`access`), the
+//! access policy (`policy`), rate limits (`limits`), HTTP metrics (`metrics_layer`), the
+//! client's address (`client`), and this module's layer.
+//!
 //! What every routed request goes through, as one layer: its span, its metrics, a panic turned
 //! into a 500, and, on the routes that have one, a time limit. tower-http's trace, catch-panic
 //! and timeout layers and a `from_fn` metrics middleware each wrapped the route in a service
 //! boxed, cloned and polled per request; together they cost about a fifth of a document read's
 //! CPU (see docs/benchmarks.md).
+
+pub(crate) mod access;
+pub(crate) mod client;
+pub(crate) mod limits;
+pub(crate) mod metrics_layer;
+pub(crate) mod policy;
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -20,8 +30,8 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use crate::edge::metrics_layer::{HttpMetrics, method_label};
 use crate::error::ApiError;
-use crate::metrics_layer::{HttpMetrics, method_label};
 
 #[derive(Clone)]
 pub(crate) struct EdgeLayer {

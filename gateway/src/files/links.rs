@@ -16,8 +16,8 @@ use cocon_proto::files::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
+use crate::files::served::disposition;
 use crate::files::{Result, bad_request, content_body, head_of, node_caller, scope, serve_download};
-use crate::served::disposition;
 use crate::{ApiError, State, jsonapi};
 
 type Params = Query<HashMap<String, String>>;
@@ -33,7 +33,7 @@ pub fn routes() -> Router<State> {
 
 /// The instance a `Host` names, for routes a link opens without a token.
 async fn instance_of_host(state: &State, headers: &HeaderMap) -> Result<Option<pb::Scope>> {
-    let domain = crate::access::host(headers)?;
+    let domain = crate::edge::access::host(headers)?;
     let answer = state
         .clients
         .auth
@@ -43,7 +43,7 @@ async fn instance_of_host(state: &State, headers: &HeaderMap) -> Result<Option<p
             ..Default::default()
         })
         .await
-        .map_err(|status| crate::access::unknown_host(status, &domain))?
+        .map_err(|status| crate::edge::access::unknown_host(status, &domain))?
         .into_inner();
     Ok(Some(pb::Scope {
         instance: answer.instance.map(|i| i.id).unwrap_or_default(),
@@ -209,7 +209,7 @@ async fn thumbnail(
             .auth
             .clone()
             .check_grantor(auth_pb::CheckGrantorRequest {
-                domain: crate::access::host(&headers)?,
+                domain: crate::edge::access::host(&headers)?,
                 grantor: grantor.to_string(),
             })
             .await?

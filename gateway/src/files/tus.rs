@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::State;
-use crate::access::authenticate;
+use crate::edge::access::authenticate;
 use crate::files::{FilesApiError, FilesCaller, bad_request, caller, header_str, scope};
 use crate::jsonapi;
 

@@ -15,10 +15,10 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::access::host;
-use crate::client::Client;
+use crate::edge::access::host;
+use crate::edge::client::Client;
+use crate::edge::policy::Route;
 use crate::person::{person_or_reader, resolve};
-use crate::policy::Route;
 use crate::{ApiError, State, jsonapi};
 
 pub fn routes() -> Router<State> {
@@ -49,7 +49,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<PassphraseBody, ApiEr
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if is_form {
-        let form: HashMap<String, String> = crate::login::form(body)?;
+        let form: HashMap<String, String> = crate::person::login::form(body)?;
         let text = |k: &str| form.get(k).cloned().unwrap_or_default();
         return Ok(PassphraseBody {
             register_token: text("register_token"),
@@ -126,14 +126,15 @@ async fn onboard(
             ..Default::default()
         })
         .await
-        .map_err(|s| crate::access::unknown_host(s, &domain))?
+        .map_err(|s| crate::edge::access::unknown_host(s, &domain))?
         .into_inner()
         .session
         .unwrap_or_default();
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, crate::login::session_cookie(&state, &session));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        crate::person::login::session_cookie(&state, &session),
+    );
     Ok(response)
 }
 

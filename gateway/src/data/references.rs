@@ -14,9 +14,9 @@ use cocon_proto::files::v1 as pb;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::access::{Access, authenticate, check_doctype};
+use crate::edge::access::{Access, authenticate, check_doctype};
+use crate::edge::policy::Route;
 use crate::files::{FilesCaller, Result, bad_request, caller, resource, scope};
-use crate::policy::Route;
 use crate::{State, jsonapi};
 
 pub fn routes() -> Router<State> {

@@ -1,13 +1,22 @@
+//! The person's own routes and pages: onboarding and login (`login`), settings (`settings`),
+//! two-factor (`twofactor`), the HTML they are made of (`web`) and the cookies (`cookies`).
+//!
 //! The person signed in to an instance, from their session cookie. Sessions are checked with
 //! the auth service on every request (no cache), so ending one takes effect at once.
+
+pub(crate) mod cookies;
+pub(crate) mod login;
+pub(crate) mod settings;
+pub(crate) mod twofactor;
+pub(crate) mod web;
 
 use cocon_common::scope::Grant;
 use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, Method};
 
-use crate::access::host;
-use crate::policy::{Kind, Route};
-use crate::{ApiError, State, cookies};
+use crate::edge::access::host;
+use crate::edge::policy::{Kind, Route};
+use crate::{ApiError, State};
 
 pub struct Person {
     pub domain: String,
@@ -30,7 +39,7 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
             share_passes: Vec::new(),
         })
         .await
-        .map_err(|status| crate::access::unknown_host(status, &domain))?
+        .map_err(|status| crate::edge::access::unknown_host(status, &domain))?
         .into_inner();
     let instance = answer.instance.unwrap_or_default();
     let person = (!answer.session_id.is_empty()).then_some(Person {
@@ -61,15 +70,15 @@ pub async fn reader(
     doctype: &str,
 ) -> Result<(pb::Instance, Option<Person>, String), ApiError> {
     let (instance, person) = resolve(state, headers).await?;
-    let access = crate::access::Access { doctype, id: None };
+    let access = crate::edge::access::Access { doctype, id: None };
     let ticket = match &person {
         // The person holds every right on their own instance.
         Some(p) => {
-            crate::access::authorize(state, Kind::Person, route, &Method::GET, &access, Grant::Whole)?;
+            crate::edge::access::authorize(state, Kind::Person, route, &Method::GET, &access, Grant::Whole)?;
             p.ticket.clone()
         }
         None => {
-            let caller = crate::access::authenticate(state, headers).await?;
+            let caller = crate::edge::access::authenticate(state, headers).await?;
             caller.authorize(state, route, &Method::GET, &access)?;
             caller.ticket.clone()
         }

@@ -1,4 +1,8 @@
+//! Documents: `/data` (this module) and the files a document references (`references`).
+//!
 //! `/data`: cozy-stack's documents API, over the documents service.
+
+pub(crate) mod references;
 
 use std::collections::HashMap;
 
@@ -15,8 +19,8 @@ use serde_json::{Value, json};
 
 use cocon_common::scope::{Grant, Rule};
 
-use crate::access::{self, Access, Caller, authenticate, check_doctype};
-use crate::policy::Route;
+use crate::edge::access::{self, Access, Caller, authenticate, check_doctype};
+use crate::edge::policy::Route;
 use crate::{ApiError, State};
 
 type Params = Query<HashMap<String, String>>;

@@ -13,12 +13,13 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::access::host;
-use crate::client::Client;
-use crate::login::{
+use crate::edge::access::host;
+use crate::edge::client::Client;
+use crate::person::login::{
     field, form, home_with_error, passphrase, render_home, safe_redirect, signed_in, signed_in_answer, wants_json,
 };
-use crate::{ApiError, State, cookies, web};
+use crate::person::{cookies, web};
+use crate::{ApiError, State};
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -69,12 +70,12 @@ async fn second_step(
                 code: field(&form, "two_factor_passcode").to_string(),
                 user_agent: client.user_agent.clone(),
                 remote_ip: client.ip.to_string(),
-                device: crate::cookies::get(&headers, crate::cookies::DEVICE)
+                device: crate::person::cookies::get(&headers, crate::person::cookies::DEVICE)
                     .unwrap_or_default()
                     .to_string(),
             })
             .await
-            .map_err(|s| crate::access::unknown_host(s, &domain))?;
+            .map_err(|s| crate::edge::access::unknown_host(s, &domain))?;
         Ok::<_, ApiError>(answer.into_inner())
     }
     .await;

@@ -7,8 +7,8 @@
 use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi};
 use cocon_common::scope::Grant;
 
-pub const MODEL: &str = include_str!("../policy/model.conf");
-pub const POLICY: &str = include_str!("../policy/policy.csv");
+pub const MODEL: &str = include_str!("../../policy/model.conf");
+pub const POLICY: &str = include_str!("../../policy/policy.csv");
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,10 +24,10 @@ use dav_server::DavHandler;
 use dav_server::davpath::DavPath;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use crate::access::{Access, authenticate};
-use crate::policy::Route;
-use crate::webdav_fs::{CoconFs, Overwrite};
-pub use crate::webdav_locks::Locks;
+use crate::edge::access::{Access, authenticate};
+use crate::edge::policy::Route;
+use crate::files::webdav_fs::{CoconFs, Overwrite};
+pub use crate::files::webdav_locks::Locks;
 use crate::{ApiError, State};
 
 pub const PREFIX: &str = "/dav/files";
@@ -207,7 +207,7 @@ async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_string();
-        crate::served::protect(response.headers_mut(), &mime, &name, false);
+        crate::files::served::protect(response.headers_mut(), &mime, &name, false);
     }
     response
 }

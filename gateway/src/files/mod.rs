@@ -1,6 +1,17 @@
+//! The drive: `/files` (this module), secret links (`links`), resumable uploads (`tus`),
+//! WebDAV (`webdav`, over `webdav_fs`, with `webdav_locks`), and the headers every served file
+//! carries (`served`).
+//!
 //! `/files`: cozy-stack's drive API over the files service. Answers are JSON-API, errors too
 //! (`{"errors": [{"status", "title", "detail"}]}`), as cozy-stack gives them on these routes.
 //! Uploads and downloads stream: no body is held in memory whole.
+
+pub(crate) mod links;
+pub(crate) mod served;
+pub(crate) mod tus;
+pub(crate) mod webdav;
+pub(crate) mod webdav_fs;
+pub(crate) mod webdav_locks;
 
 use std::collections::HashMap;
 
@@ -17,8 +28,8 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::access::{Access, Caller, authenticate};
-use crate::policy::Route;
+use crate::edge::access::{Access, Caller, authenticate};
+use crate::edge::policy::Route;
 use crate::{ApiError, State, jsonapi};
 use cocon_common::scope::Grant;
 
@@ -151,13 +162,13 @@ pub(crate) async fn node_caller(state: &State, headers: &HeaderMap, method: &Met
         doctype: DOCTYPE,
         id: None,
     };
-    let named = cocon_common::scope::named_ids(caller.rules(), crate::access::verb_of(method), DOCTYPE);
+    let named = cocon_common::scope::named_ids(caller.rules(), crate::edge::access::verb_of(method), DOCTYPE);
     let grant = match caller.grant(method, &access) {
         Grant::Whole => Grant::Whole,
         _ if !named.is_empty() => Grant::Document,
         _ => Grant::None,
     };
-    crate::access::authorize(state, caller.kind, Route::FilesNode, method, &access, grant)?;
+    crate::edge::access::authorize(state, caller.kind, Route::FilesNode, method, &access, grant)?;
     let within = if grant == Grant::Whole { Vec::new() } else { named };
     Ok(FilesCaller { caller, within })
 }
@@ -1047,7 +1058,7 @@ pub(crate) async fn serve_download(
         if let Ok(v) = HeaderValue::from_str(&mime) {
             h.insert(header::CONTENT_TYPE, v);
         }
-        crate::served::protect(h, &mime, &name, params.get("Dl").is_some_and(|v| v == "1"));
+        crate::files::served::protect(h, &mime, &name, params.get("Dl").is_some_and(|v| v == "1"));
     }
     Ok(response)
 }

@@ -14,11 +14,12 @@ use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use crate::access::host;
-use crate::client::Client;
-use crate::cookies::{self, CookieSpec};
+use crate::edge::access::host;
+use crate::edge::client::Client;
+use crate::person::cookies::{self, CookieSpec};
+use crate::person::web;
 use crate::person::{Person, resolve};
-use crate::{ApiError, State, web};
+use crate::{ApiError, State};
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -141,7 +142,7 @@ async fn prelogin(AxState(state): AxState<State>, headers: HeaderMap) -> Result<
         .clone()
         .prelogin(pb::PreloginRequest { domain: domain.clone() })
         .await
-        .map_err(|s| crate::access::unknown_host(s, &domain))?
+        .map_err(|s| crate::edge::access::unknown_host(s, &domain))?
         .into_inner();
     Ok(axum::Json(json!({
         "Kdf": 0,
@@ -227,7 +228,7 @@ async fn login_submit(
     let answer = match answer {
         Ok(answer) => answer.into_inner(),
         Err(status) => {
-            let err = crate::access::unknown_host(status, &domain);
+            let err = crate::edge::access::unknown_host(status, &domain);
             if err.code == ErrorCode::NotFound {
                 return Err(err);
             }
@@ -480,7 +481,7 @@ async fn onboarding_submit(
                 ..Default::default()
             })
             .await
-            .map_err(|s| crate::access::unknown_host(s, &domain))?;
+            .map_err(|s| crate::edge::access::unknown_host(s, &domain))?;
         Ok::<_, ApiError>(answer.into_inner().session.unwrap_or_default())
     }
     .await;

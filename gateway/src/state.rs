@@ -1,0 +1,72 @@
+//! What the gateway holds, in one place: its configuration, the clients of the services, and
+//! its few pieces of state (the verified-token cache, rate-limit counters, WebDAV locks, the
+//! compiled access policy, HTTP metrics). Every handler reads it through [`State`].
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::edge::{access, limits, metrics_layer, policy};
+use crate::files::webdav;
+use crate::{Clients, LimitsConfig};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Largest single document body, in bytes (413 above).
+    pub max_doc_bytes: usize,
+    /// Largest `_bulk_docs`, `_find` or `_all_docs` body, in bytes.
+    pub max_bulk_bytes: usize,
+    /// How long a verified token is trusted without asking the auth service again, in ms: a
+    /// token revoked through another gateway stops working here within this delay.
+    pub auth_cache_ttl_ms: u64,
+    /// Requests running longer are answered 503 (long polls end before).
+    pub request_timeout_secs: u64,
+    /// The public side is served over HTTPS (by Cocon's proxy): cookies get `Secure`, links `https`.
+    pub public_https: bool,
+    /// The public port in links (onboarding); 0 means the port Cocon listens on.
+    pub public_port: u16,
+    /// Take the client's address from `X-Forwarded-For` (set it only behind a proxy that
+    /// overwrites that header).
+    pub trust_forwarded_for: bool,
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_doc_bytes: 8 * 1024 * 1024,
+            max_bulk_bytes: 64 * 1024 * 1024,
+            auth_cache_ttl_ms: 1_000,
+            request_timeout_secs: 90,
+            public_https: false,
+            public_port: 0,
+            trust_forwarded_for: false,
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// What every handler reads. Axum clones the state for each request: behind one `Arc` that is
+/// a single reference-count update instead of one per field.
+#[derive(Clone)]
+pub(crate) struct State(pub(crate) Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub clients: Clients,
+    pub config: Config,
+    pub access: Arc<access::AuthCache>,
+    pub limits: limits::Limits,
+    /// WebDAV locks, per instance (in this process).
+    pub dav_locks: webdav::Locks,
+    pub policy: policy::Policy,
+    pub http_metrics: Arc<metrics_layer::HttpMetrics>,
+}
+
+impl std::ops::Deref for State {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
