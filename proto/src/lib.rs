@@ -18,6 +18,7 @@ pub mod files {
     pub mod v1 {
         tonic::include_proto!("cocon.files.v1");
     }
+    mod json;
 }
 
 pub mod events {

@@ -9,14 +9,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use cocon_proto::files::v1 as pb;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::edge::access::{Access, authenticate, check_doctype};
 use crate::edge::policy::Route;
-use crate::files::{FilesCaller, Result, bad_request, caller, resource, scope};
+use crate::files::render::resource;
+use crate::files::{FilesCaller, Result, bad_request, caller, scope};
 use crate::{State, jsonapi};
 
 pub fn routes() -> Router<State> {
@@ -66,11 +66,8 @@ async fn list(
         })
         .await?
         .into_inner();
-    let files = answer
-        .children
-        .iter()
-        .map(|f| resource(f, &caller.grantor()))
-        .collect::<Result<Vec<Value>>>()?;
+    let grantor = caller.grantor();
+    let files: Vec<Value> = answer.children.iter().map(|f| resource(f, &grantor)).collect();
     let data: Vec<Value> = files
         .iter()
         .map(|f| json!({"type": "io.cozy.files", "id": f["id"], "meta": {"rev": f["meta"]["rev"]}}))
@@ -131,7 +128,10 @@ async fn change(
             }
         }
     }
-    let reference = Bytes::from(json!([{"type": doctype, "id": id}]).to_string());
+    let reference = vec![pb::Reference {
+        doctype: doctype.clone(),
+        id: id.clone(),
+    }];
     for file in files {
         state
             .clients

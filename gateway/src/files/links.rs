@@ -182,9 +182,10 @@ async fn archive(
         .await?
         .into_inner();
     let head = head_of(&mut stream).await?;
-    let name = serde_json::from_slice::<Value>(&head.file)
-        .ok()
-        .and_then(|v| v["name"].as_str().map(str::to_string))
+    let name = head
+        .file
+        .map(|f| f.name)
+        .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "files.zip".into());
     let mut response = Response::new(content_body(stream));
     let h = response.headers_mut();

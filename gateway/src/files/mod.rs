@@ -7,6 +7,7 @@
 //! Uploads and downloads stream: no body is held in memory whole.
 
 pub(crate) mod links;
+pub(crate) mod render;
 pub(crate) mod served;
 pub(crate) mod tus;
 pub(crate) mod webdav;
@@ -27,6 +28,8 @@ use cocon_proto::files::v1::upload_part::Part as UpPart;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
+
+use render::{resource, resource_and_versions};
 
 use crate::edge::access::{Access, Caller, authenticate};
 use crate::edge::policy::Route;
@@ -190,99 +193,22 @@ fn file_request(caller: &FilesCaller, id: String, headers: &HeaderMap) -> pb::Fi
     }
 }
 
-/// A file as a JSON-API resource object; its earlier contents, if any, as
-/// `io.cozy.files.versions` resources.
-fn resource_and_versions(file: &[u8], grantor: &str) -> Result<(Value, Vec<Value>)> {
-    let mut attrs: Map<String, Value> = serde_json::from_slice(file).map_err(|e| {
+/// The file an answer is about (the files service always names one, save for listings).
+pub(crate) fn file_of(file: &Option<pb::File>) -> Result<&pb::File> {
+    file.as_ref().ok_or_else(|| {
         FilesApiError(
             ApiError::new(
                 cocon_common::ErrorCode::Internal,
                 "internal_server_error",
-                e.to_string(),
+                "the files service answered without the file",
             ),
             Close::No,
         )
-    })?;
-    let versions = match attrs.remove("_versions") {
-        Some(Value::Array(v)) => v,
-        _ => Vec::new(),
-    };
-    let file_id = attrs.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
-    let versions: Vec<Value> = versions
-        .into_iter()
-        .map(|mut v| {
-            let vid = v["id"].as_str().unwrap_or_default().to_string();
-            let rev = v["rev"].take();
-            if let Some(obj) = v.as_object_mut() {
-                obj.remove("id");
-                obj.remove("rev");
-            }
-            json!({
-                "type": cocon_common::cozy::doctype::FILES_VERSIONS,
-                "id": format!("{file_id}/{vid}"),
-                "attributes": v,
-                "meta": {"rev": rev},
-                "links": {"download": format!("/files/download/{file_id}/{vid}")},
-                "relationships": {"file": {"data": {"type": DOCTYPE, "id": file_id}}},
-            })
-        })
-        .collect();
-    attrs.remove("_dav_properties");
-    let referenced_by = attrs.remove("_referenced_by");
-    let thumbnails = attrs.remove("_thumbnails_secret");
-    let mut object = resource_object(attrs);
-    if let Some(secret) = thumbnails.as_ref().and_then(Value::as_str) {
-        // cozy-stack's thumbnail links: usable in an <img> without a token, and bound to the
-        // grantor of the caller's rights, so they end when those rights do.
-        let secret = cocon_common::bound::bind(secret, grantor);
-        for format in ["tiny", "small", "medium", "large"] {
-            object["links"][format] = Value::String(format!("/files/{file_id}/thumbnails/{secret}/{format}"));
-        }
-    }
-    if let Some(refs) = referenced_by {
-        object["relationships"]["referenced_by"] = json!({"data": refs});
-    }
-    if !versions.is_empty() {
-        let refs: Vec<Value> = versions
-            .iter()
-            .map(|v| json!({"type": cocon_common::cozy::doctype::FILES_VERSIONS, "id": v["id"]}))
-            .collect();
-        object["relationships"]["old_versions"] = json!({"data": refs});
-    }
-    Ok((object, versions))
-}
-
-/// A file as a JSON-API resource object.
-pub(crate) fn resource(file: &[u8], grantor: &str) -> Result<Value> {
-    Ok(resource_and_versions(file, grantor)?.0)
-}
-
-fn resource_object(mut attrs: Map<String, Value>) -> Value {
-    let id = attrs.remove("_id").unwrap_or(Value::Null);
-    let rev = attrs.remove("_rev").unwrap_or(Value::Null);
-    let id_str = id.as_str().unwrap_or_default().to_string();
-    let mut object = json!({
-        "type": DOCTYPE,
-        "id": id,
-        "attributes": Value::Null,
-        "meta": {"rev": rev},
-        "links": {"self": format!("/files/{id_str}")},
-    });
-    if let Some(dir_id) = attrs.get("dir_id").and_then(Value::as_str) {
-        object["relationships"] = json!({"parent": {
-            "links": {"related": format!("/files/{dir_id}")},
-            "data": {"type": DOCTYPE, "id": dir_id},
-        }});
-    }
-    if attrs.get("type").and_then(Value::as_str) == Some("file") {
-        object["links"]["related"] = Value::String(format!("/files/{id_str}"));
-    }
-    object["attributes"] = Value::Object(attrs);
-    object
+    })
 }
 
 fn one(status: StatusCode, answer: &pb::FileAnswer, caller: &Caller) -> Result<Response> {
-    let mut response = jsonapi::one(resource(&answer.file, &caller.grantor())?);
+    let mut response = jsonapi::one(resource(file_of(&answer.file)?, &caller.grantor()));
     *response.status_mut() = status;
     Ok(response)
 }
@@ -291,12 +217,8 @@ fn one(status: StatusCode, answer: &pb::FileAnswer, caller: &Caller) -> Result<R
 /// `relationships.contents` and in `included`, `links.next` when there are more.
 fn directory(answer: &pb::FileAnswer, self_link: &str, caller: &Caller) -> Result<Response> {
     let grantor = caller.grantor();
-    let (mut data, versions) = resource_and_versions(&answer.file, &grantor)?;
-    let mut included = answer
-        .children
-        .iter()
-        .map(|c| resource(c, &grantor))
-        .collect::<Result<Vec<_>>>()?;
+    let (mut data, versions) = resource_and_versions(file_of(&answer.file)?, &grantor, &[]);
+    let mut included: Vec<Value> = answer.children.iter().map(|c| resource(c, &grantor)).collect();
     if data["attributes"]["type"] == "directory" {
         let refs: Vec<Value> = included
             .iter()
@@ -406,11 +328,8 @@ async fn list_trash(
         })
         .await?
         .into_inner();
-    let data = answer
-        .children
-        .iter()
-        .map(|c| resource(c, &caller.grantor()))
-        .collect::<Result<Vec<_>>>()?;
+    let grantor = caller.grantor();
+    let data: Vec<Value> = answer.children.iter().map(|c| resource(c, &grantor)).collect();
     let mut body = json!({"data": data, "meta": {"count": answer.children_count}});
     if !answer.next_cursor.is_empty() {
         let limit = if limit > 0 {
@@ -620,21 +539,40 @@ async fn patch(
     let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
     let attributes = doc
         .pointer("/data/attributes")
-        .filter(|a| a.is_object())
+        .and_then(Value::as_object)
         .ok_or_else(|| bad_request("the body must be JSON-API: {\"data\": {\"attributes\": {…}}}"))?;
-    let answer = state
-        .clients
-        .files
-        .clone()
-        .patch_file(pb::PatchFileRequest {
-            scope: scope(&caller),
-            id,
-            if_match: header_str(&headers, header::IF_MATCH).to_string(),
-            attributes: Bytes::from(attributes.to_string()),
-        })
-        .await?
-        .into_inner();
+    let mut request = patch_request(attributes)?;
+    request.scope = scope(&caller);
+    request.id = id;
+    request.if_match = header_str(&headers, header::IF_MATCH).to_string();
+    let answer = state.clients.files.clone().patch_file(request).await?.into_inner();
     one(StatusCode::OK, &answer, &caller)
+}
+
+/// cozy-stack's `PATCH /files/:id` attributes as the files service takes them: name, dir_id,
+/// tags, executable and updated_at; what identifies the file is ignored, anything else refused.
+fn patch_request(attributes: &Map<String, Value>) -> Result<pb::PatchFileRequest> {
+    let mut request = pb::PatchFileRequest::default();
+    for (key, value) in attributes {
+        match (key.as_str(), value) {
+            ("name", Value::String(name)) => request.name = Some(name.clone()),
+            ("dir_id", Value::String(dir_id)) => request.dir_id = Some(dir_id.clone()),
+            ("tags", Value::Array(tags)) => {
+                request.tags = Some(pb::Tags {
+                    tags: tags.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+                });
+            }
+            ("executable", Value::Bool(x)) => request.executable = Some(*x),
+            ("updated_at", Value::String(at)) => request.updated_at = Some(at.clone()),
+            ("type" | "_id" | "_rev" | "id", _) => {}
+            (other, _) => {
+                return Err(bad_request(format!(
+                    "{other} cannot be changed here: PATCH takes name, dir_id, tags, executable and updated_at"
+                )));
+            }
+        }
+    }
+    Ok(request)
 }
 
 async fn trash(
@@ -687,11 +625,11 @@ async fn find(AxState(state): AxState<State>, headers: HeaderMap, body: Body) ->
         .await?
         .into_inner();
     let grantor = caller.grantor();
-    let data = answer
+    let data: Vec<Value> = answer
         .files
         .iter()
-        .map(|f| resource(f, &grantor))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|f| resource_and_versions(f, &grantor, &answer.fields).0)
+        .collect();
     let mut out = json!({"data": data, "meta": {"count": data.len()}});
     if !answer.bookmark.is_empty() {
         out["bookmark"] = Value::String(answer.bookmark);
@@ -788,15 +726,27 @@ async fn references(
     let caller = caller(&state, &headers, &method).await?;
     let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
-    let refs = match doc.get("data") {
-        Some(Value::Array(list)) => Value::Array(list.clone()),
-        Some(one @ Value::Object(_)) => Value::Array(vec![one.clone()]),
-        _ => {
-            return Err(bad_request(
-                "the body must be JSON-API: {\"data\": [{\"type\": doctype, \"id\": id}]}",
-            ));
-        }
+    let shape = || bad_request("the body must be JSON-API: {\"data\": [{\"type\": doctype, \"id\": id}]}");
+    let list = match doc.get("data") {
+        Some(Value::Array(list)) => list.as_slice(),
+        Some(one @ Value::Object(_)) => std::slice::from_ref(one),
+        _ => return Err(shape()),
     };
+    let refs = list
+        .iter()
+        .map(|r| {
+            match (
+                r.get("type").and_then(Value::as_str),
+                r.get("id").and_then(Value::as_str),
+            ) {
+                (Some(doctype), Some(id)) => Ok(pb::Reference {
+                    doctype: doctype.to_string(),
+                    id: id.to_string(),
+                }),
+                _ => Err(shape()),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     let answer = state
         .clients
         .files
@@ -804,12 +754,12 @@ async fn references(
         .reference(pb::ReferenceRequest {
             scope: scope(&caller),
             id,
-            references: Bytes::from(refs.to_string()),
+            references: refs,
             add,
         })
         .await?
         .into_inner();
-    let file = resource(&answer.file, &caller.grantor())?;
+    let file = resource(file_of(&answer.file)?, &caller.grantor());
     let data = file["relationships"]["referenced_by"]["data"].clone();
     let data = if data.is_null() { json!([]) } else { data };
     let count = data.as_array().map_or(0, Vec::len);
@@ -847,6 +797,7 @@ async fn changes(
             .map_err(|_| bad_request(format!("timeout is in milliseconds, not {v:?}")))?,
         None => 0,
     };
+    let include_docs = flag("include_docs");
     let answer = state
         .clients
         .files
@@ -855,7 +806,7 @@ async fn changes(
             scope: scope(&caller),
             since: params.get("since").cloned().unwrap_or_default(),
             limit,
-            include_docs: flag("include_docs"),
+            include_docs,
             skip_deleted: flag("skip_deleted"),
             skip_trashed: flag("skip_trashed"),
             longpoll,
@@ -863,7 +814,8 @@ async fn changes(
         })
         .await?
         .into_inner();
-    Ok(([(header::CONTENT_TYPE, "application/json")], answer.json).into_response())
+    let feed = render::changes_feed(&answer, include_docs);
+    Ok(([(header::CONTENT_TYPE, "application/json")], feed.to_string()).into_response())
 }
 
 async fn revert(
@@ -991,7 +943,7 @@ pub(crate) async fn head_of(stream: &mut tonic::Streaming<pb::DownloadPart>) -> 
     match stream.message().await? {
         Some(pb::DownloadPart {
             part: Some(DownPart::Head(head)),
-        }) => Ok(head),
+        }) => Ok(*head),
         _ => Err(FilesApiError(
             ApiError::new(
                 cocon_common::ErrorCode::Internal,
@@ -1026,10 +978,14 @@ pub(crate) async fn serve_download(
     (request.start, request.end, request.suffix) = parse_range(headers);
     let mut stream = state.clients.files.clone().download(request).await?.into_inner();
     let head = head_of(&mut stream).await?;
-    let file: Value = serde_json::from_slice(&head.file).unwrap_or_default();
-    let etag = format!("\"{}\"", file["md5sum"].as_str().unwrap_or_default());
-    let name = file["name"].as_str().unwrap_or("file").to_string();
-    let mime = file["mime"].as_str().unwrap_or("application/octet-stream").to_string();
+    let file = file_of(&head.file)?;
+    let etag = format!("\"{}\"", file.md5sum);
+    let name = if file.name.is_empty() { "file" } else { &file.name };
+    let mime = if file.mime.is_empty() {
+        "application/octet-stream"
+    } else {
+        &file.mime
+    };
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -1055,10 +1011,10 @@ pub(crate) async fn serve_download(
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if !not_modified {
-        if let Ok(v) = HeaderValue::from_str(&mime) {
+        if let Ok(v) = HeaderValue::from_str(mime) {
             h.insert(header::CONTENT_TYPE, v);
         }
-        crate::files::served::protect(h, &mime, &name, params.get("Dl").is_some_and(|v| v == "1"));
+        crate::files::served::protect(h, mime, name, params.get("Dl").is_some_and(|v| v == "1"));
     }
     Ok(response)
 }

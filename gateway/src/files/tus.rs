@@ -211,12 +211,8 @@ fn upload_headers(response: &mut Response, state: &pb::UploadState) {
     }
 }
 
-fn file_id(state: &pb::UploadState) -> Option<String> {
-    if state.file.is_empty() {
-        return None;
-    }
-    let file: serde_json::Value = serde_json::from_slice(&state.file).ok()?;
-    file.get("_id").and_then(|v| v.as_str()).map(str::to_string)
+fn file_id(state: &pb::UploadState) -> Option<&str> {
+    state.file.as_ref().map(|f| f.id.as_str())
 }
 
 /// `OPTIONS`: what this server supports. Public: it tells nothing about anyone's data.
@@ -279,7 +275,7 @@ async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Body) 
     // creation-with-upload: the body holds the first bytes.
     let has_body = header_str(&headers, header::CONTENT_TYPE) == OFFSET_STREAM
         && number(&headers, header::CONTENT_LENGTH)?.unwrap_or(1) > 0;
-    if has_body && created.file.is_empty() {
+    if has_body && created.file.is_none() {
         created = send(&state, &caller, &created.id, 0, None, body).await?;
     }
     let mut response = StatusCode::CREATED.into_response();

@@ -17,7 +17,6 @@ use dav_server::fs::{
 };
 use futures::FutureExt;
 use http::StatusCode;
-use serde_json::Value;
 
 use crate::FilesClient;
 
@@ -60,7 +59,7 @@ fn fs_error(status: tonic::Status) -> FsError {
     }
 }
 
-/// A node as the files service gives it (JSON), read for WebDAV.
+/// A node as the files service gives it, read for WebDAV.
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     id: String,
@@ -71,43 +70,40 @@ pub(crate) struct Meta {
     etag: String,
     executable: bool,
     name: String,
-    properties: Vec<Value>,
+    properties: Vec<pb::DeadProperty>,
 }
 
-fn time_of(value: &Value) -> SystemTime {
-    value
-        .as_str()
-        .and_then(cocon_common::time::parse_rfc3339)
+fn time_of(value: &str) -> SystemTime {
+    cocon_common::time::parse_rfc3339(value)
         .map(|secs| UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
         .unwrap_or(UNIX_EPOCH)
 }
 
 impl Meta {
-    fn of(raw: &[u8]) -> FsResult<Meta> {
-        let v: Value = serde_json::from_slice(raw).map_err(|_| FsError::GeneralFailure)?;
-        let size = match &v["size"] {
-            Value::String(s) => s.parse().unwrap_or(0),
-            other => other.as_u64().unwrap_or(0),
-        };
-        let md5 = v["md5sum"].as_str().unwrap_or_default();
-        let rev = v["_rev"].as_str().unwrap_or_default();
-        Ok(Meta {
-            id: v["_id"].as_str().unwrap_or_default().to_string(),
-            dir: v["type"] == "directory",
-            len: size,
-            modified: time_of(&v["updated_at"]),
-            created: time_of(&v["created_at"]),
+    fn of(file: &Option<pb::File>) -> FsResult<Meta> {
+        file.as_ref().map(Meta::from).ok_or(FsError::GeneralFailure)
+    }
+}
+
+impl From<&pb::File> for Meta {
+    fn from(file: &pb::File) -> Meta {
+        Meta {
+            id: file.id.clone(),
+            dir: file.directory,
+            len: file.size,
+            modified: time_of(&file.updated_at),
+            created: time_of(&file.created_at),
             // The content's MD5 for files (what changes with the bytes), the revision for
             // directories.
-            etag: if md5.is_empty() {
-                rev.to_string()
+            etag: if file.md5sum.is_empty() {
+                file.rev.clone()
             } else {
-                md5.to_string()
+                file.md5sum.clone()
             },
-            executable: v["executable"] == true,
-            name: v["name"].as_str().unwrap_or_default().to_string(),
-            properties: v["_dav_properties"].as_array().cloned().unwrap_or_default(),
-        })
+            executable: file.executable,
+            name: file.name.clone(),
+            properties: file.dav_properties.clone(),
+        }
     }
 }
 
@@ -165,14 +161,14 @@ fn split(path: &str) -> FsResult<(String, String)> {
     Ok((if parent.is_empty() { "/".into() } else { parent.into() }, name.into()))
 }
 
-fn prop_of(value: &Value, with_content: bool) -> DavProp {
-    let text = |key: &str| value[key].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+fn prop_of(prop: &pb::DeadProperty, with_content: bool) -> DavProp {
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
     DavProp {
-        name: text("name").unwrap_or_default(),
-        prefix: text("prefix"),
-        namespace: text("namespace"),
+        name: prop.name.clone(),
+        prefix: text(&prop.prefix),
+        namespace: text(&prop.namespace),
         xml: if with_content {
-            text("xml").map(String::into_bytes)
+            text(&prop.xml).map(String::into_bytes)
         } else {
             None
         },
@@ -377,7 +373,7 @@ impl DavFileSystem for CoconFs {
                     .map_err(fs_error)?
                     .into_inner();
                 for child in &answer.children {
-                    let meta = Meta::of(child)?;
+                    let meta = Meta::from(child);
                     if path == "/" && meta.name == TRASH_NAME {
                         continue;
                     }
@@ -440,14 +436,14 @@ impl DavFileSystem for CoconFs {
                 return self.trash(meta.id, true).await;
             }
             let (dir_id, name) = self.place(&to).await?;
-            let attributes = serde_json::json!({"name": name, "dir_id": dir_id});
             self.files
                 .clone()
                 .patch_file(pb::PatchFileRequest {
                     scope: Some(self.scope.clone()),
                     id: meta.id,
-                    if_match: String::new(),
-                    attributes: Bytes::from(attributes.to_string()),
+                    name: Some(name),
+                    dir_id: Some(dir_id),
+                    ..Default::default()
                 })
                 .await
                 .map_err(fs_error)?;

@@ -3,7 +3,6 @@
 
 use std::ops::Bound;
 
-use bytes::Bytes;
 use cocon_proto::files::v1 as pb;
 use cocon_storage::ScanRange;
 
@@ -40,7 +39,7 @@ impl FilesService {
         instance: &str,
         since: u64,
         req: &pb::ChangesRequest,
-    ) -> Result<(Bytes, usize)> {
+    ) -> Result<(pb::ChangesAnswer, usize)> {
         let limit = match req.limit {
             0 => 1000,
             n => n.min(10_000),
@@ -58,24 +57,21 @@ impl FilesService {
             if deleted && req.skip_deleted {
                 continue;
             }
-            let mut result = serde_json::json!({
-                "id": id,
-                "seq": seq.to_string(),
-                "changes": [{"rev": rev}],
-            });
-            if deleted {
-                result["deleted"] = serde_json::Value::Bool(true);
-                if req.include_docs {
-                    result["doc"] = serde_json::json!({"_id": id, "_rev": rev, "_deleted": true});
-                }
-            } else if req.include_docs || req.skip_trashed {
-                let node = self.must_node(instance, &id).await?;
+            let mut result = pb::Change {
+                id,
+                seq: seq.to_string(),
+                rev,
+                deleted,
+                doc: None,
+            };
+            if !deleted && (req.include_docs || req.skip_trashed) {
+                let node = self.must_node(instance, &result.id).await?;
                 let (path, trashed) = self.path_of(instance, &node).await?;
                 if trashed && req.skip_trashed {
                     continue;
                 }
                 if req.include_docs {
-                    result["doc"] = node.to_public_json(Some(&path), trashed);
+                    result.doc = Some(node.to_wire(&path, trashed, None));
                 }
             }
             results.push(result);
@@ -87,7 +83,11 @@ impl FilesService {
         } else {
             0
         };
-        let body = serde_json::json!({"last_seq": last_seq.to_string(), "pending": pending, "results": results});
-        Ok((Bytes::from(body.to_string()), read))
+        let answer = pb::ChangesAnswer {
+            last_seq: last_seq.to_string(),
+            pending: pending as u64,
+            results,
+        };
+        Ok((answer, read))
     }
 }

@@ -52,13 +52,13 @@ impl FilesService {
         let size = node.size.unwrap_or(0);
         let (start, end, partial) = byte_range(size, req.start, req.end, req.suffix)?;
         let head = pb::DownloadPart {
-            part: Some(DownPart::Head(pb::DownloadHead {
-                file: self.public(&instance, &node).await?,
+            part: Some(DownPart::Head(Box::new(pb::DownloadHead {
+                file: Some(self.public(&instance, &node).await?),
                 start,
                 end,
                 size,
                 partial,
-            })),
+            }))),
         };
         let body = if size == 0 {
             futures::stream::empty().boxed()
@@ -84,7 +84,7 @@ impl FilesService {
         self.check_within(&instance, &within, &node).await?;
         let (path, trashed) = self.path_of(&instance, &node).await?;
         let mut answer = pb::FileAnswer {
-            file: self.public_at(&instance, &node, &path, trashed),
+            file: Some(self.public_at(&instance, &node, &path, trashed)),
             ..Default::default()
         };
         if node.is_dir() {

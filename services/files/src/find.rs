@@ -17,9 +17,9 @@ use std::ops::Bound;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
 use cocon_common::collate::compare;
 use cocon_common::mango::{self, Cond, Selector};
+use cocon_proto::files::v1 as pb;
 use cocon_storage::ScanRange;
 use serde_json::Value;
 
@@ -264,20 +264,24 @@ fn locate(tree: &Tree, node: &Node) -> (String, bool) {
 }
 
 impl FilesService {
-    /// The nodes a query selects, in its order: one page, and the bookmark of the next if any.
-    pub(crate) async fn find(&self, instance: &str, query: &Value) -> Result<(Vec<Bytes>, Option<String>)> {
+    /// The nodes a query selects, in its order: one page, the bookmark of the next if any, and
+    /// the fields the query asks to show.
+    pub(crate) async fn find(
+        &self,
+        instance: &str,
+        query: &Value,
+    ) -> Result<(Vec<pb::File>, Option<String>, Vec<String>)> {
         let q = parse(query)?;
         self.ensure_roots(instance).await?;
         // Both at most their caps (`parse`): no overflow, and a bounded number of nodes kept.
         let keep = q.skip + q.limit + 1;
-        let order = |a: &(SortKey, Value, Node), b: &(SortKey, Value, Node)| q.order(&a.0, &b.0);
-        let mut found: Vec<(SortKey, Value, Node)> = Vec::new();
+        let order = |a: &(SortKey, pb::File), b: &(SortKey, pb::File)| q.order(&a.0, &b.0);
+        let mut found: Vec<(SortKey, pb::File)> = Vec::new();
         let mut consider = |node: Node, tree: &Tree| {
             let (path, trashed) = locate(tree, &node);
-            let mut doc = node.to_public_json(Some(&path), trashed);
-            if let Some(refs) = doc.as_object_mut().and_then(|m| m.remove("_referenced_by")) {
-                doc["referenced_by"] = refs;
-            }
+            let mut file = node.to_wire(&path, trashed, None);
+            // Selectors see the file as its CouchDB document, as cozy-stack's queries do.
+            let doc = file.couch_doc();
             if q.selector.matches(&doc) {
                 let key = q.key_of(&doc, &node.id);
                 if q.after
@@ -286,7 +290,8 @@ impl FilesService {
                 {
                     return;
                 }
-                found.push((key, doc, node));
+                file.thumbnails_secret = self.thumbnail_secret(instance, &node).unwrap_or_default();
+                found.push((key, file));
                 if found.len() >= keep * 2 {
                     found.sort_by(order);
                     found.truncate(keep);
@@ -322,19 +327,12 @@ impl FilesService {
         let more = found.len() > q.skip + q.limit;
         let mut page = Vec::new();
         let mut last = None;
-        for (key, doc, node) in found.into_iter().skip(q.skip).take(q.limit) {
-            let path = doc["path"].as_str().unwrap_or_default().to_string();
-            let trashed = doc["trashed"].as_bool().unwrap_or(false);
-            let json = self.public_at(instance, &node, &path, trashed);
-            page.push(if q.fields.is_empty() {
-                json
-            } else {
-                only(&json, &q.fields)
-            });
+        for (key, file) in found.into_iter().skip(q.skip).take(q.limit) {
+            page.push(file);
             last = Some(key);
         }
         let next = last.filter(|_| more).map(|key| bookmark_of(&key));
-        Ok((page, next))
+        Ok((page, next, q.fields))
     }
 
     /// The files a document references (their `referenced_by` names it), in id order: a page
@@ -346,7 +344,7 @@ impl FilesService {
         id: &str,
         cursor: &str,
         limit: usize,
-    ) -> Result<(Vec<Bytes>, String, u64)> {
+    ) -> Result<(Vec<pb::File>, String, u64)> {
         let all = REFERENCED
             .scan(self.inner.store.as_ref(), instance, referenced_by(doctype, id, ""))
             .await?;
@@ -431,18 +429,6 @@ impl FilesService {
             }
         }
     }
-}
-
-/// A node's JSON with only the asked fields (and what identifies it).
-fn only(json: &Bytes, fields: &[String]) -> Bytes {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) else {
-        return json.clone();
-    };
-    let kept: serde_json::Map<String, Value> = map
-        .into_iter()
-        .filter(|(k, _)| k.starts_with('_') || k == "type" || fields.iter().any(|f| f == k))
-        .collect();
-    Bytes::from(Value::Object(kept).to_string())
 }
 
 #[cfg(test)]

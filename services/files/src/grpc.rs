@@ -2,7 +2,6 @@
 //! directories a sharing code is limited to), calls the operation, and translates its answer and
 //! its error; uploads and downloads stream (`upload.rs`, `download.rs`).
 
-use bytes::Bytes;
 use cocon_proto::files::v1 as pb;
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -65,24 +64,20 @@ impl FilesService {
     }
 
     /// A node as clients see it, with its path and whether it is in the trash.
-    pub(crate) async fn public(&self, instance: &str, node: &Node) -> Result<Bytes> {
+    pub(crate) async fn public(&self, instance: &str, node: &Node) -> Result<pb::File> {
         let (path, trashed) = self.path_of(instance, node).await?;
         Ok(self.public_at(instance, node, &path, trashed))
     }
 
     /// A node as clients see it, at a path already known; images carry their thumbnails'
     /// secret (the gateway turns it into links).
-    pub(crate) fn public_at(&self, instance: &str, node: &Node, path: &str, trashed: bool) -> Bytes {
-        let mut json = node.to_public_json(Some(path), trashed);
-        if let Some(secret) = self.thumbnail_secret(instance, node) {
-            json["_thumbnails_secret"] = serde_json::Value::String(secret);
-        }
-        Bytes::from(json.to_string())
+    pub(crate) fn public_at(&self, instance: &str, node: &Node, path: &str, trashed: bool) -> pb::File {
+        node.to_wire(path, trashed, self.thumbnail_secret(instance, node))
     }
 
     pub(crate) async fn answer(&self, instance: &str, node: &Node) -> Result<Response<pb::FileAnswer>> {
         Ok(Response::new(pb::FileAnswer {
-            file: self.public(instance, node).await?,
+            file: Some(self.public(instance, node).await?),
             ..Default::default()
         }))
     }
@@ -131,14 +126,19 @@ impl pb::files_service_server::FilesService for FilesService {
     async fn patch_file(&self, request: Request<pb::PatchFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
         let (instance, within) = self.scope_within(req.scope)?;
-        let attrs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&req.attributes)
-            .map_err(|e| FilesError::BadRequest(format!("attributes must be a JSON object: {e}")))?;
         self.check_within_id(&instance, &within, &req.id).await?;
-        if let Some(dir_id) = attrs.get("dir_id").and_then(|v| v.as_str()) {
+        if let Some(dir_id) = &req.dir_id {
             // A move stays within what the token opens.
             self.check_within_id(&instance, &within, dir_id).await?;
         }
-        let node = self.patch(&instance, &req.id, &req.if_match, &attrs).await?;
+        let patch = crate::tree::Patch {
+            name: req.name,
+            dir_id: req.dir_id,
+            tags: req.tags.map(|t| t.tags),
+            executable: req.executable,
+            updated_at: req.updated_at,
+        };
+        let node = self.patch(&instance, &req.id, &req.if_match, &patch).await?;
         Ok(self.answer(&instance, &node).await?)
     }
 
@@ -196,15 +196,15 @@ impl pb::files_service_server::FilesService for FilesService {
             if let Some(w) = woken.as_mut() {
                 w.as_mut().enable();
             }
-            let (json, read) = self.changes_feed(&instance, since, &req).await?;
+            let (answer, read) = self.changes_feed(&instance, since, &req).await?;
             let Some(woken) = woken.filter(|_| read == 0) else {
-                return Ok(Response::new(pb::ChangesAnswer { json }));
+                return Ok(Response::new(answer));
             };
             tokio::select! {
                 () = woken => continue,
                 _ = tokio::time::sleep_until(deadline) => {}
             }
-            return Ok(Response::new(pb::ChangesAnswer { json }));
+            return Ok(Response::new(answer));
         }
     }
 
@@ -234,11 +234,7 @@ impl pb::files_service_server::FilesService for FilesService {
     async fn reference(&self, request: Request<pb::ReferenceRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
         let instance = self.scope(req.scope)?;
-        let refs: Vec<crate::node::Reference> = serde_json::from_slice(&req.references).map_err(|e| {
-            FilesError::BadRequest(format!(
-                "references are a JSON list of {{\"type\": doctype, \"id\": id}}: {e}"
-            ))
-        })?;
+        let refs = req.references.into_iter().map(Into::into).collect();
         let node = self.set_references(&instance, &req.id, refs, req.add).await?;
         Ok(self.answer(&instance, &node).await?)
     }
@@ -255,7 +251,7 @@ impl pb::files_service_server::FilesService for FilesService {
             .referenced(&instance, &req.doctype, &req.id, &req.cursor, limit)
             .await?;
         Ok(Response::new(pb::FileAnswer {
-            file: Bytes::new(),
+            file: None,
             children,
             next_cursor,
             children_count,
@@ -290,10 +286,11 @@ impl pb::files_service_server::FilesService for FilesService {
         let instance = self.scope(req.scope)?;
         let query: serde_json::Value = serde_json::from_slice(&req.query)
             .map_err(|e| FilesError::BadRequest(format!("the query is not JSON: {e}")))?;
-        let (files, bookmark) = self.find(&instance, &query).await?;
+        let (files, bookmark, fields) = self.find(&instance, &query).await?;
         Ok(Response::new(pb::FindAnswer {
             files,
             bookmark: bookmark.unwrap_or_default(),
+            fields,
         }))
     }
 

@@ -21,6 +21,7 @@ mod tables;
 mod thumbnails;
 mod tree;
 mod upload;
+mod wire;
 
 pub use error::FilesError;
 pub use node::{ROOT_ID, TRASH_ID};

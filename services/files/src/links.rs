@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use cocon_proto::files::v1 as pb;
 use cocon_proto::files::v1::download_part::Part as DownPart;
 use cocon_storage::Batch;
@@ -245,10 +245,14 @@ impl FilesService {
             return Err(FilesError::NotFound("this link is not an archive's".into()));
         };
         let head = pb::DownloadPart {
-            part: Some(DownPart::Head(pb::DownloadHead {
-                file: Bytes::from(serde_json::json!({"name": archive.name, "mime": "application/zip"}).to_string()),
+            part: Some(DownPart::Head(Box::new(pb::DownloadHead {
+                file: Some(pb::File {
+                    name: archive.name.clone(),
+                    mime: "application/zip".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            })),
+            }))),
         };
         let (writer, reader) = tokio::io::duplex(256 * 1024);
         let (failed_tx, failed) = tokio::sync::oneshot::channel::<Status>();

@@ -2,7 +2,6 @@
 //! mime type and class a file gets.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::FilesError;
 
@@ -119,69 +118,6 @@ impl Node {
     /// A fresh revision after this one.
     pub fn next_rev(&self) -> String {
         new_rev(self.generation() + 1)
-    }
-
-    /// The JSON clients see: cozy-stack's attributes with `_id`, `_rev`, `path` (directories,
-    /// and files when known) and `trashed`; internal fields are left out.
-    pub fn to_public_json(&self, path: Option<&str>, trashed: bool) -> Value {
-        let mut map = Map::new();
-        map.insert("_id".into(), Value::String(self.id.clone()));
-        map.insert("_rev".into(), Value::String(self.rev.clone()));
-        map.insert("type".into(), Value::String(self.kind.clone()));
-        map.insert("name".into(), Value::String(self.name.clone()));
-        if !self.dir_id.is_empty() {
-            map.insert("dir_id".into(), Value::String(self.dir_id.clone()));
-        }
-        if let Some(path) = path {
-            map.insert("path".into(), Value::String(path.to_string()));
-        }
-        map.insert("created_at".into(), Value::String(self.created_at.clone()));
-        map.insert("updated_at".into(), Value::String(self.updated_at.clone()));
-        map.insert(
-            "tags".into(),
-            Value::Array(self.tags.iter().cloned().map(Value::String).collect()),
-        );
-        map.insert("trashed".into(), Value::Bool(trashed));
-        if !self.is_dir() {
-            // cozy-stack gives sizes as strings (they may exceed what JSON numbers keep exactly).
-            map.insert("size".into(), Value::String(self.size.unwrap_or(0).to_string()));
-            map.insert("md5sum".into(), Value::String(self.md5sum.clone()));
-            map.insert("mime".into(), Value::String(self.mime.clone()));
-            map.insert("class".into(), Value::String(self.class.clone()));
-            map.insert("executable".into(), Value::Bool(self.executable));
-        }
-        if !self.restore_path.is_empty() {
-            map.insert("restore_path".into(), Value::String(self.restore_path.clone()));
-        }
-        if !self.dav_properties.is_empty() {
-            // For WebDAV's PROPFIND only; the JSON-API answers leave it out.
-            map.insert(
-                "_dav_properties".into(),
-                serde_json::to_value(&self.dav_properties).unwrap_or_default(),
-            );
-        }
-        if !self.referenced_by.is_empty() {
-            // Not an attribute either: `relationships.referenced_by`.
-            map.insert(
-                "_referenced_by".into(),
-                serde_json::to_value(&self.referenced_by).unwrap_or_default(),
-            );
-        }
-        if !self.versions.is_empty() {
-            // Not an attribute: the gateway turns it into `relationships.old_versions`.
-            let versions = self
-                .versions
-                .iter()
-                .map(|v| {
-                    serde_json::json!({
-                        "id": v.id, "size": v.size.to_string(), "md5sum": v.md5sum,
-                        "mime": v.mime, "updated_at": v.updated_at, "rev": v.rev,
-                    })
-                })
-                .collect();
-            map.insert("_versions".into(), Value::Array(versions));
-        }
-        Value::Object(map)
     }
 }
 

@@ -112,7 +112,7 @@ impl FilesService {
         self.inner.config.upload_expiry_secs.clamp(1, i64::MAX as u64) as i64
     }
 
-    fn state(&self, pending: &Pending, file: Bytes) -> pb::UploadState {
+    fn state(&self, pending: &Pending, file: Option<pb::File>) -> pb::UploadState {
         pb::UploadState {
             id: pending.id.clone(),
             offset: pending.offset,
@@ -122,14 +122,14 @@ impl FilesService {
         }
     }
 
-    /// The state clients see; the file's JSON once the upload became one.
+    /// The state clients see; the file once the upload became one.
     async fn public_state(&self, instance: &str, pending: &Pending) -> Result<pb::UploadState> {
         let file = match &pending.file_id {
             Some(id) => match self.node(instance, id).await? {
-                Some(node) => self.public(instance, &node).await?,
-                None => Bytes::new(),
+                Some(node) => Some(self.public(instance, &node).await?),
+                None => None,
             },
-            None => Bytes::new(),
+            None => None,
         };
         Ok(self.state(pending, file))
     }
@@ -219,7 +219,7 @@ impl FilesService {
             // Nothing to wait for: an empty file.
             return self.complete(instance, pending).await;
         }
-        Ok(self.state(&pending, Bytes::new()))
+        Ok(self.state(&pending, None))
     }
 
     pub(crate) async fn get_upload(&self, instance: &str, id: &str) -> Result<pb::UploadState> {
@@ -242,7 +242,7 @@ impl FilesService {
             }
         }
         tracing::debug!(instance, upload = %id, "upload cancelled");
-        Ok(self.state(&pending, Bytes::new()))
+        Ok(self.state(&pending, None))
     }
 
     /// Receives one append: the data from the upload's offset, kept even if the stream breaks
@@ -309,7 +309,7 @@ impl FilesService {
         if pending.offset == pending.length {
             return Ok(self.complete(&instance, pending).await?);
         }
-        Ok(self.state(&pending, Bytes::new()))
+        Ok(self.state(&pending, None))
     }
 
     /// Streams one append into a blob of its own, at most `room` bytes. `None` when nothing
@@ -396,7 +396,7 @@ impl FilesService {
                 let mut done = pending;
                 done.file_id = Some(node.id.clone());
                 let file = self.public(instance, &node).await?;
-                Ok(self.state(&done, file))
+                Ok(self.state(&done, Some(file)))
             }
             Err(err) if is_final(&err) => {
                 tracing::debug!(instance, upload = %pending.id, error = %err, "upload given up");

@@ -224,13 +224,18 @@ impl FilesService {
         let key = blob_key(instance, &node.id, format);
         let size = self.inner.blobs.size(&key).await?.ok_or_else(gone)?;
         let head = pb::DownloadPart {
-            part: Some(DownPart::Head(pb::DownloadHead {
-                file: Bytes::from(serde_json::json!({"name": format!("{}-{format}.jpg", node.name), "mime": "image/jpeg", "md5sum": node.md5sum}).to_string()),
+            part: Some(DownPart::Head(Box::new(pb::DownloadHead {
+                file: Some(pb::File {
+                    name: format!("{}-{format}.jpg", node.name),
+                    mime: "image/jpeg".into(),
+                    md5sum: node.md5sum.clone(),
+                    ..Default::default()
+                }),
                 start: 0,
                 end: size.saturating_sub(1),
                 size,
                 partial: false,
-            })),
+            }))),
         };
         let body = self.inner.blobs.read(&key, None).await?.map(|chunk| match chunk {
             Ok(data) => Ok(pb::DownloadPart {

@@ -2,8 +2,6 @@
 //! restore, and deletion for good. Each checks what it depends on under the instance's writer
 //! lock, then commits one or more [`Change`]s.
 
-use serde_json::{Map, Value};
-
 use crate::error::{FilesError, Result};
 use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, Reference, TRASH_ID, Version, check_name};
 use crate::service::{Change, FilesService};
@@ -87,6 +85,16 @@ pub(crate) struct Content {
     pub blob: String,
     pub size: u64,
     pub md5: String,
+}
+
+/// What a `PATCH /files/:id` changes; what is `None` stays.
+#[derive(Debug, Default)]
+pub(crate) struct Patch {
+    pub name: Option<String>,
+    pub dir_id: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub executable: Option<bool>,
+    pub updated_at: Option<String>,
 }
 
 impl FilesService {
@@ -512,39 +520,30 @@ impl FilesService {
     }
 
     /// Rename, move, tags, executable (cozy-stack's `PATCH /files/:id` attributes).
-    pub(crate) async fn patch(
-        &self,
-        instance: &str,
-        id: &str,
-        if_match: &str,
-        attrs: &Map<String, Value>,
-    ) -> Result<Node> {
+    pub(crate) async fn patch(&self, instance: &str, id: &str, if_match: &str, patch: &Patch) -> Result<Node> {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
         let old = self.must_node(instance, id).await?;
         fixed(&old, "changed")?;
         check_rev(&old, if_match)?;
         let mut node = old.clone();
-        for (key, value) in attrs {
-            match (key.as_str(), value) {
-                ("name", Value::String(name)) => {
-                    check_name(name)?;
-                    node.name = name.clone();
-                }
-                ("dir_id", Value::String(dir_id)) => node.dir_id = dir_id.clone(),
-                ("tags", Value::Array(tags)) => {
-                    let tags: Vec<String> = tags.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
-                    node.tags = clean_tags(&tags);
-                }
-                ("executable", Value::Bool(x)) if !node.is_dir() => node.executable = *x,
-                ("updated_at", Value::String(at)) => node.updated_at = date_or_now(at)?,
-                ("type" | "_id" | "_rev" | "id", _) => {}
-                (other, _) => {
-                    return Err(FilesError::BadRequest(format!(
-                        "{other} cannot be changed here: PATCH takes name, dir_id, tags, executable and updated_at"
-                    )));
-                }
-            }
+        if let Some(name) = &patch.name {
+            check_name(name)?;
+            node.name = name.clone();
+        }
+        if let Some(dir_id) = &patch.dir_id {
+            node.dir_id = dir_id.clone();
+        }
+        if let Some(tags) = &patch.tags {
+            node.tags = clean_tags(tags);
+        }
+        if let Some(x) = patch.executable
+            && !node.is_dir()
+        {
+            node.executable = x;
+        }
+        if let Some(at) = &patch.updated_at {
+            node.updated_at = date_or_now(at)?;
         }
         let moved = node.dir_id != old.dir_id || node.name != old.name;
         if moved {
@@ -568,7 +567,7 @@ impl FilesService {
             return Ok(old);
         }
         node.rev = old.next_rev();
-        if !attrs.contains_key("updated_at") {
+        if patch.updated_at.is_none() {
             node.updated_at = crate::tree::now();
         }
         self.replace(instance, if moved { "moved" } else { "updated" }, old, node, Vec::new())
