@@ -65,8 +65,8 @@ impl FilesService {
                 doc: None,
             };
             if !deleted && (req.include_docs || req.skip_trashed) {
-                let node = self.must_node(instance, &result.id).await?;
-                let (path, trashed) = self.path_of(instance, &node).await?;
+                let node = self.drive(instance).must_node(&result.id).await?;
+                let (path, trashed) = self.drive(instance).path_of(&node).await?;
                 if trashed && req.skip_trashed {
                     continue;
                 }

@@ -27,7 +27,7 @@ impl FilesService {
                     "this link is an archive's: GET /files/archive/…".into(),
                 ));
             }
-            let node = self.must_node(&instance, &link.file_id).await?;
+            let node = self.drive(&instance).must_node(&link.file_id).await?;
             (instance, node, link.version_id)
         };
         if node.is_dir() {
@@ -82,7 +82,7 @@ impl FilesService {
         let (instance, within) = self.scope_within(req.scope)?;
         let node = self.by_id_or_path(&instance, &req.id, &req.path).await?;
         self.check_within(&instance, &within, &node).await?;
-        let (path, trashed) = self.path_of(&instance, &node).await?;
+        let (path, trashed) = self.drive(&instance).path_of(&node).await?;
         let mut answer = pb::FileAnswer {
             file: Some(self.public_at(&instance, &node, &path, trashed)),
             ..Default::default()
@@ -92,7 +92,7 @@ impl FilesService {
                 0 => self.inner.config.default_page,
                 n => n.min(1000),
             } as usize;
-            let children = self.children(&instance, &node.id, &req.cursor, limit + 1).await?;
+            let children = self.drive(&instance).children(&node.id, &req.cursor, limit + 1).await?;
             let more = children.len() > limit;
             for child in children.iter().take(limit) {
                 let child_path = if path == "/" {
@@ -107,7 +107,7 @@ impl FilesService {
             if more && let Some(last) = children.get(limit - 1) {
                 answer.next_cursor = last.name.clone();
             }
-            answer.children_count = self.children_count(&instance, &node.id).await?;
+            answer.children_count = self.drive(&instance).children_count(&node.id).await?;
         }
         Ok(answer)
     }

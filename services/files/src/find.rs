@@ -23,6 +23,7 @@ use cocon_proto::files::v1 as pb;
 use cocon_storage::ScanRange;
 use serde_json::Value;
 
+use crate::drive::Drive;
 use crate::error::{FilesError, Result};
 use crate::node::{Node, ROOT_ID, TRASH_ID};
 use crate::service::FilesService;
@@ -273,6 +274,7 @@ impl FilesService {
     ) -> Result<(Vec<pb::File>, Option<String>, Vec<String>)> {
         let q = parse(query)?;
         self.ensure_roots(instance).await?;
+        let drive = self.drive(instance);
         // Both at most their caps (`parse`): no overflow, and a bounded number of nodes kept.
         let keep = q.skip + q.limit + 1;
         let order = |a: &(SortKey, pb::File), b: &(SortKey, pb::File)| q.order(&a.0, &b.0);
@@ -301,18 +303,19 @@ impl FilesService {
         let mut tree = Tree::new();
         match plan(&q.selector) {
             None => {
-                self.scan_nodes(instance, |node| {
-                    tree.insert(node.id.clone(), (node.name.clone(), node.dir_id.clone()));
-                })
-                .await?;
-                self.scan_nodes(instance, |node| consider(node, &tree)).await?;
+                drive
+                    .scan_nodes(|node| {
+                        tree.insert(node.id.clone(), (node.name.clone(), node.dir_id.clone()));
+                    })
+                    .await?;
+                drive.scan_nodes(|node| consider(node, &tree)).await?;
             }
             Some(narrow) => {
-                for ids in self.candidates(instance, &narrow).await?.chunks(PAGE) {
+                for ids in drive.candidates(&narrow).await?.chunks(PAGE) {
                     let mut nodes = Vec::with_capacity(ids.len());
                     for id in ids {
-                        if let Some(node) = self.node(instance, id).await? {
-                            self.ancestors(instance, &mut tree, &node.dir_id).await?;
+                        if let Some(node) = drive.node(id).await? {
+                            drive.ancestors(&mut tree, &node.dir_id).await?;
                             nodes.push(node);
                         }
                     }
@@ -359,16 +362,19 @@ impl FilesService {
         let more = ids.len() > limit;
         let mut files = Vec::new();
         for file in ids.iter().take(limit) {
-            let node = self.must_node(instance, file).await?;
+            let node = self.drive(instance).must_node(file).await?;
             files.push(self.public(instance, &node).await?);
         }
         let next = if more { ids[limit - 1].clone() } else { String::new() };
         Ok((files, next, total))
     }
+}
 
+/// The reads a query makes.
+impl Drive<'_> {
     /// The ids of the nodes a narrow plan allows.
-    async fn candidates(&self, instance: &str, narrow: &Narrow) -> Result<Vec<String>> {
-        let store = self.inner.store.as_ref();
+    async fn candidates(&self, narrow: &Narrow) -> Result<Vec<String>> {
+        let (store, instance) = (self.store, self.instance);
         Ok(match narrow {
             Narrow::Ids(ids) => ids.clone(),
             Narrow::ReferencedBy(doctype, id) => {
@@ -392,13 +398,13 @@ impl FilesService {
     }
 
     /// Adds `dir` and its ancestors to `tree`, up to the root or a directory it already holds.
-    async fn ancestors(&self, instance: &str, tree: &mut Tree, dir: &str) -> Result<()> {
+    async fn ancestors(&self, tree: &mut Tree, dir: &str) -> Result<()> {
         let mut dir = dir.to_string();
         for _ in 0..4096 {
             if dir.is_empty() || dir == ROOT_ID || tree.contains_key(&dir) {
                 break;
             }
-            let Some(node) = self.node(instance, &dir).await? else {
+            let Some(node) = self.node(&dir).await? else {
                 break;
             };
             tree.insert(dir, (node.name, node.dir_id.clone()));
@@ -408,13 +414,13 @@ impl FilesService {
     }
 
     /// Calls `each` with every node of the instance, a page of the store at a time.
-    async fn scan_nodes(&self, instance: &str, mut each: impl FnMut(Node)) -> Result<()> {
+    async fn scan_nodes(&self, mut each: impl FnMut(Node)) -> Result<()> {
         let mut start = Bound::Unbounded;
         loop {
             let rows = NODES
                 .scan(
-                    self.inner.store.as_ref(),
-                    instance,
+                    self.store,
+                    self.instance,
                     ScanRange::between(start, Bound::Unbounded).limit(PAGE),
                 )
                 .await?;

@@ -44,7 +44,7 @@ impl FilesService {
     /// Whether a caller limited to `within` (empty: no limit) may touch `node`: it is one of
     /// them or under one of them.
     pub(crate) async fn check_within(&self, instance: &str, within: &[String], node: &Node) -> Result<()> {
-        if within.is_empty() || self.under_any(instance, node, within).await? {
+        if within.is_empty() || self.drive(instance).under_any(node, within).await? {
             return Ok(());
         }
         Err(FilesError::Denied(format!(
@@ -59,13 +59,13 @@ impl FilesService {
             return Ok(());
         }
         self.ensure_roots(instance).await?;
-        let node = self.must_node(instance, id).await?;
+        let node = self.drive(instance).must_node(id).await?;
         self.check_within(instance, within, &node).await
     }
 
     /// A node as clients see it, with its path and whether it is in the trash.
     pub(crate) async fn public(&self, instance: &str, node: &Node) -> Result<pb::File> {
-        let (path, trashed) = self.path_of(instance, node).await?;
+        let (path, trashed) = self.drive(instance).path_of(node).await?;
         Ok(self.public_at(instance, node, &path, trashed))
     }
 
@@ -85,9 +85,9 @@ impl FilesService {
     pub(crate) async fn by_id_or_path(&self, instance: &str, id: &str, path: &str) -> Result<Node> {
         self.ensure_roots(instance).await?;
         if !id.is_empty() {
-            self.must_node(instance, id).await
+            self.drive(instance).must_node(id).await
         } else if !path.is_empty() {
-            self.resolve(instance, path).await
+            self.drive(instance).resolve(path).await
         } else {
             Err(FilesError::BadRequest("give an id or a path".into()))
         }
@@ -213,7 +213,7 @@ impl pb::files_service_server::FilesService for FilesService {
         let (instance, within) = self.scope_within(req.scope)?;
         if !within.is_empty() {
             self.ensure_roots(&instance).await?;
-            let source = self.must_node(&instance, &req.id).await?;
+            let source = self.drive(&instance).must_node(&req.id).await?;
             self.check_within(&instance, &within, &source).await?;
             let dir_id = if req.dir_id.is_empty() {
                 &source.dir_id
@@ -299,7 +299,7 @@ impl pb::files_service_server::FilesService for FilesService {
         request: Request<pb::DiskUsageRequest>,
     ) -> Result<Response<pb::DiskUsageAnswer>, Status> {
         let instance = self.scope(request.into_inner().scope)?;
-        let usage = self.usage(&instance).await?;
+        let usage = self.drive(&instance).usage().await?;
         Ok(Response::new(pb::DiskUsageAnswer {
             files: usage.files,
             versions: usage.versions,

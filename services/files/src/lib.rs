@@ -3,8 +3,10 @@
 //! on local disk or S3, written whole before the metadata that points at them is committed.
 
 mod changes;
+mod commit;
 mod digest;
 mod download;
+mod drive;
 mod error;
 mod find;
 mod grpc;

@@ -144,12 +144,12 @@ impl FilesService {
         let (link, name) = if req.archive {
             let mut ids = Vec::new();
             for id in &req.ids {
-                let node = self.must_node(instance, id).await?;
+                let node = self.drive(instance).must_node(id).await?;
                 self.check_within(instance, within, &node).await?;
                 ids.push(node.id);
             }
             for path in &req.paths {
-                let node = self.resolve(instance, path).await?;
+                let node = self.drive(instance).resolve(path).await?;
                 self.check_within(instance, within, &node).await?;
                 ids.push(node.id);
             }
@@ -179,9 +179,9 @@ impl FilesService {
             )
         } else {
             let node = if req.id.is_empty() {
-                self.resolve(instance, &req.path).await?
+                self.drive(instance).resolve(&req.path).await?
             } else {
-                self.must_node(instance, &req.id).await?
+                self.drive(instance).must_node(&req.id).await?
             };
             self.check_within(instance, within, &node).await?;
             if node.is_dir() {
@@ -294,7 +294,7 @@ impl FilesService {
         let mut zip = async_zip::base::write::ZipFileWriter::with_tokio(out);
         let mut taken = HashSet::new();
         for id in ids {
-            let node = self.must_node(instance, id).await?;
+            let node = self.drive(instance).must_node(id).await?;
             // Two roots of the same name would collide: the later one gets a number.
             // Two roots of the same name would collide: the later one gets a number.
             let name = unique_segment(&mut taken, if node.id == ROOT_ID { "files" } else { &node.name });
@@ -310,7 +310,7 @@ impl FilesService {
                 let mut after = String::new();
                 let mut in_dir = std::collections::HashSet::new();
                 loop {
-                    let page = self.children(instance, &dir.id, &after, 1000).await?;
+                    let page = self.drive(instance).children(&dir.id, &after, 1000).await?;
                     let Some(last) = page.last() else { break };
                     after = last.name.clone();
                     for child in page {

@@ -6,9 +6,10 @@
 use cocon_storage::Batch;
 use serde::{Deserialize, Serialize};
 
+use crate::commit::Change;
 use crate::error::Result;
 use crate::node::{Node, TRASH_ID};
-use crate::service::{Change, FilesService};
+use crate::service::FilesService;
 use crate::tables::TASKS;
 
 /// Nodes deleted per commit.
@@ -40,7 +41,7 @@ impl FilesService {
     /// once empty. Directories emptied by this batch go in the next one.
     async fn destroy_batch(&self, instance: &str, top: &str) -> Result<(u64, bool)> {
         let _writer = self.stripe(instance).lock().await;
-        let Some(top) = self.node(instance, top).await? else {
+        let Some(top) = self.drive(instance).node(top).await? else {
             return Ok((0, true));
         };
         let mut batch: Vec<Node> = Vec::new();
@@ -51,11 +52,11 @@ impl FilesService {
             }
             let mut after = String::new();
             while batch.len() < BATCH {
-                let page = self.children(instance, &dir, &after, 1000).await?;
+                let page = self.drive(instance).children(&dir, &after, 1000).await?;
                 let Some(last) = page.last() else { break };
                 after = last.name.clone();
                 for child in page {
-                    if !child.is_dir() || self.children_count(instance, &child.id).await? == 0 {
+                    if !child.is_dir() || self.drive(instance).children_count(&child.id).await? == 0 {
                         batch.push(child);
                     } else {
                         dirs.push(child.id);
@@ -87,7 +88,7 @@ impl FilesService {
     /// Whether deleting `batch` leaves `top` with no children (so it can go in the same commit).
     async fn empties(&self, instance: &str, top: &Node, batch: &[Node]) -> Result<bool> {
         let direct = batch.iter().filter(|n| n.dir_id == top.id).count() as u64;
-        Ok(self.children_count(instance, &top.id).await? == direct)
+        Ok(self.drive(instance).children_count(&top.id).await? == direct)
     }
 
     /// Empties the trash in the background: what it holds now is deleted for good, batch by
@@ -97,7 +98,7 @@ impl FilesService {
         let mut ids = Vec::new();
         let mut after = String::new();
         loop {
-            let page = self.children(instance, TRASH_ID, &after, 1000).await?;
+            let page = self.drive(instance).children(TRASH_ID, &after, 1000).await?;
             let Some(last) = page.last() else { break };
             after = last.name.clone();
             ids.extend(page.into_iter().map(|n| n.id));

@@ -9,7 +9,7 @@ impl FilesService {
     /// frees (an overwritten content that is not kept as a version). Refuses, and records the
     /// refusal, when the announced size does not fit.
     pub(crate) async fn room(&self, instance: &str, announced: i64, replaced: u64) -> Result<Option<u64>> {
-        let usage = self.usage(instance).await?;
+        let usage = self.drive(instance).usage().await?;
         if usage.quota == 0 {
             return Ok(None);
         }
@@ -29,7 +29,7 @@ impl FilesService {
         };
         let _writer = self.stripe(instance).lock().await;
         if let Err(err) = self
-            .commit_entries(instance, vec![crate::service::Entry::QuotaExceeded(event)])
+            .commit_entries(instance, vec![crate::commit::Entry::QuotaExceeded(event)])
             .await
         {
             tracing::warn!(error = %err, "cannot record a refused upload");

@@ -125,7 +125,7 @@ impl FilesService {
     /// The state clients see; the file once the upload became one.
     async fn public_state(&self, instance: &str, pending: &Pending) -> Result<pb::UploadState> {
         let file = match &pending.file_id {
-            Some(id) => match self.node(instance, id).await? {
+            Some(id) => match self.drive(instance).node(id).await? {
                 Some(node) => Some(self.public(instance, &node).await?),
                 None => None,
             },

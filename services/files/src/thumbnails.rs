@@ -104,7 +104,7 @@ impl FilesService {
     /// Handles one files event: makes the thumbnails of an image whose content changed, removes
     /// those of a file gone or no longer an image. Idempotent: it acts on the file as it is now.
     pub(crate) async fn on_file_event(&self, instance: &str, id: &str) -> Result<()> {
-        let node = self.node(instance, id).await?;
+        let node = self.drive(instance).node(id).await?;
         let made = self.made(instance, id).await?;
         match node {
             Some(node) if wants(&node) => {
@@ -194,7 +194,7 @@ impl FilesService {
                 req.format
             )));
         };
-        let node = self.node(instance, &req.id).await?.ok_or_else(gone)?;
+        let node = self.drive(instance).node(&req.id).await?.ok_or_else(gone)?;
         // The secret follows the content; one handed to a grantor is bound to it (the edge
         // checks that the grantor still holds its rights).
         let base = self
@@ -205,7 +205,7 @@ impl FilesService {
             return Err(gone());
         }
         // A trashed file's thumbnails stop with it (and come back with a restore).
-        if self.path_of(instance, &node).await?.1 {
+        if self.drive(instance).path_of(&node).await?.1 {
             return Err(FilesError::NotFound("this file is in the trash".into()));
         }
         match self.made(instance, &node.id).await? {

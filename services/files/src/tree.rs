@@ -2,9 +2,11 @@
 //! restore, and deletion for good. Each checks what it depends on under the instance's writer
 //! lock, then commits one or more [`Change`]s.
 
+use crate::commit::Change;
+use crate::drive::Drive;
 use crate::error::{FilesError, Result};
 use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, Reference, TRASH_ID, Version, check_name};
-use crate::service::{Change, FilesService};
+use crate::service::FilesService;
 
 /// Nodes destroyed per commit when a directory goes for good.
 /// WebDAV dead properties a node may keep, and their total size.
@@ -98,30 +100,6 @@ pub(crate) struct Patch {
 }
 
 impl FilesService {
-    /// A directory where new children may go.
-    async fn writable_dir(&self, instance: &str, id: &str) -> Result<Node> {
-        let dir = self
-            .node(instance, id)
-            .await?
-            .ok_or_else(|| FilesError::NotFound(format!("the parent directory {id} does not exist")))?;
-        if !dir.is_dir() {
-            return Err(FilesError::BadRequest(format!("{id} is a file, not a directory")));
-        }
-        if self.path_of(instance, &dir).await?.1 {
-            return Err(FilesError::BadRequest("nothing can be created in the trash".into()));
-        }
-        Ok(dir)
-    }
-
-    async fn name_free(&self, instance: &str, dir_id: &str, name: &str) -> Result<()> {
-        if self.child(instance, dir_id, name).await?.is_some() {
-            return Err(FilesError::Conflict(format!(
-                "a file or directory named {name:?} already exists there"
-            )));
-        }
-        Ok(())
-    }
-
     pub(crate) async fn create_directory(
         &self,
         instance: &str,
@@ -134,8 +112,8 @@ impl FilesService {
         let created_at = date_or_now(created_at)?;
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
-        let parent = self.writable_dir(instance, parent_id).await?;
-        self.name_free(instance, &parent.id, name).await?;
+        let parent = self.drive(instance).writable_dir(parent_id).await?;
+        self.drive(instance).name_free(&parent.id, name).await?;
         let node = Node {
             id: uuid::Uuid::new_v4().simple().to_string(),
             rev: crate::node::new_rev(1),
@@ -156,14 +134,14 @@ impl FilesService {
     pub(crate) async fn precheck_new_file(&self, instance: &str, file: &NewFile) -> Result<()> {
         check_name(&file.name)?;
         self.ensure_roots(instance).await?;
-        let parent = self.writable_dir(instance, &file.parent_id).await?;
-        self.name_free(instance, &parent.id, &file.name).await
+        let parent = self.drive(instance).writable_dir(&file.parent_id).await?;
+        self.drive(instance).name_free(&parent.id, &file.name).await
     }
 
     /// Under the writer lock: whether `size` more bytes (freeing `replaced`) fit the quota, now
     /// that the content is whole (concurrent uploads were each checked alone).
     async fn fits(&self, instance: &str, size: u64, replaced: u64) -> Result<()> {
-        let usage = self.usage(instance).await?;
+        let usage = self.drive(instance).usage().await?;
         if usage.quota > 0 && usage.used() + size > usage.quota + replaced {
             return Err(FilesError::QuotaExceeded(format!(
                 "this upload does not fit: {} of the {} bytes allowed are used; delete files or versions, or ask for a larger quota",
@@ -177,7 +155,7 @@ impl FilesService {
     pub(crate) async fn commit_new_file(&self, instance: &str, file: NewFile, content: Content) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
         if let Some(id) = &file.id
-            && let Some(done) = self.node(instance, id).await?
+            && let Some(done) = self.drive(instance).node(id).await?
         {
             // The same upload, completed a second time (a retry after a lost answer).
             if done.blob == content.blob {
@@ -186,8 +164,8 @@ impl FilesService {
             return Err(FilesError::Conflict(format!("a file with id {id} already exists")));
         }
         self.fits(instance, content.size, 0).await?;
-        let parent = self.writable_dir(instance, &file.parent_id).await?;
-        self.name_free(instance, &parent.id, &file.name).await?;
+        let parent = self.drive(instance).writable_dir(&file.parent_id).await?;
+        self.drive(instance).name_free(&parent.id, &file.name).await?;
         let mime = crate::node::mime_for(&file.name, &file.mime);
         let node = Node {
             id: file.id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
@@ -212,7 +190,7 @@ impl FilesService {
 
     /// The file an overwrite targets, checked before its content is streamed.
     pub(crate) async fn precheck_overwrite(&self, instance: &str, id: &str, if_match: &str) -> Result<Node> {
-        let node = self.must_node(instance, id).await?;
+        let node = self.drive(instance).must_node(id).await?;
         check_overwrite(&node, if_match)?;
         Ok(node)
     }
@@ -229,7 +207,7 @@ impl FilesService {
         content: Content,
     ) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
-        let old = self.must_node(instance, id).await?;
+        let old = self.drive(instance).must_node(id).await?;
         if old.blob == content.blob || old.versions.iter().any(|v| v.blob == content.blob) {
             // The same upload, completed a second time (a retry after a lost answer).
             return Ok(old);
@@ -346,7 +324,7 @@ impl FilesService {
     /// when empty; numbered when taken). Its content is copied, its versions are not.
     pub(crate) async fn copy(&self, instance: &str, id: &str, dir_id: &str, name: &str) -> Result<Node> {
         self.ensure_roots(instance).await?;
-        let source = self.must_node(instance, id).await?;
+        let source = self.drive(instance).must_node(id).await?;
         if source.is_dir() {
             return Err(FilesError::BadRequest(format!(
                 "{id} is a directory: only files can be copied"
@@ -370,13 +348,13 @@ impl FilesService {
         let committed = async {
             let _writer = self.stripe(instance).lock().await;
             self.fits(instance, source.size.unwrap_or(0), 0).await?;
-            let dir = self.writable_dir(instance, &dir_id).await?;
+            let dir = self.drive(instance).writable_dir(&dir_id).await?;
             let wanted = if name.is_empty() { source.name.as_str() } else { name };
             let now = now();
             let node = Node {
                 id: copy_id.clone(),
                 rev: crate::node::new_rev(1),
-                name: self.free_name(instance, &dir.id, wanted).await?,
+                name: self.drive(instance).free_name(&dir.id, wanted).await?,
                 dir_id: dir.id,
                 created_at: now.clone(),
                 updated_at: now,
@@ -404,7 +382,7 @@ impl FilesService {
     /// an existing file): `onto` keeps its id, references and sharing, and the content it had
     /// becomes a version as with an upload.
     pub(crate) async fn copy_onto(&self, instance: &str, id: &str, onto: &str) -> Result<Node> {
-        let source = self.must_node(instance, id).await?;
+        let source = self.drive(instance).must_node(id).await?;
         let target = self.precheck_overwrite(instance, onto, "").await?;
         if source.is_dir() || target.is_dir() {
             return Err(FilesError::BadRequest(
@@ -452,7 +430,7 @@ impl FilesService {
     ) -> Result<Node> {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
-        let old = self.must_node(instance, id).await?;
+        let old = self.drive(instance).must_node(id).await?;
         let mut node = old.clone();
         let same = |a: &crate::node::DeadProperty, b: &crate::node::DeadProperty| {
             a.name == b.name && a.namespace == b.namespace
@@ -502,7 +480,7 @@ impl FilesService {
         }
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
-        let old = self.must_node(instance, id).await?;
+        let old = self.drive(instance).must_node(id).await?;
         let mut node = old.clone();
         for r in refs {
             let present = node.referenced_by.contains(&r);
@@ -523,7 +501,7 @@ impl FilesService {
     pub(crate) async fn patch(&self, instance: &str, id: &str, if_match: &str, patch: &Patch) -> Result<Node> {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
-        let old = self.must_node(instance, id).await?;
+        let old = self.drive(instance).must_node(id).await?;
         fixed(&old, "changed")?;
         check_rev(&old, if_match)?;
         let mut node = old.clone();
@@ -553,15 +531,15 @@ impl FilesService {
                         "to put something in the trash, DELETE it".into(),
                     ));
                 }
-                let dest = self.writable_dir(instance, &node.dir_id).await?;
-                if old.is_dir() && self.is_within(instance, &dest, &old.id).await? {
+                let dest = self.drive(instance).writable_dir(&node.dir_id).await?;
+                if old.is_dir() && self.drive(instance).is_within(&dest, &old.id).await? {
                     return Err(FilesError::BadRequest(format!(
                         "a directory cannot move into itself or its own subtree ({} is inside {})",
                         dest.id, old.id
                     )));
                 }
             }
-            self.name_free(instance, &node.dir_id, &node.name).await?;
+            self.drive(instance).name_free(&node.dir_id, &node.name).await?;
         }
         if node == old {
             return Ok(old);
@@ -574,57 +552,14 @@ impl FilesService {
             .await
     }
 
-    /// Whether `node` is `ancestor` or lies below it.
-    async fn is_within(&self, instance: &str, node: &Node, ancestor: &str) -> Result<bool> {
-        self.under_any(instance, node, &[ancestor.to_string()]).await
-    }
-
-    /// Whether `node` is one of `ancestors` or lies below one of them (walking up its parents).
-    pub(crate) async fn under_any(&self, instance: &str, node: &Node, ancestors: &[String]) -> Result<bool> {
-        let mut current = node.clone();
-        for _ in 0..4096 {
-            if ancestors.contains(&current.id) {
-                return Ok(true);
-            }
-            if current.dir_id.is_empty() {
-                return Ok(false);
-            }
-            current = self.must_node(instance, &current.dir_id).await?;
-        }
-        Err(FilesError::Corrupt(format!(
-            "the parents of {} do not reach the root",
-            node.id
-        )))
-    }
-
-    /// A name not taken in `dir_id`: `name`, else `name (2)`, `name (3)`, … before the extension.
-    async fn free_name(&self, instance: &str, dir_id: &str, name: &str) -> Result<String> {
-        if self.child(instance, dir_id, name).await?.is_none() {
-            return Ok(name.to_string());
-        }
-        let (stem, ext) = match name.rfind('.') {
-            Some(i) if i > 0 => (&name[..i], &name[i..]),
-            _ => (name, ""),
-        };
-        for n in 2..10_000 {
-            let candidate = format!("{stem} ({n}){ext}");
-            if self.child(instance, dir_id, &candidate).await?.is_none() {
-                return Ok(candidate);
-            }
-        }
-        Err(FilesError::Conflict(format!(
-            "too many files named like {name:?} there"
-        )))
-    }
-
     /// Moves a file or directory (with everything under it) to the trash.
     pub(crate) async fn trash(&self, instance: &str, id: &str, if_match: &str) -> Result<Node> {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
-        let old = self.must_node(instance, id).await?;
+        let old = self.drive(instance).must_node(id).await?;
         fixed(&old, "trashed")?;
         check_rev(&old, if_match)?;
-        let (path, trashed) = self.path_of(instance, &old).await?;
+        let (path, trashed) = self.drive(instance).path_of(&old).await?;
         if trashed {
             return Err(FilesError::BadRequest(format!("{id} is already in the trash")));
         }
@@ -634,7 +569,7 @@ impl FilesService {
         };
         let mut node = old.clone();
         node.rev = old.next_rev();
-        node.name = self.free_name(instance, TRASH_ID, &old.name).await?;
+        node.name = self.drive(instance).free_name(TRASH_ID, &old.name).await?;
         if node.name != old.name {
             node.restore_name = old.name.clone();
         }
@@ -650,7 +585,7 @@ impl FilesService {
     pub(crate) async fn restore(&self, instance: &str, id: &str) -> Result<Node> {
         self.ensure_roots(instance).await?;
         let _writer = self.stripe(instance).lock().await;
-        let old = self.must_node(instance, id).await?;
+        let old = self.drive(instance).must_node(id).await?;
         if old.dir_id != TRASH_ID {
             return Err(FilesError::BadRequest(format!(
                 "{id} is not at the top of the trash: restore the trashed directory that holds it"
@@ -658,16 +593,16 @@ impl FilesService {
         }
         let mut dest = ROOT_ID.to_string();
         if !old.restore_dir_id.is_empty()
-            && let Some(dir) = self.node(instance, &old.restore_dir_id).await?
+            && let Some(dir) = self.drive(instance).node(&old.restore_dir_id).await?
             && dir.is_dir()
-            && !self.path_of(instance, &dir).await?.1
+            && !self.drive(instance).path_of(&dir).await?.1
         {
             dest = dir.id;
         }
         let mut node = old.clone();
         node.rev = old.next_rev();
         let original = original_name(&old);
-        node.name = self.free_name(instance, &dest, &original).await?;
+        node.name = self.drive(instance).free_name(&dest, &original).await?;
         node.dir_id = dest;
         node.restore_dir_id.clear();
         node.restore_path.clear();
@@ -683,16 +618,86 @@ impl FilesService {
         self.ensure_roots(instance).await?;
         {
             let _writer = self.stripe(instance).lock().await;
-            let top = self.must_node(instance, id).await?;
+            let top = self.drive(instance).must_node(id).await?;
             fixed(&top, "deleted")?;
             check_rev(&top, if_match)?;
-            if !self.path_of(instance, &top).await?.1 {
+            if !self.drive(instance).path_of(&top).await?.1 {
                 return Err(FilesError::BadRequest(format!(
                     "{id} is not in the trash: DELETE /files/{id} moves it there first"
                 )));
             }
         }
         self.destroy_tree(instance, id).await
+    }
+}
+
+/// The reads the tree's operations check before they change anything.
+impl Drive<'_> {
+    /// A directory where new children may go.
+    pub(crate) async fn writable_dir(&self, id: &str) -> Result<Node> {
+        let dir = self
+            .node(id)
+            .await?
+            .ok_or_else(|| FilesError::NotFound(format!("the parent directory {id} does not exist")))?;
+        if !dir.is_dir() {
+            return Err(FilesError::BadRequest(format!("{id} is a file, not a directory")));
+        }
+        if self.path_of(&dir).await?.1 {
+            return Err(FilesError::BadRequest("nothing can be created in the trash".into()));
+        }
+        Ok(dir)
+    }
+
+    pub(crate) async fn name_free(&self, dir_id: &str, name: &str) -> Result<()> {
+        if self.child(dir_id, name).await?.is_some() {
+            return Err(FilesError::Conflict(format!(
+                "a file or directory named {name:?} already exists there"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `node` is `ancestor` or lies below it.
+    pub(crate) async fn is_within(&self, node: &Node, ancestor: &str) -> Result<bool> {
+        self.under_any(node, &[ancestor.to_string()]).await
+    }
+
+    /// Whether `node` is one of `ancestors` or lies below one of them (walking up its parents).
+    pub(crate) async fn under_any(&self, node: &Node, ancestors: &[String]) -> Result<bool> {
+        let mut current = node.clone();
+        for _ in 0..4096 {
+            if ancestors.contains(&current.id) {
+                return Ok(true);
+            }
+            if current.dir_id.is_empty() {
+                return Ok(false);
+            }
+            current = self.must_node(&current.dir_id).await?;
+        }
+        Err(FilesError::Corrupt(format!(
+            "the parents of {} do not reach the root",
+            node.id
+        )))
+    }
+
+    /// A name not taken in `dir_id`: `name`, else `name (2)`, `name (3)`, … before the extension.
+    pub(crate) async fn free_name(&self, dir_id: &str, name: &str) -> Result<String> {
+        if self.child(dir_id, name).await?.is_none() {
+            return Ok(name.to_string());
+        }
+        let (stem, ext) = match name.rfind('.') {
+            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            _ => (name, ""),
+        };
+        for n in 2..10_000 {
+            let candidate = format!("{stem} ({n}){ext}");
+            if self.child(dir_id, &candidate).await?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(FilesError::Conflict(format!(
+            "too many files named like {name:?} there"
+        )))
     }
 }
 

@@ -68,7 +68,7 @@ impl FilesService {
             received += part.len() as u64;
             if room.is_some_and(|room| received > room) {
                 writer.abort().await;
-                let usage = self.usage(instance).await?;
+                let usage = self.drive(instance).usage().await?;
                 return Err(self.exceeded(instance, usage, received).await);
             }
             if size >= 0 && received > size as u64 {
