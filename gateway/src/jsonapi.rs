@@ -20,3 +20,13 @@ pub fn one(data: Value) -> Response {
     )
         .into_response()
 }
+
+/// An attribute that lists strings: empty when absent or `null`, `None` when it is not a list
+/// of strings (each route says what it expected).
+pub fn strings(value: Option<&Value>) -> Option<Vec<String>> {
+    match value {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(_) => None,
+    }
+}

@@ -111,18 +111,7 @@ async fn create_archive(AxState(state): AxState<State>, headers: HeaderMap, body
     let doc: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
     let attrs = doc.pointer("/data/attributes").cloned().unwrap_or_default();
     let strings = |key: &str| -> Result<Vec<String>> {
-        match attrs.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad_request(format!("{key} is a list of strings")))
-                })
-                .collect(),
-            Some(_) => Err(bad_request(format!("{key} is a list of strings"))),
-        }
+        crate::jsonapi::strings(attrs.get(key)).ok_or_else(|| bad_request(format!("{key} is a list of strings")))
     };
     let link = state
         .clients

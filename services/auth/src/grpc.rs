@@ -261,10 +261,11 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::CreatePermissionRequest>,
     ) -> Result<Response<pb::PermissionAnswer>, Status> {
         let req = req.into_inner();
-        let json = self
-            .create_permission(&req.domain, &req.token, &req.body_json, &req.codes, &req.ttl)
+        let changes = req.changes.unwrap_or_default();
+        let set = self
+            .create_permission(&req.domain, &req.token, &changes, &req.codes, &req.ttl)
             .await?;
-        Ok(Response::new(pb::PermissionAnswer { json }))
+        Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
 
     async fn get_permission(
@@ -272,8 +273,8 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::PermissionRequest>,
     ) -> Result<Response<pb::PermissionAnswer>, Status> {
         let req = req.into_inner();
-        let json = self.get_permission(&req.domain, &req.token, &req.id).await?;
-        Ok(Response::new(pb::PermissionAnswer { json }))
+        let set = self.get_permission(&req.domain, &req.token, &req.id).await?;
+        Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
 
     async fn patch_permission(
@@ -281,10 +282,11 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::PatchPermissionRequest>,
     ) -> Result<Response<pb::PermissionAnswer>, Status> {
         let req = req.into_inner();
-        let json = self
-            .patch_permission(&req.domain, &req.token, &req.id, &req.body_json)
+        let changes = req.changes.unwrap_or_default();
+        let set = self
+            .patch_permission(&req.domain, &req.token, &req.id, &changes)
             .await?;
-        Ok(Response::new(pb::PermissionAnswer { json }))
+        Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
 
     async fn delete_permission(
@@ -301,8 +303,8 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::ListSharedByLinkRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let req = req.into_inner();
-        let json = self.list_shared_by_link(&req.domain, &req.token, &req.doctype).await?;
-        Ok(Response::new(pb::ListPermissionsResponse { json }))
+        let sets = self.list_shared_by_link(&req.domain, &req.token, &req.doctype).await?;
+        Ok(Response::new(pb::ListPermissionsResponse { sets }))
     }
 
     async fn unlock_share(

@@ -5,9 +5,9 @@
 //! looked up by their SHA-256.
 
 use cocon_common::scope::{self, Rule};
-use cocon_common::time::{now_secs, parse_rfc3339, parse_ttl, rfc3339};
+use cocon_common::time::{now_secs, parse_ttl};
+use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{PermissionDeleted, PermissionRule, PermissionSaved, ShareCode, envelope::Payload};
-use serde_json::{Map, Value, json};
 
 use crate::store::{
     CLI_TOKENS, InstanceRecord, NamedRule, PERMISSIONS, PermissionRecord, SHARE_CODES, ShareCodeRecord, ShareCodeRow,
@@ -45,75 +45,28 @@ impl Bearer {
     }
 }
 
-/// The attributes of a JSON-API permission body.
-fn attributes(body_json: &str) -> Result<Map<String, Value>, AuthError> {
-    let bad = |m: &str| AuthError::InvalidRequest(m.to_string());
-    let body: Value = serde_json::from_str(body_json).map_err(|e| bad(&format!("the body is not JSON: {e}")))?;
-    let data = body
-        .get("data")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("the body needs a JSON-API `data` object"))?;
-    if let Some(kind) = data.get("type")
-        && kind != cocon_common::cozy::doctype::PERMISSIONS
-    {
-        return Err(bad("`data.type` must be io.cozy.permissions"));
-    }
-    let mut attributes = match data.get("attributes") {
-        None => Map::new(),
-        Some(Value::Object(a)) => a.clone(),
-        Some(_) => return Err(bad("`data.attributes` must be an object")),
-    };
-    // cozy-stack's PATCH puts the rules next to the attributes; both places are read.
-    if let Some(rules) = data.get("permissions") {
-        attributes.insert("permissions".into(), rules.clone());
-    }
-    Ok(attributes)
-}
-
-fn strings(value: Option<&Value>, what: &str) -> Result<Vec<String>, AuthError> {
-    match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| AuthError::InvalidRequest(format!("`{what}` must hold strings")))
-            })
-            .collect(),
-        Some(_) => Err(AuthError::InvalidRequest(format!(
-            "`{what}` must be an array of strings"
-        ))),
-    }
-}
-
-/// One rule of the `permissions` map; `None` for `{}` (remove it, on PATCH).
-fn parse_rule(name: &str, value: &Value) -> Result<Option<NamedRule>, AuthError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| AuthError::InvalidRequest(format!("rule {name:?} must be an object")))?;
-    if obj.is_empty() {
-        return Ok(None);
-    }
-    let text = |key: &str| obj.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-    let mut verbs = strings(obj.get("verbs"), "verbs")?;
+/// A rule as a request names it, checked against the scope grammar; verbs in the grammar's
+/// order, `ALL` as none.
+fn checked_rule(rule: &pb::NamedRule) -> Result<NamedRule, AuthError> {
+    check_name(&rule.name, "rule")?;
+    let mut verbs = rule.verbs.clone();
     if verbs.iter().any(|v| v == "ALL") {
         verbs.clear();
     }
     verbs.sort_by_key(|v| scope::VERBS.iter().position(|k| k == v));
     verbs.dedup();
     let rule = NamedRule {
-        name: name.to_string(),
-        doctype: text("type"),
+        name: rule.name.clone(),
+        doctype: rule.doctype.clone(),
         verbs,
-        values: strings(obj.get("values"), "values")?,
-        selector: text("selector"),
-        description: text("description"),
+        values: rule.values.clone(),
+        selector: rule.selector.clone(),
+        description: rule.description.clone(),
     };
     plain(&rule)
         .validate()
-        .map_err(|e| AuthError::InvalidScope(format!("rule {name:?}: {e}")))?;
-    Ok(Some(rule))
+        .map_err(|e| AuthError::InvalidScope(format!("rule {:?}: {e}", rule.name)))?;
+    Ok(rule)
 }
 
 fn plain(rule: &NamedRule) -> Rule {
@@ -132,22 +85,6 @@ fn check_name(name: &str, what: &str) -> Result<(), AuthError> {
         )));
     }
     Ok(())
-}
-
-/// `expires_at` of the attributes: an RFC 3339 date or Unix seconds; `Some(0)` for `null`.
-fn expiry(value: Option<&Value>) -> Result<Option<i64>, AuthError> {
-    match value {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(0)),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| AuthError::InvalidRequest("`expires_at` must be a date".into())),
-        Some(Value::String(s)) => parse_rfc3339(s)
-            .map(Some)
-            .ok_or_else(|| AuthError::InvalidRequest(format!("`expires_at` {s:?} is not an RFC 3339 date"))),
-        Some(_) => Err(AuthError::InvalidRequest("`expires_at` must be a date".into())),
-    }
 }
 
 impl AuthService {
@@ -341,23 +278,15 @@ impl AuthService {
         &self,
         domain: &str,
         bearer: &str,
-        body_json: &str,
+        changes: &pb::PermissionChanges,
         codes: &[String],
         ttl: &str,
-    ) -> Result<String, AuthError> {
+    ) -> Result<pb::PermissionSet, AuthError> {
         let (record, caller) = self.manager(domain, bearer).await?;
-        let attrs = attributes(body_json)?;
-        let rules = match attrs.get("permissions") {
-            Some(Value::Object(map)) => {
-                let mut rules = Vec::new();
-                for (name, value) in map {
-                    check_name(name, "rule")?;
-                    rules.extend(parse_rule(name, value)?);
-                }
-                rules
-            }
-            _ => Vec::new(),
-        };
+        for name in &changes.rules_removed {
+            check_name(name, "rule")?;
+        }
+        let rules = changes.rules.iter().map(checked_rule).collect::<Result<Vec<_>, _>>()?;
         if rules.is_empty() || rules.len() > MAX_RULES {
             return Err(AuthError::InvalidRequest(format!(
                 "`data.attributes.permissions` must name 1 to {MAX_RULES} rules"
@@ -373,7 +302,7 @@ impl AuthService {
         for name in &names {
             check_name(name, "code")?;
         }
-        let mut expires_at = expiry(attrs.get("expires_at"))?.unwrap_or(0);
+        let mut expires_at = changes.expires_at.unwrap_or(0);
         if !ttl.is_empty() {
             let secs = parse_ttl(ttl).ok_or_else(|| {
                 AuthError::InvalidRequest(format!("ttl {ttl:?} is not a duration like 1D, 12h or 1W"))
@@ -381,7 +310,7 @@ impl AuthService {
             expires_at = now_secs().saturating_add(secs.min(100 * 365 * 86_400) as i64);
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let password = match attrs.get("password").and_then(Value::as_str) {
+        let password = match changes.password.as_deref() {
             Some(p) if !p.is_empty() => self.sealed_password(&record.id, p).await?,
             _ => Vec::new(),
         };
@@ -412,7 +341,7 @@ impl AuthService {
         self.view(&record, &set)
     }
 
-    pub async fn get_permission(&self, domain: &str, bearer: &str, id: &str) -> Result<String, AuthError> {
+    pub async fn get_permission(&self, domain: &str, bearer: &str, id: &str) -> Result<pb::PermissionSet, AuthError> {
         let (record, caller) = self.manager(domain, bearer).await?;
         let set = self.managed_set(&record, &caller, id).await?;
         self.view(&record, &set)
@@ -425,34 +354,27 @@ impl AuthService {
         domain: &str,
         bearer: &str,
         id: &str,
-        body_json: &str,
-    ) -> Result<String, AuthError> {
+        changes: &pb::PermissionChanges,
+    ) -> Result<pb::PermissionSet, AuthError> {
         let (record, caller) = self.manager(domain, bearer).await?;
-        let attrs = attributes(body_json)?;
         // A new password is hashed before the writer lock is taken.
-        let new_password = match attrs.get("password") {
+        let new_password = match changes.password.as_deref() {
             None => None,
-            Some(Value::String(p)) if !p.is_empty() => Some(self.sealed_password(&record.id, p).await?),
-            Some(Value::Null) | Some(Value::String(_)) => Some(Vec::new()),
-            Some(_) => return Err(AuthError::InvalidRequest("`password` must be a string or null".into())),
+            Some("") => Some(Vec::new()),
+            Some(p) => Some(self.sealed_password(&record.id, p).await?),
         };
         let _writer = self.stripe(&record.id).lock().await;
         let set = self.managed_set(&record, &caller, id).await?;
         let mut rules = set.rules.clone();
-        if let Some(value) = attrs.get("permissions") {
-            let map = value
-                .as_object()
-                .ok_or_else(|| AuthError::InvalidRequest("`permissions` must be an object".into()))?;
-            let mut added = Vec::new();
-            for (name, value) in map {
-                check_name(name, "rule")?;
-                rules.retain(|r| r.name != *name);
-                if let Some(rule) = parse_rule(name, value)? {
-                    added.push(rule.clone());
-                    rules.push(rule);
-                }
-            }
-            Self::check_subset(&caller, &added)?;
+        for name in &changes.rules_removed {
+            check_name(name, "rule")?;
+            rules.retain(|r| r.name != *name);
+        }
+        let added = changes.rules.iter().map(checked_rule).collect::<Result<Vec<_>, _>>()?;
+        Self::check_subset(&caller, &added)?;
+        for rule in added {
+            rules.retain(|r| r.name != rule.name);
+            rules.push(rule);
         }
         if rules.is_empty() || rules.len() > MAX_RULES {
             return Err(AuthError::InvalidRequest(format!(
@@ -460,22 +382,20 @@ impl AuthService {
             )));
         }
         let mut codes: Vec<ShareCode> = set.codes.iter().map(code_pb).collect::<Result<_, _>>()?;
-        if let Some(value) = attrs.get("codes") {
-            let wanted = value
-                .as_object()
-                .ok_or_else(|| AuthError::InvalidRequest("`codes` must be an object of names".into()))?;
+        if let Some(wanted) = &changes.codes {
+            let wanted = &wanted.names;
             if wanted.len() > MAX_CODES {
                 return Err(AuthError::InvalidRequest(format!("at most {MAX_CODES} codes")));
             }
-            codes.retain(|c| wanted.contains_key(&c.name));
-            for name in wanted.keys() {
+            codes.retain(|c| wanted.contains(&c.name));
+            for name in wanted {
                 check_name(name, "code")?;
                 if !codes.iter().any(|c| c.name == *name) {
                     codes.push(self.new_code(&record.id, name).0);
                 }
             }
         }
-        let expires_at = expiry(attrs.get("expires_at"))?.unwrap_or(set.expires_at);
+        let expires_at = changes.expires_at.unwrap_or(set.expires_at);
         let password = match new_password {
             None => match &set.password {
                 Some(sealed) => hex::decode(sealed).map_err(|e| AuthError::Corrupt(e.to_string()))?,
@@ -523,7 +443,7 @@ impl AuthService {
         domain: &str,
         bearer: &str,
         doctype: &str,
-    ) -> Result<Vec<String>, AuthError> {
+    ) -> Result<Vec<pb::PermissionSet>, AuthError> {
         let (record, caller) = self.manager(domain, bearer).await?;
         if scope::grant(&caller.rules, "GET", doctype, None) != scope::Grant::Whole {
             return Err(AuthError::Denied(format!(
@@ -591,53 +511,46 @@ impl AuthService {
         ))
     }
 
-    /// The set as cozy-stack shows it (JSON-API resource), with its codes opened.
-    fn view(&self, record: &InstanceRecord, set: &PermissionRecord) -> Result<String, AuthError> {
+    /// The set as its maker sees it, with its codes opened.
+    fn view(&self, record: &InstanceRecord, set: &PermissionRecord) -> Result<pb::PermissionSet, AuthError> {
         let master = &self.inner().master_key;
         let open = |hex_text: &str| -> Result<String, AuthError> {
             let sealed = hex::decode(hex_text).map_err(|e| AuthError::Corrupt(e.to_string()))?;
             String::from_utf8(secret::open(master, &record.id, &sealed)?).map_err(|e| AuthError::Corrupt(e.to_string()))
         };
-        let mut codes = Map::new();
-        let mut shortcodes = Map::new();
-        for c in &set.codes {
-            codes.insert(c.name.clone(), json!(open(&c.sealed)?));
-            shortcodes.insert(c.name.clone(), json!(open(&c.sealed_short)?));
-        }
-        let permissions: Map<String, Value> = set
-            .rules
+        let codes = set
+            .codes
             .iter()
-            .map(|r| {
-                let mut rule = plain(r).to_json();
-                if !r.description.is_empty() {
-                    rule["description"] = json!(r.description);
-                }
-                (r.name.clone(), rule)
+            .map(|c| {
+                Ok(pb::LinkCode {
+                    name: c.name.clone(),
+                    code: open(&c.sealed)?,
+                    shortcode: open(&c.sealed_short)?,
+                })
             })
-            .collect();
-        let mut attributes = json!({
-            "type": set.kind,
-            "source_id": set.source_id,
-            "permissions": permissions,
-            "codes": codes,
-            "shortcodes": shortcodes,
-            "password": set.password.is_some(),
-            "cozyMetadata": {
-                "createdAt": rfc3339(set.created_at),
-                "updatedAt": rfc3339(set.updated_at),
-            },
-        });
-        if set.expires_at != 0 {
-            attributes["expires_at"] = json!(rfc3339(set.expires_at));
-        }
-        Ok(json!({
-            "type": cocon_common::cozy::doctype::PERMISSIONS,
-            "id": set.id,
-            "attributes": attributes,
-            "meta": {},
-            "links": {"self": format!("/permissions/{}", set.id)},
+            .collect::<Result<_, AuthError>>()?;
+        Ok(pb::PermissionSet {
+            id: set.id.clone(),
+            kind: set.kind.clone(),
+            source_id: set.source_id.clone(),
+            rules: set
+                .rules
+                .iter()
+                .map(|r| pb::NamedRule {
+                    name: r.name.clone(),
+                    doctype: r.doctype.clone(),
+                    verbs: r.verbs.clone(),
+                    values: r.values.clone(),
+                    selector: r.selector.clone(),
+                    description: r.description.clone(),
+                })
+                .collect(),
+            codes,
+            password: set.password.is_some(),
+            expires_at: set.expires_at,
+            created_at: set.created_at,
+            updated_at: set.updated_at,
         })
-        .to_string())
     }
 }
 

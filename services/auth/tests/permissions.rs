@@ -49,7 +49,23 @@ async fn app_token(auth: &AuthService, scope: &str) -> (String, String) {
     (tokens.access_token, client_id)
 }
 
-const NOTE_SET: &str = r#"{"data":{"type":"io.cozy.permissions","attributes":{"permissions":{"n":{"type":"io.cozy.notes","verbs":["GET"],"values":["n1"]}}}}}"#;
+/// One rule: GET on the note n1.
+fn note_set() -> pb::PermissionChanges {
+    pb::PermissionChanges {
+        rules: vec![rule("n", "io.cozy.notes", &["GET"], &["n1"])],
+        ..Default::default()
+    }
+}
+
+fn rule(name: &str, doctype: &str, verbs: &[&str], values: &[&str]) -> pb::NamedRule {
+    pb::NamedRule {
+        name: name.into(),
+        doctype: doctype.into(),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        values: values.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    }
+}
 
 #[tokio::test]
 async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
@@ -75,18 +91,12 @@ async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
     let (contacts_app, _) = app_token(&auth, "io.cozy.contacts").await;
     let (wide_cli, _, _) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
 
-    let made: Value = serde_json::from_str(
-        &auth
-            .create_permission("a.test", &notes_app, NOTE_SET, &["bob".into()], "")
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let id = made["id"].as_str().unwrap();
-    assert_eq!(
-        made["attributes"]["source_id"],
-        format!("io.cozy.oauth.clients/{notes_client}")
-    );
+    let made = auth
+        .create_permission("a.test", &notes_app, &note_set(), &["bob".into()], "")
+        .await
+        .unwrap();
+    let id = made.id.as_str();
+    assert_eq!(made.source_id, format!("io.cozy.oauth.clients/{notes_client}"));
 
     // Another app with other rights neither sees nor deletes it.
     assert!(matches!(
@@ -103,7 +113,10 @@ async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
             "a.test",
             &notes_app,
             id,
-            r#"{"data":{"permissions":{"w":{"type":"io.cozy.notes","verbs":["DELETE"]}}}}"#
+            &pb::PermissionChanges {
+                rules: vec![rule("w", "io.cozy.notes", &["DELETE"], &[])],
+                ..Default::default()
+            }
         )
         .await,
         Err(AuthError::Denied(_))
@@ -112,9 +125,10 @@ async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
     auth.get_permission("a.test", &wide_cli, id).await.unwrap();
 
     // The set's own code cannot mint or manage sets.
-    let code = made["attributes"]["codes"]["bob"].as_str().unwrap();
+    let code = made.codes[0].code.as_str();
+    assert_eq!(made.codes[0].name, "bob");
     assert!(matches!(
-        auth.create_permission("a.test", code, NOTE_SET, &[], "").await,
+        auth.create_permission("a.test", code, &note_set(), &[], "").await,
         Err(AuthError::Denied(_))
     ));
     assert!(matches!(

@@ -141,33 +141,32 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     // Another CLI token, revoked: it stays refused after the rebuild.
     let (revoked, _, revoked_id) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
     auth.revoke_cli_token("a.test", &revoked_id).await.unwrap();
-    let body = r#"{"data":{"type":"io.cozy.permissions","attributes":{"permissions":{"n":{"type":"io.cozy.notes","verbs":["GET"]}}}}}"#;
-    let set: serde_json::Value = serde_json::from_str(
-        &auth
-            .create_permission("a.test", &cli, body, &["bob".into(), "jane".into()], "1D")
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let set_id = set["id"].as_str().unwrap();
-    auth.patch_permission(
-        "a.test",
-        &cli,
-        set_id,
-        r#"{"data":{"attributes":{"codes":{"bob":{}}}}}"#,
-    )
-    .await
-    .unwrap();
-    let other: serde_json::Value = serde_json::from_str(
-        &auth
-            .create_permission("a.test", &cli, body, &["x".into()], "")
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    auth.delete_permission("a.test", &cli, other["id"].as_str().unwrap())
+    let notes = pb::PermissionChanges {
+        rules: vec![pb::NamedRule {
+            name: "n".into(),
+            doctype: "io.cozy.notes".into(),
+            verbs: vec!["GET".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let set = auth
+        .create_permission("a.test", &cli, &notes, &["bob".into(), "jane".into()], "1D")
         .await
         .unwrap();
+    let set_id = set.id.as_str();
+    let keep_bob = pb::PermissionChanges {
+        codes: Some(pb::CodeNames {
+            names: vec!["bob".into()],
+        }),
+        ..Default::default()
+    };
+    auth.patch_permission("a.test", &cli, set_id, &keep_bob).await.unwrap();
+    let other = auth
+        .create_permission("a.test", &cli, &notes, &["x".into()], "")
+        .await
+        .unwrap();
+    auth.delete_permission("a.test", &cli, &other.id).await.unwrap();
 
     auth.destroy_instance("gone.test").await.unwrap();
     auth.create_instance("gone.test").await.unwrap();
@@ -222,18 +221,11 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         Err(cocon_auth::AuthError::NotOnboarded)
     ));
     // bob's code (sealed in its event) still opens the set; jane's was dropped.
-    let codes = &set["attributes"]["codes"];
-    let bob = auth
-        .authenticate("a.test", codes["bob"].as_str().unwrap(), "", &[])
-        .await
-        .unwrap();
+    let code = |name: &str| set.codes.iter().find(|c| c.name == name).unwrap().code.clone();
+    let bob = auth.authenticate("a.test", &code("bob"), "", &[]).await.unwrap();
     assert_eq!((bob.kind.as_str(), bob.permission_id.as_str()), ("share", set_id));
     assert_eq!(bob.rules[0].doctype, "io.cozy.notes");
-    assert!(
-        auth.authenticate("a.test", codes["jane"].as_str().unwrap(), "", &[])
-            .await
-            .is_err()
-    );
+    assert!(auth.authenticate("a.test", &code("jane"), "", &[]).await.is_err());
     assert!(auth.authenticate("a.test", &cli, "", &[]).await.is_ok());
     assert!(matches!(
         auth.authenticate("a.test", &revoked, "", &[]).await,

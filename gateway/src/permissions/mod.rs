@@ -3,6 +3,8 @@
 //! the sets and checks, with the caller's own token, that a set never exceeds its creator's
 //! rights; the gateway asks the access policy first and keeps its token cache in step.
 
+mod json;
+
 use std::collections::HashMap;
 
 use axum::Router;
@@ -53,7 +55,8 @@ async fn caller_for(state: &State, headers: &HeaderMap, route: Route, method: &M
     Ok(caller)
 }
 
-fn body_text(body: &Bytes) -> Result<String, ApiError> {
+/// What a body sets, once its size is within bounds.
+fn body_changes(body: &Bytes, patch: bool) -> Result<pb::PermissionChanges, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::new(
             cocon_common::ErrorCode::PayloadTooLarge,
@@ -61,23 +64,20 @@ fn body_text(body: &Bytes) -> Result<String, ApiError> {
             format!("a permission body is at most {MAX_BODY} bytes"),
         ));
     }
-    String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the body is not UTF-8 JSON"))
+    json::changes(body, patch)
 }
 
-/// A permission set as the auth service rendered it; unreadable JSON is the service's fault.
-fn parse_set(json_text: &str) -> Result<Value, ApiError> {
-    serde_json::from_str(json_text).map_err(|e| {
-        tracing::error!(error = %e, "the auth service answered a permission set that is not JSON");
+/// One set as a JSON-API answer; an answer without its set is the service's fault.
+fn one(set: Option<pb::PermissionSet>) -> Result<Response, ApiError> {
+    let set = set.ok_or_else(|| {
+        tracing::error!("the auth service answered without the permission set");
         ApiError::new(
             cocon_common::ErrorCode::Internal,
             "internal_server_error",
             "the permission set could not be read; try again",
         )
-    })
-}
-
-fn one(json_text: &str) -> Result<Response, ApiError> {
-    Ok(jsonapi::one(parse_set(json_text)?))
+    })?;
+    Ok(jsonapi::one(json::resource(&set)))
 }
 
 /// `GET /permissions/self`: the rules of the caller's token.
@@ -139,13 +139,13 @@ async fn create(
         .create_permission(pb::CreatePermissionRequest {
             domain,
             token,
-            body_json: body_text(&body)?,
+            changes: Some(body_changes(&body, false)?),
             codes,
             ttl: params.get("ttl").cloned().unwrap_or_default(),
         })
         .await?
         .into_inner();
-    one(&answer.json)
+    one(answer.set)
 }
 
 async fn show(
@@ -162,7 +162,7 @@ async fn show(
         .get_permission(pb::PermissionRequest { domain, token, id })
         .await?
         .into_inner();
-    one(&answer.json)
+    one(answer.set)
 }
 
 /// `PATCH /permissions/:id`: rules added or removed, codes replaced, expiry or password changed.
@@ -184,12 +184,12 @@ async fn patch(
             domain,
             token,
             id: id.clone(),
-            body_json: body_text(&body)?,
+            changes: Some(body_changes(&body, true)?),
         })
         .await?
         .into_inner();
     state.access.evict_permission(&id);
-    one(&answer.json)
+    one(answer.set)
 }
 
 /// `DELETE /permissions/:id`: the set and its codes are gone; links stop working.
@@ -239,12 +239,7 @@ async fn shared_by_link(
         .list_shared_by_link(pb::ListSharedByLinkRequest { domain, token, doctype })
         .await?
         .into_inner();
-    let data = answer
-        .json
-        .iter()
-        .map(|j| parse_set(j))
-        .collect::<Result<Vec<Value>, _>>()?;
-    Ok(jsonapi::list(data))
+    Ok(jsonapi::list(answer.sets.iter().map(json::resource).collect()))
 }
 
 /// `POST /auth/share-by-link/password` (form or JSON: `code` or `sharecode`, `password`): opens a
