@@ -2,7 +2,9 @@
 # A/B comparison of cocon binaries on one request type, each run paired with a hello-world run:
 # requests/s and the server's CPU per request (utime + stime from /proc/<pid>/stat over the run,
 # divided by the requests served), which drifts less than requests/s on a shared machine.
-# Needs wrk. Usage: bash tests/bench/ab.sh get|post BIN [BIN…]   (ROUNDS=2 SECS=8 CONNS=64)
+# Needs wrk. Usage: bash tests/bench/ab.sh get|post|file BIN [BIN…]   (ROUNDS=2 SECS=8 CONNS=64)
+# `file` reads a file's metadata (GET /files/:id, a JSON-API resource made from the files
+# service's answer).
 # `post-tail` measures the POST latency percentiles with autocannon instead (npm install -g
 # autocannon), as wrk's POST latencies are not trusted on these shared cores (benchmarks.md).
 set -euo pipefail
@@ -60,14 +62,18 @@ for round in $(seq "$ROUNDS"); do
     admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$WORK/cocon.log")
     export COCON_ADMIN_TOKEN; COCON_ADMIN_TOKEN=$(cat "$data/admin-token")
     "$bin" instances add bench.localhost --admin "http://$admin" > /dev/null 2>&1
-    token=$("$bin" instances token-cli bench.localhost io.cozy.bench --admin "http://$admin")
+    token=$("$bin" instances token-cli bench.localhost io.cozy.bench io.cozy.files --admin "http://$admin" 2>/dev/null)
     H=(-H "Host: bench.localhost" -H "Authorization: Bearer $token")
     curl -sf "${H[@]}" -X PUT "http://$http/data/io.cozy.bench/read-me" -d '{"title":"bench"}' > /dev/null
+    file=$(curl -sf "${H[@]}" -X POST -H 'Content-Type: text/plain' --data-binary 'some text' \
+      "http://$http/files/io.cozy.files.root-dir?Type=file&Name=read-me.txt" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
     case $KIND in
       get) echo "round $round $bin: $(measure "$pid" "${H[@]}" "http://$http/data/io.cozy.bench/read-me")" ;;
       post) echo "round $round $bin: $(measure "$pid" "${H[@]}" -s "$WORK/post.lua" "http://$http/data/io.cozy.bench/")" ;;
+      file) echo "round $round $bin: $(measure "$pid" "${H[@]}" "http://$http/files/$file")" ;;
       post-tail) echo "round $round $bin: $(tail_latency "${H[@]}" "http://$http/data/io.cozy.bench/")" ;;
-      *) echo "unknown request type $KIND: use get, post or post-tail" >&2; exit 2 ;;
+      *) echo "unknown request type $KIND: use get, post, file or post-tail" >&2; exit 2 ;;
     esac
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done

@@ -86,7 +86,7 @@ pub(crate) fn changes_feed(answer: &pb::ChangesAnswer, include_docs: bool) -> Va
                     row["doc"] = json!({"_id": change.id, "_rev": change.rev, "_deleted": true});
                 }
             } else if let Some(doc) = &change.doc {
-                row["doc"] = doc.couch_doc();
+                row["doc"] = doc.clone().into_couch_doc();
             }
             row
         })

@@ -4,63 +4,97 @@
 
 use serde_json::{Map, Value};
 
-use super::v1::File;
+use super::v1::{File, Reference};
 
 impl File {
     /// cozy-stack's `io.cozy.files` attributes (without `_id` and `_rev`).
     pub fn attributes(&self) -> Map<String, Value> {
-        let mut map = Map::new();
-        let s = |v: &str| Value::String(v.to_string());
-        map.insert("type".into(), s(if self.directory { "directory" } else { "file" }));
-        map.insert("name".into(), s(&self.name));
-        if !self.dir_id.is_empty() {
-            map.insert("dir_id".into(), s(&self.dir_id));
-        }
-        if !self.path.is_empty() {
-            map.insert("path".into(), s(&self.path));
-        }
-        map.insert("created_at".into(), s(&self.created_at));
-        map.insert("updated_at".into(), s(&self.updated_at));
-        map.insert("tags".into(), self.tags.iter().map(|t| s(t)).collect());
-        map.insert("trashed".into(), Value::Bool(self.trashed));
-        if !self.directory {
-            // cozy-stack gives sizes as strings (they may exceed what JSON numbers keep exactly).
-            map.insert("size".into(), Value::String(self.size.to_string()));
-            map.insert("md5sum".into(), s(&self.md5sum));
-            map.insert("mime".into(), s(&self.mime));
-            map.insert("class".into(), s(&self.class));
-            map.insert("executable".into(), Value::Bool(self.executable));
-        }
-        if !self.restore_path.is_empty() {
-            map.insert("restore_path".into(), s(&self.restore_path));
-        }
-        map
+        self.head().into_parts().2
     }
 
     /// The documents that point at this file, as `[{"type", "id"}]`.
     pub fn references_json(&self) -> Value {
-        self.referenced_by
-            .iter()
-            .map(|r| {
-                let mut one = Map::new();
-                one.insert("type".into(), Value::String(r.doctype.clone()));
-                one.insert("id".into(), Value::String(r.id.clone()));
-                Value::Object(one)
-            })
-            .collect()
+        references(self.referenced_by.clone())
     }
 
-    /// The file as a CouchDB document: `_id`, `_rev`, the attributes and `referenced_by`.
-    pub fn couch_doc(&self) -> Value {
+    /// The file as a CouchDB document: `_id`, `_rev`, the attributes and `referenced_by`. It
+    /// takes the file, so a query that reads every node copies no string twice.
+    pub fn into_couch_doc(self) -> Value {
+        let (id, rev, attributes, referenced_by) = self.into_parts();
         let mut doc = Map::new();
-        doc.insert("_id".into(), Value::String(self.id.clone()));
-        doc.insert("_rev".into(), Value::String(self.rev.clone()));
-        doc.extend(self.attributes());
-        if !self.referenced_by.is_empty() {
-            doc.insert("referenced_by".into(), self.references_json());
+        doc.insert("_id".into(), Value::String(id));
+        doc.insert("_rev".into(), Value::String(rev));
+        doc.extend(attributes);
+        if !referenced_by.is_empty() {
+            doc.insert("referenced_by".into(), references(referenced_by));
         }
         Value::Object(doc)
     }
+
+    /// What the attributes are made of (the rest, versions and properties, stays behind).
+    fn head(&self) -> File {
+        File {
+            directory: self.directory,
+            name: self.name.clone(),
+            dir_id: self.dir_id.clone(),
+            path: self.path.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            tags: self.tags.clone(),
+            trashed: self.trashed,
+            size: self.size,
+            md5sum: self.md5sum.clone(),
+            mime: self.mime.clone(),
+            class: self.class.clone(),
+            executable: self.executable,
+            restore_path: self.restore_path.clone(),
+            ..File::default()
+        }
+    }
+
+    /// Its id, revision, attributes and references.
+    fn into_parts(self) -> (String, String, Map<String, Value>, Vec<Reference>) {
+        let mut map = Map::new();
+        map.insert(
+            "type".into(),
+            Value::from(if self.directory { "directory" } else { "file" }),
+        );
+        map.insert("name".into(), Value::String(self.name));
+        if !self.dir_id.is_empty() {
+            map.insert("dir_id".into(), Value::String(self.dir_id));
+        }
+        if !self.path.is_empty() {
+            map.insert("path".into(), Value::String(self.path));
+        }
+        map.insert("created_at".into(), Value::String(self.created_at));
+        map.insert("updated_at".into(), Value::String(self.updated_at));
+        map.insert("tags".into(), self.tags.into_iter().map(Value::String).collect());
+        map.insert("trashed".into(), Value::Bool(self.trashed));
+        if !self.directory {
+            // cozy-stack gives sizes as strings (they may exceed what JSON numbers keep exactly).
+            map.insert("size".into(), Value::String(self.size.to_string()));
+            map.insert("md5sum".into(), Value::String(self.md5sum));
+            map.insert("mime".into(), Value::String(self.mime));
+            map.insert("class".into(), Value::String(self.class));
+            map.insert("executable".into(), Value::Bool(self.executable));
+        }
+        if !self.restore_path.is_empty() {
+            map.insert("restore_path".into(), Value::String(self.restore_path));
+        }
+        (self.id, self.rev, map, self.referenced_by)
+    }
+}
+
+fn references(referenced_by: Vec<Reference>) -> Value {
+    referenced_by
+        .into_iter()
+        .map(|r| {
+            let mut one = Map::new();
+            one.insert("type".into(), Value::String(r.doctype));
+            one.insert("id".into(), Value::String(r.id));
+            Value::Object(one)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -82,7 +116,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let doc = file.couch_doc();
+        let doc = file.into_couch_doc();
         assert_eq!(doc["_id"], "f");
         assert_eq!(doc["type"], "file");
         assert_eq!(doc["size"], "5", "sizes are strings, as cozy-stack gives them");

@@ -281,9 +281,9 @@ impl FilesService {
         let mut found: Vec<(SortKey, pb::File)> = Vec::new();
         let mut consider = |node: Node, tree: &Tree| {
             let (path, trashed) = locate(tree, &node);
-            let mut file = node.to_wire(&path, trashed, None);
-            // Selectors see the file as its CouchDB document, as cozy-stack's queries do.
-            let doc = file.couch_doc();
+            // Selectors see the file as its CouchDB document, as cozy-stack's queries do; the
+            // wire file is made again for the few that match.
+            let doc = node.to_wire_head(&path, trashed).into_couch_doc();
             if q.selector.matches(&doc) {
                 let key = q.key_of(&doc, &node.id);
                 if q.after
@@ -292,8 +292,8 @@ impl FilesService {
                 {
                     return;
                 }
-                file.thumbnails_secret = self.thumbnail_secret(instance, &node).unwrap_or_default();
-                found.push((key, file));
+                let secret = self.thumbnail_secret(instance, &node);
+                found.push((key, node.to_wire(&path, trashed, secret)));
                 if found.len() >= keep * 2 {
                     found.sort_by(order);
                     found.truncate(keep);

@@ -9,6 +9,37 @@ impl Node {
     /// The node as clients see it, at `path` (empty when not known), with its thumbnails'
     /// secret when it is an image that has them.
     pub(crate) fn to_wire(&self, path: &str, trashed: bool, thumbnails_secret: Option<String>) -> pb::File {
+        pb::File {
+            versions: self
+                .versions
+                .iter()
+                .map(|v| pb::FileVersion {
+                    id: v.id.clone(),
+                    size: v.size,
+                    md5sum: v.md5sum.clone(),
+                    mime: v.mime.clone(),
+                    updated_at: v.updated_at.clone(),
+                    rev: v.rev.clone(),
+                })
+                .collect(),
+            dav_properties: self
+                .dav_properties
+                .iter()
+                .map(|p| pb::DeadProperty {
+                    name: p.name.clone(),
+                    namespace: p.namespace.clone(),
+                    prefix: p.prefix.clone(),
+                    xml: p.xml.clone(),
+                })
+                .collect(),
+            thumbnails_secret: thumbnails_secret.unwrap_or_default(),
+            ..self.to_wire_head(path, trashed)
+        }
+    }
+
+    /// What its CouchDB document holds (the attributes and references), without its versions
+    /// and properties: what a query matches.
+    pub(crate) fn to_wire_head(&self, path: &str, trashed: bool) -> pb::File {
         let is_file = !self.is_dir();
         pb::File {
             id: self.id.clone(),
@@ -27,18 +58,6 @@ impl Node {
             class: self.class.clone(),
             executable: is_file && self.executable,
             restore_path: self.restore_path.clone(),
-            versions: self
-                .versions
-                .iter()
-                .map(|v| pb::FileVersion {
-                    id: v.id.clone(),
-                    size: v.size,
-                    md5sum: v.md5sum.clone(),
-                    mime: v.mime.clone(),
-                    updated_at: v.updated_at.clone(),
-                    rev: v.rev.clone(),
-                })
-                .collect(),
             referenced_by: self
                 .referenced_by
                 .iter()
@@ -47,17 +66,7 @@ impl Node {
                     id: r.id.clone(),
                 })
                 .collect(),
-            dav_properties: self
-                .dav_properties
-                .iter()
-                .map(|p| pb::DeadProperty {
-                    name: p.name.clone(),
-                    namespace: p.namespace.clone(),
-                    prefix: p.prefix.clone(),
-                    xml: p.xml.clone(),
-                })
-                .collect(),
-            thumbnails_secret: thumbnails_secret.unwrap_or_default(),
+            ..pb::File::default()
         }
     }
 }
