@@ -86,14 +86,7 @@ pub(crate) async fn head_of(stream: &mut tonic::Streaming<pb::DownloadPart>) -> 
         Some(pb::DownloadPart {
             part: Some(DownPart::Head(head)),
         }) => Ok(*head),
-        _ => Err(FilesApiError(
-            ApiError::new(
-                cocon_common::ErrorCode::Internal,
-                "internal_server_error",
-                "the files service sent no file head",
-            ),
-            Close::No,
-        )),
+        _ => Err(broken_answer("the files service sent no file head")),
     }
 }
 

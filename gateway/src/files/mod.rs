@@ -134,6 +134,14 @@ pub(crate) fn bad_request(reason: impl Into<String>) -> FilesApiError {
     FilesApiError(ApiError::bad_request(reason), Close::No)
 }
 
+/// The files service answered something it never sends: its fault, not the client's.
+fn broken_answer(reason: &str) -> FilesApiError {
+    FilesApiError(
+        ApiError::new(cocon_common::ErrorCode::Internal, "internal_server_error", reason),
+        Close::No,
+    )
+}
+
 /// A caller of the files routes, and the nodes its rules limit it to (empty: none, it has the
 /// whole `io.cozy.files` doctype).
 pub(crate) struct FilesCaller {
@@ -207,16 +215,8 @@ fn file_request(caller: &FilesCaller, id: String, headers: &HeaderMap) -> pb::Fi
 
 /// The file an answer is about (the files service always names one, save for listings).
 pub(crate) fn file_of(file: &Option<pb::File>) -> Result<&pb::File> {
-    file.as_ref().ok_or_else(|| {
-        FilesApiError(
-            ApiError::new(
-                cocon_common::ErrorCode::Internal,
-                "internal_server_error",
-                "the files service answered without the file",
-            ),
-            Close::No,
-        )
-    })
+    file.as_ref()
+        .ok_or_else(|| broken_answer("the files service answered without the file"))
 }
 
 pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {

@@ -213,6 +213,6 @@ pub(super) async fn changes(
         })
         .await?
         .into_inner();
-    let feed = render::changes_feed(&answer, include_docs);
+    let feed = render::changes_feed(answer, include_docs);
     Ok(([(header::CONTENT_TYPE, "application/json")], feed.to_string()).into_response())
 }
