@@ -4,6 +4,7 @@
 use cocon_common::scope::Rule;
 use cocon_common::time::{parse_rfc3339, rfc3339};
 use cocon_proto::auth::v1 as pb;
+use cocon_proto::events::v1::PermissionRule;
 use serde_json::{Map, Value, json};
 
 use crate::ApiError;
@@ -63,7 +64,7 @@ pub(crate) fn changes(body: &[u8], patch: bool) -> Result<pb::PermissionChanges,
 }
 
 /// One rule of the `permissions` map; `None` for `{}` (remove it, on PATCH).
-fn rule(name: &str, value: &Value) -> Result<Option<pb::NamedRule>, ApiError> {
+fn rule(name: &str, value: &Value) -> Result<Option<PermissionRule>, ApiError> {
     let obj = value
         .as_object()
         .ok_or_else(|| ApiError::bad_request(format!("rule {name:?} must be an object")))?;
@@ -71,7 +72,7 @@ fn rule(name: &str, value: &Value) -> Result<Option<pb::NamedRule>, ApiError> {
         return Ok(None);
     }
     let text = |key: &str| obj.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-    Ok(Some(pb::NamedRule {
+    Ok(Some(PermissionRule {
         name: name.to_string(),
         doctype: text("type"),
         verbs: strings(obj.get("verbs"), "verbs")?,
@@ -186,7 +187,7 @@ mod tests {
             id: "p1".into(),
             kind: "share".into(),
             source_id: "cli/t".into(),
-            rules: vec![pb::NamedRule {
+            rules: vec![PermissionRule {
                 name: "n".into(),
                 doctype: "io.cozy.notes".into(),
                 verbs: vec!["GET".into()],

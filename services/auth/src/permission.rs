@@ -47,22 +47,14 @@ impl Bearer {
 
 /// A rule as a request names it, checked against the scope grammar; verbs in the grammar's
 /// order, `ALL` as none.
-fn checked_rule(rule: &pb::NamedRule) -> Result<NamedRule, AuthError> {
+fn checked_rule(rule: &PermissionRule) -> Result<NamedRule, AuthError> {
     check_name(&rule.name, "rule")?;
-    let mut verbs = rule.verbs.clone();
-    if verbs.iter().any(|v| v == "ALL") {
-        verbs.clear();
+    let mut rule = NamedRule::from(rule);
+    if rule.verbs.iter().any(|v| v == "ALL") {
+        rule.verbs.clear();
     }
-    verbs.sort_by_key(|v| scope::VERBS.iter().position(|k| k == v));
-    verbs.dedup();
-    let rule = NamedRule {
-        name: rule.name.clone(),
-        doctype: rule.doctype.clone(),
-        verbs,
-        values: rule.values.clone(),
-        selector: rule.selector.clone(),
-        description: rule.description.clone(),
-    };
+    rule.verbs.sort_by_key(|v| scope::VERBS.iter().position(|k| k == v));
+    rule.verbs.dedup();
     plain(&rule)
         .validate()
         .map_err(|e| AuthError::InvalidScope(format!("rule {:?}: {e}", rule.name)))?;
@@ -325,7 +317,7 @@ impl AuthService {
             id: id.clone(),
             kind: "share".into(),
             source_id: caller.source_id(),
-            rules: rules.iter().map(rule_pb).collect(),
+            rules: rules.iter().map(PermissionRule::from).collect(),
             codes: share_codes,
             expires_at,
             sealed_password_hash: password.into(),
@@ -407,7 +399,7 @@ impl AuthService {
             id: set.id.clone(),
             kind: set.kind.clone(),
             source_id: set.source_id.clone(),
-            rules: rules.iter().map(rule_pb).collect(),
+            rules: rules.iter().map(PermissionRule::from).collect(),
             codes,
             expires_at,
             sealed_password_hash: password.into(),
@@ -533,35 +525,13 @@ impl AuthService {
             id: set.id.clone(),
             kind: set.kind.clone(),
             source_id: set.source_id.clone(),
-            rules: set
-                .rules
-                .iter()
-                .map(|r| pb::NamedRule {
-                    name: r.name.clone(),
-                    doctype: r.doctype.clone(),
-                    verbs: r.verbs.clone(),
-                    values: r.values.clone(),
-                    selector: r.selector.clone(),
-                    description: r.description.clone(),
-                })
-                .collect(),
+            rules: set.rules.iter().map(PermissionRule::from).collect(),
             codes,
             password: set.password.is_some(),
             expires_at: set.expires_at,
             created_at: set.created_at,
             updated_at: set.updated_at,
         })
-    }
-}
-
-fn rule_pb(r: &NamedRule) -> PermissionRule {
-    PermissionRule {
-        name: r.name.clone(),
-        doctype: r.doctype.clone(),
-        verbs: r.verbs.clone(),
-        values: r.values.clone(),
-        selector: r.selector.clone(),
-        description: r.description.clone(),
     }
 }
 

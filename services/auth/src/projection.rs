@@ -375,18 +375,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
                 id: p.id.clone(),
                 kind: p.kind.clone(),
                 source_id: p.source_id.clone(),
-                rules: p
-                    .rules
-                    .iter()
-                    .map(|r| NamedRule {
-                        name: r.name.clone(),
-                        doctype: r.doctype.clone(),
-                        verbs: r.verbs.clone(),
-                        values: r.values.clone(),
-                        selector: r.selector.clone(),
-                        description: r.description.clone(),
-                    })
-                    .collect(),
+                rules: p.rules.iter().map(NamedRule::from).collect(),
                 codes: p
                     .codes
                     .iter()

@@ -1,6 +1,7 @@
 //! The auth service's tables. `auth.events` is the source of truth; the instance and session
 //! tables are its projection.
 
+use cocon_proto::events::v1::PermissionRule;
 use cocon_storage::bytes::{Bytes, BytesMut};
 use cocon_storage::table::json;
 use cocon_storage::{Schema, Table, json_table};
@@ -236,6 +237,33 @@ pub struct NamedRule {
     pub selector: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+}
+
+/// A rule as the log and the wire carry it, and back.
+impl From<&PermissionRule> for NamedRule {
+    fn from(r: &PermissionRule) -> NamedRule {
+        NamedRule {
+            name: r.name.clone(),
+            doctype: r.doctype.clone(),
+            verbs: r.verbs.clone(),
+            values: r.values.clone(),
+            selector: r.selector.clone(),
+            description: r.description.clone(),
+        }
+    }
+}
+
+impl From<&NamedRule> for PermissionRule {
+    fn from(r: &NamedRule) -> PermissionRule {
+        PermissionRule {
+            name: r.name.clone(),
+            doctype: r.doctype.clone(),
+            verbs: r.verbs.clone(),
+            values: r.values.clone(),
+            selector: r.selector.clone(),
+            description: r.description.clone(),
+        }
+    }
 }
 
 /// One named code of a permission set; the plain codes are sealed under the instance's key.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cocon_auth::{AuthError, AuthService, Config, Deps};
 use cocon_events::{EventBus, MemoryBus};
 use cocon_proto::auth::v1 as pb;
+use cocon_proto::events::v1::PermissionRule;
 use cocon_storage::{EmbeddedStore, Store};
 use serde_json::Value;
 
@@ -57,8 +58,8 @@ fn note_set() -> pb::PermissionChanges {
     }
 }
 
-fn rule(name: &str, doctype: &str, verbs: &[&str], values: &[&str]) -> pb::NamedRule {
-    pb::NamedRule {
+fn rule(name: &str, doctype: &str, verbs: &[&str], values: &[&str]) -> PermissionRule {
+    PermissionRule {
         name: name.into(),
         doctype: doctype.into(),
         verbs: verbs.iter().map(|v| v.to_string()).collect(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cocon_auth::{AuthService, Config, Deps, Origin};
 use cocon_events::{EventBus, MemoryBus};
 use cocon_proto::auth::v1 as pb;
+use cocon_proto::events::v1::PermissionRule;
 use cocon_storage::{EmbeddedStore, Store, TableRow};
 
 async fn table(store: &Arc<dyn Store>, name: &'static str) -> Vec<TableRow> {
@@ -142,7 +143,7 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     let (revoked, _, revoked_id) = auth.issue_token("a.test", "io.cozy.notes", 3600).await.unwrap();
     auth.revoke_cli_token("a.test", &revoked_id).await.unwrap();
     let notes = pb::PermissionChanges {
-        rules: vec![pb::NamedRule {
+        rules: vec![PermissionRule {
             name: "n".into(),
             doctype: "io.cozy.notes".into(),
             verbs: vec!["GET".into()],
