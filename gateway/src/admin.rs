@@ -123,7 +123,7 @@ async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Valu
 
 /// The origin of an instance's links: a domain with its own port keeps it, in place of the
 /// configured public port.
-fn origin_of(template: &str, domain: &str) -> String {
+pub(crate) fn origin_of(template: &str, domain: &str) -> String {
     match cocon_common::domain::split_port(domain) {
         (_, Some(_)) => {
             let scheme = template.split("{domain}").next().unwrap_or("http://");

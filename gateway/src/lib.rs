@@ -12,6 +12,7 @@ mod data;
 mod edge;
 mod error;
 mod files;
+mod jobs;
 mod jsonapi;
 mod oauth;
 mod permissions;
@@ -64,6 +65,7 @@ impl Gateway {
             .merge(person::twofactor::routes())
             .merge(oauth::routes())
             .merge(permissions::routes())
+            .merge(jobs::routes())
             .route_layer(edge::EdgeLayer::new(metrics.clone(), Some(timeout)))
             // Uploads and downloads last as long as the bytes take: no request timeout.
             .merge(
@@ -85,25 +87,13 @@ impl Gateway {
             .with_state(self.state.clone())
     }
 
-    /// How links to an instance start, `{domain}` standing for its domain: e.g.
-    /// `http://{domain}:8080`.
-    fn public_origin(&self) -> String {
-        let c = &self.state.config;
-        let (scheme, default_port) = if c.public_https { ("https", 443) } else { ("http", 80) };
-        match c.public_port {
-            0 => format!("{scheme}://{{domain}}"),
-            p if p == default_port => format!("{scheme}://{{domain}}"),
-            p => format!("{scheme}://{{domain}}:{p}"),
-        }
-    }
-
     /// `/instances…` for the admin port; `token` is the admin secret callers must present.
     pub fn admin_router(&self, token: String) -> Router {
         admin::router(
             self.state.clients.auth.clone(),
             self.state.access.clone(),
             token,
-            self.public_origin(),
+            self.state.config.public_origin(),
         )
     }
 }

@@ -32,6 +32,28 @@ pub struct Config {
     pub limits: LimitsConfig,
 }
 
+impl Config {
+    /// How links to an instance start, `{domain}` standing for its domain: e.g.
+    /// `http://{domain}:8080`.
+    pub fn public_origin(&self) -> String {
+        let (scheme, default_port) = if self.public_https {
+            ("https", 443)
+        } else {
+            ("http", 80)
+        };
+        match self.public_port {
+            0 => format!("{scheme}://{{domain}}"),
+            p if p == default_port => format!("{scheme}://{{domain}}"),
+            p => format!("{scheme}://{{domain}}:{p}"),
+        }
+    }
+
+    /// The origin of `domain`'s links (a domain with its own port keeps it).
+    pub fn origin_of(&self, domain: &str) -> String {
+        crate::admin::origin_of(&self.public_origin(), domain)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

@@ -21,6 +21,12 @@ pub mod files {
     mod json;
 }
 
+pub mod jobs {
+    pub mod v1 {
+        tonic::include_proto!("cocon.jobs.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("cocon.events.v1");

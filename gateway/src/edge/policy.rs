@@ -60,10 +60,18 @@ pub enum Route {
     SettingsDiskUsage,
     Files,
     FilesNode,
+    /// Queueing a worker's jobs and reading its queue.
+    JobsWorker,
+    /// One job, or one trigger and what hangs on it.
+    JobsOne,
+    /// Creating and listing triggers.
+    JobsTriggers,
+    /// Purging and cleaning an instance's jobs.
+    JobsAdmin,
 }
 
 impl Route {
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 18] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -78,6 +86,10 @@ impl Route {
         Route::SettingsDiskUsage,
         Route::Files,
         Route::FilesNode,
+        Route::JobsWorker,
+        Route::JobsOne,
+        Route::JobsTriggers,
+        Route::JobsAdmin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +108,10 @@ impl Route {
             Route::SettingsDiskUsage => "settings/disk-usage",
             Route::Files => "files",
             Route::FilesNode => "files/node",
+            Route::JobsWorker => "jobs/worker",
+            Route::JobsOne => "jobs/one",
+            Route::JobsTriggers => "jobs/triggers",
+            Route::JobsAdmin => "jobs/admin",
         }
     }
 }
@@ -249,6 +265,15 @@ mod tests {
             assert!(!p.allows(kind, Route::FilesNode, "GET", None));
             assert!(!p.allows(kind, Route::Files, "GET", Document));
         }
+        // Jobs: an app queues the workers its rules name; only the CLI may use a rule on the
+        // whole doctype for that; codes never reach jobs.
+        assert!(p.allows(Oauth, Route::JobsWorker, "POST", Document));
+        assert!(!p.allows(Oauth, Route::JobsWorker, "POST", Whole));
+        assert!(p.allows(Cli, Route::JobsWorker, "POST", Whole));
+        assert!(p.allows(Oauth, Route::JobsOne, "GET", Whole));
+        assert!(!p.allows(Oauth, Route::JobsAdmin, "DELETE", Document));
+        assert!(!p.allows(Share, Route::JobsOne, "GET", Whole));
+        assert!(!p.allows(Person, Route::JobsTriggers, "GET", Whole));
     }
 
     #[tokio::test]

@@ -425,7 +425,13 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             None => Vec::new(),
         },
         Some(
-            Payload::LoginFailed(_) | Payload::DocumentChanged(_) | Payload::FileChanged(_) | Payload::QuotaExceeded(_),
+            Payload::LoginFailed(_)
+            | Payload::DocumentChanged(_)
+            | Payload::FileChanged(_)
+            | Payload::QuotaExceeded(_)
+            | Payload::JobChanged(_)
+            | Payload::TriggerChanged(_)
+            | Payload::TriggerDebounced(_),
         )
         | None => Vec::new(),
     }

@@ -110,14 +110,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
     cocon_common::size::parse(text)
 }
 
-struct Admin {
+pub(crate) struct Admin {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
 impl Admin {
-    fn new(args: &AdminArgs) -> anyhow::Result<Admin> {
+    pub(crate) fn new(args: &AdminArgs) -> anyhow::Result<Admin> {
         let token = match &args.admin_token {
             Some(t) => t.clone(),
             None => {
@@ -140,7 +140,12 @@ impl Admin {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let res = self
             .http

@@ -4,6 +4,7 @@
 mod admin_http;
 mod cli;
 mod config;
+mod jobs_cli;
 mod mesh_cert;
 mod rebuild;
 mod serve;
@@ -48,6 +49,12 @@ enum Command {
     /// Create, list and remove instances, and mint tokens, on a running server.
     #[command(subcommand)]
     Instances(cli::InstancesCommand),
+    /// Queue jobs on an instance of a running server and wait for them.
+    #[command(subcommand)]
+    Jobs(jobs_cli::JobsCommand),
+    /// List an instance's triggers on a running server.
+    #[command(subcommand)]
+    Triggers(jobs_cli::TriggersCommand),
     /// Drop every projection and rebuild it from the event log (stop the server first).
     #[command(after_help = "Example:\n  cocon rebuild-projections --data-dir ./cocon-data")]
     RebuildProjections {
@@ -119,6 +126,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Instances(cmd) => cli::run(cmd).await,
+            Command::Jobs(cmd) => jobs_cli::run_jobs(cmd).await,
+            Command::Triggers(cmd) => jobs_cli::run_triggers(cmd).await,
             Command::RebuildProjections { data_dir } => rebuild::run(&data_dir).await,
             Command::MeshKey { file } => new_mesh_key(&file),
             Command::MeshCert { dir, names } => mesh_cert::write(&dir, &names),

@@ -75,7 +75,17 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
             )
             .await?,
         ),
-        ServiceKind::Jobs => Box::new(cocon_jobs::build(config.jobs.clone())),
+        ServiceKind::Jobs => Box::new(
+            cocon_jobs::JobsService::build(
+                config.jobs.clone(),
+                cocon_jobs::Deps {
+                    store: parts.store(),
+                    bus: parts.bus.clone(),
+                    mesh_key: parts.mesh_key(),
+                },
+            )
+            .await?,
+        ),
         ServiceKind::Sharing => Box::new(cocon_sharing::build(config.sharing.clone())),
         ServiceKind::Notifications => Box::new(cocon_notifications::build(config.notifications.clone())),
     };
@@ -118,6 +128,7 @@ pub async fn projections(
         ServiceKind::Auth => vec![Box::new(cocon_auth::AuthService::projection(store).await?)],
         ServiceKind::Documents => vec![Box::new(cocon_documents::DocumentsService::projection(store).await?)],
         ServiceKind::Files => vec![Box::new(cocon_files::FilesService::projection(store).await?)],
-        ServiceKind::Gateway | ServiceKind::Jobs | ServiceKind::Sharing | ServiceKind::Notifications => Vec::new(),
+        ServiceKind::Jobs => vec![Box::new(cocon_jobs::JobsService::projection(store).await?)],
+        ServiceKind::Gateway | ServiceKind::Sharing | ServiceKind::Notifications => Vec::new(),
     })
 }

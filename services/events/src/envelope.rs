@@ -20,6 +20,9 @@ pub enum Topic<'a> {
     Document { doctype: &'a str, verb: &'a str },
     /// A files event (`created`, `quota.set`, …): `files.<kind>` on `cocon.files.<instance>.<kind>`.
     File { kind: &'a str },
+    /// A jobs event: `jobs.<entity>.<verb>` (`jobs.job.queued`, `jobs.trigger.created`) on
+    /// `cocon.jobs.<instance>.<entity>.<verb>`.
+    Jobs { entity: &'a str, verb: &'a str },
 }
 
 impl Topic<'_> {
@@ -28,6 +31,7 @@ impl Topic<'_> {
             Topic::Auth { .. } => "auth",
             Topic::Document { .. } => "documents",
             Topic::File { .. } => "files",
+            Topic::Jobs { .. } => "jobs",
         }
     }
 
@@ -36,6 +40,7 @@ impl Topic<'_> {
             Topic::Auth { entity, verb } => format!("auth.{entity}.{verb}"),
             Topic::Document { verb, .. } => format!("documents.doc.{verb}"),
             Topic::File { kind } => format!("files.{kind}"),
+            Topic::Jobs { entity, verb } => format!("jobs.{entity}.{verb}"),
         }
     }
 
@@ -44,6 +49,7 @@ impl Topic<'_> {
             Topic::Auth { entity, verb } => subject::auth(instance, entity, verb),
             Topic::Document { doctype, verb } => subject::document(instance, doctype, verb),
             Topic::File { kind } => subject::file(instance, kind),
+            Topic::Jobs { entity, verb } => subject::jobs(instance, entity, verb),
         }
     }
 }

@@ -42,6 +42,7 @@ pub mod streams {
     pub const AUTH: &str = "COCON_AUTH";
     pub const DOCUMENTS: &str = "COCON_DOCUMENTS";
     pub const FILES: &str = "COCON_FILES";
+    pub const JOBS: &str = "COCON_JOBS";
     pub const DEAD_LETTERS: &str = "COCON_DLQ";
 
     /// Retention limits, from the configuration.
@@ -70,6 +71,7 @@ pub mod streams {
             (AUTH, "cocon.auth.>"),
             (DOCUMENTS, "cocon.documents.>"),
             (FILES, "cocon.files.>"),
+            (JOBS, "cocon.jobs.>"),
             (DEAD_LETTERS, "cocon.dlq.>"),
         ]
         .into_iter()

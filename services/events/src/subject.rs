@@ -21,6 +21,13 @@ pub fn file(instance: &str, kind: &str) -> String {
     format!("cocon.files.{instance}.{kind}")
 }
 
+/// The subject of a jobs event: `cocon.jobs.<instance>.<entity>.<verb>`, where the entity is
+/// `job` (verbs: its states, `deleted`), `trigger` (`created`, `updated`, `deleted`) or
+/// `debounce` (`pending`, `closed`).
+pub fn jobs(instance: &str, entity: &str, verb: &str) -> String {
+    format!("cocon.jobs.{instance}.{entity}.{verb}")
+}
+
 /// Where a consumer puts what it could not handle after its last attempt.
 pub fn dead_letter(durable: &str) -> String {
     format!("cocon.dlq.{}", encode_token(durable))

@@ -1,17 +1,28 @@
-//! The jobs service: jobs, triggers and workers.
-//!
-//! Not built yet: this crate holds only the service's place in the mesh (its configuration
-//! section and its name), so a process can name it. It does not serve: a process running it
-//! answers `/ready` 503 and reports it NOT_SERVING in gRPC health, and it serves no route that
-//! would pretend to work. `cocon serve` runs it only when it is named in `--services`.
+//! The jobs service: cozy-stack's jobs and triggers, event-sourced. Every change of a job or a
+//! trigger is an event of `jobs.events`; the tables are its projection. Queued jobs wait in
+//! their worker's queue and run in this process with their worker's limits; triggers fire from
+//! the schedule (`@cron`, `@every`, `@at`, `@in`, `@hourly` … `@monthly`), from the documents
+//! and files events on the bus (`@event`), from webhooks, or by hand.
 
-use cocon_mesh::{ServiceKind, Skeleton};
-use serde::Deserialize;
+mod config;
+mod consumer;
+mod error;
+mod event;
+mod grpc;
+mod jobs;
+mod lifecycle;
+mod projection;
+mod queue;
+mod runner;
+mod scheduler;
+mod service;
+mod syntax;
+mod tables;
+mod triggers;
+mod webhook;
+mod workers;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Config {}
-
-pub fn build(_config: Config) -> Skeleton {
-    Skeleton(ServiceKind::Jobs)
-}
+pub use config::{Config, SmtpConfig, WorkerOverride};
+pub use error::JobsError;
+pub use projection::JobsProjection;
+pub use service::{Deps, JobsService};

@@ -11,6 +11,9 @@ use cocon_proto::auth::v1::auth_service_server::AuthService;
 use cocon_proto::documents::v1 as docs_pb;
 use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
 use cocon_proto::documents::v1::documents_service_server::DocumentsService;
+use cocon_proto::jobs::v1 as jobs_pb;
+use cocon_proto::jobs::v1::jobs_service_client::JobsServiceClient;
+use cocon_proto::jobs::v1::jobs_service_server::JobsService;
 
 use crate::GrpcChannel;
 
@@ -95,5 +98,27 @@ service_client!(
         design_docs(DesignDocsRequest) -> JsonResponse;
         delete_design_doc(DeleteDesignDocRequest) -> JsonResponse;
         all_doctypes(AllDoctypesRequest) -> JsonResponse;
+    }
+);
+
+service_client!(
+    /// The jobs service.
+    JobsClient, JobsService, JobsServiceClient, jobs_pb {
+        push_job(PushJobRequest) -> JobAnswer;
+        get_job(JobRequest) -> JobAnswer;
+        wait_job(WaitJobRequest) -> JobAnswer;
+        list_queue(ListQueueRequest) -> JobList;
+        patch_job(PatchJobRequest) -> JobAnswer;
+        purge_jobs(PurgeJobsRequest) -> CountAnswer;
+        clean_jobs(CleanJobsRequest) -> CountAnswer;
+        create_trigger(CreateTriggerRequest) -> TriggerAnswer;
+        get_trigger(TriggerRequest) -> TriggerAnswer;
+        list_triggers(ListTriggersRequest) -> TriggerList;
+        patch_trigger(PatchTriggerRequest) -> TriggerAnswer;
+        delete_trigger(TriggerRequest) -> DeleteTriggerResponse;
+        trigger_jobs(TriggerJobsRequest) -> JobList;
+        launch_trigger(TriggerRequest) -> JobAnswer;
+        call_webhook(WebhookRequest) -> WebhookResponse;
+        list_workers(ListWorkersRequest) -> ListWorkersResponse;
     }
 );

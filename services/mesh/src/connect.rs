@@ -7,9 +7,11 @@ use cocon_proto::auth::v1::auth_service_client::AuthServiceClient;
 use cocon_proto::auth::v1::auth_service_server::AuthService;
 use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
 use cocon_proto::documents::v1::documents_service_server::DocumentsService;
+use cocon_proto::jobs::v1::jobs_service_client::JobsServiceClient;
+use cocon_proto::jobs::v1::jobs_service_server::JobsService;
 use serde::Deserialize;
 
-use crate::{AuthClient, DocumentsClient, FilesClient, GrpcChannel, MeshError, remote};
+use crate::{AuthClient, DocumentsClient, FilesClient, GrpcChannel, JobsClient, MeshError, remote};
 
 /// Where to reach the services this process does not run (`[endpoints]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +20,7 @@ pub struct Endpoints {
     pub auth: String,
     pub documents: String,
     pub files: String,
+    pub jobs: String,
 }
 
 impl Default for Endpoints {
@@ -26,6 +29,7 @@ impl Default for Endpoints {
             auth: "http://127.0.0.1:7070".into(),
             documents: "http://127.0.0.1:7070".into(),
             files: "http://127.0.0.1:7070".into(),
+            jobs: "http://127.0.0.1:7070".into(),
         }
     }
 }
@@ -38,6 +42,7 @@ pub struct LocalServices {
     /// Files streams uploads and downloads, so even in process it is called through gRPC's
     /// framing ([`crate::in_process`]).
     pub files: Option<GrpcChannel>,
+    pub jobs: Option<Arc<dyn JobsService>>,
 }
 
 /// Every service as its callers reach it.
@@ -46,6 +51,7 @@ pub struct Clients {
     pub auth: AuthClient,
     pub documents: DocumentsClient,
     pub files: FilesClient,
+    pub jobs: JobsClient,
 }
 
 impl Clients {
@@ -79,6 +85,10 @@ impl Clients {
                 Some(channel) => channel,
                 None => channel("files", &endpoints.files)?,
             }),
+            jobs: match local.jobs {
+                Some(service) => JobsClient::Local(service),
+                None => JobsClient::Remote(JobsServiceClient::new(channel("jobs", &endpoints.jobs)?)),
+            },
         })
     }
 }

@@ -36,12 +36,13 @@ impl ServiceKind {
     ];
 
     /// What `cocon serve` runs when no service is named: every service that serves. The
-    /// skeletons (jobs, sharing, notifications) run only when named, and are then not ready.
-    pub const DEFAULT: [ServiceKind; 4] = [
+    /// skeletons (sharing, notifications) run only when named, and are then not ready.
+    pub const DEFAULT: [ServiceKind; 5] = [
         ServiceKind::Gateway,
         ServiceKind::Auth,
         ServiceKind::Documents,
         ServiceKind::Files,
+        ServiceKind::Jobs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,9 +72,12 @@ impl ServiceKind {
     }
 
     /// Whether it keeps state: an event log in the store, events it signs, the mesh key.
-    /// (Jobs, sharing and notifications will once they are built.)
+    /// (Sharing and notifications will once they are built.)
     pub fn keeps_state(self) -> bool {
-        matches!(self, ServiceKind::Auth | ServiceKind::Documents | ServiceKind::Files)
+        matches!(
+            self,
+            ServiceKind::Auth | ServiceKind::Documents | ServiceKind::Files | ServiceKind::Jobs
+        )
     }
 
     /// The names, comma separated, for error messages and `--help`.

@@ -700,7 +700,7 @@ async fn test_forged_events_erase_nothing() {
     }
 }
 
-/// A service not built yet (jobs, sharing, notifications) runs only when named, and then never
+/// A service not built yet (sharing, notifications) runs only when named, and then never
 /// takes traffic: `/ready` answers 503 naming it and gRPC health reports it NOT_SERVING, so no
 /// probe routes requests to it. A process running every service that serves is ready.
 #[tokio::test]
@@ -709,18 +709,18 @@ async fn test_a_service_not_built_yet_is_never_ready() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
     let dir = tempfile::tempdir().unwrap();
-    let jobs = Cocon::builder(&dir.path().join("jobs"))
+    let sharing = Cocon::builder(&dir.path().join("sharing"))
         .arg("--services")
-        .arg("jobs")
+        .arg("sharing")
         .env("COCON_MESH_TLS__INSECURE", "true")
         .start()
         .await
         .unwrap();
-    let ready = reqwest::get(format!("{}/ready", jobs.admin)).await.unwrap();
+    let ready = reqwest::get(format!("{}/ready", sharing.admin)).await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["not_serving"], json!(["jobs"]));
-    let endpoint = jobs.grpc.clone().expect("a process of services serves gRPC health");
+    assert_eq!(body["not_serving"], json!(["sharing"]));
+    let endpoint = sharing.grpc.clone().expect("a process of services serves gRPC health");
     let channel = tonic::transport::Endpoint::from_shared(endpoint)
         .unwrap()
         .connect()
@@ -730,8 +730,8 @@ async fn test_a_service_not_built_yet_is_never_ready() {
     let status = |service: &str| HealthCheckRequest {
         service: service.to_string(),
     };
-    let jobs_status = health.check(status("cocon.jobs.v1.JobsService")).await.unwrap();
-    assert_eq!(jobs_status.into_inner().status, ServingStatus::NotServing as i32);
+    let sharing_status = health.check(status("cocon.sharing.v1.SharingService")).await.unwrap();
+    assert_eq!(sharing_status.into_inner().status, ServingStatus::NotServing as i32);
     let unknown = health.check(status("cocon.documents.v1.DocumentsService")).await;
     assert_eq!(
         unknown.unwrap_err().code(),

@@ -1,0 +1,215 @@
+//! `cocon jobs …` and `cocon triggers …`: cozy-stack's commands, through the public API of a
+//! running server with a short-lived CLI token (minted on the admin API, revoked at the end).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::cli::{Admin, AdminArgs};
+
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The instance, as its domain.
+    #[arg(long)]
+    domain: String,
+    /// The server's public HTTP address.
+    #[arg(long, env = "COCON_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// Queue a job for WORKER on an instance, wait for it to end, and print it as JSON. Exits
+    /// with an error when the job errored.
+    #[command(after_help = "Examples:\n  \
+        cocon jobs run log --domain alice.localhost --json '{\"hello\":\"world\"}'\n  \
+        cocon jobs run sendmail --domain alice.localhost --json \
+        '{\"mode\":\"noreply\",\"to\":[{\"email\":\"bob@example.org\"}],\"subject\":\"Hi\",\"parts\":[{\"type\":\"text/plain\",\"body\":\"Hello\"}]}'")]
+    Run {
+        worker: String,
+        /// The job's arguments, as JSON.
+        #[arg(long, default_value = "{}")]
+        json: String,
+        /// Stop waiting after this many seconds (the job goes on).
+        #[arg(long, default_value_t = 3600)]
+        wait: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TriggersCommand {
+    /// List an instance's triggers: id, type, arguments, worker, and how its last job went.
+    #[command(after_help = "Example:\n  cocon triggers ls --domain alice.localhost")]
+    Ls {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// A client of the public API, with a CLI token for the instance.
+struct Api {
+    base: String,
+    domain: String,
+    token: String,
+    token_id: String,
+    admin: Admin,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn open(args: &ApiArgs, scope: &str, ttl: Duration) -> anyhow::Result<Api> {
+        let admin = Admin::new(&args.admin)?;
+        let issued = admin
+            .call(
+                reqwest::Method::POST,
+                "/instances/token",
+                &[
+                    ("Domain", args.domain.clone()),
+                    ("Scope", scope.to_string()),
+                    ("Audience", "cli".to_string()),
+                    ("TTL", ttl.as_secs().max(60).to_string()),
+                ],
+            )
+            .await?;
+        let field = |k: &str| issued.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        Ok(Api {
+            base: args.url.trim_end_matches('/').to_string(),
+            domain: args.domain.clone(),
+            token: field("token"),
+            token_id: field("id"),
+            admin,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::HOST, &self.domain)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let res = request.send().await.with_context(|| {
+            format!(
+                "cannot reach Cocon at {}: is `cocon serve` running? (--url to point elsewhere)",
+                self.base
+            )
+        })?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let reason = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(text);
+            bail!("{status}: {reason}");
+        }
+        serde_json::from_str(&text).context("Cocon answered something that is not JSON")
+    }
+
+    /// Revokes the token (it would expire on its own; this keeps the list of tokens short).
+    async fn close(self) {
+        let path = format!("/instances/{}/tokens/{}", self.domain, self.token_id);
+        if let Err(err) = self.admin.call(reqwest::Method::DELETE, &path, &[]).await {
+            eprintln!("warning: cannot revoke the command's token ({err}); it expires on its own");
+        }
+    }
+}
+
+pub async fn run_jobs(cmd: JobsCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobsCommand::Run {
+            worker,
+            json,
+            wait,
+            api,
+        } => {
+            let arguments: Value = serde_json::from_str(&json).context("--json is not valid JSON")?;
+            let api = Api::open(&api, "io.cozy.jobs", Duration::from_secs(wait + 60)).await?;
+            let result = run_job(&api, &worker, arguments, Duration::from_secs(wait)).await;
+            api.close().await;
+            let job = result?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            if job["attributes"]["state"] == "errored" {
+                bail!(
+                    "the job errored: {}",
+                    job["attributes"]["error"].as_str().unwrap_or("no reason given")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_job(api: &Api, worker: &str, arguments: Value, wait: Duration) -> anyhow::Result<Value> {
+    let queued = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/jobs/queue/{worker}"),
+            Some(serde_json::json!({"data": {"attributes": {"arguments": arguments}}})),
+        )
+        .await?;
+    let id = queued["data"]["id"].as_str().unwrap_or_default().to_string();
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let job = api.call(reqwest::Method::GET, &format!("/jobs/{id}"), None).await?["data"].take();
+        let state = job["attributes"]["state"].as_str().unwrap_or_default().to_string();
+        spinner.set_message(format!("job {id} ({worker}): {state}"));
+        if matches!(state.as_str(), "done" | "errored") {
+            spinner.finish_and_clear();
+            return Ok(job);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            bail!(
+                "job {id} is still {state} after {} s; see it with GET /jobs/{id}",
+                wait.as_secs()
+            );
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+pub async fn run_triggers(cmd: TriggersCommand) -> anyhow::Result<()> {
+    match cmd {
+        TriggersCommand::Ls { api } => {
+            let api = Api::open(&api, "io.cozy.triggers:GET", Duration::from_secs(60)).await?;
+            let result = api.call(reqwest::Method::GET, "/jobs/triggers", None).await;
+            api.close().await;
+            let list = result?["data"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                eprintln!("no trigger yet");
+            }
+            for t in list {
+                let a = &t["attributes"];
+                let s = &a["current_state"];
+                let str_of = |v: &Value| v.as_str().unwrap_or("-").to_string();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    str_of(&t["id"]),
+                    str_of(&a["type"]),
+                    str_of(&a["arguments"]).replace('\t', " "),
+                    str_of(&a["worker"]),
+                    if s["status"].as_str().unwrap_or_default().is_empty() {
+                        "never ran".to_string()
+                    } else {
+                        str_of(&s["status"])
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The jobs service's section of the configuration file (`[jobs]`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Per worker, what changes from its defaults (`[jobs.workers.konnector] concurrency = 4`).
+    pub workers: BTreeMap<String, WorkerOverride>,
+    /// `DELETE /jobs/purge` removes finished jobs older than this when the request does not say
+    /// (cozy's `jobs.defaultDurationToKeep`, 2 weeks), in seconds.
+    pub keep_jobs_secs: u64,
+    /// Calls a webhook accepts per minute; past it they get 429 until the minute ends.
+    pub webhook_calls_per_minute: u32,
+    /// Where mail goes (the sendmail worker).
+    pub smtp: SmtpConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: BTreeMap::new(),
+            keep_jobs_secs: 14 * 86_400,
+            webhook_calls_per_minute: 60,
+            smtp: SmtpConfig::default(),
+        }
+    }
+}
+
+/// What a deployment changes in a worker's limits; unset keys keep the worker's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct WorkerOverride {
+    /// Jobs of this worker run at once in this process.
+    pub concurrency: Option<u32>,
+    /// Runs of a job, the first included.
+    pub max_exec_count: Option<u32>,
+    /// How long a run may take, in seconds.
+    pub timeout_secs: Option<u64>,
+    /// The first retry's delay, in milliseconds; each next one doubles it (±10 %).
+    pub retry_delay_ms: Option<u64>,
+}
+
+/// The SMTP server of the sendmail worker. With no host, mail is refused with an error saying
+/// so (the job errors: nothing pretends to send).
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (upgrade a plain connection; refused if the server cannot), `tls` (TLS from
+    /// the first byte, usually port 465) or `none` (plain text: a server on loopback only).
+    pub security: String,
+    pub username: String,
+    pub password: String,
+    /// The sender of the mails Cocon sends itself (`noreply`).
+    pub noreply_address: String,
+    pub noreply_name: String,
+    /// Seconds to connect and to send one mail.
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: String::new(),
+            port: 587,
+            security: "starttls".into(),
+            username: String::new(),
+            password: String::new(),
+            noreply_address: "noreply@localhost".into(),
+            noreply_name: "Cocon".into(),
+            timeout_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("noreply_address", &self.noreply_address)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}

@@ -1,0 +1,215 @@
+//! `@event` triggers fed by the bus: the documents and files events are matched against the
+//! instance's event triggers, and each one matched sets its trigger off.
+//!
+//! Redelivered events do not queue a job twice: the job of an (event, trigger) pair has an id
+//! derived from both, and one that exists is not queued again.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cocon_common::Shutdown;
+use cocon_events::{ConsumerSpec, HandlerError, Message, decode_envelope, run_consumer, subject};
+use cocon_proto::events::v1::Envelope;
+use cocon_proto::events::v1::envelope::Payload;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::event::{EventRule, Matched, field};
+use crate::service::JobsService;
+use crate::syntax::{self, Schedule};
+use crate::tables::TRIGGERS;
+
+/// A change of a document or a file, as `@event` triggers see it.
+pub(crate) struct Change {
+    pub doctype: String,
+    /// CREATED, UPDATED or DELETED.
+    pub verb: &'static str,
+    pub id: String,
+    pub doc: Value,
+}
+
+/// What a file's event holds that is the server's own, not the document's.
+const INTERNAL_FILE_FIELDS: [&str; 3] = ["blob", "restore_name", "dav_properties"];
+
+impl Change {
+    /// The change an event of the documents or files service is about, if any.
+    pub fn of(envelope: &Envelope) -> Option<Change> {
+        match envelope.payload.as_ref()? {
+            Payload::DocumentChanged(d) => {
+                let verb = envelope.subject.rsplit('.').next().unwrap_or_default();
+                let verb = match verb {
+                    "created" => "CREATED",
+                    "deleted" => "DELETED",
+                    _ if d.deleted => "DELETED",
+                    _ => "UPDATED",
+                };
+                let doc = serde_json::from_slice(&d.body).unwrap_or(Value::Null);
+                Some(Change {
+                    doctype: d.doctype.clone(),
+                    verb,
+                    id: d.id.clone(),
+                    doc,
+                })
+            }
+            Payload::FileChanged(f) => {
+                let verb = match envelope.subject.rsplit('.').next().unwrap_or_default() {
+                    "created" => "CREATED",
+                    "deleted" => "DELETED",
+                    _ => "UPDATED",
+                };
+                let mut doc = if f.file.is_empty() {
+                    let mut gone = Map::new();
+                    gone.insert("_id".into(), Value::String(f.id.clone()));
+                    gone.insert("_deleted".into(), Value::Bool(true));
+                    Value::Object(gone)
+                } else {
+                    serde_json::from_slice(&f.file).unwrap_or(Value::Null)
+                };
+                if let Value::Object(map) = &mut doc {
+                    for internal in INTERNAL_FILE_FIELDS {
+                        map.remove(internal);
+                    }
+                }
+                Some(Change {
+                    doctype: cocon_common::cozy::doctype::FILES.to_string(),
+                    verb,
+                    id: f.id.clone(),
+                    doc,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl JobsService {
+    /// The consumers of the documents and files streams that feed `@event` triggers.
+    pub(crate) fn event_consumers(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+        [
+            (
+                cocon_events::streams::DOCUMENTS,
+                "jobs-event-triggers-documents",
+                "cocon.documents.>",
+            ),
+            // `<instance>.<verb>`: the nodes' events, not the quota's.
+            (
+                cocon_events::streams::FILES,
+                "jobs-event-triggers-files",
+                "cocon.files.*.*",
+            ),
+        ]
+        .into_iter()
+        .map(|(stream, durable, filter)| {
+            let spec = ConsumerSpec {
+                stream: stream.into(),
+                durable: durable.into(),
+                filter: filter.into(),
+                max_deliver: 10,
+                ack_wait: Duration::from_secs(30),
+            };
+            let svc = self.clone();
+            tokio::spawn(run_consumer(
+                self.inner.bus.clone(),
+                spec,
+                move |message: Message| {
+                    let svc = svc.clone();
+                    async move {
+                        svc.on_bus_event(&message)
+                            .await
+                            .map_err(|e| HandlerError(e.to_string()))
+                    }
+                },
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+    }
+
+    async fn on_bus_event(&self, message: &Message) -> Result<()> {
+        debug_assert!(subject::matches("cocon.>", &message.subject));
+        let envelope = decode_envelope(&message.payload)?;
+        let Some(change) = Change::of(&envelope) else {
+            return Ok(());
+        };
+        self.on_change(&envelope.instance, &envelope.id, envelope.occurred_at_us, &change)
+            .await
+    }
+
+    /// Sets off the instance's `@event` triggers that `change` matches.
+    pub(crate) async fn on_change(
+        &self,
+        instance: &str,
+        event_id: &str,
+        occurred_at_us: i64,
+        change: &Change,
+    ) -> Result<()> {
+        let triggers = TRIGGERS.rows(self.store(), instance).await?;
+        for trigger in triggers.iter().filter(|t| t.r#type == "@event") {
+            // A trigger sees the changes made after it was created, not a replay of older ones.
+            if occurred_at_us < trigger.created_at_us {
+                continue;
+            }
+            let Ok((Schedule::Event(rules), _)) = syntax::parse("@event", &trigger.arguments, "", "") else {
+                continue;
+            };
+            if !self.matches_any(instance, &trigger.id, &rules, change).await? {
+                continue;
+            }
+            let event = event_json(change);
+            let job_id = job_id_for(event_id, &trigger.id, occurred_at_us);
+            self.set_off_once(instance, trigger, event, job_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn matches_any(&self, instance: &str, trigger: &str, rules: &[EventRule], change: &Change) -> Result<bool> {
+        let mut matched = false;
+        for rule in rules {
+            if let Some(path) = rule.watched_field(&change.doctype) {
+                // Recorded whatever the verb: the next change compares with it.
+                let value = field(&change.doc, path).cloned().unwrap_or(Value::Null);
+                let changed = self.field_changed(instance, trigger, &change.id, &value).await?;
+                matched |= changed && rule.verb_matches(change.verb);
+                continue;
+            }
+            matched |= rule.matches(&change.doctype, change.verb, &change.id, &change.doc) == Matched::Yes;
+        }
+        Ok(matched)
+    }
+}
+
+/// `{"verb","doc"}`: what cozy-stack puts in an event-triggered job's `event`.
+fn event_json(change: &Change) -> Bytes {
+    let mut map = Map::new();
+    map.insert("verb".into(), Value::String(change.verb.to_string()));
+    map.insert("doc".into(), change.doc.clone());
+    Bytes::from(serde_json::to_vec(&Value::Object(map)).expect("JSON writes"))
+}
+
+/// A job id that is the same for the same (event, trigger), and sorts by the event's time as
+/// the other job ids do (a UUID v7 whose random part is derived from both).
+pub(crate) fn job_id_for(event_id: &str, trigger_id: &str, occurred_at_us: i64) -> String {
+    let digest = Sha256::digest(format!("{event_id}\0{trigger_id}").as_bytes());
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&digest[..10]);
+    let millis = (occurred_at_us.max(0) / 1000) as u64;
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .simple()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn test_the_same_event_and_trigger_give_the_same_job_id() {
+        let a = super::job_id_for("documents:i:7", "t1", 1_700_000_000_000_000);
+        assert_eq!(a, super::job_id_for("documents:i:7", "t1", 1_700_000_000_000_000));
+        assert_ne!(a, super::job_id_for("documents:i:8", "t1", 1_700_000_000_000_000));
+        assert_ne!(a, super::job_id_for("documents:i:7", "t2", 1_700_000_000_000_000));
+        let later = super::job_id_for("documents:i:1", "t1", 1_700_000_001_000_000);
+        assert!(later > a, "ids sort by the event's time");
+        assert_eq!(a.len(), 32);
+    }
+}

@@ -1,0 +1,239 @@
+//! The gRPC face of the service: it checks each call's ticket, calls the operation, and
+//! translates its answer and its error.
+
+use std::time::Duration;
+
+use cocon_proto::jobs::v1 as pb;
+use cocon_proto::jobs::v1::jobs_service_server::JobsService as Api;
+use tonic::{Request, Response, Status};
+
+use crate::error::{JobsError, Result};
+use crate::jobs::NewJob;
+use crate::service::JobsService;
+use crate::triggers::{NewTrigger, TriggerState};
+
+/// The longest a `WaitJob` call waits when it names no limit.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+impl JobsService {
+    /// The instance of a call and whether its caller is trusted, once its ticket holds.
+    fn scope(&self, scope: Option<pb::Scope>) -> Result<(String, bool)> {
+        let scope = scope.ok_or_else(|| JobsError::BadRequest("missing scope".into()))?;
+        self.check_ticket(&scope.instance, &scope.ticket)?;
+        Ok((scope.instance, scope.trusted))
+    }
+
+    async fn trigger_answer(
+        &self,
+        instance: &str,
+        trigger: cocon_proto::events::v1::Trigger,
+    ) -> Result<pb::TriggerAnswer> {
+        let state = self.trigger_state(instance, &trigger.id).await?;
+        Ok(pb::TriggerAnswer {
+            trigger: Some(trigger),
+            state: Some(state.into()),
+        })
+    }
+}
+
+impl From<TriggerState> for pb::TriggerState {
+    fn from(s: TriggerState) -> pb::TriggerState {
+        pb::TriggerState {
+            status: s.status,
+            last_success_us: s.last_success_us,
+            last_successful_job_id: s.last_successful_job_id,
+            last_execution_us: s.last_execution_us,
+            last_executed_job_id: s.last_executed_job_id,
+            last_failure_us: s.last_failure_us,
+            last_failed_job_id: s.last_failed_job_id,
+            last_error: s.last_error,
+            last_manual_execution_us: s.last_manual_execution_us,
+            last_manual_job_id: s.last_manual_job_id,
+            consecutive_failures: s.consecutive_failures,
+        }
+    }
+}
+
+fn job(job: cocon_proto::events::v1::Job) -> Response<pb::JobAnswer> {
+    Response::new(pb::JobAnswer { job: Some(job) })
+}
+
+#[tonic::async_trait]
+impl Api for JobsService {
+    async fn push_job(&self, request: Request<pb::PushJobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, trusted) = self.scope(r.scope)?;
+        self.check_worker(&r.worker, trusted)?;
+        if r.forward_logs && !trusted {
+            return Err(JobsError::Denied("only the command line may forward a job's logs".into()).into());
+        }
+        let message = crate::service::json_or_empty(&r.arguments, "the job's arguments")?;
+        let new = NewJob {
+            worker: r.worker,
+            message,
+            max_exec_count: r.max_exec_count,
+            timeout_ms: r.timeout_ms,
+            manual: r.manual,
+            forward_logs: r.forward_logs,
+            ..NewJob::default()
+        };
+        Ok(job(self.push_job(&instance, new).await?))
+    }
+
+    async fn get_job(&self, request: Request<pb::JobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        Ok(job(self.get_job(&instance, &r.id).await?))
+    }
+
+    async fn wait_job(&self, request: Request<pb::WaitJobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        let max = match r.max_wait_ms {
+            0 => MAX_WAIT,
+            ms => Duration::from_millis(ms).min(MAX_WAIT),
+        };
+        Ok(job(self.wait_job(&instance, &r.id, max).await?))
+    }
+
+    async fn list_queue(&self, request: Request<pb::ListQueueRequest>) -> Result<Response<pb::JobList>, Status> {
+        let r = request.into_inner();
+        let (instance, trusted) = self.scope(r.scope)?;
+        self.check_worker(&r.worker, trusted)?;
+        let jobs = self.list_queue(&instance, &r.worker).await?;
+        Ok(Response::new(pb::JobList { jobs }))
+    }
+
+    async fn patch_job(&self, request: Request<pb::PatchJobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        Ok(job(self.patch_job(&instance, &r.id, &r.state, &r.error).await?))
+    }
+
+    async fn purge_jobs(&self, request: Request<pb::PurgeJobsRequest>) -> Result<Response<pb::CountAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        let older_than = match r.older_than_secs {
+            0 => Duration::from_secs(self.inner.config.keep_jobs_secs),
+            secs => Duration::from_secs(secs),
+        };
+        let count = self.purge_jobs(&instance, older_than, &r.workers).await?;
+        Ok(Response::new(pb::CountAnswer { count }))
+    }
+
+    async fn clean_jobs(&self, request: Request<pb::CleanJobsRequest>) -> Result<Response<pb::CountAnswer>, Status> {
+        let (instance, _) = self.scope(request.into_inner().scope)?;
+        let count = self.clean_jobs(&instance).await?;
+        Ok(Response::new(pb::CountAnswer { count }))
+    }
+
+    async fn create_trigger(
+        &self,
+        request: Request<pb::CreateTriggerRequest>,
+    ) -> Result<Response<pb::TriggerAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, trusted) = self.scope(r.scope)?;
+        let new = NewTrigger {
+            kind: r.r#type,
+            arguments: r.arguments,
+            worker: r.worker,
+            message: r.message,
+            debounce: r.debounce,
+            has_options: r.has_options,
+            max_exec_count: r.max_exec_count,
+            timeout_ns: r.timeout_ns,
+        };
+        let trigger = self.create_trigger(&instance, new, trusted).await?;
+        Ok(Response::new(self.trigger_answer(&instance, trigger).await?))
+    }
+
+    async fn get_trigger(&self, request: Request<pb::TriggerRequest>) -> Result<Response<pb::TriggerAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        let trigger = self.get_trigger(&instance, &r.id).await?;
+        Ok(Response::new(self.trigger_answer(&instance, trigger).await?))
+    }
+
+    async fn list_triggers(
+        &self,
+        request: Request<pb::ListTriggersRequest>,
+    ) -> Result<Response<pb::TriggerList>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        let mut triggers = Vec::new();
+        for trigger in self.list_triggers(&instance, &r.workers, &r.types).await? {
+            triggers.push(self.trigger_answer(&instance, trigger).await?);
+        }
+        Ok(Response::new(pb::TriggerList { triggers }))
+    }
+
+    async fn patch_trigger(
+        &self,
+        request: Request<pb::PatchTriggerRequest>,
+    ) -> Result<Response<pb::TriggerAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        let trigger = self.patch_trigger(&instance, &r.id, r.arguments, r.message).await?;
+        Ok(Response::new(self.trigger_answer(&instance, trigger).await?))
+    }
+
+    async fn delete_trigger(
+        &self,
+        request: Request<pb::TriggerRequest>,
+    ) -> Result<Response<pb::DeleteTriggerResponse>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        self.delete_trigger(&instance, &r.id).await?;
+        Ok(Response::new(pb::DeleteTriggerResponse {}))
+    }
+
+    async fn trigger_jobs(&self, request: Request<pb::TriggerJobsRequest>) -> Result<Response<pb::JobList>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        self.get_trigger(&instance, &r.id).await?;
+        let limit = match r.limit {
+            0 => 50,
+            n => n.min(1000) as usize,
+        };
+        let jobs = self.trigger_jobs(&instance, &r.id, limit).await?;
+        Ok(Response::new(pb::JobList { jobs }))
+    }
+
+    async fn launch_trigger(&self, request: Request<pb::TriggerRequest>) -> Result<Response<pb::JobAnswer>, Status> {
+        let r = request.into_inner();
+        let (instance, _) = self.scope(r.scope)?;
+        Ok(job(self.launch_trigger(&instance, &r.id).await?))
+    }
+
+    async fn call_webhook(
+        &self,
+        request: Request<pb::WebhookRequest>,
+    ) -> Result<Response<pb::WebhookResponse>, Status> {
+        let r = request.into_inner();
+        if r.instance.is_empty() {
+            return Err(JobsError::BadRequest("missing instance".into()).into());
+        }
+        self.call_webhook(&r.instance, &r.trigger_id, r.payload, r.manual)
+            .await?;
+        Ok(Response::new(pb::WebhookResponse {}))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let workers = self
+            .inner
+            .workers
+            .all()
+            .map(|w| pb::Worker {
+                name: w.name.to_string(),
+                reserved: w.reserved,
+                max_exec_count: w.max_exec_count,
+                timeout_ms: w.timeout.as_millis() as u64,
+                concurrency: w.concurrency,
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+}

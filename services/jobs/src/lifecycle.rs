@@ -1,0 +1,54 @@
+//! The jobs service in the mesh: its gRPC server, and what runs beside it (the outbox relay,
+//! the workers' dispatchers, the scheduler, the consumers of `@event` triggers and of auth's
+//! `instance.destroyed`).
+
+use std::time::Duration;
+
+use cocon_common::Shutdown;
+use cocon_events::{Relay, RelayConfig, on_instance_destroyed};
+use cocon_mesh::{LocalServices, ServiceKind};
+use cocon_proto::jobs::v1::jobs_service_server::JobsServiceServer;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+
+use crate::JobsService;
+
+impl cocon_mesh::Service for JobsService {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Jobs
+    }
+
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        routes.add_service(JobsServiceServer::new(self.clone()));
+    }
+
+    fn offer(&self, local: &mut LocalServices) {
+        local.jobs = Some(std::sync::Arc::new(self.clone()));
+    }
+
+    fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        let inner = &self.inner;
+        let relay = Relay::new(inner.log.outbox().clone(), inner.bus.clone(), RelayConfig::default());
+        let mut tasks = vec![tokio::spawn(relay.run(shutdown.clone()))];
+
+        let svc = self.clone();
+        let purge = move |instance: String| {
+            let svc = svc.clone();
+            async move { svc.purge_instance(&instance).await }
+        };
+        tasks.push(tokio::spawn(on_instance_destroyed(
+            inner.bus.clone(),
+            "jobs-instance-destroyed",
+            Duration::from_secs(300),
+            purge,
+            shutdown.clone(),
+        )));
+
+        let svc = self.clone();
+        let scheduler_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move { svc.run_scheduler(scheduler_shutdown).await }));
+        tasks.extend(self.event_consumers(shutdown.clone()));
+        tasks.extend(self.spawn_runners(shutdown));
+        tasks
+    }
+}

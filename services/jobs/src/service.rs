@@ -1,0 +1,241 @@
+//! The jobs service: its state, and the write path (events and their projection in one atomic
+//! batch, under the instance's stripe).
+
+use std::sync::Arc;
+
+use cocon_common::ticket::MeshKey;
+use cocon_events::{Appended, EventBus, EventLog, Stamp, Stripes, Topic, envelope};
+use cocon_proto::events::v1::envelope::Payload;
+use cocon_proto::events::v1::{Job, JobChanged, Trigger, TriggerChanged, TriggerDebounced};
+use cocon_storage::{Batch, Store};
+use tokio::sync::{MutexGuard, Notify};
+
+use crate::config::Config;
+use crate::error::{JobsError, Result};
+use crate::projection::{JobsProjection, project};
+use crate::queue::{MemoryQueue, Queue};
+use crate::tables::*;
+use crate::webhook::WebhookLimits;
+use crate::workers::Workers;
+
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    /// Checks the instance ticket of every call (signed by the auth service).
+    pub mesh_key: MeshKey,
+}
+
+#[derive(Clone)]
+pub struct JobsService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub log: EventLog,
+    pub mesh_key: MeshKey,
+    pub workers: Workers,
+    pub queue: Arc<dyn Queue>,
+    stripes: Stripes,
+    /// Woken when a job ends, for the callers waiting on one.
+    pub finished: Notify,
+    /// Woken when something may be due sooner than the scheduler thought.
+    pub schedule_changed: Notify,
+    pub webhooks: WebhookLimits,
+}
+
+/// An entry of the jobs log.
+pub(crate) enum Entry {
+    Job {
+        job: Job,
+        deleted: bool,
+    },
+    /// `verb`: created, updated or deleted.
+    Trigger {
+        trigger: Trigger,
+        verb: &'static str,
+        replaced_due_us: i64,
+    },
+    Debounce(TriggerDebounced),
+}
+
+impl Entry {
+    pub fn job(job: Job) -> Entry {
+        Entry::Job { job, deleted: false }
+    }
+
+    fn into_event(self) -> (&'static str, String, Payload) {
+        match self {
+            Entry::Job { job, deleted } => {
+                let verb = if deleted {
+                    "deleted".to_string()
+                } else {
+                    job.state.clone()
+                };
+                let payload = Payload::JobChanged(JobChanged {
+                    job: Some(job),
+                    deleted,
+                });
+                ("job", verb, payload)
+            }
+            Entry::Trigger {
+                trigger,
+                verb,
+                replaced_due_us,
+            } => {
+                let payload = Payload::TriggerChanged(TriggerChanged {
+                    trigger: Some(trigger),
+                    deleted: verb == "deleted",
+                    replaced_due_us,
+                });
+                ("trigger", verb.to_string(), payload)
+            }
+            Entry::Debounce(pending) => {
+                let verb = if pending.closed { "closed" } else { "pending" };
+                ("debounce", verb.to_string(), Payload::TriggerDebounced(pending))
+            }
+        }
+    }
+}
+
+impl JobsService {
+    pub async fn build(config: Config, deps: Deps) -> Result<JobsService> {
+        let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
+        let workers = Workers::new(&config);
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+        let webhooks = WebhookLimits::new(config.webhook_calls_per_minute);
+        Ok(JobsService {
+            inner: Arc::new(Inner {
+                config,
+                store: deps.store,
+                bus: deps.bus,
+                log,
+                mesh_key: deps.mesh_key,
+                workers,
+                queue,
+                stripes: Stripes::default(),
+                finished: Notify::new(),
+                schedule_changed: Notify::new(),
+                webhooks,
+            }),
+        })
+    }
+
+    /// The projection, to rebuild from the log.
+    pub async fn projection(store: Arc<dyn Store>) -> Result<JobsProjection> {
+        Ok(JobsProjection::new(EventLog::open(store, EVENTS, OUTBOX).await?))
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    /// The instance's writer lock: what a change reads and the change itself happen under it.
+    pub(crate) async fn lock(&self, instance: &str) -> MutexGuard<'_, ()> {
+        self.inner.stripes.of(instance).lock().await
+    }
+
+    /// Appends the entries' events and their projection in one atomic batch, durably. The
+    /// caller holds the instance's stripe.
+    pub(crate) async fn commit(&self, instance: &str, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let log = &self.inner.log;
+        let first = log.next_seq(instance).await?;
+        let last = first + entries.len() as u64 - 1;
+        let stamp = Stamp::now();
+        let mut batch = Batch::new();
+        let mut appended = Appended::default();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let (entity, verb, payload) = entry.into_event();
+            project(&mut batch, instance, &payload);
+            let event = envelope(
+                instance,
+                first + i as u64,
+                Topic::Jobs { entity, verb: &verb },
+                payload,
+                &stamp,
+            );
+            log.append(&mut batch, &mut appended, &event);
+        }
+        let sealed = log.seal(&mut batch, appended);
+        log.commit(self.inner.store.clone(), instance, last, batch, sealed)
+            .await
+            .map_err(JobsError::from)
+    }
+
+    /// The instance a call is for, once its ticket shows the auth service accepted a token of
+    /// that very instance.
+    pub(crate) fn check_ticket(&self, instance: &str, ticket: &str) -> Result<()> {
+        if instance.is_empty() {
+            return Err(JobsError::BadRequest("missing instance".into()));
+        }
+        self.inner
+            .mesh_key
+            .verify(instance, ticket, cocon_common::time::now_secs())
+            .map_err(|e| match e {
+                cocon_common::ticket::TicketError::Expired => JobsError::Expired,
+                other => JobsError::Denied(other.to_string()),
+            })
+    }
+
+    /// Forgets everything of a destroyed instance: its log, jobs, triggers and schedule.
+    pub(crate) async fn purge_instance(&self, instance: &str) -> Result<()> {
+        let _guard = self.lock(instance).await;
+        let store = self.store();
+        let mut batch = Batch::new();
+        let shard = shard_of(instance);
+        for trigger in TRIGGERS.rows(store, instance).await? {
+            if trigger.due_us > 0 {
+                let key = DueKey {
+                    due_us: trigger.due_us,
+                    kind: DueKind::Fire,
+                    instance,
+                    trigger: &trigger.id,
+                };
+                DUE.delete(&mut batch, shard, &key);
+            }
+            BY_TRIGGER.delete_partition(&mut batch, (instance, &trigger.id));
+            SEEN.delete_partition(&mut batch, (instance, &trigger.id));
+        }
+        for pending in DEBOUNCE.rows(store, instance).await? {
+            let key = DueKey {
+                due_us: pending.due_us,
+                kind: DueKind::Debounce,
+                instance,
+                trigger: &pending.trigger_id,
+            };
+            DUE.delete(&mut batch, shard, &key);
+        }
+        for job in JOBS.rows(store, instance).await? {
+            PENDING.delete(&mut batch, &job.worker, (instance, &job.id));
+            BY_WORKER.delete(&mut batch, (instance, &job.worker), &job.id);
+            BY_TRIGGER.delete(&mut batch, (instance, &job.trigger_id), &job.id);
+        }
+        JOBS.delete_partition(&mut batch, instance);
+        TRIGGERS.delete_partition(&mut batch, instance);
+        DEBOUNCE.delete_partition(&mut batch, instance);
+        self.inner.log.delete_instance(&mut batch, instance);
+        self.store().apply(batch).await?;
+        self.inner.log.forget(instance);
+        Ok(())
+    }
+}
+
+/// A fresh id: 32 hex digits, in time order (job ids sort as they were queued).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// Rejects JSON that does not parse; `{}` for none.
+pub(crate) fn json_or_empty(bytes: &[u8], what: &str) -> Result<bytes::Bytes> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(bytes::Bytes::from_static(b"{}"));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| JobsError::BadRequest(format!("{what} is not valid JSON: {e}")))?;
+    Ok(bytes::Bytes::copy_from_slice(bytes))
+}
