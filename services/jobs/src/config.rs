@@ -12,7 +12,8 @@ pub struct Config {
     /// `DELETE /jobs/purge` removes finished jobs older than this when the request does not say
     /// (cozy's `jobs.defaultDurationToKeep`, 2 weeks), in seconds.
     pub keep_jobs_secs: u64,
-    /// Calls a webhook accepts per minute; past it they get 429 until the minute ends.
+    /// Calls a webhook accepts per minute (all at once, then one each `60 / n` seconds); past
+    /// it they get 429.
     pub webhook_calls_per_minute: u32,
     /// Where mail goes (the sendmail worker).
     pub smtp: SmtpConfig,

@@ -443,7 +443,7 @@ impl JobsService {
         }
         if !self.inner.webhooks.allow(instance, id) {
             return Err(JobsError::TooMany(format!(
-                "webhook {id} was called more than {} times this minute; call it again in a minute",
+                "webhook {id} was called more than {} times in a minute; call it again later",
                 self.inner.config.webhook_calls_per_minute
             )));
         }

@@ -1,46 +1,33 @@
-//! How often a webhook may be called: a count per trigger and minute, in this process.
+//! How often a webhook may be called: a token bucket per trigger (governor), in this process:
+//! `webhook_calls_per_minute` calls at once, then one more each `60 / n` seconds.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 pub struct WebhookLimits {
-    per_minute: u32,
-    /// (instance, trigger) → (minute, calls in it).
-    counts: Mutex<HashMap<(String, String), (i64, u32)>>,
+    limiter: DefaultKeyedRateLimiter<(String, String)>,
 }
 
-/// Past this many webhooks counted, those of earlier minutes are forgotten.
+/// Past this many webhooks counted, the buckets that are full again are forgotten.
 const PRUNE_AT: usize = 10_000;
 
 impl WebhookLimits {
     pub fn new(per_minute: u32) -> WebhookLimits {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least one"));
         WebhookLimits {
-            per_minute,
-            counts: Mutex::default(),
+            limiter: RateLimiter::keyed(quota),
         }
     }
 
-    /// Counts a call; false when the trigger had its calls for this minute.
+    /// Counts a call; false when the trigger has no call left for now.
     pub fn allow(&self, instance: &str, trigger: &str) -> bool {
-        self.allow_at(instance, trigger, cocon_common::time::now_secs() / 60)
-    }
-
-    fn allow_at(&self, instance: &str, trigger: &str, minute: i64) -> bool {
-        let mut counts = self.counts.lock().expect("webhook limits poisoned");
-        if counts.len() >= PRUNE_AT {
-            counts.retain(|_, (m, _)| *m == minute);
+        if self.limiter.len() >= PRUNE_AT {
+            self.limiter.retain_recent();
         }
-        let entry = counts
-            .entry((instance.to_string(), trigger.to_string()))
-            .or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        if entry.1 >= self.per_minute {
-            return false;
-        }
-        entry.1 += 1;
-        true
+        self.limiter
+            .check_key(&(instance.to_string(), trigger.to_string()))
+            .is_ok()
     }
 }
 
@@ -49,10 +36,9 @@ mod tests {
     #[test]
     fn test_calls_past_the_limit_are_refused_per_trigger() {
         let limits = super::WebhookLimits::new(2);
-        assert!(limits.allow_at("i", "t1", 7));
-        assert!(limits.allow_at("i", "t1", 7));
-        assert!(!limits.allow_at("i", "t1", 7));
-        assert!(limits.allow_at("i", "t2", 7), "another trigger has its own count");
-        assert!(limits.allow_at("i", "t1", 8), "the next minute starts afresh");
+        assert!(limits.allow("i", "t1"));
+        assert!(limits.allow("i", "t1"));
+        assert!(!limits.allow("i", "t1"), "the third call within 30 s is refused");
+        assert!(limits.allow("i", "t2"), "another trigger has its own bucket");
     }
 }

@@ -27,6 +27,8 @@ fn test_every_command_has_help_with_an_example() {
         vec!["instances", "revoke-token", "--help"],
         vec!["rebuild-projections", "--help"],
         vec!["mesh-cert", "--help"],
+        vec!["jobs", "run", "--help"],
+        vec!["triggers", "ls", "--help"],
     ] {
         let (ok, stdout, _) = run(&cmd);
         assert!(ok, "{cmd:?} --help fails");

@@ -14,6 +14,7 @@ mod files_links;
 mod files_resumable;
 mod files_sharing;
 mod files_thumbnails;
+mod jobs;
 mod login;
 mod metrics;
 mod oauth;

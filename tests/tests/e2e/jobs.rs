@@ -1,0 +1,632 @@
+//! Jobs and triggers end to end, against the real binary: cozy's `/jobs` API, every trigger
+//! type, retries and time limits, mail received by a real SMTP server, jobs that survive a
+//! kill -9, and the projection rebuilt from the log.
+
+use std::time::Duration;
+
+use cocon_tests::{Api, Cocon, Reply, SmtpServer, cocon_bin};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const JOBS_SCOPE: &str = "io.cozy.jobs io.cozy.triggers";
+
+fn attr<'a>(reply: &'a Reply, key: &str) -> &'a Value {
+    &reply.body["data"]["attributes"][key]
+}
+
+fn id(reply: &Reply) -> String {
+    reply.body["data"]["id"].as_str().expect("an id").to_string()
+}
+
+async fn push(api: &Api, worker: &str, attributes: Value) -> Reply {
+    api.post(
+        &format!("/jobs/queue/{worker}"),
+        &json!({"data": {"attributes": attributes}}),
+    )
+    .await
+}
+
+async fn trigger(api: &Api, attributes: Value) -> Reply {
+    api.post("/jobs/triggers", &json!({"data": {"attributes": attributes}}))
+        .await
+}
+
+/// Polls the job as a client would until it ends (30 s at most), and answers it.
+async fn ended(api: &Api, job: &str) -> Reply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = api.get(&format!("/jobs/{job}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let state = attr(&reply, "state").as_str().unwrap_or_default().to_string();
+        if state == "done" || state == "errored" || tokio::time::Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until `check` holds on the answer to GET `path` (30 s at most).
+async fn until(api: &Api, path: &str, check: impl Fn(&Reply) -> bool) -> Reply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = api.get(path).await;
+        if check(&reply) || tokio::time::Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn count(reply: &Reply) -> usize {
+    reply.body["data"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn test_jobs_are_queued_run_and_read_as_cozy_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", JOBS_SCOPE).await.unwrap();
+
+    let queued = push(&api, "log", json!({"arguments": {"hello": "world"}})).await;
+    assert_eq!(queued.status, 202, "{}", queued.text);
+    assert_eq!(queued.body["data"]["type"], "io.cozy.jobs");
+    assert_eq!(attr(&queued, "worker"), "log");
+    assert_eq!(attr(&queued, "domain"), "alice.test");
+    assert_eq!(attr(&queued, "message"), &json!({"hello": "world"}));
+    let job = id(&queued);
+    assert_eq!(queued.body["data"]["links"]["self"], format!("/jobs/log/{job}"));
+    let done = ended(&api, &job).await;
+    assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    for key in ["queued_at", "started_at", "finished_at"] {
+        assert!(
+            attr(&done, key).as_str().unwrap().starts_with("20"),
+            "{key}: {}",
+            done.text
+        );
+    }
+    // Nothing left queued for the worker.
+    let queue = api.get("/jobs/queue/log").await;
+    assert_eq!(queue.status, 200, "{}", queue.text);
+    assert_eq!(count(&queue), 0);
+
+    // What cozy-stack refuses, Cocon refuses with the same statuses and a reason.
+    let unknown = push(&api, "konnectorz", json!({})).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    assert!(unknown.body["reason"].as_str().unwrap().contains("konnectorz"));
+    let bad = api.raw(Method::POST, "/jobs/queue/log", b"{not json").await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let missing = api.get("/jobs/0123456789abcdef0123456789abcdef").await;
+    assert_eq!(missing.status, 404);
+
+    // A rule naming the worker with the `worker` selector opens it, and only it.
+    let named = cocon
+        .token("alice.test", "io.cozy.jobs:POST,GET:log:worker")
+        .await
+        .unwrap();
+    let app = cocon.api("alice.test", Some(&named));
+    let ok = push(&app, "log", json!({})).await;
+    assert_eq!(ok.status, 202, "{}", ok.text);
+    assert_eq!(push(&app, "sendmail", json!({})).await.status, 403);
+    let other = cocon.token("alice.test", "io.cozy.notes").await.unwrap();
+    let stranger = cocon.api("alice.test", Some(&other));
+    assert_eq!(push(&stranger, "log", json!({})).await.status, 403);
+    assert_eq!(stranger.get(&format!("/jobs/{job}")).await.status, 403);
+    // Another instance does not see the job at all.
+    cocon.add_instance("bob.test").await.unwrap();
+    let bob = cocon.api("bob.test", Some(&cocon.token("bob.test", JOBS_SCOPE).await.unwrap()));
+    assert_eq!(bob.get(&format!("/jobs/{job}")).await.status, 404);
+
+    // A client job runs in the client, which ends it.
+    let client = push(&api, "client", json!({"arguments": {"slug": "x"}})).await;
+    assert_eq!(client.status, 202, "{}", client.text);
+    assert_eq!(attr(&client, "state"), "running");
+    let patched = api
+        .send(
+            Method::PATCH,
+            &format!("/jobs/{}", id(&client)),
+            Some(br#"{"data":{"attributes":{"state":"errored","error":"LOGIN_FAILED"}}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(attr(&patched, "error"), "LOGIN_FAILED");
+    let again = api
+        .send(
+            Method::PATCH,
+            &format!("/jobs/{}", id(&client)),
+            Some(br#"{"attributes":{"state":"done"}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(again.status, 409, "an ended job stays ended: {}", again.text);
+    let server_job = api
+        .send(
+            Method::PATCH,
+            &format!("/jobs/{job}"),
+            Some(br#"{"attributes":{"state":"done"}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(server_job.status, 403, "{}", server_job.text);
+
+    // Purge keeps each worker's last job of each state; clean finds nothing stuck.
+    for _ in 0..3 {
+        let j = push(&api, "log", json!({})).await;
+        ended(&api, &id(&j)).await;
+    }
+    let purged = api
+        .send(Method::DELETE, "/jobs/purge?duration=0s&workers=log", None)
+        .await;
+    assert_eq!(purged.status, 400, "0s is not a duration: {}", purged.text);
+    // Jobs that finished more than a second ago, once a second passed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let purged = api
+        .send(Method::DELETE, "/jobs/purge?duration=1s&workers=log", None)
+        .await;
+    assert_eq!(purged.status, 200, "{}", purged.text);
+    assert_eq!(
+        purged.body["deleted"], 4,
+        "five done log jobs, the last kept: {}",
+        purged.text
+    );
+    assert_eq!(api.get(&format!("/jobs/{job}")).await.status, 404);
+    let cleaned = api.send(Method::POST, "/jobs/clean", None).await;
+    assert_eq!(cleaned.body["deleted"], 0, "{}", cleaned.text);
+    assert_eq!(app.send(Method::POST, "/jobs/clean", None).await.status, 403);
+}
+
+#[tokio::test]
+async fn test_scheduled_triggers_fire_on_time_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", JOBS_SCOPE).await.unwrap();
+
+    // @in: one-shot, gone once it fired.
+    let at = trigger(
+        &api,
+        json!({"type": "@in", "arguments": "1s", "worker": "log", "message": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(at.status, 201, "{}", at.text);
+    assert_eq!(at.body["data"]["type"], "io.cozy.triggers");
+    let in_id = id(&at);
+    let gone = until(&api, &format!("/jobs/triggers/{in_id}"), |r| r.status == 404).await;
+    assert_eq!(
+        gone.status, 404,
+        "the one-shot trigger is deleted after firing: {}",
+        gone.text
+    );
+
+    // @every 1s and a six-field @cron every second fire again and again, each job once.
+    let every = trigger(&api, json!({"type": "@every", "arguments": "1s", "worker": "log"})).await;
+    assert_eq!(every.status, 201, "{}", every.text);
+    let cron = trigger(
+        &api,
+        json!({"type": "@cron", "arguments": "* * * * * *", "worker": "log"}),
+    )
+    .await;
+    assert_eq!(cron.status, 201, "{}", cron.text);
+    for t in [id(&every), id(&cron)] {
+        let jobs = until(&api, &format!("/jobs/triggers/{t}/jobs"), |r| count(r) >= 2).await;
+        assert!(count(&jobs) >= 2, "{}", jobs.text);
+        let data = jobs.body["data"].as_array().unwrap();
+        let times: Vec<&str> = data
+            .iter()
+            .map(|j| j["attributes"]["queued_at"].as_str().unwrap())
+            .collect();
+        assert!(times[0] > times[1], "newest first, each time once: {times:?}");
+        let state = api.get(&format!("/jobs/triggers/{t}/state")).await;
+        assert_eq!(state.status, 200, "{}", state.text);
+        assert_eq!(state.body["data"]["attributes"]["trigger_id"], t.as_str());
+        assert!(state.body["data"]["attributes"]["last_execution"].is_string());
+    }
+    // Listing filters by worker and type, with each trigger's state.
+    let listed = api.get("/jobs/triggers?Worker=log&Type=@every").await;
+    assert_eq!(count(&listed), 1, "{}", listed.text);
+    assert!(listed.body["data"][0]["attributes"]["current_state"].is_object());
+
+    // A cron's arguments change; the periodic types draw a slot within their constraints.
+    let patched = api
+        .send(
+            Method::PATCH,
+            &format!("/jobs/triggers/{}", id(&cron)),
+            Some(br#"{"data":{"attributes":{"arguments":"0 0 5 * * *"}}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(attr(&patched, "arguments"), "0 0 5 * * *");
+    let weekly = trigger(
+        &api,
+        json!({"type": "@weekly", "arguments": "on monday between 8am and 6pm", "worker": "log"}),
+    )
+    .await;
+    assert_eq!(weekly.status, 201, "{}", weekly.text);
+    let descriptor = trigger(&api, json!({"type": "@cron", "arguments": "@monthly", "worker": "log"})).await;
+    assert_eq!(descriptor.status, 201, "{}", descriptor.text);
+    for (kind, args) in [
+        ("@cron", "61 * * * *"),
+        ("@every", "soon"),
+        ("@at", "tomorrow"),
+        ("@weekly", "on blursday"),
+        ("@sometimes", ""),
+        ("@event", "Not A Doctype"),
+    ] {
+        let bad = trigger(&api, json!({"type": kind, "arguments": args, "worker": "log"})).await;
+        assert_eq!(bad.status, 400, "{kind} {args}: {}", bad.text);
+    }
+    let unknown_worker = trigger(&api, json!({"type": "@in", "arguments": "1h", "worker": "nope"})).await;
+    assert_eq!(unknown_worker.status, 404);
+
+    // Deleted: it stops, and reads 404.
+    let deleted = api.delete(&format!("/jobs/triggers/{}", id(&every))).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    assert_eq!(api.get(&format!("/jobs/triggers/{}", id(&every))).await.status, 404);
+    // Launched by hand: a manual job now.
+    let launched = api
+        .send(Method::POST, &format!("/jobs/triggers/{}/launch", id(&weekly)), None)
+        .await;
+    assert_eq!(launched.status, 201, "{}", launched.text);
+    assert_eq!(attr(&launched, "manual_execution"), true);
+    let state = until(&api, &format!("/jobs/triggers/{}/state", id(&weekly)), |r| {
+        r.body["data"]["attributes"]["last_manual_job_id"].is_string()
+            && r.body["data"]["attributes"]["status"] == "done"
+    })
+    .await;
+    assert_eq!(
+        state.body["data"]["attributes"]["last_manual_job_id"],
+        id(&launched).as_str()
+    );
+
+    // The command line lists them too.
+    let data_dir = dir.path().to_str().unwrap();
+    let out = std::process::Command::new(cocon_bin())
+        .args(["triggers", "ls", "--domain", "alice.test", "--url", &cocon.http])
+        .args(["--admin", &cocon.admin, "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        listing.contains(&id(&weekly)) && listing.contains("@weekly"),
+        "{listing}"
+    );
+    assert!(!listing.contains(&id(&every)), "{listing}");
+}
+
+#[tokio::test]
+async fn test_event_and_webhook_triggers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_JOBS__WEBHOOK_CALLS_PER_MINUTE", "5")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon
+        .instance(
+            "alice.test",
+            "io.cozy.jobs io.cozy.triggers io.cozy.notes io.cozy.files",
+        )
+        .await
+        .unwrap();
+
+    let notes = trigger(
+        &api,
+        json!({"type": "@event", "arguments": "io.cozy.notes:CREATED,DELETED", "worker": "log"}),
+    )
+    .await;
+    assert_eq!(notes.status, 201, "{}", notes.text);
+    let content = trigger(
+        &api,
+        json!({"type": "@event", "arguments": "io.cozy.files:UPDATED:!=:md5sum", "worker": "log"}),
+    )
+    .await;
+    assert_eq!(content.status, 201, "{}", content.text);
+    // Fires on one file only: once its job is there, every files event before it was seen.
+    let sentinel = trigger(
+        &api,
+        json!({"type": "@event", "arguments": "io.cozy.files:CREATED:sentinel.txt:name", "worker": "log"}),
+    )
+    .await;
+    assert_eq!(sentinel.status, 201, "{}", sentinel.text);
+
+    // A note created fires the first; its update does not; each job holds the event.
+    let note = api.post("/data/io.cozy.notes/", &json!({"title": "groceries"})).await;
+    assert_eq!(note.status, 201, "{}", note.text);
+    let path = format!("/jobs/triggers/{}/jobs", id(&notes));
+    let jobs = until(&api, &path, |r| count(r) == 1).await;
+    assert_eq!(count(&jobs), 1, "{}", jobs.text);
+    let event = &jobs.body["data"][0]["attributes"]["event"];
+    assert_eq!(event["verb"], "CREATED");
+    assert_eq!(event["doc"]["title"], "groceries");
+    let note_id = note.body["id"].as_str().unwrap();
+    let note_rev = note.body["rev"].as_str().unwrap();
+    let updated = api
+        .put(
+            &format!("/data/io.cozy.notes/{note_id}"),
+            &json!({"_rev": note_rev, "title": "groceries!"}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    let rev = updated.body["rev"].as_str().unwrap();
+    let deleted = api.delete(&format!("/data/io.cozy.notes/{note_id}?rev={rev}")).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    let jobs = until(&api, &path, |r| count(r) == 2).await;
+    assert_eq!(count(&jobs), 2, "the update matched nothing: {}", jobs.text);
+    assert_eq!(jobs.body["data"][0]["attributes"]["event"]["verb"], "DELETED");
+
+    // `!=`: a file's new content fires; a change of its tags does not.
+    let file = cocon_tests::drive::new_file(&api, cocon_tests::drive::ROOT, "a.txt", b"one").await;
+    let tagged = api
+        .send(
+            Method::PATCH,
+            &format!("/files/{file}"),
+            Some(br#"{"data":{"attributes":{"tags":["x"]}}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(tagged.status, 200, "{}", tagged.text);
+    let rewritten = api.raw(Method::PUT, &format!("/files/{file}"), b"two").await;
+    assert_eq!(rewritten.status, 200, "{}", rewritten.text);
+    cocon_tests::drive::new_file(&api, cocon_tests::drive::ROOT, "sentinel.txt", b"s").await;
+    let seen = until(&api, &format!("/jobs/triggers/{}/jobs", id(&sentinel)), |r| {
+        count(r) == 1
+    })
+    .await;
+    assert_eq!(count(&seen), 1, "{}", seen.text);
+    let jobs = api.get(&format!("/jobs/triggers/{}/jobs", id(&content))).await;
+    assert_eq!(
+        count(&jobs),
+        1,
+        "the new content fired, the tags did not: {}",
+        jobs.text
+    );
+    let doc = &jobs.body["data"][0]["attributes"]["event"]["doc"];
+    assert_eq!(doc["_id"], file.as_str());
+    assert!(doc.get("blob").is_none(), "the server's own fields stay in: {doc}");
+
+    // A webhook: no token; its calls in the debounce window make one job with every payload.
+    let hook = trigger(&api, json!({"type": "@webhook", "worker": "log", "debounce": "1s"})).await;
+    assert_eq!(hook.status, 201, "{}", hook.text);
+    let url = hook.body["data"]["links"]["webhook"].as_str().unwrap().to_string();
+    assert!(url.ends_with(&format!("/jobs/webhooks/{}", id(&hook))), "{url}");
+    let anonymous = cocon.api("alice.test", None);
+    for n in 1..=3 {
+        let call = anonymous
+            .post(&format!("/jobs/webhooks/{}", id(&hook)), &json!({"n": n}))
+            .await;
+        assert_eq!(call.status, 204, "{}", call.text);
+    }
+    let path = format!("/jobs/triggers/{}/jobs", id(&hook));
+    let jobs = until(&api, &path, |r| count(r) == 1).await;
+    let job = &jobs.body["data"][0]["attributes"];
+    assert_eq!(
+        job["payload"],
+        json!({"payloads": [{"n": 1}, {"n": 2}, {"n": 3}]}),
+        "{}",
+        jobs.text
+    );
+    assert_eq!(job["debounced"], true);
+    let unknown = anonymous.post("/jobs/webhooks/nope", &json!({})).await;
+    assert_eq!(unknown.status, 404);
+    // A trigger that is not a webhook is not one.
+    let not_hook = anonymous
+        .post(&format!("/jobs/webhooks/{}", id(&notes)), &json!({}))
+        .await;
+    assert_eq!(not_hook.status, 404);
+    // Past its calls per minute (5 here, 2 left), a webhook says so.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            anonymous
+                .post(&format!("/jobs/webhooks/{}", id(&hook)), &json!({}))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses, [204, 204, 429]);
+}
+
+#[tokio::test]
+async fn test_sendmail_reaches_a_real_smtp_server() {
+    let smtp = SmtpServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
+        .env("COCON_JOBS__SMTP__PORT", smtp.port.to_string())
+        .env("COCON_JOBS__SMTP__SECURITY", "none")
+        .env("COCON_JOBS__SMTP__NOREPLY_ADDRESS", "noreply@cocon.test")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.instance("alice.test", JOBS_SCOPE).await.unwrap();
+    // Base64 with line breaks, as Ruby's Base64.encode64 writes it.
+    let mail = json!({
+        "mode": "noreply",
+        "to": [{"name": "Bob", "email": "bob@example.org"}],
+        "subject": "Your bill",
+        "parts": [{"type": "text/plain", "body": "Here it is."}, {"type": "text/html", "body": "<p>Here it is.</p>"}],
+        "attachments": [{"filename": "bill.txt", "content": "VGhlIGJpbGwg\naXMgNDIu\n"}],
+    });
+    let queued = push(&api, "sendmail", json!({"arguments": mail})).await;
+    assert_eq!(queued.status, 202, "{}", queued.text);
+    let done = ended(&api, &id(&queued)).await;
+    assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    let received = smtp.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    let message = &received[0];
+    assert!(message.contains("Subject: Your bill"), "{message}");
+    assert!(message.contains("To: Bob <bob@example.org>"), "{message}");
+    assert!(message.contains("From: Cocon <noreply@cocon.test>"), "{message}");
+    assert!(message.contains("filename=\"bill.txt\""), "{message}");
+    assert!(message.contains("The bill is 42."), "the attachment decoded: {message}");
+    assert!(message.contains("<p>Here it is.</p>"), "{message}");
+
+    // A mail that cannot be right errors at once, with the reason, and is not retried.
+    let bad = push(
+        &api,
+        "sendmail",
+        json!({"arguments": {"mode": "noreply", "subject": "x"}}),
+    )
+    .await;
+    let errored = ended(&api, &id(&bad)).await;
+    assert_eq!(attr(&errored, "state"), "errored");
+    assert!(
+        attr(&errored, "error").as_str().unwrap().contains("recipient"),
+        "{}",
+        errored.text
+    );
+    assert_eq!(smtp.received().len(), 1);
+}
+
+/// A TCP server that accepts connections and never answers: an SMTP server that hangs.
+async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn test_retries_time_limits_and_a_job_that_survives_kill_9() {
+    // A server that refuses connections: each run fails, is retried, then the job errors.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cocon = Cocon::builder(dir.path())
+        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
+        .env("COCON_JOBS__SMTP__PORT", closed.to_string())
+        .env("COCON_JOBS__SMTP__SECURITY", "none")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.instance("alice.test", JOBS_SCOPE).await.unwrap();
+    let mail = json!({"mode": "noreply", "to": [{"email": "bob@example.org"}], "subject": "s",
+                      "parts": [{"type": "text/plain", "body": "b"}]});
+    let queued = push(
+        &api,
+        "sendmail",
+        json!({"arguments": mail, "options": {"max_exec_count": 2}}),
+    )
+    .await;
+    let errored = ended(&api, &id(&queued)).await;
+    assert_eq!(attr(&errored, "state"), "errored", "{}", errored.text);
+    assert!(
+        attr(&errored, "error").as_str().unwrap().contains("cannot send"),
+        "{}",
+        errored.text
+    );
+    assert_eq!(attr(&errored, "options")["max_exec_count"], 2);
+    cocon.stop().await.unwrap();
+
+    // A server that hangs: the run is stopped at the job's time limit.
+    let (silent, _server) = silent_server().await;
+    let mut cocon = Cocon::builder(dir.path())
+        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
+        .env("COCON_JOBS__SMTP__PORT", silent.to_string())
+        .env("COCON_JOBS__SMTP__SECURITY", "none")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", JOBS_SCOPE).await.unwrap()),
+    );
+    let limited = push(
+        &api,
+        "sendmail",
+        json!({"arguments": mail, "options": {"max_exec_count": 1, "timeout": 1}}),
+    )
+    .await;
+    let stopped = ended(&api, &id(&limited)).await;
+    assert_eq!(attr(&stopped, "state"), "errored", "{}", stopped.text);
+    assert!(
+        attr(&stopped, "error").as_str().unwrap().contains("time limit"),
+        "{}",
+        stopped.text
+    );
+
+    // Killed while a job runs: the next start runs it again, to its end.
+    let hanging = push(&api, "sendmail", json!({"arguments": mail})).await;
+    let running = until(&api, &format!("/jobs/{}", id(&hanging)), |r| {
+        attr(r, "state") == "running"
+    })
+    .await;
+    assert_eq!(attr(&running, "state"), "running", "{}", running.text);
+    cocon.kill9();
+    let smtp = SmtpServer::start().await.unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
+        .env("COCON_JOBS__SMTP__PORT", smtp.port.to_string())
+        .env("COCON_JOBS__SMTP__SECURITY", "none")
+        .start()
+        .await
+        .unwrap();
+    let api = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", JOBS_SCOPE).await.unwrap()),
+    );
+    let done = ended(&api, &id(&hanging)).await;
+    assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn test_jobs_and_triggers_read_the_same_after_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", JOBS_SCOPE).await.unwrap();
+    let job = push(&api, "log", json!({"arguments": {"k": "v"}})).await;
+    ended(&api, &id(&job)).await;
+    let daily = trigger(
+        &api,
+        json!({"type": "@daily", "arguments": "before 5am", "worker": "log"}),
+    )
+    .await;
+    let hook = trigger(&api, json!({"type": "@webhook", "worker": "log", "debounce": "1h"})).await;
+    let call = cocon
+        .api("alice.test", None)
+        .post(&format!("/jobs/webhooks/{}", id(&hook)), &json!({"held": true}))
+        .await;
+    assert_eq!(call.status, 204);
+    let launched = api
+        .send(Method::POST, &format!("/jobs/triggers/{}/launch", id(&daily)), None)
+        .await;
+    ended(&api, &id(&launched)).await;
+    let paths = [
+        format!("/jobs/{}", id(&job)),
+        format!("/jobs/triggers/{}", id(&daily)),
+        format!("/jobs/triggers/{}/jobs", id(&daily)),
+        "/jobs/triggers".to_string(),
+        "/jobs/queue/log".to_string(),
+    ];
+    let before = reads(&api, &paths, &cocon.http).await;
+    cocon.stop().await.unwrap();
+    let out = std::process::Command::new(cocon_bin())
+        .args(["rebuild-projections", "--data-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", JOBS_SCOPE).await.unwrap()),
+    );
+    let after = reads(&api, &paths, &cocon.http).await;
+    assert_eq!(before, after);
+}
+
+/// The answers to GET `paths`, the server's port (it changes at each start) masked.
+async fn reads(api: &Api, paths: &[String], http: &str) -> Vec<(String, String)> {
+    let port = http.rsplit(':').next().unwrap();
+    let mut out = Vec::new();
+    for path in paths {
+        let r = api.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        out.push((path.clone(), r.text.replace(&format!(":{port}/"), ":PORT/")));
+    }
+    out
+}
