@@ -97,6 +97,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let _telemetry = cocon_common::telemetry::init(&name);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        // How late triggers fire, as a histogram (cumulative, so it sums across processes and
+        // gives any quantile over any range): its alert is "p99 above a second".
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("cocon_jobs_trigger_lag_seconds".into()),
+            &[
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )
+        .context("cannot set the metrics' buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     let names: Vec<&str> = enabled.iter().map(|k| k.as_str()).collect();

@@ -97,12 +97,15 @@ impl JobsService {
     pub(crate) async fn push_job(&self, instance: &str, new: NewJob) -> Result<Job> {
         let given_id = !new.id.is_empty();
         let job = self.new_job(new);
-        {
+        if given_id {
             let _guard = self.lock(instance).await;
-            if given_id && let Some(existing) = JOBS.get(self.store(), instance, &job.id).await? {
+            if let Some(existing) = JOBS.get(self.store(), instance, &job.id).await? {
                 return Ok(existing);
             }
             self.commit(instance, vec![Entry::job(job.clone())]).await?;
+        } else {
+            // A fresh id: nothing to read first, so it commits with whatever else waits.
+            self.commit_grouped(instance, vec![Entry::job(job.clone())]).await?;
         }
         self.enqueue(instance, std::slice::from_ref(&job));
         Ok(job)

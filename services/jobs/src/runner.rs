@@ -134,7 +134,7 @@ impl JobsService {
             ))),
         };
         let result = match failure {
-            None => self.finish(&instance, &id, None).await,
+            None => self.finish(&instance, job, None).await,
             Some(f) if f.retry && job.exec_count < max_exec => {
                 tracing::info!(instance, job = id, worker = worker_name, runs = job.exec_count, error = %f.message, "job failed; it runs again");
                 lease.retry(worker.retry_delay(job.exec_count));
@@ -142,7 +142,7 @@ impl JobsService {
             }
             Some(f) => {
                 tracing::info!(instance, job = id, worker = worker_name, error = %f.message, "job errored");
-                self.finish(&instance, &id, Some(f.message)).await
+                self.finish(&instance, job, Some(f.message)).await
             }
         };
         match result {
@@ -156,9 +156,10 @@ impl JobsService {
         }
     }
 
-    /// Records a run's start; `None` when the job is gone or ended meanwhile.
+    /// Records a run's start; `None` when the job is gone or ended meanwhile. Only its runner
+    /// changes a running job (a client ends only `client` jobs, which never run here), so the
+    /// start and the end commit without the instance's lock, grouped with others.
     async fn start(&self, instance: &str, id: &str) -> Result<Option<Job>> {
-        let _guard = self.lock(instance).await;
         let Some(mut job) = crate::tables::JOBS.get(self.store(), instance, id).await? else {
             return Ok(None);
         };
@@ -170,25 +171,18 @@ impl JobsService {
         if job.started_at_us == 0 {
             job.started_at_us = now_us();
         }
-        self.commit(instance, vec![Entry::job(job.clone())]).await?;
+        self.commit_grouped(instance, vec![Entry::job(job.clone())]).await?;
         Ok(Some(job))
     }
 
     /// Records a job's end: done, or errored with `error`.
-    async fn finish(&self, instance: &str, id: &str, error: Option<String>) -> Result<()> {
-        let _guard = self.lock(instance).await;
-        let Some(mut job) = crate::tables::JOBS.get(self.store(), instance, id).await? else {
-            return Ok(());
-        };
-        if job.state != RUNNING {
-            return Ok(());
-        }
+    async fn finish(&self, instance: &str, mut job: Job, error: Option<String>) -> Result<()> {
         job.state = if error.is_some() { ERRORED } else { DONE }.to_string();
         job.error = error.unwrap_or_default();
         job.finished_at_us = now_us();
         metrics::counter!("cocon_jobs_finished_total", "worker" => job.worker.clone(), "state" => job.state.clone())
             .increment(1);
-        self.commit(instance, vec![Entry::job(job)]).await?;
+        self.commit_grouped(instance, vec![Entry::job(job)]).await?;
         self.inner.finished.notify_waiters();
         Ok(())
     }

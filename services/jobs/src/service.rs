@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     /// Woken when something may be due sooner than the scheduler thought.
     pub schedule_changed: Notify,
     pub webhooks: WebhookLimits,
+    /// Group commit of the changes that need no read first (`committer.rs`).
+    pub committer: crate::committer::Sender,
 }
 
 /// An entry of the jobs log.
@@ -106,7 +108,8 @@ impl JobsService {
         let workers = Workers::new(&config);
         let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
         let webhooks = WebhookLimits::new(config.webhook_calls_per_minute);
-        Ok(JobsService {
+        let (committer, commands) = tokio::sync::mpsc::unbounded_channel();
+        let service = JobsService {
             inner: Arc::new(Inner {
                 config,
                 store: deps.store,
@@ -119,8 +122,11 @@ impl JobsService {
                 finished: Notify::new(),
                 schedule_changed: Notify::new(),
                 webhooks,
+                committer,
             }),
-        })
+        };
+        crate::committer::spawn(Arc::downgrade(&service.inner), commands);
+        Ok(service)
     }
 
     /// The projection, to rebuild from the log.

@@ -274,7 +274,6 @@ impl DueRow {
         })
     }
 
-    #[cfg(test)]
     pub fn key(&self) -> DueKey<'_> {
         DueKey {
             due_us: self.due_us,

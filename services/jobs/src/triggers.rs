@@ -277,48 +277,43 @@ impl JobsService {
         self.push_job(instance, new).await
     }
 
-    /// Fires a scheduled trigger for its due time `due`: queues its job and moves it to its
-    /// next time (or deletes it, for one-shots), in one commit. A due time already handled
-    /// (another scheduler pass, a trigger changed since) is skipped, so it fires once.
-    pub(crate) async fn fire(&self, instance: &str, id: &str, due: i64) -> Result<()> {
-        let job = {
-            let _guard = self.lock(instance).await;
-            let Some(mut trigger) = TRIGGERS.get(self.store(), instance, id).await? else {
-                return Ok(());
-            };
-            if trigger.due_us != due {
-                return Ok(());
-            }
-            let next = match schedule_of(instance, &trigger) {
-                Ok(schedule) if schedule.one_shot() => None,
-                Ok(schedule) => schedule.next_due(due, now_us()),
-                Err(err) => {
-                    tracing::warn!(instance, trigger = id, error = %err, "a stored trigger no longer reads; it stops firing");
-                    Some(0)
-                }
-            };
-            let job = self.new_job(self.job_of(&trigger));
-            let mut entries = vec![Entry::job(job.clone())];
-            match next {
-                None => entries.push(Entry::Trigger {
-                    trigger,
-                    verb: "deleted",
-                    replaced_due_us: due,
-                }),
-                Some(next) => {
-                    trigger.due_us = next;
-                    entries.push(Entry::Trigger {
-                        trigger,
-                        verb: "updated",
-                        replaced_due_us: due,
-                    });
-                }
-            }
-            self.commit(instance, entries).await?;
-            job
+    /// What firing a scheduled trigger for its due time `due` commits: its job, and the
+    /// trigger moved to its next time (or deleted, for one-shots). Nothing when that due time
+    /// was handled already (another pass, a trigger changed since), so a time fires once. The
+    /// caller holds the instance's lock and commits.
+    pub(crate) async fn fire_entries(&self, instance: &str, id: &str, due: i64) -> Result<(Vec<Entry>, Option<Job>)> {
+        let Some(mut trigger) = TRIGGERS.get(self.store(), instance, id).await? else {
+            return Ok((Vec::new(), None));
         };
-        self.enqueue(instance, &[job]);
-        Ok(())
+        if trigger.due_us != due {
+            return Ok((Vec::new(), None));
+        }
+        let next = match schedule_of(instance, &trigger) {
+            Ok(schedule) if schedule.one_shot() => None,
+            Ok(schedule) => schedule.next_due(due, now_us()),
+            Err(err) => {
+                tracing::warn!(instance, trigger = id, error = %err, "a stored trigger no longer reads; it stops firing");
+                Some(0)
+            }
+        };
+        let job = self.new_job(self.job_of(&trigger));
+        let mut entries = vec![Entry::job(job.clone())];
+        match next {
+            None => entries.push(Entry::Trigger {
+                trigger,
+                verb: "deleted",
+                replaced_due_us: due,
+            }),
+            Some(next) => {
+                trigger.due_us = next;
+                entries.push(Entry::Trigger {
+                    trigger,
+                    verb: "updated",
+                    replaced_due_us: due,
+                });
+            }
+        }
+        Ok((entries, Some(job)))
     }
 
     /// Queues the job of a trigger that an event or a webhook call set off, or holds it in the
@@ -395,43 +390,36 @@ impl JobsService {
         Ok(true)
     }
 
-    /// Closes a trigger's debounce window due at `due`: queues the job with what it held.
-    pub(crate) async fn close_window(&self, instance: &str, id: &str, due: i64) -> Result<()> {
-        let job = {
-            let _guard = self.lock(instance).await;
-            let Some(pending) = DEBOUNCE.get(self.store(), instance, id).await? else {
-                return Ok(());
-            };
-            if pending.due_us != due {
-                return Ok(());
-            }
-            let mut entries = vec![Entry::Debounce(TriggerDebounced {
-                trigger_id: id.to_string(),
-                replaced_due_us: due,
-                closed: true,
-                ..TriggerDebounced::default()
-            })];
-            let job = match TRIGGERS.get(self.store(), instance, id).await? {
-                Some(trigger) => {
-                    let mut new = self.job_of(&trigger);
-                    new.debounced = true;
-                    new.event = pending.event;
-                    if !pending.payloads.is_empty() {
-                        new.payload = merged_payloads(&pending.payloads);
-                    }
-                    let job = self.new_job(new);
-                    entries.push(Entry::job(job.clone()));
-                    Some(job)
-                }
-                None => None,
-            };
-            self.commit(instance, entries).await?;
-            job
+    /// What closing a trigger's debounce window due at `due` commits: the window closed, and
+    /// the job with what it held. The caller holds the instance's lock and commits.
+    pub(crate) async fn close_entries(&self, instance: &str, id: &str, due: i64) -> Result<(Vec<Entry>, Option<Job>)> {
+        let Some(pending) = DEBOUNCE.get(self.store(), instance, id).await? else {
+            return Ok((Vec::new(), None));
         };
-        if let Some(job) = job {
-            self.enqueue(instance, &[job]);
+        if pending.due_us != due {
+            return Ok((Vec::new(), None));
         }
-        Ok(())
+        let mut entries = vec![Entry::Debounce(TriggerDebounced {
+            trigger_id: id.to_string(),
+            replaced_due_us: due,
+            closed: true,
+            ..TriggerDebounced::default()
+        })];
+        let job = match TRIGGERS.get(self.store(), instance, id).await? {
+            Some(trigger) => {
+                let mut new = self.job_of(&trigger);
+                new.debounced = true;
+                new.event = pending.event;
+                if !pending.payloads.is_empty() {
+                    new.payload = merged_payloads(&pending.payloads);
+                }
+                let job = self.new_job(new);
+                entries.push(Entry::job(job.clone()));
+                Some(job)
+            }
+            None => None,
+        };
+        Ok((entries, job))
     }
 
     /// A call of a webhook (`POST /jobs/webhooks/:id`): the body is its job's payload.

@@ -96,7 +96,7 @@ pub struct Workers {
 /// (name, reserved, max exec count, timeout in seconds, concurrency): cozy-stack's defaults
 /// for the workers Cocon runs.
 const BUILTIN: [(&str, bool, u32, u64, u32); 3] = [
-    ("log", false, 1, 1, 8),
+    ("log", false, 1, 1, 64),
     ("sendmail", false, 3, 60, 4),
     ("client", false, 1, 300, 1),
 ];
