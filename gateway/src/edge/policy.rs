@@ -68,10 +68,12 @@ pub enum Route {
     JobsTriggers,
     /// Purging and cleaning an instance's jobs.
     JobsAdmin,
+    /// Installing, listing and removing konnectors.
+    Konnectors,
 }
 
 impl Route {
-    const ALL: [Route; 18] = [
+    const ALL: [Route; 19] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -90,6 +92,7 @@ impl Route {
         Route::JobsOne,
         Route::JobsTriggers,
         Route::JobsAdmin,
+        Route::Konnectors,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +115,7 @@ impl Route {
             Route::JobsOne => "jobs/one",
             Route::JobsTriggers => "jobs/triggers",
             Route::JobsAdmin => "jobs/admin",
+            Route::Konnectors => "konnectors",
         }
     }
 }
@@ -274,6 +278,9 @@ mod tests {
         assert!(!p.allows(Oauth, Route::JobsAdmin, "DELETE", Document));
         assert!(!p.allows(Share, Route::JobsOne, "GET", Whole));
         assert!(!p.allows(Person, Route::JobsTriggers, "GET", Whole));
+        assert!(p.allows(Cli, Route::Konnectors, "POST", Whole));
+        assert!(!p.allows(Oauth, Route::Konnectors, "POST", Document));
+        assert!(!p.allows(Share, Route::Konnectors, "GET", Whole));
     }
 
     #[tokio::test]

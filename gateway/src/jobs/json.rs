@@ -30,6 +30,8 @@ fn raw(bytes: &[u8]) -> Value {
 pub fn job(job: &Job, domain: &str) -> Value {
     let mut a = Map::new();
     a.insert("_id".into(), json!(job.id));
+    // The domain it was queued on; the request's for jobs from before it was kept.
+    let domain = if job.domain.is_empty() { domain } else { &job.domain };
     a.insert("domain".into(), json!(domain));
     a.insert("worker".into(), json!(job.worker));
     if !job.trigger_id.is_empty() {

@@ -3,6 +3,7 @@
 //! bodies and writes its JSON-API answers (`json.rs`); webhooks are opened by their id alone.
 
 mod json;
+mod konnectors;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,7 +26,7 @@ use crate::{ApiError, State, jsonapi};
 const MAX_BODY: usize = 1 << 20;
 
 pub fn routes() -> Router<State> {
-    Router::new()
+    konnectors::routes()
         .route("/jobs/queue/{worker}", get(list_queue).post(push))
         .route("/jobs/triggers", get(list_triggers).post(create_trigger))
         .route(
@@ -68,11 +69,12 @@ fn allow(
     authorize(state, caller.kind, route, method, &Access { doctype, id: None }, grant)
 }
 
-fn scope_of(caller: &Caller) -> Option<pb::Scope> {
+fn scope_of(caller: &Caller, headers: &HeaderMap) -> Option<pb::Scope> {
     Some(pb::Scope {
         instance: caller.instance.clone(),
         ticket: caller.ticket.clone(),
         trusted: caller.kind == Kind::Cli,
+        domain: host(headers).unwrap_or_default(),
     })
 }
 
@@ -122,7 +124,7 @@ async fn push(
         Some(_) => return Err(ApiError::bad_request("options must be an object")),
     };
     let request = pb::PushJobRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         worker,
         arguments: json::any(&a, "arguments").into(),
         max_exec_count: json::number(&options, "max_exec_count")?.min(u32::MAX as u64) as u32,
@@ -144,7 +146,7 @@ async fn list_queue(
     let caller = authenticate(&state, &headers).await?;
     allow(&state, &caller, Route::JobsWorker, &method, JOBS, &worker)?;
     let request = pb::ListQueueRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         worker,
     };
     let jobs = state.clients.jobs.clone().list_queue(request).await?.into_inner().jobs;
@@ -160,7 +162,7 @@ async fn show_job(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers).await?;
     let request = pb::JobRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         id,
     };
     let job = state.clients.jobs.clone().get_job(request).await?.into_inner().job;
@@ -181,7 +183,7 @@ async fn patch_job(
     let mut jobs = state.clients.jobs.clone();
     let current = jobs
         .get_job(pb::JobRequest {
-            scope: scope_of(&caller),
+            scope: scope_of(&caller, &headers),
             id: id.clone(),
         })
         .await?
@@ -191,7 +193,7 @@ async fn patch_job(
     allow(&state, &caller, Route::JobsOne, &method, JOBS, &current.worker)?;
     let a = json::attributes(&body)?;
     let request = pb::PatchJobRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         id,
         state: json::string(&a, "state")?,
         error: json::string(&a, "error")?,
@@ -259,7 +261,7 @@ async fn list_triggers(
         grant,
     )?;
     let request = pb::ListTriggersRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         workers,
         types: comma_list(&filter.kind),
     };
@@ -301,7 +303,7 @@ async fn create_trigger(
         Some(_) => return Err(ApiError::bad_request("options must be an object")),
     };
     let request = pb::CreateTriggerRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         r#type: json::string(&a, "type")?,
         arguments: json::string(&a, "arguments")?,
         worker,
@@ -328,9 +330,15 @@ async fn create_trigger(
 }
 
 /// The trigger `id`, once the caller may use `method` on it.
-async fn trigger_for(state: &State, caller: &Caller, method: &Method, id: &str) -> Result<pb::TriggerAnswer, ApiError> {
+async fn trigger_for(
+    state: &State,
+    caller: &Caller,
+    headers: &HeaderMap,
+    method: &Method,
+    id: &str,
+) -> Result<pb::TriggerAnswer, ApiError> {
     let request = pb::TriggerRequest {
-        scope: scope_of(caller),
+        scope: scope_of(caller, headers),
         id: id.to_string(),
     };
     let answer = state.clients.jobs.clone().get_trigger(request).await?.into_inner();
@@ -346,7 +354,7 @@ async fn show_trigger(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers).await?;
-    let answer = trigger_for(&state, &caller, &method, &id).await?;
+    let answer = trigger_for(&state, &caller, &headers, &method, &id).await?;
     Ok(jsonapi::one(trigger_answer(&state, answer, &host(&headers)?)?))
 }
 
@@ -357,7 +365,7 @@ async fn trigger_state(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers).await?;
-    let answer = trigger_for(&state, &caller, &method, &id).await?;
+    let answer = trigger_for(&state, &caller, &headers, &method, &id).await?;
     let s = answer.state.unwrap_or_default();
     Ok(jsonapi::one(json!({
         "type": "io.cozy.triggers.state",
@@ -376,10 +384,10 @@ async fn patch_trigger(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers).await?;
     checked_body(&body)?;
-    trigger_for(&state, &caller, &method, &id).await?;
+    trigger_for(&state, &caller, &headers, &method, &id).await?;
     let a = json::attributes(&body)?;
     let request = pb::PatchTriggerRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         id,
         arguments: a
             .contains_key("arguments")
@@ -398,9 +406,9 @@ async fn delete_trigger(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers).await?;
-    trigger_for(&state, &caller, &method, &id).await?;
+    trigger_for(&state, &caller, &headers, &method, &id).await?;
     let request = pb::TriggerRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         id,
     };
     state.clients.jobs.clone().delete_trigger(request).await?;
@@ -427,9 +435,9 @@ async fn trigger_jobs(
             .parse::<u32>()
             .map_err(|_| ApiError::bad_request(format!("Limit must be a number, not {text:?}")))?,
     };
-    trigger_for(&state, &caller, &method, &id).await?;
+    trigger_for(&state, &caller, &headers, &method, &id).await?;
     let request = pb::TriggerJobsRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         id,
         limit,
     };
@@ -452,9 +460,9 @@ async fn launch(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers).await?;
-    trigger_for(&state, &caller, &method, &id).await?;
+    trigger_for(&state, &caller, &headers, &method, &id).await?;
     let request = pb::TriggerRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         id,
     };
     let answer = state.clients.jobs.clone().launch_trigger(request).await?.into_inner();
@@ -490,7 +498,9 @@ async fn webhook(
         .map_err(|status| crate::edge::access::unknown_host(status, &domain))?
         .into_inner();
     let instance = answer.instance.map(|i| i.id).unwrap_or_default();
+    let domain = domain.clone();
     let request = pb::WebhookRequest {
+        domain,
         instance,
         trigger_id: id,
         payload: body,
@@ -530,7 +540,7 @@ async fn purge(
             .ok_or_else(|| ApiError::bad_request(format!("duration {text:?} does not read: use e.g. 2W, 3D or 12h")))?,
     };
     let request = pb::PurgeJobsRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
         older_than_secs,
         workers: comma_list(query.workers.as_deref().unwrap_or_default()),
     };
@@ -550,7 +560,7 @@ async fn clean(AxState(state): AxState<State>, method: Method, headers: HeaderMa
         },
     )?;
     let request = pb::CleanJobsRequest {
-        scope: scope_of(&caller),
+        scope: scope_of(&caller, &headers),
     };
     let count = state.clients.jobs.clone().clean_jobs(request).await?.into_inner().count;
     Ok(axum::Json(json!({"deleted": count})).into_response())

@@ -431,7 +431,8 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             | Payload::QuotaExceeded(_)
             | Payload::JobChanged(_)
             | Payload::TriggerChanged(_)
-            | Payload::TriggerDebounced(_),
+            | Payload::TriggerDebounced(_)
+            | Payload::KonnectorChanged(_),
         )
         | None => Vec::new(),
     }

@@ -43,6 +43,49 @@ pub enum JobsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum KonnectorsCommand {
+    /// Install (or update) konnector SLUG on an instance from SOURCE: a directory, or a
+    /// .tar.gz, holding `manifest.konnector` and the konnector's code (its `index.js` or
+    /// package.json `main`, with its node_modules). SOURCE must be on the server's machine.
+    #[command(after_help = "Examples:\n  \
+        cocon konnectors install mybank ./mybank-konnector --domain alice.localhost\n  \
+        cocon konnectors install mybank /srv/konnectors/mybank.tar.gz --domain alice.localhost")]
+    Install {
+        slug: String,
+        source: std::path::PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the konnectors installed on an instance: slug, version, name.
+    #[command(after_help = "Example:\n  cocon konnectors ls --domain alice.localhost")]
+    Ls {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove konnector SLUG from an instance.
+    #[command(after_help = "Example:\n  cocon konnectors uninstall mybank --domain alice.localhost")]
+    Uninstall {
+        slug: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Run konnector SLUG now, wait for it to end, and print its job. Exits with an error when
+    /// it failed (the job's error says why: LOGIN_FAILED, …).
+    #[command(after_help = "Example:\n  cocon konnectors run mybank --domain alice.localhost --account 0123abcd")]
+    Run {
+        slug: String,
+        /// The io.cozy.accounts document it logs in with.
+        #[arg(long)]
+        account: Option<String>,
+        /// Stop waiting after this many seconds (the run goes on).
+        #[arg(long, default_value_t = 3600)]
+        wait: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum TriggersCommand {
     /// List an instance's triggers: id, type, arguments, worker, and how its last job went.
     #[command(after_help = "Example:\n  cocon triggers ls --domain alice.localhost")]
@@ -115,6 +158,28 @@ impl Api {
         serde_json::from_str(&text).context("Cocon answered something that is not JSON")
     }
 
+    /// A call whose answer has no body (204).
+    async fn call_empty(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::HOST, &self.domain)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Cocon at {}", self.base))?;
+        let status = res.status();
+        if !status.is_success() {
+            let text = res.text().await.unwrap_or_default();
+            let reason = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(text);
+            bail!("{status}: {reason}");
+        }
+        Ok(())
+    }
+
     /// Revokes the token (it would expire on its own; this keeps the list of tokens short).
     async fn close(self) {
         let path = format!("/instances/{}/tokens/{}", self.domain, self.token_id);
@@ -180,6 +245,87 @@ async fn run_job(api: &Api, worker: &str, arguments: Value, wait: Duration) -> a
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(500));
     }
+}
+
+pub async fn run_konnectors(cmd: KonnectorsCommand) -> anyhow::Result<()> {
+    match cmd {
+        KonnectorsCommand::Install { slug, source, api } => {
+            let source = std::fs::canonicalize(&source).with_context(|| format!("cannot find {}", source.display()))?;
+            let api = Api::open(&api, "io.cozy.konnectors", Duration::from_secs(600)).await?;
+            let url = format!(
+                "/konnectors/{slug}?Source={}",
+                url_encode(&format!("file://{}", source.display()))
+            );
+            let result = api.call(reqwest::Method::POST, &url, None).await;
+            api.close().await;
+            let installed = result?;
+            let a = &installed["data"]["attributes"];
+            eprintln!(
+                "installed {slug} {} ({})",
+                a["version"].as_str().unwrap_or_default(),
+                a["name"].as_str().unwrap_or_default()
+            );
+            println!("{}", serde_json::to_string_pretty(&installed["data"])?);
+            Ok(())
+        }
+        KonnectorsCommand::Ls { api } => {
+            let api = Api::open(&api, "io.cozy.konnectors:GET", Duration::from_secs(60)).await?;
+            let result = api.call(reqwest::Method::GET, "/konnectors/", None).await;
+            api.close().await;
+            let list = result?["data"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                eprintln!("no konnector yet: install one with `cocon konnectors install SLUG SOURCE --domain DOMAIN`");
+            }
+            for k in list {
+                let a = &k["attributes"];
+                let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+                println!("{}\t{}\t{}", text(&a["slug"]), text(&a["version"]), text(&a["name"]));
+            }
+            Ok(())
+        }
+        KonnectorsCommand::Uninstall { slug, api } => {
+            let api = Api::open(&api, "io.cozy.konnectors", Duration::from_secs(60)).await?;
+            let result = api
+                .call_empty(reqwest::Method::DELETE, &format!("/konnectors/{slug}"))
+                .await;
+            api.close().await;
+            result?;
+            eprintln!("{slug} uninstalled");
+            Ok(())
+        }
+        KonnectorsCommand::Run {
+            slug,
+            account,
+            wait,
+            api,
+        } => {
+            let mut message = serde_json::json!({"konnector": slug});
+            if let Some(account) = account {
+                message["account"] = Value::String(account);
+            }
+            let api = Api::open(&api, "io.cozy.jobs", Duration::from_secs(wait + 60)).await?;
+            let result = run_job(&api, "konnector", message, Duration::from_secs(wait)).await;
+            api.close().await;
+            let job = result?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            if job["attributes"]["state"] == "errored" {
+                bail!(
+                    "the konnector failed: {}",
+                    job["attributes"]["error"].as_str().unwrap_or("no reason given")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub async fn run_triggers(cmd: TriggersCommand) -> anyhow::Result<()> {

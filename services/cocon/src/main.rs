@@ -55,6 +55,9 @@ enum Command {
     /// List an instance's triggers on a running server.
     #[command(subcommand)]
     Triggers(jobs_cli::TriggersCommand),
+    /// Install, list, run and remove an instance's konnectors on a running server.
+    #[command(subcommand)]
+    Konnectors(jobs_cli::KonnectorsCommand),
     /// Drop every projection and rebuild it from the event log (stop the server first).
     #[command(after_help = "Example:\n  cocon rebuild-projections --data-dir ./cocon-data")]
     RebuildProjections {
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             Command::Instances(cmd) => cli::run(cmd).await,
             Command::Jobs(cmd) => jobs_cli::run_jobs(cmd).await,
             Command::Triggers(cmd) => jobs_cli::run_triggers(cmd).await,
+            Command::Konnectors(cmd) => jobs_cli::run_konnectors(cmd).await,
             Command::RebuildProjections { data_dir } => rebuild::run(&data_dir).await,
             Command::MeshKey { file } => new_mesh_key(&file),
             Command::MeshCert { dir, names } => mesh_cert::write(&dir, &names),

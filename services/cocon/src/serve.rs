@@ -160,6 +160,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
+    let gateway_url = match &http {
+        Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
+        None => None,
+    };
+    for service in &services {
+        service.connect(&clients, gateway_url.as_deref());
+    }
+
     let requests = Shutdown::new();
     let background = Shutdown::new();
     let ready = Arc::new(AtomicBool::new(false));

@@ -82,6 +82,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
                     store: parts.store(),
                     bus: parts.bus.clone(),
                     mesh_key: parts.mesh_key(),
+                    data_dir: config.data_dir.clone(),
                 },
             )
             .await?,

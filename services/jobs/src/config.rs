@@ -17,6 +17,8 @@ pub struct Config {
     pub webhook_calls_per_minute: u32,
     /// Where mail goes (the sendmail worker).
     pub smtp: SmtpConfig,
+    /// How konnectors are kept and run.
+    pub konnectors: KonnectorsConfig,
 }
 
 impl Default for Config {
@@ -26,6 +28,41 @@ impl Default for Config {
             keep_jobs_secs: 14 * 86_400,
             webhook_calls_per_minute: 60,
             smtp: SmtpConfig::default(),
+            konnectors: KonnectorsConfig::default(),
+        }
+    }
+}
+
+/// Konnectors: where their code is kept, where they run, and in what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KonnectorsConfig {
+    /// Installed konnectors' code; `<data_dir>/konnectors` when unset.
+    pub dir: Option<std::path::PathBuf>,
+    /// Each run's work directory (removed after the run); `<data_dir>/konnector-runs` when unset.
+    pub runs_dir: Option<std::path::PathBuf>,
+    /// `bwrap`: each run in a bubblewrap sandbox (its own user, PID, IPC and UTS namespaces,
+    /// only its code and work directory from the server's disk). `none`: run unsandboxed, for
+    /// hosts without user namespaces, where the operator accepts konnectors seeing the server.
+    pub sandbox: String,
+    /// The Node.js binary.
+    pub node: String,
+    /// Memory a run may take (its data, and Node's heap within it), in MiB.
+    pub memory_mb: u64,
+    /// The public API as konnectors reach it (`http://10.0.0.7:8080`); empty: this process's
+    /// own gateway. Konnectors call it with their instance's domain as the host name.
+    pub stack_url: String,
+}
+
+impl Default for KonnectorsConfig {
+    fn default() -> Self {
+        KonnectorsConfig {
+            dir: None,
+            runs_dir: None,
+            sandbox: "bwrap".into(),
+            node: "/usr/bin/node".into(),
+            memory_mb: 2048,
+            stack_url: String::new(),
         }
     }
 }

@@ -12,15 +12,27 @@ use crate::jobs::NewJob;
 use crate::service::JobsService;
 use crate::triggers::{NewTrigger, TriggerState};
 
+/// Who calls: the instance, whether the caller is trusted (a CLI token), and the domain it
+/// named.
+pub(crate) struct Caller {
+    pub instance: String,
+    pub trusted: bool,
+    pub domain: String,
+}
+
 /// The longest a `WaitJob` call waits when it names no limit.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 impl JobsService {
-    /// The instance of a call and whether its caller is trusted, once its ticket holds.
-    fn scope(&self, scope: Option<pb::Scope>) -> Result<(String, bool)> {
+    /// The caller of a call, once its ticket holds.
+    fn scope(&self, scope: Option<pb::Scope>) -> Result<Caller> {
         let scope = scope.ok_or_else(|| JobsError::BadRequest("missing scope".into()))?;
         self.check_ticket(&scope.instance, &scope.ticket)?;
-        Ok((scope.instance, scope.trusted))
+        Ok(Caller {
+            instance: scope.instance,
+            trusted: scope.trusted,
+            domain: scope.domain,
+        })
     }
 
     async fn trigger_answer(
@@ -62,13 +74,18 @@ fn job(job: cocon_proto::events::v1::Job) -> Response<pb::JobAnswer> {
 impl Api for JobsService {
     async fn push_job(&self, request: Request<pb::PushJobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, trusted) = self.scope(r.scope)?;
+        let Caller {
+            instance,
+            trusted,
+            domain,
+        } = self.scope(r.scope)?;
         self.check_worker(&r.worker, trusted)?;
         if r.forward_logs && !trusted {
             return Err(JobsError::Denied("only the command line may forward a job's logs".into()).into());
         }
         let message = crate::service::json_or_empty(&r.arguments, "the job's arguments")?;
         let new = NewJob {
+            domain,
             worker: r.worker,
             message,
             max_exec_count: r.max_exec_count,
@@ -82,13 +99,13 @@ impl Api for JobsService {
 
     async fn get_job(&self, request: Request<pb::JobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         Ok(job(self.get_job(&instance, &r.id).await?))
     }
 
     async fn wait_job(&self, request: Request<pb::WaitJobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         let max = match r.max_wait_ms {
             0 => MAX_WAIT,
             ms => Duration::from_millis(ms).min(MAX_WAIT),
@@ -98,7 +115,7 @@ impl Api for JobsService {
 
     async fn list_queue(&self, request: Request<pb::ListQueueRequest>) -> Result<Response<pb::JobList>, Status> {
         let r = request.into_inner();
-        let (instance, trusted) = self.scope(r.scope)?;
+        let Caller { instance, trusted, .. } = self.scope(r.scope)?;
         self.check_worker(&r.worker, trusted)?;
         let jobs = self.list_queue(&instance, &r.worker).await?;
         Ok(Response::new(pb::JobList { jobs }))
@@ -106,13 +123,13 @@ impl Api for JobsService {
 
     async fn patch_job(&self, request: Request<pb::PatchJobRequest>) -> Result<Response<pb::JobAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         Ok(job(self.patch_job(&instance, &r.id, &r.state, &r.error).await?))
     }
 
     async fn purge_jobs(&self, request: Request<pb::PurgeJobsRequest>) -> Result<Response<pb::CountAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         let older_than = match r.older_than_secs {
             0 => Duration::from_secs(self.inner.config.keep_jobs_secs),
             secs => Duration::from_secs(secs),
@@ -122,7 +139,7 @@ impl Api for JobsService {
     }
 
     async fn clean_jobs(&self, request: Request<pb::CleanJobsRequest>) -> Result<Response<pb::CountAnswer>, Status> {
-        let (instance, _) = self.scope(request.into_inner().scope)?;
+        let instance = self.scope(request.into_inner().scope)?.instance;
         let count = self.clean_jobs(&instance).await?;
         Ok(Response::new(pb::CountAnswer { count }))
     }
@@ -132,7 +149,11 @@ impl Api for JobsService {
         request: Request<pb::CreateTriggerRequest>,
     ) -> Result<Response<pb::TriggerAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, trusted) = self.scope(r.scope)?;
+        let Caller {
+            instance,
+            trusted,
+            domain,
+        } = self.scope(r.scope)?;
         let new = NewTrigger {
             kind: r.r#type,
             arguments: r.arguments,
@@ -143,13 +164,13 @@ impl Api for JobsService {
             max_exec_count: r.max_exec_count,
             timeout_ns: r.timeout_ns,
         };
-        let trigger = self.create_trigger(&instance, new, trusted).await?;
+        let trigger = self.create_trigger(&instance, &domain, new, trusted).await?;
         Ok(Response::new(self.trigger_answer(&instance, trigger).await?))
     }
 
     async fn get_trigger(&self, request: Request<pb::TriggerRequest>) -> Result<Response<pb::TriggerAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         let trigger = self.get_trigger(&instance, &r.id).await?;
         Ok(Response::new(self.trigger_answer(&instance, trigger).await?))
     }
@@ -159,7 +180,7 @@ impl Api for JobsService {
         request: Request<pb::ListTriggersRequest>,
     ) -> Result<Response<pb::TriggerList>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         let mut triggers = Vec::new();
         for trigger in self.list_triggers(&instance, &r.workers, &r.types).await? {
             triggers.push(self.trigger_answer(&instance, trigger).await?);
@@ -172,7 +193,7 @@ impl Api for JobsService {
         request: Request<pb::PatchTriggerRequest>,
     ) -> Result<Response<pb::TriggerAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         let trigger = self.patch_trigger(&instance, &r.id, r.arguments, r.message).await?;
         Ok(Response::new(self.trigger_answer(&instance, trigger).await?))
     }
@@ -182,14 +203,14 @@ impl Api for JobsService {
         request: Request<pb::TriggerRequest>,
     ) -> Result<Response<pb::DeleteTriggerResponse>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         self.delete_trigger(&instance, &r.id).await?;
         Ok(Response::new(pb::DeleteTriggerResponse {}))
     }
 
     async fn trigger_jobs(&self, request: Request<pb::TriggerJobsRequest>) -> Result<Response<pb::JobList>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         self.get_trigger(&instance, &r.id).await?;
         let limit = match r.limit {
             0 => 50,
@@ -201,7 +222,7 @@ impl Api for JobsService {
 
     async fn launch_trigger(&self, request: Request<pb::TriggerRequest>) -> Result<Response<pb::JobAnswer>, Status> {
         let r = request.into_inner();
-        let (instance, _) = self.scope(r.scope)?;
+        let instance = self.scope(r.scope)?.instance;
         Ok(job(self.launch_trigger(&instance, &r.id).await?))
     }
 
@@ -216,6 +237,39 @@ impl Api for JobsService {
         self.call_webhook(&r.instance, &r.trigger_id, r.payload, r.manual)
             .await?;
         Ok(Response::new(pb::WebhookResponse {}))
+    }
+
+    async fn install_konnector(
+        &self,
+        request: Request<pb::InstallKonnectorRequest>,
+    ) -> Result<Response<pb::KonnectorAnswer>, Status> {
+        let r = request.into_inner();
+        let caller = self.scope(r.scope)?;
+        let konnector = self
+            .install_konnector(&caller.instance, &r.slug, &r.source, caller.trusted)
+            .await?;
+        Ok(Response::new(pb::KonnectorAnswer {
+            konnector: Some(konnector),
+        }))
+    }
+
+    async fn list_konnectors(
+        &self,
+        request: Request<pb::ListKonnectorsRequest>,
+    ) -> Result<Response<pb::KonnectorList>, Status> {
+        let instance = self.scope(request.into_inner().scope)?.instance;
+        let konnectors = self.list_konnectors(&instance).await?;
+        Ok(Response::new(pb::KonnectorList { konnectors }))
+    }
+
+    async fn uninstall_konnector(
+        &self,
+        request: Request<pb::KonnectorRequest>,
+    ) -> Result<Response<pb::UninstallKonnectorResponse>, Status> {
+        let r = request.into_inner();
+        let instance = self.scope(r.scope)?.instance;
+        self.uninstall_konnector(&instance, &r.slug).await?;
+        Ok(Response::new(pb::UninstallKonnectorResponse {}))
     }
 
     async fn list_workers(

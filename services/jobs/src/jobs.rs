@@ -28,6 +28,8 @@ pub struct NewJob {
     /// Given for jobs that must be queued once whatever happens (an event delivered twice);
     /// empty for a fresh one.
     pub id: String,
+    /// The instance's domain (cozy's `domain`, a konnector's COZY_URL).
+    pub domain: String,
     pub worker: String,
     pub message: Bytes,
     pub max_exec_count: u32,
@@ -76,6 +78,7 @@ impl JobsService {
             finished_at_us: 0,
             error: String::new(),
             exec_count: 0,
+            domain: new.domain,
         }
     }
 

@@ -26,6 +26,10 @@ impl cocon_mesh::Service for JobsService {
         local.jobs = Some(std::sync::Arc::new(self.clone()));
     }
 
+    fn connect(&self, clients: &cocon_mesh::Clients, gateway: Option<&str>) {
+        self.inner.konnectors.connect(clients, gateway);
+    }
+
     fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
         let inner = &self.inner;
         let relay = Relay::new(inner.log.outbox().clone(), inner.bus.clone(), RelayConfig::default());

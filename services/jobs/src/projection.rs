@@ -24,6 +24,14 @@ pub(crate) fn project(batch: &mut Batch, instance: &str, payload: &Payload) {
             project_trigger(batch, instance, trigger, change.deleted, change.replaced_due_us)
         }
         Payload::TriggerDebounced(pending) => project_debounce(batch, instance, pending),
+        Payload::KonnectorChanged(change) => {
+            let Some(konnector) = &change.konnector else { return };
+            if change.deleted {
+                KONNECTORS.delete(batch, instance, &konnector.slug);
+            } else {
+                KONNECTORS.put(batch, instance, &konnector.slug, konnector);
+            }
+        }
         _ => {}
     }
 }

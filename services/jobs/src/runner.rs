@@ -121,6 +121,7 @@ impl JobsService {
             work.run(Run {
                 instance: &instance,
                 job: &job,
+                deadline: started + timeout,
             }),
         )
         .await;

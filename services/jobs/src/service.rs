@@ -6,7 +6,9 @@ use std::sync::Arc;
 use cocon_common::ticket::MeshKey;
 use cocon_events::{Appended, EventBus, EventLog, Stamp, Stripes, Topic, envelope};
 use cocon_proto::events::v1::envelope::Payload;
-use cocon_proto::events::v1::{Job, JobChanged, Trigger, TriggerChanged, TriggerDebounced};
+use cocon_proto::events::v1::{
+    Job, JobChanged, Konnector, KonnectorChanged, Trigger, TriggerChanged, TriggerDebounced,
+};
 use cocon_storage::{Batch, Store};
 use tokio::sync::{MutexGuard, Notify};
 
@@ -23,6 +25,8 @@ pub struct Deps {
     pub bus: Arc<dyn EventBus>,
     /// Checks the instance ticket of every call (signed by the auth service).
     pub mesh_key: MeshKey,
+    /// Where konnectors' code and runs go by default.
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Clone)]
@@ -46,6 +50,8 @@ pub(crate) struct Inner {
     pub webhooks: WebhookLimits,
     /// Group commit of the changes that need no read first (`committer.rs`).
     pub committer: crate::committer::Sender,
+    /// Konnectors: their code on disk, and how they run.
+    pub konnectors: Arc<crate::konnectors::Runtime>,
 }
 
 /// An entry of the jobs log.
@@ -61,6 +67,10 @@ pub(crate) enum Entry {
         replaced_due_us: i64,
     },
     Debounce(TriggerDebounced),
+    Konnector {
+        konnector: Konnector,
+        deleted: bool,
+    },
 }
 
 impl Entry {
@@ -98,6 +108,14 @@ impl Entry {
                 let verb = if pending.closed { "closed" } else { "pending" };
                 ("debounce", verb.to_string(), Payload::TriggerDebounced(pending))
             }
+            Entry::Konnector { konnector, deleted } => {
+                let verb = if deleted { "uninstalled" } else { "installed" };
+                let payload = Payload::KonnectorChanged(KonnectorChanged {
+                    konnector: Some(konnector),
+                    deleted,
+                });
+                ("konnector", verb.to_string(), payload)
+            }
         }
     }
 }
@@ -105,7 +123,12 @@ impl Entry {
 impl JobsService {
     pub async fn build(config: Config, deps: Deps) -> Result<JobsService> {
         let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
-        let workers = Workers::new(&config);
+        let konnectors = Arc::new(crate::konnectors::Runtime::new(
+            &config.konnectors,
+            &deps.data_dir,
+            deps.store.clone(),
+        )?);
+        let workers = Workers::new(&config, Some(konnectors.clone()));
         let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
         let webhooks = WebhookLimits::new(config.webhook_calls_per_minute);
         let (committer, commands) = tokio::sync::mpsc::unbounded_channel();
@@ -123,6 +146,7 @@ impl JobsService {
                 schedule_changed: Notify::new(),
                 webhooks,
                 committer,
+                konnectors,
             }),
         };
         crate::committer::spawn(Arc::downgrade(&service.inner), commands);
@@ -222,11 +246,13 @@ impl JobsService {
             BY_TRIGGER.delete(&mut batch, (instance, &job.trigger_id), &job.id);
         }
         JOBS.delete_partition(&mut batch, instance);
+        KONNECTORS.delete_partition(&mut batch, instance);
         TRIGGERS.delete_partition(&mut batch, instance);
         DEBOUNCE.delete_partition(&mut batch, instance);
         self.inner.log.delete_instance(&mut batch, instance);
         self.store().apply(batch).await?;
         self.inner.log.forget(instance);
+        let _ = tokio::fs::remove_dir_all(self.inner.konnectors.dir.join(instance)).await;
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The jobs service's tables. `jobs.events` is the source of truth; the tables in
 //! [`PROJECTIONS`] are its projection, rebuilt from it.
 
-use cocon_proto::events::v1::{Job, Trigger, TriggerDebounced};
+use cocon_proto::events::v1::{Job, Konnector, Trigger, TriggerDebounced};
 use cocon_storage::bytes::{BufMut, Bytes, BytesMut};
 use cocon_storage::{Schema, Table};
 use prost::Message as _;
@@ -9,7 +9,7 @@ use prost::Message as _;
 pub const EVENTS: &str = "jobs.events";
 pub const OUTBOX: &str = "jobs.outbox";
 
-pub const PROJECTIONS: [&str; 7] = [
+pub const PROJECTIONS: [&str; 8] = [
     Jobs::NAME,
     ByWorker::NAME,
     ByTrigger::NAME,
@@ -17,6 +17,7 @@ pub const PROJECTIONS: [&str; 7] = [
     Triggers::NAME,
     Due::NAME,
     Debounce::NAME,
+    Konnectors::NAME,
 ];
 
 /// A table of protobuf rows keyed by (instance, id).
@@ -73,6 +74,12 @@ proto_table!(
     Debounce: "jobs.debounce", TriggerDebounced
 );
 pub const DEBOUNCE: Table<Debounce> = Table::new();
+
+proto_table!(
+    /// Partition = instance, sort = slug → the installed konnector.
+    Konnectors: "jobs.konnectors", Konnector
+);
+pub const KONNECTORS: Table<Konnectors> = Table::new();
 
 /// An index row: its keys say everything.
 macro_rules! index_table {

@@ -63,7 +63,13 @@ fn schedule_of(instance: &str, trigger: &Trigger) -> Result<Schedule> {
 }
 
 impl JobsService {
-    pub(crate) async fn create_trigger(&self, instance: &str, new: NewTrigger, trusted: bool) -> Result<Trigger> {
+    pub(crate) async fn create_trigger(
+        &self,
+        instance: &str,
+        domain: &str,
+        new: NewTrigger,
+        trusted: bool,
+    ) -> Result<Trigger> {
         self.check_worker(&new.worker, trusted)?;
         if (new.kind == "@client") != (new.worker == "client") {
             return Err(JobsError::BadRequest(
@@ -94,6 +100,7 @@ impl JobsService {
             updated_at_us: now,
             due_us: schedule.first_due(now),
             cron,
+            domain: domain.to_string(),
         };
         {
             let _guard = self.lock(instance).await;
@@ -256,6 +263,7 @@ impl JobsService {
     /// A job of the trigger, as the trigger makes it.
     fn job_of(&self, trigger: &Trigger) -> NewJob {
         NewJob {
+            domain: trigger.domain.clone(),
             worker: trigger.worker.clone(),
             message: trigger.message.clone(),
             max_exec_count: if trigger.has_options { trigger.max_exec_count } else { 0 },

@@ -120,5 +120,8 @@ service_client!(
         launch_trigger(TriggerRequest) -> JobAnswer;
         call_webhook(WebhookRequest) -> WebhookResponse;
         list_workers(ListWorkersRequest) -> ListWorkersResponse;
+        install_konnector(InstallKonnectorRequest) -> KonnectorAnswer;
+        list_konnectors(ListKonnectorsRequest) -> KonnectorList;
+        uninstall_konnector(KonnectorRequest) -> UninstallKonnectorResponse;
     }
 );

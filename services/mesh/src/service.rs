@@ -114,6 +114,11 @@ pub trait Service: Send + Sync {
     /// Offers itself to this process's clients, which then call it without a socket.
     fn offer(&self, local: &mut LocalServices);
 
+    /// Receives the clients of every service (itself included), once they exist, and the
+    /// address of this process's gateway when it runs one (`http://127.0.0.1:8080`): for a
+    /// service that calls others, or hands the public API to programs it runs.
+    fn connect(&self, _clients: &crate::Clients, _gateway: Option<&str>) {}
+
     /// Starts its outbox relay, consumers and sweeps. Each ends once `shutdown` fires, having
     /// finished what it holds; the process waits for all of them before it exits.
     fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>>;

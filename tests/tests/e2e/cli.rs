@@ -29,6 +29,10 @@ fn test_every_command_has_help_with_an_example() {
         vec!["mesh-cert", "--help"],
         vec!["jobs", "run", "--help"],
         vec!["triggers", "ls", "--help"],
+        vec!["konnectors", "install", "--help"],
+        vec!["konnectors", "ls", "--help"],
+        vec!["konnectors", "uninstall", "--help"],
+        vec!["konnectors", "run", "--help"],
     ] {
         let (ok, stdout, _) = run(&cmd);
         assert!(ok, "{cmd:?} --help fails");

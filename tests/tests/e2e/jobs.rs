@@ -630,3 +630,233 @@ async fn reads(api: &Api, paths: &[String], http: &str) -> Vec<(String, String)>
     }
     out
 }
+
+/// A konnector written as Cozy's are: stdout JSON lines, the API at COZY_URL with the token in
+/// COZY_CREDENTIALS. It reports what it can see of the server's disk in a document.
+const PROBE_MANIFEST: &str = r#"{"slug": "probe", "name": "Probe", "version": "1.0.0", "type": "konnector",
+ "permissions": {"results": {"type": "io.cozy.konnector.results"}}}"#;
+const PROBE_JS: &str = r#"
+const fs = require('fs')
+const fields = JSON.parse(process.env.COZY_FIELDS)
+const log = (type, message) => console.log(JSON.stringify({type, message}))
+const sees = p => { try { fs.readdirSync(p); return true } catch (e) { return false } }
+async function save (doc) {
+  const res = await fetch(process.env.COZY_URL + 'data/io.cozy.konnector.results/', {
+    method: 'POST',
+    headers: {'Authorization': 'Bearer ' + process.env.COZY_CREDENTIALS, 'Content-Type': 'application/json'},
+    body: JSON.stringify(doc)
+  })
+  if (!res.ok) throw new Error('cannot save: ' + res.status)
+}
+async function main () {
+  log('info', 'starting')
+  if (fields.mode === 'sleep') { await new Promise(r => setTimeout(r, 600000)) }
+  if (fields.mode === 'login_failed') {
+    await save({mode: 'login_failed'})
+    log('critical', 'LOGIN_FAILED')
+    process.exit(1)
+  }
+  await save({
+    mode: 'probe',
+    job: process.env.COZY_JOB_ID,
+    sees_data_dir: sees(fields.data_dir),
+    sees_blobs: sees(fields.data_dir + '/blobs'),
+    cwd: process.cwd(),
+    url: process.env.COZY_URL,
+  })
+  log('info', 'saved')
+}
+main().catch(e => { log('error', e.message); process.exit(1) })
+"#;
+
+fn cli(cocon: &Cocon, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(cocon_bin())
+        .args(args)
+        .args(["--domain", "alice.test", "--url", &cocon.http, "--admin", &cocon.admin])
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The processes whose environment names `job`.
+fn processes_of(job: &str) -> usize {
+    let needle = format!("COZY_JOB_ID={job}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn test_konnectors_run_sandboxed_with_their_own_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cocon = Cocon::start(&data).await.unwrap();
+    let api = cocon
+        .instance(
+            "alice.test",
+            "io.cozy.jobs io.cozy.konnector.results io.cozy.konnectors",
+        )
+        .await
+        .unwrap();
+    let code = dir.path().join("probe");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("manifest.konnector"), PROBE_MANIFEST).unwrap();
+    std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
+
+    // Installed from a directory by the command line; an app may not install from the disk.
+    let (ok, out, err) = cli(
+        &cocon,
+        &data,
+        &["konnectors", "install", "probe", code.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("\"slug\": \"probe\""), "{out}");
+    let (ok, out, _) = cli(&cocon, &data, &["konnectors", "ls"]);
+    assert!(ok && out.contains("probe\t1.0.0\tProbe"), "{out}");
+    let app = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", "io.cozy.konnectors:POST:x").await.unwrap()),
+    );
+    let refused = app
+        .send(
+            Method::POST,
+            &format!("/konnectors/probe?Source=file://{}", code.display()),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+
+    // A run: its token saves a document; it sees neither the data directory nor the blobs.
+    let tokens_before = cocon
+        .admin(Method::GET, "/instances/alice.test/tokens", &[])
+        .await
+        .unwrap()
+        .1
+        .as_array()
+        .map_or(0, Vec::len);
+    let data_dir = data.to_str().unwrap();
+    let queued = push(
+        &api,
+        "konnector",
+        json!({"arguments": {"konnector": "probe", "data_dir": data_dir}}),
+    )
+    .await;
+    assert_eq!(queued.status, 202, "{}", queued.text);
+    let done = ended(&api, &id(&queued)).await;
+    assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    let docs = api
+        .get("/data/io.cozy.konnector.results/_all_docs?include_docs=true")
+        .await;
+    let doc = &docs.body["rows"][0]["doc"];
+    assert_eq!(doc["job"], id(&queued).as_str(), "{}", docs.text);
+    assert!(std::path::Path::new(data_dir).join("blobs").is_dir());
+    assert_eq!(
+        doc["sees_data_dir"], false,
+        "the server's data directory is out of sight: {doc}"
+    );
+    assert_eq!(doc["sees_blobs"], false, "{doc}");
+    assert_eq!(doc["cwd"], "/work");
+    assert!(doc["url"].as_str().unwrap().starts_with("http://alice.test:"), "{doc}");
+    let tokens_after = cocon
+        .admin(Method::GET, "/instances/alice.test/tokens", &[])
+        .await
+        .unwrap()
+        .1
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(tokens_before, tokens_after, "the run's token is revoked when it ends");
+
+    // LOGIN_FAILED: errored at once, never run again (the site would lock the account).
+    let failed = push(
+        &api,
+        "konnector",
+        json!({"arguments": {"konnector": "probe", "mode": "login_failed"}}),
+    )
+    .await;
+    let errored = ended(&api, &id(&failed)).await;
+    assert_eq!(attr(&errored, "state"), "errored", "{}", errored.text);
+    assert_eq!(attr(&errored, "error"), "LOGIN_FAILED");
+    let docs = api
+        .get("/data/io.cozy.konnector.results/_all_docs?include_docs=true")
+        .await;
+    let attempts = docs.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["doc"]["mode"] == "login_failed")
+        .count();
+    assert_eq!(attempts, 1, "{}", docs.text);
+
+    // Past its time limit it is killed, with everything it started.
+    let sleeper = push(
+        &api,
+        "konnector",
+        json!({"arguments": {"konnector": "probe", "mode": "sleep"}, "options": {"timeout": 2, "max_exec_count": 1}}),
+    )
+    .await;
+    let running = until(&api, &format!("/jobs/{}", id(&sleeper)), |r| {
+        attr(r, "state") == "running"
+    })
+    .await;
+    assert_eq!(attr(&running, "state"), "running");
+    let stopped = ended(&api, &id(&sleeper)).await;
+    assert_eq!(attr(&stopped, "state"), "errored", "{}", stopped.text);
+    assert!(
+        attr(&stopped, "error").as_str().unwrap().contains("time limit"),
+        "{}",
+        stopped.text
+    );
+    assert_eq!(processes_of(&id(&sleeper)), 0, "no process of the run is left");
+
+    // Installed again from a tarball; uninstalled, it no longer runs.
+    let tarball = dir.path().join("probe.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(dir.path())
+        .arg("probe")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (ok, _, err) = cli(
+        &cocon,
+        &data,
+        &["konnectors", "install", "probe", tarball.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&cocon, &data, &["konnectors", "run", "probe"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"state\": \"done\""), "{out}");
+    let (ok, _, err) = cli(&cocon, &data, &["konnectors", "uninstall", "probe"]);
+    assert!(ok, "{err}");
+    let gone = push(&api, "konnector", json!({"arguments": {"konnector": "probe"}})).await;
+    let errored = ended(&api, &id(&gone)).await;
+    assert!(
+        attr(&errored, "error").as_str().unwrap().contains("not installed"),
+        "{}",
+        errored.text
+    );
+    let bad = cli(
+        &cocon,
+        &data,
+        &[
+            "konnectors",
+            "install",
+            "other",
+            dir.path().join("nowhere").to_str().unwrap(),
+        ],
+    );
+    assert!(!bad.0 && bad.2.contains("cannot find"), "{}", bad.2);
+}

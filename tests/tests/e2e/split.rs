@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use cocon_common::ticket::MeshKey;
 use cocon_proto::documents::v1 as pb;
-use cocon_tests::{Browser, Cocon, NatsServer, StreamReader, cocon_bin, header, hidden_field, make_mesh_tls, onboard};
+use cocon_tests::{
+    Browser, Cocon, NatsServer, StreamReader, cocon_bin, header, hidden_field, make_mesh_key, make_mesh_tls, onboard,
+};
 use serde_json::json;
 
 /// A call that failed in the transport (TLS), not with an answer of the service (which would
@@ -748,4 +750,88 @@ async fn test_a_service_not_built_yet_is_never_ready() {
         .start()
         .await;
     assert!(unknown.is_err(), "an unknown service name is refused at start");
+}
+
+/// The jobs service in a process of its own: the gateway reaches it over gRPC (mutual TLS),
+/// and it sees the documents written in another process through their signed events on NATS.
+#[tokio::test]
+async fn test_jobs_in_their_own_process_over_real_nats() {
+    let nats = NatsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = make_mesh_key(dir.path()).unwrap().to_str().unwrap().to_string();
+    let tls = make_mesh_tls(dir.path()).unwrap().to_str().unwrap().to_string();
+    let start = |name: &str, services: &str, env: Vec<(&str, String)>| {
+        let mut builder = Cocon::builder(&dir.path().join(name))
+            .arg("--services")
+            .arg(services)
+            .arg("--nats")
+            .arg(nats.url())
+            .env("COCON_MESH_KEY_FILE", key.clone())
+            .env("COCON_MESH_TLS__DIR", tls.clone());
+        for (k, v) in env {
+            builder = builder.env(k, v);
+        }
+        builder.start()
+    };
+    let documents = start("documents", "documents,files", vec![]).await.unwrap();
+    let jobs = start("jobs", "jobs", vec![]).await.unwrap();
+    let data_endpoint = documents.grpc.clone().unwrap();
+    let edge = start(
+        "edge",
+        "gateway,auth",
+        vec![
+            ("COCON_ENDPOINTS__DOCUMENTS", data_endpoint.clone()),
+            ("COCON_ENDPOINTS__FILES", data_endpoint),
+            ("COCON_ENDPOINTS__JOBS", jobs.grpc.clone().unwrap()),
+        ],
+    )
+    .await
+    .unwrap();
+    let api = edge
+        .instance("alice.test", "io.cozy.jobs io.cozy.triggers io.cozy.notes")
+        .await
+        .unwrap();
+
+    let queued = api
+        .post(
+            "/jobs/queue/log",
+            &json!({"data": {"attributes": {"arguments": {"x": 1}}}}),
+        )
+        .await;
+    assert_eq!(queued.status, 202, "{}", queued.text);
+    let job = queued.body["data"]["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let done = loop {
+        let reply = api.get(&format!("/jobs/{job}")).await;
+        if reply.body["data"]["attributes"]["state"] == "done" || tokio::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(done.body["data"]["attributes"]["state"], "done", "{}", done.text);
+
+    let trigger = api
+        .post(
+            "/jobs/triggers",
+            &json!({"data": {"attributes": {"type": "@event", "arguments": "io.cozy.notes:CREATED", "worker": "log"}}}),
+        )
+        .await;
+    assert_eq!(trigger.status, 201, "{}", trigger.text);
+    let trigger = trigger.body["data"]["id"].as_str().unwrap().to_string();
+    let note = api
+        .post("/data/io.cozy.notes/", &json!({"title": "across processes"}))
+        .await;
+    assert_eq!(note.status, 201, "{}", note.text);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let jobs_of = loop {
+        let reply = api.get(&format!("/jobs/triggers/{trigger}/jobs")).await;
+        let state = &reply.body["data"][0]["attributes"]["state"];
+        if state == "done" || tokio::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let event = &jobs_of.body["data"][0]["attributes"]["event"];
+    assert_eq!(event["doc"]["title"], "across processes", "{}", jobs_of.text);
+    drop(jobs);
 }

@@ -1,6 +1,7 @@
 //! The workers: what each job's worker is, its limits (cozy-stack's table, changed by the
 //! configuration), and the code that runs it.
 
+mod konnector;
 mod log;
 mod sendmail;
 
@@ -19,6 +20,8 @@ pub use sendmail::Sendmail;
 pub struct Run<'a> {
     pub instance: &'a str,
     pub job: &'a Job,
+    /// When the run must be over (its time limit).
+    pub deadline: std::time::Instant,
 }
 
 /// Why a run failed, and whether another run could do better.
@@ -95,9 +98,10 @@ pub struct Workers {
 
 /// (name, reserved, max exec count, timeout in seconds, concurrency): cozy-stack's defaults
 /// for the workers Cocon runs.
-const BUILTIN: [(&str, bool, u32, u64, u32); 3] = [
+const BUILTIN: [(&str, bool, u32, u64, u32); 4] = [
     ("log", false, 1, 1, 64),
     ("sendmail", false, 3, 60, 4),
+    ("konnector", false, 2, 300, 2),
     ("client", false, 1, 300, 1),
 ];
 
@@ -105,12 +109,17 @@ const BUILTIN: [(&str, bool, u32, u64, u32); 3] = [
 const RETRY_DELAY: Duration = Duration::from_millis(60);
 
 impl Workers {
-    pub fn new(config: &Config) -> Workers {
+    /// The workers, the `konnector` one when `konnectors` runs them.
+    pub fn new(config: &Config, konnectors: Option<std::sync::Arc<crate::konnectors::Runtime>>) -> Workers {
         let mut by_name = BTreeMap::new();
         for (name, reserved, max_exec_count, timeout_secs, concurrency) in BUILTIN {
             let work: Option<Arc<dyn Work>> = match name {
                 "log" => Some(Arc::new(log::Log)),
                 "sendmail" => Some(Arc::new(Sendmail::new(config.smtp.clone()))),
+                "konnector" => match &konnectors {
+                    Some(runtime) => Some(Arc::new(konnector::KonnectorWorker::new(runtime.clone()))),
+                    None => continue,
+                },
                 _ => None,
             };
             let o = config.workers.get(name).cloned().unwrap_or_default();
@@ -150,7 +159,7 @@ mod tests {
 
     #[test]
     fn test_job_options_only_lower_the_worker_limits() {
-        let workers = Workers::new(&Config::default());
+        let workers = Workers::new(&Config::default(), None);
         let sendmail = workers.get("sendmail").unwrap();
         let mut job = Job::default();
         assert_eq!(sendmail.limits_of(&job), (3, Duration::from_secs(60)));
@@ -169,7 +178,7 @@ mod tests {
 
     #[test]
     fn test_retry_delay_doubles_with_jitter() {
-        let workers = Workers::new(&Config::default());
+        let workers = Workers::new(&Config::default(), None);
         let w = workers.get("sendmail").unwrap();
         for runs in 1..5u32 {
             let expected = 60.0 * f64::from(1u32 << (runs - 1));

@@ -1,0 +1,339 @@
+//! The `konnector` worker: runs an installed konnector as cozy-stack does (its environment:
+//! `COZY_URL`, `COZY_CREDENTIALS` a token with the manifest's permissions, `COZY_FIELDS`,
+//! `COZY_PARAMETERS`, `COZY_PAYLOAD`, …), in the sandbox, and reads its stdout's JSON lines:
+//! a `critical` line errors the job, and so does an `error` line followed by a failed exit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use cocon_proto::auth::v1 as auth_pb;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use super::{Failure, Run, Work};
+use crate::konnectors::Runtime;
+use crate::sandbox::{RunSpec, WorkDir};
+use crate::tables::KONNECTORS;
+
+/// A payload larger than this goes in a file, `COZY_PAYLOAD` naming it (`@cozy_payload.json`).
+const MAX_PAYLOAD_ENV: usize = 100_000;
+/// Messages are cut at this many characters, as cozy-stack cuts them.
+const MAX_MESSAGE: usize = 4000;
+/// What is kept of stderr for the logs.
+const MAX_STDERR: usize = 256 * 1024;
+
+pub struct KonnectorWorker {
+    runtime: Arc<Runtime>,
+}
+
+impl KonnectorWorker {
+    pub fn new(runtime: Arc<Runtime>) -> KonnectorWorker {
+        KonnectorWorker { runtime }
+    }
+}
+
+/// Kills the run's process group when the run ends, however it ends (a time limit drops it).
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// What the konnector said on stdout.
+#[derive(Default, Debug)]
+struct Said {
+    critical: Option<(String, bool)>,
+    last_error: Option<String>,
+}
+
+impl Said {
+    fn read(&mut self, line: &str, job: &str) {
+        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(line) else {
+            tracing::debug!(job, line, "konnector output");
+            return;
+        };
+        let text: String = msg
+            .get("message")
+            .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
+            .unwrap_or_default()
+            .chars()
+            .take(MAX_MESSAGE)
+            .collect();
+        match msg.get("type").and_then(Value::as_str).unwrap_or_default() {
+            "critical" => {
+                let no_retry = msg.get("no_retry").and_then(Value::as_bool).unwrap_or(false);
+                self.critical = Some((text, no_retry));
+            }
+            "error" => self.last_error = Some(text),
+            kind => tracing::debug!(job, kind, message = %text, "konnector message"),
+        }
+    }
+
+    /// The run's failure, if it failed.
+    fn failure(self, status: std::process::ExitStatus, stderr: &str) -> Option<Failure> {
+        let (message, no_retry) = match (self.critical, status.success()) {
+            (Some((message, no_retry)), _) => (message, no_retry),
+            (None, true) => return None,
+            (None, false) => {
+                let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                let message = self
+                    .last_error
+                    .unwrap_or_else(|| format!("the konnector exited with {status}: {tail}"));
+                (message, false)
+            }
+        };
+        // The person must act (a wrong password, new terms to accept): running again would
+        // fail the same way, and hammering the site gets accounts locked.
+        let needs_person = message.starts_with("LOGIN_FAILED") || message.starts_with("USER_ACTION_NEEDED");
+        Some(Failure {
+            message,
+            retry: !(no_retry || needs_person),
+        })
+    }
+}
+
+#[async_trait]
+impl Work for KonnectorWorker {
+    async fn run(&self, run: Run<'_>) -> Result<(), Failure> {
+        let rt = &self.runtime;
+        if let Some(why) = rt.sandbox.unusable() {
+            return Err(Failure::permanent(format!(
+                "konnectors cannot run on this server: {why}; set jobs.konnectors.sandbox = \"none\" to run them unsandboxed"
+            )));
+        }
+        let job = run.job;
+        let fields: Value = serde_json::from_slice(&job.message)
+            .map_err(|e| Failure::permanent(format!("the job's message does not read: {e}")))?;
+        let slug = fields
+            .get("konnector")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure::permanent("the job's message names no konnector (\"konnector\": slug)"))?;
+        let konnector = KONNECTORS
+            .get(rt.store.as_ref(), run.instance, slug)
+            .await
+            .map_err(|e| Failure::transient(format!("cannot read konnector {slug}: {e}")))?
+            .ok_or_else(|| {
+                Failure::permanent(format!(
+                    "konnector {slug} is not installed: install it with `cocon konnectors install {slug} SOURCE`"
+                ))
+            })?;
+        if job.domain.is_empty() {
+            return Err(Failure::permanent("the job does not say its instance's domain"));
+        }
+        let domain_host = job.domain.split(':').next().unwrap_or_default().to_string();
+        let stack = rt.stack_url().ok_or_else(|| {
+            Failure::permanent("no public API for konnectors: set jobs.konnectors.stack_url (the gateway's URL)")
+        })?;
+        let (scheme, host, port) = split_url(stack)
+            .ok_or_else(|| Failure::permanent(format!("jobs.konnectors.stack_url {stack:?} does not read")))?;
+        let ip = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .map(|a| a.ip())
+            .ok_or_else(|| Failure::transient(format!("cannot resolve the public API's host {host}")))?;
+        let clients = rt
+            .clients
+            .get()
+            .ok_or_else(|| Failure::transient("the jobs service is not connected to the auth service yet"))?;
+
+        let left = run.deadline.saturating_duration_since(Instant::now());
+        let scope = if konnector.scope.is_empty() {
+            format!("io.cozy.konnectors:GET:{slug}")
+        } else {
+            konnector.scope.clone()
+        };
+        let mut auth = clients.auth.clone();
+        let token = auth
+            .issue_token(auth_pb::IssueTokenRequest {
+                domain: job.domain.clone(),
+                scope,
+                ttl_seconds: left.as_secs() + 60,
+                audience: "cli".into(),
+            })
+            .await
+            .map_err(|s| Failure::transient(format!("cannot get the konnector's token: {}", s.message())))?
+            .into_inner();
+
+        let run_dir = WorkDir(rt.runs_dir.join(&job.id));
+        let work = run_dir.0.join("work");
+        let hosts = run_dir.0.join("hosts");
+        tokio::fs::create_dir_all(&work)
+            .await
+            .map_err(|e| Failure::transient(format!("cannot make the run's directory: {e}")))?;
+        tokio::fs::write(&hosts, format!("127.0.0.1 localhost\n{ip} {domain_host}\n"))
+            .await
+            .map_err(|e| Failure::transient(format!("cannot write the run's hosts file: {e}")))?;
+        let payload = if job.payload.len() > MAX_PAYLOAD_ENV {
+            tokio::fs::write(work.join("cozy_payload.json"), &job.payload)
+                .await
+                .map_err(|e| Failure::transient(format!("cannot write the payload: {e}")))?;
+            "@cozy_payload.json".to_string()
+        } else {
+            String::from_utf8_lossy(&job.payload).into_owned()
+        };
+        let manifest: Value = serde_json::from_slice(&konnector.manifest).unwrap_or(Value::Null);
+        let parameters = manifest
+            .get("parameters")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        let env = vec![
+            ("COZY_URL".to_string(), format!("{scheme}://{domain_host}:{port}/")),
+            ("COZY_CREDENTIALS".to_string(), token.token.clone()),
+            (
+                "COZY_FIELDS".to_string(),
+                String::from_utf8_lossy(&job.message).into_owned(),
+            ),
+            ("COZY_PARAMETERS".to_string(), parameters.to_string()),
+            ("COZY_PAYLOAD".to_string(), payload),
+            ("COZY_LANGUAGE".to_string(), "node".to_string()),
+            ("COZY_LOCALE".to_string(), "en".to_string()),
+            (
+                "COZY_TIME_LIMIT".to_string(),
+                (left.as_secs_f64().ceil() as u64).to_string(),
+            ),
+            ("COZY_JOB_ID".to_string(), job.id.clone()),
+            ("COZY_JOB_MANUAL_EXECUTION".to_string(), job.manual.to_string()),
+            ("COZY_TRIGGER_ID".to_string(), job.trigger_id.clone()),
+            ("NODE_ENV".to_string(), "production".to_string()),
+        ];
+        let code = rt.dir.join(&konnector.dir);
+        let spec = RunSpec {
+            node: &rt.node,
+            code: &code,
+            work: &work,
+            hosts: &hosts,
+            memory_mb: rt.memory_mb,
+            env,
+        };
+        let outcome = run_process(rt, &spec, &job.id).await;
+        // The token ends with the run (it would expire on its own).
+        let revoked = auth
+            .revoke_cli_token(auth_pb::RevokeCliTokenRequest {
+                domain: job.domain.clone(),
+                id: token.id,
+            })
+            .await;
+        if let Err(status) = revoked {
+            tracing::warn!(job = %job.id, error = %status.message(), "cannot revoke a konnector's token; it expires on its own");
+        }
+        match outcome? {
+            None => Ok(()),
+            Some(failure) => Err(failure),
+        }
+    }
+}
+
+async fn run_process(rt: &Runtime, spec: &RunSpec<'_>, job: &str) -> Result<Option<Failure>, Failure> {
+    let started = Instant::now();
+    let mut child = rt
+        .sandbox
+        .command(spec)
+        .spawn()
+        .map_err(|e| Failure::transient(format!("cannot start the konnector: {e}")))?;
+    let _group = Group(child.id());
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let read_stderr = async {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if kept.len() < MAX_STDERR {
+                kept.extend_from_slice(&buf[..n.min(MAX_STDERR - kept.len())]);
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    };
+    let read_stdout = async {
+        let mut said = Said::default();
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            said.read(&line, job);
+        }
+        said
+    };
+    let (said, stderr, status) = tokio::join!(read_stdout, read_stderr, child.wait());
+    let status = status.map_err(|e| Failure::transient(format!("cannot wait for the konnector: {e}")))?;
+    if !stderr.is_empty() {
+        tracing::info!(job, stderr = %stderr, "konnector stderr");
+    }
+    tracing::info!(job, status = %status, seconds = started.elapsed().as_secs_f64(), "konnector ended");
+    Ok(said.failure(status, &stderr))
+}
+
+/// `http://host:port` → (scheme, host, port).
+fn split_url(url: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().ok()?),
+        None => (authority.to_string(), if scheme == "https" { 443 } else { 80 }),
+    };
+    Some((scheme.to_string(), host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn test_stdout_lines_decide_the_outcome() {
+        let ok = std::process::ExitStatus::from_raw(0);
+        let failed = std::process::ExitStatus::from_raw(1 << 8);
+        let mut said = Said::default();
+        said.read(r#"{"type":"info","message":"fetching"}"#, "j");
+        said.read("not json", "j");
+        assert!(said.failure(ok, "").is_none());
+
+        let mut said = Said::default();
+        said.read(r#"{"type":"critical","message":"LOGIN_FAILED"}"#, "j");
+        let f = said.failure(failed, "").unwrap();
+        assert_eq!(f.message, "LOGIN_FAILED");
+        assert!(!f.retry, "a wrong password is not tried again");
+
+        let mut said = Said::default();
+        said.read(r#"{"type":"critical","message":"VENDOR_DOWN"}"#, "j");
+        assert!(said.failure(ok, "").unwrap().retry, "critical fails even a clean exit");
+
+        let mut said = Said::default();
+        said.read(r#"{"type":"error","message":"boom"}"#, "j");
+        assert!(said.failure(ok, "").is_none(), "an error line and a clean exit: done");
+        let mut said = Said::default();
+        said.read(r#"{"type":"error","message":"boom"}"#, "j");
+        assert_eq!(said.failure(failed, "").unwrap().message, "boom");
+
+        let said = Said::default();
+        let f = said.failure(failed, "line1\nTypeError: x\n").unwrap();
+        assert!(f.message.contains("TypeError: x"), "{}", f.message);
+
+        let mut said = Said::default();
+        said.read(
+            &format!(r#"{{"type":"critical","message":"{}"}}"#, "x".repeat(5000)),
+            "j",
+        );
+        assert_eq!(said.failure(ok, "").unwrap().message.len(), MAX_MESSAGE);
+    }
+
+    #[test]
+    fn test_stack_urls_split() {
+        assert_eq!(
+            split_url("http://127.0.0.1:8080"),
+            Some(("http".into(), "127.0.0.1".into(), 8080))
+        );
+        assert_eq!(
+            split_url("https://cocon.example"),
+            Some(("https".into(), "cocon.example".into(), 443))
+        );
+        assert_eq!(split_url("nope"), None);
+    }
+}
