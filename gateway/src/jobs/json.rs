@@ -97,8 +97,18 @@ pub fn state(trigger_id: &str, s: &TriggerState) -> Value {
             m.insert(key.into(), json!(value));
         }
     }
-    // Cocon's own: how many runs failed in a row since the last success.
+    // Cocon's own: how many runs failed in a row since the last success and, for konnectors,
+    // the kind of the last error, why automatic runs are held, and when it runs next.
     m.insert("consecutive_failures".into(), json!(s.consecutive_failures));
+    if !s.last_error_kind.is_empty() {
+        m.insert("last_error_kind".into(), json!(s.last_error_kind));
+    }
+    if !s.held.is_empty() {
+        m.insert("held".into(), json!(s.held));
+    }
+    if s.next_try_us > 0 && s.next_try_us < i64::MAX {
+        m.insert("next_try".into(), json!(rfc3339_us(s.next_try_us)));
+    }
     Value::Object(m)
 }
 

@@ -26,6 +26,8 @@ pub mod doctype {
     pub const TRIGGERS: &str = "io.cozy.triggers";
     pub const APPS: &str = "io.cozy.apps";
     pub const KONNECTORS: &str = "io.cozy.konnectors";
+    /// The accounts konnectors log in with.
+    pub const ACCOUNTS: &str = "io.cozy.accounts";
     pub const NOTIFICATIONS: &str = "io.cozy.notifications";
     pub const SHARINGS: &str = "io.cozy.sharings";
 }

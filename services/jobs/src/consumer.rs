@@ -144,6 +144,9 @@ impl JobsService {
         occurred_at_us: i64,
         change: &Change,
     ) -> Result<()> {
+        if change.doctype == cocon_common::cozy::doctype::ACCOUNTS {
+            self.account_changed(instance, &change.id, occurred_at_us).await?;
+        }
         let triggers = TRIGGERS.rows(self.store(), instance).await?;
         for trigger in triggers.iter().filter(|t| t.r#type == "@event") {
             // A trigger sees the changes made after it was created, not a replay of older ones.

@@ -40,7 +40,7 @@ impl JobsService {
         instance: &str,
         trigger: cocon_proto::events::v1::Trigger,
     ) -> Result<pb::TriggerAnswer> {
-        let state = self.trigger_state(instance, &trigger.id).await?;
+        let state = self.trigger_state(instance, &trigger).await?;
         Ok(pb::TriggerAnswer {
             trigger: Some(trigger),
             state: Some(state.into()),
@@ -62,6 +62,9 @@ impl From<TriggerState> for pb::TriggerState {
             last_manual_execution_us: s.last_manual_execution_us,
             last_manual_job_id: s.last_manual_job_id,
             consecutive_failures: s.consecutive_failures,
+            last_error_kind: s.last_error_kind,
+            held: s.held,
+            next_try_us: s.next_try_us,
         }
     }
 }

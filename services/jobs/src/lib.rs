@@ -10,6 +10,7 @@ mod consumer;
 mod error;
 mod event;
 mod grpc;
+mod health;
 mod jobs;
 mod konnectors;
 mod lifecycle;

@@ -183,6 +183,10 @@ impl JobsService {
         job.finished_at_us = now_us();
         metrics::counter!("cocon_jobs_finished_total", "worker" => job.worker.clone(), "state" => job.state.clone())
             .increment(1);
+        if job.worker == "konnector" && !job.error.is_empty() {
+            let kind = crate::health::error_kind(&job.error);
+            metrics::counter!("cocon_konnector_failures_total", "kind" => kind).increment(1);
+        }
         self.commit_grouped(instance, vec![Entry::job(job)]).await?;
         self.inner.finished.notify_waiters();
         Ok(())

@@ -189,6 +189,45 @@ impl Schema for Seen {
 
 pub const SEEN: Table<Seen> = Table::new();
 
+/// Partition = instance, sort = account id → when the account last changed (µs), from the
+/// `io.cozy.accounts` events: a konnector held after `LOGIN_FAILED` runs again once its
+/// account changed after the failure. The consumer's own state, not the log's.
+pub struct AccountsChanged;
+
+impl Schema for AccountsChanged {
+    const NAME: &'static str = "jobs.accounts_changed";
+    const VERSION: u8 = 1;
+    type Partition<'a> = &'a str;
+    type Sort<'a> = &'a str;
+    type Row = i64;
+
+    fn partition(instance: &str) -> Vec<u8> {
+        instance.as_bytes().to_vec()
+    }
+
+    fn sort(id: &str) -> Vec<u8> {
+        id.as_bytes().to_vec()
+    }
+
+    fn encode(row: &i64, out: &mut BytesMut) {
+        out.put_i64(*row)
+    }
+
+    fn encoded_len(_row: &i64) -> usize {
+        8
+    }
+
+    fn decode(_version: u8, payload: Bytes) -> Result<i64, String> {
+        Ok(i64::from_be_bytes(
+            payload[..]
+                .try_into()
+                .map_err(|_| "a time that is not 8 bytes".to_string())?,
+        ))
+    }
+}
+
+pub const ACCOUNTS_CHANGED: Table<AccountsChanged> = Table::new();
+
 /// How many partitions the schedule is spread over (a replica of a split deployment may own
 /// some; a single partition would be one hot row range in ScyllaDB).
 pub const DUE_SHARDS: u8 = 16;

@@ -45,6 +45,10 @@ pub struct TriggerState {
     pub last_manual_execution_us: i64,
     pub last_manual_job_id: String,
     pub consecutive_failures: u32,
+    /// Konnectors' health (`health.rs`).
+    pub last_error_kind: String,
+    pub held: String,
+    pub next_try_us: i64,
 }
 
 /// The seed of a periodic trigger's slot.
@@ -145,8 +149,36 @@ impl JobsService {
         Ok(jobs)
     }
 
-    /// What the trigger's last jobs did.
-    pub(crate) async fn trigger_state(&self, instance: &str, id: &str) -> Result<TriggerState> {
+    /// What the trigger's last jobs did, and, for a konnector, its health.
+    pub(crate) async fn trigger_state(&self, instance: &str, trigger: &Trigger) -> Result<TriggerState> {
+        let mut state = self.jobs_state(instance, &trigger.id).await?;
+        if !state.last_error.is_empty() {
+            state.last_error_kind = crate::health::error_kind(&state.last_error).to_string();
+        }
+        state.next_try_us = trigger.due_us;
+        if let Some(hold) = self.hold_of(instance, trigger, &state).await? {
+            state.held = hold.reason().to_string();
+            state.next_try_us = match hold {
+                crate::health::Hold::UntilAccountChanges(_) => 0,
+                crate::health::Hold::Until(until) => {
+                    // The first scheduled time after the wait (the schedule does not move).
+                    let schedule = schedule_of(instance, trigger).ok();
+                    let mut next = trigger.due_us;
+                    while next > 0 && next < until {
+                        match schedule.as_ref().and_then(|s| s.next_due(next, next)) {
+                            Some(n) if n > next => next = n,
+                            _ => break,
+                        }
+                    }
+                    next
+                }
+            };
+        }
+        Ok(state)
+    }
+
+    /// What the trigger's last jobs did (cozy-stack's `current_state`).
+    async fn jobs_state(&self, instance: &str, id: &str) -> Result<TriggerState> {
         let jobs = self.trigger_jobs(instance, id, 100).await?;
         let mut state = TriggerState::default();
         let mut failures_counted = false;
@@ -304,8 +336,22 @@ impl JobsService {
                 Some(0)
             }
         };
-        let job = self.new_job(self.job_of(&trigger));
-        let mut entries = vec![Entry::job(job.clone())];
+        // A konnector held (its login failed, or it failed again and again) skips this time.
+        let held = if trigger.worker == "konnector" {
+            let state = self.jobs_state(instance, id).await?;
+            self.hold_of(instance, &trigger, &state).await?
+        } else {
+            None
+        };
+        let job = match &held {
+            Some(hold) => {
+                metrics::counter!("cocon_konnector_runs_held_total", "reason" => hold.reason()).increment(1);
+                tracing::info!(instance, trigger = id, reason = hold.reason(), "konnector run held");
+                None
+            }
+            None => Some(self.new_job(self.job_of(&trigger))),
+        };
+        let mut entries: Vec<Entry> = job.iter().cloned().map(Entry::job).collect();
         match next {
             None => entries.push(Entry::Trigger {
                 trigger,
@@ -321,7 +367,7 @@ impl JobsService {
                 });
             }
         }
-        Ok((entries, Some(job)))
+        Ok((entries, job))
     }
 
     /// Queues the job of a trigger that an event or a webhook call set off, or holds it in the

@@ -860,3 +860,98 @@ async fn test_konnectors_run_sandboxed_with_their_own_token() {
     );
     assert!(!bad.0 && bad.2.contains("cannot find"), "{}", bad.2);
 }
+
+/// A counter of the server's metrics (summed over its labels matching `labels`), 0 if absent.
+async fn metric(cocon: &Cocon, name: &str, labels: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", cocon.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn test_a_konnector_whose_login_failed_waits_for_its_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cocon = Cocon::start(&data).await.unwrap();
+    let api = cocon
+        .instance(
+            "alice.test",
+            "io.cozy.jobs io.cozy.triggers io.cozy.accounts io.cozy.konnector.results",
+        )
+        .await
+        .unwrap();
+    let code = dir.path().join("probe");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("manifest.konnector"), PROBE_MANIFEST).unwrap();
+    std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
+    let (ok, _, err) = cli(
+        &cocon,
+        &data,
+        &["konnectors", "install", "probe", code.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let account = api
+        .put(
+            "/data/io.cozy.accounts/acc1",
+            &json!({"account_type": "probe", "auth": {"login": "alice"}}),
+        )
+        .await;
+    assert_eq!(account.status, 200, "{}", account.text);
+
+    let t = trigger(
+        &api,
+        json!({"type": "@every", "arguments": "1s", "worker": "konnector",
+               "message": {"konnector": "probe", "account": "acc1", "mode": "login_failed"}}),
+    )
+    .await;
+    assert_eq!(t.status, 201, "{}", t.text);
+    let state_path = format!("/jobs/triggers/{}/state", id(&t));
+    let held = until(&api, &state_path, |r| {
+        r.body["data"]["attributes"]["held"] == "login_failed"
+    })
+    .await;
+    let state = &held.body["data"]["attributes"];
+    assert_eq!(state["held"], "login_failed", "{}", held.text);
+    assert_eq!(state["last_error_kind"], "login_failed");
+    assert_eq!(state["status"], "errored");
+    assert!(
+        state.get("next_try").is_none(),
+        "no next try until the account changes: {state}"
+    );
+
+    // The trigger keeps firing and each time is held: still the one run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric(&cocon, "cocon_konnector_runs_held_total", "login_failed").await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the trigger fires and is held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jobs_path = format!("/jobs/triggers/{}/jobs", id(&t));
+    assert_eq!(count(&api.get(&jobs_path).await), 1);
+    assert!(metric(&cocon, "cocon_konnector_failures_total", "login_failed").await >= 1);
+
+    // The person fixes the password: the next time runs it again.
+    let rev = account.body["rev"].as_str().unwrap();
+    let fixed = api
+        .put(
+            "/data/io.cozy.accounts/acc1",
+            &json!({"_rev": rev, "account_type": "probe", "auth": {"login": "alice", "password": "new"}}),
+        )
+        .await;
+    assert_eq!(fixed.status, 200, "{}", fixed.text);
+    let again = until(&api, &jobs_path, |r| count(r) == 2).await;
+    assert_eq!(count(&again), 2, "{}", again.text);
+    // A manual run is never held.
+    let launched = api
+        .send(Method::POST, &format!("/jobs/triggers/{}/launch", id(&t)), None)
+        .await;
+    assert_eq!(launched.status, 201, "{}", launched.text);
+    let manual = ended(&api, &id(&launched)).await;
+    assert_eq!(attr(&manual, "error"), "LOGIN_FAILED", "{}", manual.text);
+}
