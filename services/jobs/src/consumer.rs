@@ -146,6 +146,10 @@ impl JobsService {
     ) -> Result<()> {
         if change.doctype == cocon_common::cozy::doctype::ACCOUNTS {
             self.account_changed(instance, &change.id, occurred_at_us).await?;
+            if change.verb == "DELETED" {
+                self.account_deleted(instance, event_id, occurred_at_us, &change.id, &change.doc)
+                    .await?;
+            }
         }
         let triggers = TRIGGERS.rows(self.store(), instance).await?;
         for trigger in triggers.iter().filter(|t| t.r#type == "@event") {

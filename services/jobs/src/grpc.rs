@@ -249,7 +249,7 @@ impl Api for JobsService {
         let r = request.into_inner();
         let caller = self.scope(r.scope)?;
         let konnector = self
-            .install_konnector(&caller.instance, &r.slug, &r.source, caller.trusted)
+            .install_konnector(&caller.instance, &caller.domain, &r.slug, &r.source, caller.trusted)
             .await?;
         Ok(Response::new(pb::KonnectorAnswer {
             konnector: Some(konnector),

@@ -95,6 +95,61 @@ impl JobsService {
         Ok(None)
     }
 
+    /// An account was deleted: its konnector triggers go, and each konnector whose manifest
+    /// has an `on_delete_account` script runs it (`{"account", "konnector",
+    /// "account_deleted": true}`), once per deletion even if the event comes again.
+    pub(crate) async fn account_deleted(
+        &self,
+        instance: &str,
+        event_id: &str,
+        occurred_at_us: i64,
+        account: &str,
+        doc: &Value,
+    ) -> Result<()> {
+        let mut slugs: Vec<String> = Vec::new();
+        let mut gone = Vec::new();
+        for trigger in crate::tables::TRIGGERS.rows(self.store(), instance).await? {
+            if trigger.worker != "konnector" || account_of(&trigger).as_deref() != Some(account) {
+                continue;
+            }
+            let message: Value = serde_json::from_slice(&trigger.message).unwrap_or(Value::Null);
+            if let Some(slug) = message.get("konnector").and_then(Value::as_str) {
+                slugs.push(slug.to_string());
+            }
+            gone.push(trigger.id);
+        }
+        if let Some(kind) = doc.get("account_type").and_then(Value::as_str) {
+            slugs.push(kind.to_string());
+        }
+        slugs.sort();
+        slugs.dedup();
+        for id in gone {
+            match self.delete_trigger(instance, &id).await {
+                Ok(()) | Err(crate::error::JobsError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        for slug in slugs {
+            let Some(konnector) = crate::tables::KONNECTORS.get(self.store(), instance, &slug).await? else {
+                continue;
+            };
+            let manifest: Value = serde_json::from_slice(&konnector.manifest).unwrap_or(Value::Null);
+            if manifest.get("on_delete_account").is_none() {
+                continue;
+            }
+            let message = serde_json::json!({"account": account, "konnector": slug, "account_deleted": true});
+            let new = crate::jobs::NewJob {
+                id: crate::consumer::job_id_for(event_id, &slug, occurred_at_us),
+                domain: konnector.domain.clone(),
+                worker: "konnector".into(),
+                message: serde_json::to_vec(&message).expect("JSON writes").into(),
+                ..Default::default()
+            };
+            self.push_job(instance, new).await?;
+        }
+        Ok(())
+    }
+
     /// Records that an account changed (an `io.cozy.accounts` event): its konnector's runs
     /// held for its credentials go on.
     pub(crate) async fn account_changed(&self, instance: &str, account: &str, at_us: i64) -> Result<()> {

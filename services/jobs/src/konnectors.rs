@@ -183,6 +183,7 @@ impl JobsService {
     pub(crate) async fn install_konnector(
         &self,
         instance: &str,
+        domain: &str,
         slug: &str,
         source: &str,
         trusted: bool,
@@ -271,6 +272,7 @@ impl JobsService {
             dir: format!("{instance}/{dir_name}"),
             installed_at_us: previous.as_ref().map_or(now, |p| p.installed_at_us),
             updated_at_us: now,
+            domain: domain.to_string(),
         };
         let committed = {
             let _guard = self.lock(instance).await;

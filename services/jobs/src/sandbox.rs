@@ -26,6 +26,9 @@ pub struct RunSpec<'a> {
     pub work: &'a Path,
     /// The `/etc/hosts` it sees (the instance's domain → the server).
     pub hosts: &'a Path,
+    /// The script to run, relative to the code (`on_delete_account`'s); `None`: the code's
+    /// own entry point (`index.js`, or package.json's `main`).
+    pub entry: Option<&'a str>,
     pub memory_mb: u64,
     pub env: Vec<(String, String)>,
 }
@@ -77,10 +80,18 @@ impl Sandbox {
         match self {
             Sandbox::Bwrap(_) => {
                 command.arg("bwrap").args(bwrap_args(spec));
-                command.arg(spec.node).arg(heap_flag(spec)).arg("/konnector");
+                let entry = match spec.entry {
+                    Some(script) => format!("/konnector/{script}"),
+                    None => "/konnector".to_string(),
+                };
+                command.arg(spec.node).arg(heap_flag(spec)).arg(entry);
             }
             Sandbox::None => {
-                command.arg(spec.node).arg(heap_flag(spec)).arg(spec.code);
+                let entry = match spec.entry {
+                    Some(script) => spec.code.join(script),
+                    None => spec.code.to_path_buf(),
+                };
+                command.arg(spec.node).arg(heap_flag(spec)).arg(entry);
                 command.current_dir(spec.work);
             }
         }

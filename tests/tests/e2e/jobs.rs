@@ -634,7 +634,17 @@ async fn reads(api: &Api, paths: &[String], http: &str) -> Vec<(String, String)>
 /// A konnector written as Cozy's are: stdout JSON lines, the API at COZY_URL with the token in
 /// COZY_CREDENTIALS. It reports what it can see of the server's disk in a document.
 const PROBE_MANIFEST: &str = r#"{"slug": "probe", "name": "Probe", "version": "1.0.0", "type": "konnector",
+ "on_delete_account": "delete.js",
  "permissions": {"results": {"type": "io.cozy.konnector.results"}}}"#;
+/// Its `on_delete_account` script: it records the account it was asked to clean up after.
+const PROBE_DELETE_JS: &str = r#"
+const fields = JSON.parse(process.env.COZY_FIELDS)
+fetch(process.env.COZY_URL + 'data/io.cozy.konnector.results/', {
+  method: 'POST',
+  headers: {'Authorization': 'Bearer ' + process.env.COZY_CREDENTIALS, 'Content-Type': 'application/json'},
+  body: JSON.stringify({mode: 'deleted', account: fields.account, deleted: fields.account_deleted})
+}).then(res => process.exit(res.ok ? 0 : 1))
+"#;
 const PROBE_JS: &str = r#"
 const fs = require('fs')
 const fields = JSON.parse(process.env.COZY_FIELDS)
@@ -713,6 +723,7 @@ async fn test_konnectors_run_sandboxed_with_their_own_token() {
     std::fs::create_dir_all(&code).unwrap();
     std::fs::write(code.join("manifest.konnector"), PROBE_MANIFEST).unwrap();
     std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
+    std::fs::write(code.join("delete.js"), PROBE_DELETE_JS).unwrap();
 
     // Installed from a directory by the command line; an app may not install from the disk.
     let (ok, out, err) = cli(
@@ -891,6 +902,7 @@ async fn test_a_konnector_whose_login_failed_waits_for_its_account() {
     std::fs::create_dir_all(&code).unwrap();
     std::fs::write(code.join("manifest.konnector"), PROBE_MANIFEST).unwrap();
     std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
+    std::fs::write(code.join("delete.js"), PROBE_DELETE_JS).unwrap();
     let (ok, _, err) = cli(
         &cocon,
         &data,
@@ -954,4 +966,29 @@ async fn test_a_konnector_whose_login_failed_waits_for_its_account() {
     assert_eq!(launched.status, 201, "{}", launched.text);
     let manual = ended(&api, &id(&launched)).await;
     assert_eq!(attr(&manual, "error"), "LOGIN_FAILED", "{}", manual.text);
+
+    // The account deleted: its trigger goes, and the konnector's on_delete_account runs.
+    let rev = fixed.body["rev"].as_str().unwrap();
+    let deleted = api.delete(&format!("/data/io.cozy.accounts/acc1?rev={rev}")).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    let gone = until(&api, &format!("/jobs/triggers/{}", id(&t)), |r| r.status == 404).await;
+    assert_eq!(gone.status, 404, "{}", gone.text);
+    let cleaned = until(
+        &api,
+        "/data/io.cozy.konnector.results/_all_docs?include_docs=true",
+        |r| {
+            r.body["rows"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().any(|row| row["doc"]["mode"] == "deleted"))
+        },
+    )
+    .await;
+    let row = cleaned.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["doc"]["mode"] == "deleted")
+        .unwrap_or_else(|| panic!("the hook ran: {}", cleaned.text));
+    assert_eq!(row["doc"]["account"], "acc1");
+    assert_eq!(row["doc"]["deleted"], true);
 }

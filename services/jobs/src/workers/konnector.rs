@@ -203,7 +203,24 @@ impl Work for KonnectorWorker {
             ("NODE_ENV".to_string(), "production".to_string()),
         ];
         let code = rt.dir.join(&konnector.dir);
+        // An account deleted: the konnector's `on_delete_account` script cleans up at the
+        // vendor's (cozy-stack's hook).
+        let entry = if fields.get("account_deleted").and_then(Value::as_bool) == Some(true) {
+            let script = manifest
+                .get("on_delete_account")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Failure::permanent(format!("konnector {slug} has no on_delete_account script")))?;
+            if script.starts_with('/') || script.split('/').any(|part| part == "..") {
+                return Err(Failure::permanent(format!(
+                    "konnector {slug}'s on_delete_account {script:?} must stay within its code"
+                )));
+            }
+            Some(script.to_string())
+        } else {
+            None
+        };
         let spec = RunSpec {
+            entry: entry.as_deref(),
             node: &rt.node,
             code: &code,
             work: &work,
