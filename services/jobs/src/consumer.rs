@@ -180,9 +180,65 @@ impl JobsService {
                 matched |= changed && rule.verb_matches(change.verb);
                 continue;
             }
-            matched |= rule.matches(&change.doctype, change.verb, &change.id, &change.doc) == Matched::Yes;
+            let direct = rule.matches(&change.doctype, change.verb, &change.id, &change.doc) == Matched::Yes;
+            matched |= direct
+                || (rule.names_directories(&change.doctype, change.verb)
+                    && self.under_any(instance, change, &rule.values).await?);
         }
         Ok(matched)
+    }
+
+    /// Whether a changed file or directory is under one of the directories `ids` names (cozy
+    /// matches a directory's subtree; a trashed node by where it came from).
+    async fn under_any(&self, instance: &str, change: &Change, ids: &[String]) -> Result<bool> {
+        let mut paths = Vec::new();
+        if let Some((path, _)) = self.node_path(instance, &change.id).await? {
+            paths.push(path);
+        }
+        if let Some(restore) = change.doc.get("restore_path").and_then(Value::as_str) {
+            paths.push(restore.to_string());
+        }
+        if paths.is_empty() {
+            return Ok(false);
+        }
+        for id in ids {
+            if let Some((dir, true)) = self.node_path(instance, id).await? {
+                let prefix = if dir == "/" { dir } else { format!("{dir}/") };
+                if paths.iter().any(|p| p.starts_with(&prefix) && *p != prefix) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// A node's path and whether it is a directory, asked of the files service; `None` when
+    /// it is gone.
+    async fn node_path(&self, instance: &str, id: &str) -> Result<Option<(String, bool)>> {
+        use cocon_proto::files::v1 as files;
+        let Some(clients) = self.inner.konnectors.clients.get() else {
+            return Err(crate::error::JobsError::Storage(cocon_storage::StorageError::Backend(
+                "the jobs service is not connected to the files service yet".into(),
+            )));
+        };
+        let ticket = self.inner.mesh_key.issue(instance, cocon_common::time::now_secs() + 60);
+        let request = files::GetFileRequest {
+            scope: Some(files::Scope {
+                instance: instance.to_string(),
+                ticket,
+                within: Vec::new(),
+            }),
+            id: id.to_string(),
+            limit: 1,
+            ..Default::default()
+        };
+        match clients.files.clone().get_file(request).await {
+            Ok(answer) => Ok(answer.into_inner().file.map(|f| (f.path, f.directory))),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(crate::error::JobsError::Storage(cocon_storage::StorageError::Backend(
+                format!("cannot ask the files service where {id} is: {}", status.message()),
+            ))),
+        }
     }
 }
 

@@ -79,6 +79,16 @@ impl EventRule {
         (self.doctype == doctype && self.values.len() == 1 && self.values[0] == "!=").then_some(self.selector.as_str())
     }
 
+    /// A rule naming files or directories by id, for this doctype and verb: a directory named
+    /// matches its whole subtree.
+    pub fn names_directories(&self, doctype: &str, verb: &str) -> bool {
+        doctype == cocon_common::cozy::doctype::FILES
+            && self.doctype == doctype
+            && self.selector.is_empty()
+            && !self.values.is_empty()
+            && self.verb_matches(verb)
+    }
+
     pub fn verb_matches(&self, verb: &str) -> bool {
         self.verbs.is_empty() || self.verbs.iter().any(|v| v == verb)
     }

@@ -318,6 +318,15 @@ async fn test_event_and_webhook_triggers() {
     )
     .await;
     assert_eq!(content.status, 201, "{}", content.text);
+    // A directory named by id: anything created under it, at any depth.
+    let photos = cocon_tests::drive::new_dir(&api, cocon_tests::drive::ROOT, "Photos").await;
+    let trip = cocon_tests::drive::new_dir(&api, &photos, "Trip").await;
+    let subtree = trigger(
+        &api,
+        json!({"type": "@event", "arguments": format!("io.cozy.files:CREATED:{photos}"), "worker": "log"}),
+    )
+    .await;
+    assert_eq!(subtree.status, 201, "{}", subtree.text);
     // Fires on one file only: once its job is there, every files event before it was seen.
     let sentinel = trigger(
         &api,
@@ -363,6 +372,8 @@ async fn test_event_and_webhook_triggers() {
     assert_eq!(tagged.status, 200, "{}", tagged.text);
     let rewritten = api.raw(Method::PUT, &format!("/files/{file}"), b"two").await;
     assert_eq!(rewritten.status, 200, "{}", rewritten.text);
+    let deep = cocon_tests::drive::new_file(&api, &trip, "beach.jpg", b"jpeg?").await;
+    cocon_tests::drive::new_file(&api, cocon_tests::drive::ROOT, "elsewhere.txt", b"x").await;
     cocon_tests::drive::new_file(&api, cocon_tests::drive::ROOT, "sentinel.txt", b"s").await;
     let seen = until(&api, &format!("/jobs/triggers/{}/jobs", id(&sentinel)), |r| {
         count(r) == 1
