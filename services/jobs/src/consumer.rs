@@ -4,6 +4,9 @@
 //! Redelivered events do not queue a job twice: the job of an (event, trigger) pair has an id
 //! derived from both, and one that exists is not queued again.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +22,51 @@ use crate::event::{EventRule, Matched, field};
 use crate::service::JobsService;
 use crate::syntax::{self, Schedule};
 use crate::tables::TRIGGERS;
+
+/// An `@event` trigger with its rules read.
+pub(crate) struct Watched {
+    pub trigger: cocon_proto::events::v1::Trigger,
+    pub rules: Vec<EventRule>,
+}
+
+/// Each instance's `@event` triggers, so that a write no trigger watches costs a lookup. A
+/// commit that changes an instance's triggers forgets its entry (`JobsService::commit`); a
+/// load that raced with a change is not kept (the generation moved).
+#[derive(Default)]
+pub(crate) struct EventTriggers {
+    by_instance: Mutex<HashMap<String, Arc<Vec<Watched>>>>,
+    generation: AtomicU64,
+}
+
+/// Past this many instances cached, the cache starts again empty.
+const MAX_CACHED: usize = 100_000;
+
+impl EventTriggers {
+    fn get(&self, instance: &str) -> Option<Arc<Vec<Watched>>> {
+        self.by_instance.lock().expect("cache poisoned").get(instance).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn put(&self, instance: &str, watched: Arc<Vec<Watched>>, generation: u64) {
+        let mut map = self.by_instance.lock().expect("cache poisoned");
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if map.len() >= MAX_CACHED {
+            map.clear();
+        }
+        map.insert(instance.to_string(), watched);
+    }
+
+    pub fn forget(&self, instance: &str) {
+        let mut map = self.by_instance.lock().expect("cache poisoned");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.remove(instance);
+    }
+}
 
 /// A change of a document or a file, as `@event` triggers see it.
 pub(crate) struct Change {
@@ -129,11 +177,38 @@ impl JobsService {
     async fn on_bus_event(&self, message: &Message) -> Result<()> {
         debug_assert!(subject::matches("cocon.>", &message.subject));
         let envelope = decode_envelope(&message.payload)?;
+        // Most writes concern no trigger: they cost a lookup, not a parse of the document.
+        let account = matches!(&envelope.payload, Some(Payload::DocumentChanged(d)) if d.doctype == cocon_common::cozy::doctype::ACCOUNTS);
+        if !account && self.event_triggers(&envelope.instance).await?.is_empty() {
+            return Ok(());
+        }
         let Some(change) = Change::of(&envelope) else {
             return Ok(());
         };
         self.on_change(&envelope.instance, &envelope.id, envelope.occurred_at_us, &change)
             .await
+    }
+
+    /// The instance's `@event` triggers with their rules, from the cache or the table.
+    async fn event_triggers(&self, instance: &str) -> Result<Arc<Vec<Watched>>> {
+        let cache = &self.inner.event_triggers;
+        if let Some(found) = cache.get(instance) {
+            return Ok(found);
+        }
+        let generation = cache.generation();
+        let watched: Vec<Watched> = TRIGGERS
+            .rows(self.store(), instance)
+            .await?
+            .into_iter()
+            .filter(|t| t.r#type == "@event")
+            .filter_map(|trigger| match syntax::parse("@event", &trigger.arguments, "", "") {
+                Ok((Schedule::Event(rules), _)) => Some(Watched { trigger, rules }),
+                _ => None,
+            })
+            .collect();
+        let watched = Arc::new(watched);
+        cache.put(instance, watched.clone(), generation);
+        Ok(watched)
     }
 
     /// Sets off the instance's `@event` triggers that `change` matches.
@@ -151,16 +226,12 @@ impl JobsService {
                     .await?;
             }
         }
-        let triggers = TRIGGERS.rows(self.store(), instance).await?;
-        for trigger in triggers.iter().filter(|t| t.r#type == "@event") {
+        for Watched { trigger, rules } in self.event_triggers(instance).await?.iter() {
             // A trigger sees the changes made after it was created, not a replay of older ones.
             if occurred_at_us < trigger.created_at_us {
                 continue;
             }
-            let Ok((Schedule::Event(rules), _)) = syntax::parse("@event", &trigger.arguments, "", "") else {
-                continue;
-            };
-            if !self.matches_any(instance, &trigger.id, &rules, change).await? {
+            if !self.matches_any(instance, &trigger.id, rules, change).await? {
                 continue;
             }
             let event = event_json(change);

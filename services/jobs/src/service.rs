@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub committer: crate::committer::Sender,
     /// Konnectors: their code on disk, and how they run.
     pub konnectors: Arc<crate::konnectors::Runtime>,
+    /// Each instance's `@event` triggers, for the consumer of the documents and files events.
+    pub event_triggers: crate::consumer::EventTriggers,
 }
 
 /// An entry of the jobs log.
@@ -147,6 +149,7 @@ impl JobsService {
                 webhooks,
                 committer,
                 konnectors,
+                event_triggers: Default::default(),
             }),
         };
         crate::committer::spawn(Arc::downgrade(&service.inner), commands);
@@ -176,6 +179,7 @@ impl JobsService {
         let log = &self.inner.log;
         let first = log.next_seq(instance).await?;
         let last = first + entries.len() as u64 - 1;
+        let triggers_change = entries.iter().any(|e| matches!(e, Entry::Trigger { .. }));
         let stamp = Stamp::now();
         let mut batch = Batch::new();
         let mut appended = Appended::default();
@@ -192,9 +196,14 @@ impl JobsService {
             log.append(&mut batch, &mut appended, &event);
         }
         let sealed = log.seal(&mut batch, appended);
-        log.commit(self.inner.store.clone(), instance, last, batch, sealed)
-            .await
-            .map_err(JobsError::from)
+        let committed = log
+            .commit(self.inner.store.clone(), instance, last, batch, sealed)
+            .await;
+        if triggers_change {
+            // After the commit (and whatever its outcome): a load from now on reads it.
+            self.inner.event_triggers.forget(instance);
+        }
+        committed.map_err(JobsError::from)
     }
 
     /// The instance a call is for, once its ticket shows the auth service accepted a token of
@@ -252,6 +261,7 @@ impl JobsService {
         self.inner.log.delete_instance(&mut batch, instance);
         self.store().apply(batch).await?;
         self.inner.log.forget(instance);
+        self.inner.event_triggers.forget(instance);
         let _ = tokio::fs::remove_dir_all(self.inner.konnectors.dir.join(instance)).await;
         Ok(())
     }
