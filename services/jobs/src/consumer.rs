@@ -234,7 +234,7 @@ impl JobsService {
             if !self.matches_any(instance, &trigger.id, rules, change).await? {
                 continue;
             }
-            let event = event_json(change);
+            let event = event_json(change, &trigger.domain);
             let job_id = job_id_for(event_id, &trigger.id, occurred_at_us);
             self.set_off_once(instance, trigger, event, job_id).await?;
         }
@@ -313,9 +313,12 @@ impl JobsService {
     }
 }
 
-/// `{"verb","doc"}`: what cozy-stack puts in an event-triggered job's `event`.
-fn event_json(change: &Change) -> Bytes {
+/// `{"domain","verb","doc"}`: what cozy-stack puts in an event-triggered job's `event`.
+fn event_json(change: &Change, domain: &str) -> Bytes {
     let mut map = Map::new();
+    if !domain.is_empty() {
+        map.insert("domain".into(), Value::String(domain.to_string()));
+    }
     map.insert("verb".into(), Value::String(change.verb.to_string()));
     map.insert("doc".into(), change.doc.clone());
     Bytes::from(serde_json::to_vec(&Value::Object(map)).expect("JSON writes"))

@@ -343,6 +343,7 @@ async fn test_event_and_webhook_triggers() {
     assert_eq!(count(&jobs), 1, "{}", jobs.text);
     let event = &jobs.body["data"][0]["attributes"]["event"];
     assert_eq!(event["verb"], "CREATED");
+    assert_eq!(event["domain"], "alice.test");
     assert_eq!(event["doc"]["title"], "groceries");
     let note_id = note.body["id"].as_str().unwrap();
     let note_rev = note.body["rev"].as_str().unwrap();
