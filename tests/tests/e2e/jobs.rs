@@ -388,6 +388,12 @@ async fn test_event_and_webhook_triggers() {
         "the new content fired, the tags did not: {}",
         jobs.text
     );
+    let under = api.get(&format!("/jobs/triggers/{}/jobs", id(&subtree))).await;
+    assert_eq!(count(&under), 1, "only the file under Photos: {}", under.text);
+    assert_eq!(
+        under.body["data"][0]["attributes"]["event"]["doc"]["_id"],
+        deep.as_str()
+    );
     let doc = &jobs.body["data"][0]["attributes"]["event"]["doc"];
     assert_eq!(doc["_id"], file.as_str());
     assert!(doc.get("blob").is_none(), "the server's own fields stay in: {doc}");
