@@ -239,6 +239,25 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
 }
 
 /// A doctype name from a path, or a 400 that says what a doctype looks like.
+/// The host's domain and its instance's id, for the routes opened without a token (secret
+/// links, webhooks): unknown hosts get the same answer as on every route.
+pub async fn instance_of_host(state: &State, headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    let domain = host(headers)?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .authenticate(pb::AuthenticateRequest {
+            domain: domain.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| unknown_host(status, &domain))?
+        .into_inner();
+    let instance = answer.instance.map(|i| i.id).unwrap_or_default();
+    Ok((domain, instance))
+}
+
 pub fn check_doctype(doctype: &str) -> Result<(), ApiError> {
     if cocon_common::doctype::is_valid(doctype) {
         Ok(())

@@ -33,20 +33,9 @@ pub fn routes() -> Router<State> {
 
 /// The instance a `Host` names, for routes a link opens without a token.
 async fn instance_of_host(state: &State, headers: &HeaderMap) -> Result<Option<pb::Scope>> {
-    let domain = crate::edge::access::host(headers)?;
-    let answer = state
-        .clients
-        .auth
-        .clone()
-        .authenticate(cocon_proto::auth::v1::AuthenticateRequest {
-            domain: domain.clone(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|status| crate::edge::access::unknown_host(status, &domain))?
-        .into_inner();
+    let (_, instance) = crate::edge::access::instance_of_host(state, headers).await?;
     Ok(Some(pb::Scope {
-        instance: answer.instance.map(|i| i.id).unwrap_or_default(),
+        instance,
         ticket: String::new(),
         within: Vec::new(),
     }))

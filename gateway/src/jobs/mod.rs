@@ -485,20 +485,7 @@ async fn webhook(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     checked_body(&body)?;
-    let domain = host(&headers)?;
-    let answer = state
-        .clients
-        .auth
-        .clone()
-        .authenticate(cocon_proto::auth::v1::AuthenticateRequest {
-            domain: domain.clone(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|status| crate::edge::access::unknown_host(status, &domain))?
-        .into_inner();
-    let instance = answer.instance.map(|i| i.id).unwrap_or_default();
-    let domain = domain.clone();
+    let (domain, instance) = crate::edge::access::instance_of_host(&state, &headers).await?;
     let request = pb::WebhookRequest {
         domain,
         instance,
