@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -163,17 +163,22 @@ impl Admin {
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         if !status.is_success() {
-            let reason = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or(text);
-            bail!("{status}: {reason}");
+            return Err(failure(status, text));
         }
         if text.is_empty() {
             return Ok(Value::Null);
         }
         serde_json::from_str(&text).context("the admin API answered something that is not JSON")
     }
+}
+
+/// A failed answer as an error: its status and the reason Cocon gave (its JSON `reason`).
+pub(crate) fn failure(status: reqwest::StatusCode, text: String) -> anyhow::Error {
+    let reason = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or(text);
+    anyhow::anyhow!("{status}: {reason}")
 }
 
 /// Tells the operator what to do with the onboarding link (on stderr: stdout stays parseable).

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::cli::{Admin, AdminArgs};
+use crate::cli::{Admin, AdminArgs, failure};
 
 #[derive(Args, Clone)]
 pub struct ApiArgs {
@@ -149,11 +149,7 @@ impl Api {
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         if !status.is_success() {
-            let reason = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or(text);
-            bail!("{status}: {reason}");
+            return Err(failure(status, text));
         }
         serde_json::from_str(&text).context("Cocon answered something that is not JSON")
     }
@@ -170,12 +166,7 @@ impl Api {
             .with_context(|| format!("cannot reach Cocon at {}", self.base))?;
         let status = res.status();
         if !status.is_success() {
-            let text = res.text().await.unwrap_or_default();
-            let reason = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or(text);
-            bail!("{status}: {reason}");
+            return Err(failure(status, res.text().await.unwrap_or_default()));
         }
         Ok(())
     }
