@@ -36,6 +36,9 @@ pub struct StreamSpec {
     pub max_messages: i64,
     /// Re-publishes of the same message id within this window are dropped.
     pub duplicate_window: Duration,
+    /// A work queue: a message is kept until one consumer acks it, then removed (the jobs'
+    /// queues). Otherwise messages stay until the limits drop them, for every consumer.
+    pub work_queue: bool,
 }
 
 /// A durable consumer: it survives restarts and resumes where it acked.

@@ -44,6 +44,8 @@ pub mod streams {
     pub const FILES: &str = "COCON_FILES";
     pub const JOBS: &str = "COCON_JOBS";
     pub const DEAD_LETTERS: &str = "COCON_DLQ";
+    /// The jobs waiting for their workers (split mode): a work queue, one subject per worker.
+    pub const JOB_QUEUE: &str = "COCON_JOBQ";
 
     /// Retention limits, from the configuration.
     #[derive(Debug, Clone, serde::Deserialize)]
@@ -73,6 +75,7 @@ pub mod streams {
             (FILES, "cocon.files.>"),
             (JOBS, "cocon.jobs.>"),
             (DEAD_LETTERS, "cocon.dlq.>"),
+            (JOB_QUEUE, "cocon.jobq.>"),
         ]
         .into_iter()
         .map(|(name, subject)| StreamSpec {
@@ -82,6 +85,7 @@ pub mod streams {
             max_bytes: limits.max_bytes,
             max_messages: limits.max_messages,
             duplicate_window: Duration::from_secs(limits.duplicate_window_secs),
+            work_queue: name == JOB_QUEUE,
         })
         .collect()
     }

@@ -118,6 +118,11 @@ impl NatsBus {
                     duplicate_window: spec.duplicate_window,
                     storage: stream::StorageType::File,
                     discard: stream::DiscardPolicy::Old,
+                    retention: if spec.work_queue {
+                        stream::RetentionPolicy::WorkQueue
+                    } else {
+                        stream::RetentionPolicy::Limits
+                    },
                     ..Default::default()
                 })
                 .await

@@ -25,6 +25,7 @@ fn streams(max_messages: i64) -> Vec<StreamSpec> {
             max_bytes: 1 << 20,
             max_messages,
             duplicate_window: Duration::from_secs(60),
+            work_queue: false,
         },
         StreamSpec {
             name: "DLQ".into(),
@@ -33,6 +34,7 @@ fn streams(max_messages: i64) -> Vec<StreamSpec> {
             max_bytes: 1 << 20,
             max_messages: 1000,
             duplicate_window: Duration::from_secs(60),
+            work_queue: false,
         },
     ]
 }
