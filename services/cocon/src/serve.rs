@@ -278,7 +278,11 @@ async fn open_bus(
     );
     Ok(match mesh_key {
         Some(key) => {
-            let producers: Vec<&str> = producers.iter().map(|k| k.as_str()).collect();
+            let mut producers: Vec<&str> = producers.iter().map(|k| k.as_str()).collect();
+            if producers.contains(&"jobs") {
+                // The jobs' shared queue (`cocon.jobq.<worker>`).
+                producers.push("jobq");
+            }
             Arc::new(SignedBus::new(nats, EventKeys::new(key.clone(), &producers)))
         }
         None => nats,

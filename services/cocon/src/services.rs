@@ -83,6 +83,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
                     bus: parts.bus.clone(),
                     mesh_key: parts.mesh_key(),
                     data_dir: config.data_dir.clone(),
+                    shared_queue: !config.nats_url.is_empty(),
                 },
             )
             .await?,

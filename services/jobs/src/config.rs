@@ -7,6 +7,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// `all`: this process keeps the jobs (their log, the API, the scheduler) and runs them.
+    /// `runner`: it only runs jobs, taken from the shared queue (split mode, NATS), and records
+    /// their runs with the process that keeps them (`endpoints.jobs`); add runners to run more.
+    pub role: String,
     /// Per worker, what changes from its defaults (`[jobs.workers.konnector] concurrency = 4`).
     pub workers: BTreeMap<String, WorkerOverride>,
     /// `DELETE /jobs/purge` removes finished jobs older than this when the request does not say
@@ -21,9 +25,16 @@ pub struct Config {
     pub konnectors: KonnectorsConfig,
 }
 
+impl Config {
+    pub fn is_runner(&self) -> bool {
+        self.role == "runner"
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
+            role: "all".into(),
             workers: BTreeMap::new(),
             keep_jobs_secs: 14 * 86_400,
             webhook_calls_per_minute: 60,
@@ -71,7 +82,8 @@ impl Default for KonnectorsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct WorkerOverride {
-    /// Jobs of this worker run at once in this process.
+    /// Jobs of this worker run at once in this process; 0: this process runs none of them
+    /// (another takes them from the shared queue).
     pub concurrency: Option<u32>,
     /// Runs of a job, the first included.
     pub max_exec_count: Option<u32>,

@@ -18,6 +18,9 @@ pub enum JobsError {
     Storage(#[from] cocon_storage::StorageError),
     #[error(transparent)]
     Events(#[from] cocon_events::BusError),
+    /// A process this one needs (the jobs' keeper, for a runner) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("corrupt stored record: {0}")]
     Corrupt(String),
     /// The caller's credential ran out while its call was on the way.
@@ -40,6 +43,7 @@ impl ServiceError for JobsError {
             Storage(e) => e.error_code(),
             Events(e) => e.error_code(),
             Corrupt(_) => ErrorCode::Internal,
+            Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -20,6 +20,9 @@ pub(crate) struct Caller {
     pub domain: String,
 }
 
+/// What a runner's ticket is derived for.
+pub(crate) const RUN_PURPOSE: &str = "cocon-jobs-run";
+
 /// The longest a `WaitJob` call waits when it names no limit.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
@@ -33,6 +36,21 @@ impl JobsService {
             trusted: scope.trusted,
             domain: scope.domain,
         })
+    }
+
+    /// The instance of a runner's call: its ticket is derived from the mesh key for runs, which
+    /// only the jobs processes hold (a gateway's tickets come from the auth service).
+    fn runner_scope(&self, scope: Option<pb::Scope>) -> Result<String> {
+        let scope = scope.ok_or_else(|| JobsError::BadRequest("missing scope".into()))?;
+        if scope.instance.is_empty()
+            || !self
+                .inner
+                .mesh_key
+                .check_derived(RUN_PURPOSE, &[&scope.instance], &scope.ticket)
+        {
+            return Err(JobsError::Denied("only a jobs process records runs".into()));
+        }
+        Ok(scope.instance)
     }
 
     async fn trigger_answer(
@@ -273,6 +291,39 @@ impl Api for JobsService {
         let instance = self.scope(r.scope)?.instance;
         self.uninstall_konnector(&instance, &r.slug).await?;
         Ok(Response::new(pb::UninstallKonnectorResponse {}))
+    }
+
+    async fn start_run(&self, request: Request<pb::StartRunRequest>) -> Result<Response<pb::StartRunResponse>, Status> {
+        let r = request.into_inner();
+        let instance = self.runner_scope(r.scope)?;
+        let reply = match self.start(&instance, &r.job_id).await? {
+            Some(started) => pb::StartRunResponse {
+                job: Some(started.job),
+                konnector: started.konnector,
+            },
+            None => pb::StartRunResponse::default(),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn end_run(&self, request: Request<pb::EndRunRequest>) -> Result<Response<pb::EndRunResponse>, Status> {
+        let r = request.into_inner();
+        let instance = self.runner_scope(r.scope)?;
+        let job = r.job.ok_or_else(|| JobsError::BadRequest("missing job".into()))?;
+        // Only the run that started last ends it: an end from a run taken over meanwhile (its
+        // process was silent past the time limit) changes nothing.
+        let stored = crate::tables::JOBS
+            .get(self.store(), &instance, &job.id)
+            .await
+            .map_err(JobsError::from)?;
+        if let Some(stored) = stored
+            && stored.state == crate::jobs::RUNNING
+            && stored.exec_count == job.exec_count
+        {
+            let error = (!r.error.is_empty()).then_some(r.error);
+            self.end(&instance, job, error, r.retry).await?;
+        }
+        Ok(Response::new(pb::EndRunResponse {}))
     }
 
     async fn list_workers(

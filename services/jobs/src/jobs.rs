@@ -75,6 +75,7 @@ impl JobsService {
             state: if client { RUNNING } else { QUEUED }.to_string(),
             queued_at_us: now,
             started_at_us: if client { now } else { 0 },
+            run_started_at_us: if client { now } else { 0 },
             finished_at_us: 0,
             error: String::new(),
             exec_count: 0,

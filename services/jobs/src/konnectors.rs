@@ -4,12 +4,11 @@
 //! (`workers/konnector.rs`) in a sandbox (`sandbox.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use cocon_common::time::now_us;
 use cocon_mesh::Clients;
 use cocon_proto::events::v1::Konnector;
-use cocon_storage::Store;
 use serde_json::Value;
 
 use crate::config::KonnectorsConfig;
@@ -23,7 +22,6 @@ pub const MANIFEST: &str = "manifest.konnector";
 /// What runs konnectors needs: their code's place, the sandbox, the clients of the other
 /// services (tokens), the public API's address.
 pub struct Runtime {
-    pub store: Arc<dyn Store>,
     pub dir: PathBuf,
     pub runs_dir: PathBuf,
     pub sandbox: Sandbox,
@@ -36,10 +34,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: &KonnectorsConfig, data_dir: &Path, store: Arc<dyn Store>) -> Result<Runtime> {
+    pub fn new(config: &KonnectorsConfig, data_dir: &Path) -> Result<Runtime> {
         let sandbox = Sandbox::from_config(&config.sandbox)?;
         Ok(Runtime {
-            store,
             dir: config.dir.clone().unwrap_or_else(|| data_dir.join("konnectors")),
             runs_dir: config
                 .runs_dir

@@ -4,6 +4,7 @@
 //! the schedule (`@cron`, `@every`, `@at`, `@in`, `@hourly` … `@monthly`), from the documents
 //! and files events on the bus (`@event`), from webhooks, or by hand.
 
+mod bus_queue;
 mod committer;
 mod config;
 mod consumer;

@@ -1,6 +1,7 @@
 //! The jobs service in the mesh: its gRPC server, and what runs beside it (the outbox relay,
 //! the workers' dispatchers, the scheduler, the consumers of `@event` triggers and of auth's
-//! `instance.destroyed`).
+//! `instance.destroyed`). A runner process (`jobs.role = "runner"`) serves nothing and runs only
+//! the dispatchers, recording runs with the keeper of the jobs (`endpoints.jobs`).
 
 use std::time::Duration;
 
@@ -19,18 +20,28 @@ impl cocon_mesh::Service for JobsService {
     }
 
     fn add_grpc(&self, routes: &mut RoutesBuilder) {
-        routes.add_service(JobsServiceServer::new(self.clone()));
+        if !self.inner.config.is_runner() {
+            routes.add_service(JobsServiceServer::new(self.clone()));
+        }
     }
 
     fn offer(&self, local: &mut LocalServices) {
-        local.jobs = Some(std::sync::Arc::new(self.clone()));
+        if !self.inner.config.is_runner() {
+            local.jobs = Some(std::sync::Arc::new(self.clone()));
+        }
     }
 
     fn connect(&self, clients: &cocon_mesh::Clients, gateway: Option<&str>) {
         self.inner.konnectors.connect(clients, gateway);
+        if self.inner.config.is_runner() {
+            let _ = self.inner.keeper.set(clients.jobs.clone());
+        }
     }
 
     fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        if self.inner.config.is_runner() {
+            return self.spawn_runners(shutdown);
+        }
         let inner = &self.inner;
         let relay = Relay::new(inner.log.outbox().clone(), inner.bus.clone(), RelayConfig::default());
         let mut tasks = vec![tokio::spawn(relay.run(shutdown.clone()))];

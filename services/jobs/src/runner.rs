@@ -1,21 +1,30 @@
 //! Runs the queued jobs: one dispatcher per worker takes its jobs from the queue and runs up to
-//! the worker's concurrency at once, each with its time limit; a failed run is retried after a
-//! growing delay until the job's runs are spent, then the job ends errored.
+//! the worker's concurrency at once, each with its time limit; a failed run goes back to queued
+//! and is retried after a growing delay until the job's runs are spent, then the job ends
+//! errored. A run's start and end are recorded by the process that keeps the jobs: this one, or
+//! in a runner process (`jobs.role = "runner"`) the keeper, over gRPC.
+//!
+//! A job offered twice (a restart offers the pending jobs again; the shared queue hands a
+//! message to another process once its holder is silent past the time limit) starts only when
+//! it is queued, or running for longer than its time limit (its process died): never two runs
+//! at once. Runs lost that way count, with a little slack: a job that kills its process every
+//! time ends errored instead of looping.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use cocon_common::Shutdown;
 use cocon_common::time::now_us;
-use cocon_proto::events::v1::Job;
+use cocon_proto::events::v1::{Job, Konnector};
+use cocon_proto::jobs::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::error::Result;
+use crate::error::{JobsError, Result};
 use crate::jobs::{DONE, ERRORED, QUEUED, RUNNING};
 use crate::queue::{Lease, Queued};
 use crate::service::{Entry, JobsService};
-use crate::tables::{PENDING, last_part};
+use crate::tables::{KONNECTORS, PENDING, last_part};
 use crate::workers::{Failure, Run};
 
 impl JobsService {
@@ -36,7 +45,9 @@ impl JobsService {
                 let svc = svc.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = svc.requeue_pending(name).await {
+                    if svc.inner.config.is_runner() {
+                        // The keeper offers the pending jobs again at its start.
+                    } else if let Err(err) = svc.requeue_pending(name).await {
                         tracing::error!(worker = name, error = %err, "cannot queue again the jobs left by the last run; they wait for the next start");
                     }
                     svc.dispatch(name, shutdown).await
@@ -71,6 +82,15 @@ impl JobsService {
 
     async fn dispatch(&self, worker: &'static str, shutdown: Shutdown) {
         let concurrency = self.inner.workers.get(worker).map_or(1, |w| w.concurrency) as usize;
+        if concurrency == 0 {
+            if !self.inner.shared_queue {
+                tracing::warn!(
+                    worker,
+                    "concurrency 0 and no other process to run them: this worker's jobs stay queued"
+                );
+            }
+            return;
+        }
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut running = JoinSet::new();
         loop {
@@ -101,8 +121,8 @@ impl JobsService {
             return;
         };
         let Queued { instance, id } = lease.job.clone();
-        let job = match self.start(&instance, &id).await {
-            Ok(Some(job)) => job,
+        let Started { job, konnector } = match self.start_run(&instance, &id).await {
+            Ok(Some(started)) => started,
             Ok(None) => {
                 lease.done();
                 return;
@@ -121,6 +141,7 @@ impl JobsService {
             work.run(Run {
                 instance: &instance,
                 job: &job,
+                konnector: konnector.as_ref(),
                 deadline: started + timeout,
             }),
         )
@@ -135,15 +156,19 @@ impl JobsService {
             ))),
         };
         let result = match failure {
-            None => self.finish(&instance, job, None).await,
+            None => self.end_run(&instance, job, None, false).await,
             Some(f) if f.retry && job.exec_count < max_exec => {
                 tracing::info!(instance, job = id, worker = worker_name, runs = job.exec_count, error = %f.message, "job failed; it runs again");
-                lease.retry(worker.retry_delay(job.exec_count));
+                let delay = worker.retry_delay(job.exec_count);
+                if let Err(err) = self.end_run(&instance, job, Some(f.message), true).await {
+                    tracing::warn!(instance, job = id, error = %err, "cannot record a failed run; the job is tried again as it is");
+                }
+                lease.retry(delay);
                 return;
             }
             Some(f) => {
                 tracing::info!(instance, job = id, worker = worker_name, error = %f.message, "job errored");
-                self.finish(&instance, job, Some(f.message)).await
+                self.end_run(&instance, job, Some(f.message), false).await
             }
         };
         match result {
@@ -157,23 +182,120 @@ impl JobsService {
         }
     }
 
-    /// Records a run's start; `None` when the job is gone or ended meanwhile. Only its runner
-    /// changes a running job (a client ends only `client` jobs, which never run here), so the
-    /// start and the end commit without the instance's lock, grouped with others.
-    async fn start(&self, instance: &str, id: &str) -> Result<Option<Job>> {
+    /// Records a run's start where the jobs are kept; `None` when the job is not to run.
+    async fn start_run(&self, instance: &str, id: &str) -> Result<Option<Started>> {
+        let Some(keeper) = self.inner.keeper.get() else {
+            return self.start(instance, id).await;
+        };
+        let reply = keeper
+            .clone()
+            .start_run(pb::StartRunRequest {
+                scope: Some(self.own_scope(instance)),
+                job_id: id.to_string(),
+            })
+            .await
+            .map_err(|s| JobsError::Unavailable(format!("the jobs' keeper: {}", s.message())))?
+            .into_inner();
+        Ok(reply.job.map(|job| Started {
+            job,
+            konnector: reply.konnector,
+        }))
+    }
+
+    /// Records a run's end where the jobs are kept: done, errored with `error`, or (`retry`)
+    /// back to queued for another run.
+    async fn end_run(&self, instance: &str, job: Job, error: Option<String>, retry: bool) -> Result<()> {
+        let Some(keeper) = self.inner.keeper.get() else {
+            return self.end(instance, job, error, retry).await;
+        };
+        keeper
+            .clone()
+            .end_run(pb::EndRunRequest {
+                scope: Some(self.own_scope(instance)),
+                job: Some(job),
+                error: error.unwrap_or_default(),
+                retry,
+            })
+            .await
+            .map_err(|s| JobsError::Unavailable(format!("the jobs' keeper: {}", s.message())))?;
+        Ok(())
+    }
+
+    /// A scope for this process's own calls to the keeper: a ticket derived from the mesh key.
+    fn own_scope(&self, instance: &str) -> pb::Scope {
+        pb::Scope {
+            instance: instance.to_string(),
+            ticket: self.inner.mesh_key.derive(crate::grpc::RUN_PURPOSE, &[instance]),
+            trusted: false,
+            domain: String::new(),
+        }
+    }
+
+    /// Records a run's start; `None` when the job is gone, ended, or running elsewhere within
+    /// its time limit. Only its runner changes a running job (a client ends only `client` jobs,
+    /// which never run here), so the start and the end commit without the instance's lock,
+    /// grouped with others.
+    pub(crate) async fn start(&self, instance: &str, id: &str) -> Result<Option<Started>> {
         let Some(mut job) = crate::tables::JOBS.get(self.store(), instance, id).await? else {
             return Ok(None);
         };
-        if !matches!(job.state.as_str(), QUEUED | RUNNING) {
+        let Some(worker) = self.inner.workers.get(&job.worker) else {
             return Ok(None);
+        };
+        let (max_exec, timeout) = worker.limits_of(&job);
+        let now = now_us();
+        match job.state.as_str() {
+            QUEUED => {}
+            RUNNING => {
+                // Alone, a running job at start was left by the last run of the process.
+                if self.inner.shared_queue && job.run_started_at_us + timeout.as_micros() as i64 > now {
+                    // Its run goes on in another process: this offer is a copy.
+                    return Ok(None);
+                }
+                if job.exec_count >= max_exec + LOST_RUNS {
+                    let error = format!(
+                        "its runs were lost {} times (the process running it stopped): given up",
+                        job.exec_count
+                    );
+                    self.finish(instance, job, Some(error)).await?;
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
         }
         job.state = RUNNING.to_string();
         job.exec_count += 1;
+        job.run_started_at_us = now;
         if job.started_at_us == 0 {
-            job.started_at_us = now_us();
+            job.started_at_us = now;
         }
         self.commit_grouped(instance, vec![Entry::job(job.clone())]).await?;
-        Ok(Some(job))
+        let konnector = self.konnector_of(instance, &job).await?;
+        Ok(Some(Started { job, konnector }))
+    }
+
+    /// The konnector a `konnector` job runs, if its message names one that is installed.
+    async fn konnector_of(&self, instance: &str, job: &Job) -> Result<Option<Konnector>> {
+        if job.worker != "konnector" {
+            return Ok(None);
+        }
+        let slug = serde_json::from_slice::<serde_json::Value>(&job.message)
+            .ok()
+            .and_then(|m| m.get("konnector").and_then(|s| s.as_str()).map(str::to_string));
+        match slug {
+            Some(slug) => Ok(KONNECTORS.get(self.store(), instance, &slug).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a run's end: done, errored, or back to queued for another run.
+    pub(crate) async fn end(&self, instance: &str, mut job: Job, error: Option<String>, retry: bool) -> Result<()> {
+        if !retry {
+            return self.finish(instance, job, error).await;
+        }
+        job.state = QUEUED.to_string();
+        job.error = error.unwrap_or_default();
+        self.commit_grouped(instance, vec![Entry::job(job)]).await
     }
 
     /// Records a job's end: done, or errored with `error`.
@@ -191,4 +313,13 @@ impl JobsService {
         self.inner.finished.notify_waiters();
         Ok(())
     }
+}
+
+/// Runs lost to a dying process that a job gets beyond its `max_exec_count`.
+const LOST_RUNS: u32 = 2;
+
+/// A job whose run has started, and what it runs.
+pub(crate) struct Started {
+    pub job: Job,
+    pub konnector: Option<Konnector>,
 }

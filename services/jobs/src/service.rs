@@ -27,6 +27,9 @@ pub struct Deps {
     pub mesh_key: MeshKey,
     /// Where konnectors' code and runs go by default.
     pub data_dir: std::path::PathBuf,
+    /// The bus is shared by processes (NATS): the jobs wait in its work queue, where every
+    /// jobs process takes them; otherwise in this process's memory.
+    pub shared_queue: bool,
 }
 
 #[derive(Clone)]
@@ -42,6 +45,10 @@ pub(crate) struct Inner {
     pub mesh_key: MeshKey,
     pub workers: Workers,
     pub queue: Arc<dyn Queue>,
+    /// Whether the queue is shared with other processes (`bus_queue.rs`).
+    pub shared_queue: bool,
+    /// In a runner process, the process that keeps the jobs, set once the mesh is connected.
+    pub keeper: std::sync::OnceLock<cocon_mesh::JobsClient>,
     stripes: Stripes,
     /// Woken when a job ends, for the callers waiting on one.
     pub finished: Notify,
@@ -125,13 +132,28 @@ impl Entry {
 impl JobsService {
     pub async fn build(config: Config, deps: Deps) -> Result<JobsService> {
         let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
-        let konnectors = Arc::new(crate::konnectors::Runtime::new(
-            &config.konnectors,
-            &deps.data_dir,
-            deps.store.clone(),
-        )?);
+        let konnectors = Arc::new(crate::konnectors::Runtime::new(&config.konnectors, &deps.data_dir)?);
         let workers = Workers::new(&config, Some(konnectors.clone()));
-        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+        match config.role.as_str() {
+            "all" => {}
+            "runner" if deps.shared_queue => {}
+            "runner" => {
+                return Err(JobsError::BadRequest(
+                    "jobs.role = \"runner\" takes its jobs from the shared queue: start it with --nats".into(),
+                ));
+            }
+            other => {
+                return Err(JobsError::BadRequest(format!(
+                    "unknown jobs.role {other:?}: use all or runner"
+                )));
+            }
+        }
+        let queue: Arc<dyn Queue> = if deps.shared_queue {
+            let timeouts = workers.all().map(|w| (w.name.to_string(), w.timeout)).collect();
+            Arc::new(crate::bus_queue::BusQueue::new(deps.bus.clone(), timeouts))
+        } else {
+            Arc::new(MemoryQueue::new())
+        };
         let webhooks = WebhookLimits::new(config.webhook_calls_per_minute);
         let (committer, commands) = tokio::sync::mpsc::unbounded_channel();
         let service = JobsService {
@@ -143,6 +165,8 @@ impl JobsService {
                 mesh_key: deps.mesh_key,
                 workers,
                 queue,
+                shared_queue: deps.shared_queue,
+                keeper: std::sync::OnceLock::new(),
                 stripes: Stripes::default(),
                 finished: Notify::new(),
                 schedule_changed: Notify::new(),

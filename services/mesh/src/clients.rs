@@ -123,5 +123,7 @@ service_client!(
         install_konnector(InstallKonnectorRequest) -> KonnectorAnswer;
         list_konnectors(ListKonnectorsRequest) -> KonnectorList;
         uninstall_konnector(KonnectorRequest) -> UninstallKonnectorResponse;
+        start_run(StartRunRequest) -> StartRunResponse;
+        end_run(EndRunRequest) -> EndRunResponse;
     }
 );

@@ -14,7 +14,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use super::{Failure, Run, Work};
 use crate::konnectors::Runtime;
 use crate::sandbox::{RunSpec, WorkDir};
-use crate::tables::KONNECTORS;
 
 /// A payload larger than this goes in a file, `COZY_PAYLOAD` naming it (`@cozy_payload.json`).
 const MAX_PAYLOAD_ENV: usize = 100_000;
@@ -113,15 +112,11 @@ impl Work for KonnectorWorker {
             .get("konnector")
             .and_then(Value::as_str)
             .ok_or_else(|| Failure::permanent("the job's message names no konnector (\"konnector\": slug)"))?;
-        let konnector = KONNECTORS
-            .get(rt.store.as_ref(), run.instance, slug)
-            .await
-            .map_err(|e| Failure::transient(format!("cannot read konnector {slug}: {e}")))?
-            .ok_or_else(|| {
-                Failure::permanent(format!(
-                    "konnector {slug} is not installed: install it with `cocon konnectors install {slug} SOURCE`"
-                ))
-            })?;
+        let konnector = run.konnector.filter(|k| k.slug == slug).cloned().ok_or_else(|| {
+            Failure::permanent(format!(
+                "konnector {slug} is not installed: install it with `cocon konnectors install {slug} SOURCE`"
+            ))
+        })?;
         if job.domain.is_empty() {
             return Err(Failure::permanent("the job does not say its instance's domain"));
         }

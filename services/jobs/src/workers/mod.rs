@@ -20,6 +20,8 @@ pub use sendmail::Sendmail;
 pub struct Run<'a> {
     pub instance: &'a str,
     pub job: &'a Job,
+    /// The konnector a `konnector` job runs, when its message names one that is installed.
+    pub konnector: Option<&'a cocon_proto::events::v1::Konnector>,
     /// When the run must be over (its time limit).
     pub deadline: std::time::Instant,
 }
@@ -130,7 +132,7 @@ impl Workers {
                     reserved,
                     max_exec_count: o.max_exec_count.unwrap_or(max_exec_count).max(1),
                     timeout: Duration::from_secs(o.timeout_secs.unwrap_or(timeout_secs).max(1)),
-                    concurrency: o.concurrency.unwrap_or(concurrency).max(1),
+                    concurrency: o.concurrency.unwrap_or(concurrency),
                     retry_delay: o.retry_delay_ms.map_or(RETRY_DELAY, Duration::from_millis),
                     work,
                 },
