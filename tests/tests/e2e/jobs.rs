@@ -8,17 +8,17 @@ use cocon_tests::{Api, Cocon, Reply, SmtpServer, cocon_bin};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const JOBS_SCOPE: &str = "io.cozy.jobs io.cozy.triggers";
+pub(super) const JOBS_SCOPE: &str = "io.cozy.jobs io.cozy.triggers";
 
-fn attr<'a>(reply: &'a Reply, key: &str) -> &'a Value {
+pub(super) fn attr<'a>(reply: &'a Reply, key: &str) -> &'a Value {
     &reply.body["data"]["attributes"][key]
 }
 
-fn id(reply: &Reply) -> String {
+pub(super) fn id(reply: &Reply) -> String {
     reply.body["data"]["id"].as_str().expect("an id").to_string()
 }
 
-async fn push(api: &Api, worker: &str, attributes: Value) -> Reply {
+pub(super) async fn push(api: &Api, worker: &str, attributes: Value) -> Reply {
     api.post(
         &format!("/jobs/queue/{worker}"),
         &json!({"data": {"attributes": attributes}}),
@@ -26,7 +26,7 @@ async fn push(api: &Api, worker: &str, attributes: Value) -> Reply {
     .await
 }
 
-async fn trigger(api: &Api, attributes: Value) -> Reply {
+pub(super) async fn trigger(api: &Api, attributes: Value) -> Reply {
     api.post("/jobs/triggers", &json!({"data": {"attributes": attributes}}))
         .await
 }
@@ -46,7 +46,7 @@ async fn ended(api: &Api, job: &str) -> Reply {
 }
 
 /// Polls until `check` holds on the answer to GET `path` (30 s at most).
-async fn until(api: &Api, path: &str, check: impl Fn(&Reply) -> bool) -> Reply {
+pub(super) async fn until(api: &Api, path: &str, check: impl Fn(&Reply) -> bool) -> Reply {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let reply = api.get(path).await;
@@ -57,7 +57,7 @@ async fn until(api: &Api, path: &str, check: impl Fn(&Reply) -> bool) -> Reply {
     }
 }
 
-fn count(reply: &Reply) -> usize {
+pub(super) fn count(reply: &Reply) -> usize {
     reply.body["data"].as_array().map_or(0, Vec::len)
 }
 
@@ -651,11 +651,11 @@ async fn reads(api: &Api, paths: &[String], http: &str) -> Vec<(String, String)>
 
 /// A konnector written as Cozy's are: stdout JSON lines, the API at COZY_URL with the token in
 /// COZY_CREDENTIALS. It reports what it can see of the server's disk in a document.
-const PROBE_MANIFEST: &str = r#"{"slug": "probe", "name": "Probe", "version": "1.0.0", "type": "konnector",
+pub(super) const PROBE_MANIFEST: &str = r#"{"slug": "probe", "name": "Probe", "version": "1.0.0", "type": "konnector",
  "on_delete_account": "delete.js",
  "permissions": {"results": {"type": "io.cozy.konnector.results"}}}"#;
 /// Its `on_delete_account` script: it records the account it was asked to clean up after.
-const PROBE_DELETE_JS: &str = r#"
+pub(super) const PROBE_DELETE_JS: &str = r#"
 const fields = JSON.parse(process.env.COZY_FIELDS)
 fetch(process.env.COZY_URL + 'data/io.cozy.konnector.results/', {
   method: 'POST',
@@ -663,7 +663,7 @@ fetch(process.env.COZY_URL + 'data/io.cozy.konnector.results/', {
   body: JSON.stringify({mode: 'deleted', account: fields.account, deleted: fields.account_deleted})
 }).then(res => process.exit(res.ok ? 0 : 1))
 "#;
-const PROBE_JS: &str = r#"
+pub(super) const PROBE_JS: &str = r#"
 const fs = require('fs')
 const fields = JSON.parse(process.env.COZY_FIELDS)
 const log = (type, message) => console.log(JSON.stringify({type, message}))
@@ -679,6 +679,11 @@ async function save (doc) {
 async function main () {
   log('info', 'starting')
   if (fields.mode === 'sleep') { await new Promise(r => setTimeout(r, 600000)) }
+  if (fields.mode === 'pause') {
+    await new Promise(r => setTimeout(r, fields.pause_ms))
+    await save({mode: 'pause', job: process.env.COZY_JOB_ID})
+    return
+  }
   if (fields.mode === 'login_failed') {
     await save({mode: 'login_failed'})
     log('critical', 'LOGIN_FAILED')
@@ -697,7 +702,7 @@ async function main () {
 main().catch(e => { log('error', e.message); process.exit(1) })
 "#;
 
-fn cli(cocon: &Cocon, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+pub(super) fn cli(cocon: &Cocon, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(cocon_bin())
         .args(args)
         .args(["--domain", "alice.test", "--url", &cocon.http, "--admin", &cocon.admin])
@@ -712,7 +717,7 @@ fn cli(cocon: &Cocon, dir: &std::path::Path, args: &[&str]) -> (bool, String, St
 }
 
 /// The processes whose environment names `job`.
-fn processes_of(job: &str) -> usize {
+pub(super) fn processes_of(job: &str) -> usize {
     let needle = format!("COZY_JOB_ID={job}");
     std::fs::read_dir("/proc")
         .unwrap()

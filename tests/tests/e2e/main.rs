@@ -15,6 +15,7 @@ mod files_resumable;
 mod files_sharing;
 mod files_thumbnails;
 mod jobs;
+mod jobs_split;
 mod login;
 mod metrics;
 mod oauth;
