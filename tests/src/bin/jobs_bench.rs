@@ -11,6 +11,9 @@
 //!
 //! The token needs `io.cozy.jobs io.cozy.triggers io.cozy.bench`.
 //!
+//! `jobs_bench jetstream NATS_URL COUNT`: JetStream's own acked publish rate to a work-queue
+//! stream, the ceiling of split mode's queue.
+//!
 //! `jobs_bench HTTP_URL ADMIN_URL ADMIN_TOKEN schedule INSTANCES PER_INSTANCE EVERY WAIT`:
 //! creates INSTANCES instances with PER_INSTANCE `@every EVERY` triggers each (`log` jobs),
 //! waits WAIT seconds, and prints the scheduler's lag quantiles and the jobs done, from the
@@ -63,9 +66,50 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// JetStream's own acked publish rate: COUNT small messages to a work-queue stream with up to
+/// 256 publishes awaiting their acks (as Cocon's publishers do), then the stream dropped.
+async fn jetstream_publish_rate(url: &str, count: usize) -> anyhow::Result<()> {
+    let client = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = "BENCH_WORKQUEUE";
+    let _ = js.delete_stream(stream).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.into(),
+        subjects: vec!["bench.jobq.>".into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await?;
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for i in 0..count {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(format!("bench.test\0{i:032x}").into())
+            .message_id(format!("jobq:bench.test:{i}"));
+        acks.push_back(js.send_publish("bench.jobq.log", publish).await?);
+        if acks.len() == 256 {
+            acks.pop_front().expect("full").await?;
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let elapsed = started.elapsed();
+    js.delete_stream(stream).await?;
+    println!(
+        "jetstream_acked_publishes={count} per_s={:.0} s={:.2}",
+        count as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("jetstream") && args.len() == 4 {
+        return jetstream_publish_rate(&args[2], args[3].parse()?).await;
+    }
     ensure!(
         args.len() >= 6,
         "usage: jobs_bench HTTP_URL DOMAIN TOKEN throughput COUNT CONNECTIONS | event COUNT"
