@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use cocon_common::scope::{Grant, Rule};
 
 use crate::edge::access::{self, Access, Caller, authenticate, check_doctype};
-use crate::edge::policy::Route;
+use crate::edge::policy::{Kind, Route};
 use crate::{ApiError, State};
 
 type Params = Query<HashMap<String, String>>;
@@ -160,6 +160,7 @@ async fn stored_doc(state: &State, caller: &Caller, doctype: &str, id: &str) -> 
             scope: scope(caller, doctype),
             id: id.to_string(),
             rev: String::new(),
+            open_credentials: false,
         })
         .await;
     match answer {
@@ -294,6 +295,7 @@ async fn create(
             scope: scope(&caller, &doctype),
             id: String::new(),
             body,
+            open_credentials: caller.kind == Kind::Konnector,
         })
         .await?;
     write_answer(StatusCode::CREATED, &doctype, res.into_inner())
@@ -315,6 +317,8 @@ async fn get_doc(
             scope: scope(&caller, &doctype),
             id,
             rev: params.get("rev").cloned().unwrap_or_default(),
+            // An account's credentials open for a konnector only, as in cozy-stack.
+            open_credentials: caller.kind == Kind::Konnector,
         })
         .await?;
     Ok(json_response(StatusCode::OK, res.into_inner().json))
@@ -354,6 +358,7 @@ async fn put_doc(
             scope: scope(&caller, &doctype),
             id,
             body,
+            open_credentials: caller.kind == Kind::Konnector,
         })
         .await?;
     write_answer(StatusCode::OK, &doctype, res.into_inner())

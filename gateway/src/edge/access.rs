@@ -297,8 +297,8 @@ impl Caller {
         match self.kind {
             Kind::Share => format!("p-{}", self.permission_id),
             Kind::Oauth => format!("c-{}", self.client),
-            Kind::Cli if !self.token_id.is_empty() => format!("t-{}", self.token_id),
-            Kind::Cli | Kind::Person => String::new(),
+            Kind::Cli | Kind::Konnector if !self.token_id.is_empty() => format!("t-{}", self.token_id),
+            Kind::Cli | Kind::Konnector | Kind::Person => String::new(),
         }
     }
 

@@ -19,10 +19,12 @@ pub enum Kind {
     Oauth,
     /// A sharing-link code.
     Share,
+    /// A konnector's run: an app whose token also opens its accounts' credentials.
+    Konnector,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Person, Kind::Cli, Kind::Oauth, Kind::Share];
+    const ALL: [Kind; 5] = [Kind::Person, Kind::Cli, Kind::Oauth, Kind::Share, Kind::Konnector];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,14 +32,16 @@ impl Kind {
             Kind::Cli => "cli",
             Kind::Oauth => "oauth",
             Kind::Share => "share",
+            Kind::Konnector => "konnector",
         }
     }
 
-    /// The kind the auth service names (`cli`, `oauth`, `share`).
+    /// The kind the auth service names (`cli`, `oauth`, `share`, `konnector`).
     pub fn of_token(kind: &str) -> Kind {
         match kind {
             "oauth" => Kind::Oauth,
             "share" => Kind::Share,
+            "konnector" => Kind::Konnector,
             _ => Kind::Cli,
         }
     }

@@ -48,11 +48,18 @@ impl pb::auth_service_server::AuthService for AuthService {
         let req = req.into_inner();
         if !req.audience.is_empty() && !token::AUDIENCES.contains(&req.audience.as_str()) {
             return Err(Status::invalid_argument(format!(
-                "unknown audience {:?}; use cli",
+                "unknown audience {:?}; use cli or konnector",
                 req.audience
             )));
         }
-        let (token, expires_at, id) = self.issue_token(&req.domain, &req.scope, req.ttl_seconds).await?;
+        let audience = if req.audience.is_empty() {
+            token::CLI
+        } else {
+            req.audience.as_str()
+        };
+        let (token, expires_at, id) = self
+            .issue_token_for(&req.domain, &req.scope, req.ttl_seconds, audience)
+            .await?;
         Ok(Response::new(pb::IssueTokenResponse { token, expires_at, id }))
     }
 

@@ -110,7 +110,11 @@ impl AuthService {
             .map_err(|_| AuthError::InvalidToken("the token's scope is malformed".into()))?;
         Ok(Bearer {
             rules,
-            kind: if claims.aud == token::ACCESS { "oauth" } else { "cli" },
+            kind: match claims.aud.as_str() {
+                token::ACCESS => "oauth",
+                token::KONNECTOR => "konnector",
+                _ => "cli",
+            },
             client_id: claims.client_id,
             permission_id: String::new(),
             token_id,

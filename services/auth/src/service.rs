@@ -404,6 +404,18 @@ impl AuthService {
         scope: &str,
         ttl_secs: u64,
     ) -> Result<(String, i64, String), AuthError> {
+        self.issue_token_for(domain, scope, ttl_secs, token::CLI).await
+    }
+
+    /// Issues a token of `audience` (`cli`, or `konnector` for a konnector's run), recorded and
+    /// revocable alike.
+    pub async fn issue_token_for(
+        &self,
+        domain: &str,
+        scope: &str,
+        ttl_secs: u64,
+        audience: &str,
+    ) -> Result<(String, i64, String), AuthError> {
         let record = self.lookup_exact(domain).await?;
         parse_scope(scope)?;
         let ttl = match ttl_secs {
@@ -414,7 +426,7 @@ impl AuthService {
         let claims = Claims {
             iss: record.domain.clone(),
             sub: record.id.clone(),
-            aud: "cli".into(),
+            aud: audience.into(),
             scope: scope.split_whitespace().collect::<Vec<_>>().join(" "),
             iat: 0,
             exp: iat + ttl as i64,

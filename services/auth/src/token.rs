@@ -10,10 +10,13 @@ use sha2::Sha256;
 
 use crate::AuthError;
 
-/// Audiences the admin API mints.
-pub const AUDIENCES: [&str; 1] = ["cli"];
-/// Audiences accepted as bearer tokens: `cli` (operator-minted) and `access` (OAuth clients).
-const BEARER_AUDIENCES: [&str; 2] = ["cli", ACCESS];
+/// Audiences the admin API mints: `cli` (operators) and `konnector` (a konnector's run, the only
+/// token that reads an account's credentials opened).
+pub const AUDIENCES: [&str; 2] = [CLI, KONNECTOR];
+/// Audiences accepted as bearer tokens: those and `access` (OAuth clients).
+const BEARER_AUDIENCES: [&str; 3] = [CLI, KONNECTOR, ACCESS];
+pub const CLI: &str = "cli";
+pub const KONNECTOR: &str = "konnector";
 pub const ACCESS: &str = "access";
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -149,7 +149,8 @@ impl Work for KonnectorWorker {
                 domain: job.domain.clone(),
                 scope,
                 ttl_seconds: left.as_secs() + 60,
-                audience: "cli".into(),
+                // Its own audience: an app's rights, and its accounts' credentials opened.
+                audience: "konnector".into(),
             })
             .await
             .map_err(|s| Failure::transient(format!("cannot get the konnector's token: {}", s.message())))?
