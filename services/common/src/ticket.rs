@@ -94,15 +94,24 @@ impl MeshKey {
     /// A secret derived from `parts` for one `purpose` (URL-safe, 128 bits): links that need
     /// no stored state, such as a thumbnail's, which changes with the content it shows.
     pub fn derive(&self, purpose: &str, parts: &[&str]) -> String {
+        URL_SAFE_NO_PAD.encode(&self.tag(b"cocon-derived:", purpose, parts)[..16])
+    }
+
+    fn tag(&self, domain: &[u8], purpose: &str, parts: &[&str]) -> [u8; 32] {
         let mut mac = self.0.1.clone();
-        mac.update(b"cocon-derived:");
+        mac.update(domain);
         mac.update(purpose.as_bytes());
         for part in parts {
             mac.update(b"\0");
             mac.update(part.as_bytes());
         }
-        let tag: [u8; 32] = mac.finalize().into_bytes().into();
-        URL_SAFE_NO_PAD.encode(&tag[..16])
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A 256-bit key derived for one `purpose` and `parts` (the key that seals an instance's
+    /// accounts' credentials): the mesh key never leaves, and each instance's key is its own.
+    pub fn derive_key(&self, purpose: &str, parts: &[&str]) -> [u8; 32] {
+        self.tag(b"cocon-key:", purpose, parts)
     }
 
     /// Whether `secret` is what [`MeshKey::derive`] gives (constant-time comparison).

@@ -35,6 +35,35 @@ impl DocumentsService {
     }
 }
 
+impl DocumentsService {
+    fn vault(&self, instance: &str) -> crate::accounts::Vault {
+        crate::accounts::Vault::new(&self.mesh_key, instance)
+    }
+
+    /// Seals an account's secrets in a body about to be written (`accounts.rs`).
+    fn seal_account(&self, instance: &str, doctype: &str, json: &mut Vec<u8>) {
+        if doctype == crate::accounts::DOCTYPE
+            && let Some(sealed) = crate::accounts::seal_body(&self.vault(instance), json)
+        {
+            *json = serde_json::to_vec(&sealed).expect("a JSON map serialises");
+        }
+    }
+
+    /// An account's stored JSON with its credentials opened, for a konnector.
+    fn open_account(&self, instance: &str, doctype: &str, json: Bytes) -> Bytes {
+        if doctype != crate::accounts::DOCTYPE {
+            return json;
+        }
+        match serde_json::from_slice::<Map<String, Value>>(&json) {
+            Ok(mut doc) => {
+                self.vault(instance).open(&mut doc);
+                Bytes::from(serde_json::to_vec(&doc).expect("a JSON map serialises"))
+            }
+            Err(_) => json,
+        }
+    }
+}
+
 fn json(bytes: Bytes) -> Response<pb::JsonResponse> {
     Response::new(pb::JsonResponse { json: bytes })
 }
@@ -126,10 +155,13 @@ impl DocumentsService {
                     if new_edits {
                         Fields::from_map(map.clone()).and_then(|mut fields| match fields.json.len() {
                             size if size > limit => Err(DocumentsError::TooLarge { size, limit }),
-                            _ => Ok(WriteKind::Put {
-                                id: fields.id.take(),
-                                fields,
-                            }),
+                            _ => {
+                                self.seal_account(instance, doctype, &mut fields.json);
+                                Ok(WriteKind::Put {
+                                    id: fields.id.take(),
+                                    fields,
+                                })
+                            }
                         })
                     } else {
                         let size = serde_json::to_vec(map).map_or(0, |v| v.len());
@@ -139,6 +171,9 @@ impl DocumentsService {
                             body::check_key_list(map.keys().map(String::as_str)).map(|()| {
                                 let mut body = map.clone();
                                 body.shift_remove(body::CLIENT_TYPE);
+                                if doctype == crate::accounts::DOCTYPE {
+                                    self.vault(instance).seal(&mut body);
+                                }
                                 WriteKind::Replicate { body }
                             })
                         }
@@ -180,6 +215,9 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         let req = req.into_inner();
         let s = self.scope(req.scope)?;
         let doc = query::get(&self.shared, &s.instance, &s.doctype, &req.id, &req.rev).await?;
+        if req.open_credentials {
+            return Ok(json(self.open_account(&s.instance, &s.doctype, doc)));
+        }
         Ok(json(doc))
     }
 
@@ -199,9 +237,13 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
             }
             (false, _) => Some(req.id),
         };
-        let res = self
+        self.seal_account(&s.instance, &s.doctype, &mut fields.json);
+        let mut res = self
             .write_one(&s.instance, &s.doctype, WriteKind::Put { id, fields })
             .await?;
+        if req.open_credentials {
+            res.json = self.open_account(&s.instance, &s.doctype, res.json);
+        }
         Ok(Response::new(res))
     }
 

@@ -8,6 +8,7 @@
 //! Writes go through one committer task that checks revisions, assigns sequences and commits
 //! many writers' batches with one fsync (group commit).
 
+mod accounts;
 mod body;
 mod committer;
 mod error;

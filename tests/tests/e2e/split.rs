@@ -205,6 +205,7 @@ async fn test_split_services_over_real_nats() {
         }),
         id: id.clone(),
         rev: String::new(),
+        open_credentials: false,
     };
     for (ticket, what, code) in [
         (String::new(), "no ticket", tonic::Code::PermissionDenied),
@@ -687,6 +688,7 @@ async fn test_forged_events_erase_nothing() {
                 }),
                 id: "n".into(),
                 rev: String::new(),
+                open_credentials: false,
             })
             .await;
         match got {
