@@ -655,7 +655,7 @@ pub(super) const PROBE_MANIFEST: &str = r#"{"slug": "probe", "name": "Probe", "v
  "on_delete_account": "delete.js",
  "permissions": {"results": {"type": "io.cozy.konnector.results"}}}"#;
 /// Its `on_delete_account` script: it records the account it was asked to clean up after.
-pub(super) const PROBE_DELETE_JS: &str = r#"
+const PROBE_DELETE_JS: &str = r#"
 const fields = JSON.parse(process.env.COZY_FIELDS)
 fetch(process.env.COZY_URL + 'data/io.cozy.konnector.results/', {
   method: 'POST',
@@ -663,7 +663,7 @@ fetch(process.env.COZY_URL + 'data/io.cozy.konnector.results/', {
   body: JSON.stringify({mode: 'deleted', account: fields.account, deleted: fields.account_deleted})
 }).then(res => process.exit(res.ok ? 0 : 1))
 "#;
-pub(super) const PROBE_JS: &str = r#"
+const PROBE_JS: &str = r#"
 const fs = require('fs')
 const fields = JSON.parse(process.env.COZY_FIELDS)
 const log = (type, message) => console.log(JSON.stringify({type, message}))
@@ -684,6 +684,17 @@ async function main () {
     await save({mode: 'pause', job: process.env.COZY_JOB_ID})
     return
   }
+  if (fields.mode === 'account') {
+    // As cozy-konnector-libs does: read the account, then write it back with a new session.
+    const url = process.env.COZY_URL + 'data/io.cozy.accounts/' + fields.account
+    const headers = {'Authorization': 'Bearer ' + process.env.COZY_CREDENTIALS, 'Content-Type': 'application/json'}
+    const read = await (await fetch(url, {headers})).json()
+    read.auth.session = 'session-from-konnector'
+    const put = await fetch(url, {method: 'PUT', headers, body: JSON.stringify(read)})
+    const written = await put.json()
+    await save({mode: 'account', read: read.auth, status: put.status, written: written.data && written.data.auth})
+    return
+  }
   if (fields.mode === 'login_failed') {
     await save({mode: 'login_failed'})
     log('critical', 'LOGIN_FAILED')
@@ -701,6 +712,21 @@ async function main () {
 }
 main().catch(e => { log('error', e.message); process.exit(1) })
 "#;
+
+/// Writes the probe konnector's code, with `manifest`, into `code`.
+pub(super) fn write_probe(code: &std::path::Path, manifest: &str) {
+    std::fs::create_dir_all(code).unwrap();
+    std::fs::write(code.join("manifest.konnector"), manifest).unwrap();
+    std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
+    std::fs::write(code.join("delete.js"), PROBE_DELETE_JS).unwrap();
+}
+
+/// Writes the probe konnector into `code` and installs it for alice.test with the command line.
+fn install_probe(cocon: &Cocon, data: &std::path::Path, code: &std::path::Path, manifest: &str) {
+    write_probe(code, manifest);
+    let (ok, _, err) = cli(cocon, data, &["konnectors", "install", "probe", code.to_str().unwrap()]);
+    assert!(ok, "{err}");
+}
 
 pub(super) fn cli(cocon: &Cocon, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(cocon_bin())
@@ -743,10 +769,7 @@ async fn test_konnectors_run_sandboxed_with_their_own_token() {
         .await
         .unwrap();
     let code = dir.path().join("probe");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(code.join("manifest.konnector"), PROBE_MANIFEST).unwrap();
-    std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
-    std::fs::write(code.join("delete.js"), PROBE_DELETE_JS).unwrap();
+    write_probe(&code, PROBE_MANIFEST);
 
     // Installed from a directory by the command line; an app may not install from the disk.
     let (ok, out, err) = cli(
@@ -921,17 +944,7 @@ async fn test_a_konnector_whose_login_failed_waits_for_its_account() {
         )
         .await
         .unwrap();
-    let code = dir.path().join("probe");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(code.join("manifest.konnector"), PROBE_MANIFEST).unwrap();
-    std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
-    std::fs::write(code.join("delete.js"), PROBE_DELETE_JS).unwrap();
-    let (ok, _, err) = cli(
-        &cocon,
-        &data,
-        &["konnectors", "install", "probe", code.to_str().unwrap()],
-    );
-    assert!(ok, "{err}");
+    install_probe(&cocon, &data, &dir.path().join("probe"), PROBE_MANIFEST);
     let account = api
         .put(
             "/data/io.cozy.accounts/acc1",
@@ -1014,4 +1027,127 @@ async fn test_a_konnector_whose_login_failed_waits_for_its_account() {
         .unwrap_or_else(|| panic!("the hook ran: {}", cleaned.text));
     assert_eq!(row["doc"]["account"], "acc1");
     assert_eq!(row["doc"]["deleted"], true);
+}
+
+/// Every file under `dir` whose bytes hold `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_account_credentials_are_sealed_at_rest_and_open_for_its_konnector_only() {
+    const PASSWORD: &str = "pw-5e4a1c-hunter2";
+    const SECRET: &str = "otp-seed-91f3d2";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cocon = Cocon::start(&data).await.unwrap();
+    let api = cocon
+        .instance("alice.test", "io.cozy.jobs io.cozy.accounts io.cozy.konnector.results")
+        .await
+        .unwrap();
+    let manifest = PROBE_MANIFEST.replace(
+        r#""results": {"#,
+        r#""accounts": {"type": "io.cozy.accounts", "verbs": ["GET", "PUT"]}, "results": {"#,
+    );
+    install_probe(&cocon, &data, &dir.path().join("probe"), &manifest);
+
+    // Written by the person's app: sealed before it is stored, the login left readable.
+    let put = api
+        .put(
+            "/data/io.cozy.accounts/acc1",
+            &json!({"account_type": "probe", "auth": {"login": "alice", "password": PASSWORD, "secret": SECRET}}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    assert!(
+        !put.text.contains(PASSWORD) && !put.text.contains(SECRET),
+        "{}",
+        put.text
+    );
+    let got = api.get("/data/io.cozy.accounts/acc1").await;
+    let auth = &got.body["auth"];
+    assert_eq!(auth["login"], "alice", "{}", got.text);
+    assert!(
+        auth.get("password").is_none() && auth.get("secret").is_none(),
+        "{}",
+        got.text
+    );
+    assert!(
+        auth["credentials_encrypted"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("v1:")),
+        "{}",
+        got.text
+    );
+    assert!(auth["secret_encrypted"].is_string(), "{}", got.text);
+    let listed = api.get("/data/io.cozy.accounts/_all_docs?include_docs=true").await;
+    assert_eq!(listed.status, 200);
+    assert!(!listed.text.contains(PASSWORD), "{}", listed.text);
+
+    // Nowhere on disk in the clear (the log, the tables, the bus), while a document written in
+    // the clear is found by the same scan.
+    let marker = "clear-marker-7d1e0b";
+    let note = api
+        .post("/data/io.cozy.konnector.results/", &json!({"note": marker}))
+        .await;
+    assert_eq!(note.status, 201, "{}", note.text);
+    assert!(
+        !files_holding(&data, marker.as_bytes()).is_empty(),
+        "the scan reads the store"
+    );
+    assert_eq!(
+        files_holding(&data, PASSWORD.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        files_holding(&data, SECRET.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    // The konnector's own token reads them opened, and what it writes back is sealed again.
+    let queued = push(
+        &api,
+        "konnector",
+        json!({"arguments": {"konnector": "probe", "account": "acc1", "mode": "account"}}),
+    )
+    .await;
+    assert_eq!(queued.status, 202, "{}", queued.text);
+    let done = ended(&api, &id(&queued)).await;
+    assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    let results = api
+        .get("/data/io.cozy.konnector.results/_all_docs?include_docs=true")
+        .await;
+    let seen = results.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["doc"])
+        .find(|d| d["mode"] == "account")
+        .unwrap_or_else(|| panic!("the konnector saved what it read: {}", results.text));
+    assert_eq!(seen["read"]["login"], "alice", "{seen}");
+    assert_eq!(seen["read"]["password"], PASSWORD, "{seen}");
+    assert_eq!(seen["read"]["secret"], SECRET, "{seen}");
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert_eq!(seen["written"]["session"], "session-from-konnector", "{seen}");
+    assert_eq!(seen["written"]["password"], PASSWORD, "{seen}");
+    let after = api.get("/data/io.cozy.accounts/acc1").await;
+    let auth = &after.body["auth"];
+    assert!(auth["session_encrypted"].is_string(), "{}", after.text);
+    assert!(
+        auth.get("session").is_none() && auth.get("password").is_none(),
+        "{}",
+        after.text
+    );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cocon_tests::{Api, Cocon, NatsServer, make_mesh_key, make_mesh_tls};
 use serde_json::json;
 
-use super::jobs::{PROBE_DELETE_JS, PROBE_JS, PROBE_MANIFEST, attr, cli, id, processes_of, push, trigger, until};
+use super::jobs::{PROBE_MANIFEST, attr, cli, id, processes_of, push, trigger, until, write_probe};
 
 /// A deployment: documents and files, the edge (gateway and auth), the keeper of the jobs, and
 /// `runners` runner processes, all with `env` on the jobs processes. The keeper runs no
@@ -90,10 +90,7 @@ impl Mesh {
     /// Installs the probe konnector for alice.test through the command line.
     fn install_probe(&self) {
         let code = self.dir.path().join("probe");
-        std::fs::create_dir_all(&code).unwrap();
-        std::fs::write(code.join("manifest.konnector"), PROBE_MANIFEST).unwrap();
-        std::fs::write(code.join("index.js"), PROBE_JS).unwrap();
-        std::fs::write(code.join("delete.js"), PROBE_DELETE_JS).unwrap();
+        write_probe(&code, PROBE_MANIFEST);
         let (ok, _, err) = cli(
             &self.edge,
             &self.dir.path().join("edge"),
