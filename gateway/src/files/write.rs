@@ -118,11 +118,12 @@ pub(super) async fn overwrite(
     one(StatusCode::OK, &answer, &caller)
 }
 
-/// The size the client announced: `Content-Length`, else cozy-stack's `Size` parameter.
+/// The size the client announced: `Content-Length`, else cozy-stack's `Size` parameter (which
+/// cozy-stack-client sends empty for a stream of unknown size, as a konnector's download is).
 pub(super) fn announced_size(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<i64> {
     let given = match headers.get(header::CONTENT_LENGTH) {
         Some(v) => Some(v.to_str().unwrap_or_default().to_string()),
-        None => params.get("Size").cloned(),
+        None => params.get("Size").filter(|s| !s.is_empty()).cloned(),
     };
     match given {
         Some(v) => v
