@@ -212,10 +212,21 @@ async fn test_a_document_lists_adds_and_removes_the_files_it_references() {
         "alice.test",
         Some(&cocon.token("alice.test", "io.cozy.files").await.unwrap()),
     );
+    // As in cozy-stack, the whole drive lists any document's files (a konnector finds the
+    // folders that reference it so), but changing a document's references needs the document.
+    let seen = files_only.get(&refs).await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    assert_eq!(seen.body["meta"]["count"], 1, "{}", seen.text);
+    let refused = files_only.send(Method::POST, &refs, Some(body(&[&photos[0]]))).await;
+    assert_eq!(refused.status, 403, "the album's rights are needed to change it");
+    let albums_only = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", "io.cozy.photos.albums").await.unwrap()),
+    );
     assert_eq!(
-        files_only.get(&refs).await.status,
+        albums_only.get(&refs).await.status,
         403,
-        "the album's rights are needed too"
+        "the files' rights are needed too"
     );
 }
 
