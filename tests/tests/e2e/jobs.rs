@@ -33,7 +33,12 @@ pub(super) async fn trigger(api: &Api, attributes: Value) -> Reply {
 
 /// Polls the job as a client would until it ends (30 s at most), and answers it.
 async fn ended(api: &Api, job: &str) -> Reply {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    ended_within(api, job, Duration::from_secs(30)).await
+}
+
+/// Polls the job until it ends (`limit` at most), and answers it.
+pub(super) async fn ended_within(api: &Api, job: &str, limit: Duration) -> Reply {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let reply = api.get(&format!("/jobs/{job}")).await;
         assert_eq!(reply.status, 200, "{}", reply.text);

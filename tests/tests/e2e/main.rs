@@ -16,6 +16,7 @@ mod files_sharing;
 mod files_thumbnails;
 mod jobs;
 mod jobs_split;
+mod konnector_libs;
 mod login;
 mod metrics;
 mod oauth;
