@@ -111,11 +111,16 @@ impl FilesService {
                         dropped_dirs.push(old.id.clone());
                     }
                     released.extend(change.released.iter().cloned());
+                    let old_dir_id = match (&change.old, &change.new) {
+                        (Some(old), Some(new)) if old.dir_id != new.dir_id => old.dir_id.clone(),
+                        _ => String::new(),
+                    };
                     let payload = Payload::FileChanged(FileChanged {
                         id,
                         file,
                         released_blobs: change.released.clone(),
                         deleted_rev,
+                        old_dir_id,
                     });
                     (change.verb.to_string(), payload)
                 }

@@ -75,6 +75,8 @@ pub(crate) struct Change {
     pub verb: &'static str,
     pub id: String,
     pub doc: Value,
+    /// The directory a file or directory was moved out of by this change.
+    pub old_dir: Option<String>,
 }
 
 /// What a file's event holds that is the server's own, not the document's.
@@ -98,6 +100,7 @@ impl Change {
                     verb,
                     id: d.id.clone(),
                     doc,
+                    old_dir: None,
                 })
             }
             Payload::FileChanged(f) => {
@@ -124,6 +127,7 @@ impl Change {
                     verb,
                     id: f.id.clone(),
                     doc,
+                    old_dir: (!f.old_dir_id.is_empty()).then(|| f.old_dir_id.clone()),
                 })
             }
             _ => None,
@@ -260,7 +264,8 @@ impl JobsService {
     }
 
     /// Whether a changed file or directory is under one of the directories `ids` names (cozy
-    /// matches a directory's subtree; a trashed node by where it came from).
+    /// matches a directory's subtree; a trashed node by where it came from; a moved node by
+    /// where it went and where it left).
     async fn under_any(&self, instance: &str, change: &Change, ids: &[String]) -> Result<bool> {
         let mut paths = Vec::new();
         if let Some((path, _)) = self.node_path(instance, &change.id).await? {
@@ -268,6 +273,16 @@ impl JobsService {
         }
         if let Some(restore) = change.doc.get("restore_path").and_then(Value::as_str) {
             paths.push(restore.to_string());
+        }
+        // The directory it left holds it no more: a path inside it stands for where it was.
+        if let Some(old_dir) = &change.old_dir
+            && let Some((dir, true)) = self.node_path(instance, old_dir).await?
+        {
+            paths.push(if dir == "/" {
+                "/\0".to_string()
+            } else {
+                format!("{dir}/\0")
+            });
         }
         if paths.is_empty() {
             return Ok(false);

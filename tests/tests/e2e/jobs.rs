@@ -403,6 +403,31 @@ async fn test_event_and_webhook_triggers() {
     assert_eq!(doc["_id"], file.as_str());
     assert!(doc.get("blob").is_none(), "the server's own fields stay in: {doc}");
 
+    // Moved out of Photos: an update under it still, seen by the directory it left.
+    let moved_out = trigger(
+        &api,
+        json!({"type": "@event", "arguments": format!("io.cozy.files:UPDATED:{photos}"), "worker": "log"}),
+    )
+    .await;
+    assert_eq!(moved_out.status, 201, "{}", moved_out.text);
+    let to_root = json!({"data": {"attributes": {"dir_id": cocon_tests::drive::ROOT}}});
+    let moved = api
+        .send(
+            Method::PATCH,
+            &format!("/files/{deep}"),
+            Some(to_root.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    let fired_for = |r: &cocon_tests::Reply| {
+        r.body["data"].as_array().is_some_and(|jobs| {
+            jobs.iter()
+                .any(|j| j["attributes"]["event"]["doc"]["_id"] == deep.as_str())
+        })
+    };
+    let jobs = until(&api, &format!("/jobs/triggers/{}/jobs", id(&moved_out)), fired_for).await;
+    assert!(fired_for(&jobs), "the move out of Photos fired: {}", jobs.text);
+
     // A webhook: no token; its calls in the debounce window make one job with every payload.
     let hook = trigger(&api, json!({"type": "@webhook", "worker": "log", "debounce": "1s"})).await;
     assert_eq!(hook.status, 201, "{}", hook.text);
