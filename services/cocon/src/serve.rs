@@ -311,7 +311,7 @@ async fn serve_grpc(
     routes.add_service(health);
     for service in services {
         service.add_grpc(&mut routes);
-        if let Some(name) = service.kind().grpc_name() {
+        if let Some(name) = service.health_name() {
             let status = if service.serving() {
                 ServingStatus::Serving
             } else {

@@ -25,6 +25,14 @@ impl cocon_mesh::Service for JobsService {
         }
     }
 
+    fn health_name(&self) -> Option<&'static str> {
+        if self.inner.config.is_runner() {
+            None
+        } else {
+            self.kind().grpc_name()
+        }
+    }
+
     fn offer(&self, local: &mut LocalServices) {
         if !self.inner.config.is_runner() {
             local.jobs = Some(std::sync::Arc::new(self.clone()));

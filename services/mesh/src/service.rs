@@ -123,6 +123,12 @@ pub trait Service: Send + Sync {
     /// finished what it holds; the process waits for all of them before it exits.
     fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>>;
 
+    /// The name its gRPC server answers health checks under; `None` when this process serves
+    /// no API of it (a jobs runner: it only runs jobs, so nothing may route calls to it).
+    fn health_name(&self) -> Option<&'static str> {
+        self.kind().grpc_name()
+    }
+
     /// Whether it serves its API. A process running a service that does not answers `/ready`
     /// 503 and reports it NOT_SERVING in gRPC health, so no deployment routes to it.
     fn serving(&self) -> bool {

@@ -18,7 +18,7 @@ struct Mesh {
     dir: tempfile::TempDir,
     _documents: Cocon,
     edge: Cocon,
-    _keeper: Cocon,
+    keeper: Cocon,
     runners: Vec<Cocon>,
 }
 
@@ -81,12 +81,40 @@ async fn mesh(nats: &NatsServer, runners: usize, env: &[(&str, &str)]) -> Mesh {
         dir,
         _documents: documents,
         edge,
-        _keeper: keeper,
+        keeper,
         runners: started,
     }
 }
 
 impl Mesh {
+    /// What `process`'s gRPC health says of `service`, over the mesh's mutual TLS.
+    async fn health(&self, process: &Cocon, service: &str) -> Result<i32, tonic::Code> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let tls = self.dir.path().join("mesh-tls");
+        let pem = |f: &str| std::fs::read(tls.join(f)).unwrap();
+        let endpoint = process.grpc.clone().unwrap().replacen("http://", "https://", 1);
+        let channel = Endpoint::from_shared(endpoint)
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem("ca.pem")))
+                    .identity(Identity::from_pem(pem("cert.pem"), pem("key.pem")))
+                    .domain_name("cocon-mesh"),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let request = HealthCheckRequest {
+            service: service.to_string(),
+        };
+        match HealthClient::new(channel).check(request).await {
+            Ok(answer) => Ok(answer.into_inner().status),
+            Err(status) => Err(status.code()),
+        }
+    }
+
     /// Installs the probe konnector for alice.test through the command line.
     fn install_probe(&self) {
         let code = self.dir.path().join("probe");
@@ -162,6 +190,23 @@ async fn test_a_job_survives_the_kill_of_the_runner_running_it() {
         .await
         .unwrap();
     mesh.install_probe();
+
+    // A runner serves no API: ready (it runs jobs), yet no health check names the jobs' API on
+    // it, so nothing routes calls there; the keeper's does.
+    let jobs_api = "cocon.jobs.v1.JobsService";
+    let runner = &mesh.runners[0];
+    let ready = reqwest::get(format!("{}/ready", runner.admin)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        mesh.health(runner, jobs_api).await,
+        Err(tonic::Code::NotFound),
+        "a runner answers no jobs call"
+    );
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(
+        mesh.health(&mesh.keeper, jobs_api).await,
+        Ok(ServingStatus::Serving as i32)
+    );
 
     let queued = push(
         &api,
