@@ -15,6 +15,7 @@ mod health;
 mod jobs;
 mod konnectors;
 mod lifecycle;
+mod offline;
 mod projection;
 mod queue;
 mod runner;

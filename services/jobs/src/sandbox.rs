@@ -31,6 +31,18 @@ pub struct RunSpec<'a> {
     pub entry: Option<&'a str>,
     pub memory_mb: u64,
     pub env: Vec<(String, String)>,
+    /// A konnector that reaches only Cocon's API (`"network": false`, `offline.rs`).
+    pub offline: Option<Offline<'a>>,
+}
+
+/// The parts of a run that reaches only Cocon's API.
+pub struct Offline<'a> {
+    /// The shim that carries the API's port into the sandbox.
+    pub shim: &'a Path,
+    /// The server's end of the tunnel to the API.
+    pub socket: &'a Path,
+    /// The port the shim listens on inside.
+    pub port: u16,
 }
 
 impl Sandbox {
@@ -84,7 +96,13 @@ impl Sandbox {
                     Some(script) => format!("/konnector/{script}"),
                     None => "/konnector".to_string(),
                 };
-                command.arg(spec.node).arg(heap_flag(spec)).arg(entry);
+                command.arg(spec.node).arg(heap_flag(spec));
+                if let Some(offline) = &spec.offline {
+                    command
+                        .arg(crate::offline::SHIM_IN_SANDBOX)
+                        .arg(offline.port.to_string());
+                }
+                command.arg(entry);
             }
             Sandbox::None => {
                 let entry = match spec.entry {
@@ -158,8 +176,6 @@ fn bwrap_args(spec: &RunSpec<'_>) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     let mut args: Vec<String> = [
         "--unshare-all",
-        // Konnectors reach their vendor's site and the server's API.
-        "--share-net",
         "--die-with-parent",
         "--new-session",
         "--hostname",
@@ -173,6 +189,19 @@ fn bwrap_args(spec: &RunSpec<'_>) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
+    match &spec.offline {
+        // Konnectors reach their vendor's site and the server's API.
+        None => args.push("--share-net".into()),
+        // Or, on a network of their own, the API alone, through the tunnel.
+        Some(offline) => args.extend([
+            "--ro-bind".into(),
+            path(offline.shim),
+            crate::offline::SHIM_IN_SANDBOX.into(),
+            "--bind".into(),
+            path(offline.socket),
+            crate::offline::SOCKET_IN_SANDBOX.into(),
+        ]),
+    }
     args.extend(system_binds());
     args.extend(["--ro-bind".into(), path(spec.hosts), "/etc/hosts".into()]);
     args.extend(["--ro-bind".into(), path(spec.code), "/konnector".into()]);

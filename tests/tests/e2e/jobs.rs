@@ -725,6 +725,12 @@ async function main () {
     await save({mode: 'account', read: read.auth, status: put.status, written: written.data && written.data.auth})
     return
   }
+  if (fields.mode === 'net') {
+    let reached = false
+    try { reached = (await fetch(fields.vendor_url, {signal: AbortSignal.timeout(5000)})).ok } catch (e) {}
+    await save({mode: 'net', job: process.env.COZY_JOB_ID, vendor_reached: reached})
+    return
+  }
   if (fields.mode === 'login_failed') {
     await save({mode: 'login_failed'})
     log('critical', 'LOGIN_FAILED')
@@ -1180,4 +1186,50 @@ async fn test_account_credentials_are_sealed_at_rest_and_open_for_its_konnector_
         "{}",
         after.text
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_konnector_without_network_reaches_the_api_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cocon = Cocon::start(&data).await.unwrap();
+    let api = cocon
+        .instance("alice.test", "io.cozy.jobs io.cozy.konnector.results")
+        .await
+        .unwrap();
+    let vendor = super::konnector_libs::vendor();
+    let code = dir.path().join("probe");
+    let run = || async {
+        let queued = push(
+            &api,
+            "konnector",
+            json!({"arguments": {"konnector": "probe", "mode": "net", "vendor_url": vendor}}),
+        )
+        .await;
+        assert_eq!(queued.status, 202, "{}", queued.text);
+        let done = ended(&api, &id(&queued)).await;
+        assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+        let saved = api
+            .get("/data/io.cozy.konnector.results/_all_docs?include_docs=true")
+            .await;
+        saved.body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["doc"].clone())
+            .find(|d| d["job"] == id(&queued).as_str())
+            .unwrap_or_else(|| panic!("the run saved through the API: {}", saved.text))
+    };
+
+    // By default a konnector reaches its vendor's site.
+    install_probe(&cocon, &data, &code, PROBE_MANIFEST);
+    let online = run().await;
+    assert_eq!(online["vendor_reached"], true, "{online}");
+
+    // `"network": false`: the API still answers it (it saved), the vendor no longer does.
+    let manifest = PROBE_MANIFEST.replace(r#""type": "konnector","#, r#""type": "konnector", "network": false,"#);
+    assert_ne!(manifest, PROBE_MANIFEST);
+    install_probe(&cocon, &data, &code, &manifest);
+    let offline = run().await;
+    assert_eq!(offline["vendor_reached"], false, "{offline}");
 }

@@ -18,7 +18,7 @@ use super::jobs::{attr, cli, ended_within, id, push};
 const PDF: &[u8] = b"%PDF-1.4 probe bill\n";
 
 /// The vendor's site: any request gets the bill. Answers its address.
-fn vendor() -> String {
+pub(super) fn vendor() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{Failure, Run, Work};
 use crate::konnectors::Runtime;
-use crate::sandbox::{RunSpec, WorkDir};
+use crate::sandbox::{Offline, RunSpec, Sandbox, WorkDir};
 
 /// A payload larger than this goes in a file, `COZY_PAYLOAD` naming it (`@cozy_payload.json`).
 const MAX_PAYLOAD_ENV: usize = 100_000;
@@ -126,6 +126,13 @@ impl Work for KonnectorWorker {
         })?;
         let (scheme, host, port) = split_url(stack)
             .ok_or_else(|| Failure::permanent(format!("jobs.konnectors.stack_url {stack:?} does not read")))?;
+        let manifest: Value = serde_json::from_slice(&konnector.manifest).unwrap_or(Value::Null);
+        // `"network": false`: Cocon's API alone (`offline.rs`), which only the sandbox enforces.
+        let offline = manifest.get("network") == Some(&Value::Bool(false));
+        if offline && matches!(rt.sandbox, Sandbox::None) {
+            tracing::warn!(job = %job.id, konnector = slug, "this konnector asks for no network, but runs unsandboxed (jobs.konnectors.sandbox = \"none\"): it has the server's");
+        }
+        let offline = offline && matches!(rt.sandbox, Sandbox::Bwrap(_));
         let ip = tokio::net::lookup_host((host.as_str(), port))
             .await
             .ok()
@@ -162,6 +169,11 @@ impl Work for KonnectorWorker {
         tokio::fs::create_dir_all(&work)
             .await
             .map_err(|e| Failure::transient(format!("cannot make the run's directory: {e}")))?;
+        let ip = if offline {
+            "127.0.0.1".to_string()
+        } else {
+            ip.to_string()
+        };
         tokio::fs::write(&hosts, format!("127.0.0.1 localhost\n{ip} {domain_host}\n"))
             .await
             .map_err(|e| Failure::transient(format!("cannot write the run's hosts file: {e}")))?;
@@ -173,13 +185,17 @@ impl Work for KonnectorWorker {
         } else {
             String::from_utf8_lossy(&job.payload).into_owned()
         };
-        let manifest: Value = serde_json::from_slice(&konnector.manifest).unwrap_or(Value::Null);
         let parameters = manifest
             .get("parameters")
             .cloned()
             .unwrap_or(Value::Object(Default::default()));
+        let url_port = if offline {
+            crate::offline::inner_port(port)
+        } else {
+            port
+        };
         let env = vec![
-            ("COZY_URL".to_string(), format!("{scheme}://{domain_host}:{port}/")),
+            ("COZY_URL".to_string(), format!("{scheme}://{domain_host}:{url_port}/")),
             ("COZY_CREDENTIALS".to_string(), token.token.clone()),
             (
                 "COZY_FIELDS".to_string(),
@@ -215,6 +231,19 @@ impl Work for KonnectorWorker {
         } else {
             None
         };
+        let shim = run_dir.0.join("offline.js");
+        let socket = run_dir.0.join("api.sock");
+        let _tunnel = if offline {
+            tokio::fs::write(&shim, crate::offline::SHIM)
+                .await
+                .map_err(|e| Failure::transient(format!("cannot write the run's network shim: {e}")))?;
+            Some(
+                crate::offline::Tunnel::open(&socket, host.clone(), port)
+                    .map_err(|e| Failure::transient(format!("cannot open the run's tunnel to the API: {e}")))?,
+            )
+        } else {
+            None
+        };
         let spec = RunSpec {
             entry: entry.as_deref(),
             node: &rt.node,
@@ -223,6 +252,11 @@ impl Work for KonnectorWorker {
             hosts: &hosts,
             memory_mb: rt.memory_mb,
             env,
+            offline: offline.then(|| Offline {
+                shim: &shim,
+                socket: &socket,
+                port: url_port,
+            }),
         };
         let outcome = run_process(rt, &spec, &job.id).await;
         // The token ends with the run (it would expire on its own).
