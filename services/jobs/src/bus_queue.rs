@@ -122,10 +122,11 @@ async fn publish_loop(bus: Arc<dyn EventBus>, mut pending: mpsc::UnboundedReceiv
             .collect();
         let (sent, failed) = bus.publish_all(messages).await;
         waiting.drain(..sent);
+        // Jobs queued but not yet in the shared queue (NATS unreachable): 0 in a healthy mesh.
+        metrics::gauge!("cocon_jobs_offers_waiting").set(waiting.len() as f64);
         match failed {
             None => pause = Duration::from_millis(100),
             Some(err) => {
-                metrics::gauge!("cocon_jobs_offers_waiting").set(waiting.len() as f64);
                 tracing::warn!(waiting = waiting.len(), error = %err, "cannot offer jobs to the queue; sending them again shortly");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
