@@ -56,6 +56,8 @@ where
                 Ok(()) => delivery.ack().await,
                 Err(err) if attempt >= spec.max_deliver => {
                     tracing::error!(consumer = %spec.durable, subject = %message.subject, attempt, error = %err, "dead-lettering event");
+                    metrics::counter!("cocon_events_dead_lettered_total", "consumer" => spec.durable.clone())
+                        .increment(1);
                     let mut headers = message.headers.clone();
                     headers.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("nats-"));
                     headers.push(("Cocon-Original-Subject".into(), message.subject.clone()));
@@ -74,6 +76,8 @@ where
                 }
                 Err(err) => {
                     tracing::warn!(consumer = %spec.durable, subject = %message.subject, attempt, error = %err, "handler failed, will retry");
+                    metrics::counter!("cocon_events_handler_failures_total", "consumer" => spec.durable.clone())
+                        .increment(1);
                     delivery.nak(backoff(attempt)).await
                 }
             };

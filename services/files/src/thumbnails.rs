@@ -154,6 +154,8 @@ impl FilesService {
         THUMBNAILS.put(&mut batch, instance, &node.id, &made);
         self.inner.store.apply(batch).await?;
         metrics::histogram!("cocon_files_thumbnail_seconds").record(started.elapsed().as_secs_f64());
+        let outcome = if ok { "made" } else { "unreadable" };
+        metrics::counter!("cocon_files_thumbnails_total", "outcome" => outcome).increment(1);
         Ok(())
     }
 

@@ -146,6 +146,16 @@ async fn test_what_is_not_a_readable_image_gets_no_thumbnails() {
         assert!(Instant::now() < deadline, "the consumer never looked at the file");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Operators see it too.
+    let metric = super::jobs::metric;
+    assert_eq!(
+        metric(&cocon, "cocon_files_thumbnails_total", "outcome=\"unreadable\"").await,
+        1
+    );
+    assert_eq!(
+        metric(&cocon, "cocon_files_thumbnails_total", "outcome=\"made\"").await,
+        0
+    );
 }
 
 /// A thumbnail link ends with the rights of whoever was shown it (a sharing link deleted, a

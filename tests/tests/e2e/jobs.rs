@@ -955,7 +955,7 @@ async fn test_konnectors_run_sandboxed_with_their_own_token() {
 }
 
 /// A counter of the server's metrics (summed over its labels matching `labels`), 0 if absent.
-async fn metric(cocon: &Cocon, name: &str, labels: &str) -> u64 {
+pub(super) async fn metric(cocon: &Cocon, name: &str, labels: &str) -> u64 {
     let text = reqwest::get(format!("{}/metrics", cocon.admin))
         .await
         .unwrap()
