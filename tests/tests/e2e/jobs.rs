@@ -722,7 +722,9 @@ async function main () {
     read.auth.session = 'session-from-konnector'
     const put = await fetch(url, {method: 'PUT', headers, body: JSON.stringify(read)})
     const written = await put.json()
-    await save({mode: 'account', read: read.auth, status: put.status, written: written.data && written.data.auth})
+    // An app's rights, not an operator's: a whole-doctype rule on jobs names no worker.
+    const queue = await fetch(process.env.COZY_URL + 'jobs/queue/log', {method: 'POST', headers, body: JSON.stringify({data: {attributes: {arguments: {}}}})})
+    await save({mode: 'account', read: read.auth, status: put.status, written: written.data && written.data.auth, queue_status: queue.status})
     return
   }
   if (fields.mode === 'net') {
@@ -1095,7 +1097,7 @@ async fn test_account_credentials_are_sealed_at_rest_and_open_for_its_konnector_
         .unwrap();
     let manifest = PROBE_MANIFEST.replace(
         r#""results": {"#,
-        r#""accounts": {"type": "io.cozy.accounts", "verbs": ["GET", "PUT"]}, "results": {"#,
+        r#""accounts": {"type": "io.cozy.accounts", "verbs": ["GET", "PUT"]}, "jobs": {"type": "io.cozy.jobs"}, "results": {"#,
     );
     install_probe(&cocon, &data, &dir.path().join("probe"), &manifest);
 
@@ -1128,9 +1130,30 @@ async fn test_account_credentials_are_sealed_at_rest_and_open_for_its_konnector_
         got.text
     );
     assert!(auth["secret_encrypted"].is_string(), "{}", got.text);
+    // Bulk writes and replication seal them too.
+    let bulk = api
+        .post(
+            "/data/io.cozy.accounts/_bulk_docs",
+            &json!({"docs": [{"_id": "acc2", "auth": {"login": "bob", "password": PASSWORD}}]}),
+        )
+        .await;
+    assert_eq!(bulk.status, 201, "{}", bulk.text);
+    let replicated = api
+        .post(
+            "/data/io.cozy.accounts/_bulk_docs",
+            &json!({"new_edits": false, "docs": [{"_id": "acc3", "_rev": "1-abc", "auth": {"secret": SECRET}}]}),
+        )
+        .await;
+    assert_eq!(replicated.status, 201, "{}", replicated.text);
     let listed = api.get("/data/io.cozy.accounts/_all_docs?include_docs=true").await;
     assert_eq!(listed.status, 200);
-    assert!(!listed.text.contains(PASSWORD), "{}", listed.text);
+    assert_eq!(listed.body["rows"].as_array().map_or(0, Vec::len), 3, "{}", listed.text);
+    assert!(
+        !listed.text.contains(PASSWORD) && !listed.text.contains(SECRET),
+        "{}",
+        listed.text
+    );
+    assert!(listed.text.contains("secret_encrypted"), "{}", listed.text);
 
     // Nowhere on disk in the clear (the log, the tables, the bus), while a document written in
     // the clear is found by the same scan.
@@ -1178,6 +1201,10 @@ async fn test_account_credentials_are_sealed_at_rest_and_open_for_its_konnector_
     assert_eq!(seen["status"], 200, "{seen}");
     assert_eq!(seen["written"]["session"], "session-from-konnector", "{seen}");
     assert_eq!(seen["written"]["password"], PASSWORD, "{seen}");
+    assert_eq!(
+        seen["queue_status"], 403,
+        "a konnector's token is an app's, not a CLI token's: {seen}"
+    );
     let after = api.get("/data/io.cozy.accounts/acc1").await;
     let auth = &after.body["auth"];
     assert!(auth["session_encrypted"].is_string(), "{}", after.text);
