@@ -101,6 +101,7 @@ impl Api for JobsService {
             domain,
         } = self.scope(r.scope)?;
         self.check_worker(&r.worker, trusted)?;
+        crate::jobs::check_message(&r.worker, &r.arguments, trusted)?;
         if r.forward_logs && !trusted {
             return Err(JobsError::Denied("only the command line may forward a job's logs".into()).into());
         }
@@ -214,8 +215,10 @@ impl Api for JobsService {
         request: Request<pb::PatchTriggerRequest>,
     ) -> Result<Response<pb::TriggerAnswer>, Status> {
         let r = request.into_inner();
-        let instance = self.scope(r.scope)?.instance;
-        let trigger = self.patch_trigger(&instance, &r.id, r.arguments, r.message).await?;
+        let Caller { instance, trusted, .. } = self.scope(r.scope)?;
+        let trigger = self
+            .patch_trigger(&instance, &r.id, r.arguments, r.message, trusted)
+            .await?;
         Ok(Response::new(self.trigger_answer(&instance, trigger).await?))
     }
 

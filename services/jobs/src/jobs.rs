@@ -42,6 +42,23 @@ pub struct NewJob {
     pub debounced: bool,
 }
 
+/// Only the server and its command line send Cocon's own mails: a template speaks as Cocon,
+/// and an app could dress a link of its own as a passphrase reset.
+pub(crate) fn check_message(worker: &str, message: &[u8], trusted: bool) -> Result<()> {
+    let names_template = || {
+        serde_json::from_slice::<serde_json::Value>(message)
+            .ok()
+            .and_then(|m| m.get("template_name").and_then(|t| t.as_str()).map(|t| !t.is_empty()))
+            .unwrap_or(false)
+    };
+    if worker == "sendmail" && !trusted && names_template() {
+        return Err(JobsError::Denied(
+            "only Cocon and its command line send template mails: send the mail's parts instead".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl JobsService {
     /// Checks that the worker exists and that the caller may queue its jobs.
     pub(crate) fn check_worker(&self, worker: &str, trusted: bool) -> Result<()> {
@@ -244,5 +261,27 @@ impl JobsService {
         self.commit(instance, cleaned).await?;
         self.inner.finished.notify_waiters();
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_message;
+
+    #[test]
+    fn test_only_the_server_and_its_command_line_send_template_mails() {
+        let template = br#"{"mode":"noreply","template_name":"passphrase_reset"}"#;
+        let parts = br#"{"mode":"noreply","parts":[{"type":"text/plain","body":"hi"}]}"#;
+        assert!(check_message("sendmail", template, false).is_err());
+        assert!(check_message("sendmail", template, true).is_ok());
+        assert!(check_message("sendmail", parts, false).is_ok());
+        assert!(
+            check_message("log", template, false).is_ok(),
+            "other workers' messages are theirs"
+        );
+        assert!(
+            check_message("sendmail", b"not json", false).is_ok(),
+            "the worker refuses it itself"
+        );
     }
 }

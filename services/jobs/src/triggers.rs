@@ -75,6 +75,7 @@ impl JobsService {
         trusted: bool,
     ) -> Result<Trigger> {
         self.check_worker(&new.worker, trusted)?;
+        crate::jobs::check_message(&new.worker, &new.message, trusted)?;
         if (new.kind == "@client") != (new.worker == "client") {
             return Err(JobsError::BadRequest(
                 "a @client trigger runs the client worker, and the client worker only @client triggers".into(),
@@ -239,9 +240,13 @@ impl JobsService {
         id: &str,
         arguments: Option<String>,
         message: Option<Bytes>,
+        trusted: bool,
     ) -> Result<Trigger> {
         let _guard = self.lock(instance).await;
         let mut trigger = self.get_trigger(instance, id).await?;
+        if let Some(message) = &message {
+            crate::jobs::check_message(&trigger.worker, message, trusted)?;
+        }
         let replaced_due_us = trigger.due_us;
         if let Some(arguments) = arguments {
             if trigger.r#type != "@cron" {

@@ -520,6 +520,64 @@ async fn test_sendmail_reaches_a_real_smtp_server() {
         errored.text
     );
     assert_eq!(smtp.received().len(), 1);
+
+    // Cocon's own mails: a template, in the recipient's language, as text and HTML.
+    let link = "https://alice.test/auth/passphrase_renew?token=t0k3n&x=1";
+    let templated = push(
+        &api,
+        "sendmail",
+        json!({"arguments": {"mode": "noreply", "to": [{"email": "alice@example.org"}], "locale": "fr",
+            "template_name": "passphrase_reset",
+            "template_values": {"domain": "alice.test", "link": link, "hours": 24}}}),
+    )
+    .await;
+    assert_eq!(templated.status, 202, "{}", templated.text);
+    let done = ended(&api, &id(&templated)).await;
+    assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    let received = smtp.wait_for(2).await;
+    let raw = received
+        .iter()
+        .find(|m| !m.contains("Subject: Your bill"))
+        .unwrap_or_else(|| panic!("the template mail arrived: {received:?}"));
+    let mail = mailparse::parse_mail(raw.as_bytes()).unwrap();
+    use mailparse::MailHeaderMap;
+    assert_eq!(
+        mail.headers.get_first_value("Subject").as_deref(),
+        Some("Nouvelle phrase de passe pour alice.test")
+    );
+    let body = |kind: &str| {
+        let part = mail
+            .subparts
+            .iter()
+            .find(|p| p.ctype.mimetype == kind)
+            .unwrap_or_else(|| panic!("a {kind} part: {raw}"));
+        part.get_body().unwrap()
+    };
+    let text = body("text/plain");
+    assert!(
+        text.contains("a demandé à réinitialiser") && text.contains(link),
+        "{text}"
+    );
+    let html = body("text/html");
+    assert!(
+        html.contains("token=t0k3n&amp;x=1") && html.contains("<html lang=\"fr\">"),
+        "{html}"
+    );
+    // A template that needs a value the mail does not give errors, saying which.
+    let incomplete = push(
+        &api,
+        "sendmail",
+        json!({"arguments": {"mode": "noreply", "to": [{"email": "alice@example.org"}],
+            "template_name": "onboarding", "template_values": {"domain": "alice.test"}}}),
+    )
+    .await;
+    let errored = ended(&api, &id(&incomplete)).await;
+    assert_eq!(attr(&errored, "state"), "errored");
+    assert!(
+        attr(&errored, "error").as_str().unwrap().contains("link, days"),
+        "{}",
+        errored.text
+    );
 }
 
 /// A TCP server that accepts connections and never answers: an SMTP server that hangs.

@@ -4,6 +4,7 @@
 mod konnector;
 mod log;
 mod sendmail;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

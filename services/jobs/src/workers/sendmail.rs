@@ -1,9 +1,10 @@
 //! The `sendmail` worker: cozy-stack's mail message (`mode`, `to`, `subject`, `parts`,
 //! `attachments`, …) sent with lettre to the configured SMTP server.
 //!
-//! What Cocon does not know yet is refused with a message that says so, never faked: an
-//! instance has no e-mail address of its own until its settings exist (a `noreply` mail must
-//! name its recipients), and the stack's templates come with the notifications.
+//! The mails Cocon sends itself name a `template_name` (`templates.rs`), which only the server
+//! and its command line may queue. What Cocon does not know yet is refused with a message that
+//! says so, never faked: an instance has no e-mail address of its own until its settings exist
+//! (a `noreply` mail must name its recipients).
 
 use std::time::Duration;
 
@@ -35,6 +36,10 @@ struct Mail {
     parts: Vec<Part>,
     #[serde(default)]
     template_name: String,
+    #[serde(default)]
+    template_values: serde_json::Value,
+    #[serde(default)]
+    locale: String,
     #[serde(default)]
     attachments: Vec<AttachmentIn>,
 }
@@ -89,7 +94,7 @@ impl Sendmail {
         Ok(builder.build())
     }
 
-    fn build(&self, mail: Mail) -> Result<Message, Failure> {
+    fn build(&self, mut mail: Mail) -> Result<Message, Failure> {
         match mail.mode.as_str() {
             "noreply" | "from" => {}
             other => {
@@ -99,10 +104,24 @@ impl Sendmail {
             }
         }
         if !mail.template_name.is_empty() {
-            return Err(Failure::permanent(format!(
-                "there is no mail template named {:?}: send the mail's parts instead",
-                mail.template_name
-            )));
+            if !mail.parts.is_empty() {
+                return Err(Failure::permanent(
+                    "a mail with a template_name has no parts of its own: its template makes them",
+                ));
+            }
+            let rendered = super::templates::render(&mail.template_name, &mail.locale, &mail.template_values)
+                .map_err(Failure::permanent)?;
+            mail.subject = rendered.subject;
+            mail.parts = vec![
+                Part {
+                    kind: "text/plain".into(),
+                    body: rendered.text,
+                },
+                Part {
+                    kind: "text/html".into(),
+                    body: rendered.html,
+                },
+            ];
         }
         if mail.to.is_empty() {
             return Err(Failure::permanent(
