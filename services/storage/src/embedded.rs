@@ -48,6 +48,8 @@ const MAX_BATCHES_PER_TXN: usize = 1024;
 /// A store with logged writes and none for this long checkpoints, so a restart replays little.
 const CHECKPOINT_WHEN_IDLE: Duration = Duration::from_millis(500);
 
+/// How long a read waits for a store reopening after a full disk before it answers 503.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
 /// A store broken down by a full disk tries to reopen this often, once this much is free
 /// (or the watermark, if higher): enough for redb to repair and checkpoint the log.
 const RECOVER_EVERY: Duration = Duration::from_secs(1);
@@ -81,7 +83,7 @@ struct Visibility {
     notify: tokio::sync::Notify,
     /// Set when acknowledged writes cannot be made visible: reads fail until the log is
     /// replayed (by a restart, or in process after a full disk), rather than answer without them.
-    broken: ArcSwapOption<String>,
+    broken: ArcSwapOption<GroupError>,
 }
 
 /// A batch of a group being logged, then kept in the open transaction until it commits.
@@ -106,9 +108,9 @@ struct BreakReadsOnPanic(Arc<Visibility>);
 impl Drop for BreakReadsOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0
-                .broken
-                .store(Some(Arc::new("the store's writer stopped; restart cocon".into())));
+            self.0.broken.store(Some(Arc::new(GroupError::Broken(
+                "the store's writer stopped; restart cocon".into(),
+            ))));
             self.0.notify.notify_waiters();
         }
     }
@@ -240,16 +242,30 @@ impl EmbeddedStore {
         let vis = &self.inner.vis;
         let want = vis.logged.load(Ordering::Acquire);
         // The common case, without touching the waiters' list.
-        if vis.committed.load(Ordering::Acquire) >= want && vis.broken.load().is_none() {
+        if vis.committed.load(Ordering::Acquire) >= want
+            && vis.broken.load().is_none()
+            && self.inner.db.load().is_some()
+        {
             return Ok(());
         }
         let mut asked = false;
+        // A store reopening after a full disk has its log to replay first: its readers wait
+        // for that (a moment) rather than read the file without it.
+        let reopening_until = tokio::time::Instant::now() + REOPEN_WAIT;
         loop {
             let notified = vis.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(why) = vis.broken.load_full() {
-                return Err(StorageError::Backend(why.to_string()));
+                return Err(GroupError::clone(&why).into_storage());
+            }
+            if self.inner.db.load().is_none() {
+                if tokio::time::timeout_at(reopening_until, notified).await.is_err() {
+                    return Err(StorageError::Unavailable(
+                        "the store is reopening after a full disk; try again in a moment".into(),
+                    ));
+                }
+                continue;
             }
             if vis.committed.load(Ordering::Acquire) >= want {
                 return Ok(());
@@ -525,7 +541,7 @@ impl Writer {
                 let e = redb::Error::from(e);
                 let full = self.is_full_disk(&e);
                 let why = self.break_down(format!("a logged commit failed: {e}"), full);
-                self.break_reads(why);
+                self.break_reads(why, full);
             }
         }
     }
@@ -549,7 +565,7 @@ impl Writer {
             Err(e) => {
                 let full = self.is_full_disk(&e);
                 let why = self.break_down(format!("cannot re-apply logged writes: {e}"), full);
-                self.break_reads(why);
+                self.break_reads(why, full);
             }
         }
     }
@@ -559,7 +575,13 @@ impl Writer {
         self.vis.notify.notify_waiters();
     }
 
-    fn break_reads(&self, why: String) {
+    /// Reads fail until the log is replayed: with 507 after a full disk (writes resume by
+    /// themselves), with 500 after any other failure.
+    fn break_reads(&self, why: String, full_disk: bool) {
+        let why = match full_disk {
+            true => GroupError::Full(why),
+            false => GroupError::Broken(why),
+        };
         self.vis.broken.store(Some(Arc::new(why)));
         self.vis.notify.notify_waiters();
     }
@@ -627,11 +649,9 @@ impl Writer {
         }
         let reopened = Database::builder().set_cache_size(self.cache_bytes).create(&self.path);
         match reopened {
-            Ok(db) => {
-                let db = Arc::new(db);
-                self.db = Some(db.clone());
-                self.shared.store(Some(db));
-            }
+            // Readers get the file once the log is replayed into it, not before: without the
+            // log it lacks the last acknowledged writes.
+            Ok(db) => self.db = Some(Arc::new(db)),
             Err(e) => {
                 tracing::warn!(error = %e, "the store cannot reopen yet after a full disk");
                 return;
@@ -639,6 +659,7 @@ impl Writer {
         }
         match self.recover() {
             Ok(records) => {
+                self.shared.store(self.db.clone());
                 self.broken = None;
                 self.full_disk_seen = false;
                 self.vis.broken.store(None);
@@ -801,7 +822,7 @@ impl EmbeddedStore {
     ) -> Result<T> {
         let db = self.inner.db.load();
         let Some(db) = db.as_ref() else {
-            return Err(StorageError::Backend(
+            return Err(StorageError::Unavailable(
                 "the store is reopening after a full disk; try again in a moment".into(),
             ));
         };

@@ -9,6 +9,9 @@ pub enum StorageError {
     NotFound(String),
     #[error("storage is shutting down")]
     Closed,
+    /// For a moment only (the store reopens): the same call passes again shortly.
+    #[error("{0}")]
+    Unavailable(String),
     /// The disk is below its free-space watermark (or full): nothing was written.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -31,7 +34,7 @@ impl StorageError {
         match self {
             StorageError::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
             StorageError::Io(e) if crate::space::is_full(e) => ErrorCode::InsufficientStorage,
-            StorageError::Closed => ErrorCode::Unavailable,
+            StorageError::Closed | StorageError::Unavailable(_) => ErrorCode::Unavailable,
             StorageError::Mismatch(_) => ErrorCode::PreconditionFailed,
             _ => ErrorCode::Internal,
         }

@@ -195,9 +195,36 @@ async fn test_a_disk_filled_under_the_store_loses_no_acknowledged_write() {
     assert_eq!(again.status, 507, "{}", again.text);
 
     // Space returns: the store reopens and replays its log by itself (it tries every second).
+    // Meanwhile no read answers without an acknowledged write: the last one reads back, or the
+    // store says to try again (507 while full, 503 while it reopens), never 404.
+    let last_path = format!("/data/io.cozy.notes/n{}", acknowledged - 1);
+    let reader = api.clone();
+    let resumed_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = resumed_flag.clone();
+    let reads = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::Acquire);
+            statuses.push(reader.get(&last_path).await.status);
+            if finished {
+                return statuses;
+            }
+        }
+    });
     std::fs::remove_file(&filler).unwrap();
     let resumed = put_once_space_returns(&api, "/data/io.cozy.notes/later", 10).await;
+    resumed_flag.store(true, std::sync::atomic::Ordering::Release);
     assert_eq!(resumed.status, 200, "{}", resumed.text);
+    let statuses = reads.await.unwrap();
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "the last write reads back once writes resume"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 503, 507].contains(s)),
+        "a read answered without an acknowledged write: {statuses:?}"
+    );
     let all = api.get("/data/io.cozy.notes/_all_docs?limit=1").await;
     assert_eq!(all.get("total_rows"), acknowledged + 1, "{}", all.text);
     acknowledged += 1;
@@ -383,7 +410,8 @@ async fn put_once_space_returns(api: &Api, path: &str, secs: u64) -> cocon_tests
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let r = api.put(path, &json!({"x": 1})).await;
-        if r.status != 507 || std::time::Instant::now() > deadline {
+        // 507 while the disk is full, 503 for the moment the store reopens: both say again.
+        if ![503, 507].contains(&r.status) || std::time::Instant::now() > deadline {
             return r;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
