@@ -5,6 +5,7 @@
 //! through as they are (HTTPS included), so the konnector talks to the API as it would over the
 //! network.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use tokio::net::{TcpStream, UnixListener};
@@ -15,19 +16,19 @@ pub const SHIM_IN_SANDBOX: &str = "/cocon/offline.js";
 pub const SOCKET_IN_SANDBOX: &str = "/run/cocon-api.sock";
 
 /// The shim: it listens on `127.0.0.1:<port>` inside the sandbox, pipes each connection to
-/// the socket, then runs the konnector in the same process (argv: shim, port, entry).
+/// the socket, then runs the konnector in the same process (argv: shim, socket, port, entry).
 pub const SHIM: &str = r#"'use strict'
 const net = require('net')
-const [port, entry] = process.argv.slice(2)
+const [socket, port, entry] = process.argv.slice(2)
 const server = net.createServer(client => {
-  const api = net.connect('/run/cocon-api.sock')
+  const api = net.connect(socket)
   client.pipe(api).pipe(client)
   client.on('error', () => api.destroy())
   api.on('error', () => client.destroy())
 })
 server.listen(Number(port), '127.0.0.1', () => {
   server.unref()
-  process.argv.splice(1, 2)
+  process.argv.splice(1, 3)
   require(entry)
 })
 "#;
@@ -39,20 +40,19 @@ pub fn inner_port(api_port: u16) -> u16 {
 }
 
 /// The server's end of a run's tunnel: accepts on `socket` and connects each to the API at
-/// `host:port`, until dropped.
+/// `api` (resolved once, for the run), until dropped.
 pub struct Tunnel {
     task: JoinHandle<()>,
 }
 
 impl Tunnel {
-    pub fn open(socket: &Path, host: String, port: u16) -> std::io::Result<Tunnel> {
+    pub fn open(socket: &Path, api: SocketAddr) -> std::io::Result<Tunnel> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
         let task = tokio::spawn(async move {
             while let Ok((mut inside, _)) = listener.accept().await {
-                let host = host.clone();
                 tokio::spawn(async move {
-                    match TcpStream::connect((host.as_str(), port)).await {
+                    match TcpStream::connect(api).await {
                         Ok(mut api) => {
                             let _ = tokio::io::copy_bidirectional(&mut inside, &mut api).await;
                         }

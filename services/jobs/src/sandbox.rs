@@ -100,6 +100,7 @@ impl Sandbox {
                 if let Some(offline) = &spec.offline {
                     command
                         .arg(crate::offline::SHIM_IN_SANDBOX)
+                        .arg(crate::offline::SOCKET_IN_SANDBOX)
                         .arg(offline.port.to_string());
                 }
                 command.arg(entry);

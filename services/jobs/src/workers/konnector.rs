@@ -133,11 +133,10 @@ impl Work for KonnectorWorker {
             tracing::warn!(job = %job.id, konnector = slug, "this konnector asks for no network, but runs unsandboxed (jobs.konnectors.sandbox = \"none\"): it has the server's");
         }
         let offline = offline && matches!(rt.sandbox, Sandbox::Bwrap(_));
-        let ip = tokio::net::lookup_host((host.as_str(), port))
+        let api = tokio::net::lookup_host((host.as_str(), port))
             .await
             .ok()
             .and_then(|mut addrs| addrs.next())
-            .map(|a| a.ip())
             .ok_or_else(|| Failure::transient(format!("cannot resolve the public API's host {host}")))?;
         let clients = rt
             .clients
@@ -169,10 +168,11 @@ impl Work for KonnectorWorker {
         tokio::fs::create_dir_all(&work)
             .await
             .map_err(|e| Failure::transient(format!("cannot make the run's directory: {e}")))?;
+        // An offline run reaches the API through its tunnel, on its own loopback.
         let ip = if offline {
-            "127.0.0.1".to_string()
+            std::net::Ipv4Addr::LOCALHOST.into()
         } else {
-            ip.to_string()
+            api.ip()
         };
         tokio::fs::write(&hosts, format!("127.0.0.1 localhost\n{ip} {domain_host}\n"))
             .await
@@ -238,7 +238,7 @@ impl Work for KonnectorWorker {
                 .await
                 .map_err(|e| Failure::transient(format!("cannot write the run's network shim: {e}")))?;
             Some(
-                crate::offline::Tunnel::open(&socket, host.clone(), port)
+                crate::offline::Tunnel::open(&socket, api)
                     .map_err(|e| Failure::transient(format!("cannot open the run's tunnel to the API: {e}")))?,
             )
         } else {
