@@ -50,6 +50,13 @@ pub(super) async fn ended_within(api: &Api, job: &str, limit: Duration) -> Reply
     }
 }
 
+/// The error a queued job ended with, once it ended errored.
+async fn error_of(api: &Api, queued: &Reply) -> String {
+    let errored = ended(api, &id(queued)).await;
+    assert_eq!(attr(&errored, "state"), "errored", "{}", errored.text);
+    attr(&errored, "error").as_str().unwrap_or_default().to_string()
+}
+
 /// Polls until `check` holds on the answer to GET `path` (30 s at most).
 pub(super) async fn until(api: &Api, path: &str, check: impl Fn(&Reply) -> bool) -> Reply {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -512,13 +519,8 @@ async fn test_sendmail_reaches_a_real_smtp_server() {
         json!({"arguments": {"mode": "noreply", "subject": "x"}}),
     )
     .await;
-    let errored = ended(&api, &id(&bad)).await;
-    assert_eq!(attr(&errored, "state"), "errored");
-    assert!(
-        attr(&errored, "error").as_str().unwrap().contains("recipient"),
-        "{}",
-        errored.text
-    );
+    let error = error_of(&api, &bad).await;
+    assert!(error.contains("recipient"), "{error}");
     assert_eq!(smtp.received().len(), 1);
 
     // Cocon's own mails: a template, in the recipient's language, as text and HTML.
@@ -571,13 +573,8 @@ async fn test_sendmail_reaches_a_real_smtp_server() {
             "template_name": "onboarding", "template_values": {"domain": "alice.test"}}}),
     )
     .await;
-    let errored = ended(&api, &id(&incomplete)).await;
-    assert_eq!(attr(&errored, "state"), "errored");
-    assert!(
-        attr(&errored, "error").as_str().unwrap().contains("link, days"),
-        "{}",
-        errored.text
-    );
+    let error = error_of(&api, &incomplete).await;
+    assert!(error.contains("link, days"), "{error}");
 }
 
 /// A TCP server that accepts connections and never answers: an SMTP server that hangs.

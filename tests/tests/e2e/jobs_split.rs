@@ -28,17 +28,7 @@ async fn mesh(nats: &NatsServer, runners: usize, env: &[(&str, &str)]) -> Mesh {
     let tls = make_mesh_tls(dir.path()).unwrap().to_str().unwrap().to_string();
     let konnectors = dir.path().join("konnectors");
     let start = |name: &str, services: &str, env: Vec<(String, String)>| {
-        let mut builder = Cocon::builder(&dir.path().join(name))
-            .arg("--services")
-            .arg(services)
-            .arg("--nats")
-            .arg(nats.url())
-            .env("COCON_MESH_KEY_FILE", key.clone())
-            .env("COCON_MESH_TLS__DIR", tls.clone());
-        for (k, v) in env {
-            builder = builder.env(&k, v);
-        }
-        builder.start()
+        super::split::mesh_process(&dir.path().join(name), services, nats, &key, &tls, env).start()
     };
     let documents = start("documents", "documents,files", vec![]).await.unwrap();
     let data = documents.grpc.clone().unwrap();

@@ -763,17 +763,7 @@ async fn test_jobs_in_their_own_process_over_real_nats() {
     let key = make_mesh_key(dir.path()).unwrap().to_str().unwrap().to_string();
     let tls = make_mesh_tls(dir.path()).unwrap().to_str().unwrap().to_string();
     let start = |name: &str, services: &str, env: Vec<(&str, String)>| {
-        let mut builder = Cocon::builder(&dir.path().join(name))
-            .arg("--services")
-            .arg(services)
-            .arg("--nats")
-            .arg(nats.url())
-            .env("COCON_MESH_KEY_FILE", key.clone())
-            .env("COCON_MESH_TLS__DIR", tls.clone());
-        for (k, v) in env {
-            builder = builder.env(k, v);
-        }
-        builder.start()
+        mesh_process(&dir.path().join(name), services, &nats, &key, &tls, env).start()
     };
     let documents = start("documents", "documents,files", vec![]).await.unwrap();
     let jobs = start("jobs", "jobs", vec![]).await.unwrap();
@@ -836,4 +826,27 @@ async fn test_jobs_in_their_own_process_over_real_nats() {
     let event = &jobs_of.body["data"][0]["attributes"]["event"];
     assert_eq!(event["doc"]["title"], "across processes", "{}", jobs_of.text);
     drop(jobs);
+}
+
+/// A process of a mesh on real NATS: `services` in `data_dir`, with the mesh's key and
+/// certificates, and `env`.
+pub(super) fn mesh_process<K: AsRef<str>>(
+    data_dir: &std::path::Path,
+    services: &str,
+    nats: &NatsServer,
+    key: &str,
+    tls: &str,
+    env: impl IntoIterator<Item = (K, String)>,
+) -> cocon_tests::CoconBuilder {
+    let mut builder = Cocon::builder(data_dir)
+        .arg("--services")
+        .arg(services)
+        .arg("--nats")
+        .arg(nats.url())
+        .env("COCON_MESH_KEY_FILE", key)
+        .env("COCON_MESH_TLS__DIR", tls);
+    for (k, v) in env {
+        builder = builder.env(k.as_ref(), v);
+    }
+    builder
 }
