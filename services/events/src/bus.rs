@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::BusError;
+use crate::live::Listener;
 
 /// One event on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,4 +104,10 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Creates the durable consumer if needed and starts receiving from it.
     async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Listens to what is published on `filters` from now on, stored or not (`crate::live`).
+    async fn listen(&self, filters: Vec<String>) -> Result<Box<dyn Listener>, BusError>;
+
+    /// Hands `message` to the live listeners only: no stream keeps it.
+    async fn publish_live(&self, message: Message) -> Result<(), BusError>;
 }

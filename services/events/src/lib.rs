@@ -9,9 +9,11 @@
 //! re-publish after a crash is dropped by JetStream's duplicate window.
 
 mod bus;
+mod change;
 mod consumer;
 mod envelope;
 mod error;
+pub mod live;
 mod log;
 mod memory;
 mod nats;
@@ -22,9 +24,11 @@ mod stripes;
 pub mod subject;
 
 pub use bus::{ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
+pub use change::Change;
 pub use consumer::{HandlerError, on_instance_destroyed, run_consumer};
 pub use envelope::{SCHEMA_VERSION, Stamp, Topic, envelope};
 pub use error::BusError;
+pub use live::{Listener, Live};
 pub use log::{EventLog, decode_envelope};
 pub use memory::MemoryBus;
 pub use nats::{NatsAuth, NatsBus};

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::bus::Acker;
+use crate::live::{Listener, Registry};
 use crate::subject::matches;
 use crate::{BusError, ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
 
@@ -24,6 +25,7 @@ pub struct MemoryBus {
 
 struct Inner {
     state: Mutex<State>,
+    listeners: Arc<Registry>,
 }
 
 #[derive(Default)]
@@ -102,6 +104,7 @@ impl MemoryBus {
         MemoryBus {
             inner: Arc::new(Inner {
                 state: Mutex::new(State { streams }),
+                listeners: Arc::default(),
             }),
         }
     }
@@ -166,7 +169,7 @@ impl Stream {
 impl State {
     /// Stores `message` in the stream its subject belongs to, unless it is a duplicate; gives the
     /// stream's index.
-    fn store(&mut self, message: Message, now: Instant) -> Result<usize, BusError> {
+    fn store(&mut self, message: Message, now: Instant) -> Result<(usize, bool), BusError> {
         let index = self
             .streams
             .iter()
@@ -175,7 +178,7 @@ impl State {
         let stream = &mut self.streams[index];
         let hash = ID_HASHER.hash_one(message.id.as_str());
         if stream.recent_ids.contains_key(&hash) && stream.is_duplicate(&message.id) {
-            return Ok(index);
+            return Ok((index, false));
         }
         *stream.recent_ids.entry(hash).or_default() += 1;
         stream.recent_order.push_back((now, hash));
@@ -184,7 +187,7 @@ impl State {
         stream.bytes += message.payload.len() as i64;
         stream.messages.push_back(Stored { seq, at: now, message });
         stream.enforce_limits(now);
-        Ok(index)
+        Ok((index, true))
     }
 }
 
@@ -206,10 +209,18 @@ impl EventBus for MemoryBus {
             stream.enforce_limits(now);
         }
         let mut touched: Vec<usize> = Vec::with_capacity(1);
+        let listened = !self.inner.listeners.is_empty();
+        let mut live = Vec::new();
         for message in messages {
+            // Only listened events are copied (a copy shares the payload).
+            let copy = listened.then(|| message.clone());
             match state.store(message, now) {
-                Ok(index) if !touched.contains(&index) => touched.push(index),
-                Ok(_) => {}
+                Ok((index, fresh)) => {
+                    if !touched.contains(&index) {
+                        touched.push(index);
+                    }
+                    live.extend(copy.filter(|_| fresh));
+                }
                 Err(err) => {
                     failed = Some(err);
                     break;
@@ -224,7 +235,20 @@ impl EventBus for MemoryBus {
                 stream.notify.notify_waiters();
             }
         }
+        drop(state);
+        for message in &live {
+            self.inner.listeners.dispatch(message);
+        }
         (sent, failed)
+    }
+
+    async fn listen(&self, filters: Vec<String>) -> Result<Box<dyn Listener>, BusError> {
+        Ok(Box::new(self.inner.listeners.listen(filters)))
+    }
+
+    async fn publish_live(&self, message: Message) -> Result<(), BusError> {
+        self.inner.listeners.dispatch(&message);
+        Ok(())
     }
 
     async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::bus::Acker;
+use crate::live::{Listener, Live};
 use crate::{BusError, ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
 
 /// How Cocon proves itself to the NATS server (its `authorization` or `accounts`), and whether
@@ -224,6 +225,63 @@ impl EventBus for NatsBus {
         let messages = consumer.messages().await.map_err(unavailable)?;
         Ok(Box::new(NatsSubscription { messages }))
     }
+
+    /// Plain NATS subscriptions: JetStream's publishes reach them too, and the server sends
+    /// this process only the subjects it listens to.
+    async fn listen(&self, filters: Vec<String>) -> Result<Box<dyn Listener>, BusError> {
+        let mut subscribers = Vec::with_capacity(filters.len());
+        for filter in filters {
+            subscribers.push(self.client.subscribe(filter).await.map_err(unavailable)?);
+        }
+        Ok(Box::new(NatsListener {
+            messages: futures::stream::select_all(subscribers),
+        }))
+    }
+
+    async fn publish_live(&self, message: Message) -> Result<(), BusError> {
+        let mut headers = async_nats::HeaderMap::new();
+        for (k, v) in &message.headers {
+            headers.insert(k.as_ref(), v.as_str());
+        }
+        headers.insert("Nats-Msg-Id", message.id.as_str());
+        self.client
+            .publish_with_headers(message.subject, headers, message.payload)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+struct NatsListener {
+    messages: futures::stream::SelectAll<async_nats::Subscriber>,
+}
+
+#[async_trait]
+impl Listener for NatsListener {
+    async fn next(&mut self) -> Option<Live> {
+        let msg = self.messages.next().await?;
+        Some(Live::Event(message_of(&msg.subject, msg.headers.as_ref(), msg.payload)))
+    }
+}
+
+/// Our message from what NATS delivered: its id travels as `Nats-Msg-Id`.
+fn message_of(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: bytes::Bytes) -> Message {
+    let id = headers
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let headers = headers
+        .map(|h| {
+            h.iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string().into(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Message {
+        subject: subject.to_string(),
+        id,
+        headers,
+        payload,
+    }
 }
 
 struct NatsSubscription {
@@ -238,27 +296,7 @@ impl Subscription for NatsSubscription {
             Err(e) => return Some(Err(unavailable(e))),
         };
         let attempt = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
-        let headers = msg
-            .headers
-            .as_ref()
-            .map(|h| {
-                h.iter()
-                    .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string().into(), v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        let message = Message {
-            subject: msg.subject.to_string(),
-            id,
-            headers,
-            payload: msg.payload.clone(),
-        };
+        let message = message_of(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
         Some(Ok(Delivery {
             message,
             attempt,

@@ -19,6 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::live::{Listener, Live};
 use crate::{BusError, ConsumerSpec, Delivery, EventBus, Message, Subscription, subject};
 
 pub const SIGNATURE_HEADER: &str = "Cocon-Signature";
@@ -148,6 +149,43 @@ impl EventBus for SignedBus {
             bus: self.inner.clone(),
             durable,
         }))
+    }
+
+    async fn listen(&self, filters: Vec<String>) -> Result<Box<dyn Listener>, BusError> {
+        Ok(Box::new(VerifiedLive {
+            inner: self.inner.listen(filters).await?,
+            keys: self.keys.clone(),
+        }))
+    }
+
+    async fn publish_live(&self, mut message: Message) -> Result<(), BusError> {
+        self.keys.sign(&mut message)?;
+        self.inner.publish_live(message).await
+    }
+}
+
+/// Live events that pass the check; the others are dropped (nothing acknowledges them).
+struct VerifiedLive {
+    inner: Box<dyn Listener>,
+    keys: EventKeys,
+}
+
+#[async_trait]
+impl Listener for VerifiedLive {
+    async fn next(&mut self) -> Option<Live> {
+        loop {
+            let live = self.inner.next().await?;
+            let Live::Event(message) = &live else {
+                return Some(live);
+            };
+            match self.keys.verify(message) {
+                Ok(()) => return Some(live),
+                Err(why) => {
+                    tracing::warn!(subject = %message.subject, reason = %why, "dropped a live event that is not authentic");
+                    metrics::counter!("cocon_events_refused_total", "consumer" => "live").increment(1);
+                }
+            }
+        }
     }
 }
 

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cocon_common::Shutdown;
-use cocon_events::{ConsumerSpec, HandlerError, Message, decode_envelope, run_consumer, subject};
-use cocon_proto::events::v1::Envelope;
+use cocon_events::{Change, ConsumerSpec, HandlerError, Message, decode_envelope, run_consumer, subject};
 use cocon_proto::events::v1::envelope::Payload;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -65,73 +64,6 @@ impl EventTriggers {
         let mut map = self.by_instance.lock().expect("cache poisoned");
         self.generation.fetch_add(1, Ordering::AcqRel);
         map.remove(instance);
-    }
-}
-
-/// A change of a document or a file, as `@event` triggers see it.
-pub(crate) struct Change {
-    pub doctype: String,
-    /// CREATED, UPDATED or DELETED.
-    pub verb: &'static str,
-    pub id: String,
-    pub doc: Value,
-    /// The directory a file or directory was moved out of by this change.
-    pub old_dir: Option<String>,
-}
-
-/// What a file's event holds that is the server's own, not the document's.
-const INTERNAL_FILE_FIELDS: [&str; 3] = ["blob", "restore_name", "dav_properties"];
-
-impl Change {
-    /// The change an event of the documents or files service is about, if any.
-    pub fn of(envelope: &Envelope) -> Option<Change> {
-        match envelope.payload.as_ref()? {
-            Payload::DocumentChanged(d) => {
-                let verb = envelope.subject.rsplit('.').next().unwrap_or_default();
-                let verb = match verb {
-                    "created" => "CREATED",
-                    "deleted" => "DELETED",
-                    _ if d.deleted => "DELETED",
-                    _ => "UPDATED",
-                };
-                let doc = serde_json::from_slice(&d.body).unwrap_or(Value::Null);
-                Some(Change {
-                    doctype: d.doctype.clone(),
-                    verb,
-                    id: d.id.clone(),
-                    doc,
-                    old_dir: None,
-                })
-            }
-            Payload::FileChanged(f) => {
-                let verb = match envelope.subject.rsplit('.').next().unwrap_or_default() {
-                    "created" => "CREATED",
-                    "deleted" => "DELETED",
-                    _ => "UPDATED",
-                };
-                let mut doc = if f.file.is_empty() {
-                    let mut gone = Map::new();
-                    gone.insert("_id".into(), Value::String(f.id.clone()));
-                    gone.insert("_deleted".into(), Value::Bool(true));
-                    Value::Object(gone)
-                } else {
-                    serde_json::from_slice(&f.file).unwrap_or(Value::Null)
-                };
-                if let Value::Object(map) = &mut doc {
-                    for internal in INTERNAL_FILE_FIELDS {
-                        map.remove(internal);
-                    }
-                }
-                Some(Change {
-                    doctype: cocon_common::cozy::doctype::FILES.to_string(),
-                    verb,
-                    id: f.id.clone(),
-                    doc,
-                    old_dir: (!f.old_dir_id.is_empty()).then(|| f.old_dir_id.clone()),
-                })
-            }
-            _ => None,
-        }
     }
 }
 
