@@ -17,6 +17,7 @@ mod jsonapi;
 mod oauth;
 mod permissions;
 mod person;
+mod realtime;
 mod state;
 
 use std::sync::Arc;
@@ -39,9 +40,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn build(config: Config, clients: Clients) -> Gateway {
+    /// `bus`: where the realtime sockets' events come from (none: `/realtime/` is unavailable).
+    pub fn build(config: Config, clients: Clients, bus: Option<Arc<dyn cocon_events::EventBus>>) -> Gateway {
+        let realtime = bus.map(|bus| Arc::new(realtime::hub::Hub::new(bus, config.realtime.socket_buffer_bytes)));
         Gateway {
             state: State(Arc::new(Shared {
+                realtime,
+                realtime_closing: cocon_common::Shutdown::new(),
                 access: Arc::new(edge::access::AuthCache::new(Duration::from_millis(
                     config.auth_cache_ttl_ms,
                 ))),
@@ -66,6 +71,7 @@ impl Gateway {
             .merge(oauth::routes())
             .merge(permissions::routes())
             .merge(jobs::routes())
+            .merge(realtime::routes())
             .route_layer(edge::EdgeLayer::new(metrics.clone(), Some(timeout)))
             // Uploads and downloads last as long as the bytes take: no request timeout.
             .merge(
@@ -85,6 +91,12 @@ impl Gateway {
                 )
             })
             .with_state(self.state.clone())
+    }
+
+    /// Closes the realtime sockets (1001, going away) so their clients reconnect to another
+    /// gateway: requests drain by themselves, sockets would not.
+    pub fn close_sockets(&self) {
+        self.state.realtime_closing.trigger();
     }
 
     /// `/instances…` for the admin port; `token` is the admin secret callers must present.

@@ -30,6 +30,7 @@ pub struct Config {
     /// overwrites that header).
     pub trust_forwarded_for: bool,
     pub limits: LimitsConfig,
+    pub realtime: crate::realtime::RealtimeConfig,
 }
 
 impl Config {
@@ -65,6 +66,7 @@ impl Default for Config {
             public_port: 0,
             trust_forwarded_for: false,
             limits: LimitsConfig::default(),
+            realtime: Default::default(),
         }
     }
 }
@@ -83,6 +85,10 @@ pub(crate) struct Shared {
     pub dav_locks: webdav::Locks,
     pub policy: policy::Policy,
     pub http_metrics: Arc<metrics_layer::HttpMetrics>,
+    /// The realtime sockets' rooms, when this gateway has a bus to feed them.
+    pub realtime: Option<Arc<crate::realtime::hub::Hub>>,
+    /// Triggered at shutdown: the sockets close so their clients reconnect elsewhere.
+    pub realtime_closing: cocon_common::Shutdown,
 }
 
 impl std::ops::Deref for State {

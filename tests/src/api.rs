@@ -34,6 +34,19 @@ impl Api {
         }
     }
 
+    /// The server's address (`http://127.0.0.1:PORT`), the `Host` sent, and the token.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The same client, sending another `Host`.
     pub fn with_host(&self, host: &str) -> Api {
         Api {

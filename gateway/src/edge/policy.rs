@@ -74,10 +74,12 @@ pub enum Route {
     JobsAdmin,
     /// Installing, listing and removing konnectors.
     Konnectors,
+    /// Watching a doctype or a document on the realtime socket, and notifying its watchers.
+    Realtime,
 }
 
 impl Route {
-    const ALL: [Route; 19] = [
+    const ALL: [Route; 20] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -97,6 +99,7 @@ impl Route {
         Route::JobsTriggers,
         Route::JobsAdmin,
         Route::Konnectors,
+        Route::Realtime,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +123,7 @@ impl Route {
             Route::JobsTriggers => "jobs/triggers",
             Route::JobsAdmin => "jobs/admin",
             Route::Konnectors => "konnectors",
+            Route::Realtime => "realtime",
         }
     }
 }

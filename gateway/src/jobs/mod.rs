@@ -2,7 +2,7 @@
 //! caller against the access policy (with what its rules grant on the worker), reads cozy's
 //! bodies and writes its JSON-API answers (`json.rs`); webhooks are opened by their id alone.
 
-mod json;
+pub(crate) mod json;
 mod konnectors;
 
 use axum::Router;

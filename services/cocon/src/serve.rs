@@ -115,13 +115,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !all_in_one && !stateful.is_empty() && config.nats_url.is_empty() {
         bail!("running only some services needs a shared event bus: pass --nats nats://HOST:4222 (or COCON_NATS_URL)");
     }
-    let mesh_key = if stateful.is_empty() {
-        None
-    } else {
+    let runs_gateway = enabled.contains(&ServiceKind::Gateway);
+    // A gateway on NATS checks the events it hands to realtime sockets, and signs its own.
+    let gateway_on_nats = runs_gateway && !config.nats_url.is_empty();
+    let mesh_key = if !stateful.is_empty() || gateway_on_nats {
         Some(mesh_key(&config, all_in_one)?)
+    } else {
+        None
     };
+    if runs_gateway && !all_in_one && config.nats_url.is_empty() {
+        tracing::warn!("this gateway has no event bus (--nats): its /realtime/ sockets will see no events");
+    }
     let mesh_tls = mesh_tls(&config, all_in_one)?;
-    let bus = open_bus(&config, mesh_key.as_ref(), &stateful).await?;
+    let enabled_list: Vec<ServiceKind> = enabled.iter().copied().collect();
+    let bus = open_bus(&config, mesh_key.as_ref(), &enabled_list).await?;
     let store = if stateful.is_empty() {
         None
     } else {
@@ -147,7 +154,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let clients = Clients::connect(local, &config.endpoints, mesh_tls.as_ref().map(|t| &t.client))?;
 
     // Listeners first, so a taken port fails start-up before anything runs.
-    let runs_gateway = enabled.contains(&ServiceKind::Gateway);
     let http = if runs_gateway {
         Some(bind(&config.http_addr, "HTTP").await?)
     } else {
@@ -184,7 +190,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         {
             gateway_config.public_port = listener.local_addr()?.port();
         }
-        Some(cocon_gateway::Gateway::build(gateway_config, clients))
+        Some(cocon_gateway::Gateway::build(
+            gateway_config,
+            clients,
+            Some(parts.bus.clone()),
+        ))
     } else {
         None
     };
@@ -236,6 +246,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing in-flight requests");
     ready.store(false, Ordering::SeqCst);
     requests.trigger();
+    if let Some(gateway) = &gateway {
+        gateway.close_sockets();
+    }
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async {
         for task in http_task.into_iter().chain(grpc_task) {
@@ -260,11 +273,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The in-process bus, or NATS JetStream; on NATS every event is signed by its producer and
-/// checked by its consumers.
+/// checked by its consumers. `enabled`: the services of this process, whose events it signs.
 async fn open_bus(
     config: &Config,
     mesh_key: Option<&MeshKey>,
-    producers: &[ServiceKind],
+    enabled: &[ServiceKind],
 ) -> anyhow::Result<Arc<dyn EventBus>> {
     let streams = cocon_events::streams::all(&config.streams);
     if config.nats_url.is_empty() {
@@ -278,7 +291,11 @@ async fn open_bus(
     );
     Ok(match mesh_key {
         Some(key) => {
-            let mut producers: Vec<&str> = producers.iter().map(|k| k.as_str()).collect();
+            let mut producers: Vec<&str> = enabled.iter().filter(|k| k.keeps_state()).map(|k| k.as_str()).collect();
+            if enabled.contains(&ServiceKind::Gateway) {
+                // What `POST /realtime/…` sends to the sockets of every gateway.
+                producers.push("realtime");
+            }
             if producers.contains(&"jobs") {
                 // The jobs' shared queue (`cocon.jobq.<worker>`).
                 producers.push("jobq");
@@ -378,7 +395,7 @@ fn mesh_key(config: &Config, all_in_one: bool) -> anyhow::Result<MeshKey> {
     match &config.mesh_key_file {
         Some(path) => MeshKey::load(path, false).with_context(|| {
             format!(
-                "cannot read the mesh key {}: give every process running auth, documents or files the same key file (make one with `cocon mesh-key {}`)",
+                "cannot read the mesh key {}: give every process running auth, documents, files, jobs or a gateway on NATS the same key file (make one with `cocon mesh-key {}`)",
                 path.display(),
                 path.display()
             )
@@ -388,7 +405,7 @@ fn mesh_key(config: &Config, all_in_one: bool) -> anyhow::Result<MeshKey> {
             MeshKey::load(&path, true).with_context(|| format!("cannot read or create the mesh key {}", path.display()))
         }
         None => bail!(
-            "split services need the mesh key shared by auth, documents and files: make one with `cocon mesh-key FILE` and set COCON_MESH_KEY_FILE=FILE (or mesh_key_file) for each process"
+            "split services need the mesh key shared by auth, documents, files, jobs and the gateways on NATS: make one with `cocon mesh-key FILE` and set COCON_MESH_KEY_FILE=FILE (or mesh_key_file) for each process"
         ),
     }
 }

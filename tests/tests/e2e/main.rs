@@ -21,6 +21,7 @@ mod login;
 mod metrics;
 mod oauth;
 mod permissions;
+mod realtime;
 mod shutdown;
 mod split;
 mod tracing;

@@ -1,8 +1,9 @@
-//! SIGTERM drains: in-flight requests finish, then the outbox is flushed, then the process exits 0.
+//! SIGTERM drains: in-flight requests finish, realtime sockets are closed as going away (their
+//! clients reconnect elsewhere), then the outbox is flushed, then the process exits 0.
 
 use std::time::Duration;
 
-use cocon_tests::{Cocon, NatsServer, StreamReader};
+use cocon_tests::{Cocon, NatsServer, Read, Socket, StreamReader};
 use serde_json::json;
 
 #[tokio::test]
@@ -25,6 +26,10 @@ async fn test_sigterm_finishes_in_flight_requests_and_flushes_events() {
             200
         );
     }
+    let mut socket = Socket::authed(&cocon.http, "alice.test", api.token().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(socket.subscribe("io.cozy.notes", None).await.unwrap(), None);
     // A long poll is in flight when the signal comes: it must get its answer, not a reset.
     let poll = {
         let api = api.clone();
@@ -46,6 +51,10 @@ async fn test_sigterm_finishes_in_flight_requests_and_flushes_events() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     cocon.stop().await.expect("cocon exits cleanly on SIGTERM");
+    match socket.read(Duration::from_secs(10)).await {
+        Some(Read::Closed(Some(close))) => assert_eq!(u16::from(close.code), 1001, "{close:?}"),
+        other => panic!("the socket was not closed as going away: {other:?}"),
+    }
     let answered = poll.await.unwrap();
     assert_eq!(
         answered.status, 200,

@@ -353,17 +353,7 @@ async fn test_split_files_stream_over_grpc() {
 async fn test_a_revoked_token_stops_on_every_gateway_within_a_second() {
     let nats = NatsServer::start().await.unwrap();
     let (dir, backend, edge) = split(&nats).await;
-    let backend_grpc = backend.grpc.clone().unwrap();
-    let second = Cocon::builder(&dir.path().join("second-gateway"))
-        .arg("--services")
-        .arg("gateway")
-        .env("COCON_MESH_TLS__DIR", dir.path().join("mesh-tls").to_str().unwrap())
-        .env("COCON_ENDPOINTS__AUTH", edge.grpc.clone().unwrap())
-        .env("COCON_ENDPOINTS__DOCUMENTS", backend_grpc.clone())
-        .env("COCON_ENDPOINTS__FILES", backend_grpc)
-        .start()
-        .await
-        .unwrap();
+    let second = another_gateway(dir.path(), &backend, &edge).await;
     let api = edge.instance("alice.test", "io.cozy.notes").await.unwrap();
     assert_eq!(api.put("/data/io.cozy.notes/n", &json!({"v": 1})).await.status, 200);
     let (status, issued) = edge
@@ -420,6 +410,11 @@ async fn test_a_revoked_token_stops_on_every_gateway_within_a_second() {
 
 /// A gateway of its own, on the split's auth and data services.
 async fn another_gateway(dir: &std::path::Path, backend: &Cocon, edge: &Cocon) -> Cocon {
+    gateway_builder(dir, backend, edge).start().await.unwrap()
+}
+
+/// A gateway process on the split's auth and data services, to start.
+fn gateway_builder(dir: &std::path::Path, backend: &Cocon, edge: &Cocon) -> cocon_tests::CoconBuilder {
     let backend_grpc = backend.grpc.clone().unwrap();
     Cocon::builder(&dir.join(format!("gateway-{}", rand_suffix())))
         .arg("--services")
@@ -428,9 +423,6 @@ async fn another_gateway(dir: &std::path::Path, backend: &Cocon, edge: &Cocon) -
         .env("COCON_ENDPOINTS__AUTH", edge.grpc.clone().unwrap())
         .env("COCON_ENDPOINTS__DOCUMENTS", backend_grpc.clone())
         .env("COCON_ENDPOINTS__FILES", backend_grpc)
-        .start()
-        .await
-        .unwrap()
 }
 
 fn rand_suffix() -> u64 {
@@ -849,4 +841,73 @@ pub(super) fn mesh_process<K: AsRef<str>>(
         builder = builder.env(k.as_ref(), v);
     }
     builder
+}
+
+/// Realtime across gateways over real NATS: a socket on one gateway sees the writes made
+/// through another and what `POST /realtime/…` sent there; an event that is not signed with the
+/// mesh key (anyone who reaches NATS could publish one) never reaches a socket.
+#[tokio::test]
+async fn test_realtime_sockets_on_any_gateway_see_every_write() {
+    use cocon_proto::events::v1::{DocumentChanged, Envelope, envelope::Payload};
+    use cocon_tests::Socket;
+    use prost::Message as _;
+
+    let nats = NatsServer::start().await.unwrap();
+    let (dir, backend, edge) = split(&nats).await;
+    let second = gateway_builder(dir.path(), &backend, &edge)
+        .arg("--nats")
+        .arg(nats.url())
+        .env("COCON_MESH_KEY_FILE", dir.path().join("mesh.key").to_str().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let api = edge.instance("alice.test", "io.cozy.notes").await.unwrap();
+    let instance = edge.instance_id("alice.test").await.unwrap();
+    let mut socket = Socket::authed(&second.http, "alice.test", api.token().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(socket.subscribe("io.cozy.notes", None).await.unwrap(), None);
+
+    // A forged event, straight on NATS: dropped by the gateway, which checks signatures.
+    let forged = Envelope {
+        id: format!("documents:{instance}:999999"),
+        r#type: "documents.doc.created".into(),
+        schema_version: 1,
+        instance: instance.clone(),
+        seq: 999_999,
+        subject: format!("cocon.documents.{instance}.io:cozy:notes.created"),
+        payload: Some(Payload::DocumentChanged(DocumentChanged {
+            doctype: "io.cozy.notes".into(),
+            id: "forged".into(),
+            rev: "1-f".into(),
+            deleted: false,
+            body: br#"{"_id":"forged","_rev":"1-f","phishing":true}"#.to_vec().into(),
+        })),
+        ..Default::default()
+    };
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    client
+        .publish(forged.subject.clone(), forged.encode_to_vec().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let wait = Duration::from_secs(10);
+    assert_eq!(api.put("/data/io.cozy.notes/n1", &json!({"v": 1})).await.status, 200);
+    let frame = socket.json(wait).await.unwrap();
+    assert_eq!(frame["event"], "CREATED", "{frame}");
+    assert_eq!(frame["payload"]["id"], "n1", "the forged event never came: {frame}");
+    assert_eq!(frame["payload"]["doc"]["v"], 1);
+
+    // What one gateway is told to notify reaches the sockets of the other.
+    let notified = api
+        .request(reqwest::Method::POST, "/realtime/io.cozy.notes/n1")
+        .json(&json!({"typing": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(notified.status(), 204);
+    let frame = socket.json(wait).await.unwrap();
+    assert_eq!(frame["event"], "NOTIFIED", "{frame}");
+    assert_eq!(frame["payload"]["doc"]["typing"], true);
 }

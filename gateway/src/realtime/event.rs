@@ -1,0 +1,100 @@
+//! An event of the bus as a realtime client sees it: `{"event": VERB, "payload": {type, id,
+//! doc}}`, with cozy's verbs and the documents as cozy-stack stores them (jobs and triggers as
+//! their `io.cozy.jobs` and `io.cozy.triggers` documents).
+
+use cocon_common::cozy::doctype;
+use cocon_events::{Change, Message, decode_envelope};
+use cocon_proto::events::v1::envelope::Payload;
+use serde_json::{Value, json};
+
+use crate::jobs::json;
+
+pub struct Event {
+    pub doctype: String,
+    pub id: String,
+    /// CREATED, UPDATED, DELETED or NOTIFIED.
+    pub verb: &'static str,
+    pub doc: Value,
+    /// For a file or directory: the directory holding it, whose subscribers see it too.
+    pub dir_id: Option<String>,
+}
+
+/// What `POST /realtime/:doctype/:id` publishes for the instance's sockets.
+pub const NOTIFIED_PREFIX: &str = "cocon.realtime.";
+
+impl Event {
+    /// The event a message of the bus is about, if realtime clients see it.
+    pub fn of(message: &Message) -> Option<Event> {
+        if message.subject.starts_with(NOTIFIED_PREFIX) {
+            let mut body: Value = serde_json::from_slice(&message.payload).ok()?;
+            return Some(Event {
+                doctype: body.get("type")?.as_str()?.to_string(),
+                id: body.get("id")?.as_str()?.to_string(),
+                verb: "NOTIFIED",
+                doc: body.get_mut("doc").map(Value::take).unwrap_or(Value::Null),
+                dir_id: None,
+            });
+        }
+        let envelope = decode_envelope(&message.payload).ok()?;
+        let verb_of_subject = envelope.subject.rsplit('.').next().unwrap_or_default();
+        match envelope.payload.as_ref()? {
+            Payload::JobChanged(changed) => {
+                let job = changed.job.as_ref()?;
+                let verb = match (changed.deleted, verb_of_subject) {
+                    (true, _) => "DELETED",
+                    (false, "queued") => "CREATED",
+                    _ => "UPDATED",
+                };
+                Some(Event {
+                    doctype: doctype::JOBS.into(),
+                    id: job.id.clone(),
+                    verb,
+                    doc: attributes(json::job(job, &job.domain)),
+                    dir_id: None,
+                })
+            }
+            Payload::TriggerChanged(changed) => {
+                let trigger = changed.trigger.as_ref()?;
+                let verb = match (changed.deleted, verb_of_subject) {
+                    (true, _) => "DELETED",
+                    (false, "created") => "CREATED",
+                    _ => "UPDATED",
+                };
+                Some(Event {
+                    doctype: doctype::TRIGGERS.into(),
+                    id: trigger.id.clone(),
+                    verb,
+                    doc: attributes(json::trigger(trigger, None, &trigger.domain, "")),
+                    dir_id: None,
+                })
+            }
+            _ => {
+                let change = Change::of(&envelope)?;
+                let dir_id = match change.doctype.as_str() {
+                    doctype::FILES => change.doc.get("dir_id").and_then(Value::as_str).map(str::to_string),
+                    _ => None,
+                };
+                Some(Event {
+                    doctype: change.doctype,
+                    id: change.id,
+                    verb: change.verb,
+                    doc: change.doc,
+                    dir_id,
+                })
+            }
+        }
+    }
+
+    pub fn frame(&self) -> String {
+        json!({
+            "event": self.verb,
+            "payload": {"type": self.doctype, "id": self.id, "doc": self.doc},
+        })
+        .to_string()
+    }
+}
+
+/// A JSON-API resource's attributes: the document as stored.
+fn attributes(mut resource: Value) -> Value {
+    resource.get_mut("attributes").map(Value::take).unwrap_or(Value::Null)
+}
