@@ -35,7 +35,8 @@ impl Socket {
         if let Some(cookie) = cookie {
             headers.insert("cookie", cookie.parse()?);
         }
-        let (ws, response) = tokio_tungstenite::connect_async(request)
+        // Without Nagle's algorithm, as browsers: commands are small and wait for no ack.
+        let (ws, response) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .context("websocket upgrade")?;
         let protocol = response
