@@ -10,7 +10,8 @@ use crate::{AuthService, token};
 #[tonic::async_trait]
 impl pb::auth_service_server::AuthService for AuthService {
     async fn create_instance(&self, req: Request<pb::CreateInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
-        let record = self.create_instance(&req.into_inner().domain).await?;
+        let req = req.into_inner();
+        let record = self.create_instance(&req.domain, &req.email, &req.locale).await?;
         Ok(Response::new(instance_pb(&record)))
     }
 
@@ -114,11 +115,8 @@ impl pb::auth_service_server::AuthService for AuthService {
         &self,
         req: Request<pb::IssueOnboardingRequest>,
     ) -> Result<Response<pb::IssueOnboardingResponse>, Status> {
-        let (register_token, expires_at) = self.issue_onboarding(&req.into_inner().domain).await?;
-        Ok(Response::new(pb::IssueOnboardingResponse {
-            register_token,
-            expires_at,
-        }))
+        let req = req.into_inner();
+        Ok(Response::new(self.issue_onboarding(&req.domain, &req.purpose).await?))
     }
 
     async fn prelogin(&self, req: Request<pb::PreloginRequest>) -> Result<Response<pb::PreloginResponse>, Status> {

@@ -11,6 +11,9 @@ use crate::store::{InstanceRecord, SessionRecord};
 use crate::token;
 use crate::{AuthError, AuthService};
 
+/// The purpose of a link that resets a forgotten passphrase.
+pub const PASSPHRASE_RESET: &str = "passphrase_reset";
+
 fn session_pb(r: &SessionRecord, cookie: String) -> pb::Session {
     pb::Session {
         id: r.id.clone(),
@@ -54,12 +57,33 @@ impl AuthService {
             .map_err(|e| AuthError::Corrupt(format!("passphrase check: {e}")))
     }
 
-    pub async fn issue_onboarding(&self, domain: &str) -> Result<(String, i64), AuthError> {
-        let record = self.lookup_exact(domain).await?;
+    /// A one-time link that sets the passphrase: for onboarding, or (`purpose` =
+    /// `passphrase_reset`) to reset it, which lasts less. A new link replaces the pending one.
+    pub async fn issue_onboarding(
+        &self,
+        domain: &str,
+        purpose: &str,
+    ) -> Result<pb::IssueOnboardingResponse, AuthError> {
+        let reset = match purpose {
+            "" | "onboarding" => false,
+            PASSPHRASE_RESET => true,
+            other => {
+                return Err(AuthError::InvalidRequest(format!(
+                    "unknown purpose {other:?}: onboarding or passphrase_reset"
+                )));
+            }
+        };
+        let record = self.lookup(domain).await?;
         let _writer = self.stripe(&record.id).lock().await;
-        let record = self.lookup_exact(domain).await?;
+        let record = self.lookup(domain).await?;
         let token = secret::random_token();
-        let expires_at = token::now() + self.inner().config.onboarding_ttl_secs as i64;
+        let config = &self.inner().config;
+        let ttl = if reset {
+            config.passphrase_reset_ttl_secs
+        } else {
+            config.onboarding_ttl_secs
+        };
+        let expires_at = token::now() + ttl as i64;
         self.append_one(
             &record,
             "onboarding",
@@ -67,11 +91,22 @@ impl AuthService {
             Payload::OnboardingIssued(OnboardingIssued {
                 token_sha256: hex::decode(secret::sha256_hex(&token)).expect("hex of a digest").into(),
                 expires_at,
+                purpose: if reset { PASSPHRASE_RESET } else { "onboarding" }.into(),
             }),
         )
         .await?;
-        tracing::info!(domain = %record.domain, instance = %record.id, "onboarding link issued");
-        Ok((token, expires_at))
+        tracing::info!(domain = %record.domain, instance = %record.id, reset, "passphrase link issued");
+        Ok(pb::IssueOnboardingResponse {
+            register_token: token,
+            expires_at,
+            email: record.email.clone(),
+            locale: record.locale.clone(),
+            instance_ticket: self
+                .inner()
+                .mesh_key
+                .issue(&record.id, expires_at.min(token::now() + 300)),
+            instance_id: record.id.clone(),
+        })
     }
 
     pub async fn prelogin(&self, domain: &str) -> Result<pb::PreloginResponse, AuthError> {
@@ -105,7 +140,7 @@ impl AuthService {
             });
             if !valid {
                 return Err(AuthError::BadProof(
-                    "this onboarding link is invalid, used or expired: ask the administrator for a new one".into(),
+                    "this link is invalid, used or expired: ask for a new one (a passphrase reset from the login page, or the administrator)".into(),
                 ));
             }
         } else if req.current.is_none() {
@@ -147,7 +182,12 @@ impl AuthService {
             payload: Payload::PassphraseSet(PassphraseSet {
                 sealed_hash: sealed.into(),
                 kdf_iterations: iterations,
-                reason: if by_token { "onboarding" } else { "change" }.into(),
+                reason: match &record.onboarding {
+                    Some(o) if by_token && o.reset => "reset",
+                    _ if by_token => "onboarding",
+                    _ => "change",
+                }
+                .into(),
             }),
         }];
         let now = token::now();

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use cocon_proto::events::v1::{Envelope, envelope::Payload};
 use cocon_storage::Batch;
 
+use crate::person::PASSPHRASE_RESET;
+
 use crate::store::{
     CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES,
     InstanceRecord, NamedRule, Onboarding, PERMISSIONS, PermissionRecord, SESSIONS, SHARE_CODES, SessionRecord,
@@ -169,6 +171,8 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             two_factor: None,
             two_factor_proposed: None,
             disk_quota: 0,
+            email: c.email.clone(),
+            locale: c.locale.clone(),
         })],
         Some(Payload::InstanceDestroyed(d)) => match current {
             Some(record) if record.id == e.instance => vec![Change::DeleteInstance {
@@ -181,6 +185,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             r.onboarding = Some(Onboarding {
                 token_sha256: hex::encode(&o.token_sha256),
                 expires_at: o.expires_at,
+                reset: o.purpose == PASSPHRASE_RESET,
             })
         }),
         Some(Payload::DiskQuotaSet(q)) => updated(&|r| r.disk_quota = q.bytes),

@@ -35,6 +35,8 @@ pub struct Config {
     pub access_token_ttl_secs: u64,
     /// How long an onboarding link stays valid, in seconds.
     pub onboarding_ttl_secs: u64,
+    /// How long a passphrase reset link stays valid, in seconds.
+    pub passphrase_reset_ttl_secs: u64,
     /// Lifetime of a session opened without "remember me", in seconds (the cookie also ends
     /// with the browser).
     pub session_ttl_secs: u64,
@@ -61,6 +63,7 @@ impl Default for Config {
             master_key_file: None,
             access_token_ttl_secs: 3600,
             onboarding_ttl_secs: 7 * 24 * 3600,
+            passphrase_reset_ttl_secs: 3600,
             session_ttl_secs: 24 * 3600,
             long_session_ttl_secs: 30 * 24 * 3600,
             kdf_iterations: 100_000,
@@ -91,7 +94,7 @@ pub(crate) struct Inner {
     pub bus: Arc<dyn EventBus>,
     pub log: EventLog,
     pub master_key: Vec<u8>,
-    mesh_key: MeshKey,
+    pub(crate) mesh_key: MeshKey,
     /// Creating and destroying instances: one at a time keeps domains unique.
     lifecycle: Mutex<()>,
     /// One writer per instance (striped), so its events get gap-free sequences.
@@ -326,10 +329,22 @@ impl AuthService {
         Ok(envelopes)
     }
 
-    pub async fn create_instance(&self, domain: &str) -> Result<InstanceRecord, AuthError> {
+    pub async fn create_instance(&self, domain: &str, email: &str, locale: &str) -> Result<InstanceRecord, AuthError> {
         let domain = domain.trim().to_ascii_lowercase();
         if !cocon_common::domain::is_valid(&domain) {
             return Err(AuthError::InvalidDomain(domain));
+        }
+        let email = email.trim();
+        if !email.is_empty() && !looks_like_email(email) {
+            return Err(AuthError::InvalidRequest(format!(
+                "{email:?} is not an e-mail address (name@example.org)"
+            )));
+        }
+        let locale = locale.trim().to_ascii_lowercase();
+        if !locale.is_empty() && !matches!(locale.as_str(), "en" | "fr") {
+            return Err(AuthError::InvalidRequest(format!(
+                "unknown locale {locale:?}: use en or fr"
+            )));
         }
         let _guard = self.inner.lifecycle.lock().await;
         match self.lookup_exact(&domain).await {
@@ -341,7 +356,11 @@ impl AuthService {
         let mut events = vec![NewEvent {
             entity: "instance",
             verb: "created",
-            payload: Payload::InstanceCreated(InstanceCreated { domain: domain.clone() }),
+            payload: Payload::InstanceCreated(InstanceCreated {
+                domain: domain.clone(),
+                email: email.to_string(),
+                locale,
+            }),
         }];
         let quota = self.inner.config.default_disk_quota;
         if quota > 0 {
@@ -549,5 +568,22 @@ pub(crate) fn instance_pb(r: &InstanceRecord) -> pb::Instance {
         domain: r.domain.clone(),
         created_at: r.created_at,
         disk_quota: r.disk_quota,
+        email: r.email.clone(),
+        locale: r.locale.clone(),
     }
+}
+
+/// One `@`, something on each side, no spaces or angle brackets: what a mail header can carry.
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'))
+        && !domain.contains('@')
 }

@@ -125,6 +125,11 @@ pub struct InstanceRecord {
     /// Bytes the instance's files may take; 0 for no limit.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub disk_quota: u64,
+    /// Where Cocon's own mails go, and their language; empty when not given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub email: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locale: String,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -146,6 +151,9 @@ pub struct Onboarding {
     /// SHA-256 of the token, hex.
     pub token_sha256: String,
     pub expires_at: i64,
+    /// What the link is for: onboarding, or a passphrase reset (`true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -86,7 +86,7 @@ async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
     )
     .await
     .unwrap();
-    auth.create_instance("a.test").await.unwrap();
+    auth.create_instance("a.test", "", "").await.unwrap();
 
     let (notes_app, notes_client) = app_token(&auth, "io.cozy.notes:GET").await;
     let (contacts_app, _) = app_token(&auth, "io.cozy.contacts").await;

@@ -55,8 +55,8 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
 
     // Two people onboard and log in; one ends a session; one domain is destroyed and re-created.
     for domain in ["a.test", "b.test", "gone.test"] {
-        auth.create_instance(domain).await.unwrap();
-        let (token, _) = auth.issue_onboarding(domain).await.unwrap();
+        auth.create_instance(domain, "owner@example.org", "fr").await.unwrap();
+        let token = auth.issue_onboarding(domain, "").await.unwrap().register_token;
         let req = pb::SetPassphraseRequest {
             domain: domain.into(),
             register_token: token,
@@ -170,8 +170,8 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     auth.delete_permission("a.test", &cli, &other.id).await.unwrap();
 
     auth.destroy_instance("gone.test").await.unwrap();
-    auth.create_instance("gone.test").await.unwrap();
-    auth.issue_onboarding("gone.test").await.unwrap();
+    auth.create_instance("gone.test", "", "").await.unwrap();
+    auth.issue_onboarding("gone.test", "passphrase_reset").await.unwrap();
 
     let instances = table(&store, "auth.instances").await;
     let sessions = table(&store, "auth.sessions").await;
