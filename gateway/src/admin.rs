@@ -21,6 +21,7 @@ use crate::{ApiError, AuthClient};
 #[derive(Clone)]
 struct Admin {
     auth: AuthClient,
+    jobs: cocon_mesh::JobsClient,
     cache: Arc<AuthCache>,
     token: Arc<String>,
     /// `http://{domain}:8080` and the like, for links.
@@ -59,7 +60,14 @@ async fn require_admin(AxState(admin): AxState<Admin>, req: Request, next: Next)
 }
 
 fn instance_json(i: &pb::Instance) -> serde_json::Value {
-    json!({"id": i.id, "domain": i.domain, "created_at": i.created_at, "disk_quota": i.disk_quota})
+    json!({
+        "id": i.id,
+        "domain": i.domain,
+        "created_at": i.created_at,
+        "disk_quota": i.disk_quota,
+        "email": i.email,
+        "locale": i.locale,
+    })
 }
 
 fn param<'a>(q: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
@@ -91,6 +99,8 @@ async fn create(
         .clone()
         .create_instance(pb::CreateInstanceRequest {
             domain: domain.to_string(),
+            email: param(&q, &["Email", "email"]).unwrap_or_default().to_string(),
+            locale: param(&q, &["Locale", "locale"]).unwrap_or_default().to_string(),
         })
         .await?
         .into_inner();
@@ -102,12 +112,15 @@ async fn create(
 /// Issues a one-time onboarding link and puts it in `body`: the person opens it to choose the
 /// passphrase. A new link replaces the previous one; on an instance that has a passphrase, it
 /// lets the person choose another (the administrator's reset).
+/// When the instance has an e-mail address, the link is also mailed to it (the `sendmail`
+/// job's id is in `onboarding_mail_job`).
 async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Value) -> Result<(), ApiError> {
     let link = admin
         .auth
         .clone()
         .issue_onboarding(pb::IssueOnboardingRequest {
             domain: domain.to_string(),
+            purpose: String::new(),
         })
         .await?
         .into_inner();
@@ -116,6 +129,19 @@ async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Valu
         origin_of(&admin.origin, domain),
         link.register_token
     );
+    if !link.email.is_empty() {
+        let days = (link.expires_at - cocon_common::time::now_secs()).max(0) / 86_400;
+        let job = crate::person::mail::send(
+            &admin.jobs,
+            &link,
+            domain,
+            "onboarding",
+            json!({"domain": domain, "link": url, "days": days.max(1)}),
+        )
+        .await?;
+        body["onboarding_mailed_to"] = json!(link.email);
+        body["onboarding_mail_job"] = json!(job);
+    }
     body["onboarding_url"] = json!(url);
     body["onboarding_expires_at"] = json!(link.expires_at);
     Ok(())
@@ -238,9 +264,16 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(crate) fn router(auth: AuthClient, cache: Arc<AuthCache>, token: String, origin: String) -> Router {
+pub(crate) fn router(
+    auth: AuthClient,
+    jobs: cocon_mesh::JobsClient,
+    cache: Arc<AuthCache>,
+    token: String,
+    origin: String,
+) -> Router {
     let admin = Admin {
         auth,
+        jobs,
         cache,
         token: Arc::new(token),
         origin: Arc::new(origin),

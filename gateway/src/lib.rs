@@ -66,6 +66,7 @@ impl Gateway {
         let metrics = &self.state.http_metrics;
         data::routes()
             .merge(person::login::routes())
+            .merge(person::reset::routes())
             .merge(person::settings::routes())
             .merge(person::twofactor::routes())
             .merge(oauth::routes())
@@ -103,6 +104,7 @@ impl Gateway {
     pub fn admin_router(&self, token: String) -> Router {
         admin::router(
             self.state.clients.auth.clone(),
+            self.state.clients.jobs.clone(),
             self.state.access.clone(),
             token,
             self.state.config.public_origin(),

@@ -14,11 +14,9 @@ import struct
 import sys
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.support.ui import WebDriverWait
+
+import pages
 
 onboarding_url = sys.argv[1]
 origin = onboarding_url.split("/auth/")[0]
@@ -26,8 +24,7 @@ passphrase = "correct horse battery staple"
 
 
 def check(condition, what):
-    if not condition:
-        sys.exit(f"unexpected: {what}\n--- page ---\n{driver.page_source[:3000]}")
+    pages.check(driver, condition, what)
 
 
 def totp(secret_b32, at):
@@ -38,34 +35,15 @@ def totp(secret_b32, at):
     return f"{code:06d}"
 
 
-def click_and_wait(button):
-    # The click returns before the next page loads: mark the old page's window, then wait for a
-    # loaded document without the mark. Checking an element for staleness races the navigation
-    # (Chromium may answer "node does not belong to the document" mid-swap), so any driver error
-    # while the page changes only means "not yet".
-    driver.execute_script("window.__coconOldPage = true")
-    button.click()
-    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
-        lambda d: d.execute_script(
-            "return window.__coconOldPage === undefined && document.readyState === 'complete'"
-        )
-    )
+def click_and_wait(element):
+    pages.click_and_wait(driver, element)
 
 
 def submit_form(action, fields):
-    form = driver.find_element(By.CSS_SELECTOR, f'form[action="{action}"]')
-    for name, value in fields.items():
-        box = form.find_element(By.NAME, name)
-        box.clear()
-        box.send_keys(value)
-    click_and_wait(form.find_element(By.CSS_SELECTOR, 'button[type="submit"]'))
+    pages.submit_form(driver, action, fields)
 
 
-options = webdriver.ChromeOptions()
-for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]:
-    options.add_argument(flag)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-driver.set_page_load_timeout(30)
+driver = pages.start()
 seen = {}
 try:
     driver.get(onboarding_url)

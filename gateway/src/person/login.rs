@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::edge::access::host;
 use crate::edge::client::Client;
 use crate::person::cookies::{self, CookieSpec};
+use crate::person::link::{self, Purpose};
 use crate::person::web;
 use crate::person::{Person, resolve};
 use crate::{ApiError, State};
@@ -418,24 +419,11 @@ async fn onboarding_page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (instance, _) = resolve(&state, &headers).await?;
-    let token = q.get("registerToken").map(String::as_str).unwrap_or_default();
-    if token.is_empty() {
-        return Err(ApiError::bad_request(
-            "this page needs the onboarding link's registerToken: open the whole link you were given",
-        ));
-    }
-    let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
-    Ok(web::page(
-        StatusCode::OK,
-        "Welcome",
-        &web::onboarding(&instance.domain, &csrf, token, None),
-        cookie.into_iter().collect(),
-    ))
+    link::page(&state, &headers, &q, Purpose::Onboarding).await
 }
 
 /// The two passphrase fields of a form must agree.
-fn new_passphrase(form: &HashMap<String, String>) -> Result<&str, ApiError> {
+pub(crate) fn new_passphrase(form: &HashMap<String, String>) -> Result<&str, ApiError> {
     let new = field(form, "password");
     if new != field(form, "password2") {
         return Err(ApiError::bad_request(
@@ -451,45 +439,7 @@ async fn onboarding_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let domain = host(&headers)?;
-    let form = form(&body)?;
-    let csrf = field(&form, "csrf_token");
-    cookies::check_csrf(&headers, Some(csrf))?;
-    let token = field(&form, "register_token");
-    let page_error = |err: ApiError| {
-        web::page(
-            err.code.http_status(),
-            "Welcome",
-            &web::onboarding(&domain, csrf, token, Some(&err.reason)),
-            Vec::new(),
-        )
-    };
-    let outcome = async {
-        state.limits.passphrase_attempt(&domain, client.ip)?;
-        let new = new_passphrase(&form)?;
-        let answer = state
-            .clients
-            .auth
-            .clone()
-            .set_passphrase(pb::SetPassphraseRequest {
-                domain: domain.clone(),
-                register_token: token.to_string(),
-                new: passphrase(new, ""),
-                open_session: true,
-                user_agent: client.user_agent.clone(),
-                remote_ip: client.ip.to_string(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| crate::edge::access::unknown_host(s, &domain))?;
-        Ok::<_, ApiError>(answer.into_inner().session.unwrap_or_default())
-    }
-    .await;
-    match outcome {
-        Ok(session) => Ok(see_other("/", vec![session_cookie(&state, &session)])),
-        Err(err) if err.code == ErrorCode::NotFound => Err(err),
-        Err(err) => Ok(page_error(err)),
-    }
+    link::submit(&state, &client, &headers, &body, Purpose::Onboarding).await
 }
 
 async fn passphrase_form(

@@ -5,7 +5,10 @@
 //! the auth service on every request (no cache), so ending one takes effect at once.
 
 pub(crate) mod cookies;
+pub(crate) mod link;
 pub(crate) mod login;
+pub(crate) mod mail;
+pub(crate) mod reset;
 pub(crate) mod settings;
 pub(crate) mod twofactor;
 pub(crate) mod web;

@@ -67,7 +67,8 @@ pub fn login(domain: &str, csrf: &str, redirect: &str, error: Option<&str>) -> S
 <label for=\"password\">Passphrase</label>\
 <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required autofocus>\
 <label><input type=\"checkbox\" name=\"long-run-session\" value=\"1\"> Keep me signed in for 30 days</label>\
-<button type=\"submit\">Sign in</button></form>",
+<button type=\"submit\">Sign in</button></form>\
+<p><a href=\"/auth/passphrase_reset\">Forgot your passphrase?</a></p>",
         domain = escape(domain),
         error = error_line(error),
         csrf = escape(csrf),
@@ -76,11 +77,59 @@ pub fn login(domain: &str, csrf: &str, redirect: &str, error: Option<&str>) -> S
 }
 
 pub fn onboarding(domain: &str, csrf: &str, token: &str, error: Option<&str>) -> String {
+    choose_passphrase(
+        &format!("Welcome to {domain}"),
+        "Choose the passphrase that protects your personal cloud.",
+        "/auth/onboarding",
+        domain,
+        csrf,
+        token,
+        error,
+    )
+}
+
+/// The page of a passphrase reset link: a new passphrase, twice.
+pub fn passphrase_renew(domain: &str, csrf: &str, token: &str, error: Option<&str>) -> String {
+    choose_passphrase(
+        &format!("A new passphrase for {domain}"),
+        "Choose a new passphrase. Every session signed in with the old one ends.",
+        "/auth/passphrase_renew",
+        domain,
+        csrf,
+        token,
+        error,
+    )
+}
+
+/// Asks for a passphrase reset link by mail.
+pub fn passphrase_reset(domain: &str, csrf: &str, error: Option<&str>) -> String {
     format!(
-        "<h1>Welcome to {domain}</h1>\
-<p>Choose the passphrase that protects your personal cloud. Use at least 8 characters; a few \
+        "<h1>Forgot your passphrase?</h1>{error}<p>Cocon can mail a link to the address of {domain}; \
+with it you choose a new passphrase.</p>\
+<form method=\"post\" action=\"/auth/passphrase_reset\">\
+<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<button type=\"submit\">Mail me a link</button></form><p><a href=\"/auth/login\">Back to sign in</a></p>",
+        domain = escape(domain),
+        error = error_line(error),
+        csrf = escape(csrf),
+    )
+}
+
+/// A form choosing a passphrase with a one-time link's token.
+fn choose_passphrase(
+    title: &str,
+    intro: &str,
+    action: &str,
+    domain: &str,
+    csrf: &str,
+    token: &str,
+    error: Option<&str>,
+) -> String {
+    format!(
+        "<h1>{title}</h1>\
+<p>{intro} Use at least 8 characters; a few \
 unrelated words are easy to remember and hard to guess.</p>{error}\
-<form method=\"post\" action=\"/auth/onboarding\">\
+<form method=\"post\" action=\"{action}\">\
 <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
 <input type=\"hidden\" name=\"register_token\" value=\"{token}\">\
 <input type=\"hidden\" name=\"username\" value=\"me@{domain}\" autocomplete=\"username\">\
@@ -89,6 +138,9 @@ unrelated words are easy to remember and hard to guess.</p>{error}\
 <label for=\"password2\">The same passphrase again</label>\
 <input type=\"password\" id=\"password2\" name=\"password2\" autocomplete=\"new-password\" minlength=\"8\" required>\
 <button type=\"submit\">Save the passphrase</button></form>",
+        title = escape(title),
+        intro = escape(intro),
+        action = escape(action),
         domain = escape(domain),
         error = error_line(error),
         csrf = escape(csrf),

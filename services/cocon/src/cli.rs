@@ -27,10 +27,20 @@ pub struct AdminArgs {
 #[derive(Subcommand)]
 pub enum InstancesCommand {
     /// Create an instance, served at DOMAIN, and print its one-time onboarding link (the owner
-    /// opens it to choose a passphrase).
-    #[command(after_help = "Example:\n  cocon instances add alice.localhost")]
+    /// opens it to choose a passphrase). With --email, the link is also mailed to the owner
+    /// (through the jobs service's sendmail worker: set [jobs.smtp]), and later passphrase
+    /// resets go to that address.
+    #[command(
+        after_help = "Examples:\n  cocon instances add alice.localhost\n          cocon instances add alice.example.org --email alice@example.org --locale fr"
+    )]
     Add {
         domain: String,
+        /// The owner's e-mail address: where the onboarding link and passphrase resets go.
+        #[arg(long)]
+        email: Option<String>,
+        /// The language of Cocon's mails and pages to the owner: en (default) or fr.
+        #[arg(long)]
+        locale: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -198,12 +208,26 @@ fn print_onboarding(v: &Value) {
 
 pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
     match cmd {
-        InstancesCommand::Add { domain, admin } => {
+        InstancesCommand::Add {
+            domain,
+            email,
+            locale,
+            admin,
+        } => {
+            let mut query = vec![("Domain", domain)];
+            query.extend(email.map(|e| ("Email", e)));
+            query.extend(locale.map(|l| ("Locale", l)));
             let v = Admin::new(&admin)?
-                .call(reqwest::Method::POST, "/instances", &[("Domain", domain)])
+                .call(reqwest::Method::POST, "/instances", &query)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             print_onboarding(&v);
+            if let Some(to) = v.get("onboarding_mailed_to").and_then(Value::as_str) {
+                eprintln!(
+                    "The link was also mailed to {to} (sendmail job {}; without [jobs.smtp] configured it errors).",
+                    v.get("onboarding_mail_job").and_then(Value::as_str).unwrap_or_default()
+                );
+            }
         }
         InstancesCommand::OnboardingLink { domain, admin } => {
             let v = Admin::new(&admin)?

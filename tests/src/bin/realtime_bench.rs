@@ -68,8 +68,13 @@ impl Server {
         let done = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for c in 0..16 {
-            let (server, domain, token, tag, done) =
-                (self.clone(), domain.to_string(), token.to_string(), tag.to_string(), done.clone());
+            let (server, domain, token, tag, done) = (
+                self.clone(),
+                domain.to_string(),
+                token.to_string(),
+                tag.to_string(),
+                done.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut i = 0;
                 while Instant::now() < until {
@@ -175,7 +180,12 @@ async fn fan_out(
         while arrivals.last[i].get().is_none() {
             tokio::time::timeout(Duration::from_secs(30), arrivals.all_in.notified())
                 .await
-                .with_context(|| format!("write {i} reached {} sockets", arrivals.counts[i].load(Ordering::Acquire)))?;
+                .with_context(|| {
+                    format!(
+                        "write {i} reached {} sockets",
+                        arrivals.counts[i].load(Ordering::Acquire)
+                    )
+                })?;
         }
         let ms = |t: &std::sync::OnceLock<Instant>| t.get().map_or(0.0, |t| t.duration_since(sent).as_secs_f64() * 1e3);
         to_one.push(ms(&arrivals.first[i]));

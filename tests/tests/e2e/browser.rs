@@ -1,5 +1,5 @@
 //! The person's pages in a real browser: headless Chromium, driven through Selenium by
-//! `tests/browser/login_flow.py` (Debian's `chromium`, `chromium-driver` and `python3-selenium`,
+//! `tests/browser/login_flow.py` and `passphrase_reset.py` (Debian's `chromium`, `chromium-driver` and `python3-selenium`,
 //! installed by the test command).
 
 use cocon_tests::{Cocon, onboarding_link};
@@ -13,10 +13,81 @@ async fn test_login_pages_in_a_real_browser() {
     let link = onboarding_link(&cocon, "alice.localhost").await;
     let port = cocon.http.rsplit(':').next().unwrap().to_string();
     let url = format!("http://alice.localhost:{port}{link}");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/login_flow.py");
+    let seen = run_script("login_flow.py", &[&url]).await;
+    for step in ["onboarded", "login", "two_factor", "two_step_login"] {
+        assert_eq!(seen[step], true, "{step}: {seen}");
+    }
+}
+
+/// A forgotten passphrase in Chromium: the login page's link, the request, the mailed link
+/// (read from a real SMTP server), the new passphrase, and signing in with it.
+#[tokio::test]
+async fn test_passphrase_reset_in_a_real_browser() {
+    use cocon_tests::{Browser, SmtpServer, submit_onboarding};
+
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start().await.unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
+        .env("COCON_JOBS__SMTP__PORT", smtp.port.to_string())
+        .env("COCON_JOBS__SMTP__SECURITY", "none")
+        .start()
+        .await
+        .unwrap();
+    let (status, body) = cocon
+        .admin(
+            reqwest::Method::POST,
+            "/instances",
+            &[("Domain", "alice.localhost"), ("Email", "alice@example.org")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let token = body["onboarding_url"]
+        .as_str()
+        .unwrap()
+        .split_once("registerToken=")
+        .unwrap()
+        .1;
+    let mut http = Browser::new(&cocon.http, "alice.localhost");
+    http.get(&format!("/auth/onboarding?registerToken={token}")).await;
+    let csrf = http.csrf();
+    let page = submit_onboarding(&mut http, &csrf, token, "first passphrase", "first passphrase").await;
+    assert_eq!(page.status, 303, "{page:?}");
+    smtp.wait_for(1).await;
+
+    let port = cocon.http.rsplit(':').next().unwrap().to_string();
+    let origin = format!("http://alice.localhost:{port}");
+    let seen = run_script("passphrase_reset.py", &["request", &origin]).await;
+    assert_eq!(seen["requested"], true, "{seen}");
+    let mails = smtp.wait_for(2).await;
+    let mail = mails
+        .iter()
+        .find(|m| m.contains("passphrase_renew"))
+        .expect("the reset mail");
+    let parsed = mailparse::parse_mail(mail.as_bytes()).unwrap();
+    let text = parsed
+        .subparts
+        .iter()
+        .find(|p| p.ctype.mimetype == "text/plain")
+        .unwrap()
+        .get_body()
+        .unwrap();
+    let start = text.find(&origin).expect("the link");
+    let link: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    let seen = run_script("passphrase_reset.py", &["renew", &link, "second passphrase"]).await;
+    assert_eq!(seen["renewed"], true, "{seen}");
+    assert_eq!(seen["signed_in"], true, "{seen}");
+}
+
+/// Runs a script of `tests/browser/` and reads the JSON line it prints last.
+async fn run_script(script: &str, args: &[&str]) -> Value {
+    let script = format!("{}/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("/usr/bin/python3")
-            .args([script, &url])
+            .arg(&script)
+            .args(&args)
             .output()
             .expect("python3 runs (the test command installs python3-selenium and chromium)")
     })
@@ -28,8 +99,5 @@ async fn test_login_pages_in_a_real_browser() {
         "browser flow failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
-    for step in ["onboarded", "login", "two_factor", "two_step_login"] {
-        assert_eq!(seen[step], true, "{step}: {seen}");
-    }
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
 }

@@ -20,6 +20,7 @@ mod konnector_libs;
 mod login;
 mod metrics;
 mod oauth;
+mod passphrase_reset;
 mod permissions;
 mod realtime;
 mod shutdown;

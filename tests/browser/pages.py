@@ -1,0 +1,47 @@
+"""What the browser scripts share: a headless Chromium driven through Selenium, and the steps
+they take on Cocon's pages (check, click and wait for the next page, fill and submit a form)."""
+
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def start():
+    options = webdriver.ChromeOptions()
+    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+def check(driver, condition, what):
+    if not condition:
+        sys.exit(f"unexpected: {what}\n--- page ---\n{driver.page_source[:3000]}")
+
+
+def click_and_wait(driver, element):
+    # The click returns before the next page loads: mark the old page's window, then wait for a
+    # loaded document without the mark. Checking an element for staleness races the navigation
+    # (Chromium may answer "node does not belong to the document" mid-swap), so any driver error
+    # while the page changes only means "not yet".
+    driver.execute_script("window.__coconOldPage = true")
+    element.click()
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.__coconOldPage === undefined && document.readyState === 'complete'"
+        )
+    )
+
+
+def submit_form(driver, action, fields):
+    form = driver.find_element(By.CSS_SELECTOR, f'form[action="{action}"]')
+    for name, value in fields.items():
+        box = form.find_element(By.NAME, name)
+        box.clear()
+        box.send_keys(value)
+    click_and_wait(driver, form.find_element(By.CSS_SELECTOR, 'button[type="submit"]'))
