@@ -226,6 +226,7 @@ async fn issue_token(
             scope: scope.to_string(),
             ttl_seconds: ttl,
             audience: param(&q, &["Audience", "audience"]).unwrap_or("cli").to_string(),
+            slug: param(&q, &["Slug", "slug"]).unwrap_or_default().to_string(),
         })
         .await?
         .into_inner();

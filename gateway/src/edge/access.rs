@@ -32,6 +32,8 @@ pub struct Identity {
     pub permission_id: String,
     /// The id of a CLI token; empty for other tokens.
     pub token_id: String,
+    /// A konnector token's konnector; empty for other tokens.
+    pub slug: String,
     /// The auth service's ticket for the instance, passed on to the services holding data.
     pub ticket: String,
 }
@@ -216,6 +218,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         client: answer.client_id,
         permission_id: answer.permission_id,
         token_id: answer.token_id,
+        slug: answer.slug,
         ticket: answer.instance_ticket,
     }));
     {

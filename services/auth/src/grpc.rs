@@ -59,7 +59,7 @@ impl pb::auth_service_server::AuthService for AuthService {
             req.audience.as_str()
         };
         let (token, expires_at, id) = self
-            .issue_token_for(&req.domain, &req.scope, req.ttl_seconds, audience)
+            .issue_token_for(&req.domain, &req.scope, req.ttl_seconds, audience, &req.slug)
             .await?;
         Ok(Response::new(pb::IssueTokenResponse { token, expires_at, id }))
     }

@@ -497,6 +497,7 @@ impl AuthService {
             client_id: client.id.clone(),
             grant: grant_id.to_string(),
             n: String::new(),
+            slug: String::new(),
         };
         let secret = token::instance_secret(&self.inner().master_key, &record.id);
         Ok(pb::TokenResponse {

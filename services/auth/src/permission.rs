@@ -31,6 +31,8 @@ pub(crate) struct Bearer {
     pub permission_id: String,
     /// The id of a CLI token.
     pub token_id: String,
+    /// A konnector token's konnector.
+    pub slug: String,
     pub expires_at: i64,
 }
 
@@ -118,6 +120,7 @@ impl AuthService {
             client_id: claims.client_id,
             permission_id: String::new(),
             token_id,
+            slug: claims.slug,
             expires_at: claims.exp,
         })
     }
@@ -172,6 +175,7 @@ impl AuthService {
             kind: "share",
             client_id: String::new(),
             token_id: String::new(),
+            slug: String::new(),
             // Cached by the gateway at most this long, and never past the set's expiry.
             expires_at: if set.expires_at == 0 {
                 now_secs() + 86_400

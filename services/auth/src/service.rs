@@ -423,7 +423,7 @@ impl AuthService {
         scope: &str,
         ttl_secs: u64,
     ) -> Result<(String, i64, String), AuthError> {
-        self.issue_token_for(domain, scope, ttl_secs, token::CLI).await
+        self.issue_token_for(domain, scope, ttl_secs, token::CLI, "").await
     }
 
     /// Issues a token of `audience` (`cli`, or `konnector` for a konnector's run), recorded and
@@ -434,6 +434,7 @@ impl AuthService {
         scope: &str,
         ttl_secs: u64,
         audience: &str,
+        slug: &str,
     ) -> Result<(String, i64, String), AuthError> {
         let record = self.lookup_exact(domain).await?;
         parse_scope(scope)?;
@@ -452,6 +453,11 @@ impl AuthService {
             n: token::nonce(),
             client_id: String::new(),
             grant: String::new(),
+            slug: if audience == token::KONNECTOR {
+                slug.to_string()
+            } else {
+                String::new()
+            },
         };
         let secret = token::instance_secret(&self.inner.master_key, &record.id);
         let token = token::issue(&secret, &claims)?;
@@ -553,6 +559,7 @@ impl AuthService {
             permission_id: caller.permission_id,
             instance_ticket,
             token_id: caller.token_id,
+            slug: caller.slug,
         })
     }
 

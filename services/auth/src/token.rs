@@ -37,6 +37,9 @@ pub struct Claims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub grant: String,
+    /// A konnector token's konnector.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub slug: String,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -165,6 +168,7 @@ mod tests {
             client_id: String::new(),
             grant: String::new(),
             n: String::new(),
+            slug: String::new(),
         }
     }
 

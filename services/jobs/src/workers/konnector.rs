@@ -157,6 +157,7 @@ impl Work for KonnectorWorker {
                 ttl_seconds: left.as_secs() + 60,
                 // Its own audience: an app's rights, and its accounts' credentials opened.
                 audience: "konnector".into(),
+                slug: slug.to_string(),
             })
             .await
             .map_err(|s| Failure::transient(format!("cannot get the konnector's token: {}", s.message())))?
