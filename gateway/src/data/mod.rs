@@ -296,6 +296,7 @@ async fn create(
             id: String::new(),
             body,
             open_credentials: caller.kind == Kind::Konnector,
+            owner: String::new(),
         })
         .await?;
     write_answer(StatusCode::CREATED, &doctype, res.into_inner())
@@ -359,6 +360,7 @@ async fn put_doc(
             id,
             body,
             open_credentials: caller.kind == Kind::Konnector,
+            owner: String::new(),
         })
         .await?;
     write_answer(StatusCode::OK, &doctype, res.into_inner())

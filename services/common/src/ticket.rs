@@ -16,6 +16,11 @@ use subtle::ConstantTimeEq;
 /// Tickets last at most this long, whatever the token's own lifetime.
 pub const MAX_TICKET_SECS: i64 = 3600;
 
+/// What a service's proof of owning a doctype is derived for
+/// (`cocon.documents.v1.PutDocumentRequest.owner`): the doctypes `/data` never writes are
+/// written by their own service only.
+pub const DOCTYPE_OWNER: &str = "cocon-doctype-owner";
+
 /// The mesh key: 32 random bytes, kept as 64 hex digits in a file. The HMAC state keyed with it
 /// is made once and cloned per ticket (checked on every data call).
 #[derive(Clone)]
