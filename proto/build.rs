@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/cocon/events/v1/events.proto",
         "proto/cocon/files/v1/files.proto",
         "proto/cocon/jobs/v1/jobs.proto",
+        "proto/cocon/notifications/v1/notifications.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -14,6 +14,7 @@ mod error;
 mod files;
 mod jobs;
 mod jsonapi;
+mod notifications;
 mod oauth;
 mod permissions;
 mod person;
@@ -73,6 +74,7 @@ impl Gateway {
             .merge(permissions::routes())
             .merge(jobs::routes())
             .merge(realtime::routes())
+            .merge(notifications::routes())
             .route_layer(edge::EdgeLayer::new(metrics.clone(), Some(timeout)))
             // Uploads and downloads last as long as the bytes take: no request timeout.
             .merge(

@@ -27,6 +27,12 @@ pub mod jobs {
     }
 }
 
+pub mod notifications {
+    pub mod v1 {
+        tonic::include_proto!("cocon.notifications.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("cocon.events.v1");

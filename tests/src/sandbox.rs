@@ -68,21 +68,24 @@ impl CoconBuilder {
         self
     }
 
+    /// Mail through the SMTP server on loopback `port` (plain SMTP, as aiosmtpd speaks it).
+    pub fn smtp(self, port: u16) -> Self {
+        self.env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
+            .env("COCON_JOBS__SMTP__PORT", port.to_string())
+            .env("COCON_JOBS__SMTP__SECURITY", "none")
+    }
+
     /// Starts the process and waits for its `cocon ready …` line.
     pub async fn start(self) -> anyhow::Result<Cocon> {
         let mut cmd = Command::new(cocon_bin());
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-            ])
-            .args(&self.args)
+        cmd.arg("serve").arg("--data-dir").arg(&self.data_dir);
+        // Ports the OS picks, unless the test chose one.
+        for flag in ["--http-addr", "--admin-addr", "--grpc-addr"] {
+            if !self.args.iter().any(|a| a == flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        cmd.args(&self.args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -76,10 +76,12 @@ pub enum Route {
     Konnectors,
     /// Watching a doctype or a document on the realtime socket, and notifying its watchers.
     Realtime,
+    /// Sending the person a notification.
+    Notifications,
 }
 
 impl Route {
-    const ALL: [Route; 20] = [
+    const ALL: [Route; 21] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -100,6 +102,7 @@ impl Route {
         Route::JobsAdmin,
         Route::Konnectors,
         Route::Realtime,
+        Route::Notifications,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +127,7 @@ impl Route {
             Route::JobsAdmin => "jobs/admin",
             Route::Konnectors => "konnectors",
             Route::Realtime => "realtime",
+            Route::Notifications => "notifications",
         }
     }
 }

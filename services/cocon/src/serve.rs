@@ -118,7 +118,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runs_gateway = enabled.contains(&ServiceKind::Gateway);
     // A gateway on NATS checks the events it hands to realtime sockets, and signs its own.
     let gateway_on_nats = runs_gateway && !config.nats_url.is_empty();
-    let mesh_key = if !stateful.is_empty() || gateway_on_nats {
+    let mesh_key = if !stateful.is_empty() || gateway_on_nats || enabled.iter().any(|k| k.needs_mesh_key()) {
         Some(mesh_key(&config, all_in_one)?)
     } else {
         None

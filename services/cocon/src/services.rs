@@ -89,7 +89,10 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
             .await?,
         ),
         ServiceKind::Sharing => Box::new(cocon_sharing::build(config.sharing.clone())),
-        ServiceKind::Notifications => Box::new(cocon_notifications::build(config.notifications.clone())),
+        ServiceKind::Notifications => Box::new(cocon_notifications::NotificationsService::build(
+            config.notifications.clone(),
+            parts.mesh_key(),
+        )),
     };
     Ok(Some(service))
 }

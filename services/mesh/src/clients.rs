@@ -14,6 +14,9 @@ use cocon_proto::documents::v1::documents_service_server::DocumentsService;
 use cocon_proto::jobs::v1 as jobs_pb;
 use cocon_proto::jobs::v1::jobs_service_client::JobsServiceClient;
 use cocon_proto::jobs::v1::jobs_service_server::JobsService;
+use cocon_proto::notifications::v1 as notifications_pb;
+use cocon_proto::notifications::v1::notifications_service_client::NotificationsServiceClient;
+use cocon_proto::notifications::v1::notifications_service_server::NotificationsService;
 
 use crate::GrpcChannel;
 
@@ -125,5 +128,12 @@ service_client!(
         uninstall_konnector(KonnectorRequest) -> UninstallKonnectorResponse;
         start_run(StartRunRequest) -> StartRunResponse;
         end_run(EndRunRequest) -> EndRunResponse;
+    }
+);
+
+service_client!(
+    /// The notifications service.
+    NotificationsClient, NotificationsService, NotificationsServiceClient, notifications_pb {
+        create(CreateRequest) -> CreateResponse;
     }
 );

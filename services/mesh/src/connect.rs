@@ -11,7 +11,12 @@ use cocon_proto::jobs::v1::jobs_service_client::JobsServiceClient;
 use cocon_proto::jobs::v1::jobs_service_server::JobsService;
 use serde::Deserialize;
 
-use crate::{AuthClient, DocumentsClient, FilesClient, GrpcChannel, JobsClient, MeshError, remote};
+use cocon_proto::notifications::v1::notifications_service_client::NotificationsServiceClient;
+use cocon_proto::notifications::v1::notifications_service_server::NotificationsService;
+
+use crate::{
+    AuthClient, DocumentsClient, FilesClient, GrpcChannel, JobsClient, MeshError, NotificationsClient, remote,
+};
 
 /// Where to reach the services this process does not run (`[endpoints]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +26,7 @@ pub struct Endpoints {
     pub documents: String,
     pub files: String,
     pub jobs: String,
+    pub notifications: String,
 }
 
 impl Default for Endpoints {
@@ -30,6 +36,7 @@ impl Default for Endpoints {
             documents: "http://127.0.0.1:7070".into(),
             files: "http://127.0.0.1:7070".into(),
             jobs: "http://127.0.0.1:7070".into(),
+            notifications: "http://127.0.0.1:7070".into(),
         }
     }
 }
@@ -43,6 +50,7 @@ pub struct LocalServices {
     /// framing ([`crate::in_process`]).
     pub files: Option<GrpcChannel>,
     pub jobs: Option<Arc<dyn JobsService>>,
+    pub notifications: Option<Arc<dyn NotificationsService>>,
 }
 
 /// Every service as its callers reach it.
@@ -52,6 +60,7 @@ pub struct Clients {
     pub documents: DocumentsClient,
     pub files: FilesClient,
     pub jobs: JobsClient,
+    pub notifications: NotificationsClient,
 }
 
 impl Clients {
@@ -88,6 +97,13 @@ impl Clients {
             jobs: match local.jobs {
                 Some(service) => JobsClient::Local(service),
                 None => JobsClient::Remote(JobsServiceClient::new(channel("jobs", &endpoints.jobs)?)),
+            },
+            notifications: match local.notifications {
+                Some(service) => NotificationsClient::Local(service),
+                None => NotificationsClient::Remote(NotificationsServiceClient::new(channel(
+                    "notifications",
+                    &endpoints.notifications,
+                )?)),
             },
         })
     }

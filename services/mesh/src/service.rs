@@ -36,13 +36,14 @@ impl ServiceKind {
     ];
 
     /// What `cocon serve` runs when no service is named: every service that serves. The
-    /// skeletons (sharing, notifications) run only when named, and are then not ready.
-    pub const DEFAULT: [ServiceKind; 5] = [
+    /// skeleton (sharing) runs only when named, and is then not ready.
+    pub const DEFAULT: [ServiceKind; 6] = [
         ServiceKind::Gateway,
         ServiceKind::Auth,
         ServiceKind::Documents,
         ServiceKind::Files,
         ServiceKind::Jobs,
+        ServiceKind::Notifications,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,8 +72,15 @@ impl ServiceKind {
         }
     }
 
+    /// Whether it needs the mesh key: to sign events, or (notifications) to prove to the
+    /// documents service that it owns its doctype.
+    pub fn needs_mesh_key(self) -> bool {
+        self.keeps_state() || self == ServiceKind::Notifications
+    }
+
     /// Whether it keeps state: an event log in the store, events it signs, the mesh key.
-    /// (Sharing and notifications will once they are built.)
+    /// (Sharing will once it is built; notifications keeps none: the documents service stores
+    /// them and the jobs service sends them.)
     pub fn keeps_state(self) -> bool {
         matches!(
             self,

@@ -1,17 +1,87 @@
-//! The notifications service: notifications and realtime events.
+//! The notifications service: what apps, konnectors, OAuth clients and the server tell the
+//! person, as cozy-stack's `POST /notifications` takes it. A notification is checked against
+//! its category (declared in the konnector's manifest or the OAuth client's registration),
+//! dropped when its category is stateful and its state unchanged or when the last one came
+//! sooner than the category's `min_interval`, stored as an `io.cozy.notifications` document
+//! (the notification center reads them through `/data` and realtime), then handed to its
+//! channels: mail through the jobs service's `sendmail`, now or at its `at` time.
 //!
-//! Not built yet: this crate holds only the service's place in the mesh (its configuration
-//! section and its name), so a process can name it. It does not serve: a process running it
-//! answers `/ready` 503 and reports it NOT_SERVING in gRPC health, and it serves no route that
-//! would pretend to work. `cocon serve` runs it only when it is named in `--services`.
+//! It keeps no state of its own: the documents service stores the notifications (their
+//! events are the log), the jobs service sends and schedules the mails.
 
-use cocon_mesh::{ServiceKind, Skeleton};
+mod category;
+mod channels;
+mod create;
+mod error;
+mod grpc;
+
+use std::sync::{Arc, OnceLock};
+
+use cocon_common::Shutdown;
+use cocon_common::ticket::MeshKey;
+use cocon_mesh::{Clients, LocalServices, ServiceKind};
+use cocon_proto::notifications::v1::notifications_service_server::NotificationsServiceServer;
 use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+
+pub use error::NotificationsError;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {}
 
-pub fn build(_config: Config) -> Skeleton {
-    Skeleton(ServiceKind::Notifications)
+#[derive(Clone)]
+pub struct NotificationsService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clients: OnceLock<Clients>,
+    /// Proves to the documents service that this service owns `io.cozy.notifications`.
+    mesh_key: MeshKey,
+    /// The instances whose `io.cozy.notifications` index (by source, then time) this process
+    /// made sure of: finding a source's last notification needs it.
+    indexed: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl NotificationsService {
+    pub fn build(_config: Config, mesh_key: MeshKey) -> NotificationsService {
+        NotificationsService {
+            inner: Arc::new(Inner {
+                clients: OnceLock::new(),
+                mesh_key,
+                indexed: Default::default(),
+            }),
+        }
+    }
+
+    fn clients(&self) -> Result<&Clients, NotificationsError> {
+        self.inner
+            .clients
+            .get()
+            .ok_or_else(|| NotificationsError::Unavailable("the notifications service is starting".into()))
+    }
+}
+
+impl cocon_mesh::Service for NotificationsService {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Notifications
+    }
+
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        routes.add_service(NotificationsServiceServer::new(self.clone()));
+    }
+
+    fn offer(&self, local: &mut LocalServices) {
+        local.notifications = Some(Arc::new(self.clone()));
+    }
+
+    fn connect(&self, clients: &Clients, _gateway: Option<&str>) {
+        let _ = self.inner.clients.set(clients.clone());
+    }
+
+    fn spawn_background(&self, _shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
 }

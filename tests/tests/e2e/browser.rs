@@ -27,13 +27,7 @@ async fn test_passphrase_reset_in_a_real_browser() {
 
     let dir = tempfile::tempdir().unwrap();
     let smtp = SmtpServer::start().await.unwrap();
-    let cocon = Cocon::builder(dir.path())
-        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
-        .env("COCON_JOBS__SMTP__PORT", smtp.port.to_string())
-        .env("COCON_JOBS__SMTP__SECURITY", "none")
-        .start()
-        .await
-        .unwrap();
+    let cocon = Cocon::builder(dir.path()).smtp(smtp.port).start().await.unwrap();
     let (status, body) = cocon
         .admin(
             reqwest::Method::POST,

@@ -482,9 +482,7 @@ async fn test_sendmail_reaches_a_real_smtp_server() {
     let smtp = SmtpServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cocon = Cocon::builder(dir.path())
-        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
-        .env("COCON_JOBS__SMTP__PORT", smtp.port.to_string())
-        .env("COCON_JOBS__SMTP__SECURITY", "none")
+        .smtp(smtp.port)
         .env("COCON_JOBS__SMTP__NOREPLY_ADDRESS", "noreply@cocon.test")
         .start()
         .await
@@ -599,13 +597,7 @@ async fn test_retries_time_limits_and_a_job_that_survives_kill_9() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let mut cocon = Cocon::builder(dir.path())
-        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
-        .env("COCON_JOBS__SMTP__PORT", closed.to_string())
-        .env("COCON_JOBS__SMTP__SECURITY", "none")
-        .start()
-        .await
-        .unwrap();
+    let mut cocon = Cocon::builder(dir.path()).smtp(closed).start().await.unwrap();
     let api = cocon.instance("alice.test", JOBS_SCOPE).await.unwrap();
     let mail = json!({"mode": "noreply", "to": [{"email": "bob@example.org"}], "subject": "s",
                       "parts": [{"type": "text/plain", "body": "b"}]});
@@ -627,13 +619,7 @@ async fn test_retries_time_limits_and_a_job_that_survives_kill_9() {
 
     // A server that hangs: the run is stopped at the job's time limit.
     let (silent, _server) = silent_server().await;
-    let mut cocon = Cocon::builder(dir.path())
-        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
-        .env("COCON_JOBS__SMTP__PORT", silent.to_string())
-        .env("COCON_JOBS__SMTP__SECURITY", "none")
-        .start()
-        .await
-        .unwrap();
+    let mut cocon = Cocon::builder(dir.path()).smtp(silent).start().await.unwrap();
     let api = cocon.api(
         "alice.test",
         Some(&cocon.token("alice.test", JOBS_SCOPE).await.unwrap()),
@@ -661,13 +647,7 @@ async fn test_retries_time_limits_and_a_job_that_survives_kill_9() {
     assert_eq!(attr(&running, "state"), "running", "{}", running.text);
     cocon.kill9();
     let smtp = SmtpServer::start().await.unwrap();
-    let cocon = Cocon::builder(dir.path())
-        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
-        .env("COCON_JOBS__SMTP__PORT", smtp.port.to_string())
-        .env("COCON_JOBS__SMTP__SECURITY", "none")
-        .start()
-        .await
-        .unwrap();
+    let cocon = Cocon::builder(dir.path()).smtp(smtp.port).start().await.unwrap();
     let api = cocon.api(
         "alice.test",
         Some(&cocon.token("alice.test", JOBS_SCOPE).await.unwrap()),

@@ -19,6 +19,7 @@ mod jobs_split;
 mod konnector_libs;
 mod login;
 mod metrics;
+mod notifications;
 mod oauth;
 mod passphrase_reset;
 mod permissions;

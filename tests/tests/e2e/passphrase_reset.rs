@@ -8,9 +8,7 @@ use serde_json::Value;
 
 async fn with_smtp(dir: &std::path::Path, smtp: &SmtpServer) -> Cocon {
     Cocon::builder(dir)
-        .env("COCON_JOBS__SMTP__HOST", "127.0.0.1")
-        .env("COCON_JOBS__SMTP__PORT", smtp.port.to_string())
-        .env("COCON_JOBS__SMTP__SECURITY", "none")
+        .smtp(smtp.port)
         .env("COCON_JOBS__SMTP__NOREPLY_ADDRESS", "noreply@cocon.test")
         .start()
         .await

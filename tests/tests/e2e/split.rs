@@ -820,6 +820,78 @@ async fn test_jobs_in_their_own_process_over_real_nats() {
     drop(jobs);
 }
 
+/// The notifications service in a process of its own: the gateway reaches it over gRPC, and it
+/// writes the notification center through the documents process with its proof of owning the
+/// doctype, which no other caller has.
+#[tokio::test]
+async fn test_notifications_in_their_own_process() {
+    let nats = NatsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = make_mesh_key(dir.path()).unwrap().to_str().unwrap().to_string();
+    let tls = make_mesh_tls(dir.path()).unwrap().to_str().unwrap().to_string();
+    let start = |name: &str, services: &str, env: Vec<(&str, String)>| {
+        mesh_process(&dir.path().join(name), services, &nats, &key, &tls, env).start()
+    };
+    // The edge and notifications each call the other: notifications gets a port chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let notifications_endpoint = format!("http://127.0.0.1:{port}");
+    let documents = start("documents", "documents,files,jobs", vec![]).await.unwrap();
+    let data_endpoint = documents.grpc.clone().unwrap();
+    let edge = start(
+        "edge",
+        "gateway,auth",
+        vec![
+            ("COCON_ENDPOINTS__DOCUMENTS", data_endpoint.clone()),
+            ("COCON_ENDPOINTS__FILES", data_endpoint.clone()),
+            ("COCON_ENDPOINTS__JOBS", data_endpoint.clone()),
+            ("COCON_ENDPOINTS__NOTIFICATIONS", notifications_endpoint),
+        ],
+    )
+    .await
+    .unwrap();
+    let notifications = mesh_process(
+        &dir.path().join("notifications"),
+        "notifications",
+        &nats,
+        &key,
+        &tls,
+        vec![
+            ("COCON_ENDPOINTS__DOCUMENTS", data_endpoint.clone()),
+            ("COCON_ENDPOINTS__JOBS", data_endpoint),
+            ("COCON_ENDPOINTS__AUTH", edge.grpc.clone().unwrap()),
+        ],
+    )
+    .arg("--grpc-addr")
+    .arg(format!("127.0.0.1:{port}"))
+    .start()
+    .await
+    .unwrap();
+    let ready = reqwest::get(format!("{}/ready", notifications.admin)).await.unwrap();
+    assert_eq!(ready.status(), 200, "notifications serves");
+
+    let api = edge.instance("alice.test", "io.cozy.notifications").await.unwrap();
+    let sent = api
+        .post(
+            "/notifications",
+            &json!({"data": {"attributes": {"category": "maintenance", "title": "Tonight"}}}),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.text);
+    let id = sent.body["data"]["id"].as_str().unwrap();
+    let stored = api.get(&format!("/data/io.cozy.notifications/{id}")).await;
+    assert_eq!(stored.status, 200, "{}", stored.text);
+    assert_eq!(stored.body["title"], "Tonight");
+    assert_eq!(stored.body["originator"], "cli");
+    let forged = api
+        .put("/data/io.cozy.notifications/forged", &json!({"title": "forged"}))
+        .await;
+    assert_eq!(forged.status, 403, "/data never writes the center: {}", forged.text);
+}
+
 /// A process of a mesh on real NATS: `services` in `data_dir`, with the mesh's key and
 /// certificates, and `env`.
 pub(super) fn mesh_process<K: AsRef<str>>(
