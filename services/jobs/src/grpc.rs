@@ -313,19 +313,9 @@ impl Api for JobsService {
         let r = request.into_inner();
         let instance = self.runner_scope(r.scope)?;
         let job = r.job.ok_or_else(|| JobsError::BadRequest("missing job".into()))?;
-        // Only the run that started last ends it: an end from a run taken over meanwhile (its
-        // process was silent past the time limit) changes nothing.
-        let stored = crate::tables::JOBS
-            .get(self.store(), &instance, &job.id)
-            .await
-            .map_err(JobsError::from)?;
-        if let Some(stored) = stored
-            && stored.state == crate::jobs::RUNNING
-            && stored.exec_count == job.exec_count
-        {
-            let error = (!r.error.is_empty()).then_some(r.error);
-            self.end(&instance, job, error, r.retry).await?;
-        }
+        // Only the run that started last ends it (checked as the end commits, `committer.rs`).
+        let error = (!r.error.is_empty()).then_some(r.error);
+        self.end(&instance, job, error, r.retry).await?;
         Ok(Response::new(pb::EndRunResponse {}))
     }
 

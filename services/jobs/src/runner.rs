@@ -10,6 +10,7 @@
 //! at once. Runs lost that way count, with a little slack: a job that kills its process every
 //! time ends errored instead of looping.
 
+use crate::committer::Expect;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -232,9 +233,9 @@ impl JobsService {
     }
 
     /// Records a run's start; `None` when the job is gone, ended, or running elsewhere within
-    /// its time limit. Only its runner changes a running job (a client ends only `client` jobs,
-    /// which never run here), so the start and the end commit without the instance's lock,
-    /// grouped with others.
+    /// its time limit. The start and the end commit grouped with others, each only if the job
+    /// is still as its caller read it (`committer::Expect`): two processes never both start one
+    /// run, and the end of a run taken over changes nothing.
     pub(crate) async fn start(&self, instance: &str, id: &str) -> Result<Option<Started>> {
         let Some(mut job) = crate::tables::JOBS.get(self.store(), instance, id).await? else {
             return Ok(None);
@@ -244,6 +245,12 @@ impl JobsService {
         };
         let (max_exec, timeout) = worker.limits_of(&job);
         let now = now_us();
+        // The start holds only if no other process started or ended it since this read.
+        let as_read = Expect {
+            id: job.id.clone(),
+            state: job.state.clone(),
+            exec_count: job.exec_count,
+        };
         match job.state.as_str() {
             QUEUED => {}
             RUNNING => {
@@ -269,7 +276,12 @@ impl JobsService {
         if job.started_at_us == 0 {
             job.started_at_us = now;
         }
-        self.commit_grouped(instance, vec![Entry::job(job.clone())]).await?;
+        if !self
+            .commit_expecting(instance, vec![Entry::job(job.clone())], Some(as_read))
+            .await?
+        {
+            return Ok(None);
+        }
         let konnector = self.konnector_of(instance, &job).await?;
         Ok(Some(Started { job, konnector }))
     }
@@ -288,18 +300,24 @@ impl JobsService {
         }
     }
 
-    /// Records a run's end: done, errored, or back to queued for another run.
+    /// Records a run's end: done, errored, or back to queued for another run. Only the job's
+    /// current run ends it: the end of a run taken over meanwhile (its process was silent past
+    /// the time limit) changes nothing.
     pub(crate) async fn end(&self, instance: &str, mut job: Job, error: Option<String>, retry: bool) -> Result<()> {
         if !retry {
             return self.finish(instance, job, error).await;
         }
+        let current = this_run(&job);
         job.state = QUEUED.to_string();
         job.error = error.unwrap_or_default();
-        self.commit_grouped(instance, vec![Entry::job(job)]).await
+        self.commit_expecting(instance, vec![Entry::job(job)], Some(current))
+            .await
+            .map(|_| ())
     }
 
     /// Records a job's end: done, or errored with `error`.
     async fn finish(&self, instance: &str, mut job: Job, error: Option<String>) -> Result<()> {
+        let current = this_run(&job);
         job.state = if error.is_some() { ERRORED } else { DONE }.to_string();
         job.error = error.unwrap_or_default();
         job.finished_at_us = now_us();
@@ -309,9 +327,22 @@ impl JobsService {
             let kind = crate::health::error_kind(&job.error);
             metrics::counter!("cocon_konnector_failures_total", "kind" => kind).increment(1);
         }
-        self.commit_grouped(instance, vec![Entry::job(job)]).await?;
-        self.inner.finished.notify_waiters();
+        if self
+            .commit_expecting(instance, vec![Entry::job(job)], Some(current))
+            .await?
+        {
+            self.inner.finished.notify_waiters();
+        }
         Ok(())
+    }
+}
+
+/// What a job is while the run that read it goes on.
+fn this_run(job: &Job) -> Expect {
+    Expect {
+        id: job.id.clone(),
+        state: RUNNING.to_string(),
+        exec_count: job.exec_count,
     }
 }
 
@@ -322,4 +353,69 @@ const LOST_RUNS: u32 = 2;
 pub(crate) struct Started {
     pub job: Job,
     pub konnector: Option<Konnector>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::jobs::NewJob;
+
+    async fn service(dir: &std::path::Path) -> JobsService {
+        let store = cocon_storage::EmbeddedStore::open(&dir.join("store.redb")).unwrap();
+        JobsService::build(
+            crate::Config::default(),
+            crate::Deps {
+                store: Arc::new(store),
+                bus: Arc::new(cocon_events::MemoryBus::new(cocon_events::streams::all(
+                    &Default::default(),
+                ))),
+                mesh_key: cocon_common::ticket::MeshKey::random(),
+                data_dir: dir.to_path_buf(),
+                shared_queue: false,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    fn log_job() -> NewJob {
+        NewJob {
+            worker: "log".into(),
+            message: b"{}".to_vec().into(),
+            ..NewJob::default()
+        }
+    }
+
+    /// Two processes offered the same job start it once; the end of a run that was taken over
+    /// changes nothing, and the current run's end holds.
+    #[tokio::test]
+    async fn test_a_run_starts_once_and_only_the_current_run_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path()).await;
+        let job = svc.push_job("i1", log_job()).await.unwrap();
+        let (a, b) = tokio::join!(svc.start("i1", &job.id), svc.start("i1", &job.id));
+        let started: Vec<Started> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+        assert_eq!(started.len(), 1, "one start of two holds");
+        let first = started.into_iter().next().unwrap().job;
+        assert_eq!(first.exec_count, 1);
+
+        // Alone, a running job at a start was left by a run that died: it is taken over.
+        let second = svc.start("i1", &job.id).await.unwrap().expect("taken over").job;
+        assert_eq!(second.exec_count, 2);
+        svc.end("i1", first, Some("the old run's late end".into()), false)
+            .await
+            .unwrap();
+        let stored = svc.get_job("i1", &job.id).await.unwrap();
+        assert_eq!(
+            (stored.state.as_str(), stored.exec_count),
+            (RUNNING, 2),
+            "the old run changed nothing"
+        );
+        svc.end("i1", second, None, false).await.unwrap();
+        let stored = svc.get_job("i1", &job.id).await.unwrap();
+        assert_eq!(stored.state, DONE);
+        assert!(stored.error.is_empty());
+    }
 }
