@@ -169,7 +169,10 @@ async fn show(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Res
     let inst = admin
         .auth
         .clone()
-        .get_instance(pb::GetInstanceRequest { domain })
+        .get_instance(pb::GetInstanceRequest {
+            domain,
+            id: String::new(),
+        })
         .await?
         .into_inner();
     Ok(axum::Json(instance_json(&inst)).into_response())

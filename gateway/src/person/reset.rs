@@ -62,6 +62,7 @@ async fn reset_submit(
         .clone()
         .get_instance(pb::GetInstanceRequest {
             domain: instance.domain.clone(),
+            id: String::new(),
         })
         .await?
         .into_inner();

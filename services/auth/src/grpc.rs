@@ -16,7 +16,12 @@ impl pb::auth_service_server::AuthService for AuthService {
     }
 
     async fn get_instance(&self, req: Request<pb::GetInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
-        let record = self.lookup_exact(&req.into_inner().domain).await?;
+        let req = req.into_inner();
+        let record = if req.domain.is_empty() && !req.id.is_empty() {
+            self.lookup_id(&req.id).await?
+        } else {
+            self.lookup_exact(&req.domain).await?
+        };
         Ok(Response::new(instance_pb(&record)))
     }
 

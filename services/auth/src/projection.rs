@@ -9,7 +9,7 @@ use cocon_storage::Batch;
 use crate::person::PASSPHRASE_RESET;
 
 use crate::store::{
-    CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCES,
+    CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, ClientRecord, CodeRecord, GRANTS, GrantRecord, INSTANCE_IDS, INSTANCES,
     InstanceRecord, NamedRule, Onboarding, PERMISSIONS, PermissionRecord, SESSIONS, SHARE_CODES, SessionRecord,
     ShareCodeRecord, ShareCodeRow, TwoFactor,
 };
@@ -456,9 +456,13 @@ fn dropped_codes(old: &PermissionRecord, new: Option<&PermissionRecord>) -> Vec<
 /// Writes one change into a batch.
 pub fn write(batch: &mut Batch, change: &Change) {
     match change {
-        Change::PutInstance(record) => INSTANCES.put(batch, (), &record.domain, record),
+        Change::PutInstance(record) => {
+            INSTANCES.put(batch, (), &record.domain, record);
+            INSTANCE_IDS.put(batch, &record.id, "", &record.domain);
+        }
         Change::DeleteInstance { domain, id } => {
             INSTANCES.delete(batch, (), domain);
+            INSTANCE_IDS.delete(batch, id, "");
             SESSIONS.delete_partition(batch, id);
             CLIENTS.delete_partition(batch, id);
             CODES.delete_partition(batch, id);

@@ -15,8 +15,8 @@ use crate::AuthError;
 use crate::projection;
 use crate::rebuild::AuthProjection;
 use crate::store::{
-    CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, EVENTS, GRANTS, INSTANCES, InstanceRecord, OUTBOX, PERMISSIONS,
-    PermissionRecord, SESSIONS, SessionRecord,
+    CLI_TOKENS, CLIENTS, CODES, CliTokenRecord, EVENTS, GRANTS, INSTANCE_IDS, INSTANCES, InstanceRecord, OUTBOX,
+    PERMISSIONS, PermissionRecord, SESSIONS, SessionRecord,
 };
 use crate::token::{self, Claims};
 use cocon_common::scope::parse_scope;
@@ -167,6 +167,15 @@ impl AuthService {
             .get(self.inner.store.as_ref(), (), domain)
             .await?
             .ok_or_else(|| AuthError::UnknownDomain(domain.to_string()))
+    }
+
+    /// The instance of an id.
+    pub(crate) async fn lookup_id(&self, id: &str) -> Result<InstanceRecord, AuthError> {
+        let domain = INSTANCE_IDS
+            .get(self.inner.store.as_ref(), id, "")
+            .await?
+            .ok_or_else(|| AuthError::UnknownDomain(format!("(instance {id})")))?;
+        self.lookup_exact(&domain).await
     }
 
     /// The instance's writer lock ([`Stripes`]).

@@ -90,9 +90,17 @@ json_table!(
 );
 pub const CLI_TOKENS: Table<CliTokens> = Table::new();
 
+json_table!(
+    /// Projection: partition = instance id, sort = `""` → the instance's domain: what services
+    /// that know an instance by its id (its events name it so) ask the auth service about.
+    pub InstanceIds: "auth.instance_ids", version 1, String
+);
+pub const INSTANCE_IDS: Table<InstanceIds> = Table::new();
+
 /// Projection tables, cleared by a rebuild.
-pub const PROJECTIONS: [&str; 8] = [
+pub const PROJECTIONS: [&str; 9] = [
     Instances::NAME,
+    InstanceIds::NAME,
     Sessions::NAME,
     Clients::NAME,
     Codes::NAME,

@@ -92,6 +92,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
         ServiceKind::Notifications => Box::new(cocon_notifications::NotificationsService::build(
             config.notifications.clone(),
             parts.mesh_key(),
+            parts.bus.clone(),
         )),
     };
     Ok(Some(service))

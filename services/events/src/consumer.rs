@@ -125,3 +125,30 @@ pub async fn on_instance_destroyed<P, Fut, E>(
     };
     run_consumer(bus, spec, handler, shutdown).await
 }
+
+/// Spawns one durable consumer per `(stream, durable name, filter)`, each handing its events
+/// to `handler` (10 attempts, 30 s to ack each).
+pub fn spawn_consumers<H, Fut>(
+    bus: &Arc<dyn EventBus>,
+    consumers: &[(&str, &str, &str)],
+    handler: H,
+    shutdown: &Shutdown,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    H: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    consumers
+        .iter()
+        .map(|(stream, durable, filter)| {
+            let spec = ConsumerSpec {
+                stream: stream.to_string(),
+                durable: durable.to_string(),
+                filter: filter.to_string(),
+                max_deliver: 10,
+                ack_wait: Duration::from_secs(30),
+            };
+            tokio::spawn(run_consumer(bus.clone(), spec, handler.clone(), shutdown.clone()))
+        })
+        .collect()
+}

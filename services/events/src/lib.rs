@@ -25,7 +25,7 @@ pub mod subject;
 
 pub use bus::{ConsumerSpec, Delivery, EventBus, Message, StreamSpec, Subscription};
 pub use change::Change;
-pub use consumer::{HandlerError, on_instance_destroyed, run_consumer};
+pub use consumer::{HandlerError, on_instance_destroyed, run_consumer, spawn_consumers};
 pub use envelope::{SCHEMA_VERSION, Stamp, Topic, envelope};
 pub use error::BusError;
 pub use live::{Listener, Live};

@@ -7,11 +7,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use cocon_common::Shutdown;
-use cocon_events::{Change, ConsumerSpec, HandlerError, Message, decode_envelope, run_consumer, subject};
+use cocon_events::{Change, HandlerError, Message, decode_envelope, subject};
 use cocon_proto::events::v1::envelope::Payload;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -70,44 +69,32 @@ impl EventTriggers {
 impl JobsService {
     /// The consumers of the documents and files streams that feed `@event` triggers.
     pub(crate) fn event_consumers(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
-        [
-            (
-                cocon_events::streams::DOCUMENTS,
-                "jobs-event-triggers-documents",
-                "cocon.documents.>",
-            ),
-            // `<instance>.<verb>`: the nodes' events, not the quota's.
-            (
-                cocon_events::streams::FILES,
-                "jobs-event-triggers-files",
-                "cocon.files.*.*",
-            ),
-        ]
-        .into_iter()
-        .map(|(stream, durable, filter)| {
-            let spec = ConsumerSpec {
-                stream: stream.into(),
-                durable: durable.into(),
-                filter: filter.into(),
-                max_deliver: 10,
-                ack_wait: Duration::from_secs(30),
-            };
-            let svc = self.clone();
-            tokio::spawn(run_consumer(
-                self.inner.bus.clone(),
-                spec,
-                move |message: Message| {
-                    let svc = svc.clone();
-                    async move {
-                        svc.on_bus_event(&message)
-                            .await
-                            .map_err(|e| HandlerError(e.to_string()))
-                    }
-                },
-                shutdown.clone(),
-            ))
-        })
-        .collect()
+        let svc = self.clone();
+        cocon_events::spawn_consumers(
+            &self.inner.bus,
+            &[
+                (
+                    cocon_events::streams::DOCUMENTS,
+                    "jobs-event-triggers-documents",
+                    "cocon.documents.>",
+                ),
+                // `<instance>.<verb>`: the nodes' events, not the quota's.
+                (
+                    cocon_events::streams::FILES,
+                    "jobs-event-triggers-files",
+                    "cocon.files.*.*",
+                ),
+            ],
+            move |message: Message| {
+                let svc = svc.clone();
+                async move {
+                    svc.on_bus_event(&message)
+                        .await
+                        .map_err(|e| HandlerError(e.to_string()))
+                }
+            },
+            &shutdown,
+        )
     }
 
     async fn on_bus_event(&self, message: &Message) -> Result<()> {

@@ -62,28 +62,47 @@ impl NotificationsService {
         if category.is_empty() {
             return Err(bad("a notification needs a category"));
         }
-        let category_id = text(a, "category_id")?;
+        text(a, "category_id")?;
         let priority = text(a, "priority")?;
         if !matches!(priority, "" | "high" | "normal") {
             return Err(bad(format!("priority is high or normal, not {priority:?}")));
         }
+        if !matches!(
+            a.get("preferred_channels"),
+            None | Some(Value::Null) | Some(Value::Array(_))
+        ) {
+            return Err(bad("preferred_channels is a list of channel names"));
+        }
+        let at = text(a, "at")?;
+        if !at.is_empty() && humantime::parse_rfc3339_weak(at).is_err() {
+            return Err(bad(format!("\"at\" must be an RFC 3339 time, not {at:?}")));
+        }
+        let props = self.properties(&scope, &req.originator, &req.slug, category).await?;
+        self.notify(&scope, &req.originator, &req.slug, a, &props, None).await
+    }
+
+    /// A notification whose category's properties are known: checked against its source's
+    /// last one, stored (under `id` when given: the server's own, once per event), and sent.
+    pub(crate) async fn notify(
+        &self,
+        scope: &pb::Scope,
+        originator: &str,
+        slug: &str,
+        a: &Map<String, Value>,
+        props: &Properties,
+        id: Option<String>,
+    ) -> Result<pb::CreateResponse> {
+        let title = text(a, "title")?;
+        let category = text(a, "category")?;
+        let category_id = text(a, "category_id")?;
+        let priority = text(a, "priority")?;
         let preferred: Vec<String> = match a.get("preferred_channels") {
-            None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-            Some(_) => return Err(bad("preferred_channels is a list of channel names")),
+            _ => Vec::new(),
         };
         let at = text(a, "at")?;
-        let at_time = if at.is_empty() {
-            None
-        } else {
-            Some(
-                humantime::parse_rfc3339_weak(at)
-                    .map_err(|_| bad(format!("\"at\" must be an RFC 3339 time, not {at:?}")))?,
-            )
-        };
-        let props = self.properties(&scope, &req.originator, &req.slug, category).await?;
-
-        let mut source_id = format!("cozy/{}/{}/{category}", req.originator, req.slug);
+        let at_time = humantime::parse_rfc3339_weak(at).ok();
+        let mut source_id = format!("cozy/{originator}/{slug}/{category}");
         if !category_id.is_empty() {
             source_id.push('/');
             source_id.push_str(category_id);
@@ -92,8 +111,8 @@ impl NotificationsService {
         let state = a.get("state").cloned().unwrap_or(Value::Null);
         let mut doc = Map::new();
         doc.insert("source_id".into(), json!(source_id));
-        doc.insert("originator".into(), json!(req.originator));
-        doc.insert("slug".into(), json!(req.slug));
+        doc.insert("originator".into(), json!(originator));
+        doc.insert("slug".into(), json!(slug));
         doc.insert("category".into(), json!(category));
         if !category_id.is_empty() {
             doc.insert("category_id".into(), json!(category_id));
@@ -127,7 +146,7 @@ impl NotificationsService {
         }
 
         let watched = props.stateful || props.min_interval.is_some();
-        if watched && let Some(last) = self.last(&scope, &source_id).await? {
+        if watched && let Some(last) = self.last(scope, &source_id).await? {
             let dropped = if props.stateful
                 && !state.is_null()
                 && state_key(last.get("state").unwrap_or(&Value::Null)) == state_key(&state)
@@ -161,7 +180,7 @@ impl NotificationsService {
                     doctype: NOTIFICATIONS.into(),
                     ticket: scope.ticket.clone(),
                 }),
-                id: String::new(),
+                id: id.unwrap_or_default(),
                 body: Value::Object(doc.clone()).to_string().into_bytes().into(),
                 open_credentials: false,
                 owner: self
@@ -195,7 +214,7 @@ impl NotificationsService {
                 "" => text(a, "message")?,
                 content => content,
             };
-            let (job, trigger) = self.mail(&scope, title, body, html, at_time).await?;
+            let (job, trigger) = self.mail(scope, title, body, html, at_time).await?;
             answer.mail_job = job;
             answer.mail_trigger = trigger;
             break;
@@ -317,7 +336,8 @@ impl NotificationsService {
             .auth
             .clone()
             .get_instance(cocon_proto::auth::v1::GetInstanceRequest {
-                domain: cocon_common::domain::without_port(&scope.domain).to_string(),
+                domain: String::new(),
+                id: scope.instance.clone(),
             })
             .await?
             .into_inner();

@@ -14,6 +14,7 @@ mod channels;
 mod create;
 mod error;
 mod grpc;
+mod stack;
 
 use std::sync::{Arc, OnceLock};
 
@@ -38,19 +39,22 @@ pub struct NotificationsService {
 
 struct Inner {
     clients: OnceLock<Clients>,
-    /// Proves to the documents service that this service owns `io.cozy.notifications`.
+    /// Proves to the documents service that this service owns `io.cozy.notifications`, and
+    /// signs the tickets of the server's own notifications.
     mesh_key: MeshKey,
+    bus: Arc<dyn cocon_events::EventBus>,
     /// The instances whose `io.cozy.notifications` index (by source, then time) this process
     /// made sure of: finding a source's last notification needs it.
     indexed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl NotificationsService {
-    pub fn build(_config: Config, mesh_key: MeshKey) -> NotificationsService {
+    pub fn build(_config: Config, mesh_key: MeshKey, bus: Arc<dyn cocon_events::EventBus>) -> NotificationsService {
         NotificationsService {
             inner: Arc::new(Inner {
                 clients: OnceLock::new(),
                 mesh_key,
+                bus,
                 indexed: Default::default(),
             }),
         }
@@ -81,7 +85,7 @@ impl cocon_mesh::Service for NotificationsService {
         let _ = self.inner.clients.set(clients.clone());
     }
 
-    fn spawn_background(&self, _shutdown: Shutdown) -> Vec<JoinHandle<()>> {
-        Vec::new()
+    fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        self.stack_consumers(shutdown)
     }
 }

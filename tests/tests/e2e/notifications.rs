@@ -19,6 +19,20 @@ const MANIFEST: &str = r#"{"slug": "probe", "name": "Probe", "version": "1.0.0",
    "digest": {"description": "What happened", "min_interval": "1h"}
  }}"#;
 
+/// alice.test, with an address: its onboarding link is the first mail.
+async fn owner_with_mail(cocon: &Cocon, smtp: &SmtpServer) {
+    let (status, body) = cocon
+        .admin(
+            Method::POST,
+            "/instances",
+            &[("Domain", "alice.test"), ("Email", "alice@example.org")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(smtp.wait_for(1).await.len(), 1, "the onboarding link");
+}
+
 async fn notify(api: &cocon_tests::Api, attributes: Value) -> cocon_tests::Reply {
     api.post(
         "/notifications",
@@ -33,16 +47,7 @@ async fn test_a_konnector_notifies_within_its_categories_by_the_center_and_mail(
     let data = dir.path().join("data");
     let smtp = SmtpServer::start().await.unwrap();
     let cocon = Cocon::builder(&data).smtp(smtp.port).start().await.unwrap();
-    let (status, _) = cocon
-        .admin(
-            Method::POST,
-            "/instances",
-            &[("Domain", "alice.test"), ("Email", "alice@example.org")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201);
-    smtp.wait_for(1).await; // the onboarding link
+    owner_with_mail(&cocon, &smtp).await;
     let code = dir.path().join("probe");
     write_probe(&code, MANIFEST);
     let (ok, _, err) = cli(
@@ -200,4 +205,84 @@ async fn test_a_konnector_notifies_within_its_categories_by_the_center_and_mail(
     .await;
     assert_eq!(from_cli.status, 201, "{}", from_cli.text);
     assert_eq!(from_cli.body["data"]["attributes"]["originator"], "cli");
+}
+
+/// The server's own notifications: an upload refused for the quota (once a day, however many
+/// are refused) and a newly connected app land in the center and in the owner's mailbox.
+#[tokio::test]
+async fn test_the_server_notifies_a_full_disk_and_a_new_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start().await.unwrap();
+    let cocon = Cocon::builder(dir.path()).smtp(smtp.port).start().await.unwrap();
+    owner_with_mail(&cocon, &smtp).await;
+    let (status, _) = cocon
+        .admin(Method::PATCH, "/instances/alice.test", &[("DiskQuota", "100")])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let center = cocon.api(
+        "alice.test",
+        Some(
+            &cocon
+                .token("alice.test", "io.cozy.notifications io.cozy.files")
+                .await
+                .unwrap(),
+        ),
+    );
+    // The quota reaches the files service through an event: refused uploads follow.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    while refused < 2 {
+        let upload = center
+            .request(Method::POST, "/files/io.cozy.files.root-dir?Type=file&Name=big.bin")
+            .body(vec![0u8; 500])
+            .send()
+            .await
+            .unwrap();
+        if upload.status() == 413 {
+            refused += 1;
+        } else {
+            assert!(tokio::time::Instant::now() < deadline, "the quota never applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut browser = cocon_tests::Browser::new(&cocon.http, "alice.test");
+    let registered = browser
+        .request(
+            Method::POST,
+            "/auth/register",
+            None,
+            Some(
+                &json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": "Notes on the go",
+                        "software_id": "github.com/example/notes"}),
+            ),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+
+    let mails = smtp.wait_for(3).await;
+    assert!(
+        mails.iter().any(|m| m.contains("Subject: Your Cocon is full")),
+        "{mails:?}"
+    );
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("Subject: Notes on the go is connected to your Cocon")),
+        "{mails:?}"
+    );
+    let listed = center
+        .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
+        .await;
+    let docs: Vec<&Value> = listed.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["doc"])
+        .collect();
+    let full: Vec<&&Value> = docs.iter().filter(|d| d["category"] == "disk-quota").collect();
+    assert_eq!(full.len(), 1, "two refusals, one notification a day: {docs:?}");
+    assert_eq!(full[0]["originator"], "stack");
+    assert_eq!(full[0]["source_id"], "cozy/stack//disk-quota");
+    assert!(docs.iter().any(|d| d["category"] == "oauth-clients"), "{docs:?}");
 }
