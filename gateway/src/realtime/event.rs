@@ -27,10 +27,15 @@ impl Event {
     pub fn of(message: &Message) -> Option<Event> {
         if message.subject.starts_with(NOTIFIED_PREFIX) {
             let mut body: Value = serde_json::from_slice(&message.payload).ok()?;
+            // The jobs service's konnector logs come as creations, as in cozy-stack.
+            let verb = match body.get("verb").and_then(Value::as_str) {
+                Some("CREATED") => "CREATED",
+                _ => "NOTIFIED",
+            };
             return Some(Event {
                 doctype: body.get("type")?.as_str()?.to_string(),
                 id: body.get("id")?.as_str()?.to_string(),
-                verb: "NOTIFIED",
+                verb,
                 doc: body.get_mut("doc").map(Value::take).unwrap_or(Value::Null),
                 dir_id: None,
             });

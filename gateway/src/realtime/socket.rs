@@ -313,6 +313,7 @@ async fn may_watch(state: &State, who: &Who, doctype: &str, id: Option<&str>) ->
         // What every client of a sharing or a confirmation needs, with nothing to leak.
         "io.cozy.sharings.initial_sync" | "io.cozy.auth.confirmations" => return true,
         "io.cozy.files.thumbnails" | "io.cozy.notes.events" => doctype::FILES,
+        "io.cozy.jobs.events" => doctype::JOBS,
         other => other,
     };
     let access = Access { doctype: checked, id };

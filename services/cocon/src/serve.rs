@@ -297,6 +297,8 @@ async fn open_bus(
                 producers.push("realtime");
             }
             if producers.contains(&"jobs") {
+                // Konnectors' log lines for the realtime sockets.
+                producers.push("realtime");
                 // The jobs' shared queue (`cocon.jobq.<worker>`).
                 producers.push("jobq");
             }

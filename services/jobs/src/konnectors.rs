@@ -28,6 +28,8 @@ pub struct Runtime {
     pub node: PathBuf,
     pub memory_mb: u64,
     pub clients: OnceLock<Clients>,
+    /// Where a run's log lines go live (`io.cozy.jobs.events` on the realtime sockets).
+    pub bus: OnceLock<std::sync::Arc<dyn cocon_events::EventBus>>,
     /// The configured public API for konnectors, or this process's gateway once known.
     stack_url: String,
     local_gateway: OnceLock<String>,
@@ -46,6 +48,7 @@ impl Runtime {
             node: PathBuf::from(&config.node),
             memory_mb: config.memory_mb.max(64),
             clients: OnceLock::new(),
+            bus: OnceLock::new(),
             stack_url: config.stack_url.trim_end_matches('/').to_string(),
             local_gateway: OnceLock::new(),
         })

@@ -133,6 +133,7 @@ impl JobsService {
     pub async fn build(config: Config, deps: Deps) -> Result<JobsService> {
         let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
         let konnectors = Arc::new(crate::konnectors::Runtime::new(&config.konnectors, &deps.data_dir)?);
+        let _ = konnectors.bus.set(deps.bus.clone());
         let workers = Workers::new(&config, Some(konnectors.clone()));
         match config.role.as_str() {
             "all" => {}

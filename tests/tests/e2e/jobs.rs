@@ -876,6 +876,11 @@ async fn test_konnectors_run_sandboxed_with_their_own_token() {
         .as_array()
         .map_or(0, Vec::len);
     let data_dir = data.to_str().unwrap();
+    // Its log lines come live on the realtime socket, as Harvest reads them.
+    let mut socket = cocon_tests::Socket::authed(&cocon.http, "alice.test", api.token().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(socket.subscribe("io.cozy.jobs.events", None).await.unwrap(), None);
     let queued = push(
         &api,
         "konnector",
@@ -885,6 +890,16 @@ async fn test_konnectors_run_sandboxed_with_their_own_token() {
     assert_eq!(queued.status, 202, "{}", queued.text);
     let done = ended(&api, &id(&queued)).await;
     assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    let logged = loop {
+        let frame = socket.json(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(frame["payload"]["type"], "io.cozy.jobs.events", "{frame}");
+        if frame["payload"]["doc"]["message"] == "saved" {
+            break frame;
+        }
+    };
+    assert_eq!(logged["event"], "CREATED");
+    assert_eq!(logged["payload"]["doc"]["job_id"], id(&queued).as_str());
+    assert_eq!(logged["payload"]["doc"]["type"], "info");
     let docs = api
         .get("/data/io.cozy.konnector.results/_all_docs?include_docs=true")
         .await;

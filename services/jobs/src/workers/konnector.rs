@@ -259,7 +259,7 @@ impl Work for KonnectorWorker {
                 port: url_port,
             }),
         };
-        let outcome = run_process(rt, &spec, &job.id).await;
+        let outcome = run_process(rt, &spec, run.instance, &job.id).await;
         // The token ends with the run (it would expire on its own).
         let revoked = auth
             .revoke_cli_token(auth_pb::RevokeCliTokenRequest {
@@ -277,7 +277,7 @@ impl Work for KonnectorWorker {
     }
 }
 
-async fn run_process(rt: &Runtime, spec: &RunSpec<'_>, job: &str) -> Result<Option<Failure>, Failure> {
+async fn run_process(rt: &Runtime, spec: &RunSpec<'_>, instance: &str, job: &str) -> Result<Option<Failure>, Failure> {
     let started = Instant::now();
     let mut child = rt
         .sandbox
@@ -305,6 +305,7 @@ async fn run_process(rt: &Runtime, spec: &RunSpec<'_>, job: &str) -> Result<Opti
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             said.read(&line, job);
+            forward(rt, instance, job, &line).await;
         }
         said
     };
@@ -316,6 +317,32 @@ async fn run_process(rt: &Runtime, spec: &RunSpec<'_>, job: &str) -> Result<Opti
     tracing::info!(job, status = %status, seconds = started.elapsed().as_secs_f64(), "konnector ended");
     Ok(said.failure(status, &stderr))
 }
+
+/// Hands a JSON line of the konnector's output to the instance's realtime sockets, as cozy-stack
+/// does (`io.cozy.jobs.events`, with the job's id): Harvest shows a run's progress from them.
+/// Live only, and best effort: a bus that is down never holds the run back.
+async fn forward(rt: &Runtime, instance: &str, job: &str, line: &str) {
+    let Some(bus) = rt.bus.get() else { return };
+    let Ok(Value::Object(mut doc)) = serde_json::from_str::<Value>(line) else {
+        return;
+    };
+    doc.insert("job_id".into(), Value::String(job.to_string()));
+    let payload = serde_json::json!({"type": JOB_EVENTS, "id": job, "verb": "CREATED", "doc": doc});
+    let message = cocon_events::Message {
+        subject: format!(
+            "cocon.realtime.{instance}.{}",
+            cocon_events::subject::encode_token(JOB_EVENTS)
+        ),
+        id: format!("{job}:{}", rand::random::<u64>()),
+        headers: Vec::new(),
+        payload: payload.to_string().into(),
+    };
+    if let Err(err) = bus.publish_live(message).await {
+        tracing::debug!(job, error = %err, "a konnector's log line did not reach realtime");
+    }
+}
+
+const JOB_EVENTS: &str = "io.cozy.jobs.events";
 
 /// `http://host:port` → (scheme, host, port).
 fn split_url(url: &str) -> Option<(String, String, u16)> {
