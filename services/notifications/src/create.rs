@@ -12,6 +12,9 @@ use crate::error::{NotificationsError, Result};
 
 pub const NOTIFICATIONS: &str = "io.cozy.notifications";
 
+/// The id of the person's notification preferences in `io.cozy.settings`.
+pub const PREFERENCES: &str = "io.cozy.notifications";
+
 /// Who sends: what cozy calls the originator, and what names it.
 const ORIGINATORS: [&str; 5] = ["app", "konnector", "oauth", "cli", "stack"];
 
@@ -203,6 +206,10 @@ impl NotificationsService {
                 tracing::debug!(channel = channel.as_str(), why = channel.why(), "channel unavailable");
                 continue;
             }
+            if !self.mail_wanted(scope, category).await? {
+                tracing::debug!(instance = %scope.instance, category, "the person takes this category in the center only");
+                break;
+            }
             answer.channels.push(channel.as_str().into());
             let html = text(a, "content_html")?;
             // cozy-stack sends no mail without an HTML body (or a template of its own): the
@@ -267,6 +274,33 @@ impl NotificationsService {
                 "web apps are not installed on this server yet: only konnectors, OAuth clients and the command line send notifications".into(),
             )),
         }
+    }
+
+    /// Whether the person wants `category` by mail: their preferences are the document
+    /// `io.cozy.settings/io.cozy.notifications`, `{"mail": {"<category>": false, …}}`; every
+    /// category not set to `false` goes by mail.
+    async fn mail_wanted(&self, scope: &pb::Scope, category: &str) -> Result<bool> {
+        let found = self
+            .clients()?
+            .documents
+            .clone()
+            .get_document(docs::GetDocumentRequest {
+                scope: Some(docs::Scope {
+                    instance: scope.instance.clone(),
+                    doctype: cocon_common::cozy::doctype::SETTINGS.into(),
+                    ticket: scope.ticket.clone(),
+                }),
+                id: PREFERENCES.into(),
+                rev: String::new(),
+                open_credentials: false,
+            })
+            .await;
+        let prefs: Value = match found {
+            Ok(doc) => serde_json::from_slice(&doc.into_inner().json).unwrap_or(Value::Null),
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(true),
+            Err(status) => return Err(status.into()),
+        };
+        Ok(prefs["mail"][category] != Value::Bool(false))
     }
 
     /// The last notification of a source, by creation time.

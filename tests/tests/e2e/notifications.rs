@@ -193,6 +193,43 @@ async fn test_a_konnector_notifies_within_its_categories_by_the_center_and_mail(
         .await;
     assert!(forged.status == 403 || forged.status == 405, "{}", forged.text);
 
+    // The person's preferences: a category muted by mail stays in the center only.
+    let settings = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", "io.cozy.settings").await.unwrap()),
+    );
+    let muted = settings
+        .put(
+            "/data/io.cozy.settings/io.cozy.notifications",
+            &json!({"mail": {"new-bill": false}}),
+        )
+        .await;
+    assert_eq!(muted.status, 200, "{}", muted.text);
+    let before = smtp.received().len();
+    let quiet = notify(
+        &konnector,
+        json!({"category": "new-bill", "title": "Muted bill", "content_html": "<p>muted</p>"}),
+    )
+    .await;
+    assert_eq!(quiet.status, 201, "{}", quiet.text);
+    assert!(quiet.body["data"]["meta"].get("channels").is_none(), "{}", quiet.text);
+    let loud = notify(
+        &konnector,
+        json!({"category": "balance-lower", "title": "Balance critical", "state": "critical",
+               "content_html": "<p>critical</p>"}),
+    )
+    .await;
+    assert_eq!(loud.body["data"]["meta"]["channels"], json!(["mail"]), "{}", loud.text);
+    let mails = smtp.wait_for(before + 1).await;
+    assert!(
+        mails.iter().any(|m| m.contains("Subject: Balance critical")),
+        "{mails:?}"
+    );
+    assert!(
+        !mails.iter().any(|m| m.contains("Subject: Muted bill")),
+        "the muted one was not mailed"
+    );
+
     // A CLI token notifies as the command line; a sharing-link code cannot.
     let admin_cli = cocon.api(
         "alice.test",
