@@ -292,13 +292,12 @@ async fn open_bus(
     Ok(match mesh_key {
         Some(key) => {
             let mut producers: Vec<&str> = enabled.iter().filter(|k| k.keeps_state()).map(|k| k.as_str()).collect();
-            if enabled.contains(&ServiceKind::Gateway) {
-                // What `POST /realtime/…` sends to the sockets of every gateway.
+            if enabled.contains(&ServiceKind::Gateway) || producers.contains(&"jobs") || producers.contains(&"files") {
+                // What the realtime sockets of every gateway get without a store: `POST
+                // /realtime/…`, konnectors' log lines, thumbnails made.
                 producers.push("realtime");
             }
             if producers.contains(&"jobs") {
-                // Konnectors' log lines for the realtime sockets.
-                producers.push("realtime");
                 // The jobs' shared queue (`cocon.jobq.<worker>`).
                 producers.push("jobq");
             }

@@ -133,11 +133,14 @@ impl FilesService {
                 .map_err(|e| FilesError::Corrupt(format!("the thumbnail task failed: {e}")))?
             {
                 Ok(images) => {
+                    let mut formats = Vec::with_capacity(images.len());
                     for (format, jpeg) in images {
                         let mut writer = self.inner.blobs.create(&blob_key(instance, &node.id, format)).await?;
                         writer.write(Bytes::from(jpeg)).await?;
                         writer.finish().await?;
+                        formats.push(format);
                     }
+                    self.announce(instance, &node.id, &formats).await;
                     true
                 }
                 Err(why) => {
@@ -157,6 +160,33 @@ impl FilesService {
         let outcome = if ok { "made" } else { "unreadable" };
         metrics::counter!("cocon_files_thumbnails_total", "outcome" => outcome).increment(1);
         Ok(())
+    }
+
+    /// Tells the instance's realtime sockets that a file's thumbnails are ready, one
+    /// `io.cozy.files.thumbnails` event per format, as cozy-stack does (a drive shows them
+    /// then). Live only: a bus that is down loses the news, not the thumbnails.
+    async fn announce(&self, instance: &str, id: &str, formats: &[&str]) {
+        const DOCTYPE: &str = "io.cozy.files.thumbnails";
+        for format in formats {
+            let payload = serde_json::json!({
+                "type": DOCTYPE,
+                "id": id,
+                "verb": "CREATED",
+                "doc": {"_id": id, "format": format},
+            });
+            let message = cocon_events::Message {
+                subject: format!(
+                    "cocon.realtime.{instance}.{}",
+                    cocon_events::subject::encode_token(DOCTYPE)
+                ),
+                id: format!("thumbnail:{instance}:{id}:{format}"),
+                headers: Vec::new(),
+                payload: payload.to_string().into(),
+            };
+            if let Err(err) = self.inner.bus.publish_live(message).await {
+                tracing::debug!(instance, file = id, error = %err, "a thumbnail's news did not reach realtime");
+            }
+        }
     }
 
     async fn drop_thumbnails(&self, instance: &str, id: &str) -> Result<()> {

@@ -62,9 +62,24 @@ async fn test_images_get_thumbnails_after_upload() {
     let cocon = Cocon::start(dir.path()).await.unwrap();
     let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
     cocon.add_instance("bob.test").await.unwrap();
+    // A drive learns on the realtime socket when they are ready, one event per format.
+    let mut socket = cocon_tests::Socket::authed(&cocon.http, "alice.test", api.token().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(socket.subscribe("io.cozy.files.thumbnails", None).await.unwrap(), None);
 
     let photo = upload(&api, "photo.png", png(1600, 1200)).await;
     let id = photo.body["data"]["id"].as_str().unwrap().to_string();
+    let mut announced = Vec::new();
+    while announced.len() < 4 {
+        let frame = socket.json(std::time::Duration::from_secs(30)).await.unwrap();
+        assert_eq!(frame["event"], "CREATED", "{frame}");
+        assert_eq!(frame["payload"]["type"], "io.cozy.files.thumbnails");
+        assert_eq!(frame["payload"]["id"], id.as_str());
+        announced.push(frame["payload"]["doc"]["format"].as_str().unwrap().to_string());
+    }
+    announced.sort();
+    assert_eq!(announced, ["large", "medium", "small", "tiny"]);
     let first = links(&photo);
     for (format, width, height) in [
         ("tiny", 96, 72),
