@@ -19,13 +19,10 @@ pub struct Event {
     pub dir_id: Option<String>,
 }
 
-/// What `POST /realtime/:doctype/:id` publishes for the instance's sockets.
-pub const NOTIFIED_PREFIX: &str = "cocon.realtime.";
-
 impl Event {
     /// The event a message of the bus is about, if realtime clients see it.
     pub fn of(message: &Message) -> Option<Event> {
-        if message.subject.starts_with(NOTIFIED_PREFIX) {
+        if message.subject.starts_with(cocon_events::live::REALTIME_PREFIX) {
             let mut body: Value = serde_json::from_slice(&message.payload).ok()?;
             // The jobs service's konnector logs come as creations, as in cozy-stack.
             let verb = match body.get("verb").and_then(Value::as_str) {

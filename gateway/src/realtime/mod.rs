@@ -12,10 +12,9 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cocon_events::Message;
 use http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::edge::access::{Access, authenticate, check_doctype};
 use crate::edge::policy::Route;
@@ -109,17 +108,14 @@ async fn notify(
             "realtime is not available on this server",
         ));
     };
-    let message = Message {
-        subject: format!(
-            "{}{}.{}",
-            event::NOTIFIED_PREFIX,
-            caller.instance,
-            cocon_events::subject::encode_token(&doctype)
-        ),
-        id: format!("notified:{}", hex_id()),
-        headers: Vec::new(),
-        payload: json!({"type": doctype, "id": id, "doc": doc}).to_string().into(),
-    };
+    let message = cocon_events::live::realtime_message(
+        &caller.instance,
+        &doctype,
+        &id,
+        "NOTIFIED",
+        doc,
+        format!("notified:{}", hex_id()),
+    );
     hub.publish(message).await.map_err(|err| {
         ApiError::new(
             cocon_common::ErrorCode::Unavailable,

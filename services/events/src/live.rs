@@ -152,6 +152,29 @@ impl Drop for MemoryListener {
     }
 }
 
+/// A live event for the realtime sockets of an instance (`cocon.realtime.<instance>.<doctype>`):
+/// what no stream keeps (a konnector's log line, thumbnails made, `POST /realtime/…`), with
+/// the verb the sockets show (`CREATED` or `NOTIFIED`). `id` names the message (unique).
+pub fn realtime_message(
+    instance: &str,
+    doctype: &str,
+    doc_id: &str,
+    verb: &str,
+    doc: serde_json::Value,
+    id: String,
+) -> Message {
+    let payload = serde_json::json!({"type": doctype, "id": doc_id, "verb": verb, "doc": doc});
+    Message {
+        subject: format!("{REALTIME_PREFIX}{instance}.{}", crate::subject::encode_token(doctype)),
+        id,
+        headers: Vec::new(),
+        payload: payload.to_string().into(),
+    }
+}
+
+/// Where live events for the realtime sockets are published.
+pub const REALTIME_PREFIX: &str = "cocon.realtime.";
+
 #[cfg(test)]
 mod tests {
     use super::*;

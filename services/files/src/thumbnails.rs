@@ -168,21 +168,14 @@ impl FilesService {
     async fn announce(&self, instance: &str, id: &str, formats: &[&str]) {
         const DOCTYPE: &str = "io.cozy.files.thumbnails";
         for format in formats {
-            let payload = serde_json::json!({
-                "type": DOCTYPE,
-                "id": id,
-                "verb": "CREATED",
-                "doc": {"_id": id, "format": format},
-            });
-            let message = cocon_events::Message {
-                subject: format!(
-                    "cocon.realtime.{instance}.{}",
-                    cocon_events::subject::encode_token(DOCTYPE)
-                ),
-                id: format!("thumbnail:{instance}:{id}:{format}"),
-                headers: Vec::new(),
-                payload: payload.to_string().into(),
-            };
+            let message = cocon_events::live::realtime_message(
+                instance,
+                DOCTYPE,
+                id,
+                "CREATED",
+                serde_json::json!({"_id": id, "format": format}),
+                format!("thumbnail:{instance}:{id}:{format}"),
+            );
             if let Err(err) = self.inner.bus.publish_live(message).await {
                 tracing::debug!(instance, file = id, error = %err, "a thumbnail's news did not reach realtime");
             }

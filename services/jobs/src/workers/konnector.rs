@@ -327,16 +327,14 @@ async fn forward(rt: &Runtime, instance: &str, job: &str, line: &str) {
         return;
     };
     doc.insert("job_id".into(), Value::String(job.to_string()));
-    let payload = serde_json::json!({"type": JOB_EVENTS, "id": job, "verb": "CREATED", "doc": doc});
-    let message = cocon_events::Message {
-        subject: format!(
-            "cocon.realtime.{instance}.{}",
-            cocon_events::subject::encode_token(JOB_EVENTS)
-        ),
-        id: format!("{job}:{}", rand::random::<u64>()),
-        headers: Vec::new(),
-        payload: payload.to_string().into(),
-    };
+    let message = cocon_events::live::realtime_message(
+        instance,
+        JOB_EVENTS,
+        job,
+        "CREATED",
+        Value::Object(doc),
+        format!("{job}:{}", rand::random::<u64>()),
+    );
     if let Err(err) = bus.publish_live(message).await {
         tracing::debug!(job, error = %err, "a konnector's log line did not reach realtime");
     }
