@@ -106,6 +106,26 @@ async fn token(b: &mut Browser, form: &[(&str, &str)], basic: Option<(&str, &str
     (page.status, page.json())
 }
 
+/// The person consents to a confidential `client` (no PKCE); its access token.
+async fn access_token(person: &mut Browser, anyone: &mut Browser, client: &Value) -> String {
+    let id = client["client_id"].as_str().unwrap();
+    let secret = client["client_secret"].as_str().unwrap();
+    let location = consent(person, &authorize_path(id, "io.cozy.notes", "s", None), true).await;
+    let code = query_of(&location)["code"].clone();
+    let (status, tokens) = token(
+        anyone,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ],
+        Some((id, secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_string()
+}
+
 async fn with_bearer(b: &mut Browser, method: Method, path: &str, token: &str, body: Option<&Value>) -> u16 {
     let auth = format!("Bearer {token}");
     b.send(method, path, &[("authorization", &auth)], None, body)
@@ -545,21 +565,7 @@ async fn test_unused_registrations_expire() {
     let mut anyone = Browser::new(&cocon.http, "alice.test");
     let (_, unused) = register(&mut anyone, app(false)).await;
     let (_, used) = register(&mut anyone, app(false)).await;
-    let used_id = used["client_id"].as_str().unwrap().to_string();
-    let secret = used["client_secret"].as_str().unwrap().to_string();
-    let location = consent(&mut person, &authorize_path(&used_id, "io.cozy.notes", "s", None), true).await;
-    let code = query_of(&location)["code"].clone();
-    let (status, tokens) = token(
-        &mut anyone,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ],
-        Some((&used_id, &secret)),
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
+    let access = access_token(&mut person, &mut anyone, &used).await;
     let read = |client: &Value| {
         let path = format!("/auth/register/{}", client["client_id"].as_str().unwrap());
         let auth = format!("Bearer {}", client["registration_access_token"].as_str().unwrap());
@@ -593,9 +599,8 @@ async fn test_unused_registrations_expire() {
             .status,
         200
     );
-    let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(
-        with_bearer(&mut anyone, Method::GET, "/data/io.cozy.notes/_all_docs", access, None).await,
+        with_bearer(&mut anyone, Method::GET, "/data/io.cozy.notes/_all_docs", &access, None).await,
         200
     );
     let names: Vec<Value> = person.get("/settings/clients").await.json()["data"]
@@ -605,4 +610,48 @@ async fn test_unused_registrations_expire() {
         .map(|c| c["id"].clone())
         .collect();
     assert_eq!(names.len(), 2, "the used one and the new one: {names:?}");
+}
+
+/// An OAuth client sends the notification categories of its registration (`notifications`),
+/// with their properties; one that declares none sends any category (cozy-stack's quirk, which
+/// its clients rely on).
+#[tokio::test]
+async fn test_an_oauth_client_notifies_within_what_it_declared() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let mut person = onboard(&cocon, "alice.test", PASS).await;
+    let mut anyone = Browser::new(&cocon.http, "alice.test");
+    let mut declaring = app(false);
+    declaring["notifications"] = json!({"balance-lower": {"description": "Low balance", "stateful": true}});
+    let mut access_of = Vec::new();
+    for metadata in [declaring, app(false)] {
+        let (status, client) = register(&mut anyone, metadata).await;
+        assert_eq!(status, 201, "{client}");
+        let id = client["client_id"].as_str().unwrap().to_string();
+        let access = access_token(&mut person, &mut anyone, &client).await;
+        access_of.push((id, access));
+    }
+    let notify = |token: &str, attributes: Value| {
+        let api = cocon.api("alice.test", Some(token));
+        async move {
+            api.post("/notifications", &json!({"data": {"attributes": attributes}}))
+                .await
+        }
+    };
+    let (declaring_id, declaring) = &access_of[0];
+    let low = json!({"category": "balance-lower", "title": "Low balance", "state": "low"});
+    let sent = notify(declaring, low.clone()).await;
+    assert_eq!(sent.status, 201, "{}", sent.text);
+    let a = &sent.body["data"]["attributes"];
+    assert_eq!(a["originator"], "oauth");
+    assert_eq!(a["source_id"], format!("cozy/oauth/{declaring_id}/balance-lower"));
+    assert_eq!(
+        notify(declaring, low).await.body["data"]["meta"]["dropped"],
+        "same_state"
+    );
+    let undeclared = notify(declaring, json!({"category": "news", "title": "Hi"})).await;
+    assert_eq!(undeclared.status, 403, "{}", undeclared.text);
+    let (_, quiet) = &access_of[1];
+    let any = notify(quiet, json!({"category": "news", "title": "Hi"})).await;
+    assert_eq!(any.status, 201, "{}", any.text);
 }
