@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::extract::State as AxState;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
 use cocon_common::ErrorCode;
@@ -91,19 +91,13 @@ async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes)
     if !answer.channels.is_empty() {
         meta["channels"] = json!(answer.channels);
     }
-    let resource = json!({
-        "data": {
-            "type": DOCTYPE,
-            "id": id,
-            "attributes": doc,
-            "meta": meta,
-            "links": {"self": format!("/notifications/{id}")},
-        }
-    });
-    Ok((
-        StatusCode::CREATED,
-        [(http::header::CONTENT_TYPE, "application/vnd.api+json")],
-        resource.to_string(),
-    )
-        .into_response())
+    let mut response = crate::jsonapi::one(json!({
+        "type": DOCTYPE,
+        "id": id,
+        "attributes": doc,
+        "meta": meta,
+        "links": {"self": format!("/notifications/{id}")},
+    }));
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
 }
