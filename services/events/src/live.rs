@@ -96,17 +96,20 @@ impl Registry {
         keys
     }
 
-    /// Hands `message` to the listeners whose filters match it, without ever waiting.
-    pub fn dispatch(&self, message: &Message) {
-        let key = message.subject.split('.').nth(2).unwrap_or_default();
+    /// Hands each message to the listeners whose filters match it, without ever waiting; one
+    /// lock for the whole batch.
+    pub fn dispatch(&self, messages: &[Message]) {
         let by_key = self.by_key.lock().expect("listeners poisoned");
-        for entries in [by_key.get(key), by_key.get(ANY)].into_iter().flatten() {
-            for entry in entries {
-                if !entry.filters.iter().any(|f| matches(f, &message.subject)) {
-                    continue;
-                }
-                if entry.tx.try_send(message.clone()).is_err() {
-                    entry.lost.fetch_add(1, Ordering::Relaxed);
+        for message in messages {
+            let key = message.subject.split('.').nth(2).unwrap_or_default();
+            for entries in [by_key.get(key), by_key.get(ANY)].into_iter().flatten() {
+                for entry in entries {
+                    if !entry.filters.iter().any(|f| matches(f, &message.subject)) {
+                        continue;
+                    }
+                    if entry.tx.try_send(message.clone()).is_err() {
+                        entry.lost.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -200,7 +203,7 @@ mod tests {
             "cocon.files.alice.updated",
             "cocon.jobs.bob.job.queued",
         ] {
-            registry.dispatch(&message(subject));
+            registry.dispatch(&[message(subject)]);
         }
         let mut got = Vec::new();
         for _ in 0..2 {
@@ -219,7 +222,7 @@ mod tests {
         assert!(matches!(everyone.next().await, Some(Live::Event(m)) if m.subject == "cocon.jobs.bob.job.queued"));
 
         for _ in 0..BUFFER + 3 {
-            registry.dispatch(&message("cocon.documents.alice.x.updated"));
+            registry.dispatch(&[message("cocon.documents.alice.x.updated")]);
         }
         assert!(matches!(alice.next().await, Some(Live::Lagged(3))));
         drop(alice);

@@ -236,8 +236,8 @@ impl EventBus for MemoryBus {
             }
         }
         drop(state);
-        for message in &live {
-            self.inner.listeners.dispatch(message);
+        if !live.is_empty() {
+            self.inner.listeners.dispatch(&live);
         }
         (sent, failed)
     }
@@ -247,7 +247,7 @@ impl EventBus for MemoryBus {
     }
 
     async fn publish_live(&self, message: Message) -> Result<(), BusError> {
-        self.inner.listeners.dispatch(&message);
+        self.inner.listeners.dispatch(std::slice::from_ref(&message));
         Ok(())
     }
 
