@@ -87,6 +87,20 @@ impl Event {
         }
     }
 
+    /// The doctype an event of the bus is about, read from its subject alone: a room skips
+    /// decoding what none of its sockets watches.
+    pub fn doctype_of(subject: &str) -> Option<String> {
+        let mut tokens = subject.split('.').skip(1);
+        let (service, _instance) = (tokens.next()?, tokens.next()?);
+        Some(match (service, tokens.next()) {
+            ("documents" | "realtime", Some(doctype)) => cocon_events::subject::decode_token(doctype),
+            ("files", _) => doctype::FILES.to_string(),
+            ("jobs", Some("job")) => doctype::JOBS.to_string(),
+            ("jobs", Some("trigger")) => doctype::TRIGGERS.to_string(),
+            _ => return None,
+        })
+    }
+
     pub fn frame(&self) -> String {
         json!({
             "event": self.verb,
@@ -99,4 +113,26 @@ impl Event {
 /// A JSON-API resource's attributes: the document as stored.
 fn attributes(mut resource: Value) -> Value {
     resource.get_mut("attributes").map(Value::take).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_the_doctype_of_an_event_reads_from_its_subject() {
+        let of = |s: &str| Event::doctype_of(s);
+        assert_eq!(
+            of("cocon.documents.i1.io:cozy:notes.created").as_deref(),
+            Some("io.cozy.notes")
+        );
+        assert_eq!(of("cocon.files.i1.updated").as_deref(), Some("io.cozy.files"));
+        assert_eq!(of("cocon.jobs.i1.job.done").as_deref(), Some("io.cozy.jobs"));
+        assert_eq!(of("cocon.jobs.i1.trigger.created").as_deref(), Some("io.cozy.triggers"));
+        assert_eq!(
+            of("cocon.realtime.i1.io:cozy:jobs:events").as_deref(),
+            Some("io.cozy.jobs.events")
+        );
+        assert_eq!(of("cocon.auth.i1.session.created"), None);
+    }
 }

@@ -187,6 +187,9 @@ async fn run_room(room: Weak<Room>, mut listener: Box<dyn cocon_events::Listener
         let Some(room) = room.upgrade() else { return };
         match live {
             Some(Live::Event(message)) => {
+                if Event::doctype_of(&message.subject).is_some_and(|d| !room.watches(&d)) {
+                    continue;
+                }
                 if let Some(event) = Event::of(&message) {
                     room.send(&event);
                 }
@@ -229,6 +232,14 @@ impl Room {
         if frame.is_some() {
             metrics::counter!("cocon_realtime_events_total").increment(1);
         }
+    }
+
+    /// Whether a socket watches `doctype`, whole or some of its documents.
+    fn watches(&self, doctype: &str) -> bool {
+        self.peers.read().expect("room poisoned").values().any(|peer| {
+            let subs = peer.subs.lock().expect("subscriptions poisoned");
+            subs.doctypes.iter().any(|d| d == doctype) || subs.ids.iter().any(|(d, _)| d == doctype)
+        })
     }
 
     fn close_all(&self, why: Closing) {
