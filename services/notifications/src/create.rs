@@ -311,12 +311,15 @@ impl NotificationsService {
             doctype: NOTIFICATIONS.into(),
             ticket: scope.ticket.clone(),
         };
-        let fresh = self
-            .inner
-            .indexed
-            .lock()
-            .expect("index set poisoned")
-            .insert(scope.instance.clone());
+        let fresh = {
+            let mut indexed = self.inner.indexed.lock().expect("index set poisoned");
+            // Millions of instances must not grow the set without end; forgetting only costs
+            // an index creation that finds the index already there.
+            if indexed.len() >= crate::MAX_INDEXED && !indexed.contains(&scope.instance) {
+                indexed.clear();
+            }
+            indexed.insert(scope.instance.clone())
+        };
         if fresh {
             let made = documents
                 .clone()

@@ -48,6 +48,9 @@ struct Inner {
     indexed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// At most this many instances in [`Inner::indexed`].
+const MAX_INDEXED: usize = 100_000;
+
 impl NotificationsService {
     pub fn build(_config: Config, mesh_key: MeshKey, bus: Arc<dyn cocon_events::EventBus>) -> NotificationsService {
         NotificationsService {
