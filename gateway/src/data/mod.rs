@@ -3,6 +3,7 @@
 //! `/data`: cozy-stack's documents API, over the documents service.
 
 pub(crate) mod references;
+mod replication;
 
 use std::collections::HashMap;
 
@@ -28,7 +29,12 @@ type Params = Query<HashMap<String, String>>;
 pub fn routes() -> Router<State> {
     Router::new()
         .route("/data/_all_doctypes", get(all_doctypes))
-        .route("/data/{doctype}/", post(create))
+        .route(
+            "/data/{doctype}/",
+            post(create)
+                .get(replication::doctype_info)
+                .put(replication::create_database),
+        )
         .route("/data/{doctype}", post(create))
         .route("/data/{doctype}/_all_docs", get(all_docs).post(all_docs))
         .route("/data/{doctype}/_normal_docs", get(normal_docs))
@@ -43,6 +49,7 @@ pub fn routes() -> Router<State> {
         )
         .route("/data/{doctype}/{id}", get(get_doc).put(put_doc).delete(delete_doc))
         .route("/data/{doctype}/{id}/", delete(delete_doc))
+        .merge(replication::routes())
 }
 
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
@@ -161,6 +168,7 @@ async fn stored_doc(state: &State, caller: &Caller, doctype: &str, id: &str) -> 
             id: id.to_string(),
             rev: String::new(),
             open_credentials: false,
+            ..Default::default()
         })
         .await;
     match answer {
@@ -320,6 +328,10 @@ async fn get_doc(
             rev: params.get("rev").cloned().unwrap_or_default(),
             // An account's credentials open for a konnector only, as in cozy-stack.
             open_credentials: caller.kind == Kind::Konnector,
+            revs: bool_param(&params, "revs")?,
+            conflicts: bool_param(&params, "conflicts")?,
+            open_revs: params.get("open_revs").cloned().unwrap_or_default(),
+            latest: bool_param(&params, "latest")?,
         })
         .await?;
     Ok(json_response(StatusCode::OK, res.into_inner().json))
@@ -549,6 +561,7 @@ async fn changes(
         descending: bool_param(&params, "descending")?,
         feed: params.get("feed").cloned().unwrap_or_default(),
         timeout_ms: timeout.unwrap_or(0),
+        style: params.get("style").cloned().unwrap_or_default(),
     };
     let res = state.clients.documents.clone().changes(req).await?;
     Ok(json_response(StatusCode::OK, res.into_inner().json))

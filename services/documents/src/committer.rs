@@ -7,16 +7,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cocon_events::{Appended, EventLog, Stamp, Topic, envelope};
-use cocon_proto::events::v1::{DocumentChanged, envelope::Payload};
+use cocon_proto::events::v1::{self as pb_events, DocumentChanged, envelope::Payload};
 use cocon_storage::{Batch, Store};
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::Fields;
-use crate::projection::{CountCache, IndexCache, Overlay, Projection};
+use crate::projection::{CountCache, IndexCache, LOCAL_PREFIX, Overlay, Projection};
 use crate::record::generation;
-use crate::{DocumentsError, error::Result, validate};
+use crate::revtree::{REVS_LIMIT, RevTree, parse_rev};
+use crate::{DocumentsError, body, error::Result, validate};
 
 /// At most this many commands share one commit.
 const MAX_COMMANDS_PER_COMMIT: usize = 4096;
@@ -32,9 +33,15 @@ pub enum WriteKind {
         id: String,
         rev: String,
     },
-    /// Replication (`new_edits: false`): store the revision given, if it wins.
+    /// Replication (`new_edits: false`): merge the revision given (with its `_revisions`) into
+    /// the document's tree; the winner is the document.
     Replicate {
         body: Map<String, Value>,
+    },
+    /// Write (`Some`) or delete (`None`) a `_local/` document.
+    Local {
+        id: String,
+        body: Option<Map<String, Value>>,
     },
 }
 
@@ -158,6 +165,7 @@ async fn process(shared: &Shared, mut jobs: Vec<Job>) {
                     .get("_id")
                     .and_then(Value::as_str)
                     .is_some_and(|i| i.starts_with("_design/")),
+                WriteKind::Local { .. } => false,
             };
             // A design document builds its indexes from committed documents: commit what is pending first.
             if is_design && !pending.members.is_empty() {
@@ -298,6 +306,19 @@ fn document_json(id: &str, rev: &str, body: &[u8], deleted: bool) -> Bytes {
     Bytes::from(out)
 }
 
+/// A revision a command writes, before the winner is known.
+struct Revision {
+    id: String,
+    rev: String,
+    deleted: bool,
+    json: Bytes,
+    /// Its ancestors, newest first, down to the first one the tree held.
+    ancestors: Vec<String>,
+    /// The tree once it is merged in, when the written revision may not win (the document has
+    /// branches, or the revision was replicated); `None` when it wins for sure.
+    merged: Option<RevTree>,
+}
+
 async fn apply(
     shared: &Shared,
     pending: &mut Pending,
@@ -308,7 +329,7 @@ async fn apply(
     let store = shared.store.as_ref();
     let doctype = cmd.doctype;
     let reject = Fatal::Rejected;
-    let (id, rev, deleted, json, old_alive) = match cmd.kind {
+    let (revision, old) = match cmd.kind {
         WriteKind::Put { id, fields } => {
             // Time-ordered ids (UUIDv7, 32 hex digits like cozy-stack's), as CouchDB's `sequential`
             // uuids: new documents land at the end of the B-tree instead of dirtying a random
@@ -319,6 +340,11 @@ async fn apply(
                 uuid::Uuid::now_v7().simple().encode_lower(&mut buf).to_owned()
             });
             validate::id(&id).map_err(reject)?;
+            if id.starts_with(LOCAL_PREFIX) {
+                return Err(reject(DocumentsError::BadRequest(
+                    "_local documents are written through /data/:doctype/_local/:id".into(),
+                )));
+            }
             if generated {
                 // 74 random bits after the time: no stored document has this id.
                 pending.overlay.assume_new(instance, &doctype, &id);
@@ -328,23 +354,24 @@ async fn apply(
                 .doc(store, instance, &doctype, &id)
                 .await
                 .map_err(reject)?;
-            let expected = fields.rev;
-            let deleted = fields.deleted;
-            let old_alive = old.as_ref().is_some_and(|o| !o.deleted);
-            match (&old, expected.as_deref()) {
-                (Some(o), Some(r)) if o.rev == r => {}
-                (Some(o), None) if o.deleted => {}
-                (None, None) => {}
+            let tree = pending
+                .overlay
+                .tree(store, instance, &doctype, &id, old.as_ref())
+                .await
+                .map_err(reject)?;
+            let parent = match (&old, fields.rev.as_deref()) {
+                (Some(o), Some(r)) if o.rev == r => Some((r, o.deleted)),
+                // A live losing leaf: the write extends its branch, as CouchDB does.
+                (Some(_), Some(r)) if tree.leaves().iter().any(|l| l.rev == r && !l.deleted) => Some((r, false)),
+                (Some(o), None) if o.deleted => Some((o.rev.as_str(), true)),
+                (None, None) => None,
                 _ => return Err(reject(DocumentsError::Conflict)),
-            }
-            if deleted && !old_alive {
+            };
+            if fields.deleted && parent.is_none_or(|(_, deleted)| deleted) {
                 return Err(reject(DocumentsError::NotFound("missing")));
             }
-            let generation = old.as_ref().map_or(0, |o| o.generation()) + 1;
-            let old_rev = old.as_ref().map(|o| o.rev.as_str());
-            let rev = new_rev(old_rev, generation, deleted, &fields.json);
-            let json = document_json(&id, &rev, &fields.json, deleted);
-            (id, rev, deleted, json, old_alive)
+            let revision = edit(id, parent.map(|(r, _)| r), fields.deleted, &fields.json, tree);
+            (revision, old)
         }
         WriteKind::Delete { id, rev } => {
             validate::id(&id).map_err(reject)?;
@@ -358,64 +385,95 @@ async fn apply(
                 Some(o) if o.deleted => return Err(reject(DocumentsError::NotFound("deleted"))),
                 Some(o) => o,
             };
-            if old.rev != rev {
+            let tree = pending
+                .overlay
+                .tree(store, instance, &doctype, &id, Some(&old))
+                .await
+                .map_err(reject)?;
+            if old.rev != rev && !tree.leaves().iter().any(|l| l.rev == rev && !l.deleted) {
                 return Err(reject(DocumentsError::Conflict));
             }
-            let generation = old.generation() + 1;
-            let empty = Fields::empty();
-            let rev = new_rev(Some(&old.rev), generation, true, &empty);
-            let json = document_json(&id, &rev, &empty, true);
-            (id, rev, true, json, true)
+            let revision = edit(id, Some(&rev), true, &Fields::empty(), tree);
+            (revision, Some(old))
         }
-        WriteKind::Replicate { mut body } => {
-            let id = match body.shift_remove("_id") {
-                Some(Value::String(id)) => id,
-                _ => {
-                    return Err(reject(DocumentsError::BadRequest(
-                        "with new_edits=false every document needs an _id".into(),
-                    )));
-                }
-            };
-            let rev = match body.shift_remove("_rev") {
-                Some(Value::String(r)) if generation(&r) > 0 => r,
-                _ => {
-                    return Err(reject(DocumentsError::BadRequest(
-                        "with new_edits=false every document needs a _rev like 1-abc".into(),
-                    )));
-                }
-            };
-            validate::id(&id).map_err(reject)?;
-            let deleted = body.shift_remove("_deleted").is_some_and(|d| d == Value::Bool(true));
-            body.shift_remove("_revisions");
+        WriteKind::Replicate { body } => {
+            let (id, branch, deleted, body) = replicated(body).map_err(reject)?;
             let old = pending
                 .overlay
                 .doc(store, instance, &doctype, &id)
                 .await
                 .map_err(reject)?;
-            let wins = old
-                .as_ref()
-                .is_none_or(|o| (generation(&rev), rev.as_str()) > (o.generation(), o.rev.as_str()));
-            if !wins {
-                // Already known (or beaten): nothing to write, as CouchDB.
-                return Ok((
-                    WriteOk {
-                        id,
-                        rev,
-                        json: Bytes::new(),
-                    },
-                    false,
-                ));
+            let mut tree = pending
+                .overlay
+                .tree(store, instance, &doctype, &id, old.as_ref())
+                .await
+                .map_err(reject)?;
+            let rev = format!("{}-{}", branch.start, branch.ids[0]);
+            if tree.contains(&rev) {
+                // Already known: nothing to write, as CouchDB.
+                let ok = WriteOk {
+                    id,
+                    rev,
+                    json: Bytes::new(),
+                };
+                return Ok((ok, false));
             }
+            let known = branch
+                .ids
+                .iter()
+                .enumerate()
+                .position(|(i, hash)| tree.contains(&format!("{}-{hash}", branch.start - i as u64)));
+            let ancestors = branch.ids[1..known.map_or(branch.ids.len(), |k| k + 1)]
+                .iter()
+                .enumerate()
+                .map(|(i, hash)| format!("{}-{hash}", branch.start - 1 - i as u64))
+                .collect();
+            let ids: Vec<&str> = branch.ids.iter().map(String::as_str).collect();
+            tree.merge(branch.start, &ids, deleted);
             let json = document_json(&id, &rev, &body_bytes(&body), deleted);
-            (id, rev, deleted, json, old.as_ref().is_some_and(|o| !o.deleted))
+            let revision = Revision {
+                id,
+                rev,
+                deleted,
+                json,
+                ancestors,
+                merged: Some(tree),
+            };
+            (revision, old)
+        }
+        WriteKind::Local { id, body } => {
+            return write_local(shared, pending, instance, stamp, &doctype, id, body).await;
         }
     };
 
-    let seq = match pending.seqs.get(instance) {
-        Some(next) => *next,
-        None => shared.log.next_seq(instance).await.map_err(|e| reject(e.into()))?,
+    // The document after the write: the written revision, unless another leaf wins.
+    let winner = revision
+        .merged
+        .as_ref()
+        .and_then(|t| t.winner())
+        .filter(|w| w.rev != revision.rev);
+    let (rev, deleted, json) = match winner {
+        None => (revision.rev.clone(), revision.deleted, revision.json.clone()),
+        Some(w) => {
+            let json = match &old {
+                Some(o) if o.rev == w.rev => o.json.clone(),
+                _ if w.deleted => document_json(&revision.id, &w.rev, b"{}", true),
+                _ => pending
+                    .overlay
+                    .leaf(store, instance, &doctype, &revision.id, &w.rev)
+                    .await
+                    .map_err(reject)?
+                    .ok_or_else(|| reject(DocumentsError::Corrupt(format!("the body of leaf {}", w.rev))))?,
+            };
+            (w.rev, w.deleted, json)
+        }
     };
-    pending.seqs.insert(instance.to_string(), seq + 1);
+    let written = (rev != revision.rev).then(|| pb_events::Revision {
+        rev: revision.rev.clone(),
+        deleted: revision.deleted,
+        body: revision.json.clone(),
+    });
+    let old_alive = old.as_ref().is_some_and(|o| !o.deleted);
     let verb = match (old_alive, deleted) {
         (_, true) => "deleted",
         (false, false) => "created",
@@ -423,13 +481,188 @@ async fn apply(
     };
     let change = DocumentChanged {
         doctype: doctype.clone(),
+        id: revision.id.clone(),
+        rev,
+        deleted,
+        body: json,
+        written,
+        ancestors: revision.ancestors,
+        tree: true,
+    };
+    record(shared, pending, instance, stamp, change, verb).await?;
+    let ok = WriteOk {
+        id: revision.id,
+        rev: revision.rev,
+        json: revision.json,
+    };
+    Ok((ok, true))
+}
+
+/// A new revision over `parent` (none for a creation), written by this server.
+fn edit(id: String, parent: Option<&str>, deleted: bool, fields: &[u8], tree: RevTree) -> Revision {
+    let generation = parent.map_or(0, generation) + 1;
+    let rev = new_rev(parent, generation, deleted, fields);
+    let json = document_json(&id, &rev, fields, deleted);
+    // With one leaf, extending it wins; with branches, a deletion may uncover another leaf.
+    let merged = (tree.leaves().len() > 1).then(|| {
+        let mut tree = tree;
+        let hash = rev.split_once('-').map_or("", |(_, h)| h).to_string();
+        match parent.and_then(parse_rev) {
+            Some((_, parent_hash)) => tree.merge(generation, &[&hash, parent_hash], deleted),
+            None => tree.merge(generation, &[&hash], deleted),
+        };
+        tree
+    });
+    Revision {
+        id,
+        rev,
+        deleted,
+        json,
+        ancestors: parent.map(str::to_string).into_iter().collect(),
+        merged,
+    }
+}
+
+/// A replicated revision's branch: `_revisions`, or the revision alone.
+struct Branch {
+    start: u64,
+    ids: Vec<String>,
+}
+
+/// Reads a document sent with `new_edits: false`: its id, branch, deletion and other fields.
+fn replicated(mut body: Map<String, Value>) -> Result<(String, Branch, bool, Map<String, Value>)> {
+    let bad = |m: &str| DocumentsError::BadRequest(m.to_string());
+    let id = match body.shift_remove("_id") {
+        Some(Value::String(id)) => id,
+        _ => return Err(bad("with new_edits=false every document needs an _id")),
+    };
+    validate::id(&id)?;
+    if id.starts_with(LOCAL_PREFIX) {
+        return Err(bad("_local documents are not replicated"));
+    }
+    let rev = match body.shift_remove("_rev") {
+        Some(Value::String(r)) => r,
+        _ => return Err(bad("with new_edits=false every document needs a _rev like 1-abc")),
+    };
+    let (start, hash) =
+        parse_rev(&rev).ok_or_else(|| bad("with new_edits=false every document needs a _rev like 1-abc"))?;
+    let deleted = match body.shift_remove("_deleted") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(bad("_deleted must be a boolean")),
+    };
+    let ids = match body.shift_remove("_revisions") {
+        None => vec![hash.to_string()],
+        Some(revisions) => {
+            let start_of = revisions.get("start").and_then(Value::as_u64);
+            let ids: Option<Vec<String>> = revisions
+                .get("ids")
+                .and_then(Value::as_array)
+                .and_then(|ids| ids.iter().map(|i| i.as_str().map(str::to_string)).collect());
+            match (start_of, ids) {
+                (Some(s), Some(ids))
+                    if s == start
+                        && ids.first().is_some_and(|h| h == hash)
+                        && ids.len() as u64 <= s
+                        && ids.iter().all(|h| !h.is_empty()) =>
+                {
+                    ids
+                }
+                _ => {
+                    return Err(bad(
+                        "_revisions must be {\"start\": N, \"ids\": [...]} with the _rev's generation and hash first",
+                    ));
+                }
+            }
+        }
+    };
+    let mut ids = ids;
+    ids.truncate(REVS_LIMIT);
+    body::check_key_list(body.keys().map(String::as_str))?;
+    body.shift_remove(body::CLIENT_TYPE);
+    Ok((id, Branch { start, ids }, deleted, body))
+}
+
+/// Writes (`Some`) or deletes (`None`) a `_local/` document: its revision is `0-N`, checked as
+/// CouchDB checks it, and it has no tree, no changes row and no replication.
+async fn write_local(
+    shared: &Shared,
+    pending: &mut Pending,
+    instance: &str,
+    stamp: &Stamp,
+    doctype: &str,
+    id: String,
+    body: Option<Map<String, Value>>,
+) -> std::result::Result<(WriteOk, bool), Fatal> {
+    let store = shared.store.as_ref();
+    let reject = Fatal::Rejected;
+    validate::id(&id).map_err(reject)?;
+    let old = pending
+        .overlay
+        .local(store, instance, doctype, &id)
+        .await
+        .map_err(reject)?;
+    let old_rev = old
+        .as_ref()
+        .and_then(|json| serde_json::from_slice::<Value>(json).ok())
+        .and_then(|v| v.get("_rev").and_then(Value::as_str).map(str::to_string));
+    let n = old_rev
+        .as_deref()
+        .and_then(|r| r.strip_prefix("0-"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let (deleted, mut fields) = match body {
+        Some(mut map) => {
+            let given = map.shift_remove("_rev");
+            if old.is_some() && given.as_ref().and_then(Value::as_str) != old_rev.as_deref() {
+                return Err(reject(DocumentsError::Conflict));
+            }
+            map.shift_remove("_id");
+            let deleted = map.shift_remove("_deleted") == Some(Value::Bool(true));
+            (deleted, map)
+        }
+        None => (true, Map::new()),
+    };
+    if deleted && old.is_none() {
+        return Err(reject(DocumentsError::NotFound("missing")));
+    }
+    body::check_key_list(fields.keys().map(String::as_str)).map_err(reject)?;
+    fields.shift_remove(body::CLIENT_TYPE);
+    let rev = format!("0-{}", n + 1);
+    let json = document_json(&id, &rev, &body_bytes(&fields), deleted);
+    let change = DocumentChanged {
+        doctype: doctype.to_string(),
         id: id.clone(),
         rev: rev.clone(),
         deleted,
         body: json.clone(),
+        ..Default::default()
     };
+    let verb = if deleted { "deleted" } else { "updated" };
+    record(shared, pending, instance, stamp, change, verb).await?;
+    Ok((WriteOk { id, rev, json }, true))
+}
+
+/// Gives `change` the instance's next sequence, projects it and appends its event to the batch.
+async fn record(
+    shared: &Shared,
+    pending: &mut Pending,
+    instance: &str,
+    stamp: &Stamp,
+    change: DocumentChanged,
+    verb: &str,
+) -> std::result::Result<(), Fatal> {
+    let seq = match pending.seqs.get(instance) {
+        Some(next) => *next,
+        None => shared
+            .log
+            .next_seq(instance)
+            .await
+            .map_err(|e| Fatal::Rejected(e.into()))?,
+    };
+    pending.seqs.insert(instance.to_string(), seq + 1);
     let projection = Projection {
-        store,
+        store: shared.store.as_ref(),
         indexes: &shared.indexes,
         counts: &shared.counts,
     };
@@ -437,13 +670,14 @@ async fn apply(
         .project(&mut pending.overlay, &mut pending.batch, instance, seq, &change)
         .await
         .map_err(Fatal::Broken)?;
+    let doctype = change.doctype.clone();
     let topic = Topic::Document {
         doctype: &doctype,
         verb,
     };
     let event = envelope(instance, seq, topic, Payload::DocumentChanged(change), stamp);
     shared.log.append(&mut pending.batch, &mut pending.appended, &event);
-    Ok((WriteOk { id, rev, json }, true))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::body::{self, Fields};
 use crate::committer::{WriteCmd, WriteKind};
 use crate::query::{self, AllDocsParams, ChangesParams};
+use crate::replication::{self, ReadOptions};
 use crate::{DocumentsError, DocumentsService, error::Result, validate};
 
 impl DocumentsService {
@@ -168,7 +169,9 @@ impl DocumentsService {
                         if size > limit {
                             Err(DocumentsError::TooLarge { size, limit })
                         } else {
-                            body::check_key_list(map.keys().map(String::as_str)).map(|()| {
+                            // `_revisions` is the revision's history, which replication sends.
+                            let keys = map.keys().map(String::as_str).filter(|k| *k != "_revisions");
+                            body::check_key_list(keys).map(|()| {
                                 let mut body = map.clone();
                                 body.shift_remove(body::CLIENT_TYPE);
                                 if doctype == crate::accounts::DOCTYPE {
@@ -214,8 +217,15 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
     async fn get_document(&self, req: Request<pb::GetDocumentRequest>) -> Result<Response<pb::JsonResponse>, Status> {
         let req = req.into_inner();
         let s = self.scope(req.scope)?;
-        let doc = query::get(&self.shared, &s.instance, &s.doctype, &req.id, &req.rev).await?;
-        if req.open_credentials {
+        let options = ReadOptions {
+            rev: &req.rev,
+            revs: req.revs,
+            conflicts: req.conflicts,
+            open_revs: &req.open_revs,
+            latest: req.latest,
+        };
+        let doc = replication::get(&self.shared, &s.instance, &s.doctype, &req.id, options).await?;
+        if req.open_credentials && req.open_revs.is_empty() {
             return Ok(json(self.open_account(&s.instance, &s.doctype, doc)));
         }
         Ok(json(doc))
@@ -362,6 +372,16 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
             descending: req.descending,
             longpoll,
             timeout: Duration::from_millis(timeout),
+            all_docs: match req.style.as_str() {
+                "" | "main_only" => false,
+                "all_docs" => true,
+                other => {
+                    return Err(DocumentsError::BadRequest(format!(
+                        "unsupported style {other:?}: use main_only or all_docs"
+                    ))
+                    .into());
+                }
+            },
         };
         Ok(json(
             query::changes(&self.shared, &s.instance, &s.doctype, params).await?,
@@ -396,4 +416,70 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         self.instance_of(&req.instance, &req.ticket)?;
         Ok(json(query::all_doctypes(&self.shared, &req.instance).await?))
     }
+
+    async fn revs_diff(&self, req: Request<pb::BodyRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = self.scope(req.scope)?;
+        Ok(json(
+            replication::revs_diff(&self.shared, &s.instance, &s.doctype, &req.body).await?,
+        ))
+    }
+
+    async fn bulk_get(&self, req: Request<pb::BodyRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = self.scope(req.scope)?;
+        Ok(json(
+            replication::bulk_get(&self.shared, &s.instance, &s.doctype, &req.body, req.revs).await?,
+        ))
+    }
+
+    async fn get_local(&self, req: Request<pb::GetDocumentRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let req = req.into_inner();
+        let s = self.scope(req.scope)?;
+        let id = local_id(&req.id)?;
+        Ok(json(
+            replication::get_local(&self.shared, &s.instance, &s.doctype, &id).await?,
+        ))
+    }
+
+    async fn put_local(&self, req: Request<pb::PutDocumentRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let s = self.scope(req.scope)?;
+        let id = local_id(&req.id)?;
+        let body = if req.body.is_empty() {
+            None
+        } else {
+            if req.body.len() > self.config.max_doc_bytes {
+                return Err(DocumentsError::TooLarge {
+                    size: req.body.len(),
+                    limit: self.config.max_doc_bytes,
+                }
+                .into());
+            }
+            Some(
+                serde_json::from_slice::<Map<String, Value>>(&req.body)
+                    .map_err(|_| DocumentsError::BadRequest("a _local document is a JSON object".into()))?,
+            )
+        };
+        let res = self
+            .write_one(&s.instance, &s.doctype, WriteKind::Local { id, body })
+            .await?;
+        Ok(Response::new(res))
+    }
+
+    async fn doctype_info(&self, req: Request<pb::DoctypeInfoRequest>) -> Result<Response<pb::JsonResponse>, Status> {
+        let s = self.scope(req.into_inner().scope)?;
+        Ok(json(
+            replication::doctype_info(&self.shared, &s.instance, &s.doctype).await?,
+        ))
+    }
+}
+
+/// A `_local/` document's id, from the part after `_local/` or the whole id.
+fn local_id(id: &str) -> Result<String> {
+    let name = id.strip_prefix(crate::projection::LOCAL_PREFIX).unwrap_or(id);
+    if name.is_empty() {
+        return Err(DocumentsError::BadRequest("the _local document's id is empty".into()));
+    }
+    Ok(format!("{}{name}", crate::projection::LOCAL_PREFIX))
 }

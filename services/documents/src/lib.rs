@@ -3,7 +3,7 @@
 //!
 //! Event sourced: every write appends a `DocumentChanged` event to the per-instance log
 //! (`documents.events`); the documents, the changes feed, the Mango indexes, the per-doctype
-//! counts and the doctype list are projections of that log, written in the same atomic batch
+//! counts, the doctype list and each document's revision tree are projections of that log, written in the same atomic batch
 //! as the event and rebuilt from it by [`DocumentsProjection`].
 //! Writes go through one committer task that checks revisions, assigns sequences and commits
 //! many writers' batches with one fsync (group commit).
@@ -19,6 +19,8 @@ mod projection;
 mod query;
 mod rebuild;
 mod record;
+mod replication;
+mod revtree;
 mod service;
 mod tables;
 mod validate;

@@ -12,10 +12,14 @@ use serde_json::Value;
 
 use crate::index::IndexDef;
 use crate::record::{ChangeRecord, DocRecord};
+use crate::revtree::{Merged, REVS_LIMIT, RevTree, parse_rev};
 use crate::tables::*;
 use crate::{DocumentsError, error::Result};
 
 type DocKey = (String, String, String);
+
+/// The id prefix of CouchDB's local documents (replication checkpoints).
+pub const LOCAL_PREFIX: &str = "_local/";
 type TypeKey = (String, String);
 
 /// Index definitions per (instance, doctype), shared by the committer and the readers.
@@ -95,6 +99,10 @@ pub async fn load_indexes(store: &dyn Store, instance: &str, doctype: &str) -> R
 #[derive(Default)]
 pub struct Overlay {
     docs: foldhash::HashMap<DocKey, Option<DocRecord>>,
+    trees: foldhash::HashMap<DocKey, RevTree>,
+    /// Bodies of losing leaves written (`Some`) or dropped (`None`) by this batch.
+    leaves: foldhash::HashMap<(DocKey, String), Option<Bytes>>,
+    locals: foldhash::HashMap<DocKey, Option<Bytes>>,
     counts: foldhash::HashMap<TypeKey, i64>,
     /// Counts changed by this batch, written once each by [`Overlay::finish`].
     changed_counts: foldhash::HashSet<TypeKey>,
@@ -125,6 +133,71 @@ impl Overlay {
         let record = DOCS.get(store, (instance, doctype), id).await?;
         self.docs.insert(key, record.clone());
         Ok(record)
+    }
+
+    /// The revision tree of a document whose current record is `record` (read with
+    /// [`Overlay::doc`]): empty for a new document, one revision for a document written before
+    /// trees were kept.
+    pub async fn tree(
+        &mut self,
+        store: &dyn Store,
+        instance: &str,
+        doctype: &str,
+        id: &str,
+        record: Option<&DocRecord>,
+    ) -> Result<RevTree> {
+        let Some(record) = record else {
+            return Ok(RevTree::default());
+        };
+        let key = (instance.to_string(), doctype.to_string(), id.to_string());
+        if let Some(tree) = self.trees.get(&key) {
+            return Ok(tree.clone());
+        }
+        let tree = match REVTREES.get(store, (instance, doctype), id).await? {
+            Some(tree) if !tree.is_empty() => tree,
+            _ => RevTree::single(&record.rev, record.deleted),
+        };
+        self.trees.insert(key, tree.clone());
+        Ok(tree)
+    }
+
+    /// The JSON of a losing leaf, if it is live and kept.
+    pub async fn leaf(
+        &self,
+        store: &dyn Store,
+        instance: &str,
+        doctype: &str,
+        id: &str,
+        rev: &str,
+    ) -> Result<Option<Bytes>> {
+        let key = (
+            (instance.to_string(), doctype.to_string(), id.to_string()),
+            rev.to_string(),
+        );
+        if let Some(found) = self.leaves.get(&key) {
+            return Ok(found.clone());
+        }
+        Ok(LEAVES.get(store, (instance, doctype), (id, rev)).await?)
+    }
+
+    fn set_leaf(&mut self, batch: &mut Batch, key: &DocKey, rev: &str, json: Option<Bytes>) {
+        let partition = (key.0.as_str(), key.1.as_str());
+        match &json {
+            Some(json) => LEAVES.put(batch, partition, (&key.2, rev), json),
+            None => LEAVES.delete(batch, partition, (&key.2, rev)),
+        }
+        self.leaves.insert((key.clone(), rev.to_string()), json);
+    }
+
+    /// A `_local/` document's JSON.
+    pub async fn local(&mut self, store: &dyn Store, instance: &str, doctype: &str, id: &str) -> Result<Option<Bytes>> {
+        let key = (instance.to_string(), doctype.to_string(), id.to_string());
+        if let Some(found) = self.locals.get(&key) {
+            return Ok(found.clone());
+        }
+        let found = LOCALS.get(store, (instance, doctype), id).await?;
+        self.locals.insert(key, found.clone());
+        Ok(found)
     }
 
     /// Records that `id` names no document yet (an id the server just generated), sparing a read.
@@ -190,6 +263,17 @@ impl Projection<'_> {
         let doctype = change.doctype.as_str();
         let id = change.id.as_str();
         let partition = (instance, doctype);
+        if id.starts_with(LOCAL_PREFIX) {
+            match change.deleted {
+                true => LOCALS.delete(batch, partition, id),
+                false => LOCALS.put(batch, partition, id, &change.body),
+            }
+            let key = (instance.to_string(), doctype.to_string(), id.to_string());
+            overlay
+                .locals
+                .insert(key, (!change.deleted).then(|| change.body.clone()));
+            return Ok(());
+        }
         let old = overlay.doc(store, instance, doctype, id).await?;
         let new = DocRecord {
             rev: change.rev.clone(),
@@ -197,6 +281,7 @@ impl Projection<'_> {
             deleted: change.deleted,
             json: change.body.clone(),
         };
+        let branched = project_tree(store, overlay, batch, instance, change, old.as_ref()).await?;
 
         DOCS.put(batch, partition, id, &new);
         if let Some(old) = &old {
@@ -206,6 +291,7 @@ impl Projection<'_> {
             id: id.to_string(),
             rev: new.rev.clone(),
             deleted: new.deleted,
+            branched,
         };
         CHANGES.put(batch, partition, seq, &change_row);
 
@@ -260,6 +346,72 @@ impl Projection<'_> {
             .insert((instance.to_string(), doctype.to_string(), id.to_string()), new_record);
         Ok(())
     }
+}
+
+/// Merges the written revision into the document's tree, keeps the bodies of the live leaves
+/// that lose (the winner's is the document), and tells whether the document has several leaves.
+async fn project_tree(
+    store: &dyn Store,
+    overlay: &mut Overlay,
+    batch: &mut Batch,
+    instance: &str,
+    change: &DocumentChanged,
+    old: Option<&DocRecord>,
+) -> Result<bool> {
+    let (doctype, id) = (change.doctype.as_str(), change.id.as_str());
+    let mut tree = overlay.tree(store, instance, doctype, id, old).await?;
+    let (rev, deleted, body) = match &change.written {
+        Some(w) => (w.rev.as_str(), w.deleted, &w.body),
+        None => (change.rev.as_str(), change.deleted, &change.body),
+    };
+    let key = (instance.to_string(), doctype.to_string(), id.to_string());
+    let corrupt = |what: &str| DocumentsError::Corrupt(format!("{what} of {id} in a document event"));
+    let (generation, hash) = parse_rev(rev).ok_or_else(|| corrupt("the revision"))?;
+    if change.tree {
+        let mut ids = vec![hash];
+        for (i, ancestor) in change.ancestors.iter().enumerate() {
+            match parse_rev(ancestor) {
+                Some((g, h)) if g + i as u64 + 1 == generation => ids.push(h),
+                _ => return Err(corrupt("an ancestor")),
+            }
+        }
+        if let Merged::Added { extended: Some(parent) } = tree.merge(generation, &ids, deleted)
+            && old.is_none_or(|o| o.rev != parent)
+        {
+            // A losing leaf written over is no leaf any more (the winner's body is not a leaf row).
+            overlay.set_leaf(batch, &key, &parent, None);
+        }
+    } else {
+        // Before trees: the revision replaced the one before it.
+        tree = match old {
+            Some(o) if generation == o.generation() + 1 && tree.is_leaf(&o.rev) => {
+                let parent = o.rev.split_once('-').map_or("", |(_, h)| h);
+                tree.merge(generation, &[hash, parent], deleted);
+                tree
+            }
+            _ => RevTree::single(rev, deleted),
+        };
+    }
+    tree.prune(REVS_LIMIT);
+    if let Some(old) = old
+        && old.rev != change.rev
+        && !old.deleted
+        && tree.is_leaf(&old.rev)
+    {
+        // The old winner lost (to a longer branch, or to a conflict it had hidden).
+        overlay.set_leaf(batch, &key, &old.rev, Some(old.json.clone()));
+    }
+    if change.written.is_some() && !deleted && tree.is_leaf(rev) {
+        overlay.set_leaf(batch, &key, rev, Some(body.clone()));
+    }
+    if change.written.is_some() && old.is_some_and(|o| o.rev != change.rev) {
+        // The new winner was a losing leaf: its body is the document now.
+        overlay.set_leaf(batch, &key, &change.rev, None);
+    }
+    let branched = tree.leaves().len() > 1;
+    REVTREES.put(batch, (instance, doctype), id, &tree);
+    overlay.trees.insert(key, tree);
+    Ok(branched)
 }
 
 /// A design document changed: drop the indexes it no longer declares, build the new ones from

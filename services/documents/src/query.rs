@@ -737,6 +737,8 @@ pub struct ChangesParams {
     pub descending: bool,
     pub longpoll: bool,
     pub timeout: Duration,
+    /// `style=all_docs`: every leaf of a document, not only the winner.
+    pub all_docs: bool,
 }
 
 pub fn parse_since(since: &str) -> Result<Option<u64>> {
@@ -756,7 +758,7 @@ pub fn parse_since(since: &str) -> Result<Option<u64>> {
     }
 }
 
-async fn last_change(store: &dyn Store, instance: &str, doctype: &str) -> Result<u64> {
+pub(crate) async fn last_change(store: &dyn Store, instance: &str, doctype: &str) -> Result<u64> {
     let rows = CHANGES
         .scan(store, (instance, doctype), ScanRange::all().reverse(true).limit(1))
         .await?;
@@ -828,7 +830,16 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
                 .string(&seq.to_string())
                 .raw(",\"id\":")
                 .string(&change.id);
-            out.raw(",\"changes\":[{\"rev\":").string(&change.rev).raw("}]");
+            out.raw(",\"changes\":[{\"rev\":").string(&change.rev).raw("}");
+            if p.all_docs && change.branched {
+                // The winner first, then the other leaves, as CouchDB lists them.
+                if let Some(tree) = REVTREES.get(store, partition, &change.id).await? {
+                    for leaf in tree.leaves().into_iter().filter(|l| l.rev != change.rev) {
+                        out.raw(",{\"rev\":").string(&leaf.rev).raw("}");
+                    }
+                }
+            }
+            out.raw("]");
             if change.deleted {
                 out.raw(",\"deleted\":true");
             }

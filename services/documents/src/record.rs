@@ -80,11 +80,13 @@ pub struct ChangeRecord {
     pub id: String,
     pub rev: String,
     pub deleted: bool,
+    /// The document had other leaves (conflicts) then: `style=all_docs` reads its tree.
+    pub branched: bool,
 }
 
 impl ChangeRecord {
     pub fn encode_into(&self, buf: &mut BytesMut) {
-        buf.put_u8(self.deleted as u8);
+        buf.put_u8(self.deleted as u8 | (self.branched as u8) << 1);
         buf.put_u16(self.rev.len() as u16);
         buf.put_slice(self.rev.as_bytes());
         buf.put_slice(self.id.as_bytes());
@@ -100,14 +102,19 @@ impl ChangeRecord {
         if raw.remaining() < 3 {
             return Err(corrupt());
         }
-        let deleted = raw.get_u8() != 0;
+        let flags = raw.get_u8();
         let len = raw.get_u16() as usize;
         if raw.remaining() < len {
             return Err(corrupt());
         }
         let rev = String::from_utf8(raw.split_to(len).to_vec()).map_err(|_| corrupt())?;
         let id = String::from_utf8(raw.to_vec()).map_err(|_| corrupt())?;
-        Ok(ChangeRecord { id, rev, deleted })
+        Ok(ChangeRecord {
+            id,
+            rev,
+            deleted: flags & 1 != 0,
+            branched: flags & 2 != 0,
+        })
     }
 }
 
@@ -135,6 +142,7 @@ mod tests {
             id: "x".into(),
             rev: "3-abc".into(),
             deleted: true,
+            branched: true,
         };
         let mut buf = BytesMut::new();
         c.encode_into(&mut buf);

@@ -7,6 +7,7 @@ use cocon_storage::bytes::{BufMut, Bytes, BytesMut};
 use cocon_storage::{Schema, Table};
 
 use crate::record::{ChangeRecord, DocRecord};
+use crate::revtree::RevTree;
 
 pub const EVENTS: &str = "documents.events";
 pub const OUTBOX: &str = "documents.outbox";
@@ -208,7 +209,127 @@ impl Schema for Doctypes {
 
 pub const DOCTYPES: Table<Doctypes> = Table::new();
 
-pub const PROJECTIONS: [&str; 5] = [Docs::NAME, Changes::NAME, Indexes::NAME, Counts::NAME, Doctypes::NAME];
+/// (instance, doctype) → id → the document's [`RevTree`].
+pub struct RevTrees;
+
+impl Schema for RevTrees {
+    const NAME: &'static str = "documents.revtrees";
+    const VERSION: u8 = 1;
+    type Partition<'a> = (&'a str, &'a str);
+    type Sort<'a> = &'a str;
+    type Row = RevTree;
+
+    fn partition((instance, doctype): (&str, &str)) -> Vec<u8> {
+        doctype_partition(instance, doctype)
+    }
+
+    fn sort(id: &str) -> Vec<u8> {
+        id.as_bytes().to_vec()
+    }
+
+    fn encode(row: &RevTree, out: &mut BytesMut) {
+        row.encode_into(out)
+    }
+
+    fn encoded_len(row: &RevTree) -> usize {
+        row.encoded_len()
+    }
+
+    fn decode(_version: u8, payload: Bytes) -> Result<RevTree, String> {
+        RevTree::decode(payload)
+    }
+}
+
+pub const REVTREES: Table<RevTrees> = Table::new();
+
+/// (instance, doctype) → (id, rev) → the JSON of a live leaf that does not win (a conflict):
+/// the winner's is in [`DOCS`].
+pub struct Leaves;
+
+impl Schema for Leaves {
+    const NAME: &'static str = "documents.leaves";
+    const VERSION: u8 = 1;
+    type Partition<'a> = (&'a str, &'a str);
+    type Sort<'a> = (&'a str, &'a str);
+    type Row = Bytes;
+
+    fn partition((instance, doctype): (&str, &str)) -> Vec<u8> {
+        doctype_partition(instance, doctype)
+    }
+
+    fn sort((id, rev): (&str, &str)) -> Vec<u8> {
+        let mut key = leaves_prefix(id);
+        key.extend_from_slice(rev.as_bytes());
+        key
+    }
+
+    fn encode(json: &Bytes, out: &mut BytesMut) {
+        out.put_slice(json)
+    }
+
+    fn encoded_len(json: &Bytes) -> usize {
+        json.len()
+    }
+
+    fn decode(_version: u8, json: Bytes) -> Result<Bytes, String> {
+        Ok(json)
+    }
+}
+
+pub const LEAVES: Table<Leaves> = Table::new();
+
+/// The sort-key prefix of a document's rows in [`LEAVES`]: its id's length, then the id.
+pub fn leaves_prefix(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + 40);
+    key.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// (instance, doctype) → `_local/` id → its JSON: replication checkpoints, which CouchDB keeps
+/// out of the changes feed, the counts and replication.
+pub struct Locals;
+
+impl Schema for Locals {
+    const NAME: &'static str = "documents.locals";
+    const VERSION: u8 = 1;
+    type Partition<'a> = (&'a str, &'a str);
+    type Sort<'a> = &'a str;
+    type Row = Bytes;
+
+    fn partition((instance, doctype): (&str, &str)) -> Vec<u8> {
+        doctype_partition(instance, doctype)
+    }
+
+    fn sort(id: &str) -> Vec<u8> {
+        id.as_bytes().to_vec()
+    }
+
+    fn encode(json: &Bytes, out: &mut BytesMut) {
+        out.put_slice(json)
+    }
+
+    fn encoded_len(json: &Bytes) -> usize {
+        json.len()
+    }
+
+    fn decode(_version: u8, json: Bytes) -> Result<Bytes, String> {
+        Ok(json)
+    }
+}
+
+pub const LOCALS: Table<Locals> = Table::new();
+
+pub const PROJECTIONS: [&str; 8] = [
+    Docs::NAME,
+    Changes::NAME,
+    Indexes::NAME,
+    Counts::NAME,
+    Doctypes::NAME,
+    RevTrees::NAME,
+    Leaves::NAME,
+    Locals::NAME,
+];
 
 fn doctype_partition(instance: &str, doctype: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(instance.len() + doctype.len() + 1);

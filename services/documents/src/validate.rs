@@ -3,6 +3,7 @@
 use cocon_common::cozy::doctype;
 
 use crate::DocumentsError;
+use crate::projection::LOCAL_PREFIX;
 
 /// Doctypes that other services own: readable elsewhere, never written through `/data`.
 const READ_ONLY: [&str; 8] = [
@@ -41,9 +42,9 @@ pub fn id(id: &str) -> Result<(), DocumentsError> {
             "the document id is longer than 1024 bytes".into(),
         ));
     }
-    if id.starts_with('_') && !id.starts_with("_design/") {
+    if id.starts_with('_') && !id.starts_with("_design/") && !id.starts_with(LOCAL_PREFIX) {
         return Err(DocumentsError::BadRequest(format!(
-            "invalid id {id:?}: only design documents (_design/…) may start with an underscore"
+            "invalid id {id:?}: only design (_design/…) and local (_local/…) documents may start with an underscore"
         )));
     }
     if id.chars().any(char::is_control) {
@@ -73,7 +74,8 @@ mod tests {
 
     #[test]
     fn test_id_rules() {
-        assert!(id("_local/x").is_err());
+        assert!(id("_other/x").is_err());
+        assert!(id("_local/x").is_ok(), "checked, then written apart by their own calls");
         assert!(id("_design/x").is_ok());
         assert!(id("").is_err());
         assert!(id("a\nb").is_err());

@@ -23,6 +23,8 @@ impl Change {
     /// The change an event of the documents or files service is about, if any.
     pub fn of(envelope: &Envelope) -> Option<Change> {
         match envelope.payload.as_ref()? {
+            // CouchDB's local documents (replication checkpoints) are nobody's change.
+            Payload::DocumentChanged(d) if d.id.starts_with("_local/") => None,
             Payload::DocumentChanged(d) => {
                 let verb = envelope.subject.rsplit('.').next().unwrap_or_default();
                 let verb = match verb {

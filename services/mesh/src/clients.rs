@@ -101,6 +101,11 @@ service_client!(
         design_docs(DesignDocsRequest) -> JsonResponse;
         delete_design_doc(DeleteDesignDocRequest) -> JsonResponse;
         all_doctypes(AllDoctypesRequest) -> JsonResponse;
+        revs_diff(BodyRequest) -> JsonResponse;
+        bulk_get(BodyRequest) -> JsonResponse;
+        get_local(GetDocumentRequest) -> JsonResponse;
+        put_local(PutDocumentRequest) -> WriteResponse;
+        doctype_info(DoctypeInfoRequest) -> JsonResponse;
     }
 );
 

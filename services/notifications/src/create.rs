@@ -293,6 +293,7 @@ impl NotificationsService {
                 id: PREFERENCES.into(),
                 rev: String::new(),
                 open_credentials: false,
+                ..Default::default()
             })
             .await;
         let prefs: Value = match found {

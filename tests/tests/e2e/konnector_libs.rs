@@ -38,27 +38,14 @@ pub(super) fn vendor() -> String {
 
 /// The konnector's code with its dependencies (`npm ci`, from the npm registry), in `into`.
 fn build_konnector(into: &std::path::Path) {
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("konnectors/libs-probe");
-    std::fs::create_dir_all(into).unwrap();
-    for name in [
+    let files = [
         "package.json",
         "package-lock.json",
         ".npmrc",
         "manifest.konnector",
         "index.js",
-    ] {
-        std::fs::copy(source.join(name), into.join(name)).unwrap();
-    }
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--omit=dev", "--no-audit", "--no-fund"])
-        .current_dir(into)
-        .output()
-        .expect("npm runs (it comes with Node.js)");
-    assert!(
-        out.status.success(),
-        "npm ci failed (the npm registry must be reachable): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ];
+    cocon_tests::npm_ci("konnectors/libs-probe", &files, into, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

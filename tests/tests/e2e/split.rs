@@ -206,6 +206,7 @@ async fn test_split_services_over_real_nats() {
         id: id.clone(),
         rev: String::new(),
         open_credentials: false,
+        ..Default::default()
     };
     for (ticket, what, code) in [
         (String::new(), "no ticket", tonic::Code::PermissionDenied),
@@ -681,6 +682,7 @@ async fn test_forged_events_erase_nothing() {
                 id: "n".into(),
                 rev: String::new(),
                 open_credentials: false,
+                ..Default::default()
             })
             .await;
         match got {
@@ -954,6 +956,7 @@ async fn test_realtime_sockets_on_any_gateway_see_every_write() {
             rev: "1-f".into(),
             deleted: false,
             body: br#"{"_id":"forged","_rev":"1-f","phishing":true}"#.to_vec().into(),
+            ..Default::default()
         })),
         ..Default::default()
     };
