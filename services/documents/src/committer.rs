@@ -354,11 +354,20 @@ async fn apply(
                 .doc(store, instance, &doctype, &id)
                 .await
                 .map_err(reject)?;
-            let tree = pending
-                .overlay
-                .tree(store, instance, &doctype, &id, old.as_ref())
-                .await
-                .map_err(reject)?;
+            // A document on one branch, written over its winner, needs no tree here.
+            let linear = match (&old, fields.rev.as_deref()) {
+                (None, _) => true,
+                (Some(o), Some(r)) => o.rev == r && !o.branched,
+                (Some(o), None) => !o.branched,
+            };
+            let tree = match linear {
+                true => RevTree::default(),
+                false => pending
+                    .overlay
+                    .tree(store, instance, &doctype, &id, old.as_ref())
+                    .await
+                    .map_err(reject)?,
+            };
             let parent = match (&old, fields.rev.as_deref()) {
                 (Some(o), Some(r)) if o.rev == r => Some((r, o.deleted)),
                 // A live losing leaf: the write extends its branch, as CouchDB does.
@@ -385,11 +394,14 @@ async fn apply(
                 Some(o) if o.deleted => return Err(reject(DocumentsError::NotFound("deleted"))),
                 Some(o) => o,
             };
-            let tree = pending
-                .overlay
-                .tree(store, instance, &doctype, &id, Some(&old))
-                .await
-                .map_err(reject)?;
+            let tree = match old.rev == rev && !old.branched {
+                true => RevTree::default(),
+                false => pending
+                    .overlay
+                    .tree(store, instance, &doctype, &id, Some(&old))
+                    .await
+                    .map_err(reject)?,
+            };
             if old.rev != rev && !tree.leaves().iter().any(|l| l.rev == rev && !l.deleted) {
                 return Err(reject(DocumentsError::Conflict));
             }

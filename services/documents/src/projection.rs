@@ -146,19 +146,48 @@ impl Overlay {
         id: &str,
         record: Option<&DocRecord>,
     ) -> Result<RevTree> {
-        let Some(record) = record else {
-            return Ok(RevTree::default());
-        };
         let key = (instance.to_string(), doctype.to_string(), id.to_string());
         if let Some(tree) = self.trees.get(&key) {
             return Ok(tree.clone());
         }
-        let tree = match REVTREES.get(store, (instance, doctype), id).await? {
+        let tree = self.load_tree(store, instance, doctype, id, record).await?;
+        if record.is_some() {
+            self.trees.insert(key, tree.clone());
+        }
+        Ok(tree)
+    }
+
+    /// Like [`Overlay::tree`], without a copy: the caller puts the tree back in `trees`.
+    async fn take_tree(
+        &mut self,
+        store: &dyn Store,
+        instance: &str,
+        doctype: &str,
+        id: &str,
+        record: Option<&DocRecord>,
+    ) -> Result<RevTree> {
+        let key = (instance.to_string(), doctype.to_string(), id.to_string());
+        match self.trees.remove(&key) {
+            Some(tree) => Ok(tree),
+            None => self.load_tree(store, instance, doctype, id, record).await,
+        }
+    }
+
+    async fn load_tree(
+        &self,
+        store: &dyn Store,
+        instance: &str,
+        doctype: &str,
+        id: &str,
+        record: Option<&DocRecord>,
+    ) -> Result<RevTree> {
+        let Some(record) = record else {
+            return Ok(RevTree::default());
+        };
+        Ok(match REVTREES.get(store, (instance, doctype), id).await? {
             Some(tree) if !tree.is_empty() => tree,
             _ => RevTree::single(&record.rev, record.deleted),
-        };
-        self.trees.insert(key, tree.clone());
-        Ok(tree)
+        })
     }
 
     /// The JSON of a losing leaf, if it is live and kept.
@@ -275,13 +304,14 @@ impl Projection<'_> {
             return Ok(());
         }
         let old = overlay.doc(store, instance, doctype, id).await?;
+        let branched = project_tree(store, overlay, batch, instance, change, old.as_ref()).await?;
         let new = DocRecord {
             rev: change.rev.clone(),
             seq,
             deleted: change.deleted,
+            branched,
             json: change.body.clone(),
         };
-        let branched = project_tree(store, overlay, batch, instance, change, old.as_ref()).await?;
 
         DOCS.put(batch, partition, id, &new);
         if let Some(old) = &old {
@@ -359,7 +389,7 @@ async fn project_tree(
     old: Option<&DocRecord>,
 ) -> Result<bool> {
     let (doctype, id) = (change.doctype.as_str(), change.id.as_str());
-    let mut tree = overlay.tree(store, instance, doctype, id, old).await?;
+    let mut tree = overlay.take_tree(store, instance, doctype, id, old).await?;
     let (rev, deleted, body) = match &change.written {
         Some(w) => (w.rev.as_str(), w.deleted, &w.body),
         None => (change.rev.as_str(), change.deleted, &change.body),

@@ -13,6 +13,8 @@ pub struct DocRecord {
     pub rev: String,
     pub seq: u64,
     pub deleted: bool,
+    /// The document has other leaves than this winner (conflicts): writes read its tree.
+    pub branched: bool,
     /// The whole document, `_id` and `_rev` first.
     pub json: Bytes,
 }
@@ -22,7 +24,7 @@ impl DocRecord {
     /// version header, [`crate::tables::Docs`]).
     pub fn encode_into(&self, buf: &mut BytesMut) {
         buf.put_u64(self.seq);
-        buf.put_u8(self.deleted as u8);
+        buf.put_u8(self.deleted as u8 | (self.branched as u8) << 1);
         buf.put_u16(self.rev.len() as u16);
         buf.put_slice(self.rev.as_bytes());
         buf.put_slice(&self.json);
@@ -39,7 +41,7 @@ impl DocRecord {
             return Err(corrupt());
         }
         let seq = raw.get_u64();
-        let deleted = raw.get_u8() != 0;
+        let flags = raw.get_u8();
         let len = raw.get_u16() as usize;
         if raw.remaining() < len {
             return Err(corrupt());
@@ -48,7 +50,8 @@ impl DocRecord {
         Ok(DocRecord {
             rev,
             seq,
-            deleted,
+            deleted: flags & 1 != 0,
+            branched: flags & 2 != 0,
             json: raw,
         })
     }
@@ -128,6 +131,7 @@ mod tests {
             rev: "3-abc".into(),
             seq: 42,
             deleted: false,
+            branched: true,
             json: Bytes::from_static(br#"{"_id":"x","_rev":"3-abc"}"#),
         };
         let mut buf = BytesMut::new();

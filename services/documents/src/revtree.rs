@@ -11,10 +11,46 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// How many revisions back from each leaf a tree keeps: CouchDB's default `revs_limit`.
 pub const REVS_LIMIT: usize = 1000;
 
+/// A revision's hash: the 16 bytes of an MD5 in lower-case hex (CouchDB's and Cocon's own), kept
+/// as bytes so a tree of a thousand revisions reads and copies without an allocation each; any
+/// other text as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hash {
+    Md5([u8; 16]),
+    Text(Box<str>),
+}
+
+impl Hash {
+    fn of(text: &str) -> Hash {
+        let mut raw = [0u8; 16];
+        let lower = text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if text.len() == 32 && lower && hex::decode_to_slice(text, &mut raw).is_ok() {
+            Hash::Md5(raw)
+        } else {
+            Hash::Text(text.into())
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Hash::Md5(raw) => hex::encode(raw),
+            Hash::Text(t) => t.to_string(),
+        }
+    }
+
+    /// The order of the hashes as text (lower-case hex orders as its bytes).
+    fn cmp_text(&self, other: &Hash) -> std::cmp::Ordering {
+        match (self, other) {
+            (Hash::Md5(a), Hash::Md5(b)) => a.cmp(b),
+            _ => self.text().cmp(&other.text()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Node {
     generation: u64,
-    hash: String,
+    hash: Hash,
     parent: Option<u32>,
     /// For a leaf: whether that revision deletes the document.
     deleted: bool,
@@ -55,7 +91,7 @@ impl RevTree {
         if let Some((generation, hash)) = parse_rev(rev) {
             tree.nodes.push(Node {
                 generation,
-                hash: hash.to_string(),
+                hash: Hash::of(hash),
                 parent: None,
                 deleted,
             });
@@ -68,6 +104,7 @@ impl RevTree {
     }
 
     fn find(&self, generation: u64, hash: &str) -> Option<usize> {
+        let hash = Hash::of(hash);
         self.nodes
             .iter()
             .position(|n| n.generation == generation && n.hash == hash)
@@ -84,7 +121,7 @@ impl RevTree {
 
     fn rev_at(&self, i: usize) -> String {
         let n = &self.nodes[i];
-        format!("{}-{}", n.generation, n.hash)
+        format!("{}-{}", n.generation, n.hash.text())
     }
 
     fn has_child(&self) -> Vec<bool> {
@@ -104,7 +141,9 @@ impl RevTree {
         let mut leaves: Vec<usize> = (0..self.nodes.len()).filter(|&i| !has[i]).collect();
         leaves.sort_by(|&a, &b| {
             let (a, b) = (&self.nodes[a], &self.nodes[b]);
-            (!b.deleted, b.generation, &b.hash).cmp(&(!a.deleted, a.generation, &a.hash))
+            (!b.deleted, b.generation)
+                .cmp(&(!a.deleted, a.generation))
+                .then_with(|| b.hash.cmp_text(&a.hash))
         });
         leaves
             .into_iter()
@@ -165,7 +204,7 @@ impl RevTree {
         for i in (0..fresh).rev() {
             self.nodes.push(Node {
                 generation: start - i as u64,
-                hash: ids[i].to_string(),
+                hash: Hash::of(ids[i]),
                 parent,
                 deleted: i == 0 && deleted,
             });
@@ -184,7 +223,7 @@ impl RevTree {
             if ids.len() >= limit {
                 break;
             }
-            ids.push(self.nodes[i].hash.clone());
+            ids.push(self.nodes[i].hash.text());
             at = self.nodes[i].parent.map(|p| p as usize);
         }
         Some((start, ids))
@@ -224,7 +263,7 @@ impl RevTree {
     pub fn encode_into(&self, out: &mut BytesMut) {
         out.put_u32(self.nodes.len() as u32);
         for (i, n) in self.nodes.iter().enumerate() {
-            let md5 = n.hash.len() == 32 && n.hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            let md5 = matches!(n.hash, Hash::Md5(_));
             let follows = n.parent.is_some_and(|p| p as usize + 1 == i);
             let flags = n.deleted as u8 | (n.parent.is_none() as u8) << 1 | (follows as u8) << 2 | (md5 as u8) << 3;
             out.put_u8(flags);
@@ -233,13 +272,12 @@ impl RevTree {
                 Some(_) if follows => {}
                 Some(p) => put_varint(out, p as u64),
             }
-            if md5 {
-                let mut raw = [0u8; 16];
-                hex::decode_to_slice(&n.hash, &mut raw).expect("checked hex digits");
-                out.put_slice(&raw);
-            } else {
-                put_varint(out, n.hash.len() as u64);
-                out.put_slice(n.hash.as_bytes());
+            match &n.hash {
+                Hash::Md5(raw) => out.put_slice(raw),
+                Hash::Text(text) => {
+                    put_varint(out, text.len() as u64);
+                    out.put_slice(text.as_bytes());
+                }
             }
         }
     }
@@ -275,13 +313,17 @@ impl RevTree {
                 if raw.remaining() < 16 {
                     return Err(corrupt());
                 }
-                hex::encode(raw.split_to(16))
+                let mut md5 = [0u8; 16];
+                raw.copy_to_slice(&mut md5);
+                Hash::Md5(md5)
             } else {
                 let len = get_varint(&mut raw).ok_or_else(corrupt)? as usize;
                 if raw.remaining() < len {
                     return Err(corrupt());
                 }
-                String::from_utf8(raw.split_to(len).to_vec()).map_err(|_| corrupt())?
+                let text = std::str::from_utf8(&raw[..len]).map_err(|_| corrupt())?.into();
+                raw.advance(len);
+                Hash::Text(text)
             };
             nodes.push(Node {
                 generation,
