@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/cocon/files/v1/files.proto",
         "proto/cocon/jobs/v1/jobs.proto",
         "proto/cocon/notifications/v1/notifications.proto",
+        "proto/cocon/sharing/v1/sharing.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -25,6 +25,10 @@ impl ApiError {
     pub fn bad_request(reason: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::BadRequest, "bad_request", reason)
     }
+
+    pub fn status(&self) -> http::StatusCode {
+        self.code.http_status()
+    }
 }
 
 impl From<tonic::Status> for ApiError {

@@ -19,6 +19,7 @@ mod oauth;
 mod permissions;
 mod person;
 mod realtime;
+mod sharings;
 mod state;
 
 use std::sync::Arc;
@@ -75,6 +76,7 @@ impl Gateway {
             .merge(jobs::routes())
             .merge(realtime::routes())
             .merge(notifications::routes())
+            .merge(sharings::routes())
             .route_layer(edge::EdgeLayer::new(metrics.clone(), Some(timeout)))
             // Uploads and downloads last as long as the bytes take: no request timeout.
             .merge(

@@ -33,6 +33,12 @@ pub mod notifications {
     }
 }
 
+pub mod sharing {
+    pub mod v1 {
+        tonic::include_proto!("cocon.sharing.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("cocon.events.v1");

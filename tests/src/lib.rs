@@ -19,4 +19,4 @@ pub use npm::npm_ci;
 pub use realtime::{Read, Socket};
 pub use s3::S3Server;
 pub use sandbox::{Cocon, CoconBuilder, cocon_bin, make_mesh_key, make_mesh_tls};
-pub use smtp::SmtpServer;
+pub use smtp::{SmtpServer, text_of};

@@ -73,3 +73,17 @@ impl Drop for SmtpServer {
         let _ = self.child.wait();
     }
 }
+
+/// A received mail's subject and text part.
+pub fn text_of(raw: &str) -> (String, String) {
+    use mailparse::MailHeaderMap;
+    let mail = mailparse::parse_mail(raw.as_bytes()).expect("a mail that parses");
+    let subject = mail.headers.get_first_value("Subject").unwrap_or_default();
+    let text = mail
+        .subparts
+        .iter()
+        .find(|p| p.ctype.mimetype == "text/plain")
+        .map(|p| p.get_body().expect("a readable part"))
+        .unwrap_or_else(|| mail.get_body().expect("a readable body"));
+    (subject, text)
+}

@@ -78,10 +78,12 @@ pub enum Route {
     Realtime,
     /// Sending the person a notification.
     Notifications,
+    /// Creating and reading cozy-to-cozy sharings.
+    Sharings,
 }
 
 impl Route {
-    const ALL: [Route; 21] = [
+    const ALL: [Route; 22] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -103,6 +105,7 @@ impl Route {
         Route::Konnectors,
         Route::Realtime,
         Route::Notifications,
+        Route::Sharings,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +131,7 @@ impl Route {
             Route::Konnectors => "konnectors",
             Route::Realtime => "realtime",
             Route::Notifications => "notifications",
+            Route::Sharings => "sharings",
         }
     }
 }

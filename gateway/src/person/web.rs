@@ -51,6 +51,19 @@ pub fn page(status: StatusCode, title: &str, body: &str, set_cookies: Vec<Header
     response
 }
 
+/// A page whose form leads to another host (the owner's discovery page sends the person on to
+/// their own Cozy): the same page, with forms allowed to end anywhere.
+pub fn page_to_anywhere(status: StatusCode, title: &str, body: &str) -> Response {
+    let mut response = page(status, title, body, Vec::new());
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
 fn error_line(error: Option<&str>) -> String {
     error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))

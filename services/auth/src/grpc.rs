@@ -266,6 +266,20 @@ impl pb::auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.exchange_token(&req.into_inner()).await?))
     }
 
+    async fn issue_sharing_client(
+        &self,
+        req: Request<pb::IssueSharingClientRequest>,
+    ) -> Result<Response<pb::SharingClientAnswer>, Status> {
+        let req = req.into_inner();
+        let (client_json, tokens) = self
+            .issue_sharing_client(&req.domain, &req.metadata_json, &req.scope)
+            .await?;
+        Ok(Response::new(pb::SharingClientAnswer {
+            client_json,
+            tokens: Some(tokens),
+        }))
+    }
+
     async fn create_permission(
         &self,
         req: Request<pb::CreatePermissionRequest>,

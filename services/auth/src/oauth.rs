@@ -48,6 +48,8 @@ fn valid_redirect_uri(raw: &str) -> Result<(), AuthError> {
         "javascript" | "data" | "file" | "vbscript" | "blob" | "about" => Err(bad("this scheme is not allowed")),
         "http" => match url.host_str() {
             Some("localhost" | "127.0.0.1" | "[::1]") => Ok(()),
+            // Names under .localhost are this machine too (RFC 6761 §6.3).
+            Some(host) if host.ends_with(".localhost") => Ok(()),
             _ => Err(bad("plain http is only for loopback addresses; use https")),
         },
         _ => Ok(()),
@@ -181,6 +183,31 @@ impl AuthService {
         map.insert("registration_access_token".into(), json!(registration_token));
         tracing::info!(domain = %record.domain, client = %client_id, "OAuth client registered");
         Ok(Value::Object(map).to_string())
+    }
+
+    /// A client for a sharing's peer host and its first tokens (no code: the person consented
+    /// on the sharing's page). Answers the client as registered, and the tokens.
+    pub async fn issue_sharing_client(
+        &self,
+        domain: &str,
+        metadata: &str,
+        scope: &str,
+    ) -> Result<(String, pb::TokenResponse), AuthError> {
+        let scope = check_scope(scope)?;
+        let client_json = self.register_client(domain, metadata).await?;
+        let client_id = serde_json::from_str::<Value>(&client_json)
+            .ok()
+            .and_then(|c| c["client_id"].as_str().map(str::to_string))
+            .ok_or_else(|| AuthError::Corrupt("a new client has no id".into()))?;
+        let record = self.lookup(domain).await?;
+        let client = self
+            .client(&record.id, &client_id)
+            .await?
+            .ok_or_else(|| AuthError::Corrupt("a new client is missing".into()))?;
+        let grant_id = uuid::Uuid::new_v4().simple().to_string();
+        let _writer = self.stripe(&record.id).lock().await;
+        let tokens = self.grant_tokens(&record, &client, &grant_id, 1, &scope, None).await?;
+        Ok((client_json, tokens))
     }
 
     /// The removal events of the instance's clients registered more than
@@ -528,6 +555,7 @@ mod tests {
             "https://app.example/cb",
             "http://localhost:8000/cb",
             "http://127.0.0.1/cb",
+            "http://alice.localhost:8080/sharings/answer",
             "cozy://callback",
             "com.example.app:/cb",
         ] {

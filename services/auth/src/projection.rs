@@ -437,7 +437,8 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             | Payload::JobChanged(_)
             | Payload::TriggerChanged(_)
             | Payload::TriggerDebounced(_)
-            | Payload::KonnectorChanged(_),
+            | Payload::KonnectorChanged(_)
+            | Payload::SharingChanged(_),
         )
         | None => Vec::new(),
     }

@@ -96,7 +96,7 @@ pub struct ServeArgs {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Run only these services (comma list of gateway,auth,documents,files,jobs,sharing,notifications;
-    /// default: gateway,auth,documents,files, the ones that serve).
+    /// default: all of them).
     #[arg(long)]
     services: Option<String>,
     /// The NATS server of the event bus, e.g. nats://127.0.0.1:4222 (required when split).

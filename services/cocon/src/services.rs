@@ -88,7 +88,17 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
             )
             .await?,
         ),
-        ServiceKind::Sharing => Box::new(cocon_sharing::build(config.sharing.clone())),
+        ServiceKind::Sharing => Box::new(
+            cocon_sharing::SharingService::build(
+                config.sharing.clone(),
+                cocon_sharing::Deps {
+                    store: parts.store(),
+                    bus: parts.bus.clone(),
+                    mesh_key: parts.mesh_key(),
+                },
+            )
+            .await?,
+        ),
         ServiceKind::Notifications => Box::new(cocon_notifications::NotificationsService::build(
             config.notifications.clone(),
             parts.mesh_key(),
@@ -135,6 +145,7 @@ pub async fn projections(
         ServiceKind::Documents => vec![Box::new(cocon_documents::DocumentsService::projection(store).await?)],
         ServiceKind::Files => vec![Box::new(cocon_files::FilesService::projection(store).await?)],
         ServiceKind::Jobs => vec![Box::new(cocon_jobs::JobsService::projection(store).await?)],
-        ServiceKind::Gateway | ServiceKind::Sharing | ServiceKind::Notifications => Vec::new(),
+        ServiceKind::Sharing => vec![Box::new(cocon_sharing::SharingService::projection(store).await?)],
+        ServiceKind::Gateway | ServiceKind::Notifications => Vec::new(),
     })
 }

@@ -30,4 +30,6 @@ pub mod doctype {
     pub const ACCOUNTS: &str = "io.cozy.accounts";
     pub const NOTIFICATIONS: &str = "io.cozy.notifications";
     pub const SHARINGS: &str = "io.cozy.sharings";
+    pub const SHARED: &str = "io.cozy.shared";
+    pub const CONTACTS: &str = "io.cozy.contacts";
 }

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The disk is (nearly) full: writes wait until space returns.
     InsufficientStorage,
+    /// Another host (a sharing's peer) failed or refused: cozy-stack's 502.
+    BadGateway,
     Internal,
 }
 
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::BadGateway => "bad_gateway",
             ErrorCode::Internal => "internal_server_error",
         }
     }
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => S::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
             ErrorCode::InsufficientStorage => S::INSUFFICIENT_STORAGE,
+            ErrorCode::BadGateway => S::BAD_GATEWAY,
             ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +88,8 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => C::ResourceExhausted,
             ErrorCode::Unavailable => C::Unavailable,
             ErrorCode::InsufficientStorage => C::ResourceExhausted,
+            // Not this mesh's own failure: no client retries it as a transient one.
+            ErrorCode::BadGateway => C::Unknown,
             ErrorCode::Internal => C::Internal,
         }
     }
@@ -107,7 +113,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 13] = [
+const ALL: [ErrorCode; 14] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthenticated,
     ErrorCode::Forbidden,
@@ -120,6 +126,7 @@ const ALL: [ErrorCode; 13] = [
     ErrorCode::TooManyRequests,
     ErrorCode::Unavailable,
     ErrorCode::InsufficientStorage,
+    ErrorCode::BadGateway,
     ErrorCode::Internal,
 ];
 

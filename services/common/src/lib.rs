@@ -15,6 +15,7 @@ pub mod fuzz;
 pub mod mango;
 pub mod mesh_tls;
 pub mod scope;
+pub mod sealed;
 pub mod shutdown;
 pub mod size;
 pub mod telemetry;

@@ -6,14 +6,10 @@
 //! nor a listing ever holds them in the clear. Only a konnector's token reads one account
 //! opened (`GET /data/io.cozy.accounts/:id`), as in cozy-stack.
 //!
-//! XChaCha20-Poly1305 under a key derived from the mesh key for the instance, with the field's
-//! name as associated data (a sealed value moved to another field or instance does not open):
-//! `v1:` then base64 of nonce ++ ciphertext.
+//! Sealed with `cocon_common::sealed` under the instance's `cocon-accounts` key, the field's
+//! name as the label (a sealed value moved to another field or instance does not open).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use cocon_common::sealed::Sealer;
 use cocon_common::ticket::MeshKey;
 use serde_json::{Map, Value};
 
@@ -32,56 +28,26 @@ const SEALED: [&str; 8] = [
 ];
 const SUFFIX: &str = "_encrypted";
 const CREDENTIALS: &str = "credentials";
-const VERSION: &str = "v1:";
 
 /// One instance's sealing key.
 pub struct Vault {
-    cipher: XChaCha20Poly1305,
+    sealer: Sealer,
 }
 
 impl Vault {
     pub fn new(mesh_key: &MeshKey, instance: &str) -> Vault {
-        let key = mesh_key.derive_key("cocon-accounts", &[instance]);
         Vault {
-            cipher: XChaCha20Poly1305::new(&key.into()),
+            sealer: Sealer::new(mesh_key, "cocon-accounts", instance),
         }
     }
 
     fn seal_value(&self, field: &str, plain: &Value) -> String {
-        let nonce: [u8; 24] = rand::random();
         let msg = serde_json::to_vec(plain).expect("a JSON value serializes");
-        let mut out = nonce.to_vec();
-        out.extend(
-            self.cipher
-                .encrypt(
-                    XNonce::from_slice(&nonce),
-                    Payload {
-                        msg: &msg,
-                        aad: field.as_bytes(),
-                    },
-                )
-                .expect("encryption of a bounded message cannot fail"),
-        );
-        format!("{VERSION}{}", STANDARD.encode(out))
+        self.sealer.seal(field, &msg)
     }
 
     fn open_value(&self, field: &str, sealed: &str) -> Option<Value> {
-        let raw = STANDARD.decode(sealed.strip_prefix(VERSION)?).ok()?;
-        if raw.len() < 24 {
-            return None;
-        }
-        let (nonce, ciphertext) = raw.split_at(24);
-        let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: field.as_bytes(),
-                },
-            )
-            .ok()?;
-        serde_json::from_slice(&plain).ok()
+        serde_json::from_slice(&self.sealer.open(field, sealed)?).ok()
     }
 
     /// Seals the secrets of an account's `auth` (and `data.auth`) in place; whether anything

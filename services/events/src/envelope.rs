@@ -23,6 +23,8 @@ pub enum Topic<'a> {
     /// A jobs event: `jobs.<entity>.<verb>` (`jobs.job.queued`, `jobs.trigger.created`) on
     /// `cocon.jobs.<instance>.<entity>.<verb>`.
     Jobs { entity: &'a str, verb: &'a str },
+    /// A sharing event: `sharing.sharing.<verb>` on `cocon.sharing.<instance>.sharing.<verb>`.
+    Sharing { verb: &'a str },
 }
 
 impl Topic<'_> {
@@ -32,6 +34,7 @@ impl Topic<'_> {
             Topic::Document { .. } => "documents",
             Topic::File { .. } => "files",
             Topic::Jobs { .. } => "jobs",
+            Topic::Sharing { .. } => "sharing",
         }
     }
 
@@ -41,6 +44,7 @@ impl Topic<'_> {
             Topic::Document { verb, .. } => format!("documents.doc.{verb}"),
             Topic::File { kind } => format!("files.{kind}"),
             Topic::Jobs { entity, verb } => format!("jobs.{entity}.{verb}"),
+            Topic::Sharing { verb } => format!("sharing.sharing.{verb}"),
         }
     }
 
@@ -50,6 +54,7 @@ impl Topic<'_> {
             Topic::Document { doctype, verb } => subject::document(instance, doctype, verb),
             Topic::File { kind } => subject::file(instance, kind),
             Topic::Jobs { entity, verb } => subject::jobs(instance, entity, verb),
+            Topic::Sharing { verb } => subject::sharing(instance, verb),
         }
     }
 }

@@ -47,6 +47,7 @@ pub mod streams {
     pub const DOCUMENTS: &str = "COCON_DOCUMENTS";
     pub const FILES: &str = "COCON_FILES";
     pub const JOBS: &str = "COCON_JOBS";
+    pub const SHARING: &str = "COCON_SHARING";
     pub const DEAD_LETTERS: &str = "COCON_DLQ";
     /// The jobs waiting for their workers (split mode): a work queue, one subject per worker.
     pub const JOB_QUEUE: &str = "COCON_JOBQ";
@@ -78,6 +79,7 @@ pub mod streams {
             (DOCUMENTS, "cocon.documents.>"),
             (FILES, "cocon.files.>"),
             (JOBS, "cocon.jobs.>"),
+            (SHARING, "cocon.sharing.>"),
             (DEAD_LETTERS, "cocon.dlq.>"),
             (JOB_QUEUE, "cocon.jobq.>"),
         ]

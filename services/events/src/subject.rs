@@ -28,6 +28,11 @@ pub fn jobs(instance: &str, entity: &str, verb: &str) -> String {
     format!("cocon.jobs.{instance}.{entity}.{verb}")
 }
 
+/// The subject of a sharing event: `cocon.sharing.<instance>.sharing.<verb>`.
+pub fn sharing(instance: &str, verb: &str) -> String {
+    format!("cocon.sharing.{instance}.sharing.{verb}")
+}
+
 /// Where a consumer puts what it could not handle after its last attempt.
 pub fn dead_letter(durable: &str) -> String {
     format!("cocon.dlq.{}", encode_token(durable))

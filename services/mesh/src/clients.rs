@@ -17,6 +17,9 @@ use cocon_proto::jobs::v1::jobs_service_server::JobsService;
 use cocon_proto::notifications::v1 as notifications_pb;
 use cocon_proto::notifications::v1::notifications_service_client::NotificationsServiceClient;
 use cocon_proto::notifications::v1::notifications_service_server::NotificationsService;
+use cocon_proto::sharing::v1 as sharing_pb;
+use cocon_proto::sharing::v1::sharing_service_client::SharingServiceClient;
+use cocon_proto::sharing::v1::sharing_service_server::SharingService;
 
 use crate::GrpcChannel;
 
@@ -83,6 +86,7 @@ service_client!(
         list_shared_by_link(ListSharedByLinkRequest) -> ListPermissionsResponse;
         unlock_share(UnlockShareRequest) -> UnlockShareResponse;
         check_grantor(CheckGrantorRequest) -> CheckGrantorResponse;
+        issue_sharing_client(IssueSharingClientRequest) -> SharingClientAnswer;
     }
 );
 
@@ -140,5 +144,19 @@ service_client!(
     /// The notifications service.
     NotificationsClient, NotificationsService, NotificationsServiceClient, notifications_pb {
         create(CreateRequest) -> CreateResponse;
+    }
+);
+
+service_client!(
+    /// The sharing service.
+    SharingClient, SharingService, SharingServiceClient, sharing_pb {
+        create_sharing(CreateSharingRequest) -> SharingAnswer;
+        get_sharing(GetSharingRequest) -> SharingAnswer;
+        list_sharings(ListSharingsRequest) -> SharingList;
+        receive_request(ReceiveRequestRequest) -> SharingAnswer;
+        get_request(ConsentRequest) -> SharingAnswer;
+        accept(ConsentRequest) -> AcceptAnswer;
+        receive_answer(ReceiveAnswerRequest) -> JsonAnswer;
+        discover(DiscoverRequest) -> DiscoverAnswer;
     }
 );

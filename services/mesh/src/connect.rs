@@ -13,9 +13,12 @@ use serde::Deserialize;
 
 use cocon_proto::notifications::v1::notifications_service_client::NotificationsServiceClient;
 use cocon_proto::notifications::v1::notifications_service_server::NotificationsService;
+use cocon_proto::sharing::v1::sharing_service_client::SharingServiceClient;
+use cocon_proto::sharing::v1::sharing_service_server::SharingService;
 
 use crate::{
-    AuthClient, DocumentsClient, FilesClient, GrpcChannel, JobsClient, MeshError, NotificationsClient, remote,
+    AuthClient, DocumentsClient, FilesClient, GrpcChannel, JobsClient, MeshError, NotificationsClient, SharingClient,
+    remote,
 };
 
 /// Where to reach the services this process does not run (`[endpoints]`).
@@ -27,6 +30,7 @@ pub struct Endpoints {
     pub files: String,
     pub jobs: String,
     pub notifications: String,
+    pub sharing: String,
 }
 
 impl Default for Endpoints {
@@ -37,6 +41,7 @@ impl Default for Endpoints {
             files: "http://127.0.0.1:7070".into(),
             jobs: "http://127.0.0.1:7070".into(),
             notifications: "http://127.0.0.1:7070".into(),
+            sharing: "http://127.0.0.1:7070".into(),
         }
     }
 }
@@ -51,6 +56,7 @@ pub struct LocalServices {
     pub files: Option<GrpcChannel>,
     pub jobs: Option<Arc<dyn JobsService>>,
     pub notifications: Option<Arc<dyn NotificationsService>>,
+    pub sharing: Option<Arc<dyn SharingService>>,
 }
 
 /// Every service as its callers reach it.
@@ -61,6 +67,7 @@ pub struct Clients {
     pub files: FilesClient,
     pub jobs: JobsClient,
     pub notifications: NotificationsClient,
+    pub sharing: SharingClient,
 }
 
 impl Clients {
@@ -104,6 +111,10 @@ impl Clients {
                     "notifications",
                     &endpoints.notifications,
                 )?)),
+            },
+            sharing: match local.sharing {
+                Some(service) => SharingClient::Local(service),
+                None => SharingClient::Remote(SharingServiceClient::new(channel("sharing", &endpoints.sharing)?)),
             },
         })
     }

@@ -11,7 +11,7 @@ mod error;
 mod service;
 
 pub use channel::{ChannelError, GrpcChannel, in_process, remote};
-pub use clients::{AuthClient, DocumentsClient, FilesClient, JobsClient, NotificationsClient};
+pub use clients::{AuthClient, DocumentsClient, FilesClient, JobsClient, NotificationsClient, SharingClient};
 pub use connect::{Clients, Endpoints, LocalServices};
 pub use error::MeshError;
-pub use service::{Service, ServiceKind, Skeleton};
+pub use service::{Service, ServiceKind};

@@ -35,16 +35,8 @@ impl ServiceKind {
         ServiceKind::Notifications,
     ];
 
-    /// What `cocon serve` runs when no service is named: every service that serves. The
-    /// skeleton (sharing) runs only when named, and is then not ready.
-    pub const DEFAULT: [ServiceKind; 6] = [
-        ServiceKind::Gateway,
-        ServiceKind::Auth,
-        ServiceKind::Documents,
-        ServiceKind::Files,
-        ServiceKind::Jobs,
-        ServiceKind::Notifications,
-    ];
+    /// What `cocon serve` runs when no service is named: every service.
+    pub const DEFAULT: [ServiceKind; 7] = ServiceKind::ALL;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,12 +71,12 @@ impl ServiceKind {
     }
 
     /// Whether it keeps state: an event log in the store, events it signs, the mesh key.
-    /// (Sharing will once it is built; notifications keeps none: the documents service stores
-    /// them and the jobs service sends them.)
+    /// (Notifications keeps none: the documents service stores them and the jobs service sends
+    /// them.)
     pub fn keeps_state(self) -> bool {
         matches!(
             self,
-            ServiceKind::Auth | ServiceKind::Documents | ServiceKind::Files | ServiceKind::Jobs
+            ServiceKind::Auth | ServiceKind::Documents | ServiceKind::Files | ServiceKind::Jobs | ServiceKind::Sharing
         )
     }
 
@@ -141,28 +133,6 @@ pub trait Service: Send + Sync {
     /// 503 and reports it NOT_SERVING in gRPC health, so no deployment routes to it.
     fn serving(&self) -> bool {
         true
-    }
-}
-
-/// A service whose place in the mesh comes before its code (its configuration section, its
-/// name in `--services`): it serves nothing, runs nothing, and is never ready.
-pub struct Skeleton(pub ServiceKind);
-
-impl Service for Skeleton {
-    fn kind(&self) -> ServiceKind {
-        self.0
-    }
-
-    fn add_grpc(&self, _routes: &mut RoutesBuilder) {}
-
-    fn offer(&self, _local: &mut LocalServices) {}
-
-    fn spawn_background(&self, _shutdown: Shutdown) -> Vec<JoinHandle<()>> {
-        Vec::new()
-    }
-
-    fn serving(&self) -> bool {
-        false
     }
 }
 

@@ -1,17 +1,56 @@
-//! The sharing service: cozy-to-cozy sharing between hosts.
+//! The sharing service: cozy-to-cozy sharings between hosts (`cozy-protocols.md` §1).
 //!
-//! Not built yet: this crate holds only the service's place in the mesh (its configuration
-//! section and its name), so a process can name it. It does not serve: a process running it
-//! answers `/ready` 503 and reports it NOT_SERVING in gRPC health, and it serves no route that
-//! would pretend to work. `cocon serve` runs it only when it is named in `--services`.
+//! Event sourced: every change of a sharing is a `SharingChanged` event in its log
+//! (`sharing.events`), projected to `sharing.sharings` in the same batch (`store.rs`); the
+//! credentials each side holds for the other are sealed before they reach the event. Setting a
+//! sharing up between two hosts (create, request, discovery, consent, answer) is `setup.rs`;
+//! the calls to the other hosts are `peer.rs`.
 
-use cocon_mesh::{ServiceKind, Skeleton};
-use serde::Deserialize;
+mod doc;
+mod error;
+mod grpc;
+mod peer;
+mod rules;
+mod service;
+mod setup;
+mod store;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Config {}
+use std::sync::Arc;
 
-pub fn build(_config: Config) -> Skeleton {
-    Skeleton(ServiceKind::Sharing)
+use cocon_common::Shutdown;
+use cocon_events::{Relay, RelayConfig};
+use cocon_mesh::{Clients, LocalServices, ServiceKind};
+use cocon_proto::sharing::v1::sharing_service_server::SharingServiceServer;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+
+pub use error::SharingError;
+pub use service::{Config, Deps, SharingService};
+pub use store::SharingProjection;
+
+impl cocon_mesh::Service for SharingService {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Sharing
+    }
+
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        routes.add_service(SharingServiceServer::new(self.clone()));
+    }
+
+    fn offer(&self, local: &mut LocalServices) {
+        local.sharing = Some(Arc::new(self.clone()));
+    }
+
+    fn connect(&self, clients: &Clients, _gateway: Option<&str>) {
+        let _ = self.inner.clients.set(clients.clone());
+    }
+
+    fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        let relay = Relay::new(
+            self.inner.log.outbox().clone(),
+            self.inner.bus.clone(),
+            RelayConfig::default(),
+        );
+        vec![tokio::spawn(relay.run(shutdown))]
+    }
 }

@@ -26,6 +26,7 @@ mod permissions;
 mod pouchdb;
 mod realtime;
 mod replication;
+mod sharing;
 mod shutdown;
 mod split;
 mod tracing;

@@ -2,7 +2,7 @@
 //! onboarding link when an instance is created with an address, and a forgotten passphrase
 //! reset by a one-time link, which ends every session.
 
-use cocon_tests::{Browser, Cocon, SmtpServer, hidden_field};
+use cocon_tests::{Browser, Cocon, SmtpServer, hidden_field, text_of};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -13,20 +13,6 @@ async fn with_smtp(dir: &std::path::Path, smtp: &SmtpServer) -> Cocon {
         .start()
         .await
         .unwrap()
-}
-
-/// The mail's text part and subject.
-fn text_of(raw: &str) -> (String, String) {
-    use mailparse::MailHeaderMap;
-    let mail = mailparse::parse_mail(raw.as_bytes()).unwrap();
-    let subject = mail.headers.get_first_value("Subject").unwrap_or_default();
-    let text = mail
-        .subparts
-        .iter()
-        .find(|p| p.ctype.mimetype == "text/plain")
-        .map(|p| p.get_body().unwrap())
-        .unwrap_or_else(|| mail.get_body().unwrap());
-    (subject, text)
 }
 
 /// The path and query of the first link to `domain` in `text`.

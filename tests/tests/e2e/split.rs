@@ -698,26 +698,30 @@ async fn test_forged_events_erase_nothing() {
     }
 }
 
-/// A service not built yet (sharing, notifications) runs only when named, and then never
-/// takes traffic: `/ready` answers 503 naming it and gRPC health reports it NOT_SERVING, so no
-/// probe routes requests to it. A process running every service that serves is ready.
+/// The sharing service in a process of its own is ready and serves its gRPC API (health says
+/// SERVING, and only for the services it runs); an unknown service name is refused at start.
 #[tokio::test]
-async fn test_a_service_not_built_yet_is_never_ready() {
+async fn test_the_sharing_service_alone_is_ready_and_unknown_services_are_refused() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+    let nats = NatsServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sharing = Cocon::builder(&dir.path().join("sharing"))
         .arg("--services")
         .arg("sharing")
+        .arg("--nats")
+        .arg(nats.url())
+        .env(
+            "COCON_MESH_KEY_FILE",
+            make_mesh_key(dir.path()).unwrap().to_str().unwrap(),
+        )
         .env("COCON_MESH_TLS__INSECURE", "true")
         .start()
         .await
         .unwrap();
     let ready = reqwest::get(format!("{}/ready", sharing.admin)).await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["not_serving"], json!(["sharing"]));
+    assert_eq!(ready.status(), 200);
     let endpoint = sharing.grpc.clone().expect("a process of services serves gRPC health");
     let channel = tonic::transport::Endpoint::from_shared(endpoint)
         .unwrap()
@@ -729,17 +733,13 @@ async fn test_a_service_not_built_yet_is_never_ready() {
         service: service.to_string(),
     };
     let sharing_status = health.check(status("cocon.sharing.v1.SharingService")).await.unwrap();
-    assert_eq!(sharing_status.into_inner().status, ServingStatus::NotServing as i32);
+    assert_eq!(sharing_status.into_inner().status, ServingStatus::Serving as i32);
     let unknown = health.check(status("cocon.documents.v1.DocumentsService")).await;
     assert_eq!(
         unknown.unwrap_err().code(),
         tonic::Code::NotFound,
         "documents does not run there"
     );
-
-    let all = Cocon::builder(&dir.path().join("all")).start().await.unwrap();
-    let ready = reqwest::get(format!("{}/ready", all.admin)).await.unwrap();
-    assert_eq!(ready.status(), 200);
     let unknown = Cocon::builder(&dir.path().join("unknown"))
         .arg("--services")
         .arg("gateway,billing")

@@ -1,0 +1,577 @@
+//! `/sharings` (cozy-stack's): cozy-to-cozy sharings, over the sharing service. Apps create and
+//! read them with their token; the other host's calls (`PUT /sharings/:id`, `POST
+//! /sharings/:id/answer`) carry no token, the state in their body authenticates them; the person
+//! gives their Cozy's address on the discovery page of the owner's host and consents on their
+//! own (`/auth/authorize/sharing`, session and CSRF).
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use cocon_common::ErrorCode;
+use cocon_common::cozy::doctype::SHARINGS;
+use cocon_common::scope::Grant;
+use cocon_proto::auth::v1 as auth_pb;
+use cocon_proto::sharing::v1 as pb;
+use http::{HeaderMap, Method, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::edge::access::{self, Access, Caller, authenticate, check_doctype, host, instance_of_host};
+use crate::edge::policy::Route;
+use crate::person::{cookies, web};
+use crate::{ApiError, State};
+
+/// A sharing's description, rules and members are small.
+const MAX_BODY: usize = 256 * 1024;
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/sharings/", post(create))
+        .route("/sharings", post(create))
+        .route("/sharings/doctype/{doctype}", get(by_doctype))
+        .route("/sharings/{id}", get(show).put(receive_request))
+        .route("/sharings/{id}/answer", post(receive_answer))
+        .route("/sharings/{id}/discovery", get(discovery_page).post(discovery_submit))
+        .route("/auth/authorize/sharing", get(consent_page).post(consent_submit))
+}
+
+fn jsonapi(status: StatusCode, data: Value) -> Response {
+    let body = json!({"data": data}).to_string();
+    (status, [(header::CONTENT_TYPE, "application/vnd.api+json")], body).into_response()
+}
+
+fn checked_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "request_entity_too_large",
+            format!("a sharing takes at most {MAX_BODY} bytes"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+}
+
+/// The instance a call is for, as the sharing service takes it.
+fn instance(state: &State, id: String, domain: String, ticket: String) -> Option<pb::Instance> {
+    Some(pb::Instance {
+        origin: state.config.origin_of(&domain),
+        id,
+        domain,
+        ticket,
+    })
+}
+
+fn caller_instance(state: &State, caller: &Caller, headers: &HeaderMap) -> Result<Option<pb::Instance>, ApiError> {
+    Ok(instance(
+        state,
+        caller.instance.clone(),
+        host(headers)?,
+        caller.ticket.clone(),
+    ))
+}
+
+/// How people call the instance until it has a public name setting: its first label.
+fn public_name(domain: &str) -> String {
+    let label = domain.split(['.', ':']).next().unwrap_or(domain);
+    let mut chars = label.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The values of a rule that name documents (a rule by id), or none (the rule is by a field).
+fn rule_ids(rule: &Value) -> Vec<&str> {
+    let selector = rule.get("selector").and_then(Value::as_str).unwrap_or_default();
+    if !matches!(selector, "" | "id" | "_id") {
+        return Vec::new();
+    }
+    rule.get("values")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `POST /sharings/`: every verb on what each rule shares (its documents, or its whole doctype).
+async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, &headers).await?;
+    let parsed = checked_body(&body)?;
+    let rules = parsed
+        .pointer("/data/attributes/rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut grant = if rules.is_empty() { Grant::None } else { Grant::Whole };
+    for rule in &rules {
+        let doctype = rule.get("doctype").and_then(Value::as_str).unwrap_or_default();
+        check_doctype(doctype)?;
+        let ids = rule_ids(rule);
+        for verb in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
+            let on = |id| caller.grant(&verb, &Access { doctype, id });
+            let least = match ids.as_slice() {
+                [] => on(None),
+                ids => ids.iter().map(|id| on(Some(id))).min().unwrap_or(Grant::None),
+            };
+            grant = grant.min(least);
+        }
+    }
+    if rules.is_empty() {
+        return Err(ApiError::bad_request("a sharing needs rules: data.attributes.rules"));
+    }
+    let on = Access {
+        doctype: SHARINGS,
+        id: None,
+    };
+    access::authorize(&state, caller.kind, Route::Sharings, &Method::POST, &on, grant)?;
+    let domain = host(&headers)?;
+    let me = state
+        .clients
+        .auth
+        .clone()
+        .get_instance(auth_pb::GetInstanceRequest {
+            domain: domain.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .create_sharing(pb::CreateSharingRequest {
+            instance: caller_instance(&state, &caller, &headers)?,
+            body,
+            app_slug: caller.slug.clone(),
+            public_name: public_name(&domain),
+            email: me.email,
+        })
+        .await?
+        .into_inner();
+    Ok(jsonapi(
+        StatusCode::CREATED,
+        serde_json::from_slice(&answer.json).unwrap_or_default(),
+    ))
+}
+
+/// Whether `caller` may read a sharing: a rule on the sharing itself (the other host's token),
+/// or GET on one of its rules' doctypes.
+fn may_read(caller: &Caller, id: &str, sharing: &Value) -> Grant {
+    let own = caller.grant(
+        &Method::GET,
+        &Access {
+            doctype: SHARINGS,
+            id: Some(id),
+        },
+    );
+    let by_rules = sharing
+        .pointer("/attributes/rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("doctype").and_then(Value::as_str))
+        .map(|doctype| caller.grant(&Method::GET, &Access { doctype, id: None }))
+        .max()
+        .unwrap_or(Grant::None);
+    own.max(by_rules)
+}
+
+async fn show(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, &headers).await?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .get_sharing(pb::GetSharingRequest {
+            instance: caller_instance(&state, &caller, &headers)?,
+            id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let sharing: Value = serde_json::from_slice(&answer.json).unwrap_or_default();
+    let on = Access {
+        doctype: SHARINGS,
+        id: Some(&id),
+    };
+    access::authorize(
+        &state,
+        caller.kind,
+        Route::Sharings,
+        &Method::GET,
+        &on,
+        may_read(&caller, &id, &sharing),
+    )?;
+    Ok(jsonapi(StatusCode::OK, sharing))
+}
+
+/// `GET /sharings/doctype/:doctype`: the sharings with a rule on a doctype the caller reads whole.
+async fn by_doctype(
+    AxState(state): AxState<State>,
+    Path(doctype): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_doctype(&doctype)?;
+    let caller = authenticate(&state, &headers).await?;
+    let on = Access {
+        doctype: &doctype,
+        id: None,
+    };
+    let grant = caller.grant(&Method::GET, &on).min(Grant::Whole);
+    let grant = if grant == Grant::Whole { grant } else { Grant::None };
+    access::authorize(&state, caller.kind, Route::Sharings, &Method::GET, &on, grant)?;
+    let list = state
+        .clients
+        .sharing
+        .clone()
+        .list_sharings(pb::ListSharingsRequest {
+            instance: caller_instance(&state, &caller, &headers)?,
+            doctype,
+        })
+        .await?
+        .into_inner();
+    let data: Vec<Value> = list
+        .sharings
+        .iter()
+        .filter_map(|s| serde_json::from_slice(s).ok())
+        .collect();
+    let body = json!({"data": data, "meta": {"count": data.len()}}).to_string();
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/vnd.api+json")],
+        body,
+    )
+        .into_response())
+}
+
+/// `PUT /sharings/:id`, by the owner's host: a request the person will be asked about.
+async fn receive_request(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    checked_body(&body)?;
+    let (domain, instance_id) = instance_of_host(&state, &headers).await?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .receive_request(pb::ReceiveRequestRequest {
+            instance: instance(&state, instance_id, domain, String::new()),
+            id,
+            body,
+        })
+        .await?
+        .into_inner();
+    Ok(jsonapi(
+        StatusCode::CREATED,
+        serde_json::from_slice(&answer.json).unwrap_or_default(),
+    ))
+}
+
+/// `POST /sharings/:id/answer`, by the recipient's host: the state in the body authenticates it.
+async fn receive_answer(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    checked_body(&body)?;
+    let (domain, instance_id) = instance_of_host(&state, &headers).await?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .receive_answer(pb::ReceiveAnswerRequest {
+            instance: instance(&state, instance_id, domain, String::new()),
+            id,
+            body,
+        })
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/vnd.api+json")],
+        answer.json,
+    )
+        .into_response())
+}
+
+fn field<'a>(map: &'a HashMap<String, String>, key: &str) -> &'a str {
+    map.get(key).map(String::as_str).unwrap_or_default()
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("json"))
+}
+
+fn see_other(to: &str) -> Response {
+    match http::HeaderValue::from_str(to) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        Err(_) => ApiError::bad_request("bad redirect").into_response(),
+    }
+}
+
+async fn discover(
+    state: &State,
+    headers: &HeaderMap,
+    id: String,
+    form: &HashMap<String, String>,
+) -> Result<pb::DiscoverAnswer, ApiError> {
+    let (domain, instance_id) = instance_of_host(state, headers).await?;
+    let mut url = field(form, "url").to_string();
+    if url.is_empty() && !field(form, "slug").is_empty() && !field(form, "domain").is_empty() {
+        url = format!("{}.{}", field(form, "slug"), field(form, "domain"));
+    }
+    Ok(state
+        .clients
+        .sharing
+        .clone()
+        .discover(pb::DiscoverRequest {
+            instance: instance(state, instance_id, domain, String::new()),
+            id,
+            state: field(form, "state").to_string(),
+            url,
+        })
+        .await?
+        .into_inner())
+}
+
+fn discovery_form(id: &str, state_param: &str, found: &pb::DiscoverAnswer, error: Option<&str>) -> String {
+    let who = if found.owner_name.is_empty() {
+        "Someone".to_string()
+    } else {
+        web::escape(&found.owner_name)
+    };
+    let what = if found.description.is_empty() {
+        String::new()
+    } else {
+        format!("<p>“{}”</p>", web::escape(&found.description))
+    };
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", web::escape(e)))
+        .unwrap_or_default();
+    format!(
+        "<h1>{who} shares something with you</h1>{what}{error}\
+<p>To receive it, give the address of your Cozy (for example <code>claude.mycozy.cloud</code>).</p>\
+<form method=\"post\" action=\"/sharings/{id}/discovery\"><input type=\"hidden\" name=\"state\" value=\"{state}\">\
+<label for=\"url\">Your Cozy's address</label><input type=\"text\" id=\"url\" name=\"url\" required autofocus \
+autocomplete=\"url\"><button type=\"submit\">Continue</button></form>",
+        id = web::escape(id),
+        state = web::escape(state_param),
+    )
+}
+
+/// `GET /sharings/:id/discovery?state=`: the recipient's Cozy, asked for (or known already: on to
+/// its consent page).
+async fn discovery_page(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let found = match discover(&state, &headers, id.clone(), &q).await {
+        Ok(found) => found,
+        Err(err) => {
+            return Ok(web::page(
+                err.status(),
+                "Sharing",
+                &web::message("This invitation cannot be used", &err.reason),
+                Vec::new(),
+            ));
+        }
+    };
+    if !found.redirect.is_empty() {
+        return Ok(see_other(&found.redirect));
+    }
+    let body = discovery_form(&id, field(&q, "state"), &found, None);
+    Ok(web::page_to_anywhere(StatusCode::OK, "Receive a sharing", &body))
+}
+
+/// `POST /sharings/:id/discovery` (form `state`, `url`): the request goes to that Cozy, and the
+/// person to its consent page.
+async fn discovery_submit(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let form: HashMap<String, String> =
+        serde_urlencoded::from_bytes(&body).map_err(|_| ApiError::bad_request("the form is not URL-encoded"))?;
+    let json = wants_json(&headers);
+    match discover(&state, &headers, id.clone(), &form).await {
+        Ok(found) if json => Ok(axum::Json(json!({"redirect": found.redirect, "email": found.email})).into_response()),
+        Ok(found) => Ok(see_other(&found.redirect)),
+        Err(err) if json => Err(err),
+        Err(err) => {
+            // The address was not usable: the form again, saying why (412 as cozy-stack).
+            let mut again = form.clone();
+            again.remove("url");
+            let found = discover(&state, &headers, id.clone(), &again).await.unwrap_or_default();
+            let page = discovery_form(&id, field(&form, "state"), &found, Some(&err.reason));
+            Ok(web::page_to_anywhere(
+                StatusCode::PRECONDITION_FAILED,
+                "Receive a sharing",
+                &page,
+            ))
+        }
+    }
+}
+
+fn consent_form(csrf: &str, id: &str, state_param: &str, sharing: &Value) -> String {
+    let attrs = &sharing["attributes"];
+    let owner = attrs
+        .pointer("/members/0/public_name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .or_else(|| attrs.pointer("/members/0/instance").and_then(Value::as_str))
+        .unwrap_or("Someone");
+    let rules: String = attrs["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let title = r["title"].as_str().unwrap_or_default();
+            let doctype = r["doctype"].as_str().unwrap_or_default();
+            let writes = ["add", "update", "remove"].iter().any(|k| r[*k] == "sync");
+            let how = if writes {
+                "you both can change it"
+            } else {
+                "only they change it"
+            };
+            format!(
+                "<li>{} <span class=\"note\">({}, {how})</span></li>",
+                web::escape(title),
+                web::escape(doctype)
+            )
+        })
+        .collect();
+    let description = attrs["description"].as_str().unwrap_or_default();
+    format!(
+        "<h1>{owner} wants to share with you</h1><p>“{description}”</p><ul>{rules}</ul>\
+<p class=\"note\">A copy is kept in your Cozy and stays in step with theirs. You can leave the \
+sharing at any time.</p><form method=\"post\" action=\"/auth/authorize/sharing\">\
+<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\"><input type=\"hidden\" name=\"sharing_id\" value=\"{id}\">\
+<input type=\"hidden\" name=\"state\" value=\"{state}\"><button type=\"submit\" name=\"approve\" value=\"1\">Accept</button> \
+<a href=\"/\">Not now</a></form>",
+        owner = web::escape(owner),
+        description = web::escape(description),
+        csrf = web::escape(csrf),
+        id = web::escape(id),
+        state = web::escape(state_param),
+    )
+}
+
+/// `GET /auth/authorize/sharing?sharing_id=&state=` on the recipient: the signed-in person is
+/// asked to accept (others sign in first).
+async fn consent_page(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    uri: http::Uri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (instance_of, person) = crate::person::resolve(&state, &headers).await?;
+    if person.is_none() {
+        let here = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let encoded: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
+        return Ok(see_other(&format!("/auth/login?redirect={encoded}")));
+    }
+    let id = field(&q, "sharing_id");
+    let found = state
+        .clients
+        .sharing
+        .clone()
+        .get_request(pb::ConsentRequest {
+            instance: instance(
+                &state,
+                instance_of.id.clone(),
+                instance_of.domain.clone(),
+                String::new(),
+            ),
+            id: id.to_string(),
+            state: field(&q, "state").to_string(),
+            public_name: String::new(),
+        })
+        .await;
+    let sharing: Value = match found {
+        Ok(answer) => serde_json::from_slice(&answer.into_inner().json).unwrap_or_default(),
+        Err(status) => {
+            let err = ApiError::from(status);
+            return Ok(web::page(
+                err.status(),
+                "Sharing",
+                &web::message("This sharing request cannot be found", &err.reason),
+                Vec::new(),
+            ));
+        }
+    };
+    let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
+    let body = consent_form(&csrf, id, field(&q, "state"), &sharing);
+    Ok(web::page(
+        StatusCode::OK,
+        "Accept a sharing",
+        &body,
+        cookie.into_iter().collect(),
+    ))
+}
+
+/// `POST /auth/authorize/sharing` (form `csrf_token`, `sharing_id`, `state`): the person accepts;
+/// the owner's host is answered, and the person goes on.
+async fn consent_submit(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let form: HashMap<String, String> =
+        serde_urlencoded::from_bytes(&body).map_err(|_| ApiError::bad_request("the form is not URL-encoded"))?;
+    cookies::check_csrf(&headers, form.get("csrf_token").map(String::as_str))?;
+    let (instance_of, person) = crate::person::resolve(&state, &headers).await?;
+    let person = person.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "unauthorized",
+            "no valid session: sign in at /auth/login",
+        )
+    })?;
+    let accepted = state
+        .clients
+        .sharing
+        .clone()
+        .accept(pb::ConsentRequest {
+            instance: instance(&state, instance_of.id, person.domain.clone(), person.ticket.clone()),
+            id: field(&form, "sharing_id").to_string(),
+            state: field(&form, "state").to_string(),
+            public_name: public_name(&person.domain),
+        })
+        .await;
+    match accepted {
+        Ok(answer) => Ok(see_other(&answer.into_inner().redirect)),
+        Err(status) => {
+            let err = ApiError::from(status);
+            Ok(web::page(
+                err.status(),
+                "Sharing",
+                &web::message("The sharing could not be accepted", &err.reason),
+                Vec::new(),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_public_names_and_rule_ids() {
+        assert_eq!(public_name("alice.localhost:8080"), "Alice");
+        assert_eq!(public_name("bob.example"), "Bob");
+        assert_eq!(rule_ids(&json!({"values": ["a"]})), vec!["a"]);
+        assert!(rule_ids(&json!({"selector": "tags", "values": ["a"]})).is_empty());
+    }
+}

@@ -1,0 +1,179 @@
+//! The `io.cozy.sharings` document as cozy-stack keeps it (`model/sharing/sharing.go`): rules,
+//! members and, per member, the credentials of the other side. The same id names it on every
+//! member's instance; `members[0]` is the owner, and on the owner `credentials[i]` belongs to
+//! `members[i + 1]` (a recipient has one, for the owner).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Sharing {
+    #[serde(rename = "_id", default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub owner: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub open_sharing: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app_slug: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub preview_path: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub initial_sync: bool,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// Never shown outside the service; sealed at rest (`store.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credentials>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rule {
+    pub title: String,
+    pub doctype: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mime: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub local: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub add: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub update: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remove: String,
+}
+
+/// A member's status: `owner`, `mail-not-sent`, `pending`, `seen`, `ready` or `revoked`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Member {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub public_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub email: String,
+    /// The member's Cozy, as an origin (`https://bob.example`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+pub mod status {
+    pub const OWNER: &str = "owner";
+    pub const MAIL_NOT_SENT: &str = "mail-not-sent";
+    pub const PENDING: &str = "pending";
+    pub const SEEN: &str = "seen";
+    pub const READY: &str = "ready";
+    pub const REVOKED: &str = "revoked";
+}
+
+/// What one side holds to work with the other: the state of the invitation, the client the
+/// other side registered for it and its tokens (used to call the other side), the key that
+/// turns ids into the recipient's, and the id of the client made here for the other side.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Credentials {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<Value>,
+    /// 16 nibbles (0..15), base64 as cozy-stack encodes a `[]byte`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub xor_key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub inbound_client_id: String,
+}
+
+impl Sharing {
+    /// The credentials of member `index` (≥ 1) on the owner's side.
+    pub fn credentials_of(&self, index: usize) -> Option<&Credentials> {
+        index.checked_sub(1).and_then(|i| self.credentials.get(i))
+    }
+
+    /// Whether no rule lets a recipient's changes come back (`sync`).
+    pub fn read_only_rules(&self) -> bool {
+        !self
+            .rules
+            .iter()
+            .any(|r| r.add == "sync" || r.update == "sync" || r.remove == "sync")
+    }
+
+    /// The doctypes of the rules that are shared (not `local`).
+    pub fn doctypes(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().filter(|r| !r.local).map(|r| r.doctype.as_str())
+    }
+
+    /// As cozy's API shows it: JSON-API `data`, credentials left out.
+    pub fn api_view(&self) -> Value {
+        let mut attributes = match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        for internal in ["_id", "credentials"] {
+            attributes.remove(internal);
+        }
+        attributes.insert("triggers".into(), json!({}));
+        json!({
+            "type": cocon_common::cozy::doctype::SHARINGS,
+            "id": self.id,
+            "attributes": attributes,
+            "links": {"self": format!("/sharings/{}", self.id)},
+            "relationships": {"shared_docs": {"data": []}},
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_the_api_view_never_shows_credentials() {
+        let sharing = Sharing {
+            id: "s1".into(),
+            owner: true,
+            active: true,
+            rules: vec![Rule {
+                title: "notes".into(),
+                doctype: "io.cozy.notes".into(),
+                values: vec!["n1".into()],
+                add: "sync".into(),
+                ..Default::default()
+            }],
+            credentials: vec![Credentials {
+                state: "secret-state".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let view = sharing.api_view();
+        assert_eq!(view["id"], "s1");
+        assert_eq!(view["attributes"]["owner"], true);
+        assert_eq!(view["attributes"]["rules"][0]["doctype"], "io.cozy.notes");
+        assert!(!view.to_string().contains("secret-state"));
+        assert!(!sharing.read_only_rules());
+        let parsed: Sharing = serde_json::from_value(serde_json::to_value(&sharing).unwrap()).unwrap();
+        assert_eq!(parsed, sharing);
+    }
+}

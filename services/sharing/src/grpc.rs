@@ -1,0 +1,75 @@
+//! The gRPC face of the service: cozy's `/sharings` routes, as the gateway calls them.
+
+use cocon_proto::sharing::v1 as pb;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use crate::SharingService;
+
+fn answer(json: &Value) -> Response<pb::SharingAnswer> {
+    Response::new(pb::SharingAnswer {
+        json: serde_json::to_vec(json).expect("json").into(),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::sharing_service_server::SharingService for SharingService {
+    async fn create_sharing(
+        &self,
+        req: Request<pb::CreateSharingRequest>,
+    ) -> Result<Response<pb::SharingAnswer>, Status> {
+        let sharing = self.create(req.into_inner()).await?;
+        Ok(answer(&sharing.api_view()))
+    }
+
+    async fn get_sharing(&self, req: Request<pb::GetSharingRequest>) -> Result<Response<pb::SharingAnswer>, Status> {
+        let req = req.into_inner();
+        let instance = self.instance(req.instance, true)?;
+        let sharing = self.must_load(&instance.id, &req.id).await?;
+        Ok(answer(&sharing.api_view()))
+    }
+
+    async fn list_sharings(&self, req: Request<pb::ListSharingsRequest>) -> Result<Response<pb::SharingList>, Status> {
+        let req = req.into_inner();
+        let instance = self.instance(req.instance, true)?;
+        let sharings = self
+            .all(&instance.id)
+            .await?
+            .into_iter()
+            .filter(|s| s.doctypes().any(|d| d == req.doctype))
+            .map(|s| serde_json::to_vec(&s.api_view()).expect("json").into())
+            .collect();
+        Ok(Response::new(pb::SharingList { sharings }))
+    }
+
+    async fn receive_request(
+        &self,
+        req: Request<pb::ReceiveRequestRequest>,
+    ) -> Result<Response<pb::SharingAnswer>, Status> {
+        let sharing = self.receive_request(req.into_inner()).await?;
+        Ok(answer(&sharing.api_view()))
+    }
+
+    async fn get_request(&self, req: Request<pb::ConsentRequest>) -> Result<Response<pb::SharingAnswer>, Status> {
+        let req = req.into_inner();
+        let instance = self.instance(req.instance, false)?;
+        let sharing = self.request(&instance.id, &req.id, &req.state).await?;
+        Ok(answer(&sharing.api_view()))
+    }
+
+    async fn accept(&self, req: Request<pb::ConsentRequest>) -> Result<Response<pb::AcceptAnswer>, Status> {
+        let redirect = self.accept(req.into_inner()).await?;
+        Ok(Response::new(pb::AcceptAnswer { redirect }))
+    }
+
+    async fn receive_answer(&self, req: Request<pb::ReceiveAnswerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.receive_answer(req.into_inner()).await?;
+        Ok(Response::new(pb::JsonAnswer {
+            json: serde_json::to_vec(&json).expect("json").into(),
+        }))
+    }
+
+    async fn discover(&self, req: Request<pb::DiscoverRequest>) -> Result<Response<pb::DiscoverAnswer>, Status> {
+        Ok(Response::new(self.discover(req.into_inner()).await?))
+    }
+}

@@ -1,0 +1,213 @@
+//! Where sharings live: every change is a `SharingChanged` event in `sharing.events` (the source
+//! of truth), projected to `sharing.sharings`, in one atomic batch. The credentials (tokens and
+//! client secrets for the other side, invitation states) are sealed before they reach the event:
+//! neither the log, the table nor the bus holds them in the clear.
+
+use async_trait::async_trait;
+use cocon_common::sealed::Sealer;
+use cocon_common::ticket::MeshKey;
+use cocon_events::{Appended, EventLog, Projection, ProjectionError, Stamp, Topic, envelope};
+use cocon_proto::events::v1::envelope::Payload;
+use cocon_proto::events::v1::{Envelope, SharingChanged};
+use cocon_storage::bytes::{BufMut, Bytes, BytesMut};
+use cocon_storage::{Batch, Schema, Store, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::doc::{Credentials, Sharing};
+use crate::error::{Result, SharingError};
+
+pub const EVENTS: &str = "sharing.events";
+pub const OUTBOX: &str = "sharing.outbox";
+pub const PROJECTIONS: [&str; 1] = [Sharings::NAME];
+
+/// A sharing as stored and as its event carries it: the document without its credentials, and
+/// the credentials sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    pub doc: Sharing,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sealed: String,
+}
+
+/// instance → sharing id → [`Stored`] as JSON.
+pub struct Sharings;
+
+impl Schema for Sharings {
+    const NAME: &'static str = "sharing.sharings";
+    const VERSION: u8 = 1;
+    type Partition<'a> = &'a str;
+    type Sort<'a> = &'a str;
+    type Row = Bytes;
+
+    fn partition(instance: &str) -> Vec<u8> {
+        instance.as_bytes().to_vec()
+    }
+
+    fn sort(id: &str) -> Vec<u8> {
+        id.as_bytes().to_vec()
+    }
+
+    fn encode(json: &Bytes, out: &mut BytesMut) {
+        out.put_slice(json)
+    }
+
+    fn encoded_len(json: &Bytes) -> usize {
+        json.len()
+    }
+
+    fn decode(_version: u8, json: Bytes) -> std::result::Result<Bytes, String> {
+        Ok(json)
+    }
+}
+
+pub const SHARINGS: Table<Sharings> = Table::new();
+
+const CREDENTIALS_LABEL: &str = "credentials";
+
+fn sealer(mesh_key: &MeshKey, instance: &str) -> Sealer {
+    Sealer::new(mesh_key, "cocon-sharing-credentials", instance)
+}
+
+/// The stored form of `sharing`, its credentials sealed for `instance`.
+pub fn seal(mesh_key: &MeshKey, instance: &str, sharing: &Sharing) -> Bytes {
+    let mut doc = sharing.clone();
+    let credentials = std::mem::take(&mut doc.credentials);
+    let sealed = if credentials.is_empty() {
+        String::new()
+    } else {
+        let plain = serde_json::to_vec(&credentials).expect("credentials serialise");
+        sealer(mesh_key, instance).seal(CREDENTIALS_LABEL, &plain)
+    };
+    Bytes::from(serde_json::to_vec(&Stored { doc, sealed }).expect("a sharing serialises"))
+}
+
+/// A stored sharing with its credentials opened.
+pub fn open(mesh_key: &MeshKey, instance: &str, json: &[u8]) -> Result<Sharing> {
+    let stored: Stored = serde_json::from_slice(json).map_err(|e| SharingError::Corrupt(e.to_string()))?;
+    let mut sharing = stored.doc;
+    if !stored.sealed.is_empty() {
+        let plain = sealer(mesh_key, instance)
+            .open(CREDENTIALS_LABEL, &stored.sealed)
+            .ok_or_else(|| SharingError::Corrupt("the credentials do not open with this mesh key".into()))?;
+        sharing.credentials =
+            serde_json::from_slice::<Vec<Credentials>>(&plain).map_err(|e| SharingError::Corrupt(e.to_string()))?;
+    }
+    Ok(sharing)
+}
+
+fn project(batch: &mut Batch, instance: &str, change: &SharingChanged) {
+    match change.deleted {
+        true => SHARINGS.delete(batch, instance, &change.id),
+        false => SHARINGS.put(batch, instance, &change.id, &change.doc),
+    }
+}
+
+/// Appends the change of each sharing (`verb`: created, updated or deleted) and its projection
+/// in one atomic batch, durably. The caller holds the instance's stripe.
+pub async fn commit(
+    log: &EventLog,
+    store: std::sync::Arc<dyn Store>,
+    mesh_key: &MeshKey,
+    instance: &str,
+    changes: &[(&Sharing, &'static str)],
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let first = log.next_seq(instance).await?;
+    let last = first + changes.len() as u64 - 1;
+    let stamp = Stamp::now();
+    let mut batch = Batch::new();
+    let mut appended = Appended::default();
+    for (i, (sharing, verb)) in changes.iter().enumerate() {
+        let change = SharingChanged {
+            id: sharing.id.clone(),
+            doc: seal(mesh_key, instance, sharing),
+            deleted: *verb == "deleted",
+        };
+        project(&mut batch, instance, &change);
+        let event = envelope(
+            instance,
+            first + i as u64,
+            Topic::Sharing { verb },
+            Payload::SharingChanged(change),
+            &stamp,
+        );
+        log.append(&mut batch, &mut appended, &event);
+    }
+    let sealed = log.seal(&mut batch, appended);
+    log.commit(store, instance, last, batch, sealed).await?;
+    Ok(())
+}
+
+/// The sharings projection, replayed from the log.
+pub struct SharingProjection {
+    log: EventLog,
+    batch: Batch,
+}
+
+impl SharingProjection {
+    pub(crate) fn new(log: EventLog) -> SharingProjection {
+        SharingProjection {
+            log,
+            batch: Batch::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for SharingProjection {
+    fn name(&self) -> &'static str {
+        "sharing"
+    }
+
+    fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &PROJECTIONS
+    }
+
+    async fn apply(&mut self, store: &dyn Store, event: Envelope) -> std::result::Result<(), ProjectionError> {
+        if let Some(Payload::SharingChanged(change)) = &event.payload {
+            project(&mut self.batch, &event.instance, change);
+        }
+        if self.batch.len() >= 1000 {
+            self.finish(store).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, store: &dyn Store) -> std::result::Result<(), ProjectionError> {
+        let batch = std::mem::take(&mut self.batch);
+        if !batch.is_empty() {
+            store.apply(batch).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_credentials_are_sealed_in_the_stored_form() {
+        let mesh = MeshKey::random();
+        let sharing = Sharing {
+            id: "s".into(),
+            credentials: vec![Credentials {
+                state: "the-state".into(),
+                access_token: Some(serde_json::json!({"access_token": "tok-123"})),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let stored = seal(&mesh, "alice", &sharing);
+        let text = String::from_utf8_lossy(&stored);
+        assert!(!text.contains("the-state") && !text.contains("tok-123"), "{text}");
+        assert_eq!(open(&mesh, "alice", &stored).unwrap(), sharing);
+        assert!(open(&mesh, "bob", &stored).is_err(), "another instance's key");
+    }
+}

@@ -1,0 +1,410 @@
+//! Cozy-to-cozy sharing between two hosts: two `cocon serve` processes, each with its own data
+//! directory and port, alice on one (`alice.localhost:PORT`) and bob on the other. Alice's app
+//! shares a note with her contact Bob, whose Cozy it knows: bob's host gets the request and tells
+//! him; he accepts on his consent page; both hosts then hold credentials for each other, scoped
+//! to the sharing, and show it ready.
+
+use cocon_tests::{Api, Browser, Cocon, SmtpServer, hidden_field, text_of};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PASSPHRASE: &str = "correct horse battery staple 42";
+
+fn port(cocon: &Cocon) -> u16 {
+    cocon.http.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Creates `domain` and signs its person in through the onboarding form.
+async fn person(cocon: &Cocon, domain: &str) -> Browser {
+    let (status, body) = cocon
+        .admin(Method::POST, "/instances", &[("Domain", domain)])
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let url = body["onboarding_url"].as_str().unwrap();
+    let path = format!("/{}", url.splitn(4, '/').nth(3).unwrap());
+    let token = path.split_once("registerToken=").unwrap().1.to_string();
+    let mut browser = Browser::new(&cocon.http, domain);
+    assert_eq!(browser.get(&path).await.status, 200);
+    let csrf = browser.csrf();
+    let form = [
+        ("csrf_token", csrf.as_str()),
+        ("register_token", token.as_str()),
+        ("password", PASSPHRASE),
+        ("password2", PASSPHRASE),
+    ];
+    let page = browser.post_form("/auth/onboarding", &form).await;
+    assert_eq!(page.status, 303, "{page:?}");
+    browser
+}
+
+/// Posts the consent form: the person accepts the sharing.
+async fn accept(person: &mut Browser, csrf: &str, id: &str, state: &str) -> cocon_tests::Page {
+    let form = [
+        ("csrf_token", csrf),
+        ("sharing_id", id),
+        ("state", state),
+        ("approve", "1"),
+    ];
+    person.post_form("/auth/authorize/sharing", &form).await
+}
+
+/// The path and query of a link to `origin`.
+fn path_of(link: &str, origin: &str) -> String {
+    link.strip_prefix(origin)
+        .unwrap_or_else(|| panic!("{link} is not on {origin}"))
+        .to_string()
+}
+
+struct Hosts {
+    _dir: tempfile::TempDir,
+    alice_host: Cocon,
+    bob_host: Cocon,
+    alice: Api,
+    bob: Api,
+    bob_person: Browser,
+    alice_origin: String,
+    bob_origin: String,
+}
+
+async fn two_hosts() -> Hosts {
+    two_hosts_with(None).await
+}
+
+/// Alice's host sends mail to `smtp` when given.
+async fn two_hosts_with(smtp: Option<u16>) -> Hosts {
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = Cocon::builder(&dir.path().join("alice-host"));
+    if let Some(port) = smtp {
+        builder = builder.smtp(port);
+    }
+    let alice_host = builder.start().await.unwrap();
+    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
+    let alice_domain = format!("alice.localhost:{}", port(&alice_host));
+    let bob_domain = format!("bob.localhost:{}", port(&bob_host));
+    let alice = alice_host
+        .instance(&alice_domain, "io.cozy.notes io.cozy.contacts io.cozy.sharings")
+        .await
+        .unwrap();
+    let bob_person = person(&bob_host, &bob_domain).await;
+    let token = bob_host
+        .token(&bob_domain, "io.cozy.notes io.cozy.notifications")
+        .await
+        .unwrap();
+    let bob = bob_host.api(&bob_domain, Some(&token));
+    Hosts {
+        _dir: dir,
+        alice_origin: format!("http://{alice_domain}"),
+        bob_origin: format!("http://{bob_domain}"),
+        alice_host,
+        bob_host,
+        alice,
+        bob,
+        bob_person,
+    }
+}
+
+const NOTE: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// Alice's app shares her note with her contact Bob; the sharing's JSON-API answer.
+async fn share_note(h: &Hosts) -> Value {
+    let note = h
+        .alice
+        .put(
+            &format!("/data/io.cozy.notes/{NOTE}"),
+            &json!({"title": "Holiday plans"}),
+        )
+        .await;
+    assert_eq!(note.status, 200, "{}", note.text);
+    let contact = h
+        .alice
+        .post(
+            "/data/io.cozy.contacts/",
+            &json!({"fullname": "Bob", "email": [{"address": "bob@example.org", "primary": true}],
+                    "cozy": [{"url": h.bob_origin, "primary": true}]}),
+        )
+        .await;
+    assert_eq!(contact.status, 201, "{}", contact.text);
+    let created = h
+        .alice
+        .post(
+            "/sharings/",
+            &json!({"data": {"type": "io.cozy.sharings", "attributes": {
+                "description": "Holiday plans",
+                "rules": [{"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE],
+                           "add": "sync", "update": "sync", "remove": "sync"}]},
+                "relationships": {"recipients": {"data": [{"id": contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    created.body["data"].clone()
+}
+
+/// The consent page's link, from the notification bob's host made for the request.
+async fn request_link(h: &Hosts) -> String {
+    let notifications = h
+        .bob
+        .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
+        .await;
+    assert_eq!(notifications.status, 200, "{}", notifications.text);
+    let rows = notifications.get("rows").as_array().unwrap();
+    let request = rows
+        .iter()
+        .map(|r| &r["doc"])
+        .find(|d| d["category"] == "sharing-request")
+        .unwrap_or_else(|| panic!("bob is told of the request: {}", notifications.text));
+    assert!(
+        request["title"].as_str().unwrap().contains("Holiday plans"),
+        "{request}"
+    );
+    request["data"]["redirectLink"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_two_hosts_set_a_sharing_up_with_consent() {
+    let mut h = two_hosts().await;
+    let sharing = share_note(&h).await;
+    let id = sharing["id"].as_str().unwrap().to_string();
+    let attrs = &sharing["attributes"];
+    assert_eq!(attrs["owner"], true);
+    assert_eq!(attrs["members"][0]["status"], "owner");
+    assert_eq!(attrs["members"][0]["instance"], h.alice_origin.as_str());
+    assert_eq!(
+        attrs["members"][1]["status"], "pending",
+        "bob's host got the request: {sharing}"
+    );
+    assert!(sharing.get("credentials").is_none() && attrs.get("credentials").is_none());
+
+    // Bob's host kept the request, not active, with the note's id turned into his.
+    let link = request_link(&h).await;
+    let consent_path = path_of(&link, &h.bob_origin);
+    assert!(consent_path.starts_with(&format!("/auth/authorize/sharing?sharing_id={id}&state=")));
+
+    // Signed out, the consent page sends him to sign in first.
+    let mut stranger = Browser::new(&h.bob_host.http, h.bob_person_domain());
+    let page = stranger.get(&consent_path).await;
+    assert_eq!(page.status, 303);
+    assert!(page.header("location").unwrap().starts_with("/auth/login?redirect="));
+
+    let page = h.bob_person.get(&consent_path).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains("Holiday plans") && page.text.contains("Alice"),
+        "{}",
+        page.text
+    );
+    let csrf = hidden_field(&page.text, "csrf_token").unwrap();
+    let state = hidden_field(&page.text, "state").unwrap();
+
+    // A forged form (no CSRF token) changes nothing.
+    let forged = h
+        .bob_person
+        .post_form(
+            "/auth/authorize/sharing",
+            &[("sharing_id", &id), ("state", &state), ("approve", "1")],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.text);
+
+    let accepted = accept(&mut h.bob_person, &csrf, &id, &state).await;
+    assert_eq!(accepted.status, 303, "{}", accepted.text);
+    assert_eq!(
+        accepted.header("location").unwrap(),
+        format!("{}/?sharing={id}", h.bob_origin)
+    );
+
+    // Both sides show it ready.
+    let on_alice = h.alice.get(&format!("/sharings/{id}")).await;
+    assert_eq!(on_alice.status, 200, "{}", on_alice.text);
+    assert_eq!(on_alice.body["data"]["attributes"]["members"][1]["status"], "ready");
+    assert_eq!(on_alice.body["data"]["attributes"]["members"][1]["public_name"], "Bob");
+    assert_eq!(on_alice.body["data"]["attributes"]["active"], true);
+    let on_bob = h.bob.get(&format!("/sharings/{id}")).await;
+    assert_eq!(on_bob.status, 200, "{}", on_bob.text);
+    let bob_attrs = &on_bob.body["data"]["attributes"];
+    assert_eq!(bob_attrs["active"], true);
+    assert!(bob_attrs.get("owner").is_none(), "{bob_attrs}");
+    assert_eq!(bob_attrs["members"][0]["instance"], h.alice_origin.as_str());
+    let bob_note_id = bob_attrs["rules"][0]["values"][0].as_str().unwrap();
+    assert_eq!(bob_note_id.len(), NOTE.len());
+    assert_ne!(bob_note_id, NOTE, "ids are turned into the recipient's");
+    assert!(!on_bob.text.contains("access_token") && !on_bob.text.contains(&state));
+
+    // Each host made an OAuth client for the other, scoped to this sharing.
+    let clients = h.bob_person.get("/settings/clients").await;
+    assert_eq!(clients.status, 200, "{}", clients.text);
+    assert!(clients.text.contains("Sharing Alice"), "{}", clients.text);
+
+    // The listing by doctype, for an app reading notes.
+    let listed = h.alice.get("/sharings/doctype/io.cozy.notes").await;
+    assert_eq!(listed.get("meta")["count"], 1, "{}", listed.text);
+
+    // The request cannot be played again, nor the answer.
+    let again = accept(&mut h.bob_person, &csrf, &id, &state).await;
+    assert_eq!(again.status, 303, "accepting twice only sends the person on");
+    let replayed = h
+        .alice
+        .with_token(None)
+        .post(
+            &format!("/sharings/{id}/answer"),
+            &json!({"data": {"type": "io.cozy.sharings.answer", "id": id, "attributes": {
+                "state": state, "client": {"client_id": "x"}, "access_token": {"access_token": "y"}}}}),
+        )
+        .await;
+    assert_eq!(replayed.status, 409, "{}", replayed.text);
+    let forged = h
+        .alice
+        .with_token(None)
+        .post(
+            &format!("/sharings/{id}/answer"),
+            &json!({"data": {"attributes": {"state": "forged", "client": {}, "access_token": {}}}}),
+        )
+        .await;
+    assert_eq!(forged.status, 404, "{}", forged.text);
+    let _ = &h.alice_host;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sharing_routes_check_their_callers_and_input() {
+    let h = two_hosts().await;
+    // Creating needs every verb on what is shared: a token for contacts only cannot share notes.
+    let contacts_only = h.alice_host.token(h.alice.domain(), "io.cozy.contacts").await.unwrap();
+    let body = json!({"data": {"type": "io.cozy.sharings", "attributes": {
+        "rules": [{"title": "x", "doctype": "io.cozy.notes", "values": [NOTE]}]},
+        "relationships": {"recipients": {"data": []}}}});
+    let denied = h.alice.with_token(Some(&contacts_only)).post("/sharings/", &body).await;
+    assert_eq!(denied.status, 403, "{}", denied.text);
+    // Bad rules and no recipients are refused.
+    for bad in [
+        json!({"data": {"attributes": {"rules": []}}}),
+        json!({"data": {"attributes": {"rules": [{"title": "x", "doctype": "io.cozy.notes", "values": [NOTE]}]}}}),
+        json!({"data": {"attributes": {"rules": [{"title": "x", "doctype": "io.cozy.notes", "values": ["a", "b"]}]},
+               "relationships": {"recipients": {"data": [{"id": "nope", "type": "io.cozy.contacts"}]}}}}),
+    ] {
+        let res = h.alice.post("/sharings/", &bad).await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text);
+    }
+    assert_eq!(h.alice.raw(Method::POST, "/sharings/", b"{not json").await.status, 400);
+
+    // A stranger's request must look like a sharing from its owner.
+    let put = h
+        .bob
+        .with_token(None)
+        .send(
+            Method::PUT,
+            "/sharings/abc",
+            Some(br#"{"data": {"attributes": {"rules": []}}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(put.status, 400, "{}", put.text);
+    // Unknown sharings are 404, for readers and on the consent page.
+    assert_eq!(h.alice.get("/sharings/nope").await.status, 404);
+    assert_eq!(
+        h.bob.get("/sharings/doctype/io.cozy.notes").await.get("meta")["count"],
+        0
+    );
+    let _ = (&h.bob_origin, &h.alice_origin, &h.bob_host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_recipient_the_owner_does_not_know_gives_their_address_from_the_mailed_link() {
+    let smtp = SmtpServer::start().await.unwrap();
+    let mut h = two_hosts_with(Some(smtp.port)).await;
+    h.alice
+        .put(
+            &format!("/data/io.cozy.notes/{NOTE}"),
+            &json!({"title": "Holiday plans"}),
+        )
+        .await;
+    let contact = h
+        .alice
+        .post(
+            "/data/io.cozy.contacts/",
+            &json!({"fullname": "Bob", "email": [{"address": "bob@example.org"}]}),
+        )
+        .await;
+    let created = h
+        .alice
+        .post(
+            "/sharings/",
+            &json!({"data": {"type": "io.cozy.sharings", "attributes": {
+                "description": "Holiday plans",
+                "rules": [{"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE], "add": "push", "update": "push"}]},
+                "relationships": {"read_only_recipients": {"data": [{"id": contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["data"]["id"].as_str().unwrap().to_string();
+    let member = &created.body["data"]["attributes"]["members"][1];
+    assert_eq!(member["status"], "pending", "the invitation is mailed: {member}");
+    assert_eq!(member["read_only"], true);
+
+    // The mail names the sharing and links to the discovery page on alice's host.
+    let mails = smtp.wait_for(1).await;
+    assert!(mails[0].contains("To: Bob <bob@example.org>"), "{}", mails[0]);
+    let (subject, text) = text_of(&mails[0]);
+    assert!(subject.contains("Holiday plans"), "{subject}");
+    let start = text
+        .find(&format!("{}/sharings/", h.alice_origin))
+        .expect("the link in the mail");
+    let link: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    let discovery = path_of(&link, &h.alice_origin);
+
+    let mut visitor = Browser::new(&h.alice_host.http, h.alice.domain());
+    let page = visitor.get(&discovery).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("name=\"url\""), "{}", page.text);
+    let state = hidden_field(&page.text, "state").unwrap();
+    let form_path = format!("/sharings/{id}/discovery");
+    // An e-mail address instead of a Cozy's: the form again, saying why.
+    let wrong = visitor
+        .post_form(&form_path, &[("state", &state), ("url", "bob@example.org")])
+        .await;
+    assert_eq!(wrong.status, 412, "{}", wrong.text);
+    assert!(wrong.text.contains("not an e-mail address"), "{}", wrong.text);
+    let stale = visitor
+        .post_form(&form_path, &[("state", "forged"), ("url", &h.bob_origin)])
+        .await;
+    assert_eq!(stale.status, 412, "a forged state registers nothing: {}", stale.text);
+
+    // His address: the request goes to his host, and he goes to his consent page.
+    let sent = visitor
+        .post_form(&form_path, &[("state", &state), ("url", &h.bob_origin)])
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.text);
+    let consent = path_of(sent.header("location").unwrap(), &h.bob_origin);
+    let page = h.bob_person.get(&consent).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains("only they change it"),
+        "read-only rules: {}",
+        page.text
+    );
+    let csrf = hidden_field(&page.text, "csrf_token").unwrap();
+    let accepted = accept(&mut h.bob_person, &csrf, &id, &state).await;
+    assert_eq!(accepted.status, 303, "{}", accepted.text);
+    let on_alice = h.alice.get(&format!("/sharings/{id}")).await;
+    let member = &on_alice.body["data"]["attributes"]["members"][1];
+    assert_eq!(member["status"], "ready", "{}", on_alice.text);
+    assert_eq!(member["instance"], h.bob_origin.as_str());
+
+    // cozy's JSON flavour of the discovery form, once the member is known.
+    let json = visitor
+        .send(
+            Method::POST,
+            &form_path,
+            &[("Accept", "application/json")],
+            Some(&[("state", state.as_str())]),
+            None,
+        )
+        .await;
+    assert_eq!(json.status, 200, "{}", json.text);
+    assert_eq!(json.json()["email"], "bob@example.org");
+    assert!(json.json()["redirect"].as_str().unwrap().starts_with(&h.bob_origin));
+}
+
+impl Hosts {
+    fn bob_person_domain(&self) -> &str {
+        self.bob.domain()
+    }
+}
