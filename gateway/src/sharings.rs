@@ -34,6 +34,8 @@ pub fn routes() -> Router<State> {
         .route("/sharings/doctype/{doctype}", get(by_doctype))
         .route("/sharings/{id}", get(show).put(receive_request))
         .route("/sharings/{id}/answer", post(receive_answer))
+        .route("/sharings/{id}/_revs_diff", post(peer_revs_diff))
+        .route("/sharings/{id}/_bulk_docs", post(peer_bulk_docs))
         .route("/sharings/{id}/discovery", get(discovery_page).post(discovery_submit))
         .route("/auth/authorize/sharing", get(consent_page).post(consent_submit))
 }
@@ -298,6 +300,61 @@ async fn receive_answer(
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/vnd.api+json")],
+        answer.json,
+    )
+        .into_response())
+}
+
+async fn peer_revs_diff(
+    state: AxState<State>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    replicator(state, id, headers, body, false).await
+}
+
+async fn peer_bulk_docs(
+    state: AxState<State>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    replicator(state, id, headers, body, true).await
+}
+
+/// The replicator's routes, by the other host with the token this host issued for the sharing:
+/// it must allow POST on `io.cozy.sharings/<id>` (a read-only member's allows GET only).
+async fn replicator(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+    bulk: bool,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, &headers).await?;
+    let on = Access {
+        doctype: SHARINGS,
+        id: Some(&id),
+    };
+    let grant = caller.grant(&Method::POST, &on);
+    access::authorize(&state, caller.kind, Route::Sharings, &Method::POST, &on, grant)?;
+    let body = crate::data::read_body(body, state.config.max_bulk_bytes).await?;
+    let req = pb::PeerRequest {
+        instance: caller_instance(&state, &caller, &headers)?,
+        id,
+        client_id: caller.client.clone(),
+        body,
+    };
+    let mut sharing = state.clients.sharing.clone();
+    let answer = match bulk {
+        true => sharing.bulk_docs(req).await?,
+        false => sharing.revs_diff(req).await?,
+    }
+    .into_inner();
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
         answer.json,
     )
         .into_response())

@@ -438,7 +438,8 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             | Payload::TriggerChanged(_)
             | Payload::TriggerDebounced(_)
             | Payload::KonnectorChanged(_)
-            | Payload::SharingChanged(_),
+            | Payload::SharingChanged(_)
+            | Payload::SharingCheckpoint(_),
         )
         | None => Vec::new(),
     }

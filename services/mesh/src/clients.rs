@@ -158,5 +158,7 @@ service_client!(
         accept(ConsentRequest) -> AcceptAnswer;
         receive_answer(ReceiveAnswerRequest) -> JsonAnswer;
         discover(DiscoverRequest) -> DiscoverAnswer;
+        revs_diff(PeerRequest) -> JsonAnswer;
+        bulk_docs(PeerRequest) -> JsonAnswer;
     }
 );

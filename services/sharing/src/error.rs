@@ -16,6 +16,9 @@ pub enum SharingError {
     /// The other host failed or refused (cozy's 502 `ErrRequestFailed`).
     #[error("{0}")]
     Peer(String),
+    /// The other host answered this status (a 401 makes the caller refresh its token).
+    #[error("the other Cozy answered {0}: {1}")]
+    PeerStatus(u16, String),
     #[error("the instance ticket expired")]
     Expired,
     #[error("storage: {0}")]
@@ -40,7 +43,7 @@ impl ServiceError for SharingError {
             SharingError::Expired => ErrorCode::Unauthenticated,
             SharingError::Conflict(_) => ErrorCode::Conflict,
             SharingError::TooMany(_) => ErrorCode::TooManyRequests,
-            SharingError::Peer(_) => ErrorCode::BadGateway,
+            SharingError::Peer(_) | SharingError::PeerStatus(..) => ErrorCode::BadGateway,
             SharingError::Storage(e) => e.error_code(),
             SharingError::Events(_) | SharingError::Corrupt(_) => ErrorCode::Internal,
             SharingError::Upstream(_, code) => *code,

@@ -26,7 +26,16 @@ impl pb::sharing_service_server::SharingService for SharingService {
         let req = req.into_inner();
         let instance = self.instance(req.instance, true)?;
         let sharing = self.must_load(&instance.id, &req.id).await?;
-        Ok(answer(&sharing.api_view()))
+        let mut view = sharing.api_view();
+        // Each member's replication, as this host sees it.
+        if let Some(members) = view["attributes"]["members"].as_array_mut() {
+            for (i, member) in members.iter_mut().enumerate() {
+                if let Some(state) = self.inner.senders.state(&instance.id, &sharing.id, i) {
+                    member["sync"] = serde_json::to_value(state).unwrap_or_default();
+                }
+            }
+        }
+        Ok(answer(&view))
     }
 
     async fn list_sharings(&self, req: Request<pb::ListSharingsRequest>) -> Result<Response<pb::SharingList>, Status> {
@@ -71,5 +80,19 @@ impl pb::sharing_service_server::SharingService for SharingService {
 
     async fn discover(&self, req: Request<pb::DiscoverRequest>) -> Result<Response<pb::DiscoverAnswer>, Status> {
         Ok(Response::new(self.discover(req.into_inner()).await?))
+    }
+
+    async fn revs_diff(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.peer_revs_diff(req.into_inner()).await?;
+        Ok(Response::new(pb::JsonAnswer {
+            json: serde_json::to_vec(&json).expect("json").into(),
+        }))
+    }
+
+    async fn bulk_docs(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.peer_bulk_docs(req.into_inner()).await?;
+        Ok(Response::new(pb::JsonAnswer {
+            json: serde_json::to_vec(&json).expect("json").into(),
+        }))
     }
 }

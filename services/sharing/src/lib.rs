@@ -10,6 +10,7 @@ mod doc;
 mod error;
 mod grpc;
 mod peer;
+mod replicate;
 mod rules;
 mod service;
 mod setup;
@@ -51,6 +52,37 @@ impl cocon_mesh::Service for SharingService {
             self.inner.bus.clone(),
             RelayConfig::default(),
         );
-        vec![tokio::spawn(relay.run(shutdown))]
+        let mut tasks = vec![tokio::spawn(relay.run(shutdown.clone()))];
+        // Each change of a shared doctype wakes the senders of its instance (`replicate.rs`).
+        let svc = self.clone();
+        let wake = move |message: cocon_events::Message| {
+            let svc = svc.clone();
+            async move {
+                let mut tokens = message.subject.split('.').skip(2);
+                if let (Some(instance), Some(doctype)) = (tokens.next(), tokens.next()) {
+                    svc.inner
+                        .senders
+                        .changed(instance, &cocon_events::subject::decode_token(doctype));
+                }
+                Ok(())
+            }
+        };
+        tasks.extend(cocon_events::spawn_consumers(
+            &self.inner.bus,
+            &[(
+                cocon_events::streams::DOCUMENTS,
+                "sharing-documents",
+                "cocon.documents.>",
+            )],
+            wake,
+            &shutdown,
+        ));
+        let svc = self.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = svc.start_all_senders(shutdown).await {
+                tracing::error!(error = %err, "the sharings' replication did not start");
+            }
+        }));
+        tasks
     }
 }

@@ -70,6 +70,21 @@ impl Peers {
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
+        self.answer(origin, req).await
+    }
+
+    /// Posts a form (the peer's `/auth/access_token`); the answer's JSON.
+    pub async fn form(&self, origin: &str, path: &str, form: &[(&str, &str)]) -> Result<Value> {
+        let url = format!("{}{path}", origin.trim_end_matches('/'));
+        let req = self
+            .http
+            .post(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(form);
+        self.answer(origin, req).await
+    }
+
+    async fn answer(&self, origin: &str, req: reqwest::RequestBuilder) -> Result<Value> {
         let failed = |why: String| SharingError::Peer(format!("the other Cozy ({origin}) {why}"));
         let mut res = req.send().await.map_err(|e| failed(format!("did not answer: {e}")))?;
         let status = res.status();
@@ -88,6 +103,7 @@ impl Peers {
             let text = String::from_utf8_lossy(&raw[..raw.len().min(300)]).into_owned();
             return Err(match status.as_u16() {
                 409 => SharingError::Conflict(format!("the other Cozy refused: {text}")),
+                401 => SharingError::PeerStatus(401, text),
                 _ => failed(format!("answered {status}: {text}")),
             });
         }

@@ -56,6 +56,10 @@ pub(crate) struct Inner {
     pub peers: Peers,
     pub clients: OnceLock<Clients>,
     stripes: Stripes,
+    /// The replication senders and their states (`replicate.rs`).
+    pub senders: crate::replicate::Senders,
+    /// The process's shutdown, for the senders started after the start.
+    pub shutdown: OnceLock<cocon_common::Shutdown>,
 }
 
 impl SharingService {
@@ -72,6 +76,8 @@ impl SharingService {
                 peers,
                 clients: OnceLock::new(),
                 stripes: Stripes::default(),
+                senders: Default::default(),
+                shutdown: OnceLock::new(),
             }),
         })
     }

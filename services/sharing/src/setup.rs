@@ -542,6 +542,7 @@ impl SharingService {
         sharing.updated_at = now();
         self.save(&instance.id, &[(&sharing, "updated")]).await?;
         tracing::info!(sharing = %sharing.id, read_only, "sharing accepted");
+        self.start_senders(&instance.id, &sharing, None);
         Ok(format!("{}/?sharing={}", instance.origin, sharing.id))
     }
 
@@ -606,6 +607,7 @@ impl SharingService {
         sharing.updated_at = now();
         self.save(&instance.id, &[(&sharing, "updated")]).await?;
         tracing::info!(sharing = %sharing.id, member = index, read_only, "sharing answered");
+        self.start_senders(&instance.id, &sharing, None);
         Ok(
             json!({"data": {"type": "io.cozy.sharings.answer", "id": sharing.id, "attributes": {
                 "xor_key": xor_key,

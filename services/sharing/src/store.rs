@@ -8,7 +8,7 @@ use cocon_common::sealed::Sealer;
 use cocon_common::ticket::MeshKey;
 use cocon_events::{Appended, EventLog, Projection, ProjectionError, Stamp, Topic, envelope};
 use cocon_proto::events::v1::envelope::Payload;
-use cocon_proto::events::v1::{Envelope, SharingChanged};
+use cocon_proto::events::v1::{Envelope, SharingChanged, SharingCheckpoint};
 use cocon_storage::bytes::{BufMut, Bytes, BytesMut};
 use cocon_storage::{Batch, Schema, Store, Table};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use crate::error::{Result, SharingError};
 
 pub const EVENTS: &str = "sharing.events";
 pub const OUTBOX: &str = "sharing.outbox";
-pub const PROJECTIONS: [&str; 1] = [Sharings::NAME];
+pub const PROJECTIONS: [&str; 2] = [Sharings::NAME, Checkpoints::NAME];
 
 /// A sharing as stored and as its event carries it: the document without its credentials, and
 /// the credentials sealed.
@@ -62,6 +62,46 @@ impl Schema for Sharings {
 
 pub const SHARINGS: Table<Sharings> = Table::new();
 
+/// instance → (sharing, member, doctype) → the sequence of the doctype's changes sent to that
+/// member.
+pub struct Checkpoints;
+
+impl Schema for Checkpoints {
+    const NAME: &'static str = "sharing.checkpoints";
+    const VERSION: u8 = 1;
+    type Partition<'a> = &'a str;
+    type Sort<'a> = (&'a str, u32, &'a str);
+    type Row = u64;
+
+    fn partition(instance: &str) -> Vec<u8> {
+        instance.as_bytes().to_vec()
+    }
+
+    fn sort((sharing, member, doctype): (&str, u32, &str)) -> Vec<u8> {
+        let mut key = Vec::with_capacity(sharing.len() + doctype.len() + 6);
+        key.extend_from_slice(sharing.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&member.to_be_bytes());
+        key.extend_from_slice(doctype.as_bytes());
+        key
+    }
+
+    fn encode(seq: &u64, out: &mut BytesMut) {
+        out.put_u64(*seq)
+    }
+
+    fn encoded_len(_: &u64) -> usize {
+        8
+    }
+
+    fn decode(_version: u8, payload: Bytes) -> std::result::Result<u64, String> {
+        let bytes: [u8; 8] = payload.as_ref().try_into().map_err(|_| "checkpoint".to_string())?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+}
+
+pub const CHECKPOINTS: Table<Checkpoints> = Table::new();
+
 const CREDENTIALS_LABEL: &str = "credentials";
 
 fn sealer(mesh_key: &MeshKey, instance: &str) -> Sealer {
@@ -95,11 +135,40 @@ pub fn open(mesh_key: &MeshKey, instance: &str, json: &[u8]) -> Result<Sharing> 
     Ok(sharing)
 }
 
-fn project(batch: &mut Batch, instance: &str, change: &SharingChanged) {
-    match change.deleted {
-        true => SHARINGS.delete(batch, instance, &change.id),
-        false => SHARINGS.put(batch, instance, &change.id, &change.doc),
+fn project(batch: &mut Batch, instance: &str, payload: &Payload) {
+    match payload {
+        Payload::SharingChanged(change) if change.deleted => SHARINGS.delete(batch, instance, &change.id),
+        Payload::SharingChanged(change) => SHARINGS.put(batch, instance, &change.id, &change.doc),
+        Payload::SharingCheckpoint(c) => {
+            CHECKPOINTS.put(batch, instance, (&c.sharing_id, c.member, &c.doctype), &c.seq);
+        }
+        _ => {}
     }
+}
+
+/// Records that member `member` of `sharing` was sent the changes of `doctype` up to `seq`.
+pub async fn checkpoint(
+    log: &EventLog,
+    store: std::sync::Arc<dyn Store>,
+    instance: &str,
+    checkpoint: SharingCheckpoint,
+) -> Result<()> {
+    let seq = log.next_seq(instance).await?;
+    let mut batch = Batch::new();
+    let mut appended = Appended::default();
+    let payload = Payload::SharingCheckpoint(checkpoint);
+    project(&mut batch, instance, &payload);
+    let event = envelope(
+        instance,
+        seq,
+        Topic::Sharing { verb: "checkpoint" },
+        payload,
+        &Stamp::now(),
+    );
+    log.append(&mut batch, &mut appended, &event);
+    let sealed = log.seal(&mut batch, appended);
+    log.commit(store, instance, seq, batch, sealed).await?;
+    Ok(())
 }
 
 /// Appends the change of each sharing (`verb`: created, updated or deleted) and its projection
@@ -120,19 +189,13 @@ pub async fn commit(
     let mut batch = Batch::new();
     let mut appended = Appended::default();
     for (i, (sharing, verb)) in changes.iter().enumerate() {
-        let change = SharingChanged {
+        let payload = Payload::SharingChanged(SharingChanged {
             id: sharing.id.clone(),
             doc: seal(mesh_key, instance, sharing),
             deleted: *verb == "deleted",
-        };
-        project(&mut batch, instance, &change);
-        let event = envelope(
-            instance,
-            first + i as u64,
-            Topic::Sharing { verb },
-            Payload::SharingChanged(change),
-            &stamp,
-        );
+        });
+        project(&mut batch, instance, &payload);
+        let event = envelope(instance, first + i as u64, Topic::Sharing { verb }, payload, &stamp);
         log.append(&mut batch, &mut appended, &event);
     }
     let sealed = log.seal(&mut batch, appended);
@@ -170,8 +233,8 @@ impl Projection for SharingProjection {
     }
 
     async fn apply(&mut self, store: &dyn Store, event: Envelope) -> std::result::Result<(), ProjectionError> {
-        if let Some(Payload::SharingChanged(change)) = &event.payload {
-            project(&mut self.batch, &event.instance, change);
+        if let Some(payload) = &event.payload {
+            project(&mut self.batch, &event.instance, payload);
         }
         if self.batch.len() >= 1000 {
             self.finish(store).await?;

@@ -403,6 +403,185 @@ async fn test_a_recipient_the_owner_does_not_know_gives_their_address_from_the_m
     assert!(json.json()["redirect"].as_str().unwrap().starts_with(&h.bob_origin));
 }
 
+/// A sharing of alice's note that bob accepted: its id and the note's id on bob's side.
+async fn accepted(h: &mut Hosts) -> (String, String) {
+    let sharing = share_note(h).await;
+    let id = sharing["id"].as_str().unwrap().to_string();
+    let consent = path_of(&request_link(h).await, &h.bob_origin);
+    let page = h.bob_person.get(&consent).await;
+    let csrf = hidden_field(&page.text, "csrf_token").unwrap();
+    let state = hidden_field(&page.text, "state").unwrap();
+    assert_eq!(accept(&mut h.bob_person, &csrf, &id, &state).await.status, 303);
+    let on_bob = h.bob.get(&format!("/sharings/{id}")).await;
+    let note = on_bob.body["data"]["attributes"]["rules"][0]["values"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (id, note)
+}
+
+/// The document at `path` once `done` holds for it, or a failure after 20 s.
+async fn eventually(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = api.get(path).await;
+        if got.status == 200 && done(&got.body) {
+            return got.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never got there: {}",
+            got.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_shared_documents_replicate_both_ways_under_their_own_ids() {
+    let mut h = two_hosts().await;
+    let (id, bob_note) = accepted(&mut h).await;
+    let alice_path = format!("/data/io.cozy.notes/{NOTE}");
+    let bob_path = format!("/data/io.cozy.notes/{bob_note}");
+
+    // The owner's note reaches bob under bob's id, with its revision and history.
+    let original = h.alice.get(&alice_path).await.body;
+    let on_bob = eventually(&h.bob, &bob_path, |d| d["title"] == "Holiday plans").await;
+    assert_eq!(on_bob["_rev"], original["_rev"]);
+
+    // The owner edits: bob follows.
+    let edited = h
+        .alice
+        .put(
+            &alice_path,
+            &json!({"_rev": original["_rev"], "title": "Holiday plans, v2"}),
+        )
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.text);
+    let rev2 = edited.get("rev").as_str().unwrap().to_string();
+    eventually(&h.bob, &bob_path, |d| d["_rev"] == rev2.as_str()).await;
+
+    // Bob edits (the rules sync): alice follows.
+    let bob_edit = h
+        .bob
+        .put(
+            &bob_path,
+            &json!({"_rev": rev2, "title": "Holiday plans, bob's", "days": 12}),
+        )
+        .await;
+    assert_eq!(bob_edit.status, 200, "{}", bob_edit.text);
+    let rev3 = bob_edit.get("rev").as_str().unwrap().to_string();
+    let back = eventually(&h.alice, &alice_path, |d| d["_rev"] == rev3.as_str()).await;
+    assert_eq!(back["days"], 12);
+    assert_eq!(back["title"], "Holiday plans, bob's");
+
+    // A document no rule shares stays home.
+    h.alice
+        .put("/data/io.cozy.notes/private", &json!({"secret": true}))
+        .await;
+    let status = eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        !s["data"]["attributes"]["members"][1]["sync"]["last_success"].is_null()
+    })
+    .await;
+    assert_eq!(
+        status["data"]["attributes"]["members"][1]["sync"]["last_error"],
+        Value::Null,
+        "{status}"
+    );
+    let notes = h.bob.get("/data/io.cozy.notes/_all_docs").await;
+    assert_eq!(notes.get("total_rows"), 1, "{}", notes.text);
+
+    // The replicator's routes take only the sharing's own token: not an app's, not a stranger's.
+    let forged = json!({"io.cozy.notes": [{"_id": bob_note, "_rev": "9-f", "title": "forged"}]});
+    let app = h.bob.post(&format!("/sharings/{id}/_bulk_docs"), &forged).await;
+    assert_eq!(app.status, 403, "{}", app.text);
+    let nobody = h
+        .bob
+        .with_token(None)
+        .post(&format!("/sharings/{id}/_bulk_docs"), &forged)
+        .await;
+    assert_eq!(nobody.status, 401, "{}", nobody.text);
+    assert_eq!(h.bob.get(&bob_path).await.get("title"), "Holiday plans, bob's");
+}
+
+/// Restarts a stopped host on its port (its instances' domains carry it) and data directory.
+async fn restart(host: &Cocon) -> Cocon {
+    Cocon::builder(&host.data_dir)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", port(host)))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// What both sides must agree on for one document: the winner, its body, the conflicts and
+/// every leaf.
+async fn converged_view(api: &Api, path: &str) -> Value {
+    let winner = api.get(&format!("{path}?conflicts=true")).await.body;
+    let mut leaves: Vec<Value> = api
+        .get(&format!("{path}?open_revs=all"))
+        .await
+        .body
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    leaves.sort_by_key(|l| l["ok"]["_rev"].as_str().unwrap_or_default().to_string());
+    let mut body = winner.clone();
+    body.as_object_mut().map(|m| m.remove("_id"));
+    for leaf in &mut leaves {
+        leaf["ok"].as_object_mut().map(|m| m.remove("_id"));
+    }
+    json!({"winner": body, "leaves": leaves})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_edits_made_while_the_other_host_is_down_converge_to_one_winner() {
+    let mut h = two_hosts().await;
+    let (_, bob_note) = accepted(&mut h).await;
+    let alice_path = format!("/data/io.cozy.notes/{NOTE}");
+    let bob_path = format!("/data/io.cozy.notes/{bob_note}");
+    let base = eventually(&h.bob, &bob_path, |d| d["title"] == "Holiday plans").await;
+    let rev1 = base["_rev"].as_str().unwrap().to_string();
+
+    // Bob's host is down while alice edits; then alice's is down while bob edits the same
+    // revision: a conflict, made on each side without the other knowing.
+    h.bob_host.stop().await.unwrap();
+    let alice_edit = h
+        .alice
+        .put(&alice_path, &json!({"_rev": rev1, "title": "alice's plan"}))
+        .await;
+    assert_eq!(alice_edit.status, 200, "{}", alice_edit.text);
+    h.alice_host.stop().await.unwrap();
+    h.bob_host = restart(&h.bob_host).await;
+    let bob_edit = h
+        .bob
+        .put(&bob_path, &json!({"_rev": rev1, "title": "bob's plan"}))
+        .await;
+    assert_eq!(bob_edit.status, 200, "{}", bob_edit.text);
+    h.alice_host = restart(&h.alice_host).await;
+
+    // Both come back: each gets the other's branch, and both pick the same winner.
+    let both = |d: &Value| d["_conflicts"].as_array().is_some_and(|c| c.len() == 1);
+    eventually(&h.alice, &format!("{alice_path}?conflicts=true"), both).await;
+    eventually(&h.bob, &format!("{bob_path}?conflicts=true"), both).await;
+    let on_alice = converged_view(&h.alice, &alice_path).await;
+    let on_bob = converged_view(&h.bob, &bob_path).await;
+    assert_eq!(on_alice, on_bob, "both hosts hold the same revisions and winner");
+    let winner = on_alice["winner"]["title"].as_str().unwrap();
+    assert!(winner == "alice's plan" || winner == "bob's plan", "{on_alice}");
+
+    // Resolving on one side (deleting the losing branch) resolves it on the other.
+    let loser = on_alice["winner"]["_conflicts"][0].as_str().unwrap().to_string();
+    let resolved = h.alice.delete(&format!("{alice_path}?rev={loser}")).await;
+    assert_eq!(resolved.status, 200, "{}", resolved.text);
+    let single = |d: &Value| d.get("_conflicts").is_none();
+    eventually(&h.bob, &format!("{bob_path}?conflicts=true"), single).await;
+    assert_eq!(
+        converged_view(&h.alice, &alice_path).await,
+        converged_view(&h.bob, &bob_path).await
+    );
+}
+
 impl Hosts {
     fn bob_person_domain(&self) -> &str {
         self.bob.domain()
