@@ -10,6 +10,7 @@ mod npm;
 mod realtime;
 mod s3;
 mod sandbox;
+pub mod sharing;
 mod smtp;
 
 pub use api::{Api, Reply};

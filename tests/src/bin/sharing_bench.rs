@@ -1,0 +1,151 @@
+//! Sharing figures between two hosts on loopback (`tests/bench/sharing.sh` runs it on release
+//! builds, `COCON_BIN` naming the binary): alice on one `cocon serve`, bob on another, set up
+//! through the real flow (request, consent, answer).
+//!
+//! `sharing_bench EDITS DOCS`:
+//! 1. propagation: EDITS edits of alice's shared note, one at a time; for each, from alice's
+//!    acknowledgement to the change arriving on bob's realtime socket (bob's host wrote it):
+//!    p50, p99, max;
+//! 2. initial sync: alice writes DOCS notes tagged `shared` (bulk, timed: the direct write to
+//!    compare with), shares them with a rule on `tags`; from bob's acceptance to the last one on
+//!    bob: time and documents per second.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use cocon_tests::Socket;
+use cocon_tests::sharing::{Hosts, NOTE, accept, path_of, share_with, two_hosts};
+use serde_json::{Value, json};
+
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Bob accepts the request of `id` (the newest sharing-request notification for it).
+async fn bob_accepts(h: &mut Hosts, id: &str) -> anyhow::Result<()> {
+    let notes = h
+        .bob
+        .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
+        .await;
+    let link = notes.body["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["doc"]["data"]["redirectLink"].as_str())
+        .find(|l| l.contains(id))
+        .context("bob's notification of the request")?
+        .to_string();
+    let page = h.bob_person.get(&path_of(&link, &h.bob_origin)).await;
+    let csrf = cocon_tests::hidden_field(&page.text, "csrf_token").context("the consent form")?;
+    let state = cocon_tests::hidden_field(&page.text, "state").context("the consent form")?;
+    let done = accept(&mut h.bob_person, &csrf, id, &state).await;
+    ensure!(done.status == 303, "consent: {}", done.text);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    ensure!(args.len() == 3, "usage: sharing_bench EDITS DOCS");
+    let edits: usize = args[1].parse()?;
+    let docs: usize = args[2].parse()?;
+    let mut h = two_hosts().await;
+
+    // 1. Propagation of one note's edits.
+    let rule = json!({"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE], "add": "sync", "update": "sync", "remove": "sync"});
+    h.alice
+        .put(&format!("/data/io.cozy.notes/{NOTE}"), &json!({"title": "n"}))
+        .await;
+    let id = share_with(&h, "Holiday plans", rule).await;
+    bob_accepts(&mut h, &id).await?;
+    let token = h.bob.token().context("bob's token")?.to_string();
+    let mut socket = Socket::authed(&h.bob_host.http, h.bob.domain(), &token).await?;
+    socket.subscribe("io.cozy.notes", None).await?;
+    let path = format!("/data/io.cozy.notes/{NOTE}");
+    let mut rev = h.alice.get(&path).await.body["_rev"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The first sync, then the edits.
+    loop {
+        let event = socket.json(Duration::from_secs(30)).await?;
+        if event["payload"]["doc"]["_rev"] == rev.as_str() {
+            break;
+        }
+    }
+    let mut times = Vec::with_capacity(edits);
+    let mut whole = Vec::with_capacity(edits);
+    for n in 0..edits {
+        let sent = Instant::now();
+        let put = h.alice.put(&path, &json!({"_rev": rev, "title": "n", "n": n})).await;
+        ensure!(put.status == 200, "edit: {}", put.text);
+        let acked = Instant::now();
+        rev = put.body["rev"].as_str().unwrap_or_default().to_string();
+        loop {
+            let event = socket.json(Duration::from_secs(30)).await?;
+            if event["payload"]["doc"]["_rev"] == rev.as_str() {
+                break;
+            }
+        }
+        times.push(acked.elapsed());
+        whole.push(sent.elapsed());
+    }
+    times.sort();
+    whole.sort();
+    println!(
+        "propagation of {edits} edits, alice's acknowledgement → bob's socket: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        quantile(&times, 0.5),
+        quantile(&times, 0.99),
+        quantile(&times, 1.0)
+    );
+    println!(
+        "the same from alice's request sent (her write included): p50 {:.1} ms, p99 {:.1} ms",
+        quantile(&whole, 0.5),
+        quantile(&whole, 0.99)
+    );
+
+    // 2. Initial sync of many documents shared by a field, against writing them directly.
+    let direct = Instant::now();
+    for chunk in (0..docs).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"_id": format!("doc{i:06}"), "tags": ["shared"], "text": "x".repeat(200)}))
+            .collect();
+        let res = h
+            .alice
+            .post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": batch}))
+            .await;
+        ensure!(res.status == 201, "bulk: {}", res.text);
+    }
+    let direct = direct.elapsed();
+    let rule = json!({"title": "Shared notes", "doctype": "io.cozy.notes", "selector": "tags", "values": ["shared"], "add": "push", "update": "push", "remove": "push"});
+    let id = share_with(&h, "Shared notes", rule).await;
+    let started = Instant::now();
+    bob_accepts(&mut h, &id).await?;
+    let accepted = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let all = h.bob.get("/data/io.cozy.notes/_all_docs?limit=1").await;
+        // The note of the first sharing, and every document of this one.
+        if all.body["total_rows"].as_u64() == Some(docs as u64 + 1) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the initial sync did not end: {}", all.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    println!(
+        "initial sync of {docs} documents (consent {:.0} ms included): {:.2} s, {:.0} documents/s",
+        accepted.as_secs_f64() * 1000.0,
+        took.as_secs_f64(),
+        docs as f64 / took.as_secs_f64()
+    );
+    println!(
+        "alice writing the same {docs} documents herself (_bulk_docs by 1,000): {:.2} s, {:.0} documents/s; the sync runs at {:.0} % of it",
+        direct.as_secs_f64(),
+        docs as f64 / direct.as_secs_f64(),
+        100.0 * direct.as_secs_f64() / took.as_secs_f64()
+    );
+    Ok(())
+}

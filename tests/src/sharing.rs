@@ -1,0 +1,205 @@
+//! Two Cocon hosts on one machine set up to share, for the sharing tests and benchmarks: alice
+//! on one (`alice.localhost:PORT`), bob on the other, bob signed in through his onboarding.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{Api, Browser, Cocon, hidden_field};
+
+pub const PASSPHRASE: &str = "correct horse battery staple 42";
+
+pub fn port(cocon: &Cocon) -> u16 {
+    cocon.http.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Creates `domain` and signs its person in through the onboarding form.
+pub async fn person(cocon: &Cocon, domain: &str) -> Browser {
+    let (status, body) = cocon
+        .admin(Method::POST, "/instances", &[("Domain", domain)])
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let url = body["onboarding_url"].as_str().unwrap();
+    let path = format!("/{}", url.splitn(4, '/').nth(3).unwrap());
+    let token = path.split_once("registerToken=").unwrap().1.to_string();
+    let mut browser = Browser::new(&cocon.http, domain);
+    assert_eq!(browser.get(&path).await.status, 200);
+    let csrf = browser.csrf();
+    let form = [
+        ("csrf_token", csrf.as_str()),
+        ("register_token", token.as_str()),
+        ("password", PASSPHRASE),
+        ("password2", PASSPHRASE),
+    ];
+    let page = browser.post_form("/auth/onboarding", &form).await;
+    assert_eq!(page.status, 303, "{page:?}");
+    browser
+}
+
+/// Posts the consent form: the person accepts the sharing.
+pub async fn accept(person: &mut Browser, csrf: &str, id: &str, state: &str) -> crate::Page {
+    let form = [
+        ("csrf_token", csrf),
+        ("sharing_id", id),
+        ("state", state),
+        ("approve", "1"),
+    ];
+    person.post_form("/auth/authorize/sharing", &form).await
+}
+
+/// The path and query of a link to `origin`.
+pub fn path_of(link: &str, origin: &str) -> String {
+    link.strip_prefix(origin)
+        .unwrap_or_else(|| panic!("{link} is not on {origin}"))
+        .to_string()
+}
+
+pub struct Hosts {
+    pub _dir: tempfile::TempDir,
+    pub alice_host: Cocon,
+    pub bob_host: Cocon,
+    pub alice: Api,
+    pub bob: Api,
+    pub bob_person: Browser,
+    pub alice_origin: String,
+    pub bob_origin: String,
+}
+
+pub async fn two_hosts() -> Hosts {
+    two_hosts_with(None).await
+}
+
+/// Alice's host sends mail to `smtp` when given.
+pub async fn two_hosts_with(smtp: Option<u16>) -> Hosts {
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = Cocon::builder(&dir.path().join("alice-host"));
+    if let Some(port) = smtp {
+        builder = builder.smtp(port);
+    }
+    let alice_host = builder.start().await.unwrap();
+    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
+    let alice_domain = format!("alice.localhost:{}", port(&alice_host));
+    let bob_domain = format!("bob.localhost:{}", port(&bob_host));
+    let alice = alice_host
+        .instance(&alice_domain, "io.cozy.notes io.cozy.contacts io.cozy.sharings")
+        .await
+        .unwrap();
+    let bob_person = person(&bob_host, &bob_domain).await;
+    let token = bob_host
+        .token(&bob_domain, "io.cozy.notes io.cozy.notifications")
+        .await
+        .unwrap();
+    let bob = bob_host.api(&bob_domain, Some(&token));
+    Hosts {
+        _dir: dir,
+        alice_origin: format!("http://{alice_domain}"),
+        bob_origin: format!("http://{bob_domain}"),
+        alice_host,
+        bob_host,
+        alice,
+        bob,
+        bob_person,
+    }
+}
+
+pub const NOTE: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// Alice's app shares what `rule` selects with her contact Bob (whose Cozy it knows); the
+/// sharing's JSON-API `data`.
+pub async fn share(h: &Hosts, description: &str, rule: Value) -> Value {
+    let contact = h
+        .alice
+        .post(
+            "/data/io.cozy.contacts/",
+            &json!({"fullname": "Bob", "email": [{"address": "bob@example.org", "primary": true}],
+                    "cozy": [{"url": h.bob_origin, "primary": true}]}),
+        )
+        .await;
+    assert_eq!(contact.status, 201, "{}", contact.text);
+    let created = h
+        .alice
+        .post(
+            "/sharings/",
+            &json!({"data": {"type": "io.cozy.sharings", "attributes": {"description": description, "rules": [rule]},
+                "relationships": {"recipients": {"data": [{"id": contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    created.body["data"].clone()
+}
+
+/// [`share`], answering the sharing's id.
+pub async fn share_with(h: &Hosts, description: &str, rule: Value) -> String {
+    share(h, description, rule).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Alice's app shares her note with Bob (the rules sync both ways); the sharing's `data`.
+pub async fn share_note(h: &Hosts) -> Value {
+    let note = h
+        .alice
+        .put(
+            &format!("/data/io.cozy.notes/{NOTE}"),
+            &json!({"title": "Holiday plans"}),
+        )
+        .await;
+    assert_eq!(note.status, 200, "{}", note.text);
+    let rule = json!({"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    share(h, "Holiday plans", rule).await
+}
+
+/// The consent page's link, from the notification bob's host made for the request.
+pub async fn request_link(h: &Hosts) -> String {
+    let notifications = h
+        .bob
+        .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
+        .await;
+    assert_eq!(notifications.status, 200, "{}", notifications.text);
+    let rows = notifications.get("rows").as_array().unwrap();
+    let request = rows
+        .iter()
+        .map(|r| &r["doc"])
+        .find(|d| d["category"] == "sharing-request")
+        .unwrap_or_else(|| panic!("bob is told of the request: {}", notifications.text));
+    assert!(
+        request["title"].as_str().unwrap().contains("Holiday plans"),
+        "{request}"
+    );
+    request["data"]["redirectLink"].as_str().unwrap().to_string()
+}
+
+/// A sharing of alice's note that bob accepted: its id and the note's id on bob's side.
+pub async fn accepted(h: &mut Hosts) -> (String, String) {
+    let sharing = share_note(h).await;
+    let id = sharing["id"].as_str().unwrap().to_string();
+    let consent = path_of(&request_link(h).await, &h.bob_origin);
+    let page = h.bob_person.get(&consent).await;
+    let csrf = hidden_field(&page.text, "csrf_token").unwrap();
+    let state = hidden_field(&page.text, "state").unwrap();
+    assert_eq!(accept(&mut h.bob_person, &csrf, &id, &state).await.status, 303);
+    let on_bob = h.bob.get(&format!("/sharings/{id}")).await;
+    let note = on_bob.body["data"]["attributes"]["rules"][0]["values"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (id, note)
+}
+
+/// Restarts a stopped host on its port (its instances' domains carry it) and data directory.
+pub async fn restart(host: &Cocon) -> Cocon {
+    Cocon::builder(&host.data_dir)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", port(host)))
+        .start()
+        .await
+        .unwrap()
+}
+
+impl Hosts {
+    pub fn bob_person_domain(&self) -> &str {
+        self.bob.domain()
+    }
+}
