@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use cocon_common::ErrorCode;
 use cocon_common::cozy::doctype::SHARINGS;
@@ -32,8 +32,15 @@ pub fn routes() -> Router<State> {
         .route("/sharings/", post(create))
         .route("/sharings", post(create))
         .route("/sharings/doctype/{doctype}", get(by_doctype))
-        .route("/sharings/{id}", get(show).put(receive_request))
-        .route("/sharings/{id}/answer", post(receive_answer))
+        .route("/sharings/news", get(news))
+        .route("/sharings/{id}", get(show).put(receive_request).delete(peer_revoked))
+        .route("/sharings/{id}/answer", post(receive_answer).delete(peer_revoked))
+        .route("/sharings/{id}/recipients", delete(revoke_all))
+        .route("/sharings/{id}/recipients/{index}", delete(revoke_one))
+        .route(
+            "/sharings/{id}/recipients/{index}/readonly",
+            post(read_only_on).delete(read_only_off),
+        )
         .route("/sharings/{id}/_revs_diff", post(peer_revs_diff))
         .route("/sharings/{id}/_bulk_docs", post(peer_bulk_docs))
         .route("/sharings/{id}/discovery", get(discovery_page).post(discovery_submit))
@@ -97,17 +104,11 @@ fn rule_ids(rule: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-/// `POST /sharings/`: every verb on what each rule shares (its documents, or its whole doctype).
-async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers).await?;
-    let parsed = checked_body(&body)?;
-    let rules = parsed
-        .pointer("/data/attributes/rules")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+/// cozy's "create permissions": every verb on what each rule shares (its documents, or its
+/// whole doctype).
+fn rules_grant(caller: &Caller, rules: &[Value]) -> Result<Grant, ApiError> {
     let mut grant = if rules.is_empty() { Grant::None } else { Grant::Whole };
-    for rule in &rules {
+    for rule in rules {
         let doctype = rule.get("doctype").and_then(Value::as_str).unwrap_or_default();
         check_doctype(doctype)?;
         let ids = rule_ids(rule);
@@ -120,6 +121,19 @@ async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes)
             grant = grant.min(least);
         }
     }
+    Ok(grant)
+}
+
+/// `POST /sharings/`: every verb on what each rule shares.
+async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, &headers).await?;
+    let parsed = checked_body(&body)?;
+    let rules = parsed
+        .pointer("/data/attributes/rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let grant = rules_grant(&caller, &rules)?;
     if rules.is_empty() {
         return Err(ApiError::bad_request("a sharing needs rules: data.attributes.rules"));
     }
@@ -332,19 +346,14 @@ async fn replicator(
     body: axum::body::Body,
     bulk: bool,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers).await?;
-    let on = Access {
-        doctype: SHARINGS,
-        id: Some(&id),
-    };
-    let grant = caller.grant(&Method::POST, &on);
-    access::authorize(&state, caller.kind, Route::Sharings, &Method::POST, &on, grant)?;
+    let (caller, instance) = peer(&state, &headers, &id, &Method::POST).await?;
     let body = crate::data::read_body(body, state.config.max_bulk_bytes).await?;
     let req = pb::PeerRequest {
-        instance: caller_instance(&state, &caller, &headers)?,
+        instance,
         id,
         client_id: caller.client.clone(),
         body,
+        read_only: false,
     };
     let mut sharing = state.clients.sharing.clone();
     let answer = match bulk {
@@ -358,6 +367,217 @@ async fn replicator(
         answer.json,
     )
         .into_response())
+}
+
+/// An app of this instance that manages sharing `id` (revokes, leaves, switches read-only): it
+/// holds every verb on what the sharing's rules share, as to create it.
+async fn manager(state: &State, headers: &HeaderMap, id: &str) -> Result<(Caller, Option<pb::Instance>), ApiError> {
+    let caller = authenticate(state, headers).await?;
+    let instance = caller_instance(state, &caller, headers)?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .get_sharing(pb::GetSharingRequest {
+            instance: instance.clone(),
+            id: id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let sharing: Value = serde_json::from_slice(&answer.json).unwrap_or_default();
+    let rules = sharing
+        .pointer("/attributes/rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let on = Access {
+        doctype: SHARINGS,
+        id: Some(id),
+    };
+    let grant = rules_grant(&caller, &rules)?;
+    access::authorize(state, caller.kind, Route::Sharings, &Method::DELETE, &on, grant)?;
+    Ok((caller, instance))
+}
+
+/// 204, the tokens of the sharing's other hosts forgotten by this gateway's cache (the call
+/// may have deleted some).
+fn done(state: &State, id: &str) -> Response {
+    state.access.evict_sharing(id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /sharings/:id/recipients` on the owner: the sharing ends for every member.
+async fn revoke_all(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, instance) = manager(&state, &headers, &id).await?;
+    let who = pb::revoke_request::Who::All as i32;
+    state
+        .clients
+        .sharing
+        .clone()
+        .revoke(pb::RevokeRequest {
+            instance,
+            id: id.clone(),
+            who,
+            index: 0,
+        })
+        .await?;
+    Ok(done(&state, &id))
+}
+
+/// A member's index in a route, or `self`.
+fn member_index(raw: &str) -> Result<Option<u32>, ApiError> {
+    match raw {
+        "self" => Ok(None),
+        n => n
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("{n:?} is not a member's index (or self)"))),
+    }
+}
+
+/// `DELETE /sharings/:id/recipients/:index` on the owner (one member out), or
+/// `DELETE /sharings/:id/recipients/self` on a recipient (it leaves).
+async fn revoke_one(
+    AxState(state): AxState<State>,
+    Path((id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let index = member_index(&index)?;
+    let (_, instance) = manager(&state, &headers, &id).await?;
+    let who = match index {
+        Some(_) => pb::revoke_request::Who::Member,
+        None => pb::revoke_request::Who::Self_,
+    };
+    state
+        .clients
+        .sharing
+        .clone()
+        .revoke(pb::RevokeRequest {
+            instance,
+            id: id.clone(),
+            who: who as i32,
+            index: index.unwrap_or_default(),
+        })
+        .await?;
+    Ok(done(&state, &id))
+}
+
+async fn read_only_on(
+    state: AxState<State>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    read_only(state, path, headers, body, true).await
+}
+
+async fn read_only_off(
+    state: AxState<State>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    read_only(state, path, headers, body, false).await
+}
+
+/// `POST|DELETE /sharings/:id/recipients/:index/readonly` on the owner, by an app; or
+/// `…/recipients/self/readonly` on a recipient, by the owner's host with its new credentials.
+async fn read_only(
+    AxState(state): AxState<State>,
+    Path((id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+    read_only: bool,
+) -> Result<Response, ApiError> {
+    let mut sharing = state.clients.sharing.clone();
+    match member_index(&index)? {
+        Some(index) => {
+            let (_, instance) = manager(&state, &headers, &id).await?;
+            sharing
+                .set_read_only(pb::ReadOnlyRequest {
+                    instance,
+                    id: id.clone(),
+                    index,
+                    read_only,
+                })
+                .await?;
+        }
+        None => {
+            checked_body(&body)?;
+            let (caller, instance) = peer(&state, &headers, &id, &Method::POST).await?;
+            sharing
+                .peer_read_only(pb::PeerRequest {
+                    instance,
+                    id: id.clone(),
+                    client_id: caller.client.clone(),
+                    body,
+                    read_only,
+                })
+                .await?;
+        }
+    }
+    Ok(done(&state, &id))
+}
+
+/// The other host of a sharing, with the token this host issued it: its scope must allow
+/// `method` on `io.cozy.sharings/<id>` (the service then checks that its client is a member's).
+async fn peer(
+    state: &State,
+    headers: &HeaderMap,
+    id: &str,
+    method: &Method,
+) -> Result<(Caller, Option<pb::Instance>), ApiError> {
+    let caller = authenticate(state, headers).await?;
+    let on = Access {
+        doctype: SHARINGS,
+        id: Some(id),
+    };
+    let grant = caller.grant(method, &on);
+    access::authorize(state, caller.kind, Route::Sharings, method, &on, grant)?;
+    let instance = caller_instance(state, &caller, headers)?;
+    Ok((caller, instance))
+}
+
+/// `DELETE /sharings/:id` (the owner revoked this recipient) and `DELETE /sharings/:id/answer`
+/// (a recipient left), by the other host. Any token of the sharing's client will do: a
+/// read-only member's reaches GET only, and it may still leave.
+async fn peer_revoked(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (caller, instance) = peer(&state, &headers, &id, &Method::GET).await?;
+    state
+        .clients
+        .sharing
+        .clone()
+        .peer_revoked(pb::PeerRequest {
+            instance,
+            id: id.clone(),
+            client_id: caller.client.clone(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(done(&state, &id))
+}
+
+/// `GET /sharings/news`: how many sharing requests wait for an answer (any valid token).
+async fn news(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, &headers).await?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .news(pb::NewsRequest {
+            instance: caller_instance(&state, &caller, &headers)?,
+        })
+        .await?
+        .into_inner();
+    Ok(axum::Json(json!({"meta": {"count": answer.count}})).into_response())
 }
 
 fn field<'a>(map: &'a HashMap<String, String>, key: &str) -> &'a str {

@@ -198,6 +198,45 @@ pub async fn restart(host: &Cocon) -> Cocon {
         .unwrap()
 }
 
+/// The document at `path` once `done` holds for it, or a failure after 20 s.
+pub async fn eventually(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = api.get(path).await;
+        if got.status == 200 && done(&got.body) {
+            return got.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never got there: {}",
+            got.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Bob accepts the request of sharing `id` (the newest sharing-request notification for it), on
+/// his consent page.
+pub async fn accept_request(h: &mut Hosts, id: &str) {
+    let notes = h
+        .bob
+        .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
+        .await;
+    let link = notes.body["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["doc"]["data"]["redirectLink"].as_str())
+        .find(|l| l.contains(id))
+        .unwrap_or_else(|| panic!("bob's notification of the request {id}: {}", notes.text))
+        .to_string();
+    let page = h.bob_person.get(&path_of(&link, &h.bob_origin)).await;
+    let csrf = hidden_field(&page.text, "csrf_token").expect("the consent form");
+    let state = hidden_field(&page.text, "state").expect("the consent form");
+    let done = accept(&mut h.bob_person, &csrf, id, &state).await;
+    assert_eq!(done.status, 303, "consent: {}", done.text);
+}
+
 impl Hosts {
     pub fn bob_person_domain(&self) -> &str {
         self.bob.domain()

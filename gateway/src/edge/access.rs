@@ -88,6 +88,18 @@ impl AuthCache {
             .retain(|_, c| c.caller.client != client_id);
     }
 
+    /// Forgets the tokens made for the other hosts of sharing `id` (a member was revoked or
+    /// switched to read-only): their scope names the sharing. Other gateways drop them within
+    /// the cache's TTL.
+    pub fn evict_sharing(&self, id: &str) {
+        self.entries.write().expect("auth cache poisoned").retain(|_, c| {
+            !c.caller
+                .rules
+                .iter()
+                .any(|r| r.doctype == cocon_common::cozy::doctype::SHARINGS && r.values.iter().any(|v| v == id))
+        });
+    }
+
     /// Forgets every code of a permission set (it was changed or deleted).
     pub fn evict_permission(&self, permission_id: &str) {
         self.entries

@@ -160,5 +160,10 @@ service_client!(
         discover(DiscoverRequest) -> DiscoverAnswer;
         revs_diff(PeerRequest) -> JsonAnswer;
         bulk_docs(PeerRequest) -> JsonAnswer;
+        revoke(RevokeRequest) -> SharingAnswer;
+        peer_revoked(PeerRequest) -> JsonAnswer;
+        set_read_only(ReadOnlyRequest) -> SharingAnswer;
+        peer_read_only(PeerRequest) -> JsonAnswer;
+        news(NewsRequest) -> NewsAnswer;
     }
 );

@@ -6,6 +6,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+/// Now, as the documents' dates are written.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

@@ -19,6 +19,10 @@ pub enum SharingError {
     /// The other host answered this status (a 401 makes the caller refresh its token).
     #[error("the other Cozy answered {0}: {1}")]
     PeerStatus(u16, String),
+    /// The other host refused to refresh our token: it deleted our client, so it ended the
+    /// sharing (its notice may have been lost while this host was down).
+    #[error("the other Cozy ended the sharing: {0}")]
+    RevokedByPeer(String),
     #[error("the instance ticket expired")]
     Expired,
     #[error("storage: {0}")]
@@ -43,7 +47,9 @@ impl ServiceError for SharingError {
             SharingError::Expired => ErrorCode::Unauthenticated,
             SharingError::Conflict(_) => ErrorCode::Conflict,
             SharingError::TooMany(_) => ErrorCode::TooManyRequests,
-            SharingError::Peer(_) | SharingError::PeerStatus(..) => ErrorCode::BadGateway,
+            SharingError::Peer(_) | SharingError::PeerStatus(..) | SharingError::RevokedByPeer(_) => {
+                ErrorCode::BadGateway
+            }
             SharingError::Storage(e) => e.error_code(),
             SharingError::Events(_) | SharingError::Corrupt(_) => ErrorCode::Internal,
             SharingError::Upstream(_, code) => *code,

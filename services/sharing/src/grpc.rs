@@ -12,6 +12,12 @@ fn answer(json: &Value) -> Response<pb::SharingAnswer> {
     })
 }
 
+fn json_answer(json: &Value) -> Response<pb::JsonAnswer> {
+    Response::new(pb::JsonAnswer {
+        json: serde_json::to_vec(json).expect("json").into(),
+    })
+}
+
 #[tonic::async_trait]
 impl pb::sharing_service_server::SharingService for SharingService {
     async fn create_sharing(
@@ -73,9 +79,7 @@ impl pb::sharing_service_server::SharingService for SharingService {
 
     async fn receive_answer(&self, req: Request<pb::ReceiveAnswerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
         let json = self.receive_answer(req.into_inner()).await?;
-        Ok(Response::new(pb::JsonAnswer {
-            json: serde_json::to_vec(&json).expect("json").into(),
-        }))
+        Ok(json_answer(&json))
     }
 
     async fn discover(&self, req: Request<pb::DiscoverRequest>) -> Result<Response<pb::DiscoverAnswer>, Status> {
@@ -84,15 +88,36 @@ impl pb::sharing_service_server::SharingService for SharingService {
 
     async fn revs_diff(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
         let json = self.peer_revs_diff(req.into_inner()).await?;
-        Ok(Response::new(pb::JsonAnswer {
-            json: serde_json::to_vec(&json).expect("json").into(),
-        }))
+        Ok(json_answer(&json))
     }
 
     async fn bulk_docs(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
         let json = self.peer_bulk_docs(req.into_inner()).await?;
-        Ok(Response::new(pb::JsonAnswer {
-            json: serde_json::to_vec(&json).expect("json").into(),
-        }))
+        Ok(json_answer(&json))
+    }
+
+    async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::SharingAnswer>, Status> {
+        let sharing = self.revoke(req.into_inner()).await?;
+        Ok(answer(&sharing.api_view()))
+    }
+
+    async fn peer_revoked(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.peer_revoked(req.into_inner()).await?;
+        Ok(json_answer(&json))
+    }
+
+    async fn set_read_only(&self, req: Request<pb::ReadOnlyRequest>) -> Result<Response<pb::SharingAnswer>, Status> {
+        let sharing = self.set_read_only(req.into_inner()).await?;
+        Ok(answer(&sharing.api_view()))
+    }
+
+    async fn peer_read_only(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.peer_read_only(req.into_inner()).await?;
+        Ok(json_answer(&json))
+    }
+
+    async fn news(&self, req: Request<pb::NewsRequest>) -> Result<Response<pb::NewsAnswer>, Status> {
+        let count = self.news(req.into_inner()).await?;
+        Ok(Response::new(pb::NewsAnswer { count }))
     }
 }

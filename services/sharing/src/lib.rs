@@ -11,6 +11,7 @@ mod error;
 mod grpc;
 mod peer;
 mod replicate;
+mod revoke;
 mod rules;
 mod service;
 mod setup;

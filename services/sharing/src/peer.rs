@@ -103,7 +103,9 @@ impl Peers {
             let text = String::from_utf8_lossy(&raw[..raw.len().min(300)]).into_owned();
             return Err(match status.as_u16() {
                 409 => SharingError::Conflict(format!("the other Cozy refused: {text}")),
-                401 => SharingError::PeerStatus(401, text),
+                // Statuses the caller acts on: 401 refreshes the token; 400 and 401 on a
+                // refresh mean the client is gone, so the other side ended the sharing.
+                code @ (400 | 401 | 403) => SharingError::PeerStatus(code, text),
                 _ => failed(format!("answered {status}: {text}")),
             });
         }

@@ -9,6 +9,7 @@
 //! metrics.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
-use crate::doc::{Rule, Sharing, status};
+use crate::doc::{Rule, Sharing, now, status};
 use crate::error::{Result, SharingError};
 use crate::rules::xor_id;
 use crate::service::SharingService;
@@ -61,6 +62,10 @@ struct Sender {
 struct Wake {
     changed: Notify,
     peer_back: Notify,
+    /// Set (under the senders' lock) when the sender was asked to start while it runs: a sender
+    /// that finds it has nothing to send keeps going if this is set, so a start that comes as
+    /// it ends is never lost.
+    restart: AtomicBool,
 }
 
 /// The running senders, by instance, and their states.
@@ -101,19 +106,21 @@ impl Senders {
         f(self.states.lock().expect("states poisoned").entry(key).or_default())
     }
 
-    fn remove(&self, instance: &str, sharing: &str, member: usize) {
+    /// Removes the sender of `wake`, unless a start came for it meanwhile: then it answers
+    /// false and the sender goes on.
+    fn remove(&self, instance: &str, wake: &Arc<Wake>) -> bool {
         let mut map = self.by_instance.lock().expect("senders poisoned");
+        if wake.restart.swap(false, Ordering::SeqCst) {
+            return false;
+        }
         if let Some(list) = map.get_mut(instance) {
-            list.retain(|s| !(s.sharing == sharing && s.member == member));
+            list.retain(|s| !Arc::ptr_eq(&s.wake, wake));
             if list.is_empty() {
                 map.remove(instance);
             }
         }
+        true
     }
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// Whether `rule` shares the document `id` (`doc` its body), as cozy-stack's `Rule.Accept`.
@@ -200,7 +207,9 @@ impl SharingService {
             {
                 let mut map = self.inner.senders.by_instance.lock().expect("senders poisoned");
                 let list = map.entry(instance.to_string()).or_default();
-                if list.iter().any(|s| s.sharing == sharing.id && s.member == member) {
+                if let Some(running) = list.iter().find(|s| s.sharing == sharing.id && s.member == member) {
+                    running.wake.restart.store(true, Ordering::SeqCst);
+                    running.wake.changed.notify_one();
                     continue;
                 }
                 list.push(Sender {
@@ -263,7 +272,18 @@ impl SharingService {
                         () = shutdown.wait() => break,
                     }
                 }
-                Ok(Round::Stopped) => break,
+                Ok(Round::Stopped) => {
+                    if senders.remove(instance, &wake) {
+                        return;
+                    }
+                }
+                Err(SharingError::RevokedByPeer(why)) => {
+                    tracing::info!(sharing = %id, member, why = %why, "the other side ended the sharing");
+                    if let Err(err) = self.revoked_by_peer(instance, id, member).await {
+                        tracing::warn!(sharing = %id, member, error = %err, "the sharing could not be ended here");
+                    }
+                    break;
+                }
                 Err(err) => {
                     tracing::warn!(sharing = %id, member, error = %err, retry_in_secs = backoff.as_secs(), "replication to a member failed");
                     metrics::counter!("cocon_sharing_peer_errors_total").increment(1);
@@ -281,7 +301,7 @@ impl SharingService {
                 }
             }
         }
-        senders.remove(instance, id, member);
+        senders.remove(instance, &wake);
     }
 
     /// A ticket for this service's own calls to the documents service.
@@ -416,7 +436,7 @@ impl SharingService {
         }
         let path = format!("/sharings/{}/_revs_diff", sharing.id);
         let missing = self
-            .call_peer(instance, sharing, member, &path, &Value::Object(diff))
+            .call_peer(instance, sharing, member, Method::POST, &path, &Value::Object(diff))
             .await?;
         let wanted: Vec<Value> = changed
             .iter()
@@ -429,24 +449,10 @@ impl SharingService {
         if wanted.is_empty() {
             return Ok(0);
         }
-        let got = self
-            .clients()?
-            .documents
-            .clone()
-            .bulk_get(docs_pb::BodyRequest {
-                scope: Some(self.scope(instance, doctype)),
-                body: json!({"docs": wanted}).to_string().into_bytes().into(),
-                revs: true,
-            })
+        let docs: Vec<Value> = self
+            .bulk_get(instance, doctype, wanted, true)
             .await?
-            .into_inner();
-        let got: Value = serde_json::from_slice(&got.json).map_err(|e| SharingError::Corrupt(e.to_string()))?;
-        let docs: Vec<Value> = got["results"]
-            .as_array()
             .into_iter()
-            .flatten()
-            .flat_map(|r| r["docs"].as_array().cloned().unwrap_or_default())
-            .filter_map(|d| d.get("ok").cloned())
             .map(|mut doc| {
                 if let Some(doc_id) = doc["_id"].as_str().map(str::to_string) {
                     doc["_id"] = json!(xor_id(&doc_id, &creds.xor_key));
@@ -456,18 +462,26 @@ impl SharingService {
             .collect();
         let count = docs.len();
         let path = format!("/sharings/{}/_bulk_docs", sharing.id);
-        self.call_peer(instance, sharing, member, &path, &json!({ doctype: docs }))
-            .await?;
+        self.call_peer(
+            instance,
+            sharing,
+            member,
+            Method::POST,
+            &path,
+            &json!({ doctype: docs }),
+        )
+        .await?;
         Ok(count)
     }
 
     /// A call to the peer with the token it issued; on 401 the token is refreshed at the peer's
     /// `/auth/access_token` (and kept), and the call made once more.
-    async fn call_peer(
+    pub(crate) async fn call_peer(
         &self,
         instance: &str,
         sharing: &Sharing,
         member: usize,
+        method: Method,
         path: &str,
         body: &Value,
     ) -> Result<Value> {
@@ -480,15 +494,12 @@ impl SharingService {
         match self
             .inner
             .peers
-            .call(Method::POST, &origin, path, Some(token), body)
+            .call(method.clone(), &origin, path, Some(token), body)
             .await
         {
             Err(SharingError::PeerStatus(401, _)) => {
                 let token = self.refresh(instance, &sharing.id, member).await?;
-                self.inner
-                    .peers
-                    .call(Method::POST, &origin, path, Some(&token), body)
-                    .await
+                self.inner.peers.call(method, &origin, path, Some(&token), body).await
             }
             other => other,
         }
@@ -507,7 +518,11 @@ impl SharingService {
             ("client_secret", client["client_secret"].as_str().unwrap_or_default()),
             ("refresh_token", tokens["refresh_token"].as_str().unwrap_or_default()),
         ];
-        let fresh = self.inner.peers.form(&origin, "/auth/access_token", &form).await?;
+        let fresh = match self.inner.peers.form(&origin, "/auth/access_token", &form).await {
+            // The client the peer registered for us is gone: it ended the sharing.
+            Err(SharingError::PeerStatus(400 | 401, why)) => return Err(SharingError::RevokedByPeer(why)),
+            other => other?,
+        };
         let access = fresh["access_token"].as_str().unwrap_or_default().to_string();
         if access.is_empty() {
             return Err(SharingError::Peer("the peer refreshed no token".into()));
@@ -527,7 +542,7 @@ impl SharingService {
     }
 
     /// Which member of the sharing holds the token of `client_id` (made here for it).
-    fn caller_member(sharing: &Sharing, client_id: &str) -> Result<usize> {
+    pub(crate) fn caller_member(sharing: &Sharing, client_id: &str) -> Result<usize> {
         let found = if sharing.owner {
             (1..sharing.members.len()).find(|&m| {
                 sharing.members[m].status == status::READY
@@ -543,6 +558,44 @@ impl SharingService {
                 .map(|_| 0)
         };
         found.ok_or_else(|| SharingError::Denied("this token is not one of this sharing's members".into()))
+    }
+
+    /// The revisions `wanted` (`{"id", "rev"?}`) of `doctype` that this instance holds.
+    async fn bulk_get(&self, instance: &str, doctype: &str, wanted: Vec<Value>, revs: bool) -> Result<Vec<Value>> {
+        let got = self
+            .clients()?
+            .documents
+            .clone()
+            .bulk_get(docs_pb::BodyRequest {
+                scope: Some(self.scope(instance, doctype)),
+                body: json!({ "docs": wanted }).to_string().into_bytes().into(),
+                revs,
+            })
+            .await?
+            .into_inner();
+        let got: Value = serde_json::from_slice(&got.json).map_err(|e| SharingError::Corrupt(e.to_string()))?;
+        Ok(got["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["docs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| d.get("ok").cloned())
+            .collect())
+    }
+
+    /// The documents of `ids` that live here (not deleted), as they are, by id.
+    async fn live_docs(&self, instance: &str, doctype: &str, ids: &[&str]) -> Result<HashMap<String, Value>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let wanted: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
+        Ok(self
+            .bulk_get(instance, doctype, wanted, false)
+            .await?
+            .into_iter()
+            .filter(|doc| doc["_deleted"] != json!(true))
+            .filter_map(|doc| Some((doc["_id"].as_str()?.to_string(), doc)))
+            .collect())
     }
 
     /// `POST /sharings/:id/_revs_diff` from the other host: `{"doctype/id": [revs]}` → what is
@@ -625,9 +678,18 @@ impl SharingService {
                 .as_array()
                 .cloned()
                 .ok_or_else(|| SharingError::BadRequest(format!("{dt}: a list of documents")))?;
+            // A document here is changed only if this sharing shares it as it is here; one not
+            // here only if it comes in shared. So a peer cannot reach the others, not even by
+            // deleting them or by giving them a shared field.
+            let ids: Vec<&str> = docs.iter().filter_map(|d| d["_id"].as_str()).collect();
+            let stored = self.live_docs(&instance.id, &dt, &ids).await?;
             for doc in &docs {
                 let doc_id = doc["_id"].as_str().unwrap_or_default();
-                if !rules.iter().any(|r| accepts(r, doc_id, doc)) && doc["_deleted"] != json!(true) {
+                let shared = match stored.get(doc_id) {
+                    Some(here) => rules.iter().any(|r| accepts(r, doc_id, here)),
+                    None => doc["_deleted"] == json!(true) || rules.iter().any(|r| accepts(r, doc_id, doc)),
+                };
+                if !shared {
                     return Err(SharingError::Denied(format!(
                         "{dt}/{doc_id} is not shared by this sharing: nothing was written"
                     )));

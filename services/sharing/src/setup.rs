@@ -14,17 +14,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::doc::{Credentials, Member, Rule, Sharing, status};
+use crate::doc::{Credentials, Member, Rule, Sharing, now, status};
 use crate::error::{Result, SharingError};
 use crate::rules;
 use crate::service::SharingService;
 
 /// Most members a sharing has, as cozy-stack's default.
 const MAX_MEMBERS: usize = 90;
-
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
 
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -665,7 +661,7 @@ impl SharingService {
     }
 
     /// A client on this instance for the other side of a sharing, with its tokens.
-    async fn issue_client(
+    pub(crate) async fn issue_client(
         &self,
         domain: &str,
         sharing_id: &str,
@@ -709,10 +705,10 @@ impl SharingService {
     }
 }
 
-struct Issued {
-    client_id: String,
-    client: Value,
-    access_token: Value,
+pub(crate) struct Issued {
+    pub client_id: String,
+    pub client: Value,
+    pub access_token: Value,
 }
 
 #[cfg(test)]

@@ -14,34 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use cocon_tests::Socket;
-use cocon_tests::sharing::{Hosts, NOTE, accept, path_of, share_with, two_hosts};
+use cocon_tests::sharing::{NOTE, accept_request, share_with, two_hosts};
 use serde_json::{Value, json};
 
 fn quantile(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
-}
-
-/// Bob accepts the request of `id` (the newest sharing-request notification for it).
-async fn bob_accepts(h: &mut Hosts, id: &str) -> anyhow::Result<()> {
-    let notes = h
-        .bob
-        .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
-        .await;
-    let link = notes.body["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["doc"]["data"]["redirectLink"].as_str())
-        .find(|l| l.contains(id))
-        .context("bob's notification of the request")?
-        .to_string();
-    let page = h.bob_person.get(&path_of(&link, &h.bob_origin)).await;
-    let csrf = cocon_tests::hidden_field(&page.text, "csrf_token").context("the consent form")?;
-    let state = cocon_tests::hidden_field(&page.text, "state").context("the consent form")?;
-    let done = accept(&mut h.bob_person, &csrf, id, &state).await;
-    ensure!(done.status == 303, "consent: {}", done.text);
-    Ok(())
 }
 
 #[tokio::main]
@@ -58,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .put(&format!("/data/io.cozy.notes/{NOTE}"), &json!({"title": "n"}))
         .await;
     let id = share_with(&h, "Holiday plans", rule).await;
-    bob_accepts(&mut h, &id).await?;
+    accept_request(&mut h, &id).await;
     let token = h.bob.token().context("bob's token")?.to_string();
     let mut socket = Socket::authed(&h.bob_host.http, h.bob.domain(), &token).await?;
     socket.subscribe("io.cozy.notes", None).await?;
@@ -122,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let rule = json!({"title": "Shared notes", "doctype": "io.cozy.notes", "selector": "tags", "values": ["shared"], "add": "push", "update": "push", "remove": "push"});
     let id = share_with(&h, "Shared notes", rule).await;
     let started = Instant::now();
-    bob_accepts(&mut h, &id).await?;
+    accept_request(&mut h, &id).await;
     let accepted = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

@@ -27,6 +27,7 @@ mod pouchdb;
 mod realtime;
 mod replication;
 mod sharing;
+mod sharing_revoke;
 mod shutdown;
 mod split;
 mod tracing;

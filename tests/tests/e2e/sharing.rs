@@ -252,23 +252,6 @@ async fn test_a_recipient_the_owner_does_not_know_gives_their_address_from_the_m
     assert!(json.json()["redirect"].as_str().unwrap().starts_with(&h.bob_origin));
 }
 
-/// The document at `path` once `done` holds for it, or a failure after 20 s.
-async fn eventually(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let got = api.get(path).await;
-        if got.status == 200 && done(&got.body) {
-            return got.body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} never got there: {}",
-            got.text
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_shared_documents_replicate_both_ways_under_their_own_ids() {
     let mut h = two_hosts().await;
