@@ -77,6 +77,12 @@ pub async fn two_hosts_with(smtp: Option<u16>) -> Hosts {
         builder = builder.smtp(port);
     }
     let alice_host = builder.start().await.unwrap();
+    hosts_with(dir, alice_host).await
+}
+
+/// Alice on `alice_host` (its gateway: it may be one process of a split host), bob on a host of
+/// his own started in `dir`.
+pub async fn hosts_with(dir: tempfile::TempDir, alice_host: Cocon) -> Hosts {
     let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
     let alice_domain = format!("alice.localhost:{}", port(&alice_host));
     let bob_domain = format!("bob.localhost:{}", port(&bob_host));
@@ -149,6 +155,45 @@ pub async fn share_note(h: &Hosts) -> Value {
     let rule = json!({"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE],
                       "add": "sync", "update": "sync", "remove": "sync"});
     share(h, "Holiday plans", rule).await
+}
+
+/// Alice's app shares her note with a contact Bob whose Cozy it does not know (the invitation
+/// goes by mail); `relationship` is `recipients` or `read_only_recipients`. The creation's
+/// answer.
+pub async fn share_by_mail(h: &Hosts, relationship: &str) -> crate::Reply {
+    h.alice
+        .put(
+            &format!("/data/io.cozy.notes/{NOTE}"),
+            &json!({"title": "Holiday plans"}),
+        )
+        .await;
+    let contact = h
+        .alice
+        .post(
+            "/data/io.cozy.contacts/",
+            &json!({"fullname": "Bob", "email": [{"address": "bob@example.org"}]}),
+        )
+        .await;
+    let behaviour = if relationship == "recipients" { "sync" } else { "push" };
+    let created = h
+        .alice
+        .post(
+            "/sharings/",
+            &json!({"data": {"type": "io.cozy.sharings", "attributes": {"description": "Holiday plans",
+                "rules": [{"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE], "add": behaviour, "update": behaviour}]},
+                "relationships": {relationship: {"data": [{"id": contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    created
+}
+
+/// The first link to `origin`'s sharing pages in a mail's text.
+pub fn link_in(text: &str, origin: &str) -> String {
+    let start = text
+        .find(&format!("{origin}/sharings/"))
+        .unwrap_or_else(|| panic!("a link to {origin} in the mail: {text}"));
+    text[start..].chars().take_while(|c| !c.is_whitespace()).collect()
 }
 
 /// The consent page's link, from the notification bob's host made for the request.

@@ -95,3 +95,38 @@ async fn run_script(script: &str, args: &[&str]) -> Value {
     );
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
 }
+
+/// A sharing taken from the mailed link in Chromium: alice's host mails Bob, whose Cozy it does
+/// not know; he gives his address on the discovery page, signs in on his own host and accepts
+/// on its consent page; both hosts then show the sharing ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_sharing_is_accepted_in_a_real_browser() {
+    use cocon_tests::SmtpServer;
+    use cocon_tests::sharing::{PASSPHRASE, link_in, share_by_mail, two_hosts_with};
+
+    let smtp = SmtpServer::start().await.unwrap();
+    let h = two_hosts_with(Some(smtp.port)).await;
+    let created = share_by_mail(&h, "recipients").await;
+    let id = created.body["data"]["id"].as_str().unwrap().to_string();
+    let mails = smtp.wait_for(1).await;
+    let link = link_in(&cocon_tests::text_of(&mails[0]).1, &h.alice_origin);
+
+    let seen = run_script("sharing_flow.py", &[&link, &h.bob_origin, PASSPHRASE]).await;
+    for step in [
+        "discovery",
+        "wrong_address_explained",
+        "sent_to_sign_in",
+        "consent",
+        "accepted",
+    ] {
+        assert_eq!(seen[step], true, "{step}: {seen}");
+    }
+    let on_alice = h.alice.get(&format!("/sharings/{id}")).await;
+    assert_eq!(
+        on_alice.body["data"]["attributes"]["members"][1]["status"], "ready",
+        "{}",
+        on_alice.text
+    );
+    let on_bob = h.bob.get(&format!("/sharings/{id}")).await;
+    assert_eq!(on_bob.body["data"]["attributes"]["active"], true, "{}", on_bob.text);
+}

@@ -28,6 +28,7 @@ mod realtime;
 mod replication;
 mod sharing;
 mod sharing_revoke;
+mod sharing_split;
 mod shutdown;
 mod split;
 mod tracing;

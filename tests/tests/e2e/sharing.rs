@@ -159,30 +159,7 @@ async fn test_sharing_routes_check_their_callers_and_input() {
 async fn test_a_recipient_the_owner_does_not_know_gives_their_address_from_the_mailed_link() {
     let smtp = SmtpServer::start().await.unwrap();
     let mut h = two_hosts_with(Some(smtp.port)).await;
-    h.alice
-        .put(
-            &format!("/data/io.cozy.notes/{NOTE}"),
-            &json!({"title": "Holiday plans"}),
-        )
-        .await;
-    let contact = h
-        .alice
-        .post(
-            "/data/io.cozy.contacts/",
-            &json!({"fullname": "Bob", "email": [{"address": "bob@example.org"}]}),
-        )
-        .await;
-    let created = h
-        .alice
-        .post(
-            "/sharings/",
-            &json!({"data": {"type": "io.cozy.sharings", "attributes": {
-                "description": "Holiday plans",
-                "rules": [{"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE], "add": "push", "update": "push"}]},
-                "relationships": {"read_only_recipients": {"data": [{"id": contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text);
+    let created = share_by_mail(&h, "read_only_recipients").await;
     let id = created.body["data"]["id"].as_str().unwrap().to_string();
     let member = &created.body["data"]["attributes"]["members"][1];
     assert_eq!(member["status"], "pending", "the invitation is mailed: {member}");
@@ -193,11 +170,7 @@ async fn test_a_recipient_the_owner_does_not_know_gives_their_address_from_the_m
     assert!(mails[0].contains("To: Bob <bob@example.org>"), "{}", mails[0]);
     let (subject, text) = text_of(&mails[0]);
     assert!(subject.contains("Holiday plans"), "{subject}");
-    let start = text
-        .find(&format!("{}/sharings/", h.alice_origin))
-        .expect("the link in the mail");
-    let link: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    let discovery = path_of(&link, &h.alice_origin);
+    let discovery = path_of(&link_in(&text, &h.alice_origin), &h.alice_origin);
 
     let mut visitor = Browser::new(&h.alice_host.http, h.alice.domain());
     let page = visitor.get(&discovery).await;

@@ -917,6 +917,14 @@ pub(super) fn mesh_process<K: AsRef<str>>(
     builder
 }
 
+/// `COCON_ENDPOINTS__<SERVICE>` for each of `services`, all at `endpoint`.
+pub(super) fn endpoints(services: &[&str], endpoint: &str) -> Vec<(String, String)> {
+    services
+        .iter()
+        .map(|s| (format!("COCON_ENDPOINTS__{s}"), endpoint.to_string()))
+        .collect()
+}
+
 /// Realtime across gateways over real NATS: a socket on one gateway sees the writes made
 /// through another and what `POST /realtime/…` sent there; an event that is not signed with the
 /// mesh key (anyone who reaches NATS could publish one) never reaches a socket.

@@ -1,0 +1,105 @@
+//! Sharing with a host in split mode: alice's host runs its gateway and auth in one process,
+//! the sharing service in another and the data services in a third, over real NATS (mutual TLS
+//! between them, signed events); bob's host is a plain `cocon serve`. The sharing service sees
+//! alice's writes through the documents events on NATS and reaches the documents process over
+//! gRPC; bob's host reaches it through alice's gateway.
+
+use cocon_tests::sharing::*;
+use cocon_tests::{NatsServer, make_mesh_key, make_mesh_tls};
+use serde_json::json;
+
+use super::split::{endpoints, mesh_process};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_split_host_shares_with_another_host_both_ways() {
+    let nats = NatsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = make_mesh_key(dir.path()).unwrap().to_str().unwrap().to_string();
+    let tls = make_mesh_tls(dir.path()).unwrap().to_str().unwrap().to_string();
+    // The edge and the sharing service each call the other: the sharing service's port first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sharing_endpoint = format!("http://127.0.0.1:{port}");
+    let data = mesh_process(
+        &dir.path().join("data"),
+        "documents,files,jobs,notifications",
+        &nats,
+        &key,
+        &tls,
+        Vec::<(&str, String)>::new(),
+    )
+    .start()
+    .await
+    .unwrap();
+    let data_endpoint = data.grpc.clone().unwrap();
+    let edge = mesh_process(
+        &dir.path().join("edge"),
+        "gateway,auth",
+        &nats,
+        &key,
+        &tls,
+        endpoints(&["DOCUMENTS", "FILES", "JOBS", "NOTIFICATIONS"], &data_endpoint)
+            .into_iter()
+            .chain([("COCON_ENDPOINTS__SHARING".into(), sharing_endpoint)]),
+    )
+    .start()
+    .await
+    .unwrap();
+    let sharing = mesh_process(
+        &dir.path().join("sharing"),
+        "sharing",
+        &nats,
+        &key,
+        &tls,
+        endpoints(&["DOCUMENTS", "FILES", "NOTIFICATIONS"], &data_endpoint)
+            .into_iter()
+            .chain(endpoints(&["AUTH"], edge.grpc.as_deref().unwrap())),
+    )
+    .arg("--grpc-addr")
+    .arg(format!("127.0.0.1:{port}"))
+    .start()
+    .await
+    .unwrap();
+    let ready = reqwest::get(format!("{}/ready", sharing.admin)).await.unwrap();
+    assert_eq!(ready.status(), 200, "the sharing process serves");
+
+    let mut h = hosts_with(dir, edge).await;
+    let (id, bob_note) = accepted(&mut h).await;
+    let alice_path = format!("/data/io.cozy.notes/{NOTE}");
+    let bob_path = format!("/data/io.cozy.notes/{bob_note}");
+    let copy = eventually(&h.bob, &bob_path, |d| d["title"] == "Holiday plans").await;
+
+    // Alice's edit reaches bob (the sharing process woken by the documents event on NATS)...
+    let edit = h
+        .alice
+        .put(
+            &alice_path,
+            &json!({"_rev": copy["_rev"], "title": "from the split host"}),
+        )
+        .await;
+    assert_eq!(edit.status, 200, "{}", edit.text);
+    let rev = edit.get("rev").as_str().unwrap().to_string();
+    eventually(&h.bob, &bob_path, |d| d["_rev"] == rev.as_str()).await;
+    // ...and bob's comes back through alice's gateway to the sharing process, then documents.
+    let back = h
+        .bob
+        .put(&bob_path, &json!({"_rev": rev, "title": "from bob's host"}))
+        .await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    let bob_rev = back.get("rev").as_str().unwrap().to_string();
+    let on_alice = eventually(&h.alice, &alice_path, |d| d["_rev"] == bob_rev.as_str()).await;
+    assert_eq!(on_alice["title"], "from bob's host");
+    let state = eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["sync"]["sent"].as_u64() >= Some(2)
+    })
+    .await;
+    assert_eq!(
+        state["data"]["attributes"]["members"][1]["sync"].get("last_error"),
+        None,
+        "{state}"
+    );
+    drop(sharing);
+}
