@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // An upload's header is one message; its data parts should not each be as large.
         .boxed(".cocon.files.v1.UploadPart.part.header")
         .boxed(".cocon.files.v1.DownloadPart.part.head")
+        .boxed(".cocon.files.v1.SharedPart.part.header")
         .compile_fds(fds)?;
     Ok(())
 }

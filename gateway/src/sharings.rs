@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use bytes::Bytes;
 use cocon_common::ErrorCode;
 use cocon_common::cozy::doctype::SHARINGS;
@@ -43,6 +43,11 @@ pub fn routes() -> Router<State> {
         )
         .route("/sharings/{id}/_revs_diff", post(peer_revs_diff))
         .route("/sharings/{id}/_bulk_docs", post(peer_bulk_docs))
+        .route(
+            "/sharings/{id}/io.cozy.files/{target}/metadata",
+            put(peer_file_metadata),
+        )
+        .route("/sharings/{id}/io.cozy.files/{target}", put(peer_file_content))
         .route("/sharings/{id}/discovery", get(discovery_page).post(discovery_submit))
         .route("/auth/authorize/sharing", get(consent_page).post(consent_submit))
 }
@@ -353,7 +358,7 @@ async fn replicator(
         id,
         client_id: caller.client.clone(),
         body,
-        read_only: false,
+        ..Default::default()
     };
     let mut sharing = state.clients.sharing.clone();
     let answer = match bulk {
@@ -361,12 +366,98 @@ async fn replicator(
         false => sharing.revs_diff(req).await?,
     }
     .into_inner();
-    Ok((
+    Ok(json_ok(answer.json))
+}
+
+/// `PUT /sharings/:id/io.cozy.files/:file-id/metadata`, by the other host: 204 when applied
+/// (or nothing to do), 200 `{"key"}` when the content must follow.
+async fn peer_file_metadata(
+    AxState(state): AxState<State>,
+    Path((id, target)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let (caller, instance) = peer(&state, &headers, &id, &Method::POST).await?;
+    let body = crate::data::read_body(body, state.config.max_doc_bytes).await?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .peer_file_metadata(pb::PeerRequest {
+            instance,
+            id,
+            client_id: caller.client.clone(),
+            body,
+            target,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    if answer.json.as_ref() == b"null" {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(json_ok(answer.json))
+}
+
+/// 200 with a JSON body as the sharing service wrote it.
+fn json_ok(json: impl Into<axum::body::Body>) -> Response {
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        answer.json,
+        json.into(),
     )
-        .into_response())
+        .into_response()
+}
+
+/// `PUT /sharings/:id/io.cozy.files/:key`, by the other host: the content of a file whose
+/// metadata asked for it. The sharing service claims the key and gives the header; the content
+/// streams from here straight to the files service, which checks its size and MD5.
+async fn peer_file_content(
+    AxState(state): AxState<State>,
+    Path((id, target)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    use cocon_proto::files::v1 as files_pb;
+    use futures::StreamExt;
+
+    let (caller, instance) = peer(&state, &headers, &id, &Method::POST).await?;
+    let request = |target: String, body: Vec<u8>| pb::PeerRequest {
+        instance: instance.clone(),
+        id: id.clone(),
+        client_id: caller.client.clone(),
+        target,
+        body: body.into(),
+        ..Default::default()
+    };
+    let mut sharing = state.clients.sharing.clone();
+    let header = sharing
+        .claim_file_content(request(target, Vec::new()))
+        .await?
+        .into_inner()
+        .header
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal", "the sharing service gave no header"))?;
+    let file = header.file.clone().unwrap_or_default();
+    let (data, broken) = crate::files::body_parts(body, |data| files_pb::SharedPart {
+        part: Some(files_pb::shared_part::Part::Data(data)),
+    });
+    let parts = futures::stream::once(async move {
+        files_pb::SharedPart {
+            part: Some(files_pb::shared_part::Part::Header(Box::new(header))),
+        }
+    })
+    .chain(data);
+    let mut files = state.clients.files.clone();
+    let call = files.put_shared(parts);
+    tokio::pin!(call);
+    tokio::select! {
+        answer = &mut call => { answer?; }
+        Ok(why) = broken => return Err(ApiError::bad_request(format!("the content was interrupted: {why}"))),
+    }
+    sharing
+        .file_content_stored(request(file.id, file.rev.into_bytes()))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// An app of this instance that manages sharing `id` (revokes, leaves, switches read-only): it
@@ -516,6 +607,7 @@ async fn read_only(
                     client_id: caller.client.clone(),
                     body,
                     read_only,
+                    ..Default::default()
                 })
                 .await?;
         }

@@ -73,3 +73,14 @@ pub async fn new_dir(api: &Api, parent: &str, name: &str) -> String {
 pub async fn new_file(api: &Api, parent: &str, name: &str, data: &[u8]) -> String {
     created(&upload(api, parent, name, data).await)
 }
+
+/// A file's content (`GET /files/download/:id`, which must answer 200).
+pub async fn download(api: &Api, id: &str) -> Vec<u8> {
+    let res = api
+        .request(Method::GET, &format!("/files/download/{id}"))
+        .send()
+        .await
+        .expect("the request reaches the server");
+    assert_eq!(res.status(), 200, "downloading {id}");
+    res.bytes().await.expect("the body is readable").to_vec()
+}

@@ -87,12 +87,15 @@ pub async fn hosts_with(dir: tempfile::TempDir, alice_host: Cocon) -> Hosts {
     let alice_domain = format!("alice.localhost:{}", port(&alice_host));
     let bob_domain = format!("bob.localhost:{}", port(&bob_host));
     let alice = alice_host
-        .instance(&alice_domain, "io.cozy.notes io.cozy.contacts io.cozy.sharings")
+        .instance(
+            &alice_domain,
+            "io.cozy.notes io.cozy.contacts io.cozy.sharings io.cozy.files",
+        )
         .await
         .unwrap();
     let bob_person = person(&bob_host, &bob_domain).await;
     let token = bob_host
-        .token(&bob_domain, "io.cozy.notes io.cozy.notifications")
+        .token(&bob_domain, "io.cozy.notes io.cozy.notifications io.cozy.files")
         .await
         .unwrap();
     let bob = bob_host.api(&bob_domain, Some(&token));
@@ -280,6 +283,38 @@ pub async fn accept_request(h: &mut Hosts, id: &str) {
     let state = hidden_field(&page.text, "state").expect("the consent form");
     let done = accept(&mut h.bob_person, &csrf, id, &state).await;
     assert_eq!(done.status, 303, "consent: {}", done.text);
+}
+
+/// The state in a consent link.
+pub fn state_of(link: &str) -> String {
+    let query = link.split_once('?').unwrap().1;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+/// The test answers sharing `id` in bob's host's place, with the state the request carried:
+/// alice's host gives it a token for the sharing, as it gives bob's host. Answers alice's API
+/// with that token (a member that could lie).
+pub async fn answer_in_bobs_place(h: &Hosts, id: &str) -> Api {
+    let state = state_of(&request_link(h).await);
+    let answer = h
+        .alice
+        .with_token(None)
+        .post(
+            &format!("/sharings/{id}/answer"),
+            &json!({"data": {"type": "io.cozy.sharings.answer", "id": id, "attributes": {
+                "state": state, "public_name": "Bob",
+                "client": {"client_id": "made-up", "client_secret": "made-up"},
+                "access_token": {"access_token": "made-up", "refresh_token": "made-up"}}}}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let token = answer.body["data"]["attributes"]["access_token"]["access_token"]
+        .as_str()
+        .unwrap();
+    h.alice.with_token(Some(token))
 }
 
 impl Hosts {

@@ -38,6 +38,7 @@ use render::{resource, resource_and_versions};
 pub(crate) use download::{content_body, head_of, serve_download};
 use download::{download_by_id, download_by_path, download_version};
 use read::{changes, find, get_by_id, list_trash, metadata_by_path};
+pub(crate) use write::body_parts;
 use write::{
     add_references, copy, create_at_root, create_in, delete_version, destroy, empty_trash, overwrite, patch,
     remove_references, restore, revert, trash,

@@ -140,22 +140,22 @@ pub(super) fn closing(err: FilesApiError) -> FilesApiError {
     FilesApiError(err.0, Close::Yes)
 }
 
-/// Streams the request body to the files service. If the client goes away mid-body, the call
-/// is dropped (the service then discards what it received) and the answer says so.
-pub(super) async fn upload(state: &State, header: pb::UploadHeader, body: Body) -> Result<pb::FileAnswer> {
+/// A request body as a stream of parts, each made from a chunk by `part`. If the client goes
+/// away mid-body the stream never ends (a truncated content must not pass for a whole one) and
+/// the receiver says why: the caller then drops its call.
+pub(crate) fn body_parts<P: Send + 'static>(
+    body: Body,
+    part: fn(bytes::Bytes) -> P,
+) -> (
+    impl futures::Stream<Item = P> + Send + 'static,
+    tokio::sync::oneshot::Receiver<String>,
+) {
     let (broken_tx, broken) = tokio::sync::oneshot::channel::<String>();
-    // After a broken body the stream never ends: the service must not take a truncated
-    // upload for a whole one; the call is dropped instead.
-    let data = futures::stream::unfold(
+    let parts = futures::stream::unfold(
         (body.into_data_stream(), Some(broken_tx)),
-        |(mut body, mut broken_tx)| async move {
+        move |(mut body, mut broken_tx)| async move {
             match body.next().await {
-                Some(Ok(data)) => Some((
-                    pb::UploadPart {
-                        part: Some(UpPart::Data(data)),
-                    },
-                    (body, broken_tx),
-                )),
+                Some(Ok(data)) => Some((part(data), (body, broken_tx))),
                 None => None,
                 Some(Err(err)) => {
                     if let Some(tx) = broken_tx.take() {
@@ -167,6 +167,15 @@ pub(super) async fn upload(state: &State, header: pb::UploadHeader, body: Body) 
             }
         },
     );
+    (parts, broken)
+}
+
+/// Streams the request body to the files service. If the client goes away mid-body, the call
+/// is dropped (the service then discards what it received) and the answer says so.
+pub(super) async fn upload(state: &State, header: pb::UploadHeader, body: Body) -> Result<pb::FileAnswer> {
+    let (data, broken) = body_parts(body, |data| pb::UploadPart {
+        part: Some(UpPart::Data(data)),
+    });
     let parts = futures::stream::once(async move {
         pb::UploadPart {
             part: Some(UpPart::Header(Box::new(header))),

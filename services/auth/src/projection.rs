@@ -439,7 +439,8 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             | Payload::TriggerDebounced(_)
             | Payload::KonnectorChanged(_)
             | Payload::SharingChanged(_)
-            | Payload::SharingCheckpoint(_),
+            | Payload::SharingCheckpoint(_)
+            | Payload::SharingFilesTracked(_),
         )
         | None => Vec::new(),
     }

@@ -368,6 +368,13 @@ impl pb::files_service_server::FilesService for FilesService {
         Ok(Response::new(state))
     }
 
+    async fn put_shared(
+        &self,
+        request: Request<Streaming<pb::SharedPart>>,
+    ) -> Result<Response<pb::FileAnswer>, Status> {
+        self.put_shared_inner(request.into_inner()).await
+    }
+
     async fn cancel_upload(&self, request: Request<pb::UploadRequest>) -> Result<Response<pb::UploadState>, Status> {
         let req = request.into_inner();
         let instance = self.scope(req.scope)?;

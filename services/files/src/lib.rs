@@ -18,6 +18,7 @@ mod purge;
 mod quota;
 mod resumable;
 mod service;
+mod shared;
 mod sweep;
 mod tables;
 mod thumbnails;

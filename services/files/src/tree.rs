@@ -59,7 +59,7 @@ fn check_overwrite(node: &Node, if_match: &str) -> Result<()> {
     check_rev(node, if_match)
 }
 
-fn clean_tags(tags: &[String]) -> Vec<String> {
+pub(crate) fn clean_tags(tags: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
         if !out.iter().any(|o| o == t) {
@@ -140,7 +140,7 @@ impl FilesService {
 
     /// Under the writer lock: whether `size` more bytes (freeing `replaced`) fit the quota, now
     /// that the content is whole (concurrent uploads were each checked alone).
-    async fn fits(&self, instance: &str, size: u64, replaced: u64) -> Result<()> {
+    pub(crate) async fn fits(&self, instance: &str, size: u64, replaced: u64) -> Result<()> {
         let usage = self.drive(instance).usage().await?;
         if usage.quota > 0 && usage.used() + size > usage.quota + replaced {
             return Err(FilesError::QuotaExceeded(format!(
@@ -261,7 +261,7 @@ impl FilesService {
     }
 
     /// Keeps `old`'s content as a version of `node` (or not), and returns the blobs to release.
-    fn keep_version(&self, old: &Node, node: &mut Node) -> Vec<String> {
+    pub(crate) fn keep_version(&self, old: &Node, node: &mut Node) -> Vec<String> {
         let config = &self.inner.config;
         let mut released = Vec::new();
         if self.keeps_version_of(old) {

@@ -160,6 +160,9 @@ service_client!(
         discover(DiscoverRequest) -> DiscoverAnswer;
         revs_diff(PeerRequest) -> JsonAnswer;
         bulk_docs(PeerRequest) -> JsonAnswer;
+        peer_file_metadata(PeerRequest) -> JsonAnswer;
+        claim_file_content(PeerRequest) -> ClaimedFile;
+        file_content_stored(PeerRequest) -> JsonAnswer;
         revoke(RevokeRequest) -> SharingAnswer;
         peer_revoked(PeerRequest) -> JsonAnswer;
         set_read_only(ReadOnlyRequest) -> SharingAnswer;

@@ -96,6 +96,21 @@ impl pb::sharing_service_server::SharingService for SharingService {
         Ok(json_answer(&json))
     }
 
+    async fn peer_file_metadata(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let answer = self.metadata_from_peer(req.into_inner()).await?;
+        Ok(json_answer(&answer))
+    }
+
+    async fn claim_file_content(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::ClaimedFile>, Status> {
+        let header = self.claim_content(req.into_inner()).await?;
+        Ok(Response::new(pb::ClaimedFile { header: Some(header) }))
+    }
+
+    async fn file_content_stored(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let answer = self.content_stored(req.into_inner()).await?;
+        Ok(json_answer(&answer))
+    }
+
     async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::SharingAnswer>, Status> {
         let sharing = self.revoke(req.into_inner()).await?;
         Ok(answer(&sharing.api_view()))

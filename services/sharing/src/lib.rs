@@ -8,6 +8,7 @@
 
 mod doc;
 mod error;
+mod files;
 mod grpc;
 mod peer;
 mod replicate;
@@ -76,6 +77,23 @@ impl cocon_mesh::Service for SharingService {
                 "cocon.documents.>",
             )],
             wake,
+            &shutdown,
+        ));
+        // And each change of a file or directory, the senders of shared folders.
+        let svc = self.clone();
+        let wake_files = move |message: cocon_events::Message| {
+            let svc = svc.clone();
+            async move {
+                if let Some(instance) = message.subject.split('.').nth(2) {
+                    svc.inner.senders.changed(instance, cocon_common::cozy::doctype::FILES);
+                }
+                Ok(())
+            }
+        };
+        tasks.extend(cocon_events::spawn_consumers(
+            &self.inner.bus,
+            &[(cocon_events::streams::FILES, "sharing-files", "cocon.files.>")],
+            wake_files,
             &shutdown,
         ));
         let svc = self.clone();

@@ -35,6 +35,7 @@ impl Resolve for Resolver {
 #[derive(Clone)]
 pub struct Peers {
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 impl Peers {
@@ -47,7 +48,7 @@ impl Peers {
             .user_agent(concat!("cocon-sharing/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client with these settings builds");
-        Peers { http }
+        Peers { http, timeout }
     }
 
     /// Sends `body` (JSON-API) with `method` to `origin` + `path`; the answer's JSON (`Null` when
@@ -70,6 +71,36 @@ impl Peers {
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
+        self.answer(origin, req).await
+    }
+
+    /// Puts `body`, a file's content of `length` bytes, streamed; the answer's JSON. Its time
+    /// is bounded by the progress of the transfer rather than the call's timeout: at least
+    /// 1 MiB/s is expected, on top of the call's timeout.
+    pub async fn put_content(
+        &self,
+        origin: &str,
+        path: &str,
+        bearer: &str,
+        mime: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<Value> {
+        let url = format!("{}{path}", origin.trim_end_matches('/'));
+        let mime = if mime.is_empty() {
+            "application/octet-stream"
+        } else {
+            mime
+        };
+        let req = self
+            .http
+            .put(&url)
+            .timeout(self.timeout + Duration::from_secs(length >> 20))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, mime)
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .bearer_auth(bearer)
+            .body(body);
         self.answer(origin, req).await
     }
 

@@ -101,7 +101,7 @@ impl Senders {
         self.states.lock().expect("states poisoned").get(&key).cloned()
     }
 
-    fn update(&self, instance: &str, sharing: &str, member: usize, f: impl FnOnce(&mut SyncState)) {
+    pub(crate) fn update(&self, instance: &str, sharing: &str, member: usize, f: impl FnOnce(&mut SyncState)) {
         let key = (instance.to_string(), sharing.to_string(), member);
         f(self.states.lock().expect("states poisoned").entry(key).or_default())
     }
@@ -166,13 +166,9 @@ fn sends(sharing: &Sharing, member: usize) -> bool {
     }
 }
 
-/// The doctypes a sender follows (files go through their own upload, not built yet).
+/// The doctypes a sender follows (files through `files.rs`).
 fn sent_doctypes(sharing: &Sharing) -> Vec<String> {
-    let mut doctypes: Vec<String> = sharing
-        .doctypes()
-        .filter(|d| *d != doctype::FILES)
-        .map(str::to_string)
-        .collect();
+    let mut doctypes: Vec<String> = sharing.doctypes().map(str::to_string).collect();
     doctypes.sort();
     doctypes.dedup();
     doctypes
@@ -325,6 +321,10 @@ impl SharingService {
         }
         let mut more = false;
         for doctype in sent_doctypes(&sharing) {
+            if doctype == doctype::FILES {
+                more |= self.replicate_files(instance, &sharing, member).await?;
+                continue;
+            }
             let since = CHECKPOINTS
                 .get(self.inner.store.as_ref(), instance, (id, member as u32, &doctype))
                 .await?
@@ -382,26 +382,33 @@ impl SharingService {
                     .update(instance, id, member, |s| s.sent += sent as u64);
             }
             if last > since {
-                store::checkpoint(
-                    &self.inner.log,
-                    self.inner.store.clone(),
-                    instance,
-                    SharingCheckpoint {
-                        sharing_id: id.to_string(),
-                        member: member as u32,
-                        doctype: doctype.clone(),
-                        seq: last,
-                    },
-                )
-                .await?;
+                self.checkpoint(instance, id, member, &doctype, last).await?;
             }
             more |= pending > 0;
         }
         Ok(if more { Round::More } else { Round::Done })
     }
 
+    /// Records that `member` was sent the changes of `doctype` up to `seq`.
+    pub(crate) async fn checkpoint(
+        &self,
+        instance: &str,
+        id: &str,
+        member: usize,
+        doctype: &str,
+        seq: u64,
+    ) -> Result<()> {
+        let checkpoint = SharingCheckpoint {
+            sharing_id: id.to_string(),
+            member: member as u32,
+            doctype: doctype.to_string(),
+            seq,
+        };
+        store::checkpoint(&self.inner.log, self.inner.store.clone(), instance, checkpoint).await
+    }
+
     /// The peer of `member`: its Cozy, and the key, client and tokens held for it.
-    fn peer_of(sharing: &Sharing, member: usize) -> Result<(String, crate::doc::Credentials)> {
+    pub(crate) fn peer_of(sharing: &Sharing, member: usize) -> Result<(String, crate::doc::Credentials)> {
         let creds = if sharing.owner {
             sharing.credentials_of(member)
         } else {
@@ -625,6 +632,10 @@ impl SharingService {
         }
         let mut out = Map::new();
         for (dt, asked) in by_doctype {
+            if dt == doctype::FILES {
+                out.extend(self.files_revs_diff(&instance.id, asked).await?);
+                continue;
+            }
             let answer = self
                 .clients()?
                 .documents
@@ -648,7 +659,7 @@ impl SharingService {
     /// `POST /sharings/:id/_bulk_docs` from the other host: `{doctype: [docs]}`, each with its
     /// `_revisions`, merged into the documents' trees. Only documents a rule shares are taken.
     pub(crate) async fn peer_bulk_docs(&self, req: pb::PeerRequest) -> Result<Value> {
-        let instance = self.instance(req.instance, false)?;
+        let instance = self.instance(req.instance.clone(), false)?;
         let sharing = self.must_load(&instance.id, &req.id).await?;
         if !sharing.active {
             return Err(SharingError::Denied("this sharing is not active".into()));
@@ -671,13 +682,17 @@ impl SharingService {
         let mut errors = Vec::new();
         for (dt, docs) in body {
             let rules: Vec<&Rule> = sharing.rules.iter().filter(|r| !r.local && r.doctype == dt).collect();
-            if rules.is_empty() || dt == doctype::FILES {
+            if rules.is_empty() {
                 return Err(SharingError::Denied(format!("{dt} is not shared by this sharing")));
             }
             let docs = docs
                 .as_array()
                 .cloned()
                 .ok_or_else(|| SharingError::BadRequest(format!("{dt}: a list of documents")))?;
+            if dt == doctype::FILES {
+                self.peer_bulk_files(&req, docs).await?;
+                continue;
+            }
             // A document here is changed only if this sharing shares it as it is here; one not
             // here only if it comes in shared. So a peer cannot reach the others, not even by
             // deleting them or by giving them a shared field.

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     stripes: Stripes,
     /// The replication senders and their states (`replicate.rs`).
     pub senders: crate::replicate::Senders,
+    /// Files' metadata waiting for their content (`files.rs`).
+    pub uploads: crate::files::Uploads,
     /// The process's shutdown, for the senders started after the start.
     pub shutdown: OnceLock<cocon_common::Shutdown>,
 }
@@ -77,6 +79,7 @@ impl SharingService {
                 clients: OnceLock::new(),
                 stripes: Stripes::default(),
                 senders: Default::default(),
+                uploads: Default::default(),
                 shutdown: OnceLock::new(),
             }),
         })

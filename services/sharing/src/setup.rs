@@ -538,6 +538,10 @@ impl SharingService {
         sharing.updated_at = now();
         self.save(&instance.id, &[(&sharing, "updated")]).await?;
         tracing::info!(sharing = %sharing.id, read_only, "sharing accepted");
+        // A shared folder shows under "Shared with me" at once, even while it is empty.
+        if let Err(err) = self.ensure_shared_folder(&instance.id, &sharing).await {
+            tracing::warn!(sharing = %sharing.id, error = %err, "the shared folder could not be made yet");
+        }
         self.start_senders(&instance.id, &sharing, None);
         Ok(format!("{}/?sharing={}", instance.origin, sharing.id))
     }

@@ -8,7 +8,7 @@ use cocon_common::sealed::Sealer;
 use cocon_common::ticket::MeshKey;
 use cocon_events::{Appended, EventLog, Projection, ProjectionError, Stamp, Topic, envelope};
 use cocon_proto::events::v1::envelope::Payload;
-use cocon_proto::events::v1::{Envelope, SharingChanged, SharingCheckpoint};
+use cocon_proto::events::v1::{Envelope, SharingChanged, SharingCheckpoint, SharingFilesTracked};
 use cocon_storage::bytes::{BufMut, Bytes, BytesMut};
 use cocon_storage::{Batch, Schema, Store, Table};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use crate::error::{Result, SharingError};
 
 pub const EVENTS: &str = "sharing.events";
 pub const OUTBOX: &str = "sharing.outbox";
-pub const PROJECTIONS: [&str; 2] = [Sharings::NAME, Checkpoints::NAME];
+pub const PROJECTIONS: [&str; 3] = [Sharings::NAME, Checkpoints::NAME, SharedFiles::NAME];
 
 /// A sharing as stored and as its event carries it: the document without its credentials, and
 /// the credentials sealed.
@@ -102,6 +102,52 @@ impl Schema for Checkpoints {
 
 pub const CHECKPOINTS: Table<Checkpoints> = Table::new();
 
+/// instance → (sharing, member, file id) → the revision of the shared file or directory the
+/// member has, and whether it was removed there.
+pub struct SharedFiles;
+
+/// A row of [`SharedFiles`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub rev: String,
+    pub removed: bool,
+}
+
+impl Schema for SharedFiles {
+    const NAME: &'static str = "sharing.shared_files";
+    const VERSION: u8 = 1;
+    type Partition<'a> = &'a str;
+    type Sort<'a> = (&'a str, u32, &'a str);
+    type Row = Tracked;
+
+    fn partition(instance: &str) -> Vec<u8> {
+        instance.as_bytes().to_vec()
+    }
+
+    fn sort((sharing, member, id): (&str, u32, &str)) -> Vec<u8> {
+        Checkpoints::sort((sharing, member, id))
+    }
+
+    fn encode(row: &Tracked, out: &mut BytesMut) {
+        out.put_u8(row.removed as u8);
+        out.put_slice(row.rev.as_bytes());
+    }
+
+    fn encoded_len(row: &Tracked) -> usize {
+        1 + row.rev.len()
+    }
+
+    fn decode(_version: u8, payload: Bytes) -> std::result::Result<Tracked, String> {
+        let (flag, rev) = payload.split_first().ok_or("shared file")?;
+        Ok(Tracked {
+            removed: *flag == 1,
+            rev: String::from_utf8(rev.to_vec()).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+pub const SHARED_FILES: Table<SharedFiles> = Table::new();
+
 const CREDENTIALS_LABEL: &str = "credentials";
 
 fn sealer(mesh_key: &MeshKey, instance: &str) -> Sealer {
@@ -142,8 +188,49 @@ fn project(batch: &mut Batch, instance: &str, payload: &Payload) {
         Payload::SharingCheckpoint(c) => {
             CHECKPOINTS.put(batch, instance, (&c.sharing_id, c.member, &c.doctype), &c.seq);
         }
+        Payload::SharingFilesTracked(t) => {
+            for f in &t.files {
+                let row = Tracked {
+                    rev: f.rev.clone(),
+                    removed: f.removed,
+                };
+                SHARED_FILES.put(batch, instance, (&t.sharing_id, t.member, &f.id), &row);
+            }
+        }
         _ => {}
     }
+}
+
+/// Records the revisions of shared files a member now has.
+pub async fn track(
+    log: &EventLog,
+    store: std::sync::Arc<dyn Store>,
+    instance: &str,
+    tracked: SharingFilesTracked,
+) -> Result<()> {
+    if tracked.files.is_empty() {
+        return Ok(());
+    }
+    append_one(log, store, instance, Payload::SharingFilesTracked(tracked), "tracked").await
+}
+
+/// Appends one event and its projection, durably.
+async fn append_one(
+    log: &EventLog,
+    store: std::sync::Arc<dyn Store>,
+    instance: &str,
+    payload: Payload,
+    verb: &'static str,
+) -> Result<()> {
+    let seq = log.next_seq(instance).await?;
+    let mut batch = Batch::new();
+    let mut appended = Appended::default();
+    project(&mut batch, instance, &payload);
+    let event = envelope(instance, seq, Topic::Sharing { verb }, payload, &Stamp::now());
+    log.append(&mut batch, &mut appended, &event);
+    let sealed = log.seal(&mut batch, appended);
+    log.commit(store, instance, seq, batch, sealed).await?;
+    Ok(())
 }
 
 /// Records that member `member` of `sharing` was sent the changes of `doctype` up to `seq`.
@@ -153,22 +240,14 @@ pub async fn checkpoint(
     instance: &str,
     checkpoint: SharingCheckpoint,
 ) -> Result<()> {
-    let seq = log.next_seq(instance).await?;
-    let mut batch = Batch::new();
-    let mut appended = Appended::default();
-    let payload = Payload::SharingCheckpoint(checkpoint);
-    project(&mut batch, instance, &payload);
-    let event = envelope(
+    append_one(
+        log,
+        store,
         instance,
-        seq,
-        Topic::Sharing { verb: "checkpoint" },
-        payload,
-        &Stamp::now(),
-    );
-    log.append(&mut batch, &mut appended, &event);
-    let sealed = log.seal(&mut batch, appended);
-    log.commit(store, instance, seq, batch, sealed).await?;
-    Ok(())
+        Payload::SharingCheckpoint(checkpoint),
+        "checkpoint",
+    )
+    .await
 }
 
 /// Appends the change of each sharing (`verb`: created, updated or deleted) and its projection

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use cocon_tests::drive::download;
 use cocon_tests::{Api, Cocon};
 use md5::{Digest, Md5};
 use reqwest::Method;
@@ -79,16 +80,6 @@ async fn append(api: &Api, location: &str, offset: usize, data: &[u8], checksum:
 
 async fn offset_of(api: &Api, location: &str) -> Answer {
     send(tus(api, Method::HEAD, location)).await
-}
-
-async fn download(api: &Api, id: &str) -> Vec<u8> {
-    let res = api
-        .request(Method::GET, &format!("/files/download/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.bytes().await.unwrap().to_vec()
 }
 
 /// Every blob on disk (finished or not).

@@ -186,14 +186,6 @@ async fn test_a_member_made_read_only_then_read_write_again() {
 }
 
 /// The state of the request bob's host received, from the link it notified him of.
-fn state_of(link: &str) -> String {
-    let query = link.split_once('?').unwrap().1;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_member_that_lies_reaches_nothing_else_and_nothing_once_revoked() {
     let h = two_hosts().await;
@@ -207,26 +199,8 @@ async fn test_a_member_that_lies_reaches_nothing_else_and_nothing_once_revoked()
                       "add": "sync", "update": "sync", "remove": "sync"});
     let id = share_with(&h, "Holiday plans", rule).await;
 
-    // The test answers in bob's host's place, with the state the request carried: alice's host
-    // gives it a token for the sharing, as it gives bob's.
     let state = state_of(&request_link(&h).await);
-    let answer = h
-        .alice
-        .with_token(None)
-        .post(
-            &format!("/sharings/{id}/answer"),
-            &json!({"data": {"type": "io.cozy.sharings.answer", "id": id, "attributes": {
-                "state": state, "public_name": "Bob",
-                "client": {"client_id": "made-up", "client_secret": "made-up"},
-                "access_token": {"access_token": "made-up", "refresh_token": "made-up"}}}}),
-        )
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    let token = answer.body["data"]["attributes"]["access_token"]["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let member = h.alice.with_token(Some(&token));
+    let member = answer_in_bobs_place(&h, &id).await;
     assert_eq!(member.get(&format!("/sharings/{id}")).await.status, 200);
 
     // Deleting, or rewriting with the shared tag, a note the sharing does not share: refused,

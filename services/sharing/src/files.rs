@@ -1,0 +1,811 @@
+//! Sharing a folder between hosts (`cozy-protocols.md` §1.10–1.11). The owner's folder appears
+//! on a recipient under "Shared with me"; what changes under it on either side goes to the
+//! other. Directories and removals travel in `_bulk_docs`, files as their metadata
+//! (`PUT /sharings/:id/io.cozy.files/:id/metadata`) and then, when the other side lacks it,
+//! their content (`PUT /sharings/:id/io.cozy.files/:key`, streamed, its MD5 checked there).
+//!
+//! Both hosts write a node with the revision it came with (the files service's `PutShared`),
+//! and each keeps, per member, the revision that member has (`SharingFilesTracked`): a change
+//! whose revision the member has is an echo, a node that left the folder is a removal only for
+//! a member that had it. Concurrent changes resolve the same way on both sides: an edit made
+//! since the last exchange wins if its revision is higher (generation, then hash), an edit wins
+//! over a removal, and in a name clash the owner's node keeps the name.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cocon_common::cozy::doctype::FILES;
+use cocon_proto::events::v1::{SharingFilesTracked, TrackedFile};
+use cocon_proto::files::v1 as files_pb;
+use cocon_proto::sharing::v1 as pb;
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use crate::doc::Sharing;
+use crate::error::{Result, SharingError};
+use crate::rules::{ROOT_DIR, SHARED_WITH_ME_DIR, xor_id};
+use crate::service::SharingService;
+use crate::store::{self, CHECKPOINTS, SHARED_FILES, Tracked};
+
+/// How long a file's metadata waits for its content, as cozy-stack's upload store.
+const KEY_TTL: Duration = Duration::from_secs(300);
+/// Most metadata kept waiting for content at once.
+const MAX_KEYS: usize = 10_000;
+/// Changes read from the files feed per round.
+const BATCH: u32 = 400;
+
+/// A file's metadata that waits for its content.
+struct Pending {
+    instance: String,
+    sharing: String,
+    member: usize,
+    file: files_pb::File,
+    at: Instant,
+}
+
+/// The metadata waiting for content, by key.
+#[derive(Default)]
+pub struct Uploads {
+    keys: Mutex<HashMap<String, Pending>>,
+}
+
+impl Uploads {
+    fn put(&self, pending: Pending) -> Result<String> {
+        let mut keys = self.keys.lock().expect("uploads poisoned");
+        keys.retain(|_, p| p.at.elapsed() < KEY_TTL);
+        if keys.len() >= MAX_KEYS {
+            return Err(SharingError::TooMany(
+                "too many files wait for their content; retry later".into(),
+            ));
+        }
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        keys.insert(key.clone(), pending);
+        Ok(key)
+    }
+
+    fn take(&self, key: &str, instance: &str, sharing: &str, member: usize) -> Option<files_pb::File> {
+        let mut keys = self.keys.lock().expect("uploads poisoned");
+        let found = keys.get(key)?;
+        let mine = found.instance == instance && found.sharing == sharing && found.member == member;
+        if !mine || found.at.elapsed() >= KEY_TTL {
+            return None;
+        }
+        keys.remove(key).map(|p| p.file)
+    }
+}
+
+/// The shared folder: the files rule's directory (on a recipient, the id of its copy).
+pub(crate) fn files_root(sharing: &Sharing) -> Option<&str> {
+    sharing
+        .rules
+        .iter()
+        .find(|r| !r.local && r.doctype == FILES && matches!(r.selector.as_str(), "" | "id" | "_id"))
+        .and_then(|r| r.values.first())
+        .map(String::as_str)
+}
+
+/// `N-hash` → (N, hash).
+fn split_rev(rev: &str) -> (u64, &str) {
+    match rev.split_once('-') {
+        Some((g, h)) => (g.parse().unwrap_or(0), h),
+        None => (0, rev),
+    }
+}
+
+/// Whether an incoming revision wins over the local one (both changed since the last
+/// exchange): the higher generation, then the greater hash, as cozy-stack's `detectConflict`.
+fn wins(incoming: &str, local: &str) -> bool {
+    split_rev(incoming) > split_rev(local)
+}
+
+/// A node as cozy-stack sends it to a member: ids turned by the member's key, no `dir_id` for a
+/// child of the shared folder (the other side puts it in its own).
+fn sent_doc(file: &files_pb::File, root: &str, key: &str) -> Value {
+    let (start, hash) = split_rev(&file.rev);
+    let mut doc = json!({
+        "_id": xor_id(&file.id, key),
+        "_rev": file.rev,
+        "_revisions": {"start": start, "ids": [hash]},
+        "type": if file.directory { "directory" } else { "file" },
+        "name": file.name,
+        "created_at": file.created_at,
+        "updated_at": file.updated_at,
+        "tags": file.tags,
+    });
+    if file.dir_id != root {
+        doc["dir_id"] = json!(xor_id(&file.dir_id, key));
+    }
+    if !file.directory {
+        doc["size"] = json!(file.size.to_string());
+        doc["md5sum"] = json!(file.md5sum);
+        doc["mime"] = json!(file.mime);
+        doc["class"] = json!(file.class);
+        doc["executable"] = json!(file.executable);
+        doc["trashed"] = json!(false);
+    }
+    doc
+}
+
+/// A node the other side sent, in this side's terms (its parent the shared folder when it
+/// names none).
+fn received_file(doc: &Value, root: &str) -> Result<files_pb::File> {
+    let text = |k: &str| doc[k].as_str().unwrap_or_default().to_string();
+    let bad = |why: &str| SharingError::BadRequest(format!("io.cozy.files: {why}"));
+    let id = text("_id");
+    let rev = text("_rev");
+    if id.is_empty() || rev.is_empty() {
+        return Err(bad("a node needs its _id and _rev"));
+    }
+    let directory = match doc["type"].as_str() {
+        Some("directory") => true,
+        Some("file") => false,
+        _ => return Err(bad("type is file or directory")),
+    };
+    let size = match &doc["size"] {
+        Value::String(s) => s.parse().map_err(|_| bad("size is a number of bytes"))?,
+        Value::Number(n) => n.as_u64().ok_or_else(|| bad("size is a number of bytes"))?,
+        _ => 0,
+    };
+    let dir_id = match doc["dir_id"].as_str() {
+        Some(d) if !d.is_empty() => d.to_string(),
+        _ => root.to_string(),
+    };
+    Ok(files_pb::File {
+        id,
+        rev,
+        directory,
+        name: text("name"),
+        dir_id,
+        created_at: text("created_at"),
+        updated_at: text("updated_at"),
+        tags: doc["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+        size,
+        md5sum: text("md5sum"),
+        mime: text("mime"),
+        executable: doc["executable"].as_bool().unwrap_or(false),
+        ..Default::default()
+    })
+}
+
+fn tracked_file(file: &files_pb::File, removed: bool) -> TrackedFile {
+    TrackedFile {
+        id: file.id.clone(),
+        rev: file.rev.clone(),
+        removed,
+    }
+}
+
+fn not_found(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::NotFound
+}
+
+impl SharingService {
+    /// A ticket for this service's own calls to the files service.
+    fn files_scope(&self, instance: &str) -> files_pb::Scope {
+        files_pb::Scope {
+            instance: instance.to_string(),
+            ticket: self
+                .inner
+                .mesh_key
+                .issue(instance, cocon_common::time::now_secs() + 300),
+            within: Vec::new(),
+        }
+    }
+
+    /// A node of this instance, `None` when it does not exist.
+    async fn file(&self, instance: &str, id: &str) -> Result<Option<files_pb::File>> {
+        let got = self
+            .clients()?
+            .files
+            .clone()
+            .get_file(files_pb::GetFileRequest {
+                scope: Some(self.files_scope(instance)),
+                id: id.to_string(),
+                limit: 1,
+                ..Default::default()
+            })
+            .await;
+        match got {
+            Ok(answer) => Ok(answer.into_inner().file),
+            Err(status) if not_found(&status) => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    /// The shared folder's path here, when it exists and is not in the trash.
+    async fn root_path(&self, instance: &str, root: &str) -> Result<Option<String>> {
+        Ok(self
+            .file(instance, root)
+            .await?
+            .filter(|f| f.directory && !f.trashed)
+            .map(|f| f.path))
+    }
+
+    /// Writes a node as the other side has it (its content unchanged, or none: a directory);
+    /// answers it as it now is here.
+    async fn put_shared(&self, instance: &str, file: files_pb::File, displace: bool) -> Result<files_pb::File> {
+        let header = files_pb::SharedPart {
+            part: Some(files_pb::shared_part::Part::Header(Box::new(files_pb::SharedHeader {
+                scope: Some(self.files_scope(instance)),
+                file: Some(file),
+                content: false,
+                displace,
+            }))),
+        };
+        let mut client = self.clients()?.files.clone();
+        let answer = client.put_shared(futures::stream::iter([header])).await?.into_inner();
+        answer
+            .file
+            .ok_or_else(|| SharingError::Corrupt("the files service answered no file".into()))
+    }
+
+    /// On a recipient, the copy of the shared folder, under "Shared with me", made when missing;
+    /// answers its path.
+    pub(crate) async fn ensure_shared_folder(&self, instance: &str, sharing: &Sharing) -> Result<Option<String>> {
+        let Some(root) = files_root(sharing) else {
+            return Ok(None);
+        };
+        if let Some(path) = self.root_path(instance, root).await? {
+            return Ok(Some(path));
+        }
+        if sharing.owner {
+            return Ok(None);
+        }
+        let rev = || format!("1-{}", uuid::Uuid::new_v4().simple());
+        if self.file(instance, SHARED_WITH_ME_DIR).await?.is_none() {
+            let name = match self.locale(instance).await.as_deref() {
+                Some(l) if l.starts_with("fr") => "Partages reçus",
+                _ => "Shared with me",
+            };
+            let inbox = files_pb::File {
+                id: SHARED_WITH_ME_DIR.into(),
+                rev: rev(),
+                directory: true,
+                name: name.into(),
+                dir_id: ROOT_DIR.into(),
+                ..Default::default()
+            };
+            self.put_shared(instance, inbox, false).await?;
+        }
+        let title = sharing
+            .rules
+            .iter()
+            .find(|r| r.doctype == FILES)
+            .map(|r| r.title.clone())
+            .unwrap_or_else(|| sharing.description.clone());
+        let folder = files_pb::File {
+            id: root.to_string(),
+            rev: rev(),
+            directory: true,
+            name: title.replace('/', "-"),
+            dir_id: SHARED_WITH_ME_DIR.into(),
+            ..Default::default()
+        };
+        // A node that stood there is the person's own: the folder takes another name.
+        let made = self.put_shared(instance, folder, false).await?;
+        Ok(Some(made.path))
+    }
+
+    async fn locale(&self, instance: &str) -> Option<String> {
+        let mut auth = self.clients().ok()?.auth.clone();
+        let found = auth
+            .get_instance(cocon_proto::auth::v1::GetInstanceRequest {
+                id: instance.to_string(),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        Some(found.into_inner().locale)
+    }
+
+    async fn tracked(&self, instance: &str, sharing: &str, member: usize, id: &str) -> Result<Option<Tracked>> {
+        Ok(SHARED_FILES
+            .get(self.inner.store.as_ref(), instance, (sharing, member as u32, id))
+            .await?)
+    }
+
+    async fn track(&self, instance: &str, sharing: &str, member: usize, files: Vec<TrackedFile>) -> Result<()> {
+        store::track(
+            &self.inner.log,
+            self.inner.store.clone(),
+            instance,
+            SharingFilesTracked {
+                sharing_id: sharing.to_string(),
+                member: member as u32,
+                files,
+            },
+        )
+        .await
+    }
+
+    /// One round of the files of `sharing` to `member`: the changes since the checkpoint that
+    /// the member lacks. Answers whether more changes wait.
+    pub(crate) async fn replicate_files(&self, instance: &str, sharing: &Sharing, member: usize) -> Result<bool> {
+        let Some(root) = files_root(sharing) else {
+            return Ok(false);
+        };
+        let id = sharing.id.as_str();
+        let since = CHECKPOINTS
+            .get(self.inner.store.as_ref(), instance, (id, member as u32, FILES))
+            .await?
+            .unwrap_or(0);
+        let root_path = self.root_path(instance, root).await?;
+        let feed = self
+            .clients()?
+            .files
+            .clone()
+            .changes(files_pb::ChangesRequest {
+                scope: Some(self.files_scope(instance)),
+                since: since.to_string(),
+                limit: BATCH,
+                include_docs: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let last: u64 = feed.last_seq.parse().unwrap_or(since);
+        let under = root_path.as_ref().map(|p| format!("{p}/"));
+        let (mut dirs, mut files, mut removals) = (Vec::new(), Vec::new(), Vec::new());
+        for change in feed.results {
+            if change.id == root {
+                continue;
+            }
+            let tracked = self.tracked(instance, id, member, &change.id).await?;
+            let shared = change
+                .doc
+                .filter(|d| !change.deleted && !d.trashed)
+                .filter(|d| under.as_ref().is_some_and(|u| d.path.starts_with(u.as_str())));
+            match shared {
+                Some(doc) => {
+                    if tracked.is_some_and(|t| !t.removed && t.rev == doc.rev) {
+                        continue;
+                    }
+                    if doc.directory {
+                        dirs.push(doc);
+                    } else {
+                        files.push(doc);
+                    }
+                }
+                None if tracked.is_some_and(|t| !t.removed) => removals.push(files_pb::File {
+                    id: change.id,
+                    rev: change.rev,
+                    ..Default::default()
+                }),
+                None => {}
+            }
+        }
+        self.add_missing_parents(instance, id, member, root, &mut dirs, &files)
+            .await?;
+        self.inner.senders.update(instance, id, member, |s| {
+            s.pending = (dirs.len() + files.len() + removals.len()) as u64
+        });
+        let sent = dirs.len() + files.len() + removals.len();
+        if !dirs.is_empty() || !removals.is_empty() {
+            self.send_dirs_and_removals(instance, sharing, member, root, &mut dirs, &removals)
+                .await?;
+        }
+        for file in &files {
+            self.send_file(instance, sharing, member, root, file).await?;
+        }
+        let mut done: Vec<TrackedFile> = dirs.iter().chain(&files).map(|f| tracked_file(f, false)).collect();
+        done.extend(removals.iter().map(|f| tracked_file(f, true)));
+        self.track(instance, id, member, done).await?;
+        if sent > 0 {
+            metrics::counter!("cocon_sharing_replicated_docs_total").increment(sent as u64);
+            self.inner
+                .senders
+                .update(instance, id, member, |s| s.sent += sent as u64);
+        }
+        if last > since {
+            self.checkpoint(instance, id, member, FILES, last).await?;
+        }
+        Ok(feed.pending > 0)
+    }
+
+    /// Adds to `dirs` the parents of what goes that the member does not have (a directory
+    /// moved or renamed after its children changed comes later in the feed).
+    async fn add_missing_parents(
+        &self,
+        instance: &str,
+        sharing: &str,
+        member: usize,
+        root: &str,
+        dirs: &mut Vec<files_pb::File>,
+        files: &[files_pb::File],
+    ) -> Result<()> {
+        let mut wanted: Vec<String> = dirs.iter().chain(files).map(|f| f.dir_id.clone()).collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(parent) = wanted.pop() {
+            if parent == root || !seen.insert(parent.clone()) || dirs.iter().any(|d| d.id == parent) {
+                continue;
+            }
+            if self
+                .tracked(instance, sharing, member, &parent)
+                .await?
+                .is_some_and(|t| !t.removed)
+            {
+                continue;
+            }
+            if let Some(dir) = self
+                .file(instance, &parent)
+                .await?
+                .filter(|d| d.directory && !d.trashed)
+            {
+                wanted.push(dir.dir_id.clone());
+                dirs.push(dir);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_dirs_and_removals(
+        &self,
+        instance: &str,
+        sharing: &Sharing,
+        member: usize,
+        root: &str,
+        dirs: &mut [files_pb::File],
+        removals: &[files_pb::File],
+    ) -> Result<()> {
+        let (_, creds) = Self::peer_of(sharing, member)?;
+        // Parents before their children.
+        dirs.sort_by_key(|d| d.path.matches('/').count());
+        let mut docs: Vec<Value> = dirs.iter().map(|d| sent_doc(d, root, &creds.xor_key)).collect();
+        docs.extend(removals.iter().map(|r| {
+            let (start, hash) = split_rev(&r.rev);
+            json!({"_id": xor_id(&r.id, &creds.xor_key), "_rev": r.rev,
+                   "_revisions": {"start": start, "ids": [hash]}, "_deleted": true})
+        }));
+        let path = format!("/sharings/{}/_bulk_docs", sharing.id);
+        self.call_peer(instance, sharing, member, Method::POST, &path, &json!({ FILES: docs }))
+            .await?;
+        Ok(())
+    }
+
+    /// A file's metadata, then its content when the member asks for it.
+    async fn send_file(
+        &self,
+        instance: &str,
+        sharing: &Sharing,
+        member: usize,
+        root: &str,
+        file: &files_pb::File,
+    ) -> Result<()> {
+        let (origin, creds) = Self::peer_of(sharing, member)?;
+        let remote_id = xor_id(&file.id, &creds.xor_key);
+        let path = format!("/sharings/{}/io.cozy.files/{remote_id}/metadata", sharing.id);
+        let doc = sent_doc(file, root, &creds.xor_key);
+        let answer = self
+            .call_peer(instance, sharing, member, Method::PUT, &path, &doc)
+            .await?;
+        let Some(key) = answer["key"].as_str() else {
+            return Ok(());
+        };
+        let mut download = self
+            .clients()?
+            .files
+            .clone()
+            .download(files_pb::DownloadRequest {
+                scope: Some(self.files_scope(instance)),
+                id: file.id.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let head = match download.message().await? {
+            Some(files_pb::DownloadPart {
+                part: Some(files_pb::download_part::Part::Head(head)),
+            }) => head.file.unwrap_or_default(),
+            _ => return Err(SharingError::Corrupt("a download without its head".into())),
+        };
+        if head.rev != file.rev {
+            // Changed since the feed was read: the newer change comes in a later round.
+            return Err(SharingError::Conflict(format!(
+                "{} changed while it was being sent; it goes again",
+                file.id
+            )));
+        }
+        let body = reqwest::Body::wrap_stream(download.map(|part| match part {
+            Ok(files_pb::DownloadPart {
+                part: Some(files_pb::download_part::Part::Data(data)),
+            }) => Ok(data),
+            Ok(_) => Ok(cocon_storage::bytes::Bytes::new()),
+            Err(status) => Err(std::io::Error::other(status.message().to_string())),
+        }));
+        let token = creds
+            .access_token
+            .as_ref()
+            .and_then(|t| t["access_token"].as_str())
+            .unwrap_or_default();
+        let path = format!("/sharings/{}/io.cozy.files/{key}", sharing.id);
+        self.inner
+            .peers
+            .put_content(&origin, &path, token, &file.mime, head.size, body)
+            .await?;
+        Ok(())
+    }
+
+    /// The sharing and the calling member for a files route from the other host.
+    async fn files_caller(&self, req: &pb::PeerRequest) -> Result<(pb::Instance, Sharing, usize, String)> {
+        let instance = self.instance(req.instance.clone(), false)?;
+        let sharing = self.must_load(&instance.id, &req.id).await?;
+        if !sharing.active {
+            return Err(SharingError::Denied("this sharing is not active".into()));
+        }
+        let member = Self::caller_member(&sharing, &req.client_id)?;
+        if sharing.owner && (sharing.members[member].read_only || sharing.read_only_rules()) {
+            return Err(SharingError::Denied(
+                "this member's changes do not come back (read-only)".into(),
+            ));
+        }
+        self.inner.senders.wake(&instance.id, &sharing.id, member);
+        let root = self
+            .ensure_shared_folder(&instance.id, &sharing)
+            .await?
+            .ok_or_else(|| SharingError::Denied("this sharing shares no folder here".into()))?;
+        Ok((instance, sharing, member, root))
+    }
+
+    /// Whether the incoming `file` may be written here, and should be: it stays inside the
+    /// shared folder (`root_path`), and wins over what is here. `Ok(None)`: nothing to do.
+    async fn admit(
+        &self,
+        instance: &str,
+        sharing: &Sharing,
+        member: usize,
+        root_path: &str,
+        file: &files_pb::File,
+    ) -> Result<Option<Option<files_pb::File>>> {
+        let prefix = format!("{root_path}/");
+        let root = files_root(sharing).unwrap_or_default();
+        if file.dir_id != root {
+            let parent = self.file(instance, &file.dir_id).await?;
+            if !parent.is_some_and(|p| p.directory && p.path.starts_with(&prefix)) {
+                return Err(SharingError::Denied(format!(
+                    "io.cozy.files/{}: its directory is not in this sharing: nothing was written",
+                    file.id
+                )));
+            }
+        }
+        let local = self.file(instance, &file.id).await?;
+        let Some(here) = local.clone() else {
+            return Ok(Some(None));
+        };
+        let tracked = self.tracked(instance, &sharing.id, member, &file.id).await?;
+        if tracked.is_none() && (here.trashed || !here.path.starts_with(&prefix)) {
+            return Err(SharingError::Denied(format!(
+                "io.cozy.files/{} is not shared by this sharing: nothing was written",
+                file.id
+            )));
+        }
+        if here.rev == file.rev {
+            // Already here (an answer was lost): the member has it.
+            if !tracked.is_some_and(|t| !t.removed && t.rev == file.rev) {
+                self.track(instance, &sharing.id, member, vec![tracked_file(file, false)])
+                    .await?;
+            }
+            return Ok(None);
+        }
+        let unchanged = tracked.is_some_and(|t| t.rev == here.rev);
+        // An edit wins over a removal: a node this side trashed comes back.
+        if unchanged || here.trashed || wins(&file.rev, &here.rev) {
+            Ok(Some(local))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// `PUT /sharings/:id/io.cozy.files/:id/metadata`: applied now (null), or kept until its
+    /// content comes (`{"key"}`).
+    pub(crate) async fn metadata_from_peer(&self, req: pb::PeerRequest) -> Result<Value> {
+        let (instance, sharing, member, root_path) = self.files_caller(&req).await?;
+        let doc: Value = serde_json::from_slice(&req.body)
+            .map_err(|_| SharingError::BadRequest("the metadata is a file's JSON".into()))?;
+        let root = files_root(&sharing).unwrap_or_default();
+        let file = received_file(&doc, root)?;
+        if file.id != req.target {
+            return Err(SharingError::BadRequest("the body's _id is not the file's".into()));
+        }
+        if file.directory || file.md5sum.is_empty() {
+            return Err(SharingError::BadRequest("a file's metadata, with its md5sum".into()));
+        }
+        let _guard = self.lock(&instance.id).await;
+        let Some(local) = self.admit(&instance.id, &sharing, member, &root_path, &file).await? else {
+            return Ok(Value::Null);
+        };
+        if local.is_some_and(|l| !l.directory && l.md5sum == file.md5sum) {
+            self.apply(&instance.id, &sharing, member, file).await?;
+            return Ok(Value::Null);
+        }
+        let key = self.inner.uploads.put(Pending {
+            instance: instance.id.clone(),
+            sharing: sharing.id.clone(),
+            member,
+            file,
+            at: Instant::now(),
+        })?;
+        Ok(json!({ "key": key }))
+    }
+
+    /// `PUT /sharings/:id/io.cozy.files/:key`: the key of a file whose metadata came, claimed
+    /// (once); answers the header its content is written with.
+    pub(crate) async fn claim_content(&self, req: pb::PeerRequest) -> Result<files_pb::SharedHeader> {
+        let (instance, sharing, member, _) = self.files_caller(&req).await?;
+        let file = self
+            .inner
+            .uploads
+            .take(&req.target, &instance.id, &sharing.id, member)
+            .ok_or_else(|| {
+                SharingError::NotFound("no file metadata waits under this key (it expires after 5 minutes)".into())
+            })?;
+        Ok(files_pb::SharedHeader {
+            scope: Some(self.files_scope(&instance.id)),
+            file: Some(file),
+            content: true,
+            // On a recipient the owner's node keeps its name; the owner renames what comes in.
+            displace: !sharing.owner,
+        })
+    }
+
+    /// The content of a claimed key is stored: the member has this revision of the file.
+    pub(crate) async fn content_stored(&self, req: pb::PeerRequest) -> Result<Value> {
+        let (instance, sharing, member, _) = self.files_caller(&req).await?;
+        let rev = String::from_utf8(req.body.to_vec())
+            .map_err(|_| SharingError::BadRequest("the stored file's revision".into()))?;
+        self.track(
+            &instance.id,
+            &sharing.id,
+            member,
+            vec![TrackedFile {
+                id: req.target,
+                rev,
+                removed: false,
+            }],
+        )
+        .await?;
+        Ok(Value::Null)
+    }
+
+    /// Writes an admitted node and records that the member has its revision.
+    async fn apply(&self, instance: &str, sharing: &Sharing, member: usize, file: files_pb::File) -> Result<()> {
+        let tracked = tracked_file(&file, false);
+        // On a recipient the owner's node keeps its name; the owner renames what comes in.
+        self.put_shared(instance, file, !sharing.owner).await?;
+        self.track(instance, &sharing.id, member, vec![tracked]).await
+    }
+
+    /// The `io.cozy.files` part of `_bulk_docs`: directories and removals.
+    pub(crate) async fn peer_bulk_files(&self, req: &pb::PeerRequest, docs: Vec<Value>) -> Result<()> {
+        let (instance, sharing, member, root_path) = self.files_caller(req).await?;
+        let root = files_root(&sharing).unwrap_or_default().to_string();
+        let _guard = self.lock(&instance.id).await;
+        for doc in docs {
+            if doc["_deleted"] == json!(true) {
+                let id = doc["_id"].as_str().unwrap_or_default();
+                self.remove(&instance.id, &sharing, member, &root_path, id).await?;
+                continue;
+            }
+            let file = received_file(&doc, &root)?;
+            if !file.directory {
+                return Err(SharingError::BadRequest(
+                    "files come through their metadata route, not _bulk_docs".into(),
+                ));
+            }
+            if self
+                .admit(&instance.id, &sharing, member, &root_path, &file)
+                .await?
+                .is_some()
+            {
+                self.apply(&instance.id, &sharing, member, file).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A node the member removed on its side goes to the trash here, unless it changed here
+    /// since (an edit wins over a removal: it goes back to the member).
+    async fn remove(&self, instance: &str, sharing: &Sharing, member: usize, root_path: &str, id: &str) -> Result<()> {
+        let Some(here) = self.file(instance, id).await? else {
+            return Ok(());
+        };
+        if here.trashed || !here.path.starts_with(&format!("{root_path}/")) {
+            return Ok(());
+        }
+        let tracked = self.tracked(instance, &sharing.id, member, id).await?;
+        if tracked.as_ref().is_none_or(|t| t.rev != here.rev) {
+            return Ok(());
+        }
+        let trashed = self
+            .clients()?
+            .files
+            .clone()
+            .trash_file(files_pb::FileRequest {
+                scope: Some(self.files_scope(instance)),
+                id: id.to_string(),
+                if_match: here.rev.clone(),
+            })
+            .await?
+            .into_inner()
+            .file
+            .unwrap_or_default();
+        self.track(instance, &sharing.id, member, vec![tracked_file(&trashed, true)])
+            .await
+    }
+
+    /// `_revs_diff` on files: the revisions this side does not have as its nodes' current ones.
+    pub(crate) async fn files_revs_diff(
+        &self,
+        instance: &str,
+        asked: Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let mut out = Map::new();
+        for (id, revs) in asked {
+            let have = self.file(instance, &id).await?.map(|f| f.rev);
+            let missing: Vec<Value> = revs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r.as_str() != have.as_deref())
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                out.insert(format!("{FILES}/{id}"), json!({ "missing": missing }));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_conflicts_resolve_the_same_way_on_both_sides() {
+        assert!(wins("3-aaa", "2-fff"));
+        assert!(!wins("2-fff", "3-aaa"));
+        assert!(wins("2-bbb", "2-aaa"));
+        assert!(!wins("2-aaa", "2-bbb"));
+        assert!(wins("10-a", "9-f"), "generations compare as numbers");
+    }
+
+    #[test]
+    fn test_nodes_travel_with_the_members_ids_and_come_back_as_they_were() {
+        let key = crate::rules::new_xor_key();
+        let file = files_pb::File {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            rev: "2-9f86d081884c7d65".into(),
+            name: "plan.txt".into(),
+            dir_id: "fedcba9876543210fedcba9876543210".into(),
+            size: 42,
+            md5sum: "XrY7u+Ae7tCTyyK7j1rNww==".into(),
+            mime: "text/plain".into(),
+            ..Default::default()
+        };
+        let sent = sent_doc(&file, "root-dir", &key);
+        assert_eq!(sent["size"], "42", "cozy sends sizes as strings");
+        assert_eq!(sent["_revisions"]["start"], 2);
+        let mut back = received_file(&sent, "their-root").unwrap();
+        back.id = xor_id(&back.id, &key);
+        back.dir_id = xor_id(&back.dir_id, &key);
+        assert_eq!(back.id, file.id);
+        assert_eq!(back.dir_id, file.dir_id);
+        assert_eq!((back.size, back.md5sum.as_str()), (42, file.md5sum.as_str()));
+        // A child of the shared folder names no parent: the other side uses its own folder.
+        let child = files_pb::File {
+            dir_id: "root-dir".into(),
+            ..file.clone()
+        };
+        let sent = sent_doc(&child, "root-dir", &key);
+        assert!(sent.get("dir_id").is_none());
+        assert_eq!(received_file(&sent, "their-root").unwrap().dir_id, "their-root");
+        assert!(received_file(&json!({"_id": "x", "_rev": "1-a", "type": "link"}), "r").is_err());
+    }
+}

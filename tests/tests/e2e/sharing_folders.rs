@@ -1,0 +1,233 @@
+//! Sharing a folder between two hosts: it appears on the recipient under "Shared with me" with
+//! its subfolders and the files' contents byte for byte; renames, new contents, moves out and
+//! the trash reach the other side, and the recipient's own additions come back.
+
+use cocon_tests::drive::{ROOT, download, md5_b64, new_dir, new_file};
+use cocon_tests::sharing::*;
+use cocon_tests::{Api, Reply};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const INBOX: &str = "io.cozy.files.shared-with-me-dir";
+
+/// The node at `path` once `done` holds for it (the sharing replicates in the background).
+async fn node_at(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    eventually(api, &format!("/files/metadata?Path={encoded}"), |n| {
+        n["data"]["id"].is_string() && done(&n["data"])
+    })
+    .await["data"]
+        .clone()
+}
+
+async fn gone(api: &Api, path: &str) {
+    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = api.get(&format!("/files/metadata?Path={encoded}")).await;
+        if r.status == 404 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} is still there: {}",
+            r.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn attr<'a>(node: &'a Value, key: &str) -> &'a Value {
+    &node["attributes"][key]
+}
+
+async fn patch(api: &Api, id: &str, attributes: Value) -> Reply {
+    Api::reply(
+        api.request(Method::PATCH, &format!("/files/{id}"))
+            .header("Content-Type", "application/vnd.api+json")
+            .body(json!({"data": {"type": "io.cozy.files", "id": id, "attributes": attributes}}).to_string()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_shared_folder_replicates_both_ways_with_its_contents() {
+    let mut h = two_hosts().await;
+    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
+    let photos = new_dir(&h.alice, &holiday, "Photos").await;
+    let plan = new_file(&h.alice, &holiday, "plan.txt", b"Day 1: the beach").await;
+    let beach: Vec<u8> = (0..300_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    new_file(&h.alice, &photos, "beach.jpg", &beach).await;
+    let private = new_file(&h.alice, ROOT, "private.txt", b"not shared").await;
+
+    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    let id = share_with(&h, "Holiday", rule).await;
+    accept_request(&mut h, &id).await;
+
+    // On bob's host: "Shared with me/Holiday" with its tree and the contents, byte for byte.
+    let inbox = eventually(&h.bob, &format!("/files/{INBOX}"), |n| n["data"]["id"] == INBOX).await;
+    let inbox_path = attr(&inbox["data"], "path").as_str().unwrap().to_string();
+    assert_eq!(inbox_path, "/Shared with me");
+    let copy = node_at(&h.bob, "/Shared with me/Holiday/Photos/beach.jpg", |_| true).await;
+    assert_eq!(attr(&copy, "md5sum"), md5_b64(&beach).as_str());
+    assert_eq!(download(&h.bob, copy["id"].as_str().unwrap()).await, beach);
+    let bob_plan = node_at(&h.bob, "/Shared with me/Holiday/plan.txt", |_| true).await;
+    assert_ne!(bob_plan["id"], plan.as_str(), "bob's ids are his own");
+    assert_eq!(
+        download(&h.bob, bob_plan["id"].as_str().unwrap()).await,
+        b"Day 1: the beach"
+    );
+    let bob_root = h.bob.get(&format!("/files/{ROOT}")).await;
+    assert!(!bob_root.text.contains("private.txt"), "only the folder is shared");
+
+    // Alice renames and rewrites plan.txt: bob's copy follows.
+    let renamed = patch(&h.alice, &plan, json!({"name": "plans.txt"})).await;
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
+    let rewritten = Api::reply(
+        h.alice
+            .request(Method::PUT, &format!("/files/{plan}"))
+            .body(b"Day 1: the beach. Day 2: the hills".to_vec()),
+    )
+    .await;
+    assert_eq!(rewritten.status, 200, "{}", rewritten.text);
+    let followed = node_at(&h.bob, "/Shared with me/Holiday/plans.txt", |n| {
+        attr(n, "size") == "34" || attr(n, "size") == 34
+    })
+    .await;
+    assert_eq!(followed["id"], bob_plan["id"], "the same file, renamed");
+    assert_eq!(
+        download(&h.bob, followed["id"].as_str().unwrap()).await,
+        b"Day 1: the beach. Day 2: the hills"
+    );
+
+    // Bob adds a file and a folder in his copy: they reach alice's folder.
+    let bob_holiday = node_at(&h.bob, "/Shared with me/Holiday", |_| true).await;
+    let bob_dir = new_dir(&h.bob, bob_holiday["id"].as_str().unwrap(), "From Bob").await;
+    new_file(&h.bob, &bob_dir, "tickets.pdf", b"%PDF tickets").await;
+    let tickets = node_at(&h.alice, "/Holiday/From Bob/tickets.pdf", |_| true).await;
+    assert_eq!(
+        download(&h.alice, tickets["id"].as_str().unwrap()).await,
+        b"%PDF tickets"
+    );
+
+    // Alice moves a file out of the folder and trashes Photos: both leave bob's copy.
+    let moved = patch(&h.alice, &plan, json!({"dir_id": ROOT})).await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    let trashed = h.alice.delete(&format!("/files/{photos}")).await;
+    assert_eq!(trashed.status, 200, "{}", trashed.text);
+    gone(&h.bob, "/Shared with me/Holiday/plans.txt").await;
+    gone(&h.bob, "/Shared with me/Holiday/Photos").await;
+    // Nothing else moved: bob's folder and alice's private file stay where they are.
+    node_at(&h.bob, "/Shared with me/Holiday/From Bob/tickets.pdf", |_| true).await;
+    assert_eq!(h.alice.get(&format!("/files/{private}")).await.status, 200);
+
+    let state = h.alice.get(&format!("/sharings/{id}")).await;
+    let sync = &state.body["data"]["attributes"]["members"][1]["sync"];
+    assert!(sync["sent"].as_u64() >= Some(5), "{state:?}");
+    assert_eq!(sync.get("last_error"), None, "{}", state.text);
+}
+
+/// A member's calls reach only the shared folder: a node elsewhere on the owner's host cannot
+/// be rewritten, trashed, nor pulled in, and what a member sends lands only inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_member_that_lies_reaches_nothing_outside_the_shared_folder() {
+    let h = two_hosts().await;
+    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
+    let private = new_file(&h.alice, ROOT, "private.txt", b"mine").await;
+    let elsewhere = new_dir(&h.alice, ROOT, "Elsewhere").await;
+    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    let id = share_with(&h, "Holiday plans", rule).await;
+    let member = answer_in_bobs_place(&h, &id).await;
+    let put_metadata = |target: String, doc: Value| {
+        let member = member.clone();
+        let id = id.clone();
+        async move {
+            Api::reply(
+                member
+                    .request(Method::PUT, &format!("/sharings/{id}/io.cozy.files/{target}/metadata"))
+                    .header("Content-Type", "application/json")
+                    .body(doc.to_string()),
+            )
+            .await
+        }
+    };
+
+    // Rewriting a file outside the folder, or moving it in: refused.
+    let takeover = json!({"_id": private, "_rev": "9-ffff", "type": "file", "name": "stolen.txt",
+                          "md5sum": md5_b64(b"x"), "size": "1"});
+    let refused = put_metadata(private.clone(), takeover).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    // A new file whose parent is outside the folder: refused.
+    let outside = json!({"_id": "5f1e2d3c4b5a69788796a5b4c3d2e1f0", "_rev": "1-aaaa", "type": "file",
+                         "name": "planted.txt", "dir_id": elsewhere, "md5sum": md5_b64(b"x"), "size": "1"});
+    let refused = put_metadata("5f1e2d3c4b5a69788796a5b4c3d2e1f0".into(), outside).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    // Trashing it through _bulk_docs: nothing happens to it.
+    let bulk = member
+        .post(
+            &format!("/sharings/{id}/_bulk_docs"),
+            &json!({"io.cozy.files": [{"_id": private, "_rev": "9-ffff", "_deleted": true}]}),
+        )
+        .await;
+    assert!(bulk.status < 300, "{}", bulk.text);
+    // A key never given, or a body whose id is not the route's: refused.
+    let no_key = Api::reply(
+        member
+            .request(Method::PUT, &format!("/sharings/{id}/io.cozy.files/not-a-key"))
+            .body(b"x".to_vec()),
+    )
+    .await;
+    assert_eq!(no_key.status, 404, "{}", no_key.text);
+    let kept = h.alice.get(&format!("/files/{private}")).await;
+    assert_eq!(kept.status, 200);
+    assert_eq!(attr(&kept.body["data"], "name"), "private.txt");
+    assert_eq!(attr(&kept.body["data"], "dir_id"), ROOT);
+    assert_eq!(attr(&kept.body["data"], "trashed"), false);
+
+    // What it sends inside the folder lands there, its content checked against its MD5.
+    let new_id = "6f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let doc = json!({"_id": new_id, "_rev": "1-bbbb", "type": "file", "name": "note.txt",
+                     "md5sum": md5_b64(b"hello"), "size": "5", "mime": "text/plain"});
+    let asked = put_metadata(new_id.into(), doc).await;
+    assert_eq!(asked.status, 200, "{}", asked.text);
+    let key = asked.get("key").as_str().unwrap().to_string();
+    let wrong = Api::reply(
+        member
+            .request(Method::PUT, &format!("/sharings/{id}/io.cozy.files/{key}"))
+            .body(b"HELLO".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        wrong.status, 412,
+        "a content that is not the announced one: {}",
+        wrong.text
+    );
+    assert_eq!(h.alice.get("/files/metadata?Path=/Holiday/note.txt").await.status, 404);
+    // A key serves once, even when its content failed.
+    let again = Api::reply(
+        member
+            .request(Method::PUT, &format!("/sharings/{id}/io.cozy.files/{key}"))
+            .body(b"hello".to_vec()),
+    )
+    .await;
+    assert_eq!(again.status, 404, "{}", again.text);
+    let asked = put_metadata(
+        new_id.into(),
+        json!({"_id": new_id, "_rev": "1-bbbb", "type": "file", "name": "note.txt",
+               "md5sum": md5_b64(b"hello"), "size": "5", "mime": "text/plain"}),
+    )
+    .await;
+    let key = asked.get("key").as_str().unwrap().to_string();
+    let stored = Api::reply(
+        member
+            .request(Method::PUT, &format!("/sharings/{id}/io.cozy.files/{key}"))
+            .body(b"hello".to_vec()),
+    )
+    .await;
+    assert_eq!(stored.status, 204, "{}", stored.text);
+    let note = h.alice.get("/files/metadata?Path=/Holiday/note.txt").await;
+    assert_eq!(note.status, 200, "{}", note.text);
+    assert_eq!(download(&h.alice, new_id).await, b"hello");
+}
