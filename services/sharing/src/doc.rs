@@ -116,6 +116,18 @@ impl Sharing {
         index.checked_sub(1).and_then(|i| self.credentials.get(i))
     }
 
+    /// Whether the other side's replication is taken: the sharing is active, or this
+    /// recipient is answering the owner (it made the client whose tokens the owner will call
+    /// with, and the owner may start sending before the answer's reply is back here).
+    pub fn takes_peer_calls(&self) -> bool {
+        self.active
+            || (!self.owner
+                && self
+                    .credentials
+                    .first()
+                    .is_some_and(|c| !c.inbound_client_id.is_empty()))
+    }
+
     /// Whether no rule lets a recipient's changes come back (`sync`).
     pub fn read_only_rules(&self) -> bool {
         !self
@@ -152,6 +164,24 @@ impl Sharing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_a_recipient_takes_the_owners_calls_once_it_answers() {
+        let mut sharing = Sharing {
+            credentials: vec![Credentials {
+                state: "s".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(!sharing.takes_peer_calls(), "a request not answered");
+        sharing.credentials[0].inbound_client_id = "c".into();
+        assert!(sharing.takes_peer_calls(), "answering: the owner may already send");
+        sharing.owner = true;
+        assert!(!sharing.takes_peer_calls(), "an owner's inactive sharing");
+        sharing.active = true;
+        assert!(sharing.takes_peer_calls());
+    }
 
     #[test]
     fn test_the_api_view_never_shows_credentials() {

@@ -35,6 +35,8 @@ const KEY_TTL: Duration = Duration::from_secs(300);
 const MAX_KEYS: usize = 10_000;
 /// Changes read from the files feed per round.
 const BATCH: u32 = 400;
+/// Files sent to one member at once.
+const FILES_IN_FLIGHT: usize = 4;
 
 /// A file's metadata that waits for its content.
 struct Pending {
@@ -43,6 +45,24 @@ struct Pending {
     member: usize,
     file: files_pb::File,
     at: Instant,
+}
+
+/// What to do with a node from the member.
+enum Admit {
+    /// This side has its revision already.
+    Has,
+    /// This side changed it since the last exchange, and its change wins.
+    Lost,
+    /// Write it (over the node here, if any).
+    Take(Option<Box<files_pb::File>>),
+}
+
+/// The refusal of a node that lost to a change here: 409, so the member does not count it as
+/// exchanged.
+fn lost(id: &str) -> SharingError {
+    SharingError::Conflict(format!(
+        "io.cozy.files/{id} changed here since the last exchange, and that change wins"
+    ))
 }
 
 /// The metadata waiting for content, by key.
@@ -172,6 +192,15 @@ fn received_file(doc: &Value, root: &str) -> Result<files_pb::File> {
         executable: doc["executable"].as_bool().unwrap_or(false),
         ..Default::default()
     })
+}
+
+/// `plan.txt` → `plan (conflict).txt`: the name of a losing content's copy (numbered by the
+/// files service when taken).
+fn conflict_name(name: &str) -> String {
+    match name.rfind('.') {
+        Some(i) if i > 0 => format!("{} (conflict){}", &name[..i], &name[i..]),
+        _ => format!("{name} (conflict)"),
+    }
 }
 
 fn tracked_file(file: &files_pb::File, removed: bool) -> TrackedFile {
@@ -336,7 +365,16 @@ impl SharingService {
             .get(self.inner.store.as_ref(), instance, (id, member as u32, FILES))
             .await?
             .unwrap_or(0);
-        let root_path = self.root_path(instance, root).await?;
+        let root_node = self.file(instance, root).await?;
+        if !sharing.owner && root_node.as_ref().is_some_and(|f| f.trashed) {
+            // The person put the shared folder in the trash: they leave the sharing, as with
+            // cozy-stack (their copy stays, in the trash).
+            tracing::info!(sharing = %id, "the shared folder was trashed: leaving the sharing");
+            // (Its member is the one after the owner with a Cozy.)
+            self.leave(instance, "", sharing).await?;
+            return Ok(false);
+        }
+        let root_path = root_node.filter(|f| f.directory && !f.trashed).map(|f| f.path);
         let feed = self
             .clients()?
             .files
@@ -387,16 +425,47 @@ impl SharingService {
             s.pending = (dirs.len() + files.len() + removals.len()) as u64
         });
         let sent = dirs.len() + files.len() + removals.len();
-        if !dirs.is_empty() || !removals.is_empty() {
+        let refused = if !dirs.is_empty() || !removals.is_empty() {
             self.send_dirs_and_removals(instance, sharing, member, root, &mut dirs, &removals)
-                .await?;
+                .await?
+        } else {
+            Vec::new()
+        };
+        // A few files at a time: each is two calls and a stream, mostly waiting on the peer.
+        // (Owned files: a closure over references trips the compiler's `Send` proof.)
+        let results: Vec<Result<Option<files_pb::File>>> = futures::stream::iter(files.iter().cloned())
+            .map(|file: files_pb::File| async move {
+                let taken = self.send_file(instance, sharing, member, root, &file).await?;
+                Ok(taken.then_some(file))
+            })
+            .buffer_unordered(FILES_IN_FLIGHT)
+            .collect()
+            .await;
+        let refused: std::collections::HashSet<&str> = refused.iter().map(String::as_str).collect();
+        let mut done: Vec<TrackedFile> = dirs
+            .iter()
+            .filter(|f| !refused.contains(f.id.as_str()))
+            .map(|f| tracked_file(f, false))
+            .collect();
+        done.extend(
+            removals
+                .iter()
+                .filter(|f| !refused.contains(f.id.as_str()))
+                .map(|f| tracked_file(f, true)),
+        );
+        let mut failed = None;
+        for result in results {
+            match result {
+                Ok(Some(file)) => done.push(tracked_file(&file, false)),
+                Ok(None) => {}
+                Err(err) => failed = failed.or(Some(err)),
+            }
         }
-        for file in &files {
-            self.send_file(instance, sharing, member, root, file).await?;
-        }
-        let mut done: Vec<TrackedFile> = dirs.iter().chain(&files).map(|f| tracked_file(f, false)).collect();
-        done.extend(removals.iter().map(|f| tracked_file(f, true)));
+        // What went is the member's even when another file failed: the retry skips it.
         self.track(instance, id, member, done).await?;
+        if let Some(err) = failed {
+            return Err(err);
+        }
         if sent > 0 {
             metrics::counter!("cocon_sharing_replicated_docs_total").increment(sent as u64);
             self.inner
@@ -453,7 +522,7 @@ impl SharingService {
         root: &str,
         dirs: &mut [files_pb::File],
         removals: &[files_pb::File],
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let (_, creds) = Self::peer_of(sharing, member)?;
         // Parents before their children.
         dirs.sort_by_key(|d| d.path.matches('/').count());
@@ -464,12 +533,21 @@ impl SharingService {
                    "_revisions": {"start": start, "ids": [hash]}, "_deleted": true})
         }));
         let path = format!("/sharings/{}/_bulk_docs", sharing.id);
-        self.call_peer(instance, sharing, member, Method::POST, &path, &json!({ FILES: docs }))
+        let errors = self
+            .call_peer(instance, sharing, member, Method::POST, &path, &json!({ FILES: docs }))
             .await?;
-        Ok(())
+        // The nodes the member did not take (its own change wins), by their ids here.
+        Ok(errors
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["id"].as_str())
+            .map(|id| xor_id(id, &creds.xor_key))
+            .collect())
     }
 
-    /// A file's metadata, then its content when the member asks for it.
+    /// A file's metadata, then its content when the member asks for it. Answers whether the
+    /// member has it now (false: its own change wins).
     async fn send_file(
         &self,
         instance: &str,
@@ -477,16 +555,21 @@ impl SharingService {
         member: usize,
         root: &str,
         file: &files_pb::File,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (origin, creds) = Self::peer_of(sharing, member)?;
         let remote_id = xor_id(&file.id, &creds.xor_key);
         let path = format!("/sharings/{}/io.cozy.files/{remote_id}/metadata", sharing.id);
         let doc = sent_doc(file, root, &creds.xor_key);
-        let answer = self
+        let answer = match self
             .call_peer(instance, sharing, member, Method::PUT, &path, &doc)
-            .await?;
+            .await
+        {
+            // A change on the member's side wins: it comes here in its turn.
+            Err(SharingError::Conflict(_)) => return Ok(false),
+            other => other?,
+        };
         let Some(key) = answer["key"].as_str() else {
-            return Ok(());
+            return Ok(true);
         };
         let mut download = self
             .clients()?
@@ -529,14 +612,14 @@ impl SharingService {
             .peers
             .put_content(&origin, &path, token, &file.mime, head.size, body)
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// The sharing and the calling member for a files route from the other host.
     async fn files_caller(&self, req: &pb::PeerRequest) -> Result<(pb::Instance, Sharing, usize, String)> {
         let instance = self.instance(req.instance.clone(), false)?;
         let sharing = self.must_load(&instance.id, &req.id).await?;
-        if !sharing.active {
+        if !sharing.takes_peer_calls() {
             return Err(SharingError::Denied("this sharing is not active".into()));
         }
         let member = Self::caller_member(&sharing, &req.client_id)?;
@@ -554,7 +637,7 @@ impl SharingService {
     }
 
     /// Whether the incoming `file` may be written here, and should be: it stays inside the
-    /// shared folder (`root_path`), and wins over what is here. `Ok(None)`: nothing to do.
+    /// shared folder (`root_path`), and wins over what is here.
     async fn admit(
         &self,
         instance: &str,
@@ -562,7 +645,7 @@ impl SharingService {
         member: usize,
         root_path: &str,
         file: &files_pb::File,
-    ) -> Result<Option<Option<files_pb::File>>> {
+    ) -> Result<Admit> {
         let prefix = format!("{root_path}/");
         let root = files_root(sharing).unwrap_or_default();
         if file.dir_id != root {
@@ -576,7 +659,7 @@ impl SharingService {
         }
         let local = self.file(instance, &file.id).await?;
         let Some(here) = local.clone() else {
-            return Ok(Some(None));
+            return Ok(Admit::Take(None));
         };
         let tracked = self.tracked(instance, &sharing.id, member, &file.id).await?;
         if tracked.is_none() && (here.trashed || !here.path.starts_with(&prefix)) {
@@ -591,14 +674,14 @@ impl SharingService {
                 self.track(instance, &sharing.id, member, vec![tracked_file(file, false)])
                     .await?;
             }
-            return Ok(None);
+            return Ok(Admit::Has);
         }
         let unchanged = tracked.is_some_and(|t| t.rev == here.rev);
         // An edit wins over a removal: a node this side trashed comes back.
         if unchanged || here.trashed || wins(&file.rev, &here.rev) {
-            Ok(Some(local))
+            Ok(Admit::Take(local.map(Box::new)))
         } else {
-            Ok(None)
+            Ok(Admit::Lost)
         }
     }
 
@@ -617,12 +700,24 @@ impl SharingService {
             return Err(SharingError::BadRequest("a file's metadata, with its md5sum".into()));
         }
         let _guard = self.lock(&instance.id).await;
-        let Some(local) = self.admit(&instance.id, &sharing, member, &root_path, &file).await? else {
-            return Ok(Value::Null);
+        let local = match self.admit(&instance.id, &sharing, member, &root_path, &file).await? {
+            Admit::Has => return Ok(Value::Null),
+            Admit::Lost => return Err(lost(&file.id)),
+            Admit::Take(local) => local,
         };
-        if local.is_some_and(|l| !l.directory && l.md5sum == file.md5sum) {
+        if local.as_ref().is_some_and(|l| !l.directory && l.md5sum == file.md5sum) {
             self.apply(&instance.id, &sharing, member, file).await?;
             return Ok(Value::Null);
+        }
+        if let Some(here) = &local
+            && !here.trashed
+        {
+            // A content written here since the last exchange loses to this one: it stays, as a
+            // copy beside it (which then reaches the member too).
+            let tracked = self.tracked(&instance.id, &sharing.id, member, &here.id).await?;
+            if tracked.is_none_or(|t| t.rev != here.rev) {
+                self.keep_conflicting_copy(&instance.id, here).await?;
+            }
         }
         let key = self.inner.uploads.put(Pending {
             instance: instance.id.clone(),
@@ -632,6 +727,25 @@ impl SharingService {
             at: Instant::now(),
         })?;
         Ok(json!({ "key": key }))
+    }
+
+    async fn keep_conflicting_copy(&self, instance: &str, here: &files_pb::File) -> Result<()> {
+        let name = conflict_name(&here.name);
+        let copy = self
+            .clients()?
+            .files
+            .clone()
+            .copy_file(files_pb::CopyFileRequest {
+                scope: Some(self.files_scope(instance)),
+                id: here.id.clone(),
+                dir_id: here.dir_id.clone(),
+                name,
+                onto_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        tracing::info!(file = %here.id, copy = ?copy.file.map(|f| f.id), "a content that lost a conflict is kept as a copy");
+        Ok(())
     }
 
     /// `PUT /sharings/:id/io.cozy.files/:key`: the key of a file whose metadata came, claimed
@@ -682,14 +796,20 @@ impl SharingService {
     }
 
     /// The `io.cozy.files` part of `_bulk_docs`: directories and removals.
-    pub(crate) async fn peer_bulk_files(&self, req: &pb::PeerRequest, docs: Vec<Value>) -> Result<()> {
+    /// Answers CouchDB's errors for the nodes not taken (a change here wins): the member keeps
+    /// them as not exchanged.
+    pub(crate) async fn peer_bulk_files(&self, req: &pb::PeerRequest, docs: Vec<Value>) -> Result<Vec<Value>> {
         let (instance, sharing, member, root_path) = self.files_caller(req).await?;
         let root = files_root(&sharing).unwrap_or_default().to_string();
         let _guard = self.lock(&instance.id).await;
+        let mut refused = Vec::new();
+        let conflict = |id: &str| json!({"id": id, "error": "conflict", "reason": "changed here since"});
         for doc in docs {
             if doc["_deleted"] == json!(true) {
                 let id = doc["_id"].as_str().unwrap_or_default();
-                self.remove(&instance.id, &sharing, member, &root_path, id).await?;
+                if !self.remove(&instance.id, &sharing, member, &root_path, id).await? {
+                    refused.push(conflict(id));
+                }
                 continue;
             }
             let file = received_file(&doc, &root)?;
@@ -698,29 +818,34 @@ impl SharingService {
                     "files come through their metadata route, not _bulk_docs".into(),
                 ));
             }
-            if self
-                .admit(&instance.id, &sharing, member, &root_path, &file)
-                .await?
-                .is_some()
-            {
-                self.apply(&instance.id, &sharing, member, file).await?;
+            match self.admit(&instance.id, &sharing, member, &root_path, &file).await? {
+                Admit::Has => {}
+                Admit::Lost => refused.push(conflict(&file.id)),
+                Admit::Take(_) => self.apply(&instance.id, &sharing, member, file).await?,
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// A node the member removed on its side goes to the trash here, unless it changed here
-    /// since (an edit wins over a removal: it goes back to the member).
-    async fn remove(&self, instance: &str, sharing: &Sharing, member: usize, root_path: &str, id: &str) -> Result<()> {
+    /// since (an edit wins over a removal: it goes back to the member); answers false then.
+    async fn remove(
+        &self,
+        instance: &str,
+        sharing: &Sharing,
+        member: usize,
+        root_path: &str,
+        id: &str,
+    ) -> Result<bool> {
         let Some(here) = self.file(instance, id).await? else {
-            return Ok(());
+            return Ok(true);
         };
         if here.trashed || !here.path.starts_with(&format!("{root_path}/")) {
-            return Ok(());
+            return Ok(true);
         }
         let tracked = self.tracked(instance, &sharing.id, member, id).await?;
         if tracked.as_ref().is_none_or(|t| t.rev != here.rev) {
-            return Ok(());
+            return Ok(false);
         }
         let trashed = self
             .clients()?
@@ -736,7 +861,8 @@ impl SharingService {
             .file
             .unwrap_or_default();
         self.track(instance, &sharing.id, member, vec![tracked_file(&trashed, true)])
-            .await
+            .await?;
+        Ok(true)
     }
 
     /// `_revs_diff` on files: the revisions this side does not have as its nodes' current ones.
@@ -766,6 +892,13 @@ impl SharingService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_a_losing_content_is_kept_under_a_name_that_says_so() {
+        assert_eq!(conflict_name("plan.txt"), "plan (conflict).txt");
+        assert_eq!(conflict_name("README"), "README (conflict)");
+        assert_eq!(conflict_name(".profile"), ".profile (conflict)");
+    }
 
     #[test]
     fn test_conflicts_resolve_the_same_way_on_both_sides() {

@@ -610,7 +610,7 @@ impl SharingService {
     pub(crate) async fn peer_revs_diff(&self, req: pb::PeerRequest) -> Result<Value> {
         let instance = self.instance(req.instance, false)?;
         let sharing = self.must_load(&instance.id, &req.id).await?;
-        if !sharing.active {
+        if !sharing.takes_peer_calls() {
             return Err(SharingError::Denied("this sharing is not active".into()));
         }
         let member = Self::caller_member(&sharing, &req.client_id)?;
@@ -661,7 +661,7 @@ impl SharingService {
     pub(crate) async fn peer_bulk_docs(&self, req: pb::PeerRequest) -> Result<Value> {
         let instance = self.instance(req.instance.clone(), false)?;
         let sharing = self.must_load(&instance.id, &req.id).await?;
-        if !sharing.active {
+        if !sharing.takes_peer_calls() {
             return Err(SharingError::Denied("this sharing is not active".into()));
         }
         let member = Self::caller_member(&sharing, &req.client_id)?;
@@ -690,7 +690,7 @@ impl SharingService {
                 .cloned()
                 .ok_or_else(|| SharingError::BadRequest(format!("{dt}: a list of documents")))?;
             if dt == doctype::FILES {
-                self.peer_bulk_files(&req, docs).await?;
+                errors.extend(self.peer_bulk_files(&req, docs).await?);
                 continue;
             }
             // A document here is changed only if this sharing shares it as it is here; one not

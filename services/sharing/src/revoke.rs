@@ -69,17 +69,7 @@ impl SharingService {
                     "the owner does not leave a sharing: revoke it with DELETE /sharings/:id/recipients".into(),
                 ));
             }
-            if sharing.active {
-                let path = format!("/sharings/{}/answer", sharing.id);
-                if let Err(err) = self
-                    .call_peer(&instance.id, &sharing, 0, Method::DELETE, &path, &Value::Null)
-                    .await
-                {
-                    // The owner learns it on its next call, refused here.
-                    tracing::warn!(sharing = %sharing.id, error = %err, "the owner was not told that this member left");
-                }
-            }
-            return self.detach(&instance.id, &instance.origin, &sharing.id).await;
+            return self.leave(&instance.id, &instance.origin, &sharing).await;
         }
         if !sharing.owner {
             return Err(SharingError::Denied(
@@ -112,6 +102,21 @@ impl SharingService {
         }
         self.revoke_members(&instance.id, &sharing.id, &members, who == Who::All)
             .await
+    }
+
+    /// This recipient leaves `sharing`: the owner is told, then the sharing ends here.
+    pub(crate) async fn leave(&self, instance: &str, origin: &str, sharing: &Sharing) -> Result<Sharing> {
+        if sharing.active {
+            let path = format!("/sharings/{}/answer", sharing.id);
+            if let Err(err) = self
+                .call_peer(instance, sharing, 0, Method::DELETE, &path, &Value::Null)
+                .await
+            {
+                // The owner learns it on its next call, refused here.
+                tracing::warn!(sharing = %sharing.id, error = %err, "the owner was not told that this member left");
+            }
+        }
+        self.detach(instance, origin, &sharing.id).await
     }
 
     /// Revokes `members` of an owner's sharing here; the sharing ends with the last one in, or

@@ -505,6 +505,15 @@ impl SharingService {
             "client": issued.client,
             "access_token": issued.access_token,
         }}});
+        // The owner may send as soon as it has the answer: its calls are taken from now on.
+        {
+            let _guard = self.lock(&instance.id).await;
+            let mut sharing = self.must_load(&instance.id, &req.id).await?;
+            if let Some(c) = sharing.credentials.first_mut() {
+                c.inbound_client_id = issued.client_id.clone();
+            }
+            self.save(&instance.id, &[(&sharing, "updated")]).await?;
+        }
         let path = format!("/sharings/{}/answer", sharing.id);
         let answer = self
             .inner

@@ -231,3 +231,102 @@ async fn test_a_member_that_lies_reaches_nothing_outside_the_shared_folder() {
     assert_eq!(note.status, 200, "{}", note.text);
     assert_eq!(download(&h.alice, new_id).await, b"hello");
 }
+
+/// The names and contents under a folder, sorted: what both hosts must agree on.
+async fn listing(api: &Api, path: &str) -> Vec<(String, String)> {
+    let folder = node_at(api, path, |_| true).await;
+    let page = api
+        .get(&format!("/files/{}?page[limit]=100", folder["id"].as_str().unwrap()))
+        .await;
+    let mut out: Vec<(String, String)> = page.body["included"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                attr(n, "name").as_str().unwrap_or_default().to_string(),
+                attr(n, "md5sum").as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Both sides rewrite the same file while the other is down: once both are back, both hold
+/// the same winner under the file's name and the losing content as a copy beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_contents_written_on_both_sides_apart_converge_and_the_loser_is_kept() {
+    let mut h = two_hosts().await;
+    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
+    let plan = new_file(&h.alice, &holiday, "plan.txt", b"v1").await;
+    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    let id = share_with(&h, "Holiday", rule).await;
+    accept_request(&mut h, &id).await;
+    let bob_plan = node_at(&h.bob, "/Shared with me/Holiday/plan.txt", |_| true).await;
+    let bob_plan = bob_plan["id"].as_str().unwrap().to_string();
+
+    h.bob_host.stop().await.unwrap();
+    let put = |api: Api, id: String, data: &'static [u8]| async move {
+        let r = Api::reply(api.request(Method::PUT, &format!("/files/{id}")).body(data.to_vec())).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    };
+    put(h.alice.clone(), plan.clone(), b"alice's v2").await;
+    h.alice_host.stop().await.unwrap();
+    h.bob_host = restart(&h.bob_host).await;
+    put(h.bob.clone(), bob_plan, b"bob's v2").await;
+    h.alice_host = restart(&h.alice_host).await;
+
+    let both = vec![md5_b64(b"alice's v2"), md5_b64(b"bob's v2")];
+    let settled = |list: &[(String, String)]| {
+        let mut sums: Vec<String> = list.iter().map(|(_, m)| m.clone()).collect();
+        sums.sort();
+        let mut want = both.clone();
+        want.sort();
+        list.len() == 2 && sums == want
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (on_alice, on_bob) = loop {
+        let a = listing(&h.alice, "/Holiday").await;
+        let b = listing(&h.bob, "/Shared with me/Holiday").await;
+        if settled(&a) && a == b {
+            break (a, b);
+        }
+        assert!(std::time::Instant::now() < deadline, "not converged: {a:?} / {b:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(on_alice, on_bob);
+    let names: Vec<&str> = on_alice.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["plan (conflict).txt", "plan.txt"], "{on_alice:?}");
+}
+
+/// The recipient puts the shared folder in the trash: they leave the sharing (the owner's
+/// host learns it), and the owner's folder is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_trashing_the_shared_folder_leaves_the_sharing() {
+    let mut h = two_hosts().await;
+    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
+    new_file(&h.alice, &holiday, "plan.txt", b"v1").await;
+    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    let id = share_with(&h, "Holiday", rule).await;
+    accept_request(&mut h, &id).await;
+    node_at(&h.bob, "/Shared with me/Holiday/plan.txt", |_| true).await;
+    let folder = node_at(&h.bob, "/Shared with me/Holiday", |_| true).await;
+    let trashed = h
+        .bob
+        .delete(&format!("/files/{}", folder["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(trashed.status, 200, "{}", trashed.text);
+
+    let state = eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["status"] == "revoked"
+    })
+    .await;
+    assert_eq!(state["data"]["attributes"]["active"], Value::Null, "{state}");
+    let on_bob = h.bob.get(&format!("/sharings/{id}")).await;
+    assert_eq!(on_bob.body["data"]["attributes"].get("active"), None, "{}", on_bob.text);
+    let kept = h.alice.get("/files/metadata?Path=/Holiday/plan.txt").await;
+    assert_eq!(kept.status, 200, "the owner's folder stays: {}", kept.text);
+}
