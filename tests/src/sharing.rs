@@ -84,8 +84,27 @@ pub async fn two_hosts_with(smtp: Option<u16>) -> Hosts {
 /// his own started in `dir`.
 pub async fn hosts_with(dir: tempfile::TempDir, alice_host: Cocon) -> Hosts {
     let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
+    let bob_port = port(&bob_host);
+    hosts_on(dir, alice_host, bob_host, bob_port).await
+}
+
+/// Two hosts where alice's reaches bob's through a proxy the test controls (bob's instance is
+/// known by the proxy's port, so its links and its Cozy's address lead there).
+pub async fn two_hosts_behind_proxy() -> (Hosts, crate::Proxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let alice_host = Cocon::start(&dir.path().join("alice-host")).await.unwrap();
+    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
+    let target = ([127, 0, 0, 1], port(&bob_host)).into();
+    let proxy = crate::Proxy::start(target).await.unwrap();
+    let hosts = hosts_on(dir, alice_host, bob_host, proxy.port).await;
+    (hosts, proxy)
+}
+
+/// Alice on `alice_host`, bob on `bob_host` known as `bob.localhost:<bob_port>` (a proxy's
+/// port, or its own).
+pub async fn hosts_on(dir: tempfile::TempDir, alice_host: Cocon, bob_host: Cocon, bob_port: u16) -> Hosts {
     let alice_domain = format!("alice.localhost:{}", port(&alice_host));
-    let bob_domain = format!("bob.localhost:{}", port(&bob_host));
+    let bob_domain = format!("bob.localhost:{bob_port}");
     let alice = alice_host
         .instance(
             &alice_domain,
@@ -315,6 +334,77 @@ pub async fn answer_in_bobs_place(h: &Hosts, id: &str) -> Api {
         .as_str()
         .unwrap();
     h.alice.with_token(Some(token))
+}
+
+/// Alice's folder "Holiday" holding `plan.txt` ("v1"), shared with Bob both ways and
+/// accepted, once bob's copy holds the file: the sharing's id and the folder's.
+pub async fn shared_holiday(h: &mut Hosts) -> (String, String) {
+    use crate::drive::{ROOT, new_dir, new_file};
+    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
+    new_file(&h.alice, &holiday, "plan.txt", b"v1").await;
+    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    let id = share_with(h, "Holiday", rule).await;
+    accept_request(h, &id).await;
+    converged(h, "/Holiday", "/Shared with me/Holiday", |t| t.len() == 1).await;
+    (id, holiday)
+}
+
+/// `PUT /files/:id`: new content for a file, which must be taken.
+pub async fn rewrite(api: &Api, id: &str, data: &[u8]) {
+    let r = Api::reply(api.request(Method::PUT, &format!("/files/{id}")).body(data.to_vec())).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// Everything under the folder at `path`, for comparing two hosts' copies: each node's path
+/// below the folder with its MD5 (`dir` for a directory), sorted. Empty when the folder is not
+/// there.
+pub async fn folder_tree(api: &Api, path: &str) -> Vec<(String, String)> {
+    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let top = api.get(&format!("/files/metadata?Path={encoded}")).await;
+    let Some(top) = top.body["data"]["id"].as_str().map(str::to_string) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut pending = vec![(top, String::new())];
+    while let Some((id, prefix)) = pending.pop() {
+        let page = api.get(&format!("/files/{id}?page[limit]=1000")).await;
+        for node in page.body["included"].as_array().into_iter().flatten() {
+            let a = &node["attributes"];
+            let name = format!("{prefix}/{}", a["name"].as_str().unwrap_or_default());
+            if a["type"] == "directory" {
+                pending.push((node["id"].as_str().unwrap_or_default().to_string(), name.clone()));
+                out.push((name, "dir".to_string()));
+            } else {
+                out.push((name, a["md5sum"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits until alice's folder at `alice_path` and bob's copy hold the same tree and `done`
+/// holds for it; answers it.
+pub async fn converged(
+    h: &Hosts,
+    alice_path: &str,
+    bob_path: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let a = folder_tree(&h.alice, alice_path).await;
+        let b = folder_tree(&h.bob, bob_path).await;
+        if a == b && done(&a) {
+            return a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hosts did not converge:\nalice {a:?}\nbob   {b:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 impl Hosts {

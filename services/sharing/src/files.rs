@@ -589,11 +589,9 @@ impl SharingService {
             _ => return Err(SharingError::Corrupt("a download without its head".into())),
         };
         if head.rev != file.rev {
-            // Changed since the feed was read: the newer change comes in a later round.
-            return Err(SharingError::Conflict(format!(
-                "{} changed while it was being sent; it goes again",
-                file.id
-            )));
+            // Changed since the feed was read: the newer change comes in a later round (the
+            // member did not take this one).
+            return Ok(false);
         }
         let body = reqwest::Body::wrap_stream(download.map(|part| match part {
             Ok(files_pb::DownloadPart {

@@ -122,6 +122,15 @@ async fn test_a_shared_folder_replicates_both_ways_with_its_contents() {
     node_at(&h.bob, "/Shared with me/Holiday/From Bob/tickets.pdf", |_| true).await;
     assert_eq!(h.alice.get(&format!("/files/{private}")).await.status, 200);
 
+    // Both copies hold the same tree, node by node.
+    let tree = converged(&h, "/Holiday", "/Shared with me/Holiday", |t| t.len() == 2).await;
+    assert_eq!(
+        tree,
+        [
+            ("/From Bob".to_string(), "dir".to_string()),
+            ("/From Bob/tickets.pdf".to_string(), md5_b64(b"%PDF tickets")),
+        ]
+    );
     let state = h.alice.get(&format!("/sharings/{id}")).await;
     let sync = &state.body["data"]["attributes"]["members"][1]["sync"];
     assert!(sync["sent"].as_u64() >= Some(5), "{state:?}");
@@ -232,73 +241,34 @@ async fn test_a_member_that_lies_reaches_nothing_outside_the_shared_folder() {
     assert_eq!(download(&h.alice, new_id).await, b"hello");
 }
 
-/// The names and contents under a folder, sorted: what both hosts must agree on.
-async fn listing(api: &Api, path: &str) -> Vec<(String, String)> {
-    let folder = node_at(api, path, |_| true).await;
-    let page = api
-        .get(&format!("/files/{}?page[limit]=100", folder["id"].as_str().unwrap()))
-        .await;
-    let mut out: Vec<(String, String)> = page.body["included"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            (
-                attr(n, "name").as_str().unwrap_or_default().to_string(),
-                attr(n, "md5sum").as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Both sides rewrite the same file while the other is down: once both are back, both hold
 /// the same winner under the file's name and the losing content as a copy beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_contents_written_on_both_sides_apart_converge_and_the_loser_is_kept() {
     let mut h = two_hosts().await;
-    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
-    let plan = new_file(&h.alice, &holiday, "plan.txt", b"v1").await;
-    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
-                      "add": "sync", "update": "sync", "remove": "sync"});
-    let id = share_with(&h, "Holiday", rule).await;
-    accept_request(&mut h, &id).await;
+    let _ = shared_holiday(&mut h).await;
+    let plan = node_at(&h.alice, "/Holiday/plan.txt", |_| true).await;
+    let plan = plan["id"].as_str().unwrap().to_string();
     let bob_plan = node_at(&h.bob, "/Shared with me/Holiday/plan.txt", |_| true).await;
     let bob_plan = bob_plan["id"].as_str().unwrap().to_string();
 
     h.bob_host.stop().await.unwrap();
-    let put = |api: Api, id: String, data: &'static [u8]| async move {
-        let r = Api::reply(api.request(Method::PUT, &format!("/files/{id}")).body(data.to_vec())).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-    };
-    put(h.alice.clone(), plan.clone(), b"alice's v2").await;
+    rewrite(&h.alice, &plan, b"alice's v2").await;
     h.alice_host.stop().await.unwrap();
     h.bob_host = restart(&h.bob_host).await;
-    put(h.bob.clone(), bob_plan, b"bob's v2").await;
+    rewrite(&h.bob, &bob_plan, b"bob's v2").await;
     h.alice_host = restart(&h.alice_host).await;
 
-    let both = vec![md5_b64(b"alice's v2"), md5_b64(b"bob's v2")];
-    let settled = |list: &[(String, String)]| {
-        let mut sums: Vec<String> = list.iter().map(|(_, m)| m.clone()).collect();
+    let mut both = vec![md5_b64(b"alice's v2"), md5_b64(b"bob's v2")];
+    both.sort();
+    let tree = converged(&h, "/Holiday", "/Shared with me/Holiday", |t| {
+        let mut sums: Vec<String> = t.iter().map(|(_, m)| m.clone()).collect();
         sums.sort();
-        let mut want = both.clone();
-        want.sort();
-        list.len() == 2 && sums == want
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let (on_alice, on_bob) = loop {
-        let a = listing(&h.alice, "/Holiday").await;
-        let b = listing(&h.bob, "/Shared with me/Holiday").await;
-        if settled(&a) && a == b {
-            break (a, b);
-        }
-        assert!(std::time::Instant::now() < deadline, "not converged: {a:?} / {b:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    assert_eq!(on_alice, on_bob);
-    let names: Vec<&str> = on_alice.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["plan (conflict).txt", "plan.txt"], "{on_alice:?}");
+        sums == both
+    })
+    .await;
+    let names: Vec<&str> = tree.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["/plan (conflict).txt", "/plan.txt"], "{tree:?}");
 }
 
 /// The recipient puts the shared folder in the trash: they leave the sharing (the owner's
@@ -306,13 +276,7 @@ async fn test_contents_written_on_both_sides_apart_converge_and_the_loser_is_kep
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_trashing_the_shared_folder_leaves_the_sharing() {
     let mut h = two_hosts().await;
-    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
-    new_file(&h.alice, &holiday, "plan.txt", b"v1").await;
-    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
-                      "add": "sync", "update": "sync", "remove": "sync"});
-    let id = share_with(&h, "Holiday", rule).await;
-    accept_request(&mut h, &id).await;
-    node_at(&h.bob, "/Shared with me/Holiday/plan.txt", |_| true).await;
+    let (id, _) = shared_holiday(&mut h).await;
     let folder = node_at(&h.bob, "/Shared with me/Holiday", |_| true).await;
     let trashed = h
         .bob
@@ -329,4 +293,60 @@ async fn test_trashing_the_shared_folder_leaves_the_sharing() {
     assert_eq!(on_bob.body["data"]["attributes"].get("active"), None, "{}", on_bob.text);
     let kept = h.alice.get("/files/metadata?Path=/Holiday/plan.txt").await;
     assert_eq!(kept.status, 200, "the owner's folder stays: {}", kept.text);
+}
+
+/// The network between the hosts breaks in the middle of a file (a proxy cuts it once 8 MB of a
+/// 24 MB file went through), and both sides rewrite the same file while it is down: nothing
+/// half-sent shows on the recipient, and once the network is back both copies hold the same
+/// tree, the large file whole and once, both rewrites kept (the winner and the loser's copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_partition_mid_file_converges_with_nothing_lost_or_doubled() {
+    let (mut h, proxy) = two_hosts_behind_proxy().await;
+    let (id, holiday) = shared_holiday(&mut h).await;
+    let plan = node_at(&h.alice, "/Holiday/plan.txt", |_| true).await;
+    let plan = plan["id"].as_str().unwrap().to_string();
+    let bob_plan = node_at(&h.bob, "/Shared with me/Holiday/plan.txt", |_| true).await;
+    let bob_plan = bob_plan["id"].as_str().unwrap().to_string();
+
+    proxy.cut_after(8 << 20);
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
+    new_file(&h.alice, &holiday, "video.mp4", &big).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !proxy.is_cut() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file never went through the proxy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["sync"]["last_error"].is_string()
+    })
+    .await;
+    let half = h
+        .bob
+        .get("/files/metadata?Path=/Shared%20with%20me/Holiday/video.mp4")
+        .await;
+    assert_eq!(half.status, 404, "nothing half-sent shows: {}", half.text);
+
+    // Both rewrite plan.txt while alice's host cannot reach bob's.
+    rewrite(&h.alice, &plan, b"alice, cut off").await;
+    rewrite(&h.bob, &bob_plan, b"bob, cut off").await;
+    proxy.restore();
+
+    let mut rewrites = vec![md5_b64(b"alice, cut off"), md5_b64(b"bob, cut off")];
+    rewrites.sort();
+    let video = md5_b64(&big);
+    let tree = converged(&h, "/Holiday", "/Shared with me/Holiday", |t| {
+        let mut plans: Vec<String> = t
+            .iter()
+            .filter(|(n, _)| n.starts_with("/plan"))
+            .map(|(_, m)| m.clone())
+            .collect();
+        plans.sort();
+        plans == rewrites && t.iter().any(|(_, m)| *m == video)
+    })
+    .await;
+    let names: Vec<&str> = tree.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["/plan (conflict).txt", "/plan.txt", "/video.mp4"], "{tree:?}");
 }
