@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Sharing figures between two release `cocon serve` hosts on loopback: the propagation of an
-# edit from one host to the other and an initial sync of documents (sharing_bench), and the
+# edit from one host to the other, an initial sync of documents and the owner's writes while
+# the other host is down (sharing_bench), and the
 # initial sync of a shared folder against the direct upload of its files (sharing_files_bench).
-#   bash tests/bench/sharing.sh 500 10000 10000 100000
+#   bash tests/bench/sharing.sh 500 10000 60 10000 100000
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p cocon -p cocon-tests --bin cocon --bin sharing_bench --bin sharing_files_bench
 export COCON_BIN="$PWD/target/release/cocon" RUST_LOG=error
-target/release/sharing_bench "${1:-500}" "${2:-10000}"
-target/release/sharing_files_bench "${3:-10000}" "${4:-100000}"
+target/release/sharing_bench "${1:-500}" "${2:-10000}" "${3:-60}"
+target/release/sharing_files_bench "${4:-10000}" "${5:-100000}"

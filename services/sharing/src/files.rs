@@ -36,7 +36,7 @@ const MAX_KEYS: usize = 10_000;
 /// Changes read from the files feed per round.
 const BATCH: u32 = 400;
 /// Files sent to one member at once.
-const FILES_IN_FLIGHT: usize = 4;
+const FILES_IN_FLIGHT: usize = 8;
 
 /// A file's metadata that waits for its content.
 struct Pending {
