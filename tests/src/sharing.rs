@@ -267,7 +267,7 @@ pub async fn restart(host: &Cocon) -> Cocon {
 
 /// The document at `path` once `done` holds for it, or a failure after 20 s.
 pub async fn eventually(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let got = api.get(path).await;
         if got.status == 200 && done(&got.body) {

@@ -22,7 +22,7 @@ async fn node_at(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value 
 
 async fn gone(api: &Api, path: &str) {
     let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let r = api.get(&format!("/files/metadata?Path={encoded}")).await;
         if r.status == 404 {
@@ -131,10 +131,12 @@ async fn test_a_shared_folder_replicates_both_ways_with_its_contents() {
             ("/From Bob/tickets.pdf".to_string(), md5_b64(b"%PDF tickets")),
         ]
     );
-    let state = h.alice.get(&format!("/sharings/{id}")).await;
-    let sync = &state.body["data"]["attributes"]["members"][1]["sync"];
-    assert!(sync["sent"].as_u64() >= Some(5), "{state:?}");
-    assert_eq!(sync.get("last_error"), None, "{}", state.text);
+    // Alice's sender counts what it sent once its round is recorded, and ends without error.
+    eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        let sync = &s["data"]["attributes"]["members"][1]["sync"];
+        sync["sent"].as_u64() >= Some(5) && sync.get("last_error").is_none()
+    })
+    .await;
 }
 
 /// A member's calls reach only the shared folder: a node elsewhere on the owner's host cannot
