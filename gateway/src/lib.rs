@@ -52,6 +52,7 @@ impl Gateway {
                 access: Arc::new(edge::access::AuthCache::new(Duration::from_millis(
                     config.auth_cache_ttl_ms,
                 ))),
+                guards: edge::guards::GuardCache::new(Duration::from_millis(config.auth_cache_ttl_ms)),
                 limits: edge::limits::Limits::new(&config.limits),
                 dav_locks: files::webdav::Locks::default(),
                 policy: edge::policy::Policy::builtin(),

@@ -491,10 +491,15 @@ async fn manager(state: &State, headers: &HeaderMap, id: &str) -> Result<(Caller
 }
 
 /// 204, the tokens of the sharing's other hosts forgotten by this gateway's cache (the call
-/// may have deleted some).
-fn done(state: &State, id: &str) -> Response {
+/// may have deleted some), and what the instance receives read-only asked again.
+fn done(state: &State, id: &str, instance: &str) -> Response {
     state.access.evict_sharing(id);
+    state.guards.evict(instance);
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn instance_id(instance: &Option<pb::Instance>) -> String {
+    instance.as_ref().map(|i| i.id.clone()).unwrap_or_default()
 }
 
 /// `DELETE /sharings/:id/recipients` on the owner: the sharing ends for every member.
@@ -504,6 +509,7 @@ async fn revoke_all(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (_, instance) = manager(&state, &headers, &id).await?;
+    let key = instance_id(&instance);
     let who = pb::revoke_request::Who::All as i32;
     state
         .clients
@@ -516,7 +522,7 @@ async fn revoke_all(
             index: 0,
         })
         .await?;
-    Ok(done(&state, &id))
+    Ok(done(&state, &id, &key))
 }
 
 /// A member's index in a route, or `self`.
@@ -539,6 +545,7 @@ async fn revoke_one(
 ) -> Result<Response, ApiError> {
     let index = member_index(&index)?;
     let (_, instance) = manager(&state, &headers, &id).await?;
+    let key = instance_id(&instance);
     let who = match index {
         Some(_) => pb::revoke_request::Who::Member,
         None => pb::revoke_request::Who::Self_,
@@ -554,7 +561,7 @@ async fn revoke_one(
             index: index.unwrap_or_default(),
         })
         .await?;
-    Ok(done(&state, &id))
+    Ok(done(&state, &id, &key))
 }
 
 async fn read_only_on(
@@ -585,9 +592,10 @@ async fn read_only(
     read_only: bool,
 ) -> Result<Response, ApiError> {
     let mut sharing = state.clients.sharing.clone();
-    match member_index(&index)? {
+    let key = match member_index(&index)? {
         Some(index) => {
             let (_, instance) = manager(&state, &headers, &id).await?;
+            let key = instance_id(&instance);
             sharing
                 .set_read_only(pb::ReadOnlyRequest {
                     instance,
@@ -596,10 +604,12 @@ async fn read_only(
                     read_only,
                 })
                 .await?;
+            key
         }
         None => {
             checked_body(&body)?;
             let (caller, instance) = peer(&state, &headers, &id, &Method::POST).await?;
+            let key = instance_id(&instance);
             sharing
                 .peer_read_only(pb::PeerRequest {
                     instance,
@@ -610,9 +620,10 @@ async fn read_only(
                     ..Default::default()
                 })
                 .await?;
+            key
         }
-    }
-    Ok(done(&state, &id))
+    };
+    Ok(done(&state, &id, &key))
 }
 
 /// The other host of a sharing, with the token this host issued it: its scope must allow
@@ -643,6 +654,7 @@ async fn peer_revoked(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (caller, instance) = peer(&state, &headers, &id, &Method::GET).await?;
+    let key = instance_id(&instance);
     state
         .clients
         .sharing
@@ -654,7 +666,7 @@ async fn peer_revoked(
             ..Default::default()
         })
         .await?;
-    Ok(done(&state, &id))
+    Ok(done(&state, &id, &key))
 }
 
 /// `GET /sharings/news`: how many sharing requests wait for an answer (any valid token).
@@ -912,12 +924,18 @@ async fn consent_submit(AxState(state): AxState<State>, headers: HeaderMap, body
         .sharing
         .clone()
         .accept(pb::ConsentRequest {
-            instance: instance(&state, instance_of.id, person.domain.clone(), person.ticket.clone()),
+            instance: instance(
+                &state,
+                instance_of.id.clone(),
+                person.domain.clone(),
+                person.ticket.clone(),
+            ),
             id: field(&form, "sharing_id").to_string(),
             state: field(&form, "state").to_string(),
             public_name: public_name(&person.domain),
         })
         .await;
+    state.guards.evict(&instance_of.id);
     match accepted {
         Ok(answer) => Ok(see_other(&answer.into_inner().redirect)),
         Err(status) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::edge::{access, limits, metrics_layer, policy};
+use crate::edge::{access, guards, limits, metrics_layer, policy};
 use crate::files::webdav;
 use crate::{Clients, LimitsConfig};
 
@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub clients: Clients,
     pub config: Config,
     pub access: Arc<access::AuthCache>,
+    /// What each instance receives read-only through sharings (`edge/guards.rs`).
+    pub guards: guards::GuardCache,
     pub limits: limits::Limits,
     /// WebDAV locks, per instance (in this process).
     pub dav_locks: webdav::Locks,

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use cocon_common::scope::{Grant, Rule};
 
-use crate::edge::access::{self, Access, Caller, authenticate, check_doctype};
+use crate::edge::access::{self, Access, Caller, authenticate, check_doctype, host};
 use crate::edge::policy::{Kind, Route};
 use crate::{ApiError, State};
 
@@ -192,7 +192,23 @@ fn scope(caller: &Caller, doctype: &str) -> Option<pb::Scope> {
         instance: caller.instance.clone(),
         doctype: doctype.to_string(),
         ticket: caller.ticket.clone(),
+        read_only: Vec::new(),
     })
+}
+
+/// [`scope`] for a write to stored documents: with the rules of what the instance receives
+/// read-only, which the documents service refuses to change.
+async fn write_scope(
+    state: &State,
+    caller: &Caller,
+    headers: &HeaderMap,
+    doctype: &str,
+) -> Result<Option<pb::Scope>, ApiError> {
+    let guards = crate::edge::guards::of(state, caller, &host(headers)?).await;
+    Ok(Some(pb::Scope {
+        read_only: guards.documents_of(doctype),
+        ..scope(caller, doctype).unwrap_or_default()
+    }))
 }
 
 fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
@@ -368,7 +384,10 @@ async fn put_doc(
         .documents
         .clone()
         .put_document(pb::PutDocumentRequest {
-            scope: scope(&caller, &doctype),
+            scope: match target {
+                Some(_) => write_scope(&state, &caller, &headers, &doctype).await?,
+                None => scope(&caller, &doctype),
+            },
             id,
             body,
             open_credentials: caller.kind == Kind::Konnector,
@@ -404,7 +423,10 @@ async fn delete_doc(
         .documents
         .clone()
         .delete_document(pb::DeleteDocumentRequest {
-            scope: scope(&caller, &doctype),
+            scope: match target {
+                Some(_) => write_scope(&state, &caller, &headers, &doctype).await?,
+                None => scope(&caller, &doctype),
+            },
             id: id.clone(),
             rev: rev_of(&params, &headers),
         })
@@ -592,7 +614,7 @@ async fn bulk_docs(
         .documents
         .clone()
         .bulk_docs(pb::BulkDocsRequest {
-            scope: scope(&caller, &doctype),
+            scope: write_scope(&state, &caller, &headers, &doctype).await?,
             body,
         })
         .await?;

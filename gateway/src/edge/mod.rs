@@ -10,6 +10,7 @@
 
 pub(crate) mod access;
 pub(crate) mod client;
+pub(crate) mod guards;
 pub(crate) mod limits;
 pub(crate) mod metrics_layer;
 pub(crate) mod policy;

@@ -38,6 +38,7 @@ async fn instance_of_host(state: &State, headers: &HeaderMap) -> Result<Option<p
         instance,
         ticket: String::new(),
         within: Vec::new(),
+        read_only: Vec::new(),
     }))
 }
 

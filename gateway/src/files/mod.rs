@@ -148,6 +148,8 @@ fn broken_answer(reason: &str) -> FilesApiError {
 pub(crate) struct FilesCaller {
     pub caller: Caller,
     within: Vec<String>,
+    /// For a write: the folders the instance receives read-only (`edge/guards.rs`).
+    read_only: Vec<String>,
 }
 
 impl std::ops::Deref for FilesCaller {
@@ -171,10 +173,26 @@ pub(crate) async fn caller(state: &State, headers: &HeaderMap, method: &Method) 
             id: None,
         },
     )?;
+    let read_only = read_only_dirs(state, &caller, headers, method).await?;
     Ok(FilesCaller {
         caller,
         within: Vec::new(),
+        read_only,
     })
+}
+
+/// The folders a write must leave as they are (none for a read).
+pub(crate) async fn read_only_dirs(
+    state: &State,
+    caller: &Caller,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<Vec<String>> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || method.as_str() == "PROPFIND" {
+        return Ok(Vec::new());
+    }
+    let guards = crate::edge::guards::of(state, caller, &crate::edge::access::host(headers)?).await;
+    Ok(guards.directories.clone())
 }
 
 /// The caller of a route on one node: the whole doctype, or rules naming files and
@@ -194,7 +212,12 @@ pub(crate) async fn node_caller(state: &State, headers: &HeaderMap, method: &Met
     };
     crate::edge::access::authorize(state, caller.kind, Route::FilesNode, method, &access, grant)?;
     let within = if grant == Grant::Whole { Vec::new() } else { named };
-    Ok(FilesCaller { caller, within })
+    let read_only = read_only_dirs(state, &caller, headers, method).await?;
+    Ok(FilesCaller {
+        caller,
+        within,
+        read_only,
+    })
 }
 
 pub(crate) fn scope(caller: &FilesCaller) -> Option<pb::Scope> {
@@ -202,6 +225,7 @@ pub(crate) fn scope(caller: &FilesCaller) -> Option<pb::Scope> {
         instance: caller.instance.clone(),
         ticket: caller.ticket.clone(),
         within: caller.within.clone(),
+        read_only: caller.read_only.clone(),
     })
 }
 

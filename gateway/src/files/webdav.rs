@@ -170,12 +170,17 @@ async fn handle(AxState(state): AxState<State>, request: Request) -> Response {
     if let Err(err) = caller.authorize(&state, Route::Files, &Method::GET, &access) {
         return refused(err);
     }
+    let read_only = match crate::files::read_only_dirs(&state, &caller, &headers, request.method()).await {
+        Ok(dirs) => dirs,
+        Err(err) => return refused(err.0),
+    };
     let fs = CoconFs::new(
         state.clients.files.clone(),
         cocon_proto::files::v1::Scope {
             instance: caller.instance.clone(),
             ticket: caller.ticket.clone(),
             within: Vec::new(),
+            read_only,
         },
     );
     let effects = effects(&fs, request.method(), request.uri().path(), request.headers()).await;

@@ -186,6 +186,7 @@ async fn disk_usage(AxState(state): AxState<State>, headers: HeaderMap) -> Resul
                 instance: instance.id,
                 ticket,
                 within: Vec::new(),
+                read_only: Vec::new(),
             }),
         })
         .await?

@@ -346,6 +346,7 @@ async fn file_within(state: &State, caller: &Caller, id: &str) -> Grant {
                 instance: caller.instance.clone(),
                 ticket: caller.ticket.clone(),
                 within,
+                read_only: Vec::new(),
             }),
             id: id.to_string(),
             path: String::new(),

@@ -16,6 +16,7 @@ pub mod mango;
 pub mod mesh_tls;
 pub mod scope;
 pub mod sealed;
+pub mod shared_rule;
 pub mod shutdown;
 pub mod size;
 pub mod telemetry;

@@ -48,6 +48,22 @@ pub enum WriteKind {
 pub struct WriteCmd {
     pub doctype: String,
     pub kind: WriteKind,
+    /// The rules of what this instance receives read-only (`None`: none): a stored document
+    /// one of them takes is not changed.
+    pub read_only: ReadOnly,
+}
+
+/// Read-only sharing rules for one call's commands (`Scope.read_only`).
+pub type ReadOnly = Option<Arc<Vec<cocon_proto::documents::v1::ReadOnlyRule>>>;
+
+/// Whether a stored document (`json`, its id `id`) is one a read-only rule takes.
+fn guarded(rules: &[cocon_proto::documents::v1::ReadOnlyRule], id: &str, json: &[u8]) -> bool {
+    let Ok(doc) = serde_json::from_slice::<Value>(json) else {
+        return false;
+    };
+    rules
+        .iter()
+        .any(|r| cocon_common::shared_rule::accepts(&r.selector, &r.values, id, &doc))
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +344,7 @@ async fn apply(
 ) -> std::result::Result<(WriteOk, bool), Fatal> {
     let store = shared.store.as_ref();
     let doctype = cmd.doctype;
+    let read_only = cmd.read_only;
     let reject = Fatal::Rejected;
     let (revision, old) = match cmd.kind {
         WriteKind::Put { id, fields } => {
@@ -457,6 +474,15 @@ async fn apply(
             return write_local(shared, pending, instance, stamp, &doctype, id, body).await;
         }
     };
+
+    if let (Some(rules), Some(old)) = (&read_only, &old)
+        && guarded(rules, &revision.id, &old.json)
+    {
+        return Err(reject(DocumentsError::Denied(format!(
+            "{} is shared with you read-only: its owner's changes reach you, yours would not reach them",
+            revision.id
+        ))));
+    }
 
     // The document after the write: the written revision, unless another leaf wins.
     let winner = revision

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
 use crate::body::{self, Fields};
-use crate::committer::{WriteCmd, WriteKind};
+use crate::committer::{ReadOnly, WriteCmd, WriteKind};
 use crate::query::{self, AllDocsParams, ChangesParams};
 use crate::replication::{self, ReadOptions};
 use crate::{DocumentsError, DocumentsService, error::Result, validate};
@@ -65,6 +65,11 @@ impl DocumentsService {
     }
 }
 
+/// The read-only rules a call carries, shared by its commands.
+fn read_only(s: &pb::Scope) -> ReadOnly {
+    (!s.read_only.is_empty()).then(|| std::sync::Arc::new(s.read_only.clone()))
+}
+
 fn json(bytes: Bytes) -> Response<pb::JsonResponse> {
     Response::new(pb::JsonResponse { json: bytes })
 }
@@ -75,10 +80,17 @@ fn error_json(id: &str, err: &DocumentsError) -> Value {
 }
 
 impl DocumentsService {
-    async fn write_one(&self, instance: &str, doctype: &str, kind: WriteKind) -> Result<pb::WriteResponse> {
+    async fn write_one(
+        &self,
+        instance: &str,
+        doctype: &str,
+        kind: WriteKind,
+        read_only: ReadOnly,
+    ) -> Result<pb::WriteResponse> {
         let cmd = WriteCmd {
             doctype: doctype.to_string(),
             kind,
+            read_only,
         };
         let mut results = self.committer.write(instance, vec![cmd]).await?;
         let ok = results
@@ -123,7 +135,7 @@ impl DocumentsService {
                 id: Some(req.ddoc.clone()),
                 fields: Fields::from_map(doc)?,
             };
-            match self.write_one(instance, doctype, kind).await {
+            match self.write_one(instance, doctype, kind, None).await {
                 Ok(_) => {
                     return Ok(Bytes::from(
                         serde_json::to_vec(&json!({"result": "created", "id": req.ddoc, "name": req.name}))
@@ -137,7 +149,7 @@ impl DocumentsService {
         Err(DocumentsError::Conflict)
     }
 
-    async fn bulk_docs(&self, instance: &str, doctype: &str, body: &[u8]) -> Result<Bytes> {
+    async fn bulk_docs(&self, instance: &str, doctype: &str, body: &[u8], read_only: ReadOnly) -> Result<Bytes> {
         let req: Value = serde_json::from_slice(body)
             .map_err(|e| DocumentsError::BadRequest(format!("the body is not valid JSON: {e}")))?;
         let docs = req
@@ -189,6 +201,7 @@ impl DocumentsService {
                     cmds.push(WriteCmd {
                         doctype: doctype.to_string(),
                         kind,
+                        read_only: read_only.clone(),
                     });
                     slots.push(i);
                     results.push(None);
@@ -257,7 +270,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         };
         self.seal_account(&s.instance, &s.doctype, &mut fields.json);
         let mut res = self
-            .write_one(&s.instance, &s.doctype, WriteKind::Put { id, fields })
+            .write_one(&s.instance, &s.doctype, WriteKind::Put { id, fields }, read_only(&s))
             .await?;
         if req.open_credentials {
             res.json = self.open_account(&s.instance, &s.doctype, res.json);
@@ -285,6 +298,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
                     id: req.id,
                     rev: req.rev,
                 },
+                read_only(&s),
             )
             .await?;
         Ok(Response::new(res))
@@ -294,7 +308,10 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         let req = req.into_inner();
         let s = self.scope(req.scope)?;
         validate::writable_doctype(&s.doctype)?;
-        Ok(json(self.bulk_docs(&s.instance, &s.doctype, &req.body).await?))
+        Ok(json(
+            self.bulk_docs(&s.instance, &s.doctype, &req.body, read_only(&s))
+                .await?,
+        ))
     }
 
     async fn all_docs(&self, req: Request<pb::AllDocsRequest>) -> Result<Response<pb::JsonResponse>, Status> {
@@ -404,7 +421,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
         }
         let id = format!("_design/{}", req.ddoc.trim_start_matches("_design/"));
         let res = self
-            .write_one(&s.instance, &s.doctype, WriteKind::Delete { id, rev: req.rev })
+            .write_one(&s.instance, &s.doctype, WriteKind::Delete { id, rev: req.rev }, None)
             .await?;
         Ok(json(Bytes::from(
             serde_json::to_vec(&json!({"ok": true, "id": res.id, "rev": res.rev})).expect("json"),
@@ -462,7 +479,7 @@ impl pb::documents_service_server::DocumentsService for DocumentsService {
             )
         };
         let res = self
-            .write_one(&s.instance, &s.doctype, WriteKind::Local { id, body })
+            .write_one(&s.instance, &s.doctype, WriteKind::Local { id, body }, None)
             .await?;
         Ok(Response::new(res))
     }

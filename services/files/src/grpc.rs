@@ -10,6 +10,11 @@ use crate::error::{FilesError, Result};
 use crate::node::Node;
 use crate::service::FilesService;
 
+/// The folders a call must leave as they are.
+fn read_only(s: &Option<pb::Scope>) -> Vec<String> {
+    s.as_ref().map(|s| s.read_only.clone()).unwrap_or_default()
+}
+
 impl FilesService {
     /// The instance a call is for, once its ticket shows the auth service accepted a token of
     /// that very instance (defence in depth: the gateway checked it already).
@@ -63,6 +68,49 @@ impl FilesService {
         self.check_within(instance, within, &node).await
     }
 
+    /// Refuses to change what a folder the instance receives read-only holds (`Scope.read_only`):
+    /// `dir_id` is a directory something is made in, copied or moved to (the folder counts).
+    pub(crate) async fn check_writable_in(&self, instance: &str, read_only: &[String], dir_id: &str) -> Result<()> {
+        if read_only.is_empty() {
+            return Ok(());
+        }
+        self.ensure_roots(instance).await?;
+        let drive = self.drive(instance);
+        let dir = drive.must_node(dir_id).await?;
+        if drive.under_any(&dir, read_only).await? {
+            return Err(FilesError::Denied(
+                "this folder is shared with you read-only: its owner's changes reach you, yours would not reach \
+                 them; copy what you want to change out of it, or ask its owner to make you read-write"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`FilesService::check_writable_in`] for node `id` changed in place: its directory is
+    /// checked, so the shared folder itself may still be renamed, moved or trashed.
+    pub(crate) async fn check_writable(&self, instance: &str, read_only: &[String], id: &str) -> Result<()> {
+        if read_only.is_empty() {
+            return Ok(());
+        }
+        self.ensure_roots(instance).await?;
+        let node = self.drive(instance).must_node(id).await?;
+        if node.dir_id.is_empty() {
+            return Ok(());
+        }
+        self.check_writable_in(instance, read_only, &node.dir_id).await
+    }
+
+    /// [`FilesService::check_writable`] for an upload: the file it replaces, or the directory
+    /// it is made in.
+    pub(crate) async fn check_upload_writable(&self, instance: &str, header: &pb::UploadHeader) -> Result<()> {
+        let read_only = read_only(&header.scope);
+        match header.file_id.is_empty() {
+            true => self.check_writable_in(instance, &read_only, &header.parent_id).await,
+            false => self.check_writable(instance, &read_only, &header.file_id).await,
+        }
+    }
+
     /// A node as clients see it, with its path and whether it is in the trash.
     pub(crate) async fn public(&self, instance: &str, node: &Node) -> Result<pb::File> {
         let (path, trashed) = self.drive(instance).path_of(node).await?;
@@ -101,8 +149,10 @@ impl pb::files_service_server::FilesService for FilesService {
         request: Request<pb::CreateDirectoryRequest>,
     ) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let (instance, within) = self.scope_within(req.scope)?;
         self.check_within_id(&instance, &within, &req.parent_id).await?;
+        self.check_writable_in(&instance, &read_only, &req.parent_id).await?;
         let node = self
             .create_directory(&instance, &req.parent_id, &req.name, &req.tags, &req.created_at)
             .await?;
@@ -125,11 +175,14 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn patch_file(&self, request: Request<pb::PatchFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let (instance, within) = self.scope_within(req.scope)?;
         self.check_within_id(&instance, &within, &req.id).await?;
+        self.check_writable(&instance, &read_only, &req.id).await?;
         if let Some(dir_id) = &req.dir_id {
             // A move stays within what the token opens.
             self.check_within_id(&instance, &within, dir_id).await?;
+            self.check_writable_in(&instance, &read_only, dir_id).await?;
         }
         let patch = crate::tree::Patch {
             name: req.name,
@@ -144,8 +197,10 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn trash_file(&self, request: Request<pb::FileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let (instance, within) = self.scope_within(req.scope)?;
         self.check_within_id(&instance, &within, &req.id).await?;
+        self.check_writable(&instance, &read_only, &req.id).await?;
         let node = self.trash(&instance, &req.id, &req.if_match).await?;
         Ok(self.answer(&instance, &node).await?)
     }
@@ -159,14 +214,18 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn revert_file(&self, request: Request<pb::VersionRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let instance = self.scope(req.scope)?;
+        self.check_writable(&instance, &read_only, &req.id).await?;
         let node = self.revert(&instance, &req.id, &req.version_id, &req.if_match).await?;
         Ok(self.answer(&instance, &node).await?)
     }
 
     async fn delete_versions(&self, request: Request<pb::VersionRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let instance = self.scope(req.scope)?;
+        self.check_writable(&instance, &read_only, &req.id).await?;
         let node = self.forget_versions(&instance, &req.id, &req.version_id).await?;
         Ok(self.answer(&instance, &node).await?)
     }
@@ -210,7 +269,19 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn copy_file(&self, request: Request<pb::CopyFileRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let (instance, within) = self.scope_within(req.scope)?;
+        if !read_only.is_empty() {
+            if req.onto_id.is_empty() {
+                let dir_id = match req.dir_id.is_empty() {
+                    true => self.drive(&instance).must_node(&req.id).await?.dir_id,
+                    false => req.dir_id.clone(),
+                };
+                self.check_writable_in(&instance, &read_only, &dir_id).await?;
+            } else {
+                self.check_writable(&instance, &read_only, &req.onto_id).await?;
+            }
+        }
         if !within.is_empty() {
             self.ensure_roots(&instance).await?;
             let source = self.drive(&instance).must_node(&req.id).await?;
@@ -233,7 +304,9 @@ impl pb::files_service_server::FilesService for FilesService {
 
     async fn reference(&self, request: Request<pb::ReferenceRequest>) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let instance = self.scope(req.scope)?;
+        self.check_writable(&instance, &read_only, &req.id).await?;
         let refs = req.references.into_iter().map(Into::into).collect();
         let node = self.set_references(&instance, &req.id, refs, req.add).await?;
         Ok(self.answer(&instance, &node).await?)
@@ -263,7 +336,9 @@ impl pb::files_service_server::FilesService for FilesService {
         request: Request<pb::PropertiesRequest>,
     ) -> Result<Response<pb::FileAnswer>, Status> {
         let req = request.into_inner();
+        let read_only = read_only(&req.scope);
         let instance = self.scope(req.scope)?;
+        self.check_writable(&instance, &read_only, &req.id).await?;
         let convert = |props: Vec<pb::DeadProperty>| {
             props
                 .into_iter()
@@ -345,6 +420,7 @@ impl pb::files_service_server::FilesService for FilesService {
     async fn create_upload(&self, request: Request<pb::UploadHeader>) -> Result<Response<pb::UploadState>, Status> {
         let header = request.into_inner();
         let instance = self.scope(header.scope.clone())?;
+        self.check_upload_writable(&instance, &header).await?;
         Ok(Response::new(self.create_upload(&instance, &header).await?))
     }
 

@@ -225,6 +225,7 @@ impl FilesService {
             &header.file_id
         };
         self.check_within_id(&instance, &within, target).await?;
+        self.check_upload_writable(&instance, &header).await?;
         let room = self.precheck_upload(&instance, &header, 0).await?;
         let data = stream.map(|part| match part {
             Ok(pb::UploadPart {

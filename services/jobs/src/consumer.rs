@@ -232,6 +232,7 @@ impl JobsService {
                 instance: instance.to_string(),
                 ticket,
                 within: Vec::new(),
+                read_only: Vec::new(),
             }),
             id: id.to_string(),
             limit: 1,

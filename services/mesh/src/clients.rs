@@ -168,5 +168,6 @@ service_client!(
         set_read_only(ReadOnlyRequest) -> SharingAnswer;
         peer_read_only(PeerRequest) -> JsonAnswer;
         news(NewsRequest) -> NewsAnswer;
+        read_only_guards(GuardsRequest) -> Guards;
     }
 );

@@ -182,6 +182,7 @@ impl NotificationsService {
                     instance: scope.instance.clone(),
                     doctype: NOTIFICATIONS.into(),
                     ticket: scope.ticket.clone(),
+                    read_only: Vec::new(),
                 }),
                 id: id.unwrap_or_default(),
                 body: Value::Object(doc.clone()).to_string().into_bytes().into(),
@@ -289,6 +290,7 @@ impl NotificationsService {
                     instance: scope.instance.clone(),
                     doctype: cocon_common::cozy::doctype::SETTINGS.into(),
                     ticket: scope.ticket.clone(),
+                    read_only: Vec::new(),
                 }),
                 id: PREFERENCES.into(),
                 rev: String::new(),
@@ -311,6 +313,7 @@ impl NotificationsService {
             instance: scope.instance.clone(),
             doctype: NOTIFICATIONS.into(),
             ticket: scope.ticket.clone(),
+            read_only: Vec::new(),
         };
         let fresh = {
             let mut indexed = self.inner.indexed.lock().expect("index set poisoned");

@@ -225,6 +225,7 @@ impl SharingService {
                 .mesh_key
                 .issue(instance, cocon_common::time::now_secs() + 300),
             within: Vec::new(),
+            read_only: Vec::new(),
         }
     }
 

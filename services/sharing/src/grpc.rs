@@ -135,4 +135,8 @@ impl pb::sharing_service_server::SharingService for SharingService {
         let count = self.news(req.into_inner()).await?;
         Ok(Response::new(pb::NewsAnswer { count }))
     }
+
+    async fn read_only_guards(&self, req: Request<pb::GuardsRequest>) -> Result<Response<pb::Guards>, Status> {
+        Ok(Response::new(self.read_only_guards(req.into_inner()).await?))
+    }
 }

@@ -10,6 +10,7 @@ mod doc;
 mod error;
 mod files;
 mod grpc;
+mod guards;
 mod peer;
 mod replicate;
 mod revoke;

@@ -125,30 +125,7 @@ impl Senders {
 
 /// Whether `rule` shares the document `id` (`doc` its body), as cozy-stack's `Rule.Accept`.
 pub fn accepts(rule: &Rule, id: &str, doc: &Value) -> bool {
-    match rule.selector.as_str() {
-        "" | "id" | "_id" => rule.values.iter().any(|v| v == id),
-        "referenced_by" => doc["referenced_by"].as_array().into_iter().flatten().any(|r| {
-            let key = format!(
-                "{}/{}",
-                r["type"].as_str().unwrap_or_default(),
-                r["id"].as_str().unwrap_or_default()
-            );
-            rule.values.contains(&key)
-        }),
-        path => {
-            let mut value = doc;
-            for part in path.split('.') {
-                value = &value[part];
-            }
-            match value {
-                Value::String(s) => rule.values.contains(s),
-                Value::Array(items) => items
-                    .iter()
-                    .any(|i| i.as_str().is_some_and(|s| rule.values.iter().any(|v| v == s))),
-                _ => false,
-            }
-        }
-    }
+    cocon_common::shared_rule::accepts(&rule.selector, &rule.values, id, doc)
 }
 
 /// Whether this side sends its changes to the other: the owner when a rule pushes or syncs, a
@@ -309,6 +286,7 @@ impl SharingService {
                 .inner
                 .mesh_key
                 .issue(instance, cocon_common::time::now_secs() + 300),
+            read_only: Vec::new(),
         }
     }
 
@@ -728,41 +706,5 @@ impl SharingService {
             }
         }
         Ok(Value::Array(errors))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(selector: &str, values: &[&str]) -> Rule {
-        Rule {
-            title: "t".into(),
-            doctype: "io.cozy.contacts".into(),
-            selector: selector.into(),
-            values: values.iter().map(|v| v.to_string()).collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn test_rules_accept_documents_as_cozy_does() {
-        let doc = json!({"tags": ["friends", "work"], "address": {"city": "Lyon"},
-                         "referenced_by": [{"type": "io.cozy.photos.albums", "id": "a1"}]});
-        assert!(accepts(&rule("", &["x"]), "x", &doc));
-        assert!(!accepts(&rule("id", &["x"]), "y", &doc));
-        assert!(accepts(&rule("tags", &["friends"]), "y", &doc));
-        assert!(!accepts(&rule("tags", &["family"]), "y", &doc));
-        assert!(accepts(&rule("address.city", &["Lyon"]), "y", &doc));
-        assert!(accepts(
-            &rule("referenced_by", &["io.cozy.photos.albums/a1"]),
-            "y",
-            &doc
-        ));
-        assert!(!accepts(
-            &rule("referenced_by", &["io.cozy.photos.albums/a2"]),
-            "y",
-            &doc
-        ));
     }
 }

@@ -184,6 +184,7 @@ impl SharingService {
                     instance: instance.id.clone(),
                     doctype: doctype::CONTACTS.into(),
                     ticket: instance.ticket.clone(),
+                    read_only: Vec::new(),
                 }),
                 id: id.to_string(),
                 ..Default::default()

@@ -359,3 +359,70 @@ async fn test_a_partition_mid_file_converges_with_nothing_lost_or_doubled() {
     let names: Vec<&str> = tree.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["/plan (conflict).txt", "/plan.txt", "/video.mp4"], "{tree:?}");
 }
+
+/// A folder shared read-only: the recipient cannot change what it holds on his own host, by
+/// any route (the files API, WebDAV, a move into it), so his copy never drifts from the owner's
+/// unseen; the owner's changes still reach him, and his own files stay his to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_read_only_folder_refuses_the_recipients_changes() {
+    use cocon_tests::drive::{mkdir, upload};
+    let mut h = two_hosts().await;
+    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
+    let plan = new_file(&h.alice, &holiday, "plan.txt", b"v1").await;
+    // The owner's changes go out; nothing syncs back: every recipient is read-only.
+    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
+                      "add": "push", "update": "push", "remove": "push"});
+    let id = share_with(&h, "Holiday", rule).await;
+    accept_request(&mut h, &id).await;
+    converged(&h, "/Holiday", "/Shared with me/Holiday", |t| t.len() == 1).await;
+    let folder = node_at(&h.bob, "/Shared with me/Holiday", |_| true).await;
+    let folder_id = folder["id"].as_str().unwrap().to_string();
+    let bob_plan = node_at(&h.bob, "/Shared with me/Holiday/plan.txt", |_| true).await;
+    let bob_plan_id = bob_plan["id"].as_str().unwrap().to_string();
+
+    let refused = |what: &str, r: &Reply| {
+        assert_eq!(r.status, 403, "{what}: {}", r.text);
+        assert!(r.text.contains("read-only"), "{what} says why: {}", r.text);
+    };
+    refused("an upload into it", &upload(&h.bob, &folder_id, "mine.txt", b"x").await);
+    refused("a new folder in it", &mkdir(&h.bob, &folder_id, "Mine").await);
+    let new_content = Api::reply(
+        h.bob
+            .request(Method::PUT, &format!("/files/{bob_plan_id}"))
+            .body(b"bob's plan".to_vec()),
+    )
+    .await;
+    refused("new content", &new_content);
+    refused(
+        "a rename",
+        &patch(&h.bob, &bob_plan_id, json!({"name": "mine.txt"})).await,
+    );
+    refused("the trash", &h.bob.delete(&format!("/files/{bob_plan_id}")).await);
+    let own = new_file(&h.bob, ROOT, "own.txt", b"bob's own").await;
+    refused(
+        "a move into it",
+        &patch(&h.bob, &own, json!({"dir_id": folder_id})).await,
+    );
+    let dav = Api::reply(
+        h.bob
+            .request(Method::PUT, "/dav/files/Shared%20with%20me/Holiday/dav.txt")
+            .body(b"through WebDAV".to_vec()),
+    )
+    .await;
+    assert_eq!(dav.status, 403, "a WebDAV upload into it: {}", dav.text);
+
+    // His own files are his: changed at will; the shared folder itself he may rename.
+    let renamed = patch(&h.bob, &own, json!({"name": "own2.txt"})).await;
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
+    let folder_renamed = patch(&h.bob, &folder_id, json!({"name": "Holiday (Alice)"})).await;
+    assert_eq!(folder_renamed.status, 200, "{}", folder_renamed.text);
+
+    // The owner's changes still reach him, and both copies hold the same tree.
+    rewrite(&h.alice, &plan, b"v2, from alice").await;
+    let tree = converged(&h, "/Holiday", "/Shared with me/Holiday (Alice)", |t| {
+        t.iter().any(|(_, md5)| md5 == &md5_b64(b"v2, from alice"))
+    })
+    .await;
+    assert_eq!(tree.len(), 1, "nothing of bob's got in: {tree:?}");
+    assert_eq!(download(&h.bob, &bob_plan_id).await, b"v2, from alice");
+}

@@ -160,6 +160,34 @@ async fn test_a_member_made_read_only_then_read_write_again() {
     assert_eq!(switched.status, 204, "{}", switched.text);
     assert_eq!(attributes(&h.alice, &id).await["members"][1]["read_only"], true);
     assert_eq!(attributes(&h.bob, &id).await["members"][1]["read_only"], true);
+    // Bob's own changes to the shared note are refused on his host, by every write route: they
+    // would never reach alice, and his copy would drift from hers unseen.
+    let seen = h.bob.get(&bob_path).await.body;
+    let put = h
+        .bob
+        .put(&bob_path, &json!({"_rev": seen["_rev"], "title": "bob's own idea"}))
+        .await;
+    assert_eq!(put.status, 403, "{}", put.text);
+    assert!(put.text.contains("read-only"), "the error says why: {}", put.text);
+    let rev = seen["_rev"].as_str().unwrap();
+    let deleted = h.bob.delete(&format!("{bob_path}?rev={rev}")).await;
+    assert_eq!(deleted.status, 403, "{}", deleted.text);
+    let bulk = h
+        .bob
+        .post(
+            "/data/io.cozy.notes/_bulk_docs",
+            &json!({"docs": [{"_id": bob_note, "_rev": rev, "title": "in bulk"},
+                             {"title": "bob's own note"}]}),
+        )
+        .await;
+    assert_eq!(bulk.status, 201, "{}", bulk.text);
+    assert_eq!(bulk.body[0]["error"], "forbidden", "{}", bulk.text);
+    assert_eq!(bulk.body[1]["ok"], true, "his other notes are his: {}", bulk.text);
+    assert_eq!(
+        h.bob.get(&bob_path).await.body["title"],
+        "Holiday plans",
+        "nothing changed"
+    );
     // The owner's changes still reach the read-only member.
     let now = h.alice.get(&alice_path).await.body;
     let edit = h
