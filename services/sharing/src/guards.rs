@@ -15,11 +15,7 @@ fn received_read_only(sharing: &Sharing, origin: &str) -> bool {
     !sharing.owner
         && sharing.active
         && (sharing.read_only_rules()
-            || sharing
-                .members
-                .iter()
-                .skip(1)
-                .any(|m| m.instance == origin && m.read_only))
+            || crate::revoke::my_member(sharing, origin).is_some_and(|me| sharing.members[me].read_only))
 }
 
 /// The guards of the sharings an instance (at `origin`) holds.

@@ -18,7 +18,7 @@ use crate::service::SharingService;
 
 /// This recipient's own member in a sharing it received: the one at its origin (the request a
 /// recipient gets lists the owner and itself).
-fn my_member(sharing: &Sharing, origin: &str) -> Option<usize> {
+pub(crate) fn my_member(sharing: &Sharing, origin: &str) -> Option<usize> {
     let members = &sharing.members;
     (1..members.len())
         .find(|&i| members[i].instance == origin)
