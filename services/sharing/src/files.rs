@@ -355,6 +355,34 @@ impl SharingService {
         .await
     }
 
+    /// On a recipient: whether the person put the shared folder (`root`, as read) in the trash,
+    /// and so left the sharing, as with cozy-stack (their copy stays, in the trash).
+    pub(crate) async fn left_by_trash(
+        &self,
+        instance: &str,
+        sharing: &Sharing,
+        root: Option<&files_pb::File>,
+    ) -> Result<bool> {
+        if sharing.owner || !root.is_some_and(|f| f.trashed) {
+            return Ok(false);
+        }
+        tracing::info!(sharing = %sharing.id, "the shared folder was trashed: leaving the sharing");
+        // (Its member is the one after the owner with a Cozy.)
+        self.leave(instance, "", sharing).await?;
+        Ok(true)
+    }
+
+    /// A read-only recipient of a folder sends nothing, but its sender still watches the
+    /// folder: trashed, the person leaves.
+    /// Answers whether the person left.
+    pub(crate) async fn watch_folder(&self, instance: &str, sharing: &Sharing) -> Result<bool> {
+        let Some(root) = files_root(sharing) else {
+            return Ok(false);
+        };
+        let root_node = self.file(instance, root).await?;
+        self.left_by_trash(instance, sharing, root_node.as_ref()).await
+    }
+
     /// One round of the files of `sharing` to `member`: the changes since the checkpoint that
     /// the member lacks. Answers whether more changes wait.
     pub(crate) async fn replicate_files(&self, instance: &str, sharing: &Sharing, member: usize) -> Result<bool> {
@@ -367,12 +395,7 @@ impl SharingService {
             .await?
             .unwrap_or(0);
         let root_node = self.file(instance, root).await?;
-        if !sharing.owner && root_node.as_ref().is_some_and(|f| f.trashed) {
-            // The person put the shared folder in the trash: they leave the sharing, as with
-            // cozy-stack (their copy stays, in the trash).
-            tracing::info!(sharing = %id, "the shared folder was trashed: leaving the sharing");
-            // (Its member is the one after the owner with a Cozy.)
-            self.leave(instance, "", sharing).await?;
+        if self.left_by_trash(instance, sharing, root_node.as_ref()).await? {
             return Ok(false);
         }
         let root_path = root_node.filter(|f| f.directory && !f.trashed).map(|f| f.path);

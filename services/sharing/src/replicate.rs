@@ -143,6 +143,12 @@ fn sends(sharing: &Sharing, member: usize) -> bool {
     }
 }
 
+/// Whether this side, a recipient that sends nothing, still watches its copy of a shared
+/// folder (to leave when the person trashes it).
+fn watches(sharing: &Sharing, member: usize) -> bool {
+    !sharing.owner && member == 0 && crate::files::files_root(sharing).is_some()
+}
+
 /// The doctypes a sender follows (files through `files.rs`).
 fn sent_doctypes(sharing: &Sharing) -> Vec<String> {
     let mut doctypes: Vec<String> = sharing.doctypes().map(str::to_string).collect();
@@ -173,7 +179,7 @@ impl SharingService {
             vec![0]
         };
         for member in members {
-            if !sharing.active || !sends(sharing, member) {
+            if !sharing.active || !(sends(sharing, member) || watches(sharing, member)) {
                 continue;
             }
             let wake = Arc::new(Wake::default());
@@ -294,8 +300,17 @@ impl SharingService {
         let Some(sharing) = self.load(instance, id).await? else {
             return Ok(Round::Stopped);
         };
-        if !sharing.active || !sends(&sharing, member) {
+        if !sharing.active {
             return Ok(Round::Stopped);
+        }
+        if !sends(&sharing, member) {
+            if !watches(&sharing, member) {
+                return Ok(Round::Stopped);
+            }
+            return Ok(match self.watch_folder(instance, &sharing).await? {
+                true => Round::Stopped,
+                false => Round::Done,
+            });
         }
         let mut more = false;
         for doctype in sent_doctypes(&sharing) {

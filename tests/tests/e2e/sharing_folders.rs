@@ -425,4 +425,12 @@ async fn test_a_read_only_folder_refuses_the_recipients_changes() {
     .await;
     assert_eq!(tree.len(), 1, "nothing of bob's got in: {tree:?}");
     assert_eq!(download(&h.bob, &bob_plan_id).await, b"v2, from alice");
+
+    // Read-only or not, putting the folder in the trash leaves the sharing.
+    let trashed = h.bob.delete(&format!("/files/{folder_id}")).await;
+    assert_eq!(trashed.status, 200, "{}", trashed.text);
+    eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["status"] == "revoked"
+    })
+    .await;
 }
