@@ -100,10 +100,38 @@ pub async fn two_hosts_behind_proxy() -> (Hosts, crate::Proxy) {
     (hosts, proxy)
 }
 
+/// Two hosts each reaching the other only through a proxy the test controls (alice's host
+/// calls bob's through the first, bob's calls alice's through the second): a partition both
+/// ways, each direction cut or black-holed on its own.
+pub async fn two_hosts_partitioned_by_proxies() -> (Hosts, crate::Proxy, crate::Proxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let alice_host = Cocon::start(&dir.path().join("alice-host")).await.unwrap();
+    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
+    let to_bob = crate::Proxy::start(([127, 0, 0, 1], port(&bob_host)).into())
+        .await
+        .unwrap();
+    let to_alice = crate::Proxy::start(([127, 0, 0, 1], port(&alice_host)).into())
+        .await
+        .unwrap();
+    let hosts = hosts_on_ports(dir, (alice_host, to_alice.port), (bob_host, to_bob.port)).await;
+    (hosts, to_bob, to_alice)
+}
+
 /// Alice on `alice_host`, bob on `bob_host` known as `bob.localhost:<bob_port>` (a proxy's
 /// port, or its own).
 pub async fn hosts_on(dir: tempfile::TempDir, alice_host: Cocon, bob_host: Cocon, bob_port: u16) -> Hosts {
-    let alice_domain = format!("alice.localhost:{}", port(&alice_host));
+    let alice_port = port(&alice_host);
+    hosts_on_ports(dir, (alice_host, alice_port), (bob_host, bob_port)).await
+}
+
+/// Alice and bob on their hosts, each known by the port given with it (so the other host
+/// calls that port).
+pub async fn hosts_on_ports(
+    dir: tempfile::TempDir,
+    (alice_host, alice_port): (Cocon, u16),
+    (bob_host, bob_port): (Cocon, u16),
+) -> Hosts {
+    let alice_domain = format!("alice.localhost:{alice_port}");
     let bob_domain = format!("bob.localhost:{bob_port}");
     let alice = alice_host
         .instance(

@@ -359,3 +359,152 @@ async fn test_edits_made_while_the_other_host_is_down_converge_to_one_winner() {
         converged_view(&h.bob, &bob_path).await
     );
 }
+
+/// A partition both ways between the hosts (alice's calls to bob's are dropped, bob's to
+/// alice's black-holed: the connection stays open, nothing answers) while both edit the same
+/// notes, one deletes what the other edits, and bob adds one: once the network is back, both
+/// hold every note with the same winner and the same leaves, nothing lost and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_partition_both_ways_while_both_edit_converges_with_nothing_lost() {
+    let (mut h, to_bob, to_alice) = two_hosts_partitioned_by_proxies().await;
+    let ids = [
+        "0a00000000000000000000000000000a",
+        "0b00000000000000000000000000000b",
+        "0c00000000000000000000000000000c",
+    ];
+    for (n, id) in ids.iter().enumerate() {
+        let put = h
+            .alice
+            .put(
+                &format!("/data/io.cozy.notes/{id}"),
+                &json!({"tags": ["plans"], "n": n}),
+            )
+            .await;
+        assert_eq!(put.status, 200, "{}", put.text);
+    }
+    let rule = json!({"title": "Plans", "doctype": "io.cozy.notes", "selector": "tags", "values": ["plans"],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    let id = share_with(&h, "Plans", rule).await;
+    accept_request(&mut h, &id).await;
+    // Bob's ids are his own: his copies are found by their `n`.
+    let docs = |api: &Api| {
+        let api = api.clone();
+        async move {
+            let all = api.get("/data/io.cozy.notes/_all_docs?include_docs=true").await;
+            all.body["rows"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut copies = loop {
+        let rows = docs(&h.bob).await;
+        if rows.len() == 3 {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob never got the notes: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    copies.sort_by_key(|r| r["doc"]["n"].as_u64());
+    let bob_ids: Vec<String> = copies.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let revs: Vec<String> = copies
+        .iter()
+        .map(|r| r["doc"]["_rev"].as_str().unwrap().to_string())
+        .collect();
+
+    to_bob.cut();
+    to_alice.hold_after(0);
+    let write = |api: &Api, note: &str, rev: &str, who: &str| {
+        let (api, path) = (api.clone(), format!("/data/io.cozy.notes/{note}"));
+        let body = json!({"_rev": rev, "tags": ["plans"], "by": who});
+        let who = who.to_string();
+        async move {
+            let put = api.put(&path, &body).await;
+            assert_eq!(put.status, 200, "{who} writes while cut off: {}", put.text);
+            put.get("rev").as_str().unwrap().to_string()
+        }
+    };
+    // Note a: alice twice, bob once (alice's branch is longer). Note b: the other way round.
+    let a = write(&h.alice, ids[0], &revs[0], "alice").await;
+    write(&h.alice, ids[0], &a, "alice again").await;
+    write(&h.bob, &bob_ids[0], &revs[0], "bob").await;
+    write(&h.alice, ids[1], &revs[1], "alice").await;
+    let b = write(&h.bob, &bob_ids[1], &revs[1], "bob").await;
+    write(&h.bob, &bob_ids[1], &b, "bob again").await;
+    // Note c: alice edits it, bob deletes it. And bob adds a note of his own.
+    write(&h.alice, ids[2], &revs[2], "alice").await;
+    let deleted = h
+        .bob
+        .delete(&format!("/data/io.cozy.notes/{}?rev={}", bob_ids[2], revs[2]))
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    let added = h
+        .bob
+        .post(
+            "/data/io.cozy.notes/",
+            &json!({"tags": ["plans"], "by": "bob", "new": true}),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.text);
+    let bob_new = added.get("id").as_str().unwrap().to_string();
+    // Alice's sender tried and failed: nothing got through either way.
+    eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["sync"]["last_error"].is_string()
+    })
+    .await;
+    assert_eq!(
+        docs(&h.alice).await.len(),
+        3,
+        "bob's new note is not on alice's host yet"
+    );
+
+    to_bob.restore();
+    to_alice.release();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let alice_new = loop {
+        let rows = docs(&h.alice).await;
+        if let Some(row) = rows.iter().find(|r| r["doc"]["new"] == true) {
+            break row["id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's note never reached alice: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let pairs = [
+        (ids[0], bob_ids[0].as_str(), 2),
+        (ids[1], bob_ids[1].as_str(), 2),
+        (ids[2], bob_ids[2].as_str(), 2),
+        (alice_new.as_str(), bob_new.as_str(), 1),
+    ];
+    // Each note ends with the same winner and the same leaves on both (the branches made apart
+    // both kept, bob's note once).
+    for (on_alice_id, on_bob_id, leaves) in pairs {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let on_alice = converged_view(&h.alice, &format!("/data/io.cozy.notes/{on_alice_id}")).await;
+            let on_bob = converged_view(&h.bob, &format!("/data/io.cozy.notes/{on_bob_id}")).await;
+            if on_alice == on_bob && on_alice["leaves"].as_array().map_or(0, Vec::len) == leaves {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{on_alice_id} did not converge:\n{on_alice}\n{on_bob}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // The longer branch wins on both; an edit wins over a deletion.
+    let by = |note: &str| {
+        let (api, path) = (h.bob.clone(), format!("/data/io.cozy.notes/{note}"));
+        async move { api.get(&path).await.body["by"].clone() }
+    };
+    assert_eq!(by(&bob_ids[0]).await, "alice again");
+    assert_eq!(by(&bob_ids[1]).await, "bob again");
+    assert_eq!(by(&bob_ids[2]).await, "alice");
+    assert_eq!(by(&bob_new).await, "bob");
+    assert_eq!(docs(&h.alice).await.len(), 4, "nothing twice");
+    assert_eq!(docs(&h.bob).await.len(), 4, "nothing twice");
+}
