@@ -187,3 +187,85 @@ async fn test_the_sharing_process_killed_mid_file_resumes_without_loss_or_double
         ]
     );
 }
+
+/// kill -9 of the owner's sharing process in the middle of a batch of documents (the network to
+/// bob's host stalls 150 kB into the replication of 3,000 notes): restarted, it resumes from
+/// its checkpoint, and bob's host ends with every note once, at alice's revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_sharing_process_killed_mid_batch_resumes_without_loss_or_double() {
+    let (mut alice, edge) = SplitHost::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
+    let proxy = cocon_tests::Proxy::start(([127, 0, 0, 1], port(&bob_host)).into())
+        .await
+        .unwrap();
+    let bob_port = proxy.port;
+    let mut h = hosts_on(dir, edge, bob_host, bob_port).await;
+    let rule = json!({"title": "Notes", "doctype": "io.cozy.notes", "selector": "tags", "values": ["bulk"],
+                      "add": "push", "update": "push", "remove": "push"});
+    let id = share_with(&h, "Notes", rule).await;
+    accept_request(&mut h, &id).await;
+    eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["status"] == "ready"
+    })
+    .await;
+
+    const NOTES: usize = 3000;
+    proxy.hold_after(150 << 10);
+    for chunk in (0..NOTES).collect::<Vec<_>>().chunks(1000) {
+        let docs: Vec<_> = chunk
+            .iter()
+            .map(|n| json!({"tags": ["bulk"], "n": n, "text": "x".repeat(200)}))
+            .collect();
+        let bulk = h
+            .alice
+            .post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": docs}))
+            .await;
+        assert_eq!(bulk.status, 201, "{}", bulk.text);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !proxy.is_held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notes never reached the proxy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    alice.sharing.as_mut().unwrap().kill9();
+    proxy.release();
+    let restarted = alice.start_sharing(&h.alice_host).await;
+    alice.sharing = Some(restarted);
+
+    // Every note once on bob's host (his ids are his own: matched by `n`), at alice's revision.
+    let revs = |api: cocon_tests::Api| async move {
+        let all = api.get("/data/io.cozy.notes/_all_docs?include_docs=true").await;
+        let mut out: Vec<(u64, String)> = all.body["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["doc"]["n"].as_u64().unwrap_or(u64::MAX),
+                    r["value"]["rev"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let on_alice = revs(h.alice.clone()).await;
+    assert_eq!(on_alice.len(), NOTES);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let on_bob = revs(h.bob.clone()).await;
+        if on_bob == on_alice {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's host holds {} notes of {NOTES}",
+            on_bob.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
