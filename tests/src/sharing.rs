@@ -313,23 +313,50 @@ pub async fn eventually(api: &Api, path: &str, done: impl Fn(&Value) -> bool) ->
 /// Bob accepts the request of sharing `id` (the newest sharing-request notification for it), on
 /// his consent page.
 pub async fn accept_request(h: &mut Hosts, id: &str) {
-    let notes = h
-        .bob
-        .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
-        .await;
-    let link = notes.body["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["doc"]["data"]["redirectLink"].as_str())
-        .find(|l| l.contains(id))
-        .unwrap_or_else(|| panic!("bob's notification of the request {id}: {}", notes.text))
-        .to_string();
-    let page = h.bob_person.get(&path_of(&link, &h.bob_origin)).await;
+    accept_as(&h.bob, &mut h.bob_person, &h.bob_origin, id).await;
+}
+
+/// The person of the instance at `origin` (`api` reads its notifications, `person` is signed
+/// in) accepts the request of sharing `id` on their consent page, once it is notified.
+pub async fn accept_as(api: &Api, person: &mut Browser, origin: &str, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let link = loop {
+        let notes = api.get("/data/io.cozy.notifications/_all_docs?include_docs=true").await;
+        let found = notes.body["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["doc"]["data"]["redirectLink"].as_str())
+            .find(|l| l.contains(id))
+            .map(str::to_string);
+        if let Some(link) = found {
+            break link;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{origin}'s notification of the request {id}: {}",
+            notes.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let page = person.get(&path_of(&link, origin)).await;
     let csrf = hidden_field(&page.text, "csrf_token").expect("the consent form");
     let state = hidden_field(&page.text, "state").expect("the consent form");
-    let done = accept(&mut h.bob_person, &csrf, id, &state).await;
+    let done = accept(person, &csrf, id, &state).await;
     assert_eq!(done.status, 303, "consent: {}", done.text);
+}
+
+/// Notes `{prefix}NNNNNN` for each `n` of `range`, tagged `tag` with 200 bytes of text, written
+/// by alice's `_bulk_docs` 1,000 at a time.
+pub async fn bulk_notes(api: &Api, prefix: &str, range: std::ops::Range<usize>, tag: &str) {
+    for chunk in range.collect::<Vec<_>>().chunks(1000) {
+        let docs: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"_id": format!("{prefix}{i:06}"), "tags": [tag], "n": i, "text": "x".repeat(200)}))
+            .collect();
+        let res = api.post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": docs})).await;
+        assert_eq!(res.status, 201, "bulk: {}", res.text);
+    }
 }
 
 /// The state in a consent link.

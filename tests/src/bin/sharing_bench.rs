@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use cocon_tests::Socket;
-use cocon_tests::sharing::{NOTE, accept_request, restart, share_with, two_hosts};
-use serde_json::{Value, json};
+use cocon_tests::sharing::{NOTE, accept_request, bulk_notes, restart, share_with, two_hosts};
+use serde_json::json;
 
 fn quantile(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
@@ -98,17 +98,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Initial sync of many documents shared by a field, against writing them directly.
     let direct = Instant::now();
-    for chunk in (0..docs).collect::<Vec<_>>().chunks(1000) {
-        let batch: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"_id": format!("doc{i:06}"), "tags": ["shared"], "text": "x".repeat(200)}))
-            .collect();
-        let res = h
-            .alice
-            .post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": batch}))
-            .await;
-        ensure!(res.status == 201, "bulk: {}", res.text);
-    }
+    bulk_notes(&h.alice, "doc", 0..docs, "shared").await;
     let direct = direct.elapsed();
     let rule = json!({"title": "Shared notes", "doctype": "io.cozy.notes", "selector": "tags", "values": ["shared"], "add": "push", "update": "push", "remove": "push"});
     let id = share_with(&h, "Shared notes", rule).await;

@@ -14,9 +14,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use cocon_tests::sharing::{accept, path_of, person, port, two_hosts};
-use cocon_tests::{Api, Browser, Socket, hidden_field};
-use serde_json::{Value, json};
+use cocon_tests::sharing::{accept_as, bulk_notes, person, port, two_hosts};
+use cocon_tests::{Api, Browser, Socket};
+use serde_json::json;
 
 fn quantile(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
@@ -78,17 +78,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 1. Alice's notes, shared with everyone at once; each recipient accepts.
-    for chunk in (0..docs).collect::<Vec<_>>().chunks(1000) {
-        let batch: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"_id": format!("fan{i:06}"), "tags": ["fanout"], "text": "x".repeat(200)}))
-            .collect();
-        let res = h
-            .alice
-            .post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": batch}))
-            .await;
-        ensure!(res.status == 201, "bulk: {}", res.text);
-    }
+    bulk_notes(&h.alice, "fan", 0..docs, "fanout").await;
     let rule = json!({"title": "Team notes", "doctype": "io.cozy.notes", "selector": "tags", "values": ["fanout"],
                       "add": "push", "update": "push", "remove": "push"});
     let created = h
@@ -106,30 +96,7 @@ async fn main() -> anyhow::Result<()> {
         .to_string();
     let first_consent = Instant::now();
     for r in &mut recipients {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let link = loop {
-            let notes = r
-                .api
-                .get("/data/io.cozy.notifications/_all_docs?include_docs=true")
-                .await;
-            let found = notes.body["rows"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|row| row["doc"]["data"]["redirectLink"].as_str())
-                .find(|l| l.contains(&id))
-                .map(str::to_string);
-            if let Some(link) = found {
-                break link;
-            }
-            ensure!(Instant::now() < deadline, "no request reached {}", r.origin);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let page = r.person.get(&path_of(&link, &r.origin)).await;
-        let csrf = hidden_field(&page.text, "csrf_token").context("the consent form")?;
-        let state = hidden_field(&page.text, "state").context("the consent form")?;
-        let done = accept(&mut r.person, &csrf, &id, &state).await;
-        ensure!(done.status == 303, "consent: {}", done.text);
+        accept_as(&r.api, &mut r.person, &r.origin, &id).await;
     }
     let accepted = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -97,6 +97,19 @@ impl SplitHost {
     }
 }
 
+/// Alice on a split host, bob on a plain one that alice's host reaches through a proxy the
+/// test controls.
+async fn split_alice_and_bob_behind_proxy() -> (SplitHost, Hosts, cocon_tests::Proxy) {
+    let (alice, edge) = SplitHost::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
+    let proxy = cocon_tests::Proxy::start(([127, 0, 0, 1], port(&bob_host)).into())
+        .await
+        .unwrap();
+    let h = hosts_on(dir, edge, bob_host, proxy.port).await;
+    (alice, h, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_split_host_shares_with_another_host_both_ways() {
     let (_alice, edge) = SplitHost::start().await;
@@ -146,14 +159,7 @@ async fn test_a_split_host_shares_with_another_host_both_ways() {
 async fn test_the_sharing_process_killed_mid_file_resumes_without_loss_or_double() {
     use cocon_tests::drive::{md5_b64, new_file};
 
-    let (mut alice, edge) = SplitHost::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
-    let proxy = cocon_tests::Proxy::start(([127, 0, 0, 1], port(&bob_host)).into())
-        .await
-        .unwrap();
-    let bob_port = proxy.port;
-    let mut h = hosts_on(dir, edge, bob_host, bob_port).await;
+    let (mut alice, mut h, proxy) = split_alice_and_bob_behind_proxy().await;
     let (_, holiday) = shared_holiday(&mut h).await;
 
     proxy.hold_after(8 << 20);
@@ -193,14 +199,7 @@ async fn test_the_sharing_process_killed_mid_file_resumes_without_loss_or_double
 /// its checkpoint, and bob's host ends with every note once, at alice's revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_the_sharing_process_killed_mid_batch_resumes_without_loss_or_double() {
-    let (mut alice, edge) = SplitHost::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bob_host = Cocon::start(&dir.path().join("bob-host")).await.unwrap();
-    let proxy = cocon_tests::Proxy::start(([127, 0, 0, 1], port(&bob_host)).into())
-        .await
-        .unwrap();
-    let bob_port = proxy.port;
-    let mut h = hosts_on(dir, edge, bob_host, bob_port).await;
+    let (mut alice, mut h, proxy) = split_alice_and_bob_behind_proxy().await;
     let rule = json!({"title": "Notes", "doctype": "io.cozy.notes", "selector": "tags", "values": ["bulk"],
                       "add": "push", "update": "push", "remove": "push"});
     let id = share_with(&h, "Notes", rule).await;
@@ -212,17 +211,7 @@ async fn test_the_sharing_process_killed_mid_batch_resumes_without_loss_or_doubl
 
     const NOTES: usize = 3000;
     proxy.hold_after(150 << 10);
-    for chunk in (0..NOTES).collect::<Vec<_>>().chunks(1000) {
-        let docs: Vec<_> = chunk
-            .iter()
-            .map(|n| json!({"tags": ["bulk"], "n": n, "text": "x".repeat(200)}))
-            .collect();
-        let bulk = h
-            .alice
-            .post("/data/io.cozy.notes/_bulk_docs", &json!({"docs": docs}))
-            .await;
-        assert_eq!(bulk.status, 201, "{}", bulk.text);
-    }
+    bulk_notes(&h.alice, "bulk", 0..NOTES, "bulk").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !proxy.is_held() {
         assert!(
