@@ -36,7 +36,7 @@ const MAX_KEYS: usize = 10_000;
 /// Changes read from the files feed per round.
 const BATCH: u32 = 400;
 /// Files sent to one member at once.
-const FILES_IN_FLIGHT: usize = 8;
+const FILES_IN_FLIGHT: usize = 16;
 
 /// A file's metadata that waits for its content.
 struct Pending {
@@ -65,10 +65,17 @@ fn lost(id: &str) -> SharingError {
     ))
 }
 
-/// The metadata waiting for content, by key.
+/// A node from a member on its way in, by instance, sharing, member and id.
+type ArrivingKey = (String, String, usize, String);
+
+/// The metadata waiting for content, by key, and the nodes being written from a member.
 #[derive(Default)]
 pub struct Uploads {
     keys: Mutex<HashMap<String, Pending>>,
+    /// The revision coming (`None`: a removal): between its commit here and its tracking as
+    /// the member's, the change is the member's own, and this side's sender must not offer it
+    /// back (during an initial sync it would offer back most of what it receives).
+    arriving: Mutex<HashMap<ArrivingKey, (Option<String>, Instant)>>,
 }
 
 impl Uploads {
@@ -93,6 +100,31 @@ impl Uploads {
             return None;
         }
         keys.remove(key).map(|p| p.file)
+    }
+
+    fn arriving(&self, instance: &str, sharing: &str, member: usize, id: &str, rev: Option<&str>) {
+        let mut arriving = self.arriving.lock().expect("uploads poisoned");
+        if arriving.len() >= MAX_KEYS {
+            // Writes that never finished (their content was cut off) expire.
+            arriving.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
+        }
+        let key = (instance.to_string(), sharing.to_string(), member, id.to_string());
+        arriving.insert(key, (rev.map(str::to_string), Instant::now()));
+    }
+
+    fn arrived(&self, instance: &str, sharing: &str, member: usize, id: &str) {
+        let key = (instance.to_string(), sharing.to_string(), member, id.to_string());
+        self.arriving.lock().expect("uploads poisoned").remove(&key);
+    }
+
+    /// Whether this change of node `id` (its revision, or `None`: its removal) is one coming
+    /// from the member.
+    fn is_arriving(&self, instance: &str, sharing: &str, member: usize, id: &str, rev: Option<&str>) -> bool {
+        let key = (instance.to_string(), sharing.to_string(), member, id.to_string());
+        let arriving = self.arriving.lock().expect("uploads poisoned");
+        arriving
+            .get(&key)
+            .is_some_and(|(coming, at)| coming.as_deref() == rev && at.elapsed() < KEY_TTL)
     }
 }
 
@@ -426,7 +458,10 @@ impl SharingService {
                 .filter(|d| under.as_ref().is_some_and(|u| d.path.starts_with(u.as_str())));
             match shared {
                 Some(doc) => {
-                    if tracked.is_some_and(|t| !t.removed && t.rev == doc.rev) {
+                    let uploads = &self.inner.uploads;
+                    if tracked.is_some_and(|t| !t.removed && t.rev == doc.rev)
+                        || uploads.is_arriving(instance, id, member, &doc.id, Some(&doc.rev))
+                    {
                         continue;
                     }
                     if doc.directory {
@@ -435,11 +470,15 @@ impl SharingService {
                         files.push(doc);
                     }
                 }
-                None if tracked.is_some_and(|t| !t.removed) => removals.push(files_pb::File {
-                    id: change.id,
-                    rev: change.rev,
-                    ..Default::default()
-                }),
+                None if tracked.is_some_and(|t| !t.removed)
+                    && !self.inner.uploads.is_arriving(instance, id, member, &change.id, None) =>
+                {
+                    removals.push(files_pb::File {
+                        id: change.id,
+                        rev: change.rev,
+                        ..Default::default()
+                    })
+                }
                 None => {}
             }
         }
@@ -781,6 +820,8 @@ impl SharingService {
             .ok_or_else(|| {
                 SharingError::NotFound("no file metadata waits under this key (it expires after 5 minutes)".into())
             })?;
+        let uploads = &self.inner.uploads;
+        uploads.arriving(&instance.id, &sharing.id, member, &file.id, Some(&file.rev));
         Ok(files_pb::SharedHeader {
             scope: Some(self.files_scope(&instance.id)),
             file: Some(file),
@@ -795,26 +836,31 @@ impl SharingService {
         let (instance, sharing, member, _) = self.files_caller(&req).await?;
         let rev = String::from_utf8(req.body.to_vec())
             .map_err(|_| SharingError::BadRequest("the stored file's revision".into()))?;
-        self.track(
-            &instance.id,
-            &sharing.id,
-            member,
-            vec![TrackedFile {
-                id: req.target,
-                rev,
-                removed: false,
-            }],
-        )
-        .await?;
-        Ok(Value::Null)
+        let tracked = TrackedFile {
+            id: req.target,
+            rev,
+            removed: false,
+        };
+        let done = self
+            .track(&instance.id, &sharing.id, member, vec![tracked.clone()])
+            .await;
+        let uploads = &self.inner.uploads;
+        uploads.arrived(&instance.id, &sharing.id, member, &tracked.id);
+        done.map(|_| Value::Null)
     }
 
     /// Writes an admitted node and records that the member has its revision.
     async fn apply(&self, instance: &str, sharing: &Sharing, member: usize, file: files_pb::File) -> Result<()> {
         let tracked = tracked_file(&file, false);
+        let uploads = &self.inner.uploads;
+        uploads.arriving(instance, &sharing.id, member, &file.id, Some(&file.rev));
         // On a recipient the owner's node keeps its name; the owner renames what comes in.
-        self.put_shared(instance, file, !sharing.owner).await?;
-        self.track(instance, &sharing.id, member, vec![tracked]).await
+        let done = match self.put_shared(instance, file, !sharing.owner).await {
+            Ok(_) => self.track(instance, &sharing.id, member, vec![tracked.clone()]).await,
+            Err(err) => Err(err),
+        };
+        uploads.arrived(instance, &sharing.id, member, &tracked.id);
+        done
     }
 
     /// The `io.cozy.files` part of `_bulk_docs`: directories and removals.
@@ -869,22 +915,29 @@ impl SharingService {
         if tracked.as_ref().is_none_or(|t| t.rev != here.rev) {
             return Ok(false);
         }
+        let uploads = &self.inner.uploads;
+        uploads.arriving(instance, &sharing.id, member, id, None);
+        let done = self.trash_and_track(instance, &sharing.id, member, here).await;
+        uploads.arrived(instance, &sharing.id, member, id);
+        done.map(|_| true)
+    }
+
+    async fn trash_and_track(&self, instance: &str, sharing: &str, member: usize, here: files_pb::File) -> Result<()> {
         let trashed = self
             .clients()?
             .files
             .clone()
             .trash_file(files_pb::FileRequest {
                 scope: Some(self.files_scope(instance)),
-                id: id.to_string(),
-                if_match: here.rev.clone(),
+                id: here.id,
+                if_match: here.rev,
             })
             .await?
             .into_inner()
             .file
             .unwrap_or_default();
-        self.track(instance, &sharing.id, member, vec![tracked_file(&trashed, true)])
-            .await?;
-        Ok(true)
+        self.track(instance, sharing, member, vec![tracked_file(&trashed, true)])
+            .await
     }
 
     /// `_revs_diff` on files: the revisions this side does not have as its nodes' current ones.
