@@ -41,6 +41,7 @@ pub fn routes() -> Router<State> {
             "/sharings/{id}/recipients/{index}/readonly",
             post(read_only_on).delete(read_only_off),
         )
+        .route("/sharings/{id}/initial", delete(peer_end_initial))
         .route("/sharings/{id}/_revs_diff", post(peer_revs_diff))
         .route("/sharings/{id}/_bulk_docs", post(peer_bulk_docs))
         .route(
@@ -667,6 +668,27 @@ async fn peer_revoked(
         })
         .await?;
     Ok(done(&state, &id, &key))
+}
+
+/// `DELETE /sharings/:id/initial`, by the owner: the initial sync of the shared folder is over.
+async fn peer_end_initial(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (caller, instance) = peer(&state, &headers, &id, &Method::GET).await?;
+    state
+        .clients
+        .sharing
+        .clone()
+        .peer_end_initial(pb::PeerRequest {
+            instance,
+            id,
+            client_id: caller.client.clone(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /sharings/news`: how many sharing requests wait for an answer (any valid token).

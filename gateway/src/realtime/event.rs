@@ -24,9 +24,12 @@ impl Event {
     pub fn of(message: &Message) -> Option<Event> {
         if message.subject.starts_with(cocon_events::live::REALTIME_PREFIX) {
             let mut body: Value = serde_json::from_slice(&message.payload).ok()?;
-            // The jobs service's konnector logs come as creations, as in cozy-stack.
+            // The jobs service's konnector logs come as creations, the initial sync of a
+            // sharing as updates then a deletion, as in cozy-stack.
             let verb = match body.get("verb").and_then(Value::as_str) {
                 Some("CREATED") => "CREATED",
+                Some("UPDATED") => "UPDATED",
+                Some("DELETED") => "DELETED",
                 _ => "NOTIFIED",
             };
             return Some(Event {

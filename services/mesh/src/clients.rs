@@ -165,6 +165,7 @@ service_client!(
         file_content_stored(PeerRequest) -> JsonAnswer;
         revoke(RevokeRequest) -> SharingAnswer;
         peer_revoked(PeerRequest) -> JsonAnswer;
+        peer_end_initial(PeerRequest) -> JsonAnswer;
         set_read_only(ReadOnlyRequest) -> SharingAnswer;
         peer_read_only(PeerRequest) -> JsonAnswer;
         news(NewsRequest) -> NewsAnswer;

@@ -538,6 +538,9 @@ impl SharingService {
         if last > since {
             self.checkpoint(instance, id, member, FILES, last).await?;
         }
+        if feed.pending == 0 {
+            self.tell_initial_done(instance, sharing, member).await;
+        }
         Ok(feed.pending > 0)
     }
 
@@ -846,7 +849,9 @@ impl SharingService {
             .await;
         let uploads = &self.inner.uploads;
         uploads.arrived(&instance.id, &sharing.id, member, &tracked.id);
-        done.map(|_| Value::Null)
+        done?;
+        self.file_received(&instance.id, &sharing).await;
+        Ok(Value::Null)
     }
 
     /// Writes an admitted node and records that the member has its revision.

@@ -121,6 +121,11 @@ impl pb::sharing_service_server::SharingService for SharingService {
         Ok(json_answer(&json))
     }
 
+    async fn peer_end_initial(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.end_initial(req.into_inner()).await?;
+        Ok(json_answer(&json))
+    }
+
     async fn set_read_only(&self, req: Request<pb::ReadOnlyRequest>) -> Result<Response<pb::SharingAnswer>, Status> {
         let sharing = self.set_read_only(req.into_inner()).await?;
         Ok(answer(&sharing.api_view()))

@@ -11,6 +11,7 @@ mod error;
 mod files;
 mod grpc;
 mod guards;
+mod initial;
 mod peer;
 mod replicate;
 mod revoke;

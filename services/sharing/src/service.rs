@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     pub senders: crate::replicate::Senders,
     /// Files' metadata waiting for their content (`files.rs`).
     pub uploads: crate::files::Uploads,
+    /// The initial syncs of shared folders (`initial.rs`).
+    pub initial: crate::initial::InitialSyncs,
     /// The process's shutdown, for the senders started after the start.
     pub shutdown: OnceLock<cocon_common::Shutdown>,
 }
@@ -80,6 +82,7 @@ impl SharingService {
                 stripes: Stripes::default(),
                 senders: Default::default(),
                 uploads: Default::default(),
+                initial: Default::default(),
                 shutdown: OnceLock::new(),
             }),
         })

@@ -545,6 +545,8 @@ impl SharingService {
             }
         }
         sharing.active = true;
+        // The owner's files come now: apps show their progress until the owner says it is over.
+        sharing.initial_sync = crate::files::files_root(&sharing).is_some();
         sharing.updated_at = now();
         self.save(&instance.id, &[(&sharing, "updated")]).await?;
         tracing::info!(sharing = %sharing.id, read_only, "sharing accepted");

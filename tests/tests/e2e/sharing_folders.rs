@@ -304,6 +304,65 @@ async fn test_trashing_the_shared_folder_leaves_the_sharing() {
     assert_eq!(kept.status, 200, "the owner's folder stays: {}", kept.text);
 }
 
+/// While the owner's files first come in, the recipient's apps see their count on the realtime
+/// feed (`io.cozy.sharings.initial_sync` `UPDATED {_id, count}`), then the end (`DELETED`), as
+/// cozy-stack publishes them; the sharing says `initial_sync` meanwhile, and not after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_initial_sync_shows_its_progress_then_its_end_on_the_recipients_realtime_feed() {
+    const FILES: usize = 40;
+    let mut h = two_hosts().await;
+    let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
+    for n in 0..FILES {
+        new_file(
+            &h.alice,
+            &holiday,
+            &format!("photo-{n:02}.jpg"),
+            format!("photo {n}").as_bytes(),
+        )
+        .await;
+    }
+    let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
+                      "add": "sync", "update": "sync", "remove": "sync"});
+    let id = share_with(&h, "Holiday", rule).await;
+    let token = h.bob.token().expect("bob's token").to_string();
+    let mut socket = cocon_tests::Socket::authed(&h.bob_host.http, h.bob.domain(), &token)
+        .await
+        .unwrap();
+    let refused = socket.subscribe("io.cozy.sharings.initial_sync", None).await.unwrap();
+    assert_eq!(refused, None, "anyone may follow an initial sync");
+    accept_request(&mut h, &id).await;
+
+    let mut counts = Vec::new();
+    loop {
+        let frame = socket.json(std::time::Duration::from_secs(60)).await.unwrap();
+        assert_eq!(frame["payload"]["type"], "io.cozy.sharings.initial_sync", "{frame}");
+        assert_eq!(frame["payload"]["id"], id.as_str(), "{frame}");
+        assert_eq!(frame["payload"]["doc"]["_id"], id.as_str(), "{frame}");
+        match frame["event"].as_str() {
+            Some("UPDATED") => counts.push(frame["payload"]["doc"]["count"].as_u64().expect("a count")),
+            Some("DELETED") => break,
+            other => panic!("an unexpected event {other:?}: {frame}"),
+        }
+    }
+    assert!(!counts.is_empty(), "the progress shows before the end");
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "the count grows: {counts:?}");
+    assert!(counts[0] >= 1 && *counts.last().unwrap() <= FILES as u64, "{counts:?}");
+    // The end comes once every file is on bob's host.
+    let copy = node_at(&h.bob, "/Shared with me/Holiday", |_| true).await;
+    let listed = h
+        .bob
+        .get(&format!("/files/{}?page[limit]=1", copy["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(listed.body["meta"]["count"], FILES, "{}", listed.text);
+    let sharing = h.bob.get(&format!("/sharings/{id}")).await;
+    assert_eq!(
+        sharing.body["data"]["attributes"].get("initial_sync"),
+        None,
+        "{}",
+        sharing.text
+    );
+}
+
 /// The network between the hosts breaks in the middle of a file (a proxy cuts it once 8 MB of a
 /// 24 MB file went through), and both sides rewrite the same file while it is down: nothing
 /// half-sent shows on the recipient, and once the network is back both copies hold the same

@@ -1,0 +1,128 @@
+//! The initial sync of a shared folder, as the recipient's apps see it (cozy-protocols.md
+//! §1.11): while the owner's files first come in, the recipient publishes
+//! `io.cozy.sharings.initial_sync` `UPDATED {"_id", "count"}` on its realtime feed (the files
+//! received so far); once the owner has sent all it had, it calls `DELETE
+//! /sharings/:id/initial`, and the recipient clears `initial_sync` and publishes `DELETED`.
+//! Live events only: an app that was not listening reads `initial_sync` on the sharing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cocon_proto::sharing::v1 as pb;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::doc::{Sharing, now};
+use crate::error::{Result, SharingError};
+use crate::service::SharingService;
+
+const INITIAL_SYNC: &str = "io.cozy.sharings.initial_sync";
+/// At most one progress event per sharing in this time: a screen needs no more.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Files received since the process started, and when the count was last published.
+type Received = (u64, Option<Instant>);
+
+/// The recipients' counts of files received, and the members the owner has told.
+#[derive(Default)]
+pub struct InitialSyncs {
+    /// By (instance, sharing).
+    received: Mutex<HashMap<(String, String), Received>>,
+    /// By (instance, sharing, member): the owner has told the member its initial sync is over.
+    told: Mutex<HashSet<(String, String, usize)>>,
+}
+
+impl SharingService {
+    /// On a recipient during the initial sync: one more file came; publishes the count now and
+    /// then.
+    pub(crate) async fn file_received(&self, instance: &str, sharing: &Sharing) {
+        if sharing.owner || !sharing.initial_sync {
+            return;
+        }
+        let count = {
+            let mut received = self.inner.initial.received.lock().expect("initial poisoned");
+            let (count, published) = received
+                .entry((instance.to_string(), sharing.id.clone()))
+                .or_insert((0, None));
+            *count += 1;
+            if published.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                return;
+            }
+            *published = Some(Instant::now());
+            *count
+        };
+        self.publish_initial(
+            instance,
+            &sharing.id,
+            "UPDATED",
+            json!({"_id": sharing.id, "count": count}),
+        )
+        .await;
+    }
+
+    /// `DELETE /sharings/:id/initial` from the owner: the initial sync is over.
+    pub(crate) async fn end_initial(&self, req: pb::PeerRequest) -> Result<Value> {
+        let instance = self.instance(req.instance, false)?;
+        let _guard = self.lock(&instance.id).await;
+        let mut sharing = self.must_load(&instance.id, &req.id).await?;
+        let member = Self::caller_member(&sharing, &req.client_id)?;
+        if sharing.owner || member != 0 {
+            return Err(SharingError::Denied("only the owner ends the initial sync".into()));
+        }
+        let key = (instance.id.clone(), sharing.id.clone());
+        self.inner
+            .initial
+            .received
+            .lock()
+            .expect("initial poisoned")
+            .remove(&key);
+        if !sharing.initial_sync {
+            return Ok(Value::Null);
+        }
+        sharing.initial_sync = false;
+        sharing.updated_at = now();
+        self.save(&instance.id, &[(&sharing, "updated")]).await?;
+        self.publish_initial(&instance.id, &sharing.id, "DELETED", json!({"_id": sharing.id}))
+            .await;
+        Ok(Value::Null)
+    }
+
+    /// On the owner, when nothing of the folder waits for `member`: tells it, once per process
+    /// (telling again after a restart is harmless: the recipient has nothing to clear).
+    pub(crate) async fn tell_initial_done(&self, instance: &str, sharing: &Sharing, member: usize) {
+        let key = (instance.to_string(), sharing.id.clone(), member);
+        if !sharing.owner || self.inner.initial.told.lock().expect("initial poisoned").contains(&key) {
+            return;
+        }
+        let path = format!("/sharings/{}/initial", sharing.id);
+        match self
+            .call_peer(instance, sharing, member, Method::DELETE, &path, &Value::Null)
+            .await
+        {
+            Ok(_) => {}
+            // A Cozy that does not know the route has nothing to show either.
+            Err(SharingError::PeerStatus(404 | 405, _)) => {}
+            Err(err) => {
+                tracing::info!(sharing = %sharing.id, member, error = %err, "the end of the initial sync is not told yet");
+                return;
+            }
+        }
+        self.inner.initial.told.lock().expect("initial poisoned").insert(key);
+    }
+
+    /// A live event for the instance's realtime sockets; best effort, as a screen's progress.
+    async fn publish_initial(&self, instance: &str, id: &str, verb: &str, doc: Value) {
+        let message = cocon_events::live::realtime_message(
+            instance,
+            INITIAL_SYNC,
+            id,
+            verb,
+            doc,
+            format!("{id}:{}", uuid::Uuid::new_v4().simple()),
+        );
+        if let Err(err) = self.inner.bus.publish_live(message).await {
+            tracing::debug!(sharing = %id, error = %err, "an initial sync event did not reach realtime");
+        }
+    }
+}
