@@ -15,6 +15,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Sharing {
     #[serde(rename = "_id", default)]
@@ -37,6 +41,10 @@ pub struct Sharing {
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub initial_sync: bool,
+    /// On a recipient until its initial sync ends: the files the owner's folder held when it
+    /// sent the request (what apps show the count against).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub initial_number_of_files_to_sync: u64,
     #[serde(default)]
     pub rules: Vec<Rule>,
     #[serde(default)]

@@ -249,7 +249,7 @@ fn not_found(status: &tonic::Status) -> bool {
 
 impl SharingService {
     /// A ticket for this service's own calls to the files service.
-    fn files_scope(&self, instance: &str) -> files_pb::Scope {
+    pub(crate) fn files_scope(&self, instance: &str) -> files_pb::Scope {
         files_pb::Scope {
             instance: instance.to_string(),
             ticket: self

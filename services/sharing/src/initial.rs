@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cocon_proto::files::v1 as files_pb;
 use cocon_proto::sharing::v1 as pb;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -81,6 +82,7 @@ impl SharingService {
             return Ok(Value::Null);
         }
         sharing.initial_sync = false;
+        sharing.initial_number_of_files_to_sync = 0;
         sharing.updated_at = now();
         self.save(&instance.id, &[(&sharing, "updated")]).await?;
         self.publish_initial(&instance.id, &sharing.id, "DELETED", json!({"_id": sharing.id}))
@@ -109,6 +111,39 @@ impl SharingService {
             }
         }
         self.inner.initial.told.lock().expect("initial poisoned").insert(key);
+    }
+
+    /// The files (not folders) under directory `root`, its tree walked a page at a time.
+    pub(crate) async fn count_files(&self, instance: &str, root: &str) -> Result<u64> {
+        let mut files = self.clients()?.files.clone();
+        let (mut count, mut dirs) = (0, vec![root.to_string()]);
+        while let Some(dir) = dirs.pop() {
+            let mut cursor = String::new();
+            loop {
+                let page = files
+                    .get_file(files_pb::GetFileRequest {
+                        scope: Some(self.files_scope(instance)),
+                        id: dir.clone(),
+                        limit: 1000,
+                        cursor,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                for child in page.children {
+                    if child.directory {
+                        dirs.push(child.id);
+                    } else {
+                        count += 1;
+                    }
+                }
+                if page.next_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_cursor;
+            }
+        }
+        Ok(count)
     }
 
     /// A live event for the instance's realtime sockets; best effort, as a screen's progress.

@@ -262,7 +262,15 @@ impl SharingService {
             .members
             .get(index)
             .ok_or_else(|| SharingError::NotFound(format!("no member {index}")))?;
-        let body = Self::request_for(&sharing, index);
+        let mut body = Self::request_for(&sharing, index);
+        if let Some(root) = crate::files::files_root(&sharing) {
+            match self.count_files(&instance.id, root).await {
+                Ok(n) => body["data"]["attributes"]["initial_number_of_files_to_sync"] = n.into(),
+                Err(err) => {
+                    tracing::warn!(sharing = %id, error = %err, "the shared folder's files could not be counted")
+                }
+            }
+        }
         let path = format!("/sharings/{id}");
         self.inner
             .peers
@@ -378,6 +386,7 @@ impl SharingService {
         }
         sharing.active = false;
         sharing.owner = false;
+        sharing.initial_sync = false;
         sharing.credentials = vec![Credentials {
             state,
             ..Default::default()

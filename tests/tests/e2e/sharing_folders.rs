@@ -306,7 +306,8 @@ async fn test_trashing_the_shared_folder_leaves_the_sharing() {
 
 /// While the owner's files first come in, the recipient's apps see their count on the realtime
 /// feed (`io.cozy.sharings.initial_sync` `UPDATED {_id, count}`), then the end (`DELETED`), as
-/// cozy-stack publishes them; the sharing says `initial_sync` meanwhile, and not after.
+/// cozy-stack publishes them; the sharing says `initial_sync` and the number of files to come
+/// meanwhile, and not after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_the_initial_sync_shows_its_progress_then_its_end_on_the_recipients_realtime_feed() {
     const FILES: usize = 40;
@@ -330,6 +331,10 @@ async fn test_the_initial_sync_shows_its_progress_then_its_end_on_the_recipients
         .unwrap();
     let refused = socket.subscribe("io.cozy.sharings.initial_sync", None).await.unwrap();
     assert_eq!(refused, None, "anyone may follow an initial sync");
+    // The request says how many files will come, as cozy-stack's does.
+    let request = eventually(&h.bob, &format!("/sharings/{id}"), |s| s["data"]["id"] == id.as_str()).await;
+    let attributes = &request["data"]["attributes"];
+    assert_eq!(attributes["initial_number_of_files_to_sync"], FILES, "{request}");
     accept_request(&mut h, &id).await;
 
     let mut counts = Vec::new();
@@ -355,8 +360,10 @@ async fn test_the_initial_sync_shows_its_progress_then_its_end_on_the_recipients
         .await;
     assert_eq!(listed.body["meta"]["count"], FILES, "{}", listed.text);
     let sharing = h.bob.get(&format!("/sharings/{id}")).await;
+    let attributes = &sharing.body["data"]["attributes"];
+    assert_eq!(attributes.get("initial_sync"), None, "{}", sharing.text);
     assert_eq!(
-        sharing.body["data"]["attributes"].get("initial_sync"),
+        attributes.get("initial_number_of_files_to_sync"),
         None,
         "{}",
         sharing.text
