@@ -47,14 +47,15 @@ async fn test_tokens_are_checked() {
         .unwrap();
     assert_eq!(basic.status(), 401);
 
-    // An expired token.
-    let short = cocon.token_ttl("alice.test", "io.cozy.notes", 1).await.unwrap();
+    // An expired token. Expiry has one-second resolution: a 2-second token is good for at
+    // least a whole second (one of 1 second would expire at the next tick of the clock).
+    let short = cocon.token_ttl("alice.test", "io.cozy.notes", 2).await.unwrap();
     assert_eq!(
         alice.with_token(Some(&short)).get("/data/io.cozy.notes/n").await.status,
         200
     );
-    // Token expiry has one-second resolution: wait until it has passed.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Wait until its time has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let expired = alice.with_token(Some(&short)).get("/data/io.cozy.notes/n").await;
     assert_eq!(expired.status, 401, "{}", expired.text);
     assert!(expired.get("reason").as_str().unwrap().contains("expired"));

@@ -557,7 +557,9 @@ async fn test_a_third_party_oauth_library_completes_the_flow() {
 async fn test_unused_registrations_expire() {
     let dir = tempfile::tempdir().unwrap();
     let cocon = Cocon::builder(dir.path())
-        .env("COCON_AUTH__UNUSED_CLIENT_TTL_SECS", "1")
+        // (Times have one-second resolution: 2 seconds leave at least a whole one before the
+        // unused registration is past its time.)
+        .env("COCON_AUTH__UNUSED_CLIENT_TTL_SECS", "2")
         .start()
         .await
         .unwrap();
@@ -581,7 +583,7 @@ async fn test_unused_registrations_expire() {
     );
 
     // Past its time, the next registration takes the unused one away.
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     let (status, _) = register(&mut anyone, app(true)).await;
     assert_eq!(status, 201);
     assert_eq!(
