@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{Api, Browser, Cocon, hidden_field};
+use crate::{Api, Browser, Cocon, Reply, hidden_field};
 
 pub const PASSPHRASE: &str = "correct horse battery staple 42";
 
@@ -136,13 +136,16 @@ pub async fn hosts_on_ports(
     let alice = alice_host
         .instance(
             &alice_domain,
-            "io.cozy.notes io.cozy.contacts io.cozy.sharings io.cozy.files",
+            "io.cozy.notes io.cozy.contacts io.cozy.sharings io.cozy.files io.cozy.photos.albums",
         )
         .await
         .unwrap();
     let bob_person = person(&bob_host, &bob_domain).await;
     let token = bob_host
-        .token(&bob_domain, "io.cozy.notes io.cozy.notifications io.cozy.files")
+        .token(
+            &bob_domain,
+            "io.cozy.notes io.cozy.notifications io.cozy.files io.cozy.photos.albums",
+        )
         .await
         .unwrap();
     let bob = bob_host.api(&bob_domain, Some(&token));
@@ -163,6 +166,11 @@ pub const NOTE: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 /// Alice's app shares what `rule` selects with her contact Bob (whose Cozy it knows); the
 /// sharing's JSON-API `data`.
 pub async fn share(h: &Hosts, description: &str, rule: Value) -> Value {
+    share_rules(h, description, json!([rule])).await
+}
+
+/// [`share`] with several rules (a JSON array).
+pub async fn share_rules(h: &Hosts, description: &str, rules: Value) -> Value {
     let contact = h
         .alice
         .post(
@@ -176,7 +184,7 @@ pub async fn share(h: &Hosts, description: &str, rule: Value) -> Value {
         .alice
         .post(
             "/sharings/",
-            &json!({"data": {"type": "io.cozy.sharings", "attributes": {"description": description, "rules": [rule]},
+            &json!({"data": {"type": "io.cozy.sharings", "attributes": {"description": description, "rules": rules},
                 "relationships": {"recipients": {"data": [{"id": contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
         )
         .await;
@@ -466,4 +474,47 @@ impl Hosts {
     pub fn bob_person_domain(&self) -> &str {
         self.bob.domain()
     }
+}
+
+/// The node at `path` once `done` holds for it (the sharing replicates in the background).
+pub async fn node_at(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    eventually(api, &format!("/files/metadata?Path={encoded}"), |n| {
+        n["data"]["id"].is_string() && done(&n["data"])
+    })
+    .await["data"]
+        .clone()
+}
+
+/// Waits until nothing is at `path`.
+pub async fn gone(api: &Api, path: &str) {
+    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = api.get(&format!("/files/metadata?Path={encoded}")).await;
+        if r.status == 404 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} is still there: {}",
+            r.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A JSON-API resource's attribute.
+pub fn attr<'a>(node: &'a Value, key: &str) -> &'a Value {
+    &node["attributes"][key]
+}
+
+/// `PATCH /files/:id` with these attributes.
+pub async fn patch(api: &Api, id: &str, attributes: Value) -> Reply {
+    Api::reply(
+        api.request(Method::PATCH, &format!("/files/{id}"))
+            .header("Content-Type", "application/vnd.api+json")
+            .body(json!({"data": {"type": "io.cozy.files", "id": id, "attributes": attributes}}).to_string()),
+    )
+    .await
 }

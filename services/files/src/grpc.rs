@@ -101,10 +101,17 @@ impl FilesService {
         self.check_writable_in(instance, read_only, &node.dir_id).await
     }
 
-    /// [`FilesService::check_writable`] for an upload: the file it replaces, or the directory
-    /// it is made in.
+    /// [`FilesService::check_writable`] for an upload: the file it replaces (a file shared on its
+    /// own is named in `Scope.read_only` itself), or the directory it is made in.
     pub(crate) async fn check_upload_writable(&self, instance: &str, header: &pb::UploadHeader) -> Result<()> {
         let read_only = read_only(&header.scope);
+        if !header.file_id.is_empty() && read_only.contains(&header.file_id) {
+            return Err(FilesError::Denied(
+                "this file is shared with you read-only: its owner's changes reach you, yours would not reach \
+                 them; copy it to change it, or ask its owner to make you read-write"
+                    .into(),
+            ));
+        }
         match header.file_id.is_empty() {
             true => self.check_writable_in(instance, &read_only, &header.parent_id).await,
             false => self.check_writable(instance, &read_only, &header.file_id).await,

@@ -10,7 +10,7 @@ use tonic::{Response, Status, Streaming};
 use crate::FilesService;
 use crate::commit::Change;
 use crate::error::{FilesError, Result};
-use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, TRASH_ID, check_name};
+use crate::node::{DIRECTORY, FILE, Node, ROOT_ID, Reference, TRASH_ID, check_name};
 use crate::tree::{Content, clean_tags, date_or_now, now};
 
 impl FilesService {
@@ -53,7 +53,11 @@ impl FilesService {
             None
         };
         let blob = content.as_ref().map(|c| c.blob.clone());
-        match self.commit_shared(&instance, &file, header.displace, content).await {
+        let rule_refs: Vec<Reference> = header.rule_references.iter().cloned().map(Into::into).collect();
+        match self
+            .commit_shared(&instance, &file, header.displace, &rule_refs, content)
+            .await
+        {
             Ok(node) => Ok(self.answer(&instance, &node).await?),
             Err(err) => {
                 if let Some(blob) = blob {
@@ -64,12 +68,14 @@ impl FilesService {
         }
     }
 
-    /// Writes `file` as given (under the writer lock), its content when it came.
+    /// Writes `file` as given (under the writer lock), its content when it came; its references
+    /// to the `rule_refs` documents become the ones `file` names.
     pub(crate) async fn commit_shared(
         &self,
         instance: &str,
         file: &pb::File,
         displace: bool,
+        rule_refs: &[Reference],
         content: Option<Content>,
     ) -> Result<Node> {
         let _writer = self.stripe(instance).lock().await;
@@ -104,6 +110,11 @@ impl FilesService {
         node.created_at = date_or_now(&file.created_at)?;
         node.updated_at = date_or_now(&file.updated_at)?;
         node.tags = clean_tags(&file.tags);
+        if !rule_refs.is_empty() {
+            node.referenced_by.retain(|r| !rule_refs.contains(r));
+            let incoming = file.referenced_by.iter().cloned().map(Reference::from);
+            node.referenced_by.extend(incoming.filter(|r| rule_refs.contains(r)));
+        }
         // Out of the trash, if it was there.
         node.restore_dir_id.clear();
         node.restore_path.clear();
@@ -254,23 +265,23 @@ mod tests {
         let files = service(tmp.path()).await;
         files.ensure_roots("i").await.unwrap();
         let shared = dir("d0", "1-aa", "Shared", ROOT_ID);
-        let made = files.commit_shared("i", &shared, false, None).await.unwrap();
+        let made = files.commit_shared("i", &shared, false, &[], None).await.unwrap();
         assert_eq!((made.id.as_str(), made.rev.as_str()), ("d0", "1-aa"));
         // The same again: nothing changes.
-        let again = files.commit_shared("i", &shared, false, None).await.unwrap();
+        let again = files.commit_shared("i", &shared, false, &[], None).await.unwrap();
         assert_eq!(again, made);
 
         let local = files.create_directory("i", "d0", "Plans", &[], "").await.unwrap();
         // Incoming without displacing: the incoming node is renamed, a revision after its own.
         let incoming = files
-            .commit_shared("i", &dir("d1", "3-bb", "Plans", "d0"), false, None)
+            .commit_shared("i", &dir("d1", "3-bb", "Plans", "d0"), false, &[], None)
             .await
             .unwrap();
         assert_eq!(incoming.name, "Plans (2)");
         assert_eq!(incoming.generation(), 4);
         // Displacing: the node here steps aside, the incoming one keeps its name and revision.
         let winner = files
-            .commit_shared("i", &dir("d2", "2-cc", "Plans", "d0"), true, None)
+            .commit_shared("i", &dir("d2", "2-cc", "Plans", "d0"), true, &[], None)
             .await
             .unwrap();
         assert_eq!((winner.name.as_str(), winner.rev.as_str()), ("Plans", "2-cc"));
@@ -281,19 +292,19 @@ mod tests {
         // Trashed here, it comes back where the other host has it.
         files.trash("i", "d1", "").await.unwrap();
         let back = files
-            .commit_shared("i", &dir("d1", "5-dd", "Back", "d0"), false, None)
+            .commit_shared("i", &dir("d1", "5-dd", "Back", "d0"), false, &[], None)
             .await
             .unwrap();
         assert_eq!((back.dir_id.as_str(), back.name.as_str()), ("d0", "Back"));
         assert!(back.restore_path.is_empty());
         // A directory cannot go under itself, nor become a file; a file needs its content.
         let child = files
-            .commit_shared("i", &dir("d3", "1-ee", "Child", "d1"), false, None)
+            .commit_shared("i", &dir("d3", "1-ee", "Child", "d1"), false, &[], None)
             .await
             .unwrap();
         assert!(
             files
-                .commit_shared("i", &dir("d1", "6-ff", "Back", &child.id), false, None)
+                .commit_shared("i", &dir("d1", "6-ff", "Back", &child.id), false, &[], None)
                 .await
                 .is_err()
         );
@@ -302,16 +313,59 @@ mod tests {
             md5sum: "x".into(),
             ..dir("d1", "6-ff", "Back", "d0")
         };
-        assert!(files.commit_shared("i", &as_file, false, None).await.is_err());
+        assert!(files.commit_shared("i", &as_file, false, &[], None).await.is_err());
         let new_file = pb::File {
             directory: false,
             md5sum: "x".into(),
             ..dir("f1", "1-aa", "a.txt", "d0")
         };
         assert!(matches!(
-            files.commit_shared("i", &new_file, false, None).await,
+            files.commit_shared("i", &new_file, false, &[], None).await,
             Err(FilesError::PreconditionFailed(_))
         ));
+    }
+
+    /// An album's sharing sets the node's references to the album as the other host has them,
+    /// and leaves the person's other references alone.
+    #[tokio::test]
+    async fn test_shared_nodes_take_the_rules_references_and_keep_the_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = service(tmp.path()).await;
+        files.ensure_roots("i").await.unwrap();
+        files
+            .commit_shared("i", &dir("d0", "1-aa", "Album", ROOT_ID), false, &[], None)
+            .await
+            .unwrap();
+        let r = |doctype: &str, id: &str| Reference {
+            doctype: doctype.into(),
+            id: id.into(),
+        };
+        let mine = vec![r("io.cozy.notes", "n9"), r("io.cozy.photos.albums", "a2")];
+        files.set_references("i", "d0", mine, true).await.unwrap();
+        let incoming = pb::File {
+            referenced_by: [("io.cozy.photos.albums", "a1"), ("io.cozy.notes", "n1")]
+                .iter()
+                .map(|(d, i)| pb::Reference {
+                    doctype: d.to_string(),
+                    id: i.to_string(),
+                })
+                .collect(),
+            ..dir("d0", "2-bb", "Album", ROOT_ID)
+        };
+        let rule = [r("io.cozy.photos.albums", "a1"), r("io.cozy.photos.albums", "a2")];
+        let node = files.commit_shared("i", &incoming, false, &rule, None).await.unwrap();
+        assert_eq!(
+            node.referenced_by,
+            vec![r("io.cozy.notes", "n9"), r("io.cozy.photos.albums", "a1")],
+            "a2 left the album on the other host, n1 is not the sharing's to set, n9 is the person's"
+        );
+        // Without the rule's references (a folder's sharing), the references stay as they are.
+        let next = pb::File {
+            rev: "3-cc".into(),
+            ..incoming
+        };
+        let node = files.commit_shared("i", &next, false, &[], None).await.unwrap();
+        assert_eq!(node.referenced_by.len(), 2);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Sharing a folder between hosts (`cozy-protocols.md` §1.10–1.11). The owner's folder appears
-//! on a recipient under "Shared with me"; what changes under it on either side goes to the
-//! other. Directories and removals travel in `_bulk_docs`, files as their metadata
+//! Sharing files between hosts (`cozy-protocols.md` §1.10–1.11): a folder, one file, or the
+//! files of an album (`files_rule.rs`). The owner's folder appears on a recipient under "Shared
+//! with me"; what changes under it on either side goes to the other. Directories and removals travel in `_bulk_docs`, files as their metadata
 //! (`PUT /sharings/:id/io.cozy.files/:id/metadata`) and then, when the other side lacks it,
 //! their content (`PUT /sharings/:id/io.cozy.files/:key`, streamed, its MD5 checked there).
 //!
@@ -25,6 +25,8 @@ use serde_json::{Map, Value, json};
 
 use crate::doc::Sharing;
 use crate::error::{Result, SharingError};
+pub(crate) use crate::files_rule::files_root;
+use crate::files_rule::{FilesRule, files_rule};
 use crate::rules::{ROOT_DIR, SHARED_WITH_ME_DIR, xor_id};
 use crate::service::SharingService;
 use crate::store::{self, CHECKPOINTS, SHARED_FILES, Tracked};
@@ -128,16 +130,6 @@ impl Uploads {
     }
 }
 
-/// The shared folder: the files rule's directory (on a recipient, the id of its copy).
-pub(crate) fn files_root(sharing: &Sharing) -> Option<&str> {
-    sharing
-        .rules
-        .iter()
-        .find(|r| !r.local && r.doctype == FILES && matches!(r.selector.as_str(), "" | "id" | "_id"))
-        .and_then(|r| r.values.first())
-        .map(String::as_str)
-}
-
 /// `N-hash` → (N, hash).
 fn split_rev(rev: &str) -> (u64, &str) {
     match rev.split_once('-') {
@@ -153,8 +145,9 @@ fn wins(incoming: &str, local: &str) -> bool {
 }
 
 /// A node as cozy-stack sends it to a member: ids turned by the member's key, no `dir_id` for a
-/// child of the shared folder (the other side puts it in its own).
-fn sent_doc(file: &files_pb::File, root: &str, key: &str) -> Value {
+/// child of the shared folder (the other side puts it in its own) nor for a file shared on its
+/// own or by an album; an album's files carry their references to it.
+fn sent_doc(file: &files_pb::File, rule: FilesRule<'_>, key: &str) -> Value {
     let (start, hash) = split_rev(&file.rev);
     let mut doc = json!({
         "_id": xor_id(&file.id, key),
@@ -166,8 +159,18 @@ fn sent_doc(file: &files_pb::File, root: &str, key: &str) -> Value {
         "updated_at": file.updated_at,
         "tags": file.tags,
     });
-    if file.dir_id != root {
+    if matches!(rule, FilesRule::Folder(root) if file.dir_id != root) {
         doc["dir_id"] = json!(xor_id(&file.dir_id, key));
+    }
+    let shared_refs = rule.references();
+    if !shared_refs.is_empty() {
+        let refs: Vec<Value> = file
+            .referenced_by
+            .iter()
+            .filter(|r| shared_refs.contains(r))
+            .map(|r| json!({"type": r.doctype, "id": xor_id(&r.id, key)}))
+            .collect();
+        doc["referenced_by"] = json!(refs);
     }
     if !file.directory {
         doc["size"] = json!(file.size.to_string());
@@ -180,8 +183,9 @@ fn sent_doc(file: &files_pb::File, root: &str, key: &str) -> Value {
     doc
 }
 
-/// A node the other side sent, in this side's terms (its parent the shared folder when it
-/// names none).
+/// A node the other side sent, in this side's terms (its parent `root` when it names none: the
+/// shared folder, or empty until [`SharingService::admit`] places it), with the references it
+/// carries.
 fn received_file(doc: &Value, root: &str) -> Result<files_pb::File> {
     let text = |k: &str| doc[k].as_str().unwrap_or_default().to_string();
     let bad = |why: &str| SharingError::BadRequest(format!("io.cozy.files: {why}"));
@@ -222,6 +226,17 @@ fn received_file(doc: &Value, root: &str) -> Result<files_pb::File> {
         md5sum: text("md5sum"),
         mime: text("mime"),
         executable: doc["executable"].as_bool().unwrap_or(false),
+        referenced_by: doc["referenced_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some(files_pb::Reference {
+                    doctype: r["type"].as_str()?.to_string(),
+                    id: r["id"].as_str()?.to_string(),
+                })
+            })
+            .collect(),
         ..Default::default()
     })
 }
@@ -262,7 +277,7 @@ impl SharingService {
     }
 
     /// A node of this instance, `None` when it does not exist.
-    async fn file(&self, instance: &str, id: &str) -> Result<Option<files_pb::File>> {
+    pub(crate) async fn file(&self, instance: &str, id: &str) -> Result<Option<files_pb::File>> {
         let got = self
             .clients()?
             .files
@@ -290,15 +305,22 @@ impl SharingService {
             .map(|f| f.path))
     }
 
-    /// Writes a node as the other side has it (its content unchanged, or none: a directory);
-    /// answers it as it now is here.
-    async fn put_shared(&self, instance: &str, file: files_pb::File, displace: bool) -> Result<files_pb::File> {
+    /// Writes a node as the other side has it (its content unchanged, or none: a directory),
+    /// its references to `rule_refs` as it carries them; answers it as it now is here.
+    async fn put_shared(
+        &self,
+        instance: &str,
+        file: files_pb::File,
+        displace: bool,
+        rule_refs: Vec<files_pb::Reference>,
+    ) -> Result<files_pb::File> {
         let header = files_pb::SharedPart {
             part: Some(files_pb::shared_part::Part::Header(Box::new(files_pb::SharedHeader {
                 scope: Some(self.files_scope(instance)),
                 file: Some(file),
                 content: false,
                 displace,
+                rule_references: rule_refs,
             }))),
         };
         let mut client = self.clients()?.files.clone();
@@ -320,39 +342,74 @@ impl SharingService {
         if sharing.owner {
             return Ok(None);
         }
-        let rev = || format!("1-{}", uuid::Uuid::new_v4().simple());
-        if self.file(instance, SHARED_WITH_ME_DIR).await?.is_none() {
-            let name = match self.locale(instance).await.as_deref() {
-                Some(l) if l.starts_with("fr") => "Partages reçus",
-                _ => "Shared with me",
-            };
-            let inbox = files_pb::File {
-                id: SHARED_WITH_ME_DIR.into(),
-                rev: rev(),
-                directory: true,
-                name: name.into(),
-                dir_id: ROOT_DIR.into(),
-                ..Default::default()
-            };
-            self.put_shared(instance, inbox, false).await?;
-        }
         let title = sharing
             .rules
             .iter()
             .find(|r| r.doctype == FILES)
-            .map(|r| r.title.clone())
-            .unwrap_or_else(|| sharing.description.clone());
+            .map(|r| r.title.as_str())
+            .unwrap_or(&sharing.description);
+        Ok(Some(self.ensure_folder_in_inbox(instance, root, title).await?))
+    }
+
+    /// "Shared with me", made (or brought back from the trash) when missing.
+    async fn ensure_inbox(&self, instance: &str) -> Result<()> {
+        if self
+            .file(instance, SHARED_WITH_ME_DIR)
+            .await?
+            .is_some_and(|f| !f.trashed)
+        {
+            return Ok(());
+        }
+        let name = match self.locale(instance).await.as_deref() {
+            Some(l) if l.starts_with("fr") => "Partages reçus",
+            _ => "Shared with me",
+        };
+        let inbox = files_pb::File {
+            id: SHARED_WITH_ME_DIR.into(),
+            rev: format!("1-{}", uuid::Uuid::new_v4().simple()),
+            directory: true,
+            name: name.into(),
+            dir_id: ROOT_DIR.into(),
+            ..Default::default()
+        };
+        self.put_shared(instance, inbox, false, Vec::new()).await?;
+        Ok(())
+    }
+
+    /// Folder `id` named `title` in "Shared with me", made (or brought back from the trash)
+    /// when missing; answers its path.
+    async fn ensure_folder_in_inbox(&self, instance: &str, id: &str, title: &str) -> Result<String> {
+        let here = self.file(instance, id).await?;
+        if let Some(dir) = &here
+            && dir.directory
+            && !dir.trashed
+        {
+            return Ok(dir.path.clone());
+        }
+        self.ensure_inbox(instance).await?;
+        let generation = here.map_or(0, |f| split_rev(&f.rev).0) + 1;
         let folder = files_pb::File {
-            id: root.to_string(),
-            rev: rev(),
+            id: id.to_string(),
+            rev: format!("{generation}-{}", uuid::Uuid::new_v4().simple()),
             directory: true,
             name: title.replace('/', "-"),
             dir_id: SHARED_WITH_ME_DIR.into(),
             ..Default::default()
         };
         // A node that stood there is the person's own: the folder takes another name.
-        let made = self.put_shared(instance, folder, false).await?;
-        Ok(Some(made.path))
+        let made = self.put_shared(instance, folder, false, Vec::new()).await?;
+        Ok(made.path)
+    }
+
+    /// Where a new node of a file or album sharing goes here (made when missing).
+    async fn ensure_landing(&self, instance: &str, rule: FilesRule<'_>) -> Result<String> {
+        match rule {
+            FilesRule::Referenced { title, .. } => {
+                self.ensure_folder_in_inbox(instance, rule.landing(), title).await?;
+            }
+            _ => self.ensure_inbox(instance).await?,
+        }
+        Ok(rule.landing().to_string())
     }
 
     async fn locale(&self, instance: &str) -> Option<String> {
@@ -418,7 +475,7 @@ impl SharingService {
     /// One round of the files of `sharing` to `member`: the changes since the checkpoint that
     /// the member lacks. Answers whether more changes wait.
     pub(crate) async fn replicate_files(&self, instance: &str, sharing: &Sharing, member: usize) -> Result<bool> {
-        let Some(root) = files_root(sharing) else {
+        let Some(rule) = files_rule(sharing) else {
             return Ok(false);
         };
         let id = sharing.id.as_str();
@@ -426,11 +483,16 @@ impl SharingService {
             .get(self.inner.store.as_ref(), instance, (id, member as u32, FILES))
             .await?
             .unwrap_or(0);
-        let root_node = self.file(instance, root).await?;
-        if self.left_by_trash(instance, sharing, root_node.as_ref()).await? {
-            return Ok(false);
+        let mut under = None;
+        if let FilesRule::Folder(root) = rule {
+            let root_node = self.file(instance, root).await?;
+            if self.left_by_trash(instance, sharing, root_node.as_ref()).await? {
+                return Ok(false);
+            }
+            under = root_node
+                .filter(|f| f.directory && !f.trashed)
+                .map(|f| format!("{}/", f.path));
         }
-        let root_path = root_node.filter(|f| f.directory && !f.trashed).map(|f| f.path);
         let feed = self
             .clients()?
             .files
@@ -445,17 +507,19 @@ impl SharingService {
             .await?
             .into_inner();
         let last: u64 = feed.last_seq.parse().unwrap_or(since);
-        let under = root_path.as_ref().map(|p| format!("{p}/"));
         let (mut dirs, mut files, mut removals) = (Vec::new(), Vec::new(), Vec::new());
         for change in feed.results {
-            if change.id == root {
+            if matches!(rule, FilesRule::Folder(root) if change.id == root) {
                 continue;
             }
             let tracked = self.tracked(instance, id, member, &change.id).await?;
             let shared = change
                 .doc
                 .filter(|d| !change.deleted && !d.trashed)
-                .filter(|d| under.as_ref().is_some_and(|u| d.path.starts_with(u.as_str())));
+                .filter(|d| match &under {
+                    Some(under) => d.path.starts_with(under.as_str()),
+                    None => rule.takes(d),
+                });
             match shared {
                 Some(doc) => {
                     let uploads = &self.inner.uploads;
@@ -482,14 +546,16 @@ impl SharingService {
                 None => {}
             }
         }
-        self.add_missing_parents(instance, id, member, root, &mut dirs, &files)
-            .await?;
+        if let FilesRule::Folder(root) = rule {
+            self.add_missing_parents(instance, id, member, root, &mut dirs, &files)
+                .await?;
+        }
         self.inner.senders.update(instance, id, member, |s| {
             s.pending = (dirs.len() + files.len() + removals.len()) as u64
         });
         let sent = dirs.len() + files.len() + removals.len();
         let refused = if !dirs.is_empty() || !removals.is_empty() {
-            self.send_dirs_and_removals(instance, sharing, member, root, &mut dirs, &removals)
+            self.send_dirs_and_removals(instance, sharing, member, rule, &mut dirs, &removals)
                 .await?
         } else {
             Vec::new()
@@ -498,7 +564,7 @@ impl SharingService {
         // (Owned files: a closure over references trips the compiler's `Send` proof.)
         let results: Vec<Result<Option<files_pb::File>>> = futures::stream::iter(files.iter().cloned())
             .map(|file: files_pb::File| async move {
-                let taken = self.send_file(instance, sharing, member, root, &file).await?;
+                let taken = self.send_file(instance, sharing, member, rule, &file).await?;
                 Ok(taken.then_some(file))
             })
             .buffer_unordered(FILES_IN_FLIGHT)
@@ -585,14 +651,14 @@ impl SharingService {
         instance: &str,
         sharing: &Sharing,
         member: usize,
-        root: &str,
+        rule: FilesRule<'_>,
         dirs: &mut [files_pb::File],
         removals: &[files_pb::File],
     ) -> Result<Vec<String>> {
         let (_, creds) = Self::peer_of(sharing, member)?;
         // Parents before their children.
         dirs.sort_by_key(|d| d.path.matches('/').count());
-        let mut docs: Vec<Value> = dirs.iter().map(|d| sent_doc(d, root, &creds.xor_key)).collect();
+        let mut docs: Vec<Value> = dirs.iter().map(|d| sent_doc(d, rule, &creds.xor_key)).collect();
         docs.extend(removals.iter().map(|r| {
             let (start, hash) = split_rev(&r.rev);
             json!({"_id": xor_id(&r.id, &creds.xor_key), "_rev": r.rev,
@@ -619,13 +685,13 @@ impl SharingService {
         instance: &str,
         sharing: &Sharing,
         member: usize,
-        root: &str,
+        rule: FilesRule<'_>,
         file: &files_pb::File,
     ) -> Result<bool> {
         let (origin, creds) = Self::peer_of(sharing, member)?;
         let remote_id = xor_id(&file.id, &creds.xor_key);
         let path = format!("/sharings/{}/io.cozy.files/{remote_id}/metadata", sharing.id);
-        let doc = sent_doc(file, root, &creds.xor_key);
+        let doc = sent_doc(file, rule, &creds.xor_key);
         let answer = match self
             .call_peer(instance, sharing, member, Method::PUT, &path, &doc)
             .await
@@ -679,8 +745,9 @@ impl SharingService {
         Ok(true)
     }
 
-    /// The sharing and the calling member for a files route from the other host.
-    async fn files_caller(&self, req: &pb::PeerRequest) -> Result<(pb::Instance, Sharing, usize, String)> {
+    /// The sharing and the calling member for a files route from the other host, with the shared
+    /// folder's path here (`None` when the sharing shares a file or an album).
+    async fn files_caller(&self, req: &pb::PeerRequest) -> Result<(pb::Instance, Sharing, usize, Option<String>)> {
         let instance = self.instance(req.instance.clone(), false)?;
         let sharing = self.must_load(&instance.id, &req.id).await?;
         if !sharing.takes_peer_calls() {
@@ -693,44 +760,68 @@ impl SharingService {
             ));
         }
         self.inner.senders.wake(&instance.id, &sharing.id, member);
-        let root = self
-            .ensure_shared_folder(&instance.id, &sharing)
-            .await?
-            .ok_or_else(|| SharingError::Denied("this sharing shares no folder here".into()))?;
-        Ok((instance, sharing, member, root))
+        let root_path = match files_rule(&sharing) {
+            None => return Err(SharingError::Denied("this sharing shares no files".into())),
+            Some(FilesRule::Folder(_)) => Some(
+                self.ensure_shared_folder(&instance.id, &sharing)
+                    .await?
+                    .ok_or_else(|| SharingError::Denied("this sharing shares no folder here".into()))?,
+            ),
+            Some(_) => None,
+        };
+        Ok((instance, sharing, member, root_path))
     }
 
     /// Whether the incoming `file` may be written here, and should be: it stays inside the
-    /// shared folder (`root_path`), and wins over what is here.
+    /// shared folder (at `root_path`), or is the shared file, or is in the album (it is then
+    /// placed: where it is here, else where the sharing's new files go); and it wins over what
+    /// is here.
     async fn admit(
         &self,
         instance: &str,
         sharing: &Sharing,
         member: usize,
-        root_path: &str,
-        file: &files_pb::File,
+        root_path: Option<&str>,
+        file: &mut files_pb::File,
     ) -> Result<Admit> {
-        let prefix = format!("{root_path}/");
-        let root = files_root(sharing).unwrap_or_default();
-        if file.dir_id != root {
-            let parent = self.file(instance, &file.dir_id).await?;
-            if !parent.is_some_and(|p| p.directory && p.path.starts_with(&prefix)) {
-                return Err(SharingError::Denied(format!(
-                    "io.cozy.files/{}: its directory is not in this sharing: nothing was written",
-                    file.id
-                )));
+        let rule = files_rule(sharing).ok_or_else(|| SharingError::Denied("this sharing shares no files".into()))?;
+        let not_shared = |id: &str| {
+            SharingError::Denied(format!(
+                "io.cozy.files/{id} is not shared by this sharing: nothing was written"
+            ))
+        };
+        let prefix = root_path.map(|p| format!("{p}/"));
+        match (rule, &prefix) {
+            (FilesRule::Folder(root), Some(prefix)) if file.dir_id != root => {
+                let parent = self.file(instance, &file.dir_id).await?;
+                if !parent.is_some_and(|p| p.directory && p.path.starts_with(prefix)) {
+                    return Err(SharingError::Denied(format!(
+                        "io.cozy.files/{}: its directory is not in this sharing: nothing was written",
+                        file.id
+                    )));
+                }
             }
+            (FilesRule::Folder(_), _) => {}
+            _ if !rule.takes(file) => return Err(not_shared(&file.id)),
+            _ => {}
         }
         let local = self.file(instance, &file.id).await?;
+        if prefix.is_none() {
+            file.dir_id = match &local {
+                Some(here) if !here.trashed => here.dir_id.clone(),
+                _ => self.ensure_landing(instance, rule).await?,
+            };
+        }
         let Some(here) = local.clone() else {
             return Ok(Admit::Take(None));
         };
         let tracked = self.tracked(instance, &sharing.id, member, &file.id).await?;
-        if tracked.is_none() && (here.trashed || !here.path.starts_with(&prefix)) {
-            return Err(SharingError::Denied(format!(
-                "io.cozy.files/{} is not shared by this sharing: nothing was written",
-                file.id
-            )));
+        let inside = match &prefix {
+            Some(prefix) => here.path.starts_with(prefix.as_str()),
+            None => rule.takes(&here),
+        };
+        if tracked.is_none() && (here.trashed || !inside) {
+            return Err(not_shared(&file.id));
         }
         if here.rev == file.rev {
             // Already here (an answer was lost): the member has it.
@@ -756,7 +847,7 @@ impl SharingService {
         let doc: Value = serde_json::from_slice(&req.body)
             .map_err(|_| SharingError::BadRequest("the metadata is a file's JSON".into()))?;
         let root = files_root(&sharing).unwrap_or_default();
-        let file = received_file(&doc, root)?;
+        let mut file = received_file(&doc, root)?;
         if file.id != req.target {
             return Err(SharingError::BadRequest("the body's _id is not the file's".into()));
         }
@@ -764,7 +855,8 @@ impl SharingService {
             return Err(SharingError::BadRequest("a file's metadata, with its md5sum".into()));
         }
         let _guard = self.lock(&instance.id).await;
-        let local = match self.admit(&instance.id, &sharing, member, &root_path, &file).await? {
+        let root_path = root_path.as_deref();
+        let local = match self.admit(&instance.id, &sharing, member, root_path, &mut file).await? {
             Admit::Has => return Ok(Value::Null),
             Admit::Lost => return Err(lost(&file.id)),
             Admit::Take(local) => local,
@@ -831,6 +923,7 @@ impl SharingService {
             content: true,
             // On a recipient the owner's node keeps its name; the owner renames what comes in.
             displace: !sharing.owner,
+            rule_references: files_rule(&sharing).map(|r| r.references()).unwrap_or_default(),
         })
     }
 
@@ -860,7 +953,8 @@ impl SharingService {
         let uploads = &self.inner.uploads;
         uploads.arriving(instance, &sharing.id, member, &file.id, Some(&file.rev));
         // On a recipient the owner's node keeps its name; the owner renames what comes in.
-        let done = match self.put_shared(instance, file, !sharing.owner).await {
+        let refs = files_rule(sharing).map(|r| r.references()).unwrap_or_default();
+        let done = match self.put_shared(instance, file, !sharing.owner, refs).await {
             Ok(_) => self.track(instance, &sharing.id, member, vec![tracked.clone()]).await,
             Err(err) => Err(err),
         };
@@ -873,6 +967,7 @@ impl SharingService {
     /// them as not exchanged.
     pub(crate) async fn peer_bulk_files(&self, req: &pb::PeerRequest, docs: Vec<Value>) -> Result<Vec<Value>> {
         let (instance, sharing, member, root_path) = self.files_caller(req).await?;
+        let root_path = root_path.as_deref();
         let root = files_root(&sharing).unwrap_or_default().to_string();
         let _guard = self.lock(&instance.id).await;
         let mut refused = Vec::new();
@@ -880,18 +975,23 @@ impl SharingService {
         for doc in docs {
             if doc["_deleted"] == json!(true) {
                 let id = doc["_id"].as_str().unwrap_or_default();
-                if !self.remove(&instance.id, &sharing, member, &root_path, id).await? {
+                if !self.remove(&instance.id, &sharing, member, root_path, id).await? {
                     refused.push(conflict(id));
                 }
                 continue;
             }
-            let file = received_file(&doc, &root)?;
+            let mut file = received_file(&doc, &root)?;
             if !file.directory {
                 return Err(SharingError::BadRequest(
                     "files come through their metadata route, not _bulk_docs".into(),
                 ));
             }
-            match self.admit(&instance.id, &sharing, member, &root_path, &file).await? {
+            if root_path.is_none() {
+                return Err(SharingError::BadRequest(
+                    "this sharing shares a file or an album's files, not folders".into(),
+                ));
+            }
+            match self.admit(&instance.id, &sharing, member, root_path, &mut file).await? {
                 Admit::Has => {}
                 Admit::Lost => refused.push(conflict(&file.id)),
                 Admit::Take(_) => self.apply(&instance.id, &sharing, member, file).await?,
@@ -902,18 +1002,25 @@ impl SharingService {
 
     /// A node the member removed on its side goes to the trash here, unless it changed here
     /// since (an edit wins over a removal: it goes back to the member); answers false then.
+    /// A file of an album that lives elsewhere than the album's folder here only leaves the
+    /// album (the person filed it: it stays theirs).
     async fn remove(
         &self,
         instance: &str,
         sharing: &Sharing,
         member: usize,
-        root_path: &str,
+        root_path: Option<&str>,
         id: &str,
     ) -> Result<bool> {
         let Some(here) = self.file(instance, id).await? else {
             return Ok(true);
         };
-        if here.trashed || !here.path.starts_with(&format!("{root_path}/")) {
+        let rule = files_rule(sharing).ok_or_else(|| SharingError::Denied("this sharing shares no files".into()))?;
+        let inside = match root_path {
+            Some(root_path) => here.path.starts_with(&format!("{root_path}/")),
+            None => rule.takes(&here),
+        };
+        if here.trashed || !inside {
             return Ok(true);
         }
         let tracked = self.tracked(instance, &sharing.id, member, id).await?;
@@ -922,9 +1029,41 @@ impl SharingService {
         }
         let uploads = &self.inner.uploads;
         uploads.arriving(instance, &sharing.id, member, id, None);
-        let done = self.trash_and_track(instance, &sharing.id, member, here).await;
+        let done = match rule {
+            FilesRule::Referenced { .. } if here.dir_id != rule.landing() => {
+                self.unreference_and_track(instance, &sharing.id, member, rule, here)
+                    .await
+            }
+            _ => self.trash_and_track(instance, &sharing.id, member, here).await,
+        };
         uploads.arrived(instance, &sharing.id, member, id);
         done.map(|_| true)
+    }
+
+    async fn unreference_and_track(
+        &self,
+        instance: &str,
+        sharing: &str,
+        member: usize,
+        rule: FilesRule<'_>,
+        here: files_pb::File,
+    ) -> Result<()> {
+        let left = self
+            .clients()?
+            .files
+            .clone()
+            .reference(files_pb::ReferenceRequest {
+                scope: Some(self.files_scope(instance)),
+                id: here.id,
+                references: rule.references(),
+                add: false,
+            })
+            .await?
+            .into_inner()
+            .file
+            .unwrap_or_default();
+        self.track(instance, sharing, member, vec![tracked_file(&left, true)])
+            .await
     }
 
     async fn trash_and_track(&self, instance: &str, sharing: &str, member: usize, here: files_pb::File) -> Result<()> {
@@ -1002,7 +1141,7 @@ mod tests {
             mime: "text/plain".into(),
             ..Default::default()
         };
-        let sent = sent_doc(&file, "root-dir", &key);
+        let sent = sent_doc(&file, FilesRule::Folder("root-dir"), &key);
         assert_eq!(sent["size"], "42", "cozy sends sizes as strings");
         assert_eq!(sent["_revisions"]["start"], 2);
         let mut back = received_file(&sent, "their-root").unwrap();
@@ -1016,9 +1155,36 @@ mod tests {
             dir_id: "root-dir".into(),
             ..file.clone()
         };
-        let sent = sent_doc(&child, "root-dir", &key);
+        let sent = sent_doc(&child, FilesRule::Folder("root-dir"), &key);
         assert!(sent.get("dir_id").is_none());
         assert_eq!(received_file(&sent, "their-root").unwrap().dir_id, "their-root");
         assert!(received_file(&json!({"_id": "x", "_rev": "1-a", "type": "link"}), "r").is_err());
+
+        // An album's photo: no parent, and only its references to the album, in the member's ids.
+        let values = ["io.cozy.photos.albums/a1b2".to_string()];
+        let album = FilesRule::Referenced {
+            title: "Holidays",
+            values: &values,
+        };
+        let reference = |doctype: &str, id: &str| files_pb::Reference {
+            doctype: doctype.into(),
+            id: id.into(),
+        };
+        let photo = files_pb::File {
+            referenced_by: vec![
+                reference("io.cozy.photos.albums", "a1b2"),
+                reference("io.cozy.notes", "n1"),
+            ],
+            ..file.clone()
+        };
+        let sent = sent_doc(&photo, album, &key);
+        assert!(sent.get("dir_id").is_none());
+        assert_eq!(
+            sent["referenced_by"],
+            json!([{"type": "io.cozy.photos.albums", "id": xor_id("a1b2", &key)}])
+        );
+        let back = received_file(&sent, "").unwrap();
+        assert_eq!(back.dir_id, "", "placed by the receiver");
+        assert_eq!(back.referenced_by.len(), 1);
     }
 }

@@ -8,6 +8,7 @@ use cocon_proto::sharing::v1 as pb;
 
 use crate::doc::Sharing;
 use crate::error::Result;
+use crate::files_rule::{FilesRule, files_rule};
 use crate::service::SharingService;
 
 /// Whether this recipient's changes to `sharing` stay here.
@@ -22,14 +23,13 @@ fn received_read_only(sharing: &Sharing, origin: &str) -> bool {
 pub(crate) fn guards_of(sharings: &[Sharing], origin: &str) -> pb::Guards {
     let mut guards = pb::Guards::default();
     for sharing in sharings.iter().filter(|s| received_read_only(s, origin)) {
-        for rule in sharing.rules.iter().filter(|r| !r.local) {
-            if rule.doctype == FILES {
-                // A folder rule: its value is the id of the copy here (`files::files_root`).
-                if matches!(rule.selector.as_str(), "" | "id" | "_id") {
-                    guards.directories.extend(rule.values.iter().cloned());
-                }
-                continue;
-            }
+        // The folder (or the file) as it is here, or the folder an album's files land in.
+        match files_rule(sharing) {
+            Some(rule @ FilesRule::Referenced { .. }) => guards.directories.push(rule.landing().to_string()),
+            Some(FilesRule::Folder(id) | FilesRule::File(id)) => guards.directories.push(id.to_string()),
+            None => {}
+        }
+        for rule in sharing.rules.iter().filter(|r| !r.local && r.doctype != FILES) {
             guards.documents.push(pb::DocumentGuard {
                 doctype: rule.doctype.clone(),
                 selector: rule.selector.clone(),

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::doc::{Sharing, now};
 use crate::error::{Result, SharingError};
+use crate::files_rule::FilesRule;
 use crate::service::SharingService;
 
 const INITIAL_SYNC: &str = "io.cozy.sharings.initial_sync";
@@ -113,8 +114,14 @@ impl SharingService {
         self.inner.initial.told.lock().expect("initial poisoned").insert(key);
     }
 
-    /// The files (not folders) under directory `root`, its tree walked a page at a time.
-    pub(crate) async fn count_files(&self, instance: &str, root: &str) -> Result<u64> {
+    /// The files (not folders) a files rule shares: one, an album's (pages of its references),
+    /// or those under a folder (its tree walked a page at a time).
+    pub(crate) async fn count_files(&self, instance: &str, rule: FilesRule<'_>) -> Result<u64> {
+        let root = match rule {
+            FilesRule::Folder(root) => root,
+            FilesRule::File(_) => return Ok(1),
+            FilesRule::Referenced { .. } => return self.count_referenced(instance, rule).await,
+        };
         let mut files = self.clients()?.files.clone();
         let (mut count, mut dirs) = (0, vec![root.to_string()]);
         while let Some(dir) = dirs.pop() {
@@ -144,6 +151,38 @@ impl SharingService {
             }
         }
         Ok(count)
+    }
+
+    async fn count_referenced(&self, instance: &str, rule: FilesRule<'_>) -> Result<u64> {
+        let mut files = self.clients()?.files.clone();
+        let mut seen = HashSet::new();
+        for reference in rule.references() {
+            let mut cursor = String::new();
+            loop {
+                let page = files
+                    .referenced(files_pb::ReferencedRequest {
+                        scope: Some(self.files_scope(instance)),
+                        doctype: reference.doctype.clone(),
+                        id: reference.id.clone(),
+                        limit: 1000,
+                        cursor,
+                    })
+                    .await?
+                    .into_inner();
+                // (A file in two of the rule's albums counts once.)
+                seen.extend(
+                    page.children
+                        .into_iter()
+                        .filter(|f| !f.directory && !f.trashed)
+                        .map(|f| f.id),
+                );
+                if page.next_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_cursor;
+            }
+        }
+        Ok(seen.len() as u64)
     }
 
     /// A live event for the instance's realtime sockets; best effort, as a screen's progress.

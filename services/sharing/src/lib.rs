@@ -9,6 +9,7 @@
 mod doc;
 mod error;
 mod files;
+mod files_rule;
 mod grpc;
 mod guards;
 mod initial;

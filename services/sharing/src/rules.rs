@@ -14,6 +14,15 @@ pub fn check(rules: &mut [Rule]) -> Result<()> {
     if rules.is_empty() {
         return Err(SharingError::BadRequest("a sharing needs at least one rule".into()));
     }
+    let files = rules
+        .iter()
+        .filter(|r| !r.local && r.doctype == cocon_common::cozy::doctype::FILES)
+        .count();
+    if files > 1 {
+        return Err(SharingError::BadRequest(
+            "a sharing shares one folder, one file or one album's files: make a sharing for each".into(),
+        ));
+    }
     for (i, rule) in rules.iter_mut().enumerate() {
         let bad = |why: &str| SharingError::BadRequest(format!("rule {i}: {why}"));
         if rule.title.trim().is_empty() {
@@ -147,6 +156,7 @@ mod tests {
                 selector: "referenced_by".into(),
                 ..rule("io.cozy.files", &["album"])
             }],
+            vec![rule("io.cozy.files", &["dir1"]), rule("io.cozy.files", &["dir2"])],
         ] {
             let mut bad = bad;
             assert!(check(&mut bad).is_err(), "{bad:?}");

@@ -83,6 +83,7 @@ impl SharingService {
         let mut rules: Vec<Rule> = serde_json::from_value(attrs.get("rules").cloned().unwrap_or(json!([])))
             .map_err(|e| SharingError::BadRequest(format!("rules: {e}")))?;
         rules::check(&mut rules)?;
+        self.mark_single_files(&instance.id, &mut rules).await?;
         let owner = Member {
             status: status::OWNER.into(),
             public_name: req.public_name.clone(),
@@ -263,8 +264,8 @@ impl SharingService {
             .get(index)
             .ok_or_else(|| SharingError::NotFound(format!("no member {index}")))?;
         let mut body = Self::request_for(&sharing, index);
-        if let Some(root) = crate::files::files_root(&sharing) {
-            match self.count_files(&instance.id, root).await {
+        if let Some(rule) = crate::files_rule::files_rule(&sharing) {
+            match self.count_files(&instance.id, rule).await {
                 Ok(n) => body["data"]["attributes"]["initial_number_of_files_to_sync"] = n.into(),
                 Err(err) => {
                     tracing::warn!(sharing = %id, error = %err, "the shared folder's files could not be counted")
@@ -555,7 +556,7 @@ impl SharingService {
         }
         sharing.active = true;
         // The owner's files come now: apps show their progress until the owner says it is over.
-        sharing.initial_sync = crate::files::files_root(&sharing).is_some();
+        sharing.initial_sync = crate::files_rule::files_rule(&sharing).is_some();
         sharing.updated_at = now();
         self.save(&instance.id, &[(&sharing, "updated")]).await?;
         tracing::info!(sharing = %sharing.id, read_only, "sharing accepted");

@@ -27,6 +27,7 @@ mod pouchdb;
 mod realtime;
 mod replication;
 mod sharing;
+mod sharing_files_and_albums;
 mod sharing_folders;
 mod sharing_revoke;
 mod sharing_split;

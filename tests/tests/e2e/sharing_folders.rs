@@ -10,46 +10,6 @@ use serde_json::{Value, json};
 
 const INBOX: &str = "io.cozy.files.shared-with-me-dir";
 
-/// The node at `path` once `done` holds for it (the sharing replicates in the background).
-async fn node_at(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
-    eventually(api, &format!("/files/metadata?Path={encoded}"), |n| {
-        n["data"]["id"].is_string() && done(&n["data"])
-    })
-    .await["data"]
-        .clone()
-}
-
-async fn gone(api: &Api, path: &str) {
-    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let r = api.get(&format!("/files/metadata?Path={encoded}")).await;
-        if r.status == 404 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} is still there: {}",
-            r.text
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-fn attr<'a>(node: &'a Value, key: &str) -> &'a Value {
-    &node["attributes"][key]
-}
-
-async fn patch(api: &Api, id: &str, attributes: Value) -> Reply {
-    Api::reply(
-        api.request(Method::PATCH, &format!("/files/{id}"))
-            .header("Content-Type", "application/vnd.api+json")
-            .body(json!({"data": {"type": "io.cozy.files", "id": id, "attributes": attributes}}).to_string()),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_shared_folder_replicates_both_ways_with_its_contents() {
     let mut h = two_hosts().await;
