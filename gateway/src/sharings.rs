@@ -35,7 +35,11 @@ pub fn routes() -> Router<State> {
         .route("/sharings/news", get(news))
         .route("/sharings/{id}", get(show).put(receive_request).delete(peer_revoked))
         .route("/sharings/{id}/answer", post(receive_answer).delete(peer_revoked))
-        .route("/sharings/{id}/recipients", delete(revoke_all))
+        .route(
+            "/sharings/{id}/recipients",
+            post(add_recipients).put(peer_members).delete(revoke_all),
+        )
+        .route("/sharings/{id}/recipients/delegated", post(peer_add_recipients))
         .route("/sharings/{id}/recipients/{index}", delete(revoke_one))
         .route(
             "/sharings/{id}/recipients/{index}/readonly",
@@ -501,6 +505,83 @@ fn done(state: &State, id: &str, instance: &str) -> Response {
 
 fn instance_id(instance: &Option<pb::Instance>) -> String {
     instance.as_ref().map(|i| i.id.clone()).unwrap_or_default()
+}
+
+/// `POST /sharings/:id/recipients`, by an app whose token covers the rules: the contacts of the
+/// body become members (on the owner), or go to the owner's host to be (on a read-write
+/// recipient of an open sharing). 200 with the sharing.
+async fn add_recipients(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    checked_body(&body)?;
+    let (_, instance) = manager(&state, &headers, &id).await?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .add_recipients(pb::AddRecipientsRequest { instance, id, body })
+        .await?
+        .into_inner();
+    let data: Value = serde_json::from_slice(&answer.json).unwrap_or_default();
+    Ok(jsonapi(StatusCode::OK, data))
+}
+
+/// `POST /sharings/:id/recipients/delegated` on the owner, by a read-write member's host of an
+/// open sharing: `{email: state}` of the members it added.
+async fn peer_add_recipients(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    checked_body(&body)?;
+    let (caller, instance) = peer(&state, &headers, &id, &Method::POST).await?;
+    let answer = state
+        .clients
+        .sharing
+        .clone()
+        .peer_add_recipients(pb::PeerRequest {
+            instance,
+            id,
+            client_id: caller.client.clone(),
+            body,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.json,
+    )
+        .into_response())
+}
+
+/// `PUT /sharings/:id/recipients` on a recipient, by the owner's host: the members as they are.
+async fn peer_members(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    checked_body(&body)?;
+    let (caller, instance) = peer(&state, &headers, &id, &Method::PUT).await?;
+    state
+        .clients
+        .sharing
+        .clone()
+        .peer_members(pb::PeerRequest {
+            instance,
+            id,
+            client_id: caller.client.clone(),
+            body,
+            ..Default::default()
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `DELETE /sharings/:id/recipients` on the owner: the sharing ends for every member.

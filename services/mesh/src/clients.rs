@@ -168,6 +168,9 @@ service_client!(
         peer_end_initial(PeerRequest) -> JsonAnswer;
         set_read_only(ReadOnlyRequest) -> SharingAnswer;
         peer_read_only(PeerRequest) -> JsonAnswer;
+        add_recipients(AddRecipientsRequest) -> SharingAnswer;
+        peer_add_recipients(PeerRequest) -> JsonAnswer;
+        peer_members(PeerRequest) -> JsonAnswer;
         news(NewsRequest) -> NewsAnswer;
         read_only_guards(GuardsRequest) -> Guards;
     }

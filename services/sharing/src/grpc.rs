@@ -136,6 +136,24 @@ impl pb::sharing_service_server::SharingService for SharingService {
         Ok(json_answer(&json))
     }
 
+    async fn add_recipients(
+        &self,
+        req: Request<pb::AddRecipientsRequest>,
+    ) -> Result<Response<pb::SharingAnswer>, Status> {
+        let sharing = self.add_recipients(req.into_inner()).await?;
+        Ok(answer(&sharing.api_view()))
+    }
+
+    async fn peer_add_recipients(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.delegated_recipients(req.into_inner()).await?;
+        Ok(json_answer(&json))
+    }
+
+    async fn peer_members(&self, req: Request<pb::PeerRequest>) -> Result<Response<pb::JsonAnswer>, Status> {
+        let json = self.members_from_owner(req.into_inner()).await?;
+        Ok(json_answer(&json))
+    }
+
     async fn news(&self, req: Request<pb::NewsRequest>) -> Result<Response<pb::NewsAnswer>, Status> {
         let count = self.news(req.into_inner()).await?;
         Ok(Response::new(pb::NewsAnswer { count }))

@@ -13,6 +13,7 @@ mod files_rule;
 mod grpc;
 mod guards;
 mod initial;
+mod members;
 mod peer;
 mod replicate;
 mod revoke;

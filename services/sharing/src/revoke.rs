@@ -139,6 +139,10 @@ impl SharingService {
         for client in clients {
             self.delete_client(instance, &client).await;
         }
+        if sharing.active {
+            // The members still in see who left.
+            self.tell_members_later(instance, id);
+        }
         Ok(sharing)
     }
 

@@ -20,7 +20,7 @@ use crate::rules;
 use crate::service::SharingService;
 
 /// Most members a sharing has, as cozy-stack's default.
-const MAX_MEMBERS: usize = 90;
+pub(crate) const MAX_MEMBERS: usize = 90;
 
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -46,7 +46,7 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 /// A contact as a member: its name, primary e-mail and Cozy.
-fn member_of_contact(contact: &Value, read_only: bool) -> Member {
+pub(crate) fn member_of_contact(contact: &Value, read_only: bool) -> Member {
     let primary = |list: &str, field: &str| -> String {
         let items = contact.get(list).and_then(Value::as_array).cloned().unwrap_or_default();
         let chosen = items
@@ -92,29 +92,7 @@ impl SharingService {
             ..Default::default()
         };
         let mut members = vec![owner];
-        let relationships = body
-            .get("data")
-            .and_then(|d| d.get("relationships"))
-            .cloned()
-            .unwrap_or_default();
-        for (key, read_only) in [("recipients", false), ("read_only_recipients", true)] {
-            let list = relationships
-                .get(key)
-                .and_then(|r| r.get("data"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for item in list {
-                let (kind, id) = (str_of(&item, "type"), str_of(&item, "id"));
-                if kind != doctype::CONTACTS || id.is_empty() {
-                    return Err(SharingError::BadRequest(format!(
-                        "{key} are {{\"type\": \"io.cozy.contacts\", \"id\": ...}}"
-                    )));
-                }
-                let contact = self.contact(&instance, id).await?;
-                members.push(member_of_contact(&contact, read_only));
-            }
-        }
+        members.extend(self.members_of_body(&instance, &body).await?);
         if members.len() < 2 {
             return Err(SharingError::BadRequest(
                 "a sharing needs at least one recipient".into(),
@@ -133,7 +111,7 @@ impl SharingService {
             })
             .collect();
         let at = now();
-        let mut sharing = Sharing {
+        let sharing = Sharing {
             id: uuid::Uuid::now_v7().simple().to_string(),
             active: true,
             owner: true,
@@ -153,9 +131,46 @@ impl SharingService {
             self.save(&instance.id, &[(&sharing, "created")]).await?;
         }
         tracing::info!(sharing = %sharing.id, members = sharing.members.len() - 1, "sharing created");
-        for index in 1..sharing.members.len() {
+        let all: Vec<usize> = (1..sharing.members.len()).collect();
+        Ok(self.invite(&instance, sharing, &all).await)
+    }
+
+    /// The contacts a JSON-API body names (`recipients`, `read_only_recipients`), as members.
+    pub(crate) async fn members_of_body(&self, instance: &pb::Instance, body: &Value) -> Result<Vec<Member>> {
+        let mut members = Vec::new();
+        let relationships = body
+            .get("data")
+            .and_then(|d| d.get("relationships"))
+            .cloned()
+            .unwrap_or_default();
+        for (key, read_only) in [("recipients", false), ("read_only_recipients", true)] {
+            let list = relationships
+                .get(key)
+                .and_then(|r| r.get("data"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in list {
+                let (kind, id) = (str_of(&item, "type"), str_of(&item, "id"));
+                if kind != doctype::CONTACTS || id.is_empty() {
+                    return Err(SharingError::BadRequest(format!(
+                        "{key} are {{\"type\": \"io.cozy.contacts\", \"id\": ...}}"
+                    )));
+                }
+                let contact = self.contact(instance, id).await?;
+                members.push(member_of_contact(&contact, read_only));
+            }
+        }
+        Ok(members)
+    }
+
+    /// Sends members `indexes` of an owner's sharing the request on their Cozy, or when it is
+    /// not known the invitation mail; answers the sharing as stored after. A member whose
+    /// request or mail did not go stays `mail-not-sent` (it can be sent again).
+    pub(crate) async fn invite(&self, instance: &pb::Instance, mut sharing: Sharing, indexes: &[usize]) -> Sharing {
+        for &index in indexes {
             if sharing.members[index].instance.is_empty() {
-                match self.mail_invitation(&instance, &sharing, index).await {
+                match self.mail_invitation(instance, &sharing, index).await {
                     Ok(sent) => sharing = sent,
                     Err(err) => {
                         tracing::warn!(sharing = %sharing.id, member = index, error = %err, "the invitation mail was not queued")
@@ -163,15 +178,14 @@ impl SharingService {
                 }
                 continue;
             }
-            match self.send_request(&instance, &sharing.id, index).await {
+            match self.send_request(instance, &sharing.id, index).await {
                 Ok(sent) => sharing = sent,
-                // The member stays `mail-not-sent`; the request can be sent again.
                 Err(err) => {
                     tracing::warn!(sharing = %sharing.id, member = index, error = %err, "the sharing request did not reach the member's Cozy")
                 }
             }
         }
-        Ok(sharing)
+        sharing
     }
 
     /// A contact of the instance, read with the caller's ticket.
@@ -630,6 +644,8 @@ impl SharingService {
         self.save(&instance.id, &[(&sharing, "updated")]).await?;
         tracing::info!(sharing = %sharing.id, member = index, read_only, "sharing answered");
         self.start_senders(&instance.id, &sharing, None);
+        // The members see the new one in (cozy-stack tells them once the new one is set up).
+        self.tell_members_later(&instance.id, &sharing.id);
         Ok(
             json!({"data": {"type": "io.cozy.sharings.answer", "id": sharing.id, "attributes": {
                 "xor_key": xor_key,

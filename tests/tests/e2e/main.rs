@@ -29,6 +29,7 @@ mod replication;
 mod sharing;
 mod sharing_files_and_albums;
 mod sharing_folders;
+mod sharing_members;
 mod sharing_revoke;
 mod sharing_split;
 mod shutdown;

@@ -1,0 +1,198 @@
+//! Members added after a sharing is made: the owner adds a recipient (`POST
+//! /sharings/:id/recipients`), or a read-write recipient does when the sharing is open, through
+//! the owner's host; the newcomer gets the request and the documents, and every member's list
+//! of members follows (`PUT /sharings/:id/recipients` from the owner's host).
+
+use cocon_tests::sharing::*;
+use cocon_tests::{Api, Browser};
+use serde_json::{Value, json};
+
+/// Carol, a third person, on bob's host: her API, her signed-in browser, her Cozy's address.
+async fn carol(h: &Hosts) -> (Api, Browser, String) {
+    let domain = format!("carol.localhost:{}", port(&h.bob_host));
+    let person = person(&h.bob_host, &domain).await;
+    let token = h
+        .bob_host
+        .token(&domain, "io.cozy.notes io.cozy.notifications")
+        .await
+        .unwrap();
+    (
+        h.bob_host.api(&domain, Some(&token)),
+        person,
+        format!("http://{domain}"),
+    )
+}
+
+/// A contact for carol in `api`'s instance: its id.
+async fn carol_contact(api: &Api, origin: &str) -> String {
+    let contact = api
+        .post(
+            "/data/io.cozy.contacts/",
+            &json!({"fullname": "Carol", "email": [{"address": "carol@example.org", "primary": true}],
+                    "cozy": [{"url": origin, "primary": true}]}),
+        )
+        .await;
+    assert_eq!(contact.status, 201, "{}", contact.text);
+    contact.get("id").as_str().unwrap().to_string()
+}
+
+fn add_body(id: &str, contact: &str) -> Value {
+    json!({"data": {"type": "io.cozy.sharings", "id": id,
+                    "relationships": {"recipients": {"data": [{"id": contact, "type": "io.cozy.contacts"}]}}}})
+}
+
+/// Carol's copy of alice's note, once it reached her: its title.
+async fn carols_note(api: &Api, id: &str) -> String {
+    let sharing = eventually(api, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["active"] == true
+    })
+    .await;
+    let note = sharing["data"]["attributes"]["rules"][0]["values"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(note, NOTE, "carol's ids are her own");
+    eventually(api, &format!("/data/io.cozy.notes/{note}"), |n| n["title"].is_string()).await["title"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_owner_adds_a_recipient_and_every_member_sees_the_members() {
+    let mut h = two_hosts().await;
+    let id = share_note(&h).await["id"].as_str().unwrap().to_string();
+    accept_request(&mut h, &id).await;
+    let (carol_api, mut carol_person, carol_origin) = carol(&h).await;
+    let contact = carol_contact(&h.alice, &carol_origin).await;
+
+    let added = h
+        .alice
+        .post(&format!("/sharings/{id}/recipients"), &add_body(&id, &contact))
+        .await;
+    assert_eq!(added.status, 200, "{}", added.text);
+    let members = added.body["data"]["attributes"]["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[2]["email"], "carol@example.org");
+    assert_eq!(members[2]["status"], "pending", "her Cozy got the request");
+
+    // Carol accepts and receives the note.
+    accept_as(&carol_api, &mut carol_person, &carol_origin, &id).await;
+    assert_eq!(carols_note(&carol_api, &id).await, "Holiday plans");
+
+    // Bob's host learns of her from alice's: her address and state, not her Cozy.
+    let on_bob = eventually(&h.bob, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][2]["status"] == "ready"
+    })
+    .await;
+    let carol_on_bob = &on_bob["data"]["attributes"]["members"][2];
+    assert_eq!(carol_on_bob["email"], "carol@example.org");
+    assert!(carol_on_bob.get("instance").is_none(), "{carol_on_bob}");
+    assert_eq!(
+        on_bob["data"]["attributes"]["members"][1]["instance"], h.bob_origin,
+        "bob's host keeps its own address"
+    );
+
+    // Adding someone already in adds no one; a recipient of a sharing that is not open adds
+    // no one either.
+    let again = h
+        .alice
+        .post(&format!("/sharings/{id}/recipients"), &add_body(&id, &contact))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["data"]["attributes"]["members"].as_array().unwrap().len(), 3);
+    let bob_contacts = h
+        .bob_host
+        .token(h.bob_person_domain(), "io.cozy.notes io.cozy.contacts")
+        .await
+        .unwrap();
+    let bob_app = h.bob_host.api(h.bob_person_domain(), Some(&bob_contacts));
+    let his = carol_contact(&bob_app, "http://dave.localhost:1").await;
+    let refused = bob_app
+        .post(&format!("/sharings/{id}/recipients"), &add_body(&id, &his))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let unknown = h
+        .alice
+        .post("/sharings/nope/recipients", &add_body("nope", &contact))
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    let empty = h
+        .alice
+        .post(
+            &format!("/sharings/{id}/recipients"),
+            &json!({"data": {"type": "io.cozy.sharings"}}),
+        )
+        .await;
+    assert_eq!(empty.status, 400, "{}", empty.text);
+
+    // Alice revokes bob: carol's host sees him revoked.
+    let revoked = h.alice.delete(&format!("/sharings/{id}/recipients/1")).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    eventually(&carol_api, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["status"] == "revoked"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_read_write_recipient_of_an_open_sharing_invites_through_the_owner() {
+    let mut h = two_hosts().await;
+    let note = h
+        .alice
+        .put(
+            &format!("/data/io.cozy.notes/{NOTE}"),
+            &json!({"title": "Holiday plans"}),
+        )
+        .await;
+    assert_eq!(note.status, 200, "{}", note.text);
+    let bob_contact = h
+        .alice
+        .post(
+            "/data/io.cozy.contacts/",
+            &json!({"fullname": "Bob", "email": [{"address": "bob@example.org", "primary": true}],
+                    "cozy": [{"url": h.bob_origin, "primary": true}]}),
+        )
+        .await;
+    let created = h
+        .alice
+        .post(
+            "/sharings/",
+            &json!({"data": {"type": "io.cozy.sharings", "attributes": {"description": "Holiday plans", "open_sharing": true,
+                "rules": [{"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE], "add": "sync", "update": "sync", "remove": "sync"}]},
+                "relationships": {"recipients": {"data": [{"id": bob_contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["data"]["id"].as_str().unwrap().to_string();
+    accept_request(&mut h, &id).await;
+
+    // Bob's app invites carol, a contact of his: alice's host adds her and sends the request.
+    let (carol_api, mut carol_person, carol_origin) = carol(&h).await;
+    let bob_contacts = h
+        .bob_host
+        .token(h.bob_person_domain(), "io.cozy.notes io.cozy.contacts")
+        .await
+        .unwrap();
+    let bob_app = h.bob_host.api(h.bob_person_domain(), Some(&bob_contacts));
+    let contact = carol_contact(&bob_app, &carol_origin).await;
+    let invited = bob_app
+        .post(&format!("/sharings/{id}/recipients"), &add_body(&id, &contact))
+        .await;
+    assert_eq!(invited.status, 200, "{}", invited.text);
+    let on_alice = eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][2]["email"] == "carol@example.org"
+    })
+    .await;
+    assert_eq!(
+        on_alice["data"]["attributes"]["members"][2]["instance"],
+        carol_origin.as_str()
+    );
+
+    accept_as(&carol_api, &mut carol_person, &carol_origin, &id).await;
+    assert_eq!(carols_note(&carol_api, &id).await, "Holiday plans");
+    eventually(&h.bob, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][2]["status"] == "ready"
+    })
+    .await;
+}
