@@ -41,6 +41,7 @@ pub fn routes() -> Router<State> {
         )
         .route("/sharings/{id}/recipients/delegated", post(peer_add_recipients))
         .route("/sharings/{id}/recipients/{index}", delete(revoke_one))
+        .route("/sharings/{id}/groups/{index}", delete(revoke_group))
         .route(
             "/sharings/{id}/recipients/{index}/readonly",
             post(read_only_on).delete(read_only_off),
@@ -584,15 +585,16 @@ async fn peer_members(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `DELETE /sharings/:id/recipients` on the owner: the sharing ends for every member.
-async fn revoke_all(
-    AxState(state): AxState<State>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+/// A revocation by an app of this instance (it needs what creating the sharing needs).
+async fn revoke_by_app(
+    state: &State,
+    headers: &HeaderMap,
+    id: String,
+    who: pb::revoke_request::Who,
+    index: u32,
 ) -> Result<Response, ApiError> {
-    let (_, instance) = manager(&state, &headers, &id).await?;
+    let (_, instance) = manager(state, headers, &id).await?;
     let key = instance_id(&instance);
-    let who = pb::revoke_request::Who::All as i32;
     state
         .clients
         .sharing
@@ -600,11 +602,20 @@ async fn revoke_all(
         .revoke(pb::RevokeRequest {
             instance,
             id: id.clone(),
-            who,
-            index: 0,
+            who: who as i32,
+            index,
         })
         .await?;
-    Ok(done(&state, &id, &key))
+    Ok(done(state, &id, &key))
+}
+
+/// `DELETE /sharings/:id/recipients` on the owner: the sharing ends for every member.
+async fn revoke_all(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    revoke_by_app(&state, &headers, id, pb::revoke_request::Who::All, 0).await
 }
 
 /// A member's index in a route, or `self`.
@@ -625,25 +636,24 @@ async fn revoke_one(
     Path((id, index)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let index = member_index(&index)?;
-    let (_, instance) = manager(&state, &headers, &id).await?;
-    let key = instance_id(&instance);
-    let who = match index {
-        Some(_) => pb::revoke_request::Who::Member,
-        None => pb::revoke_request::Who::Self_,
+    let (who, index) = match member_index(&index)? {
+        Some(index) => (pb::revoke_request::Who::Member, index),
+        None => (pb::revoke_request::Who::Self_, 0),
     };
-    state
-        .clients
-        .sharing
-        .clone()
-        .revoke(pb::RevokeRequest {
-            instance,
-            id: id.clone(),
-            who: who as i32,
-            index: index.unwrap_or_default(),
-        })
-        .await?;
-    Ok(done(&state, &id, &key))
+    revoke_by_app(&state, &headers, id, who, index).await
+}
+
+/// `DELETE /sharings/:id/groups/:index` on the owner: the group is revoked, and the members in
+/// only through it.
+async fn revoke_group(
+    AxState(state): AxState<State>,
+    Path((id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let index: u32 = index
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{index:?} is not a group's index")))?;
+    revoke_by_app(&state, &headers, id, pb::revoke_request::Who::Group, index).await
 }
 
 async fn read_only_on(

@@ -200,8 +200,31 @@ pub async fn share_with(h: &Hosts, description: &str, rule: Value) -> String {
         .to_string()
 }
 
+/// Alice's note, and a sharing of it (rules syncing both ways) made with these
+/// `relationships.recipients` and extra `attributes`: the creation's answer.
+pub async fn share_note_to(h: &Hosts, attributes: Value, recipients: Value) -> crate::Reply {
+    put_note(h).await;
+    let mut attrs = json!({"description": "Holiday plans", "rules": [note_rule()]});
+    if let (Some(attrs), Some(extra)) = (attrs.as_object_mut(), attributes.as_object()) {
+        attrs.extend(extra.clone());
+    }
+    h.alice
+        .post(
+            "/sharings/",
+            &json!({"data": {"type": "io.cozy.sharings", "attributes": attrs,
+                             "relationships": {"recipients": {"data": recipients}}}}),
+        )
+        .await
+}
+
 /// Alice's app shares her note with Bob (the rules sync both ways); the sharing's `data`.
 pub async fn share_note(h: &Hosts) -> Value {
+    put_note(h).await;
+    share(h, "Holiday plans", note_rule()).await
+}
+
+/// Alice's note "Holiday plans" (`NOTE`).
+async fn put_note(h: &Hosts) {
     let note = h
         .alice
         .put(
@@ -210,9 +233,12 @@ pub async fn share_note(h: &Hosts) -> Value {
         )
         .await;
     assert_eq!(note.status, 200, "{}", note.text);
-    let rule = json!({"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE],
-                      "add": "sync", "update": "sync", "remove": "sync"});
-    share(h, "Holiday plans", rule).await
+}
+
+/// The rule sharing alice's note both ways.
+fn note_rule() -> Value {
+    json!({"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE],
+           "add": "sync", "update": "sync", "remove": "sync"})
 }
 
 /// Alice's app shares her note with a contact Bob whose Cozy it does not know (the invitation

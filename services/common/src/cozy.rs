@@ -32,4 +32,5 @@ pub mod doctype {
     pub const SHARINGS: &str = "io.cozy.sharings";
     pub const SHARED: &str = "io.cozy.shared";
     pub const CONTACTS: &str = "io.cozy.contacts";
+    pub const CONTACTS_GROUPS: &str = "io.cozy.contacts.groups";
 }

@@ -49,6 +49,9 @@ pub struct Sharing {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub members: Vec<Member>,
+    /// The contact groups shared with (`io.cozy.contacts.groups`); members name them by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<Group>,
     /// Never shown outside the service; sealed at rest (`store.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<Credentials>,
@@ -89,6 +92,27 @@ pub struct Member {
     pub instance: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
+    /// In the sharing only through groups (`groups`), not as a recipient of their own.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub only_in_groups: bool,
+    /// The indexes of the sharing's groups this member is in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<usize>,
+}
+
+/// A contact group shared with, as cozy-stack keeps it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Group {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The member who added it (0: the owner).
+    #[serde(rename = "addedBy", default)]
+    pub added_by: usize,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub revoked: bool,
 }
 
 pub mod status {

@@ -10,6 +10,7 @@ mod doc;
 mod error;
 mod files;
 mod files_rule;
+mod groups;
 mod grpc;
 mod guards;
 mod initial;

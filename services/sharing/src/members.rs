@@ -15,7 +15,7 @@ use crate::error::{Result, SharingError};
 use crate::revoke::my_member;
 use crate::rules;
 use crate::service::SharingService;
-use crate::setup::MAX_MEMBERS;
+use crate::setup::{MAX_MEMBERS, Recipients};
 
 /// Longest name or address taken from another host for a member.
 const MAX_FIELD: usize = 320;
@@ -29,22 +29,35 @@ fn same_person(a: &Member, b: &Member) -> bool {
     }
 }
 
+/// Adds what a body names to an owner's sharing, for member `added_by`: its contacts, then its
+/// groups. Answers the indexes to invite.
+pub(crate) fn take_recipients(sharing: &mut Sharing, recipients: Recipients, added_by: usize) -> Result<Vec<usize>> {
+    let mut invite = add_members(sharing, recipients.members)?;
+    for (group, members) in recipients.groups {
+        invite.extend(crate::groups::add_group(sharing, group, members, added_by)?);
+    }
+    invite.sort_unstable();
+    invite.dedup();
+    Ok(invite)
+}
+
 /// Adds `new` to an owner's sharing: a person already in stays as they are; one revoked or
 /// whose invitation is unanswered is invited again (new state and key); the others are
 /// appended. Answers the indexes to invite.
-fn add_members(sharing: &mut Sharing, new: Vec<Member>) -> Result<Vec<usize>> {
+pub(crate) fn add_members(sharing: &mut Sharing, new: Vec<Member>) -> Result<Vec<usize>> {
     let mut invite = Vec::new();
     for member in new {
-        let fresh = Credentials {
-            state: rules::new_state(),
-            xor_key: rules::new_xor_key(),
-            ..Default::default()
-        };
+        let fresh = fresh_credentials();
         let known = (1..sharing.members.len()).find(|&i| same_person(&member, &sharing.members[i]));
         match known {
-            Some(i) if sharing.members[i].status == status::READY => continue,
+            Some(i) if sharing.members[i].status == status::READY => {
+                // In through a group until now: in on their own too.
+                sharing.members[i].only_in_groups = false;
+                continue;
+            }
             Some(i) => {
-                sharing.members[i] = member;
+                let groups = std::mem::take(&mut sharing.members[i].groups);
+                sharing.members[i] = Member { groups, ..member };
                 sharing.credentials[i - 1] = fresh;
                 invite.push(i);
             }
@@ -60,8 +73,21 @@ fn add_members(sharing: &mut Sharing, new: Vec<Member>) -> Result<Vec<usize>> {
             )));
         }
     }
-    invite.dedup();
     Ok(invite)
+}
+
+/// Whether two members are the same person (see [`same_person`]), for the groups.
+pub(crate) fn is_same_person(a: &Member, b: &Member) -> bool {
+    same_person(a, b)
+}
+
+/// A fresh invitation: a new state and key.
+pub(crate) fn fresh_credentials() -> Credentials {
+    Credentials {
+        state: rules::new_state(),
+        xor_key: rules::new_xor_key(),
+        ..Default::default()
+    }
 }
 
 /// The members as the owner tells the recipients: no one's Cozy but the owner's, nor the
@@ -73,7 +99,8 @@ fn members_for_recipients(sharing: &Sharing) -> Vec<Value> {
         .enumerate()
         .map(|(i, m)| {
             let mut shown = json!({"status": m.status, "public_name": m.public_name, "email": m.email,
-                                   "read_only": m.read_only});
+                                   "read_only": m.read_only, "only_in_groups": m.only_in_groups,
+                                   "groups": m.groups});
             if i == 0 {
                 shown["instance"] = json!(m.instance);
             }
@@ -112,7 +139,7 @@ impl SharingService {
         let body: Value = serde_json::from_slice(&req.body)
             .map_err(|e| SharingError::BadRequest(format!("the body is not JSON: {e}")))?;
         let new = self.members_of_body(&instance, &body).await?;
-        if new.is_empty() {
+        if new.members.is_empty() && new.groups.is_empty() {
             return Err(SharingError::BadRequest(
                 "name the contacts to add: data.relationships.recipients (or read_only_recipients)".into(),
             ));
@@ -122,10 +149,13 @@ impl SharingService {
             return Err(SharingError::BadRequest("this sharing has ended".into()));
         }
         if !sharing.owner {
-            self.delegate(&instance, &sharing, &new).await?;
+            // The owner's host gets the groups' contacts as contacts (it cannot read the groups).
+            let mut members = new.members;
+            members.extend(new.groups.into_iter().flat_map(|(_, m)| m));
+            self.delegate(&instance, &sharing, &members).await?;
             return self.must_load(&instance.id, &req.id).await;
         }
-        let (sharing, invite) = self.store_members(&instance.id, &req.id, new).await?;
+        let (sharing, invite) = self.store_members(&instance.id, &req.id, new, 0).await?;
         tracing::info!(sharing = %sharing.id, added = invite.len(), "recipients added");
         let sharing = self.invite(&instance, sharing, &invite).await;
         self.tell_members(&instance.id, &sharing).await;
@@ -134,10 +164,16 @@ impl SharingService {
 
     /// [`add_members`] on the owner's sharing as stored: answers it after, with the members to
     /// invite.
-    async fn store_members(&self, instance: &str, id: &str, new: Vec<Member>) -> Result<(Sharing, Vec<usize>)> {
+    async fn store_members(
+        &self,
+        instance: &str,
+        id: &str,
+        new: Recipients,
+        added_by: usize,
+    ) -> Result<(Sharing, Vec<usize>)> {
         let _guard = self.lock(instance).await;
         let mut sharing = self.must_load(instance, id).await?;
-        let invite = add_members(&mut sharing, new)?;
+        let invite = take_recipients(&mut sharing, new, added_by)?;
         sharing.updated_at = now();
         self.save(instance, &[(&sharing, "updated")]).await?;
         Ok((sharing, invite))
@@ -198,7 +234,11 @@ impl SharingService {
                 "each member to add has an e-mail address or a Cozy".into(),
             ));
         }
-        let (sharing, invite) = self.store_members(&instance.id, &req.id, new).await?;
+        let recipients = Recipients {
+            members: new,
+            groups: Vec::new(),
+        };
+        let (sharing, invite) = self.store_members(&instance.id, &req.id, recipients, caller).await?;
         tracing::info!(sharing = %sharing.id, by = caller, added = invite.len(), "recipients added by a member");
         let states: BTreeMap<String, String> = invite
             .iter()
@@ -221,7 +261,7 @@ impl SharingService {
     /// Pushes the members as they now are to each recipient that is in; best effort (the next
     /// change of members pushes them again).
     pub(crate) async fn tell_members(&self, instance: &str, sharing: &Sharing) {
-        let body = json!({"data": members_for_recipients(sharing), "included": []});
+        let body = json!({"data": members_for_recipients(sharing), "included": sharing.groups});
         let path = format!("/sharings/{}/recipients", sharing.id);
         for i in 1..sharing.members.len() {
             if sharing.members[i].status != status::READY {
@@ -295,6 +335,22 @@ impl SharingService {
                 .collect();
             member.email = told.email;
             member.read_only = told.read_only;
+            member.only_in_groups = value.get("only_in_groups").and_then(Value::as_bool).unwrap_or(false);
+            member.groups = value
+                .get("groups")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g.as_u64().map(|g| g as usize))
+                .take(MAX_MEMBERS)
+                .collect();
+        }
+        if let Some(groups) = body.get("included").and_then(Value::as_array) {
+            sharing.groups = groups
+                .iter()
+                .take(MAX_MEMBERS)
+                .filter_map(|g| serde_json::from_value(g.clone()).ok())
+                .collect();
         }
         sharing.updated_at = now();
         self.save(&instance.id, &[(&sharing, "updated")]).await?;

@@ -77,6 +77,18 @@ impl SharingService {
             ));
         }
         let members: Vec<usize> = match who {
+            Who::Group => {
+                let _guard = self.lock(&instance.id).await;
+                let mut sharing = self.must_load(&instance.id, &req.id).await?;
+                let members = crate::groups::revoke_group(&mut sharing, req.index as usize)?;
+                sharing.updated_at = now();
+                self.save(&instance.id, &[(&sharing, "updated")]).await?;
+                if members.is_empty() {
+                    self.tell_members_later(&instance.id, &sharing.id);
+                    return Ok(sharing);
+                }
+                members
+            }
             Who::Member => {
                 let index = req.index as usize;
                 if index == 0 || index >= sharing.members.len() {

@@ -14,10 +14,17 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::doc::{Credentials, Member, Rule, Sharing, now, status};
+use crate::doc::{Credentials, Group, Member, Rule, Sharing, now, status};
 use crate::error::{Result, SharingError};
 use crate::rules;
 use crate::service::SharingService;
+
+/// The recipients a body names: contacts, and groups with their contacts.
+#[derive(Default)]
+pub(crate) struct Recipients {
+    pub members: Vec<Member>,
+    pub groups: Vec<(Group, Vec<Member>)>,
+}
 
 /// Most members a sharing has, as cozy-stack's default.
 pub(crate) const MAX_MEMBERS: usize = 90;
@@ -91,27 +98,9 @@ impl SharingService {
             instance: instance.origin.clone(),
             ..Default::default()
         };
-        let mut members = vec![owner];
-        members.extend(self.members_of_body(&instance, &body).await?);
-        if members.len() < 2 {
-            return Err(SharingError::BadRequest(
-                "a sharing needs at least one recipient".into(),
-            ));
-        }
-        if members.len() > MAX_MEMBERS {
-            return Err(SharingError::BadRequest(format!(
-                "a sharing has at most {MAX_MEMBERS} members"
-            )));
-        }
-        let credentials = (1..members.len())
-            .map(|_| Credentials {
-                state: rules::new_state(),
-                xor_key: rules::new_xor_key(),
-                ..Default::default()
-            })
-            .collect();
+        let recipients = self.members_of_body(&instance, &body).await?;
         let at = now();
-        let sharing = Sharing {
+        let mut sharing = Sharing {
             id: uuid::Uuid::now_v7().simple().to_string(),
             active: true,
             owner: true,
@@ -122,22 +111,27 @@ impl SharingService {
             created_at: at.clone(),
             updated_at: at,
             rules,
-            members,
-            credentials,
+            members: vec![owner],
             ..Default::default()
         };
+        let invite = crate::members::take_recipients(&mut sharing, recipients, 0)?;
+        if invite.is_empty() {
+            return Err(SharingError::BadRequest(
+                "a sharing needs at least one recipient (a contact, or a group with contacts)".into(),
+            ));
+        }
         {
             let _guard = self.lock(&instance.id).await;
             self.save(&instance.id, &[(&sharing, "created")]).await?;
         }
         tracing::info!(sharing = %sharing.id, members = sharing.members.len() - 1, "sharing created");
-        let all: Vec<usize> = (1..sharing.members.len()).collect();
-        Ok(self.invite(&instance, sharing, &all).await)
+        Ok(self.invite(&instance, sharing, &invite).await)
     }
 
-    /// The contacts a JSON-API body names (`recipients`, `read_only_recipients`), as members.
-    pub(crate) async fn members_of_body(&self, instance: &pb::Instance, body: &Value) -> Result<Vec<Member>> {
-        let mut members = Vec::new();
+    /// The recipients a JSON-API body names (`recipients`, `read_only_recipients`): contacts,
+    /// and contact groups with the contacts in them.
+    pub(crate) async fn members_of_body(&self, instance: &pb::Instance, body: &Value) -> Result<Recipients> {
+        let mut recipients = Recipients::default();
         let relationships = body
             .get("data")
             .and_then(|d| d.get("relationships"))
@@ -152,16 +146,24 @@ impl SharingService {
                 .unwrap_or_default();
             for item in list {
                 let (kind, id) = (str_of(&item, "type"), str_of(&item, "id"));
-                if kind != doctype::CONTACTS || id.is_empty() {
-                    return Err(SharingError::BadRequest(format!(
-                        "{key} are {{\"type\": \"io.cozy.contacts\", \"id\": ...}}"
-                    )));
+                if id.is_empty() {
+                    return Err(SharingError::BadRequest(format!("{key}: each names an id")));
                 }
-                let contact = self.contact(instance, id).await?;
-                members.push(member_of_contact(&contact, read_only));
+                match kind {
+                    doctype::CONTACTS => {
+                        let contact = self.document(instance, doctype::CONTACTS, id).await?;
+                        recipients.members.push(member_of_contact(&contact, read_only));
+                    }
+                    doctype::CONTACTS_GROUPS => recipients.groups.push(self.group(instance, id, read_only).await?),
+                    _ => {
+                        return Err(SharingError::BadRequest(format!(
+                            "{key} are contacts or groups: {{\"type\": \"io.cozy.contacts\" or \"io.cozy.contacts.groups\", \"id\": ...}}"
+                        )));
+                    }
+                }
             }
         }
-        Ok(members)
+        Ok(recipients)
     }
 
     /// Sends members `indexes` of an owner's sharing the request on their Cozy, or when it is
@@ -188,8 +190,8 @@ impl SharingService {
         sharing
     }
 
-    /// A contact of the instance, read with the caller's ticket.
-    async fn contact(&self, instance: &pb::Instance, id: &str) -> Result<Value> {
+    /// A contact (or a group) of the instance, read with the caller's ticket.
+    pub(crate) async fn document(&self, instance: &pb::Instance, doctype: &str, id: &str) -> Result<Value> {
         let found = self
             .clients()?
             .documents
@@ -197,7 +199,7 @@ impl SharingService {
             .get_document(docs_pb::GetDocumentRequest {
                 scope: Some(docs_pb::Scope {
                     instance: instance.id.clone(),
-                    doctype: doctype::CONTACTS.into(),
+                    doctype: doctype.into(),
                     ticket: instance.ticket.clone(),
                     read_only: Vec::new(),
                 }),
@@ -206,7 +208,7 @@ impl SharingService {
             })
             .await
             .map_err(|status| match status.code() {
-                tonic::Code::NotFound => SharingError::BadRequest(format!("no contact {id:?}")),
+                tonic::Code::NotFound => SharingError::BadRequest(format!("no {doctype} {id:?}")),
                 _ => status.into(),
             })?;
         serde_json::from_slice(&found.into_inner().json).map_err(|e| SharingError::Corrupt(e.to_string()))

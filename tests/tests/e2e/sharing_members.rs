@@ -138,14 +138,6 @@ async fn test_the_owner_adds_a_recipient_and_every_member_sees_the_members() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_read_write_recipient_of_an_open_sharing_invites_through_the_owner() {
     let mut h = two_hosts().await;
-    let note = h
-        .alice
-        .put(
-            &format!("/data/io.cozy.notes/{NOTE}"),
-            &json!({"title": "Holiday plans"}),
-        )
-        .await;
-    assert_eq!(note.status, 200, "{}", note.text);
     let bob_contact = h
         .alice
         .post(
@@ -154,15 +146,12 @@ async fn test_a_read_write_recipient_of_an_open_sharing_invites_through_the_owne
                     "cozy": [{"url": h.bob_origin, "primary": true}]}),
         )
         .await;
-    let created = h
-        .alice
-        .post(
-            "/sharings/",
-            &json!({"data": {"type": "io.cozy.sharings", "attributes": {"description": "Holiday plans", "open_sharing": true,
-                "rules": [{"title": "Plans", "doctype": "io.cozy.notes", "values": [NOTE], "add": "sync", "update": "sync", "remove": "sync"}]},
-                "relationships": {"recipients": {"data": [{"id": bob_contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
-        )
-        .await;
+    let created = share_note_to(
+        &h,
+        json!({"open_sharing": true}),
+        json!([{"id": bob_contact.get("id"), "type": "io.cozy.contacts"}]),
+    )
+    .await;
     assert_eq!(created.status, 201, "{}", created.text);
     let id = created.body["data"]["id"].as_str().unwrap().to_string();
     accept_request(&mut h, &id).await;
@@ -193,6 +182,69 @@ async fn test_a_read_write_recipient_of_an_open_sharing_invites_through_the_owne
     assert_eq!(carols_note(&carol_api, &id).await, "Holiday plans");
     eventually(&h.bob, &format!("/sharings/{id}"), |s| {
         s["data"]["attributes"]["members"][2]["status"] == "ready"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_contact_group_is_shared_with_and_its_revocation_ends_its_members() {
+    let mut h = two_hosts().await;
+    let token = h
+        .alice_host
+        .token(h.alice.domain(), "io.cozy.contacts io.cozy.contacts.groups")
+        .await
+        .unwrap();
+    let contacts = h.alice_host.api(h.alice.domain(), Some(&token));
+    let family = contacts
+        .post("/data/io.cozy.contacts.groups/", &json!({"name": "Family"}))
+        .await;
+    assert_eq!(family.status, 201, "{}", family.text);
+    let family = family.get("id").as_str().unwrap().to_string();
+    let in_family = json!({"groups": {"data": [{"_id": family, "_type": "io.cozy.contacts.groups"}]}});
+    for contact in [
+        json!({"fullname": "Bob", "email": [{"address": "bob@example.org", "primary": true}],
+               "cozy": [{"url": h.bob_origin, "primary": true}], "relationships": in_family}),
+        json!({"fullname": "Nobody", "email": [{"address": "nobody@example.org"}]}),
+        json!({"fullname": "No address", "relationships": in_family}),
+    ] {
+        let made = contacts.post("/data/io.cozy.contacts/", &contact).await;
+        assert_eq!(made.status, 201, "{}", made.text);
+    }
+    let recipients = json!([{"id": family, "type": "io.cozy.contacts.groups"}]);
+    let created = share_note_to(&h, json!({}), recipients).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let attrs = &created.body["data"]["attributes"];
+    assert_eq!(attrs["groups"][0]["name"], "Family");
+    let members = attrs["members"].as_array().unwrap();
+    assert_eq!(
+        members.len(),
+        2,
+        "the group's one contact that can be invited: {members:?}"
+    );
+    assert_eq!(members[1]["email"], "bob@example.org");
+    assert_eq!(members[1]["only_in_groups"], true);
+    assert_eq!(members[1]["groups"], json!([0]));
+    let id = created.body["data"]["id"].as_str().unwrap().to_string();
+    accept_request(&mut h, &id).await;
+    let on_bob = eventually(&h.bob, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["active"] == true
+    })
+    .await;
+    assert_eq!(on_bob["data"]["attributes"]["groups"][0]["name"], "Family");
+
+    // Bad indexes are refused; revoking the group ends bob's membership on both hosts.
+    let bad = h.alice.delete(&format!("/sharings/{id}/groups/first")).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let missing = h.alice.delete(&format!("/sharings/{id}/groups/5")).await;
+    assert_eq!(missing.status, 404, "{}", missing.text);
+    let revoked = h.alice.delete(&format!("/sharings/{id}/groups/0")).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    let on_alice = h.alice.get(&format!("/sharings/{id}")).await;
+    let attrs = &on_alice.body["data"]["attributes"];
+    assert_eq!(attrs["groups"][0]["revoked"], true);
+    assert_eq!(attrs["members"][1]["status"], "revoked");
+    eventually(&h.bob, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["active"] != true
     })
     .await;
 }
