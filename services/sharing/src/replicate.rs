@@ -101,9 +101,24 @@ impl Senders {
         self.states.lock().expect("states poisoned").get(&key).cloned()
     }
 
+    /// Changes a sender's state, and the process's gauges with it: the changes waiting to be
+    /// sent (`cocon_sharing_pending_changes`) and the members whose last round failed
+    /// (`cocon_sharing_failing_members`), summed over the senders (per-sharing labels would
+    /// not scale to millions of instances; `GET /sharings/:id` has each member's).
     pub(crate) fn update(&self, instance: &str, sharing: &str, member: usize, f: impl FnOnce(&mut SyncState)) {
         let key = (instance.to_string(), sharing.to_string(), member);
-        f(self.states.lock().expect("states poisoned").entry(key).or_default())
+        let mut states = self.states.lock().expect("states poisoned");
+        let state = states.entry(key).or_default();
+        let (pending, failing) = (state.pending, !state.last_error.is_empty());
+        f(state);
+        if state.pending != pending {
+            metrics::gauge!("cocon_sharing_pending_changes").increment(state.pending as f64 - pending as f64);
+        }
+        match (failing, !state.last_error.is_empty()) {
+            (false, true) => metrics::gauge!("cocon_sharing_failing_members").increment(1.0),
+            (true, false) => metrics::gauge!("cocon_sharing_failing_members").decrement(1.0),
+            _ => {}
+        }
     }
 
     /// Removes the sender of `wake`, unless a start came for it meanwhile: then it answers
@@ -252,6 +267,11 @@ impl SharingService {
                     }
                 }
                 Ok(Round::Stopped) => {
+                    // Nothing waits for a member that is gone, nor fails.
+                    senders.update(instance, id, member, |s| {
+                        s.pending = 0;
+                        s.last_error.clear();
+                    });
                     if senders.remove(instance, &wake) {
                         return;
                     }

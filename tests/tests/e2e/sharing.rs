@@ -329,6 +329,13 @@ async fn test_edits_made_while_the_other_host_is_down_converge_to_one_winner() {
         .put(&alice_path, &json!({"_rev": rev1, "title": "alice's plan"}))
         .await;
     assert_eq!(alice_edit.status, 200, "{}", alice_edit.text);
+    // Her host's metrics show a member it cannot reach, with a change waiting for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while super::jobs::metric(&h.alice_host, "cocon_sharing_failing_members", "").await != 1 {
+        assert!(std::time::Instant::now() < deadline, "no failing member in the metrics");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(super::jobs::metric(&h.alice_host, "cocon_sharing_pending_changes", "").await >= 1);
     h.alice_host.stop().await.unwrap();
     h.bob_host = restart(&h.bob_host).await;
     let bob_edit = h
