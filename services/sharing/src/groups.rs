@@ -2,6 +2,12 @@
 //! group's contacts (those whose `relationships.groups` names it) become members in it, marked
 //! `only_in_groups` when they are not recipients of their own; revoking the group
 //! (`DELETE /sharings/:id/groups/:index`) revokes the members in only through revoked groups.
+//! When the person's contacts change, the members follow (cozy-stack's `share-group` worker): a
+//! contact that joins a shared group is invited, one that leaves it is revoked unless in
+//! otherwise.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use cocon_common::cozy::doctype;
 use cocon_proto::documents::v1 as docs_pb;
@@ -32,40 +38,48 @@ pub(crate) fn add_group(
     sharing.groups.push(Group { added_by, ..group });
     let index = sharing.groups.len() - 1;
     let mut invite = Vec::new();
-    for member in members {
-        let known = (1..sharing.members.len()).find(|&i| is_same_person(&member, &sharing.members[i]));
-        match known {
-            Some(i) => {
-                let here = &mut sharing.members[i];
-                if !here.groups.contains(&index) {
-                    here.groups.push(index);
-                }
-                if here.status == status::REVOKED {
-                    let groups = std::mem::take(&mut here.groups);
-                    *here = Member {
-                        groups,
-                        only_in_groups: true,
-                        ..member
-                    };
-                    sharing.credentials[i - 1] = fresh_credentials();
-                    invite.push(i);
-                }
+    for member in &members {
+        invite.extend(join_group(sharing, index, member)?);
+    }
+    Ok(invite)
+}
+
+/// `contact` is in group `index` of an owner's sharing: marked so if they are a member (and
+/// invited again if they were revoked before joining it), added if not. Answers the member to
+/// invite, if any.
+fn join_group(sharing: &mut Sharing, index: usize, contact: &Member) -> Result<Option<usize>> {
+    let known = (1..sharing.members.len()).find(|&i| is_same_person(contact, &sharing.members[i]));
+    let invite = match known {
+        Some(i) if sharing.members[i].groups.contains(&index) => None,
+        Some(i) => {
+            let here = &mut sharing.members[i];
+            here.groups.push(index);
+            if here.status != status::REVOKED {
+                return Ok(None);
             }
-            None => {
-                sharing.members.push(Member {
-                    only_in_groups: true,
-                    groups: vec![index],
-                    ..member
-                });
-                sharing.credentials.push(fresh_credentials());
-                invite.push(sharing.members.len() - 1);
-            }
+            let groups = std::mem::take(&mut here.groups);
+            *here = Member {
+                groups,
+                only_in_groups: true,
+                ..contact.clone()
+            };
+            sharing.credentials[i - 1] = fresh_credentials();
+            Some(i)
         }
-        if sharing.members.len() > MAX_MEMBERS {
-            return Err(SharingError::BadRequest(format!(
-                "a sharing has at most {MAX_MEMBERS} members"
-            )));
+        None => {
+            sharing.members.push(Member {
+                only_in_groups: true,
+                groups: vec![index],
+                ..contact.clone()
+            });
+            sharing.credentials.push(fresh_credentials());
+            Some(sharing.members.len() - 1)
         }
+    };
+    if sharing.members.len() > MAX_MEMBERS {
+        return Err(SharingError::BadRequest(format!(
+            "a sharing has at most {MAX_MEMBERS} members"
+        )));
     }
     Ok(invite)
 }
@@ -90,6 +104,43 @@ pub(crate) fn revoke_group(sharing: &mut Sharing, index: usize) -> Result<Vec<us
         .collect())
 }
 
+/// Brings the members of an owner's sharing in line with what its groups hold now (`current`:
+/// each group's index, and its contacts as members): a contact that joined a group is added to
+/// it (and invited, if new or revoked before it joined); one that left it leaves it. Answers the
+/// members to invite and those to revoke (in only through groups, none of them left). A member
+/// revoked by hand who is still in a group stays revoked.
+pub(crate) fn apply_groups(
+    sharing: &mut Sharing,
+    current: Vec<(usize, Vec<Member>)>,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let mut invite = Vec::new();
+    for (index, contacts) in current {
+        for contact in &contacts {
+            invite.extend(join_group(sharing, index, contact)?);
+        }
+        for member in sharing.members.iter_mut().skip(1) {
+            if member.groups.contains(&index) && !contacts.iter().any(|c| is_same_person(c, member)) {
+                member.groups.retain(|&g| g != index);
+            }
+        }
+    }
+    let live = |g: &usize| sharing.groups.get(*g).is_some_and(|g| !g.revoked);
+    let revoke = (1..sharing.members.len())
+        .filter(|&i| {
+            let m = &sharing.members[i];
+            m.only_in_groups && m.status != status::REVOKED && !m.groups.iter().any(live)
+        })
+        .collect();
+    Ok((invite, revoke))
+}
+
+/// The instances whose sharings' groups are being brought up to date, and whether their
+/// contacts changed again meanwhile.
+#[derive(Default)]
+pub struct Regroups {
+    running: Mutex<HashMap<String, bool>>,
+}
+
 /// Whether `contact` is in group `id` (cozy's `relationships.groups.data[]._id`).
 fn in_group(contact: &Value, id: &str) -> bool {
     contact
@@ -101,6 +152,85 @@ fn in_group(contact: &Value, id: &str) -> bool {
 }
 
 impl SharingService {
+    /// The contacts of `instance` changed: its sharings' groups are brought up to date in the
+    /// background, one pass at a time per instance (changes meanwhile make one more pass).
+    pub(crate) fn contacts_changed(&self, instance: &str) {
+        {
+            let mut running = self.inner.regroups.running.lock().expect("regroups poisoned");
+            if let Some(again) = running.get_mut(instance) {
+                *again = true;
+                return;
+            }
+            running.insert(instance.to_string(), false);
+        }
+        let (service, instance) = (self.clone(), instance.to_string());
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = service.regroup(&instance).await {
+                    tracing::warn!(%instance, error = %err, "the shared groups' members could not follow the contacts");
+                }
+                let mut running = service.inner.regroups.running.lock().expect("regroups poisoned");
+                match running.get_mut(&instance) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        running.remove(&instance);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// One pass over the instance's sharings that share with groups.
+    async fn regroup(&self, instance: &str) -> Result<()> {
+        for shown in self.all_shown(instance).await? {
+            if !shown.owner || !shown.active || shown.groups.iter().all(|g| g.revoked) {
+                continue;
+            }
+            let origin = shown.members.first().map(|m| m.instance.clone()).unwrap_or_default();
+            let me = pb::Instance {
+                id: instance.to_string(),
+                domain: origin.split_once("://").map_or(origin.as_str(), |(_, d)| d).to_string(),
+                ticket: self
+                    .inner
+                    .mesh_key
+                    .issue(instance, cocon_common::time::now_secs() + 300),
+                origin,
+            };
+            let mut current = Vec::new();
+            for (index, group) in shown.groups.iter().enumerate().filter(|(_, g)| !g.revoked) {
+                let members = match self.group(&me, &group.id, group.read_only).await {
+                    Ok((_, members)) => members,
+                    // The group was deleted: no one is in it.
+                    Err(SharingError::BadRequest(_)) => Vec::new(),
+                    Err(err) => return Err(err),
+                };
+                current.push((index, members));
+            }
+            let (sharing, invite, revoke) = {
+                let _guard = self.lock(instance).await;
+                let mut sharing = self.must_load(instance, &shown.id).await?;
+                let before = sharing.clone();
+                let (invite, revoke) = apply_groups(&mut sharing, current)?;
+                if sharing == before {
+                    continue;
+                }
+                sharing.updated_at = crate::doc::now();
+                self.save(instance, &[(&sharing, "updated")]).await?;
+                (sharing, invite, revoke)
+            };
+            tracing::info!(sharing = %sharing.id, joined = invite.len(), left = revoke.len(), "the groups' members followed the contacts");
+            let sharing = self.invite(&me, sharing, &invite).await;
+            if revoke.is_empty() {
+                self.tell_members(instance, &sharing).await;
+            } else {
+                // (Telling the members comes with the revocation.)
+                self.revoke_listed(instance, &sharing, &revoke, false).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Contact group `id` as shared with (`read_only` for `read_only_recipients`), with the
     /// contacts in it as members.
     pub(crate) async fn group(
@@ -222,6 +352,38 @@ mod tests {
         // Friends revoked too: carol and dave go.
         assert_eq!(revoke_group(&mut sharing, 1).unwrap(), vec![2, 3]);
         assert!(revoke_group(&mut sharing, 7).is_err());
+    }
+
+    #[test]
+    fn test_members_follow_the_contacts_that_join_and_leave_a_group() {
+        let mut sharing = Sharing {
+            owner: true,
+            members: vec![member("alice@a.test", status::OWNER)],
+            ..Default::default()
+        };
+        let family = vec![member("bob@b.test", ""), member("carol@c.test", "")];
+        assert_eq!(add_group(&mut sharing, group("family"), family, 0).unwrap(), vec![1, 2]);
+        sharing.members[1].status = status::READY.into();
+        // Alice revoked carol by hand; dave joins the group, bob leaves it.
+        sharing.members[2].status = status::REVOKED.into();
+        let now = vec![member("carol@c.test", ""), member("dave@d.test", "")];
+        let (invite, revoke) = apply_groups(&mut sharing, vec![(0, now.clone())]).unwrap();
+        assert_eq!(
+            invite,
+            vec![3],
+            "dave is invited; carol, revoked while in the group, is not"
+        );
+        assert_eq!(revoke, vec![1], "bob is in no shared group any more");
+        assert!(sharing.members[1].groups.is_empty());
+        // The same contacts again: nothing to do.
+        sharing.members[1].status = status::REVOKED.into();
+        let before = sharing.clone();
+        assert_eq!(apply_groups(&mut sharing, vec![(0, now)]).unwrap(), (vec![], vec![]));
+        assert_eq!(sharing, before);
+        // Bob joins again: he comes back.
+        let (invite, _) = apply_groups(&mut sharing, vec![(0, vec![member("bob@b.test", "")])]).unwrap();
+        assert_eq!(invite, vec![1]);
+        assert_eq!(sharing.members[1].status, "");
     }
 
     #[test]

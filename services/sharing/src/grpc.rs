@@ -31,7 +31,7 @@ impl pb::sharing_service_server::SharingService for SharingService {
     async fn get_sharing(&self, req: Request<pb::GetSharingRequest>) -> Result<Response<pb::SharingAnswer>, Status> {
         let req = req.into_inner();
         let instance = self.instance(req.instance, true)?;
-        let sharing = self.must_load(&instance.id, &req.id).await?;
+        let sharing = self.must_load_shown(&instance.id, &req.id).await?;
         let mut view = sharing.api_view();
         // Each member's replication, as this host sees it.
         if let Some(members) = view["attributes"]["members"].as_array_mut() {
@@ -48,7 +48,7 @@ impl pb::sharing_service_server::SharingService for SharingService {
         let req = req.into_inner();
         let instance = self.instance(req.instance, true)?;
         let sharings = self
-            .all(&instance.id)
+            .all_shown(&instance.id)
             .await?
             .into_iter()
             .filter(|s| s.doctypes().any(|d| d == req.doctype))

@@ -43,7 +43,7 @@ pub(crate) fn guards_of(sharings: &[Sharing], origin: &str) -> pb::Guards {
 impl SharingService {
     pub(crate) async fn read_only_guards(&self, req: pb::GuardsRequest) -> Result<pb::Guards> {
         let instance = self.instance(req.instance, true)?;
-        Ok(guards_of(&self.all(&instance.id).await?, &instance.origin))
+        Ok(guards_of(&self.all_shown(&instance.id).await?, &instance.origin))
     }
 }
 

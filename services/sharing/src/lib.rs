@@ -67,9 +67,13 @@ impl cocon_mesh::Service for SharingService {
             async move {
                 let mut tokens = message.subject.split('.').skip(2);
                 if let (Some(instance), Some(doctype)) = (tokens.next(), tokens.next()) {
-                    svc.inner
-                        .senders
-                        .changed(instance, &cocon_events::subject::decode_token(doctype));
+                    let doctype = cocon_events::subject::decode_token(doctype);
+                    svc.inner.senders.changed(instance, &doctype);
+                    // A contact joined or left a group: so do the sharings' members.
+                    use cocon_common::cozy::doctype::{CONTACTS, CONTACTS_GROUPS};
+                    if doctype == CONTACTS || doctype == CONTACTS_GROUPS {
+                        svc.contacts_changed(instance);
+                    }
                 }
                 Ok(())
             }

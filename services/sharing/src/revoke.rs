@@ -100,20 +100,32 @@ impl SharingService {
             }
             _ => (1..sharing.members.len()).collect(),
         };
-        for &m in &members {
+        self.revoke_listed(&instance.id, &sharing, &members, who == Who::All)
+            .await
+    }
+
+    /// Revokes `members` of an owner's sharing: each that is in is told first (`DELETE
+    /// /sharings/:id` on its host); the sharing ends with the last one, or at once when `all`.
+    pub(crate) async fn revoke_listed(
+        &self,
+        instance: &str,
+        sharing: &Sharing,
+        members: &[usize],
+        all: bool,
+    ) -> Result<Sharing> {
+        for &m in members {
             if sharing.members[m].status != status::READY {
                 continue;
             }
             let path = format!("/sharings/{}", sharing.id);
             if let Err(err) = self
-                .call_peer(&instance.id, &sharing, m, Method::DELETE, &path, &Value::Null)
+                .call_peer(instance, sharing, m, Method::DELETE, &path, &Value::Null)
                 .await
             {
                 tracing::warn!(sharing = %sharing.id, member = m, error = %err, "a revoked member was not told");
             }
         }
-        self.revoke_members(&instance.id, &sharing.id, &members, who == Who::All)
-            .await
+        self.revoke_members(instance, &sharing.id, members, all).await
     }
 
     /// This recipient leaves `sharing`: the owner is told, then the sharing ends here.

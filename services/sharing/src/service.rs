@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     pub uploads: crate::files::Uploads,
     /// The initial syncs of shared folders (`initial.rs`).
     pub initial: crate::initial::InitialSyncs,
+    /// The instances whose groups are being brought up to date (`groups.rs`).
+    pub regroups: crate::groups::Regroups,
     /// The process's shutdown, for the senders started after the start.
     pub shutdown: OnceLock<cocon_common::Shutdown>,
 }
@@ -83,6 +85,7 @@ impl SharingService {
                 senders: Default::default(),
                 uploads: Default::default(),
                 initial: Default::default(),
+                regroups: Default::default(),
                 shutdown: OnceLock::new(),
             }),
         })
@@ -146,6 +149,23 @@ impl SharingService {
         rows.into_iter()
             .map(|(_, json)| store::open(&self.inner.mesh_key, instance, &json))
             .collect()
+    }
+
+    /// Every sharing of the instance, its credentials left sealed (for what is shown, and the
+    /// guards the gateway asks for on writes: no need to open every sharing's secrets).
+    pub(crate) async fn all_shown(&self, instance: &str) -> Result<Vec<Sharing>> {
+        let rows = SHARINGS
+            .scan(self.inner.store.as_ref(), instance, ScanRange::all())
+            .await?;
+        rows.into_iter().map(|(_, json)| store::open_shown(&json)).collect()
+    }
+
+    /// A sharing, its credentials left sealed.
+    pub(crate) async fn must_load_shown(&self, instance: &str, id: &str) -> Result<Sharing> {
+        match SHARINGS.get(self.inner.store.as_ref(), instance, id).await? {
+            Some(json) => store::open_shown(&json),
+            None => Err(SharingError::NotFound(format!("no sharing {id:?} here"))),
+        }
     }
 
     /// Writes sharings (the caller holds the stripe).

@@ -167,6 +167,13 @@ pub fn seal(mesh_key: &MeshKey, instance: &str, sharing: &Sharing) -> Bytes {
     Bytes::from(serde_json::to_vec(&Stored { doc, sealed }).expect("a sharing serialises"))
 }
 
+/// A stored sharing without its credentials (left sealed): what is shown, and what the guards
+/// read.
+pub fn open_shown(json: &[u8]) -> Result<Sharing> {
+    let stored: Stored = serde_json::from_slice(json).map_err(|e| SharingError::Corrupt(e.to_string()))?;
+    Ok(stored.doc)
+}
+
 /// A stored sharing with its credentials opened.
 pub fn open(mesh_key: &MeshKey, instance: &str, json: &[u8]) -> Result<Sharing> {
     let stored: Stored = serde_json::from_slice(json).map_err(|e| SharingError::Corrupt(e.to_string()))?;

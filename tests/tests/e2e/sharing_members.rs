@@ -187,7 +187,7 @@ async fn test_a_read_write_recipient_of_an_open_sharing_invites_through_the_owne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_a_contact_group_is_shared_with_and_its_revocation_ends_its_members() {
+async fn test_a_contact_groups_members_follow_its_contacts_until_it_is_revoked() {
     let mut h = two_hosts().await;
     let token = h
         .alice_host
@@ -201,14 +201,17 @@ async fn test_a_contact_group_is_shared_with_and_its_revocation_ends_its_members
     assert_eq!(family.status, 201, "{}", family.text);
     let family = family.get("id").as_str().unwrap().to_string();
     let in_family = json!({"groups": {"data": [{"_id": family, "_type": "io.cozy.contacts.groups"}]}});
+    let bob = json!({"fullname": "Bob", "email": [{"address": "bob@example.org", "primary": true}],
+                     "cozy": [{"url": h.bob_origin, "primary": true}], "relationships": in_family});
+    let mut ids = Vec::new();
     for contact in [
-        json!({"fullname": "Bob", "email": [{"address": "bob@example.org", "primary": true}],
-               "cozy": [{"url": h.bob_origin, "primary": true}], "relationships": in_family}),
+        bob.clone(),
         json!({"fullname": "Nobody", "email": [{"address": "nobody@example.org"}]}),
         json!({"fullname": "No address", "relationships": in_family}),
     ] {
         let made = contacts.post("/data/io.cozy.contacts/", &contact).await;
         assert_eq!(made.status, 201, "{}", made.text);
+        ids.push(made.get("id").as_str().unwrap().to_string());
     }
     let recipients = json!([{"id": family, "type": "io.cozy.contacts.groups"}]);
     let created = share_note_to(&h, json!({}), recipients).await;
@@ -232,7 +235,35 @@ async fn test_a_contact_group_is_shared_with_and_its_revocation_ends_its_members
     .await;
     assert_eq!(on_bob["data"]["attributes"]["groups"][0]["name"], "Family");
 
-    // Bad indexes are refused; revoking the group ends bob's membership on both hosts.
+    // Carol joins the group: she becomes a member of it (invited by mail, her Cozy unknown).
+    let carol = json!({"fullname": "Carol", "email": [{"address": "carol@example.org"}], "relationships": in_family});
+    let made = contacts.post("/data/io.cozy.contacts/", &carol).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let on_alice = eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][2]["email"] == "carol@example.org"
+    })
+    .await;
+    let carol_member = &on_alice["data"]["attributes"]["members"][2];
+    assert_eq!(carol_member["groups"], json!([0]));
+    assert_eq!(carol_member["only_in_groups"], true);
+
+    // Bob leaves the group: he is in the sharing through it only, so he is revoked, on both hosts.
+    let bob_contact = contacts.get(&format!("/data/io.cozy.contacts/{}", ids[0])).await;
+    let mut left = bob.clone();
+    left["relationships"] = json!({"groups": {"data": []}});
+    left["_rev"] = bob_contact.get("_rev").clone();
+    let updated = contacts.put(&format!("/data/io.cozy.contacts/{}", ids[0]), &left).await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    eventually(&h.alice, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["members"][1]["status"] == "revoked"
+    })
+    .await;
+    eventually(&h.bob, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["active"] != true
+    })
+    .await;
+
+    // Bad indexes are refused; revoking the group ends carol's membership.
     let bad = h.alice.delete(&format!("/sharings/{id}/groups/first")).await;
     assert_eq!(bad.status, 400, "{}", bad.text);
     let missing = h.alice.delete(&format!("/sharings/{id}/groups/5")).await;
@@ -242,9 +273,5 @@ async fn test_a_contact_group_is_shared_with_and_its_revocation_ends_its_members
     let on_alice = h.alice.get(&format!("/sharings/{id}")).await;
     let attrs = &on_alice.body["data"]["attributes"];
     assert_eq!(attrs["groups"][0]["revoked"], true);
-    assert_eq!(attrs["members"][1]["status"], "revoked");
-    eventually(&h.bob, &format!("/sharings/{id}"), |s| {
-        s["data"]["attributes"]["active"] != true
-    })
-    .await;
+    assert_eq!(attrs["members"][2]["status"], "revoked");
 }
