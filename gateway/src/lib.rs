@@ -71,6 +71,7 @@ impl Gateway {
             .merge(person::login::routes())
             .merge(person::reset::routes())
             .merge(person::settings::routes())
+            .merge(person::instance::routes())
             .merge(person::twofactor::routes())
             .merge(oauth::routes())
             .merge(permissions::routes())

@@ -62,6 +62,10 @@ pub enum Route {
     SettingsSessions,
     SettingsClients,
     SettingsDiskUsage,
+    /// The person's settings of their instance.
+    SettingsInstance,
+    /// What every app reads as it starts: the capabilities and the context.
+    SettingsContext,
     Files,
     FilesNode,
     /// Queueing a worker's jobs and reading its queue.
@@ -83,7 +87,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 22] = [
+    const ALL: [Route; 24] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -96,6 +100,8 @@ impl Route {
         Route::SettingsSessions,
         Route::SettingsClients,
         Route::SettingsDiskUsage,
+        Route::SettingsInstance,
+        Route::SettingsContext,
         Route::Files,
         Route::FilesNode,
         Route::JobsWorker,
@@ -122,6 +128,8 @@ impl Route {
             Route::SettingsSessions => "settings/sessions",
             Route::SettingsClients => "settings/clients",
             Route::SettingsDiskUsage => "settings/disk-usage",
+            Route::SettingsInstance => "settings/instance",
+            Route::SettingsContext => "settings/context",
             Route::Files => "files",
             Route::FilesNode => "files/node",
             Route::JobsWorker => "jobs/worker",

@@ -5,6 +5,7 @@
 //! the auth service on every request (no cache), so ending one takes effect at once.
 
 pub(crate) mod cookies;
+pub(crate) mod instance;
 pub(crate) mod link;
 pub(crate) mod login;
 pub(crate) mod mail;

@@ -34,6 +34,9 @@ pub enum AuthError {
     NoSuchToken(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A write based on a state that changed since (a stale revision).
+    #[error("{0}")]
+    Conflict(String),
     #[error("invalid passphrase: {0}")]
     InvalidPassphrase(String),
     /// An OAuth error with its RFC 6749/7591 name (`invalid_grant`, `invalid_client`, …).
@@ -76,7 +79,7 @@ impl ServiceError for AuthError {
     fn error_code(&self) -> ErrorCode {
         match self {
             AuthError::UnknownDomain(_) => ErrorCode::NotFound,
-            AuthError::DomainTaken(_) => ErrorCode::Conflict,
+            AuthError::DomainTaken(_) | AuthError::Conflict(_) => ErrorCode::Conflict,
             AuthError::InvalidDomain(_)
             | AuthError::InvalidScope(_)
             | AuthError::InvalidPassphrase(_)

@@ -41,6 +41,11 @@ impl pb::auth_service_server::AuthService for AuthService {
         Ok(Response::new(pb::DestroyInstanceResponse {}))
     }
 
+    async fn update_settings(&self, req: Request<pb::UpdateSettingsRequest>) -> Result<Response<pb::Instance>, Status> {
+        let record = self.update_settings(&req.into_inner()).await?;
+        Ok(Response::new(instance_pb(&record)))
+    }
+
     async fn set_disk_quota(&self, req: Request<pb::SetDiskQuotaRequest>) -> Result<Response<pb::Instance>, Status> {
         let req = req.into_inner();
         let record = self.set_disk_quota(&req.domain, req.bytes).await?;

@@ -173,6 +173,10 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             disk_quota: 0,
             email: c.email.clone(),
             locale: c.locale.clone(),
+            public_name: String::new(),
+            timezone: String::new(),
+            default_redirection: String::new(),
+            settings_changes: 0,
         })],
         Some(Payload::InstanceDestroyed(d)) => match current {
             Some(record) if record.id == e.instance => vec![Change::DeleteInstance {
@@ -189,6 +193,14 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             })
         }),
         Some(Payload::DiskQuotaSet(q)) => updated(&|r| r.disk_quota = q.bytes),
+        Some(Payload::InstanceSettingsChanged(s)) => updated(&|r| {
+            r.public_name = s.public_name.clone();
+            r.email = s.email.clone();
+            r.locale = s.locale.clone();
+            r.timezone = s.timezone.clone();
+            r.default_redirection = s.default_redirection.clone();
+            r.settings_changes += 1;
+        }),
         Some(Payload::PassphraseSet(p)) => updated(&|r| {
             r.passphrase = Some(hex::encode(&p.sealed_hash));
             r.kdf_iterations = p.kdf_iterations;

@@ -5,7 +5,8 @@ use cocon_common::ticket::{MAX_TICKET_SECS, MeshKey};
 use cocon_events::{Appended, EventBus, EventLog, Stamp, Stripes, Topic, envelope};
 use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{
-    CliTokenIssued, CliTokenRevoked, Envelope, InstanceCreated, InstanceDestroyed, envelope::Payload,
+    CliTokenIssued, CliTokenRevoked, Envelope, InstanceCreated, InstanceDestroyed, InstanceSettingsChanged,
+    envelope::Payload,
 };
 use cocon_storage::{Batch, Schema, Store, Table};
 use serde::Deserialize;
@@ -420,6 +421,66 @@ impl AuthService {
         self.lookup_exact(domain).await
     }
 
+    /// The person's settings (`PUT /settings/instance`), checked; a stale `if_rev` is refused.
+    pub async fn update_settings(&self, req: &pb::UpdateSettingsRequest) -> Result<InstanceRecord, AuthError> {
+        let bad = |why: String| Err(AuthError::InvalidRequest(why));
+        let public_name = req.public_name.trim();
+        if public_name.chars().count() > 200 || public_name.chars().any(char::is_control) {
+            return bad("public_name is at most 200 characters, on one line".into());
+        }
+        let email = req.email.trim();
+        if !email.is_empty() && !looks_like_email(email) {
+            return bad(format!("{email:?} is not an e-mail address (name@example.org)"));
+        }
+        let locale = req.locale.trim().to_ascii_lowercase();
+        if !locale.is_empty() && !matches!(locale.as_str(), "en" | "fr") {
+            return bad(format!("unknown locale {locale:?}: use en or fr"));
+        }
+        let timezone = req.timezone.trim();
+        if !timezone.is_empty() && !looks_like_timezone(timezone) {
+            return bad(format!(
+                "{timezone:?} is not a time zone: give an IANA name such as Europe/Paris, or UTC"
+            ));
+        }
+        let redirection = req.default_redirection.trim();
+        if redirection.len() > 200 || redirection.contains("://") || redirection.chars().any(char::is_control) {
+            return bad("default_redirection is an app's slug and route, such as drive/#/folder".into());
+        }
+        let record = self.lookup_exact(&req.domain).await?;
+        let _writer = self.stripe(&record.id).lock().await;
+        let record = self.lookup_exact(&req.domain).await?;
+        if !req.if_rev.is_empty() && req.if_rev != record.settings_rev() {
+            return Err(AuthError::Conflict(format!(
+                "the settings changed since revision {}: read them again (their revision is {})",
+                req.if_rev,
+                record.settings_rev()
+            )));
+        }
+        let changed = InstanceSettingsChanged {
+            public_name: public_name.to_string(),
+            email: email.to_string(),
+            locale,
+            timezone: timezone.to_string(),
+            default_redirection: redirection.to_string(),
+        };
+        let same = changed.public_name == record.public_name
+            && changed.email == record.email
+            && changed.locale == record.locale
+            && changed.timezone == record.timezone
+            && changed.default_redirection == record.default_redirection;
+        if !same {
+            self.append_one(
+                &record,
+                "instance",
+                "settings",
+                Payload::InstanceSettingsChanged(changed),
+            )
+            .await?;
+            tracing::info!(domain = %record.domain, instance = %record.id, "instance settings changed");
+        }
+        self.lookup_exact(&req.domain).await
+    }
+
     pub async fn list_instances(&self) -> Result<Vec<InstanceRecord>, AuthError> {
         Ok(INSTANCES.rows(self.inner.store.as_ref(), ()).await?)
     }
@@ -586,7 +647,25 @@ pub(crate) fn instance_pb(r: &InstanceRecord) -> pb::Instance {
         disk_quota: r.disk_quota,
         email: r.email.clone(),
         locale: r.locale.clone(),
+        public_name: r.public_name.clone(),
+        timezone: r.timezone.clone(),
+        default_redirection: r.default_redirection.clone(),
+        settings_rev: r.settings_rev(),
+        password_defined: r.passphrase.is_some(),
     }
+}
+
+/// An IANA time zone name as browsers give them (`Europe/Paris`, `America/Argentina/Salta`,
+/// `UTC`): letters, digits and `_+-` in one to three `/`-separated parts.
+fn looks_like_timezone(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    s.len() <= 64
+        && parts.len() <= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
+        })
 }
 
 /// One `@`, something on each side, no spaces or angle brackets: what a mail header can carry.

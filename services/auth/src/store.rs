@@ -138,6 +138,32 @@ pub struct InstanceRecord {
     pub email: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub locale: String,
+    /// The person's settings (`/settings/instance`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub public_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub timezone: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_redirection: String,
+    /// How many times the settings changed: their revision's generation.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub settings_changes: u64,
+}
+
+impl InstanceRecord {
+    /// The settings' revision as cozy shows it (`N-hash`): it changes with each change.
+    pub fn settings_rev(&self) -> String {
+        let fields = [
+            self.public_name.as_str(),
+            &self.email,
+            &self.locale,
+            &self.timezone,
+            &self.default_redirection,
+        ]
+        .join("\u{0}");
+        let hash = crate::secret::sha256_hex(&format!("{}\u{0}{fields}", self.settings_changes));
+        format!("{}-{}", self.settings_changes + 1, &hash[..16])
+    }
 }
 
 fn is_zero_u64(n: &u64) -> bool {

@@ -57,6 +57,7 @@ service_client!(
         list_instances(ListInstancesRequest) -> ListInstancesResponse;
         destroy_instance(DestroyInstanceRequest) -> DestroyInstanceResponse;
         set_disk_quota(SetDiskQuotaRequest) -> Instance;
+        update_settings(UpdateSettingsRequest) -> Instance;
         issue_token(IssueTokenRequest) -> IssueTokenResponse;
         list_cli_tokens(ListCliTokensRequest) -> ListCliTokensResponse;
         revoke_cli_token(RevokeCliTokenRequest) -> RevokeCliTokenResponse;

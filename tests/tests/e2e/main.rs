@@ -26,6 +26,7 @@ mod permissions;
 mod pouchdb;
 mod realtime;
 mod replication;
+mod settings;
 mod sharing;
 mod sharing_files_and_albums;
 mod sharing_folders;

@@ -1,0 +1,177 @@
+//! The settings every Cozy app reads as it starts, with cozy-stack's shapes: the instance's
+//! settings (`GET|PUT /settings/instance`: public name, e-mail, locale, time zone, where the
+//! person lands), what the instance can do (`/settings/capabilities`) and its context
+//! (`/settings/context`).
+
+use axum::Router;
+use axum::extract::State as AxState;
+use axum::response::Response;
+use axum::routing::get;
+use bytes::Bytes;
+use cocon_common::ErrorCode;
+use cocon_common::cozy::doctype;
+use cocon_common::scope::Grant;
+use cocon_proto::auth::v1 as pb;
+use http::{HeaderMap, Method};
+use serde_json::{Value, json};
+
+use crate::edge::access::{Access, authenticate};
+use crate::edge::policy::{Kind, Route};
+use crate::person::resolve;
+use crate::{ApiError, State, jsonapi};
+
+/// Where the person lands when the instance names nothing: Cocon's home.
+const DEFAULT_REDIRECTION: &str = "home/";
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/settings/instance", get(show).put(update))
+        .route("/settings/capabilities", get(capabilities))
+        .route("/settings/context", get(context))
+}
+
+/// The signed-in person, or a bearer token the policy lets do `method` on `route` with its
+/// rules on `io.cozy.settings`: the instance, and whether it is the person.
+async fn caller(
+    state: &State,
+    headers: &HeaderMap,
+    route: Route,
+    method: &Method,
+) -> Result<(pb::Instance, bool), ApiError> {
+    let (instance, person) = resolve(state, headers).await?;
+    let access = Access {
+        doctype: doctype::SETTINGS,
+        id: None,
+    };
+    if person.is_some() {
+        crate::edge::access::authorize(state, Kind::Person, route, method, &access, Grant::Whole)?;
+        return Ok((instance, true));
+    }
+    authenticate(state, headers)
+        .await?
+        .authorize(state, route, method, &access)?;
+    Ok((instance, false))
+}
+
+fn settings_doc(instance: &pb::Instance) -> Value {
+    let redirection = match instance.default_redirection.as_str() {
+        "" => DEFAULT_REDIRECTION,
+        r => r,
+    };
+    let mut attributes = json!({
+        "public_name": instance.public_name,
+        "email": instance.email,
+        "locale": if instance.locale.is_empty() { "en" } else { &instance.locale },
+        "default_redirection": redirection,
+        "password_defined": instance.password_defined,
+        "auth_mode": "basic",
+    });
+    if !instance.timezone.is_empty() {
+        attributes["timezone"] = json!(instance.timezone);
+    }
+    json!({
+        "type": doctype::SETTINGS,
+        "id": "io.cozy.settings.instance",
+        "meta": {"rev": instance.settings_rev},
+        "attributes": attributes,
+        "links": {"self": "/settings/instance"},
+    })
+}
+
+/// `GET /settings/instance`: for the signed-in person, or a token that reads `io.cozy.settings`.
+async fn show(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (instance, _) = caller(&state, &headers, Route::SettingsInstance, &Method::GET).await?;
+    Ok(jsonapi::one(settings_doc(&instance)))
+}
+
+/// `PUT /settings/instance` with cozy's JSON-API body: the attributes given change, the others
+/// stay; `meta.rev`, when given, must be the current revision (409 otherwise). Only the
+/// signed-in person changes the e-mail address (it is where a passphrase reset goes).
+async fn update(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let (instance, is_person) = caller(&state, &headers, Route::SettingsInstance, &Method::PUT).await?;
+    if body.len() > 64 * 1024 {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "request_entity_too_large",
+            "the settings take at most 64 KiB",
+        ));
+    }
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let data = body.get("data").unwrap_or(&body);
+    let attributes = data.get("attributes").unwrap_or(data);
+    if !attributes.is_object() {
+        return Err(ApiError::bad_request(
+            "send {\"data\": {\"attributes\": {...}, \"meta\": {\"rev\": ...}}}",
+        ));
+    }
+    let text = |key: &str, current: &str| -> Result<String, ApiError> {
+        match attributes.get(key) {
+            None | Some(Value::Null) => Ok(current.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(ApiError::bad_request(format!("{key} is a string"))),
+        }
+    };
+    let email = text("email", &instance.email)?;
+    if email.trim() != instance.email && !is_person {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "forbidden",
+            "the e-mail address is where a passphrase reset goes: only the person, signed in, changes it",
+        ));
+    }
+    let if_rev = data
+        .pointer("/meta/rev")
+        .or_else(|| attributes.get("_rev"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let updated = state
+        .clients
+        .auth
+        .clone()
+        .update_settings(pb::UpdateSettingsRequest {
+            domain: instance.domain.clone(),
+            public_name: text("public_name", &instance.public_name)?,
+            email,
+            locale: text("locale", &instance.locale)?,
+            timezone: text("timezone", &instance.timezone)?,
+            default_redirection: text("default_redirection", &instance.default_redirection)?,
+            if_rev,
+        })
+        .await?
+        .into_inner();
+    Ok(jsonapi::one(settings_doc(&updated)))
+}
+
+/// `GET /settings/capabilities`: what this instance can do, for any app (cozy's list; an
+/// unlisted capability is false).
+async fn capabilities(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&state, &headers, Route::SettingsContext, &Method::GET).await?;
+    Ok(jsonapi::one(json!({
+        "type": doctype::SETTINGS,
+        "id": "io.cozy.settings.capabilities",
+        "attributes": {
+            "file_versioning": true,
+            "flat_subdomains": false,
+            "can_auth_with_password": true,
+            "can_auth_with_magic_links": false,
+            "can_auth_with_oidc": false,
+        },
+        "links": {"self": "/settings/capabilities"},
+    })))
+}
+
+/// `GET /settings/context`: the keys of the instance's context, for any app.
+async fn context(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&state, &headers, Route::SettingsContext, &Method::GET).await?;
+    Ok(jsonapi::one(json!({
+        "type": doctype::SETTINGS,
+        "id": "io.cozy.settings.context",
+        "attributes": {
+            "default_redirection": DEFAULT_REDIRECTION,
+            "onboarded_redirection": DEFAULT_REDIRECTION,
+        },
+        "links": {"self": "/settings/context"},
+    })))
+}
