@@ -1,7 +1,7 @@
 //! The settings every Cozy app reads as it starts, with cozy-stack's shapes: the instance's
 //! settings (`GET|PUT /settings/instance`: public name, e-mail, locale, time zone, where the
 //! person lands), what the instance can do (`/settings/capabilities`) and its context
-//! (`/settings/context`).
+//! (`/settings/context`), and its feature flags (`/settings/flags`: none yet).
 
 use axum::Router;
 use axum::extract::State as AxState;
@@ -28,6 +28,7 @@ pub fn routes() -> Router<State> {
         .route("/settings/instance", get(show).put(update))
         .route("/settings/capabilities", get(capabilities))
         .route("/settings/context", get(context))
+        .route("/settings/flags", get(flags))
 }
 
 /// The signed-in person, or a bearer token the policy lets do `method` on `route` with its
@@ -173,5 +174,17 @@ async fn context(AxState(state): AxState<State>, headers: HeaderMap) -> Result<R
             "onboarded_redirection": DEFAULT_REDIRECTION,
         },
         "links": {"self": "/settings/context"},
+    })))
+}
+
+/// `GET /settings/flags`: the instance's feature flags, for any app (cozy-flags reads them as
+/// an app starts). Cocon sets none yet: an app takes each flag's default.
+async fn flags(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&state, &headers, Route::SettingsContext, &Method::GET).await?;
+    Ok(jsonapi::one(json!({
+        "type": doctype::SETTINGS,
+        "id": "io.cozy.settings.flags",
+        "attributes": {},
+        "links": {"self": "/settings/flags"},
     })))
 }

@@ -117,5 +117,8 @@ async fn test_the_instance_settings_are_read_and_changed_against_their_revision(
     let context = other.get("/settings/context").await;
     assert_eq!(context.status, 200, "{}", context.text);
     assert_eq!(context.body["data"]["attributes"]["default_redirection"], "home/");
+    let flags = other.get("/settings/flags").await;
+    assert_eq!(flags.status, 200, "{}", flags.text);
+    assert_eq!(flags.body["data"]["attributes"], json!({}));
     assert_eq!(cocon.api("alice.test", None).get("/settings/context").await.status, 401);
 }
