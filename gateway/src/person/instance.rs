@@ -1,18 +1,19 @@
 //! The settings every Cozy app reads as it starts, with cozy-stack's shapes: the instance's
 //! settings (`GET|PUT /settings/instance`: public name, e-mail, locale, time zone, where the
 //! person lands), what the instance can do (`/settings/capabilities`) and its context
-//! (`/settings/context`), and its feature flags (`/settings/flags`: none yet).
+//! (`/settings/context`), its feature flags (`/settings/flags`: none yet), and where the person
+//! goes once onboarded (`/settings/onboarded`).
 
 use axum::Router;
 use axum::extract::State as AxState;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use cocon_common::ErrorCode;
 use cocon_common::cozy::doctype;
 use cocon_common::scope::Grant;
 use cocon_proto::auth::v1 as pb;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::edge::access::{Access, authenticate};
@@ -29,6 +30,7 @@ pub fn routes() -> Router<State> {
         .route("/settings/capabilities", get(capabilities))
         .route("/settings/context", get(context))
         .route("/settings/flags", get(flags))
+        .route("/settings/onboarded", get(onboarded))
 }
 
 /// The signed-in person, or a bearer token the policy lets do `method` on `route` with its
@@ -187,4 +189,15 @@ async fn flags(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Res
         "attributes": {},
         "links": {"self": "/settings/flags"},
     })))
+}
+
+/// `GET /settings/onboarded`: where the person goes at the end of the onboarding, signed in:
+/// their home (the page `/` until the web apps serve one); otherwise the sign-in page first.
+async fn onboarded(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (_, person) = resolve(&state, &headers).await?;
+    let to = match person {
+        Some(_) => "/",
+        None => "/auth/login?redirect=%2Fsettings%2Fonboarded",
+    };
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response())
 }

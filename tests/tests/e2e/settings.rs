@@ -89,6 +89,22 @@ async fn test_the_instance_settings_are_read_and_changed_against_their_revision(
         )
         .await;
     assert_eq!(by_person.status, 200, "{}", by_person.text);
+    // At the end of the onboarding the person goes home; a stranger signs in first.
+    let home = alice.get("/settings/onboarded").await;
+    assert_eq!(home.status, 303);
+    assert_eq!(home.headers["location"], "/");
+    let stranger = cocon_tests::Browser::new(&cocon.http, "alice.test")
+        .get("/settings/onboarded")
+        .await;
+    assert_eq!(stranger.status, 303);
+    assert!(
+        stranger.headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/auth/login"),
+        "{:?}",
+        stranger.headers
+    );
 
     // Other tokens: without io.cozy.settings, 403; none, 401.
     let notes = cocon.token("alice.test", "io.cozy.notes").await.unwrap();
