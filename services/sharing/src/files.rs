@@ -255,6 +255,7 @@ fn tracked_file(file: &files_pb::File, removed: bool) -> TrackedFile {
         id: file.id.clone(),
         rev: file.rev.clone(),
         removed,
+        directory: file.directory,
     }
 }
 
@@ -936,6 +937,7 @@ impl SharingService {
             id: req.target,
             rev,
             removed: false,
+            directory: false,
         };
         let done = self
             .track(&instance.id, &sharing.id, member, vec![tracked.clone()])

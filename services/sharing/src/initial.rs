@@ -18,12 +18,13 @@ use crate::doc::{Sharing, now};
 use crate::error::{Result, SharingError};
 use crate::files_rule::FilesRule;
 use crate::service::SharingService;
+use crate::store;
 
 const INITIAL_SYNC: &str = "io.cozy.sharings.initial_sync";
 /// At most one progress event per sharing in this time: a screen needs no more.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-/// Files received since the process started, and when the count was last published.
+/// Files received, and when the count was last published.
 type Received = (u64, Option<Instant>);
 
 /// The recipients' counts of files received, and the members the owner has told.
@@ -42,11 +43,23 @@ impl SharingService {
         if sharing.owner || !sharing.initial_sync {
             return;
         }
+        let key = (instance.to_string(), sharing.id.clone());
+        let known = self
+            .inner
+            .initial
+            .received
+            .lock()
+            .expect("initial poisoned")
+            .contains_key(&key);
+        // The first file since this process started: the count goes on from what is recorded
+        // as received (this one included), so a restart does not start it over.
+        let recorded = match known {
+            true => 0,
+            false => self.files_recorded(instance, &sharing.id).await,
+        };
         let count = {
             let mut received = self.inner.initial.received.lock().expect("initial poisoned");
-            let (count, published) = received
-                .entry((instance.to_string(), sharing.id.clone()))
-                .or_insert((0, None));
+            let (count, published) = received.entry(key).or_insert((recorded.saturating_sub(1), None));
             *count += 1;
             if published.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
                 return;
@@ -61,6 +74,21 @@ impl SharingService {
             json!({"_id": sharing.id, "count": count}),
         )
         .await;
+    }
+
+    /// The files (not directories) recorded as received from the owner (member 0 here).
+    async fn files_recorded(&self, instance: &str, sharing: &str) -> u64 {
+        let range = cocon_storage::ScanRange::prefix(&store::shared_files_of(sharing, 0));
+        match store::SHARED_FILES
+            .scan(self.inner.store.as_ref(), instance, range)
+            .await
+        {
+            Ok(rows) => rows.iter().filter(|(_, t)| !t.removed && !t.directory).count() as u64,
+            Err(err) => {
+                tracing::warn!(%sharing, error = %err, "the files received could not be counted");
+                0
+            }
+        }
     }
 
     /// `DELETE /sharings/:id/initial` from the owner: the initial sync is over.

@@ -111,6 +111,13 @@ pub struct SharedFiles;
 pub struct Tracked {
     pub rev: String,
     pub removed: bool,
+    /// A directory (rows written before this was recorded read as files).
+    pub directory: bool,
+}
+
+/// The sort-key prefix of the rows of `sharing`'s member `member` in [`SharedFiles`].
+pub fn shared_files_of(sharing: &str, member: u32) -> Vec<u8> {
+    SharedFiles::sort((sharing, member, ""))
 }
 
 impl Schema for SharedFiles {
@@ -129,7 +136,7 @@ impl Schema for SharedFiles {
     }
 
     fn encode(row: &Tracked, out: &mut BytesMut) {
-        out.put_u8(row.removed as u8);
+        out.put_u8(row.removed as u8 | (row.directory as u8) << 1);
         out.put_slice(row.rev.as_bytes());
     }
 
@@ -140,7 +147,8 @@ impl Schema for SharedFiles {
     fn decode(_version: u8, payload: Bytes) -> std::result::Result<Tracked, String> {
         let (flag, rev) = payload.split_first().ok_or("shared file")?;
         Ok(Tracked {
-            removed: *flag == 1,
+            removed: flag & 1 == 1,
+            directory: flag & 2 == 2,
             rev: String::from_utf8(rev.to_vec()).map_err(|e| e.to_string())?,
         })
     }
@@ -200,6 +208,7 @@ fn project(batch: &mut Batch, instance: &str, payload: &Payload) {
                 let row = Tracked {
                     rev: f.rev.clone(),
                     removed: f.removed,
+                    directory: f.directory,
                 };
                 SHARED_FILES.put(batch, instance, (&t.sharing_id, t.member, &f.id), &row);
             }
@@ -340,6 +349,40 @@ impl Projection for SharingProjection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_tracked_rows_keep_their_flags_and_older_rows_read_as_files() {
+        for row in [
+            Tracked {
+                rev: "2-ab".into(),
+                removed: true,
+                directory: true,
+            },
+            Tracked {
+                rev: "1-cd".into(),
+                removed: false,
+                directory: true,
+            },
+            Tracked {
+                rev: "3-ef".into(),
+                removed: true,
+                directory: false,
+            },
+        ] {
+            let mut out = BytesMut::new();
+            SharedFiles::encode(&row, &mut out);
+            assert_eq!(out.len(), SharedFiles::encoded_len(&row));
+            assert_eq!(SharedFiles::decode(1, out.freeze()).unwrap(), row);
+        }
+        // A row written before directories were recorded: removed, a file.
+        let old = SharedFiles::decode(1, Bytes::from_static(b"\x011-aa")).unwrap();
+        assert!(old.removed && !old.directory);
+        // The rows of one member of one sharing share a prefix no other member's has.
+        let a = shared_files_of("s1", 0);
+        assert!(SharedFiles::sort(("s1", 0, "f1")).starts_with(&a));
+        assert!(!SharedFiles::sort(("s1", 1, "f1")).starts_with(&a));
+        assert!(!SharedFiles::sort(("s10", 0, "f1")).starts_with(&a));
+    }
 
     #[test]
     fn test_credentials_are_sealed_in_the_stored_form() {
