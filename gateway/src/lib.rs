@@ -72,6 +72,7 @@ impl Gateway {
             .merge(person::reset::routes())
             .merge(person::settings::routes())
             .merge(person::instance::routes())
+            .merge(person::avatar::routes())
             .merge(person::twofactor::routes())
             .merge(oauth::routes())
             .merge(permissions::routes())

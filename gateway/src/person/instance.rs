@@ -33,27 +33,42 @@ pub fn routes() -> Router<State> {
         .route("/settings/onboarded", get(onboarded))
 }
 
+/// Who calls a settings route: the instance, whether it is the signed-in person, and the
+/// instance ticket for the services.
+pub(crate) struct SettingsCaller {
+    pub instance: pb::Instance,
+    pub is_person: bool,
+    pub ticket: String,
+}
+
 /// The signed-in person, or a bearer token the policy lets do `method` on `route` with its
-/// rules on `io.cozy.settings`: the instance, and whether it is the person.
-async fn caller(
+/// rules on `io.cozy.settings`.
+pub(crate) async fn caller(
     state: &State,
     headers: &HeaderMap,
     route: Route,
     method: &Method,
-) -> Result<(pb::Instance, bool), ApiError> {
+) -> Result<SettingsCaller, ApiError> {
     let (instance, person) = resolve(state, headers).await?;
     let access = Access {
         doctype: doctype::SETTINGS,
         id: None,
     };
-    if person.is_some() {
+    if let Some(person) = person {
         crate::edge::access::authorize(state, Kind::Person, route, method, &access, Grant::Whole)?;
-        return Ok((instance, true));
+        return Ok(SettingsCaller {
+            instance,
+            is_person: true,
+            ticket: person.ticket,
+        });
     }
-    authenticate(state, headers)
-        .await?
-        .authorize(state, route, method, &access)?;
-    Ok((instance, false))
+    let token = authenticate(state, headers).await?;
+    token.authorize(state, route, method, &access)?;
+    Ok(SettingsCaller {
+        instance,
+        is_person: false,
+        ticket: token.ticket.clone(),
+    })
 }
 
 fn settings_doc(instance: &pb::Instance) -> Value {
@@ -83,15 +98,17 @@ fn settings_doc(instance: &pb::Instance) -> Value {
 
 /// `GET /settings/instance`: for the signed-in person, or a token that reads `io.cozy.settings`.
 async fn show(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (instance, _) = caller(&state, &headers, Route::SettingsInstance, &Method::GET).await?;
-    Ok(jsonapi::one(settings_doc(&instance)))
+    let caller = caller(&state, &headers, Route::SettingsInstance, &Method::GET).await?;
+    Ok(jsonapi::one(settings_doc(&caller.instance)))
 }
 
 /// `PUT /settings/instance` with cozy's JSON-API body: the attributes given change, the others
 /// stay; `meta.rev`, when given, must be the current revision (409 otherwise). Only the
 /// signed-in person changes the e-mail address (it is where a passphrase reset goes).
 async fn update(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let (instance, is_person) = caller(&state, &headers, Route::SettingsInstance, &Method::PUT).await?;
+    let SettingsCaller {
+        instance, is_person, ..
+    } = caller(&state, &headers, Route::SettingsInstance, &Method::PUT).await?;
     if body.len() > 64 * 1024 {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,

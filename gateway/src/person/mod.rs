@@ -4,6 +4,7 @@
 //! The person signed in to an instance, from their session cookie. Sessions are checked with
 //! the auth service on every request (no cache), so ending one takes effect at once.
 
+pub(crate) mod avatar;
 pub(crate) mod cookies;
 pub(crate) mod instance;
 pub(crate) mod link;

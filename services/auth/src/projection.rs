@@ -452,7 +452,8 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             | Payload::KonnectorChanged(_)
             | Payload::SharingChanged(_)
             | Payload::SharingCheckpoint(_)
-            | Payload::SharingFilesTracked(_),
+            | Payload::SharingFilesTracked(_)
+            | Payload::AvatarChanged(_),
         )
         | None => Vec::new(),
     }

@@ -13,7 +13,7 @@ use crate::error::{FilesError, Result};
 use crate::node::Node;
 use crate::projection::{UsageDelta, feed_row, project};
 use crate::service::FilesService;
-use crate::tables::{CHANGES, COUNTS};
+use crate::tables::{AVATARS, CHANGES, COUNTS};
 
 /// One change of the tree: what a node was and what it becomes (`None`: absent).
 pub(crate) struct Change {
@@ -31,6 +31,11 @@ pub(crate) enum Entry {
     QuotaSet(u64),
     /// An upload refused for the quota (no state changes; notifications tell the person).
     QuotaExceeded(QuotaExceeded),
+    /// The person's avatar set (or removed: `None`), and the blobs it releases.
+    Avatar {
+        row: Option<crate::avatar::AvatarRow>,
+        released: Vec<String>,
+    },
 }
 
 impl Change {
@@ -132,6 +137,18 @@ impl FilesService {
                     )
                 }
                 Entry::QuotaExceeded(exceeded) => ("quota.exceeded".to_string(), Payload::QuotaExceeded(*exceeded)),
+                Entry::Avatar { row, released: gone } => {
+                    match row {
+                        Some(row) => AVATARS.put(&mut batch, instance, "", row),
+                        None => AVATARS.delete(&mut batch, instance, ""),
+                    }
+                    released.extend(gone.iter().cloned());
+                    let verb = if row.is_some() { "avatar.set" } else { "avatar.removed" };
+                    (
+                        verb.to_string(),
+                        Payload::AvatarChanged(crate::avatar::AvatarRow::event(row.as_ref())),
+                    )
+                }
             };
             let event = envelope(instance, seq, Topic::File { kind: &kind }, payload, &stamp);
             log.append(&mut batch, &mut appended, &event);

@@ -376,6 +376,47 @@ impl pb::files_service_server::FilesService for FilesService {
         }))
     }
 
+    async fn set_avatar(&self, request: Request<pb::AvatarRequest>) -> Result<Response<pb::Avatar>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        let row = self.set_avatar(&instance, req.data).await?;
+        Ok(Response::new(pb::Avatar {
+            found: true,
+            content_type: row.content_type,
+            md5: row.md5,
+            data: Default::default(),
+        }))
+    }
+
+    /// The avatar is public (cozy's `/public/avatar`): reading it takes the instance alone, no
+    /// ticket (the gateway names the instance of the request's host).
+    async fn get_avatar(&self, request: Request<pb::DiskUsageRequest>) -> Result<Response<pb::Avatar>, Status> {
+        let instance = request
+            .into_inner()
+            .scope
+            .map(|s| s.instance)
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| FilesError::BadRequest("missing instance".into()))?;
+        Ok(Response::new(match self.avatar(&instance).await? {
+            Some((row, data)) => pb::Avatar {
+                found: true,
+                content_type: row.content_type,
+                md5: row.md5,
+                data,
+            },
+            None => pb::Avatar::default(),
+        }))
+    }
+
+    async fn delete_avatar(&self, request: Request<pb::DiskUsageRequest>) -> Result<Response<pb::Avatar>, Status> {
+        let instance = self.scope(request.into_inner().scope)?;
+        let found = self.delete_avatar(&instance).await?;
+        Ok(Response::new(pb::Avatar {
+            found,
+            ..Default::default()
+        }))
+    }
+
     async fn disk_usage(
         &self,
         request: Request<pb::DiskUsageRequest>,

@@ -2,6 +2,7 @@
 //! service's state (the log in `files.events`, the tree as its projection); contents are blobs
 //! on local disk or S3, written whole before the metadata that points at them is committed.
 
+mod avatar;
 mod changes;
 mod commit;
 mod digest;

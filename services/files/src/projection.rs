@@ -23,6 +23,8 @@ pub struct FilesProjection {
     /// (sequence, state, deletion revision) of each node's last change, per (instance, node).
     last: HashMap<(String, String), (u64, Bytes, String)>,
     quotas: HashMap<String, u64>,
+    /// Each instance's last avatar (`None`: removed).
+    avatars: HashMap<String, Option<crate::avatar::AvatarRow>>,
 }
 
 impl FilesProjection {
@@ -31,6 +33,7 @@ impl FilesProjection {
             log,
             last: HashMap::new(),
             quotas: HashMap::new(),
+            avatars: HashMap::new(),
         }
     }
 }
@@ -60,6 +63,10 @@ impl Projection for FilesProjection {
             Some(Payload::DiskQuotaSet(quota)) => {
                 self.quotas.insert(event.instance, quota.bytes);
             }
+            Some(Payload::AvatarChanged(avatar)) => {
+                self.avatars
+                    .insert(event.instance, crate::avatar::AvatarRow::from_event(&avatar));
+            }
             _ => {}
         }
         Ok(())
@@ -72,6 +79,12 @@ impl Projection for FilesProjection {
             usage.entry(instance).or_default().quota = Some(quota);
         }
         let mut batch = Batch::new();
+        for (instance, avatar) in self.avatars.drain() {
+            match avatar {
+                Some(row) => AVATARS.put(&mut batch, &instance, "", &row),
+                None => AVATARS.delete(&mut batch, &instance, ""),
+            }
+        }
         for ((instance, id), (seq, file, deleted_rev)) in self.last.drain() {
             let node: Option<Node> = if file.is_empty() { None } else { Some(parse(&file)?) };
             feed_row(&mut batch, &instance, seq, &id, node.as_ref(), &deleted_rev);

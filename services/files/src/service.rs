@@ -144,7 +144,11 @@ impl FilesService {
             }
         }
         self.purge_thumbnails(instance).await?;
+        if let Some(avatar) = AVATARS.get(store.as_ref(), instance, "").await? {
+            self.inner.blobs.delete(&avatar.blob).await?;
+        }
         let mut batch = Batch::new();
+        AVATARS.delete_partition(&mut batch, instance);
         NODES.delete_partition(&mut batch, instance);
         CHILDREN.delete_partition(&mut batch, instance);
         COUNTS.delete_partition(&mut batch, instance);

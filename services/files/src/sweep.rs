@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use crate::error::Result;
 
 use crate::service::FilesService;
-use crate::tables::{NODES, THUMBNAILS, UPLOADS};
+use crate::tables::{AVATARS, NODES, THUMBNAILS, UPLOADS};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,9 @@ impl FilesService {
         }
         for node in NODES.rows(store, instance).await? {
             blobs.extend(node.blobs());
+        }
+        if let Some(avatar) = AVATARS.get(store, instance, "").await? {
+            blobs.insert(avatar.blob);
         }
         // Whatever a row holds, its key names a file with thumbnails.
         let thumbnails = THUMBNAILS

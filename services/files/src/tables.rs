@@ -274,8 +274,15 @@ pub fn referenced_prefix_len(doctype: &str, doc_id: &str) -> usize {
     doctype.len() + doc_id.len() + 2
 }
 
-pub const PROJECTIONS: [&str; 7] = [
+json_table!(
+    /// Partition = instance, sort = "" → the person's avatar (`avatar.rs`).
+    pub Avatars: "files.avatars", version 1, crate::avatar::AvatarRow
+);
+pub const AVATARS: Table<Avatars> = Table::new();
+
+pub const PROJECTIONS: [&str; 8] = [
     Nodes::NAME,
+    Avatars::NAME,
     Children::NAME,
     Counts::NAME,
     Usage::NAME,

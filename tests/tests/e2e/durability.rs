@@ -68,7 +68,7 @@ async fn snapshot(api: &Api, wide: &Api) -> Vec<Value> {
 async fn test_rebuilt_projections_answer_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let mut cocon = Cocon::start(dir.path()).await.unwrap();
-    let scope = "io.cozy.notes io.cozy.contacts io.cozy.doctypes";
+    let scope = "io.cozy.notes io.cozy.contacts io.cozy.doctypes io.cozy.settings";
     let api = cocon.instance("alice.test", scope).await.unwrap();
     let bob = cocon.instance("bob.test", scope).await.unwrap();
     for doctype in ["io.cozy.notes", "io.cozy.contacts"] {
@@ -106,6 +106,43 @@ async fn test_rebuilt_projections_answer_the_same() {
     )
     .await;
 
+    // The settings and the avatar: alice's replaced once, bob's removed.
+    let settings = json!({"data": {"attributes": {"public_name": "Alice", "timezone": "Europe/Paris"}}});
+    assert_eq!(api.put("/settings/instance", &settings).await.status, 200);
+    for (who, image) in [
+        (&api, &b"GIF89a first"[..]),
+        (&api, b"GIF89a second"),
+        (&bob, b"GIF89a bob"),
+    ] {
+        let set = who
+            .request(reqwest::Method::PUT, "/settings/avatar")
+            .header("Content-Type", "image/gif")
+            .body(image.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 204);
+    }
+    let removed = bob
+        .request(reqwest::Method::DELETE, "/settings/avatar")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let avatar = |cocon: &Cocon, host: &str| {
+        let (url, host) = (format!("{}/public/avatar?fallback=404", cocon.http), host.to_string());
+        async move {
+            let res = reqwest::Client::new()
+                .get(url)
+                .header("Host", host)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let settings_before = api.get("/settings/instance").await.body["data"].clone();
+
     let before = snapshot(&api, &api).await;
     let before_bob = snapshot(&bob, &bob).await;
     cocon.stop().await.unwrap();
@@ -130,6 +167,9 @@ async fn test_rebuilt_projections_answer_the_same() {
     let bob = cocon.api("bob.test", Some(&bob_token));
     assert_eq!(snapshot(&api, &api).await, before);
     assert_eq!(snapshot(&bob, &bob).await, before_bob);
+    assert_eq!(api.get("/settings/instance").await.body["data"], settings_before);
+    assert_eq!(avatar(&cocon, "alice.test").await, (200, b"GIF89a second".to_vec()));
+    assert_eq!(avatar(&cocon, "bob.test").await.0, 404);
     let tagged = api
         .post(
             "/data/io.cozy.notes/_find",

@@ -1195,6 +1195,23 @@ async fn test_orphaned_blobs_are_swept_after_their_grace() {
     .await;
     assert_eq!(replaced.status, 200, "{}", replaced.text);
     let blobs = dir.path().join("blobs").join("objects");
+    // The person's avatar is a blob too, referenced by its own row: an old one stays.
+    let settings = cocon.token("alice.test", "io.cozy.settings").await.unwrap();
+    let avatar = Api::reply(
+        cocon
+            .api("alice.test", Some(&settings))
+            .request(Method::PUT, "/settings/avatar")
+            .header("Content-Type", "image/gif")
+            .body(b"GIF89a avatar".to_vec()),
+    )
+    .await;
+    assert_eq!(avatar.status, 204, "{}", avatar.text);
+    let avatar_blob = std::fs::read_dir(blobs.join(&instance).join("avatar"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let before = blob_files(dir.path());
 
     // Left behind by crashes: one old, one from a moment ago, and another instance's.
@@ -1216,6 +1233,12 @@ async fn test_orphaned_blobs_are_swept_after_their_grace() {
     let old_thumb = plant(&format!("{instance}/thumbs/gone/small"), day);
     let gone_instance = plant("0123456789abcdef/cd/left", day);
     let young = plant(&format!("{instance}/ef/in-flight"), std::time::Duration::ZERO);
+    std::fs::File::options()
+        .write(true)
+        .open(&avatar_blob)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - day)
+        .unwrap();
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while old.exists() || old_thumb.exists() || gone_instance.exists() {
@@ -1223,6 +1246,7 @@ async fn test_orphaned_blobs_are_swept_after_their_grace() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(young.exists(), "a blob within its grace period stays");
+    assert!(avatar_blob.exists(), "the avatar stays");
     assert_eq!(blob_files(dir.path()), before + 1, "the content and its version stay");
     let down = api
         .request(Method::GET, &format!("/files/download/{file}"))

@@ -138,3 +138,100 @@ async fn test_the_instance_settings_are_read_and_changed_against_their_revision(
     assert_eq!(flags.body["data"]["attributes"], json!({}));
     assert_eq!(cocon.api("alice.test", None).get("/settings/context").await.status, 401);
 }
+
+/// `GET /public/avatar`, as anyone: status, content type, ETag, body.
+async fn public_avatar(cocon: &Cocon, query: &str, etag: Option<&str>) -> (u16, String, String, Vec<u8>) {
+    let mut req = reqwest::Client::new()
+        .get(format!("{}/public/avatar{query}", cocon.http))
+        .header("Host", "alice.test");
+    if let Some(etag) = etag {
+        req = req.header("If-None-Match", etag);
+    }
+    let res = req.send().await.unwrap();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (content_type, etag) = (header("content-type"), header("etag"));
+    let status = res.status().as_u16();
+    (status, content_type, etag, res.bytes().await.unwrap().to_vec())
+}
+
+async fn put_avatar(api: &Api, content_type: &str, data: Vec<u8>) -> cocon_tests::Reply {
+    Api::reply(
+        api.request(Method::PUT, "/settings/avatar")
+            .header("Content-Type", content_type)
+            .body(data),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn test_the_avatar_is_set_shown_to_anyone_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cocon = Cocon::start(dir.path()).await.unwrap();
+    person(&cocon, "alice.test").await;
+    let token = cocon.token("alice.test", "io.cozy.settings").await.unwrap();
+    let app = cocon.api("alice.test", Some(&token));
+
+    // None set: the initials of the name (the domain's first word until a name is given).
+    let (status, content_type, _, body) = public_avatar(&cocon, "", None).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/svg+xml"));
+    assert!(String::from_utf8_lossy(&body).contains(">A</text>"));
+
+    // A PNG, then anyone sees it, byte for byte, and a browser that has it is told so (304).
+    let png: Vec<u8> = b"\x89PNG\r\n\x1a\n"
+        .iter()
+        .copied()
+        .chain((0..5000u32).map(|i| (i % 251) as u8))
+        .collect();
+    let set = put_avatar(&app, "image/png", png.clone()).await;
+    assert_eq!(set.status, 204, "{}", set.text);
+    let (status, content_type, etag, body) = public_avatar(&cocon, "", None).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert_eq!(body, png);
+    assert!(!etag.is_empty());
+    assert_eq!(public_avatar(&cocon, "", Some(&etag)).await.0, 304);
+
+    // Not an image, an image that is not what it says, too large, or without the right: refused,
+    // and the avatar stays.
+    assert_eq!(put_avatar(&app, "text/html", b"<html>".to_vec()).await.status, 400);
+    let svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>".to_vec();
+    assert_eq!(put_avatar(&app, "image/png", svg).await.status, 400);
+    let huge = [b"\x89PNG\r\n\x1a\n".to_vec(), vec![0; 1024 * 1024]].concat();
+    assert_eq!(put_avatar(&app, "image/png", huge).await.status, 413);
+    let notes = cocon.token("alice.test", "io.cozy.notes").await.unwrap();
+    let other = cocon.api("alice.test", Some(&notes));
+    assert_eq!(put_avatar(&other, "image/png", png.clone()).await.status, 403);
+    assert_eq!(
+        put_avatar(&cocon.api("alice.test", None), "image/png", png.clone())
+            .await
+            .status,
+        401
+    );
+
+    // It survives a restart (an event of the files service, its image a blob).
+    cocon.stop().await.unwrap();
+    let cocon = restart(&cocon).await;
+    let app = cocon.api("alice.test", Some(&token));
+    assert_eq!(public_avatar(&cocon, "", None).await.3, png);
+
+    // Removed: the fallbacks, as asked.
+    let removed = Api::reply(app.request(Method::DELETE, "/settings/avatar")).await;
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    assert_eq!(public_avatar(&cocon, "?fallback=404", None).await.0, 404);
+    let (status, _, _, body) = public_avatar(&cocon, "?fallback=anonymous", None).await;
+    assert_eq!(status, 200);
+    assert!(!String::from_utf8_lossy(&body).contains("</text>"), "no initials");
+    let named = put(&app, &body_of_name("Alice Martin")).await;
+    assert_eq!(named.status, 200, "{}", named.text);
+    let (_, _, _, body) = public_avatar(&cocon, "?fallback=initials", None).await;
+    assert!(String::from_utf8_lossy(&body).contains(">AM</text>"));
+}
+
+fn body_of_name(name: &str) -> Value {
+    body("", json!({"public_name": name}))
+}
