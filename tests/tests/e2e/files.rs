@@ -307,6 +307,7 @@ async fn test_memory_stays_bounded_through_a_large_upload_and_download() {
     use futures::StreamExt;
     use std::sync::{Arc, Mutex};
     let (_dir, cocon, api) = cocon_tests::drive::setup("io.cozy.files").await;
+    let before = peak_rss(cocon.pid());
     // 1 GiB, chunked (no length, so no backend may size a buffer from it), hashed as it goes.
     const CHUNK: usize = 256 << 10;
     const CHUNKS: usize = 4096;
@@ -327,11 +328,15 @@ async fn test_memory_stays_bounded_through_a_large_upload_and_download() {
     assert_eq!(attr(&up, "size"), (CHUNK * CHUNKS).to_string().as_str());
     assert_eq!(attr(&up, "md5sum"), sum.as_str());
     assert_eq!(downloaded_md5(&api, &id(&up)).await, sum);
-    // The bound, for 5 GiB as for 1: what is in flight is bounded, not the file.
+    // What is in flight is bounded, not the file: the transfer adds a bounded amount to what
+    // the server held before it (the absolute bound, 150 MB, is for the release build,
+    // measured in docs/benchmarks.md; this debug build starts at about twice its 36 MiB, and
+    // its peak moved between 130 and 146 MiB with the machine's load).
     let peak = peak_rss(cocon.pid());
     assert!(
-        peak < 150_000_000,
-        "the server peaked at {} MiB of resident memory",
+        peak.saturating_sub(before) < 100_000_000,
+        "the server went from {} to {} MiB of resident memory for 1 GiB up and down",
+        before >> 20,
         peak >> 20
     );
 }
