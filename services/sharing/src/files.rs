@@ -25,8 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::doc::Sharing;
 use crate::error::{Result, SharingError};
-pub(crate) use crate::files_rule::files_root;
-use crate::files_rule::{FilesRule, files_rule};
+use crate::files_rule::{FilesRule, files_root, files_rule};
 use crate::rules::{ROOT_DIR, SHARED_WITH_ME_DIR, xor_id};
 use crate::service::SharingService;
 use crate::store::{self, CHECKPOINTS, SHARED_FILES, Tracked};

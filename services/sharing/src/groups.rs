@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::doc::{Group, Member, Sharing, status};
 use crate::error::{Result, SharingError};
-use crate::members::{fresh_credentials, is_same_person};
+use crate::members::{fresh_credentials, same_person};
 use crate::service::SharingService;
 use crate::setup::{MAX_MEMBERS, member_of_contact};
 
@@ -48,7 +48,7 @@ pub(crate) fn add_group(
 /// invited again if they were revoked before joining it), added if not. Answers the member to
 /// invite, if any.
 fn join_group(sharing: &mut Sharing, index: usize, contact: &Member) -> Result<Option<usize>> {
-    let known = (1..sharing.members.len()).find(|&i| is_same_person(contact, &sharing.members[i]));
+    let known = (1..sharing.members.len()).find(|&i| same_person(contact, &sharing.members[i]));
     let invite = match known {
         Some(i) if sharing.members[i].groups.contains(&index) => None,
         Some(i) => {
@@ -119,7 +119,7 @@ pub(crate) fn apply_groups(
             invite.extend(join_group(sharing, index, contact)?);
         }
         for member in sharing.members.iter_mut().skip(1) {
-            if member.groups.contains(&index) && !contacts.iter().any(|c| is_same_person(c, member)) {
+            if member.groups.contains(&index) && !contacts.iter().any(|c| same_person(c, member)) {
                 member.groups.retain(|&g| g != index);
             }
         }

@@ -22,7 +22,7 @@ const MAX_FIELD: usize = 320;
 
 /// Whether two members are the same person: the same e-mail address, or for members without
 /// one, the same Cozy.
-fn same_person(a: &Member, b: &Member) -> bool {
+pub(crate) fn same_person(a: &Member, b: &Member) -> bool {
     match a.email.is_empty() {
         false => a.email.eq_ignore_ascii_case(&b.email),
         true => !a.instance.is_empty() && a.instance == b.instance,
@@ -74,11 +74,6 @@ pub(crate) fn add_members(sharing: &mut Sharing, new: Vec<Member>) -> Result<Vec
         }
     }
     Ok(invite)
-}
-
-/// Whether two members are the same person (see [`same_person`]), for the groups.
-pub(crate) fn is_same_person(a: &Member, b: &Member) -> bool {
-    same_person(a, b)
 }
 
 /// A fresh invitation: a new state and key.

@@ -161,7 +161,7 @@ fn sends(sharing: &Sharing, member: usize) -> bool {
 /// Whether this side, a recipient that sends nothing, still watches its copy of a shared
 /// folder (to leave when the person trashes it).
 fn watches(sharing: &Sharing, member: usize) -> bool {
-    !sharing.owner && member == 0 && crate::files::files_root(sharing).is_some()
+    !sharing.owner && member == 0 && crate::files_rule::files_root(sharing).is_some()
 }
 
 /// The doctypes a sender follows (files through `files.rs`).
