@@ -153,7 +153,9 @@ impl SharingService {
         let (sharing, invite) = self.store_members(&instance.id, &req.id, new, 0).await?;
         tracing::info!(sharing = %sharing.id, added = invite.len(), "recipients added");
         let sharing = self.invite(&instance, sharing, &invite).await;
-        self.tell_members(&instance.id, &sharing).await;
+        // The members already in learn of the newcomers in the background: a member's host
+        // that is down does not hold the app's call.
+        self.tell_members_later(&instance.id, &sharing.id);
         Ok(sharing)
     }
 
