@@ -183,6 +183,8 @@ impl SharingService {
 
     /// One pass over the instance's sharings that share with groups.
     async fn regroup(&self, instance: &str) -> Result<()> {
+        // The contacts are read once per pass, when a sharing has groups to compare.
+        let mut contacts: Option<Vec<Value>> = None;
         for shown in self.all_shown(instance).await? {
             if !shown.owner || !shown.active || shown.groups.iter().all(|g| g.revoked) {
                 continue;
@@ -197,10 +199,14 @@ impl SharingService {
                     .issue(instance, cocon_common::time::now_secs() + 300),
                 origin,
             };
+            if contacts.is_none() {
+                contacts = Some(self.grouped_contacts(&me).await?);
+            }
+            let contacts = contacts.as_deref().unwrap_or_default();
             let mut current = Vec::new();
             for (index, group) in shown.groups.iter().enumerate().filter(|(_, g)| !g.revoked) {
-                let members = match self.group(&me, &group.id, group.read_only).await {
-                    Ok((_, members)) => members,
+                let members = match self.document(&me, doctype::CONTACTS_GROUPS, &group.id).await {
+                    Ok(_) => members_in(contacts, &group.id, group.read_only),
                     // The group was deleted: no one is in it.
                     Err(SharingError::BadRequest(_)) => Vec::new(),
                     Err(err) => return Err(err),
@@ -246,7 +252,14 @@ impl SharingService {
             read_only,
             ..Default::default()
         };
-        let mut members = Vec::new();
+        let contacts = self.grouped_contacts(instance).await?;
+        Ok((group, members_in(&contacts, id, read_only)))
+    }
+
+    /// The instance's contacts that are in some group, read a page at a time (once per pass
+    /// over the groups, however many there are).
+    async fn grouped_contacts(&self, instance: &pb::Instance) -> Result<Vec<Value>> {
+        let mut contacts = Vec::new();
         let mut documents = self.clients()?.documents.clone();
         let mut after = String::new();
         loop {
@@ -269,25 +282,40 @@ impl SharingService {
                 .await?
                 .into_inner();
             let page: Value = serde_json::from_slice(&page.json).map_err(|e| SharingError::Corrupt(e.to_string()))?;
-            let rows = page.get("rows").and_then(Value::as_array).cloned().unwrap_or_default();
-            for row in &rows {
-                let contact = &row["doc"];
-                if contact.is_object() && in_group(contact, id) {
-                    members.push(member_of_contact(contact, read_only));
-                }
-            }
-            match rows.last().and_then(|r| r["id"].as_str()) {
-                Some(last) if rows.len() == PAGE as usize => after = last.to_string(),
-                _ => break,
-            }
-            if members.len() > MAX_MEMBERS {
-                break;
+            let mut rows = match page {
+                Value::Object(mut page) => match page.remove("rows") {
+                    Some(Value::Array(rows)) => rows,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let next = match rows.last().and_then(|r| r["id"].as_str()) {
+                Some(last) if rows.len() == PAGE as usize => Some(last.to_string()),
+                _ => None,
+            };
+            contacts.extend(rows.iter_mut().map(|r| r["doc"].take()).filter(|c| {
+                c.pointer("/relationships/groups/data")
+                    .and_then(Value::as_array)
+                    .is_some_and(|g| !g.is_empty())
+            }));
+            match next {
+                Some(last) => after = last,
+                None => return Ok(contacts),
             }
         }
-        // A contact without an address nor a Cozy cannot be invited.
-        members.retain(|m| !m.email.is_empty() || !m.instance.is_empty());
-        Ok((group, members))
     }
+}
+
+/// The members of group `id` among `contacts`: those it names that can be invited (with an
+/// address or a Cozy).
+fn members_in(contacts: &[Value], id: &str, read_only: bool) -> Vec<Member> {
+    contacts
+        .iter()
+        .filter(|c| in_group(c, id))
+        .map(|c| member_of_contact(c, read_only))
+        .filter(|m| !m.email.is_empty() || !m.instance.is_empty())
+        .take(MAX_MEMBERS + 1)
+        .collect()
 }
 
 #[cfg(test)]
@@ -393,5 +421,14 @@ mod tests {
         assert!(in_group(&contact, "g1"));
         assert!(!in_group(&contact, "g2"));
         assert!(!in_group(&json!({"fullname": "x"}), "g1"));
+        // Those that cannot be invited (no address, no Cozy) are left out.
+        let contacts = [
+            json!({"email": [{"address": "bob@b.test"}], "relationships": contact["relationships"]}),
+            json!({"fullname": "No address", "relationships": contact["relationships"]}),
+        ];
+        let members = members_in(&contacts, "g1", true);
+        assert_eq!(members.len(), 1);
+        assert_eq!((members[0].email.as_str(), members[0].read_only), ("bob@b.test", true));
+        assert!(members_in(&contacts, "g2", false).is_empty());
     }
 }
