@@ -167,45 +167,45 @@ async fn update(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes)
 /// `GET /settings/capabilities`: what this instance can do, for any app (cozy's list; an
 /// unlisted capability is false).
 async fn capabilities(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    caller(&state, &headers, Route::SettingsContext, &Method::GET).await?;
-    Ok(jsonapi::one(json!({
-        "type": doctype::SETTINGS,
-        "id": "io.cozy.settings.capabilities",
-        "attributes": {
+    for_any_app(
+        &state,
+        &headers,
+        "capabilities",
+        json!({
             "file_versioning": true,
             "flat_subdomains": false,
             "can_auth_with_password": true,
             "can_auth_with_magic_links": false,
             "can_auth_with_oidc": false,
-        },
-        "links": {"self": "/settings/capabilities"},
+        }),
+    )
+    .await
+}
+
+/// `io.cozy.settings.<name>` with these attributes, for any app's token (or the person).
+async fn for_any_app(state: &State, headers: &HeaderMap, name: &str, attributes: Value) -> Result<Response, ApiError> {
+    caller(state, headers, Route::SettingsContext, &Method::GET).await?;
+    Ok(jsonapi::one(json!({
+        "type": doctype::SETTINGS,
+        "id": format!("io.cozy.settings.{name}"),
+        "attributes": attributes,
+        "links": {"self": format!("/settings/{name}")},
     })))
 }
 
 /// `GET /settings/context`: the keys of the instance's context, for any app.
 async fn context(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    caller(&state, &headers, Route::SettingsContext, &Method::GET).await?;
-    Ok(jsonapi::one(json!({
-        "type": doctype::SETTINGS,
-        "id": "io.cozy.settings.context",
-        "attributes": {
-            "default_redirection": DEFAULT_REDIRECTION,
-            "onboarded_redirection": DEFAULT_REDIRECTION,
-        },
-        "links": {"self": "/settings/context"},
-    })))
+    let attributes = json!({
+        "default_redirection": DEFAULT_REDIRECTION,
+        "onboarded_redirection": DEFAULT_REDIRECTION,
+    });
+    for_any_app(&state, &headers, "context", attributes).await
 }
 
 /// `GET /settings/flags`: the instance's feature flags, for any app (cozy-flags reads them as
 /// an app starts). Cocon sets none yet: an app takes each flag's default.
 async fn flags(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    caller(&state, &headers, Route::SettingsContext, &Method::GET).await?;
-    Ok(jsonapi::one(json!({
-        "type": doctype::SETTINGS,
-        "id": "io.cozy.settings.flags",
-        "attributes": {},
-        "links": {"self": "/settings/flags"},
-    })))
+    for_any_app(&state, &headers, "flags", json!({})).await
 }
 
 /// `GET /settings/onboarded`: where the person goes at the end of the onboarding, signed in:
