@@ -539,18 +539,12 @@ async fn peer_add_recipients(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     checked_body(&body)?;
-    let (caller, instance) = peer(&state, &headers, &id, &Method::POST).await?;
+    let req = peer_request(&state, &headers, id, &Method::POST, body).await?;
     let answer = state
         .clients
         .sharing
         .clone()
-        .peer_add_recipients(pb::PeerRequest {
-            instance,
-            id,
-            client_id: caller.client.clone(),
-            body,
-            ..Default::default()
-        })
+        .peer_add_recipients(req)
         .await?
         .into_inner();
     Ok((
@@ -569,19 +563,8 @@ async fn peer_members(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     checked_body(&body)?;
-    let (caller, instance) = peer(&state, &headers, &id, &Method::PUT).await?;
-    state
-        .clients
-        .sharing
-        .clone()
-        .peer_members(pb::PeerRequest {
-            instance,
-            id,
-            client_id: caller.client.clone(),
-            body,
-            ..Default::default()
-        })
-        .await?;
+    let req = peer_request(&state, &headers, id, &Method::PUT, body).await?;
+    state.clients.sharing.clone().peer_members(req).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -737,6 +720,24 @@ async fn peer(
     Ok((caller, instance))
 }
 
+/// A call of the other host ([`peer`]), as the sharing service takes it.
+async fn peer_request(
+    state: &State,
+    headers: &HeaderMap,
+    id: String,
+    method: &Method,
+    body: Bytes,
+) -> Result<pb::PeerRequest, ApiError> {
+    let (caller, instance) = peer(state, headers, &id, method).await?;
+    Ok(pb::PeerRequest {
+        instance,
+        id,
+        client_id: caller.client.clone(),
+        body,
+        ..Default::default()
+    })
+}
+
 /// `DELETE /sharings/:id` (the owner revoked this recipient) and `DELETE /sharings/:id/answer`
 /// (a recipient left), by the other host. Any token of the sharing's client will do: a
 /// read-only member's reaches GET only, and it may still leave.
@@ -745,19 +746,9 @@ async fn peer_revoked(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (caller, instance) = peer(&state, &headers, &id, &Method::GET).await?;
-    let key = instance_id(&instance);
-    state
-        .clients
-        .sharing
-        .clone()
-        .peer_revoked(pb::PeerRequest {
-            instance,
-            id: id.clone(),
-            client_id: caller.client.clone(),
-            ..Default::default()
-        })
-        .await?;
+    let req = peer_request(&state, &headers, id.clone(), &Method::GET, Bytes::new()).await?;
+    let key = instance_id(&req.instance);
+    state.clients.sharing.clone().peer_revoked(req).await?;
     Ok(done(&state, &id, &key))
 }
 
@@ -767,18 +758,8 @@ async fn peer_end_initial(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (caller, instance) = peer(&state, &headers, &id, &Method::GET).await?;
-    state
-        .clients
-        .sharing
-        .clone()
-        .peer_end_initial(pb::PeerRequest {
-            instance,
-            id,
-            client_id: caller.client.clone(),
-            ..Default::default()
-        })
-        .await?;
+    let req = peer_request(&state, &headers, id, &Method::GET, Bytes::new()).await?;
+    state.clients.sharing.clone().peer_end_initial(req).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
