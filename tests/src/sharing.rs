@@ -169,8 +169,8 @@ pub async fn share(h: &Hosts, description: &str, rule: Value) -> Value {
     share_rules(h, description, json!([rule])).await
 }
 
-/// [`share`] with several rules (a JSON array).
-pub async fn share_rules(h: &Hosts, description: &str, rules: Value) -> Value {
+/// Alice's contact for Bob, whose Cozy she knows: its id.
+pub async fn bob_contact(h: &Hosts) -> String {
     let contact = h
         .alice
         .post(
@@ -180,12 +180,18 @@ pub async fn share_rules(h: &Hosts, description: &str, rules: Value) -> Value {
         )
         .await;
     assert_eq!(contact.status, 201, "{}", contact.text);
+    contact.get("id").as_str().unwrap_or_default().to_string()
+}
+
+/// [`share`] with several rules (a JSON array).
+pub async fn share_rules(h: &Hosts, description: &str, rules: Value) -> Value {
+    let contact = bob_contact(h).await;
     let created = h
         .alice
         .post(
             "/sharings/",
             &json!({"data": {"type": "io.cozy.sharings", "attributes": {"description": description, "rules": rules},
-                "relationships": {"recipients": {"data": [{"id": contact.get("id"), "type": "io.cozy.contacts"}]}}}}),
+                "relationships": {"recipients": {"data": [{"id": contact, "type": "io.cozy.contacts"}]}}}}),
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.text);

@@ -23,6 +23,16 @@ async fn carol(h: &Hosts) -> (Api, Browser, String) {
     )
 }
 
+/// Bob's app, allowed to share his notes and to read his contacts.
+async fn bob_app(h: &Hosts) -> Api {
+    let token = h
+        .bob_host
+        .token(h.bob_person_domain(), "io.cozy.notes io.cozy.contacts")
+        .await
+        .unwrap();
+    h.bob_host.api(h.bob_person_domain(), Some(&token))
+}
+
 /// A contact for carol in `api`'s instance: its id.
 async fn carol_contact(api: &Api, origin: &str) -> String {
     let contact = api
@@ -101,12 +111,7 @@ async fn test_the_owner_adds_a_recipient_and_every_member_sees_the_members() {
         .await;
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.body["data"]["attributes"]["members"].as_array().unwrap().len(), 3);
-    let bob_contacts = h
-        .bob_host
-        .token(h.bob_person_domain(), "io.cozy.notes io.cozy.contacts")
-        .await
-        .unwrap();
-    let bob_app = h.bob_host.api(h.bob_person_domain(), Some(&bob_contacts));
+    let bob_app = bob_app(&h).await;
     let his = carol_contact(&bob_app, "http://dave.localhost:1").await;
     let refused = bob_app
         .post(&format!("/sharings/{id}/recipients"), &add_body(&id, &his))
@@ -138,18 +143,11 @@ async fn test_the_owner_adds_a_recipient_and_every_member_sees_the_members() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_read_write_recipient_of_an_open_sharing_invites_through_the_owner() {
     let mut h = two_hosts().await;
-    let bob_contact = h
-        .alice
-        .post(
-            "/data/io.cozy.contacts/",
-            &json!({"fullname": "Bob", "email": [{"address": "bob@example.org", "primary": true}],
-                    "cozy": [{"url": h.bob_origin, "primary": true}]}),
-        )
-        .await;
+    let bob_contact = bob_contact(&h).await;
     let created = share_note_to(
         &h,
         json!({"open_sharing": true}),
-        json!([{"id": bob_contact.get("id"), "type": "io.cozy.contacts"}]),
+        json!([{"id": bob_contact, "type": "io.cozy.contacts"}]),
     )
     .await;
     assert_eq!(created.status, 201, "{}", created.text);
@@ -158,12 +156,7 @@ async fn test_a_read_write_recipient_of_an_open_sharing_invites_through_the_owne
 
     // Bob's app invites carol, a contact of his: alice's host adds her and sends the request.
     let (carol_api, mut carol_person, carol_origin) = carol(&h).await;
-    let bob_contacts = h
-        .bob_host
-        .token(h.bob_person_domain(), "io.cozy.notes io.cozy.contacts")
-        .await
-        .unwrap();
-    let bob_app = h.bob_host.api(h.bob_person_domain(), Some(&bob_contacts));
+    let bob_app = bob_app(&h).await;
     let contact = carol_contact(&bob_app, &carol_origin).await;
     let invited = bob_app
         .post(&format!("/sharings/{id}/recipients"), &add_body(&id, &contact))
