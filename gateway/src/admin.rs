@@ -230,6 +230,7 @@ async fn issue_token(
             ttl_seconds: ttl,
             audience: param(&q, &["Audience", "audience"]).unwrap_or("cli").to_string(),
             slug: param(&q, &["Slug", "slug"]).unwrap_or_default().to_string(),
+            session_id: String::new(),
         })
         .await?
         .into_inner();

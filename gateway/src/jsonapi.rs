@@ -30,3 +30,17 @@ pub fn strings(value: Option<&Value>) -> Option<Vec<String>> {
         Some(_) => None,
     }
 }
+
+/// What installed code (an app, a konnector) is as cozy-stack lists it: its manifest's fields,
+/// with its slug, state, version and dates.
+pub fn installed(manifest: &[u8], slug: &str, state: &str, version: &str, created_us: i64, updated_us: i64) -> Value {
+    let mut attributes = serde_json::from_slice::<Value>(manifest).unwrap_or_else(|_| json!({}));
+    if let Value::Object(a) = &mut attributes {
+        a.insert("slug".into(), json!(slug));
+        a.insert("state".into(), json!(state));
+        a.insert("version".into(), json!(version));
+        a.insert("created_at".into(), json!(cocon_common::time::rfc3339_us(created_us)));
+        a.insert("updated_at".into(), json!(cocon_common::time::rfc3339_us(updated_us)));
+    }
+    attributes
+}

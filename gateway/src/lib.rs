@@ -8,6 +8,7 @@
 //! and the person's pages are plain HTML forms.
 
 mod admin;
+mod apps;
 mod data;
 mod edge;
 mod error;
@@ -57,6 +58,7 @@ impl Gateway {
                 dav_locks: files::webdav::Locks::default(),
                 policy: edge::policy::Policy::builtin(),
                 http_metrics: Arc::default(),
+                apps: apps::serve::AppCache::default(),
                 config,
                 clients,
             })),
@@ -67,7 +69,7 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let timeout = Duration::from_secs(self.state.config.request_timeout_secs);
         let metrics = &self.state.http_metrics;
-        data::routes()
+        let routes = data::routes()
             .merge(person::login::routes())
             .merge(person::reset::routes())
             .merge(person::settings::routes())
@@ -80,6 +82,7 @@ impl Gateway {
             .merge(realtime::routes())
             .merge(notifications::routes())
             .merge(sharings::routes())
+            .merge(apps::routes())
             .route_layer(edge::EdgeLayer::new(metrics.clone(), Some(timeout)))
             // Uploads and downloads last as long as the bytes take: no request timeout.
             .merge(
@@ -98,6 +101,14 @@ impl Gateway {
                     format!("{method} is not allowed on this route"),
                 )
             })
+            .with_state(self.state.clone());
+        // Before any route is matched (a preflight has none): app hosts, and CORS for them.
+        Router::new()
+            .fallback_service(routes)
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                apps::serve::dispatch,
+            ))
             .with_state(self.state.clone())
     }
 

@@ -47,6 +47,7 @@ async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes)
     let attributes = crate::jobs::json::attributes(&body)?;
     let (originator, slug) = match caller.kind {
         Kind::Konnector => ("konnector", caller.slug.clone()),
+        Kind::Webapp => ("app", caller.slug.clone()),
         Kind::Oauth => ("oauth", caller.client.clone()),
         Kind::Cli => ("cli", String::new()),
         Kind::Share | Kind::Person => {

@@ -78,6 +78,8 @@ pub(crate) struct State(pub(crate) Arc<Shared>);
 
 pub(crate) struct Shared {
     pub clients: Clients,
+    /// Hosts, apps and their files, as serving apps reads them (`apps/serve.rs`).
+    pub apps: crate::apps::serve::AppCache,
     pub config: Config,
     pub access: Arc<access::AuthCache>,
     /// What each instance receives read-only through sharings (`edge/guards.rs`).

@@ -158,12 +158,13 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     ))
 }
 
-/// A request's bearer token, or the sharing-link code, and the proofs of passwords sent along.
-fn cache_key<'a>(token: &'a str, passes: &[&str]) -> Cow<'a, str> {
-    if passes.is_empty() {
+/// A request's bearer token, or the sharing-link code, and what else it is checked with: the
+/// proofs of passwords sent along, the session cookie (an app token's session).
+fn cache_key<'a>(token: &'a str, passes: &[&str], session: &str) -> Cow<'a, str> {
+    if passes.is_empty() && session.is_empty() {
         Cow::Borrowed(token)
     } else {
-        Cow::Owned(format!("{token}\n{}", passes.join("\n")))
+        Cow::Owned(format!("{token}\n{}\n{session}", passes.join("\n")))
     }
 }
 
@@ -175,7 +176,12 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         Some(t) if !t.contains('.') => cookies::with_prefix(headers, cookies::SHARE_PASS_PREFIX),
         _ => Vec::new(),
     };
-    let key = cache_key(token.unwrap_or_default(), &passes);
+    // A web app's token works with the session it was issued for (signed tokens only).
+    let session = match token {
+        Some(t) if t.contains('.') => cookies::get(headers, cookies::SESSION).unwrap_or_default(),
+        _ => "",
+    };
+    let key = cache_key(token.unwrap_or_default(), &passes, session);
     if token.is_some()
         && let Some(hit) = state
             .access
@@ -195,7 +201,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         .authenticate(pb::AuthenticateRequest {
             domain: domain.clone(),
             token: token.unwrap_or_default().to_string(),
-            session: String::new(),
+            session: session.to_string(),
             share_passes: passes.iter().map(|p| p.to_string()).collect(),
         })
         .await
@@ -310,7 +316,7 @@ impl Caller {
     /// sharing link's set, an OAuth client or a CLI token; empty for the person's session.
     pub fn grantor(&self) -> String {
         match self.kind {
-            Kind::Share => format!("p-{}", self.permission_id),
+            Kind::Share | Kind::Webapp => format!("p-{}", self.permission_id),
             Kind::Oauth => format!("c-{}", self.client),
             Kind::Cli | Kind::Konnector if !self.token_id.is_empty() => format!("t-{}", self.token_id),
             Kind::Cli | Kind::Konnector | Kind::Person => String::new(),

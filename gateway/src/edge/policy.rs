@@ -21,10 +21,19 @@ pub enum Kind {
     Share,
     /// A konnector's run: an app whose token also opens its accounts' credentials.
     Konnector,
+    /// A web app, by the token written into its page (with the person's session cookie).
+    Webapp,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [Kind::Person, Kind::Cli, Kind::Oauth, Kind::Share, Kind::Konnector];
+    const ALL: [Kind; 6] = [
+        Kind::Person,
+        Kind::Cli,
+        Kind::Oauth,
+        Kind::Share,
+        Kind::Konnector,
+        Kind::Webapp,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,13 +42,15 @@ impl Kind {
             Kind::Oauth => "oauth",
             Kind::Share => "share",
             Kind::Konnector => "konnector",
+            Kind::Webapp => "webapp",
         }
     }
 
-    /// The kind the auth service names (`cli`, `oauth`, `share`, `konnector`).
+    /// The kind the auth service names (`cli`, `oauth`, `share`, `konnector`, `app`).
     pub fn of_token(kind: &str) -> Kind {
         match kind {
             "oauth" => Kind::Oauth,
+            "app" => Kind::Webapp,
             "share" => Kind::Share,
             "konnector" => Kind::Konnector,
             _ => Kind::Cli,
@@ -84,10 +95,12 @@ pub enum Route {
     Notifications,
     /// Creating and reading cozy-to-cozy sharings.
     Sharings,
+    /// Listing, installing and removing web apps.
+    Apps,
 }
 
 impl Route {
-    const ALL: [Route; 24] = [
+    const ALL: [Route; 25] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -112,6 +125,7 @@ impl Route {
         Route::Realtime,
         Route::Notifications,
         Route::Sharings,
+        Route::Apps,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +154,7 @@ impl Route {
             Route::Realtime => "realtime",
             Route::Notifications => "notifications",
             Route::Sharings => "sharings",
+            Route::Apps => "apps",
         }
     }
 }

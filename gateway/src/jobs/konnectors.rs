@@ -39,20 +39,14 @@ async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<C
 }
 
 fn resource(k: &Konnector) -> Value {
-    let mut attributes = serde_json::from_slice::<Value>(&k.manifest).unwrap_or_else(|_| json!({}));
-    if let Value::Object(a) = &mut attributes {
-        a.insert("slug".into(), json!(k.slug));
-        a.insert("state".into(), json!("ready"));
-        a.insert("version".into(), json!(k.version));
-        a.insert(
-            "created_at".into(),
-            json!(cocon_common::time::rfc3339_us(k.installed_at_us)),
-        );
-        a.insert(
-            "updated_at".into(),
-            json!(cocon_common::time::rfc3339_us(k.updated_at_us)),
-        );
-    }
+    let attributes = jsonapi::installed(
+        &k.manifest,
+        &k.slug,
+        "ready",
+        &k.version,
+        k.installed_at_us,
+        k.updated_at_us,
+    );
     json!({
         "type": KONNECTORS,
         "id": format!("{KONNECTORS}/{}", k.slug),

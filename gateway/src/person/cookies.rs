@@ -53,6 +53,42 @@ pub struct CookieSpec<'a> {
     pub secure: bool,
 }
 
+/// The `Domain` of the session cookie on `host` (the instance's domain): set, the cookie also
+/// reaches the instance's apps on their sub-domains (`drive.alice.example`), as cozy-stack's
+/// does. Not for an IP address nor a name without a dot, where browsers refuse it.
+pub fn session_domain(host: &str) -> Option<&str> {
+    let domain = cocon_common::domain::without_port(host);
+    let ip = domain.parse::<std::net::IpAddr>().is_ok() || domain.starts_with('[');
+    (!ip && domain.contains('.')).then_some(domain)
+}
+
+/// The session cookie, for `host`'s instance and its apps.
+pub fn session(value: &str, max_age: Option<i64>, host: &str, secure: bool) -> HeaderValue {
+    let mut cookie = set(&CookieSpec {
+        name: SESSION,
+        value,
+        max_age,
+        same_site: "Lax",
+        secure,
+    })
+    .to_str()
+    .expect("cookies are ASCII")
+    .to_string();
+    if let Some(domain) = session_domain(host) {
+        cookie.push_str(&format!("; Domain={domain}"));
+    }
+    HeaderValue::from_str(&cookie).expect("domains are ASCII")
+}
+
+/// Ends the session cookie, both as set for the instance and its apps and as set before it was.
+pub fn clear_session(host: &str, secure: bool) -> Vec<HeaderValue> {
+    let mut cleared = vec![clear(SESSION, secure)];
+    if session_domain(host).is_some() {
+        cleared.push(session("", Some(0), host, secure));
+    }
+    cleared
+}
+
 pub fn set(spec: &CookieSpec<'_>) -> HeaderValue {
     let mut text = format!(
         "{}={}; Path=/; HttpOnly; SameSite={}",

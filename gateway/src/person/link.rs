@@ -104,7 +104,7 @@ pub async fn submit(
     }
     .await;
     match outcome {
-        Ok(Some(session)) => Ok(see_other("/", vec![session_cookie(state, &session)])),
+        Ok(Some(session)) => Ok(see_other("/", vec![session_cookie(state, &session, &domain)])),
         // Signed out everywhere: the person signs in with the new passphrase.
         Ok(None) => Ok(see_other("/auth/login", Vec::new())),
         Err(err) if err.code == ErrorCode::NotFound => Err(err),

@@ -115,17 +115,12 @@ pub fn safe_redirect(domain: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-pub fn session_cookie(state: &State, session: &pb::Session) -> HeaderValue {
+/// The cookie of a session opened on `host`.
+pub fn session_cookie(state: &State, session: &pb::Session, host: &str) -> HeaderValue {
     let max_age = session
         .long_run
         .then(|| session.expires_at - cocon_common::time::now_secs());
-    cookies::set(&CookieSpec {
-        name: cookies::SESSION,
-        value: &session.cookie,
-        max_age,
-        same_site: "Lax",
-        secure: state.config.public_https,
-    })
+    cookies::session(&session.cookie, max_age, host, state.config.public_https)
 }
 
 pub fn passphrase(plain: &str, hashed: &str) -> Option<pb::Passphrase> {
@@ -248,13 +243,13 @@ async fn login_submit(
             Vec::new(),
         ));
     }
-    Ok(signed_in_answer(&state, json, &redirect, &answer))
+    Ok(signed_in_answer(&state, &domain, json, &redirect, &answer))
 }
 
 /// A session was opened: its cookie and the device's, and the browser sent on (or JSON
 /// saying where).
-pub fn signed_in_answer(state: &State, json: bool, redirect: &str, answer: &pb::LoginResponse) -> Response {
-    let mut cookies = vec![session_cookie(state, &answer.session.clone().unwrap_or_default())];
+pub fn signed_in_answer(state: &State, host: &str, json: bool, redirect: &str, answer: &pb::LoginResponse) -> Response {
+    let mut cookies = vec![session_cookie(state, &answer.session.clone().unwrap_or_default(), host)];
     if !answer.device_cookie.is_empty() {
         cookies.push(cookies::set(&CookieSpec {
             name: cookies::DEVICE,
@@ -303,10 +298,9 @@ async fn logout_current(AxState(state): AxState<State>, headers: HeaderMap) -> R
     let person = signed_in(&state, &headers).await?;
     end_sessions(&state, &person, false).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        cookies::clear(cookies::SESSION, state.config.public_https),
-    );
+    for cookie in cookies::clear_session(&host(&headers)?, state.config.public_https) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     Ok(response)
 }
 
@@ -325,7 +319,7 @@ async fn logout_form(AxState(state): AxState<State>, headers: HeaderMap, body: B
         end_sessions(&state, &person, false).await?;
         Ok(see_other(
             "/auth/login",
-            vec![cookies::clear(cookies::SESSION, state.config.public_https)],
+            cookies::clear_session(&host(&headers)?, state.config.public_https),
         ))
     } else {
         end_sessions(&state, &person, true).await?;

@@ -133,7 +133,7 @@ async fn onboard(
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        crate::person::login::session_cookie(&state, &session),
+        crate::person::login::session_cookie(&state, &session, &domain),
     );
     Ok(response)
 }

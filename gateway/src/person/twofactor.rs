@@ -80,7 +80,7 @@ async fn second_step(
     }
     .await;
     match outcome {
-        Ok(answer) => Ok(signed_in_answer(&state, json, &redirect, &answer)),
+        Ok(answer) => Ok(signed_in_answer(&state, &domain, json, &redirect, &answer)),
         Err(err) if json || err.code == ErrorCode::NotFound => Err(err),
         Err(err) => {
             let mut page = web::page(

@@ -57,6 +57,14 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::IssueTokenRequest>,
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
         let req = req.into_inner();
+        if req.audience == token::APP {
+            let (token, expires_at) = self.issue_app_token(&req.domain, &req.slug, &req.session_id).await?;
+            return Ok(Response::new(pb::IssueTokenResponse {
+                token,
+                expires_at,
+                id: String::new(),
+            }));
+        }
         if !req.audience.is_empty() && !token::AUDIENCES.contains(&req.audience.as_str()) {
             return Err(Status::invalid_argument(format!(
                 "unknown audience {:?}; use cli or konnector",
@@ -72,6 +80,16 @@ impl pb::auth_service_server::AuthService for AuthService {
             .issue_token_for(&req.domain, &req.scope, req.ttl_seconds, audience, &req.slug)
             .await?;
         Ok(Response::new(pb::IssueTokenResponse { token, expires_at, id }))
+    }
+
+    async fn set_app_permissions(
+        &self,
+        req: Request<pb::SetAppPermissionsRequest>,
+    ) -> Result<Response<pb::SetAppPermissionsResponse>, Status> {
+        let req = req.into_inner();
+        self.set_app_permissions(&req.domain, &req.slug, &req.rules, req.remove)
+            .await?;
+        Ok(Response::new(pb::SetAppPermissionsResponse {}))
     }
 
     async fn check_grantor(

@@ -10,6 +10,7 @@
 //! sealed (XChaCha20-Poly1305 under a key derived from the master key), so subscribers of the
 //! bus never see it. Session cookies are signed with the instance's secret.
 
+mod apps;
 mod error;
 mod grpc;
 mod lifecycle;

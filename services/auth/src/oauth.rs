@@ -525,6 +525,7 @@ impl AuthService {
             grant: grant_id.to_string(),
             n: String::new(),
             slug: String::new(),
+            sid: String::new(),
         };
         let secret = token::instance_secret(&self.inner().master_key, &record.id);
         Ok(pb::TokenResponse {

@@ -25,7 +25,7 @@ const MAX_NAME_CHARS: usize = 256;
 /// Who is behind a bearer token.
 pub(crate) struct Bearer {
     pub rules: Vec<Rule>,
-    /// `cli`, `oauth` or `share`.
+    /// `cli`, `oauth`, `share`, `konnector` or `app`.
     pub kind: &'static str,
     pub client_id: String,
     pub permission_id: String,
@@ -42,6 +42,7 @@ impl Bearer {
     fn source_id(&self) -> String {
         match self.kind {
             "oauth" => format!("io.cozy.oauth.clients/{}", self.client_id),
+            "app" => format!("{}/{}", cocon_common::cozy::doctype::APPS, self.slug),
             _ => format!("cli/{}", self.token_id),
         }
     }
@@ -49,7 +50,7 @@ impl Bearer {
 
 /// A rule as a request names it, checked against the scope grammar; verbs in the grammar's
 /// order, `ALL` as none.
-fn checked_rule(rule: &PermissionRule) -> Result<NamedRule, AuthError> {
+pub(crate) fn checked_rule(rule: &PermissionRule) -> Result<NamedRule, AuthError> {
     check_name(&rule.name, "rule")?;
     let mut rule = NamedRule::from(rule);
     if rule.verbs.iter().any(|v| v == "ALL") {
@@ -63,7 +64,7 @@ fn checked_rule(rule: &PermissionRule) -> Result<NamedRule, AuthError> {
     Ok(rule)
 }
 
-fn plain(rule: &NamedRule) -> Rule {
+pub(crate) fn plain(rule: &NamedRule) -> Rule {
     Rule {
         doctype: rule.doctype.clone(),
         verbs: rule.verbs.clone(),
@@ -89,6 +90,7 @@ impl AuthService {
         record: &InstanceRecord,
         bearer: &str,
         share_passes: &[String],
+        session_id: &str,
     ) -> Result<Bearer, AuthError> {
         if !bearer.contains('.') {
             return self.share_bearer(record, bearer, share_passes).await;
@@ -97,6 +99,9 @@ impl AuthService {
         let claims = token::verify(&secret, bearer, &record.domain)?;
         if claims.sub != record.id {
             return Err(AuthError::InvalidToken("the token belongs to another instance".into()));
+        }
+        if claims.aud == token::APP {
+            return self.app_bearer(record, claims, session_id).await;
         }
         if claims.aud == token::ACCESS {
             self.check_grant(&record.id, &claims).await?;
@@ -192,7 +197,7 @@ impl AuthService {
         if bearer.is_empty() {
             return Err(AuthError::InvalidToken("this route needs a token".into()));
         }
-        let caller = self.bearer(&record, bearer, &[]).await?;
+        let caller = self.bearer(&record, bearer, &[], "").await?;
         if caller.kind == "share" {
             return Err(AuthError::Denied(
                 "a sharing-link code cannot manage permissions".into(),

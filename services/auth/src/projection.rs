@@ -450,6 +450,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             | Payload::TriggerChanged(_)
             | Payload::TriggerDebounced(_)
             | Payload::KonnectorChanged(_)
+            | Payload::WebappChanged(_)
             | Payload::SharingChanged(_)
             | Payload::SharingCheckpoint(_)
             | Payload::SharingFilesTracked(_)

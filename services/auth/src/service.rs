@@ -508,6 +508,11 @@ impl AuthService {
     ) -> Result<(String, i64, String), AuthError> {
         let record = self.lookup_exact(domain).await?;
         parse_scope(scope)?;
+        if audience == token::APP {
+            return Err(AuthError::InvalidRequest(
+                "an app token is issued for a session: use issue_app_token".into(),
+            ));
+        }
         let ttl = match ttl_secs {
             0 => self.inner.config.token_ttl_secs,
             t => t.min(self.inner.config.max_token_ttl_secs),
@@ -528,6 +533,7 @@ impl AuthService {
             } else {
                 String::new()
             },
+            sid: String::new(),
         };
         let secret = token::instance_secret(&self.inner.master_key, &record.id);
         let token = token::issue(&secret, &claims)?;
@@ -605,7 +611,7 @@ impl AuthService {
                 ..Default::default()
             });
         }
-        let caller = self.bearer(&record, bearer, share_passes).await?;
+        let caller = self.bearer(&record, bearer, share_passes, &session_id).await?;
         let expires_at = caller.expires_at.min(cocon_common::time::now_secs() + MAX_TICKET_SECS);
         let instance_ticket = self.inner.mesh_key.issue(&record.id, expires_at);
         let rules = caller

@@ -13,11 +13,14 @@ use crate::AuthError;
 /// Audiences the admin API mints: `cli` (operators) and `konnector` (a konnector's run, the only
 /// token that reads an account's credentials opened).
 pub const AUDIENCES: [&str; 2] = [CLI, KONNECTOR];
-/// Audiences accepted as bearer tokens: those and `access` (OAuth clients).
-const BEARER_AUDIENCES: [&str; 3] = [CLI, KONNECTOR, ACCESS];
+/// Audiences accepted as bearer tokens: those, `access` (OAuth clients) and `app` (web apps).
+const BEARER_AUDIENCES: [&str; 4] = [CLI, KONNECTOR, ACCESS, APP];
 pub const CLI: &str = "cli";
 pub const KONNECTOR: &str = "konnector";
 pub const ACCESS: &str = "access";
+/// A web app's token, written into its page when it is served: the app's permission set, and
+/// only together with the session it was issued for (cozy-stack's rule).
+pub const APP: &str = "app";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -37,9 +40,12 @@ pub struct Claims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub grant: String,
-    /// A konnector token's konnector.
+    /// A konnector token's konnector, or an app token's app.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub slug: String,
+    /// An app token's session.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sid: String,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -169,6 +175,7 @@ mod tests {
             grant: String::new(),
             n: String::new(),
             slug: String::new(),
+            sid: String::new(),
         }
     }
 

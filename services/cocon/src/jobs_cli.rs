@@ -44,15 +44,16 @@ pub enum JobsCommand {
 
 #[derive(Subcommand)]
 pub enum KonnectorsCommand {
-    /// Install (or update) konnector SLUG on an instance from SOURCE: a directory, or a
-    /// .tar.gz, holding `manifest.konnector` and the konnector's code (its `index.js` or
-    /// package.json `main`, with its node_modules). SOURCE must be on the server's machine.
+    /// Install (or update) konnector SLUG on an instance from SOURCE: a directory or a .tar.gz
+    /// on the server's machine holding `manifest.konnector` and the konnector's code (its
+    /// `index.js` or package.json `main`, with its node_modules), an https://….tar.gz#sha256,
+    /// or registry://SLUG/CHANNEL.
     #[command(after_help = "Examples:\n  \
         cocon konnectors install mybank ./mybank-konnector --domain alice.localhost\n  \
         cocon konnectors install mybank /srv/konnectors/mybank.tar.gz --domain alice.localhost")]
     Install {
         slug: String,
-        source: std::path::PathBuf,
+        source: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -96,7 +97,7 @@ pub enum TriggersCommand {
 }
 
 /// A client of the public API, with a CLI token for the instance.
-struct Api {
+pub(crate) struct Api {
     base: String,
     domain: String,
     token: String,
@@ -106,7 +107,7 @@ struct Api {
 }
 
 impl Api {
-    async fn open(args: &ApiArgs, scope: &str, ttl: Duration) -> anyhow::Result<Api> {
+    pub(crate) async fn open(args: &ApiArgs, scope: &str, ttl: Duration) -> anyhow::Result<Api> {
         let admin = Admin::new(&args.admin)?;
         let issued = admin
             .call(
@@ -131,7 +132,7 @@ impl Api {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -155,7 +156,7 @@ impl Api {
     }
 
     /// A call whose answer has no body (204).
-    async fn call_empty(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
+    pub(crate) async fn call_empty(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
         let res = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -172,7 +173,7 @@ impl Api {
     }
 
     /// Revokes the token (it would expire on its own; this keeps the list of tokens short).
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let path = format!("/instances/{}/tokens/{}", self.domain, self.token_id);
         if let Err(err) = self.admin.call(reqwest::Method::DELETE, &path, &[]).await {
             eprintln!("warning: cannot revoke the command's token ({err}); it expires on its own");
@@ -241,12 +242,9 @@ async fn run_job(api: &Api, worker: &str, arguments: Value, wait: Duration) -> a
 pub async fn run_konnectors(cmd: KonnectorsCommand) -> anyhow::Result<()> {
     match cmd {
         KonnectorsCommand::Install { slug, source, api } => {
-            let source = std::fs::canonicalize(&source).with_context(|| format!("cannot find {}", source.display()))?;
+            let source = source_param(&source)?;
             let api = Api::open(&api, "io.cozy.konnectors", Duration::from_secs(600)).await?;
-            let url = format!(
-                "/konnectors/{slug}?Source={}",
-                url_encode(&format!("file://{}", source.display()))
-            );
+            let url = format!("/konnectors/{slug}?Source={}", url_encode(&source));
             let result = api.call(reqwest::Method::POST, &url, None).await;
             api.close().await;
             let installed = result?;
@@ -310,7 +308,16 @@ pub async fn run_konnectors(cmd: KonnectorsCommand) -> anyhow::Result<()> {
     }
 }
 
-fn url_encode(text: &str) -> String {
+/// A source as the server takes it: a URL as given, a local path made absolute (`file://`).
+pub(crate) fn source_param(text: &str) -> anyhow::Result<String> {
+    if text.contains("://") {
+        return Ok(text.to_string());
+    }
+    let path = std::fs::canonicalize(text).with_context(|| format!("cannot find {text}"))?;
+    Ok(format!("file://{}", path.display()))
+}
+
+pub(crate) fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),

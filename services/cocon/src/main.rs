@@ -2,6 +2,7 @@
 //! running server through its admin API, or the data directory of a stopped one.
 
 mod admin_http;
+mod apps_cli;
 mod cli;
 mod config;
 mod jobs_cli;
@@ -58,6 +59,9 @@ enum Command {
     /// Install, list, run and remove an instance's konnectors on a running server.
     #[command(subcommand)]
     Konnectors(jobs_cli::KonnectorsCommand),
+    /// Install, update, list and remove an instance's web apps on a running server.
+    #[command(subcommand)]
+    Apps(apps_cli::AppsCommand),
     /// Drop every projection and rebuild it from the event log (stop the server first).
     #[command(after_help = "Example:\n  cocon rebuild-projections --data-dir ./cocon-data")]
     RebuildProjections {
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             Command::Jobs(cmd) => jobs_cli::run_jobs(cmd).await,
             Command::Triggers(cmd) => jobs_cli::run_triggers(cmd).await,
             Command::Konnectors(cmd) => jobs_cli::run_konnectors(cmd).await,
+            Command::Apps(cmd) => apps_cli::run(cmd).await,
             Command::RebuildProjections { data_dir } => rebuild::run(&data_dir).await,
             Command::MeshKey { file } => new_mesh_key(&file),
             Command::MeshCert { dir, names } => mesh_cert::write(&dir, &names),

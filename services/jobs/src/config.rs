@@ -23,6 +23,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// How konnectors are kept and run.
     pub konnectors: KonnectorsConfig,
+    /// Where web apps' code is kept and where it comes from.
+    pub apps: AppsConfig,
 }
 
 impl Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             webhook_calls_per_minute: 60,
             smtp: SmtpConfig::default(),
             konnectors: KonnectorsConfig::default(),
+            apps: AppsConfig::default(),
         }
     }
 }
@@ -138,5 +141,29 @@ impl std::fmt::Debug for SmtpConfig {
             .field("noreply_address", &self.noreply_address)
             .field("timeout_secs", &self.timeout_secs)
             .finish()
+    }
+}
+
+/// Web apps: their code, and the registry `registry://` sources name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AppsConfig {
+    /// Installed apps' code, one directory per distinct code, shared by the instances that
+    /// installed it; `<data_dir>/apps` when unset. In split mode, a volume every jobs process
+    /// mounts.
+    pub dir: Option<std::path::PathBuf>,
+    /// The apps registry (cozy's protocol: `/registry/:slug/:channel/latest`); empty: none.
+    pub registry: String,
+    /// The most an app's or a konnector's tarball may weigh, in MiB.
+    pub max_mib: u64,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        AppsConfig {
+            dir: None,
+            registry: "https://apps-registry.cozycloud.cc".into(),
+            max_mib: 512,
+        }
     }
 }

@@ -296,6 +296,68 @@ impl Api for JobsService {
         Ok(Response::new(pb::UninstallKonnectorResponse {}))
     }
 
+    async fn install_app(&self, request: Request<pb::InstallAppRequest>) -> Result<Response<pb::AppAnswer>, Status> {
+        let r = request.into_inner();
+        let caller = self.scope(r.scope)?;
+        let by = crate::apps::Installer {
+            instance: &caller.instance,
+            domain: &caller.domain,
+            trusted: caller.trusted,
+            app: &r.caller_app,
+        };
+        let app = self.install_app(&by, &r.slug, &r.source, r.update).await?;
+        Ok(Response::new(pb::AppAnswer { app: Some(app) }))
+    }
+
+    async fn list_apps(&self, request: Request<pb::ListAppsRequest>) -> Result<Response<pb::AppList>, Status> {
+        let instance = self.scope(request.into_inner().scope)?.instance;
+        let apps = self.list_apps(&instance).await?;
+        Ok(Response::new(pb::AppList { apps }))
+    }
+
+    async fn get_app(&self, request: Request<pb::AppRequest>) -> Result<Response<pb::AppAnswer>, Status> {
+        let r = request.into_inner();
+        let instance = self.scope(r.scope)?.instance;
+        let app = self.get_app(&instance, &r.slug).await?;
+        Ok(Response::new(pb::AppAnswer { app: Some(app) }))
+    }
+
+    async fn uninstall_app(
+        &self,
+        request: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::UninstallAppResponse>, Status> {
+        let r = request.into_inner();
+        let caller = self.scope(r.scope)?;
+        let by = crate::apps::Installer {
+            instance: &caller.instance,
+            domain: &caller.domain,
+            trusted: caller.trusted,
+            app: &r.caller_app,
+        };
+        self.uninstall_app(&by, &r.slug).await?;
+        Ok(Response::new(pb::UninstallAppResponse {}))
+    }
+
+    async fn app_for_serving(
+        &self,
+        request: Request<pb::AppForServingRequest>,
+    ) -> Result<Response<pb::AppAnswer>, Status> {
+        let r = request.into_inner();
+        if r.instance.is_empty() {
+            return Err(JobsError::BadRequest("missing instance".into()).into());
+        }
+        let app = self.get_app(&r.instance, &r.slug).await?;
+        Ok(Response::new(pb::AppAnswer { app: Some(app) }))
+    }
+
+    async fn read_app_file(&self, request: Request<pb::AppFileRequest>) -> Result<Response<pb::AppFile>, Status> {
+        let r = request.into_inner();
+        let content = self.read_app_file(&r.code, &r.path).await?;
+        Ok(Response::new(pb::AppFile {
+            content: content.into(),
+        }))
+    }
+
     async fn start_run(&self, request: Request<pb::StartRunRequest>) -> Result<Response<pb::StartRunResponse>, Status> {
         let r = request.into_inner();
         let instance = self.runner_scope(r.scope)?;

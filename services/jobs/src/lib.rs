@@ -2,8 +2,10 @@
 //! trigger is an event of `jobs.events`; the tables are its projection. Queued jobs wait in
 //! their worker's queue and run in this process with their worker's limits; triggers fire from
 //! the schedule (`@cron`, `@every`, `@at`, `@in`, `@hourly` … `@monthly`), from the documents
-//! and files events on the bus (`@event`), from webhooks, or by hand.
+//! and files events on the bus (`@event`), from webhooks, or by hand. It also keeps the code
+//! people install: konnectors, which it runs, and web apps (`apps.rs`), which the gateway serves.
 
+mod apps;
 mod bus_queue;
 mod committer;
 mod config;
@@ -12,9 +14,11 @@ mod error;
 mod event;
 mod grpc;
 mod health;
+mod install;
 mod jobs;
 mod konnectors;
 mod lifecycle;
+mod manifest;
 mod offline;
 mod projection;
 mod queue;
@@ -28,7 +32,7 @@ mod triggers;
 mod webhook;
 mod workers;
 
-pub use config::{Config, KonnectorsConfig, SmtpConfig, WorkerOverride};
+pub use config::{AppsConfig, Config, KonnectorsConfig, SmtpConfig, WorkerOverride};
 pub use error::JobsError;
 pub use projection::JobsProjection;
 pub use service::{Deps, JobsService};

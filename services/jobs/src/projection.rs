@@ -32,6 +32,14 @@ pub(crate) fn project(batch: &mut Batch, instance: &str, payload: &Payload) {
                 KONNECTORS.put(batch, instance, &konnector.slug, konnector);
             }
         }
+        Payload::WebappChanged(change) => {
+            let Some(app) = &change.webapp else { return };
+            if change.deleted {
+                APPS.delete(batch, instance, &app.slug);
+            } else {
+                APPS.put(batch, instance, &app.slug, app);
+            }
+        }
         _ => {}
     }
 }

@@ -7,7 +7,7 @@ use cocon_common::ticket::MeshKey;
 use cocon_events::{Appended, EventBus, EventLog, Stamp, Stripes, Topic, envelope};
 use cocon_proto::events::v1::envelope::Payload;
 use cocon_proto::events::v1::{
-    Job, JobChanged, Konnector, KonnectorChanged, Trigger, TriggerChanged, TriggerDebounced,
+    Job, JobChanged, Konnector, KonnectorChanged, Trigger, TriggerChanged, TriggerDebounced, Webapp, WebappChanged,
 };
 use cocon_storage::{Batch, Store};
 use tokio::sync::{MutexGuard, Notify};
@@ -61,6 +61,10 @@ pub(crate) struct Inner {
     pub konnectors: Arc<crate::konnectors::Runtime>,
     /// Each instance's `@event` triggers, for the consumer of the documents and files events.
     pub event_triggers: crate::consumer::EventTriggers,
+    /// Where installed code comes from (`install.rs`).
+    pub fetcher: crate::install::Fetcher,
+    /// Where web apps' code is kept.
+    pub apps_dir: std::path::PathBuf,
 }
 
 /// An entry of the jobs log.
@@ -78,6 +82,10 @@ pub(crate) enum Entry {
     Debounce(TriggerDebounced),
     Konnector {
         konnector: Konnector,
+        deleted: bool,
+    },
+    Webapp {
+        app: Webapp,
         deleted: bool,
     },
 }
@@ -125,6 +133,14 @@ impl Entry {
                 });
                 ("konnector", verb.to_string(), payload)
             }
+            Entry::Webapp { app, deleted } => {
+                let verb = if deleted { "uninstalled" } else { "installed" };
+                let payload = Payload::WebappChanged(WebappChanged {
+                    webapp: Some(app),
+                    deleted,
+                });
+                ("app", verb.to_string(), payload)
+            }
         }
     }
 }
@@ -157,6 +173,8 @@ impl JobsService {
         };
         let webhooks = WebhookLimits::new(config.webhook_calls_per_minute);
         let (committer, commands) = tokio::sync::mpsc::unbounded_channel();
+        let fetcher = crate::install::Fetcher::new(&config.apps.registry, config.apps.max_mib << 20);
+        let apps_dir = config.apps.dir.clone().unwrap_or_else(|| deps.data_dir.join("apps"));
         let service = JobsService {
             inner: Arc::new(Inner {
                 config,
@@ -175,6 +193,8 @@ impl JobsService {
                 committer,
                 konnectors,
                 event_triggers: Default::default(),
+                fetcher,
+                apps_dir,
             }),
         };
         crate::committer::spawn(Arc::downgrade(&service.inner), commands);

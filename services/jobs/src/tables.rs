@@ -1,7 +1,7 @@
 //! The jobs service's tables. `jobs.events` is the source of truth; the tables in
 //! [`PROJECTIONS`] are its projection, rebuilt from it.
 
-use cocon_proto::events::v1::{Job, Konnector, Trigger, TriggerDebounced};
+use cocon_proto::events::v1::{Job, Konnector, Trigger, TriggerDebounced, Webapp};
 use cocon_storage::bytes::{BufMut, Bytes, BytesMut};
 use cocon_storage::{Schema, Table};
 use prost::Message as _;
@@ -9,7 +9,7 @@ use prost::Message as _;
 pub const EVENTS: &str = "jobs.events";
 pub const OUTBOX: &str = "jobs.outbox";
 
-pub const PROJECTIONS: [&str; 8] = [
+pub const PROJECTIONS: [&str; 9] = [
     Jobs::NAME,
     ByWorker::NAME,
     ByTrigger::NAME,
@@ -18,6 +18,7 @@ pub const PROJECTIONS: [&str; 8] = [
     Due::NAME,
     Debounce::NAME,
     Konnectors::NAME,
+    Apps::NAME,
 ];
 
 /// A table of protobuf rows keyed by (instance, id).
@@ -80,6 +81,12 @@ proto_table!(
     Konnectors: "jobs.konnectors", Konnector
 );
 pub const KONNECTORS: Table<Konnectors> = Table::new();
+
+proto_table!(
+    /// Partition = instance, sort = slug → the installed web app.
+    Apps: "jobs.apps", Webapp
+);
+pub const APPS: Table<Apps> = Table::new();
 
 /// An index row: its keys say everything.
 macro_rules! index_table {

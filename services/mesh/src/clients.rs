@@ -87,6 +87,7 @@ service_client!(
         list_shared_by_link(ListSharedByLinkRequest) -> ListPermissionsResponse;
         unlock_share(UnlockShareRequest) -> UnlockShareResponse;
         check_grantor(CheckGrantorRequest) -> CheckGrantorResponse;
+        set_app_permissions(SetAppPermissionsRequest) -> SetAppPermissionsResponse;
         issue_sharing_client(IssueSharingClientRequest) -> SharingClientAnswer;
     }
 );
@@ -136,6 +137,12 @@ service_client!(
         install_konnector(InstallKonnectorRequest) -> KonnectorAnswer;
         list_konnectors(ListKonnectorsRequest) -> KonnectorList;
         uninstall_konnector(KonnectorRequest) -> UninstallKonnectorResponse;
+        install_app(InstallAppRequest) -> AppAnswer;
+        list_apps(ListAppsRequest) -> AppList;
+        get_app(AppRequest) -> AppAnswer;
+        uninstall_app(AppRequest) -> UninstallAppResponse;
+        read_app_file(AppFileRequest) -> AppFile;
+        app_for_serving(AppForServingRequest) -> AppAnswer;
         start_run(StartRunRequest) -> StartRunResponse;
         end_run(EndRunRequest) -> EndRunResponse;
     }

@@ -269,11 +269,28 @@ impl NotificationsService {
                     .ok_or_else(|| NotificationsError::Denied("this OAuth client is not registered".into()))?;
                 Properties::of(client.get("notifications"), category, false)
             }
+            "app" => {
+                let app = clients
+                    .jobs
+                    .clone()
+                    .get_app(jobs::AppRequest {
+                        scope: Some(jobs_scope(scope, false)),
+                        slug: slug.to_string(),
+                        caller_app: String::new(),
+                    })
+                    .await
+                    .map_err(|_| NotificationsError::Denied(format!("app {slug:?} is not installed")))?
+                    .into_inner()
+                    .app
+                    .ok_or_else(|| NotificationsError::Denied(format!("app {slug:?} is not installed")))?;
+                let manifest: Value = serde_json::from_slice(&app.manifest).unwrap_or(Value::Null);
+                Properties::of(manifest.get("notifications"), category, true)
+            }
             // The server and its command line send any category.
             "cli" | "stack" => Ok(Properties::default()),
-            _ => Err(NotificationsError::Denied(
-                "web apps are not installed on this server yet: only konnectors, OAuth clients and the command line send notifications".into(),
-            )),
+            other => Err(NotificationsError::Denied(format!(
+                "{other:?} does not send notifications"
+            ))),
         }
     }
 

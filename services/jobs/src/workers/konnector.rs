@@ -158,6 +158,7 @@ impl Work for KonnectorWorker {
                 // Its own audience: an app's rights, and its accounts' credentials opened.
                 audience: "konnector".into(),
                 slug: slug.to_string(),
+                session_id: String::new(),
             })
             .await
             .map_err(|s| Failure::transient(format!("cannot get the konnector's token: {}", s.message())))?

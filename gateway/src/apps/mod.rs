@@ -1,0 +1,292 @@
+//! `/apps`: the web apps installed on the instance (`io.cozy.apps`), installed, updated and
+//! removed through the jobs service, which keeps their code; and their serving on their own
+//! sub-domains (`serve.rs`, `page.rs`).
+
+mod page;
+pub(crate) mod serve;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State as AxState};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cocon_common::ErrorCode;
+use cocon_common::cozy::doctype::APPS;
+use cocon_proto::events::v1::Webapp;
+use cocon_proto::jobs::v1 as pb;
+use http::{HeaderMap, Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::edge::access::{Access, Caller, authenticate, host};
+use crate::edge::policy::{Kind, Route};
+use crate::{ApiError, State, jsonapi};
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/apps/", get(list))
+        .route("/apps", get(list))
+        .route("/apps/{slug}", get(show).post(install).put(update).delete(uninstall))
+        .route("/apps/{slug}/icon", get(icon))
+}
+
+async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, headers).await?;
+    caller.authorize(
+        state,
+        Route::Apps,
+        method,
+        &Access {
+            doctype: APPS,
+            id: None,
+        },
+    )?;
+    Ok(caller)
+}
+
+fn scope_of(caller: &Caller, headers: &HeaderMap) -> Option<pb::Scope> {
+    Some(pb::Scope {
+        instance: caller.instance.clone(),
+        ticket: caller.ticket.clone(),
+        trusted: caller.kind == Kind::Cli,
+        domain: host(headers).unwrap_or_default(),
+    })
+}
+
+/// The web app whose token asks, for the jobs service's check of who installs.
+fn caller_app(caller: &Caller) -> String {
+    if caller.kind == Kind::Webapp {
+        caller.slug.clone()
+    } else {
+        String::new()
+    }
+}
+
+/// An app as cozy-stack lists it: its manifest's fields, with its state and dates.
+pub(crate) fn resource(app: &Webapp, state: &str) -> Value {
+    let mut attributes = jsonapi::installed(
+        &app.manifest,
+        &app.slug,
+        state,
+        &app.version,
+        app.installed_at_us,
+        app.updated_at_us,
+    );
+    if let Value::Object(a) = &mut attributes {
+        a.insert("source".into(), json!(app.source));
+        a.insert("checksum".into(), json!(app.checksum));
+    }
+    json!({
+        "type": APPS,
+        "id": format!("{APPS}/{}", app.slug),
+        "attributes": attributes,
+        "meta": {},
+        "links": {
+            "self": format!("/apps/{}", app.slug),
+            "icon": format!("/apps/{}/icon/{}", app.slug, app.version),
+        },
+    })
+}
+
+async fn list(AxState(state): AxState<State>, method: Method, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &method).await?;
+    let list = state
+        .clients
+        .jobs
+        .clone()
+        .list_apps(pb::ListAppsRequest {
+            scope: scope_of(&caller, &headers),
+        })
+        .await?
+        .into_inner();
+    Ok(jsonapi::list(list.apps.iter().map(|a| resource(a, "ready")).collect()))
+}
+
+async fn get_app(state: &State, caller: &Caller, headers: &HeaderMap, slug: &str) -> Result<Webapp, ApiError> {
+    state
+        .clients
+        .jobs
+        .clone()
+        .get_app(pb::AppRequest {
+            scope: scope_of(caller, headers),
+            slug: slug.to_string(),
+            caller_app: String::new(),
+        })
+        .await?
+        .into_inner()
+        .app
+        .ok_or_else(|| missing("app"))
+}
+
+async fn show(
+    AxState(state): AxState<State>,
+    Path(slug): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &method).await?;
+    let app = get_app(&state, &caller, &headers, &slug).await?;
+    Ok(jsonapi::one(resource(&app, "ready")))
+}
+
+fn missing(what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Internal,
+        "internal_server_error",
+        format!("the {what} could not be read back; list the apps"),
+    )
+}
+
+#[derive(Deserialize)]
+struct Source {
+    #[serde(rename = "Source", default)]
+    source: String,
+}
+
+async fn install(
+    AxState(state): AxState<State>,
+    Path(slug): Path<String>,
+    Query(query): Query<Source>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    install_or_update(state, slug, query.source, method, headers, false).await
+}
+
+async fn update(
+    AxState(state): AxState<State>,
+    Path(slug): Path<String>,
+    Query(query): Query<Source>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    install_or_update(state, slug, query.source, method, headers, true).await
+}
+
+/// The installation itself, answered at once (202 with the app installing, then the app as it
+/// ends, as cozy-stack's `text/event-stream` does) or when it is done (201, or 200 for an
+/// update).
+async fn install_or_update(
+    state: State,
+    slug: String,
+    source: String,
+    method: Method,
+    headers: HeaderMap,
+    update: bool,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &method).await?;
+    let request = pb::InstallAppRequest {
+        scope: scope_of(&caller, &headers),
+        slug: slug.clone(),
+        source: source.clone(),
+        update,
+        caller_app: caller_app(&caller),
+    };
+    let streams = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let mut jobs = state.clients.jobs.clone();
+    if !streams {
+        let app = jobs
+            .install_app(request)
+            .await?
+            .into_inner()
+            .app
+            .ok_or_else(|| missing("app"))?;
+        forget_tokens(&state, &caller.instance, &slug);
+        let status = if update { StatusCode::OK } else { StatusCode::CREATED };
+        return Ok((status, jsonapi::one(resource(&app, "ready"))).into_response());
+    }
+    let installing = json!({"data": {
+        "type": APPS,
+        "id": format!("{APPS}/{slug}"),
+        "attributes": {"slug": slug, "state": if update { "upgrading" } else { "installing" }, "source": source},
+    }});
+    let (cached, instance) = (state.clone(), caller.instance.clone());
+    let events = async_stream(installing, async move {
+        match jobs.install_app(request).await {
+            Ok(answer) => match answer.into_inner().app {
+                Some(app) => {
+                    forget_tokens(&cached, &instance, &app.slug);
+                    Event::default()
+                        .event("state")
+                        .data(json!({"data": resource(&app, "ready")}).to_string())
+                }
+                None => error_event(&missing("app")),
+            },
+            Err(status) => error_event(&ApiError::from(status)),
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response())
+}
+
+/// The app changed: this gateway forgets it and its tokens' verified rules at once (the
+/// others within `auth_cache_ttl_ms` and a second). Its permission set is `app-<slug>` (the auth service's).
+fn forget_tokens(state: &State, instance: &str, slug: &str) {
+    state.access.evict_permission(&format!("app-{slug}"));
+    state.apps.forget(instance, slug);
+}
+
+fn error_event(err: &ApiError) -> Event {
+    Event::default().event("error").data(
+        json!({"errors": [{"status": err.status().as_u16().to_string(), "title": err.name, "detail": err.reason}]})
+            .to_string(),
+    )
+}
+
+/// The first event at once, then the outcome when it comes.
+fn async_stream(
+    first: Value,
+    outcome: impl std::future::Future<Output = Event> + Send + 'static,
+) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+    use futures::StreamExt;
+    let first = Event::default().event("state").data(first.to_string());
+    futures::stream::once(async move { Ok(first) }).chain(futures::stream::once(async move { Ok(outcome.await) }))
+}
+
+async fn uninstall(
+    AxState(state): AxState<State>,
+    Path(slug): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &method).await?;
+    let app = get_app(&state, &caller, &headers, &slug).await?;
+    state
+        .clients
+        .jobs
+        .clone()
+        .uninstall_app(pb::AppRequest {
+            scope: scope_of(&caller, &headers),
+            slug,
+            caller_app: caller_app(&caller),
+        })
+        .await?;
+    forget_tokens(&state, &caller.instance, &app.slug);
+    Ok(jsonapi::one(resource(&app, "uninstalled")))
+}
+
+/// `GET /apps/:slug/icon`: the icon its manifest names, from its code.
+async fn icon(
+    AxState(state): AxState<State>,
+    Path(slug): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers, &method).await?;
+    let app = get_app(&state, &caller, &headers, &slug).await?;
+    let manifest: Value = serde_json::from_slice(&app.manifest).unwrap_or(Value::Null);
+    let path = manifest
+        .get("icon")
+        .and_then(Value::as_str)
+        .map(|p| p.trim_start_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "not_found", format!("the app {slug} has no icon")))?;
+    serve::asset(&state, &app, &path, &headers, false).await
+}

@@ -1,0 +1,144 @@
+//! Web apps' permission sets and tokens. An installed app's rules (its manifest's permissions)
+//! are a permission set of kind `app` (`io.cozy.permissions`, source `io.cozy.apps/<slug>`), as
+//! in cozy-stack. Its token names the app and the session it was issued for, and carries no
+//! rules: each check reads the set, so an update or an uninstallation takes effect at once, and
+//! the token works only with that session's cookie, so signing out ends it.
+
+use cocon_proto::events::v1::{PermissionDeleted, PermissionRule, PermissionSaved, envelope::Payload};
+
+use crate::permission::{Bearer, checked_rule, plain};
+use crate::store::{InstanceRecord, PERMISSIONS, PermissionRecord};
+use crate::token::{self, Claims};
+use crate::{AuthError, AuthService};
+
+/// The id of an app's permission set: one per app and instance.
+pub(crate) fn set_id(slug: &str) -> String {
+    format!("app-{slug}")
+}
+
+fn check_slug(slug: &str) -> Result<(), AuthError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidRequest(format!("invalid app slug {slug:?}")))
+    }
+}
+
+impl AuthService {
+    /// Records an app's rules (an event only when they changed), or removes its set.
+    pub async fn set_app_permissions(
+        &self,
+        domain: &str,
+        slug: &str,
+        rules: &[PermissionRule],
+        remove: bool,
+    ) -> Result<(), AuthError> {
+        check_slug(slug)?;
+        let record = self.lookup(domain).await?;
+        let id = set_id(slug);
+        let _writer = self.stripe(&record.id).lock().await;
+        let existing: Option<PermissionRecord> = self.row(PERMISSIONS, &record.id, &id).await?;
+        if remove {
+            if existing.is_some() {
+                self.append_one(
+                    &record,
+                    "permission",
+                    "deleted",
+                    Payload::PermissionDeleted(PermissionDeleted { id }),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        let rules = rules.iter().map(checked_rule).collect::<Result<Vec<_>, _>>()?;
+        if existing.as_ref().is_some_and(|set| set.rules == rules) {
+            return Ok(());
+        }
+        let event = PermissionSaved {
+            id,
+            kind: "app".into(),
+            source_id: format!("{}/{slug}", cocon_common::cozy::doctype::APPS),
+            rules: rules.iter().map(PermissionRule::from).collect(),
+            codes: Vec::new(),
+            expires_at: 0,
+            sealed_password_hash: Default::default(),
+        };
+        let verb = if existing.is_some() { "updated" } else { "created" };
+        self.append_one(&record, "permission", verb, Payload::PermissionSaved(event))
+            .await?;
+        tracing::info!(instance = %record.id, app = %slug, "app permissions recorded");
+        Ok(())
+    }
+
+    /// A token for app `slug` in the signed-in session `session_id`, as its page is served.
+    pub async fn issue_app_token(
+        &self,
+        domain: &str,
+        slug: &str,
+        session_id: &str,
+    ) -> Result<(String, i64), AuthError> {
+        check_slug(slug)?;
+        let record = self.lookup(domain).await?;
+        let session = self
+            .session(&record.id, session_id)
+            .await?
+            .filter(|s| s.expires_at > token::now())
+            .ok_or_else(|| AuthError::InvalidToken("the session has ended: sign in again".into()))?;
+        let set: Option<PermissionRecord> = self.row(PERMISSIONS, &record.id, &set_id(slug)).await?;
+        if set.is_none() {
+            return Err(AuthError::InvalidRequest(format!(
+                "the app {slug} has no permissions recorded: install it again"
+            )));
+        }
+        let iat = token::now();
+        let claims = Claims {
+            iss: record.domain.clone(),
+            sub: record.id.clone(),
+            aud: token::APP.into(),
+            scope: String::new(),
+            iat,
+            // Never past the session: the page is reloaded for a new one.
+            exp: (iat + self.inner().config.token_ttl_secs as i64).min(session.expires_at),
+            n: String::new(),
+            client_id: String::new(),
+            grant: String::new(),
+            slug: slug.to_string(),
+            sid: session.id,
+        };
+        let secret = token::instance_secret(&self.inner().master_key, &record.id);
+        Ok((token::issue(&secret, &claims)?, claims.exp))
+    }
+
+    /// The caller behind an app token: the request must carry the cookie of the token's
+    /// session (`session_id`, already checked live), and the app must still be installed.
+    pub(crate) async fn app_bearer(
+        &self,
+        record: &InstanceRecord,
+        claims: Claims,
+        session_id: &str,
+    ) -> Result<Bearer, AuthError> {
+        if claims.sid.is_empty() || claims.sid != session_id {
+            return Err(AuthError::InvalidToken(
+                "an app token works with the session it was issued for: reload the app's page".into(),
+            ));
+        }
+        let set: PermissionRecord = self
+            .row(PERMISSIONS, &record.id, &set_id(&claims.slug))
+            .await?
+            .ok_or_else(|| AuthError::InvalidToken(format!("the app {} is no longer installed", claims.slug)))?;
+        Ok(Bearer {
+            rules: set.rules.iter().map(plain).collect(),
+            kind: "app",
+            client_id: String::new(),
+            permission_id: set.id,
+            token_id: String::new(),
+            slug: claims.slug,
+            expires_at: claims.exp,
+        })
+    }
+}

@@ -1,0 +1,258 @@
+//! Web apps (`io.cozy.apps`): installed from any source `install.rs` fetches, their code kept
+//! under the apps directory in a directory named by its checksum (every instance that installs
+//! the same code shares it; it never changes once written, so the gateway keeps what it reads),
+//! recorded as events (`jobs.app.installed|uninstalled`). Their rules are the app's permission
+//! set in the auth service, recorded before the installation and removed before the
+//! uninstallation, so a token never holds more than the installed manifest grants.
+
+use std::path::{Component, Path};
+
+use cocon_common::time::now_us;
+use cocon_proto::auth::v1 as auth_pb;
+use cocon_proto::events::v1::{PermissionRule, Webapp};
+use serde_json::Value;
+
+use crate::error::{JobsError, Result};
+use crate::install::{Source, read_manifest, seal_tree};
+use crate::manifest::rules_of;
+use crate::service::{Entry, JobsService};
+use crate::tables::APPS;
+
+pub const MANIFEST: &str = "manifest.webapp";
+/// The app that may install others from the registry, as in cozy-stack.
+pub const STORE: &str = "store";
+/// The most a file of an app's code may weigh when read whole.
+const MAX_FILE: u64 = 64 << 20;
+
+/// A slug as cozy-stack takes them: lowercase letters, digits, `-` and `_`.
+pub fn check_slug(slug: &str, what: &str) -> Result<()> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(JobsError::BadRequest(format!(
+            "invalid {what} slug {slug:?}: use lowercase letters, digits, - and _"
+        )))
+    }
+}
+
+/// Who asks for an installation.
+pub struct Installer<'a> {
+    pub instance: &'a str,
+    pub domain: &'a str,
+    /// A CLI token.
+    pub trusted: bool,
+    /// The web app whose token asks; empty otherwise.
+    pub app: &'a str,
+}
+
+impl JobsService {
+    pub(crate) async fn install_app(
+        &self,
+        by: &Installer<'_>,
+        slug: &str,
+        source: &str,
+        update: bool,
+    ) -> Result<Webapp> {
+        check_slug(slug, "app")?;
+        let previous = APPS.get(self.store(), by.instance, slug).await?;
+        let source = match (&previous, update, source) {
+            (None, true, _) => return Err(JobsError::NotFound(format!("the app {slug} is not installed"))),
+            (Some(_), false, _) => {
+                return Err(JobsError::Conflict(format!(
+                    "the app {slug} is already installed: update it with PUT /apps/{slug}"
+                )));
+            }
+            (Some(p), true, "") => p.source.clone(),
+            (None, false, "") => {
+                return Err(JobsError::BadRequest(
+                    "say where the app comes from: ?Source=registry://slug/stable, https://….tar.gz#sha256 or file:///path"
+                        .into(),
+                ));
+            }
+            (_, _, given) => given.to_string(),
+        };
+        let parsed = Source::parse(&source)?;
+        let allowed = by.trusted || (by.app == STORE && matches!(parsed, Source::Registry { .. }));
+        if !allowed {
+            return Err(JobsError::Denied(
+                "apps are installed by the command line (cocon apps install), or by the store app from the registry"
+                    .into(),
+            ));
+        }
+        let dir = &self.inner.apps_dir;
+        let stage = dir.join(format!(".staging-{slug}-{}", crate::service::new_id()));
+        let kept = self.fetch_app(&parsed, &stage, slug).await;
+        let _ = tokio::fs::remove_dir_all(&stage).await;
+        let (manifest, checksum, code) = kept?;
+        let rules = rules_of(&manifest, MANIFEST)?;
+        let scope = crate::manifest::scope_of(&manifest, MANIFEST)?;
+        let text = |key: &str| {
+            manifest
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let now = now_us();
+        let app = Webapp {
+            slug: slug.to_string(),
+            name: text("name"),
+            version: text("version"),
+            manifest: serde_json::to_vec(&manifest).expect("JSON writes").into(),
+            scope,
+            code,
+            checksum,
+            source,
+            installed_at_us: previous.as_ref().map_or(now, |p| p.installed_at_us),
+            updated_at_us: now,
+        };
+        self.app_permissions(by.domain, slug, rules, false).await?;
+        let _guard = self.lock(by.instance).await;
+        self.commit(
+            by.instance,
+            vec![Entry::Webapp {
+                app: app.clone(),
+                deleted: false,
+            }],
+        )
+        .await?;
+        tracing::info!(instance = %by.instance, app = %slug, version = %app.version, "app installed");
+        Ok(app)
+    }
+
+    /// Fetches the code into `stage`, checks its manifest, and keeps it under its checksum:
+    /// the manifest, the checksum and the code's directory (`<slug>/<checksum>`).
+    async fn fetch_app(&self, source: &Source, stage: &Path, slug: &str) -> Result<(Value, String, String)> {
+        let root = self.inner.fetcher.fetch(source, stage, MANIFEST).await?;
+        let manifest = read_manifest(&root, MANIFEST)?;
+        if let Some(declared) = manifest.get("slug").and_then(Value::as_str)
+            && declared != slug
+        {
+            return Err(JobsError::BadRequest(format!(
+                "the manifest is app {declared:?}, not {slug:?}"
+            )));
+        }
+        if manifest
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "webapp")
+        {
+            return Err(JobsError::BadRequest(format!(
+                "{MANIFEST} says this is not a web app: install konnectors with cocon konnectors install"
+            )));
+        }
+        let sealed = root.clone();
+        let checksum = tokio::task::spawn_blocking(move || seal_tree(&sealed))
+            .await
+            .map_err(|e| JobsError::Corrupt(format!("the checksum task failed: {e}")))?
+            .map_err(|e| JobsError::Unavailable(format!("cannot read the app's code: {e}")))?;
+        let code = format!("{slug}/{}", &checksum[..32]);
+        let target = self.inner.apps_dir.join(&code);
+        if !tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            let keep = async {
+                tokio::fs::create_dir_all(target.parent().expect("a slug directory")).await?;
+                tokio::fs::rename(&root, &target).await
+            };
+            if let Err(err) = keep.await
+                && !tokio::fs::try_exists(&target).await.unwrap_or(false)
+            {
+                return Err(JobsError::Unavailable(format!("cannot keep the app's code: {err}")));
+            }
+        }
+        Ok((manifest, checksum, code))
+    }
+
+    /// Records (or removes) the app's permission set with the auth service.
+    async fn app_permissions(&self, domain: &str, slug: &str, rules: Vec<PermissionRule>, remove: bool) -> Result<()> {
+        let clients = self
+            .inner
+            .konnectors
+            .clients
+            .get()
+            .ok_or_else(|| JobsError::Unavailable("the jobs service is starting: try again".into()))?;
+        clients
+            .auth
+            .clone()
+            .set_app_permissions(auth_pb::SetAppPermissionsRequest {
+                domain: domain.to_string(),
+                slug: slug.to_string(),
+                rules,
+                remove,
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::InvalidArgument => JobsError::BadRequest(status.message().to_string()),
+                _ => JobsError::Unavailable(format!(
+                    "the auth service did not record the app's permissions: {}",
+                    status.message()
+                )),
+            })?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_apps(&self, instance: &str) -> Result<Vec<Webapp>> {
+        Ok(APPS.rows(self.store(), instance).await?)
+    }
+
+    pub(crate) async fn get_app(&self, instance: &str, slug: &str) -> Result<Webapp> {
+        APPS.get(self.store(), instance, slug)
+            .await?
+            .ok_or_else(|| JobsError::NotFound(format!("the app {slug} is not installed")))
+    }
+
+    /// Removes the app: its permissions first (its tokens stop at once), then its record. Its
+    /// code stays for the other instances that installed the same.
+    pub(crate) async fn uninstall_app(&self, by: &Installer<'_>, slug: &str) -> Result<Webapp> {
+        if !by.trusted && by.app != STORE {
+            return Err(JobsError::Denied(
+                "apps are uninstalled by the command line (cocon apps uninstall), or by the store app".into(),
+            ));
+        }
+        let instance = by.instance;
+        let app = self.get_app(instance, slug).await?;
+        self.app_permissions(by.domain, slug, Vec::new(), true).await?;
+        let _guard = self.lock(instance).await;
+        self.commit(
+            instance,
+            vec![Entry::Webapp {
+                app: app.clone(),
+                deleted: true,
+            }],
+        )
+        .await?;
+        tracing::info!(instance = %instance, app = %slug, "app uninstalled");
+        Ok(app)
+    }
+
+    /// A file of an app's code: `code` as an app records it, `path` relative and plain.
+    pub(crate) async fn read_app_file(&self, code: &str, path: &str) -> Result<Vec<u8>> {
+        let not_found = || JobsError::NotFound(format!("no file {path}"));
+        let valid_code = code.split_once('/').is_some_and(|(slug, sum)| {
+            check_slug(slug, "app").is_ok() && sum.len() == 32 && sum.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        let relative = Path::new(path);
+        let plain = !path.is_empty() && relative.components().all(|c| matches!(c, Component::Normal(_)));
+        if !valid_code || !plain {
+            return Err(not_found());
+        }
+        let file = self.inner.apps_dir.join(code).join(relative);
+        // Installation removed every link, so the path stays within the code.
+        let meta = tokio::fs::symlink_metadata(&file).await.map_err(|_| not_found())?;
+        if !meta.is_file() {
+            return Err(not_found());
+        }
+        if meta.len() > MAX_FILE {
+            return Err(JobsError::BadRequest(format!(
+                "{path} is larger than an app's file may be"
+            )));
+        }
+        tokio::fs::read(&file)
+            .await
+            .map_err(|e| JobsError::Unavailable(format!("cannot read {path}: {e}")))
+    }
+}

@@ -1,0 +1,306 @@
+//! Web apps as cozy-stack installs and serves them: installed from a directory, a tarball on
+//! the web with its checksum, or the apps registry; served on their own sub-domain with the
+//! person's session, their index rendered with a token that holds what their manifest grants
+//! and only with that session; updated and removed with their permissions following at once.
+
+use std::path::Path;
+
+use cocon_tests::sharing::{PASSPHRASE, person, port};
+use cocon_tests::{Browser, Cocon};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::jobs::cli;
+
+const INDEX: &str = r#"<!DOCTYPE html>
+<html lang="{{.Locale}}"><head><meta charset="utf-8"><title>{{.AppName}}</title>
+<script src="app.0123456789abcdef.js"></script></head>
+<body><div role="application" data-cozy-token="{{.Token}}" data-cozy-domain="{{.Domain}}" data-cozy="{{.CozyData}}"></div></body></html>
+"#;
+
+/// A small app built as Cozy's are: its manifest (permissions, a private and a public route),
+/// its index, a hashed script, a public page, and a link that must not be served.
+fn write_app(dir: &Path, version: &str, permissions: Value) {
+    std::fs::create_dir_all(dir.join("public")).unwrap();
+    let manifest = json!({
+        "name": "Notes", "slug": "notes", "version": version, "editor": "Cocon tests",
+        "icon": "icon.svg", "permissions": permissions,
+        "routes": {"/": {"folder": "/", "index": "index.html", "public": false},
+                   "/public": {"folder": "/public", "index": "index.html", "public": true}},
+    });
+    std::fs::write(dir.join("manifest.webapp"), manifest.to_string()).unwrap();
+    std::fs::write(dir.join("index.html"), INDEX).unwrap();
+    std::fs::write(
+        dir.join("app.0123456789abcdef.js"),
+        format!("console.log('notes {version}')"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("icon.svg"), "<svg xmlns='http://www.w3.org/2000/svg'/>").unwrap();
+    std::fs::write(dir.join("public/index.html"), "<p>a public page</p>").unwrap();
+    let _ = std::os::unix::fs::symlink("/etc/passwd", dir.join("leak"));
+}
+
+fn attribute<'a>(html: &'a str, name: &str) -> &'a str {
+    let start = html
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("{name} in {html}"))
+        + name.len()
+        + 2;
+    &html[start..start + html[start..].find('"').unwrap()]
+}
+
+/// A request to the instance's API with the app's token, from the app's origin, with or
+/// without the person's session cookie.
+async fn api_call(
+    cocon: &Cocon,
+    person: &Browser,
+    token: &str,
+    method: Method,
+    path: &str,
+    session: bool,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", cocon.http))
+        .header("Host", "alice.test")
+        .bearer_auth(token)
+        .json(&json!({"title": "from the app"}));
+    if session {
+        req = req.header("Cookie", format!("cozysessid={}", person.cookies["cozysessid"]));
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn test_an_app_is_installed_served_with_its_token_updated_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let code = dir.path().join("notes");
+    write_app(
+        &code,
+        "1.0.0",
+        json!({"notes": {"type": "io.cozy.notes", "description": "the notes"}}),
+    );
+    let cocon = Cocon::start(&data).await.unwrap();
+    let mut alice = person(&cocon, "alice.test").await;
+    let p = port(&cocon);
+
+    let (ok, out, err) = cli(&cocon, &data, &["apps", "install", "notes", code.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"slug\": \"notes\""), "{out}");
+    let (ok, out, _) = cli(&cocon, &data, &["apps", "ls"]);
+    assert!(ok && out.contains("notes\t1.0.0\tNotes\tfile://"), "{out}");
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "notes", code.to_str().unwrap()]);
+    assert!(!ok && err.contains("already installed"), "{err}");
+
+    // The session cookie is set for the instance's domain, so that it reaches its apps.
+    let login = alice.login(PASSPHRASE).await;
+    let cookie = login.set_cookie("cozysessid").unwrap();
+    assert!(cookie.contains("Domain=alice.test"), "{cookie}");
+
+    // Nobody signed in: the app's page sends to the login page, its files are refused, its
+    // public route is served.
+    let mut stranger = Browser::new(&cocon.http, "notes.alice.test");
+    let page = stranger.get("/").await;
+    assert_eq!(page.status, 302, "{page:?}");
+    let to = page.header("location").unwrap();
+    assert!(
+        to.starts_with(&format!(
+            "http://alice.test:{p}/auth/login?redirect=http%3A%2F%2Fnotes.alice.test%3A{p}%2F"
+        )),
+        "{to}"
+    );
+    assert_eq!(stranger.get("/app.0123456789abcdef.js").await.status, 401);
+    let public = stranger.get("/public/").await;
+    assert_eq!(public.status, 200, "{public:?}");
+    assert!(public.text.contains("a public page"));
+
+    // Signed in: the index carries a token for the app and the instance's domain.
+    let mut in_app = alice.to_domain("notes.alice.test");
+    let page = in_app.get("/").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains(&format!("connect-src 'self' http://alice.test:{p} ws://alice.test:{p}")),
+        "{csp}"
+    );
+    assert!(page.text.contains("<title>Notes</title>"), "{}", page.text);
+    assert_eq!(attribute(&page.text, "data-cozy-domain"), format!("alice.test:{p}"));
+    let token = attribute(&page.text, "data-cozy-token").to_string();
+    let cozy: Value = serde_json::from_str(&attribute(&page.text, "data-cozy").replace("&#34;", "\"")).unwrap();
+    assert_eq!(cozy["token"], token.as_str());
+    assert_eq!(cozy["app"]["slug"], "notes");
+    assert_eq!(page.header("cache-control"), Some("private, no-store, must-revalidate"));
+
+    // Its files: typed, hashed names cached forever; a link in its code is not followed.
+    let script = in_app.get("/app.0123456789abcdef.js").await;
+    assert_eq!(script.status, 200);
+    assert_eq!(script.text, "console.log('notes 1.0.0')");
+    assert!(script.header("content-type").unwrap().contains("javascript"));
+    assert_eq!(script.header("cache-control"), Some("max-age=31536000, immutable"));
+    assert_eq!(in_app.get("/leak").await.status, 404);
+    assert_eq!(in_app.request(Method::POST, "/", None, None).await.status, 405);
+
+    // The token: what the manifest grants, with the session only.
+    let (status, text) = api_call(&cocon, &alice, &token, Method::POST, "/data/io.cozy.notes/", true).await;
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = api_call(
+        &cocon,
+        &alice,
+        &token,
+        Method::GET,
+        "/data/io.cozy.contacts/_all_docs",
+        true,
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    let (status, text) = api_call(&cocon, &alice, &token, Method::POST, "/data/io.cozy.notes/", false).await;
+    assert_eq!(status, 401, "{text}");
+    // An app may not install apps.
+    let (status, text) = api_call(
+        &cocon,
+        &alice,
+        &token,
+        Method::POST,
+        "/apps/other?Source=registry://other",
+        true,
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+
+    // The API answers the app's origin with CORS, and no other origin.
+    let origin = format!("http://notes.alice.test:{p}");
+    let preflight = reqwest::Client::new()
+        .request(Method::OPTIONS, format!("{}/data/io.cozy.notes/", cocon.http))
+        .header("Host", format!("alice.test:{p}"))
+        .header("Origin", &origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization, content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], origin.as_str());
+    assert_eq!(preflight.headers()["access-control-allow-credentials"], "true");
+    let elsewhere = reqwest::Client::new()
+        .get(format!("{}/settings/capabilities", cocon.http))
+        .header("Host", format!("alice.test:{p}"))
+        .header("Origin", format!("http://evil.test:{p}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(elsewhere.headers().get("access-control-allow-origin").is_none());
+
+    // An update that drops the notes permission: the token loses it at once.
+    write_app(
+        &code,
+        "1.1.0",
+        json!({"contacts": {"type": "io.cozy.contacts", "verbs": ["GET"]}}),
+    );
+    let (ok, out, err) = cli(&cocon, &data, &["apps", "update", "notes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"version\": \"1.1.0\""), "{out}");
+    let (status, text) = api_call(&cocon, &alice, &token, Method::POST, "/data/io.cozy.notes/", true).await;
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(
+        in_app.get("/app.0123456789abcdef.js").await.text,
+        "console.log('notes 1.1.0')"
+    );
+
+    // Removed: its token stops working, its host answers 404.
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "uninstall", "notes"]);
+    assert!(ok, "{err}");
+    let (status, text) = api_call(
+        &cocon,
+        &alice,
+        &token,
+        Method::GET,
+        "/data/io.cozy.contacts/_all_docs",
+        true,
+    )
+    .await;
+    assert_eq!(status, 401, "{text}");
+    assert_eq!(in_app.get("/").await.status, 404);
+}
+
+/// A registry speaking cozy's protocol on loopback, and the tarball it names.
+async fn registry(tarball: Vec<u8>, sha256: String) -> String {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let url = format!("{base}/files/notes-2.0.0.tar.gz");
+    let version = json!({"slug": "notes", "version": "2.0.0", "type": "webapp", "url": url, "sha256": sha256});
+    let router = axum::Router::new()
+        .route(
+            "/registry/notes/stable/latest",
+            get(move || {
+                let v = version.clone();
+                async move { axum::Json(v) }
+            }),
+        )
+        .route(
+            "/files/notes-2.0.0.tar.gz",
+            get(move || {
+                let t = tarball.clone();
+                async move { t }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+// Two threads: the registry answers while the test waits on the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_apps_install_from_the_registry_and_from_a_checked_tarball() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let code = dir.path().join("notes");
+    write_app(&code, "2.0.0", json!({"notes": {"type": "io.cozy.notes"}}));
+    let tarball = dir.path().join("notes.tar.gz");
+    let status = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            dir.path().to_str().unwrap(),
+            "notes",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&tarball).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    let base = registry(bytes, sha.clone()).await;
+    let cocon = Cocon::builder(&data)
+        .env("COCON_JOBS__APPS__REGISTRY", &base)
+        .start()
+        .await
+        .unwrap();
+    person(&cocon, "alice.test").await;
+
+    let (ok, out, err) = cli(&cocon, &data, &["apps", "install", "notes", "registry://notes/stable"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"version\": \"2.0.0\""), "{out}");
+    assert!(out.contains("\"source\": \"registry://notes/stable\""), "{out}");
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "uninstall", "notes"]);
+    assert!(ok, "{err}");
+
+    // A tarball on the web: its checksum must match.
+    let url = format!("{base}/files/notes-2.0.0.tar.gz");
+    let wrong = format!("{url}#{}", "0".repeat(64));
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "notes", &wrong]);
+    assert!(!ok && err.contains("does not match its checksum"), "{err}");
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "notes", &format!("{url}#{sha}")]);
+    assert!(ok, "{err}");
+    // An app unknown to the registry, and a source Cocon does not take.
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "other", "registry://other/stable"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, err) = cli(
+        &cocon,
+        &data,
+        &["apps", "install", "other", "git://example.org/other.git"],
+    );
+    assert!(!ok && err.contains("400"), "{err}");
+}
