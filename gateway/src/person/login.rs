@@ -167,11 +167,12 @@ async fn login_page(
         return Ok(see_other(&redirect, Vec::new()));
     }
     let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
-    Ok(web::page(
+    Ok(web::sign_in_page(
         StatusCode::OK,
         "Sign in",
         &web::login(&instance.domain, &csrf, &redirect, None),
         cookie.into_iter().collect(),
+        &instance.domain,
     ))
 }
 
@@ -192,11 +193,12 @@ async fn login_submit(
         }
         let status = err.code.http_status();
         let retry = err.retry_after;
-        let mut page = web::page(
+        let mut page = web::sign_in_page(
             status,
             "Sign in",
             &web::login(&domain, csrf, &redirect, Some(&err.reason)),
             Vec::new(),
+            &domain,
         );
         if let Some(secs) = retry {
             page.headers_mut().insert(header::RETRY_AFTER, secs.into());
@@ -236,11 +238,12 @@ async fn login_submit(
         if json {
             return Ok(axum::Json(json!({ "two_factor_token": answer.two_factor_token })).into_response());
         }
-        return Ok(web::page(
+        return Ok(web::sign_in_page(
             StatusCode::OK,
             "Two-factor",
             &web::two_factor(&domain, csrf, &answer.two_factor_token, &redirect, None),
             Vec::new(),
+            &domain,
         ));
     }
     Ok(signed_in_answer(&state, &domain, json, &redirect, &answer))

@@ -83,11 +83,12 @@ async fn second_step(
         Ok(answer) => Ok(signed_in_answer(&state, &domain, json, &redirect, &answer)),
         Err(err) if json || err.code == ErrorCode::NotFound => Err(err),
         Err(err) => {
-            let mut page = web::page(
+            let mut page = web::sign_in_page(
                 err.code.http_status(),
                 "Two-factor",
                 &web::two_factor(&domain, csrf, token, &redirect, Some(&err.reason)),
                 Vec::new(),
+                &domain,
             );
             if let Some(secs) = err.retry_after {
                 page.headers_mut().insert(http::header::RETRY_AFTER, secs.into());

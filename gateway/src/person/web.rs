@@ -51,6 +51,27 @@ pub fn page(status: StatusCode, title: &str, body: &str, set_cookies: Vec<Header
     response
 }
 
+/// A sign-in page of `domain`'s instance: its form may end on the instance's apps (their
+/// sub-domains), where signing in sends the person back.
+pub fn sign_in_page(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    set_cookies: Vec<HeaderValue>,
+    domain: &str,
+) -> Response {
+    let mut response = page(status, title, body, set_cookies);
+    let name = cocon_common::domain::without_port(domain);
+    let policy = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+         form-action 'self' http://*.{name}:* https://*.{name}:*; frame-ancestors 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
 /// A page whose form leads to another host (the owner's discovery page sends the person on to
 /// their own Cozy): the same page, with forms allowed to end anywhere.
 pub fn page_to_anywhere(status: StatusCode, title: &str, body: &str) -> Response {

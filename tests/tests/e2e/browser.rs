@@ -75,7 +75,7 @@ async fn test_passphrase_reset_in_a_real_browser() {
 }
 
 /// Runs a script of `tests/browser/` and reads the JSON line it prints last.
-async fn run_script(script: &str, args: &[&str]) -> Value {
+pub(super) async fn run_script(script: &str, args: &[&str]) -> Value {
     let script = format!("{}/browser/{script}", env!("CARGO_MANIFEST_DIR"));
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {

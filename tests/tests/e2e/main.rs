@@ -2,6 +2,7 @@
 //! the real `cocon` binary, and NATS, S3, HTTP clients and a browser, as a user would.
 
 mod apps;
+mod apps_browser;
 mod auth_and_isolation;
 mod blobs_s3;
 mod boundaries;
