@@ -77,7 +77,7 @@ impl JobsService {
             (_, _, given) => given.to_string(),
         };
         let parsed = Source::parse(&source)?;
-        let allowed = by.trusted || (by.app == STORE && matches!(parsed, Source::Registry { .. }));
+        let allowed = by.trusted || (by.app == STORE && matches!(parsed, Source::Registry { .. } | Source::Builtin(_)));
         if !allowed {
             return Err(JobsError::Denied(
                 "apps are installed by the command line (cocon apps install), or by the store app from the registry"

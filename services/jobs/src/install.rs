@@ -1,6 +1,7 @@
 //! Where installed code comes from, for web apps and konnectors alike: a directory or a
 //! tarball on the server's disk (`file://`), a tarball on the web (`https://…tar.gz#<sha256>`),
-//! or cozy's apps registry (`registry://slug[/channel|/version]`, its `/registry/…` protocol).
+//! cozy's apps registry (`registry://slug[/channel|/version]`, its `/registry/…` protocol), or
+//! the binary itself for Cocon's own apps (`builtin://slug`).
 //! The code lands in a staging directory; the caller checks its manifest and keeps it.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub enum Source {
     Web { url: String, sha256: Option<String> },
     /// cozy's registry: a channel (`stable`, `beta`, `dev`) or a version.
     Registry { slug: String, channel: String },
+    /// One of Cocon's own apps, from the binary (`builtin://home`).
+    Builtin(String),
 }
 
 const CHANNELS: [&str; 3] = ["stable", "beta", "dev"];
@@ -43,6 +46,10 @@ impl Source {
                 return Err(bad("is not registry://slug[/channel or version]"));
             }
             return Ok(Source::Registry { slug, channel });
+        }
+        if let Some(slug) = source.strip_prefix("builtin://") {
+            crate::apps::check_slug(slug, "app")?;
+            return Ok(Source::Builtin(slug.to_string()));
         }
         if source.starts_with("https://") || source.starts_with("http://") {
             let (url, fragment) = match source.split_once('#') {
@@ -102,6 +109,10 @@ impl Fetcher {
             .await
             .map_err(|e| JobsError::Unavailable(format!("cannot prepare {}: {e}", stage.display())))?;
         let local = match source {
+            Source::Builtin(slug) => {
+                crate::builtin::write(slug, stage).await?;
+                return Ok(stage.to_path_buf());
+            }
             Source::Local(path) => path.clone(),
             Source::Web { url, sha256 } => {
                 let file = stage.join(".download.tar.gz");

@@ -6,6 +6,7 @@
 //! people install: konnectors, which it runs, and web apps (`apps.rs`), which the gateway serves.
 
 mod apps;
+mod builtin;
 mod bus_queue;
 mod committer;
 mod config;

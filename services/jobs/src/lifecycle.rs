@@ -1,6 +1,6 @@
 //! The jobs service in the mesh: its gRPC server, and what runs beside it (the outbox relay,
 //! the workers' dispatchers, the scheduler, the consumers of `@event` triggers and of auth's
-//! `instance.destroyed`). A runner process (`jobs.role = "runner"`) serves nothing and runs only
+//! `instance.created` (Cocon's own apps installed) and `instance.destroyed`). A runner process (`jobs.role = "runner"`) serves nothing and runs only
 //! the dispatchers, recording runs with the keeper of the jobs (`endpoints.jobs`).
 
 use std::time::Duration;
@@ -66,6 +66,22 @@ impl cocon_mesh::Service for JobsService {
             purge,
             shutdown.clone(),
         )));
+
+        // Cocon's own apps on every new instance.
+        let svc = self.clone();
+        tasks.extend(cocon_events::spawn_consumers(
+            &inner.bus,
+            &[(
+                cocon_events::streams::AUTH,
+                "jobs-builtin-apps",
+                "cocon.auth.*.instance.created",
+            )],
+            move |message: cocon_events::Message| {
+                let svc = svc.clone();
+                async move { svc.on_instance_created(&message).await }
+            },
+            &shutdown,
+        ));
 
         let svc = self.clone();
         let scheduler_shutdown = shutdown.clone();

@@ -301,6 +301,7 @@ impl JobsService {
         }
         JOBS.delete_partition(&mut batch, instance);
         KONNECTORS.delete_partition(&mut batch, instance);
+        APPS.delete_partition(&mut batch, instance);
         ACCOUNTS_CHANGED.delete_partition(&mut batch, instance);
         TRIGGERS.delete_partition(&mut batch, instance);
         DEBOUNCE.delete_partition(&mut batch, instance);

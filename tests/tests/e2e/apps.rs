@@ -294,6 +294,38 @@ async fn test_apps_install_from_the_registry_and_from_a_checked_tarball() {
     assert!(!ok && err.contains("does not match its checksum"), "{err}");
     let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "notes", &format!("{url}#{sha}")]);
     assert!(ok, "{err}");
+
+    // Through the API with `Accept: text/event-stream`: the app installing at once, then ready.
+    let token = cocon.token("alice.test", "io.cozy.apps").await.unwrap();
+    let api = cocon.api("alice.test", Some(&token));
+    assert_eq!(api.delete("/apps/notes").await.status, 200);
+    let stream = api
+        .request(Method::POST, "/apps/notes?Source=registry://notes/stable")
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events: Vec<Value> = stream
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let states: Vec<&str> = events
+        .iter()
+        .map(|e| e["data"]["attributes"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["installing", "ready"], "{events:?}");
+    assert_eq!(events[1]["data"]["attributes"]["version"], "2.0.0");
     // An app unknown to the registry, and a source Cocon does not take.
     let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "other", "registry://other/stable"]);
     assert!(!ok && err.contains("404"), "{err}");

@@ -74,11 +74,26 @@ async fn test_an_app_built_for_cozy_stack_runs_in_a_real_browser() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // Cocon's own home app is installed on every new instance, as the instance is created.
+    let cli_token = cocon.token("alice.localhost", "io.cozy.apps:GET").await.unwrap();
+    let api = cocon.api("alice.localhost", Some(&cli_token));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while api.get("/apps/home").await.status != 200 {
+        assert!(std::time::Instant::now() < deadline, "home was not installed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // Chromium resolves *.localhost to this machine: the app's sub-domain works as is.
     let p = port(&cocon);
+    let shots = screenshots_dir();
     let seen = run_script(
         "third_party_app.py",
-        &[&format!("http://probe.alice.localhost:{p}/"), PASSPHRASE],
+        &[
+            &format!("http://probe.alice.localhost:{p}/"),
+            &format!("http://home.alice.localhost:{p}/"),
+            PASSPHRASE,
+            shots.to_str().unwrap(),
+        ],
     )
     .await;
     assert_eq!(seen["sent_to_sign_in"], true, "{seen}");
@@ -102,6 +117,21 @@ async fn test_an_app_built_for_cozy_stack_runs_in_a_real_browser() {
         "{seen}"
     );
 
+    // The home app shows the installed app as a tile leading to its sub-domain, and the storage.
+    let home = &seen["home"];
+    assert_eq!(
+        home["tiles"]["probe"],
+        format!("http://probe.alice.localhost:{p}/"),
+        "{seen}"
+    );
+    assert!(home["tiles"].get("home").is_none(), "{seen}");
+    assert_eq!(home["greeting"], "Your Cozy", "{seen}");
+    assert!(home["storage"].as_str().unwrap().ends_with(" used"), "{seen}");
+    assert_eq!(home["problem"], false, "{seen}");
+    for shot in ["probe.png", "home.png"] {
+        assert!(shots.join(shot).metadata().unwrap().len() > 1000, "{shot}");
+    }
+
     // The to-do is the person's, as any of their apps reads it.
     let token = cocon.token("alice.localhost", "io.cozy.todos:GET").await.unwrap();
     let todo = cocon
@@ -110,4 +140,11 @@ async fn test_an_app_built_for_cozy_stack_runs_in_a_real_browser() {
         .await;
     assert_eq!(todo.status, 200, "{}", todo.text);
     assert_eq!(todo.body["title"], "written by the probe app");
+}
+
+/// Where the browser tests save their screenshots: `target/screenshots/`, kept after the run.
+fn screenshots_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

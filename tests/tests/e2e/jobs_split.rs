@@ -170,7 +170,8 @@ async fn saved_by_job(api: &Api) -> HashMap<String, usize> {
 #[tokio::test]
 async fn test_a_job_survives_the_kill_of_the_runner_running_it() {
     let nats = NatsServer::start().await.unwrap();
-    let mut mesh = mesh(&nats, 2, &[("COCON_JOBS__WORKERS__KONNECTOR__TIMEOUT_SECS", "8")]).await;
+    // The run pauses 6 s: however loaded the machine, the kill lands before it saves.
+    let mut mesh = mesh(&nats, 2, &[("COCON_JOBS__WORKERS__KONNECTOR__TIMEOUT_SECS", "12")]).await;
     let api = mesh
         .edge
         .instance(
@@ -201,7 +202,7 @@ async fn test_a_job_survives_the_kill_of_the_runner_running_it() {
     let queued = push(
         &api,
         "konnector",
-        json!({"arguments": {"konnector": "probe", "mode": "pause", "pause_ms": 3000}}),
+        json!({"arguments": {"konnector": "probe", "mode": "pause", "pause_ms": 6000}}),
     )
     .await;
     assert_eq!(queued.status, 202, "{}", queued.text);
