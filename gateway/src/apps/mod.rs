@@ -31,6 +31,7 @@ pub fn routes() -> Router<State> {
         .route("/apps", get(list))
         .route("/apps/{slug}", get(show).post(install).put(update).delete(uninstall))
         .route("/apps/{slug}/icon", get(icon))
+        .route("/apps/{slug}/icon/{version}", get(icon_of_version))
 }
 
 async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<Caller, ApiError> {
@@ -272,6 +273,17 @@ async fn uninstall(
     Ok(jsonapi::one(resource(&app, "uninstalled")))
 }
 
+/// `GET /apps/:slug/icon/:version`: the installed version's icon (the version only makes the
+/// address change with it, for caches).
+async fn icon_of_version(
+    state: AxState<State>,
+    Path((slug, _version)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    icon(state, Path(slug), method, headers).await
+}
+
 /// `GET /apps/:slug/icon`: the icon its manifest names, from its code.
 async fn icon(
     AxState(state): AxState<State>,
@@ -288,5 +300,14 @@ async fn icon(
         .map(|p| p.trim_start_matches('/').to_string())
         .filter(|p| !p.is_empty())
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "not_found", format!("the app {slug} has no icon")))?;
-    serve::asset(&state, &app, &path, &headers, false).await
+    let mut answer = serve::asset(&state, &app, &path, &headers, false).await?;
+    // Read from the instance's origin: an SVG icon must not run as a page of it.
+    let mime = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    crate::files::served::protect(answer.headers_mut(), &mime, &path, false);
+    Ok(answer)
 }

@@ -7,7 +7,7 @@
 //! when their name carries a hash. The API answers the apps' origins with CORS.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -50,7 +50,8 @@ const HOSTS_MAX: usize = 100_000;
 /// The gateway's memory of hosts, apps and their files.
 #[derive(Default)]
 pub struct AppCache {
-    hosts: Mutex<HashMap<String, (HostKind, Instant)>>,
+    /// Read by every request: a lock readers share.
+    hosts: RwLock<HashMap<String, (HostKind, Instant)>>,
     apps: Mutex<HashMap<(String, String), (Webapp, Instant)>>,
     files: Mutex<Files>,
 }
@@ -117,7 +118,7 @@ async fn instance_at(state: &State, host: &str) -> Result<Option<String>, tonic:
 }
 
 async fn classify(state: &State, host: &str) -> Option<HostKind> {
-    if let Some((kind, at)) = state.apps.hosts.lock().expect("hosts poisoned").get(host) {
+    if let Some((kind, at)) = state.apps.hosts.read().expect("hosts poisoned").get(host) {
         let ttl = if *kind == HostKind::Unknown {
             UNKNOWN_TTL
         } else {
@@ -141,7 +142,7 @@ async fn classify(state: &State, host: &str) -> Option<HostKind> {
             _ => HostKind::Unknown,
         },
     };
-    let mut hosts = state.apps.hosts.lock().expect("hosts poisoned");
+    let mut hosts = state.apps.hosts.write().expect("hosts poisoned");
     if hosts.len() >= HOSTS_MAX {
         hosts.clear();
     }

@@ -32,8 +32,10 @@ pub struct Identity {
     pub permission_id: String,
     /// The id of a CLI token; empty for other tokens.
     pub token_id: String,
-    /// A konnector token's konnector; empty for other tokens.
+    /// A konnector token's konnector, a web app token's app; empty for other tokens.
     pub slug: String,
+    /// A web app token's session; empty for other tokens.
+    pub session_id: String,
     /// The auth service's ticket for the instance, passed on to the services holding data.
     pub ticket: String,
 }
@@ -106,6 +108,25 @@ impl AuthCache {
             .write()
             .expect("auth cache poisoned")
             .retain(|_, c| c.caller.permission_id != permission_id);
+    }
+
+    /// Forgets the app tokens of a session (it ended).
+    pub fn evict_session(&self, session_id: &str) {
+        if session_id.is_empty() {
+            return;
+        }
+        self.entries
+            .write()
+            .expect("auth cache poisoned")
+            .retain(|_, c| c.caller.session_id != session_id);
+    }
+
+    /// Forgets the app tokens of `domain`'s sessions but one (the others were ended).
+    pub fn evict_apps_except(&self, domain: &str, session_id: &str) {
+        self.entries
+            .write()
+            .expect("auth cache poisoned")
+            .retain(|_, c| c.domain != domain || c.caller.session_id.is_empty() || c.caller.session_id == session_id);
     }
 
     /// Forgets a CLI token (it was revoked).
@@ -236,6 +257,11 @@ pub async fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, 
         client: answer.client_id,
         permission_id: answer.permission_id,
         token_id: answer.token_id,
+        session_id: if answer.kind == "app" {
+            answer.session_id
+        } else {
+            String::new()
+        },
         slug: answer.slug,
         ticket: answer.instance_ticket,
     }));

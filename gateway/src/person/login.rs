@@ -283,7 +283,7 @@ pub async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Person, Api
 }
 
 async fn end_sessions(state: &State, person: &Person, others: bool) -> Result<u32, ApiError> {
-    Ok(state
+    let ended = state
         .clients
         .auth
         .clone()
@@ -294,7 +294,14 @@ async fn end_sessions(state: &State, person: &Person, others: bool) -> Result<u3
         })
         .await?
         .into_inner()
-        .ended)
+        .ended;
+    // The apps' tokens of the ended sessions stop here at once (elsewhere within the cache's TTL).
+    if others {
+        state.access.evict_apps_except(&person.domain, &person.session_id);
+    } else {
+        state.access.evict_session(&person.session_id);
+    }
+    Ok(ended)
 }
 
 async fn logout_current(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -71,6 +71,19 @@ async fn api_call(
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
+/// What the app's token gets on the person's contacts, with `person`'s session.
+async fn contacts(cocon: &Cocon, person: &Browser, token: &str) -> (u16, String) {
+    api_call(
+        cocon,
+        person,
+        token,
+        Method::GET,
+        "/data/io.cozy.contacts/_all_docs",
+        true,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn test_an_app_is_installed_served_with_its_token_updated_and_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,6 +105,31 @@ async fn test_an_app_is_installed_served_with_its_token_updated_and_removed() {
     assert!(ok && out.contains("notes\t1.0.0\tNotes\tfile://"), "{out}");
     let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "notes", code.to_str().unwrap()]);
     assert!(!ok && err.contains("already installed"), "{err}");
+
+    // Listed and read by a token with io.cozy.apps; its icon is sent so that it never runs.
+    let reader = cocon.api(
+        "alice.test",
+        Some(&cocon.token("alice.test", "io.cozy.apps:GET").await.unwrap()),
+    );
+    let listed = reader.get("/apps/").await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let notes = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["attributes"]["slug"] == "notes")
+        .unwrap_or_else(|| panic!("{}", listed.text));
+    assert_eq!(notes["id"], "io.cozy.apps/notes");
+    assert_eq!(notes["attributes"]["permissions"]["notes"]["type"], "io.cozy.notes");
+    let icon = reader
+        .request(Method::GET, notes["links"]["icon"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    assert_eq!(icon.headers()["content-security-policy"], "default-src 'none'; sandbox");
+    assert_eq!(reader.get("/apps/nothing").await.status, 404);
 
     // The session cookie is set for the instance's domain, so that it reaches its apps.
     let login = alice.login(PASSPHRASE).await;
@@ -144,15 +182,7 @@ async fn test_an_app_is_installed_served_with_its_token_updated_and_removed() {
     // The token: what the manifest grants, with the session only.
     let (status, text) = api_call(&cocon, &alice, &token, Method::POST, "/data/io.cozy.notes/", true).await;
     assert_eq!(status, 201, "{text}");
-    let (status, text) = api_call(
-        &cocon,
-        &alice,
-        &token,
-        Method::GET,
-        "/data/io.cozy.contacts/_all_docs",
-        true,
-    )
-    .await;
+    let (status, text) = contacts(&cocon, &alice, &token).await;
     assert_eq!(status, 403, "{text}");
     let (status, text) = api_call(&cocon, &alice, &token, Method::POST, "/data/io.cozy.notes/", false).await;
     assert_eq!(status, 401, "{text}");
@@ -211,17 +241,23 @@ async fn test_an_app_is_installed_served_with_its_token_updated_and_removed() {
     // Removed: its token stops working, its host answers 404.
     let (ok, _, err) = cli(&cocon, &data, &["apps", "uninstall", "notes"]);
     assert!(ok, "{err}");
-    let (status, text) = api_call(
-        &cocon,
-        &alice,
-        &token,
-        Method::GET,
-        "/data/io.cozy.contacts/_all_docs",
-        true,
-    )
-    .await;
+    let (status, text) = contacts(&cocon, &alice, &token).await;
     assert_eq!(status, 401, "{text}");
     assert_eq!(in_app.get("/").await.status, 404);
+
+    // Installed again, a new page's token ends with the person's session.
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "notes", code.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let page = in_app.get("/").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let token = attribute(&page.text, "data-cozy-token").to_string();
+    let (status, text) = contacts(&cocon, &alice, &token).await;
+    assert_eq!(status, 200, "{text}");
+    // The cookie as it was: the session behind it is gone.
+    let before = alice.to_domain("alice.test");
+    assert_eq!(alice.delete("/auth/login").await.status, 204);
+    let (status, text) = contacts(&cocon, &before, &token).await;
+    assert_eq!(status, 401, "{text}");
 }
 
 /// A registry speaking cozy's protocol on loopback, and the tarball it names.
