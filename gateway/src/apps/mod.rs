@@ -1,7 +1,8 @@
 //! `/apps`: the web apps installed on the instance (`io.cozy.apps`), installed, updated and
-//! removed through the jobs service, which keeps their code; and their serving on their own
-//! sub-domains (`serve.rs`, `page.rs`).
+//! removed through the jobs service, which keeps their code; their serving on their own
+//! sub-domains (`serve.rs`, `page.rs`); intents between them (`intents.rs`).
 
+mod intents;
 mod page;
 pub(crate) mod serve;
 
@@ -32,6 +33,7 @@ pub fn routes() -> Router<State> {
         .route("/apps/{slug}", get(show).post(install).put(update).delete(uninstall))
         .route("/apps/{slug}/icon", get(icon))
         .route("/apps/{slug}/icon/{version}", get(icon_of_version))
+        .merge(intents::routes())
 }
 
 async fn caller(state: &State, headers: &HeaderMap, method: &Method) -> Result<Caller, ApiError> {

@@ -209,7 +209,8 @@ pub fn home(
         .map(|m| format!("<p class=\"note\" role=\"status\">{}</p>", escape(m)))
         .unwrap_or_default();
     format!(
-        "<h1>{domain}</h1><p>You are signed in.</p>{message}{error}\
+        "<h1>{domain}</h1><p>You are signed in. <a href=\"//home.{domain}/\">Open your home</a>: \
+your apps, the storage you use and your notifications.</p>{message}{error}\
 <h2>Sessions</h2><table><thead><tr><th>Opened (UTC)</th><th>Browser</th><th>Address</th></tr></thead>\
 <tbody>{rows}</tbody></table>\
 <form method=\"post\" action=\"/auth/logout\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\

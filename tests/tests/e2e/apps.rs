@@ -25,6 +25,7 @@ fn write_app(dir: &Path, version: &str, permissions: Value) {
     let manifest = json!({
         "name": "Notes", "slug": "notes", "version": version, "editor": "Cocon tests",
         "icon": "icon.svg", "permissions": permissions,
+        "intents": [{"action": "PICK", "type": ["io.cozy.files", "image/*"], "href": "/pick"}],
         "routes": {"/": {"folder": "/", "index": "index.html", "public": false},
                    "/public": {"folder": "/public", "index": "index.html", "public": true}},
     });
@@ -197,6 +198,39 @@ async fn test_an_app_is_installed_served_with_its_token_updated_and_removed() {
     )
     .await;
     assert_eq!(status, 403, "{text}");
+
+    // An intent: the apps whose manifest offers the action on the type are its services, each
+    // at its address with the intent's id; the asking app reads it back; other tokens cannot.
+    let intent = reqwest::Client::new()
+        .post(format!("{}/intents", cocon.http))
+        .header("Host", "alice.test")
+        .header("Cookie", format!("cozysessid={}", alice.cookies["cozysessid"]))
+        .bearer_auth(&token)
+        .json(&json!({"data": {"type": "io.cozy.intents",
+                               "attributes": {"action": "PICK", "type": "image/png", "permissions": ["GET"]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(intent.status(), 200);
+    let intent: Value = intent.json().await.unwrap();
+    let id = intent["data"]["id"].as_str().unwrap().to_string();
+    let attributes = &intent["data"]["attributes"];
+    assert_eq!(attributes["client"], "io.cozy.apps/notes", "{intent}");
+    assert_eq!(
+        attributes["services"],
+        json!([{"slug": "notes", "href": format!("http://notes.alice.test:{p}/pick?intent={id}")}]),
+        "{intent}"
+    );
+    let (status, text) = api_call(&cocon, &alice, &token, Method::GET, &format!("/intents/{id}"), true).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = api_call(&cocon, &alice, &token, Method::POST, "/intents", true).await;
+    assert_eq!(status, 400, "{text}");
+    let cli_token = cocon.token("alice.test", "io.cozy.intents").await.unwrap();
+    let by_cli = cocon
+        .api("alice.test", Some(&cli_token))
+        .get(&format!("/intents/{id}"))
+        .await;
+    assert_eq!(by_cli.status, 403, "{}", by_cli.text);
 
     // The API answers the app's origin with CORS, and no other origin.
     let origin = format!("http://notes.alice.test:{p}");
