@@ -19,11 +19,11 @@ use cocon_common::cozy::doctype::APPS;
 use cocon_proto::events::v1::Webapp;
 use cocon_proto::jobs::v1 as pb;
 use http::{HeaderMap, Method, StatusCode, header};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::edge::access::{Access, Caller, authenticate, host};
 use crate::edge::policy::{Kind, Route};
+use crate::jobs::Source;
 use crate::{ApiError, State, jsonapi};
 
 pub fn routes() -> Router<State> {
@@ -141,12 +141,6 @@ fn missing(what: &str) -> ApiError {
         "internal_server_error",
         format!("the {what} could not be read back; list the apps"),
     )
-}
-
-#[derive(Deserialize)]
-struct Source {
-    #[serde(rename = "Source", default)]
-    source: String,
 }
 
 async fn install(

@@ -16,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cocon_common::ErrorCode;
+use cocon_common::cozy::is_slug;
 use cocon_proto::auth::v1 as auth_pb;
 use cocon_proto::events::v1::Webapp;
 use cocon_proto::jobs::v1 as pb;
@@ -88,15 +89,6 @@ impl Files {
         self.order.push_back(key.clone());
         self.by_key.insert(key, content);
     }
-}
-
-/// A slug as cozy-stack takes them.
-fn is_slug(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// The instance's id at `host`, `None` when no instance is served there.

@@ -65,10 +65,11 @@ async fn list(AxState(state): AxState<State>, method: Method, headers: HeaderMap
     Ok(jsonapi::list(list.konnectors.iter().map(resource).collect()))
 }
 
+/// The `Source=` of an installation (a konnector's, an app's).
 #[derive(Deserialize)]
-struct Source {
+pub(crate) struct Source {
     #[serde(rename = "Source", default)]
-    source: String,
+    pub source: String,
 }
 
 async fn install(

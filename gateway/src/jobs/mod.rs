@@ -5,6 +5,8 @@
 pub(crate) mod json;
 mod konnectors;
 
+pub(crate) use konnectors::Source;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};

@@ -17,12 +17,7 @@ pub(crate) fn set_id(slug: &str) -> String {
 }
 
 fn check_slug(slug: &str) -> Result<(), AuthError> {
-    let ok = !slug.is_empty()
-        && slug.len() <= 64
-        && slug
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+    if cocon_common::cozy::is_slug(slug) {
         Ok(())
     } else {
         Err(AuthError::InvalidRequest(format!("invalid app slug {slug:?}")))

@@ -10,6 +10,16 @@ pub const TRASH_DIR_NAME: &str = ".cozy_trash";
 /// The id of the disk-usage settings document.
 pub const DISK_USAGE_ID: &str = "io.cozy.settings.disk-usage";
 
+/// Whether `slug` names an app or a konnector as cozy-stack takes them: 1 to 64 lowercase
+/// letters, digits, `-` and `_` (it is also a host name's first label).
+pub fn is_slug(slug: &str) -> bool {
+    !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
 /// The doctypes the stack itself gives a meaning to.
 pub mod doctype {
     pub const FILES: &str = "io.cozy.files";

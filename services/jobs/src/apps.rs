@@ -26,12 +26,7 @@ const MAX_FILE: u64 = 64 << 20;
 
 /// A slug as cozy-stack takes them: lowercase letters, digits, `-` and `_`.
 pub fn check_slug(slug: &str, what: &str) -> Result<()> {
-    let ok = !slug.is_empty()
-        && slug.len() <= 64
-        && slug
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+    if cocon_common::cozy::is_slug(slug) {
         Ok(())
     } else {
         Err(JobsError::BadRequest(format!(
@@ -233,7 +228,7 @@ impl JobsService {
     pub(crate) async fn read_app_file(&self, code: &str, path: &str) -> Result<Vec<u8>> {
         let not_found = || JobsError::NotFound(format!("no file {path}"));
         let valid_code = code.split_once('/').is_some_and(|(slug, sum)| {
-            check_slug(slug, "app").is_ok() && sum.len() == 32 && sum.chars().all(|c| c.is_ascii_hexdigit())
+            cocon_common::cozy::is_slug(slug) && sum.len() == 32 && sum.chars().all(|c| c.is_ascii_hexdigit())
         });
         let relative = Path::new(path);
         let plain = !path.is_empty() && relative.components().all(|c| matches!(c, Component::Normal(_)));

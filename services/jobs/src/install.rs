@@ -42,7 +42,7 @@ impl Source {
                     && s.chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
             };
-            if crate::apps::check_slug(&slug, "app").is_err() || !version(&channel) {
+            if !cocon_common::cozy::is_slug(&slug) || !version(&channel) {
                 return Err(bad("is not registry://slug[/channel or version]"));
             }
             return Ok(Source::Registry { slug, channel });
