@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{JobsError, Result};
 use crate::jobs::NewJob;
+use crate::runner::Start;
 use crate::service::JobsService;
 use crate::triggers::{NewTrigger, TriggerState};
 
@@ -362,11 +363,16 @@ impl Api for JobsService {
         let r = request.into_inner();
         let instance = self.runner_scope(r.scope)?;
         let reply = match self.start(&instance, &r.job_id).await? {
-            Some(started) => pb::StartRunResponse {
+            Start::Run(started) => pb::StartRunResponse {
                 job: Some(started.job),
                 konnector: started.konnector,
+                check_again_ms: 0,
             },
-            None => pb::StartRunResponse::default(),
+            Start::Skip => pb::StartRunResponse::default(),
+            Start::Later(delay) => pb::StartRunResponse {
+                check_again_ms: delay.as_millis().max(1) as u64,
+                ..Default::default()
+            },
         };
         Ok(Response::new(reply))
     }

@@ -12,7 +12,7 @@
 
 use crate::committer::Expect;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cocon_common::Shutdown;
 use cocon_common::time::now_us;
@@ -123,9 +123,13 @@ impl JobsService {
         };
         let Queued { instance, id } = lease.job.clone();
         let Started { job, konnector } = match self.start_run(&instance, &id).await {
-            Ok(Some(started)) => started,
-            Ok(None) => {
+            Ok(Start::Run(started)) => *started,
+            Ok(Start::Skip) => {
                 lease.done();
+                return;
+            }
+            Ok(Start::Later(delay)) => {
+                lease.retry(delay);
                 return;
             }
             Err(err) => {
@@ -183,8 +187,8 @@ impl JobsService {
         }
     }
 
-    /// Records a run's start where the jobs are kept; `None` when the job is not to run.
-    async fn start_run(&self, instance: &str, id: &str) -> Result<Option<Started>> {
+    /// Records a run's start where the jobs are kept.
+    async fn start_run(&self, instance: &str, id: &str) -> Result<Start> {
         let Some(keeper) = self.inner.keeper.get() else {
             return self.start(instance, id).await;
         };
@@ -197,10 +201,14 @@ impl JobsService {
             .await
             .map_err(|s| JobsError::Unavailable(format!("the jobs' keeper: {}", s.message())))?
             .into_inner();
-        Ok(reply.job.map(|job| Started {
-            job,
-            konnector: reply.konnector,
-        }))
+        Ok(match reply.job {
+            Some(job) => Start::Run(Box::new(Started {
+                job,
+                konnector: reply.konnector,
+            })),
+            None if reply.check_again_ms > 0 => Start::Later(Duration::from_millis(reply.check_again_ms)),
+            None => Start::Skip,
+        })
     }
 
     /// Records a run's end where the jobs are kept: done, errored with `error`, or (`retry`)
@@ -232,16 +240,16 @@ impl JobsService {
         }
     }
 
-    /// Records a run's start; `None` when the job is gone, ended, or running elsewhere within
-    /// its time limit. The start and the end commit grouped with others, each only if the job
-    /// is still as its caller read it (`committer::Expect`): two processes never both start one
-    /// run, and the end of a run taken over changes nothing.
-    pub(crate) async fn start(&self, instance: &str, id: &str) -> Result<Option<Started>> {
+    /// Records a run's start, unless the job is gone or ended (`Skip`) or running elsewhere
+    /// within its time limit (`Later`). The start and the end commit grouped with others, each
+    /// only if the job is still as its caller read it (`committer::Expect`): two processes never
+    /// both start one run, and the end of a run taken over changes nothing.
+    pub(crate) async fn start(&self, instance: &str, id: &str) -> Result<Start> {
         let Some(mut job) = crate::tables::JOBS.get(self.store(), instance, id).await? else {
-            return Ok(None);
+            return Ok(Start::Skip);
         };
         let Some(worker) = self.inner.workers.get(&job.worker) else {
-            return Ok(None);
+            return Ok(Start::Skip);
         };
         let (max_exec, timeout) = worker.limits_of(&job);
         let now = now_us();
@@ -255,9 +263,14 @@ impl JobsService {
             QUEUED => {}
             RUNNING => {
                 // Alone, a running job at start was left by the last run of the process.
-                if self.inner.shared_queue && job.run_started_at_us + timeout.as_micros() as i64 > now {
-                    // Its run goes on in another process: this offer is a copy.
-                    return Ok(None);
+                let limit = job.run_started_at_us + timeout.as_micros() as i64;
+                if self.inner.shared_queue && limit > now {
+                    // Its run goes on in another process, which acks the offer when the run
+                    // ends; if that process dies first, the offer comes back once the run is
+                    // past its limit and is taken over then. (The ack wait alone is not enough:
+                    // it starts at the delivery, which a loaded process may record late.)
+                    let left = Duration::from_micros((limit - now) as u64);
+                    return Ok(Start::Later(left + crate::bus_queue::ACK_MARGIN));
                 }
                 if job.exec_count >= max_exec + LOST_RUNS {
                     let error = format!(
@@ -265,10 +278,10 @@ impl JobsService {
                         job.exec_count
                     );
                     self.finish(instance, job, Some(error)).await?;
-                    return Ok(None);
+                    return Ok(Start::Skip);
                 }
             }
-            _ => return Ok(None),
+            _ => return Ok(Start::Skip),
         }
         job.state = RUNNING.to_string();
         job.exec_count += 1;
@@ -280,10 +293,10 @@ impl JobsService {
             .commit_expecting(instance, vec![Entry::job(job.clone())], Some(as_read))
             .await?
         {
-            return Ok(None);
+            return Ok(Start::Skip);
         }
         let konnector = self.konnector_of(instance, &job).await?;
-        Ok(Some(Started { job, konnector }))
+        Ok(Start::Run(Box::new(Started { job, konnector })))
     }
 
     /// The konnector a `konnector` job runs, if its message names one that is installed.
@@ -349,6 +362,25 @@ fn this_run(job: &Job) -> Expect {
 /// Runs lost to a dying process that a job gets beyond its `max_exec_count`.
 const LOST_RUNS: u32 = 2;
 
+/// What an offer of a job comes to.
+pub(crate) enum Start {
+    Run(Box<Started>),
+    /// Gone or ended: the offer is dropped.
+    Skip,
+    /// Running in another process: the offer is checked again after this long.
+    Later(Duration),
+}
+
+impl Start {
+    #[cfg(test)]
+    fn started(self) -> Option<Started> {
+        match self {
+            Start::Run(started) => Some(*started),
+            _ => None,
+        }
+    }
+}
+
 /// A job whose run has started, and what it runs.
 pub(crate) struct Started {
     pub job: Job,
@@ -363,6 +395,10 @@ mod tests {
     use crate::jobs::NewJob;
 
     async fn service(dir: &std::path::Path) -> JobsService {
+        service_sharing(dir, false).await
+    }
+
+    async fn service_sharing(dir: &std::path::Path, shared_queue: bool) -> JobsService {
         let store = cocon_storage::EmbeddedStore::open(&dir.join("store.redb")).unwrap();
         JobsService::build(
             crate::Config::default(),
@@ -373,11 +409,32 @@ mod tests {
                 ))),
                 mesh_key: cocon_common::ticket::MeshKey::random(),
                 data_dir: dir.to_path_buf(),
-                shared_queue: false,
+                shared_queue,
             },
         )
         .await
         .unwrap()
+    }
+
+    /// With a shared queue, a copy of the offer of a job running within its time limit is
+    /// checked again once that limit (and the ack margin) has passed: the process running it
+    /// may die, and the job must not be left running then.
+    #[tokio::test]
+    async fn test_a_copy_offered_mid_run_comes_back_after_the_time_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service_sharing(dir.path(), true).await;
+        let job = svc.push_job("i1", log_job()).await.unwrap();
+        assert!(svc.start("i1", &job.id).await.unwrap().started().is_some());
+        let limit = svc.inner.workers.get("log").unwrap().limits_of(&job).1;
+        match svc.start("i1", &job.id).await.unwrap() {
+            Start::Later(delay) => {
+                assert!(delay <= limit + crate::bus_queue::ACK_MARGIN, "{delay:?}");
+                assert!(delay > limit.saturating_sub(Duration::from_secs(5)), "{delay:?}");
+            }
+            _ => panic!("a copy offered mid-run neither runs nor is dropped"),
+        }
+        let stored = svc.get_job("i1", &job.id).await.unwrap();
+        assert_eq!((stored.state.as_str(), stored.exec_count), (RUNNING, 1));
     }
 
     fn log_job() -> NewJob {
@@ -396,13 +453,22 @@ mod tests {
         let svc = service(dir.path()).await;
         let job = svc.push_job("i1", log_job()).await.unwrap();
         let (a, b) = tokio::join!(svc.start("i1", &job.id), svc.start("i1", &job.id));
-        let started: Vec<Started> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+        let started: Vec<Started> = [a.unwrap(), b.unwrap()]
+            .into_iter()
+            .filter_map(Start::started)
+            .collect();
         assert_eq!(started.len(), 1, "one start of two holds");
         let first = started.into_iter().next().unwrap().job;
         assert_eq!(first.exec_count, 1);
 
         // Alone, a running job at a start was left by a run that died: it is taken over.
-        let second = svc.start("i1", &job.id).await.unwrap().expect("taken over").job;
+        let second = svc
+            .start("i1", &job.id)
+            .await
+            .unwrap()
+            .started()
+            .expect("taken over")
+            .job;
         assert_eq!(second.exec_count, 2);
         svc.end("i1", first, Some("the old run's late end".into()), false)
             .await

@@ -744,6 +744,14 @@ async function save (doc) {
 async function main () {
   log('info', 'starting')
   if (fields.mode === 'sleep') { await new Promise(r => setTimeout(r, 600000)) }
+  if (fields.mode === 'hold') {
+    // Held until the test writes the job's release document: a run killed meanwhile saves nothing.
+    const url = process.env.COZY_URL + 'data/io.cozy.konnector.results/release-' + process.env.COZY_JOB_ID
+    const headers = {'Authorization': 'Bearer ' + process.env.COZY_CREDENTIALS}
+    while (!(await fetch(url, {headers})).ok) await new Promise(r => setTimeout(r, 100))
+    await save({mode: 'pause', job: process.env.COZY_JOB_ID})
+    return
+  }
   if (fields.mode === 'pause') {
     await new Promise(r => setTimeout(r, fields.pause_ms))
     await save({mode: 'pause', job: process.env.COZY_JOB_ID})

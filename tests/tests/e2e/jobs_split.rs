@@ -42,18 +42,32 @@ async fn mesh(nats: &NatsServer, runners: usize, env: &[(&str, &str)]) -> Mesh {
         ),
     ];
     jobs_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    // The keeper installs the built-in apps of new instances through auth, on the edge that
+    // starts after it (the edge calls the keeper): the edge's gRPC port is chosen now.
+    let edge_grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut env_of_keeper = jobs_env.clone();
-    env_of_keeper.push(("COCON_JOBS__WORKERS__KONNECTOR__CONCURRENCY".into(), "0".into()));
+    env_of_keeper.extend([
+        ("COCON_JOBS__WORKERS__KONNECTOR__CONCURRENCY".into(), "0".into()),
+        ("COCON_ENDPOINTS__AUTH".into(), format!("http://{edge_grpc}")),
+    ]);
     let keeper = start("keeper", "jobs", env_of_keeper).await.unwrap();
-    let edge = start(
-        "edge",
+    let edge = super::split::mesh_process(
+        &dir.path().join("edge"),
         "gateway,auth",
+        nats,
+        &key,
+        &tls,
         vec![
-            ("COCON_ENDPOINTS__DOCUMENTS".into(), data.clone()),
-            ("COCON_ENDPOINTS__FILES".into(), data),
-            ("COCON_ENDPOINTS__JOBS".into(), keeper.grpc.clone().unwrap()),
+            ("COCON_ENDPOINTS__DOCUMENTS", data.clone()),
+            ("COCON_ENDPOINTS__FILES", data),
+            ("COCON_ENDPOINTS__JOBS", keeper.grpc.clone().unwrap()),
         ],
     )
+    .args(["--grpc-addr".to_string(), edge_grpc.to_string()])
+    .start()
     .await
     .unwrap();
     let mut runner_env = jobs_env;
@@ -170,8 +184,9 @@ async fn saved_by_job(api: &Api) -> HashMap<String, usize> {
 #[tokio::test]
 async fn test_a_job_survives_the_kill_of_the_runner_running_it() {
     let nats = NatsServer::start().await.unwrap();
-    // The run pauses 6 s: however loaded the machine, the kill lands before it saves.
-    let mut mesh = mesh(&nats, 2, &[("COCON_JOBS__WORKERS__KONNECTOR__TIMEOUT_SECS", "12")]).await;
+    // The run is held until the test releases it, after the kill: the killed run cannot have
+    // saved, however loaded the machine.
+    let mut mesh = mesh(&nats, 2, &[("COCON_JOBS__WORKERS__KONNECTOR__TIMEOUT_SECS", "15")]).await;
     let api = mesh
         .edge
         .instance(
@@ -202,15 +217,20 @@ async fn test_a_job_survives_the_kill_of_the_runner_running_it() {
     let queued = push(
         &api,
         "konnector",
-        json!({"arguments": {"konnector": "probe", "mode": "pause", "pause_ms": 6000}}),
+        json!({"arguments": {"konnector": "probe", "mode": "hold"}}),
     )
     .await;
     assert_eq!(queued.status, 202, "{}", queued.text);
     let job = id(&queued);
     let runners: Vec<u32> = mesh.runners.iter().map(Cocon::pid).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Node itself, not only its sandbox's first process: bubblewrap has armed its death with
+    // its parent's by then (a runner killed within the milliseconds before leaves it orphaned).
     let holder = loop {
-        let holder = pids_of(&job).into_iter().find_map(|pid| ancestor_among(pid, &runners));
+        let holder = pids_of(&job)
+            .into_iter()
+            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "node"))
+            .find_map(|pid| ancestor_among(pid, &runners));
         if holder.is_some() || tokio::time::Instant::now() > deadline {
             break holder;
         }
@@ -225,6 +245,13 @@ async fn test_a_job_survives_the_kill_of_the_runner_running_it() {
     // The sandbox dies with its runner: nothing of the killed run goes on.
     let gone = until(&api, &format!("/jobs/{job}"), |_| processes_of(&job) == 0).await;
     assert_eq!(processes_of(&job), 0, "{}", gone.text);
+    let release = api
+        .put(
+            &format!("/data/io.cozy.konnector.results/release-{job}"),
+            &json!({"mode": "release"}),
+        )
+        .await;
+    assert_eq!(release.status, 200, "{}", release.text);
 
     // The survivor takes it over: its sandbox runs the job, and the job ends done.
     let survivor = mesh.runners[1 - index].pid();
