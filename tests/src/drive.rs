@@ -21,6 +21,16 @@ pub async fn setup(scope: &str) -> (tempfile::TempDir, Cocon, Api) {
     (dir, cocon, api)
 }
 
+/// A PNG of `width` × `height` with a gradient: an image the thumbnailer reads.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 90]));
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("a PNG is written to memory");
+    out
+}
+
 pub fn md5_b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
 }

@@ -205,7 +205,11 @@ async fn with_cors(host: &str, request: Request, next: Next) -> Response {
         let mut answer = next.run(request).await;
         answer.headers_mut().insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Content-Length, Content-Range, Content-Disposition, ETag, Location"),
+            // TUS clients read where an upload is and how much the server has.
+            HeaderValue::from_static(
+                "Content-Length, Content-Range, Content-Disposition, ETag, Location, Content-Location, \
+                 Upload-Offset, Upload-Length, Upload-Expires, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size",
+            ),
         );
         answer
     };

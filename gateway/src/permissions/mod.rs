@@ -21,7 +21,7 @@ use crate::edge::access::{Access, Caller, authenticate, authorize, bearer, check
 use crate::edge::client::Client;
 use crate::edge::policy::Route;
 use crate::person::cookies::{self, CookieSpec};
-use crate::person::login::form_or_json;
+use crate::person::login::{form_or_json, safe_redirect, see_other};
 use crate::{ApiError, State, jsonapi};
 
 /// Largest permission body: rules and code names, never documents.
@@ -38,9 +38,16 @@ pub fn routes() -> Router<State> {
         .route("/auth/share-by-link/password", post(unlock))
 }
 
-/// The host's domain and the caller's own token, which the auth service checks again.
-fn credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
-    Ok((host(headers)?, bearer(headers)?.unwrap_or_default().to_string()))
+/// The host's domain, the caller's own token, which the auth service checks again, and the
+/// session cookie a web app's token goes with.
+fn credentials(headers: &HeaderMap) -> Result<(String, String, String), ApiError> {
+    let token = bearer(headers)?.unwrap_or_default().to_string();
+    let session = if token.contains('.') {
+        cookies::get(headers, cookies::SESSION).unwrap_or_default().to_string()
+    } else {
+        String::new()
+    };
+    Ok((host(headers)?, token, session))
 }
 
 /// The caller, if the policy lets its kind use `route` (these routes touch no doctype: what a
@@ -119,7 +126,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (domain, token) = credentials(&headers)?;
+    let (domain, token, session) = credentials(&headers)?;
     state.limits.codes(&domain, client.ip)?;
     caller_for(&state, &headers, Route::PermissionsCreate, &Method::POST).await?;
     let codes = params
@@ -142,6 +149,7 @@ async fn create(
             changes: Some(body_changes(&body, false)?),
             codes,
             ttl: params.get("ttl").cloned().unwrap_or_default(),
+            session,
         })
         .await?
         .into_inner();
@@ -154,12 +162,17 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller_for(&state, &headers, Route::PermissionsManage, &Method::GET).await?;
-    let (domain, token) = credentials(&headers)?;
+    let (domain, token, session) = credentials(&headers)?;
     let answer = state
         .clients
         .auth
         .clone()
-        .get_permission(pb::PermissionRequest { domain, token, id })
+        .get_permission(pb::PermissionRequest {
+            domain,
+            token,
+            id,
+            session,
+        })
         .await?
         .into_inner();
     one(answer.set)
@@ -175,7 +188,7 @@ async fn patch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller_for(&state, &headers, Route::PermissionsManage, &Method::PATCH).await?;
-    let (domain, token) = credentials(&headers)?;
+    let (domain, token, session) = credentials(&headers)?;
     let answer = state
         .clients
         .auth
@@ -185,6 +198,7 @@ async fn patch(
             token,
             id: id.clone(),
             changes: Some(body_changes(&body, true)?),
+            session,
         })
         .await?
         .into_inner();
@@ -199,7 +213,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller_for(&state, &headers, Route::PermissionsManage, &Method::DELETE).await?;
-    let (domain, token) = credentials(&headers)?;
+    let (domain, token, session) = credentials(&headers)?;
     state
         .clients
         .auth
@@ -208,6 +222,7 @@ async fn remove(
             domain,
             token,
             id: id.clone(),
+            session,
         })
         .await?;
     state.access.evict_permission(&id);
@@ -222,7 +237,7 @@ async fn shared_by_link(
 ) -> Result<Response, ApiError> {
     check_doctype(&doctype)?;
     let caller = authenticate(&state, &headers).await?;
-    let (domain, token) = credentials(&headers)?;
+    let (domain, token, session) = credentials(&headers)?;
     caller.authorize(
         &state,
         Route::PermissionsSharedByLink,
@@ -236,7 +251,12 @@ async fn shared_by_link(
         .clients
         .auth
         .clone()
-        .list_shared_by_link(pb::ListSharedByLinkRequest { domain, token, doctype })
+        .list_shared_by_link(pb::ListSharedByLinkRequest {
+            domain,
+            token,
+            doctype,
+            session,
+        })
         .await?
         .into_inner();
     Ok(jsonapi::list(answer.sets.iter().map(json::resource).collect()))
@@ -244,7 +264,9 @@ async fn shared_by_link(
 
 /// `POST /auth/share-by-link/password` (form or JSON: `code` or `sharecode`, `password`): opens a
 /// protected link. The proof goes into a cookie (`sharepass_<id>`) that the link's codes need
-/// from then on; a wrong password counts against the passphrase rate limit.
+/// from then on; a wrong password counts against the passphrase rate limit. With `redirect` (a
+/// page of the instance or of its apps: the link's public page, whose form this is), the answer
+/// sends the browser back there, with `password=wrong` added to its query when it was wrong.
 async fn unlock(
     AxState(state): AxState<State>,
     client: Client,
@@ -259,6 +281,10 @@ async fn unlock(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::bad_request("send the link's `code` and its `password`"))?;
     let password = fields.get("password").map(String::as_str).unwrap_or_default();
+    let back = match fields.get("redirect").filter(|r| !r.is_empty()) {
+        Some(raw) => Some(safe_redirect(&domain, raw)?),
+        None => None,
+    };
     state.limits.passphrase_attempt(&domain, client.ip)?;
     let answer = state
         .clients
@@ -269,8 +295,21 @@ async fn unlock(
             code: code.clone(),
             password: password.to_string(),
         })
-        .await?
-        .into_inner();
+        .await;
+    let answer = match (answer, &back) {
+        (Ok(answer), _) => answer.into_inner(),
+        (Err(status), Some(back)) if status.code() == tonic::Code::Unauthenticated => {
+            let sep = if back.contains('?') { '&' } else { '?' };
+            let (page, fragment) = back.split_once('#').map_or((back.as_str(), ""), |(p, f)| (p, f));
+            let fragment = if fragment.is_empty() {
+                String::new()
+            } else {
+                format!("#{fragment}")
+            };
+            return Ok(see_other(&format!("{page}{sep}password=wrong{fragment}"), Vec::new()));
+        }
+        (Err(status), _) => return Err(status.into()),
+    };
     let cookie = cookies::set(&CookieSpec {
         name: &format!("{}{}", cookies::SHARE_PASS_PREFIX, answer.permission_id),
         value: &answer.proof,
@@ -283,6 +322,9 @@ async fn unlock(
         json!({"permission_id": answer.permission_id}).to_string(),
     )
         .into_response();
+    if let Some(back) = back {
+        return Ok(see_other(&back, vec![cookie]));
+    }
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
 }

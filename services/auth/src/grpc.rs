@@ -3,6 +3,7 @@
 use cocon_proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::permission::Credentials;
 use crate::service::instance_pb;
 use crate::session::Origin;
 use crate::{AuthService, token};
@@ -310,7 +311,13 @@ impl pb::auth_service_server::AuthService for AuthService {
         let req = req.into_inner();
         let changes = req.changes.unwrap_or_default();
         let set = self
-            .create_permission(&req.domain, &req.token, &changes, &req.codes, &req.ttl)
+            .create_permission(
+                &req.domain,
+                credentials(&req.token, &req.session),
+                &changes,
+                &req.codes,
+                &req.ttl,
+            )
             .await?;
         Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
@@ -320,7 +327,9 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::PermissionRequest>,
     ) -> Result<Response<pb::PermissionAnswer>, Status> {
         let req = req.into_inner();
-        let set = self.get_permission(&req.domain, &req.token, &req.id).await?;
+        let set = self
+            .get_permission(&req.domain, credentials(&req.token, &req.session), &req.id)
+            .await?;
         Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
 
@@ -331,7 +340,7 @@ impl pb::auth_service_server::AuthService for AuthService {
         let req = req.into_inner();
         let changes = req.changes.unwrap_or_default();
         let set = self
-            .patch_permission(&req.domain, &req.token, &req.id, &changes)
+            .patch_permission(&req.domain, credentials(&req.token, &req.session), &req.id, &changes)
             .await?;
         Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
@@ -341,7 +350,8 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::PermissionRequest>,
     ) -> Result<Response<pb::DeletePermissionResponse>, Status> {
         let req = req.into_inner();
-        self.delete_permission(&req.domain, &req.token, &req.id).await?;
+        self.delete_permission(&req.domain, credentials(&req.token, &req.session), &req.id)
+            .await?;
         Ok(Response::new(pb::DeletePermissionResponse {}))
     }
 
@@ -350,7 +360,9 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::ListSharedByLinkRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let req = req.into_inner();
-        let sets = self.list_shared_by_link(&req.domain, &req.token, &req.doctype).await?;
+        let sets = self
+            .list_shared_by_link(&req.domain, credentials(&req.token, &req.session), &req.doctype)
+            .await?;
         Ok(Response::new(pb::ListPermissionsResponse { sets }))
     }
 
@@ -362,4 +374,8 @@ impl pb::auth_service_server::AuthService for AuthService {
         let (permission_id, proof) = self.unlock_share(&req.domain, &req.code, &req.password).await?;
         Ok(Response::new(pb::UnlockShareResponse { permission_id, proof }))
     }
+}
+
+fn credentials<'a>(token: &'a str, session: &'a str) -> Credentials<'a> {
+    Credentials { token, session }
 }

@@ -28,6 +28,7 @@ mod token;
 mod twofactor;
 
 pub use error::AuthError;
+pub use permission::Credentials;
 pub use rebuild::AuthProjection;
 pub use service::{AuthService, Config, Deps};
 pub use session::Origin;

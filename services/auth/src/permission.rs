@@ -23,6 +23,26 @@ const MAX_CODES: usize = 100;
 const MAX_NAME_CHARS: usize = 256;
 
 /// Who is behind a bearer token.
+/// Who calls a permission route: the bearer token and, for a web app's token, the cookie of
+/// the session it was issued for (an app token works only with its live session).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Credentials<'a> {
+    pub token: &'a str,
+    pub session: &'a str,
+}
+
+impl<'a> From<&'a str> for Credentials<'a> {
+    fn from(token: &'a str) -> Self {
+        Credentials { token, session: "" }
+    }
+}
+
+impl<'a> From<&'a String> for Credentials<'a> {
+    fn from(token: &'a String) -> Self {
+        Credentials { token, session: "" }
+    }
+}
+
 pub(crate) struct Bearer {
     pub rules: Vec<Rule>,
     /// `cli`, `oauth`, `share`, `konnector` or `app`.
@@ -192,12 +212,16 @@ impl AuthService {
     }
 
     /// A caller that may create and manage permission sets (not a sharing-link code).
-    async fn manager(&self, domain: &str, bearer: &str) -> Result<(InstanceRecord, Bearer), AuthError> {
+    async fn manager(&self, domain: &str, by: Credentials<'_>) -> Result<(InstanceRecord, Bearer), AuthError> {
         let record = self.lookup(domain).await?;
-        if bearer.is_empty() {
+        if by.token.is_empty() {
             return Err(AuthError::InvalidToken("this route needs a token".into()));
         }
-        let caller = self.bearer(&record, bearer, &[], "").await?;
+        let session_id = match by.session {
+            "" => String::new(),
+            cookie => self.session_of_cookie(&record, cookie).await?.unwrap_or_default(),
+        };
+        let caller = self.bearer(&record, by.token, &[], &session_id).await?;
         if caller.kind == "share" {
             return Err(AuthError::Denied(
                 "a sharing-link code cannot manage permissions".into(),
@@ -282,12 +306,12 @@ impl AuthService {
     pub async fn create_permission(
         &self,
         domain: &str,
-        bearer: &str,
+        bearer: impl Into<Credentials<'_>>,
         changes: &pb::PermissionChanges,
         codes: &[String],
         ttl: &str,
     ) -> Result<pb::PermissionSet, AuthError> {
-        let (record, caller) = self.manager(domain, bearer).await?;
+        let (record, caller) = self.manager(domain, bearer.into()).await?;
         for name in &changes.rules_removed {
             check_name(name, "rule")?;
         }
@@ -346,8 +370,13 @@ impl AuthService {
         self.view(&record, &set)
     }
 
-    pub async fn get_permission(&self, domain: &str, bearer: &str, id: &str) -> Result<pb::PermissionSet, AuthError> {
-        let (record, caller) = self.manager(domain, bearer).await?;
+    pub async fn get_permission(
+        &self,
+        domain: &str,
+        bearer: impl Into<Credentials<'_>>,
+        id: &str,
+    ) -> Result<pb::PermissionSet, AuthError> {
+        let (record, caller) = self.manager(domain, bearer.into()).await?;
         let set = self.managed_set(&record, &caller, id).await?;
         self.view(&record, &set)
     }
@@ -357,11 +386,11 @@ impl AuthService {
     pub async fn patch_permission(
         &self,
         domain: &str,
-        bearer: &str,
+        bearer: impl Into<Credentials<'_>>,
         id: &str,
         changes: &pb::PermissionChanges,
     ) -> Result<pb::PermissionSet, AuthError> {
-        let (record, caller) = self.manager(domain, bearer).await?;
+        let (record, caller) = self.manager(domain, bearer.into()).await?;
         // A new password is hashed before the writer lock is taken.
         let new_password = match changes.password.as_deref() {
             None => None,
@@ -426,8 +455,13 @@ impl AuthService {
         self.view(&record, &set)
     }
 
-    pub async fn delete_permission(&self, domain: &str, bearer: &str, id: &str) -> Result<(), AuthError> {
-        let (record, caller) = self.manager(domain, bearer).await?;
+    pub async fn delete_permission(
+        &self,
+        domain: &str,
+        bearer: impl Into<Credentials<'_>>,
+        id: &str,
+    ) -> Result<(), AuthError> {
+        let (record, caller) = self.manager(domain, bearer.into()).await?;
         let _writer = self.stripe(&record.id).lock().await;
         self.managed_set(&record, &caller, id).await?;
         self.append_one(
@@ -446,10 +480,10 @@ impl AuthService {
     pub async fn list_shared_by_link(
         &self,
         domain: &str,
-        bearer: &str,
+        bearer: impl Into<Credentials<'_>>,
         doctype: &str,
     ) -> Result<Vec<pb::PermissionSet>, AuthError> {
-        let (record, caller) = self.manager(domain, bearer).await?;
+        let (record, caller) = self.manager(domain, bearer.into()).await?;
         if scope::grant(&caller.rules, "GET", doctype, None) != scope::Grant::Whole {
             return Err(AuthError::Denied(format!(
                 "listing the links of {doctype} needs GET on the whole doctype"

@@ -69,13 +69,15 @@ impl JobsService {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn test_the_binary_holds_the_home_app_with_its_manifest() {
-        assert!(super::slugs().contains(&"home"));
-        let manifest = super::FILES
-            .iter()
-            .find(|(slug, path, _)| *slug == "home" && *path == "manifest.webapp")
-            .expect("home's manifest");
-        let manifest: serde_json::Value = serde_json::from_slice(manifest.2).unwrap();
-        assert_eq!(manifest["slug"], "home");
+    fn test_the_binary_holds_the_home_and_drive_apps_with_their_manifests() {
+        for app in ["home", "drive"] {
+            assert!(super::slugs().contains(&app));
+            let manifest = super::FILES
+                .iter()
+                .find(|(slug, path, _)| *slug == app && *path == "manifest.webapp")
+                .expect("a manifest");
+            let manifest: serde_json::Value = serde_json::from_slice(manifest.2).unwrap();
+            assert_eq!(manifest["slug"], app);
+        }
     }
 }

@@ -4,18 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use cocon_tests::drive::png;
 use cocon_tests::{Api, Cocon, Reply};
 use reqwest::Method;
 use serde_json::Value;
-
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 90]));
-    let mut out = Vec::new();
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .unwrap();
-    out
-}
 
 async fn upload(api: &Api, name: &str, data: Vec<u8>) -> Reply {
     let reply = Api::reply(

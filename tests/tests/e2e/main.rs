@@ -9,6 +9,7 @@ mod boundaries;
 mod browser;
 mod cli;
 mod data_api;
+mod drive_browser;
 mod durability;
 mod files;
 mod files_find;

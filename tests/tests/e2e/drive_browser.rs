@@ -1,0 +1,148 @@
+//! Cocon's own drive app in headless Chromium (`tests/browser/drive_app.py`): the person signs
+//! in on `drive.<instance>`, uploads files (one over TUS, in parts) and a folder with progress
+//! bars, sees a thumbnail, renames, moves, trashes and restores, and shares a photo by a link
+//! that opens in a fresh browser profile, and by one with a password. What the browser did is
+//! then read back through the API.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cocon_tests::drive::{download, md5_b64, md5_hex, png};
+use cocon_tests::sharing::{PASSPHRASE, person, port};
+use cocon_tests::{Api, Cocon};
+
+use super::browser::run_script;
+
+const BIG: usize = 40 * 1024 * 1024;
+
+/// What the person uploads: a photo, a note, a file past the TUS threshold, a folder tree.
+fn fixtures(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let photo = png(640, 480);
+    std::fs::write(dir.join("photo.png"), &photo).unwrap();
+    std::fs::write(dir.join("notes.txt"), "things to remember\n").unwrap();
+    let big: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8 ^ (i >> 20) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &big).unwrap();
+    std::fs::create_dir_all(dir.join("album/sub")).unwrap();
+    std::fs::write(dir.join("album/a.txt"), "a").unwrap();
+    std::fs::write(dir.join("album/sub/b.txt"), "b").unwrap();
+    (photo, big)
+}
+
+async fn at(api: &Api, path: &str) -> serde_json::Value {
+    let reply = api.get(&format!("/files/metadata?Path={path}")).await;
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+    reply.body["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_person_uses_the_drive_app_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let (photo, big) = fixtures(&inputs);
+    let cocon = Cocon::start(&dir.path().join("data")).await.unwrap();
+    person(&cocon, "alice.localhost").await;
+    let token = cocon
+        .token(
+            "alice.localhost",
+            "io.cozy.apps:GET io.cozy.files io.cozy.permissions:GET",
+        )
+        .await
+        .unwrap();
+    let api = cocon.api("alice.localhost", Some(&token));
+    // The drive is installed on every new instance, as the instance is created.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get("/apps/drive").await.status != 200 {
+        assert!(Instant::now() < deadline, "the drive was not installed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let p = port(&cocon);
+    let seen = run_script(
+        "drive_app.py",
+        &[
+            &format!("http://drive.alice.localhost:{p}/"),
+            PASSPHRASE,
+            inputs.to_str().unwrap(),
+            shots.to_str().unwrap(),
+        ],
+    )
+    .await;
+
+    assert_eq!(seen["signed_in"], true, "{seen}");
+    assert!(seen["empty_text"].as_str().unwrap().contains("empty"), "{seen}");
+    let uploads: Vec<&str> = seen["all_uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(uploads, ["Uploaded"; 5], "{seen}");
+    assert!(
+        seen["progress_steps"].as_u64().unwrap() >= 1,
+        "the large file's bar moved through steps: {seen}"
+    );
+    assert_eq!(
+        seen["listing"],
+        serde_json::json!(["album", "big.bin", "notes.txt", "photo.png"]),
+        "{seen}"
+    );
+    assert_eq!(seen["count_text"], "4 items", "{seen}");
+    assert_eq!(seen["thumbnail"], true, "{seen}");
+    assert_eq!(
+        seen["moved"],
+        serde_json::json!(["a.txt", "journal.txt", "sub"]),
+        "{seen}"
+    );
+    assert_eq!(seen["crumbs"], "Files\nalbum", "{seen}");
+    assert_eq!(seen["in_trash"], serde_json::json!(["journal.txt"]), "{seen}");
+    assert_eq!(seen["restored"], true, "{seen}");
+    let link = seen["link"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("http://drive.alice.localhost:{p}/public/?sharecode=")),
+        "{seen}"
+    );
+    let public = &seen["public"];
+    assert_eq!(public["rows"], serde_json::json!(["photo.png"]), "{seen}");
+    assert_eq!(public["title"], "Shared with you by link", "{seen}");
+    assert_eq!(public["places_hidden"], true, "{seen}");
+    assert_eq!(public["upload_hidden"], true, "{seen}");
+    assert_eq!(public["download_shown"], true, "{seen}");
+    assert_eq!(public["download_bytes"], photo.len(), "{seen}");
+    let protected = &seen["protected"];
+    assert_eq!(
+        protected["wrong_told"], "This is not the link’s password: try again.",
+        "{seen}"
+    );
+    assert_eq!(protected["rows"], serde_json::json!(["photo.png"]), "{seen}");
+    assert!(!protected["url"].as_str().unwrap().contains("password=wrong"), "{seen}");
+
+    // What the browser did is what the drive holds.
+    let big_file = at(&api, "/big.bin").await;
+    assert_eq!(big_file["attributes"]["size"], BIG.to_string());
+    assert_eq!(
+        big_file["attributes"]["md5sum"],
+        md5_b64(&big),
+        "the parts add up to the file"
+    );
+    let content = download(&api, big_file["id"].as_str().unwrap()).await;
+    assert_eq!(md5_hex(&content), md5_hex(&big), "the large file arrived whole");
+    let journal = at(&api, "/album/journal.txt").await;
+    assert_eq!(
+        download(&api, journal["id"].as_str().unwrap()).await,
+        b"things to remember\n"
+    );
+    assert_eq!(
+        download(&api, at(&api, "/album/sub/b.txt").await["id"].as_str().unwrap()).await,
+        b"b"
+    );
+    assert_eq!(api.get("/files/metadata?Path=/notes.txt").await.status, 404);
+    let links = api.get("/permissions/doctype/io.cozy.files/shared-by-link").await;
+    assert_eq!(links.status, 200, "{}", links.text);
+    assert_eq!(links.body["data"].as_array().unwrap().len(), 2, "{}", links.text);
+    for shot in ["drive.png", "drive-grid.png", "drive-share.png", "drive-public.png"] {
+        assert!(shots.join(shot).metadata().unwrap().len() > 1000, "{shot}");
+    }
+}
