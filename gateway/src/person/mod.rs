@@ -31,8 +31,16 @@ pub struct Person {
 }
 
 /// The instance of the request's host and, when the session cookie is valid, the person.
+/// The cookie is the person only on the instance's own pages: a request another origin made
+/// (an app's sub-domain, which the browser sends the cookie from too) is not the person, and
+/// is judged by its token, so an app never acts beyond what its manifest grants.
 pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance, Option<Person>), ApiError> {
     let domain = host(headers)?;
+    let session = if from_another_origin(headers, &domain) {
+        ""
+    } else {
+        cookies::get(headers, cookies::SESSION).unwrap_or_default()
+    };
     let answer = state
         .clients
         .auth
@@ -40,7 +48,7 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
         .authenticate(pb::AuthenticateRequest {
             domain: domain.clone(),
             token: String::new(),
-            session: cookies::get(headers, cookies::SESSION).unwrap_or_default().to_string(),
+            session: session.to_string(),
             share_passes: Vec::new(),
         })
         .await
@@ -53,6 +61,22 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
         ticket: answer.instance_ticket,
     });
     Ok((instance, person))
+}
+
+/// Whether the browser says another origin than the instance's own (`host`, with its port)
+/// made the request: `Origin` names it on every cross-origin fetch and form post. `null` is
+/// what the instance's own forms send under its `no-referrer` policy; the form routes check
+/// their CSRF token, and a `null` origin gets no CORS answer, so it reads nothing either.
+fn from_another_origin(headers: &HeaderMap, host: &str) -> bool {
+    headers
+        .get(http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|origin| *origin != "null")
+        .is_some_and(|origin| {
+            origin
+                .split_once("://")
+                .is_none_or(|(_, authority)| !authority.eq_ignore_ascii_case(host))
+        })
 }
 
 /// The instance and the signed-in person, or else a bearer token the policy lets read `route`
@@ -89,4 +113,40 @@ pub async fn reader(
         }
     };
     Ok((instance, person, ticket))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue, header::ORIGIN};
+
+    use super::from_another_origin;
+
+    fn with_origin(origin: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
+        h
+    }
+
+    #[test]
+    fn test_only_the_instances_own_origin_is_the_person() {
+        let host = "alice.example:8080";
+        assert!(
+            !from_another_origin(&HeaderMap::new(), host),
+            "a navigation sends no Origin"
+        );
+        assert!(!from_another_origin(&with_origin("http://alice.example:8080"), host));
+        assert!(!from_another_origin(&with_origin("https://Alice.Example:8080"), host));
+        assert!(
+            !from_another_origin(&with_origin("null"), host),
+            "a form under no-referrer"
+        );
+        for other in [
+            "http://drive.alice.example:8080",
+            "http://alice.example",
+            "http://evil.example:8080",
+            "file://",
+        ] {
+            assert!(from_another_origin(&with_origin(other), host), "{other}");
+        }
+    }
 }

@@ -235,3 +235,43 @@ async fn test_the_avatar_is_set_shown_to_anyone_and_removed() {
 fn body_of_name(name: &str) -> Value {
     body("", json!({"public_name": name}))
 }
+
+/// The session cookie is the person on the instance's own pages only: a page of an app's
+/// sub-domain, whose requests the browser sends the cookie with too, cannot use it to change the
+/// e-mail address (where a passphrase reset goes) or to list the sessions: it has its token,
+/// which holds what its manifest grants.
+#[tokio::test]
+async fn test_an_apps_origin_does_not_act_as_the_person_with_the_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let mut alice = person(&cocon, "alice.test").await;
+    let app = [("Origin", "http://drive.alice.test")];
+    let own = [("Origin", "http://alice.test")];
+
+    let read = alice.send(Method::GET, "/settings/instance", &own, None, None).await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let rev = read.json()["data"]["meta"]["rev"].as_str().unwrap().to_string();
+    let change = body(&rev, json!({"email": "mallory@evil.example"}));
+
+    let refused = alice
+        .send(Method::PUT, "/settings/instance", &app, None, Some(&change))
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let sessions = alice.send(Method::GET, "/settings/sessions", &app, None, None).await;
+    assert_eq!(sessions.status, 401, "{}", sessions.text);
+    let unchanged = alice.send(Method::GET, "/settings/instance", &[], None, None).await;
+    assert_eq!(unchanged.json()["data"]["attributes"]["email"], "");
+
+    // The instance's own pages still act as the person.
+    let changed = alice
+        .send(
+            Method::PUT,
+            "/settings/instance",
+            &own,
+            None,
+            Some(&body(&rev, json!({"email": "alice@example.org"}))),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(changed.json()["data"]["attributes"]["email"], "alice@example.org");
+}
