@@ -4,12 +4,16 @@
 
 use std::path::Path;
 
+use cocon_common::Shutdown;
 use cocon_events::{HandlerError, Message};
+use cocon_proto::auth::v1 as auth_pb;
 use cocon_proto::events::v1::envelope::Payload;
+use sha2::{Digest, Sha256};
 
 use crate::apps::Installer;
 use crate::error::{JobsError, Result};
 use crate::service::JobsService;
+use crate::tables::APPS;
 
 include!(concat!(env!("OUT_DIR"), "/builtin_apps.rs"));
 
@@ -42,7 +46,96 @@ pub async fn write(slug: &str, stage: &Path) -> Result<()> {
     }
 }
 
+/// The checksum an installation of built-in app `slug` gets (`install::seal_tree`'s, computed
+/// from the embedded files without writing them).
+pub fn checksum(slug: &str) -> String {
+    let mut files: Vec<(&str, &[u8])> = FILES
+        .iter()
+        .filter(|(s, _, _)| *s == slug)
+        .map(|(_, path, content)| (*path, *content))
+        .collect();
+    files.sort_by_key(|(path, _)| *path);
+    let mut hasher = Sha256::new();
+    for (path, content) in files {
+        hasher.update(path.as_bytes());
+        hasher.update([0]);
+        hasher.update((content.len() as u64).to_le_bytes());
+        hasher.update(content);
+    }
+    hex::encode(hasher.finalize())
+}
+
 impl JobsService {
+    /// At start, in the background: every instance's built-in apps (those installed from
+    /// `builtin://`) whose code differs from this binary's are updated to it, one at a time, so
+    /// an upgrade of Cocon brings its apps' fixes to every instance. An app the person removed
+    /// stays removed; an app this binary brings that an instance never had is installed with
+    /// `cocon apps install SLUG builtin://SLUG --domain D`.
+    pub(crate) async fn refresh_builtins(&self, shutdown: Shutdown) {
+        let Some(clients) = self.inner.konnectors.clients.get() else {
+            return;
+        };
+        // The auth service may start after this one (split mode): ask again for a while.
+        let mut wait = std::time::Duration::from_secs(1);
+        let instances = loop {
+            match clients
+                .auth
+                .clone()
+                .list_instances(auth_pb::ListInstancesRequest {})
+                .await
+            {
+                Ok(answer) => break answer.into_inner().instances,
+                Err(status) if wait < std::time::Duration::from_secs(60) => {
+                    tracing::debug!(error = %status.message(), "cannot list the instances yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                    wait *= 2;
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "cannot list the instances: built-in apps stay as they are until the next start");
+                    return;
+                }
+            }
+        };
+        let wanted: Vec<(&str, String)> = slugs().into_iter().map(|slug| (slug, checksum(slug))).collect();
+        let mut updated = 0u64;
+        for instance in instances {
+            for (slug, sum) in &wanted {
+                if shutdown.is_triggered() {
+                    return;
+                }
+                let installed = match APPS.get(self.store(), &instance.id, slug).await {
+                    Ok(Some(app)) => app,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::warn!(instance = %instance.id, app = %slug, error = %err, "cannot read the app");
+                        continue;
+                    }
+                };
+                if installed.source != format!("builtin://{slug}") || &installed.checksum == sum {
+                    continue;
+                }
+                let by = Installer {
+                    instance: &instance.id,
+                    domain: &instance.domain,
+                    trusted: true,
+                    app: "",
+                };
+                match self.install_app(&by, slug, "", true).await {
+                    Ok(_) => updated += 1,
+                    Err(err) => {
+                        tracing::warn!(instance = %instance.id, app = %slug, error = %err, "built-in app not updated")
+                    }
+                }
+            }
+        }
+        if updated > 0 {
+            tracing::info!(updated, "built-in apps brought to this binary's code");
+        }
+    }
+
     /// The consumer of auth's `instance.created`: installs every built-in app on the new
     /// instance (one already there stays: a redelivery installs nothing twice).
     pub(crate) async fn on_instance_created(&self, message: &Message) -> std::result::Result<(), HandlerError> {
@@ -79,5 +172,19 @@ mod tests {
             let manifest: serde_json::Value = serde_json::from_slice(manifest.2).unwrap();
             assert_eq!(manifest["slug"], app);
         }
+    }
+
+    #[tokio::test]
+    async fn test_the_embedded_checksum_is_the_one_an_installation_computes() {
+        for slug in super::slugs() {
+            let dir = tempfile::tempdir().unwrap();
+            super::write(slug, dir.path()).await.unwrap();
+            assert_eq!(
+                super::checksum(slug),
+                crate::install::seal_tree(dir.path()).unwrap(),
+                "{slug}"
+            );
+        }
+        assert_ne!(super::checksum("home"), super::checksum("drive"));
     }
 }
