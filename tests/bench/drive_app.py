@@ -52,6 +52,7 @@ with concurrent.futures.ThreadPoolExecutor(16) as pool:
 made_s = time.monotonic() - t0
 
 driver = pages.start()
+driver.set_window_size(1280, 860)
 result = {"files": n, "made_per_s": round(n / made_s)}
 try:
     driver.get(onboarding)
@@ -64,10 +65,18 @@ try:
             "const a = document.getElementById('app'); return a && a.dataset.ready === 'true' && a.dataset.loaded === 'true'"
         )
 
+    def until_ready():
+        try:
+            WebDriverWait(driver, 60).until(ready)
+        except Exception:
+            logs = "\n".join(e["message"] for e in driver.get_log("browser"))
+            sys.exit(f"the drive did not list its folder at {driver.current_url}:\n{logs}\n{driver.page_source[:1500]}")
+
     firsts = []
     for _ in range(6):
+        driver.get("about:blank")  # a new document each time, not a move within the page
         driver.get(f"{drive}#/folder/{many}")
-        WebDriverWait(driver, 60).until(ready)
+        until_ready()
         firsts.append(driver.execute_script("return performance.getEntriesByName('drive-first-screen')[0].startTime"))
     firsts = firsts[1:]  # the first load fills the browser's cache
     result["first_screen_ms_median"] = round(statistics.median(firsts), 1)
@@ -84,7 +93,7 @@ try:
 
     size = os.path.getsize(upload_file)
     driver.get(drive)
-    WebDriverWait(driver, 60).until(ready)
+    until_ready()
     t0 = time.monotonic()
     driver.find_element(By.ID, "upload-files").send_keys(upload_file)
     WebDriverWait(driver, 1800).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-list li[data-done]"))

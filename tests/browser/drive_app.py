@@ -1,13 +1,14 @@
 """Cocon's drive app in a real browser (headless Chromium through Selenium):
 
-  drive_app.py DRIVE_URL PASSPHRASE FIXTURES_DIR SCREENSHOTS_DIR
+  drive_app.py DRIVE_URL PASSPHRASE FIXTURES_DIR SCREENSHOTS_DIR MANY_ID MANY_LAST
 
 signs in, uploads files (one large enough to go over TUS in parts) and a folder while watching
 their progress bars, sees a photo's thumbnail in the grid, renames a file, moves it into the
 folder, trashes it and restores it from the trash, creates a share link and opens it in a fresh
 browser profile, where the shared photo downloads, and a link with a password, which opens once
 its password is given. FIXTURES_DIR holds photo.png, notes.txt,
-big.bin and the folder album/. Saves screenshots; prints one JSON line of what the browser saw;
+big.bin and the folder album/; MANY_ID is a folder of more entries than a page, MANY_LAST the
+name of its last one. Saves screenshots; prints one JSON line of what the browser saw;
 exits non-zero on anything unexpected.
 """
 
@@ -21,7 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import pages
 
-drive_url, passphrase, fixtures, shots = sys.argv[1:5]
+drive_url, passphrase, fixtures, shots, many_id, many_last = sys.argv[1:7]
 driver = pages.start()
 driver.set_window_size(1280, 860)
 seen = {}
@@ -108,7 +109,7 @@ try:
     pages.check(driver, driver.current_url.startswith(drive_url), f"back in the drive, at {driver.current_url}")
     ready(driver)
     seen["signed_in"] = True
-    seen["empty_text"] = driver.find_element(By.ID, "status").text
+    seen["first_text"] = driver.find_element(By.ID, "status").text
 
     # Every value a progress bar takes between 0 and 100, as the person would see it move.
     driver.execute_script(
@@ -189,6 +190,20 @@ try:
     ready(driver)
     wait_row(driver, "journal.txt")
     seen["restored"] = True
+
+    # A folder of many entries: listed whole behind its first screen, drawn as it scrolls.
+    driver.get(f"{drive_url}#/folder/{many_id}")
+    wait_row(driver, "file-0000.txt")
+    ready(driver)
+    wait(driver, lambda d: d.find_element(By.ID, "status").text.split()[0].isdigit(), "the count")
+    seen["many"] = {
+        "status": driver.find_element(By.ID, "status").text,
+        "first": rows(driver)[0],
+        "rows_in_page": len(driver.find_elements(By.CSS_SELECTOR, "#canvas li")),
+    }
+    driver.execute_script("const s = document.getElementById('scroller'); s.scrollTop = s.scrollHeight")
+    wait_row(driver, many_last)
+    seen["many"]["last_shown"] = True
 
     # A link to the photo, opened by someone else.
     driver.find_element(By.ID, "to-files").click()

@@ -7,13 +7,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cocon_tests::drive::{download, md5_b64, md5_hex, png};
+use cocon_tests::drive::{ROOT, download, md5_b64, md5_hex, new_dir, png, upload};
 use cocon_tests::sharing::{PASSPHRASE, person, port};
 use cocon_tests::{Api, Cocon};
+use futures::StreamExt;
 
 use super::browser::run_script;
 
 const BIG: usize = 40 * 1024 * 1024;
+/// More than the first page (100) and the next one (1,000).
+const MANY: usize = 1234;
 
 /// What the person uploads: a photo, a note, a file past the TUS threshold, a folder tree.
 fn fixtures(dir: &Path) -> (Vec<u8>, Vec<u8>) {
@@ -57,6 +60,18 @@ async fn test_a_person_uses_the_drive_app_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A folder of more entries than one page: the listing goes on behind the first screen.
+    let many = new_dir(&api, ROOT, "many").await;
+    let names: Vec<String> = (0..MANY).map(|i| format!("file-{i:04}.txt")).collect();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let (api, many) = (&api, &many);
+            async move { assert_eq!(upload(api, many, name, b"").await.status, 201) }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let p = port(&cocon);
@@ -67,12 +82,14 @@ async fn test_a_person_uses_the_drive_app_in_a_real_browser() {
             PASSPHRASE,
             inputs.to_str().unwrap(),
             shots.to_str().unwrap(),
+            &many,
+            &format!("file-{:04}.txt", MANY - 1),
         ],
     )
     .await;
 
     assert_eq!(seen["signed_in"], true, "{seen}");
-    assert!(seen["empty_text"].as_str().unwrap().contains("empty"), "{seen}");
+    assert_eq!(seen["first_text"], "1 item", "{seen}");
     let uploads: Vec<&str> = seen["all_uploads"]
         .as_array()
         .unwrap()
@@ -86,10 +103,18 @@ async fn test_a_person_uses_the_drive_app_in_a_real_browser() {
     );
     assert_eq!(
         seen["listing"],
-        serde_json::json!(["album", "big.bin", "notes.txt", "photo.png"]),
+        serde_json::json!(["album", "big.bin", "many", "notes.txt", "photo.png"]),
         "{seen}"
     );
-    assert_eq!(seen["count_text"], "4 items", "{seen}");
+    assert_eq!(seen["count_text"], "5 items", "{seen}");
+    let listed = &seen["many"];
+    assert_eq!(listed["status"], format!("{MANY} items"), "{seen}");
+    assert_eq!(listed["first"], "file-0000.txt", "{seen}");
+    assert!(
+        listed["rows_in_page"].as_u64().unwrap() < 100,
+        "only the rows in view are in the page: {seen}"
+    );
+    assert_eq!(listed["last_shown"], true, "{seen}");
     assert_eq!(seen["thumbnail"], true, "{seen}");
     assert_eq!(
         seen["moved"],

@@ -404,7 +404,7 @@ async function list(first, nextPath, keepScroll) {
 }
 
 function morePages(link) {
-  return link ? link.replace(`page[limit]=${FIRST_PAGE}`, `page[limit]=${NEXT_PAGES}`) : null
+  return link ? link.replace(/page\[limit\]=\d+/, `page[limit]=${NEXT_PAGES}`) : null
 }
 
 async function folderPage(path) {
