@@ -436,7 +436,14 @@ async fn revoke_client(
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let person = signed_in(&state, &headers).await?;
+    let person = crate::person::manager(
+        &state,
+        &headers,
+        Route::SettingsClients,
+        &Method::DELETE,
+        cocon_common::cozy::doctype::OAUTH_CLIENTS,
+    )
+    .await?;
     state
         .clients
         .auth

@@ -73,6 +73,8 @@ pub enum Route {
     SettingsSessions,
     SettingsClients,
     SettingsDiskUsage,
+    /// Changing the passphrase (the current one is asked whoever asks).
+    SettingsPassphrase,
     /// The person's settings of their instance.
     SettingsInstance,
     /// What every app reads as it starts: the capabilities and the context.
@@ -100,7 +102,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 25] = [
+    const ALL: [Route; 26] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -113,6 +115,7 @@ impl Route {
         Route::SettingsSessions,
         Route::SettingsClients,
         Route::SettingsDiskUsage,
+        Route::SettingsPassphrase,
         Route::SettingsInstance,
         Route::SettingsContext,
         Route::Files,
@@ -142,6 +145,7 @@ impl Route {
             Route::SettingsSessions => "settings/sessions",
             Route::SettingsClients => "settings/clients",
             Route::SettingsDiskUsage => "settings/disk-usage",
+            Route::SettingsPassphrase => "settings/passphrase",
             Route::SettingsInstance => "settings/instance",
             Route::SettingsContext => "settings/context",
             Route::Files => "files",
@@ -295,6 +299,12 @@ mod tests {
         assert!(p.allows(Person, Route::SettingsSessions, "DELETE", None));
         assert!(p.allows(Oauth, Route::SettingsClients, "GET", Whole));
         assert!(!p.allows(Oauth, Route::SettingsClients, "DELETE", Whole));
+        assert!(p.allows(Webapp, Route::SettingsClients, "DELETE", Whole));
+        assert!(p.allows(Webapp, Route::SettingsSessions, "DELETE", Whole));
+        assert!(p.allows(Webapp, Route::SettingsPassphrase, "PUT", Whole));
+        assert!(!p.allows(Cli, Route::SettingsPassphrase, "PUT", Whole));
+        assert!(!p.allows(Oauth, Route::SettingsSessions, "DELETE", Whole));
+        assert!(!p.allows(Webapp, Route::SettingsSessions, "DELETE", Document));
         assert!(!p.allows(Share, Route::SettingsSessions, "GET", Whole));
         assert!(
             !p.allows(Cli, Route::DataDoc, "HEAD", Whole),

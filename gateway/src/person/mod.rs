@@ -63,6 +63,36 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
     Ok((instance, person))
 }
 
+/// Who manages the account on a person's route: the person, signed in on the instance's own
+/// pages, or a web app (the settings app) whose manifest grants `doctype` whole, as the policy
+/// lets it on `route`, with the session its token goes with.
+pub struct Manager {
+    pub domain: String,
+    pub session_id: String,
+}
+
+pub async fn manager(
+    state: &State,
+    headers: &HeaderMap,
+    route: Route,
+    method: &Method,
+    doctype: &str,
+) -> Result<Manager, ApiError> {
+    let (_, person) = resolve(state, headers).await?;
+    if let Some(person) = person {
+        return Ok(Manager {
+            domain: person.domain,
+            session_id: person.session_id,
+        });
+    }
+    let caller = crate::edge::access::authenticate(state, headers).await?;
+    caller.authorize(state, route, method, &crate::edge::access::Access { doctype, id: None })?;
+    Ok(Manager {
+        domain: host(headers)?,
+        session_id: caller.session_id.clone(),
+    })
+}
+
 /// Whether the browser says another origin than the instance's own (`host`, with its port)
 /// made the request: `Origin` names it on every cross-origin fetch and form post. `null` is
 /// what the instance's own forms send under its `no-referrer` policy; the form routes check

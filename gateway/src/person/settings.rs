@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::State as AxState;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use bytes::Bytes;
 use cocon_common::ErrorCode;
 use cocon_common::cozy::doctype;
@@ -18,13 +19,14 @@ use serde_json::json;
 use crate::edge::access::host;
 use crate::edge::client::Client;
 use crate::edge::policy::Route;
-use crate::person::{person_or_reader, resolve};
+use crate::person::{manager, person_or_reader, resolve};
 use crate::{ApiError, State, jsonapi};
 
 pub fn routes() -> Router<State> {
     Router::new()
         .route("/settings/passphrase", get(passphrase_params).post(onboard).put(change))
         .route("/settings/sessions", get(sessions))
+        .route("/settings/sessions/{id}", delete(end_session))
         .route("/settings/disk-usage", get(disk_usage))
 }
 
@@ -138,16 +140,22 @@ async fn onboard(
     Ok(response)
 }
 
-/// `PUT /settings/passphrase`: a signed-in person changes the passphrase, proving the current
-/// one; every other session ends.
+/// `PUT /settings/passphrase`: the signed-in person (or the settings app) changes the
+/// passphrase, proving the current one; every other session ends.
 async fn change(
     AxState(state): AxState<State>,
     client: Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (_, person) = resolve(&state, &headers).await?;
-    let person = person.ok_or_else(no_session)?;
+    let person = manager(
+        &state,
+        &headers,
+        Route::SettingsPassphrase,
+        &http::Method::PUT,
+        doctype::SETTINGS,
+    )
+    .await?;
     let body = parse_body(&headers, &body)?;
     let current = given(&body.current_password, &body.current_passphrase)
         .ok_or_else(|| ApiError::bad_request("send current_passphrase (or current_password)"))?;
@@ -208,11 +216,55 @@ async fn disk_usage(AxState(state): AxState<State>, headers: HeaderMap) -> Resul
     })))
 }
 
+/// `DELETE /settings/sessions/:id`: the person (or the settings app) signs a session out, as
+/// on another device; its apps' tokens stop at once on this gateway.
+async fn end_session(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let by = manager(
+        &state,
+        &headers,
+        Route::SettingsSessions,
+        &http::Method::DELETE,
+        doctype::SESSIONS,
+    )
+    .await?;
+    let ended = state
+        .clients
+        .auth
+        .clone()
+        .logout(pb::LogoutRequest {
+            domain: by.domain,
+            session_id: id.clone(),
+            others: false,
+        })
+        .await?
+        .into_inner()
+        .ended;
+    if ended == 0 {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "not_found",
+            format!("no live session {id}: list them with GET /settings/sessions"),
+        ));
+    }
+    state.access.evict_session(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `GET /settings/sessions`: for the signed-in person, or a token allowed to read
-/// `io.cozy.sessions`.
+/// `io.cozy.sessions` (a web app's own session is its `current`).
 async fn sessions(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (instance, person) = person_or_reader(&state, &headers, Route::SettingsSessions, doctype::SESSIONS).await?;
-    let current = person.map(|p| p.session_id).unwrap_or_default();
+    let current = match person {
+        Some(person) => person.session_id,
+        None => crate::edge::access::authenticate(&state, &headers)
+            .await?
+            .session_id
+            .clone(),
+    };
     let sessions = state
         .clients
         .auth

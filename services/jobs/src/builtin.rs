@@ -162,8 +162,8 @@ impl JobsService {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn test_the_binary_holds_the_home_and_drive_apps_with_their_manifests() {
-        for app in ["home", "drive"] {
+    fn test_the_binary_holds_its_apps_with_their_manifests() {
+        for app in ["home", "drive", "settings"] {
             assert!(super::slugs().contains(&app));
             let manifest = super::FILES
                 .iter()

@@ -30,6 +30,7 @@ mod pouchdb;
 mod realtime;
 mod replication;
 mod settings;
+mod settings_browser;
 mod sharing;
 mod sharing_files_and_albums;
 mod sharing_folders;

@@ -275,3 +275,41 @@ async fn test_an_apps_origin_does_not_act_as_the_person_with_the_cookie() {
     assert_eq!(changed.status, 200, "{}", changed.text);
     assert_eq!(changed.json()["data"]["attributes"]["email"], "alice@example.org");
 }
+
+/// `DELETE /settings/sessions/:id`: the person signs out another device; an unknown session is
+/// 404; a CLI token, even one that reads the sessions, ends none.
+#[tokio::test]
+async fn test_the_person_signs_out_another_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let mut first = person(&cocon, "alice.test").await;
+    let mut second = cocon_tests::Browser::new(&cocon.http, "alice.test");
+    assert_eq!(second.login(cocon_tests::sharing::PASSPHRASE).await.status, 303);
+
+    let listed = first.get("/settings/sessions").await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let others: Vec<String> = listed.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["attributes"]["current"] == false)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(others.len(), 1, "{}", listed.text);
+
+    let token = cocon.token("alice.test", "io.cozy.sessions").await.unwrap();
+    let cli = cocon.api("alice.test", Some(&token));
+    assert_eq!(
+        cli.delete(&format!("/settings/sessions/{}", others[0])).await.status,
+        403
+    );
+    assert_eq!(second.get("/").await.status, 200, "still signed in");
+
+    assert_eq!(first.delete("/settings/sessions/no-such-session").await.status, 404);
+    assert_eq!(
+        first.delete(&format!("/settings/sessions/{}", others[0])).await.status,
+        204
+    );
+    assert_eq!(second.get("/").await.header("location"), Some("/auth/login"));
+    assert_eq!(first.get("/").await.status, 200, "this device stays signed in");
+}

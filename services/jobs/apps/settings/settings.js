@@ -1,0 +1,334 @@
+// Cocon's settings: the person's account. Plain JavaScript on cozy-stack's settings API, with
+// the token the server wrote into the page (data-cozy) and the session cookie it goes with.
+'use strict'
+
+const TEXT = {
+  en: {
+    title: 'Settings',
+    home: 'Home',
+    profile: 'Profile',
+    name: 'Name',
+    email: 'E-mail address',
+    emailNote: 'Passphrase resets are sent there. It is changed on the account page, signed in.',
+    noEmail: 'none',
+    language: 'Language',
+    timezone: 'Time zone',
+    save: 'Save',
+    saved: 'Saved.',
+    passphrase: 'Passphrase',
+    current: 'Current passphrase',
+    fresh: 'New passphrase',
+    again: 'New passphrase, again',
+    change: 'Change the passphrase',
+    notSame: 'The two new passphrases differ: type the same twice.',
+    changed: 'Passphrase changed: your other devices were signed out.',
+    security: 'Two-factor authentication and recovery codes',
+    twofactor: 'A second factor (an authenticator app’s codes) keeps your account safe even if your passphrase leaks. Set it up, and get recovery codes, on the account page:',
+    sessions: 'Devices signed in',
+    thisDevice: 'this device',
+    signOut: 'Sign out',
+    since: date => `since ${date}`,
+    clients: 'Connected apps',
+    noClients: 'No app is connected.',
+    lastUsed: date => `registered ${date}`,
+    revoke: 'Disconnect',
+    storage: 'Storage',
+    used: (used, quota) => (quota ? `${used} used of ${quota}` : `${used} used`),
+    problem: why => `That did not work: ${why}`,
+    unknownDevice: 'Unknown browser'
+  },
+  fr: {
+    title: 'Paramètres',
+    home: 'Accueil',
+    profile: 'Profil',
+    name: 'Nom',
+    email: 'Adresse e-mail',
+    emailNote: 'Les réinitialisations de phrase de passe y sont envoyées. Elle se change sur la page du compte, connecté.',
+    noEmail: 'aucune',
+    language: 'Langue',
+    timezone: 'Fuseau horaire',
+    save: 'Enregistrer',
+    saved: 'Enregistré.',
+    passphrase: 'Phrase de passe',
+    current: 'Phrase de passe actuelle',
+    fresh: 'Nouvelle phrase de passe',
+    again: 'Nouvelle phrase de passe, à nouveau',
+    change: 'Changer la phrase de passe',
+    notSame: 'Les deux nouvelles phrases de passe diffèrent : tapez la même deux fois.',
+    changed: 'Phrase de passe changée : vos autres appareils ont été déconnectés.',
+    security: 'Double authentification et codes de secours',
+    twofactor: 'Un second facteur (les codes d’une application d’authentification) protège votre compte même si votre phrase de passe fuit. Activez-le, et obtenez des codes de secours, sur la page du compte :',
+    sessions: 'Appareils connectés',
+    thisDevice: 'cet appareil',
+    signOut: 'Déconnecter',
+    since: date => `depuis le ${date}`,
+    clients: 'Applications connectées',
+    noClients: 'Aucune application n’est connectée.',
+    lastUsed: date => `enregistrée le ${date}`,
+    revoke: 'Déconnecter',
+    storage: 'Espace',
+    used: (used, quota) => (quota ? `${used} utilisés sur ${quota}` : `${used} utilisés`),
+    problem: why => `Cela n’a pas marché : ${why}`,
+    unknownDevice: 'Navigateur inconnu'
+  }
+}
+
+const $ = id => document.getElementById(id)
+const root = $('app')
+const cozy = JSON.parse(root.dataset.cozy)
+const text = TEXT[(cozy.locale || 'en').slice(0, 2)] || TEXT.en
+const stack = `${window.location.protocol}//${cozy.domain}`
+const enc = encodeURIComponent
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message)
+    this.status = status
+  }
+}
+
+async function api(method, path, json) {
+  const init = {
+    method,
+    credentials: 'include',
+    headers: { Authorization: `Bearer ${cozy.token}`, Accept: 'application/vnd.api+json' }
+  }
+  if (json !== undefined) {
+    init.headers['Content-Type'] = 'application/vnd.api+json'
+    init.body = JSON.stringify(json)
+  }
+  const res = await fetch(stack + path, init)
+  if (!res.ok) {
+    let why = res.statusText
+    try {
+      const body = await res.json()
+      const e = (body.errors || [])[0]
+      why = (e && (e.detail || e.title)) || body.reason || body.error || why
+    } catch (e) {
+      // not JSON: the status says it
+    }
+    throw new ApiError(res.status, why)
+  }
+  return res.status === 204 ? null : res.json()
+}
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag)
+  Object.assign(node, props)
+  for (const child of children) if (child !== null && child !== undefined) node.append(child)
+  return node
+}
+
+function bytes(n) {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB']
+  let i = 0
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000
+    i++
+  }
+  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`
+}
+
+function when(date) {
+  return date ? new Date(date).toLocaleString(cozy.locale, { dateStyle: 'medium', timeStyle: 'short' }) : ''
+}
+
+function said(id, message, failed) {
+  const box = $(id)
+  box.textContent = message
+  box.classList.toggle('failed', Boolean(failed))
+}
+
+function problem(err) {
+  console.error(err)
+  $('problem').textContent = text.problem(err.message || String(err))
+  $('problem').hidden = false
+}
+
+// ---- profile ---------------------------------------------------------------------------
+
+let rev = ''
+
+async function showProfile() {
+  const { data } = await api('GET', '/settings/instance')
+  rev = data.meta.rev
+  const a = data.attributes
+  $('public-name').value = a.public_name || ''
+  $('email').value = a.email || ''
+  $('email').placeholder = text.noEmail
+  $('locale').value = a.locale === 'fr' ? 'fr' : 'en'
+  $('timezone').value = a.timezone || Intl.DateTimeFormat().resolvedOptions().timeZone || ''
+}
+
+async function saveProfile(e) {
+  e.preventDefault()
+  $('profile-save').disabled = true
+  try {
+    const attributes = {
+      public_name: $('public-name').value.trim(),
+      locale: $('locale').value,
+      timezone: $('timezone').value.trim()
+    }
+    const { data } = await api('PUT', '/settings/instance', {
+      data: { type: 'io.cozy.settings', id: 'io.cozy.settings.instance', meta: { rev }, attributes }
+    })
+    rev = data.meta.rev
+    said('profile-said', text.saved)
+  } catch (err) {
+    if (err.status === 409) await showProfile().catch(() => {})
+    said('profile-said', text.problem(err.message), true)
+  } finally {
+    $('profile-save').disabled = false
+  }
+}
+
+// ---- passphrase ------------------------------------------------------------------------
+
+async function changePassphrase(e) {
+  e.preventDefault()
+  if ($('new').value !== $('again').value) {
+    said('passphrase-said', text.notSame, true)
+    $('again').focus()
+    return
+  }
+  $('passphrase-save').disabled = true
+  try {
+    await api('PUT', '/settings/passphrase', { current_password: $('current').value, new_password: $('new').value })
+    for (const id of ['current', 'new', 'again']) $(id).value = ''
+    said('passphrase-said', text.changed)
+    await showSessions()
+  } catch (err) {
+    said('passphrase-said', text.problem(err.message), true)
+  } finally {
+    $('passphrase-save').disabled = false
+  }
+}
+
+// ---- sessions and clients --------------------------------------------------------------
+
+/// A browser's name from its user agent, as a person recognises it.
+function device(agent) {
+  if (!agent) return text.unknownDevice
+  const browser = (agent.match(/(Firefox|Edg|OPR|Chrome|Safari)\/[\d.]+/) || [])[1] || ''
+  const system = (agent.match(/(Windows|Android|iPhone|iPad|Mac OS X|Linux|CrOS)/) || [])[1] || ''
+  const name = { Edg: 'Edge', OPR: 'Opera' }[browser] || browser
+  return [name, system].filter(Boolean).join(' · ') || agent.slice(0, 60)
+}
+
+async function showSessions() {
+  const { data } = await api('GET', '/settings/sessions')
+  const list = $('sessions')
+  list.replaceChildren()
+  data.sort((a, b) => Number(b.attributes.current) - Number(a.attributes.current))
+  for (const s of data) {
+    const a = s.attributes
+    const what = el(
+      'span',
+      { className: 'what' },
+      el('span', {}, device(a.user_agent), a.current ? el('span', { className: 'tag', textContent: ` · ${text.thisDevice}` }) : null),
+      el('small', { textContent: [a.remote_ip, text.since(when(a.created_at))].filter(Boolean).join(' · ') })
+    )
+    const li = el('li', {}, what)
+    li.dataset.id = s.id
+    if (!a.current) {
+      const out = el('button', { type: 'button', textContent: text.signOut })
+      out.setAttribute('aria-label', `${text.signOut}: ${device(a.user_agent)}`)
+      out.addEventListener('click', async () => {
+        out.disabled = true
+        try {
+          await api('DELETE', `/settings/sessions/${enc(s.id)}`)
+          await showSessions()
+        } catch (err) {
+          out.disabled = false
+          problem(err)
+        }
+      })
+      li.append(out)
+    }
+    list.append(li)
+  }
+}
+
+async function showClients() {
+  const { data } = await api('GET', '/settings/clients')
+  const list = $('clients')
+  list.replaceChildren()
+  if (data.length === 0) {
+    list.append(el('li', { className: 'note', textContent: text.noClients }))
+    return
+  }
+  for (const c of data) {
+    const a = c.attributes
+    const name = a.client_name || a.software_id || c.id
+    const li = el(
+      'li',
+      {},
+      el('span', { className: 'what' }, el('span', { textContent: name }), el('small', { textContent: [a.software_id, a.created_at ? text.lastUsed(when(a.created_at)) : ''].filter(Boolean).join(' · ') }))
+    )
+    li.dataset.id = c.id
+    const revoke = el('button', { type: 'button', textContent: text.revoke })
+    revoke.setAttribute('aria-label', `${text.revoke}: ${name}`)
+    revoke.addEventListener('click', async () => {
+      revoke.disabled = true
+      try {
+        await api('DELETE', `/settings/clients/${enc(c.id)}`)
+        await showClients()
+      } catch (err) {
+        revoke.disabled = false
+        problem(err)
+      }
+    })
+    li.append(revoke)
+    list.append(li)
+  }
+}
+
+async function showStorage() {
+  const { data } = await api('GET', '/settings/disk-usage')
+  const used = Number(data.attributes.used || 0)
+  const quota = Number(data.attributes.quota || 0)
+  $('storage-text').textContent = text.used(bytes(used), quota ? bytes(quota) : '')
+  if (quota) $('storage').value = Math.min(100, (100 * used) / quota)
+  else $('storage').hidden = true
+}
+
+// ---- start -----------------------------------------------------------------------------
+
+function translate() {
+  const set = (id, s) => ($(id).textContent = s)
+  set('title', text.title)
+  set('to-home', text.home)
+  set('profile-title', text.profile)
+  set('public-name-label', text.name)
+  set('email-label', text.email)
+  set('email-note', text.emailNote)
+  set('locale-label', text.language)
+  set('timezone-label', text.timezone)
+  set('profile-save', text.save)
+  set('passphrase-title', text.passphrase)
+  set('current-label', text.current)
+  set('new-label', text.fresh)
+  set('again-label', text.again)
+  set('passphrase-save', text.change)
+  set('twofactor-text', text.twofactor)
+  set('security', text.security)
+  set('sessions-title', text.sessions)
+  set('clients-title', text.clients)
+  set('storage-title', text.storage)
+  $('to-home').href = `${window.location.protocol}//home.${cozy.domain}/`
+  $('security').href = `${stack}/`
+  const zones = Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []
+  $('timezones').replaceChildren(...zones.map(z => el('option', { value: z })))
+}
+
+async function start() {
+  translate()
+  $('profile').addEventListener('submit', saveProfile)
+  $('passphrase').addEventListener('submit', changePassphrase)
+  const parts = await Promise.allSettled([showProfile(), showSessions(), showClients(), showStorage()])
+  const failed = parts.filter(p => p.status === 'rejected')
+  if (failed.length) problem(failed[0].reason)
+  root.dataset.ready = 'true'
+}
+
+start()
