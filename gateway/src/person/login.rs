@@ -30,6 +30,7 @@ pub fn routes() -> Router<State> {
         .route("/auth/logout", post(logout_form))
         .route("/auth/onboarding", get(onboarding_page).post(onboarding_submit))
         .route("/auth/passphrase", post(passphrase_form))
+        .route("/auth/email", post(email_form))
         .route("/public/prelogin", get(prelogin))
 }
 
@@ -346,9 +347,14 @@ async fn home(
     let Some(person) = person else {
         return Ok(see_other("/auth/login", Vec::new()));
     };
-    let message = match (q.contains_key("ended"), q.contains_key("changed")) {
-        (true, _) => Some("The other sessions are signed out."),
-        (_, true) => Some("Your passphrase is changed; the other sessions are signed out."),
+    let message = match (
+        q.contains_key("ended"),
+        q.contains_key("changed"),
+        q.contains_key("email"),
+    ) {
+        (true, _, _) => Some("The other sessions are signed out."),
+        (_, true, _) => Some("Your passphrase is changed; the other sessions are signed out."),
+        (_, _, true) => Some("Your e-mail address is changed: passphrase resets go there now."),
         _ => None,
     };
     render_home(&state, &headers, &person, StatusCode::OK, message, None).await
@@ -402,6 +408,7 @@ pub async fn render_home(
             )
         })
         .collect();
+    let (instance, _) = resolve(state, headers).await?;
     let (csrf, cookie) = cookies::csrf_token(headers, state.config.public_https);
     Ok(web::page(
         status,
@@ -409,6 +416,7 @@ pub async fn render_home(
         &web::home(
             &person.domain,
             &csrf,
+            &instance.email,
             &rows,
             (two_factor.enabled, two_factor.recovery_codes_left),
             message,
@@ -477,6 +485,49 @@ async fn passphrase_form(
     .await;
     match outcome {
         Ok(()) => Ok(see_other("/?changed=1", Vec::new())),
+        Err(err) => home_with_error(&state, &headers, &person, err).await,
+    }
+}
+
+/// `POST /auth/email` (the account page's form): the signed-in person changes the address
+/// passphrase resets go to. Only here, on the instance's own page with its CSRF token: an app's
+/// token never changes it.
+async fn email_form(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let form = form(&body)?;
+    cookies::check_csrf(&headers, form.get("csrf_token").map(String::as_str))?;
+    let person = signed_in(&state, &headers).await?;
+    let email = field(&form, "email").trim().to_string();
+    let outcome = async {
+        let valid = email.len() <= 254
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && email
+                .split_once('@')
+                .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'));
+        if !valid {
+            return Err(ApiError::bad_request(format!(
+                "{email:?} is not an e-mail address: write it as name@example.org"
+            )));
+        }
+        let (instance, _) = resolve(&state, &headers).await?;
+        state
+            .clients
+            .auth
+            .clone()
+            .update_settings(pb::UpdateSettingsRequest {
+                domain: person.domain.clone(),
+                public_name: instance.public_name,
+                email: email.clone(),
+                locale: instance.locale,
+                timezone: instance.timezone,
+                default_redirection: instance.default_redirection,
+                if_rev: String::new(),
+            })
+            .await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => Ok(see_other("/?email=1", Vec::new())),
         Err(err) => home_with_error(&state, &headers, &person, err).await,
     }
 }

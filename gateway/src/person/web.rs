@@ -188,6 +188,7 @@ pub type SessionRow = (String, String, String, bool);
 pub fn home(
     domain: &str,
     csrf: &str,
+    email: &str,
     sessions: &[SessionRow],
     (two_factor, codes_left): (bool, u32),
     message: Option<&str>,
@@ -226,7 +227,13 @@ your apps, the storage you use and your notifications.</p>{message}{error}\
 <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\" minlength=\"8\" required>\
 <label for=\"password2\">The new passphrase again</label>\
 <input type=\"password\" id=\"password2\" name=\"password2\" autocomplete=\"new-password\" minlength=\"8\" required>\
-<button type=\"submit\">Change the passphrase</button></form>{two_factor}",
+<button type=\"submit\">Change the passphrase</button></form>\
+<h2>E-mail address</h2><p class=\"note\">Where a passphrase reset is sent, if you forget it.</p>\
+<form method=\"post\" action=\"/auth/email\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<label for=\"email\">E-mail address</label>\
+<input type=\"email\" id=\"email\" name=\"email\" value=\"{email}\" autocomplete=\"email\" required>\
+<button type=\"submit\">Change the e-mail address</button></form>{two_factor}",
+        email = escape(email),
         two_factor = if two_factor {
             format!(
                 "<h2>Two-factor</h2><p>On: signing in asks for a code of your authenticator app. \

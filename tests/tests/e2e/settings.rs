@@ -313,3 +313,43 @@ async fn test_the_person_signs_out_another_device() {
     assert_eq!(second.get("/").await.header("location"), Some("/auth/login"));
     assert_eq!(first.get("/").await.status, 200, "this device stays signed in");
 }
+
+/// The account page's e-mail form: the person, signed in on the instance's own page, changes
+/// the address passphrase resets go to; what is not an address is refused and changes nothing.
+#[tokio::test]
+async fn test_the_person_changes_the_email_address_on_the_account_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let mut alice = person(&cocon, "alice.test").await;
+    let page = alice.get("/").await;
+    assert!(page.text.contains("action=\"/auth/email\""), "{}", page.text);
+    let csrf = alice.csrf();
+
+    let refused = alice
+        .post_form("/auth/email", &[("csrf_token", &csrf), ("email", "not an address")])
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(refused.text.contains("is not an e-mail address"), "{}", refused.text);
+    let forged = alice
+        .post_form(
+            "/auth/email",
+            &[("csrf_token", "forged"), ("email", "mallory@evil.example")],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.text);
+
+    let changed = alice
+        .post_form("/auth/email", &[("csrf_token", &csrf), ("email", "alice@example.org")])
+        .await;
+    assert_eq!(changed.status, 303, "{}", changed.text);
+    assert_eq!(changed.header("location"), Some("/?email=1"));
+    let read = alice.get("/settings/instance").await;
+    assert_eq!(read.json()["data"]["attributes"]["email"], "alice@example.org");
+    assert!(
+        alice
+            .get("/?email=1")
+            .await
+            .text
+            .contains("value=\"alice@example.org\"")
+    );
+}
