@@ -20,6 +20,7 @@ import pages
 
 onboarding_url = sys.argv[1]
 origin = onboarding_url.split("/auth/")[0]
+home_app = origin.replace("://", "://home.", 1) + "/"
 passphrase = "correct horse battery staple"
 
 
@@ -61,7 +62,10 @@ try:
     alert = driver.find_element(By.CSS_SELECTOR, '[role="alert"]').text
     check("wrong passphrase" in alert, f"alert {alert!r}")
     submit_form("/auth/login", {"password": passphrase})
-    check("You are signed in" in driver.page_source, "home after login")
+    # Signed in, the person lands on the home app, as on cozy-stack; the account page is at /.
+    check(driver.current_url == home_app, f"the home app after login, at {driver.current_url}")
+    driver.get(origin + "/")
+    check("You are signed in" in driver.page_source, "the account page")
     seen["login"] = True
 
     # Two-factor from the QR page.
@@ -79,7 +83,9 @@ try:
     submit_form("/auth/login", {"password": passphrase})
     check(driver.find_elements(By.NAME, "two_factor_passcode"), "the code page")
     submit_form("/auth/twofactor", {"two_factor_passcode": totp(secret, time.time() + 30)})
-    check("10 recovery codes left" in driver.page_source, "home after two-factor login")
+    check(driver.current_url == home_app, f"the home app after two-factor login, at {driver.current_url}")
+    driver.get(origin + "/")
+    check("10 recovery codes left" in driver.page_source, "the account page after two-factor login")
     seen["two_step_login"] = True
 finally:
     driver.quit()

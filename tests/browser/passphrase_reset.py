@@ -4,7 +4,7 @@ around the mail the test reads from its SMTP server:
   passphrase_reset.py request ORIGIN   from the login page, "Forgot your passphrase?", then ask
                                        for the link;
   passphrase_reset.py renew LINK NEW   open the mailed link, choose NEW, land on the login page,
-                                       sign in with NEW.
+                                       sign in with NEW (and land on the home app).
 
 Prints one JSON line with what it saw; exits non-zero on anything unexpected.
 """
@@ -46,7 +46,11 @@ try:
         check(driver.current_url.endswith("/auth/login"), f"after the new passphrase at {driver.current_url}")
         seen["renewed"] = True
         submit_form("/auth/login", {"password": new})
-        check("You are signed in" in driver.page_source, "home after signing in with the new passphrase")
+        origin = link.split("/auth/")[0]
+        home_app = origin.replace("://", "://home.", 1) + "/"
+        check(driver.current_url == home_app, f"the home app after signing in, at {driver.current_url}")
+        driver.get(origin + "/")
+        check("You are signed in" in driver.page_source, "the account page after signing in with the new passphrase")
         seen["signed_in"] = True
 finally:
     driver.quit()

@@ -275,6 +275,18 @@ impl Cocon {
         Ok(self.api(domain, Some(&token)))
     }
 
+    /// Waits for app `slug` on `domain` (Cocon's own apps are installed by the jobs service as
+    /// the instance is created, a moment after it answers), for at most 30 s.
+    pub async fn app_installed(&self, domain: &str, slug: &str) {
+        let token = self.token(domain, "io.cozy.apps:GET").await.expect("a CLI token");
+        let api = self.api(domain, Some(&token));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while api.get(&format!("/apps/{slug}")).await.status != 200 {
+            assert!(std::time::Instant::now() < deadline, "the app {slug} was not installed");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn api(&self, domain: &str, token: Option<&str>) -> Api {
         Api::new(&self.http, domain, token)
     }

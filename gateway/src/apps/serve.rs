@@ -223,6 +223,11 @@ async fn with_cors(host: &str, request: Request, next: Next) -> Response {
     answer
 }
 
+/// Whether `slug` is installed on the instance (what serving it would find).
+pub(crate) async fn installed(state: &State, instance: &str, slug: &str) -> bool {
+    app(state, instance, slug).await.is_ok()
+}
+
 /// The app as installed, kept a second.
 async fn app(state: &State, instance: &str, slug: &str) -> Result<Webapp, ApiError> {
     let key = (instance.to_string(), slug.to_string());

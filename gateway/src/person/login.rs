@@ -165,7 +165,7 @@ async fn login_page(
         q.get("redirect").map(String::as_str).unwrap_or_default(),
     )?;
     if person.is_some() {
-        return Ok(see_other(&redirect, Vec::new()));
+        return Ok(see_other(&landing(&state, &headers, redirect).await, Vec::new()));
     }
     let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
     Ok(web::sign_in_page(
@@ -247,6 +247,7 @@ async fn login_submit(
             &domain,
         ));
     }
+    let redirect = landing(&state, &headers, redirect).await;
     Ok(signed_in_answer(&state, &domain, json, &redirect, &answer))
 }
 
@@ -271,6 +272,26 @@ pub fn signed_in_answer(state: &State, host: &str, json: bool, redirect: &str, a
         return response;
     }
     see_other(redirect, cookies)
+}
+
+/// Where a sign-in lands when it was not asked to return to a page (`/`, the login page's own
+/// default): the instance's home app, as cozy-stack's default redirection, when the instance
+/// has it; the account page otherwise.
+pub async fn landing(state: &State, headers: &HeaderMap, redirect: String) -> String {
+    if redirect != "/" {
+        return redirect;
+    }
+    let Ok((host, instance)) = crate::edge::access::instance_of_host(state, headers).await else {
+        return redirect;
+    };
+    if !crate::apps::serve::installed(state, &instance, "home").await {
+        return redirect;
+    }
+    let origin = state.config.origin_of(&host);
+    match origin.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://home.{rest}/"),
+        None => redirect,
+    }
 }
 
 pub async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Person, ApiError> {

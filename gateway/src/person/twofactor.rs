@@ -80,7 +80,10 @@ async fn second_step(
     }
     .await;
     match outcome {
-        Ok(answer) => Ok(signed_in_answer(&state, &domain, json, &redirect, &answer)),
+        Ok(answer) => {
+            let to = crate::person::login::landing(&state, &headers, redirect.clone()).await;
+            Ok(signed_in_answer(&state, &domain, json, &to, &answer))
+        }
         Err(err) if json || err.code == ErrorCode::NotFound => Err(err),
         Err(err) => {
             let mut page = web::sign_in_page(

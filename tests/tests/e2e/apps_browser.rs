@@ -75,13 +75,7 @@ async fn test_an_app_built_for_cozy_stack_runs_in_a_real_browser() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Cocon's own home app is installed on every new instance, as the instance is created.
-    let cli_token = cocon.token("alice.localhost", "io.cozy.apps:GET").await.unwrap();
-    let api = cocon.api("alice.localhost", Some(&cli_token));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while api.get("/apps/home").await.status != 200 {
-        assert!(std::time::Instant::now() < deadline, "home was not installed");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    cocon.app_installed("alice.localhost", "home").await;
 
     // Chromium resolves *.localhost to this machine: the app's sub-domain works as is.
     let p = port(&cocon);

@@ -11,6 +11,8 @@ async fn test_login_pages_in_a_real_browser() {
     let cocon = Cocon::start(dir.path()).await.unwrap();
     // Chromium resolves *.localhost to this machine: the link works as the person gets it.
     let link = onboarding_link(&cocon, "alice.localhost").await;
+    // A sign-in lands on the home app once the instance has it.
+    cocon.app_installed("alice.localhost", "home").await;
     let port = cocon.http.rsplit(':').next().unwrap().to_string();
     let url = format!("http://alice.localhost:{port}{link}");
     let seen = run_script("login_flow.py", &[&url]).await;
@@ -50,6 +52,8 @@ async fn test_passphrase_reset_in_a_real_browser() {
     assert_eq!(page.status, 303, "{page:?}");
     smtp.wait_for(1).await;
 
+    // A sign-in lands on the home app once the instance has it.
+    cocon.app_installed("alice.localhost", "home").await;
     let port = cocon.http.rsplit(':').next().unwrap().to_string();
     let origin = format!("http://alice.localhost:{port}");
     let seen = run_script("passphrase_reset.py", &["request", &origin]).await;

@@ -5,7 +5,6 @@
 //! then read back through the API.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use cocon_tests::drive::{ROOT, download, md5_b64, md5_hex, new_dir, png, upload};
 use cocon_tests::sharing::{PASSPHRASE, person, port};
@@ -54,11 +53,7 @@ async fn test_a_person_uses_the_drive_app_in_a_real_browser() {
         .unwrap();
     let api = cocon.api("alice.localhost", Some(&token));
     // The drive is installed on every new instance, as the instance is created.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.get("/apps/drive").await.status != 200 {
-        assert!(Instant::now() < deadline, "the drive was not installed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cocon.app_installed("alice.localhost", "drive").await;
 
     // A folder of more entries than one page: the listing goes on behind the first screen.
     let many = new_dir(&api, ROOT, "many").await;

@@ -1070,14 +1070,19 @@ async fn test_a_konnector_whose_login_failed_waits_for_its_account() {
         "no next try until the account changes: {state}"
     );
 
-    // The trigger keeps firing and each time is held: still the one run.
+    // The trigger keeps firing and each time is held: no run after the failed one. (On a slow
+    // machine the trigger may have queued a second run while the first still ran: it is
+    // counted here already, and fails the same way.)
+    let jobs_path = format!("/jobs/triggers/{}/jobs", id(&t));
+    let before = count(&api.get(&jobs_path).await);
+    let held_before = metric(&cocon, "cocon_konnector_runs_held_total", "login_failed").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while metric(&cocon, "cocon_konnector_runs_held_total", "login_failed").await < 2 {
+    while metric(&cocon, "cocon_konnector_runs_held_total", "login_failed").await < held_before + 2 {
         assert!(tokio::time::Instant::now() < deadline, "the trigger fires and is held");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let jobs_path = format!("/jobs/triggers/{}/jobs", id(&t));
-    assert_eq!(count(&api.get(&jobs_path).await), 1);
+    assert!(before >= 1, "the failed run is listed");
+    assert_eq!(count(&api.get(&jobs_path).await), before, "no run while held");
     assert!(metric(&cocon, "cocon_konnector_failures_total", "login_failed").await >= 1);
 
     // The person fixes the password: the next time runs it again.
@@ -1089,8 +1094,8 @@ async fn test_a_konnector_whose_login_failed_waits_for_its_account() {
         )
         .await;
     assert_eq!(fixed.status, 200, "{}", fixed.text);
-    let again = until(&api, &jobs_path, |r| count(r) == 2).await;
-    assert_eq!(count(&again), 2, "{}", again.text);
+    let again = until(&api, &jobs_path, |r| count(r) > before).await;
+    assert!(count(&again) > before, "{}", again.text);
     // A manual run is never held.
     let launched = api
         .send(Method::POST, &format!("/jobs/triggers/{}/launch", id(&t)), None)

@@ -395,3 +395,24 @@ async fn test_auth_events_on_nats_carry_no_secret() {
         ]
     );
 }
+
+/// A sign-in that was not asked to return to a page lands on the home app (cozy-stack's default
+/// redirection) once the instance has it; one asked to return somewhere goes there.
+#[tokio::test]
+async fn test_a_sign_in_lands_on_the_home_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    cocon_tests::sharing::person(&cocon, "alice.test").await;
+    cocon.app_installed("alice.test", "home").await;
+    let p = cocon_tests::sharing::port(&cocon);
+    let mut b = Browser::new(&cocon.http, "alice.test");
+    let done = b.login(cocon_tests::sharing::PASSPHRASE).await;
+    assert_eq!(done.status, 303, "{done:?}");
+    let home = format!("http://home.alice.test:{p}/");
+    assert_eq!(done.header("location"), Some(home.as_str()));
+    assert_eq!(b.get("/auth/login").await.header("location"), Some(home.as_str()));
+    assert_eq!(
+        b.get("/auth/login?redirect=/settings").await.header("location"),
+        Some("/settings")
+    );
+}

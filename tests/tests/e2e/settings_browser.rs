@@ -2,8 +2,6 @@
 //! signs in on `settings.<instance>`, signs out another device, disconnects an OAuth client,
 //! changes the name and the passphrase; what the browser did is then checked from outside.
 
-use std::time::{Duration, Instant};
-
 use cocon_tests::sharing::{PASSPHRASE, person, port};
 use cocon_tests::{Browser, Cocon};
 use reqwest::Method;
@@ -49,13 +47,7 @@ async fn test_a_person_manages_the_account_in_the_settings_app() {
     };
     assert_eq!(read_client(&mut other).await, 200, "the client is registered");
 
-    let token = cocon.token("alice.localhost", "io.cozy.apps:GET").await.unwrap();
-    let api = cocon.api("alice.localhost", Some(&token));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.get("/apps/settings").await.status != 200 {
-        assert!(Instant::now() < deadline, "the settings app was not installed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cocon.app_installed("alice.localhost", "settings").await;
 
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
