@@ -82,7 +82,7 @@ async fn list(AxState(admin): AxState<Admin>) -> Result<Response, ApiError> {
     let res = admin
         .auth
         .clone()
-        .list_instances(pb::ListInstancesRequest {})
+        .list_instances(pb::ListInstancesRequest::default())
         .await?
         .into_inner();
     let list: Vec<_> = res.instances.iter().map(instance_json).collect();

@@ -28,10 +28,23 @@ impl pb::auth_service_server::AuthService for AuthService {
 
     async fn list_instances(
         &self,
-        _: Request<pb::ListInstancesRequest>,
+        req: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
-        let instances = self.list_instances().await?.iter().map(instance_pb).collect();
-        Ok(Response::new(pb::ListInstancesResponse { instances }))
+        let req = req.into_inner();
+        if req.limit == 0 {
+            let instances = self.list_instances().await?.iter().map(instance_pb).collect();
+            return Ok(Response::new(pb::ListInstancesResponse {
+                instances,
+                next: String::new(),
+            }));
+        }
+        let page = self.list_instances_after(&req.after, req.limit as usize).await?;
+        let next = match page.last() {
+            Some(last) if page.len() == req.limit as usize => last.domain.clone(),
+            _ => String::new(),
+        };
+        let instances = page.iter().map(instance_pb).collect();
+        Ok(Response::new(pb::ListInstancesResponse { instances, next }))
     }
 
     async fn destroy_instance(

@@ -1,3 +1,4 @@
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use cocon_proto::events::v1::{
     CliTokenIssued, CliTokenRevoked, Envelope, InstanceCreated, InstanceDestroyed, InstanceSettingsChanged,
     envelope::Payload,
 };
-use cocon_storage::{Batch, Schema, Store, Table};
+use cocon_storage::{Batch, ScanRange, Schema, Store, Table};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -483,6 +484,23 @@ impl AuthService {
 
     pub async fn list_instances(&self) -> Result<Vec<InstanceRecord>, AuthError> {
         Ok(INSTANCES.rows(self.inner.store.as_ref(), ()).await?)
+    }
+
+    /// At most `limit` instances whose domain comes after `after`, in domain order.
+    pub async fn list_instances_after(&self, after: &str, limit: usize) -> Result<Vec<InstanceRecord>, AuthError> {
+        let start = if after.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(after.as_bytes().to_vec())
+        };
+        let rows = INSTANCES
+            .scan(
+                self.inner.store.as_ref(),
+                (),
+                ScanRange::between(start, Bound::Unbounded).limit(limit),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
 
     /// A CLI token of its own identity: recorded by an event (its id, scope and lifetime,

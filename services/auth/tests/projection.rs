@@ -30,10 +30,9 @@ async fn login(auth: &AuthService, domain: &str, pass: &str) -> Result<pb::Sessi
     Ok(answer.session.expect("no two-factor here: a session"))
 }
 
-#[tokio::test]
-async fn test_rebuild_gives_the_same_instances_and_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap());
+/// An auth service on an embedded store and an in-memory bus under `dir`.
+async fn service(dir: &std::path::Path) -> (AuthService, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("store.redb")).unwrap());
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(cocon_events::streams::all(
         &cocon_events::streams::Limits::default(),
     )));
@@ -41,17 +40,19 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         kdf_iterations: 1000,
         ..Config::default()
     };
-    let auth = AuthService::build(
-        config,
-        Deps {
-            store: store.clone(),
-            bus,
-            data_dir: dir.path().to_path_buf(),
-            mesh_key: cocon_common::ticket::MeshKey::random(),
-        },
-    )
-    .await
-    .unwrap();
+    let deps = Deps {
+        store: store.clone(),
+        bus,
+        data_dir: dir.to_path_buf(),
+        mesh_key: cocon_common::ticket::MeshKey::random(),
+    };
+    (AuthService::build(config, deps).await.unwrap(), store)
+}
+
+#[tokio::test]
+async fn test_rebuild_gives_the_same_instances_and_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, store) = service(dir.path()).await;
 
     // Two people onboard and log in; one ends a session; one domain is destroyed and re-created.
     for domain in ["a.test", "b.test", "gone.test"] {
@@ -232,4 +233,25 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
         auth.authenticate("a.test", &revoked, "", &[]).await,
         Err(cocon_auth::AuthError::InvalidToken(m)) if m.contains("revoked")
     ));
+}
+
+#[tokio::test]
+async fn test_instances_list_in_pages_of_the_asked_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, _) = service(dir.path()).await;
+    for domain in ["e.test", "a.test", "d.test", "b.test", "c.test"] {
+        auth.create_instance(domain, "", "en").await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = auth.list_instances_after(&after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|i| i.domain.clone()));
+        match page.last() {
+            Some(last) if page.len() == 2 => after = last.domain.clone(),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ["a.test", "b.test", "c.test", "d.test", "e.test"]);
 }

@@ -17,6 +17,19 @@ use crate::tables::APPS;
 
 include!(concat!(env!("OUT_DIR"), "/builtin_apps.rs"));
 
+/// Under the apps directory: the built-in checksums every instance was last brought to.
+const MARKER: &str = "builtin.sums";
+/// Instances read per page when the built-in apps are refreshed.
+const PAGE: u32 = 500;
+
+/// What [`MARKER`] holds once every instance has this binary's built-in apps.
+fn marker_text() -> String {
+    slugs()
+        .into_iter()
+        .map(|slug| format!("{slug} {}\n", checksum(slug)))
+        .collect()
+}
+
 /// The slugs of the apps the binary holds, in order.
 pub fn slugs() -> Vec<&'static str> {
     let mut slugs: Vec<&str> = FILES.iter().map(|(slug, _, _)| *slug).collect();
@@ -70,21 +83,31 @@ impl JobsService {
     /// `builtin://`) whose code differs from this binary's are updated to it, one at a time, so
     /// an upgrade of Cocon brings its apps' fixes to every instance. An app the person removed
     /// stays removed; an app this binary brings that an instance never had is installed with
-    /// `cocon apps install SLUG builtin://SLUG --domain D`.
+    /// `cocon apps install SLUG builtin://SLUG --domain D`. A pass that went through every
+    /// instance leaves [`MARKER`] under the apps directory, so a restart of the same binary
+    /// reads nothing.
     pub(crate) async fn refresh_builtins(&self, shutdown: Shutdown) {
         let Some(clients) = self.inner.konnectors.clients.get() else {
             return;
         };
+        let marker = self.inner.apps_dir.join(MARKER);
+        let wanted = marker_text();
+        if tokio::fs::read_to_string(&marker).await.ok().as_deref() == Some(wanted.as_str()) {
+            tracing::debug!("every instance's built-in apps are this binary's");
+            return;
+        }
+        let sums: Vec<(&str, String)> = slugs().into_iter().map(|slug| (slug, checksum(slug))).collect();
+        let (mut updated, mut failed) = (0u64, 0u64);
+        let mut after = String::new();
         // The auth service may start after this one (split mode): ask again for a while.
         let mut wait = std::time::Duration::from_secs(1);
-        let instances = loop {
-            match clients
-                .auth
-                .clone()
-                .list_instances(auth_pb::ListInstancesRequest {})
-                .await
-            {
-                Ok(answer) => break answer.into_inner().instances,
+        loop {
+            let request = auth_pb::ListInstancesRequest {
+                limit: PAGE,
+                after: after.clone(),
+            };
+            let page = match clients.auth.clone().list_instances(request).await {
+                Ok(answer) => answer.into_inner(),
                 Err(status) if wait < std::time::Duration::from_secs(60) => {
                     tracing::debug!(error = %status.message(), "cannot list the instances yet");
                     tokio::select! {
@@ -92,48 +115,65 @@ impl JobsService {
                         _ = shutdown.wait() => return,
                     }
                     wait *= 2;
+                    continue;
                 }
                 Err(status) => {
                     tracing::warn!(error = %status.message(), "cannot list the instances: built-in apps stay as they are until the next start");
                     return;
                 }
-            }
-        };
-        let wanted: Vec<(&str, String)> = slugs().into_iter().map(|slug| (slug, checksum(slug))).collect();
-        let mut updated = 0u64;
-        for instance in instances {
-            for (slug, sum) in &wanted {
-                if shutdown.is_triggered() {
-                    return;
-                }
-                let installed = match APPS.get(self.store(), &instance.id, slug).await {
-                    Ok(Some(app)) => app,
-                    Ok(None) => continue,
-                    Err(err) => {
-                        tracing::warn!(instance = %instance.id, app = %slug, error = %err, "cannot read the app");
-                        continue;
+            };
+            for instance in &page.instances {
+                for (slug, sum) in &sums {
+                    if shutdown.is_triggered() {
+                        return;
                     }
-                };
-                if installed.source != format!("builtin://{slug}") || &installed.checksum == sum {
-                    continue;
-                }
-                let by = Installer {
-                    instance: &instance.id,
-                    domain: &instance.domain,
-                    trusted: true,
-                    app: "",
-                };
-                match self.install_app(&by, slug, "", true).await {
-                    Ok(_) => updated += 1,
-                    Err(err) => {
-                        tracing::warn!(instance = %instance.id, app = %slug, error = %err, "built-in app not updated")
+                    match self.refresh_builtin(instance, slug, sum).await {
+                        Ok(true) => updated += 1,
+                        Ok(false) => {}
+                        Err(err) => {
+                            failed += 1;
+                            tracing::warn!(instance = %instance.id, app = %slug, error = %err, "built-in app not updated");
+                        }
                     }
                 }
             }
+            if page.next.is_empty() {
+                break;
+            }
+            after = page.next;
         }
         if updated > 0 {
             tracing::info!(updated, "built-in apps brought to this binary's code");
         }
+        if failed > 0 {
+            return;
+        }
+        let written = match tokio::fs::create_dir_all(&self.inner.apps_dir).await {
+            Ok(()) => tokio::fs::write(&marker, wanted).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "cannot mark the built-in apps done: the next start checks them again");
+        }
+    }
+
+    /// Brings `instance`'s app `slug` to checksum `sum` when it is installed from
+    /// `builtin://slug` with other code; says whether it did.
+    async fn refresh_builtin(&self, instance: &auth_pb::Instance, slug: &str, sum: &str) -> Result<bool> {
+        let Some(installed) = APPS.get(self.store(), &instance.id, slug).await? else {
+            return Ok(false);
+        };
+        if installed.source != format!("builtin://{slug}") || installed.checksum == sum {
+            return Ok(false);
+        }
+        let by = Installer {
+            instance: &instance.id,
+            domain: &instance.domain,
+            trusted: true,
+            app: "",
+        };
+        self.install_app(&by, slug, "", true).await?;
+        Ok(true)
     }
 
     /// The consumer of auth's `instance.created`: installs every built-in app on the new
