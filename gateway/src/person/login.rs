@@ -429,7 +429,6 @@ pub async fn render_home(
             )
         })
         .collect();
-    let (instance, _) = resolve(state, headers).await?;
     let (csrf, cookie) = cookies::csrf_token(headers, state.config.public_https);
     Ok(web::page(
         status,
@@ -437,7 +436,7 @@ pub async fn render_home(
         &web::home(
             &person.domain,
             &csrf,
-            &instance.email,
+            &person.instance.email,
             &rows,
             (two_factor.enabled, two_factor.recovery_codes_left),
             message,
@@ -529,18 +528,18 @@ async fn email_form(AxState(state): AxState<State>, headers: HeaderMap, body: By
                 "{email:?} is not an e-mail address: write it as name@example.org"
             )));
         }
-        let (instance, _) = resolve(&state, &headers).await?;
+        let instance = &person.instance;
         state
             .clients
             .auth
             .clone()
             .update_settings(pb::UpdateSettingsRequest {
                 domain: person.domain.clone(),
-                public_name: instance.public_name,
+                public_name: instance.public_name.clone(),
                 email: email.clone(),
-                locale: instance.locale,
-                timezone: instance.timezone,
-                default_redirection: instance.default_redirection,
+                locale: instance.locale.clone(),
+                timezone: instance.timezone.clone(),
+                default_redirection: instance.default_redirection.clone(),
                 if_rev: String::new(),
             })
             .await?;

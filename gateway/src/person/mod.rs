@@ -28,6 +28,8 @@ pub struct Person {
     pub session_id: String,
     /// The auth service's ticket for the instance, for calls to the services holding data.
     pub ticket: String,
+    /// The instance as the session was checked against (its settings: e-mail, name, locale).
+    pub instance: pb::Instance,
 }
 
 /// The instance of the request's host and, when the session cookie is valid, the person.
@@ -59,6 +61,7 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
         domain,
         session_id: answer.session_id,
         ticket: answer.instance_ticket,
+        instance: instance.clone(),
     });
     Ok((instance, person))
 }
