@@ -22,11 +22,43 @@ fn files(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
     }
 }
 
+/// What every app holds besides its own files: `apps/_shared/` (the look and the API helpers).
+const SHARED: &str = "_shared";
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
     println!("cargo:rerun-if-changed={}", root.display());
-    let mut all = Vec::new();
-    files(&root, "", &mut all);
+    let mut found = Vec::new();
+    files(&root, "", &mut found);
+    let (shared, own): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|(rel, _)| rel.starts_with(&format!("{SHARED}/")));
+    // Each app's files, then the shared ones under the same slug, so an app's files stay together.
+    let mut all: Vec<(String, PathBuf)> = Vec::new();
+    let mut slugs: Vec<&str> = own
+        .iter()
+        .map(|(rel, _)| rel.split_once('/').expect("apps/<slug>/<file>").0)
+        .collect();
+    slugs.dedup();
+    for slug in slugs {
+        let mine: Vec<_> = own
+            .iter()
+            .filter(|(rel, _)| rel.starts_with(&format!("{slug}/")))
+            .cloned()
+            .collect();
+        let theirs: Vec<_> = shared
+            .iter()
+            .map(|(rel, path)| (format!("{slug}/{}", &rel[SHARED.len() + 1..]), path.clone()))
+            .collect();
+        for (rel, _) in &theirs {
+            assert!(
+                !mine.iter().any(|(r, _)| r == rel),
+                "apps/{rel} would hide a file of apps/{SHARED}"
+            );
+        }
+        all.extend(mine);
+        all.extend(theirs);
+    }
     let mut code = String::from("/// Every file of Cocon's own apps: (slug, path in the app, content).\n");
     code.push_str("pub const FILES: &[(&str, &str, &[u8])] = &[\n");
     for (rel, path) in &all {

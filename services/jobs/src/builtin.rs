@@ -211,6 +211,14 @@ mod tests {
                 .expect("a manifest");
             let manifest: serde_json::Value = serde_json::from_slice(manifest.2).unwrap();
             assert_eq!(manifest["slug"], app);
+            // Each app holds the shared look and helpers its page loads.
+            for shared in ["cocon.js", "cocon.css"] {
+                assert!(
+                    super::FILES
+                        .iter()
+                        .any(|(slug, path, _)| *slug == app && *path == shared)
+                );
+            }
         }
     }
 

@@ -167,11 +167,7 @@ const FIRST_PAGE = 100
 const NEXT_PAGES = 1000
 const PARALLEL_UPLOADS = 3
 
-const $ = id => document.getElementById(id)
-const root = $('app')
-const cozy = JSON.parse(root.dataset.cozy)
-const text = TEXT[(cozy.locale || 'en').slice(0, 2)] || TEXT.en
-const stack = `${window.location.protocol}//${cozy.domain}`
+const text = localised(TEXT)
 const isPublic = window.location.pathname.startsWith('/public')
 const scroller = $('scroller')
 const canvas = $('canvas')
@@ -185,62 +181,6 @@ const state = {
   selected: new Set(),
   grid: window.localStorage.getItem('cocon.drive.grid') === '1',
   publicRoot: null // on /public/: the resource the link shares
-}
-
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message)
-    this.status = status
-  }
-}
-
-async function reason(res) {
-  try {
-    const body = await res.json()
-    const e = (body.errors || [])[0]
-    return (e && (e.detail || e.title)) || body.reason || body.error || body.message || res.statusText
-  } catch (e) {
-    return res.statusText || String(res.status)
-  }
-}
-
-function headers(extra) {
-  return { Authorization: `Bearer ${cozy.token}`, Accept: 'application/vnd.api+json', ...extra }
-}
-
-async function api(method, path, json) {
-  const init = { method, headers: headers(), credentials: 'include' }
-  if (json !== undefined) {
-    init.headers['Content-Type'] = 'application/vnd.api+json'
-    init.body = JSON.stringify(json)
-  }
-  const res = await fetch(path.startsWith('http') ? path : stack + path, init)
-  if (!res.ok) throw new ApiError(res.status, await reason(res))
-  if (res.status === 204) return null
-  return (res.headers.get('Content-Type') || '').includes('json') ? res.json() : null
-}
-
-function el(tag, props, ...children) {
-  const node = document.createElement(tag)
-  Object.assign(node, props)
-  for (const child of children) if (child !== null && child !== undefined) node.append(child)
-  return node
-}
-
-const enc = encodeURIComponent
-
-function bytes(n) {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB']
-  let i = 0
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000
-    i++
-  }
-  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`
-}
-
-function when(date) {
-  return date ? new Date(date).toLocaleString(cozy.locale, { dateStyle: 'medium', timeStyle: 'short' }) : ''
 }
 
 function svg(body) {

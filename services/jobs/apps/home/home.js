@@ -28,35 +28,13 @@ const TEXT = {
   }
 }
 
-const root = document.querySelector('[role=application]')
-const cozy = JSON.parse(root.dataset.cozy)
-const text = TEXT[(cozy.locale || 'en').slice(0, 2)] || TEXT.en
-const stack = `${window.location.protocol}//${cozy.domain}`
+const text = localised(TEXT)
 
+// A GET of the stack's API, for its response (JSON or an icon's bytes).
 async function call(path) {
-  const res = await fetch(stack + path, {
-    headers: { Authorization: `Bearer ${cozy.token}`, Accept: 'application/json' },
-    credentials: 'include'
-  })
-  if (!res.ok) throw new Error(`${path}: ${res.status}`)
+  const res = await fetch(stack + path, { headers: headers({ Accept: 'application/json' }), credentials: 'include' })
+  if (!res.ok) throw new ApiError(res.status, `${path}: ${await reason(res)}`)
   return res
-}
-
-function element(tag, props, ...children) {
-  const node = document.createElement(tag)
-  Object.assign(node, props)
-  for (const child of children) node.append(child)
-  return node
-}
-
-function bytes(n) {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB']
-  let i = 0
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000
-    i++
-  }
-  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`
 }
 
 // An app's address: its own sub-domain of the instance.
@@ -79,7 +57,7 @@ async function showApps() {
   const apps = data.filter(a => a.attributes.slug !== cozy.app.slug)
   list.replaceChildren()
   if (apps.length === 0) {
-    list.append(element('li', { className: 'empty', textContent: text.noApps }))
+    list.append(el('li', { className: 'empty', textContent: text.noApps }))
     return
   }
   apps.sort((a, b) => a.attributes.slug.localeCompare(b.attributes.slug))
@@ -87,9 +65,9 @@ async function showApps() {
     const a = app.attributes
     const locale = (a.locales || {})[cozy.locale] || {}
     const name = locale.name || a.name || a.slug
-    const img = element('img', { alt: '', src: 'icon.svg' })
+    const img = el('img', { alt: '', src: 'icon.svg' })
     icon(a.slug).then(src => (img.src = src))
-    const tile = element('li', {}, element('a', { href: appUrl(a.slug) }, img, element('span', { textContent: name })))
+    const tile = el('li', {}, el('a', { href: appUrl(a.slug) }, img, el('span', { textContent: name })))
     tile.dataset.slug = a.slug
     list.append(tile)
   }
@@ -113,18 +91,18 @@ async function showNotifications() {
   docs.sort((a, b) => String(b.created_at || '').localeCompare(String(a.created_at || '')))
   list.replaceChildren()
   if (docs.length === 0) {
-    list.append(element('li', { className: 'empty', textContent: text.noNotifications }))
+    list.append(el('li', { className: 'empty', textContent: text.noNotifications }))
     return
   }
   for (const doc of docs.slice(0, 20)) {
-    const when = doc.created_at ? new Date(doc.created_at) : null
+    const at = doc.created_at ? new Date(doc.created_at) : null
     list.append(
-      element(
+      el(
         'li',
         {},
-        element('strong', { textContent: doc.title || '' }),
-        element('div', { textContent: doc.message || '' }),
-        when ? element('time', { dateTime: doc.created_at, textContent: when.toLocaleString(cozy.locale) }) : ''
+        el('strong', { textContent: doc.title || '' }),
+        el('div', { textContent: doc.message || '' }),
+        at ? el('time', { dateTime: doc.created_at, textContent: at.toLocaleString(cozy.locale) }) : ''
       )
     )
   }

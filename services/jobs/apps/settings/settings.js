@@ -73,65 +73,7 @@ const TEXT = {
   }
 }
 
-const $ = id => document.getElementById(id)
-const root = $('app')
-const cozy = JSON.parse(root.dataset.cozy)
-const text = TEXT[(cozy.locale || 'en').slice(0, 2)] || TEXT.en
-const stack = `${window.location.protocol}//${cozy.domain}`
-const enc = encodeURIComponent
-
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message)
-    this.status = status
-  }
-}
-
-async function api(method, path, json) {
-  const init = {
-    method,
-    credentials: 'include',
-    headers: { Authorization: `Bearer ${cozy.token}`, Accept: 'application/vnd.api+json' }
-  }
-  if (json !== undefined) {
-    init.headers['Content-Type'] = 'application/vnd.api+json'
-    init.body = JSON.stringify(json)
-  }
-  const res = await fetch(stack + path, init)
-  if (!res.ok) {
-    let why = res.statusText
-    try {
-      const body = await res.json()
-      const e = (body.errors || [])[0]
-      why = (e && (e.detail || e.title)) || body.reason || body.error || why
-    } catch (e) {
-      // not JSON: the status says it
-    }
-    throw new ApiError(res.status, why)
-  }
-  return res.status === 204 ? null : res.json()
-}
-
-function el(tag, props, ...children) {
-  const node = document.createElement(tag)
-  Object.assign(node, props)
-  for (const child of children) if (child !== null && child !== undefined) node.append(child)
-  return node
-}
-
-function bytes(n) {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB']
-  let i = 0
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000
-    i++
-  }
-  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`
-}
-
-function when(date) {
-  return date ? new Date(date).toLocaleString(cozy.locale, { dateStyle: 'medium', timeStyle: 'short' }) : ''
-}
+const text = localised(TEXT)
 
 function said(id, message, failed) {
   const box = $(id)
