@@ -262,6 +262,20 @@ async fn shared_by_link(
     Ok(jsonapi::list(answer.sets.iter().map(json::resource).collect()))
 }
 
+/// `url` with `pair` added to its query, before its fragment (a `?` inside the fragment is not
+/// the query's).
+fn with_query_pair(url: &str, pair: &str) -> String {
+    let (page, fragment) = match url.split_once('#') {
+        Some((page, fragment)) => (page, Some(fragment)),
+        None => (url, None),
+    };
+    let sep = if page.contains('?') { '&' } else { '?' };
+    match fragment {
+        Some(fragment) => format!("{page}{sep}{pair}#{fragment}"),
+        None => format!("{page}{sep}{pair}"),
+    }
+}
+
 /// `POST /auth/share-by-link/password` (form or JSON: `code` or `sharecode`, `password`): opens a
 /// protected link. The proof goes into a cookie (`sharepass_<id>`) that the link's codes need
 /// from then on; a wrong password counts against the passphrase rate limit. With `redirect` (a
@@ -299,14 +313,7 @@ async fn unlock(
     let answer = match (answer, &back) {
         (Ok(answer), _) => answer.into_inner(),
         (Err(status), Some(back)) if status.code() == tonic::Code::Unauthenticated => {
-            let sep = if back.contains('?') { '&' } else { '?' };
-            let (page, fragment) = back.split_once('#').map_or((back.as_str(), ""), |(p, f)| (p, f));
-            let fragment = if fragment.is_empty() {
-                String::new()
-            } else {
-                format!("#{fragment}")
-            };
-            return Ok(see_other(&format!("{page}{sep}password=wrong{fragment}"), Vec::new()));
+            return Ok(see_other(&with_query_pair(back, "password=wrong"), Vec::new()));
         }
         (Err(status), _) => return Err(status.into()),
     };
@@ -327,4 +334,29 @@ async fn unlock(
     }
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn test_the_wrong_password_mark_goes_into_the_query_before_the_fragment() {
+        use super::with_query_pair as add;
+        assert_eq!(add("/public/", "password=wrong"), "/public/?password=wrong");
+        assert_eq!(
+            add("/public/?sharecode=abc", "password=wrong"),
+            "/public/?sharecode=abc&password=wrong"
+        );
+        assert_eq!(
+            add(
+                "https://drive.a.example/public/?sharecode=abc#/folder",
+                "password=wrong"
+            ),
+            "https://drive.a.example/public/?sharecode=abc&password=wrong#/folder"
+        );
+        // A `?` in the fragment belongs to the fragment.
+        assert_eq!(
+            add("/public/#/x?y=1", "password=wrong"),
+            "/public/?password=wrong#/x?y=1"
+        );
+    }
 }

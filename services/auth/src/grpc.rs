@@ -326,7 +326,10 @@ impl pb::auth_service_server::AuthService for AuthService {
         let set = self
             .create_permission(
                 &req.domain,
-                credentials(&req.token, &req.session),
+                Credentials {
+                    token: &req.token,
+                    session: &req.session,
+                },
                 &changes,
                 &req.codes,
                 &req.ttl,
@@ -341,7 +344,14 @@ impl pb::auth_service_server::AuthService for AuthService {
     ) -> Result<Response<pb::PermissionAnswer>, Status> {
         let req = req.into_inner();
         let set = self
-            .get_permission(&req.domain, credentials(&req.token, &req.session), &req.id)
+            .get_permission(
+                &req.domain,
+                Credentials {
+                    token: &req.token,
+                    session: &req.session,
+                },
+                &req.id,
+            )
             .await?;
         Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
@@ -353,7 +363,15 @@ impl pb::auth_service_server::AuthService for AuthService {
         let req = req.into_inner();
         let changes = req.changes.unwrap_or_default();
         let set = self
-            .patch_permission(&req.domain, credentials(&req.token, &req.session), &req.id, &changes)
+            .patch_permission(
+                &req.domain,
+                Credentials {
+                    token: &req.token,
+                    session: &req.session,
+                },
+                &req.id,
+                &changes,
+            )
             .await?;
         Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
@@ -363,8 +381,15 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::PermissionRequest>,
     ) -> Result<Response<pb::DeletePermissionResponse>, Status> {
         let req = req.into_inner();
-        self.delete_permission(&req.domain, credentials(&req.token, &req.session), &req.id)
-            .await?;
+        self.delete_permission(
+            &req.domain,
+            Credentials {
+                token: &req.token,
+                session: &req.session,
+            },
+            &req.id,
+        )
+        .await?;
         Ok(Response::new(pb::DeletePermissionResponse {}))
     }
 
@@ -374,7 +399,14 @@ impl pb::auth_service_server::AuthService for AuthService {
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let req = req.into_inner();
         let sets = self
-            .list_shared_by_link(&req.domain, credentials(&req.token, &req.session), &req.doctype)
+            .list_shared_by_link(
+                &req.domain,
+                Credentials {
+                    token: &req.token,
+                    session: &req.session,
+                },
+                &req.doctype,
+            )
             .await?;
         Ok(Response::new(pb::ListPermissionsResponse { sets }))
     }
@@ -387,8 +419,4 @@ impl pb::auth_service_server::AuthService for AuthService {
         let (permission_id, proof) = self.unlock_share(&req.domain, &req.code, &req.password).await?;
         Ok(Response::new(pb::UnlockShareResponse { permission_id, proof }))
     }
-}
-
-fn credentials<'a>(token: &'a str, session: &'a str) -> Credentials<'a> {
-    Credentials { token, session }
 }
