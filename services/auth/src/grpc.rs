@@ -326,10 +326,7 @@ impl pb::auth_service_server::AuthService for AuthService {
         let set = self
             .create_permission(
                 &req.domain,
-                Credentials {
-                    token: &req.token,
-                    session: &req.session,
-                },
+                Credentials::new(&req.token, &req.session),
                 &changes,
                 &req.codes,
                 &req.ttl,
@@ -344,14 +341,7 @@ impl pb::auth_service_server::AuthService for AuthService {
     ) -> Result<Response<pb::PermissionAnswer>, Status> {
         let req = req.into_inner();
         let set = self
-            .get_permission(
-                &req.domain,
-                Credentials {
-                    token: &req.token,
-                    session: &req.session,
-                },
-                &req.id,
-            )
+            .get_permission(&req.domain, Credentials::new(&req.token, &req.session), &req.id)
             .await?;
         Ok(Response::new(pb::PermissionAnswer { set: Some(set) }))
     }
@@ -365,10 +355,7 @@ impl pb::auth_service_server::AuthService for AuthService {
         let set = self
             .patch_permission(
                 &req.domain,
-                Credentials {
-                    token: &req.token,
-                    session: &req.session,
-                },
+                Credentials::new(&req.token, &req.session),
                 &req.id,
                 &changes,
             )
@@ -381,15 +368,8 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::PermissionRequest>,
     ) -> Result<Response<pb::DeletePermissionResponse>, Status> {
         let req = req.into_inner();
-        self.delete_permission(
-            &req.domain,
-            Credentials {
-                token: &req.token,
-                session: &req.session,
-            },
-            &req.id,
-        )
-        .await?;
+        self.delete_permission(&req.domain, Credentials::new(&req.token, &req.session), &req.id)
+            .await?;
         Ok(Response::new(pb::DeletePermissionResponse {}))
     }
 
@@ -399,14 +379,7 @@ impl pb::auth_service_server::AuthService for AuthService {
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let req = req.into_inner();
         let sets = self
-            .list_shared_by_link(
-                &req.domain,
-                Credentials {
-                    token: &req.token,
-                    session: &req.session,
-                },
-                &req.doctype,
-            )
+            .list_shared_by_link(&req.domain, Credentials::new(&req.token, &req.session), &req.doctype)
             .await?;
         Ok(Response::new(pb::ListPermissionsResponse { sets }))
     }

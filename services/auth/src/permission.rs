@@ -31,6 +31,12 @@ pub struct Credentials<'a> {
     pub session: &'a str,
 }
 
+impl<'a> Credentials<'a> {
+    pub fn new(token: &'a str, session: &'a str) -> Self {
+        Credentials { token, session }
+    }
+}
+
 impl<'a> From<&'a str> for Credentials<'a> {
     fn from(token: &'a str) -> Self {
         Credentials { token, session: "" }
