@@ -6,11 +6,7 @@ Usage: login_flow.py ONBOARDING_URL
 Prints one JSON line with what it saw; exits non-zero on anything unexpected.
 """
 
-import base64
-import hashlib
-import hmac
 import json
-import struct
 import sys
 import time
 
@@ -26,14 +22,6 @@ passphrase = "correct horse battery staple"
 
 def check(condition, what):
     pages.check(driver, condition, what)
-
-
-def totp(secret_b32, at):
-    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
-    digest = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
-    offset = digest[-1] & 0x0F
-    code = (struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
-    return f"{code:06d}"
 
 
 def click_and_wait(element):
@@ -72,7 +60,7 @@ try:
     click_and_wait(driver.find_element(By.CSS_SELECTOR, 'form[action="/auth/twofactor/setup"] button'))
     check(driver.find_elements(By.CSS_SELECTOR, "figure svg"), "a QR code")
     secret = driver.find_element(By.CSS_SELECTOR, "p code").text
-    submit_form("/auth/twofactor/enable", {"code": totp(secret, time.time())})
+    submit_form("/auth/twofactor/enable", {"code": pages.totp(secret, time.time())})
     codes = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "ol li code")]
     check(len(codes) == 10, f"recovery codes {codes}")
     seen["two_factor"] = True
@@ -82,7 +70,7 @@ try:
     driver.get(origin + "/auth/login")
     submit_form("/auth/login", {"password": passphrase})
     check(driver.find_elements(By.NAME, "two_factor_passcode"), "the code page")
-    submit_form("/auth/twofactor", {"two_factor_passcode": totp(secret, time.time() + 30)})
+    submit_form("/auth/twofactor", {"two_factor_passcode": pages.totp(secret, time.time() + 30)})
     check(driver.current_url == home_app, f"the home app after two-factor login, at {driver.current_url}")
     driver.get(origin + "/")
     check("10 recovery codes left" in driver.page_source, "the account page after two-factor login")

@@ -1,6 +1,10 @@
 """What the browser scripts share: a headless Chromium driven through Selenium, and the steps
 they take on Cocon's pages (check, click and wait for the next page, fill and submit a form)."""
 
+import base64
+import hashlib
+import hmac
+import struct
 import sys
 
 from selenium import webdriver
@@ -45,3 +49,12 @@ def submit_form(driver, action, fields):
         box.clear()
         box.send_keys(value)
     click_and_wait(driver, form.find_element(By.CSS_SELECTOR, 'button[type="submit"]'))
+
+
+def totp(secret_b32, at):
+    """The authenticator app's code (RFC 6238: SHA-1, 6 digits, 30 s) for `secret_b32` at `at`."""
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    digest = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    code = (struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
+    return f"{code:06d}"

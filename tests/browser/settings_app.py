@@ -3,13 +3,15 @@
   settings_app.py SETTINGS_URL HOME_URL PASSPHRASE NEW_PASSPHRASE SCREENSHOTS_DIR
 
 signs in, signs out the other device, disconnects the connected app, changes the name, changes
-the passphrase (first with two different new ones, which it refuses), and sees the new name on
-the home app. Saves a screenshot; prints one JSON line of what the browser saw; exits non-zero on
+the passphrase (first with two different new ones, which it refuses), sets up two-factor (scans
+the key, is refused with the old passphrase, then turns it on and reads the recovery codes),
+and sees the new name on the home app. Saves a screenshot; prints one JSON line of what the browser saw; exits non-zero on
 anything unexpected.
 """
 
 import json
 import sys
+import time
 
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
@@ -82,6 +84,29 @@ try:
     wait(lambda d: "changed" in d.find_element(By.ID, "passphrase-said").text, "the passphrase changed")
     seen["passphrase_said"] = driver.find_element(By.ID, "passphrase-said").text
     seen["storage"] = driver.find_element(By.ID, "storage-text").text
+
+    # Two-factor: the key to scan, a code from it; the old passphrase is refused, the new one
+    # turns it on and the recovery codes are shown.
+    seen["twofactor_before"] = driver.find_element(By.ID, "twofactor-text").text
+    driver.find_element(By.ID, "twofactor-setup").click()
+    wait(lambda d: d.find_element(By.ID, "twofactor-secret").text, "the key to scan")
+    secret = driver.find_element(By.ID, "twofactor-secret").text
+    wait(
+        lambda d: d.execute_script("const i = document.getElementById('twofactor-qr'); return i.complete && i.naturalWidth > 0"),
+        "the QR code drawn",
+    )
+    driver.find_element(By.ID, "twofactor-code").send_keys(pages.totp(secret, time.time()))
+    driver.find_element(By.ID, "twofactor-passphrase").send_keys(passphrase)
+    driver.find_element(By.ID, "twofactor-enable").click()
+    seen["twofactor_refused"] = said("twofactor-said", "the old passphrase refused")
+    typed = driver.find_element(By.ID, "twofactor-passphrase")
+    typed.clear()
+    typed.send_keys(new_passphrase)
+    driver.find_element(By.ID, "twofactor-enable").click()
+    wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#recovery-codes li"), "the recovery codes")
+    seen["recovery_codes"] = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#recovery-codes li")]
+    seen["twofactor_after"] = driver.find_element(By.ID, "twofactor-text").text
+    seen["twofactor_said"] = driver.find_element(By.ID, "twofactor-said").text
     driver.save_screenshot(f"{shots}/settings.png")
 
     # The home app greets the person by the new name (this session lives on).

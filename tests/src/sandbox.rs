@@ -68,6 +68,12 @@ impl CoconBuilder {
         self
     }
 
+    /// A passphrase rate limit no test reaches: for tests that type it more often in a minute
+    /// than a person would (`tests/tests/e2e/login.rs` tests the limit itself).
+    pub fn passphrase_unlimited(self) -> Self {
+        self.env("COCON_AUTH__LIMITS__PASSPHRASE_PER_IP_PER_MINUTE", "1000")
+    }
+
     /// Mail through the SMTP server on loopback `port` (plain SMTP, as aiosmtpd speaks it).
     pub fn smtp(self, port: u16) -> Self {
         self.env("COCON_JOBS__SMTP__HOST", "127.0.0.1")

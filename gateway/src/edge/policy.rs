@@ -75,6 +75,9 @@ pub enum Route {
     SettingsDiskUsage,
     /// Changing the passphrase (the current one is asked whoever asks).
     SettingsPassphrase,
+    /// Two-factor: its state, a secret to scan, turning it on (the passphrase asked of an app)
+    /// and off (the passphrase asked whoever asks).
+    SettingsTwoFactor,
     /// The person's settings of their instance.
     SettingsInstance,
     /// What every app reads as it starts: the capabilities and the context.
@@ -102,7 +105,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 26] = [
+    const ALL: [Route; 27] = [
         Route::DataDoc,
         Route::DataCreate,
         Route::DataList,
@@ -116,6 +119,7 @@ impl Route {
         Route::SettingsClients,
         Route::SettingsDiskUsage,
         Route::SettingsPassphrase,
+        Route::SettingsTwoFactor,
         Route::SettingsInstance,
         Route::SettingsContext,
         Route::Files,
@@ -146,6 +150,7 @@ impl Route {
             Route::SettingsClients => "settings/clients",
             Route::SettingsDiskUsage => "settings/disk-usage",
             Route::SettingsPassphrase => "settings/passphrase",
+            Route::SettingsTwoFactor => "settings/twofactor",
             Route::SettingsInstance => "settings/instance",
             Route::SettingsContext => "settings/context",
             Route::Files => "files",
@@ -303,6 +308,12 @@ mod tests {
         assert!(p.allows(Webapp, Route::SettingsSessions, "DELETE", Whole));
         assert!(p.allows(Webapp, Route::SettingsPassphrase, "PUT", Whole));
         assert!(!p.allows(Cli, Route::SettingsPassphrase, "PUT", Whole));
+        for verb in ["POST", "PUT", "DELETE"] {
+            assert!(p.allows(Webapp, Route::SettingsTwoFactor, verb, Whole));
+            assert!(!p.allows(Webapp, Route::SettingsTwoFactor, verb, Document));
+            assert!(!p.allows(Oauth, Route::SettingsTwoFactor, verb, Whole));
+            assert!(!p.allows(Cli, Route::SettingsTwoFactor, verb, Whole));
+        }
         assert!(!p.allows(Oauth, Route::SettingsSessions, "DELETE", Whole));
         assert!(!p.allows(Webapp, Route::SettingsSessions, "DELETE", Document));
         assert!(!p.allows(Share, Route::SettingsSessions, "GET", Whole));

@@ -72,6 +72,9 @@ pub async fn resolve(state: &State, headers: &HeaderMap) -> Result<(pb::Instance
 pub struct Manager {
     pub domain: String,
     pub session_id: String,
+    /// An app, not the person on their own pages: routes that ask the person for nothing more
+    /// (turning two-factor on) ask such a caller for the passphrase.
+    pub by_app: bool,
 }
 
 pub async fn manager(
@@ -86,6 +89,7 @@ pub async fn manager(
         return Ok(Manager {
             domain: person.domain,
             session_id: person.session_id,
+            by_app: false,
         });
     }
     let caller = crate::edge::access::authenticate(state, headers).await?;
@@ -93,6 +97,7 @@ pub async fn manager(
     Ok(Manager {
         domain: host(headers)?,
         session_id: caller.session_id.clone(),
+        by_app: true,
     })
 }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use cocon_common::ErrorCode;
+use cocon_common::cozy::doctype;
 use cocon_proto::auth::v1 as pb;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -15,10 +16,11 @@ use serde_json::json;
 
 use crate::edge::access::host;
 use crate::edge::client::Client;
+use crate::edge::policy::Route;
 use crate::person::login::{
     field, form, home_with_error, passphrase, render_home, safe_redirect, signed_in, signed_in_answer, wants_json,
 };
-use crate::person::{cookies, web};
+use crate::person::{Manager, cookies, manager, web};
 use crate::{ApiError, State};
 
 pub fn routes() -> Router<State> {
@@ -101,8 +103,15 @@ async fn second_step(
     }
 }
 
+/// The person, or the settings app (a web app granted `io.cozy.settings` whole), on the JSON
+/// routes.
+async fn caller(state: &State, headers: &HeaderMap, method: http::Method) -> Result<Manager, ApiError> {
+    manager(state, headers, Route::SettingsTwoFactor, &method, doctype::SETTINGS).await
+}
+
+/// `GET /settings/twofactor`: whether it is on, and how many recovery codes are left.
 async fn status(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let person = signed_in(&state, &headers).await?;
+    let person = caller(&state, &headers, http::Method::GET).await?;
     let s = state
         .clients
         .auth
@@ -125,11 +134,13 @@ async fn proposal(state: &State, domain: &str) -> Result<pb::ProposeTwoFactorRes
         .into_inner())
 }
 
-/// `POST /settings/twofactor`: a new secret to scan (not in force until confirmed).
+/// `POST /settings/twofactor`: a new secret to scan (not in force until confirmed), as text,
+/// as an `otpauth://` URI and as that URI's QR code (SVG).
 async fn propose(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let person = signed_in(&state, &headers).await?;
+    let person = caller(&state, &headers, http::Method::POST).await?;
     let p = proposal(&state, &person.domain).await?;
-    Ok(axum::Json(json!({"secret": p.secret, "otpauth_uri": p.otpauth_uri})).into_response())
+    let qr = qr_svg(&p.otpauth_uri)?;
+    Ok(axum::Json(json!({"secret": p.secret, "otpauth_uri": p.otpauth_uri, "qr_svg": qr})).into_response())
 }
 
 #[derive(Default, Deserialize)]
@@ -144,7 +155,13 @@ fn json_body(body: &Bytes) -> Result<TwoFactorBody, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
 }
 
-async fn confirm(state: &State, client: &Client, domain: &str, code: &str) -> Result<Vec<String>, ApiError> {
+async fn confirm(
+    state: &State,
+    client: &Client,
+    domain: &str,
+    code: &str,
+    passphrase: Option<pb::Passphrase>,
+) -> Result<Vec<String>, ApiError> {
     state.limits.passphrase_attempt(domain, client.ip)?;
     Ok(state
         .clients
@@ -153,22 +170,32 @@ async fn confirm(state: &State, client: &Client, domain: &str, code: &str) -> Re
         .enable_two_factor(pb::EnableTwoFactorRequest {
             domain: domain.to_string(),
             code: code.to_string(),
+            passphrase,
         })
         .await?
         .into_inner()
         .recovery_codes)
 }
 
-/// `PUT /settings/twofactor` `{"code": "123456"}`: turns two-factor on; answers the recovery codes.
+/// `PUT /settings/twofactor` `{"code": "123456"}`: turns two-factor on; answers the recovery
+/// codes. An app sends the passphrase too (`passphrase`, or `password` in plain).
 async fn enable(
     AxState(state): AxState<State>,
     client: Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let person = signed_in(&state, &headers).await?;
+    let person = caller(&state, &headers, http::Method::PUT).await?;
     let body = json_body(&body)?;
-    let codes = confirm(&state, &client, &person.domain, &body.code).await?;
+    let proof = (!body.password.is_empty() || !body.passphrase.is_empty())
+        .then(|| passphrase(&body.password, &body.passphrase))
+        .flatten();
+    if person.by_app && proof.is_none() {
+        return Err(ApiError::bad_request(
+            "send the passphrase (`password`) with the code: an app turns two-factor on only for the person who types it",
+        ));
+    }
+    let codes = confirm(&state, &client, &person.domain, &body.code, proof).await?;
     Ok(axum::Json(json!({"enabled": true, "recovery_codes": codes})).into_response())
 }
 
@@ -193,7 +220,7 @@ async fn disable(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let person = signed_in(&state, &headers).await?;
+    let person = caller(&state, &headers, http::Method::DELETE).await?;
     let body = json_body(&body)?;
     turn_off(&state, &client, &person.domain, &body.password, &body.passphrase).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -224,7 +251,7 @@ async fn enable_form(
     let csrf = field(&form, "csrf_token");
     cookies::check_csrf(&headers, Some(csrf))?;
     let person = signed_in(&state, &headers).await?;
-    match confirm(&state, &client, &person.domain, field(&form, "code")).await {
+    match confirm(&state, &client, &person.domain, field(&form, "code"), None).await {
         Ok(codes) => Ok(web::page(
             StatusCode::OK,
             "Recovery codes",

@@ -218,7 +218,9 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::EnableTwoFactorRequest>,
     ) -> Result<Response<pb::EnableTwoFactorResponse>, Status> {
         let req = req.into_inner();
-        let recovery_codes = self.enable_two_factor(&req.domain, &req.code).await?;
+        let recovery_codes = self
+            .enable_two_factor(&req.domain, &req.code, req.passphrase.as_ref())
+            .await?;
         Ok(Response::new(pb::EnableTwoFactorResponse { recovery_codes }))
     }
 

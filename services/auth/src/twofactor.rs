@@ -112,9 +112,18 @@ impl AuthService {
         })
     }
 
-    /// Turns two-factor on with the proposed secret, once `code` shows the app has it.
-    pub async fn enable_two_factor(&self, domain: &str, code: &str) -> Result<Vec<String>, AuthError> {
+    /// Turns two-factor on with the proposed secret, once `code` shows the app has it (and
+    /// `passphrase`, when given, that the person asks).
+    pub async fn enable_two_factor(
+        &self,
+        domain: &str,
+        code: &str,
+        passphrase: Option<&pb::Passphrase>,
+    ) -> Result<Vec<String>, AuthError> {
         let record = self.lookup(domain).await?;
+        if passphrase.is_some() && !self.check_passphrase(&record, passphrase).await? {
+            return Err(AuthError::BadProof("the passphrase is wrong".into()));
+        }
         let _writer = self.stripe(&record.id).lock().await;
         let record = self.lookup(domain).await?;
         let Some(proposed) = &record.two_factor_proposed else {

@@ -75,7 +75,7 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     let proposal = auth.propose_two_factor("b.test").await.unwrap();
     let totp = totp_rs::TOTP::from_url(&proposal.otpauth_uri).unwrap();
     let codes = auth
-        .enable_two_factor("b.test", &totp.generate_current().unwrap())
+        .enable_two_factor("b.test", &totp.generate_current().unwrap(), None)
         .await
         .unwrap();
     let first = auth

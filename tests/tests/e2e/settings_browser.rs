@@ -1,9 +1,10 @@
 //! Cocon's own settings app in headless Chromium (`tests/browser/settings_app.py`): the person
 //! signs in on `settings.<instance>`, signs out another device, disconnects an OAuth client,
-//! changes the name and the passphrase; what the browser did is then checked from outside.
+//! changes the name and the passphrase, sets up two-factor; what the browser did is then
+//! checked from outside.
 
 use cocon_tests::sharing::{PASSPHRASE, person, port};
-use cocon_tests::{Browser, Cocon};
+use cocon_tests::{Browser, Cocon, hidden_field};
 use reqwest::Method;
 use serde_json::json;
 
@@ -14,7 +15,8 @@ const NEW_PASSPHRASE: &str = "a brand new passphrase of mine";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_person_manages_the_account_in_the_settings_app() {
     let dir = tempfile::tempdir().unwrap();
-    let cocon = Cocon::start(dir.path()).await.unwrap();
+    // The browser and this test type the passphrase more often than a person would in a minute.
+    let cocon = Cocon::builder(dir.path()).passphrase_unlimited().start().await.unwrap();
     // Another device: the onboarding's session, in this test's client.
     let mut other = person(&cocon, "alice.localhost").await;
     assert_eq!(other.get("/").await.status, 200, "the other device is signed in");
@@ -80,6 +82,26 @@ async fn test_a_person_manages_the_account_in_the_settings_app() {
     );
     assert!(seen["storage"].as_str().unwrap().ends_with(" used"), "{seen}");
     assert_eq!(seen["greeting"], "Hello, Alice Martin", "{seen}");
+    assert!(seen["twofactor_before"].as_str().unwrap().starts_with("Off."), "{seen}");
+    assert_eq!(
+        seen["twofactor_refused"], "That did not work: the passphrase is wrong",
+        "{seen}"
+    );
+    assert_eq!(seen["twofactor_said"], "Two-factor is on.", "{seen}");
+    assert!(
+        seen["twofactor_after"]
+            .as_str()
+            .unwrap()
+            .contains("10 recovery codes left"),
+        "{seen}"
+    );
+    let codes: Vec<&str> = seen["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 10, "{seen}");
     assert!(shots.join("settings.png").metadata().unwrap().len() > 1000);
 
     // The other device was signed out, the client's registration is gone, and the passphrase
@@ -93,6 +115,23 @@ async fn test_a_person_manages_the_account_in_the_settings_app() {
     assert!(gone == 401 || gone == 404, "the client's registration is gone: {gone}");
     let mut fresh = Browser::new(&cocon.http, "alice.localhost");
     assert_ne!(fresh.login(PASSPHRASE).await.status, 303, "the old passphrase fails");
+    // The new passphrase alone no longer signs in: two-factor asks for a code, and a recovery
+    // code the app showed opens the session.
     let mut fresh = Browser::new(&cocon.http, "alice.localhost");
-    assert_eq!(fresh.login(NEW_PASSPHRASE).await.status, 303, "the new one signs in");
+    let step = fresh.login(NEW_PASSPHRASE).await;
+    assert_eq!(step.status, 200, "the code is asked");
+    let token = hidden_field(&step.text, "two_factor_token").expect("the two-factor step");
+    let csrf = fresh.csrf();
+    let signed_in = fresh
+        .post_form(
+            "/auth/twofactor",
+            &[
+                ("csrf_token", &csrf),
+                ("two_factor_token", &token),
+                ("two_factor_passcode", codes[0]),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.status, 303, "a recovery code signs in: {}", signed_in.text);
+    assert!(signed_in.set_cookie("cozysessid").is_some());
 }

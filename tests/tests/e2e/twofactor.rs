@@ -2,7 +2,7 @@
 //! for a code after the passphrase, codes and recovery codes work once, and turning it off needs
 //! the passphrase.
 
-use cocon_tests::{Browser, Cocon, hidden_field, onboard};
+use cocon_tests::{Api, Browser, Cocon, hidden_field, onboard};
 use serde_json::{Value, json};
 use totp_rs::TOTP;
 
@@ -27,11 +27,7 @@ fn next_code(totp: &TOTP) -> String {
 async fn test_two_factor_setup_login_and_recovery() {
     let dir = tempfile::tempdir().unwrap();
     // More attempts than the default rate limit allows a minute (tests/tests/e2e/login.rs tests it).
-    let cocon = Cocon::builder(dir.path())
-        .env("COCON_AUTH__LIMITS__PASSPHRASE_PER_IP_PER_MINUTE", "1000")
-        .start()
-        .await
-        .unwrap();
+    let cocon = Cocon::builder(dir.path()).passphrase_unlimited().start().await.unwrap();
     let mut owner = onboard(&cocon, "alice.test", PASS).await;
     let (status, body) = send(&mut owner, reqwest::Method::GET, "/settings/twofactor", json!({})).await;
     assert_eq!((status, &body["enabled"]), (200, &json!(false)));
@@ -185,4 +181,69 @@ async fn test_two_factor_setup_login_and_recovery() {
     assert_eq!(status, 204);
     let mut after = Browser::new(&cocon.http, "alice.test");
     assert_eq!(after.login(PASS).await.status, 303);
+}
+
+/// The settings app (a web app granted `io.cozy.settings` whole) sets two-factor up for the
+/// person who types the passphrase, never without it; a CLI token on the same doctype turns it
+/// neither on nor off.
+#[tokio::test]
+async fn test_an_app_turns_two_factor_on_only_with_the_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path()).passphrase_unlimited().start().await.unwrap();
+    let owner = onboard(&cocon, "alice.test", PASS).await;
+    cocon.app_installed("alice.test", "settings").await;
+    let page = owner.to_domain("settings.alice.test").get("/").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let start = page.text.find("data-cozy=\"").unwrap() + "data-cozy=\"".len();
+    let data = &page.text[start..start + page.text[start..].find('"').unwrap()];
+    let cozy: Value = serde_json::from_str(&data.replace("&#34;", "\"")).unwrap();
+    let token = cozy["token"].as_str().unwrap().to_string();
+    let session = owner.cookies["cozysessid"].clone();
+    let app = |method: reqwest::Method, body: Value| {
+        let request = reqwest::Client::new()
+            .request(method, format!("{}/settings/twofactor", cocon.http))
+            .header("Host", "alice.test")
+            .header("Origin", "http://settings.alice.test")
+            .header("Cookie", format!("cozysessid={session}"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move {
+            let res = request.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    let (status, proposal) = app(reqwest::Method::POST, json!({})).await;
+    assert_eq!(status, 200, "{proposal}");
+    assert!(proposal["qr_svg"].as_str().unwrap().contains("<svg"), "{proposal}");
+    let totp = TOTP::from_url(proposal["otpauth_uri"].as_str().unwrap()).unwrap();
+    let code = totp.generate_current().unwrap();
+    let (status, body) = app(reqwest::Method::PUT, json!({ "code": code })).await;
+    assert_eq!(status, 400, "without the passphrase: {body}");
+    assert!(body["reason"].as_str().unwrap().contains("passphrase"), "{body}");
+    let (status, body) = app(reqwest::Method::PUT, json!({ "code": code, "password": "not it" })).await;
+    assert_eq!(status, 403, "a wrong passphrase: {body}");
+    let (_, state) = app(reqwest::Method::GET, json!({})).await;
+    assert_eq!(state["enabled"], false, "{state}");
+
+    let (status, body) = app(reqwest::Method::PUT, json!({ "code": code, "password": PASS })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recovery_codes"].as_array().unwrap().len(), 10);
+    let (_, state) = app(reqwest::Method::GET, json!({})).await;
+    assert_eq!(state["enabled"], true, "{state}");
+
+    // A CLI token granted the whole doctype reads the state and changes nothing.
+    let cli_token = cocon.token("alice.test", "io.cozy.settings").await.unwrap();
+    let cli = cocon.api("alice.test", Some(&cli_token));
+    let read = cli.get("/settings/twofactor").await;
+    assert_eq!((read.status, read.get("enabled")), (200, &json!(true)), "{}", read.text);
+    let off = Api::reply(
+        cli.request(reqwest::Method::DELETE, "/settings/twofactor")
+            .body(json!({ "password": PASS }).to_string()),
+    )
+    .await;
+    assert_eq!(off.status, 403, "{}", off.text);
+    let (_, state) = app(reqwest::Method::GET, json!({})).await;
+    assert_eq!(state["enabled"], true, "{state}");
 }

@@ -22,8 +22,23 @@ const TEXT = {
     change: 'Change the passphrase',
     notSame: 'The two new passphrases differ: type the same twice.',
     changed: 'Passphrase changed: your other devices were signed out.',
-    security: 'Two-factor authentication and recovery codes',
-    twofactor: 'A second factor (an authenticator app’s codes) keeps your account safe even if your passphrase leaks. Set it up, and get recovery codes, on the account page:',
+    twofactorTitle: 'Two-factor authentication',
+    twofactorOff: 'Off. A second factor (the codes of an authenticator app on your phone) keeps your account safe even if your passphrase leaks.',
+    twofactorOn: left => `On: signing in asks for a code from your authenticator app. ${left} recovery codes left.`,
+    setup: 'Set up two-factor',
+    scan: 'Scan this QR code with your authenticator app (or type the key), then type the code it shows and your passphrase.',
+    key: 'Key:',
+    code: 'Code from the app',
+    yourPassphrase: 'Your passphrase',
+    turnOn: 'Turn on',
+    cancel: 'Cancel',
+    turnedOn: 'Two-factor is on.',
+    codesText: 'Your recovery codes. Each one signs you in once if you lose your phone: keep them somewhere safe, they are shown only now.',
+    download: 'Download the codes',
+    codesFile: 'Recovery codes of',
+    offPassphrase: 'Your passphrase, to turn it off',
+    turnOff: 'Turn off two-factor',
+    turnedOff: 'Two-factor is off.',
     sessions: 'Devices signed in',
     thisDevice: 'this device',
     signOut: 'Sign out',
@@ -56,8 +71,23 @@ const TEXT = {
     change: 'Changer la phrase de passe',
     notSame: 'Les deux nouvelles phrases de passe diffèrent : tapez la même deux fois.',
     changed: 'Phrase de passe changée : vos autres appareils ont été déconnectés.',
-    security: 'Double authentification et codes de secours',
-    twofactor: 'Un second facteur (les codes d’une application d’authentification) protège votre compte même si votre phrase de passe fuit. Activez-le, et obtenez des codes de secours, sur la page du compte :',
+    twofactorTitle: 'Double authentification',
+    twofactorOff: 'Désactivée. Un second facteur (les codes d’une application d’authentification sur votre téléphone) protège votre compte même si votre phrase de passe fuit.',
+    twofactorOn: left => `Activée : la connexion demande un code de votre application d’authentification. Il reste ${left} codes de secours.`,
+    setup: 'Activer la double authentification',
+    scan: 'Scannez ce QR code avec votre application d’authentification (ou tapez la clé), puis tapez le code qu’elle affiche et votre phrase de passe.',
+    key: 'Clé :',
+    code: 'Code de l’application',
+    yourPassphrase: 'Votre phrase de passe',
+    turnOn: 'Activer',
+    cancel: 'Annuler',
+    turnedOn: 'La double authentification est activée.',
+    codesText: 'Vos codes de secours. Chacun vous connecte une fois si vous perdez votre téléphone : gardez-les en lieu sûr, ils ne sont montrés que maintenant.',
+    download: 'Télécharger les codes',
+    codesFile: 'Codes de secours de',
+    offPassphrase: 'Votre phrase de passe, pour la désactiver',
+    turnOff: 'Désactiver la double authentification',
+    turnedOff: 'La double authentification est désactivée.',
     sessions: 'Appareils connectés',
     thisDevice: 'cet appareil',
     signOut: 'Déconnecter',
@@ -143,6 +173,83 @@ async function changePassphrase(e) {
     said('passphrase-said', text.problem(err.message), true)
   } finally {
     $('passphrase-save').disabled = false
+  }
+}
+
+// ---- two-factor ------------------------------------------------------------------------
+
+async function showTwoFactor() {
+  const status = await api('GET', '/settings/twofactor')
+  $('twofactor-text').textContent = status.enabled ? text.twofactorOn(status.recovery_codes_left) : text.twofactorOff
+  $('twofactor-setup').hidden = status.enabled || !$('twofactor-form').hidden
+  $('twofactor-off').hidden = !status.enabled
+}
+
+async function proposeTwoFactor() {
+  $('twofactor-setup').disabled = true
+  try {
+    const proposal = await api('POST', '/settings/twofactor', {})
+    // The server's QR code, as an image: nothing of it runs in the page.
+    $('twofactor-qr').src = `data:image/svg+xml,${enc(proposal.qr_svg)}`
+    $('twofactor-secret').textContent = proposal.secret
+    $('twofactor-codes').hidden = true
+    $('twofactor-setup').hidden = true
+    $('twofactor-form').hidden = false
+    said('twofactor-said', '')
+    $('twofactor-code').focus()
+  } catch (err) {
+    said('twofactor-said', text.problem(err.message), true)
+  } finally {
+    $('twofactor-setup').disabled = false
+  }
+}
+
+function cancelTwoFactor() {
+  $('twofactor-form').hidden = true
+  $('twofactor-form').reset()
+  $('twofactor-setup').hidden = false
+}
+
+async function enableTwoFactor(e) {
+  e.preventDefault()
+  $('twofactor-enable').disabled = true
+  try {
+    const code = $('twofactor-code').value.replace(/\s/g, '')
+    const answer = await api('PUT', '/settings/twofactor', { code, password: $('twofactor-passphrase').value })
+    $('twofactor-form').hidden = true
+    $('twofactor-form').reset()
+    $('recovery-codes').replaceChildren(...answer.recovery_codes.map(c => el('li', { textContent: c })))
+    $('twofactor-codes').hidden = false
+    said('twofactor-said', text.turnedOn)
+    await showTwoFactor()
+  } catch (err) {
+    said('twofactor-said', text.problem(err.message), true)
+  } finally {
+    $('twofactor-enable').disabled = false
+  }
+}
+
+function downloadCodes() {
+  const codes = [...$('recovery-codes').children].map(li => li.textContent)
+  const body = `${text.codesFile} ${cozy.domain}\n\n${codes.join('\n')}\n`
+  const a = el('a', { href: URL.createObjectURL(new Blob([body], { type: 'text/plain' })), download: `recovery-codes-${cozy.domain}.txt` })
+  a.click()
+  URL.revokeObjectURL(a.href)
+}
+
+async function disableTwoFactor(e) {
+  e.preventDefault()
+  $('twofactor-disable').disabled = true
+  try {
+    await api('DELETE', '/settings/twofactor', { password: $('twofactor-off-passphrase').value })
+    $('twofactor-off').reset()
+    $('twofactor-codes').hidden = true
+    said('twofactor-said', text.turnedOff)
+    await showTwoFactor()
+  } catch (err) {
+    said('twofactor-said', text.problem(err.message), true)
+  } finally {
+    $('twofactor-disable').disabled = false
   }
 }
 
@@ -252,13 +359,23 @@ function translate() {
   set('new-label', text.fresh)
   set('again-label', text.again)
   set('passphrase-save', text.change)
-  set('twofactor-text', text.twofactor)
-  set('security', text.security)
+  set('twofactor-title', text.twofactorTitle)
+  set('twofactor-setup', text.setup)
+  set('twofactor-scan', text.scan)
+  set('twofactor-key-label', text.key)
+  set('twofactor-code-label', text.code)
+  set('twofactor-passphrase-label', text.yourPassphrase)
+  set('twofactor-enable', text.turnOn)
+  set('twofactor-cancel', text.cancel)
+  set('twofactor-codes-text', text.codesText)
+  set('twofactor-download', text.download)
+  set('twofactor-off-label', text.offPassphrase)
+  set('twofactor-disable', text.turnOff)
+  $('twofactor-qr').alt = text.scan
   set('sessions-title', text.sessions)
   set('clients-title', text.clients)
   set('storage-title', text.storage)
   $('to-home').href = `${window.location.protocol}//home.${cozy.domain}/`
-  $('security').href = `${stack}/`
   const zones = Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []
   $('timezones').replaceChildren(...zones.map(z => el('option', { value: z })))
 }
@@ -267,7 +384,12 @@ async function start() {
   translate()
   $('profile').addEventListener('submit', saveProfile)
   $('passphrase').addEventListener('submit', changePassphrase)
-  const parts = await Promise.allSettled([showProfile(), showSessions(), showClients(), showStorage()])
+  $('twofactor-setup').addEventListener('click', proposeTwoFactor)
+  $('twofactor-cancel').addEventListener('click', cancelTwoFactor)
+  $('twofactor-form').addEventListener('submit', enableTwoFactor)
+  $('twofactor-download').addEventListener('click', downloadCodes)
+  $('twofactor-off').addEventListener('submit', disableTwoFactor)
+  const parts = await Promise.allSettled([showProfile(), showTwoFactor(), showSessions(), showClients(), showStorage()])
   const failed = parts.filter(p => p.status === 'rejected')
   if (failed.length) problem(failed[0].reason)
   root.dataset.ready = 'true'
