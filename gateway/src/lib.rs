@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 
+pub use apps::hosts::Subdomains;
 pub use cocon_mesh::Clients;
 pub(crate) use cocon_mesh::{AuthClient, FilesClient};
 pub use edge::limits::LimitsConfig;

@@ -31,6 +31,9 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     pub limits: LimitsConfig,
     pub realtime: crate::realtime::RealtimeConfig,
+    /// Apps on nested sub-domains of their instance (`drive.alice.example`, the default) or flat
+    /// ones (`alice-drive.example`: `"flat"`, for a certificate of `*.example`).
+    pub subdomains: crate::Subdomains,
 }
 
 impl Config {
@@ -53,6 +56,15 @@ impl Config {
     pub fn origin_of(&self, domain: &str) -> String {
         crate::admin::origin_of(&self.public_origin(), domain)
     }
+
+    /// The origin of app `slug` of the instance at `domain`, nested or flat as configured.
+    pub fn app_origin(&self, domain: &str, slug: &str) -> String {
+        let origin = self.origin_of(domain);
+        match origin.split_once("://") {
+            Some((scheme, authority)) => format!("{scheme}://{}", self.subdomains.app_host(authority, slug)),
+            None => origin,
+        }
+    }
 }
 
 impl Default for Config {
@@ -67,6 +79,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             limits: LimitsConfig::default(),
             realtime: Default::default(),
+            subdomains: Default::default(),
         }
     }
 }

@@ -148,12 +148,7 @@ async fn create(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes)
         .apps;
     let id = uuid_like();
     let instance_host = host(&headers)?;
-    let scheme = if state.config.public_https { "https" } else { "http" };
-    let origin_of_app = |slug: &str| {
-        let origin = state.config.origin_of(&instance_host);
-        let rest = origin.split_once("://").map_or(origin.as_str(), |(_, r)| r).to_string();
-        format!("{scheme}://{slug}.{rest}")
-    };
+    let origin_of_app = |slug: &str| state.config.app_origin(&instance_host, slug);
     let mut doc = json!({
         "_id": id,
         "action": action,

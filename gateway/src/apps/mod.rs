@@ -1,7 +1,9 @@
 //! `/apps`: the web apps installed on the instance (`io.cozy.apps`), installed, updated and
 //! removed through the jobs service, which keeps their code; their serving on their own
-//! sub-domains (`serve.rs`, `page.rs`); intents between them (`intents.rs`).
+//! sub-domains (`serve.rs`, `page.rs`), nested or flat (`hosts.rs`); intents between them
+//! (`intents.rs`).
 
+pub(crate) mod hosts;
 mod intents;
 mod page;
 pub(crate) mod serve;

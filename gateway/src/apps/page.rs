@@ -14,6 +14,7 @@ pub struct PageValues<'a> {
     pub locale: &'a str,
     pub app: &'a Webapp,
     pub manifest: &'a Value,
+    pub subdomains: crate::Subdomains,
 }
 
 fn escape(text: &str) -> String {
@@ -51,7 +52,7 @@ impl PageValues<'_> {
         json!({
             "token": self.token,
             "domain": self.domain,
-            "subdomain": "nested",
+            "subdomain": self.subdomains.as_str(),
             "tracking": false,
             "locale": self.locale,
             "app": {
@@ -64,7 +65,7 @@ impl PageValues<'_> {
             "flags": {},
             "capabilities": {
                 "file_versioning": true,
-                "flat_subdomains": false,
+                "flat_subdomains": self.subdomains.is_flat(),
                 "can_auth_with_password": true,
                 "can_auth_with_magic_links": false,
                 "can_auth_with_oidc": false,
@@ -85,7 +86,7 @@ impl PageValues<'_> {
             "AppNamePrefix" => self.manifest_text("name_prefix").to_string(),
             "IconPath" => self.manifest_text("icon").to_string(),
             "CozyData" => self.cozy_data(),
-            "SubDomain" => "nested".to_string(),
+            "SubDomain" => self.subdomains.as_str().to_string(),
             "Tracking" => "false".to_string(),
             "ContextName" => String::new(),
             // Cozy's bar, its legacy client and its theme are Cozy's own assets, not served here:
@@ -157,6 +158,7 @@ mod tests {
             locale: "fr",
             app: &app,
             manifest: &manifest,
+            subdomains: crate::Subdomains::Nested,
         };
         let page = values.render(
             r#"<div data-token="{{.Token}}" data-domain="{{ .Domain }}" data-cozy="{{.CozyData}}">{{.AppName}} {{.AppEditor}} {{.Unknown}} {{if .X}}</div>"#,

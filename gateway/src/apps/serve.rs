@@ -16,13 +16,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cocon_common::ErrorCode;
-use cocon_common::cozy::is_slug;
 use cocon_proto::auth::v1 as auth_pb;
 use cocon_proto::events::v1::Webapp;
 use cocon_proto::jobs::v1 as pb;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
 
+use super::hosts::Subdomains;
 use super::page::{PageValues, csp};
 use crate::person::cookies;
 use crate::{ApiError, State};
@@ -122,16 +122,16 @@ async fn classify(state: &State, host: &str) -> Option<HostKind> {
     }
     let kind = match instance_at(state, host).await.ok()? {
         Some(_) => HostKind::Instance,
-        None => match host.split_once('.') {
-            Some((slug, rest)) if is_slug(slug) && !rest.is_empty() => match instance_at(state, rest).await.ok()? {
+        None => match state.config.subdomains.split_app_host(host) {
+            Some((instance_host, slug)) => match instance_at(state, &instance_host).await.ok()? {
                 Some(instance) => HostKind::App {
-                    slug: slug.to_string(),
-                    instance_host: rest.to_string(),
+                    slug,
+                    instance_host,
                     instance,
                 },
                 None => HostKind::Unknown,
             },
-            _ => HostKind::Unknown,
+            None => HostKind::Unknown,
         },
     };
     let mut hosts = state.apps.hosts.write().expect("hosts poisoned");
@@ -156,31 +156,30 @@ pub async fn dispatch(AxState(state): AxState<State>, request: Request, next: Ne
         }) => serve(&state, request, &slug, &instance_host, &instance)
             .await
             .unwrap_or_else(IntoResponse::into_response),
-        Some(HostKind::Instance) => with_cors(&host, request, next).await,
+        Some(HostKind::Instance) => with_cors(&host, state.config.subdomains, request, next).await,
         _ => next.run(request).await,
     }
 }
 
-/// Whether `origin` is one of the apps of the instance at `host` (same scheme and port).
-fn app_origin(origin: &str, host: &str) -> bool {
+/// Whether `origin` is one of the apps of the instance at `host` (same port).
+fn app_origin(origin: &str, host: &str, subdomains: Subdomains) -> bool {
     let Ok(url) = url::Url::parse(origin) else { return false };
     let Some(origin_host) = url.host_str() else {
         return false;
     };
-    let (name, port) = cocon_common::domain::split_port(host);
-    let same_port = url.port().map(|p| p.to_string()) == port.map(str::to_string);
-    let sub = origin_host
-        .strip_suffix(name)
-        .is_some_and(|s| s.ends_with('.') && is_slug(&s[..s.len() - 1]));
-    same_port && sub
+    let authority = match url.port() {
+        Some(port) => format!("{origin_host}:{port}"),
+        None => origin_host.to_string(),
+    };
+    subdomains.is_app_host_of(&authority, host)
 }
 
-async fn with_cors(host: &str, request: Request, next: Next) -> Response {
+async fn with_cors(host: &str, subdomains: Subdomains, request: Request, next: Next) -> Response {
     let origin = request
         .headers()
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .filter(|o| app_origin(o, host))
+        .filter(|o| app_origin(o, host, subdomains))
         .map(str::to_string);
     // The login pages are never called across origins (cozy-stack's rule).
     let Some(origin) = origin.filter(|_| !request.uri().path().starts_with("/auth")) else {
@@ -417,6 +416,13 @@ async fn serve(
         .trim_start_matches('/')
         .to_string();
     let headers = request.headers();
+    if state.config.subdomains.is_flat()
+        && let Some(code) = query_value(request.uri(), "session_code")
+    {
+        let app_host = crate::edge::access::host(headers)?;
+        let uri = request.uri().clone();
+        return trade_session_code(state, &uri, &app_host, instance_host, &code).await;
+    }
     // The person's session, with the instance's ticket.
     let session = cookies::get(headers, cookies::SESSION).unwrap_or_default();
     let signed_in = if session.is_empty() {
@@ -436,8 +442,12 @@ async fn serve(
         (!answer.session_id.is_empty()).then_some(answer)
     };
     let origin = state.config.origin_of(instance_host);
-    let scheme = if state.config.public_https { "https" } else { "http" };
-    let siblings = format!("{scheme}://*.{instance_host}");
+    // Listing the apps (flat) is for the pages that frame them, not for every file.
+    let ticket = signed_in
+        .as_ref()
+        .filter(|_| is_index)
+        .map(|a| a.instance_ticket.as_str());
+    let siblings = siblings(state, instance, instance_host, ticket).await;
     let policy = csp(&origin, &siblings);
     if !route.public && signed_in.is_none() {
         if !is_index {
@@ -488,12 +498,7 @@ async fn serve(
         }
         // A public page: a sharing link's code, as cozy-stack passes it.
         None => {
-            let code = request
-                .uri()
-                .query()
-                .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "sharecode"))
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
+            let code = query_value(request.uri(), "sharecode").unwrap_or_default();
             (code, String::new())
         }
     };
@@ -506,6 +511,7 @@ async fn serve(
         locale: &locale,
         app: &app,
         manifest: &manifest,
+        subdomains: state.config.subdomains,
     }
     .render(&template);
     let mut answer = Response::new(Body::from(page));
@@ -519,6 +525,112 @@ async fn serve(
         HeaderValue::from_static("private, no-store, must-revalidate"),
     );
     security_headers(h, &policy);
+    Ok(answer)
+}
+
+/// The first value of `name` in the request's query.
+fn query_value(uri: &http::Uri, name: &str) -> Option<String> {
+    uri.query()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name))
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The origins the app's pages may frame and be framed by (intents): its instance's other
+/// apps. Nested, one wildcard names them all; flat, the wildcard would name every instance's
+/// apps, so they are listed (with the person's `ticket`; none without it).
+async fn siblings(state: &State, instance: &str, instance_host: &str, ticket: Option<&str>) -> String {
+    let scheme = if state.config.public_https { "https" } else { "http" };
+    if !state.config.subdomains.is_flat() {
+        return format!("{scheme}://*.{instance_host}");
+    }
+    let Some(ticket) = ticket else {
+        return String::new();
+    };
+    let apps = state
+        .clients
+        .jobs
+        .clone()
+        .list_apps(pb::ListAppsRequest {
+            scope: Some(pb::Scope {
+                instance: instance.to_string(),
+                ticket: ticket.to_string(),
+                trusted: false,
+                domain: instance_host.to_string(),
+            }),
+        })
+        .await;
+    match apps {
+        Ok(apps) => apps
+            .into_inner()
+            .apps
+            .iter()
+            .map(|a| state.config.app_origin(instance_host, &a.slug))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(status) => {
+            tracing::warn!(error = %status.message(), "cannot list the apps: the page frames none");
+            String::new()
+        }
+    }
+}
+
+/// Flat sub-domains: the login sent the browser here with a one-time code; the session it
+/// carries gets a cookie for this app's host alone, and the browser comes back without the
+/// code.
+async fn trade_session_code(
+    state: &State,
+    uri: &http::Uri,
+    app_host: &str,
+    instance_host: &str,
+    code: &str,
+) -> Result<Response, ApiError> {
+    let session = state
+        .clients
+        .auth
+        .clone()
+        .redeem_session_code(auth_pb::RedeemSessionCodeRequest {
+            domain: instance_host.to_string(),
+            code: code.to_string(),
+            app_host: app_host.to_string(),
+        })
+        .await?
+        .into_inner();
+    let max_age = session
+        .long_run
+        .then(|| session.expires_at - cocon_common::time::now_secs());
+    let cookie = cookies::set(&cookies::CookieSpec {
+        name: cookies::SESSION,
+        value: &session.cookie,
+        max_age,
+        same_site: "Lax",
+        secure: state.config.public_https,
+    });
+    let rest: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k != "session_code")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut back = uri.path().to_string();
+    if !rest.is_empty() {
+        back.push('?');
+        back.push_str(
+            &url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(rest)
+                .finish(),
+        );
+    }
+    let mut answer = StatusCode::FOUND.into_response();
+    let h = answer.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&back).map_err(|_| ApiError::bad_request("bad URL"))?,
+    );
+    h.insert(header::SET_COOKIE, cookie);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(answer)
 }
 
@@ -554,11 +666,17 @@ mod tests {
 
     #[test]
     fn test_app_origins_and_hashed_names() {
-        assert!(app_origin("http://drive.alice.test:8080", "alice.test:8080"));
-        assert!(!app_origin("http://drive.alice.test:9090", "alice.test:8080"));
-        assert!(!app_origin("http://evil.test:8080", "alice.test:8080"));
-        assert!(!app_origin("http://a.b.alice.test:8080", "alice.test:8080"));
-        assert!(!app_origin("http://xalice.test:8080", "alice.test:8080"));
+        let nested = Subdomains::Nested;
+        assert!(app_origin("http://drive.alice.test:8080", "alice.test:8080", nested));
+        assert!(!app_origin("http://drive.alice.test:9090", "alice.test:8080", nested));
+        assert!(!app_origin("http://evil.test:8080", "alice.test:8080", nested));
+        assert!(!app_origin("http://a.b.alice.test:8080", "alice.test:8080", nested));
+        assert!(!app_origin("http://alice-drive.test:8080", "alice.test:8080", nested));
+        let flat = Subdomains::Flat;
+        assert!(app_origin("http://alice-drive.test:8080", "alice.test:8080", flat));
+        assert!(!app_origin("http://bob-drive.test:8080", "alice.test:8080", flat));
+        assert!(!app_origin("http://drive.alice.test:8080", "alice.test:8080", flat));
+        assert!(!app_origin("http://xalice.test:8080", "alice.test:8080", nested));
         assert!(hashed("js/app.4f2a9c1d0b.js"));
         assert!(!hashed("index.js"));
     }

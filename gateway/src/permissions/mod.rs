@@ -296,7 +296,7 @@ async fn unlock(
         .ok_or_else(|| ApiError::bad_request("send the link's `code` and its `password`"))?;
     let password = fields.get("password").map(String::as_str).unwrap_or_default();
     let back = match fields.get("redirect").filter(|r| !r.is_empty()) {
-        Some(raw) => Some(safe_redirect(&domain, raw)?),
+        Some(raw) => Some(safe_redirect(&domain, raw, state.config.subdomains)?),
         None => None,
     };
     state.limits.passphrase_attempt(&domain, client.ip)?;

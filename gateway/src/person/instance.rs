@@ -173,7 +173,7 @@ async fn capabilities(AxState(state): AxState<State>, headers: HeaderMap) -> Res
         "capabilities",
         json!({
             "file_versioning": true,
-            "flat_subdomains": false,
+            "flat_subdomains": state.config.subdomains.is_flat(),
             "can_auth_with_password": true,
             "can_auth_with_magic_links": false,
             "can_auth_with_oidc": false,

@@ -20,7 +20,7 @@ use crate::person::cookies::{self, CookieSpec};
 use crate::person::link::{self, Purpose};
 use crate::person::web;
 use crate::person::{Person, resolve};
-use crate::{ApiError, State};
+use crate::{ApiError, State, Subdomains};
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -83,7 +83,7 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
 
 /// Where a login may send the browser: a path of this site, or a URL of this instance or one
 /// of its sub-domains (its apps). Anything else would make the login page an open redirect.
-pub fn safe_redirect(domain: &str, raw: &str) -> Result<String, ApiError> {
+pub fn safe_redirect(domain: &str, raw: &str, subdomains: Subdomains) -> Result<String, ApiError> {
     let refuse = || {
         ApiError::bad_request(format!(
             "redirect must be a page of {domain} (a path such as /settings, or a URL on this instance)"
@@ -108,7 +108,9 @@ pub fn safe_redirect(domain: &str, raw: &str) -> Result<String, ApiError> {
     let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
     // The instance's pages and its apps' sub-domains, on whatever port.
     let domain = cocon_common::domain::without_port(domain);
-    let on_instance = host == domain || host.strip_suffix(domain).is_some_and(|sub| sub.ends_with('.'));
+    let on_instance = host == domain
+        || host.strip_suffix(domain).is_some_and(|sub| sub.ends_with('.'))
+        || (subdomains.is_flat() && subdomains.is_app_host_of(&host, domain));
     if scheme_ok && !authority.as_str().contains('@') && on_instance {
         Ok(raw.into())
     } else {
@@ -163,9 +165,14 @@ async fn login_page(
     let redirect = safe_redirect(
         &instance.domain,
         q.get("redirect").map(String::as_str).unwrap_or_default(),
+        state.config.subdomains,
     )?;
     if person.is_some() {
-        return Ok(see_other(&landing(&state, &headers, redirect).await, Vec::new()));
+        let session = cookies::get(&headers, cookies::SESSION).unwrap_or_default();
+        return Ok(see_other(
+            &landing(&state, &headers, redirect, session).await,
+            Vec::new(),
+        ));
     }
     let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
     Ok(web::sign_in_page(
@@ -173,8 +180,23 @@ async fn login_page(
         "Sign in",
         &web::login(&instance.domain, &csrf, &redirect, None),
         cookie.into_iter().collect(),
-        &instance.domain,
+        &form_ends(&state, &host(&headers)?, &redirect),
     ))
+}
+
+/// Where a sign-in form of `domain` may end, besides the instance: its apps. Nested, one
+/// wildcard names them; flat, a wildcard would name every instance's apps, so the page to come
+/// back to and the home app, where a sign-in lands, are named.
+pub fn form_ends(state: &State, domain: &str, redirect: &str) -> String {
+    let name = cocon_common::domain::without_port(domain);
+    if !state.config.subdomains.is_flat() {
+        return format!("http://*.{name}:* https://*.{name}:*");
+    }
+    let mut ends = vec![state.config.app_origin(domain, "home")];
+    if let Ok(url) = url::Url::parse(redirect) {
+        ends.push(url.origin().ascii_serialization());
+    }
+    ends.join(" ")
 }
 
 async fn login_submit(
@@ -186,7 +208,7 @@ async fn login_submit(
     let domain = host(&headers)?;
     let form = form(&body)?;
     let json = wants_json(&headers);
-    let redirect = safe_redirect(&domain, field(&form, "redirect"))?;
+    let redirect = safe_redirect(&domain, field(&form, "redirect"), state.config.subdomains)?;
     let csrf = field(&form, "csrf_token");
     let page_error = |err: ApiError| -> Response {
         if json {
@@ -199,7 +221,7 @@ async fn login_submit(
             "Sign in",
             &web::login(&domain, csrf, &redirect, Some(&err.reason)),
             Vec::new(),
-            &domain,
+            &form_ends(&state, &domain, &redirect),
         );
         if let Some(secs) = retry {
             page.headers_mut().insert(header::RETRY_AFTER, secs.into());
@@ -244,10 +266,11 @@ async fn login_submit(
             "Two-factor",
             &web::two_factor(&domain, csrf, &answer.two_factor_token, &redirect, None),
             Vec::new(),
-            &domain,
+            &form_ends(&state, &domain, &redirect),
         ));
     }
-    let redirect = landing(&state, &headers, redirect).await;
+    let session = answer.session.as_ref().map_or("", |s| s.cookie.as_str());
+    let redirect = landing(&state, &headers, redirect, session).await;
     Ok(signed_in_answer(&state, &domain, json, &redirect, &answer))
 }
 
@@ -276,21 +299,67 @@ pub fn signed_in_answer(state: &State, host: &str, json: bool, redirect: &str, a
 
 /// Where a sign-in lands when it was not asked to return to a page (`/`, the login page's own
 /// default): the instance's home app, as cozy-stack's default redirection, when the instance
-/// has it; the account page otherwise.
-pub async fn landing(state: &State, headers: &HeaderMap, redirect: String) -> String {
-    if redirect != "/" {
-        return redirect;
-    }
-    let Ok((host, instance)) = crate::edge::access::instance_of_host(state, headers).await else {
-        return redirect;
+/// has it; the account page otherwise. `session` (the cookie's value) goes along to an app on
+/// a flat sub-domain as a session code.
+pub async fn landing(state: &State, headers: &HeaderMap, redirect: String, session: &str) -> String {
+    let to = if redirect == "/" {
+        home_app(state, headers).await.unwrap_or(redirect)
+    } else {
+        redirect
     };
-    if !crate::apps::serve::installed(state, &instance, "home").await {
-        return redirect;
+    with_session_code(state, headers, to, session).await
+}
+
+/// The home app's address, when the instance has it.
+async fn home_app(state: &State, headers: &HeaderMap) -> Option<String> {
+    let (host, instance) = crate::edge::access::instance_of_host(state, headers).await.ok()?;
+    crate::apps::serve::installed(state, &instance, "home")
+        .await
+        .then(|| format!("{}/", state.config.app_origin(&host, "home")))
+}
+
+/// With flat sub-domains, a page of one of the instance's apps gets a one-time code carrying
+/// the session there (its host is out of the instance cookie's reach): cozy-stack's
+/// `session_code`.
+async fn with_session_code(state: &State, headers: &HeaderMap, to: String, session: &str) -> String {
+    if !state.config.subdomains.is_flat() || session.is_empty() {
+        return to;
     }
-    let origin = state.config.origin_of(&host);
-    match origin.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://home.{rest}/"),
-        None => redirect,
+    let Ok(domain) = host(headers) else { return to };
+    let Ok(mut url) = url::Url::parse(&to) else { return to };
+    let Some(name) = url.host_str() else { return to };
+    let app_host = match url.port() {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_string(),
+    };
+    let (instance, _) = cocon_common::domain::split_port(&domain);
+    if !state
+        .config
+        .subdomains
+        .is_app_host_of(cocon_common::domain::without_port(&app_host), instance)
+    {
+        return to;
+    }
+    let code = state
+        .clients
+        .auth
+        .clone()
+        .issue_session_code(pb::IssueSessionCodeRequest {
+            domain: domain.clone(),
+            session: session.to_string(),
+            app_host,
+        })
+        .await;
+    match code {
+        Ok(code) => {
+            url.query_pairs_mut()
+                .append_pair("session_code", &code.into_inner().code);
+            url.to_string()
+        }
+        Err(status) => {
+            tracing::warn!(error = %status.message(), "no session code: the app will ask to sign in");
+            to
+        }
     }
 }
 
@@ -566,8 +635,12 @@ mod tests {
             "https://alice.test/x",
             "http://drive.alice.test:8080/",
         ] {
-            assert!(safe_redirect(d, ok).is_ok(), "{ok}");
+            assert!(safe_redirect(d, ok, Subdomains::Nested).is_ok(), "{ok}");
         }
+        // Flat sub-domains: the instance's apps beside it, no one else's.
+        assert!(safe_redirect(d, "http://alice-drive.test:8080/", Subdomains::Flat).is_ok());
+        assert!(safe_redirect(d, "http://alice-drive.test:8080/", Subdomains::Nested).is_err());
+        assert!(safe_redirect(d, "http://bob-drive.test:8080/", Subdomains::Flat).is_err());
         for bad in [
             "//evil.test/",
             "https://evil.test/",
@@ -580,7 +653,7 @@ mod tests {
             "evil.test",
             "/x\ny",
         ] {
-            assert!(safe_redirect(d, bad).is_err(), "{bad}");
+            assert!(safe_redirect(d, bad, Subdomains::Flat).is_err(), "{bad}");
         }
     }
 }

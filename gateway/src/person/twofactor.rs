@@ -57,7 +57,7 @@ async fn second_step(
     let json = wants_json(&headers);
     let csrf = field(&form, "csrf_token");
     cookies::check_csrf(&headers, Some(csrf))?;
-    let redirect = safe_redirect(&domain, field(&form, "redirect"))?;
+    let redirect = safe_redirect(&domain, field(&form, "redirect"), state.config.subdomains)?;
     let token = field(&form, "two_factor_token");
     // The auth service limits the codes (per sign-in, per instance, per known device), across
     // gateways.
@@ -83,7 +83,8 @@ async fn second_step(
     .await;
     match outcome {
         Ok(answer) => {
-            let to = crate::person::login::landing(&state, &headers, redirect.clone()).await;
+            let session = answer.session.as_ref().map_or("", |s| s.cookie.as_str());
+            let to = crate::person::login::landing(&state, &headers, redirect.clone(), session).await;
             Ok(signed_in_answer(&state, &domain, json, &to, &answer))
         }
         Err(err) if json || err.code == ErrorCode::NotFound => Err(err),
@@ -93,7 +94,7 @@ async fn second_step(
                 "Two-factor",
                 &web::two_factor(&domain, csrf, token, &redirect, Some(&err.reason)),
                 Vec::new(),
-                &domain,
+                &crate::person::login::form_ends(&state, &domain, &redirect),
             );
             if let Some(secs) = err.retry_after {
                 page.headers_mut().insert(http::header::RETRY_AFTER, secs.into());

@@ -51,20 +51,19 @@ pub fn page(status: StatusCode, title: &str, body: &str, set_cookies: Vec<Header
     response
 }
 
-/// A sign-in page of `domain`'s instance: its form may end on the instance's apps (their
-/// sub-domains), where signing in sends the person back.
+/// A sign-in page of an instance: its form may end on the instance's apps, where signing in
+/// sends the person back (`apps`: the sources naming them, from `login::form_ends`).
 pub fn sign_in_page(
     status: StatusCode,
     title: &str,
     body: &str,
     set_cookies: Vec<HeaderValue>,
-    domain: &str,
+    apps: &str,
 ) -> Response {
     let mut response = page(status, title, body, set_cookies);
-    let name = cocon_common::domain::without_port(domain);
     let policy = format!(
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
-         form-action 'self' http://*.{name}:* https://*.{name}:*; frame-ancestors 'none'"
+         form-action 'self' {apps}; frame-ancestors 'none'"
     );
     if let Ok(value) = HeaderValue::from_str(&policy) {
         response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);

@@ -213,6 +213,27 @@ impl pb::auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.propose_two_factor(&req.into_inner().domain).await?))
     }
 
+    async fn issue_session_code(
+        &self,
+        req: Request<pb::IssueSessionCodeRequest>,
+    ) -> Result<Response<pb::SessionCode>, Status> {
+        let req = req.into_inner();
+        let code = self
+            .issue_session_code(&req.domain, &req.session, &req.app_host)
+            .await?;
+        Ok(Response::new(pb::SessionCode { code }))
+    }
+
+    async fn redeem_session_code(
+        &self,
+        req: Request<pb::RedeemSessionCodeRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.redeem_session_code(&req.domain, &req.code, &req.app_host).await?,
+        ))
+    }
+
     async fn enable_two_factor(
         &self,
         req: Request<pb::EnableTwoFactorRequest>,

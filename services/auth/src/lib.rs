@@ -22,6 +22,7 @@ mod rebuild;
 mod secret;
 mod service;
 mod session;
+mod session_code;
 mod store;
 mod throttle;
 mod token;

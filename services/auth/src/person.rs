@@ -14,7 +14,7 @@ use crate::{AuthError, AuthService};
 /// The purpose of a link that resets a forgotten passphrase.
 pub const PASSPHRASE_RESET: &str = "passphrase_reset";
 
-fn session_pb(r: &SessionRecord, cookie: String) -> pb::Session {
+pub(crate) fn session_pb(r: &SessionRecord, cookie: String) -> pb::Session {
     pb::Session {
         id: r.id.clone(),
         cookie,

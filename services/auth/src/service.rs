@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     stripes: Stripes,
     /// How often logins may guess, for every gateway.
     pub throttle: crate::throttle::Throttle,
+    /// Session codes already traded (they live a minute: memory is enough).
+    pub(crate) spent_session_codes: crate::session_code::SpentCodes,
 }
 
 /// One event to append: its entity, verb and payload.
@@ -142,6 +144,7 @@ impl AuthService {
                 lifecycle: Mutex::new(()),
                 stripes: Stripes::default(),
                 throttle,
+                spent_session_codes: Default::default(),
             }),
         })
     }

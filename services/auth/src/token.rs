@@ -128,35 +128,82 @@ const TWO_FACTOR_AUDIENCE: &str = "twofactor";
 pub const TWO_FACTOR_TTL_SECS: i64 = 300;
 
 pub fn issue_two_factor(secret: &[u8], domain: &str, instance_id: &str, long_run: bool) -> Result<String, AuthError> {
-    let claims = TwoFactorClaims {
-        iss: domain.to_string(),
-        sub: instance_id.to_string(),
-        aud: TWO_FACTOR_AUDIENCE.to_string(),
-        exp: now() + TWO_FACTOR_TTL_SECS,
-        long_run,
-        jti: uuid::Uuid::new_v4().simple().to_string(),
-    };
+    sign(
+        secret,
+        &TwoFactorClaims {
+            iss: domain.to_string(),
+            sub: instance_id.to_string(),
+            aud: TWO_FACTOR_AUDIENCE.to_string(),
+            exp: now() + TWO_FACTOR_TTL_SECS,
+            long_run,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        },
+    )
+}
+
+pub fn verify_two_factor(secret: &[u8], token: &str, domain: &str) -> Result<TwoFactorClaims, AuthError> {
+    check(secret, token, domain, TWO_FACTOR_AUDIENCE).ok_or_else(|| {
+        AuthError::InvalidToken("the two-factor step expired or is invalid: sign in again with the passphrase".into())
+    })
+}
+
+/// A session code: carries a session to one app's host (flat sub-domains), once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionCodeClaims {
+    pub iss: String,
+    /// The session.
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    /// The app host it opens (with its port).
+    pub app: String,
+    /// Spent once used.
+    pub jti: String,
+}
+
+const SESSION_CODE_AUDIENCE: &str = "session_code";
+/// Long enough for the browser to follow a redirect, short enough that one seen later is dead.
+pub const SESSION_CODE_TTL_SECS: i64 = 60;
+
+pub fn issue_session_code(secret: &[u8], domain: &str, session_id: &str, app_host: &str) -> Result<String, AuthError> {
+    sign(
+        secret,
+        &SessionCodeClaims {
+            iss: domain.to_string(),
+            sub: session_id.to_string(),
+            aud: SESSION_CODE_AUDIENCE.to_string(),
+            exp: now() + SESSION_CODE_TTL_SECS,
+            app: app_host.to_string(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        },
+    )
+}
+
+pub fn verify_session_code(secret: &[u8], code: &str, domain: &str) -> Result<SessionCodeClaims, AuthError> {
+    check(secret, code, domain, SESSION_CODE_AUDIENCE)
+        .ok_or_else(|| AuthError::InvalidToken("the session code expired or is invalid: open the app again".into()))
+}
+
+/// A short-lived proof signed with the instance's secret.
+fn sign(secret: &[u8], claims: &impl Serialize) -> Result<String, AuthError> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        claims,
         &EncodingKey::from_secret(secret),
     )
     .map_err(|e| AuthError::InvalidToken(e.to_string()))
 }
 
-pub fn verify_two_factor(secret: &[u8], token: &str, domain: &str) -> Result<TwoFactorClaims, AuthError> {
+/// The claims of a proof [`sign`] made for `audience` on `domain`, unexpired (no leeway).
+fn check<T: serde::de::DeserializeOwned>(secret: &[u8], token: &str, domain: &str, audience: &str) -> Option<T> {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_audience(&[TWO_FACTOR_AUDIENCE]);
+    validation.set_audience(&[audience]);
     validation.set_issuer(&[domain]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = 0;
-    jsonwebtoken::decode::<TwoFactorClaims>(token, &DecodingKey::from_secret(secret), &validation)
+    jsonwebtoken::decode::<T>(token, &DecodingKey::from_secret(secret), &validation)
+        .ok()
         .map(|data| data.claims)
-        .map_err(|_| {
-            AuthError::InvalidToken(
-                "the two-factor step expired or is invalid: sign in again with the passphrase".into(),
-            )
-        })
 }
 
 #[cfg(test)]

@@ -72,6 +72,8 @@ service_client!(
         get_two_factor(GetTwoFactorRequest) -> TwoFactorStatus;
         propose_two_factor(GetTwoFactorRequest) -> ProposeTwoFactorResponse;
         enable_two_factor(EnableTwoFactorRequest) -> EnableTwoFactorResponse;
+        issue_session_code(IssueSessionCodeRequest) -> SessionCode;
+        redeem_session_code(RedeemSessionCodeRequest) -> Session;
         disable_two_factor(DisableTwoFactorRequest) -> TwoFactorStatus;
         register_client(RegisterClientRequest) -> ClientAnswer;
         manage_client(ManageClientRequest) -> ClientAnswer;

@@ -17,6 +17,7 @@ mod files_links;
 mod files_resumable;
 mod files_sharing;
 mod files_thumbnails;
+mod flat_apps;
 mod jobs;
 mod jobs_split;
 mod konnector_libs;

@@ -10,6 +10,17 @@ const cozy = JSON.parse(root.dataset.cozy)
 const stack = `${window.location.protocol}//${cozy.domain}`
 const enc = encodeURIComponent
 
+// An app's address: its own host beside the instance's, nested (drive.alice.example) or flat
+// (alice-drive.example) as the server serves apps.
+function appUrl(slug) {
+  const dot = cozy.domain.indexOf('.')
+  const host =
+    cozy.subdomain === 'flat' && dot > 0
+      ? `${cozy.domain.slice(0, dot)}-${slug}${cozy.domain.slice(dot)}`
+      : `${slug}.${cozy.domain}`
+  return `${window.location.protocol}//${host}/`
+}
+
 // The app's strings in the instance's language, English when the app does not speak it.
 function localised(table) {
   return table[(cozy.locale || 'en').slice(0, 2)] || table.en

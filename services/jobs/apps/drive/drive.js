@@ -972,7 +972,7 @@ function translate() {
   set('drop-text', text.drop)
   const acts = { download: text.download, rename: text.rename, move: text.move, copy: text.copy, share: text.share, versions: text.versions, trash: text.toTrash, restore: text.restore, destroy: text.destroy, clear: text.clear }
   for (const button of $('selection').querySelectorAll('button[data-act]')) button.textContent = acts[button.dataset.act]
-  $('to-home').href = `${window.location.protocol}//home.${cozy.domain}/`
+  $('to-home').href = appUrl('home')
   $('view').setAttribute('aria-pressed', String(state.grid))
 }
 

@@ -37,11 +37,6 @@ async function call(path) {
   return res
 }
 
-// An app's address: its own sub-domain of the instance.
-function appUrl(slug) {
-  return `${window.location.protocol}//${slug}.${cozy.domain}/`
-}
-
 async function icon(slug) {
   try {
     const blob = await (await call(`/apps/${slug}/icon`)).blob()

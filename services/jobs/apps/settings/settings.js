@@ -375,7 +375,7 @@ function translate() {
   set('sessions-title', text.sessions)
   set('clients-title', text.clients)
   set('storage-title', text.storage)
-  $('to-home').href = `${window.location.protocol}//home.${cozy.domain}/`
+  $('to-home').href = appUrl('home')
   const zones = Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []
   $('timezones').replaceChildren(...zones.map(z => el('option', { value: z })))
 }
