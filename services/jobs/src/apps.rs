@@ -148,7 +148,10 @@ impl JobsService {
             .map_err(|e| JobsError::Unavailable(format!("cannot read the app's code: {e}")))?;
         let code = format!("{slug}/{}", &checksum[..32]);
         let target = self.inner.apps_dir.join(&code);
-        if !tokio::fs::try_exists(&target).await.unwrap_or(false) {
+        // Code already kept is touched, so the sweep of unused code (`app_gc.rs`) leaves it to
+        // this installation; gone (swept meanwhile), it is written anew.
+        let kept = std::fs::File::open(&target).and_then(|dir| dir.set_modified(std::time::SystemTime::now()));
+        if kept.is_err() {
             let keep = async {
                 tokio::fs::create_dir_all(target.parent().expect("a slug directory")).await?;
                 tokio::fs::rename(&root, &target).await

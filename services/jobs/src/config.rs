@@ -156,6 +156,9 @@ pub struct AppsConfig {
     pub registry: String,
     /// The most an app's or a konnector's tarball may weigh, in MiB.
     pub max_mib: u64,
+    /// Code no installation uses any more is removed by a daily sweep once untouched this long
+    /// (an installation reusing it touches it first).
+    pub keep_unused_secs: u64,
 }
 
 impl Default for AppsConfig {
@@ -164,6 +167,7 @@ impl Default for AppsConfig {
             dir: None,
             registry: "https://apps-registry.cozycloud.cc".into(),
             max_mib: 512,
+            keep_unused_secs: 3600,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! and files events on the bus (`@event`), from webhooks, or by hand. It also keeps the code
 //! people install: konnectors, which it runs, and web apps (`apps.rs`), which the gateway serves.
 
+mod app_gc;
 mod apps;
 mod builtin;
 mod bus_queue;

@@ -90,6 +90,12 @@ impl cocon_mesh::Service for JobsService {
         ));
 
         let svc = self.clone();
+        let sweep_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(
+            async move { svc.sweep_app_code_daily(sweep_shutdown).await },
+        ));
+
+        let svc = self.clone();
         let scheduler_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move { svc.run_scheduler(scheduler_shutdown).await }));
         tasks.extend(self.event_consumers(shutdown.clone()));

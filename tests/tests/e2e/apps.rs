@@ -406,3 +406,57 @@ async fn test_apps_install_from_the_registry_and_from_a_checked_tarball() {
     );
     assert!(!ok && err.contains("400"), "{err}");
 }
+
+/// Code no installation uses any more is swept at start once untouched for
+/// `keep_unused_secs`; code in use stays and is still served.
+#[tokio::test]
+async fn test_code_no_installation_uses_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (v1, v2) = (dir.path().join("notes-1"), dir.path().join("notes-2"));
+    write_app(&v1, "1.0.0", json!({"notes": {"type": "io.cozy.notes"}}));
+    write_app(&v2, "2.0.0", json!({"notes": {"type": "io.cozy.notes"}}));
+    let start = || {
+        Cocon::builder(&data)
+            .env("COCON_JOBS__APPS__KEEP_UNUSED_SECS", "0")
+            .start()
+    };
+    let mut cocon = start().await.unwrap();
+    let alice = person(&cocon, "alice.test").await;
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "notes", v1.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let kept = |d: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(d.join("apps/notes"))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let first = kept(&data);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "update", "notes", v2.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(kept(&data).len(), 2, "the old code stays until a sweep");
+
+    // The sweep at the next start removes the old code, the new one stays and is served.
+    cocon.stop().await.unwrap();
+    let cocon = start().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while kept(&data).contains(&first[0]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unused code stays: {:?}",
+            kept(&data)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(kept(&data).len(), 1);
+    let mut in_app = Browser::new(&cocon.http, "notes.alice.test");
+    in_app.cookies = alice.cookies.clone();
+    let script = in_app.get("/app.0123456789abcdef.js").await;
+    assert_eq!(script.text, "console.log('notes 2.0.0')", "{script:?}");
+}
