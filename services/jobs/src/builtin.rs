@@ -30,6 +30,17 @@ fn marker_text() -> String {
         .collect()
 }
 
+/// The built-in apps this binary brings that the binary which wrote `previous` (the last
+/// [`MARKER`]) did not: they are offered to every instance. Without a marker (a first start, or
+/// one after a version that wrote none) nothing is known to be new.
+fn newly_shipped(previous: Option<&str>) -> Vec<&'static str> {
+    let Some(previous) = previous else {
+        return Vec::new();
+    };
+    let known: Vec<&str> = previous.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    slugs().into_iter().filter(|slug| !known.contains(slug)).collect()
+}
+
 /// The slugs of the apps the binary holds, in order.
 pub fn slugs() -> Vec<&'static str> {
     let mut slugs: Vec<&str> = FILES.iter().map(|(slug, _, _)| *slug).collect();
@@ -81,21 +92,22 @@ pub fn checksum(slug: &str) -> String {
 impl JobsService {
     /// At start, in the background: every instance's built-in apps (those installed from
     /// `builtin://`) whose code differs from this binary's are updated to it, one at a time, so
-    /// an upgrade of Cocon brings its apps' fixes to every instance. An app the person removed
-    /// stays removed; an app this binary brings that an instance never had is installed with
-    /// `cocon apps install SLUG builtin://SLUG --domain D`. A pass that went through every
-    /// instance leaves [`MARKER`] under the apps directory, so a restart of the same binary
-    /// reads nothing.
+    /// an upgrade of Cocon brings its apps' fixes to every instance, and an app the previous
+    /// binary did not have is installed on every instance ([`newly_shipped`]). An app the
+    /// person removed stays removed. A pass that went through every instance leaves [`MARKER`]
+    /// under the apps directory, so a restart of the same binary reads nothing.
     pub(crate) async fn refresh_builtins(&self, shutdown: Shutdown) {
         let Some(clients) = self.inner.konnectors.clients.get() else {
             return;
         };
         let marker = self.inner.apps_dir.join(MARKER);
         let wanted = marker_text();
-        if tokio::fs::read_to_string(&marker).await.ok().as_deref() == Some(wanted.as_str()) {
+        let previous = tokio::fs::read_to_string(&marker).await.ok();
+        if previous.as_deref() == Some(wanted.as_str()) {
             tracing::debug!("every instance's built-in apps are this binary's");
             return;
         }
+        let new = newly_shipped(previous.as_deref());
         let sums: Vec<(&str, String)> = slugs().into_iter().map(|slug| (slug, checksum(slug))).collect();
         let (mut updated, mut failed) = (0u64, 0u64);
         let mut after = String::new();
@@ -127,12 +139,12 @@ impl JobsService {
                     if shutdown.is_triggered() {
                         return;
                     }
-                    match self.refresh_builtin(instance, slug, sum).await {
+                    match self.refresh_builtin(instance, slug, sum, new.contains(slug)).await {
                         Ok(true) => updated += 1,
                         Ok(false) => {}
                         Err(err) => {
                             failed += 1;
-                            tracing::warn!(instance = %instance.id, app = %slug, error = %err, "built-in app not updated");
+                            tracing::warn!(instance = %instance.id, app = %slug, error = %err, "built-in app not installed or updated");
                         }
                     }
                 }
@@ -143,7 +155,7 @@ impl JobsService {
             after = page.next;
         }
         if updated > 0 {
-            tracing::info!(updated, "built-in apps brought to this binary's code");
+            tracing::info!(updated, "built-in apps installed or brought to this binary's code");
         }
         if failed > 0 {
             return;
@@ -158,20 +170,29 @@ impl JobsService {
     }
 
     /// Brings `instance`'s app `slug` to checksum `sum` when it is installed from
-    /// `builtin://slug` with other code; says whether it did.
-    async fn refresh_builtin(&self, instance: &auth_pb::Instance, slug: &str, sum: &str) -> Result<bool> {
-        let Some(installed) = APPS.get(self.store(), &instance.id, slug).await? else {
-            return Ok(false);
-        };
-        if installed.source != format!("builtin://{slug}") || installed.checksum == sum {
-            return Ok(false);
-        }
+    /// `builtin://slug` with other code, or installs it when it is missing and `offer`; says
+    /// whether it did either.
+    async fn refresh_builtin(&self, instance: &auth_pb::Instance, slug: &str, sum: &str, offer: bool) -> Result<bool> {
         let by = Installer {
             instance: &instance.id,
             domain: &instance.domain,
             trusted: true,
             app: "",
         };
+        let Some(installed) = APPS.get(self.store(), &instance.id, slug).await? else {
+            if !offer {
+                return Ok(false);
+            }
+            return match self.install_app(&by, slug, &format!("builtin://{slug}"), false).await {
+                Ok(_) => Ok(true),
+                // Installed meanwhile (the instance was just created).
+                Err(JobsError::Conflict(_)) => Ok(false),
+                Err(err) => Err(err),
+            };
+        };
+        if installed.source != format!("builtin://{slug}") || installed.checksum == sum {
+            return Ok(false);
+        }
         self.install_app(&by, slug, "", true).await?;
         Ok(true)
     }
@@ -220,6 +241,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn test_only_apps_the_previous_binary_lacked_are_newly_shipped() {
+        assert!(
+            super::newly_shipped(None).is_empty(),
+            "no marker: nothing known to be new"
+        );
+        assert!(super::newly_shipped(Some(&super::marker_text())).is_empty());
+        let without_settings: String = super::marker_text()
+            .lines()
+            .filter(|l| !l.starts_with("settings "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(super::newly_shipped(Some(&without_settings)), vec!["settings"]);
     }
 
     #[tokio::test]

@@ -460,3 +460,49 @@ async fn test_code_no_installation_uses_is_swept() {
     let script = in_app.get("/app.0123456789abcdef.js").await;
     assert_eq!(script.text, "console.log('notes 2.0.0')", "{script:?}");
 }
+
+/// A built-in app a new binary brings is installed on every existing instance at its start; a
+/// built-in app the person removed stays removed across restarts. (The "previous binary" is
+/// played by the pass's marker, `builtin.sums`, written without the settings app.)
+#[tokio::test]
+async fn test_a_newly_shipped_built_in_app_reaches_existing_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cocon = Cocon::start(&data).await.unwrap();
+    person(&cocon, "alice.test").await;
+    for app in ["home", "drive", "settings"] {
+        cocon.app_installed("alice.test", app).await;
+    }
+    for app in ["drive", "settings"] {
+        let (ok, _, err) = cli(&cocon, &data, &["apps", "uninstall", app]);
+        assert!(ok, "{err}");
+    }
+    let marker = data.join("apps/builtin.sums");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "the first pass never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let sums = std::fs::read_to_string(&marker).unwrap();
+    assert!(sums.lines().any(|l| l.starts_with("settings ")), "{sums}");
+    cocon.stop().await.unwrap();
+    let older: String = sums
+        .lines()
+        .filter(|l| !l.starts_with("settings "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&marker, older).unwrap();
+
+    // The settings app is new to the marker's binary: offered again; the drive is not: it
+    // stays removed. The pass ends with the marker of this binary.
+    let cocon = Cocon::start(&data).await.unwrap();
+    cocon.app_installed("alice.test", "settings").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&marker).unwrap() != sums {
+        assert!(std::time::Instant::now() < deadline, "the pass never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = cli(&cocon, &data, &["apps", "ls"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("settings\t") && !out.contains("drive\t"), "{out}");
+}
