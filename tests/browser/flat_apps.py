@@ -12,9 +12,7 @@ line of what the browser saw; exits non-zero on anything unexpected.
 import json
 import sys
 
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 import pages
 
@@ -24,15 +22,7 @@ seen = {}
 
 
 def ready(what):
-    try:
-        WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
-            lambda d: d.execute_script(
-                "const a = document.querySelector('[role=application]'); return a && a.dataset.ready === 'true'"
-            )
-        )
-    except TimeoutException:
-        logs = "\n".join(e["message"] for e in driver.get_log("browser"))
-        pages.check(driver, False, f"{what} ready, with the browser's log:\n{logs}")
+    pages.wait_ready(driver, what)
 
 
 try:

@@ -10,7 +10,7 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -58,3 +58,16 @@ def totp(secret_b32, at):
     offset = digest[-1] & 0x0F
     code = (struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
     return f"{code:06d}"
+
+
+def wait_ready(driver, what):
+    """Waits until the page's app says it is ready (`data-ready` on `[role=application]`)."""
+    try:
+        WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: d.execute_script(
+                "const a = document.querySelector('[role=application]'); return a && a.dataset.ready === 'true'"
+            )
+        )
+    except TimeoutException:
+        logs = "\n".join(e["message"] for e in driver.get_log("browser"))
+        check(driver, False, f"{what} ready, with the browser's log:\n{logs}")

@@ -1,6 +1,7 @@
 //! The end-to-end tests, in one binary (one link instead of one per file): each module drives
 //! the real `cocon` binary, and NATS, S3, HTTP clients and a browser, as a user would.
 
+mod a11y_browser;
 mod apps;
 mod apps_browser;
 mod auth_and_isolation;
