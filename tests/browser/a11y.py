@@ -1,12 +1,13 @@
 """Cocon's own apps checked for accessibility in a real browser (headless Chromium through
 Selenium) with axe-core, the engine browsers' accessibility audits use:
 
-  a11y.py INSTANCE_URL PASSPHRASE AXE_JS APP_URL...
+  a11y.py INSTANCE_URL PASSPHRASE AXE_JS SCREENSHOTS_DIR APP_URL...
 
 signs in, opens each app, waits until it is ready, runs axe-core's WCAG 2 A and AA rules on the
 page as the person sees it (and on the drive's dialogs and the settings' two-factor form once
-open), and prints one JSON line: for each page, how many rules it passes, and the rules it
-breaks with their impact and the elements concerned.
+open), checks on a phone's screen (390 x 844) that no app runs off the side (and saves a
+screenshot of each), and prints one JSON line: for each page, how many rules it passes, the
+rules it breaks with their impact and the elements concerned, and each app's overflow.
 """
 
 import json
@@ -17,8 +18,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import pages
 
-instance_url, passphrase, axe_path = sys.argv[1:4]
-app_urls = sys.argv[4:]
+instance_url, passphrase, axe_path, shots = sys.argv[1:5]
+app_urls = sys.argv[5:]
 axe = open(axe_path, encoding="utf-8").read()
 driver = pages.start()
 driver.set_window_size(1280, 900)
@@ -56,6 +57,14 @@ try:
         ready(url)
         name = url.split("//", 1)[1].split(".", 1)[0]
         audit(name)
+        # Responsive: on a phone's screen nothing runs off the side.
+        driver.set_window_size(390, 844)
+        ready(url)
+        seen[f"{name}-overflow"] = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        driver.save_screenshot(f"{shots}/{name}-phone.png")
+        driver.set_window_size(1280, 900)
         if name == "drive":
             driver.find_element(By.ID, "new-folder").click()
             WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None)
