@@ -5,7 +5,7 @@
 signs in, signs out the other device, disconnects the connected app, changes the name, changes
 the passphrase (first with two different new ones, which it refuses), sets up two-factor (scans
 the key, is refused with the old passphrase, then turns it on and reads the recovery codes),
-and sees the new name on the home app. Saves a screenshot; prints one JSON line of what the browser saw; exits non-zero on
+stops one kind of notification coming by e-mail, and sees the new name on the home app. Saves a screenshot; prints one JSON line of what the browser saw; exits non-zero on
 anything unexpected.
 """
 
@@ -107,6 +107,13 @@ try:
     seen["recovery_codes"] = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#recovery-codes li")]
     seen["twofactor_after"] = driver.find_element(By.ID, "twofactor-text").text
     seen["twofactor_said"] = driver.find_element(By.ID, "twofactor-said").text
+
+    # Notifications by e-mail: the full storage's no longer comes by mail.
+    boxes = driver.find_elements(By.CSS_SELECTOR, "#mail-categories input[data-category]")
+    seen["categories"] = {b.get_attribute("data-category"): b.is_selected() for b in boxes}
+    driver.find_element(By.CSS_SELECTOR, "#mail-categories input[data-category=disk-quota]").click()
+    driver.find_element(By.ID, "mail-save").click()
+    seen["mail_said"] = said("mail-said", "the preferences saved")
     driver.save_screenshot(f"{shots}/settings.png")
 
     # The home app greets the person by the new name (this session lives on).

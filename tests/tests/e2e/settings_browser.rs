@@ -1,7 +1,7 @@
 //! Cocon's own settings app in headless Chromium (`tests/browser/settings_app.py`): the person
 //! signs in on `settings.<instance>`, signs out another device, disconnects an OAuth client,
-//! changes the name and the passphrase, sets up two-factor; what the browser did is then
-//! checked from outside.
+//! changes the name and the passphrase, sets up two-factor, chooses the notifications that come
+//! by e-mail; what the browser did is then checked from outside.
 
 use cocon_tests::sharing::{PASSPHRASE, person, port};
 use cocon_tests::{Browser, Cocon, hidden_field};
@@ -102,6 +102,20 @@ async fn test_a_person_manages_the_account_in_the_settings_app() {
         .map(|c| c.as_str().unwrap())
         .collect();
     assert_eq!(codes.len(), 10, "{seen}");
+    // Every stack category listed, by mail until told otherwise; the choice is the preferences
+    // document the notifications service reads.
+    for category in ["disk-quota", "oauth-clients", "sharing-request"] {
+        assert_eq!(seen["categories"][category], true, "{seen}");
+    }
+    assert_eq!(seen["mail_said"], "Saved.", "{seen}");
+    let token = cocon.token("alice.localhost", "io.cozy.settings").await.unwrap();
+    let prefs = cocon
+        .api("alice.localhost", Some(&token))
+        .get("/data/io.cozy.settings/io.cozy.notifications")
+        .await;
+    assert_eq!(prefs.status, 200, "{}", prefs.text);
+    assert_eq!(prefs.body["mail"]["disk-quota"], false, "{}", prefs.text);
+    assert_eq!(prefs.body["mail"]["oauth-clients"], true, "{}", prefs.text);
     assert!(shots.join("settings.png").metadata().unwrap().len() > 1000);
 
     // The other device was signed out, the client's registration is gone, and the passphrase

@@ -39,6 +39,11 @@ const TEXT = {
     offPassphrase: 'Your passphrase, to turn it off',
     turnOff: 'Turn off two-factor',
     turnedOff: 'Two-factor is off.',
+    mailTitle: 'Notifications by e-mail',
+    mailText: 'What Cocon and your apps tell you is always in your notifications; tick what should also come by e-mail.',
+    mailNone: 'Nothing sends notifications yet.',
+    stack: { 'disk-quota': 'Your storage is full', 'oauth-clients': 'An app or a device was connected to your Cozy', 'sharing-request': 'Someone shares something with you' },
+    from: name => `from ${name}`,
     sessions: 'Devices signed in',
     thisDevice: 'this device',
     signOut: 'Sign out',
@@ -88,6 +93,11 @@ const TEXT = {
     offPassphrase: 'Votre phrase de passe, pour la désactiver',
     turnOff: 'Désactiver la double authentification',
     turnedOff: 'La double authentification est désactivée.',
+    mailTitle: 'Notifications par e-mail',
+    mailText: 'Ce que Cocon et vos applications vous signalent est toujours dans vos notifications ; cochez ce qui doit aussi arriver par e-mail.',
+    mailNone: 'Rien n’envoie encore de notifications.',
+    stack: { 'disk-quota': 'Votre espace est plein', 'oauth-clients': 'Une application ou un appareil a été connecté à votre Cozy', 'sharing-request': 'Quelqu’un partage quelque chose avec vous' },
+    from: name => `de ${name}`,
     sessions: 'Appareils connectés',
     thisDevice: 'cet appareil',
     signOut: 'Déconnecter',
@@ -253,6 +263,65 @@ async function disableTwoFactor(e) {
   }
 }
 
+// ---- notifications by e-mail -----------------------------------------------------------
+
+const PREFERENCES = '/data/io.cozy.settings/io.cozy.notifications'
+let prefs = { mail: {} }
+
+/// Every category the instance may be notified of: Cocon's own, then each app's and
+/// connector's (their manifest's `notifications`).
+async function categories() {
+  const found = Object.entries(text.stack).map(([id, what]) => ({ id, what }))
+  const lists = await Promise.allSettled([api('GET', '/apps/'), api('GET', '/konnectors/')])
+  for (const list of lists) {
+    if (list.status !== 'fulfilled') continue
+    for (const item of list.value.data || []) {
+      const a = item.attributes || {}
+      for (const [id, n] of Object.entries(a.notifications || {})) {
+        found.push({ id, what: `${(n && n.description) || id} (${text.from(a.name || a.slug)})` })
+      }
+    }
+  }
+  return found
+}
+
+async function showMailPrefs() {
+  try {
+    prefs = await api('GET', PREFERENCES)
+  } catch (err) {
+    if (err.status !== 404) throw err
+    prefs = { mail: {} }
+  }
+  prefs.mail = prefs.mail || {}
+  const box = $('mail-categories')
+  box.replaceChildren()
+  const all = await categories()
+  if (all.length === 0) box.append(el('p', { className: 'note', textContent: text.mailNone }))
+  for (const c of all) {
+    const check = el('input', { type: 'checkbox', checked: prefs.mail[c.id] !== false })
+    check.dataset.category = c.id
+    box.append(el('label', {}, check, el('span', { textContent: c.what })))
+  }
+}
+
+async function saveMailPrefs(e) {
+  e.preventDefault()
+  $('mail-save').disabled = true
+  try {
+    const mail = { ...prefs.mail }
+    for (const check of $('mail-categories').querySelectorAll('input[data-category]')) mail[check.dataset.category] = check.checked
+    const doc = { ...prefs, mail }
+    const saved = await api('PUT', PREFERENCES, doc)
+    prefs = { ...doc, _rev: saved.rev }
+    said('mail-said', text.saved)
+  } catch (err) {
+    if (err.status === 409) await showMailPrefs().catch(() => {})
+    said('mail-said', text.problem(err.message), true)
+  } finally {
+    $('mail-save').disabled = false
+  }
+}
+
 // ---- sessions and clients --------------------------------------------------------------
 
 /// A browser's name from its user agent, as a person recognises it.
@@ -372,6 +441,9 @@ function translate() {
   set('twofactor-off-label', text.offPassphrase)
   set('twofactor-disable', text.turnOff)
   $('twofactor-qr').alt = text.scan
+  set('mail-title', text.mailTitle)
+  set('mail-text', text.mailText)
+  set('mail-save', text.save)
   set('sessions-title', text.sessions)
   set('clients-title', text.clients)
   set('storage-title', text.storage)
@@ -389,7 +461,8 @@ async function start() {
   $('twofactor-form').addEventListener('submit', enableTwoFactor)
   $('twofactor-download').addEventListener('click', downloadCodes)
   $('twofactor-off').addEventListener('submit', disableTwoFactor)
-  const parts = await Promise.allSettled([showProfile(), showTwoFactor(), showSessions(), showClients(), showStorage()])
+  $('mail-prefs').addEventListener('submit', saveMailPrefs)
+  const parts = await Promise.allSettled([showProfile(), showTwoFactor(), showMailPrefs(), showSessions(), showClients(), showStorage()])
   const failed = parts.filter(p => p.status === 'rejected')
   if (failed.length) problem(failed[0].reason)
   root.dataset.ready = 'true'
