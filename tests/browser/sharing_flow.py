@@ -1,7 +1,7 @@
 """A sharing accepted in a real browser (headless Chromium through Selenium), as a recipient the
 owner does not know takes it from the mailed link:
 
-  sharing_flow.py LINK BOB_ORIGIN PASSPHRASE
+  sharing_flow.py LINK BOB_ORIGIN PASSPHRASE [DESCRIPTION]
 
 opens the discovery page on the owner's host, gives Bob's Cozy's address, signs in on Bob's host
 (the consent page asks for his session), accepts, and lands on Bob's home with the sharing.
@@ -16,6 +16,7 @@ from selenium.webdriver.common.by import By
 import pages
 
 link, bob_origin, passphrase = sys.argv[1], sys.argv[2], sys.argv[3]
+description = sys.argv[4] if len(sys.argv) > 4 else "Holiday plans"
 sharing_id = link.split("/sharings/")[1].split("/")[0]
 driver = pages.start()
 seen = {}
@@ -32,7 +33,7 @@ try:
     seen["sent_to_sign_in"] = True
     pages.submit_form(driver, "/auth/login", {"password": passphrase})
     pages.check(driver, "wants to share with you" in driver.page_source, f"the consent page at {driver.current_url}")
-    pages.check(driver, "Holiday plans" in driver.page_source, "the consent page names the sharing")
+    pages.check(driver, description in driver.page_source, "the consent page names the sharing")
     seen["consent"] = True
     pages.submit_form(driver, "/auth/authorize/sharing", {})
     pages.check(driver, driver.current_url == f"{bob_origin}/?sharing={sharing_id}", f"at {driver.current_url}")

@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod data_api;
 mod drive_browser;
+mod drive_share_browser;
 mod durability;
 mod files;
 mod files_find;

@@ -58,6 +58,18 @@ const TEXT = {
     revoke: 'Revoke',
     linkExpires: date => `expires ${date}`,
     linkPassword: 'password',
+    shareCozy: 'Share with a Cozy',
+    shareCozyTitle: name => `Share ${name} with people`,
+    sharedWith: 'Shared with',
+    notShared: 'No one yet.',
+    theirEmail: 'Their e-mail address',
+    theirCozy: 'Their Cozy’s address (optional)',
+    readOnly: 'They can only read it',
+    invite: 'Send the invitation',
+    invited: email => `Invitation sent to ${email}.`,
+    remove: 'Remove',
+    readOnlyTag: 'read only',
+    memberStatus: { 'mail-not-sent': 'not invited yet', pending: 'invited', seen: 'invitation opened', ready: 'accepted', revoked: 'removed' },
     uploads: 'Uploads',
     uploaded: 'Uploaded',
     waiting: 'Waiting…',
@@ -133,6 +145,18 @@ const TEXT = {
     revoke: 'Révoquer',
     linkExpires: date => `expire le ${date}`,
     linkPassword: 'mot de passe',
+    shareCozy: 'Partager avec un Cozy',
+    shareCozyTitle: name => `Partager ${name} avec des personnes`,
+    sharedWith: 'Partagé avec',
+    notShared: 'Personne pour l’instant.',
+    theirEmail: 'Son adresse e-mail',
+    theirCozy: 'L’adresse de son Cozy (facultatif)',
+    readOnly: 'En lecture seule',
+    invite: 'Envoyer l’invitation',
+    invited: email => `Invitation envoyée à ${email}.`,
+    remove: 'Retirer',
+    readOnlyTag: 'lecture seule',
+    memberStatus: { 'mail-not-sent': 'pas encore invité', pending: 'invité', seen: 'invitation ouverte', ready: 'accepté', revoked: 'retiré' },
     uploads: 'Envois',
     uploaded: 'Envoyé',
     waiting: 'En attente…',
@@ -479,6 +503,7 @@ function showSelection() {
     move: !trash && !isPublic,
     copy: !trash && !isPublic && allFiles,
     share: !trash && !isPublic && n === 1,
+    sharecozy: !trash && !isPublic && n === 1,
     versions: !trash && !isPublic && n === 1 && allFiles,
     trash: !trash && !isPublic,
     restore: trash,
@@ -551,6 +576,7 @@ const ACTIONS = {
   move: files => moveDialog(files),
   copy: files => each(files, f => api('POST', `/files/${enc(f.id)}/copy`), text.done.copy),
   share: files => shareDialog(files[0]),
+  sharecozy: files => cozyShareDialog(files[0]),
   versions: files => versionsDialog(files[0]),
   trash: files => each(files, f => api('DELETE', `/files/${enc(f.id)}`), text.done.trash),
   restore: files => each(files, f => api('POST', `/files/trash/${enc(f.id)}`), text.done.restore),
@@ -767,6 +793,77 @@ async function shareDialog(f) {
   )
 }
 
+/// Sharing with another Cozy (cozy-stack's sharings): a contact for the address, then a
+/// sharing of the file or folder kept in sync (or pushed, read only); the person is invited by
+/// mail and accepts on their own Cozy.
+async function cozyShareDialog(f) {
+  const members = el('ul', {})
+  members.id = 'members'
+  async function showMembers() {
+    const body = await api('GET', `/sharings/doctype/${FILES}`)
+    const sharings = (body.data || []).filter(s => (s.attributes.rules || []).some(r => (r.values || []).includes(f.id)))
+    members.replaceChildren()
+    for (const sharing of sharings) {
+      ;(sharing.attributes.members || []).forEach((m, index) => {
+        if (index === 0 || m.status === 'revoked') return
+        const who = m.public_name || m.name || m.email || m.instance
+        const notes = [text.memberStatus[m.status] || m.status]
+        if (m.read_only) notes.push(text.readOnlyTag)
+        const li = el('li', {}, el('span', { textContent: `${who} · ${notes.join(' · ')}` }))
+        li.dataset.email = m.email || ''
+        li.dataset.status = m.status
+        if (sharing.attributes.owner) {
+          const remove = el('button', { type: 'button', textContent: text.remove })
+          remove.setAttribute('aria-label', `${text.remove}: ${who}`)
+          remove.addEventListener('click', async () => {
+            try {
+              await api('DELETE', `/sharings/${enc(sharing.id)}/recipients/${index}`)
+              await showMembers()
+            } catch (err) {
+              problem(err)
+            }
+          })
+          li.append(el('span', { className: 'buttons' }, remove))
+        }
+        members.append(li)
+      })
+    }
+    if (members.children.length === 0) members.append(el('li', { textContent: text.notShared }))
+  }
+  await showMembers()
+  const [le, email] = field(text.theirEmail, { type: 'email', name: 'email', required: true, autocomplete: 'email' })
+  const [lc, cozyUrl] = field(text.theirCozy, { type: 'url', name: 'cozy', placeholder: 'https://' })
+  const readOnly = el('input', { type: 'checkbox', id: 'field-read-only' })
+  const lr = el('label', { className: 'check' }, readOnly, ` ${text.readOnly}`)
+  const sent = el('p', { className: 'said', role: 'status' })
+  await showDialog(
+    text.shareCozyTitle(f.attributes.name),
+    [el('h3', { textContent: text.sharedWith }), members, le, email, lc, cozyUrl, lr, sent],
+    async () => {
+      const address = email.value.trim()
+      const contact = { fullname: address, email: [{ address, primary: true }] }
+      if (cozyUrl.value.trim()) contact.cozy = [{ url: cozyUrl.value.trim(), primary: true }]
+      const made = await api('POST', '/data/io.cozy.contacts/', contact)
+      const how = readOnly.checked ? 'push' : 'sync'
+      const rule = { title: f.attributes.name, doctype: FILES, values: [f.id], add: how, update: how, remove: how }
+      await api('POST', '/sharings/', {
+        data: {
+          type: 'io.cozy.sharings',
+          attributes: { description: f.attributes.name, rules: [rule] },
+          relationships: { [readOnly.checked ? 'read_only_recipients' : 'recipients']: { data: [{ id: made.id, type: 'io.cozy.contacts' }] } }
+        }
+      })
+      sent.textContent = text.invited(address)
+      email.value = ''
+      cozyUrl.value = ''
+      readOnly.checked = false
+      await showMembers()
+      return false
+    },
+    text.invite
+  )
+}
+
 // ---- uploads -------------------------------------------------------------------------------
 
 function b64(s) {
@@ -970,7 +1067,7 @@ function translate() {
   set('uploads-close', text.close)
   set('download-all', text.download)
   set('drop-text', text.drop)
-  const acts = { download: text.download, rename: text.rename, move: text.move, copy: text.copy, share: text.share, versions: text.versions, trash: text.toTrash, restore: text.restore, destroy: text.destroy, clear: text.clear }
+  const acts = { download: text.download, rename: text.rename, move: text.move, copy: text.copy, share: text.share, sharecozy: text.shareCozy, versions: text.versions, trash: text.toTrash, restore: text.restore, destroy: text.destroy, clear: text.clear }
   for (const button of $('selection').querySelectorAll('button[data-act]')) button.textContent = acts[button.dataset.act]
   $('to-home').href = appUrl('home')
   $('view').setAttribute('aria-pressed', String(state.grid))
