@@ -26,6 +26,8 @@ struct Admin {
     token: Arc<String>,
     /// `http://{domain}:8080` and the like, for links.
     origin: Arc<String>,
+    /// How apps are named: flat, an instance's first label may not hold `-`.
+    subdomains: crate::Subdomains,
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -94,6 +96,12 @@ async fn create(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let domain = param(&q, &["Domain", "domain"]).ok_or_else(|| ApiError::bad_request("missing ?Domain=<domain>"))?;
+    if admin.subdomains.is_flat() && domain.split('.').next().is_some_and(|first| first.contains('-')) {
+        return Err(ApiError::bad_request(format!(
+            "{domain}: with apps on flat sub-domains the first label of an instance's domain cannot hold \
+             a '-' (it separates the instance from an app's slug, as in alice-drive.example): choose another"
+        )));
+    }
     let inst = admin
         .auth
         .clone()
@@ -275,6 +283,7 @@ pub(crate) fn router(
     cache: Arc<AuthCache>,
     token: String,
     origin: String,
+    subdomains: crate::Subdomains,
 ) -> Router {
     let admin = Admin {
         auth,
@@ -282,6 +291,7 @@ pub(crate) fn router(
         cache,
         token: Arc::new(token),
         origin: Arc::new(origin),
+        subdomains,
     };
     Router::new()
         .route("/instances", get(list).post(create))

@@ -127,6 +127,7 @@ impl Gateway {
             self.state.access.clone(),
             token,
             self.state.config.public_origin(),
+            self.state.config.subdomains,
         )
     }
 }

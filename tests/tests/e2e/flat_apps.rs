@@ -133,6 +133,13 @@ async fn test_apps_on_flat_sub_domains_get_the_session_through_a_one_time_code()
         .get("/")
         .await;
     assert_eq!(nested.status, 404, "{nested:?}");
+
+    // An instance whose first label holds a '-' would read as an app's host: refused.
+    let (status, body) = cocon
+        .admin(Method::POST, "/instances", &[("Domain", "mary-jane.test")])
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
 }
 
 fn url_encode(text: &str) -> String {
