@@ -411,8 +411,12 @@ pub fn state_of(link: &str) -> String {
 /// The test answers sharing `id` in bob's host's place, with the state the request carried:
 /// alice's host gives it a token for the sharing, as it gives bob's host. Answers alice's API
 /// with that token (a member that could lie).
-pub async fn answer_in_bobs_place(h: &Hosts, id: &str) -> Api {
+pub async fn answer_in_bobs_place(h: &mut Hosts, id: &str) -> Api {
     let state = state_of(&request_link(h).await);
+    // Bob's host stops first: alice's host would otherwise replicate to it with the made-up
+    // credentials, be refused, and end the sharing (the other side ended it) under the test.
+    // Stopped, it is only unreachable, which alice's host retries.
+    h.bob_host.stop().await.unwrap();
     let answer = h
         .alice
         .with_token(None)

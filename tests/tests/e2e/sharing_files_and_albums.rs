@@ -257,7 +257,7 @@ async fn test_an_albums_photos_follow_as_either_side_adds_or_takes_them_out() {
 /// the owner's that is not in it changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_member_that_lies_reaches_no_photo_out_of_the_album() {
-    let h = two_hosts().await;
+    let mut h = two_hosts().await;
     let album = h
         .alice
         .post(&format!("/data/{ALBUMS}/"), &json!({"name": "Holidays"}))
@@ -268,7 +268,7 @@ async fn test_a_member_that_lies_reaches_no_photo_out_of_the_album() {
         .as_str()
         .unwrap()
         .to_string();
-    let member = answer_in_bobs_place(&h, &id).await;
+    let member = answer_in_bobs_place(&mut h, &id).await;
     let takeover = json!({"_id": private, "_rev": "9-ffff", "type": "file", "name": "stolen.jpg",
                           "md5sum": md5_b64(b"x"), "size": "1",
                           "referenced_by": [{"type": ALBUMS, "id": album}]});

@@ -103,14 +103,14 @@ async fn test_a_shared_folder_replicates_both_ways_with_its_contents() {
 /// be rewritten, trashed, nor pulled in, and what a member sends lands only inside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_member_that_lies_reaches_nothing_outside_the_shared_folder() {
-    let h = two_hosts().await;
+    let mut h = two_hosts().await;
     let holiday = new_dir(&h.alice, ROOT, "Holiday").await;
     let private = new_file(&h.alice, ROOT, "private.txt", b"mine").await;
     let elsewhere = new_dir(&h.alice, ROOT, "Elsewhere").await;
     let rule = json!({"title": "Holiday", "doctype": "io.cozy.files", "values": [holiday],
                       "add": "sync", "update": "sync", "remove": "sync"});
     let id = share_with(&h, "Holiday plans", rule).await;
-    let member = answer_in_bobs_place(&h, &id).await;
+    let member = answer_in_bobs_place(&mut h, &id).await;
     let put_metadata = |target: String, doc: Value| {
         let member = member.clone();
         let id = id.clone();

@@ -216,7 +216,7 @@ async fn test_a_member_made_read_only_then_read_write_again() {
 /// The state of the request bob's host received, from the link it notified him of.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_member_that_lies_reaches_nothing_else_and_nothing_once_revoked() {
-    let h = two_hosts().await;
+    let mut h = two_hosts().await;
     let private = "2f1e2d3c4b5a69788796a5b4c3d2e1f0";
     let path = format!("/data/io.cozy.notes/{private}");
     let put = h.alice.put(&path, &json!({"title": "private", "tags": ["mine"]})).await;
@@ -228,7 +228,7 @@ async fn test_a_member_that_lies_reaches_nothing_else_and_nothing_once_revoked()
     let id = share_with(&h, "Holiday plans", rule).await;
 
     let state = state_of(&request_link(&h).await);
-    let member = answer_in_bobs_place(&h, &id).await;
+    let member = answer_in_bobs_place(&mut h, &id).await;
     assert_eq!(member.get(&format!("/sharings/{id}")).await.status, 200);
 
     // Deleting, or rewriting with the shared tag, a note the sharing does not share: refused,
