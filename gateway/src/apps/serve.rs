@@ -421,7 +421,21 @@ async fn serve(
     {
         let app_host = crate::edge::access::host(headers)?;
         let uri = request.uri().clone();
-        return trade_session_code(state, &uri, &app_host, instance_host, &code).await;
+        return match trade_session_code(state, &uri, &app_host, instance_host, &code).await {
+            // A browser sent back to a spent or stale code (a reload, the history) gets a page
+            // that leads to the app again, where the login gives a fresh code.
+            Err(err) if err.code == ErrorCode::Unauthenticated => Ok(crate::person::web::page(
+                err.code.http_status(),
+                "Open the app again",
+                &format!(
+                    "<h1>This link has expired</h1><p>{}</p><p><a href=\"{}\">Open the app again</a></p>",
+                    crate::person::web::escape(&err.reason),
+                    crate::person::web::escape(uri.path()),
+                ),
+                Vec::new(),
+            )),
+            other => other,
+        };
     }
     // The person's session, with the instance's ticket.
     let session = cookies::get(headers, cookies::SESSION).unwrap_or_default();

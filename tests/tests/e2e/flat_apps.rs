@@ -86,6 +86,10 @@ async fn test_apps_on_flat_sub_domains_get_the_session_through_a_one_time_code()
     let mut other = Browser::new(&cocon.http, &format!("alice-home.test:{p}"));
     let replay = other.get(&format!("/?session_code={code}")).await;
     assert_eq!(replay.status, 401, "{replay:?}");
+    assert!(
+        replay.text.contains("Open the app again"),
+        "a page leading back: {replay:?}"
+    );
     let on = alice.get(&format!("/auth/login?redirect={}", url_encode(&home))).await;
     let fresh = session_code(on.header("location").unwrap());
     let mut elsewhere = Browser::new(&cocon.http, &format!("alice-drive.test:{p}"));
