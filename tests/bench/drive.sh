@@ -18,5 +18,5 @@ A=(--admin http://127.0.0.1:26260 --data-dir "$D/data")
 ONBOARDING=$("$BIN" instances add bench.localhost "${A[@]}" | grep -o 'http[^"]*registerToken=[^"]*')
 TOKEN=$("$BIN" instances token-cli bench.localhost io.cozy.files "${A[@]}")
 head -c $((MIB << 20)) /dev/urandom > "$D/upload.bin"
-/usr/bin/python3 tests/bench/drive_app.py 127.0.0.1:28280 bench.localhost "$ONBOARDING" "$TOKEN" "$N" "$D/upload.bin" \
+SERVER_PID=$PID /usr/bin/python3 tests/bench/drive_app.py 127.0.0.1:28280 bench.localhost "$ONBOARDING" "$TOKEN" "$N" "$D/upload.bin" \
   services/jobs/apps/drive

@@ -2,7 +2,7 @@
 
   drive_app.py DRIVE_URL PASSPHRASE FIXTURES_DIR SCREENSHOTS_DIR MANY_ID MANY_LAST
 
-signs in, uploads files (one large enough to go over TUS in parts) and a folder while watching
+signs in, uploads files (one large enough to go over TUS) and a folder while watching
 their progress bars, sees a photo's thumbnail in the grid, renames a file, moves it into the
 folder, trashes it and restores it from the trash, creates a share link and opens it in a fresh
 browser profile, where the shared photo downloads, and a link with a password, which opens once

@@ -75,6 +75,7 @@ const TEXT = {
     waiting: 'Waiting…',
     uploadFailed: why => `Not uploaded: ${why}`,
     exists: 'a file of this name is already there',
+    uploadGone: 'the server no longer holds this upload: start it again',
     drop: 'Drop files or folders to upload them here',
     done: {
       trash: n => `${n} moved to the trash.`,
@@ -162,6 +163,7 @@ const TEXT = {
     waiting: 'En attente…',
     uploadFailed: why => `Non envoyé : ${why}`,
     exists: 'un fichier de ce nom s’y trouve déjà',
+    uploadGone: 'le serveur n’a plus cet envoi : recommencez-le',
     drop: 'Déposez des fichiers ou des dossiers pour les envoyer ici',
     done: {
       trash: n => `${n} mis à la corbeille.`,
@@ -184,8 +186,9 @@ const TEXT = {
 const ROOT = 'io.cozy.files.root-dir'
 const TRASH = 'io.cozy.files.trash-dir'
 const FILES = 'io.cozy.files'
-/// Files past this size go over TUS, in parts, and resume after a network failure.
+/// Files past this size go over TUS and resume after a network failure.
 const RESUMABLE_FROM = 32 * 1024 * 1024
+/// What a TUS append sends once an append of the whole file failed before any of it arrived.
 const PART = 32 * 1024 * 1024
 const FIRST_PAGE = 100
 const NEXT_PAGES = 1000
@@ -901,8 +904,9 @@ function send(method, url, body, extra, progress) {
 
 const sleep = ms => new Promise(resolve => window.setTimeout(resolve, ms))
 
-/// Large files over TUS: created, then sent in parts; after a failure the server says how much
-/// it has (HEAD) and the upload goes on from there.
+/// Large files over TUS: created, then sent in one append (the server keeps what arrived of a
+/// broken one); after a failure the server says how much it has (HEAD) and the upload goes on
+/// from there, in parts if nothing of the failed append arrived.
 async function resumable(file, dirId, progress) {
   const res = await fetch(`${stack}/files/uploads/`, {
     method: 'POST',
@@ -916,23 +920,42 @@ async function resumable(file, dirId, progress) {
   if (res.status !== 201) throw new ApiError(res.status, res.status === 409 ? text.exists : await reason(res))
   const url = new URL(res.headers.get('Location'), stack).href
   let offset = 0
-  let failures = 0
+  let most = Infinity
   while (offset < file.size) {
-    const part = file.slice(offset, offset + PART)
+    // The File itself when it goes whole: Chromium reads a slice of it at nearly twice the CPU.
+    const part = offset === 0 && most >= file.size ? file : file.slice(offset, offset + most)
     try {
       const xhr = await send('PATCH', url, part, { 'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' }, n => progress(offset + n))
       offset = Number(xhr.getResponseHeader('Upload-Offset'))
-      failures = 0
     } catch (err) {
-      if (err.status >= 400 && err.status < 500 && err.status !== 409) throw err
-      if (++failures > 5) throw err
-      await sleep(500 * 2 ** failures)
-      const head = await fetch(url, { method: 'HEAD', credentials: 'include', headers: headers({ 'Tus-Resumable': '1.0.0' }) })
-      if (!head.ok) throw new ApiError(head.status, await reason(head))
-      offset = Number(head.headers.get('Upload-Offset'))
+      if (err.status >= 400 && err.status < 500 && err.status !== 409 && err.status !== 413) throw err
+      const before = offset
+      offset = await resumeAt(url, err)
+      // Nothing of it arrived: a proxy refusing so large a body (413, often without the CORS
+      // headers that let the page read it) or a network that fails early. Parts from now on.
+      if (offset === before && most > PART) most = PART
     }
     progress(offset)
   }
+}
+
+/// Where an upload goes on after a failed append: what the server has (HEAD), asked after a
+/// wait that doubles while the network stays down. Gives up after five tries.
+async function resumeAt(url, failure) {
+  for (let tries = 1; tries <= 5; tries++) {
+    await sleep(500 * 2 ** tries)
+    let head
+    try {
+      head = await fetch(url, { method: 'HEAD', credentials: 'include', headers: headers({ 'Tus-Resumable': '1.0.0' }) })
+    } catch (err) {
+      failure = err
+      continue
+    }
+    if (head.ok) return Number(head.headers.get('Upload-Offset'))
+    if (head.status < 500) throw new ApiError(head.status, head.status === 404 ? text.uploadGone : head.statusText || String(head.status))
+    failure = new ApiError(head.status, head.statusText || String(head.status))
+  }
+  throw failure
 }
 
 function uploadOne(file, dirId, progress) {
