@@ -1,9 +1,12 @@
 //! Resumable uploads (TUS at the edge): an upload's state between its creation and the file it
 //! becomes. Each append lands in a blob of its own, durable before the upload's offset moves
-//! past it, so a broken connection loses nothing received; once whole, the content becomes the
-//! file through the same commit as a plain upload. An upload in progress is staging, like a
+//! past it, so a broken connection loses nothing received; once whole, the chunks are joined
+//! (hashed as one stream while they arrived, see [`Running`]) and the content becomes the file
+//! through the same commit as a plain upload. An upload in progress is staging, like a
 //! temporary file: it lives in `files.uploads`, outside the event log, and only the file it
 //! becomes is an event. Uploads left alone for `upload_expiry_secs` are removed.
+
+use std::collections::HashMap;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -11,6 +14,7 @@ use cocon_proto::files::v1 as pb;
 use cocon_proto::files::v1::append_part::Part as AppendData;
 use cocon_storage::{Batch, ScanRange};
 use futures::StreamExt;
+use md5::Md5;
 use serde::{Deserialize, Serialize};
 use tonic::{Status, Streaming};
 
@@ -60,8 +64,44 @@ pub(crate) struct Target {
 pub(crate) struct Chunk {
     pub blob: String,
     pub size: u64,
-    /// Base64 of this chunk's MD5: a single-chunk upload's content needs no second pass.
+    /// Base64 of this chunk's own MD5 when it was hashed alone (the first chunk always: a
+    /// single-chunk upload's content needs no second pass); empty otherwise.
     pub md5: String,
+    /// Base64 of the MD5 of the upload's content from its start through this chunk, when the
+    /// appends were hashed as one stream (see [`Running`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub through_md5: String,
+}
+
+/// Uploads in progress whose running MD5 a larger map would hold are hashed once more whole.
+const MAX_RUNNING: usize = 10_000;
+
+/// The MD5 state of uploads in progress, by instance and upload, each with the offset it
+/// covers: an append at that offset hashes on from it, so a content sent in several appends
+/// is not hashed again whole at the end. Memory only: after a restart, or on another replica,
+/// an append is hashed alone and the whole content once more when it completes.
+#[derive(Default)]
+pub(crate) struct Running(std::sync::Mutex<HashMap<(String, String), (u64, Md5)>>);
+
+impl Running {
+    fn at(&self, instance: &str, id: &str, offset: u64) -> Option<Md5> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, md5) = map.get(&(instance.to_string(), id.to_string()))?;
+        (*at == offset).then(|| md5.clone())
+    }
+
+    fn set(&self, instance: &str, id: &str, offset: u64, md5: Md5) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (instance.to_string(), id.to_string());
+        if map.len() < MAX_RUNNING || map.contains_key(&key) {
+            map.insert(key, (offset, md5));
+        }
+    }
+
+    fn forget(&self, instance: &str, id: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&(instance.to_string(), id.to_string()));
+    }
 }
 
 impl Target {
@@ -161,6 +201,7 @@ impl FilesService {
 
     /// Removes an upload and the chunks it holds (none once it became a file).
     async fn drop_pending(&self, instance: &str, pending: &Pending) -> Result<()> {
+        self.inner.running.forget(instance, &pending.id);
         let mut batch = Batch::new();
         UPLOADS.delete(&mut batch, instance, &pending.id);
         self.inner.store.apply(batch).await?;
@@ -234,6 +275,7 @@ impl FilesService {
             let mut batch = Batch::new();
             UPLOADS.delete(&mut batch, instance, id);
             self.inner.store.apply(batch).await?;
+            self.inner.running.forget(instance, id);
             pending
         };
         if pending.file_id.is_none() {
@@ -280,11 +322,21 @@ impl FilesService {
             Err(status) => Err(FilesError::Interrupted(status.message().to_string())),
         });
         let room = pending.length - pending.offset;
+        let before = match pending.offset {
+            0 => Some(None),
+            offset => self.inner.running.at(&instance, &pending.id, offset).map(Some),
+        };
         let chunk = self
-            .receive_chunk(&instance, room, checksum.map(|a| (a, header.checksum.as_ref())), data)
+            .receive_chunk(
+                &instance,
+                room,
+                checksum.map(|a| (a, header.checksum.as_ref())),
+                before,
+                data,
+            )
             .await?;
         let pending = match chunk {
-            Some(chunk) => {
+            Some((chunk, state)) => {
                 let _writer = self.stripe(&instance).lock().await;
                 let Some(mut now) = self.pending(&instance, &header.upload_id).await? else {
                     self.drop_blob(&chunk.blob).await;
@@ -302,6 +354,10 @@ impl FilesService {
                 now.chunks.push(chunk);
                 now.touched_at = cocon_common::time::now_secs();
                 self.save_pending(&instance, &now).await?;
+                match state {
+                    Some(state) => self.inner.running.set(&instance, &now.id, now.offset, state),
+                    None => self.inner.running.forget(&instance, &now.id),
+                }
                 now
             }
             None => pending,
@@ -314,20 +370,27 @@ impl FilesService {
 
     /// Streams one append into a blob of its own, at most `room` bytes. `None` when nothing
     /// arrived. A broken stream keeps what came before it; a checksum that does not match
-    /// keeps nothing.
+    /// keeps nothing. `before` is the MD5 state of the upload's content before this append
+    /// (`Some(None)` at its start), when known: the chunk then carries the MD5 through it, and
+    /// the state after it is given back.
     async fn receive_chunk<S>(
         &self,
         instance: &str,
         room: u64,
         checksum: Option<(Algorithm, &[u8])>,
+        before: Option<Option<Md5>>,
         mut data: S,
-    ) -> Result<Option<Chunk>>
+    ) -> Result<Option<(Chunk, Option<Md5>)>>
     where
         S: futures::Stream<Item = Result<Bytes>> + Unpin,
     {
         let key = Self::new_blob_key(instance);
         let mut writer = self.inner.blobs.create(&key).await?;
-        let mut hasher = Hasher::start(checksum.map(|(a, _)| a));
+        let extra = checksum.map(|(a, _)| a);
+        let mut hasher = match &before {
+            Some(Some(state)) => Hasher::resume(state.clone(), extra),
+            Some(None) | None => Hasher::start(extra),
+        };
         let mut received = 0u64;
         while let Some(part) = data.next().await {
             let part = match part {
@@ -366,11 +429,28 @@ impl FilesService {
             return Ok(None);
         }
         writer.finish().await?;
-        Ok(Some(Chunk {
-            blob: key,
-            size: received,
-            md5: base64::engine::general_purpose::STANDARD.encode(digests.md5),
-        }))
+        let md5 = base64::engine::general_purpose::STANDARD.encode(digests.md5);
+        let chunk = match before {
+            Some(None) => Chunk {
+                blob: key,
+                size: received,
+                md5: md5.clone(),
+                through_md5: md5,
+            },
+            Some(Some(_)) => Chunk {
+                blob: key,
+                size: received,
+                md5: String::new(),
+                through_md5: md5,
+            },
+            None => Chunk {
+                blob: key,
+                size: received,
+                md5,
+                through_md5: String::new(),
+            },
+        };
+        Ok(Some((chunk, before.is_some().then_some(digests.state))))
     }
 
     /// Makes a whole upload the file it was for. A single chunk is the content as it is;
@@ -387,6 +467,7 @@ impl FilesService {
                         self.save_pending(instance, &done).await?;
                     }
                 }
+                self.inner.running.forget(instance, &pending.id);
                 if pending.chunks.len() > 1 {
                     for chunk in &pending.chunks {
                         self.drop_blob(&chunk.blob).await;
@@ -423,6 +504,24 @@ impl FilesService {
                     blob: chunk.blob.clone(),
                     size: chunk.size,
                     md5: chunk.md5.clone(),
+                }
+            }
+            [.., last] if !last.through_md5.is_empty() => {
+                // Hashed as one stream already: the blobs are joined, the bytes not read again.
+                if !header.md5.is_empty() && header.md5 != last.through_md5 {
+                    return Err(FilesError::PreconditionFailed(format!(
+                        "the content's MD5 is {}, the upload said {}",
+                        last.through_md5, header.md5
+                    )));
+                }
+                let parts: Vec<String> = pending.chunks.iter().map(|c| c.blob.clone()).collect();
+                // One key per upload: joining twice writes the same blob.
+                let key = Self::blob_key(instance, &pending.id);
+                let size = self.inner.blobs.concat(&parts, &key).await?;
+                Content {
+                    blob: key,
+                    size,
+                    md5: last.through_md5.clone(),
                 }
             }
             chunks => {

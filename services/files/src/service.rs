@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     rooted: SyncMutex<HashSet<String>>,
     /// The long polls of `_changes`, woken by the commits of their instance.
     pub waiters: Arc<cocon_common::waiters::Waiters>,
+    /// The MD5 state of resumable uploads in progress.
+    pub running: crate::resumable::Running,
 }
 
 impl FilesService {
@@ -118,6 +120,7 @@ impl FilesService {
                 stripes: Stripes::default(),
                 rooted: SyncMutex::default(),
                 waiters,
+                running: Default::default(),
             }),
         })
     }

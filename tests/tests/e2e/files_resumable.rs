@@ -67,6 +67,14 @@ async fn create(api: &Api, length: usize, meta: &[(&str, &str)]) -> Answer {
     .await
 }
 
+/// Starts an upload of `length` bytes named `name` that announces the content's MD5 as `md5`
+/// (base64); answers its path.
+async fn create_claiming(api: &Api, length: usize, name: &str, md5: &str) -> String {
+    let created = create(api, length, &[("filename", name), ("md5", md5)]).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    created.header("location").to_string()
+}
+
 async fn append(api: &Api, location: &str, offset: usize, data: &[u8], checksum: Option<String>) -> Answer {
     let mut req = tus(api, Method::PATCH, location)
         .header("Content-Type", "application/offset+octet-stream")
@@ -288,13 +296,7 @@ async fn test_uploads_are_checked_cancelled_and_kept_to_their_instance() {
     assert_eq!(blob_files(dir.path()), baseline);
 
     // A whole-content MD5 that does not match: refused at the end, nothing stored.
-    let wrong_md5 = create(
-        &api,
-        hello.len(),
-        &[("filename", "md5.txt"), ("md5", &b64(&Md5::digest(b"other")))],
-    )
-    .await;
-    let wrong_at = wrong_md5.header("location").to_string();
+    let wrong_at = create_claiming(&api, hello.len(), "md5.txt", &b64(&Md5::digest(b"other"))).await;
     let refused = append(&api, &wrong_at, 0, hello, None).await;
     assert_eq!(refused.status, 412, "{}", refused.text);
     assert_eq!(offset_of(&api, &wrong_at).await.status, 404, "given up");
@@ -382,6 +384,69 @@ async fn test_abandoned_uploads_are_removed_and_quota_counts_unfinished_ones() {
     assert_eq!(one.status, 201, "{}", one.text);
     let two = create(&api, 600, &[("filename", "two.bin")]).await;
     assert_eq!(two.status, 413, "{}", two.text);
+}
+
+/// An upload in several appends is hashed as one stream while it arrives, and its parts are
+/// joined without being read again; a restart loses that running hash, and the upload still
+/// completes with the right MD5 (hashed whole once more). A whole-content MD5 that does not
+/// match is refused either way; an append's own checksum covers that append alone.
+#[tokio::test]
+async fn test_uploads_in_several_appends_complete_whole_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cocon = Cocon::start(dir.path()).await.unwrap();
+    let api = cocon.instance("alice.test", "io.cozy.files").await.unwrap();
+    let data = content(3 * 1024 * 1024 + 11);
+    let (a, b) = (1024 * 1024 + 5, 2 * 1024 * 1024 + 7);
+    let md5_of = |bytes: &[u8]| format!("md5 {}", b64(&Md5::digest(bytes)));
+
+    // In three appends, in one process: the second and third carry their own MD5 as checksum.
+    let created = create(&api, data.len(), &[("filename", "three.bin")]).await;
+    let at = created.header("location").to_string();
+    assert_eq!(append(&api, &at, 0, &data[..a], None).await.status, 204);
+    let damaged = append(&api, &at, a, &data[a..b], Some(md5_of(&data[..b]))).await;
+    assert_eq!(
+        damaged.status, 460,
+        "the checksum is the append's own: {}",
+        damaged.text
+    );
+    let second = append(&api, &at, a, &data[a..b], Some(md5_of(&data[a..b]))).await;
+    assert_eq!(second.status, 204, "{}", second.text);
+    let done = append(&api, &at, b, &data[b..], Some(md5_of(&data[b..]))).await;
+    assert_eq!(done.status, 204, "{}", done.text);
+    let file = api.get("/files/metadata?Path=/three.bin").await;
+    assert_eq!(file.body["data"]["attributes"]["md5sum"], b64(&Md5::digest(&data)));
+    let id = file.body["data"]["id"].as_str().unwrap().to_string();
+    assert!(download(&api, &id).await == data, "the parts joined in order");
+    let lies_at = create_claiming(&api, data.len(), "lies.bin", &b64(&Md5::digest(b"x"))).await;
+    assert_eq!(append(&api, &lies_at, 0, &data[..a], None).await.status, 204);
+    let refused = append(&api, &lies_at, a, &data[a..], None).await;
+    assert_eq!(refused.status, 412, "{}", refused.text);
+
+    // Across a restart, between the first and the second append.
+    let whole_md5 = b64(&Md5::digest(&data));
+    let at = create_claiming(&api, data.len(), "restarted.bin", &whole_md5).await;
+    // And one announcing another MD5, which must not become a file.
+    let lies_at = create_claiming(&api, data.len(), "lies.bin", &b64(&Md5::digest(b"x"))).await;
+    for location in [&at, &lies_at] {
+        assert_eq!(append(&api, location, 0, &data[..a], None).await.status, 204);
+    }
+    cocon.stop().await.unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let token = cocon.token("alice.test", "io.cozy.files").await.unwrap();
+    let api = cocon.api("alice.test", Some(&token));
+    for location in [&at, &lies_at] {
+        assert_eq!(offset_of(&api, location).await.header("upload-offset"), a.to_string());
+        assert_eq!(append(&api, location, a, &data[a..b], None).await.status, 204);
+    }
+    let done = append(&api, &at, b, &data[b..], None).await;
+    assert_eq!(done.status, 204, "{}", done.text);
+    let file = api.get("/files/metadata?Path=/restarted.bin").await;
+    assert_eq!(file.body["data"]["attributes"]["md5sum"], whole_md5);
+    let id = file.body["data"]["id"].as_str().unwrap().to_string();
+    assert!(download(&api, &id).await == data, "the parts joined in order");
+    let refused = append(&api, &lies_at, b, &data[b..], None).await;
+    assert_eq!(refused.status, 412, "{}", refused.text);
+    assert_eq!(api.get("/files/metadata?Path=/lies.bin").await.status, 404);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ pub async fn run_all(blobs: &dyn BlobStore, prefix: &str) {
     unfinished_writes_leave_nothing(blobs, prefix).await;
     overwrite_and_delete(blobs, prefix).await;
     copy(blobs, prefix).await;
+    concat(blobs, prefix).await;
     large_blob_in_many_chunks(blobs, prefix).await;
     sized_blobs(blobs, prefix).await;
     listing(blobs, prefix).await;
@@ -138,6 +139,30 @@ async fn copy(blobs: &dyn BlobStore, prefix: &str) {
         ),
         "copying an absent blob is NotFound"
     );
+}
+
+async fn concat(blobs: &dyn BlobStore, prefix: &str) {
+    let parts: Vec<String> = (0..3).map(|i| format!("{prefix}/concat/part{i}")).collect();
+    // Parts past a backend's block size, a small one and an empty one: the joins must not care.
+    let first = patterned(1024 * 1024 + 3, 7);
+    put(blobs, &parts[0], &[&first]).await;
+    put(blobs, &parts[1], &[b"middle"]).await;
+    put(blobs, &parts[2], &[]).await;
+    let to = format!("{prefix}/concat/whole");
+    assert_eq!(blobs.concat(&parts, &to).await.unwrap(), first.len() as u64 + 6);
+    let whole = read_all(blobs, &to, None).await;
+    assert_eq!(&whole[..first.len()], &first[..], "the first part, whole and first");
+    assert_eq!(&whole[first.len()..], b"middle");
+    for part in &parts {
+        assert!(blobs.size(part).await.unwrap().is_some(), "the parts stay: {part}");
+    }
+    let missing = vec![parts[1].clone(), format!("{prefix}/concat/none")];
+    let none = format!("{prefix}/concat/never");
+    assert!(
+        matches!(blobs.concat(&missing, &none).await, Err(StorageError::NotFound(_))),
+        "joining an absent part is NotFound"
+    );
+    assert_eq!(blobs.size(&none).await.unwrap(), None, "a failed join leaves nothing");
 }
 
 async fn large_blob_in_many_chunks(blobs: &dyn BlobStore, prefix: &str) {
