@@ -80,15 +80,44 @@ fn param<'a>(q: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> 
         .filter(|v| !v.is_empty())
 }
 
-async fn list(AxState(admin): AxState<Admin>) -> Result<Response, ApiError> {
+/// Instances listed in one answer when the request does not say (`?limit=`), and at most.
+const PAGE: u32 = 1000;
+const MAX_PAGE: u32 = 10_000;
+
+/// `GET /instances[?limit=N&after=DOMAIN]`: a page of instances in domain order, those after
+/// `after`; a full page links to the next (`Link: <…>; rel="next"`), so a deployment of a
+/// million instances is read a page at a time.
+async fn list(AxState(admin): AxState<Admin>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let limit = match q.get("limit") {
+        None => PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("?limit={raw:?}: give a number from 1 to {MAX_PAGE}")))?,
+    };
+    let after = q.get("after").cloned().unwrap_or_default();
     let res = admin
         .auth
         .clone()
-        .list_instances(pb::ListInstancesRequest::default())
+        .list_instances(pb::ListInstancesRequest {
+            limit,
+            after: after.clone(),
+        })
         .await?
         .into_inner();
     let list: Vec<_> = res.instances.iter().map(instance_json).collect();
-    Ok(axum::Json(list).into_response())
+    let mut answer = axum::Json(list).into_response();
+    if !res.next.is_empty() {
+        let next: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("limit", &limit.to_string())
+            .append_pair("after", &res.next)
+            .finish();
+        if let Ok(link) = http::HeaderValue::from_str(&format!("</instances?{next}>; rel=\"next\"")) {
+            answer.headers_mut().insert(http::header::LINK, link);
+        }
+    }
+    Ok(answer)
 }
 
 async fn create(

@@ -240,19 +240,30 @@ pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
             print_onboarding(&v);
         }
         InstancesCommand::Ls { admin } => {
-            let v = Admin::new(&admin)?
-                .call(reqwest::Method::GET, "/instances", &[])
-                .await?;
-            let list = v.as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
-                eprintln!("no instance yet: create one with `cocon instances add DOMAIN`");
+            // A page at a time, each printed as it comes: a host may hold a million instances.
+            const PAGE: usize = 1000;
+            let admin = Admin::new(&admin)?;
+            let mut after = String::new();
+            let mut listed = 0;
+            loop {
+                let mut query = vec![("limit", PAGE.to_string())];
+                if !after.is_empty() {
+                    query.push(("after", after.clone()));
+                }
+                let v = admin.call(reqwest::Method::GET, "/instances", &query).await?;
+                let page = v.as_array().cloned().unwrap_or_default();
+                for i in &page {
+                    let domain = i.get("domain").and_then(Value::as_str).unwrap_or_default();
+                    println!("{domain}\t{}", i.get("id").and_then(Value::as_str).unwrap_or_default());
+                    after = domain.to_string();
+                }
+                listed += page.len();
+                if page.len() < PAGE {
+                    break;
+                }
             }
-            for i in list {
-                println!(
-                    "{}\t{}",
-                    i.get("domain").and_then(Value::as_str).unwrap_or_default(),
-                    i.get("id").and_then(Value::as_str).unwrap_or_default()
-                );
+            if listed == 0 {
+                eprintln!("no instance yet: create one with `cocon instances add DOMAIN`");
             }
         }
         InstancesCommand::SetDiskQuota { domain, size, admin } => {

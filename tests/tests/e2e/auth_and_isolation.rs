@@ -318,3 +318,59 @@ async fn test_domains_with_a_port() {
         "dave"
     );
 }
+
+/// The admin API lists instances a page at a time, in domain order, each full page linking to
+/// the next.
+#[tokio::test]
+async fn test_the_admin_api_lists_instances_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::start(dir.path()).await.unwrap();
+    let domains = ["e.test", "b.test", "d.test", "a.test", "c.test"];
+    for domain in domains {
+        cocon.add_instance(domain).await.unwrap();
+    }
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let http = reqwest::Client::new();
+    let mut url = format!("{}/instances?limit=2", cocon.admin);
+    let mut pages = Vec::new();
+    loop {
+        let res = http.get(&url).bearer_auth(token.trim()).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let next = res.headers().get("link").map(|l| l.to_str().unwrap().to_string());
+        let page: Vec<String> = res
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i["domain"].as_str().unwrap().to_string())
+            .collect();
+        pages.push(page);
+        let Some(link) = next else { break };
+        let path = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(path, _)| path)
+            .unwrap_or_else(|| panic!("a next link: {link}"));
+        url = format!("{}{path}", cocon.admin);
+    }
+    // Three pages of 2, 2 and 1 (a full last page would link to an empty one).
+    assert_eq!(
+        pages,
+        vec![vec!["a.test", "b.test"], vec!["c.test", "d.test"], vec!["e.test"]],
+    );
+    for bad in ["0", "abc", "10001"] {
+        let (status, body) = cocon
+            .admin(reqwest::Method::GET, "/instances", &[("limit", bad)])
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "limit={bad}: {body}");
+    }
+    let (status, all) = cocon.admin(reqwest::Method::GET, "/instances", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(all.as_array().unwrap().len(), 5, "a page of 1,000 by default");
+    let (status, none) = cocon
+        .admin(reqwest::Method::GET, "/instances", &[("after", "z.test")])
+        .await
+        .unwrap();
+    assert_eq!((status, none), (200, serde_json::json!([])));
+}
