@@ -122,6 +122,27 @@ impl AuthService {
                 "an app token works with the session it was issued for: reload the app's page".into(),
             ));
         }
+        self.app_set_bearer(record, claims, String::new()).await
+    }
+
+    /// The caller behind a service's token (already checked as recorded and not revoked): the
+    /// app's permission set as it is now, as the app itself would have it.
+    pub(crate) async fn service_bearer(
+        &self,
+        record: &InstanceRecord,
+        claims: Claims,
+        token_id: String,
+    ) -> Result<Bearer, AuthError> {
+        self.app_set_bearer(record, claims, token_id).await
+    }
+
+    /// An app's rights, read from its permission set at each check, while it is installed.
+    async fn app_set_bearer(
+        &self,
+        record: &InstanceRecord,
+        claims: Claims,
+        token_id: String,
+    ) -> Result<Bearer, AuthError> {
         let set: PermissionRecord = self
             .row(PERMISSIONS, &record.id, &set_id(&claims.slug))
             .await?
@@ -131,7 +152,7 @@ impl AuthService {
             kind: "app",
             client_id: String::new(),
             permission_id: set.id,
-            token_id: String::new(),
+            token_id,
             slug: claims.slug,
             expires_at: claims.exp,
         })

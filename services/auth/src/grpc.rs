@@ -81,7 +81,7 @@ impl pb::auth_service_server::AuthService for AuthService {
         }
         if !req.audience.is_empty() && !token::AUDIENCES.contains(&req.audience.as_str()) {
             return Err(Status::invalid_argument(format!(
-                "unknown audience {:?}; use cli or konnector",
+                "unknown audience {:?}; use cli, konnector or service",
                 req.audience
             )));
         }

@@ -139,6 +139,9 @@ impl AuthService {
             self.check_cli_token(&record.id, &id).await?;
             id
         };
+        if claims.aud == token::SERVICE {
+            return self.service_bearer(record, claims, token_id).await;
+        }
         let rules = scope::parse_scope(&claims.scope)
             .map_err(|_| AuthError::InvalidToken("the token's scope is malformed".into()))?;
         Ok(Bearer {

@@ -517,8 +517,8 @@ impl AuthService {
         self.issue_token_for(domain, scope, ttl_secs, token::CLI, "").await
     }
 
-    /// Issues a token of `audience` (`cli`, or `konnector` for a konnector's run), recorded and
-    /// revocable alike.
+    /// Issues a token of `audience` (`cli`, `konnector` for a konnector's run, `service` for a
+    /// run of app `slug`'s service), recorded and revocable alike.
     pub async fn issue_token_for(
         &self,
         domain: &str,
@@ -533,6 +533,11 @@ impl AuthService {
             return Err(AuthError::InvalidRequest(
                 "an app token is issued for a session: use issue_app_token".into(),
             ));
+        }
+        if audience == token::SERVICE && !cocon_common::cozy::is_slug(slug) {
+            return Err(AuthError::InvalidRequest(format!(
+                "a service's token names its app: {slug:?} is not an app's slug"
+            )));
         }
         let ttl = match ttl_secs {
             0 => self.inner.config.token_ttl_secs,
@@ -549,7 +554,7 @@ impl AuthService {
             n: token::nonce(),
             client_id: String::new(),
             grant: String::new(),
-            slug: if audience == token::KONNECTOR {
+            slug: if audience == token::KONNECTOR || audience == token::SERVICE {
                 slug.to_string()
             } else {
                 String::new()

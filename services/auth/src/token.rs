@@ -10,13 +10,17 @@ use sha2::Sha256;
 
 use crate::AuthError;
 
-/// Audiences the admin API mints: `cli` (operators) and `konnector` (a konnector's run, the only
-/// token that reads an account's credentials opened).
-pub const AUDIENCES: [&str; 2] = [CLI, KONNECTOR];
+/// Audiences the admin API mints: `cli` (operators), `konnector` (a konnector's run, the only
+/// token that reads an account's credentials opened) and `service` (a run of a web app's
+/// service).
+pub const AUDIENCES: [&str; 3] = [CLI, KONNECTOR, SERVICE];
 /// Audiences accepted as bearer tokens: those, `access` (OAuth clients) and `app` (web apps).
-const BEARER_AUDIENCES: [&str; 4] = [CLI, KONNECTOR, ACCESS, APP];
+const BEARER_AUDIENCES: [&str; 5] = [CLI, KONNECTOR, SERVICE, ACCESS, APP];
 pub const CLI: &str = "cli";
 pub const KONNECTOR: &str = "konnector";
+/// A run of a web app's service (`services` in its manifest): the app's permission set, as the
+/// app's own token, without a session (cozy-stack's rule: a service has its app's rights).
+pub const SERVICE: &str = "service";
 pub const ACCESS: &str = "access";
 /// A web app's token, written into its page when it is served: the app's permission set, and
 /// only together with the session it was issued for (cozy-stack's rule).

@@ -17,6 +17,7 @@ use crate::install::{Source, read_manifest, seal_tree};
 use crate::manifest::rules_of;
 use crate::service::{Entry, JobsService};
 use crate::tables::APPS;
+use crate::triggers::NewTrigger;
 
 pub const MANIFEST: &str = "manifest.webapp";
 /// The app that may install others from the registry, as in cozy-stack.
@@ -43,6 +44,75 @@ pub struct Installer<'a> {
     pub trusted: bool,
     /// The web app whose token asks; empty otherwise.
     pub app: &'a str,
+}
+
+/// A service of a web app with a trigger (`services` in its manifest): the trigger made for it.
+#[derive(Debug, PartialEq)]
+struct ServiceTrigger {
+    name: String,
+    kind: String,
+    arguments: String,
+    debounce: String,
+}
+
+/// The services `manifest` declares, checked against the app's `code`: each a node script in
+/// the code, its trigger one Cocon reads. Those with a trigger are answered; the others run
+/// when a job names them (`POST /jobs/queue/service` with `{"slug", "name"}`).
+fn service_triggers(manifest: &Value, code: &Path) -> Result<Vec<ServiceTrigger>> {
+    let bad = |why: String| JobsError::BadRequest(format!("{MANIFEST}: {why}"));
+    let Some(services) = manifest.get("services") else {
+        return Ok(Vec::new());
+    };
+    let services = services
+        .as_object()
+        .ok_or_else(|| bad("`services` is an object of services by name".into()))?;
+    let mut triggers = Vec::new();
+    for (name, service) in services {
+        if let Some(kind) = service.get("type").and_then(Value::as_str)
+            && kind != "node"
+        {
+            return Err(bad(format!(
+                "the service {name} is of type {kind:?}: Cocon runs node services"
+            )));
+        }
+        let file = service
+            .get("file")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("the service {name} names no file")))?;
+        crate::workers::script_in_code(file)
+            .filter(|relative| code.join(relative).is_file())
+            .ok_or_else(|| bad(format!("the service {name}'s file {file:?} is not a file of the app")))?;
+        let Some(trigger) = service
+            .get("trigger")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
+            continue;
+        };
+        let (kind, arguments) = trigger
+            .split_once(' ')
+            .map_or((trigger, ""), |(kind, arguments)| (kind, arguments.trim()));
+        crate::syntax::parse(kind, arguments, "", name)
+            .map_err(|e| bad(format!("the service {name}'s trigger {trigger:?}: {e}")))?;
+        let debounce = service
+            .get("debounce")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if !debounce.is_empty() && cocon_common::time::parse_go_duration(&debounce).is_none() {
+            return Err(bad(format!(
+                "the service {name}'s debounce {debounce:?} is not a duration such as 5m"
+            )));
+        }
+        triggers.push(ServiceTrigger {
+            name: name.clone(),
+            kind: kind.to_string(),
+            arguments: arguments.to_string(),
+            debounce,
+        });
+    }
+    Ok(triggers)
 }
 
 impl JobsService {
@@ -84,6 +154,7 @@ impl JobsService {
         let kept = self.fetch_app(&parsed, &stage, slug).await;
         let _ = tokio::fs::remove_dir_all(&stage).await;
         let (manifest, checksum, code) = kept?;
+        let services = service_triggers(&manifest, &self.inner.apps_dir.join(&code))?;
         let rules = rules_of(&manifest, MANIFEST)?;
         let scope = crate::manifest::scope_of(&manifest, MANIFEST)?;
         let text = |key: &str| {
@@ -107,17 +178,71 @@ impl JobsService {
             updated_at_us: now,
         };
         self.app_permissions(by.domain, slug, rules, false).await?;
-        let _guard = self.lock(by.instance).await;
-        self.commit(
-            by.instance,
-            vec![Entry::Webapp {
-                app: app.clone(),
-                deleted: false,
-            }],
-        )
-        .await?;
+        {
+            let _guard = self.lock(by.instance).await;
+            self.commit(
+                by.instance,
+                vec![Entry::Webapp {
+                    app: app.clone(),
+                    deleted: false,
+                }],
+            )
+            .await?;
+        }
+        self.sync_service_triggers(by.instance, by.domain, slug, &services)
+            .await?;
         tracing::info!(instance = %by.instance, app = %slug, version = %app.version, "app installed");
         Ok(app)
+    }
+
+    /// Makes the triggers of the app's services those `services` says: unchanged ones kept
+    /// (with their history), others removed, missing ones created (none, once it is gone).
+    async fn sync_service_triggers(
+        &self,
+        instance: &str,
+        domain: &str,
+        slug: &str,
+        services: &[ServiceTrigger],
+    ) -> Result<()> {
+        let mut wanted: Vec<&ServiceTrigger> = services.iter().collect();
+        for trigger in self.list_triggers(instance, &["service".to_string()], &[]).await? {
+            let Some((of, name)) = crate::workers::service_of(&trigger.message) else {
+                continue;
+            };
+            if of != slug {
+                continue;
+            }
+            let same = wanted.iter().position(|s| {
+                s.name == name
+                    && s.kind == trigger.r#type
+                    && s.arguments == trigger.arguments
+                    && s.debounce == trigger.debounce
+            });
+            match same {
+                Some(at) => {
+                    wanted.remove(at);
+                }
+                None => self.delete_trigger(instance, &trigger.id).await?,
+            }
+        }
+        for service in wanted {
+            let message = serde_json::json!({"slug": slug, "name": service.name}).to_string();
+            self.create_trigger(
+                instance,
+                domain,
+                NewTrigger {
+                    kind: service.kind.clone(),
+                    arguments: service.arguments.clone(),
+                    worker: "service".into(),
+                    message: message.into(),
+                    debounce: service.debounce.clone(),
+                    ..NewTrigger::default()
+                },
+                true,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Fetches the code into `stage`, checks its manifest, and keeps it under its checksum:
@@ -214,15 +339,18 @@ impl JobsService {
         let instance = by.instance;
         let app = self.get_app(instance, slug).await?;
         self.app_permissions(by.domain, slug, Vec::new(), true).await?;
-        let _guard = self.lock(instance).await;
-        self.commit(
-            instance,
-            vec![Entry::Webapp {
-                app: app.clone(),
-                deleted: true,
-            }],
-        )
-        .await?;
+        {
+            let _guard = self.lock(instance).await;
+            self.commit(
+                instance,
+                vec![Entry::Webapp {
+                    app: app.clone(),
+                    deleted: true,
+                }],
+            )
+            .await?;
+        }
+        self.sync_service_triggers(instance, by.domain, slug, &[]).await?;
         tracing::info!(instance = %instance, app = %slug, "app uninstalled");
         Ok(app)
     }

@@ -366,6 +366,7 @@ impl Api for JobsService {
             Start::Run(started) => pb::StartRunResponse {
                 job: Some(started.job),
                 konnector: started.konnector,
+                app: started.app,
                 check_again_ms: 0,
             },
             Start::Skip => pb::StartRunResponse::default(),

@@ -25,6 +25,8 @@ pub const MANIFEST: &str = "manifest.konnector";
 /// services (tokens), the public API's address.
 pub struct Runtime {
     pub dir: PathBuf,
+    /// The web apps' code (their services run from it).
+    pub apps_dir: PathBuf,
     pub runs_dir: PathBuf,
     pub sandbox: Sandbox,
     pub node: PathBuf,
@@ -38,10 +40,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: &KonnectorsConfig, data_dir: &Path) -> Result<Runtime> {
+    pub fn new(config: &KonnectorsConfig, data_dir: &Path, apps_dir: PathBuf) -> Result<Runtime> {
         let sandbox = Sandbox::from_config(&config.sandbox)?;
         Ok(Runtime {
             dir: config.dir.clone().unwrap_or_else(|| data_dir.join("konnectors")),
+            apps_dir,
             runs_dir: config
                 .runs_dir
                 .clone()

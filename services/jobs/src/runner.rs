@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cocon_common::Shutdown;
 use cocon_common::time::now_us;
-use cocon_proto::events::v1::{Job, Konnector};
+use cocon_proto::events::v1::{Job, Konnector, Webapp};
 use cocon_proto::jobs::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -25,7 +25,7 @@ use crate::error::{JobsError, Result};
 use crate::jobs::{DONE, ERRORED, QUEUED, RUNNING};
 use crate::queue::{Lease, Queued};
 use crate::service::{Entry, JobsService};
-use crate::tables::{KONNECTORS, PENDING, last_part};
+use crate::tables::{APPS, KONNECTORS, PENDING, last_part};
 use crate::workers::{Failure, Run};
 
 impl JobsService {
@@ -122,7 +122,7 @@ impl JobsService {
             return;
         };
         let Queued { instance, id } = lease.job.clone();
-        let Started { job, konnector } = match self.start_run(&instance, &id).await {
+        let Started { job, konnector, app } = match self.start_run(&instance, &id).await {
             Ok(Start::Run(started)) => *started,
             Ok(Start::Skip) => {
                 lease.done();
@@ -147,6 +147,7 @@ impl JobsService {
                 instance: &instance,
                 job: &job,
                 konnector: konnector.as_ref(),
+                app: app.as_ref(),
                 deadline: started + timeout,
             }),
         )
@@ -205,6 +206,7 @@ impl JobsService {
             Some(job) => Start::Run(Box::new(Started {
                 job,
                 konnector: reply.konnector,
+                app: reply.app,
             })),
             None if reply.check_again_ms > 0 => Start::Later(Duration::from_millis(reply.check_again_ms)),
             None => Start::Skip,
@@ -296,7 +298,19 @@ impl JobsService {
             return Ok(Start::Skip);
         }
         let konnector = self.konnector_of(instance, &job).await?;
-        Ok(Start::Run(Box::new(Started { job, konnector })))
+        let app = self.app_of(instance, &job).await?;
+        Ok(Start::Run(Box::new(Started { job, konnector, app })))
+    }
+
+    /// The web app whose service a `service` job runs, if its message names one installed.
+    async fn app_of(&self, instance: &str, job: &Job) -> Result<Option<Webapp>> {
+        if job.worker != "service" {
+            return Ok(None);
+        }
+        match crate::workers::service_of(&job.message) {
+            Some((slug, _)) => Ok(APPS.get(self.store(), instance, &slug).await?),
+            None => Ok(None),
+        }
     }
 
     /// The konnector a `konnector` job runs, if its message names one that is installed.
@@ -385,6 +399,7 @@ impl Start {
 pub(crate) struct Started {
     pub job: Job,
     pub konnector: Option<Konnector>,
+    pub app: Option<Webapp>,
 }
 
 #[cfg(test)]

@@ -148,7 +148,12 @@ impl Entry {
 impl JobsService {
     pub async fn build(config: Config, deps: Deps) -> Result<JobsService> {
         let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
-        let konnectors = Arc::new(crate::konnectors::Runtime::new(&config.konnectors, &deps.data_dir)?);
+        let apps_dir = config.apps.dir.clone().unwrap_or_else(|| deps.data_dir.join("apps"));
+        let konnectors = Arc::new(crate::konnectors::Runtime::new(
+            &config.konnectors,
+            &deps.data_dir,
+            apps_dir.clone(),
+        )?);
         let _ = konnectors.bus.set(deps.bus.clone());
         let workers = Workers::new(&config, Some(konnectors.clone()));
         match config.role.as_str() {
@@ -174,7 +179,6 @@ impl JobsService {
         let webhooks = WebhookLimits::new(config.webhook_calls_per_minute);
         let (committer, commands) = tokio::sync::mpsc::unbounded_channel();
         let fetcher = crate::install::Fetcher::new(&config.apps.registry, config.apps.max_mib << 20);
-        let apps_dir = config.apps.dir.clone().unwrap_or_else(|| deps.data_dir.join("apps"));
         let service = JobsService {
             inner: Arc::new(Inner {
                 config,

@@ -1323,3 +1323,128 @@ async fn test_a_konnector_without_network_reaches_the_api_and_nothing_else() {
     let offline = run().await;
     assert_eq!(offline["vendor_reached"], false, "{offline}");
 }
+
+/// A web app's service, in node as Cozy's are: its change of a to-do and what it may read.
+const SERVICE_JS: &str = r#"
+const base = process.env.COZY_URL
+const auth = { Authorization: `Bearer ${process.env.COZY_CREDENTIALS}`, 'Content-Type': 'application/json' }
+async function main () {
+  const contacts = await fetch(`${base}data/io.cozy.contacts/_all_docs`, { headers: auth })
+  const seen = { fields: JSON.parse(process.env.COZY_FIELDS), job: process.env.COZY_JOB_ID, contacts: contacts.status }
+  const changed = process.env.COZY_COUCH_DOC ? JSON.parse(process.env.COZY_COUCH_DOC) : null
+  const doc = changed ? { ...changed, marked: seen } : { manual: seen }
+  const id = changed ? changed._id : 'by-hand'
+  const res = await fetch(`${base}data/io.cozy.todos/${id}`, { method: 'PUT', headers: auth, body: JSON.stringify(doc) })
+  if (!res.ok) throw new Error(`PUT ${res.status} ${await res.text()}`)
+  console.log(JSON.stringify({ type: 'info', message: 'marked' }))
+}
+main().catch(err => { console.log(JSON.stringify({ type: 'critical', message: String(err) })); process.exit(1) })
+"#;
+
+fn write_todo_app(dir: &std::path::Path, services: Value) {
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let manifest = json!({
+        "name": "To-do", "slug": "todo", "version": "1.0.0",
+        "permissions": {"todos": {"type": "io.cozy.todos"}},
+        "services": services,
+    });
+    std::fs::write(dir.join("manifest.webapp"), manifest.to_string()).unwrap();
+    std::fs::write(dir.join("index.html"), "<!DOCTYPE html><title>To-do</title>").unwrap();
+    std::fs::write(dir.join("services/mark.js"), SERVICE_JS).unwrap();
+}
+
+/// A web app's services run as cozy-stack runs them: their triggers made from the manifest at
+/// installation and removed with the app, each run sandboxed in node with the app's rights (and
+/// no more), the changed document in `COZY_COUCH_DOC`; one without a trigger runs when queued.
+#[tokio::test]
+async fn test_a_web_apps_services_run_with_the_apps_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cocon = Cocon::start(&data).await.unwrap();
+    let api = cocon
+        .instance("alice.test", "io.cozy.jobs io.cozy.triggers io.cozy.todos")
+        .await
+        .unwrap();
+    let code = dir.path().join("todo");
+
+    // A service whose file is not in the app, or whose trigger does not read: refused.
+    write_todo_app(
+        &code,
+        json!({"mark": {"type": "node", "file": "/services/gone.js", "trigger": "@event io.cozy.todos:CREATED"}}),
+    );
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "todo", code.to_str().unwrap()]);
+    assert!(!ok && err.contains("services/gone.js"), "{err}");
+    write_todo_app(
+        &code,
+        json!({"mark": {"type": "node", "file": "/services/mark.js", "trigger": "@every nope"}}),
+    );
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "todo", code.to_str().unwrap()]);
+    assert!(!ok && err.contains("@every nope"), "{err}");
+
+    write_todo_app(
+        &code,
+        json!({
+            "mark": {"type": "node", "file": "/services/mark.js", "trigger": "@event io.cozy.todos:CREATED"},
+            "byHand": {"type": "node", "file": "services/mark.js"},
+        }),
+    );
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "todo", code.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let triggers = api.get("/jobs/triggers?Worker=service").await;
+    assert_eq!(count(&triggers), 1, "{}", triggers.text);
+    let made = &triggers.body["data"][0]["attributes"];
+    assert_eq!(made["type"], "@event");
+    assert_eq!(made["arguments"], "io.cozy.todos:CREATED");
+    assert_eq!(made["message"], json!({"slug": "todo", "name": "mark"}));
+
+    // A new to-do sets the service off; it changes the to-do with the app's token.
+    let created = api.post("/data/io.cozy.todos/", &json!({"title": "buy bread"})).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let todo = created.body["id"].as_str().unwrap().to_string();
+    let marked = until(&api, &format!("/data/io.cozy.todos/{todo}"), |r| {
+        r.body.get("marked").is_some()
+    })
+    .await;
+    let seen = &marked.body["marked"];
+    assert_eq!(
+        seen["fields"],
+        json!({"slug": "todo", "name": "mark"}),
+        "{}",
+        marked.text
+    );
+    assert_eq!(marked.body["title"], "buy bread", "the changed document came whole");
+    assert!(!seen["job"].as_str().unwrap_or_default().is_empty(), "{seen}");
+    assert_eq!(seen["contacts"], 403, "no more than the app's rights: {seen}");
+
+    // One without a trigger runs when a job names it.
+    let queued = push(
+        &api,
+        "service",
+        json!({"arguments": {"slug": "todo", "name": "byHand"}}),
+    )
+    .await;
+    assert_eq!(queued.status, 202, "{}", queued.text);
+    let done = ended(&api, &id(&queued)).await;
+    assert_eq!(attr(&done, "state"), "done", "{}", done.text);
+    let by_hand = api.get("/data/io.cozy.todos/by-hand").await;
+    assert_eq!(by_hand.body["manual"]["fields"]["name"], "byHand", "{}", by_hand.text);
+    let unknown = push(
+        &api,
+        "service",
+        json!({"arguments": {"slug": "todo", "name": "nothing"}}),
+    )
+    .await;
+    assert!(error_of(&api, &unknown).await.contains("no service nothing"));
+
+    // Removed with the app, its triggers go; a job for it says the app is gone.
+    let (ok, _, err) = cli(&cocon, &data, &["apps", "uninstall", "todo"]);
+    assert!(ok, "{err}");
+    assert_eq!(count(&api.get("/jobs/triggers?Worker=service").await), 0);
+    let orphan = push(
+        &api,
+        "service",
+        json!({"arguments": {"slug": "todo", "name": "byHand"}}),
+    )
+    .await;
+    assert!(error_of(&api, &orphan).await.contains("not installed"));
+}

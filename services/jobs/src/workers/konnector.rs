@@ -1,8 +1,11 @@
-//! The `konnector` worker: runs an installed konnector as cozy-stack does (its environment:
-//! `COZY_URL`, `COZY_CREDENTIALS` a token with the manifest's permissions, `COZY_FIELDS`,
-//! `COZY_PARAMETERS`, `COZY_PAYLOAD`, …), in the sandbox, and reads its stdout's JSON lines:
-//! a `critical` line errors the job, and so does an `error` line followed by a failed exit.
+//! The `konnector` and `service` workers: run an installed konnector, or a service of an
+//! installed web app (a `services` entry of its manifest), as cozy-stack does (their
+//! environment: `COZY_URL`, `COZY_CREDENTIALS` a token with the manifest's permissions,
+//! `COZY_FIELDS`, `COZY_PARAMETERS`, `COZY_PAYLOAD`, a service's `COZY_COUCH_DOC`, …), in the
+//! sandbox, and read their stdout's JSON lines: a `critical` line errors the job, and so does an
+//! `error` line followed by a failed exit.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,27 +99,119 @@ impl Said {
     }
 }
 
+/// What a run executes: an installed konnector, or a service of an installed web app.
+struct Program {
+    /// `konnector` or `service`, as messages name it.
+    what: &'static str,
+    slug: String,
+    manifest: Value,
+    code: PathBuf,
+    /// The script run instead of the code's main: a service's file, a konnector's
+    /// `on_delete_account`.
+    entry: Option<String>,
+    /// The rules of the run's token, and its audience.
+    scope: String,
+    audience: &'static str,
+}
+
+impl KonnectorWorker {
+    fn konnector(&self, run: &Run<'_>, fields: &Value) -> Result<Program, Failure> {
+        let slug = fields
+            .get("konnector")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure::permanent("the job's message names no konnector (\"konnector\": slug)"))?;
+        let konnector = run.konnector.filter(|k| k.slug == slug).ok_or_else(|| {
+            Failure::permanent(format!(
+                "konnector {slug} is not installed: install it with `cocon konnectors install {slug} SOURCE`"
+            ))
+        })?;
+        let manifest: Value = serde_json::from_slice(&konnector.manifest).unwrap_or(Value::Null);
+        // An account deleted: the konnector's `on_delete_account` script cleans up at the
+        // vendor's (cozy-stack's hook).
+        let entry = if fields.get("account_deleted").and_then(Value::as_bool) == Some(true) {
+            let script = manifest
+                .get("on_delete_account")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Failure::permanent(format!("konnector {slug} has no on_delete_account script")))?;
+            if script.starts_with('/') || script.split('/').any(|part| part == "..") {
+                return Err(Failure::permanent(format!(
+                    "konnector {slug}'s on_delete_account {script:?} must stay within its code"
+                )));
+            }
+            Some(script.to_string())
+        } else {
+            None
+        };
+        Ok(Program {
+            what: "konnector",
+            slug: slug.to_string(),
+            code: self.runtime.dir.join(&konnector.dir),
+            entry,
+            scope: if konnector.scope.is_empty() {
+                format!("io.cozy.konnectors:GET:{slug}")
+            } else {
+                konnector.scope.clone()
+            },
+            // Its own audience: an app's rights, and its accounts' credentials opened.
+            audience: "konnector",
+            manifest,
+        })
+    }
+
+    /// A web app's service (`services` in its manifest): its file, with the app's rights.
+    fn service(&self, run: &Run<'_>) -> Result<Program, Failure> {
+        let (slug, name) = super::service_of(&run.job.message)
+            .ok_or_else(|| Failure::permanent("the job's message names no service ({\"slug\", \"name\"})"))?;
+        let app = run.app.filter(|a| a.slug == slug).ok_or_else(|| {
+            Failure::permanent(format!(
+                "the app {slug} is not installed: its service {name} cannot run"
+            ))
+        })?;
+        let manifest: Value = serde_json::from_slice(&app.manifest).unwrap_or(Value::Null);
+        let file = manifest
+            .get("services")
+            .and_then(|s| s.get(&name))
+            .and_then(|s| s.get("file"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure::permanent(format!("the app {slug} has no service {name} with a file")))?;
+        let entry = super::script_in_code(file).ok_or_else(|| {
+            Failure::permanent(format!(
+                "the service {name}'s file {file:?} must stay within the app's code"
+            ))
+        })?;
+        Ok(Program {
+            what: "service",
+            code: self.runtime.apps_dir.join(&app.code),
+            entry: Some(entry),
+            scope: if app.scope.is_empty() {
+                format!("io.cozy.apps:GET:{slug}")
+            } else {
+                app.scope.clone()
+            },
+            audience: "service",
+            slug,
+            manifest,
+        })
+    }
+}
+
 #[async_trait]
 impl Work for KonnectorWorker {
     async fn run(&self, run: Run<'_>) -> Result<(), Failure> {
         let rt = &self.runtime;
         if let Some(why) = rt.sandbox.unusable() {
             return Err(Failure::permanent(format!(
-                "konnectors cannot run on this server: {why}; set jobs.konnectors.sandbox = \"none\" to run them unsandboxed"
+                "konnectors and services cannot run on this server: {why}; set jobs.konnectors.sandbox = \"none\" to run them unsandboxed"
             )));
         }
         let job = run.job;
         let fields: Value = serde_json::from_slice(&job.message)
             .map_err(|e| Failure::permanent(format!("the job's message does not read: {e}")))?;
-        let slug = fields
-            .get("konnector")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Failure::permanent("the job's message names no konnector (\"konnector\": slug)"))?;
-        let konnector = run.konnector.filter(|k| k.slug == slug).cloned().ok_or_else(|| {
-            Failure::permanent(format!(
-                "konnector {slug} is not installed: install it with `cocon konnectors install {slug} SOURCE`"
-            ))
-        })?;
+        let program = match job.worker.as_str() {
+            "service" => self.service(&run)?,
+            _ => self.konnector(&run, &fields)?,
+        };
+        let (what, slug, manifest) = (program.what, program.slug.as_str(), &program.manifest);
         if job.domain.is_empty() {
             return Err(Failure::permanent("the job does not say its instance's domain"));
         }
@@ -126,11 +221,10 @@ impl Work for KonnectorWorker {
         })?;
         let (scheme, host, port) = split_url(stack)
             .ok_or_else(|| Failure::permanent(format!("jobs.konnectors.stack_url {stack:?} does not read")))?;
-        let manifest: Value = serde_json::from_slice(&konnector.manifest).unwrap_or(Value::Null);
         // `"network": false`: Cocon's API alone (`offline.rs`), which only the sandbox enforces.
         let offline = manifest.get("network") == Some(&Value::Bool(false));
         if offline && matches!(rt.sandbox, Sandbox::None) {
-            tracing::warn!(job = %job.id, konnector = slug, "this konnector asks for no network, but runs unsandboxed (jobs.konnectors.sandbox = \"none\"): it has the server's");
+            tracing::warn!(job = %job.id, what, slug, "this {what} asks for no network, but runs unsandboxed (jobs.konnectors.sandbox = \"none\"): it has the server's");
         }
         let offline = offline && matches!(rt.sandbox, Sandbox::Bwrap(_));
         let api = tokio::net::lookup_host((host.as_str(), port))
@@ -144,24 +238,18 @@ impl Work for KonnectorWorker {
             .ok_or_else(|| Failure::transient("the jobs service is not connected to the auth service yet"))?;
 
         let left = run.deadline.saturating_duration_since(Instant::now());
-        let scope = if konnector.scope.is_empty() {
-            format!("io.cozy.konnectors:GET:{slug}")
-        } else {
-            konnector.scope.clone()
-        };
         let mut auth = clients.auth.clone();
         let token = auth
             .issue_token(auth_pb::IssueTokenRequest {
                 domain: job.domain.clone(),
-                scope,
+                scope: program.scope.clone(),
                 ttl_seconds: left.as_secs() + 60,
-                // Its own audience: an app's rights, and its accounts' credentials opened.
-                audience: "konnector".into(),
+                audience: program.audience.into(),
                 slug: slug.to_string(),
                 session_id: String::new(),
             })
             .await
-            .map_err(|s| Failure::transient(format!("cannot get the konnector's token: {}", s.message())))?
+            .map_err(|s| Failure::transient(format!("cannot get the {what}'s token: {}", s.message())))?
             .into_inner();
 
         let run_dir = WorkDir(rt.runs_dir.join(&job.id));
@@ -196,7 +284,7 @@ impl Work for KonnectorWorker {
         } else {
             port
         };
-        let env = vec![
+        let mut env = vec![
             ("COZY_URL".to_string(), format!("{scheme}://{domain_host}:{url_port}/")),
             ("COZY_CREDENTIALS".to_string(), token.token.clone()),
             (
@@ -216,23 +304,15 @@ impl Work for KonnectorWorker {
             ("COZY_TRIGGER_ID".to_string(), job.trigger_id.clone()),
             ("NODE_ENV".to_string(), "production".to_string()),
         ];
-        let code = rt.dir.join(&konnector.dir);
-        // An account deleted: the konnector's `on_delete_account` script cleans up at the
-        // vendor's (cozy-stack's hook).
-        let entry = if fields.get("account_deleted").and_then(Value::as_bool) == Some(true) {
-            let script = manifest
-                .get("on_delete_account")
-                .and_then(Value::as_str)
-                .ok_or_else(|| Failure::permanent(format!("konnector {slug} has no on_delete_account script")))?;
-            if script.starts_with('/') || script.split('/').any(|part| part == "..") {
-                return Err(Failure::permanent(format!(
-                    "konnector {slug}'s on_delete_account {script:?} must stay within its code"
-                )));
-            }
-            Some(script.to_string())
-        } else {
-            None
-        };
+        // A service set off by a change gets the document that changed (cozy-stack's variable).
+        if what == "service"
+            && let Ok(event) = serde_json::from_slice::<Value>(&job.event)
+            && let Some(doc) = event.get("doc")
+        {
+            env.push(("COZY_COUCH_DOC".to_string(), doc.to_string()));
+        }
+        let code = program.code.clone();
+        let entry = program.entry.clone();
         let shim = run_dir.0.join("offline.js");
         let socket = run_dir.0.join("api.sock");
         let _tunnel = if offline {

@@ -23,6 +23,8 @@ pub struct Run<'a> {
     pub job: &'a Job,
     /// The konnector a `konnector` job runs, when its message names one that is installed.
     pub konnector: Option<&'a cocon_proto::events::v1::Konnector>,
+    /// The web app whose service a `service` job runs, when its message names one installed.
+    pub app: Option<&'a cocon_proto::events::v1::Webapp>,
     /// When the run must be over (its time limit).
     pub deadline: std::time::Instant,
 }
@@ -101,10 +103,11 @@ pub struct Workers {
 
 /// (name, reserved, max exec count, timeout in seconds, concurrency): cozy-stack's defaults
 /// for the workers Cocon runs.
-const BUILTIN: [(&str, bool, u32, u64, u32); 4] = [
+const BUILTIN: [(&str, bool, u32, u64, u32); 5] = [
     ("log", false, 1, 1, 64),
     ("sendmail", false, 3, 60, 4),
     ("konnector", false, 2, 300, 2),
+    ("service", false, 2, 300, 2),
     ("client", false, 1, 300, 1),
 ];
 
@@ -119,7 +122,8 @@ impl Workers {
             let work: Option<Arc<dyn Work>> = match name {
                 "log" => Some(Arc::new(log::Log)),
                 "sendmail" => Some(Arc::new(Sendmail::new(config.smtp.clone()))),
-                "konnector" => match &konnectors {
+                // One worker runs konnectors and apps' services alike, as cozy-stack does.
+                "konnector" | "service" => match &konnectors {
                     Some(runtime) => Some(Arc::new(konnector::KonnectorWorker::new(runtime.clone()))),
                     None => continue,
                 },
@@ -156,6 +160,29 @@ impl Workers {
     }
 }
 
+/// The app and the service a `service` job's message names: `{"slug", "name"}`, or the same
+/// under `message` (cozy-stack takes both).
+pub fn service_of(message: &[u8]) -> Option<(String, String)> {
+    let fields: serde_json::Value = serde_json::from_slice(message).ok()?;
+    let fields = match fields.get("message") {
+        Some(inner) if inner.is_object() => inner,
+        _ => &fields,
+    };
+    let text = |key: &str| fields.get(key).and_then(serde_json::Value::as_str).map(str::to_string);
+    Some((text("slug")?, text("name")?))
+}
+
+/// A script named by a manifest, relative to the code's root (a leading `/` is the root, as
+/// Cozy's manifests write services' files); `None` if it would leave the code.
+pub fn script_in_code(script: &str) -> Option<String> {
+    let relative = script.trim_start_matches('/');
+    let plain = !relative.is_empty()
+        && std::path::Path::new(relative)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    plain.then(|| relative.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +204,28 @@ mod tests {
         job.timeout_ms = 500;
         assert_eq!(sendmail.limits_of(&job), (1, Duration::from_millis(500)));
         assert!(workers.get("konnectorz").is_none());
+    }
+
+    #[test]
+    fn test_services_are_named_and_their_files_stay_in_the_code() {
+        assert_eq!(
+            service_of(br#"{"slug":"banks","name":"onOperation"}"#),
+            Some(("banks".into(), "onOperation".into()))
+        );
+        assert_eq!(
+            service_of(br#"{"message":{"slug":"banks","name":"x"}}"#),
+            Some(("banks".into(), "x".into()))
+        );
+        assert_eq!(service_of(br#"{"slug":"banks"}"#), None);
+        assert_eq!(
+            script_in_code("/services/a/built.js"),
+            Some("services/a/built.js".into())
+        );
+        assert_eq!(script_in_code("services/a.js"), Some("services/a.js".into()));
+        assert_eq!(script_in_code("./a.js"), Some("./a.js".into()));
+        for outside in ["../x.js", "/", "", "a/../../x.js", "/etc/../../x"] {
+            assert_eq!(script_in_code(outside), None, "{outside}");
+        }
     }
 
     #[test]
