@@ -9,6 +9,7 @@ mod page;
 pub(crate) mod serve;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -206,19 +207,8 @@ async fn install_or_update(
         "attributes": {"slug": slug, "state": if update { "upgrading" } else { "installing" }, "source": source},
     }});
     let (cached, instance) = (state.clone(), caller.instance.clone());
-    let events = async_stream(installing, async move {
-        match jobs.install_app(request).await {
-            Ok(answer) => match answer.into_inner().app {
-                Some(app) => {
-                    forget_tokens(&cached, &instance, &app.slug);
-                    Event::default()
-                        .event("state")
-                        .data(json!({"data": resource(&app, "ready")}).to_string())
-                }
-                None => error_event(&missing("app")),
-            },
-            Err(status) => error_event(&ApiError::from(status)),
-        }
+    let events = watched_install(installing, jobs, request, move |app| {
+        forget_tokens(&cached, &instance, &app.slug)
     });
     Ok(Sse::new(events)
         .keep_alive(axum::response::sse::KeepAlive::new().interval(Duration::from_secs(10)))
@@ -239,14 +229,61 @@ fn error_event(err: &ApiError) -> Event {
     )
 }
 
-/// The first event at once, then the outcome when it comes.
-fn async_stream(
+/// Progress events are sent at most this often (and the last one always).
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The installation's events: its first state at once, the download's progress
+/// (`event: progress`, `{"received", "total"}`, a Cocon addition cozy's clients skip), then the
+/// app as it ended, or the error.
+fn watched_install(
     first: Value,
-    outcome: impl std::future::Future<Output = Event> + Send + 'static,
+    mut jobs: cocon_mesh::JobsClient,
+    request: pb::InstallAppRequest,
+    installed: impl Fn(&Webapp) + Send + Sync + 'static,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+    use cocon_proto::jobs::v1::install_app_event::Event as Step;
     use futures::StreamExt;
     let first = Event::default().event("state").data(first.to_string());
-    futures::stream::once(async move { Ok(first) }).chain(futures::stream::once(async move { Ok(outcome.await) }))
+    let installed = Arc::new(installed);
+    let steps = futures::stream::once(async move { jobs.install_app_watched(request).await }).flat_map(move |answer| {
+        let installed = installed.clone();
+        let mut last_progress: Option<std::time::Instant> = None;
+        match answer {
+            Err(status) => futures::stream::once(async move { Some(error_event(&ApiError::from(status))) }).boxed(),
+            Ok(events) => events
+                .into_inner()
+                .map(move |step| match step {
+                    Ok(pb::InstallAppEvent {
+                        event: Some(Step::Downloaded(d)),
+                    }) => {
+                        let whole = d.total > 0 && d.received >= d.total;
+                        if !whole && last_progress.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                            return None;
+                        }
+                        last_progress = Some(std::time::Instant::now());
+                        Some(
+                            Event::default()
+                                .event("progress")
+                                .data(json!({"received": d.received, "total": d.total}).to_string()),
+                        )
+                    }
+                    Ok(pb::InstallAppEvent {
+                        event: Some(Step::App(app)),
+                    }) => {
+                        installed(&app);
+                        Some(
+                            Event::default()
+                                .event("state")
+                                .data(json!({"data": resource(&app, "ready")}).to_string()),
+                        )
+                    }
+                    Ok(pb::InstallAppEvent { event: None }) => None,
+                    Err(status) => Some(error_event(&ApiError::from(status))),
+                })
+                .boxed(),
+        }
+    });
+    futures::stream::once(async move { Ok(first) }).chain(steps.filter_map(|event| async move { event.map(Ok) }))
 }
 
 async fn uninstall(

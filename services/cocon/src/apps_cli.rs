@@ -64,7 +64,7 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
             let source = source_param(&source)?;
             let api = Api::open(&api, "io.cozy.apps", Duration::from_secs(900)).await?;
             let path = format!("/apps/{slug}?Source={}", url_encode(&source));
-            let result = api.call(reqwest::Method::POST, &path, None).await;
+            let result = api.call_watched(reqwest::Method::POST, &path).await;
             api.close().await;
             print_app("installed", &result?)
         }
@@ -75,7 +75,7 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<()> {
             };
             let api = Api::open(&api, "io.cozy.apps", Duration::from_secs(900)).await?;
             let result = api
-                .call(reqwest::Method::PUT, &format!("/apps/{slug}{query}"), None)
+                .call_watched(reqwest::Method::PUT, &format!("/apps/{slug}{query}"))
                 .await;
             api.close().await;
             print_app("updated", &result?)

@@ -155,6 +155,85 @@ impl Api {
         serde_json::from_str(&text).context("Cocon answered something that is not JSON")
     }
 
+    /// A call answered as an event stream (an installation): its `progress` events move a bar
+    /// on the terminal, its last `state` event is the answer, an `error` event fails it.
+    pub(crate) async fn call_watched(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        let mut res = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::HOST, &self.domain)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach Cocon at {}: is `cocon serve` running? (--url to point elsewhere)",
+                    self.base
+                )
+            })?;
+        let status = res.status();
+        if !status.is_success() {
+            return Err(failure(status, res.text().await.unwrap_or_default()));
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let mut pending: Vec<u8> = Vec::new();
+        let mut answer = None;
+        while let Some(chunk) = res
+            .chunk()
+            .await
+            .context("the connection to Cocon broke before the end: see where it stands with `cocon apps ls`")?
+        {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = pending.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&block);
+                let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+                let (Some(event), Some(data)) = (field("event:"), field("data:")) else {
+                    continue;
+                };
+                let data: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                match event {
+                    "progress" => {
+                        if let Some(total) = data["total"].as_u64().filter(|t| *t > 0)
+                            && bar.length() != Some(total)
+                        {
+                            bar.set_length(total);
+                            bar.set_style(
+                                indicatif::ProgressStyle::with_template(
+                                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+                                )
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                            );
+                        }
+                        bar.set_position(data["received"].as_u64().unwrap_or_default());
+                    }
+                    "state" => {
+                        let state = data["data"]["attributes"]["state"].as_str().unwrap_or_default();
+                        bar.set_message(state.to_string());
+                        answer = Some(data);
+                    }
+                    "error" => {
+                        bar.finish_and_clear();
+                        let e = &data["errors"][0];
+                        let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                        bail!("{} {}: {}", text("status"), text("title"), text("detail"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        bar.finish_and_clear();
+        answer
+            .filter(|a| a["data"]["attributes"]["state"] == "ready")
+            .context("the event stream ended before the installation did: see where it stands with `cocon apps ls`")
+    }
+
     /// A call whose answer has no body (204).
     pub(crate) async fn call_empty(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
         let res = self

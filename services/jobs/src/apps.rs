@@ -13,7 +13,7 @@ use cocon_proto::events::v1::{PermissionRule, Webapp};
 use serde_json::Value;
 
 use crate::error::{JobsError, Result};
-use crate::install::{Source, read_manifest, seal_tree};
+use crate::install::{Progress, Source, read_manifest, seal_tree};
 use crate::manifest::rules_of;
 use crate::service::{Entry, JobsService};
 use crate::tables::APPS;
@@ -123,6 +123,18 @@ impl JobsService {
         source: &str,
         update: bool,
     ) -> Result<Webapp> {
+        self.install_app_watched(by, slug, source, update, None).await
+    }
+
+    /// Installs or updates the app, telling `progress` how much of its code is downloaded.
+    pub(crate) async fn install_app_watched(
+        &self,
+        by: &Installer<'_>,
+        slug: &str,
+        source: &str,
+        update: bool,
+        progress: Option<&Progress>,
+    ) -> Result<Webapp> {
         check_slug(slug, "app")?;
         let previous = APPS.get(self.store(), by.instance, slug).await?;
         let source = match (&previous, update, source) {
@@ -151,7 +163,7 @@ impl JobsService {
         }
         let dir = &self.inner.apps_dir;
         let stage = dir.join(format!(".staging-{slug}-{}", crate::service::new_id()));
-        let kept = self.fetch_app(&parsed, &stage, slug).await;
+        let kept = self.fetch_app(&parsed, &stage, slug, progress).await;
         let _ = tokio::fs::remove_dir_all(&stage).await;
         let (manifest, checksum, code) = kept?;
         let services = service_triggers(&manifest, &self.inner.apps_dir.join(&code))?;
@@ -247,8 +259,14 @@ impl JobsService {
 
     /// Fetches the code into `stage`, checks its manifest, and keeps it under its checksum:
     /// the manifest, the checksum and the code's directory (`<slug>/<checksum>`).
-    async fn fetch_app(&self, source: &Source, stage: &Path, slug: &str) -> Result<(Value, String, String)> {
-        let root = self.inner.fetcher.fetch(source, stage, MANIFEST).await?;
+    async fn fetch_app(
+        &self,
+        source: &Source,
+        stage: &Path,
+        slug: &str,
+        progress: Option<&Progress>,
+    ) -> Result<(Value, String, String)> {
+        let root = self.inner.fetcher.fetch(source, stage, MANIFEST, progress).await?;
         let manifest = read_manifest(&root, MANIFEST)?;
         if let Some(declared) = manifest.get("slug").and_then(Value::as_str)
             && declared != slug

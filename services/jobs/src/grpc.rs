@@ -310,6 +310,66 @@ impl Api for JobsService {
         Ok(Response::new(pb::AppAnswer { app: Some(app) }))
     }
 
+    type InstallAppWatchedStream = futures::stream::BoxStream<'static, Result<pb::InstallAppEvent, Status>>;
+
+    async fn install_app_watched(
+        &self,
+        request: Request<pb::InstallAppRequest>,
+    ) -> Result<Response<Self::InstallAppWatchedStream>, Status> {
+        use futures::StreamExt;
+        use pb::install_app_event::Event;
+        let r = request.into_inner();
+        let caller = self.scope(r.scope)?;
+        let (progress, watched) = tokio::sync::watch::channel((0u64, 0u64));
+        let svc = self.clone();
+        // The installation goes on if the caller goes away: it is a change like any other.
+        let installing = tokio::spawn(async move {
+            let by = crate::apps::Installer {
+                instance: &caller.instance,
+                domain: &caller.domain,
+                trusted: caller.trusted,
+                app: &r.caller_app,
+            };
+            svc.install_app_watched(&by, &r.slug, &r.source, r.update, Some(&progress))
+                .await
+        });
+        let ended =
+            |result: std::result::Result<Result<cocon_proto::events::v1::Webapp>, tokio::task::JoinError>| match result
+            {
+                Ok(Ok(app)) => Ok(pb::InstallAppEvent {
+                    event: Some(Event::App(app)),
+                }),
+                Ok(Err(err)) => Err(Status::from(err)),
+                Err(e) => Err(Status::internal(format!("the installation failed: {e}"))),
+            };
+        // The progress first (its last value too, once the installation is over), then the end.
+        let events = futures::stream::unfold(
+            (Some(watched), Some(installing)),
+            move |(mut watched, installing)| async move {
+                let mut installing = installing?;
+                while let Some(w) = watched.as_mut() {
+                    tokio::select! {
+                        biased;
+                        changed = w.changed() => match changed {
+                            Ok(()) => {
+                                let (received, total) = *w.borrow_and_update();
+                                let event = pb::InstallAppEvent {
+                                    event: Some(Event::Downloaded(pb::Downloaded { received, total })),
+                                };
+                                return Some((Ok(event), (watched, Some(installing))));
+                            }
+                            Err(_) => watched = None,
+                        },
+                        result = &mut installing => return Some((ended(result), (None, None))),
+                    }
+                }
+                let result = installing.await;
+                Some((ended(result), (None, None)))
+            },
+        );
+        Ok(Response::new(events.boxed()))
+    }
+
     async fn list_apps(&self, request: Request<pb::ListAppsRequest>) -> Result<Response<pb::AppList>, Status> {
         let instance = self.scope(request.into_inner().scope)?.instance;
         let apps = self.list_apps(&instance).await?;

@@ -104,7 +104,13 @@ impl Fetcher {
 
     /// Puts the source's code in `stage` and answers the directory holding `manifest` (the
     /// stage, or the single directory a tarball holds).
-    pub async fn fetch(&self, source: &Source, stage: &Path, manifest: &str) -> Result<PathBuf> {
+    pub async fn fetch(
+        &self,
+        source: &Source,
+        stage: &Path,
+        manifest: &str,
+        progress: Option<&Progress>,
+    ) -> Result<PathBuf> {
         tokio::fs::create_dir_all(stage)
             .await
             .map_err(|e| JobsError::Unavailable(format!("cannot prepare {}: {e}", stage.display())))?;
@@ -116,13 +122,13 @@ impl Fetcher {
             Source::Local(path) => path.clone(),
             Source::Web { url, sha256 } => {
                 let file = stage.join(".download.tar.gz");
-                self.download(url, sha256.as_deref(), &file).await?;
+                self.download(url, sha256.as_deref(), &file, progress).await?;
                 file
             }
             Source::Registry { slug, channel } => {
                 let (url, sha256) = self.registry_version(slug, channel).await?;
                 let file = stage.join(".download.tar.gz");
-                self.download(&url, Some(&sha256), &file).await?;
+                self.download(&url, Some(&sha256), &file, progress).await?;
                 file
             }
         };
@@ -181,8 +187,9 @@ impl Fetcher {
         Ok((tarball, sha256.to_ascii_lowercase()))
     }
 
-    /// Streams `url` to `to`, within the size bound, checking its SHA-256 when given.
-    async fn download(&self, url: &str, sha256: Option<&str>, to: &Path) -> Result<()> {
+    /// Streams `url` to `to`, within the size bound, checking its SHA-256 when given, and
+    /// telling `progress` how far it is.
+    async fn download(&self, url: &str, sha256: Option<&str>, to: &Path, progress: Option<&Progress>) -> Result<()> {
         let failed = |e: String| JobsError::Unavailable(format!("cannot download {url}: {e}"));
         let mut response = self.http.get(url).send().await.map_err(|e| failed(e.to_string()))?;
         if !response.status().is_success() {
@@ -195,6 +202,7 @@ impl Fetcher {
         let mut file = tokio::fs::File::create(to).await.map_err(|e| failed(e.to_string()))?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
+        let size = response.content_length().unwrap_or(0);
         while let Some(chunk) = response.chunk().await.map_err(|e| failed(e.to_string()))? {
             total += chunk.len() as u64;
             if total > self.max_bytes {
@@ -205,6 +213,9 @@ impl Fetcher {
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(|e| failed(e.to_string()))?;
+            if let Some(progress) = progress {
+                progress.send_replace((total, size));
+            }
         }
         file.flush().await.map_err(|e| failed(e.to_string()))?;
         let got = hex::encode(hasher.finalize());
@@ -218,6 +229,10 @@ impl Fetcher {
         Ok(())
     }
 }
+
+/// Where a download says how far it is: (bytes received, bytes in all or 0 when unknown). A
+/// watch keeps the latest only, so a slow reader never holds the download back.
+pub type Progress = tokio::sync::watch::Sender<(u64, u64)>;
 
 /// Copies a directory, keeping symbolic links as links (a package's `node_modules/.bin`).
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

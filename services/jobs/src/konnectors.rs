@@ -97,7 +97,7 @@ impl JobsService {
         let stage = instance_dir.join(format!(".staging-{dir_name}"));
         let target = instance_dir.join(&dir_name);
         let unpacked = async {
-            let root = self.inner.fetcher.fetch(&source, &stage, MANIFEST).await?;
+            let root = self.inner.fetcher.fetch(&source, &stage, MANIFEST, None).await?;
             let manifest = read_manifest(&root, MANIFEST)?;
             tokio::fs::rename(&root, &target)
                 .await

@@ -28,7 +28,7 @@ use crate::GrpcChannel;
 pub type FilesClient = cocon_proto::files::v1::files_service_client::FilesServiceClient<GrpcChannel>;
 
 macro_rules! service_client {
-    ($(#[$doc:meta])* $name:ident, $service:ident, $client:ident, $pb:ident { $($method:ident($req:ident) -> $resp:ident;)* }) => {
+    ($(#[$doc:meta])* $name:ident, $service:path, $client:ident, $pb:ident { $($method:ident($req:ident) -> $resp:ident;)* }) => {
         $(#[$doc])*
         #[derive(Clone)]
         pub enum $name {
@@ -119,7 +119,7 @@ service_client!(
 
 service_client!(
     /// The jobs service.
-    JobsClient, JobsService, JobsServiceClient, jobs_pb {
+    JobsClient, LocalJobs, JobsServiceClient, jobs_pb {
         push_job(PushJobRequest) -> JobAnswer;
         get_job(JobRequest) -> JobAnswer;
         wait_job(WaitJobRequest) -> JobAnswer;
@@ -149,6 +149,28 @@ service_client!(
         end_run(EndRunRequest) -> EndRunResponse;
     }
 );
+
+/// An installation's events as the jobs service streams them (`InstallAppWatched`).
+pub type InstallEvents = futures::stream::BoxStream<'static, Result<jobs_pb::InstallAppEvent, tonic::Status>>;
+
+/// The jobs service as this process runs it: its streams are boxed.
+pub trait LocalJobs: JobsService<InstallAppWatchedStream = InstallEvents> {}
+
+impl<T: JobsService<InstallAppWatchedStream = InstallEvents>> LocalJobs for T {}
+
+impl JobsClient {
+    /// Installs or updates an app, with its download's progress as it goes, then the app.
+    pub async fn install_app_watched(
+        &mut self,
+        req: jobs_pb::InstallAppRequest,
+    ) -> Result<tonic::Response<InstallEvents>, tonic::Status> {
+        use futures::StreamExt;
+        match self {
+            JobsClient::Local(service) => service.install_app_watched(tonic::Request::new(req)).await,
+            JobsClient::Remote(client) => Ok(client.install_app_watched(req).await?.map(|s| s.boxed())),
+        }
+    }
+}
 
 service_client!(
     /// The notifications service.

@@ -8,7 +8,6 @@ use cocon_proto::auth::v1::auth_service_server::AuthService;
 use cocon_proto::documents::v1::documents_service_client::DocumentsServiceClient;
 use cocon_proto::documents::v1::documents_service_server::DocumentsService;
 use cocon_proto::jobs::v1::jobs_service_client::JobsServiceClient;
-use cocon_proto::jobs::v1::jobs_service_server::JobsService;
 use serde::Deserialize;
 
 use cocon_proto::notifications::v1::notifications_service_client::NotificationsServiceClient;
@@ -54,7 +53,7 @@ pub struct LocalServices {
     /// Files streams uploads and downloads, so even in process it is called through gRPC's
     /// framing ([`crate::in_process`]).
     pub files: Option<GrpcChannel>,
-    pub jobs: Option<Arc<dyn JobsService>>,
+    pub jobs: Option<Arc<dyn crate::clients::LocalJobs>>,
     pub notifications: Option<Arc<dyn NotificationsService>>,
     pub sharing: Option<Arc<dyn SharingService>>,
 }

@@ -41,6 +41,19 @@ fn write_app(dir: &Path, version: &str, permissions: Value) {
     let _ = std::os::unix::fs::symlink("/etc/passwd", dir.join("leak"));
 }
 
+/// A `text/event-stream` body as (event name, JSON data) pairs.
+fn sse(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+            Some((
+                field("event:")?.to_string(),
+                serde_json::from_str(field("data:")?).unwrap(),
+            ))
+        })
+        .collect()
+}
+
 fn attribute<'a>(html: &'a str, name: &str) -> &'a str {
     let start = html
         .find(&format!("{name}=\""))
@@ -341,6 +354,7 @@ async fn test_apps_install_from_the_registry_and_from_a_checked_tarball() {
         .unwrap();
     assert!(status.success());
     let bytes = std::fs::read(&tarball).unwrap();
+    let tarball_size = bytes.len();
     let sha = hex::encode(sha2::Sha256::digest(&bytes));
     let base = registry(bytes, sha.clone()).await;
     let cocon = Cocon::builder(&data)
@@ -382,20 +396,38 @@ async fn test_apps_install_from_the_registry_and_from_a_checked_tarball() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let events: Vec<Value> = stream
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let events = sse(&stream.text().await.unwrap());
     let states: Vec<&str> = events
         .iter()
-        .map(|e| e["data"]["attributes"]["state"].as_str().unwrap())
+        .filter(|(name, _)| name == "state")
+        .map(|(_, e)| e["data"]["attributes"]["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["installing", "ready"], "{events:?}");
-    assert_eq!(events[1]["data"]["attributes"]["version"], "2.0.0");
+    assert_eq!(events.last().unwrap().1["data"]["attributes"]["version"], "2.0.0");
+    // The download's progress in between, its last one the whole tarball.
+    let progress: Vec<&Value> = events.iter().filter(|(n, _)| n == "progress").map(|(_, e)| e).collect();
+    let last = progress.last().unwrap_or_else(|| panic!("no progress: {events:?}"));
+    assert_eq!(last["total"], tarball_size, "{events:?}");
+    assert_eq!(last["received"], tarball_size, "{events:?}");
+    assert_eq!(events[events.len() - 2].0, "progress", "between the states: {events:?}");
+    // A failed installation ends its stream with the error.
+    assert_eq!(api.delete("/apps/notes").await.status, 200);
+    let failed = api
+        .request(
+            Method::POST,
+            &format!("/apps/notes?Source={}", wrong.replace('#', "%23")),
+        )
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let events = sse(&failed.text().await.unwrap());
+    let (name, error) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert!(
+        error["errors"][0]["detail"].as_str().unwrap().contains("checksum"),
+        "{error}"
+    );
     // An app unknown to the registry, and a source Cocon does not take.
     let (ok, _, err) = cli(&cocon, &data, &["apps", "install", "other", "registry://other/stable"]);
     assert!(!ok && err.contains("404"), "{err}");

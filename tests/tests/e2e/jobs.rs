@@ -1341,7 +1341,7 @@ async function main () {
 main().catch(err => { console.log(JSON.stringify({ type: 'critical', message: String(err) })); process.exit(1) })
 "#;
 
-fn write_todo_app(dir: &std::path::Path, services: Value) {
+pub(super) fn write_todo_app(dir: &std::path::Path, services: Value) {
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let manifest = json!({
         "name": "To-do", "slug": "todo", "version": "1.0.0",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cocon_tests::{Api, Cocon, NatsServer, make_mesh_key, make_mesh_tls};
 use serde_json::json;
 
-use super::jobs::{PROBE_MANIFEST, attr, cli, id, processes_of, push, trigger, until, write_probe};
+use super::jobs::{PROBE_MANIFEST, attr, cli, id, processes_of, push, trigger, until, write_probe, write_todo_app};
 
 /// A deployment: documents and files, the edge (gateway and auth), the keeper of the jobs, and
 /// `runners` runner processes, all with `env` on the jobs processes. The keeper runs no
@@ -196,6 +196,15 @@ async fn test_a_job_survives_the_kill_of_the_runner_running_it() {
         .await
         .unwrap();
     mesh.install_probe();
+    // A web app installed through the edge: the keeper streams the installation over gRPC.
+    let todo = mesh.dir.path().join("todo");
+    write_todo_app(&todo, json!({}));
+    let (ok, out, err) = cli(
+        &mesh.edge,
+        &mesh.dir.path().join("edge"),
+        &["apps", "install", "todo", todo.to_str().unwrap()],
+    );
+    assert!(ok && out.contains("\"slug\": \"todo\""), "{out}\n{err}");
 
     // A runner serves no API: ready (it runs jobs), yet no health check names the jobs' API on
     // it, so nothing routes calls there; the keeper's does.
