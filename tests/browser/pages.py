@@ -60,6 +60,17 @@ def totp(secret_b32, at):
     return f"{code:06d}"
 
 
+def wait_text(driver, text, what, seconds=15):
+    """Waits until the page holds `text`: a navigation can return before the document it leads
+    to is the one the driver reads."""
+    try:
+        WebDriverWait(driver, seconds, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: text in d.page_source
+        )
+    except TimeoutException:
+        check(driver, False, what)
+
+
 def wait_ready(driver, what):
     """Waits until the page's app says it is ready (`data-ready` on `[role=application]`)."""
     try:

@@ -22,7 +22,7 @@ driver = pages.start()
 seen = {}
 try:
     driver.get(link)
-    pages.check(driver, "shares something with you" in driver.page_source, "the discovery page")
+    pages.wait_text(driver, "shares something with you", "the discovery page")
     seen["discovery"] = True
     # An e-mail address is not a Cozy's: the page says so and asks again.
     pages.submit_form(driver, f"/sharings/{sharing_id}/discovery", {"url": "bob@example.org"})
