@@ -115,6 +115,14 @@ fn service_triggers(manifest: &Value, code: &Path) -> Result<Vec<ServiceTrigger>
     Ok(triggers)
 }
 
+/// Whether an installed app's manifest declares services (whose triggers it may have).
+fn declares_services(app: &Webapp) -> bool {
+    serde_json::from_slice::<Value>(&app.manifest)
+        .ok()
+        .and_then(|m| m.get("services").and_then(Value::as_object).map(|s| !s.is_empty()))
+        .unwrap_or(false)
+}
+
 impl JobsService {
     pub(crate) async fn install_app(
         &self,
@@ -201,8 +209,12 @@ impl JobsService {
             )
             .await?;
         }
-        self.sync_service_triggers(by.instance, by.domain, slug, &services)
-            .await?;
+        // Most apps declare no service, the built-in ones among them (installed on every
+        // instance at start): no triggers to read then.
+        if !services.is_empty() || previous.as_ref().is_some_and(declares_services) {
+            self.sync_service_triggers(by.instance, by.domain, slug, &services)
+                .await?;
+        }
         tracing::info!(instance = %by.instance, app = %slug, version = %app.version, "app installed");
         Ok(app)
     }
@@ -368,7 +380,9 @@ impl JobsService {
             )
             .await?;
         }
-        self.sync_service_triggers(instance, by.domain, slug, &[]).await?;
+        if declares_services(&app) {
+            self.sync_service_triggers(instance, by.domain, slug, &[]).await?;
+        }
         tracing::info!(instance = %instance, app = %slug, "app uninstalled");
         Ok(app)
     }
