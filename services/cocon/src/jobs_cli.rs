@@ -132,15 +132,16 @@ impl Api {
         })
     }
 
-    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
+    /// A request to the public API, as the instance, with the command's token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
             .request(method, format!("{}{path}", self.base))
             .header(reqwest::header::HOST, &self.domain)
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends `request`; a refusal is an error saying why.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let res = request.send().await.with_context(|| {
             format!(
                 "cannot reach Cocon at {}: is `cocon serve` running? (--url to point elsewhere)",
@@ -148,34 +149,28 @@ impl Api {
             )
         })?;
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(failure(status, text));
+            return Err(failure(status, res.text().await.unwrap_or_default()));
         }
+        Ok(res)
+    }
+
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let text = self.send(request).await?.text().await.unwrap_or_default();
         serde_json::from_str(&text).context("Cocon answered something that is not JSON")
     }
 
     /// A call answered as an event stream (an installation): its `progress` events move a bar
     /// on the terminal, its last `state` event is the answer, an `error` event fails it.
     pub(crate) async fn call_watched(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
-        let mut res = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(reqwest::header::HOST, &self.domain)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach Cocon at {}: is `cocon serve` running? (--url to point elsewhere)",
-                    self.base
-                )
-            })?;
-        let status = res.status();
-        if !status.is_success() {
-            return Err(failure(status, res.text().await.unwrap_or_default()));
-        }
+        let request = self
+            .request(method, path)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let mut res = self.send(request).await?;
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes}")
@@ -236,18 +231,7 @@ impl Api {
 
     /// A call whose answer has no body (204).
     pub(crate) async fn call_empty(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
-        let res = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(reqwest::header::HOST, &self.domain)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach Cocon at {}", self.base))?;
-        let status = res.status();
-        if !status.is_success() {
-            return Err(failure(status, res.text().await.unwrap_or_default()));
-        }
+        self.send(self.request(method, path)).await?;
         Ok(())
     }
 
