@@ -125,19 +125,10 @@ impl AuthService {
         self.app_set_bearer(record, claims, String::new()).await
     }
 
-    /// The caller behind a service's token (already checked as recorded and not revoked): the
-    /// app's permission set as it is now, as the app itself would have it.
-    pub(crate) async fn service_bearer(
-        &self,
-        record: &InstanceRecord,
-        claims: Claims,
-        token_id: String,
-    ) -> Result<Bearer, AuthError> {
-        self.app_set_bearer(record, claims, token_id).await
-    }
-
-    /// An app's rights, read from its permission set at each check, while it is installed.
-    async fn app_set_bearer(
+    /// An app's rights, read from its permission set at each check, while it is installed:
+    /// an app token's (once its session is checked) and a service's (once its token is checked
+    /// as recorded and not revoked), as the app itself would have them.
+    pub(crate) async fn app_set_bearer(
         &self,
         record: &InstanceRecord,
         claims: Claims,

@@ -140,7 +140,7 @@ impl AuthService {
             id
         };
         if claims.aud == token::SERVICE {
-            return self.service_bearer(record, claims, token_id).await;
+            return self.app_set_bearer(record, claims, token_id).await;
         }
         let rules = scope::parse_scope(&claims.scope)
             .map_err(|_| AuthError::InvalidToken("the token's scope is malformed".into()))?;

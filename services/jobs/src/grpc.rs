@@ -21,6 +21,18 @@ pub(crate) struct Caller {
     pub domain: String,
 }
 
+impl Caller {
+    /// The caller as an installer of apps, asking through web app `app` (empty otherwise).
+    fn installer<'a>(&'a self, app: &'a str) -> crate::apps::Installer<'a> {
+        crate::apps::Installer {
+            instance: &self.instance,
+            domain: &self.domain,
+            trusted: self.trusted,
+            app,
+        }
+    }
+}
+
 /// What a runner's ticket is derived for.
 pub(crate) const RUN_PURPOSE: &str = "cocon-jobs-run";
 
@@ -300,12 +312,7 @@ impl Api for JobsService {
     async fn install_app(&self, request: Request<pb::InstallAppRequest>) -> Result<Response<pb::AppAnswer>, Status> {
         let r = request.into_inner();
         let caller = self.scope(r.scope)?;
-        let by = crate::apps::Installer {
-            instance: &caller.instance,
-            domain: &caller.domain,
-            trusted: caller.trusted,
-            app: &r.caller_app,
-        };
+        let by = caller.installer(&r.caller_app);
         let app = self.install_app(&by, &r.slug, &r.source, r.update).await?;
         Ok(Response::new(pb::AppAnswer { app: Some(app) }))
     }
@@ -324,12 +331,7 @@ impl Api for JobsService {
         let svc = self.clone();
         // The installation goes on if the caller goes away: it is a change like any other.
         let installing = tokio::spawn(async move {
-            let by = crate::apps::Installer {
-                instance: &caller.instance,
-                domain: &caller.domain,
-                trusted: caller.trusted,
-                app: &r.caller_app,
-            };
+            let by = caller.installer(&r.caller_app);
             svc.install_app_watched(&by, &r.slug, &r.source, r.update, Some(&progress))
                 .await
         });
@@ -389,12 +391,7 @@ impl Api for JobsService {
     ) -> Result<Response<pb::UninstallAppResponse>, Status> {
         let r = request.into_inner();
         let caller = self.scope(r.scope)?;
-        let by = crate::apps::Installer {
-            instance: &caller.instance,
-            domain: &caller.domain,
-            trusted: caller.trusted,
-            app: &r.caller_app,
-        };
+        let by = caller.installer(&r.caller_app);
         self.uninstall_app(&by, &r.slug).await?;
         Ok(Response::new(pb::UninstallAppResponse {}))
     }
