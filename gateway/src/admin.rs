@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use cocon_common::ErrorCode;
+use cocon_common::context::{Context, Contexts};
 use cocon_proto::auth::v1 as pb;
 use http::StatusCode;
 use serde_json::json;
@@ -28,6 +29,7 @@ struct Admin {
     origin: Arc<String>,
     /// How apps are named: flat, an instance's first label may not hold `-`.
     subdomains: crate::Subdomains,
+    contexts: Arc<Contexts>,
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -69,6 +71,9 @@ fn instance_json(i: &pb::Instance) -> serde_json::Value {
         "disk_quota": i.disk_quota,
         "email": i.email,
         "locale": i.locale,
+        "context": i.context,
+        "public_name": i.public_name,
+        "class": i.class,
     })
 }
 
@@ -120,38 +125,189 @@ async fn list(AxState(admin): AxState<Admin>, Query(q): Query<HashMap<String, St
     Ok(answer)
 }
 
+/// Why `domain` cannot be an instance's with apps on flat sub-domains, if it cannot.
+fn flat_conflict(admin: &Admin, domain: &str) -> Option<String> {
+    (admin.subdomains.is_flat() && domain.split('.').next().is_some_and(|first| first.contains('-'))).then(|| {
+        format!(
+            "{domain}: with apps on flat sub-domains the first label of an instance's domain cannot hold \
+             a '-' (it separates the instance from an app's slug, as in alice-drive.example): choose another"
+        )
+    })
+}
+
+/// `GET /instances/contexts`: every context of the configuration (cozy-stack's list: `context`
+/// names each, `config` holds the keys apps read, `registries` where apps come from), with what
+/// Cocon adds (new instances' defaults, flags, default apps).
+async fn list_contexts(AxState(admin): AxState<Admin>) -> Response {
+    let list: Vec<_> = admin.contexts.iter().map(|(name, c)| context_json(name, c)).collect();
+    axum::Json(list).into_response()
+}
+
+/// `GET /instances/contexts/:name`.
+async fn show_context(AxState(admin): AxState<Admin>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let context = admin.contexts.get(&name).ok_or_else(|| no_context(&name))?;
+    Ok(axum::Json(context_json(&name, context)).into_response())
+}
+
+fn no_context(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "not_found",
+        format!("no context {name:?}: contexts are the configuration's [contexts.<name>] sections"),
+    )
+}
+
+fn context_json(name: &str, context: &Context) -> serde_json::Value {
+    let mut body = serde_json::to_value(context).unwrap_or_default();
+    body["context"] = json!(name);
+    body["registries"] = json!(if context.registry.is_empty() {
+        vec![]
+    } else {
+        vec![&context.registry]
+    });
+    body
+}
+
+/// Rows one import request may hold ([`cocon_auth`]'s `CreateInstances` limit).
+const MAX_ROSTER_ROWS: usize = 10_000;
+
+/// `POST /instances/import?ContextName=NAME[&line=N]` with a roster (CSV, `roster.rs`) as the
+/// body: creates its instances in one commit, leaves those already there in the context as they
+/// are (a re-run changes nothing), and answers each row's outcome: the instances created or
+/// found, the rows rejected with their line and reason. `line` is the file line of the body's
+/// first row, for a client that sends a long roster in parts. `Onboarding=link` gives each new
+/// instance's one-time onboarding link in the answer; `mail` also mails it to the row's e-mail
+/// address (instances already there get none: their earlier link still works).
+async fn import(
+    AxState(admin): AxState<Admin>,
+    Query(q): Query<HashMap<String, String>>,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let name = param(&q, &["ContextName", "context"]).unwrap_or(cocon_common::context::DEFAULT);
+    let context = admin.contexts.get(name).ok_or_else(|| no_context(name))?;
+    let first_line = match q.get("line") {
+        Some(raw) => raw.parse::<u64>().ok().filter(|n| *n >= 2).ok_or_else(|| {
+            ApiError::bad_request(format!("?line={raw:?}: the file line of the first row (2 or more)"))
+        })?,
+        None => 2,
+    };
+    let onboarding = match param(&q, &["Onboarding", "onboarding"]).unwrap_or("none") {
+        "none" => None,
+        "link" => Some(false),
+        "mail" => Some(true),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "?Onboarding={other:?}: none, link (each new instance's onboarding link in the answer) or mail (mailed too)"
+            )));
+        }
+    };
+    let roster = crate::roster::read(&body, name, context, first_line).map_err(ApiError::bad_request)?;
+    if roster.rows.len() > MAX_ROSTER_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "{} rows in one request: send at most {MAX_ROSTER_ROWS} (`cocon instances import` sends a roster in parts)",
+            roster.rows.len()
+        )));
+    }
+    let mut rejected = roster.rejected;
+    let (lines, instances): (Vec<u64>, Vec<pb::CreateInstanceRequest>) = roster
+        .rows
+        .into_iter()
+        .filter(|(line, row)| match flat_conflict(&admin, &row.domain) {
+            Some(reason) => {
+                rejected.push(crate::roster::Rejected {
+                    line: *line,
+                    who: row.domain.clone(),
+                    reason,
+                });
+                false
+            }
+            None => true,
+        })
+        .unzip();
+    let domains: Vec<String> = instances.iter().map(|i| i.domain.clone()).collect();
+    let outcomes = admin
+        .auth
+        .clone()
+        .create_instances(pb::CreateInstancesRequest { instances })
+        .await?
+        .into_inner()
+        .outcomes;
+    let mut listed = Vec::with_capacity(outcomes.len());
+    let (mut created, mut existing) = (0u64, 0u64);
+    for ((line, domain), outcome) in lines.into_iter().zip(domains).zip(outcomes) {
+        use pb::instance_outcome::Outcome;
+        match outcome.outcome {
+            Some(Outcome::Created(i)) => {
+                created += 1;
+                let mut entry = json!({"line": line, "domain": i.domain, "email": i.email, "status": "created"});
+                if let Some(mail) = onboarding {
+                    add_onboarding(&admin, &i.domain, &mut entry, mail).await?;
+                }
+                listed.push(entry);
+            }
+            Some(Outcome::Existing(i)) => {
+                existing += 1;
+                listed.push(json!({"line": line, "domain": i.domain, "status": "existing"}));
+            }
+            Some(Outcome::Rejected(reason)) => rejected.push(crate::roster::Rejected {
+                line,
+                who: domain,
+                reason,
+            }),
+            None => {}
+        }
+    }
+    rejected.sort_by_key(|r| r.line);
+    Ok(axum::Json(json!({
+        "context": name,
+        "created": created,
+        "existing": existing,
+        "rejected": rejected,
+        "instances": listed,
+    }))
+    .into_response())
+}
+
 async fn create(
     AxState(admin): AxState<Admin>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let domain = param(&q, &["Domain", "domain"]).ok_or_else(|| ApiError::bad_request("missing ?Domain=<domain>"))?;
-    if admin.subdomains.is_flat() && domain.split('.').next().is_some_and(|first| first.contains('-')) {
-        return Err(ApiError::bad_request(format!(
-            "{domain}: with apps on flat sub-domains the first label of an instance's domain cannot hold \
-             a '-' (it separates the instance from an app's slug, as in alice-drive.example): choose another"
-        )));
+    if let Some(why) = flat_conflict(&admin, domain) {
+        return Err(ApiError::bad_request(why));
     }
+    let disk_quota = match param(&q, &["DiskQuota", "disk_quota"]) {
+        Some(text) => {
+            Some(cocon_common::size::parse(text).map_err(|why| ApiError::bad_request(format!("DiskQuota: {why}")))?)
+        }
+        None => None,
+    };
+    let text = |names: &[&str]| param(&q, names).unwrap_or_default().to_string();
     let inst = admin
         .auth
         .clone()
         .create_instance(pb::CreateInstanceRequest {
             domain: domain.to_string(),
-            email: param(&q, &["Email", "email"]).unwrap_or_default().to_string(),
-            locale: param(&q, &["Locale", "locale"]).unwrap_or_default().to_string(),
+            email: text(&["Email", "email"]),
+            locale: text(&["Locale", "locale"]),
+            context: text(&["ContextName", "context"]),
+            public_name: text(&["PublicName", "public_name"]),
+            class: text(&["Class", "class"]),
+            disk_quota,
         })
         .await?
         .into_inner();
     let mut body = instance_json(&inst);
-    add_onboarding(&admin, &inst.domain, &mut body).await?;
+    add_onboarding(&admin, &inst.domain, &mut body, true).await?;
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
 /// Issues a one-time onboarding link and puts it in `body`: the person opens it to choose the
 /// passphrase. A new link replaces the previous one; on an instance that has a passphrase, it
 /// lets the person choose another (the administrator's reset).
-/// When the instance has an e-mail address, the link is also mailed to it (the `sendmail`
-/// job's id is in `onboarding_mail_job`).
-async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Value) -> Result<(), ApiError> {
+/// When the instance has an e-mail address and `mail`, the link is also mailed to it (the
+/// `sendmail` job's id is in `onboarding_mail_job`).
+async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Value, mail: bool) -> Result<(), ApiError> {
     let link = admin
         .auth
         .clone()
@@ -166,7 +322,7 @@ async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Valu
         origin_of(&admin.origin, domain),
         link.register_token
     );
-    if !link.email.is_empty() {
+    if mail && !link.email.is_empty() {
         let days = (link.expires_at - cocon_common::time::now_secs()).max(0) / 86_400;
         let job = crate::person::mail::send(
             &admin.jobs,
@@ -198,7 +354,7 @@ pub(crate) fn origin_of(template: &str, domain: &str) -> String {
 
 async fn onboarding(AxState(admin): AxState<Admin>, Path(domain): Path<String>) -> Result<Response, ApiError> {
     let mut body = json!({"domain": domain});
-    add_onboarding(&admin, &domain, &mut body).await?;
+    add_onboarding(&admin, &domain, &mut body, true).await?;
     Ok(axum::Json(body).into_response())
 }
 
@@ -313,6 +469,7 @@ pub(crate) fn router(
     token: String,
     origin: String,
     subdomains: crate::Subdomains,
+    contexts: Arc<Contexts>,
 ) -> Router {
     let admin = Admin {
         auth,
@@ -321,10 +478,17 @@ pub(crate) fn router(
         token: Arc::new(token),
         origin: Arc::new(origin),
         subdomains,
+        contexts,
     };
     Router::new()
         .route("/instances", get(list).post(create))
         .route("/instances/token", post(issue_token))
+        .route("/instances/contexts", get(list_contexts))
+        .route("/instances/contexts/{name}", get(show_context))
+        .route(
+            "/instances/import",
+            post(import).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
+        )
         .route("/instances/{domain}", get(show).patch(update).delete(destroy))
         .route("/instances/{domain}/onboarding", post(onboarding))
         .route("/instances/{domain}/tokens", get(list_tokens))

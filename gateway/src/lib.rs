@@ -20,6 +20,7 @@ mod oauth;
 mod permissions;
 mod person;
 mod realtime;
+mod roster;
 mod sharings;
 mod state;
 
@@ -45,7 +46,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// `bus`: where the realtime sockets' events come from (none: `/realtime/` is unavailable).
-    pub fn build(config: Config, clients: Clients, bus: Option<Arc<dyn cocon_events::EventBus>>) -> Gateway {
+    /// `contexts`: the configuration's, read by apps (`/settings/context`) and the admin API.
+    pub fn build(
+        config: Config,
+        clients: Clients,
+        bus: Option<Arc<dyn cocon_events::EventBus>>,
+        contexts: Arc<cocon_common::context::Contexts>,
+    ) -> Gateway {
         let realtime = bus.map(|bus| Arc::new(realtime::hub::Hub::new(bus, config.realtime.socket_buffer_bytes)));
         Gateway {
             state: State(Arc::new(Shared {
@@ -61,6 +68,7 @@ impl Gateway {
                 http_metrics: Arc::default(),
                 apps: apps::serve::AppCache::default(),
                 config,
+                contexts,
                 clients,
             })),
         }
@@ -128,6 +136,7 @@ impl Gateway {
             token,
             self.state.config.public_origin(),
             self.state.config.subdomains,
+            self.state.contexts.clone(),
         )
     }
 }

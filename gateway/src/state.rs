@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     /// Hosts, apps and their files, as serving apps reads them (`apps/serve.rs`).
     pub apps: crate::apps::serve::AppCache,
     pub config: Config,
+    /// The configuration's contexts (`/settings/context`, `/settings/flags`, the admin API).
+    pub contexts: Arc<cocon_common::context::Contexts>,
     pub access: Arc<access::AuthCache>,
     /// What each instance receives read-only through sharings (`edge/guards.rs`).
     pub guards: guards::GuardCache,

@@ -222,10 +222,24 @@ impl Cocon {
         path: &str,
         query: &[(&str, &str)],
     ) -> anyhow::Result<(u16, Value)> {
+        self.admin_with(method, path, query, None).await
+    }
+
+    /// [`Cocon::admin`] with a body of a content type.
+    pub async fn admin_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self
             .http_client
             .request(method, format!("{}{path}", self.admin))
             .query(query);
+        if let Some((content_type, body)) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        }
         if let Some(t) = &self.admin_token {
             req = req.bearer_auth(t);
         }

@@ -1,7 +1,7 @@
 //! The settings every Cozy app reads as it starts, with cozy-stack's shapes: the instance's
 //! settings (`GET|PUT /settings/instance`: public name, e-mail, locale, time zone, where the
 //! person lands), what the instance can do (`/settings/capabilities`) and its context
-//! (`/settings/context`), its feature flags (`/settings/flags`: none yet), and where the person
+//! (`/settings/context`), its context's feature flags (`/settings/flags`), and where the person
 //! goes once onboarded (`/settings/onboarded`).
 
 use axum::Router;
@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use cocon_common::ErrorCode;
+use cocon_common::context::{Context, DEFAULT as DEFAULT_CONTEXT};
 use cocon_common::cozy::doctype;
 use cocon_common::scope::Grant;
 use cocon_proto::auth::v1 as pb;
@@ -167,45 +168,68 @@ async fn update(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes)
 /// `GET /settings/capabilities`: what this instance can do, for any app (cozy's list; an
 /// unlisted capability is false).
 async fn capabilities(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    for_any_app(
-        &state,
-        &headers,
-        "capabilities",
+    let flat = state.config.subdomains.is_flat();
+    for_any_app(&state, &headers, "capabilities", |_| {
         json!({
             "file_versioning": true,
-            "flat_subdomains": state.config.subdomains.is_flat(),
+            "flat_subdomains": flat,
             "can_auth_with_password": true,
             "can_auth_with_magic_links": false,
             "can_auth_with_oidc": false,
-        }),
-    )
+        })
+    })
     .await
 }
 
-/// `io.cozy.settings.<name>` with these attributes, for any app's token (or the person).
-async fn for_any_app(state: &State, headers: &HeaderMap, name: &str, attributes: Value) -> Result<Response, ApiError> {
-    caller(state, headers, Route::SettingsContext, &Method::GET).await?;
+/// `io.cozy.settings.<name>` with the attributes `of` the caller's context, for any app's token
+/// (or the person). An instance whose context left the configuration reads the default one's.
+async fn for_any_app(
+    state: &State,
+    headers: &HeaderMap,
+    name: &str,
+    of: impl FnOnce(&Context) -> Value,
+) -> Result<Response, ApiError> {
+    let caller = caller(state, headers, Route::SettingsContext, &Method::GET).await?;
+    let context = match state.contexts.get(&caller.instance.context) {
+        Some(context) => context,
+        None => {
+            tracing::warn!(context = %caller.instance.context, domain = %caller.instance.domain, "the instance's context is not in the configuration: the default one answers");
+            state
+                .contexts
+                .get(DEFAULT_CONTEXT)
+                .expect("the default context is always there")
+        }
+    };
     Ok(jsonapi::one(json!({
         "type": doctype::SETTINGS,
         "id": format!("io.cozy.settings.{name}"),
-        "attributes": attributes,
+        "attributes": of(context),
         "links": {"self": format!("/settings/{name}")},
     })))
 }
 
-/// `GET /settings/context`: the keys of the instance's context, for any app.
+/// `GET /settings/context`: the keys of the instance's context (its configuration's `config`,
+/// cozy-stack's), and where the person lands, for any app.
 async fn context(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let attributes = json!({
-        "default_redirection": DEFAULT_REDIRECTION,
-        "onboarded_redirection": DEFAULT_REDIRECTION,
-    });
-    for_any_app(&state, &headers, "context", attributes).await
+    for_any_app(&state, &headers, "context", |context| {
+        let mut attributes = context.config.clone();
+        for key in ["default_redirection", "onboarded_redirection"] {
+            attributes
+                .entry(key)
+                .or_insert_with(|| Value::from(DEFAULT_REDIRECTION));
+        }
+        Value::Object(attributes)
+    })
+    .await
 }
 
-/// `GET /settings/flags`: the instance's feature flags, for any app (cozy-flags reads them as
-/// an app starts). Cocon sets none yet: an app takes each flag's default.
+/// `GET /settings/flags`: the feature flags of the instance's context, for any app (cozy-flags
+/// reads them as an app starts; a flag not set takes the app's default).
 async fn flags(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
-    for_any_app(&state, &headers, "flags", json!({})).await
+    for_any_app(&state, &headers, "flags", |context| {
+        Value::Object(context.flags.clone())
+    })
+    .await
 }
 
 /// `GET /settings/onboarded`: where the person goes at the end of the onboarding, signed in:

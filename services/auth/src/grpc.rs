@@ -11,9 +11,16 @@ use crate::{AuthService, token};
 #[tonic::async_trait]
 impl pb::auth_service_server::AuthService for AuthService {
     async fn create_instance(&self, req: Request<pb::CreateInstanceRequest>) -> Result<Response<pb::Instance>, Status> {
-        let req = req.into_inner();
-        let record = self.create_instance(&req.domain, &req.email, &req.locale).await?;
+        let record = self.create_instance(&req.into_inner()).await?;
         Ok(Response::new(instance_pb(&record)))
+    }
+
+    async fn create_instances(
+        &self,
+        req: Request<pb::CreateInstancesRequest>,
+    ) -> Result<Response<pb::CreateInstancesResponse>, Status> {
+        let outcomes = self.create_instances(&req.into_inner().instances).await?;
+        Ok(Response::new(pb::CreateInstancesResponse { outcomes }))
     }
 
     async fn get_instance(&self, req: Request<pb::GetInstanceRequest>) -> Result<Response<pb::Instance>, Status> {

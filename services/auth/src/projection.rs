@@ -173,10 +173,12 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             disk_quota: 0,
             email: c.email.clone(),
             locale: c.locale.clone(),
-            public_name: String::new(),
+            public_name: c.public_name.clone(),
             timezone: String::new(),
             default_redirection: String::new(),
             settings_changes: 0,
+            context: c.context.clone(),
+            class: c.class.clone(),
         })],
         Some(Payload::InstanceDestroyed(d)) => match current {
             Some(record) if record.id == e.instance => vec![Change::DeleteInstance {

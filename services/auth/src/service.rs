@@ -76,6 +76,9 @@ impl Default for Config {
     }
 }
 
+/// Instances one `CreateInstances` call may create.
+pub const MAX_CREATED_AT_ONCE: usize = 10_000;
+
 /// What the auth service needs from its host process.
 pub struct Deps {
     pub store: Arc<dyn Store>,
@@ -83,6 +86,8 @@ pub struct Deps {
     pub data_dir: PathBuf,
     /// Signs the instance tickets of accepted tokens (shared with the services holding data).
     pub mesh_key: MeshKey,
+    /// The configuration's contexts: a new instance takes its context's defaults.
+    pub contexts: Arc<cocon_common::context::Contexts>,
 }
 
 #[derive(Clone)]
@@ -97,6 +102,7 @@ pub(crate) struct Inner {
     pub log: EventLog,
     pub master_key: Vec<u8>,
     pub(crate) mesh_key: MeshKey,
+    contexts: Arc<cocon_common::context::Contexts>,
     /// Creating and destroying instances: one at a time keeps domains unique.
     lifecycle: Mutex<()>,
     /// One writer per instance (striped), so its events get gap-free sequences.
@@ -141,6 +147,7 @@ impl AuthService {
                 log,
                 master_key,
                 mesh_key: deps.mesh_key,
+                contexts: deps.contexts,
                 lifecycle: Mutex::new(()),
                 stripes: Stripes::default(),
                 throttle,
@@ -172,6 +179,11 @@ impl AuthService {
             .get(self.inner.store.as_ref(), (), domain)
             .await?
             .ok_or_else(|| AuthError::UnknownDomain(domain.to_string()))
+    }
+
+    /// The instance of exactly this domain, as the mesh sees it.
+    pub async fn instance(&self, domain: &str) -> Result<pb::Instance, AuthError> {
+        Ok(instance_pb(&self.lookup_exact(domain).await?))
     }
 
     /// The instance of an id.
@@ -343,30 +355,43 @@ impl AuthService {
         Ok(envelopes)
     }
 
-    pub async fn create_instance(&self, domain: &str, email: &str, locale: &str) -> Result<InstanceRecord, AuthError> {
-        let domain = domain.trim().to_ascii_lowercase();
+    /// Checks a new instance against the rules and its context, and makes the events that
+    /// create it (the context's defaults filled in).
+    fn new_instance(&self, req: &pb::CreateInstanceRequest) -> Result<(String, Vec<NewEvent>), AuthError> {
+        let bad = |why: String| Err(AuthError::InvalidRequest(why));
+        let domain = req.domain.trim().to_ascii_lowercase();
         if !cocon_common::domain::is_valid(&domain) {
             return Err(AuthError::InvalidDomain(domain));
         }
-        let email = email.trim();
+        let context_name = match req.context.trim() {
+            "" => cocon_common::context::DEFAULT,
+            name => name,
+        };
+        let Some(context) = self.inner.contexts.get(context_name) else {
+            return bad(format!(
+                "no context {context_name:?}: contexts are the configuration's [contexts.<name>] sections \
+                 (`cocon contexts ls` lists them)"
+            ));
+        };
+        let email = req.email.trim();
         if !email.is_empty() && !looks_like_email(email) {
-            return Err(AuthError::InvalidRequest(format!(
-                "{email:?} is not an e-mail address (name@example.org)"
-            )));
+            return bad(format!("{email:?} is not an e-mail address (name@example.org)"));
         }
-        let locale = locale.trim().to_ascii_lowercase();
+        let locale = match req.locale.trim().to_ascii_lowercase() {
+            l if l.is_empty() => context.locale.clone(),
+            l => l,
+        };
         if !locale.is_empty() && !matches!(locale.as_str(), "en" | "fr") {
-            return Err(AuthError::InvalidRequest(format!(
-                "unknown locale {locale:?}: use en or fr"
-            )));
+            return bad(format!("unknown locale {locale:?}: use en or fr"));
         }
-        let _guard = self.inner.lifecycle.lock().await;
-        match self.lookup_exact(&domain).await {
-            Ok(_) => return Err(AuthError::DomainTaken(domain)),
-            Err(AuthError::UnknownDomain(_)) => {}
-            Err(e) => return Err(e),
+        let public_name = req.public_name.trim();
+        if public_name.chars().count() > 200 || public_name.chars().any(char::is_control) {
+            return bad("the name is at most 200 characters, on one line".into());
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let class = req.class.trim();
+        if class.chars().count() > 64 || class.chars().any(char::is_control) {
+            return bad("the class is at most 64 characters, on one line".into());
+        }
         let mut events = vec![NewEvent {
             entity: "instance",
             verb: "created",
@@ -374,9 +399,15 @@ impl AuthService {
                 domain: domain.clone(),
                 email: email.to_string(),
                 locale,
+                context: context_name.to_string(),
+                public_name: public_name.to_string(),
+                class: class.to_string(),
             }),
         }];
-        let quota = self.inner.config.default_disk_quota;
+        let quota = req
+            .disk_quota
+            .or(context.disk_quota)
+            .unwrap_or(self.inner.config.default_disk_quota);
         if quota > 0 {
             events.push(NewEvent {
                 entity: "instance",
@@ -384,9 +415,106 @@ impl AuthService {
                 payload: Payload::DiskQuotaSet(cocon_proto::events::v1::DiskQuotaSet { bytes: quota }),
             });
         }
+        Ok((domain, events))
+    }
+
+    pub async fn create_instance(&self, req: &pb::CreateInstanceRequest) -> Result<InstanceRecord, AuthError> {
+        let (domain, events) = self.new_instance(req)?;
+        let _guard = self.inner.lifecycle.lock().await;
+        match self.lookup_exact(&domain).await {
+            Ok(_) => return Err(AuthError::DomainTaken(domain)),
+            Err(AuthError::UnknownDomain(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
         self.append(&id, None, events).await?;
         tracing::info!(domain = %domain, instance = %id, "instance created");
         self.lookup_exact(&domain).await
+    }
+
+    /// Creates many instances in one atomic commit (one disk sync for all): a roster. Each
+    /// request gets its outcome, in order; an instance already there in the same context is
+    /// left as it is, so running the same roster again changes nothing.
+    pub async fn create_instances(
+        &self,
+        reqs: &[pb::CreateInstanceRequest],
+    ) -> Result<Vec<pb::InstanceOutcome>, AuthError> {
+        use pb::instance_outcome::Outcome;
+        if reqs.len() > MAX_CREATED_AT_ONCE {
+            return Err(AuthError::InvalidRequest(format!(
+                "{} instances in one call: send at most {MAX_CREATED_AT_ONCE} at a time",
+                reqs.len()
+            )));
+        }
+        let log = &self.inner.log;
+        let _guard = self.inner.lifecycle.lock().await;
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        let mut seen = std::collections::HashSet::with_capacity(reqs.len());
+        let mut batch = Batch::new();
+        let mut appended = Appended::default();
+        let stamp = Stamp::now();
+        let mut created = 0usize;
+        for req in reqs {
+            let (domain, events) = match self.new_instance(req) {
+                Ok(new) => new,
+                Err(err) => {
+                    outcomes.push(Outcome::Rejected(err.to_string()));
+                    continue;
+                }
+            };
+            if !seen.insert(domain.clone()) {
+                outcomes.push(Outcome::Rejected(format!("{domain} is named twice")));
+                continue;
+            }
+            let context = match &events[0].payload {
+                Payload::InstanceCreated(c) => c.context.clone(),
+                _ => unreachable!("the first event creates the instance"),
+            };
+            match self.lookup_exact(&domain).await {
+                Ok(existing) if existing.context() == context => {
+                    outcomes.push(Outcome::Existing(instance_pb(&existing)));
+                    continue;
+                }
+                Ok(existing) => {
+                    outcomes.push(Outcome::Rejected(format!(
+                        "{domain} already exists in context {}",
+                        existing.context()
+                    )));
+                    continue;
+                }
+                Err(AuthError::UnknownDomain(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let mut record = None;
+            let ctx = projection::Context::default();
+            for (i, event) in events.into_iter().enumerate() {
+                let topic = Topic::Auth {
+                    entity: event.entity,
+                    verb: event.verb,
+                };
+                let envelope = envelope(&id, 1 + i as u64, topic, event.payload, &stamp);
+                log.append(&mut batch, &mut appended, &envelope);
+                for change in projection::changes(record.as_ref(), &ctx, &envelope) {
+                    projection::write(&mut batch, &change);
+                    if let projection::Change::PutInstance(r) = change {
+                        record = Some(r);
+                    }
+                }
+            }
+            let record = record.expect("an instance's creation puts its record");
+            outcomes.push(Outcome::Created(instance_pb(&record)));
+            created += 1;
+        }
+        if created > 0 {
+            let sealed = log.seal(&mut batch, appended);
+            log.commit_new(self.inner.store.clone(), batch, sealed).await?;
+            tracing::info!(created, asked = reqs.len(), "instances created");
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| pb::InstanceOutcome { outcome: Some(outcome) })
+            .collect())
     }
 
     pub async fn destroy_instance(&self, domain: &str) -> Result<(), AuthError> {
@@ -684,6 +812,8 @@ pub(crate) fn instance_pb(r: &InstanceRecord) -> pb::Instance {
         default_redirection: r.default_redirection.clone(),
         settings_rev: r.settings_rev(),
         password_defined: r.passphrase.is_some(),
+        context: r.context().to_string(),
+        class: r.class.clone(),
     }
 }
 

@@ -148,9 +148,24 @@ pub struct InstanceRecord {
     /// How many times the settings changed: their revision's generation.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub settings_changes: u64,
+    /// The configuration's context the instance belongs to; empty: `default`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub context: String,
+    /// The group a roster put the person in (a school class).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class: String,
 }
 
 impl InstanceRecord {
+    /// The instance's context (`default` for one created without).
+    pub fn context(&self) -> &str {
+        if self.context.is_empty() {
+            cocon_common::context::DEFAULT
+        } else {
+            &self.context
+        }
+    }
+
     /// The settings' revision as cozy shows it (`N-hash`): it changes with each change.
     pub fn settings_rev(&self) -> String {
         let fields = [

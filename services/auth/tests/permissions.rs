@@ -82,11 +82,17 @@ async fn test_only_the_maker_or_a_wider_token_manages_a_set() {
             bus,
             data_dir: dir.path().to_path_buf(),
             mesh_key: cocon_common::ticket::MeshKey::random(),
+            contexts: Default::default(),
         },
     )
     .await
     .unwrap();
-    auth.create_instance("a.test", "", "").await.unwrap();
+    auth.create_instance(&pb::CreateInstanceRequest {
+        domain: "a.test".to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 
     let (notes_app, notes_client) = app_token(&auth, "io.cozy.notes:GET").await;
     let (contacts_app, _) = app_token(&auth, "io.cozy.contacts").await;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use cocon_auth::{AuthService, Config, Deps, Origin};
+use cocon_common::context::Contexts;
 use cocon_events::{EventBus, MemoryBus};
 use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::PermissionRule;
@@ -32,6 +33,10 @@ async fn login(auth: &AuthService, domain: &str, pass: &str) -> Result<pb::Sessi
 
 /// An auth service on an embedded store and an in-memory bus under `dir`.
 async fn service(dir: &std::path::Path) -> (AuthService, Arc<dyn Store>) {
+    service_with(dir, Default::default()).await
+}
+
+async fn service_with(dir: &std::path::Path, contexts: Contexts) -> (AuthService, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("store.redb")).unwrap());
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(cocon_events::streams::all(
         &cocon_events::streams::Limits::default(),
@@ -45,6 +50,7 @@ async fn service(dir: &std::path::Path) -> (AuthService, Arc<dyn Store>) {
         bus,
         data_dir: dir.to_path_buf(),
         mesh_key: cocon_common::ticket::MeshKey::random(),
+        contexts: Arc::new(contexts),
     };
     (AuthService::build(config, deps).await.unwrap(), store)
 }
@@ -56,7 +62,14 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
 
     // Two people onboard and log in; one ends a session; one domain is destroyed and re-created.
     for domain in ["a.test", "b.test", "gone.test"] {
-        auth.create_instance(domain, "owner@example.org", "fr").await.unwrap();
+        auth.create_instance(&pb::CreateInstanceRequest {
+            domain: domain.to_string(),
+            email: "owner@example.org".to_string(),
+            locale: "fr".to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let token = auth.issue_onboarding(domain, "").await.unwrap().register_token;
         let req = pb::SetPassphraseRequest {
             domain: domain.into(),
@@ -171,7 +184,12 @@ async fn test_rebuild_gives_the_same_instances_and_sessions() {
     auth.delete_permission("a.test", &cli, &other.id).await.unwrap();
 
     auth.destroy_instance("gone.test").await.unwrap();
-    auth.create_instance("gone.test", "", "").await.unwrap();
+    auth.create_instance(&pb::CreateInstanceRequest {
+        domain: "gone.test".to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     auth.issue_onboarding("gone.test", "passphrase_reset").await.unwrap();
 
     let instances = table(&store, "auth.instances").await;
@@ -240,7 +258,13 @@ async fn test_instances_list_in_pages_of_the_asked_size() {
     let dir = tempfile::tempdir().unwrap();
     let (auth, _) = service(dir.path()).await;
     for domain in ["e.test", "a.test", "d.test", "b.test", "c.test"] {
-        auth.create_instance(domain, "", "en").await.unwrap();
+        auth.create_instance(&pb::CreateInstanceRequest {
+            domain: domain.to_string(),
+            locale: "en".to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
     let mut seen = Vec::new();
     let mut after = String::new();
@@ -254,4 +278,94 @@ async fn test_instances_list_in_pages_of_the_asked_size() {
         }
     }
     assert_eq!(seen, ["a.test", "b.test", "c.test", "d.test", "e.test"]);
+}
+
+#[tokio::test]
+async fn test_a_roster_creates_its_instances_once_with_its_contexts_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let contexts: Contexts =
+        toml::from_str::<toml::Table>("[contexts.school]\ndisk_quota = \"2GB\"\nlocale = \"fr\"\n[contexts.other]\n")
+            .unwrap()["contexts"]
+            .clone()
+            .try_into()
+            .unwrap();
+    let (auth, store) = service_with(dir.path(), contexts).await;
+    auth.create_instance(&pb::CreateInstanceRequest {
+        domain: "taken.test".into(),
+        context: "other".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let row = |domain: &str, class: &str| pb::CreateInstanceRequest {
+        domain: domain.into(),
+        context: "school".into(),
+        public_name: format!("Pupil {domain}"),
+        class: class.into(),
+        ..Default::default()
+    };
+    let roster = vec![
+        row("p1.test", "6A"),
+        pb::CreateInstanceRequest {
+            locale: "en".into(),
+            disk_quota: Some(0),
+            ..row("p2.test", "6B")
+        },
+        row("p1.test", "6A"),
+        row("taken.test", ""),
+        row("Not A Domain", ""),
+        pb::CreateInstanceRequest {
+            context: "nowhere".into(),
+            ..row("p3.test", "")
+        },
+    ];
+    let kinds = |outcomes: &[pb::InstanceOutcome]| -> Vec<String> {
+        use pb::instance_outcome::Outcome;
+        outcomes
+            .iter()
+            .map(|o| match o.outcome.as_ref().unwrap() {
+                Outcome::Created(i) => format!("created {}", i.domain),
+                Outcome::Existing(i) => format!("existing {}", i.domain),
+                Outcome::Rejected(why) => format!("rejected {why}"),
+            })
+            .collect()
+    };
+    let first = auth.create_instances(&roster).await.unwrap();
+    let first_kinds = kinds(&first);
+    assert_eq!(&first_kinds[..2], ["created p1.test", "created p2.test"]);
+    assert!(first_kinds[2].contains("named twice"), "{}", first_kinds[2]);
+    assert!(
+        first_kinds[3].contains("already exists in context other"),
+        "{}",
+        first_kinds[3]
+    );
+    assert!(
+        first_kinds[4].starts_with("rejected invalid domain"),
+        "{}",
+        first_kinds[4]
+    );
+    assert!(first_kinds[5].contains("no context \"nowhere\""), "{}", first_kinds[5]);
+
+    // The context's defaults, unless the row says otherwise.
+    let p1 = auth.instance("p1.test").await.unwrap();
+    assert_eq!(
+        (p1.disk_quota, p1.locale.as_str(), p1.context.as_str()),
+        (2_000_000_000, "fr", "school")
+    );
+    assert_eq!((p1.public_name.as_str(), p1.class.as_str()), ("Pupil p1.test", "6A"));
+    let p2 = auth.instance("p2.test").await.unwrap();
+    assert_eq!((p2.disk_quota, p2.locale.as_str()), (0, "en"));
+
+    // The same roster again changes nothing.
+    let instances = table(&store, "auth.instances").await;
+    let second = kinds(&auth.create_instances(&roster).await.unwrap());
+    assert_eq!(&second[..2], ["existing p1.test", "existing p2.test"]);
+    assert_eq!(table(&store, "auth.instances").await, instances);
+
+    // The roster's instances are in the log: a rebuild gives them back as they were.
+    let mut projection = AuthService::projection(store.clone()).await.unwrap();
+    cocon_events::rebuild(store.clone(), &mut projection, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(table(&store, "auth.instances").await, instances);
 }

@@ -41,9 +41,28 @@ pub enum InstancesCommand {
         /// The language of Cocon's mails and pages to the owner: en (default) or fr.
         #[arg(long)]
         locale: Option<String>,
+        /// The context the instance belongs to (`cocon contexts ls`): its defaults apply.
+        #[arg(long)]
+        context: Option<String>,
+        /// The owner's name, as the instance shows it.
+        #[arg(long)]
+        name: Option<String>,
+        /// The disk quota (e.g. 5GB, none); default: the context's.
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Create the instances of a roster (a CSV file) in a context, with a progress bar. The
+    /// header names the columns, in any order: domain or user (a user name the context's
+    /// domain_template turns into a domain), email, name, locale, quota, class. Rows that
+    /// cannot be created are reported with their line and the reason; instances already there
+    /// in the context are left as they are, so the same command can run again once the
+    /// roster is fixed.
+    #[command(after_help = "Example:\n  \
+        printf 'user,name,email,class\\njdupont,Jean Dupont,jean@example.org,6A\\n' > pupils.csv\n  \
+        cocon instances import pupils.csv --context school")]
+    Import(crate::roster_cli::ImportArgs),
     /// Print a new one-time onboarding link for DOMAIN, replacing the previous one. On an
     /// instance that has a passphrase, the link lets its owner choose a new one (a reset) and
     /// signs out every session.
@@ -116,7 +135,7 @@ pub enum InstancesCommand {
 }
 
 /// `5GB`, `500MiB`, `1024`, `none` → bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     cocon_common::size::parse(text)
 }
 
@@ -156,20 +175,28 @@ impl Admin {
         path: &str,
         query: &[(&str, String)],
     ) -> anyhow::Result<Value> {
+        self.call_with(method, path, query, None).await
+    }
+
+    /// [`Admin::call`] with a body of a content type.
+    pub(crate) async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let res = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .query(query)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the admin API at {}: is `cocon serve` running? (--admin to point elsewhere)",
-                    self.base
-                )
-            })?;
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token).query(query);
+        if let Some((content_type, body)) = body {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        }
+        let res = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {}: is `cocon serve` running? (--admin to point elsewhere)",
+                self.base
+            )
+        })?;
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -212,11 +239,17 @@ pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
             domain,
             email,
             locale,
+            context,
+            name,
+            quota,
             admin,
         } => {
             let mut query = vec![("Domain", domain)];
             query.extend(email.map(|e| ("Email", e)));
             query.extend(locale.map(|l| ("Locale", l)));
+            query.extend(context.map(|c| ("ContextName", c)));
+            query.extend(name.map(|n| ("PublicName", n)));
+            query.extend(quota.map(|q| ("DiskQuota", q.to_string())));
             let v = Admin::new(&admin)?
                 .call(reqwest::Method::POST, "/instances", &query)
                 .await?;
@@ -229,6 +262,7 @@ pub async fn run(cmd: InstancesCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        InstancesCommand::Import(args) => crate::roster_cli::import(args).await?,
         InstancesCommand::OnboardingLink { domain, admin } => {
             let v = Admin::new(&admin)?
                 .call(reqwest::Method::POST, &format!("/instances/{domain}/onboarding"), &[])

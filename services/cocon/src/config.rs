@@ -46,6 +46,8 @@ pub struct Config {
     pub jobs: cocon_jobs::Config,
     pub sharing: cocon_sharing::Config,
     pub notifications: cocon_notifications::Config,
+    /// Contexts (`[contexts.<name>]`): instances created in one share its configuration.
+    pub contexts: cocon_common::context::Contexts,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             jobs: Default::default(),
             sharing: Default::default(),
             notifications: Default::default(),
+            contexts: Default::default(),
         }
     }
 }

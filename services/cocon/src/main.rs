@@ -5,9 +5,11 @@ mod admin_http;
 mod apps_cli;
 mod cli;
 mod config;
+mod contexts_cli;
 mod jobs_cli;
 mod mesh_cert;
 mod rebuild;
+mod roster_cli;
 mod serve;
 mod services;
 
@@ -50,6 +52,9 @@ enum Command {
     /// Create, list and remove instances, and mint tokens, on a running server.
     #[command(subcommand)]
     Instances(cli::InstancesCommand),
+    /// The contexts of a running server: instances created in one share its configuration.
+    #[command(subcommand)]
+    Contexts(contexts_cli::ContextsCommand),
     /// Queue jobs on an instance of a running server and wait for them.
     #[command(subcommand)]
     Jobs(jobs_cli::JobsCommand),
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Instances(cmd) => cli::run(cmd).await,
+            Command::Contexts(cmd) => contexts_cli::run(cmd).await,
             Command::Jobs(cmd) => jobs_cli::run_jobs(cmd).await,
             Command::Triggers(cmd) => jobs_cli::run_triggers(cmd).await,
             Command::Konnectors(cmd) => jobs_cli::run_konnectors(cmd).await,

@@ -43,6 +43,10 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(v) = &args.grpc_addr {
         config.grpc_addr = v.clone();
     }
+    config
+        .contexts
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     Ok(config)
 }
 
@@ -194,6 +198,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             gateway_config,
             clients,
             Some(parts.bus.clone()),
+            Arc::new(config.contexts.clone()),
         ))
     } else {
         None

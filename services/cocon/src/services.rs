@@ -48,6 +48,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
                     bus: parts.bus.clone(),
                     data_dir: config.data_dir.clone(),
                     mesh_key: parts.mesh_key(),
+                    contexts: Arc::new(config.contexts.clone()),
                 },
             )
             .await?,
@@ -84,6 +85,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
                     mesh_key: parts.mesh_key(),
                     data_dir: config.data_dir.clone(),
                     shared_queue: !config.nats_url.is_empty(),
+                    contexts: Arc::new(config.contexts.clone()),
                 },
             )
             .await?,

@@ -5,6 +5,7 @@
 pub mod bound;
 pub mod collate;
 pub mod config;
+pub mod context;
 pub mod cozy;
 pub mod doctype;
 pub mod domain;

@@ -138,6 +138,20 @@ impl EventLog {
         .map_err(|e| StorageError::Backend(format!("the commit task failed: {e}")))?
     }
 
+    /// Commits `batch`, holding only the first events of instances nobody can write yet (they
+    /// are being created: no sequence of theirs is cached), and wakes the relay. As
+    /// [`EventLog::commit`], the commit runs to its end even if the caller is cancelled.
+    pub async fn commit_new(&self, store: Arc<dyn Store>, batch: Batch, sealed: Sealed) -> Result<(), StorageError> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            store.apply(batch).await?;
+            log.outbox.committed(sealed);
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("the commit task failed: {e}")))?
+    }
+
     /// Events of one instance after `after_seq`, in order.
     pub async fn read(&self, instance: &str, after_seq: u64, limit: usize) -> Result<Vec<Envelope>, BusError> {
         let rows = self

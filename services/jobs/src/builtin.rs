@@ -70,6 +70,26 @@ pub async fn write(slug: &str, stage: &Path) -> Result<()> {
     }
 }
 
+/// Built-in app `slug`'s manifest and checksum, computed once per process: each new instance
+/// gets Cocon's apps, and a roster creates thousands of instances a second.
+pub fn identity(slug: &str) -> Option<&'static (serde_json::Value, String)> {
+    static IDENTITIES: std::sync::OnceLock<Vec<(&'static str, (serde_json::Value, String))>> =
+        std::sync::OnceLock::new();
+    let all = IDENTITIES.get_or_init(|| {
+        slugs()
+            .into_iter()
+            .filter_map(|slug| {
+                let (_, _, manifest) = FILES
+                    .iter()
+                    .find(|(s, path, _)| *s == slug && *path == crate::apps::MANIFEST)?;
+                let manifest = serde_json::from_slice(manifest).ok()?;
+                Some((slug, (manifest, checksum(slug))))
+            })
+            .collect()
+    });
+    all.iter().find(|(s, _)| *s == slug).map(|(_, identity)| identity)
+}
+
 /// The checksum an installation of built-in app `slug` gets (`install::seal_tree`'s, computed
 /// from the embedded files without writing them).
 pub fn checksum(slug: &str) -> String {
@@ -198,7 +218,8 @@ impl JobsService {
     }
 
     /// The consumer of auth's `instance.created`: installs every built-in app on the new
-    /// instance (one already there stays: a redelivery installs nothing twice).
+    /// instance, then its context's apps (one already there stays: a redelivery installs
+    /// nothing twice).
     pub(crate) async fn on_instance_created(&self, message: &Message) -> std::result::Result<(), HandlerError> {
         let envelope = cocon_events::decode_envelope(&message.payload).map_err(|e| HandlerError(e.to_string()))?;
         let Some(Payload::InstanceCreated(created)) = envelope.payload else {
@@ -216,7 +237,9 @@ impl JobsService {
                 Err(err) => return Err(HandlerError(format!("installing {slug}: {err}"))),
             }
         }
-        Ok(())
+        self.install_context_apps(&by, &created.context)
+            .await
+            .map_err(|err| HandlerError(format!("installing the apps of context {}: {err}", created.context)))
     }
 }
 
@@ -232,6 +255,8 @@ mod tests {
                 .expect("a manifest");
             let manifest: serde_json::Value = serde_json::from_slice(manifest.2).unwrap();
             assert_eq!(manifest["slug"], app);
+            let (kept_manifest, kept_sum) = super::identity(app).expect("known once read");
+            assert_eq!((kept_manifest, kept_sum), (&manifest, &super::checksum(app)));
             // Each app holds the shared look and helpers its page loads.
             for shared in ["cocon.js", "cocon.css"] {
                 assert!(

@@ -103,13 +103,15 @@ impl Fetcher {
     }
 
     /// Puts the source's code in `stage` and answers the directory holding `manifest` (the
-    /// stage, or the single directory a tarball holds).
+    /// stage, or the single directory a tarball holds). `registry`: the one `registry://`
+    /// names for this instance (its context's), if not the configuration's.
     pub async fn fetch(
         &self,
         source: &Source,
         stage: &Path,
         manifest: &str,
         progress: Option<&Progress>,
+        registry: Option<&str>,
     ) -> Result<PathBuf> {
         tokio::fs::create_dir_all(stage)
             .await
@@ -126,7 +128,8 @@ impl Fetcher {
                 file
             }
             Source::Registry { slug, channel } => {
-                let (url, sha256) = self.registry_version(slug, channel).await?;
+                let registry = registry.map_or(self.registry.as_str(), |r| r.trim_end_matches('/'));
+                let (url, sha256) = self.registry_version(registry, slug, channel).await?;
                 let file = stage.join(".download.tar.gz");
                 self.download(&url, Some(&sha256), &file, progress).await?;
                 file
@@ -143,16 +146,16 @@ impl Fetcher {
 
     /// The tarball and checksum of a version in the registry (`/registry/:slug/:channel/latest`
     /// or `/registry/:slug/:version`).
-    async fn registry_version(&self, slug: &str, channel: &str) -> Result<(String, String)> {
-        if self.registry.is_empty() {
+    async fn registry_version(&self, registry: &str, slug: &str, channel: &str) -> Result<(String, String)> {
+        if registry.is_empty() {
             return Err(JobsError::BadRequest(
                 "no apps registry is configured ([jobs.apps] registry)".into(),
             ));
         }
         let url = if CHANNELS.contains(&channel) {
-            format!("{}/registry/{slug}/{channel}/latest", self.registry)
+            format!("{registry}/registry/{slug}/{channel}/latest")
         } else {
-            format!("{}/registry/{slug}/{channel}", self.registry)
+            format!("{registry}/registry/{slug}/{channel}")
         };
         let unreachable = |e: String| JobsError::Unavailable(format!("the apps registry ({url}) {e}; try again later"));
         let response = self

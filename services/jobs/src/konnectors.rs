@@ -91,13 +91,21 @@ impl JobsService {
         }
         crate::apps::check_slug(slug, "konnector")?;
         let source = Source::parse(source)?;
+        let registry = match source {
+            Source::Registry { .. } => self.registry_for(domain).await?,
+            _ => None,
+        };
         let runtime = self.inner.konnectors.clone();
         let instance_dir = runtime.dir.join(instance);
         let dir_name = format!("{slug}-{}", crate::service::new_id());
         let stage = instance_dir.join(format!(".staging-{dir_name}"));
         let target = instance_dir.join(&dir_name);
         let unpacked = async {
-            let root = self.inner.fetcher.fetch(&source, &stage, MANIFEST, None).await?;
+            let root = self
+                .inner
+                .fetcher
+                .fetch(&source, &stage, MANIFEST, None, registry.as_deref())
+                .await?;
             let manifest = read_manifest(&root, MANIFEST)?;
             tokio::fs::rename(&root, &target)
                 .await

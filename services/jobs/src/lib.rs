@@ -12,6 +12,7 @@ mod bus_queue;
 mod committer;
 mod config;
 mod consumer;
+mod contexts;
 mod error;
 mod event;
 mod grpc;

@@ -425,6 +425,7 @@ mod tests {
                 mesh_key: cocon_common::ticket::MeshKey::random(),
                 data_dir: dir.to_path_buf(),
                 shared_queue,
+                contexts: Default::default(),
             },
         )
         .await

@@ -30,6 +30,8 @@ pub struct Deps {
     /// The bus is shared by processes (NATS): the jobs wait in its work queue, where every
     /// jobs process takes them; otherwise in this process's memory.
     pub shared_queue: bool,
+    /// The configuration's contexts: the apps their new instances get, their registries.
+    pub contexts: Arc<cocon_common::context::Contexts>,
 }
 
 #[derive(Clone)]
@@ -65,6 +67,7 @@ pub(crate) struct Inner {
     pub fetcher: crate::install::Fetcher,
     /// Where web apps' code is kept.
     pub apps_dir: std::path::PathBuf,
+    pub contexts: Arc<cocon_common::context::Contexts>,
 }
 
 /// An entry of the jobs log.
@@ -199,6 +202,7 @@ impl JobsService {
                 event_triggers: Default::default(),
                 fetcher,
                 apps_dir,
+                contexts: deps.contexts,
             }),
         };
         crate::committer::spawn(Arc::downgrade(&service.inner), commands);

@@ -53,6 +53,7 @@ service_client!(
     /// The auth service.
     AuthClient, AuthService, AuthServiceClient, auth_pb {
         create_instance(CreateInstanceRequest) -> Instance;
+        create_instances(CreateInstancesRequest) -> CreateInstancesResponse;
         get_instance(GetInstanceRequest) -> Instance;
         list_instances(ListInstancesRequest) -> ListInstancesResponse;
         destroy_instance(DestroyInstanceRequest) -> DestroyInstanceResponse;

@@ -307,8 +307,23 @@ async fn test_an_app_is_installed_served_with_its_token_updated_and_removed() {
     assert_eq!(status, 401, "{text}");
 }
 
+/// The notes app (version 2.0.0) as a tarball under `dir`: its bytes and their SHA-256 (hex).
+pub(super) fn notes_tarball(dir: &Path) -> (Vec<u8>, String) {
+    use sha2::Digest;
+    write_app(&dir.join("notes"), "2.0.0", json!({"notes": {"type": "io.cozy.notes"}}));
+    let tarball = dir.join("notes.tar.gz");
+    let status = std::process::Command::new("tar")
+        .args(["-czf", tarball.to_str().unwrap(), "-C", dir.to_str().unwrap(), "notes"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&tarball).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    (bytes, sha)
+}
+
 /// A registry speaking cozy's protocol on loopback, and the tarball it names.
-async fn registry(tarball: Vec<u8>, sha256: String) -> String {
+pub(super) async fn registry(tarball: Vec<u8>, sha256: String) -> String {
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -336,26 +351,10 @@ async fn registry(tarball: Vec<u8>, sha256: String) -> String {
 // Two threads: the registry answers while the test waits on the command line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_apps_install_from_the_registry_and_from_a_checked_tarball() {
-    use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let code = dir.path().join("notes");
-    write_app(&code, "2.0.0", json!({"notes": {"type": "io.cozy.notes"}}));
-    let tarball = dir.path().join("notes.tar.gz");
-    let status = std::process::Command::new("tar")
-        .args([
-            "-czf",
-            tarball.to_str().unwrap(),
-            "-C",
-            dir.path().to_str().unwrap(),
-            "notes",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let bytes = std::fs::read(&tarball).unwrap();
+    let (bytes, sha) = notes_tarball(dir.path());
     let tarball_size = bytes.len();
-    let sha = hex::encode(sha2::Sha256::digest(&bytes));
     let base = registry(bytes, sha.clone()).await;
     let cocon = Cocon::builder(&data)
         .env("COCON_JOBS__APPS__REGISTRY", &base)

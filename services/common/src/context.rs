@@ -1,0 +1,222 @@
+//! Contexts, cozy-stack's model for institutions: the instances created in a context share its
+//! configuration (the defaults of a new instance, the keys every app reads as it starts, feature
+//! flags, apps installed on each new instance, the registry they come from). Contexts are named
+//! in the configuration file (`[contexts.<name>]`), read by every process that needs them, as
+//! cozy-stack reads its `contexts:`; an instance names its context when it is created.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The context of instances created without one.
+pub const DEFAULT: &str = "default";
+
+/// One context's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Context {
+    /// Disk quota of the instances created in the context (a size such as `"2GB"`, `"none"`
+    /// for no limit); unset: the auth service's `default_disk_quota`.
+    #[serde(deserialize_with = "optional_size", skip_serializing_if = "Option::is_none")]
+    pub disk_quota: Option<u64>,
+    /// Locale (`en`, `fr`) of the instances created in the context without one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub locale: String,
+    /// How a roster's user name becomes an instance's domain: `{user}.school.example`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub domain_template: String,
+    /// Apps installed on each new instance of the context, after Cocon's own: slug → source,
+    /// as `cocon apps install SLUG SOURCE` takes them (`registry://notes/stable`,
+    /// `https://….tgz#sha256`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub apps: BTreeMap<String, String>,
+    /// The registry `registry://` sources name for the context's instances (cozy's registry
+    /// protocol); empty: the jobs service's `[jobs.apps] registry`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub registry: String,
+    /// The keys apps read as they start (`GET /settings/context`): cozy-stack's context
+    /// configuration, such as `help_link`, `support_address`, `noreply_name`.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub config: Map<String, Value>,
+    /// Feature flags of the context's instances (`GET /settings/flags`).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub flags: Map<String, Value>,
+}
+
+fn optional_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    crate::size::deserialize(d).map(Some)
+}
+
+/// Every context of the deployment, by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Contexts(BTreeMap<String, Context>);
+
+impl Contexts {
+    /// The context named `name` (the default one for an empty name, configured or not).
+    pub fn get(&self, name: &str) -> Option<&Context> {
+        static EMPTY: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
+        let name = if name.is_empty() { DEFAULT } else { name };
+        self.0
+            .get(name)
+            .or_else(|| (name == DEFAULT).then(|| EMPTY.get_or_init(Context::default)))
+    }
+
+    /// The contexts in name order, the default one included even when not configured.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Context)> {
+        let default = (!self.0.contains_key(DEFAULT)).then(|| (DEFAULT, self.get(DEFAULT).expect("always there")));
+        let mut all: Vec<(&str, &Context)> = self.0.iter().map(|(k, v)| (k.as_str(), v)).chain(default).collect();
+        all.sort_by_key(|(name, _)| *name);
+        all.into_iter()
+    }
+
+    /// Checks every context, saying which key of which context is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, context) in &self.0 {
+            let bad = |key: &str, why: String| Err(format!("contexts.{name}.{key}: {why}"));
+            if !valid_name(name) {
+                return Err(format!(
+                    "contexts.{name}: a context's name is letters, digits, '-' and '_' (at most 64)"
+                ));
+            }
+            if !context.locale.is_empty() && !matches!(context.locale.as_str(), "en" | "fr") {
+                return bad(
+                    "locale",
+                    format!("{:?} is not a locale Cocon speaks: use en or fr", context.locale),
+                );
+            }
+            if !context.domain_template.is_empty() {
+                let sample = context.domain_template.replace("{user}", "user");
+                if context.domain_template.matches("{user}").count() != 1 || !crate::domain::is_valid(&sample) {
+                    return bad(
+                        "domain_template",
+                        format!(
+                            "{:?} must hold {{user}} once and make a domain, such as {{user}}.school.example",
+                            context.domain_template
+                        ),
+                    );
+                }
+            }
+            if !context.registry.is_empty()
+                && !context.registry.starts_with("https://")
+                && !context.registry.starts_with("http://")
+            {
+                return bad("registry", format!("{:?} is not an http(s) URL", context.registry));
+            }
+            for (slug, source) in &context.apps {
+                let slug_ok = !slug.is_empty()
+                    && slug.len() <= 64
+                    && slug
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !slug_ok {
+                    return bad(
+                        "apps",
+                        format!("{slug:?} is not an app's slug (lowercase letters, digits, '-')"),
+                    );
+                }
+                if !source.starts_with("registry://")
+                    && !source.starts_with("https://")
+                    && !source.starts_with("http://")
+                {
+                    return bad(
+                        &format!("apps.{slug}"),
+                        format!("{source:?} is not a source: give registry://{slug}/stable or an https://….tgz URL"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A context's name: what cozy-stack accepts in its configuration and on the command line.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Context {
+    /// The domain of roster user `user` in this context: the template with the user in its
+    /// place, or `None` when the context has no template or the name cannot be a domain label.
+    pub fn domain_of(&self, user: &str) -> Option<String> {
+        if self.domain_template.is_empty() {
+            return None;
+        }
+        let label = user.trim().to_ascii_lowercase();
+        let domain = self.domain_template.replace("{user}", &label);
+        (!label.contains('.') && crate::domain::is_valid(&domain)).then_some(domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Contexts {
+        toml::from_str::<toml::Table>(text).unwrap()["contexts"]
+            .clone()
+            .try_into()
+            .unwrap()
+    }
+
+    #[test]
+    fn test_a_context_reads_from_toml_with_its_sizes_and_free_keys() {
+        let contexts = parse(
+            r#"
+            [contexts.school]
+            disk_quota = "2GB"
+            locale = "fr"
+            domain_template = "{user}.school.test"
+            config = { help_link = "https://help.school.test", claudy_actions = ["desktop"] }
+            flags = { "drive.office" = true }
+            "#,
+        );
+        contexts.validate().unwrap();
+        let school = contexts.get("school").unwrap();
+        assert_eq!(school.disk_quota, Some(2_000_000_000));
+        assert_eq!(school.config["claudy_actions"], serde_json::json!(["desktop"]));
+        assert_eq!(school.flags["drive.office"], serde_json::json!(true));
+        assert_eq!(school.domain_of("JDupont").as_deref(), Some("jdupont.school.test"));
+        assert_eq!(school.domain_of("j.dupont"), None);
+        assert_eq!(school.domain_of("j dupont"), None);
+        // The default context is there even when not configured; unknown ones are not.
+        assert_eq!(contexts.get(""), Some(&Context::default()));
+        assert!(contexts.get("other").is_none());
+        let names: Vec<&str> = contexts.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["default", "school"]);
+    }
+
+    #[test]
+    fn test_wrong_contexts_are_refused_with_the_key_named() {
+        for (text, key) in [
+            ("[contexts.a]\nlocale = \"de\"", "contexts.a.locale"),
+            (
+                "[contexts.a]\ndomain_template = \"school.test\"",
+                "contexts.a.domain_template",
+            ),
+            (
+                "[contexts.a]\ndomain_template = \"{user}.{user}.test\"",
+                "contexts.a.domain_template",
+            ),
+            ("[contexts.a]\nregistry = \"ftp://x\"", "contexts.a.registry"),
+            ("[contexts.a]\napps = { notes = \"notes\" }", "contexts.a.apps.notes"),
+            (
+                "[contexts.a]\napps = { Notes = \"registry://notes/stable\" }",
+                "contexts.a.apps",
+            ),
+            ("[contexts.\"a b\"]", "contexts.a b"),
+        ] {
+            let err = parse(text).validate().unwrap_err();
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
+        let unknown = toml::from_str::<toml::Table>("[contexts.a]\nquota = 1").unwrap()["contexts"]
+            .clone()
+            .try_into::<Contexts>();
+        assert!(unknown.is_err(), "unknown keys are refused");
+    }
+}

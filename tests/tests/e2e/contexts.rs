@@ -1,0 +1,244 @@
+//! Contexts and rosters, as an institution uses them: a context in the configuration gives its
+//! instances their defaults, the keys and flags apps read, and apps from its own registry; a
+//! roster creates its instances in bulk, reports the rows it cannot take, and can run again.
+
+use cocon_tests::{Cocon, SmtpServer, cocon_bin, text_of};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// `cocon ARGS` against the server in `data`: success, stdout, stderr.
+fn cocon_cli(cocon: &Cocon, data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(cocon_bin())
+        .args(args)
+        .args(["--admin", &cocon.admin, "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn instance(cocon: &Cocon, domain: &str) -> Value {
+    let (status, body) = cocon
+        .admin(Method::GET, &format!("/instances/{domain}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{domain}: {body}");
+    body
+}
+
+// Two threads: the registry answers while the test waits on the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_roster_creates_a_contexts_instances_once_with_its_defaults_and_apps() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The context's registry holds the notes app; the configuration's own registry is
+    // unreachable, so the app can only come from the context's.
+    let (bytes, sha) = super::apps::notes_tarball(dir.path());
+    let registry = super::apps::registry(bytes, sha).await;
+    let smtp = SmtpServer::start().await.unwrap();
+    let cocon = Cocon::builder(&data)
+        .smtp(smtp.port)
+        .env("COCON_JOBS__APPS__REGISTRY", "http://127.0.0.1:9")
+        .env("COCON_CONTEXTS__SCHOOL__DISK_QUOTA", "2GB")
+        .env("COCON_CONTEXTS__SCHOOL__LOCALE", "fr")
+        .env("COCON_CONTEXTS__SCHOOL__DOMAIN_TEMPLATE", "{user}.school.test")
+        .env("COCON_CONTEXTS__SCHOOL__REGISTRY", &registry)
+        .env("COCON_CONTEXTS__SCHOOL__APPS__NOTES", "registry://notes/stable")
+        .env("COCON_CONTEXTS__SCHOOL__CONFIG__HELP_LINK", "https://help.school.test")
+        .env("COCON_CONTEXTS__SCHOOL__FLAGS__DRIVE_OFFICE", "true")
+        .start()
+        .await
+        .unwrap();
+
+    // The contexts, as the operator sees them.
+    let (ok, out, err) = cocon_cli(&cocon, &data, &["contexts", "ls"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\ndefault\t") && out.contains("\nschool\t2000000000\tfr\t{user}.school.test\t1"),
+        "{out}"
+    );
+    let (ok, out, err) = cocon_cli(&cocon, &data, &["contexts", "show", "school"]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["registries"], json!([registry]));
+    assert_eq!(shown["config"]["help_link"], "https://help.school.test");
+    let (status, _) = cocon
+        .admin(Method::GET, "/instances/contexts/nowhere", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+
+    // A roster in two parts (--batch 2): two rows cannot be taken, the others are created.
+    let roster = dir.path().join("pupils.csv");
+    std::fs::write(
+        &roster,
+        "user,name,email,class,quota\n\
+         ana,Ana Lima,ana@example.org,6A,\n\
+         ben,Ben Roux,,6B,1GB\n\
+         bad name,Bad,,,\n\
+         cleo,Cléo Petit,,6A,lots\n",
+    )
+    .unwrap();
+    let roster = roster.to_str().unwrap();
+    let import = ["instances", "import", roster, "--context", "school", "--batch", "2"];
+    let (ok, _, err) = cocon_cli(&cocon, &data, &import);
+    assert!(!ok, "rejected rows fail the command: {err}");
+    assert!(
+        err.contains("2 instances created, 0 already there, 2 rows rejected"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 4 (bad name):") && err.contains("line 5 (cleo):"),
+        "{err}"
+    );
+    let ana = instance(&cocon, "ana.school.test").await;
+    assert_eq!(
+        (&ana["context"], &ana["disk_quota"], &ana["locale"]),
+        (&json!("school"), &json!(2_000_000_000u64), &json!("fr"))
+    );
+    assert_eq!(
+        (&ana["public_name"], &ana["class"], &ana["email"]),
+        (&json!("Ana Lima"), &json!("6A"), &json!("ana@example.org"))
+    );
+    assert_eq!(
+        instance(&cocon, "ben.school.test").await["disk_quota"],
+        1_000_000_000u64
+    );
+
+    // The same roster again creates nothing and changes nothing; the report goes to a file.
+    let report = dir.path().join("report.csv");
+    let mut again = import.to_vec();
+    again.extend(["--report", report.to_str().unwrap()]);
+    let (ok, _, err) = cocon_cli(&cocon, &data, &again);
+    assert!(!ok);
+    assert!(
+        err.contains("0 instances created, 2 already there, 2 rows rejected"),
+        "{err}"
+    );
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        report.starts_with("line,who,reason\n4,bad name,") && report.contains("\n5,cleo,"),
+        "{report}"
+    );
+    assert_eq!(instance(&cocon, "ana.school.test").await, ana);
+
+    // New pupils get their onboarding links: written for the operator, or mailed.
+    let more = dir.path().join("more.csv");
+    std::fs::write(&more, "user,email\ndana,dana@example.org\nemil,\n").unwrap();
+    let links = dir.path().join("links.csv");
+    let import_more = |onboarding: &str, links: Option<&std::path::Path>| {
+        let mut args = vec!["instances", "import", more.to_str().unwrap(), "--context", "school"];
+        args.extend(["--onboarding", onboarding]);
+        if let Some(links) = links {
+            args.extend(["--links", links.to_str().unwrap()]);
+        }
+        cocon_cli(&cocon, &data, &args)
+    };
+    let (ok, _, err) = import_more("mail", Some(&links));
+    assert!(ok, "{err}");
+    let links = std::fs::read_to_string(&links).unwrap();
+    let rows: Vec<&str> = links.lines().collect();
+    assert_eq!(rows.len(), 3, "{links}");
+    assert!(rows[0] == "domain,email,onboarding_url,expires_at", "{links}");
+    assert!(
+        rows[1].starts_with("dana.school.test,dana@example.org,http://dana.school.test:"),
+        "{links}"
+    );
+    assert!(rows[1].contains("/auth/onboarding?registerToken="), "{links}");
+    assert!(
+        rows[2].starts_with("emil.school.test,,http://emil.school.test:"),
+        "{links}"
+    );
+    let mails = smtp.wait_for(1).await;
+    assert_eq!(mails.len(), 1, "only the pupil with an address is mailed");
+    let (_, text) = text_of(&mails[0]);
+    let token = rows[1]
+        .split("registerToken=")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    assert!(text.contains(token), "the mail holds the same link: {text}");
+    let (ok, _, err) = import_more("link", None);
+    assert!(!ok && err.contains("--links FILE"), "{err}");
+
+    // Through the admin API: a domain of another context is refused, with its line.
+    let (status, body) = post_roster(&cocon, "default", "domain\nana.school.test\nfree.test\n").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["created"], 1);
+    assert_eq!(body["rejected"][0]["line"], 2);
+    assert!(
+        body["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already exists in context school"),
+        "{body}"
+    );
+    let (status, body) = post_roster(&cocon, "school", "domain,age\nx.test,12\n").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("unknown column \"age\""),
+        "{body}"
+    );
+    let (ok, _, err) = cocon_cli(&cocon, &data, &["instances", "add", "x.test", "--context", "nowhere"]);
+    assert!(!ok && err.contains("no context \"nowhere\""), "{err}");
+
+    // The apps of the instance read its context's keys and flags.
+    let token = cocon
+        .token("ana.school.test", "io.cozy.apps io.cozy.notes")
+        .await
+        .unwrap();
+    let api = cocon.api("ana.school.test", Some(&token));
+    let context = api.get("/settings/context").await;
+    assert_eq!(context.status, 200, "{}", context.text);
+    assert_eq!(
+        context.body["data"]["attributes"]["help_link"],
+        "https://help.school.test"
+    );
+    assert_eq!(context.body["data"]["attributes"]["default_redirection"], "home/");
+    let flags = api.get("/settings/flags").await;
+    assert_eq!(flags.body["data"]["attributes"], json!({"drive_office": true}));
+    let free = cocon.token("free.test", "io.cozy.notes").await.unwrap();
+    let flags = cocon.api("free.test", Some(&free)).get("/settings/flags").await;
+    assert_eq!(
+        flags.body["data"]["attributes"],
+        json!({}),
+        "the default context sets none"
+    );
+
+    // The context's app, from the context's registry, on each of its new instances (the
+    // installation follows the creation's event).
+    let installed = super::jobs::until(&api, "/apps/notes", |r| r.status == 200).await;
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    assert_eq!(
+        installed.body["data"]["attributes"]["source"],
+        "registry://notes/stable"
+    );
+    assert_eq!(installed.body["data"]["attributes"]["version"], "2.0.0");
+    let free_apps = cocon.token("free.test", "io.cozy.apps").await.unwrap();
+    let free_api = cocon.api("free.test", Some(&free_apps));
+    let drive = super::jobs::until(&free_api, "/apps/drive", |r| r.status == 200).await;
+    assert_eq!(
+        drive.status, 200,
+        "Cocon's own apps reach every instance: {}",
+        drive.text
+    );
+    assert_eq!(
+        free_api.get("/apps/notes").await.status,
+        404,
+        "other contexts' apps do not"
+    );
+}
+
+/// `POST /instances/import?ContextName=…` with a CSV body.
+async fn post_roster(cocon: &Cocon, context: &str, csv: &str) -> (u16, Value) {
+    let body = Some(("text/csv", csv.as_bytes().to_vec()));
+    cocon
+        .admin_with(Method::POST, "/instances/import", &[("ContextName", context)], body)
+        .await
+        .unwrap()
+}
