@@ -4,9 +4,11 @@
 //! rules: each check reads the set, so an update or an uninstallation takes effect at once, and
 //! the token works only with that session's cookie, so signing out ends it.
 
+use cocon_proto::auth::v1 as pb;
 use cocon_proto::events::v1::{PermissionDeleted, PermissionRule, PermissionSaved, envelope::Payload};
 
 use crate::permission::{Bearer, checked_rule, plain};
+use crate::service::NewEvent;
 use crate::store::{InstanceRecord, PERMISSIONS, PermissionRecord};
 use crate::token::{self, Claims};
 use crate::{AuthError, AuthService};
@@ -25,48 +27,55 @@ fn check_slug(slug: &str) -> Result<(), AuthError> {
 }
 
 impl AuthService {
-    /// Records an app's rules (an event only when they changed), or removes its set.
-    pub async fn set_app_permissions(
-        &self,
-        domain: &str,
-        slug: &str,
-        rules: &[PermissionRule],
-        remove: bool,
-    ) -> Result<(), AuthError> {
-        check_slug(slug)?;
+    /// Records apps' rules (an event only for those that changed), or removes their sets, in
+    /// one commit: a new instance's apps cost one disk sync together.
+    pub async fn set_app_permissions(&self, domain: &str, apps: &[pb::AppPermissions]) -> Result<(), AuthError> {
+        if apps.is_empty() {
+            return Err(AuthError::InvalidRequest("no app named".into()));
+        }
+        for app in apps {
+            check_slug(&app.slug)?;
+        }
         let record = self.lookup(domain).await?;
-        let id = set_id(slug);
         let _writer = self.stripe(&record.id).lock().await;
-        let existing: Option<PermissionRecord> = self.row(PERMISSIONS, &record.id, &id).await?;
-        if remove {
-            if existing.is_some() {
-                self.append_one(
-                    &record,
-                    "permission",
-                    "deleted",
-                    Payload::PermissionDeleted(PermissionDeleted { id }),
-                )
-                .await?;
+        let mut events = Vec::with_capacity(apps.len());
+        for app in apps {
+            let id = set_id(&app.slug);
+            let existing: Option<PermissionRecord> = self.row(PERMISSIONS, &record.id, &id).await?;
+            if app.remove {
+                if existing.is_some() {
+                    events.push(NewEvent {
+                        entity: "permission",
+                        verb: "deleted",
+                        payload: Payload::PermissionDeleted(PermissionDeleted { id }),
+                    });
+                }
+                continue;
             }
-            return Ok(());
+            let rules = app.rules.iter().map(checked_rule).collect::<Result<Vec<_>, _>>()?;
+            if existing.as_ref().is_some_and(|set| set.rules == rules) {
+                continue;
+            }
+            let event = PermissionSaved {
+                id,
+                kind: "app".into(),
+                source_id: format!("{}/{}", cocon_common::cozy::doctype::APPS, app.slug),
+                rules: rules.iter().map(PermissionRule::from).collect(),
+                codes: Vec::new(),
+                expires_at: 0,
+                sealed_password_hash: Default::default(),
+            };
+            events.push(NewEvent {
+                entity: "permission",
+                verb: if existing.is_some() { "updated" } else { "created" },
+                payload: Payload::PermissionSaved(event),
+            });
         }
-        let rules = rules.iter().map(checked_rule).collect::<Result<Vec<_>, _>>()?;
-        if existing.as_ref().is_some_and(|set| set.rules == rules) {
-            return Ok(());
+        if !events.is_empty() {
+            let changed = events.len();
+            self.append(&record.id, Some(record.clone()), events).await?;
+            tracing::info!(instance = %record.id, apps = changed, "app permissions recorded");
         }
-        let event = PermissionSaved {
-            id,
-            kind: "app".into(),
-            source_id: format!("{}/{slug}", cocon_common::cozy::doctype::APPS),
-            rules: rules.iter().map(PermissionRule::from).collect(),
-            codes: Vec::new(),
-            expires_at: 0,
-            sealed_password_hash: Default::default(),
-        };
-        let verb = if existing.is_some() { "updated" } else { "created" };
-        self.append_one(&record, "permission", verb, Payload::PermissionSaved(event))
-            .await?;
-        tracing::info!(instance = %record.id, app = %slug, "app permissions recorded");
         Ok(())
     }
 

@@ -108,8 +108,7 @@ impl pb::auth_service_server::AuthService for AuthService {
         req: Request<pb::SetAppPermissionsRequest>,
     ) -> Result<Response<pb::SetAppPermissionsResponse>, Status> {
         let req = req.into_inner();
-        self.set_app_permissions(&req.domain, &req.slug, &req.rules, req.remove)
-            .await?;
+        self.set_app_permissions(&req.domain, &req.apps).await?;
         Ok(Response::new(pb::SetAppPermissionsResponse {}))
     }
 

@@ -369,3 +369,46 @@ async fn test_a_roster_creates_its_instances_once_with_its_contexts_defaults() {
         .unwrap();
     assert_eq!(table(&store, "auth.instances").await, instances);
 }
+
+#[tokio::test]
+async fn test_apps_permission_sets_are_recorded_together_and_only_when_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, store) = service(dir.path()).await;
+    auth.create_instance(&pb::CreateInstanceRequest {
+        domain: "a.test".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rule = |doctype: &str| PermissionRule {
+        name: "main".into(),
+        doctype: doctype.into(),
+        ..Default::default()
+    };
+    let app = |slug: &str, doctype: &str, remove: bool| pb::AppPermissions {
+        slug: slug.into(),
+        rules: if remove { Vec::new() } else { vec![rule(doctype)] },
+        remove,
+    };
+    let events = || async { table(&store, "auth.events").await.len() };
+    let before = events().await;
+    let sets = [app("home", "io.cozy.apps", false), app("drive", "io.cozy.files", false)];
+    auth.set_app_permissions("a.test", &sets).await.unwrap();
+    assert_eq!(events().await, before + 2, "one event per app");
+    assert_eq!(table(&store, "auth.permissions").await.len(), 2);
+    // The same again records nothing; a change and a removal record one event each.
+    auth.set_app_permissions("a.test", &sets).await.unwrap();
+    assert_eq!(events().await, before + 2);
+    let changed = [app("home", "io.cozy.notes", false), app("drive", "", true)];
+    auth.set_app_permissions("a.test", &changed).await.unwrap();
+    assert_eq!(events().await, before + 4);
+    let left = table(&store, "auth.permissions").await;
+    assert_eq!(left.len(), 1);
+    // A wrong slug refuses the whole call: nothing of it is recorded.
+    let wrong = [
+        app("notes", "io.cozy.notes", false),
+        app("../x", "io.cozy.notes", false),
+    ];
+    assert!(auth.set_app_permissions("a.test", &wrong).await.is_err());
+    assert_eq!(table(&store, "auth.permissions").await, left);
+}

@@ -115,6 +115,14 @@ fn service_triggers(manifest: &Value, code: &Path) -> Result<Vec<ServiceTrigger>
     Ok(triggers)
 }
 
+/// An app ready to be recorded ([`JobsService::prepare_app`]).
+pub(crate) struct Prepared {
+    app: Webapp,
+    rules: Vec<PermissionRule>,
+    services: Vec<ServiceTrigger>,
+    previous: Option<Webapp>,
+}
+
 /// Whether an installed app's manifest declares services (whose triggers it may have).
 fn declares_services(app: &Webapp) -> bool {
     serde_json::from_slice::<Value>(&app.manifest)
@@ -143,6 +151,21 @@ impl JobsService {
         update: bool,
         progress: Option<&Progress>,
     ) -> Result<Webapp> {
+        let prepared = self.prepare_app(by, slug, source, update, progress).await?;
+        let mut recorded = self.record_apps(by, vec![prepared]).await?;
+        Ok(recorded.remove(0))
+    }
+
+    /// Everything of an installation or update but recording it: the checks, the code fetched
+    /// and kept, the app's record and rules made.
+    pub(crate) async fn prepare_app(
+        &self,
+        by: &Installer<'_>,
+        slug: &str,
+        source: &str,
+        update: bool,
+        progress: Option<&Progress>,
+    ) -> Result<Prepared> {
         check_slug(slug, "app")?;
         let previous = APPS.get(self.store(), by.instance, slug).await?;
         let source = match (&previous, update, source) {
@@ -203,26 +226,50 @@ impl JobsService {
             installed_at_us: previous.as_ref().map_or(now, |p| p.installed_at_us),
             updated_at_us: now,
         };
-        self.app_permissions(by.domain, slug, rules, false).await?;
+        Ok(Prepared {
+            app,
+            rules,
+            services,
+            previous,
+        })
+    }
+
+    /// Records prepared apps of one instance: their permission sets in one call to the auth
+    /// service, their records in one commit (a new instance's apps cost two disk syncs
+    /// together), then their services' triggers.
+    pub(crate) async fn record_apps(&self, by: &Installer<'_>, prepared: Vec<Prepared>) -> Result<Vec<Webapp>> {
+        let sets = prepared
+            .iter()
+            .map(|p| auth_pb::AppPermissions {
+                slug: p.app.slug.clone(),
+                rules: p.rules.clone(),
+                remove: false,
+            })
+            .collect();
+        self.app_permissions(by.domain, sets).await?;
+        let entries = prepared
+            .iter()
+            .map(|p| Entry::Webapp {
+                app: p.app.clone(),
+                deleted: false,
+            })
+            .collect();
         {
             let _guard = self.lock(by.instance).await;
-            self.commit(
-                by.instance,
-                vec![Entry::Webapp {
-                    app: app.clone(),
-                    deleted: false,
-                }],
-            )
-            .await?;
+            self.commit(by.instance, entries).await?;
         }
-        // Most apps declare no service, the built-in ones among them (installed on every
-        // instance at start): no triggers to read then.
-        if !services.is_empty() || previous.as_ref().is_some_and(declares_services) {
-            self.sync_service_triggers(by.instance, by.domain, slug, &services)
-                .await?;
+        let mut apps = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            // Most apps declare no service, the built-in ones among them (installed on every
+            // new instance): no triggers to read then.
+            if !p.services.is_empty() || p.previous.as_ref().is_some_and(declares_services) {
+                self.sync_service_triggers(by.instance, by.domain, &p.app.slug, &p.services)
+                    .await?;
+            }
+            tracing::info!(instance = %by.instance, app = %p.app.slug, version = %p.app.version, "app installed");
+            apps.push(p.app);
         }
-        tracing::info!(instance = %by.instance, app = %slug, version = %app.version, "app installed");
-        Ok(app)
+        Ok(apps)
     }
 
     /// Makes the triggers of the app's services those `services` says: unchanged ones kept
@@ -345,7 +392,7 @@ impl JobsService {
     }
 
     /// Records (or removes) the app's permission set with the auth service.
-    async fn app_permissions(&self, domain: &str, slug: &str, rules: Vec<PermissionRule>, remove: bool) -> Result<()> {
+    async fn app_permissions(&self, domain: &str, apps: Vec<auth_pb::AppPermissions>) -> Result<()> {
         let clients = self
             .inner
             .konnectors
@@ -357,9 +404,7 @@ impl JobsService {
             .clone()
             .set_app_permissions(auth_pb::SetAppPermissionsRequest {
                 domain: domain.to_string(),
-                slug: slug.to_string(),
-                rules,
-                remove,
+                apps,
             })
             .await
             .map_err(|status| match status.code() {
@@ -392,7 +437,12 @@ impl JobsService {
         }
         let instance = by.instance;
         let app = self.get_app(instance, slug).await?;
-        self.app_permissions(by.domain, slug, Vec::new(), true).await?;
+        let removed = auth_pb::AppPermissions {
+            slug: slug.to_string(),
+            rules: Vec::new(),
+            remove: true,
+        };
+        self.app_permissions(by.domain, vec![removed]).await?;
         {
             let _guard = self.lock(instance).await;
             self.commit(

@@ -231,11 +231,21 @@ impl JobsService {
             trusted: true,
             app: "",
         };
+        let mut prepared = Vec::new();
         for slug in slugs() {
-            match self.install_app(&by, slug, &format!("builtin://{slug}"), false).await {
-                Ok(_) | Err(JobsError::Conflict(_)) => {}
+            match self
+                .prepare_app(&by, slug, &format!("builtin://{slug}"), false, None)
+                .await
+            {
+                Ok(app) => prepared.push(app),
+                Err(JobsError::Conflict(_)) => {}
                 Err(err) => return Err(HandlerError(format!("installing {slug}: {err}"))),
             }
+        }
+        if !prepared.is_empty() {
+            self.record_apps(&by, prepared)
+                .await
+                .map_err(|err| HandlerError(format!("installing Cocon's apps: {err}")))?;
         }
         self.install_context_apps(&by, &created.context)
             .await
