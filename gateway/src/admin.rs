@@ -159,6 +159,9 @@ fn no_context(name: &str) -> ApiError {
 
 fn context_json(name: &str, context: &Context) -> serde_json::Value {
     let mut body = serde_json::to_value(context).unwrap_or_default();
+    if let Some(password) = body.get_mut("smtp").and_then(|smtp| smtp.get_mut("password")) {
+        *password = json!("<redacted>");
+    }
     body["context"] = json!(name);
     body["registries"] = json!(if context.registry.is_empty() {
         vec![]

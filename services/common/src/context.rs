@@ -1,6 +1,7 @@
 //! Contexts, cozy-stack's model for institutions: the instances created in a context share its
 //! configuration (the defaults of a new instance, the keys every app reads as it starts, feature
-//! flags, apps installed on each new instance, the registry they come from). Contexts are named
+//! flags, apps installed on each new instance, the registry they come from, the mail server
+//! their mail goes through). Contexts are named
 //! in the configuration file (`[contexts.<name>]`), read by every process that needs them, as
 //! cozy-stack reads its `contexts:`; an instance names its context when it is created.
 
@@ -42,7 +43,23 @@ pub struct Context {
     /// Feature flags of the context's instances (`GET /settings/flags`).
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub flags: Map<String, Value>,
+    /// Where the mail of the context's instances goes: keys of `[jobs.smtp]` ([`SMTP_KEYS`])
+    /// that replace the server's for them, such as another `host` or `noreply_address`.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub smtp: Map<String, Value>,
 }
+
+/// The keys a context's `smtp` may set: those of `[jobs.smtp]`.
+pub const SMTP_KEYS: [&str; 8] = [
+    "host",
+    "port",
+    "security",
+    "username",
+    "password",
+    "noreply_address",
+    "noreply_name",
+    "timeout_secs",
+];
 
 fn optional_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     crate::size::deserialize(d).map(Some)
@@ -103,6 +120,12 @@ impl Contexts {
                 && !context.registry.starts_with("http://")
             {
                 return bad("registry", format!("{:?} is not an http(s) URL", context.registry));
+            }
+            if let Some(key) = context.smtp.keys().find(|k| !SMTP_KEYS.contains(&k.as_str())) {
+                return bad(
+                    &format!("smtp.{key}"),
+                    format!("not a key of [jobs.smtp]: use {}", SMTP_KEYS.join(", ")),
+                );
             }
             for (slug, source) in &context.apps {
                 let slug_ok = !slug.is_empty()
@@ -204,6 +227,7 @@ mod tests {
                 "contexts.a.domain_template",
             ),
             ("[contexts.a]\nregistry = \"ftp://x\"", "contexts.a.registry"),
+            ("[contexts.a]\nsmtp = { server = \"x\" }", "contexts.a.smtp.server"),
             ("[contexts.a]\napps = { notes = \"notes\" }", "contexts.a.apps.notes"),
             (
                 "[contexts.a]\napps = { Notes = \"registry://notes/stable\" }",

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -98,7 +98,7 @@ pub struct WorkerOverride {
 
 /// The SMTP server of the sendmail worker. With no host, mail is refused with an error saying
 /// so (the job errors: nothing pretends to send).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct SmtpConfig {
     pub host: String,
@@ -127,6 +127,32 @@ impl Default for SmtpConfig {
             noreply_name: "Cocon".into(),
             timeout_secs: 30,
         }
+    }
+}
+
+impl SmtpConfig {
+    /// This configuration with a context's `smtp` keys in place of its own.
+    pub fn with(&self, keys: &serde_json::Map<String, serde_json::Value>) -> Result<SmtpConfig, String> {
+        let mut merged = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        for (key, value) in keys {
+            merged[key] = value.clone();
+        }
+        serde_json::from_value(merged).map_err(|e| e.to_string())
+    }
+
+    /// Each context that sends its instances' mail elsewhere, with its whole configuration.
+    pub fn of_contexts(
+        &self,
+        contexts: &cocon_common::context::Contexts,
+    ) -> Result<BTreeMap<String, SmtpConfig>, String> {
+        contexts
+            .iter()
+            .filter(|(_, c)| !c.smtp.is_empty())
+            .map(|(name, c)| {
+                let config = self.with(&c.smtp).map_err(|e| format!("contexts.{name}.smtp: {e}"))?;
+                Ok((name.to_string(), config))
+            })
+            .collect()
     }
 }
 

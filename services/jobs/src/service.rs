@@ -158,7 +158,8 @@ impl JobsService {
             apps_dir.clone(),
         )?);
         let _ = konnectors.bus.set(deps.bus.clone());
-        let workers = Workers::new(&config, Some(konnectors.clone()));
+        let smtp_of_contexts = config.smtp.of_contexts(&deps.contexts).map_err(JobsError::BadRequest)?;
+        let workers = Workers::new(&config, Some(konnectors.clone()), smtp_of_contexts);
         match config.role.as_str() {
             "all" => {}
             "runner" if deps.shared_queue => {}

@@ -38,9 +38,16 @@ async fn test_a_roster_creates_a_contexts_instances_once_with_its_defaults_and_a
     // unreachable, so the app can only come from the context's.
     let (bytes, sha) = super::apps::notes_tarball(dir.path());
     let registry = super::apps::registry(bytes, sha).await;
+    // The server's mail, and the school's own mail server.
     let smtp = SmtpServer::start().await.unwrap();
+    let school_smtp = SmtpServer::start().await.unwrap();
     let cocon = Cocon::builder(&data)
         .smtp(smtp.port)
+        .env("COCON_CONTEXTS__SCHOOL__SMTP__HOST", "127.0.0.1")
+        .env("COCON_CONTEXTS__SCHOOL__SMTP__PORT", school_smtp.port.to_string())
+        .env("COCON_CONTEXTS__SCHOOL__SMTP__SECURITY", "none")
+        .env("COCON_CONTEXTS__SCHOOL__SMTP__NOREPLY_ADDRESS", "noreply@school.test")
+        .env("COCON_CONTEXTS__SCHOOL__SMTP__PASSWORD", "the-smtp-secret")
         .env("COCON_JOBS__APPS__REGISTRY", "http://127.0.0.1:9")
         .env("COCON_CONTEXTS__SCHOOL__DISK_QUOTA", "2GB")
         .env("COCON_CONTEXTS__SCHOOL__LOCALE", "fr")
@@ -65,6 +72,8 @@ async fn test_a_roster_creates_a_contexts_instances_once_with_its_defaults_and_a
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["registries"], json!([registry]));
     assert_eq!(shown["config"]["help_link"], "https://help.school.test");
+    assert!(!out.contains("the-smtp-secret"), "secrets stay out of answers: {out}");
+    assert_eq!(shown["smtp"]["password"], "<redacted>");
     let (status, _) = cocon
         .admin(Method::GET, "/instances/contexts/nowhere", &[])
         .await
@@ -152,8 +161,10 @@ async fn test_a_roster_creates_a_contexts_instances_once_with_its_defaults_and_a
         rows[2].starts_with("emil.school.test,,http://emil.school.test:"),
         "{links}"
     );
-    let mails = smtp.wait_for(1).await;
+    // Through the school's own mail server, from its address.
+    let mails = school_smtp.wait_for(1).await;
     assert_eq!(mails.len(), 1, "only the pupil with an address is mailed");
+    assert!(mails[0].contains("From: Cocon <noreply@school.test>"), "{}", mails[0]);
     let (_, text) = text_of(&mails[0]);
     let token = rows[1]
         .split("registerToken=")
@@ -165,6 +176,14 @@ async fn test_a_roster_creates_a_contexts_instances_once_with_its_defaults_and_a
     assert!(text.contains(token), "the mail holds the same link: {text}");
     let (ok, _, err) = import_more("link", None);
     assert!(!ok && err.contains("--links FILE"), "{err}");
+    // An instance of another context is mailed through the server's own.
+    let add = ["instances", "add", "solo.test", "--email", "solo@example.org"];
+    let (ok, _, err) = cocon_cli(&cocon, &data, &add);
+    assert!(ok, "{err}");
+    let mails = smtp.wait_for(1).await;
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("To: solo@example.org"), "{}", mails[0]);
+    assert_eq!(school_smtp.received().len(), 1);
 
     // Through the admin API: a domain of another context is refused, with its line.
     let (status, body) = post_roster(&cocon, "default", "domain\nana.school.test\nfree.test\n").await;

@@ -116,12 +116,22 @@ const RETRY_DELAY: Duration = Duration::from_millis(60);
 
 impl Workers {
     /// The workers, the `konnector` one when `konnectors` runs them.
-    pub fn new(config: &Config, konnectors: Option<std::sync::Arc<crate::konnectors::Runtime>>) -> Workers {
+    /// `smtp_of_contexts`: the contexts whose mail goes to their own server
+    /// ([`crate::config::SmtpConfig::of_contexts`]).
+    pub fn new(
+        config: &Config,
+        konnectors: Option<std::sync::Arc<crate::konnectors::Runtime>>,
+        smtp_of_contexts: BTreeMap<String, crate::config::SmtpConfig>,
+    ) -> Workers {
         let mut by_name = BTreeMap::new();
         for (name, reserved, max_exec_count, timeout_secs, concurrency) in BUILTIN {
             let work: Option<Arc<dyn Work>> = match name {
                 "log" => Some(Arc::new(log::Log)),
-                "sendmail" => Some(Arc::new(Sendmail::new(config.smtp.clone()))),
+                "sendmail" => Some(Arc::new(Sendmail::new(
+                    config.smtp.clone(),
+                    smtp_of_contexts.clone(),
+                    konnectors.clone(),
+                ))),
                 // One worker runs konnectors and apps' services alike, as cozy-stack does.
                 "konnector" | "service" => match &konnectors {
                     Some(runtime) => Some(Arc::new(konnector::KonnectorWorker::new(runtime.clone()))),
@@ -189,7 +199,7 @@ mod tests {
 
     #[test]
     fn test_job_options_only_lower_the_worker_limits() {
-        let workers = Workers::new(&Config::default(), None);
+        let workers = Workers::new(&Config::default(), None, BTreeMap::new());
         let sendmail = workers.get("sendmail").unwrap();
         let mut job = Job::default();
         assert_eq!(sendmail.limits_of(&job), (3, Duration::from_secs(60)));
@@ -230,7 +240,7 @@ mod tests {
 
     #[test]
     fn test_retry_delay_doubles_with_jitter() {
-        let workers = Workers::new(&Config::default(), None);
+        let workers = Workers::new(&Config::default(), None, BTreeMap::new());
         let w = workers.get("sendmail").unwrap();
         for runs in 1..5u32 {
             let expected = 60.0 * f64::from(1u32 << (runs - 1));

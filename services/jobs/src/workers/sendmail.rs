@@ -6,6 +6,8 @@
 //! says so, never faked: an instance has no e-mail address of its own until its settings exist
 //! (a `noreply` mail must name its recipients).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +23,11 @@ use crate::config::SmtpConfig;
 
 pub struct Sendmail {
     config: SmtpConfig,
+    /// The contexts whose instances' mail goes elsewhere (`[contexts.<name>.smtp]`).
+    by_context: BTreeMap<String, SmtpConfig>,
+    /// Reaches the auth service, to read a mail's instance's context when some context has
+    /// its own server.
+    runtime: Option<Arc<crate::konnectors::Runtime>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,12 +74,41 @@ struct AttachmentIn {
 }
 
 impl Sendmail {
-    pub fn new(config: SmtpConfig) -> Sendmail {
-        Sendmail { config }
+    pub fn new(
+        config: SmtpConfig,
+        by_context: BTreeMap<String, SmtpConfig>,
+        runtime: Option<Arc<crate::konnectors::Runtime>>,
+    ) -> Sendmail {
+        Sendmail {
+            config,
+            by_context,
+            runtime,
+        }
     }
 
-    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, Failure> {
-        let c = &self.config;
+    /// The server (and sender) of the instance at `domain`: its context's when the context has
+    /// its own, else the server's.
+    async fn config_for(&self, domain: &str) -> Result<&SmtpConfig, Failure> {
+        if self.by_context.is_empty() || domain.is_empty() {
+            return Ok(&self.config);
+        }
+        let Some(clients) = self.runtime.as_ref().and_then(|r| r.clients.get()) else {
+            return Err(Failure::transient("the jobs service is starting: the mail waits"));
+        };
+        let instance = clients
+            .auth
+            .clone()
+            .get_instance(cocon_proto::auth::v1::GetInstanceRequest {
+                domain: domain.to_string(),
+                id: String::new(),
+            })
+            .await
+            .map_err(|s| Failure::transient(format!("cannot read the instance's context: {}", s.message())))?
+            .into_inner();
+        Ok(self.by_context.get(&instance.context).unwrap_or(&self.config))
+    }
+
+    fn transport(c: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, Failure> {
         let builder = match c.security.as_str() {
             "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
             "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host)
@@ -94,7 +130,7 @@ impl Sendmail {
         Ok(builder.build())
     }
 
-    fn build(&self, mut mail: Mail) -> Result<Message, Failure> {
+    fn build(config: &SmtpConfig, mut mail: Mail) -> Result<Message, Failure> {
         match mail.mode.as_str() {
             "noreply" | "from" => {}
             other => {
@@ -134,8 +170,8 @@ impl Sendmail {
             ));
         }
         let noreply = Address {
-            name: self.config.noreply_name.clone(),
-            email: self.config.noreply_address.clone(),
+            name: config.noreply_name.clone(),
+            email: config.noreply_address.clone(),
         };
         // The sender is the server's address: mail sent from the person's would fail SPF and
         // DKIM; their own address goes in Reply-To.
@@ -213,13 +249,14 @@ impl Work for Sendmail {
     async fn run(&self, run: Run<'_>) -> Result<(), Failure> {
         let mail: Mail = serde_json::from_slice(&run.job.message)
             .map_err(|e| Failure::permanent(format!("the mail message does not read: {e}")))?;
-        let message = self.build(mail)?;
-        if self.config.host.is_empty() {
+        let config = self.config_for(&run.job.domain).await?;
+        let message = Sendmail::build(config, mail)?;
+        if config.host.is_empty() {
             return Err(Failure::permanent(
                 "no SMTP server is configured: set [jobs.smtp] host (or COCON_JOBS__SMTP__HOST)",
             ));
         }
-        let transport = self.transport()?;
+        let transport = Sendmail::transport(config)?;
         match transport.send(message).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(Failure::permanent(format!("the SMTP server refused the mail: {e}"))),
@@ -232,11 +269,11 @@ impl Work for Sendmail {
 mod tests {
     use super::*;
 
-    fn worker() -> Sendmail {
-        Sendmail::new(SmtpConfig {
+    fn config() -> SmtpConfig {
+        SmtpConfig {
             noreply_address: "noreply@cocon.example".into(),
             ..SmtpConfig::default()
-        })
+        }
     }
 
     #[test]
@@ -250,7 +287,7 @@ mod tests {
             "attachments": [{"filename": "a.txt", "content": "aGVsbG8g\nd29ybGQ=\n"}]
         }))
         .unwrap();
-        let text = String::from_utf8(worker().build(mail).unwrap().formatted()).unwrap();
+        let text = String::from_utf8(Sendmail::build(&config(), mail).unwrap().formatted()).unwrap();
         assert!(text.contains("To: Bob <bob@example.org>"), "{text}");
         assert!(text.contains("Reply-To: Alice <alice@example.org>"), "{text}");
         assert!(text.contains("From: Cocon <noreply@cocon.example>"), "{text}");
@@ -258,6 +295,16 @@ mod tests {
         // The attachment's base64 decoded across its line break.
         assert!(text.contains("\r\nhello world\r\n"), "{text}");
         assert!(text.find("text/plain").unwrap() < text.find("text/html").unwrap());
+    }
+
+    #[test]
+    fn test_a_contexts_smtp_keys_replace_the_servers() {
+        let keys = serde_json::json!({"host": "smtp.school.test", "noreply_address": "noreply@school.test"});
+        let school = config().with(keys.as_object().unwrap()).unwrap();
+        assert_eq!((school.host.as_str(), school.port), ("smtp.school.test", 587));
+        assert_eq!(school.noreply_address, "noreply@school.test");
+        let wrong = serde_json::json!({"port": "twenty-five"});
+        assert!(config().with(wrong.as_object().unwrap()).is_err());
     }
 
     #[test]
@@ -277,7 +324,7 @@ mod tests {
             ),
         ] {
             let mail: Mail = serde_json::from_value(body).unwrap();
-            let failure = worker().build(mail).unwrap_err();
+            let failure = Sendmail::build(&config(), mail).unwrap_err();
             assert!(!failure.retry);
             assert!(failure.message.contains(says), "{}", failure.message);
         }
