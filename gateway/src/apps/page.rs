@@ -15,6 +15,9 @@ pub struct PageValues<'a> {
     pub app: &'a Webapp,
     pub manifest: &'a Value,
     pub subdomains: crate::Subdomains,
+    /// The instance's context (`{{.ContextName}}`) and its feature flags (in `{{.CozyData}}`).
+    pub context: &'a str,
+    pub flags: &'a serde_json::Map<String, Value>,
 }
 
 fn escape(text: &str) -> String {
@@ -62,7 +65,7 @@ impl PageValues<'_> {
                 "slug": self.app.slug,
                 "icon": self.manifest_text("icon"),
             },
-            "flags": {},
+            "flags": self.flags,
             "capabilities": {
                 "file_versioning": true,
                 "flat_subdomains": self.subdomains.is_flat(),
@@ -88,7 +91,7 @@ impl PageValues<'_> {
             "CozyData" => self.cozy_data(),
             "SubDomain" => self.subdomains.as_str().to_string(),
             "Tracking" => "false".to_string(),
-            "ContextName" => String::new(),
+            "ContextName" => self.context.to_string(),
             // Cozy's bar, its legacy client and its theme are Cozy's own assets, not served here:
             // apps that include them get nothing in their place, as with a theme-less context.
             "CozyBar" | "CozyClientJS" | "ThemeCSS" | "Favicon" | "CozyFonts" => String::new(),
@@ -152,6 +155,7 @@ mod tests {
             ..Default::default()
         };
         let manifest = json!({"editor": "Cozy & co", "locales": {"fr": {"name": "Carnet"}}});
+        let flags = json!({"drive.office": true});
         let values = PageValues {
             token: "a.b.c",
             domain: "alice.test:8080",
@@ -159,10 +163,13 @@ mod tests {
             app: &app,
             manifest: &manifest,
             subdomains: crate::Subdomains::Nested,
+            context: "school",
+            flags: flags.as_object().unwrap(),
         };
         let page = values.render(
-            r#"<div data-token="{{.Token}}" data-domain="{{ .Domain }}" data-cozy="{{.CozyData}}">{{.AppName}} {{.AppEditor}} {{.Unknown}} {{if .X}}</div>"#,
+            r#"<div data-token="{{.Token}}" data-domain="{{ .Domain }}" data-cozy="{{.CozyData}}" data-context="{{.ContextName}}">{{.AppName}} {{.AppEditor}} {{.Unknown}} {{if .X}}</div>"#,
         );
+        assert!(page.contains(r#"data-context="school""#), "{page}");
         assert!(page.contains(r#"data-token="a.b.c""#), "{page}");
         assert!(page.contains(r#"data-domain="alice.test:8080""#), "{page}");
         assert!(page.contains("Carnet Cozy &amp; co {{.Unknown}} {{if .X}}"), "{page}");
@@ -172,6 +179,7 @@ mod tests {
         let data: Value = serde_json::from_str(&page[start..end].replace("&#34;", "\"")).unwrap();
         assert_eq!(data["token"], "a.b.c");
         assert_eq!(data["app"]["slug"], "notes");
+        assert_eq!(data["flags"], json!({"drive.office": true}), "the context's flags");
         assert_eq!(values.render("no braces {{ unterminated"), "no braces {{ unterminated");
     }
 }

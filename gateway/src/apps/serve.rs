@@ -491,7 +491,7 @@ async fn serve(
     }
     let template = read(state, &app, &file_path).await?;
     let template = String::from_utf8_lossy(&template);
-    let (token, locale) = match &signed_in {
+    let (token, locale, context) = match &signed_in {
         Some(answer) => {
             let token = state
                 .clients
@@ -507,15 +507,28 @@ async fn serve(
                 .await?
                 .into_inner()
                 .token;
-            let locale = answer.instance.as_ref().map(|i| i.locale.clone()).unwrap_or_default();
-            (token, locale)
+            let instance = answer.instance.as_ref();
+            let locale = instance.map(|i| i.locale.clone()).unwrap_or_default();
+            (token, locale, instance.map(|i| i.context.clone()).unwrap_or_default())
         }
         // A public page: a sharing link's code, as cozy-stack passes it.
         None => {
             let code = query_value(request.uri(), "sharecode").unwrap_or_default();
-            (code, String::new())
+            let instance = state
+                .clients
+                .auth
+                .clone()
+                .get_instance(auth_pb::GetInstanceRequest {
+                    domain: instance_host.to_string(),
+                    id: String::new(),
+                })
+                .await?
+                .into_inner();
+            (code, String::new(), instance.context)
         }
     };
+    let no_flags = serde_json::Map::new();
+    let flags = state.contexts.get(&context).map_or(&no_flags, |c| &c.flags);
     let locale = if locale.is_empty() { "en".to_string() } else { locale };
     // Where the app reaches the API, as the browser names it (with the public port).
     let domain = origin.split_once("://").map_or(instance_host, |(_, d)| d);
@@ -526,6 +539,8 @@ async fn serve(
         app: &app,
         manifest: &manifest,
         subdomains: state.config.subdomains,
+        context: &context,
+        flags,
     }
     .render(&template);
     let mut answer = Response::new(Body::from(page));

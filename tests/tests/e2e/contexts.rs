@@ -2,7 +2,8 @@
 //! instances their defaults, the keys and flags apps read, and apps from its own registry; a
 //! roster creates its instances in bulk, reports the rows it cannot take, and can run again.
 
-use cocon_tests::{Cocon, SmtpServer, cocon_bin, text_of};
+use cocon_tests::sharing::PASSPHRASE;
+use cocon_tests::{Browser, Cocon, SmtpServer, cocon_bin, submit_onboarding, text_of};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -174,6 +175,26 @@ async fn test_a_roster_creates_a_contexts_instances_once_with_its_defaults_and_a
         .next()
         .unwrap();
     assert!(text.contains(token), "the mail holds the same link: {text}");
+    // The link works: the pupil chooses a passphrase with it, and her apps start with her
+    // context's name and flags in their page.
+    let link = rows[1].split(',').nth(2).unwrap();
+    let path = format!("/{}", link.splitn(4, '/').nth(3).unwrap());
+    let mut dana = Browser::new(&cocon.http, "dana.school.test");
+    assert_eq!(dana.get(&path).await.status, 200);
+    let csrf = dana.csrf();
+    let page = submit_onboarding(&mut dana, &csrf, token, PASSPHRASE, PASSPHRASE).await;
+    assert_eq!(page.status, 303, "{page:?}");
+    let dana_apps = cocon.token("dana.school.test", "io.cozy.apps").await.unwrap();
+    let dana_api = cocon.api("dana.school.test", Some(&dana_apps));
+    let home = super::jobs::until(&dana_api, "/apps/home", |r| r.status == 200).await;
+    assert_eq!(home.status, 200, "{}", home.text);
+    let page = dana.to_domain("home.dana.school.test").get("/").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.text.contains("&#34;flags&#34;:{&#34;drive_office&#34;:true}"),
+        "{}",
+        page.text
+    );
     let (ok, _, err) = import_more("link", None);
     assert!(!ok && err.contains("--links FILE"), "{err}");
     // An instance of another context is mailed through the server's own.
