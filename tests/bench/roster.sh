@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Bulk provisioning on a release server: a roster of N rows (100,000) imported into a context
 # with `cocon instances import` (BATCH rows per request, one commit each), then the same roster
-# again (every row already there). Also: how long until the last instance has Cocon's own apps
-# (installed after each creation, from the bus), and the server's RSS. Prints one JSON line.
+# again (every row already there). Also: how long until every new instance has Cocon's own apps
+# (installed after each creation, from the bus: `cocon_events_handled_total` of their consumer),
+# and the server's RSS. Prints one JSON line.
 # Usage: bash tests/bench/roster.sh [N] [BATCH]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,11 +31,12 @@ T0=$(now)
 T1=$(now)
 "$BIN" instances import "$D/roster.csv" --context school --batch "$BATCH" "${A[@]}" 2> "$D/again"
 T2=$(now)
-LAST=$(printf 'pupil%07d.school.test' $((N - 1)))
-TOKEN=$("$BIN" instances token-cli "$LAST" io.cozy.apps "${A[@]}" 2>/dev/null)
-until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $LAST" -H "Authorization: Bearer $TOKEN" http://127.0.0.1:28380/apps/settings)" = 200 ]; do
-  sleep 0.5
-done
+# Every new instance's apps are installed once the consumer of the creations has handled N.
+handled() {
+  curl -s http://127.0.0.1:26360/metrics |
+    awk '/^cocon_events_handled_total\{consumer="jobs-builtin-apps"\}/ {print $2}'
+}
+until [ "$(handled)" = "$N" ]; do sleep 0.5; done
 T3=$(now)
 RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
 /usr/bin/python3 - "$N" "$T0" "$T1" "$T2" "$T3" "$RSS" "$D/first" "$D/again" <<'PY'

@@ -53,7 +53,11 @@ where
             let message = delivery.message.clone();
             let attempt = delivery.attempt;
             let result = match handler(message.clone()).await {
-                Ok(()) => delivery.ack().await,
+                Ok(()) => {
+                    // How far each consumer got: what operators watch when work piles up.
+                    metrics::counter!("cocon_events_handled_total", "consumer" => spec.durable.clone()).increment(1);
+                    delivery.ack().await
+                }
                 Err(err) if attempt >= spec.max_deliver => {
                     tracing::error!(consumer = %spec.durable, subject = %message.subject, attempt, error = %err, "dead-lettering event");
                     metrics::counter!("cocon_events_dead_lettered_total", "consumer" => spec.durable.clone())

@@ -272,6 +272,22 @@ async fn test_a_roster_creates_a_contexts_instances_once_with_its_defaults_and_a
         404,
         "other contexts' apps do not"
     );
+
+    // The consumer that installs them says how far it got: one creation handled per instance
+    // (ana, ben, dana, emil, free, solo).
+    let handled = || async {
+        let (_, metrics) = cocon.admin(Method::GET, "/metrics", &[]).await.unwrap();
+        let text = metrics.as_str().unwrap_or_default().to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cocon_events_handled_total{consumer=\"jobs-builtin-apps\"} "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while handled().await < 6 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(handled().await, 6);
 }
 
 /// `POST /instances/import?ContextName=…` with a CSV body.
