@@ -519,8 +519,8 @@ async fn serve(
                 .auth
                 .clone()
                 .get_instance(auth_pb::GetInstanceRequest {
-                    domain: instance_host.to_string(),
-                    id: String::new(),
+                    domain: String::new(),
+                    id: instance.to_string(),
                 })
                 .await?
                 .into_inner();
