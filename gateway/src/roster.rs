@@ -67,8 +67,15 @@ pub fn read(text: &[u8], context_name: &str, context: &Context, first_line: u64)
         column("class"),
     );
     let mut roster = Roster::default();
-    for (i, record) in reader.records().enumerate() {
-        let line = first_line + i as u64;
+    let mut next_line = first_line;
+    for record in reader.records() {
+        // The file's line of the row: a quoted field may hold line breaks, so rows are not
+        // one line each (the body's first row is on its line 2).
+        let line = match &record {
+            Ok(r) => r.position().map_or(next_line, |p| first_line + p.line() - 2),
+            Err(_) => next_line,
+        };
+        next_line = line + 1;
         let record = match record {
             Ok(record) => record,
             Err(e) => {
@@ -168,6 +175,11 @@ mod tests {
         assert_eq!(roster.rows[1].1.public_name, "Léa Roux");
         let lines: Vec<(u64, &str)> = roster.rejected.iter().map(|r| (r.line, r.who.as_str())).collect();
         assert_eq!(lines, [(3, "bad name"), (4, "amartin"), (5, "")]);
+        // A quoted field across lines: the rows after it keep their file lines.
+        let text = "domain,name\na.test,\"two\nlines\"\nBad Domain,x\n";
+        let quoted = read(text.as_bytes(), "school", &school(), 2).unwrap();
+        assert_eq!(quoted.rows[0].0, 2);
+        assert_eq!(quoted.rows[1].0, 4, "{:?}", quoted.rows);
         assert!(
             roster.rejected[1].reason.contains("not a size"),
             "{:?}",
