@@ -4,6 +4,10 @@ pub enum BusError {
     Unavailable(String),
     #[error("event bus error: {0}")]
     Other(String),
+    /// The in-process bus holds as much as it may keep in memory and a consumer still needs
+    /// the oldest of it: the publisher keeps the events (in its outbox) and retries.
+    #[error("stream {0} is full of events a consumer has not handled yet; publishing again once it catches up")]
+    Backlogged(String),
     #[error("no stream holds subject {0}")]
     NoStream(String),
     #[error(transparent)]
@@ -13,7 +17,7 @@ pub enum BusError {
 impl cocon_common::ServiceError for BusError {
     fn error_code(&self) -> cocon_common::ErrorCode {
         match self {
-            BusError::Unavailable(_) => cocon_common::ErrorCode::Unavailable,
+            BusError::Unavailable(_) | BusError::Backlogged(_) => cocon_common::ErrorCode::Unavailable,
             BusError::Storage(e) => e.error_code(),
             _ => cocon_common::ErrorCode::Internal,
         }

@@ -30,7 +30,7 @@ pub use envelope::{SCHEMA_VERSION, Stamp, Topic, envelope};
 pub use error::BusError;
 pub use live::{Listener, Live};
 pub use log::{EventLog, decode_envelope};
-pub use memory::MemoryBus;
+pub use memory::{MemoryBus, MemoryCaps};
 pub use nats::{NatsAuth, NatsBus};
 pub use outbox::{Appended, Outbox, Relay, RelayConfig, Sealed};
 pub use projection::{Projection, ProjectionError, rebuild};

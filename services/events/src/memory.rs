@@ -3,6 +3,12 @@
 //!
 //! Messages live as long as the process. Nothing is lost across a restart all the same: events
 //! stay in the durable outbox until the bus has them, and the event log is the source of truth.
+//!
+//! Memory is bounded per stream ([`MemoryCaps`]). Past that bound the bus drops only what every
+//! live consumer has handled; while a consumer still needs the oldest message, a publish is
+//! refused ([`BusError::Backlogged`]) and the events wait in the publisher's outbox, on disk,
+//! until the consumer catches up. A consumer that is gone (its subscription dropped) or stalled
+//! (no delivery taken for [`MemoryCaps::stall_after`]) holds nothing back.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -44,6 +50,7 @@ struct Stream {
     recent_ids: foldhash::HashMap<u64, u32>,
     recent_order: VecDeque<(Instant, u64)>,
     consumers: HashMap<String, ConsumerState>,
+    caps: MemoryCaps,
     /// Wakes this stream's subscribers only: the documents stream, busy and often without
     /// subscribers, does not wake the others' at every publish.
     notify: Arc<Notify>,
@@ -62,12 +69,45 @@ struct ConsumerState {
     /// The one message handed out and not acked yet: (seq, attempt, redeliver at).
     in_flight: Option<(u64, u32, Instant)>,
     ack_wait: Duration,
+    /// How many subscriptions are open on it.
+    subscribed: u32,
+    /// When it last took or settled a delivery (or found nothing to take).
+    last_seen: Instant,
+    /// Already warned that its backlog no longer holds the stream.
+    warned_stalled: bool,
 }
 
-/// Messages wait in memory here: the in-process bus keeps at most this much per stream, whatever
-/// the configured limits (the event logs hold everything durably).
-const MAX_BYTES_IN_MEMORY: i64 = 64 * 1024 * 1024;
-const MAX_MESSAGES_IN_MEMORY: i64 = 200_000;
+impl ConsumerState {
+    /// Whether this consumer still needs the message `seq` on `subject`.
+    fn needs(&self, seq: u64, subject: &str, now: Instant, stall_after: Duration) -> bool {
+        if self.subscribed == 0 || now.duration_since(self.last_seen) > stall_after {
+            return false;
+        }
+        self.in_flight.is_some_and(|(s, _, _)| s == seq) || (seq >= self.next_seq && matches(&self.filter, subject))
+    }
+}
+
+/// How much a stream keeps in memory. Distinct from its retention limits: retention drops old
+/// messages whoever needs them, as JetStream does; past these caps the bus pushes back instead.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryCaps {
+    pub max_messages: usize,
+    pub max_bytes: i64,
+    /// A consumer that has taken no delivery for this long while messages wait for it no
+    /// longer holds the stream back (a wedged handler must not stop every other consumer).
+    pub stall_after: Duration,
+}
+
+impl Default for MemoryCaps {
+    fn default() -> Self {
+        MemoryCaps {
+            max_messages: 200_000,
+            max_bytes: 64 * 1024 * 1024,
+            stall_after: Duration::from_secs(120),
+        }
+    }
+}
+
 /// Duplicates are looked for among at most this many recent ids, whatever the window: the only
 /// re-publisher in-process is the relay retrying what it just sent, and memory stays bounded
 /// at any event rate (a two-minute window at 20k events/s would hold 2.4M ids).
@@ -76,29 +116,22 @@ static ID_HASHER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_
 
 impl MemoryBus {
     pub fn new(streams: Vec<StreamSpec>) -> MemoryBus {
+        MemoryBus::with_caps(streams, MemoryCaps::default())
+    }
+
+    pub fn with_caps(streams: Vec<StreamSpec>, caps: MemoryCaps) -> MemoryBus {
         let streams = streams
             .into_iter()
-            .map(|mut spec| {
-                spec.max_bytes = if spec.max_bytes > 0 {
-                    spec.max_bytes.min(MAX_BYTES_IN_MEMORY)
-                } else {
-                    MAX_BYTES_IN_MEMORY
-                };
-                spec.max_messages = if spec.max_messages > 0 {
-                    spec.max_messages.min(MAX_MESSAGES_IN_MEMORY)
-                } else {
-                    MAX_MESSAGES_IN_MEMORY
-                };
-                Stream {
-                    spec,
-                    messages: VecDeque::new(),
-                    bytes: 0,
-                    next_seq: 1,
-                    recent_ids: Default::default(),
-                    recent_order: VecDeque::new(),
-                    consumers: HashMap::new(),
-                    notify: Arc::new(Notify::new()),
-                }
+            .map(|spec| Stream {
+                spec,
+                messages: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+                recent_ids: Default::default(),
+                recent_order: VecDeque::new(),
+                consumers: HashMap::new(),
+                caps,
+                notify: Arc::new(Notify::new()),
             })
             .collect();
         MemoryBus {
@@ -134,6 +167,7 @@ impl Stream {
             self.bytes -= dropped.message.payload.len() as i64;
         }
         let window = spec.duplicate_window;
+        self.make_room(0, now);
         while let Some((at, _)) = self.recent_order.front() {
             if now.duration_since(*at) <= window && self.recent_order.len() <= MAX_RECENT_IDS {
                 break;
@@ -146,6 +180,32 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// Drops the oldest messages no live consumer needs until `extra` more bytes and one more
+    /// message (if `extra > 0`) fit the memory caps; gives whether they do.
+    fn make_room(&mut self, extra: i64, now: Instant) -> bool {
+        let more = usize::from(extra > 0);
+        while self.messages.len() + more > self.caps.max_messages || self.bytes + extra > self.caps.max_bytes {
+            let Some(front) = self.messages.front() else {
+                return true;
+            };
+            let (seq, subject) = (front.seq, front.message.subject.as_str());
+            let stall_after = self.caps.stall_after;
+            if self.consumers.values().any(|c| c.needs(seq, subject, now, stall_after)) {
+                return false;
+            }
+            for (name, consumer) in &mut self.consumers {
+                let stalled = consumer.subscribed > 0 && seq >= consumer.next_seq && matches(&consumer.filter, subject);
+                if stalled && !consumer.warned_stalled {
+                    consumer.warned_stalled = true;
+                    tracing::warn!(stream = %self.spec.name, consumer = %name, "a consumer has taken no event for too long: the stream drops what it has not handled");
+                }
+            }
+            let dropped = self.messages.pop_front().expect("front exists");
+            self.bytes -= dropped.message.payload.len() as i64;
+        }
+        true
     }
 
     /// Whether a message with `id` is among the most recent ones kept. A duplicate whose first
@@ -179,6 +239,11 @@ impl State {
         let hash = ID_HASHER.hash_one(message.id.as_str());
         if stream.recent_ids.contains_key(&hash) && stream.is_duplicate(&message.id) {
             return Ok((index, false));
+        }
+        // A lone message larger than the caps is still taken: refusing it would wedge the outbox.
+        let size = (message.payload.len() as i64).max(1);
+        if !stream.make_room(size, now) && !stream.messages.is_empty() {
+            return Err(BusError::Backlogged(stream.spec.name.clone()));
         }
         *stream.recent_ids.entry(hash).or_default() += 1;
         stream.recent_order.push_back((now, hash));
@@ -259,12 +324,18 @@ impl EventBus for MemoryBus {
             .find(|s| s.spec.name == spec.stream)
             .ok_or_else(|| BusError::NoStream(spec.stream.clone()))?;
         let first = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
-        stream.consumers.entry(spec.durable.clone()).or_insert(ConsumerState {
+        let now = Instant::now();
+        let consumer = stream.consumers.entry(spec.durable.clone()).or_insert(ConsumerState {
             filter: spec.filter.clone(),
             next_seq: first,
             in_flight: None,
             ack_wait: spec.ack_wait,
+            subscribed: 0,
+            last_seen: now,
+            warned_stalled: false,
         });
+        consumer.subscribed += 1;
+        consumer.last_seen = now;
         Ok(Box::new(MemorySubscription {
             inner: self.inner.clone(),
             notify: stream.notify.clone(),
@@ -333,6 +404,8 @@ impl MemorySubscription {
         let consumer = stream.consumers.get_mut(&self.durable).expect("checked above");
         consumer.in_flight = in_flight;
         consumer.next_seq = next_seq;
+        consumer.last_seen = now;
+        consumer.warned_stalled = false;
         Ok(match deliver {
             Some((message, seq, attempt)) => Next::Deliver(self.delivery(message, seq, attempt)),
             None => Next::WaitUntil(None),
@@ -376,6 +449,22 @@ impl Subscription for MemorySubscription {
     }
 }
 
+impl Drop for MemorySubscription {
+    /// A closed subscription holds no message back; its consumer resumes where it acked if it
+    /// subscribes again, from what retention kept.
+    fn drop(&mut self) {
+        let Ok(mut state) = self.inner.state.lock() else { return };
+        if let Some(consumer) = state
+            .streams
+            .iter_mut()
+            .find(|s| s.spec.name == self.stream)
+            .and_then(|s| s.consumers.get_mut(&self.durable))
+        {
+            consumer.subscribed = consumer.subscribed.saturating_sub(1);
+        }
+    }
+}
+
 struct MemoryAcker {
     inner: Arc<Inner>,
     notify: Arc<Notify>,
@@ -386,6 +475,7 @@ struct MemoryAcker {
 
 impl MemoryAcker {
     fn update(&self, f: impl FnOnce(&mut ConsumerState)) {
+        let now = Instant::now();
         let mut state = self.inner.state.lock().expect("bus state poisoned");
         if let Some(consumer) = state
             .streams
@@ -394,6 +484,7 @@ impl MemoryAcker {
             .and_then(|s| s.consumers.get_mut(&self.durable))
             && consumer.in_flight.is_some_and(|(seq, _, _)| seq == self.seq)
         {
+            consumer.last_seen = now;
             f(consumer);
         }
     }

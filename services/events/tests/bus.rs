@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cocon_common::Shutdown;
 use cocon_events::{
-    Appended, ConsumerSpec, EventBus, EventLog, HandlerError, MemoryBus, Message, NatsBus, Relay, RelayConfig,
-    StreamSpec, decode_envelope, run_consumer,
+    Appended, BusError, ConsumerSpec, EventBus, EventLog, HandlerError, MemoryBus, MemoryCaps, Message, NatsBus, Relay,
+    RelayConfig, StreamSpec, decode_envelope, run_consumer,
 };
 use cocon_proto::events::v1::Envelope;
 use cocon_storage::{Batch, EmbeddedStore, Store};
@@ -496,4 +496,138 @@ async fn test_a_cancelled_commit_lands_and_its_sequences_stay_used() {
     );
     shutdown.trigger();
     relay.await.unwrap();
+}
+
+fn small_caps(max_messages: usize, stall_after: Duration) -> MemoryCaps {
+    MemoryCaps {
+        max_messages,
+        max_bytes: 1 << 20,
+        stall_after,
+    }
+}
+
+/// Past its memory caps the in-process bus drops only what live consumers have handled: while
+/// one still needs the oldest message a publish is refused, and accepted again once it acks.
+/// A consumer of other subjects, or one whose subscription is gone, holds nothing back.
+#[tokio::test]
+async fn test_memory_bus_pushes_back_instead_of_dropping_what_a_consumer_needs() {
+    let bus = MemoryBus::with_caps(streams(100_000), small_caps(10, Duration::from_secs(120)));
+    let mut slow = bus.subscribe(spec("slow", "cocon.test.kept", 5)).await.unwrap();
+    let _other = bus.subscribe(spec("other", "cocon.test.elsewhere", 5)).await.unwrap();
+    for i in 0..10 {
+        bus.publish(msg("cocon.test.kept", &format!("k{i}"))).await.unwrap();
+    }
+    let refused = bus.publish(msg("cocon.test.kept", "k10")).await;
+    assert!(
+        matches!(refused, Err(BusError::Backlogged(ref s)) if s == "TEST"),
+        "{refused:?}"
+    );
+    let (sent, failed) = bus
+        .publish_all(vec![msg("cocon.test.kept", "k10"), msg("cocon.test.kept", "k11")])
+        .await;
+    assert_eq!(sent, 0);
+    assert!(matches!(failed, Some(BusError::Backlogged(_))));
+    // Handling three makes room for three.
+    for i in 0..3 {
+        let d = next(&mut slow).await;
+        assert_eq!(d.message.payload, Bytes::from(format!("k{i}")));
+        d.ack().await.unwrap();
+    }
+    let more: Vec<Message> = (10..14).map(|i| msg("cocon.test.kept", &format!("k{i}"))).collect();
+    let (sent, failed) = bus.publish_all(more).await;
+    assert_eq!(sent, 3, "{failed:?}");
+    // Every message reaches the slow consumer, in order, none dropped.
+    for i in 3..13 {
+        let d = next(&mut slow).await;
+        assert_eq!(d.message.payload, Bytes::from(format!("k{i}")));
+        d.ack().await.unwrap();
+    }
+    // A new consumer starts from the oldest message kept and needs all ten; once its
+    // subscription is gone it no longer holds the stream.
+    let mut gone = bus.subscribe(spec("gone", "cocon.test.kept", 5)).await.unwrap();
+    assert!(bus.publish(msg("cocon.test.kept", "k13")).await.is_err());
+    assert_eq!(next(&mut gone).await.message.payload, Bytes::from("k3"));
+    drop(gone);
+    for i in 13..23 {
+        bus.publish(msg("cocon.test.kept", &format!("k{i}"))).await.unwrap();
+    }
+    for i in 13..23 {
+        let d = next(&mut slow).await;
+        assert_eq!(d.message.payload, Bytes::from(format!("k{i}")));
+        d.ack().await.unwrap();
+    }
+    assert_eq!(bus.stream_len("TEST"), 10, "the oldest, handled, were dropped");
+}
+
+/// A consumer that takes nothing for longer than the stall limit (a wedged handler) stops
+/// holding the stream: the others' events flow again.
+#[tokio::test]
+async fn test_a_stalled_consumer_stops_holding_the_memory_bus() {
+    let stall = Duration::from_millis(300);
+    let bus = MemoryBus::with_caps(streams(100_000), small_caps(5, stall));
+    let _wedged = bus.subscribe(spec("wedged", "cocon.test.>", 5)).await.unwrap();
+    for i in 0..5 {
+        bus.publish(msg("cocon.test.s", &format!("s{i}"))).await.unwrap();
+    }
+    assert!(bus.publish(msg("cocon.test.s", "s5")).await.is_err());
+    let started = std::time::Instant::now();
+    let mut accepted = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if bus.publish(msg("cocon.test.s", "s5")).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "the wedged consumer still holds the stream");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it held the stream while live"
+    );
+}
+
+/// The regression the caps used to cause: far more events than the bus keeps in memory,
+/// committed faster than a consumer handles them, all reach it, once and in order. The bus
+/// pushes back and the rest waits in the outbox on disk.
+#[tokio::test]
+async fn test_a_slow_consumer_gets_every_event_past_the_memory_bus_caps() {
+    let bus = Arc::new(MemoryBus::with_caps(
+        streams(100_000),
+        small_caps(40, Duration::from_secs(120)),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (store, log) = open_log(dir.path()).await;
+    let mut sub = bus.subscribe(spec("slow", "cocon.test.flood", 5)).await.unwrap();
+    let shutdown = Shutdown::new();
+    let relay = spawn_relay(&log, bus.clone(), 16, 20, &shutdown);
+    const EVENTS: u64 = 1_000;
+    for i in 0..EVENTS {
+        let mut batch = Batch::new();
+        let mut appended = Appended::default();
+        let envelope = Envelope {
+            id: format!("flood-{i}"),
+            r#type: "test.flood".into(),
+            instance: "a".into(),
+            seq: i + 1,
+            subject: "cocon.test.flood".into(),
+            ..Envelope::default()
+        };
+        log.append(&mut batch, &mut appended, &envelope);
+        let sealed = log.seal(&mut batch, appended);
+        store.apply(batch).await.unwrap();
+        log.outbox().hand_over(sealed);
+    }
+    assert!(
+        log.outbox().backlog().await.unwrap() > 0,
+        "the bus took everything: the test does not exercise its caps"
+    );
+    for expected in 1..=EVENTS {
+        let d = next(&mut sub).await;
+        let envelope = decode_envelope(&d.message.payload).unwrap();
+        assert_eq!(envelope.seq, expected, "every event, once, in order");
+        d.ack().await.unwrap();
+    }
+    shutdown.trigger();
+    relay.await.unwrap();
+    assert_eq!(log.outbox().backlog().await.unwrap(), 0);
 }
