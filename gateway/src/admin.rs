@@ -162,6 +162,9 @@ fn context_json(name: &str, context: &Context) -> serde_json::Value {
     if let Some(password) = body.get_mut("smtp").and_then(|smtp| smtp.get_mut("password")) {
         *password = json!("<redacted>");
     }
+    if let Some(secret) = body.get_mut("oidc").and_then(|oidc| oidc.get_mut("client_secret")) {
+        *secret = json!("<redacted>");
+    }
     body["context"] = json!(name);
     body["registries"] = json!(if context.registry.is_empty() {
         vec![]

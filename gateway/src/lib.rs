@@ -80,6 +80,7 @@ impl Gateway {
         let metrics = &self.state.http_metrics;
         let routes = data::routes()
             .merge(person::login::routes())
+            .merge(person::oidc::routes())
             .merge(person::reset::routes())
             .merge(person::settings::routes())
             .merge(person::instance::routes())

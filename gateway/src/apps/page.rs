@@ -18,6 +18,8 @@ pub struct PageValues<'a> {
     /// The instance's context (`{{.ContextName}}`) and its feature flags (in `{{.CozyData}}`).
     pub context: &'a str,
     pub flags: &'a serde_json::Map<String, Value>,
+    /// The context's identity provider, when its instances sign in with one.
+    pub oidc: Option<&'a cocon_common::context::Oidc>,
 }
 
 fn escape(text: &str) -> String {
@@ -69,9 +71,9 @@ impl PageValues<'_> {
             "capabilities": {
                 "file_versioning": true,
                 "flat_subdomains": self.subdomains.is_flat(),
-                "can_auth_with_password": true,
+                "can_auth_with_password": !self.oidc.is_some_and(|o| o.disable_password_authentication),
                 "can_auth_with_magic_links": false,
-                "can_auth_with_oidc": false,
+                "can_auth_with_oidc": self.oidc.is_some(),
             },
         })
         .to_string()
@@ -165,6 +167,7 @@ mod tests {
             subdomains: crate::Subdomains::Nested,
             context: "school",
             flags: flags.as_object().unwrap(),
+            oidc: None,
         };
         let page = values.render(
             r#"<div data-token="{{.Token}}" data-domain="{{ .Domain }}" data-cozy="{{.CozyData}}" data-context="{{.ContextName}}">{{.AppName}} {{.AppEditor}} {{.Unknown}} {{if .X}}</div>"#,

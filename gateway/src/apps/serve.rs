@@ -528,7 +528,9 @@ async fn serve(
         }
     };
     let no_flags = serde_json::Map::new();
-    let flags = state.contexts.get(&context).map_or(&no_flags, |c| &c.flags);
+    let settings = state.contexts.get(&context);
+    let flags = settings.map_or(&no_flags, |c| &c.flags);
+    let oidc = settings.and_then(|c| c.oidc.as_ref());
     let locale = if locale.is_empty() { "en".to_string() } else { locale };
     // Where the app reaches the API, as the browser names it (with the public port).
     let domain = origin.split_once("://").map_or(instance_host, |(_, d)| d);
@@ -541,6 +543,7 @@ async fn serve(
         subdomains: state.config.subdomains,
         context: &context,
         flags,
+        oidc,
     }
     .render(&template);
     let mut answer = Response::new(Body::from(page));

@@ -169,13 +169,14 @@ async fn update(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes)
 /// unlisted capability is false).
 async fn capabilities(AxState(state): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
     let flat = state.config.subdomains.is_flat();
-    for_any_app(&state, &headers, "capabilities", |_| {
+    for_any_app(&state, &headers, "capabilities", |context| {
+        let oidc = context.oidc.as_ref();
         json!({
             "file_versioning": true,
             "flat_subdomains": flat,
-            "can_auth_with_password": true,
+            "can_auth_with_password": !oidc.is_some_and(|o| o.disable_password_authentication),
             "can_auth_with_magic_links": false,
-            "can_auth_with_oidc": false,
+            "can_auth_with_oidc": oidc.is_some(),
         })
     })
     .await

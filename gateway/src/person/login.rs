@@ -174,11 +174,24 @@ async fn login_page(
             Vec::new(),
         ));
     }
+    let provider = crate::person::oidc::provider(&state, &instance);
+    if provider.is_some_and(|p| p.disable_password_authentication) {
+        let mut to = url::Url::parse("http://x/oidc/start").expect("a URL");
+        to.query_pairs_mut().append_pair("redirect", &redirect);
+        return Ok(see_other(
+            &format!("/oidc/start?{}", to.query().unwrap_or_default()),
+            Vec::new(),
+        ));
+    }
     let (csrf, cookie) = cookies::csrf_token(&headers, state.config.public_https);
+    let mut body = web::login(&instance.domain, &csrf, &redirect, None);
+    if provider.is_some() {
+        body.push_str(&web::oidc_link(&redirect));
+    }
     Ok(web::sign_in_page(
         StatusCode::OK,
         "Sign in",
-        &web::login(&instance.domain, &csrf, &redirect, None),
+        &body,
         cookie.into_iter().collect(),
         &form_ends(&state, &host(&headers)?, &redirect),
     ))

@@ -10,6 +10,7 @@ pub(crate) mod instance;
 pub(crate) mod link;
 pub(crate) mod login;
 pub(crate) mod mail;
+pub(crate) mod oidc;
 pub(crate) mod reset;
 pub(crate) mod settings;
 pub(crate) mod twofactor;

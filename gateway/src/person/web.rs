@@ -109,6 +109,16 @@ pub fn login(domain: &str, csrf: &str, redirect: &str, error: Option<&str>) -> S
     )
 }
 
+/// The way in through the institution's identity provider, under the passphrase form.
+pub fn oidc_link(redirect: &str) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("redirect", redirect);
+    format!(
+        "<p><a href=\"/oidc/start?{}\" id=\"oidc-start\">Sign in with your institution's account</a></p>",
+        escape(&query.finish())
+    )
+}
+
 pub fn onboarding(domain: &str, csrf: &str, token: &str, error: Option<&str>) -> String {
     choose_passphrase(
         &format!("Welcome to {domain}"),

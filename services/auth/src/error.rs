@@ -48,6 +48,9 @@ pub enum AuthError {
     Storage(#[from] cocon_storage::StorageError),
     #[error(transparent)]
     Events(#[from] cocon_events::BusError),
+    /// Something the service depends on outside the mesh (an identity provider) is down.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("corrupt auth record: {0}")]
     Corrupt(String),
 }
@@ -98,6 +101,7 @@ impl ServiceError for AuthError {
             AuthError::OAuth { .. } => ErrorCode::BadRequest,
             AuthError::Storage(e) => e.error_code(),
             AuthError::Events(e) => e.error_code(),
+            AuthError::Unavailable(_) => ErrorCode::Unavailable,
             AuthError::MasterKey { .. } | AuthError::Corrupt(_) => ErrorCode::Internal,
         }
     }

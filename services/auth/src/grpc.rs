@@ -240,6 +240,28 @@ impl pb::auth_service_server::AuthService for AuthService {
         ))
     }
 
+    async fn start_oidc(&self, req: Request<pb::StartOidcRequest>) -> Result<Response<pb::StartOidcResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(self.start_oidc(&req.host, &req.redirect).await?))
+    }
+
+    async fn oidc_return(
+        &self,
+        req: Request<pb::OidcReturnRequest>,
+    ) -> Result<Response<pb::OidcReturnResponse>, Status> {
+        let host = self.oidc_return(&req.into_inner().state)?;
+        Ok(Response::new(pb::OidcReturnResponse { host }))
+    }
+
+    async fn login_oidc(&self, req: Request<pb::LoginOidcRequest>) -> Result<Response<pb::LoginOidcResponse>, Status> {
+        let req = req.into_inner();
+        let origin = Origin {
+            user_agent: req.user_agent.clone(),
+            remote_ip: req.remote_ip.clone(),
+        };
+        Ok(Response::new(self.login_oidc(&req, &origin).await?))
+    }
+
     async fn enable_two_factor(
         &self,
         req: Request<pb::EnableTwoFactorRequest>,

@@ -15,6 +15,7 @@ mod error;
 mod grpc;
 mod lifecycle;
 mod oauth;
+mod oidc;
 mod permission;
 mod person;
 mod projection;

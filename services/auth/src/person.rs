@@ -220,6 +220,17 @@ impl AuthService {
     /// second step. A failure is an `auth.login.failed` event.
     pub async fn login(&self, req: &pb::LoginRequest, origin: &Origin) -> Result<pb::LoginResponse, AuthError> {
         let record = self.lookup(&req.domain).await?;
+        if self
+            .inner()
+            .contexts
+            .get(record.context())
+            .and_then(|c| c.oidc.as_ref())
+            .is_some_and(|o| o.disable_password_authentication)
+        {
+            return Err(AuthError::Denied(
+                "this instance signs in through its institution's identity provider only: open /oidc/start".into(),
+            ));
+        }
         let device = self.known_device(&record, &req.device);
         self.inner()
             .throttle

@@ -56,6 +56,11 @@ fn derive(master: &[u8], purpose: &str, instance_id: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Signs the proofs of OpenID Connect sign-ins in progress (their state and cookie).
+pub fn oidc_key(master: &[u8]) -> [u8; 32] {
+    derive(master, "oidc-flow", "")
+}
+
 /// Encrypts `plain` for the instance (XChaCha20-Poly1305, a key derived from the master key, the
 /// instance id as associated data): nonce ++ ciphertext.
 pub fn seal(master: &[u8], instance_id: &str, plain: &[u8]) -> Vec<u8> {

@@ -102,7 +102,9 @@ pub(crate) struct Inner {
     pub log: EventLog,
     pub master_key: Vec<u8>,
     pub(crate) mesh_key: MeshKey,
-    contexts: Arc<cocon_common::context::Contexts>,
+    pub(crate) contexts: Arc<cocon_common::context::Contexts>,
+    /// The contexts' identity providers (their discovery documents, cached).
+    pub(crate) providers: crate::oidc::Providers,
     /// Creating and destroying instances: one at a time keeps domains unique.
     lifecycle: Mutex<()>,
     /// One writer per instance (striped), so its events get gap-free sequences.
@@ -152,6 +154,7 @@ impl AuthService {
                 stripes: Stripes::default(),
                 throttle,
                 spent_session_codes: Default::default(),
+                providers: Default::default(),
             }),
         })
     }

@@ -18,7 +18,7 @@ pub(crate) struct SpentCodes(Mutex<HashMap<String, i64>>);
 
 impl SpentCodes {
     /// Marks `jti` spent; false when it already was.
-    fn spend(&self, jti: &str, expires_at: i64) -> bool {
+    pub(crate) fn spend(&self, jti: &str, expires_at: i64) -> bool {
         let mut spent = self.0.lock().expect("spent codes poisoned");
         if spent.len() >= 10_000 {
             let now = token::now();

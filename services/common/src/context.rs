@@ -1,7 +1,7 @@
 //! Contexts, cozy-stack's model for institutions: the instances created in a context share its
 //! configuration (the defaults of a new instance, the keys every app reads as it starts, feature
 //! flags, apps installed on each new instance, the registry they come from, the mail server
-//! their mail goes through). Contexts are named
+//! their mail goes through, the OpenID Connect provider they sign in with). Contexts are named
 //! in the configuration file (`[contexts.<name>]`), read by every process that needs them, as
 //! cozy-stack reads its `contexts:`; an instance names its context when it is created.
 
@@ -47,6 +47,79 @@ pub struct Context {
     /// that replace the server's for them, such as another `host` or `noreply_address`.
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub smtp: Map<String, Value>,
+    /// The institution's OpenID Connect provider: cozy-stack's delegated authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Oidc>,
+}
+
+/// Sign-in through an OpenID Connect provider (`/oidc/start`), per context. The names of
+/// cozy-stack's `authentication.<context>.oidc` are accepted as aliases.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Oidc {
+    /// The provider's issuer, exactly as it names itself: its discovery document is
+    /// `<issuer>/.well-known/openid-configuration`, and its ID tokens must carry it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes asked besides `openid` (space-separated); empty: `profile email`.
+    pub scope: String,
+    /// The one callback URL registered with the provider, on a host of its own or any host
+    /// Cocon answers on: `https://oauthcallback.example/oidc/redirect`.
+    pub redirect_uri: String,
+    /// The claim (of the ID token, or of the UserInfo answer) that names the person's
+    /// instance: `<prefix><value><suffix>` is its domain; with neither, the context's
+    /// `domain_template` makes it. Empty: `sub`.
+    #[serde(alias = "userinfo_instance_field")]
+    pub instance_claim: String,
+    #[serde(alias = "userinfo_instance_prefix")]
+    pub instance_prefix: String,
+    #[serde(alias = "userinfo_instance_suffix")]
+    pub instance_suffix: String,
+    /// A host of no instance where the context's people sign in with the provider (and are
+    /// sent to their own instance).
+    pub login_domain: String,
+    /// An instance the claim names but that does not exist yet is created in the context on
+    /// its first sign-in (through the login domain).
+    pub allow_instance_creation: bool,
+    /// The provider is the only way in: the passphrase sign-in is refused and its page sends
+    /// to the provider.
+    pub disable_password_authentication: bool,
+}
+
+/// The client secret stays out of logs.
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("instance_claim", &self.instance_claim)
+            .field("login_domain", &self.login_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Oidc {
+    /// The scopes asked, `openid` first.
+    pub fn scopes(&self) -> Vec<String> {
+        let rest = if self.scope.trim().is_empty() {
+            "profile email"
+        } else {
+            &self.scope
+        };
+        let mut scopes = vec!["openid".to_string()];
+        scopes.extend(rest.split_whitespace().filter(|s| *s != "openid").map(str::to_string));
+        scopes
+    }
+
+    pub fn claim(&self) -> &str {
+        if self.instance_claim.is_empty() {
+            "sub"
+        } else {
+            &self.instance_claim
+        }
+    }
 }
 
 /// The keys a context's `smtp` may set: those of `[jobs.smtp]`.
@@ -127,6 +200,19 @@ impl Contexts {
                     format!("not a key of [jobs.smtp]: use {}", SMTP_KEYS.join(", ")),
                 );
             }
+            if let Some(oidc) = &context.oidc {
+                oidc.validate()
+                    .map_err(|(key, why)| format!("contexts.{name}.oidc.{key}: {why}"))?;
+                if oidc.instance_prefix.is_empty()
+                    && oidc.instance_suffix.is_empty()
+                    && context.domain_template.is_empty()
+                {
+                    return bad(
+                        "oidc.instance_suffix",
+                        "set instance_prefix/instance_suffix or the context's domain_template: they make an instance's domain of the claim".into(),
+                    );
+                }
+            }
             for (slug, source) in &context.apps {
                 let slug_ok = !slug.is_empty()
                     && slug.len() <= 64
@@ -154,6 +240,42 @@ impl Contexts {
     }
 }
 
+impl Oidc {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let url = |key: &'static str, value: &str| match url::Url::parse(value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
+            _ => Err((key, format!("{value:?} is not an http(s) URL"))),
+        };
+        url("issuer", &self.issuer)?;
+        let redirect = url("redirect_uri", &self.redirect_uri)?;
+        if redirect.path() != "/oidc/redirect" {
+            return Err((
+                "redirect_uri",
+                format!(
+                    "{:?} must end in /oidc/redirect, the route that takes the provider's answer",
+                    self.redirect_uri
+                ),
+            ));
+        }
+        if self.client_id.is_empty() {
+            return Err((
+                "client_id",
+                "the client id registered with the provider is needed".into(),
+            ));
+        }
+        if !self.login_domain.is_empty() && !crate::domain::is_valid(crate::domain::without_port(&self.login_domain)) {
+            return Err(("login_domain", format!("{:?} is not a domain", self.login_domain)));
+        }
+        if self.allow_instance_creation && self.login_domain.is_empty() {
+            return Err((
+                "allow_instance_creation",
+                "instances are created from the login domain: set login_domain too".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A context's name: what cozy-stack accepts in its configuration and on the command line.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -164,6 +286,21 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Context {
+    /// The domain the OIDC claim `value` names: the provider's prefix and suffix around it, or
+    /// the domain template; `None` when the value cannot be a domain label.
+    pub fn domain_of_claim(&self, value: &str) -> Option<String> {
+        let oidc = self.oidc.as_ref()?;
+        if oidc.instance_prefix.is_empty() && oidc.instance_suffix.is_empty() {
+            return self.domain_of(value);
+        }
+        let label = value.trim().to_ascii_lowercase();
+        let domain = format!("{}{label}{}", oidc.instance_prefix, oidc.instance_suffix);
+        let (name, _) = crate::domain::split_port(&domain);
+        // One label: a claim with a dot or a port would reach another domain.
+        let one_label = !label.is_empty() && !label.contains(['.', ':', '/']);
+        (one_label && crate::domain::is_valid(name)).then_some(domain)
+    }
+
     /// The domain of roster user `user` in this context: the template with the user in its
     /// place, or `None` when the context has no template or the name cannot be a domain label.
     pub fn domain_of(&self, user: &str) -> Option<String> {
@@ -215,6 +352,47 @@ mod tests {
     }
 
     #[test]
+    fn test_an_oidc_provider_reads_with_cozy_stacks_names_and_makes_domains_of_claims() {
+        let contexts = parse(
+            r#"
+            [contexts.school]
+            domain_template = "{user}.school.test"
+            [contexts.school.oidc]
+            issuer = "https://idp.school.test"
+            client_id = "cocon"
+            client_secret = "s3cret"
+            redirect_uri = "https://callback.school.test/oidc/redirect"
+            userinfo_instance_field = "school_id"
+            scope = "openid email"
+            [contexts.uni.oidc]
+            issuer = "https://idp.uni.test"
+            client_id = "cocon"
+            redirect_uri = "https://callback.uni.test/oidc/redirect"
+            userinfo_instance_prefix = "u"
+            userinfo_instance_suffix = ".uni.test:8080"
+            "#,
+        );
+        contexts.validate().unwrap();
+        let school = contexts.get("school").unwrap();
+        let oidc = school.oidc.as_ref().unwrap();
+        assert_eq!(oidc.claim(), "school_id");
+        assert_eq!(oidc.scopes(), ["openid", "email"]);
+        assert!(!format!("{oidc:?}").contains("s3cret"), "the secret stays out of logs");
+        assert_eq!(school.domain_of_claim("Alice").as_deref(), Some("alice.school.test"));
+        assert_eq!(school.domain_of_claim("a.b"), None, "a claim is one label");
+        let uni = contexts.get("uni").unwrap();
+        assert_eq!(uni.oidc.as_ref().unwrap().claim(), "sub");
+        assert_eq!(uni.domain_of_claim("00042").as_deref(), Some("u00042.uni.test:8080"));
+        assert_eq!(uni.domain_of_claim("x y"), None);
+        assert_eq!(uni.domain_of_claim("evil.test:1"), None);
+        assert_eq!(
+            Context::default().domain_of_claim("alice"),
+            None,
+            "no provider, no claim"
+        );
+    }
+
+    #[test]
     fn test_wrong_contexts_are_refused_with_the_key_named() {
         for (text, key) in [
             ("[contexts.a]\nlocale = \"de\"", "contexts.a.locale"),
@@ -237,6 +415,24 @@ mod tests {
         ] {
             let err = parse(text).validate().unwrap_err();
             assert!(err.starts_with(key), "{text}: {err}");
+        }
+        let oidc = "[contexts.a]\ndomain_template = \"{user}.a.test\"\n[contexts.a.oidc]\nclient_id = \"c\"\n";
+        for (keys, key) in [
+            (
+                "issuer = \"login.test\"\nredirect_uri = \"https://cb.test/oidc/redirect\"",
+                "contexts.a.oidc.issuer",
+            ),
+            (
+                "issuer = \"https://idp.test\"\nredirect_uri = \"https://cb.test/callback\"",
+                "contexts.a.oidc.redirect_uri",
+            ),
+            (
+                "issuer = \"https://idp.test\"\nredirect_uri = \"https://cb.test/oidc/redirect\"\nallow_instance_creation = true",
+                "contexts.a.oidc.allow_instance_creation",
+            ),
+        ] {
+            let err = parse(&format!("{oidc}{keys}")).validate().unwrap_err();
+            assert!(err.starts_with(key), "{keys}: {err}");
         }
         let unknown = toml::from_str::<toml::Table>("[contexts.a]\nquota = 1").unwrap()["contexts"]
             .clone()

@@ -75,6 +75,9 @@ service_client!(
         enable_two_factor(EnableTwoFactorRequest) -> EnableTwoFactorResponse;
         issue_session_code(IssueSessionCodeRequest) -> SessionCode;
         redeem_session_code(RedeemSessionCodeRequest) -> Session;
+        start_oidc(StartOidcRequest) -> StartOidcResponse;
+        oidc_return(OidcReturnRequest) -> OidcReturnResponse;
+        login_oidc(LoginOidcRequest) -> LoginOidcResponse;
         disable_two_factor(DisableTwoFactorRequest) -> TwoFactorStatus;
         register_client(RegisterClientRequest) -> ClientAnswer;
         manage_client(ManageClientRequest) -> ClientAnswer;

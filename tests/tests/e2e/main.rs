@@ -28,6 +28,7 @@ mod login;
 mod metrics;
 mod notifications;
 mod oauth;
+mod oidc;
 mod passphrase_reset;
 mod permissions;
 mod pouchdb;
