@@ -1,8 +1,6 @@
 //! What the configuration's contexts give their instances here: the registry `registry://`
 //! sources name, and the apps each new instance gets after Cocon's own.
 
-use cocon_proto::auth::v1 as auth_pb;
-
 use crate::apps::Installer;
 use crate::error::{JobsError, Result};
 use crate::service::JobsService;
@@ -10,34 +8,24 @@ use crate::service::JobsService;
 impl JobsService {
     /// The registry `registry://` names for the instance at `domain`: its context's when it
     /// sets one, else none (the configuration's `[jobs.apps] registry`). The instance's context
-    /// is asked of the auth service only when some context sets a registry.
+    /// is asked of the auth service only when some context sets a registry; when it cannot be
+    /// (not connected yet), the installation fails for now rather than take the wrong registry.
     pub(crate) async fn registry_for(&self, domain: &str) -> Result<Option<String>> {
         if self.inner.contexts.iter().all(|(_, c)| c.registry.is_empty()) {
             return Ok(None);
         }
-        let Some(clients) = self.inner.konnectors.clients.get() else {
-            return Ok(None);
-        };
-        let instance = clients
-            .auth
-            .clone()
-            .get_instance(auth_pb::GetInstanceRequest {
-                domain: domain.to_string(),
-                id: String::new(),
-            })
+        let context = self
+            .inner
+            .konnectors
+            .context_of(domain)
             .await
-            .map_err(|s| JobsError::Unavailable(format!("cannot read the instance's context: {}", s.message())))?
-            .into_inner();
-        Ok(self.context_registry(&instance.context))
-    }
-
-    /// Context `name`'s own registry, if it sets one.
-    pub(crate) fn context_registry(&self, name: &str) -> Option<String> {
-        self.inner
+            .map_err(JobsError::Unavailable)?;
+        Ok(self
+            .inner
             .contexts
-            .get(name)
+            .get(&context)
             .map(|c| c.registry.clone())
-            .filter(|r| !r.is_empty())
+            .filter(|r| !r.is_empty()))
     }
 
     /// Installs the apps of context `name` on a new instance (after Cocon's own). One already

@@ -37,7 +37,14 @@ pub struct Runtime {
     /// The configured public API for konnectors, or this process's gateway once known.
     stack_url: String,
     local_gateway: OnceLock<String>,
+    /// Instances' contexts as the auth service said them (`context_of`).
+    contexts: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
 }
+
+/// How long, and for how many instances, `context_of` keeps an answer: an instance never
+/// changes context, only a domain destroyed and created again may.
+const CONTEXT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+const CONTEXTS_KEPT: usize = 10_000;
 
 impl Runtime {
     pub fn new(config: &KonnectorsConfig, data_dir: &Path, apps_dir: PathBuf) -> Result<Runtime> {
@@ -56,6 +63,7 @@ impl Runtime {
             bus: OnceLock::new(),
             stack_url: config.stack_url.trim_end_matches('/').to_string(),
             local_gateway: OnceLock::new(),
+            contexts: Default::default(),
         })
     }
 
@@ -64,6 +72,43 @@ impl Runtime {
         if let Some(url) = gateway {
             let _ = self.local_gateway.set(url.trim_end_matches('/').to_string());
         }
+    }
+
+    /// The context of the instance at `domain`, from the auth service (kept a while: a mail
+    /// or an installation per instance does not cost a call each). Fails, for the caller to try
+    /// again later, while the service is not connected yet or the auth service does not answer.
+    pub async fn context_of(&self, domain: &str) -> std::result::Result<String, String> {
+        if let Some((at, context)) = self.contexts.lock().expect("contexts poisoned").get(domain)
+            && at.elapsed() < CONTEXT_TTL
+        {
+            return Ok(context.clone());
+        }
+        let clients = self
+            .clients
+            .get()
+            .ok_or_else(|| "the jobs service is starting: not connected to the auth service yet".to_string())?;
+        let instance = clients
+            .auth
+            .clone()
+            .get_instance(cocon_proto::auth::v1::GetInstanceRequest {
+                domain: domain.to_string(),
+                id: String::new(),
+            })
+            .await
+            .map_err(|s| format!("cannot read the instance's context: {}", s.message()))?
+            .into_inner();
+        let mut kept = self.contexts.lock().expect("contexts poisoned");
+        if kept.len() >= CONTEXTS_KEPT {
+            kept.retain(|_, (at, _)| at.elapsed() < CONTEXT_TTL);
+            if kept.len() >= CONTEXTS_KEPT {
+                kept.clear();
+            }
+        }
+        kept.insert(
+            domain.to_string(),
+            (std::time::Instant::now(), instance.context.clone()),
+        );
+        Ok(instance.context)
     }
 
     /// The public API as konnectors reach it; `None` when neither configured nor in process.

@@ -92,20 +92,11 @@ impl Sendmail {
         if self.by_context.is_empty() || domain.is_empty() {
             return Ok(&self.config);
         }
-        let Some(clients) = self.runtime.as_ref().and_then(|r| r.clients.get()) else {
+        let Some(runtime) = self.runtime.as_ref() else {
             return Err(Failure::transient("the jobs service is starting: the mail waits"));
         };
-        let instance = clients
-            .auth
-            .clone()
-            .get_instance(cocon_proto::auth::v1::GetInstanceRequest {
-                domain: domain.to_string(),
-                id: String::new(),
-            })
-            .await
-            .map_err(|s| Failure::transient(format!("cannot read the instance's context: {}", s.message())))?
-            .into_inner();
-        Ok(self.by_context.get(&instance.context).unwrap_or(&self.config))
+        let context = runtime.context_of(domain).await.map_err(Failure::transient)?;
+        Ok(self.by_context.get(&context).unwrap_or(&self.config))
     }
 
     fn transport(c: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, Failure> {
