@@ -9,6 +9,7 @@
 
 mod admin;
 mod apps;
+mod assets;
 mod data;
 mod edge;
 mod error;
@@ -54,6 +55,11 @@ impl Gateway {
         contexts: Arc<cocon_common::context::Contexts>,
     ) -> Gateway {
         let realtime = bus.map(|bus| Arc::new(realtime::hub::Hub::new(bus, config.realtime.socket_buffer_bytes)));
+        for (name, context) in contexts.iter() {
+            if !context.assets.is_empty() && !std::path::Path::new(&context.assets).is_dir() {
+                tracing::warn!(context = name, assets = %context.assets, "the context's assets directory is missing: its instances get Cocon's own look");
+            }
+        }
         Gateway {
             state: State(Arc::new(Shared {
                 realtime,
@@ -81,6 +87,7 @@ impl Gateway {
         let routes = data::routes()
             .merge(person::login::routes())
             .merge(person::oidc::routes())
+            .merge(assets::routes())
             .merge(person::reset::routes())
             .merge(person::settings::routes())
             .merge(person::instance::routes())

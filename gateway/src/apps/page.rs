@@ -94,9 +94,17 @@ impl PageValues<'_> {
             "SubDomain" => self.subdomains.as_str().to_string(),
             "Tracking" => "false".to_string(),
             "ContextName" => self.context.to_string(),
-            // Cozy's bar, its legacy client and its theme are Cozy's own assets, not served here:
-            // apps that include them get nothing in their place, as with a theme-less context.
-            "CozyBar" | "CozyClientJS" | "ThemeCSS" | "Favicon" | "CozyFonts" => String::new(),
+            // The instance's theme (its context's, or Cocon's), after the app's own styles.
+            "ThemeCSS" => {
+                return Some(format!(
+                    "<link rel=\"stylesheet\" type=\"text/css\" href=\"//{}{}\">",
+                    escape(self.domain),
+                    crate::assets::THEME_PATH
+                ));
+            }
+            // Cozy's bar, its legacy client and fonts are Cozy's own assets, not served here;
+            // an app's icon is its favicon. Apps that include them get nothing in their place.
+            "CozyBar" | "CozyClientJS" | "Favicon" | "CozyFonts" => String::new(),
             _ => return None,
         };
         Some(escape(&raw))
@@ -184,5 +192,11 @@ mod tests {
         assert_eq!(data["app"]["slug"], "notes");
         assert_eq!(data["flags"], json!({"drive.office": true}), "the context's flags");
         assert_eq!(values.render("no braces {{ unterminated"), "no braces {{ unterminated");
+        assert_eq!(
+            values.render("{{.ThemeCSS}}"),
+            r#"<link rel="stylesheet" type="text/css" href="//alice.test:8080/assets/styles/theme.css">"#,
+            "the theme from the instance's host"
+        );
+        assert_eq!(values.render("{{.CozyBar}}"), "");
     }
 }

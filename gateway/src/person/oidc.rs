@@ -40,15 +40,6 @@ fn failed(err: ApiError, cookies: Vec<HeaderValue>) -> Response {
     web::page(status, "Sign-in failed", &body, cookies)
 }
 
-fn is_login_domain(state: &State, host: &str) -> bool {
-    let name = cocon_common::domain::without_port(host);
-    state.contexts.iter().any(|(_, c)| {
-        c.oidc
-            .as_ref()
-            .is_some_and(|o| !o.login_domain.is_empty() && cocon_common::domain::without_port(&o.login_domain) == name)
-    })
-}
-
 fn scheme(state: &State) -> &'static str {
     if state.config.public_https { "https" } else { "http" }
 }
@@ -61,7 +52,7 @@ async fn start(
     let host = host(&headers)?;
     let raw = q.get("redirect").map(String::as_str).unwrap_or_default();
     // From a login domain the person lands on their own instance, whose pages it cannot name.
-    let redirect = if is_login_domain(&state, &host) {
+    let redirect = if state.contexts.by_login_domain(&host).is_some() {
         "/".to_string()
     } else {
         safe_redirect(&host, raw, state.config.subdomains)?

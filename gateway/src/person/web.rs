@@ -4,6 +4,8 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::assets::{FAVICON_PATH, THEME_PATH};
+
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -20,7 +22,7 @@ pub fn escape(text: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;\
-line-height:1.5;color:#1d2125}label{display:block;margin-top:1rem;font-weight:600}\
+line-height:1.5;color:var(--ink,#1d2125);background:var(--page,#fff)}a{color:var(--accent,#1d5c96)}label{display:block;margin-top:1rem;font-weight:600}\
 input[type=password],input[type=text]{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}\
 button{margin-top:1.25rem;padding:.5rem 1.25rem;font-size:1rem}.error{color:#a4000f;font-weight:600}\
 .note{color:#4d5257}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25rem .5rem;\
@@ -31,7 +33,8 @@ pub fn page(status: StatusCode, title: &str, body: &str, set_cookies: Vec<Header
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} · Cocon</title>\
-<style>{STYLE}</style></head><body><main>{body}</main></body></html>",
+<style>{STYLE}</style><link rel=\"stylesheet\" href=\"{THEME_PATH}\">\
+<link rel=\"icon\" href=\"{FAVICON_PATH}\"></head><body><main>{body}</main></body></html>",
         escape(title)
     );
     let mut response = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
@@ -39,7 +42,7 @@ pub fn page(status: StatusCode, title: &str, body: &str, set_cookies: Vec<Header
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -62,7 +65,7 @@ pub fn sign_in_page(
 ) -> Response {
     let mut response = page(status, title, body, set_cookies);
     let policy = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
          form-action 'self' {apps}; frame-ancestors 'none'"
     );
     if let Ok(value) = HeaderValue::from_str(&policy) {
@@ -78,7 +81,7 @@ pub fn page_to_anywhere(status: StatusCode, title: &str, body: &str) -> Response
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         ),
     );
     response

@@ -133,12 +133,7 @@ impl AuthService {
     /// (else it is the instance's own).
     async fn oidc_context(&self, host: &str) -> Result<(String, Context, Option<InstanceRecord>), AuthError> {
         let name = cocon_common::domain::without_port(host);
-        let by_login_domain = self.inner().contexts.iter().find(|(_, c)| {
-            c.oidc.as_ref().is_some_and(|o| {
-                !o.login_domain.is_empty() && cocon_common::domain::without_port(&o.login_domain) == name
-            })
-        });
-        let (context, record) = match by_login_domain {
+        let (context, record) = match self.inner().contexts.by_login_domain(host) {
             Some((context, _)) => (context.to_string(), None),
             None => {
                 let record = self.lookup(host).await?;

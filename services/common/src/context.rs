@@ -47,6 +47,10 @@ pub struct Context {
     /// that replace the server's for them, such as another `host` or `noreply_address`.
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub smtp: Map<String, Value>,
+    /// A directory whose files replace Cocon's assets for the context's instances, as
+    /// cozy-stack's context assets: `styles/theme.css` (colours, logo), favicons, images.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub assets: String,
     /// The institution's OpenID Connect provider: cozy-stack's delegated authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<Oidc>,
@@ -159,6 +163,16 @@ impl Contexts {
         let mut all: Vec<(&str, &Context)> = self.0.iter().map(|(k, v)| (k.as_str(), v)).chain(default).collect();
         all.sort_by_key(|(name, _)| *name);
         all.into_iter()
+    }
+
+    /// The context whose OIDC login domain `host` (with or without its port) is.
+    pub fn by_login_domain(&self, host: &str) -> Option<(&str, &Context)> {
+        let name = crate::domain::without_port(host);
+        self.iter().find(|(_, c)| {
+            c.oidc
+                .as_ref()
+                .is_some_and(|o| !o.login_domain.is_empty() && crate::domain::without_port(&o.login_domain) == name)
+        })
     }
 
     /// Checks every context, saying which key of which context is wrong.

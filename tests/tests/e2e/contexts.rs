@@ -298,3 +298,86 @@ async fn post_roster(cocon: &Cocon, context: &str, csv: &str) -> (u16, Value) {
         .await
         .unwrap()
 }
+
+/// A context's look: its assets directory replaces Cocon's theme for its instances (and its
+/// login domain), other instances keep Cocon's; files outside the directory are out of reach;
+/// in Chromium, the school's sign-in page wears the school's colour and logo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_contexts_assets_give_its_instances_their_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("school-assets");
+    std::fs::create_dir_all(assets.join("styles")).unwrap();
+    std::fs::create_dir_all(assets.join("images")).unwrap();
+    let theme = ":root{--accent:#8a1538}\nmain::before{content:url(/assets/images/logo.svg);display:block}\n";
+    std::fs::write(assets.join("styles/theme.css"), theme).unwrap();
+    let logo = r##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"><rect width="40" height="40" fill="#8a1538"/></svg>"##;
+    std::fs::write(assets.join("images/logo.svg"), logo).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "not an asset").unwrap();
+    let cocon = Cocon::builder(&dir.path().join("data"))
+        .env("COCON_CONTEXTS__SCHOOL__ASSETS", assets.to_str().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let (status, body) = cocon
+        .admin(
+            Method::POST,
+            "/instances",
+            &[("Domain", "ana.localhost"), ("ContextName", "school")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    cocon.add_instance("bob.localhost").await.unwrap();
+
+    let mut ana = Browser::new(&cocon.http, "ana.localhost");
+    let css = ana.get("/assets/styles/theme.css").await;
+    assert_eq!(css.status, 200);
+    assert_eq!(css.text, theme, "the school's theme");
+    assert_eq!(css.header("content-type"), Some("text/css"));
+    let svg = ana.get("/assets/images/logo.svg").await;
+    assert_eq!(svg.status, 200);
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert!(svg.header("content-security-policy").unwrap().contains("sandbox"));
+    for outside in [
+        "/assets/%2e%2e/secret.txt",
+        "/assets/styles/%2e%2e/%2e%2e/secret.txt",
+        "/assets/nothing.png",
+    ] {
+        let page = ana.get(outside).await;
+        assert_eq!(page.status, 404, "{outside}: {page:?}");
+        assert!(!page.text.contains("not an asset"));
+    }
+    let mut bob = Browser::new(&cocon.http, "bob.localhost");
+    let css = bob.get("/assets/styles/theme.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.text.contains("--accent:#1d5c96"), "Cocon's own theme: {}", css.text);
+    assert_eq!(bob.get("/assets/images/logo.svg").await.status, 404, "not the school's");
+    let icon = bob.get("/assets/favicon.svg").await;
+    assert_eq!(icon.status, 200, "Cocon's own icon");
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+    let login = ana.get("/auth/login").await;
+    assert!(
+        login.text.contains(r#"href="/assets/styles/theme.css""#),
+        "{}",
+        login.text
+    );
+
+    let port = cocon.http.rsplit(':').next().unwrap().to_string();
+    let seen = super::browser::run_script(
+        "theme_check.py",
+        &[
+            &format!("http://ana.localhost:{port}/auth/login"),
+            &format!("http://bob.localhost:{port}/auth/login"),
+        ],
+    )
+    .await;
+    assert_eq!(seen["school_link"], "rgb(138, 21, 56)", "{seen}");
+    assert!(
+        seen["school_logo"]
+            .as_str()
+            .unwrap()
+            .contains("/assets/images/logo.svg"),
+        "{seen}"
+    );
+    assert_eq!(seen["default_link"], "rgb(29, 92, 150)", "{seen}");
+}
