@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use cocon_common::context::{Context, Oidc};
 use cocon_proto::auth::v1 as pb;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreIdTokenVerifier, CoreProviderMetadata,
+};
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, UserInfoClaims,
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
+    UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 
@@ -102,9 +105,12 @@ fn provider_down(oidc: &Oidc, what: &str, err: impl std::error::Error) -> AuthEr
 }
 
 impl Providers {
-    async fn metadata(&self, oidc: &Oidc) -> Result<Arc<CoreProviderMetadata>, AuthError> {
+    /// The provider's discovery document and keys: the copy read within [`METADATA_TTL`], or
+    /// a fresh one (`fresh`: whatever the copy's age).
+    async fn metadata(&self, oidc: &Oidc, fresh: bool) -> Result<Arc<CoreProviderMetadata>, AuthError> {
         if let Some((at, metadata)) = self.metadata.lock().expect("oidc cache poisoned").get(&oidc.issuer)
             && at.elapsed() < METADATA_TTL
+            && !fresh
         {
             return Ok(metadata.clone());
         }
@@ -158,7 +164,7 @@ impl AuthService {
     pub async fn start_oidc(&self, host: &str, redirect: &str) -> Result<pb::StartOidcResponse, AuthError> {
         let (_, context, _) = self.oidc_context(host).await?;
         let oidc = context.oidc.as_ref().expect("checked");
-        let metadata = self.inner().providers.metadata(oidc).await?;
+        let metadata = self.inner().providers.metadata(oidc, false).await?;
         let client = CoreClient::from_provider_metadata(
             (*metadata).clone(),
             ClientId::new(oidc.client_id.clone()),
@@ -298,7 +304,7 @@ impl AuthService {
     /// Trades the code and checks what the provider says: the person and their instance.
     async fn prove(&self, oidc: &Oidc, context: &Context, code: &str, flow: &FlowClaims) -> Result<Person, AuthError> {
         let providers = &self.inner().providers;
-        let metadata = providers.metadata(oidc).await?;
+        let metadata = providers.metadata(oidc, false).await?;
         let client = CoreClient::from_provider_metadata(
             (*metadata).clone(),
             ClientId::new(oidc.client_id.clone()),
@@ -324,14 +330,33 @@ impl AuthService {
         let id_token = tokens.extra_fields().id_token().ok_or_else(|| {
             AuthError::InvalidToken("the identity provider sent no ID token: is `openid` among its scopes?".into())
         })?;
-        let claims = id_token
-            .claims(&client.id_token_verifier(), &Nonce::new(flow.n.clone()))
-            .map_err(|e| {
-                tracing::warn!(issuer = %oidc.issuer, error = %e, "an ID token was refused");
-                AuthError::InvalidToken(format!(
-                    "the identity provider's ID token is not valid ({e}): start again at /oidc/start"
-                ))
-            })?;
+        let nonce = Nonce::new(flow.n.clone());
+        let verify = |metadata: &CoreProviderMetadata| {
+            let verifier = CoreIdTokenVerifier::new_confidential_client(
+                ClientId::new(oidc.client_id.clone()),
+                ClientSecret::new(oidc.client_secret.clone()),
+                metadata.issuer().clone(),
+                metadata.jwks().clone(),
+            )
+            .set_allowed_algs(metadata.id_token_signing_alg_values_supported().clone());
+            id_token.claims(&verifier, &nonce)
+        };
+        let checked = match verify(&metadata) {
+            // Signed with a key not among those read: the provider may have rotated its keys
+            // since. Only the provider's own token endpoint gives the token, so reading them
+            // again cannot be triggered by anyone else.
+            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+                tracing::info!(issuer = %oidc.issuer, "an ID token is signed with an unknown key: reading the provider's keys again");
+                verify(&*providers.metadata(oidc, true).await?)
+            }
+            other => other,
+        };
+        let claims = checked.map_err(|e| {
+            tracing::warn!(issuer = %oidc.issuer, error = %e, "an ID token was refused");
+            AuthError::InvalidToken(format!(
+                "the identity provider's ID token is not valid ({e}): start again at /oidc/start"
+            ))
+        })?;
         let standard = |name: &str| -> Option<String> {
             match name {
                 "sub" => Some(claims.subject().to_string()),

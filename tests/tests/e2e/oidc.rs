@@ -317,6 +317,8 @@ enum IdToken {
     OtherNonce,
     /// Valid, for another person.
     OtherPerson,
+    /// Valid, signed with a new key the provider published after Cocon read its keys.
+    Rotated,
 }
 
 struct StandIn {
@@ -342,7 +344,13 @@ async fn stand_in_provider() -> std::sync::Arc<StandIn> {
         |name: &str| std::fs::read_to_string(format!("{}/fixtures/oidc/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let key_a = CoreRsaPrivateSigningKey::from_pem(&fixture("key-a.pem"), Some(JsonWebKeyId::new("a".into()))).unwrap();
     let key_b = CoreRsaPrivateSigningKey::from_pem(&fixture("key-b.pem"), Some(JsonWebKeyId::new("a".into()))).unwrap();
-    let jwks = serde_json::to_value(CoreJsonWebKeySet::new(vec![key_a.as_verification_key()])).unwrap();
+    // Key B again, as the key the provider rotates to (its own id).
+    let key_c = CoreRsaPrivateSigningKey::from_pem(&fixture("key-b.pem"), Some(JsonWebKeyId::new("c".into()))).unwrap();
+    let keys = |rotated: bool| {
+        let key = if rotated { &key_c } else { &key_a };
+        serde_json::to_value(CoreJsonWebKeySet::new(vec![key.as_verification_key()])).unwrap()
+    };
+    let (jwks, rotated_jwks) = (keys(false), keys(true));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let state = std::sync::Arc::new(StandIn {
@@ -395,7 +403,11 @@ async fn stand_in_provider() -> std::sync::Arc<StandIn> {
                 EmptyAdditionalClaims {},
             )
             .set_nonce(Some(Nonce::new(nonce)));
-            let key = if kind == IdToken::Forged { &key_b } else { &key_a };
+            let key = match kind {
+                IdToken::Forged => &key_b,
+                IdToken::Rotated => &key_c,
+                _ => &key_a,
+            };
             let id_token =
                 CoreIdToken::new(claims, key, CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256, None, None).unwrap();
             axum::Json(json!({
@@ -413,7 +425,17 @@ async fn stand_in_provider() -> std::sync::Arc<StandIn> {
             "/.well-known/openid-configuration",
             get(move || async move { axum::Json(discovery) }),
         )
-        .route("/jwks", get(move || async move { axum::Json(jwks) }))
+        .route(
+            "/jwks",
+            get({
+                let state = state.clone();
+                move || {
+                    let rotated = state.next.lock().unwrap().0 == IdToken::Rotated;
+                    let answer = if rotated { rotated_jwks.clone() } else { jwks.clone() };
+                    async move { axum::Json(answer) }
+                }
+            }),
+        )
         .route(
             "/token",
             post(move || {
@@ -427,7 +449,8 @@ async fn stand_in_provider() -> std::sync::Arc<StandIn> {
 
 /// ID tokens that are forged, expired, for another client, from another issuer, replayed from
 /// another sign-in or for another person are refused; the same answer with a valid token
-/// signs in (so the stand-in is right and the refusals are Cocon's).
+/// signs in (so the stand-in is right and the refusals are Cocon's), and so does one signed
+/// with a key the provider rotated to after Cocon read its keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_forged_expired_and_replayed_id_tokens_are_refused() {
     let provider = stand_in_provider().await;
@@ -443,6 +466,8 @@ async fn test_forged_expired_and_replayed_id_tokens_are_refused() {
         (IdToken::OtherNonce, 401, "not valid"),
         (IdToken::OtherPerson, 403, "not of alice.localhost"),
         (IdToken::Valid, 303, ""),
+        // Cocon read key A at the first sign-in: it reads the keys again for the new one.
+        (IdToken::Rotated, 303, ""),
     ] {
         let mut browser = Browser::new(&cocon.http, &host);
         let started = browser.get("/oidc/start").await;
