@@ -40,6 +40,9 @@ pub struct StreamSpec {
     /// A work queue: a message is kept until one consumer acks it, then removed (the jobs'
     /// queues). Otherwise messages stay until the limits drop them, for every consumer.
     pub work_queue: bool,
+    /// Copies JetStream keeps of each message, on as many servers of its cluster (1 on one
+    /// server; 3 in production, so one server can die without losing an acknowledged event).
+    pub replicas: usize,
 }
 
 /// A durable consumer: it survives restarts and resumes where it acked.

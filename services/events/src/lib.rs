@@ -60,6 +60,9 @@ pub mod streams {
         pub max_bytes: i64,
         pub max_messages: i64,
         pub duplicate_window_secs: u64,
+        /// Copies of each stream (and of the replicas' directory) in a JetStream cluster: 1 on
+        /// one NATS server, 3 on a cluster of three or more (`COCON_STREAMS__REPLICAS=3`).
+        pub replicas: usize,
     }
 
     impl Default for Limits {
@@ -69,6 +72,7 @@ pub mod streams {
                 max_bytes: 1 << 30,
                 max_messages: 10_000_000,
                 duplicate_window_secs: 120,
+                replicas: 1,
             }
         }
     }
@@ -92,6 +96,7 @@ pub mod streams {
             max_messages: limits.max_messages,
             duplicate_window: Duration::from_secs(limits.duplicate_window_secs),
             work_queue: name == JOB_QUEUE,
+            replicas: limits.replicas.max(1),
         })
         .collect()
     }

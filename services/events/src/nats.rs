@@ -118,6 +118,7 @@ impl NatsBus {
                     max_messages: spec.max_messages,
                     duplicate_window: spec.duplicate_window,
                     storage: stream::StorageType::File,
+                    num_replicas: spec.replicas.max(1),
                     discard: stream::DiscardPolicy::Old,
                     retention: if spec.work_queue {
                         stream::RetentionPolicy::WorkQueue

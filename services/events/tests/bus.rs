@@ -26,6 +26,7 @@ fn streams(max_messages: i64) -> Vec<StreamSpec> {
             max_messages,
             duplicate_window: Duration::from_secs(60),
             work_queue: false,
+            replicas: 1,
         },
         StreamSpec {
             name: "DLQ".into(),
@@ -35,6 +36,7 @@ fn streams(max_messages: i64) -> Vec<StreamSpec> {
             max_messages: 1000,
             duplicate_window: Duration::from_secs(60),
             work_queue: false,
+            replicas: 1,
         },
     ]
 }
