@@ -18,6 +18,10 @@ pub struct Config {
     pub admin_addr: String,
     /// gRPC, for the services of this process, in split mode.
     pub grpc_addr: String,
+    /// The endpoint other processes call this one's gRPC at, as the replicas' directory gives
+    /// it (`http://documents-0.cocon:7070`). Default: `grpc_addr` as bound, or this host's name
+    /// when it listens on every address.
+    pub grpc_advertise: String,
     /// Comma list of the services this process runs; when empty, every service that serves
     /// (gateway, auth, documents, files).
     pub services: String,
@@ -37,6 +41,8 @@ pub struct Config {
     /// Mutual TLS for the gRPC calls between processes.
     pub mesh_tls: cocon_common::mesh_tls::MeshTlsConfig,
     pub endpoints: cocon_mesh::Endpoints,
+    /// The replicas' directory on NATS: heartbeats, how soon a silent replica is forgotten.
+    pub directory: cocon_mesh::DirectoryConfig,
     pub store: StoreConfig,
     pub streams: cocon_events::streams::Limits,
     pub gateway: cocon_gateway::Config,
@@ -57,6 +63,7 @@ impl Default for Config {
             http_addr: "127.0.0.1:8080".into(),
             admin_addr: "127.0.0.1:6060".into(),
             grpc_addr: "127.0.0.1:7070".into(),
+            grpc_advertise: String::new(),
             services: String::new(),
             nats_url: String::new(),
             admin_token_file: None,
@@ -65,6 +72,7 @@ impl Default for Config {
             nats: Default::default(),
             mesh_tls: Default::default(),
             endpoints: Default::default(),
+            directory: Default::default(),
             store: StoreConfig::default(),
             streams: Default::default(),
             gateway: Default::default(),

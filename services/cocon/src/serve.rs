@@ -132,7 +132,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mesh_tls = mesh_tls(&config, all_in_one)?;
     let enabled_list: Vec<ServiceKind> = enabled.iter().copied().collect();
-    let bus = open_bus(&config, mesh_key.as_ref(), &enabled_list).await?;
+    let (bus, nats) = open_bus(&config, mesh_key.as_ref(), &enabled_list).await?;
+    // On NATS, split processes find each other in the replicas' directory.
+    let directory = match (&nats, &mesh_key) {
+        (Some(nats), Some(key)) if !all_in_one => Some(
+            cocon_mesh::Directory::open(
+                nats.clone(),
+                key.clone(),
+                mesh_tls.as_ref().map(|t| t.client.clone()),
+                config.directory.clone(),
+                config.streams.replicas,
+                replica_id(&config)?,
+            )
+            .await
+            .context("cannot open the replicas' directory on NATS")?,
+        ),
+        _ => None,
+    };
     let store = if stateful.is_empty() {
         None
     } else {
@@ -155,7 +171,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for service in &services {
         service.offer(&mut local);
     }
-    let clients = Clients::connect(local, &config.endpoints, mesh_tls.as_ref().map(|t| &t.client))?;
+    let clients = Clients::connect(
+        local,
+        &config.endpoints,
+        mesh_tls.as_ref().map(|t| &t.client),
+        directory.as_ref(),
+    )?;
 
     // Listeners first, so a taken port fails start-up before anything runs.
     let http = if runs_gateway {
@@ -169,6 +190,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+
+    // This process's services go in the replicas' directory before anything of theirs runs:
+    // a stateful one takes its lease first, so that no second replica's consumers or relays
+    // ever run beside the holder's. Calls that come before the gRPC server serves wait in the
+    // bound listener's backlog.
+    let mut announcements = Vec::new();
+    if let (Some(bound), Some(directory)) = (grpc.as_ref().map(|l| l.local_addr()).transpose()?, &directory) {
+        let endpoint = advertised(&config, bound).await;
+        // On a store the replicas share, a second replica of a stateful service waits as a
+        // standby (not ready); on the embedded store its data is its own disk's, so it is
+        // refused.
+        let shared_store = config.store.backend != "embedded";
+        for service in services.iter().filter(|s| s.serving() && s.health_name().is_some()) {
+            let kind = service.kind();
+            let announced = if shared_store {
+                tokio::select! {
+                    announced = directory.announce_standby(kind, &endpoint) => announced,
+                    _ = cocon_common::shutdown::os_signal() => {
+                        tracing::info!("stopped while waiting as a standby");
+                        return Ok(());
+                    }
+                }
+            } else {
+                directory.announce(kind, &endpoint).await
+            };
+            let announcement =
+                announced.with_context(|| format!("cannot announce {} in the replicas' directory", kind.as_str()))?;
+            announcements.push(announcement);
+        }
+        tracing::info!(replica = directory.id(), endpoint = %endpoint, "announced in the replicas' directory");
+    }
 
     let gateway_url = match &http {
         Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
@@ -219,7 +271,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut addrs = vec![format!("admin={admin_addr}")];
     let mut grpc_task = None;
     if let Some(listener) = grpc {
-        addrs.push(format!("grpc={}", listener.local_addr()?));
+        let bound = listener.local_addr()?;
+        addrs.push(format!("grpc={bound}"));
         grpc_task = Some(serve_grpc(listener, &services, mesh_tls.as_ref(), requests.clone()).await?);
     }
     let mut http_task = None;
@@ -247,9 +300,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // A machine-readable line for scripts and tests that start cocon on port 0.
     println!("cocon ready {}", addrs.join(" "));
 
-    cocon_common::shutdown::os_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
+    let lost_lease = if announcements.is_empty() {
+        cocon_common::shutdown::os_signal().await;
+        false
+    } else {
+        let lost = futures::future::select_all(announcements.iter().map(|a| Box::pin(a.lost())));
+        tokio::select! {
+            _ = cocon_common::shutdown::os_signal() => false,
+            _ = lost => true,
+        }
+    };
     ready.store(false, Ordering::SeqCst);
+    if !announcements.is_empty() {
+        // Callers stop picking this replica once they read that it drains; until then it
+        // still takes their calls.
+        tracing::info!("draining: telling the other processes");
+        for announcement in &announcements {
+            announcement.drain().await;
+        }
+        tokio::time::sleep(config.directory.drain_notice()).await;
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
     requests.trigger();
     if let Some(gateway) = &gateway {
         gateway.close_sockets();
@@ -273,8 +344,65 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let _ = admin_task.await;
+    for announcement in announcements {
+        announcement.withdraw().await;
+    }
     tracing::info!("stopped");
+    if lost_lease {
+        bail!("this replica lost its lease to another replica of the same service: it stopped");
+    }
     Ok(())
+}
+
+/// This replica's id in the directory, kept in its data directory: the same process
+/// restarted is the same replica.
+fn replica_id(config: &Config) -> anyhow::Result<String> {
+    let path = config.data_dir.join("replica-id");
+    cocon_common::fs::read_or_create_secret(&path, cocon_mesh::Directory::new_id)
+        .with_context(|| format!("cannot read or create {}", path.display()))
+}
+
+/// The endpoint this process's gRPC is called at: `grpc_advertise`; or the address bound; or,
+/// bound to every address (a container), the address of the interface its route to the NATS
+/// server leaves by: the network the other processes share with it.
+async fn advertised(config: &Config, bound: SocketAddr) -> String {
+    if !config.grpc_advertise.is_empty() {
+        return config.grpc_advertise.clone();
+    }
+    if !bound.ip().is_unspecified() {
+        return format!("http://{bound}");
+    }
+    let ip = match toward_nats(&config.nats_url).await {
+        Some(ip) => ip.to_string(),
+        None => {
+            tracing::warn!("cannot tell which address other processes reach this one at: set grpc_advertise");
+            "127.0.0.1".to_string()
+        }
+    };
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+    format!("http://{host}:{}", bound.port())
+}
+
+/// The local address of the route to the first NATS server of `url` (a UDP socket's
+/// `connect` picks the route and sends nothing).
+async fn toward_nats(url: &str) -> Option<std::net::IpAddr> {
+    let first = url.split(',').next()?.trim();
+    let rest = first.split_once("://").map_or(first, |(_, r)| r);
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:4222")
+    };
+    let server = tokio::net::lookup_host(host_port).await.ok()?.next()?;
+    let any: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(any).await.ok()?;
+    socket.connect(server).await.ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }
 
 /// The in-process bus, or NATS JetStream; on NATS every event is signed by its producer and
@@ -283,18 +411,18 @@ async fn open_bus(
     config: &Config,
     mesh_key: Option<&MeshKey>,
     enabled: &[ServiceKind],
-) -> anyhow::Result<Arc<dyn EventBus>> {
+) -> anyhow::Result<(Arc<dyn EventBus>, Option<async_nats::Client>)> {
     let streams = cocon_events::streams::all(&config.streams);
     if config.nats_url.is_empty() {
-        return Ok(Arc::new(MemoryBus::new(streams)));
+        return Ok((Arc::new(MemoryBus::new(streams)), None));
     }
     tracing::info!(url = %config.nats_url, "connecting to NATS");
-    let nats: Arc<dyn EventBus> = Arc::new(
-        NatsBus::connect_with(&config.nats_url, &config.nats, &streams)
-            .await
-            .context("cannot set up the NATS JetStream streams")?,
-    );
-    Ok(match mesh_key {
+    let nats_bus = NatsBus::connect_with(&config.nats_url, &config.nats, &streams)
+        .await
+        .context("cannot set up the NATS JetStream streams")?;
+    let client = nats_bus.client().clone();
+    let nats: Arc<dyn EventBus> = Arc::new(nats_bus);
+    let bus: Arc<dyn EventBus> = match mesh_key {
         Some(key) => {
             let mut producers: Vec<&str> = enabled.iter().filter(|k| k.keeps_state()).map(|k| k.as_str()).collect();
             if enabled.contains(&ServiceKind::Gateway) || producers.contains(&"jobs") || producers.contains(&"files") {
@@ -309,7 +437,8 @@ async fn open_bus(
             Arc::new(SignedBus::new(nats, EventKeys::new(key.clone(), &producers)))
         }
         None => nats,
-    })
+    };
+    Ok((bus, Some(client)))
 }
 
 /// The admin API's secret, made (mode 0600) at first start unless the config names a file.

@@ -10,17 +10,29 @@ pub type GrpcChannel =
 /// A transport error. A concrete type rather than `BoxError`, so the handlers' futures stay
 /// provably `Send` (a boxed error here trips a higher-ranked lifetime limit of the compiler).
 #[derive(Debug)]
-pub struct ChannelError(BoxError);
+pub struct ChannelError {
+    pub(crate) error: BoxError,
+    /// The call never left this process (its replica refused the connection).
+    pub(crate) not_sent: bool,
+}
+
+impl ChannelError {
+    fn new(error: BoxError) -> ChannelError {
+        ChannelError { error, not_sent: false }
+    }
+}
 
 impl std::fmt::Display for ChannelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.error.fmt(f)
     }
 }
 
 impl std::error::Error for ChannelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+        // The wrapped error itself, so that tonic finds a status in it (a refused connection
+        // is UNAVAILABLE) and callers find this error in the status's source.
+        Some(&*self.error)
     }
 }
 
@@ -73,6 +85,6 @@ pub fn remote(
     let channel = builder.connect_lazy();
     let svc = ServiceBuilder::new()
         .map_request(with_trace)
-        .service(channel.map_err(|e| ChannelError(Box::new(e))));
+        .service(channel.map_err(|e| ChannelError::new(Box::new(e))));
     Ok(BoxCloneSyncService::new(svc))
 }

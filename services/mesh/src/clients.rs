@@ -33,7 +33,9 @@ macro_rules! service_client {
         #[derive(Clone)]
         pub enum $name {
             Local(Arc<dyn $service>),
-            Remote($client<GrpcChannel>),
+            /// A tonic client over the route, and the route (to know whether a refused call
+            /// has another replica to go to).
+            Remote($client<GrpcChannel>, crate::Route),
         }
 
         impl $name {
@@ -41,7 +43,19 @@ macro_rules! service_client {
                 pub async fn $method(&mut self, req: $pb::$req) -> Result<tonic::Response<$pb::$resp>, tonic::Status> {
                     match self {
                         $name::Local(service) => service.$method(tonic::Request::new(req)).await,
-                        $name::Remote(client) => client.$method(req).await,
+                        $name::Remote(client, route) => {
+                            // A call refused before it was sent goes once to another replica;
+                            // the copy is made only when there is one.
+                            if route.has_spare() {
+                                let again = req.clone();
+                                match client.$method(req).await {
+                                    Err(status) if crate::not_sent(&status) => client.$method(again).await,
+                                    other => other,
+                                }
+                            } else {
+                                client.$method(req).await
+                            }
+                        }
                     }
                 }
             )*
@@ -171,7 +185,7 @@ impl JobsClient {
         use futures::StreamExt;
         match self {
             JobsClient::Local(service) => service.install_app_watched(tonic::Request::new(req)).await,
-            JobsClient::Remote(client) => Ok(client.install_app_watched(req).await?.map(|s| s.boxed())),
+            JobsClient::Remote(client, _) => Ok(client.install_app_watched(req).await?.map(|s| s.boxed())),
         }
     }
 }

@@ -16,34 +16,25 @@ use cocon_proto::sharing::v1::sharing_service_client::SharingServiceClient;
 use cocon_proto::sharing::v1::sharing_service_server::SharingService;
 
 use crate::{
-    AuthClient, DocumentsClient, FilesClient, GrpcChannel, JobsClient, MeshError, NotificationsClient, SharingClient,
-    remote,
+    AuthClient, Directory, DocumentsClient, FilesClient, GrpcChannel, JobsClient, MeshError, NotificationsClient,
+    Route, ServiceKind, SharingClient, remote,
 };
 
-/// Where to reach the services this process does not run (`[endpoints]`).
-#[derive(Debug, Clone, Deserialize)]
+/// Where to reach the services this process does not run (`[endpoints]`). A service left out
+/// is found in the replicas' directory when this process is on NATS, and at
+/// `http://127.0.0.1:7070` otherwise.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Endpoints {
-    pub auth: String,
-    pub documents: String,
-    pub files: String,
-    pub jobs: String,
-    pub notifications: String,
-    pub sharing: String,
+    pub auth: Option<String>,
+    pub documents: Option<String>,
+    pub files: Option<String>,
+    pub jobs: Option<String>,
+    pub notifications: Option<String>,
+    pub sharing: Option<String>,
 }
 
-impl Default for Endpoints {
-    fn default() -> Self {
-        Endpoints {
-            auth: "http://127.0.0.1:7070".into(),
-            documents: "http://127.0.0.1:7070".into(),
-            files: "http://127.0.0.1:7070".into(),
-            jobs: "http://127.0.0.1:7070".into(),
-            notifications: "http://127.0.0.1:7070".into(),
-            sharing: "http://127.0.0.1:7070".into(),
-        }
-    }
-}
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7070";
 
 /// The services running in this process, as each offered itself ([`crate::Service::offer`]).
 #[derive(Default)]
@@ -70,50 +61,74 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Calls the services in `local` directly and the others at their `endpoints`, over the
-    /// mesh's mutual TLS when `tls` is given. Remote channels connect lazily.
+    /// Calls the services in `local` directly and the others at their `endpoints`, or at the
+    /// replicas `directory` lists, over the mesh's mutual TLS when `tls` is given. Remote
+    /// channels connect lazily.
     pub fn connect(
         local: LocalServices,
         endpoints: &Endpoints,
         tls: Option<&tonic::transport::ClientTlsConfig>,
+        directory: Option<&Directory>,
     ) -> Result<Clients, MeshError> {
-        let channel = |service: &'static str, endpoint: &str| {
-            remote(endpoint, tls).map_err(|source| MeshError::InvalidEndpoint {
-                service,
-                endpoint: endpoint.to_string(),
-                source,
-            })
+        let route = |kind: ServiceKind, endpoint: &Option<String>| -> Result<Route, MeshError> {
+            let service = kind.as_str();
+            let fixed = |endpoint: &str| {
+                remote(endpoint, tls)
+                    .map(|channel| Route::fixed(service, channel, endpoint))
+                    .map_err(|source| MeshError::InvalidEndpoint {
+                        service,
+                        endpoint: endpoint.to_string(),
+                        source,
+                    })
+            };
+            match (endpoint, directory) {
+                (Some(endpoint), _) => fixed(endpoint),
+                (None, Some(directory)) => Ok(directory.route(kind)),
+                (None, None) => fixed(DEFAULT_ENDPOINT),
+            }
         };
         Ok(Clients {
             auth: match local.auth {
                 Some(service) => AuthClient::Local(service),
-                None => AuthClient::Remote(AuthServiceClient::new(channel("auth", &endpoints.auth)?)),
+                None => {
+                    let route = route(ServiceKind::Auth, &endpoints.auth)?;
+                    AuthClient::Remote(AuthServiceClient::new(route.channel()), route)
+                }
             },
             documents: match local.documents {
                 Some(service) => DocumentsClient::Local(service),
-                None => DocumentsClient::Remote(
-                    DocumentsServiceClient::new(channel("documents", &endpoints.documents)?)
-                        .max_decoding_message_size(usize::MAX),
-                ),
+                None => {
+                    let route = route(ServiceKind::Documents, &endpoints.documents)?;
+                    DocumentsClient::Remote(
+                        DocumentsServiceClient::new(route.channel()).max_decoding_message_size(usize::MAX),
+                        route,
+                    )
+                }
             },
             files: FilesClient::new(match local.files {
                 Some(channel) => channel,
-                None => channel("files", &endpoints.files)?,
+                None => route(ServiceKind::Files, &endpoints.files)?.channel(),
             }),
             jobs: match local.jobs {
                 Some(service) => JobsClient::Local(service),
-                None => JobsClient::Remote(JobsServiceClient::new(channel("jobs", &endpoints.jobs)?)),
+                None => {
+                    let route = route(ServiceKind::Jobs, &endpoints.jobs)?;
+                    JobsClient::Remote(JobsServiceClient::new(route.channel()), route)
+                }
             },
             notifications: match local.notifications {
                 Some(service) => NotificationsClient::Local(service),
-                None => NotificationsClient::Remote(NotificationsServiceClient::new(channel(
-                    "notifications",
-                    &endpoints.notifications,
-                )?)),
+                None => {
+                    let route = route(ServiceKind::Notifications, &endpoints.notifications)?;
+                    NotificationsClient::Remote(NotificationsServiceClient::new(route.channel()), route)
+                }
             },
             sharing: match local.sharing {
                 Some(service) => SharingClient::Local(service),
-                None => SharingClient::Remote(SharingServiceClient::new(channel("sharing", &endpoints.sharing)?)),
+                None => {
+                    let route = route(ServiceKind::Sharing, &endpoints.sharing)?;
+                    SharingClient::Remote(SharingServiceClient::new(route.channel()), route)
+                }
             },
         })
     }

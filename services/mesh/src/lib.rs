@@ -7,11 +7,15 @@
 mod channel;
 mod clients;
 mod connect;
+mod directory;
 mod error;
+mod route;
 mod service;
 
 pub use channel::{ChannelError, GrpcChannel, in_process, remote};
 pub use clients::{AuthClient, DocumentsClient, FilesClient, JobsClient, NotificationsClient, SharingClient};
 pub use connect::{Clients, Endpoints, LocalServices};
+pub use directory::{Announcement, BUCKET as DIRECTORY_BUCKET, Directory, DirectoryConfig};
 pub use error::MeshError;
+pub use route::{Route, not_sent};
 pub use service::{Service, ServiceKind};

@@ -33,6 +33,7 @@ mod passphrase_reset;
 mod permissions;
 mod pouchdb;
 mod realtime;
+mod replicas;
 mod replication;
 mod settings;
 mod settings_browser;

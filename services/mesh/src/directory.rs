@@ -1,0 +1,601 @@
+//! The replicas' directory, in a NATS KV bucket (`cocon_replicas`, as many copies as the
+//! streams): every process that serves a gRPC API writes a card under `<service>.<replica>`
+//! (its endpoint, whether it drains, when it wrote it, signed with the mesh key) and writes it
+//! again every heartbeat; every process watches the bucket and keeps, per service, the replicas
+//! whose cards keep coming ([`Route`]). No list of addresses is written by hand: a replica
+//! that starts is called within a heartbeat, one that drains is passed over at once, one that
+//! dies is passed over at its first refused connection and forgotten when its heartbeats stop.
+//!
+//! A service that keeps state (auth, documents, files, jobs, sharing) also holds
+//! `lease.<service>`: one replica at a time serves it, until instances are leased one by one.
+//! The lease's revision is its fencing token: it is renewed only at the revision this replica
+//! last wrote, so a replica that lost it (it was taken while this one looked dead) learns so
+//! at its next heartbeat and stops.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use cocon_common::ticket::MeshKey;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::{MeshError, Route, ServiceKind, remote};
+
+pub const BUCKET: &str = "cocon_replicas";
+
+/// How often cards are written, and how long after its last one a replica is forgotten.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DirectoryConfig {
+    pub heartbeat_ms: u64,
+    pub ttl_ms: u64,
+    /// After announcing that it drains, how long a replica keeps taking calls before it stops
+    /// accepting them: long enough for every caller to have read its card.
+    pub drain_notice_ms: u64,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            heartbeat_ms: 1_000,
+            ttl_ms: 5_000,
+            drain_notice_ms: 1_000,
+        }
+    }
+}
+
+impl DirectoryConfig {
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(50))
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.max(self.heartbeat_ms * 2))
+    }
+
+    pub fn drain_notice(&self) -> Duration {
+        Duration::from_millis(self.drain_notice_ms)
+    }
+}
+
+/// What a replica writes about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Card {
+    /// The replica that wrote it (a lease names its holder this way).
+    #[serde(default)]
+    replica: String,
+    endpoint: String,
+    #[serde(default)]
+    draining: bool,
+    at_ms: i64,
+    mac: String,
+}
+
+impl Card {
+    fn signed(key: &MeshKey, replica: &str, name: &str, endpoint: &str, draining: bool) -> Card {
+        let at_ms = now_ms();
+        let at = at_ms.to_string();
+        Card {
+            replica: replica.to_string(),
+            endpoint: endpoint.to_string(),
+            draining,
+            at_ms,
+            mac: key.derive("replica-card", &[name, replica, endpoint, state(draining), &at]),
+        }
+    }
+
+    /// Whether the mesh key signed it, for this key of the bucket (a card copied under
+    /// another service's key is refused).
+    fn check(&self, key: &MeshKey, name: &str) -> bool {
+        let at = self.at_ms.to_string();
+        key.check_derived(
+            "replica-card",
+            &[name, &self.replica, &self.endpoint, state(self.draining), &at],
+            &self.mac,
+        )
+    }
+
+    fn age(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.at_ms).max(0) as u64)
+    }
+}
+
+fn state(draining: bool) -> &'static str {
+    if draining { "draining" } else { "serving" }
+}
+
+impl Directory {
+    /// Whether `key` holds no lease (never written, deleted or purged).
+    async fn lease_gone(&self, key: &str) -> bool {
+        match self.inner.kv.entry(key).await {
+            Ok(None) => true,
+            Ok(Some(entry)) => entry.operation != kv::Operation::Put,
+            Err(_) => false,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The directory this process reads and writes. Cheap to clone.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    /// Start the watch again (NATS came back: the watch's consumer may be gone with it).
+    rewatch: Notify,
+    kv: kv::Store,
+    key: MeshKey,
+    config: DirectoryConfig,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// This process's replica id.
+    id: String,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    routes: HashMap<&'static str, Route>,
+    /// The cards read, by key, and when each was last heard of.
+    cards: HashMap<String, (Card, Instant)>,
+    /// Since when the watch has been up without a break; cards are forgotten for silence only
+    /// once it has been up a whole `ttl` (a break of NATS is not every replica's death).
+    watching_since: Option<Instant>,
+}
+
+impl Directory {
+    /// Opens (or makes) the bucket, with `replicas` copies, and starts watching it. `id` names
+    /// this replica: kept in its data directory, so that a replica restarted after a crash is
+    /// known as the same one and takes its lease back at once ([`Directory::new_id`] makes one).
+    pub async fn open(
+        client: async_nats::Client,
+        key: MeshKey,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        config: DirectoryConfig,
+        replicas: usize,
+        id: String,
+    ) -> Result<Directory, MeshError> {
+        let js = jetstream::new(client.clone());
+        // The bucket's stream made as NATS's KV makes it, without the account query that
+        // `create_key_value` sends first (NATS 2.9 answers it in a shape the client rejects).
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: format!("KV_{BUCKET}"),
+            description: Some("Cocon's replicas: their endpoints and leases".to_string()),
+            subjects: vec![format!("$KV.{BUCKET}.>")],
+            max_messages_per_subject: 1,
+            max_age: Duration::from_secs(3600),
+            // On disk: a lease outlives a restart of the NATS server.
+            storage: jetstream::stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: replicas.max(1),
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| MeshError::Directory(format!("cannot make the NATS KV bucket {BUCKET}: {e}")))?;
+        let kv = js
+            .get_key_value(BUCKET)
+            .await
+            .map_err(|e| MeshError::Directory(format!("cannot open the NATS KV bucket {BUCKET}: {e}")))?;
+        let directory = Directory {
+            inner: Arc::new(Inner {
+                client,
+                rewatch: Notify::new(),
+                kv,
+                key,
+                config,
+                tls,
+                id,
+                state: Mutex::new(State::default()),
+            }),
+        };
+        let watcher = directory.clone();
+        tokio::spawn(async move { watcher.watch().await });
+        let sweeper = Arc::downgrade(&directory.inner);
+        let every = directory.inner.config.heartbeat();
+        tokio::spawn(async move {
+            let mut was_connected = true;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = sweeper.upgrade() else {
+                    return;
+                };
+                let directory = Directory { inner };
+                let connected = directory.inner.client.connection_state() == async_nats::connection::State::Connected;
+                if !connected {
+                    // Silence is not death while the directory cannot be read.
+                    directory.lock().watching_since = None;
+                } else if !was_connected {
+                    directory.inner.rewatch.notify_one();
+                } else {
+                    directory.forget_silent();
+                }
+                was_connected = connected;
+            }
+        });
+        Ok(directory)
+    }
+
+    /// This process's replica id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The route to `kind`'s replicas, kept current from now on.
+    pub fn route(&self, kind: ServiceKind) -> Route {
+        let name = kind.as_str();
+        let mut state = self.lock();
+        if let Some(route) = state.routes.get(name) {
+            return route.clone();
+        }
+        let route = Route::discovered(name);
+        let prefix = format!("{name}.");
+        for (key, (card, _)) in &state.cards {
+            if let Some(id) = key.strip_prefix(&prefix) {
+                self.apply(&route, id, card);
+            }
+        }
+        state.routes.insert(name, route.clone());
+        route
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply(&self, route: &Route, id: &str, card: &Card) {
+        let tls = self.inner.tls.as_ref();
+        route.upsert(id, &card.endpoint, card.draining, || match remote(&card.endpoint, tls) {
+            Ok(channel) => Some(channel),
+            Err(e) => {
+                tracing::warn!(endpoint = %card.endpoint, error = %e, "a replica's card names an unusable endpoint");
+                None
+            }
+        });
+    }
+
+    async fn watch(self) {
+        loop {
+            match self.inner.kv.watch_with_history(">").await {
+                Ok(mut entries) => {
+                    self.lock().watching_since = Some(Instant::now());
+                    loop {
+                        tokio::select! {
+                            entry = entries.next() => match entry {
+                                Some(Ok(entry)) => self.read(entry),
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "the replicas' directory watch broke");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            _ = self.inner.rewatch.notified() => {
+                                tracing::info!("NATS is back: watching the replicas' directory again");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the replicas' directory"),
+            }
+            self.lock().watching_since = None;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn read(&self, entry: kv::Entry) {
+        let Some((service, id)) = entry.key.split_once('.') else {
+            return;
+        };
+        if service == "lease" {
+            return;
+        }
+        let mut state = self.lock();
+        let route = state.routes.get(service).cloned();
+        match entry.operation {
+            kv::Operation::Put => {
+                let card: Card = match serde_json::from_slice(&entry.value) {
+                    Ok(card) => card,
+                    Err(_) => {
+                        tracing::warn!(key = %entry.key, "an unreadable card in the replicas' directory: ignored");
+                        return;
+                    }
+                };
+                if !card.check(&self.inner.key, &entry.key) {
+                    tracing::warn!(key = %entry.key, "a card not signed with the mesh key in the replicas' directory: ignored");
+                    return;
+                }
+                // A card read when the watch starts may be an old one of a dead replica.
+                if card.age() > self.inner.config.ttl() {
+                    return;
+                }
+                if let Some(route) = &route {
+                    self.apply(route, id, &card);
+                }
+                state.cards.insert(entry.key, (card, Instant::now()));
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                if let Some(route) = &route {
+                    route.remove(id);
+                }
+                state.cards.remove(&entry.key);
+            }
+        }
+    }
+
+    /// Forgets the replicas not heard of for a `ttl` while the watch was up.
+    fn forget_silent(&self) {
+        let ttl = self.inner.config.ttl();
+        let mut state = self.lock();
+        let Some(since) = state.watching_since else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(since) < ttl {
+            return;
+        }
+        let silent: Vec<String> = state
+            .cards
+            .iter()
+            .filter(|(_, (_, heard))| now.duration_since(*heard) > ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in silent {
+            state.cards.remove(&key);
+            if let Some((service, id)) = key.split_once('.')
+                && let Some(route) = state.routes.get(service)
+            {
+                tracing::info!(service, replica = id, "a replica stopped its heartbeats: forgotten");
+                route.remove(id);
+            }
+        }
+    }
+
+    /// Writes this replica's card for `kind` at `endpoint`, then again every heartbeat; for a
+    /// service that keeps state, takes its lease first (refused while another live replica
+    /// holds it).
+    pub async fn announce(&self, kind: ServiceKind, endpoint: &str) -> Result<Announcement, MeshError> {
+        let name = format!("{}.{}", kind.as_str(), self.inner.id);
+        let lease = if kind.keeps_state() {
+            Some(self.take_lease(kind, endpoint).await?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            draining: AtomicBool::new(false),
+            stop: Notify::new(),
+            lost: Notify::new(),
+            lost_flag: AtomicBool::new(false),
+        });
+        self.write_card(&name, endpoint, false).await?;
+        let directory = self.clone();
+        let task_shared = shared.clone();
+        let (task_name, task_endpoint) = (name.clone(), endpoint.to_string());
+        let task = tokio::spawn(async move {
+            directory
+                .heartbeats(kind, task_name, task_endpoint, lease, task_shared)
+                .await;
+        });
+        Ok(Announcement {
+            directory: self.clone(),
+            name,
+            endpoint: endpoint.to_string(),
+            shared,
+            task: Some(task),
+        })
+    }
+
+    /// [`Directory::announce`], waiting as a standby while another live replica holds the
+    /// lease: for a store the replicas share (ScyllaDB), where the standby takes over as soon
+    /// as the holder stops or dies. Never resolves while the holder lives.
+    pub async fn announce_standby(&self, kind: ServiceKind, endpoint: &str) -> Result<Announcement, MeshError> {
+        let mut said = None::<Instant>;
+        loop {
+            match self.announce(kind, endpoint).await {
+                Err(MeshError::LeaseHeld { endpoint: holder, .. }) => {
+                    if said.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                        tracing::info!(service = kind.as_str(), holder = %holder, "a standby: another replica holds the lease; this one takes over when it stops");
+                        said = Some(Instant::now());
+                    }
+                    tokio::time::sleep(self.inner.config.heartbeat()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_card(&self, name: &str, endpoint: &str, draining: bool) -> Result<u64, MeshError> {
+        let card = Card::signed(&self.inner.key, &self.inner.id, name, endpoint, draining);
+        let bytes = serde_json::to_vec(&card).expect("a card serializes");
+        self.inner
+            .kv
+            .put(name, bytes.into())
+            .await
+            .map_err(|e| MeshError::Directory(format!("cannot write {name} in the replicas' directory: {e}")))
+    }
+
+    async fn take_lease(&self, kind: ServiceKind, endpoint: &str) -> Result<u64, MeshError> {
+        let key = format!("lease.{}", kind.as_str());
+        let card = Card::signed(&self.inner.key, &self.inner.id, &key, endpoint, false);
+        let bytes: bytes::Bytes = serde_json::to_vec(&card).expect("a card serializes").into();
+        match self.inner.kv.create(&key, bytes.clone()).await {
+            Ok(revision) => return Ok(revision),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(MeshError::Directory(format!("cannot take {key}: {e}"))),
+        }
+        let entry = self
+            .inner
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| MeshError::Directory(format!("cannot read {key}: {e}")))?;
+        if let Some(entry) = &entry
+            && entry.operation == kv::Operation::Put
+            && let Ok(held) = serde_json::from_slice::<Card>(&entry.value)
+            && held.check(&self.inner.key, &key)
+            && held.age() < self.inner.config.ttl()
+            // This replica's own lease, from before a restart (the same data directory, so
+            // the process that held it is gone): taken back at once.
+            && held.replica != self.inner.id
+        {
+            let wait = self.inner.config.ttl().saturating_sub(held.age());
+            return Err(MeshError::LeaseHeld {
+                service: kind.as_str(),
+                endpoint: held.endpoint,
+                secs: wait.as_secs() + 1,
+            });
+        }
+        let revision = entry.map(|e| e.revision).unwrap_or(0);
+        self.inner
+            .kv
+            .update(&key, bytes, revision)
+            .await
+            .map_err(|e| MeshError::Directory(format!("cannot take {key} (another replica took it first?): {e}")))
+    }
+
+    async fn heartbeats(
+        &self,
+        kind: ServiceKind,
+        name: String,
+        endpoint: String,
+        mut lease: Option<u64>,
+        shared: Arc<Shared>,
+    ) {
+        let lease_key = format!("lease.{}", kind.as_str());
+        let mut tick = tokio::time::interval(self.inner.config.heartbeat());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shared.stop.notified() => break,
+            }
+            let draining = shared.draining.load(Ordering::SeqCst);
+            if let Err(e) = self.write_card(&name, &endpoint, draining).await {
+                tracing::warn!(error = %e, "cannot renew this replica's card");
+            }
+            if let Some(revision) = lease {
+                let card = Card::signed(&self.inner.key, &self.inner.id, &lease_key, &endpoint, draining);
+                let bytes = serde_json::to_vec(&card).expect("a card serializes");
+                let bytes: bytes::Bytes = bytes.into();
+                match self.inner.kv.update(&lease_key, bytes.clone(), revision).await {
+                    Ok(next) => lease = Some(next),
+                    // Gone (the bucket was lost with a NATS server's disk): this replica, still
+                    // the holder as far as it knows, writes it again unless another did first.
+                    Err(e)
+                        if e.kind() == kv::UpdateErrorKind::WrongLastRevision && self.lease_gone(&lease_key).await =>
+                    {
+                        match self.inner.kv.create(&lease_key, bytes).await {
+                            Ok(next) => {
+                                tracing::warn!(
+                                    service = kind.as_str(),
+                                    "this replica's lease had vanished from NATS: written again"
+                                );
+                                lease = Some(next);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, service = kind.as_str(), "cannot write this replica's vanished lease again")
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        tracing::error!(
+                            service = kind.as_str(),
+                            "this replica lost its lease to another: it stops"
+                        );
+                        lease = None;
+                        shared.lost_flag.store(true, Ordering::SeqCst);
+                        shared.lost.notify_waiters();
+                    }
+                    // NATS unreachable: the lease stays ours until it is renewed or taken.
+                    Err(e) => tracing::warn!(error = %e, service = kind.as_str(), "cannot renew this replica's lease"),
+                }
+            }
+        }
+        // Withdrawn: the card, then the lease, so that no caller is left with nowhere to go
+        // while a successor can already take over.
+        if let Err(e) = self.inner.kv.delete(&name).await {
+            tracing::warn!(error = %e, "cannot withdraw this replica's card");
+        }
+        if let Some(revision) = lease
+            && let Err(e) = self.inner.kv.delete_expect_revision(&lease_key, Some(revision)).await
+        {
+            tracing::warn!(error = %e, "cannot release this replica's lease");
+        }
+    }
+}
+
+impl Directory {
+    /// A new replica id: 16 hex digits.
+    pub fn new_id() -> String {
+        let bytes: [u8; 8] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+struct Shared {
+    draining: AtomicBool,
+    stop: Notify,
+    lost: Notify,
+    lost_flag: AtomicBool,
+}
+
+/// A replica's card kept in the directory until [`Announcement::withdraw`].
+pub struct Announcement {
+    directory: Directory,
+    name: String,
+    endpoint: String,
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Announcement {
+    /// Says that this replica drains: callers pass it over from their next call.
+    pub async fn drain(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        if let Err(e) = self.directory.write_card(&self.name, &self.endpoint, true).await {
+            tracing::warn!(error = %e, "cannot say that this replica drains");
+        }
+    }
+
+    /// Resolves when this replica's lease was taken by another.
+    pub async fn lost(&self) {
+        let notified = self.shared.lost.notified();
+        if self.shared.lost_flag.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Removes the card and releases the lease.
+    pub async fn withdraw(mut self) {
+        self.shared.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Announcement {
+    /// Dropped without [`Announcement::withdraw`]: the heartbeats stop and the card stays
+    /// until callers forget it, as when the process dies.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The way to a service that runs elsewhere: one fixed endpoint (`[endpoints]`), or the ready
+//! replicas the directory lists ([`crate::Directory`]), called in turn. A replica that refuses
+//! connections is set aside for a few seconds, so that a dead one (killed before it could say
+//! so) stops taking calls at its first refusal rather than when its heartbeats run out; a call
+//! that was refused before it was sent is sent again to another replica
+//! ([`crate::clients`]), since it cannot have run.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceExt};
+
+use crate::{ChannelError, GrpcChannel};
+
+/// How long a replica that refused a connection is passed over.
+const SET_ASIDE: Duration = Duration::from_secs(3);
+
+/// The replicas of one service, as callers choose among them. Cheap to clone.
+#[derive(Clone)]
+pub struct Route {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: &'static str,
+    /// Fixed: the one configured endpoint, never taken out.
+    fixed: bool,
+    replicas: RwLock<Vec<Replica>>,
+    next: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub(crate) struct Replica {
+    pub(crate) id: String,
+    pub(crate) endpoint: String,
+    pub(crate) channel: GrpcChannel,
+    pub(crate) draining: bool,
+    set_aside_until: Option<Instant>,
+}
+
+impl Replica {
+    pub(crate) fn new(id: String, endpoint: String, channel: GrpcChannel, draining: bool) -> Replica {
+        Replica {
+            id,
+            endpoint,
+            channel,
+            draining,
+            set_aside_until: None,
+        }
+    }
+}
+
+impl Route {
+    /// The one endpoint the configuration names.
+    pub fn fixed(service: &'static str, channel: GrpcChannel, endpoint: &str) -> Route {
+        Route {
+            inner: Arc::new(Inner {
+                service,
+                fixed: true,
+                replicas: RwLock::new(vec![Replica::new(
+                    endpoint.to_string(),
+                    endpoint.to_string(),
+                    channel,
+                    false,
+                )]),
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Replicas the directory fills in.
+    pub(crate) fn discovered(service: &'static str) -> Route {
+        Route {
+            inner: Arc::new(Inner {
+                service,
+                fixed: false,
+                replicas: RwLock::new(Vec::new()),
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.inner.service
+    }
+
+    /// Adds a replica or updates one (its endpoint, whether it drains). A new heartbeat does
+    /// not bring back a replica set aside: only time does, or a new endpoint.
+    pub(crate) fn upsert(
+        &self,
+        id: &str,
+        endpoint: &str,
+        draining: bool,
+        channel: impl FnOnce() -> Option<GrpcChannel>,
+    ) {
+        let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = replicas.iter_mut().find(|r| r.id == id) {
+            r.draining = draining;
+            if r.endpoint == endpoint {
+                return;
+            }
+            match channel() {
+                Some(c) => {
+                    r.endpoint = endpoint.to_string();
+                    r.channel = c;
+                    r.set_aside_until = None;
+                }
+                None => r.draining = true,
+            }
+            return;
+        }
+        if let Some(c) = channel() {
+            replicas.push(Replica::new(id.to_string(), endpoint.to_string(), c, draining));
+            replicas.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        if self.inner.fixed {
+            return;
+        }
+        let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
+        replicas.retain(|r| r.id != id);
+    }
+
+    /// The replicas' ids and endpoints, and whether each drains (for tests and `/ready`).
+    pub fn replicas(&self) -> Vec<(String, String, bool)> {
+        let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
+        replicas
+            .iter()
+            .map(|r| (r.id.clone(), r.endpoint.clone(), r.draining))
+            .collect()
+    }
+
+    /// Whether a refused call has another replica to go to.
+    pub fn has_spare(&self) -> bool {
+        let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
+        replicas.iter().filter(|r| !r.draining).count() > 1
+    }
+
+    /// The next replica to call: in turn among those that serve and were not set aside; if
+    /// every one was set aside, among those that serve (one may be back); then any.
+    fn pick(&self) -> Result<(String, GrpcChannel), ChannelError> {
+        let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
+        if replicas.is_empty() {
+            return Err(ChannelError::no_replica(self.inner.service));
+        }
+        let now = Instant::now();
+        let turn = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let usable = |r: &&Replica| !r.draining && r.set_aside_until.is_none_or(|t| t <= now);
+        let serving = |r: &&Replica| !r.draining;
+        for filter in [&usable as &dyn Fn(&&Replica) -> bool, &serving] {
+            let count = replicas.iter().filter(filter).count();
+            if count > 0 {
+                let r = replicas.iter().filter(filter).nth(turn % count).expect("counted");
+                return Ok((r.id.clone(), r.channel.clone()));
+            }
+        }
+        let r = &replicas[turn % replicas.len()];
+        Ok((r.id.clone(), r.channel.clone()))
+    }
+
+    fn set_aside(&self, id: &str) {
+        let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = replicas.iter_mut().find(|r| r.id == id) {
+            tracing::info!(service = self.inner.service, replica = %r.id, endpoint = %r.endpoint, "replica refused a connection: passed over for a few seconds");
+            r.set_aside_until = Some(Instant::now() + SET_ASIDE);
+        }
+    }
+
+    /// The route as a gRPC channel: each call goes to the replica [`Route::pick`] gives.
+    pub fn channel(&self) -> GrpcChannel {
+        BoxCloneSyncService::new(self.clone())
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Route {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = ChannelError;
+    type Future = BoxFuture<'static, Result<Self::Response, ChannelError>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ChannelError>> {
+        // Each call readies the replica it picks (a tonic channel buffers), so the route
+        // itself is always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let route = self.clone();
+        Box::pin(async move {
+            let (id, channel) = route.pick()?;
+            match channel.oneshot(req).await {
+                Err(err) if refused(&err) => {
+                    route.set_aside(&id);
+                    Err(err.not_sent())
+                }
+                other => other,
+            }
+        })
+    }
+}
+
+/// Whether the connection was refused: the request never left this process.
+fn refused(err: &ChannelError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.inner());
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether a call failed before it was sent (its replica refused the connection), so that it
+/// can go to another replica without running twice.
+pub fn not_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(c) = e.downcast_ref::<ChannelError>() {
+            return c.was_not_sent();
+        }
+        source = e.source();
+    }
+    false
+}
+
+impl ChannelError {
+    fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        &*self.error
+    }
+
+    fn no_replica(service: &'static str) -> ChannelError {
+        ChannelError {
+            error: BoxError::from(tonic::Status::unavailable(format!(
+                "no replica of the {service} service is registered: is one running, on the same NATS?"
+            ))),
+            not_sent: true,
+        }
+    }
+
+    fn not_sent(self) -> ChannelError {
+        ChannelError { not_sent: true, ..self }
+    }
+
+    fn was_not_sent(&self) -> bool {
+        self.not_sent
+    }
+}
