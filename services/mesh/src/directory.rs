@@ -42,7 +42,8 @@ impl Default for DirectoryConfig {
     fn default() -> Self {
         DirectoryConfig {
             heartbeat_ms: 1_000,
-            ttl_ms: 5_000,
+            // Past a NATS leader election (4-6 s), so that one does not free leases.
+            ttl_ms: 10_000,
             drain_notice_ms: 1_000,
         }
     }
@@ -108,13 +109,46 @@ fn state(draining: bool) -> &'static str {
     if draining { "draining" } else { "serving" }
 }
 
+/// What a renewal refused for its revision finds.
+enum Reclaim {
+    /// The lease is still this replica's, at this revision.
+    Ours(u64),
+    /// Another replica holds it.
+    Lost,
+    /// It could not be read: tried again at the next heartbeat.
+    Unknown,
+}
+
 impl Directory {
-    /// Whether `key` holds no lease (never written, deleted or purged).
-    async fn lease_gone(&self, key: &str) -> bool {
-        match self.inner.kv.entry(key).await {
-            Ok(None) => true,
-            Ok(Some(entry)) => entry.operation != kv::Operation::Put,
-            Err(_) => false,
+    /// After a renewal refused for its revision: the lease may still be this replica's (an
+    /// earlier renewal was applied but its answer lost, as when NATS fails over), or gone (the
+    /// bucket lost with a NATS server's disk: written again unless another replica did first),
+    /// or another's.
+    async fn reclaim(&self, key: &str, bytes: bytes::Bytes) -> Reclaim {
+        let entry = match self.inner.kv.entry(key).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this replica's lease");
+                return Reclaim::Unknown;
+            }
+        };
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                match serde_json::from_slice::<Card>(&entry.value) {
+                    Ok(card) if card.replica == self.inner.id && card.check(&self.inner.key, key) => {
+                        Reclaim::Ours(entry.revision)
+                    }
+                    _ => Reclaim::Lost,
+                }
+            }
+            _ => match self.inner.kv.create(key, bytes).await {
+                Ok(revision) => {
+                    tracing::warn!("this replica's lease had vanished from NATS: written again");
+                    Reclaim::Ours(revision)
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Reclaim::Lost,
+                Err(_) => Reclaim::Unknown,
+            },
         }
     }
 }
@@ -153,6 +187,9 @@ struct State {
     /// Since when the watch has been up without a break; cards are forgotten for silence only
     /// once it has been up a whole `ttl` (a break of NATS is not every replica's death).
     watching_since: Option<Instant>,
+    /// When the last card arrived: silence is death only while others are heard (during a
+    /// leader election of the bucket no card arrives, and no replica died of it).
+    last_heard: Option<Instant>,
 }
 
 impl Directory {
@@ -326,7 +363,9 @@ impl Directory {
                 if let Some(route) = &route {
                     self.apply(route, id, &card);
                 }
-                state.cards.insert(entry.key, (card, Instant::now()));
+                let now = Instant::now();
+                state.last_heard = Some(now);
+                state.cards.insert(entry.key, (card, now));
             }
             kv::Operation::Delete | kv::Operation::Purge => {
                 if let Some(route) = &route {
@@ -346,6 +385,12 @@ impl Directory {
         };
         let now = Instant::now();
         if now.duration_since(since) < ttl {
+            return;
+        }
+        let live = state
+            .last_heard
+            .is_some_and(|t| now.duration_since(t) < self.inner.config.heartbeat() * 2);
+        if !live {
             return;
         }
         let silent: Vec<String> = state
@@ -494,32 +539,20 @@ impl Directory {
                 let bytes: bytes::Bytes = bytes.into();
                 match self.inner.kv.update(&lease_key, bytes.clone(), revision).await {
                     Ok(next) => lease = Some(next),
-                    // Gone (the bucket was lost with a NATS server's disk): this replica, still
-                    // the holder as far as it knows, writes it again unless another did first.
-                    Err(e)
-                        if e.kind() == kv::UpdateErrorKind::WrongLastRevision && self.lease_gone(&lease_key).await =>
-                    {
-                        match self.inner.kv.create(&lease_key, bytes).await {
-                            Ok(next) => {
-                                tracing::warn!(
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        match self.reclaim(&lease_key, bytes).await {
+                            Reclaim::Ours(next) => lease = Some(next),
+                            Reclaim::Unknown => {}
+                            Reclaim::Lost => {
+                                tracing::error!(
                                     service = kind.as_str(),
-                                    "this replica's lease had vanished from NATS: written again"
+                                    "this replica lost its lease to another: it stops"
                                 );
-                                lease = Some(next);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, service = kind.as_str(), "cannot write this replica's vanished lease again")
+                                lease = None;
+                                shared.lost_flag.store(true, Ordering::SeqCst);
+                                shared.lost.notify_waiters();
                             }
                         }
-                    }
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                        tracing::error!(
-                            service = kind.as_str(),
-                            "this replica lost its lease to another: it stops"
-                        );
-                        lease = None;
-                        shared.lost_flag.store(true, Ordering::SeqCst);
-                        shared.lost.notify_waiters();
                     }
                     // NATS unreachable: the lease stays ours until it is renewed or taken.
                     Err(e) => tracing::warn!(error = %e, service = kind.as_str(), "cannot renew this replica's lease"),
