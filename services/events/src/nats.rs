@@ -99,7 +99,14 @@ impl NatsBus {
         if auth.tls_required {
             options = options.require_tls(true);
         }
-        let client = options.connect(url).await.map_err(unavailable)?;
+        // A cluster is given as its servers' URLs, comma-separated: the client picks one and
+        // moves to another when it fails.
+        let servers = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Unavailable(format!("invalid NATS URL {url:?}: {e}")))?;
+        let client = options.connect(servers).await.map_err(unavailable)?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
         let bus = NatsBus { client, js };
