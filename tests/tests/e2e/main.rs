@@ -9,6 +9,7 @@ mod blobs_s3;
 mod boundaries;
 mod browser;
 mod cli;
+mod cluster;
 mod contexts;
 mod data_api;
 mod drive_browser;
