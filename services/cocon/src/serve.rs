@@ -315,9 +315,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Callers stop picking this replica once they read that it drains; until then it
         // still takes their calls.
         tracing::info!("draining: telling the other processes");
-        for announcement in &announcements {
-            announcement.drain().await;
-        }
+        futures::future::join_all(announcements.iter().map(|a| a.drain())).await;
         tokio::time::sleep(config.directory.drain_notice()).await;
     }
     tracing::info!("shutting down: finishing in-flight requests");
@@ -344,9 +342,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let _ = admin_task.await;
-    for announcement in announcements {
-        announcement.withdraw().await;
-    }
+    futures::future::join_all(announcements.into_iter().map(|a| a.withdraw())).await;
     tracing::info!("stopped");
     if lost_lease {
         bail!("this replica lost its lease to another replica of the same service: it stopped");

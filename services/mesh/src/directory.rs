@@ -422,7 +422,7 @@ impl Directory {
         };
         let shared = Arc::new(Shared {
             draining: AtomicBool::new(false),
-            stop: Notify::new(),
+            lease: Mutex::new(lease),
             lost: Notify::new(),
             lost_flag: AtomicBool::new(false),
         });
@@ -431,11 +431,10 @@ impl Directory {
         let task_shared = shared.clone();
         let (task_name, task_endpoint) = (name.clone(), endpoint.to_string());
         let task = tokio::spawn(async move {
-            directory
-                .heartbeats(kind, task_name, task_endpoint, lease, task_shared)
-                .await;
+            directory.heartbeats(kind, task_name, task_endpoint, task_shared).await;
         });
         Ok(Announcement {
+            kind,
             directory: self.clone(),
             name,
             endpoint: endpoint.to_string(),
@@ -512,23 +511,14 @@ impl Directory {
             .map_err(|e| MeshError::Directory(format!("cannot take {key} (another replica took it first?): {e}")))
     }
 
-    async fn heartbeats(
-        &self,
-        kind: ServiceKind,
-        name: String,
-        endpoint: String,
-        mut lease: Option<u64>,
-        shared: Arc<Shared>,
-    ) {
+    async fn heartbeats(&self, kind: ServiceKind, name: String, endpoint: String, shared: Arc<Shared>) {
         let lease_key = format!("lease.{}", kind.as_str());
         let mut tick = tokio::time::interval(self.inner.config.heartbeat());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shared.stop.notified() => break,
-            }
+            tick.tick().await;
+            let lease = shared.lease();
             let draining = shared.draining.load(Ordering::SeqCst);
             if let Err(e) = self.write_card(&name, &endpoint, draining).await {
                 tracing::warn!(error = %e, "cannot renew this replica's card");
@@ -538,17 +528,17 @@ impl Directory {
                 let bytes = serde_json::to_vec(&card).expect("a card serializes");
                 let bytes: bytes::Bytes = bytes.into();
                 match self.inner.kv.update(&lease_key, bytes.clone(), revision).await {
-                    Ok(next) => lease = Some(next),
+                    Ok(next) => shared.set_lease(Some(next)),
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         match self.reclaim(&lease_key, bytes).await {
-                            Reclaim::Ours(next) => lease = Some(next),
+                            Reclaim::Ours(next) => shared.set_lease(Some(next)),
                             Reclaim::Unknown => {}
                             Reclaim::Lost => {
                                 tracing::error!(
                                     service = kind.as_str(),
                                     "this replica lost its lease to another: it stops"
                                 );
-                                lease = None;
+                                shared.set_lease(None);
                                 shared.lost_flag.store(true, Ordering::SeqCst);
                                 shared.lost.notify_waiters();
                             }
@@ -559,11 +549,15 @@ impl Directory {
                 }
             }
         }
-        // Withdrawn: the card, then the lease, so that no caller is left with nowhere to go
-        // while a successor can already take over.
-        if let Err(e) = self.inner.kv.delete(&name).await {
+    }
+
+    /// Deletes the card, then releases the lease, so that no caller is left with nowhere to
+    /// go while a successor can already take over.
+    async fn withdraw(&self, kind: ServiceKind, name: &str, lease: Option<u64>) {
+        if let Err(e) = self.inner.kv.delete(name).await {
             tracing::warn!(error = %e, "cannot withdraw this replica's card");
         }
+        let lease_key = format!("lease.{}", kind.as_str());
         if let Some(revision) = lease
             && let Err(e) = self.inner.kv.delete_expect_revision(&lease_key, Some(revision)).await
         {
@@ -582,13 +576,15 @@ impl Directory {
 
 struct Shared {
     draining: AtomicBool,
-    stop: Notify,
+    /// The lease's revision this replica last wrote (its fencing token), if it holds one.
+    lease: Mutex<Option<u64>>,
     lost: Notify,
     lost_flag: AtomicBool,
 }
 
 /// A replica's card kept in the directory until [`Announcement::withdraw`].
 pub struct Announcement {
+    kind: ServiceKind,
     directory: Directory,
     name: String,
     endpoint: String,
@@ -600,8 +596,13 @@ impl Announcement {
     /// Says that this replica drains: callers pass it over from their next call.
     pub async fn drain(&self) {
         self.shared.draining.store(true, Ordering::SeqCst);
-        if let Err(e) = self.directory.write_card(&self.name, &self.endpoint, true).await {
-            tracing::warn!(error = %e, "cannot say that this replica drains");
+        let said = self.directory.write_card(&self.name, &self.endpoint, true);
+        match tokio::time::timeout(WITHDRAW_WITHIN, said).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot say that this replica drains"),
+            Err(_) => {
+                tracing::warn!("NATS did not answer: callers learn that this replica drains when it refuses them")
+            }
         }
     }
 
@@ -614,14 +615,34 @@ impl Announcement {
         notified.await;
     }
 
-    /// Removes the card and releases the lease.
+    /// Removes the card and releases the lease, giving NATS [`WITHDRAW_WITHIN`] at most: a
+    /// replica whose NATS is gone stops all the same (its card is forgotten, its lease freed,
+    /// when their time runs out).
     pub async fn withdraw(mut self) {
-        self.shared.stop.notify_one();
         if let Some(task) = self.task.take() {
+            task.abort();
             let _ = task.await;
+        }
+        let lease = self.shared.lease();
+        let withdrawn = self.directory.withdraw(self.kind, &self.name, lease);
+        if tokio::time::timeout(WITHDRAW_WITHIN, withdrawn).await.is_err() {
+            tracing::warn!("NATS did not answer: this replica's card and lease are left to expire");
         }
     }
 }
+
+impl Shared {
+    fn lease(&self) -> Option<u64> {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_lease(&self, lease: Option<u64>) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+}
+
+/// How long a stopping replica waits for NATS to take its last words (draining, withdrawn).
+const WITHDRAW_WITHIN: Duration = Duration::from_secs(2);
 
 impl Drop for Announcement {
     /// Dropped without [`Announcement::withdraw`]: the heartbeats stop and the card stays

@@ -126,3 +126,19 @@ async fn test_split_processes_find_each_other_and_follow_a_moved_service() {
     let restarted = served_again(&api, &id, Duration::from_secs(5)).await;
     eprintln!("documents killed and restarted: served again {restarted:?} after it was ready");
 }
+
+/// A replica whose NATS is gone still stops well within an orchestrator's grace period: its
+/// last words to the directory (draining, withdrawn) are given a bounded time, and its card and
+/// lease are left to expire.
+#[tokio::test]
+async fn test_a_replica_whose_nats_is_gone_stops_promptly() {
+    let mut nats = NatsServer::start().await.unwrap();
+    let mesh = Mesh::new();
+    let mut documents = mesh.start(&nats, "documents", "documents,files").await;
+    nats.kill();
+    let signalled = Instant::now();
+    documents.stop().await.expect("a clean exit on SIGTERM");
+    let took = signalled.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM with NATS gone");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
