@@ -25,7 +25,12 @@ def start():
 
 def check(driver, condition, what):
     if not condition:
-        sys.exit(f"unexpected: {what}\n--- page ---\n{driver.page_source[:3000]}")
+        # The page's text first (what a person reads, whole), then the start of its markup.
+        try:
+            text = driver.execute_script("return document.body ? document.body.innerText : ''")
+        except Exception as e:  # the page may be mid-navigation
+            text = f"(no text: {e})"
+        sys.exit(f"unexpected: {what}\n--- text ---\n{text}\n--- page ---\n{driver.page_source[:2000]}")
 
 
 def click_and_wait(driver, element):

@@ -49,7 +49,11 @@ macro_rules! service_client {
                             if route.has_spare() {
                                 let again = req.clone();
                                 match client.$method(req).await {
-                                    Err(status) if crate::not_sent(&status) => client.$method(again).await,
+                                    Err(status) if crate::not_sent(&status) => {
+                                        metrics::counter!("cocon_mesh_resent_total", "service" => route.service())
+                                            .increment(1);
+                                        client.$method(again).await
+                                    }
                                     other => other,
                                 }
                             } else {

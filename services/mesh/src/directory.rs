@@ -416,7 +416,9 @@ impl Directory {
     pub async fn announce(&self, kind: ServiceKind, endpoint: &str) -> Result<Announcement, MeshError> {
         let name = format!("{}.{}", kind.as_str(), self.inner.id);
         let lease = if kind.keeps_state() {
-            Some(self.take_lease(kind, endpoint).await?)
+            let revision = self.take_lease(kind, endpoint).await?;
+            metrics::gauge!("cocon_mesh_lease_held", "service" => kind.as_str()).set(1.0);
+            Some(revision)
         } else {
             None
         };
@@ -539,6 +541,7 @@ impl Directory {
                                     "this replica lost its lease to another: it stops"
                                 );
                                 shared.set_lease(None);
+                                metrics::gauge!("cocon_mesh_lease_held", "service" => kind.as_str()).set(0.0);
                                 shared.lost_flag.store(true, Ordering::SeqCst);
                                 shared.lost.notify_waiters();
                             }
@@ -558,10 +561,11 @@ impl Directory {
             tracing::warn!(error = %e, "cannot withdraw this replica's card");
         }
         let lease_key = format!("lease.{}", kind.as_str());
-        if let Some(revision) = lease
-            && let Err(e) = self.inner.kv.delete_expect_revision(&lease_key, Some(revision)).await
-        {
-            tracing::warn!(error = %e, "cannot release this replica's lease");
+        if let Some(revision) = lease {
+            metrics::gauge!("cocon_mesh_lease_held", "service" => kind.as_str()).set(0.0);
+            if let Err(e) = self.inner.kv.delete_expect_revision(&lease_key, Some(revision)).await {
+                tracing::warn!(error = %e, "cannot release this replica's lease");
+            }
         }
     }
 }

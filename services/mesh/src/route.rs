@@ -97,25 +97,37 @@ impl Route {
         channel: impl FnOnce() -> Option<GrpcChannel>,
     ) {
         let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = replicas.iter_mut().find(|r| r.id == id) {
-            r.draining = draining;
-            if r.endpoint == endpoint {
-                return;
-            }
-            match channel() {
-                Some(c) => {
-                    r.endpoint = endpoint.to_string();
-                    r.channel = c;
-                    r.set_aside_until = None;
+        match replicas.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                r.draining = draining;
+                if r.endpoint != endpoint {
+                    match channel() {
+                        Some(c) => {
+                            r.endpoint = endpoint.to_string();
+                            r.channel = c;
+                            r.set_aside_until = None;
+                        }
+                        None => r.draining = true,
+                    }
                 }
-                None => r.draining = true,
             }
-            return;
+            None => {
+                if let Some(c) = channel() {
+                    replicas.push(Replica::new(id.to_string(), endpoint.to_string(), c, draining));
+                    replicas.sort_by(|a, b| a.id.cmp(&b.id));
+                }
+            }
         }
-        if let Some(c) = channel() {
-            replicas.push(Replica::new(id.to_string(), endpoint.to_string(), c, draining));
-            replicas.sort_by(|a, b| a.id.cmp(&b.id));
-        }
+        self.publish(&replicas);
+    }
+
+    /// The replicas known, serving and draining, as gauges (`cocon_mesh_replicas`).
+    fn publish(&self, replicas: &[Replica]) {
+        let draining = replicas.iter().filter(|r| r.draining).count();
+        let service = self.inner.service;
+        metrics::gauge!("cocon_mesh_replicas", "service" => service, "state" => "serving")
+            .set((replicas.len() - draining) as f64);
+        metrics::gauge!("cocon_mesh_replicas", "service" => service, "state" => "draining").set(draining as f64);
     }
 
     pub(crate) fn remove(&self, id: &str) {
@@ -124,6 +136,7 @@ impl Route {
         }
         let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
         replicas.retain(|r| r.id != id);
+        self.publish(&replicas);
     }
 
     /// The replicas' ids and endpoints, and whether each drains (for tests and `/ready`).
@@ -168,6 +181,7 @@ impl Route {
         if let Some(r) = replicas.iter_mut().find(|r| r.id == id) {
             tracing::info!(service = self.inner.service, replica = %r.id, endpoint = %r.endpoint, "replica refused a connection: passed over for a few seconds");
             r.set_aside_until = Some(Instant::now() + SET_ASIDE);
+            metrics::counter!("cocon_mesh_refused_total", "service" => self.inner.service).increment(1);
         }
     }
 

@@ -54,6 +54,18 @@ async fn served_again(api: &Api, id: &str, limit: Duration) -> Duration {
     }
 }
 
+/// The value of the first sample of `name` whose labels include every one of `labels`, from
+/// the process's `/metrics`.
+async fn metric(cocon: &Cocon, name: &str, labels: &[&str]) -> Option<f64> {
+    let (status, body) = cocon.admin(reqwest::Method::GET, "/metrics", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// `cocon serve` that is expected to refuse to start: its exit status and what it printed.
 fn refused(key: &str, tls: &str, nats: &str, data: &Path, services: &str) -> (bool, String) {
     let mut cmd = std::process::Command::new(cocon_bin());
@@ -91,6 +103,20 @@ async fn test_split_processes_find_each_other_and_follow_a_moved_service() {
     let created = api.post("/data/io.cozy.notes/", &json!({"title": "found"})).await;
     assert_eq!(created.status, 201, "{}", created.text);
     let id = created.get("id").as_str().unwrap().to_string();
+    // What each process knows shows in its metrics.
+    assert_eq!(
+        metric(
+            &edge,
+            "cocon_mesh_replicas",
+            &["service=\"documents\"", "state=\"serving\""]
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&documents, "cocon_mesh_lease_held", &["service=\"documents\""]).await,
+        Some(1.0)
+    );
 
     // A second documents replica is refused, and says why and what to do.
     let (ok, stderr) = tokio::task::spawn_blocking({
