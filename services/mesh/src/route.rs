@@ -32,20 +32,20 @@ struct Inner {
     next: AtomicUsize,
 }
 
-#[derive(Clone)]
-pub(crate) struct Replica {
-    pub(crate) id: String,
-    pub(crate) endpoint: String,
-    pub(crate) channel: GrpcChannel,
-    pub(crate) draining: bool,
+struct Replica {
+    /// Shared, so that picking a replica for a call copies no string.
+    id: Arc<str>,
+    endpoint: String,
+    channel: GrpcChannel,
+    draining: bool,
     set_aside_until: Option<Instant>,
 }
 
 impl Replica {
-    pub(crate) fn new(id: String, endpoint: String, channel: GrpcChannel, draining: bool) -> Replica {
+    fn new(id: &str, endpoint: &str, channel: GrpcChannel, draining: bool) -> Replica {
         Replica {
-            id,
-            endpoint,
+            id: id.into(),
+            endpoint: endpoint.to_string(),
             channel,
             draining,
             set_aside_until: None,
@@ -60,12 +60,7 @@ impl Route {
             inner: Arc::new(Inner {
                 service,
                 fixed: true,
-                replicas: RwLock::new(vec![Replica::new(
-                    endpoint.to_string(),
-                    endpoint.to_string(),
-                    channel,
-                    false,
-                )]),
+                replicas: RwLock::new(vec![Replica::new(endpoint, endpoint, channel, false)]),
                 next: AtomicUsize::new(0),
             }),
         }
@@ -97,7 +92,7 @@ impl Route {
         channel: impl FnOnce() -> Option<GrpcChannel>,
     ) {
         let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
-        match replicas.iter_mut().find(|r| r.id == id) {
+        match replicas.iter_mut().find(|r| &*r.id == id) {
             Some(r) => {
                 r.draining = draining;
                 if r.endpoint != endpoint {
@@ -113,7 +108,7 @@ impl Route {
             }
             None => {
                 if let Some(c) = channel() {
-                    replicas.push(Replica::new(id.to_string(), endpoint.to_string(), c, draining));
+                    replicas.push(Replica::new(id, endpoint, c, draining));
                     replicas.sort_by(|a, b| a.id.cmp(&b.id));
                 }
             }
@@ -135,7 +130,7 @@ impl Route {
             return;
         }
         let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
-        replicas.retain(|r| r.id != id);
+        replicas.retain(|r| &*r.id != id);
         self.publish(&replicas);
     }
 
@@ -144,19 +139,22 @@ impl Route {
         let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
         replicas
             .iter()
-            .map(|r| (r.id.clone(), r.endpoint.clone(), r.draining))
+            .map(|r| (r.id.to_string(), r.endpoint.clone(), r.draining))
             .collect()
     }
 
     /// Whether a refused call has another replica to go to.
     pub fn has_spare(&self) -> bool {
+        if self.inner.fixed {
+            return false;
+        }
         let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
         replicas.iter().filter(|r| !r.draining).count() > 1
     }
 
     /// The next replica to call: in turn among those that serve and were not set aside; if
     /// every one was set aside, among those that serve (one may be back); then any.
-    fn pick(&self) -> Result<(String, GrpcChannel), ChannelError> {
+    fn pick(&self) -> Result<(Arc<str>, GrpcChannel), ChannelError> {
         let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
         if replicas.is_empty() {
             return Err(ChannelError::no_replica(self.inner.service));
@@ -178,15 +176,21 @@ impl Route {
 
     fn set_aside(&self, id: &str) {
         let mut replicas = self.inner.replicas.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = replicas.iter_mut().find(|r| r.id == id) {
+        if let Some(r) = replicas.iter_mut().find(|r| &*r.id == id) {
             tracing::info!(service = self.inner.service, replica = %r.id, endpoint = %r.endpoint, "replica refused a connection: passed over for a few seconds");
             r.set_aside_until = Some(Instant::now() + SET_ASIDE);
             metrics::counter!("cocon_mesh_refused_total", "service" => self.inner.service).increment(1);
         }
     }
 
-    /// The route as a gRPC channel: each call goes to the replica [`Route::pick`] gives.
+    /// The route as a gRPC channel: each call goes to the replica [`Route::pick`] gives. A
+    /// fixed endpoint has nothing to pick: its channel is given as it is, with no lock or
+    /// boxed future on the way of each call.
     pub fn channel(&self) -> GrpcChannel {
+        if self.inner.fixed {
+            let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
+            return replicas[0].channel.clone();
+        }
         BoxCloneSyncService::new(self.clone())
     }
 }
@@ -217,41 +221,34 @@ impl tower::Service<http::Request<tonic::body::Body>> for Route {
     }
 }
 
+/// An error and its sources, outermost first.
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
 /// Whether the connection was refused: the request never left this process.
 fn refused(err: &ChannelError) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.inner());
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(
+    chain(&*err.error).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
             )
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+        })
+    })
 }
 
 /// Whether a call failed before it was sent (its replica refused the connection), so that it
 /// can go to another replica without running twice.
 pub fn not_sent(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(c) = e.downcast_ref::<ChannelError>() {
-            return c.was_not_sent();
-        }
-        source = e.source();
-    }
-    false
+    chain(status)
+        .find_map(|e| e.downcast_ref::<ChannelError>())
+        .is_some_and(|c| c.not_sent)
 }
 
 impl ChannelError {
-    fn inner(&self) -> &(dyn std::error::Error + 'static) {
-        &*self.error
-    }
-
     fn no_replica(service: &'static str) -> ChannelError {
         ChannelError {
             error: BoxError::from(tonic::Status::unavailable(format!(
@@ -263,9 +260,5 @@ impl ChannelError {
 
     fn not_sent(self) -> ChannelError {
         ChannelError { not_sent: true, ..self }
-    }
-
-    fn was_not_sent(&self) -> bool {
-        self.not_sent
     }
 }
