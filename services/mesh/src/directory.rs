@@ -78,7 +78,7 @@ struct Card {
 
 impl Card {
     fn signed(key: &MeshKey, replica: &str, name: &str, endpoint: &str, draining: bool) -> Card {
-        let at_ms = now_ms();
+        let at_ms = cocon_common::time::now_us() / 1000;
         let at = at_ms.to_string();
         Card {
             replica: replica.to_string(),
@@ -101,8 +101,13 @@ impl Card {
     }
 
     fn age(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.at_ms).max(0) as u64)
+        Duration::from_millis((cocon_common::time::now_us() / 1000).saturating_sub(self.at_ms).max(0) as u64)
     }
+}
+
+/// The bucket's key of `kind`'s lease.
+fn lease_key(kind: ServiceKind) -> String {
+    format!("lease.{}", kind.as_str())
 }
 
 fn state(draining: bool) -> &'static str {
@@ -117,47 +122,6 @@ enum Reclaim {
     Lost,
     /// It could not be read: tried again at the next heartbeat.
     Unknown,
-}
-
-impl Directory {
-    /// After a renewal refused for its revision: the lease may still be this replica's (an
-    /// earlier renewal was applied but its answer lost, as when NATS fails over), or gone (the
-    /// bucket lost with a NATS server's disk: written again unless another replica did first),
-    /// or another's.
-    async fn reclaim(&self, key: &str, bytes: bytes::Bytes) -> Reclaim {
-        let entry = match self.inner.kv.entry(key).await {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read this replica's lease");
-                return Reclaim::Unknown;
-            }
-        };
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                match serde_json::from_slice::<Card>(&entry.value) {
-                    Ok(card) if card.replica == self.inner.id && card.check(&self.inner.key, key) => {
-                        Reclaim::Ours(entry.revision)
-                    }
-                    _ => Reclaim::Lost,
-                }
-            }
-            _ => match self.inner.kv.create(key, bytes).await {
-                Ok(revision) => {
-                    tracing::warn!("this replica's lease had vanished from NATS: written again");
-                    Reclaim::Ours(revision)
-                }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Reclaim::Lost,
-                Err(_) => Reclaim::Unknown,
-            },
-        }
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The directory this process reads and writes. Cheap to clone.
@@ -265,6 +229,12 @@ impl Directory {
             }
         });
         Ok(directory)
+    }
+
+    /// A new replica id: 16 hex digits.
+    pub fn new_id() -> String {
+        let bytes: [u8; 8] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// This process's replica id.
@@ -464,20 +434,23 @@ impl Directory {
         }
     }
 
-    async fn write_card(&self, name: &str, endpoint: &str, draining: bool) -> Result<u64, MeshError> {
+    /// This replica's card for the bucket's key `name`, signed, as stored.
+    fn card(&self, name: &str, endpoint: &str, draining: bool) -> bytes::Bytes {
         let card = Card::signed(&self.inner.key, &self.inner.id, name, endpoint, draining);
-        let bytes = serde_json::to_vec(&card).expect("a card serializes");
+        serde_json::to_vec(&card).expect("a card serializes").into()
+    }
+
+    async fn write_card(&self, name: &str, endpoint: &str, draining: bool) -> Result<u64, MeshError> {
         self.inner
             .kv
-            .put(name, bytes.into())
+            .put(name, self.card(name, endpoint, draining))
             .await
             .map_err(|e| MeshError::Directory(format!("cannot write {name} in the replicas' directory: {e}")))
     }
 
     async fn take_lease(&self, kind: ServiceKind, endpoint: &str) -> Result<u64, MeshError> {
-        let key = format!("lease.{}", kind.as_str());
-        let card = Card::signed(&self.inner.key, &self.inner.id, &key, endpoint, false);
-        let bytes: bytes::Bytes = serde_json::to_vec(&card).expect("a card serializes").into();
+        let key = lease_key(kind);
+        let bytes = self.card(&key, endpoint, false);
         match self.inner.kv.create(&key, bytes.clone()).await {
             Ok(revision) => return Ok(revision),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
@@ -514,43 +487,79 @@ impl Directory {
     }
 
     async fn heartbeats(&self, kind: ServiceKind, name: String, endpoint: String, shared: Arc<Shared>) {
-        let lease_key = format!("lease.{}", kind.as_str());
         let mut tick = tokio::time::interval(self.inner.config.heartbeat());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let lease = shared.lease();
             let draining = shared.draining.load(Ordering::SeqCst);
             if let Err(e) = self.write_card(&name, &endpoint, draining).await {
                 tracing::warn!(error = %e, "cannot renew this replica's card");
             }
-            if let Some(revision) = lease {
-                let card = Card::signed(&self.inner.key, &self.inner.id, &lease_key, &endpoint, draining);
-                let bytes = serde_json::to_vec(&card).expect("a card serializes");
-                let bytes: bytes::Bytes = bytes.into();
-                match self.inner.kv.update(&lease_key, bytes.clone(), revision).await {
-                    Ok(next) => shared.set_lease(Some(next)),
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                        match self.reclaim(&lease_key, bytes).await {
-                            Reclaim::Ours(next) => shared.set_lease(Some(next)),
-                            Reclaim::Unknown => {}
-                            Reclaim::Lost => {
-                                tracing::error!(
-                                    service = kind.as_str(),
-                                    "this replica lost its lease to another: it stops"
-                                );
-                                shared.set_lease(None);
-                                metrics::gauge!("cocon_mesh_lease_held", "service" => kind.as_str()).set(0.0);
-                                shared.lost_flag.store(true, Ordering::SeqCst);
-                                shared.lost.notify_waiters();
-                            }
-                        }
+            if let Some(revision) = shared.lease() {
+                self.renew_lease(kind, revision, &endpoint, draining, &shared).await;
+            }
+        }
+    }
+
+    /// Renews the lease at `revision`, the one this replica last wrote.
+    async fn renew_lease(&self, kind: ServiceKind, revision: u64, endpoint: &str, draining: bool, shared: &Shared) {
+        let key = lease_key(kind);
+        let bytes = self.card(&key, endpoint, draining);
+        let refused = match self.inner.kv.update(&key, bytes.clone(), revision).await {
+            Ok(next) => return shared.set_lease(Some(next)),
+            Err(e) => e,
+        };
+        if refused.kind() != kv::UpdateErrorKind::WrongLastRevision {
+            // NATS unreachable: the lease stays ours until it is renewed or taken.
+            tracing::warn!(error = %refused, service = kind.as_str(), "cannot renew this replica's lease");
+            return;
+        }
+        match self.reclaim(&key, bytes).await {
+            Reclaim::Ours(next) => shared.set_lease(Some(next)),
+            Reclaim::Unknown => {}
+            Reclaim::Lost => {
+                tracing::error!(
+                    service = kind.as_str(),
+                    "this replica lost its lease to another: it stops"
+                );
+                shared.set_lease(None);
+                metrics::gauge!("cocon_mesh_lease_held", "service" => kind.as_str()).set(0.0);
+                shared.lost_flag.store(true, Ordering::SeqCst);
+                shared.lost.notify_waiters();
+            }
+        }
+    }
+
+    /// After a renewal refused for its revision: the lease may still be this replica's (an
+    /// earlier renewal was applied but its answer lost, as when NATS fails over), or gone (the
+    /// bucket lost with a NATS server's disk: written again unless another replica did first),
+    /// or another's.
+    async fn reclaim(&self, key: &str, bytes: bytes::Bytes) -> Reclaim {
+        let entry = match self.inner.kv.entry(key).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this replica's lease");
+                return Reclaim::Unknown;
+            }
+        };
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                match serde_json::from_slice::<Card>(&entry.value) {
+                    Ok(card) if card.replica == self.inner.id && card.check(&self.inner.key, key) => {
+                        Reclaim::Ours(entry.revision)
                     }
-                    // NATS unreachable: the lease stays ours until it is renewed or taken.
-                    Err(e) => tracing::warn!(error = %e, service = kind.as_str(), "cannot renew this replica's lease"),
+                    _ => Reclaim::Lost,
                 }
             }
+            _ => match self.inner.kv.create(key, bytes).await {
+                Ok(revision) => {
+                    tracing::warn!("this replica's lease had vanished from NATS: written again");
+                    Reclaim::Ours(revision)
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Reclaim::Lost,
+                Err(_) => Reclaim::Unknown,
+            },
         }
     }
 
@@ -560,21 +569,17 @@ impl Directory {
         if let Err(e) = self.inner.kv.delete(name).await {
             tracing::warn!(error = %e, "cannot withdraw this replica's card");
         }
-        let lease_key = format!("lease.{}", kind.as_str());
         if let Some(revision) = lease {
             metrics::gauge!("cocon_mesh_lease_held", "service" => kind.as_str()).set(0.0);
-            if let Err(e) = self.inner.kv.delete_expect_revision(&lease_key, Some(revision)).await {
+            if let Err(e) = self
+                .inner
+                .kv
+                .delete_expect_revision(lease_key(kind), Some(revision))
+                .await
+            {
                 tracing::warn!(error = %e, "cannot release this replica's lease");
             }
         }
-    }
-}
-
-impl Directory {
-    /// A new replica id: 16 hex digits.
-    pub fn new_id() -> String {
-        let bytes: [u8; 8] = rand::random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
