@@ -9,6 +9,7 @@ mod contexts_cli;
 mod jobs_cli;
 mod mesh_cert;
 mod rebuild;
+mod replicas;
 mod roster_cli;
 mod serve;
 mod services;

@@ -135,18 +135,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (bus, nats) = open_bus(&config, mesh_key.as_ref(), &enabled_list).await?;
     // On NATS, split processes find each other in the replicas' directory.
     let directory = match (&nats, &mesh_key) {
-        (Some(nats), Some(key)) if !all_in_one => Some(
-            cocon_mesh::Directory::open(
-                nats.clone(),
-                key.clone(),
-                mesh_tls.as_ref().map(|t| t.client.clone()),
-                config.directory.clone(),
-                config.streams.replicas,
-                replica_id(&config)?,
-            )
-            .await
-            .context("cannot open the replicas' directory on NATS")?,
-        ),
+        (Some(nats), Some(key)) if !all_in_one => {
+            Some(crate::replicas::open(&config, nats.clone(), key.clone(), mesh_tls.as_ref()).await?)
+        }
         _ => None,
     };
     let store = if stateful.is_empty() {
@@ -195,32 +186,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // a stateful one takes its lease first, so that no second replica's consumers or relays
     // ever run beside the holder's. Calls that come before the gRPC server serves wait in the
     // bound listener's backlog.
-    let mut announcements = Vec::new();
-    if let (Some(bound), Some(directory)) = (grpc.as_ref().map(|l| l.local_addr()).transpose()?, &directory) {
-        let endpoint = advertised(&config, bound).await;
-        // On a store the replicas share, a second replica of a stateful service waits as a
-        // standby (not ready); on the embedded store its data is its own disk's, so it is
-        // refused.
-        let shared_store = config.store.backend != "embedded";
-        for service in services.iter().filter(|s| s.serving() && s.health_name().is_some()) {
-            let kind = service.kind();
-            let announced = if shared_store {
-                tokio::select! {
-                    announced = directory.announce_standby(kind, &endpoint) => announced,
-                    _ = cocon_common::shutdown::os_signal() => {
-                        tracing::info!("stopped while waiting as a standby");
-                        return Ok(());
-                    }
-                }
-            } else {
-                directory.announce(kind, &endpoint).await
-            };
-            let announcement =
-                announced.with_context(|| format!("cannot announce {} in the replicas' directory", kind.as_str()))?;
-            announcements.push(announcement);
+    let announcements = match (grpc.as_ref().map(|l| l.local_addr()).transpose()?, &directory) {
+        (Some(bound), Some(directory)) => {
+            let serving: Vec<ServiceKind> = services
+                .iter()
+                .filter(|s| s.serving() && s.health_name().is_some())
+                .map(|s| s.kind())
+                .collect();
+            match crate::replicas::announce(&config, directory, bound, &serving).await? {
+                Some(announcements) => announcements,
+                None => return Ok(()),
+            }
         }
-        tracing::info!(replica = directory.id(), endpoint = %endpoint, "announced in the replicas' directory");
-    }
+        _ => Vec::new(),
+    };
 
     let gateway_url = match &http {
         Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
@@ -271,8 +250,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut addrs = vec![format!("admin={admin_addr}")];
     let mut grpc_task = None;
     if let Some(listener) = grpc {
-        let bound = listener.local_addr()?;
-        addrs.push(format!("grpc={bound}"));
+        addrs.push(format!("grpc={}", listener.local_addr()?));
         grpc_task = Some(serve_grpc(listener, &services, mesh_tls.as_ref(), requests.clone()).await?);
     }
     let mut http_task = None;
@@ -348,57 +326,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         bail!("this replica lost its lease to another replica of the same service: it stopped");
     }
     Ok(())
-}
-
-/// This replica's id in the directory, kept in its data directory: the same process
-/// restarted is the same replica.
-fn replica_id(config: &Config) -> anyhow::Result<String> {
-    let path = config.data_dir.join("replica-id");
-    cocon_common::fs::read_or_create_secret(&path, cocon_mesh::Directory::new_id)
-        .with_context(|| format!("cannot read or create {}", path.display()))
-}
-
-/// The endpoint this process's gRPC is called at: `grpc_advertise`; or the address bound; or,
-/// bound to every address (a container), the address of the interface its route to the NATS
-/// server leaves by: the network the other processes share with it.
-async fn advertised(config: &Config, bound: SocketAddr) -> String {
-    if !config.grpc_advertise.is_empty() {
-        return config.grpc_advertise.clone();
-    }
-    if !bound.ip().is_unspecified() {
-        return format!("http://{bound}");
-    }
-    let ip = match toward_nats(&config.nats_url).await {
-        Some(ip) => ip.to_string(),
-        None => {
-            tracing::warn!("cannot tell which address other processes reach this one at: set grpc_advertise");
-            "127.0.0.1".to_string()
-        }
-    };
-    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
-    format!("http://{host}:{}", bound.port())
-}
-
-/// The local address of the route to the first NATS server of `url` (a UDP socket's
-/// `connect` picks the route and sends nothing).
-async fn toward_nats(url: &str) -> Option<std::net::IpAddr> {
-    let first = url.split(',').next()?.trim();
-    let rest = first.split_once("://").map_or(first, |(_, r)| r);
-    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let host_port = if host_port.contains(':') {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:4222")
-    };
-    let server = tokio::net::lookup_host(host_port).await.ok()?.next()?;
-    let any: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = tokio::net::UdpSocket::bind(any).await.ok()?;
-    socket.connect(server).await.ok()?;
-    socket.local_addr().ok().map(|a| a.ip())
 }
 
 /// The in-process bus, or NATS JetStream; on NATS every event is signed by its producer and
