@@ -17,8 +17,66 @@ pub struct EventLog {
     store: Arc<dyn Store>,
     table: &'static str,
     outbox: Outbox,
-    /// Last sequence per instance; filled from the log on first use.
-    last: Arc<Mutex<HashMap<String, u64>>>,
+    last: Arc<Mutex<LastSeqs>>,
+}
+
+/// How many instances' last sequences a log keeps in memory (about 100 bytes each). Past it the
+/// least recently written are read from the log again: a host of a million instances does not
+/// hold them all, and a busy instance is never re-read.
+const LAST_SEQS_KEPT: usize = 65_536;
+
+/// Each instance's last sequence, as far as the writers know.
+struct LastSeqs {
+    /// Of commits under way: never evicted, since the store may not show them yet, and a
+    /// sequence re-read from it then would be given twice. (last sequence, commits running)
+    running: HashMap<String, (u64, u32)>,
+    /// Of committed writes, the most recently used.
+    recent: quick_cache::unsync::Cache<String, u64>,
+}
+
+impl Default for LastSeqs {
+    fn default() -> Self {
+        LastSeqs::keeping(LAST_SEQS_KEPT)
+    }
+}
+
+impl LastSeqs {
+    fn keeping(recent: usize) -> LastSeqs {
+        LastSeqs {
+            running: HashMap::new(),
+            recent: quick_cache::unsync::Cache::new(recent),
+        }
+    }
+
+    fn get(&self, instance: &str) -> Option<u64> {
+        match self.running.get(instance) {
+            Some((last, _)) => Some(*last),
+            None => self.recent.get(instance).copied(),
+        }
+    }
+
+    fn began(&mut self, instance: &str, last: u64) {
+        let entry = self.running.entry(instance.to_string()).or_insert((last, 0));
+        *entry = (entry.0.max(last), entry.1 + 1);
+    }
+
+    /// A commit begun with [`LastSeqs::began`] ended; `ok`: the store has it.
+    fn ended(&mut self, instance: &str, ok: bool) {
+        let Some((last, running)) = self.running.get_mut(instance) else {
+            return;
+        };
+        *running -= 1;
+        if *running > 0 {
+            return;
+        }
+        let last = *last;
+        self.running.remove(instance);
+        if ok {
+            self.recent.insert(instance.to_string(), last);
+        } else {
+            self.recent.remove(instance);
+        }
+    }
 }
 
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, BusError> {
@@ -67,11 +125,12 @@ impl EventLog {
             .map_or(0, u64::from_be_bytes))
     }
 
-    /// Records that `seq` was used by a batch about to be committed.
+    /// Records that `seq` was used by a batch the store has committed.
     pub fn advance(&self, instance: &str, seq: u64) {
         self.last
             .lock()
             .expect("seq cache poisoned")
+            .recent
             .insert(instance.to_string(), seq);
     }
 
@@ -82,7 +141,7 @@ impl EventLog {
 
     /// Drops the cached sequence of `instance`, after a failed commit, so it is re-read.
     pub fn forget(&self, instance: &str) {
-        self.last.lock().expect("seq cache poisoned").remove(instance);
+        self.last.lock().expect("seq cache poisoned").recent.remove(instance);
     }
 
     /// Adds the event to the log in `batch`, and notes it in `appended`. Call
@@ -119,20 +178,17 @@ impl EventLog {
         batch: Batch,
         sealed: Sealed,
     ) -> Result<(), StorageError> {
-        self.advance(instance, last_seq);
+        self.last.lock().expect("seq cache poisoned").began(instance, last_seq);
         let log = self.clone();
         let instance = instance.to_string();
         tokio::spawn(async move {
-            match store.apply(batch).await {
-                Ok(()) => {
-                    log.outbox.committed(sealed);
-                    Ok(())
-                }
-                Err(err) => {
-                    log.forget(&instance);
-                    Err(err)
-                }
+            let applied = store.apply(batch).await;
+            let ok = applied.is_ok();
+            log.last.lock().expect("seq cache poisoned").ended(&instance, ok);
+            if ok {
+                log.outbox.committed(sealed);
             }
+            applied
         })
         .await
         .map_err(|e| StorageError::Backend(format!("the commit task failed: {e}")))?
@@ -182,5 +238,40 @@ impl EventLog {
             .map(|r| decode_envelope(&r.value))
             .collect::<Result<_, _>>()?;
         Ok((events, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastSeqs;
+
+    /// However many instances write, a commit under way keeps its sequence (the store may not
+    /// show it yet); once committed it is one of the recent ones, evicted like any other.
+    #[test]
+    fn test_a_running_commit_keeps_its_sequence_past_the_cache() {
+        let mut seqs = LastSeqs::keeping(100);
+        seqs.began("busy", 7);
+        for i in 0..10_000 {
+            let other = format!("i{i}");
+            seqs.began(&other, 1);
+            seqs.ended(&other, true);
+        }
+        assert_eq!(
+            seqs.get("busy"),
+            Some(7),
+            "a running commit's sequence is never dropped"
+        );
+        assert!(seqs.get("i9999").is_some(), "the most recent are kept");
+        assert!((0..10_000).filter(|i| seqs.get(&format!("i{i}")).is_some()).count() <= 100);
+        // Two commits of one instance under way: the later sequence stands until both end.
+        seqs.began("busy", 9);
+        seqs.ended("busy", true);
+        assert_eq!(seqs.get("busy"), Some(9));
+        seqs.ended("busy", true);
+        assert_eq!(seqs.get("busy"), Some(9));
+        // A failed commit's sequence is forgotten: the next writer reads the store.
+        seqs.began("failed", 3);
+        seqs.ended("failed", false);
+        assert_eq!(seqs.get("failed"), None);
     }
 }

@@ -32,6 +32,8 @@ pub struct MemoryBus {
 struct Inner {
     state: Mutex<State>,
     listeners: Arc<Registry>,
+    /// Whether the task that drops handled messages while nothing is published runs.
+    tidying: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -80,7 +82,13 @@ struct ConsumerState {
 impl ConsumerState {
     /// Whether this consumer still needs the message `seq` on `subject`.
     fn needs(&self, seq: u64, subject: &str, now: Instant, stall_after: Duration) -> bool {
-        if self.subscribed == 0 || now.duration_since(self.last_seen) > stall_after {
+        self.subscribed > 0 && self.will_take(seq, subject, now, stall_after)
+    }
+
+    /// Whether this consumer, subscribed now or between two subscriptions, has yet to handle
+    /// `seq`; a stalled one is not waited for.
+    fn will_take(&self, seq: u64, subject: &str, now: Instant, stall_after: Duration) -> bool {
+        if now.duration_since(self.last_seen) > stall_after {
             return false;
         }
         self.in_flight.is_some_and(|(s, _, _)| s == seq) || (seq >= self.next_seq && matches(&self.filter, subject))
@@ -96,6 +104,11 @@ pub struct MemoryCaps {
     /// A consumer that has taken no delivery for this long while messages wait for it no
     /// longer holds the stream back (a wedged handler must not stop every other consumer).
     pub stall_after: Duration,
+    /// A message every consumer has handled is dropped once this old (zero: kept until the
+    /// caps or the stream's limits drop it). Idle instances then cost the bus nothing: without
+    /// it, a million instances' creations stayed in memory, up to the caps of every stream.
+    /// The delay lets a consumer that subscribes just after a publish (at start-up) still get it.
+    pub keep_handled: Duration,
 }
 
 impl Default for MemoryCaps {
@@ -104,6 +117,7 @@ impl Default for MemoryCaps {
             max_messages: 200_000,
             max_bytes: 64 * 1024 * 1024,
             stall_after: Duration::from_secs(120),
+            keep_handled: Duration::from_secs(10),
         }
     }
 }
@@ -138,8 +152,40 @@ impl MemoryBus {
             inner: Arc::new(Inner {
                 state: Mutex::new(State { streams }),
                 listeners: Arc::default(),
+                tidying: Default::default(),
             }),
         }
+    }
+
+    /// Once, from the first publish (in a runtime): a task that drops the messages every consumer
+    /// has handled when nothing is published ([`MemoryCaps::keep_handled`]); it ends with the bus.
+    fn tidy_while_idle(&self) {
+        use std::sync::atomic::Ordering;
+        let every = {
+            let state = self.inner.state.lock().expect("bus state poisoned");
+            match state.streams.first() {
+                Some(stream) if !stream.caps.keep_handled.is_zero() => stream.caps.keep_handled,
+                _ => return,
+            }
+        };
+        if self.inner.tidying.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                let now = Instant::now();
+                let mut state = inner.state.lock().expect("bus state poisoned");
+                for stream in &mut state.streams {
+                    stream.drop_handled(now);
+                    stream.report();
+                }
+            }
+        });
     }
 
     /// How many messages a stream holds now (after retention).
@@ -154,6 +200,14 @@ impl MemoryBus {
 }
 
 impl Stream {
+    /// What the stream holds in memory, as gauges: read after a publish and when a consumer
+    /// runs out of work (not at every delivery).
+    fn report(&self) {
+        let name = self.spec.name.clone();
+        metrics::gauge!("cocon_bus_memory_messages", "stream" => name.clone()).set(self.messages.len() as f64);
+        metrics::gauge!("cocon_bus_memory_bytes", "stream" => name).set(self.bytes as f64);
+    }
+
     fn enforce_limits(&mut self, now: Instant) {
         let spec = &self.spec;
         while let Some(front) = self.messages.front() {
@@ -168,6 +222,7 @@ impl Stream {
         }
         let window = spec.duplicate_window;
         self.make_room(0, now);
+        self.drop_handled(now);
         while let Some((at, _)) = self.recent_order.front() {
             if now.duration_since(*at) <= window && self.recent_order.len() <= MAX_RECENT_IDS {
                 break;
@@ -179,6 +234,28 @@ impl Stream {
                     count.remove();
                 }
             }
+        }
+    }
+
+    /// Drops the oldest messages that every consumer has handled and that are older than
+    /// [`MemoryCaps::keep_handled`]. A work queue removes each message as it is acked instead.
+    fn drop_handled(&mut self, now: Instant) {
+        let keep = self.caps.keep_handled;
+        if keep.is_zero() || self.spec.work_queue {
+            return;
+        }
+        while let Some(front) = self.messages.front() {
+            let (seq, subject) = (front.seq, front.message.subject.as_str());
+            if now.duration_since(front.at) < keep
+                || self
+                    .consumers
+                    .values()
+                    .any(|c| c.will_take(seq, subject, now, self.caps.stall_after))
+            {
+                break;
+            }
+            let dropped = self.messages.pop_front().expect("front exists");
+            self.bytes -= dropped.message.payload.len() as i64;
         }
     }
 
@@ -265,6 +342,7 @@ impl EventBus for MemoryBus {
 
     /// One lock and one wake-up for the whole batch.
     async fn publish_all(&self, messages: Vec<Message>) -> (usize, Option<BusError>) {
+        self.tidy_while_idle();
         let now = Instant::now();
         let mut sent = 0;
         let mut failed = None;
@@ -299,6 +377,7 @@ impl EventBus for MemoryBus {
             if !stream.consumers.is_empty() {
                 stream.notify.notify_waiters();
             }
+            stream.report();
         }
         drop(state);
         if !live.is_empty() {
@@ -401,6 +480,9 @@ impl MemorySubscription {
                 }
             }
         };
+        if deliver.is_none() {
+            stream.report();
+        }
         let consumer = stream.consumers.get_mut(&self.durable).expect("checked above");
         consumer.in_flight = in_flight;
         consumer.next_seq = next_seq;

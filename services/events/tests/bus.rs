@@ -505,6 +505,7 @@ fn small_caps(max_messages: usize, stall_after: Duration) -> MemoryCaps {
         max_messages,
         max_bytes: 1 << 20,
         stall_after,
+        keep_handled: Duration::ZERO,
     }
 }
 
@@ -632,4 +633,66 @@ async fn test_a_slow_consumer_gets_every_event_past_the_memory_bus_caps() {
     shutdown.trigger();
     relay.await.unwrap();
     assert_eq!(log.outbox().backlog().await.unwrap(), 0);
+}
+
+/// Messages every consumer has handled leave memory once older than `keep_handled`, with no
+/// publish after them (the bus tidies itself while idle); a consumer that has not handled them
+/// yet, even between two subscriptions, holds them.
+#[tokio::test]
+async fn test_memory_bus_forgets_what_every_consumer_has_handled() {
+    let caps = MemoryCaps {
+        keep_handled: Duration::from_millis(50),
+        ..small_caps(1000, Duration::from_secs(120))
+    };
+    let bus = MemoryBus::with_caps(streams(100_000), caps);
+    let mut fast = bus.subscribe(spec("fast", "cocon.test.kept", 5)).await.unwrap();
+    let slow = bus.subscribe(spec("slow", "cocon.test.kept", 5)).await.unwrap();
+    // "slow" is between two subscriptions: it has handled nothing and still counts.
+    drop(slow);
+    for i in 0..3 {
+        bus.publish(msg("cocon.test.kept", &format!("h{i}"))).await.unwrap();
+    }
+    for i in 0..3 {
+        let d = next(&mut fast).await;
+        assert_eq!(d.message.payload, Bytes::from(format!("h{i}")));
+        d.ack().await.unwrap();
+    }
+    // "fast" waits for more, in a task.
+    let idle = tokio::spawn(async move {
+        let got = fast.next().await;
+        (fast, got.map(|d| d.map(|d| d.message.payload)))
+    });
+    let settled = |want: usize| {
+        let bus = bus.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while bus.stream_len("TEST") != want && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            bus.stream_len("TEST")
+        }
+    };
+    // Held for "slow", whatever the time.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        bus.stream_len("TEST"),
+        3,
+        "kept for the consumer that has not handled them"
+    );
+    let mut slow = bus.subscribe(spec("slow", "cocon.test.kept", 5)).await.unwrap();
+    for i in 0..3 {
+        let d = next(&mut slow).await;
+        assert_eq!(d.message.payload, Bytes::from(format!("h{i}")));
+        d.ack().await.unwrap();
+    }
+    assert_eq!(
+        settled(0).await,
+        0,
+        "handled by all: gone from memory without another publish"
+    );
+    // The consumers go on as before.
+    bus.publish(msg("cocon.test.kept", "h3")).await.unwrap();
+    let (_fast, got) = idle.await.unwrap();
+    assert_eq!(got.unwrap().unwrap(), Bytes::from("h3"));
+    assert_eq!(next(&mut slow).await.message.payload, Bytes::from("h3"));
 }
