@@ -56,25 +56,28 @@ impl LastSeqs {
     }
 
     fn began(&mut self, instance: &str, last: u64) {
-        let entry = self.running.entry(instance.to_string()).or_insert((last, 0));
-        *entry = (entry.0.max(last), entry.1 + 1);
+        match self.running.get_mut(instance) {
+            Some(entry) => *entry = (entry.0.max(last), entry.1 + 1),
+            None => {
+                self.running.insert(instance.to_string(), (last, 1));
+            }
+        }
     }
 
     /// A commit begun with [`LastSeqs::began`] ended; `ok`: the store has it.
     fn ended(&mut self, instance: &str, ok: bool) {
-        let Some((last, running)) = self.running.get_mut(instance) else {
+        let Some((_, running)) = self.running.get_mut(instance) else {
             return;
         };
         *running -= 1;
         if *running > 0 {
             return;
         }
-        let last = *last;
-        self.running.remove(instance);
+        let (instance, (last, _)) = self.running.remove_entry(instance).expect("found above");
         if ok {
-            self.recent.insert(instance.to_string(), last);
+            self.recent.insert(instance, last);
         } else {
-            self.recent.remove(instance);
+            self.recent.remove(instance.as_str());
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct MemoryBus {
 struct Inner {
     state: Mutex<State>,
     listeners: Arc<Registry>,
+    /// [`MemoryCaps::keep_handled`], the same for every stream: read without the state's lock.
+    keep_handled: Duration,
     /// Whether the task that drops handled messages while nothing is published runs.
     tidying: std::sync::atomic::AtomicBool,
 }
@@ -152,23 +154,22 @@ impl MemoryBus {
             inner: Arc::new(Inner {
                 state: Mutex::new(State { streams }),
                 listeners: Arc::default(),
+                keep_handled: caps.keep_handled,
                 tidying: Default::default(),
             }),
         }
     }
 
     /// Once, from the first publish (in a runtime): a task that drops the messages every consumer
-    /// has handled when nothing is published ([`MemoryCaps::keep_handled`]); it ends with the bus.
+    /// has handled when nothing is published ([`MemoryCaps::keep_handled`]) and reports what each
+    /// stream holds; it ends with the bus.
     fn tidy_while_idle(&self) {
         use std::sync::atomic::Ordering;
-        let every = {
-            let state = self.inner.state.lock().expect("bus state poisoned");
-            match state.streams.first() {
-                Some(stream) if !stream.caps.keep_handled.is_zero() => stream.caps.keep_handled,
-                _ => return,
-            }
-        };
-        if self.inner.tidying.swap(true, Ordering::Relaxed) {
+        let every = self.inner.keep_handled;
+        if every.is_zero()
+            || self.inner.tidying.load(Ordering::Relaxed)
+            || self.inner.tidying.swap(true, Ordering::Relaxed)
+        {
             return;
         }
         let inner = Arc::downgrade(&self.inner);
@@ -200,8 +201,7 @@ impl MemoryBus {
 }
 
 impl Stream {
-    /// What the stream holds in memory, as gauges: read after a publish and when a consumer
-    /// runs out of work (not at every delivery).
+    /// What the stream holds in memory, as gauges (by the tidying task: not on the publish path).
     fn report(&self) {
         let name = self.spec.name.clone();
         metrics::gauge!("cocon_bus_memory_messages", "stream" => name.clone()).set(self.messages.len() as f64);
@@ -377,7 +377,6 @@ impl EventBus for MemoryBus {
             if !stream.consumers.is_empty() {
                 stream.notify.notify_waiters();
             }
-            stream.report();
         }
         drop(state);
         if !live.is_empty() {
@@ -480,9 +479,6 @@ impl MemorySubscription {
                 }
             }
         };
-        if deliver.is_none() {
-            stream.report();
-        }
         let consumer = stream.consumers.get_mut(&self.durable).expect("checked above");
         consumer.in_flight = in_flight;
         consumer.next_seq = next_seq;
