@@ -54,7 +54,8 @@ def latencies(users):
 
 asked = set()
 done = 0
-for step in [s for s in (1_000, 10_000, 100_000, 1_000_000) if s <= top] + ([top] if top not in (1_000, 10_000, 100_000, 1_000_000) else []):
+steps = sorted({s for s in (1_000, 10_000, 100_000, 1_000_000) if s < top} | {top})
+for step in steps:
     with open(f"{d}/roster.csv", "w") as f:
         f.write("user,name,email\n")
         for i in range(done, step):
@@ -69,8 +70,8 @@ for step in [s for s in (1_000, 10_000, 100_000, 1_000_000) if s <= top] + ([top
     done = step
     # Idle: the in-process bus drops what every consumer handled 10 s after it was published.
     time.sleep(12)
-    fresh = random.Random(step).sample([u for u in range(step) if u not in asked] if step <= 100_000 else
-                                       [u for u in random.Random(-step).sample(range(step), 2_000) if u not in asked], 500)
+    # 500 instances never asked before, drawn among 2,000 (range() samples without a list).
+    fresh = [u for u in random.Random(step).sample(range(step), min(step, 2_000)) if u not in asked][:500]
     asked.update(fresh)
     rss = status("VmRSS")
     cold = latencies(fresh)
