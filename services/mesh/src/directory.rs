@@ -23,6 +23,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::shards::Shards;
 use crate::{MeshError, Route, ServiceKind, remote};
 
 pub const BUCKET: &str = "cocon_replicas";
@@ -105,6 +106,39 @@ impl Card {
     }
 }
 
+/// Opens a KV bucket, made first if need be with `copies` copies, on disk (a lease outlives a
+/// restart of the NATS server). Its stream is made as NATS's KV makes it, without the account
+/// query that `create_key_value` sends first (NATS 2.9 answers it in a shape the client
+/// rejects).
+pub(crate) async fn open_bucket(
+    client: async_nats::Client,
+    bucket: &str,
+    description: &str,
+    copies: usize,
+    max_age: Option<Duration>,
+) -> Result<kv::Store, MeshError> {
+    let js = jetstream::new(client);
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: max_age.unwrap_or_default(),
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: copies.max(1),
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| MeshError::Directory(format!("cannot make the NATS KV bucket {bucket}: {e}")))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| MeshError::Directory(format!("cannot open the NATS KV bucket {bucket}: {e}")))
+}
+
 /// The bucket's key of `kind`'s lease.
 fn lease_key(kind: ServiceKind) -> String {
     format!("lease.{}", kind.as_str())
@@ -140,6 +174,8 @@ struct Inner {
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// This process's replica id.
     id: String,
+    /// How many copies NATS keeps of the buckets.
+    copies: usize,
     state: Mutex<State>,
 }
 
@@ -168,30 +204,14 @@ impl Directory {
         replicas: usize,
         id: String,
     ) -> Result<Directory, MeshError> {
-        let js = jetstream::new(client.clone());
-        // The bucket's stream made as NATS's KV makes it, without the account query that
-        // `create_key_value` sends first (NATS 2.9 answers it in a shape the client rejects).
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{BUCKET}"),
-            description: Some("Cocon's replicas: their endpoints and leases".to_string()),
-            subjects: vec![format!("$KV.{BUCKET}.>")],
-            max_messages_per_subject: 1,
-            max_age: Duration::from_secs(3600),
-            // On disk: a lease outlives a restart of the NATS server.
-            storage: jetstream::stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            num_replicas: replicas.max(1),
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| MeshError::Directory(format!("cannot make the NATS KV bucket {BUCKET}: {e}")))?;
-        let kv = js
-            .get_key_value(BUCKET)
-            .await
-            .map_err(|e| MeshError::Directory(format!("cannot open the NATS KV bucket {BUCKET}: {e}")))?;
+        let kv = open_bucket(
+            client.clone(),
+            BUCKET,
+            "Cocon's replicas: their endpoints and leases",
+            replicas,
+            Some(Duration::from_secs(3600)),
+        )
+        .await?;
         let directory = Directory {
             inner: Arc::new(Inner {
                 client,
@@ -201,6 +221,7 @@ impl Directory {
                 config,
                 tls,
                 id,
+                copies: replicas.max(1),
                 state: Mutex::new(State::default()),
             }),
         };
@@ -384,8 +405,20 @@ impl Directory {
     /// service that keeps state, takes its lease first (refused while another live replica
     /// holds it).
     pub async fn announce(&self, kind: ServiceKind, endpoint: &str) -> Result<Announcement, MeshError> {
+        self.announce_as(kind, endpoint, false).await
+    }
+
+    /// [`Directory::announce`] for a replica that owns shards of instances
+    /// ([`crate::shards`]) instead of the whole service: it takes no service lease, and
+    /// takes, releases and gives up shards as replicas come and go
+    /// ([`Announcement::shards`]).
+    pub async fn announce_sharded(&self, kind: ServiceKind, endpoint: &str) -> Result<Announcement, MeshError> {
+        self.announce_as(kind, endpoint, true).await
+    }
+
+    async fn announce_as(&self, kind: ServiceKind, endpoint: &str, sharded: bool) -> Result<Announcement, MeshError> {
         let name = format!("{}.{}", kind.as_str(), self.inner.id);
-        let lease = if kind.keeps_state() {
+        let lease = if kind.keeps_state() && !sharded {
             let revision = self.take_lease(kind, endpoint).await?;
             metrics::gauge!("cocon_mesh_lease_held", "service" => kind.as_str()).set(1.0);
             Some(revision)
@@ -394,16 +427,45 @@ impl Directory {
         };
         let shared = Arc::new(Shared {
             draining: AtomicBool::new(false),
+            shards: Mutex::new(None),
             lease: Mutex::new(lease),
             lost: Notify::new(),
             lost_flag: AtomicBool::new(false),
         });
+        let shards = if sharded {
+            let shards = Shards::open(
+                self.inner.client.clone(),
+                self.inner.key.clone(),
+                self.inner.copies,
+                kind.as_str(),
+                &self.inner.id,
+                endpoint,
+            )
+            .await?;
+            *shared.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(shards.clone());
+            Some(shards)
+        } else {
+            None
+        };
+        let at = Instant::now();
         self.write_card(&name, endpoint, false).await?;
+        shared.card_written(at, self.inner.config.ttl());
         let directory = self.clone();
         let task_shared = shared.clone();
         let (task_name, task_endpoint) = (name.clone(), endpoint.to_string());
         let task = tokio::spawn(async move {
             directory.heartbeats(kind, task_name, task_endpoint, task_shared).await;
+        });
+        let balancer = shards.clone().map(|shards| {
+            let route = self.route(kind);
+            let tick = self.inner.config.heartbeat();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    shards.balance(&route, shared.draining.load(Ordering::SeqCst)).await;
+                    shards.woken(tick).await;
+                }
+            })
         });
         Ok(Announcement {
             kind,
@@ -412,6 +474,8 @@ impl Directory {
             endpoint: endpoint.to_string(),
             shared,
             task: Some(task),
+            balancer,
+            shards,
         })
     }
 
@@ -493,8 +557,10 @@ impl Directory {
         loop {
             tick.tick().await;
             let draining = shared.draining.load(Ordering::SeqCst);
-            if let Err(e) = self.write_card(&name, &endpoint, draining).await {
-                tracing::warn!(error = %e, "cannot renew this replica's card");
+            let at = Instant::now();
+            match self.write_card(&name, &endpoint, draining).await {
+                Ok(_) => shared.card_written(at, self.inner.config.ttl()),
+                Err(e) => tracing::warn!(error = %e, "cannot renew this replica's card"),
             }
             if let Some(revision) = shared.lease() {
                 self.renew_lease(kind, revision, &endpoint, draining, &shared).await;
@@ -585,6 +651,8 @@ impl Directory {
 
 struct Shared {
     draining: AtomicBool,
+    /// The shards this replica owns, for a sharded service.
+    shards: Mutex<Option<Shards>>,
     /// The lease's revision this replica last wrote (its fencing token), if it holds one.
     lease: Mutex<Option<u64>>,
     lost: Notify,
@@ -599,6 +667,9 @@ pub struct Announcement {
     endpoint: String,
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// For a sharded service: the task that takes and releases shards.
+    balancer: Option<tokio::task::JoinHandle<()>>,
+    shards: Option<Shards>,
 }
 
 impl Announcement {
@@ -615,6 +686,11 @@ impl Announcement {
         }
     }
 
+    /// The shards this replica owns, when announced with [`Directory::announce_sharded`].
+    pub fn shards(&self) -> Option<&Shards> {
+        self.shards.as_ref()
+    }
+
     /// Resolves when this replica's lease was taken by another.
     pub async fn lost(&self) {
         let notified = self.shared.lost.notified();
@@ -628,6 +704,19 @@ impl Announcement {
     /// replica whose NATS is gone stops all the same (its card is forgotten, its lease freed,
     /// when their time runs out).
     pub async fn withdraw(mut self) {
+        if let Some(balancer) = self.balancer.take() {
+            balancer.abort();
+            let _ = balancer.await;
+        }
+        // The shards first, while the card still says this replica lives: a successor takes
+        // each as soon as it is freed.
+        if let Some(shards) = &self.shards
+            && tokio::time::timeout(WITHDRAW_WITHIN, shards.release_all())
+                .await
+                .is_err()
+        {
+            tracing::warn!("NATS did not answer: this replica's shards are left for its card to expire");
+        }
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -648,6 +737,14 @@ impl Shared {
     fn set_lease(&self, lease: Option<u64>) {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
     }
+
+    /// A card written at `at` was taken: a sharded replica may write its shards for three
+    /// quarters of the TTL from then (others think it dead only after the whole TTL).
+    fn card_written(&self, at: Instant, ttl: Duration) {
+        if let Some(shards) = &*self.shards.lock().unwrap_or_else(|e| e.into_inner()) {
+            shards.card_written(at, ttl * 3 / 4);
+        }
+    }
 }
 
 /// How long a stopping replica waits for NATS to take its last words (draining, withdrawn).
@@ -659,6 +756,9 @@ impl Drop for Announcement {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if let Some(balancer) = self.balancer.take() {
+            balancer.abort();
         }
     }
 }

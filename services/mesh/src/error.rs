@@ -21,4 +21,16 @@ pub enum MeshError {
         endpoint: String,
         secs: u64,
     },
+    #[error(
+        "this replica of {service} does not own shard {shard} of the instances: {}",
+        match owner {
+            Some(e) => format!("its owner answers at {e}; send the call there"),
+            None => "it is being handed over; try again in a moment".to_string(),
+        }
+    )]
+    NotOwner {
+        service: &'static str,
+        shard: usize,
+        owner: Option<String>,
+    },
 }

@@ -11,6 +11,7 @@ mod directory;
 mod error;
 mod route;
 mod service;
+pub mod shards;
 
 pub use channel::{ChannelError, GrpcChannel, in_process, remote};
 pub use clients::{AuthClient, DocumentsClient, FilesClient, JobsClient, NotificationsClient, SharingClient};
@@ -19,3 +20,4 @@ pub use directory::{Announcement, BUCKET as DIRECTORY_BUCKET, Directory, Directo
 pub use error::MeshError;
 pub use route::{Route, not_sent};
 pub use service::{Service, ServiceKind};
+pub use shards::{Hold, SHARDS, Shards, shard_of};

@@ -1,0 +1,236 @@
+//! Instances owned shard by shard, on a real NATS server: replicas of a stateful service split
+//! the shards with each shard held by exactly one, a replica that joins takes about a third
+//! from two and nothing else moves, one that leaves hands its shards over, a write under way
+//! holds its shard until it ends, a dead replica's shards are taken once its card has been
+//! silent for the TTL, and a replica cut off from NATS stops writing before that.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cocon_common::ticket::MeshKey;
+use cocon_mesh::shards::winner;
+use cocon_mesh::{Announcement, Directory, DirectoryConfig, MeshError, SHARDS, ServiceKind, shard_of};
+use cocon_tests::NatsServer;
+
+const CONFIG: DirectoryConfig = DirectoryConfig {
+    heartbeat_ms: 200,
+    ttl_ms: 1_000,
+    drain_notice_ms: 0,
+};
+
+/// A documents replica owning shards (its endpoint is never called here).
+async fn replica(nats: &NatsServer, key: &MeshKey, port: u16) -> (Directory, Announcement) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let directory = Directory::open(client, key.clone(), None, CONFIG, 1, Directory::new_id())
+        .await
+        .unwrap();
+    let announcement = directory
+        .announce_sharded(ServiceKind::Documents, &format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    (directory, announcement)
+}
+
+/// Who holds each shard, when every shard is held by exactly one of `replicas`.
+fn split(replicas: &[&Announcement]) -> Option<Vec<usize>> {
+    let mut holder = vec![usize::MAX; SHARDS];
+    for (i, r) in replicas.iter().enumerate() {
+        for shard in r.shards().unwrap().held() {
+            if holder[shard] != usize::MAX {
+                return None;
+            }
+            holder[shard] = i;
+        }
+    }
+    holder.iter().all(|h| *h != usize::MAX).then_some(holder)
+}
+
+/// Polls every 20 ms until every shard has one holder among `replicas` and each holds what
+/// rendezvous hashing gives it; the split and the time it took.
+async fn settled(replicas: &[(&Directory, &Announcement)], limit: Duration) -> (Vec<usize>, Duration) {
+    let start = Instant::now();
+    let ids: Vec<&str> = replicas.iter().map(|(d, _)| d.id()).collect();
+    let announcements: Vec<&Announcement> = replicas.iter().map(|(_, a)| *a).collect();
+    loop {
+        if let Some(holders) = split(&announcements)
+            && (0..SHARDS).all(|s| winner(s, ids.iter().copied()) == Some(ids[holders[s]]))
+        {
+            return (holders, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "the shards did not settle within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn counts(holders: &[usize]) -> HashMap<usize, usize> {
+    let mut counts = HashMap::new();
+    for h in holders {
+        *counts.entry(*h).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_replicas_split_the_shards_and_a_newcomer_takes_only_its_part() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let (da, a) = replica(&nats, &key, 1).await;
+    let (all, took) = settled(&[(&da, &a)], Duration::from_secs(10)).await;
+    assert_eq!(counts(&all)[&0], SHARDS);
+    println!("one replica holds all {SHARDS} shards {took:?} after it started");
+
+    let (db, b) = replica(&nats, &key, 2).await;
+    let (two, took) = settled(&[(&da, &a), (&db, &b)], Duration::from_secs(10)).await;
+    let to_b = counts(&two)[&1];
+    assert!((400..=624).contains(&to_b), "B took {to_b} of {SHARDS}");
+    println!("a second replica took {to_b} shards in {took:?}");
+
+    let (dc, c) = replica(&nats, &key, 3).await;
+    let (three, took) = settled(&[(&da, &a), (&db, &b), (&dc, &c)], Duration::from_secs(10)).await;
+    let moved: Vec<usize> = (0..SHARDS).filter(|s| two[*s] != three[*s]).collect();
+    assert!(
+        moved.iter().all(|s| three[*s] == 2),
+        "only shards going to the newcomer move"
+    );
+    assert!(
+        (250..=430).contains(&moved.len()),
+        "{} of {SHARDS} shards moved to a third replica",
+        moved.len()
+    );
+    println!("a third replica took {} shards in {took:?}", moved.len());
+
+    // A write on one of A's instances is taken by A alone, with its lease's token.
+    let instance = (0..)
+        .map(|i| format!("pupil{i}.school.example"))
+        .find(|i| three[shard_of(i)] == 0)
+        .unwrap();
+    let hold = a.shards().unwrap().hold(&instance).unwrap();
+    assert!(hold.token > 0);
+    drop(hold);
+    match b.shards().unwrap().hold(&instance) {
+        Err(MeshError::NotOwner { owner, shard, .. }) => {
+            assert_eq!(shard, shard_of(&instance));
+            assert_eq!(owner.as_deref(), Some("http://127.0.0.1:1"), "B names the owner");
+        }
+        other => panic!("B took a write on A's shard: {:?}", other.map(|h| h.token)),
+    }
+
+    // C stops: its shards go back to where they were, and nothing else moves.
+    c.withdraw().await;
+    let (back, took) = settled(&[(&da, &a), (&db, &b)], Duration::from_secs(10)).await;
+    assert_eq!(back, two, "the shards went back as they were before C");
+    println!("C withdrew: its shards were taken back in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_write_under_way_holds_its_shard_until_it_ends() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let (da, a) = replica(&nats, &key, 1).await;
+    settled(&[(&da, &a)], Duration::from_secs(10)).await;
+    let (db, b) = replica(&nats, &key, 2).await;
+    let ids = [da.id(), db.id()];
+    // An instance that moves to B once B joins, written on A as B arrives.
+    let instance = (0..)
+        .map(|i| format!("pupil{i}.school.example"))
+        .find(|i| winner(shard_of(i), ids) == Some(db.id()))
+        .unwrap();
+    let shard = shard_of(&instance);
+    let write = a.shards().unwrap().hold(&instance).unwrap();
+
+    // B takes every other shard it wins; this one stays A's while the write runs, and no
+    // new write starts on it anywhere.
+    let start = Instant::now();
+    loop {
+        let held = b.shards().unwrap().held();
+        assert!(!held.contains(&shard), "B took a shard with a write under way on A");
+        if held.len() == (0..SHARDS).filter(|s| winner(*s, ids) == Some(db.id())).count() - 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "B did not take its shards");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match a.shards().unwrap().hold(&instance) {
+        Err(MeshError::NotOwner { owner: None, .. }) => {}
+        other => panic!(
+            "a new write started on a shard being handed over: {:?}",
+            other.map(|h| h.token)
+        ),
+    }
+    assert!(!b.shards().unwrap().held().contains(&shard));
+    let token = write.token;
+
+    drop(write);
+    let (_, took) = settled(&[(&da, &a), (&db, &b)], Duration::from_secs(5)).await;
+    let hold = b.shards().unwrap().hold(&instance).unwrap();
+    assert!(hold.token > token, "the new owner's token fences the old one");
+    println!("the shard moved {took:?} after its write ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_dead_replicas_shards_are_taken_once_its_card_is_silent() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let (da, a) = replica(&nats, &key, 1).await;
+    let (db, b) = replica(&nats, &key, 2).await;
+    let (two, _) = settled(&[(&da, &a), (&db, &b)], Duration::from_secs(10)).await;
+    let of_b: Vec<usize> = (0..SHARDS).filter(|s| two[*s] == 1).collect();
+
+    // Killed: no word to NATS, its leases stay.
+    drop(b);
+    let died = Instant::now();
+    let (all, took) = settled(&[(&da, &a)], Duration::from_secs(10)).await;
+    assert_eq!(counts(&all)[&0], SHARDS);
+    assert!(
+        took >= Duration::from_millis(700),
+        "A took a live-looking replica's shards after {took:?}"
+    );
+    for shard in of_b {
+        assert_eq!(a.shards().unwrap().holder(shard).as_deref(), Some(da.id()));
+    }
+    println!(
+        "a dead replica's shards were taken {:?} after its death (TTL {} ms)",
+        died.elapsed(),
+        CONFIG.ttl_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_replica_cut_off_from_nats_stops_writing_before_its_card_expires() {
+    let mut nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let (da, a) = replica(&nats, &key, 1).await;
+    settled(&[(&da, &a)], Duration::from_secs(10)).await;
+    let before = a.shards().unwrap().hold("alice.example").unwrap().token;
+
+    nats.kill();
+    let cut = Instant::now();
+    while a.shards().unwrap().hold("alice.example").is_ok() {
+        assert!(cut.elapsed() < Duration::from_secs(5), "still writing with NATS gone");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = cut.elapsed();
+    // Its last card was written at most a heartbeat before the cut; others would think it
+    // dead a whole TTL after that card.
+    assert!(
+        stopped < Duration::from_millis(CONFIG.ttl_ms),
+        "stopped writing {stopped:?} after the cut: past the TTL"
+    );
+    println!("cut off from NATS, the replica stopped writing after {stopped:?}");
+
+    // Then it lets go of its shards, to take them back by compare-and-set.
+    while !a.shards().unwrap().held().is_empty() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(5),
+            "still holding shards with NATS gone"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    nats.restart().await.unwrap();
+    let back = Instant::now();
+    settled(&[(&da, &a)], Duration::from_secs(20)).await;
+    let after = a.shards().unwrap().hold("alice.example").unwrap().token;
+    assert!(after > before, "its shards were taken back with new tokens");
+    println!("NATS back: its shards taken back in {:?}", back.elapsed());
+}
