@@ -23,6 +23,7 @@ use crate::{ApiError, AuthClient};
 struct Admin {
     auth: AuthClient,
     jobs: cocon_mesh::JobsClient,
+    sharing: cocon_mesh::SharingClient,
     cache: Arc<AuthCache>,
     token: Arc<String>,
     /// `http://{domain}:8080` and the like, for links.
@@ -74,6 +75,7 @@ fn instance_json(i: &pb::Instance) -> serde_json::Value {
         "context": i.context,
         "public_name": i.public_name,
         "class": i.class,
+        "role": i.role,
     })
 }
 
@@ -108,6 +110,7 @@ async fn list(AxState(admin): AxState<Admin>, Query(q): Query<HashMap<String, St
         .list_instances(pb::ListInstancesRequest {
             limit,
             after: after.clone(),
+            context: String::new(),
         })
         .await?
         .into_inner();
@@ -300,6 +303,7 @@ async fn create(
             public_name: text(&["PublicName", "public_name"]),
             class: text(&["Class", "class"]),
             disk_quota,
+            role: text(&["Role", "role"]),
         })
         .await?
         .into_inner();
@@ -348,6 +352,18 @@ async fn add_onboarding(admin: &Admin, domain: &str, body: &mut serde_json::Valu
 
 /// The origin of an instance's links: a domain with its own port keeps it, in place of the
 /// configured public port.
+/// `POST /instances/contexts/:name/classes`: each teacher of the context gets a contact group
+/// per class they teach, holding its pupils (`classes.rs`); answers what was written and the
+/// teachers whose groups could not be.
+async fn classes(AxState(admin): AxState<Admin>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    if admin.contexts.get(&name).is_none() {
+        return Err(no_context(&name));
+    }
+    let origin = admin.origin.clone();
+    let report = crate::classes::sync(&admin.auth, &admin.sharing, &name, |d| origin_of(&origin, d)).await?;
+    Ok(axum::Json(report).into_response())
+}
+
 pub(crate) fn origin_of(template: &str, domain: &str) -> String {
     match cocon_common::domain::split_port(domain) {
         (_, Some(_)) => {
@@ -468,9 +484,11 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn router(
     auth: AuthClient,
     jobs: cocon_mesh::JobsClient,
+    sharing: cocon_mesh::SharingClient,
     cache: Arc<AuthCache>,
     token: String,
     origin: String,
@@ -480,6 +498,7 @@ pub(crate) fn router(
     let admin = Admin {
         auth,
         jobs,
+        sharing,
         cache,
         token: Arc::new(token),
         origin: Arc::new(origin),
@@ -491,6 +510,7 @@ pub(crate) fn router(
         .route("/instances/token", post(issue_token))
         .route("/instances/contexts", get(list_contexts))
         .route("/instances/contexts/{name}", get(show_context))
+        .route("/instances/contexts/{name}/classes", post(classes))
         .route(
             "/instances/import",
             post(import).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),

@@ -10,6 +10,7 @@
 mod admin;
 mod apps;
 mod assets;
+mod classes;
 mod data;
 mod edge;
 mod error;
@@ -140,6 +141,7 @@ impl Gateway {
         admin::router(
             self.state.clients.auth.clone(),
             self.state.clients.jobs.clone(),
+            self.state.clients.sharing.clone(),
             self.state.access.clone(),
             token,
             self.state.config.public_origin(),

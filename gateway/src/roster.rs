@@ -1,14 +1,16 @@
 //! Rosters: a CSV file of the people a context's instances are for (a school's pupils), one
 //! row each. Its header names the columns, in any order and case: `domain` or `user` (a user
 //! name the context's `domain_template` turns into a domain), `email`, `name`, `locale`,
-//! `quota` (a size: `2GB`, `none`), `class`. A row that cannot be read is rejected with its line
-//! and the reason; the others become instance creations.
+//! `quota` (a size: `2GB`, `none`), `class`, `role` (`pupil`, the default, or `teacher`: a
+//! teacher's `class` may name several, `6A;6B`, and their instance gets a contact group per
+//! class, `admin.rs`'s `classes`). A row that cannot be read is rejected with its line and the
+//! reason; the others become instance creations.
 
 use cocon_common::context::Context;
 use cocon_proto::auth::v1 as pb;
 
 /// The columns a roster may have.
-const COLUMNS: [&str; 7] = ["domain", "user", "email", "name", "locale", "quota", "class"];
+const COLUMNS: [&str; 8] = ["domain", "user", "email", "name", "locale", "quota", "class", "role"];
 
 /// A row left out, for the person who fixes the roster.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -57,6 +59,7 @@ pub fn read(text: &[u8], context_name: &str, context: &Context, first_line: u64)
         ));
     }
     let column = |name: &str| header.iter().position(|h| h == name);
+    let role = column("role");
     let (domain, user, email, name, locale, quota, class) = (
         column("domain"),
         column("user"),
@@ -127,6 +130,11 @@ pub fn read(text: &[u8], context_name: &str, context: &Context, first_line: u64)
                 }
             },
         };
+        let role = field(role).to_ascii_lowercase();
+        if !matches!(role.as_str(), "" | "pupil" | "teacher") {
+            reject(format!("unknown role {role:?}: pupil or teacher"));
+            continue;
+        }
         roster.rows.push((
             line,
             pb::CreateInstanceRequest {
@@ -137,6 +145,7 @@ pub fn read(text: &[u8], context_name: &str, context: &Context, first_line: u64)
                 public_name: field(name),
                 class: field(class),
                 disk_quota,
+                role,
             },
         ));
     }
@@ -156,14 +165,19 @@ mod tests {
 
     #[test]
     fn test_a_roster_reads_its_columns_in_any_order_and_rejects_bad_rows_with_their_line() {
-        let text = "User,Name,EMAIL,quota,class\n\
+        let text = "User,Name,EMAIL,quota,class,Role\n\
                     jdupont,Jean Dupont,jean@example.org,1GB,6A\n\
                     \"bad name\",Bad,,,\n\
                     amartin,\"Martin, Anne\",,lots,6B\n\
                     ,Nobody,,,\n\
-                    lroux,Léa Roux\n";
+                    lroux,Léa Roux\n\
+                    mprof,Marie Prof,,,6A;6B,Teacher\n\
+                    xdir,Dir,,,,principal\n";
         let roster = read(text.as_bytes(), "school", &school(), 2).unwrap();
-        assert_eq!(roster.rows.len(), 2);
+        assert_eq!(roster.rows.len(), 3);
+        assert_eq!(roster.rows[0].1.role, "");
+        assert_eq!(roster.rows[2].1.role, "teacher");
+        assert_eq!(roster.rows[2].1.class, "6A;6B");
         let (line, first) = &roster.rows[0];
         assert_eq!(*line, 2);
         assert_eq!(first.domain, "jdupont.school.test");
@@ -174,7 +188,12 @@ mod tests {
         assert_eq!(roster.rows[1].0, 6, "a short row takes empty fields");
         assert_eq!(roster.rows[1].1.public_name, "Léa Roux");
         let lines: Vec<(u64, &str)> = roster.rejected.iter().map(|r| (r.line, r.who.as_str())).collect();
-        assert_eq!(lines, [(3, "bad name"), (4, "amartin"), (5, "")]);
+        assert_eq!(lines, [(3, "bad name"), (4, "amartin"), (5, ""), (8, "xdir")]);
+        assert!(
+            roster.rejected[3].reason.contains("unknown role"),
+            "{:?}",
+            roster.rejected[3]
+        );
         // A quoted field across lines: the rows after it keep their file lines.
         let text = "domain,name\na.test,\"two\nlines\"\nBad Domain,x\n";
         let quoted = read(text.as_bytes(), "school", &school(), 2).unwrap();

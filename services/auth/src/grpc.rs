@@ -39,7 +39,13 @@ impl pb::auth_service_server::AuthService for AuthService {
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
         let req = req.into_inner();
         if req.limit == 0 {
-            let instances = self.list_instances().await?.iter().map(instance_pb).collect();
+            let instances = self
+                .list_instances()
+                .await?
+                .iter()
+                .filter(|r| req.context.is_empty() || r.context() == req.context)
+                .map(instance_pb)
+                .collect();
             return Ok(Response::new(pb::ListInstancesResponse {
                 instances,
                 next: String::new(),
@@ -50,7 +56,11 @@ impl pb::auth_service_server::AuthService for AuthService {
             Some(last) if page.len() == req.limit as usize => last.domain.clone(),
             _ => String::new(),
         };
-        let instances = page.iter().map(instance_pb).collect();
+        let instances = page
+            .iter()
+            .filter(|r| req.context.is_empty() || r.context() == req.context)
+            .map(instance_pb)
+            .collect();
         Ok(Response::new(pb::ListInstancesResponse { instances, next }))
     }
 

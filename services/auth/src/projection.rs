@@ -16,7 +16,7 @@ use crate::store::{
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    PutInstance(InstanceRecord),
+    PutInstance(Box<InstanceRecord>),
     /// The instance and everything of it.
     DeleteInstance {
         domain: String,
@@ -153,7 +153,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             Some(record) if record.id == e.instance => {
                 let mut record = record.clone();
                 f(&mut record);
-                vec![Change::PutInstance(record)]
+                vec![Change::PutInstance(Box::new(record))]
             }
             _ => Vec::new(),
         }
@@ -161,7 +161,7 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
     let instance = || e.instance.clone();
     let now = seconds(e);
     match &e.payload {
-        Some(Payload::InstanceCreated(c)) => vec![Change::PutInstance(InstanceRecord {
+        Some(Payload::InstanceCreated(c)) => vec![Change::PutInstance(Box::new(InstanceRecord {
             id: e.instance.clone(),
             domain: c.domain.clone(),
             created_at: now,
@@ -179,7 +179,8 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             settings_changes: 0,
             context: c.context.clone(),
             class: c.class.clone(),
-        })],
+            role: c.role.clone(),
+        }))],
         Some(Payload::InstanceDestroyed(d)) => match current {
             Some(record) if record.id == e.instance => vec![Change::DeleteInstance {
                 domain: d.domain.clone(),
@@ -584,7 +585,7 @@ impl Tables {
             match change {
                 Change::PutInstance(record) => {
                     self.domains.insert(record.id.clone(), record.domain.clone());
-                    self.instances.insert(record.domain.clone(), record);
+                    self.instances.insert(record.domain.clone(), *record);
                 }
                 Change::DeleteInstance { domain, id } => {
                     self.instances.remove(&domain);
@@ -652,7 +653,7 @@ impl Tables {
         }
         self.instances
             .into_values()
-            .map(Change::PutInstance)
+            .map(|record| Change::PutInstance(Box::new(record)))
             .chain(flat(self.sessions, |instance, record| Change::PutSession {
                 instance,
                 record,

@@ -323,7 +323,7 @@ impl AuthService {
                 projection::write(&mut batch, &change);
                 use projection::Change as C;
                 match change {
-                    C::PutInstance(record) => current = Some(record),
+                    C::PutInstance(record) => current = Some(*record),
                     C::DeleteInstance { .. } => current = None,
                     C::PutSession { record, .. } => ctx.sessions.push(record),
                     C::DeleteSession { id, .. } => ctx.sessions.retain(|s| s.id != id),
@@ -395,6 +395,11 @@ impl AuthService {
         if class.chars().count() > 64 || class.chars().any(char::is_control) {
             return bad("the class is at most 64 characters, on one line".into());
         }
+        let role = match req.role.trim().to_ascii_lowercase().as_str() {
+            "" | "pupil" => "",
+            "teacher" => "teacher",
+            other => return bad(format!("unknown role {other:?}: teacher or pupil")),
+        };
         let mut events = vec![NewEvent {
             entity: "instance",
             verb: "created",
@@ -405,6 +410,7 @@ impl AuthService {
                 context: context_name.to_string(),
                 public_name: public_name.to_string(),
                 class: class.to_string(),
+                role: role.to_string(),
             }),
         }];
         let quota = req
@@ -501,7 +507,7 @@ impl AuthService {
                 for change in projection::changes(record.as_ref(), &ctx, &envelope) {
                     projection::write(&mut batch, &change);
                     if let projection::Change::PutInstance(r) = change {
-                        record = Some(r);
+                        record = Some(*r);
                     }
                 }
             }
@@ -817,6 +823,7 @@ pub(crate) fn instance_pb(r: &InstanceRecord) -> pb::Instance {
         password_defined: r.passphrase.is_some(),
         context: r.context().to_string(),
         class: r.class.clone(),
+        role: r.role.clone(),
     }
 }
 

@@ -151,9 +151,12 @@ pub struct InstanceRecord {
     /// The configuration's context the instance belongs to; empty: `default`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub context: String,
-    /// The group a roster put the person in (a school class).
+    /// The group a roster put the person in (a school class; a teacher's, several, `;` apart).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub class: String,
+    /// `teacher` for a roster's teacher, else empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
 }
 
 impl InstanceRecord {

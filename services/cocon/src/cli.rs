@@ -55,13 +55,15 @@ pub enum InstancesCommand {
     },
     /// Create the instances of a roster (a CSV file) in a context, with a progress bar. The
     /// header names the columns, in any order: domain or user (a user name the context's
-    /// domain_template turns into a domain), email, name, locale, quota, class. Rows that
-    /// cannot be created are reported with their line and the reason; instances already there
-    /// in the context are left as they are, so the same command can run again once the
-    /// roster is fixed.
+    /// domain_template turns into a domain), email, name, locale, quota, class, role (pupil or
+    /// teacher; a teacher's class may name several, 6A;6B). Rows that cannot be created are
+    /// reported with their line and the reason; instances already there in the context are
+    /// left as they are, so the same command can run again once the roster is fixed. With a
+    /// role column, each teacher then gets a contact group per class they teach
+    /// (`cocon contexts classes`).
     #[command(after_help = "Example:\n  \
-        printf 'user,name,email,class\\njdupont,Jean Dupont,jean@example.org,6A\\n' > pupils.csv\n  \
-        cocon instances import pupils.csv --context school")]
+        printf 'user,name,email,class,role\\njdupont,Jean Dupont,jean@example.org,6A,\\nmprof,Marie Prof,,6A;6B,teacher\\n' > school.csv\n  \
+        cocon instances import school.csv --context school")]
     Import(crate::roster_cli::ImportArgs),
     /// Print a new one-time onboarding link for DOMAIN, replacing the previous one. On an
     /// instance that has a passphrase, the link lets its owner choose a new one (a reset) and

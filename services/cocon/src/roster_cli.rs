@@ -1,5 +1,6 @@
 //! `cocon instances import ROSTER.csv --context NAME`: sends a roster to the admin API in parts
-//! (one commit each on the server), with a progress bar and a report of the rows rejected.
+//! (one commit each on the server), with a progress bar and a report of the rows rejected; a
+//! roster with a `role` column then gets its teachers' class groups written.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -148,6 +149,10 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         rejected.len(),
         rows.len() as f64 / secs.max(1e-3)
     );
+    // A roster naming teachers: their class groups follow it.
+    if header.iter().any(|h| h.trim_ascii().eq_ignore_ascii_case(b"role")) {
+        crate::contexts_cli::classes(&admin, &args.context).await?;
+    }
     if rejected.is_empty() {
         return Ok(());
     }

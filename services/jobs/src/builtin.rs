@@ -137,6 +137,7 @@ impl JobsService {
             let request = auth_pb::ListInstancesRequest {
                 limit: PAGE,
                 after: after.clone(),
+                ..Default::default()
             };
             let page = match clients.auth.clone().list_instances(request).await {
                 Ok(answer) => answer.into_inner(),

@@ -227,5 +227,6 @@ service_client!(
         peer_members(PeerRequest) -> JsonAnswer;
         news(NewsRequest) -> NewsAnswer;
         read_only_guards(GuardsRequest) -> Guards;
+        set_class_groups(ClassGroupsRequest) -> ClassGroupsAnswer;
     }
 );

@@ -162,4 +162,11 @@ impl pb::sharing_service_server::SharingService for SharingService {
     async fn read_only_guards(&self, req: Request<pb::GuardsRequest>) -> Result<Response<pb::Guards>, Status> {
         Ok(Response::new(self.read_only_guards(req.into_inner()).await?))
     }
+
+    async fn set_class_groups(
+        &self,
+        req: Request<pb::ClassGroupsRequest>,
+    ) -> Result<Response<pb::ClassGroupsAnswer>, Status> {
+        Ok(Response::new(self.set_class_groups(req.into_inner()).await?))
+    }
 }

@@ -6,6 +6,7 @@
 //! sharing up between two hosts (create, request, discovery, consent, answer) is `setup.rs`;
 //! the calls to the other hosts are `peer.rs`.
 
+mod classes;
 mod doc;
 mod error;
 mod files;

@@ -381,3 +381,105 @@ async fn test_a_contexts_assets_give_its_instances_their_look() {
     );
     assert_eq!(seen["default_link"], "rgb(29, 92, 150)", "{seen}");
 }
+
+/// A roster's teachers get a contact group per class they teach, holding its pupils with their
+/// Cozy's address; running it again writes nothing; a teacher shares with a class in one step
+/// and its pupils' instances receive the sharing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_rosters_classes_become_groups_a_teacher_shares_with_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cocon = Cocon::start(&data).await.unwrap();
+    // Instances on `.localhost`, so that a sharing's request reaches each pupil's.
+    let port = cocon_tests::sharing::port(&cocon);
+    let at = |user: &str| format!("{user}.localhost:{port}");
+    let (prof, ana, ben) = (at("prof"), at("ana"), at("ben"));
+    let roster = dir.path().join("school.csv");
+    std::fs::write(
+        &roster,
+        format!(
+            "domain,name,email,class,role\n\
+             {prof},Marie Prof,,6A; 6B,Teacher\n\
+             {ana},Ana Lima,ana@example.org,6A,\n\
+             {ben},Ben Roux,,6B,pupil\n\
+             {},Cléo Petit,,5C,\n",
+            at("cleo")
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = cocon_cli(&cocon, &data, &["instances", "import", roster.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("class groups: 1 teachers in 2 classes; 2 groups and 2 contacts written"),
+        "{err}"
+    );
+    assert_eq!(instance(&cocon, &prof).await["role"], "teacher");
+    assert_eq!(instance(&cocon, &ana).await["role"], "");
+
+    let token = cocon
+        .token(
+            &prof,
+            "io.cozy.contacts io.cozy.contacts.groups io.cozy.sharings io.cozy.notes",
+        )
+        .await
+        .unwrap();
+    let teacher = cocon.api(&prof, Some(&token));
+    let docs = |answer: &cocon_tests::Reply| -> Vec<Value> {
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer.body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["doc"].clone())
+            .collect()
+    };
+    let groups = docs(
+        &teacher
+            .get("/data/io.cozy.contacts.groups/_all_docs?include_docs=true")
+            .await,
+    );
+    let names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["6A", "6B"]);
+    let six_a = groups[0]["_id"].as_str().unwrap().to_string();
+    let contacts = docs(&teacher.get("/data/io.cozy.contacts/_all_docs?include_docs=true").await);
+    assert_eq!(contacts.len(), 2, "{contacts:?}");
+    let of_ana = contacts.iter().find(|c| c["fullname"] == "Ana Lima").unwrap();
+    assert_eq!(of_ana["cozy"][0]["url"], format!("http://{ana}"));
+    assert_eq!(of_ana["email"][0]["address"], "ana@example.org");
+    assert_eq!(of_ana["relationships"]["groups"]["data"][0]["_id"], six_a.as_str());
+
+    // Again: everything is as wanted already.
+    let (ok, _, err) = cocon_cli(&cocon, &data, &["contexts", "classes", "default"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 groups and 0 contacts written"), "{err}");
+    let (ok, _, err) = cocon_cli(&cocon, &data, &["contexts", "classes", "nowhere"]);
+    assert!(!ok && err.contains("nowhere"), "{err}");
+
+    // The teacher shares a note with class 6A: Ana is invited, and her Cozy gets the request.
+    let note = teacher
+        .put("/data/io.cozy.notes/lesson1", &json!({"title": "Lesson 1"}))
+        .await;
+    assert_eq!(note.status, 200, "{}", note.text);
+    let rule = json!({"title": "Lesson", "doctype": "io.cozy.notes", "values": ["lesson1"]});
+    let created = teacher
+        .post(
+            "/sharings/",
+            &json!({"data": {"type": "io.cozy.sharings",
+                "attributes": {"description": "Lesson 1", "rules": [rule]},
+                "relationships": {"recipients": {"data": [{"id": six_a, "type": "io.cozy.contacts.groups"}]}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let attrs = &created.body["data"]["attributes"];
+    assert_eq!(attrs["groups"][0]["name"], "6A");
+    let members = attrs["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "the teacher and Ana: {members:?}");
+    assert_eq!(members[1]["instance"], format!("http://{ana}"));
+    let id = created.body["data"]["id"].as_str().unwrap().to_string();
+    let token = cocon.token(&ana, "io.cozy.sharings").await.unwrap();
+    let pupil = cocon.api(&ana, Some(&token));
+    cocon_tests::sharing::eventually(&pupil, &format!("/sharings/{id}"), |s| {
+        s["data"]["attributes"]["description"] == "Lesson 1"
+    })
+    .await;
+}
