@@ -304,6 +304,7 @@ async fn create(
             class: text(&["Class", "class"]),
             disk_quota,
             role: text(&["Role", "role"]),
+            ..Default::default()
         })
         .await?
         .into_inner();

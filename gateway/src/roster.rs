@@ -59,7 +59,7 @@ pub fn read(text: &[u8], context_name: &str, context: &Context, first_line: u64)
         ));
     }
     let column = |name: &str| header.iter().position(|h| h == name);
-    let role = column("role");
+    let role_column = column("role");
     let (domain, user, email, name, locale, quota, class) = (
         column("domain"),
         column("user"),
@@ -130,7 +130,7 @@ pub fn read(text: &[u8], context_name: &str, context: &Context, first_line: u64)
                 }
             },
         };
-        let role = field(role).to_ascii_lowercase();
+        let role = field(role_column).to_ascii_lowercase();
         if !matches!(role.as_str(), "" | "pupil" | "teacher") {
             reject(format!("unknown role {role:?}: pupil or teacher"));
             continue;
@@ -146,6 +146,8 @@ pub fn read(text: &[u8], context_name: &str, context: &Context, first_line: u64)
                 class: field(class),
                 disk_quota,
                 role,
+                class_given: class.is_some(),
+                role_given: role_column.is_some(),
             },
         ));
     }
@@ -178,6 +180,13 @@ mod tests {
         assert_eq!(roster.rows[0].1.role, "");
         assert_eq!(roster.rows[2].1.role, "teacher");
         assert_eq!(roster.rows[2].1.class, "6A;6B");
+        assert!(roster.rows[0].1.class_given && roster.rows[0].1.role_given);
+        let without = read(b"user,name\nana,Ana\n", "school", &school(), 2).unwrap();
+        let ana = &without.rows[0].1;
+        assert!(
+            !ana.class_given && !ana.role_given,
+            "a roster without the columns leaves them as they are"
+        );
         let (line, first) = &roster.rows[0];
         assert_eq!(*line, 2);
         assert_eq!(first.domain, "jdupont.school.test");

@@ -196,6 +196,10 @@ pub fn changes(current: Option<&InstanceRecord>, ctx: &Context, e: &Envelope) ->
             })
         }),
         Some(Payload::DiskQuotaSet(q)) => updated(&|r| r.disk_quota = q.bytes),
+        Some(Payload::InstanceClassSet(c)) => updated(&|r| {
+            r.class = c.class.clone();
+            r.role = c.role.clone();
+        }),
         Some(Payload::InstanceSettingsChanged(s)) => updated(&|r| {
             r.public_name = s.public_name.clone();
             r.email = s.email.clone();

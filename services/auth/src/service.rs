@@ -443,7 +443,8 @@ impl AuthService {
 
     /// Creates many instances in one atomic commit (one disk sync for all): a roster. Each
     /// request gets its outcome, in order; an instance already there in the same context is
-    /// left as it is, so running the same roster again changes nothing.
+    /// left as it is, so running the same roster again changes nothing, but for its classes
+    /// and role when the roster gives them (`class_given`, `role_given`: a new school year).
     pub async fn create_instances(
         &self,
         reqs: &[pb::CreateInstanceRequest],
@@ -463,6 +464,7 @@ impl AuthService {
         let mut appended = Appended::default();
         let stamp = Stamp::now();
         let mut created = 0usize;
+        let mut regrouped = Vec::new();
         for req in reqs {
             let (domain, events) = match self.new_instance(req) {
                 Ok(new) => new,
@@ -475,12 +477,18 @@ impl AuthService {
                 outcomes.push(Outcome::Rejected(format!("{domain} is named twice")));
                 continue;
             }
-            let context = match &events[0].payload {
-                Payload::InstanceCreated(c) => c.context.clone(),
+            let (context, class, role) = match &events[0].payload {
+                Payload::InstanceCreated(c) => (c.context.clone(), c.class.clone(), c.role.clone()),
                 _ => unreachable!("the first event creates the instance"),
             };
             match self.lookup_exact(&domain).await {
-                Ok(existing) if existing.context() == context => {
+                Ok(mut existing) if existing.context() == context => {
+                    let class = if req.class_given { class } else { existing.class.clone() };
+                    let role = if req.role_given { role } else { existing.role.clone() };
+                    if (&class, &role) != (&existing.class, &existing.role) {
+                        regrouped.push((domain.clone(), class.clone(), role.clone()));
+                        (existing.class, existing.role) = (class, role);
+                    }
                     outcomes.push(Outcome::Existing(instance_pb(&existing)));
                     continue;
                 }
@@ -520,10 +528,32 @@ impl AuthService {
             log.commit_new(self.inner.store.clone(), batch, sealed).await?;
             tracing::info!(created, asked = reqs.len(), "instances created");
         }
+        for (domain, class, role) in regrouped {
+            self.set_class(&domain, class, role).await?;
+        }
         Ok(outcomes
             .into_iter()
             .map(|outcome| pb::InstanceOutcome { outcome: Some(outcome) })
             .collect())
+    }
+
+    /// Gives an instance other classes or another role (a roster run again).
+    async fn set_class(&self, domain: &str, class: String, role: String) -> Result<(), AuthError> {
+        let record = self.lookup_exact(domain).await?;
+        let _writer = self.stripe(&record.id).lock().await;
+        let record = self.lookup_exact(domain).await?;
+        if (&record.class, &record.role) == (&class, &role) {
+            return Ok(());
+        }
+        self.append_one(
+            &record,
+            "instance",
+            "class",
+            Payload::InstanceClassSet(cocon_proto::events::v1::InstanceClassSet { class, role }),
+        )
+        .await?;
+        tracing::info!(domain = %record.domain, instance = %record.id, "classes or role changed by a roster");
+        Ok(())
     }
 
     pub async fn destroy_instance(&self, domain: &str) -> Result<(), AuthError> {

@@ -482,4 +482,34 @@ async fn test_a_rosters_classes_become_groups_a_teacher_shares_with_in_one_step(
         s["data"]["attributes"]["description"] == "Lesson 1"
     })
     .await;
+
+    // A new school year: Ana and Ben swap classes. The roster run again moves them, the
+    // teacher's groups follow, and so does the sharing with 6A: Ben is invited, Ana revoked.
+    std::fs::write(
+        &roster,
+        format!(
+            "domain,name,email,class,role\n\
+             {prof},Marie Prof,,6A;6B,teacher\n\
+             {ana},Ana Lima,ana@example.org,6B,\n\
+             {ben},Ben Roux,,6A,\n"
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = cocon_cli(&cocon, &data, &["instances", "import", roster.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 instances created, 3 already there"), "{err}");
+    assert!(err.contains("0 groups and 2 contacts written"), "{err}");
+    assert_eq!(instance(&cocon, &ana).await["class"], "6B");
+    let moved = cocon_tests::sharing::eventually(&teacher, &format!("/sharings/{id}"), |s| {
+        let members = s["data"]["attributes"]["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        members.len() == 3 && members[1]["status"] == "revoked"
+    })
+    .await;
+    let members = &moved["data"]["attributes"]["members"];
+    assert_eq!(members[1]["instance"], format!("http://{ana}"));
+    assert_eq!(members[2]["instance"], format!("http://{ben}"));
+    assert_eq!(members[2]["groups"], json!([0]));
 }
