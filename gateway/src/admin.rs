@@ -168,6 +168,9 @@ fn context_json(name: &str, context: &Context) -> serde_json::Value {
     if let Some(secret) = body.get_mut("oidc").and_then(|oidc| oidc.get_mut("client_secret")) {
         *secret = json!("<redacted>");
     }
+    if let Some(secret) = body.get_mut("jwt_secret") {
+        *secret = json!("<redacted>");
+    }
     body["context"] = json!(name);
     body["registries"] = json!(if context.registry.is_empty() {
         vec![]

@@ -30,6 +30,7 @@ pub fn routes() -> Router<State> {
         .route("/auth/register/{client_id}", get(manage).put(manage).delete(manage))
         .route("/auth/authorize", get(authorize_page).post(authorize_submit))
         .route("/auth/access_token", post(access_token))
+        .route("/oidc/access_token", post(oidc_access_token))
         .route("/settings/clients", get(list_clients))
         .route("/settings/clients/{client_id}", delete(revoke_client))
 }
@@ -360,18 +361,7 @@ async fn access_token(AxState(state): AxState<State>, headers: HeaderMap, body: 
     }
     .await;
     match outcome {
-        Ok(t) => {
-            let mut response = axum::Json(json!({
-                "access_token": t.access_token,
-                "token_type": "bearer",
-                "expires_in": t.expires_in,
-                "refresh_token": t.refresh_token,
-                "scope": t.scope,
-            }))
-            .into_response();
-            no_store(&mut response);
-            response
-        }
+        Ok(t) => token_answer(t),
         Err(err) => {
             // A refused refresh may have revoked its grant (a reused token): this gateway's
             // cached access tokens of the client go too.
@@ -392,6 +382,69 @@ async fn access_token(AxState(state): AxState<State>, headers: HeaderMap, body: 
             }
             response
         }
+    }
+}
+
+/// The token endpoint's answer (RFC 6749 §5.1).
+fn token_answer(t: pb::TokenResponse) -> Response {
+    let mut response = axum::Json(json!({
+        "access_token": t.access_token,
+        "token_type": "bearer",
+        "expires_in": t.expires_in,
+        "refresh_token": t.refresh_token,
+        "scope": t.scope,
+    }))
+    .into_response();
+    no_store(&mut response);
+    response
+}
+
+/// `POST /oidc/access_token`: an OAuth client trades a token of the context's identity
+/// provider for Cocon's (`services/auth/src/oidc_token.rs`). The body is JSON, as cozy-stack
+/// takes it (`client_id`, `client_secret`, `scope`, `oidc_token` or `id_token`), or a form.
+async fn oidc_access_token(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Response {
+    let outcome = async {
+        let domain = host(&headers)?;
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/json"));
+        let fields: HashMap<String, String> = if json {
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+            value
+                .as_object()
+                .ok_or_else(|| ApiError::bad_request("the body is a JSON object"))?
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        } else {
+            form(&body)?.into_iter().collect()
+        };
+        let get = |name: &str| fields.get(name).cloned().unwrap_or_default();
+        let (client_id, client_secret) =
+            basic_credentials(&headers).unwrap_or_else(|| (get("client_id"), get("client_secret")));
+        let answer = state
+            .clients
+            .auth
+            .clone()
+            .oidc_access_token(pb::OidcTokenRequest {
+                domain: domain.clone(),
+                client_id,
+                client_secret,
+                scope: get("scope"),
+                oidc_token: get("oidc_token"),
+                id_token: get("id_token"),
+            })
+            .await
+            .map_err(|s| crate::edge::access::unknown_host(s, &domain))?
+            .into_inner();
+        Ok::<_, ApiError>(answer)
+    }
+    .await;
+    match outcome {
+        Ok(t) => token_answer(t),
+        Err(err) => oauth_error(err),
     }
 }
 

@@ -443,9 +443,13 @@ async fn logout_form(AxState(state): AxState<State>, headers: HeaderMap, body: B
 
 async fn home(
     AxState(state): AxState<State>,
+    client: crate::edge::client::Client,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    if let Some(jwt) = q.get("jwt") {
+        return crate::person::oidc::jwt_link(&state, &client, &headers, jwt).await;
+    }
     let (_, person) = resolve(&state, &headers).await?;
     let Some(person) = person else {
         return Ok(see_other("/auth/login", Vec::new()));

@@ -202,6 +202,38 @@ async fn login(
     Ok(response)
 }
 
+/// `GET /?jwt=…`: a sign-in link the institution's own system made (`jwt_secret`), checked
+/// by the auth service; signed in, the person lands where a sign-in lands.
+pub async fn jwt_link(state: &State, client: &Client, headers: &HeaderMap, jwt: &str) -> Result<Response, ApiError> {
+    let host = host(headers)?;
+    let answer = state
+        .clients
+        .auth
+        .clone()
+        .login_jwt(pb::LoginJwtRequest {
+            host: host.clone(),
+            jwt: jwt.to_string(),
+            user_agent: client.user_agent.clone(),
+            remote_ip: client.ip.to_string(),
+            device: cookies::get(headers, cookies::DEVICE).unwrap_or_default().to_string(),
+        })
+        .await;
+    let login = match answer {
+        Ok(login) => login.into_inner(),
+        Err(status) => {
+            let err = crate::edge::access::unknown_host(status, &host);
+            let body = format!(
+                "{}<p><a href=\"/auth/login\">Sign in</a></p>",
+                web::message("This sign-in link does not work", &err.reason)
+            );
+            return Ok(web::page(err.code.http_status(), "Sign-in failed", &body, Vec::new()));
+        }
+    };
+    let session = login.session.as_ref().map_or("", |s| s.cookie.as_str());
+    let to = landing(state, headers, "/".into(), session).await;
+    Ok(signed_in_answer(state, &host, false, &to, &login))
+}
+
 /// The context's provider, when the instance signs in with one.
 pub fn provider<'a>(state: &'a State, instance: &pb::Instance) -> Option<&'a cocon_common::context::Oidc> {
     state.contexts.get(&instance.context).and_then(|c| c.oidc.as_ref())

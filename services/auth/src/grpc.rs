@@ -263,6 +263,15 @@ impl pb::auth_service_server::AuthService for AuthService {
         Ok(Response::new(pb::OidcReturnResponse { host }))
     }
 
+    async fn login_jwt(&self, req: Request<pb::LoginJwtRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let req = req.into_inner();
+        let origin = Origin {
+            user_agent: req.user_agent.clone(),
+            remote_ip: req.remote_ip.clone(),
+        };
+        Ok(Response::new(self.login_jwt(&req, &origin).await?))
+    }
+
     async fn login_oidc(&self, req: Request<pb::LoginOidcRequest>) -> Result<Response<pb::LoginOidcResponse>, Status> {
         let req = req.into_inner();
         let origin = Origin {
@@ -362,6 +371,13 @@ impl pb::auth_service_server::AuthService for AuthService {
 
     async fn exchange_token(&self, req: Request<pb::TokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
         Ok(Response::new(self.exchange_token(&req.into_inner()).await?))
+    }
+
+    async fn oidc_access_token(
+        &self,
+        req: Request<pb::OidcTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        Ok(Response::new(self.oidc_access_token(&req.into_inner()).await?))
     }
 
     async fn issue_sharing_client(

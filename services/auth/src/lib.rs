@@ -13,9 +13,11 @@
 mod apps;
 mod error;
 mod grpc;
+mod jwt_link;
 mod lifecycle;
 mod oauth;
 mod oidc;
+mod oidc_token;
 mod permission;
 mod person;
 mod projection;

@@ -134,7 +134,7 @@ fn answer(record: &ClientRecord) -> Map<String, Value> {
 }
 
 /// The client's scopes, normalised (single spaces), or `invalid_scope`.
-fn check_scope(scope: &str) -> Result<String, AuthError> {
+pub(crate) fn check_scope(scope: &str) -> Result<String, AuthError> {
     parse_scope(scope).map_err(|e| err("invalid_scope", e.to_string()))?;
     Ok(scope.split_whitespace().collect::<Vec<_>>().join(" "))
 }
@@ -366,16 +366,17 @@ impl AuthService {
     }
 
     /// Checks the client's credentials at the token endpoint.
-    async fn authenticate_client(
+    pub(crate) async fn authenticate_client(
         &self,
         record: &InstanceRecord,
-        req: &pb::TokenRequest,
+        client_id: &str,
+        client_secret: &str,
     ) -> Result<ClientRecord, AuthError> {
         let denied = || err("invalid_client", "unknown client or wrong client_secret");
-        let client = self.client(&record.id, &req.client_id).await?.ok_or_else(denied)?;
+        let client = self.client(&record.id, client_id).await?.ok_or_else(denied)?;
         if !client.public {
-            let presented = secret::sha256_hex(&req.client_secret);
-            if req.client_secret.is_empty() || !secret::ct_eq(presented.as_bytes(), client.secret_sha256.as_bytes()) {
+            let presented = secret::sha256_hex(client_secret);
+            if client_secret.is_empty() || !secret::ct_eq(presented.as_bytes(), client.secret_sha256.as_bytes()) {
                 return Err(denied());
             }
         }
@@ -387,11 +388,15 @@ impl AuthService {
         let record = self.lookup(&req.domain).await?;
         match req.grant_type.as_str() {
             "authorization_code" => {
-                let client = self.authenticate_client(&record, req).await?;
+                let client = self
+                    .authenticate_client(&record, &req.client_id, &req.client_secret)
+                    .await?;
                 self.redeem_code(&record, &client, req).await
             }
             "refresh_token" => {
-                let client = self.authenticate_client(&record, req).await?;
+                let client = self
+                    .authenticate_client(&record, &req.client_id, &req.client_secret)
+                    .await?;
                 self.refresh(&record, &client, req).await
             }
             "" => Err(err("invalid_request", "grant_type is missing")),
@@ -485,7 +490,7 @@ impl AuthService {
     }
 
     /// Records new tokens for a grant (the caller holds the writer lock) and mints them.
-    async fn grant_tokens(
+    pub(crate) async fn grant_tokens(
         &self,
         record: &InstanceRecord,
         client: &ClientRecord,

@@ -61,15 +61,15 @@ const FLOW_AUDIENCE: &str = "oidc_flow";
 
 /// Every claim of the UserInfo answer, to find the context's instance claim among them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AnyClaims {
+pub(crate) struct AnyClaims {
     #[serde(flatten)]
-    claims: serde_json::Map<String, serde_json::Value>,
+    pub(crate) claims: serde_json::Map<String, serde_json::Value>,
 }
 impl AdditionalClaims for AnyClaims {}
 
 /// The providers' discovery documents, by issuer, and the HTTP client that reads them.
 pub(crate) struct Providers {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     metadata: Mutex<HashMap<String, (Instant, Arc<CoreProviderMetadata>)>>,
 }
 
@@ -88,7 +88,7 @@ impl Default for Providers {
     }
 }
 
-fn provider_down(oidc: &Oidc, what: &str, err: impl std::error::Error) -> AuthError {
+pub(crate) fn provider_down(oidc: &Oidc, what: &str, err: impl std::error::Error) -> AuthError {
     // The causes too: "Request failed" alone does not say that the connection was refused.
     let mut error = err.to_string();
     let mut source = err.source();
@@ -107,10 +107,19 @@ fn provider_down(oidc: &Oidc, what: &str, err: impl std::error::Error) -> AuthEr
 impl Providers {
     /// The provider's discovery document and keys: the copy read within [`METADATA_TTL`], or
     /// a fresh one (`fresh`: whatever the copy's age).
-    async fn metadata(&self, oidc: &Oidc, fresh: bool) -> Result<Arc<CoreProviderMetadata>, AuthError> {
+    pub(crate) async fn metadata(&self, oidc: &Oidc, fresh: bool) -> Result<Arc<CoreProviderMetadata>, AuthError> {
+        self.metadata_within(oidc, if fresh { Duration::ZERO } else { METADATA_TTL })
+            .await
+    }
+
+    /// The copy read within `age`, or a fresh one.
+    pub(crate) async fn metadata_within(
+        &self,
+        oidc: &Oidc,
+        age: Duration,
+    ) -> Result<Arc<CoreProviderMetadata>, AuthError> {
         if let Some((at, metadata)) = self.metadata.lock().expect("oidc cache poisoned").get(&oidc.issuer)
-            && at.elapsed() < METADATA_TTL
-            && !fresh
+            && at.elapsed() < age
         {
             return Ok(metadata.clone());
         }
@@ -127,6 +136,34 @@ impl Providers {
     }
 }
 
+/// What checks the provider's ID tokens: its keys, its issuer, the context's client as audience,
+/// the algorithms it says it signs with.
+pub(crate) fn id_token_verifier(oidc: &Oidc, metadata: &CoreProviderMetadata) -> CoreIdTokenVerifier<'static> {
+    CoreIdTokenVerifier::new_confidential_client(
+        ClientId::new(oidc.client_id.clone()),
+        ClientSecret::new(oidc.client_secret.clone()),
+        metadata.issuer().clone(),
+        metadata.jwks().clone(),
+    )
+    .set_allowed_algs(metadata.id_token_signing_alg_values_supported().clone())
+}
+
+/// The standard claims an instance may be named by, from an ID token or a UserInfo answer
+/// (which have the same accessors but no common type).
+macro_rules! standard_claim {
+    ($claims:expr, $name:expr) => {
+        match $name {
+            "sub" => Some($claims.subject().to_string()),
+            "preferred_username" => $claims.preferred_username().map(|u| u.to_string()),
+            "email" => $claims.email().map(|e| e.to_string()),
+            "name" => $claims.name().and_then(|n| n.get(None)).map(|n| n.to_string()),
+            "nickname" => $claims.nickname().and_then(|n| n.get(None)).map(|n| n.to_string()),
+            _ => None,
+        }
+    };
+}
+pub(crate) use standard_claim;
+
 /// What `/oidc/login` proved: the instance, and its claims for a new one.
 struct Person {
     domain: String,
@@ -137,7 +174,10 @@ struct Person {
 impl AuthService {
     /// The context whose provider `host` signs in with, and whether `host` is its login domain
     /// (else it is the instance's own).
-    async fn oidc_context(&self, host: &str) -> Result<(String, Context, Option<InstanceRecord>), AuthError> {
+    pub(crate) async fn oidc_context(
+        &self,
+        host: &str,
+    ) -> Result<(String, Context, Option<InstanceRecord>), AuthError> {
         let name = cocon_common::domain::without_port(host);
         let (context, record) = match self.inner().contexts.by_login_domain(host) {
             Some((context, _)) => (context.to_string(), None),
@@ -331,16 +371,7 @@ impl AuthService {
             AuthError::InvalidToken("the identity provider sent no ID token: is `openid` among its scopes?".into())
         })?;
         let nonce = Nonce::new(flow.n.clone());
-        let verify = |metadata: &CoreProviderMetadata| {
-            let verifier = CoreIdTokenVerifier::new_confidential_client(
-                ClientId::new(oidc.client_id.clone()),
-                ClientSecret::new(oidc.client_secret.clone()),
-                metadata.issuer().clone(),
-                metadata.jwks().clone(),
-            )
-            .set_allowed_algs(metadata.id_token_signing_alg_values_supported().clone());
-            id_token.claims(&verifier, &nonce)
-        };
+        let verify = |metadata: &CoreProviderMetadata| id_token.claims(&id_token_verifier(oidc, metadata), &nonce);
         let checked = match verify(&metadata) {
             // Signed with a key not among those read: the provider may have rotated its keys
             // since. Only the provider's own token endpoint gives the token, so reading them
@@ -357,16 +388,7 @@ impl AuthService {
                 "the identity provider's ID token is not valid ({e}): start again at /oidc/start"
             ))
         })?;
-        let standard = |name: &str| -> Option<String> {
-            match name {
-                "sub" => Some(claims.subject().to_string()),
-                "preferred_username" => claims.preferred_username().map(|u| u.to_string()),
-                "email" => claims.email().map(|e| e.to_string()),
-                "name" => claims.name().and_then(|n| n.get(None)).map(|n| n.to_string()),
-                "nickname" => claims.nickname().and_then(|n| n.get(None)).map(|n| n.to_string()),
-                _ => None,
-            }
-        };
+        let standard = |name: &str| -> Option<String> { standard_claim!(claims, name) };
         let claim = oidc.claim();
         let value = match standard(claim) {
             Some(value) => value,

@@ -54,6 +54,28 @@ pub struct Context {
     /// The institution's OpenID Connect provider: cozy-stack's delegated authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<Oidc>,
+    /// The secret an external system (the institution's portal) signs sign-in links with,
+    /// cozy-stack's `jwt_secret`: `https://<instance>/?jwt=<HS256 JWT>` whose claim `name`
+    /// is the instance's domain. Empty: no such links.
+    #[serde(skip_serializing_if = "Secret::is_empty")]
+    pub jwt_secret: Secret,
+}
+
+/// A secret of the configuration: kept out of `Debug` output (logs, traces).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
 }
 
 /// Sign-in through an OpenID Connect provider (`/oidc/start`), per context. The names of
@@ -89,6 +111,9 @@ pub struct Oidc {
     /// The provider is the only way in: the passphrase sign-in is refused and its page sends
     /// to the provider.
     pub disable_password_authentication: bool,
+    /// OAuth clients of the context's instances (a mobile app) may trade a token of the
+    /// provider for Cocon's, `POST /oidc/access_token`; an ID token must be for `client_id`.
+    pub allow_oauth_token: bool,
 }
 
 /// The client secret stays out of logs.

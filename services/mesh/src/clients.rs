@@ -104,6 +104,8 @@ service_client!(
         check_authorization(AuthorizationRequest) -> ClientAnswer;
         issue_code(AuthorizationRequest) -> IssueCodeResponse;
         exchange_token(TokenRequest) -> TokenResponse;
+        oidc_access_token(OidcTokenRequest) -> TokenResponse;
+        login_jwt(LoginJwtRequest) -> LoginResponse;
         create_permission(CreatePermissionRequest) -> PermissionAnswer;
         get_permission(PermissionRequest) -> PermissionAnswer;
         patch_permission(PatchPermissionRequest) -> PermissionAnswer;

@@ -4,11 +4,13 @@
 //! instance whose only way in is the provider, an instance created on its first sign-in from
 //! the login domain, and a person refused on another's instance. Over HTTP: answers that are
 //! forged, replayed, from another provider or for another browser are refused, and nothing
-//! of the provider's secret leaks.
+//! of the provider's secret leaks. An app trades the provider's token for Cocon's
+//! (`POST /oidc/access_token`) against a stand-in provider that signs what the test asks.
 
 use std::process::{Child, Command, Stdio};
 
 use cocon_tests::{Browser, Cocon, Page};
+use serde_json::{Value, json};
 
 use super::browser::run_script;
 
@@ -73,6 +75,17 @@ fn start_provider(port: u16, redirect_uri: &str) -> Provider {
 /// of the provider's UserInfo answer), their only way in is the provider, and `login.localhost`
 /// creates them on a first sign-in; else the claim is `sub`.
 async fn start_cocon(dir: &std::path::Path, http_port: u16, issuer: &str, full: bool) -> Cocon {
+    start_cocon_env(dir, http_port, issuer, full, &[]).await
+}
+
+/// [`start_cocon`] with more environment.
+async fn start_cocon_env(
+    dir: &std::path::Path,
+    http_port: u16,
+    issuer: &str,
+    full: bool,
+    env: &[(String, String)],
+) -> Cocon {
     let var = |k: &str| format!("COCON_CONTEXTS__SCHOOL__{k}");
     let mut builder = Cocon::builder(dir)
         .args(["--http-addr".to_string(), format!("127.0.0.1:{http_port}")])
@@ -84,6 +97,9 @@ async fn start_cocon(dir: &std::path::Path, http_port: u16, issuer: &str, full: 
             &var("OIDC__REDIRECT_URI"),
             format!("http://callback.localhost:{http_port}/oidc/redirect"),
         );
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
     if full {
         builder = builder
             .env(&var("OIDC__USERINFO_INSTANCE_FIELD"), "school_id")
@@ -362,6 +378,7 @@ async fn stand_in_provider() -> std::sync::Arc<StandIn> {
         "authorization_endpoint": format!("{issuer}/auth"),
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -442,6 +459,21 @@ async fn stand_in_provider() -> std::sync::Arc<StandIn> {
                 let answer = token.as_ref()();
                 async move { answer }
             }),
+        )
+        // The access tokens it knows: alice's and bob's.
+        .route(
+            "/userinfo",
+            get(|headers: axum::http::HeaderMap| async move {
+                let bearer = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                match bearer {
+                    "Bearer an-access-token" => Ok(axum::Json(json!({"sub": "alice"}))),
+                    "Bearer bobs-access-token" => Ok(axum::Json(json!({"sub": "bob"}))),
+                    _ => Err(axum::http::StatusCode::UNAUTHORIZED),
+                }
+            }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     state
@@ -484,4 +516,260 @@ async fn test_forged_expired_and_replayed_id_tokens_are_refused() {
         assert!(answer.text.contains(says), "{kind:?}: {}", answer.text);
         assert_eq!(browser.cookies.contains_key("cozysessid"), status == 303, "{kind:?}");
     }
+}
+
+/// An app of alice's instance trades a token of the provider for Cocon's
+/// (`POST /oidc/access_token`): with an ID token checked against the provider's keys, or an
+/// access token the provider's UserInfo endpoint vouches for. Forged, expired, foreign and
+/// unknown tokens, another person's, a wrong client secret and a context that does not allow
+/// it are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_app_trades_the_providers_token_for_cocons_only_when_allowed_and_valid() {
+    let provider = stand_in_provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let college = |k: &str| format!("COCON_CONTEXTS__COLLEGE__{k}");
+    let env = [
+        (
+            "COCON_CONTEXTS__SCHOOL__OIDC__ALLOW_OAUTH_TOKEN".to_string(),
+            "true".to_string(),
+        ),
+        (college("DOMAIN_TEMPLATE"), "{user}.localhost".to_string()),
+        (college("OIDC__ISSUER"), provider.issuer.clone()),
+        (college("OIDC__CLIENT_ID"), "cocon".to_string()),
+        (college("OIDC__CLIENT_SECRET"), SECRET.to_string()),
+        (
+            college("OIDC__REDIRECT_URI"),
+            format!("http://callback.localhost:{http_port}/oidc/redirect"),
+        ),
+    ];
+    let cocon = start_cocon_env(dir.path(), http_port, &provider.issuer, false, &env).await;
+    let (status, body) = cocon
+        .admin(
+            reqwest::Method::POST,
+            "/instances",
+            &[("Domain", "carol.localhost"), ("ContextName", "college")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    // The instances' hosts lead to Cocon (`*.localhost` is not in every resolver).
+    let cocon_addr = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+    let http = reqwest::Client::builder()
+        .resolve("alice.localhost", cocon_addr)
+        .resolve("carol.localhost", cocon_addr)
+        .build()
+        .unwrap();
+    let register = |host: &str| {
+        let (http, url) = (http.clone(), format!("http://{host}:{http_port}/auth/register"));
+        async move {
+            let answer: Value = http
+                .post(url)
+                .json(
+                    &json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": "School app",
+                              "software_id": "school.example/app"}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (
+                answer["client_id"].as_str().unwrap().to_string(),
+                answer["client_secret"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (client_id, client_secret) = register("alice.localhost").await;
+    let id_token = |kind: IdToken| {
+        *provider.next.lock().unwrap() = (kind, String::new());
+        let (http, url) = (http.clone(), format!("{}/token", provider.issuer));
+        async move {
+            let answer: Value = http.post(url).send().await.unwrap().json().await.unwrap();
+            answer["id_token"].as_str().unwrap().to_string()
+        }
+    };
+    let trade = |host: &str, body: Value| {
+        let (http, url) = (http.clone(), format!("http://{host}:{http_port}/oidc/access_token"));
+        async move {
+            let answer = http.post(url).json(&body).send().await.unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let asking = |token: (&str, String)| {
+        let mut body = json!({"client_id": client_id, "client_secret": client_secret, "scope": "io.cozy.files"});
+        body[token.0] = json!(token.1);
+        body
+    };
+
+    // An ID token of the provider: Cocon's tokens, which reach alice's files.
+    let (status, tokens) = trade("alice.localhost", asking(("id_token", id_token(IdToken::Valid).await))).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        (tokens["token_type"].as_str(), tokens["scope"].as_str()),
+        (Some("bearer"), Some("io.cozy.files"))
+    );
+    assert!(tokens["refresh_token"].as_str().is_some_and(|t| !t.is_empty()));
+    let files = http
+        .get(format!(
+            "http://alice.localhost:{http_port}/files/io.cozy.files.root-dir"
+        ))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(files.status(), 200);
+    // An access token of the provider, which its UserInfo endpoint says is alice's.
+    let (status, tokens) = trade("alice.localhost", asking(("oidc_token", "an-access-token".into()))).await;
+    assert_eq!(status, 200, "{tokens}");
+
+    for (kind, want) in [
+        (IdToken::Forged, 401),
+        (IdToken::Expired, 401),
+        (IdToken::OtherAudience, 401),
+        (IdToken::OtherIssuer, 401),
+        (IdToken::OtherPerson, 403),
+    ] {
+        let (status, answer) = trade("alice.localhost", asking(("id_token", id_token(kind).await))).await;
+        assert_eq!(status, want, "{kind:?}: {answer}");
+        assert!(answer["access_token"].is_null(), "{kind:?}: {answer}");
+    }
+    for (token, want) in [("stolen", 401), ("bobs-access-token", 403), ("", 400)] {
+        let (status, answer) = trade("alice.localhost", asking(("oidc_token", token.into()))).await;
+        assert_eq!(status, want, "{token}: {answer}");
+    }
+    let mut wrong = asking(("oidc_token", "an-access-token".into()));
+    wrong["client_secret"] = json!("not-the-secret");
+    let (status, answer) = trade("alice.localhost", wrong).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{answer}"
+    );
+    let (status, answer) = trade(
+        "alice.localhost",
+        json!({"client_id": client_id, "client_secret": client_secret,
+        "id_token": id_token(IdToken::Valid).await}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{answer}"
+    );
+
+    // The college does not allow it, however valid the token.
+    let (client_id, client_secret) = register("carol.localhost").await;
+    let (status, answer) = trade(
+        "carol.localhost",
+        json!({"client_id": client_id, "client_secret": client_secret, "scope": "io.cozy.files",
+               "oidc_token": "an-access-token"}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{answer}"
+    );
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("allow_oauth_token")
+    );
+}
+
+/// A sign-in link the school's portal signs with the context's `jwt_secret`
+/// (`https://<instance>/?jwt=…`, cozy-stack's JWT delegated authentication) signs the person
+/// in, once; a link that is forged, for another person, expired, unbounded or meant to last
+/// too long is refused, and so is any link on an instance whose context takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_schools_sign_in_link_signs_in_once_and_forgeries_are_refused() {
+    const PORTAL_SECRET: &str = "the-portal-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let cocon = Cocon::builder(dir.path())
+        .env("COCON_CONTEXTS__SCHOOL__JWT_SECRET", PORTAL_SECRET)
+        .start()
+        .await
+        .unwrap();
+    add_school_instance(&cocon, "alice.localhost").await;
+    let (status, body) = cocon
+        .admin(reqwest::Method::POST, "/instances", &[("Domain", "dan.localhost")])
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, shown) = cocon
+        .admin(reqwest::Method::GET, "/instances/contexts/school", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(!shown.to_string().contains(PORTAL_SECRET), "{shown}");
+
+    let now = chrono::Utc::now().timestamp();
+    let link = |secret: &str, claims: Value| {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        format!("/?jwt={token}")
+    };
+    let valid = link(PORTAL_SECRET, json!({"name": "alice.localhost", "exp": now + 300}));
+    let mut browser = Browser::new(&cocon.http, "alice.localhost");
+    let signed_in = browser.get(&valid).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+    assert!(browser.cookies.contains_key("cozysessid"));
+    let home = browser.get("/").await;
+    assert_eq!(home.status, 200, "signed in: {}", home.text);
+
+    for (path, status, says) in [
+        (valid.as_str(), 401, "already used"),
+        (
+            &link("another-secret", json!({"name": "alice.localhost", "exp": now + 300})),
+            401,
+            "not valid",
+        ),
+        (
+            &link(PORTAL_SECRET, json!({"name": "bob.localhost", "exp": now + 300})),
+            403,
+            "for bob.localhost",
+        ),
+        (
+            &link(PORTAL_SECRET, json!({"name": "alice.localhost", "exp": now - 5})),
+            401,
+            "expired",
+        ),
+        (&link(PORTAL_SECRET, json!({"name": "alice.localhost"})), 401, "neither"),
+        (
+            &link(
+                PORTAL_SECRET,
+                json!({"name": "alice.localhost", "exp": now + 3 * 86_400}),
+            ),
+            401,
+            "more than a day",
+        ),
+    ] {
+        let mut stranger = Browser::new(&cocon.http, "alice.localhost");
+        let page = stranger.get(path).await;
+        assert_eq!(page.status, status, "{path}: {}", page.text);
+        assert!(page.text.contains(says), "{path}: {}", page.text);
+        assert!(!stranger.cookies.contains_key("cozysessid"), "{path}");
+    }
+    // Made now, with no end: it lasts ten minutes.
+    let mut browser = Browser::new(&cocon.http, "alice.localhost");
+    let page = browser
+        .get(&link(PORTAL_SECRET, json!({"name": "alice.localhost", "iat": now})))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.text);
+    // An instance outside the school takes no link, however signed.
+    let mut browser = Browser::new(&cocon.http, "dan.localhost");
+    let page = browser
+        .get(&link(PORTAL_SECRET, json!({"name": "dan.localhost", "exp": now + 300})))
+        .await;
+    assert_eq!(page.status, 403, "{}", page.text);
+    assert!(page.text.contains("no jwt_secret"), "{}", page.text);
 }
