@@ -27,8 +27,75 @@ use crate::GrpcChannel;
 /// downloads stream.
 pub type FilesClient = cocon_proto::files::v1::files_service_client::FilesServiceClient<GrpcChannel>;
 
+/// A request that names the instance it is for: routed to the holder of the instance's shard
+/// when the callee's replicas own shards ([`crate::Route::follow_shards`]).
+pub trait Instanced {
+    /// The instance's id; empty when the request names none.
+    fn instance(&self) -> &str;
+}
+
+macro_rules! instanced {
+    ($pb:ident { $($req:ident),* $(,)? }) => {
+        $(impl Instanced for $pb::$req {
+            fn instance(&self) -> &str {
+                self.scope.as_ref().map_or("", |s| s.instance.as_str())
+            }
+        })*
+    };
+}
+
+instanced!(docs_pb {
+    GetDocumentRequest,
+    PutDocumentRequest,
+    DeleteDocumentRequest,
+    BulkDocsRequest,
+    AllDocsRequest,
+    NormalDocsRequest,
+    CreateIndexRequest,
+    FindRequest,
+    ChangesRequest,
+    DesignDocsRequest,
+    DeleteDesignDocRequest,
+    BodyRequest,
+    DoctypeInfoRequest,
+});
+instanced!(notifications_pb { CreateRequest });
+
+impl Instanced for docs_pb::AllDoctypesRequest {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+/// The calls of a client whose service does not route by instance name none.
+fn no_instance<T>(_: &T) -> &str {
+    ""
+}
+
+fn instance_of<T: Instanced>(req: &T) -> &str {
+    req.instance()
+}
+
+/// The request, with the instance it is for in its metadata when `route` routes by instance
+/// (nothing is copied otherwise).
+fn keyed<T>(req: T, route: &crate::Route, key: fn(&T) -> &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(req);
+    if route.follows_shards() {
+        let instance = key(request.get_ref());
+        if !instance.is_empty()
+            && let Ok(value) = instance.parse()
+        {
+            request.metadata_mut().insert(crate::INSTANCE_HEADER, value);
+        }
+    }
+    request
+}
+
 macro_rules! service_client {
     ($(#[$doc:meta])* $name:ident, $service:path, $client:ident, $pb:ident { $($method:ident($req:ident) -> $resp:ident;)* }) => {
+        service_client!($(#[$doc])* $name, $service, $client, $pb, no_instance { $($method($req) -> $resp;)* });
+    };
+    ($(#[$doc:meta])* $name:ident, $service:path, $client:ident, $pb:ident, $key:ident { $($method:ident($req:ident) -> $resp:ident;)* }) => {
         $(#[$doc])*
         #[derive(Clone)]
         pub enum $name {
@@ -48,16 +115,16 @@ macro_rules! service_client {
                             // the copy is made only when there is one.
                             if route.has_spare() {
                                 let again = req.clone();
-                                match client.$method(req).await {
+                                match client.$method(keyed(req, route, $key)).await {
                                     Err(status) if crate::not_sent(&status) => {
                                         metrics::counter!("cocon_mesh_resent_total", "service" => route.service())
                                             .increment(1);
-                                        client.$method(again).await
+                                        client.$method(keyed(again, route, $key)).await
                                     }
                                     other => other,
                                 }
                             } else {
-                                client.$method(req).await
+                                client.$method(keyed(req, route, $key)).await
                             }
                         }
                     }
@@ -120,7 +187,7 @@ service_client!(
 
 service_client!(
     /// The documents service.
-    DocumentsClient, DocumentsService, DocumentsServiceClient, docs_pb {
+    DocumentsClient, DocumentsService, DocumentsServiceClient, docs_pb, instance_of {
         get_document(GetDocumentRequest) -> JsonResponse;
         put_document(PutDocumentRequest) -> WriteResponse;
         delete_document(DeleteDocumentRequest) -> WriteResponse;
@@ -198,7 +265,7 @@ impl JobsClient {
 
 service_client!(
     /// The notifications service.
-    NotificationsClient, NotificationsService, NotificationsServiceClient, notifications_pb {
+    NotificationsClient, NotificationsService, NotificationsServiceClient, notifications_pb, instance_of {
         create(CreateRequest) -> CreateResponse;
     }
 );

@@ -23,6 +23,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::shard_map::ShardMap;
 use crate::shards::Shards;
 use crate::{MeshError, Route, ServiceKind, remote};
 
@@ -182,6 +183,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     routes: HashMap<&'static str, Route>,
+    /// The shards' leases of the sharded services, watched once per process.
+    maps: HashMap<&'static str, ShardMap>,
     /// The cards read, by key, and when each was last heard of.
     cards: HashMap<String, (Card, Instant)>,
     /// Since when the watch has been up without a break; cards are forgotten for silence only
@@ -279,6 +282,30 @@ impl Directory {
         }
         state.routes.insert(name, route.clone());
         route
+    }
+
+    /// Who holds each shard of `kind`'s instances, kept current from now on.
+    pub async fn shard_map(&self, kind: ServiceKind) -> Result<ShardMap, MeshError> {
+        if let Some(map) = self.lock().maps.get(kind.as_str()) {
+            return Ok(map.clone());
+        }
+        let map = ShardMap::open(
+            self.inner.client.clone(),
+            self.inner.key.clone(),
+            self.inner.copies,
+            kind.as_str(),
+        )
+        .await?;
+        // Two callers at once may both open one: the first kept is everyone's.
+        Ok(self.lock().maps.entry(kind.as_str()).or_insert(map).clone())
+    }
+
+    /// The route to `kind`'s replicas, sending each instance's calls to the replica holding its
+    /// shard (for a service whose replicas own shards of instances).
+    pub async fn sharded_route(&self, kind: ServiceKind) -> Result<Route, MeshError> {
+        let route = self.route(kind);
+        route.follow_shards(self.shard_map(kind).await?);
+        Ok(route)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -433,15 +460,7 @@ impl Directory {
             lost_flag: AtomicBool::new(false),
         });
         let shards = if sharded {
-            let shards = Shards::open(
-                self.inner.client.clone(),
-                self.inner.key.clone(),
-                self.inner.copies,
-                kind.as_str(),
-                &self.inner.id,
-                endpoint,
-            )
-            .await?;
+            let shards = Shards::new(self.shard_map(kind).await?, &self.inner.id, endpoint);
             *shared.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(shards.clone());
             Some(shards)
         } else {

@@ -11,13 +11,15 @@ mod directory;
 mod error;
 mod route;
 mod service;
-pub mod shards;
+pub mod shard_map;
+mod shards;
 
 pub use channel::{ChannelError, GrpcChannel, in_process, remote};
 pub use clients::{AuthClient, DocumentsClient, FilesClient, JobsClient, NotificationsClient, SharingClient};
 pub use connect::{Clients, Endpoints, LocalServices};
 pub use directory::{Announcement, BUCKET as DIRECTORY_BUCKET, Directory, DirectoryConfig};
 pub use error::MeshError;
-pub use route::{Route, not_sent};
+pub use route::{INSTANCE_HEADER, Route, not_sent};
 pub use service::{Service, ServiceKind};
-pub use shards::{Hold, SHARDS, Shards, shard_of};
+pub use shard_map::{SHARDS, ShardMap, shard_of};
+pub use shards::{Hold, Shards};

@@ -3,17 +3,24 @@
 //! connections is set aside for a few seconds, so that a dead one (killed before it could say
 //! so) stops taking calls at its first refusal rather than when its heartbeats run out; a call
 //! that was refused before it was sent is sent again to another replica
-//! ([`crate::clients`]), since it cannot have run.
+//! ([`crate::clients`]), since it cannot have run. For a service whose replicas own shards of
+//! instances, a call naming its instance (the [`INSTANCE_HEADER`] metadata) goes to the
+//! replica holding the instance's shard, when it is known and not set aside.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
 
+use crate::shard_map::{ShardMap, shard_of};
 use crate::{ChannelError, GrpcChannel};
+
+/// The gRPC metadata naming the instance a call is for (its id), by which a sharded service's
+/// calls are routed.
+pub const INSTANCE_HEADER: &str = "cocon-instance";
 
 /// How long a replica that refused a connection is passed over.
 const SET_ASIDE: Duration = Duration::from_secs(3);
@@ -30,6 +37,8 @@ struct Inner {
     fixed: bool,
     replicas: RwLock<Vec<Replica>>,
     next: AtomicUsize,
+    /// Who holds each shard, for a service whose replicas own shards of instances.
+    shards: OnceLock<ShardMap>,
 }
 
 struct Replica {
@@ -62,6 +71,7 @@ impl Route {
                 fixed: true,
                 replicas: RwLock::new(vec![Replica::new(endpoint, endpoint, channel, false)]),
                 next: AtomicUsize::new(0),
+                shards: OnceLock::new(),
             }),
         }
     }
@@ -74,12 +84,34 @@ impl Route {
                 fixed: false,
                 replicas: RwLock::new(Vec::new()),
                 next: AtomicUsize::new(0),
+                shards: OnceLock::new(),
             }),
         }
     }
 
     pub fn service(&self) -> &'static str {
         self.inner.service
+    }
+
+    /// Whether calls go to the holder of their instance's shard.
+    pub fn follows_shards(&self) -> bool {
+        self.inner.shards.get().is_some()
+    }
+
+    /// From now on, a call naming its instance goes to the holder of the instance's shard.
+    pub fn follow_shards(&self, map: ShardMap) {
+        let _ = self.inner.shards.set(map);
+    }
+
+    /// The replica holding `instance`'s shard, if it is known, listed and not set aside.
+    fn holder_of(&self, instance: &str) -> Option<(Arc<str>, GrpcChannel)> {
+        let holder = self.inner.shards.get()?.holder(shard_of(instance))?;
+        let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        replicas
+            .iter()
+            .find(|r| *r.id == *holder && r.set_aside_until.is_none_or(|t| t <= now))
+            .map(|r| (r.id.clone(), r.channel.clone()))
     }
 
     /// Adds a replica or updates one (its endpoint, whether it drains). A new heartbeat does
@@ -208,8 +240,18 @@ impl tower::Service<http::Request<tonic::body::Body>> for Route {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let route = self.clone();
+        let holder = route
+            .inner
+            .shards
+            .get()
+            .and(req.headers().get(INSTANCE_HEADER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|instance| route.holder_of(instance));
         Box::pin(async move {
-            let (id, channel) = route.pick()?;
+            let (id, channel) = match holder {
+                Some(holder) => holder,
+                None => route.pick()?,
+            };
             match channel.oneshot(req).await {
                 Err(err) if refused(&err) => {
                     route.set_aside(&id);

@@ -14,90 +14,18 @@
 //! by compare-and-set, with new tokens, so a lease it lost meanwhile is never written over.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
-use cocon_common::ticket::MeshKey;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::shard_map::{Lease, SHARDS, Seen, ShardMap, shard_of, winner};
 use crate::{MeshError, Route};
-
-/// How many shards instances are spread over: enough to spread evenly over tens of replicas,
-/// few enough that the leases are one small watch.
-pub const SHARDS: usize = 1024;
-
-pub const BUCKET: &str = "cocon_shards";
 
 /// How many lease writes are in flight at once when shards move.
 const CONCURRENT_WRITES: usize = 32;
-
-/// The shard `instance` belongs to. FNV-1a: every replica and caller, of any build, agrees.
-pub fn shard_of(instance: &str) -> usize {
-    (fnv1a(instance.as_bytes()) % SHARDS as u64) as usize
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// splitmix64's finalizer: FNV's low bits are weak, and rendezvous compares whole scores.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// The replica that wins `shard` among `replicas`: the highest score of (shard, replica), ties
-/// to the greater id. Removing a replica moves only its shards; adding one moves to it only.
-pub fn winner<'a>(shard: usize, replicas: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let salt = (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    replicas
-        .into_iter()
-        .max_by_key(|id| (mix(fnv1a(id.as_bytes()) ^ salt), *id))
-}
-
-/// A lease's value: who holds the shard and where it answers, signed with the mesh key for
-/// the key it is written under.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Lease {
-    replica: String,
-    endpoint: String,
-    mac: String,
-}
-
-impl Lease {
-    fn signed(key: &MeshKey, name: &str, replica: &str, endpoint: &str) -> Lease {
-        Lease {
-            replica: replica.to_string(),
-            endpoint: endpoint.to_string(),
-            mac: key.derive("shard-lease", &[name, replica, endpoint]),
-        }
-    }
-
-    fn check(&self, key: &MeshKey, name: &str) -> bool {
-        key.check_derived("shard-lease", &[name, &self.replica, &self.endpoint], &self.mac)
-    }
-}
-
-/// A shard's lease as the watch last saw it.
-#[derive(Debug, Clone, Default)]
-struct Seen {
-    /// The holder's replica id and endpoint; none when free.
-    holder: Option<(String, String)>,
-    /// The revision of the key's last write (0: never written).
-    revision: u64,
-}
 
 /// This replica's part of a service's shards. Cheap to clone.
 #[derive(Clone)]
@@ -106,18 +34,13 @@ pub struct Shards {
 }
 
 struct Inner {
-    service: &'static str,
+    map: ShardMap,
     me: String,
     endpoint: String,
-    key: MeshKey,
-    kv: kv::Store,
     slots: Box<[Slot]>,
     base: Instant,
     /// Until when (ms after `base`) this replica may write: see the module's comment.
     writable_until: AtomicU64,
-    seen: Mutex<Vec<Seen>>,
-    /// A shard was freed or a write ended: the balancer may have work.
-    wake: Notify,
     /// A hold ended: a release waiting for writes in flight may go on.
     ended: Notify,
 }
@@ -148,112 +71,24 @@ impl Drop for Hold {
 }
 
 impl Shards {
-    /// Opens (or makes) the leases' bucket with `copies` copies and starts watching
-    /// `service`'s leases. Holds nothing until [`Shards::balance`] runs.
-    pub(crate) async fn open(
-        client: async_nats::Client,
-        key: MeshKey,
-        copies: usize,
-        service: &'static str,
-        me: &str,
-        endpoint: &str,
-    ) -> Result<Shards, MeshError> {
-        // No age limit: a lease lasts as long as its holder's card does, however long.
-        let kv = crate::directory::open_bucket(
-            client,
-            BUCKET,
-            "Cocon's shards of instances: which replica owns each",
-            copies,
-            None,
-        )
-        .await?;
-        let shards = Shards {
+    /// This replica's part of the shards `map` watches. Holds nothing until
+    /// [`Shards::balance`] runs.
+    pub(crate) fn new(map: ShardMap, me: &str, endpoint: &str) -> Shards {
+        Shards {
             inner: Arc::new(Inner {
-                service,
+                map,
                 me: me.to_string(),
                 endpoint: endpoint.to_string(),
-                key,
-                kv,
                 slots: (0..SHARDS).map(|_| Slot::default()).collect(),
                 base: Instant::now(),
                 writable_until: AtomicU64::new(0),
-                seen: Mutex::new(vec![Seen::default(); SHARDS]),
-                wake: Notify::new(),
                 ended: Notify::new(),
             }),
-        };
-        let watcher = Arc::downgrade(&shards.inner);
-        let subject = format!("{service}.>");
-        let kv = shards.inner.kv.clone();
-        tokio::spawn(async move {
-            loop {
-                match kv.watch_with_history(&subject).await {
-                    Ok(mut entries) => {
-                        while let Some(entry) = entries.next().await {
-                            let Some(inner) = watcher.upgrade() else {
-                                return;
-                            };
-                            match entry {
-                                Ok(entry) => Shards { inner }.read(entry),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "the shards' leases watch broke");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot watch the shards' leases"),
-                }
-                if watcher.strong_count() == 0 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Ok(shards)
-    }
-
-    fn name(&self, shard: usize) -> String {
-        format!("{}.{shard}", self.inner.service)
-    }
-
-    fn read(&self, entry: kv::Entry) {
-        let Some(shard) = entry
-            .key
-            .rsplit_once('.')
-            .and_then(|(_, s)| s.parse::<usize>().ok())
-            .filter(|s| *s < SHARDS)
-        else {
-            return;
-        };
-        let holder = match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice::<Lease>(&entry.value) {
-                Ok(lease) if lease.check(&self.inner.key, &entry.key) => Some((lease.replica, lease.endpoint)),
-                _ => {
-                    tracing::warn!(key = %entry.key, "a shard's lease not signed with the mesh key: ignored");
-                    return;
-                }
-            },
-            kv::Operation::Delete | kv::Operation::Purge => None,
-        };
-        let freed = holder.is_none();
-        {
-            let mut seen = self.lock();
-            if entry.revision <= seen[shard].revision {
-                return;
-            }
-            seen[shard] = Seen {
-                holder,
-                revision: entry.revision,
-            };
-        }
-        if freed {
-            self.inner.wake.notify_one();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Seen>> {
-        self.inner.seen.lock().unwrap_or_else(|e| e.into_inner())
+    fn service(&self) -> &'static str {
+        self.inner.map.inner.service
     }
 
     fn now_ms(&self) -> u64 {
@@ -288,13 +123,14 @@ impl Shards {
             return Ok(hold);
         }
         drop(hold);
-        let owner = self.lock()[shard]
-            .holder
-            .as_ref()
-            .filter(|(replica, _)| *replica != self.inner.me)
-            .map(|(_, endpoint)| endpoint.clone());
+        let owner = self
+            .inner
+            .map
+            .holder_and_endpoint(shard)
+            .filter(|(replica, _)| **replica != *self.inner.me)
+            .map(|(_, endpoint)| endpoint);
         Err(MeshError::NotOwner {
-            service: self.inner.service,
+            service: self.service(),
             shard,
             owner,
         })
@@ -316,12 +152,12 @@ impl Shards {
 
     /// The holder of `shard` as this replica last saw it (its replica id).
     pub fn holder(&self, shard: usize) -> Option<String> {
-        self.lock()[shard].holder.as_ref().map(|(replica, _)| replica.clone())
+        self.inner.map.holder(shard).map(|r| r.to_string())
     }
 
     /// Waits until a freed shard or a tick calls for another balance.
     pub(crate) async fn woken(&self, tick: Duration) {
-        let _ = tokio::time::timeout(tick, self.inner.wake.notified()).await;
+        let _ = tokio::time::timeout(tick, self.inner.map.inner.freed.notified()).await;
     }
 
     /// One round: takes the shards this replica wins that are free or whose holder is dead,
@@ -335,7 +171,7 @@ impl Shards {
             let dropped = self.drop_all();
             if dropped > 0 {
                 tracing::warn!(
-                    service = self.inner.service,
+                    service = self.service(),
                     shards = dropped,
                     "this replica's card could not be written for too long: it stops writing its shards until it is"
                 );
@@ -354,29 +190,25 @@ impl Shards {
         if !draining {
             ready.push(me);
         }
-        let seen = self.lock().clone();
+        let seen = self.inner.map.snapshot();
         let mut take = Vec::new();
         let mut release = Vec::new();
         for (shard, seen) in seen.iter().enumerate() {
             let slot = &self.inner.slots[shard];
             let mut token = slot.token.load(Ordering::SeqCst);
-            if token != 0 && seen.revision > token && seen.holder.as_ref().is_some_and(|(r, _)| r != me) {
+            if token != 0 && seen.revision > token && seen.holder.as_ref().is_some_and(|(r, _)| &**r != me) {
                 // Taken while this replica was thought dead.
                 slot.token.store(0, Ordering::SeqCst);
                 token = 0;
-                tracing::warn!(
-                    service = self.inner.service,
-                    shard,
-                    "a shard was taken by another replica"
-                );
-                metrics::counter!("cocon_mesh_shards_moved_total", "service" => self.inner.service, "how" => "fenced")
+                tracing::warn!(service = self.service(), shard, "a shard was taken by another replica");
+                metrics::counter!("cocon_mesh_shards_moved_total", "service" => self.service(), "how" => "fenced")
                     .increment(1);
             }
             match winner(shard, ready.iter().copied()) {
                 Some(w) if w == me => {
                     let free = match &seen.holder {
                         None => true,
-                        Some((holder, _)) => holder == me || !live.contains(holder.as_str()),
+                        Some((holder, _)) => &**holder == me || !live.contains(&**holder),
                     };
                     if token == 0 && free {
                         take.push((shard, seen.revision));
@@ -393,24 +225,25 @@ impl Shards {
         futures::stream::iter(release)
             .for_each_concurrent(CONCURRENT_WRITES, |shard| self.release(shard))
             .await;
-        metrics::gauge!("cocon_mesh_shards_held", "service" => self.inner.service).set(self.held().len() as f64);
+        metrics::gauge!("cocon_mesh_shards_held", "service" => self.service()).set(self.held().len() as f64);
     }
 
     async fn take(&self, shard: usize, revision: u64) {
-        let name = self.name(shard);
-        let lease = Lease::signed(&self.inner.key, &name, &self.inner.me, &self.inner.endpoint);
+        let map = &self.inner.map;
+        let name = map.name(shard);
+        let lease = Lease::signed(&map.inner.key, &name, &self.inner.me, &self.inner.endpoint);
         let value = serde_json::to_vec(&lease).expect("a lease serializes");
-        match self.inner.kv.update(&name, value.into(), revision).await {
+        match map.inner.kv.update(&name, value.into(), revision).await {
             Ok(token) => {
                 self.inner.slots[shard].token.store(token, Ordering::SeqCst);
-                let mut seen = self.lock();
-                if seen[shard].revision < token {
-                    seen[shard] = Seen {
-                        holder: Some((self.inner.me.clone(), self.inner.endpoint.clone())),
+                map.record(
+                    shard,
+                    Seen {
+                        holder: Some((Arc::from(self.inner.me.as_str()), self.inner.endpoint.clone())),
                         revision: token,
-                    };
-                }
-                metrics::counter!("cocon_mesh_shards_moved_total", "service" => self.inner.service, "how" => "taken")
+                    },
+                );
+                metrics::counter!("cocon_mesh_shards_moved_total", "service" => self.service(), "how" => "taken")
                     .increment(1);
             }
             // Written meanwhile (the watch had not shown it yet): seen again next round.
@@ -432,14 +265,10 @@ impl Shards {
             }
             ended.await;
         }
-        match self
-            .inner
-            .kv
-            .delete_expect_revision(self.name(shard), Some(token))
-            .await
-        {
+        let map = &self.inner.map;
+        match map.inner.kv.delete_expect_revision(map.name(shard), Some(token)).await {
             Ok(_) => {
-                metrics::counter!("cocon_mesh_shards_moved_total", "service" => self.inner.service, "how" => "released")
+                metrics::counter!("cocon_mesh_shards_moved_total", "service" => self.service(), "how" => "released")
                     .increment(1)
             }
             // Taken meanwhile, or NATS away (the lease then goes with this replica's card).
@@ -462,48 +291,6 @@ impl Shards {
         futures::stream::iter(self.tokens())
             .for_each_concurrent(CONCURRENT_WRITES, |shard| self.release(shard))
             .await;
-        metrics::gauge!("cocon_mesh_shards_held", "service" => self.inner.service).set(0.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_an_instance_always_falls_in_the_same_shard() {
-        // Fixed values: a replica built tomorrow must agree with one built today.
-        assert_eq!(shard_of(""), (0xcbf2_9ce4_8422_2325u64 % SHARDS as u64) as usize);
-        assert_eq!(shard_of("alice.example"), shard_of("alice.example"));
-        let spread: HashSet<usize> = (0..10_000)
-            .map(|i| shard_of(&format!("pupil{i}.school.example")))
-            .collect();
-        assert_eq!(spread.len(), SHARDS, "10,000 instances reach every shard");
-    }
-
-    #[test]
-    fn test_a_new_replica_takes_a_fair_part_and_nothing_else_moves() {
-        let ids: Vec<String> = (0..4).map(|i| format!("{:016x}", mix(i + 1))).collect();
-        let three: Vec<&str> = ids[..3].iter().map(String::as_str).collect();
-        let four: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let mut per = [0usize; 4];
-        let mut moved = 0;
-        for shard in 0..SHARDS {
-            let before = winner(shard, three.iter().copied()).unwrap();
-            let after = winner(shard, four.iter().copied()).unwrap();
-            per[four.iter().position(|id| *id == after).unwrap()] += 1;
-            if before != after {
-                assert_eq!(after, four[3], "shard {shard} moved between replicas that stayed");
-                moved += 1;
-            }
-        }
-        assert_eq!(moved, per[3]);
-        for (i, n) in per.iter().enumerate() {
-            assert!(
-                (180..=330).contains(n),
-                "replica {i} won {n} of {SHARDS} shards: {per:?}"
-            );
-        }
-        assert_eq!(winner(0, std::iter::empty()), None);
+        metrics::gauge!("cocon_mesh_shards_held", "service" => self.service()).set(0.0);
     }
 }

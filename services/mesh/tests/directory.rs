@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cocon_common::ticket::MeshKey;
 use cocon_mesh::{Announcement, Clients, Directory, DirectoryConfig, Endpoints, LocalServices, MeshError, ServiceKind};
 use cocon_proto::notifications::v1 as pb;
-use cocon_proto::notifications::v1::notifications_service_server::{NotificationsService, NotificationsServiceServer};
+use cocon_proto::notifications::v1::notifications_service_server::NotificationsServiceServer;
 use cocon_tests::NatsServer;
 
 const CONFIG: DirectoryConfig = DirectoryConfig {
@@ -18,21 +18,8 @@ const CONFIG: DirectoryConfig = DirectoryConfig {
     drain_notice_ms: 0,
 };
 
-/// A replica that answers with its name.
-struct Named(&'static str);
-
-#[tonic::async_trait]
-impl NotificationsService for Named {
-    async fn create(
-        &self,
-        _: tonic::Request<pb::CreateRequest>,
-    ) -> Result<tonic::Response<pb::CreateResponse>, tonic::Status> {
-        Ok(tonic::Response::new(pb::CreateResponse {
-            dropped: self.0.to_string(),
-            ..Default::default()
-        }))
-    }
-}
+mod common;
+use common::Named;
 
 async fn open(nats: &NatsServer, key: &MeshKey) -> Directory {
     let client = async_nats::connect(nats.url()).await.unwrap();

@@ -2,14 +2,20 @@
 //! the shards with each shard held by exactly one, a replica that joins takes about a third
 //! from two and nothing else moves, one that leaves hands its shards over, a write under way
 //! holds its shard until it ends, a dead replica's shards are taken once its card has been
-//! silent for the TTL, and a replica cut off from NATS stops writing before that.
+//! silent for the TTL, a replica cut off from NATS stops writing before that, and callers send
+//! an instance's calls to the replica holding its shard.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cocon_common::ticket::MeshKey;
-use cocon_mesh::shards::winner;
-use cocon_mesh::{Announcement, Directory, DirectoryConfig, MeshError, SHARDS, ServiceKind, shard_of};
+use cocon_mesh::shard_map::winner;
+use cocon_mesh::{
+    Announcement, Clients, Directory, DirectoryConfig, Endpoints, LocalServices, MeshError, SHARDS, ServiceKind,
+    ShardMap, shard_of,
+};
+use cocon_proto::notifications::v1 as pb;
+use cocon_proto::notifications::v1::notifications_service_server::NotificationsServiceServer;
 use cocon_tests::NatsServer;
 
 const CONFIG: DirectoryConfig = DirectoryConfig {
@@ -233,4 +239,101 @@ async fn test_a_replica_cut_off_from_nats_stops_writing_before_its_card_expires(
     let after = a.shards().unwrap().hold("alice.example").unwrap().token;
     assert!(after > before, "its shards were taken back with new tokens");
     println!("NATS back: its shards taken back in {:?}", back.elapsed());
+}
+
+mod common;
+use common::Named;
+
+async fn named(nats: &NatsServer, key: &MeshKey, name: &'static str) -> (Directory, Announcement) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(NotificationsServiceServer::new(Named(name)))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let directory = Directory::open(client, key.clone(), None, CONFIG, 1, Directory::new_id())
+        .await
+        .unwrap();
+    let announcement = directory
+        .announce_sharded(ServiceKind::Notifications, &endpoint)
+        .await
+        .unwrap();
+    (directory, announcement)
+}
+
+/// Which of `replicas` answers a call for each of 200 instances, once the caller's view of the
+/// shards agrees with the replicas'; every call must succeed.
+async fn answers(
+    clients: &Clients,
+    map: &ShardMap,
+    replicas: &[(&'static str, &Announcement)],
+) -> Vec<(String, String)> {
+    let agreed = Instant::now();
+    while (0..SHARDS).any(|s| {
+        let holder = replicas.iter().find(|(_, a)| a.shards().unwrap().held().contains(&s));
+        holder.map(|(_, a)| a.shards().unwrap().holder(s)) != Some(map.holder(s).map(|h| h.to_string()))
+    }) {
+        assert!(
+            agreed.elapsed() < Duration::from_secs(10),
+            "the caller's view did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut answers = Vec::new();
+    for i in 0..200 {
+        let instance = format!("{i:032x}");
+        let expected = replicas
+            .iter()
+            .find(|(_, a)| a.shards().unwrap().held().contains(&shard_of(&instance)))
+            .map(|(name, _)| name.to_string())
+            .unwrap();
+        let mut notifications = clients.notifications.clone();
+        let answered = notifications
+            .create(pb::CreateRequest {
+                scope: Some(pb::Scope {
+                    instance: instance.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("the call for {instance} failed: {e}"))
+            .into_inner()
+            .dropped;
+        answers.push((expected, answered));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_instances_calls_go_to_the_replica_holding_its_shard() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let (da, a) = named(&nats, &key, "A").await;
+    let (db, b) = named(&nats, &key, "B").await;
+    settled(&[(&da, &a), (&db, &b)], Duration::from_secs(10)).await;
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let caller = Directory::open(client, key.clone(), None, CONFIG, 1, Directory::new_id())
+        .await
+        .unwrap();
+    let route = caller.sharded_route(ServiceKind::Notifications).await.unwrap();
+    assert!(route.follows_shards());
+    let map = caller.shard_map(ServiceKind::Notifications).await.unwrap();
+    let clients = Clients::connect(LocalServices::default(), &Endpoints::default(), None, Some(&caller)).unwrap();
+
+    let both = answers(&clients, &map, &[("A", &a), ("B", &b)]).await;
+    assert!(both.iter().all(|(expected, got)| expected == got), "{both:?}");
+    let by_b = both.iter().filter(|(_, got)| got == "B").count();
+    assert!((60..=140).contains(&by_b), "B answered {by_b} of 200");
+
+    // B stops: its instances are A's, and their calls follow.
+    b.withdraw().await;
+    settled(&[(&da, &a)], Duration::from_secs(10)).await;
+    let alone = answers(&clients, &map, &[("A", &a)]).await;
+    assert!(alone.iter().all(|(_, got)| got == "A"), "{alone:?}");
 }
