@@ -76,19 +76,57 @@ fn instance_of<T: Instanced>(req: &T) -> &str {
     req.instance()
 }
 
-/// The request, with the instance it is for in its metadata when `route` routes by instance
-/// (nothing is copied otherwise).
-fn keyed<T>(req: T, route: &crate::Route, key: fn(&T) -> &str) -> tonic::Request<T> {
+/// The request, with the instance it is for in its metadata (a replica that does not hold the
+/// instance's shard refuses it, whether or not the caller follows the shards), and the replica
+/// it must go to when a retry knows it.
+fn keyed<T>(req: T, key: fn(&T) -> &str, to: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(req);
-    if route.follows_shards() {
-        let instance = key(request.get_ref());
-        if !instance.is_empty()
-            && let Ok(value) = instance.parse()
-        {
-            request.metadata_mut().insert(crate::INSTANCE_HEADER, value);
-        }
+    let instance = key(request.get_ref());
+    if !instance.is_empty()
+        && let Ok(value) = instance.parse()
+    {
+        request.metadata_mut().insert(crate::INSTANCE_HEADER, value);
+    }
+    if let Some(to) = to
+        && let Ok(value) = to.parse()
+    {
+        request.metadata_mut().insert(crate::route::TO_HEADER, value);
     }
     request
+}
+
+/// How a failed call is sent again, if it is.
+enum Retry {
+    /// Its replica refused the connection: another one, now.
+    Elsewhere,
+    /// Its replica does not hold the instance's shard: the holder it named.
+    To(String),
+    /// Its shard is being handed over: in a moment.
+    Later,
+}
+
+/// Tries per call, all causes together; a handed-over shard is waited for this long each time.
+const MAX_TRIES: u32 = 8;
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether a call that failed with `status` (its `tries`-th try) is sent again, and how. Each
+/// of these failures happened before the call ran.
+fn retry(status: &tonic::Status, tries: u32) -> Option<Retry> {
+    if tries >= MAX_TRIES {
+        return None;
+    }
+    if crate::not_sent(status) {
+        return (tries == 1).then_some(Retry::Elsewhere);
+    }
+    let meta = status.metadata();
+    match status.code() {
+        tonic::Code::FailedPrecondition => meta
+            .get(crate::OWNER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|owner| Retry::To(owner.to_string())),
+        tonic::Code::Unavailable if meta.contains_key(crate::HANDOVER_HEADER) => Some(Retry::Later),
+        _ => None,
+    }
 }
 
 macro_rules! service_client {
@@ -111,21 +149,31 @@ macro_rules! service_client {
                     match self {
                         $name::Local(service) => service.$method(tonic::Request::new(req)).await,
                         $name::Remote(client, route) => {
-                            // A call refused before it was sent goes once to another replica;
-                            // the copy is made only when there is one.
-                            if route.has_spare() {
-                                let again = req.clone();
-                                match client.$method(keyed(req, route, $key)).await {
-                                    Err(status) if crate::not_sent(&status) => {
-                                        metrics::counter!("cocon_mesh_resent_total", "service" => route.service())
-                                            .increment(1);
-                                        client.$method(keyed(again, route, $key)).await
-                                    }
-                                    other => other,
-                                }
-                            } else {
-                                client.$method(keyed(req, route, $key)).await
+                            // A call that did not run (refused before it was sent, or by a
+                            // replica not holding its instance's shard) is sent again; the copy
+                            // is made only when there is another replica to send it to.
+                            if !route.has_spare() {
+                                return client.$method(keyed(req, $key, None)).await;
                             }
+                            let again = req.clone();
+                            let mut outcome = client.$method(keyed(req, $key, None)).await;
+                            let mut tries = 1;
+                            while let Err(status) = &outcome {
+                                let Some(how) = retry(status, tries) else { break };
+                                tries += 1;
+                                metrics::counter!("cocon_mesh_resent_total", "service" => route.service())
+                                    .increment(1);
+                                let to = match &how {
+                                    Retry::To(owner) => Some(owner.as_str()),
+                                    Retry::Later => {
+                                        tokio::time::sleep(HANDOVER_WAIT).await;
+                                        None
+                                    }
+                                    Retry::Elsewhere => None,
+                                };
+                                outcome = client.$method(keyed(again.clone(), $key, to)).await;
+                            }
+                            outcome
                         }
                     }
                 }

@@ -21,6 +21,8 @@ use crate::{ChannelError, GrpcChannel};
 /// The gRPC metadata naming the instance a call is for (its id), by which a sharded service's
 /// calls are routed.
 pub const INSTANCE_HEADER: &str = "cocon-instance";
+/// The endpoint a call sent again must reach (the holder a replica named when refusing it).
+pub(crate) const TO_HEADER: &str = "cocon-to";
 
 /// How long a replica that refused a connection is passed over.
 const SET_ASIDE: Duration = Duration::from_secs(3);
@@ -101,6 +103,16 @@ impl Route {
     /// From now on, a call naming its instance goes to the holder of the instance's shard.
     pub fn follow_shards(&self, map: ShardMap) {
         let _ = self.inner.shards.set(map);
+    }
+
+    /// The replica at `endpoint`, if it is listed and not set aside.
+    fn at(&self, endpoint: &str) -> Option<(Arc<str>, GrpcChannel)> {
+        let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        replicas
+            .iter()
+            .find(|r| r.endpoint == endpoint && r.set_aside_until.is_none_or(|t| t <= now))
+            .map(|r| (r.id.clone(), r.channel.clone()))
     }
 
     /// The replica holding `instance`'s shard, if it is known, listed and not set aside.
@@ -240,13 +252,17 @@ impl tower::Service<http::Request<tonic::body::Body>> for Route {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let route = self.clone();
-        let holder = route
-            .inner
-            .shards
-            .get()
-            .and(req.headers().get(INSTANCE_HEADER))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|instance| route.holder_of(instance));
+        let to = req.headers().get(TO_HEADER).and_then(|v| v.to_str().ok());
+        let holder = match to {
+            Some(to) => route.at(to),
+            None => route
+                .inner
+                .shards
+                .get()
+                .and(req.headers().get(INSTANCE_HEADER))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|instance| route.holder_of(instance)),
+        };
         Box::pin(async move {
             let (id, channel) = match holder {
                 Some(holder) => holder,

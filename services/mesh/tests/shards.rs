@@ -12,9 +12,10 @@ use cocon_common::ticket::MeshKey;
 use cocon_mesh::shard_map::winner;
 use cocon_mesh::{
     Announcement, Clients, Directory, DirectoryConfig, Endpoints, LocalServices, MeshError, SHARDS, ServiceKind,
-    ShardMap, shard_of,
+    ShardGuardLayer, ShardMap, shard_of,
 };
 use cocon_proto::notifications::v1 as pb;
+use cocon_proto::notifications::v1::notifications_service_client::NotificationsServiceClient;
 use cocon_proto::notifications::v1::notifications_service_server::NotificationsServiceServer;
 use cocon_tests::NatsServer;
 
@@ -244,16 +245,11 @@ async fn test_a_replica_cut_off_from_nats_stops_writing_before_its_card_expires(
 mod common;
 use common::Named;
 
-async fn named(nats: &NatsServer, key: &MeshKey, name: &'static str) -> (Directory, Announcement) {
+/// A notifications replica answering with its name, owning shards; with `guard`, its calls
+/// run only for the instances whose shard it holds. Its directory, card and endpoint.
+async fn named(nats: &NatsServer, key: &MeshKey, name: &'static str, guard: bool) -> (Directory, Announcement, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(NotificationsServiceServer::new(Named(name)))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await
-            .unwrap();
-    });
     let client = async_nats::connect(nats.url()).await.unwrap();
     let directory = Directory::open(client, key.clone(), None, CONFIG, 1, Directory::new_id())
         .await
@@ -262,21 +258,45 @@ async fn named(nats: &NatsServer, key: &MeshKey, name: &'static str) -> (Directo
         .announce_sharded(ServiceKind::Notifications, &endpoint)
         .await
         .unwrap();
-    (directory, announcement)
+    let guard = guard.then(|| {
+        ShardGuardLayer::new(
+            announcement.shards().unwrap().clone(),
+            "/cocon.notifications.v1.NotificationsService/",
+        )
+    });
+    tokio::spawn(async move {
+        let service = NotificationsServiceServer::new(Named(name));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let mut server = tonic::transport::Server::builder();
+        match guard {
+            Some(guard) => {
+                server
+                    .layer(guard)
+                    .add_service(service)
+                    .serve_with_incoming(incoming)
+                    .await
+            }
+            None => server.add_service(service).serve_with_incoming(incoming).await,
+        }
+        .unwrap();
+    });
+    (directory, announcement, endpoint)
 }
 
 /// Which of `replicas` answers a call for each of 200 instances, once the caller's view of the
 /// shards agrees with the replicas'; every call must succeed.
 async fn answers(
     clients: &Clients,
-    map: &ShardMap,
+    map: Option<&ShardMap>,
     replicas: &[(&'static str, &Announcement)],
 ) -> Vec<(String, String)> {
     let agreed = Instant::now();
-    while (0..SHARDS).any(|s| {
-        let holder = replicas.iter().find(|(_, a)| a.shards().unwrap().held().contains(&s));
-        holder.map(|(_, a)| a.shards().unwrap().holder(s)) != Some(map.holder(s).map(|h| h.to_string()))
-    }) {
+    while let Some(map) = map
+        && (0..SHARDS).any(|s| {
+            let holder = replicas.iter().find(|(_, a)| a.shards().unwrap().held().contains(&s));
+            holder.map(|(_, a)| a.shards().unwrap().holder(s)) != Some(map.holder(s).map(|h| h.to_string()))
+        })
+    {
         assert!(
             agreed.elapsed() < Duration::from_secs(10),
             "the caller's view did not catch up"
@@ -313,8 +333,8 @@ async fn answers(
 async fn test_an_instances_calls_go_to_the_replica_holding_its_shard() {
     let nats = NatsServer::start().await.unwrap();
     let key = MeshKey::random();
-    let (da, a) = named(&nats, &key, "A").await;
-    let (db, b) = named(&nats, &key, "B").await;
+    let (da, a, _) = named(&nats, &key, "A", false).await;
+    let (db, b, _) = named(&nats, &key, "B", false).await;
     settled(&[(&da, &a), (&db, &b)], Duration::from_secs(10)).await;
 
     let client = async_nats::connect(nats.url()).await.unwrap();
@@ -326,7 +346,7 @@ async fn test_an_instances_calls_go_to_the_replica_holding_its_shard() {
     let map = caller.shard_map(ServiceKind::Notifications).await.unwrap();
     let clients = Clients::connect(LocalServices::default(), &Endpoints::default(), None, Some(&caller)).unwrap();
 
-    let both = answers(&clients, &map, &[("A", &a), ("B", &b)]).await;
+    let both = answers(&clients, Some(&map), &[("A", &a), ("B", &b)]).await;
     assert!(both.iter().all(|(expected, got)| expected == got), "{both:?}");
     let by_b = both.iter().filter(|(_, got)| got == "B").count();
     assert!((60..=140).contains(&by_b), "B answered {by_b} of 200");
@@ -334,6 +354,63 @@ async fn test_an_instances_calls_go_to_the_replica_holding_its_shard() {
     // B stops: its instances are A's, and their calls follow.
     b.withdraw().await;
     settled(&[(&da, &a)], Duration::from_secs(10)).await;
-    let alone = answers(&clients, &map, &[("A", &a)]).await;
+    let alone = answers(&clients, Some(&map), &[("A", &a)]).await;
     assert!(alone.iter().all(|(_, got)| got == "A"), "{alone:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_replica_refuses_an_instance_it_does_not_hold_and_the_caller_retries_at_the_holder() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let (da, a, a_endpoint) = named(&nats, &key, "A", true).await;
+    let (db, b, b_endpoint) = named(&nats, &key, "B", true).await;
+    settled(&[(&da, &a), (&db, &b)], Duration::from_secs(10)).await;
+
+    // The refusal: B, asked for an instance of A's, runs nothing and names A.
+    let instance = (0..)
+        .map(|i| format!("{i:032x}"))
+        .find(|i| a.shards().unwrap().held().contains(&shard_of(i)))
+        .unwrap();
+    let mut direct = NotificationsServiceClient::connect(b_endpoint).await.unwrap();
+    let mut request = tonic::Request::new(pb::CreateRequest {
+        scope: Some(pb::Scope {
+            instance: instance.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert(cocon_mesh::INSTANCE_HEADER, instance.parse().unwrap());
+    let refused = direct.create(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused
+            .metadata()
+            .get(cocon_mesh::OWNER_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        a_endpoint
+    );
+
+    // A caller that does not follow the shards sends calls in turn, half of them to the
+    // wrong replica first: each is refused there and sent again to the holder it names.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let caller = Directory::open(client, key.clone(), None, CONFIG, 1, Directory::new_id())
+        .await
+        .unwrap();
+    let route = caller.route(ServiceKind::Notifications);
+    let listed = Instant::now();
+    while route.replicas().len() < 2 {
+        assert!(
+            listed.elapsed() < Duration::from_secs(5),
+            "the caller did not find both replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!route.follows_shards());
+    let clients = Clients::connect(LocalServices::default(), &Endpoints::default(), None, Some(&caller)).unwrap();
+    let answered = answers(&clients, None, &[("A", &a), ("B", &b)]).await;
+    assert!(answered.iter().all(|(expected, got)| expected == got), "{answered:?}");
 }
