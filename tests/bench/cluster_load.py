@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Steady load on a running Cocon cluster (`deploy/cluster.sh --load SECONDS` starts one and
 runs this): durable note writes, reads of notes written earlier, uploads and downloads, over
-many instances, through both gateways in turn, from several workers; while it runs, the nodes
-given with --kill are killed with SIGKILL at their times. Reports, per phase between kills and
-per kind of request: how many, how many failed, p50 and p99 latency, and the rate; the JSON
-goes to --out.
+many instances, through both gateways in turn, from several workers (--mix writes: durable
+writes only); while it runs, the nodes given with --kill are killed with SIGKILL at their times,
+and --mark names a moment something else happens (a node restarted). Reports, per phase between
+events and per kind of request: how many, how many failed, p50 and p99 latency, and the rate;
+the JSON goes to --out.
 
   python3 tests/bench/cluster_load.py --gateways 127.0.0.1:24041,127.0.0.1:24042 \\
       --admin http://127.0.0.1:24043 --token TOKEN --seconds 90 \\
@@ -36,8 +37,9 @@ def admin(base, token, method, path):
 
 
 class Worker(threading.Thread):
-    def __init__(self, n, gateways, instances, until, results, lock):
+    def __init__(self, n, gateways, instances, until, results, lock, writes_only):
         super().__init__(daemon=True)
+        self.writes_only = writes_only
         self.n, self.gateways, self.instances = n, gateways, instances
         self.until, self.results, self.lock = until, results, lock
         self.conns = {}
@@ -78,7 +80,7 @@ class Worker(threading.Thread):
         while time.monotonic() < self.until:
             instance = random.randrange(len(self.instances))
             roll = random.random()
-            if roll < 0.4 or not self.notes:
+            if self.writes_only or roll < 0.4 or not self.notes:
                 doc = uuid.uuid4().hex
                 body = json.dumps({"title": f"note {doc}", "worker": self.n}).encode()
                 ok, _ = self.request("write", instance, "PUT", f"/data/io.cozy.notes/{doc}", body, "application/json")
@@ -117,6 +119,8 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--seconds", type=int, default=90)
     ap.add_argument("--kill", action="append", default=[], help="AT:LABEL:PID (seconds after the start)")
+    ap.add_argument("--mark", action="append", default=[], help="AT:LABEL: a phase starts (something happens then)")
+    ap.add_argument("--mix", choices=["mixed", "writes"], default="mixed")
     ap.add_argument("--out", default="cluster_load.json")
     args = ap.parse_args()
 
@@ -132,22 +136,29 @@ def main():
     results, lock = [], threading.Lock()
     start = time.monotonic()
     until = start + args.seconds
-    workers = [Worker(n, args.gateways.split(","), instances, until, results, lock) for n in range(args.workers)]
+    workers = [
+        Worker(n, args.gateways.split(","), instances, until, results, lock, args.mix == "writes")
+        for n in range(args.workers)
+    ]
     for w in workers:
         w.start()
-    events = sorted((float(at), label, int(pid)) for at, label, pid in (k.split(":") for k in args.kill))
+    kills = [(float(at), f"{label} killed", int(pid)) for at, label, pid in (k.split(":") for k in args.kill)]
+    marks = [(float(at), label, None) for at, label in (m.split(":", 1) for m in args.mark)]
+    events = sorted(kills + marks)
     for at, label, pid in events:
         time.sleep(max(0.0, start + at - time.monotonic()))
+        if pid is None:
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
-            print(f"{time.monotonic() - start:.1f} s: {label} node killed (pid {pid})", flush=True)
+            print(f"{time.monotonic() - start:.1f} s: {label} (pid {pid})", flush=True)
         except ProcessLookupError:
-            print(f"{label} node (pid {pid}) was not running", flush=True)
+            print(f"{label}: pid {pid} was not running", flush=True)
     for w in workers:
         w.join()
 
     bounds = [0.0] + [at for at, _, _ in events] + [float(args.seconds)]
-    names = ["before"] + [f"after {label} killed" for _, label, _ in events]
+    names = ["before"] + [f"after {label}" for _, label, _ in events]
     report = []
     for (lo, hi), name in zip(zip(bounds, bounds[1:]), names):
         phase = {"phase": name, "from_s": lo, "to_s": hi, "kinds": {}}
