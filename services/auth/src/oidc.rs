@@ -67,6 +67,19 @@ pub(crate) struct AnyClaims {
 }
 impl AdditionalClaims for AnyClaims {}
 
+impl AnyClaims {
+    /// The claim naming the person's instance, as a string (a number is read as one).
+    pub(crate) fn instance_claim(&self, claim: &str) -> Result<String, AuthError> {
+        match self.claims.get(claim) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(AuthError::Denied(format!(
+                "the identity provider does not say which instance is yours (no {claim:?} claim)"
+            ))),
+        }
+    }
+}
+
 /// The providers' discovery documents, by issuer, and the HTTP client that reads them.
 pub(crate) struct Providers {
     pub(crate) http: reqwest::Client,
@@ -401,15 +414,7 @@ impl AuthService {
                     .request_async(&providers.http)
                     .await
                     .map_err(|e| provider_down(oidc, "the UserInfo request failed", e))?;
-                match info.additional_claims().claims.get(claim) {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(serde_json::Value::Number(n)) => n.to_string(),
-                    _ => {
-                        return Err(AuthError::Denied(format!(
-                            "the identity provider does not say which instance is yours (no {claim:?} claim)"
-                        )));
-                    }
-                }
+                info.additional_claims().instance_claim(claim)?
             }
         };
         let domain = context.domain_of_claim(&value).ok_or_else(|| {

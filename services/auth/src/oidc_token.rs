@@ -138,15 +138,9 @@ impl AuthService {
         };
         let claim = oidc.claim();
         let standard: Option<String> = standard_claim!(info, claim);
-        let value = standard.or_else(|| match info.additional_claims().claims.get(claim) {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        });
-        value.ok_or_else(|| {
-            AuthError::Denied(format!(
-                "the identity provider does not say which instance is yours (no {claim:?} claim)"
-            ))
-        })
+        match standard {
+            Some(value) => Ok(value),
+            None => info.additional_claims().instance_claim(claim),
+        }
     }
 }
