@@ -32,7 +32,7 @@ pub use live::{Listener, Live};
 pub use log::{EventLog, decode_envelope};
 pub use memory::{MemoryBus, MemoryCaps};
 pub use nats::{NatsAuth, NatsBus};
-pub use outbox::{Appended, Outbox, Relay, RelayConfig, Sealed};
+pub use outbox::{Appended, Outbox, Relay, RelayConfig, SOLE_PARTITION, Sealed, adopt_orphans};
 pub use projection::{Projection, ProjectionError, rebuild};
 pub use signed::{EventKeys, SIGNATURE_HEADER, SignedBus};
 pub use stripes::Stripes;

@@ -87,13 +87,25 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, BusError> {
 }
 
 impl EventLog {
-    /// Opens the log in `table`, with its outbox in `outbox_table`.
+    /// Opens the log in `table`, with its outbox in `outbox_table`, for a writer alone on its
+    /// store.
     pub async fn open(
         store: Arc<dyn Store>,
         table: &'static str,
         outbox_table: &'static str,
     ) -> Result<EventLog, BusError> {
-        let outbox = Outbox::open(store.clone(), outbox_table, table).await?;
+        EventLog::open_shared(store, table, outbox_table, crate::outbox::SOLE_PARTITION).await
+    }
+
+    /// Opens the log for one of several writers sharing the store (replicas owning different
+    /// instances), its outbox rows in `partition`, one per writer.
+    pub async fn open_shared(
+        store: Arc<dyn Store>,
+        table: &'static str,
+        outbox_table: &'static str,
+        partition: &str,
+    ) -> Result<EventLog, BusError> {
+        let outbox = Outbox::open(store.clone(), outbox_table, table, partition).await?;
         Ok(EventLog {
             store,
             table,
@@ -140,6 +152,13 @@ impl EventLog {
     /// Adds to `batch` the removal of every event of `instance` (its data is being erased).
     pub fn delete_instance(&self, batch: &mut Batch, instance: &str) {
         batch.delete_partition(self.table, instance.as_bytes().to_vec());
+    }
+
+    /// Drops the cached sequences of every instance not being committed, so they are read
+    /// again from the store: another writer sharing it may have written them (this one just
+    /// took over some instances).
+    pub fn forget_all(&self) {
+        self.last.lock().expect("seq cache poisoned").recent.clear();
     }
 
     /// Drops the cached sequence of `instance`, after a failed commit, so it is re-read.

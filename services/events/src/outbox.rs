@@ -29,8 +29,13 @@ use crate::{BusError, EventBus, Message};
 use cocon_proto::events::v1::EnvelopeHead;
 use prost::Message as _;
 
-/// Every outbox row lives in one partition, ordered by a monotonic id.
-const PARTITION: &[u8] = b"0";
+/// The partition of a writer that is alone on its store (the embedded store, or one replica
+/// at a time): its rows, ordered by a monotonic id.
+pub const SOLE_PARTITION: &str = "0";
+
+/// The partition listing the writers' partitions ([`Outbox::partitions`]), so that the rows of a
+/// writer that died are found and relayed by another ([`Relay::adopted`]).
+const PARTITIONS: &[u8] = b"~partitions";
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -42,6 +47,9 @@ struct OutboxInner {
     table: &'static str,
     /// The event log the pointers refer to.
     log_table: &'static str,
+    /// This writer's partition: replicas sharing a store each write their own, so that their
+    /// ids never collide.
+    partition: Vec<u8>,
     next_id: AtomicU64,
     notify: Notify,
     /// Committed pointers and their events, in commit order, for the relay.
@@ -143,13 +151,23 @@ impl Pointer {
 }
 
 impl Outbox {
+    /// Opens the outbox in `table` for the writer whose rows go in `partition`
+    /// ([`SOLE_PARTITION`] when it is alone on its store); a writer's partition is listed, so
+    /// that another relays it once the writer is gone.
     pub(crate) async fn open(
         store: Arc<dyn Store>,
         table: &'static str,
         log_table: &'static str,
+        partition: &str,
     ) -> Result<Outbox, BusError> {
+        let partition = partition.as_bytes().to_vec();
+        if partition != SOLE_PARTITION.as_bytes() {
+            let mut listed = Batch::new();
+            listed.put(table, PARTITIONS, partition.clone(), Bytes::new());
+            store.apply(listed).await?;
+        }
         let last = store
-            .scan(table, PARTITION, ScanRange::all().reverse(true).limit(1))
+            .scan(table, &partition, ScanRange::all().reverse(true).limit(1))
             .await?;
         let after_last = last
             .first()
@@ -160,6 +178,7 @@ impl Outbox {
                 store,
                 table,
                 log_table,
+                partition,
                 next_id: AtomicU64::new(after_last.max(now_us())),
                 notify: Notify::new(),
                 hot: Mutex::default(),
@@ -177,7 +196,12 @@ impl Outbox {
                 first: range.first,
                 last: range.last,
             };
-            batch.put(self.inner.table, PARTITION, id.to_be_bytes().to_vec(), pointer.encode());
+            batch.put(
+                self.inner.table,
+                self.inner.partition.clone(),
+                id.to_be_bytes().to_vec(),
+                pointer.encode(),
+            );
             pointers.push(HotPointer {
                 id,
                 events: range.events,
@@ -227,12 +251,46 @@ impl Outbox {
         Some(pointers)
     }
 
+    /// This writer's partition.
+    pub fn partition(&self) -> &str {
+        std::str::from_utf8(&self.inner.partition).unwrap_or(SOLE_PARTITION)
+    }
+
+    /// Every writer's partition on this store, [`SOLE_PARTITION`] included.
+    pub async fn partitions(&self) -> Result<Vec<String>, BusError> {
+        let rows = self
+            .inner
+            .store
+            .scan(self.inner.table, PARTITIONS, ScanRange::all())
+            .await?;
+        let mut partitions = vec![SOLE_PARTITION.to_string()];
+        partitions.extend(rows.into_iter().filter_map(|r| String::from_utf8(r.sort).ok()));
+        Ok(partitions)
+    }
+
+    /// The outbox of another writer's `partition`, to relay what it left ([`Relay::adopted`]);
+    /// nothing is sealed into it.
+    pub fn of_partition(&self, partition: &str) -> Outbox {
+        let inner = &self.inner;
+        Outbox {
+            inner: Arc::new(OutboxInner {
+                store: inner.store.clone(),
+                table: inner.table,
+                log_table: inner.log_table,
+                partition: partition.as_bytes().to_vec(),
+                next_id: AtomicU64::new(0),
+                notify: Notify::new(),
+                hot: Mutex::default(),
+            }),
+        }
+    }
+
     /// How many events wait to be published (or were, and wait for their pointer's deletion).
     pub async fn backlog(&self) -> Result<u64, BusError> {
         let rows = self
             .inner
             .store
-            .scan(self.inner.table, PARTITION, ScanRange::all())
+            .scan(self.inner.table, &self.inner.partition, ScanRange::all())
             .await?;
         Ok(rows
             .into_iter()
@@ -346,7 +404,7 @@ impl Relay {
         let inner = &self.outbox.inner;
         let mut done = Batch::new();
         for key in &self.published {
-            done.delete(inner.table, PARTITION, key.clone());
+            done.delete(inner.table, inner.partition.clone(), key.clone());
         }
         // Losing these deletions in a crash only re-publishes events JetStream de-duplicates.
         inner.store.apply_relaxed(done).await?;
@@ -354,6 +412,24 @@ impl Relay {
         self.done.clear();
         self.last_forget = tokio::time::Instant::now();
         Ok(())
+    }
+
+    /// Publishes everything the outbox's partition holds, once, and deletes its rows: for the
+    /// partition of a writer that is gone ([`Outbox::of_partition`]). Returns how many events
+    /// were published. Two relays adopting the same partition publish its events twice, with
+    /// the same ids: the bus drops the duplicates.
+    pub async fn adopted(mut self) -> Result<usize, BusError> {
+        self.start_scan(true);
+        let mut published = 0;
+        loop {
+            let (sent, end) = self.scan_page().await?;
+            published += sent;
+            if end {
+                break;
+            }
+        }
+        self.forget_published().await?;
+        Ok(published)
     }
 
     pub async fn run(mut self, shutdown: Shutdown) {
@@ -484,7 +560,7 @@ impl Relay {
             None => Bound::Unbounded,
         };
         let range = ScanRange::between(start, Bound::Unbounded).limit(self.config.batch);
-        let rows = inner.store.scan(inner.table, PARTITION, range).await?;
+        let rows = inner.store.scan(inner.table, &inner.partition, range).await?;
         let mut end = rows.len() < self.config.batch;
         let mut published = 0;
         let mut first_error = None;
@@ -556,6 +632,47 @@ impl Relay {
                 Ok((published, end))
             }
             None => Ok((published, end)),
+        }
+    }
+}
+
+/// Relays, every `every` until shut down, the outbox partitions of writers that are gone
+/// (`gone(partition)`: a replica holding no instance any more) and [`SOLE_PARTITION`], as
+/// [`Relay::adopted`]: what a replica committed and died before publishing is published by the
+/// survivors. Several survivors may relay one partition at once; the bus drops the duplicates.
+pub async fn adopt_orphans(
+    outbox: Outbox,
+    bus: Arc<dyn EventBus>,
+    gone: impl Fn(&str) -> bool + Send,
+    every: Duration,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait() => return,
+        }
+        let partitions = match outbox.partitions().await {
+            Ok(partitions) => partitions,
+            Err(err) => {
+                tracing::warn!(table = outbox.inner.table, error = %err, "cannot list the outbox's partitions; will retry");
+                continue;
+            }
+        };
+        for partition in partitions {
+            if partition == outbox.partition() || (partition != SOLE_PARTITION && !gone(&partition)) {
+                continue;
+            }
+            let orphan = outbox.of_partition(&partition);
+            match Relay::new(orphan, bus.clone(), RelayConfig::default()).adopted().await {
+                Ok(0) => {}
+                Ok(published) => {
+                    tracing::info!(table = outbox.inner.table, partition = %partition, published, "published what a gone replica left in its outbox")
+                }
+                Err(err) => {
+                    tracing::warn!(table = outbox.inner.table, partition = %partition, error = %err, "cannot relay a gone replica's outbox; will retry")
+                }
+            }
         }
     }
 }

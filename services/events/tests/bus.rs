@@ -696,3 +696,75 @@ async fn test_memory_bus_forgets_what_every_consumer_has_handled() {
     assert_eq!(got.unwrap().unwrap(), Bytes::from("h3"));
     assert_eq!(next(&mut slow).await.message.payload, Bytes::from("h3"));
 }
+
+/// Two writers share one store (replicas owning different instances), each with its own
+/// outbox partition: their pointer ids never collide, and once one is gone without relaying
+/// what it committed, another adopts its partition and publishes it. Adopting twice (two
+/// survivors at once) sends nothing twice: JetStream drops the duplicates by id.
+#[tokio::test]
+async fn test_a_dead_writers_outbox_partition_is_relayed_by_another() {
+    let nats = NatsServer::start().await.unwrap();
+    let bus = Arc::new(NatsBus::connect(&nats.url(), &streams(100_000)).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+    let a = EventLog::open_shared(store.clone(), "test.events", "test.outbox", "replica-a")
+        .await
+        .unwrap();
+    let b = EventLog::open_shared(store.clone(), "test.events", "test.outbox", "replica-b")
+        .await
+        .unwrap();
+    // Each writes 50 batches of its own instance, in the same microseconds: ids from the
+    // same clock would collide in one partition.
+    for i in 0..50u64 {
+        for (log, instance) in [(&a, "alice"), (&b, "bob")] {
+            let mut batch = Batch::new();
+            let mut appended = Appended::default();
+            let envelope = Envelope {
+                id: format!("{instance}-{i}"),
+                r#type: "test.adopt".into(),
+                instance: instance.into(),
+                seq: i + 1,
+                subject: "cocon.test.adopt".into(),
+                ..Envelope::default()
+            };
+            log.append(&mut batch, &mut appended, &envelope);
+            log.outbox().committed(log.seal(&mut batch, appended));
+            store.apply(batch).await.unwrap();
+        }
+    }
+    assert_eq!(a.outbox().backlog().await.unwrap(), 50, "a's pointers are its own");
+    assert_eq!(b.outbox().backlog().await.unwrap(), 50, "b's pointers are its own");
+    let mut partitions = b.outbox().partitions().await.unwrap();
+    partitions.sort();
+    assert_eq!(partitions, ["0", "replica-a", "replica-b"]);
+
+    // b relays its own; a died before relaying: b adopts a's partition, twice.
+    let mut sub = bus.subscribe(spec("adopt", "cocon.test.adopt", 5)).await.unwrap();
+    let config = RelayConfig::default();
+    let own = Relay::new(b.outbox().clone(), bus.clone(), config.clone()).adopted();
+    assert_eq!(own.await.unwrap(), 50);
+    let orphan = b.outbox().of_partition("replica-a");
+    let first = Relay::new(orphan.clone(), bus.clone(), config.clone()).adopted();
+    let second = Relay::new(orphan.clone(), bus.clone(), config).adopted();
+    let (first, second) = tokio::join!(first, second);
+    assert!(first.unwrap() + second.unwrap() >= 50, "a's events are all sent");
+    assert_eq!(orphan.backlog().await.unwrap(), 0, "the adopted partition is emptied");
+
+    let mut seen = HashMap::<String, u64>::new();
+    while seen.len() < 100 {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("every event arrives")
+            .unwrap()
+            .unwrap();
+        let envelope = decode_envelope(&d.message.payload).unwrap();
+        assert!(
+            seen.insert(envelope.id.clone(), envelope.seq).is_none(),
+            "{} arrived twice",
+            envelope.id
+        );
+        d.ack().await.unwrap();
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(extra.is_err(), "no duplicate after the 100 events");
+}
