@@ -4,7 +4,7 @@
 //! connection or every task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -31,6 +31,8 @@ pub struct Waiters {
     per_instance: usize,
     per_process: usize,
     total: AtomicUsize,
+    /// Bumped by [`Waiters::end_all`]: a long poll registered before ends.
+    ended: AtomicU64,
     slots: Mutex<Slots>,
 }
 
@@ -56,6 +58,8 @@ pub struct Wait {
     waiters: Arc<Waiters>,
     key: (String, String),
     notify: Arc<Notify>,
+    /// [`Waiters::ended`] when it registered.
+    generation: u64,
 }
 
 impl Waiters {
@@ -67,6 +71,7 @@ impl Waiters {
             per_instance: per_instance.max(1),
             per_process: per_process.max(1),
             total: AtomicUsize::new(0),
+            ended: AtomicU64::new(0),
             slots: Mutex::new(Slots::default()),
         })
     }
@@ -102,6 +107,7 @@ impl Waiters {
             waiters: self.clone(),
             key,
             notify,
+            generation: self.ended.load(Ordering::SeqCst),
         })
     }
 
@@ -117,6 +123,17 @@ impl Waiters {
         }
     }
 
+    /// Ends every long poll waiting now: the commits that would wake them now happen elsewhere
+    /// (this replica handed instances over), so each answers what it has and its client asks
+    /// again, reaching the new holder.
+    pub fn end_all(&self) {
+        self.ended.fetch_add(1, Ordering::SeqCst);
+        let slots = self.slots.lock().expect("waiters poisoned");
+        for slot in slots.instances.values().flat_map(|i| i.topics.values()) {
+            slot.notify.notify_waiters();
+        }
+    }
+
     /// How many long polls wait now.
     pub fn len(&self) -> usize {
         self.total.load(Ordering::Relaxed)
@@ -128,6 +145,11 @@ impl Waiters {
 }
 
 impl Wait {
+    /// Whether [`Waiters::end_all`] ended it: answer now rather than wait again.
+    pub fn ended(&self) -> bool {
+        self.waiters.ended.load(Ordering::SeqCst) != self.generation
+    }
+
     /// A future that completes at the next [`Waiters::wake`] of this topic. Create it (and
     /// `enable` it) before reading what is there, so that a commit in between is not missed.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
@@ -185,6 +207,20 @@ mod tests {
             tokio::time::timeout(quiet, o).await.is_err(),
             "another instance sleeps on"
         );
+    }
+
+    #[tokio::test]
+    async fn test_end_all_wakes_and_ends_every_long_poll_registered_before() {
+        let waiters = Waiters::new("test", 10, 100);
+        let notes = waiters.register("a", "io.cozy.notes").unwrap();
+        let mut n = Box::pin(notes.notified());
+        n.as_mut().enable();
+        assert!(!notes.ended());
+        waiters.end_all();
+        tokio::time::timeout(Duration::from_secs(5), n).await.expect("woken");
+        assert!(notes.ended(), "told to answer now");
+        let later = waiters.register("a", "io.cozy.notes").unwrap();
+        assert!(!later.ended(), "a long poll registered after waits as usual");
     }
 
     #[test]

@@ -105,14 +105,21 @@ enum Retry {
     Later,
 }
 
-/// Tries per call, all causes together; a handed-over shard is waited for this long each time.
-const MAX_TRIES: u32 = 8;
-const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// Tries per call, all causes together. A shard being handed over is waited for with a
+/// growing pause (20 ms, doubled up to 200 ms), for up to [`HANDOVER_BUDGET`] in all: a
+/// graceful hand-over lasts a few round trips to NATS, more under load.
+const MAX_TRIES: u32 = 24;
+const HANDOVER_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Whether a call that failed with `status` (its `tries`-th try) is sent again, and how. Each
-/// of these failures happened before the call ran.
-fn retry(status: &tonic::Status, tries: u32) -> Option<Retry> {
-    if tries >= MAX_TRIES {
+/// The pause before the `tries`-th try of a call refused during a hand-over.
+fn handover_wait(tries: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((10u64 << tries.min(5)).min(200))
+}
+
+/// Whether a call that failed with `status` (its `tries`-th try, the first sent at `since`)
+/// is sent again, and how. Each of these failures happened before the call ran.
+fn retry(status: &tonic::Status, tries: u32, since: std::time::Instant) -> Option<Retry> {
+    if tries >= MAX_TRIES || since.elapsed() >= HANDOVER_BUDGET {
         return None;
     }
     if crate::not_sent(status) {
@@ -158,15 +165,16 @@ macro_rules! service_client {
                             let again = req.clone();
                             let mut outcome = client.$method(keyed(req, $key, None)).await;
                             let mut tries = 1;
+                            let since = std::time::Instant::now();
                             while let Err(status) = &outcome {
-                                let Some(how) = retry(status, tries) else { break };
+                                let Some(how) = retry(status, tries, since) else { break };
                                 tries += 1;
                                 metrics::counter!("cocon_mesh_resent_total", "service" => route.service())
                                     .increment(1);
                                 let to = match &how {
                                     Retry::To(owner) => Some(owner.as_str()),
                                     Retry::Later => {
-                                        tokio::time::sleep(HANDOVER_WAIT).await;
+                                        tokio::time::sleep(handover_wait(tries)).await;
                                         None
                                     }
                                     Retry::Elsewhere => None,

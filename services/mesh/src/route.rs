@@ -187,10 +187,16 @@ impl Route {
             .collect()
     }
 
-    /// Whether a refused call has another replica to go to.
+    /// Whether a refused call may be sent again: to another replica, or (the replicas own
+    /// shards) to its shard's next holder.
     pub fn has_spare(&self) -> bool {
         if self.inner.fixed {
             return false;
+        }
+        // A call refused while its shard moves waits for the new holder, even one this
+        // process does not know of yet.
+        if self.inner.shards.get().is_some() {
+            return true;
         }
         let replicas = self.inner.replicas.read().unwrap_or_else(|e| e.into_inner());
         replicas.iter().filter(|r| !r.draining).count() > 1
@@ -286,15 +292,21 @@ fn chain<'a>(
     std::iter::successors(Some(err), |e| e.source())
 }
 
-/// Whether the connection was refused: the request never left this process.
+/// Whether the request never ran: the connection was refused (it never left this process),
+/// or the replica, stopping, refused the request's stream with a graceful GOAWAY (HTTP/2 says
+/// a stream above the last one the GOAWAY names was not processed).
 fn refused(err: &ChannelError) -> bool {
     chain(&*err.error).any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        let io = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
             matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
             )
-        })
+        });
+        let goaway = e
+            .downcast_ref::<h2::Error>()
+            .is_some_and(|h2| h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR));
+        io || goaway
     })
 }
 

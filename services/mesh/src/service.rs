@@ -129,6 +129,16 @@ pub trait Service: Send + Sync {
         self.kind().grpc_name()
     }
 
+    /// For a service whose replicas own instances shard by shard when they share the store
+    /// (rather than one replica at a time holding the service's lease): the gRPC methods that
+    /// may wait long without writing (long polls), which do not hold their shard.
+    fn sharding(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
+    /// Receives this replica's shards once it is announced sharded, before any is taken.
+    fn own_shards(&self, _shards: &crate::Shards) {}
+
     /// Whether it serves its API. A process running a service that does not answers `/ready`
     /// 503 and reports it NOT_SERVING in gRPC health, so no deployment routes to it.
     fn serving(&self) -> bool {

@@ -23,11 +23,24 @@ pub const HANDOVER_HEADER: &str = "cocon-handover";
 pub struct ShardGuardLayer {
     shards: Shards,
     prefix: &'static str,
+    waits: &'static [&'static str],
 }
 
 impl ShardGuardLayer {
     pub fn new(shards: Shards, prefix: &'static str) -> ShardGuardLayer {
-        ShardGuardLayer { shards, prefix }
+        ShardGuardLayer {
+            shards,
+            prefix,
+            waits: &[],
+        }
+    }
+
+    /// Methods (`Changes`) that may wait long without writing: refused as the others when the
+    /// shard is elsewhere, but not holding it, so a hand-over never waits for them (the
+    /// service ends them when the shard goes: [`Shards::on_change`]).
+    pub fn waiting(mut self, methods: &'static [&'static str]) -> ShardGuardLayer {
+        self.waits = methods;
+        self
     }
 }
 
@@ -39,6 +52,7 @@ impl<S> tower::Layer<S> for ShardGuardLayer {
             inner,
             shards: self.shards.clone(),
             prefix: self.prefix,
+            waits: self.waits,
         }
     }
 }
@@ -48,6 +62,7 @@ pub struct ShardGuard<S> {
     inner: S,
     shards: Shards,
     prefix: &'static str,
+    waits: &'static [&'static str],
 }
 
 /// The answer to a call this replica does not hold the shard of.
@@ -87,18 +102,18 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let instance = req
-            .uri()
-            .path()
-            .starts_with(self.prefix)
-            .then(|| req.headers().get(INSTANCE_HEADER))
-            .flatten()
+        let method = req.uri().path().strip_prefix(self.prefix);
+        let instance = method
+            .and_then(|_| req.headers().get(INSTANCE_HEADER))
             .and_then(|v| v.to_str().ok());
-        let hold = match instance.map(|i| self.shards.hold(i)) {
+        let mut hold = match instance.map(|i| self.shards.hold(i)) {
             None => None,
             Some(Ok(hold)) => Some(hold),
             Some(Err(err)) => return Box::pin(std::future::ready(Ok(refusal(err)))),
         };
+        if method.is_some_and(|m| self.waits.contains(&m)) {
+            hold = None;
+        }
         // The ready service answers this call; a clone waits for the next (tower's pattern).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

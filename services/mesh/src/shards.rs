@@ -43,6 +43,18 @@ struct Inner {
     writable_until: AtomicU64,
     /// A hold ended: a release waiting for writes in flight may go on.
     ended: Notify,
+    /// What the service does as shards come and go ([`Shards::on_change`]).
+    hooks: std::sync::OnceLock<Hooks>,
+}
+
+/// The service's part in a shard's move.
+struct Hooks {
+    /// Before this replica starts writing shards it takes: what it remembers of their
+    /// instances (cached sequences, counts) may be stale, another replica wrote them since.
+    taking: Box<dyn Fn() + Send + Sync>,
+    /// Once it stopped writing a shard: calls that wait for its writes (long polls) end, and
+    /// their callers ask the new holder.
+    released: Box<dyn Fn() + Send + Sync>,
 }
 
 #[derive(Default)]
@@ -83,6 +95,7 @@ impl Shards {
                 base: Instant::now(),
                 writable_until: AtomicU64::new(0),
                 ended: Notify::new(),
+                hooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -106,6 +119,39 @@ impl Shards {
         self.inner
             .writable_until
             .fetch_max(until.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Sets what the service does when this replica is about to take shards (`taking`: forget
+    /// what it cached of other replicas' instances) and once it stopped writing one
+    /// (`released`: end the calls that wait for its writes). Set once, before shards move;
+    /// a second call is ignored.
+    pub fn on_change(&self, taking: impl Fn() + Send + Sync + 'static, released: impl Fn() + Send + Sync + 'static) {
+        let _ = self.inner.hooks.set(Hooks {
+            taking: Box::new(taking),
+            released: Box::new(released),
+        });
+    }
+
+    fn released(&self) {
+        if let Some(hooks) = self.inner.hooks.get() {
+            (hooks.released)();
+        }
+    }
+
+    /// Whether this replica holds `instance`'s shard and may write it now: checked again
+    /// just before a commit, since the call's [`Hold`] was taken.
+    pub fn holds(&self, instance: &str) -> bool {
+        self.inner.slots[shard_of(instance)].token.load(Ordering::SeqCst) != 0 && self.writable()
+    }
+
+    /// The replicas holding at least one shard, as last seen (this one included).
+    pub fn holders(&self) -> HashSet<String> {
+        self.inner
+            .map
+            .snapshot()
+            .into_iter()
+            .filter_map(|seen| seen.holder.map(|(replica, _)| replica.to_string()))
+            .collect()
     }
 
     /// Starts a write on `instance`'s shard: refused unless this replica holds it now, with
@@ -170,6 +216,7 @@ impl Shards {
             // compare-and-set and with new tokens, once its card is written again.
             let dropped = self.drop_all();
             if dropped > 0 {
+                self.released();
                 tracing::warn!(
                     service = self.service(),
                     shards = dropped,
@@ -200,6 +247,7 @@ impl Shards {
                 // Taken while this replica was thought dead.
                 slot.token.store(0, Ordering::SeqCst);
                 token = 0;
+                self.released();
                 tracing::warn!(service = self.service(), shard, "a shard was taken by another replica");
                 metrics::counter!("cocon_mesh_shards_moved_total", "service" => self.service(), "how" => "fenced")
                     .increment(1);
@@ -219,6 +267,11 @@ impl Shards {
             }
         }
         drop(seen);
+        if !take.is_empty()
+            && let Some(hooks) = self.inner.hooks.get()
+        {
+            (hooks.taking)();
+        }
         futures::stream::iter(take)
             .for_each_concurrent(CONCURRENT_WRITES, |(shard, revision)| self.take(shard, revision))
             .await;
@@ -258,6 +311,7 @@ impl Shards {
         if token == 0 {
             return;
         }
+        self.released();
         loop {
             let ended = self.inner.ended.notified();
             if slot.in_flight.load(Ordering::SeqCst) == 0 {
