@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use cocon_common::mesh_tls::MeshTls;
 use cocon_common::ticket::MeshKey;
-use cocon_mesh::{Announcement, Directory, ServiceKind};
+use cocon_mesh::{Announcement, Directory, Service};
 
 use crate::config::Config;
 
@@ -30,20 +30,29 @@ pub async fn open(
     .context("cannot open the replicas' directory on NATS")
 }
 
-/// Announces `services`, served at `bound`. On a store the replicas share, a second replica of
-/// a stateful service waits as a standby (not ready); on the embedded store its data is its own
-/// disk's, so it is refused. `None` when a signal came while it waited.
+/// Announces `services`, served at `bound`. On a store the replicas share (`sharded`), a
+/// service that can own instances shard by shard does, beside its other replicas; a second
+/// replica of another stateful service waits as a standby (not ready). On the embedded store
+/// its data is its own disk's, so a second replica is refused. `None` when a signal came
+/// while it waited.
 pub async fn announce(
     config: &Config,
     directory: &Directory,
     bound: SocketAddr,
-    services: &[ServiceKind],
+    services: &[&dyn Service],
+    sharded: bool,
 ) -> anyhow::Result<Option<Vec<Announcement>>> {
     let endpoint = advertised(config, bound).await;
-    let shared_store = config.store.backend != "embedded";
     let mut announcements = Vec::new();
-    for &kind in services {
-        let announced = if shared_store {
+    for service in services {
+        let kind = service.kind();
+        let announced = if sharded && service.sharding().is_some() {
+            let announced = directory.announce_sharded(kind, &endpoint).await;
+            if let Ok(Some(shards)) = announced.as_ref().map(|a| a.shards()) {
+                service.own_shards(shards);
+            }
+            announced
+        } else if sharded {
             tokio::select! {
                 announced = directory.announce_standby(kind, &endpoint) => announced,
                 _ = cocon_common::shutdown::os_signal() => {

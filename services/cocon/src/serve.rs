@@ -12,7 +12,7 @@ use cocon_common::Shutdown;
 use cocon_common::mesh_tls::MeshTls;
 use cocon_common::ticket::MeshKey;
 use cocon_events::{EventBus, EventKeys, MemoryBus, NatsBus, SignedBus};
-use cocon_mesh::{Clients, LocalServices, Service, ServiceKind};
+use cocon_mesh::{Announcement, Clients, LocalServices, Service, ServiceKind, ShardGuardLayer};
 use cocon_storage::{EmbeddedStore, Store};
 use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
@@ -146,11 +146,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(open_store(&config).await?)
     };
 
+    // Replicas sharing a store own instances shard by shard (those services that can);
+    // on the embedded store each replica's data is its own disk's: one at a time.
+    let sharded = directory.is_some() && config.store.backend != "embedded";
     let parts = Parts {
         config: &config,
         bus,
         store,
         mesh_key,
+        replica: directory.as_ref().map(|d| d.id().to_string()),
+        sharded,
     };
     let mut services = Vec::new();
     for kind in &enabled {
@@ -161,6 +166,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut local = LocalServices::default();
     for service in &services {
         service.offer(&mut local);
+    }
+    if let Some(directory) = &directory {
+        // Calls to documents go to the replica holding their instance's shard when its
+        // replicas own shards; to any replica in turn when they do not (no lease is seen).
+        directory
+            .sharded_route(ServiceKind::Documents)
+            .await
+            .context("cannot watch the documents' shards on NATS")?;
     }
     let clients = Clients::connect(
         local,
@@ -188,12 +201,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // bound listener's backlog.
     let announcements = match (grpc.as_ref().map(|l| l.local_addr()).transpose()?, &directory) {
         (Some(bound), Some(directory)) => {
-            let serving: Vec<ServiceKind> = services
+            let serving: Vec<&dyn Service> = services
                 .iter()
                 .filter(|s| s.serving() && s.health_name().is_some())
-                .map(|s| s.kind())
+                .map(|s| s.as_ref())
                 .collect();
-            match crate::replicas::announce(&config, directory, bound, &serving).await? {
+            match crate::replicas::announce(&config, directory, bound, &serving, sharded).await? {
                 Some(announcements) => announcements,
                 None => return Ok(()),
             }
@@ -251,7 +264,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut grpc_task = None;
     if let Some(listener) = grpc {
         addrs.push(format!("grpc={}", listener.local_addr()?));
-        grpc_task = Some(serve_grpc(listener, &services, mesh_tls.as_ref(), requests.clone()).await?);
+        let guard = shard_guard(&services, &announcements);
+        grpc_task = Some(serve_grpc(listener, &services, guard, mesh_tls.as_ref(), requests.clone()).await?);
     }
     let mut http_task = None;
     if let (Some(listener), Some(gateway)) = (http, &gateway) {
@@ -375,9 +389,25 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
 }
 
 /// Serves the services' gRPC servers and the health service on `listener` until `stop`.
+/// The guard of the sharded service's calls (a call on an instance whose shard this replica
+/// does not hold is refused before it runs), when this process runs one.
+fn shard_guard(services: &[Box<dyn Service>], announcements: &[Announcement]) -> Option<ShardGuardLayer> {
+    let shards = announcements.iter().find_map(|a| a.shards())?;
+    let service = services.iter().find(|s| s.sharding().is_some())?;
+    let prefix: &'static str = match service.kind() {
+        ServiceKind::Documents => "/cocon.documents.v1.DocumentsService/",
+        other => {
+            tracing::error!(service = other.as_str(), "no shard guard for this service");
+            return None;
+        }
+    };
+    Some(ShardGuardLayer::new(shards.clone(), prefix).waiting(service.sharding().unwrap_or_default()))
+}
+
 async fn serve_grpc(
     listener: TcpListener,
     services: &[Box<dyn Service>],
+    guard: Option<ShardGuardLayer>,
     tls: Option<&MeshTls>,
     stop: Shutdown,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -402,6 +432,7 @@ async fn serve_grpc(
             .context("cannot use the mesh's TLS certificates")?;
     }
     let router = server
+        .layer(tower::util::option_layer(guard))
         .trace_fn(|req| {
             let span = tracing::info_span!("grpc", path = %req.uri().path());
             cocon_common::trace_context::continue_trace(&span, req.headers());

@@ -18,6 +18,11 @@ pub struct Parts<'a> {
     /// Present when a service that keeps state runs here.
     pub store: Option<Arc<dyn Store>>,
     pub mesh_key: Option<MeshKey>,
+    /// This process's replica id, when it is in the replicas' directory.
+    pub replica: Option<String>,
+    /// Whether the services that can own instances shard by shard do (a store the replicas
+    /// share, and the directory).
+    pub sharded: bool,
 }
 
 impl Parts<'_> {
@@ -60,6 +65,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
                     store: parts.store(),
                     bus: parts.bus.clone(),
                     mesh_key: parts.mesh_key(),
+                    partition: parts.sharded.then(|| parts.replica.clone()).flatten(),
                 },
             )
             .await?,

@@ -92,6 +92,9 @@ pub struct Shared {
     pub counts: CountCache,
     /// The long polls, woken by the commits of their instance and doctype.
     pub waiters: Arc<cocon_common::waiters::Waiters>,
+    /// This replica's shards, when replicas share the store and own instances shard by
+    /// shard: a write is committed only while its instance's shard is held.
+    pub fence: std::sync::OnceLock<cocon_mesh::Shards>,
 }
 
 impl Committer {
@@ -168,6 +171,13 @@ async fn process(shared: &Shared, mut jobs: Vec<Job>) {
     for ji in 0..jobs.len() {
         let cmds = std::mem::take(&mut jobs[ji].cmds);
         let instance = jobs[ji].instance.clone();
+        if shared.fence.get().is_some_and(|shards| !shards.holds(&instance)) {
+            // Handed over (or this replica may no longer write) since the call began.
+            for result in &mut results[ji] {
+                *result = Some(Err(DocumentsError::Moved));
+            }
+            continue;
+        }
         // A job's documents (a bulk) share one time.
         let stamp = Stamp {
             occurred_at_us: cocon_common::time::now_us(),

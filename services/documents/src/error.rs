@@ -40,6 +40,10 @@ pub enum DocumentsError {
     /// expires with it): as expired as the token itself.
     #[error("the token has expired: get a new one")]
     Expired,
+    /// The instance's shard went to another replica while the write waited: nothing was
+    /// written, the caller sends it again to the new holder.
+    #[error("this instance is being handed to another replica of the documents service: try again")]
+    Moved,
 }
 
 impl ServiceError for DocumentsError {
@@ -54,7 +58,7 @@ impl ServiceError for DocumentsError {
             TooLarge { .. } => ErrorCode::PayloadTooLarge,
             ReadOnlyDoctype(_) | Denied(_) => ErrorCode::Forbidden,
             Expired => ErrorCode::Unauthenticated,
-            ShuttingDown | Busy(_) => ErrorCode::Unavailable,
+            ShuttingDown | Busy(_) | Moved => ErrorCode::Unavailable,
             Storage(e) => e.error_code(),
             Events(e) => e.error_code(),
             Corrupt(_) => ErrorCode::Internal,
@@ -79,7 +83,15 @@ impl ServiceError for DocumentsError {
 
 impl From<DocumentsError> for tonic::Status {
     fn from(err: DocumentsError) -> tonic::Status {
-        cocon_common::error::to_status(&err)
+        let mut status = cocon_common::error::to_status(&err);
+        if matches!(err, DocumentsError::Moved) {
+            // As the shard guard says it: the client sends the call again (nothing ran).
+            status.metadata_mut().insert(
+                cocon_mesh::HANDOVER_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
     }
 }
 

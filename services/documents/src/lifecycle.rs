@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocon_common::Shutdown;
-use cocon_events::{Relay, RelayConfig, on_instance_destroyed};
+use cocon_events::{Relay, RelayConfig, adopt_orphans, on_instance_destroyed};
 use cocon_mesh::{LocalServices, ServiceKind};
 use cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer;
 use tokio::task::JoinHandle;
 use tonic::service::RoutesBuilder;
 
 use crate::DocumentsService;
+
+/// How often a replica looks for the outbox of a replica that is gone.
+const ADOPT_EVERY: Duration = Duration::from_secs(2);
 
 impl cocon_mesh::Service for DocumentsService {
     fn kind(&self) -> ServiceKind {
@@ -26,6 +29,14 @@ impl cocon_mesh::Service for DocumentsService {
         );
     }
 
+    fn sharding(&self) -> Option<&'static [&'static str]> {
+        Some(&["Changes"])
+    }
+
+    fn own_shards(&self, shards: &cocon_mesh::Shards) {
+        DocumentsService::own_shards(self, shards);
+    }
+
     fn offer(&self, local: &mut LocalServices) {
         local.documents = Some(Arc::new(self.clone()));
     }
@@ -37,6 +48,19 @@ impl cocon_mesh::Service for DocumentsService {
             RelayConfig::default(),
         );
         let relay = tokio::spawn(relay.run(shutdown.clone()));
+        let mut tasks = Vec::new();
+        if let Some(shards) = self.shared.fence.get() {
+            // A partition is a replica's id: one that holds no shard any more has stopped
+            // writing (or died); what it left is relayed here.
+            let shards = shards.clone();
+            tasks.push(tokio::spawn(adopt_orphans(
+                self.shared.log.outbox().clone(),
+                self.bus.clone(),
+                move |replica| !shards.holders().contains(replica),
+                ADOPT_EVERY,
+                shutdown.clone(),
+            )));
+        }
         let svc = self.clone();
         let purge = move |instance: String| {
             let svc = svc.clone();
@@ -49,6 +73,7 @@ impl cocon_mesh::Service for DocumentsService {
             purge,
             shutdown,
         ));
-        vec![relay, consumer]
+        tasks.extend([relay, consumer]);
+        tasks
     }
 }

@@ -47,6 +47,11 @@ impl IndexCache {
         Ok(defs)
     }
 
+    /// Forgets every definition (another replica may have changed them).
+    pub fn clear(&self) {
+        self.inner.write().expect("index cache poisoned").clear();
+    }
+
     pub fn invalidate(&self, instance: &str, doctype: &str) {
         self.inner
             .write()
@@ -66,6 +71,11 @@ pub struct CountCache {
 impl CountCache {
     fn get(&self, key: &TypeKey) -> Option<i64> {
         self.inner.lock().expect("count cache poisoned").get(key).copied()
+    }
+
+    /// Forgets every count (another replica may have changed them).
+    pub fn clear(&self) {
+        self.inner.lock().expect("count cache poisoned").clear();
     }
 
     /// Records the counts a committed batch wrote.

@@ -805,9 +805,13 @@ pub async fn changes(shared: &Shared, instance: &str, doctype: &str, p: ChangesP
         if rows.is_empty()
             && let Some(woken) = woken
         {
-            tokio::select! {
-                () = woken => continue,
-                _ = tokio::time::sleep_until(deadline) => {}
+            // Ended (this replica handed the instance over): the client asks again, elsewhere.
+            let ended = || wait.as_ref().is_some_and(|w| w.ended());
+            if !ended() {
+                tokio::select! {
+                    () = woken => if !ended() { continue },
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
             }
             return Ok(empty_changes(since));
         }

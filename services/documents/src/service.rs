@@ -41,6 +41,9 @@ pub struct Deps {
     pub bus: Arc<dyn EventBus>,
     /// Checks the instance ticket of every call (signed by the auth service).
     pub mesh_key: MeshKey,
+    /// This replica's outbox partition when replicas share the store (its replica id);
+    /// `None` when it is alone on it.
+    pub partition: Option<String>,
 }
 
 #[derive(Clone)]
@@ -54,13 +57,17 @@ pub struct DocumentsService {
 
 impl DocumentsService {
     pub async fn build(config: Config, deps: Deps) -> Result<DocumentsService> {
-        let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
+        let log = match &deps.partition {
+            Some(partition) => EventLog::open_shared(deps.store.clone(), EVENTS, OUTBOX, partition).await?,
+            None => EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?,
+        };
         let shared = Arc::new(Shared {
             store: deps.store,
             log,
             indexes: IndexCache::default(),
             counts: CountCache::default(),
             waiters: Waiters::new("documents", config.max_longpolls_per_instance, config.max_longpolls),
+            fence: std::sync::OnceLock::new(),
         });
         let committer = Committer::spawn(shared.clone()).map_err(cocon_storage::StorageError::from)?;
         Ok(DocumentsService {
@@ -70,6 +77,24 @@ impl DocumentsService {
             mesh_key: deps.mesh_key,
             bus: deps.bus,
         })
+    }
+
+    /// Makes this replica own instances shard by shard beside others on a shared store:
+    /// writes commit only on shards it holds; before it takes shards it forgets what it cached
+    /// (another replica wrote them since); when it lets one go, long polls end so that their
+    /// clients ask the new holder. Set once, before any shard is taken.
+    pub fn own_shards(&self, shards: &cocon_mesh::Shards) {
+        let taking = self.shared.clone();
+        let released = self.shared.clone();
+        shards.on_change(
+            move || {
+                taking.log.forget_all();
+                taking.indexes.clear();
+                taking.counts.clear();
+            },
+            move || released.waiters.end_all(),
+        );
+        let _ = self.shared.fence.set(shards.clone());
     }
 
     /// Erases every document, index, change and event of an instance. Idempotent.

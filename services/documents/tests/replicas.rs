@@ -1,0 +1,369 @@
+//! Replicas of the documents service sharing one store, as they share ScyllaDB in production
+//! (here one embedded store in one process stands in for it, with a real NATS server for the
+//! shards' leases): they own instances shard by shard, and while replicas join and leave
+//! under a steady load of writes, no call fails, no acknowledged write is lost, no sequence
+//! is given twice (a replica taking back shards forgets what it cached of them), and the
+//! projection still equals a replay of the log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cocon_common::Shutdown;
+use cocon_common::ticket::MeshKey;
+use cocon_documents::{Config, Deps, DocumentsService};
+use cocon_events::{EventBus, EventLog, MemoryBus, Projection as _};
+use cocon_mesh::{
+    Announcement, Clients, Directory, DirectoryConfig, Endpoints, LocalServices, SHARDS, Service as _, ServiceKind,
+    ShardGuardLayer,
+};
+use cocon_proto::documents::v1 as pb;
+use cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer;
+use cocon_storage::{EmbeddedStore, ScanRange, Store, TableRow};
+use cocon_tests::NatsServer;
+
+const DIRECTORY: DirectoryConfig = DirectoryConfig {
+    heartbeat_ms: 200,
+    ttl_ms: 1_000,
+    drain_notice_ms: 0,
+};
+
+const DOCTYPE: &str = "io.cozy.counters";
+
+/// One documents replica: its service on the shared store, its gRPC server behind the shard
+/// guard, its card and shards.
+struct Replica {
+    name: &'static str,
+    announcement: Announcement,
+    requests: Shutdown,
+    background: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start(
+    name: &'static str,
+    nats: &NatsServer,
+    key: &MeshKey,
+    store: &Arc<dyn Store>,
+    bus: &Arc<dyn EventBus>,
+) -> Replica {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let directory = Directory::open(client, key.clone(), None, DIRECTORY, 1, Directory::new_id())
+        .await
+        .unwrap();
+    let deps = Deps {
+        store: store.clone(),
+        bus: bus.clone(),
+        mesh_key: key.clone(),
+        partition: Some(directory.id().to_string()),
+    };
+    let service = DocumentsService::build(Config::default(), deps).await.unwrap();
+    let announcement = directory
+        .announce_sharded(ServiceKind::Documents, &endpoint)
+        .await
+        .unwrap();
+    let shards = announcement.shards().unwrap().clone();
+    service.own_shards(&shards);
+    let background = Shutdown::new();
+    let mut tasks = service.spawn_background(background.clone());
+    let requests = Shutdown::new();
+    let stop = requests.clone();
+    let guard = ShardGuardLayer::new(shards, "/cocon.documents.v1.DocumentsService/").waiting(&["Changes"]);
+    tasks.push(tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(guard)
+            .add_service(DocumentsServiceServer::new(service))
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop.wait())
+            .await
+            .unwrap();
+    }));
+    Replica {
+        name,
+        announcement,
+        requests,
+        background,
+        tasks,
+    }
+}
+
+impl Replica {
+    fn held(&self) -> usize {
+        self.announcement.shards().unwrap().held().len()
+    }
+
+    /// Stops as `cocon serve` does on SIGTERM: drains (its shards go to the others, if any,
+    /// once their writes end), finishes its calls, flushes its outbox, withdraws.
+    async fn stop(self, others: bool) {
+        self.announcement.drain().await;
+        let start = Instant::now();
+        while others && self.held() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} kept its shards",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.requests.trigger();
+        self.background.trigger();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.announcement.withdraw().await;
+    }
+}
+
+/// Waits until `replicas` hold every shard between them, each some; how long it took.
+async fn settled(replicas: &[&Replica]) -> Duration {
+    let start = Instant::now();
+    loop {
+        let held: Vec<usize> = replicas.iter().map(|r| r.held()).collect();
+        if held.iter().sum::<usize>() == SHARDS && held.iter().all(|h| *h > 0) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the shards did not settle: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The scope of a call on `instance`'s counters, with the ticket the auth service would give.
+fn scope(key: &MeshKey, instance: &str) -> Option<pb::Scope> {
+    Some(pb::Scope {
+        instance: instance.to_string(),
+        doctype: DOCTYPE.into(),
+        ticket: key.issue(instance, cocon_common::time::now_secs() + 600),
+        ..Default::default()
+    })
+}
+
+/// What the writers did: per instance, the writes acknowledged and the last value written;
+/// and each write's latency.
+#[derive(Default)]
+struct Written {
+    acked: HashMap<String, (u64, u64)>,
+    latencies: Vec<Duration>,
+}
+
+/// A writer: updates a counter document of each of its instances in turn, with the revision
+/// the last write returned, until told to stop. Every call must succeed.
+async fn writer(
+    clients: Clients,
+    key: MeshKey,
+    instances: Vec<String>,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> Written {
+    let mut written = Written::default();
+    let mut revs: HashMap<String, String> = HashMap::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        for instance in &instances {
+            let mut body = serde_json::json!({ "n": n });
+            if let Some(rev) = revs.get(instance) {
+                body["_rev"] = rev.clone().into();
+            }
+            let req = pb::PutDocumentRequest {
+                scope: scope(&key, instance),
+                id: "counter".into(),
+                body: serde_json::to_vec(&body).unwrap().into(),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let answer = clients
+                .documents
+                .clone()
+                .put_document(req)
+                .await
+                .unwrap_or_else(|e| panic!("a write to {instance} failed: {e}"))
+                .into_inner();
+            written.latencies.push(started.elapsed());
+            revs.insert(instance.clone(), answer.rev);
+            let acked = written.acked.entry(instance.clone()).or_default();
+            *acked = (acked.0 + 1, n);
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    written
+}
+
+/// Waits until `more` writes were acknowledged since now.
+async fn writes(done: &AtomicUsize, more: usize) {
+    let target = done.load(Ordering::SeqCst) + more;
+    let start = Instant::now();
+    while done.load(Ordering::SeqCst) < target {
+        assert!(start.elapsed() < Duration::from_secs(30), "the writers stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn dump(store: &Arc<dyn Store>, table: &'static str) -> Vec<TableRow> {
+    store.scan_table(table, None, 1_000_000).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_nothing() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap());
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(cocon_events::streams::all(
+        &cocon_events::streams::Limits::default(),
+    )));
+
+    let a = start("a", &nats, &key, &store, &bus).await;
+    let start_a = Instant::now();
+    while a.held() < SHARDS {
+        assert!(start_a.elapsed() < Duration::from_secs(10), "a alone took {}", a.held());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The callers: a gateway's view, following the shards.
+    let caller = Directory::open(
+        async_nats::connect(nats.url()).await.unwrap(),
+        key.clone(),
+        None,
+        DIRECTORY,
+        1,
+        Directory::new_id(),
+    )
+    .await
+    .unwrap();
+    let route = caller.sharded_route(ServiceKind::Documents).await.unwrap();
+    while route.replicas().is_empty() {
+        assert!(start_a.elapsed() < Duration::from_secs(10), "the caller never saw a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clients = Clients::connect(LocalServices::default(), &Endpoints::default(), None, Some(&caller)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let instances = (0..5).map(|i| format!("{:032x}", w * 5 + i + 1)).collect();
+            tokio::spawn(writer(
+                clients.clone(),
+                key.clone(),
+                instances,
+                stop.clone(),
+                done.clone(),
+            ))
+        })
+        .collect();
+    writes(&done, 200).await;
+
+    // b joins, then c; then b leaves (its shards go back to a and c: a takes back instances
+    // it wrote before and must not trust what it cached of them), then a leaves.
+    let b = start("b", &nats, &key, &store, &bus).await;
+    let joined_b = settled(&[&a, &b]).await;
+    writes(&done, 200).await;
+    let c = start("c", &nats, &key, &store, &bus).await;
+    let joined_c = settled(&[&a, &b, &c]).await;
+    writes(&done, 200).await;
+    let left = Instant::now();
+    b.stop(true).await;
+    let left_b = left.elapsed();
+    settled(&[&a, &c]).await;
+    writes(&done, 200).await;
+    let left = Instant::now();
+    a.stop(true).await;
+    let left_a = left.elapsed();
+    settled(&[&c]).await;
+    writes(&done, 200).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut acked: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut latencies = Vec::new();
+    for w in writers {
+        let written = w.await.expect("every write succeeded");
+        acked.extend(written.acked);
+        latencies.extend(written.latencies);
+    }
+    assert_eq!(acked.len(), 40);
+
+    // Every acknowledged write is in the log once, under its own sequence, and the document
+    // holds the last value written.
+    for (instance, (count, last)) in &acked {
+        let events = store
+            .scan("documents.events", instance.as_bytes(), ScanRange::all())
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = events
+            .iter()
+            .map(|e| u64::from_be_bytes(e.sort.as_slice().try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=*count).collect::<Vec<u64>>(),
+            "{instance}: one event per acknowledged write, no sequence given twice"
+        );
+        let doc = clients
+            .documents
+            .clone()
+            .get_document(pb::GetDocumentRequest {
+                scope: scope(&key, instance),
+                id: "counter".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let doc: serde_json::Value = serde_json::from_slice(&doc.json).unwrap();
+        assert_eq!(doc["n"], *last, "{instance} holds its last write");
+        assert!(
+            doc["_rev"].as_str().unwrap().starts_with(&format!("{count}-")),
+            "{instance}: one revision per write"
+        );
+    }
+
+    // Each replica's outbox was published: its own relay flushed it as it stopped, or a
+    // survivor adopted it.
+    let log = EventLog::open(store.clone(), "documents.events", "documents.outbox")
+        .await
+        .unwrap();
+    let partitions = log.outbox().partitions().await.unwrap();
+    assert_eq!(
+        partitions.len(),
+        4,
+        "the sole partition and one per replica: {partitions:?}"
+    );
+    let flushed = Instant::now();
+    for partition in &partitions {
+        while log.outbox().of_partition(partition).backlog().await.unwrap() > 0 {
+            assert!(
+                flushed.elapsed() < Duration::from_secs(10),
+                "{partition} was never relayed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // The projection the replicas wrote together equals a replay of the log.
+    let mut projection = DocumentsService::projection(store.clone()).await.unwrap();
+    let mut before = Vec::new();
+    for table in projection.tables() {
+        before.push(dump(&store, table).await);
+    }
+    c.stop(false).await;
+    cocon_events::rebuild(store.clone(), &mut projection, &mut |_| {})
+        .await
+        .unwrap();
+    for (i, table) in projection.tables().iter().enumerate() {
+        assert!(dump(&store, table).await == before[i], "{table} rebuilt differs");
+    }
+
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    println!(
+        "{} writes, 0 failed; p50 {:?}, p99 {:?}, max {:?}; b's half taken in {joined_b:?}, c's third in {joined_c:?}; b left in {left_b:?}, a in {left_a:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        p99,
+        latencies.last().unwrap()
+    );
+}
