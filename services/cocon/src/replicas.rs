@@ -44,6 +44,10 @@ pub async fn announce(
 ) -> anyhow::Result<Option<Vec<Announcement>>> {
     let endpoint = advertised(config, bound).await;
     let mut announcements = Vec::new();
+    // Sharded services last: one takes shards as soon as it is announced, and must not hold
+    // them while this process waits as another service's standby, not serving yet.
+    let mut services = services.to_vec();
+    services.sort_by_key(|s| sharded && s.sharding().is_some());
     for service in services {
         let kind = service.kind();
         let announced = if sharded && service.sharding().is_some() {

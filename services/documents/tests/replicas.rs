@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cocon_common::Shutdown;
 use cocon_common::ticket::MeshKey;
 use cocon_documents::{Config, Deps, DocumentsService};
-use cocon_events::{EventBus, EventLog, MemoryBus, Projection as _};
+use cocon_events::{EventBus, EventLog, MemoryBus, NatsBus, Projection as _};
 use cocon_mesh::{
     Announcement, Clients, Directory, DirectoryConfig, Endpoints, LocalServices, SHARDS, Service as _, ServiceKind,
     ShardGuardLayer,
@@ -39,6 +39,7 @@ struct Replica {
     requests: Shutdown,
     background: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 async fn start(
@@ -68,24 +69,25 @@ async fn start(
     let shards = announcement.shards().unwrap().clone();
     service.own_shards(&shards);
     let background = Shutdown::new();
-    let mut tasks = service.spawn_background(background.clone());
+    let tasks = service.spawn_background(background.clone());
     let requests = Shutdown::new();
     let stop = requests.clone();
     let guard = ShardGuardLayer::new(shards, "/cocon.documents.v1.DocumentsService/").waiting(&["Changes"]);
-    tasks.push(tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(guard)
             .add_service(DocumentsServiceServer::new(service))
             .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop.wait())
             .await
             .unwrap();
-    }));
+    });
     Replica {
         name,
         announcement,
         requests,
         background,
         tasks,
+        server,
     }
 }
 
@@ -108,11 +110,24 @@ impl Replica {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.requests.trigger();
+        self.server.await.unwrap();
         self.background.trigger();
         for task in self.tasks {
             task.await.unwrap();
         }
         self.announcement.withdraw().await;
+    }
+
+    /// Freezes as a replica cut off from NATS, or paused, does: its heartbeats and its outbox
+    /// relay stop at once, releasing nothing, but it still answers calls. It must stop
+    /// writing before its shards can be taken; the others take them once its card has been
+    /// silent for the TTL and publish what its outbox held.
+    fn freeze(self) -> tokio::task::JoinHandle<()> {
+        drop(self.announcement);
+        for task in self.tasks {
+            task.abort();
+        }
+        self.server
     }
 }
 
@@ -207,88 +222,84 @@ async fn dump(store: &Arc<dyn Store>, table: &'static str) -> Vec<TableRow> {
     store.scan_table(table, None, 1_000_000).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_nothing() {
-    let nats = NatsServer::start().await.unwrap();
-    let key = MeshKey::random();
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap());
-    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(cocon_events::streams::all(
-        &cocon_events::streams::Limits::default(),
-    )));
+/// Eight writers over 40 instances, calling through a gateway's view of the shards.
+struct Load {
+    clients: Clients,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    writers: Vec<tokio::task::JoinHandle<Written>>,
+}
 
-    let a = start("a", &nats, &key, &store, &bus).await;
-    let start_a = Instant::now();
-    while a.held() < SHARDS {
-        assert!(start_a.elapsed() < Duration::from_secs(10), "a alone took {}", a.held());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+impl Load {
+    /// Starts once the caller sees a documents replica.
+    async fn start(nats: &NatsServer, key: &MeshKey) -> Load {
+        let caller = Directory::open(
+            async_nats::connect(nats.url()).await.unwrap(),
+            key.clone(),
+            None,
+            DIRECTORY,
+            1,
+            Directory::new_id(),
+        )
+        .await
+        .unwrap();
+        let route = caller.sharded_route(ServiceKind::Documents).await.unwrap();
+        let seen = Instant::now();
+        while route.replicas().is_empty() {
+            assert!(
+                seen.elapsed() < Duration::from_secs(10),
+                "the caller never saw a replica"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let clients = Clients::connect(LocalServices::default(), &Endpoints::default(), None, Some(&caller)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let writers = (0..8)
+            .map(|w| {
+                let instances = (0..5).map(|i| format!("{:032x}", w * 5 + i + 1)).collect();
+                tokio::spawn(writer(
+                    clients.clone(),
+                    key.clone(),
+                    instances,
+                    stop.clone(),
+                    done.clone(),
+                ))
+            })
+            .collect();
+        Load {
+            clients,
+            stop,
+            done,
+            writers,
+        }
     }
 
-    // The callers: a gateway's view, following the shards.
-    let caller = Directory::open(
-        async_nats::connect(nats.url()).await.unwrap(),
-        key.clone(),
-        None,
-        DIRECTORY,
-        1,
-        Directory::new_id(),
-    )
-    .await
-    .unwrap();
-    let route = caller.sharded_route(ServiceKind::Documents).await.unwrap();
-    while route.replicas().is_empty() {
-        assert!(start_a.elapsed() < Duration::from_secs(10), "the caller never saw a");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Waits until `more` writes were acknowledged since now.
+    async fn writes(&self, more: usize) {
+        writes(&self.done, more).await
     }
-    let clients = Clients::connect(LocalServices::default(), &Endpoints::default(), None, Some(&caller)).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..8)
-        .map(|w| {
-            let instances = (0..5).map(|i| format!("{:032x}", w * 5 + i + 1)).collect();
-            tokio::spawn(writer(
-                clients.clone(),
-                key.clone(),
-                instances,
-                stop.clone(),
-                done.clone(),
-            ))
-        })
-        .collect();
-    writes(&done, 200).await;
 
-    // b joins, then c; then b leaves (its shards go back to a and c: a takes back instances
-    // it wrote before and must not trust what it cached of them), then a leaves.
-    let b = start("b", &nats, &key, &store, &bus).await;
-    let joined_b = settled(&[&a, &b]).await;
-    writes(&done, 200).await;
-    let c = start("c", &nats, &key, &store, &bus).await;
-    let joined_c = settled(&[&a, &b, &c]).await;
-    writes(&done, 200).await;
-    let left = Instant::now();
-    b.stop(true).await;
-    let left_b = left.elapsed();
-    settled(&[&a, &c]).await;
-    writes(&done, 200).await;
-    let left = Instant::now();
-    a.stop(true).await;
-    let left_a = left.elapsed();
-    settled(&[&c]).await;
-    writes(&done, 200).await;
-    stop.store(true, Ordering::SeqCst);
-
-    let mut acked: HashMap<String, (u64, u64)> = HashMap::new();
-    let mut latencies = Vec::new();
-    for w in writers {
-        let written = w.await.expect("every write succeeded");
-        acked.extend(written.acked);
-        latencies.extend(written.latencies);
+    /// Stops the writers: what they wrote, and every write's latency, sorted.
+    async fn finish(self) -> (Clients, HashMap<String, (u64, u64)>, Vec<Duration>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut acked = HashMap::new();
+        let mut latencies = Vec::new();
+        for w in self.writers {
+            let written = w.await.expect("every write succeeded");
+            acked.extend(written.acked);
+            latencies.extend(written.latencies);
+        }
+        assert_eq!(acked.len(), 40);
+        latencies.sort();
+        (self.clients, acked, latencies)
     }
-    assert_eq!(acked.len(), 40);
+}
 
-    // Every acknowledged write is in the log once, under its own sequence, and the document
-    // holds the last value written.
-    for (instance, (count, last)) in &acked {
+/// Every acknowledged write is in the log once, under its own sequence, and each document
+/// holds the last value written.
+async fn check_writes(store: &Arc<dyn Store>, clients: &Clients, key: &MeshKey, acked: &HashMap<String, (u64, u64)>) {
+    for (instance, (count, last)) in acked {
         let events = store
             .scan("documents.events", instance.as_bytes(), ScanRange::all())
             .await
@@ -306,7 +317,7 @@ async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_n
             .documents
             .clone()
             .get_document(pb::GetDocumentRequest {
-                scope: scope(&key, instance),
+                scope: scope(key, instance),
                 id: "counter".into(),
                 ..Default::default()
             })
@@ -320,16 +331,18 @@ async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_n
             "{instance}: one revision per write"
         );
     }
+}
 
-    // Each replica's outbox was published: its own relay flushed it as it stopped, or a
-    // survivor adopted it.
+/// Waits until every writer's outbox partition is published: by its own relay as it stopped,
+/// or by a survivor that adopted it.
+async fn check_outboxes(store: &Arc<dyn Store>, replicas: usize) {
     let log = EventLog::open(store.clone(), "documents.events", "documents.outbox")
         .await
         .unwrap();
     let partitions = log.outbox().partitions().await.unwrap();
     assert_eq!(
         partitions.len(),
-        4,
+        replicas + 1,
         "the sole partition and one per replica: {partitions:?}"
     );
     let flushed = Instant::now();
@@ -342,6 +355,73 @@ async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_n
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn figures(latencies: &[Duration]) -> String {
+    format!(
+        "{} writes, 0 failed; p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+        latencies.last().unwrap()
+    )
+}
+
+async fn store_in(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap())
+}
+
+/// Waits until `replica` holds every shard.
+async fn holds_all(replica: &Replica) {
+    let start = Instant::now();
+    while replica.held() < SHARDS {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} alone took {}",
+            replica.name,
+            replica.held()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_nothing() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir).await;
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(cocon_events::streams::all(
+        &cocon_events::streams::Limits::default(),
+    )));
+
+    let a = start("a", &nats, &key, &store, &bus).await;
+    holds_all(&a).await;
+    let load = Load::start(&nats, &key).await;
+    load.writes(200).await;
+
+    // b joins, then c; then b leaves (its shards go back to a and c: a takes back instances
+    // it wrote before and must not trust what it cached of them), then a leaves.
+    let b = start("b", &nats, &key, &store, &bus).await;
+    let joined_b = settled(&[&a, &b]).await;
+    load.writes(200).await;
+    let c = start("c", &nats, &key, &store, &bus).await;
+    let joined_c = settled(&[&a, &b, &c]).await;
+    load.writes(200).await;
+    let left = Instant::now();
+    b.stop(true).await;
+    let left_b = left.elapsed();
+    settled(&[&a, &c]).await;
+    load.writes(200).await;
+    let left = Instant::now();
+    a.stop(true).await;
+    let left_a = left.elapsed();
+    settled(&[&c]).await;
+    load.writes(200).await;
+    let (clients, acked, latencies) = load.finish().await;
+
+    check_writes(&store, &clients, &key, &acked).await;
+    check_outboxes(&store, 3).await;
 
     // The projection the replicas wrote together equals a replay of the log.
     let mut projection = DocumentsService::projection(store.clone()).await.unwrap();
@@ -356,14 +436,82 @@ async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_n
     for (i, table) in projection.tables().iter().enumerate() {
         assert!(dump(&store, table).await == before[i], "{table} rebuilt differs");
     }
-
-    latencies.sort();
-    let p99 = latencies[latencies.len() * 99 / 100];
     println!(
-        "{} writes, 0 failed; p50 {:?}, p99 {:?}, max {:?}; b's half taken in {joined_b:?}, c's third in {joined_c:?}; b left in {left_b:?}, a in {left_a:?}",
-        latencies.len(),
-        latencies[latencies.len() / 2],
-        p99,
-        latencies.last().unwrap()
+        "{}; b's half taken in {joined_b:?}, c's third in {joined_c:?}; b left in {left_b:?}, a in {left_a:?}",
+        figures(&latencies)
+    );
+}
+
+/// A replica that freezes (cut off from NATS, or paused) with writes going to it: it stops
+/// writing before its card can be thought dead, calls to its shards wait and then go to the
+/// replicas that take them, no call fails, no acknowledged write is lost or written twice,
+/// and what its outbox held reaches JetStream, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_frozen_replicas_instances_are_taken_over_with_nothing_lost() {
+    let nats = NatsServer::start().await.unwrap();
+    let key = MeshKey::random();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir).await;
+    let limits = cocon_events::streams::Limits::default();
+    let bus: Arc<dyn EventBus> = Arc::new(
+        NatsBus::connect(&nats.url(), &cocon_events::streams::all(&limits))
+            .await
+            .unwrap(),
+    );
+
+    let a = start("a", &nats, &key, &store, &bus).await;
+    holds_all(&a).await;
+    let b = start("b", &nats, &key, &store, &bus).await;
+    let c = start("c", &nats, &key, &store, &bus).await;
+    settled(&[&a, &b, &c]).await;
+    let load = Load::start(&nats, &key).await;
+    load.writes(300).await;
+
+    let frozen = Instant::now();
+    let zombie = c.freeze();
+    let taken = settled(&[&a, &b]).await + frozen.elapsed();
+    load.writes(300).await;
+    let (clients, acked, latencies) = load.finish().await;
+    zombie.abort();
+
+    check_writes(&store, &clients, &key, &acked).await;
+    check_outboxes(&store, 3).await;
+
+    // Every acknowledged write's event is on the stream, once.
+    let mut sub = bus
+        .subscribe(cocon_events::ConsumerSpec {
+            stream: cocon_events::streams::DOCUMENTS.into(),
+            durable: "test-replicas".into(),
+            filter: "cocon.documents.>".into(),
+            max_deliver: 1,
+            ack_wait: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    let expected: u64 = acked.values().map(|(count, _)| count).sum();
+    let mut seen = std::collections::HashSet::new();
+    while (seen.len() as u64) < expected {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {expected} events on the stream", seen.len()))
+            .unwrap()
+            .unwrap();
+        let event = cocon_events::decode_envelope(&delivery.message.payload).unwrap();
+        assert!(
+            seen.insert((event.instance.clone(), event.seq)),
+            "{} {} published twice",
+            event.instance,
+            event.seq
+        );
+        delivery.ack().await.unwrap();
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(extra.is_err(), "nothing past the acknowledged writes");
+
+    a.stop(true).await;
+    b.stop(false).await;
+    println!(
+        "{}; the frozen replica's shards taken {taken:?} after it froze",
+        figures(&latencies)
     );
 }

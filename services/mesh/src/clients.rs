@@ -172,7 +172,13 @@ macro_rules! service_client {
                                 metrics::counter!("cocon_mesh_resent_total", "service" => route.service())
                                     .increment(1);
                                 let to = match &how {
-                                    Retry::To(owner) => Some(owner.as_str()),
+                                    Retry::To(owner) if route.knows(owner) => Some(owner.as_str()),
+                                    // A holder this process no longer lists (dead, its
+                                    // shards not taken yet): wait for the next one.
+                                    Retry::To(_) => {
+                                        tokio::time::sleep(handover_wait(tries)).await;
+                                        None
+                                    }
                                     Retry::Later => {
                                         tokio::time::sleep(handover_wait(tries)).await;
                                         None

@@ -115,6 +115,11 @@ impl Route {
             .map(|r| (r.id.clone(), r.channel.clone()))
     }
 
+    /// Whether the replica at `endpoint` is listed and not set aside: a call can go there.
+    pub(crate) fn knows(&self, endpoint: &str) -> bool {
+        self.at(endpoint).is_some()
+    }
+
     /// The replica holding `instance`'s shard, if it is known, listed and not set aside.
     fn holder_of(&self, instance: &str) -> Option<(Arc<str>, GrpcChannel)> {
         let holder = self.inner.shards.get()?.holder(shard_of(instance))?;
@@ -293,8 +298,9 @@ fn chain<'a>(
 }
 
 /// Whether the request never ran: the connection was refused (it never left this process),
-/// or the replica, stopping, refused the request's stream with a graceful GOAWAY (HTTP/2 says
-/// a stream above the last one the GOAWAY names was not processed).
+/// the replica, stopping, refused the request's stream with a graceful GOAWAY (HTTP/2 says a
+/// stream above the last one the GOAWAY names was not processed), or the connection closed
+/// while the request still waited in hyper's queue.
 fn refused(err: &ChannelError) -> bool {
     chain(&*err.error).any(|e| {
         let io = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
@@ -306,7 +312,9 @@ fn refused(err: &ChannelError) -> bool {
         let goaway = e
             .downcast_ref::<h2::Error>()
             .is_some_and(|h2| h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR));
-        io || goaway
+        // A request hyper had queued on a connection that closed before sending it.
+        let queued = e.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_canceled());
+        io || goaway || queued
     })
 }
 
