@@ -444,6 +444,7 @@ async fn peer_file_content(
         .header
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal", "the sharing service gave no header"))?;
     let file = header.file.clone().unwrap_or_default();
+    let to = header.scope.as_ref().map(|s| s.instance.clone()).unwrap_or_default();
     let (data, broken) = crate::files::body_parts(body, |data| files_pb::SharedPart {
         part: Some(files_pb::shared_part::Part::Data(data)),
     });
@@ -454,7 +455,7 @@ async fn peer_file_content(
     })
     .chain(data);
     let mut files = state.clients.files.clone();
-    let call = files.put_shared(parts);
+    let call = files.put_shared(&to, parts);
     tokio::pin!(call);
     tokio::select! {
         answer = &mut call => { answer?; }

@@ -371,9 +371,11 @@ async fn send(
     body: Body,
 ) -> Result<pb::UploadState> {
     let (checksum_algorithm, checksum) = checksum.unwrap_or_default();
+    let scope = scope(caller);
+    let instance = scope.as_ref().map(|s| s.instance.clone()).unwrap_or_default();
     let header = pb::AppendPart {
         part: Some(AppendData::Header(pb::AppendHeader {
-            scope: scope(caller),
+            scope,
             upload_id: id.to_string(),
             offset,
             checksum_algorithm,
@@ -395,7 +397,7 @@ async fn send(
         }
     });
     let parts = futures::stream::once(async move { header }).chain(data);
-    match state.clients.files.clone().append_upload(parts).await {
+    match state.clients.files.clone().append_upload(&instance, parts).await {
         Ok(answer) => Ok(answer.into_inner()),
         Err(refused) => {
             // Refused while the client sends (a wrong offset, past the length): it reads the answer.

@@ -597,6 +597,7 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     fn start(mut files: FilesClient, header: pb::UploadHeader) -> Writer {
+        let instance = header.scope.as_ref().map(|s| s.instance.clone()).unwrap_or_default();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let data = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|chunk| {
@@ -614,7 +615,7 @@ impl Writer {
             }
         })
         .chain(data);
-        let call = tokio::spawn(async move { files.upload(parts).await.map(|r| r.into_inner()) });
+        let call = tokio::spawn(async move { files.upload(&instance, parts).await.map(|r| r.into_inner()) });
         Writer {
             chunks: Some(tx),
             call: Some(call),

@@ -176,6 +176,7 @@ pub(super) async fn upload(state: &State, header: pb::UploadHeader, body: Body) 
     let (data, broken) = body_parts(body, |data| pb::UploadPart {
         part: Some(UpPart::Data(data)),
     });
+    let instance = header.scope.as_ref().map(|s| s.instance.clone()).unwrap_or_default();
     let parts = futures::stream::once(async move {
         pb::UploadPart {
             part: Some(UpPart::Header(Box::new(header))),
@@ -183,7 +184,7 @@ pub(super) async fn upload(state: &State, header: pb::UploadHeader, body: Body) 
     })
     .chain(data);
     let mut client = state.clients.files.clone();
-    let call = client.upload(parts);
+    let call = client.upload(&instance, parts);
     tokio::pin!(call);
     tokio::select! {
         answer = &mut call => Ok(answer?.into_inner()),

@@ -23,9 +23,8 @@ use cocon_proto::sharing::v1::sharing_service_server::SharingService;
 
 use crate::GrpcChannel;
 
-/// The files service, always through gRPC's framing (in process or not): uploads and
-/// downloads stream.
-pub type FilesClient = cocon_proto::files::v1::files_service_client::FilesServiceClient<GrpcChannel>;
+use cocon_proto::files::v1 as files_pb;
+use cocon_proto::files::v1::files_service_client::FilesServiceClient;
 
 /// A request that names the instance it is for: routed to the holder of the instance's shard
 /// when the callee's replicas own shards ([`crate::Route::follow_shards`]).
@@ -60,6 +59,27 @@ instanced!(docs_pb {
     DoctypeInfoRequest,
 });
 instanced!(notifications_pb { CreateRequest });
+instanced!(files_pb {
+    CreateDirectoryRequest,
+    GetFileRequest,
+    DownloadRequest,
+    PatchFileRequest,
+    FileRequest,
+    CreateLinkRequest,
+    ArchiveRequest,
+    ThumbnailRequest,
+    DiskUsageRequest,
+    VersionRequest,
+    CopyFileRequest,
+    ReferenceRequest,
+    ReferencedRequest,
+    PropertiesRequest,
+    ChangesRequest,
+    FindRequest,
+    AvatarRequest,
+    UploadHeader,
+    UploadRequest,
+});
 
 impl Instanced for docs_pb::AllDoctypesRequest {
     fn instance(&self) -> &str {
@@ -136,6 +156,46 @@ fn retry(status: &tonic::Status, tries: u32, since: std::time::Instant) -> Optio
     }
 }
 
+/// Sends `req` through `call`, and again when it did not run (refused before it was sent, or
+/// by a replica not holding its instance's shard): to the holder named, or after a pause
+/// during a hand-over. The copy is made only when there is somewhere to send it again.
+async fn resend<Req, Resp, F, Fut>(
+    route: &crate::Route,
+    req: Req,
+    key: fn(&Req) -> &str,
+    call: F,
+) -> Result<tonic::Response<Resp>, tonic::Status>
+where
+    Req: Clone,
+    F: Fn(tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    if !route.has_spare() {
+        return call(keyed(req, key, None)).await;
+    }
+    let again = req.clone();
+    let mut outcome = call(keyed(req, key, None)).await;
+    let mut tries = 1;
+    let since = std::time::Instant::now();
+    while let Err(status) = &outcome {
+        let Some(how) = retry(status, tries, since) else { break };
+        tries += 1;
+        metrics::counter!("cocon_mesh_resent_total", "service" => route.service()).increment(1);
+        let to = match &how {
+            Retry::To(owner) if route.knows(owner) => Some(owner.as_str()),
+            // A holder this process no longer lists (dead, its shards not taken yet), or a
+            // hand-over: wait for the next holder.
+            Retry::To(_) | Retry::Later => {
+                tokio::time::sleep(handover_wait(tries)).await;
+                None
+            }
+            Retry::Elsewhere => None,
+        };
+        outcome = call(keyed(again.clone(), key, to)).await;
+    }
+    outcome
+}
+
 macro_rules! service_client {
     ($(#[$doc:meta])* $name:ident, $service:path, $client:ident, $pb:ident { $($method:ident($req:ident) -> $resp:ident;)* }) => {
         service_client!($(#[$doc])* $name, $service, $client, $pb, no_instance { $($method($req) -> $resp;)* });
@@ -156,38 +216,12 @@ macro_rules! service_client {
                     match self {
                         $name::Local(service) => service.$method(tonic::Request::new(req)).await,
                         $name::Remote(client, route) => {
-                            // A call that did not run (refused before it was sent, or by a
-                            // replica not holding its instance's shard) is sent again; the copy
-                            // is made only when there is another replica to send it to.
-                            if !route.has_spare() {
-                                return client.$method(keyed(req, $key, None)).await;
-                            }
-                            let again = req.clone();
-                            let mut outcome = client.$method(keyed(req, $key, None)).await;
-                            let mut tries = 1;
-                            let since = std::time::Instant::now();
-                            while let Err(status) = &outcome {
-                                let Some(how) = retry(status, tries, since) else { break };
-                                tries += 1;
-                                metrics::counter!("cocon_mesh_resent_total", "service" => route.service())
-                                    .increment(1);
-                                let to = match &how {
-                                    Retry::To(owner) if route.knows(owner) => Some(owner.as_str()),
-                                    // A holder this process no longer lists (dead, its
-                                    // shards not taken yet): wait for the next one.
-                                    Retry::To(_) => {
-                                        tokio::time::sleep(handover_wait(tries)).await;
-                                        None
-                                    }
-                                    Retry::Later => {
-                                        tokio::time::sleep(handover_wait(tries)).await;
-                                        None
-                                    }
-                                    Retry::Elsewhere => None,
-                                };
-                                outcome = client.$method(keyed(again.clone(), $key, to)).await;
-                            }
-                            outcome
+                            let client = client.clone();
+                            resend(route, req, $key, move |req| {
+                                let mut client = client.clone();
+                                async move { client.$method(req).await }
+                            })
+                            .await
                         }
                     }
                 }
@@ -361,3 +395,123 @@ service_client!(
         set_class_groups(ClassGroupsRequest) -> ClassGroupsAnswer;
     }
 );
+
+/// The files service, always through gRPC's framing (in process or not): uploads and
+/// downloads stream. Each call names its instance in its metadata, as the other clients'
+/// do; a call with a streamed body (an upload) is given its instance by the caller, and is
+/// not sent again once refused (its body is spent).
+#[derive(Clone)]
+pub struct FilesClient {
+    client: FilesServiceClient<GrpcChannel>,
+    /// The route, when the service runs elsewhere.
+    route: Option<crate::Route>,
+}
+
+impl FilesClient {
+    pub(crate) fn new(channel: GrpcChannel, route: Option<crate::Route>) -> FilesClient {
+        FilesClient {
+            client: FilesServiceClient::new(channel),
+            route,
+        }
+    }
+
+    /// The tonic client's own limits on message sizes.
+    pub fn max_decoding_message_size(mut self, limit: usize) -> FilesClient {
+        self.client = self.client.max_decoding_message_size(limit);
+        self
+    }
+
+    pub fn max_encoding_message_size(mut self, limit: usize) -> FilesClient {
+        self.client = self.client.max_encoding_message_size(limit);
+        self
+    }
+}
+
+/// A streamed request for `instance`: its metadata names it.
+fn streamed<S>(instance: &str, parts: S) -> tonic::Request<S> {
+    let mut request = tonic::Request::new(parts);
+    if let Ok(value) = instance.parse() {
+        request.metadata_mut().insert(crate::INSTANCE_HEADER, value);
+    }
+    request
+}
+
+macro_rules! files_calls {
+    ($($method:ident($req:ident) -> $resp:ty;)*) => {
+        impl FilesClient {
+            $(
+                pub async fn $method(&mut self, req: files_pb::$req) -> Result<tonic::Response<$resp>, tonic::Status> {
+                    match &self.route {
+                        None => self.client.$method(keyed(req, instance_of, None)).await,
+                        Some(route) => {
+                            let client = self.client.clone();
+                            resend(route, req, instance_of, move |req| {
+                                let mut client = client.clone();
+                                async move { client.$method(req).await }
+                            })
+                            .await
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+files_calls!(
+    create_directory(CreateDirectoryRequest) -> files_pb::FileAnswer;
+    get_file(GetFileRequest) -> files_pb::FileAnswer;
+    download(DownloadRequest) -> tonic::Streaming<files_pb::DownloadPart>;
+    patch_file(PatchFileRequest) -> files_pb::FileAnswer;
+    trash_file(FileRequest) -> files_pb::FileAnswer;
+    restore_file(FileRequest) -> files_pb::FileAnswer;
+    destroy_file(FileRequest) -> files_pb::DestroyResponse;
+    create_link(CreateLinkRequest) -> files_pb::LinkAnswer;
+    archive(ArchiveRequest) -> tonic::Streaming<files_pb::DownloadPart>;
+    thumbnail(ThumbnailRequest) -> tonic::Streaming<files_pb::DownloadPart>;
+    empty_trash(DiskUsageRequest) -> files_pb::EmptyTrashResponse;
+    revert_file(VersionRequest) -> files_pb::FileAnswer;
+    delete_versions(VersionRequest) -> files_pb::FileAnswer;
+    copy_file(CopyFileRequest) -> files_pb::FileAnswer;
+    reference(ReferenceRequest) -> files_pb::FileAnswer;
+    referenced(ReferencedRequest) -> files_pb::FileAnswer;
+    set_properties(PropertiesRequest) -> files_pb::FileAnswer;
+    changes(ChangesRequest) -> files_pb::ChangesAnswer;
+    find(FindRequest) -> files_pb::FindAnswer;
+    disk_usage(DiskUsageRequest) -> files_pb::DiskUsageAnswer;
+    set_avatar(AvatarRequest) -> files_pb::Avatar;
+    get_avatar(DiskUsageRequest) -> files_pb::Avatar;
+    delete_avatar(DiskUsageRequest) -> files_pb::Avatar;
+    create_upload(UploadHeader) -> files_pb::UploadState;
+    get_upload(UploadRequest) -> files_pb::UploadState;
+    cancel_upload(UploadRequest) -> files_pb::UploadState;
+);
+
+impl FilesClient {
+    /// Uploads a file of `instance`: its header, then its content.
+    pub async fn upload(
+        &mut self,
+        instance: &str,
+        parts: impl futures::Stream<Item = files_pb::UploadPart> + Send + 'static,
+    ) -> Result<tonic::Response<files_pb::FileAnswer>, tonic::Status> {
+        self.client.upload(streamed(instance, parts)).await
+    }
+
+    /// Appends to a resumable upload of `instance`.
+    pub async fn append_upload(
+        &mut self,
+        instance: &str,
+        parts: impl futures::Stream<Item = files_pb::AppendPart> + Send + 'static,
+    ) -> Result<tonic::Response<files_pb::UploadState>, tonic::Status> {
+        self.client.append_upload(streamed(instance, parts)).await
+    }
+
+    /// Writes a file a sharing brings to `instance`.
+    pub async fn put_shared(
+        &mut self,
+        instance: &str,
+        parts: impl futures::Stream<Item = files_pb::SharedPart> + Send + 'static,
+    ) -> Result<tonic::Response<files_pb::FileAnswer>, tonic::Status> {
+        self.client.put_shared(streamed(instance, parts)).await
+    }
+}

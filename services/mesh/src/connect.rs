@@ -105,10 +105,13 @@ impl Clients {
                     )
                 }
             },
-            files: FilesClient::new(match local.files {
-                Some(channel) => channel,
-                None => route(ServiceKind::Files, &endpoints.files)?.channel(),
-            }),
+            files: match local.files {
+                Some(channel) => FilesClient::new(channel, None),
+                None => {
+                    let route = route(ServiceKind::Files, &endpoints.files)?;
+                    FilesClient::new(route.channel(), Some(route))
+                }
+            },
             jobs: match local.jobs {
                 Some(service) => JobsClient::Local(service),
                 None => {

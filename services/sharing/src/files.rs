@@ -324,7 +324,10 @@ impl SharingService {
             }))),
         };
         let mut client = self.clients()?.files.clone();
-        let answer = client.put_shared(futures::stream::iter([header])).await?.into_inner();
+        let answer = client
+            .put_shared(instance, futures::stream::iter([header]))
+            .await?
+            .into_inner();
         answer
             .file
             .ok_or_else(|| SharingError::Corrupt("the files service answered no file".into()))
