@@ -46,11 +46,14 @@ pub async fn announce(
     let mut announcements = Vec::new();
     // Sharded services last: one takes shards as soon as it is announced, and must not hold
     // them while this process waits as another service's standby, not serving yet.
+    let owns = |service: &&dyn Service| {
+        service.sharding().is_some() && crate::services::owns_shards(config, service.kind(), sharded)
+    };
     let mut services = services.to_vec();
-    services.sort_by_key(|s| sharded && s.sharding().is_some());
+    services.sort_by_key(owns);
     for service in services {
         let kind = service.kind();
-        let announced = if sharded && service.sharding().is_some() {
+        let announced = if owns(&service) {
             let announced = directory.announce_sharded(kind, &endpoint).await;
             if let Ok(Some(shards)) = announced.as_ref().map(|a| a.shards()) {
                 service.own_shards(shards);

@@ -168,12 +168,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         service.offer(&mut local);
     }
     if let Some(directory) = &directory {
-        // Calls to documents go to the replica holding their instance's shard when its
-        // replicas own shards; to any replica in turn when they do not (no lease is seen).
-        directory
-            .sharded_route(ServiceKind::Documents)
-            .await
-            .context("cannot watch the documents' shards on NATS")?;
+        // Calls to documents and files go to the replica holding their instance's shard when
+        // their replicas own shards; to any replica in turn when they do not (no lease seen).
+        for kind in [ServiceKind::Documents, ServiceKind::Files] {
+            directory
+                .sharded_route(kind)
+                .await
+                .with_context(|| format!("cannot watch the {kind} shards on NATS"))?;
+        }
     }
     let clients = Clients::connect(
         local,
@@ -264,8 +266,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut grpc_task = None;
     if let Some(listener) = grpc {
         addrs.push(format!("grpc={}", listener.local_addr()?));
-        let guard = shard_guard(&services, &announcements);
-        grpc_task = Some(serve_grpc(listener, &services, guard, mesh_tls.as_ref(), requests.clone()).await?);
+        let guards = [
+            shard_guard(&services, &announcements, ServiceKind::Documents),
+            shard_guard(&services, &announcements, ServiceKind::Files),
+        ];
+        grpc_task = Some(serve_grpc(listener, &services, guards, mesh_tls.as_ref(), requests.clone()).await?);
     }
     let mut http_task = None;
     if let (Some(listener), Some(gateway)) = (http, &gateway) {
@@ -389,25 +394,27 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
 }
 
 /// Serves the services' gRPC servers and the health service on `listener` until `stop`.
-/// The guard of the sharded service's calls (a call on an instance whose shard this replica
-/// does not hold is refused before it runs), when this process runs one.
-fn shard_guard(services: &[Box<dyn Service>], announcements: &[Announcement]) -> Option<ShardGuardLayer> {
-    let shards = announcements.iter().find_map(|a| a.shards())?;
-    let service = services.iter().find(|s| s.sharding().is_some())?;
-    let prefix: &'static str = match service.kind() {
+/// The guard of `kind`'s calls when this process runs it sharded: a call on an instance whose
+/// shard this replica does not hold is refused before it runs.
+fn shard_guard(
+    services: &[Box<dyn Service>],
+    announcements: &[Announcement],
+    kind: ServiceKind,
+) -> Option<ShardGuardLayer> {
+    let shards = announcements.iter().find(|a| a.kind() == kind)?.shards()?;
+    let waits = services.iter().find(|s| s.kind() == kind)?.sharding()?;
+    let prefix: &'static str = match kind {
         ServiceKind::Documents => "/cocon.documents.v1.DocumentsService/",
-        other => {
-            tracing::error!(service = other.as_str(), "no shard guard for this service");
-            return None;
-        }
+        ServiceKind::Files => "/cocon.files.v1.FilesService/",
+        _ => return None,
     };
-    Some(ShardGuardLayer::new(shards.clone(), prefix).waiting(service.sharding().unwrap_or_default()))
+    Some(ShardGuardLayer::new(shards.clone(), prefix).waiting(waits))
 }
 
 async fn serve_grpc(
     listener: TcpListener,
     services: &[Box<dyn Service>],
-    guard: Option<ShardGuardLayer>,
+    guards: [Option<ShardGuardLayer>; 2],
     tls: Option<&MeshTls>,
     stop: Shutdown,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -425,6 +432,7 @@ async fn serve_grpc(
             reporter.set_service_status(name, status).await;
         }
     }
+    let [documents_guard, files_guard] = guards;
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server
@@ -432,7 +440,8 @@ async fn serve_grpc(
             .context("cannot use the mesh's TLS certificates")?;
     }
     let router = server
-        .layer(tower::util::option_layer(guard))
+        .layer(tower::util::option_layer(documents_guard))
+        .layer(tower::util::option_layer(files_guard))
         .trace_fn(|req| {
             let span = tracing::info_span!("grpc", path = %req.uri().path());
             cocon_common::trace_context::continue_trace(&span, req.headers());

@@ -25,6 +25,26 @@ pub struct Parts<'a> {
     pub sharded: bool,
 }
 
+/// Whether `kind`'s replicas own instances shard by shard: on a store they share (`sharded`),
+/// for the services built for it, files only when its contents are shared too (S3).
+pub fn owns_shards(config: &Config, kind: ServiceKind, sharded: bool) -> bool {
+    sharded
+        && match kind {
+            ServiceKind::Documents => true,
+            ServiceKind::Files => config.files.blobs == "s3",
+            _ => false,
+        }
+}
+
+impl Parts<'_> {
+    /// The outbox partition of `kind` in this process: its replica id when it owns shards.
+    fn partition(&self, kind: ServiceKind) -> Option<String> {
+        owns_shards(self.config, kind, self.sharded)
+            .then(|| self.replica.clone())
+            .flatten()
+    }
+}
+
 impl Parts<'_> {
     fn store(&self) -> Arc<dyn Store> {
         self.store
@@ -65,7 +85,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
                     store: parts.store(),
                     bus: parts.bus.clone(),
                     mesh_key: parts.mesh_key(),
-                    partition: parts.sharded.then(|| parts.replica.clone()).flatten(),
+                    partition: parts.partition(ServiceKind::Documents),
                 },
             )
             .await?,
@@ -78,6 +98,7 @@ pub async fn build(kind: ServiceKind, parts: &Parts<'_>) -> anyhow::Result<Optio
                     blobs: open_blobs(config).await?,
                     bus: parts.bus.clone(),
                     mesh_key: parts.mesh_key(),
+                    partition: parts.partition(ServiceKind::Files),
                 },
             )
             .await?,

@@ -171,7 +171,7 @@ async fn process(shared: &Shared, mut jobs: Vec<Job>) {
     for ji in 0..jobs.len() {
         let cmds = std::mem::take(&mut jobs[ji].cmds);
         let instance = jobs[ji].instance.clone();
-        if shared.fence.get().is_some_and(|shards| !shards.holds(&instance)) {
+        if shared.fence.get().is_some_and(|shards| !shards.may_commit(&instance)) {
             // Handed over (or this replica may no longer write) since the call began.
             for result in &mut results[ji] {
                 *result = Some(Err(DocumentsError::Moved));

@@ -10,38 +10,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cocon_common::Shutdown;
 use cocon_common::ticket::MeshKey;
 use cocon_documents::{Config, Deps, DocumentsService};
-use cocon_events::{EventBus, EventLog, MemoryBus, NatsBus, Projection as _};
-use cocon_mesh::{
-    Announcement, Clients, Directory, DirectoryConfig, Endpoints, LocalServices, SHARDS, Service as _, ServiceKind,
-    ShardGuardLayer,
-};
+use cocon_events::{EventBus, EventLog, MemoryBus, NatsBus};
+use cocon_mesh::testkit::{self, Replica, settled};
+use cocon_mesh::{Clients, Directory, ServiceKind};
 use cocon_proto::documents::v1 as pb;
-use cocon_proto::documents::v1::documents_service_server::DocumentsServiceServer;
-use cocon_storage::{EmbeddedStore, ScanRange, Store, TableRow};
+use cocon_storage::{EmbeddedStore, ScanRange, Store};
 use cocon_tests::NatsServer;
-
-const DIRECTORY: DirectoryConfig = DirectoryConfig {
-    heartbeat_ms: 200,
-    ttl_ms: 1_000,
-    drain_notice_ms: 0,
-};
 
 const DOCTYPE: &str = "io.cozy.counters";
 
-/// One documents replica: its service on the shared store, its gRPC server behind the shard
-/// guard, its card and shards.
-struct Replica {
-    name: &'static str,
-    announcement: Announcement,
-    requests: Shutdown,
-    background: Shutdown,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
+/// A documents replica on the shared store, served on a port of its own.
 async fn start(
     name: &'static str,
     nats: &NatsServer,
@@ -50,11 +30,7 @@ async fn start(
     bus: &Arc<dyn EventBus>,
 ) -> Replica {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let directory = Directory::open(client, key.clone(), None, DIRECTORY, 1, Directory::new_id())
-        .await
-        .unwrap();
+    let directory = testkit::directory(&nats.url(), key).await;
     let deps = Deps {
         store: store.clone(),
         bus: bus.clone(),
@@ -62,89 +38,14 @@ async fn start(
         partition: Some(directory.id().to_string()),
     };
     let service = DocumentsService::build(Config::default(), deps).await.unwrap();
-    let announcement = directory
-        .announce_sharded(ServiceKind::Documents, &endpoint)
-        .await
-        .unwrap();
-    let shards = announcement.shards().unwrap().clone();
-    service.own_shards(&shards);
-    let background = Shutdown::new();
-    let tasks = service.spawn_background(background.clone());
-    let requests = Shutdown::new();
-    let stop = requests.clone();
-    let guard = ShardGuardLayer::new(shards, "/cocon.documents.v1.DocumentsService/").waiting(&["Changes"]);
-    let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .layer(guard)
-            .add_service(DocumentsServiceServer::new(service))
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop.wait())
-            .await
-            .unwrap();
-    });
-    Replica {
+    Replica::serve(
         name,
-        announcement,
-        requests,
-        background,
-        tasks,
-        server,
-    }
-}
-
-impl Replica {
-    fn held(&self) -> usize {
-        self.announcement.shards().unwrap().held().len()
-    }
-
-    /// Stops as `cocon serve` does on SIGTERM: drains (its shards go to the others, if any,
-    /// once their writes end), finishes its calls, flushes its outbox, withdraws.
-    async fn stop(self, others: bool) {
-        self.announcement.drain().await;
-        let start = Instant::now();
-        while others && self.held() > 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{} kept its shards",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.requests.trigger();
-        self.server.await.unwrap();
-        self.background.trigger();
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        self.announcement.withdraw().await;
-    }
-
-    /// Freezes as a replica cut off from NATS, or paused, does: its heartbeats and its outbox
-    /// relay stop at once, releasing nothing, but it still answers calls. It must stop
-    /// writing before its shards can be taken; the others take them once its card has been
-    /// silent for the TTL and publish what its outbox held.
-    fn freeze(self) -> tokio::task::JoinHandle<()> {
-        drop(self.announcement);
-        for task in self.tasks {
-            task.abort();
-        }
-        self.server
-    }
-}
-
-/// Waits until `replicas` hold every shard between them, each some; how long it took.
-async fn settled(replicas: &[&Replica]) -> Duration {
-    let start = Instant::now();
-    loop {
-        let held: Vec<usize> = replicas.iter().map(|r| r.held()).collect();
-        if held.iter().sum::<usize>() == SHARDS && held.iter().all(|h| *h > 0) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the shards did not settle: {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        &directory,
+        listener,
+        service,
+        "/cocon.documents.v1.DocumentsService/",
+    )
+    .await
 }
 
 /// The scope of a call on `instance`'s counters, with the ticket the auth service would give.
@@ -208,22 +109,9 @@ async fn writer(
     written
 }
 
-/// Waits until `more` writes were acknowledged since now.
-async fn writes(done: &AtomicUsize, more: usize) {
-    let target = done.load(Ordering::SeqCst) + more;
-    let start = Instant::now();
-    while done.load(Ordering::SeqCst) < target {
-        assert!(start.elapsed() < Duration::from_secs(30), "the writers stalled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn dump(store: &Arc<dyn Store>, table: &'static str) -> Vec<TableRow> {
-    store.scan_table(table, None, 1_000_000).await.unwrap()
-}
-
 /// Eight writers over 40 instances, calling through a gateway's view of the shards.
 struct Load {
+    _caller: Directory,
     clients: Clients,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicUsize>,
@@ -233,41 +121,16 @@ struct Load {
 impl Load {
     /// Starts once the caller sees a documents replica.
     async fn start(nats: &NatsServer, key: &MeshKey) -> Load {
-        let caller = Directory::open(
-            async_nats::connect(nats.url()).await.unwrap(),
-            key.clone(),
-            None,
-            DIRECTORY,
-            1,
-            Directory::new_id(),
-        )
-        .await
-        .unwrap();
-        let route = caller.sharded_route(ServiceKind::Documents).await.unwrap();
-        let seen = Instant::now();
-        while route.replicas().is_empty() {
-            assert!(
-                seen.elapsed() < Duration::from_secs(10),
-                "the caller never saw a replica"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let clients = Clients::connect(LocalServices::default(), &Endpoints::default(), None, Some(&caller)).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicUsize::new(0));
-        let writers = (0..8)
-            .map(|w| {
-                let instances = (0..5).map(|i| format!("{:032x}", w * 5 + i + 1)).collect();
-                tokio::spawn(writer(
-                    clients.clone(),
-                    key.clone(),
-                    instances,
-                    stop.clone(),
-                    done.clone(),
-                ))
-            })
-            .collect();
+        let (caller, clients) = testkit::caller(&nats.url(), key, ServiceKind::Documents).await;
+        let testkit::Writers {
+            stop,
+            done,
+            tasks: writers,
+        } = testkit::spawn_writers(8, 5, |instances, stop, done| {
+            writer(clients.clone(), key.clone(), instances, stop, done)
+        });
         Load {
+            _caller: caller,
             clients,
             stop,
             done,
@@ -277,7 +140,7 @@ impl Load {
 
     /// Waits until `more` writes were acknowledged since now.
     async fn writes(&self, more: usize) {
-        writes(&self.done, more).await
+        testkit::writes(&self.done, more).await
     }
 
     /// Stops the writers: what they wrote, and every write's latency, sorted.
@@ -371,20 +234,6 @@ async fn store_in(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap())
 }
 
-/// Waits until `replica` holds every shard.
-async fn holds_all(replica: &Replica) {
-    let start = Instant::now();
-    while replica.held() < SHARDS {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} alone took {}",
-            replica.name,
-            replica.held()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_nothing() {
     let nats = NatsServer::start().await.unwrap();
@@ -396,7 +245,7 @@ async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_n
     )));
 
     let a = start("a", &nats, &key, &store, &bus).await;
-    holds_all(&a).await;
+    a.holds_all().await;
     let load = Load::start(&nats, &key).await;
     load.writes(200).await;
 
@@ -425,17 +274,7 @@ async fn test_replicas_on_a_shared_store_hand_instances_over_under_load_losing_n
 
     // The projection the replicas wrote together equals a replay of the log.
     let mut projection = DocumentsService::projection(store.clone()).await.unwrap();
-    let mut before = Vec::new();
-    for table in projection.tables() {
-        before.push(dump(&store, table).await);
-    }
-    c.stop(false).await;
-    cocon_events::rebuild(store.clone(), &mut projection, &mut |_| {})
-        .await
-        .unwrap();
-    for (i, table) in projection.tables().iter().enumerate() {
-        assert!(dump(&store, table).await == before[i], "{table} rebuilt differs");
-    }
+    testkit::check_replay(store.clone(), &mut projection, c.stop(false)).await;
     println!(
         "{}; b's half taken in {joined_b:?}, c's third in {joined_c:?}; b left in {left_b:?}, a in {left_a:?}",
         figures(&latencies)
@@ -460,7 +299,7 @@ async fn test_a_frozen_replicas_instances_are_taken_over_with_nothing_lost() {
     );
 
     let a = start("a", &nats, &key, &store, &bus).await;
-    holds_all(&a).await;
+    a.holds_all().await;
     let b = start("b", &nats, &key, &store, &bus).await;
     let c = start("c", &nats, &key, &store, &bus).await;
     settled(&[&a, &b, &c]).await;

@@ -62,6 +62,10 @@ impl FilesService {
 
     /// [`FilesService::commit`] for any entry of the log.
     pub(crate) async fn commit_entries(&self, instance: &str, entries: Vec<Entry>) -> Result<()> {
+        if !self.may_commit(instance) {
+            // Handed over (or this replica may no longer write) since the call began.
+            return Err(FilesError::Moved);
+        }
         let log = &self.inner.log;
         let first = log.next_seq(instance).await?;
         let mut batch = Batch::new();
@@ -214,6 +218,7 @@ mod tests {
             blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).unwrap()),
             bus: Arc::new(MemoryBus::new(Vec::new())),
             mesh_key: MeshKey::random(),
+            partition: None,
         };
         let service = FilesService::build(Config::default(), deps).await.unwrap();
         let blob = FilesService::new_blob_key("i");

@@ -40,6 +40,10 @@ pub enum FilesError {
     /// expires with it): as expired as the token itself.
     #[error("the token has expired: get a new one")]
     Expired,
+    /// The instance's shard went to another replica while the call ran: nothing was
+    /// committed, the caller sends it again to the new holder.
+    #[error("this instance is being handed to another replica of the files service: try again")]
+    Moved,
 }
 
 impl ServiceError for FilesError {
@@ -55,7 +59,7 @@ impl ServiceError for FilesError {
             QuotaExceeded(_) => ErrorCode::PayloadTooLarge,
             Denied(_) => ErrorCode::Forbidden,
             Expired => ErrorCode::Unauthenticated,
-            Busy(_) => ErrorCode::Unavailable,
+            Busy(_) | Moved => ErrorCode::Unavailable,
             Storage(e) => e.error_code(),
             Events(e) => e.error_code(),
             Corrupt(_) => ErrorCode::Internal,
@@ -79,7 +83,15 @@ impl ServiceError for FilesError {
 
 impl From<FilesError> for tonic::Status {
     fn from(err: FilesError) -> tonic::Status {
-        cocon_common::error::to_status(&err)
+        let mut status = cocon_common::error::to_status(&err);
+        if matches!(err, FilesError::Moved) {
+            // As the shard guard says it: the client sends the call again.
+            status.metadata_mut().insert(
+                cocon_mesh::HANDOVER_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
     }
 }
 

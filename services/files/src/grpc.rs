@@ -431,6 +431,20 @@ impl pb::files_service_server::FilesService for FilesService {
         }))
     }
 
+    async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> Result<Response<pb::SetQuotaResponse>, Status> {
+        let req = request.into_inner();
+        let instance = self.scope(req.scope)?;
+        if !self
+            .inner
+            .mesh_key
+            .check_derived("files-quota", &[&instance, &req.bytes.to_string()], &req.proof)
+        {
+            return Err(FilesError::Denied("only the files service sets a quota here".into()).into());
+        }
+        self.set_quota(&instance, req.bytes).await?;
+        Ok(Response::new(pb::SetQuotaResponse {}))
+    }
+
     async fn create_link(&self, request: Request<pb::CreateLinkRequest>) -> Result<Response<pb::LinkAnswer>, Status> {
         let req = request.into_inner();
         let (instance, within) = self.scope_within(req.scope.clone())?;

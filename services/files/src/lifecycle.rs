@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use cocon_common::Shutdown;
-use cocon_events::{ConsumerSpec, HandlerError, Relay, RelayConfig, on_instance_destroyed};
+use cocon_events::{ConsumerSpec, HandlerError, Relay, RelayConfig, adopt_orphans, on_instance_destroyed};
 use cocon_mesh::{LocalServices, ServiceKind, in_process};
 use cocon_proto::events::v1::envelope::Payload;
 use cocon_proto::files::v1::files_service_server::FilesServiceServer;
@@ -33,6 +33,18 @@ impl cocon_mesh::Service for FilesService {
 
     fn offer(&self, local: &mut LocalServices) {
         local.files = Some(in_process(self.server()));
+    }
+
+    fn connect(&self, clients: &cocon_mesh::Clients, _gateway: Option<&str>) {
+        let _ = self.inner.clients.set(clients.clone());
+    }
+
+    fn sharding(&self) -> Option<&'static [&'static str]> {
+        Some(&["Changes"])
+    }
+
+    fn own_shards(&self, shards: &cocon_mesh::Shards) {
+        FilesService::own_shards(self, shards);
     }
 
     fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
@@ -72,7 +84,7 @@ impl cocon_mesh::Service for FilesService {
                     let Some(Payload::DiskQuotaSet(quota)) = envelope.payload else {
                         return Ok(());
                     };
-                    svc.set_quota(&envelope.instance, quota.bytes)
+                    svc.quota_set(&envelope.instance, quota.bytes)
                         .await
                         .map_err(|e| HandlerError(e.to_string()))
                 }
@@ -88,6 +100,12 @@ impl cocon_mesh::Service for FilesService {
         let sweeper = periodic(every, shutdown.clone(), move || {
             let svc = svc.clone();
             async move {
+                if svc.inner.fence.get().is_some()
+                    && let Err(err) = svc.resume_tasks().await
+                {
+                    // Replicas own shards: those taken from another may hold its unfinished tasks.
+                    tracing::warn!(error = %err, "cannot resume the tasks of the instances taken over; trying again later");
+                }
                 if let Err(err) = svc.sweep_uploads().await {
                     tracing::warn!(error = %err, "cannot remove abandoned uploads; trying again later");
                 }
@@ -98,6 +116,18 @@ impl cocon_mesh::Service for FilesService {
         });
 
         let mut tasks = vec![relay, destroyed, quotas, thumbnails, sweeper];
+        if let Some(shards) = inner.fence.get() {
+            // A partition is a replica's id: one that holds no shard any more has stopped
+            // writing (or died); what it left is relayed here.
+            let shards = shards.clone();
+            tasks.push(tokio::spawn(adopt_orphans(
+                inner.log.outbox().clone(),
+                inner.bus.clone(),
+                move |replica| !shards.holders().contains(replica),
+                Duration::from_secs(2),
+                shutdown.clone(),
+            )));
+        }
         if inner.config.orphan_sweep_secs > 0 {
             let svc = self.clone();
             let every = Duration::from_secs(inner.config.orphan_sweep_secs);

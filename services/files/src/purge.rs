@@ -119,9 +119,28 @@ impl FilesService {
     }
 
     async fn run_empty_trash(&self, instance: &str, task_id: &str, task: EmptyTrash) {
+        if !self
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks poisoned")
+            .insert(task_id.to_string())
+        {
+            return;
+        }
+        let _running = Running(self, task_id);
         let started = std::time::Instant::now();
         let mut deleted = 0;
         for id in &task.ids {
+            // Each step holds the shard: a replica handing it over waits for one step, not
+            // for the whole trash; the new holder resumes the task.
+            let Ok(_hold) = self.hold(instance) else {
+                tracing::info!(
+                    instance,
+                    "the instance went to another replica: it goes on emptying the trash"
+                );
+                return;
+            };
             match self.destroy_tree(instance, id).await {
                 Ok(n) => deleted += n,
                 Err(err) => {
@@ -144,7 +163,8 @@ impl FilesService {
         );
     }
 
-    /// Resumes the tasks a stopped process left half-done.
+    /// Resumes the tasks a stopped process, or a replica that held their instance before this
+    /// one, left half-done; those of instances another replica holds are its own.
     pub(crate) async fn resume_tasks(&self) -> Result<()> {
         let mut after = None;
         loop {
@@ -156,6 +176,9 @@ impl FilesService {
             for (row, task) in rows {
                 let instance = String::from_utf8_lossy(&row.partition).into_owned();
                 let task_id = String::from_utf8_lossy(&row.sort).into_owned();
+                if !self.writes(&instance) || self.inner.tasks.lock().expect("tasks poisoned").contains(&task_id) {
+                    continue;
+                }
                 let task: EmptyTrash = match task {
                     Ok(task) => task,
                     Err(err) => {
@@ -168,5 +191,14 @@ impl FilesService {
                 tokio::spawn(async move { svc.run_empty_trash(&instance, &task_id, task).await });
             }
         }
+    }
+}
+
+/// A task running here: listed in `tasks` until it ends, so that it is not resumed twice.
+struct Running<'a>(&'a FilesService, &'a str);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.inner.tasks.lock().expect("tasks poisoned").remove(self.1);
     }
 }

@@ -98,6 +98,11 @@ impl Running {
         }
     }
 
+    /// Forgets every upload's state (another replica may have appended to them since).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn forget(&self, instance: &str, id: &str) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(&(instance.to_string(), id.to_string()));
@@ -568,6 +573,10 @@ impl FilesService {
                     continue;
                 }
                 let instance = String::from_utf8_lossy(&row.partition).into_owned();
+                let Ok(_hold) = self.hold(&instance) else {
+                    // Another replica's: it sweeps its own.
+                    continue;
+                };
                 let _writer = self.stripe(&instance).lock().await;
                 // Looked at again under the lock: an append may have just renewed it.
                 let Ok(Some(current)) = UPLOADS.get(self.inner.store.as_ref(), &instance, &pending.id).await else {

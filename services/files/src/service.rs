@@ -81,6 +81,9 @@ pub struct Deps {
     pub bus: Arc<dyn EventBus>,
     /// Checks the instance ticket of every call (signed by the auth service).
     pub mesh_key: MeshKey,
+    /// This replica's outbox partition when replicas share the store (its replica id);
+    /// `None` when it is alone on it.
+    pub partition: Option<String>,
 }
 
 #[derive(Clone)]
@@ -102,11 +105,21 @@ pub(crate) struct Inner {
     pub waiters: Arc<cocon_common::waiters::Waiters>,
     /// The MD5 state of resumable uploads in progress.
     pub running: crate::resumable::Running,
+    /// This replica's shards, when replicas share the store and own instances shard by
+    /// shard: a change is committed only while its instance's shard is held.
+    pub fence: std::sync::OnceLock<cocon_mesh::Shards>,
+    /// The clients of the mesh, to hand work to the replica holding an instance.
+    pub clients: std::sync::OnceLock<cocon_mesh::Clients>,
+    /// The background tasks (trash emptying) running here, by id.
+    pub tasks: SyncMutex<HashSet<String>>,
 }
 
 impl FilesService {
     pub async fn build(config: Config, deps: Deps) -> Result<FilesService> {
-        let log = EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?;
+        let log = match &deps.partition {
+            Some(partition) => EventLog::open_shared(deps.store.clone(), EVENTS, OUTBOX, partition).await?,
+            None => EventLog::open(deps.store.clone(), EVENTS, OUTBOX).await?,
+        };
         let waiters =
             cocon_common::waiters::Waiters::new("files", config.max_longpolls_per_instance, config.max_longpolls);
         Ok(FilesService {
@@ -121,8 +134,51 @@ impl FilesService {
                 rooted: SyncMutex::default(),
                 waiters,
                 running: Default::default(),
+                fence: std::sync::OnceLock::new(),
+                clients: std::sync::OnceLock::new(),
+                tasks: SyncMutex::default(),
             }),
         })
+    }
+
+    /// Makes this replica own instances shard by shard beside others on a shared store:
+    /// changes commit only on shards it holds, and its sweeps and tasks touch only those;
+    /// before it takes shards it forgets what it cached (another replica wrote them since);
+    /// when it lets one go, long polls end so that their clients ask the new holder. Set
+    /// once, before any shard is taken.
+    pub fn own_shards(&self, shards: &cocon_mesh::Shards) {
+        let taking = self.inner.clone();
+        let released = self.inner.clone();
+        shards.on_change(
+            move || {
+                taking.log.forget_all();
+                taking.rooted.lock().expect("rooted poisoned").clear();
+                taking.running.clear();
+            },
+            move || released.waiters.end_all(),
+        );
+        let _ = self.inner.fence.set(shards.clone());
+    }
+
+    /// Whether this replica writes `instance`'s files now: always, unless replicas own
+    /// shards and this one does not hold the instance's.
+    pub(crate) fn writes(&self, instance: &str) -> bool {
+        self.inner.fence.get().is_none_or(|shards| shards.holds(instance))
+    }
+
+    /// For work this replica starts on its own (sweeps, tasks, consumers): holds `instance`'s
+    /// shard until dropped, so that it is not handed over in the middle; `Err` when another
+    /// replica holds it. `None` when replicas do not own shards.
+    pub(crate) fn hold(&self, instance: &str) -> Result<Option<cocon_mesh::Hold>> {
+        match self.inner.fence.get() {
+            None => Ok(None),
+            Some(shards) => shards.hold(instance).map(Some).map_err(|_| FilesError::Moved),
+        }
+    }
+
+    /// Whether a change of `instance` begun here may commit (see `Shards::may_commit`).
+    pub(crate) fn may_commit(&self, instance: &str) -> bool {
+        self.inner.fence.get().is_none_or(|shards| shards.may_commit(instance))
     }
 
     /// Erases every file, blob and event of an instance. Idempotent.
@@ -218,6 +274,36 @@ impl FilesService {
     /// The projection, to rebuild from the log with [`cocon_events::rebuild`] (service stopped).
     pub async fn projection(store: Arc<dyn Store>) -> Result<FilesProjection> {
         Ok(FilesProjection::new(EventLog::open(store, EVENTS, OUTBOX).await?))
+    }
+
+    /// The proof that a `SetQuota` call comes from a files replica (the mesh key's).
+    pub(crate) fn quota_proof(&self, instance: &str, bytes: u64) -> String {
+        self.inner
+            .mesh_key
+            .derive("files-quota", &[instance, &bytes.to_string()])
+    }
+
+    /// Auth set an instance's quota (its event, read by whichever replica): recorded here, or,
+    /// when another replica holds the instance, by that one.
+    pub(crate) async fn quota_set(&self, instance: &str, bytes: u64) -> Result<()> {
+        let Some(clients) = self.inner.clients.get().filter(|_| !self.writes(instance)) else {
+            let _hold = self.hold(instance)?;
+            return self.set_quota(instance, bytes).await;
+        };
+        let key = &self.inner.mesh_key;
+        let request = cocon_proto::files::v1::SetQuotaRequest {
+            scope: Some(cocon_proto::files::v1::Scope {
+                instance: instance.to_string(),
+                ticket: key.issue(instance, cocon_common::time::now_secs() + 60),
+                ..Default::default()
+            }),
+            bytes,
+            proof: self.quota_proof(instance, bytes),
+        };
+        clients.files.clone().set_quota(request).await.map_err(|status| {
+            FilesError::Storage(cocon_storage::StorageError::Backend(status.message().to_string()))
+        })?;
+        Ok(())
     }
 
     /// Records the quota the auth service set for an instance, if it changed.

@@ -241,6 +241,7 @@ mod tests {
             blobs: Arc::new(LocalBlobs::open(&dir.join("blobs")).unwrap()),
             bus: Arc::new(MemoryBus::new(Vec::new())),
             mesh_key: MeshKey::random(),
+            partition: None,
         };
         FilesService::build(Config::default(), deps).await.unwrap()
     }

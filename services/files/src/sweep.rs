@@ -110,6 +110,10 @@ impl FilesService {
             let Some((instance, _)) = blob.key.split_once('/') else {
                 continue;
             };
+            if !self.writes(instance) {
+                // Another replica's: it sweeps its own.
+                continue;
+            }
             if current.as_ref().is_none_or(|(i, _, _)| i != instance) {
                 if let Some((done, _, candidates)) = current.take()
                     && !candidates.is_empty()

@@ -79,6 +79,7 @@ instanced!(files_pb {
     AvatarRequest,
     UploadHeader,
     UploadRequest,
+    SetQuotaRequest,
 });
 
 impl Instanced for docs_pb::AllDoctypesRequest {
@@ -399,7 +400,7 @@ service_client!(
 /// The files service, always through gRPC's framing (in process or not): uploads and
 /// downloads stream. Each call names its instance in its metadata, as the other clients'
 /// do; a call with a streamed body (an upload) is given its instance by the caller, and is
-/// not sent again once refused (its body is spent).
+/// sent again when refused before it ran as long as what it sent was kept ([`REPLAY_MAX`]).
 #[derive(Clone)]
 pub struct FilesClient {
     client: FilesServiceClient<GrpcChannel>,
@@ -427,13 +428,134 @@ impl FilesClient {
     }
 }
 
-/// A streamed request for `instance`: its metadata names it.
-fn streamed<S>(instance: &str, parts: S) -> tonic::Request<S> {
+/// A streamed request for `instance`: its metadata names it, and the replica it must go to
+/// when a retry knows it.
+fn streamed<S>(instance: &str, parts: S, to: Option<&str>) -> tonic::Request<S> {
     let mut request = tonic::Request::new(parts);
     if let Ok(value) = instance.parse() {
         request.metadata_mut().insert(crate::INSTANCE_HEADER, value);
     }
+    if let Some(to) = to
+        && let Ok(value) = to.parse()
+    {
+        request.metadata_mut().insert(crate::route::TO_HEADER, value);
+    }
     request
+}
+
+/// At most this much of a streamed request is kept to send it again. A refusal comes before
+/// the replica reads the body, so only what the server's HTTP/2 stream window (1 MiB) and the
+/// client's send buffer let through was sent; a request past this much was read, so accepted,
+/// and what was kept is let go at once instead of being held until the call ends.
+const REPLAY_MAX: usize = 2 << 20;
+
+/// The messages of a streamed request, kept as they are sent (up to [`REPLAY_MAX`] bytes), so
+/// that a call refused before it ran is sent again from its start. Each try reads through its
+/// own [`Replay`]; a new try ends the earlier one's stream.
+struct ReplayState<T, S> {
+    source: std::pin::Pin<Box<S>>,
+    sent: Vec<T>,
+    bytes: usize,
+    /// Past [`REPLAY_MAX`] (or not kept at all): the request cannot be sent again.
+    spent: bool,
+    try_no: u64,
+}
+
+struct Replay<T, S> {
+    state: Arc<std::sync::Mutex<ReplayState<T, S>>>,
+    try_no: u64,
+    /// The next kept message this try sends.
+    at: usize,
+}
+
+impl<T, S> futures::Stream for Replay<T, S>
+where
+    T: prost::Message + Clone,
+    S: futures::Stream<Item = T>,
+{
+    type Item = T;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        let this = self.get_mut();
+        let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.try_no != this.try_no {
+            return std::task::Poll::Ready(None);
+        }
+        if this.at < state.sent.len() {
+            this.at += 1;
+            return std::task::Poll::Ready(Some(state.sent[this.at - 1].clone()));
+        }
+        let polled = state.source.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(item)) = &polled
+            && !state.spent
+        {
+            state.bytes += item.encoded_len();
+            if state.bytes > REPLAY_MAX {
+                state.spent = true;
+                state.sent = Vec::new();
+            } else {
+                state.sent.push(item.clone());
+                this.at += 1;
+            }
+        }
+        polled
+    }
+}
+
+/// [`resend`] for a streamed request: sent again from its start (what it sent is kept) when
+/// refused before it ran, while it sent no more than [`REPLAY_MAX`].
+async fn resend_streamed<T, S, Resp, F, Fut>(
+    route: Option<&crate::Route>,
+    instance: &str,
+    parts: S,
+    call: F,
+) -> Result<tonic::Response<Resp>, tonic::Status>
+where
+    T: prost::Message + Clone,
+    S: futures::Stream<Item = T>,
+    F: Fn(tonic::Request<Replay<T, S>>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let route = route.filter(|r| r.has_spare());
+    let state = Arc::new(std::sync::Mutex::new(ReplayState {
+        source: Box::pin(parts),
+        sent: Vec::new(),
+        bytes: 0,
+        spent: route.is_none(),
+        try_no: 0,
+    }));
+    let mut tries = 1;
+    let since = std::time::Instant::now();
+    let mut to = None::<String>;
+    loop {
+        let try_no = tries as u64;
+        state.lock().unwrap_or_else(|e| e.into_inner()).try_no = try_no;
+        let parts = Replay {
+            state: state.clone(),
+            try_no,
+            at: 0,
+        };
+        let outcome = call(streamed(instance, parts, to.as_deref())).await;
+        let (Err(status), Some(route)) = (&outcome, route) else {
+            return outcome;
+        };
+        let Some(how) = retry(status, tries, since) else {
+            return outcome;
+        };
+        if state.lock().unwrap_or_else(|e| e.into_inner()).spent {
+            return outcome;
+        }
+        tries += 1;
+        metrics::counter!("cocon_mesh_resent_total", "service" => route.service()).increment(1);
+        to = match how {
+            Retry::To(owner) if route.knows(&owner) => Some(owner),
+            Retry::To(_) | Retry::Later => {
+                tokio::time::sleep(handover_wait(tries)).await;
+                None
+            }
+            Retry::Elsewhere => None,
+        };
+    }
 }
 
 macro_rules! files_calls {
@@ -479,6 +601,7 @@ files_calls!(
     changes(ChangesRequest) -> files_pb::ChangesAnswer;
     find(FindRequest) -> files_pb::FindAnswer;
     disk_usage(DiskUsageRequest) -> files_pb::DiskUsageAnswer;
+    set_quota(SetQuotaRequest) -> files_pb::SetQuotaResponse;
     set_avatar(AvatarRequest) -> files_pb::Avatar;
     get_avatar(DiskUsageRequest) -> files_pb::Avatar;
     delete_avatar(DiskUsageRequest) -> files_pb::Avatar;
@@ -494,7 +617,12 @@ impl FilesClient {
         instance: &str,
         parts: impl futures::Stream<Item = files_pb::UploadPart> + Send + 'static,
     ) -> Result<tonic::Response<files_pb::FileAnswer>, tonic::Status> {
-        self.client.upload(streamed(instance, parts)).await
+        let client = self.client.clone();
+        resend_streamed(self.route.as_ref(), instance, parts, move |req| {
+            let mut client = client.clone();
+            async move { client.upload(req).await }
+        })
+        .await
     }
 
     /// Appends to a resumable upload of `instance`.
@@ -503,7 +631,12 @@ impl FilesClient {
         instance: &str,
         parts: impl futures::Stream<Item = files_pb::AppendPart> + Send + 'static,
     ) -> Result<tonic::Response<files_pb::UploadState>, tonic::Status> {
-        self.client.append_upload(streamed(instance, parts)).await
+        let client = self.client.clone();
+        resend_streamed(self.route.as_ref(), instance, parts, move |req| {
+            let mut client = client.clone();
+            async move { client.append_upload(req).await }
+        })
+        .await
     }
 
     /// Writes a file a sharing brings to `instance`.
@@ -512,6 +645,11 @@ impl FilesClient {
         instance: &str,
         parts: impl futures::Stream<Item = files_pb::SharedPart> + Send + 'static,
     ) -> Result<tonic::Response<files_pb::FileAnswer>, tonic::Status> {
-        self.client.put_shared(streamed(instance, parts)).await
+        let client = self.client.clone();
+        resend_streamed(self.route.as_ref(), instance, parts, move |req| {
+            let mut client = client.clone();
+            async move { client.put_shared(req).await }
+        })
+        .await
     }
 }

@@ -705,6 +705,11 @@ impl Announcement {
         }
     }
 
+    /// The service announced.
+    pub fn kind(&self) -> ServiceKind {
+        self.kind
+    }
+
     /// The shards this replica owns, when announced with [`Directory::announce_sharded`].
     pub fn shards(&self) -> Option<&Shards> {
         self.shards.as_ref()

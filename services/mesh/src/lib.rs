@@ -14,6 +14,8 @@ mod service;
 mod shard_guard;
 pub mod shard_map;
 mod shards;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use channel::{ChannelError, GrpcChannel, in_process, remote};
 pub use clients::{AuthClient, DocumentsClient, FilesClient, JobsClient, NotificationsClient, SharingClient};

@@ -138,10 +138,17 @@ impl Shards {
         }
     }
 
-    /// Whether this replica holds `instance`'s shard and may write it now: checked again
-    /// just before a commit, since the call's [`Hold`] was taken.
+    /// Whether this replica holds `instance`'s shard and may write it now.
     pub fn holds(&self, instance: &str) -> bool {
         self.inner.slots[shard_of(instance)].token.load(Ordering::SeqCst) != 0 && self.writable()
+    }
+
+    /// Whether a write on `instance` begun under a [`Hold`] may still commit: this replica may
+    /// write, and holds the shard or is letting it go but waits for the writes under way (the
+    /// shard goes to no one before they end). Checked again just before a commit.
+    pub fn may_commit(&self, instance: &str) -> bool {
+        let slot = &self.inner.slots[shard_of(instance)];
+        self.writable() && (slot.token.load(Ordering::SeqCst) != 0 || slot.in_flight.load(Ordering::SeqCst) > 0)
     }
 
     /// The replicas holding at least one shard, as last seen (this one included).
