@@ -526,3 +526,54 @@ impl pb::files_service_server::FilesService for FilesService {
         Ok(Response::new(pb::DestroyResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cocon_common::ticket::MeshKey;
+    use cocon_events::MemoryBus;
+    use cocon_proto::files::v1::files_service_server::FilesService as Grpc;
+    use cocon_storage::{EmbeddedStore, LocalBlobs};
+
+    use super::*;
+    use crate::{Config, Deps};
+
+    /// A quota is auth's to set: `SetQuota`, by which a files replica hands auth's event to the
+    /// replica holding the instance, refuses a caller with a valid ticket but no proof from the
+    /// mesh key (a token's call through the gateway), and takes the files service's own.
+    #[tokio::test]
+    async fn test_set_quota_needs_the_files_services_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MeshKey::random();
+        let deps = Deps {
+            store: Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap()),
+            blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).unwrap()),
+            bus: Arc::new(MemoryBus::new(Vec::new())),
+            mesh_key: key.clone(),
+            partition: None,
+        };
+        let service = FilesService::build(Config::default(), deps).await.unwrap();
+        let call = |proof: String| pb::SetQuotaRequest {
+            scope: Some(pb::Scope {
+                instance: "alice".into(),
+                ticket: key.issue("alice", cocon_common::time::now_secs() + 60),
+                ..Default::default()
+            }),
+            bytes: 1 << 40,
+            proof,
+        };
+        let forged = Grpc::set_quota(&service, Request::new(call("0".repeat(64))))
+            .await
+            .unwrap_err();
+        assert_eq!(forged.code(), tonic::Code::PermissionDenied);
+        let usage = |s: &FilesService| {
+            let s = s.clone();
+            async move { s.drive("alice").usage().await.unwrap().quota }
+        };
+        assert_eq!(usage(&service).await, 0, "nothing recorded");
+        let proof = service.quota_proof("alice", 1 << 40);
+        Grpc::set_quota(&service, Request::new(call(proof))).await.unwrap();
+        assert_eq!(usage(&service).await, 1 << 40);
+    }
+}
