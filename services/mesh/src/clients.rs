@@ -101,19 +101,30 @@ fn instance_of<T: Instanced>(req: &T) -> &str {
 /// instance's shard refuses it, whether or not the caller follows the shards), and the replica
 /// it must go to when a retry knows it.
 fn keyed<T>(req: T, key: fn(&T) -> &str, to: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(req);
-    let instance = key(request.get_ref());
+    let metadata = naming(key(&req), to);
+    tonic::Request::from_parts(metadata, tonic::Extensions::default(), req)
+}
+
+/// A request for `instance` (a streamed one, whose caller names its instance).
+fn named<T>(message: T, instance: &str, to: Option<&str>) -> tonic::Request<T> {
+    tonic::Request::from_parts(naming(instance, to), tonic::Extensions::default(), message)
+}
+
+/// The metadata naming `instance` (when not empty) and the replica `to` send the call to
+/// (when a retry knows it).
+fn naming(instance: &str, to: Option<&str>) -> tonic::metadata::MetadataMap {
+    let mut metadata = tonic::metadata::MetadataMap::new();
     if !instance.is_empty()
         && let Ok(value) = instance.parse()
     {
-        request.metadata_mut().insert(crate::INSTANCE_HEADER, value);
+        metadata.insert(crate::INSTANCE_HEADER, value);
     }
     if let Some(to) = to
         && let Ok(value) = to.parse()
     {
-        request.metadata_mut().insert(crate::route::TO_HEADER, value);
+        metadata.insert(crate::route::TO_HEADER, value);
     }
-    request
+    metadata
 }
 
 /// How a failed call is sent again, if it is.
@@ -127,7 +138,7 @@ enum Retry {
 }
 
 /// Tries per call, all causes together. A shard being handed over is waited for with a
-/// growing pause (20 ms, doubled up to 200 ms), for up to [`HANDOVER_BUDGET`] in all: a
+/// growing pause (40 ms, doubled up to 200 ms), for up to [`HANDOVER_BUDGET`] in all: a
 /// graceful hand-over lasts a few round trips to NATS, more under load.
 const MAX_TRIES: u32 = 24;
 const HANDOVER_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
@@ -157,6 +168,20 @@ fn retry(status: &tonic::Status, tries: u32, since: std::time::Instant) -> Optio
     }
 }
 
+/// Where a refused call goes next (`None`: wherever the route sends it), after the pause a
+/// hand-over or a holder this process no longer lists (dead, its shards not taken yet) calls
+/// for.
+async fn next_try(route: &crate::Route, how: Retry, tries: u32) -> Option<String> {
+    match how {
+        Retry::To(owner) if route.knows(&owner) => Some(owner),
+        Retry::To(_) | Retry::Later => {
+            tokio::time::sleep(handover_wait(tries)).await;
+            None
+        }
+        Retry::Elsewhere => None,
+    }
+}
+
 /// Sends `req` through `call`, and again when it did not run (refused before it was sent, or
 /// by a replica not holding its instance's shard): to the holder named, or after a pause
 /// during a hand-over. The copy is made only when there is somewhere to send it again.
@@ -182,17 +207,8 @@ where
         let Some(how) = retry(status, tries, since) else { break };
         tries += 1;
         metrics::counter!("cocon_mesh_resent_total", "service" => route.service()).increment(1);
-        let to = match &how {
-            Retry::To(owner) if route.knows(owner) => Some(owner.as_str()),
-            // A holder this process no longer lists (dead, its shards not taken yet), or a
-            // hand-over: wait for the next holder.
-            Retry::To(_) | Retry::Later => {
-                tokio::time::sleep(handover_wait(tries)).await;
-                None
-            }
-            Retry::Elsewhere => None,
-        };
-        outcome = call(keyed(again.clone(), key, to)).await;
+        let to = next_try(route, how, tries).await;
+        outcome = call(keyed(again.clone(), key, to.as_deref())).await;
     }
     outcome
 }
@@ -415,32 +431,6 @@ impl FilesClient {
             route,
         }
     }
-
-    /// The tonic client's own limits on message sizes.
-    pub fn max_decoding_message_size(mut self, limit: usize) -> FilesClient {
-        self.client = self.client.max_decoding_message_size(limit);
-        self
-    }
-
-    pub fn max_encoding_message_size(mut self, limit: usize) -> FilesClient {
-        self.client = self.client.max_encoding_message_size(limit);
-        self
-    }
-}
-
-/// A streamed request for `instance`: its metadata names it, and the replica it must go to
-/// when a retry knows it.
-fn streamed<S>(instance: &str, parts: S, to: Option<&str>) -> tonic::Request<S> {
-    let mut request = tonic::Request::new(parts);
-    if let Ok(value) = instance.parse() {
-        request.metadata_mut().insert(crate::INSTANCE_HEADER, value);
-    }
-    if let Some(to) = to
-        && let Ok(value) = to.parse()
-    {
-        request.metadata_mut().insert(crate::route::TO_HEADER, value);
-    }
-    request
 }
 
 /// At most this much of a streamed request is kept to send it again. A refusal comes before
@@ -505,7 +495,7 @@ where
 /// [`resend`] for a streamed request: sent again from its start (what it sent is kept) when
 /// refused before it ran, while it sent no more than [`REPLAY_MAX`].
 async fn resend_streamed<T, S, Resp, F, Fut>(
-    route: Option<&crate::Route>,
+    route: &crate::Route,
     instance: &str,
     parts: S,
     call: F,
@@ -516,12 +506,11 @@ where
     F: Fn(tonic::Request<Replay<T, S>>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
-    let route = route.filter(|r| r.has_spare());
     let state = Arc::new(std::sync::Mutex::new(ReplayState {
         source: Box::pin(parts),
         sent: Vec::new(),
         bytes: 0,
-        spent: route.is_none(),
+        spent: false,
         try_no: 0,
     }));
     let mut tries = 1;
@@ -535,8 +524,8 @@ where
             try_no,
             at: 0,
         };
-        let outcome = call(streamed(instance, parts, to.as_deref())).await;
-        let (Err(status), Some(route)) = (&outcome, route) else {
+        let outcome = call(named(parts, instance, to.as_deref())).await;
+        let Err(status) = &outcome else {
             return outcome;
         };
         let Some(how) = retry(status, tries, since) else {
@@ -547,14 +536,7 @@ where
         }
         tries += 1;
         metrics::counter!("cocon_mesh_resent_total", "service" => route.service()).increment(1);
-        to = match how {
-            Retry::To(owner) if route.knows(&owner) => Some(owner),
-            Retry::To(_) | Retry::Later => {
-                tokio::time::sleep(handover_wait(tries)).await;
-                None
-            }
-            Retry::Elsewhere => None,
-        };
+        to = next_try(route, how, tries).await;
     }
 }
 
@@ -610,46 +592,40 @@ files_calls!(
     cancel_upload(UploadRequest) -> files_pb::UploadState;
 );
 
-impl FilesClient {
-    /// Uploads a file of `instance`: its header, then its content.
-    pub async fn upload(
-        &mut self,
-        instance: &str,
-        parts: impl futures::Stream<Item = files_pb::UploadPart> + Send + 'static,
-    ) -> Result<tonic::Response<files_pb::FileAnswer>, tonic::Status> {
-        let client = self.client.clone();
-        resend_streamed(self.route.as_ref(), instance, parts, move |req| {
-            let mut client = client.clone();
-            async move { client.upload(req).await }
-        })
-        .await
-    }
-
-    /// Appends to a resumable upload of `instance`.
-    pub async fn append_upload(
-        &mut self,
-        instance: &str,
-        parts: impl futures::Stream<Item = files_pb::AppendPart> + Send + 'static,
-    ) -> Result<tonic::Response<files_pb::UploadState>, tonic::Status> {
-        let client = self.client.clone();
-        resend_streamed(self.route.as_ref(), instance, parts, move |req| {
-            let mut client = client.clone();
-            async move { client.append_upload(req).await }
-        })
-        .await
-    }
-
-    /// Writes a file a sharing brings to `instance`.
-    pub async fn put_shared(
-        &mut self,
-        instance: &str,
-        parts: impl futures::Stream<Item = files_pb::SharedPart> + Send + 'static,
-    ) -> Result<tonic::Response<files_pb::FileAnswer>, tonic::Status> {
-        let client = self.client.clone();
-        resend_streamed(self.route.as_ref(), instance, parts, move |req| {
-            let mut client = client.clone();
-            async move { client.put_shared(req).await }
-        })
-        .await
-    }
+/// The calls whose request streams: each is given its instance by its caller. In process, or
+/// with nowhere to send it again, the stream goes as it is; otherwise through a [`Replay`].
+macro_rules! files_streams {
+    ($($(#[$doc:meta])* $method:ident($part:ident) -> $resp:ident;)*) => {
+        impl FilesClient {
+            $(
+                $(#[$doc])*
+                pub async fn $method(
+                    &mut self,
+                    instance: &str,
+                    parts: impl futures::Stream<Item = files_pb::$part> + Send + 'static,
+                ) -> Result<tonic::Response<files_pb::$resp>, tonic::Status> {
+                    match self.route.as_ref().filter(|r| r.has_spare()) {
+                        None => self.client.$method(named(parts, instance, None)).await,
+                        Some(route) => {
+                            let client = self.client.clone();
+                            resend_streamed(route, instance, parts, move |req| {
+                                let mut client = client.clone();
+                                async move { client.$method(req).await }
+                            })
+                            .await
+                        }
+                    }
+                }
+            )*
+        }
+    };
 }
+
+files_streams!(
+    /// Uploads a file of `instance`: its header, then its content.
+    upload(UploadPart) -> FileAnswer;
+    /// Appends to a resumable upload of `instance`.
+    append_upload(AppendPart) -> UploadState;
+    /// Writes a file a sharing brings to `instance`.
+    put_shared(SharedPart) -> FileAnswer;
+);
