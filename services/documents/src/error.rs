@@ -83,15 +83,12 @@ impl ServiceError for DocumentsError {
 
 impl From<DocumentsError> for tonic::Status {
     fn from(err: DocumentsError) -> tonic::Status {
-        let mut status = cocon_common::error::to_status(&err);
-        if matches!(err, DocumentsError::Moved) {
-            // As the shard guard says it: the client sends the call again (nothing ran).
-            status.metadata_mut().insert(
-                cocon_mesh::HANDOVER_HEADER,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
+        let status = cocon_common::error::to_status(&err);
+        match err {
+            // As the shard guard says it: nothing ran, the client sends the call again.
+            DocumentsError::Moved => cocon_mesh::handed_over(status),
+            _ => status,
         }
-        status
     }
 }
 

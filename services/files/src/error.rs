@@ -83,15 +83,12 @@ impl ServiceError for FilesError {
 
 impl From<FilesError> for tonic::Status {
     fn from(err: FilesError) -> tonic::Status {
-        let mut status = cocon_common::error::to_status(&err);
-        if matches!(err, FilesError::Moved) {
-            // As the shard guard says it: the client sends the call again.
-            status.metadata_mut().insert(
-                cocon_mesh::HANDOVER_HEADER,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
+        let status = cocon_common::error::to_status(&err);
+        match err {
+            // As the shard guard says it: nothing ran, the client sends the call again.
+            FilesError::Moved => cocon_mesh::handed_over(status),
+            _ => status,
         }
-        status
     }
 }
 

@@ -24,6 +24,6 @@ pub use directory::{Announcement, BUCKET as DIRECTORY_BUCKET, Directory, Directo
 pub use error::MeshError;
 pub use route::{INSTANCE_HEADER, Route, not_sent};
 pub use service::{Service, ServiceKind};
-pub use shard_guard::{HANDOVER_HEADER, OWNER_HEADER, ShardGuard, ShardGuardLayer};
+pub use shard_guard::{HANDOVER_HEADER, OWNER_HEADER, ShardGuard, ShardGuardLayer, handed_over};
 pub use shard_map::{SHARDS, ShardMap, shard_of};
 pub use shards::{Hold, Shards};

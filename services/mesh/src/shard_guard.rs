@@ -65,24 +65,28 @@ pub struct ShardGuard<S> {
     waits: &'static [&'static str],
 }
 
+/// Marks `status` as a refusal while a shard is handed over: nothing ran, and the client sends
+/// the call again in a moment. For the guard's refusals and a service's own (a write whose
+/// shard went while it waited to commit).
+pub fn handed_over(mut status: tonic::Status) -> tonic::Status {
+    status
+        .metadata_mut()
+        .insert(HANDOVER_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
 /// The answer to a call this replica does not hold the shard of.
 fn refusal(err: MeshError) -> http::Response<tonic::body::Body> {
-    let mut status = match &err {
-        MeshError::NotOwner { owner: Some(_), .. } => tonic::Status::failed_precondition(err.to_string()),
-        _ => tonic::Status::unavailable(err.to_string()),
-    };
-    match &err {
+    let status = match &err {
         MeshError::NotOwner { owner: Some(owner), .. } => {
+            let mut status = tonic::Status::failed_precondition(err.to_string());
             if let Ok(value) = owner.parse() {
                 status.metadata_mut().insert(OWNER_HEADER, value);
             }
-        }
-        _ => {
             status
-                .metadata_mut()
-                .insert(HANDOVER_HEADER, tonic::metadata::MetadataValue::from_static("1"));
         }
-    }
+        _ => handed_over(tonic::Status::unavailable(err.to_string())),
+    };
     status.into_http()
 }
 
