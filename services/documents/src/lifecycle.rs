@@ -13,9 +13,6 @@ use tonic::service::RoutesBuilder;
 
 use crate::DocumentsService;
 
-/// How often a replica looks for the outbox of a replica that is gone.
-const ADOPT_EVERY: Duration = Duration::from_secs(2);
-
 impl cocon_mesh::Service for DocumentsService {
     fn kind(&self) -> ServiceKind {
         ServiceKind::Documents
@@ -57,7 +54,6 @@ impl cocon_mesh::Service for DocumentsService {
                 self.shared.log.outbox().clone(),
                 self.bus.clone(),
                 move |replica| !shards.holders().contains(replica),
-                ADOPT_EVERY,
                 shutdown.clone(),
             )));
         }

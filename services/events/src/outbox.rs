@@ -636,7 +636,10 @@ impl Relay {
     }
 }
 
-/// Relays, every `every` until shut down, the outbox partitions of writers that are gone
+/// How often [`adopt_orphans`] looks for the partitions of writers that are gone.
+const ADOPT_EVERY: Duration = Duration::from_secs(2);
+
+/// Relays, every [`ADOPT_EVERY`] until shut down, the outbox partitions of writers that are gone
 /// (`gone(partition)`: a replica holding no instance any more) and [`SOLE_PARTITION`], as
 /// [`Relay::adopted`]: what a replica committed and died before publishing is published by the
 /// survivors. Several survivors may relay one partition at once; the bus drops the duplicates.
@@ -644,12 +647,11 @@ pub async fn adopt_orphans(
     outbox: Outbox,
     bus: Arc<dyn EventBus>,
     gone: impl Fn(&str) -> bool + Send,
-    every: Duration,
     shutdown: Shutdown,
 ) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(ADOPT_EVERY) => {}
             _ = shutdown.wait() => return,
         }
         let partitions = match outbox.partitions().await {

@@ -124,7 +124,6 @@ impl cocon_mesh::Service for FilesService {
                 inner.log.outbox().clone(),
                 inner.bus.clone(),
                 move |replica| !shards.holders().contains(replica),
-                Duration::from_secs(2),
                 shutdown.clone(),
             )));
         }
